@@ -1,0 +1,1 @@
+"""The HTTP API: one router per feature, authentication, and the error model."""

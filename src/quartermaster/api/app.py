@@ -1,0 +1,67 @@
+"""The FastAPI application factory. `qm serve` and the tests build it from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from quartermaster import __version__
+from quartermaster.api.errors import install_error_handlers
+from quartermaster.config import Settings
+from quartermaster.runtime import Runtime, build_runtime
+
+# Each feature exposes `router`; listed here, in one place.
+ROUTER_MODULES: tuple[str, ...] = ()
+
+BackgroundStarter = Callable[[Runtime], Callable[[], None]]
+
+
+def _feature_routers() -> list[APIRouter]:
+    import importlib
+
+    routers: list[APIRouter] = []
+    for name in ROUTER_MODULES:
+        routers.append(importlib.import_module(name).router)
+    return routers
+
+
+def create_app(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    background: tuple[BackgroundStarter, ...] = (),
+) -> FastAPI:
+    """Build the app. `background` starters run on startup and return a stop function
+    (`qm serve` passes the pipeline workers; tests usually pass none)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = runtime if runtime is not None else build_runtime(settings)
+        app.state.runtime = rt
+        stops = [start(rt) for start in background]
+        try:
+            yield
+        finally:
+            for stop in reversed(stops):
+                stop()
+            if owned:
+                rt.close()
+
+    app = FastAPI(
+        title="Quartermaster",
+        version=__version__,
+        description="Metering, chargeback and governance for platforms of micro-apps.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["system"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    for router in _feature_routers():
+        app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""The event log seam: idempotent append, and reading through durable consumer cursors."""

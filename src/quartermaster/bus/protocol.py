@@ -1,0 +1,70 @@
+"""The event log seam. Backends: the embedded log (tables in the control-plane database) now;
+NATS JetStream later (stream + durable consumer; dedup by message id plus a claim table)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """An accepted, validated event ready to append. `payload` is its canonical JSON text."""
+
+    tenant_id: str
+    source: str
+    event_id: str
+    type: str
+    subject: str | None
+    event_time: datetime
+    recorded_at: datetime
+    content_hash: str
+    app_id: str | None
+    resource_id: str | None
+    late: bool
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """A record as read back from the log, with its position (monotonic per log)."""
+
+    position: int
+    record: LogRecord
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """Indexes into the appended sequence: stored now, already stored identically, or
+    already stored with other content under the same (source, id)."""
+
+    appended: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    conflicts: list[int] = field(default_factory=list)
+
+
+class EventLog(Protocol):
+    def append(self, records: Sequence[LogRecord], *, session: Session) -> AppendResult:
+        """Append idempotently on (tenant_id, source, event_id) inside the caller's
+        transaction: the records are durable once that transaction commits."""
+        ...
+
+    def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
+        """The next records after the consumer's acknowledged position, in log order."""
+        ...
+
+    def ack(self, consumer: str, position: int) -> None:
+        """Durably move the consumer's cursor to `position` (never backwards)."""
+        ...
+
+    def position(self, consumer: str) -> int:
+        """The consumer's acknowledged position (0 before its first ack)."""
+        ...
+
+    def head(self) -> int:
+        """The position of the newest record (0 when empty)."""
+        ...

@@ -1,0 +1,1 @@
+"""The `qm` command line (Typer + Rich)."""

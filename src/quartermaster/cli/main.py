@@ -1,0 +1,135 @@
+"""`qm`: local administration (init, serve, tenants) and API commands for everything else."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quartermaster.config import Settings, generate_server_key, load_settings
+
+if TYPE_CHECKING:
+    from quartermaster.api.app import BackgroundStarter
+
+app = typer.Typer(
+    name="qm",
+    help="Quartermaster: meter, attribute, price and govern micro-apps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(
+    help="Tenants (local administration of the data dir).", no_args_is_help=True
+)
+app.add_typer(tenant_app, name="tenant")
+
+# Feature command groups: (module, attribute, name). Each module exposes a Typer app.
+COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = ()
+
+console = Console()
+
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default: QM_DATA_DIR or ./.qm).")
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return load_settings(data_dir=data_dir) if data_dir else load_settings()
+
+
+@app.command()
+def init(data_dir: DataDirOption = None) -> None:
+    """Create the data dir, generate the server key and apply database migrations."""
+    from quartermaster.storage import create_db_engine, upgrade_database
+
+    settings = _settings(data_dir)
+    key_path = generate_server_key(settings)
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        upgrade_database(engine)
+    finally:
+        engine.dispose()
+    console.print(f"[green]initialized[/] {settings.data_dir} (server key: {key_path})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the API and the pipeline workers in one process (the embedded default)."""
+    import uvicorn
+
+    from quartermaster.api.app import create_app
+
+    settings = _settings(data_dir)
+    application = create_app(settings, background=_background_services())
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        log_level="warning",
+    )
+
+
+def _background_services() -> tuple[BackgroundStarter, ...]:
+    return ()
+
+
+@tenant_app.command("create")
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(help="Slug of the new tenant, e.g. acme.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a tenant with its default cost center and an admin key (shown once)."""
+    from quartermaster.errors import QMError
+    from quartermaster.runtime import build_runtime
+    from quartermaster.tenancy.service import bootstrap_tenant
+
+    settings = _settings(data_dir)
+    runtime = build_runtime(settings)
+    try:
+        with runtime.session_factory() as session:
+            issued = bootstrap_tenant(tenant_id, name=name, session=session)
+    except QMError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    console.print(f"[green]created tenant[/] {tenant_id}")
+    console.print("admin API key (shown once, store it now):")
+    console.print(issued.token, soft_wrap=True, highlight=False)
+
+
+@tenant_app.command("list")
+def tenant_list(data_dir: DataDirOption = None) -> None:
+    """List the tenants in the data dir."""
+    from quartermaster.runtime import build_runtime
+    from quartermaster.tenancy.service import list_tenants
+
+    settings = _settings(data_dir)
+    runtime = build_runtime(settings)
+    try:
+        with runtime.session_factory() as session:
+            tenants = list_tenants(session=session)
+    finally:
+        runtime.close()
+    table = Table("tenant", "name", "timezone", "created")
+    for tenant in tenants:
+        table.add_row(tenant.id, tenant.name, tenant.timezone, tenant.created_at.isoformat())
+    console.print(table)
+
+
+def _register_groups() -> None:
+    for module, attribute, name in COMMAND_GROUPS:
+        app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+
+
+def main() -> None:
+    _register_groups()
+    app()

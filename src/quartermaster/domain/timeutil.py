@@ -1,0 +1,53 @@
+"""UTC, timezone-aware time; periods are half-open [start, end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ensure_utc(value: datetime) -> datetime:
+    """Naive datetimes are UTC (the storage layer hands them back); aware ones are converted."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def floor_hour(value: datetime) -> datetime:
+    return ensure_utc(value).replace(minute=0, second=0, microsecond=0)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """RFC 3339 timestamp to an aware UTC datetime; raises ValueError naming the problem."""
+    candidate = text.strip()
+    if candidate.endswith(("Z", "z")):
+        candidate = candidate[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(candidate)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A half-open interval of time [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("period bounds must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"period end {self.end} is not after start {self.start}")
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start

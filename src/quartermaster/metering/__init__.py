@@ -1,0 +1,1 @@
+"""CloudEvents ingestion: validation, signatures, dedup and reconciliation counters."""

@@ -1,0 +1,1 @@
+"""Tenants, teams, cost centers, principals, API keys and roles."""
