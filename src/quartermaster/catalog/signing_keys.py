@@ -1,0 +1,107 @@
+"""App HMAC signing keys: create, rotate (at most two active), retire, and the per-tenant
+lookup that ingestion uses to verify event signatures."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.catalog.models import App, AppSigningKey, SigningKeyStatus
+from quartermaster.catalog.sealing import seal, unseal
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import ConflictError, NotFoundError
+
+_PURPOSE = b"qm app signing keys v1"
+MAX_ACTIVE_KEYS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyInfo:
+    key_id: str
+    app_id: str  # the app slug
+    secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewSigningKey:
+    """Shown once at creation: the secret is what the app signs with."""
+
+    key_id: str
+    app_id: str
+    secret_hex: str
+
+
+def create_signing_key(app: App, *, server_key: bytes, session: Session) -> NewSigningKey:
+    active = session.scalars(
+        select(AppSigningKey.id).where(
+            AppSigningKey.app_pk == app.id, AppSigningKey.status == SigningKeyStatus.ACTIVE.value
+        )
+    ).all()
+    if len(active) >= MAX_ACTIVE_KEYS:
+        raise ConflictError(
+            f"app {app.app_id!r} already has {MAX_ACTIVE_KEYS} active signing keys "
+            f"({', '.join(active)}): retire one before creating another"
+        )
+    key_id = f"sk_{secrets.token_hex(8)}"
+    secret = secrets.token_bytes(32)
+    session.add(
+        AppSigningKey(
+            id=key_id,
+            tenant_id=app.tenant_id,
+            app_pk=app.id,
+            sealed_secret=seal(
+                secret, server_key=server_key, purpose=_PURPOSE, context=key_id.encode()
+            ),
+            status=SigningKeyStatus.ACTIVE.value,
+            created_at=utc_now(),
+        )
+    )
+    session.commit()
+    return NewSigningKey(key_id=key_id, app_id=app.app_id, secret_hex=secret.hex())
+
+
+def retire_signing_key(tenant_id: str, key_id: str, *, session: Session) -> None:
+    key = session.scalar(
+        select(AppSigningKey).where(
+            AppSigningKey.tenant_id == tenant_id, AppSigningKey.id == key_id
+        )
+    )
+    if key is None:
+        raise NotFoundError(f"signing key {key_id!r} not found", field="key_id")
+    if key.status != SigningKeyStatus.RETIRED.value:
+        key.status = SigningKeyStatus.RETIRED.value
+        key.retired_at = utc_now()
+    session.commit()
+
+
+def active_signing_keys(
+    tenant_id: str, *, server_key: bytes, session: Session
+) -> dict[str, SigningKeyInfo]:
+    """key id -> key, for every active key of the tenant's apps."""
+    rows = session.execute(
+        select(AppSigningKey.id, AppSigningKey.sealed_secret, App.app_id)
+        .join(App, App.id == AppSigningKey.app_pk)
+        .where(
+            AppSigningKey.tenant_id == tenant_id,
+            AppSigningKey.status == SigningKeyStatus.ACTIVE.value,
+        )
+    ).all()
+    return {
+        key_id: SigningKeyInfo(
+            key_id=key_id,
+            app_id=app_id,
+            secret=unseal(sealed, server_key=server_key, purpose=_PURPOSE, context=key_id.encode()),
+        )
+        for key_id, sealed, app_id in rows
+    }
+
+
+def apps_requiring_signatures(tenant_id: str, *, session: Session) -> set[str]:
+    return set(
+        session.scalars(
+            select(App.app_id).where(App.tenant_id == tenant_id, App.require_signatures.is_(True))
+        )
+    )

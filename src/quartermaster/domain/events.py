@@ -1,0 +1,141 @@
+"""The event contract: CloudEvents 1.0 envelope and the data of each Quartermaster event type.
+
+Documented for users in docs/events.md. Ingestion validates against these models and the
+pipeline reads accepted events through them, so both sides always agree."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Quantity = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class EventType(enum.StrEnum):
+    INVOCATION_USAGE = "qm.invocation.usage"
+    RESOURCE_USAGE = "qm.resource.usage"
+    RESOURCE_LIFECYCLE = "qm.resource.lifecycle"
+    REQUEST_TRACE = "qm.request.trace"
+    PLATFORM_COST = "qm.platform.cost"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InvocationUsage(_Data):
+    """One invocation of an app (seed 001 "Metering")."""
+
+    app_id: Slug
+    actor_id: NonEmpty | None = None
+    environment: Slug | None = None
+    tokens: Count | None = None
+    compute_units: Quantity | None = None
+    duration_ms: Quantity | None = None
+    bytes: Count | None = None
+
+    @model_validator(mode="after")
+    def _has_a_measure(self) -> InvocationUsage:
+        if all(v is None for v in (self.tokens, self.compute_units, self.duration_ms, self.bytes)):
+            raise ValueError("needs at least one of tokens, compute_units, duration_ms, bytes")
+        return self
+
+
+class ResourceUsage(_Data):
+    """A usage sample of a resource (seed 002 ResourceUsageSample)."""
+
+    resource_id: NonEmpty
+    app_id: Slug | None = None
+    environment: Slug | None = None
+    cpu_seconds: Quantity | None = None
+    memory_gb_hours: Quantity | None = None
+    network_bytes: Count | None = None
+    storage_gb_days: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _has_a_measure(self) -> ResourceUsage:
+        values = (self.cpu_seconds, self.memory_gb_hours, self.network_bytes, self.storage_gb_days)
+        if all(v is None for v in values):
+            raise ValueError(
+                "needs at least one of cpu_seconds, memory_gb_hours, network_bytes, storage_gb_days"
+            )
+        return self
+
+
+class LifecycleAction(enum.StrEnum):
+    START = "start"
+    STOP = "stop"
+    SCALE = "scale"
+    DEPLOY = "deploy"
+    DELETE = "delete"
+
+
+class ResourceLifecycle(_Data):
+    """A resource starting, stopping, scaling, being deployed or deleted (explain markers)."""
+
+    resource_id: NonEmpty
+    action: LifecycleAction
+    app_id: Slug | None = None
+    team_id: Slug | None = None
+    environment: Slug | None = None
+    replicas: Count | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestTrace(_Data):
+    """One request served by an app (seed 002 RequestTrace)."""
+
+    app_id: Slug
+    request_id: NonEmpty
+    actor_id: NonEmpty | None = None
+    environment: Slug | None = None
+    bytes_in: Count = 0
+    bytes_out: Count = 0
+    duration_ms: Quantity = Decimal(0)
+    status: Annotated[int, Field(ge=100, le=599)] | None = None
+
+
+class PlatformCost(_Data):
+    """A shared platform cost to allocate (seed 002 PlatformCost)."""
+
+    cost_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    amount: Quantity
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+    billing_period_start: datetime | None = None
+    billing_period_end: datetime | None = None
+
+
+DATA_MODELS: dict[str, type[_Data]] = {
+    EventType.INVOCATION_USAGE.value: InvocationUsage,
+    EventType.RESOURCE_USAGE.value: ResourceUsage,
+    EventType.RESOURCE_LIFECYCLE.value: ResourceLifecycle,
+    EventType.REQUEST_TRACE.value: RequestTrace,
+    EventType.PLATFORM_COST.value: PlatformCost,
+}
+
+
+class CloudEvent(BaseModel):
+    """CloudEvents 1.0 envelope as Quartermaster accepts it: `time` is required (usage must be
+    placed in a period) and `data` is a JSON object. Extension attributes: `qmkeyid` and
+    `qmsignature` (HMAC signing), `qmlease` (a resource lease token)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    time: datetime
+    subject: Annotated[str, StringConstraints(max_length=500)] | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    data: dict[str, Any]
+    qmkeyid: str | None = None
+    qmsignature: str | None = None
+    qmlease: str | None = None
