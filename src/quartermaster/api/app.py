@@ -13,7 +13,10 @@ from quartermaster.config import Settings
 from quartermaster.runtime import Runtime, build_runtime
 
 # Each feature exposes `router`; listed here, in one place.
-ROUTER_MODULES: tuple[str, ...] = ()
+ROUTER_MODULES: tuple[str, ...] = (
+    "quartermaster.tenancy.router",
+    "quartermaster.catalog.router",
+)
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import utc_now
-from quartermaster.errors import AuthenticationError, ConflictError, InvalidInputError
+from quartermaster.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from quartermaster.tenancy.keys import generate_key, hash_secret, secret_matches, split_token
 from quartermaster.tenancy.models import (
     ApiKey,
@@ -18,6 +25,7 @@ from quartermaster.tenancy.models import (
     Principal,
     PrincipalKind,
     Role,
+    Team,
     Tenant,
 )
 
@@ -174,3 +182,336 @@ def bootstrap_tenant(
         tenant_id, admin_name, role=Role.ADMIN, kind=PrincipalKind.USER, session=session
     )
     return issue_api_key(admin, session=session)
+
+
+# --- directory: tenant, cost centers, teams --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TenantView:
+    tenant_id: str
+    name: str
+    timezone: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TeamView:
+    slug: str
+    name: str
+    cost_center: str | None  # slug of the team's default cost center
+    created_at: datetime
+
+
+def _clean_name(value: str | None, *, fallback: str, field: str) -> str:
+    name = (value if value is not None else fallback).strip()
+    if not name or len(name) > 200:
+        raise InvalidInputError(f"{field} must be 1-200 characters", field=field)
+    return name
+
+
+def _commit_unique(session: Session, message: str, *, field: str) -> None:
+    """Commit; a unique-constraint race (another request created the same slug) is a 409."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(message, field=field) from None
+
+
+def get_tenant(tenant_id: str, *, session: Session) -> TenantView:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError(f"tenant {tenant_id!r} not found", field="tenant_id")
+    return TenantView(
+        tenant_id=tenant.id,
+        name=tenant.name,
+        timezone=tenant.timezone,
+        created_at=tenant.created_at,
+    )
+
+
+def find_cost_center(tenant_id: str, slug: str, *, session: Session) -> CostCenter | None:
+    return session.scalar(
+        select(CostCenter).where(CostCenter.tenant_id == tenant_id, CostCenter.slug == slug)
+    )
+
+
+def find_team(tenant_id: str, slug: str, *, session: Session) -> Team | None:
+    return session.scalar(select(Team).where(Team.tenant_id == tenant_id, Team.slug == slug))
+
+
+def require_cost_center(tenant_id: str, slug: str, *, field: str, session: Session) -> CostCenter:
+    """A cost center named in a request body: unknown is bad input (422), naming it."""
+    found = find_cost_center(tenant_id, slug, session=session)
+    if found is None:
+        raise InvalidInputError(f"unknown cost center {slug!r}", field=field)
+    return found
+
+
+def require_team(tenant_id: str, slug: str, *, field: str, session: Session) -> Team:
+    """A team named in a request body: unknown is bad input (422), naming it."""
+    found = find_team(tenant_id, slug, session=session)
+    if found is None:
+        raise InvalidInputError(f"unknown team {slug!r}", field=field)
+    return found
+
+
+def create_cost_center(
+    tenant_id: str, slug: str, *, name: str | None = None, session: Session
+) -> CostCenter:
+    validate_slug(slug, field="slug")
+    if find_cost_center(tenant_id, slug, session=session) is not None:
+        raise ConflictError(f"cost center {slug!r} already exists", field="slug")
+    cost_center = CostCenter(
+        tenant_id=tenant_id,
+        slug=slug,
+        name=_clean_name(name, fallback=slug, field="name"),
+        is_default=False,
+        created_at=utc_now(),
+    )
+    session.add(cost_center)
+    _commit_unique(session, f"cost center {slug!r} already exists", field="slug")
+    return cost_center
+
+
+def list_cost_centers(tenant_id: str, *, session: Session) -> list[CostCenter]:
+    return list(
+        session.scalars(
+            select(CostCenter).where(CostCenter.tenant_id == tenant_id).order_by(CostCenter.slug)
+        )
+    )
+
+
+def get_cost_center(tenant_id: str, slug: str, *, session: Session) -> CostCenter:
+    found = find_cost_center(tenant_id, slug, session=session)
+    if found is None:
+        raise NotFoundError(f"cost center {slug!r} not found", field="slug")
+    return found
+
+
+def _team_views(tenant_id: str, session: Session, *, slug: str | None = None) -> list[TeamView]:
+    query = (
+        select(Team, CostCenter.slug)
+        .outerjoin(CostCenter, CostCenter.id == Team.cost_center_id)
+        .where(Team.tenant_id == tenant_id)
+        .order_by(Team.slug)
+    )
+    if slug is not None:
+        query = query.where(Team.slug == slug)
+    return [
+        TeamView(slug=team.slug, name=team.name, cost_center=cc_slug, created_at=team.created_at)
+        for team, cc_slug in session.execute(query)
+    ]
+
+
+def create_team(
+    tenant_id: str,
+    slug: str,
+    *,
+    name: str | None = None,
+    cost_center: str | None = None,
+    session: Session,
+) -> TeamView:
+    """A team; `cost_center` (a slug) is the default for apps the team registers."""
+    validate_slug(slug, field="slug")
+    if find_team(tenant_id, slug, session=session) is not None:
+        raise ConflictError(f"team {slug!r} already exists", field="slug")
+    cc = (
+        require_cost_center(tenant_id, cost_center, field="cost_center", session=session)
+        if cost_center is not None
+        else None
+    )
+    team = Team(
+        tenant_id=tenant_id,
+        slug=slug,
+        name=_clean_name(name, fallback=slug, field="name"),
+        cost_center_id=cc.id if cc is not None else None,
+        created_at=utc_now(),
+    )
+    session.add(team)
+    _commit_unique(session, f"team {slug!r} already exists", field="slug")
+    return TeamView(
+        slug=team.slug,
+        name=team.name,
+        cost_center=cc.slug if cc is not None else None,
+        created_at=team.created_at,
+    )
+
+
+def list_teams(tenant_id: str, *, session: Session) -> list[TeamView]:
+    return _team_views(tenant_id, session)
+
+
+def get_team(tenant_id: str, slug: str, *, session: Session) -> TeamView:
+    found = _team_views(tenant_id, session, slug=slug)
+    if not found:
+        raise NotFoundError(f"team {slug!r} not found", field="slug")
+    return found[0]
+
+
+# --- principals and API keys -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalView:
+    id: str
+    name: str
+    kind: str
+    role: str
+    team: str | None
+    app_id: str | None
+    created_at: datetime
+
+
+class KeyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyView:
+    key_id: str
+    principal_id: str
+    principal_name: str
+    status: KeyStatus
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+def key_status(
+    *, revoked_at: datetime | None, expires_at: datetime | None, now: datetime
+) -> KeyStatus:
+    if revoked_at is not None:
+        return KeyStatus.REVOKED
+    if expires_at is not None and expires_at <= now:
+        return KeyStatus.EXPIRED
+    return KeyStatus.ACTIVE
+
+
+def _principal_views(
+    tenant_id: str, session: Session, *, principal_id: str | None = None
+) -> list[PrincipalView]:
+    query = (
+        select(Principal, Team.slug)
+        .outerjoin(Team, Team.id == Principal.team_id)
+        .where(Principal.tenant_id == tenant_id)
+        .order_by(Principal.name)
+    )
+    if principal_id is not None:
+        query = query.where(Principal.id == principal_id)
+    return [
+        PrincipalView(
+            id=p.id,
+            name=p.name,
+            kind=p.kind,
+            role=p.role,
+            team=team_slug,
+            app_id=p.app_slug,
+            created_at=p.created_at,
+        )
+        for p, team_slug in session.execute(query)
+    ]
+
+
+def register_principal(
+    tenant_id: str,
+    name: str,
+    *,
+    role: Role,
+    kind: PrincipalKind = PrincipalKind.USER,
+    team: str | None = None,
+    app_id: str | None = None,
+    session: Session,
+) -> PrincipalView:
+    """A user or service account. team-member needs a team (slug), app needs an app_id; each
+    only applies to its role, so a stray one is refused rather than silently ignored."""
+    from quartermaster.catalog.models import App  # catalog builds on tenancy, not the reverse
+
+    name = _clean_name(name, fallback="", field="name")
+    if team is not None and role is not Role.TEAM_MEMBER:
+        raise InvalidInputError(
+            f"team applies only to role 'team-member', not {role.value!r}", field="team"
+        )
+    if app_id is not None and role is not Role.APP:
+        raise InvalidInputError(
+            f"app_id applies only to role 'app', not {role.value!r}", field="app_id"
+        )
+    team_row = require_team(tenant_id, team, field="team", session=session) if team else None
+    if app_id is not None:
+        exists = session.scalar(
+            select(App.id).where(App.tenant_id == tenant_id, App.app_id == app_id)
+        )
+        if exists is None:
+            raise InvalidInputError(f"unknown app {app_id!r}", field="app_id")
+    try:
+        principal = create_principal(
+            tenant_id,
+            name,
+            role=role,
+            kind=kind,
+            team_id=team_row.id if team_row is not None else None,
+            app_slug=app_id,
+            session=session,
+        )
+    except IntegrityError:  # a concurrent request created the same name first
+        session.rollback()
+        raise ConflictError(f"principal {name!r} already exists", field="name") from None
+    return _principal_views(tenant_id, session, principal_id=principal.id)[0]
+
+
+def list_principals(tenant_id: str, *, session: Session) -> list[PrincipalView]:
+    return _principal_views(tenant_id, session)
+
+
+def issue_key_for(
+    tenant_id: str, principal_id: str, *, expires_at: datetime | None = None, session: Session
+) -> IssuedKey:
+    principal = session.scalar(
+        select(Principal).where(Principal.tenant_id == tenant_id, Principal.id == principal_id)
+    )
+    if principal is None:
+        raise NotFoundError(f"principal {principal_id!r} not found", field="principal_id")
+    return issue_api_key(principal, expires_at=expires_at, session=session)
+
+
+def _key_views(tenant_id: str, session: Session, *, key_id: str | None = None) -> list[ApiKeyView]:
+    query = (
+        select(ApiKey, Principal.name)
+        .join(Principal, Principal.id == ApiKey.principal_id)
+        .where(ApiKey.tenant_id == tenant_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    if key_id is not None:
+        query = query.where(ApiKey.id == key_id)
+    now = utc_now()
+    return [
+        ApiKeyView(
+            key_id=key.id,
+            principal_id=key.principal_id,
+            principal_name=principal_name,
+            status=key_status(revoked_at=key.revoked_at, expires_at=key.expires_at, now=now),
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+        )
+        for key, principal_name in session.execute(query)
+    ]
+
+
+def list_api_keys(tenant_id: str, *, session: Session) -> list[ApiKeyView]:
+    """Every key of the tenant, with its status; never a secret or its hash."""
+    return _key_views(tenant_id, session)
+
+
+def revoke_api_key(tenant_id: str, key_id: str, *, session: Session) -> ApiKeyView:
+    """Revoke now; revoking an already revoked key keeps its first revocation time."""
+    key = session.scalar(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id))
+    if key is None:
+        raise NotFoundError(f"API key {key_id!r} not found", field="key_id")
+    if key.revoked_at is None:
+        key.revoked_at = utc_now()
+    session.commit()
+    return _key_views(tenant_id, session, key_id=key_id)[0]

@@ -1,0 +1,360 @@
+"""Resources (resource_id -> app over [valid_from, valid_to)) and resource leases.
+
+A resource_id is bound to at most one app at any instant, so its events are attributable
+without ambiguity; bindings are kept after the resource is gone. A lease binds a short-lived
+resource to its app for [issued_at, expires_at) and hands out a signed token naming both."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, select, text
+from sqlalchemy.orm import Session
+
+from quartermaster.catalog.access import ensure_may_read, ensure_may_write, visible_team
+from quartermaster.catalog.lease_tokens import LeaseClaims, issue_token
+from quartermaster.catalog.models import App, Resource, ResourceLease
+from quartermaster.catalog.service import find_app, validate_environment
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.tenancy.service import AuthContext
+
+MAX_LEASE_TTL_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpan:
+    """`resource_id` belonged to `app_id` over [valid_from, valid_to)."""
+
+    resource_id: str
+    app_id: str
+    environment: str | None
+    valid_from: datetime
+    valid_to: datetime | None
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLease:
+    """As returned once at creation: the token is what the resource presents."""
+
+    lease_id: str
+    resource_id: str
+    app_id: str
+    token: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    lease_id: str
+    resource_id: str
+    app_id: str
+    issued_at: datetime
+    expires_at: datetime
+    ended_at: datetime  # when the binding ends: at revocation, else at expiry
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+
+def overlaps(
+    a_from: datetime, a_to: datetime | None, b_from: datetime, b_to: datetime | None
+) -> bool:
+    """Do half-open intervals [a_from, a_to) and [b_from, b_to) share an instant? None is an
+    open end."""
+    return (b_to is None or a_from < b_to) and (a_to is None or b_from < a_to)
+
+
+def first_overlap(
+    valid_from: datetime, valid_to: datetime | None, existing: Iterable[ResourceSpan]
+) -> ResourceSpan | None:
+    for span in existing:
+        if overlaps(valid_from, valid_to, span.valid_from, span.valid_to):
+            return span
+    return None
+
+
+def format_interval(start: datetime, end: datetime | None) -> str:
+    return f"[{start.isoformat()}, {end.isoformat() if end is not None else 'open'})"
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def _span_query(tenant_id: str) -> Select[Resource, str]:
+    return (
+        select(Resource, App.app_id)
+        .join(App, App.id == Resource.app_pk)
+        .where(Resource.tenant_id == tenant_id)
+        .order_by(Resource.resource_id, Resource.valid_from)
+    )
+
+
+def _span(resource: Resource, app_id: str) -> ResourceSpan:
+    return ResourceSpan(
+        resource_id=resource.resource_id,
+        app_id=app_id,
+        environment=resource.environment,
+        valid_from=resource.valid_from,
+        valid_to=resource.valid_to,
+        lease_id=resource.lease_id,
+    )
+
+
+def list_resources(
+    caller: AuthContext,
+    *,
+    resource_id: str | None = None,
+    app_id: str | None = None,
+    session: Session,
+) -> list[ResourceSpan]:
+    query = _span_query(caller.tenant_id)
+    scope = visible_team(caller)
+    if scope is not None:
+        query = query.where(App.team_id == scope)
+    if resource_id is not None:
+        query = query.where(Resource.resource_id == resource_id)
+    if app_id is not None:
+        query = query.where(App.app_id == app_id)
+    return [_span(*row) for row in session.execute(query)]
+
+
+def resource_owner_at(
+    tenant_id: str, resource_id: str, at: datetime, *, session: Session
+) -> str | None:
+    """The app slug the resource belonged to at `at`, or None."""
+    query = (
+        select(App.app_id)
+        .join(Resource, Resource.app_pk == App.id)
+        .where(
+            Resource.tenant_id == tenant_id,
+            Resource.resource_id == resource_id,
+            Resource.valid_from <= at,
+        )
+        .where((Resource.valid_to.is_(None)) | (Resource.valid_to > at))
+    )
+    return session.scalars(query).first()
+
+
+def resource_bindings_for_tenant(
+    tenant_id: str, *, period: Period | None = None, session: Session
+) -> list[ResourceSpan]:
+    """Every binding of the tenant (those overlapping `period` if given), for bulk joins."""
+    query = _span_query(tenant_id)
+    if period is not None:
+        query = query.where(Resource.valid_from < period.end).where(
+            (Resource.valid_to.is_(None)) | (Resource.valid_to > period.start)
+        )
+    return [_span(*row) for row in session.execute(query)]
+
+
+# --- writes ----------------------------------------------------------------------------------
+
+
+def _clean_resource_id(value: str) -> str:
+    resource_id = value.strip()
+    if not resource_id or len(resource_id) > 200:
+        raise InvalidInputError("resource_id must be 1-200 characters", field="resource_id")
+    return resource_id
+
+
+def _app_for_write(caller: AuthContext, app_id: str, session: Session) -> App:
+    """An app named in a request body: unknown is bad input (422), naming it."""
+    app = find_app(caller.tenant_id, app_id, session=session)
+    if app is None:
+        raise InvalidInputError(f"unknown app {app_id!r}", field="app_id")
+    ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    return app
+
+
+def _serialize_on_resource(session: Session, tenant_id: str, resource_id: str) -> None:
+    """Check-then-insert of an interval must not race: on PostgreSQL, take a transaction-scoped
+    advisory lock per (tenant, resource_id). SQLite's BEGIN IMMEDIATE already serializes."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{tenant_id}\0{resource_id}".encode()).digest()
+    lock_key = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+
+
+def _refuse_overlap(
+    session: Session,
+    tenant_id: str,
+    resource_id: str,
+    valid_from: datetime,
+    valid_to: datetime | None,
+) -> None:
+    _serialize_on_resource(session, tenant_id, resource_id)
+    existing = [
+        _span(*row)
+        for row in session.execute(
+            _span_query(tenant_id).where(Resource.resource_id == resource_id)
+        )
+    ]
+    clash = first_overlap(valid_from, valid_to, existing)
+    if clash is not None:
+        raise ConflictError(
+            f"resource {resource_id!r} is already bound to app {clash.app_id!r} over "
+            f"{format_interval(clash.valid_from, clash.valid_to)}, which overlaps "
+            f"{format_interval(valid_from, valid_to)}",
+            field="valid_from",
+        )
+
+
+def register_resource(
+    caller: AuthContext,
+    resource_id: str,
+    app_id: str,
+    *,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+    environment: str | None = None,
+    session: Session,
+) -> ResourceSpan:
+    """Bind `resource_id` to an app over [valid_from (default now), valid_to (default open))."""
+    resource_id = _clean_resource_id(resource_id)
+    app = _app_for_write(caller, app_id, session)
+    start = valid_from or utc_now()
+    if valid_to is not None and valid_to <= start:
+        raise InvalidInputError(
+            f"valid_to {valid_to.isoformat()} is not after valid_from {start.isoformat()}",
+            field="valid_to",
+        )
+    env = validate_environment(environment) if environment is not None else app.environment
+    _refuse_overlap(session, caller.tenant_id, resource_id, start, valid_to)
+    resource = Resource(
+        tenant_id=caller.tenant_id,
+        resource_id=resource_id,
+        app_pk=app.id,
+        environment=env,
+        valid_from=start,
+        valid_to=valid_to,
+        lease_id=None,
+        created_at=utc_now(),
+    )
+    session.add(resource)
+    session.commit()
+    return _span(resource, app.app_id)
+
+
+def open_lease(
+    caller: AuthContext,
+    resource_id: str,
+    app_id: str,
+    *,
+    ttl_seconds: int,
+    environment: str | None = None,
+    server_key: bytes,
+    session: Session,
+) -> IssuedLease:
+    """Lease `resource_id` to the app for `ttl_seconds`. The binding is recorded as a
+    Resource row over [issued_at, expires_at), so its events stay attributable after the
+    resource is gone. Times are whole seconds, as the token carries them."""
+    if not 1 <= ttl_seconds <= MAX_LEASE_TTL_SECONDS:
+        raise InvalidInputError(
+            f"ttl_seconds must be between 1 and {MAX_LEASE_TTL_SECONDS} (7 days), "
+            f"got {ttl_seconds}",
+            field="ttl_seconds",
+        )
+    resource_id = _clean_resource_id(resource_id)
+    app = _app_for_write(caller, app_id, session)
+    env = validate_environment(environment) if environment is not None else app.environment
+    issued_at = utc_now().replace(microsecond=0)
+    expires_at = issued_at + timedelta(seconds=ttl_seconds)
+    _refuse_overlap(session, caller.tenant_id, resource_id, issued_at, expires_at)
+    lease = ResourceLease(
+        tenant_id=caller.tenant_id,
+        resource_id=resource_id,
+        app_pk=app.id,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
+    session.add(lease)
+    session.flush()
+    session.add(
+        Resource(
+            tenant_id=caller.tenant_id,
+            resource_id=resource_id,
+            app_pk=app.id,
+            environment=env,
+            valid_from=issued_at,
+            valid_to=expires_at,
+            lease_id=lease.id,
+            created_at=utc_now(),
+        )
+    )
+    token = issue_token(
+        LeaseClaims(
+            lease_id=lease.id,
+            tenant_id=caller.tenant_id,
+            resource_id=resource_id,
+            app_id=app.app_id,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        ),
+        server_key=server_key,
+    )
+    session.commit()
+    return IssuedLease(
+        lease_id=lease.id,
+        resource_id=resource_id,
+        app_id=app.app_id,
+        token=token,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
+
+
+def _lease_view(lease: ResourceLease, app: App) -> LeaseView:
+    return LeaseView(
+        lease_id=lease.id,
+        resource_id=lease.resource_id,
+        app_id=app.app_id,
+        issued_at=lease.issued_at,
+        expires_at=lease.expires_at,
+        ended_at=lease.revoked_at or lease.expires_at,
+    )
+
+
+def end_lease(caller: AuthContext, lease_id: str, *, session: Session) -> LeaseView:
+    """End a lease now: its binding's valid_to becomes now. Ending an ended or expired lease
+    changes nothing (idempotent)."""
+    row = session.execute(
+        select(ResourceLease, App)
+        .join(App, App.id == ResourceLease.app_pk)
+        .where(ResourceLease.tenant_id == caller.tenant_id, ResourceLease.id == lease_id)
+        .with_for_update(of=ResourceLease)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"resource lease {lease_id!r} not found", field="lease_id")
+    lease, app = row
+    ensure_may_write(caller, team_id=app.team_id, what=f"app {app.app_id!r}")
+    now = utc_now()
+    if lease.revoked_at is None and now < lease.expires_at:
+        lease.revoked_at = now
+        binding = session.scalars(
+            select(Resource).where(
+                Resource.tenant_id == caller.tenant_id, Resource.lease_id == lease.id
+            )
+        ).one()
+        binding.valid_to = now
+    session.commit()
+    return _lease_view(lease, app)
+
+
+def get_lease(caller: AuthContext, lease_id: str, *, session: Session) -> LeaseView:
+    row = session.execute(
+        select(ResourceLease, App)
+        .join(App, App.id == ResourceLease.app_pk)
+        .where(ResourceLease.tenant_id == caller.tenant_id, ResourceLease.id == lease_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"resource lease {lease_id!r} not found", field="lease_id")
+    lease, app = row
+    ensure_may_read(caller, team_id=app.team_id, what=f"app {app.app_id!r}")
+    return _lease_view(lease, app)

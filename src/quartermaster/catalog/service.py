@@ -1,0 +1,474 @@
+"""App registration, dated ownership and signing keys. Services take `session` keyword-only
+and commit their unit of work; every query is scoped to the caller's tenant.
+
+Ownership is dated: each change of team or cost center closes the current AppAssignment at
+`effective_at` and opens a new one, so billing charges each owner for its own part of a period
+(`app_owner_at`, `assignments_for_tenant`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from quartermaster.catalog.access import (
+    ensure_may_read,
+    ensure_may_reassign,
+    ensure_may_write,
+    visible_team,
+)
+from quartermaster.catalog.models import (
+    App,
+    AppAssignment,
+    AppSigningKey,
+    Lifecycle,
+    SigningKeyStatus,
+)
+from quartermaster.catalog.signing_keys import (
+    NewSigningKey,
+    create_signing_key,
+    retire_signing_key,
+)
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.tenancy.models import CostCenter, Team
+from quartermaster.tenancy.service import (
+    AuthContext,
+    require_cost_center,
+    require_team,
+    validate_slug,
+)
+
+ENVIRONMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AppView:
+    app_id: str
+    title: str
+    owner: str
+    team: str
+    cost_center: str
+    lifecycle: Lifecycle
+    environment: str
+    require_signatures: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipSpan:
+    """Team and cost center (slugs) that owned `app_id` over [valid_from, valid_to)."""
+
+    app_id: str
+    team: str
+    cost_center: str
+    valid_from: datetime
+    valid_to: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppDetail:
+    app: AppView
+    ownership: list[OwnershipSpan]
+
+
+@dataclass(frozen=True, slots=True)
+class AppRegistration:
+    """A registration request; owner, team and cost center may be missing, and are refused
+    then with a message naming the missing field (the cost center falls back to the team's
+    default cost center)."""
+
+    app_id: str
+    owner: str | None
+    team: str | None
+    cost_center: str | None = None
+    title: str | None = None
+    lifecycle: Lifecycle = Lifecycle.PERSISTENT
+    environment: str = "production"
+    require_signatures: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppChanges:
+    """None leaves a field as it is. `effective_at` dates a change of team or cost center."""
+
+    title: str | None = None
+    owner: str | None = None
+    lifecycle: Lifecycle | None = None
+    environment: str | None = None
+    require_signatures: bool | None = None
+    team: str | None = None
+    cost_center: str | None = None
+    effective_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyView:
+    key_id: str
+    app_id: str
+    status: SigningKeyStatus
+    created_at: datetime
+    retired_at: datetime | None
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+
+_NEEDS = "every app needs an owner, a team and a cost center"
+
+
+def _required_text(
+    value: str | None, *, field: str, max_length: int = 200, why: str = _NEEDS
+) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise InvalidInputError(f"{field} is missing: {why}", field=field)
+    if len(text) > max_length:
+        raise InvalidInputError(f"{field} is longer than {max_length} characters", field=field)
+    return text
+
+
+def validate_environment(value: str) -> str:
+    if not ENVIRONMENT_PATTERN.match(value):
+        raise InvalidInputError(
+            f"environment {value!r} must be 1-32 characters of a-z, 0-9 and '-'",
+            field="environment",
+        )
+    return value
+
+
+def plan_ownership_change(
+    *, current_from: datetime, effective_at: datetime, now: datetime
+) -> Literal["replace", "split"]:
+    """How a dated change of owner applies to the open assignment that began at
+    `current_from`: split it at `effective_at`, or replace it when both start together (an
+    empty [t, t) span would be noise). Backdating before the open assignment would rewrite
+    history already closed, and a future date would make the current owner wrong today."""
+    if effective_at < current_from:
+        raise InvalidInputError(
+            f"effective_at {effective_at.isoformat()} is earlier than the current ownership, "
+            f"which began at {current_from.isoformat()}",
+            field="effective_at",
+        )
+    if effective_at > now:
+        raise InvalidInputError(
+            f"effective_at {effective_at.isoformat()} is in the future; ownership changes "
+            "take effect now or at a past instant",
+            field="effective_at",
+        )
+    return "replace" if effective_at == current_from else "split"
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def _app_query(tenant_id: str) -> Select[App, str, str]:
+    return (
+        select(App, Team.slug, CostCenter.slug)
+        .join(Team, Team.id == App.team_id)
+        .join(CostCenter, CostCenter.id == App.cost_center_id)
+        .where(App.tenant_id == tenant_id)
+        .order_by(App.app_id)
+    )
+
+
+def _view(app: App, team_slug: str, cost_center_slug: str) -> AppView:
+    return AppView(
+        app_id=app.app_id,
+        title=app.title,
+        owner=app.owner,
+        team=team_slug,
+        cost_center=cost_center_slug,
+        lifecycle=Lifecycle(app.lifecycle),
+        environment=app.environment,
+        require_signatures=app.require_signatures,
+        created_by=app.created_by,
+        created_at=app.created_at,
+        updated_at=app.updated_at,
+    )
+
+
+def _app_view(tenant_id: str, app_id: str, session: Session) -> AppView:
+    row = session.execute(_app_query(tenant_id).where(App.app_id == app_id)).one()
+    return _view(*row)
+
+
+def find_app(tenant_id: str, app_id: str, *, session: Session, lock: bool = False) -> App | None:
+    query = select(App).where(App.tenant_id == tenant_id, App.app_id == app_id)
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def load_app(tenant_id: str, app_id: str, *, session: Session, lock: bool = False) -> App:
+    """An app named in the URL: unknown is 404."""
+    app = find_app(tenant_id, app_id, session=session, lock=lock)
+    if app is None:
+        raise NotFoundError(f"app {app_id!r} not found", field="app_id")
+    return app
+
+
+def list_apps(
+    caller: AuthContext,
+    *,
+    team: str | None = None,
+    cost_center: str | None = None,
+    lifecycle: Lifecycle | None = None,
+    session: Session,
+) -> list[AppView]:
+    query = _app_query(caller.tenant_id)
+    scope = visible_team(caller)
+    if scope is not None:
+        query = query.where(App.team_id == scope)
+    if team is not None:
+        query = query.where(Team.slug == team)
+    if cost_center is not None:
+        query = query.where(CostCenter.slug == cost_center)
+    if lifecycle is not None:
+        query = query.where(App.lifecycle == lifecycle.value)
+    return [_view(*row) for row in session.execute(query)]
+
+
+def _ownership(
+    tenant_id: str, *, app_pk: str | None = None
+) -> Select[str, str, str, datetime, datetime | None]:
+    team, cost_center = aliased(Team), aliased(CostCenter)
+    query = (
+        select(
+            App.app_id,
+            team.slug,
+            cost_center.slug,
+            AppAssignment.valid_from,
+            AppAssignment.valid_to,
+        )
+        .join(App, App.id == AppAssignment.app_pk)
+        .join(team, team.id == AppAssignment.team_id)
+        .join(cost_center, cost_center.id == AppAssignment.cost_center_id)
+        .where(AppAssignment.tenant_id == tenant_id)
+        .order_by(App.app_id, AppAssignment.valid_from)
+    )
+    return query if app_pk is None else query.where(AppAssignment.app_pk == app_pk)
+
+
+def get_app(caller: AuthContext, app_id: str, *, session: Session) -> AppDetail:
+    app = load_app(caller.tenant_id, app_id, session=session)
+    ensure_may_read(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    spans = [
+        OwnershipSpan(*row) for row in session.execute(_ownership(caller.tenant_id, app_pk=app.id))
+    ]
+    return AppDetail(app=_app_view(caller.tenant_id, app_id, session), ownership=spans)
+
+
+def app_owner_at(
+    tenant_id: str, app_id: str, at: datetime, *, session: Session
+) -> tuple[str, str] | None:
+    """(team slug, cost center slug) that owned the app at `at`, or None (unknown app, or
+    before its registration)."""
+    query = (
+        _ownership(tenant_id)
+        .where(App.app_id == app_id, AppAssignment.valid_from <= at)
+        .where((AppAssignment.valid_to.is_(None)) | (AppAssignment.valid_to > at))
+    )
+    row = session.execute(query).first()
+    return None if row is None else (row[1], row[2])
+
+
+def assignments_for_tenant(
+    tenant_id: str, *, period: Period | None = None, session: Session
+) -> list[OwnershipSpan]:
+    """Every ownership span of the tenant's apps (those overlapping `period` if given), ordered
+    by app and start, for joining usage to owners in bulk."""
+    query = _ownership(tenant_id)
+    if period is not None:
+        query = query.where(AppAssignment.valid_from < period.end).where(
+            (AppAssignment.valid_to.is_(None)) | (AppAssignment.valid_to > period.start)
+        )
+    return [OwnershipSpan(*row) for row in session.execute(query)]
+
+
+# --- writes ----------------------------------------------------------------------------------
+
+
+def register_app(
+    caller: AuthContext, registration: AppRegistration, *, session: Session
+) -> AppView:
+    """Register an app and open its first ownership span [now, open)."""
+    tenant_id = caller.tenant_id
+    app_id = validate_slug(registration.app_id, field="app_id")
+    owner = _required_text(registration.owner, field="owner")
+    team_slug = _required_text(registration.team, field="team", max_length=64)
+    team = require_team(tenant_id, team_slug, field="team", session=session)
+    ensure_may_write(caller, team_id=team.id, what=f"team {team_slug!r}")
+    if registration.cost_center is not None and registration.cost_center.strip():
+        cost_center = require_cost_center(
+            tenant_id, registration.cost_center.strip(), field="cost_center", session=session
+        )
+    elif team.cost_center_id is not None:
+        cost_center = session.get_one(CostCenter, team.cost_center_id)
+    else:
+        raise InvalidInputError(
+            f"cost_center is missing and team {team_slug!r} has no default cost center: {_NEEDS}",
+            field="cost_center",
+        )
+    environment = validate_environment(registration.environment)
+    title = (registration.title or "").strip() or app_id
+    if find_app(tenant_id, app_id, session=session) is not None:
+        raise ConflictError(f"app {app_id!r} already exists", field="app_id")
+    now = utc_now()
+    app = App(
+        tenant_id=tenant_id,
+        app_id=app_id,
+        title=title[:200],
+        owner=owner,
+        team_id=team.id,
+        cost_center_id=cost_center.id,
+        lifecycle=registration.lifecycle.value,
+        environment=environment,
+        require_signatures=registration.require_signatures,
+        created_by=caller.principal_name,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(app)
+    session.flush()
+    session.add(
+        AppAssignment(
+            tenant_id=tenant_id,
+            app_pk=app.id,
+            team_id=team.id,
+            cost_center_id=cost_center.id,
+            valid_from=now,
+            valid_to=None,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent registration of the same app_id won
+        session.rollback()
+        raise ConflictError(f"app {app_id!r} already exists", field="app_id") from None
+    return _view(app, team.slug, cost_center.slug)
+
+
+def update_app(
+    caller: AuthContext, app_id: str, changes: AppChanges, *, session: Session
+) -> AppDetail:
+    tenant_id = caller.tenant_id
+    app = load_app(tenant_id, app_id, session=session, lock=True)
+    ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    if changes.title is not None:
+        app.title = _required_text(changes.title, field="title", why="a title may not be blank")
+    if changes.owner is not None:
+        app.owner = _required_text(changes.owner, field="owner")
+    if changes.lifecycle is not None:
+        app.lifecycle = changes.lifecycle.value
+    if changes.environment is not None:
+        app.environment = validate_environment(changes.environment)
+    if changes.require_signatures is not None:
+        app.require_signatures = changes.require_signatures
+    _change_ownership(caller, app, changes, session)
+    app.updated_at = utc_now()
+    session.commit()
+    return get_app(caller, app_id, session=session)
+
+
+def _change_ownership(caller: AuthContext, app: App, changes: AppChanges, session: Session) -> None:
+    team_id, cost_center_id = app.team_id, app.cost_center_id
+    if changes.team is not None:
+        team_id = require_team(caller.tenant_id, changes.team, field="team", session=session).id
+    if changes.cost_center is not None:
+        cost_center_id = require_cost_center(
+            caller.tenant_id, changes.cost_center, field="cost_center", session=session
+        ).id
+    if (team_id, cost_center_id) == (app.team_id, app.cost_center_id):
+        if changes.effective_at is not None:
+            raise InvalidInputError(
+                "effective_at dates a change of team or cost_center, and neither changes",
+                field="effective_at",
+            )
+        return
+    ensure_may_reassign(caller)
+    current = session.scalars(
+        select(AppAssignment)
+        .where(AppAssignment.app_pk == app.id, AppAssignment.valid_to.is_(None))
+        .with_for_update()
+    ).one()
+    now = utc_now()
+    effective_at = changes.effective_at or now
+    if (
+        plan_ownership_change(current_from=current.valid_from, effective_at=effective_at, now=now)
+        == "replace"
+    ):
+        current.team_id, current.cost_center_id = team_id, cost_center_id
+    else:
+        current.valid_to = effective_at
+        session.add(
+            AppAssignment(
+                tenant_id=app.tenant_id,
+                app_pk=app.id,
+                team_id=team_id,
+                cost_center_id=cost_center_id,
+                valid_from=effective_at,
+                valid_to=None,
+            )
+        )
+    app.team_id, app.cost_center_id = team_id, cost_center_id
+
+
+# --- signing keys ----------------------------------------------------------------------------
+
+
+def _signing_key_view(key: AppSigningKey, app_id: str) -> SigningKeyView:
+    return SigningKeyView(
+        key_id=key.id,
+        app_id=app_id,
+        status=SigningKeyStatus(key.status),
+        created_at=key.created_at,
+        retired_at=key.retired_at,
+    )
+
+
+def add_signing_key(
+    caller: AuthContext, app_id: str, *, server_key: bytes, session: Session
+) -> NewSigningKey:
+    """A new HMAC key (secret returned once). The app row is locked so that two concurrent
+    requests cannot both pass the two-active-keys limit."""
+    app = load_app(caller.tenant_id, app_id, session=session, lock=True)
+    ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    return create_signing_key(app, server_key=server_key, session=session)
+
+
+def list_signing_keys(
+    caller: AuthContext, app_id: str, *, session: Session
+) -> list[SigningKeyView]:
+    app = load_app(caller.tenant_id, app_id, session=session)
+    ensure_may_read(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    keys = session.scalars(
+        select(AppSigningKey)
+        .where(AppSigningKey.tenant_id == caller.tenant_id, AppSigningKey.app_pk == app.id)
+        .order_by(AppSigningKey.created_at, AppSigningKey.id)
+    )
+    return [_signing_key_view(key, app_id) for key in keys]
+
+
+def retire_app_signing_key(
+    caller: AuthContext, app_id: str, key_id: str, *, session: Session
+) -> SigningKeyView:
+    app = load_app(caller.tenant_id, app_id, session=session)
+    ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    key = session.scalar(
+        select(AppSigningKey).where(
+            AppSigningKey.tenant_id == caller.tenant_id,
+            AppSigningKey.app_pk == app.id,
+            AppSigningKey.id == key_id,
+        )
+    )
+    if key is None:
+        raise NotFoundError(f"signing key {key_id!r} not found for app {app_id!r}", field="key_id")
+    retire_signing_key(caller.tenant_id, key_id, session=session)
+    session.refresh(key)
+    return _signing_key_view(key, app_id)

@@ -1,0 +1,144 @@
+"""Tenancy routes: the caller's tenant, cost centers, teams, principals and API keys.
+
+Who may do what: admin everything; finance and team-members read the directory (tenant,
+teams, cost centers); principals and keys are read by admin and finance and changed by admin
+only; the ingest-only app role gets 403 everywhere here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from quartermaster.api.deps import AdminCaller, BillingReader, Reader, SessionDep
+from quartermaster.api.responses import error_responses
+from quartermaster.tenancy import service
+from quartermaster.tenancy.schemas import (
+    ApiKeyCreate,
+    ApiKeyOut,
+    CostCenterCreate,
+    CostCenterOut,
+    IssuedApiKeyOut,
+    PrincipalCreate,
+    PrincipalOut,
+    TeamCreate,
+    TeamOut,
+    TenantOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["tenancy"])
+
+
+@router.get("/tenant", summary="The caller's tenant", responses=error_responses())
+def get_tenant(caller: Reader, session: SessionDep) -> TenantOut:
+    return TenantOut.model_validate(service.get_tenant(caller.tenant_id, session=session))
+
+
+@router.post(
+    "/cost-centers",
+    status_code=201,
+    summary="Create a cost center",
+    responses=error_responses(409, 422),
+)
+def create_cost_center(
+    body: CostCenterCreate, caller: AdminCaller, session: SessionDep
+) -> CostCenterOut:
+    created = service.create_cost_center(
+        caller.tenant_id, body.slug, name=body.name, session=session
+    )
+    return CostCenterOut.model_validate(created)
+
+
+@router.get("/cost-centers", summary="List cost centers", responses=error_responses())
+def list_cost_centers(caller: Reader, session: SessionDep) -> list[CostCenterOut]:
+    rows = service.list_cost_centers(caller.tenant_id, session=session)
+    return [CostCenterOut.model_validate(row) for row in rows]
+
+
+@router.get("/cost-centers/{slug}", summary="One cost center", responses=error_responses(404))
+def get_cost_center(slug: str, caller: Reader, session: SessionDep) -> CostCenterOut:
+    return CostCenterOut.model_validate(
+        service.get_cost_center(caller.tenant_id, slug, session=session)
+    )
+
+
+@router.post(
+    "/teams", status_code=201, summary="Create a team", responses=error_responses(409, 422)
+)
+def create_team(body: TeamCreate, caller: AdminCaller, session: SessionDep) -> TeamOut:
+    created = service.create_team(
+        caller.tenant_id, body.slug, name=body.name, cost_center=body.cost_center, session=session
+    )
+    return TeamOut.model_validate(created)
+
+
+@router.get("/teams", summary="List teams", responses=error_responses())
+def list_teams(caller: Reader, session: SessionDep) -> list[TeamOut]:
+    return [
+        TeamOut.model_validate(t) for t in service.list_teams(caller.tenant_id, session=session)
+    ]
+
+
+@router.get("/teams/{slug}", summary="One team", responses=error_responses(404))
+def get_team(slug: str, caller: Reader, session: SessionDep) -> TeamOut:
+    return TeamOut.model_validate(service.get_team(caller.tenant_id, slug, session=session))
+
+
+@router.post(
+    "/principals",
+    status_code=201,
+    summary="Create a user or service account",
+    responses=error_responses(409, 422),
+)
+def create_principal(
+    body: PrincipalCreate, caller: AdminCaller, session: SessionDep
+) -> PrincipalOut:
+    created = service.register_principal(
+        caller.tenant_id,
+        body.name,
+        role=body.role,
+        kind=body.kind,
+        team=body.team,
+        app_id=body.app_id,
+        session=session,
+    )
+    return PrincipalOut.model_validate(created)
+
+
+@router.get("/principals", summary="List principals", responses=error_responses())
+def list_principals(caller: BillingReader, session: SessionDep) -> list[PrincipalOut]:
+    rows = service.list_principals(caller.tenant_id, session=session)
+    return [PrincipalOut.model_validate(row) for row in rows]
+
+
+@router.post(
+    "/principals/{principal_id}/keys",
+    status_code=201,
+    summary="Issue an API key (the token is shown once)",
+    responses=error_responses(404, 422),
+)
+def issue_key(
+    principal_id: str, body: ApiKeyCreate, caller: AdminCaller, session: SessionDep
+) -> IssuedApiKeyOut:
+    issued = service.issue_key_for(
+        caller.tenant_id, principal_id, expires_at=body.expires_at, session=session
+    )
+    return IssuedApiKeyOut(
+        key_id=issued.key_id,
+        principal_id=issued.principal_id,
+        token=issued.token,
+        expires_at=issued.expires_at,
+    )
+
+
+@router.get("/keys", summary="List API keys (never their secrets)", responses=error_responses())
+def list_keys(caller: BillingReader, session: SessionDep) -> list[ApiKeyOut]:
+    return [
+        ApiKeyOut.model_validate(k)
+        for k in service.list_api_keys(caller.tenant_id, session=session)
+    ]
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key", responses=error_responses(404))
+def revoke_key(key_id: str, caller: AdminCaller, session: SessionDep) -> ApiKeyOut:
+    return ApiKeyOut.model_validate(
+        service.revoke_api_key(caller.tenant_id, key_id, session=session)
+    )
