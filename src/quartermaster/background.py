@@ -135,7 +135,7 @@ class BackgroundService(ABC):
     def _pause_seconds(self) -> float:
         if self._consecutive_failures == 0:
             return self.interval_seconds
-        backoff = self.interval_seconds * (2 ** min(self._consecutive_failures, 16))
+        backoff = self.interval_seconds * float(2 ** min(self._consecutive_failures, 16))
         return min(max(backoff, self.interval_seconds), MAX_ERROR_BACKOFF_SECONDS)
 
     def _loop(self) -> None:
