@@ -1,0 +1,274 @@
+"""Price a period's usage and shared costs with a price book history. Pure.
+
+`price_period` is the entry point billing runs and previews use:
+
+    result = price_period(history, period, usage_rows, platform_costs)
+    for line in result.lines: ...   # final amounts, rule and allocation strings
+
+How a usage line is priced (docs/pricing.md has worked examples):
+1. Rows are summed per owner (cost center, team, app, lifecycle) and meter, and per price
+   book version in force at each row's `at`.
+2. For each version, each line's most specific rule is found; lines that share a rule and
+   a pool (the rule's `pool`: app, team, cost center or tenant) are rated together on the
+   pool's usage over the WHOLE period, so tiers, allowances, packages and fees are per
+   period. The pool's charge is shared among its lines in proportion to their usage
+   during the part of the period the version was in force (zero usage: evenly).
+3. The version's discounts that apply to the owner compound on the line's share.
+4. For each meter, the exact amounts of all its lines are rounded once to 1e-6 with the
+   largest-remainder method (pricing.allocation.round_exact).
+Shared platform costs and reserved-capacity credits are then allocated (pricing.shared).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from quartermaster.domain.timeutil import Period, ensure_utc
+from quartermaster.pricing.allocation import round_exact
+from quartermaster.pricing.book import CompiledBook, Owner, pool_value
+from quartermaster.pricing.document import AnyRule, PoolBasis, PriceBookDocument
+from quartermaster.pricing.history import NoVersionInForceError, PriceBookHistory
+from quartermaster.pricing.lines import (
+    LineKind,
+    OwnerDirectory,
+    PlatformCostItem,
+    PricedLine,
+    PricingError,
+    PricingResult,
+    UnpricedUsage,
+    UsageRow,
+    fraction_to_decimal,
+)
+from quartermaster.pricing.rating import ZERO, fmt, rate_quantity
+from quartermaster.pricing.shared import SharedCostContext, allocate_platform_costs, credit_lines
+
+LineKey = tuple[Owner, str]  # (owner, meter)
+
+
+@dataclass
+class _Pool:
+    rule: AnyRule
+    value: str
+    total: Decimal = ZERO
+    pairs: list[tuple[LineKey, int, Decimal]] = field(default_factory=list)
+
+
+@dataclass
+class _Line:
+    quantity: Decimal = ZERO
+    gross: Fraction = Fraction(0)
+    net: Fraction = Fraction(0)
+    rules: list[tuple[int, Decimal, str]] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    discounts: list[str] = field(default_factory=list)
+    versions: set[int] = field(default_factory=set)
+
+
+def _segment_index(at: datetime | None, period: Period, segments: list[Period], name: str) -> int:
+    moment = period.start if at is None else ensure_utc(at)
+    if not period.contains(moment):
+        raise PricingError(
+            f"usage at {moment.isoformat()} is outside the period "
+            f"[{period.start.isoformat()}, {period.end.isoformat()})",
+            field="at",
+        )
+    for index, part in enumerate(segments):
+        if part.contains(moment):
+            return index
+    raise NoVersionInForceError(
+        f"price book {name!r} has no version in force at {moment.isoformat()}"
+    )
+
+
+def _pool_method(pool: _Pool, key: LineKey, members: int) -> str:
+    if members == 1:
+        return "usage"
+    quantity = sum((q for k, _, q in pool.pairs if k == key), ZERO)
+    where = (
+        "across the tenant"
+        if pool.rule.pool is PoolBasis.TENANT
+        else f"by {pool.rule.pool.value} {pool.value!r}"
+    )
+    return f"pooled {where}: {fmt(quantity)} of {fmt(pool.total)} units"
+
+
+def _price_usage(
+    aggregated: dict[LineKey, dict[int, Decimal]],
+    books: list[CompiledBook],
+) -> tuple[dict[LineKey, _Line], list[UnpricedUsage]]:
+    lines: dict[LineKey, _Line] = {key: _Line() for key in aggregated}
+    unpriced: list[UnpricedUsage] = []
+    for key, by_segment in aggregated.items():
+        lines[key].quantity = sum(by_segment.values(), ZERO)
+    for segment, book in enumerate(books):
+        version = book.document.version
+        pools: dict[tuple[int, str], _Pool] = {}
+        for key, by_segment in aggregated.items():
+            owner, meter = key
+            found = book.rule_for(meter, owner)
+            if found is None:
+                if segment in by_segment:
+                    unpriced.append(UnpricedUsage(owner, meter, by_segment[segment], version))
+                continue
+            index, rule = found
+            value = pool_value(rule.pool, owner)
+            pool = pools.setdefault((index, value), _Pool(rule, value))
+            for part, quantity in sorted(by_segment.items()):
+                pool.pairs.append((key, part, quantity))
+                pool.total += quantity
+        for pool in pools.values():
+            here = [(key, q) for key, part, q in pool.pairs if part == segment]
+            if not here:
+                continue
+            rated = rate_quantity(pool.total, pool.rule)
+            charge = Fraction(rated.amount)
+            members = len({key for key, _, _ in pool.pairs})
+            for key, quantity in here:
+                if pool.total:
+                    share = charge * Fraction(quantity) / Fraction(pool.total)
+                else:  # nobody used the pool's meter: its fee is shared evenly
+                    share = charge / len(pool.pairs)
+                owner, meter = key
+                discounts = book.discounts_for(owner, meter)
+                factor = Fraction(1)
+                for discount in discounts:
+                    factor *= 1 - Fraction(discount.percent) / 100
+                line = lines[key]
+                line.gross += share
+                line.net += share * factor
+                line.rules.append((version, quantity, rated.rule))
+                line.versions.add(version)
+                method = _pool_method(pool, key, members)
+                if method not in line.methods:
+                    line.methods.append(method)
+                for discount in discounts:
+                    text = f"{discount.name} {discount.percent}%"
+                    if text not in line.discounts:
+                        line.discounts.append(text)
+    return lines, unpriced
+
+
+def _rule_text(line: _Line) -> str:
+    if not line.rules:
+        return "unpriced: no rule for this meter"
+    versions = {version for version, _, _ in line.rules}
+    if len(versions) == 1:
+        return line.rules[0][2]
+    return "; ".join(f"v{version} ({fmt(q)} units): {rule}" for version, q, rule in line.rules)
+
+
+def _round_usage(lines: dict[LineKey, _Line]) -> list[PricedLine]:
+    by_meter: dict[str, list[LineKey]] = defaultdict(list)
+    for key in lines:
+        by_meter[key[1]].append(key)
+    priced: list[PricedLine] = []
+    for keys in by_meter.values():
+        net = round_exact({key: lines[key].net for key in keys})
+        off = round_exact({key: lines[key].gross - lines[key].net for key in keys})
+        for key in keys:
+            owner, meter = key
+            line = lines[key]
+            unit_price = (
+                fraction_to_decimal(line.net / Fraction(line.quantity)) if line.quantity else None
+            )
+            priced.append(
+                PricedLine(
+                    kind=LineKind.USAGE,
+                    cost_center=owner.cost_center,
+                    team=owner.team,
+                    app=owner.app,
+                    cost_type=meter,
+                    meter=meter,
+                    lifecycle=owner.lifecycle,
+                    quantity=line.quantity,
+                    unit_price=unit_price,
+                    gross_amount=net[key] + off[key],
+                    discount_amount=off[key],
+                    amount=net[key],
+                    pricing_rule=_rule_text(line),
+                    allocation_method="; ".join(line.methods) or "usage",
+                    discounts=", ".join(line.discounts),
+                    versions=tuple(sorted(line.versions)),
+                )
+            )
+    return priced
+
+
+def price_period(
+    history: PriceBookHistory,
+    period: Period,
+    usage: Iterable[UsageRow],
+    platform_costs: Iterable[PlatformCostItem] = (),
+    *,
+    as_of: datetime | None = None,
+    directory: OwnerDirectory | None = None,
+    default_cost_center: str = "default",
+) -> PricingResult:
+    """Price one period: usage lines per owner and meter, shares of platform costs per
+    active app, reserved-capacity credits per team. `as_of` ignores price book versions
+    recorded after it (reproduces a past bill as issued). Raises PricingError for usage
+    outside the period and NoVersionInForceError where no version was in force."""
+    segments = history.segments(period, as_of=as_of)
+    if not segments:
+        raise NoVersionInForceError(
+            f"price book {history.name!r} has no version in force during "
+            f"[{period.start.isoformat()}, {period.end.isoformat()})"
+        )
+    books = [CompiledBook(version.document) for _, version in segments]
+    currencies = {book.document.currency for book in books}
+    if len(currencies) != 1:
+        raise PricingError(
+            f"price book {history.name!r} changes currency within the period: {sorted(currencies)}"
+        )
+    currency = currencies.pop()
+    parts = [part for part, _ in segments]
+    aggregated: dict[LineKey, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for row in usage:
+        if not row.quantity.is_finite() or row.quantity < 0:
+            raise PricingError(
+                f"usage of {row.meter!r} by app {row.app!r}: quantity {row.quantity} "
+                "must be a finite number >= 0",
+                field="quantity",
+            )
+        segment = _segment_index(row.at, period, parts, history.name)
+        aggregated[(row.owner, row.meter)][segment] += row.quantity
+    raw_lines, unpriced = _price_usage(aggregated, books)
+    lines = _round_usage(raw_lines)
+    context = SharedCostContext(
+        period=period,
+        segments=parts,
+        books=books,
+        currency=currency,
+        usage={key: line.quantity for key, line in raw_lines.items()},
+        directory=directory or OwnerDirectory(),
+        default_cost_center=default_cost_center,
+    )
+    lines.extend(allocate_platform_costs(context, list(platform_costs)))
+    credits, unused = credit_lines(context, lines)
+    lines.extend(credits)
+    lines.sort(key=lambda line: line.sort_key)
+    return PricingResult(
+        price_book=history.name,
+        currency=currency,
+        period=period,
+        versions=tuple(book.document.version for book in books),
+        lines=tuple(lines),
+        unpriced=tuple(unpriced),
+        unused_reservation_credit=unused,
+    )
+
+
+def price_usage(
+    document: PriceBookDocument,
+    period: Period,
+    usage: Iterable[UsageRow],
+    platform_costs: Iterable[PlatformCostItem] = (),
+) -> PricingResult:
+    """Price a period with one price book version (its effective_from is ignored)."""
+    pinned = document.model_copy(update={"effective_from": period.start})
+    return price_period(PriceBookHistory.single(pinned), period, usage, platform_costs)

@@ -1,0 +1,183 @@
+"""Parse a price book from YAML or JSON text, with errors that name the path of each bad field.
+
+Numbers are read as exact decimals (YAML and JSON floats never pass through binary floats),
+and the stored form is a canonical JSON text so that the same document always has the same
+content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from quartermaster.errors import InvalidInputError
+from quartermaster.pricing.document import (
+    METHOD_TAGS,
+    MODEL_TAGS,
+    Issue,
+    PriceBookDocument,
+    semantic_issues,
+)
+
+DocumentFormat = Literal["yaml", "json"]
+MAX_ISSUES_IN_MESSAGE = 20
+_TAGS = frozenset(MODEL_TAGS + METHOD_TAGS)
+_TAGS_BY_DISCRIMINATOR = {"model": MODEL_TAGS, "method": METHOD_TAGS}
+DOCUMENT_PATH = "(document)"
+
+
+class PriceBookError(InvalidInputError):
+    """A price book that does not load; `issues` holds every (path, message) found."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        shown = issues[:MAX_ISSUES_IN_MESSAGE]
+        text = "; ".join(f"{path}: {message}" for path, message in shown)
+        if len(issues) > len(shown):
+            text += f"; … and {len(issues) - len(shown)} more"
+        super().__init__(f"invalid price book: {text}", field=issues[0][0] if issues else None)
+        self.issues = issues
+
+
+class _DecimalSafeLoader(yaml.SafeLoader):
+    """SafeLoader that reads YAML floats as exact Decimals."""
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        # .inf / .nan: let the schema refuse them with the field's path.
+        return loader.construct_yaml_float(node)
+    return value if value.is_finite() else loader.construct_yaml_float(node)
+
+
+_DecimalSafeLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+
+
+def format_for_content_type(content_type: str | None) -> DocumentFormat:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+        return "yaml"
+    if media in ("application/json", ""):
+        return "json"
+    raise InvalidInputError(
+        f"unsupported Content-Type {media!r}: send application/json or application/yaml",
+        field="Content-Type",
+    )
+
+
+def guess_format(filename: str, text: str) -> DocumentFormat:
+    if filename.lower().endswith(".json"):
+        return "json"
+    if filename.lower().endswith((".yaml", ".yml")):
+        return "yaml"
+    return "json" if text.lstrip().startswith("{") else "yaml"
+
+
+def parse_raw(text: str, fmt: DocumentFormat) -> Any:
+    """Text to plain data; a syntax error names its line and column."""
+    if fmt == "json":
+        try:
+            return json.loads(text, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            raise PriceBookError(
+                [
+                    (
+                        DOCUMENT_PATH,
+                        f"not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                    )
+                ]
+            ) from None
+    try:
+        return yaml.load(text, Loader=_DecimalSafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise PriceBookError([(DOCUMENT_PATH, f"not valid YAML: {where}{exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise PriceBookError([(DOCUMENT_PATH, f"not valid YAML: {exc}")]) from None
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """('prices', 3, 'graduated', 'tiers', 1, 'up_to') -> 'prices[3].tiers[1].up_to'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _TAGS:
+            continue  # the discriminator's value, not a field of the document
+        else:
+            path += f".{part}" if path else str(part)
+    return path or DOCUMENT_PATH
+
+
+def _issue_from(error: ErrorDetails) -> Issue:
+    path = format_location(tuple(error["loc"]))
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(ctx.get("discriminator", "")).strip("'\"")
+        expected = ", ".join(_TAGS_BY_DISCRIMINATOR.get(field, ()))
+        path = f"{path}.{field}" if path != DOCUMENT_PATH else field
+        if kind == "union_tag_not_found":
+            return path, f"required (one of {expected})"
+        return path, f"{ctx.get('tag')!r} is not one of {expected}"
+    if kind == "extra_forbidden":
+        return path, "unknown field"
+    if kind == "missing":
+        return path, "required"
+    if kind == "model_type":
+        return path, "must be a mapping of fields"
+    message = str(error["msg"])
+    return path, message[:1].lower() + message[1:]
+
+
+def validate_document(data: Any) -> PriceBookDocument:
+    """Plain data to a document, or PriceBookError listing every bad field with its path."""
+    if not isinstance(data, dict):
+        got = "nothing" if data is None else type(data).__name__
+        raise PriceBookError([(DOCUMENT_PATH, f"must be a mapping of fields, got {got}")])
+    try:
+        document = PriceBookDocument.model_validate(data)
+    except ValidationError as exc:
+        raise PriceBookError([_issue_from(error) for error in exc.errors()]) from None
+    issues = semantic_issues(document)
+    if issues:
+        raise PriceBookError(issues)
+    return document
+
+
+def parse_price_book(text: str | bytes, fmt: DocumentFormat) -> PriceBookDocument:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PriceBookError([(DOCUMENT_PATH, "not UTF-8 text")]) from None
+    return validate_document(parse_raw(text, fmt))
+
+
+def document_to_data(document: PriceBookDocument) -> dict[str, Any]:
+    """JSON-ready data (decimals as strings, times as RFC 3339 UTC); unset optionals dropped."""
+    data: dict[str, Any] = document.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+def canonical_json(document: PriceBookDocument) -> str:
+    """One text per document: the stored form and the input of the content hash."""
+    return json.dumps(document_to_data(document), separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(document: PriceBookDocument) -> str:
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def document_from_json(text: str) -> PriceBookDocument:
+    """Read back a stored canonical document (already validated when it was stored)."""
+    return validate_document(json.loads(text, parse_float=Decimal))

@@ -1,0 +1,330 @@
+"""Shared costs: platform costs shared among active apps by each cost_type's policy, and
+reserved-capacity credits shared among the teams that used the reserved meter. Pure.
+
+An app is active in the period when it used any meter (quantity > 0). An app whose
+ownership changed within the period takes part once per owner (its usage split as billed).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+
+from quartermaster.domain.money import LINE_QUANTUM
+from quartermaster.domain.timeutil import Period, ensure_utc
+from quartermaster.pricing.allocation import AllocationMethod, allocate, round_exact
+from quartermaster.pricing.book import CompiledBook, Owner
+from quartermaster.pricing.document import (
+    AnyPolicy,
+    DirectPolicy,
+    EvenPolicy,
+    FloorPlusSharePolicy,
+    HybridPolicy,
+    ProportionalPolicy,
+    Selector,
+)
+from quartermaster.pricing.lines import (
+    RESERVED_CAPACITY,
+    ZERO_AMOUNT,
+    LineKind,
+    OwnerDirectory,
+    PlatformCostItem,
+    PricedLine,
+    PricingError,
+)
+from quartermaster.pricing.rating import ZERO, fmt
+
+_MICROSECOND = timedelta(microseconds=1)
+AppKey = tuple[str, str, str]  # (cost center, team, app)
+Target = tuple[str, str | None, str | None]  # (cost center, team or None, app or None)
+
+
+@dataclass(frozen=True)
+class SharedCostContext:
+    period: Period
+    segments: list[Period]
+    books: list[CompiledBook]
+    currency: str
+    usage: Mapping[tuple[Owner, str], Decimal]  # per (owner, meter), whole period
+    directory: OwnerDirectory
+    default_cost_center: str
+
+    def meter_usage(self, meter: str | None) -> dict[AppKey, Decimal]:
+        """Usage of `meter` per active app (every active app listed, 0 when unused)."""
+        totals: dict[AppKey, Decimal] = defaultdict(Decimal)
+        for (owner, used_meter), quantity in self.usage.items():
+            key = (owner.cost_center, owner.team, owner.app)
+            if quantity > 0:
+                totals[key] += quantity if used_meter == meter else ZERO
+        return dict(totals)
+
+    def segment_of(self, item: PlatformCostItem) -> int:
+        moment = self.period.start if item.at is None else ensure_utc(item.at)
+        if not self.period.contains(moment):
+            raise PricingError(
+                f"platform cost {item.cost_type!r} at {moment.isoformat()} is outside the period",
+                field="at",
+            )
+        for index, part in enumerate(self.segments):
+            if part.contains(moment):
+                return index
+        raise PricingError(
+            f"platform cost {item.cost_type!r} at {moment.isoformat()}: "
+            "no price book version in force",
+            field="at",
+        )
+
+
+def _method_of(policy: AnyPolicy | None) -> AllocationMethod:
+    if isinstance(policy, DirectPolicy):
+        return AllocationMethod.DIRECT
+    if isinstance(policy, ProportionalPolicy):
+        return AllocationMethod.PROPORTIONAL
+    if isinstance(policy, FloorPlusSharePolicy):
+        return AllocationMethod.FLOOR_PLUS_SHARE
+    if isinstance(policy, HybridPolicy):
+        return AllocationMethod.HYBRID
+    return AllocationMethod.EVEN
+
+
+def _direct_targets(ctx: SharedCostContext, to: Selector) -> tuple[list[Target], str]:
+    active = ctx.meter_usage(None)
+    if to.app is not None:
+        owners: list[Target] = sorted(k for k in active if k[2] == to.app)
+        if owners:
+            return owners, f"direct to app {to.app!r}"
+        known = ctx.directory.apps.get(to.app)
+        if known is not None:
+            return [(known[0], known[1], to.app)], f"direct to app {to.app!r}"
+        return [(ctx.default_cost_center, None, to.app)], (
+            f"direct to app {to.app!r} (owner unknown: default cost center)"
+        )
+    if to.team is not None:
+        if to.team in ctx.directory.teams:
+            return [(ctx.directory.teams[to.team], to.team, None)], f"direct to team {to.team!r}"
+        centers = sorted({k[0] for k in active if k[1] == to.team})
+        if centers:
+            return [(c, to.team, None) for c in centers], f"direct to team {to.team!r}"
+        return [(ctx.default_cost_center, to.team, None)], (
+            f"direct to team {to.team!r} (cost center unknown: default cost center)"
+        )
+    center = to.cost_center or ctx.default_cost_center
+    return [(center, None, None)], f"direct to cost center {center!r}"
+
+
+def _describe(policy: AnyPolicy | None, cost_type: str, weight: Decimal, total: Decimal) -> str:
+    count_note = f"{fmt(weight)} of {fmt(total)}"
+    if policy is None:
+        return f"even per active app (no policy for cost_type {cost_type!r})"
+    if isinstance(policy, EvenPolicy):
+        return "even per active app"
+    if isinstance(policy, ProportionalPolicy):
+        if total == 0:
+            return f"proportional to {policy.meter} (no usage: even per active app)"
+        return f"proportional to {policy.meter}: {count_note}"
+    if isinstance(policy, FloorPlusSharePolicy):
+        basis = f"by {policy.meter}: {count_note}" if policy.meter else "evenly"
+        return f"floor {policy.floor} + share of the rest {basis}"
+    if isinstance(policy, HybridPolicy):
+        share = fmt(policy.proportional_share * 100)
+        even = fmt((1 - policy.proportional_share) * 100)
+        return f"hybrid: {share}% proportional to {policy.meter} ({count_note}) + {even}% even"
+    return "direct"
+
+
+def _platform_line(
+    target: Target,
+    cost_type: str,
+    meter: str | None,
+    quantity: Decimal,
+    amount: Decimal,
+    rule: str,
+    method: str,
+    version: int,
+) -> PricedLine:
+    return PricedLine(
+        kind=LineKind.PLATFORM,
+        cost_center=target[0],
+        team=target[1],
+        app=target[2],
+        cost_type=cost_type,
+        meter=meter,
+        lifecycle=None,
+        quantity=quantity,
+        unit_price=None,
+        gross_amount=amount,
+        discount_amount=ZERO_AMOUNT,
+        amount=amount,
+        pricing_rule=rule,
+        allocation_method=method,
+        discounts="",
+        versions=(version,),
+    )
+
+
+def allocate_platform_costs(
+    ctx: SharedCostContext, items: list[PlatformCostItem]
+) -> list[PricedLine]:
+    totals: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    for item in items:
+        if item.currency is not None and item.currency != ctx.currency:
+            raise PricingError(
+                f"platform cost {item.cost_type!r} is in {item.currency}, "
+                f"the price book in {ctx.currency}",
+                field="currency",
+            )
+        if not item.amount.is_finite() or item.amount < 0:
+            raise PricingError(
+                f"platform cost {item.cost_type!r}: amount {item.amount} must be >= 0",
+                field="amount",
+            )
+        totals[(ctx.segment_of(item), item.cost_type)] += item.amount
+    lines: list[PricedLine] = []
+    for (segment, cost_type), total in sorted(totals.items()):
+        if total == 0:
+            continue
+        book = ctx.books[segment]
+        share = _PlatformShare(cost_type, total, book.document.version)
+        policy = book.policy_for(cost_type)
+        if isinstance(policy, DirectPolicy):
+            lines.extend(_share_direct(ctx, policy, share))
+        else:
+            lines.extend(_share_among_apps(ctx, policy, share))
+    return lines
+
+
+@dataclass(frozen=True)
+class _PlatformShare:
+    cost_type: str
+    total: Decimal
+    version: int
+
+
+def _share_direct(
+    ctx: SharedCostContext, policy: DirectPolicy, share: _PlatformShare
+) -> list[PricedLine]:
+    targets, method = _direct_targets(ctx, policy.to)
+    rule = f"platform cost {share.cost_type}: {fmt(share.total)} {ctx.currency}"
+    amounts = allocate(share.total, dict.fromkeys(targets, Decimal(1)), AllocationMethod.EVEN)
+    return [
+        _platform_line(
+            target, share.cost_type, None, Decimal(1), amount, rule, method, share.version
+        )
+        for target, amount in amounts.items()
+    ]
+
+
+def _share_among_apps(
+    ctx: SharedCostContext, policy: AnyPolicy | None, share: _PlatformShare
+) -> list[PricedLine]:
+    rule = f"platform cost {share.cost_type}: {fmt(share.total)} {ctx.currency}"
+    meter: str | None = getattr(policy, "meter", None)
+    usage = ctx.meter_usage(meter)
+    if not usage:
+        nobody: Target = (ctx.default_cost_center, None, None)
+        rounded = share.total.quantize(LINE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        method = "unallocated: no active apps in the period (default cost center)"
+        return [
+            _platform_line(
+                nobody, share.cost_type, None, ZERO, rounded, rule, method, share.version
+            )
+        ]
+    weights = usage if meter is not None else dict.fromkeys(usage, Decimal(1))
+    amounts = allocate(
+        share.total,
+        weights,
+        _method_of(policy),
+        floor=policy.floor if isinstance(policy, FloorPlusSharePolicy) else ZERO,
+        proportional_share=(
+            policy.proportional_share if isinstance(policy, HybridPolicy) else Decimal(1)
+        ),
+    )
+    weight_total = sum(weights.values(), ZERO)
+    rule = f"{rule} shared by {len(weights)} active apps"
+    return [
+        _platform_line(
+            key,
+            share.cost_type,
+            meter,
+            weights[key],
+            amount,
+            rule,
+            _describe(policy, share.cost_type, weights[key], weight_total),
+            share.version,
+        )
+        for key, amount in amounts.items()
+    ]
+
+
+def _credits(ctx: SharedCostContext) -> dict[tuple[str, str], tuple[Fraction, set[int]]]:
+    """Each reservation's credit for the period, pro rata to the time each version held it."""
+    whole = ctx.period.duration // _MICROSECOND
+    credits: dict[tuple[str, str], tuple[Fraction, set[int]]] = {}
+    for part, book in zip(ctx.segments, ctx.books, strict=True):
+        share = Fraction(part.duration // _MICROSECOND, whole)
+        for reservation in book.document.reservations:
+            key = (reservation.name, reservation.meter)
+            amount, versions = credits.get(key, (Fraction(0), set()))
+            amount += Fraction(reservation.credit) * share
+            credits[key] = (amount, versions | {book.document.version})
+    return credits
+
+
+def credit_lines(
+    ctx: SharedCostContext, priced: list[PricedLine]
+) -> tuple[list[PricedLine], dict[str, Decimal]]:
+    """Reserved-capacity credits as negative lines per (cost center, team), in proportion to
+    each team's usage of the reserved meter. A credit never exceeds what the meter was
+    charged in the period (after earlier reservations on it); the rest is reported unused."""
+    charged: dict[str, Decimal] = defaultdict(Decimal)
+    for line in priced:
+        if line.kind is LineKind.USAGE and line.meter is not None:
+            charged[line.meter] += line.amount
+    lines: list[PricedLine] = []
+    unused: dict[str, Decimal] = {}
+    for (name, meter), (exact, versions) in _credits(ctx).items():
+        credit = _round(exact)
+        applied = min(credit, charged[meter])
+        charged[meter] -= applied
+        unused[name] = credit - applied
+        weights: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for (owner, used_meter), quantity in ctx.usage.items():
+            if used_meter == meter and quantity > 0:
+                weights[(owner.cost_center, owner.team)] += quantity
+        if applied == 0 or not weights:
+            unused[name] = credit
+            continue
+        capped = " (capped at the meter's charges)" if applied < credit else ""
+        rule = f"reserved capacity {name!r}: credit {fmt(applied)} on {meter}{capped}"
+        total = sum(weights.values(), ZERO)
+        for (center, team), amount in allocate(-applied, dict(weights)).items():
+            weight = weights[(center, team)]
+            lines.append(
+                PricedLine(
+                    kind=LineKind.RESERVATION,
+                    cost_center=center,
+                    team=team,
+                    app=None,
+                    cost_type=RESERVED_CAPACITY,
+                    meter=meter,
+                    lifecycle=None,
+                    quantity=weight,
+                    unit_price=None,
+                    gross_amount=amount,
+                    discount_amount=ZERO_AMOUNT,
+                    amount=amount,
+                    pricing_rule=rule,
+                    allocation_method=f"proportional to {meter}: {fmt(weight)} of {fmt(total)}",
+                    discounts="",
+                    versions=tuple(sorted(versions)),
+                )
+            )
+    return lines, unused
+
+
+def _round(value: Fraction) -> Decimal:
+    return round_exact({"": value})[""]
