@@ -27,7 +27,14 @@ tenant_app = typer.Typer(
 app.add_typer(tenant_app, name="tenant")
 
 # Feature command groups: (module, attribute, name). Each module exposes a Typer app.
-COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = ()
+COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("quartermaster.cli.tenancy", "team_app", "team"),
+    ("quartermaster.cli.tenancy", "cost_center_app", "cost-center"),
+    ("quartermaster.cli.tenancy", "principal_app", "principal"),
+    ("quartermaster.cli.tenancy", "key_app", "key"),
+    ("quartermaster.cli.apps", "app_app", "app"),
+    ("quartermaster.cli.apps", "resource_app", "resource"),
+)
 
 console = Console()
 

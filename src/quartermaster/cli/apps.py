@@ -1,0 +1,253 @@
+"""`qm app …` and `qm resource …`: the catalog API over HTTP (QM_URL, QM_API_KEY)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from quartermaster.cli.tenancy import (
+    ApiKeyOption,
+    UrlOption,
+    drop_none,
+    err,
+    out,
+    print_secret,
+    print_table,
+    request,
+)
+
+app_app = typer.Typer(
+    help="Apps: register, list, show, update, signing keys.", no_args_is_help=True
+)
+app_key_app = typer.Typer(
+    help="An app's HMAC signing keys (at most two active).", no_args_is_help=True
+)
+app_app.add_typer(app_key_app, name="key")
+resource_app = typer.Typer(help="Resources bound to apps, and leases.", no_args_is_help=True)
+
+APP_COLUMNS = ("app_id", "title", "owner", "team", "cost_center", "lifecycle", "environment")
+TeamOption = Annotated[str | None, typer.Option(help="Team slug.")]
+CostCenterOption = Annotated[str | None, typer.Option(help="Cost center slug.")]
+LifecycleOption = Annotated[str | None, typer.Option(help="ephemeral | persistent.")]
+
+
+@app_app.command("create")
+def app_create(
+    app_id: Annotated[str, typer.Argument(help="Stable slug, e.g. invoice-bot.")],
+    owner: Annotated[str | None, typer.Option(help="Accountable person (required).")] = None,
+    team: Annotated[str | None, typer.Option(help="Owning team slug (required).")] = None,
+    cost_center: Annotated[
+        str | None, typer.Option(help="Paying cost center (default: the team's).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Display title.")] = None,
+    lifecycle: LifecycleOption = None,
+    environment: Annotated[str | None, typer.Option(help="Default production.")] = None,
+    require_signatures: Annotated[
+        bool, typer.Option(help="Refuse unsigned events of this app.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Register an app. The server refuses a missing owner, team or cost center by name."""
+    body = drop_none(
+        {
+            "app_id": app_id,
+            "owner": owner,
+            "team": team,
+            "cost_center": cost_center,
+            "title": title,
+            "lifecycle": lifecycle,
+            "environment": environment,
+            "require_signatures": require_signatures,
+        }
+    )
+    created = request("POST", "/v1/apps", json=body, url=url, api_key=api_key)
+    out().print(
+        f"registered app {created['app_id']} (team {created['team']}, "
+        f"cost center {created['cost_center']})"
+    )
+
+
+@app_app.command("list")
+def app_list(
+    team: TeamOption = None,
+    cost_center: CostCenterOption = None,
+    lifecycle: LifecycleOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List apps, optionally filtered."""
+    params = drop_none({"team": team, "cost_center": cost_center, "lifecycle": lifecycle})
+    rows = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
+    print_table(APP_COLUMNS, rows, title="apps")
+
+
+def _print_app(detail: dict[str, Any]) -> None:
+    console = out()
+    fields = (*APP_COLUMNS, "require_signatures", "created_by", "created_at", "updated_at")
+    for name in fields:
+        console.print(f"[bold]{name}[/]: {detail[name]}")
+    table = Table("team", "cost_center", "valid_from", "valid_to", title="ownership")
+    for span in detail["ownership"]:
+        table.add_row(span["team"], span["cost_center"], span["valid_from"], span["valid_to"] or "")
+    console.print(table)
+
+
+@app_app.command("show")
+def app_show(
+    app_id: Annotated[str, typer.Argument(help="The app's slug.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show an app with its dated ownership."""
+    _print_app(request("GET", f"/v1/apps/{app_id}", url=url, api_key=api_key))
+
+
+@app_app.command("update")
+def app_update(
+    app_id: Annotated[str, typer.Argument(help="The app's slug.")],
+    title: Annotated[str | None, typer.Option(help="New title.")] = None,
+    owner: Annotated[str | None, typer.Option(help="New owner.")] = None,
+    lifecycle: LifecycleOption = None,
+    environment: Annotated[str | None, typer.Option(help="New environment.")] = None,
+    require_signatures: Annotated[
+        bool | None, typer.Option("--require-signatures/--no-require-signatures")
+    ] = None,
+    team: TeamOption = None,
+    cost_center: CostCenterOption = None,
+    effective_at: Annotated[
+        str | None,
+        typer.Option(help="When a team/cost center change takes effect (RFC 3339; default now)."),
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Change an app; a change of team or cost center is dated by --effective-at."""
+    body = drop_none(
+        {
+            "title": title,
+            "owner": owner,
+            "lifecycle": lifecycle,
+            "environment": environment,
+            "require_signatures": require_signatures,
+            "team": team,
+            "cost_center": cost_center,
+            "effective_at": effective_at,
+        }
+    )
+    if not body:
+        err().print("[red]error:[/] nothing to change: pass at least one option")
+        raise typer.Exit(1)
+    _print_app(request("PATCH", f"/v1/apps/{app_id}", json=body, url=url, api_key=api_key))
+
+
+@app_key_app.command("create")
+def app_key_create(
+    app_id: Annotated[str, typer.Argument(help="The app's slug.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a signing key; its secret (hex) is printed once."""
+    created = request("POST", f"/v1/apps/{app_id}/signing-keys", url=url, api_key=api_key)
+    err().print(f"created signing key {created['key_id']} for app {created['app_id']}")
+    print_secret("The signing secret", created["secret"])
+
+
+@app_key_app.command("list")
+def app_key_list(
+    app_id: Annotated[str, typer.Argument(help="The app's slug.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List an app's signing keys (never their secrets)."""
+    rows = request("GET", f"/v1/apps/{app_id}/signing-keys", url=url, api_key=api_key)
+    columns = ("key_id", "status", "created_at", "retired_at")
+    print_table(columns, rows, title=f"signing keys of {app_id}")
+
+
+@app_key_app.command("retire")
+def app_key_retire(
+    app_id: Annotated[str, typer.Argument(help="The app's slug.")],
+    key_id: Annotated[str, typer.Argument(help="Signing key id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Retire a signing key: events signed with it are refused from now on."""
+    path = f"/v1/apps/{app_id}/signing-keys/{key_id}"
+    retired = request("DELETE", path, url=url, api_key=api_key)
+    out().print(f"retired signing key {retired['key_id']} at {retired['retired_at']}")
+
+
+@resource_app.command("create")
+def resource_create(
+    resource_id: Annotated[str, typer.Argument(help="The resource's id as events name it.")],
+    app: Annotated[str, typer.Option("--app", help="The app it belongs to.")],
+    valid_from: Annotated[str | None, typer.Option(help="RFC 3339; default now.")] = None,
+    valid_to: Annotated[str | None, typer.Option(help="RFC 3339, exclusive; default open.")] = None,
+    environment: Annotated[str | None, typer.Option(help="Default: the app's.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Bind a resource to an app over [valid_from, valid_to)."""
+    body = drop_none(
+        {
+            "resource_id": resource_id,
+            "app_id": app,
+            "valid_from": valid_from,
+            "valid_to": valid_to,
+            "environment": environment,
+        }
+    )
+    span = request("POST", "/v1/resources", json=body, url=url, api_key=api_key)
+    until = span["valid_to"] or "open"
+    out().print(
+        f"bound {span['resource_id']} to {span['app_id']} over [{span['valid_from']}, {until})"
+    )
+
+
+@resource_app.command("list")
+def resource_list(
+    resource_id: Annotated[str | None, typer.Option(help="Only this resource.")] = None,
+    app: Annotated[str | None, typer.Option("--app", help="Only this app's.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List resource bindings."""
+    params = drop_none({"resource_id": resource_id, "app_id": app})
+    rows = request("GET", "/v1/resources", params=params, url=url, api_key=api_key)
+    columns = ("resource_id", "app_id", "environment", "valid_from", "valid_to", "lease_id")
+    print_table(columns, rows, title="resources")
+
+
+@resource_app.command("lease")
+def resource_lease(
+    resource_id: Annotated[str, typer.Argument(help="The short-lived resource's id.")],
+    app: Annotated[str, typer.Option("--app", help="The app it works for.")],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 7 days).")] = 3600,
+    environment: Annotated[str | None, typer.Option(help="Default: the app's.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Lease a resource to an app; prints the signed lease token."""
+    body = drop_none(
+        {"resource_id": resource_id, "app_id": app, "ttl_seconds": ttl, "environment": environment}
+    )
+    lease = request("POST", "/v1/resource-leases", json=body, url=url, api_key=api_key)
+    err().print(
+        f"leased {lease['resource_id']} to {lease['app_id']} as {lease['lease_id']} "
+        f"until {lease['expires_at']}"
+    )
+    out().print(lease["token"], soft_wrap=True, markup=False)
+
+
+@resource_app.command("end-lease")
+def resource_end_lease(
+    lease_id: Annotated[str, typer.Argument(help="The lease id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """End a lease now (its resource stays attributable for the time it ran)."""
+    lease = request("DELETE", f"/v1/resource-leases/{lease_id}", url=url, api_key=api_key)
+    out().print(f"lease {lease['lease_id']} ended at {lease['ended_at']}")

@@ -1,0 +1,160 @@
+"""`qm team|cost-center|principal|key`: the tenancy API over HTTP (QM_URL, QM_API_KEY)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quartermaster.cli.client import api_client, check
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
+]
+
+team_app = typer.Typer(help="Teams of the tenant.", no_args_is_help=True)
+cost_center_app = typer.Typer(help="Cost centers (who pays).", no_args_is_help=True)
+principal_app = typer.Typer(help="Users and service accounts, with roles.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+
+
+def out() -> Console:
+    return Console(highlight=False)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def request(method: str, path: str, *, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
+    """One API call; a non-2xx prints the API's error message and exits 1."""
+    with api_client(url=url, api_key=api_key) as client:
+        return check(client.request(method, path, **kwargs), console=err())
+
+
+def drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def print_table(columns: Sequence[str], rows: Iterable[dict[str, Any]], *, title: str) -> None:
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    out().print(table)
+
+
+def print_secret(label: str, secret: str) -> None:
+    """The secret alone on stdout (so it can be redirected); the warning on stderr."""
+    err().print(f"[yellow]{label} is shown once: store it now, it cannot be retrieved again.[/]")
+    out().print(secret, soft_wrap=True, markup=False)
+
+
+@team_app.command("create")
+def team_create(
+    slug: Annotated[str, typer.Argument(help="Team slug, e.g. data-science.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    cost_center: Annotated[
+        str | None, typer.Option(help="Default cost center for the team's apps.")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a team."""
+    body = drop_none({"slug": slug, "name": name, "cost_center": cost_center})
+    team = request("POST", "/v1/teams", json=body, url=url, api_key=api_key)
+    default = f" (default cost center {team['cost_center']})" if team["cost_center"] else ""
+    out().print(f"created team {team['slug']}{default}")
+
+
+@team_app.command("list")
+def team_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List teams."""
+    teams = request("GET", "/v1/teams", url=url, api_key=api_key)
+    print_table(("slug", "name", "cost_center", "created_at"), teams, title="teams")
+
+
+@cost_center_app.command("create")
+def cost_center_create(
+    slug: Annotated[str, typer.Argument(help="Cost center slug, e.g. marketing.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a cost center."""
+    body = drop_none({"slug": slug, "name": name})
+    created = request("POST", "/v1/cost-centers", json=body, url=url, api_key=api_key)
+    out().print(f"created cost center {created['slug']}")
+
+
+@cost_center_app.command("list")
+def cost_center_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List cost centers."""
+    rows = request("GET", "/v1/cost-centers", url=url, api_key=api_key)
+    print_table(("slug", "name", "is_default", "created_at"), rows, title="cost centers")
+
+
+@principal_app.command("create")
+def principal_create(
+    name: Annotated[str, typer.Argument(help="Unique name, e.g. an email or ci-bot.")],
+    role: Annotated[str, typer.Option(help="admin | finance | team-member | app.")],
+    kind: Annotated[str, typer.Option(help="user | service-account.")] = "user",
+    team: Annotated[str | None, typer.Option(help="Team slug (role team-member).")] = None,
+    app: Annotated[str | None, typer.Option("--app", help="App id (role app).")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a user or service account."""
+    body = drop_none({"name": name, "role": role, "kind": kind, "team": team, "app_id": app})
+    created = request("POST", "/v1/principals", json=body, url=url, api_key=api_key)
+    out().print(f"created principal {created['name']} ({created['role']}) id {created['id']}")
+
+
+@principal_app.command("list")
+def principal_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List principals."""
+    rows = request("GET", "/v1/principals", url=url, api_key=api_key)
+    print_table(("id", "name", "kind", "role", "team", "app_id"), rows, title="principals")
+
+
+@key_app.command("create")
+def key_create(
+    principal_id: Annotated[str, typer.Argument(help="Id of the principal (qm principal list).")],
+    expires_at: Annotated[
+        str | None, typer.Option(help="RFC 3339 instant with offset, e.g. 2030-01-01T00:00:00Z.")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Issue an API key for a principal; the token is printed once."""
+    body = drop_none({"expires_at": expires_at})
+    issued = request(
+        "POST", f"/v1/principals/{principal_id}/keys", json=body, url=url, api_key=api_key
+    )
+    expiry = issued["expires_at"] or "never"
+    err().print(f"created key {issued['key_id']} (expires: {expiry})")
+    print_secret("The API key", issued["token"])
+
+
+@key_app.command("list")
+def key_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List API keys (never their secrets)."""
+    rows = request("GET", "/v1/keys", url=url, api_key=api_key)
+    columns = ("key_id", "principal_name", "status", "created_at", "expires_at", "revoked_at")
+    print_table(columns, rows, title="API keys")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (qm key list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Revoke an API key now."""
+    revoked = request("DELETE", f"/v1/keys/{key_id}", url=url, api_key=api_key)
+    out().print(f"revoked key {revoked['key_id']} at {revoked['revoked_at']}")

@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TenantHandle
+from tests.tenancy.support import (
+    bearer,
+    create_principal,
+    headers_for,
+    issue_key,
+    make_app,
+    make_cost_center,
+    make_team,
+    ok,
+)
+
+
+@pytest.fixture
+def org(client: TestClient, tenant: TenantHandle) -> TenantHandle:
+    """Teams web (default cost center shop-cc) and data (no default); cost center lab-cc."""
+    make_cost_center(client, tenant, "shop-cc")
+    make_cost_center(client, tenant, "lab-cc")
+    make_team(client, tenant, "web", cost_center="shop-cc")
+    make_team(client, tenant, "data")
+    return tenant
+
+
+def register(client: TestClient, tenant: TenantHandle, **body: Any) -> Any:
+    return client.post("/v1/apps", json=body, headers=tenant.headers)
+
+
+def error_of(response: Any) -> dict[str, str]:
+    error: dict[str, str] = response.json()["error"]
+    return error
+
+
+def test_registration_records_owner_team_cost_center_and_creator(
+    client: TestClient, org: TenantHandle
+) -> None:
+    created = ok(
+        register(
+            client,
+            org,
+            app_id="invoice-bot",
+            title="Invoice bot",
+            owner="ann@example.com",
+            team="data",
+            cost_center="lab-cc",
+            lifecycle="ephemeral",
+            environment="staging",
+            require_signatures=True,
+        ),
+        201,
+    )
+    assert {k: created[k] for k in ("app_id", "title", "owner", "team", "cost_center")} == {
+        "app_id": "invoice-bot",
+        "title": "Invoice bot",
+        "owner": "ann@example.com",
+        "team": "data",
+        "cost_center": "lab-cc",
+    }
+    assert (created["lifecycle"], created["environment"], created["require_signatures"]) == (
+        "ephemeral",
+        "staging",
+        True,
+    )
+    assert created["created_by"] == "admin"
+    detail = ok(client.get("/v1/apps/invoice-bot", headers=org.headers))
+    assert detail["ownership"] == [
+        {
+            "team": "data",
+            "cost_center": "lab-cc",
+            "valid_from": created["created_at"],
+            "valid_to": None,
+        }
+    ]
+
+
+def test_created_by_is_the_calling_principal(client: TestClient, org: TenantHandle) -> None:
+    member = create_principal(client, org, role="team-member", team="web")
+    headers = bearer(issue_key(client, org, member["id"]))
+    created = make_app(client, org, "member-app", team="web", headers=headers)
+    assert created["created_by"] == member["name"]
+
+
+@pytest.mark.parametrize("missing", ["owner", "team"])
+def test_registration_refuses_a_missing_owner_or_team_naming_it(
+    client: TestClient, org: TenantHandle, missing: str
+) -> None:
+    body = {"app_id": "a1", "owner": "ann", "team": "web", "cost_center": "lab-cc"}
+    del body[missing]
+    response = register(client, org, **body)
+    assert response.status_code == 422
+    assert error_of(response)["field"] == missing
+    assert missing in error_of(response)["message"]
+    blank = register(client, org, **{**body, missing: "  "})
+    assert blank.status_code == 422
+    assert error_of(blank) == {
+        "code": "invalid_input",
+        "message": f"{missing} is missing: every app needs an owner, a team and a cost center",
+        "field": missing,
+    }
+
+
+def test_a_missing_cost_center_falls_back_to_the_teams_default_or_is_refused(
+    client: TestClient, org: TenantHandle
+) -> None:
+    inherited = ok(register(client, org, app_id="a1", owner="ann", team="web"), 201)
+    assert inherited["cost_center"] == "shop-cc"
+    refused = register(client, org, app_id="a2", owner="ann", team="data")
+    assert refused.status_code == 422
+    assert error_of(refused)["field"] == "cost_center"
+    assert error_of(refused)["message"] == (
+        "cost_center is missing and team 'data' has no default cost center: "
+        "every app needs an owner, a team and a cost center"
+    )
+
+
+def test_unknown_references_duplicates_and_bad_values_are_refused(
+    client: TestClient, org: TenantHandle
+) -> None:
+    base = {"app_id": "a1", "owner": "ann", "team": "web"}
+    unknown_team = register(client, org, **{**base, "team": "nope"})
+    assert unknown_team.status_code == 422
+    assert error_of(unknown_team)["message"] == "unknown team 'nope'"
+    assert error_of(unknown_team)["field"] == "team"
+    unknown_cc = register(client, org, **base, cost_center="nope")
+    assert unknown_cc.status_code == 422
+    assert error_of(unknown_cc)["message"] == "unknown cost center 'nope'"
+    assert error_of(unknown_cc)["field"] == "cost_center"
+    bad_slug = register(client, org, **{**base, "app_id": "Bad App"})
+    assert (bad_slug.status_code, error_of(bad_slug)["field"]) == (422, "app_id")
+    bad_env = register(client, org, **base, environment="PROD!")
+    assert (bad_env.status_code, error_of(bad_env)["field"]) == (422, "environment")
+    bad_lifecycle = register(client, org, **base, lifecycle="forever")
+    assert (bad_lifecycle.status_code, error_of(bad_lifecycle)["field"]) == (422, "lifecycle")
+
+    ok(register(client, org, **base), 201)
+    duplicate = register(client, org, **base)
+    assert duplicate.status_code == 409
+    assert error_of(duplicate) == {
+        "code": "conflict",
+        "message": "app 'a1' already exists",
+        "field": "app_id",
+    }
+
+
+def test_listing_filters_by_team_cost_center_and_lifecycle(
+    client: TestClient, org: TenantHandle
+) -> None:
+    make_app(client, org, "w1", team="web")
+    make_app(client, org, "w2", team="web", cost_center="lab-cc", lifecycle="ephemeral")
+    make_app(client, org, "d1", team="data", cost_center="lab-cc")
+
+    def listed(**params: str) -> list[str]:
+        return [a["app_id"] for a in ok(client.get("/v1/apps", params=params, headers=org.headers))]
+
+    assert listed() == ["d1", "w1", "w2"]
+    assert listed(team="web") == ["w1", "w2"]
+    assert listed(cost_center="lab-cc") == ["d1", "w2"]
+    assert listed(lifecycle="ephemeral") == ["w2"]
+    assert listed(team="data", lifecycle="ephemeral") == []
+    missing = client.get("/v1/apps/ghost", headers=org.headers)
+    assert missing.status_code == 404
+    assert error_of(missing)["message"] == "app 'ghost' not found"
+
+
+def test_update_changes_only_what_is_sent(client: TestClient, org: TenantHandle) -> None:
+    make_app(client, org, "a1", team="web", title="Old")
+    updated = ok(
+        client.patch(
+            "/v1/apps/a1",
+            json={
+                "title": "New",
+                "owner": "bob",
+                "lifecycle": "ephemeral",
+                "environment": "dev",
+                "require_signatures": True,
+            },
+            headers=org.headers,
+        )
+    )
+    assert (updated["title"], updated["owner"], updated["lifecycle"]) == ("New", "bob", "ephemeral")
+    assert (updated["environment"], updated["require_signatures"]) == ("dev", True)
+    assert updated["updated_at"] > updated["created_at"]
+    assert len(updated["ownership"]) == 1  # no change of owner, no new span
+
+    null_owner = client.patch("/v1/apps/a1", json={"owner": None}, headers=org.headers)
+    assert null_owner.status_code == 422
+    assert error_of(null_owner)["field"] == "owner"
+    assert "owner may not be null" in error_of(null_owner)["message"]
+    blank_owner = client.patch("/v1/apps/a1", json={"owner": " "}, headers=org.headers)
+    assert (blank_owner.status_code, error_of(blank_owner)["field"]) == (422, "owner")
+    unknown_team = client.patch("/v1/apps/a1", json={"team": "nope"}, headers=org.headers)
+    assert error_of(unknown_team)["message"] == "unknown team 'nope'"
+    assert client.patch("/v1/apps/ghost", json={"title": "x"}, headers=org.headers).status_code == (
+        404
+    )
+
+
+def test_team_members_see_and_register_only_their_own_teams_apps(
+    client: TestClient, org: TenantHandle
+) -> None:
+    make_app(client, org, "data-app", team="data", cost_center="lab-cc")
+    member = headers_for(client, org, role="team-member", team="web")
+    own = make_app(client, org, "web-app", team="web", headers=member)
+    assert own["team"] == "web"
+
+    assert [a["app_id"] for a in ok(client.get("/v1/apps", headers=member))] == ["web-app"]
+    assert ok(client.get("/v1/apps/web-app", headers=member))["app_id"] == "web-app"
+    for method, path, body in (
+        ("GET", "/v1/apps/data-app", None),
+        ("PATCH", "/v1/apps/data-app", {"title": "mine now"}),
+        (
+            "POST",
+            "/v1/apps",
+            {"app_id": "sneaky", "owner": "x", "team": "data", "cost_center": "lab-cc"},
+        ),
+        ("GET", "/v1/apps/data-app/signing-keys", None),
+        ("POST", "/v1/apps/data-app/signing-keys", None),
+    ):
+        response = client.request(method, path, json=body, headers=member)
+        assert response.status_code == 403, (method, path, response.text)
+        assert "role 'team-member' may only" in error_of(response)["message"]
+
+    ok(client.patch("/v1/apps/web-app", json={"title": "Renamed"}, headers=member))
+    reassign = client.patch("/v1/apps/web-app", json={"team": "data"}, headers=member)
+    assert reassign.status_code == 403
+    assert "may not change an app's team or cost center" in error_of(reassign)["message"]
+
+
+def test_finance_reads_apps_but_cannot_register_or_change_them(
+    client: TestClient, org: TenantHandle
+) -> None:
+    make_app(client, org, "a1", team="web")
+    finance = headers_for(client, org, role="finance")
+    assert [a["app_id"] for a in ok(client.get("/v1/apps", headers=finance))] == ["a1"]
+    assert ok(client.get("/v1/apps/a1/signing-keys", headers=finance)) == []
+    for method, path in (("POST", "/v1/apps"), ("PATCH", "/v1/apps/a1")):
+        response = client.request(method, path, json={}, headers=finance)
+        assert response.status_code == 403
+        assert error_of(response)["message"] == (
+            "role 'finance' may not do this (needs one of: admin, team-member)"
+        )
