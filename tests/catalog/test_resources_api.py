@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.catalog.lease_tokens import verify_token
+from quartermaster.catalog.resources import resource_bindings_for_tenant, resource_owner_at
+from quartermaster.domain.timeutil import Period
+from quartermaster.runtime import Runtime
+from tests.conftest import TenantHandle
+from tests.tenancy.support import headers_for, make_app, make_team, ok
+
+JAN = datetime(2025, 1, 1, tzinfo=UTC)
+FEB = datetime(2025, 2, 1, tzinfo=UTC)
+MAR = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def org(client: TestClient, tenant: TenantHandle) -> TenantHandle:
+    make_team(client, tenant, "web")
+    make_team(client, tenant, "data")
+    make_app(client, tenant, "shop", team="web", cost_center="default", environment="staging")
+    make_app(client, tenant, "etl", team="data", cost_center="default")
+    return tenant
+
+
+def bind(client: TestClient, tenant: TenantHandle, **body: Any) -> Any:
+    return client.post("/v1/resources", json=body, headers=tenant.headers)
+
+
+def lease(client: TestClient, tenant: TenantHandle, **body: Any) -> Any:
+    return client.post("/v1/resource-leases", json=body, headers=tenant.headers)
+
+
+def test_bindings_are_dated_and_never_overlap(
+    client: TestClient, org: TenantHandle, runtime: Runtime
+) -> None:
+    first = ok(
+        bind(
+            client, org, resource_id="vm-1", app_id="shop", valid_from=iso(JAN), valid_to=iso(FEB)
+        ),
+        201,
+    )
+    assert first == {
+        "resource_id": "vm-1",
+        "app_id": "shop",
+        "environment": "staging",  # the app's, unless given
+        "valid_from": iso(JAN),
+        "valid_to": iso(FEB),
+        "lease_id": None,
+    }
+    # Adjacent intervals do not overlap: [JAN, FEB) then [FEB, open).
+    ok(bind(client, org, resource_id="vm-1", app_id="etl", valid_from=iso(FEB)), 201)
+
+    clash = bind(
+        client,
+        org,
+        resource_id="vm-1",
+        app_id="etl",
+        valid_from="2025-01-20T00:00:00Z",
+        valid_to="2025-01-25T00:00:00Z",
+    )
+    assert clash.status_code == 409
+    assert clash.json()["error"]["message"] == (
+        "resource 'vm-1' is already bound to app 'shop' over "
+        "[2025-01-01T00:00:00+00:00, 2025-02-01T00:00:00+00:00), which overlaps "
+        "[2025-01-20T00:00:00+00:00, 2025-01-25T00:00:00+00:00)"
+    )
+    open_clash = bind(client, org, resource_id="vm-1", app_id="shop", valid_from=iso(MAR))
+    assert open_clash.status_code == 409
+    assert "over [2025-02-01T00:00:00+00:00, open)" in open_clash.json()["error"]["message"]
+
+    with runtime.session_factory() as session:
+
+        def owner(at: datetime) -> str | None:
+            return resource_owner_at(org.tenant_id, "vm-1", at, session=session)
+
+        assert owner(JAN - timedelta(seconds=1)) is None
+        assert owner(JAN) == "shop"
+        assert owner(FEB - timedelta(microseconds=1)) == "shop"
+        assert owner(FEB) == "etl"
+        assert resource_owner_at(org.tenant_id, "vm-2", FEB, session=session) is None
+        assert resource_owner_at("another-tenant", "vm-1", FEB, session=session) is None
+        in_january = resource_bindings_for_tenant(
+            org.tenant_id, period=Period(JAN, FEB), session=session
+        )
+        assert [(b.resource_id, b.app_id) for b in in_january] == [("vm-1", "shop")]
+
+    listed = ok(client.get("/v1/resources", params={"resource_id": "vm-1"}, headers=org.headers))
+    assert [(r["app_id"], r["valid_from"]) for r in listed] == [
+        ("shop", iso(JAN)),
+        ("etl", iso(FEB)),
+    ]
+    assert (
+        ok(client.get("/v1/resources", params={"resource_id": "nope"}, headers=org.headers)) == []
+    )
+
+
+def test_binding_input_is_validated(client: TestClient, org: TenantHandle) -> None:
+    def refused(**body: Any) -> dict[str, str]:
+        response = bind(client, org, **body)
+        assert response.status_code == 422, response.text
+        error: dict[str, str] = response.json()["error"]
+        return error
+
+    backwards = refused(resource_id="r", app_id="shop", valid_from=iso(FEB), valid_to=iso(JAN))
+    assert backwards["field"] == "valid_to"
+    assert "is not after valid_from" in backwards["message"]
+    empty = refused(resource_id="r", app_id="shop", valid_from=iso(JAN), valid_to=iso(JAN))
+    assert empty["field"] == "valid_to"
+    unknown = refused(resource_id="r", app_id="ghost")
+    assert (unknown["field"], unknown["message"]) == ("app_id", "unknown app 'ghost'")
+    assert refused(resource_id=" ", app_id="shop")["field"] == "resource_id"
+    assert (
+        refused(resource_id="r", app_id="shop", valid_from="2025-01-01T00:00:00")["field"]
+        == "valid_from"
+    )
+    assert refused(resource_id="r", app_id="shop", environment="Prod!")["field"] == "environment"
+    assert refused(app_id="shop")["field"] == "resource_id"
+
+
+def test_a_lease_binds_a_short_lived_resource_for_its_lifetime(
+    client: TestClient, org: TenantHandle, runtime: Runtime
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    issued = ok(lease(client, org, resource_id="job-7", app_id="etl", ttl_seconds=600), 201)
+    issued_at = datetime.fromisoformat(issued["issued_at"])
+    expires_at = datetime.fromisoformat(issued["expires_at"])
+    assert before <= issued_at <= datetime.now(UTC)
+    assert expires_at - issued_at == timedelta(seconds=600)
+
+    claims = verify_token(issued["token"], server_key=runtime.server_key, tenant_id=org.tenant_id)
+    assert (claims.lease_id, claims.resource_id, claims.app_id) == (
+        issued["lease_id"],
+        "job-7",
+        "etl",
+    )
+    assert (claims.issued_at, claims.expires_at) == (issued_at, expires_at)
+
+    binding = ok(client.get("/v1/resources", params={"resource_id": "job-7"}, headers=org.headers))
+    assert binding == [
+        {
+            "resource_id": "job-7",
+            "app_id": "etl",
+            "environment": "production",
+            "valid_from": issued["issued_at"],
+            "valid_to": issued["expires_at"],
+            "lease_id": issued["lease_id"],
+        }
+    ]
+    # While leased, nothing else may claim the resource.
+    taken = bind(client, org, resource_id="job-7", app_id="shop")
+    assert taken.status_code == 409
+    assert "already bound to app 'etl'" in taken.json()["error"]["message"]
+    assert lease(client, org, resource_id="job-7", app_id="shop", ttl_seconds=60).status_code == 409
+
+    ended = ok(client.delete(f"/v1/resource-leases/{issued['lease_id']}", headers=org.headers))
+    ended_at = datetime.fromisoformat(ended["ended_at"])
+    assert issued_at <= ended_at < expires_at
+    shown = ok(client.get(f"/v1/resource-leases/{issued['lease_id']}", headers=org.headers))
+    assert shown == ended
+    # Ending again changes nothing.
+    again = ok(client.delete(f"/v1/resource-leases/{issued['lease_id']}", headers=org.headers))
+    assert again["ended_at"] == ended["ended_at"]
+
+    with runtime.session_factory() as session:
+        # Events from while it ran stay attributable after it is gone; later ones are not.
+        assert resource_owner_at(org.tenant_id, "job-7", issued_at, session=session) == "etl"
+        assert resource_owner_at(org.tenant_id, "job-7", ended_at, session=session) is None
+    [after] = ok(client.get("/v1/resources", params={"resource_id": "job-7"}, headers=org.headers))
+    assert after["valid_to"] == ended["ended_at"]
+    # From the end on, the resource id may be bound again.
+    ok(bind(client, org, resource_id="job-7", app_id="shop", valid_from=ended["ended_at"]), 201)
+
+
+def test_lease_input_and_unknown_leases(client: TestClient, org: TenantHandle) -> None:
+    too_long = lease(client, org, resource_id="j", app_id="etl", ttl_seconds=7 * 24 * 3600 + 1)
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["field"] == "ttl_seconds"
+    assert "604800" in too_long.json()["error"]["message"]
+    zero = lease(client, org, resource_id="j", app_id="etl", ttl_seconds=0)
+    assert (zero.status_code, zero.json()["error"]["field"]) == (422, "ttl_seconds")
+    ghost_app = lease(client, org, resource_id="j", app_id="ghost", ttl_seconds=60)
+    assert ghost_app.json()["error"] == {
+        "code": "invalid_input",
+        "message": "unknown app 'ghost'",
+        "field": "app_id",
+    }
+    for method in ("GET", "DELETE"):
+        missing = client.request(method, "/v1/resource-leases/nope", headers=org.headers)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["message"] == "resource lease 'nope' not found"
+
+
+def test_team_members_bind_and_lease_only_for_their_own_team(
+    client: TestClient, org: TenantHandle
+) -> None:
+    member = headers_for(client, org, role="team-member", team="web")
+    ok(
+        client.post(
+            "/v1/resources", json={"resource_id": "r-web", "app_id": "shop"}, headers=member
+        ),
+        201,
+    )
+    ok(bind(client, org, resource_id="r-data", app_id="etl"), 201)
+    etl_lease = ok(lease(client, org, resource_id="j-data", app_id="etl", ttl_seconds=60), 201)
+
+    listed = ok(client.get("/v1/resources", headers=member))
+    assert [r["resource_id"] for r in listed] == ["r-web"]
+    for method, path, body in (
+        ("POST", "/v1/resources", {"resource_id": "r2", "app_id": "etl"}),
+        ("POST", "/v1/resource-leases", {"resource_id": "j2", "app_id": "etl", "ttl_seconds": 60}),
+        ("DELETE", f"/v1/resource-leases/{etl_lease['lease_id']}", None),
+        ("GET", f"/v1/resource-leases/{etl_lease['lease_id']}", None),
+    ):
+        response = client.request(method, path, json=body, headers=member)
+        assert response.status_code == 403, (method, path, response.text)
+        assert "role 'team-member' may only" in response.json()["error"]["message"]
+    finance = headers_for(client, org, role="finance")
+    assert len(ok(client.get("/v1/resources", headers=finance))) == 3
+    refused = client.post(
+        "/v1/resources", json={"resource_id": "x", "app_id": "shop"}, headers=finance
+    )
+    assert refused.status_code == 403
