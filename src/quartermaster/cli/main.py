@@ -34,6 +34,7 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.tenancy", "key_app", "key"),
     ("quartermaster.cli.apps", "app_app", "app"),
     ("quartermaster.cli.apps", "resource_app", "resource"),
+    ("quartermaster.cli.pricing", "pricebook_app", "pricebook"),
 )
 
 console = Console()

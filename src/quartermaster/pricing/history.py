@@ -109,6 +109,20 @@ class PriceBookHistory:
                 parts.append((Period(start, end), version))
         return parts
 
+    def in_force_interval(
+        self, version: int, *, as_of: datetime | None = None
+    ) -> tuple[datetime, datetime | None] | None:
+        """[from, until) over which `version` is in force (until None: still in force);
+        None when a later version took effect at or before it and it never applied."""
+        known = self.known(as_of)
+        own = next((v for v in known if v.version == version), None)
+        if own is None:
+            return None
+        later = [v.effective_from for v in known if v.version > version]
+        if any(moment <= own.effective_from for moment in later):
+            return None
+        return own.effective_from, min(later, default=None)
+
     def changed_after(self, period: Period, recorded_after: datetime) -> list[PriceBookVersion]:
         """Versions recorded after `recorded_after` that change what was in force during
         `period`: a period billed at `recorded_after` needs re-rating when this is not empty."""

@@ -1,0 +1,266 @@
+"""`qm pricebook`: load, validate, list and show price books (over HTTP: QM_URL, QM_API_KEY)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quartermaster.cli.client import api_client, check
+from quartermaster.pricing.document import (
+    AnyPolicy,
+    DirectPolicy,
+    FloorPlusSharePolicy,
+    Graduated,
+    HybridPolicy,
+    Package,
+    PerUnit,
+    PricingModel,
+    ProportionalPolicy,
+    Subscription,
+    Tier,
+    Volume,
+)
+from quartermaster.pricing.loader import (
+    PriceBookError,
+    guess_format,
+    parse_price_book,
+    validate_document,
+)
+from quartermaster.pricing.rating import fmt, price_text
+
+pricebook_app = typer.Typer(
+    help="Price books: load versions, list them, show the one in force.", no_args_is_help=True
+)
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
+]
+FileArgument = Annotated[
+    Path,
+    typer.Argument(exists=True, dir_okay=False, readable=True, help="A .yaml or .json file."),
+]
+MEDIA_TYPES = {"yaml": "application/yaml", "json": "application/json"}
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _call(method: str, path: str, *, url: str | None, api_key: str | None, **kw: Any) -> Any:
+    with api_client(url=url, api_key=api_key) as client:
+        return check(client.request(method, path, **kw), console=_err())
+
+
+def _read(file: Path) -> tuple[str, str]:
+    text = file.read_text(encoding="utf-8")
+    return text, guess_format(file.name, text)
+
+
+@pricebook_app.command("load")
+def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Upload a price book version (a new version; stored versions never change)."""
+    text, fmt_name = _read(file)
+    stored = _call(
+        "POST",
+        "/v1/price-books",
+        content=text.encode("utf-8"),
+        headers={"Content-Type": MEDIA_TYPES[fmt_name]},
+        url=url,
+        api_key=api_key,
+    )
+    label = f"{stored['name']} v{stored['version']}"
+    if stored["created"]:
+        _out().print(f"stored price book {label}, effective from {stored['effective_from']}")
+    else:
+        _out().print(f"price book {label} was already stored unchanged")
+    if stored["back_dated"]:
+        _out().print(
+            f"[yellow]back-dated:[/] effective {stored['effective_from']}, recorded "
+            f"{stored['recorded_at']}; periods already billed will get adjustments"
+        )
+
+
+@pricebook_app.command("validate")
+def validate(file: FileArgument) -> None:
+    """Check a price book file locally, without uploading it."""
+    text, fmt_name = _read(file)
+    try:
+        document = parse_price_book(text, "yaml" if fmt_name == "yaml" else "json")
+    except PriceBookError as exc:
+        console = _err()
+        console.print(f"[red]{file}: {len(exc.issues)} problem(s)[/]")
+        for path, message in exc.issues:
+            console.print(f"  {path}: {message}", markup=False)
+        raise typer.Exit(1) from None
+    _out().print(
+        f"{file}: valid price book {document.name} v{document.version} "
+        f"({len(document.prices)} price rules, {len(document.discounts)} discounts, "
+        f"{len(document.platform_costs)} platform cost policies, "
+        f"{len(document.reservations)} reservations)"
+    )
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table
+
+
+@pricebook_app.command("list")
+def list_books(
+    at: Annotated[str | None, typer.Option(help="Version in force at (RFC 3339).")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List the tenant's price books."""
+    params = {"at": at} if at else {}
+    books = _call("GET", "/v1/price-books", params=params, url=url, api_key=api_key)
+    rows = [
+        (
+            b["name"],
+            b["currency"],
+            b["in_force_version"] or "none yet",
+            b["latest_version"],
+            b["versions"],
+            b["latest_recorded_at"],
+        )
+        for b in books
+    ]
+    columns = ("name", "currency", "in force", "latest", "versions", "last recorded")
+    _out().print(_table("price books", columns, rows))
+
+
+@pricebook_app.command("versions")
+def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Every version of a price book, with when each was in force."""
+    found = _call("GET", f"/v1/price-books/{name}/versions", url=url, api_key=api_key)
+    rows = [
+        (
+            v["version"],
+            v["effective_from"],
+            v["in_force_from"] or "never (superseded)",
+            v["in_force_until"] or ("-" if v["in_force_from"] is None else "still in force"),
+            v["recorded_at"],
+            "yes" if v["back_dated"] else "",
+            v["created_by"],
+        )
+        for v in found
+    ]
+    columns = (
+        "version",
+        "effective from",
+        "in force from",
+        "until",
+        "recorded",
+        "back-dated",
+        "by",
+    )
+    _out().print(_table(f"price book {name}", columns, rows))
+
+
+def _tiers_text(tiers: list[Tier]) -> str:
+    parts = [
+        f"{'up to ' + fmt(t.up_to) if t.up_to is not None else 'above'}: {price_text(t.unit_price)}"
+        for t in tiers
+    ]
+    return "; ".join(parts)
+
+
+def describe_terms(model: PricingModel) -> str:
+    """A pricing model's terms in one line, for tables."""
+    free = getattr(model, "free_allowance", None)
+    prefix = f"first {fmt(free)} free, then " if free else ""
+    if isinstance(model, PerUnit):
+        return f"{prefix}{price_text(model.unit_price)} per unit"
+    if isinstance(model, Graduated):
+        return f"{prefix}each tier's units at its price: {_tiers_text(model.tiers)}"
+    if isinstance(model, Volume):
+        return f"{prefix}all units at the reached tier's price: {_tiers_text(model.tiers)}"
+    if isinstance(model, Package):
+        return (
+            f"{prefix}{price_text(model.package_price)} per started block of "
+            f"{fmt(model.package_size)} units"
+        )
+    if isinstance(model, Subscription):
+        overage = describe_terms(model.overage) if model.overage else "not charged"
+        return f"fee {price_text(model.fee)}, {fmt(model.included)} included, overage: {overage}"
+    raise TypeError(f"unknown pricing model {model!r}")
+
+
+def describe_policy(policy: AnyPolicy) -> str:
+    if isinstance(policy, DirectPolicy):
+        return f"direct to {policy.to.describe()}"
+    if isinstance(policy, ProportionalPolicy):
+        return f"proportional to {policy.meter}"
+    if isinstance(policy, FloorPlusSharePolicy):
+        basis = f"by {policy.meter}" if policy.meter else "evenly"
+        return f"floor {price_text(policy.floor)} per active app + the rest {basis}"
+    if isinstance(policy, HybridPolicy):
+        share = fmt(policy.proportional_share * 100)
+        return f"hybrid: {share}% proportional to {policy.meter}, the rest even per active app"
+    return "even per active app"
+
+
+@pricebook_app.command("show")
+def show(
+    name: str,
+    at: Annotated[str | None, typer.Option(help="In force at (RFC 3339); default now.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Ignore versions recorded after this.")
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="A given version instead.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show the version of a price book in force (or a given version)."""
+    if version is not None:
+        found = _call("GET", f"/v1/price-books/{name}/versions/{version}", url=url, api_key=api_key)
+    else:
+        params = {key: value for key, value in (("at", at), ("as_of", as_of)) if value}
+        found = _call("GET", f"/v1/price-books/{name}", params=params, url=url, api_key=api_key)
+    document = validate_document(found["document"])
+    console = _out()
+    until = found["in_force_until"] or "still in force"
+    console.print(
+        f"[bold]{document.name}[/] v{document.version} ({document.currency}), effective "
+        f"{found['effective_from']}, in force until {until}; recorded {found['recorded_at']} "
+        f"by {found['created_by']}"
+    )
+    if document.description:
+        console.print(document.description)
+    prices = [
+        (
+            rule.meter,
+            rule.scope.describe() if rule.scope else "default",
+            rule.model,
+            rule.pool.value,
+            describe_terms(rule),
+        )
+        for rule in document.prices
+    ]
+    console.print(_table("prices", ("meter", "scope", "model", "pool", "terms"), prices))
+    if document.discounts:
+        rows = [
+            (d.name, f"{d.percent}%", d.applies_to.describe(), ", ".join(d.meters or ["all"]))
+            for d in document.discounts
+        ]
+        console.print(_table("discounts", ("name", "percent", "applies to", "meters"), rows))
+    if document.platform_costs:
+        policies = [(p.cost_type, describe_policy(p)) for p in document.platform_costs]
+        console.print(_table("platform costs", ("cost type", "allocation"), policies))
+    if document.reservations:
+        reserved = [(r.name, r.meter, price_text(r.credit)) for r in document.reservations]
+        console.print(_table("reservations", ("name", "meter", "credit per period"), reserved))

@@ -1,0 +1,74 @@
+"""API bodies of the price book routes (the upload body is the document itself)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from quartermaster.pricing.history import PriceBookHistory
+from quartermaster.pricing.models import PriceBookVersionRow
+from quartermaster.pricing.service import PriceBookSummary
+
+
+class PriceBookVersionOut(BaseModel):
+    name: str
+    version: int
+    currency: str
+    effective_from: datetime
+    recorded_at: datetime = Field(description="When the version was stored (its creation).")
+    created_by: str
+    content_hash: str
+    back_dated: bool = Field(description="effective_from is before recorded_at.")
+    in_force_from: datetime | None = Field(
+        description="Start of the time this version is in force; null if a later version "
+        "took effect at or before its effective_from."
+    )
+    in_force_until: datetime | None = Field(
+        description="When a later version supersedes it; null while still in force."
+    )
+
+    @classmethod
+    def build(cls, row: PriceBookVersionRow, history: PriceBookHistory) -> PriceBookVersionOut:
+        interval = history.in_force_interval(row.version)
+        return cls(
+            name=row.name,
+            version=row.version,
+            currency=row.currency,
+            effective_from=row.effective_from,
+            recorded_at=row.recorded_at,
+            created_by=row.created_by,
+            content_hash=row.content_hash,
+            back_dated=row.effective_from < row.recorded_at,
+            in_force_from=interval[0] if interval else None,
+            in_force_until=interval[1] if interval else None,
+        )
+
+
+class PriceBookVersionDetail(PriceBookVersionOut):
+    document: dict[str, Any] = Field(description="The price book document (docs/pricing.md).")
+
+
+class PriceBookUploadOut(PriceBookVersionOut):
+    created: bool = Field(description="False when this exact version was already stored.")
+
+
+class PriceBookSummaryOut(BaseModel):
+    name: str
+    currency: str
+    latest_version: int
+    versions: int
+    in_force_version: int | None
+    latest_recorded_at: datetime
+
+    @classmethod
+    def build(cls, summary: PriceBookSummary) -> PriceBookSummaryOut:
+        return cls(
+            name=summary.name,
+            currency=summary.currency,
+            latest_version=summary.latest_version,
+            versions=summary.versions,
+            in_force_version=summary.in_force_version,
+            latest_recorded_at=summary.latest_recorded_at,
+        )

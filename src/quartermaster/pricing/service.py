@@ -1,0 +1,230 @@
+"""Price book storage: immutable versions per tenant, and the histories billing prices with.
+
+Functions take `session` keyword-only, scope every query to the tenant and commit their
+own unit of work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quartermaster.domain.timeutil import ensure_utc, utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.pricing.document import PriceBookDocument
+from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
+from quartermaster.pricing.loader import canonical_json, content_hash, document_from_json
+from quartermaster.pricing.models import PriceBookVersionRow
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    row: PriceBookVersionRow
+    created: bool  # False: the same document was already stored (an idempotent retry)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBookSummary:
+    name: str
+    currency: str
+    latest_version: int
+    versions: int
+    in_force_version: int | None  # at the time asked about (None: none yet in force)
+    latest_recorded_at: datetime
+
+
+def _rows(tenant_id: str, name: str, *, session: Session) -> list[PriceBookVersionRow]:
+    query = (
+        select(PriceBookVersionRow)
+        .where(PriceBookVersionRow.tenant_id == tenant_id, PriceBookVersionRow.name == name)
+        .order_by(PriceBookVersionRow.version)
+    )
+    return list(session.scalars(query))
+
+
+def _same_version(
+    tenant_id: str, document: PriceBookDocument, digest: str, *, session: Session
+) -> StoredVersion | None:
+    existing = session.scalar(
+        select(PriceBookVersionRow).where(
+            PriceBookVersionRow.tenant_id == tenant_id,
+            PriceBookVersionRow.name == document.name,
+            PriceBookVersionRow.version == document.version,
+        )
+    )
+    if existing is None:
+        return None
+    if existing.content_hash == digest:
+        return StoredVersion(existing, created=False)
+    raise ConflictError(
+        f"price book {document.name!r} version {document.version} already exists with other "
+        "content; versions are immutable: upload the change as a new version",
+        field="version",
+    )
+
+
+def store_price_book(
+    tenant_id: str,
+    document: PriceBookDocument,
+    *,
+    created_by: str,
+    session: Session,
+    now: datetime | None = None,
+) -> StoredVersion:
+    """Store a new version. Re-sending a stored version unchanged returns it (created=False);
+    changing a stored version, going back in version numbers or changing the currency is
+    refused. An effective_from before now is allowed: a back-dated change."""
+    digest = content_hash(document)
+    same = _same_version(tenant_id, document, digest, session=session)
+    if same is not None:
+        return same
+    rows = _rows(tenant_id, document.name, session=session)
+    if rows:
+        latest = rows[-1]
+        if document.version < latest.version:
+            raise ConflictError(
+                f"price book {document.name!r}: version {document.version} is older than the "
+                f"latest version {latest.version}; upload version {latest.version + 1}",
+                field="version",
+            )
+        if document.currency != latest.currency:
+            raise InvalidInputError(
+                f"price book {document.name!r} is priced in {latest.currency}; a new version "
+                f"cannot change the currency to {document.currency} (start a new price book)",
+                field="currency",
+            )
+    row = PriceBookVersionRow(
+        tenant_id=tenant_id,
+        name=document.name,
+        version=document.version,
+        currency=document.currency,
+        effective_from=document.effective_from,
+        document=canonical_json(document),
+        content_hash=digest,
+        recorded_at=ensure_utc(now) if now is not None else utc_now(),
+        created_by=created_by,
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent upload of the same name and version won the race.
+        session.rollback()
+        again = _same_version(tenant_id, document, digest, session=session)
+        if again is None:
+            raise
+        return again
+    return StoredVersion(row, created=True)
+
+
+def to_version(row: PriceBookVersionRow) -> PriceBookVersion:
+    return PriceBookVersion(document_from_json(row.document), row.recorded_at)
+
+
+def list_versions(tenant_id: str, name: str, *, session: Session) -> list[PriceBookVersionRow]:
+    rows = _rows(tenant_id, name, session=session)
+    if not rows:
+        raise NotFoundError(f"no price book named {name!r}", field="name")
+    return rows
+
+
+def get_version(
+    tenant_id: str, name: str, version: int, *, session: Session
+) -> PriceBookVersionRow:
+    row = session.scalar(
+        select(PriceBookVersionRow).where(
+            PriceBookVersionRow.tenant_id == tenant_id,
+            PriceBookVersionRow.name == name,
+            PriceBookVersionRow.version == version,
+        )
+    )
+    if row is None:
+        list_versions(tenant_id, name, session=session)  # names a missing book first
+        raise NotFoundError(f"price book {name!r} has no version {version}", field="version")
+    return row
+
+
+def load_history(tenant_id: str, name: str, *, session: Session) -> PriceBookHistory:
+    """Every stored version of a price book, for pricing (see pricing.engine.price_period)."""
+    return PriceBookHistory(
+        to_version(row) for row in list_versions(tenant_id, name, session=session)
+    )
+
+
+def version_in_force(
+    tenant_id: str,
+    name: str,
+    at: datetime,
+    *,
+    as_of: datetime | None = None,
+    session: Session,
+) -> PriceBookVersionRow:
+    """The stored version in force at `at`, as known at `as_of` (default: now)."""
+    history = load_history(tenant_id, name, session=session)
+    chosen = history.version_at(at, as_of=as_of)
+    return get_version(tenant_id, name, chosen.version, session=session)
+
+
+def price_book_names(tenant_id: str, *, session: Session) -> list[str]:
+    query = (
+        select(PriceBookVersionRow.name)
+        .where(PriceBookVersionRow.tenant_id == tenant_id)
+        .distinct()
+        .order_by(PriceBookVersionRow.name)
+    )
+    return list(session.scalars(query))
+
+
+def resolve_price_book_name(tenant_id: str, name: str | None, *, session: Session) -> str:
+    """The price book to bill with: `name` when given, else the tenant's only one."""
+    names = price_book_names(tenant_id, session=session)
+    if name is not None:
+        if name not in names:
+            raise NotFoundError(f"no price book named {name!r}", field="price_book")
+        return name
+    if not names:
+        raise NotFoundError("the tenant has no price book: upload one first", field="price_book")
+    if len(names) > 1:
+        raise InvalidInputError(
+            f"the tenant has several price books ({', '.join(names)}): name one",
+            field="price_book",
+        )
+    return names[0]
+
+
+def list_price_books(
+    tenant_id: str, *, at: datetime | None = None, session: Session
+) -> list[PriceBookSummary]:
+    """Each price book with its latest version and the version in force at `at` (now)."""
+    moment = ensure_utc(at) if at is not None else utc_now()
+    query = (
+        select(
+            PriceBookVersionRow.name,
+            PriceBookVersionRow.version,
+            PriceBookVersionRow.currency,
+            PriceBookVersionRow.effective_from,
+            PriceBookVersionRow.recorded_at,
+        )
+        .where(PriceBookVersionRow.tenant_id == tenant_id)
+        .order_by(PriceBookVersionRow.name, PriceBookVersionRow.version)
+    )
+    by_name: dict[str, list[tuple[int, str, datetime, datetime]]] = {}
+    for name, version, currency, effective_from, recorded_at in session.execute(query):
+        by_name.setdefault(name, []).append((version, currency, effective_from, recorded_at))
+    summaries: list[PriceBookSummary] = []
+    for name, versions in by_name.items():
+        in_force = [v[0] for v in versions if v[2] <= moment]
+        summaries.append(
+            PriceBookSummary(
+                name=name,
+                currency=versions[-1][1],
+                latest_version=versions[-1][0],
+                versions=len(versions),
+                in_force_version=max(in_force) if in_force else None,
+                latest_recorded_at=max(v[3] for v in versions),
+            )
+        )
+    return summaries

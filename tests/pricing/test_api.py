@@ -1,0 +1,228 @@
+"""The price book routes on both database backends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.domain.timeutil import parse_timestamp, utc_now
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.models import Role
+from tests.conftest import TenantHandle
+from tests.pricing.support import EXAMPLE, principal_headers
+
+YAML = {"Content-Type": "application/yaml"}
+BOOK = "/v1/price-books/internal-platform"
+
+
+def _upload(client: TestClient, tenant: TenantHandle, text: str) -> dict[str, object]:
+    response = client.post("/v1/price-books", content=text, headers={**tenant.headers, **YAML})
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def _next_version(text: str, version: int, effective_from: str, price: str = "0.0001") -> str:
+    text = text.replace("version: 1\n", f"version: {version}\n", 1)
+    text = text.replace("effective_from: 2026-01-01T00:00:00Z", f"effective_from: {effective_from}")
+    return text.replace("unit_price: 0.0001\n", f"unit_price: {price}\n", 1)
+
+
+def test_upload_yaml_then_read_it_back(client: TestClient, tenant: TenantHandle) -> None:
+    stored = _upload(client, tenant, EXAMPLE.read_text())
+    assert stored["name"] == "internal-platform"
+    assert stored["version"] == 1
+    assert stored["created"] is True
+    assert stored["created_by"] == "admin"
+    assert stored["back_dated"] is True  # effective 2026-01-01, recorded later
+    listed = client.get("/v1/price-books", headers=tenant.headers).json()
+    assert [(b["name"], b["latest_version"], b["in_force_version"]) for b in listed] == [
+        ("internal-platform", 1, 1)
+    ]
+    shown = client.get("/v1/price-books/internal-platform", headers=tenant.headers).json()
+    assert shown["version"] == 1
+    assert shown["document"]["prices"][0] == {
+        "meter": "invocations",
+        "pool": "app",
+        "model": "per_unit",
+        "unit_price": "0.0001",
+        "free_allowance": "10000",
+    }
+
+
+def test_json_upload_and_idempotent_retry(client: TestClient, tenant: TenantHandle) -> None:
+    document = {
+        "name": "json-book",
+        "currency": "EUR",
+        "version": 1,
+        "effective_from": "2030-01-01T00:00:00+01:00",
+        "prices": [{"meter": "tokens", "model": "per_unit", "unit_price": "0.002"}],
+    }
+    first = client.post("/v1/price-books", json=document, headers=tenant.headers)
+    assert first.status_code == 201
+    assert first.json()["effective_from"] == "2029-12-31T23:00:00Z"
+    assert first.json()["back_dated"] is False
+    again = client.post("/v1/price-books", json=document, headers=tenant.headers)
+    assert again.status_code == 200
+    assert again.json()["created"] is False
+    changed = {**document, "prices": [{"meter": "tokens", "model": "per_unit", "unit_price": 1}]}
+    conflict = client.post("/v1/price-books", json=changed, headers=tenant.headers)
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["field"] == "version"
+    assert "immutable" in conflict.json()["error"]["message"]
+    versions = client.get("/v1/price-books/json-book/versions", headers=tenant.headers).json()
+    assert len(versions) == 1
+
+
+def test_new_versions_supersede_and_at_picks_the_one_in_force(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    base = EXAMPLE.read_text()
+    _upload(client, tenant, base)
+    _upload(client, tenant, _next_version(base, 2, "2026-03-01T00:00:00Z", "0.0002"))
+    headers = tenant.headers
+
+    def in_force(at: str) -> int:
+        response = client.get(BOOK, params={"at": at}, headers=headers)
+        assert response.status_code == 200, response.text
+        version: int = response.json()["version"]
+        return version
+
+    assert in_force("2026-02-28T23:59:59Z") == 1
+    assert in_force("2026-03-01T00:00:00Z") == 2
+    versions = client.get("/v1/price-books/internal-platform/versions", headers=headers).json()
+    assert versions[0]["in_force_until"] == "2026-03-01T00:00:00Z"
+    assert versions[1]["in_force_until"] is None
+    before = client.get(
+        "/v1/price-books/internal-platform", params={"at": "2025-12-31T00:00:00Z"}, headers=headers
+    )
+    assert before.status_code == 404
+    assert "no version in force" in before.json()["error"]["message"]
+    one = client.get("/v1/price-books/internal-platform/versions/2", headers=headers).json()
+    assert one["document"]["prices"][0]["unit_price"] == "0.0002"
+
+
+def test_back_dated_version_and_as_of(client: TestClient, tenant: TenantHandle) -> None:
+    base = EXAMPLE.read_text()
+    first = _upload(client, tenant, base)
+    recorded_first = first["recorded_at"]
+    # Version 2 corrects January from the 15th on, recorded now (after the fact).
+    second = _upload(client, tenant, _next_version(base, 2, "2026-01-15T00:00:00Z", "0.0003"))
+    assert second["back_dated"] is True
+    params = {"at": "2026-01-20T00:00:00Z"}
+    now_view = client.get(BOOK, params=params, headers=tenant.headers)
+    assert now_view.json()["version"] == 2
+    then_view = client.get(
+        "/v1/price-books/internal-platform",
+        params={**params, "as_of": recorded_first},
+        headers=tenant.headers,
+    )
+    assert then_view.json()["version"] == 1
+
+
+def test_older_version_number_is_refused(client: TestClient, tenant: TenantHandle) -> None:
+    base = EXAMPLE.read_text()
+    _upload(client, tenant, _next_version(base, 3, "2026-02-01T00:00:00Z"))
+    response = client.post("/v1/price-books", content=base, headers={**tenant.headers, **YAML})
+    assert response.status_code == 409
+    assert "upload version 4" in response.json()["error"]["message"]
+
+
+def test_currency_cannot_change(client: TestClient, tenant: TenantHandle) -> None:
+    base = EXAMPLE.read_text()
+    _upload(client, tenant, base)
+    other = _next_version(base, 2, "2026-02-01T00:00:00Z").replace("currency: USD", "currency: EUR")
+    response = client.post("/v1/price-books", content=other, headers={**tenant.headers, **YAML})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "currency"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "fragment"),
+    [
+        (
+            "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-01-01T00:00:00Z\nprices:\n"
+            "  - {meter: tokens, model: graduated, tiers: [{up_to: 10, unit_price: 1},"
+            " {up_to: 5, unit_price: 1}, {unit_price: 1}]}\n",
+            "prices[0].tiers[1].up_to",
+            "must be greater than the previous tier (10)",
+        ),
+        (
+            "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-01-01 00:00:00\nprices:\n"
+            "  - {meter: tokens, model: per_unit, unit_price: 1}\n",
+            "effective_from",
+            "timezone",
+        ),
+        ("name: b\n  bad: [", "(document)", "not valid YAML: line"),
+    ],
+)
+def test_invalid_upload_names_the_field(
+    client: TestClient, tenant: TenantHandle, text: str, field: str, fragment: str
+) -> None:
+    response = client.post("/v1/price-books", content=text, headers={**tenant.headers, **YAML})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert fragment in error["message"]
+
+
+def test_unsupported_content_type(client: TestClient, tenant: TenantHandle) -> None:
+    response = client.post(
+        "/v1/price-books",
+        content=b"<xml/>",
+        headers={**tenant.headers, "Content-Type": "application/xml"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "Content-Type"
+
+
+def test_too_large_upload(client: TestClient, tenant: TenantHandle) -> None:
+    body = json.dumps({"description": "x" * (1024 * 1024 + 1)})
+    response = client.post(
+        "/v1/price-books",
+        content=body,
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+def test_roles_finance_reads_only(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime
+) -> None:
+    finance = principal_headers(runtime, tenant.tenant_id, Role.FINANCE)
+    member = principal_headers(runtime, tenant.tenant_id, Role.TEAM_MEMBER)
+    text = EXAMPLE.read_text()
+    refused = client.post("/v1/price-books", content=text, headers={**finance, **YAML})
+    assert refused.status_code == 403
+    _upload(client, tenant, text)
+    assert client.get("/v1/price-books", headers=finance).status_code == 200
+    assert client.get("/v1/price-books/internal-platform", headers=finance).status_code == 200
+    assert client.get("/v1/price-books", headers=member).status_code == 403
+    upload = client.post("/v1/price-books", content=text, headers={**member, **YAML})
+    assert upload.status_code == 403
+
+
+def test_tenants_see_only_their_own_price_books(
+    client: TestClient, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    first, second = make_tenant(), make_tenant()
+    _upload(client, first, EXAMPLE.read_text())
+    assert client.get("/v1/price-books", headers=second.headers).json() == []
+    missing = client.get("/v1/price-books/internal-platform", headers=second.headers)
+    assert missing.status_code == 404
+    # The same name and version in another tenant is independent.
+    _upload(client, second, EXAMPLE.read_text().replace("0.0001", "0.0005", 1))
+
+
+def test_unauthenticated_is_refused(client: TestClient) -> None:
+    assert client.get("/v1/price-books").status_code == 401
+
+
+def test_recorded_at_is_now(client: TestClient, tenant: TenantHandle) -> None:
+    stored = _upload(client, tenant, EXAMPLE.read_text())
+    recorded = parse_timestamp(str(stored["recorded_at"]))
+    assert abs(recorded - utc_now()) < timedelta(minutes=1)

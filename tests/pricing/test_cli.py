@@ -1,0 +1,98 @@
+"""`qm pricebook` against a live server over real HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quartermaster.cli.main import _register_groups, app
+from tests.conftest import LiveServer, TenantHandle
+from tests.pricing.support import EXAMPLE
+
+
+def _cli() -> None:
+    """Register the feature command groups once (main() does it at startup)."""
+    if not any(group.name == "pricebook" for group in app.registered_groups):
+        _register_groups()
+
+
+@pytest.fixture
+def qm(live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    _cli()
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", "250")
+    return CliRunner()
+
+
+def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
+    loaded = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])
+    assert loaded.exit_code == 0, loaded.output
+    assert "stored price book internal-platform v1" in loaded.output
+    assert "back-dated" in loaded.output
+
+    again = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])
+    assert again.exit_code == 0
+    assert "already stored unchanged" in again.output
+
+    listed = qm.invoke(app, ["pricebook", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "internal-platform" in listed.output
+    assert "USD" in listed.output
+
+    at = "2026-01-05T00:00:00Z"
+    shown = qm.invoke(app, ["pricebook", "show", "internal-platform", "--at", at])
+    assert shown.exit_code == 0, shown.output
+    assert "internal-platform v1 (USD)" in shown.output
+    assert "each tier's units at its price: up to 1000000: 0.000002" in shown.output
+    assert "fee 0.50, 3600000 included, overage: 0.0000001 per unit" in shown.output
+    assert "hybrid: 70% proportional to network_bytes" in shown.output
+    assert "ephemeral-spot" in shown.output
+    assert "compute-commitment-2026" in shown.output
+
+    second = tmp_path / "v2.yml"
+    text = EXAMPLE.read_text().replace("version: 1\n", "version: 2\n", 1)
+    second.write_text(text.replace("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", 1))
+    assert qm.invoke(app, ["pricebook", "load", str(second)]).exit_code == 0
+    versions = qm.invoke(app, ["pricebook", "versions", "internal-platform"])
+    assert versions.exit_code == 0, versions.output
+    assert "2026-02-01T00:00:00Z" in versions.output
+    assert "still in force" in versions.output
+    pinned = qm.invoke(app, ["pricebook", "show", "internal-platform", "--version", "1"])
+    assert "internal-platform v1" in pinned.output
+
+
+def test_load_reports_the_servers_field_error(qm: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("package_size: 1000\n", "package_size: 0\n"))
+    result = qm.invoke(app, ["pricebook", "load", str(bad)])
+    assert result.exit_code == 1
+    assert "prices[10].package_size: input should be greater than 0" in result.output
+
+
+def test_show_unknown_book_fails(qm: CliRunner) -> None:
+    result = qm.invoke(app, ["pricebook", "show", "nope"])
+    assert result.exit_code == 1
+    assert "no price book named 'nope'" in result.output
+
+
+def test_validate_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cli()
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+    good = runner.invoke(app, ["pricebook", "validate", str(EXAMPLE)])
+    assert good.exit_code == 0, good.output
+    assert "valid price book internal-platform v1 (11 price rules" in good.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "currency": "usd", "version": 0, "prices": []}')
+    result = runner.invoke(app, ["pricebook", "validate", str(bad)])
+    assert result.exit_code == 1
+    for expected in (
+        "currency: string should match pattern",
+        "version: input should be greater than or equal to 1",
+        "effective_from: required",
+        "prices: list should have at least 1 item",
+    ):
+        assert expected in result.output
