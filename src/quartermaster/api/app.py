@@ -16,6 +16,7 @@ from quartermaster.runtime import Runtime, build_runtime
 ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.tenancy.router",
     "quartermaster.catalog.router",
+    "quartermaster.pricing.router",
 )
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]
