@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,6 +57,77 @@ class Settings(BaseSettings):
     )
     pipeline_interval_seconds: float = Field(
         default=0.5, gt=0, description="Pause between pipeline polls when the log is drained."
+    )
+    pipeline_batch_size: int = Field(
+        default=20_000,
+        ge=1,
+        le=500_000,
+        description="Most events the pipeline reads from the log and commits in one transaction.",
+    )
+    usage_maintenance_interval_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Pause between usage-store maintenance passes (raw-row purge, rollup folding).",
+    )
+    bench_routes_enabled: bool = Field(
+        default=False,
+        description="Mount the benchmark floor route POST /v1/_bench/parse (unauthenticated; "
+        "for `make bench` only, never in production).",
+    )
+    # --- secrets broker and audit log (docs/secrets.md) ---
+    secrets_key_provider: Literal["file", "env"] = Field(
+        default="file",
+        description="Root-key source: `file` (root-keys.json in the data dir, made by `qm init`) "
+        "or `env` (the variable named by secrets_root_key_env).",
+    )
+    secrets_root_key_env: str = Field(
+        default="QM_SECRETS_ROOT_KEYS",
+        description="Environment variable holding root keys as id:hex[,id:hex...] (env provider).",
+    )
+    secrets_lease_ttl_seconds: int = Field(
+        default=900, ge=1, description="Default lease TTL of a secret read or credential."
+    )
+    secrets_lease_max_ttl_seconds: int = Field(
+        default=86_400, ge=1, description="Longest a lease may live, renewals included."
+    )
+    secrets_max_leases_per_app: int = Field(
+        default=200,
+        ge=1,
+        description="Live leases one app (or one principal) may hold; more are refused (429).",
+    )
+    secrets_max_value_bytes: int = Field(
+        default=65_536, ge=1, description="Largest secret value accepted, in UTF-8 bytes."
+    )
+    secrets_reaper_interval_seconds: float = Field(
+        default=5.0, gt=0, description="Pause between reaper passes over expired leases."
+    )
+    secrets_postgres_url: SecretStr | None = Field(
+        default=None,
+        description="Admin connection (postgresql://…) the dynamic PostgreSQL engine uses when "
+        "an engine is configured without its own connection_url.",
+    )
+    secrets_identity_audience: str = Field(
+        default="quartermaster-secrets", description="`aud` of workload identity tokens."
+    )
+    secrets_identity_issuer: str = Field(
+        default="quartermaster", description="`iss` of workload identity tokens."
+    )
+    secrets_identity_ttl_seconds: int = Field(
+        default=600, ge=1, description="Default lifetime of a workload identity token."
+    )
+    secrets_identity_max_ttl_seconds: int = Field(
+        default=3600, ge=1, description="Longest lifetime a workload identity token may ask for."
+    )
+    audit_sink_url: str | None = Field(
+        default=None,
+        description="Where the audit log is shipped: file:///path/audit.jsonl or http(s)://… "
+        "(a webhook receiving JSON batches). Unset: not shipped.",
+    )
+    audit_ship_interval_seconds: float = Field(
+        default=2.0, gt=0, description="Pause between audit shipping passes when caught up."
+    )
+    audit_ship_batch: int = Field(
+        default=500, ge=1, description="Most audit records shipped per sink write."
     )
 
     @classmethod

@@ -1,0 +1,167 @@
+"""The broker's per-process parts (keys, caches, connections), built from a Runtime."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from quartermaster.config import Settings
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.runtime import Runtime
+from quartermaster.secrets.envelope import (
+    fingerprint,
+    fingerprint_key,
+    new_data_key,
+    unwrap_data_key,
+    wrap_data_key,
+)
+from quartermaster.secrets.identity import IdentitySigner, load_identity_key
+from quartermaster.secrets.keys import KeyProvider, build_key_provider
+from quartermaster.secrets.models import DataKey
+from quartermaster.secrets.postgres import PostgresConnections
+
+
+class DataKeyStore:
+    """Unwraps each tenant's data key once per process. The row is still read on every use
+    (a primary-key lookup) and the cache entry is only trusted for the exact wrapped bytes it
+    came from, so a key created in a transaction that rolled back is never used again."""
+
+    def __init__(self, provider: KeyProvider) -> None:
+        self.provider = provider
+        self._cache: dict[str, tuple[bytes, bytes, bytes]] = {}  # tenant -> (wrapped, dk, fpk)
+        self._lock = threading.Lock()
+
+    def _load(self, tenant_id: str, *, session: Session) -> tuple[bytes, bytes] | None:
+        row = session.execute(
+            select(DataKey.root_key_id, DataKey.wrapped_key).where(DataKey.tenant_id == tenant_id)
+        ).first()
+        if row is None:
+            return None
+        root_key_id, wrapped = str(row[0]), bytes(row[1])
+        cached = self._cache.get(tenant_id)
+        if cached is not None and cached[0] == wrapped:
+            return cached[1], cached[2]
+        data_key = unwrap_data_key(self.provider.root_key(root_key_id), wrapped, tenant_id)
+        fp_key = fingerprint_key(data_key)
+        with self._lock:
+            self._cache[tenant_id] = (wrapped, data_key, fp_key)
+        return data_key, fp_key
+
+    def data_key(self, tenant_id: str, *, session: Session) -> bytes | None:
+        pair = self._load(tenant_id, session=session)
+        return None if pair is None else pair[0]
+
+    def ensure(self, tenant_id: str, *, session: Session) -> bytes:
+        """The tenant's data key, created in this transaction if it has none yet. Call it with
+        the tenant's audit lock held so two first writes cannot both create one."""
+        existing = self.data_key(tenant_id, session=session)
+        if existing is not None:
+            return existing
+        data_key = new_data_key()
+        root_id = self.provider.active_key_id
+        session.add(
+            DataKey(
+                tenant_id=tenant_id,
+                root_key_id=root_id,
+                wrapped_key=wrap_data_key(self.provider.root_key(root_id), data_key, tenant_id),
+                created_at=utc_now(),
+            )
+        )
+        session.flush()
+        return data_key
+
+    def forget(self, tenant_id: str) -> None:
+        with self._lock:
+            self._cache.pop(tenant_id, None)
+
+    def fingerprint(self, tenant_id: str, value: str, *, session: Session) -> str | None:
+        pair = self._load(tenant_id, session=session)
+        return None if pair is None else fingerprint(pair[1], value)
+
+    def fingerprint_key(self, tenant_id: str, *, session: Session) -> bytes | None:
+        pair = self._load(tenant_id, session=session)
+        return None if pair is None else pair[1]
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapReport:
+    active_key_id: str
+    rewrapped: int
+    remaining_by_key: dict[str, int] = field(default_factory=dict)
+
+
+def rewrap_data_keys(
+    provider: KeyProvider, *, session_factory: sessionmaker[Session], batch: int = 100
+) -> RewrapReport:
+    """Re-wrap every data key not yet under the active root key, a batch per transaction.
+
+    Online: each row is updated only if it still names the key it was read with, and readers
+    can unwrap either version of a row because the provider holds both keys meanwhile."""
+    active = provider.active_key_id
+    active_key = provider.root_key(active)
+    done = 0
+    while True:
+        with session_factory() as session:
+            rows = session.execute(
+                select(DataKey.tenant_id, DataKey.root_key_id, DataKey.wrapped_key)
+                .where(DataKey.root_key_id != active)
+                .limit(batch)
+            ).all()
+            if not rows:
+                break
+            now: datetime = utc_now()
+            for tenant_id, old_id, wrapped in rows:
+                data_key = unwrap_data_key(provider.root_key(old_id), wrapped, tenant_id)
+                result = session.execute(
+                    update(DataKey)
+                    .where(DataKey.tenant_id == tenant_id, DataKey.root_key_id == old_id)
+                    .values(
+                        root_key_id=active,
+                        wrapped_key=wrap_data_key(active_key, data_key, tenant_id),
+                        rewrapped_at=now,
+                    )
+                )
+                done += int(getattr(result, "rowcount", 0) or 0)
+            session.commit()
+    return RewrapReport(
+        active_key_id=active,
+        rewrapped=done,
+        remaining_by_key=count_by_root_key(session_factory=session_factory),
+    )
+
+
+def count_by_root_key(*, session_factory: sessionmaker[Session]) -> dict[str, int]:
+    from sqlalchemy import func
+
+    with session_factory() as session:
+        rows = session.execute(
+            select(DataKey.root_key_id, func.count()).group_by(DataKey.root_key_id)
+        ).all()
+    return {str(key_id): int(count) for key_id, count in rows}
+
+
+@dataclass
+class SecretsContext:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    data_keys: DataKeyStore
+    signer: IdentitySigner
+    postgres: PostgresConnections
+
+    def close(self) -> None:
+        self.postgres.close()
+
+
+def build_secrets_context(runtime: Runtime) -> SecretsContext:
+    settings = runtime.settings
+    return SecretsContext(
+        settings=settings,
+        session_factory=runtime.session_factory,
+        data_keys=DataKeyStore(build_key_provider(settings)),
+        signer=IdentitySigner(load_identity_key(settings), issuer=settings.secrets_identity_issuer),
+        postgres=PostgresConnections(),
+    )

@@ -1,0 +1,227 @@
+"""Dynamic-credential engines mounted at a path: configuration (connection sealed with the
+tenant's data key) and the database-side cleanup every lease end goes through."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.audit.log import append_audit, lock_tenant_chain
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.secrets.access import Action, Requester
+from quartermaster.secrets.context import SecretsContext
+from quartermaster.secrets.envelope import open_sealed, record_aad, seal
+from quartermaster.secrets.guard import authorize, require_scope
+from quartermaster.secrets.models import DynamicEngine, LeaseKind, SecretLease
+from quartermaster.secrets.paths import parse_path
+from quartermaster.secrets.postgres import (
+    EngineError,
+    GrantSpec,
+    drop_role,
+    validate_connection_url,
+)
+
+_GRANTS = TypeAdapter(list[GrantSpec])
+_CONNECTION = "engine-connection"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    path: str
+    kind: str
+    has_own_connection: bool
+    grants: list[GrantSpec]
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    updated_at: datetime
+
+
+def _info(engine: DynamicEngine) -> EngineInfo:
+    return EngineInfo(
+        path=engine.path,
+        kind=engine.kind,
+        has_own_connection=engine.sealed_connection is not None,
+        grants=_GRANTS.validate_json(engine.grants),
+        default_ttl_seconds=engine.default_ttl_seconds,
+        max_ttl_seconds=engine.max_ttl_seconds,
+        updated_at=engine.updated_at,
+    )
+
+
+def engine_grants(engine: DynamicEngine) -> list[GrantSpec]:
+    return _GRANTS.validate_json(engine.grants)
+
+
+def parse_grants(raw: object) -> list[GrantSpec]:
+    try:
+        return _GRANTS.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInputError(f"grants.{where}: {first['msg']}", field="grants") from None
+
+
+def configure_postgres_engine(
+    requester: Requester,
+    raw_path: str,
+    *,
+    grants: list[GrantSpec],
+    connection_url: str | None,
+    default_ttl_seconds: int | None,
+    max_ttl_seconds: int | None,
+    ctx: SecretsContext,
+    session: Session,
+) -> EngineInfo:
+    target = parse_path(raw_path)
+    settings = ctx.settings
+    team_id = authorize(requester, Action.CONFIGURE, target, session=session)
+    require_scope(requester, target, team_id)
+    if connection_url is None and settings.secrets_postgres_url is None:
+        raise InvalidInputError(
+            "connection_url is required: QM_SECRETS_POSTGRES_URL is not set on the server",
+            field="connection_url",
+        )
+    max_ttl = max_ttl_seconds or settings.secrets_lease_max_ttl_seconds
+    default_ttl = default_ttl_seconds or min(settings.secrets_lease_ttl_seconds, max_ttl)
+    if max_ttl > settings.secrets_lease_max_ttl_seconds:
+        raise InvalidInputError(
+            f"max_ttl_seconds {max_ttl} exceeds the server's limit "
+            f"{settings.secrets_lease_max_ttl_seconds}",
+            field="max_ttl_seconds",
+        )
+    if default_ttl > max_ttl:
+        raise InvalidInputError(
+            f"default_ttl_seconds {default_ttl} exceeds max_ttl_seconds {max_ttl}",
+            field="default_ttl_seconds",
+        )
+    lock_tenant_chain(requester.tenant_id, session=session)
+    data_key = ctx.data_keys.ensure(requester.tenant_id, session=session)
+    sealed = None
+    if connection_url is not None:
+        url = validate_connection_url(connection_url)
+        sealed = seal(
+            data_key, url.encode(), record_aad(requester.tenant_id, _CONNECTION, target.path)
+        )
+    grants_json = json.dumps([g.model_dump() for g in grants])
+    engine = session.scalar(
+        select(DynamicEngine)
+        .where(DynamicEngine.tenant_id == requester.tenant_id, DynamicEngine.path == target.path)
+        .execution_options(populate_existing=True)
+    )
+    now = utc_now()
+    if engine is None:
+        engine = DynamicEngine(
+            tenant_id=requester.tenant_id,
+            path=target.path,
+            kind=LeaseKind.POSTGRES.value,
+            created_at=now,
+        )
+        session.add(engine)
+    engine.sealed_connection = sealed
+    engine.grants = grants_json
+    engine.default_ttl_seconds = default_ttl
+    engine.max_ttl_seconds = max_ttl
+    engine.updated_at = now
+    session.flush()
+    append_audit(
+        requester.tenant_id,
+        action="configure",
+        outcome="ok",
+        actor=requester.actor,
+        path=target.path,
+        detail={"engine": "postgres", "grants": len(grants), "own_connection": sealed is not None},
+        session=session,
+    )
+    session.commit()
+    return _info(engine)
+
+
+def find_engine(tenant_id: str, path: str, *, session: Session) -> DynamicEngine | None:
+    return session.scalar(
+        select(DynamicEngine).where(
+            DynamicEngine.tenant_id == tenant_id, DynamicEngine.path == path
+        )
+    )
+
+
+def get_engine(requester: Requester, raw_path: str, *, session: Session) -> EngineInfo:
+    target = parse_path(raw_path)
+    authorize(requester, Action.CONFIGURE, target, session=session)
+    engine = find_engine(requester.tenant_id, target.path, session=session)
+    if engine is None:
+        raise NotFoundError(f"no engine is mounted at {target.path!r}", field="path")
+    return _info(engine)
+
+
+def delete_engine(requester: Requester, raw_path: str, *, session: Session) -> bool:
+    target = parse_path(raw_path)
+    authorize(requester, Action.CONFIGURE, target, session=session)
+    lock_tenant_chain(requester.tenant_id, session=session)
+    engine = find_engine(requester.tenant_id, target.path, session=session)
+    if engine is None:
+        return False
+    live = session.scalar(
+        select(SecretLease.id).where(
+            SecretLease.tenant_id == requester.tenant_id,
+            SecretLease.engine_id == engine.id,
+            SecretLease.state != "ended",
+        )
+    )
+    if live is not None:
+        raise ConflictError(
+            f"engine {target.path!r} still has live leases (e.g. {live}): "
+            f"revoke them first (qm lease revoke-prefix {target.path})"
+        )
+    session.delete(engine)
+    append_audit(
+        requester.tenant_id,
+        action="configure",
+        outcome="ok",
+        actor=requester.actor,
+        path=target.path,
+        detail={"engine": "postgres", "deleted": True},
+        session=session,
+    )
+    session.commit()
+    return True
+
+
+def engine_conninfo(engine: DynamicEngine, *, ctx: SecretsContext, session: Session) -> str:
+    if engine.sealed_connection is not None:
+        data_key = ctx.data_keys.data_key(engine.tenant_id, session=session)
+        if data_key is None:
+            raise ConflictError(f"tenant {engine.tenant_id!r} has no data key")
+        plain = open_sealed(
+            data_key,
+            engine.sealed_connection,
+            record_aad(engine.tenant_id, _CONNECTION, engine.path),
+        )
+        return plain.decode()
+    if ctx.settings.secrets_postgres_url is None:
+        raise ConflictError(
+            f"engine {engine.path!r} has no connection_url and QM_SECRETS_POSTGRES_URL is unset"
+        )
+    return validate_connection_url(ctx.settings.secrets_postgres_url.get_secret_value())
+
+
+def drop_lease_role(lease: SecretLease, *, ctx: SecretsContext, session: Session) -> str | None:
+    """End a dynamic lease's role in its database. None on success (or nothing to do), else
+    the error, so the caller keeps the lease marked for another attempt by the reaper."""
+    if lease.kind != LeaseKind.POSTGRES.value or lease.role_name is None:
+        return None
+    engine = session.get(DynamicEngine, lease.engine_id) if lease.engine_id is not None else None
+    if engine is None:
+        return f"engine of lease {lease.id} is gone; drop role {lease.role_name} by hand"
+    try:
+        conninfo = engine_conninfo(engine, ctx=ctx, session=session)
+        role = lease.role_name
+        ctx.postgres.run(conninfo, lambda conn: drop_role(conn, role=role))
+    except (EngineError, ConflictError) as exc:
+        return str(exc)[:300]
+    return None

@@ -1,0 +1,109 @@
+"""Authorization and denials for broker operations: every refusal is audited, in a transaction
+of its own, before the error reaches the caller."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.audit.log import append_audit
+from quartermaster.catalog.models import App
+from quartermaster.errors import NotFoundError, PermissionDeniedError, QMError
+from quartermaster.secrets.access import (
+    DEFAULT_RULES,
+    AccessRule,
+    Action,
+    Requester,
+    RequesterKind,
+    principal_denial,
+    validate_rules,
+)
+from quartermaster.secrets.models import AccessRuleSet
+from quartermaster.secrets.paths import SecretPath
+from quartermaster.tenancy.models import Team
+
+
+def scope_team_id(tenant_id: str, target: SecretPath, *, session: Session) -> str | None:
+    """The team owning the path's scope, or None when the app/team does not exist."""
+    if target.scope_kind == "teams":
+        return session.scalar(
+            select(Team.id).where(Team.tenant_id == tenant_id, Team.slug == target.owner)
+        )
+    return session.scalar(
+        select(App.team_id).where(App.tenant_id == tenant_id, App.app_id == target.owner)
+    )
+
+
+def access_rules(tenant_id: str, *, session: Session) -> tuple[AccessRule, ...]:
+    raw = session.scalar(select(AccessRuleSet.rules).where(AccessRuleSet.tenant_id == tenant_id))
+    if raw is None:
+        return DEFAULT_RULES
+    return tuple(AccessRule(role=r["role"], paths=tuple(r["paths"])) for r in json.loads(raw))
+
+
+def rules_to_json(rules: tuple[AccessRule, ...]) -> str:
+    return json.dumps([{"role": r.role, "paths": list(r.paths)} for r in validate_rules(rules)])
+
+
+def refuse(
+    requester: Requester,
+    error: QMError,
+    *,
+    action: str,
+    path: str | None = None,
+    lease_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    outcome: str = "denied",
+    session: Session,
+) -> NoReturn:
+    """Discard the operation's uncommitted work, commit an audit record of the refusal, raise."""
+    session.rollback()
+    append_audit(
+        requester.tenant_id,
+        action=action,
+        outcome=outcome,
+        actor=requester.actor,
+        path=path,
+        lease_id=lease_id,
+        detail={"reason": error.message, **(detail or {})},
+        session=session,
+    )
+    session.commit()
+    raise error
+
+
+def authorize(
+    requester: Requester, action: Action, target: SecretPath, *, session: Session
+) -> str | None:
+    """Raise (audited) unless the requester may do `action` on `target`. Returns the owning
+    team id of the scope (None if the scope does not exist)."""
+    team_id = scope_team_id(requester.tenant_id, target, session=session)
+    rules: tuple[AccessRule, ...] = ()
+    if requester.kind is RequesterKind.WORKLOAD or requester.workload_role is not None:
+        rules = access_rules(requester.tenant_id, session=session)
+    reason = principal_denial(requester, action, target, scope_team_id=team_id, rules=rules)
+    if reason is not None:
+        refuse(
+            requester,
+            PermissionDeniedError(
+                f"{requester.actor} may not {action.value} {target.path!r}: {reason}"
+            ),
+            action=action.value,
+            path=target.path,
+            session=session,
+        )
+    return team_id
+
+
+def require_scope(requester: Requester, target: SecretPath, team_id: str | None) -> None:
+    """Writes need the app or team of the path's scope to exist in the tenant."""
+    if team_id is None and requester.kind is not RequesterKind.SYSTEM:
+        noun = "app" if target.scope_kind == "apps" else "team"
+        raise NotFoundError(
+            f"no {noun} {target.owner!r} in this tenant: {target.path!r} must belong to an "
+            f"existing {noun}",
+            field="path",
+        )

@@ -1,0 +1,97 @@
+"""/v1/leases and /v1/identity: renew, revoke, revoke under a prefix; identity tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from quartermaster.api.deps import SessionDep
+from quartermaster.secrets import leases, workloads
+from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
+from quartermaster.secrets.schemas import (
+    LeaseList,
+    LeaseOut,
+    RenewIn,
+    RevokeOut,
+    RevokePrefixIn,
+    RevokePrefixOut,
+    TokenIn,
+    TokenOut,
+)
+
+router = APIRouter(tags=["leases"])
+
+
+@router.get("/v1/leases", summary="Leases (live only unless all=true); admins see every holder")
+def list_leases(
+    requester: RequesterDep,
+    session: SessionDep,
+    prefix: str = "",
+    all: bool = False,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> LeaseList:
+    found = leases.list_leases(
+        requester, prefix=prefix, live_only=not all, limit=limit, session=session
+    )
+    return LeaseList(leases=[LeaseOut.of(info) for info in found])
+
+
+@router.get("/v1/leases/{lease_id}", summary="One lease")
+def get_lease(lease_id: str, requester: RequesterDep, session: SessionDep) -> LeaseOut:
+    return LeaseOut.of(leases.get_lease(requester, lease_id, session=session))
+
+
+@router.post("/v1/leases/{lease_id}/renew", summary="Extend a live lease (capped by max_ttl)")
+def renew_lease(
+    lease_id: str,
+    body: RenewIn,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+) -> LeaseOut:
+    info = leases.renew_lease(
+        requester, lease_id, increment_seconds=body.increment_seconds, ctx=ctx, session=session
+    )
+    return LeaseOut.of(info)
+
+
+@router.post(
+    "/v1/leases/{lease_id}/revoke", summary="End a lease; already ended or unknown is success"
+)
+def revoke_lease(
+    lease_id: str, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+) -> RevokeOut:
+    return RevokeOut.of(leases.revoke_lease(requester, lease_id, ctx=ctx, session=session))
+
+
+@router.post("/v1/leases/revoke-prefix", summary="End every live lease under a path prefix")
+def revoke_prefix(
+    body: RevokePrefixIn, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+) -> RevokePrefixOut:
+    return RevokePrefixOut.of(
+        leases.revoke_prefix(requester, body.prefix, ctx=ctx, session=session)
+    )
+
+
+@router.post("/v1/identity/token", tags=["identity"], summary="A workload identity token")
+def issue_token(
+    body: TokenIn, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+) -> TokenOut:
+    issued = workloads.issue_identity_token(
+        requester,
+        app_id=body.app_id,
+        job_id=body.job_id,
+        ttl_seconds=body.ttl_seconds,
+        audience=body.audience,
+        ctx=ctx,
+        session=session,
+    )
+    return TokenOut(
+        token=issued.token, subject=issued.claims.subject, expires_at=issued.claims.expires_at
+    )
+
+
+@router.get("/v1/identity/jwks", tags=["identity"], summary="Public key to verify tokens")
+def jwks(ctx: SecretsContextDep) -> dict[str, Any]:
+    return ctx.signer.jwks()

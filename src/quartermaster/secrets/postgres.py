@@ -1,0 +1,255 @@
+"""The dynamic PostgreSQL engine's database side: real roles with `VALID UNTIL`, grants from a
+structured template, and revocation that ends the role's sessions before dropping it.
+
+Every statement is composed with `psycopg.sql` (Identifier / Literal); no name, password or
+time is ever formatted into SQL text. A role that passed `VALID UNTIL` cannot log in again,
+but sessions opened before keep working, so revocation and expiry both terminate the role's
+backends (`pg_terminate_backend`) and drop the role.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Literal, TypeVar
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from quartermaster.errors import InvalidInputError
+
+ObjectKind = Literal[
+    "database", "schema", "table", "all_tables_in_schema", "all_sequences_in_schema", "role"
+]
+ALLOWED_PRIVILEGES: dict[str, frozenset[str]] = {
+    "database": frozenset({"CONNECT", "TEMPORARY", "TEMP", "CREATE"}),
+    "schema": frozenset({"USAGE", "CREATE"}),
+    "table": frozenset(
+        {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+    ),
+    "all_tables_in_schema": frozenset(
+        {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+    ),
+    "all_sequences_in_schema": frozenset({"USAGE", "SELECT", "UPDATE"}),
+    "role": frozenset(),
+}
+_TARGET_CLAUSE = {
+    "database": "DATABASE",
+    "schema": "SCHEMA",
+    "table": "TABLE",
+    "all_tables_in_schema": "ALL TABLES IN SCHEMA",
+    "all_sequences_in_schema": "ALL SEQUENCES IN SCHEMA",
+}
+ROLE_PREFIX = "qm_"
+
+
+class GrantSpec(BaseModel):
+    """One grant of the role template, e.g. {"on": "all_tables_in_schema", "name": "public",
+    "privileges": ["SELECT"]} or {"on": "role", "name": "app_readers"} (membership)."""
+
+    on: ObjectKind
+    name: str = Field(min_length=1, max_length=127)
+    privileges: list[str] = Field(default_factory=list)
+
+    @field_validator("privileges")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [p.strip().upper() for p in value]
+
+    @model_validator(mode="after")
+    def _check(self) -> GrantSpec:
+        allowed = ALLOWED_PRIVILEGES[self.on]
+        if self.on == "role":
+            if self.privileges:
+                raise ValueError("a role grant (membership) takes no privileges")
+            return self
+        if not self.privileges:
+            raise ValueError(f"a grant on {self.on} needs privileges, one of {sorted(allowed)}")
+        bad = [p for p in self.privileges if p not in allowed]
+        if bad:
+            raise ValueError(
+                f"privilege {bad[0]!r} does not apply to {self.on} (allowed: {sorted(allowed)})"
+            )
+        return self
+
+
+def grant_statement(grant: GrantSpec, role: str) -> sql.Composed:
+    grantee = sql.Identifier(role)
+    if grant.on == "role":
+        return sql.SQL("GRANT {} TO {}").format(sql.Identifier(grant.name), grantee)
+    if grant.on == "table" and "." in grant.name:
+        schema, _, table = grant.name.partition(".")
+        target: sql.Composable = sql.Identifier(schema, table)
+    else:
+        target = sql.Identifier(grant.name)
+    # Privileges come from a closed allow-list (checked by GrantSpec), so SQL() is safe here.
+    privileges = sql.SQL(", ").join(sql.SQL(p) for p in grant.privileges)
+    return sql.SQL("GRANT {} ON {} {} TO {}").format(
+        privileges, sql.SQL(_TARGET_CLAUSE[grant.on]), target, grantee
+    )
+
+
+def create_role_statement(role: str, password: str, valid_until: datetime) -> sql.Composed:
+    return sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {} VALID UNTIL {}").format(
+        sql.Identifier(role), sql.Literal(password), sql.Literal(valid_until.isoformat())
+    )
+
+
+def new_role_name() -> str:
+    return f"{ROLE_PREFIX}{secrets.token_hex(12)}"
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(30)
+
+
+def libpq_url(url: str) -> str:
+    """Accept SQLAlchemy-style URLs too (postgresql+psycopg://…)."""
+    if url.startswith("postgresql+"):
+        return "postgresql://" + url.split("://", 1)[1]
+    if url.startswith("postgres://"):
+        return "postgresql://" + url.split("://", 1)[1]
+    return url
+
+
+def validate_connection_url(url: str) -> str:
+    normalized = libpq_url(url.strip())
+    if not normalized.startswith("postgresql://"):
+        raise InvalidInputError(
+            "connection_url must be a postgresql:// URL", field="connection_url"
+        )
+    return normalized
+
+
+class EngineError(Exception):
+    """The target database refused or could not be reached; the message is PostgreSQL's."""
+
+
+T = TypeVar("T")
+
+
+class PostgresConnections:
+    """A few idle admin connections per target, reused across issue/renew/revoke."""
+
+    def __init__(self, *, max_idle_per_target: int = 4, connect_timeout: int = 10) -> None:
+        self._idle: dict[str, list[psycopg.Connection]] = {}
+        self._lock = threading.Lock()
+        self._max_idle = max_idle_per_target
+        self._connect_timeout = connect_timeout
+
+    @contextmanager
+    def _checkout(self, conninfo: str) -> Iterator[tuple[psycopg.Connection, bool]]:
+        conn: psycopg.Connection | None = None
+        with self._lock:
+            pool = self._idle.get(conninfo, [])
+            while pool and conn is None:
+                candidate = pool.pop()
+                if not candidate.closed:
+                    conn = candidate
+        reused = conn is not None
+        if conn is None:
+            conn = psycopg.connect(conninfo, connect_timeout=self._connect_timeout)
+        healthy = False
+        try:
+            yield conn, reused
+            healthy = True
+        finally:
+            if not healthy or conn.closed or conn.info.transaction_status != 0:
+                conn.close()
+            else:
+                with self._lock:
+                    pool = self._idle.setdefault(conninfo, [])
+                    if len(pool) < self._max_idle:
+                        pool.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
+
+    def run(self, conninfo: str, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run `work` in one transaction. A reused connection that turns out dead is retried
+        once on a fresh one (the work had not committed, so nothing happens twice)."""
+        for attempt in (1, 2):
+            try:
+                with self._checkout(conninfo) as (conn, reused):
+                    try:
+                        with conn.transaction():
+                            return work(conn)
+                    except psycopg.OperationalError:
+                        if reused and attempt == 1:
+                            raise _Retry() from None
+                        raise
+            except _Retry:
+                continue
+            except psycopg.Error as exc:
+                raise EngineError(_describe(exc)) from None
+        raise EngineError("no connection to the target database")  # pragma: no cover
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for pool in pools.values():
+            for conn in pool:
+                conn.close()
+
+
+class _Retry(Exception):
+    pass
+
+
+def _describe(exc: psycopg.Error) -> str:
+    # Only the server's primary message: never the statement, which may carry a password.
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary:
+        return f"{type(exc).__name__}: {primary}"
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+
+
+def create_role(
+    conn: psycopg.Connection,
+    *,
+    role: str,
+    password: str,
+    valid_until: datetime,
+    grants: list[GrantSpec],
+) -> None:
+    conn.execute(create_role_statement(role, password, valid_until))
+    for grant in grants:
+        conn.execute(grant_statement(grant, role))
+
+
+def extend_role(conn: psycopg.Connection, *, role: str, valid_until: datetime) -> bool:
+    """Move VALID UNTIL; False when the role no longer exists."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if exists is None:
+        return False
+    conn.execute(
+        sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(
+            sql.Identifier(role), sql.Literal(valid_until.isoformat())
+        )
+    )
+    return True
+
+
+def drop_role(conn: psycopg.Connection, *, role: str) -> int:
+    """Stop new logins, end the role's sessions, hand its objects to the engine's admin and
+    drop it. Returns how many sessions were terminated; a role already gone is success."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if exists is None:
+        return 0
+    ident = sql.Identifier(role)
+    conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
+    terminated = conn.execute(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE usename = %s",
+        (role,),
+    ).fetchone()
+    conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident))
+    conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+    return int(terminated[0]) if terminated else 0

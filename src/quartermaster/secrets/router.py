@@ -1,0 +1,237 @@
+"""/v1/secrets: versioned KV, dynamic engines and credentials, access rules, scan matching and
+stream redaction. Thin: each route calls one service function."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from quartermaster.api.deps import SessionDep
+from quartermaster.secrets import dynamic, engines, exposure, kv, workloads
+from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
+from quartermaster.secrets.redaction import Redactor
+from quartermaster.secrets.schemas import (
+    AccessRulesIO,
+    CredentialIn,
+    CredentialOut,
+    EngineIn,
+    EngineOut,
+    FingerprintKeyOut,
+    MatchIn,
+    MatchList,
+    MatchOut,
+    RotateIn,
+    RotateOut,
+    SecretList,
+    SecretMetaOut,
+    SecretOut,
+    VersionOut,
+    VersionsIn,
+    VersionsOut,
+    WriteIn,
+)
+
+router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
+
+
+@router.put("/data/{path:path}", summary="Write a new version", response_model=VersionOut)
+def write_secret(
+    path: str,
+    body: WriteIn,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+) -> VersionOut:
+    meta = kv.write_secret(requester, path, body.value, cas=body.cas, ctx=ctx, session=session)
+    return VersionOut.of(meta)
+
+
+@router.get("/data/{path:path}", summary="Read a version under a new lease")
+def read_secret(
+    path: str,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    ttl_seconds: Annotated[int | None, Query(ge=1)] = None,
+) -> SecretOut:
+    value = kv.read_secret(
+        requester, path, version=version, ttl_seconds=ttl_seconds, ctx=ctx, session=session
+    )
+    return SecretOut.of(value)
+
+
+@router.get("/metadata", summary="List paths and version metadata (never values)")
+def list_secrets(
+    requester: RequesterDep,
+    session: SessionDep,
+    prefix: str = "",
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> SecretList:
+    metas = kv.list_secrets(requester, prefix=prefix, limit=limit, session=session)
+    return SecretList(secrets=[SecretMetaOut.of(m) for m in metas])
+
+
+@router.get("/metadata/{path:path}", summary="Metadata of one path and its versions")
+def describe_secret(path: str, requester: RequesterDep, session: SessionDep) -> SecretMetaOut:
+    return SecretMetaOut.of(kv.describe_secret(requester, path, session=session))
+
+
+@router.post("/delete/{path:path}", summary="Soft-delete versions (default: latest)")
+def delete_versions(
+    path: str, body: VersionsIn, requester: RequesterDep, session: SessionDep
+) -> VersionsOut:
+    rows = kv.delete_versions(requester, path, body.versions, session=session)
+    return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
+
+
+@router.post("/undelete/{path:path}", summary="Undo a soft-delete")
+def undelete_versions(
+    path: str, body: VersionsIn, requester: RequesterDep, session: SessionDep
+) -> VersionsOut:
+    rows = kv.undelete_versions(requester, path, body.versions, session=session)
+    return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
+
+
+@router.post("/destroy/{path:path}", summary="Erase versions' ciphertext for good")
+def destroy_versions(
+    path: str,
+    body: VersionsIn,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+) -> VersionsOut:
+    rows = kv.destroy_versions(requester, path, body.versions, ctx=ctx, session=session)
+    return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
+
+
+@router.post("/rotate/{path:path}", summary="New version and revoke the path's leases")
+def rotate_secret(
+    path: str,
+    body: RotateIn,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+) -> RotateOut:
+    result = kv.rotate_secret(requester, path, body.value, ctx=ctx, session=session)
+    return RotateOut.of(path.strip("/"), result)
+
+
+@router.put("/engines/{path:path}", summary="Mount or update a dynamic PostgreSQL engine")
+def put_engine(
+    path: str,
+    body: EngineIn,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+) -> EngineOut:
+    info = engines.configure_postgres_engine(
+        requester,
+        path,
+        grants=body.grants,
+        connection_url=body.connection_url,
+        default_ttl_seconds=body.default_ttl_seconds,
+        max_ttl_seconds=body.max_ttl_seconds,
+        ctx=ctx,
+        session=session,
+    )
+    return EngineOut.of(info)
+
+
+@router.get("/engines/{path:path}", summary="An engine's configuration (no connection)")
+def get_engine(path: str, requester: RequesterDep, session: SessionDep) -> EngineOut:
+    return EngineOut.of(engines.get_engine(requester, path, session=session))
+
+
+@router.delete("/engines/{path:path}", status_code=204, summary="Unmount an engine")
+def delete_engine(path: str, requester: RequesterDep, session: SessionDep) -> None:
+    engines.delete_engine(requester, path, session=session)
+
+
+@router.post("/creds/{path:path}", summary="Issue a dynamic credential under a new lease")
+def issue_credential(
+    path: str,
+    body: CredentialIn,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    session: SessionDep,
+) -> CredentialOut:
+    cred = dynamic.issue_postgres_credential(
+        requester, path, ttl_seconds=body.ttl_seconds, ctx=ctx, session=session
+    )
+    return CredentialOut.of(cred)
+
+
+@router.get("/access-rules", summary="Workload access rules in effect")
+def get_access_rules(requester: RequesterDep, session: SessionDep) -> AccessRulesIO:
+    return AccessRulesIO.of(workloads.get_access_rules(requester, session=session))
+
+
+@router.put("/access-rules", summary="Replace the workload access rules")
+def put_access_rules(
+    body: AccessRulesIO, requester: RequesterDep, session: SessionDep
+) -> AccessRulesIO:
+    rules = [r.to_rule() for r in body.rules]
+    return AccessRulesIO.of(workloads.set_access_rules(requester, rules, session=session))
+
+
+@router.get("/fingerprint-key", summary="The HMAC key `qm scan` fingerprints findings with")
+def get_fingerprint_key(
+    requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+) -> FingerprintKeyOut:
+    return FingerprintKeyOut(key=exposure.fingerprint_key(requester, ctx=ctx, session=session))
+
+
+@router.post("/match", summary="Which stored versions have these fingerprints")
+def match(body: MatchIn, requester: RequesterDep, session: SessionDep) -> MatchList:
+    found = exposure.match_fingerprints(requester, body.fingerprints, session=session)
+    return MatchList(
+        matches=[
+            MatchOut(
+                fingerprint=m.fingerprint,
+                path=m.path,
+                version=m.version,
+                is_current=m.is_current,
+                destroyed=m.destroyed,
+            )
+            for m in found
+        ]
+    )
+
+
+@router.post(
+    "/redact",
+    summary="Stream text back with every live leased value replaced",
+    response_class=StreamingResponse,
+)
+async def redact_stream(
+    request: Request,
+    requester: RequesterDep,
+    ctx: SecretsContextDep,
+    prefix: str = "",
+    lease_id: Annotated[list[str] | None, Query()] = None,
+) -> StreamingResponse:
+    def build() -> Redactor:
+        with ctx.session_factory() as session:
+            return exposure.redactor_for(
+                requester, prefix=prefix, lease_ids=lease_id, ctx=ctx, session=session
+            )
+
+    redactor = await run_in_threadpool(build)
+
+    async def body() -> AsyncIterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        async for chunk in request.stream():
+            out = redactor.feed(decoder.decode(chunk))
+            if out:
+                yield out
+        tail = redactor.feed(decoder.decode(b"", final=True)) + redactor.flush()
+        if tail:
+            yield tail
+
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
