@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
@@ -249,12 +249,15 @@ def open_lease(
     *,
     ttl_seconds: int,
     environment: str | None = None,
+    issued_at: datetime | None = None,
     server_key: bytes,
     session: Session,
 ) -> IssuedLease:
-    """Lease `resource_id` to the app for `ttl_seconds`. The binding is recorded as a
-    Resource row over [issued_at, expires_at), so its events stay attributable after the
-    resource is gone. Times are whole seconds, as the token carries them."""
+    """Lease `resource_id` to the app for `ttl_seconds` from `issued_at` (default now; an
+    earlier start records a lease of a resource that ran while its events were buffered, or
+    of a replayed history). The binding is recorded as a Resource row over [issued_at,
+    expires_at), so its events stay attributable after the resource is gone. Times are whole
+    seconds, as the token carries them."""
     if not 1 <= ttl_seconds <= MAX_LEASE_TTL_SECONDS:
         raise InvalidInputError(
             f"ttl_seconds must be between 1 and {MAX_LEASE_TTL_SECONDS} (7 days), "
@@ -264,7 +267,13 @@ def open_lease(
     resource_id = _clean_resource_id(resource_id)
     app = _app_for_write(caller, app_id, session)
     env = validate_environment(environment) if environment is not None else app.environment
-    issued_at = utc_now().replace(microsecond=0)
+    now = utc_now().replace(microsecond=0)
+    if issued_at is not None and issued_at > now:
+        raise InvalidInputError(
+            f"issued_at {issued_at.isoformat()} is in the future: a lease starts now or earlier",
+            field="issued_at",
+        )
+    issued_at = now if issued_at is None else issued_at.astimezone(UTC).replace(microsecond=0)
     expires_at = issued_at + timedelta(seconds=ttl_seconds)
     _refuse_overlap(session, caller.tenant_id, resource_id, issued_at, expires_at)
     lease = ResourceLease(

@@ -171,6 +171,7 @@ def open_lease(
         body.app_id,
         ttl_seconds=body.ttl_seconds,
         environment=body.environment,
+        issued_at=body.issued_at,
         server_key=runtime.server_key,
         session=session,
     )

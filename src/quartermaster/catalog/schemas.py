@@ -42,6 +42,12 @@ class AppCreate(_In):
     require_signatures: bool = Field(
         default=False, description="Refuse this app's events unless HMAC-signed."
     )
+    owned_since: AwareDatetime | None = Field(
+        default=None,
+        description="When the team began to own the app (default now; not in the future). "
+        "Back-date it for an app that ran before it was registered, so its earlier usage "
+        "is charged to its owner.",
+    )
 
 
 class AppUpdate(_In):
@@ -134,6 +140,11 @@ class LeaseCreate(_In):
     app_id: str
     ttl_seconds: int = Field(ge=1, le=MAX_LEASE_TTL_SECONDS, description="At most 7 days.")
     environment: str | None = Field(default=None, description="Default: the app's.")
+    issued_at: AwareDatetime | None = Field(
+        default=None,
+        description="Start of the lease (default now; not in the future). Back-date it to "
+        "record a resource that ran while its events were buffered.",
+    )
 
 
 class LeaseIssuedOut(_Out):

@@ -93,6 +93,7 @@ class AppRegistration:
     lifecycle: Lifecycle = Lifecycle.PERSISTENT
     environment: str = "production"
     require_signatures: bool = False
+    owned_since: datetime | None = None  # back-dates the first ownership span (default now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +298,9 @@ def assignments_for_tenant(
 def register_app(
     caller: AuthContext, registration: AppRegistration, *, session: Session
 ) -> AppView:
-    """Register an app and open its first ownership span [now, open)."""
+    """Register an app and open its first ownership span [owned_since (default now), open).
+    Back-dating is for apps that already ran before they were registered (an inventory being
+    imported, a replayed history): their earlier usage then has an owner to be charged to."""
     tenant_id = caller.tenant_id
     app_id = validate_slug(registration.app_id, field="app_id")
     owner = _required_text(registration.owner, field="owner")
@@ -320,6 +323,13 @@ def register_app(
     if find_app(tenant_id, app_id, session=session) is not None:
         raise ConflictError(f"app {app_id!r} already exists", field="app_id")
     now = utc_now()
+    owned_since = registration.owned_since or now
+    if owned_since > now:
+        raise InvalidInputError(
+            f"owned_since {owned_since.isoformat()} is in the future: ownership is recorded "
+            "from now or an earlier moment",
+            field="owned_since",
+        )
     app = App(
         tenant_id=tenant_id,
         app_id=app_id,
@@ -342,7 +352,7 @@ def register_app(
             app_pk=app.id,
             team_id=team.id,
             cost_center_id=cost_center.id,
-            valid_from=now,
+            valid_from=owned_since,
             valid_to=None,
         )
     )
