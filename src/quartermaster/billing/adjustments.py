@@ -1,0 +1,206 @@
+"""Adjustment documents for finalized runs, and reproducing any document exactly as issued.
+
+An adjustment recomputes the run's period as recorded now, with the price book as known
+now, and bills the difference per line key against what was issued (the run plus earlier
+adjustments). Late usage and back-dated price book versions both show up this way. The
+document names the run and period it corrects, is issued finalized, and never edits the
+run. When nothing changed, no document is made, so adjusting twice is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quartermaster.billing.calculator import BillingCalculator
+from quartermaster.billing.lines import (
+    LineDraft,
+    adjustment_lines,
+    issued_by_key,
+    total_of,
+    versions_text,
+)
+from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType
+from quartermaster.billing.service import (
+    adjustments_of,
+    compute_period,
+    document_lines,
+    draft_from_row,
+    get_document,
+    require_admin,
+    store_lines,
+)
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import ConflictError
+from quartermaster.tenancy.service import AuthContext
+
+
+def _issued_documents(
+    run: BillingDocument, earlier: list[BillingDocument], *, session: Session
+) -> list[list[tuple[LineDraft, str]]]:
+    return [
+        [(draft_from_row(row), row.id) for row in document_lines(document, session=session)]
+        for document in [run, *earlier]
+    ]
+
+
+def _expected_adjustment(
+    run: BillingDocument,
+    earlier: list[BillingDocument],
+    *,
+    as_of: datetime | None,
+    calculator: BillingCalculator,
+    session: Session,
+) -> tuple[list[LineDraft], dict[str, str], datetime, tuple[int, ...], str]:
+    """(adjustment lines, run line id per key, as_of used, versions, currency)."""
+    issued = issued_by_key(_issued_documents(run, earlier, session=session))
+    computed = compute_period(
+        run.tenant_id,
+        Period(run.period_start, run.period_end),
+        as_of=as_of,
+        price_book=run.price_book,
+        calculator=calculator,
+        session=session,
+    )
+    issued_as_of = max(document.as_of for document in [run, *earlier])
+    lines = adjustment_lines(computed.lines, issued, issued_as_of=issued_as_of)
+    corrects = {key: entry.line_id for key, entry in issued.items() if entry.line_id}
+    return lines, corrects, computed.as_of, computed.versions, computed.currency
+
+
+def _summary(run: BillingDocument, lines: list[LineDraft]) -> str:
+    late = sum(1 for line in lines if "recorded after" in (line.reason or ""))
+    rerated = sum(1 for line in lines if "price book versions" in (line.reason or ""))
+    return (
+        f"corrects {run.kind} run {run.id} for [{run.period_start.isoformat()}, "
+        f"{run.period_end.isoformat()}): {len(lines)} lines "
+        f"({late} with late usage, {rerated} re-rated by price book changes)"
+    )
+
+
+def create_adjustment(
+    caller: AuthContext,
+    run_id: str,
+    *,
+    calculator: BillingCalculator,
+    session: Session,
+) -> BillingDocument | None:
+    """Issue the run's next adjustment document, or None when nothing changed."""
+    require_admin(caller, "create adjustments")
+    run = get_document(caller, run_id, session=session)
+    if run.doc_type != DocumentType.RUN.value:
+        raise ConflictError(
+            f"{run_id!r} is an adjustment document: adjust the run it corrects ({run.corrects_id})",
+            field="run_id",
+        )
+    if run.status != DocumentStatus.FINALIZED.value:
+        raise ConflictError(
+            f"run {run_id!r} is a draft: run the period again to recompute it; adjustments "
+            "correct finalized runs only",
+            field="run_id",
+        )
+    earlier = adjustments_of(run, session=session)
+    lines, corrects, as_of, versions, currency = _expected_adjustment(
+        run, earlier, as_of=None, calculator=calculator, session=session
+    )
+    if not lines:
+        return None
+    sequence = max((document.sequence for document in earlier), default=0) + 1
+    document = BillingDocument(
+        tenant_id=run.tenant_id,
+        doc_type=DocumentType.ADJUSTMENT.value,
+        doc_key=f"adjustment/{run.id}/{sequence}",
+        kind=run.kind,
+        corrects_id=run.id,
+        sequence=sequence,
+        period_start=run.period_start,
+        period_end=run.period_end,
+        timezone=run.timezone,
+        status=DocumentStatus.DRAFT.value,
+        as_of=as_of,
+        price_book=run.price_book,
+        price_book_versions=versions_text(versions),
+        currency=currency,
+        total=total_of(lines),
+        line_count=len(lines),
+        note=_summary(run, lines),
+        created_at=utc_now(),
+        created_by=caller.principal_name,
+    )
+    session.add(document)
+    try:
+        session.flush()
+        store_lines(document, lines, corrects=corrects, session=session)
+        document.status = DocumentStatus.FINALIZED.value
+        document.finalized_at = document.created_at
+        document.finalized_by = caller.principal_name
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(
+            f"another adjustment of run {run_id!r} was issued at the same time: run adjust "
+            "again to pick up anything it did not cover",
+            field="run_id",
+        ) from None
+    return document
+
+
+@dataclass(frozen=True, slots=True)
+class Reproduction:
+    document: BillingDocument
+    identical: bool
+    differences: list[str]
+
+
+def _compare(stored: list[LineDraft], expected: list[LineDraft]) -> list[str]:
+    differences: list[str] = []
+    by_key = {line.line_key: line for line in expected}
+    stored_keys = {line.line_key for line in stored}
+    for line in stored:
+        other = by_key.get(line.line_key)
+        if other is None:
+            differences.append(f"{line.line_key}: issued but not recomputed")
+            continue
+        for field in fields(LineDraft):
+            mine, theirs = getattr(line, field.name), getattr(other, field.name)
+            if mine != theirs:
+                differences.append(f"{line.line_key}: {field.name} {mine} != {theirs}")
+    differences.extend(
+        f"{key}: recomputed but not issued" for key in by_key if key not in stored_keys
+    )
+    if not differences and [d.line_key for d in stored] != [d.line_key for d in expected]:
+        differences.append("line order differs")
+    return differences
+
+
+def reproduce_document(
+    caller: AuthContext, document_id: str, *, calculator: BillingCalculator, session: Session
+) -> Reproduction:
+    """Recompute a document from what was recorded by its `as_of` (usage and price book
+    versions) and compare it line by line with what was issued."""
+    document = get_document(caller, document_id, session=session)
+    stored = [draft_from_row(row) for row in document_lines(document, session=session)]
+    if document.doc_type == DocumentType.RUN.value:
+        expected = list(
+            compute_period(
+                document.tenant_id,
+                Period(document.period_start, document.period_end),
+                as_of=document.as_of,
+                price_book=document.price_book,
+                calculator=calculator,
+                session=session,
+            ).lines
+        )
+    else:
+        run = get_document(caller, document.corrects_id or "", session=session)
+        earlier = [
+            a for a in adjustments_of(run, session=session) if a.sequence < document.sequence
+        ]
+        expected, _, _, _, _ = _expected_adjustment(
+            run, earlier, as_of=document.as_of, calculator=calculator, session=session
+        )
+    differences = _compare(stored, expected)
+    return Reproduction(document, identical=not differences, differences=differences)

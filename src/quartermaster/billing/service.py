@@ -1,0 +1,392 @@
+"""Billing runs: compute, recompute (drafts only), finalize, read, and reproduce as issued.
+
+Running a period whose run is finalized is a no-op that returns the finalized run; running
+it while the run is a draft recomputes the draft. Finalized documents are never changed.
+Every function takes the caller and reads only the caller's tenant; a team-member sees only
+its own team's lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quartermaster.billing.calculator import (
+    BillingCalculator,
+    Computed,
+    price_inputs,
+    version_cuts,
+)
+from quartermaster.billing.lines import (
+    LineDraft,
+    audit_key,
+    line_id,
+    parse_versions,
+    total_of,
+    versions_text,
+)
+from quartermaster.billing.models import (
+    BillingDocument,
+    BillingLine,
+    CostType,
+    DocumentStatus,
+    DocumentType,
+    RunKind,
+)
+from quartermaster.billing.periods import resolve_period, tenant_zone
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import ConflictError, NotFoundError, PermissionDeniedError
+from quartermaster.tenancy.models import Role, Team, Tenant
+from quartermaster.tenancy.service import AuthContext
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    document: BillingDocument
+    created: bool  # a new draft was computed
+    recomputed: bool  # an existing draft was computed again
+
+    @property
+    def unchanged(self) -> bool:
+        """The period's run was already finalized: nothing was done."""
+        return not self.created and not self.recomputed
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentView:
+    """A document and the lines the caller may see (a team-member: its team's only)."""
+
+    document: BillingDocument
+    lines: list[BillingLine]
+    team: str | None  # the team the lines are limited to, if any
+    adjustments: list[BillingDocument]
+
+    @property
+    def visible_total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+def require_admin(caller: AuthContext, action: str) -> None:
+    if caller.role is not Role.ADMIN:
+        raise PermissionDeniedError(f"role {caller.role.value!r} may not {action} (admin only)")
+
+
+def caller_team_slug(caller: AuthContext, *, session: Session) -> str | None:
+    """The team slug a team-member's reads are limited to; None for admin and finance."""
+    if caller.role is not Role.TEAM_MEMBER:
+        return None
+    team = session.get(Team, caller.team_id) if caller.team_id else None
+    if team is None or team.tenant_id != caller.tenant_id:
+        raise PermissionDeniedError("this team-member key has no team: it may read no billing")
+    return team.slug
+
+
+def load_tenant(tenant_id: str, *, session: Session) -> Tenant:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError(f"tenant {tenant_id!r} not found")
+    return tenant
+
+
+def run_period(
+    caller: AuthContext,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    month: str | None,
+    session: Session,
+    now: datetime | None = None,
+) -> Period:
+    zone = tenant_zone(load_tenant(caller.tenant_id, session=session).timezone)
+    return resolve_period(start=start, end=end, month=month, zone=zone, now=now or utc_now())
+
+
+def run_doc_key(kind: RunKind, period: Period) -> str:
+    return f"run/{kind.value}/{period.start.isoformat()}/{period.end.isoformat()}"
+
+
+def store_lines(
+    document: BillingDocument,
+    lines: Sequence[LineDraft],
+    *,
+    corrects: Mapping[str, str] | None = None,
+    session: Session,
+) -> None:
+    period = Period(document.period_start, document.period_end)
+    rows = [
+        {
+            "id": line_id(document.id, draft.line_key),
+            "tenant_id": document.tenant_id,
+            "document_id": document.id,
+            "position": position,
+            "line_key": draft.line_key,
+            "parent_key": draft.parent_key,
+            "cost_type": draft.cost_type.value,
+            "item": draft.item,
+            "meter": draft.meter,
+            "unit": draft.unit,
+            "cost_center": draft.cost_center,
+            "team": draft.team,
+            "app": draft.app,
+            "lifecycle": draft.lifecycle,
+            "quantity": draft.quantity,
+            "unit_price": draft.unit_price,
+            "amount": draft.amount,
+            "currency": document.currency,
+            "pricing_rule": draft.pricing_rule,
+            "allocation_method": draft.allocation_method,
+            "price_book_versions": versions_text(draft.versions),
+            "audit_key": audit_key(document.tenant_id, period, document.as_of, draft),
+            "adjusted_cost_type": (
+                draft.adjusted_cost_type.value if draft.adjusted_cost_type else None
+            ),
+            "corrects_line_id": (corrects or {}).get(draft.line_key),
+            "previous_quantity": draft.previous_quantity,
+            "previous_amount": draft.previous_amount,
+            "reason": draft.reason,
+        }
+        for position, draft in enumerate(lines)
+    ]
+    if rows:
+        session.execute(insert(BillingLine), rows)
+
+
+def draft_from_row(row: BillingLine) -> LineDraft:
+    """A stored line as the pure value it was stored from (to compare and to diff)."""
+    return LineDraft(
+        cost_type=CostType(row.cost_type),
+        item=row.item,
+        cost_center=row.cost_center,
+        team=row.team,
+        app=row.app,
+        lifecycle=row.lifecycle,
+        meter=row.meter,
+        unit=row.unit,
+        quantity=row.quantity,
+        unit_price=row.unit_price,
+        amount=row.amount,
+        pricing_rule=row.pricing_rule,
+        allocation_method=row.allocation_method,
+        versions=parse_versions(row.price_book_versions),
+        parent_key=row.parent_key,
+        adjusted_cost_type=CostType(row.adjusted_cost_type) if row.adjusted_cost_type else None,
+        previous_quantity=row.previous_quantity,
+        previous_amount=row.previous_amount,
+        reason=row.reason,
+    )
+
+
+def _apply_computed(document: BillingDocument, computed: Computed) -> None:
+    document.as_of = computed.as_of
+    document.price_book = computed.price_book
+    document.price_book_versions = versions_text(computed.versions)
+    document.currency = computed.currency
+    document.total = total_of(computed.lines)
+    document.line_count = len(computed.lines)
+    unpriced = sorted({u.meter for u in computed.unpriced})
+    document.note = (
+        f"usage with no price rule (billed at 0): {', '.join(unpriced)}" if unpriced else None
+    )
+
+
+def compute_period(
+    tenant_id: str,
+    period: Period,
+    *,
+    as_of: datetime | None,
+    price_book: str | None,
+    calculator: BillingCalculator,
+    session: Session,
+) -> Computed:
+    context = calculator.context(tenant_id, price_book=price_book, session=session)
+    inputs = calculator.inputs(
+        tenant_id, period, as_of=as_of, cuts=version_cuts(context), session=session
+    )
+    return price_inputs(context, period, inputs)
+
+
+def _find_run(
+    tenant_id: str, key: str, *, session: Session, lock: bool = False
+) -> BillingDocument | None:
+    query = select(BillingDocument).where(
+        BillingDocument.tenant_id == tenant_id, BillingDocument.doc_key == key
+    )
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def create_run(
+    caller: AuthContext,
+    *,
+    period: Period,
+    kind: RunKind,
+    price_book: str | None = None,
+    calculator: BillingCalculator,
+    session: Session,
+) -> RunOutcome:
+    """Compute the period's run as a draft, recompute its draft, or return it unchanged
+    when it is finalized."""
+    require_admin(caller, "create billing runs")
+    tenant = load_tenant(caller.tenant_id, session=session)
+    key = run_doc_key(kind, period)
+    existing = _find_run(caller.tenant_id, key, session=session, lock=True)
+    if existing is not None and existing.status == DocumentStatus.FINALIZED.value:
+        return RunOutcome(existing, created=False, recomputed=False)
+    book = price_book or (existing.price_book if existing is not None else None)
+    computed = compute_period(
+        caller.tenant_id,
+        period,
+        as_of=None,
+        price_book=book,
+        calculator=calculator,
+        session=session,
+    )
+    if existing is not None:
+        session.execute(delete(BillingLine).where(BillingLine.document_id == existing.id))
+        document = existing
+        document.created_by = caller.principal_name
+    else:
+        document = BillingDocument(
+            tenant_id=caller.tenant_id,
+            doc_type=DocumentType.RUN.value,
+            doc_key=key,
+            kind=kind.value,
+            sequence=0,
+            period_start=period.start,
+            period_end=period.end,
+            timezone=tenant.timezone or "UTC",
+            status=DocumentStatus.DRAFT.value,
+            created_at=utc_now(),
+            created_by=caller.principal_name,
+        )
+        session.add(document)
+    _apply_computed(document, computed)
+    try:
+        session.flush()
+        store_lines(document, computed.lines, session=session)
+        session.commit()
+    except IntegrityError:
+        # Another request created this period's run at the same moment: return that one.
+        session.rollback()
+        raced = _find_run(caller.tenant_id, key, session=session)
+        if raced is None:
+            raise
+        return RunOutcome(raced, created=False, recomputed=False)
+    return RunOutcome(document, created=existing is None, recomputed=existing is not None)
+
+
+def get_document(caller: AuthContext, document_id: str, *, session: Session) -> BillingDocument:
+    document = session.get(BillingDocument, document_id)
+    if document is None or document.tenant_id != caller.tenant_id:
+        raise NotFoundError(f"billing run {document_id!r} not found", field="run_id")
+    return document
+
+
+def document_lines(document: BillingDocument, *, session: Session) -> list[BillingLine]:
+    query = (
+        select(BillingLine)
+        .where(BillingLine.document_id == document.id)
+        .order_by(BillingLine.position)
+    )
+    return list(session.scalars(query))
+
+
+def visible(lines: Iterable[BillingLine], team: str | None) -> list[BillingLine]:
+    return [line for line in lines if team is None or line.team == team]
+
+
+def adjustments_of(run: BillingDocument, *, session: Session) -> list[BillingDocument]:
+    query = (
+        select(BillingDocument)
+        .where(
+            BillingDocument.tenant_id == run.tenant_id,
+            BillingDocument.corrects_id == run.id,
+        )
+        .order_by(BillingDocument.sequence)
+    )
+    return list(session.scalars(query))
+
+
+def view_document(caller: AuthContext, document_id: str, *, session: Session) -> DocumentView:
+    team = caller_team_slug(caller, session=session)
+    document = get_document(caller, document_id, session=session)
+    lines = visible(document_lines(document, session=session), team)
+    adjustments = (
+        adjustments_of(document, session=session)
+        if document.doc_type == DocumentType.RUN.value
+        else []
+    )
+    return DocumentView(document, lines, team, adjustments)
+
+
+def list_documents(
+    caller: AuthContext,
+    *,
+    doc_type: DocumentType | None = DocumentType.RUN,
+    kind: RunKind | None = None,
+    status: DocumentStatus | None = None,
+    corrects: str | None = None,
+    session: Session,
+) -> list[BillingDocument]:
+    caller_team_slug(caller, session=session)  # a team-member without a team reads nothing
+    query = select(BillingDocument).where(BillingDocument.tenant_id == caller.tenant_id)
+    if doc_type is not None:
+        query = query.where(BillingDocument.doc_type == doc_type.value)
+    if kind is not None:
+        query = query.where(BillingDocument.kind == kind.value)
+    if status is not None:
+        query = query.where(BillingDocument.status == status.value)
+    if corrects is not None:
+        query = query.where(BillingDocument.corrects_id == corrects)
+    query = query.order_by(
+        BillingDocument.period_start.desc(), BillingDocument.kind, BillingDocument.sequence
+    )
+    return list(session.scalars(query))
+
+
+def finalize_run(
+    caller: AuthContext, document_id: str, *, session: Session, now: datetime | None = None
+) -> BillingDocument:
+    """Finalize a draft run (idempotent: a finalized run is returned as it is). A period
+    that has not ended yet cannot be finalized: its usage is still arriving."""
+    require_admin(caller, "finalize billing runs")
+    document = get_document(caller, document_id, session=session)
+    if document.doc_type != DocumentType.RUN.value:
+        raise ConflictError(
+            f"{document_id!r} is an adjustment document: those are issued final", field="run_id"
+        )
+    if document.status == DocumentStatus.FINALIZED.value:
+        return document
+    moment = now or utc_now()
+    if document.period_end > moment:
+        raise ConflictError(
+            f"the period of run {document_id!r} ends {document.period_end.isoformat()}: "
+            "finalize it after it has ended",
+            field="run_id",
+        )
+    document.status = DocumentStatus.FINALIZED.value
+    document.finalized_at = moment
+    document.finalized_by = caller.principal_name
+    session.commit()
+    return document
+
+
+def discard_draft(caller: AuthContext, document_id: str, *, session: Session) -> None:
+    """Delete a draft run; a finalized run is immutable and cannot be discarded."""
+    require_admin(caller, "discard billing runs")
+    document = get_document(caller, document_id, session=session)
+    if document.status == DocumentStatus.FINALIZED.value:
+        raise ConflictError(
+            f"run {document_id!r} is finalized and immutable: correct it with an adjustment",
+            field="run_id",
+        )
+    session.execute(delete(BillingLine).where(BillingLine.document_id == document.id))
+    session.delete(document)
+    session.commit()

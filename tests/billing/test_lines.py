@@ -1,0 +1,216 @@
+"""Billing lines from the pricing engine: a hand-computed invoice and properties of totals,
+shared-cost allocation and adjustment diffs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quartermaster.billing.calculator import PeriodInputs, PricingContext, price_inputs
+from quartermaster.billing.lines import (
+    LineDraft,
+    adjustment_lines,
+    audit_key,
+    issued_by_key,
+    total_of,
+)
+from quartermaster.billing.models import CostType
+from quartermaster.domain.money import round_line
+from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
+from quartermaster.pricing.lines import PlatformCostItem, UsageRow
+from tests.billing.support import (
+    JANUARY,
+    SMALL_COSTS,
+    SMALL_PLATFORM,
+    SMALL_TOTAL,
+    book,
+)
+
+ISSUED_AT = datetime(2026, 2, 2, tzinfo=UTC)
+
+
+def _price(rows: list[UsageRow], costs: list[PlatformCostItem]) -> list[LineDraft]:
+    history = PriceBookHistory([PriceBookVersion(book(), datetime(2025, 12, 1, tzinfo=UTC))])
+    context = PricingContext(history=history, units={"requests": "request"})
+    inputs = PeriodInputs(tuple(rows), tuple(costs), as_of=ISSUED_AT)
+    return list(price_inputs(context, JANUARY, inputs).lines)
+
+
+def _by(lines: list[LineDraft], cost_type: CostType, app: str | None, item: str) -> LineDraft:
+    (found,) = [
+        line
+        for line in lines
+        if line.cost_type is cost_type and line.app == app and line.item == item
+    ]
+    return found
+
+
+def test_small_platform_invoice_matches_the_hand_computation() -> None:
+    lines = _price(SMALL_PLATFORM, SMALL_COSTS)
+    expected = {
+        (CostType.USAGE, "web", "cpu_seconds"): "8.000000",
+        (CostType.USAGE, "web", "requests"): "10.000000",
+        (CostType.USAGE, "api", "cpu_seconds"): "0.000000",
+        (CostType.USAGE, "api", "requests"): "5.000000",
+        (CostType.USAGE, "etl", "requests"): "2.000000",
+        (CostType.DISCOUNT, "etl", "requests"): "-0.200000",
+        (CostType.SUBSCRIPTION, "etl", "storage_gb_days"): "12.500000",
+        (CostType.PLATFORM, "web", "lb"): "17.647059",
+        (CostType.PLATFORM, "api", "lb"): "8.823529",
+        (CostType.PLATFORM, "etl", "lb"): "3.529412",
+        (CostType.PLATFORM, "web", "control_plane"): "3.000000",
+        (CostType.PLATFORM, "api", "control_plane"): "3.000000",
+        (CostType.PLATFORM, "etl", "control_plane"): "3.000000",
+    }
+    got = {(line.cost_type, line.app, line.item): str(line.amount) for line in lines}
+    assert got == expected
+    assert total_of(lines) == SMALL_TOTAL
+    web_cpu = _by(lines, CostType.USAGE, "web", "cpu_seconds")
+    assert web_cpu.pricing_rule == "graduated: 1000 @ 0 + 4000 @ 0.002"
+    assert web_cpu.unit_price == Decimal("0.0016")
+    discount = _by(lines, CostType.DISCOUNT, "etl", "requests")
+    assert discount.parent_key == _by(lines, CostType.USAGE, "etl", "requests").line_key
+    assert "data-team 10%" in discount.pricing_rule
+    lb_web = _by(lines, CostType.PLATFORM, "web", "lb")
+    assert lb_web.allocation_method == "proportional to requests: 20000 of 34000"
+    assert lb_web.unit == "request"
+
+
+def test_lines_are_ordered_cost_center_team_app_meter() -> None:
+    lines = _price(SMALL_PLATFORM, SMALL_COSTS)
+    assert [(line.cost_center, line.team, line.app) for line in lines][:3] == [
+        ("analytics", "data", "etl")
+    ] * 3
+    assert lines == sorted(lines, key=lambda line: line.sort_key)
+    assert len({line.line_key for line in lines}) == len(lines)
+
+
+def test_audit_key_is_deterministic_and_names_the_line() -> None:
+    first = _price(SMALL_PLATFORM, SMALL_COSTS)
+    second = _price(SMALL_PLATFORM, SMALL_COSTS)
+    keys = [audit_key("acme", JANUARY, ISSUED_AT, line) for line in first]
+    assert keys == [audit_key("acme", JANUARY, ISSUED_AT, line) for line in second]
+    assert len(set(keys)) == len(keys)
+    web_cpu = _by(first, CostType.USAGE, "web", "cpu_seconds")
+    key = audit_key("acme", JANUARY, ISSUED_AT, web_cpu)
+    assert key.startswith("20260101T0000Z-20260201T0000Z/usage/eng/web/web/cpu_seconds/")
+    assert key != audit_key("acme", JANUARY, datetime(2026, 2, 3, tzinfo=UTC), web_cpu)
+
+
+APPS = [("eng", "web", "web"), ("eng", "web", "api"), ("analytics", "data", "etl")]
+METERS = ["cpu_seconds", "requests", "storage_gb_days"]
+quantities = st.decimals(min_value=0, max_value=10**7, places=3, allow_nan=False)
+usage_rows = st.lists(
+    st.builds(
+        lambda owner, meter, quantity, day: UsageRow(
+            owner[0], owner[1], owner[2], meter, quantity, at=datetime(2026, 1, day, tzinfo=UTC)
+        ),
+        st.sampled_from(APPS),
+        st.sampled_from(METERS),
+        quantities,
+        st.integers(min_value=1, max_value=31),
+    ),
+    max_size=12,
+)
+platform_costs = st.lists(
+    st.builds(
+        lambda cost_type, amount: PlatformCostItem(
+            cost_type, amount, "USD", at=datetime(2026, 1, 1, tzinfo=UTC)
+        ),
+        st.sampled_from(["lb", "control_plane"]),
+        st.decimals(min_value=0, max_value=10**5, places=4, allow_nan=False),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=usage_rows, costs=platform_costs)
+def test_total_is_the_sum_of_lines_and_shared_costs_are_allocated_exactly(
+    rows: list[UsageRow], costs: list[PlatformCostItem]
+) -> None:
+    lines = _price(rows, costs)
+    assert total_of(lines) == sum((line.amount for line in lines), Decimal(0))
+    for line in lines:
+        assert round_line(line.amount) == line.amount  # rounded once, upstream, to 1e-6
+    active = {(r.cost_center, r.team, r.app) for r in rows if r.quantity > 0}
+    for cost_type in ("lb", "control_plane"):
+        shared = sum((c.amount for c in costs if c.cost_type == cost_type), Decimal(0))
+        allocated = sum(
+            (
+                line.amount
+                for line in lines
+                if line.cost_type is CostType.PLATFORM and line.item == cost_type
+            ),
+            Decimal(0),
+        )
+        # Every cent of the shared amount lands on a line: none created, none lost.
+        assert allocated == round_line(shared) or (shared == 0 and allocated == 0)
+        if shared > 0 and active:
+            owners = {
+                (line.cost_center, line.team, line.app)
+                for line in lines
+                if line.cost_type is CostType.PLATFORM and line.item == cost_type
+            }
+            assert owners == active
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=usage_rows, late=usage_rows, costs=platform_costs)
+def test_adjustments_bring_issued_lines_to_the_recomputed_ones_and_are_then_empty(
+    before: list[UsageRow], late: list[UsageRow], costs: list[PlatformCostItem]
+) -> None:
+    issued_lines = _price(before, costs)
+    current = _price(before + late, costs)
+    issued = issued_by_key([[(line, f"id{i}") for i, line in enumerate(issued_lines)]])
+    corrections = adjustment_lines(current, issued, issued_as_of=ISSUED_AT)
+    assert all(line.cost_type is CostType.ADJUSTMENT for line in corrections)
+    # issued + corrections == current, per key and in total.
+    assert total_of(issued_lines) + total_of(corrections) == total_of(current)
+    after = issued_by_key(
+        [
+            [(line, f"id{i}") for i, line in enumerate(issued_lines)],
+            [(line, f"adj{i}") for i, line in enumerate(corrections)],
+        ]
+    )
+    by_key = {line.line_key: line for line in current}
+    for key, entry in after.items():
+        expected = by_key.get(key)
+        assert entry.amount == (expected.amount if expected else 0)
+        assert entry.quantity == (expected.quantity if expected else 0)
+    assert adjustment_lines(current, after, issued_as_of=ISSUED_AT) == []
+
+
+def test_late_usage_gives_one_adjustment_line_per_changed_key() -> None:
+    issued_lines = _price(SMALL_PLATFORM, SMALL_COSTS)
+    late = UsageRow("eng", "web", "api", "cpu_seconds", Decimal(1500), at=JANUARY.start)
+    current = _price([*SMALL_PLATFORM, late], SMALL_COSTS)
+    issued = issued_by_key([[(line, f"id-{line.item}") for line in issued_lines]])
+    corrections = adjustment_lines(current, issued, issued_as_of=ISSUED_AT)
+    assert len(corrections) == 1
+    (line,) = corrections
+    assert (line.adjusted_cost_type, line.app, line.item) == (CostType.USAGE, "api", "cpu_seconds")
+    assert line.quantity == 1500
+    assert line.amount == Decimal("2.000000")  # 2000 s: 1000 free + 1000 x 0.002
+    assert line.previous_amount == 0
+    assert line.previous_quantity == 500
+    assert "quantity 500 → 2000" in (line.reason or "")
+
+
+def test_a_key_no_longer_billed_is_reversed() -> None:
+    issued_lines = _price(SMALL_PLATFORM, [])
+    gone = [row for row in SMALL_PLATFORM if row.app != "api"]
+    current = _price(gone, [])
+    issued = issued_by_key([[(line, "x") for line in issued_lines]])
+    corrections = adjustment_lines(current, issued, issued_as_of=ISSUED_AT)
+    reversed_api = [line for line in corrections if line.app == "api"]
+    assert {line.item for line in reversed_api} == {"cpu_seconds", "requests"}
+    requests = next(line for line in reversed_api if line.item == "requests")
+    assert requests.amount == Decimal("-5.000000")
+    assert requests.quantity == -10000
+    assert "reversal" in (requests.reason or "")
+    assert replace(requests, reason=None).cost_type is CostType.ADJUSTMENT
