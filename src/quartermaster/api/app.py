@@ -17,6 +17,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.tenancy.router",
     "quartermaster.catalog.router",
     "quartermaster.pricing.router",
+    "quartermaster.metering.router",
 )
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]
@@ -68,4 +69,8 @@ def create_app(
 
     for router in _feature_routers():
         app.include_router(router)
+    if settings.bench_routes_enabled:
+        from quartermaster.metering.router import bench_router
+
+        app.include_router(bench_router)
     return app

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from typing import cast
 
-from sqlalchemy import func, insert, select, text, tuple_
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.bus.models import ConsumerCursor, EventLogEntry
@@ -15,7 +15,7 @@ from quartermaster.domain.timeutil import utc_now
 # Held for the rest of the appending transaction on PostgreSQL, so positions become visible in
 # the order they were assigned and a consumer can never skip past a slower commit.
 _APPEND_LOCK_KEY = 0x716D_6C6F67  # "qmlog"
-_LOOKUP_CHUNK = 400
+_LOOKUP_CHUNK = 900
 
 
 class EmbeddedEventLog:
@@ -36,38 +36,40 @@ class EmbeddedEventLog:
             known = stored.get(key) or seen_in_batch.get(key)
             if known is None:
                 seen_in_batch[key] = record.content_hash
-                rows.append(asdict(record))
+                rows.append(_row(record))
                 result.appended.append(index)
             elif known == record.content_hash:
                 result.duplicates.append(index)
             else:
                 result.conflicts.append(index)
         if rows:
-            session.execute(insert(EventLogEntry), rows)
+            # Core executemany on the table: the ORM bulk path splits a batch into a statement
+            # per run of rows with the same NULL columns, and asdict() deep-copies each field.
+            session.execute(insert(cast(Table, EventLogEntry.__table__)), rows)
         return result
 
     @staticmethod
     def _stored_hashes(
         records: Sequence[LogRecord], *, session: Session
     ) -> dict[tuple[str, str, str], str]:
-        keys = list({(r.tenant_id, r.source, r.event_id) for r in records})
+        # One IN list per (tenant, source), so each lookup is a range of the unique index;
+        # SQLite does not use that index for an IN list of (tenant, source, id) row values.
+        by_stream: dict[tuple[str, str], set[str]] = {}
+        for r in records:
+            by_stream.setdefault((r.tenant_id, r.source), set()).add(r.event_id)
         found: dict[tuple[str, str, str], str] = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            rows = session.execute(
-                select(
-                    EventLogEntry.tenant_id,
-                    EventLogEntry.source,
-                    EventLogEntry.event_id,
-                    EventLogEntry.content_hash,
-                ).where(
-                    tuple_(
-                        EventLogEntry.tenant_id, EventLogEntry.source, EventLogEntry.event_id
-                    ).in_(chunk)
+        for (tenant_id, source), ids in by_stream.items():
+            event_ids = sorted(ids)
+            for start in range(0, len(event_ids), _LOOKUP_CHUNK):
+                rows = session.execute(
+                    select(EventLogEntry.event_id, EventLogEntry.content_hash).where(
+                        EventLogEntry.tenant_id == tenant_id,
+                        EventLogEntry.source == source,
+                        EventLogEntry.event_id.in_(event_ids[start : start + _LOOKUP_CHUNK]),
+                    )
                 )
-            )
-            for tenant_id, source, event_id, content_hash in rows:
-                found[(tenant_id, source, event_id)] = content_hash
+                for event_id, content_hash in rows:
+                    found[(tenant_id, source, event_id)] = content_hash
         return found
 
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
@@ -106,6 +108,23 @@ class EmbeddedEventLog:
             select(ConsumerCursor.position).where(ConsumerCursor.name == consumer)
         )
         return int(value or 0)
+
+
+def _row(record: LogRecord) -> dict[str, object]:
+    return {
+        "tenant_id": record.tenant_id,
+        "source": record.source,
+        "event_id": record.event_id,
+        "type": record.type,
+        "subject": record.subject,
+        "event_time": record.event_time,
+        "recorded_at": record.recorded_at,
+        "content_hash": record.content_hash,
+        "app_id": record.app_id,
+        "resource_id": record.resource_id,
+        "late": record.late,
+        "payload": record.payload,
+    }
 
 
 def _to_record(row: EventLogEntry) -> LogRecord:

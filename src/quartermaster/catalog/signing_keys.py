@@ -4,6 +4,7 @@ lookup that ingestion uses to verify event signatures."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -103,5 +104,48 @@ def apps_requiring_signatures(tenant_id: str, *, session: Session) -> set[str]:
     return set(
         session.scalars(
             select(App.app_id).where(App.tenant_id == tenant_id, App.require_signatures.is_(True))
+        )
+    )
+
+
+def signing_keys_by_id(
+    tenant_id: str, key_ids: Collection[str], *, server_key: bytes, session: Session
+) -> dict[str, SigningKeyInfo]:
+    """key id -> key, for the active keys among `key_ids` only (ingestion unseals just the
+    keys a batch names, not every key of the tenant)."""
+    if not key_ids:
+        return {}
+    rows = session.execute(
+        select(AppSigningKey.id, AppSigningKey.sealed_secret, App.app_id)
+        .join(App, App.id == AppSigningKey.app_pk)
+        .where(
+            AppSigningKey.tenant_id == tenant_id,
+            AppSigningKey.status == SigningKeyStatus.ACTIVE.value,
+            AppSigningKey.id.in_(sorted(key_ids)),
+        )
+    ).all()
+    return {
+        key_id: SigningKeyInfo(
+            key_id=key_id,
+            app_id=app_id,
+            secret=unseal(sealed, server_key=server_key, purpose=_PURPOSE, context=key_id.encode()),
+        )
+        for key_id, sealed, app_id in rows
+    }
+
+
+def apps_requiring_signatures_among(
+    tenant_id: str, app_ids: Collection[str], *, session: Session
+) -> set[str]:
+    """The apps among `app_ids` (slugs) that require signed events."""
+    if not app_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(App.app_id).where(
+                App.tenant_id == tenant_id,
+                App.require_signatures.is_(True),
+                App.app_id.in_(sorted(app_ids)),
+            )
         )
     )

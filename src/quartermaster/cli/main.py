@@ -35,6 +35,8 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.apps", "app_app", "app"),
     ("quartermaster.cli.apps", "resource_app", "resource"),
     ("quartermaster.cli.pricing", "pricebook_app", "pricebook"),
+    ("quartermaster.cli.events", "app", "events"),
+    ("quartermaster.cli.events", "reconciliation_app", "reconciliation"),
 )
 
 console = Console()

@@ -1,0 +1,341 @@
+"""`qm events send|tail` and `qm reconciliation`: metering through the HTTP API."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from quartermaster.cli.client import api_client, check
+from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, sign_event
+
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF_SECONDS = 30.0
+SHOWN_REJECTIONS = 20
+
+app = typer.Typer(help="Send events and watch the event log.", no_args_is_help=True)
+reconciliation_app = typer.Typer(
+    help="Hourly reconciliation counters: received, accepted, duplicate, rejected by reason.",
+    invoke_without_command=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
+]
+
+
+class DeliveryError(RuntimeError):
+    """A batch could not be delivered; the message says why (nothing after it was sent)."""
+
+
+@dataclass
+class SendSummary:
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # each with its file "line"
+    retries: int = 0
+
+
+def read_events(path: Path) -> list[tuple[int, object]]:
+    """(line number, event) for each non-blank line; raises naming the first bad line."""
+    events: list[tuple[int, object]] = []
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append((number, orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                raise typer.BadParameter(
+                    f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
+    return events
+
+
+def batches(events: list[tuple[int, object]], size: int) -> Iterator[list[tuple[int, object]]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
+
+
+def sign_unsigned(event: object, *, key_id: str, secret: bytes) -> object:
+    if isinstance(event, dict) and SIGNATURE_ATTRIBUTE not in event:
+        return sign_event(event, key_id=key_id, secret=secret)
+    return event
+
+
+def backoff_seconds(attempt: int, retry_after: str | None = None) -> float:
+    """Exponential with jitter (0.5 s, 1 s, 2 s ... capped), or the server's Retry-After."""
+    if retry_after is not None and retry_after.isdigit():
+        return min(float(retry_after), MAX_BACKOFF_SECONDS)
+    base: float = min(MAX_BACKOFF_SECONDS, 0.5 * 2.0 ** (attempt - 1))
+    return base * random.uniform(0.5, 1.0)
+
+
+def post_batch(
+    client: httpx.Client,
+    body: bytes,
+    *,
+    max_attempts: int,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[str], None] = lambda _reason: None,
+) -> httpx.Response:
+    """POST one batch, retrying connection errors, 5xx and 429. Safe to repeat: the server
+    deduplicates on (source, id), so a batch stored before a lost response counts once."""
+    problem = ""
+    for attempt in range(1, max_attempts + 1):
+        retry_after = None
+        try:
+            response = client.post(
+                "/v1/events", content=body, headers={"Content-Type": BATCH_CONTENT_TYPE}
+            )
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            problem = f"HTTP {response.status_code}"
+            retry_after = response.headers.get("Retry-After")
+        if attempt < max_attempts:
+            on_retry(problem)
+            sleep(backoff_seconds(attempt, retry_after))
+    raise DeliveryError(f"gave up after {max_attempts} attempts; last error: {problem}")
+
+
+def send_batches(
+    client: httpx.Client,
+    events: list[tuple[int, object]],
+    *,
+    batch_size: int,
+    max_attempts: int,
+    sleep: Callable[[float], None] = time.sleep,
+    on_batch: Callable[[int], None] = lambda _n: None,
+) -> SendSummary:
+    summary = SendSummary()
+
+    def count_retry(_reason: str) -> None:
+        summary.retries += 1
+
+    for batch in batches(events, batch_size):
+        body = orjson.dumps([event for _line, event in batch])
+        response = post_batch(
+            client, body, max_attempts=max_attempts, sleep=sleep, on_retry=count_retry
+        )
+        if response.status_code not in (200, 422) or "accepted" not in response.json():
+            check(response, console=err_console)  # prints the API's error and exits
+        report = response.json()
+        summary.sent += len(batch)
+        summary.accepted += report["accepted"]
+        summary.duplicates += report["duplicates"]
+        for rejection in report["rejected"]:
+            summary.rejected.append({**rejection, "line": batch[rejection["index"]][0]})
+        on_batch(len(batch))
+    return summary
+
+
+def print_summary(summary: SendSummary, path: Path) -> None:
+    table = Table(title=f"{path.name}: {summary.sent:,} events sent")
+    for column in ("accepted", "duplicate", "rejected", "retries"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{summary.accepted:,}",
+        f"{summary.duplicates:,}",
+        f"[red]{len(summary.rejected):,}[/]" if summary.rejected else "0",
+        f"{summary.retries:,}",
+    )
+    console.print(table)
+    if summary.rejected:
+        shown = summary.rejected[:SHOWN_REJECTIONS]
+        rejections = Table(title=f"first {len(shown)} of {len(summary.rejected):,} rejections")
+        for column in ("line", "id", "reason", "field", "message"):
+            rejections.add_column(column)
+        for r in shown:
+            rejections.add_row(
+                str(r["line"]), r["id"] or "", r["reason"], r["field"] or "", r["message"]
+            )
+        console.print(rejections)
+
+
+@app.command("send")
+def send(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: one CloudEvent per line.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Events per request.")] = 1000,
+    key_id: Annotated[
+        str | None, typer.Option(help="Sign events that carry no qmsignature with this key.")
+    ] = None,
+    secret_hex: Annotated[
+        str | None, typer.Option(help="The signing key's secret (hex), with --key-id.")
+    ] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Tries per batch.")] = 8,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Send events in batches (retrying safely); exit 1 if any event was rejected."""
+    if (key_id is None) != (secret_hex is None):
+        raise typer.BadParameter("--key-id and --secret-hex go together")
+    events = read_events(file)
+    if key_id is not None and secret_hex is not None:
+        try:
+            secret = bytes.fromhex(secret_hex)
+        except ValueError:
+            raise typer.BadParameter("--secret-hex is not hexadecimal") from None
+        events = [(n, sign_unsigned(e, key_id=key_id, secret=secret)) for n, e in events]
+    progress = Progress(
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with api_client(url=url, api_key=api_key) as client, progress:
+        task = progress.add_task("events", total=len(events))
+        try:
+            summary = send_batches(
+                client,
+                events,
+                batch_size=batch_size,
+                max_attempts=max_attempts,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+        except DeliveryError as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+    print_summary(summary, file)
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+def format_event(item: dict[str, Any]) -> str:
+    event = item["event"]
+    data = event.get("data", {})
+    measures = " ".join(f"{k}={v}" for k, v in data.items() if k not in ("app_id",))
+    late = " [yellow]late[/]" if item["late"] else ""
+    return (
+        f"[dim]{item['position']:>8}[/] {event.get('time', '')} [cyan]{event.get('type', '')}[/] "
+        f"app={item['app_id'] or '-'} id={event.get('id', '')}{late} {measures}"
+    )
+
+
+def tail_events(
+    client: httpx.Client,
+    *,
+    limit: int,
+    follow: bool,
+    interval: float,
+    emit: Callable[[str], None],
+    keep_going: Callable[[], bool] = lambda: True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int | None:
+    """Print the newest `limit` events, then (with `follow`) each new one as it arrives.
+    Returns the last position seen."""
+    page = check(client.get("/v1/events", params={"limit": limit}), console=err_console)
+    for item in page["events"]:
+        emit(format_event(item))
+    after: int | None = page["next_after"]
+    while follow and keep_going():
+        sleep(interval)
+        params: dict[str, int] = {"limit": 1000}
+        if after is not None:
+            params["after"] = after
+        page = check(client.get("/v1/events", params=params), console=err_console)
+        for item in page["events"]:
+            emit(format_event(item))
+        after = page["next_after"] if page["next_after"] is not None else after
+    return after
+
+
+@app.command("tail")
+def tail(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many recent events.")] = 20,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls.")] = 1.0,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show the newest events of your tenant's event log (Ctrl-C stops --follow)."""
+    with api_client(url=url, api_key=api_key) as client:
+        try:
+            tail_events(
+                client,
+                limit=limit,
+                follow=follow,
+                interval=interval,
+                emit=lambda line: console.print(line, highlight=False, soft_wrap=True),
+            )
+        except KeyboardInterrupt:
+            return
+
+
+def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
+    stages = ["received", "accepted", "duplicate", "rejected"]
+    extra = sorted({s for h in report["hours"] for s in h["stages"]} - set(stages))
+    table = Table(title=f"reconciliation {report['start']} .. {report['end']}")
+    table.add_column("hour (UTC)")
+    for stage in [*stages, *extra]:
+        table.add_column(stage, justify="right")
+    table.add_column("balanced", justify="center")
+    reasons: dict[tuple[str, str], int] = {}
+    for hour in report["hours"]:
+        counts = hour["stages"]
+        balanced = counts.get("received", 0) == sum(counts.get(s, 0) for s in stages[1:])
+        table.add_row(
+            hour["hour"],
+            *(f"{counts.get(s, 0):,}" for s in [*stages, *extra]),
+            "[green]yes[/]" if balanced else "[red]NO[/]",
+        )
+        for stage, by_reason in hour["reasons"].items():
+            for reason, n in by_reason.items():
+                reasons[(stage, reason)] = reasons.get((stage, reason), 0) + n
+    totals = report["totals"]
+    table.add_row(
+        "[bold]total[/]", *(f"[bold]{totals.get(s, 0):,}[/]" for s in [*stages, *extra]), ""
+    )
+    tables = [table]
+    if reasons:
+        by_reason = Table(title="by reason")
+        for column in ("stage", "reason", "events"):
+            by_reason.add_column(column, justify="right" if column == "events" else "left")
+        for (stage, reason), n in sorted(reasons.items()):
+            by_reason.add_row(stage, reason, f"{n:,}")
+        tables.append(by_reason)
+    return tables
+
+
+@reconciliation_app.callback()
+def reconciliation(
+    start: Annotated[
+        str | None, typer.Option(help="First hour, RFC 3339 (default: 24 h before --end).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="End, exclusive, RFC 3339 (default: end of this hour).")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Per hour: events received, accepted, duplicate and rejected (by reason)."""
+    params = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    with api_client(url=url, api_key=api_key) as client:
+        report = check(client.get("/v1/reconciliation", params=params), console=err_console)
+    if not report["hours"]:
+        console.print(f"no events received between {report['start']} and {report['end']}")
+        return
+    for table in reconciliation_tables(report):
+        console.print(table)

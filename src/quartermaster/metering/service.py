@@ -1,0 +1,387 @@
+"""Ingestion: validate a batch, then store it and its reconciliation counters in one transaction.
+
+A 2xx from the API means `ingest_events` returned, which means the transaction that appended
+the events (and claimed their (source, id) for dedup) and counted them has committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quartermaster.bus.models import EventLogEntry
+from quartermaster.bus.protocol import AppendResult, LogRecord
+from quartermaster.catalog.lease_tokens import LeaseClaims
+from quartermaster.catalog.models import App, ResourceLease
+from quartermaster.catalog.signing_keys import (
+    apps_requiring_signatures_among,
+    signing_keys_by_id,
+)
+from quartermaster.domain.timeutil import floor_hour, utc_now
+from quartermaster.metering.models import ReconciliationCounter
+from quartermaster.metering.signing import HmacSha256
+from quartermaster.metering.validation import (
+    AcceptedEvent,
+    Rejection,
+    RejectReason,
+    ValidationContext,
+    VerifyingKey,
+    collect_references,
+    validate_batch,
+    verify_leases,
+)
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import AuthContext
+
+# How long an unsealed signing key and an app's "requires signatures" flag are reused. A key
+# retired (or a requirement switched on) takes effect for new batches within this time.
+LOOKUP_CACHE_TTL_SECONDS = 5.0
+_CACHE_MAX_ENTRIES = 50_000
+# A write that loses a race on the dedup claim (another process committed the same key first)
+# is retried from the start of the transaction; the retry then sees the event as a duplicate.
+MAX_WRITE_ATTEMPTS = 5
+
+STAGE_RECEIVED = "received"
+STAGE_ACCEPTED = "accepted"
+STAGE_DUPLICATE = "duplicate"
+STAGE_REJECTED = "rejected"
+
+
+class _TtlCache:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float]) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[str, str]) -> tuple[bool, Any]:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < self._clock():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: tuple[str, str], value: Any) -> None:
+        if len(self._entries) >= _CACHE_MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (self._clock() + self._ttl, value)
+
+
+class IngestState:
+    """Ingestion's per-application state, kept in `app.state` (never module-global): the
+    short-lived lookup caches, and the lock serializing this process's event-log writes (the
+    log's appends are serialized anyway; queueing here avoids SQLite's sleep-and-retry on a
+    busy database and PostgreSQL lock waits holding pool connections)."""
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = LOOKUP_CACHE_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._keys = _TtlCache(ttl_seconds, clock)
+        self._requires_signatures = _TtlCache(ttl_seconds, clock)
+
+    def signing_keys(
+        self, tenant_id: str, key_ids: Collection[str], *, runtime: Runtime, session: Session
+    ) -> dict[str, VerifyingKey]:
+        found: dict[str, VerifyingKey] = {}
+        missing: list[str] = []
+        with self._lock:
+            for key_id in key_ids:
+                hit, key = self._keys.get((tenant_id, key_id))
+                if hit:
+                    found[key_id] = key
+                else:
+                    missing.append(key_id)
+        if missing:
+            infos = signing_keys_by_id(
+                tenant_id, missing, server_key=runtime.server_key, session=session
+            )
+            fresh = {
+                key_id: VerifyingKey(key_id, info.app_id, HmacSha256(info.secret))
+                for key_id, info in infos.items()
+            }
+            with self._lock:
+                for key_id, key in fresh.items():  # unknown ids are not cached: a new key works
+                    self._keys.put((tenant_id, key_id), key)
+            found.update(fresh)
+        return found
+
+    def apps_requiring_signatures(
+        self, tenant_id: str, app_ids: Collection[str], *, session: Session
+    ) -> set[str]:
+        requiring: set[str] = set()
+        missing: list[str] = []
+        with self._lock:
+            for app_id in app_ids:
+                hit, required = self._requires_signatures.get((tenant_id, app_id))
+                if not hit:
+                    missing.append(app_id)
+                elif required:
+                    requiring.add(app_id)
+        if missing:
+            fresh = apps_requiring_signatures_among(tenant_id, missing, session=session)
+            with self._lock:
+                for app_id in missing:
+                    self._requires_signatures.put((tenant_id, app_id), app_id in fresh)
+            requiring |= fresh
+        return requiring
+
+
+@dataclass(slots=True)
+class IngestReport:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": [r.as_dict() for r in self.rejected],
+        }
+
+
+def ingest_events(
+    raw_events: Sequence[object],
+    *,
+    caller: AuthContext,
+    runtime: Runtime,
+    state: IngestState | None = None,
+) -> IngestReport:
+    """Validate each event, then append the valid ones to the event log (dedup claimed in the
+    same transaction) and count every event in the reconciliation counters, and commit."""
+    state = state or IngestState()
+    settings = runtime.settings
+    received_at = utc_now()
+    tenant_id = caller.tenant_id
+    refs = collect_references(raw_events)
+    leases = verify_leases(refs.lease_tokens, server_key=runtime.server_key, tenant_id=tenant_id)
+    claims = [c for c in leases.values() if isinstance(c, LeaseClaims)]
+    with state.write_lock, runtime.session_factory() as session:
+        keys = state.signing_keys(tenant_id, refs.key_ids, runtime=runtime, session=session)
+        requiring = state.apps_requiring_signatures(
+            tenant_id, refs.app_ids | {c.app_id for c in claims}, session=session
+        )
+        revoked = _revoked_leases(tenant_id, {c.lease_id for c in claims}, session=session)
+        session.commit()
+    ctx = ValidationContext(
+        tenant_id=tenant_id,
+        received_at=received_at,
+        max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+        late_after=timedelta(seconds=settings.late_after_seconds),
+        caller_role=caller.role,
+        caller_app=caller.app_slug if caller.role is Role.APP else None,
+        signing_keys=keys,
+        apps_requiring_signatures=requiring,
+        leases=leases,
+        revoked_leases=revoked,
+    )
+    accepted, rejected = validate_batch(raw_events, ctx)
+    records = [_log_record(tenant_id, received_at, event) for event in accepted]
+    result = _store(
+        records,
+        len(raw_events),
+        rejected,
+        tenant_id=tenant_id,
+        hour=floor_hour(received_at),
+        runtime=runtime,
+        state=state,
+    )
+    conflicts = [
+        Rejection(
+            index=accepted[i].index,
+            id=accepted[i].event_id,
+            field="id",
+            reason=RejectReason.CONFLICT,
+            message=(
+                f"an event with source {accepted[i].source!r} and id {accepted[i].event_id!r} "
+                "was already stored with different content"
+            ),
+        )
+        for i in result.conflicts
+    ]
+    all_rejected = sorted([*rejected, *conflicts], key=lambda r: r.index)
+    return IngestReport(
+        accepted=len(result.appended), duplicates=len(result.duplicates), rejected=all_rejected
+    )
+
+
+def _log_record(tenant_id: str, received_at: datetime, event: AcceptedEvent) -> LogRecord:
+    return LogRecord(
+        tenant_id=tenant_id,
+        source=event.source,
+        event_id=event.event_id,
+        type=event.type,
+        subject=event.subject,
+        event_time=event.event_time,
+        recorded_at=received_at,
+        content_hash=event.content_hash,
+        app_id=event.app_id,
+        resource_id=event.resource_id,
+        late=event.late,
+        payload=event.payload,
+    )
+
+
+def _store(
+    records: list[LogRecord],
+    received: int,
+    rejected: list[Rejection],
+    *,
+    tenant_id: str,
+    hour: datetime,
+    runtime: Runtime,
+    state: IngestState,
+) -> AppendResult:
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        with state.write_lock, runtime.session_factory() as session:
+            try:
+                result = runtime.event_log.append(records, session=session)
+                counts: Counter[tuple[str, str]] = Counter()
+                counts[(STAGE_RECEIVED, "")] = received
+                counts[(STAGE_ACCEPTED, "")] = len(result.appended)
+                counts[(STAGE_DUPLICATE, "")] = len(result.duplicates)
+                counts[(STAGE_REJECTED, RejectReason.CONFLICT.value)] = len(result.conflicts)
+                for rejection in rejected:
+                    counts[(STAGE_REJECTED, rejection.reason.value)] += 1
+                add_to_counters(tenant_id, hour, counts, session=session)
+                session.commit()
+                return result
+            except IntegrityError:
+                session.rollback()
+                if attempt == MAX_WRITE_ATTEMPTS:
+                    raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def add_to_counters(
+    tenant_id: str, hour: datetime, counts: Mapping[tuple[str, str], int], *, session: Session
+) -> None:
+    """Add `counts` ((stage, reason) -> n) to the tenant's counters of `hour`, inside the
+    caller's transaction (no commit: the counts must commit with the work they count)."""
+    table = cast(Table, ReconciliationCounter.__table__)
+    rows = [
+        {"tenant_id": tenant_id, "hour": hour, "stage": stage, "reason": reason, "count": n}
+        for (stage, reason), n in sorted(counts.items())  # one lock order for every writer
+        if n
+    ]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(rows)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(rows)
+    else:
+        raise RuntimeError(f"reconciliation counters do not support the {dialect} dialect")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.hour, table.c.stage, table.c.reason],
+        set_={"count": table.c.count + stmt.excluded["count"]},
+    )
+    session.execute(stmt)
+
+
+def _revoked_leases(
+    tenant_id: str, lease_ids: Collection[str], *, session: Session
+) -> dict[str, datetime]:
+    if not lease_ids:
+        return {}
+    rows = session.execute(
+        select(ResourceLease.id, ResourceLease.revoked_at).where(
+            ResourceLease.tenant_id == tenant_id,
+            ResourceLease.id.in_(sorted(lease_ids)),
+            ResourceLease.revoked_at.is_not(None),
+        )
+    )
+    return {lease_id: revoked_at for lease_id, revoked_at in rows if revoked_at is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class HourCounts:
+    """One hour of a tenant's counters: totals per stage, and per reason where one is set."""
+
+    hour: datetime
+    stages: dict[str, int]
+    reasons: dict[str, dict[str, int]]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"hour": self.hour.isoformat(), "stages": self.stages, "reasons": self.reasons}
+
+
+def reconciliation(
+    tenant_id: str, start: datetime, end: datetime, *, session: Session
+) -> list[HourCounts]:
+    """The tenant's counters for hours in [start, end), oldest first."""
+    rows = session.execute(
+        select(
+            ReconciliationCounter.hour,
+            ReconciliationCounter.stage,
+            ReconciliationCounter.reason,
+            ReconciliationCounter.count,
+        )
+        .where(
+            ReconciliationCounter.tenant_id == tenant_id,
+            ReconciliationCounter.hour >= start,
+            ReconciliationCounter.hour < end,
+        )
+        .order_by(ReconciliationCounter.hour, ReconciliationCounter.stage)
+    )
+    hours: dict[datetime, HourCounts] = {}
+    for hour, stage, reason, count in rows:
+        entry = hours.get(hour)
+        if entry is None:
+            entry = hours[hour] = HourCounts(hour=hour, stages={}, reasons={})
+        entry.stages[stage] = entry.stages.get(stage, 0) + count
+        if reason:
+            entry.reasons.setdefault(stage, {})[reason] = count
+    return list(hours.values())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    position: int
+    recorded_at: datetime
+    app_id: str | None
+    resource_id: str | None
+    late: bool
+    payload: str
+
+
+def recent_events(
+    caller: AuthContext, *, after: int | None, limit: int, session: Session
+) -> list[StoredEvent]:
+    """The caller's tenant's events from the log, oldest first: those after `position`, or the
+    newest `limit` when `after` is None. A team member sees only the events of its team's apps."""
+    entry = EventLogEntry
+    query = select(
+        entry.position,
+        entry.recorded_at,
+        entry.app_id,
+        entry.resource_id,
+        entry.late,
+        entry.payload,
+    ).where(entry.tenant_id == caller.tenant_id)
+    if caller.role is Role.TEAM_MEMBER:
+        team_apps = select(App.app_id).where(
+            App.tenant_id == caller.tenant_id, App.team_id == caller.team_id
+        )
+        query = query.where(entry.app_id.in_(team_apps))
+    if after is None:
+        query = query.order_by(entry.position.desc()).limit(limit)
+    else:
+        query = query.where(entry.position > after).order_by(entry.position).limit(limit)
+    events = [StoredEvent(*row) for row in session.execute(query)]
+    return sorted(events, key=lambda e: e.position)

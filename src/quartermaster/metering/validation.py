@@ -1,0 +1,387 @@
+"""Per-event validation of an ingest batch (pure): each raw event is checked on its own and
+becomes either an `AcceptedEvent` or a `Rejection` naming the field and the reason.
+
+The rules (docs/events.md lists each reason code):
+- the envelope must be a valid `domain.events.CloudEvent` with an RFC 3339 `time` carrying an
+  offset, and `type` one of `DATA_MODELS`; `data` must be valid for that type;
+- `time` at most `max_future_skew` ahead of receipt; older than `late_after` is accepted, late;
+- a `qmlease` token must be authentic, of this tenant, match the event's resource and app,
+  cover the event's time and not be revoked before it; it supplies the app of the event;
+- a principal with role "app" may only send events of its own app;
+- a signature (`qmkeyid` + `qmsignature`) is verified whenever present and required when the
+  event's app requires signatures; the key must belong to the event's app.
+Dedup and conflicts are decided where the event is stored (service.py), not here.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
+from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
+from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
+from quartermaster.metering.signing import HmacSha256
+from quartermaster.tenancy.models import Role
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+class RejectReason(enum.StrEnum):
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_DATA = "invalid_data"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    MISSING_SIGNATURE = "missing_signature"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    KEY_APP_MISMATCH = "key_app_mismatch"
+    INVALID_LEASE = "invalid_lease"
+    FORBIDDEN_APP = "forbidden_app"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    id: str | None
+    field: str | None
+    reason: RejectReason
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "id": self.id,
+            "field": self.field,
+            "reason": self.reason.value,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """A valid event, normalized for the log. `payload` is its canonical JSON without the
+    signature (the HMAC was checked here; kept, it would prove nothing the server could not
+    forge, since the server holds the key)."""
+
+    index: int
+    source: str
+    event_id: str
+    type: str
+    subject: str | None
+    event_time: datetime
+    app_id: str | None
+    resource_id: str | None
+    late: bool
+    content_hash: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyingKey:
+    key_id: str
+    app_id: str
+    hmac: HmacSha256
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationContext:
+    tenant_id: str
+    received_at: datetime
+    max_future_skew: timedelta
+    late_after: timedelta
+    caller_role: Role
+    caller_app: str | None
+    signing_keys: Mapping[str, VerifyingKey] = field(default_factory=dict)
+    apps_requiring_signatures: Set[str] = frozenset()
+    # lease token -> its verified claims, or the reason it is invalid (see `verify_leases`)
+    leases: Mapping[str, LeaseClaims | str] = field(default_factory=dict)
+    revoked_leases: Mapping[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReferences:
+    """What a batch refers to, so the service looks up only those keys, apps and leases."""
+
+    key_ids: frozenset[str]
+    app_ids: frozenset[str]
+    lease_tokens: frozenset[str]
+
+
+def collect_references(raw_events: Sequence[object]) -> BatchReferences:
+    key_ids: set[str] = set()
+    app_ids: set[str] = set()
+    tokens: set[str] = set()
+    for raw in raw_events:
+        if type(raw) is not dict:
+            continue
+        key_id = raw.get("qmkeyid")
+        if type(key_id) is str:
+            key_ids.add(key_id)
+        token = raw.get("qmlease")
+        if type(token) is str:
+            tokens.add(token)
+        data = raw.get("data")
+        if type(data) is dict:
+            app_id = data.get("app_id")
+            if type(app_id) is str:
+                app_ids.add(app_id)
+    return BatchReferences(frozenset(key_ids), frozenset(app_ids), frozenset(tokens))
+
+
+def verify_leases(
+    tokens: Set[str], *, server_key: bytes, tenant_id: str
+) -> dict[str, LeaseClaims | str]:
+    """Each distinct token once (verification derives a key): claims, or why it is invalid."""
+    verified: dict[str, LeaseClaims | str] = {}
+    for token in tokens:
+        try:
+            verified[token] = verify_token(token, server_key=server_key, tenant_id=tenant_id)
+        except InvalidLeaseToken as exc:
+            verified[token] = str(exc)
+    return verified
+
+
+@dataclass(frozen=True, slots=True)
+class EventChecks:
+    envelope: ModelCheck | None
+    data: Mapping[str, ModelCheck | None]
+
+
+# Model validators the fast path may reproduce: "at least one of these fields is set".
+_KNOWN_VALIDATORS: dict[type[BaseModel], dict[str, AtLeastOne]] = {
+    InvocationUsage: {"_has_a_measure": ("tokens", "compute_units", "duration_ms", "bytes")},
+    ResourceUsage: {
+        "_has_a_measure": ("cpu_seconds", "memory_gb_hours", "network_bytes", "storage_gb_days")
+    },
+}
+
+
+@functools.cache
+def event_checks() -> EventChecks:
+    """Fast checks derived from the event models, built on first use."""
+    return EventChecks(
+        envelope=compile_model(CloudEvent),
+        data={
+            name: compile_model(model, known_validators=_KNOWN_VALIDATORS.get(model))
+            for name, model in DATA_MODELS.items()
+        },
+    )
+
+
+def validate_batch(
+    raw_events: Sequence[object], ctx: ValidationContext
+) -> tuple[list[AcceptedEvent], list[Rejection]]:
+    accepted: list[AcceptedEvent] = []
+    rejected: list[Rejection] = []
+    checks = event_checks()
+    for index, raw in enumerate(raw_events):
+        outcome = validate_event(index, raw, ctx, checks)
+        if type(outcome) is AcceptedEvent:
+            accepted.append(outcome)
+        else:
+            rejected.append(outcome)  # type: ignore[arg-type]
+    return accepted, rejected
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    names = {dict: "object", list: "array", str: "string", bool: "boolean"}
+    return names.get(type(value), "number")
+
+
+def _readable_id(raw: object) -> str | None:
+    if type(raw) is dict:
+        value = raw.get("id")
+        if type(value) is str:
+            return value
+    return None
+
+
+def _first_error(exc: ValidationError, prefix: str) -> tuple[str, str]:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    field_name = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    label = field_name or "event"
+    return field_name, f"{label}: {first['msg']}{more}"
+
+
+def validate_event(
+    index: int, raw: object, ctx: ValidationContext, checks: EventChecks
+) -> AcceptedEvent | Rejection:
+    def reject(reason: RejectReason, field_name: str | None, message: str) -> Rejection:
+        return Rejection(index, _readable_id(raw), field_name, reason, message)
+
+    if type(raw) is not dict:
+        return reject(
+            RejectReason.INVALID_ENVELOPE,
+            None,
+            f"event is a JSON {json_kind(raw)}, expected an object",
+        )
+    event: dict[str, Any] = raw
+    # --- envelope -------------------------------------------------------------------------
+    event_time = fast_timestamp(event.get("time"))
+    if event_time is None or checks.envelope is None or not checks.envelope(event):
+        try:
+            model = CloudEvent.model_validate(event)
+        except ValidationError as exc:
+            return reject(RejectReason.INVALID_ENVELOPE, *_first_error(exc, ""))
+        if type(event.get("time")) is not str or model.time.tzinfo is None:
+            return reject(
+                RejectReason.INVALID_ENVELOPE,
+                "time",
+                f"time {event.get('time')!r} must be an RFC 3339 timestamp with a UTC offset",
+            )
+        event_time = model.time
+    event_type: str = event["type"]
+    if event_type not in checks.data:
+        known = ", ".join(sorted(DATA_MODELS))
+        return reject(
+            RejectReason.UNKNOWN_TYPE,
+            "type",
+            f"unknown event type {event_type!r}; known types: {known}",
+        )
+    data: dict[str, Any] = event["data"]
+    data_check = checks.data[event_type]
+    if data_check is None or not data_check(data):
+        try:
+            DATA_MODELS[event_type].model_validate(data)
+        except ValidationError as exc:
+            return reject(RejectReason.INVALID_DATA, *_first_error(exc, "data"))
+    event_time = event_time.astimezone(UTC)
+    # --- time -----------------------------------------------------------------------------
+    age = ctx.received_at - event_time
+    if -age > ctx.max_future_skew:
+        return reject(
+            RejectReason.FUTURE_TIMESTAMP,
+            "time",
+            f"time {event_time.isoformat()} is {-age.total_seconds():.0f}s after receipt; "
+            f"at most {ctx.max_future_skew.total_seconds():.0f}s ahead is accepted",
+        )
+    # --- attribution: app and resource, possibly through a lease --------------------------
+    app_id: str | None = data.get("app_id")
+    resource_id: str | None = data.get("resource_id")
+    token = event.get("qmlease")
+    if token is not None:
+        verdict = ctx.leases.get(token, "lease token was not verified")
+        if type(verdict) is str:
+            return reject(RejectReason.INVALID_LEASE, "qmlease", verdict)
+        claims: LeaseClaims = verdict  # type: ignore[assignment]
+        problem = _lease_problem(claims, event_time, resource_id, app_id, ctx)
+        if problem is not None:
+            return reject(RejectReason.INVALID_LEASE, "qmlease", problem)
+        app_id = claims.app_id
+        resource_id = resource_id or claims.resource_id
+    if ctx.caller_role is Role.APP and app_id != ctx.caller_app:
+        named = f"app {app_id!r}" if app_id else "no app"
+        return reject(
+            RejectReason.FORBIDDEN_APP,
+            "data.app_id",
+            f"this API key may only send events of app {ctx.caller_app!r}; the event names {named}",
+        )
+    # --- signature ------------------------------------------------------------------------
+    signature = event.get("qmsignature")
+    key_id = event.get("qmkeyid")
+    if signature is not None and key_id is None:
+        return reject(
+            RejectReason.INVALID_ENVELOPE, "qmkeyid", "qmsignature is set but qmkeyid is missing"
+        )
+    if signature is not None:
+        canonical = orjson.dumps(
+            {k: v for k, v in event.items() if k != "qmsignature"}, option=_SORTED
+        )
+    else:
+        canonical = orjson.dumps(event, option=_SORTED)
+    if key_id is not None:
+        key = ctx.signing_keys.get(key_id)
+        if signature is None:
+            return reject(
+                RejectReason.MISSING_SIGNATURE,
+                "qmsignature",
+                "qmkeyid is set but qmsignature is missing",
+            )
+        if key is None:
+            return reject(
+                RejectReason.UNKNOWN_KEY,
+                "qmkeyid",
+                f"signing key {key_id!r} is not an active key of this tenant",
+            )
+        if not key.hmac.matches(canonical, signature):
+            return reject(
+                RejectReason.BAD_SIGNATURE,
+                "qmsignature",
+                f"qmsignature does not match the event's canonical form under key {key_id!r}",
+            )
+        if app_id is not None and key.app_id != app_id:
+            return reject(
+                RejectReason.KEY_APP_MISMATCH,
+                "qmkeyid",
+                f"signing key {key_id!r} belongs to app {key.app_id!r}, not {app_id!r}",
+            )
+        content = orjson.dumps(
+            {k: v for k, v in event.items() if k != "qmsignature" and k != "qmkeyid"},
+            option=_SORTED,
+        )
+    else:
+        if app_id is not None and app_id in ctx.apps_requiring_signatures:
+            return reject(
+                RejectReason.MISSING_SIGNATURE,
+                "qmsignature",
+                f"app {app_id!r} requires signed events (qmkeyid and qmsignature)",
+            )
+        content = canonical
+    subject = event.get("subject")
+    return AcceptedEvent(
+        index=index,
+        source=event["source"],
+        event_id=event["id"],
+        type=event_type,
+        subject=subject,
+        event_time=event_time,
+        app_id=app_id,
+        resource_id=resource_id,
+        late=age > ctx.late_after,
+        content_hash=hashlib.sha256(content).hexdigest(),
+        payload=canonical.decode(),
+    )
+
+
+def _lease_problem(
+    claims: LeaseClaims,
+    event_time: datetime,
+    resource_id: str | None,
+    app_id: str | None,
+    ctx: ValidationContext,
+) -> str | None:
+    if resource_id is not None and resource_id != claims.resource_id:
+        return (
+            f"lease {claims.lease_id} is for resource {claims.resource_id!r}, "
+            f"the event names {resource_id!r}"
+        )
+    if app_id is not None and app_id != claims.app_id:
+        return (
+            f"lease {claims.lease_id} binds its resource to app {claims.app_id!r}, not {app_id!r}"
+        )
+    slack = ctx.max_future_skew
+    if not claims.issued_at - slack <= event_time < claims.expires_at + slack:
+        return (
+            f"event time {event_time.isoformat()} is outside lease {claims.lease_id}'s lifetime "
+            f"[{claims.issued_at.isoformat()}, {claims.expires_at.isoformat()})"
+        )
+    revoked_at = ctx.revoked_leases.get(claims.lease_id)
+    if revoked_at is not None and event_time >= revoked_at:
+        return f"lease {claims.lease_id} was revoked at {revoked_at.isoformat()}"
+    return None

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quartermaster.metering.signing import (
+    HmacSha256,
+    canonical_bytes,
+    content_hash,
+    sign_event,
+    signature_for,
+    verify_signature,
+)
+
+EVENT: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "evt-1",
+    "source": "app://billing-bot",
+    "type": "qm.invocation.usage",
+    "time": "2026-11-01T12:00:00Z",
+    "data": {"tokens": 12, "app_id": "billing-bot", "note": "héllo ✓"},
+}
+SECRET = bytes(range(32))
+
+json_leaf = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
+json_values = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def test_canonical_form_sorts_keys_drops_the_signature_and_keeps_utf8() -> None:
+    signed = sign_event(EVENT, key_id="sk_1", secret=SECRET)
+    canonical = canonical_bytes(signed)
+    assert b"qmsignature" not in canonical
+    assert b'"qmkeyid":"sk_1"' in canonical
+    assert canonical.startswith(b'{"data":{"app_id":"billing-bot","note":"h\xc3\xa9llo')
+    assert b" " not in canonical.replace("héllo ✓".encode(), b"")
+
+
+@given(st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_canonical_form_equals_the_documented_stdlib_recipe(event: dict[str, Any]) -> None:
+    recipe = json.dumps(
+        {k: v for k, v in event.items() if k != "qmsignature"},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    assert canonical_bytes(event) == recipe
+
+
+@given(st.binary(min_size=0, max_size=200), st.binary(max_size=500))
+def test_precomputed_hmac_is_rfc2104_hmac_sha256(secret: bytes, message: bytes) -> None:
+    expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
+    assert HmacSha256(secret).hexdigest(message) == expected
+    assert HmacSha256(secret).matches(message, expected.upper())
+
+
+def test_sign_then_verify_and_tampering_fails() -> None:
+    signed = sign_event(EVENT, key_id="sk_1", secret=SECRET)
+    assert verify_signature(signed, secret=SECRET)
+    assert not verify_signature(signed, secret=b"other" * 8)
+    tampered = {**signed, "data": {**signed["data"], "tokens": 13}}
+    assert not verify_signature(tampered, secret=SECRET)
+    swapped_key = {**signed, "qmkeyid": "sk_2"}  # the key id is signed too
+    assert not verify_signature(swapped_key, secret=SECRET)
+    assert not verify_signature(EVENT, secret=SECRET)  # unsigned
+
+
+def test_signature_is_the_hmac_of_the_canonical_bytes() -> None:
+    signed = sign_event(EVENT, key_id="sk_1", secret=SECRET)
+    expected = hmac.new(SECRET, canonical_bytes(signed), hashlib.sha256).hexdigest()
+    assert signed["qmsignature"] == expected == signature_for(signed, secret=SECRET)
+
+
+def test_content_hash_ignores_key_id_and_signature_but_not_content() -> None:
+    first = sign_event(EVENT, key_id="sk_old", secret=SECRET)
+    rotated = sign_event(EVENT, key_id="sk_new", secret=b"n" * 32)
+    assert content_hash(first) == content_hash(rotated) == content_hash(EVENT)
+    changed = {**EVENT, "data": {**EVENT["data"], "tokens": 99}}
+    assert content_hash(changed) != content_hash(EVENT)
+    # key order in the JSON text does not matter
+    reordered = dict(reversed(list(EVENT.items())))
+    assert content_hash(reordered) == content_hash(EVENT)

@@ -1,0 +1,278 @@
+"""Every validation rule and rejection reason, on the pure validator (no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from quartermaster.catalog.lease_tokens import LeaseClaims, issue_token
+from quartermaster.metering.signing import HmacSha256, content_hash, sign_event
+from quartermaster.metering.validation import (
+    AcceptedEvent,
+    Rejection,
+    RejectReason,
+    ValidationContext,
+    VerifyingKey,
+    collect_references,
+    validate_batch,
+    verify_leases,
+)
+from quartermaster.tenancy.models import Role
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+SERVER_KEY = b"s" * 32
+BOT_SECRET = b"b" * 32
+OTHER_SECRET = b"o" * 32
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "app://bot",
+        "type": "qm.invocation.usage",
+        "time": "2026-11-01T11:59:00Z",
+        "data": {"app_id": "bot", "tokens": 5},
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def lease(
+    *, resource: str = "vm-1", app: str = "bot", tenant: str = "acme", lease_id: str = "l1"
+) -> str:
+    return issue_token(
+        LeaseClaims(
+            lease_id=lease_id,
+            tenant_id=tenant,
+            resource_id=resource,
+            app_id=app,
+            issued_at=NOW - timedelta(hours=1),
+            expires_at=NOW + timedelta(hours=1),
+        ),
+        server_key=SERVER_KEY,
+    )
+
+
+def context(
+    raw: list[Any],
+    *,
+    role: Role = Role.ADMIN,
+    caller_app: str | None = None,
+    requiring: frozenset[str] = frozenset(),
+    revoked: dict[str, datetime] | None = None,
+) -> ValidationContext:
+    refs = collect_references(raw)
+    return ValidationContext(
+        tenant_id="acme",
+        received_at=NOW,
+        max_future_skew=timedelta(minutes=5),
+        late_after=timedelta(hours=1),
+        caller_role=role,
+        caller_app=caller_app,
+        signing_keys={
+            "sk_bot": VerifyingKey("sk_bot", "bot", HmacSha256(BOT_SECRET)),
+            "sk_other": VerifyingKey("sk_other", "other", HmacSha256(OTHER_SECRET)),
+        },
+        apps_requiring_signatures=requiring,
+        leases=verify_leases(refs.lease_tokens, server_key=SERVER_KEY, tenant_id="acme"),
+        revoked_leases=revoked or {},
+    )
+
+
+def one(raw: Any, **kwargs: Any) -> AcceptedEvent | Rejection:
+    accepted, rejected = validate_batch([raw], context([raw], **kwargs))
+    return (accepted or rejected)[0]
+
+
+def rejected(raw: Any, reason: RejectReason, field: str | None, **kwargs: Any) -> Rejection:
+    outcome = one(raw, **kwargs)
+    assert isinstance(outcome, Rejection), outcome
+    assert (outcome.reason, outcome.field) == (reason, field), outcome
+    return outcome
+
+
+def accepted(raw: Any, **kwargs: Any) -> AcceptedEvent:
+    outcome = one(raw, **kwargs)
+    assert isinstance(outcome, AcceptedEvent), outcome
+    return outcome
+
+
+def test_a_valid_event_is_normalized_for_the_log() -> None:
+    ok = accepted(event(subject="s1", time="2026-11-01T13:59:00+02:00"))
+    assert (ok.source, ok.event_id, ok.type, ok.subject) == (
+        "app://bot",
+        "e1",
+        event()["type"],
+        "s1",
+    )
+    assert ok.event_time == datetime(2026, 11, 1, 11, 59, tzinfo=UTC)
+    assert ok.event_time.tzinfo is UTC
+    assert (ok.app_id, ok.resource_id, ok.late) == ("bot", None, False)
+    assert ok.content_hash == content_hash(event(subject="s1", time="2026-11-01T13:59:00+02:00"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "words"),
+    [
+        ([1, 2], None, "JSON array"),
+        ("text", None, "JSON string"),
+        (event(specversion="0.3"), "specversion", "1.0"),
+        (event(id=""), "id", "at least 1"),
+        (event(id=None), "id", "required"),
+        (event(source="x" * 501), "source", "at most 500"),
+        (event(time="yesterday"), "time", "datetime"),
+        (event(time="2026-11-01T11:59:00"), "time", "UTC offset"),
+        (event(time=1_762_000_000), "time", "RFC 3339"),
+        (event(data=[1]), "data", "dictionary"),
+        (event(qmkeyid=7), "qmkeyid", "string"),
+        (event(qmsignature="ab" * 32), "qmkeyid", "qmkeyid is missing"),
+    ],
+)
+def test_invalid_envelope(raw: Any, field: str | None, words: str) -> None:
+    rejection = rejected(raw, RejectReason.INVALID_ENVELOPE, field)
+    assert words in rejection.message
+
+
+def test_rejection_carries_the_readable_id_and_index() -> None:
+    raw = [event(id="ok-1"), event(id="bad-1", specversion="2"), event(id=5)]
+    ok, bad = validate_batch(raw, context(raw))
+    assert [a.index for a in ok] == [0]
+    assert [(r.index, r.id) for r in bad] == [(1, "bad-1"), (2, None)]
+
+
+def test_unknown_type_lists_the_known_ones() -> None:
+    rejection = rejected(event(type="qm.nope"), RejectReason.UNKNOWN_TYPE, "type")
+    assert "qm.invocation.usage" in rejection.message
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"app_id": "bot", "tokens": -1}, "data.tokens"),
+        ({"app_id": "Bot!", "tokens": 1}, "data.app_id"),
+        ({"app_id": "bot"}, "data"),  # no measure at all
+        ({"app_id": "bot", "tokens": 1, "colour": "red"}, "data.colour"),
+        ({"tokens": 1}, "data.app_id"),
+    ],
+)
+def test_invalid_data_names_the_field(data: dict[str, Any], field: str) -> None:
+    rejected(event(data=data), RejectReason.INVALID_DATA, field)
+
+
+def test_lax_but_valid_values_are_accepted_through_pydantic() -> None:
+    ok = accepted(event(data={"app_id": "bot", "tokens": "12", "duration_ms": 5.0}))
+    assert ok.app_id == "bot"
+
+
+def test_future_timestamps_beyond_the_skew_are_rejected() -> None:
+    accepted(event(time="2026-11-01T12:04:59Z"))
+    rejection = rejected(event(time="2026-11-01T12:05:01Z"), RejectReason.FUTURE_TIMESTAMP, "time")
+    assert "300s ahead" in rejection.message
+
+
+def test_old_events_are_accepted_and_marked_late() -> None:
+    assert accepted(event(time="2026-11-01T10:59:59Z")).late
+    assert not accepted(event(time="2026-11-01T11:00:00Z")).late
+
+
+def test_signed_events_are_verified() -> None:
+    assert accepted(sign_event(event(), key_id="sk_bot", secret=BOT_SECRET))
+    tampered = sign_event(event(), key_id="sk_bot", secret=BOT_SECRET)
+    tampered["data"] = {"app_id": "bot", "tokens": 500}
+    rejected(tampered, RejectReason.BAD_SIGNATURE, "qmsignature")
+    wrong_secret = sign_event(event(), key_id="sk_bot", secret=OTHER_SECRET)
+    rejected(wrong_secret, RejectReason.BAD_SIGNATURE, "qmsignature")
+
+
+def test_unknown_key() -> None:
+    raw = sign_event(event(), key_id="sk_retired", secret=BOT_SECRET)
+    rejection = rejected(raw, RejectReason.UNKNOWN_KEY, "qmkeyid")
+    assert "sk_retired" in rejection.message
+
+
+def test_key_of_another_app() -> None:
+    raw = sign_event(event(), key_id="sk_other", secret=OTHER_SECRET)
+    rejection = rejected(raw, RejectReason.KEY_APP_MISMATCH, "qmkeyid")
+    assert "'other'" in rejection.message
+    assert "'bot'" in rejection.message
+
+
+def test_missing_signature_when_the_app_requires_one() -> None:
+    rejected(event(), RejectReason.MISSING_SIGNATURE, "qmsignature", requiring=frozenset({"bot"}))
+    accepted(event(), requiring=frozenset({"someone-else"}))
+    accepted(sign_event(event(), key_id="sk_bot", secret=BOT_SECRET), requiring=frozenset({"bot"}))
+    rejected(event(qmkeyid="sk_bot"), RejectReason.MISSING_SIGNATURE, "qmsignature")
+
+
+def test_unregistered_apps_are_not_rejected() -> None:
+    assert accepted(event(data={"app_id": "never-registered", "tokens": 1})).app_id == (
+        "never-registered"
+    )
+
+
+def test_app_role_may_only_send_its_own_app() -> None:
+    accepted(event(), role=Role.APP, caller_app="bot")
+    rejection = rejected(
+        event(), RejectReason.FORBIDDEN_APP, "data.app_id", role=Role.APP, caller_app="other"
+    )
+    assert "'other'" in rejection.message
+    cost = event(type="qm.platform.cost", data={"cost_type": "lb", "amount": "1"})
+    rejected(cost, RejectReason.FORBIDDEN_APP, "data.app_id", role=Role.APP, caller_app="bot")
+
+
+def usage_with_lease(token: str, **data: Any) -> dict[str, Any]:
+    return event(
+        type="qm.resource.usage",
+        data={"resource_id": "vm-1", "cpu_seconds": "1.5", **data},
+        qmlease=token,
+    )
+
+
+def test_a_lease_attributes_the_event_to_its_app() -> None:
+    ok = accepted(usage_with_lease(lease()))
+    assert (ok.app_id, ok.resource_id) == ("bot", "vm-1")
+    no_resource = event(
+        type="qm.resource.lifecycle", data={"resource_id": "vm-1", "action": "stop"}
+    )
+    assert accepted({**no_resource, "qmlease": lease()}).app_id == "bot"
+    # an app principal may send its own app's resource events through the lease
+    assert accepted(usage_with_lease(lease()), role=Role.APP, caller_app="bot")
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (usage_with_lease("rl1.garbage"), "malformed"),
+        (usage_with_lease(lease(tenant="globex")), "another tenant"),
+        (usage_with_lease(lease()[:-4] + "AAAA"), "signature"),
+        (usage_with_lease(lease(resource="vm-2")), "'vm-2'"),
+        (usage_with_lease(lease(), app_id="other"), "not 'other'"),
+        ({**usage_with_lease(lease()), "time": "2026-11-01T10:50:00Z"}, "outside"),
+    ],
+)
+def test_invalid_lease(raw: dict[str, Any], words: str) -> None:
+    rejection = rejected(raw, RejectReason.INVALID_LEASE, "qmlease")
+    assert words in rejection.message
+
+
+def test_a_revoked_lease_covers_events_before_the_revocation_only() -> None:
+    revoked = {"l1": datetime(2026, 11, 1, 11, 30, tzinfo=UTC)}
+    rejected(usage_with_lease(lease()), RejectReason.INVALID_LEASE, "qmlease", revoked=revoked)
+    before = {**usage_with_lease(lease()), "time": "2026-11-01T11:29:00Z"}
+    accepted(before, revoked=revoked)
+
+
+def test_a_signature_covers_the_lease_and_the_key_must_match_the_lease_app() -> None:
+    signed = sign_event(usage_with_lease(lease()), key_id="sk_bot", secret=BOT_SECRET)
+    accepted(signed, requiring=frozenset({"bot"}))
+    rejected(
+        usage_with_lease(lease()),
+        RejectReason.MISSING_SIGNATURE,
+        "qmsignature",
+        requiring=frozenset({"bot"}),
+    )
+    foreign = sign_event(usage_with_lease(lease()), key_id="sk_other", secret=OTHER_SECRET)
+    rejected(foreign, RejectReason.KEY_APP_MISMATCH, "qmkeyid")
