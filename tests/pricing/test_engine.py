@@ -1,0 +1,417 @@
+"""Pricing a period: pools, scopes, discounts, versions, shared costs and reservations,
+against amounts computed by hand (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from quartermaster.pricing.engine import price_period, price_usage
+from quartermaster.pricing.history import (
+    NoVersionInForceError,
+    PriceBookHistory,
+    PriceBookVersion,
+)
+from quartermaster.pricing.lines import (
+    LineKind,
+    OwnerDirectory,
+    PlatformCostItem,
+    PricedLine,
+    PricingError,
+    PricingResult,
+    UsageRow,
+)
+from tests.pricing.support import JANUARY, book
+
+FREE_THEN_0_002 = {
+    "model": "graduated",
+    "tiers": [{"up_to": 1000, "unit_price": "0.00"}, {"unit_price": "0.002"}],
+}
+
+
+def row(
+    app: str,
+    meter: str,
+    quantity: Any,
+    *,
+    team: str = "t1",
+    cc: str = "cc1",
+    lifecycle: str = "persistent",
+    at: datetime | None = None,
+) -> UsageRow:
+    return UsageRow(cc, team, app, meter, D(quantity), lifecycle, at)
+
+
+def usage_line(result: PricingResult, app: str, meter: str, team: str | None = None) -> PricedLine:
+    found = [
+        line
+        for line in result.lines
+        if line.kind is LineKind.USAGE
+        and line.app == app
+        and line.meter == meter
+        and (team is None or line.team == team)
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def amounts(result: PricingResult, kind: LineKind, cost_type: str) -> dict[Any, D]:
+    return {
+        (line.team, line.app) if kind is LineKind.PLATFORM else line.team: line.amount
+        for line in result.lines
+        if line.kind is kind and line.cost_type == cost_type
+    }
+
+
+def day(d: int, month: int = 1) -> datetime:
+    return datetime(2026, month, d, tzinfo=UTC)
+
+
+def test_a_team_pool_climbs_the_tiers_together() -> None:
+    document = book({"meter": "tokens", "pool": "team", **FREE_THEN_0_002})
+    result = price_usage(document, JANUARY, [row("a1", "tokens", 3000), row("a2", "tokens", 1000)])
+    # team t1 uses 4000: 1000 @ 0 + 3000 @ 0.002 = 6.00, shared 3000:1000
+    a1, a2 = usage_line(result, "a1", "tokens"), usage_line(result, "a2", "tokens")
+    assert (a1.amount, a2.amount) == (D("4.500000"), D("1.500000"))
+    assert a1.pricing_rule == "graduated: 1000 @ 0.00 + 3000 @ 0.002"
+    assert a1.allocation_method == "pooled by team 't1': 3000 of 4000 units"
+    assert a1.unit_price == D("0.0015")  # 4.5 / 3000
+    assert result.total == D("6")
+
+
+def test_by_default_each_app_has_its_own_tiers() -> None:
+    document = book({"meter": "tokens", **FREE_THEN_0_002})
+    result = price_usage(document, JANUARY, [row("a1", "tokens", 3000), row("a2", "tokens", 1000)])
+    # a1: 1000 @ 0 + 2000 @ 0.002 = 4; a2: 1000 @ 0 = 0
+    assert usage_line(result, "a1", "tokens").amount == D("4")
+    assert usage_line(result, "a2", "tokens").amount == D("0")
+    assert usage_line(result, "a1", "tokens").allocation_method == "usage"
+
+
+def test_the_most_specific_scope_wins() -> None:
+    document = book(
+        {"meter": "cpu", "model": "per_unit", "unit_price": "1"},
+        {
+            "meter": "cpu",
+            "scope": {"lifecycle": "ephemeral"},
+            "model": "per_unit",
+            "unit_price": "2",
+        },
+        {"meter": "cpu", "scope": {"cost_center": "cc9"}, "model": "per_unit", "unit_price": "3"},
+        {"meter": "cpu", "scope": {"team": "t9"}, "model": "per_unit", "unit_price": "4"},
+        {"meter": "cpu", "scope": {"app": "a9"}, "model": "per_unit", "unit_price": "5"},
+    )
+    rows = [
+        row("plain", "cpu", 1),
+        row("eph", "cpu", 1, lifecycle="ephemeral"),
+        row("in-cc9", "cpu", 1, cc="cc9", lifecycle="ephemeral"),
+        row("in-t9", "cpu", 1, team="t9", cc="cc9"),
+        row("a9", "cpu", 1, team="t9", cc="cc9", lifecycle="ephemeral"),
+    ]
+    result = price_usage(document, JANUARY, rows)
+    prices = {line.app: line.amount for line in result.lines}
+    assert prices == {"plain": 1, "eph": 2, "in-cc9": 3, "in-t9": 4, "a9": 5}
+
+
+def test_discounts_compound_and_are_shown_on_the_line() -> None:
+    document = book(
+        {"meter": "tokens", "model": "per_unit", "unit_price": "0.01"},
+        {"meter": "cpu", "model": "per_unit", "unit_price": "0.01"},
+        discounts=[
+            {"name": "team-deal", "percent": 10, "applies_to": {"team": "t1"}},
+            {
+                "name": "spot",
+                "percent": 30,
+                "applies_to": {"lifecycle": "ephemeral"},
+                "meters": ["tokens"],
+            },
+        ],
+    )
+    rows = [row("a1", "tokens", 1000, lifecycle="ephemeral"), row("a1", "cpu", 1000)]
+    result = price_usage(document, JANUARY, rows)
+    tokens = usage_line(result, "a1", "tokens")
+    # 1000 * 0.01 = 10; -10% = 9; -30% = 6.30
+    assert (tokens.gross_amount, tokens.discount_amount, tokens.amount) == (
+        D("10.000000"),
+        D("3.700000"),
+        D("6.300000"),
+    )
+    assert tokens.discounts == "team-deal 10%, spot 30%"
+    assert tokens.unit_price == D("0.0063")
+    cpu = usage_line(result, "a1", "cpu")  # persistent: the team discount only
+    assert (cpu.amount, cpu.discounts) == (D("9.000000"), "team-deal 10%")
+
+
+def test_usage_without_a_rule_is_listed_unpriced() -> None:
+    document = book({"meter": "tokens", "model": "per_unit", "unit_price": "1"})
+    result = price_usage(document, JANUARY, [row("a1", "gpu_hours", 7)])
+    line = usage_line(result, "a1", "gpu_hours")
+    assert line.amount == 0
+    assert line.pricing_rule.startswith("unpriced")
+    assert [(u.owner.app, u.meter, u.quantity) for u in result.unpriced] == [
+        ("a1", "gpu_hours", D(7))
+    ]
+
+
+def test_a_subscription_fee_is_charged_on_zero_usage() -> None:
+    document = book({"meter": "cpu", "model": "subscription", "fee": "10", "included": 3600})
+    line = usage_line(price_usage(document, JANUARY, [row("a1", "cpu", 0)]), "a1", "cpu")
+    assert line.amount == D("10")
+    assert line.unit_price is None
+
+
+def test_a_pooled_fee_is_split_exactly() -> None:
+    document = book({"meter": "cpu", "model": "subscription", "fee": "1", "pool": "tenant"})
+    rows = [row(app, "cpu", 5) for app in ("a1", "a2", "a3")]
+    result = price_usage(document, JANUARY, rows)
+    # 1 / 3 each: 0.333333 three times and the last millionth to the first in key order
+    assert [line.amount for line in result.lines] == [
+        D("0.333334"),
+        D("0.333333"),
+        D("0.333333"),
+    ]
+    assert result.total == D("1")
+
+
+def test_an_app_that_changed_team_is_charged_to_each_for_its_part() -> None:
+    document = book({"meter": "tokens", **FREE_THEN_0_002})
+    rows = [row("a1", "tokens", 1000, team="t1"), row("a1", "tokens", 3000, team="t2", cc="cc2")]
+    result = price_usage(document, JANUARY, rows)
+    # the app's 4000 tokens: 1000 @ 0 + 3000 @ 0.002 = 6, split 1000:3000
+    assert usage_line(result, "a1", "tokens", team="t1").amount == D("1.5")
+    assert usage_line(result, "a1", "tokens", team="t2").amount == D("4.5")
+
+
+def _history(
+    *versions: tuple[dict[str, Any], int, datetime, datetime], **extra: Any
+) -> PriceBookHistory:
+    return PriceBookHistory(
+        PriceBookVersion(
+            book(rule, version=number, **extra).model_copy(update={"effective_from": effective}),
+            recorded,
+        )
+        for rule, number, effective, recorded in versions
+    )
+
+
+def test_a_version_change_within_the_period_blends_by_usage() -> None:
+    v1 = {
+        "meter": "tokens",
+        "model": "graduated",
+        "tiers": [{"up_to": 200, "unit_price": "0.01"}, {"unit_price": "0.005"}],
+    }
+    v2 = {"meter": "tokens", "model": "per_unit", "unit_price": "0.02"}
+    history = _history((v1, 1, day(1), day(1)), (v2, 2, day(16), day(1)))
+    rows = [row("a1", "tokens", 100, at=day(5)), row("a1", "tokens", 300, at=day(20))]
+    result = price_period(history, JANUARY, rows)
+    line = usage_line(result, "a1", "tokens")
+    # Both versions rate the month's 400 units; each applies to the units used under it.
+    # v1: 200 @ 0.01 + 200 @ 0.005 = 3.00 for 400, so 100 units -> 0.75
+    # v2: 400 @ 0.02 = 8.00 for 400, so 300 units -> 6.00
+    assert line.amount == D("6.75")
+    assert line.versions == (1, 2)
+    assert line.pricing_rule == (
+        "v1 (100 units): graduated: 200 @ 0.01 + 200 @ 0.005; v2 (300 units): per-unit: 400 @ 0.02"
+    )
+
+
+def test_a_back_dated_change_is_visible_only_after_it_was_recorded() -> None:
+    v1 = {"meter": "tokens", "model": "per_unit", "unit_price": "0.01"}
+    v2 = {"meter": "tokens", "model": "per_unit", "unit_price": "0.02"}
+    # v2 recorded on Feb 3, back-dated to the start of January.
+    history = _history((v1, 1, day(1), day(1)), (v2, 2, day(1), day(3, 2)))
+    rows = [row("a1", "tokens", 100, at=day(10))]
+    as_issued = price_period(history, JANUARY, rows, as_of=day(1, 2))
+    corrected = price_period(history, JANUARY, rows)
+    assert as_issued.total == D("1")  # 100 @ 0.01
+    assert corrected.total == D("2")  # 100 @ 0.02
+    assert corrected.total - as_issued.total == D("1")  # what an adjustment line carries
+
+
+def test_usage_outside_the_period_or_before_any_version_is_refused() -> None:
+    history = _history(
+        ({"meter": "tokens", "model": "per_unit", "unit_price": "1"}, 1, day(10), day(10))
+    )
+    with pytest.raises(PricingError, match="outside the period"):
+        price_period(history, JANUARY, [row("a1", "tokens", 1, at=day(1, 2))])
+    with pytest.raises(NoVersionInForceError, match="no version in force at 2026-01-05"):
+        price_period(history, JANUARY, [row("a1", "tokens", 1, at=day(5))])
+    with pytest.raises(PricingError, match="must be a finite number >= 0"):
+        price_period(history, JANUARY, [row("a1", "tokens", -1, at=day(12))])
+
+
+PLATFORM_BOOK = {
+    "platform_costs": [
+        {"cost_type": "lb", "method": "proportional", "meter": "requests"},
+        {"cost_type": "cdn", "method": "hybrid", "meter": "requests", "proportional_share": "0.5"},
+        {
+            "cost_type": "control_plane",
+            "method": "floor_plus_share",
+            "floor": 2,
+            "meter": "invocations",
+        },
+        {"cost_type": "oncall", "method": "direct", "to": {"team": "t2"}},
+    ]
+}
+PLATFORM_USAGE = [
+    row("a1", "requests", 100),
+    row("a1", "invocations", 300),
+    row("a2", "requests", 300),
+    row("a2", "invocations", 100),
+    row("a3", "tokens", 50, team="t2", cc="cc2"),
+]
+
+
+def _platform(*costs: PlatformCostItem, usage: list[UsageRow] = PLATFORM_USAGE) -> PricingResult:
+    document = book(
+        {"meter": "requests", "model": "per_unit", "unit_price": "0"},
+        {"meter": "invocations", "model": "per_unit", "unit_price": "0"},
+        {"meter": "tokens", "model": "per_unit", "unit_price": "0"},
+        **PLATFORM_BOOK,
+    )
+    return price_usage(document, JANUARY, usage, costs)
+
+
+def test_proportional_platform_cost() -> None:
+    result = _platform(PlatformCostItem("lb", D("30")), PlatformCostItem("lb", D("10")))
+    # 40 by requests 100:300:0
+    assert amounts(result, LineKind.PLATFORM, "lb") == {
+        ("t1", "a1"): D("10"),
+        ("t1", "a2"): D("30"),
+        ("t2", "a3"): D("0"),
+    }
+    line = next(x for x in result.lines if x.cost_type == "lb" and x.app == "a1")
+    assert line.allocation_method == "proportional to requests: 100 of 400"
+    assert line.pricing_rule == "platform cost lb: 40 USD shared by 3 active apps"
+
+
+def test_hybrid_platform_cost() -> None:
+    result = _platform(PlatformCostItem("cdn", D("40")))
+    # 20 by requests: 5, 15, 0; 20 evenly: 6.666666.. each. Exact 11.66.., 21.66.., 6.66..;
+    # the two leftover millionths go to a1, a2 (equal remainders, key order)
+    assert amounts(result, LineKind.PLATFORM, "cdn") == {
+        ("t1", "a1"): D("11.666667"),
+        ("t1", "a2"): D("21.666667"),
+        ("t2", "a3"): D("6.666666"),
+    }
+
+
+def test_floor_plus_share_platform_cost() -> None:
+    result = _platform(PlatformCostItem("control_plane", D("10")))
+    # floors 3 * 2 = 6; the other 4 by invocations 300:100:0 = 3, 1, 0
+    assert amounts(result, LineKind.PLATFORM, "control_plane") == {
+        ("t1", "a1"): D("5"),
+        ("t1", "a2"): D("3"),
+        ("t2", "a3"): D("2"),
+    }
+
+
+def test_direct_platform_cost_goes_to_the_team() -> None:
+    result = _platform(PlatformCostItem("oncall", D("7")))
+    lines = [x for x in result.lines if x.cost_type == "oncall"]
+    assert [(x.cost_center, x.team, x.app, x.amount) for x in lines] == [
+        ("cc2", "t2", None, D("7"))
+    ]
+    assert lines[0].allocation_method == "direct to team 't2'"
+
+
+def test_direct_target_from_the_directory_or_the_default_cost_center() -> None:
+    document = book(
+        {"meter": "tokens", "model": "per_unit", "unit_price": "1"},
+        platform_costs=[{"cost_type": "x", "method": "direct", "to": {"team": "ops"}}],
+    )
+    costs = [PlatformCostItem("x", D(1))]
+    history = PriceBookHistory.single(document)
+    known = price_period(
+        history, JANUARY, [], costs, directory=OwnerDirectory(teams={"ops": "cc-ops"})
+    )
+    assert [(x.cost_center, x.team) for x in known.lines] == [("cc-ops", "ops")]
+    unknown = price_period(history, JANUARY, [], costs)
+    assert [(x.cost_center, x.team) for x in unknown.lines] == [("default", "ops")]
+
+
+def test_a_cost_type_without_policy_is_shared_evenly() -> None:
+    result = _platform(PlatformCostItem("dns", D("3")))
+    assert set(amounts(result, LineKind.PLATFORM, "dns").values()) == {D("1")}
+    line = next(x for x in result.lines if x.cost_type == "dns")
+    assert line.allocation_method == "even per active app (no policy for cost_type 'dns')"
+
+
+def test_a_platform_cost_with_no_active_app_goes_to_the_default_cost_center() -> None:
+    result = _platform(PlatformCostItem("lb", D("5")), usage=[row("a1", "requests", 0)])
+    lines = [x for x in result.lines if x.kind is LineKind.PLATFORM]
+    assert [(x.cost_center, x.team, x.app, x.amount) for x in lines] == [
+        ("default", None, None, D("5"))
+    ]
+
+
+def test_platform_cost_in_another_currency_is_refused() -> None:
+    with pytest.raises(PricingError, match="is in EUR, the price book in USD"):
+        _platform(PlatformCostItem("lb", D("5"), currency="EUR"))
+
+
+RESERVED_CPU = {"meter": "cpu_seconds", "model": "per_unit", "unit_price": "0.01"}
+CPU_USAGE = [
+    row("a1", "cpu_seconds", 1000),
+    row("a2", "cpu_seconds", 3000, team="t2", cc="cc2"),
+]
+
+
+def test_reserved_capacity_credit_goes_to_the_teams_that_used_the_meter() -> None:
+    document = book(
+        RESERVED_CPU, reservations=[{"name": "ri", "meter": "cpu_seconds", "credit": 8}]
+    )
+    result = price_usage(document, JANUARY, CPU_USAGE)
+    # charges 10 + 30; the credit 8 is shared by usage 1000:3000
+    assert amounts(result, LineKind.RESERVATION, "reserved_capacity") == {
+        "t1": D("-2"),
+        "t2": D("-6"),
+    }
+    assert result.total == D("32")
+    assert result.unused_reservation_credit == {"ri": D("0")}
+
+
+def test_a_credit_never_exceeds_the_meters_charges() -> None:
+    document = book(
+        RESERVED_CPU, reservations=[{"name": "ri", "meter": "cpu_seconds", "credit": 50}]
+    )
+    result = price_usage(document, JANUARY, CPU_USAGE)
+    # only 40 was charged: 40 is credited (10:30) and 10 is unused
+    assert amounts(result, LineKind.RESERVATION, "reserved_capacity") == {
+        "t1": D("-10"),
+        "t2": D("-30"),
+    }
+    assert result.unused_reservation_credit == {"ri": D("10")}
+    assert result.total == 0
+
+
+def test_a_credit_is_prorated_across_versions() -> None:
+    history = _history(
+        (RESERVED_CPU, 1, day(1), day(1)),
+        (RESERVED_CPU, 2, day(16), day(1)),
+        reservations=[{"name": "ri", "meter": "cpu_seconds", "credit": 31}],
+    )
+    bigger = history.versions[1].document.model_copy(
+        update={
+            "reservations": [
+                history.versions[1].document.reservations[0].model_copy(update={"credit": D(62)})
+            ]
+        }
+    )
+    history = PriceBookHistory([history.versions[0], PriceBookVersion(bigger, day(1))])
+    rows = [row("a1", "cpu_seconds", 10000, at=day(2))]
+    result = price_period(history, JANUARY, rows)
+    # 31 for 15 of 31 days + 62 for 16 of 31 days = 15 + 32 = 47 (charges: 100)
+    assert amounts(result, LineKind.RESERVATION, "reserved_capacity") == {"t1": D("-47")}
+
+
+def test_lines_are_sorted_and_total_is_their_sum() -> None:
+    result = _platform(PlatformCostItem("lb", D("4")), PlatformCostItem("oncall", D("1")))
+    assert [line.sort_key for line in result.lines] == sorted(
+        line.sort_key for line in result.lines
+    )
+    assert result.total == sum(line.amount for line in result.lines)
+    assert result.total == D("5")

@@ -1,0 +1,295 @@
+"""Properties of rating, period pricing and the document format over random inputs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from fractions import Fraction
+from typing import Any
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quartermaster.domain.money import LINE_QUANTUM
+from quartermaster.pricing.document import Graduated, Package, PerUnit, Tier, Volume
+from quartermaster.pricing.engine import price_usage
+from quartermaster.pricing.lines import LineKind, PlatformCostItem, PricedLine, UsageRow
+from quartermaster.pricing.loader import (
+    canonical_json,
+    document_from_json,
+    parse_price_book,
+    validate_document,
+)
+from quartermaster.pricing.rating import rate_quantity
+from tests.pricing.support import JANUARY, book
+
+quantities = st.decimals(
+    min_value=0, max_value=10**9, places=3, allow_nan=False, allow_infinity=False
+)
+prices = st.decimals(min_value=0, max_value=100, places=6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def tier_lists(draw: st.DrawFn, *, non_increasing: bool = False) -> list[Tier]:
+    bounds = sorted(
+        draw(st.sets(st.integers(min_value=1, max_value=10**8), min_size=0, max_size=5))
+    )
+    tier_prices = draw(st.lists(prices, min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+    if non_increasing:
+        tier_prices = sorted(tier_prices, reverse=True)
+    ups: list[int | None] = [*bounds, None]
+    return [
+        Tier(up_to=None if up is None else D(up), unit_price=price)
+        for up, price in zip(ups, tier_prices, strict=True)
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(tiers=tier_lists(), a=quantities, b=quantities, free=quantities)
+def test_graduated_is_monotonic_in_quantity(tiers: list[Tier], a: D, b: D, free: D) -> None:
+    model = Graduated(model="graduated", tiers=tiers, free_allowance=free)
+    low, high = sorted((a, b))
+    assert rate_quantity(low, model).amount <= rate_quantity(high, model).amount
+
+
+@settings(max_examples=200, deadline=None)
+@given(tiers=tier_lists(non_increasing=True), quantity=quantities)
+def test_volume_never_exceeds_graduated_when_prices_fall_with_volume(
+    tiers: list[Tier], quantity: D
+) -> None:
+    graduated = rate_quantity(quantity, Graduated(model="graduated", tiers=tiers))
+    volume = rate_quantity(quantity, Volume(model="volume", tiers=tiers))
+    assert volume.amount <= graduated.amount
+    # and within the first tier both are the same per-unit charge
+    first = tiers[0].up_to
+    if first is None or quantity <= first:
+        assert volume.amount == graduated.amount
+
+
+@settings(max_examples=200, deadline=None)
+@given(price=prices, quantity=quantities, free=quantities)
+def test_one_unbounded_tier_is_per_unit_pricing(price: D, quantity: D, free: D) -> None:
+    tiers = [Tier(unit_price=price)]
+    per_unit = rate_quantity(
+        quantity, PerUnit(model="per_unit", unit_price=price, free_allowance=free)
+    )
+    for model in (
+        Graduated(model="graduated", tiers=tiers, free_allowance=free),
+        Volume(model="volume", tiers=tiers, free_allowance=free),
+    ):
+        assert rate_quantity(quantity, model).amount == per_unit.amount
+    assert per_unit.amount == max(D(0), quantity - free) * price
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.decimals(min_value="0.001", max_value=10**6, places=3, allow_nan=False),
+    price=prices,
+    quantity=quantities,
+)
+def test_package_charges_whole_packages(size: D, price: D, quantity: D) -> None:
+    rated = rate_quantity(
+        quantity, Package(model="package", package_size=size, package_price=price)
+    )
+    exact = Fraction(quantity) / Fraction(size) * Fraction(price)
+    if price == 0:
+        assert rated.amount == 0
+        return
+    assert exact <= Fraction(rated.amount) < exact + Fraction(price)
+    packages = Fraction(rated.amount) / Fraction(price)
+    assert packages.denominator == 1  # whole packages only
+
+
+@st.composite
+def usage_rows(draw: st.DrawFn) -> list[UsageRow]:
+    owners = [("cc1", "t1", "a1"), ("cc1", "t1", "a2"), ("cc2", "t2", "a3"), ("cc2", "t3", "a4")]
+    rows = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(owners),
+                st.sampled_from(["tokens", "cpu", "requests"]),
+                quantities,
+                st.sampled_from(["persistent", "ephemeral"]),
+            ),
+            max_size=20,
+        )
+    )
+    return [UsageRow(cc, team, app, meter, q, life) for (cc, team, app), meter, q, life in rows]
+
+
+PROPERTY_BOOK = book(
+    {
+        "meter": "tokens",
+        "pool": "team",
+        "model": "graduated",
+        "tiers": [
+            {"up_to": 1000, "unit_price": "0.00"},
+            {"up_to": 50000, "unit_price": "0.0021"},
+            {"unit_price": "0.0013"},
+        ],
+    },
+    {
+        "meter": "cpu",
+        "model": "subscription",
+        "fee": "3.33",
+        "included": 100,
+        "pool": "tenant",
+        "overage": {"model": "per_unit", "unit_price": "0.0007"},
+    },
+    {"meter": "requests", "model": "package", "package_size": 7, "package_price": "0.03"},
+    discounts=[
+        {"name": "spot", "percent": "33.3", "applies_to": {"lifecycle": "ephemeral"}},
+        {"name": "t2", "percent": 5, "applies_to": {"team": "t2"}},
+    ],
+    platform_costs=[
+        {"cost_type": "lb", "method": "hybrid", "meter": "requests", "proportional_share": "0.3"},
+        {"cost_type": "cp", "method": "floor_plus_share", "floor": "0.7", "meter": "tokens"},
+    ],
+    reservations=[{"name": "ri", "meter": "cpu", "credit": "1.234567"}],
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=usage_rows(),
+    lb=st.decimals(min_value=0, max_value=10**4, places=6, allow_nan=False),
+    cp=st.decimals(min_value=0, max_value=10**4, places=6, allow_nan=False),
+)
+def test_period_pricing_is_exact_and_order_independent(rows: list[UsageRow], lb: D, cp: D) -> None:
+    costs = [PlatformCostItem("lb", lb), PlatformCostItem("cp", cp)]
+    result = price_usage(PROPERTY_BOOK, JANUARY, rows, costs)
+    again = price_usage(PROPERTY_BOOK, JANUARY, list(reversed(rows)), list(reversed(costs)))
+    assert again == result  # deterministic, whatever the input order
+    assert result.total == sum(line.amount for line in result.lines)
+    for line in result.lines:
+        assert line.amount == line.amount.quantize(LINE_QUANTUM)
+        assert line.amount == line.gross_amount - line.discount_amount
+        if line.kind is LineKind.USAGE:
+            assert line.amount >= 0
+            assert line.discount_amount >= 0
+    active = {(r.cost_center, r.team, r.app) for r in rows if r.quantity > 0}
+    for cost_type, amount in (("lb", lb), ("cp", cp)):
+        shared = sum(line.amount for line in result.lines if line.cost_type == cost_type)
+        assert shared == (amount.quantize(LINE_QUANTUM) if amount else 0)
+        if active and amount:
+            assert {
+                (x.cost_center, x.team, x.app) for x in result.lines if x.cost_type == cost_type
+            } == active
+    # a reservation's credit is either given out or reported unused, never both or neither
+    credit = sum(line.amount for line in result.lines if line.kind is LineKind.RESERVATION)
+    assert -credit + result.unused_reservation_credit["ri"] == D("1.234567")
+    _requests_lines_match_their_exact_amounts(rows, result.lines)
+
+
+def _requests_lines_match_their_exact_amounts(
+    rows: list[UsageRow], lines: tuple[PricedLine, ...]
+) -> None:
+    """Recompute the app-pooled package meter independently: each line is within one
+    quantum of its exact amount and the meter's lines sum to its exact total rounded once."""
+    rule = PROPERTY_BOOK.prices[2]
+    per_line: dict[tuple[str, str, str, str], D] = {}
+    per_app: dict[str, D] = {}
+    for r in rows:
+        if r.meter == "requests":
+            key = (r.cost_center, r.team, r.app, r.lifecycle)
+            per_line[key] = per_line.get(key, D(0)) + r.quantity
+            per_app[r.app] = per_app.get(r.app, D(0)) + r.quantity
+    exact: dict[tuple[str, str, str, str], Fraction] = {}
+    for key, quantity in per_line.items():
+        total = per_app[key[2]]
+        charge = Fraction(rate_quantity(total, rule).amount)
+        share = charge * Fraction(quantity) / Fraction(total) if total else charge
+        factor = Fraction(1)
+        if key[3] == "ephemeral":
+            factor *= 1 - Fraction(D("33.3")) / 100
+        if key[1] == "t2":
+            factor *= 1 - Fraction(5, 100)
+        exact[key] = share * factor
+    got = {
+        (x.cost_center, x.team or "", x.app or "", x.lifecycle or ""): x.amount
+        for x in lines
+        if x.kind is LineKind.USAGE and x.meter == "requests"
+    }
+    assert set(got) == set(exact)
+    quantum = Fraction(LINE_QUANTUM)
+    for key, amount in got.items():
+        assert abs(Fraction(amount) - exact[key]) < quantum
+    assert (
+        Fraction(sum(got.values(), D(0)))
+        == round(sum(exact.values(), Fraction(0)) / quantum) * quantum
+    )
+
+
+documents_data = st.fixed_dictionaries(
+    {
+        "name": st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True),
+        "currency": st.sampled_from(["USD", "EUR", "JPY"]),
+        "version": st.integers(min_value=1, max_value=10**6),
+        "effective_from": st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+        ).map(lambda d: d.isoformat()),
+        "prices": st.lists(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {
+                        "model": st.just("per_unit"),
+                        "unit_price": prices.map(str),
+                        "free_allowance": quantities.map(str),
+                    }
+                ),
+                tier_lists().map(
+                    lambda tiers: {
+                        "model": "graduated",
+                        "tiers": [t.model_dump(mode="json", exclude_none=True) for t in tiers],
+                    }
+                ),
+                tier_lists().map(
+                    lambda tiers: {
+                        "model": "volume",
+                        "tiers": [t.model_dump(mode="json", exclude_none=True) for t in tiers],
+                    }
+                ),
+                st.fixed_dictionaries(
+                    {
+                        "model": st.just("package"),
+                        "package_size": st.integers(1, 10**6),
+                        "package_price": prices.map(str),
+                    }
+                ),
+                st.fixed_dictionaries(
+                    {
+                        "model": st.just("subscription"),
+                        "fee": prices.map(str),
+                        "included": st.integers(0, 10**6),
+                        "overage": st.fixed_dictionaries(
+                            {"model": st.just("per_unit"), "unit_price": prices.map(str)}
+                        ),
+                    }
+                ),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+    }
+)
+
+
+def _with_meters(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **data,
+        "prices": [{"meter": f"m{i}", **rule} for i, rule in enumerate(data["prices"])],
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=documents_data)
+def test_documents_round_trip_through_json_and_yaml(data: dict[str, Any]) -> None:
+    document = validate_document(_with_meters(data))
+    stored = canonical_json(document)
+    assert document_from_json(stored) == document
+    assert parse_price_book(stored, "json") == document
+    as_yaml = yaml.safe_dump(json.loads(stored))
+    assert parse_price_book(as_yaml, "yaml") == document
+    assert canonical_json(parse_price_book(as_yaml, "yaml")) == stored
