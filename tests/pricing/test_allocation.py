@@ -99,7 +99,7 @@ floors = st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False, all
 shares_01 = st.decimals(min_value=0, max_value=1, places=3, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(total=amounts, weights=weights, method=methods, floor=floors, share=shares_01)
 def test_every_method_distributes_exactly_the_total(
     total: D, weights: dict[str, D], method: AllocationMethod, floor: D, share: D

@@ -283,7 +283,7 @@ def _with_meters(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(data=documents_data)
 def test_documents_round_trip_through_json_and_yaml(data: dict[str, Any]) -> None:
     document = validate_document(_with_meters(data))

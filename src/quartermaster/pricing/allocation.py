@@ -65,7 +65,8 @@ def round_exact(
     floors = {key: v.numerator // v.denominator for key, v in values.items()}
     left = target - sum(floors.values())
     # Largest remainder first; equal remainders go in sorted key order.
-    order = sorted(values, key=lambda k: (floors[k] - values[k], k))
+    remainders = {key: floors[key] - v for key, v in values.items()}  # in (-1, 0]
+    order = sorted(values, key=lambda k: (remainders[k], k))
     for key in order[:left]:
         floors[key] += 1
     sign = -1 if negative else 1
