@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +14,9 @@ from quartermaster.bus.protocol import EventLog
 from quartermaster.config import Settings, load_server_key
 from quartermaster.storage import create_db_engine, make_session_factory, upgrade_database
 
+if TYPE_CHECKING:
+    from quartermaster.usage.store import UsageStore
+
 
 @dataclass
 class Runtime:
@@ -20,8 +25,27 @@ class Runtime:
     session_factory: sessionmaker[Session]
     event_log: EventLog
     server_key: bytes
+    # Long-lived parts features attach by name (e.g. the pipeline worker), one per runtime.
+    services: dict[str, Any] = field(default_factory=dict)
+    _usage_store: UsageStore | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def usage_store(self) -> UsageStore:
+        """Opened on first use: DuckDB lets one process hold the file, so commands that never
+        touch usage (e.g. `qm tenant create` beside a running server) must not open it."""
+        with self._lock:
+            if self._usage_store is None:
+                from quartermaster.usage.duckdb_store import DuckDBUsageStore
+
+                self._usage_store = DuckDBUsageStore(self.settings.usage_store_path)
+            return self._usage_store
 
     def close(self) -> None:
+        with self._lock:
+            if self._usage_store is not None:
+                self._usage_store.close()
+                self._usage_store = None
         self.engine.dispose()
 
 

@@ -10,7 +10,11 @@ MODEL_MODULES = (
     "quartermaster.catalog.models",
     "quartermaster.bus.models",
     "quartermaster.metering.models",
+    "quartermaster.usage.models",
     "quartermaster.pricing.models",
+    "quartermaster.billing.models",
+    "quartermaster.secrets.models",
+    "quartermaster.audit.models",
 )
 
 

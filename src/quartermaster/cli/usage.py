@@ -1,0 +1,203 @@
+"""`qm meter|environment|usage|pipeline`: the usage API over HTTP (QM_URL, QM_API_KEY).
+
+The usage store is held by the server process (DuckDB allows one), so even pipeline operations
+go through the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, drop_none, out, print_table, request
+
+meter_app = typer.Typer(help="Meters: what to measure in events, and how.", no_args_is_help=True)
+environment_app = typer.Typer(
+    help="Environment overrides: unclaimed usage of an environment -> a cost center.",
+    no_args_is_help=True,
+)
+usage_app = typer.Typer(help="Metered usage per cost center, team and app.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="The attribution and rating pipeline: status, replay, accounting.", no_args_is_help=True
+)
+
+METER_COLUMNS = ("name", "event_type", "value", "aggregation", "unit", "filter", "built_in")
+
+
+def _meter_rows(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for meter in meters:
+        shown = dict(meter)
+        if meter.get("filter_field"):
+            shown["filter"] = f"{meter['filter_field']} = {meter['filter_value']}"
+        rows.append(shown)
+    return rows
+
+
+@meter_app.command("create")
+def meter_create(
+    name: Annotated[str, typer.Argument(help="Meter slug, e.g. gpu_seconds.")],
+    event_type: Annotated[str, typer.Option("--event-type", help="e.g. qm.invocation.usage.")],
+    value: Annotated[str, typer.Option(help="Data field to take, or 'count'.")],
+    aggregation: Annotated[str, typer.Option(help="sum | count | max | unique_count | latest.")],
+    unit: Annotated[str, typer.Option(help="Unit shown on bills, e.g. token.")],
+    filter_field: Annotated[str | None, typer.Option(help="Only events whose field…")] = None,
+    filter_value: Annotated[str | None, typer.Option(help="…equals this value.")] = None,
+    description: Annotated[str | None, typer.Option(help="What it measures.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a meter (it rates events that become billable from now on)."""
+    body = drop_none(
+        {
+            "name": name,
+            "event_type": event_type,
+            "value": value,
+            "aggregation": aggregation,
+            "unit": unit,
+            "filter_field": filter_field,
+            "filter_value": filter_value,
+            "description": description,
+        }
+    )
+    meter = request("POST", "/v1/meters", json=body, url=url, api_key=api_key)
+    out().print(f"created meter {meter['name']} ({meter['aggregation']} of {meter['value']})")
+
+
+@meter_app.command("list")
+def meter_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List the tenant's meters (the defaults when it has none)."""
+    meters = request("GET", "/v1/meters", url=url, api_key=api_key)
+    print_table(METER_COLUMNS, _meter_rows(meters), title="meters")
+
+
+@meter_app.command("install-defaults")
+def meter_install_defaults(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Create the default meters the tenant does not have yet."""
+    created = request("POST", "/v1/meters/install-defaults", url=url, api_key=api_key)
+    if not created:
+        out().print("every default meter is already installed")
+        return
+    print_table(METER_COLUMNS, _meter_rows(created), title="installed meters")
+
+
+@environment_app.command("set")
+def environment_set(
+    environment: Annotated[str, typer.Argument(help="Environment name, e.g. staging.")],
+    cost_center: Annotated[str, typer.Argument(help="Cost center slug that pays for it.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Send an environment's usage that no app or resource claims to a cost center."""
+    body = {"cost_center": cost_center}
+    view = request(
+        "PUT", f"/v1/environment-overrides/{environment}", json=body, url=url, api_key=api_key
+    )
+    out().print(f"{view['environment']} -> cost center {view['cost_center']}")
+
+
+@environment_app.command("list")
+def environment_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List environment overrides."""
+    rows = request("GET", "/v1/environment-overrides", url=url, api_key=api_key)
+    print_table(("environment", "cost_center", "created_at"), rows, title="environment overrides")
+
+
+@environment_app.command("delete")
+def environment_delete(
+    environment: Annotated[str, typer.Argument(help="Environment name.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Remove an environment override."""
+    request("DELETE", f"/v1/environment-overrides/{environment}", url=url, api_key=api_key)
+    out().print(f"removed the override of {environment}")
+
+
+@usage_app.command("show")
+def usage_show(
+    start: Annotated[str, typer.Option(help="Period start, e.g. 2026-11-01T00:00:00Z.")],
+    end: Annotated[str, typer.Option(help="Period end (exclusive).")],
+    as_of: Annotated[str | None, typer.Option(help="As the store stood at this time.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Quantities per cost center, team, app and meter in a period."""
+    params = drop_none({"start": start, "end": end, "as_of": as_of})
+    usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
+    table = Table(
+        "cost_center",
+        "team",
+        "app",
+        "meter",
+        "quantity",
+        "unit",
+        "events",
+        "flag",
+        title=f"usage {usage['start']} .. {usage['end']}",
+    )
+    for row in usage["rows"]:
+        table.add_row(
+            row["cost_center"],
+            row["team"] or "-",
+            row["app"] or "-",
+            row["meter"],
+            str(row["quantity"]),
+            row["unit"],
+            str(row["event_count"]),
+            "unattributed" if row["unattributed"] else "",
+        )
+    out().print(table)
+
+
+@pipeline_app.command("status")
+def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Log head, stream positions, lag, waiting events and event-to-billable latency."""
+    status = request("GET", "/v1/pipeline/status", url=url, api_key=api_key)
+    console = out()
+    worker = status["worker"]
+    state = "running" if worker["running"] else ("disabled" if not worker["enabled"] else "idle")
+    console.print(f"log head {status['log_head']}, lag {status['lag']}, worker {state}")
+    if worker["last_error"]:
+        console.print(f"[yellow]last error:[/] {worker['last_error']}")
+    print_table(
+        ("name", "position", "upto", "lag", "tenant_id"), status["streams"], title="streams"
+    )
+    deadline = status["earliest_deadline"] or "-"
+    console.print(f"waiting for metadata: {status['waiting']} (earliest deadline {deadline})")
+    latency = status["latency"]
+    if latency["events"]:
+        console.print(
+            f"event-to-billable latency since {latency['since']}: p50 {latency['p50_ms']:.0f} ms, "
+            f"p99 {latency['p99_ms']:.0f} ms over {latency['events']} events "
+            f"({latency['waited']} waited for metadata)"
+        )
+
+
+@pipeline_app.command("replay")
+def pipeline_replay(
+    wait: Annotated[bool, typer.Option(help="Return when the rebuild has finished.")] = True,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Rebuild the tenant's usage from the event log (identical results)."""
+    result = request("POST", "/v1/pipeline/replay", params={"wait": wait}, url=url, api_key=api_key)
+    done = "rebuilt" if result["drained"] else "rebuilding"
+    out().print(f"{done} usage up to log position {result['upto']} ({result['stream']})")
+
+
+@pipeline_app.command("accounting")
+def pipeline_accounting(
+    start: Annotated[str | None, typer.Option(help="First hour (default: 24 h ago).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Per ingest hour: accepted = rated + waiting, with what is still in the pipeline."""
+    params = drop_none({"start": start, "end": end})
+    result = request("GET", "/v1/pipeline/accounting", params=params, url=url, api_key=api_key)
+    columns = ("hour", "accepted", "rated", "attributed", "unattributed", "waiting", "in_pipeline")
+    print_table(columns, result["hours"], title="pipeline accounting")
+    verdict = "[green]balanced[/]" if result["balanced"] else "[yellow]not yet balanced[/]"
+    out().print(f"accepted = rated + waiting: {verdict}")

@@ -1,0 +1,229 @@
+"""Read queries of the DuckDB usage store (SQL builders and row mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from quartermaster.domain.timeutil import Period
+from quartermaster.usage.periods import Grain, Segment, decompose
+from quartermaster.usage.store import (
+    HourlyPipelineCounts,
+    LatencySummary,
+    LifecycleMarker,
+    PlatformCostTotal,
+    RawUsage,
+    UsageTotal,
+    naive_utc,
+)
+
+KEYS = "cost_center, team, app, meter, unattributed"
+Key = tuple[str, str, str, str, bool]
+
+
+def aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+def _ranges(column: str, segments: Sequence[Segment]) -> tuple[str, list[Any]]:
+    clauses = " OR ".join(f"({column} >= ? AND {column} < ?)" for _ in segments)
+    params: list[Any] = []
+    for segment in segments:
+        params += [naive_utc(segment.start), naive_utc(segment.end)]
+    return f"({clauses})", params
+
+
+def _by_grain(period: Period) -> dict[Grain, list[Segment]]:
+    grouped: dict[Grain, list[Segment]] = {}
+    for segment in decompose(period.start, period.end):
+        grouped.setdefault(segment.grain, []).append(segment)
+    return grouped
+
+
+def summable_sql(
+    tenant_id: str, period: Period, *, as_of: datetime | None
+) -> tuple[str, list[Any]]:
+    """Count, sum, max and latest per key from the coarsest rollups covering the period (raw
+    rows for sub-minute edges); with `as_of`, minus what became billable at or after it."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for grain, segments in _by_grain(period).items():
+        if grain is Grain.RAW:
+            where, values = _ranges("event_time", segments)
+            parts.append(
+                f"SELECT {KEYS}, 1 AS n, quantity AS s, quantity AS m, event_time AS lt, "
+                f"position AS lp, quantity AS lq FROM usage_raw WHERE tenant_id = ? AND {where}"
+            )
+        else:
+            where, values = _ranges("bucket", segments)
+            parts.append(
+                f"SELECT {KEYS}, event_count AS n, quantity_sum AS s, quantity_max AS m, "
+                f"latest_time AS lt, latest_position AS lp, latest_quantity AS lq "
+                f"FROM usage_{grain.value} WHERE tenant_id = ? AND {where}"
+            )
+        params += [tenant_id, *values]
+    if as_of is not None:
+        parts.append(
+            f"SELECT {KEYS}, -1 AS n, -quantity AS s, NULL AS m, NULL AS lt, NULL AS lp, "
+            "NULL AS lq FROM usage_raw WHERE tenant_id = ? AND event_time >= ? "
+            "AND event_time < ? AND billable_at >= ?"
+        )
+        params += [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]
+    union = " UNION ALL ".join(parts)
+    sql = (
+        f"SELECT {KEYS}, sum(n)::BIGINT, sum(s), max(m), arg_max(lq, (lt, lp)) "
+        f"FROM ({union}) GROUP BY ALL HAVING sum(n) <> 0"
+    )
+    return sql, params
+
+
+def distinct_sql(tenant_id: str, period: Period) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for grain, segments in _by_grain(period).items():
+        if grain is Grain.RAW:
+            where, values = _ranges("event_time", segments)
+            parts.append(
+                f"SELECT {KEYS}, distinct_value AS value FROM usage_raw "
+                f"WHERE tenant_id = ? AND distinct_value IS NOT NULL AND {where}"
+            )
+        else:
+            where, values = _ranges("bucket", segments)
+            parts.append(
+                f"SELECT {KEYS}, value FROM distinct_{grain.value} WHERE tenant_id = ? AND {where}"
+            )
+        params += [tenant_id, *values]
+    union = " UNION ALL ".join(parts)
+    return f"SELECT {KEYS}, count(DISTINCT value) FROM ({union}) GROUP BY ALL", params
+
+
+def raw_as_of_sql(tenant_id: str, period: Period, as_of: datetime) -> tuple[str, list[Any]]:
+    """max, latest and distinct count from raw rows billable before `as_of`."""
+    sql = (
+        f"SELECT {KEYS}, max(quantity), arg_max(quantity, (event_time, position)), "
+        "count(DISTINCT distinct_value) FROM usage_raw WHERE tenant_id = ? "
+        "AND event_time >= ? AND event_time < ? AND billable_at < ? GROUP BY ALL"
+    )
+    return sql, [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]
+
+
+def build_totals(
+    summable: Sequence[tuple[Any, ...]],
+    distinct: dict[Key, int],
+    raw_stats: dict[Key, tuple[Decimal | None, Decimal | None]] | None,
+    *,
+    non_summable_known: bool,
+) -> list[UsageTotal]:
+    totals: list[UsageTotal] = []
+    for row in summable:
+        key: Key = (row[0], row[1], row[2], row[3], bool(row[4]))
+        count, total, maximum, latest = int(row[5]), row[6], row[7], row[8]
+        if raw_stats is not None:
+            maximum, latest = raw_stats.get(key, (None, None))
+        distinct_count: int | None = distinct.get(key, 0)
+        if not non_summable_known:
+            maximum, latest, distinct_count = None, None, None
+        totals.append(
+            UsageTotal(
+                cost_center=key[0],
+                team=key[1],
+                app=key[2],
+                meter=key[3],
+                unattributed=key[4],
+                event_count=count,
+                quantity_sum=Decimal(total),
+                quantity_max=maximum,
+                latest_quantity=latest,
+                distinct_count=distinct_count,
+            )
+        )
+    totals.sort(key=lambda t: (t.cost_center, t.team, t.app, t.meter, t.unattributed))
+    return totals
+
+
+def platform_costs_sql(
+    tenant_id: str, period: Period, *, as_of: datetime | None
+) -> tuple[str, list[Any]]:
+    sql = (
+        "SELECT cost_type, currency, sum(amount), count(*) FROM platform_costs "
+        "WHERE tenant_id = ? AND coalesce(period_start, event_time) >= ? "
+        "AND coalesce(period_start, event_time) < ?"
+    )
+    params: list[Any] = [tenant_id, naive_utc(period.start), naive_utc(period.end)]
+    if as_of is not None:
+        sql += " AND billable_at < ?"
+        params.append(naive_utc(as_of))
+    return sql + " GROUP BY ALL ORDER BY cost_type, currency", params
+
+
+def to_cost_totals(rows: Sequence[tuple[Any, ...]]) -> list[PlatformCostTotal]:
+    return [
+        PlatformCostTotal(cost_type=r[0], currency=r[1], amount=Decimal(r[2]), event_count=r[3])
+        for r in rows
+    ]
+
+
+TOP_EVENTS_COLUMNS = (
+    "position, event_id, source, event_type, event_time, recorded_at, billable_at, cost_center, "
+    "team, app, meter, quantity, method, unattributed, late, resource_id, environment"
+)
+
+
+def to_raw_usage(row: Sequence[Any]) -> RawUsage:
+    return RawUsage(
+        position=row[0],
+        event_id=row[1],
+        source=row[2],
+        event_type=row[3],
+        event_time=aware(row[4]),
+        recorded_at=aware(row[5]),
+        billable_at=aware(row[6]),
+        cost_center=row[7],
+        team=row[8],
+        app=row[9],
+        meter=row[10],
+        quantity=Decimal(row[11]),
+        method=row[12],
+        unattributed=bool(row[13]),
+        late=bool(row[14]),
+        resource_id=row[15],
+        environment=row[16],
+    )
+
+
+def to_marker(row: Sequence[Any]) -> LifecycleMarker:
+    return LifecycleMarker(
+        position=row[0],
+        event_id=row[1],
+        event_time=aware(row[2]),
+        resource_id=row[3],
+        action=row[4],
+        replicas=row[5],
+        app=row[6],
+        environment=row[7],
+    )
+
+
+def to_hourly(
+    counted: Sequence[tuple[Any, ...]], waiting: Sequence[tuple[Any, ...]]
+) -> list[HourlyPipelineCounts]:
+    merged: dict[datetime, list[int]] = {}
+    for hour, attributed, unattributed, rated in counted:
+        merged[hour] = [int(attributed), int(unattributed), int(rated), 0]
+    for hour, count in waiting:
+        merged.setdefault(hour, [0, 0, 0, 0])[3] = int(count)
+    return [HourlyPipelineCounts(aware(hour), *values) for hour, values in sorted(merged.items())]
+
+
+def to_latency(row: Sequence[Any] | None, waited: int) -> LatencySummary:
+    if row is None or not row[0]:
+        return LatencySummary(events=0, p50_ms=None, p99_ms=None, max_ms=None, waited=waited)
+    return LatencySummary(
+        events=int(row[0]),
+        p50_ms=float(row[1]),
+        p99_ms=float(row[2]),
+        max_ms=float(row[3]),
+        waited=waited,
+    )

@@ -1,0 +1,198 @@
+"""Tables of the DuckDB usage store. Times are naive UTC `TIMESTAMP`s; quantities and amounts
+are exact `DECIMAL(38, 12)`.
+
+Rollup tables take one row of increments per key per batch (append-only: no index to
+maintain on the write path) and are summed when read; `compact()` folds them."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = "1"
+
+ROLLUP_COLUMNS = """
+    tenant_id VARCHAR NOT NULL,
+    bucket TIMESTAMP NOT NULL,
+    cost_center VARCHAR NOT NULL,
+    team VARCHAR NOT NULL,
+    app VARCHAR NOT NULL,
+    meter VARCHAR NOT NULL,
+    unattributed BOOLEAN NOT NULL,
+    event_count BIGINT NOT NULL,
+    quantity_sum DECIMAL(38, 12) NOT NULL,
+    quantity_max DECIMAL(38, 12) NOT NULL,
+    latest_time TIMESTAMP NOT NULL,
+    latest_position BIGINT NOT NULL,
+    latest_quantity DECIMAL(38, 12) NOT NULL
+"""
+
+DISTINCT_COLUMNS = """
+    tenant_id VARCHAR NOT NULL,
+    bucket TIMESTAMP NOT NULL,
+    cost_center VARCHAR NOT NULL,
+    team VARCHAR NOT NULL,
+    app VARCHAR NOT NULL,
+    meter VARCHAR NOT NULL,
+    unattributed BOOLEAN NOT NULL,
+    value VARCHAR NOT NULL
+"""
+
+GRAINS = ("minute", "hour", "day")
+
+DDL = [
+    "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS pipeline_streams (
+        name VARCHAR PRIMARY KEY,
+        consumer VARCHAR NOT NULL,
+        tenant_id VARCHAR,
+        from_position BIGINT NOT NULL,
+        upto BIGINT,
+        position BIGINT NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS usage_events (
+        position BIGINT NOT NULL,
+        tenant_id VARCHAR NOT NULL,
+        event_type VARCHAR NOT NULL,
+        recorded_at TIMESTAMP NOT NULL,
+        billable_at TIMESTAMP NOT NULL,
+        processed_at TIMESTAMP NOT NULL,
+        outcome VARCHAR NOT NULL,
+        method VARCHAR NOT NULL,
+        waited BOOLEAN NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS usage_raw (
+        position BIGINT NOT NULL,
+        tenant_id VARCHAR NOT NULL,
+        event_id VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        event_type VARCHAR NOT NULL,
+        event_time TIMESTAMP NOT NULL,
+        recorded_at TIMESTAMP NOT NULL,
+        billable_at TIMESTAMP NOT NULL,
+        processed_at TIMESTAMP NOT NULL,
+        cost_center VARCHAR NOT NULL,
+        team VARCHAR NOT NULL,
+        app VARCHAR NOT NULL,
+        meter VARCHAR NOT NULL,
+        quantity DECIMAL(38, 12) NOT NULL,
+        distinct_value VARCHAR,
+        method VARCHAR NOT NULL,
+        unattributed BOOLEAN NOT NULL,
+        late BOOLEAN NOT NULL,
+        resource_id VARCHAR,
+        environment VARCHAR NOT NULL,
+        lifecycle VARCHAR NOT NULL
+    )""",
+    *[f"CREATE TABLE IF NOT EXISTS usage_{g} ({ROLLUP_COLUMNS})" for g in GRAINS],
+    *[f"CREATE TABLE IF NOT EXISTS distinct_{g} ({DISTINCT_COLUMNS})" for g in GRAINS],
+    """CREATE TABLE IF NOT EXISTS lifecycle_markers (
+        position BIGINT NOT NULL,
+        tenant_id VARCHAR NOT NULL,
+        event_id VARCHAR NOT NULL,
+        event_time TIMESTAMP NOT NULL,
+        billable_at TIMESTAMP NOT NULL,
+        resource_id VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        replicas BIGINT,
+        cost_center VARCHAR NOT NULL,
+        team VARCHAR NOT NULL,
+        app VARCHAR NOT NULL,
+        environment VARCHAR NOT NULL,
+        unattributed BOOLEAN NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS platform_costs (
+        position BIGINT NOT NULL,
+        tenant_id VARCHAR NOT NULL,
+        event_id VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        event_time TIMESTAMP NOT NULL,
+        billable_at TIMESTAMP NOT NULL,
+        cost_type VARCHAR NOT NULL,
+        amount DECIMAL(38, 12) NOT NULL,
+        currency VARCHAR NOT NULL,
+        period_start TIMESTAMP,
+        period_end TIMESTAMP
+    )""",
+    """CREATE TABLE IF NOT EXISTS waiting_events (
+        position BIGINT PRIMARY KEY,
+        tenant_id VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        event_id VARCHAR NOT NULL,
+        event_type VARCHAR NOT NULL,
+        subject VARCHAR,
+        event_time TIMESTAMP NOT NULL,
+        recorded_at TIMESTAMP NOT NULL,
+        deadline TIMESTAMP NOT NULL,
+        content_hash VARCHAR NOT NULL,
+        app_id VARCHAR,
+        resource_id VARCHAR,
+        late BOOLEAN NOT NULL,
+        payload VARCHAR NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS pipeline_hourly (
+        tenant_id VARCHAR NOT NULL,
+        hour TIMESTAMP NOT NULL,
+        attributed BIGINT NOT NULL,
+        unattributed BIGINT NOT NULL,
+        rated BIGINT NOT NULL
+    )""",
+]
+
+# Tables holding a tenant's usage: what a replay of that tenant clears before rebuilding.
+TENANT_TABLES = (
+    "usage_events",
+    "usage_raw",
+    *[f"usage_{g}" for g in GRAINS],
+    *[f"distinct_{g}" for g in GRAINS],
+    "lifecycle_markers",
+    "platform_costs",
+    "waiting_events",
+    "pipeline_hourly",
+)
+
+ROLLUP_KEYS = "tenant_id, bucket, cost_center, team, app, meter, unattributed"
+
+
+def rollup_increment_sql(grain: str, source: str) -> str:
+    """Aggregate a batch of usage rows into one increment row per rollup key."""
+    return f"""
+        INSERT INTO usage_{grain}
+        SELECT tenant_id, date_trunc('{grain}', event_time)::TIMESTAMP AS bucket,
+               cost_center, team, app, meter, unattributed,
+               count(*), sum(quantity), max(quantity),
+               max(event_time),
+               arg_max(position, (event_time, position)),
+               arg_max(quantity, (event_time, position))
+        FROM {source}
+        GROUP BY ALL
+    """
+
+
+def distinct_increment_sql(grain: str, source: str) -> str:
+    return f"""
+        INSERT INTO distinct_{grain}
+        SELECT DISTINCT tenant_id, date_trunc('{grain}', event_time)::TIMESTAMP,
+               cost_center, team, app, meter, unattributed, distinct_value
+        FROM {source}
+        WHERE distinct_value IS NOT NULL
+    """
+
+
+def compact_rollup_sql(grain: str) -> list[str]:
+    """Fold increments into one row per key (same totals; fewer rows to read)."""
+    return [
+        f"""CREATE OR REPLACE TEMP TABLE compacted AS
+            SELECT {ROLLUP_KEYS},
+                   sum(event_count)::BIGINT AS event_count, sum(quantity_sum) AS quantity_sum,
+                   max(quantity_max) AS quantity_max, max(latest_time) AS latest_time,
+                   arg_max(latest_position, (latest_time, latest_position)) AS latest_position,
+                   arg_max(latest_quantity, (latest_time, latest_position)) AS latest_quantity
+            FROM usage_{grain} GROUP BY ALL""",
+        f"DELETE FROM usage_{grain}",
+        f"INSERT INTO usage_{grain} SELECT * FROM compacted",
+        "DROP TABLE compacted",
+        f"""CREATE OR REPLACE TEMP TABLE compacted AS
+            SELECT DISTINCT * FROM distinct_{grain}""",
+        f"DELETE FROM distinct_{grain}",
+        f"INSERT INTO distinct_{grain} SELECT * FROM compacted",
+        "DROP TABLE compacted",
+    ]

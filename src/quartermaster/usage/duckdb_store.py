@@ -1,0 +1,485 @@
+"""The DuckDB usage store: one file, one connection per process, a cursor per thread.
+
+DuckDB lets one process hold the file (docs/FIELD-NOTES: not even read-only opens from another
+process), so `qm serve` owns it and CLI commands go through the API. Writes are Arrow bulk
+inserts inside one transaction per batch; reads run on their own cursor and see committed
+batches only."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import ConflictError, NotFoundError
+from quartermaster.usage import duckdb_queries as q
+from quartermaster.usage.duckdb_schema import (
+    DDL,
+    GRAINS,
+    SCHEMA_VERSION,
+    TENANT_TABLES,
+    compact_rollup_sql,
+    distinct_increment_sql,
+    rollup_increment_sql,
+)
+from quartermaster.usage.store import (
+    HourlyPipelineCounts,
+    LatencySummary,
+    LifecycleMarker,
+    PlatformCostTotal,
+    PurgeResult,
+    RatedBatch,
+    RawUsage,
+    StreamState,
+    UsageTotal,
+    WaitingEvent,
+    naive_utc,
+)
+
+# Checkpointing every 16 MB of WAL (the default) made commits of 20k-event batches ~3x slower.
+CHECKPOINT_THRESHOLD = "256MB"
+PURGED_BEFORE_KEY = "purged_before"
+
+
+class DuckDBUsageStore:
+    def __init__(self, path: Path | str) -> None:
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._conn = duckdb.connect(self.path)
+        self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._conn.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        for statement in DDL:
+            self._conn.execute(statement)
+        self._conn.execute(
+            "INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
+        )
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._closed:
+            raise RuntimeError("the usage store is closed")
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._conn.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    def close(self) -> None:
+        with self._write_lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def _transaction(self, work: Any) -> Any:
+        cursor = self._cursor()
+        with self._write_lock:
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                result = work(cursor)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+            return result
+
+    # --- streams ---------------------------------------------------------------------------
+
+    def streams(self) -> list[StreamState]:
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT name, consumer, position, tenant_id, from_position, upto, created_at "
+                "FROM pipeline_streams ORDER BY (upto IS NOT NULL), created_at, name"
+            )
+            .fetchall()
+        )
+        return [
+            StreamState(
+                name=r[0],
+                consumer=r[1],
+                position=r[2],
+                tenant_id=r[3],
+                from_position=r[4],
+                upto=r[5],
+                created_at=q.aware(r[6]),
+            )
+            for r in rows
+        ]
+
+    def add_streams(self, streams: Sequence[StreamState]) -> None:
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            for s in streams:
+                cur.execute(
+                    "INSERT OR REPLACE INTO pipeline_streams VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        s.name,
+                        s.consumer,
+                        s.tenant_id,
+                        s.from_position,
+                        s.upto,
+                        s.position,
+                        naive_utc(s.created_at or utc_now()),
+                    ],
+                )
+
+        self._transaction(work)
+
+    def start_replay(self, tenant_id: str | None, *, main_stream: str) -> StreamState:
+        replay_id = uuid.uuid4().hex[:12]
+
+        def work(cur: duckdb.DuckDBPyConnection) -> StreamState:
+            main = cur.execute(
+                "SELECT position FROM pipeline_streams WHERE name = ?", [main_stream]
+            ).fetchone()
+            if main is None:
+                raise NotFoundError("the pipeline has not started yet: nothing to replay")
+            full = cur.execute(
+                "SELECT name FROM pipeline_streams WHERE upto IS NOT NULL AND tenant_id IS NULL"
+            ).fetchone()
+            if full is not None:
+                raise ConflictError(
+                    f"a rebuild of the whole usage store ({full[0]}) is in progress; "
+                    "retry when `qm pipeline status` shows it finished"
+                )
+            if tenant_id is None:
+                cur.execute("DELETE FROM pipeline_streams WHERE upto IS NOT NULL")
+                for table in TENANT_TABLES:
+                    cur.execute(f"DELETE FROM {table}")
+            else:
+                cur.execute(
+                    "DELETE FROM pipeline_streams WHERE upto IS NOT NULL AND tenant_id = ?",
+                    [tenant_id],
+                )
+                for table in TENANT_TABLES:
+                    cur.execute(f"DELETE FROM {table} WHERE tenant_id = ?", [tenant_id])
+            state = StreamState(
+                name=f"replay-{replay_id}",
+                consumer=f"pipeline-replay-{replay_id}",
+                position=0,
+                tenant_id=tenant_id,
+                from_position=0,
+                upto=int(main[0]),
+                created_at=utc_now(),
+            )
+            cur.execute(
+                "INSERT INTO pipeline_streams VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    state.name,
+                    state.consumer,
+                    tenant_id,
+                    0,
+                    state.upto,
+                    0,
+                    naive_utc(state.created_at or utc_now()),
+                ],
+            )
+            return state
+
+        result: StreamState = self._transaction(work)
+        return result
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def write(self, batch: RatedBatch) -> None:
+        processed_at = naive_utc(utc_now())
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            self._write_rows(cur, batch, processed_at)
+            if batch.stream is not None and batch.position is not None:
+                if batch.finish_stream:
+                    cur.execute("DELETE FROM pipeline_streams WHERE name = ?", [batch.stream])
+                else:
+                    cur.execute(
+                        "UPDATE pipeline_streams SET position = greatest(position, ?) "
+                        "WHERE name = ?",
+                        [batch.position, batch.stream],
+                    )
+
+        self._transaction(work)
+
+    @staticmethod
+    def _write_rows(cur: duckdb.DuckDBPyConnection, batch: RatedBatch, processed_at: Any) -> None:
+        registered: list[str] = []
+
+        def register(name: str, table: pa.Table) -> bool:
+            if table.num_rows == 0:
+                return False
+            cur.register(name, table)
+            registered.append(name)
+            return True
+
+        try:
+            if register("batch_events", batch.events):
+                cur.execute(
+                    "INSERT INTO usage_events SELECT position, tenant_id, event_type, "
+                    "recorded_at, billable_at, ?, outcome, method, waited FROM batch_events",
+                    [processed_at],
+                )
+                cur.execute(
+                    "INSERT INTO pipeline_hourly SELECT tenant_id, "
+                    "date_trunc('hour', recorded_at)::TIMESTAMP, "
+                    "count(*) FILTER (outcome <> 'unattributed'), "
+                    "count(*) FILTER (outcome = 'unattributed'), count(*) "
+                    "FROM batch_events GROUP BY ALL"
+                )
+            if register("batch_usage", batch.usage):
+                cur.execute(
+                    "INSERT INTO usage_raw SELECT position, tenant_id, event_id, source, "
+                    "event_type, event_time, recorded_at, billable_at, ?, cost_center, team, "
+                    "app, meter, quantity, distinct_value, method, unattributed, late, "
+                    "resource_id, environment, lifecycle FROM batch_usage",
+                    [processed_at],
+                )
+                has_distinct = pc.any(batch.usage["distinct_value"].is_valid()).as_py()
+                for grain in GRAINS:
+                    cur.execute(rollup_increment_sql(grain, "batch_usage"))
+                    if has_distinct:
+                        cur.execute(distinct_increment_sql(grain, "batch_usage"))
+            if register("batch_markers", batch.markers):
+                cur.execute("INSERT INTO lifecycle_markers SELECT * FROM batch_markers")
+            if register("batch_costs", batch.costs):
+                cur.execute("INSERT INTO platform_costs SELECT * FROM batch_costs")
+            if batch.waiting_resolved:
+                resolved = pa.table({"position": pa.array(batch.waiting_resolved, pa.int64())})
+                register("batch_resolved", resolved)
+                cur.execute(
+                    "DELETE FROM waiting_events WHERE position IN "
+                    "(SELECT position FROM batch_resolved)"
+                )
+            if register("batch_waiting", batch.waiting_added):
+                cur.execute("INSERT OR IGNORE INTO waiting_events SELECT * FROM batch_waiting")
+        finally:
+            for name in registered:
+                cur.unregister(name)
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    def waiting_summary(self) -> dict[str, tuple[int, datetime]]:
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT tenant_id, count(*), min(deadline) FROM waiting_events GROUP BY tenant_id"
+            )
+            .fetchall()
+        )
+        return {r[0]: (int(r[1]), q.aware(r[2])) for r in rows}
+
+    def waiting_events(self, tenant_ids: Collection[str]) -> list[WaitingEvent]:
+        if not tenant_ids:
+            return []
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT position, tenant_id, source, event_id, event_type, subject, event_time, "
+                "recorded_at, deadline, content_hash, app_id, resource_id, late, payload "
+                "FROM waiting_events WHERE list_contains(?, tenant_id) ORDER BY position",
+                [list(tenant_ids)],
+            )
+            .fetchall()
+        )
+        return [
+            WaitingEvent(
+                position=r[0],
+                tenant_id=r[1],
+                source=r[2],
+                event_id=r[3],
+                event_type=r[4],
+                subject=r[5],
+                event_time=q.aware(r[6]),
+                recorded_at=q.aware(r[7]),
+                deadline=q.aware(r[8]),
+                content_hash=r[9],
+                app_id=r[10],
+                resource_id=r[11],
+                late=bool(r[12]),
+                payload=r[13],
+            )
+            for r in rows
+        ]
+
+    # --- retention -------------------------------------------------------------------------
+
+    def purge_raw(self, *, before: datetime) -> PurgeResult:
+        cutoff = naive_utc(before)
+
+        def work(cur: duckdb.DuckDBPyConnection) -> PurgeResult:
+            usage = cur.execute("DELETE FROM usage_raw WHERE billable_at < ?", [cutoff]).fetchone()
+            events = cur.execute(
+                "DELETE FROM usage_events WHERE billable_at < ?", [cutoff]
+            ).fetchone()
+            cur.execute(
+                "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT DO UPDATE SET value = "
+                "CASE WHEN excluded.value > value THEN excluded.value ELSE value END",
+                [PURGED_BEFORE_KEY, cutoff.isoformat()],
+            )
+            return PurgeResult(
+                before=before,
+                usage_rows=int(usage[0]) if usage else 0,
+                event_rows=int(events[0]) if events else 0,
+            )
+
+        result: PurgeResult = self._transaction(work)
+        return result
+
+    def purged_before(self) -> datetime | None:
+        row = (
+            self._cursor()
+            .execute("SELECT value FROM store_meta WHERE key = ?", [PURGED_BEFORE_KEY])
+            .fetchone()
+        )
+        return None if row is None else q.aware(datetime.fromisoformat(row[0]))
+
+    def compact(self) -> None:
+        """Fold rollup increments into one row per key; totals are unchanged."""
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            for grain in GRAINS:
+                for statement in compact_rollup_sql(grain):
+                    cur.execute(statement)
+
+        self._transaction(work)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def quantities(
+        self, tenant_id: str, period: Period, *, as_of: datetime | None = None
+    ) -> list[UsageTotal]:
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")  # one snapshot for the parts of the answer
+        try:
+            sql, params = q.summable_sql(tenant_id, period, as_of=as_of)
+            summable = cur.execute(sql, params).fetchall()
+            raw_stats: dict[q.Key, tuple[Any, Any]] | None = None
+            distinct: dict[q.Key, int] = {}
+            known = True
+            if as_of is None:
+                sql, params = q.distinct_sql(tenant_id, period)
+                distinct = {_key(r): int(r[5]) for r in cur.execute(sql, params).fetchall()}
+            else:
+                horizon = self.purged_before()
+                known = horizon is None or horizon <= period.start
+                if known:
+                    sql, params = q.raw_as_of_sql(tenant_id, period, as_of)
+                    rows = cur.execute(sql, params).fetchall()
+                    raw_stats = {_key(r): (r[5], r[6]) for r in rows}
+                    distinct = {_key(r): int(r[7]) for r in rows}
+        finally:
+            cur.execute("COMMIT")
+        return q.build_totals(summable, distinct, raw_stats, non_summable_known=known)
+
+    def platform_costs(
+        self, tenant_id: str, period: Period, *, as_of: datetime | None = None
+    ) -> list[PlatformCostTotal]:
+        sql, params = q.platform_costs_sql(tenant_id, period, as_of=as_of)
+        return q.to_cost_totals(self._cursor().execute(sql, params).fetchall())
+
+    def top_events(
+        self,
+        tenant_id: str,
+        period: Period,
+        *,
+        app: str,
+        meter: str,
+        cost_center: str | None = None,
+        team: str | None = None,
+        limit: int = 10,
+    ) -> list[RawUsage]:
+        sql = (
+            f"SELECT {q.TOP_EVENTS_COLUMNS} FROM usage_raw WHERE tenant_id = ? "
+            "AND event_time >= ? AND event_time < ? AND app = ? AND meter = ?"
+        )
+        params: list[Any] = [
+            tenant_id,
+            naive_utc(period.start),
+            naive_utc(period.end),
+            app,
+            meter,
+        ]
+        if cost_center is not None:
+            sql += " AND cost_center = ?"
+            params.append(cost_center)
+        if team is not None:
+            sql += " AND team = ?"
+            params.append(team)
+        sql += " ORDER BY quantity DESC, position LIMIT ?"
+        params.append(limit)
+        return [q.to_raw_usage(r) for r in self._cursor().execute(sql, params).fetchall()]
+
+    def lifecycle_markers(
+        self, tenant_id: str, period: Period, *, app: str
+    ) -> list[LifecycleMarker]:
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT position, event_id, event_time, resource_id, action, replicas, app, "
+                "environment FROM lifecycle_markers WHERE tenant_id = ? AND app = ? "
+                "AND event_time >= ? AND event_time < ? ORDER BY event_time, position",
+                [tenant_id, app, naive_utc(period.start), naive_utc(period.end)],
+            )
+            .fetchall()
+        )
+        return [q.to_marker(r) for r in rows]
+
+    def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]:
+        cur = self._cursor()
+        bounds = [tenant_id, naive_utc(hours.start), naive_utc(hours.end)]
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            counted = cur.execute(
+                "SELECT hour, sum(attributed), sum(unattributed), sum(rated) FROM pipeline_hourly "
+                "WHERE tenant_id = ? AND hour >= ? AND hour < ? GROUP BY hour",
+                bounds,
+            ).fetchall()
+            waiting = cur.execute(
+                "SELECT date_trunc('hour', recorded_at)::TIMESTAMP AS hour, count(*) "
+                "FROM waiting_events WHERE tenant_id = ? AND recorded_at >= ? "
+                "AND recorded_at < ? GROUP BY ALL",
+                bounds,
+            ).fetchall()
+        finally:
+            cur.execute("COMMIT")
+        return q.to_hourly(counted, waiting)
+
+    def latency(self, tenant_id: str | None, *, since: datetime) -> LatencySummary:
+        where = "processed_at >= ?"
+        params: list[Any] = [naive_utc(since)]
+        if tenant_id is not None:
+            where += " AND tenant_id = ?"
+            params.append(tenant_id)
+        cur = self._cursor()
+        row = cur.execute(
+            "WITH l AS (SELECT date_diff('microsecond', recorded_at, processed_at) / 1000.0 AS ms "
+            f"FROM usage_events WHERE {where} AND NOT waited) "
+            "SELECT count(*), quantile_cont(ms, 0.5), quantile_cont(ms, 0.99), max(ms) FROM l",
+            params,
+        ).fetchone()
+        waited = cur.execute(
+            f"SELECT count(*) FROM usage_events WHERE {where} AND waited", params
+        ).fetchone()
+        return q.to_latency(row, int(waited[0]) if waited else 0)
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of every table (status and tests)."""
+        cur = self._cursor()
+        counts: dict[str, int] = {}
+        for table in TENANT_TABLES:
+            row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
+            counts[table] = int(row[0]) if row else 0
+        return counts
+
+
+def _key(row: Sequence[Any]) -> q.Key:
+    return (row[0], row[1], row[2], row[3], bool(row[4]))

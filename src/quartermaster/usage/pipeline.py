@@ -1,0 +1,268 @@
+"""The pipeline worker: read the event log, attribute, rate, and write the usage store.
+
+Exactly once: each batch's rows and the stream's new position commit in one DuckDB
+transaction, and only then is the log cursor acknowledged. On every pass a stream resumes
+from max(log cursor, stored position) (a crash between the commit and the ack is acknowledged
+again, never re-counted). Deterministic: attribution and meters depend only on the event and
+the metadata registered before the moment it became billable, so a replay rebuilds the same
+rollups.
+
+Streams: the main stream ("pipeline") reads everything; a replay stream rebuilds one tenant
+(or the whole store) from the log up to the main stream's position at the time of the request,
+while the main stream carries on with newer events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from quartermaster.background import BackgroundService
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.runtime import Runtime
+from quartermaster.usage.attribution import MetadataSnapshot, Outcome
+from quartermaster.usage.meters import MeterSet
+from quartermaster.usage.rating import BatchRater, ParsedEvent, from_waiting, parse_logged
+from quartermaster.usage.snapshot import (
+    Fingerprint,
+    load_meter_set,
+    load_snapshot,
+    metadata_fingerprints,
+)
+from quartermaster.usage.store import StreamState, UsageStore
+
+logger = logging.getLogger("quartermaster.usage.pipeline")
+
+MAIN_STREAM = "pipeline"
+MAIN_CONSUMER = "pipeline"  # the event-log consumer name of the main stream
+SERVICE_NAME = "pipeline"
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    events_read: int
+    rated: int
+    waiting: int
+    resolved: int
+    more: bool
+
+
+class PipelineWorker(BackgroundService):
+    """One per runtime (`pipeline_worker(runtime)`): `run_once()` is one pass; the lock keeps
+    passes, replays and drains from interleaving."""
+
+    name = SERVICE_NAME
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        super().__init__(
+            interval_seconds=settings.pipeline_interval_seconds,
+            enabled=settings.pipeline_enabled,
+        )
+        self.runtime = runtime
+        self.batch_size = settings.pipeline_batch_size
+        self.window = timedelta(hours=settings.reconciliation_window_hours)
+        self.lock = threading.RLock()
+        self._streams_checked = False
+        self._fingerprints: dict[str, Fingerprint] = {}
+        self.last_pass: PassResult | None = None
+
+    @property
+    def store(self) -> UsageStore:
+        return self.runtime.usage_store
+
+    # --- passes ------------------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        return self.run_pass_locked().more
+
+    def run_pass_locked(self, *, settle_all: bool = False) -> PassResult:
+        with self.lock:
+            self._check_streams()
+            read = rated = waiting = resolved = 0
+            more = False
+            for stream in self.store.streams():
+                result = self._advance(stream)
+                read += result.events_read
+                rated += result.rated
+                waiting += result.waiting
+                more = more or result.more
+            settled = self._settle_waiting(force=settle_all)
+            resolved += settled
+            outcome = PassResult(read, rated + settled, waiting, resolved, more)
+            self.last_pass = outcome
+            return outcome
+
+    def _check_streams(self) -> None:
+        """Once per worker: create the main stream, and repair a store that is behind the log
+        (a new or restored usage file) by replaying the missing positions."""
+        if self._streams_checked:
+            return
+        log = self.runtime.event_log
+        cursor = log.position(MAIN_CONSUMER)
+        main = next((s for s in self.store.streams() if s.name == MAIN_STREAM), None)
+        stored = main.position if main is not None else 0
+        if main is None or cursor > stored:
+            streams = [StreamState(MAIN_STREAM, MAIN_CONSUMER, position=max(cursor, stored))]
+            if cursor > stored:
+                logger.warning(
+                    "usage store is behind the event log (%d < %d): rebuilding positions "
+                    "(%d, %d] from the log",
+                    stored,
+                    cursor,
+                    stored,
+                    cursor,
+                )
+                repair = f"repair-{stored}-{cursor}"
+                streams.append(
+                    StreamState(
+                        repair,
+                        f"pipeline-{repair}",
+                        position=0,
+                        from_position=stored,
+                        upto=cursor,
+                        created_at=utc_now(),
+                    )
+                )
+            self.store.add_streams(streams)
+        self._streams_checked = True
+
+    def _advance(self, stream: StreamState) -> PassResult:
+        log = self.runtime.event_log
+        cursor = log.position(stream.consumer)
+        if stream.position > cursor:
+            log.ack(stream.consumer, stream.position)  # committed before a crash, not acked
+        events = log.read(stream.consumer, limit=self.batch_size)
+        full = len(events) >= self.batch_size
+        events = [e for e in events if e.position > stream.position]
+        finish = False
+        if stream.upto is not None:
+            beyond = [e for e in events if e.position > stream.upto]
+            events = [e for e in events if e.position <= stream.upto]
+            finish = (
+                bool(beyond)
+                or (events and events[-1].position >= stream.upto)
+                or (not events and stream.position >= stream.upto)
+            )
+        if not events and not finish:
+            return PassResult(0, 0, 0, 0, False)
+        position = events[-1].position if events else stream.position
+        if finish and stream.upto is not None:
+            position = max(position, stream.upto)
+        wanted = [parse_logged(e) for e in events if stream.wants(e.position, e.record.tenant_id)]
+        rater = self._rater(wanted, [])
+        for event in wanted:
+            rater.add(event)
+        self.store.write(rater.batch(stream=stream.name, position=position, finish=finish))
+        log.ack(stream.consumer, position)
+        if finish:
+            logger.info("replay stream %s finished at position %d", stream.name, position)
+        return PassResult(
+            events_read=len(events),
+            rated=rater.outcomes[Outcome.ATTRIBUTED] + rater.outcomes[Outcome.UNATTRIBUTED],
+            waiting=rater.outcomes[Outcome.WAITING],
+            resolved=0,
+            more=full and not finish,
+        )
+
+    def _settle_waiting(self, *, force: bool) -> int:
+        """Re-try waiting events of tenants whose metadata changed or whose earliest deadline
+        passed; returns how many were rated."""
+        summary = self.store.waiting_summary()
+        if not summary:
+            self._fingerprints.clear()
+            return 0
+        now = utc_now()
+        with self.runtime.session_factory() as session:
+            prints = metadata_fingerprints(summary, session=session)
+        due = [
+            tenant_id
+            for tenant_id, (_count, earliest) in summary.items()
+            if force or earliest <= now or prints[tenant_id] != self._fingerprints.get(tenant_id)
+        ]
+        if not due:
+            return 0
+        waiting = [from_waiting(w) for w in self.store.waiting_events(due)]
+        rater = self._rater(waiting, due)
+        for event in waiting:
+            rater.add(event, was_waiting=True)
+        if rater.resolved:
+            self.store.write(rater.batch(stream=None, position=None, finish=False))
+        for tenant_id in due:
+            self._fingerprints[tenant_id] = prints[tenant_id]
+        return rater.resolved
+
+    def _rater(self, events: Sequence[ParsedEvent], extra_tenants: Iterable[str]) -> BatchRater:
+        """Snapshots and meters of the tenants in the batch, taken once for the whole batch.
+        `now` is read before loading, so nothing in the snapshot is newer than it."""
+        now = utc_now()
+        tenants: dict[str, set[str]] = {t: set() for t in extra_tenants}
+        for event in events:
+            ids = tenants.setdefault(event.record.tenant_id, set())
+            resource_id = event.record.resource_id or event.data.get("resource_id")
+            if isinstance(resource_id, str):
+                ids.add(resource_id)
+        snapshots: dict[str, MetadataSnapshot] = {}
+        meters: dict[str, MeterSet] = {}
+        with self.runtime.session_factory() as session:
+            for tenant_id, resource_ids in tenants.items():
+                snapshots[tenant_id] = load_snapshot(
+                    tenant_id, resource_ids=resource_ids, session=session
+                )
+                meters[tenant_id] = load_meter_set(tenant_id, session=session)
+        return BatchRater(snapshots=snapshots, meters=meters, now=now, window=self.window)
+
+    # --- operations --------------------------------------------------------------------------
+
+    def replay(self, tenant_id: str | None) -> StreamState:
+        """Drop the tenant's usage (None: all tenants) and rebuild it from the log; the
+        rebuild runs in the following passes."""
+        with self.lock:
+            self._check_streams()
+            state = self.store.start_replay(tenant_id, main_stream=MAIN_STREAM)
+        self.wake()
+        return state
+
+    def drain(self, *, timeout_seconds: float = 600.0, settle: bool = True) -> int:
+        """Run passes until every stream has caught up with the log; returns events read."""
+        deadline = time.monotonic() + timeout_seconds
+        total = 0
+        while True:
+            result = self.run_pass_locked(settle_all=settle)
+            total += result.events_read
+            if not result.more and self._caught_up():
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline did not drain within {timeout_seconds}s")
+
+    def _caught_up(self) -> bool:
+        head = self.runtime.event_log.head()
+        for stream in self.store.streams():
+            if stream.upto is not None:
+                return False
+            if stream.position < head:
+                return False
+        return True
+
+    def close(self) -> None:
+        """The store belongs to the runtime, which closes it."""
+
+
+def pipeline_worker(runtime: Runtime) -> PipelineWorker:
+    """The runtime's one pipeline worker (two would read the same log cursor)."""
+    with runtime._lock:
+        worker = runtime.services.get(SERVICE_NAME)
+        if worker is None:
+            worker = PipelineWorker(runtime)
+            runtime.services[SERVICE_NAME] = worker
+    assert isinstance(worker, PipelineWorker)
+    return worker
+
+
+def run_pipeline_until_drained(runtime: Runtime, *, timeout_seconds: float = 600.0) -> int:
+    """Process everything in the log now (tests, the demo, `qm pipeline replay --wait`),
+    including a re-try of every waiting event; returns how many log events were read."""
+    return pipeline_worker(runtime).drain(timeout_seconds=timeout_seconds)

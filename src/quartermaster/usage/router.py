@@ -1,0 +1,252 @@
+"""Usage routes: meters, environment overrides, usage quantities, and the pipeline
+(status, replay, accounting; admin only, as the CLI reaches the pipeline through them)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
+from quartermaster.api.responses import error_responses
+from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.errors import InvalidInputError
+from quartermaster.usage import service
+from quartermaster.usage.accounting import pipeline_accounting
+from quartermaster.usage.pipeline import MAIN_STREAM, pipeline_worker, run_pipeline_until_drained
+from quartermaster.usage.schemas import (
+    AccountingHourOut,
+    AccountingOut,
+    LatencyOut,
+    MeterCreate,
+    MeterOut,
+    OverrideOut,
+    OverrideSet,
+    PipelineStatusOut,
+    ReplayOut,
+    StreamOut,
+    UsageOut,
+    UsageRowOut,
+    WorkerOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+MAX_QUERY_DAYS = 400
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInputError(
+            f"{name} {value.isoformat()} needs a UTC offset, e.g. 2026-11-01T00:00:00Z",
+            field=name,
+        )
+    return value
+
+
+def _period(start: datetime, end: datetime) -> Period:
+    start, end = _aware(start, "start") or start, _aware(end, "end") or end
+    if end <= start:
+        raise InvalidInputError(f"end {end.isoformat()} is not after start", field="end")
+    if end - start > timedelta(days=MAX_QUERY_DAYS):
+        raise InvalidInputError(f"at most {MAX_QUERY_DAYS} days per request", field="start")
+    return Period(start, end)
+
+
+# --- meters ------------------------------------------------------------------------------------
+
+
+@router.get("/meters", summary="The tenant's meters", responses=error_responses())
+def list_meters(caller: Reader, session: SessionDep) -> list[MeterOut]:
+    views = service.list_meters(caller.tenant_id, session=session)
+    return [MeterOut.of(v.definition, built_in=v.built_in) for v in views]
+
+
+@router.post(
+    "/meters", status_code=201, summary="Create a meter", responses=error_responses(409, 422)
+)
+def create_meter(body: MeterCreate, caller: AdminCaller, session: SessionDep) -> MeterOut:
+    return MeterOut.of(service.create_meter(caller, body.definition(), session=session))
+
+
+@router.post(
+    "/meters/install-defaults",
+    summary="Create the default meters the tenant does not have",
+    responses=error_responses(),
+)
+def install_default_meters(caller: AdminCaller, session: SessionDep) -> list[MeterOut]:
+    return [MeterOut.of(m) for m in service.install_default_meters(caller, session=session)]
+
+
+# --- environment overrides ---------------------------------------------------------------
+
+
+@router.get(
+    "/environment-overrides",
+    summary="Environments whose unclaimed usage goes to a cost center",
+    responses=error_responses(),
+)
+def list_overrides(caller: Reader, session: SessionDep) -> list[OverrideOut]:
+    views = service.list_environment_overrides(caller.tenant_id, session=session)
+    return [
+        OverrideOut(environment=v.environment, cost_center=v.cost_center, created_at=v.created_at)
+        for v in views
+    ]
+
+
+@router.put(
+    "/environment-overrides/{environment}",
+    status_code=201,
+    summary="Send an environment's unclaimed usage to a cost center",
+    responses=error_responses(404, 409, 422),
+)
+def set_override(
+    environment: str, body: OverrideSet, caller: AdminCaller, session: SessionDep
+) -> OverrideOut:
+    view = service.set_environment_override(caller, environment, body.cost_center, session=session)
+    return OverrideOut(
+        environment=view.environment, cost_center=view.cost_center, created_at=view.created_at
+    )
+
+
+@router.delete(
+    "/environment-overrides/{environment}",
+    status_code=204,
+    summary="Remove an environment override",
+    responses=error_responses(404),
+)
+def delete_override(environment: str, caller: AdminCaller, session: SessionDep) -> None:
+    service.delete_environment_override(caller, environment, session=session)
+
+
+# --- usage -------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/usage",
+    summary="Metered quantities per cost center, team, app and meter in a period",
+    responses=error_responses(422),
+)
+def get_usage(
+    caller: BillingReader,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    start: Annotated[datetime, Query(description="Period start (inclusive), with a UTC offset.")],
+    end: Annotated[datetime, Query(description="Period end (exclusive), with a UTC offset.")],
+    as_of: Annotated[
+        datetime | None, Query(description="Answer as the store stood at this time.")
+    ] = None,
+) -> UsageOut:
+    period = _period(start, end)
+    rows = service.metered_quantities(
+        caller.tenant_id,
+        period,
+        store=runtime.usage_store,
+        as_of=_aware(as_of, "as_of"),
+        session=session,
+    )
+    return UsageOut(
+        start=period.start,
+        end=period.end,
+        as_of=as_of,
+        rows=[UsageRowOut.model_validate(r, from_attributes=True) for r in rows],
+    )
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+
+@router.get("/pipeline/status", summary="Pipeline positions, lag, waiting events, latency")
+def pipeline_status(
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    since: Annotated[
+        datetime | None, Query(description="Latency over events rated since (default 1 h ago).")
+    ] = None,
+) -> PipelineStatusOut:
+    worker = pipeline_worker(runtime)
+    store = runtime.usage_store
+    head = runtime.event_log.head()
+    streams = store.streams()
+    main = next((s for s in streams if s.name == MAIN_STREAM), None)
+    waiting, earliest = store.waiting_summary().get(caller.tenant_id, (0, None))
+    since = _aware(since, "since") or utc_now() - timedelta(hours=1)
+    latency = store.latency(caller.tenant_id, since=since)
+    state = worker.status()
+    return PipelineStatusOut(
+        log_head=head,
+        streams=[
+            StreamOut(
+                name=s.name,
+                position=s.position,
+                tenant_id=s.tenant_id,
+                upto=s.upto,
+                lag=max((s.upto if s.upto is not None else head) - s.position, 0),
+            )
+            for s in streams
+            if s.tenant_id in (None, caller.tenant_id)
+        ],
+        lag=max(head - (main.position if main else 0), 0),
+        waiting=waiting,
+        earliest_deadline=earliest,
+        worker=WorkerOut(
+            enabled=state.enabled,
+            running=state.running,
+            runs=state.runs,
+            failures=state.failures,
+            last_success_at=state.last_success_at,
+            last_error=state.last_error,
+        ),
+        latency=LatencyOut(
+            since=since,
+            events=latency.events,
+            p50_ms=latency.p50_ms,
+            p99_ms=latency.p99_ms,
+            max_ms=latency.max_ms,
+            waited=latency.waited,
+        ),
+    )
+
+
+@router.post(
+    "/pipeline/replay",
+    summary="Rebuild the tenant's usage from the event log",
+    responses=error_responses(404, 409),
+)
+async def replay(
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    wait: Annotated[bool, Query(description="Answer when the rebuild has finished.")] = False,
+) -> ReplayOut:
+    worker = pipeline_worker(runtime)
+    state = await run_in_threadpool(worker.replay, caller.tenant_id)
+    if wait:
+        await run_in_threadpool(run_pipeline_until_drained, runtime)
+    return ReplayOut(
+        stream=state.name, tenant_id=state.tenant_id, upto=state.upto or 0, drained=wait
+    )
+
+
+@router.get(
+    "/pipeline/accounting",
+    summary="Per ingest hour: accepted = rated + waiting (+ not yet read)",
+    responses=error_responses(422),
+)
+def accounting(
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    start: Annotated[datetime | None, Query(description="Default: 24 h before `end`.")] = None,
+    end: Annotated[datetime | None, Query(description="Default: the end of this hour.")] = None,
+) -> AccountingOut:
+    end = _aware(end, "end") or floor_hour(utc_now()) + timedelta(hours=1)
+    start = _aware(start, "start") or end - timedelta(hours=24)
+    hours = _period(start, end)
+    rows = pipeline_accounting(caller.tenant_id, hours, store=runtime.usage_store, session=session)
+    return AccountingOut(
+        start=hours.start,
+        end=hours.end,
+        hours=[AccountingHourOut.model_validate(r.as_dict()) for r in rows],
+        balanced=all(r.balanced for r in rows),
+    )

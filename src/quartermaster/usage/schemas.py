@@ -1,0 +1,160 @@
+"""API models of the usage routes (meters, environment overrides, usage, pipeline)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from quartermaster.usage.meters import COUNT_VALUE, Aggregation, MeterDefinition
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MeterCreate(_In):
+    name: str = Field(description="Slug of the meter, e.g. `gpu_seconds`.", max_length=64)
+    event_type: str = Field(description="Event type it reads, e.g. `qm.invocation.usage`.")
+    value: str = Field(
+        description=f"Field of the event's data to take, or `{COUNT_VALUE}` (each event is 1).",
+        max_length=64,
+    )
+    aggregation: Aggregation
+    unit: str = Field(max_length=32)
+    filter_field: str | None = Field(
+        default=None, description="Only events whose data field equals `filter_value`."
+    )
+    filter_value: str | None = Field(default=None, max_length=200)
+    description: str = Field(default="", max_length=500)
+
+    def definition(self) -> MeterDefinition:
+        return MeterDefinition(
+            name=self.name,
+            event_type=self.event_type,
+            value=self.value,
+            aggregation=self.aggregation,
+            unit=self.unit,
+            filter_field=self.filter_field,
+            filter_value=self.filter_value,
+            description=self.description,
+        )
+
+
+class MeterOut(BaseModel):
+    name: str
+    event_type: str
+    value: str
+    aggregation: Aggregation
+    unit: str
+    filter_field: str | None
+    filter_value: str | None
+    description: str
+    created_at: datetime | None
+    built_in: bool = Field(description="A default meter, in force while the tenant has none.")
+
+    @classmethod
+    def of(cls, definition: MeterDefinition, *, built_in: bool = False) -> MeterOut:
+        return cls(
+            name=definition.name,
+            event_type=definition.event_type,
+            value=definition.value,
+            aggregation=definition.aggregation,
+            unit=definition.unit,
+            filter_field=definition.filter_field,
+            filter_value=definition.filter_value,
+            description=definition.description,
+            created_at=definition.created_at,
+            built_in=built_in,
+        )
+
+
+class OverrideSet(_In):
+    cost_center: str = Field(description="Slug of the cost center that pays for the environment.")
+
+
+class OverrideOut(BaseModel):
+    environment: str
+    cost_center: str
+    created_at: datetime
+
+
+class UsageRowOut(BaseModel):
+    cost_center: str
+    team: str = Field(description="Empty when the usage has no team (override, unattributed).")
+    app: str = Field(description="Empty when the usage has no app (override, unattributed).")
+    meter: str
+    unit: str
+    aggregation: Aggregation
+    quantity: Decimal
+    event_count: int
+    unattributed: bool
+
+
+class UsageOut(BaseModel):
+    start: datetime
+    end: datetime
+    as_of: datetime | None
+    rows: list[UsageRowOut]
+
+
+class StreamOut(BaseModel):
+    name: str
+    position: int
+    tenant_id: str | None
+    upto: int | None = Field(description="Set on replay streams: the position they rebuild to.")
+    lag: int
+
+
+class LatencyOut(BaseModel):
+    since: datetime
+    events: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    waited: int = Field(description="Events rated after waiting for metadata (not in the figures).")
+
+
+class WorkerOut(BaseModel):
+    enabled: bool
+    running: bool
+    runs: int
+    failures: int
+    last_success_at: datetime | None
+    last_error: str | None
+
+
+class PipelineStatusOut(BaseModel):
+    log_head: int
+    streams: list[StreamOut]
+    lag: int = Field(description="Events in the log the main stream has not read yet.")
+    waiting: int = Field(description="The caller's events waiting for metadata.")
+    earliest_deadline: datetime | None
+    worker: WorkerOut
+    latency: LatencyOut
+
+
+class ReplayOut(BaseModel):
+    stream: str
+    tenant_id: str | None
+    upto: int
+    drained: bool = Field(description="True when `wait` was set and the rebuild has finished.")
+
+
+class AccountingHourOut(BaseModel):
+    hour: datetime
+    accepted: int
+    attributed: int
+    unattributed: int
+    rated: int
+    waiting: int
+    in_pipeline: int
+    balanced: bool
+
+
+class AccountingOut(BaseModel):
+    start: datetime
+    end: datetime
+    hours: list[AccountingHourOut]
+    balanced: bool = Field(description="accepted = rated + waiting in every hour.")

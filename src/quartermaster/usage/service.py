@@ -1,0 +1,266 @@
+"""Usage services: meters, environment overrides, and metered quantities for billing.
+
+Services take `session` keyword-only, commit their unit of work, and are scoped to the caller's
+tenant. `metered_quantities` is the call billing runs, previews and explain use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.tenancy.models import CostCenter
+from quartermaster.tenancy.service import AuthContext
+from quartermaster.usage.meters import (
+    DEFAULT_METERS,
+    Aggregation,
+    MeterDefinition,
+    validate_meter,
+)
+from quartermaster.usage.models import EnvironmentOverride, Meter
+from quartermaster.usage.snapshot import meter_definition, tenant_meters
+from quartermaster.usage.store import UsageStore, UsageTotal
+
+ENVIRONMENT_MAX = 32
+
+
+@dataclass(frozen=True, slots=True)
+class MeterView:
+    definition: MeterDefinition
+    built_in: bool  # a default meter in force because the tenant defined none
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideView:
+    environment: str
+    cost_center: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredQuantity:
+    """A meter's quantity for one owner in a period, its aggregation applied."""
+
+    cost_center: str
+    team: str
+    app: str
+    meter: str
+    unit: str
+    aggregation: Aggregation
+    quantity: Decimal
+    event_count: int
+    unattributed: bool
+
+
+# --- meters ------------------------------------------------------------------------------------
+
+
+def list_meters(tenant_id: str, *, session: Session) -> list[MeterView]:
+    own = tenant_meters(tenant_id, session=session)
+    if not own:
+        return [MeterView(m, built_in=True) for m in DEFAULT_METERS]
+    return [MeterView(meter_definition(m), built_in=False) for m in own]
+
+
+def create_meter(
+    caller: AuthContext, definition: MeterDefinition, *, session: Session
+) -> MeterDefinition:
+    """Create a meter; it rates events that become billable from now on."""
+    validate_meter(definition)
+    exists = session.scalar(
+        select(Meter.id).where(Meter.tenant_id == caller.tenant_id, Meter.name == definition.name)
+    )
+    if exists is not None:
+        raise ConflictError(
+            f"meter {definition.name!r} already exists; meters are immutable, "
+            "create one under a new name",
+            field="name",
+        )
+    meter = _row(caller, definition, created_at=utc_now())
+    session.add(meter)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(f"meter {definition.name!r} already exists", field="name") from None
+    return meter_definition(meter)
+
+
+def install_default_meters(caller: AuthContext, *, session: Session) -> list[MeterDefinition]:
+    """Create every default meter the tenant does not have yet; returns the ones created."""
+    have = {m.name for m in tenant_meters(caller.tenant_id, session=session)}
+    now = utc_now()
+    created = [_row(caller, d, created_at=now) for d in DEFAULT_METERS if d.name not in have]
+    session.add_all(created)
+    session.commit()
+    return [meter_definition(m) for m in created]
+
+
+def _row(caller: AuthContext, definition: MeterDefinition, *, created_at: datetime) -> Meter:
+    return Meter(
+        tenant_id=caller.tenant_id,
+        name=definition.name,
+        event_type=definition.event_type,
+        value=definition.value,
+        aggregation=definition.aggregation.value,
+        unit=definition.unit.strip(),
+        filter_field=definition.filter_field,
+        filter_value=definition.filter_value,
+        description=definition.description[:500],
+        created_by=caller.principal_name,
+        created_at=created_at,
+    )
+
+
+# --- environment overrides -----------------------------------------------------------------
+
+
+def list_environment_overrides(tenant_id: str, *, session: Session) -> list[OverrideView]:
+    rows = session.execute(
+        select(EnvironmentOverride.environment, CostCenter.slug, EnvironmentOverride.created_at)
+        .join(CostCenter, CostCenter.id == EnvironmentOverride.cost_center_id)
+        .where(EnvironmentOverride.tenant_id == tenant_id)
+        .order_by(EnvironmentOverride.environment)
+    )
+    return [OverrideView(*row) for row in rows]
+
+
+def set_environment_override(
+    caller: AuthContext, environment: str, cost_center: str, *, session: Session
+) -> OverrideView:
+    """Send unclaimed usage of `environment` to `cost_center` (by slug) from now on."""
+    environment = environment.strip()
+    if not environment or len(environment) > ENVIRONMENT_MAX:
+        raise InvalidInputError(
+            f"environment must be 1-{ENVIRONMENT_MAX} characters", field="environment"
+        )
+    target = session.scalar(
+        select(CostCenter).where(
+            CostCenter.tenant_id == caller.tenant_id, CostCenter.slug == cost_center
+        )
+    )
+    if target is None:
+        raise NotFoundError(f"cost center {cost_center!r} does not exist", field="cost_center")
+    existing = session.scalar(
+        select(EnvironmentOverride).where(
+            EnvironmentOverride.tenant_id == caller.tenant_id,
+            EnvironmentOverride.environment == environment,
+        )
+    )
+    if existing is not None:
+        raise ConflictError(
+            f"environment {environment!r} already goes to another cost center; delete that "
+            "override first",
+            field="environment",
+        )
+    now = utc_now()
+    session.add(
+        EnvironmentOverride(
+            tenant_id=caller.tenant_id,
+            environment=environment,
+            cost_center_id=target.id,
+            created_by=caller.principal_name,
+            created_at=now,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(
+            f"environment {environment!r} already has an override", field="environment"
+        ) from None
+    return OverrideView(environment=environment, cost_center=target.slug, created_at=now)
+
+
+def delete_environment_override(caller: AuthContext, environment: str, *, session: Session) -> None:
+    existing = session.scalar(
+        select(EnvironmentOverride).where(
+            EnvironmentOverride.tenant_id == caller.tenant_id,
+            EnvironmentOverride.environment == environment,
+        )
+    )
+    if existing is None:
+        raise NotFoundError(f"environment {environment!r} has no override", field="environment")
+    session.delete(existing)
+    session.commit()
+
+
+# --- quantities --------------------------------------------------------------------------------
+
+
+def meter_quantity(total: UsageTotal, aggregation: Aggregation) -> Decimal:
+    """A meter's quantity from the statistics of its usage (pure)."""
+    if aggregation is Aggregation.SUM:
+        return total.quantity_sum
+    if aggregation is Aggregation.COUNT:
+        return Decimal(total.event_count)
+    value: Decimal | int | None
+    if aggregation is Aggregation.MAX:
+        value = total.quantity_max
+    elif aggregation is Aggregation.LATEST:
+        value = total.latest_quantity
+    else:
+        value = total.distinct_count
+    if value is None:
+        raise InvalidInputError(
+            f"meter {total.meter!r} ({aggregation.value}) cannot be answered as of that time: "
+            "its raw usage is past the retention window, and only sums and counts are kept "
+            "in rollups",
+            field="as_of",
+        )
+    return Decimal(value)
+
+
+def definitions_by_name(meters: Iterable[MeterDefinition]) -> dict[str, MeterDefinition]:
+    """The definition of each meter name that can appear in the store: the tenant's own over
+    the defaults (which rated its events before it had meters)."""
+    named = {m.name: m for m in DEFAULT_METERS}
+    named.update({m.name: m for m in meters})
+    return named
+
+
+def apply_meters(
+    totals: Iterable[UsageTotal], definitions: Mapping[str, MeterDefinition]
+) -> list[MeteredQuantity]:
+    result: list[MeteredQuantity] = []
+    for total in totals:
+        definition = definitions.get(total.meter)
+        aggregation = definition.aggregation if definition else Aggregation.SUM
+        result.append(
+            MeteredQuantity(
+                cost_center=total.cost_center,
+                team=total.team,
+                app=total.app,
+                meter=total.meter,
+                unit=definition.unit if definition else "",
+                aggregation=aggregation,
+                quantity=meter_quantity(total, aggregation),
+                event_count=total.event_count,
+                unattributed=total.unattributed,
+            )
+        )
+    return result
+
+
+def metered_quantities(
+    tenant_id: str,
+    period: Period,
+    *,
+    store: UsageStore,
+    as_of: datetime | None = None,
+    session: Session,
+) -> list[MeteredQuantity]:
+    """Quantities per (cost center, team, app, meter) of the tenant in `period`, each meter's
+    aggregation applied. `as_of`: as the store stood then (see store.py)."""
+    definitions = definitions_by_name(
+        meter_definition(m) for m in tenant_meters(tenant_id, session=session)
+    )
+    return apply_meters(store.quantities(tenant_id, period, as_of=as_of), definitions)

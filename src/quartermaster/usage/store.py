@@ -1,0 +1,363 @@
+"""The usage store seam: attributed raw usage, rollups, and the queries billing reads.
+
+Backends: DuckDB (embedded, `duckdb_store.py`); ClickHouse later. The pipeline hands the store
+one `RatedBatch` per transaction: Arrow tables in the schemas below (a columnar format every
+OLAP backend loads in bulk), plus the stream position the batch advances to, so the rows and
+the position commit together (exactly once across crashes).
+
+Reading (billing, explain, preview) — every call is scoped to one tenant, periods are
+half-open [start, end) in UTC, and `as_of=T` answers as the store stood at T: only usage that
+had become billable before T (`billable_at < T`; that is `recorded_at` for every event that did
+not wait in the reconciliation window, else the moment its metadata arrived or its deadline).
+See docs/usage.md for the full contract."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from quartermaster.domain.timeutil import Period, ensure_utc
+
+QUANTITY_TYPE = pa.decimal128(38, 12)
+TIME_TYPE = pa.timestamp("us")  # naive UTC: the store compares wall times in UTC only
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("tenant_id", pa.string()),
+        ("event_type", pa.string()),
+        ("recorded_at", TIME_TYPE),
+        ("billable_at", TIME_TYPE),
+        ("outcome", pa.string()),
+        ("method", pa.string()),
+        ("waited", pa.bool_()),
+    ]
+)
+USAGE_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("tenant_id", pa.string()),
+        ("event_id", pa.string()),
+        ("source", pa.string()),
+        ("event_type", pa.string()),
+        ("event_time", TIME_TYPE),
+        ("recorded_at", TIME_TYPE),
+        ("billable_at", TIME_TYPE),
+        ("cost_center", pa.string()),
+        ("team", pa.string()),
+        ("app", pa.string()),
+        ("meter", pa.string()),
+        ("quantity", QUANTITY_TYPE),
+        ("distinct_value", pa.string()),
+        ("method", pa.string()),
+        ("unattributed", pa.bool_()),
+        ("late", pa.bool_()),
+        ("resource_id", pa.string()),
+        ("environment", pa.string()),
+        ("lifecycle", pa.string()),
+    ]
+)
+MARKER_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("tenant_id", pa.string()),
+        ("event_id", pa.string()),
+        ("event_time", TIME_TYPE),
+        ("billable_at", TIME_TYPE),
+        ("resource_id", pa.string()),
+        ("action", pa.string()),
+        ("replicas", pa.int64()),
+        ("cost_center", pa.string()),
+        ("team", pa.string()),
+        ("app", pa.string()),
+        ("environment", pa.string()),
+        ("unattributed", pa.bool_()),
+    ]
+)
+COST_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("tenant_id", pa.string()),
+        ("event_id", pa.string()),
+        ("source", pa.string()),
+        ("event_time", TIME_TYPE),
+        ("billable_at", TIME_TYPE),
+        ("cost_type", pa.string()),
+        ("amount", QUANTITY_TYPE),
+        ("currency", pa.string()),
+        ("period_start", TIME_TYPE),
+        ("period_end", TIME_TYPE),
+    ]
+)
+WAITING_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("tenant_id", pa.string()),
+        ("source", pa.string()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("subject", pa.string()),
+        ("event_time", TIME_TYPE),
+        ("recorded_at", TIME_TYPE),
+        ("deadline", TIME_TYPE),
+        ("content_hash", pa.string()),
+        ("app_id", pa.string()),
+        ("resource_id", pa.string()),
+        ("late", pa.bool_()),
+        ("payload", pa.string()),
+    ]
+)
+
+
+def naive_utc(moment: datetime) -> datetime:
+    return ensure_utc(moment).replace(tzinfo=None)
+
+
+class TableBuilder:
+    """Collects rows for one Arrow schema column by column (cheap per row, one conversion)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._columns: list[list[Any]] = [[] for _ in schema.names]
+        self._times = [i for i, f in enumerate(schema) if f.type == TIME_TYPE]
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    def append(self, *values: Any) -> None:
+        for column, value in zip(self._columns, values, strict=True):
+            column.append(value)
+
+    def to_table(self) -> pa.Table:
+        for index in self._times:
+            self._columns[index] = [
+                None if v is None else naive_utc(v) for v in self._columns[index]
+            ]
+        arrays = [
+            pa.array(column, type=f.type)
+            for column, f in zip(self._columns, self.schema, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """A reader of the event log. The main stream reads everything; a replay stream rebuilds
+    one tenant (or all) from the positions in (from_position, upto]."""
+
+    name: str
+    consumer: str  # the event-log consumer whose cursor follows `position`
+    position: int
+    tenant_id: str | None = None
+    from_position: int = 0
+    upto: int | None = None
+    created_at: datetime | None = None
+
+    def wants(self, position: int, tenant_id: str) -> bool:
+        if position <= self.from_position:
+            return False
+        if self.upto is not None and position > self.upto:
+            return False
+        return self.tenant_id is None or tenant_id == self.tenant_id
+
+
+@dataclass
+class RatedBatch:
+    """Everything one pipeline step writes, committed in one transaction. `stream`/`position`:
+    the stream whose position advances (None for a pass that only settles waiting events)."""
+
+    stream: str | None
+    position: int | None
+    events: pa.Table = field(default_factory=lambda: empty(EVENT_SCHEMA))
+    usage: pa.Table = field(default_factory=lambda: empty(USAGE_SCHEMA))
+    markers: pa.Table = field(default_factory=lambda: empty(MARKER_SCHEMA))
+    costs: pa.Table = field(default_factory=lambda: empty(COST_SCHEMA))
+    waiting_added: pa.Table = field(default_factory=lambda: empty(WAITING_SCHEMA))
+    waiting_resolved: Sequence[int] = ()
+    finish_stream: bool = False  # a replay stream that reached its `upto`
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingEvent:
+    """An event waiting in the reconciliation window, with what re-attribution needs."""
+
+    position: int
+    tenant_id: str
+    source: str
+    event_id: str
+    event_type: str
+    subject: str | None
+    event_time: datetime
+    recorded_at: datetime
+    deadline: datetime
+    content_hash: str
+    app_id: str | None
+    resource_id: str | None
+    late: bool
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """Usage of one (cost center, team, app, meter) in a period, with every statistic a meter
+    aggregation may need. max/latest/distinct are None when an `as_of` query reaches before
+    the raw-retention horizon (they cannot be rebuilt from rollups)."""
+
+    cost_center: str
+    team: str
+    app: str
+    meter: str
+    unattributed: bool
+    event_count: int
+    quantity_sum: Decimal
+    quantity_max: Decimal | None
+    latest_quantity: Decimal | None
+    distinct_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformCostTotal:
+    cost_type: str
+    currency: str
+    amount: Decimal
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawUsage:
+    """One raw usage row: an event's contribution to one meter (for explain)."""
+
+    position: int
+    event_id: str
+    source: str
+    event_type: str
+    event_time: datetime
+    recorded_at: datetime
+    billable_at: datetime
+    cost_center: str
+    team: str
+    app: str
+    meter: str
+    quantity: Decimal
+    method: str
+    unattributed: bool
+    late: bool
+    resource_id: str | None
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleMarker:
+    position: int
+    event_id: str
+    event_time: datetime
+    resource_id: str
+    action: str
+    replicas: int | None
+    app: str
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyPipelineCounts:
+    """Pipeline stages of the events recorded in one hour (the ingest hour)."""
+
+    hour: datetime
+    attributed: int
+    unattributed: int
+    rated: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """recorded_at -> committed in the store, over events that did not wait for metadata."""
+
+    events: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    waited: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    before: datetime
+    usage_rows: int
+    event_rows: int
+
+
+class UsageStore(Protocol):
+    # --- pipeline ------------------------------------------------------------------------
+    def streams(self) -> list[StreamState]:
+        """Every log reader the store knows, main stream first."""
+        ...
+
+    def add_streams(self, streams: Sequence[StreamState]) -> None:
+        """Register readers (first start, or repair of a gap), in one transaction."""
+        ...
+
+    def start_replay(self, tenant_id: str | None, *, main_stream: str) -> StreamState:
+        """Atomically drop the tenant's (or every tenant's) usage and add a stream that
+        rebuilds it from the log up to the main stream's current position."""
+        ...
+
+    def write(self, batch: RatedBatch) -> None:
+        """Commit a batch's rows, rollup increments and stream position in one transaction."""
+        ...
+
+    def waiting_summary(self) -> dict[str, tuple[int, datetime]]:
+        """Tenant -> (events waiting, earliest deadline)."""
+        ...
+
+    def waiting_events(self, tenant_ids: Collection[str]) -> list[WaitingEvent]: ...
+
+    def purge_raw(self, *, before: datetime) -> PurgeResult:
+        """Drop raw rows that became billable before `before`; rollups stay."""
+        ...
+
+    def purged_before(self) -> datetime | None: ...
+
+    def compact(self) -> None:
+        """Fold rollup increments into one row per key; every answer stays the same."""
+        ...
+
+    # --- queries (billing, explain, preview) ---------------------------------------------
+    def quantities(
+        self, tenant_id: str, period: Period, *, as_of: datetime | None = None
+    ) -> list[UsageTotal]: ...
+
+    def platform_costs(
+        self, tenant_id: str, period: Period, *, as_of: datetime | None = None
+    ) -> list[PlatformCostTotal]: ...
+
+    def top_events(
+        self,
+        tenant_id: str,
+        period: Period,
+        *,
+        app: str,
+        meter: str,
+        cost_center: str | None = None,
+        team: str | None = None,
+        limit: int = 10,
+    ) -> list[RawUsage]: ...
+
+    def lifecycle_markers(
+        self, tenant_id: str, period: Period, *, app: str
+    ) -> list[LifecycleMarker]: ...
+
+    def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]: ...
+
+    def latency(self, tenant_id: str | None, *, since: datetime) -> LatencySummary: ...
+
+    def close(self) -> None: ...

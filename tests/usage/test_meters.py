@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from quartermaster.errors import InvalidInputError
+from quartermaster.usage.meters import (
+    DEFAULT_METERS,
+    Aggregation,
+    MeterDefinition,
+    MeterSet,
+    measure,
+    validate_meter,
+    value_text,
+)
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def meter(**overrides: object) -> MeterDefinition:
+    values: dict[str, object] = {
+        "name": "tokens_sum",
+        "event_type": "qm.invocation.usage",
+        "value": "tokens",
+        "aggregation": Aggregation.SUM,
+        "unit": "token",
+    }
+    values.update(overrides)
+    return MeterDefinition(**values)  # type: ignore[arg-type]
+
+
+def test_every_default_meter_is_valid() -> None:
+    names = [validate_meter(m).name for m in DEFAULT_METERS]
+    assert names == [
+        "invocations",
+        "tokens",
+        "compute_units",
+        "duration_ms",
+        "cpu_seconds",
+        "memory_gb_hours",
+        "network_bytes",
+        "storage_gb_days",
+        "requests",
+        "bytes_out",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "fragment"),
+    [
+        ({"name": "Tokens!"}, "name", "meter name"),
+        ({"value": "tokenz"}, "value", "has no field 'tokenz'"),
+        ({"value": "app_id"}, "value", "needs a numeric field"),
+        ({"aggregation": Aggregation.UNIQUE_COUNT, "value": "count"}, "value", "distinct"),
+        ({"event_type": "qm.platform.cost", "value": "amount"}, "event_type", "platform costs"),
+        ({"filter_field": "environment"}, "filter_value", "go together"),
+        ({"filter_field": "nope", "filter_value": "x"}, "filter_field", "no field 'nope'"),
+        ({"unit": " "}, "unit", "unit"),
+    ],
+)
+def test_invalid_meters_are_refused_naming_the_field(
+    overrides: dict[str, object], field: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        validate_meter(meter(**overrides))
+    assert caught.value.field == field
+    assert fragment in caught.value.message
+
+
+def test_custom_event_types_accept_any_field_name() -> None:
+    custom = meter(event_type="acme.gpu.sample", value="gpu_seconds")
+    assert validate_meter(custom) is custom
+    assert measure(custom, {"gpu_seconds": "1.25"}) is not None
+    assert measure(custom, {"gpu_seconds": "n/a"}) is None  # not a number: does not apply
+
+
+def test_measure_each_aggregation() -> None:
+    data = {"app_id": "bot", "tokens": 12, "actor_id": "ann", "environment": "prod"}
+    assert measure(meter(), data).quantity == Decimal(12)  # type: ignore[union-attr]
+    counted = measure(meter(aggregation=Aggregation.COUNT), data)
+    assert counted is not None
+    assert counted.quantity == 1
+    unique = measure(meter(aggregation=Aggregation.UNIQUE_COUNT, value="actor_id"), data)
+    assert unique is not None
+    assert unique.distinct_value == "ann"
+    assert unique.quantity == 1
+    per_event = measure(meter(value="count", aggregation=Aggregation.COUNT), {"app_id": "x"})
+    assert per_event is not None
+    assert per_event.quantity == 1
+    assert measure(meter(), {"app_id": "bot"}) is None  # field absent: no measurement
+
+
+def test_filter_compares_the_values_text() -> None:
+    staging = meter(filter_field="environment", filter_value="staging")
+    assert measure(staging, {"tokens": 3, "environment": "staging"}) is not None
+    assert measure(staging, {"tokens": 3, "environment": "prod"}) is None
+    assert measure(staging, {"tokens": 3}) is None
+    status = meter(
+        event_type="qm.request.trace",
+        value="count",
+        aggregation=Aggregation.COUNT,
+        filter_field="status",
+        filter_value="500",
+    )
+    assert measure(status, {"status": 500}) is not None
+
+
+def test_quantities_are_exact_and_kept_to_twelve_places() -> None:
+    exact = measure(
+        meter(event_type="qm.invocation.usage", value="compute_units"),
+        {"compute_units": Decimal("0.1000000000005")},
+    )
+    assert exact is not None
+    assert exact.quantity == Decimal("0.100000000000")
+    assert value_text(Decimal("2.50")) == "2.50"
+    assert value_text(Decimal("2.0")) == "2"
+    assert value_text(True) == "true"
+
+
+def test_meter_set_uses_defaults_until_the_tenants_first_meter() -> None:
+    own = meter(name="tok", created_at=T0)
+    meters = MeterSet([own])
+    before = meters.for_event("qm.invocation.usage", T0 - timedelta(seconds=1))
+    assert {m.name for m in before} == {"invocations", "tokens", "compute_units", "duration_ms"}
+    assert [m.name for m in meters.for_event("qm.invocation.usage", T0)] == ["tok"]
+    assert list(meters.for_event("qm.resource.usage", T0)) == []
+    later = meter(name="later", created_at=T0 + timedelta(days=1))
+    both = MeterSet([own, later])
+    assert [m.name for m in both.for_event("qm.invocation.usage", T0 + timedelta(hours=1))] == [
+        "tok"
+    ]
+    assert MeterSet([]).for_event("qm.request.trace", T0)[0].name == "requests"
