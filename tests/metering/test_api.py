@@ -1,0 +1,340 @@
+"""POST /v1/events, GET /v1/events and GET /v1/reconciliation over real loopback HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from quartermaster.api.app import create_app
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import bootstrap_tenant
+from tests.conftest import TenantHandle, make_settings, start_live_server
+from tests.metering.conftest import (
+    AppHandle,
+    bearer,
+    create_app_with_key,
+    principal_token,
+    usage_event,
+)
+
+BATCH = "application/cloudevents-batch+json"
+SINGLE = "application/cloudevents+json"
+
+
+def post(http: httpx.Client, token: str, body: Any, content_type: str = BATCH) -> httpx.Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return http.post(
+        "/v1/events", content=content, headers={**bearer(token), "Content-Type": content_type}
+    )
+
+
+def test_single_event_content_type(
+    http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app()
+    response = post(http, tenant.admin_token, bot.sign(usage_event(bot.app_id)), SINGLE)
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    as_array = post(http, tenant.admin_token, [usage_event(bot.app_id)], SINGLE)
+    assert as_array.status_code == 400
+    assert "application/cloudevents-batch+json" in as_array.json()["error"]["message"]
+
+
+def test_batch_content_type_and_plain_json_take_either_shape(
+    http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app()
+    batch = [usage_event(bot.app_id) for _ in range(3)]
+    assert post(http, tenant.admin_token, batch).json()["accepted"] == 3
+    one_as_batch = post(http, tenant.admin_token, usage_event(bot.app_id), BATCH)
+    assert one_as_batch.status_code == 400
+    assert "JSON array" in one_as_batch.json()["error"]["message"]
+    json_one = post(http, tenant.admin_token, usage_event(bot.app_id), "application/json")
+    json_many = post(
+        http, tenant.admin_token, [usage_event(bot.app_id)], "application/json; charset=utf-8"
+    )
+    assert json_one.json()["accepted"] == json_many.json()["accepted"] == 1
+
+
+def test_other_content_types_are_refused(http: httpx.Client, tenant: TenantHandle) -> None:
+    response = post(http, tenant.admin_token, b"id,source", "text/csv")
+    assert response.status_code == 415
+    assert "text/csv" in response.json()["error"]["message"]
+
+
+def test_malformed_json_names_the_position(http: httpx.Client, tenant: TenantHandle) -> None:
+    response = post(http, tenant.admin_token, b'[{"id": "1",}\n]')
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "malformed_body"
+    assert "line 1, column 12 (byte 11)" in error["message"]
+
+
+def test_partial_acceptance_keeps_the_valid_events(
+    http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app(require_signatures=True)
+    good = [bot.sign(usage_event(bot.app_id)) for _ in range(2)]
+    unsigned = usage_event(bot.app_id, event_id="unsigned-1")
+    body = [good[0], unsigned, {"nope": True}, good[1]]
+    response = post(http, tenant.admin_token, body)
+    assert response.status_code == 200
+    report = response.json()
+    assert report["accepted"] == 2
+    assert [(r["index"], r["id"], r["reason"], r["field"]) for r in report["rejected"]] == [
+        (1, "unsigned-1", "missing_signature", "qmsignature"),
+        (2, None, "invalid_envelope", "specversion"),
+    ]
+    assert all(r["message"] for r in report["rejected"])
+    tail = http.get("/v1/events", headers=tenant.headers).json()["events"]
+    assert [e["event"]["id"] for e in tail] == [good[0]["id"], good[1]["id"]]
+
+
+def test_nothing_acceptable_is_422_with_the_report(
+    http: httpx.Client, tenant: TenantHandle
+) -> None:
+    response = post(http, tenant.admin_token, [{"specversion": "1.0"}, 3])
+    assert response.status_code == 422
+    body = response.json()
+    assert body["accepted"] == 0
+    assert body["error"]["code"] == "all_rejected"
+    assert [r["index"] for r in body["rejected"]] == [0, 1]
+    empty = post(http, tenant.admin_token, [])
+    assert (empty.status_code, empty.json()["accepted"]) == (200, 0)
+
+
+def test_resend_reports_duplicates_and_conflicts(
+    http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app()
+    batch = [bot.sign(usage_event(bot.app_id)) for _ in range(4)]
+    assert post(http, tenant.admin_token, batch).json()["accepted"] == 4
+    again = post(http, tenant.admin_token, batch)
+    assert again.status_code == 200
+    assert again.json() == {"accepted": 0, "duplicates": 4, "rejected": []}
+    changed = {**batch[0], "data": {**batch[0]["data"], "tokens": 12345}}
+    conflict = post(http, tenant.admin_token, [bot.sign(changed)])
+    assert conflict.status_code == 422
+    assert conflict.json()["rejected"][0]["reason"] == "conflict"
+
+
+def test_every_rejection_reason_over_http(
+    http: httpx.Client,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    bot = make_app(require_signatures=True)
+    other = make_app()
+    stored = bot.sign(usage_event(bot.app_id, event_id="stored-1"))
+    post(http, tenant.admin_token, [stored])
+    future = utc_now() + timedelta(hours=2)
+    body: list[Any] = [
+        {"specversion": "1.0", "id": "x"},  # invalid_envelope
+        {**usage_event(bot.app_id), "type": "qm.unknown"},  # unknown_type
+        usage_event(bot.app_id, tokens=-5),  # invalid_data
+        bot.sign(usage_event(bot.app_id, time=future)),  # future_timestamp
+        usage_event(bot.app_id),  # missing_signature
+        {**bot.sign(usage_event(bot.app_id)), "qmkeyid": "sk_nope"},  # unknown_key
+        {**bot.sign(usage_event(bot.app_id)), "qmsignature": "ab" * 32},  # bad_signature
+        other.sign(usage_event(bot.app_id)),  # key_app_mismatch
+        {**usage_event(bot.app_id), "qmlease": "rl1.x.y"},  # invalid_lease
+        bot.sign({**stored, "data": {**stored["data"], "tokens": 1}}),  # conflict
+    ]
+    report = post(http, tenant.admin_token, body).json()
+    reasons = [r["reason"] for r in report["rejected"]]
+    assert reasons == [
+        "invalid_envelope",
+        "unknown_type",
+        "invalid_data",
+        "future_timestamp",
+        "missing_signature",
+        "unknown_key",
+        "bad_signature",
+        "key_app_mismatch",
+        "invalid_lease",
+        "conflict",
+    ]
+    app_token = principal_token(runtime, tenant.tenant_id, role=Role.APP, app_slug=other.app_id)
+    forbidden = post(http, app_token, [usage_event(bot.app_id)])
+    assert forbidden.json()["rejected"][0]["reason"] == "forbidden_app"
+
+
+def test_app_principal_sends_its_own_events_but_cannot_read(
+    http: httpx.Client,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    bot = make_app()
+    token = principal_token(runtime, tenant.tenant_id, role=Role.APP, app_slug=bot.app_id)
+    assert post(http, token, [bot.sign(usage_event(bot.app_id))]).json()["accepted"] == 1
+    assert http.get("/v1/events", headers=bearer(token)).status_code == 403
+    assert http.get("/v1/reconciliation", headers=bearer(token)).status_code == 403
+
+
+def test_authentication_and_roles(
+    http: httpx.Client, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    assert (
+        http.post("/v1/events", content=b"[]", headers={"Content-Type": BATCH}).status_code == 401
+    )
+    finance = principal_token(runtime, tenant.tenant_id, role=Role.FINANCE)
+    assert post(http, finance, []).status_code == 403
+    assert http.get("/v1/reconciliation", headers=bearer(finance)).status_code == 200
+
+
+def test_reads_are_scoped_to_the_tenant(
+    http: httpx.Client, runtime: Runtime, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    tenant_a, tenant_b = make_tenant("a"), make_tenant("b")
+    app_a = create_app_with_key(runtime, tenant_a.tenant_id, "same-slug")
+    create_app_with_key(runtime, tenant_b.tenant_id, "same-slug")
+    event = app_a.sign(usage_event("same-slug"))
+    assert post(http, tenant_a.admin_token, [event]).json()["accepted"] == 1
+    # the same (source, id) is a new event in another tenant; A's key is unknown there
+    assert post(http, tenant_b.admin_token, [event]).json()["rejected"][0]["reason"] == (
+        "unknown_key"
+    )
+    assert (
+        post(http, tenant_b.admin_token, [usage_event("same-slug", event_id=event["id"])]).json()[
+            "accepted"
+        ]
+        == 1
+    )
+    events_b = http.get("/v1/events", headers=tenant_b.headers).json()["events"]
+    assert len(events_b) == 1
+    assert "qmkeyid" not in events_b[0]["event"]
+    recon_b = http.get("/v1/reconciliation", headers=tenant_b.headers).json()
+    assert recon_b["totals"] == {"received": 2, "accepted": 1, "rejected": 1}
+    recon_a = http.get("/v1/reconciliation", headers=tenant_a.headers).json()
+    assert recon_a["totals"] == {"received": 1, "accepted": 1}
+
+
+def test_team_members_tail_only_their_teams_apps(
+    http: httpx.Client, runtime: Runtime, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    mine, theirs = make_app(), make_app()
+    post(http, tenant.admin_token, [usage_event(mine.app_id), usage_event(theirs.app_id)])
+    member = principal_token(runtime, tenant.tenant_id, role=Role.TEAM_MEMBER, team_id=mine.team_id)
+    seen = http.get("/v1/events", headers=bearer(member)).json()["events"]
+    assert [e["app_id"] for e in seen] == [mine.app_id]
+
+
+def test_tail_pages_after_a_position(
+    http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app()
+    events = [usage_event(bot.app_id) for _ in range(5)]
+    post(http, tenant.admin_token, events)
+    newest = http.get("/v1/events", params={"limit": 2}, headers=tenant.headers).json()
+    assert [e["event"]["id"] for e in newest["events"]] == [events[3]["id"], events[4]["id"]]
+    first = http.get("/v1/events", params={"after": 0, "limit": 3}, headers=tenant.headers).json()
+    assert [e["event"]["id"] for e in first["events"]] == [e["id"] for e in events[:3]]
+    rest = http.get(
+        "/v1/events", params={"after": first["next_after"]}, headers=tenant.headers
+    ).json()
+    assert [e["event"]["id"] for e in rest["events"]] == [e["id"] for e in events[3:]]
+    empty = http.get(
+        "/v1/events", params={"after": rest["next_after"]}, headers=tenant.headers
+    ).json()
+    assert empty == {"events": [], "next_after": rest["next_after"]}
+
+
+def test_reconciliation_parameters_are_checked(http: httpx.Client, tenant: TenantHandle) -> None:
+    naive = http.get(
+        "/v1/reconciliation", params={"start": "2026-11-01T00:00:00"}, headers=tenant.headers
+    )
+    assert naive.status_code == 422
+    assert "UTC offset" in naive.json()["error"]["message"]
+    backwards = http.get(
+        "/v1/reconciliation",
+        params={"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"},
+        headers=tenant.headers,
+    )
+    assert backwards.status_code == 422
+    window = http.get(
+        "/v1/reconciliation",
+        params={"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00+00:00"},
+        headers=tenant.headers,
+    ).json()
+    assert window["hours"] == []
+
+
+def test_bench_route_is_absent_by_default(http: httpx.Client) -> None:
+    assert http.post("/v1/_bench/parse", content=b"[]").status_code == 404
+    assert "/v1/_bench/parse" not in http.get("/openapi.json").json()["paths"]
+
+
+@dataclass
+class LimitedServer:
+    http: httpx.Client
+    token: str
+
+
+@pytest.fixture
+def limited(tmp_path: Path, db_url: str) -> Iterator[LimitedServer]:
+    """A server with small limits (5 events, 4,000 bytes) and the bench routes on."""
+    settings = make_settings(
+        tmp_path / "limited",
+        db_url,
+        pipeline_enabled=False,
+        max_batch_events=5,
+        max_body_bytes=4000,
+        bench_routes_enabled=True,
+    )
+    runtime = build_runtime(settings, migrate=False)
+    with runtime.session_factory() as session:
+        token = bootstrap_tenant(f"lim-{uuid.uuid4().hex[:8]}", session=session).token
+    live = start_live_server(create_app(settings, runtime=runtime))
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as client:
+            yield LimitedServer(client, token)
+    finally:
+        live.server.should_exit = True
+        live.thread.join(timeout=20)
+        runtime.close()
+
+
+def test_too_many_events_is_413_naming_the_limit(limited: LimitedServer) -> None:
+    events = [usage_event("bot") for _ in range(6)]
+    response = post(limited.http, limited.token, events)
+    assert response.status_code == 413
+    assert "limit is 5 per request" in response.json()["error"]["message"]
+    assert post(limited.http, limited.token, events[:5]).json()["accepted"] == 5
+
+
+def test_too_many_bytes_is_413_naming_the_limit(limited: LimitedServer) -> None:
+    big = [{**usage_event("bot"), "note": "x" * 900} for _ in range(5)]
+    body = orjson.dumps(big)
+    assert len(body) > 4000
+    declared = post(limited.http, limited.token, body)
+    assert declared.status_code == 413
+    assert "limit is 4,000 bytes" in declared.json()["error"]["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the bytes read are counted
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    streamed = limited.http.post(
+        "/v1/events",
+        content=chunks(),
+        headers={**bearer(limited.token), "Content-Type": BATCH},
+    )
+    assert streamed.status_code == 413
+    assert "limit is 4,000 bytes" in streamed.json()["error"]["message"]
+
+
+def test_bench_route_parses_when_enabled(limited: LimitedServer) -> None:
+    assert limited.http.post("/v1/_bench/parse", content=b'[{"a": 1}]').status_code == 202
+    assert "/v1/_bench/parse" not in limited.http.get("/openapi.json").json()["paths"]

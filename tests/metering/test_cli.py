@@ -1,0 +1,183 @@
+"""`qm events send|tail` and `qm reconciliation` against a live server, plus the retry logic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from quartermaster.cli import events as cli
+from tests.conftest import LiveServer, TenantHandle
+from tests.metering.conftest import AppHandle, usage_event
+
+runner = CliRunner()
+
+
+def env(live_server: LiveServer, tenant: TenantHandle) -> dict[str, str]:
+    return {"QM_URL": live_server.url, "QM_API_KEY": tenant.admin_token, "COLUMNS": "200"}
+
+
+def write_jsonl(path: Path, lines: list[Any]) -> Path:
+    path.write_bytes(b"\n".join(orjson.dumps(x) if not isinstance(x, bytes) else x for x in lines))
+    return path
+
+
+def test_send_signs_batches_and_summarizes(
+    tmp_path: Path,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    bot = make_app(require_signatures=True)
+    good = [usage_event(bot.app_id) for _ in range(4)]
+    file = write_jsonl(
+        tmp_path / "events.jsonl",
+        [good[0], good[1], b"", {**usage_event(bot.app_id), "type": "qm.nope"}, good[2], good[3]],
+    )
+    args = ["send", str(file), "--batch-size", "2", "--key-id", bot.key_id]
+    result = runner.invoke(
+        cli.app, [*args, "--secret-hex", bot.secret.hex()], env=env(live_server, tenant)
+    )
+    assert result.exit_code == 1, result.output  # one event was rejected
+    assert "5 events sent" in result.output
+    summary_row = next(line for line in result.output.splitlines() if "│" in line)
+    assert [cell.strip() for cell in summary_row.split("│")[1:5]] == ["4", "0", "1", "0"]
+    assert "unknown_type" in result.output
+    rejection_row = next(line for line in result.output.splitlines() if "unknown_type" in line)
+    assert rejection_row.split("│")[1].strip() == "4"  # the file's line number
+
+    again = runner.invoke(
+        cli.app, [*args, "--secret-hex", bot.secret.hex()], env=env(live_server, tenant)
+    )
+    row = next(line for line in again.output.splitlines() if "│" in line)
+    assert [cell.strip() for cell in row.split("│")[1:4]] == ["0", "4", "1"]
+
+    unsigned = runner.invoke(cli.app, ["send", str(file)], env=env(live_server, tenant))
+    assert unsigned.exit_code == 1  # the app requires signatures, resent or not
+    assert unsigned.output.count("missing_signature") == 4
+
+
+def test_send_refuses_a_malformed_line(tmp_path: Path) -> None:
+    file = write_jsonl(tmp_path / "bad.jsonl", [usage_event("bot"), b'{"id": '])
+    result = runner.invoke(
+        cli.app, ["send", str(file)], env={"QM_API_KEY": "qm_x_y", "COLUMNS": "300"}
+    )
+    assert result.exit_code == 2
+    assert "bad.jsonl:2: not valid JSON" in result.output
+
+
+def _transport(outcomes: list[Any]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    return httpx.MockTransport(handler)
+
+
+def test_post_batch_retries_connection_errors_5xx_and_429() -> None:
+    ok = httpx.Response(200, json={"accepted": 1, "duplicates": 0, "rejected": []})
+    outcomes: list[Any] = [
+        httpx.ConnectError("refused"),
+        httpx.Response(503),
+        httpx.Response(429, headers={"Retry-After": "7"}),
+        ok,
+    ]
+    slept: list[float] = []
+    reasons: list[str] = []
+    with httpx.Client(transport=_transport(outcomes), base_url="http://qm") as client:
+        response = cli.post_batch(
+            client, b"[]", max_attempts=5, sleep=slept.append, on_retry=reasons.append
+        )
+    assert response.status_code == 200
+    assert reasons == ["ConnectError: refused", "HTTP 503", "HTTP 429"]
+    assert 0.25 <= slept[0] <= 0.5
+    assert 0.5 <= slept[1] <= 1.0
+    assert slept[2] == 7.0  # the server's Retry-After
+
+
+def test_post_batch_does_not_retry_client_errors_and_gives_up_eventually() -> None:
+    with httpx.Client(
+        transport=_transport([httpx.Response(413, json={"error": {"message": "too big"}})]),
+        base_url="http://qm",
+    ) as client:
+        assert (
+            cli.post_batch(client, b"[]", max_attempts=3, sleep=lambda _s: None).status_code == 413
+        )
+    with (
+        httpx.Client(
+            transport=_transport([httpx.Response(500)] * 3), base_url="http://qm"
+        ) as client,
+        pytest.raises(cli.DeliveryError, match="gave up after 3 attempts; last error: HTTP 500"),
+    ):
+        cli.post_batch(client, b"[]", max_attempts=3, sleep=lambda _s: None)
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    assert [cli.backoff_seconds(n) <= 0.5 * 2 ** (n - 1) for n in (1, 2, 3)] == [True] * 3
+    assert cli.backoff_seconds(20) <= cli.MAX_BACKOFF_SECONDS
+    assert cli.backoff_seconds(1, "120") == cli.MAX_BACKOFF_SECONDS
+
+
+def test_tail_prints_recent_events_then_follows(
+    live_server: LiveServer, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app()
+    first = [usage_event(bot.app_id) for _ in range(3)]
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+        client.post("/v1/events", json=first)
+        lines: list[str] = []
+        polls = iter([True, True, False])
+        later = usage_event(bot.app_id)
+
+        def sleep(_seconds: float) -> None:  # new events arrive while the tail waits
+            client.post("/v1/events", json=[later])
+
+        cli.tail_events(
+            client,
+            limit=2,
+            follow=True,
+            interval=0.01,
+            emit=lines.append,
+            keep_going=lambda: next(polls),
+            sleep=sleep,
+        )
+    ids = [event["id"] for event in [*first[1:], later]]
+    assert len(lines) == 3
+    for line, event_id in zip(lines, ids, strict=True):
+        assert event_id in line
+        assert f"app={bot.app_id}" in line
+
+
+def test_tail_command(live_server: LiveServer, tenant: TenantHandle) -> None:
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+        client.post("/v1/events", json=[usage_event("tail-app", tokens=77)])
+    result = runner.invoke(cli.app, ["tail", "--limit", "5"], env=env(live_server, tenant))
+    assert result.exit_code == 0, result.output
+    assert "qm.invocation.usage" in result.output
+    assert "tokens=77" in result.output
+
+
+def test_reconciliation_command_shows_balanced_hours(
+    live_server: LiveServer, tenant: TenantHandle
+) -> None:
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+        client.post("/v1/events", json=[usage_event("r-app"), {"specversion": "1.0"}])
+    result = runner.invoke(cli.reconciliation_app, [], env=env(live_server, tenant))
+    assert result.exit_code == 0, result.output
+    assert "yes" in result.output
+    assert "invalid_envelope" in result.output
+    total = next(line for line in result.output.splitlines() if "total" in line)
+    assert [c.strip() for c in total.split("│")[2:6]] == ["2", "1", "0", "1"]
+    empty = runner.invoke(
+        cli.reconciliation_app,
+        ["--start", "2020-01-01T00:00:00Z", "--end", "2020-01-02T00:00:00Z"],
+        env=env(live_server, tenant),
+    )
+    assert "no events received" in empty.output
