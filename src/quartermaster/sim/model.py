@@ -24,11 +24,13 @@ from decimal import Decimal
 from quartermaster.domain.timeutil import Period
 
 HOUR = timedelta(hours=1)
+EVENTS_PER_APP_DAY = 220
 
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """The knobs. `events_per_day` is the target volume (~2M a month at the default)."""
+    """The knobs. `events_per_day` is the target volume, by default 220 per app: ~66,000 a
+    day and ~2 million a month for the default 300 apps."""
 
     start: datetime
     hours: int = 24
@@ -36,7 +38,7 @@ class SimConfig:
     tenant_id: str = "acme"
     teams: int = 20
     apps: int = 300
-    events_per_day: int = 66_000
+    events_per_day: int | None = None
     ephemeral_share: float = 0.25
     staging_share: float = 0.12
     anomalies: int | None = None  # default: about one every other day, at least two
@@ -53,8 +55,16 @@ class SimConfig:
             raise ValueError(f"apps must be at least 4, got {self.apps}")
         if self.teams < 2:
             raise ValueError(f"teams must be at least 2, got {self.teams}")
-        if self.events_per_day < 100:
+        if self.events_per_day is not None and self.events_per_day < 100:
             raise ValueError(f"events_per_day must be at least 100, got {self.events_per_day}")
+
+    @property
+    def daily_events(self) -> int:
+        return (
+            self.events_per_day
+            if self.events_per_day is not None
+            else EVENTS_PER_APP_DAY * self.apps
+        )
 
     @property
     def end(self) -> datetime:

@@ -281,11 +281,15 @@ def _scenarios(
     )
     used: set[str] = set()
 
-    def pick(pool: list[AppSpec]) -> AppSpec:
-        fresh = [a for a in pool if a.app_id not in used] or [
-            a for a in production if a.app_id not in used
+    def pick(pool: list[AppSpec], exclude: frozenset[str] = frozenset()) -> AppSpec:
+        """An app of `pool` no scenario uses yet; on a platform too small for that, any
+        production app not excluded (so every scenario is present, some sharing an app)."""
+        allowed = [a for a in production if a.app_id not in exclude] or production
+        in_pool = [a for a in pool if a.app_id not in exclude]
+        fresh = [a for a in in_pool if a.app_id not in used] or [
+            a for a in allowed if a.app_id not in used
         ]
-        chosen = rng.choice(fresh or production)
+        chosen = rng.choice(fresh or in_pool or allowed)
         used.add(chosen.app_id)
         return chosen
 
@@ -367,22 +371,23 @@ def _scenarios(
         anomalies.append(Anomaly(app.app_id, meter, event_type, resource_id, begin, end, factor))
 
     # Buffered events of busy apps, flushed days later during office hours.
-    late: list[LateDelivery] = []
+    late_deliveries: list[LateDelivery] = []
     moments = [start + h * HOUR for h in range(hours)]
     office = [m for m in moments if m.weekday() < 5 and 9 <= m.hour < 18] or moments
     for _ in range(1 + int(days // 7)):
         app = pick(production[: max(3, len(production) // 5)])
         delivered = rng.choice(office)
         event_start = delivered - rng.randint(2, 4) * 24 * HOUR - rng.randint(1, 3) * HOUR
-        late.append(
+        late_deliveries.append(
             LateDelivery(app.app_id, delivered, event_start, event_start + rng.randint(2, 4) * HOUR)
         )
 
+    # A client's retry re-sends a busy app's hour (never a late app's: those hours are held).
     redeliveries: list[Redelivery] = []
-    remaining = [a for a in production if a.app_id not in used]
-    for app in remaining[: 1 + int(days // 10)]:
-        used.add(app.app_id)
-        hour = start + rng.randrange(hours) * HOUR
+    late_apps = frozenset(late.app_id for late in late_deliveries)
+    for _ in range(1 + int(days // 10)):
+        app = pick(production[: max(3, len(production) // 5)], exclude=late_apps)
+        hour = rng.choice(office)
         redeliveries.append(Redelivery(app.app_id, hour, hour + HOUR))
 
     faulty = (
@@ -410,8 +415,8 @@ def _scenarios(
         finish = min(r.valid_to or config.end, config.end)
         samples_per_day += max(0.0, (finish - begin).total_seconds()) / 3600 / days
     budget = max(
-        config.events_per_day - samples_per_day - 24 * len(platform_costs),
-        config.events_per_day * 0.3,
+        config.daily_events - samples_per_day - 24 * len(platform_costs),
+        config.daily_events * 0.3,
     )
     load = {p: _mean_daily_load(p) for p in Pattern}
     demand = 0.0
@@ -427,7 +432,7 @@ def _scenarios(
         resources=all_resources,
         moves=moves,
         anomalies=tuple(anomalies),
-        late_deliveries=tuple(late),
+        late_deliveries=tuple(late_deliveries),
         redeliveries=tuple(redeliveries),
         faulty=faulty,
         platform_costs=platform_costs,
