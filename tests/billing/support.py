@@ -129,16 +129,19 @@ class MemoryCalculator:
             units=self.units,
         )
 
+    def cutoff(self) -> datetime:
+        return self.now
+
     def inputs(
         self,
         tenant_id: str,
         period: Period,
         *,
-        as_of: datetime | None,
+        as_of: datetime,
         cuts: Sequence[datetime] = (),
         session: Session,
     ) -> PeriodInputs:
-        cutoff = ensure_utc(as_of) if as_of is not None else self.now
+        cutoff = ensure_utc(as_of)
         rows = tuple(
             row
             for row, recorded in self.usage

@@ -17,7 +17,12 @@ ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.tenancy.router",
     "quartermaster.catalog.router",
     "quartermaster.pricing.router",
+    "quartermaster.usage.router",
+    "quartermaster.billing.router",
     "quartermaster.metering.router",
+    "quartermaster.secrets.router",
+    "quartermaster.secrets.lease_router",
+    "quartermaster.audit.router",
 )
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]

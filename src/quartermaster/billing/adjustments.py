@@ -51,7 +51,7 @@ def _expected_adjustment(
     run: BillingDocument,
     earlier: list[BillingDocument],
     *,
-    as_of: datetime | None,
+    as_of: datetime,
     calculator: BillingCalculator,
     session: Session,
 ) -> tuple[list[LineDraft], dict[str, str], datetime, tuple[int, ...], str]:
@@ -87,9 +87,12 @@ def create_adjustment(
     *,
     calculator: BillingCalculator,
     session: Session,
+    as_of: datetime | None = None,
 ) -> BillingDocument | None:
-    """Issue the run's next adjustment document, or None when nothing changed."""
+    """Issue the run's next adjustment document, or None when nothing changed. `as_of`
+    None: as recorded now (`calculator.cutoff()`, taken before the unit of work opens)."""
     require_admin(caller, "create adjustments")
+    cutoff = as_of if as_of is not None else calculator.cutoff()
     run = get_document(caller, run_id, session=session)
     if run.doc_type != DocumentType.RUN.value:
         raise ConflictError(
@@ -104,7 +107,7 @@ def create_adjustment(
         )
     earlier = adjustments_of(run, session=session)
     lines, corrects, as_of, versions, currency = _expected_adjustment(
-        run, earlier, as_of=None, calculator=calculator, session=session
+        run, earlier, as_of=cutoff, calculator=calculator, session=session
     )
     if not lines:
         return None

@@ -68,17 +68,22 @@ class Computed:
 
 
 class BillingCalculator(Protocol):
+    def cutoff(self) -> datetime:
+        """ "As recorded now": the moment before which everything recorded is in the usage
+        store. It may wait for the pipeline to catch up, so call it before opening a unit of
+        work (SQLite holds its write lock for a whole transaction)."""
+        ...
+
     def inputs(
         self,
         tenant_id: str,
         period: Period,
         *,
-        as_of: datetime | None,
+        as_of: datetime,
         cuts: Sequence[datetime] = (),
         session: Session,
     ) -> PeriodInputs:
-        """The period's inputs recorded before `as_of` (None: everything recorded so far;
-        the returned `as_of` then says up to when that was). Usage is read in parts cut at
+        """The period's inputs recorded before `as_of`. Usage is read in parts cut at
         `cuts` (price book changes) and dated at each part's start."""
         ...
 

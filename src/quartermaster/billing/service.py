@@ -199,7 +199,7 @@ def compute_period(
     tenant_id: str,
     period: Period,
     *,
-    as_of: datetime | None,
+    as_of: datetime,
     price_book: str | None,
     calculator: BillingCalculator,
     session: Session,
@@ -230,10 +230,13 @@ def create_run(
     price_book: str | None = None,
     calculator: BillingCalculator,
     session: Session,
+    as_of: datetime | None = None,
 ) -> RunOutcome:
     """Compute the period's run as a draft, recompute its draft, or return it unchanged
-    when it is finalized."""
+    when it is finalized. `as_of` None: as recorded now (`calculator.cutoff()`, taken before
+    the unit of work opens)."""
     require_admin(caller, "create billing runs")
+    cutoff = as_of if as_of is not None else calculator.cutoff()
     tenant = load_tenant(caller.tenant_id, session=session)
     key = run_doc_key(kind, period)
     existing = _find_run(caller.tenant_id, key, session=session, lock=True)
@@ -243,7 +246,7 @@ def create_run(
     computed = compute_period(
         caller.tenant_id,
         period,
-        as_of=None,
+        as_of=cutoff,
         price_book=book,
         calculator=calculator,
         session=session,

@@ -35,9 +35,16 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.apps", "app_app", "app"),
     ("quartermaster.cli.apps", "resource_app", "resource"),
     ("quartermaster.cli.pricing", "pricebook_app", "pricebook"),
+    ("quartermaster.cli.usage", "meter_app", "meter"),
+    ("quartermaster.cli.usage", "environment_app", "environment"),
+    ("quartermaster.cli.usage", "usage_app", "usage"),
+    ("quartermaster.cli.usage", "pipeline_app", "pipeline"),
     ("quartermaster.cli.events", "app", "events"),
     ("quartermaster.cli.events", "reconciliation_app", "reconciliation"),
+    ("quartermaster.cli.billing", "bill_app", "bill"),
 )
+# Feature top-level commands: (module, function, name).
+COMMANDS: tuple[tuple[str, str, str], ...] = (("quartermaster.cli.billing", "explain", "explain"),)
 
 console = Console()
 
@@ -87,7 +94,11 @@ def serve(
 
 
 def _background_services() -> tuple[BackgroundStarter, ...]:
-    return ()
+    from quartermaster.background import service_starter
+    from quartermaster.usage.maintenance import UsageMaintenance
+    from quartermaster.usage.pipeline import pipeline_worker
+
+    return (service_starter(pipeline_worker), service_starter(UsageMaintenance))
 
 
 @tenant_app.command("create")
@@ -138,6 +149,8 @@ def tenant_list(data_dir: DataDirOption = None) -> None:
 def _register_groups() -> None:
     for module, attribute, name in COMMAND_GROUPS:
         app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    for module, attribute, name in COMMANDS:
+        app.command(name)(getattr(importlib.import_module(module), attribute))
 
 
 def main() -> None:

@@ -1,0 +1,205 @@
+"""Explain a billing line: line -> its daily rollups -> its top raw events, with the
+lifecycle markers (deploy, scale, delete) of the app's resources in the period.
+
+Rollups are read as the usage store stood at the document's `as_of`, so they add up to what
+the line billed. Raw events are listed with the time they became billable; those after the
+document's `as_of` were not in it (an adjustment picks them up).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.billing.models import BillingDocument, BillingLine, CostType, DocumentType
+from quartermaster.billing.service import caller_team_slug, get_document
+from quartermaster.billing.sources import quantity_of, split_period, tenant_meter_definitions
+from quartermaster.domain.timeutil import Period
+from quartermaster.errors import NotFoundError
+from quartermaster.tenancy.service import AuthContext
+from quartermaster.usage.meters import Aggregation
+from quartermaster.usage.store import LifecycleMarker, RawUsage, UsageStore
+
+LINE_ID = re.compile(r"^[0-9a-f]{32}$")
+TOP_EVENTS = 10
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyAmount:
+    """One day of the period (the first and last may be partial): a quantity of the line's
+    meter, or an amount of a shared platform cost."""
+
+    start: datetime
+    end: datetime
+    value: Decimal
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    document: BillingDocument
+    line: BillingLine
+    subject: str
+    counted_as_of: datetime  # rollups as recorded before this; events after it are late
+    daily: list[DailyAmount]
+    top_events: list[RawUsage]
+    markers: list[LifecycleMarker]
+    shared_costs: list[DailyAmount] = field(default_factory=list)
+    late_after: datetime | None = None  # adjustments: events billable after this are why
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def daily_total(self) -> Decimal:
+        return sum((day.value for day in self.daily), ZERO)
+
+
+def find_line(caller: AuthContext, reference: str, *, session: Session) -> BillingLine:
+    """A line by its id, or by its audit key (the latest line issued with it)."""
+    team = caller_team_slug(caller, session=session)
+    if LINE_ID.match(reference):
+        line = session.get(BillingLine, reference)
+    else:
+        line = session.scalars(
+            select(BillingLine)
+            .join(BillingDocument, BillingDocument.id == BillingLine.document_id)
+            .where(BillingLine.tenant_id == caller.tenant_id, BillingLine.audit_key == reference)
+            .order_by(BillingDocument.created_at.desc())
+        ).first()
+    if line is None or line.tenant_id != caller.tenant_id or (team and line.team != team):
+        raise NotFoundError(f"billing line {reference!r} not found", field="line_id")
+    return line
+
+
+def _days(period: Period) -> list[Period]:
+    """The period cut at each UTC midnight (where the day rollups begin)."""
+    midnight = period.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    cuts: list[datetime] = []
+    cursor = midnight + timedelta(days=1)
+    while cursor < period.end:
+        cuts.append(cursor)
+        cursor += timedelta(days=1)
+    return split_period(period, cuts)
+
+
+def _daily_usage(
+    store: UsageStore,
+    line: BillingLine,
+    period: Period,
+    as_of: datetime,
+    aggregation: Aggregation,
+) -> list[DailyAmount]:
+    days: list[DailyAmount] = []
+    for day in _days(period):
+        value, events = ZERO, 0
+        for total in store.quantities(line.tenant_id, day, as_of=as_of):
+            if total.meter != line.meter or total.cost_center != line.cost_center:
+                continue
+            if (line.team or "") != total.team:
+                continue
+            if line.app is not None and total.app != line.app:
+                continue
+            value += quantity_of(total, aggregation) or ZERO
+            events += total.event_count
+        days.append(DailyAmount(day.start, day.end, value, events))
+    return days
+
+
+def _daily_costs(
+    store: UsageStore, tenant_id: str, cost_type: str, period: Period, as_of: datetime
+) -> list[DailyAmount]:
+    days: list[DailyAmount] = []
+    for day in _days(period):
+        costs = [
+            c for c in store.platform_costs(tenant_id, day, as_of=as_of) if c.cost_type == cost_type
+        ]
+        days.append(
+            DailyAmount(
+                day.start,
+                day.end,
+                sum((c.amount for c in costs), ZERO),
+                sum(c.event_count for c in costs),
+            )
+        )
+    return days
+
+
+def _subject(line: BillingLine, cost_type: str) -> str:
+    owner = f"cost center {line.cost_center}"
+    if line.team:
+        owner = f"team {line.team}, {owner}"
+    if line.app:
+        owner = f"app {line.app} ({owner})"
+    if cost_type == CostType.PLATFORM.value:
+        basis = f", allocated by {line.meter}" if line.meter else ""
+        return f"share of platform cost {line.item} for {owner}{basis}"
+    return f"{cost_type} of {line.meter or line.item} for {owner}"
+
+
+def explain_line(
+    caller: AuthContext, reference: str, *, store: UsageStore, session: Session
+) -> Explanation:
+    line = find_line(caller, reference, session=session)
+    document = get_document(caller, line.document_id, session=session)
+    period = Period(document.period_start, document.period_end)
+    cost_type = line.adjusted_cost_type or line.cost_type
+    notes: list[str] = []
+    late_after = None
+    if document.doc_type == DocumentType.ADJUSTMENT.value and document.corrects_id:
+        earlier = session.scalars(
+            select(BillingDocument.as_of).where(
+                BillingDocument.tenant_id == caller.tenant_id,
+                (BillingDocument.id == document.corrects_id)
+                | (
+                    (BillingDocument.corrects_id == document.corrects_id)
+                    & (BillingDocument.sequence < document.sequence)
+                ),
+            )
+        ).all()
+        late_after = max(earlier) if earlier else None
+        notes.append(f"adjustment: {line.reason}")
+    meters = tenant_meter_definitions(caller.tenant_id, session=session)
+    daily: list[DailyAmount] = []
+    if line.meter is not None:
+        definition = meters.get(line.meter)
+        aggregation = definition.aggregation if definition else Aggregation.SUM
+        daily = _daily_usage(store, line, period, document.as_of, aggregation)
+        if not aggregation.summable:
+            notes.append(f"{line.meter} is a {aggregation.value} meter: days do not add up")
+    shared: list[DailyAmount] = []
+    if cost_type == CostType.PLATFORM.value:
+        shared = _daily_costs(store, caller.tenant_id, line.item, period, document.as_of)
+        notes.append(f"allocation: {line.allocation_method}")
+    top: list[RawUsage] = []
+    markers: list[LifecycleMarker] = []
+    if line.app is not None:
+        markers = store.lifecycle_markers(caller.tenant_id, period, app=line.app)
+        if line.meter is not None:
+            top = store.top_events(
+                caller.tenant_id,
+                period,
+                app=line.app,
+                meter=line.meter,
+                cost_center=line.cost_center,
+                team=line.team or "",
+                limit=TOP_EVENTS,
+            )
+    else:
+        notes.append("charged to a team or cost center as a whole: no single app's events")
+    return Explanation(
+        document=document,
+        line=line,
+        subject=_subject(line, cost_type),
+        counted_as_of=document.as_of,
+        daily=daily,
+        top_events=top,
+        markers=markers,
+        shared_costs=shared,
+        late_after=late_after,
+        notes=notes,
+    )

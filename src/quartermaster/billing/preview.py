@@ -1,0 +1,138 @@
+"""Month-to-date cost and a forecast to the end of the month, without creating a run.
+
+The forecast is a run-rate projection of the *usage*, not of the money: every quantity and
+platform cost of the month so far is multiplied by (length of the month ÷ time elapsed) and
+the projected month is priced with the current price book, like a run would price it. So
+free allowances, tiers, subscription fees and shared-cost allocation apply as they will at
+the end of the month (a fee is not multiplied; an allowance is not used up early).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+
+from sqlalchemy.orm import Session
+
+from quartermaster.billing.calculator import (
+    BillingCalculator,
+    price_inputs,
+    scale_inputs,
+    version_cuts,
+)
+from quartermaster.billing.lines import LineDraft
+from quartermaster.billing.periods import month_containing, tenant_zone
+from quartermaster.billing.service import caller_team_slug, load_tenant
+from quartermaster.domain.timeutil import Period, ensure_utc, utc_now
+from quartermaster.tenancy.service import AuthContext
+
+FORECAST_METHOD = (
+    "run-rate: month-to-date usage and platform costs x (month length / elapsed time), "
+    "priced for the whole month with the current price book"
+)
+# Below this much elapsed time a run-rate says nothing: the forecast is the month so far.
+MIN_ELAPSED = timedelta(hours=1)
+ZERO = Decimal(0)
+DAY_QUANTUM = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    cost_center: str
+    team: str | None
+    app: str | None
+    month_to_date: Decimal
+    forecast: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    period: Period  # the whole month
+    as_of: datetime
+    elapsed_days: Decimal
+    total_days: Decimal
+    currency: str
+    price_book: str
+    month_to_date: Decimal
+    forecast: Decimal
+    teams: list[CostRow]
+    apps: list[CostRow]
+    team: str | None  # the team a team-member's preview is limited to
+    method: str = FORECAST_METHOD
+
+
+def _days(span: timedelta) -> Decimal:
+    return (Decimal(span.total_seconds()) / Decimal(86400)).quantize(
+        DAY_QUANTUM, rounding=ROUND_HALF_EVEN
+    )
+
+
+def summarize(
+    month_to_date: Iterable[LineDraft], forecast: Iterable[LineDraft]
+) -> tuple[list[CostRow], list[CostRow]]:
+    """Cost per (cost center, team) and per (cost center, team, app): so far and forecast.
+    Lines charged to a team or cost center as a whole count for the team, not an app."""
+    teams: dict[tuple[str, str | None], list[Decimal]] = {}
+    apps: dict[tuple[str, str | None, str], list[Decimal]] = {}
+    for column, lines in enumerate((month_to_date, forecast)):
+        for line in lines:
+            team_key = (line.cost_center, line.team)
+            teams.setdefault(team_key, [ZERO, ZERO])[column] += line.amount
+            if line.app is not None:
+                app_key = (line.cost_center, line.team, line.app)
+                apps.setdefault(app_key, [ZERO, ZERO])[column] += line.amount
+    team_rows = [CostRow(cc, team, None, mtd, fc) for (cc, team), (mtd, fc) in teams.items()]
+    app_rows = [CostRow(cc, team, app, mtd, fc) for (cc, team, app), (mtd, fc) in apps.items()]
+    return sorted(team_rows, key=_largest_first), sorted(app_rows, key=_largest_first)
+
+
+def _largest_first(row: CostRow) -> tuple[Decimal, str, str, str]:
+    return (-row.forecast, row.cost_center, row.team or "", row.app or "")
+
+
+def preview(
+    caller: AuthContext,
+    *,
+    calculator: BillingCalculator,
+    session: Session,
+    price_book: str | None = None,
+    now: datetime | None = None,
+) -> Preview:
+    as_of = calculator.cutoff()
+    team = caller_team_slug(caller, session=session)
+    moment = ensure_utc(now) if now is not None else utc_now()
+    zone = tenant_zone(load_tenant(caller.tenant_id, session=session).timezone)
+    month = month_containing(moment, zone)
+    elapsed = max(moment - month.start, timedelta(microseconds=1))
+    context = calculator.context(caller.tenant_id, price_book=price_book, session=session)
+    so_far = Period(month.start, month.start + elapsed)
+    inputs = calculator.inputs(
+        caller.tenant_id, so_far, as_of=as_of, cuts=version_cuts(context), session=session
+    )
+    current = price_inputs(context, so_far, inputs)
+    if elapsed < MIN_ELAPSED:
+        projected = current
+    else:
+        factor = Fraction(month.duration // timedelta(microseconds=1)) / Fraction(
+            elapsed // timedelta(microseconds=1)
+        )
+        projected = price_inputs(context, month, scale_inputs(inputs, factor))
+    mine = [line for line in current.lines if team is None or line.team == team]
+    projected_mine = [line for line in projected.lines if team is None or line.team == team]
+    teams, apps = summarize(mine, projected_mine)
+    return Preview(
+        period=month,
+        as_of=inputs.as_of,
+        elapsed_days=_days(elapsed),
+        total_days=_days(month.duration),
+        currency=current.currency,
+        price_book=current.price_book,
+        month_to_date=sum((line.amount for line in mine), ZERO),
+        forecast=sum((line.amount for line in projected_mine), ZERO),
+        teams=teams,
+        apps=apps,
+        team=team,
+    )

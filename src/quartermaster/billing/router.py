@@ -1,0 +1,315 @@
+"""Billing routes: runs, adjustments, exports, preview and explain.
+
+Admins create, finalize, discard and adjust; finance reads everything; a team-member reads
+only its own team's lines (totals shown are its team's). The app role gets 403."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
+
+from quartermaster.api.deps import AdminCaller, Reader, RuntimeDep, SessionDep
+from quartermaster.api.responses import error_responses
+from quartermaster.billing import adjustments, explain, files, preview, service
+from quartermaster.billing.calculator import BillingCalculator
+from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType, RunKind
+from quartermaster.billing.schemas import (
+    AdjustmentCreate,
+    AdjustmentOut,
+    CostRowOut,
+    DailyOut,
+    DocumentDetailOut,
+    DocumentOut,
+    ExplanationOut,
+    LineOut,
+    MarkerOut,
+    Outcome,
+    PreviewOut,
+    RawEventOut,
+    ReproductionOut,
+    RunCreate,
+    RunOut,
+)
+from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
+from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import AuthContext
+
+router = APIRouter(prefix="/v1/billing", tags=["billing"])
+
+
+def get_calculator(runtime: RuntimeDep) -> BillingCalculator:
+    """Documents read the usage store after the pipeline has caught up with the log."""
+    return StoreCalculator(runtime.usage_store, catch_up=pipeline_catch_up(runtime))
+
+
+def get_preview_calculator(runtime: RuntimeDep) -> BillingCalculator:
+    """A preview reads the store as it is: no need to wait for the pipeline."""
+    return StoreCalculator(runtime.usage_store, settle=timedelta(0))
+
+
+Calculator = Annotated[BillingCalculator, Depends(get_calculator)]
+PreviewCalculator = Annotated[BillingCalculator, Depends(get_preview_calculator)]
+
+
+def _document(document: BillingDocument, caller: AuthContext) -> DocumentOut:
+    out = DocumentOut.model_validate(document)
+    if caller.role is Role.TEAM_MEMBER:
+        return out.model_copy(update={"total": None})
+    return out
+
+
+def _detail(view: service.DocumentView, caller: AuthContext) -> DocumentDetailOut:
+    return DocumentDetailOut(
+        document=_document(view.document, caller),
+        lines=[LineOut.model_validate(line) for line in view.lines],
+        visible_total=view.visible_total,
+        team=view.team,
+        adjustments=[_document(a, caller) for a in view.adjustments],
+    )
+
+
+@router.post(
+    "/runs",
+    summary="Run a billing period (a finalized period is returned unchanged)",
+    responses={201: {"model": RunOut}, **error_responses(404, 409, 422)},
+)
+def create_run(
+    body: RunCreate, caller: AdminCaller, session: SessionDep, calculator: Calculator
+) -> JSONResponse:
+    as_of = calculator.cutoff()  # may wait for the pipeline: before the unit of work opens
+    period = service.run_period(
+        caller, start=body.period_start, end=body.period_end, month=body.month, session=session
+    )
+    outcome = service.create_run(
+        caller,
+        period=period,
+        kind=body.kind,
+        price_book=body.price_book,
+        calculator=calculator,
+        session=session,
+        as_of=as_of,
+    )
+    state = (
+        Outcome.CREATED
+        if outcome.created
+        else Outcome.RECOMPUTED
+        if outcome.recomputed
+        else Outcome.UNCHANGED
+    )
+    body_out = RunOut(outcome=state, run=_document(outcome.document, caller))
+    return JSONResponse(
+        body_out.model_dump(mode="json"), status_code=201 if outcome.created else 200
+    )
+
+
+@router.get("/runs", summary="List billing runs (or adjustment documents)")
+def list_runs(
+    caller: Reader,
+    session: SessionDep,
+    kind: RunKind | None = None,
+    status: DocumentStatus | None = None,
+    document_type: DocumentType = DocumentType.RUN,
+) -> list[DocumentOut]:
+    documents = service.list_documents(
+        caller, doc_type=document_type, kind=kind, status=status, session=session
+    )
+    return [_document(d, caller) for d in documents]
+
+
+@router.get(
+    "/runs/{run_id}",
+    summary="One run (or adjustment document) with its lines",
+    responses=error_responses(404),
+)
+def get_run(run_id: str, caller: Reader, session: SessionDep) -> DocumentDetailOut:
+    return _detail(service.view_document(caller, run_id, session=session), caller)
+
+
+@router.post(
+    "/runs/{run_id}/finalize",
+    summary="Finalize a draft run: it and its lines become immutable",
+    responses=error_responses(404, 409),
+)
+def finalize_run(run_id: str, caller: AdminCaller, session: SessionDep) -> DocumentOut:
+    return _document(service.finalize_run(caller, run_id, session=session), caller)
+
+
+@router.delete(
+    "/runs/{run_id}",
+    status_code=204,
+    summary="Discard a draft run (finalized runs are immutable)",
+    responses=error_responses(404, 409),
+)
+def discard_run(run_id: str, caller: AdminCaller, session: SessionDep) -> Response:
+    service.discard_draft(caller, run_id, session=session)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/runs/{run_id}/reproduce",
+    summary="Recompute a document from what was recorded by its as_of and compare",
+    responses=error_responses(404),
+)
+def reproduce_run(
+    run_id: str, caller: Reader, session: SessionDep, runtime: RuntimeDep
+) -> ReproductionOut:
+    service.caller_team_slug(caller, session=session)
+    calculator = StoreCalculator(runtime.usage_store)
+    result = adjustments.reproduce_document(caller, run_id, calculator=calculator, session=session)
+    return ReproductionOut(
+        document_id=result.document.id,
+        identical=result.identical,
+        differences=result.differences,
+    )
+
+
+@router.get(
+    "/runs/{run_id}/export",
+    summary="Chargeback CSV or JSON, or FOCUS 1.2 CSV",
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **error_responses(404)},
+)
+def export_run(
+    run_id: str,
+    caller: Reader,
+    session: SessionDep,
+    export_format: Annotated[files.ExportFormat, Query(alias="format")] = files.ExportFormat.CSV,
+    include_adjustments: bool = False,
+) -> Response:
+    exported = files.export_document(
+        caller,
+        run_id,
+        export_format,
+        include_adjustments=include_adjustments,
+        session=session,
+    )
+    return Response(
+        content=exported.content,
+        media_type=exported.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{exported.filename}"'},
+    )
+
+
+@router.post(
+    "/adjustments",
+    summary="Correct a finalized run: late usage and back-dated price changes",
+    responses={201: {"model": AdjustmentOut}, **error_responses(404, 409, 422)},
+)
+def create_adjustment(
+    body: AdjustmentCreate, caller: AdminCaller, session: SessionDep, calculator: Calculator
+) -> JSONResponse:
+    as_of = calculator.cutoff()
+    document = adjustments.create_adjustment(
+        caller, body.run_id, calculator=calculator, session=session, as_of=as_of
+    )
+    if document is None:
+        out = AdjustmentOut(adjustment=None, message="nothing changed since the run was issued")
+        return JSONResponse(out.model_dump(mode="json"), status_code=200)
+    view = service.view_document(caller, document.id, session=session)
+    out = AdjustmentOut(adjustment=_detail(view, caller), message=document.note or "")
+    return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+
+@router.get("/adjustments", summary="Adjustment documents (of one run)")
+def list_adjustments(
+    caller: Reader, session: SessionDep, run_id: str | None = None
+) -> list[DocumentOut]:
+    documents = service.list_documents(
+        caller, doc_type=DocumentType.ADJUSTMENT, corrects=run_id, session=session
+    )
+    return [_document(d, caller) for d in documents]
+
+
+def _cost_row(row: preview.CostRow) -> CostRowOut:
+    return CostRowOut(
+        cost_center=row.cost_center,
+        team=row.team,
+        app=row.app,
+        month_to_date=row.month_to_date,
+        forecast=row.forecast,
+    )
+
+
+def _daily(days: list[explain.DailyAmount]) -> list[DailyOut]:
+    return [DailyOut(start=d.start, end=d.end, value=d.value, events=d.events) for d in days]
+
+
+@router.get(
+    "/preview",
+    summary="Month-to-date cost and a run-rate forecast to month end, per team and app",
+    responses=error_responses(404, 422),
+)
+def get_preview(
+    caller: Reader,
+    session: SessionDep,
+    calculator: PreviewCalculator,
+    price_book: str | None = None,
+) -> PreviewOut:
+    result = preview.preview(caller, calculator=calculator, session=session, price_book=price_book)
+    return PreviewOut(
+        period_start=result.period.start,
+        period_end=result.period.end,
+        as_of=result.as_of,
+        elapsed_days=result.elapsed_days,
+        total_days=result.total_days,
+        currency=result.currency,
+        price_book=result.price_book,
+        month_to_date=result.month_to_date,
+        forecast=result.forecast,
+        method=result.method,
+        team=result.team,
+        teams=[_cost_row(r) for r in result.teams],
+        apps=[_cost_row(r) for r in result.apps],
+    )
+
+
+@router.get(
+    "/lines/{line_id:path}/explain",
+    summary="A line's daily rollups, top raw events and lifecycle markers",
+    responses=error_responses(404),
+)
+def explain_line(
+    line_id: str, caller: Reader, session: SessionDep, runtime: RuntimeDep
+) -> ExplanationOut:
+    result = explain.explain_line(caller, line_id, store=runtime.usage_store, session=session)
+    as_of = result.counted_as_of
+    return ExplanationOut(
+        line=LineOut.model_validate(result.line),
+        document=_document(result.document, caller),
+        subject=result.subject,
+        counted_as_of=as_of,
+        late_after=result.late_after,
+        daily=_daily(result.daily),
+        daily_total=result.daily_total,
+        shared_costs=_daily(result.shared_costs),
+        top_events=[
+            RawEventOut(
+                event_id=e.event_id,
+                source=e.source,
+                event_type=e.event_type,
+                event_time=e.event_time,
+                recorded_at=e.recorded_at,
+                billable_at=e.billable_at,
+                resource_id=e.resource_id,
+                quantity=e.quantity,
+                method=e.method,
+                late=e.late,
+                in_document=e.billable_at < as_of,
+            )
+            for e in result.top_events
+        ],
+        markers=[
+            MarkerOut(
+                event_id=m.event_id,
+                event_time=m.event_time,
+                resource_id=m.resource_id,
+                action=m.action,
+                replicas=m.replicas,
+                environment=m.environment,
+            )
+            for m in result.markers
+        ],
+        notes=result.notes,
+    )

@@ -1,0 +1,184 @@
+"""HTTP request and response bodies of the billing API. Money and quantities are exact
+decimal strings; times are RFC 3339 UTC."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from quartermaster.billing.models import RunKind
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class RunCreate(_In):
+    """A period as [period_start, period_end), or a month (YYYY-MM, in the tenant's time
+    zone); neither: the last complete calendar month in the tenant's time zone."""
+
+    period_start: AwareDatetime | None = None
+    period_end: AwareDatetime | None = None
+    month: str | None = Field(default=None, description="YYYY-MM, e.g. 2026-01.")
+    kind: RunKind = RunKind.INVOICE
+    price_book: str | None = Field(
+        default=None, description="Price book name; default: the tenant's only price book."
+    )
+
+
+class AdjustmentCreate(_In):
+    run_id: str = Field(description="The finalized run to correct.")
+
+
+class Outcome(enum.StrEnum):
+    CREATED = "created"
+    RECOMPUTED = "recomputed"
+    UNCHANGED = "unchanged"  # the period's run is finalized: nothing was done
+
+
+class DocumentOut(_Out):
+    id: str
+    document_type: str = Field(validation_alias="doc_type")
+    kind: str
+    status: str
+    corrects_run_id: str | None = Field(validation_alias="corrects_id")
+    sequence: int
+    period_start: datetime
+    period_end: datetime
+    timezone: str
+    as_of: datetime = Field(description="Usage and price books recorded before this are in it.")
+    price_book: str
+    price_book_versions: str
+    currency: str
+    total: Decimal | None = Field(description="Sum of all lines (null for a team-member).")
+    line_count: int
+    note: str | None
+    created_at: datetime
+    created_by: str
+    finalized_at: datetime | None
+    finalized_by: str | None
+
+
+class LineOut(_Out):
+    id: str
+    position: int
+    cost_center: str
+    team: str | None
+    app: str | None
+    lifecycle: str | None
+    cost_type: str
+    adjusted_cost_type: str | None
+    item: str
+    meter: str | None
+    unit: str | None
+    quantity: Decimal
+    unit_price: Decimal | None
+    amount: Decimal
+    currency: str
+    pricing_rule: str
+    allocation_method: str
+    price_book_versions: str
+    audit_key: str
+    corrects_line_id: str | None
+    previous_quantity: Decimal | None
+    previous_amount: Decimal | None
+    reason: str | None
+
+
+class RunOut(BaseModel):
+    outcome: Outcome
+    run: DocumentOut
+
+
+class DocumentDetailOut(BaseModel):
+    document: DocumentOut
+    lines: list[LineOut]
+    visible_total: Decimal = Field(description="Sum of the lines shown.")
+    team: str | None = Field(description="The team the lines are limited to (team-members).")
+    adjustments: list[DocumentOut]
+
+
+class AdjustmentOut(BaseModel):
+    adjustment: DocumentDetailOut | None
+    message: str
+
+
+class ReproductionOut(BaseModel):
+    document_id: str
+    identical: bool
+    differences: list[str]
+
+
+class CostRowOut(BaseModel):
+    cost_center: str
+    team: str | None
+    app: str | None
+    month_to_date: Decimal
+    forecast: Decimal
+
+
+class PreviewOut(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    elapsed_days: Decimal
+    total_days: Decimal
+    currency: str
+    price_book: str
+    month_to_date: Decimal
+    forecast: Decimal
+    method: str
+    team: str | None
+    teams: list[CostRowOut]
+    apps: list[CostRowOut]
+
+
+class DailyOut(BaseModel):
+    start: datetime
+    end: datetime
+    value: Decimal
+    events: int
+
+
+class RawEventOut(BaseModel):
+    event_id: str
+    source: str
+    event_type: str
+    event_time: datetime
+    recorded_at: datetime
+    billable_at: datetime
+    resource_id: str | None
+    quantity: Decimal
+    method: str
+    late: bool
+    in_document: bool = Field(description="Billable before the document's as_of.")
+
+
+class MarkerOut(BaseModel):
+    event_id: str
+    event_time: datetime
+    resource_id: str
+    action: str
+    replicas: int | None
+    environment: str
+
+
+class ExplanationOut(BaseModel):
+    line: LineOut
+    document: DocumentOut
+    subject: str
+    counted_as_of: datetime
+    late_after: datetime | None
+    daily: list[DailyOut]
+    daily_total: Decimal
+    shared_costs: list[DailyOut]
+    top_events: list[RawEventOut]
+    markers: list[MarkerOut]
+    notes: list[str]

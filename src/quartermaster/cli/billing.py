@@ -1,0 +1,359 @@
+"""`qm bill` (runs, adjustments, preview, exports) and `qm explain`, over HTTP (QM_URL,
+QM_API_KEY): the server process holds the usage store."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quartermaster.cli.client import api_client, check
+
+bill_app = typer.Typer(
+    help="Billing: run periods, finalize, adjust, preview and export.", no_args_is_help=True
+)
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
+]
+RunIdArgument = Annotated[str, typer.Argument(help="A run (or adjustment document) id.")]
+TOP_APPS = 10
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _call(method: str, path: str, *, url: str | None, api_key: str | None, **kw: Any) -> Any:
+    with api_client(url=url, api_key=api_key) as client:
+        return check(client.request(method, path, **kw), console=Console(stderr=True))
+
+
+def _money(value: str | Decimal | None) -> str:
+    if value is None:
+        return ""
+    return f"{Decimal(value):,.2f}"
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    table = Table(*columns, title=title)
+    for column in table.columns:
+        if column.header in ("amount", "total", "cost", "month to date", "forecast", "quantity"):
+            column.justify = "right"
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table
+
+
+def _period(document: dict[str, Any]) -> str:
+    return f"[{document['period_start']}, {document['period_end']})"
+
+
+def _print_document(document: dict[str, Any], *, visible_total: str | None = None) -> None:
+    label = "adjustment" if document["document_type"] == "adjustment" else document["kind"]
+    total = document["total"] if document["total"] is not None else visible_total
+    _out().print(
+        f"[bold]{label} {document['id']}[/] {document['status']} {_period(document)} "
+        f"total {_money(total)} {document['currency']} ({document['line_count']} lines, "
+        f"as of {document['as_of']}, price book {document['price_book']} "
+        f"v{document['price_book_versions']})"
+    )
+    if document.get("corrects_run_id"):
+        _out().print(f"corrects run {document['corrects_run_id']}")
+    if document.get("note"):
+        _out().print(document["note"])
+
+
+def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
+    """Cost per cost center, per team, and the top apps."""
+    centers: dict[str, Decimal] = defaultdict(Decimal)
+    teams: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    apps: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    for line in lines:
+        amount = Decimal(line["amount"])
+        centers[line["cost_center"]] += amount
+        teams[(line["cost_center"], line["team"] or "-")] += amount
+        if line["app"]:
+            apps[(line["cost_center"], line["team"] or "-", line["app"])] += amount
+    out = _out()
+    out.print(
+        _table(
+            f"cost per cost center ({currency})",
+            ("cost center", "cost"),
+            [(k, _money(v)) for k, v in sorted(centers.items(), key=lambda kv: -kv[1])],
+        )
+    )
+    out.print(
+        _table(
+            f"cost per team ({currency})",
+            ("cost center", "team", "cost"),
+            [(*k, _money(v)) for k, v in sorted(teams.items(), key=lambda kv: -kv[1])],
+        )
+    )
+    top = sorted(apps.items(), key=lambda kv: -kv[1])[:TOP_APPS]
+    out.print(
+        _table(
+            f"top {len(top)} apps ({currency})",
+            ("cost center", "team", "app", "cost"),
+            [(*k, _money(v)) for k, v in top],
+        )
+    )
+
+
+def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
+    shown = lines if limit is None else lines[:limit]
+    rows = [
+        (
+            line["id"],
+            line["cost_center"],
+            line["team"] or "-",
+            line["app"] or "-",
+            line["adjusted_cost_type"] + "*" if line["adjusted_cost_type"] else line["cost_type"],
+            line["item"],
+            line["quantity"],
+            line["unit_price"] or "",
+            line["amount"],
+            line["allocation_method"],
+        )
+        for line in shown
+    ]
+    title = f"lines ({len(shown)} of {len(lines)})"
+    columns = ("line", "cost center", "team", "app", "type", "item", "quantity", "unit price")
+    _out().print(_table(title, (*columns, "amount", "allocation"), rows))
+
+
+@bill_app.command("run")
+def run(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM in the tenant's time zone.")] = None,
+    start: Annotated[str | None, typer.Option(help="Period start (RFC 3339).")] = None,
+    end: Annotated[str | None, typer.Option(help="Period end, exclusive (RFC 3339).")] = None,
+    kind: Annotated[str, typer.Option(help="invoice or chargeback.")] = "invoice",
+    price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Run a period (default: last complete month). A finalized period is left as it is."""
+    body: dict[str, Any] = {"kind": kind}
+    for key, value in (("month", month), ("period_start", start), ("period_end", end)):
+        if value is not None:
+            body[key] = value
+    if price_book is not None:
+        body["price_book"] = price_book
+    result = _call("POST", "/v1/billing/runs", json=body, url=url, api_key=api_key)
+    document = result["run"]
+    messages = {
+        "created": "[green]computed a draft[/]",
+        "recomputed": "[green]recomputed the draft[/]",
+        "unchanged": "[yellow]already finalized: unchanged[/]",
+    }
+    _out().print(messages[result["outcome"]])
+    _print_document(document)
+    detail = _call("GET", f"/v1/billing/runs/{document['id']}", url=url, api_key=api_key)
+    print_summary(detail["lines"], document["currency"])
+
+
+@bill_app.command("list")
+def list_runs(
+    kind: Annotated[str | None, typer.Option(help="invoice or chargeback.")] = None,
+    status: Annotated[str | None, typer.Option(help="draft or finalized.")] = None,
+    adjustments: Annotated[bool, typer.Option(help="List adjustment documents.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List billing runs (or adjustment documents)."""
+    params = {"document_type": "adjustment" if adjustments else "run"}
+    params.update({k: v for k, v in (("kind", kind), ("status", status)) if v is not None})
+    documents = _call("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
+    rows = [
+        (
+            d["id"],
+            d["kind"],
+            d["status"],
+            d["period_start"],
+            d["period_end"],
+            _money(d["total"]),
+            d["currency"],
+            d["line_count"],
+            d["corrects_run_id"] or "",
+        )
+        for d in documents
+    ]
+    columns = ("id", "kind", "status", "start", "end", "total", "cur", "lines", "corrects")
+    _out().print(_table("adjustments" if adjustments else "billing runs", columns, rows))
+
+
+@bill_app.command("show")
+def show(
+    run_id: RunIdArgument,
+    lines: Annotated[int, typer.Option(help="How many lines to list (0: none).")] = 30,
+    all_lines: Annotated[bool, typer.Option("--all", help="List every line.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """A run with cost per cost center and team, top apps, its lines and adjustments."""
+    detail = _call("GET", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
+    document = detail["document"]
+    _print_document(document, visible_total=detail["visible_total"])
+    if detail["team"]:
+        _out().print(f"lines of team {detail['team']}: {_money(detail['visible_total'])}")
+    print_summary(detail["lines"], document["currency"])
+    if all_lines or lines > 0:
+        print_lines(detail["lines"], limit=None if all_lines else lines)
+    if detail["adjustments"]:
+        rows = [
+            (a["id"], a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
+            for a in detail["adjustments"]
+        ]
+        columns = ("adjustment", "#", "as of", "total", "lines")
+        _out().print(_table("adjustments", columns, rows))
+
+
+@bill_app.command("finalize")
+def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Finalize a draft run: it and its lines become immutable."""
+    document = _call("POST", f"/v1/billing/runs/{run_id}/finalize", url=url, api_key=api_key)
+    _out().print("[green]finalized[/]")
+    _print_document(document)
+
+
+@bill_app.command("adjust")
+def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Issue an adjustment for late usage and back-dated price changes (if any)."""
+    result = _call(
+        "POST", "/v1/billing/adjustments", json={"run_id": run_id}, url=url, api_key=api_key
+    )
+    if result["adjustment"] is None:
+        _out().print(f"[green]no adjustment needed:[/] {result['message']}")
+        return
+    detail = result["adjustment"]
+    _print_document(detail["document"])
+    print_lines(detail["lines"], limit=None)
+
+
+@bill_app.command("preview")
+def preview(
+    price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Month-to-date cost and a forecast to the end of the month, per team and app."""
+    params = {"price_book": price_book} if price_book else {}
+    result = _call("GET", "/v1/billing/preview", params=params, url=url, api_key=api_key)
+    currency = result["currency"]
+    _out().print(
+        f"[bold]month {result['period_start']} → {result['period_end']}[/]: "
+        f"{result['elapsed_days']} of {result['total_days']} days, month to date "
+        f"{_money(result['month_to_date'])} {currency}, forecast {_money(result['forecast'])} "
+        f"{currency}"
+    )
+    _out().print(f"forecast method: {result['method']}")
+    columns = ("cost center", "team", "month to date", "forecast")
+    rows = [
+        (t["cost_center"], t["team"] or "-", _money(t["month_to_date"]), _money(t["forecast"]))
+        for t in result["teams"]
+    ]
+    _out().print(_table("per team", columns, rows))
+    app_rows = [
+        (
+            a["cost_center"],
+            a["team"] or "-",
+            a["app"],
+            _money(a["month_to_date"]),
+            _money(a["forecast"]),
+        )
+        for a in result["apps"][:TOP_APPS]
+    ]
+    _out().print(
+        _table("top apps", ("cost center", "team", "app", "month to date", "forecast"), app_rows)
+    )
+
+
+@bill_app.command("export")
+def export(
+    run_id: RunIdArgument,
+    export_format: Annotated[
+        str, typer.Option("--format", help="csv, json (chargeback) or focus (FOCUS 1.2 CSV).")
+    ] = "csv",
+    include_adjustments: Annotated[
+        bool, typer.Option(help="Add the run's adjustment documents.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Write a chargeback file (CSV or JSON) or a FOCUS 1.2 CSV."""
+    params = {"format": export_format, "include_adjustments": str(include_adjustments).lower()}
+    with api_client(url=url, api_key=api_key) as client:
+        response = client.get(f"/v1/billing/runs/{run_id}/export", params=params)
+        if not response.is_success:
+            check(response, console=Console(stderr=True))
+        text = response.text
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    Console(stderr=True).print(f"wrote {output} ({len(text.splitlines()) - 1} rows)")
+
+
+def explain(
+    line_id: Annotated[str, typer.Argument(help="A billing line id (or its audit key).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Explain a billing line: its daily rollups, top raw events and lifecycle markers."""
+    result = _call("GET", f"/v1/billing/lines/{line_id}/explain", url=url, api_key=api_key)
+    line, out = result["line"], _out()
+    out.print(f"[bold]{result['subject']}[/]")
+    out.print(
+        f"{line['cost_type']} {line['amount']} {line['currency']} = {line['pricing_rule']} "
+        f"(quantity {line['quantity']}, allocation: {line['allocation_method']})"
+    )
+    out.print(f"audit key {line['audit_key']}; counted as of {result['counted_as_of']}")
+    for note in result["notes"]:
+        out.print(f"note: {note}")
+    if result["daily"]:
+        daily = [(d["start"][:10], d["value"], d["events"]) for d in result["daily"] if d["events"]]
+        out.print(
+            _table(
+                f"1. daily usage of {line['meter']} (total {result['daily_total']})",
+                ("day", "quantity", "events"),
+                daily,
+            )
+        )
+    if result["shared_costs"]:
+        shared = [(d["start"][:10], d["value"], d["events"]) for d in result["shared_costs"]]
+        out.print(
+            _table(f"daily platform cost {line['item']}", ("day", "amount", "events"), shared)
+        )
+    if result["top_events"]:
+        events = [
+            (
+                e["event_id"],
+                e["event_time"],
+                e["quantity"],
+                e["resource_id"] or "",
+                e["method"],
+                "yes" if e["in_document"] else "no (late)",
+            )
+            for e in result["top_events"]
+        ]
+        heads = ("event", "time", "quantity", "resource", "attributed by", "in document")
+        out.print(_table("2. top contributing raw events", heads, events))
+    markers = [
+        (m["event_time"], m["resource_id"], m["action"], m["replicas"] or "", m["environment"])
+        for m in result["markers"]
+    ]
+    columns = ("time", "resource", "action", "replicas", "environment")
+    out.print(_table("3. lifecycle markers of the app's resources", columns, markers))

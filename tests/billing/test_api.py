@@ -1,0 +1,314 @@
+"""Billing over HTTP with usage fed through ingestion and the real pipeline: runs, roles,
+finalization, adjustments for late usage and a back-dated price change, exports, explain,
+and preview."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from quartermaster.billing.focus import MANDATORY_COLUMNS
+from quartermaster.domain.timeutil import utc_now
+from tests.billing.platform import (
+    JANUARY_MONTH,
+    PIPELINE_TOTAL,
+    Platform,
+    event,
+    jan,
+)
+
+EXPECTED_LINES = {
+    ("usage", "web", "cpu_seconds"): "8.000000",
+    ("usage", "web", "requests"): "0.010000",
+    ("usage", "api", "cpu_seconds"): "0.000000",
+    ("usage", "api", "requests"): "0.005000",
+    ("usage", "etl", "requests"): "0.002000",
+    ("discount", "etl", "requests"): "-0.000200",
+    ("subscription", "etl", "storage_gb_days"): "12.500000",
+    ("platform", "web", "lb"): "17.647059",
+    ("platform", "api", "lb"): "8.823529",
+    ("platform", "etl", "lb"): "3.529412",
+    ("platform", "web", "control_plane"): "3.000000",
+    ("platform", "api", "control_plane"): "3.000000",
+    ("platform", "etl", "control_plane"): "3.000000",
+}
+
+
+def _run(platform: Platform, **extra: Any) -> dict[str, Any]:
+    response = platform.client.post(
+        "/v1/billing/runs", json={"month": JANUARY_MONTH, **extra}, headers=platform.headers
+    )
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _detail(platform: Platform, run_id: str, headers: dict[str, str] | None = None) -> Any:
+    response = platform.client.get(
+        f"/v1/billing/runs/{run_id}", headers=headers or platform.headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _export(platform: Platform, run_id: str, fmt: str, **params: Any) -> str:
+    response = platform.client.get(
+        f"/v1/billing/runs/{run_id}/export",
+        params={"format": fmt, **params},
+        headers=platform.headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def test_a_month_billed_from_the_pipeline_matches_the_hand_computation(
+    platform: Platform,
+) -> None:
+    created = _run(platform)
+    assert created["outcome"] == "created"
+    run = created["run"]
+    assert run["status"] == "draft"
+    assert run["period_start"] == "2026-01-01T00:00:00Z"
+    assert run["period_end"] == "2026-02-01T00:00:00Z"
+    assert Decimal(run["total"]) == PIPELINE_TOTAL
+    detail = _detail(platform, run["id"])
+    got = {
+        (line["cost_type"], line["app"], line["item"]): line["amount"] for line in detail["lines"]
+    }
+    assert got == EXPECTED_LINES
+    assert sum(Decimal(line["amount"]) for line in detail["lines"]) == PIPELINE_TOTAL
+    web_cpu = next(line for line in detail["lines"] if line["item"] == "cpu_seconds")
+    assert web_cpu["unit"] == "cpu-s"
+    assert web_cpu["audit_key"].startswith("20260101T0000Z-20260201T0000Z/")
+    reproduced = platform.client.get(
+        f"/v1/billing/runs/{run['id']}/reproduce", headers=platform.headers
+    ).json()
+    assert reproduced["identical"], reproduced["differences"]
+
+
+def test_roles_team_member_sees_its_team_and_finance_reads_only(platform: Platform) -> None:
+    run = _run(platform)["run"]
+    member = platform.key_for("team-member", team="data")
+    finance = platform.key_for("finance")
+    mine = _detail(platform, run["id"], headers=member)
+    assert {line["team"] for line in mine["lines"]} == {"data"}
+    assert mine["team"] == "data"
+    assert mine["document"]["total"] is None
+    # etl: requests 0.0018 + storage 12.50 + lb 3.529412 + control plane 3.00
+    assert Decimal(mine["visible_total"]) == Decimal("19.031212")
+    member_csv = platform.client.get(
+        f"/v1/billing/runs/{run['id']}/export", params={"format": "csv"}, headers=member
+    ).text
+    assert {row["team_id"] for row in csv.DictReader(io.StringIO(member_csv))} == {"data"}
+    for headers in (member, finance):
+        refused = platform.client.post(f"/v1/billing/runs/{run['id']}/finalize", headers=headers)
+        assert refused.status_code == 403
+        refused = platform.client.post(
+            "/v1/billing/runs", json={"month": JANUARY_MONTH}, headers=headers
+        )
+        assert refused.status_code == 403
+    seen = _detail(platform, run["id"], headers=finance)
+    assert Decimal(seen["document"]["total"]) == PIPELINE_TOTAL
+    assert len(seen["lines"]) == len(EXPECTED_LINES)
+    listed = platform.client.get("/v1/billing/runs", headers=finance).json()
+    assert [d["id"] for d in listed] == [run["id"]]
+    app_key = platform.key_for("app", app_id="web")
+    assert platform.client.get("/v1/billing/runs", headers=app_key).status_code == 403
+
+
+def test_finalized_run_late_usage_and_back_dated_price_change(platform: Platform) -> None:
+    run = _run(platform)["run"]
+    finalized = platform.client.post(
+        f"/v1/billing/runs/{run['id']}/finalize", headers=platform.headers
+    )
+    assert finalized.status_code == 200, finalized.text
+    assert finalized.json()["status"] == "finalized"
+    again = _run(platform)
+    assert again["outcome"] == "unchanged"
+    assert again["run"]["id"] == run["id"]
+    assert Decimal(again["run"]["total"]) == PIPELINE_TOTAL
+
+    # Late usage for January, recorded after the run was issued.
+    platform.send(
+        [event("resource.usage", jan(31), {"resource_id": "api-pod-1", "cpu_seconds": 1500})]
+    )
+    adjusted = platform.client.post(
+        "/v1/billing/adjustments", json={"run_id": run["id"]}, headers=platform.headers
+    )
+    assert adjusted.status_code == 201, adjusted.text
+    first = adjusted.json()["adjustment"]
+    document = first["document"]
+    assert document["document_type"] == "adjustment"
+    assert document["corrects_run_id"] == run["id"]
+    assert (document["period_start"], document["period_end"]) == (
+        run["period_start"],
+        run["period_end"],
+    )
+    assert [
+        (line["adjusted_cost_type"], line["app"], line["item"], line["amount"])
+        for line in first["lines"]
+    ] == [("usage", "api", "cpu_seconds", "2.000000")]
+    nothing = platform.client.post(
+        "/v1/billing/adjustments", json={"run_id": run["id"]}, headers=platform.headers
+    )
+    assert nothing.status_code == 200
+    assert nothing.json()["adjustment"] is None
+
+    # A price book version recorded now, effective back in January.
+    prices = json.loads(json.dumps(_prices_with_requests_at("0.0006")))
+    platform.upload_price_book(version=2, prices=prices)
+    rerated = platform.client.post(
+        "/v1/billing/adjustments", json={"run_id": run["id"]}, headers=platform.headers
+    )
+    assert rerated.status_code == 201, rerated.text
+    second = rerated.json()["adjustment"]
+    got = {
+        (line["adjusted_cost_type"], line["app"], line["item"]): line["amount"]
+        for line in second["lines"]
+    }
+    assert got == {
+        ("usage", "web", "requests"): "0.002000",
+        ("usage", "api", "requests"): "0.001000",
+        ("usage", "etl", "requests"): "0.000400",
+        ("discount", "etl", "requests"): "-0.000040",
+    }
+    assert second["document"]["price_book_versions"] == "2"
+    run_after = _detail(platform, run["id"])
+    assert Decimal(run_after["document"]["total"]) == PIPELINE_TOTAL
+    assert [a["sequence"] for a in run_after["adjustments"]] == [1, 2]
+
+    _check_exports(platform, run["id"], [document["id"], second["document"]["id"]])
+    _check_explain(platform, run_after["lines"])
+
+
+def _prices_with_requests_at(price: str) -> list[dict[str, Any]]:
+    from tests.billing.support import PRICES
+
+    return [
+        {**rule, "unit_price": price} if rule["meter"] == "requests" else rule for rule in PRICES
+    ]
+
+
+def _check_exports(platform: Platform, run_id: str, adjustment_ids: list[str]) -> None:
+    totals = {run_id: PIPELINE_TOTAL}
+    for adjustment_id in adjustment_ids:
+        totals[adjustment_id] = Decimal(_detail(platform, adjustment_id)["document"]["total"])
+
+    chargeback = list(csv.DictReader(io.StringIO(_export(platform, run_id, "csv"))))
+    assert {
+        "cost_center",
+        "team_id",
+        "app_id",
+        "cost_type",
+        "usage",
+        "unit_price",
+        "amount",
+        "allocation_method",
+        "audit_key",
+        "period_start",
+        "period_end",
+        "run_id",
+    } <= set(chargeback[0])
+    assert sum(Decimal(row["amount"]) for row in chargeback) == PIPELINE_TOTAL
+    as_json = json.loads(_export(platform, run_id, "json", include_adjustments="true"))
+    assert [d["id"] for d in as_json["documents"]] == [run_id, *adjustment_ids]
+    assert {line["run_id"] for line in as_json["lines"]} == set(totals)
+
+    focus_text = _export(platform, run_id, "focus", include_adjustments="true")
+    rows = list(csv.DictReader(io.StringIO(focus_text)))
+    header = next(csv.reader(io.StringIO(focus_text)))
+    assert list(MANDATORY_COLUMNS) == header[: len(MANDATORY_COLUMNS)]
+    assert len(MANDATORY_COLUMNS) == 21
+    billed: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        billed[row["x_DocumentId"]] += Decimal(row["BilledCost"])
+        for column in ("BillingAccountId", "ChargeCategory", "ServiceName", "BillingCurrency"):
+            assert row[column], column
+    assert dict(billed) == totals  # BilledCost per document sums to its total
+    corrections = [row for row in rows if row["x_DocumentId"] in adjustment_ids]
+    assert corrections
+    assert all(
+        (row["ChargeCategory"], row["ChargeClass"]) == ("Adjustment", "Correction")
+        for row in corrections
+    )
+    usage_rows = [row for row in rows if row["x_DocumentId"] == run_id]
+    etl_requests = next(
+        row
+        for row in usage_rows
+        if row["ResourceId"] == "etl"
+        and row["x_CostType"] == "usage"
+        and "requests" in row["ServiceName"]
+    )
+    # The data-team discount is applied on its row (FOCUS discount handling).
+    assert (etl_requests["ListCost"], etl_requests["BilledCost"]) == ("0.002000", "0.001800")
+    assert etl_requests["SubAccountId"] == "data"
+    assert json.loads(etl_requests["Tags"])["cost_center"] == "analytics"
+    assert etl_requests["BillingPeriodStart"] == "2026-01-01T00:00:00Z"
+
+
+def _check_explain(platform: Platform, lines: list[dict[str, Any]]) -> None:
+    web_cpu = next(line for line in lines if (line["app"], line["item"]) == ("web", "cpu_seconds"))
+    response = platform.client.get(
+        f"/v1/billing/lines/{web_cpu['id']}/explain", headers=platform.headers
+    )
+    assert response.status_code == 200, response.text
+    explained = response.json()
+    assert Decimal(explained["daily_total"]) == Decimal(web_cpu["quantity"]) == 5000
+    busy = [d for d in explained["daily"] if d["events"]]
+    assert [(d["start"][:10], Decimal(d["value"])) for d in busy] == [
+        ("2026-01-05", Decimal(3000)),
+        ("2026-01-12", Decimal(2000)),
+    ]
+    assert [Decimal(e["quantity"]) for e in explained["top_events"]] == [3000, 2000]
+    assert all(e["in_document"] for e in explained["top_events"])
+    assert [(m["action"], m["replicas"]) for m in explained["markers"]] == [
+        ("deploy", None),
+        ("scale", 3),
+    ]
+    by_audit_key = platform.client.get(
+        f"/v1/billing/lines/{web_cpu['audit_key']}/explain", headers=platform.headers
+    )
+    assert by_audit_key.json()["line"]["id"] == web_cpu["id"]
+    lb = next(line for line in lines if (line["app"], line["item"]) == ("api", "lb"))
+    shared = platform.client.get(
+        f"/v1/billing/lines/{lb['id']}/explain", headers=platform.headers
+    ).json()
+    assert sum(Decimal(d["value"]) for d in shared["shared_costs"]) == Decimal("30")
+    assert sum(Decimal(d["value"]) for d in shared["daily"]) == 10  # api's requests: the basis
+    missing = platform.client.get(
+        "/v1/billing/lines/" + "0" * 32 + "/explain", headers=platform.headers
+    )
+    assert missing.status_code == 404
+
+
+def test_preview_gives_month_to_date_and_a_forecast(platform: Platform) -> None:
+    now = utc_now()
+    platform.send(
+        [
+            event(
+                "request.trace",
+                now - timedelta(minutes=5),
+                {"app_id": "web", "request_id": f"p{n}"},
+            )
+            for n in range(6)
+        ]
+    )
+    # Preview reads the store as it is: let the pipeline take the new events in first.
+    from quartermaster.usage.pipeline import run_pipeline_until_drained
+
+    run_pipeline_until_drained(platform.runtime)
+    response = platform.client.get("/v1/billing/preview", headers=platform.headers)
+    assert response.status_code == 200, response.text
+    preview = response.json()
+    assert Decimal(preview["month_to_date"]) == Decimal("0.003")  # 6 x 0.0005
+    assert Decimal(preview["forecast"]) >= Decimal(preview["month_to_date"])
+    assert preview["method"].startswith("run-rate")
+    assert [(t["team"], Decimal(t["month_to_date"])) for t in preview["teams"]] == [
+        ("web", Decimal("0.003"))
+    ]
+    assert [a["app"] for a in preview["apps"]] == ["web"]
