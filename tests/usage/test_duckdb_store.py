@@ -148,7 +148,7 @@ def to_rows(specs: list[tuple[int, int, str, str, Decimal, str]]) -> list[Row]:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(specs=rows_strategy, a=offsets, b=offsets, batches=st.integers(min_value=1, max_value=4))
 def test_quantities_match_brute_force_for_any_period(
@@ -173,7 +173,7 @@ def test_quantities_match_brute_force_for_any_period(
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(specs=rows_strategy, cut=offsets)
 def test_a_period_split_in_two_gives_the_same_summable_quantities_as_the_whole(
@@ -195,7 +195,7 @@ def test_a_period_split_in_two_gives_the_same_summable_quantities_as_the_whole(
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     specs=rows_strategy,

@@ -147,7 +147,7 @@ class BatchRater:
                     self._add_waiting(event, attribution.deadline)
                 self.outcomes[outcome] += 1
                 return outcome
-            self._add_rated(event, attribution, waited=was_waiting)
+            self._add_rated(event, attribution)
         if was_waiting:
             self._resolved.append(event.position)
         self.outcomes[outcome] += 1
@@ -170,9 +170,11 @@ class BatchRater:
     def resolved(self) -> int:
         return len(self._resolved)
 
-    def _add_rated(self, event: ParsedEvent, attribution: Attribution, *, waited: bool) -> None:
+    def _add_rated(self, event: ParsedEvent, attribution: Attribution) -> None:
         record = event.record
         billable_at = attribution.billable_at or record.recorded_at
+        # Waited: became billable later than it was recorded (metadata arrived, or deadline).
+        waited = billable_at > record.recorded_at
         method = attribution.method.value if attribution.method else Method.DEFAULT.value
         unattributed = attribution.outcome is Outcome.UNATTRIBUTED
         self._events.append(

@@ -1,0 +1,229 @@
+"""Usage routes and `qm meter|environment|usage|pipeline` over HTTP, fed by real ingestion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from quartermaster.api.app import create_app
+from quartermaster.cli.main import _register_groups
+from quartermaster.cli.main import app as qm
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.models import PrincipalKind, Role
+from quartermaster.tenancy.service import create_principal, issue_api_key
+from quartermaster.usage.pipeline import run_pipeline_until_drained
+from tests.conftest import start_live_server
+from tests.usage.conftest import Platform
+
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def client(usage_runtime: Runtime) -> Iterator[TestClient]:
+    app = create_app(usage_runtime.settings, runtime=usage_runtime)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def key_for(platform: Platform, role: Role) -> dict[str, str]:
+    team_id = platform.team("ds", "research") if role is Role.TEAM_MEMBER else None
+    with platform.runtime.session_factory() as session:
+        principal = create_principal(
+            platform.tenant_id,
+            f"{role.value}-user",
+            role=role,
+            kind=PrincipalKind.USER,
+            team_id=team_id,
+            session=session,
+        )
+        issued = issue_api_key(principal, session=session)
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+def test_meters_routes(client: TestClient, platform: Platform) -> None:
+    listed = client.get("/v1/meters", headers=platform.headers).json()
+    assert {m["name"] for m in listed if m["built_in"]} >= {"tokens", "requests"}
+    body = {
+        "name": "gpu_seconds",
+        "event_type": "qm.invocation.usage",
+        "value": "compute_units",
+        "aggregation": "sum",
+        "unit": "gpu-s",
+    }
+    created = client.post("/v1/meters", json=body, headers=platform.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["built_in"] is False
+    again = client.post("/v1/meters", json=body, headers=platform.headers)
+    assert again.status_code == 409
+    bad = client.post(
+        "/v1/meters", json={**body, "name": "x2", "value": "nope"}, headers=platform.headers
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "value"
+    installed = client.post("/v1/meters/install-defaults", headers=platform.headers).json()
+    assert len(installed) == 10
+    member = key_for(platform, Role.TEAM_MEMBER)
+    assert client.post("/v1/meters", json={**body, "name": "y"}, headers=member).status_code == 403
+    assert client.get("/v1/meters", headers=member).status_code == 200
+
+
+def test_environment_override_routes(client: TestClient, platform: Platform) -> None:
+    platform.cost_center("sandbox")
+    put = client.put(
+        "/v1/environment-overrides/staging",
+        json={"cost_center": "sandbox"},
+        headers=platform.headers,
+    )
+    assert put.status_code == 201, put.text
+    again = client.put(
+        "/v1/environment-overrides/staging",
+        json={"cost_center": "sandbox"},
+        headers=platform.headers,
+    )
+    assert again.status_code == 409
+    unknown = client.put(
+        "/v1/environment-overrides/dev", json={"cost_center": "nope"}, headers=platform.headers
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["field"] == "cost_center"
+    listed = client.get("/v1/environment-overrides", headers=platform.headers).json()
+    assert [(o["environment"], o["cost_center"]) for o in listed] == [("staging", "sandbox")]
+    assert (
+        client.delete("/v1/environment-overrides/staging", headers=platform.headers).status_code
+        == 204
+    )
+    assert (
+        client.delete("/v1/environment-overrides/staging", headers=platform.headers).status_code
+        == 404
+    )
+
+
+def test_ingest_to_usage_status_replay_and_accounting(
+    client: TestClient, platform: Platform
+) -> None:
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    events = [
+        {
+            "specversion": "1.0",
+            "id": f"ev-{i}",
+            "source": "tests/api",
+            "type": "qm.invocation.usage",
+            "time": (now - timedelta(minutes=i)).isoformat(),
+            "data": {
+                "app_id": "bot" if i < 4 else "unknown-app",
+                "tokens": 10,
+                "compute_units": 0.25,
+            },
+        }
+        for i in range(5)
+    ]
+    ingested = client.post("/v1/events", json=events, headers=platform.headers)
+    assert ingested.status_code == 200, ingested.text
+    run_pipeline_until_drained(platform.runtime)
+    window = {"start": (now - H).isoformat(), "end": (now + H).isoformat()}
+    usage = client.get("/v1/usage", params=window, headers=platform.headers)
+    assert usage.status_code == 200, usage.text
+    rows = {(r["app"], r["meter"]): r for r in usage.json()["rows"]}
+    assert rows[("bot", "tokens")]["quantity"] == "40.000000000000"
+    assert rows[("bot", "compute_units")]["quantity"] == "1.000000000000"
+    assert rows[("bot", "invocations")]["unit"] == "call"
+
+    status = client.get("/v1/pipeline/status", headers=platform.headers)
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert (body["lag"], body["waiting"]) == (0, 1)
+    assert body["latency"]["events"] == 4
+    assert body["latency"]["p99_ms"] is not None
+
+    accounting = client.get("/v1/pipeline/accounting", headers=platform.headers).json()
+    assert accounting["balanced"] is True
+    assert sum(h["accepted"] for h in accounting["hours"]) == 5
+    assert sum(h["rated"] + h["waiting"] for h in accounting["hours"]) == 5
+
+    replayed = client.post("/v1/pipeline/replay", params={"wait": True}, headers=platform.headers)
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["drained"] is True
+    assert client.get("/v1/usage", params=window, headers=platform.headers).json() == usage.json()
+
+    finance = key_for(platform, Role.FINANCE)
+    assert client.get("/v1/usage", params=window, headers=finance).status_code == 200
+    assert client.get("/v1/pipeline/status", headers=finance).status_code == 403
+    assert client.post("/v1/pipeline/replay", headers=finance).status_code == 403
+    naive = {"start": "2026-01-01T00:00:00", "end": "2026-01-02T00:00:00Z"}
+    refused = client.get("/v1/usage", params=naive, headers=platform.headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "start"
+
+
+def test_cli_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> None:
+    if not any(group.name == "meter" for group in qm.registered_groups):
+        _register_groups()
+    app = create_app(usage_runtime.settings, runtime=usage_runtime)
+    live = start_live_server(app)
+    try:
+        env = {"QM_URL": live.url, "QM_API_KEY": platform.admin_token, "COLUMNS": "200"}
+        runner = CliRunner()
+        created = runner.invoke(
+            qm,
+            [
+                "meter",
+                "create",
+                "peak_tokens",
+                "--event-type",
+                "qm.invocation.usage",
+                "--value",
+                "tokens",
+                "--aggregation",
+                "max",
+                "--unit",
+                "token",
+            ],
+            env=env,
+        )
+        assert created.exit_code == 0, created.output
+        assert "created meter peak_tokens (max of tokens)" in created.output
+        listed = runner.invoke(qm, ["meter", "list"], env=env)
+        assert "peak_tokens" in listed.output
+        refused = runner.invoke(
+            qm,
+            [
+                "meter",
+                "create",
+                "bad",
+                "--event-type",
+                "qm.invocation.usage",
+                "--value",
+                "nope",
+                "--aggregation",
+                "sum",
+                "--unit",
+                "x",
+            ],
+            env=env,
+        )
+        assert refused.exit_code == 1
+        assert "has no field 'nope'" in refused.output
+        status = runner.invoke(qm, ["pipeline", "status"], env=env)
+        assert status.exit_code == 0, status.output
+        assert "log head 0, lag 0" in status.output
+        replay = runner.invoke(qm, ["pipeline", "replay"], env=env)
+        assert replay.exit_code == 0, replay.output
+        assert "rebuilt usage up to log position 0" in replay.output
+        accounting = runner.invoke(qm, ["pipeline", "accounting"], env=env)
+        assert "balanced" in accounting.output
+        now = utc_now()
+        shown = runner.invoke(
+            qm,
+            ["usage", "show", "--start", (now - H).isoformat(), "--end", now.isoformat()],
+            env=env,
+        )
+        assert shown.exit_code == 0, shown.output
+    finally:
+        live.server.should_exit = True
+        live.thread.join(timeout=20)

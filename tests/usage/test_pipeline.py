@@ -1,0 +1,283 @@
+"""The pipeline end to end on both control-plane backends: log -> attribution -> rating ->
+usage store, the reconciliation window, dated ownership, leases, crashes, accounting."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.usage.accounting import pipeline_accounting
+from quartermaster.usage.pipeline import MAIN_CONSUMER, pipeline_worker, run_pipeline_until_drained
+from quartermaster.usage.store import UsageTotal
+from tests.usage.conftest import Platform
+
+INVOCATION = "qm.invocation.usage"
+RESOURCE = "qm.resource.usage"
+H = timedelta(hours=1)
+
+
+def totals(platform: Platform, period: Period | None = None) -> dict[tuple[str, ...], UsageTotal]:
+    now = utc_now()
+    period = period or Period(now - timedelta(days=200), now + timedelta(days=1))
+    rows = platform.runtime.usage_store.quantities(platform.tenant_id, period)
+    return {(t.cost_center, t.team, t.app, t.meter): t for t in rows}
+
+
+def test_attribution_priorities_through_the_pipeline(platform: Platform) -> None:
+    now = utc_now()
+    t = now - 3 * H
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 48 * H)
+    platform.app("web", team="front", cost_center="ops", created_at=now - 48 * H)
+    platform.resource("vm-1", app_id="web", valid_from=now - 48 * H, created_at=now - 48 * H)
+    platform.override("staging", cost_center="sandbox", created_at=now - 48 * H)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": 5}, event_time=t),
+            platform.event(RESOURCE, {"resource_id": "vm-1", "cpu_seconds": "2.5"}, event_time=t),
+            platform.event(
+                RESOURCE,
+                {"resource_id": "vm-9", "environment": "staging", "cpu_seconds": 4},
+                event_time=t,
+            ),
+            platform.event(RESOURCE, {"resource_id": "vm-x", "cpu_seconds": 1}, event_time=t),
+        ]
+    )
+    assert run_pipeline_until_drained(platform.runtime) == 4
+    got = totals(platform)
+    assert got[("research", "ds", "bot", "tokens")].quantity_sum == 5
+    assert got[("ops", "front", "web", "cpu_seconds")].quantity_sum == Decimal("2.5")
+    assert got[("sandbox", "", "", "cpu_seconds")].quantity_sum == 4
+    assert ("default", "", "", "cpu_seconds") not in got  # vm-x waits for its metadata
+    assert platform.runtime.usage_store.waiting_summary()[platform.tenant_id][0] == 1
+    explained = platform.runtime.usage_store.top_events(
+        platform.tenant_id, Period(t, t + H), app="web", meter="cpu_seconds"
+    )
+    assert [(e.method, e.resource_id) for e in explained] == [("resource", "vm-1")]
+
+
+def test_reconciliation_window(platform: Platform) -> None:
+    now = utc_now()
+    waiting = platform.event(INVOCATION, {"app_id": "newbie", "tokens": 7}, event_time=now - H)
+    expired = platform.event(
+        INVOCATION,
+        {"app_id": "ghost", "tokens": 3},
+        event_time=now - 30 * H,
+        recorded_at=now - 25 * H,
+        late=True,
+    )
+    platform.append([waiting, expired])
+    run_pipeline_until_drained(platform.runtime)
+    store = platform.runtime.usage_store
+    got = totals(platform)
+    unattributed = got[("default", "", "", "tokens")]
+    assert (unattributed.quantity_sum, unattributed.unattributed) == (3, True)
+    assert store.waiting_summary()[platform.tenant_id][0] == 1
+    # The metadata arrives within the window: the event is attributed from that moment.
+    arrived = utc_now()
+    platform.app("newbie", team="ds", cost_center="research", created_at=arrived)
+    run_pipeline_until_drained(platform.runtime)
+    got = totals(platform)
+    assert got[("research", "ds", "newbie", "tokens")].quantity_sum == 7
+    assert store.waiting_summary() == {}
+    rows = store.top_events(
+        platform.tenant_id,
+        Period(now - 2 * H, now),
+        app="newbie",
+        meter="tokens",
+    )
+    assert rows[0].billable_at == arrived
+    assert rows[0].recorded_at == waiting.recorded_at
+    latency = store.latency(platform.tenant_id, since=now - 48 * H)
+    assert latency.waited == 2  # the two events that waited are kept out of the percentiles
+
+
+def test_dated_ownership_splits_a_period_between_owners(platform: Platform) -> None:
+    now = utc_now()
+    start = floor_hour(now) - 10 * H
+    platform.app("bot", team="ds", cost_center="research", created_at=start - 48 * H)
+    moved = start + 5 * H
+    platform.move("bot", team="front", cost_center="ops", at=moved)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=start + i * H)
+            for i in range(10)
+        ]
+    )
+    run_pipeline_until_drained(platform.runtime)
+    got = totals(platform, Period(start, start + 10 * H))
+    assert got[("research", "ds", "bot", "tokens")].quantity_sum == 5
+    assert got[("ops", "front", "bot", "tokens")].quantity_sum == 5
+
+
+def test_lease_attributed_usage_after_the_resource_is_gone(platform: Platform) -> None:
+    now = utc_now()
+    platform.app("tmp", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.resource(
+        "pod-7", app_id="tmp", valid_from=now - 9 * H, valid_to=now - 8 * H, created_at=now - 9 * H
+    )
+    # Ingestion put the lease's verified app into LogRecord.app_id; the data names no app.
+    record = platform.event(
+        RESOURCE,
+        {"resource_id": "pod-7", "cpu_seconds": 9},
+        event_time=now - 2 * H,
+        app_id="tmp",
+        lease="lease-token",
+    )
+    platform.append([record])
+    run_pipeline_until_drained(platform.runtime)
+    rows = platform.runtime.usage_store.top_events(
+        platform.tenant_id, Period(now - 3 * H, now), app="tmp", meter="cpu_seconds"
+    )
+    assert [(r.method, r.cost_center, r.quantity) for r in rows] == [("lease_token", "research", 9)]
+
+
+def test_lifecycle_markers_and_platform_costs(platform: Platform) -> None:
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.resource("vm-1", app_id="bot", valid_from=now - 10 * H, created_at=now - 10 * H)
+    lifecycle = "qm.resource.lifecycle"
+    platform.append(
+        [
+            platform.event(
+                lifecycle, {"resource_id": "vm-1", "action": "deploy"}, event_time=now - 3 * H
+            ),
+            platform.event(
+                lifecycle,
+                {"resource_id": "vm-1", "action": "scale", "replicas": 3},
+                event_time=now - 2 * H,
+            ),
+            platform.event(
+                "qm.platform.cost", {"cost_type": "lb", "amount": "12.50"}, event_time=now - H
+            ),
+        ]
+    )
+    run_pipeline_until_drained(platform.runtime)
+    store = platform.runtime.usage_store
+    period = Period(now - 5 * H, now)
+    markers = store.lifecycle_markers(platform.tenant_id, period, app="bot")
+    assert [(m.action, m.replicas) for m in markers] == [("deploy", None), ("scale", 3)]
+    costs = store.platform_costs(platform.tenant_id, period)
+    assert [(c.cost_type, c.amount, c.currency) for c in costs] == [("lb", Decimal("12.5"), "USD")]
+
+
+def test_crash_between_commit_and_ack_does_not_double_count(
+    platform: Platform, usage_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": 2}, event_time=now - H)
+            for _ in range(2)
+        ]
+    )
+    log = usage_runtime.event_log
+
+    def crash(consumer: str, position: int) -> None:
+        raise ConnectionError("the process died before acknowledging")
+
+    monkeypatch.setattr(log, "ack", crash)
+    worker = pipeline_worker(usage_runtime)
+    assert worker.run_pass() is False  # logged and retried, never raised
+    assert worker.status().last_error == "ConnectionError: the process died before acknowledging"
+    assert log.position(MAIN_CONSUMER) == 0
+    monkeypatch.undo()
+    usage_runtime.close()  # the "process" ends; a new one opens the same files
+    restarted = build_runtime(usage_runtime.settings, migrate=False)
+    try:
+        platform.runtime = restarted
+        run_pipeline_until_drained(restarted)
+        got = totals(platform)
+        assert got[("research", "ds", "bot", "tokens")].quantity_sum == 4
+        assert got[("research", "ds", "bot", "tokens")].event_count == 2
+        assert restarted.event_log.position(MAIN_CONSUMER) == restarted.event_log.head()
+    finally:
+        restarted.close()
+
+
+def test_a_lost_usage_store_is_rebuilt_from_the_log(
+    platform: Platform, usage_runtime: Runtime
+) -> None:
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": i}, event_time=now - H)
+            for i in range(1, 6)
+        ]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    before = totals(platform)
+    usage_runtime.close()
+    usage_runtime.settings.usage_store_path.unlink()
+    restarted = build_runtime(usage_runtime.settings, migrate=False)
+    try:
+        platform.runtime = restarted
+        run_pipeline_until_drained(restarted)
+        assert totals(platform) == before
+    finally:
+        restarted.close()
+
+
+def test_accepted_equals_rated_plus_waiting_in_every_hour(platform: Platform) -> None:
+    now = utc_now()
+    hour = floor_hour(now)
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 50 * H)
+    earlier = hour - 2 * H + timedelta(minutes=5)
+    platform.append(
+        [
+            platform.event(
+                INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=earlier, recorded_at=earlier
+            ),
+            platform.event(
+                INVOCATION,
+                {"app_id": "nobody", "tokens": 1},
+                event_time=earlier,
+                recorded_at=earlier,
+            ),
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=now),
+            platform.event(INVOCATION, {"app_id": "later", "tokens": 1}, event_time=now),
+            platform.event(
+                INVOCATION,
+                {"app_id": "expired", "tokens": 1},
+                event_time=now - 30 * H,
+                recorded_at=now - 26 * H,
+            ),
+        ]
+    )
+    hours = Period(hour - 30 * H, hour + H)
+    runtime = platform.runtime
+    with runtime.session_factory() as session:
+        pending = pipeline_accounting(
+            platform.tenant_id, hours, store=runtime.usage_store, session=session
+        )
+    assert sum(h.accepted for h in pending) == 5
+    assert not all(h.balanced for h in pending)
+    run_pipeline_until_drained(runtime)
+    with runtime.session_factory() as session:
+        rows = pipeline_accounting(
+            platform.tenant_id, hours, store=runtime.usage_store, session=session
+        )
+    assert all(h.accepted == h.rated + h.waiting for h in rows)
+    by_hour = {h.hour: h for h in rows}
+    assert (by_hour[hour].rated, by_hour[hour].waiting) == (1, 1)
+    assert (by_hour[floor_hour(earlier)].attributed, by_hour[floor_hour(earlier)].waiting) == (1, 1)
+    assert by_hour[floor_hour(now - 26 * H)].unattributed == 1
+
+
+def test_events_are_committed_before_the_deadline_decision_of_the_next_pass(
+    platform: Platform,
+) -> None:
+    """A pass settles only waiting events whose tenant's metadata changed or whose deadline
+    passed; an unchanged tenant is not re-tried on every poll."""
+    now = utc_now()
+    platform.append([platform.event(INVOCATION, {"app_id": "x", "tokens": 1}, event_time=now)])
+    worker = pipeline_worker(platform.runtime)
+    worker.run_pass_locked()
+    assert worker.run_pass_locked().resolved == 0
+    platform.app("x", team="ds", cost_center="research", created_at=utc_now())
+    assert worker.run_pass_locked().resolved == 1
