@@ -214,3 +214,17 @@ def test_jsonl_round_trips(small_platform: Platform, tmp_path: Path) -> None:
     lines = path.read_bytes().splitlines()
     assert written == len(lines)
     assert [orjson.loads(line) for line in lines] == list(events(small_platform, credentials))
+
+
+def test_consecutive_hour_ranges_make_the_whole_stream(small_platform: Platform) -> None:
+    credentials = fake_credentials(small_platform)
+    whole = list(stream(small_platform, credentials))
+    hours = small_platform.config.hours
+    parts = [
+        item
+        for window in (range(0, 7), range(7, 30), range(30, hours))
+        for item in stream(small_platform, credentials, hours=window)
+    ]
+    assert parts == whole
+    with pytest.raises(ValueError, match="not a range of the period"):
+        list(stream(small_platform, credentials, hours=range(0, hours + 1)))

@@ -115,6 +115,24 @@ def _lognormal(sigma_tenths: int) -> tuple[float, ...]:
     return tuple(math.exp(sigma * normal.inv_cdf((i + 0.5) / size)) for i in range(size))
 
 
+@cache
+def _scaled(median: float, sigma_tenths: int, *, digits: int | None = None) -> tuple[Any, ...]:
+    """The lognormal table scaled to `median`: whole numbers, or floats rounded to `digits`."""
+    table = _lognormal(sigma_tenths)
+    if digits is None:
+        return tuple(int(median * spread) for spread in table)
+    return tuple(round(median * spread, digits) for spread in table)
+
+
+@cache
+def _clock_strings() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`MM:SS.` for each second of an hour and `mmmZ` for each millisecond."""
+    return (
+        tuple(f"{s // 60:02d}:{s % 60:02d}." for s in range(3600)),
+        tuple(f"{ms:03d}Z" for ms in range(1000)),
+    )
+
+
 def poisson(rng: random.Random, lam: float) -> int:
     if lam <= 0:
         return 0
@@ -235,11 +253,15 @@ class EventFactory:
             profile.duration_ms,
             profile.bytes,
         )
-        # Lognormal draws from quantile tables: one getrandbits per draw instead of a
-        # normalvariate (a third of the generator's time before).
-        spread5, spread6, spread7, spread8, spread9 = (_lognormal(s) for s in (5, 6, 7, 8, 9))
-        bits, uniform, n_actors = rng.getrandbits, rng.random, len(actors)
-        sign, stamp = self._sign, self._stamp
+        # Lognormal draws from precomputed quantile tables of each value: one getrandbits per
+        # draw instead of a normalvariate, a multiplication and a rounding.
+        tokens_of = _scaled(tokens, 7) if tokens is not None else None
+        compute_of = _scaled(compute, 6, digits=6)
+        duration_of = _scaled(duration, 5)
+        bytes_of = _scaled(size, 9) if size is not None else None
+        bytes_in_of, bytes_out_of = _scaled(1_800, 8), _scaled(size or 20_000, 9)
+        seconds_of, millis_of = _clock_strings()
+        bits, uniform, n_actors, sign = rng.getrandbits, rng.random, len(actors), self._sign
         out: list[dict[str, Any]] = []
         for seq in range(n_invocations):
             data: dict[str, Any] = {
@@ -247,18 +269,19 @@ class EventFactory:
                 "actor_id": actors[int(uniform() * n_actors)],
                 "environment": environment,
             }
-            if tokens is not None:
-                data["tokens"] = int(tokens * spread7[bits(_BITS)])
-            data["compute_units"] = round(compute * spread6[bits(_BITS)], 6)
-            data["duration_ms"] = int(duration * spread5[bits(_BITS)])
-            if size is not None:
-                data["bytes"] = int(size * spread9[bits(_BITS)])
+            if tokens_of is not None:
+                data["tokens"] = tokens_of[bits(_BITS)]
+            data["compute_units"] = compute_of[bits(_BITS)]
+            data["duration_ms"] = duration_of[bits(_BITS)]
+            if bytes_of is not None:
+                data["bytes"] = bytes_of[bits(_BITS)]
+            ms = first_ms + int(uniform() * span_ms)
             event = {
                 "specversion": "1.0",
                 "id": f"{id_prefix}i{seq}",
                 "source": source,
                 "type": INVOCATION,
-                "time": stamp(prefix, first_ms + int(uniform() * span_ms)),
+                "time": prefix + seconds_of[ms // 1000] + millis_of[ms % 1000],
                 "subject": app_id,
                 "datacontenttype": "application/json",
                 "data": data,
@@ -266,12 +289,13 @@ class EventFactory:
             out.append(sign(event, app_id))
         for seq in range(n_traces):
             status = 200 if uniform() > 0.012 else rng.choice((500, 502, 503))
+            ms = first_ms + int(uniform() * span_ms)
             event = {
                 "specversion": "1.0",
                 "id": f"{id_prefix}t{seq}",
                 "source": source,
                 "type": TRACE,
-                "time": stamp(prefix, first_ms + int(uniform() * span_ms)),
+                "time": prefix + seconds_of[ms // 1000] + millis_of[ms % 1000],
                 "subject": app_id,
                 "datacontenttype": "application/json",
                 "data": {
@@ -279,9 +303,9 @@ class EventFactory:
                     "request_id": f"req-{bits(64):016x}",
                     "actor_id": actors[int(uniform() * n_actors)],
                     "environment": environment,
-                    "bytes_in": int(1_800 * spread8[bits(_BITS)]),
-                    "bytes_out": int((size or 20_000) * spread9[bits(_BITS)]),
-                    "duration_ms": int(duration * spread5[bits(_BITS)]),
+                    "bytes_in": bytes_in_of[bits(_BITS)],
+                    "bytes_out": bytes_out_of[bits(_BITS)],
+                    "duration_ms": duration_of[bits(_BITS)],
                     "status": status,
                 },
             }
@@ -487,13 +511,25 @@ class EventFactory:
 
 
 def stream(
-    platform: Platform, credentials: Credentials | None, *, batch_size: int = 1000
+    platform: Platform,
+    credentials: Credentials | None,
+    *,
+    batch_size: int = 1000,
+    hours: range | None = None,
 ) -> Iterator[StreamItem]:
     """Everything the platform's clients send, in simulated delivery order: per hour, batches
-    of at most `batch_size` events, with control actions in between at their moment."""
+    of at most `batch_size` events, with control actions in between at their moment.
+
+    `hours` (indexes into the period) limits the stream to what is delivered in those hours;
+    the streams of consecutive ranges, concatenated, are the whole stream (so ranges can be
+    generated in parallel)."""
     factory = EventFactory(platform, credentials)
     config = platform.config
-    actions = deque(control_actions(platform))
+    window = hours if hours is not None else range(config.hours)
+    if window.step != 1 or window.start < 0 or window.stop > config.hours:
+        raise ValueError(f"hours {window} is not a range of the period's {config.hours} hours")
+    after = config.start + (window.start - 1) * HOUR  # actions up to here came before `window`
+    actions = deque(a for a in control_actions(platform) if window.start == 0 or a.at > after)
     skipped = set()
     late_at: dict[datetime, list[tuple[AppSpec, datetime]]] = defaultdict(list)
     for late in platform.late_deliveries:
@@ -510,7 +546,7 @@ def stream(
 
     buffer: list[dict[str, Any]] = []
     hour = config.start
-    for h in range(config.hours):
+    for h in window:
         hour = config.start + h * HOUR
         while actions and actions[0].at <= hour:
             yield actions.popleft()
@@ -527,7 +563,9 @@ def stream(
         for offset in range(0, len(buffer), batch_size):  # a batch never spans two hours
             yield EventBatch(hour, buffer[offset : offset + batch_size])
         buffer = []
-    for delivered_at in sorted(late_at):  # re-sends due after the period's last hour
+    if window.stop < config.hours:
+        return
+    for delivered_at in sorted(d for d in late_at if d >= config.end):  # due after the period
         for app, event_hour in late_at[delivered_at]:
             buffer.extend(factory.app_events(app, event_hour))
         for offset in range(0, len(buffer), batch_size):
