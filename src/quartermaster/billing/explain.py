@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session
 
 from quartermaster.billing.models import BillingDocument, BillingLine, CostType, DocumentType
 from quartermaster.billing.service import caller_team_slug, get_document
-from quartermaster.billing.sources import quantity_of, split_period, tenant_meter_definitions
+from quartermaster.billing.sources import (
+    plain,
+    quantity_of,
+    split_period,
+    tenant_meter_definitions,
+)
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import NotFoundError
 from quartermaster.tenancy.service import AuthContext
@@ -122,7 +127,7 @@ def _daily_costs(
             DailyAmount(
                 day.start,
                 day.end,
-                sum((c.amount for c in costs), ZERO),
+                plain(sum((c.amount for c in costs), ZERO)),
                 sum(c.event_count for c in costs),
             )
         )

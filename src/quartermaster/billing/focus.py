@@ -112,9 +112,10 @@ class FocusContext:
 
 
 def service_category(item: str) -> str:
-    tokens = set(item.lower().replace("-", "_").split("_")) | {item.lower()}
+    words = set(item.lower().replace("-", "_").split("_")) | {item.lower()}
+    words |= {word[:-1] for word in words if word.endswith("s")}  # tokens -> token
     for keywords, category in SERVICE_CATEGORY_KEYWORDS:
-        if any(keyword in tokens for keyword in keywords):
+        if any(keyword in words for keyword in keywords):
             return category
     return "Other"
 

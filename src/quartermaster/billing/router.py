@@ -33,7 +33,7 @@ from quartermaster.billing.schemas import (
     RunCreate,
     RunOut,
 )
-from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
+from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up, plain
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
@@ -293,7 +293,7 @@ def explain_line(
                 recorded_at=e.recorded_at,
                 billable_at=e.billable_at,
                 resource_id=e.resource_id,
-                quantity=e.quantity,
+                quantity=plain(e.quantity),
                 method=e.method,
                 late=e.late,
                 in_document=e.billable_at < as_of,

@@ -111,15 +111,15 @@ def run_doc_key(kind: RunKind, period: Period) -> str:
     return f"run/{kind.value}/{period.start.isoformat()}/{period.end.isoformat()}"
 
 
-def store_lines(
+def line_values(
     document: BillingDocument,
     lines: Sequence[LineDraft],
     *,
     corrects: Mapping[str, str] | None = None,
-    session: Session,
-) -> None:
+) -> list[dict[str, object]]:
+    """The stored columns of a document's lines (ids and audit keys derived, pure)."""
     period = Period(document.period_start, document.period_end)
-    rows = [
+    return [
         {
             "id": line_id(document.id, draft.line_key),
             "tenant_id": document.tenant_id,
@@ -153,6 +153,16 @@ def store_lines(
         }
         for position, draft in enumerate(lines)
     ]
+
+
+def store_lines(
+    document: BillingDocument,
+    lines: Sequence[LineDraft],
+    *,
+    corrects: Mapping[str, str] | None = None,
+    session: Session,
+) -> None:
+    rows = line_values(document, lines, corrects=corrects)
     if rows:
         session.execute(insert(BillingLine), rows)
 

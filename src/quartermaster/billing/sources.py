@@ -23,6 +23,7 @@ from quartermaster.domain.timeutil import Period, ensure_utc, utc_now
 from quartermaster.errors import ConflictError
 from quartermaster.pricing.history import PriceBookHistory
 from quartermaster.pricing.lines import OwnerDirectory, PlatformCostItem, UsageRow
+from quartermaster.pricing.rating import fmt
 from quartermaster.pricing.service import load_history, resolve_price_book_name
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import CostCenter, Team
@@ -59,16 +60,21 @@ def tenant_meter_definitions(tenant_id: str, *, session: Session) -> dict[str, M
     return {m.name: m for m in (own or DEFAULT_METERS)}
 
 
+def plain(value: Decimal) -> Decimal:
+    """The same number without the store's trailing zeros (5000.000000000000 -> 5000)."""
+    return Decimal(fmt(value))
+
+
 def quantity_of(total: UsageTotal, aggregation: Aggregation) -> Decimal | None:
     if aggregation is Aggregation.COUNT:
         return Decimal(total.event_count)
-    if aggregation is Aggregation.MAX:
-        return total.quantity_max
-    if aggregation is Aggregation.LATEST:
-        return total.latest_quantity
     if aggregation is Aggregation.UNIQUE_COUNT:
         return None if total.distinct_count is None else Decimal(total.distinct_count)
-    return total.quantity_sum
+    value = {
+        Aggregation.MAX: total.quantity_max,
+        Aggregation.LATEST: total.latest_quantity,
+    }.get(aggregation, total.quantity_sum)
+    return None if value is None else plain(value)
 
 
 def split_period(period: Period, cuts: Sequence[datetime]) -> list[Period]:
@@ -170,7 +176,7 @@ class StoreCalculator:
             for total in self.store.quantities(tenant_id, part, as_of=cutoff):
                 usage.extend(_usage_row(total, meters, lifecycles, part))
             costs.extend(
-                PlatformCostItem(c.cost_type, c.amount, c.currency, at=part.start)
+                PlatformCostItem(c.cost_type, plain(c.amount), c.currency, at=part.start)
                 for c in self.store.platform_costs(tenant_id, part, as_of=cutoff)
             )
         return PeriodInputs(usage=tuple(usage), platform_costs=tuple(costs), as_of=cutoff)

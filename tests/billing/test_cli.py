@@ -1,0 +1,114 @@
+"""`qm bill` and `qm explain` against a live server over real HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from quartermaster.billing.focus import MANDATORY_COLUMNS
+from quartermaster.cli.main import _register_groups, app
+from tests.billing.platform import PIPELINE_TOTAL, Platform, event, jan
+from tests.conftest import start_live_server
+
+# The CLI only talks HTTP: one control-plane backend is enough here (test_api.py runs both).
+pytestmark = pytest.mark.parametrize("fresh_db_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def qm(
+    billing_app: FastAPI, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CliRunner]:
+    if not any(group.name == "bill" for group in app.registered_groups):
+        _register_groups()
+    live = start_live_server(billing_app)
+    monkeypatch.setenv("QM_URL", live.url)
+    monkeypatch.setenv("QM_API_KEY", platform.headers["Authorization"].removeprefix("Bearer "))
+    monkeypatch.setenv("COLUMNS", "250")
+    yield CliRunner()
+    live.server.should_exit = True
+    live.thread.join(timeout=20)
+
+
+def _ok(qm: CliRunner, *args: str) -> str:
+    result = qm.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_bill_run_show_finalize_adjust_export_and_explain(
+    qm: CliRunner, platform: Platform, tmp_path: Path
+) -> None:
+    ran = _ok(qm, "bill", "run", "--month", "2026-01")
+    assert "computed a draft" in ran
+    assert "59.52 USD" in ran
+    assert "cost per cost center" in ran
+    assert "analytics" in ran
+    assert "top 3 apps" in ran
+    listed = _ok(qm, "bill", "list")
+    run_id = next(line.split()[1].strip("│ ") for line in listed.splitlines() if "invoice" in line)
+    assert len(run_id) == 32
+    shown = _ok(qm, "bill", "show", run_id, "--all")
+    assert "lines (13 of 13)" in shown
+    assert "proportional to requests" in shown
+    assert "already finalized" not in _ok(qm, "bill", "run", "--month", "2026-01")
+    assert "finalized" in _ok(qm, "bill", "finalize", run_id)
+    assert "already finalized: unchanged" in _ok(qm, "bill", "run", "--month", "2026-01")
+
+    assert "no adjustment needed" in _ok(qm, "bill", "adjust", run_id)
+    platform.send(
+        [event("resource.usage", jan(20), {"resource_id": "web-pod-1", "cpu_seconds": 100})]
+    )
+    adjusted = _ok(qm, "bill", "adjust", run_id)
+    assert f"corrects run {run_id}" in adjusted
+    assert "0.200000" in adjusted  # 100 s more at 0.002
+
+    focus_file = tmp_path / "focus.csv"
+    _ok(
+        qm,
+        "bill",
+        "export",
+        run_id,
+        "--format",
+        "focus",
+        "--include-adjustments",
+        "-o",
+        str(focus_file),
+    )
+    rows = list(csv.DictReader(io.StringIO(focus_file.read_text())))
+    assert tuple(rows[0])[:21] == MANDATORY_COLUMNS
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == PIPELINE_TOTAL + Decimal("0.2")
+    chargeback = _ok(qm, "bill", "export", run_id)
+    assert chargeback.startswith("period_start,period_end,run_id")
+
+    detail = platform.client.get(f"/v1/billing/runs/{run_id}", headers=platform.headers).json()
+    web_cpu = next(
+        line for line in detail["lines"] if (line["app"], line["item"]) == ("web", "cpu_seconds")
+    )
+    explained = _ok(qm, "explain", web_cpu["id"])
+    assert "usage of cpu_seconds for app web" in explained
+    assert "1. daily usage of cpu_seconds" in explained
+    assert "(total 5000)" in explained
+    assert "2. top contributing raw events" in explained
+    assert "3. lifecycle markers" in explained
+    assert "deploy" in explained
+    assert "scale" in explained
+    assert "no (late)" in explained  # the 100 s recorded after the run
+
+    previewed = _ok(qm, "bill", "preview")
+    assert "forecast method: run-rate" in previewed
+
+
+def test_cli_errors_name_the_problem(qm: CliRunner) -> None:
+    result = qm.invoke(app, ["bill", "show", "nope"])
+    assert result.exit_code == 1
+    assert "billing run 'nope' not found" in result.output
+    result = qm.invoke(app, ["bill", "run", "--month", "2026-13"])
+    assert result.exit_code == 1
+    assert "month 13 is not within 1-12" in result.output

@@ -1,0 +1,222 @@
+"""Chargeback files and the FOCUS 1.2 CSV, built from priced lines without a database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from hypothesis import given, settings
+
+from quartermaster.billing.calculator import PeriodInputs, PricingContext, price_inputs
+from quartermaster.billing.exports import (
+    CHARGEBACK_COLUMNS,
+    chargeback_csv,
+    chargeback_json,
+    focus_csv,
+)
+from quartermaster.billing.focus import (
+    COLUMNS,
+    CUSTOM_COLUMNS,
+    MANDATORY_COLUMNS,
+    FocusContext,
+    focus_rows,
+    service_category,
+)
+from quartermaster.billing.lines import LineDraft, adjustment_lines, issued_by_key, total_of
+from quartermaster.billing.models import (
+    BillingDocument,
+    BillingLine,
+    DocumentStatus,
+    DocumentType,
+    RunKind,
+)
+from quartermaster.billing.service import line_values
+from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
+from quartermaster.pricing.lines import PlatformCostItem, UsageRow
+from tests.billing.support import JANUARY, SMALL_COSTS, SMALL_PLATFORM, SMALL_TOTAL, book
+from tests.billing.test_lines import platform_costs, usage_rows
+
+# FOCUS 1.2: the columns a FOCUS dataset MUST contain (the Cost and Usage dataset's presence
+# rules with keyword MUST and no applicability criteria), in the spec's names.
+FOCUS_12_MANDATORY = {
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+}
+CHARGE_CATEGORIES = {"Usage", "Purchase", "Tax", "Credit", "Adjustment"}
+FOCUS_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+AS_OF = datetime(2026, 2, 2, tzinfo=UTC)
+CONTEXT = FocusContext(billing_account_name="Acme Corp", team_names={"web": "Web Team"})
+
+
+def _document(doc_type: DocumentType = DocumentType.RUN, **extra: object) -> BillingDocument:
+    return BillingDocument(
+        id="d" * 32 if doc_type is DocumentType.RUN else "a" * 32,
+        tenant_id="acme",
+        doc_type=doc_type.value,
+        doc_key="k",
+        kind=RunKind.INVOICE.value,
+        corrects_id=None if doc_type is DocumentType.RUN else "d" * 32,
+        sequence=0,
+        period_start=JANUARY.start,
+        period_end=JANUARY.end,
+        timezone="UTC",
+        status=DocumentStatus.FINALIZED.value,
+        as_of=AS_OF,
+        price_book="internal",
+        price_book_versions="1",
+        currency="USD",
+        total=Decimal(0),
+        line_count=0,
+        **extra,
+    )
+
+
+def _stored(document: BillingDocument, drafts: list[LineDraft]) -> list[BillingLine]:
+    document.total = total_of(drafts)
+    document.line_count = len(drafts)
+    return [BillingLine(**values) for values in line_values(document, drafts)]
+
+
+def _drafts(rows: list[UsageRow], costs: list[PlatformCostItem]) -> list[LineDraft]:
+    history = PriceBookHistory([PriceBookVersion(book(), datetime(2025, 12, 1, tzinfo=UTC))])
+    inputs = PeriodInputs(tuple(rows), tuple(costs), as_of=AS_OF)
+    return list(price_inputs(PricingContext(history=history), JANUARY, inputs).lines)
+
+
+def test_focus_columns_are_the_21_mandatory_ones_of_focus_1_2_then_ours() -> None:
+    assert set(MANDATORY_COLUMNS) == FOCUS_12_MANDATORY
+    assert len(MANDATORY_COLUMNS) == 21
+    assert COLUMNS[:21] == MANDATORY_COLUMNS
+    assert len(set(COLUMNS)) == len(COLUMNS)
+    assert all(column.startswith("x_") for column in CUSTOM_COLUMNS)
+    assert {"ResourceId", "Tags", "ConsumedQuantity", "ConsumedUnit", "ListUnitPrice"} <= set(
+        COLUMNS
+    )
+    assert {"SubAccountId", "SubAccountName", "InvoiceId", "ChargeFrequency"} <= set(COLUMNS)
+
+
+def test_focus_rows_of_the_small_platform() -> None:
+    document = _document()
+    lines = _stored(document, _drafts(SMALL_PLATFORM, SMALL_COSTS))
+    rows = focus_rows([(document, lines)], CONTEXT)
+    assert len(rows) == len(lines) - 1  # etl's discount is folded into its requests row
+    assert sum(Decimal(row["BilledCost"]) for row in rows) == SMALL_TOTAL
+    etl_requests = next(
+        r for r in rows if r["ResourceId"] == "etl" and r["ServiceName"] == "requests"
+    )
+    assert etl_requests["ListCost"] == "2.000000"
+    assert etl_requests["BilledCost"] == etl_requests["EffectiveCost"] == "1.800000"
+    assert etl_requests["ContractedCost"] == "1.800000"
+    assert "data-team 10%" in etl_requests["x_PricingRule"]
+    web_cpu = next(
+        r for r in rows if r["ResourceId"] == "web" and r["ServiceName"] == "cpu_seconds"
+    )
+    assert (web_cpu["ConsumedQuantity"], web_cpu["PricingQuantity"]) == ("5000", "5000")
+    assert web_cpu["ServiceCategory"] == "Compute"
+    assert web_cpu["SubAccountName"] == "Web Team"
+    assert web_cpu["InvoiceId"] == document.id
+    assert json.loads(web_cpu["Tags"]) == {
+        "app": "web",
+        "cost_center": "eng",
+        "cost_type": "usage",
+        "lifecycle": "persistent",
+        "team": "web",
+    }
+    lb = next(
+        r for r in rows if r["ServiceName"] == "Shared platform: lb" and r["ResourceId"] == "api"
+    )
+    assert (lb["ChargeCategory"], lb["ServiceCategory"], lb["ConsumedQuantity"]) == (
+        "Usage",
+        "Networking",
+        "",
+    )
+    storage = next(r for r in rows if r["ServiceName"] == "storage_gb_days")
+    assert (storage["ChargeFrequency"], storage["ServiceCategory"]) == ("Recurring", "Storage")
+    for row in rows:
+        assert row["ChargeCategory"] in CHARGE_CATEGORIES
+        assert row["ChargeClass"] == ""
+        for column in ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart"):
+            assert FOCUS_TIME.match(row[column]), row[column]
+        assert row["BillingAccountName"] == "Acme Corp"
+        assert row["ProviderName"] == row["PublisherName"] == row["InvoiceIssuerName"]
+
+
+def test_adjustment_rows_are_corrections() -> None:
+    document = _document(DocumentType.ADJUSTMENT)
+    run_lines = _drafts(SMALL_PLATFORM, SMALL_COSTS)
+    issued = issued_by_key([[(line, "x") for line in run_lines]])
+    late = UsageRow("eng", "web", "api", "requests", Decimal(100), at=JANUARY.start)
+    corrections = adjustment_lines(
+        _drafts([*SMALL_PLATFORM, late], SMALL_COSTS), issued, issued_as_of=AS_OF
+    )
+    lines = _stored(document, corrections)
+    rows = focus_rows([(document, lines)], CONTEXT)
+    assert rows
+    assert {(r["ChargeCategory"], r["ChargeClass"]) for r in rows} == {("Adjustment", "Correction")}
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == document.total
+    assert all(r["x_CorrectsDocumentId"] == "d" * 32 for r in rows)
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=usage_rows, costs=platform_costs)
+def test_billed_cost_of_an_invoice_sums_to_its_total(
+    rows: list[UsageRow], costs: list[PlatformCostItem]
+) -> None:
+    document = _document()
+    lines = _stored(document, _drafts(rows, costs))
+    focus = focus_rows([(document, lines)], CONTEXT)
+    assert sum((Decimal(r["BilledCost"]) for r in focus), Decimal(0)) == document.total
+    assert sum((Decimal(r["EffectiveCost"]) for r in focus), Decimal(0)) == document.total
+    parsed = list(csv.DictReader(io.StringIO(focus_csv([(document, lines)], CONTEXT))))
+    assert sum((Decimal(r["BilledCost"]) for r in parsed), Decimal(0)) == document.total
+
+
+def test_chargeback_csv_and_json() -> None:
+    document = _document()
+    lines = _stored(document, _drafts(SMALL_PLATFORM, SMALL_COSTS))
+    text = chargeback_csv([(document, lines)])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0]) == CHARGEBACK_COLUMNS
+    assert len(rows) == len(lines)
+    assert sum(Decimal(row["amount"]) for row in rows) == SMALL_TOTAL
+    assert {row["run_id"] for row in rows} == {document.id}
+    assert rows[0]["period_start"] == "2026-01-01T00:00:00Z"
+    discount = next(row for row in rows if row["cost_type"] == "discount")
+    assert (discount["app_id"], discount["amount"]) == ("etl", "-0.200000")
+    body = json.loads(chargeback_json([(document, lines)]))
+    assert body["documents"][0]["total"] == "76.300000"
+    assert all(isinstance(line["amount"], str) for line in body["lines"])
+    assert body["lines"][0]["audit_key"] == lines[0].audit_key
+
+
+def test_service_categories_of_common_items() -> None:
+    assert service_category("cpu_seconds") == "Compute"
+    assert service_category("tokens") == "AI and Machine Learning"
+    assert service_category("network_bytes") == "Networking"
+    assert service_category("cdn") == "Networking"
+    assert service_category("storage_gb_days") == "Storage"
+    assert service_category("control_plane") == "Management and Governance"
+    assert service_category("something_else") == "Other"

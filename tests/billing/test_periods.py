@@ -1,0 +1,85 @@
+"""Billing periods: calendar months in the tenant's time zone, half-open, in UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from quartermaster.billing.periods import (
+    month_containing,
+    parse_month,
+    previous_month,
+    resolve_period,
+    tenant_zone,
+)
+from quartermaster.errors import InvalidInputError
+
+BERLIN = tenant_zone("Europe/Berlin")
+UTC_ZONE = tenant_zone(None)
+
+
+def test_a_month_in_the_tenants_zone_is_a_utc_half_open_period() -> None:
+    january = parse_month("2026-01", BERLIN)
+    assert january.start == datetime(2025, 12, 31, 23, tzinfo=UTC)
+    assert january.end == datetime(2026, 1, 31, 23, tzinfo=UTC)
+    march = parse_month("2026-03", BERLIN)  # summer time starts on March 29th
+    assert march.duration == timedelta(days=31) - timedelta(hours=1)
+    december = parse_month("2026-12", UTC_ZONE)
+    assert (december.start, december.end) == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_month_containing_and_previous_month_follow_local_time() -> None:
+    # 23:30 UTC on January 31st is already February 1st in Berlin.
+    moment = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
+    assert month_containing(moment, BERLIN) == parse_month("2026-02", BERLIN)
+    assert month_containing(moment, UTC_ZONE) == parse_month("2026-01", UTC_ZONE)
+    assert previous_month(moment, BERLIN) == parse_month("2026-01", BERLIN)
+    assert previous_month(datetime(2026, 1, 15, tzinfo=UTC), UTC_ZONE) == parse_month(
+        "2025-12", UTC_ZONE
+    )
+
+
+def test_resolve_period_defaults_to_the_last_complete_month() -> None:
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    assert resolve_period(start=None, end=None, month=None, zone=UTC_ZONE, now=now) == (
+        parse_month("2026-02", UTC_ZONE)
+    )
+    explicit = resolve_period(
+        start=datetime(2026, 1, 1, tzinfo=UTC),
+        end=datetime(2026, 1, 15, tzinfo=UTC),
+        month=None,
+        zone=UTC_ZONE,
+        now=now,
+    )
+    assert explicit.duration == timedelta(days=14)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"month": "2026-13"}, "month"),
+        ({"month": "January"}, "month"),
+        ({"month": "2026-01", "start": datetime(2026, 1, 1, tzinfo=UTC)}, "month"),
+        ({"start": datetime(2026, 1, 1, tzinfo=UTC)}, "period_end"),
+        ({"end": datetime(2026, 1, 1, tzinfo=UTC)}, "period_start"),
+        (
+            {"start": datetime(2026, 1, 2, tzinfo=UTC), "end": datetime(2026, 1, 1, tzinfo=UTC)},
+            "period_end",
+        ),
+        ({"start": datetime(2026, 1, 1), "end": datetime(2026, 2, 1)}, "period_start"),
+    ],
+)
+def test_bad_periods_are_refused_naming_the_field(kwargs: dict[str, object], field: str) -> None:
+    arguments: dict[str, object] = {"start": None, "end": None, "month": None, **kwargs}
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_period(zone=UTC_ZONE, now=datetime(2026, 3, 1, tzinfo=UTC), **arguments)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_unknown_time_zone_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="Mars/Olympus"):
+        tenant_zone("Mars/Olympus")
