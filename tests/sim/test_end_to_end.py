@@ -9,10 +9,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from rich.console import Console
 
 from quartermaster.domain.timeutil import floor_hour, parse_timestamp, utc_now
-from quartermaster.sim.demo import DemoOptions, run
+from quartermaster.sim.demo import DemoFailure, DemoOptions, run
 from quartermaster.sim.driver import fetch_reconciliation, send, set_up
 from quartermaster.sim.generator import expectation, stream
 from quartermaster.sim.model import Registration, SimConfig
@@ -82,3 +83,13 @@ def test_the_demo_runs_and_cleans_up(tmp_path: Path) -> None:
     text = output.getvalue()
     assert "reconciliation counters" in text
     assert "reconciled:" in text
+
+
+def test_the_demo_never_wipes_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    options = DemoOptions(hours=1, apps=4, teams=2, data_dir=precious)
+    with pytest.raises(DemoFailure, match="not empty and was not made by the demo"):
+        run(options, console=Console(file=io.StringIO()))
+    assert (precious / "notes.txt").read_text() == "keep me"

@@ -165,22 +165,27 @@ def test_late_deliveries_arrive_days_after_their_event_time(small_platform: Plat
     assert found > 0
 
 
-def _hourly_totals(platform: Platform, anomaly: Anomaly) -> dict[datetime, float]:
-    totals: dict[datetime, float] = defaultdict(float)
-    meter, app_id, resource = anomaly.meter, anomaly.app_id, anomaly.resource_id
+def _hourly_totals(
+    platform: Platform, anomalies: tuple[Anomaly, ...]
+) -> list[dict[datetime, float]]:
+    """Per anomaly: its meter's total per hour, for its app (or its resource)."""
+    totals: list[dict[datetime, float]] = [defaultdict(float) for _ in anomalies]
     for event in events(platform, None):
         data = event["data"]
-        if meter in data and (data.get("app_id") == app_id or data.get("resource_id") == resource):
-            moment = parse_timestamp(event["time"]).replace(minute=0, second=0, microsecond=0)
-            totals[moment] += float(data[meter])
+        for anomaly, hourly in zip(anomalies, totals, strict=True):
+            owner = data.get("resource_id") if anomaly.resource_id else data.get("app_id")
+            if anomaly.meter in data and owner == (anomaly.resource_id or anomaly.app_id):
+                moment = parse_timestamp(event["time"]).replace(minute=0, second=0, microsecond=0)
+                hourly[moment] += float(data[anomaly.meter])
     return totals
 
 
 def test_anomaly_ground_truth_matches_the_generated_data(small_platform: Platform) -> None:
-    quiet = dataclasses.replace(small_platform, anomalies=())
-    for anomaly in small_platform.anomalies:
-        spiked = _hourly_totals(small_platform, anomaly)
-        normal = _hourly_totals(quiet, anomaly)
+    anomalies = small_platform.anomalies
+    spiked_totals = _hourly_totals(small_platform, anomalies)
+    normal_totals = _hourly_totals(dataclasses.replace(small_platform, anomalies=()), anomalies)
+    for anomaly, spiked, normal in zip(anomalies, spiked_totals, normal_totals, strict=True):
+        assert any(anomaly.start <= hour < anomaly.end for hour in spiked)
         for hour in sorted(set(spiked) | set(normal)):
             if anomaly.start <= hour < anomaly.end:
                 ratio = spiked[hour] / max(normal[hour], 1e-9)

@@ -47,6 +47,7 @@ from quartermaster.sim.platform import build_platform
 DEFAULT_DATA_DIR = Path(".qm-demo")
 TENANT_ID = "acme"
 ADMIN_KEY_FILE = "admin.key"
+DEMO_MARKER = ".qm-demo-dir"  # only a directory carrying it is ever wiped
 SERVER_START_SECONDS = 60.0
 
 
@@ -111,8 +112,14 @@ def prepare_data_dir(ctx: DemoContext) -> None:
     if data_dir.exists():
         if not data_dir.is_dir():
             raise DemoFailure(f"{data_dir} exists and is not a directory")
+        if any(data_dir.iterdir()) and not (data_dir / DEMO_MARKER).exists():
+            raise DemoFailure(
+                f"{data_dir} is not empty and was not made by the demo: refusing to wipe it "
+                "(choose another --data-dir, or remove it yourself)"
+            )
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
+    (data_dir / DEMO_MARKER).write_text("made by python -m quartermaster.sim.demo; wiped by it\n")
     overrides: dict[str, object] = {"data_dir": data_dir.resolve()}
     if ctx.options.database_url:
         overrides["database_url"] = ctx.options.database_url

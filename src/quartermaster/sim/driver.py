@@ -338,7 +338,7 @@ class _Sender:
                     summary.accepted += int(report["accepted"])
                     summary.duplicates += int(report["duplicates"])
                     summary.rejected.update(r["reason"] for r in report["rejected"])
-                self.on_done(count)
+                    self.on_done(count)
             finally:
                 self.queue.task_done()
 
@@ -388,8 +388,8 @@ def send(
     hours_done: set[datetime] = set()
 
     def on_done(count: int) -> None:
-        nonlocal sent
-        sent += count  # progress only; the summary is counted under the sender's lock
+        nonlocal sent  # called under the sender's lock
+        sent += count
         if progress is not None and task is not None:
             elapsed = max(time.perf_counter() - started, 1e-9)
             progress.update(task, events=f"{sent:,}", rate=f"{sent / elapsed:,.0f}")
