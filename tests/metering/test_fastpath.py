@@ -117,7 +117,7 @@ def data_for(draw: st.DrawFn, model: type[BaseModel], base: dict[str, Any]) -> d
 
 
 @pytest.mark.parametrize("event_type", sorted(DATA_MODELS))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_data_fast_path_never_accepts_what_pydantic_rejects(event_type: str, data: Any) -> None:
     model = DATA_MODELS[event_type]
@@ -128,12 +128,13 @@ def test_data_fast_path_never_accepts_what_pydantic_rejects(event_type: str, dat
         assert _accepted_by_pydantic(model, sample), sample
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(sample=data_for(CloudEvent, ENVELOPE))
 def test_envelope_fast_path_never_accepts_what_pydantic_rejects(sample: dict[str, Any]) -> None:
     check = event_checks().envelope
     assert check is not None
-    if check(sample):
+    # validate_event parses `time` with fast_timestamp before it runs the envelope check
+    if fast_timestamp(sample.get("time")) is not None and check(sample):
         assert _accepted_by_pydantic(CloudEvent, sample), sample
 
 

@@ -17,7 +17,6 @@ import math
 import re
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -28,6 +27,8 @@ from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 Check = Callable[[object], bool]
+ModelCheck = Callable[[Mapping[str, object]], bool]
+UNDECIDED = "False"
 
 # RFC 3339 with an explicit offset, as CloudEvents requires; other spellings pydantic accepts
 # take the slow path.
@@ -35,10 +36,6 @@ _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
 )
 _PLAIN_DECIMAL = re.compile(r"-?\d{1,40}(?:\.\d{1,40})?")
-
-
-def _undecided(_value: object) -> bool:
-    return False
 
 
 def fast_timestamp(value: object) -> datetime | None:
@@ -51,6 +48,18 @@ def fast_timestamp(value: object) -> datetime | None:
         return None
 
 
+class _Constants:
+    """Values the generated code refers to by name."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {"_fast_timestamp": fast_timestamp}
+
+    def add(self, value: object) -> str:
+        name = f"_k{len(self.values)}"
+        self.values[name] = value
+        return name
+
+
 def _flatten(extra: tuple[Any, ...], metadata: list[Any]) -> list[Any]:
     flat = list(metadata)
     for item in extra:
@@ -61,112 +70,108 @@ def _flatten(extra: tuple[Any, ...], metadata: list[Any]) -> list[Any]:
     return flat
 
 
-def compile_check(annotation: Any, metadata: list[Any]) -> Check:
+def check_expression(annotation: Any, metadata: list[Any], consts: _Constants) -> str:
+    """A Python expression over `v`, true only when `v` is certainly valid for the type."""
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *extra = get_args(annotation)
-        return compile_check(base, _flatten(tuple(extra), metadata))
+        return check_expression(base, _flatten(tuple(extra), metadata), consts)
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(annotation) if a is not type(None)]
         if len(options) != 1:
-            return _undecided
-        inner = compile_check(options[0], metadata)
+            return UNDECIDED
+        inner = check_expression(options[0], metadata, consts)
         nullable = len(options) < len(get_args(annotation))
-        return (lambda v: v is None or inner(v)) if nullable else inner
+        return f"(v is None or {inner})" if nullable else inner
     if origin is Literal:
         allowed = get_args(annotation)
         if not all(type(a) is str for a in allowed):
-            return _undecided
-        allowed_set = frozenset(allowed)
-        return lambda v: type(v) is str and v in allowed_set
+            return UNDECIDED
+        return f"(type(v) is str and v in {consts.add(frozenset(allowed))})"
     if origin is dict:
         key_type, value_type = get_args(annotation)
         if key_type is str and value_type is Any and not metadata:
-            return lambda v: type(v) is dict
-        return _undecided
+            return "(type(v) is dict)"
+        return UNDECIDED
     if annotation is str:
-        return _string_check(metadata)
-    if annotation is int:
-        return _number_check(metadata, allow_decimal=False)
-    if annotation is Decimal:
-        return _number_check(metadata, allow_decimal=True)
+        return _string_expression(metadata, consts)
+    if annotation is int or annotation is Decimal:
+        return _number_expression(metadata, consts, allow_decimal=annotation is Decimal)
     if annotation is datetime and not metadata:
-        return lambda v: fast_timestamp(v) is not None
+        return "(_fast_timestamp(v) is not None)"
     if isinstance(annotation, type) and issubclass(annotation, Enum) and not metadata:
         values = frozenset(m.value for m in annotation)
         if all(type(v) is str for v in values):
-            return lambda v: type(v) is str and v in values
-    return _undecided
+            return f"(type(v) is str and v in {consts.add(values)})"
+    return UNDECIDED
 
 
-def _string_check(metadata: list[Any]) -> Check:
+def _string_expression(metadata: list[Any], consts: _Constants) -> str:
     min_length, max_length, pattern = 0, None, None
     for item in metadata:
         if isinstance(item, StringConstraints):
             transforms = (item.strip_whitespace, item.to_upper, item.to_lower, item.strict)
             if any(t is not None for t in transforms) or item.ascii_only:
-                return _undecided
+                return UNDECIDED
             if item.min_length is not None:
                 min_length = max(min_length, item.min_length)
             if item.max_length is not None:
                 max_length = item.max_length
             if item.pattern is not None:
                 if pattern is not None or not isinstance(item.pattern, str):
-                    return _undecided
+                    return UNDECIDED
                 pattern = item.pattern
         elif isinstance(item, annotated_types.MinLen):
             min_length = max(min_length, item.min_length)
         elif isinstance(item, annotated_types.MaxLen):
             max_length = item.max_length
         else:
-            return _undecided
-    # Python's `$` also matches before a trailing newline; pydantic's (Rust) regex does not.
-    # Only a pattern anchored exactly as ^...$ with no `$` inside is translated to fullmatch.
-    compiled = None
+            return UNDECIDED
+    parts = ["type(v) is str"]
+    if min_length > 0:
+        parts.append(f"len(v) >= {int(min_length)}")
+    if max_length is not None:
+        parts.append(f"len(v) <= {int(max_length)}")
     if pattern is not None:
+        # Python's `$` also matches before a trailing newline; pydantic's (Rust) regex does
+        # not. Only a pattern anchored exactly as ^...$ with no other `$` becomes fullmatch.
         body = pattern.removeprefix("^").removesuffix("$")
         if not (pattern.startswith("^") and pattern.endswith("$")) or "$" in body:
-            return _undecided
-        compiled = re.compile(body)
-
-    def check(v: object) -> bool:
-        if type(v) is not str:
-            return False
-        n = len(v)
-        if n < min_length or (max_length is not None and n > max_length):
-            return False
-        return compiled is None or compiled.fullmatch(v) is not None
-
-    return check
+            return UNDECIDED
+        parts.append(f"{consts.add(re.compile(body).fullmatch)}(v) is not None")
+    return "(" + " and ".join(parts) + ")"
 
 
-def _number_check(metadata: list[Any], *, allow_decimal: bool) -> Check:
-    lower: int | float | Decimal | None = None
-    upper: int | float | Decimal | None = None
+def _number_expression(metadata: list[Any], consts: _Constants, *, allow_decimal: bool) -> str:
+    lower: Any = None
+    upper: Any = None
     finite_only = False
     for item in metadata:
         if isinstance(item, annotated_types.Ge):
-            lower = item.ge  # type: ignore[assignment]
+            lower = item.ge
         elif isinstance(item, annotated_types.Le):
-            upper = item.le  # type: ignore[assignment]
+            upper = item.le
         elif allow_decimal and type(item).__name__ == "AllowInfNan" and not item.allow_inf_nan:
             finite_only = True
         else:
-            return _undecided
+            return UNDECIDED
     if allow_decimal and not finite_only:
-        return _undecided  # NaN/inf semantics would need pydantic's own rules
+        return UNDECIDED  # NaN/inf semantics would need pydantic's own rules
+    bounds = []
+    if lower is not None:
+        bounds.append(f"v >= {consts.add(lower)}")
+    if upper is not None:
+        bounds.append(f"v <= {consts.add(upper)}")
+    as_int = " and ".join(["type(v) is int", *bounds])
+    if not allow_decimal:
+        return f"({as_int})"
 
-    def in_bounds(number: int | float | Decimal) -> bool:
+    def in_bounds(number: Any) -> bool:
         return (lower is None or number >= lower) and (upper is None or number <= upper)
 
-    def check(v: object) -> bool:
-        kind = type(v)
-        if kind is int:
-            return in_bounds(v)  # type: ignore[arg-type]
-        if not allow_decimal:
-            return False
-        if kind is float:
-            return math.isfinite(v) and in_bounds(v)  # type: ignore[arg-type]
+    def other_number(v: object) -> bool:
+        if type(v) is float:
+            return math.isfinite(v) and in_bounds(v)
         if isinstance(v, str) and _PLAIN_DECIMAL.fullmatch(v) is not None:
             try:
                 return in_bounds(Decimal(v))
@@ -174,44 +179,23 @@ def _number_check(metadata: list[Any], *, allow_decimal: bool) -> Check:
                 return False
         return False
 
-    return check
+    return f"(({as_int}) or {consts.add(other_number)}(v))"
 
 
-# Model validators the fast path knows, by (model, validator name): the data must name at least
-# one of these fields with a non-null value. Tests prove each listed field satisfies the model.
+# Model validators the fast path knows, by validator name: the data must name at least one of
+# these fields with a non-null value. Tests prove each listed field satisfies the model.
 AtLeastOne = tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelCheck:
-    fields: Mapping[str, Check]
-    required: frozenset[str]
-    forbid_extra: bool
-    at_least_one: tuple[AtLeastOne, ...]
-
-    def __call__(self, data: Mapping[str, object]) -> bool:
-        fields = self.fields
-        for name, value in data.items():
-            check = fields.get(name)
-            if check is None:
-                if self.forbid_extra:
-                    return False
-            elif not check(value):
-                return False
-        for name in self.required:
-            if name not in data:
-                return False
-        return all(any(data.get(n) is not None for n in names) for names in self.at_least_one)
 
 
 def compile_model(
     model: type[BaseModel],
     *,
     known_validators: Mapping[str, AtLeastOne] | None = None,
-    overrides: Mapping[str, Check] | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> ModelCheck | None:
-    """A fast check for `model`, or None when the model has validators this module cannot
-    reproduce (every event of that model then takes the pydantic path)."""
+    """A generated function telling whether a dict is certainly valid for `model`, or None
+    when the model has validators this module cannot reproduce (then every value of that
+    model takes the pydantic path). `overrides` replaces a field's check expression."""
     known = known_validators or {}
     decorators = model.__pydantic_decorators__
     if decorators.field_validators or decorators.validators or decorators.root_validators:
@@ -220,17 +204,28 @@ def compile_model(
         return None
     if any(name not in known for name in decorators.model_validators):
         return None
-    extra = model.model_config.get("extra")
-    checks = {
-        name: (overrides or {}).get(name) or compile_check(field.annotation, list(field.metadata))
-        for name, field in model.model_fields.items()
-        if field.alias is None or field.alias == name
-    }
-    if len(checks) != len(model.model_fields):
+    if any(f.alias not in (None, name) for name, f in model.model_fields.items()):
         return None
-    return ModelCheck(
-        fields=checks,
-        required=frozenset(n for n, f in model.model_fields.items() if f.is_required()),
-        forbid_extra=extra == "forbid",
-        at_least_one=tuple(known[name] for name in decorators.model_validators),
-    )
+    consts = _Constants()
+    missing = consts.add(object())
+    lines = ["def check(data):"]
+    if model.model_config.get("extra") == "forbid":
+        allowed = consts.add(frozenset(model.model_fields))
+        lines.append(f"    if not {allowed}.issuperset(data): return False")
+    for name, field in model.model_fields.items():
+        expression = (overrides or {}).get(name) or check_expression(
+            field.annotation, list(field.metadata), consts
+        )
+        lines.append(f"    v = data.get({name!r}, {missing})")
+        if field.is_required():
+            lines.append(f"    if v is {missing} or not {expression}: return False")
+        else:
+            lines.append(f"    if v is not {missing} and not {expression}: return False")
+    for validator in decorators.model_validators:
+        absent = " and ".join(f"data.get({n!r}) is None" for n in known[validator])
+        lines.append(f"    if {absent}: return False")
+    lines.append("    return True")
+    namespace: dict[str, Any] = dict(consts.values)
+    exec(compile("\n".join(lines), f"<fast check of {model.__name__}>", "exec"), namespace)
+    check: ModelCheck = namespace["check"]
+    return check
