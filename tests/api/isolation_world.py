@@ -1,0 +1,230 @@
+"""Tenant B's objects on every feature, made through B's own API key, for the isolation test.
+
+A feature's objects are made only when its routes are in the app, so the test runs on any
+build; a new feature adds its objects here and its cases to test_tenant_isolation.py."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from quartermaster.runtime import Runtime
+from quartermaster.storage.base import Base
+from quartermaster.storage.models import import_all_models
+from tests.conftest import TenantHandle
+from tests.tenancy.support import bearer, ok
+
+PRICE_BOOK_EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pricebook.yaml"
+Routes = set[tuple[str, str]]
+
+
+@dataclass
+class World:
+    """B's objects (what A aims at) and A's own (to show A's lists and writes still work)."""
+
+    a: TenantHandle
+    b: TenantHandle
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    a_ids: dict[str, str] = field(default_factory=dict)
+    b_ids: dict[str, str] = field(default_factory=dict)
+    # Things of B's that A never sends: they must appear in no response at all.
+    b_hidden: set[str] = field(default_factory=set)
+
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def b_identifiers(self) -> set[str]:
+        """B's ids and slugs: A names them in requests, so error messages may echo them, but
+        no successful read may contain them. Resource ids are left out: A may bind the same
+        resource id in its own tenant."""
+        return {v for k, v in self.b_ids.items() if k not in ("resource", "lease_token")}
+
+    def hide(self, label: str) -> str:
+        value = f"b-{label}-{self.marker}"
+        self.b_hidden.add(value)
+        return value
+
+
+def post(
+    client: TestClient, path: str, body: Any, headers: dict[str, str], status: int = 201
+) -> Any:
+    return ok(client.post(path, json=body, headers=headers), status)
+
+
+def cloud_event(source: str, event_id: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": "qm.invocation.usage",
+        "time": datetime.now(UTC).isoformat(),
+        "data": data,
+        **extra,
+    }
+
+
+def price_book_yaml(name: str) -> str:
+    return PRICE_BOOK_EXAMPLE.read_text().replace("name: internal-platform", f"name: {name}", 1)
+
+
+def _tenancy_and_catalog(client: TestClient, w: World) -> None:
+    ids, h = w.b_ids, w.b.headers
+    ids.update(
+        cost_center=w.fresh("b-cc"),
+        team=w.fresh("b-team"),
+        app=w.fresh("b-app"),
+        resource=w.fresh("b-res"),
+    )
+    post(client, "/v1/cost-centers", {"slug": ids["cost_center"], "name": w.hide("cc")}, h)
+    team = {"slug": ids["team"], "name": w.hide("team"), "cost_center": ids["cost_center"]}
+    post(client, "/v1/teams", team, h)
+    app = {
+        "app_id": ids["app"],
+        "title": w.hide("title"),
+        "owner": w.hide("owner"),
+        "team": ids["team"],
+    }
+    post(client, "/v1/apps", app, h)
+    ids["signing_key"] = post(client, f"/v1/apps/{ids['app']}/signing-keys", None, h)["key_id"]
+    member = {"name": w.hide("user"), "role": "team-member", "team": ids["team"]}
+    ids["principal"] = post(client, "/v1/principals", member, h)["id"]
+    token = post(client, f"/v1/principals/{ids['principal']}/keys", {}, h)["token"]
+    ids["key"] = token.split("_")[1]
+    ok(client.get("/v1/tenant", headers=bearer(token)))
+    post(client, "/v1/resources", {"resource_id": ids["resource"], "app_id": ids["app"]}, h)
+    lease = {"resource_id": w.fresh("b-job"), "app_id": ids["app"], "ttl_seconds": 3600}
+    issued = post(client, "/v1/resource-leases", lease, h)
+    ids["lease"], ids["lease_token"] = issued["lease_id"], issued["token"]
+
+
+def _metering(client: TestClient, w: World) -> None:
+    ids = w.b_ids
+    ids.update(event_source=f"/b/{w.marker}", event_id=w.fresh("b-evt"))
+    data = {"app_id": ids["app"], "tokens": 7, "actor_id": w.hide("actor")}
+    headers = {**w.b.headers, "Content-Type": "application/cloudevents+json"}
+    stored = client.post(
+        "/v1/events", json=cloud_event(ids["event_source"], ids["event_id"], data), headers=headers
+    )
+    assert ok(stored)["accepted"] == 1
+
+
+def _pricing(client: TestClient, w: World) -> None:
+    w.b_ids["price_book"] = w.fresh("b-book")
+    headers = {**w.b.headers, "Content-Type": "application/yaml"}
+    response = client.post(
+        "/v1/price-books", content=price_book_yaml(w.b_ids["price_book"]), headers=headers
+    )
+    ok(response, 201)
+
+
+def _secrets(client: TestClient, w: World) -> None:
+    from quartermaster.secrets.envelope import fingerprint  # only in builds with secrets
+
+    ids, h = w.b_ids, w.b.headers
+    ids["secret_path"] = f"apps/{ids['app']}/db-password-{w.marker}"
+    value = w.hide("secret-value")
+    ok(client.put(f"/v1/secrets/data/{ids['secret_path']}", json={"value": value}, headers=h))
+    read = ok(client.get(f"/v1/secrets/data/{ids['secret_path']}", headers=h))
+    ids["secret_lease"] = read["lease"]["id"]
+    key = ok(client.get("/v1/secrets/fingerprint-key", headers=h))["key"]
+    w.b_hidden.add(key)
+    ids["secret_fingerprint"] = fingerprint(bytes.fromhex(key), value)
+
+
+def meter_body(name: str) -> dict[str, str]:
+    return {
+        "name": name,
+        "event_type": "qm.invocation.usage",
+        "value": "tokens",
+        "aggregation": "sum",
+        "unit": "tokens",
+    }
+
+
+def _usage(client: TestClient, w: World) -> None:
+    ids, h = w.b_ids, w.b.headers
+    ids.update(meter=f"b_meter_{w.marker}", environment=w.fresh("b-env"))
+    post(client, "/v1/meters", meter_body(ids["meter"]), h)
+    override = {"cost_center": ids["cost_center"]}
+    ok(client.put(f"/v1/environment-overrides/{ids['environment']}", json=override, headers=h), 201)
+
+
+def _billing(client: TestClient, w: World, runtime: Runtime) -> None:
+    """B's run, made through the billing service with a calculator that reads the store as it
+    is: through the API a price book uploaded a moment ago is not yet "recorded" (the run
+    waits for the usage to settle)."""
+    from quartermaster.billing import service
+    from quartermaster.billing.models import RunKind
+    from quartermaster.billing.sources import StoreCalculator
+    from quartermaster.tenancy.service import authenticate
+
+    ids = w.b_ids
+    with runtime.session_factory() as session:
+        b_admin = authenticate(w.b.admin_token, session=session)
+        period = service.run_period(b_admin, start=None, end=None, month=None, session=session)
+        outcome = service.create_run(
+            b_admin,
+            period=period,
+            kind=RunKind.INVOICE,
+            price_book=ids["price_book"],
+            calculator=StoreCalculator(runtime.usage_store, settle=timedelta(0)),
+            session=session,
+            as_of=datetime.now(UTC),
+        )
+    ids["billing_run"] = outcome.document.id
+    detail = ok(client.get(f"/v1/billing/runs/{ids['billing_run']}", headers=w.b.headers))
+    lines = detail.get("lines") or []
+    ids["billing_line"] = lines[0]["id"] if lines else f"{ids['billing_run']}-no-line"
+
+
+def build_world(
+    client: TestClient, a: TenantHandle, b: TenantHandle, routes: Routes, runtime: Runtime
+) -> World:
+    w = World(a=a, b=b)
+    w.b_hidden.add(b.tenant_id)
+    _tenancy_and_catalog(client, w)
+    if ("POST", "/v1/events") in routes:
+        _metering(client, w)
+    if ("POST", "/v1/price-books") in routes:
+        _pricing(client, w)
+    if ("PUT", "/v1/secrets/data/{path:path}") in routes:
+        _secrets(client, w)
+    if ("POST", "/v1/meters") in routes:
+        _usage(client, w)
+    if ("POST", "/v1/billing/runs") in routes:
+        _billing(client, w, runtime)
+    # A's own objects, so that A's lists and writes are shown to work.
+    w.a_ids.update(team=w.fresh("a-team"), app=w.fresh("a-app"), cost_center="default")
+    post(client, "/v1/teams", {"slug": w.a_ids["team"]}, a.headers)
+    app = {
+        "app_id": w.a_ids["app"],
+        "owner": "a",
+        "team": w.a_ids["team"],
+        "cost_center": "default",
+    }
+    post(client, "/v1/apps", app, a.headers)
+    w.a_ids.update(principal="admin", key=a.admin_token.split("_")[1])
+    return w
+
+
+def tenant_rows(runtime: Runtime, tenant_id: str) -> dict[str, list[tuple[str, ...]]]:
+    """Every row of the tenant in every table that has a tenant_id (and its tenants row)."""
+    import_all_models()
+    snapshot: dict[str, list[tuple[str, ...]]] = {}
+    with runtime.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            column = table.c.get("tenant_id")
+            if column is None and table.name == "tenants":
+                column = table.c.id
+            if column is None:
+                continue
+            rows = conn.execute(select(table).where(column == tenant_id)).all()
+            snapshot[table.name] = sorted(tuple(repr(value) for value in row) for row in rows)
+    return snapshot
