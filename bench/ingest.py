@@ -1,0 +1,371 @@
+"""Ingest benchmark: events/s of POST /v1/events over loopback HTTP, against a floor measured in
+the same run (POST /v1/_bench/parse of the same server: read the body, orjson-parse it, 202).
+
+The server is the real one (`qm serve`: uvicorn, one process) on a random port, with its own
+data dir and an empty database (SQLite by default; `--database-url postgresql+psycopg://...`
+for PostgreSQL). Batches of 1,000 signed events are generated and signed before the clock
+starts, and sent as prebuilt HTTP/1.1 requests over several keep-alive connections, so the
+client costs next to nothing; both measurements use the same bodies and connections.
+
+    python -m bench.ingest [--batches 150] [--connections 4] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from quartermaster.bus.models import EventLogEntry
+from quartermaster.catalog.models import App, AppAssignment
+from quartermaster.catalog.signing_keys import create_signing_key
+from quartermaster.config import Settings, generate_server_key
+from quartermaster.metering.signing import sign_event
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.tenancy.models import CostCenter, Team
+from quartermaster.tenancy.service import bootstrap_tenant
+
+EVENTS_PER_BATCH = 1000
+TARGET_EVENTS_PER_SECOND = 50_000
+TARGET_FLOOR_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class SigningApp:
+    app_id: str
+    key_id: str
+    secret: bytes
+
+
+@dataclass(frozen=True)
+class Measurement:
+    route: str
+    batches: int
+    events: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def setup_tenant(runtime: Runtime, *, apps: int) -> tuple[str, list[SigningApp]]:
+    """A tenant with `apps` apps, each with a signing key; half of them require signatures."""
+    with runtime.session_factory() as session:
+        token = bootstrap_tenant("bench", session=session).token
+        cost_center = session.scalars(
+            select(CostCenter.id).where(CostCenter.tenant_id == "bench")
+        ).one()
+        team = Team(tenant_id="bench", slug="platform", name="Platform")
+        session.add(team)
+        session.flush()
+        made: list[SigningApp] = []
+        for i in range(apps):
+            app = App(
+                tenant_id="bench",
+                app_id=f"app-{i:03d}",
+                title=f"App {i}",
+                owner="bench@example.com",
+                team_id=team.id,
+                cost_center_id=cost_center,
+                require_signatures=i % 2 == 0,
+                created_by="bench",
+            )
+            session.add(app)
+            session.flush()
+            session.add(
+                AppAssignment(
+                    tenant_id="bench",
+                    app_pk=app.id,
+                    team_id=team.id,
+                    cost_center_id=cost_center,
+                    valid_from=datetime(2020, 1, 1, tzinfo=UTC),
+                )
+            )
+            session.commit()
+            key = create_signing_key(app, server_key=runtime.server_key, session=session)
+            made.append(SigningApp(app.app_id, key.key_id, bytes.fromhex(key.secret_hex)))
+    return token, made
+
+
+def _event(rng: random.Random, app: SigningApp, now: datetime) -> dict[str, Any]:
+    moment = now - timedelta(seconds=rng.randint(1, 3000))
+    roll = rng.random()
+    if roll < 0.7:
+        event_type, data = (
+            "qm.invocation.usage",
+            {
+                "app_id": app.app_id,
+                "actor_id": f"user-{rng.randint(1, 500)}",
+                "environment": "production",
+                "tokens": rng.randint(10, 5000),
+                "compute_units": f"{rng.random():.4f}",
+                "duration_ms": rng.randint(5, 3000),
+            },
+        )
+    elif roll < 0.9:
+        event_type, data = (
+            "qm.resource.usage",
+            {
+                "resource_id": f"{app.app_id}-worker-{rng.randint(1, 4)}",
+                "app_id": app.app_id,
+                "cpu_seconds": f"{rng.random() * 60:.3f}",
+                "memory_gb_hours": f"{rng.random():.5f}",
+                "network_bytes": rng.randint(0, 10**7),
+            },
+        )
+    else:
+        event_type, data = (
+            "qm.request.trace",
+            {
+                "app_id": app.app_id,
+                "request_id": uuid.uuid4().hex,
+                "bytes_in": rng.randint(100, 10_000),
+                "bytes_out": rng.randint(100, 100_000),
+                "duration_ms": rng.randint(1, 900),
+                "status": 200,
+            },
+        )
+    event = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": f"app://bench/{app.app_id}",
+        "type": event_type,
+        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return sign_event(event, key_id=app.key_id, secret=app.secret)
+
+
+def build_requests(
+    apps: list[SigningApp], *, batches: int, port: int, path: str, token: str | None, seed: int
+) -> list[bytes]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    requests = []
+    for _ in range(batches):
+        body = orjson.dumps([_event(rng, rng.choice(apps), now) for _ in range(EVENTS_PER_BATCH)])
+        requests.append(_request_bytes(path, body, port=port, token=token))
+    return requests
+
+
+def _request_bytes(path: str, body: bytes, *, port: int, token: str | None) -> bytes:
+    headers = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/cloudevents-batch+json",
+        f"Content-Length: {len(body)}",
+    ]
+    if token:
+        headers.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
+def retarget(request: bytes, path: str) -> bytes:
+    _request_line, _, rest = request.partition(b" HTTP/1.1\r\n")
+    return b"POST " + path.encode() + b" HTTP/1.1\r\n" + rest
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def drive(
+    port: int, requests: list[bytes], *, connections: int, expect: int, route: str
+) -> Measurement:
+    """Send every request once over `connections` keep-alive connections; time the whole."""
+    queue = list(reversed(requests))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while queue:
+                request = queue.pop()
+                started = time.perf_counter()
+                status, body = await _exchange(reader, writer, request)
+                latencies.append(time.perf_counter() - started)
+                if status != expect:
+                    raise RuntimeError(f"{route}: HTTP {status}: {body[:300]!r}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    seconds = time.perf_counter() - started
+    return Measurement(route, len(requests), len(requests) * EVENTS_PER_BATCH, seconds, latencies)
+
+
+def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        QM_DATA_DIR=str(settings.data_dir),
+        QM_DATABASE_URL=settings.resolved_database_url,
+        QM_BENCH_ROUTES_ENABLED="true",
+        QM_PIPELINE_ENABLED="false",
+    )
+    qm = Path(sys.executable).with_name("qm")
+    command = [str(qm)] if qm.exists() else [sys.executable, "-m", "quartermaster.cli.main"]
+    process = subprocess.Popen([*command, "serve", "--port", str(port)], env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError("the server did not start")
+
+
+def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int) -> bool:
+    console = Console()
+    table = Table(title=f"Ingest over loopback HTTP ({backend}, batches of {EVENTS_PER_BATCH:,})")
+    for column in ("route", "batches", "events", "seconds", "events/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "route" else "left")
+    for m in (ingest, floor):
+        table.add_row(
+            m.route,
+            f"{m.batches:,}",
+            f"{m.events:,}",
+            f"{m.seconds:.2f}",
+            f"{m.events_per_second:,.0f}",
+            f"{m.percentile(0.5) * 1e3:.1f}",
+            f"{m.percentile(0.99) * 1e3:.1f}",
+        )
+    console.print(table)
+    ratio = ingest.events_per_second / floor.events_per_second
+    meets_rate = ingest.events_per_second >= TARGET_EVENTS_PER_SECOND
+    meets_ratio = ratio >= TARGET_FLOOR_RATIO
+    console.print(
+        f"ingest / floor = {ratio:.3f}  "
+        f"(targets: >= {TARGET_EVENTS_PER_SECOND:,} events/s "
+        f"[{'met' if meets_rate else 'NOT met'}], >= {TARGET_FLOOR_RATIO} of the floor "
+        f"[{'met' if meets_ratio else 'NOT met'}]); rows stored: {stored:,}"
+    )
+    return meets_rate and meets_ratio
+
+
+def run(
+    *, batches: int, floor_batches: int, connections: int, database_url: str | None
+) -> tuple[Measurement, Measurement]:
+    with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
+        settings = Settings(data_dir=Path(tmp), database_url=database_url)  # type: ignore[call-arg]
+        generate_server_key(settings)
+        runtime = build_runtime(settings)
+        try:
+            token, apps = setup_tenant(runtime, apps=20)
+            port = _free_port()
+            warmup = 8
+            console = Console()
+            console.print(f"signing {(batches + warmup) * EVENTS_PER_BATCH:,} events ...")
+            requests = build_requests(
+                apps, batches=batches + warmup, port=port, path="/v1/events", token=token, seed=7
+            )
+            floor_requests = [retarget(r, "/v1/_bench/parse") for r in requests[warmup:]]
+            floor_requests = (floor_requests * (floor_batches // len(floor_requests) + 1))[
+                :floor_batches
+            ]
+            server = start_server(settings, port)
+            try:
+                asyncio.run(
+                    drive(port, requests[:warmup], connections=2, expect=200, route="warmup")
+                )
+                asyncio.run(
+                    drive(port, floor_requests[:warmup], connections=2, expect=202, route="w")
+                )
+                ingest = asyncio.run(
+                    drive(
+                        port,
+                        requests[warmup:],
+                        connections=connections,
+                        expect=200,
+                        route="POST /v1/events",
+                    )
+                )
+                floor = asyncio.run(
+                    drive(
+                        port,
+                        floor_requests,
+                        connections=connections,
+                        expect=202,
+                        route="POST /v1/_bench/parse (floor)",
+                    )
+                )
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            with runtime.session_factory() as session:
+                stored = session.scalar(select(func.count()).select_from(EventLogEntry)) or 0
+            expected = (batches + warmup) * EVENTS_PER_BATCH
+            if stored != expected:
+                raise RuntimeError(f"stored {stored} events, sent {expected}")
+            backend = runtime.engine.dialect.name
+            report(ingest, floor, backend=backend, stored=stored)
+            return ingest, floor
+        finally:
+            runtime.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--batches", type=int, default=150, help="measured ingest batches")
+    parser.add_argument("--floor-batches", type=int, default=600, help="measured floor batches")
+    parser.add_argument("--connections", type=int, default=4, help="concurrent connections")
+    parser.add_argument("--database-url", default=os.environ.get("QM_BENCH_DATABASE_URL"))
+    args = parser.parse_args(argv)
+    run(
+        batches=args.batches,
+        floor_batches=args.floor_batches,
+        connections=args.connections,
+        database_url=args.database_url,
+    )
+
+
+if __name__ == "__main__":
+    main()
