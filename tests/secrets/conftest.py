@@ -12,8 +12,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from quartermaster.catalog.models import App
+from quartermaster.cli.main import _register_groups
+from quartermaster.cli.main import app as cli_app
 from quartermaster.config import Settings
 from quartermaster.runtime import Runtime
 from quartermaster.secrets.access import Requester, RequesterKind
@@ -22,7 +25,7 @@ from quartermaster.secrets.identity import generate_identity_key
 from quartermaster.secrets.keys import generate_root_keyring
 from quartermaster.tenancy.models import CostCenter, PrincipalKind, Role, Team
 from quartermaster.tenancy.service import bootstrap_tenant, create_principal, issue_api_key
-from tests.conftest import make_settings
+from tests.conftest import LiveServer, make_settings
 
 
 @pytest.fixture
@@ -156,3 +159,25 @@ def api_key(
         )
         issued = issue_api_key(principal, session=session)
     return {"Authorization": f"Bearer {issued.token}"}
+
+
+def register_cli() -> None:
+    """Register the feature command groups once (main() does it at startup)."""
+    if not any(group.name == "secret" for group in cli_app.registered_groups):
+        _register_groups()
+
+
+@pytest.fixture
+def qm(live_server: LiveServer, world: World, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A CLI runner talking to a live server as the world's admin."""
+    register_cli()
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", world.admin_token)
+    monkeypatch.setenv("COLUMNS", "250")
+    return CliRunner()
+
+
+def run_ok(runner: CliRunner, *args: str, stdin: str | None = None) -> str:
+    result = runner.invoke(cli_app, list(args), input=stdin)
+    assert result.exit_code == 0, result.output
+    return result.stdout

@@ -148,12 +148,15 @@ def ship_once(session_factory: sessionmaker[Session], sink: AuditSink, *, batch:
                 .order_by(AuditRecord.seq)
                 .limit(batch)
             ).all()
-            if not rows:
-                continue
             payload = [to_chain_record(row).to_json() for row in rows]
-            sink.write(payload)  # outside any transaction's locks: may take as long as it takes
-            _advance(sink.name, tenant_id, rows[-1].seq, session=session)
-            shipped += len(rows)
+        # The read transaction is over before the sink is called: on SQLite every transaction
+        # holds the write lock, and a hung sink must never hold it.
+        if not payload:
+            continue
+        sink.write(payload)
+        with session_factory() as session:
+            _advance(sink.name, tenant_id, int(payload[-1]["seq"]), session=session)
+        shipped += len(payload)
     return shipped
 
 

@@ -42,9 +42,15 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.events", "app", "events"),
     ("quartermaster.cli.events", "reconciliation_app", "reconciliation"),
     ("quartermaster.cli.billing", "bill_app", "bill"),
+    ("quartermaster.cli.secrets", "secret_app", "secret"),
+    ("quartermaster.cli.secrets", "lease_app", "lease"),
+    ("quartermaster.cli.secrets", "audit_app", "audit"),
 )
 # Feature top-level commands: (module, function, name).
-COMMANDS: tuple[tuple[str, str, str], ...] = (("quartermaster.cli.billing", "explain", "explain"),)
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("quartermaster.cli.billing", "explain", "explain"),
+    ("quartermaster.cli.secrets", "scan", "scan"),
+)
 
 console = Console()
 
@@ -59,11 +65,16 @@ def _settings(data_dir: Path | None) -> Settings:
 
 @app.command()
 def init(data_dir: DataDirOption = None) -> None:
-    """Create the data dir, generate the server key and apply database migrations."""
+    """Create the data dir, generate the server, root and identity keys, apply migrations."""
     from quartermaster.storage import create_db_engine, upgrade_database
+
+    from quartermaster.secrets.identity import generate_identity_key
+    from quartermaster.secrets.keys import generate_root_keyring
 
     settings = _settings(data_dir)
     key_path = generate_server_key(settings)
+    generate_root_keyring(settings)
+    generate_identity_key(settings)
     engine = create_db_engine(settings.resolved_database_url)
     try:
         upgrade_database(engine)
@@ -94,11 +105,18 @@ def serve(
 
 
 def _background_services() -> tuple[BackgroundStarter, ...]:
+    from quartermaster.audit.shipping import build_audit_shipper
     from quartermaster.background import service_starter
+    from quartermaster.secrets.reaper import build_lease_reaper
     from quartermaster.usage.maintenance import UsageMaintenance
     from quartermaster.usage.pipeline import pipeline_worker
 
-    return (service_starter(pipeline_worker), service_starter(UsageMaintenance))
+    return (
+        service_starter(pipeline_worker),
+        service_starter(UsageMaintenance),
+        service_starter(build_lease_reaper),
+        service_starter(build_audit_shipper),
+    )
 
 
 @tenant_app.command("create")

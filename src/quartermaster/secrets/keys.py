@@ -160,7 +160,10 @@ class FileKeyProvider:
 
     def _load(self) -> Keyring:
         # Stat before reading: a write racing the read leaves an old stamp, forcing a re-read.
-        stat = self._path.stat()
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            return read_keyring_file(self._path)  # raises, saying how to create it
         keyring = read_keyring_file(self._path)
         self._stamp = (stat.st_mtime_ns, stat.st_size)
         return keyring

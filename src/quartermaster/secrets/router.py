@@ -4,6 +4,7 @@ stream redaction. Thin: each route calls one service function."""
 from __future__ import annotations
 
 import codecs
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -37,6 +38,8 @@ from quartermaster.secrets.schemas import (
 )
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
+_SPOOL_MEMORY_BYTES = 1 << 20
+_CHUNK_CHARS = 64 * 1024
 
 
 @router.put("/data/{path:path}", summary="Write a new version", response_model=VersionOut)
@@ -223,15 +226,24 @@ async def redact_stream(
             )
 
     redactor = await run_in_threadpool(build)
+    # The request is redacted while it is read, into a spooled buffer (memory stays bounded),
+    # and sent back once read: clients finish sending before they read, and a response that
+    # read its request while streaming would race Starlette's disconnect listener.
+    # Closed by body() once sent: it outlives this function, so no `with` here.
+    spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+        max_size=_SPOOL_MEMORY_BYTES, mode="w+", encoding="utf-8"
+    )
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for chunk in request.stream():
+        spool.write(redactor.feed(decoder.decode(chunk)))
+    spool.write(redactor.feed(decoder.decode(b"", final=True)) + redactor.flush())
+    spool.seek(0)
 
     async def body() -> AsyncIterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        async for chunk in request.stream():
-            out = redactor.feed(decoder.decode(chunk))
-            if out:
-                yield out
-        tail = redactor.feed(decoder.decode(b"", final=True)) + redactor.flush()
-        if tail:
-            yield tail
+        try:
+            while piece := spool.read(_CHUNK_CHARS):
+                yield piece
+        finally:
+            spool.close()
 
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8")

@@ -1,0 +1,490 @@
+"""`qm secret|lease|audit` over the HTTP API, `qm scan` locally, and `qm secret root-key` on
+the local data dir."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from quartermaster.cli.client import api_client
+from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, err, out, print_table, request
+
+secret_app = typer.Typer(help="Versioned secrets in the broker.", no_args_is_help=True)
+lease_app = typer.Typer(help="Leases on secret reads and credentials.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+root_key_app = typer.Typer(
+    help="Root keys of the local data dir: rotate, rewrap, retire, status.", no_args_is_help=True
+)
+secret_app.add_typer(root_key_app, name="root-key")
+
+PathArg = Annotated[str, typer.Argument(help="Secret path, e.g. apps/billing/db-password.")]
+VersionsOption = Annotated[
+    list[int] | None, typer.Option("--version", "-v", help="Version(s); default: the latest.")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default: QM_DATA_DIR or ./.qm).")
+]
+
+
+def _read_value(value: str | None, from_file: Path | None, *, what: str) -> str | None:
+    """--value, --from-file, piped stdin, or a hidden prompt; None when nothing was given and
+    there is no terminal to ask on."""
+    if value is not None and from_file is not None:
+        raise typer.BadParameter("give --value or --from-file, not both")
+    if value is not None:
+        return value
+    if from_file is not None:
+        return from_file.read_text().rstrip("\n")
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read().rstrip("\n")
+        return piped or None
+    return str(typer.prompt(what, hide_input=True))
+
+
+@secret_app.command("put")
+def secret_put(
+    path: PathArg,
+    value: Annotated[
+        str | None, typer.Option(help="The value (visible in shell history: prefer stdin).")
+    ] = None,
+    from_file: Annotated[Path | None, typer.Option(help="Read the value from a file.")] = None,
+    cas: Annotated[
+        int | None, typer.Option(help="Write only if the current version is this (0: new).")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Write a new version (value from --value, --from-file, stdin or a hidden prompt)."""
+    secret = _read_value(value, from_file, what="value")
+    if not secret:
+        raise typer.BadParameter("no value given (use --value, --from-file or stdin)")
+    body: dict[str, Any] = {"value": secret}
+    if cas is not None:
+        body["cas"] = cas
+    written = request("PUT", f"/v1/secrets/data/{path}", json=body, url=url, api_key=api_key)
+    out().print(f"wrote {path} version {written['version']}")
+
+
+@secret_app.command("get")
+def secret_get(
+    path: PathArg,
+    version: Annotated[int | None, typer.Option(help="A version; default: the latest.")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Lease TTL in seconds.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print value and lease as JSON.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Read a value under a new lease: the value alone on stdout, the lease on stderr."""
+    params = {k: v for k, v in (("version", version), ("ttl_seconds", ttl)) if v is not None}
+    got = request("GET", f"/v1/secrets/data/{path}", params=params, url=url, api_key=api_key)
+    if as_json:
+        out().print_json(json.dumps(got))
+        return
+    lease = got["lease"]
+    err().print(
+        f"version {got['version']}, lease {lease['id']} (ttl {lease['ttl']}s, "
+        f"max_ttl {lease['max_ttl']}s)"
+    )
+    sys.stdout.write(got["value"] + "\n")
+
+
+@secret_app.command("list")
+def secret_list(
+    prefix: Annotated[str, typer.Argument(help="Path prefix, e.g. apps/billing/.")] = "",
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Paths and version metadata (never values)."""
+    found = request(
+        "GET", "/v1/secrets/metadata", params={"prefix": prefix}, url=url, api_key=api_key
+    )
+    rows = [
+        {
+            "path": s["path"],
+            "version": s["current_version"],
+            "versions": len(s["versions"]),
+            "deleted": sum(1 for v in s["versions"] if v["deleted_at"]),
+            "destroyed": sum(1 for v in s["versions"] if v["destroyed_at"]),
+            "updated_at": s["updated_at"],
+        }
+        for s in found["secrets"]
+    ]
+    print_table(
+        ("path", "version", "versions", "deleted", "destroyed", "updated_at"), rows, title="secrets"
+    )
+
+
+def _versions_call(
+    action: str, path: str, versions: list[int] | None, url: str | None, api_key: str | None
+) -> None:
+    body = {"versions": versions} if versions else {}
+    done = request("POST", f"/v1/secrets/{action}/{path}", json=body, url=url, api_key=api_key)
+    numbers = ", ".join(str(v["version"]) for v in done["versions"])
+    past = {"delete": "deleted", "undelete": "undeleted", "destroy": "destroyed"}[action]
+    out().print(f"{past} {path} version {numbers}")
+
+
+@secret_app.command("delete")
+def secret_delete(
+    path: PathArg,
+    version: VersionsOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Soft-delete versions (reversible with undelete)."""
+    _versions_call("delete", path, version, url, api_key)
+
+
+@secret_app.command("undelete")
+def secret_undelete(
+    path: PathArg,
+    version: VersionsOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Undo a soft-delete."""
+    _versions_call("undelete", path, version, url, api_key)
+
+
+@secret_app.command("destroy")
+def secret_destroy(
+    path: PathArg,
+    version: VersionsOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Erase versions for good (their leases end)."""
+    if not yes:
+        typer.confirm(f"destroy {path} (cannot be undone)?", abort=True)
+    _versions_call("destroy", path, version, url, api_key)
+
+
+@secret_app.command("rotate")
+def secret_rotate(
+    path: PathArg,
+    value: Annotated[str | None, typer.Option(help="The new value.")] = None,
+    from_file: Annotated[Path | None, typer.Option(help="Read the new value from a file.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Write a new version (random unless given) and revoke every lease on the path."""
+    new_value = None
+    if value is not None or from_file is not None:
+        new_value = _read_value(value, from_file, what="new value")
+    done = request(
+        "POST", f"/v1/secrets/rotate/{path}", json={"value": new_value}, url=url, api_key=api_key
+    )
+    origin = "generated" if done["generated"] else "given"
+    out().print(
+        f"rotated {path} to version {done['version']['version']} ({origin} value), "
+        f"revoked {done['revoked_leases']} lease(s)"
+    )
+
+
+@secret_app.command("creds")
+def secret_creds(
+    path: PathArg,
+    ttl: Annotated[int | None, typer.Option(help="Lease TTL in seconds.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Issue a dynamic database credential (JSON on stdout)."""
+    cred = request(
+        "POST", f"/v1/secrets/creds/{path}", json={"ttl_seconds": ttl}, url=url, api_key=api_key
+    )
+    sys.stdout.write(json.dumps(cred) + "\n")
+
+
+@lease_app.command("list")
+def lease_list(
+    prefix: Annotated[str, typer.Option(help="Only leases under this path prefix.")] = "",
+    all_: Annotated[bool, typer.Option("--all", help="Include ended leases.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Live leases (yours; an admin sees every holder)."""
+    found = request(
+        "GET", "/v1/leases", params={"prefix": prefix, "all": all_}, url=url, api_key=api_key
+    )
+    print_table(
+        ("id", "path", "version", "holder", "state", "ttl", "expires_at"),
+        found["leases"],
+        title="leases",
+    )
+
+
+@lease_app.command("renew")
+def lease_renew(
+    lease_id: Annotated[str, typer.Argument(help="Lease id.")],
+    increment: Annotated[int | None, typer.Option(help="Seconds from now (capped).")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Extend a live lease (never past its max_ttl)."""
+    lease = request(
+        "POST",
+        f"/v1/leases/{lease_id}/renew",
+        json={"increment_seconds": increment},
+        url=url,
+        api_key=api_key,
+    )
+    out().print(f"lease {lease['id']} now expires at {lease['expires_at']} (ttl {lease['ttl']}s)")
+
+
+@lease_app.command("revoke")
+def lease_revoke(
+    lease_id: Annotated[str, typer.Argument(help="Lease id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """End a lease; one already ended or unknown is not an error."""
+    done = request("POST", f"/v1/leases/{lease_id}/revoke", url=url, api_key=api_key)
+    pending = " (database cleanup pending; the reaper retries)" if done["cleanup_pending"] else ""
+    out().print(f"lease {lease_id}: {done['status']}{pending}")
+
+
+@lease_app.command("revoke-prefix")
+def lease_revoke_prefix(
+    prefix: Annotated[str, typer.Argument(help="Path prefix, e.g. apps/billing/.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """End every live lease under a path prefix."""
+    done = request(
+        "POST", "/v1/leases/revoke-prefix", json={"prefix": prefix}, url=url, api_key=api_key
+    )
+    out().print(f"revoked {done['revoked']} lease(s) under {done['prefix']}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[
+        Path | None, typer.Option(help="Verify a shipped JSONL file instead of the server's log.")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Check the chain: names each edited, removed or reordered record; exit 1 if any."""
+    from quartermaster.audit.chain import ChainRecord, ChainVerifier, VerifyReport
+
+    reports: dict[str, VerifyReport] = {}
+    if file is not None:
+        verifiers: dict[str, ChainVerifier] = {}
+        with file.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = ChainRecord.from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    err().print(f"[red]line {number} is not an audit record:[/] {exc}")
+                    raise typer.Exit(1) from None
+                verifiers.setdefault(record.tenant_id, ChainVerifier()).feed(record)
+        reports = {tenant: v.finish() for tenant, v in verifiers.items()}
+    else:
+        verifier = ChainVerifier()
+        after, head_seq, head_hash, tenant = 0, None, None, "this tenant"
+        with api_client(url=url, api_key=api_key) as client:
+            while True:
+                page = _get(client, "/v1/audit/records", {"after": after, "limit": 1000})
+                for item in page["records"]:
+                    tenant = item["tenant_id"]
+                    verifier.feed(ChainRecord.from_json(item))
+                head_seq, head_hash = page["head_seq"], page["head_hash"]
+                if page["next_after"] is None:
+                    break
+                after = page["next_after"]
+        reports = {tenant: verifier.finish(head_seq=head_seq, head_hash=head_hash)}
+    failed = False
+    for tenant, report in reports.items():
+        if report.ok:
+            out().print(
+                f"[green]ok[/] {tenant}: {report.checked} records, chain head seq {report.last_seq}"
+            )
+            continue
+        failed = True
+        table = Table("seq", "problem", "detail", title=f"audit chain of {tenant}: BROKEN")
+        for problem in report.problems:
+            table.add_row(str(problem.seq), problem.kind, problem.message)
+        out().print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _get(client: httpx.Client, path: str, params: dict[str, Any]) -> Any:
+    from quartermaster.cli.client import check
+
+    return check(client.get(path, params=params), console=err())
+
+
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Files, directories or git work trees.")],
+    offline: Annotated[
+        bool, typer.Option(help="Do not compare findings with the secrets the broker holds.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Scan for secrets with detect-secrets; exit 1 when anything is found. Findings are
+    compared with the broker's secrets by keyed HMAC (the text never leaves this machine)."""
+    from quartermaster.secrets.scanning import fingerprints, scan_paths
+
+    try:
+        findings = scan_paths(paths)
+    except FileNotFoundError as exc:
+        err().print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    matches: dict[int, str] = {}
+    note = ""
+    if findings and not offline:
+        matches, note = _broker_matches(findings, fingerprints, url=url, api_key=api_key)
+    if not findings:
+        out().print("[green]no secrets found[/]")
+        return
+    table = Table("file", "line", "type", "held by the broker", title="secrets found")
+    for index, finding in enumerate(findings):
+        table.add_row(finding.file, str(finding.line), finding.type, matches.get(index, ""))
+    out().print(table)
+    if note:
+        err().print(note)
+    held = sorted(set(matches.values()))
+    if held:
+        err().print(
+            "[red]leaked broker secrets:[/] rotate them now: "
+            + "; ".join(f"qm secret rotate {h.split(' ')[0]}" for h in held)
+        )
+    raise typer.Exit(1)
+
+
+def _broker_matches(
+    findings: list[Any], fingerprints: Any, *, url: str | None, api_key: str | None
+) -> tuple[dict[int, str], str]:
+    import os
+
+    if not (api_key or os.environ.get("QM_API_KEY")):
+        return {}, "not compared with the broker: no QM_API_KEY (or pass --offline)"
+    try:
+        with api_client(url=url, api_key=api_key) as client:
+            key_response = client.get("/v1/secrets/fingerprint-key")
+            if not key_response.is_success:
+                return {}, f"not compared with the broker: {key_response.status_code}"
+            key_hex = key_response.json()["key"]
+            if key_hex is None:
+                return {}, ""
+            by_fp = fingerprints(findings, bytes.fromhex(key_hex))
+            found = client.post("/v1/secrets/match", json={"fingerprints": list(by_fp)})
+            if not found.is_success:
+                return {}, f"not compared with the broker: {found.status_code}"
+    except httpx.HTTPError as exc:
+        return {}, f"not compared with the broker: {type(exc).__name__}"
+    index_of = {id(f): i for i, f in enumerate(findings)}
+    matches: dict[int, str] = {}
+    for match in found.json()["matches"]:
+        state = "current" if match["is_current"] else "old version"
+        label = f"{match['path']} (v{match['version']}, {state})"
+        for finding in by_fp.get(match["fingerprint"], []):
+            matches[index_of[id(finding)]] = label
+    return matches, ""
+
+
+def _local_runtime(data_dir: Path | None) -> Any:
+    from quartermaster.config import load_settings
+    from quartermaster.runtime import build_runtime
+
+    settings = load_settings(data_dir=data_dir) if data_dir else load_settings()
+    return build_runtime(settings)
+
+
+@root_key_app.command("rotate")
+def root_key_rotate(data_dir: DataDirOption = None) -> None:
+    """Add a new active root key to the data dir's keyring and re-wrap every data key.
+    Servers keep running: they re-read the keyring and can unwrap with either key meanwhile."""
+    from quartermaster.secrets.keys import FileKeyProvider, add_root_key, keyring_path
+
+    runtime = _local_runtime(data_dir)
+    try:
+        if runtime.settings.secrets_key_provider != "file":
+            err().print(
+                "[red]error:[/] with the env provider, deploy `new:hex,old:hex` first, "
+                "then run `qm secret root-key rewrap`"
+            )
+            raise typer.Exit(1)
+        path = keyring_path(runtime.settings)
+        new_id = add_root_key(path)
+        out().print(f"new active root key {new_id}")
+        _rewrap(FileKeyProvider(path), runtime)
+    finally:
+        runtime.close()
+
+
+@root_key_app.command("rewrap")
+def root_key_rewrap(data_dir: DataDirOption = None) -> None:
+    """Re-wrap data keys still under an older root key (resumes an interrupted rotation)."""
+    from quartermaster.secrets.keys import build_key_provider
+
+    runtime = _local_runtime(data_dir)
+    try:
+        _rewrap(build_key_provider(runtime.settings), runtime)
+    finally:
+        runtime.close()
+
+
+def _rewrap(provider: Any, runtime: Any) -> None:
+    from quartermaster.secrets.context import rewrap_data_keys
+
+    report = rewrap_data_keys(provider, session_factory=runtime.session_factory)
+    out().print(f"re-wrapped {report.rewrapped} data key(s) under {report.active_key_id}")
+    leftover = {k: n for k, n in report.remaining_by_key.items() if k != report.active_key_id}
+    if leftover:
+        err().print(f"[yellow]still under older keys:[/] {leftover} (run rewrap again)")
+        raise typer.Exit(1)
+
+
+@root_key_app.command("retire")
+def root_key_retire(
+    key_id: Annotated[str, typer.Argument(help="The old root key id.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Remove an old root key from the keyring, once no data key is wrapped with it."""
+    from quartermaster.secrets.context import count_by_root_key
+    from quartermaster.secrets.keys import keyring_path, remove_root_key
+
+    runtime = _local_runtime(data_dir)
+    try:
+        still = count_by_root_key(session_factory=runtime.session_factory).get(key_id, 0)
+        if still:
+            err().print(
+                f"[red]error:[/] {still} data key(s) are still wrapped with {key_id}: "
+                "run `qm secret root-key rewrap` first"
+            )
+            raise typer.Exit(1)
+        remove_root_key(keyring_path(runtime.settings), key_id)
+        out().print(f"retired root key {key_id}")
+    finally:
+        runtime.close()
+
+
+@root_key_app.command("status")
+def root_key_status(data_dir: DataDirOption = None) -> None:
+    """Root keys and how many tenant data keys each one wraps."""
+    from quartermaster.secrets.context import count_by_root_key
+    from quartermaster.secrets.keys import build_key_provider
+
+    runtime = _local_runtime(data_dir)
+    try:
+        provider = build_key_provider(runtime.settings)
+        counts = count_by_root_key(session_factory=runtime.session_factory)
+    finally:
+        runtime.close()
+    rows = [
+        {"key": k, "active": k == provider.active_key_id, "data_keys": counts.get(k, 0)}
+        for k in provider.key_ids()
+    ]
+    print_table(("key", "active", "data_keys"), rows, title="root keys")

@@ -1,0 +1,141 @@
+"""`qm secret|lease|audit` against a live server over real HTTP, `qm scan` locally, and the
+local root-key commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from quartermaster.audit.models import AuditRecord
+from quartermaster.cli.main import app
+from quartermaster.runtime import Runtime
+from tests.secrets.conftest import World, register_cli, run_ok
+
+PATH = "apps/billing/db-password"
+
+
+def test_secret_commands(qm: CliRunner) -> None:
+    assert "wrote apps/billing/db-password version 1" in run_ok(
+        qm, "secret", "put", PATH, stdin="from-stdin-value\n"
+    )
+    run_ok(qm, "secret", "put", PATH, "--value", "second-value", "--cas", "1")
+    stale = qm.invoke(app, ["secret", "put", PATH, "--value", "x-value", "--cas", "1"])
+    assert stale.exit_code == 1
+    assert "check-and-set failed" in stale.output
+    assert run_ok(qm, "secret", "get", PATH) == "second-value\n"
+    assert run_ok(qm, "secret", "get", PATH, "--version", "1") == "from-stdin-value\n"
+    as_json = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))
+    assert set(as_json["lease"]) >= {"id", "ttl", "max_ttl"}
+    listing = run_ok(qm, "secret", "list", "apps/")
+    assert PATH in listing
+    assert "second-value" not in listing
+    assert "deleted apps/billing/db-password version 2" in run_ok(qm, "secret", "delete", PATH)
+    assert "undeleted" in run_ok(qm, "secret", "undelete", PATH, "--version", "2")
+    assert "destroyed" in run_ok(qm, "secret", "destroy", PATH, "--version", "1", "--yes")
+    rotated = run_ok(qm, "secret", "rotate", PATH)
+    assert "rotated apps/billing/db-password to version 3 (generated value)" in rotated
+
+
+def test_lease_commands(qm: CliRunner) -> None:
+    run_ok(qm, "secret", "put", PATH, "--value", "leased-value")
+    lease_id = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]["id"]
+    assert lease_id in run_ok(qm, "lease", "list")
+    assert f"lease {lease_id} now expires" in run_ok(
+        qm, "lease", "renew", lease_id, "--increment", "60"
+    )
+    assert f"lease {lease_id}: revoked" in run_ok(qm, "lease", "revoke", lease_id)
+    assert f"lease {lease_id}: already_ended" in run_ok(qm, "lease", "revoke", lease_id)
+    refused = qm.invoke(app, ["lease", "renew", lease_id])
+    assert refused.exit_code == 1
+    assert "cannot be renewed" in refused.output
+    run_ok(qm, "secret", "get", PATH)
+    run_ok(qm, "secret", "get", PATH)
+    assert "revoked 2 lease(s) under apps/billing" in run_ok(
+        qm, "lease", "revoke-prefix", "apps/billing"
+    )
+
+
+def test_audit_verify_names_the_tampered_record(
+    qm: CliRunner, world: World, runtime: Runtime, tmp_path: Path
+) -> None:
+    for index in range(3):
+        run_ok(qm, "secret", "put", PATH, "--value", f"audited-{index}")
+    assert "ok" in run_ok(qm, "audit", "verify")
+    with runtime.session_factory() as session:
+        second = session.scalar(
+            select(AuditRecord.id).where(
+                AuditRecord.tenant_id == world.tenant_id, AuditRecord.seq == 2
+            )
+        )
+        session.execute(
+            update(AuditRecord).where(AuditRecord.id == second).values(actor="principal:mallory")
+        )
+        session.commit()
+    broken = qm.invoke(app, ["audit", "verify"])
+    assert broken.exit_code == 1
+    assert "record seq 2 was edited" in broken.output
+
+    shipped = tmp_path / "audit.jsonl"
+    page = qm.invoke(app, ["secret", "list"])  # any call; now build a shipped copy
+    assert page.exit_code == 0
+    from quartermaster.audit.log import iter_records
+
+    with runtime.session_factory() as session:
+        lines = [json.dumps(r.to_json()) for r in iter_records(world.tenant_id, session=session)]
+    shipped.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # drop seq 2
+    from_file = qm.invoke(app, ["audit", "verify", "--file", str(shipped)])
+    assert from_file.exit_code == 1
+    assert "record seq 2 is missing (removed)" in from_file.output
+
+
+def test_scan_finds_and_matches_broker_secrets(qm: CliRunner, tmp_path: Path) -> None:
+    leaked = "Zx9-broker-held-Pw-4471"
+    run_ok(qm, "secret", "put", PATH, "--value", leaked)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "settings.py").write_text(f'DEBUG = True\npassword = "{leaked}"\n')
+    (repo / "other.env").write_text('api_key = "unrelated-1234-secret-value"\n')
+    result = qm.invoke(app, ["scan", str(repo)])
+    assert result.exit_code == 1, result.output
+    assert leaked not in result.output
+    assert "unrelated-1234-secret-value" not in result.output
+    row = next(line for line in result.stdout.splitlines() if "settings.py" in line)
+    assert "Secret Keyword" in row
+    assert "2" in row
+    assert f"{PATH} (v1, current)" in row
+    other = next(line for line in result.stdout.splitlines() if "other.env" in line)
+    assert PATH not in other
+    assert f"qm secret rotate {PATH}" in result.output
+
+    offline = qm.invoke(app, ["scan", "--offline", str(repo)])
+    assert offline.exit_code == 1
+    assert PATH not in offline.stdout
+
+
+def test_scan_of_a_clean_tree_and_of_a_git_repository(tmp_path: Path) -> None:
+    register_cli()
+    runner = CliRunner()
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "main.py").write_text("print('hello')\n")
+    result = runner.invoke(app, ["scan", "--offline", str(clean)])
+    assert result.exit_code == 0, result.output
+    assert "no secrets found" in result.output
+
+    repo = tmp_path / "git"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("local.env\n")
+    (repo / "local.env").write_text('password = "ignored-by-git-Secret-99"\n')
+    (repo / "app.py").write_text('password = "tracked-Secret-Value-77xQ"\n')
+    subprocess.run(["git", "-C", str(repo), "add", "app.py", ".gitignore"], check=True)
+    found = runner.invoke(app, ["scan", "--offline", str(repo)])
+    assert found.exit_code == 1
+    assert "app.py" in found.stdout
+    assert "local.env" not in found.stdout
+    missing = runner.invoke(app, ["scan", str(tmp_path / "nope")])
+    assert missing.exit_code == 2

@@ -1,0 +1,235 @@
+"""Workload identity tokens (EdDSA JWTs): issued per app or job, exchanged for secrets by
+path rules; expired, forged and wrong-audience tokens are refused and audited."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from quartermaster.audit.log import list_records
+from quartermaster.config import Settings
+from quartermaster.runtime import Runtime
+from quartermaster.secrets.identity import (
+    IdentitySigner,
+    TokenRejection,
+    WorkloadClaims,
+    identity_key_path,
+    load_identity_key,
+)
+from quartermaster.tenancy.models import Role
+from tests.secrets.conftest import World, api_key
+
+PATH = "apps/billing/db-password"
+
+
+def _token(client: TestClient, headers: dict[str, str], **body: object) -> str:
+    response = client.post("/v1/identity/token", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _seed(client: TestClient, world: World) -> None:
+    for path in (PATH, "apps/web/token"):
+        response = client.put(
+            f"/v1/secrets/data/{path}", json={"value": f"value-of-{path}"}, headers=world.headers
+        )
+        assert response.status_code == 200, response.text
+
+
+def test_signing_key_is_private_and_never_defaulted(settings: Settings) -> None:
+    path = identity_key_path(settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = load_identity_key(settings)
+    second = load_identity_key(settings)
+    assert first.private_bytes_raw() == second.private_bytes_raw()
+
+
+def test_key_is_created_at_first_use(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "fresh")  # type: ignore[call-arg]
+    assert not identity_key_path(settings).exists()
+    load_identity_key(settings)
+    assert stat.S_IMODE(os.stat(identity_key_path(settings)).st_mode) == 0o600
+
+
+def test_tokens_round_trip_and_are_bound_to_audience() -> None:
+    signer = IdentitySigner(Ed25519PrivateKey.generate(), issuer="qm-test")
+    issued = signer.issue(
+        tenant_id="acme",
+        app="billing",
+        team="payments",
+        job="ci-7",
+        audience="aud-a",
+        ttl=timedelta(minutes=5),
+    )
+    header = json.loads(base64.urlsafe_b64decode(issued.token.split(".")[0] + "=="))
+    assert header["alg"] == "EdDSA"
+    claims = signer.verify(issued.token, audience="aud-a")
+    assert isinstance(claims, WorkloadClaims)
+    assert (claims.subject, claims.app, claims.job, claims.team) == (
+        "job:ci-7",
+        "billing",
+        "ci-7",
+        "payments",
+    )
+    wrong = signer.verify(issued.token, audience="aud-b")
+    assert isinstance(wrong, TokenRejection)
+    assert wrong.reason == "identity token is not for audience 'aud-b'"
+    other = IdentitySigner(Ed25519PrivateKey.generate(), issuer="qm-test")
+    forged = other.verify(issued.token, audience="aud-a")
+    assert isinstance(forged, TokenRejection)
+    assert not forged.signature_valid
+    assert forged.tenant_id == "acme"
+
+
+def test_an_hs256_token_with_the_public_key_is_refused() -> None:
+    signer = IdentitySigner(Ed25519PrivateKey.generate(), issuer="qm")
+    forged = jwt.encode(
+        {
+            "sub": "app:billing",
+            "aud": "a",
+            "iss": "qm",
+            "exp": 9999999999,
+            "iat": 1,
+            "jti": "x",
+            "qm_tenant": "acme",
+            "qm_app": "billing",
+        },
+        "not-the-key-at-all-but-long-enough-for-hmac",
+        algorithm="HS256",
+    )
+    assert isinstance(signer.verify(forged, audience="a"), TokenRejection)
+
+
+def test_app_token_reads_its_own_app_only(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    token = _token(client, world.headers, app_id="billing")
+    read = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token))
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert body["value"] == f"value-of-{PATH}"
+    assert set(body["lease"]) >= {"id", "ttl", "max_ttl"}
+    assert body["lease"]["holder"] == "app:billing"
+    denied = client.get("/v1/secrets/data/apps/web/token", headers=_bearer(token))
+    assert denied.status_code == 403
+    assert "no access rule lets app:billing read 'apps/web/token'" in denied.text
+    write = client.put(
+        f"/v1/secrets/data/{PATH}", json={"value": "x-value"}, headers=_bearer(token)
+    )
+    assert write.status_code == 403
+
+
+def test_job_token_and_custom_rules(client: TestClient, world: World) -> None:
+    _seed(client, world)
+    job = _token(client, world.headers, app_id="web", job_id="build-9")
+    assert client.get("/v1/secrets/data/apps/web/token", headers=_bearer(job)).status_code == 200
+    rules = {"rules": [{"role": "job:*", "paths": ["apps/billing/*"]}]}
+    put = client.put("/v1/secrets/access-rules", json=rules, headers=world.headers)
+    assert put.status_code == 200, put.text
+    assert client.get("/v1/secrets/data/apps/web/token", headers=_bearer(job)).status_code == 403
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(job)).status_code == 200
+    app_token = _token(client, world.headers, app_id="web")
+    # The rules replaced the defaults, which had given app:* its own app.
+    assert (
+        client.get("/v1/secrets/data/apps/web/token", headers=_bearer(app_token)).status_code == 403
+    )
+    bad = client.put(
+        "/v1/secrets/access-rules",
+        json={"rules": [{"role": "robot:x", "paths": ["apps/{app}/*"]}]},
+        headers=world.headers,
+    )
+    assert bad.status_code == 422
+    assert "rules[0].role" in bad.json()["error"]["message"]
+
+
+def test_expired_token_is_denied_and_audited(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    token = _token(client, world.headers, app_id="billing", ttl_seconds=1)
+    time.sleep(2.1)
+    response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "identity token has expired"
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="authenticate", session=session)
+    assert [(s.record.outcome, s.record.actor) for s in records] == [("denied", "app:billing")]
+
+
+def test_forged_and_wrong_audience_tokens_are_denied(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    intruder = IdentitySigner(Ed25519PrivateKey.generate(), issuer="quartermaster")
+    forged = intruder.issue(
+        tenant_id=world.tenant_id,
+        app="billing",
+        team=None,
+        job=None,
+        audience="quartermaster-secrets",
+        ttl=timedelta(minutes=5),
+    ).token
+    response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(forged))
+    assert response.status_code == 401
+    assert "signature is invalid" in response.json()["error"]["message"]
+    elsewhere = _token(client, world.headers, app_id="billing", audience="another-service")
+    response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(elsewhere))
+    assert response.status_code == 401
+    assert "not for audience" in response.json()["error"]["message"]
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="authenticate", session=session)
+    assert [s.record.actor for s in records] == ["unverified:app:billing", "app:billing"]
+
+
+def test_who_may_mint_tokens(client: TestClient, world: World, runtime: Runtime) -> None:
+    billing_key = api_key(runtime, world.tenant_id, "billing-svc", Role.APP, app_slug="billing")
+    payments = api_key(
+        runtime, world.tenant_id, "pat", Role.TEAM_MEMBER, team_id=world.payments_team_id
+    )
+    finance = api_key(runtime, world.tenant_id, "fin", Role.FINANCE)
+    assert _token(client, billing_key, app_id="billing")
+    assert _token(client, payments, app_id="billing")
+    for headers, app in ((billing_key, "web"), (payments, "web"), (finance, "billing")):
+        response = client.post("/v1/identity/token", json={"app_id": app}, headers=headers)
+        assert response.status_code == 403, response.text
+    missing = client.post("/v1/identity/token", json={"app_id": "ghost"}, headers=world.headers)
+    assert missing.status_code == 404
+    too_long = client.post(
+        "/v1/identity/token",
+        json={"app_id": "billing", "ttl_seconds": 10**6},
+        headers=world.headers,
+    )
+    assert too_long.status_code == 422
+    token = _token(client, world.headers, app_id="billing")
+    relay = client.post("/v1/identity/token", json={"app_id": "billing"}, headers=_bearer(token))
+    assert relay.status_code == 403
+
+
+def test_jwks_publishes_the_verification_key(client: TestClient, world: World) -> None:
+    token = _token(client, world.headers, app_id="billing")
+    jwks = client.get("/v1/identity/jwks").json()
+    key = jwt.PyJWK(jwks["keys"][0])
+    claims = jwt.decode(token, key, algorithms=["EdDSA"], audience="quartermaster-secrets")
+    assert claims["sub"] == "app:billing"
+    assert claims["qm_tenant"] == world.tenant_id
+
+
+@pytest.mark.parametrize("header", ["Bearer not.a.jwt", "Bearer qm_bogus"])
+def test_garbage_credentials_are_401(client: TestClient, header: str) -> None:
+    response = client.get(f"/v1/secrets/data/{PATH}", headers={"Authorization": header})
+    assert response.status_code == 401

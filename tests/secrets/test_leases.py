@@ -1,0 +1,199 @@
+"""Leases: renew within max_ttl, revoke (idempotent), revoke under a prefix, the per-app quota,
+and the reaper ending expired leases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quartermaster.audit.log import list_records
+from quartermaster.config import Settings
+from quartermaster.errors import ConflictError, PermissionDeniedError, RateLimitedError
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.secrets import kv, leases
+from quartermaster.secrets.context import SecretsContext, build_secrets_context
+from quartermaster.secrets.reaper import LeaseReaper, reap_once
+from tests.conftest import make_settings
+from tests.secrets.conftest import World, add_team_and_app
+
+PATH = "apps/billing/api-token"
+
+
+def _seed(world: World, ctx: SecretsContext, runtime: Runtime, value: str = "token-value") -> None:
+    with runtime.session_factory() as session:
+        kv.write_secret(world.admin(), PATH, value, ctx=ctx, session=session)
+
+
+def test_renew_extends_but_never_past_max_ttl(
+    world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    billing = world.workload("billing")
+    with runtime.session_factory() as session:
+        lease = kv.read_secret(billing, PATH, ttl_seconds=5, ctx=ctx, session=session).lease
+        assert lease.ttl_seconds() <= 5
+        renewed = leases.renew_lease(
+            billing, lease.id, increment_seconds=600, ctx=ctx, session=session
+        )
+        assert 590 <= renewed.ttl_seconds() <= 600
+        capped = leases.renew_lease(
+            billing, lease.id, increment_seconds=10**7, ctx=ctx, session=session
+        )
+    assert capped.expires_at == capped.max_expires_at
+
+
+def test_revoke_is_idempotent_and_renewing_a_revoked_lease_is_denied(
+    world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    billing = world.workload("billing")
+    with runtime.session_factory() as session:
+        lease = kv.read_secret(billing, PATH, ctx=ctx, session=session).lease
+        first = leases.revoke_lease(billing, lease.id, ctx=ctx, session=session)
+        again = leases.revoke_lease(billing, lease.id, ctx=ctx, session=session)
+        unknown = leases.revoke_lease(billing, "no-such-lease", ctx=ctx, session=session)
+        with pytest.raises(ConflictError, match=r"ended at .* \(revoked\) and cannot be renewed"):
+            leases.renew_lease(billing, lease.id, increment_seconds=60, ctx=ctx, session=session)
+        records = list_records(world.tenant_id, session=session)
+    assert (first.status, again.status, unknown.status) == ("revoked", "already_ended", "not_found")
+    renew_denials = [s.record for s in records if s.record.action == "renew"]
+    assert [(r.outcome, r.lease_id) for r in renew_denials] == [("denied", lease.id)]
+
+
+def test_an_expired_lease_cannot_be_renewed(
+    world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    admin = world.admin()
+    with runtime.session_factory() as session:
+        lease = kv.read_secret(admin, PATH, ttl_seconds=1, ctx=ctx, session=session).lease
+    time.sleep(1.1)
+    with runtime.session_factory() as session, pytest.raises(ConflictError, match="expired"):
+        leases.renew_lease(admin, lease.id, increment_seconds=60, ctx=ctx, session=session)
+
+
+def test_only_the_holder_admin_or_owning_team_manage_a_lease(
+    world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    with runtime.session_factory() as session:
+        lease = kv.read_secret(world.workload("billing"), PATH, ctx=ctx, session=session).lease
+        with pytest.raises(PermissionDeniedError, match="is held by app:billing"):
+            leases.revoke_lease(world.workload("web"), lease.id, ctx=ctx, session=session)
+        with pytest.raises(PermissionDeniedError):
+            leases.renew_lease(
+                world.member(world.growth_team_id),
+                lease.id,
+                increment_seconds=9,
+                ctx=ctx,
+                session=session,
+            )
+        owner_team = world.member(world.payments_team_id)
+        result = leases.revoke_lease(owner_team, lease.id, ctx=ctx, session=session)
+    assert result.status == "revoked"
+
+
+def test_revoke_prefix_ends_every_lease_under_it(
+    world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    admin = world.admin()
+    with runtime.session_factory() as session:
+        for path in (PATH, "apps/billing/db/password", "apps/web/token"):
+            kv.write_secret(admin, path, f"value-of-{path}", ctx=ctx, session=session)
+            kv.read_secret(admin, path, ctx=ctx, session=session)
+            kv.read_secret(admin, path, ctx=ctx, session=session)
+        result = leases.revoke_prefix(admin, "apps/billing", ctx=ctx, session=session)
+        again = leases.revoke_prefix(admin, "apps/billing/", ctx=ctx, session=session)
+        remaining = leases.list_leases(admin, session=session)
+        with pytest.raises(PermissionDeniedError, match="reaches beyond"):
+            leases.revoke_prefix(
+                world.member(world.payments_team_id), "apps/", ctx=ctx, session=session
+            )
+    assert (result.revoked, again.revoked) == (4, 0)
+    assert {info.path for info in remaining} == {"apps/web/token"}
+
+
+@pytest.fixture
+def small_quota_ctx(tmp_path: Path, db_url: str) -> Iterator[tuple[Runtime, SecretsContext]]:
+    from quartermaster.secrets.identity import generate_identity_key
+    from quartermaster.secrets.keys import generate_root_keyring
+
+    settings: Settings = make_settings(
+        tmp_path / "quota", db_url, pipeline_enabled=False, secrets_max_leases_per_app=3
+    )
+    generate_root_keyring(settings)
+    generate_identity_key(settings)
+    runtime = build_runtime(settings, migrate=False)
+    context = build_secrets_context(runtime)
+    yield runtime, context
+    context.close()
+    runtime.close()
+
+
+def test_quota_stops_a_looping_workload(
+    world: World, small_quota_ctx: tuple[Runtime, SecretsContext]
+) -> None:
+    runtime, ctx = small_quota_ctx
+    _seed(world, ctx, runtime)
+    billing = world.workload("billing")
+    with runtime.session_factory() as session:
+        issued = [kv.read_secret(billing, PATH, ctx=ctx, session=session).lease for _ in range(3)]
+        with pytest.raises(RateLimitedError, match="quota") as excinfo:
+            kv.read_secret(billing, PATH, ctx=ctx, session=session)
+        assert "secrets_max_leases_per_app = 3" in excinfo.value.message
+        # Another app is not affected, and revoking one frees a slot.
+        add_team_and_app(runtime, world.tenant_id, "ops", "cron")
+        kv.write_secret(world.admin(), "apps/cron/k", "cron-value", ctx=ctx, session=session)
+        kv.read_secret(world.workload("cron"), "apps/cron/k", ctx=ctx, session=session)
+        leases.revoke_lease(billing, issued[0].id, ctx=ctx, session=session)
+        kv.read_secret(billing, PATH, ctx=ctx, session=session)
+        records = list_records(world.tenant_id, session=session)
+    denied = [s.record for s in records if s.record.outcome == "denied"]
+    assert [(d.action, d.actor, d.detail["quota"]) for d in denied] == [("read", "app:billing", 3)]
+
+
+def test_reaper_ends_expired_leases(world: World, ctx: SecretsContext, runtime: Runtime) -> None:
+    _seed(world, ctx, runtime)
+    admin = world.admin()
+    with runtime.session_factory() as session:
+        short = kv.read_secret(admin, PATH, ttl_seconds=1, ctx=ctx, session=session).lease
+        long = kv.read_secret(admin, PATH, ttl_seconds=600, ctx=ctx, session=session).lease
+    time.sleep(1.1)
+    report = reap_once(ctx)
+    with runtime.session_factory() as session:
+        ended = leases.get_lease(admin, short.id, session=session)
+        alive = leases.get_lease(admin, long.id, session=session)
+        expiries = [
+            s.record
+            for s in list_records(world.tenant_id, session=session)
+            if s.record.action == "expire"
+        ]
+    assert report.expired >= 1
+    assert (ended.state, ended.end_reason) == ("ended", "expired")
+    assert alive.state == "active"
+    assert [(r.lease_id, r.actor) for r in expiries] == [(short.id, "system:reaper")]
+
+
+def test_reaper_runs_as_a_background_service(
+    world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    admin = world.admin()
+    with runtime.session_factory() as session:
+        lease = kv.read_secret(admin, PATH, ttl_seconds=1, ctx=ctx, session=session).lease
+    reaper = LeaseReaper(ctx, interval_seconds=0.1, owns_context=False)
+    reaper.start()
+    try:
+        deadline = time.monotonic() + 10
+        state = "active"
+        while time.monotonic() < deadline and state != "ended":
+            time.sleep(0.1)
+            with runtime.session_factory() as session:
+                state = leases.get_lease(admin, lease.id, session=session).state
+    finally:
+        reaper.stop()
+    assert state == "ended"
+    assert reaper.status().failures == 0

@@ -1,0 +1,285 @@
+"""The dynamic PostgreSQL engine against the real server on 127.0.0.1:5432: the credential
+logs in while its lease lives, cannot after revocation or expiry, and sessions opened before
+are terminated."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from quartermaster.config import Settings
+from quartermaster.errors import ConflictError, InvalidInputError
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.secrets import dynamic, engines, leases
+from quartermaster.secrets.context import SecretsContext, build_secrets_context
+from quartermaster.secrets.engines import parse_grants
+from quartermaster.secrets.identity import generate_identity_key
+from quartermaster.secrets.keys import generate_root_keyring
+from quartermaster.secrets.postgres import GrantSpec
+from quartermaster.secrets.reaper import reap_once
+from tests.conftest import PG_ADMIN_DSN, make_settings
+from tests.secrets.conftest import World
+
+pytestmark = pytest.mark.postgresql
+
+ENGINE_PATH = "apps/billing/db"
+SERVER = PG_ADMIN_DSN.rsplit("/", 1)[0]  # postgresql://postgres@127.0.0.1:5432
+
+
+@pytest.fixture(scope="module")
+def target_db() -> Iterator[str]:
+    """A database with a granted and an ungranted table; only granted roles may connect."""
+    name = f"qm_target_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"{SERVER}/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name))
+        )
+        conn.execute("CREATE TABLE orders (id int primary key, total numeric)")
+        conn.execute("INSERT INTO orders VALUES (1, 9.5)")
+        conn.execute("CREATE TABLE salaries (id int primary key, amount numeric)")
+    yield url
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        leftovers = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'qm\\_%%' "
+            "AND has_database_privilege(rolname, %s, 'CONNECT')",
+            (name,),
+        ).fetchall()
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        for (role,) in leftovers:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    assert leftovers == [], f"roles outlived their leases: {leftovers}"
+
+
+GRANTS = [
+    {"on": "database", "name": "", "privileges": ["CONNECT"]},
+    {"on": "schema", "name": "public", "privileges": ["USAGE"]},
+    {"on": "table", "name": "public.orders", "privileges": ["SELECT"]},
+]
+
+
+def _grants(target_db: str) -> list[GrantSpec]:
+    raw = [dict(g) for g in GRANTS]
+    raw[0]["name"] = target_db.rsplit("/", 1)[1]
+    return parse_grants(raw)
+
+
+def _mount(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str, *, max_ttl: int = 3600
+) -> None:
+    with runtime.session_factory() as session:
+        engines.configure_postgres_engine(
+            world.admin(),
+            ENGINE_PATH,
+            grants=_grants(target_db),
+            connection_url=target_db,
+            default_ttl_seconds=300,
+            max_ttl_seconds=max_ttl,
+            ctx=ctx,
+            session=session,
+        )
+
+
+def _login(target_db: str, user: str, password: str) -> psycopg.Connection:
+    host_part = target_db.split("@", 1)[1]
+    return psycopg.connect(f"postgresql://{user}:{password}@{host_part}", connect_timeout=5)
+
+
+def _role_exists(role: str) -> bool:
+    with psycopg.connect(PG_ADMIN_DSN) as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            is not None
+        )
+
+
+def test_credential_works_while_leased_and_not_after_revocation(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    _mount(world, ctx, runtime, target_db)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.workload("billing"), ENGINE_PATH, ttl_seconds=120, ctx=ctx, session=session
+        )
+    assert cred.username.startswith("qm_")
+    assert cred.lease.ttl_seconds() <= 120
+    session_before = _login(target_db, cred.username, cred.password)
+    assert session_before.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        session_before.execute("SELECT * FROM salaries")
+    session_before.rollback()
+    with psycopg.connect(PG_ADMIN_DSN) as admin:
+        valid_until = admin.execute(
+            "SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s", (cred.username,)
+        ).fetchone()
+    assert valid_until is not None
+    assert abs((valid_until[0] - cred.lease.expires_at).total_seconds()) < 1
+
+    with runtime.session_factory() as session:
+        result = leases.revoke_lease(
+            world.workload("billing"), cred.lease.id, ctx=ctx, session=session
+        )
+    assert (result.status, result.cleanup_pending) == ("revoked", False)
+    with pytest.raises(psycopg.OperationalError):
+        session_before.execute("SELECT 1")  # terminated at revocation
+    session_before.close()
+    with pytest.raises(psycopg.OperationalError, match=r"does not exist|authentication failed"):
+        _login(target_db, cred.username, cred.password)
+    assert not _role_exists(cred.username)
+
+
+def test_expiry_terminates_sessions_and_drops_the_role(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    _mount(world, ctx, runtime, target_db)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.admin(), ENGINE_PATH, ttl_seconds=1, ctx=ctx, session=session
+        )
+    opened = _login(target_db, cred.username, cred.password)
+    time.sleep(1.2)
+    report = reap_once(ctx)
+    assert report.expired >= 1
+    with pytest.raises(psycopg.OperationalError):
+        opened.execute("SELECT 1")
+    opened.close()
+    with pytest.raises(psycopg.OperationalError):
+        _login(target_db, cred.username, cred.password)
+    with runtime.session_factory() as session:
+        info = leases.get_lease(world.admin(), cred.lease.id, session=session)
+    assert (info.state, info.end_reason, info.cleanup_pending) == ("ended", "expired", False)
+
+
+def test_renew_moves_valid_until_within_max_ttl(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    _mount(world, ctx, runtime, target_db, max_ttl=600)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.admin(), ENGINE_PATH, ttl_seconds=60, ctx=ctx, session=session
+        )
+        renewed = leases.renew_lease(
+            world.admin(), cred.lease.id, increment_seconds=10_000, ctx=ctx, session=session
+        )
+        assert renewed.expires_at == renewed.max_expires_at
+        with psycopg.connect(PG_ADMIN_DSN) as admin:
+            row = admin.execute(
+                "SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s", (cred.username,)
+            ).fetchone()
+        assert row is not None
+        assert abs((row[0] - renewed.expires_at).total_seconds()) < 1
+        leases.revoke_prefix(world.admin(), "apps/billing", ctx=ctx, session=session)
+    assert not _role_exists(cred.username)
+
+
+def test_unreachable_database_leaves_cleanup_to_the_reaper(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    _mount(world, ctx, runtime, target_db)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.admin(), ENGINE_PATH, ctx=ctx, session=session
+        )
+        engines.configure_postgres_engine(
+            world.admin(),
+            ENGINE_PATH,
+            grants=_grants(target_db),
+            connection_url="postgresql://postgres@127.0.0.1:1/none",
+            default_ttl_seconds=300,
+            max_ttl_seconds=3600,
+            ctx=ctx,
+            session=session,
+        )
+        result = leases.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
+        assert (result.status, result.cleanup_pending) == ("revoked", True)
+        assert _role_exists(cred.username)
+        # Revoking again is still success; the lease is over for the broker either way.
+        assert (
+            leases.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session).status
+            == "already_ended"
+        )
+    _mount(world, ctx, runtime, target_db)
+    report = reap_once(ctx)
+    assert report.cleaned >= 1
+    assert not _role_exists(cred.username)
+
+
+def test_a_failing_grant_leaves_no_role_and_no_live_lease(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    bad = parse_grants([{"on": "table", "name": "public.missing", "privileges": ["SELECT"]}])
+    with runtime.session_factory() as session:
+        engines.configure_postgres_engine(
+            world.admin(),
+            ENGINE_PATH,
+            grants=bad,
+            connection_url=target_db,
+            default_ttl_seconds=60,
+            max_ttl_seconds=600,
+            ctx=ctx,
+            session=session,
+        )
+        with pytest.raises(ConflictError, match="does not exist"):
+            dynamic.issue_postgres_credential(world.admin(), ENGINE_PATH, ctx=ctx, session=session)
+        live = leases.list_leases(world.admin(), prefix=ENGINE_PATH, session=session)
+        ended = leases.list_leases(
+            world.admin(), prefix=ENGINE_PATH, live_only=False, session=session
+        )
+    assert live == []
+    assert [(i.state, i.end_reason) for i in ended] == [("ended", "issue_failed")]
+
+
+def test_grant_templates_are_validated() -> None:
+    with pytest.raises(InvalidInputError, match="does not apply to schema"):
+        parse_grants([{"on": "schema", "name": "public", "privileges": ["SELECT"]}])
+    with pytest.raises(InvalidInputError, match="takes no privileges"):
+        parse_grants([{"on": "role", "name": "readers", "privileges": ["SELECT"]}])
+    spec = parse_grants([{"on": "table", "name": 'odd"name', "privileges": ["select"]}])[0]
+    from quartermaster.secrets.postgres import grant_statement
+
+    with psycopg.connect(PG_ADMIN_DSN) as conn:
+        text = grant_statement(spec, "qm_x").as_string(conn)
+    assert text == 'GRANT SELECT ON TABLE "odd""name" TO "qm_x"'
+
+
+def test_server_wide_connection_is_used_when_an_engine_has_none(
+    world: World, tmp_path: Path, db_url: str, target_db: str
+) -> None:
+    settings: Settings = make_settings(
+        tmp_path / "srv", db_url, pipeline_enabled=False, secrets_postgres_url=target_db
+    )
+    generate_root_keyring(settings)
+    generate_identity_key(settings)
+    runtime = build_runtime(settings, migrate=False)
+    ctx = build_secrets_context(runtime)
+    try:
+        with runtime.session_factory() as session:
+            info = engines.configure_postgres_engine(
+                world.admin(),
+                ENGINE_PATH,
+                grants=_grants(target_db),
+                connection_url=None,
+                default_ttl_seconds=None,
+                max_ttl_seconds=None,
+                ctx=ctx,
+                session=session,
+            )
+            assert not info.has_own_connection
+            cred = dynamic.issue_postgres_credential(
+                world.admin(), ENGINE_PATH, ctx=ctx, session=session
+            )
+            _login(target_db, cred.username, cred.password).close()
+            leases.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
+    finally:
+        ctx.close()
+        runtime.close()

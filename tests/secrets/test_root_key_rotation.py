@@ -1,0 +1,128 @@
+"""Root-key rotation end to end: every data key re-wrapped while reads continue, and the
+`qm secret root-key` commands against a running server.
+
+Each test gets its own database: one database has one root keyring, and the shared test
+database holds data keys wrapped by many test data dirs' keyrings."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from quartermaster.cli.main import app
+from quartermaster.config import Settings
+from quartermaster.runtime import Runtime
+from quartermaster.secrets import kv
+from quartermaster.secrets.context import (
+    SecretsContext,
+    build_secrets_context,
+    count_by_root_key,
+    rewrap_data_keys,
+)
+from quartermaster.secrets.keys import (
+    add_root_key,
+    keyring_path,
+    read_keyring_file,
+    remove_root_key,
+)
+from quartermaster.secrets.models import DataKey
+from tests.secrets.conftest import World, run_ok
+
+PATH = "apps/billing/db-password"
+
+
+@pytest.fixture
+def db_url(fresh_db_url: str) -> str:
+    return fresh_db_url
+
+
+def test_rotation_rewraps_every_data_key_while_reads_continue(
+    make_world: object, settings: Settings, runtime: Runtime, ctx: SecretsContext
+) -> None:
+    assert callable(make_world)
+    worlds: list[World] = [make_world() for _ in range(3)]
+    for index, world in enumerate(worlds):
+        with runtime.session_factory() as session:
+            kv.write_secret(
+                world.admin(), "apps/billing/k", f"value-{index}", ctx=ctx, session=session
+            )
+    path = keyring_path(settings)
+    old_key = read_keyring_file(path).active
+    new_key = add_root_key(path)
+
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        # A separate context, as another server process would have: no warm cache.
+        while not stop.is_set():
+            fresh = build_secrets_context(runtime)
+            try:
+                for index, world in enumerate(worlds):
+                    with runtime.session_factory() as session:
+                        got = kv.read_secret(
+                            world.admin(),
+                            "apps/billing/k",
+                            ttl_seconds=5,
+                            ctx=fresh,
+                            session=session,
+                        )
+                    assert got.value == f"value-{index}"
+            except BaseException as exc:
+                failures.append(exc)
+                return
+            finally:
+                fresh.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        report = rewrap_data_keys(
+            ctx.data_keys.provider, session_factory=runtime.session_factory, batch=1
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    assert report.rewrapped >= 3
+    counts = count_by_root_key(session_factory=runtime.session_factory)
+    assert set(counts) == {new_key}
+    with runtime.session_factory() as session:
+        mine = session.scalars(
+            select(DataKey.root_key_id).where(DataKey.tenant_id.in_([w.tenant_id for w in worlds]))
+        ).all()
+    assert set(mine) == {new_key}
+
+    remove_root_key(path, old_key)
+    after = build_secrets_context(runtime)
+    try:
+        with runtime.session_factory() as session:
+            value = kv.read_secret(worlds[0].admin(), "apps/billing/k", ctx=after, session=session)
+        assert value.value == "value-0"
+    finally:
+        after.close()
+
+
+def test_root_key_rotation_commands(qm: CliRunner, settings: Settings, world: World) -> None:
+    run_ok(qm, "secret", "put", PATH, "--value", "survives-rotation")
+    old = read_keyring_file(keyring_path(settings)).active
+    data_dir = str(settings.data_dir)
+    env = {"QM_DATABASE_URL": settings.resolved_database_url}
+    rotated = qm.invoke(app, ["secret", "root-key", "rotate", "--data-dir", data_dir], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    new = read_keyring_file(keyring_path(settings)).active
+    assert new != old
+    assert f"under {new}" in rotated.output
+    # The running server re-reads the keyring: the secret is still readable.
+    assert run_ok(qm, "secret", "get", PATH) == "survives-rotation\n"
+    retired = qm.invoke(app, ["secret", "root-key", "retire", old, "--data-dir", data_dir], env=env)
+    assert retired.exit_code == 0, retired.output
+    refused = qm.invoke(app, ["secret", "root-key", "retire", new, "--data-dir", data_dir], env=env)
+    assert refused.exit_code != 0
+    status = qm.invoke(app, ["secret", "root-key", "status", "--data-dir", data_dir], env=env)
+    assert new in status.output
+    assert old not in status.output
+    assert run_ok(qm, "secret", "get", PATH) == "survives-rotation\n"
