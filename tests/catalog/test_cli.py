@@ -1,0 +1,106 @@
+"""`qm app …` and `qm resource …` against a live server over real HTTP."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, TenantHandle
+from tests.tenancy.cli_support import Qm, make_qm
+from tests.tenancy.support import make_cost_center, make_team
+
+
+@pytest.fixture
+def qm(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    http: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Qm:
+    make_cost_center(http, tenant, "shop-cc")
+    make_cost_center(http, tenant, "lab-cc")
+    make_team(http, tenant, "web", cost_center="shop-cc")
+    make_team(http, tenant, "data")
+    return make_qm(live_server, tenant, monkeypatch)
+
+
+def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
+    created = qm("app", "create", "shop", "--owner", "ann@example.com", "--team", "web")
+    assert "registered app shop (team web, cost center shop-cc)" in created.output
+    no_owner = qm("app", "create", "nope", "--team", "web", expect=1)
+    assert "error 422: owner: Field required" in no_owner.output
+    no_cost_center = qm("app", "create", "nope", "--owner", "x", "--team", "data", expect=1)
+    assert "cost_center is missing and team 'data' has no default cost center" in (
+        no_cost_center.output
+    )
+    assert (
+        "error 409: app 'shop' already exists"
+        in qm("app", "create", "shop", "--owner", "x", "--team", "web", expect=1).output
+    )
+    qm("app", "create", "etl", "--owner", "bo", "--team", "data", "--cost-center", "lab-cc",
+       "--lifecycle", "ephemeral")  # fmt: skip
+
+    listed = qm("app", "list", "--team", "web").output
+    assert re.search(r"shop\s+.*ann@example\.com\s+.*web\s+.*shop-cc\s+.*persistent", listed)
+    assert "etl" not in listed
+    assert "etl" in qm("app", "list", "--lifecycle", "ephemeral").output
+
+    moved = qm("app", "update", "shop", "--title", "The shop", "--cost-center", "lab-cc").output
+    assert "title: The shop" in moved
+    # The ownership table: the old span closed, the new one open.
+    spans = {
+        cells[1]: cells[2:]
+        for line in moved.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 4
+    }
+    assert spans["shop-cc"][0] < spans["shop-cc"][1] == spans["lab-cc"][0]
+    assert spans["lab-cc"][1] == ""
+    backdated = qm(
+        "app", "update", "shop", "--team", "data", "--effective-at", "2000-01-01T00:00:00Z",
+        expect=1,
+    )  # fmt: skip
+    assert "effective_at 2000-01-01T00:00:00+00:00 is earlier than the current ownership" in (
+        backdated.output
+    )
+    assert "nothing to change" in qm("app", "update", "shop", expect=1).output
+    shown = qm("app", "show", "shop").output
+    assert "created_by: admin" in shown
+    assert "cost_center: lab-cc" in shown
+
+    issued = qm("app", "key", "create", "shop")
+    secret = issued.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", secret), issued.stdout
+    assert "shown once" in issued.stderr
+    match = re.search(r"created signing key (sk_\w+)", issued.stderr)
+    assert match is not None
+    key_id = match.group(1)
+    keys = qm("app", "key", "list", "shop").output
+    assert re.search(rf"{key_id}\s+.*active", keys)
+    assert secret not in keys
+    assert f"retired signing key {key_id}" in qm("app", "key", "retire", "shop", key_id).output
+    assert re.search(rf"{key_id}\s+.*retired", qm("app", "key", "list", "shop").output)
+    assert "error 404: app 'ghost' not found" in qm("app", "show", "ghost", expect=1).output
+
+
+def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
+    qm("app", "create", "shop", "--owner", "ann", "--team", "web")
+    bound = qm(
+        "resource", "create", "vm-1", "--app", "shop", "--valid-from", "2025-01-01T00:00:00Z"
+    )
+    assert "bound vm-1 to shop over [2025-01-01T00:00:00Z, open)" in bound.output
+    clash = qm("resource", "create", "vm-1", "--app", "shop", expect=1)
+    assert "error 409: resource 'vm-1' is already bound to app 'shop'" in clash.output
+
+    leased = qm("resource", "lease", "job-1", "--app", "shop", "--ttl", "600")
+    assert leased.stdout.strip().startswith("rl1.")
+    match = re.search(r"leased job-1 to shop as (\w+) until", leased.stderr)
+    assert match is not None, leased.stderr
+    lease_id = match.group(1)
+    listed = qm("resource", "list", "--app", "shop").output
+    assert re.search(r"vm-1\s+.*shop\s+.*production", listed)
+    assert re.search(rf"job-1\s+.*shop\s+.*{lease_id}", listed)
+    assert f"lease {lease_id} ended at" in qm("resource", "end-lease", lease_id).output
+    too_long = qm("resource", "lease", "job-2", "--app", "shop", "--ttl", "9999999", expect=1)
+    assert "ttl_seconds" in too_long.output

@@ -1,0 +1,68 @@
+"""`qm team|cost-center|principal|key` against a live server over real HTTP."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import LiveServer, TenantHandle
+from tests.tenancy.cli_support import Qm, make_qm
+
+
+@pytest.fixture
+def qm(live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch) -> Qm:
+    return make_qm(live_server, tenant, monkeypatch)
+
+
+def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
+    assert "created cost center marketing" in qm("cost-center", "create", "marketing").output
+    centers = qm("cost-center", "list").output
+    assert "marketing" in centers
+    assert re.search(r"default\s+.*True", centers)
+
+    created = qm("team", "create", "web", "--name", "Web shop", "--cost-center", "marketing")
+    assert "created team web (default cost center marketing)" in created.output
+    teams = qm("team", "list").output
+    assert re.search(r"web\s+.*Web shop\s+.*marketing", teams)
+
+    duplicate = qm("team", "create", "web", expect=1)
+    assert "error 409: team 'web' already exists" in duplicate.output
+    unknown = qm("team", "create", "ops", "--cost-center", "nowhere", expect=1)
+    assert "error 422: unknown cost center 'nowhere'" in unknown.output
+    no_team = qm("principal", "create", "mia", "--role", "team-member", expect=1)
+    assert "a team-member principal needs a team" in no_team.output
+
+    principal = qm(
+        "principal", "create", "ci-bot", "--role", "finance", "--kind", "service-account"
+    )
+    match = re.search(r"created principal ci-bot \(finance\) id (\w+)", principal.output)
+    assert match is not None, principal.output
+    principal_id = match.group(1)
+    assert re.search(r"ci-bot\s+.*service-account\s+.*finance", qm("principal", "list").output)
+
+    issued = qm("key", "create", principal_id, "--expires-at", "2999-01-01T00:00:00Z")
+    token = issued.stdout.strip()
+    assert token.startswith("qm_")
+    assert "shown once" in issued.stderr
+    key_id = token.split("_")[1]
+    assert f"created key {key_id}" in issued.stderr
+
+    # The new key works (finance reads teams) and is listed without its secret.
+    assert "web" in qm("team", "list", "--api-key", token).output
+    keys = qm("key", "list").output
+    assert re.search(rf"{key_id}\s+.*ci-bot\s+.*active", keys)
+    assert token.split("_", 2)[2] not in keys
+
+    assert f"revoked key {key_id}" in qm("key", "revoke", key_id).output
+    refused = qm("team", "list", "--api-key", token, expect=1)
+    assert f"error 401: API key {key_id} was revoked" in refused.output
+    assert re.search(rf"{key_id}\s+.*revoked", qm("key", "list").output)
+
+
+def test_without_an_api_key_the_cli_says_how_to_give_one(
+    qm: Qm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QM_API_KEY")
+    result = qm("team", "list", expect=2)
+    assert "no API key: set QM_API_KEY or pass --api-key" in result.output
