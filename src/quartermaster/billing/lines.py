@@ -210,7 +210,12 @@ def drafts_from_priced(
         meter=meter,
         unit=units.get(meter),
         quantity=line.quantity,
-        unit_price=_unit_price(line.gross_amount, line.quantity),
+        # The engine's unit price is net of discounts: the same as gross when undiscounted.
+        unit_price=(
+            line.unit_price
+            if line.discount_amount == 0
+            else _unit_price(line.gross_amount, line.quantity)
+        ),
         amount=line.gross_amount,
         pricing_rule=line.pricing_rule,
         allocation_method=line.allocation_method,

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
-from quartermaster.api.deps import AdminCaller, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
 from quartermaster.api.responses import error_responses
 from quartermaster.billing import adjustments, explain, files, preview, service
 from quartermaster.billing.calculator import BillingCalculator
@@ -150,13 +150,12 @@ def discard_run(run_id: str, caller: AdminCaller, session: SessionDep) -> Respon
 
 @router.get(
     "/runs/{run_id}/reproduce",
-    summary="Recompute a document from what was recorded by its as_of and compare",
+    summary="Recompute a document from what was recorded by its as_of and compare (admin, finance)",
     responses=error_responses(404),
 )
 def reproduce_run(
-    run_id: str, caller: Reader, session: SessionDep, runtime: RuntimeDep
+    run_id: str, caller: BillingReader, session: SessionDep, runtime: RuntimeDep
 ) -> ReproductionOut:
-    service.caller_team_slug(caller, session=session)
     calculator = StoreCalculator(runtime.usage_store)
     result = adjustments.reproduce_document(caller, run_id, calculator=calculator, session=session)
     return ReproductionOut(
