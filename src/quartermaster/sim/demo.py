@@ -29,7 +29,7 @@ from typing import IO, Any
 import httpx
 from rich.console import Console
 
-from quartermaster.config import Settings, generate_server_key, load_settings
+from quartermaster.config import Settings, load_settings
 from quartermaster.domain.timeutil import floor_hour, parse_timestamp, utc_now
 from quartermaster.sim import report
 from quartermaster.sim.driver import (
@@ -107,7 +107,7 @@ class DemoContext:
 
 
 def prepare_data_dir(ctx: DemoContext) -> None:
-    """Wipe and initialize the data dir (what `qm init` does): server key, migrations."""
+    """Wipe the data dir and run `qm init` on it (keys, migrations)."""
     data_dir = ctx.options.data_dir
     if data_dir.exists():
         if not data_dir.is_dir():
@@ -120,22 +120,34 @@ def prepare_data_dir(ctx: DemoContext) -> None:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     (data_dir / DEMO_MARKER).write_text("made by python -m quartermaster.sim.demo; wiped by it\n")
-    overrides: dict[str, object] = {"data_dir": data_dir.resolve()}
-    if ctx.options.database_url:
-        overrides["database_url"] = ctx.options.database_url
-    settings = load_settings(**overrides)
-    if settings.database_url and not ctx.options.database_url:
-        # QM_DATABASE_URL from the environment would point the demo at someone's database
-        settings = load_settings(**overrides, database_url=f"sqlite:///{data_dir.resolve()}/qm.db")
-    generate_server_key(settings)
-    ctx.settings = settings
     if not ctx.options.keep:
         ctx.cleanups.append(lambda: shutil.rmtree(data_dir, ignore_errors=True))
-    ctx.console.print(f"data dir {data_dir} ({settings.resolved_database_url.split(':')[0]})")
+    # Never QM_DATABASE_URL from the environment: that would point the demo at someone's data.
+    database_url = ctx.options.database_url or f"sqlite:///{data_dir.resolve()}/qm.db"
+    ctx.settings = load_settings(data_dir=data_dir.resolve(), database_url=database_url)
+    init = subprocess.run(
+        [*_qm_command(), "init", "--data-dir", str(ctx.settings.data_dir)],
+        env=_server_env(ctx.settings),
+        capture_output=True,
+        check=False,
+    )
+    if init.returncode != 0:
+        output = (init.stdout + init.stderr).decode(errors="replace")
+        raise DemoFailure(f"qm init failed ({init.returncode}):\n{output}")
+    ctx.console.print(f"data dir {data_dir} initialized (database: {database_url.split(':')[0]})")
+
+
+def _server_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QM_DATA_DIR": str(settings.data_dir),
+        "QM_DATABASE_URL": settings.resolved_database_url,
+    }
 
 
 def create_tenant(ctx: DemoContext) -> None:
-    """Migrate the database and create the tenant with its admin key (`qm tenant create`)."""
+    """The tenant and its admin key, as `qm tenant create` makes them (the key is kept in a
+    file of the data dir, never printed)."""
     from quartermaster.runtime import build_runtime
     from quartermaster.tenancy.service import bootstrap_tenant
 
@@ -173,12 +185,8 @@ def start_server(ctx: DemoContext) -> None:
     port = _free_port()
     log_path = ctx.options.data_dir / "server.log"
     ctx.server_log = log_path.open("wb")
-    env = {
-        **os.environ,
-        "QM_DATA_DIR": str(ctx.settings.data_dir),
-        "QM_DATABASE_URL": ctx.settings.resolved_database_url,
-    }
     command = [*_qm_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    env = _server_env(ctx.settings)
     ctx.server = subprocess.Popen(command, env=env, stdout=ctx.server_log, stderr=subprocess.STDOUT)
     ctx.cleanups.append(lambda: stop_server(ctx))
     ctx.url = f"http://127.0.0.1:{port}"
