@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from quartermaster.metering.signing import HmacSha256
-from quartermaster.sim.generator import AppKey, Credentials, EventBatch, events, stream
+from quartermaster.sim.factory import AppKey, Credentials
+from quartermaster.sim.generator import EventBatch, events, stream
 from quartermaster.sim.model import Platform, Registration, SimConfig
 from quartermaster.sim.platform import build_platform
 

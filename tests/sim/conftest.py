@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from quartermaster.sim.generator import AppKey, Credentials
+from quartermaster.sim.factory import AppKey, Credentials
 from quartermaster.sim.model import Platform, Registration, SimConfig
 from quartermaster.sim.platform import build_platform
 

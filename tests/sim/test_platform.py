@@ -5,9 +5,11 @@ import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from quartermaster.domain.events import InvocationUsage
+from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.sim.model import Pattern, Platform, Registration, SimConfig, activity
 from quartermaster.sim.platform import build_platform
 from quartermaster.tenancy.service import SLUG_PATTERN
@@ -176,3 +178,23 @@ def test_activity_has_diurnal_and_weekly_seasonality() -> None:
     )
     assert activity(Pattern.BATCH, at(monday, 2)) > 3 * activity(Pattern.BATCH, at(monday, 14))
     assert activity(Pattern.ALWAYS_ON, at(monday, 3)) >= 0.5
+
+
+def test_ground_truth_is_json_ready_and_complete(small_platform: Platform) -> None:
+    truth = orjson.loads(orjson.dumps(small_platform.ground_truth()))
+    assert len(truth["anomalies"]) == len(small_platform.anomalies)
+    first = truth["anomalies"][0]
+    anomaly = small_platform.anomalies[0]
+    assert (first["app_id"], first["meter"], first["factor"]) == (
+        anomaly.app_id,
+        anomaly.meter,
+        anomaly.factor,
+    )
+    assert parse_timestamp(first["start"]) == anomaly.start
+    assert {r["registration"] for r in truth["untagged_resources"]} == {
+        "never",
+        "late_within_window",
+        "late_after_window",
+    }
+    assert truth["ownership_moves"][0]["to"]["team"] == small_platform.moves[0].to_team
+    assert {r["reason"] for r in truth["rejections"]} == {"bad_signature", "invalid_data"}

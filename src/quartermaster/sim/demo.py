@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import orjson
 from rich.console import Console
 
 from quartermaster.config import Settings, load_settings
@@ -40,13 +41,15 @@ from quartermaster.sim.driver import (
     send,
     set_up,
 )
-from quartermaster.sim.generator import Credentials, Expectation, expectation, stream
+from quartermaster.sim.factory import Credentials
+from quartermaster.sim.generator import Expectation, expectation, stream
 from quartermaster.sim.model import Platform, SimConfig
 from quartermaster.sim.platform import build_platform
 
 DEFAULT_DATA_DIR = Path(".qm-demo")
 TENANT_ID = "acme"
 ADMIN_KEY_FILE = "admin.key"
+GROUND_TRUTH_FILE = "ground-truth.json"
 DEMO_MARKER = ".qm-demo-dir"  # only a directory carrying it is ever wiped
 SERVER_START_SECONDS = 60.0
 
@@ -240,6 +243,9 @@ def build_simulation(ctx: DemoContext) -> None:
     ctx.platform = build_platform(config)
     ctx.expected = expectation(ctx.platform)
     report.print_platform(ctx.console, ctx.platform)
+    truth = ctx.options.data_dir / GROUND_TRUTH_FILE
+    truth.write_bytes(orjson.dumps(ctx.platform.ground_truth(), option=orjson.OPT_INDENT_2))
+    ctx.console.print(f"ground truth of the injected cases: {truth}")
 
 
 def set_up_platform(ctx: DemoContext) -> None:

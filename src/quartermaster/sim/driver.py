@@ -38,11 +38,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from quartermaster.sim.factory import AppKey, Credentials
 from quartermaster.sim.generator import (
-    AppKey,
     ChangeOwner,
     ControlAction,
-    Credentials,
     EventBatch,
     RegisterResource,
     StreamItem,

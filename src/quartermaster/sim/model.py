@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from quartermaster.domain.timeutil import Period
 
@@ -301,3 +302,75 @@ class Platform:
             if move.app_id == app.app_id and moment >= move.at:
                 team, cost_center = move.to_team, move.to_cost_center
         return team, cost_center
+
+    def ground_truth(self) -> dict[str, Any]:
+        """What was injected, as JSON-ready data: for scoring an anomaly detector (precision,
+        recall, time to detect) and checking attribution against what really happened."""
+
+        def when(moment: datetime | None) -> str | None:
+            return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+        return {
+            "config": {
+                "seed": self.config.seed,
+                "tag": self.config.tag,
+                "start": when(self.config.start),
+                "end": when(self.config.end),
+                "apps": self.config.apps,
+                "teams": self.config.teams,
+            },
+            "anomalies": [
+                {
+                    "app_id": a.app_id,
+                    "meter": a.meter,
+                    "event_type": a.event_type,
+                    "resource_id": a.resource_id,
+                    "start": when(a.start),
+                    "end": when(a.end),
+                    "factor": a.factor,
+                }
+                for a in self.anomalies
+            ],
+            "ownership_moves": [
+                {
+                    "app_id": m.app_id,
+                    "at": when(m.at),
+                    "from": {"team": m.from_team, "cost_center": m.from_cost_center},
+                    "to": {"team": m.to_team, "cost_center": m.to_cost_center},
+                }
+                for m in self.moves
+            ],
+            "untagged_resources": [
+                {
+                    "resource_id": r.resource_id,
+                    "app_id": r.app_id,
+                    "registration": r.registration.value,
+                    "valid_from": when(r.valid_from),
+                    "registered_at": when(r.registered_at),
+                }
+                for r in self.resources
+                if r.registration
+                in (
+                    Registration.NEVER,
+                    Registration.LATE_WITHIN_WINDOW,
+                    Registration.LATE_AFTER_WINDOW,
+                )
+            ],
+            "late_deliveries": [
+                {
+                    "app_id": late.app_id,
+                    "delivered_at": when(late.delivered_at),
+                    "event_start": when(late.event_start),
+                    "event_end": when(late.event_end),
+                }
+                for late in self.late_deliveries
+            ],
+            "redeliveries": [
+                {"app_id": r.app_id, "hour": when(r.hour), "delivered_at": when(r.delivered_at)}
+                for r in self.redeliveries
+            ],
+            "rejections": [
+                {"app_id": f.app_id, "hour": when(f.hour), "reason": f.kind, "count": f.count}
+                for f in self.faulty
+            ],
+        }
