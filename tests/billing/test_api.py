@@ -89,10 +89,12 @@ def test_a_month_billed_from_the_pipeline_matches_the_hand_computation(
         f"/v1/billing/runs/{run['id']}/reproduce", headers=platform.headers
     ).json()
     assert reproduced["identical"], reproduced["differences"]
+    _check_roles(platform, run)
+    _check_preview(platform)
 
 
-def test_roles_team_member_sees_its_team_and_finance_reads_only(platform: Platform) -> None:
-    run = _run(platform)["run"]
+def _check_roles(platform: Platform, run: dict[str, Any]) -> None:
+    """A team-member sees its own team's lines only; finance reads but never writes."""
     member = platform.key_for("team-member", team="data")
     finance = platform.key_for("finance")
     mine = _detail(platform, run["id"], headers=member)
@@ -286,7 +288,7 @@ def _check_explain(platform: Platform, lines: list[dict[str, Any]]) -> None:
     assert missing.status_code == 404
 
 
-def test_preview_gives_month_to_date_and_a_forecast(platform: Platform) -> None:
+def _check_preview(platform: Platform) -> None:
     now = utc_now()
     platform.send(
         [
