@@ -107,6 +107,10 @@ def _check_roles(platform: Platform, run: dict[str, Any]) -> None:
         f"/v1/billing/runs/{run['id']}/export", params={"format": "csv"}, headers=member
     ).text
     assert {row["team_id"] for row in csv.DictReader(io.StringIO(member_csv))} == {"data"}
+    member_json = platform.client.get(
+        f"/v1/billing/runs/{run['id']}/export", params={"format": "json"}, headers=member
+    ).json()
+    assert member_json["documents"][0]["total"] == "19.031212"  # its team's, not the invoice's
     for headers in (member, finance):
         refused = platform.client.post(f"/v1/billing/runs/{run['id']}/finalize", headers=headers)
         assert refused.status_code == 403

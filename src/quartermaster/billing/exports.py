@@ -100,7 +100,12 @@ def chargeback_csv(documents: Iterable[DocumentLines]) -> str:
     return _csv(CHARGEBACK_COLUMNS, chargeback_records(documents))
 
 
-def document_summary(document: BillingDocument) -> dict[str, str | int | None]:
+def document_summary(
+    document: BillingDocument, lines: Sequence[BillingLine] | None = None
+) -> dict[str, str | int | None]:
+    """The document's header; with `lines` (a team's share of it) the total and line count
+    are those of the lines given."""
+    total = document.total if lines is None else sum((line.amount for line in lines), Decimal(0))
     return {
         "id": document.id,
         "document_type": document.doc_type,
@@ -113,14 +118,17 @@ def document_summary(document: BillingDocument) -> dict[str, str | int | None]:
         "price_book": document.price_book,
         "price_book_versions": document.price_book_versions,
         "currency": document.currency,
-        "total": format(document.total, "f"),
-        "line_count": document.line_count,
+        "total": format(total, "f"),
+        "line_count": document.line_count if lines is None else len(lines),
     }
 
 
-def chargeback_json(documents: Sequence[DocumentLines]) -> str:
+def chargeback_json(documents: Sequence[DocumentLines], *, partial: bool = False) -> str:
+    """`partial`: the lines are a subset (a team's), so totals are of those lines only."""
     body = {
-        "documents": [document_summary(document) for document, _ in documents],
+        "documents": [
+            document_summary(document, lines if partial else None) for document, lines in documents
+        ],
         "lines": chargeback_records(documents),
     }
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n"

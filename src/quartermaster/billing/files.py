@@ -73,6 +73,7 @@ def export_document(
     if export_format is ExportFormat.CSV:
         return ExportFile(chargeback_csv(parts), "text/csv; charset=utf-8", f"{stem}.csv")
     if export_format is ExportFormat.JSON:
-        return ExportFile(chargeback_json(parts), "application/json", f"{stem}.json")
+        content = chargeback_json(parts, partial=team is not None)
+        return ExportFile(content, "application/json", f"{stem}.json")
     context = focus_context(caller.tenant_id, session=session)
     return ExportFile(focus_csv(parts, context), "text/csv; charset=utf-8", f"{stem}-focus.csv")
