@@ -165,13 +165,18 @@ class EmbeddedEventLog:
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
         with self._session_factory() as session:
             after = self._position(consumer, session=session)
-            rows = session.scalars(
-                select(EventLogEntry)
+            # Columns, not ORM entities: building 20k mapped instances per batch cost the
+            # pipeline more than everything else it does with them.
+            rows = session.execute(
+                select(EventLogEntry.position, *_RECORD_COLUMNS)
                 .where(EventLogEntry.position > after)
                 .order_by(EventLogEntry.position)
                 .limit(limit)
             ).all()
-            return [LoggedEvent(position=row.position, record=_to_record(row)) for row in rows]
+            return [
+                LoggedEvent(position=row[0], record=LogRecord(*row[1:]))  # type: ignore[call-arg]
+                for row in rows
+            ]
 
     def ack(self, consumer: str, position: int) -> None:
         with self._session_factory.begin() as session:
@@ -200,18 +205,18 @@ class EmbeddedEventLog:
         return int(value or 0)
 
 
-def _to_record(row: EventLogEntry) -> LogRecord:
-    return LogRecord(
-        tenant_id=row.tenant_id,
-        source=row.source,
-        event_id=row.event_id,
-        type=row.type,
-        subject=row.subject,
-        event_time=row.event_time,
-        recorded_at=row.recorded_at,
-        content_hash=row.content_hash,
-        app_id=row.app_id,
-        resource_id=row.resource_id,
-        late=row.late,
-        payload=row.payload,
-    )
+# In LogRecord's field order, so a row builds a record positionally.
+_RECORD_COLUMNS = (
+    EventLogEntry.tenant_id,
+    EventLogEntry.source,
+    EventLogEntry.event_id,
+    EventLogEntry.type,
+    EventLogEntry.subject,
+    EventLogEntry.event_time,
+    EventLogEntry.recorded_at,
+    EventLogEntry.content_hash,
+    EventLogEntry.app_id,
+    EventLogEntry.resource_id,
+    EventLogEntry.late,
+    EventLogEntry.payload,
+)
