@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -16,6 +17,21 @@ from quartermaster.runtime import Runtime
 from tests.secrets.conftest import World, register_cli, run_ok
 
 PATH = "apps/billing/db-password"
+
+
+@pytest.fixture(scope="module")
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CLI only talks HTTP; the API it calls is tested on both backends elsewhere, so
+    these run once, on their own SQLite database."""
+    from quartermaster.storage import create_db_engine, upgrade_database
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli-db') / 'qm.db'}"
+    engine = create_db_engine(url)
+    try:
+        upgrade_database(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 def test_secret_commands(qm: CliRunner) -> None:
