@@ -73,8 +73,13 @@ def _detail(view: service.DocumentView, caller: AuthContext) -> DocumentDetailOu
 
 @router.post(
     "/runs",
+    status_code=201,
+    response_model=RunOut,
     summary="Run a billing period (a finalized period is returned unchanged)",
-    responses={201: {"model": RunOut}, **error_responses(404, 409, 422)},
+    responses={
+        200: {"model": RunOut, "description": "The draft was recomputed, or the run is final"},
+        **error_responses(404, 409, 422),
+    },
 )
 def create_run(
     body: RunCreate, caller: AdminCaller, session: SessionDep, calculator: Calculator
@@ -105,7 +110,9 @@ def create_run(
     )
 
 
-@router.get("/runs", summary="List billing runs (or adjustment documents)")
+@router.get(
+    "/runs", summary="List billing runs (or adjustment documents)", responses=error_responses()
+)
 def list_runs(
     caller: Reader,
     session: SessionDep,
@@ -168,7 +175,14 @@ def reproduce_run(
 @router.get(
     "/runs/{run_id}/export",
     summary="Chargeback CSV or JSON, or FOCUS 1.2 CSV",
-    responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **error_responses(404)},
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The file (Content-Disposition: attachment)",
+            "content": {"text/csv": {}, "application/json": {}},
+        },
+        **error_responses(404, 422),
+    },
 )
 def export_run(
     run_id: str,
@@ -193,8 +207,13 @@ def export_run(
 
 @router.post(
     "/adjustments",
+    status_code=201,
+    response_model=AdjustmentOut,
     summary="Correct a finalized run: late usage and back-dated price changes",
-    responses={201: {"model": AdjustmentOut}, **error_responses(404, 409, 422)},
+    responses={
+        200: {"model": AdjustmentOut, "description": "Nothing changed: no document was made"},
+        **error_responses(404, 409, 422),
+    },
 )
 def create_adjustment(
     body: AdjustmentCreate, caller: AdminCaller, session: SessionDep, calculator: Calculator
@@ -211,7 +230,9 @@ def create_adjustment(
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
-@router.get("/adjustments", summary="Adjustment documents (of one run)")
+@router.get(
+    "/adjustments", summary="Adjustment documents (of one run)", responses=error_responses()
+)
 def list_adjustments(
     caller: Reader, session: SessionDep, run_id: str | None = None
 ) -> list[DocumentOut]:
