@@ -51,6 +51,10 @@ EXEMPT: dict[tuple[str, str], str] = {
     "stores nothing (mounted only when bench routes are enabled)",
     ("GET", "/v1/identity/jwks"): "the server's public token-verification key, the same for "
     "every tenant",
+    (
+        "GET",
+        "/v1/apps/manifest-schema",
+    ): "the app manifest's JSON Schema, the same for every tenant",
 }
 
 Call = tuple[str, str, dict[str, Any]]
@@ -163,6 +167,22 @@ def _only_own_audit_records(w: World, responses: Responses) -> None:
 
 SECRET = "/v1/secrets/{verb}/{{b[secret_path]}}"
 
+
+def _b_manifest(w: World) -> dict[str, Any]:
+    """A manifest naming B's app and team, as tenant A would send it."""
+    return {
+        "app_id": w.b_ids["app"],
+        "version": "1.0.0",
+        "title": "a takeover",
+        "short_description": "aims at B",
+        "owner": "a-owner",
+        "team": w.b_ids["team"],
+        "capabilities": ["read"],
+        "data_scopes": ["user"],
+        "runtime_descriptor": {"type": "wasm"},
+    }
+
+
 # Run in this order: reads of A's own counters and lists come before A's own writes.
 CASES: dict[tuple[str, str], Case] = {
     # --- tenancy ---
@@ -223,6 +243,56 @@ CASES: dict[tuple[str, str], Case] = {
         {404},
         lambda w: ("DELETE", _fmt("/v1/apps/{b[app]}/signing-keys/{b[signing_key]}", w), {}),
         lambda w: ("DELETE", _fmt("/v1/apps/{a[app]}/signing-keys/{b[signing_key]}", w), {}),
+    ),
+    # --- catalog publishing and policy (B's app and team as A would name them) ---
+    ("POST", "/v1/apps/validate"): sends(
+        "POST", "/v1/apps/validate", lambda w: {"manifest": _b_manifest(w)}, {200}
+    ),
+    ("GET", "/v1/apps/search"): reads("/v1/apps/search", q="app"),
+    ("POST", "/v1/apps/{app_id}/versions"): sends(
+        "POST", "/v1/apps/{b[app]}/versions", lambda w: {"manifest": _b_manifest(w)}, {422}
+    ),
+    ("GET", "/v1/apps/{app_id}/versions"): missing("GET", "/v1/apps/{b[app]}/versions"),
+    ("GET", "/v1/apps/{app_id}/versions/{version}"): missing(
+        "GET", "/v1/apps/{b[app]}/versions/1.0.0"
+    ),
+    ("POST", "/v1/apps/{app_id}/versions/{version}/publish"): missing(
+        "POST", "/v1/apps/{b[app]}/versions/1.0.0/publish", {}
+    ),
+    ("POST", "/v1/apps/{app_id}/versions/{version}/deprecate"): missing(
+        "POST", "/v1/apps/{b[app]}/versions/1.0.0/deprecate", {}
+    ),
+    ("POST", "/v1/apps/{app_id}/versions/{version}/quarantine"): missing(
+        "POST", "/v1/apps/{b[app]}/versions/1.0.0/quarantine", {"reason": "takeover"}
+    ),
+    ("GET", "/v1/approvals"): reads("/v1/approvals"),
+    ("POST", "/v1/approvals/{approval_id}/approve"): missing(
+        "POST", "/v1/approvals/{b[app]}/approve", {"comment": "ok"}
+    ),
+    ("POST", "/v1/approvals/{approval_id}/reject"): missing(
+        "POST", "/v1/approvals/{b[app]}/reject", {"comment": "no"}
+    ),
+    ("GET", "/v1/policies"): reads("/v1/policies"),
+    ("GET", "/v1/policies/{name}"): missing("GET", "/v1/policies/{b[team]}"),
+    ("POST", "/v1/policies"): sends(
+        "POST",
+        "/v1/policies",
+        lambda w: {"name": w.fresh("a-pol"), "source": "package a\nwarn contains 1 if false\n"},
+        {201},
+    ),
+    ("POST", "/v1/policies/test"): sends(
+        "POST", "/v1/policies/test", lambda w: {"name": w.b_ids["team"], "input": {}}, {404}
+    ),
+    ("GET", "/v1/policy-decisions"): reads("/v1/policy-decisions"),
+    ("GET", "/v1/policy-exceptions"): reads("/v1/policy-exceptions", include_lapsed="true"),
+    ("POST", "/v1/policy-exceptions"): sends(
+        "POST",
+        "/v1/policy-exceptions",
+        lambda w: {"key": "gpu", "team": w.b_ids["team"], "reason": "takeover", "days": 1},
+        {422},
+    ),
+    ("DELETE", "/v1/policy-exceptions/{exception_id}"): missing(
+        "DELETE", "/v1/policy-exceptions/{b[app]}"
     ),
     ("GET", "/v1/resources"): reads("/v1/resources", resource_id="{b[resource]}"),
     ("POST", "/v1/resources"): calls(

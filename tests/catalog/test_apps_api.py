@@ -133,6 +133,9 @@ def test_unknown_references_duplicates_and_bad_values_are_refused(
     assert error_of(unknown_cc)["field"] == "cost_center"
     bad_slug = register(client, org, **{**base, "app_id": "Bad App"})
     assert (bad_slug.status_code, error_of(bad_slug)["field"]) == (422, "app_id")
+    reserved = register(client, org, **{**base, "app_id": "search"})
+    assert (reserved.status_code, error_of(reserved)["field"]) == (422, "app_id")
+    assert "reserved" in error_of(reserved)["message"]
     bad_env = register(client, org, **base, environment="PROD!")
     assert (bad_env.status_code, error_of(bad_env)["field"]) == (422, "environment")
     bad_lifecycle = register(client, org, **base, lifecycle="forever")

@@ -45,6 +45,8 @@ from quartermaster.tenancy.service import (
 )
 
 ENVIRONMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# Fixed routes under /v1/apps/: an app of that name could never be addressed by URL.
+RESERVED_APP_IDS = frozenset({"search", "validate", "manifest-schema"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +305,10 @@ def register_app(
     imported, a replayed history): their earlier usage then has an owner to be charged to."""
     tenant_id = caller.tenant_id
     app_id = validate_slug(registration.app_id, field="app_id")
+    if app_id in RESERVED_APP_IDS:
+        raise InvalidInputError(
+            f"app_id {app_id!r} is reserved: /v1/apps/{app_id} is an API route", field="app_id"
+        )
     owner = _required_text(registration.owner, field="owner")
     team_slug = _required_text(registration.team, field="team", max_length=64)
     team = require_team(tenant_id, team_slug, field="team", session=session)
