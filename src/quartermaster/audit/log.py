@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.chain import (
@@ -83,8 +83,10 @@ def append_audit(
         hash="",
     )
     digest = compute_hash(record, record.prev_hash)
-    session.add(
-        AuditRecord(
+    # Core statements: the append runs on every broker operation, so it skips the ORM's
+    # unit-of-work bookkeeping.
+    session.execute(
+        insert(AuditRecord).values(
             tenant_id=tenant_id,
             seq=record.seq,
             recorded_at=record.recorded_at,
@@ -100,8 +102,10 @@ def append_audit(
         )
     )
     if head is None:
-        session.add(
-            AuditHead(tenant_id=tenant_id, seq=record.seq, hash=digest, updated_at=utc_now())
+        session.execute(
+            insert(AuditHead).values(
+                tenant_id=tenant_id, seq=record.seq, hash=digest, updated_at=utc_now()
+            )
         )
     else:
         session.execute(
@@ -109,7 +113,6 @@ def append_audit(
             .where(AuditHead.tenant_id == tenant_id)
             .values(seq=record.seq, hash=digest, updated_at=utc_now())
         )
-    session.flush()
     return ChainRecord(**{**_fields(record), "hash": digest})
 
 

@@ -11,6 +11,7 @@ was created, and ends the lease.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -24,7 +25,7 @@ from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.engines import engine_conninfo, engine_grants, find_engine
 from quartermaster.secrets.envelope import record_aad, seal
 from quartermaster.secrets.guard import authorize, refuse
-from quartermaster.secrets.leases import LeaseInfo, issue_lease, lease_info, lease_terms
+from quartermaster.secrets.leases import LeaseInfo, issue_lease, lease_terms
 from quartermaster.secrets.models import LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import parse_path
 from quartermaster.secrets.postgres import (
@@ -122,7 +123,7 @@ def issue_postgres_credential(
         raise ConflictError(
             f"lease {lease.id} was ended while its credential was being created; request another"
         )
-    session.refresh(lease)
+    lease = dataclasses.replace(lease, state=LeaseState.ACTIVE.value)
     append_audit(
         tenant_id,
         action="read",
@@ -139,18 +140,23 @@ def issue_postgres_credential(
         session=session,
     )
     session.commit()
-    return DynamicCredential(
-        path=target.path, username=role, password=password, lease=lease_info(lease)
-    )
+    return DynamicCredential(path=target.path, username=role, password=password, lease=lease)
 
 
-def _abandon(lease: SecretLease, error: str, *, requester: Requester, session: Session) -> None:
+def _abandon(lease: LeaseInfo, error: str, *, requester: Requester, session: Session) -> None:
     """The role was not created (the transaction in the target rolled back): end the lease."""
     session.rollback()
-    lease.state = LeaseState.ENDED.value
-    lease.ended_at = utc_now()
-    lease.end_reason = "issue_failed"
-    lease.sealed_value = None
+    lock_tenant_chain(requester.tenant_id, session=session)
+    session.execute(
+        update(SecretLease)
+        .where(SecretLease.id == lease.id, SecretLease.state != LeaseState.ENDED.value)
+        .values(
+            state=LeaseState.ENDED.value,
+            ended_at=utc_now(),
+            end_reason="issue_failed",
+            sealed_value=None,
+        )
+    )
     append_audit(
         requester.tenant_id,
         action="read",

@@ -80,8 +80,8 @@ def configure_postgres_engine(
 ) -> EngineInfo:
     target = parse_path(raw_path)
     settings = ctx.settings
-    team_id = authorize(requester, Action.CONFIGURE, target, session=session)
-    require_scope(requester, target, team_id)
+    authorize(requester, Action.CONFIGURE, target, session=session)
+    require_scope(requester, target, session=session)
     if connection_url is None and settings.secrets_postgres_url is None:
         raise InvalidInputError(
             "connection_url is required: QM_SECRETS_POSTGRES_URL is not set on the server",

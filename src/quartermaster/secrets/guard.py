@@ -23,7 +23,7 @@ from quartermaster.secrets.access import (
 )
 from quartermaster.secrets.models import AccessRuleSet
 from quartermaster.secrets.paths import SecretPath
-from quartermaster.tenancy.models import Team
+from quartermaster.tenancy.models import Role, Team
 
 
 def scope_team_id(tenant_id: str, target: SecretPath, *, session: Session) -> str | None:
@@ -77,10 +77,11 @@ def refuse(
 
 def authorize(
     requester: Requester, action: Action, target: SecretPath, *, session: Session
-) -> str | None:
-    """Raise (audited) unless the requester may do `action` on `target`. Returns the owning
-    team id of the scope (None if the scope does not exist)."""
-    team_id = scope_team_id(requester.tenant_id, target, session=session)
+) -> None:
+    """Raise (audited) unless the requester may do `action` on `target`."""
+    team_id = None
+    if requester.role is Role.TEAM_MEMBER:  # only they are decided by the owning team
+        team_id = scope_team_id(requester.tenant_id, target, session=session)
     rules: tuple[AccessRule, ...] = ()
     if requester.kind is RequesterKind.WORKLOAD or requester.workload_role is not None:
         rules = access_rules(requester.tenant_id, session=session)
@@ -95,12 +96,13 @@ def authorize(
             path=target.path,
             session=session,
         )
-    return team_id
 
 
-def require_scope(requester: Requester, target: SecretPath, team_id: str | None) -> None:
+def require_scope(requester: Requester, target: SecretPath, *, session: Session) -> None:
     """Writes need the app or team of the path's scope to exist in the tenant."""
-    if team_id is None and requester.kind is not RequesterKind.SYSTEM:
+    if requester.kind is RequesterKind.SYSTEM:
+        return
+    if scope_team_id(requester.tenant_id, target, session=session) is None:
         noun = "app" if target.scope_kind == "apps" else "team"
         raise NotFoundError(
             f"no {noun} {target.owner!r} in this tenant: {target.path!r} must belong to an "

@@ -24,7 +24,6 @@ from quartermaster.secrets.leases import (
     LeaseInfo,
     end_lease,
     issue_lease,
-    lease_info,
     lease_terms,
 )
 from quartermaster.secrets.models import (
@@ -163,8 +162,8 @@ def write_secret(
     encoded = _check_value(value, max_bytes=ctx.settings.secrets_max_value_bytes)
     if cas is not None and cas < 0:
         raise InvalidInputError("cas must be 0 or a version number", field="cas")
-    team_id = authorize(requester, Action.WRITE, target, session=session)
-    require_scope(requester, target, team_id)
+    authorize(requester, Action.WRITE, target, session=session)
+    require_scope(requester, target, session=session)
     _, row = _store_version(requester, target, encoded, cas=cas, ctx=ctx, session=session)
     append_audit(
         requester.tenant_id,
@@ -258,9 +257,7 @@ def read_secret(
         session=session,
     )
     session.commit()
-    return SecretValue(
-        path=target.path, version=wanted, value=plain.decode(), lease=lease_info(lease)
-    )
+    return SecretValue(path=target.path, version=wanted, value=plain.decode(), lease=lease)
 
 
 def describe_secret(requester: Requester, raw_path: str, *, session: Session) -> SecretMeta:
@@ -531,8 +528,8 @@ def rotate_secret(
     generated = value is None
     new_value = value if value is not None else random_source.token_urlsafe(32)
     encoded = _check_value(new_value, max_bytes=ctx.settings.secrets_max_value_bytes)
-    team_id = authorize(requester, Action.WRITE, target, session=session)
-    require_scope(requester, target, team_id)
+    authorize(requester, Action.WRITE, target, session=session)
+    require_scope(requester, target, session=session)
     if _entry(requester.tenant_id, target.path, session=session) is None:
         raise NotFoundError(f"no secret at {target.path!r} to rotate", field="path")
     _, row = _store_version(requester, target, encoded, cas=None, ctx=ctx, session=session)

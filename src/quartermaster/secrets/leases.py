@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
@@ -31,6 +31,7 @@ from quartermaster.secrets.guard import refuse, scope_team_id
 from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.secrets.postgres import EngineError, extend_role
+from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Role
 
 
@@ -108,7 +109,7 @@ def issue_lease(
     engine_id: str | None = None,
     role_name: str | None = None,
     sealed_value: bytes | None = None,
-) -> SecretLease:
+) -> LeaseInfo:
     """Add a lease inside the caller's transaction after checking the holder's quota. The
     tenant's audit lock is taken first, so concurrent issues cannot both slip under it."""
     lock_tenant_chain(requester.tenant_id, session=session)
@@ -141,27 +142,39 @@ def issue_lease(
             detail={"quota": quota, "live_leases": int(live or 0)},
             session=session,
         )
-    lease = SecretLease(
-        tenant_id=requester.tenant_id,
+    values = {
+        "id": lease_id or new_id(),
+        "tenant_id": requester.tenant_id,
+        "kind": kind.value,
+        "path": path,
+        "version": version,
+        "holder": requester.holder,
+        "actor": requester.actor,
+        "state": state.value,
+        "issued_at": now,
+        "expires_at": now + timedelta(seconds=terms.ttl_seconds),
+        "max_expires_at": now + timedelta(seconds=terms.max_ttl_seconds),
+        "engine_id": engine_id,
+        "role_name": role_name,
+        "sealed_value": sealed_value,
+        "cleanup_pending": False,
+    }
+    # A Core insert: one statement, none of the unit-of-work bookkeeping on the hot read path.
+    session.execute(insert(SecretLease).values(**values))
+    return LeaseInfo(
+        id=str(values["id"]),
         kind=kind.value,
         path=path,
         version=version,
         holder=requester.holder,
-        actor=requester.actor,
         state=state.value,
         issued_at=now,
         expires_at=now + timedelta(seconds=terms.ttl_seconds),
         max_expires_at=now + timedelta(seconds=terms.max_ttl_seconds),
-        engine_id=engine_id,
-        role_name=role_name,
-        sealed_value=sealed_value,
+        ended_at=None,
+        end_reason=None,
         cleanup_pending=False,
     )
-    if lease_id is not None:
-        lease.id = lease_id
-    session.add(lease)
-    session.flush()
-    return lease
 
 
 def _load(tenant_id: str, lease_id: str, *, session: Session) -> SecretLease | None:
