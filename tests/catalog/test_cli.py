@@ -40,7 +40,8 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
         in qm("app", "create", "shop", "--owner", "x", "--team", "web", expect=1).output
     )
     qm("app", "create", "etl", "--owner", "bo", "--team", "data", "--cost-center", "lab-cc",
-       "--lifecycle", "ephemeral")  # fmt: skip
+       "--lifecycle", "ephemeral", "--owned-since", "2025-01-01T00:00:00Z")  # fmt: skip
+    assert re.search(r"data\s+.*lab-cc\s+.*2025-01-01T00:00:00Z", qm("app", "show", "etl").output)
 
     listed = qm("app", "list", "--team", "web").output
     assert re.search(r"shop\s+.*ann@example\.com\s+.*web\s+.*shop-cc\s+.*persistent", listed)
@@ -102,5 +103,8 @@ def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
     assert re.search(r"vm-1\s+.*shop\s+.*production", listed)
     assert re.search(rf"job-1\s+.*shop\s+.*{lease_id}", listed)
     assert f"lease {lease_id} ended at" in qm("resource", "end-lease", lease_id).output
+    earlier = qm("resource", "lease", "job-0", "--app", "shop", "--ttl", "60",
+                 "--issued-at", "2025-03-01T00:00:00Z")  # fmt: skip
+    assert "until 2025-03-01T00:01:00Z" in earlier.stderr
     too_long = qm("resource", "lease", "job-2", "--app", "shop", "--ttl", "9999999", expect=1)
     assert "ttl_seconds" in too_long.output

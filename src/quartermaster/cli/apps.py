@@ -47,6 +47,10 @@ def app_create(
     require_signatures: Annotated[
         bool, typer.Option(help="Refuse unsigned events of this app.")
     ] = False,
+    owned_since: Annotated[
+        str | None,
+        typer.Option(help="Back-date the ownership (RFC 3339) for an app that ran before."),
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -61,6 +65,7 @@ def app_create(
             "lifecycle": lifecycle,
             "environment": environment,
             "require_signatures": require_signatures,
+            "owned_since": owned_since,
         }
     )
     created = request("POST", "/v1/apps", json=body, url=url, api_key=api_key)
@@ -227,12 +232,21 @@ def resource_lease(
     app: Annotated[str, typer.Option("--app", help="The app it works for.")],
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 7 days).")] = 3600,
     environment: Annotated[str | None, typer.Option(help="Default: the app's.")] = None,
+    issued_at: Annotated[
+        str | None, typer.Option(help="Back-date the start (RFC 3339); default now.")
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Lease a resource to an app; prints the signed lease token."""
     body = drop_none(
-        {"resource_id": resource_id, "app_id": app, "ttl_seconds": ttl, "environment": environment}
+        {
+            "resource_id": resource_id,
+            "app_id": app,
+            "ttl_seconds": ttl,
+            "environment": environment,
+            "issued_at": issued_at,
+        }
     )
     lease = request("POST", "/v1/resource-leases", json=body, url=url, api_key=api_key)
     err().print(
