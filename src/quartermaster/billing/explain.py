@@ -9,6 +9,7 @@ document's `as_of` were not in it (an adjustment picks them up).
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +33,8 @@ from quartermaster.usage.store import LifecycleMarker, RawUsage, UsageStore
 
 LINE_ID = re.compile(r"^[0-9a-f]{32}$")
 TOP_EVENTS = 10
+# Above this many raw rows for one app and meter, days come from the rollups instead.
+RAW_ROW_LIMIT = 200_000
 ZERO = Decimal(0)
 
 
@@ -92,6 +95,55 @@ def _days(period: Period) -> list[Period]:
     return split_period(period, cuts)
 
 
+def _day_value(rows: list[RawUsage], aggregation: Aggregation) -> Decimal:
+    if aggregation is Aggregation.COUNT:
+        return Decimal(len(rows))
+    if aggregation is Aggregation.MAX:
+        return max(row.quantity for row in rows)
+    if aggregation is Aggregation.LATEST:
+        return max(rows, key=lambda row: (row.event_time, row.position)).quantity
+    return sum((row.quantity for row in rows), ZERO)
+
+
+def _daily_from_raw(
+    store: UsageStore,
+    line: BillingLine,
+    period: Period,
+    as_of: datetime,
+    aggregation: Aggregation,
+) -> tuple[list[DailyAmount], list[RawUsage]] | None:
+    """Days of one app's meter from its raw rows, exactly as the store stood at `as_of`:
+    one query for the app and meter instead of a tenant-wide one per day. None when the
+    raw rows cannot answer (past the raw-retention horizon, too many rows, a unique count,
+    or a line of no single app)."""
+    horizon = store.purged_before()
+    if line.app is None or line.meter is None or aggregation is Aggregation.UNIQUE_COUNT:
+        return None
+    if horizon is not None and horizon > period.start:
+        return None
+    rows = store.top_events(
+        line.tenant_id,
+        period,
+        app=line.app,
+        meter=line.meter,
+        cost_center=line.cost_center,
+        team=line.team or "",
+        limit=RAW_ROW_LIMIT,
+    )
+    if len(rows) >= RAW_ROW_LIMIT:
+        return None
+    by_day: dict[datetime, list[RawUsage]] = defaultdict(list)
+    for row in rows:
+        if row.billable_at < as_of:
+            by_day[row.event_time.replace(hour=0, minute=0, second=0, microsecond=0)].append(row)
+    days: list[DailyAmount] = []
+    for day in _days(period):
+        counted = by_day.get(day.start.replace(hour=0, minute=0, second=0, microsecond=0), [])
+        value = plain(_day_value(counted, aggregation)) if counted else ZERO
+        days.append(DailyAmount(day.start, day.end, value, len(counted)))
+    return days, rows[:TOP_EVENTS]
+
+
 def _daily_usage(
     store: UsageStore,
     line: BillingLine,
@@ -99,6 +151,8 @@ def _daily_usage(
     as_of: datetime,
     aggregation: Aggregation,
 ) -> list[DailyAmount]:
+    """Days from the tenant's rollups, one query per day (lines of no single app, or when
+    raw rows cannot answer)."""
     days: list[DailyAmount] = []
     for day in _days(period):
         value, events = ZERO, 0
@@ -170,21 +224,25 @@ def explain_line(
         notes.append(f"adjustment: {line.reason}")
     meters = tenant_meter_definitions(caller.tenant_id, session=session)
     daily: list[DailyAmount] = []
+    top: list[RawUsage] | None = None
     if line.meter is not None:
         definition = meters.get(line.meter)
         aggregation = definition.aggregation if definition else Aggregation.SUM
-        daily = _daily_usage(store, line, period, document.as_of, aggregation)
+        from_raw = _daily_from_raw(store, line, period, document.as_of, aggregation)
+        if from_raw is not None:
+            daily, top = from_raw
+        else:
+            daily = _daily_usage(store, line, period, document.as_of, aggregation)
         if not aggregation.summable:
             notes.append(f"{line.meter} is a {aggregation.value} meter: days do not add up")
     shared: list[DailyAmount] = []
     if cost_type == CostType.PLATFORM.value:
         shared = _daily_costs(store, caller.tenant_id, line.item, period, document.as_of)
         notes.append(f"allocation: {line.allocation_method}")
-    top: list[RawUsage] = []
     markers: list[LifecycleMarker] = []
     if line.app is not None:
         markers = store.lifecycle_markers(caller.tenant_id, period, app=line.app)
-        if line.meter is not None:
+        if line.meter is not None and top is None:
             top = store.top_events(
                 caller.tenant_id,
                 period,
@@ -202,7 +260,7 @@ def explain_line(
         subject=_subject(line, cost_type),
         counted_as_of=document.as_of,
         daily=daily,
-        top_events=top,
+        top_events=top or [],
         markers=markers,
         shared_costs=shared,
         late_after=late_after,
