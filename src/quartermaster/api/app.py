@@ -15,6 +15,7 @@ from quartermaster.runtime import Runtime, build_runtime
 # Each feature exposes `router`; listed here, in one place.
 ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.tenancy.router",
+    "quartermaster.catalog.publish_router",  # before catalog.router: /v1/apps/search etc.
     "quartermaster.catalog.router",
     "quartermaster.pricing.router",
     "quartermaster.usage.router",
@@ -23,6 +24,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.secrets.router",
     "quartermaster.secrets.lease_router",
     "quartermaster.audit.router",
+    "quartermaster.policy.router",
 )
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]

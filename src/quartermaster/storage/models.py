@@ -15,6 +15,9 @@ MODEL_MODULES = (
     "quartermaster.billing.models",
     "quartermaster.secrets.models",
     "quartermaster.audit.models",
+    "quartermaster.catalog.publish_models",
+    "quartermaster.policy.models",
+    "quartermaster.guardrails.models",
 )
 
 

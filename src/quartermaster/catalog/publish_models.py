@@ -1,0 +1,78 @@
+"""Catalog publishing tables: app versions with their check results, and the search documents
+(one per app with a published version; the full-text index beside it is kept in step)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.storage.base import Base, BigIntPK, UTCDateTime, new_id
+
+
+class VersionState(enum.StrEnum):
+    DRAFT = "draft"
+    CHECKING = "checking"
+    PENDING_APPROVAL = "pending_approval"
+    PUBLISHED = "published"
+    DEPRECATED = "deprecated"
+    REJECTED = "rejected"  # blocked by a check, denied by a policy or by a reviewer
+    QUARANTINED = "quarantined"
+
+
+class AppVersion(Base):
+    __tablename__ = "app_versions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "app_pk", "version"),
+        Index("ix_app_versions_app_state", "app_pk", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    app_pk: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    version: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(24), default=VersionState.DRAFT.value)
+    manifest: Mapped[str] = mapped_column(Text)  # canonical JSON
+    manifest_digest: Mapped[str] = mapped_column(String(64))
+    package_digest: Mapped[str | None] = mapped_column(String(64))
+    checks: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of CheckResult
+    decision: Mapped[str | None] = mapped_column(Text)  # JSON summary of the policy decision
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class AppSearchDoc(Base):
+    """What search ranks and shows for an app: its latest published manifest's text and
+    facets, with the trust and usage signals. `id` is also the full-text index's rowid."""
+
+    __tablename__ = "app_search_docs"
+    __table_args__ = (UniqueConstraint("tenant_id", "app_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    app_pk: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    app_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    short_description: Mapped[str] = mapped_column(String(280))
+    long_description: Mapped[str] = mapped_column(Text)
+    tags: Mapped[str] = mapped_column(Text)  # JSON list
+    team: Mapped[str] = mapped_column(String(64))
+    capabilities: Mapped[str] = mapped_column(String(64))  # JSON list
+    pricing_model: Mapped[str] = mapped_column(String(32))
+    verified_owner: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy_pass: Mapped[bool] = mapped_column(Boolean, default=False)
+    scanned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    invocations_7d: Mapped[int] = mapped_column(Integer, default=0)
+    invocations_30d: Mapped[int] = mapped_column(Integer, default=0)
+    users_7d: Mapped[int] = mapped_column(Integer, default=0)
+    users_30d: Mapped[int] = mapped_column(Integer, default=0)
+    signals_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -1,0 +1,318 @@
+"""Catalog publishing routes: the manifest schema, dry-run validation, versions and their
+lifecycle, approvals, and search. Registered before the catalog router so that the fixed
+paths (/v1/apps/search, /v1/apps/manifest-schema, /v1/apps/validate) win over /v1/apps/{id}."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from quartermaster.api.deps import AdminCaller, Reader, SessionDep, require_roles
+from quartermaster.api.responses import error_responses
+from quartermaster.catalog import search_index, versions
+from quartermaster.catalog.checks import MAX_PACKAGE_BYTES
+from quartermaster.catalog.manifest import manifest_json_schema
+from quartermaster.catalog.publish_models import VersionState
+from quartermaster.errors import InvalidInputError, PayloadTooLargeError
+from quartermaster.policy.dependencies import PolicyCacheDep
+from quartermaster.policy.models import ApprovalStatus
+from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import AuthContext
+
+router = APIRouter(prefix="/v1", tags=["catalog publishing"])
+Writer = Annotated[AuthContext, Depends(require_roles(Role.ADMIN, Role.TEAM_MEMBER))]
+
+
+class PackageBody(BaseModel):
+    package_zip_b64: str | None = Field(
+        default=None, description="The app package as a base64 zip (secret and code scans)."
+    )
+
+
+class VersionSubmit(PackageBody):
+    manifest: dict[str, Any]
+    publish: bool = Field(default=False, description="Run the checks and publish at once.")
+
+
+class ReasonBody(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ReviewBody(BaseModel):
+    comment: str = Field(min_length=1, max_length=4000)
+
+
+class CheckOut(BaseModel):
+    name: str
+    outcome: str
+    blocking: bool
+    summary: str
+    findings: list[dict[str, Any]]
+
+
+class VersionOut(BaseModel):
+    app_id: str
+    version: str
+    state: VersionState
+    state_reason: str | None
+    manifest: dict[str, Any]
+    manifest_digest: str
+    package_digest: str | None
+    checks: list[CheckOut]
+    decision: dict[str, Any] | None
+    checked_at: datetime | None
+    published_at: datetime | None
+    created_by: str
+    created_at: datetime
+
+
+class ValidationOut(BaseModel):
+    ok: bool
+    checks: list[CheckOut]
+    policy_result: str
+    deny: list[str]
+    require_approval: list[str]
+    audit_only: list[str]
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    app_id: str
+    version: str
+    reasons: list[str]
+    status: ApprovalStatus
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    reviewer: str | None
+    comment: str | None
+    decided_at: datetime | None
+
+
+class HitOut(BaseModel):
+    app_id: str
+    version: str
+    title: str
+    short_description: str
+    tags: list[str]
+    team: str
+    capabilities: list[str]
+    pricing_model: str
+    score: float
+    components: dict[str, float]
+
+
+class SearchOut(BaseModel):
+    query: str
+    total: int
+    hits: list[HitOut]
+    facets: dict[str, dict[str, int]]
+
+
+def decode_package(encoded: str | None) -> bytes | None:
+    if encoded is None:
+        return None
+    if len(encoded) > MAX_PACKAGE_BYTES * 4 // 3 + 4:
+        raise PayloadTooLargeError(f"the package is larger than {MAX_PACKAGE_BYTES} bytes")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError("package_zip_b64 is not valid base64", field="package") from None
+
+
+def _version_out(view: versions.VersionView) -> VersionOut:
+    return VersionOut.model_validate(view, from_attributes=True)
+
+
+@router.get(
+    "/apps/manifest-schema",
+    summary="The app manifest's JSON Schema (also in docs/catalog.md)",
+)
+def manifest_schema() -> dict[str, Any]:
+    return manifest_json_schema()
+
+
+@router.post(
+    "/apps/validate",
+    summary="Dry run: every check and every policy on a manifest and package; stores nothing",
+    responses=error_responses(413, 422),
+)
+def validate(
+    body: VersionSubmit, caller: Writer, session: SessionDep, cache: PolicyCacheDep
+) -> ValidationOut:
+    results, evaluation = versions.validate_only(
+        caller,
+        body.manifest,
+        package_zip=decode_package(body.package_zip_b64),
+        cache=cache,
+        session=session,
+    )
+    blocked = any(r.blocking and r.outcome == "fail" for r in results)
+    return ValidationOut(
+        ok=not blocked and not evaluation.deny,
+        checks=[CheckOut(**r.as_dict()) for r in results],
+        policy_result=evaluation.result,
+        deny=evaluation.deny,
+        require_approval=evaluation.require_approval,
+        audit_only=evaluation.audit_only,
+    )
+
+
+@router.get("/apps/search", summary="Search published apps", responses=error_responses())
+def search(
+    caller: Reader,
+    session: SessionDep,
+    q: str = "",
+    tag: str | None = None,
+    team: str | None = None,
+    capability: str | None = None,
+    pricing_model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1000)] = 0,
+) -> SearchOut:
+    result = search_index.search(
+        caller.tenant_id,
+        q,
+        filters=search_index.SearchFilters(tag, team, capability, pricing_model),
+        limit=limit,
+        offset=offset,
+        session=session,
+    )
+    return SearchOut.model_validate(result, from_attributes=True)
+
+
+@router.post(
+    "/apps/{app_id}/versions",
+    status_code=201,
+    summary="Submit a version (registers the app on first use); publish=true publishes it",
+    responses=error_responses(404, 409, 413, 422),
+)
+def submit_version(
+    app_id: str, body: VersionSubmit, caller: Writer, session: SessionDep, cache: PolicyCacheDep
+) -> VersionOut:
+    view = versions.submit_version(
+        caller,
+        app_id,
+        body.manifest,
+        package_zip=decode_package(body.package_zip_b64),
+        publish=body.publish,
+        cache=cache,
+        session=session,
+    )
+    return _version_out(view)
+
+
+@router.get("/apps/{app_id}/versions", summary="An app's versions", responses=error_responses(404))
+def list_versions(app_id: str, caller: Reader, session: SessionDep) -> list[VersionOut]:
+    return [_version_out(v) for v in versions.list_versions(caller, app_id, session=session)]
+
+
+@router.get(
+    "/apps/{app_id}/versions/{version}",
+    summary="One version with its check results and policy decision",
+    responses=error_responses(404),
+)
+def get_version(app_id: str, version: str, caller: Reader, session: SessionDep) -> VersionOut:
+    return _version_out(versions.get_version(caller, app_id, version, session=session))
+
+
+@router.post(
+    "/apps/{app_id}/versions/{version}/publish",
+    summary="Publish a draft: checks, policies, then published / pending approval / rejected",
+    responses=error_responses(404, 409, 413, 422),
+)
+def publish_version(
+    app_id: str,
+    version: str,
+    body: PackageBody,
+    caller: Writer,
+    session: SessionDep,
+    cache: PolicyCacheDep,
+) -> VersionOut:
+    view = versions.publish_version(
+        caller,
+        app_id,
+        version,
+        package_zip=decode_package(body.package_zip_b64),
+        cache=cache,
+        session=session,
+    )
+    return _version_out(view)
+
+
+@router.post(
+    "/apps/{app_id}/versions/{version}/deprecate",
+    summary="Deprecate a published version (it leaves search)",
+    responses=error_responses(404, 409),
+)
+def deprecate_version(
+    app_id: str, version: str, body: ReasonBody, caller: Writer, session: SessionDep
+) -> VersionOut:
+    view = versions.deprecate_version(caller, app_id, version, reason=body.reason, session=session)
+    return _version_out(view)
+
+
+@router.post(
+    "/apps/{app_id}/versions/{version}/quarantine",
+    summary="Quarantine a version from any state, with the reason (admin)",
+    responses=error_responses(404, 422),
+)
+def quarantine_version(
+    app_id: str, version: str, body: ReasonBody, caller: AdminCaller, session: SessionDep
+) -> VersionOut:
+    view = versions.quarantine_version(
+        caller, app_id, version, reason=body.reason or "", session=session
+    )
+    return _version_out(view)
+
+
+@router.get("/approvals", summary="Approval requests", responses=error_responses())
+def list_approvals(
+    caller: Reader, session: SessionDep, status: ApprovalStatus | None = None
+) -> list[ApprovalOut]:
+    views = versions.list_approvals(caller, status=status, session=session)
+    return [ApprovalOut.model_validate(v, from_attributes=True) for v in views]
+
+
+def _review(
+    approval_id: str, approve: bool, body: ReviewBody, caller: AuthContext, session: Any, cache: Any
+) -> ApprovalOut:
+    view = versions.decide_approval(
+        caller, approval_id, approve=approve, comment=body.comment, cache=cache, session=session
+    )
+    return ApprovalOut.model_validate(view, from_attributes=True)
+
+
+@router.post(
+    "/approvals/{approval_id}/approve",
+    summary="Approve a request with a comment (the policies run again with the approval)",
+    responses=error_responses(404, 409, 422),
+)
+def approve(
+    approval_id: str,
+    body: ReviewBody,
+    caller: AdminCaller,
+    session: SessionDep,
+    cache: PolicyCacheDep,
+) -> ApprovalOut:
+    return _review(approval_id, True, body, caller, session, cache)
+
+
+@router.post(
+    "/approvals/{approval_id}/reject",
+    summary="Reject a request with a comment (the version is rejected)",
+    responses=error_responses(404, 409, 422),
+)
+def reject(
+    approval_id: str,
+    body: ReviewBody,
+    caller: AdminCaller,
+    session: SessionDep,
+    cache: PolicyCacheDep,
+) -> ApprovalOut:
+    return _review(approval_id, False, body, caller, session, cache)

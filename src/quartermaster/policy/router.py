@@ -1,0 +1,199 @@
+"""Policy routes: Rego policies per tenant (versioned), a try-out evaluator, the decision log
+and exceptions with an expiry. Admins write; admin and finance read the decision log."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from quartermaster.api.deps import AdminCaller, BillingReader, Reader, SessionDep
+from quartermaster.api.responses import error_responses
+from quartermaster.catalog.service import find_app
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import InvalidInputError
+from quartermaster.policy import service
+from quartermaster.policy.models import PolicyMode
+from quartermaster.tenancy.service import require_team
+
+router = APIRouter(prefix="/v1", tags=["policy"])
+
+
+class PolicyUpload(BaseModel):
+    name: str = Field(description="Slug; each upload of a name is its next version.")
+    source: str = Field(description="One Rego v1 module.")
+    mode: PolicyMode = PolicyMode.ENFORCE
+    enabled: bool = True
+
+
+class PolicyOut(BaseModel):
+    name: str
+    version: int
+    package: str
+    mode: PolicyMode
+    enabled: bool
+    source_digest: str
+    created_by: str
+    created_at: datetime
+    source: str
+
+
+class PolicyTry(BaseModel):
+    source: str | None = Field(default=None, description="A Rego module to try (not stored).")
+    name: str | None = Field(default=None, description="...or a stored policy's name.")
+    input: dict[str, Any]
+
+
+class VerdictOut(BaseModel):
+    result: str
+    deny: list[str]
+    require_approval: list[str]
+    quarantine: list[str]
+    warn: list[str]
+
+
+class DecisionOut(BaseModel):
+    id: str
+    point: str
+    subject: str
+    policy_name: str
+    policy_version: int
+    mode: str
+    input_digest: str
+    result: str
+    reasons: list[str]
+    enforced: bool
+    decided_at: datetime
+
+
+class ExceptionGrant(BaseModel):
+    key: str = Field(description="What is waived, e.g. gpu (policies see it in input.exceptions).")
+    team: str | None = None
+    app_id: str | None = None
+    reason: str
+    expires_at: datetime | None = None
+    days: int | None = Field(default=None, ge=1, le=service.MAX_EXCEPTION_DAYS)
+
+
+class ExceptionOut(BaseModel):
+    id: str
+    key: str
+    team: str | None
+    app_id: str | None
+    reason: str
+    granted_by: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+@router.post(
+    "/policies",
+    status_code=201,
+    summary="Upload a policy (its next version); a policy that does not compile is refused",
+    responses=error_responses(409, 422),
+)
+def upload_policy(body: PolicyUpload, caller: AdminCaller, session: SessionDep) -> PolicyOut:
+    view = service.upload_policy(
+        caller, body.name, body.source, mode=body.mode, enabled=body.enabled, session=session
+    )
+    return PolicyOut.model_validate(view, from_attributes=True)
+
+
+@router.get("/policies", summary="Latest version of every policy", responses=error_responses())
+def list_policies(caller: Reader, session: SessionDep) -> list[PolicyOut]:
+    return [
+        PolicyOut.model_validate(v, from_attributes=True)
+        for v in service.list_policies(caller, session=session)
+    ]
+
+
+@router.get(
+    "/policies/{name}", summary="A policy (latest or ?version=N)", responses=error_responses(404)
+)
+def get_policy(
+    name: str, caller: Reader, session: SessionDep, version: int | None = None
+) -> PolicyOut:
+    view = service.get_policy(caller, name, version=version, session=session)
+    return PolicyOut.model_validate(view, from_attributes=True)
+
+
+@router.post(
+    "/policies/test",
+    summary="Evaluate a policy (given or stored) against an input; nothing is stored",
+    responses=error_responses(404, 422),
+)
+def try_policy(body: PolicyTry, caller: Reader, session: SessionDep) -> VerdictOut:
+    if (body.source is None) == (body.name is None):
+        raise InvalidInputError("give exactly one of source or name", field="source")
+    source = body.source
+    if source is None:
+        source = service.get_policy(caller, body.name or "", session=session).source
+    verdict = service.try_policy(source, body.input)
+    return VerdictOut(
+        result=verdict.result,
+        deny=verdict.deny,
+        require_approval=verdict.require_approval,
+        quarantine=verdict.quarantine,
+        warn=verdict.warn,
+    )
+
+
+@router.get("/policy-decisions", summary="The decision log", responses=error_responses())
+def list_decisions(
+    caller: BillingReader,
+    session: SessionDep,
+    subject: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DecisionOut]:
+    views = service.list_decisions(caller, subject=subject, limit=limit, session=session)
+    return [DecisionOut.model_validate(v, from_attributes=True) for v in views]
+
+
+@router.post(
+    "/policy-exceptions",
+    status_code=201,
+    summary="Grant a time-limited exception to a team or an app",
+    responses=error_responses(422),
+)
+def grant_exception(body: ExceptionGrant, caller: AdminCaller, session: SessionDep) -> ExceptionOut:
+    if (body.expires_at is None) == (body.days is None):
+        raise InvalidInputError("give exactly one of expires_at or days", field="expires_at")
+    expires_at = body.expires_at or utc_now() + timedelta(days=body.days or 0)
+    if body.team is not None:
+        require_team(caller.tenant_id, body.team, field="team", session=session)
+    if body.app_id is not None and find_app(caller.tenant_id, body.app_id, session=session) is None:
+        raise InvalidInputError(f"app {body.app_id!r} does not exist", field="app_id")
+    view = service.grant_exception(
+        caller,
+        body.key,
+        reason=body.reason,
+        expires_at=expires_at,
+        team=body.team,
+        app_id=body.app_id,
+        session=session,
+    )
+    return ExceptionOut.model_validate(view, from_attributes=True)
+
+
+@router.get(
+    "/policy-exceptions", summary="Exceptions (active, or all)", responses=error_responses()
+)
+def list_exceptions(
+    caller: Reader, session: SessionDep, include_lapsed: bool = False
+) -> list[ExceptionOut]:
+    views = service.list_exceptions(caller, include_lapsed=include_lapsed, session=session)
+    return [ExceptionOut.model_validate(v, from_attributes=True) for v in views]
+
+
+@router.delete(
+    "/policy-exceptions/{exception_id}",
+    summary="Revoke an exception before it expires",
+    responses=error_responses(404),
+)
+def revoke_exception(exception_id: str, caller: AdminCaller, session: SessionDep) -> ExceptionOut:
+    view = service.revoke_exception(caller, exception_id, session=session)
+    return ExceptionOut.model_validate(view, from_attributes=True)

@@ -1,0 +1,373 @@
+"""Policies per tenant (versioned Rego), their evaluation at an admission point with a logged
+decision per policy, and exceptions with an expiry.
+
+Upload compiles the source first, so a policy that does not parse is refused with the parser's
+message and never stored. Each upload of a name is its next version; evaluation uses the
+latest version of every enabled policy. A policy in audit mode is evaluated and logged like
+the others, but its deny and approval results are not enforced."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.policy.engine import (
+    CompiledPolicy,
+    PolicyCache,
+    PolicyRuntimeError,
+    Verdict,
+    input_digest,
+)
+from quartermaster.policy.models import Policy, PolicyDecision, PolicyException, PolicyMode
+from quartermaster.tenancy.service import AuthContext
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+MAX_EXCEPTION_DAYS = 366
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    name: str
+    version: int
+    package: str
+    mode: PolicyMode
+    enabled: bool
+    source_digest: str
+    created_by: str
+    created_at: datetime
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionView:
+    id: str
+    point: str
+    subject: str
+    policy_name: str
+    policy_version: int
+    mode: str
+    input_digest: str
+    result: str
+    reasons: list[str]
+    enforced: bool
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Every policy's decision on one input, and what is enforced of them."""
+
+    decisions: list[DecisionView]
+    deny: list[str]  # enforced denials
+    require_approval: list[str]  # enforced approval requirements
+    audit_only: list[str]  # what audit-mode policies would have done
+    input_digest: str
+
+    @property
+    def result(self) -> str:
+        return "deny" if self.deny else "require_approval" if self.require_approval else "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionView:
+    id: str
+    key: str
+    team: str | None
+    app_id: str | None
+    reason: str
+    granted_by: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+def _policy_view(row: Policy) -> PolicyView:
+    return PolicyView(
+        name=row.name,
+        version=row.version,
+        package=row.package,
+        mode=PolicyMode(row.mode),
+        enabled=row.enabled,
+        source_digest=row.source_digest,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        source=row.source,
+    )
+
+
+def upload_policy(
+    caller: AuthContext,
+    name: str,
+    source: str,
+    *,
+    mode: PolicyMode = PolicyMode.ENFORCE,
+    enabled: bool = True,
+    session: Session,
+) -> PolicyView:
+    if not NAME.match(name):
+        raise InvalidInputError(
+            f"policy name {name!r} must be 1-64 characters of a-z, 0-9 and '-'", field="name"
+        )
+    compiled = CompiledPolicy(source, name=name)  # refuses a bad policy with the parser's words
+    latest = session.scalar(
+        select(func.max(Policy.version)).where(
+            Policy.tenant_id == caller.tenant_id, Policy.name == name
+        )
+    )
+    row = Policy(
+        tenant_id=caller.tenant_id,
+        name=name,
+        version=(latest or 0) + 1,
+        package=compiled.package,
+        source=source,
+        source_digest=hashlib.sha256(source.encode()).hexdigest(),
+        mode=mode.value,
+        enabled=enabled,
+        created_by=caller.principal_name,
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(f"policy {name!r} changed concurrently; retry", field="name") from None
+    return _policy_view(row)
+
+
+def _latest_versions(tenant_id: str) -> Any:
+    latest = (
+        select(Policy.name, func.max(Policy.version).label("version"))
+        .where(Policy.tenant_id == tenant_id)
+        .group_by(Policy.name)
+        .subquery()
+    )
+    return (
+        select(Policy)
+        .join(latest, (Policy.name == latest.c.name) & (Policy.version == latest.c.version))
+        .where(Policy.tenant_id == tenant_id)
+        .order_by(Policy.name)
+    )
+
+
+def list_policies(caller: AuthContext, *, session: Session) -> list[PolicyView]:
+    return [_policy_view(row) for row in session.scalars(_latest_versions(caller.tenant_id))]
+
+
+def get_policy(
+    caller: AuthContext, name: str, *, version: int | None = None, session: Session
+) -> PolicyView:
+    query = select(Policy).where(Policy.tenant_id == caller.tenant_id, Policy.name == name)
+    query = (
+        query.where(Policy.version == version)
+        if version is not None
+        else query.order_by(Policy.version.desc()).limit(1)
+    )
+    row = session.scalar(query)
+    if row is None:
+        raise NotFoundError(f"policy {name!r} not found", field="name")
+    return _policy_view(row)
+
+
+def try_policy(source: str, document: Any) -> Verdict:
+    """Evaluate a source against an input without storing anything (`qm policy test`)."""
+    try:
+        return CompiledPolicy(source).evaluate(document)
+    except PolicyRuntimeError as exc:
+        raise InvalidInputError(f"policy failed on this input: {exc}", field="input") from None
+
+
+def evaluate(
+    tenant_id: str,
+    document: dict[str, Any],
+    *,
+    point: str,
+    subject: str,
+    app_version_id: str | None,
+    cache: PolicyCache,
+    session: Session,
+    record: bool = True,
+) -> Evaluation:
+    """Run every enabled policy's latest version; log one decision per policy (in the caller's
+    transaction when `record`). A policy that fails at runtime denies (fail closed) unless it
+    is in audit mode."""
+    digest = input_digest(document)
+    deny: list[str] = []
+    approval: list[str] = []
+    audit_only: list[str] = []
+    views: list[DecisionView] = []
+    now = utc_now()
+    for policy in session.scalars(_latest_versions(tenant_id).where(Policy.enabled.is_(True))):
+        enforced = policy.mode == PolicyMode.ENFORCE.value
+        try:
+            verdict = cache.get(tenant_id, policy.name, policy.version, policy.source).evaluate(
+                document
+            )
+            result = verdict.result
+            reasons = [*verdict.quarantine, *verdict.deny, *verdict.require_approval]
+            reasons += [f"warning: {w}" for w in verdict.warn]
+            policy_deny, policy_approval = verdict.deny, verdict.require_approval
+        except (PolicyRuntimeError, InvalidInputError) as exc:
+            result, reasons = "error", [f"policy {policy.name} v{policy.version} failed: {exc}"]
+            policy_deny, policy_approval = reasons, []
+        if enforced:
+            deny += policy_deny
+            approval += policy_approval
+        else:
+            audit_only += [f"[audit] {r}" for r in (*policy_deny, *policy_approval)]
+        row = PolicyDecision(
+            tenant_id=tenant_id,
+            point=point,
+            subject=subject,
+            app_version_id=app_version_id,
+            policy_name=policy.name,
+            policy_version=policy.version,
+            mode=policy.mode,
+            input_digest=digest,
+            result=result,
+            reasons=json.dumps(reasons),
+            enforced=enforced,
+            decided_at=now,
+        )
+        if record:
+            session.add(row)
+            session.flush()
+        views.append(_decision_view(row))
+    return Evaluation(views, deny, approval, audit_only, digest)
+
+
+def _decision_view(row: PolicyDecision) -> DecisionView:
+    return DecisionView(
+        id=row.id or "",
+        point=row.point,
+        subject=row.subject,
+        policy_name=row.policy_name,
+        policy_version=row.policy_version,
+        mode=row.mode,
+        input_digest=row.input_digest,
+        result=row.result,
+        reasons=json.loads(row.reasons),
+        enforced=row.enforced,
+        decided_at=row.decided_at,
+    )
+
+
+def list_decisions(
+    caller: AuthContext, *, subject: str | None = None, limit: int = 100, session: Session
+) -> list[DecisionView]:
+    query = select(PolicyDecision).where(PolicyDecision.tenant_id == caller.tenant_id)
+    if subject is not None:
+        query = query.where(PolicyDecision.subject == subject)
+    query = query.order_by(PolicyDecision.decided_at.desc(), PolicyDecision.id).limit(
+        max(1, min(limit, 1000))
+    )
+    return [_decision_view(row) for row in session.scalars(query)]
+
+
+# --- exceptions ------------------------------------------------------------------------------
+
+
+def _exception_view(row: PolicyException, now: datetime) -> ExceptionView:
+    return ExceptionView(
+        id=row.id,
+        key=row.key,
+        team=row.team,
+        app_id=row.app_id,
+        reason=row.reason,
+        granted_by=row.granted_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        active=row.revoked_at is None and row.expires_at > now,
+    )
+
+
+def grant_exception(
+    caller: AuthContext,
+    key: str,
+    *,
+    reason: str,
+    expires_at: datetime,
+    team: str | None = None,
+    app_id: str | None = None,
+    session: Session,
+) -> ExceptionView:
+    if not NAME.match(key):
+        raise InvalidInputError(f"exception key {key!r} must be a slug, e.g. gpu", field="key")
+    if (team is None) == (app_id is None):
+        raise InvalidInputError("an exception is for exactly one of team or app_id", field="team")
+    if not reason.strip():
+        raise InvalidInputError("an exception needs a reason", field="reason")
+    now = utc_now()
+    if expires_at <= now:
+        raise InvalidInputError("expires_at must be in the future", field="expires_at")
+    if expires_at > now + timedelta(days=MAX_EXCEPTION_DAYS):
+        raise InvalidInputError(
+            f"an exception lasts at most {MAX_EXCEPTION_DAYS} days", field="expires_at"
+        )
+    row = PolicyException(
+        tenant_id=caller.tenant_id,
+        key=key,
+        team=team,
+        app_id=app_id,
+        reason=reason.strip(),
+        granted_by=caller.principal_name,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.commit()
+    return _exception_view(row, now)
+
+
+def list_exceptions(
+    caller: AuthContext, *, include_lapsed: bool = False, session: Session
+) -> list[ExceptionView]:
+    now = utc_now()
+    query = select(PolicyException).where(PolicyException.tenant_id == caller.tenant_id)
+    if not include_lapsed:
+        query = query.where(PolicyException.expires_at > now, PolicyException.revoked_at.is_(None))
+    rows = session.scalars(query.order_by(PolicyException.expires_at))
+    return [_exception_view(row, now) for row in rows]
+
+
+def revoke_exception(caller: AuthContext, exception_id: str, *, session: Session) -> ExceptionView:
+    row = session.scalar(
+        select(PolicyException).where(
+            PolicyException.tenant_id == caller.tenant_id, PolicyException.id == exception_id
+        )
+    )
+    if row is None:
+        raise NotFoundError(f"exception {exception_id!r} not found", field="exception_id")
+    if row.revoked_at is None:
+        row.revoked_at = utc_now()
+        session.commit()
+    return _exception_view(row, utc_now())
+
+
+def active_exception_keys(
+    tenant_id: str, *, team: str, app_id: str, at: datetime, session: Session
+) -> list[str]:
+    """Keys waived for this app or its team at `at`: lapsed or revoked ones are simply not
+    here, so an exception ends at its expiry without any job having to run."""
+    rows = session.scalars(
+        select(PolicyException.key)
+        .where(
+            PolicyException.tenant_id == tenant_id,
+            PolicyException.expires_at > at,
+            PolicyException.revoked_at.is_(None),
+            or_(PolicyException.team == team, PolicyException.app_id == app_id),
+        )
+        .distinct()
+    )
+    return sorted(rows)
