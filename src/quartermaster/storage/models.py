@@ -17,7 +17,6 @@ MODEL_MODULES = (
     "quartermaster.audit.models",
     "quartermaster.catalog.publish_models",
     "quartermaster.policy.models",
-    "quartermaster.guardrails.models",
 )
 
 
