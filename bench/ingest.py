@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from quartermaster.bus.models import EventLogEntry
 from quartermaster.catalog.models import App, AppAssignment
 from quartermaster.catalog.signing_keys import create_signing_key
-from quartermaster.config import Settings, generate_server_key
+from quartermaster.config import Settings
 from quartermaster.metering.signing import sign_event
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.tenancy.models import CostCenter, Team
@@ -239,17 +239,25 @@ async def drive(
     return Measurement(route, len(requests), len(requests) * EVENTS_PER_BATCH, seconds, latencies)
 
 
-def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    env = dict(
+def qm_command() -> list[str]:
+    qm = Path(sys.executable).with_name("qm")
+    return [str(qm)] if qm.exists() else [sys.executable, "-m", "quartermaster.cli.main"]
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    return dict(
         os.environ,
         QM_DATA_DIR=str(settings.data_dir),
         QM_DATABASE_URL=settings.resolved_database_url,
         QM_BENCH_ROUTES_ENABLED="true",
         QM_PIPELINE_ENABLED="false",
     )
-    qm = Path(sys.executable).with_name("qm")
-    command = [str(qm)] if qm.exists() else [sys.executable, "-m", "quartermaster.cli.main"]
-    process = subprocess.Popen([*command, "serve", "--port", str(port)], env=env)
+
+
+def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [*qm_command(), "serve", "--port", str(port)], env=server_env(settings)
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -296,8 +304,10 @@ def run(
 ) -> tuple[Measurement, Measurement]:
     with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), database_url=database_url)  # type: ignore[call-arg]
-        generate_server_key(settings)
-        runtime = build_runtime(settings)
+        subprocess.run(
+            [*qm_command(), "init"], env=server_env(settings), check=True, capture_output=True
+        )
+        runtime = build_runtime(settings, migrate=False)
         try:
             token, apps = setup_tenant(runtime, apps=20)
             port = _free_port()

@@ -4,9 +4,12 @@ NOTHING through the driver must store rows exactly as the ORM would, and classif
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Table, select, text
+from sqlalchemy.dialects import sqlite
 
 from quartermaster.bus import embedded
 from quartermaster.bus.models import EventLogEntry
@@ -112,3 +115,24 @@ def test_large_batches_are_split_into_statements_and_keep_their_order(runtime: R
             .order_by(EventLogEntry.position)
         ).all()
     assert stored == ids
+
+
+IN_LA = timezone(-timedelta(hours=8))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1000, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+        ),
+    )
+)
+def test_fast_sqlite_time_text_is_what_sqlalchemy_writes(moment: datetime) -> None:
+    dialect = sqlite.dialect()
+    table = EventLogEntry.__table__
+    assert isinstance(table, Table)
+    processor = table.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    assert embedded._sqlite_utc_text(moment) == processor(moment)

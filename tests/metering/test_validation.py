@@ -101,7 +101,7 @@ def accepted(raw: Any, **kwargs: Any) -> AcceptedEvent:
 
 
 def test_a_valid_event_is_normalized_for_the_log() -> None:
-    ok = accepted(event(subject="s1", time="2026-11-01T13:59:00+02:00"))
+    ok = accepted(event(subject="s1", time="2026-11-01T13:59:00+02:00")).record
     assert (ok.source, ok.event_id, ok.type, ok.subject) == (
         "app://bot",
         "e1",
@@ -139,7 +139,7 @@ def test_invalid_envelope(raw: Any, field: str | None, words: str) -> None:
 def test_rejection_carries_the_readable_id_and_index() -> None:
     raw = [event(id="ok-1"), event(id="bad-1", specversion="2"), event(id=5)]
     ok, bad = validate_batch(raw, context(raw))
-    assert [a.index for a in ok] == [0]
+    assert [a.event_index for a in ok] == [0]
     assert [(r.index, r.id) for r in bad] == [(1, "bad-1"), (2, None)]
 
 
@@ -163,7 +163,7 @@ def test_invalid_data_names_the_field(data: dict[str, Any], field: str) -> None:
 
 
 def test_lax_but_valid_values_are_accepted_through_pydantic() -> None:
-    ok = accepted(event(data={"app_id": "bot", "tokens": "12", "duration_ms": 5.0}))
+    ok = accepted(event(data={"app_id": "bot", "tokens": "12", "duration_ms": 5.0})).record
     assert ok.app_id == "bot"
 
 
@@ -174,8 +174,8 @@ def test_future_timestamps_beyond_the_skew_are_rejected() -> None:
 
 
 def test_old_events_are_accepted_and_marked_late() -> None:
-    assert accepted(event(time="2026-11-01T10:59:59Z")).late
-    assert not accepted(event(time="2026-11-01T11:00:00Z")).late
+    assert accepted(event(time="2026-11-01T10:59:59Z")).record.late
+    assert not accepted(event(time="2026-11-01T11:00:00Z")).record.late
 
 
 def test_signed_events_are_verified() -> None:
@@ -208,7 +208,7 @@ def test_missing_signature_when_the_app_requires_one() -> None:
 
 
 def test_unregistered_apps_are_not_rejected() -> None:
-    assert accepted(event(data={"app_id": "never-registered", "tokens": 1})).app_id == (
+    assert accepted(event(data={"app_id": "never-registered", "tokens": 1})).record.app_id == (
         "never-registered"
     )
 
@@ -232,12 +232,12 @@ def usage_with_lease(token: str, **data: Any) -> dict[str, Any]:
 
 
 def test_a_lease_attributes_the_event_to_its_app() -> None:
-    ok = accepted(usage_with_lease(lease()))
+    ok = accepted(usage_with_lease(lease())).record
     assert (ok.app_id, ok.resource_id) == ("bot", "vm-1")
     no_resource = event(
         type="qm.resource.lifecycle", data={"resource_id": "vm-1", "action": "stop"}
     )
-    assert accepted({**no_resource, "qmlease": lease()}).app_id == "bot"
+    assert accepted({**no_resource, "qmlease": lease()}).record.app_id == "bot"
     # an app principal may send its own app's resource events through the lease
     assert accepted(usage_with_lease(lease()), role=Role.APP, caller_app="bot")
 

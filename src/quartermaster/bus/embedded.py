@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Connection, Dialect, Table, func, select, text
@@ -131,6 +131,8 @@ class EmbeddedEventLog:
         """The UTCDateTime column's own bind processing, so values are stored exactly as an
         ORM or Core insert would store them (on SQLite: naive UTC text, microseconds)."""
         processor = self._time_processors.get(dialect.name)
+        if processor is None and dialect.name == "sqlite":
+            processor = self._time_processors[dialect.name] = _sqlite_utc_text
         if processor is None:
             column_type = cast(Table, EventLogEntry.__table__).c.event_time.type
             bind = column_type.dialect_impl(dialect).bind_processor(dialect)
@@ -220,3 +222,11 @@ _RECORD_COLUMNS = (
     EventLogEntry.late,
     EventLogEntry.payload,
 )
+
+
+def _sqlite_utc_text(value: datetime) -> str:
+    """What UTCDateTime + SQLAlchemy's SQLite DATETIME store (naive UTC text, always with
+    microseconds), at a third of the cost; a test compares the two."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

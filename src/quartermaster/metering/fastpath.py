@@ -166,6 +166,8 @@ def _number_expression(metadata: list[Any], consts: _Constants, *, allow_decimal
     if not allow_decimal:
         return f"({as_int})"
 
+    non_negative_suffices = lower is not None and lower <= 0 and upper is None
+
     def in_bounds(number: Any) -> bool:
         return (lower is None or number >= lower) and (upper is None or number <= upper)
 
@@ -173,6 +175,8 @@ def _number_expression(metadata: list[Any], consts: _Constants, *, allow_decimal
         if type(v) is float:
             return math.isfinite(v) and in_bounds(v)
         if isinstance(v, str) and _PLAIN_DECIMAL.fullmatch(v) is not None:
+            if non_negative_suffices and v[0] != "-":
+                return True  # a plain unsigned decimal is >= 0: no need to build a Decimal
             try:
                 return in_bounds(Decimal(v))
             except InvalidOperation:

@@ -31,7 +31,6 @@ from quartermaster.domain.timeutil import floor_hour, utc_now
 from quartermaster.metering.models import ReconciliationCounter
 from quartermaster.metering.signing import HmacSha256
 from quartermaster.metering.validation import (
-    AcceptedEvent,
     Rejection,
     RejectReason,
     ValidationContext,
@@ -190,7 +189,7 @@ def ingest_events(
         revoked_leases=revoked,
     )
     accepted, rejected = validate_batch(raw_events, ctx)
-    records = [_log_record(tenant_id, received_at, event) for event in accepted]
+    records = [event.record for event in accepted]
     result = _store(
         records,
         len(raw_events),
@@ -202,12 +201,12 @@ def ingest_events(
     )
     conflicts = [
         Rejection(
-            index=accepted[i].index,
-            id=accepted[i].event_id,
+            index=accepted[i].event_index,
+            id=records[i].event_id,
             field="id",
             reason=RejectReason.CONFLICT,
             message=(
-                f"an event with source {accepted[i].source!r} and id {accepted[i].event_id!r} "
+                f"an event with source {records[i].source!r} and id {records[i].event_id!r} "
                 "was already stored with different content"
             ),
         )
@@ -216,23 +215,6 @@ def ingest_events(
     all_rejected = sorted([*rejected, *conflicts], key=lambda r: r.index)
     return IngestReport(
         accepted=len(result.appended), duplicates=len(result.duplicates), rejected=all_rejected
-    )
-
-
-def _log_record(tenant_id: str, received_at: datetime, event: AcceptedEvent) -> LogRecord:
-    return LogRecord(
-        tenant_id=tenant_id,
-        source=event.source,
-        event_id=event.event_id,
-        type=event.type,
-        subject=event.subject,
-        event_time=event.event_time,
-        recorded_at=received_at,
-        content_hash=event.content_hash,
-        app_id=event.app_id,
-        resource_id=event.resource_id,
-        late=event.late,
-        payload=event.payload,
     )
 
 

@@ -21,11 +21,12 @@ import hashlib
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from quartermaster.bus.protocol import LogRecord
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
 from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
 from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
@@ -67,23 +68,13 @@ class Rejection:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
-    """A valid event, normalized for the log. `payload` is its canonical JSON without the
-    signature (the HMAC was checked here; kept, it would prove nothing the server could not
-    forge, since the server holds the key)."""
+class AcceptedEvent(NamedTuple):
+    """A valid event (its position in the request, and the record for the log). The record's
+    `payload` is the canonical JSON without the signature: the HMAC was checked here, and
+    kept it would prove nothing the server could not forge, since the server holds the key."""
 
-    index: int
-    source: str
-    event_id: str
-    type: str
-    subject: str | None
-    event_time: datetime
-    app_id: str | None
-    resource_id: str | None
-    late: bool
-    content_hash: str
-    payload: str
+    event_index: int
+    record: LogRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,19 +336,22 @@ def validate_event(
                 f"app {app_id!r} requires signed events (qmkeyid and qmsignature)",
             )
         content = canonical
-    subject = event.get("subject")
     return AcceptedEvent(
-        index=index,
-        source=event["source"],
-        event_id=event["id"],
-        type=event_type,
-        subject=subject,
-        event_time=event_time,
-        app_id=app_id,
-        resource_id=resource_id,
-        late=age > ctx.late_after,
-        content_hash=hashlib.sha256(content).hexdigest(),
-        payload=canonical.decode(),
+        index,
+        LogRecord(
+            tenant_id=ctx.tenant_id,
+            source=event["source"],
+            event_id=event["id"],
+            type=event_type,
+            subject=event.get("subject"),
+            event_time=event_time,
+            recorded_at=ctx.received_at,
+            content_hash=hashlib.sha256(content).hexdigest(),
+            app_id=app_id,
+            resource_id=resource_id,
+            late=age > ctx.late_after,
+            payload=canonical.decode(),
+        ),
     )
 
 
