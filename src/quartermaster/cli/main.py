@@ -34,6 +34,9 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.tenancy", "key_app", "key"),
     ("quartermaster.cli.apps", "app_app", "app"),
     ("quartermaster.cli.apps", "resource_app", "resource"),
+    # Also adds validate/publish/search/versions/... to `qm app` when imported.
+    ("quartermaster.cli.catalog_publish", "policy_app", "policy"),
+    ("quartermaster.cli.catalog_publish", "approvals_app", "approvals"),
     ("quartermaster.cli.pricing", "pricebook_app", "pricebook"),
     ("quartermaster.cli.usage", "meter_app", "meter"),
     ("quartermaster.cli.usage", "environment_app", "environment"),
@@ -107,6 +110,7 @@ def serve(
 def _background_services() -> tuple[BackgroundStarter, ...]:
     from quartermaster.audit.shipping import build_audit_shipper
     from quartermaster.background import service_starter
+    from quartermaster.catalog.search_signals import SearchSignalsJob
     from quartermaster.secrets.reaper import build_lease_reaper
     from quartermaster.usage.maintenance import UsageMaintenance
     from quartermaster.usage.pipeline import pipeline_worker
@@ -116,6 +120,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
         service_starter(UsageMaintenance),
         service_starter(build_lease_reaper),
         service_starter(build_audit_shipper),
+        service_starter(SearchSignalsJob),
     )
 
 

@@ -1,0 +1,319 @@
+"""`qm app validate|publish|search|versions|deprecate|quarantine`, `qm policy …` and
+`qm approvals …`.
+
+`qm app validate DIR` runs offline by default: the manifest schema, data-scope, secret, PII
+and bandit checks, exactly as the server runs them (usable in CI without a server). Policies
+live on the server: `--server` sends the manifest and package to the server's dry run instead,
+which adds every policy's verdict (nothing is stored). Exit status 1 when anything blocks.
+
+The app commands join the existing `qm app` group (cli/apps.py) when this module is imported,
+which cli/main.py does through COMMAND_GROUPS."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
+from quartermaster.catalog.manifest import parse_manifest, read_manifest_file
+from quartermaster.cli.apps import app_app
+from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, err, out, print_table, request
+from quartermaster.errors import QMError
+
+policy_app = typer.Typer(help="Rego policies, the decision log, exceptions.", no_args_is_help=True)
+exception_app = typer.Typer(help="Time-limited policy exceptions.", no_args_is_help=True)
+policy_app.add_typer(exception_app, name="exception")
+approvals_app = typer.Typer(help="Approval requests of app versions.", no_args_is_help=True)
+
+DirArgument = Annotated[Path, typer.Argument(help="App directory with qm-app.json or .yaml.")]
+ICON = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "flag": "[yellow]flag[/]"}
+
+
+def _load_dir(directory: Path) -> Any:
+    if not directory.is_dir():
+        err().print(f"[red]error:[/] {directory} is not a directory")
+        raise typer.Exit(2)
+    try:
+        return read_manifest_file(directory)
+    except QMError as exc:
+        err().print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _print_checks(checks: list[dict[str, Any]]) -> None:
+    for check in checks:
+        mark = ICON.get(check["outcome"], check["outcome"])
+        out().print(f"{mark:>20}  {check['name']:<11} {check['summary']}")
+        for finding in check["findings"][:20]:
+            where = finding.get("field") or finding.get("where") or finding.get("file", "")
+            line = f":{finding['line']}" if "line" in finding else ""
+            what = finding.get("message") or finding.get("kind") or finding.get("type") or ""
+            extra = finding.get("text", "")
+            out().print(f"{'':>22}- {where}{line} {what} {extra}".rstrip(), markup=False)
+
+
+@app_app.command("validate")
+def app_validate(
+    directory: DirArgument,
+    server: Annotated[
+        bool, typer.Option("--server", help="Also evaluate the tenant's policies on the server.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Dry-run every publish check on an app directory; exit 1 if anything would block."""
+    document = _load_dir(directory)
+    if server:
+        body = {
+            "manifest": document,
+            "package_zip_b64": base64.b64encode(zip_directory(directory)).decode(),
+        }
+        report = request("POST", "/v1/apps/validate", json=body, url=url, api_key=api_key)
+        _print_checks(report["checks"])
+        for reason in report["deny"]:
+            out().print(f"[red]policy denies:[/] {reason}")
+        for reason in report["require_approval"]:
+            out().print(f"[yellow]needs approval:[/] {reason}")
+        for reason in report["audit_only"]:
+            out().print(f"[dim]{reason}[/]")
+        ok = bool(report["ok"])
+    else:
+        manifest, errors = parse_manifest(document)
+        if manifest is None:
+            schema = CheckResult(
+                "schema",
+                "fail",
+                True,
+                f"{len(errors)} field error(s)",
+                [{"field": e.field, "message": e.message} for e in errors],
+            )
+            _print_checks([schema.as_dict()])
+            raise typer.Exit(1)
+        results = run_checks(manifest, directory)
+        _print_checks([r.as_dict() for r in results])
+        ok = not blocking_failures(results)
+        out().print("[dim]policies not evaluated offline: add --server to include them[/]")
+    out().print("[green]ok: would publish[/]" if ok else "[red]blocked: would not publish[/]")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app_app.command("publish")
+def app_publish(
+    directory: DirArgument,
+    draft: Annotated[bool, typer.Option(help="Store as a draft without publishing.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Submit the directory's manifest and package and publish it (checks, then policies)."""
+    document = _load_dir(directory)
+    app_id = document.get("app_id") if isinstance(document, dict) else None
+    if not app_id:
+        err().print("[red]error:[/] the manifest has no app_id")
+        raise typer.Exit(1)
+    body = {
+        "manifest": document,
+        "package_zip_b64": base64.b64encode(zip_directory(directory)).decode(),
+        "publish": not draft,
+    }
+    version = request("POST", f"/v1/apps/{app_id}/versions", json=body, url=url, api_key=api_key)
+    _print_checks(version["checks"])
+    reason = f": {version['state_reason']}" if version.get("state_reason") else ""
+    out().print(f"{app_id}@{version['version']} is {version['state']}{reason}", markup=False)
+    if version["state"] in ("rejected", "quarantined"):
+        raise typer.Exit(1)
+
+
+@app_app.command("versions")
+def app_versions(app_id: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List an app's versions and states."""
+    rows = request("GET", f"/v1/apps/{app_id}/versions", url=url, api_key=api_key)
+    print_table(("version", "state", "state_reason", "published_at"), rows, title=app_id)
+
+
+@app_app.command("search")
+def app_search(
+    query: Annotated[str, typer.Argument(help="Words to look for (prefixes match).")] = "",
+    tag: Annotated[str | None, typer.Option(help="Only apps with this tag.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team's apps.")] = None,
+    limit: Annotated[int, typer.Option(help="How many hits.")] = 10,
+    explain: Annotated[bool, typer.Option(help="Show each score's components.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Search the published catalog."""
+    params = {k: v for k, v in {"q": query, "tag": tag, "team": team}.items() if v is not None}
+    result = request(
+        "GET", "/v1/apps/search", params={**params, "limit": limit}, url=url, api_key=api_key
+    )
+    rows = [{**h, "score": f"{h['score']:.3f}"} for h in result["hits"]]
+    print_table(("app_id", "title", "team", "score"), rows, title=f"{result['total']} match(es)")
+    if explain:
+        for hit in result["hits"]:
+            out().print(f"{hit['app_id']}: {json.dumps(hit['components'])}", markup=False)
+
+
+@app_app.command("deprecate")
+def app_deprecate(
+    app_id: str,
+    version: str,
+    reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Deprecate a published version (it leaves search)."""
+    path = f"/v1/apps/{app_id}/versions/{version}/deprecate"
+    done = request("POST", path, json={"reason": reason}, url=url, api_key=api_key)
+    out().print(f"{app_id}@{version} is {done['state']}")
+
+
+@app_app.command("quarantine")
+def app_quarantine(
+    app_id: str,
+    version: str,
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Quarantine a version from any state (admin)."""
+    path = f"/v1/apps/{app_id}/versions/{version}/quarantine"
+    done = request("POST", path, json={"reason": reason}, url=url, api_key=api_key)
+    out().print(f"{app_id}@{version} is {done['state']}: {done['state_reason']}", markup=False)
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+@policy_app.command("upload")
+def policy_upload(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="A .rego file.")],
+    audit: Annotated[bool, typer.Option(help="Audit mode: log decisions, never block.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Upload a policy as its next version (refused with the parser's message if it is bad)."""
+    body = {"name": name, "source": file.read_text(), "mode": "audit" if audit else "enforce"}
+    stored = request("POST", "/v1/policies", json=body, url=url, api_key=api_key)
+    out().print(f"policy {stored['name']} v{stored['version']} ({stored['mode']})")
+
+
+@policy_app.command("list")
+def policy_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """The latest version of each policy."""
+    rows = request("GET", "/v1/policies", url=url, api_key=api_key)
+    print_table(
+        ("name", "version", "package", "mode", "enabled", "created_at"), rows, title="policies"
+    )
+
+
+@policy_app.command("test")
+def policy_test(
+    file: Annotated[Path, typer.Argument(help="A .rego file to try.")],
+    input_file: Annotated[Path, typer.Option("--input", help="JSON input document.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Evaluate a policy file against an input on the server (nothing stored); exit 1 on deny."""
+    body = {"source": file.read_text(), "input": json.loads(input_file.read_text())}
+    verdict = request("POST", "/v1/policies/test", json=body, url=url, api_key=api_key)
+    out().print(json.dumps(verdict, indent=2), markup=False)
+    if verdict["result"] in ("deny", "quarantine"):
+        raise typer.Exit(1)
+
+
+@policy_app.command("decisions")
+def policy_decisions(
+    subject: Annotated[str | None, typer.Option(help="e.g. where2eat@1.0.0")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The decision log (newest first)."""
+    params = {"subject": subject} if subject else {}
+    rows = request("GET", "/v1/policy-decisions", params=params, url=url, api_key=api_key)
+    columns = ("decided_at", "subject", "policy_name", "policy_version", "mode", "result")
+    print_table(columns, rows, title="decisions")
+
+
+@exception_app.command("grant")
+def exception_grant(
+    key: str,
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+    days: Annotated[int, typer.Option(help="Lapses after this many days.")],
+    team: Annotated[str | None, typer.Option(help="For this team's apps.")] = None,
+    app_id: Annotated[str | None, typer.Option("--app", help="For one app.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Grant a time-limited exception (policies see its key in input.exceptions)."""
+    body = {"key": key, "reason": reason, "days": days, "team": team, "app_id": app_id}
+    made = request("POST", "/v1/policy-exceptions", json=body, url=url, api_key=api_key)
+    out().print(f"exception {made['id']} ({key}) until {made['expires_at']}")
+
+
+@exception_app.command("list")
+def exception_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include lapsed and revoked.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Exceptions in force (or all)."""
+    params = {"include_lapsed": "true"} if all_ else {}
+    rows = request("GET", "/v1/policy-exceptions", params=params, url=url, api_key=api_key)
+    columns = ("id", "key", "team", "app_id", "expires_at", "active", "reason")
+    print_table(columns, rows, title="exceptions")
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending | approved | rejected | expired")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Approval requests."""
+    params = {"status": status} if status else {}
+    rows = request("GET", "/v1/approvals", params=params, url=url, api_key=api_key)
+    columns = ("id", "app_id", "version", "status", "expires_at", "reasons")
+    print_table(columns, rows, title="approvals")
+
+
+def _review(approval_id: str, verb: str, comment: str, url: str | None, key: str | None) -> None:
+    done = request(
+        "POST",
+        f"/v1/approvals/{approval_id}/{verb}",
+        json={"comment": comment},
+        url=url,
+        api_key=key,
+    )
+    out().print(f"{done['app_id']}@{done['version']}: {done['status']}")
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: str,
+    comment: Annotated[str, typer.Option(help="Why (required).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Approve: the policies run again with the approval, then the version publishes."""
+    _review(approval_id, "approve", comment, url, api_key)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: str,
+    comment: Annotated[str, typer.Option(help="Why (required).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Reject: the version is rejected with the comment as reason."""
+    _review(approval_id, "reject", comment, url, api_key)

@@ -1,0 +1,71 @@
+"""`qm app validate|publish|search|versions`, `qm policy …`, `qm approvals …` in-process
+against a live server over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quartermaster.cli.main import _register_groups, app
+from tests.catalog.publish_support import EXAMPLES, POLICIES
+from tests.conftest import LiveServer, TenantHandle
+
+FAKE_AWS = "AKIA" + "IOSFODNN7EXAMPLE"
+
+
+def qm(*args: str, expect: int = 0) -> str:
+    if not any(group.name == "policy" for group in app.registered_groups):
+        _register_groups()
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == expect, (args, result.exit_code, result.output)
+    return result.output
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "where2eat"
+    shutil.copytree(EXAMPLES / "app", target)
+    return target
+
+
+def test_validate_offline_fails_on_a_secret_and_bad_fields(app_dir: Path) -> None:
+    assert "ok: would publish" in qm("app", "validate", str(app_dir))
+    (app_dir / "settings.py").write_text(f'aws_access_key_id = "{FAKE_AWS}"\n')
+    output = qm("app", "validate", str(app_dir), expect=1)
+    assert "secrets" in output and "settings.py" in output and FAKE_AWS not in output
+    manifest = json.loads((app_dir / "qm-app.json").read_text())
+    manifest["version"] = "v1"
+    (app_dir / "qm-app.json").write_text(json.dumps(manifest))
+    assert "version" in qm("app", "validate", str(app_dir), expect=1)
+
+
+def test_publish_policy_and_approvals_over_http(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    app_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", "250")
+    qm("team", "create", "social", "--cost-center", "default")
+    qm("policy", "upload", "org-scope", str(POLICIES / "org-scope-approval.rego"))
+    assert "org-scope" in qm("policy", "list")
+    bad = app_dir / "bad.rego"
+    bad.write_text("package x\ndeny contains msg if {\n")
+    assert "does not compile" in qm("policy", "upload", "bad", str(bad), expect=1)
+    assert "where2eat@1.0.0 is published" in qm("app", "publish", str(app_dir))
+    manifest = json.loads((app_dir / "qm-app.json").read_text())
+    manifest.update(version="1.1.0", data_scopes=["org"], data_owner="data-governance")
+    (app_dir / "qm-app.json").write_text(json.dumps(manifest))
+    assert "needs approval" in qm("app", "validate", str(app_dir), "--server")
+    assert "pending_approval" in qm("app", "publish", str(app_dir))
+    approval_id = qm("approvals", "list", "--status", "pending").split("│")[1].strip()
+    assert "approved" in qm("approvals", "approve", approval_id, "--comment", "data flows ok")
+    assert "published" in qm("app", "versions", "where2eat")
+    assert "where2eat" in qm("app", "search", "recomm", "--explain")
+    assert "org-scope" in qm("policy", "decisions", "--subject", "where2eat@1.1.0")
