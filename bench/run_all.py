@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 
 # Add a benchmark by listing its module here.
-BENCH_MODULES: tuple[str, ...] = ("bench.ingest", "bench.secrets")
+BENCH_MODULES: tuple[str, ...] = ("bench.ingest", "bench.secrets", "bench.rating")
 
 
 def main() -> int:

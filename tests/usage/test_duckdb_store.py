@@ -273,3 +273,34 @@ def test_streams_and_replay_reset_only_the_tenant(tmp_path: Path) -> None:
     reopened = DuckDBUsageStore(tmp_path / "usage.duckdb")
     assert [s.name for s in reopened.streams()] == ["pipeline", state.name]
     reopened.close()
+
+
+def test_daily_totals_are_the_quantities_of_each_day(store: DuckDBUsageStore) -> None:
+    actors = ["ann", "bob", "cy"]
+    rows = [
+        Row(i + 1, T0 + timedelta(hours=5 * i, minutes=3), T0, "a", "tokens", Decimal(i))
+        for i in range(20)
+    ] + [
+        Row(100 + i, T0 + timedelta(hours=7 * i), T0, "a", "actors", Decimal(1), actors[i % 3])
+        for i in range(12)
+    ]
+    write(store, rows)
+    period = Period(T0 + timedelta(hours=6, seconds=30), T0 + timedelta(days=3, hours=20))
+    by_day: dict[datetime, list[tuple[str, int, Decimal, int | None]]] = {}
+    for daily in store.daily_totals("t1", period):
+        t = daily.total
+        by_day.setdefault(daily.day, []).append(
+            (t.meter, t.event_count, t.quantity_sum, t.distinct_count)
+        )
+    expected: dict[datetime, list[tuple[str, int, Decimal, int | None]]] = {}
+    day = T0
+    while day < period.end:
+        part = Period(max(day, period.start), min(day + timedelta(days=1), period.end))
+        totals = store.quantities("t1", part)
+        if totals:
+            expected[day] = [
+                (t.meter, t.event_count, t.quantity_sum, t.distinct_count) for t in totals
+            ]
+        day += timedelta(days=1)
+    assert by_day == expected
+    assert len(expected) == 4

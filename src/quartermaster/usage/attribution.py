@@ -57,14 +57,17 @@ class AppRecord:
     team: str  # current owner, used when the app has no ownership spans
     cost_center: str
     spans: tuple[OwnerSpan, ...] = ()  # ordered by valid_from
+    starts: tuple[datetime, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "starts", tuple(span.valid_from for span in self.spans))
 
     def owner_at(self, moment: datetime) -> tuple[str, str]:
         """(team, cost center) owning the app at `moment`. Before its first span, the first
         owner; in a gap after a span ends, the owner of that span."""
         if not self.spans:
             return self.team, self.cost_center
-        starts = [span.valid_from for span in self.spans]
-        index = bisect.bisect_right(starts, moment) - 1
+        index = bisect.bisect_right(self.starts, moment) - 1
         span = self.spans[max(index, 0)]
         return span.team, span.cost_center
 
@@ -133,7 +136,10 @@ def attribute(
     """Attribute one event. `now` is when the snapshot was taken: metadata registered later is
     not in it, and an event whose deadline has not passed by `now` may still wait."""
     deadline = event.recorded_at + window
-    for known_at in _decision_moments(event, snapshot, deadline=deadline, now=now):
+    found = _resolve(event, snapshot, known_at=event.recorded_at, deadline=deadline)
+    if found is not None:
+        return found
+    for known_at in _later_moments(event, snapshot, deadline=deadline, now=now):
         found = _resolve(event, snapshot, known_at=known_at, deadline=deadline)
         if found is not None:
             return found
@@ -149,12 +155,12 @@ def attribute(
     )
 
 
-def _decision_moments(
+def _later_moments(
     event: AttributionInput, snapshot: MetadataSnapshot, *, deadline: datetime, now: datetime
 ) -> list[datetime]:
-    """`recorded_at`, then each registration of metadata relevant to the event inside its
+    """After `recorded_at`, each registration of metadata relevant to the event inside its
     window: the only moments at which its attribution can change."""
-    moments = {event.recorded_at}
+    moments: set[datetime] = set()
     candidates: list[datetime] = []
     if event.app_id is not None and event.app_id in snapshot.apps:
         candidates.append(snapshot.apps[event.app_id].created_at)

@@ -10,6 +10,7 @@ from typing import Any
 from quartermaster.domain.timeutil import Period
 from quartermaster.usage.periods import Grain, Segment, decompose
 from quartermaster.usage.store import (
+    DailyTotal,
     HourlyPipelineCounts,
     LatencySummary,
     LifecycleMarker,
@@ -77,6 +78,44 @@ def summable_sql(
         f"FROM ({union}) GROUP BY ALL HAVING sum(n) <> 0"
     )
     return sql, params
+
+
+def whole_days_sql(tenant_id: str, start: datetime, end: datetime) -> tuple[str, list[Any]]:
+    """Per day and key, from the day rollups (with unique counts from the day sets)."""
+    bounds = [tenant_id, naive_utc(start), naive_utc(end)]
+    sql = f"""
+        WITH totals AS (
+            SELECT bucket, {KEYS}, sum(event_count)::BIGINT AS n, sum(quantity_sum) AS s,
+                   max(quantity_max) AS m, arg_max(latest_quantity, (latest_time, latest_position))
+                   AS lq
+            FROM usage_day WHERE tenant_id = ? AND bucket >= ? AND bucket < ? GROUP BY ALL
+        ), sets AS (
+            SELECT bucket, {KEYS}, count(DISTINCT value) AS d
+            FROM distinct_day WHERE tenant_id = ? AND bucket >= ? AND bucket < ? GROUP BY ALL
+        )
+        SELECT {KEYS}, n, s, m, lq, coalesce(d, 0), bucket
+        FROM totals LEFT JOIN sets USING (bucket, {KEYS})
+    """
+    return sql, bounds + bounds
+
+
+def to_daily(row: Sequence[Any]) -> DailyTotal:
+    """A row of `whole_days_sql`."""
+    return DailyTotal(
+        aware(row[10]),
+        UsageTotal(
+            cost_center=row[0],
+            team=row[1],
+            app=row[2],
+            meter=row[3],
+            unattributed=bool(row[4]),
+            event_count=int(row[5]),
+            quantity_sum=row[6],
+            quantity_max=row[7],
+            latest_quantity=row[8],
+            distinct_count=int(row[9]),
+        ),
+    )
 
 
 def distinct_sql(tenant_id: str, period: Period) -> tuple[str, list[Any]]:

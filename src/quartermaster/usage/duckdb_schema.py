@@ -48,15 +48,13 @@ DDL = [
         position BIGINT NOT NULL,
         created_at TIMESTAMP NOT NULL
     )""",
+    # One row per rated event, for the event-to-billable latency (kept as long as raw rows).
     """CREATE TABLE IF NOT EXISTS usage_events (
         position BIGINT NOT NULL,
         tenant_id VARCHAR NOT NULL,
-        event_type VARCHAR NOT NULL,
         recorded_at TIMESTAMP NOT NULL,
         billable_at TIMESTAMP NOT NULL,
         processed_at TIMESTAMP NOT NULL,
-        outcome VARCHAR NOT NULL,
-        method VARCHAR NOT NULL,
         waited BOOLEAN NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS usage_raw (
@@ -152,19 +150,39 @@ TENANT_TABLES = (
 ROLLUP_KEYS = "tenant_id, bucket, cost_center, team, app, meter, unattributed"
 
 
-def rollup_increment_sql(grain: str, source: str) -> str:
-    """Aggregate a batch of usage rows into one increment row per rollup key."""
-    return f"""
-        INSERT INTO usage_{grain}
-        SELECT tenant_id, date_trunc('{grain}', event_time)::TIMESTAMP AS bucket,
-               cost_center, team, app, meter, unattributed,
-               count(*), sum(quantity), max(quantity),
-               max(event_time),
-               arg_max(position, (event_time, position)),
-               arg_max(quantity, (event_time, position))
-        FROM {source}
-        GROUP BY ALL
-    """
+MERGED_STATS = """
+    sum(event_count)::BIGINT AS event_count, sum(quantity_sum) AS quantity_sum,
+    max(quantity_max) AS quantity_max, max(latest_time) AS latest_time,
+    arg_max(latest_position, (latest_time, latest_position)) AS latest_position,
+    arg_max(latest_quantity, (latest_time, latest_position)) AS latest_quantity
+"""
+
+
+def rollup_increment_sql(source: str) -> list[str]:
+    """Aggregate a batch of usage rows once to minutes (a temp table, kept out of the WAL),
+    then minutes to hours and hours to days: one increment row per key and bucket."""
+    return [
+        f"""CREATE OR REPLACE TEMP TABLE increment_minute AS
+            SELECT tenant_id, date_trunc('minute', event_time)::TIMESTAMP AS bucket,
+                   cost_center, team, app, meter, unattributed,
+                   count(*) AS event_count, sum(quantity) AS quantity_sum,
+                   max(quantity) AS quantity_max, max(event_time) AS latest_time,
+                   arg_max(position, (event_time, position)) AS latest_position,
+                   arg_max(quantity, (event_time, position)) AS latest_quantity
+            FROM {source} GROUP BY ALL""",
+        "INSERT INTO usage_minute SELECT * FROM increment_minute",
+        f"""CREATE OR REPLACE TEMP TABLE increment_hour AS
+            SELECT tenant_id, date_trunc('hour', bucket)::TIMESTAMP AS bucket, cost_center, team,
+                   app, meter, unattributed, {MERGED_STATS}
+            FROM increment_minute GROUP BY ALL""",
+        "INSERT INTO usage_hour SELECT * FROM increment_hour",
+        f"""INSERT INTO usage_day
+            SELECT tenant_id, date_trunc('day', bucket)::TIMESTAMP AS bucket, cost_center, team,
+                   app, meter, unattributed, {MERGED_STATS}
+            FROM increment_hour GROUP BY ALL""",
+        "DROP TABLE increment_minute",
+        "DROP TABLE increment_hour",
+    ]
 
 
 def distinct_increment_sql(grain: str, source: str) -> str:
@@ -181,12 +199,7 @@ def compact_rollup_sql(grain: str) -> list[str]:
     """Fold increments into one row per key (same totals; fewer rows to read)."""
     return [
         f"""CREATE OR REPLACE TEMP TABLE compacted AS
-            SELECT {ROLLUP_KEYS},
-                   sum(event_count)::BIGINT AS event_count, sum(quantity_sum) AS quantity_sum,
-                   max(quantity_max) AS quantity_max, max(latest_time) AS latest_time,
-                   arg_max(latest_position, (latest_time, latest_position)) AS latest_position,
-                   arg_max(latest_quantity, (latest_time, latest_position)) AS latest_quantity
-            FROM usage_{grain} GROUP BY ALL""",
+            SELECT {ROLLUP_KEYS}, {MERGED_STATS} FROM usage_{grain} GROUP BY ALL""",
         f"DELETE FROM usage_{grain}",
         f"INSERT INTO usage_{grain} SELECT * FROM compacted",
         "DROP TABLE compacted",

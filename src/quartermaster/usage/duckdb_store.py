@@ -30,7 +30,9 @@ from quartermaster.usage.duckdb_schema import (
     distinct_increment_sql,
     rollup_increment_sql,
 )
+from quartermaster.usage.periods import Grain, ceil_to, floor_to
 from quartermaster.usage.store import (
+    DailyTotal,
     HourlyPipelineCounts,
     LatencySummary,
     LifecycleMarker,
@@ -224,8 +226,8 @@ class DuckDBUsageStore:
         try:
             if register("batch_events", batch.events):
                 cur.execute(
-                    "INSERT INTO usage_events SELECT position, tenant_id, event_type, "
-                    "recorded_at, billable_at, ?, outcome, method, waited FROM batch_events",
+                    "INSERT INTO usage_events SELECT position, tenant_id, recorded_at, "
+                    "billable_at, ?, waited FROM batch_events",
                     [processed_at],
                 )
                 cur.execute(
@@ -244,9 +246,10 @@ class DuckDBUsageStore:
                     [processed_at],
                 )
                 has_distinct = pc.any(batch.usage["distinct_value"].is_valid()).as_py()
-                for grain in GRAINS:
-                    cur.execute(rollup_increment_sql(grain, "batch_usage"))
-                    if has_distinct:
+                for statement in rollup_increment_sql("batch_usage"):
+                    cur.execute(statement)
+                if has_distinct:
+                    for grain in GRAINS:
                         cur.execute(distinct_increment_sql(grain, "batch_usage"))
             if register("batch_markers", batch.markers):
                 cur.execute("INSERT INTO lifecycle_markers SELECT * FROM batch_markers")
@@ -379,6 +382,31 @@ class DuckDBUsageStore:
         finally:
             cur.execute("COMMIT")
         return q.build_totals(summable, distinct, raw_stats, non_summable_known=known)
+
+    def daily_totals(self, tenant_id: str, period: Period) -> list[DailyTotal]:
+        first = ceil_to(period.start, Grain.DAY)
+        last = floor_to(period.end, Grain.DAY)
+        result: list[DailyTotal] = []
+        if first >= last:
+            return [
+                DailyTotal(floor_to(period.start, Grain.DAY), t)
+                for t in self.quantities(tenant_id, period)
+            ]
+        if period.start < first:
+            edge = Period(period.start, first)
+            result += [
+                DailyTotal(floor_to(edge.start, Grain.DAY), t)
+                for t in self.quantities(tenant_id, edge)
+            ]
+        sql, params = q.whole_days_sql(tenant_id, first, last)
+        result += [q.to_daily(row) for row in self._cursor().execute(sql, params).fetchall()]
+        if last < period.end:
+            edge = Period(last, period.end)
+            result += [DailyTotal(last, t) for t in self.quantities(tenant_id, edge)]
+        result.sort(
+            key=lambda d: (d.day, d.total.cost_center, d.total.team, d.total.app, d.total.meter)
+        )
+        return result
 
     def platform_costs(
         self, tenant_id: str, period: Period, *, as_of: datetime | None = None

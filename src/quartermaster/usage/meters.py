@@ -25,6 +25,7 @@ from quartermaster.errors import InvalidInputError
 
 COUNT_VALUE = "count"
 QUANTITY_QUANTUM = Decimal("1e-12")  # the usage store keeps quantities as DECIMAL(38, 12)
+_ONE = Decimal(1)
 METER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 CUSTOM_EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
@@ -67,7 +68,9 @@ class Measurement:
     distinct_value: str | None = None
 
 
-def _default(name: str, event_type: EventType, value: str, agg: Aggregation, unit: str) -> Any:
+def _default(
+    name: str, event_type: EventType, value: str, agg: Aggregation, unit: str
+) -> MeterDefinition:
     return MeterDefinition(
         name=name,
         event_type=event_type.value,
@@ -209,14 +212,16 @@ def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | No
         if candidate is None or value_text(candidate) != meter.filter_value:
             return None
     if meter.value == COUNT_VALUE:
-        return Measurement(meter.name, Decimal(1))
+        return Measurement(meter.name, _ONE)
     raw = data.get(meter.value)
     if raw is None:
         return None
     if meter.aggregation is Aggregation.UNIQUE_COUNT:
-        return Measurement(meter.name, Decimal(1), distinct_value=value_text(raw))
+        return Measurement(meter.name, _ONE, distinct_value=value_text(raw))
     if meter.aggregation is Aggregation.COUNT:
-        return Measurement(meter.name, Decimal(1))
+        return Measurement(meter.name, _ONE)
+    if type(raw) is int:  # the common case (tokens, bytes): exact, nothing to round
+        return Measurement(meter.name, Decimal(raw))
     try:
         quantity = to_decimal(raw, field=meter.value)
     except ValueError:

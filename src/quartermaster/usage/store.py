@@ -25,6 +25,7 @@ from quartermaster.domain.timeutil import Period, ensure_utc
 
 QUANTITY_TYPE = pa.decimal128(38, 12)
 TIME_TYPE = pa.timestamp("us")  # naive UTC: the store compares wall times in UTC only
+AWARE_TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -119,29 +120,28 @@ def naive_utc(moment: datetime) -> datetime:
 
 
 class TableBuilder:
-    """Collects rows for one Arrow schema column by column (cheap per row, one conversion)."""
+    """Collects rows for one Arrow schema: a tuple per row, transposed once at the end.
+    Time values may be aware datetimes in any zone; they are stored as naive UTC."""
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
-        self._columns: list[list[Any]] = [[] for _ in schema.names]
-        self._times = [i for i, f in enumerate(schema) if f.type == TIME_TYPE]
+        self._rows: list[tuple[Any, ...]] = []
 
     def __len__(self) -> int:
-        return len(self._columns[0])
+        return len(self._rows)
 
     def append(self, *values: Any) -> None:
-        for column, value in zip(self._columns, values, strict=True):
-            column.append(value)
+        self._rows.append(values)
 
     def to_table(self) -> pa.Table:
-        for index in self._times:
-            self._columns[index] = [
-                None if v is None else naive_utc(v) for v in self._columns[index]
-            ]
-        arrays = [
-            pa.array(column, type=f.type)
-            for column, f in zip(self._columns, self.schema, strict=True)
-        ]
+        if not self._rows:
+            return self.schema.empty_table()
+        arrays = []
+        for column, f in zip(zip(*self._rows, strict=True), self.schema, strict=True):
+            if f.type == TIME_TYPE:
+                arrays.append(pa.array(column, type=AWARE_TIME_TYPE).cast(TIME_TYPE))
+            else:
+                arrays.append(pa.array(column, type=f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
@@ -222,6 +222,14 @@ class UsageTotal:
     quantity_max: Decimal | None
     latest_quantity: Decimal | None
     distinct_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyTotal:
+    """Usage of one UTC day (or the part of it inside the period asked for)."""
+
+    day: datetime
+    total: UsageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +343,10 @@ class UsageStore(Protocol):
     def quantities(
         self, tenant_id: str, period: Period, *, as_of: datetime | None = None
     ) -> list[UsageTotal]: ...
+
+    def daily_totals(self, tenant_id: str, period: Period) -> list[DailyTotal]:
+        """`quantities` per UTC day of the period (dashboards, previews, benchmarks)."""
+        ...
 
     def platform_costs(
         self, tenant_id: str, period: Period, *, as_of: datetime | None = None
