@@ -113,3 +113,13 @@ def test_checksums() -> None:
     assert not luhn_valid("4111111111111112")
     assert iban_valid("GB82WEST12345698765432")
     assert not iban_valid("GB82WEST12345698765433")
+
+
+def test_published_schema_file_matches_the_model() -> None:
+    import json
+    from pathlib import Path
+
+    published = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "app-manifest.json"
+    assert json.loads(published.read_text()) == json.loads(json.dumps(manifest_json_schema())), (
+        "regenerate docs/schemas/app-manifest.json from manifest_json_schema()"
+    )
