@@ -227,8 +227,9 @@ def bench_postgres(
                 )
             middle = time.perf_counter()
             with conn.transaction():
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+                conn.execute(
+                    sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(sql.Identifier(role))
+                )
             ended = time.perf_counter()
             if index >= 10:
                 floor_create.append(middle - started)

@@ -218,9 +218,11 @@ def create_role(
     valid_until: datetime,
     grants: list[GrantSpec],
 ) -> None:
-    conn.execute(create_role_statement(role, password, valid_until))
-    for grant in grants:
-        conn.execute(grant_statement(grant, role))
+    """One round trip: the statements carry no parameters (every value is a sql.Literal), so
+    they go to the server as one multi-statement query."""
+    statements = [create_role_statement(role, password, valid_until)]
+    statements.extend(grant_statement(grant, role) for grant in grants)
+    conn.execute(sql.SQL("; ").join(statements))
 
 
 def extend_role(conn: psycopg.Connection, *, role: str, valid_until: datetime) -> bool:
@@ -243,13 +245,25 @@ def drop_role(conn: psycopg.Connection, *, role: str) -> int:
     if exists is None:
         return 0
     ident = sql.Identifier(role)
-    conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
-    terminated = conn.execute(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE usename = %s",
-        (role,),
-    ).fetchone()
-    conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident))
-    conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
-    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
-    return int(terminated[0]) if terminated else 0
+    cursor = conn.execute(
+        sql.SQL("; ").join(
+            [
+                sql.SQL("ALTER ROLE {} NOLOGIN").format(ident),
+                sql.SQL(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+                    "FROM pg_stat_activity WHERE usename = {}"
+                ).format(sql.Literal(role)),
+                sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident),
+                sql.SQL("DROP OWNED BY {}").format(ident),
+                sql.SQL("DROP ROLE IF EXISTS {}").format(ident),
+            ]
+        )
+    )
+    terminated = 0
+    while True:  # the SELECT's result is one of several in the batch
+        if cursor.description is not None:
+            row = cursor.fetchone()
+            terminated = int(row[0]) if row else 0
+        if not cursor.nextset():
+            break
+    return terminated
