@@ -11,7 +11,12 @@ import time
 from rich.console import Console
 
 # Add a benchmark by listing its module here.
-BENCH_MODULES: tuple[str, ...] = ("bench.ingest", "bench.secrets", "bench.rating")
+BENCH_MODULES: tuple[str, ...] = (
+    "bench.ingest",
+    "bench.secrets",
+    "bench.rating",
+    "bench.billing",
+)
 
 
 def main() -> int:

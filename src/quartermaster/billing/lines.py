@@ -110,7 +110,9 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%MZ")
 
 
-def audit_key(tenant_id: str, period: Period, as_of: datetime, line: LineDraft) -> str:
+def audit_key(
+    tenant_id: str, period: Period, as_of: datetime, line: LineDraft, *, key: str | None = None
+) -> str:
     """Readable coordinates of the line plus a digest of what it was computed from (tenant,
     period, as_of, key, quantity, amount, price book versions): recomputing the same inputs
     gives the same key; `qm explain` resolves it to the rollups and raw events."""
@@ -120,7 +122,7 @@ def audit_key(tenant_id: str, period: Period, as_of: datetime, line: LineDraft) 
             period.start.isoformat(),
             period.end.isoformat(),
             as_of.isoformat(),
-            line.line_key,
+            key if key is not None else line.line_key,
             fmt(line.quantity),
             fmt(line.amount),
             versions_text(line.versions),

@@ -119,13 +119,14 @@ def line_values(
 ) -> list[dict[str, object]]:
     """The stored columns of a document's lines (ids and audit keys derived, pure)."""
     period = Period(document.period_start, document.period_end)
+    keys = [draft.line_key for draft in lines]
     return [
         {
-            "id": line_id(document.id, draft.line_key),
+            "id": line_id(document.id, key),
             "tenant_id": document.tenant_id,
             "document_id": document.id,
             "position": position,
-            "line_key": draft.line_key,
+            "line_key": key,
             "parent_key": draft.parent_key,
             "cost_type": draft.cost_type.value,
             "item": draft.item,
@@ -142,16 +143,16 @@ def line_values(
             "pricing_rule": draft.pricing_rule,
             "allocation_method": draft.allocation_method,
             "price_book_versions": versions_text(draft.versions),
-            "audit_key": audit_key(document.tenant_id, period, document.as_of, draft),
+            "audit_key": audit_key(document.tenant_id, period, document.as_of, draft, key=key),
             "adjusted_cost_type": (
                 draft.adjusted_cost_type.value if draft.adjusted_cost_type else None
             ),
-            "corrects_line_id": (corrects or {}).get(draft.line_key),
+            "corrects_line_id": (corrects or {}).get(key),
             "previous_quantity": draft.previous_quantity,
             "previous_amount": draft.previous_amount,
             "reason": draft.reason,
         }
-        for position, draft in enumerate(lines)
+        for position, (draft, key) in enumerate(zip(lines, keys, strict=True))
     ]
 
 
