@@ -36,7 +36,9 @@ def test_validate_offline_fails_on_a_secret_and_bad_fields(app_dir: Path) -> Non
     assert "ok: would publish" in qm("app", "validate", str(app_dir))
     (app_dir / "settings.py").write_text(f'aws_access_key_id = "{FAKE_AWS}"\n')
     output = qm("app", "validate", str(app_dir), expect=1)
-    assert "secrets" in output and "settings.py" in output and FAKE_AWS not in output
+    assert "secrets" in output
+    assert "settings.py" in output
+    assert FAKE_AWS not in output
     manifest = json.loads((app_dir / "qm-app.json").read_text())
     manifest["version"] = "v1"
     (app_dir / "qm-app.json").write_text(json.dumps(manifest))
