@@ -184,6 +184,24 @@ def _billing(client: TestClient, w: World, runtime: Runtime) -> None:
     ids["billing_line"] = lines[0]["id"] if lines else f"{ids['billing_run']}-no-line"
 
 
+def _guardrails(client: TestClient, w: World) -> None:
+    ids, h = w.b_ids, w.b.headers
+    ids["budget"] = f"b-budget-{w.marker}"
+    budget = {"name": ids["budget"], "scope_kind": "team", "scope": ids["team"], "amount": "100"}
+    post(client, "/v1/budgets", budget, h)
+    quota = {"scope_kind": "team", "scope": ids["team"], "resource": "cpu", "hard": "4"}
+    ids["quota"] = ok(client.put("/v1/quotas", json=quota, headers=h))["id"]
+    limit = {"scope_kind": "app", "scope": ids["app"], "rate": "10", "burst": 20}
+    ids["rate_limit"] = ok(client.put("/v1/rate-limits", json=limit, headers=h))["id"]
+    decision = client.post(
+        "/v1/decisions", json={"app": ids["app"], "resources": {"cpu": "1"}}, headers=h
+    )
+    assert decision.status_code in (200, 201), decision.text
+    granted = decision.json()
+    assert granted["allowed"], decision.text
+    ids["decision"] = granted.get("decision_id") or granted["id"]
+
+
 def build_world(
     client: TestClient, a: TenantHandle, b: TenantHandle, routes: Routes, runtime: Runtime
 ) -> World:
@@ -198,6 +216,8 @@ def build_world(
         _secrets(client, w)
     if ("POST", "/v1/meters") in routes:
         _usage(client, w)
+    if ("POST", "/v1/budgets") in routes:
+        _guardrails(client, w)
     if ("POST", "/v1/billing/runs") in routes:
         _billing(client, w, runtime)
     # A's own objects, so that A's lists and writes are shown to work.

@@ -416,6 +416,61 @@ CASES: dict[tuple[str, str], Case] = {
         "POST", "/v1/billing/runs/{b[billing_run]}/finalize"
     ),
     ("DELETE", "/v1/billing/runs/{run_id}"): missing("DELETE", "/v1/billing/runs/{b[billing_run]}"),
+    # --- guardrails ---
+    ("GET", "/v1/budgets"): reads("/v1/budgets"),
+    ("GET", "/v1/quotas"): reads("/v1/quotas"),
+    ("GET", "/v1/limit-ranges"): reads("/v1/limit-ranges"),
+    ("GET", "/v1/rate-limits"): reads("/v1/rate-limits"),
+    ("GET", "/v1/enforcements"): reads("/v1/enforcements"),
+    ("GET", "/v1/guardrail-actions"): reads("/v1/guardrail-actions"),
+    ("GET", "/v1/alerts"): reads("/v1/alerts"),
+    ("GET", "/v1/decisions/{decision_id}"): missing("GET", "/v1/decisions/{b[decision]}"),
+    ("DELETE", "/v1/budgets/{name}"): missing("DELETE", "/v1/budgets/{b[budget]}"),
+    ("DELETE", "/v1/quotas/{quota_id}"): missing("DELETE", "/v1/quotas/{b[quota]}"),
+    ("DELETE", "/v1/rate-limits/{rate_limit_id}"): missing(
+        "DELETE", "/v1/rate-limits/{b[rate_limit]}"
+    ),
+    ("POST", "/v1/decisions/{decision_id}/release"): missing(
+        "POST", "/v1/decisions/{b[decision]}/release"
+    ),
+    # Weak: B has no enforcement (it would need spend over a budget); the id is made up.
+    ("POST", "/v1/enforcements/{enforcement_id}/lift"): missing(
+        "POST", "/v1/enforcements/{b[decision]}-enforcement/lift", {}
+    ),
+    ("POST", "/v1/budgets"): sends(
+        "POST",
+        "/v1/budgets",
+        lambda w: {
+            "name": w.fresh("a-budget"),
+            "scope_kind": "team",
+            "scope": w.b_ids["team"],
+            "amount": "1",
+        },
+        {404, 422},
+    ),
+    ("PUT", "/v1/quotas"): sends(
+        "PUT",
+        "/v1/quotas",
+        lambda w: {"scope_kind": "team", "scope": w.b_ids["team"], "resource": "cpu", "hard": "1"},
+        {404, 422},
+    ),
+    ("PUT", "/v1/limit-ranges"): sends(
+        "PUT",
+        "/v1/limit-ranges",
+        lambda w: {"scope_kind": "team", "scope": w.b_ids["team"], "resource": "cpu", "max": "1"},
+        {404, 422},
+    ),
+    ("PUT", "/v1/rate-limits"): sends(
+        "PUT",
+        "/v1/rate-limits",
+        lambda w: {"scope_kind": "app", "scope": w.b_ids["app"], "rate": "1", "burst": 1},
+        {404, 422},
+    ),
+    ("POST", "/v1/decisions"): sends(
+        "POST", "/v1/decisions", lambda w: {"app": w.b_ids["app"]}, {404, 422}
+    ),
+    # Evaluates A's own budgets only (B's rows are checked after all cases).
+    ("POST", "/v1/budgets/evaluate"): sends("POST", "/v1/budgets/evaluate", lambda w: None, {200}),
     # --- usage and pipeline ---
     ("GET", "/v1/meters"): reads("/v1/meters"),
     ("GET", "/v1/environment-overrides"): reads("/v1/environment-overrides"),
