@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quartermaster.billing.calculator import PricingContext, subscription_test
-from quartermaster.billing.explain import _daily_from_raw
+from quartermaster.billing.explain import daily_from_raw
 from quartermaster.billing.focus import FocusContext, focus_rows
 from quartermaster.billing.lines import build_lines, total_of
 from quartermaster.billing.models import BillingDocument, BillingLine
@@ -192,7 +192,7 @@ def explain_one(store: DuckDBUsageStore) -> int:
     line = BillingLine(
         tenant_id=TENANT, app="app-7", meter="tokens", cost_center="cc-7", team="team-7"
     )
-    found = _daily_from_raw(store, line, MONTH, AS_OF, Aggregation.SUM)
+    found = daily_from_raw(store, line, MONTH, AS_OF, Aggregation.SUM)
     if found is None:
         raise RuntimeError("explain fell back to rollups on a store within retention")
     return sum(day.events for day in found[0])

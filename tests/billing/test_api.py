@@ -12,8 +12,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from quartermaster.billing.explain import daily_from_raw, daily_from_rollups
 from quartermaster.billing.focus import MANDATORY_COLUMNS
+from quartermaster.billing.models import BillingLine
 from quartermaster.domain.timeutil import utc_now
+from quartermaster.usage.meters import Aggregation
 from tests.billing.platform import (
     JANUARY_MONTH,
     PIPELINE_TOTAL,
@@ -21,6 +24,7 @@ from tests.billing.platform import (
     event,
     jan,
 )
+from tests.billing.support import JANUARY
 
 EXPECTED_LINES = {
     ("usage", "web", "cpu_seconds"): "8.000000",
@@ -286,6 +290,8 @@ def _check_explain(platform: Platform, lines: list[dict[str, Any]]) -> None:
     ).json()
     assert sum(Decimal(d["value"]) for d in shared["shared_costs"]) == Decimal("30")
     assert sum(Decimal(d["value"]) for d in shared["daily"]) == 10  # api's requests: the basis
+    api_cpu = next(line for line in lines if (line["app"], line["item"]) == ("api", "cpu_seconds"))
+    _check_day_series_agree(platform, api_cpu)
     missing = platform.client.get(
         "/v1/billing/lines/" + "0" * 32 + "/explain", headers=platform.headers
     )
@@ -318,3 +324,20 @@ def _check_preview(platform: Platform) -> None:
         ("web", Decimal("0.003"))
     ]
     assert [a["app"] for a in preview["apps"]] == ["web"]
+
+
+def _check_day_series_agree(platform: Platform, line: dict[str, Any]) -> None:
+    """Explain's two sources of days (one app's raw rows; the tenant's day rollups) agree."""
+    with platform.runtime.session_factory() as session:
+        stored = session.get(BillingLine, line["id"])
+        assert stored is not None
+        store = platform.runtime.usage_store
+        now = utc_now()
+        from_raw = daily_from_raw(store, stored, JANUARY, now, Aggregation.SUM)
+        assert from_raw is not None
+        from_rollups = daily_from_rollups(store, stored, JANUARY, Aggregation.SUM)
+    assert [(d.start, d.value, d.events) for d in from_raw[0]] == [
+        (d.start, d.value, d.events) for d in from_rollups
+    ]
+    # As of now both include the late 1500 s the run did not have (it billed 500).
+    assert sum(d.value for d in from_rollups) == 2000

@@ -105,7 +105,7 @@ def _day_value(rows: list[RawUsage], aggregation: Aggregation) -> Decimal:
     return sum((row.quantity for row in rows), ZERO)
 
 
-def _daily_from_raw(
+def daily_from_raw(
     store: UsageStore,
     line: BillingLine,
     period: Period,
@@ -144,27 +144,28 @@ def _daily_from_raw(
     return days, rows[:TOP_EVENTS]
 
 
-def _daily_usage(
-    store: UsageStore,
-    line: BillingLine,
-    period: Period,
-    as_of: datetime,
-    aggregation: Aggregation,
+def daily_from_rollups(
+    store: UsageStore, line: BillingLine, period: Period, aggregation: Aggregation
 ) -> list[DailyAmount]:
-    """Days from the tenant's rollups, one query per day (lines of no single app, or when
-    raw rows cannot answer)."""
+    """Days from the tenant's day rollups in one query (lines of no single app, or periods
+    past the raw-retention window): as recorded now, not as of the document."""
+    by_day: dict[datetime, tuple[Decimal, int]] = {}
+    for daily in store.daily_totals(line.tenant_id, period):
+        total = daily.total
+        if total.meter != line.meter or total.cost_center != line.cost_center:
+            continue
+        if (line.team or "") != total.team or (line.app is not None and total.app != line.app):
+            continue
+        value, events = by_day.get(daily.day, (ZERO, 0))
+        by_day[daily.day] = (
+            value + (quantity_of(total, aggregation) or ZERO),
+            events + total.event_count,
+        )
     days: list[DailyAmount] = []
     for day in _days(period):
-        value, events = ZERO, 0
-        for total in store.quantities(line.tenant_id, day, as_of=as_of):
-            if total.meter != line.meter or total.cost_center != line.cost_center:
-                continue
-            if (line.team or "") != total.team:
-                continue
-            if line.app is not None and total.app != line.app:
-                continue
-            value += quantity_of(total, aggregation) or ZERO
-            events += total.event_count
+        value, events = by_day.get(
+            day.start.replace(hour=0, minute=0, second=0, microsecond=0), (ZERO, 0)
+        )
         days.append(DailyAmount(day.start, day.end, value, events))
     return days
 
@@ -228,11 +229,15 @@ def explain_line(
     if line.meter is not None:
         definition = meters.get(line.meter)
         aggregation = definition.aggregation if definition else Aggregation.SUM
-        from_raw = _daily_from_raw(store, line, period, document.as_of, aggregation)
+        from_raw = daily_from_raw(store, line, period, document.as_of, aggregation)
         if from_raw is not None:
             daily, top = from_raw
         else:
-            daily = _daily_usage(store, line, period, document.as_of, aggregation)
+            daily = daily_from_rollups(store, line, period, aggregation)
+            notes.append(
+                "days from the rollups as recorded now (not as of the document): they may "
+                "include usage recorded after it"
+            )
         if not aggregation.summable:
             notes.append(f"{line.meter} is a {aggregation.value} meter: days do not add up")
     shared: list[DailyAmount] = []
