@@ -68,6 +68,7 @@ class PipelineWorker(BackgroundService):
         self.lock = threading.RLock()
         self._streams_checked = False
         self._fingerprints: dict[str, Fingerprint] = {}
+        self._acked: dict[str, int] = {}  # log cursors as last acknowledged by this worker
         self.last_pass: PassResult | None = None
 
     @property
@@ -132,9 +133,13 @@ class PipelineWorker(BackgroundService):
 
     def _advance(self, stream: StreamState) -> PassResult:
         log = self.runtime.event_log
-        cursor = log.position(stream.consumer)
+        cursor = self._acked.get(stream.consumer)
+        if cursor is None:
+            cursor = log.position(stream.consumer)
         if stream.position > cursor:
             log.ack(stream.consumer, stream.position)  # committed before a crash, not acked
+            cursor = stream.position
+        self._acked[stream.consumer] = cursor
         events = log.read(stream.consumer, limit=self.batch_size)
         full = len(events) >= self.batch_size
         events = [e for e in events if e.position > stream.position]
@@ -157,7 +162,9 @@ class PipelineWorker(BackgroundService):
         for event in wanted:
             rater.add(event)
         self.store.write(rater.batch(stream=stream.name, position=position, finish=finish))
+        self._acked.pop(stream.consumer, None)  # unknown until the ack below succeeds
         log.ack(stream.consumer, position)
+        self._acked[stream.consumer] = position
         if finish:
             logger.info("replay stream %s finished at position %d", stream.name, position)
         return PassResult(
