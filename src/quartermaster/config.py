@@ -129,6 +129,28 @@ class Settings(BaseSettings):
     audit_ship_batch: int = Field(
         default=500, ge=1, description="Most audit records shipped per sink write."
     )
+    guardrails_enabled: bool = Field(
+        default=True, description="Run the guardrail evaluator and notifier beside the API."
+    )
+    guardrails_interval_seconds: float = Field(
+        default=15.0, gt=0, le=30, description="Pause between budget and anomaly evaluations."
+    )
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        default="memory", description="Where rate-limit counters live: this process or Redis."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis for the redis rate-limit backend."
+    )
+    webhook_max_attempts: int = Field(
+        default=6, ge=1, description="Delivery attempts per alert and webhook before dead-letter."
+    )
+    webhook_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay of a webhook; doubles per attempt."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long one webhook delivery attempt may take."
+    )
+
 
     @classmethod
     def settings_customise_sources(

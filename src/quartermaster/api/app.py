@@ -25,6 +25,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.secrets.lease_router",
     "quartermaster.audit.router",
     "quartermaster.policy.router",
+    "quartermaster.guardrails.router",
 )
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]

@@ -111,6 +111,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
     from quartermaster.audit.shipping import build_audit_shipper
     from quartermaster.background import service_starter
     from quartermaster.catalog.search_signals import SearchSignalsJob
+    from quartermaster.guardrails.service import build_guardrail_evaluator
     from quartermaster.secrets.reaper import build_lease_reaper
     from quartermaster.usage.maintenance import UsageMaintenance
     from quartermaster.usage.pipeline import pipeline_worker
@@ -121,6 +122,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
         service_starter(build_lease_reaper),
         service_starter(build_audit_shipper),
         service_starter(SearchSignalsJob),
+        service_starter(build_guardrail_evaluator),
     )
 
 

@@ -19,6 +19,7 @@ from quartermaster.api.deps import Ingester, Reader, SessionDep
 from quartermaster.api.errors import error_response
 from quartermaster.domain.timeutil import floor_hour, utc_now
 from quartermaster.errors import InvalidInputError, PayloadTooLargeError, QMError
+from quartermaster.guardrails.gate import check_ingest
 from quartermaster.metering.schemas import EventsPage, IngestResponse, ReconciliationResponse
 from quartermaster.metering.service import (
     IngestState,
@@ -157,6 +158,7 @@ async def post_events(request: Request, caller: Ingester) -> Response:
             f"content type {media_type or '(none)'!r} is not accepted: use {SINGLE}, "
             f"{BATCH} or {JSON}",
         )
+    check_ingest(runtime, caller)  # a budget throttle or rate limit: 429 before the body
     body = await _read_body(request, runtime.settings.max_body_bytes)
     state = ingest_state(request.app)
     return await run_in_threadpool(_ingest_body, body, media_type, caller, runtime, state)

@@ -17,6 +17,7 @@ MODEL_MODULES = (
     "quartermaster.audit.models",
     "quartermaster.catalog.publish_models",
     "quartermaster.policy.models",
+    "quartermaster.guardrails.models",
 )
 
 

@@ -1,0 +1,123 @@
+"""The decision API's service: may this scope start work needing these resources?
+
+Order of checks: budget throttle and rate limits (429, the caller should come back later),
+then budget halt (refuses non-essential work), limit ranges (per-request maxima), quotas
+(reserved at once when everything else allows). A denial names every reason found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from quartermaster.errors import InvalidInputError, PermissionDeniedError
+from quartermaster.guardrails.budgets import BudgetAction
+from quartermaster.guardrails.common import ScopeKind, record_action
+from quartermaster.guardrails.enforcement import GuardrailGate, scopes_of
+from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
+from quartermaster.guardrails.quotas import apply_limit_ranges, reserve
+from quartermaster.tenancy.models import Role, Team
+from quartermaster.tenancy.service import AuthContext
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRequest:
+    app: str | None = None
+    team: str | None = None
+    resources: dict[str, str | int | float] = field(default_factory=dict)
+    essential: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    kind: str  # budget | limit_range | quota
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    decision_id: str | None
+    reasons: list[Reason]
+    resources: dict[str, int]
+    expires_at: datetime | None
+    team: str | None
+    app: str | None
+
+
+def _caller_may_act(caller: AuthContext, request: WorkRequest, *, session: Session) -> WorkRequest:
+    """An app key decides for its own app; a team-member for its team's work only."""
+    if caller.role is Role.APP:
+        if request.app not in (None, caller.app_slug):
+            raise PermissionDeniedError(
+                f"this app key acts for app {caller.app_slug!r}, not {request.app!r}"
+            )
+        return WorkRequest(caller.app_slug, request.team, request.resources, request.essential)
+    return request
+
+
+def _check_team_member(caller: AuthContext, team: str | None, *, session: Session) -> None:
+    if caller.role is not Role.TEAM_MEMBER:
+        return
+    own = session.get(Team, caller.team_id) if caller.team_id else None
+    if own is None or own.slug != team:
+        raise PermissionDeniedError(
+            f"a team-member may ask only for its own team's work, not {team or 'tenant-wide'!r}"
+        )
+
+
+def decide(
+    caller: AuthContext,
+    request: WorkRequest,
+    *,
+    gate: GuardrailGate,
+    session: Session,
+    now: datetime | None = None,
+) -> Decision:
+    request = _caller_may_act(caller, request, session=session)
+    scopes = scopes_of(caller.tenant_id, app=request.app, team=request.team, session=session)
+    team = next((s for k, s in scopes if k == ScopeKind.TEAM), None)
+    _check_team_member(caller, team, session=session)
+    gate.check(caller, scopes, what="decision", session=session)
+    requested: dict[str, int | None] = dict.fromkeys(LIMIT_RESOURCES)
+    for name, value in request.resources.items():
+        if name not in LIMIT_RESOURCES:
+            raise InvalidInputError(
+                f"resource {name!r} is not one of: {', '.join(LIMIT_RESOURCES)}",
+                field=f"resources.{name}",
+            )
+        requested[name] = parse_quantity(name, value, field=f"resources.{name}")
+    reasons: list[Reason] = []
+    halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
+    if halt is not None and not request.essential:
+        reasons.append(Reason("budget", f"halted: {halt.reason}"))
+    effective, over = apply_limit_ranges(caller.tenant_id, team, requested, session=session)
+    reasons.extend(Reason("limit_range", text) for text in over)
+    if not reasons:
+        admission = reserve(
+            caller,
+            team=team,
+            app=request.app,
+            effective=effective,
+            essential=request.essential,
+            session=session,
+            now=now,
+        )
+        if admission.reservation is not None:
+            res = admission.reservation
+            return Decision(True, res.id, [], effective, res.expires_at, team, request.app)
+        reasons.extend(Reason("quota", text) for text in admission.reasons)
+    kind, scope = scopes[-1] if request.app is None else (ScopeKind.APP, request.app)
+    record_action(
+        session,
+        tenant_id=caller.tenant_id,
+        action="deny",
+        scope_kind=kind,
+        scope=scope,
+        subject=f"decision:{caller.principal_name}",
+        reason="; ".join(r.message for r in reasons),
+    )
+    session.commit()
+    return Decision(False, None, reasons, effective, None, team, request.app)

@@ -1,0 +1,262 @@
+"""Enforcement in force, and the gate ingest and decisions pass through.
+
+The gate answers, per request and without a database round trip on the hot path: is any of
+the caller's scopes throttled (429 with Retry-After) or halted, and is a rate limit exceeded.
+It caches each tenant's enforcements and rate-limit rules for `ttl` seconds, so a new throttle
+takes effect within that time of the evaluator starting it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from quartermaster.catalog.models import App
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import NotFoundError, RateLimitedError
+from quartermaster.guardrails.budgets import BudgetAction
+from quartermaster.guardrails.common import ScopeKind, record_action
+from quartermaster.guardrails.models import Enforcement, RateLimitRule
+from quartermaster.guardrails.ratelimit import RateLimiter
+from quartermaster.tenancy.models import CostCenter, Team
+from quartermaster.tenancy.service import AuthContext
+
+# A throttled caller is told to come back after this long (the throttle may be lifted).
+THROTTLE_RETRY_SECONDS = 60.0
+Scope = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveEnforcement:
+    id: str
+    scope_kind: str
+    scope: str
+    action: str
+    ends_at: datetime
+    reason: str
+
+
+def active_enforcements(
+    tenant_id: str, *, session: Session, now: datetime | None = None
+) -> list[ActiveEnforcement]:
+    moment = now or utc_now()
+    rows = session.scalars(
+        select(Enforcement).where(
+            Enforcement.tenant_id == tenant_id,
+            Enforcement.lifted_at.is_(None),
+            Enforcement.ends_at > moment,
+        )
+    )
+    return [
+        ActiveEnforcement(r.id, r.scope_kind, r.scope, r.action, r.ends_at, r.reason) for r in rows
+    ]
+
+
+def list_enforcements(tenant_id: str, *, session: Session) -> list[Enforcement]:
+    query = select(Enforcement).where(Enforcement.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(Enforcement.created_at.desc())))
+
+
+def lift_enforcement(caller: AuthContext, enforcement_id: str, *, session: Session) -> Enforcement:
+    """End a throttle or halt early (e.g. the budget was raised); recorded with who lifted it."""
+    row = session.get(Enforcement, enforcement_id)
+    if row is None or row.tenant_id != caller.tenant_id:
+        raise NotFoundError(f"no enforcement {enforcement_id!r}", field="enforcement_id")
+    if row.lifted_at is None:
+        row.lifted_at = utc_now()
+        row.lifted_by = caller.principal_name
+        record_action(
+            session,
+            tenant_id=row.tenant_id,
+            action="lift",
+            scope_kind=row.scope_kind,
+            scope=row.scope,
+            subject=f"enforcement:{row.id}",
+            reason=f"{row.action} lifted by {caller.principal_name} before {row.ends_at}",
+        )
+        session.commit()
+    return row
+
+
+def scopes_of(
+    tenant_id: str, *, app: str | None, team: str | None, session: Session
+) -> list[Scope]:
+    """The scopes a piece of work belongs to: the tenant, the app, its team and the team's (or
+    app's) cost center. Unknown app or team: NotFoundError naming it."""
+    scopes: list[Scope] = [(ScopeKind.TENANT, "")]
+    center = aliased(CostCenter)
+    if app is not None:
+        owner = aliased(Team)
+        row = session.execute(
+            select(owner.slug, center.slug)
+            .select_from(App)
+            .join(owner, owner.id == App.team_id)
+            .join(center, center.id == App.cost_center_id)
+            .where(App.tenant_id == tenant_id, App.app_id == app)
+        ).first()
+        if row is None:
+            raise NotFoundError(f"no app {app!r} in this tenant", field="app")
+        scopes.append((ScopeKind.APP, app))
+        team = team or row[0]
+        scopes.append((ScopeKind.COST_CENTER, row[1]))
+    if team is not None:
+        center_row = session.execute(
+            select(center.slug)
+            .select_from(Team)
+            .outerjoin(center, center.id == Team.cost_center_id)
+            .where(Team.tenant_id == tenant_id, Team.slug == team)
+        ).first()
+        if center_row is None:
+            raise NotFoundError(f"no team {team!r} in this tenant", field="team")
+        scopes.append((ScopeKind.TEAM, team))
+        if center_row[0] is not None and (ScopeKind.COST_CENTER, center_row[0]) not in scopes:
+            scopes.append((ScopeKind.COST_CENTER, center_row[0]))
+    return scopes
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantRules:
+    loaded_at: float
+    enforcements: tuple[ActiveEnforcement, ...]
+    rate_limits: tuple[tuple[str, str, float, int], ...]  # kind, scope, rate, burst
+    team_slugs: dict[str, str]  # team id -> slug
+
+
+class GuardrailGate:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        limiter: RateLimiter,
+        *,
+        ttl: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session_factory = session_factory
+        self.limiter = limiter
+        self._ttl = ttl
+        self._clock = clock
+        self._rules: dict[str, _TenantRules] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        with self._lock:
+            if tenant_id is None:
+                self._rules.clear()
+            else:
+                self._rules.pop(tenant_id, None)
+
+    def _load(self, tenant_id: str, session: Session | None = None) -> _TenantRules:
+        """Cached rules; read with the caller's `session` when it has one open (SQLite lets
+        one transaction write at a time: a second session here would wait for the first)."""
+        now = self._clock()
+        with self._lock:
+            cached = self._rules.get(tenant_id)
+        if cached is not None and now - cached.loaded_at < self._ttl:
+            return cached
+        if session is None:
+            with self._session_factory() as own:
+                rules = self._read(tenant_id, now, own)
+        else:
+            rules = self._read(tenant_id, now, session)
+        with self._lock:
+            self._rules[tenant_id] = rules
+        return rules
+
+    def _read(self, tenant_id: str, now: float, session: Session) -> _TenantRules:
+        enforcements = tuple(active_enforcements(tenant_id, session=session))
+        limits = tuple(
+            (r.scope_kind, r.scope, float(r.rate), r.burst)
+            for r in session.scalars(
+                select(RateLimitRule).where(RateLimitRule.tenant_id == tenant_id)
+            )
+        )
+        rows = session.execute(select(Team.id, Team.slug).where(Team.tenant_id == tenant_id))
+        teams: dict[str, str] = {str(row[0]): str(row[1]) for row in rows}
+        return _TenantRules(now, enforcements, limits, teams)
+
+    def caller_scopes(self, caller: AuthContext) -> list[Scope]:
+        """The scopes an API key acts for: the tenant, its team, its app."""
+        rules = self._load(caller.tenant_id)
+        scopes: list[Scope] = [(ScopeKind.TENANT, "")]
+        if caller.team_id is not None and caller.team_id in rules.team_slugs:
+            scopes.append((ScopeKind.TEAM, rules.team_slugs[caller.team_id]))
+        if caller.app_slug is not None:
+            scopes.append((ScopeKind.APP, caller.app_slug))
+        return scopes
+
+    def enforcement_on(
+        self,
+        tenant_id: str,
+        scopes: Iterable[Scope],
+        action: str,
+        *,
+        session: Session | None = None,
+    ) -> ActiveEnforcement | None:
+        wanted = set(scopes)
+        now = utc_now()
+        for item in self._load(tenant_id, session).enforcements:
+            in_scope = (item.scope_kind, item.scope) in wanted
+            if item.action == action and in_scope and item.ends_at > now:
+                return item
+        return None
+
+    def check(
+        self,
+        caller: AuthContext,
+        scopes: Iterable[Scope],
+        *,
+        what: str,
+        session: Session | None = None,
+    ) -> None:
+        """Raise RateLimitedError (429, Retry-After) when a scope is throttled or a rate limit
+        of the tenant, the app or the calling user is exceeded."""
+        scope_list = list(scopes)
+        throttle = self.enforcement_on(
+            caller.tenant_id, scope_list, BudgetAction.THROTTLE, session=session
+        )
+        if throttle is not None:
+            label = throttle.scope or "the tenant"
+            raise RateLimitedError(
+                f"{what} for {label} is throttled by a budget: {throttle.reason}",
+                retry_after_seconds=THROTTLE_RETRY_SECONDS,
+            )
+        self._rate_limit(caller, scope_list, what=what, session=session)
+
+    def _rate_limit(
+        self, caller: AuthContext, scopes: list[Scope], *, what: str, session: Session | None
+    ) -> None:
+        rules = self._load(caller.tenant_id, session).rate_limits
+        if not rules:
+            return
+        apps = [scope for kind, scope in scopes if kind == ScopeKind.APP]
+        for kind, scope, rate, burst in rules:
+            subjects: list[str]
+            if kind == "tenant":
+                subjects = [""]
+            elif kind == "app":
+                subjects = [a for a in apps if scope in ("*", a)]
+            else:
+                subjects = [caller.principal_id] if scope in ("*", caller.principal_id) else []
+            for subject in subjects:
+                key = f"{caller.tenant_id}:{kind}:{subject}"
+                decision = self.limiter.acquire(key, rate=rate, burst=burst)
+                if not decision.allowed:
+                    label = {"tenant": "the tenant", "app": f"app {subject!r}"}.get(
+                        kind, f"user {caller.principal_name!r}"
+                    )
+                    raise RateLimitedError(
+                        f"{what}: rate limit of {label} exceeded ({_rate(rate)}/s, burst "
+                        f"{burst}); retry in {decision.retry_after:.2f}s",
+                        retry_after_seconds=decision.retry_after,
+                    )
+
+
+def _rate(value: float) -> str:
+    return format(Decimal(str(value)).normalize(), "f")

@@ -1,0 +1,211 @@
+"""Budget evaluation: spend per scope against every budget; each threshold of a period
+fires once (the alert's unique dedup key), a hard crossing starts the budget's enforcement
+once (the enforcement's unique (budget, period)). Run by `GuardrailEvaluator` every
+`guardrails_interval_seconds`, so a crossing is seen within a pipeline pass plus that interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import QMError
+from quartermaster.guardrails.alerts import Severity, raise_alert
+from quartermaster.guardrails.budgets import (
+    HARD,
+    BudgetAction,
+    budget_period,
+    crossed,
+    thresholds_of,
+)
+from quartermaster.guardrails.common import insert_once, record_action
+from quartermaster.guardrails.models import Budget, Enforcement
+from quartermaster.guardrails.spend import ScopeSpend, SpendSource
+from quartermaster.storage.base import new_id
+from quartermaster.tenancy.models import Tenant
+
+logger = logging.getLogger("quartermaster.guardrails")
+
+
+@dataclass
+class Evaluation:
+    """What one pass did for one tenant."""
+
+    alerts: list[str] = field(default_factory=list)  # dedup keys newly raised
+    enforcements: list[str] = field(default_factory=list)  # budget names newly enforced
+
+
+def _scope_label(kind: str, scope: str) -> str:
+    return "the tenant" if not scope else f"{kind.replace('_', ' ')} {scope!r}"
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return f"{value.quantize(Decimal('0.01'))} {currency}".strip()
+
+
+def evaluate_tenant(
+    tenant_id: str, *, spend: SpendSource, session: Session, now: datetime | None = None
+) -> Evaluation:
+    """Evaluate every budget of the tenant now and commit what newly crossed."""
+    moment = now or utc_now()
+    tenant = session.get(Tenant, tenant_id)
+    zone = tenant.timezone if tenant is not None else None
+    budgets = list(session.scalars(select(Budget).where(Budget.tenant_id == tenant_id)))
+    result = Evaluation()
+    by_period: dict[Period, ScopeSpend] = {}
+    for budget in budgets:
+        period = budget_period(budget.period, moment, zone)
+        if period not in by_period:
+            by_period[period] = spend.spend(tenant_id, period, session=session)
+        _evaluate_budget(budget, period, by_period[period], session=session, result=result)
+    session.commit()
+    return result
+
+
+def _evaluate_budget(
+    budget: Budget, period: Period, spent: ScopeSpend, *, session: Session, result: Evaluation
+) -> None:
+    amount = spent.of(budget.scope_kind, budget.scope)
+    label = _scope_label(budget.scope_kind, budget.scope)
+    stamp = period.start.isoformat()
+    limit_text = _money(budget.amount, spent.currency)
+    spent_text = _money(amount, spent.currency)
+    base = {
+        "budget": budget.name,
+        "scope_kind": budget.scope_kind,
+        "scope": budget.scope,
+        "period_start": stamp,
+        "period_end": period.end.isoformat(),
+        "spend": str(amount),
+        "amount": str(budget.amount),
+        "currency": spent.currency,
+        "as_of": spent.as_of.isoformat(),
+    }
+    for threshold in crossed(amount, budget.amount, thresholds_of(budget)):
+        key = f"budget:{budget.id}:{stamp}:{threshold}"
+        reason = (
+            f"{label} spent {spent_text} of its {budget.period}ly budget {budget.name!r} "
+            f"({limit_text}): {threshold}% threshold crossed"
+        )
+        severity = Severity.WARNING if threshold >= 80 else Severity.INFO
+        alert_id = raise_alert(
+            session,
+            tenant_id=budget.tenant_id,
+            kind="budget_threshold",
+            severity=severity,
+            dedup_key=key,
+            title=f"Budget {budget.name}: {threshold}% reached",
+            message=reason,
+            details={**base, "threshold": threshold},
+        )
+        if alert_id is not None:
+            result.alerts.append(key)
+            record_action(
+                session,
+                tenant_id=budget.tenant_id,
+                action=BudgetAction.NOTIFY,
+                scope_kind=budget.scope_kind,
+                scope=budget.scope,
+                subject=f"budget:{budget.name}",
+                reason=reason,
+            )
+    if amount * 100 < budget.amount * budget.hard_percent:
+        return
+    _hard_crossing(budget, period, amount, label, spent_text, limit_text, base, session, result)
+
+
+def _hard_crossing(
+    budget: Budget,
+    period: Period,
+    amount: Decimal,
+    label: str,
+    spent_text: str,
+    limit_text: str,
+    base: dict[str, str],
+    session: Session,
+    result: Evaluation,
+) -> None:
+    stamp = period.start.isoformat()
+    verb = {
+        BudgetAction.NOTIFY: "notify only",
+        BudgetAction.THROTTLE: "ingest and decision calls throttled (429)",
+        BudgetAction.HALT: "new non-essential work refused",
+    }[BudgetAction(budget.action)]
+    reason = (
+        f"{label} spent {spent_text}, at or over {budget.hard_percent}% of budget "
+        f"{budget.name!r} ({limit_text}) for the period from {stamp}: {verb} until "
+        f"{period.end.isoformat()}"
+    )
+    key = f"budget:{budget.id}:{stamp}:{HARD}"
+    alert_id = raise_alert(
+        session,
+        tenant_id=budget.tenant_id,
+        kind="budget_threshold",
+        severity=Severity.CRITICAL,
+        dedup_key=key,
+        title=f"Budget {budget.name}: hard limit reached ({budget.action})",
+        message=reason,
+        details={**base, "threshold": HARD, "action": budget.action},
+    )
+    if alert_id is not None:
+        result.alerts.append(key)
+    if budget.action == BudgetAction.NOTIFY:
+        return
+    inserted = insert_once(
+        session,
+        Enforcement,
+        {
+            "id": new_id(),
+            "tenant_id": budget.tenant_id,
+            "budget_id": budget.id,
+            "scope_kind": budget.scope_kind,
+            "scope": budget.scope,
+            "action": budget.action,
+            "period_start": period.start,
+            "ends_at": period.end,
+            "reason": reason,
+            "created_at": utc_now(),
+        },
+        ("budget_id", "period_start"),
+    )
+    if inserted:
+        result.enforcements.append(budget.name)
+        record_action(
+            session,
+            tenant_id=budget.tenant_id,
+            action=budget.action,
+            scope_kind=budget.scope_kind,
+            scope=budget.scope,
+            subject=f"budget:{budget.name}",
+            reason=reason,
+        )
+
+
+def tenants_with_budgets(*, session: Session) -> list[str]:
+    return list(session.scalars(select(Budget.tenant_id).distinct()))
+
+
+def evaluate_all(
+    *, spend: SpendSource, session_factory: sessionmaker[Session], now: datetime | None = None
+) -> dict[str, Evaluation]:
+    """Every tenant with a budget; one tenant's failure (e.g. no price book yet) is logged
+    and does not stop the others."""
+    results: dict[str, Evaluation] = {}
+    with session_factory() as session:
+        tenant_ids = tenants_with_budgets(session=session)
+    for tenant_id in tenant_ids:
+        with session_factory() as session:
+            try:
+                results[tenant_id] = evaluate_tenant(
+                    tenant_id, spend=spend, session=session, now=now
+                )
+            except QMError:
+                session.rollback()
+                logger.exception("budget evaluation of tenant %s failed", tenant_id)
+    return results

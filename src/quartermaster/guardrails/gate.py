@@ -1,0 +1,30 @@
+"""The runtime's one guardrail gate, and the check the ingest path calls."""
+
+from __future__ import annotations
+
+from quartermaster.guardrails.enforcement import GuardrailGate
+from quartermaster.guardrails.ratelimit import build_rate_limiter
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.service import AuthContext
+
+SERVICE_NAME = "guardrail_gate"
+
+
+def guardrail_gate(runtime: Runtime) -> GuardrailGate:
+    """Created on first use, one per runtime (its caches and in-process rate limits)."""
+    with runtime._lock:
+        gate = runtime.services.get(SERVICE_NAME)
+        if gate is None:
+            settings = runtime.settings
+            limiter = build_rate_limiter(settings.rate_limit_backend, settings.redis_url)
+            gate = GuardrailGate(runtime.session_factory, limiter)
+            runtime.services[SERVICE_NAME] = gate
+    assert isinstance(gate, GuardrailGate)
+    return gate
+
+
+def check_ingest(runtime: Runtime, caller: AuthContext) -> None:
+    """429 when the caller's tenant, team or app is throttled by a budget or over a rate
+    limit (raised before the body is read)."""
+    gate = guardrail_gate(runtime)
+    gate.check(caller, gate.caller_scopes(caller), what="ingest")

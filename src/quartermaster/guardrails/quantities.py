@@ -1,0 +1,82 @@
+"""Kubernetes resource quantities as integers in base units. Pure.
+
+cpu -> millicores ("500m" = 500, "2" = 2000); memory -> bytes ("1Gi", "512Mi", "1G", "1e3");
+gpu, concurrency, jobs -> whole counts; runtime -> seconds ("90", "15m", "2h").
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from quartermaster.errors import InvalidInputError
+
+RESOURCES = ("concurrency", "cpu", "memory", "gpu", "jobs")
+LIMIT_RESOURCES = ("concurrency", "cpu", "memory", "gpu", "runtime")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NUMBER = re.compile(r"^([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)([A-Za-z]*)$")
+
+
+def _split(text: str, field: str) -> tuple[Decimal, str]:
+    match = _NUMBER.match(text.strip())
+    if not match:
+        raise InvalidInputError(
+            f"{field} {text!r} is not a quantity (e.g. 500m, 2, 1Gi)", field=field
+        )
+    try:
+        return Decimal(match.group(1)), match.group(2)
+    except InvalidOperation:
+        raise InvalidInputError(f"{field} {text!r} is not a number", field=field) from None
+
+
+def _whole(value: Decimal, text: str, field: str) -> int:
+    if value != value.to_integral_value():
+        raise InvalidInputError(f"{field} {text!r} is finer than the unit allows", field=field)
+    return int(value)
+
+
+def parse_quantity(resource: str, value: str | int | float, *, field: str | None = None) -> int:
+    """`value` of `resource` in base units; raises naming the field and why."""
+    name = field or resource
+    text = str(value)
+    number, suffix = _split(text, name)
+    if resource == "cpu":
+        if suffix == "m":
+            return _whole(number, text, name)
+        if suffix:
+            raise InvalidInputError(f"{name} {text!r}: cpu takes no suffix but m", field=name)
+        return _whole(number * 1000, text, name)
+    if resource == "memory":
+        factor = _BINARY.get(suffix) or _DECIMAL.get(suffix) or (1 if not suffix else None)
+        if factor is None:
+            raise InvalidInputError(
+                f"{name} {text!r}: unknown memory suffix {suffix!r} (Ki Mi Gi Ti, k M G T)",
+                field=name,
+            )
+        return _whole(number * factor, text, name)
+    if resource == "runtime":
+        factor = _DURATION.get(suffix or "s")
+        if factor is None:
+            raise InvalidInputError(f"{name} {text!r}: use s, m, h or d", field=name)
+        return _whole(number * factor, text, name)
+    if resource in ("gpu", "concurrency", "jobs"):
+        if suffix:
+            raise InvalidInputError(f"{name} {text!r} must be a whole count", field=name)
+        return _whole(number, text, name)
+    raise InvalidInputError(f"unknown resource {resource!r}", field=name)
+
+
+def format_quantity(resource: str, value: int) -> str:
+    """Base units back to a readable quantity (exact)."""
+    if resource == "cpu":
+        return str(value // 1000) if value % 1000 == 0 else f"{value}m"
+    if resource == "memory":
+        for suffix in ("Ti", "Gi", "Mi", "Ki"):
+            if value and value % _BINARY[suffix] == 0:
+                return f"{value // _BINARY[suffix]}{suffix}"
+        return str(value)
+    if resource == "runtime":
+        return f"{value}s"
+    return str(value)

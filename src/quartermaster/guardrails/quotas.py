@@ -1,0 +1,372 @@
+"""Quotas (ResourceQuota semantics) and limit ranges (LimitRange semantics) per namespace
+(the tenant, or one team), and the reservations that hold quota from admission to release.
+
+Admission charges every matching quota with one conditional UPDATE each
+(`used = used + n WHERE used + n <= hard`), in quota-id order, in one transaction: the
+database re-checks the condition on the row it locks, so racing admissions can never take
+more than `hard` on SQLite or PostgreSQL; the first quota without room rolls all back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session
+
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.guardrails.common import (
+    ScopeKind,
+    check_scope,
+    record_action,
+    require_scope,
+)
+from quartermaster.guardrails.models import LimitRange, Quota, Reservation
+from quartermaster.guardrails.quantities import (
+    LIMIT_RESOURCES,
+    RESOURCES,
+    format_quantity,
+    parse_quantity,
+)
+from quartermaster.tenancy.service import AuthContext
+
+QUOTA_SCOPES = (ScopeKind.TENANT, ScopeKind.TEAM)
+DEFAULT_RUNTIME_SECONDS = 3600
+DEFAULT_CONCURRENCY = 1
+Namespace = tuple[str, str]
+
+
+def _namespace_label(kind: str, scope: str) -> str:
+    return "tenant" if kind == ScopeKind.TENANT else f"team {scope!r}"
+
+
+def _check_resource(resource: str, allowed: tuple[str, ...]) -> str:
+    if resource not in allowed:
+        raise InvalidInputError(
+            f"resource {resource!r} is not one of: {', '.join(allowed)}", field="resource"
+        )
+    return resource
+
+
+def _reservation_amounts(res: Reservation) -> dict[str, int]:
+    return {
+        "cpu": res.cpu,
+        "memory": res.memory,
+        "gpu": res.gpu,
+        "concurrency": res.concurrency,
+        "jobs": 1,
+    }
+
+
+def _held(tenant_id: str, kind: str, scope: str, resource: str, *, session: Session) -> int:
+    """What active reservations of the namespace hold of `resource` (a new quota's start)."""
+    column = {
+        "cpu": Reservation.cpu,
+        "memory": Reservation.memory,
+        "gpu": Reservation.gpu,
+        "concurrency": Reservation.concurrency,
+    }.get(resource)
+    measure = func.count() if column is None else func.coalesce(func.sum(column), 0)
+    query = select(measure).where(
+        Reservation.tenant_id == tenant_id, Reservation.status == "active"
+    )
+    if kind == ScopeKind.TEAM:
+        query = query.where(Reservation.team == scope)
+    return int(session.scalar(query) or 0)
+
+
+def set_quota(
+    caller: AuthContext, kind: str, scope: str | None, resource: str, hard: str, *, session: Session
+) -> Quota:
+    """Create or change a quota. A new quota starts from what active work already holds."""
+    kind, name = check_scope(kind, scope, allowed=QUOTA_SCOPES)
+    require_scope(caller.tenant_id, kind, name, session=session)
+    _check_resource(resource, RESOURCES)
+    amount = parse_quantity(resource, hard, field="hard")
+    quota = session.scalar(
+        select(Quota).where(
+            Quota.tenant_id == caller.tenant_id,
+            Quota.scope_kind == kind,
+            Quota.scope == name,
+            Quota.resource == resource,
+        )
+    )
+    if quota is None:
+        used = _held(caller.tenant_id, kind, name, resource, session=session)
+        quota = Quota(
+            tenant_id=caller.tenant_id,
+            scope_kind=kind,
+            scope=name,
+            resource=resource,
+            hard=amount,
+            used=used,
+        )
+        session.add(quota)
+    else:
+        quota.hard = amount
+        quota.updated_at = utc_now()
+    session.commit()
+    return quota
+
+
+def list_quotas(tenant_id: str, *, session: Session) -> list[Quota]:
+    query = select(Quota).where(Quota.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(Quota.scope_kind, Quota.scope, Quota.resource)))
+
+
+def delete_quota(tenant_id: str, quota_id: str, *, session: Session) -> None:
+    quota = session.get(Quota, quota_id)
+    if quota is None or quota.tenant_id != tenant_id:
+        raise NotFoundError(f"no quota {quota_id!r}", field="quota_id")
+    session.delete(quota)
+    session.commit()
+
+
+def set_limit_range(
+    caller: AuthContext,
+    kind: str,
+    scope: str | None,
+    resource: str,
+    *,
+    default_request: str | None,
+    max_value: str | None,
+    session: Session,
+) -> LimitRange:
+    kind, name = check_scope(kind, scope, allowed=QUOTA_SCOPES)
+    require_scope(caller.tenant_id, kind, name, session=session)
+    _check_resource(resource, LIMIT_RESOURCES)
+    default = None if default_request is None else parse_quantity(resource, default_request)
+    most = None if max_value is None else parse_quantity(resource, max_value, field="max")
+    if default is None and most is None:
+        raise InvalidInputError("give default_request, max or both", field="max")
+    if default is not None and most is not None and default > most:
+        raise InvalidInputError(
+            f"default_request {default_request} is over max {max_value}", field="default_request"
+        )
+    row = session.scalar(
+        select(LimitRange).where(
+            LimitRange.tenant_id == caller.tenant_id,
+            LimitRange.scope_kind == kind,
+            LimitRange.scope == name,
+            LimitRange.resource == resource,
+        )
+    )
+    if row is None:
+        row = LimitRange(tenant_id=caller.tenant_id, scope_kind=kind, scope=name, resource=resource)
+        session.add(row)
+    row.default_request = default
+    row.max = most
+    session.commit()
+    return row
+
+
+def list_limit_ranges(tenant_id: str, *, session: Session) -> list[LimitRange]:
+    query = select(LimitRange).where(LimitRange.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(LimitRange.scope_kind, LimitRange.scope)))
+
+
+def _namespaces(team: str | None) -> list[Namespace]:
+    spaces: list[Namespace] = [(ScopeKind.TENANT, "")]
+    if team is not None:
+        spaces.append((ScopeKind.TEAM, team))
+    return spaces
+
+
+def apply_limit_ranges(
+    tenant_id: str,
+    team: str | None,
+    requested: Mapping[str, int | None],
+    *,
+    session: Session,
+) -> tuple[dict[str, int], list[str]]:
+    """The request with defaults filled in (the team's, else the tenant's, else built-in),
+    and a reason for each value over a max of the tenant's or the team's limit range."""
+    spaces = _namespaces(team)
+    rows = [
+        r
+        for r in list_limit_ranges(tenant_id, session=session)
+        if (r.scope_kind, r.scope) in spaces
+    ]
+    rows.sort(key=lambda r: r.scope_kind != ScopeKind.TEAM)  # team defaults win
+    builtin = {"runtime": DEFAULT_RUNTIME_SECONDS, "concurrency": DEFAULT_CONCURRENCY}
+    effective: dict[str, int] = {}
+    for resource in LIMIT_RESOURCES:
+        value = requested.get(resource)
+        if value is None:
+            defaults = [r.default_request for r in rows if r.resource == resource]
+            value = next((d for d in defaults if d is not None), builtin.get(resource, 0))
+        effective[resource] = value
+    reasons = []
+    for row in rows:
+        if row.max is not None and effective[row.resource] > row.max:
+            reasons.append(
+                f"limit range of {_namespace_label(row.scope_kind, row.scope)}: {row.resource} "
+                f"{format_quantity(row.resource, effective[row.resource])} is over the max "
+                f"{format_quantity(row.resource, row.max)} per request"
+            )
+    return effective, reasons
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    reservation: Reservation | None
+    reasons: list[str]
+
+
+def _charges(
+    tenant_id: str, team: str | None, amounts: Mapping[str, int], *, session: Session
+) -> list[tuple[Quota, int]]:
+    spaces = _namespaces(team)
+    quotas = [
+        q
+        for q in session.scalars(select(Quota).where(Quota.tenant_id == tenant_id))
+        if (q.scope_kind, q.scope) in spaces
+    ]
+    return sorted(
+        ((q, amounts.get(q.resource, 0)) for q in quotas if amounts.get(q.resource, 0) > 0),
+        key=lambda pair: pair[0].id,
+    )
+
+
+def _over_quota_reasons(
+    tenant_id: str, team: str | None, amounts: Mapping[str, int], *, session: Session
+) -> list[str]:
+    reasons = []
+    for quota, amount in _charges(tenant_id, team, amounts, session=session):
+        if quota.used + amount > quota.hard:
+            resource = quota.resource
+            reasons.append(
+                f"quota {resource} of {_namespace_label(quota.scope_kind, quota.scope)}: "
+                f"requested {format_quantity(resource, amount)}, used "
+                f"{format_quantity(resource, quota.used)} of limit "
+                f"{format_quantity(resource, quota.hard)}"
+            )
+    return reasons
+
+
+def reserve(
+    caller: AuthContext,
+    *,
+    team: str | None,
+    app: str | None,
+    effective: Mapping[str, int],
+    essential: bool,
+    session: Session,
+    now: datetime | None = None,
+) -> Admission:
+    """Charge the quotas and record the reservation, or refuse naming each quota short."""
+    moment = now or utc_now()
+    amounts = {**{k: v for k, v in effective.items() if k != "runtime"}, "jobs": 1}
+    charges = _charges(caller.tenant_id, team, amounts, session=session)
+    session.rollback()  # the reads above: release the snapshot before the writes
+    charged = []
+    for quota, amount in charges:
+        result = session.execute(
+            update(Quota)
+            .where(and_(Quota.id == quota.id, Quota.used + amount <= Quota.hard))
+            .values(used=Quota.used + amount, updated_at=moment)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            reasons = _over_quota_reasons(caller.tenant_id, team, amounts, session=session)
+            session.rollback()
+            return Admission(None, reasons or [f"quota {quota.resource} has no room left"])
+        charged.append(f"{quota.id}:{amount}")
+    reservation = Reservation(
+        tenant_id=caller.tenant_id,
+        team=team,
+        app=app,
+        cpu=amounts.get("cpu", 0),
+        memory=amounts.get("memory", 0),
+        gpu=amounts.get("gpu", 0),
+        concurrency=amounts.get("concurrency", 0),
+        runtime_seconds=effective["runtime"],
+        essential=essential,
+        quota_ids=",".join(charged),
+        created_by=caller.principal_name,
+        created_at=moment,
+        expires_at=moment + timedelta(seconds=effective["runtime"]),
+    )
+    session.add(reservation)
+    session.commit()
+    return Admission(reservation, [])
+
+
+def _give_back(reservation: Reservation, *, session: Session) -> None:
+    for part in filter(None, reservation.quota_ids.split(",")):
+        quota_id, amount = part.rsplit(":", 1)
+        session.execute(
+            update(Quota)
+            .where(Quota.id == quota_id)
+            .values(used=Quota.used - int(amount))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _finish(
+    reservation_id: str, tenant_id: str, status: str, *, session: Session, moment: datetime
+) -> bool:
+    """Move an active reservation to `status` and give back its quota, exactly once."""
+    result = session.execute(
+        update(Reservation)
+        .where(
+            Reservation.id == reservation_id,
+            Reservation.tenant_id == tenant_id,
+            Reservation.status == "active",
+        )
+        .values(status=status, released_at=moment)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    reservation = session.get(Reservation, reservation_id)
+    assert reservation is not None
+    session.refresh(reservation)
+    _give_back(reservation, session=session)
+    return True
+
+
+def get_reservation(tenant_id: str, reservation_id: str, *, session: Session) -> Reservation:
+    reservation = session.get(Reservation, reservation_id)
+    if reservation is None or reservation.tenant_id != tenant_id:
+        raise NotFoundError(f"no decision {reservation_id!r}", field="decision_id")
+    return reservation
+
+
+def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Reservation:
+    """Work finished: give its quota back. Idempotent (a second release changes nothing)."""
+    get_reservation(caller.tenant_id, reservation_id, session=session)
+    session.rollback()
+    _finish(reservation_id, caller.tenant_id, "released", session=session, moment=utc_now())
+    session.commit()
+    return get_reservation(caller.tenant_id, reservation_id, session=session)
+
+
+def expire_reservations(*, session: Session, now: datetime | None = None, limit: int = 500) -> int:
+    """Release work that outlived its runtime (never released by its runner)."""
+    moment = now or utc_now()
+    due = session.execute(
+        select(Reservation.id, Reservation.tenant_id, Reservation.team, Reservation.app)
+        .where(Reservation.status == "active", Reservation.expires_at <= moment)
+        .limit(limit)
+    ).all()
+    session.rollback()
+    expired = 0
+    for reservation_id, tenant_id, team, app in due:
+        if _finish(reservation_id, tenant_id, "expired", session=session, moment=moment):
+            expired += 1
+            record_action(
+                session,
+                tenant_id=tenant_id,
+                action="expire",
+                scope_kind=ScopeKind.APP if app else ScopeKind.TEAM if team else ScopeKind.TENANT,
+                scope=app or team or "",
+                subject=f"decision:{reservation_id}",
+                reason="reservation outlived its runtime without a release: quota given back",
+            )
+        session.commit()
+    return expired

@@ -1,0 +1,71 @@
+"""Rate-limit rules of a tenant: per tenant, per app and per user (principal)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.guardrails.common import require_scope
+from quartermaster.guardrails.models import RateLimitRule
+from quartermaster.tenancy.service import AuthContext, validate_slug
+
+RATE_SCOPES = ("tenant", "app", "user")
+
+
+def set_rate_limit(
+    caller: AuthContext,
+    kind: str,
+    scope: str | None,
+    rate: Decimal,
+    burst: int,
+    *,
+    session: Session,
+) -> RateLimitRule:
+    """Create or change a rule; `scope` "*" (app, user) limits each one separately."""
+    if kind not in RATE_SCOPES:
+        raise InvalidInputError(
+            f"scope_kind {kind!r} is not one of: tenant, app, user", field="scope_kind"
+        )
+    if kind == "tenant":
+        if scope:
+            raise InvalidInputError("a tenant-wide rate limit takes no scope", field="scope")
+        name = ""
+    elif not scope:
+        raise InvalidInputError(f"a {kind} rate limit needs a scope (a name or *)", field="scope")
+    else:
+        name = scope if scope == "*" or kind == "user" else validate_slug(scope, field="scope")
+    require_scope(caller.tenant_id, kind, name, session=session)
+    if rate <= 0:
+        raise InvalidInputError(f"rate {rate} must be positive (requests per second)", field="rate")
+    if burst < 1:
+        raise InvalidInputError(f"burst {burst} must be at least 1", field="burst")
+    rule = session.scalar(
+        select(RateLimitRule).where(
+            RateLimitRule.tenant_id == caller.tenant_id,
+            RateLimitRule.scope_kind == kind,
+            RateLimitRule.scope == name,
+        )
+    )
+    if rule is None:
+        rule = RateLimitRule(tenant_id=caller.tenant_id, scope_kind=kind, scope=name)
+        session.add(rule)
+    rule.rate = rate
+    rule.burst = burst
+    session.commit()
+    return rule
+
+
+def list_rate_limits(tenant_id: str, *, session: Session) -> list[RateLimitRule]:
+    query = select(RateLimitRule).where(RateLimitRule.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(RateLimitRule.scope_kind, RateLimitRule.scope)))
+
+
+def delete_rate_limit(tenant_id: str, rule_id: str, *, session: Session) -> None:
+    rule = session.get(RateLimitRule, rule_id)
+    if rule is None or rule.tenant_id != tenant_id:
+        raise NotFoundError(f"no rate limit {rule_id!r}", field="rate_limit_id")
+    session.delete(rule)
+    session.commit()

@@ -1,0 +1,249 @@
+"""Guardrail routes: budgets, enforcements, the action log, alerts, quotas, limit ranges,
+rate limits and the decision API. Thin: each calls one service function."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from quartermaster.api.deps import AdminCaller, Ingester, Reader, RuntimeDep, SessionDep
+from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
+from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules
+from quartermaster.guardrails.alerts import alert_details, list_alerts
+from quartermaster.guardrails.evaluator import evaluate_tenant
+from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.guardrails.history import list_actions
+from quartermaster.guardrails.models import Alert, Quota
+from quartermaster.guardrails.quantities import format_quantity
+from quartermaster.guardrails.schemas import (
+    ActionOut,
+    AlertOut,
+    BudgetIn,
+    BudgetOut,
+    DecisionIn,
+    DecisionOut,
+    EnforcementOut,
+    EvaluationOut,
+    LimitRangeIn,
+    LimitRangeOut,
+    QuotaIn,
+    QuotaOut,
+    RateLimitIn,
+    RateLimitOut,
+    ReasonOut,
+    ReservationOut,
+)
+from quartermaster.guardrails.spend import BillingSpend
+
+router = APIRouter(tags=["guardrails"])
+
+
+@router.post("/v1/budgets", status_code=201, response_model=BudgetOut, summary="Create a budget")
+def create_budget(body: BudgetIn, caller: AdminCaller, session: SessionDep) -> BudgetOut:
+    spec = budgets.BudgetSpec(
+        name=body.name,
+        scope_kind=body.scope_kind,
+        scope=body.scope,
+        amount=body.amount,
+        period=body.period,
+        thresholds=tuple(body.thresholds),
+        hard_percent=body.hard_percent,
+        action=body.action,
+    )
+    return BudgetOut.model_validate(budgets.create_budget(caller, spec, session=session))
+
+
+@router.get("/v1/budgets", response_model=list[BudgetOut], summary="The tenant's budgets")
+def get_budgets(caller: Reader, session: SessionDep) -> list[BudgetOut]:
+    rows = budgets.list_budgets(caller.tenant_id, session=session)
+    return [BudgetOut.model_validate(b) for b in rows]
+
+
+@router.delete("/v1/budgets/{name}", status_code=204, summary="Delete a budget")
+def delete_budget(name: str, caller: AdminCaller, session: SessionDep) -> Response:
+    budgets.delete_budget(caller.tenant_id, name, session=session)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/budgets/evaluate",
+    response_model=EvaluationOut,
+    summary="Evaluate the tenant's budgets now (after the pipeline catches up)",
+)
+def evaluate_budgets(
+    caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> EvaluationOut:
+    calculator = StoreCalculator(runtime.usage_store, catch_up=pipeline_catch_up(runtime))
+    result = evaluate_tenant(caller.tenant_id, spend=BillingSpend(calculator), session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)
+    return EvaluationOut(alerts=result.alerts, enforcements=result.enforcements)
+
+
+@router.get("/v1/enforcements", response_model=list[EnforcementOut], summary="Throttles, halts")
+def get_enforcements(caller: Reader, session: SessionDep) -> list[EnforcementOut]:
+    rows = enforcement.list_enforcements(caller.tenant_id, session=session)
+    return [EnforcementOut.model_validate(r) for r in rows]
+
+
+@router.post(
+    "/v1/enforcements/{enforcement_id}/lift",
+    response_model=EnforcementOut,
+    summary="End a throttle or halt early",
+)
+def lift_enforcement(
+    enforcement_id: str, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> EnforcementOut:
+    row = enforcement.lift_enforcement(caller, enforcement_id, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)
+    return EnforcementOut.model_validate(row)
+
+
+@router.get(
+    "/v1/guardrail-actions", response_model=list[ActionOut], summary="Every action, with why"
+)
+def get_actions(
+    caller: Reader,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ActionOut]:
+    rows = list_actions(caller.tenant_id, limit=limit, session=session)
+    return [ActionOut.model_validate(r) for r in rows]
+
+
+def _alert(alert: Alert) -> AlertOut:
+    return AlertOut(
+        id=alert.id,
+        kind=alert.kind,
+        severity=alert.severity,
+        title=alert.title,
+        message=alert.message,
+        details=alert_details(alert),
+        created_at=alert.created_at,
+    )
+
+
+@router.get("/v1/alerts", response_model=list[AlertOut], summary="Alerts, newest first")
+def get_alerts(
+    caller: Reader,
+    session: SessionDep,
+    kind: Annotated[str | None, Query(description="budget_threshold | anomaly | high_cost")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AlertOut]:
+    rows = list_alerts(caller.tenant_id, kind=kind, limit=limit, session=session)
+    return [_alert(a) for a in rows]
+
+
+def _quota(row: Quota) -> QuotaOut:
+    return QuotaOut(
+        id=row.id,
+        scope_kind=row.scope_kind,
+        scope=row.scope,
+        resource=row.resource,
+        hard=row.hard,
+        used=row.used,
+        hard_text=format_quantity(row.resource, row.hard),
+        used_text=format_quantity(row.resource, row.used),
+    )
+
+
+@router.put("/v1/quotas", response_model=QuotaOut, summary="Create or change a quota")
+def put_quota(body: QuotaIn, caller: AdminCaller, session: SessionDep) -> QuotaOut:
+    row = quotas.set_quota(
+        caller, body.scope_kind, body.scope, body.resource, body.hard, session=session
+    )
+    return _quota(row)
+
+
+@router.get("/v1/quotas", response_model=list[QuotaOut], summary="Quotas with current use")
+def get_quotas(caller: Reader, session: SessionDep) -> list[QuotaOut]:
+    return [_quota(q) for q in quotas.list_quotas(caller.tenant_id, session=session)]
+
+
+@router.delete("/v1/quotas/{quota_id}", status_code=204, summary="Delete a quota")
+def delete_quota(quota_id: str, caller: AdminCaller, session: SessionDep) -> Response:
+    quotas.delete_quota(caller.tenant_id, quota_id, session=session)
+    return Response(status_code=204)
+
+
+@router.put("/v1/limit-ranges", response_model=LimitRangeOut, summary="Set a limit range")
+def put_limit_range(body: LimitRangeIn, caller: AdminCaller, session: SessionDep) -> LimitRangeOut:
+    row = quotas.set_limit_range(
+        caller,
+        body.scope_kind,
+        body.scope,
+        body.resource,
+        default_request=body.default_request,
+        max_value=body.max,
+        session=session,
+    )
+    return LimitRangeOut.model_validate(row)
+
+
+@router.get("/v1/limit-ranges", response_model=list[LimitRangeOut], summary="Limit ranges")
+def get_limit_ranges(caller: Reader, session: SessionDep) -> list[LimitRangeOut]:
+    rows = quotas.list_limit_ranges(caller.tenant_id, session=session)
+    return [LimitRangeOut.model_validate(r) for r in rows]
+
+
+@router.put("/v1/rate-limits", response_model=RateLimitOut, summary="Set a rate limit")
+def put_rate_limit(
+    body: RateLimitIn, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> RateLimitOut:
+    row = rate_rules.set_rate_limit(
+        caller, body.scope_kind, body.scope, body.rate, body.burst, session=session
+    )
+    guardrail_gate(runtime).invalidate(caller.tenant_id)
+    return RateLimitOut.model_validate(row)
+
+
+@router.get("/v1/rate-limits", response_model=list[RateLimitOut], summary="Rate limits")
+def get_rate_limits(caller: Reader, session: SessionDep) -> list[RateLimitOut]:
+    rows = rate_rules.list_rate_limits(caller.tenant_id, session=session)
+    return [RateLimitOut.model_validate(r) for r in rows]
+
+
+@router.delete("/v1/rate-limits/{rate_limit_id}", status_code=204, summary="Delete a rate limit")
+def delete_rate_limit(
+    rate_limit_id: str, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> Response:
+    rate_rules.delete_rate_limit(caller.tenant_id, rate_limit_id, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/decisions",
+    response_model=DecisionOut,
+    summary="May this scope start work needing these resources?",
+    responses={429: {"description": "The scope is throttled or over a rate limit."}},
+)
+def post_decision(
+    body: DecisionIn, caller: Ingester, runtime: RuntimeDep, session: SessionDep
+) -> DecisionOut:
+    request = decisions.WorkRequest(body.app, body.team, body.resources, body.essential)
+    result = decisions.decide(caller, request, gate=guardrail_gate(runtime), session=session)
+    return DecisionOut(
+        allowed=result.allowed,
+        id=result.decision_id,
+        reasons=[ReasonOut(kind=r.kind, message=r.message) for r in result.reasons],
+        resources=result.resources,
+        expires_at=result.expires_at,
+        team=result.team,
+        app=result.app,
+    )
+
+
+@router.get("/v1/decisions/{decision_id}", response_model=ReservationOut, summary="A decision")
+def get_decision(decision_id: str, caller: Ingester, session: SessionDep) -> ReservationOut:
+    row = quotas.get_reservation(caller.tenant_id, decision_id, session=session)
+    return ReservationOut.model_validate(row)
+
+
+@router.post(
+    "/v1/decisions/{decision_id}/release",
+    response_model=ReservationOut,
+    summary="The work finished: give its quota back (idempotent)",
+)
+def release_decision(decision_id: str, caller: Ingester, session: SessionDep) -> ReservationOut:
+    return ReservationOut.model_validate(quotas.release(caller, decision_id, session=session))

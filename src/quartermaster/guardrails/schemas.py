@@ -1,0 +1,172 @@
+"""HTTP bodies of the guardrails API. Money is exact decimal strings; quantities are
+Kubernetes quantities (500m, 1Gi) in requests and base units plus text in responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class BudgetIn(_In):
+    name: str
+    scope_kind: str = Field(description="tenant | cost_center | team | app")
+    scope: str | None = Field(default=None, description="The slug; none for tenant.")
+    amount: Decimal = Field(description="The period's budget in the price book's currency.")
+    period: str = Field(default="month", description="month | day (tenant time zone)")
+    thresholds: list[int] = Field(default=[50, 80, 100], description="Soft alert percentages.")
+    hard_percent: int = Field(default=100, description="Percent of amount where action applies.")
+    action: str = Field(default="notify", description="notify | throttle | halt")
+
+
+class BudgetOut(_Out):
+    id: str
+    name: str
+    scope_kind: str
+    scope: str
+    period: str
+    amount: Decimal
+    thresholds: str
+    hard_percent: int
+    action: str
+    created_by: str
+    created_at: datetime
+
+
+class EvaluationOut(BaseModel):
+    alerts: list[str]
+    enforcements: list[str]
+
+
+class EnforcementOut(_Out):
+    id: str
+    scope_kind: str
+    scope: str
+    action: str
+    period_start: datetime
+    ends_at: datetime
+    reason: str
+    created_at: datetime
+    lifted_at: datetime | None
+    lifted_by: str | None
+
+
+class ActionOut(_Out):
+    id: int
+    at: datetime
+    action: str
+    scope_kind: str
+    scope: str
+    subject: str
+    reason: str
+
+
+class AlertOut(BaseModel):
+    id: str
+    kind: str
+    severity: str
+    title: str
+    message: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class QuotaIn(_In):
+    scope_kind: str = Field(description="tenant | team")
+    scope: str | None = None
+    resource: str = Field(description="concurrency | cpu | memory | gpu | jobs")
+    hard: str = Field(description="A quantity: 20, 500m, 50Gi")
+
+
+class QuotaOut(_Out):
+    id: str
+    scope_kind: str
+    scope: str
+    resource: str
+    hard: int
+    used: int
+    hard_text: str
+    used_text: str
+
+
+class LimitRangeIn(_In):
+    scope_kind: str
+    scope: str | None = None
+    resource: str = Field(description="concurrency | cpu | memory | gpu | runtime")
+    default_request: str | None = None
+    max: str | None = None
+
+
+class LimitRangeOut(_Out):
+    id: str
+    scope_kind: str
+    scope: str
+    resource: str
+    default_request: int | None
+    max: int | None
+
+
+class RateLimitIn(_In):
+    scope_kind: str = Field(description="tenant | app | user")
+    scope: str | None = Field(default=None, description="app slug, principal id, or *")
+    rate: Decimal = Field(description="Requests per second.")
+    burst: int = Field(description="Requests allowed at once from idle.")
+
+
+class RateLimitOut(_Out):
+    id: str
+    scope_kind: str
+    scope: str
+    rate: Decimal
+    burst: int
+
+
+class DecisionIn(_In):
+    app: str | None = Field(default=None, description="The app the work runs as.")
+    team: str | None = Field(default=None, description="The team (default: the app's).")
+    resources: dict[str, str | int | float] = Field(
+        default_factory=dict,
+        description="cpu, memory, gpu, concurrency, runtime (seconds or 15m, 2h)",
+    )
+    essential: bool = Field(default=False, description="Essential work passes a budget halt.")
+
+
+class ReasonOut(BaseModel):
+    kind: str
+    message: str
+
+
+class DecisionOut(BaseModel):
+    allowed: bool
+    id: str | None = Field(description="The decision (reservation) id when allowed.")
+    reasons: list[ReasonOut]
+    resources: dict[str, int]
+    expires_at: datetime | None
+    team: str | None
+    app: str | None
+
+
+class ReservationOut(_Out):
+    id: str
+    team: str | None
+    app: str | None
+    cpu: int
+    memory: int
+    gpu: int
+    concurrency: int
+    runtime_seconds: int
+    essential: bool
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    released_at: datetime | None

@@ -1,0 +1,39 @@
+"""The guardrail evaluator as a background service of `qm serve`: budgets of every tenant
+and reservation expiry, each pass; at most `guardrails_interval_seconds` (<= 30 s) apart."""
+
+from __future__ import annotations
+
+from quartermaster.background import BackgroundService
+from quartermaster.billing.sources import StoreCalculator
+from quartermaster.guardrails.evaluator import evaluate_all
+from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.guardrails.quotas import expire_reservations
+from quartermaster.guardrails.spend import BillingSpend, SpendSource
+from quartermaster.runtime import Runtime
+
+
+class GuardrailEvaluator(BackgroundService):
+    name = "guardrails"
+
+    def __init__(self, runtime: Runtime, *, spend: SpendSource | None = None) -> None:
+        settings = runtime.settings
+        super().__init__(
+            interval_seconds=settings.guardrails_interval_seconds,
+            enabled=settings.guardrails_enabled,
+        )
+        self.runtime = runtime
+        # The pipeline runs beside us: read the store as it stands, never drain it here.
+        self.spend = spend or BillingSpend(StoreCalculator(runtime.usage_store))
+
+    def run_once(self) -> bool:
+        factory = self.runtime.session_factory
+        results = evaluate_all(spend=self.spend, session_factory=factory)
+        if any(r.enforcements for r in results.values()):
+            guardrail_gate(self.runtime).invalidate()
+        with factory() as session:
+            expire_reservations(session=session)
+        return False
+
+
+def build_guardrail_evaluator(runtime: Runtime) -> GuardrailEvaluator:
+    return GuardrailEvaluator(runtime)

@@ -1,0 +1,117 @@
+"""Budget thresholds fire exactly once per period and threshold; a hard crossing starts the
+budget's action once; every action is in the log with why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from quartermaster.guardrails.evaluator import evaluate_tenant
+from quartermaster.guardrails.models import Alert, Enforcement
+from quartermaster.runtime import Runtime
+from tests.conftest import TenantHandle
+from tests.guardrails.support import FixedSpend, budget, build_world, ok
+
+NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
+
+
+def _evaluate(runtime: Runtime, tenant_id: str, spend: FixedSpend, now: datetime = NOW) -> object:
+    with runtime.session_factory() as session:
+        return evaluate_tenant(tenant_id, spend=spend, session=session, now=now)
+
+
+def test_each_threshold_fires_once_per_period(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    made = budget(client, world, scope_kind="team", scope=world.team, thresholds=[50, 80, 100])
+    spend = FixedSpend()
+    spend.set("team", world.team, "10")
+    assert _evaluate(runtime, tenant.tenant_id, spend).alerts == []  # type: ignore[attr-defined]
+    spend.set("team", world.team, "55")
+    first = _evaluate(runtime, tenant.tenant_id, spend)
+    assert [k.rsplit(":", 1)[1] for k in first.alerts] == ["50"]  # type: ignore[attr-defined]
+    for _ in range(3):  # evaluated again and again: nothing new
+        assert _evaluate(runtime, tenant.tenant_id, spend).alerts == []  # type: ignore[attr-defined]
+    spend.set("team", world.team, "130")  # jumps past 80, 100 and the hard limit at once
+    jumped = _evaluate(runtime, tenant.tenant_id, spend)
+    assert [k.rsplit(":", 1)[1] for k in jumped.alerts] == ["80", "100", "hard"]  # type: ignore[attr-defined]
+    assert _evaluate(runtime, tenant.tenant_id, spend).alerts == []  # type: ignore[attr-defined]
+    # Next month is a new period: the thresholds fire again, once.
+    april = _evaluate(runtime, tenant.tenant_id, spend, NOW + timedelta(days=31))
+    assert len(april.alerts) == 4  # type: ignore[attr-defined]
+    alerts = ok(client.get("/v1/alerts", headers=world.headers))
+    assert len(alerts) == 8
+    assert {a["details"]["budget"] for a in alerts} == {made["name"]}
+    fifty = [a for a in alerts if a["details"]["threshold"] == 50]
+    assert len(fifty) == 2
+    assert "50% threshold crossed" in fifty[0]["message"]
+    actions = ok(client.get("/v1/guardrail-actions", headers=world.headers))
+    assert [a["action"] for a in actions].count("notify") == 6
+    assert all(a["reason"] for a in actions)
+
+
+def test_racing_evaluators_fire_once(
+    runtime: Runtime, client: TestClient, tenant: TenantHandle
+) -> None:
+    import threading
+
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="app", scope=world.app, action="halt")
+    spend = FixedSpend()
+    spend.set("app", world.app, "500")
+    threads = [
+        threading.Thread(target=_evaluate, args=(runtime, tenant.tenant_id, spend))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with runtime.session_factory() as session:
+        alerts = session.scalars(select(Alert).where(Alert.tenant_id == tenant.tenant_id)).all()
+        enforced = session.scalars(
+            select(Enforcement).where(Enforcement.tenant_id == tenant.tenant_id)
+        ).all()
+    assert len(alerts) == 4  # 50, 80, 100 and hard: once each, whichever thread won
+    assert len(enforced) == 1
+    assert enforced[0].action == "halt"
+
+
+def test_notify_budget_alerts_without_enforcing(
+    runtime: Runtime, client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="tenant", thresholds=[90], hard_percent=120)
+    spend = FixedSpend()
+    spend.set("tenant", "", "121")
+    result = _evaluate(runtime, tenant.tenant_id, spend)
+    assert [k.rsplit(":", 1)[1] for k in result.alerts] == ["90", "hard"]  # type: ignore[attr-defined]
+    assert result.enforcements == []  # type: ignore[attr-defined]
+    assert ok(client.get("/v1/enforcements", headers=world.headers)) == []
+
+
+def test_budget_input_errors_name_the_field(client: TestClient, tenant: TenantHandle) -> None:
+    world = build_world(client, tenant)
+    cases = [
+        ({"scope_kind": "galaxy"}, "scope_kind"),
+        ({"scope_kind": "team"}, "scope"),
+        ({"scope_kind": "tenant", "amount": "-1"}, "amount"),
+        ({"scope_kind": "tenant", "action": "explode"}, "action"),
+        ({"scope_kind": "tenant", "thresholds": [0]}, "thresholds"),
+        ({"scope_kind": "tenant", "period": "year"}, "period"),
+    ]
+    for fields, field in cases:
+        body = {"name": "x", "amount": "10", **fields}
+        response = client.post("/v1/budgets", json=body, headers=world.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field, response.text
+    budget(client, world, name="dup", scope_kind="tenant")
+    again = client.post(
+        "/v1/budgets",
+        json={"name": "dup", "scope_kind": "tenant", "amount": "1"},
+        headers=world.headers,
+    )
+    assert again.status_code == 409

@@ -1,0 +1,174 @@
+"""Quotas (ResourceQuota) and limit ranges (LimitRange): admission, release, expiry, refusal
+messages, and admissions racing for the last unit (never over-admitted) on both backends."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.guardrails.decisions import WorkRequest, decide
+from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.guardrails.models import Quota
+from quartermaster.guardrails.quotas import expire_reservations
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import AuthContext
+from tests.conftest import TenantHandle
+from tests.guardrails.support import World, build_world, ok
+
+
+def _quota(client: TestClient, world: World, resource: str, hard: str, team: bool = True) -> None:
+    body = {"scope_kind": "team", "scope": world.team} if team else {"scope_kind": "tenant"}
+    ok(
+        client.put(
+            "/v1/quotas", json={**body, "resource": resource, "hard": hard}, headers=world.headers
+        )
+    )
+
+
+def _used(client: TestClient, world: World) -> dict[str, str]:
+    return {
+        f"{q['scope_kind']}:{q['resource']}": q["used_text"]
+        for q in ok(client.get("/v1/quotas", headers=world.headers))
+    }
+
+
+def _decide(client: TestClient, world: World, **resources: object) -> dict[str, object]:
+    body = {"app": world.app, "resources": resources}
+    result: dict[str, object] = ok(client.post("/v1/decisions", json=body, headers=world.headers))
+    return result
+
+
+def test_admission_counts_and_release_gives_back(client: TestClient, tenant: TenantHandle) -> None:
+    world = build_world(client, tenant)
+    _quota(client, world, "cpu", "2")
+    _quota(client, world, "memory", "4Gi")
+    _quota(client, world, "jobs", "10", team=False)
+    first = _decide(client, world, cpu="1500m", memory="1Gi")
+    assert first["allowed"] is True
+    assert first["team"] == world.team
+    assert _used(client, world) == {"team:cpu": "1500m", "team:memory": "1Gi", "tenant:jobs": "1"}
+    refused = _decide(client, world, cpu="1", memory="1Gi")
+    assert refused["allowed"] is False
+    message = refused["reasons"][0]["message"]  # type: ignore[index]
+    assert message == (f"quota cpu of team {world.team!r}: requested 1, used 1500m of limit 2"), (
+        message
+    )
+    assert _used(client, world)["team:cpu"] == "1500m"  # a refusal holds nothing
+    released = ok(client.post(f"/v1/decisions/{first['id']}/release", headers=world.headers))
+    assert released["status"] == "released"
+    again = ok(client.post(f"/v1/decisions/{first['id']}/release", headers=world.headers))
+    assert again["status"] == "released"  # idempotent: given back once
+    assert _used(client, world) == {"team:cpu": "0", "team:memory": "0", "tenant:jobs": "0"}
+    assert _decide(client, world, cpu="1", memory="1Gi")["allowed"] is True
+
+
+def test_limit_range_defaults_and_maxima(client: TestClient, tenant: TenantHandle) -> None:
+    world = build_world(client, tenant)
+    h = world.headers
+    ok(
+        client.put(
+            "/v1/limit-ranges",
+            json={"scope_kind": "tenant", "resource": "cpu", "default_request": "250m", "max": "4"},
+            headers=h,
+        )
+    )
+    ok(
+        client.put(
+            "/v1/limit-ranges",
+            json={
+                "scope_kind": "team",
+                "scope": world.team,
+                "resource": "runtime",
+                "default_request": "10m",
+                "max": "1h",
+            },
+            headers=h,
+        )
+    )
+    admitted = _decide(client, world)
+    assert admitted["resources"] == {
+        "concurrency": 1,
+        "cpu": 250,
+        "memory": 0,
+        "gpu": 0,
+        "runtime": 600,
+    }
+    too_big = _decide(client, world, cpu="8", runtime="2h")
+    assert too_big["allowed"] is False
+    messages = [r["message"] for r in too_big["reasons"]]  # type: ignore[attr-defined]
+    assert "limit range of tenant: cpu 8 is over the max 4 per request" in messages
+    assert (
+        f"limit range of team {world.team!r}: runtime 7200s is over the max 3600s per request"
+        in messages
+    )
+
+
+def test_bad_quantities_name_the_field(client: TestClient, tenant: TenantHandle) -> None:
+    world = build_world(client, tenant)
+    body = {"app": world.app, "resources": {"memory": "12Qi"}}
+    response = client.post("/v1/decisions", json=body, headers=world.headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "resources.memory"
+    response = client.post("/v1/decisions", json={"app": "nope"}, headers=world.headers)
+    assert response.status_code == 404
+    assert "nope" in response.text
+    bad = {"scope_kind": "team", "scope": world.team, "resource": "disk", "hard": "1"}
+    response = client.put("/v1/quotas", json=bad, headers=world.headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "resource"
+
+
+def test_expired_reservations_give_quota_back(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    _quota(client, world, "gpu", "1")
+    assert _decide(client, world, gpu=1, runtime=60)["allowed"] is True
+    assert _decide(client, world, gpu=1)["allowed"] is False
+    with runtime.session_factory() as session:
+        assert expire_reservations(session=session, now=utc_now() + timedelta(seconds=61)) >= 1
+    assert _decide(client, world, gpu=1)["allowed"] is True
+    actions = ok(client.get("/v1/guardrail-actions", headers=world.headers))
+    assert any(a["action"] == "expire" for a in actions)
+
+
+def test_racing_admissions_never_over_admit(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    _quota(client, world, "concurrency", "5")
+    _quota(client, world, "cpu", "3", team=False)
+    caller = AuthContext(tenant.tenant_id, "p", "racer", Role.ADMIN, None, None)
+    gate = guardrail_gate(runtime)
+    results: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(12)
+
+    def attempt() -> None:
+        start.wait()
+        with runtime.session_factory() as session:
+            decision = decide(
+                caller,
+                WorkRequest(app=world.app, resources={"cpu": "500m"}),
+                gate=gate,
+                session=session,
+            )
+        with lock:
+            results.append(decision.allowed)
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # concurrency 5 per team and cpu 3 (= 6 x 500m) tenant-wide: 5 fit, never more.
+    assert results.count(True) == 5, results
+    with runtime.session_factory() as session:
+        quotas = session.scalars(select(Quota).where(Quota.tenant_id == tenant.tenant_id)).all()
+    used = {q.resource: q.used for q in quotas}
+    assert used == {"concurrency": 5, "cpu": 2500}
