@@ -7,9 +7,9 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.chain import (
@@ -22,6 +22,9 @@ from quartermaster.audit.chain import (
 )
 from quartermaster.audit.models import AuditHead, AuditRecord
 from quartermaster.domain.timeutil import utc_now
+
+_RECORDS = cast(Table, AuditRecord.__table__)
+_HEADS = cast(Table, AuditHead.__table__)
 
 
 def _lock_key(tenant_id: str) -> int:
@@ -86,7 +89,7 @@ def append_audit(
     # Core statements: the append runs on every broker operation, so it skips the ORM's
     # unit-of-work bookkeeping.
     session.execute(
-        insert(AuditRecord).values(
+        insert(_RECORDS).values(
             tenant_id=tenant_id,
             seq=record.seq,
             recorded_at=record.recorded_at,
@@ -103,14 +106,14 @@ def append_audit(
     )
     if head is None:
         session.execute(
-            insert(AuditHead).values(
+            insert(_HEADS).values(
                 tenant_id=tenant_id, seq=record.seq, hash=digest, updated_at=utc_now()
             )
         )
     else:
         session.execute(
-            update(AuditHead)
-            .where(AuditHead.tenant_id == tenant_id)
+            update(_HEADS)
+            .where(_HEADS.c.tenant_id == tenant_id)
             .values(seq=record.seq, hash=digest, updated_at=utc_now())
         )
     return ChainRecord(**{**_fields(record), "hash": digest})

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, func, insert, or_, select
+from sqlalchemy import ColumnElement, Table, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
@@ -33,6 +34,8 @@ from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.secrets.postgres import EngineError, extend_role
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Role
+
+LEASES_TABLE = cast(Table, SecretLease.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,7 @@ def issue_lease(
         "cleanup_pending": False,
     }
     # A Core insert: one statement, none of the unit-of-work bookkeeping on the hot read path.
-    session.execute(insert(SecretLease).values(**values))
+    session.execute(insert(LEASES_TABLE).values(**values))
     return LeaseInfo(
         id=str(values["id"]),
         kind=kind.value,
