@@ -1,0 +1,84 @@
+"""GCRA rate limits on both backends (in-process and Redis), and through the API."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.guardrails.ratelimit import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    gcra,
+)
+from tests.conftest import TenantHandle
+from tests.guardrails.support import build_world, ok
+
+
+def test_gcra_allows_the_burst_then_the_rate() -> None:
+    tat = None
+    for _ in range(3):
+        decision, tat = gcra(tat, 100.0, rate=2.0, burst=3)
+        assert decision.allowed
+    denied, unchanged = gcra(tat, 100.0, rate=2.0, burst=3)
+    assert not denied.allowed
+    assert unchanged is None
+    assert denied.retry_after == pytest.approx(0.5)
+    later, _ = gcra(tat, 100.5, rate=2.0, burst=3)  # one interval later: one more
+    assert later.allowed
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
+    backend: RateLimiter
+    if request.param == "redis":
+        backend = RedisRateLimiter("redis://127.0.0.1:6379/15")
+    else:
+        backend = MemoryRateLimiter()
+    yield backend
+    backend.close()
+
+
+def test_backend_enforces_burst_and_refills(limiter: RateLimiter) -> None:
+    key = f"test:{uuid.uuid4().hex}"
+    results = [limiter.acquire(key, rate=20.0, burst=5) for _ in range(8)]
+    assert [r.allowed for r in results] == [True] * 5 + [False] * 3
+    assert results[0].remaining == 4
+    assert results[4].remaining == 0
+    assert 0 < results[5].retry_after <= 0.05 + 1e-6
+    time.sleep(0.12)  # two intervals of 50 ms refilled: two more, then refused again
+    again = [limiter.acquire(key, rate=20.0, burst=5).allowed for _ in range(10)]
+    assert again[:2] == [True, True]
+    assert False in again  # refilled at the rate, not back to the burst
+    limiter.reset(key)
+    assert limiter.acquire(key, rate=20.0, burst=5).allowed
+
+
+def test_keys_are_independent(limiter: RateLimiter) -> None:
+    a, b = f"a:{uuid.uuid4().hex}", f"b:{uuid.uuid4().hex}"
+    assert limiter.acquire(a, rate=1.0, burst=1).allowed
+    assert not limiter.acquire(a, rate=1.0, burst=1).allowed
+    assert limiter.acquire(b, rate=1.0, burst=1).allowed
+
+
+def test_api_rate_limit_per_app_answers_429(client: TestClient, tenant: TenantHandle) -> None:
+    world = build_world(client, tenant)
+    rule = {"scope_kind": "app", "scope": world.app, "rate": "0.5", "burst": 2}
+    ok(client.put("/v1/rate-limits", json=rule, headers=world.headers))
+    body = {"app": world.app}
+    statuses = [
+        client.post("/v1/decisions", json=body, headers=world.headers).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    last = client.post("/v1/decisions", json=body, headers=world.headers)
+    assert last.headers["Retry-After"] in {"1", "2"}
+    assert f"rate limit of app {world.app!r} exceeded" in last.json()["error"]["message"]
+    other = build_world(client, tenant)  # another app: its own allowance
+    assert (
+        client.post("/v1/decisions", json={"app": other.app}, headers=world.headers).status_code
+        == 200
+    )
