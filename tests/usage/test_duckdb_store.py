@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -304,3 +305,12 @@ def test_daily_totals_are_the_quantities_of_each_day(store: DuckDBUsageStore) ->
         day += timedelta(days=1)
     assert by_day == expected
     assert len(expected) == 4
+
+
+def test_a_store_of_another_schema_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "usage.duckdb"
+    DuckDBUsageStore(path).close()
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("UPDATE store_meta SET value = '0' WHERE key = 'schema_version'")
+    with pytest.raises(RuntimeError, match="rebuilds it from the event log"):
+        DuckDBUsageStore(path)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from quartermaster.domain.timeutil import Period
+from quartermaster.usage.duckdb_schema import LATEST_KEY
 from quartermaster.usage.periods import Grain, Segment, decompose
 from quartermaster.usage.store import (
     DailyTotal,
@@ -54,27 +55,27 @@ def summable_sql(
         if grain is Grain.RAW:
             where, values = _ranges("event_time", segments)
             parts.append(
-                f"SELECT {KEYS}, 1 AS n, quantity AS s, quantity AS m, event_time AS lt, "
-                f"position AS lp, quantity AS lq FROM usage_raw WHERE tenant_id = ? AND {where}"
+                f"SELECT {KEYS}, 1 AS n, quantity AS s, quantity AS m, {LATEST_KEY} AS lk, "
+                f"quantity AS lq FROM usage_raw WHERE tenant_id = ? AND {where}"
             )
         else:
             where, values = _ranges("bucket", segments)
             parts.append(
                 f"SELECT {KEYS}, event_count AS n, quantity_sum AS s, quantity_max AS m, "
-                f"latest_time AS lt, latest_position AS lp, latest_quantity AS lq "
+                f"latest_key AS lk, latest_quantity AS lq "
                 f"FROM usage_{grain.value} WHERE tenant_id = ? AND {where}"
             )
         params += [tenant_id, *values]
     if as_of is not None:
         parts.append(
-            f"SELECT {KEYS}, -1 AS n, -quantity AS s, NULL AS m, NULL AS lt, NULL AS lp, "
+            f"SELECT {KEYS}, -1 AS n, -quantity AS s, NULL AS m, NULL AS lk, "
             "NULL AS lq FROM usage_raw WHERE tenant_id = ? AND event_time >= ? "
             "AND event_time < ? AND billable_at >= ?"
         )
         params += [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]
     union = " UNION ALL ".join(parts)
     sql = (
-        f"SELECT {KEYS}, sum(n)::BIGINT, sum(s), max(m), arg_max(lq, (lt, lp)) "
+        f"SELECT {KEYS}, sum(n)::BIGINT, sum(s), max(m), arg_max(lq, lk) "
         f"FROM ({union}) GROUP BY ALL HAVING sum(n) <> 0"
     )
     return sql, params
@@ -86,8 +87,7 @@ def whole_days_sql(tenant_id: str, start: datetime, end: datetime) -> tuple[str,
     sql = f"""
         WITH totals AS (
             SELECT bucket, {KEYS}, sum(event_count)::BIGINT AS n, sum(quantity_sum) AS s,
-                   max(quantity_max) AS m, arg_max(latest_quantity, (latest_time, latest_position))
-                   AS lq
+                   max(quantity_max) AS m, arg_max(latest_quantity, latest_key) AS lq
             FROM usage_day WHERE tenant_id = ? AND bucket >= ? AND bucket < ? GROUP BY ALL
         ), sets AS (
             SELECT bucket, {KEYS}, count(DISTINCT value) AS d
@@ -141,7 +141,7 @@ def distinct_sql(tenant_id: str, period: Period) -> tuple[str, list[Any]]:
 def raw_as_of_sql(tenant_id: str, period: Period, as_of: datetime) -> tuple[str, list[Any]]:
     """max, latest and distinct count from raw rows billable before `as_of`."""
     sql = (
-        f"SELECT {KEYS}, max(quantity), arg_max(quantity, (event_time, position)), "
+        f"SELECT {KEYS}, max(quantity), arg_max(quantity, {LATEST_KEY}), "
         "count(DISTINCT distinct_value) FROM usage_raw WHERE tenant_id = ? "
         "AND event_time >= ? AND event_time < ? AND billable_at < ? GROUP BY ALL"
     )

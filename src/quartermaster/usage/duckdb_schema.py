@@ -6,7 +6,7 @@ maintain on the write path) and are summed when read; `compact()` folds them."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 ROLLUP_COLUMNS = """
     tenant_id VARCHAR NOT NULL,
@@ -19,8 +19,7 @@ ROLLUP_COLUMNS = """
     event_count BIGINT NOT NULL,
     quantity_sum DECIMAL(38, 12) NOT NULL,
     quantity_max DECIMAL(38, 12) NOT NULL,
-    latest_time TIMESTAMP NOT NULL,
-    latest_position BIGINT NOT NULL,
+    latest_key HUGEINT NOT NULL,
     latest_quantity DECIMAL(38, 12) NOT NULL
 """
 
@@ -36,6 +35,10 @@ DISTINCT_COLUMNS = """
 """
 
 GRAINS = ("minute", "hour", "day")
+# Orders usage rows by (event time, log position) in one number: "latest" is the value with
+# the largest key. arg_max over a single HUGEINT is ~2x faster than over a (time, position)
+# struct. Positions stay below 2^40.
+LATEST_KEY = "(epoch_us(event_time)::HUGEINT * 1099511627776 + position)"
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -152,9 +155,8 @@ ROLLUP_KEYS = "tenant_id, bucket, cost_center, team, app, meter, unattributed"
 
 MERGED_STATS = """
     sum(event_count)::BIGINT AS event_count, sum(quantity_sum) AS quantity_sum,
-    max(quantity_max) AS quantity_max, max(latest_time) AS latest_time,
-    arg_max(latest_position, (latest_time, latest_position)) AS latest_position,
-    arg_max(latest_quantity, (latest_time, latest_position)) AS latest_quantity
+    max(quantity_max) AS quantity_max, max(latest_key) AS latest_key,
+    arg_max(latest_quantity, latest_key) AS latest_quantity
 """
 
 
@@ -166,9 +168,8 @@ def rollup_increment_sql(source: str) -> list[str]:
             SELECT tenant_id, date_trunc('minute', event_time)::TIMESTAMP AS bucket,
                    cost_center, team, app, meter, unattributed,
                    count(*) AS event_count, sum(quantity) AS quantity_sum,
-                   max(quantity) AS quantity_max, max(event_time) AS latest_time,
-                   arg_max(position, (event_time, position)) AS latest_position,
-                   arg_max(quantity, (event_time, position)) AS latest_quantity
+                   max(quantity) AS quantity_max, max({LATEST_KEY}) AS latest_key,
+                   arg_max(quantity, {LATEST_KEY}) AS latest_quantity
             FROM {source} GROUP BY ALL""",
         "INSERT INTO usage_minute SELECT * FROM increment_minute",
         f"""CREATE OR REPLACE TEMP TABLE increment_hour AS
