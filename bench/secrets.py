@@ -37,7 +37,7 @@ from sqlalchemy import select, text
 from quartermaster.catalog.models import App
 from quartermaster.config import Settings, generate_server_key
 from quartermaster.runtime import Runtime, build_runtime
-from quartermaster.secrets import dynamic, engines, kv, leases
+from quartermaster.secrets import dynamic, engines, kv, revocation
 from quartermaster.secrets.access import Requester, RequesterKind
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.engines import parse_grants
@@ -245,7 +245,7 @@ def bench_postgres(
                 )
             middle = time.perf_counter()
             with runtime.session_factory() as session:
-                leases.revoke_lease(admin, cred.lease.id, ctx=ctx, session=session)
+                revocation.revoke_lease(admin, cred.lease.id, ctx=ctx, session=session)
             ended = time.perf_counter()
             if index >= 10:
                 issue_times.append(middle - started)

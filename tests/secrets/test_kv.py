@@ -12,7 +12,7 @@ from quartermaster.errors import (
     PermissionDeniedError,
 )
 from quartermaster.runtime import Runtime
-from quartermaster.secrets import kv
+from quartermaster.secrets import kv, kv_lifecycle
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.leases import list_leases
 from tests.secrets.conftest import World
@@ -83,19 +83,19 @@ def test_soft_delete_undelete_destroy(world: World, ctx: SecretsContext, runtime
     with runtime.session_factory() as session:
         kv.write_secret(admin, PATH, "one-value", ctx=ctx, session=session)
         kv.write_secret(admin, PATH, "two-value", ctx=ctx, session=session)
-        kv.delete_versions(admin, PATH, session=session)  # latest (2)
+        kv_lifecycle.delete_versions(admin, PATH, session=session)  # latest (2)
         with pytest.raises(NotFoundError, match="is deleted"):
             kv.read_secret(admin, PATH, ctx=ctx, session=session)
         assert kv.read_secret(admin, PATH, version=1, ctx=ctx, session=session).value == "one-value"
-        kv.undelete_versions(admin, PATH, [2], session=session)
+        kv_lifecycle.undelete_versions(admin, PATH, [2], session=session)
         assert kv.read_secret(admin, PATH, ctx=ctx, session=session).value == "two-value"
-        kv.destroy_versions(admin, PATH, [1], ctx=ctx, session=session)
+        kv_lifecycle.destroy_versions(admin, PATH, [1], ctx=ctx, session=session)
         with pytest.raises(NotFoundError, match="destroyed"):
             kv.read_secret(admin, PATH, version=1, ctx=ctx, session=session)
         with pytest.raises(ConflictError, match="destroyed"):
-            kv.undelete_versions(admin, PATH, [1], session=session)
+            kv_lifecycle.undelete_versions(admin, PATH, [1], session=session)
         with pytest.raises(NotFoundError, match="no version 7"):
-            kv.delete_versions(admin, PATH, [7], session=session)
+            kv_lifecycle.delete_versions(admin, PATH, [7], session=session)
         meta = kv.describe_secret(admin, PATH, session=session)
     assert meta.versions[0].destroyed_at is not None
     assert meta.versions[1].deleted_at is None
@@ -110,7 +110,7 @@ def test_destroy_erases_ciphertext_and_ends_its_leases(
     with runtime.session_factory() as session:
         kv.write_secret(admin, PATH, "short-lived", ctx=ctx, session=session)
         lease = kv.read_secret(admin, PATH, ctx=ctx, session=session).lease
-        kv.destroy_versions(admin, PATH, ctx=ctx, session=session)
+        kv_lifecycle.destroy_versions(admin, PATH, ctx=ctx, session=session)
         row = session.query(SecretVersion).filter_by(tenant_id=world.tenant_id).one()
         live = list_leases(admin, session=session)
     assert row.ciphertext is None
@@ -125,7 +125,7 @@ def test_rotate_writes_a_new_version_and_revokes_leases(
         kv.write_secret(admin, PATH, "leaked-value", ctx=ctx, session=session)
         for _ in range(3):
             kv.read_secret(admin, PATH, ctx=ctx, session=session)
-        result = kv.rotate_secret(admin, PATH, ctx=ctx, session=session)
+        result = kv_lifecycle.rotate_secret(admin, PATH, ctx=ctx, session=session)
         fresh = kv.read_secret(admin, PATH, ctx=ctx, session=session)
         live = list_leases(admin, prefix=PATH, session=session)
     assert result.revoked_leases == 3

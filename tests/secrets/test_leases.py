@@ -13,7 +13,7 @@ from quartermaster.audit.log import list_records
 from quartermaster.config import Settings
 from quartermaster.errors import ConflictError, PermissionDeniedError, RateLimitedError
 from quartermaster.runtime import Runtime, build_runtime
-from quartermaster.secrets import kv, leases
+from quartermaster.secrets import kv, leases, revocation
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.reaper import LeaseReaper, reap_once
 from tests.conftest import make_settings
@@ -52,9 +52,9 @@ def test_revoke_is_idempotent_and_renewing_a_revoked_lease_is_denied(
     billing = world.workload("billing")
     with runtime.session_factory() as session:
         lease = kv.read_secret(billing, PATH, ctx=ctx, session=session).lease
-        first = leases.revoke_lease(billing, lease.id, ctx=ctx, session=session)
-        again = leases.revoke_lease(billing, lease.id, ctx=ctx, session=session)
-        unknown = leases.revoke_lease(billing, "no-such-lease", ctx=ctx, session=session)
+        first = revocation.revoke_lease(billing, lease.id, ctx=ctx, session=session)
+        again = revocation.revoke_lease(billing, lease.id, ctx=ctx, session=session)
+        unknown = revocation.revoke_lease(billing, "no-such-lease", ctx=ctx, session=session)
         with pytest.raises(ConflictError, match=r"ended at .* \(revoked\) and cannot be renewed"):
             leases.renew_lease(billing, lease.id, increment_seconds=60, ctx=ctx, session=session)
         records = list_records(world.tenant_id, session=session)
@@ -82,7 +82,7 @@ def test_only_the_holder_admin_or_owning_team_manage_a_lease(
     with runtime.session_factory() as session:
         lease = kv.read_secret(world.workload("billing"), PATH, ctx=ctx, session=session).lease
         with pytest.raises(PermissionDeniedError, match="is held by app:billing"):
-            leases.revoke_lease(world.workload("web"), lease.id, ctx=ctx, session=session)
+            revocation.revoke_lease(world.workload("web"), lease.id, ctx=ctx, session=session)
         with pytest.raises(PermissionDeniedError):
             leases.renew_lease(
                 world.member(world.growth_team_id),
@@ -92,7 +92,7 @@ def test_only_the_holder_admin_or_owning_team_manage_a_lease(
                 session=session,
             )
         owner_team = world.member(world.payments_team_id)
-        result = leases.revoke_lease(owner_team, lease.id, ctx=ctx, session=session)
+        result = revocation.revoke_lease(owner_team, lease.id, ctx=ctx, session=session)
     assert result.status == "revoked"
 
 
@@ -105,11 +105,11 @@ def test_revoke_prefix_ends_every_lease_under_it(
             kv.write_secret(admin, path, f"value-of-{path}", ctx=ctx, session=session)
             kv.read_secret(admin, path, ctx=ctx, session=session)
             kv.read_secret(admin, path, ctx=ctx, session=session)
-        result = leases.revoke_prefix(admin, "apps/billing", ctx=ctx, session=session)
-        again = leases.revoke_prefix(admin, "apps/billing/", ctx=ctx, session=session)
+        result = revocation.revoke_prefix(admin, "apps/billing", ctx=ctx, session=session)
+        again = revocation.revoke_prefix(admin, "apps/billing/", ctx=ctx, session=session)
         remaining = leases.list_leases(admin, session=session)
         with pytest.raises(PermissionDeniedError, match="reaches beyond"):
-            leases.revoke_prefix(
+            revocation.revoke_prefix(
                 world.member(world.payments_team_id), "apps/", ctx=ctx, session=session
             )
     assert (result.revoked, again.revoked) == (4, 0)
@@ -148,7 +148,7 @@ def test_quota_stops_a_looping_workload(
         add_team_and_app(runtime, world.tenant_id, "ops", "cron")
         kv.write_secret(world.admin(), "apps/cron/k", "cron-value", ctx=ctx, session=session)
         kv.read_secret(world.workload("cron"), "apps/cron/k", ctx=ctx, session=session)
-        leases.revoke_lease(billing, issued[0].id, ctx=ctx, session=session)
+        revocation.revoke_lease(billing, issued[0].id, ctx=ctx, session=session)
         kv.read_secret(billing, PATH, ctx=ctx, session=session)
         records = list_records(world.tenant_id, session=session)
     denied = [s.record for s in records if s.record.outcome == "denied"]

@@ -11,7 +11,7 @@ from psycopg import sql
 from sqlalchemy import text
 
 from quartermaster.runtime import Runtime
-from quartermaster.secrets import engines, kv, leases
+from quartermaster.secrets import engines, kv, kv_lifecycle, leases
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.engines import parse_grants
 from quartermaster.secrets.envelope import fingerprint
@@ -33,7 +33,7 @@ def _exercise(world: World, ctx: SecretsContext, runtime: Runtime) -> tuple[str,
         kv.write_secret(admin, "apps/billing/needle", value, ctx=ctx, session=session)
         lease = kv.read_secret(admin, "apps/billing/needle", ctx=ctx, session=session).lease
         leases.renew_lease(admin, lease.id, increment_seconds=60, ctx=ctx, session=session)
-        kv.rotate_secret(admin, "apps/billing/needle", rotated, ctx=ctx, session=session)
+        kv_lifecycle.rotate_secret(admin, "apps/billing/needle", rotated, ctx=ctx, session=session)
         kv.read_secret(admin, "apps/billing/needle", ctx=ctx, session=session)
         engines.configure_postgres_engine(
             admin,

@@ -16,7 +16,7 @@ from psycopg import sql
 from quartermaster.config import Settings
 from quartermaster.errors import ConflictError, InvalidInputError
 from quartermaster.runtime import Runtime, build_runtime
-from quartermaster.secrets import dynamic, engines, leases
+from quartermaster.secrets import dynamic, engines, leases, revocation
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.engines import parse_grants
 from quartermaster.secrets.identity import generate_identity_key
@@ -126,7 +126,7 @@ def test_credential_works_while_leased_and_not_after_revocation(
     assert abs((valid_until[0] - cred.lease.expires_at).total_seconds()) < 1
 
     with runtime.session_factory() as session:
-        result = leases.revoke_lease(
+        result = revocation.revoke_lease(
             world.workload("billing"), cred.lease.id, ctx=ctx, session=session
         )
     assert (result.status, result.cleanup_pending) == ("revoked", False)
@@ -178,7 +178,7 @@ def test_renew_moves_valid_until_within_max_ttl(
             ).fetchone()
         assert row is not None
         assert abs((row[0] - renewed.expires_at).total_seconds()) < 1
-        leases.revoke_prefix(world.admin(), "apps/billing", ctx=ctx, session=session)
+        revocation.revoke_prefix(world.admin(), "apps/billing", ctx=ctx, session=session)
     assert not _role_exists(cred.username)
 
 
@@ -200,12 +200,12 @@ def test_unreachable_database_leaves_cleanup_to_the_reaper(
             ctx=ctx,
             session=session,
         )
-        result = leases.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
+        result = revocation.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
         assert (result.status, result.cleanup_pending) == ("revoked", True)
         assert _role_exists(cred.username)
         # Revoking again is still success; the lease is over for the broker either way.
         assert (
-            leases.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session).status
+            revocation.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session).status
             == "already_ended"
         )
     _mount(world, ctx, runtime, target_db)
@@ -279,7 +279,7 @@ def test_server_wide_connection_is_used_when_an_engine_has_none(
                 world.admin(), ENGINE_PATH, ctx=ctx, session=session
             )
             _login(target_db, cred.username, cred.password).close()
-            leases.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
+            revocation.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
     finally:
         ctx.close()
         runtime.close()

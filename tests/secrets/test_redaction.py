@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quartermaster.runtime import Runtime
-from quartermaster.secrets import kv, leases
+from quartermaster.secrets import kv, revocation
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.exposure import leased_values, redactor_for
 from quartermaster.secrets.redaction import REPLACEMENT, Redactor, redact
@@ -83,7 +83,7 @@ def test_redactor_holds_the_values_of_live_leases_only(
         lease_a = kv.read_secret(admin, "apps/billing/a", ctx=ctx, session=session).lease
         kv.read_secret(admin, "apps/web/c", ctx=ctx, session=session)
         kv.read_secret(admin, "apps/billing/b", ctx=ctx, session=session)
-        leases.revoke_lease(admin, lease_a.id, ctx=ctx, session=session)
+        revocation.revoke_lease(admin, lease_a.id, ctx=ctx, session=session)
         everything = leased_values(world.tenant_id, ctx=ctx, session=session)
         billing = leased_values(world.tenant_id, prefix="apps/billing", ctx=ctx, session=session)
         redactor = redactor_for(admin, prefix="", ctx=ctx, session=session)

@@ -3,6 +3,7 @@ tenant's data key) and the database-side cleanup every lease end goes through.""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -210,18 +211,50 @@ def engine_conninfo(engine: DynamicEngine, *, ctx: SecretsContext, session: Sess
     return validate_connection_url(ctx.settings.secrets_postgres_url.get_secret_value())
 
 
-def drop_lease_role(lease: SecretLease, *, ctx: SecretsContext, session: Session) -> str | None:
-    """End a dynamic lease's role in its database. None on success (or nothing to do), else
-    the error, so the caller keeps the lease marked for another attempt by the reaper."""
-    if lease.kind != LeaseKind.POSTGRES.value or lease.role_name is None:
-        return None
-    engine = session.get(DynamicEngine, lease.engine_id) if lease.engine_id is not None else None
-    if engine is None:
-        return f"engine of lease {lease.id} is gone; drop role {lease.role_name} by hand"
-    try:
-        conninfo = engine_conninfo(engine, ctx=ctx, session=session)
-        role = lease.role_name
-        ctx.postgres.run(conninfo, lambda conn: drop_role(conn, role=role))
-    except (EngineError, ConflictError) as exc:
-        return str(exc)[:300]
-    return None
+@dataclass(frozen=True, slots=True)
+class RoleTarget:
+    """What dropping a dynamic lease's role needs, read before any lock is taken, so the call
+    to the target database never runs inside a control-plane transaction."""
+
+    lease_id: str
+    role: str
+    conninfo: str | None
+    error: str | None = None  # why the role cannot be reached (engine gone, no connection)
+
+
+def role_targets(
+    leases: list[SecretLease], *, ctx: SecretsContext, session: Session
+) -> list[RoleTarget]:
+    targets: list[RoleTarget] = []
+    for lease in leases:
+        if lease.kind != LeaseKind.POSTGRES.value or lease.role_name is None:
+            continue
+        engine = session.get(DynamicEngine, lease.engine_id) if lease.engine_id else None
+        if engine is None:
+            error = f"engine of lease {lease.id} is gone; drop role {lease.role_name} by hand"
+            targets.append(RoleTarget(lease.id, lease.role_name, None, error))
+            continue
+        try:
+            conninfo = engine_conninfo(engine, ctx=ctx, session=session)
+        except ConflictError as exc:
+            targets.append(RoleTarget(lease.id, lease.role_name, None, exc.message))
+            continue
+        targets.append(RoleTarget(lease.id, lease.role_name, conninfo))
+    return targets
+
+
+def drop_roles(targets: list[RoleTarget], *, ctx: SecretsContext) -> dict[str, str | None]:
+    """Drop each target's role (terminating its sessions). Lease id -> None when the role is
+    gone (dropped now or already), else the error to retry on. Call it outside transactions."""
+    outcome: dict[str, str | None] = {}
+    for target in targets:
+        if target.conninfo is None:
+            outcome[target.lease_id] = target.error or "no connection to the role's database"
+            continue
+        try:
+            ctx.postgres.run(target.conninfo, functools.partial(drop_role, role=target.role))
+        except EngineError as exc:
+            outcome[target.lease_id] = str(exc)[:300]
+        else:
+            outcome[target.lease_id] = None
+    return outcome

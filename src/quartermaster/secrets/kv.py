@@ -4,7 +4,6 @@ audit record."""
 
 from __future__ import annotations
 
-import secrets as random_source
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,15 +21,12 @@ from quartermaster.secrets.envelope import open_sealed, seal, value_aad
 from quartermaster.secrets.guard import access_rules, authorize, refuse, require_scope
 from quartermaster.secrets.leases import (
     LeaseInfo,
-    end_lease,
     issue_lease,
     lease_terms,
 )
 from quartermaster.secrets.models import (
     LeaseKind,
-    LeaseState,
     SecretEntry,
-    SecretLease,
     SecretVersion,
 )
 from quartermaster.secrets.paths import SecretPath, normalize_prefix, parse_path, under_prefix
@@ -64,7 +60,7 @@ class SecretValue:
     lease: LeaseInfo
 
 
-def _version_meta(row: SecretVersion) -> VersionMeta:
+def version_meta(row: SecretVersion) -> VersionMeta:
     return VersionMeta(
         version=row.version,
         created_at=row.created_at,
@@ -75,7 +71,7 @@ def _version_meta(row: SecretVersion) -> VersionMeta:
     )
 
 
-def _entry(tenant_id: str, path: str, *, session: Session) -> SecretEntry | None:
+def find_entry(tenant_id: str, path: str, *, session: Session) -> SecretEntry | None:
     return session.scalar(
         select(SecretEntry)
         .where(SecretEntry.tenant_id == tenant_id, SecretEntry.path == path)
@@ -83,7 +79,7 @@ def _entry(tenant_id: str, path: str, *, session: Session) -> SecretEntry | None
     )
 
 
-def _check_value(value: str, *, max_bytes: int) -> bytes:
+def check_value(value: str, *, max_bytes: int) -> bytes:
     encoded = value.encode()
     if not encoded:
         raise InvalidInputError("value is empty", field="value")
@@ -95,7 +91,7 @@ def _check_value(value: str, *, max_bytes: int) -> bytes:
     return encoded
 
 
-def _store_version(
+def store_version(
     requester: Requester,
     target: SecretPath,
     encoded: bytes,
@@ -106,7 +102,7 @@ def _store_version(
 ) -> tuple[SecretEntry, SecretVersion]:
     lock_tenant_chain(requester.tenant_id, session=session)
     data_key = ctx.data_keys.ensure(requester.tenant_id, session=session)
-    entry = _entry(requester.tenant_id, target.path, session=session)
+    entry = find_entry(requester.tenant_id, target.path, session=session)
     current = entry.current_version if entry is not None else 0
     if cas is not None and cas != current:
         session.rollback()
@@ -159,12 +155,12 @@ def write_secret(
     """Store a new version. With `cas`, only if the current version is exactly `cas`
     (0: only if the path has no version yet)."""
     target = parse_path(raw_path)
-    encoded = _check_value(value, max_bytes=ctx.settings.secrets_max_value_bytes)
+    encoded = check_value(value, max_bytes=ctx.settings.secrets_max_value_bytes)
     if cas is not None and cas < 0:
         raise InvalidInputError("cas must be 0 or a version number", field="cas")
     authorize(requester, Action.WRITE, target, session=session)
     require_scope(requester, target, session=session)
-    _, row = _store_version(requester, target, encoded, cas=cas, ctx=ctx, session=session)
+    _, row = store_version(requester, target, encoded, cas=cas, ctx=ctx, session=session)
     append_audit(
         requester.tenant_id,
         action="write",
@@ -176,7 +172,7 @@ def write_secret(
         session=session,
     )
     session.commit()
-    return _version_meta(row)
+    return version_meta(row)
 
 
 def read_secret(
@@ -192,7 +188,7 @@ def read_secret(
     target = parse_path(raw_path)
     authorize(requester, Action.READ, target, session=session)
     tenant_id = requester.tenant_id
-    entry = _entry(tenant_id, target.path, session=session)
+    entry = find_entry(tenant_id, target.path, session=session)
     if entry is None or entry.current_version == 0:
         refuse(
             requester,
@@ -264,7 +260,7 @@ def describe_secret(requester: Requester, raw_path: str, *, session: Session) ->
     """Metadata of one path and all its versions; never a value."""
     target = parse_path(raw_path)
     authorize(requester, Action.LIST, target, session=session)
-    entry = _entry(requester.tenant_id, target.path, session=session)
+    entry = find_entry(requester.tenant_id, target.path, session=session)
     if entry is None:
         raise NotFoundError(f"no secret at {target.path!r}", field="path")
     rows = session.scalars(
@@ -277,7 +273,7 @@ def describe_secret(requester: Requester, raw_path: str, *, session: Session) ->
         current_version=entry.current_version,
         created_at=entry.created_at,
         updated_at=entry.updated_at,
-        versions=[_version_meta(r) for r in rows],
+        versions=[version_meta(r) for r in rows],
     )
 
 
@@ -337,7 +333,7 @@ def _with_versions(entries: Sequence[SecretEntry], *, session: Session) -> list[
         .order_by(SecretVersion.version)
     )
     for row in rows:
-        by_entry[row.entry_id].append(_version_meta(row))
+        by_entry[row.entry_id].append(version_meta(row))
     return [
         SecretMeta(
             path=e.path,
@@ -348,203 +344,3 @@ def _with_versions(entries: Sequence[SecretEntry], *, session: Session) -> list[
         )
         for e in entries
     ]
-
-
-def _versions_for_change(
-    requester: Requester,
-    target: SecretPath,
-    versions: Sequence[int] | None,
-    *,
-    action: Action,
-    session: Session,
-) -> tuple[SecretEntry, list[SecretVersion]]:
-    authorize(requester, action, target, session=session)
-    lock_tenant_chain(requester.tenant_id, session=session)
-    entry = _entry(requester.tenant_id, target.path, session=session)
-    if entry is None or entry.current_version == 0:
-        raise NotFoundError(f"no secret at {target.path!r}", field="path")
-    wanted = sorted(set(versions)) if versions else [entry.current_version]
-    rows = session.scalars(
-        select(SecretVersion)
-        .where(SecretVersion.entry_id == entry.id, SecretVersion.version.in_(wanted))
-        .execution_options(populate_existing=True)
-    ).all()
-    missing = sorted(set(wanted) - {r.version for r in rows})
-    if missing:
-        raise NotFoundError(
-            f"{target.path!r} has no version {', '.join(map(str, missing))} "
-            f"(latest is {entry.current_version})",
-            field="versions",
-        )
-    return entry, list(rows)
-
-
-def delete_versions(
-    requester: Requester,
-    raw_path: str,
-    versions: Sequence[int] | None = None,
-    *,
-    session: Session,
-) -> list[VersionMeta]:
-    """Soft-delete (default: the latest version). Reversible with undelete."""
-    target = parse_path(raw_path)
-    _, rows = _versions_for_change(
-        requester, target, versions, action=Action.WRITE, session=session
-    )
-    now = utc_now()
-    changed = [r for r in rows if r.deleted_at is None and r.destroyed_at is None]
-    for row in changed:
-        row.deleted_at = now
-    append_audit(
-        requester.tenant_id,
-        action="delete",
-        outcome="ok",
-        actor=requester.actor,
-        path=target.path,
-        detail={"versions": [r.version for r in changed]},
-        session=session,
-    )
-    session.commit()
-    return [_version_meta(r) for r in rows]
-
-
-def undelete_versions(
-    requester: Requester,
-    raw_path: str,
-    versions: Sequence[int] | None = None,
-    *,
-    session: Session,
-) -> list[VersionMeta]:
-    target = parse_path(raw_path)
-    _, rows = _versions_for_change(
-        requester, target, versions, action=Action.WRITE, session=session
-    )
-    destroyed = [r.version for r in rows if r.destroyed_at is not None]
-    if destroyed:
-        session.rollback()
-        raise ConflictError(
-            f"version {', '.join(map(str, destroyed))} of {target.path!r} was destroyed and "
-            "cannot be undeleted",
-            field="versions",
-        )
-    changed = [r for r in rows if r.deleted_at is not None]
-    for row in changed:
-        row.deleted_at = None
-    append_audit(
-        requester.tenant_id,
-        action="undelete",
-        outcome="ok",
-        actor=requester.actor,
-        path=target.path,
-        detail={"versions": [r.version for r in changed]},
-        session=session,
-    )
-    session.commit()
-    return [_version_meta(r) for r in rows]
-
-
-def destroy_versions(
-    requester: Requester,
-    raw_path: str,
-    versions: Sequence[int] | None = None,
-    *,
-    ctx: SecretsContext,
-    session: Session,
-) -> list[VersionMeta]:
-    """Erase the ciphertext for good and end the leases on those versions (their values can no
-    longer be redacted from logs, so nothing should keep using them)."""
-    target = parse_path(raw_path)
-    _, rows = _versions_for_change(
-        requester, target, versions, action=Action.DESTROY, session=session
-    )
-    now = utc_now()
-    for row in rows:
-        if row.destroyed_at is None:
-            row.ciphertext = None
-            row.destroyed_at = now
-            row.deleted_at = row.deleted_at or now
-    _end_path_leases(
-        requester,
-        target.path,
-        [r.version for r in rows],
-        reason="destroyed",
-        ctx=ctx,
-        session=session,
-    )
-    append_audit(
-        requester.tenant_id,
-        action="destroy",
-        outcome="ok",
-        actor=requester.actor,
-        path=target.path,
-        detail={"versions": [r.version for r in rows]},
-        session=session,
-    )
-    session.commit()
-    return [_version_meta(r) for r in rows]
-
-
-def _end_path_leases(
-    requester: Requester,
-    path: str,
-    versions: list[int] | None,
-    *,
-    reason: str,
-    ctx: SecretsContext,
-    session: Session,
-) -> int:
-    query = select(SecretLease).where(
-        SecretLease.tenant_id == requester.tenant_id,
-        SecretLease.path == path,
-        SecretLease.kind == LeaseKind.KV.value,
-        SecretLease.state != LeaseState.ENDED.value,
-    )
-    if versions is not None:
-        query = query.where(SecretLease.version.in_(versions))
-    leases = session.scalars(query.execution_options(populate_existing=True)).all()
-    for lease in leases:
-        end_lease(lease, reason=reason, actor=requester.actor, ctx=ctx, session=session)
-    return len(leases)
-
-
-@dataclass(frozen=True, slots=True)
-class RotateResult:
-    version: VersionMeta
-    revoked_leases: int
-    generated: bool
-
-
-def rotate_secret(
-    requester: Requester,
-    raw_path: str,
-    value: str | None = None,
-    *,
-    ctx: SecretsContext,
-    session: Session,
-) -> RotateResult:
-    """Write a new version (a fresh random value unless one is given) and revoke every live
-    lease on the path, in one transaction."""
-    target = parse_path(raw_path)
-    generated = value is None
-    new_value = value if value is not None else random_source.token_urlsafe(32)
-    encoded = _check_value(new_value, max_bytes=ctx.settings.secrets_max_value_bytes)
-    authorize(requester, Action.WRITE, target, session=session)
-    require_scope(requester, target, session=session)
-    if _entry(requester.tenant_id, target.path, session=session) is None:
-        raise NotFoundError(f"no secret at {target.path!r} to rotate", field="path")
-    _, row = _store_version(requester, target, encoded, cas=None, ctx=ctx, session=session)
-    revoked = _end_path_leases(
-        requester, target.path, None, reason="rotated", ctx=ctx, session=session
-    )
-    append_audit(
-        requester.tenant_id,
-        action="rotate",
-        outcome="ok",
-        actor=requester.actor,
-        path=target.path,
-        version=row.version,
-        detail={"value_hmac": row.fingerprint, "revoked_leases": revoked, "generated": generated},
-        session=session,
-    )
-    session.commit()
-    return RotateResult(version=_version_meta(row), revoked_leases=revoked, generated=generated)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from quartermaster.api.deps import SessionDep
-from quartermaster.secrets import leases, workloads
+from quartermaster.secrets import leases, revocation, workloads
 from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
 from quartermaster.secrets.schemas import (
     LeaseList,
@@ -62,7 +62,7 @@ def renew_lease(
 def revoke_lease(
     lease_id: str, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
 ) -> RevokeOut:
-    return RevokeOut.of(leases.revoke_lease(requester, lease_id, ctx=ctx, session=session))
+    return RevokeOut.of(revocation.revoke_lease(requester, lease_id, ctx=ctx, session=session))
 
 
 @router.post("/v1/leases/revoke-prefix", summary="End every live lease under a path prefix")
@@ -70,7 +70,7 @@ def revoke_prefix(
     body: RevokePrefixIn, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
 ) -> RevokePrefixOut:
     return RevokePrefixOut.of(
-        leases.revoke_prefix(requester, body.prefix, ctx=ctx, session=session)
+        revocation.revoke_prefix(requester, body.prefix, ctx=ctx, session=session)
     )
 
 

@@ -27,7 +27,7 @@ from quartermaster.errors import (
 )
 from quartermaster.secrets.access import Requester, RequesterKind
 from quartermaster.secrets.context import SecretsContext
-from quartermaster.secrets.engines import drop_lease_role, engine_conninfo
+from quartermaster.secrets.engines import engine_conninfo
 from quartermaster.secrets.guard import refuse, scope_team_id
 from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import normalize_prefix, parse_path
@@ -180,7 +180,7 @@ def issue_lease(
     )
 
 
-def _load(tenant_id: str, lease_id: str, *, session: Session) -> SecretLease | None:
+def load_lease(tenant_id: str, lease_id: str, *, session: Session) -> SecretLease | None:
     return session.scalar(
         select(SecretLease)
         .where(SecretLease.tenant_id == tenant_id, SecretLease.id == lease_id)
@@ -188,7 +188,7 @@ def _load(tenant_id: str, lease_id: str, *, session: Session) -> SecretLease | N
     )
 
 
-def _management_denial(requester: Requester, lease: SecretLease, *, session: Session) -> str | None:
+def management_denial(requester: Requester, lease: SecretLease, *, session: Session) -> str | None:
     if requester.kind is RequesterKind.SYSTEM or requester.role is Role.ADMIN:
         return None
     if lease.holder == requester.holder:
@@ -201,8 +201,8 @@ def _management_denial(requester: Requester, lease: SecretLease, *, session: Ses
 
 
 def get_lease(requester: Requester, lease_id: str, *, session: Session) -> LeaseInfo:
-    lease = _load(requester.tenant_id, lease_id, session=session)
-    if lease is None or _management_denial(requester, lease, session=session) is not None:
+    lease = load_lease(requester.tenant_id, lease_id, session=session)
+    if lease is None or management_denial(requester, lease, session=session) is not None:
         raise NotFoundError(f"lease {lease_id!r} not found", field="lease_id")
     return lease_info(lease)
 
@@ -218,7 +218,7 @@ def list_leases(
     prefix = normalize_prefix(prefix)
     query = select(SecretLease).where(SecretLease.tenant_id == requester.tenant_id)
     if prefix:
-        query = query.where(_under(prefix))
+        query = query.where(under_prefix_clause(prefix))
     if live_only:
         query = query.where(*_live(utc_now()))
     if requester.role is not Role.ADMIN:
@@ -227,7 +227,7 @@ def list_leases(
     return [lease_info(row) for row in rows]
 
 
-def _under(prefix: str) -> ColumnElement[bool]:
+def under_prefix_clause(prefix: str) -> ColumnElement[bool]:
     if prefix.endswith("/"):
         return SecretLease.path.startswith(prefix, autoescape=True)
     return or_(
@@ -243,10 +243,22 @@ def renew_lease(
     ctx: SecretsContext,
     session: Session,
 ) -> LeaseInfo:
+    """Extend a live lease to now + increment, never past issue + max_ttl. A dynamic role's
+    VALID UNTIL is moved first, outside the control-plane transaction."""
     if increment_seconds is not None and increment_seconds < 1:
         raise InvalidInputError("increment_seconds must be at least 1", field="increment_seconds")
+    increment = increment_seconds or ctx.settings.secrets_lease_ttl_seconds
+    lease = load_lease(requester.tenant_id, lease_id, session=session)
+    if (
+        lease is not None
+        and lease.kind == LeaseKind.POSTGRES.value
+        and _renewable(lease) is None
+        and management_denial(requester, lease, session=session) is None
+    ):
+        valid_until = min(utc_now() + timedelta(seconds=increment), lease.max_expires_at)
+        _extend_dynamic(lease, valid_until, ctx=ctx, session=session)
     lock_tenant_chain(requester.tenant_id, session=session)
-    lease = _load(requester.tenant_id, lease_id, session=session)
+    lease = load_lease(requester.tenant_id, lease_id, session=session)
     if lease is None:
         refuse(
             requester,
@@ -256,7 +268,7 @@ def renew_lease(
             outcome="not_found",
             session=session,
         )
-    denial = _management_denial(requester, lease, session=session)
+    denial = management_denial(requester, lease, session=session)
     if denial is not None:
         refuse(
             requester,
@@ -266,25 +278,12 @@ def renew_lease(
             lease_id=lease_id,
             session=session,
         )
-    now = utc_now()
-    if lease.state == LeaseState.ENDED.value or lease.expires_at <= now:
-        when = lease.ended_at or lease.expires_at
-        why = lease.end_reason or "expired"
+    ended = _renewable(lease)
+    if ended is not None:
         refuse(
-            requester,
-            ConflictError(
-                f"lease {lease_id} ended at {when.isoformat()} ({why}) and cannot be renewed: "
-                "read the secret again for a new lease"
-            ),
-            action="renew",
-            path=lease.path,
-            lease_id=lease_id,
-            session=session,
+            requester, ended, action="renew", path=lease.path, lease_id=lease_id, session=session
         )
-    increment = increment_seconds or ctx.settings.secrets_lease_ttl_seconds
-    new_expiry = min(now + timedelta(seconds=increment), lease.max_expires_at)
-    if lease.kind == LeaseKind.POSTGRES.value and lease.role_name is not None:
-        _extend_dynamic(lease, new_expiry, ctx=ctx, session=session)
+    new_expiry = min(utc_now() + timedelta(seconds=increment), lease.max_expires_at)
     lease.expires_at = new_expiry
     append_audit(
         requester.tenant_id,
@@ -301,6 +300,17 @@ def renew_lease(
     return lease_info(lease)
 
 
+def _renewable(lease: SecretLease) -> ConflictError | None:
+    if lease.state != LeaseState.ENDED.value and lease.expires_at > utc_now():
+        return None
+    when = lease.ended_at or lease.expires_at
+    why = lease.end_reason or "expired"
+    return ConflictError(
+        f"lease {lease.id} ended at {when.isoformat()} ({why}) and cannot be renewed: "
+        "read the secret again for a new lease"
+    )
+
+
 def _extend_dynamic(
     lease: SecretLease, valid_until: datetime, *, ctx: SecretsContext, session: Session
 ) -> None:
@@ -308,163 +318,13 @@ def _extend_dynamic(
     role = lease.role_name
     if engine is None or role is None:
         raise ConflictError(f"the engine of lease {lease.id} is gone; the lease cannot be renewed")
+    conninfo = engine_conninfo(engine, ctx=ctx, session=session)
+    session.rollback()  # no control-plane transaction (or SQLite lock) while the target works
     try:
-        conninfo = engine_conninfo(engine, ctx=ctx, session=session)
         exists = ctx.postgres.run(
             conninfo, lambda c: extend_role(c, role=role, valid_until=valid_until)
         )
     except EngineError as exc:
-        raise ConflictError(f"could not extend role of lease {lease.id}: {exc}") from None
+        raise ConflictError(f"could not extend the role of lease {lease.id}: {exc}") from None
     if not exists:
         raise ConflictError(f"the role of lease {lease.id} no longer exists in its database")
-
-
-@dataclass(frozen=True, slots=True)
-class RevokeResult:
-    lease_id: str
-    status: str  # revoked | already_ended | not_found
-    cleanup_pending: bool = False
-
-
-def end_lease(
-    lease: SecretLease,
-    *,
-    reason: str,
-    actor: str,
-    ctx: SecretsContext,
-    session: Session,
-    action: str = "revoke",
-) -> bool:
-    """Mark a live lease ended (and drop a dynamic role) inside the caller's transaction, with
-    its audit record. Returns whether the database-side cleanup is still pending."""
-    now = utc_now()
-    error = drop_lease_role(lease, ctx=ctx, session=session)
-    lease.state = LeaseState.ENDED.value
-    lease.ended_at = now
-    lease.end_reason = reason
-    lease.sealed_value = None  # the password is no longer needed once the lease is over
-    lease.cleanup_pending = error is not None
-    lease.cleanup_error = error
-    detail: dict[str, object] = {"reason": reason}
-    if error is not None:
-        detail["cleanup_pending"] = error
-    append_audit(
-        lease.tenant_id,
-        action=action,
-        outcome="ok",
-        actor=actor,
-        path=lease.path,
-        lease_id=lease.id,
-        version=lease.version,
-        detail=detail,
-        session=session,
-    )
-    return error is not None
-
-
-def revoke_lease(
-    requester: Requester, lease_id: str, *, ctx: SecretsContext, session: Session
-) -> RevokeResult:
-    lock_tenant_chain(requester.tenant_id, session=session)
-    lease = _load(requester.tenant_id, lease_id, session=session)
-    if lease is None:
-        append_audit(
-            requester.tenant_id,
-            action="revoke",
-            outcome="ok",
-            actor=requester.actor,
-            lease_id=lease_id,
-            detail={"status": "not_found"},
-            session=session,
-        )
-        session.commit()
-        return RevokeResult(lease_id, "not_found")
-    denial = _management_denial(requester, lease, session=session)
-    if denial is not None:
-        refuse(
-            requester,
-            PermissionDeniedError(f"may not revoke: {denial}"),
-            action="revoke",
-            path=lease.path,
-            lease_id=lease_id,
-            session=session,
-        )
-    if lease.state == LeaseState.ENDED.value:
-        append_audit(
-            requester.tenant_id,
-            action="revoke",
-            outcome="ok",
-            actor=requester.actor,
-            path=lease.path,
-            lease_id=lease_id,
-            detail={"status": "already_ended"},
-            session=session,
-        )
-        session.commit()
-        return RevokeResult(lease_id, "already_ended", lease.cleanup_pending)
-    pending = end_lease(lease, reason="revoked", actor=requester.actor, ctx=ctx, session=session)
-    session.commit()
-    return RevokeResult(lease_id, "revoked", pending)
-
-
-@dataclass(frozen=True, slots=True)
-class PrefixRevokeResult:
-    prefix: str
-    revoked: int
-    cleanup_pending: int
-
-
-def revoke_prefix(
-    requester: Requester,
-    raw_prefix: str,
-    *,
-    ctx: SecretsContext,
-    session: Session,
-    reason: str = "revoked",
-    batch: int = 200,
-) -> PrefixRevokeResult:
-    prefix = normalize_prefix(raw_prefix)
-    if not prefix:
-        raise InvalidInputError("prefix is empty: name at least apps/ or teams/", field="prefix")
-    _authorize_prefix(requester, prefix, session=session)
-    revoked = pending = 0
-    while True:
-        lock_tenant_chain(requester.tenant_id, session=session)
-        leases = session.scalars(
-            select(SecretLease)
-            .where(SecretLease.tenant_id == requester.tenant_id, _under(prefix))
-            .where(SecretLease.state != LeaseState.ENDED.value)
-            .order_by(SecretLease.issued_at)
-            .limit(batch)
-            .execution_options(populate_existing=True)
-        ).all()
-        if not leases:
-            break
-        for lease in leases:
-            pending += end_lease(
-                lease, reason=reason, actor=requester.actor, ctx=ctx, session=session
-            )
-            revoked += 1
-        session.commit()
-    session.commit()
-    return PrefixRevokeResult(prefix=prefix, revoked=revoked, cleanup_pending=pending)
-
-
-def _authorize_prefix(requester: Requester, prefix: str, *, session: Session) -> None:
-    if requester.kind is RequesterKind.SYSTEM or requester.role is Role.ADMIN:
-        return
-    segments = prefix.rstrip("/").split("/")
-    if requester.role is Role.TEAM_MEMBER and len(segments) >= 2 and requester.team_id:
-        target = parse_path(f"{segments[0]}/{segments[1]}/x", field="prefix")
-        if scope_team_id(requester.tenant_id, target, session=session) == requester.team_id:
-            return
-    refuse(
-        requester,
-        PermissionDeniedError(
-            f"{requester.actor} may not revoke every lease under {prefix!r}: it reaches beyond "
-            "what you own (admins may; team members within their team's apps and team paths)"
-        ),
-        action="revoke",
-        path=prefix,
-        session=session,
-    )

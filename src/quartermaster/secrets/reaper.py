@@ -7,16 +7,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
 from quartermaster.background import BackgroundService
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
-from quartermaster.secrets.engines import drop_lease_role
-from quartermaster.secrets.leases import end_lease
+from quartermaster.secrets.engines import drop_roles, role_targets
 from quartermaster.secrets.models import LeaseState, SecretLease
+from quartermaster.secrets.revocation import NOT_ATTEMPTED, end_lease
 
 REAPER_ACTOR = "system:reaper"
 # An issue that has not completed after this long is treated as abandoned (crash, timeout).
@@ -35,33 +35,40 @@ class ReapReport:
         return self.expired + self.abandoned + self.cleaned
 
 
+def _due(moment: datetime) -> ColumnElement[bool]:
+    return and_(
+        SecretLease.state != LeaseState.ENDED.value,
+        or_(
+            SecretLease.expires_at <= moment,
+            and_(
+                SecretLease.state == LeaseState.ISSUING.value,
+                SecretLease.issued_at <= moment - ISSUING_GRACE,
+            ),
+        ),
+    )
+
+
 def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 200) -> ReapReport:
-    """One pass. Each tenant's leases are ended in a transaction of their own, holding that
-    tenant's audit lock, so the reaper and a concurrent revoke never both end one lease."""
+    """One pass. Roles are dropped first, outside any transaction; then each tenant's leases
+    are ended in a transaction holding that tenant's audit lock (so the reaper and a concurrent
+    revoke never both end one lease)."""
     moment = now or utc_now()
     with ctx.session_factory() as session:
-        due = session.execute(
-            select(SecretLease.tenant_id, SecretLease.id)
-            .where(SecretLease.state != LeaseState.ENDED.value)
-            .where(
-                or_(
-                    SecretLease.expires_at <= moment,
-                    and_(
-                        SecretLease.state == LeaseState.ISSUING.value,
-                        SecretLease.issued_at <= moment - ISSUING_GRACE,
-                    ),
-                )
+        due = list(session.scalars(select(SecretLease).where(_due(moment)).limit(batch)))
+        pending = list(
+            session.scalars(
+                select(SecretLease)
+                .where(SecretLease.state == LeaseState.ENDED.value, SecretLease.cleanup_pending)
+                .limit(batch)
             )
-            .limit(batch)
-        ).all()
-        pending = session.execute(
-            select(SecretLease.tenant_id, SecretLease.id)
-            .where(SecretLease.state == LeaseState.ENDED.value, SecretLease.cleanup_pending)
-            .limit(batch)
-        ).all()
-    by_tenant: dict[str, list[str]] = defaultdict(list)
-    for tenant_id, lease_id in due:
-        by_tenant[tenant_id].append(lease_id)
+        )
+        targets = role_targets(due + pending, ctx=ctx, session=session)
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for lease in due:
+            by_tenant[lease.tenant_id].append(lease.id)
+        pending_ids = [(lease.tenant_id, lease.id) for lease in pending]
+    drops = drop_roles(targets, ctx=ctx) if targets else {}
+
     expired = abandoned = 0
     for tenant_id, lease_ids in by_tenant.items():
         with ctx.session_factory() as session:
@@ -69,51 +76,50 @@ def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 
             leases = session.scalars(
                 select(SecretLease)
                 .where(SecretLease.tenant_id == tenant_id, SecretLease.id.in_(lease_ids))
-                .where(SecretLease.state != LeaseState.ENDED.value)
+                .where(_due(moment))
                 .execution_options(populate_existing=True)
             ).all()
             for lease in leases:
-                if lease.state == LeaseState.ISSUING.value and lease.expires_at > moment:
-                    reason = "abandoned"
-                    abandoned += 1
-                elif lease.expires_at <= moment:
+                if lease.expires_at <= moment:
                     reason = "expired"
                     expired += 1
                 else:
-                    continue
+                    reason = "abandoned"
+                    abandoned += 1
                 end_lease(
                     lease,
                     reason=reason,
                     actor=REAPER_ACTOR,
-                    ctx=ctx,
+                    drops=drops,
                     session=session,
                     action="expire",
                 )
             session.commit()
+
     cleaned = still = 0
-    for tenant_id, lease_id in pending:
+    for tenant_id, lease_id in pending_ids:
+        error = drops.get(lease_id, NOT_ATTEMPTED)
         with ctx.session_factory() as session:
             lock_tenant_chain(tenant_id, session=session)
-            pending_lease = session.get(SecretLease, lease_id, populate_existing=True)
-            if pending_lease is None or not pending_lease.cleanup_pending:
+            held = session.get(SecretLease, lease_id, populate_existing=True)
+            if held is None or not held.cleanup_pending:
                 continue
-            error = drop_lease_role(pending_lease, ctx=ctx, session=session)
             if error is None:
-                pending_lease.cleanup_pending = False
-                pending_lease.cleanup_error = None
+                held.cleanup_pending = False
+                held.cleanup_error = None
                 append_audit(
                     tenant_id,
                     action="cleanup",
                     outcome="ok",
                     actor=REAPER_ACTOR,
-                    path=pending_lease.path,
-                    lease_id=pending_lease.id,
-                    detail={"role_dropped": True},
+                    path=held.path,
+                    lease_id=held.id,
+                    detail={"role": held.role_name, "role_dropped": True},
                     session=session,
                 )
                 cleaned += 1
             else:
-                pending_lease.cleanup_error = error
+                held.cleanup_error = error
                 still += 1
             session.commit()
     return ReapReport(expired=expired, abandoned=abandoned, cleaned=cleaned, still_pending=still)

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from quartermaster.api.deps import SessionDep
-from quartermaster.secrets import dynamic, engines, exposure, kv, workloads
+from quartermaster.secrets import dynamic, engines, exposure, kv, kv_lifecycle, workloads
 from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
 from quartermaster.secrets.redaction import Redactor
 from quartermaster.secrets.schemas import (
@@ -89,7 +89,7 @@ def describe_secret(path: str, requester: RequesterDep, session: SessionDep) -> 
 def delete_versions(
     path: str, body: VersionsIn, requester: RequesterDep, session: SessionDep
 ) -> VersionsOut:
-    rows = kv.delete_versions(requester, path, body.versions, session=session)
+    rows = kv_lifecycle.delete_versions(requester, path, body.versions, session=session)
     return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
 
 
@@ -97,7 +97,7 @@ def delete_versions(
 def undelete_versions(
     path: str, body: VersionsIn, requester: RequesterDep, session: SessionDep
 ) -> VersionsOut:
-    rows = kv.undelete_versions(requester, path, body.versions, session=session)
+    rows = kv_lifecycle.undelete_versions(requester, path, body.versions, session=session)
     return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
 
 
@@ -109,7 +109,7 @@ def destroy_versions(
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> VersionsOut:
-    rows = kv.destroy_versions(requester, path, body.versions, ctx=ctx, session=session)
+    rows = kv_lifecycle.destroy_versions(requester, path, body.versions, ctx=ctx, session=session)
     return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
 
 
@@ -121,7 +121,7 @@ def rotate_secret(
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> RotateOut:
-    result = kv.rotate_secret(requester, path, body.value, ctx=ctx, session=session)
+    result = kv_lifecycle.rotate_secret(requester, path, body.value, ctx=ctx, session=session)
     return RotateOut.of(path.strip("/"), result)
 
 

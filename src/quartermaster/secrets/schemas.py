@@ -9,9 +9,11 @@ from pydantic import BaseModel, Field
 from quartermaster.secrets.access import AccessRule
 from quartermaster.secrets.dynamic import DynamicCredential
 from quartermaster.secrets.engines import EngineInfo
-from quartermaster.secrets.kv import RotateResult, SecretMeta, SecretValue, VersionMeta
-from quartermaster.secrets.leases import LeaseInfo, PrefixRevokeResult, RevokeResult
+from quartermaster.secrets.kv import SecretMeta, SecretValue, VersionMeta
+from quartermaster.secrets.kv_lifecycle import RotateResult
+from quartermaster.secrets.leases import LeaseInfo
 from quartermaster.secrets.postgres import GrantSpec
+from quartermaster.secrets.revocation import PrefixRevokeResult, RevokeResult
 
 
 class LeaseOut(BaseModel):
