@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+
 from quartermaster.bus.protocol import LoggedEvent, LogRecord
 from quartermaster.domain.events import EventType
 from quartermaster.domain.money import to_decimal
@@ -30,6 +32,7 @@ from quartermaster.usage.store import (
     COST_SCHEMA,
     EVENT_SCHEMA,
     MARKER_SCHEMA,
+    QUANTITY_TYPE,
     USAGE_SCHEMA,
     WAITING_SCHEMA,
     RatedBatch,
@@ -38,6 +41,12 @@ from quartermaster.usage.store import (
 )
 
 logger = logging.getLogger("quartermaster.usage")
+_MEASURED = ("meter", "quantity", "distinct_value")
+# A rated event: the columns its usage rows share, and what the ledger needs.
+BASE_SCHEMA = pa.schema(
+    [f for f in USAGE_SCHEMA if f.name not in _MEASURED]
+    + [pa.field("outcome", pa.string()), pa.field("waited", pa.bool_())]
+)
 _DECODER = json.JSONDecoder(parse_float=Decimal)  # exact: JSON numbers never pass through float
 
 
@@ -114,8 +123,11 @@ class BatchRater:
         self._meters = meters
         self._now = now
         self._window = window
-        self._events = TableBuilder(EVENT_SCHEMA)
-        self._usage = TableBuilder(USAGE_SCHEMA)
+        self._events = TableBuilder(BASE_SCHEMA)  # one row per rated event
+        self._measured: list[int] = []  # per measurement: its event's row in _events
+        self._meter_names: list[str] = []
+        self._quantities: list[Decimal] = []
+        self._distinct: list[str | None] = []
         self._markers = TableBuilder(MARKER_SCHEMA)
         self._costs = TableBuilder(COST_SCHEMA)
         self._waiting = TableBuilder(WAITING_SCHEMA)
@@ -154,11 +166,23 @@ class BatchRater:
         return outcome
 
     def batch(self, *, stream: str | None, position: int | None, finish: bool) -> RatedBatch:
+        events = self._events.to_table()
+        # Usage rows repeat their event's columns: gather them in Arrow, not per value.
+        base = events.take(pa.array(self._measured, pa.int64()))
+        measured = {
+            "meter": pa.array(self._meter_names, pa.string()),
+            "quantity": pa.array(self._quantities, QUANTITY_TYPE),
+            "distinct_value": pa.array(self._distinct, pa.string()),
+        }
+        usage = pa.Table.from_arrays(
+            [measured[n] if n in measured else base[n] for n in USAGE_SCHEMA.names],
+            schema=USAGE_SCHEMA,
+        )
         return RatedBatch(
             stream=stream,
             position=position,
-            events=self._events.to_table(),
-            usage=self._usage.to_table(),
+            events=events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA),
+            usage=usage,
             markers=self._markers.to_table(),
             costs=self._costs.to_table(),
             waiting_added=self._waiting.to_table(),
@@ -177,16 +201,6 @@ class BatchRater:
         waited = billable_at > record.recorded_at
         method = attribution.method.value if attribution.method else Method.DEFAULT.value
         unattributed = attribution.outcome is Outcome.UNATTRIBUTED
-        self._events.append(
-            event.position,
-            record.tenant_id,
-            record.type,
-            record.recorded_at,
-            billable_at,
-            attribution.outcome.value,
-            method,
-            waited,
-        )
         resource_id = record.resource_id or _text(event.data.get("resource_id"))
         if record.type == EventType.RESOURCE_LIFECYCLE.value and resource_id is not None:
             replicas = event.data.get("replicas")
@@ -205,43 +219,58 @@ class BatchRater:
                 attribution.environment,
                 unattributed,
             )
+        row = len(self._events)
+        self._events.append(
+            event.position,
+            record.tenant_id,
+            record.event_id,
+            record.source,
+            record.type,
+            record.event_time,
+            record.recorded_at,
+            billable_at,
+            attribution.cost_center,
+            attribution.team,
+            attribution.app,
+            method,
+            unattributed,
+            record.late,
+            resource_id,
+            attribution.environment,
+            attribution.lifecycle,
+            attribution.outcome.value,
+            waited,
+        )
         for meter in self._meters[record.tenant_id].for_event(record.type, billable_at):
             measurement = measure(meter, event.data)
             if measurement is None:
                 continue
-            self._usage.append(
-                event.position,
-                record.tenant_id,
-                record.event_id,
-                record.source,
-                record.type,
-                record.event_time,
-                record.recorded_at,
-                billable_at,
-                attribution.cost_center,
-                attribution.team,
-                attribution.app,
-                measurement.meter,
-                measurement.quantity,
-                measurement.distinct_value,
-                method,
-                unattributed,
-                record.late,
-                resource_id,
-                attribution.environment,
-                attribution.lifecycle,
-            )
+            self._measured.append(row)
+            self._meter_names.append(measurement.meter)
+            self._quantities.append(measurement.quantity)
+            self._distinct.append(measurement.distinct_value)
 
     def _add_platform_cost(self, event: ParsedEvent) -> Outcome:
         record, data = event.record, event.data
         self._events.append(
             event.position,
             record.tenant_id,
+            record.event_id,
+            record.source,
             record.type,
+            record.event_time,
             record.recorded_at,
             record.recorded_at,
-            Outcome.ATTRIBUTED.value,
+            "",
+            "",
+            "",
             Method.SHARED.value,
+            False,
+            record.late,
+            None,
+            "",
+            "",
+            Outcome.ATTRIBUTED.value,
             False,
         )
         try:
