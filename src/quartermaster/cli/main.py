@@ -48,6 +48,10 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.secrets", "secret_app", "secret"),
     ("quartermaster.cli.secrets", "lease_app", "lease"),
     ("quartermaster.cli.secrets", "audit_app", "audit"),
+    ("quartermaster.cli.guardrails", "budget_app", "budget"),
+    ("quartermaster.cli.guardrails", "quota_app", "quota"),
+    ("quartermaster.cli.guardrails", "alerts_app", "alerts"),
+    ("quartermaster.cli.guardrails", "decide_app", "decide"),
 )
 # Feature top-level commands: (module, function, name).
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -69,10 +73,9 @@ def _settings(data_dir: Path | None) -> Settings:
 @app.command()
 def init(data_dir: DataDirOption = None) -> None:
     """Create the data dir, generate the server, root and identity keys, apply migrations."""
-    from quartermaster.storage import create_db_engine, upgrade_database
-
     from quartermaster.secrets.identity import generate_identity_key
     from quartermaster.secrets.keys import generate_root_keyring
+    from quartermaster.storage import create_db_engine, upgrade_database
 
     settings = _settings(data_dir)
     key_path = generate_server_key(settings)

@@ -1,0 +1,342 @@
+"""`qm budget|quota|alerts|decide`: guardrails over the HTTP API (QM_URL, QM_API_KEY)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, drop_none, out, print_table, request
+
+budget_app = typer.Typer(
+    help="Budgets: spend limits per tenant, cost center, team or app.", no_args_is_help=True
+)
+quota_app = typer.Typer(
+    help="Quotas, limit ranges and rate limits (what work may hold and how often it may ask).",
+    no_args_is_help=True,
+)
+alerts_app = typer.Typer(
+    help="Alerts, enforcements (throttle, halt), the action log, webhooks and deliveries.",
+    no_args_is_help=True,
+)
+decide_app = typer.Typer(
+    help="The decision API: may this scope start work needing these resources?",
+    no_args_is_help=True,
+)
+
+ScopeKindOption = Annotated[str, typer.Option("--scope-kind", help="tenant | team | ...")]
+ScopeOption = Annotated[str | None, typer.Option("--scope", help="The scope's slug or id.")]
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+@budget_app.command("create")
+def budget_create(
+    name: Annotated[str, typer.Argument(help="Budget name (a slug).")],
+    amount: Annotated[str, typer.Option(help="The period's limit in the price book currency.")],
+    scope_kind: Annotated[
+        str, typer.Option("--scope-kind", help="tenant | cost_center | team | app")
+    ] = "tenant",
+    scope: ScopeOption = None,
+    period: Annotated[str, typer.Option(help="month | day (tenant time zone).")] = "month",
+    threshold: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--threshold", "-t", help="Soft alert percentage (repeat; default 50 80 100)."
+        ),
+    ] = None,
+    hard_percent: Annotated[int, typer.Option(help="Percent where the action applies.")] = 100,
+    action: Annotated[str, typer.Option(help="notify | throttle | halt")] = "notify",
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create a budget."""
+    body = drop_none(
+        {
+            "name": name,
+            "amount": amount,
+            "scope_kind": scope_kind,
+            "scope": scope,
+            "period": period,
+            "thresholds": threshold or None,
+            "hard_percent": hard_percent,
+            "action": action,
+        }
+    )
+    made = request("POST", "/v1/budgets", json=body, url=url, api_key=api_key)
+    target = made["scope"] or "the tenant"
+    out().print(
+        f"created budget {made['name']}: {made['amount']} per {made['period']} for "
+        f"{made['scope_kind']} {target}, thresholds {made['thresholds']}%, "
+        f"{made['action']} at {made['hard_percent']}%"
+    )
+
+
+@budget_app.command("list")
+def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """The tenant's budgets."""
+    rows = request("GET", "/v1/budgets", url=url, api_key=api_key)
+    columns = ("name", "scope_kind", "scope", "period", "amount", "thresholds", "hard_percent")
+    print_table((*columns, "action"), rows, title="budgets")
+
+
+@budget_app.command("delete")
+def budget_delete(
+    name: Annotated[str, typer.Argument(help="Budget name.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a budget (its alerts and past enforcements stay)."""
+    request("DELETE", f"/v1/budgets/{name}", url=url, api_key=api_key)
+    out().print(f"deleted budget {name}")
+
+
+@budget_app.command("evaluate")
+def budget_evaluate(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Evaluate the budgets now (after the pipeline catches up) instead of waiting."""
+    result = request("POST", "/v1/budgets/evaluate", url=url, api_key=api_key)
+    out().print(
+        f"{len(result['alerts'])} new alert(s), {len(result['enforcements'])} new enforcement(s)"
+    )
+    for name in result["enforcements"]:
+        out().print(f"enforcing budget {name}")
+
+
+# --- quotas, limit ranges, rate limits ----------------------------------------------------
+
+
+@quota_app.command("set")
+def quota_set(
+    resource: Annotated[str, typer.Argument(help="concurrency | cpu | memory | gpu | jobs")],
+    hard: Annotated[str, typer.Argument(help="The limit as a quantity: 20, 500m, 50Gi.")],
+    scope_kind: Annotated[str, typer.Option("--scope-kind", help="tenant | team")] = "tenant",
+    scope: ScopeOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create or change a quota of a namespace (the tenant or one team)."""
+    body = drop_none({"scope_kind": scope_kind, "scope": scope, "resource": resource, "hard": hard})
+    row = request("PUT", "/v1/quotas", json=body, url=url, api_key=api_key)
+    namespace = "the tenant" if not row["scope"] else f"team {row['scope']}"
+    out().print(
+        f"quota {row['id']}: {row['resource']} of {namespace} hard {row['hard_text']}, "
+        f"used {row['used_text']}"
+    )
+
+
+@quota_app.command("list")
+def quota_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Quotas with what admitted work holds now."""
+    rows = request("GET", "/v1/quotas", url=url, api_key=api_key)
+    print_table(
+        ("id", "scope_kind", "scope", "resource", "hard_text", "used_text"), rows, title="quotas"
+    )
+
+
+@quota_app.command("delete")
+def quota_delete(
+    quota_id: Annotated[str, typer.Argument(help="Quota id (see qm quota list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a quota."""
+    request("DELETE", f"/v1/quotas/{quota_id}", url=url, api_key=api_key)
+    out().print(f"deleted quota {quota_id}")
+
+
+@quota_app.command("limit-range")
+def limit_range_set(
+    resource: Annotated[str, typer.Argument(help="concurrency | cpu | memory | gpu | runtime")],
+    default_request: Annotated[
+        str | None, typer.Option("--default", help="Used when a request names none.")
+    ] = None,
+    max_value: Annotated[
+        str | None, typer.Option("--max", help="Most one request may ask.")
+    ] = None,
+    scope_kind: Annotated[str, typer.Option("--scope-kind", help="tenant | team")] = "tenant",
+    scope: ScopeOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Set a limit range (default request and per-request max) of a namespace."""
+    body = drop_none(
+        {
+            "scope_kind": scope_kind,
+            "scope": scope,
+            "resource": resource,
+            "default_request": default_request,
+            "max": max_value,
+        }
+    )
+    row = request("PUT", "/v1/limit-ranges", json=body, url=url, api_key=api_key)
+    out().print(
+        f"limit range {row['id']}: {row['resource']} default {row['default_request']}, "
+        f"max {row['max']} (base units)"
+    )
+
+
+@quota_app.command("limit-ranges")
+def limit_range_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Limit ranges (values in base units: millicores, bytes, seconds, counts)."""
+    rows = request("GET", "/v1/limit-ranges", url=url, api_key=api_key)
+    columns = ("id", "scope_kind", "scope", "resource", "default_request", "max")
+    print_table(columns, rows, title="limit ranges")
+
+
+@quota_app.command("rate-limit")
+def rate_limit_set(
+    rate: Annotated[str, typer.Argument(help="Requests per second, e.g. 5 or 0.5.")],
+    burst: Annotated[int, typer.Argument(help="Requests allowed at once from idle.")],
+    scope_kind: Annotated[str, typer.Option("--scope-kind", help="tenant | app | user")] = "tenant",
+    scope: Annotated[
+        str | None, typer.Option("--scope", help="App slug, principal id, or * (each one).")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Set a rate limit on ingest and decision calls (GCRA)."""
+    body = drop_none({"scope_kind": scope_kind, "scope": scope, "rate": rate, "burst": burst})
+    row = request("PUT", "/v1/rate-limits", json=body, url=url, api_key=api_key)
+    out().print(
+        f"rate limit {row['id']}: {row['rate']}/s burst {row['burst']} for "
+        f"{row['scope_kind']} {row['scope'] or ''}".rstrip()
+    )
+
+
+@quota_app.command("rate-limits")
+def rate_limit_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Rate limits."""
+    rows = request("GET", "/v1/rate-limits", url=url, api_key=api_key)
+    print_table(("id", "scope_kind", "scope", "rate", "burst"), rows, title="rate limits")
+
+
+@quota_app.command("rate-limit-delete")
+def rate_limit_delete(
+    rate_limit_id: Annotated[str, typer.Argument(help="Rate limit id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a rate limit."""
+    request("DELETE", f"/v1/rate-limits/{rate_limit_id}", url=url, api_key=api_key)
+    out().print(f"deleted rate limit {rate_limit_id}")
+
+
+# --- alerts, enforcements, the action log -------------------------------------------------
+
+
+@alerts_app.command("list")
+def alerts_list(
+    kind: Annotated[str | None, typer.Option(help="budget_threshold | anomaly | high_cost")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    details: Annotated[
+        bool, typer.Option("--details", help="Also print each alert's details.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Alerts, newest first."""
+    params = drop_none({"kind": kind, "limit": limit})
+    rows = request("GET", "/v1/alerts", params=params, url=url, api_key=api_key)
+    print_table(("created_at", "severity", "kind", "title", "message"), rows, title="alerts")
+    if details:
+        for row in rows:
+            out().print(f"{row['id']} {json.dumps(row['details'], sort_keys=True)}", markup=False)
+
+
+@alerts_app.command("enforcements")
+def enforcements_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Throttles and halts, in force or past."""
+    rows = request("GET", "/v1/enforcements", url=url, api_key=api_key)
+    columns = ("id", "action", "scope_kind", "scope", "ends_at", "lifted_at", "reason")
+    print_table(columns, rows, title="enforcements")
+
+
+@alerts_app.command("lift")
+def enforcement_lift(
+    enforcement_id: Annotated[str, typer.Argument(help="Enforcement id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """End a throttle or halt early."""
+    row = request("POST", f"/v1/enforcements/{enforcement_id}/lift", url=url, api_key=api_key)
+    out().print(
+        f"lifted {row['action']} of {row['scope_kind']} {row['scope']} by {row['lifted_by']}"
+    )
+
+
+@alerts_app.command("actions")
+def actions_list(
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Every action a guardrail took, with why."""
+    rows = request(
+        "GET", "/v1/guardrail-actions", params={"limit": limit}, url=url, api_key=api_key
+    )
+    print_table(("at", "action", "scope_kind", "scope", "subject", "reason"), rows, title="actions")
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def _print_decision(result: dict[str, Any]) -> None:
+    if result["allowed"]:
+        out().print(
+            f"allowed: decision {result['id']} for team {result['team']} app {result['app']}, "
+            f"holds {json.dumps(result['resources'], sort_keys=True)} until {result['expires_at']}"
+        )
+        return
+    out().print("denied:")
+    for reason in result["reasons"]:
+        out().print(f"- {reason['kind']}: {reason['message']}", markup=False)
+
+
+@decide_app.command("request")
+def decide_request(
+    app: Annotated[str | None, typer.Option(help="The app the work runs as.")] = None,
+    team: Annotated[str | None, typer.Option(help="The team (default: the app's).")] = None,
+    cpu: Annotated[str | None, typer.Option(help="e.g. 500m or 2")] = None,
+    memory: Annotated[str | None, typer.Option(help="e.g. 512Mi")] = None,
+    gpu: Annotated[str | None, typer.Option(help="Whole GPUs.")] = None,
+    concurrency: Annotated[str | None, typer.Option(help="Slots of concurrency.")] = None,
+    runtime: Annotated[str | None, typer.Option(help="Expected runtime: 90, 15m, 2h.")] = None,
+    essential: Annotated[
+        bool, typer.Option("--essential", help="Essential work passes a budget halt.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Ask whether work may start; when allowed, its quota is held until released."""
+    resources = drop_none(
+        {"cpu": cpu, "memory": memory, "gpu": gpu, "concurrency": concurrency, "runtime": runtime}
+    )
+    body = drop_none({"app": app, "team": team, "resources": resources, "essential": essential})
+    result = request("POST", "/v1/decisions", json=body, url=url, api_key=api_key)
+    _print_decision(result)
+    if not result["allowed"]:
+        raise typer.Exit(2)
+
+
+@decide_app.command("show")
+def decide_show(
+    decision_id: Annotated[str, typer.Argument(help="Decision id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """A decision's reservation and its status."""
+    row = request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key)
+    out().print(json.dumps(row, indent=2, sort_keys=True), markup=False)
+
+
+@decide_app.command("release")
+def decide_release(
+    decision_id: Annotated[str, typer.Argument(help="Decision id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The work finished: give its quota back (idempotent)."""
+    row = request("POST", f"/v1/decisions/{decision_id}/release", url=url, api_key=api_key)
+    out().print(f"decision {row['id']} {row['status']}")

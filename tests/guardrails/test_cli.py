@@ -1,0 +1,75 @@
+"""`qm budget|quota|alerts|decide` against a live server over real HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.guardrails.evaluator import evaluate_tenant
+from quartermaster.runtime import Runtime
+from tests.conftest import LiveServer, TenantHandle
+from tests.guardrails.support import FixedSpend, build_world, ok
+from tests.tenancy.cli_support import make_qm
+
+# The CLI only talks HTTP; the API it calls is tested on both backends elsewhere.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def test_budget_quota_decide_and_alerts_commands(
+    client: TestClient,
+    runtime: Runtime,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+
+    made = qm(
+        "budget", "create", "team-cap", "--amount", "100", "--scope-kind", "team",
+        "--scope", world.team, "-t", "50", "-t", "90", "--action", "halt",
+    ).output  # fmt: skip
+    assert f"created budget team-cap: 100 per month for team {world.team}" in made
+    assert "halt at 100%" in made
+    assert "team-cap" in qm("budget", "list").output
+    bad = qm("budget", "create", "x", "--amount", "5", "--scope-kind", "galaxy", expect=1)
+    assert "scope_kind 'galaxy' is not one of" in bad.output
+
+    quota = qm("quota", "set", "cpu", "2", "--scope-kind", "team", "--scope", world.team).output
+    assert "cpu of team" in quota
+    assert "hard 2, used 0" in quota
+    assert "limit range" in qm("quota", "limit-range", "memory", "--max", "1Gi").output
+    assert "rate limit" in qm("quota", "rate-limit", "50", "10", "--scope-kind", "tenant").output
+    assert "50" in qm("quota", "rate-limits").output
+
+    allowed = qm("decide", "request", "--app", world.app, "--cpu", "1500m").output
+    assert allowed.startswith("allowed: decision ")
+    decision_id = allowed.split()[2]
+    assert "1500m" in qm("quota", "list").output
+    denied = qm("decide", "request", "--app", world.app, "--cpu", "1", expect=2).output
+    assert f"- quota: quota cpu of team {world.team!r}: requested 1, used 1500m of limit 2" in (
+        denied
+    )
+    over = qm("decide", "request", "--app", world.app, "--memory", "2Gi", expect=2).output
+    assert "over the max 1Gi" in over
+    assert "released" in qm("decide", "release", decision_id).output
+    assert '"status": "released"' in qm("decide", "show", decision_id).output
+
+    spend = FixedSpend()
+    spend.set("team", world.team, "120")
+    with runtime.session_factory() as session:
+        evaluate_tenant(tenant.tenant_id, spend=spend, session=session, now=datetime.now(UTC))
+    listed = qm("alerts", "list").output
+    assert "Budget team-cap: 90% reached" in listed
+    assert "hard limit reached (halt)" in listed
+    assert '"threshold": 50' in qm("alerts", "list", "--details").output
+    enforcements = qm("alerts", "enforcements").output
+    assert "halt" in enforcements
+    enforcement_id = ok(client.get("/v1/enforcements", headers=world.headers))[0]["id"]
+    assert "lifted halt of team" in qm("alerts", "lift", enforcement_id).output
+    actions = qm("alerts", "actions").output
+    assert "lift" in actions
+    assert "deny" in actions
+    assert "deleted budget team-cap" in qm("budget", "delete", "team-cap").output
