@@ -155,3 +155,19 @@ def test_scan_of_a_clean_tree_and_of_a_git_repository(tmp_path: Path) -> None:
     assert "local.env" not in found.stdout
     missing = runner.invoke(app, ["scan", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+def test_init_creates_the_broker_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat
+
+    register_cli()
+    monkeypatch.delenv("QM_DATABASE_URL", raising=False)
+    data_dir = tmp_path / "fresh"
+    result = CliRunner().invoke(app, ["init", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    for name in ("root-keys.json", "identity-ed25519.pem"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
+    before = (data_dir / "root-keys.json").read_bytes()
+    again = CliRunner().invoke(app, ["init", "--data-dir", str(data_dir)])
+    assert again.exit_code == 0, again.output
+    assert (data_dir / "root-keys.json").read_bytes() == before

@@ -197,3 +197,32 @@ def test_reaper_runs_as_a_background_service(
         reaper.stop()
     assert state == "ended"
     assert reaper.status().failures == 0
+
+
+def test_concurrent_reads_cannot_exceed_the_quota(
+    world: World, small_quota_ctx: tuple[Runtime, SecretsContext]
+) -> None:
+    import threading
+
+    runtime, ctx = small_quota_ctx
+    _seed(world, ctx, runtime)
+    billing = world.workload("billing")
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def read() -> None:
+        try:
+            with runtime.session_factory() as session:
+                kv.read_secret(billing, PATH, ctx=ctx, session=session)
+            result = "ok"
+        except RateLimitedError:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["ok"] * 3 + ["refused"] * 5

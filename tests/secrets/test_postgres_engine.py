@@ -283,3 +283,60 @@ def test_server_wide_connection_is_used_when_an_engine_has_none(
     finally:
         ctx.close()
         runtime.close()
+
+
+def test_reaper_cleans_up_an_issue_interrupted_by_a_crash(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    """A crash after the role was created but before the lease became active: the reaper
+    finds the lease still `issuing`, drops the role and ends the lease."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from quartermaster.domain.timeutil import utc_now
+    from quartermaster.secrets.leases import issue_lease, lease_terms
+    from quartermaster.secrets.models import LeaseKind, LeaseState, SecretLease
+    from quartermaster.secrets.postgres import create_role, new_password, new_role_name
+
+    _mount(world, ctx, runtime, target_db)
+    role = new_role_name()
+    with runtime.session_factory() as session:
+        engine = engines.find_engine(world.tenant_id, ENGINE_PATH, session=session)
+        assert engine is not None
+        lease = issue_lease(
+            world.admin(),
+            kind=LeaseKind.POSTGRES,
+            path=ENGINE_PATH,
+            version=None,
+            terms=lease_terms(600, default_ttl=600, max_ttl=3600),
+            ctx=ctx,
+            session=session,
+            state=LeaseState.ISSUING,
+            engine_id=engine.id,
+            role_name=role,
+        )
+        session.commit()
+    password = new_password()
+    with psycopg.connect(target_db) as conn:
+        create_role(
+            conn,
+            role=role,
+            password=password,
+            valid_until=lease.expires_at,
+            grants=_grants(target_db),
+        )
+    # ... and the process died here. A minute later:
+    with runtime.session_factory() as session:
+        session.execute(
+            update(SecretLease)
+            .where(SecretLease.id == lease.id)
+            .values(issued_at=utc_now() - timedelta(minutes=2))
+        )
+        session.commit()
+    report = reap_once(ctx)
+    assert report.abandoned >= 1
+    assert not _role_exists(role)
+    with runtime.session_factory() as session:
+        info = leases.get_lease(world.admin(), lease.id, session=session)
+    assert (info.state, info.end_reason, info.cleanup_pending) == ("ended", "abandoned", False)

@@ -189,11 +189,11 @@ class AuditShipper(BackgroundService):
 
 
 def build_audit_shipper(runtime: Runtime) -> AuditShipper:
-    """Disabled (never started) when no audit_sink_url is configured."""
+    """Disabled (never started, its sink never written) when no audit_sink_url is set."""
     settings = runtime.settings
     url = settings.audit_sink_url
     sink: AuditSink = (
-        sink_from_url(url) if url else JsonlFileSink(settings.data_dir / "audit-unshipped.jsonl")
+        sink_from_url(url) if url else JsonlFileSink(settings.data_dir / "audit.jsonl")
     )
     return AuditShipper(
         runtime.session_factory,
