@@ -204,6 +204,11 @@ def quantize_quantity(value: Decimal) -> Decimal:
     return value.quantize(QUANTITY_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
+# Enum member lookups are slow in a per-event loop; compare against these.
+_UNIQUE_COUNT = Aggregation.UNIQUE_COUNT
+_COUNT = Aggregation.COUNT
+
+
 def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | None:
     """The meter's measurement of one event's data, or None when the meter does not apply
     (filter does not match, the field is absent, or a custom event carries a non-number)."""
@@ -216,9 +221,10 @@ def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | No
     raw = data.get(meter.value)
     if raw is None:
         return None
-    if meter.aggregation is Aggregation.UNIQUE_COUNT:
+    aggregation = meter.aggregation
+    if aggregation is _UNIQUE_COUNT:
         return Measurement(meter.name, _ONE, distinct_value=value_text(raw))
-    if meter.aggregation is Aggregation.COUNT:
+    if aggregation is _COUNT:
         return Measurement(meter.name, _ONE)
     if type(raw) is int:  # the common case (tokens, bytes): exact, nothing to round
         return Measurement(meter.name, Decimal(raw))
