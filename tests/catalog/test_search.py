@@ -117,3 +117,35 @@ def test_per_app_signals_count_each_event_once() -> None:
 
     totals = [total("a", "tokens", 10, None), total("a", "users", 10, 3), total("b", "x", 4, None)]
     assert per_app(totals) == {"a": (10, 3), "b": (4, 0)}
+
+
+def test_rename_and_team_change_reindex_in_the_same_update(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    _catalog(client, tenant)
+    renamed = client.patch(
+        "/v1/apps/where2eat", json={"title": "Lunch Roulette"}, headers=tenant.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    hits = _search(client, tenant, "roulette")["hits"]
+    assert [(h["app_id"], h["title"]) for h in hits] == [("where2eat", "Lunch Roulette")]
+    assert _search(client, tenant, "where2eat")["hits"] == []  # the old title is not indexed
+    assert _search(client, tenant, "", team="social")["total"] == 1
+    moved = client.patch("/v1/apps/where2eat", json={"team": "finance"}, headers=tenant.headers)
+    assert moved.status_code == 200, moved.text
+    assert _search(client, tenant, "", team="social")["total"] == 0
+    assert [h["app_id"] for h in _search(client, tenant, "roulette", team="finance")["hits"]] == [
+        "where2eat"
+    ]
+
+
+def test_publishing_names_the_app_after_its_manifest(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    _catalog(client, tenant)
+    client.patch("/v1/apps/where2eat", json={"title": "Lunch Roulette"}, headers=tenant.headers)
+    submit(client, tenant, manifest(version="1.1.0", title="Where2Eat - team lunch picker"))
+    app = client.get("/v1/apps/where2eat", headers=tenant.headers).json()
+    assert app["title"] == "Where2Eat - team lunch picker"
+    assert _search(client, tenant, "roulette")["hits"] == []
+    assert _search(client, tenant, "picker")["hits"][0]["title"] == app["title"]

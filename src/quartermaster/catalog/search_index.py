@@ -14,7 +14,8 @@ Score (each hit carries its parts, so a ranking can be explained):
               after the last scan, falling linearly to 0 at 180 days)
 
 The index is kept in step by `sync_app`, called in the same transaction as every change of a
-version's state: it indexes the app's latest published version or removes the app."""
+version's state and every change of the app itself (rename, owner, team): it indexes the app's
+latest published version under the app's current title, owner and team, or removes the app."""
 
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def sync_app(tenant_id: str, app_pk: str, *, session: Session) -> None:
     verified = (
         session.scalar(
             select(Principal.id).where(
-                Principal.tenant_id == tenant_id, Principal.name == manifest["owner"]
+                Principal.tenant_id == tenant_id, Principal.name == app.owner
             )
         )
         is not None
@@ -176,7 +177,7 @@ def sync_app(tenant_id: str, app_pk: str, *, session: Session) -> None:
         session.add(doc)
     doc.app_id = app.app_id
     doc.version = latest.version
-    doc.title = manifest["title"]
+    doc.title = app.title  # the app's current name: publish sets it, a rename changes it
     doc.short_description = manifest["short_description"]
     doc.long_description = manifest.get("long_description", "")
     doc.tags = json.dumps(manifest.get("tags", []))

@@ -16,6 +16,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from quartermaster.catalog import search_index
 from quartermaster.catalog.access import (
     ensure_may_read,
     ensure_may_reassign,
@@ -388,6 +389,10 @@ def update_app(
         app.require_signatures = changes.require_signatures
     _change_ownership(caller, app, changes, session)
     app.updated_at = utc_now()
+    session.flush()
+    # Title, owner and team are part of the app's search document: re-index in this
+    # transaction, so search never shows the old name after a rename.
+    search_index.sync_app(tenant_id, app.id, session=session)
     session.commit()
     return get_app(caller, app_id, session=session)
 

@@ -333,6 +333,9 @@ def _decide(
 
 def _publish(app: App, row: AppVersion, session: Session) -> None:
     now = utc_now()
+    manifest = json.loads(row.manifest)
+    # The published manifest names the app from now on (a later PATCH may rename it again).
+    app.title, app.owner, app.updated_at = manifest["title"], manifest["owner"], now
     for other in session.scalars(
         select(AppVersion).where(
             AppVersion.app_pk == app.id,
