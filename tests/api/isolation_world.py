@@ -20,7 +20,9 @@ from quartermaster.storage.models import import_all_models
 from tests.conftest import TenantHandle
 from tests.tenancy.support import bearer, ok
 
-PRICE_BOOK_EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pricebook.yaml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+PRICE_BOOK_EXAMPLE = EXAMPLES / "pricebook.yaml"
+POLICY_EXAMPLES = EXAMPLES / "policies"
 Routes = set[tuple[str, str]]
 
 
@@ -43,8 +45,9 @@ class World:
     def b_identifiers(self) -> set[str]:
         """B's ids and slugs: A names them in requests, so error messages may echo them, but
         no successful read may contain them. Resource ids are left out: A may bind the same
-        resource id in its own tenant."""
-        return {v for k, v in self.b_ids.items() if k not in ("resource", "lease_token")}
+        resource id in its own tenant; so are version numbers, which any app may have."""
+        shared = ("resource", "lease_token", "version", "pending_version")
+        return {v for k, v in self.b_ids.items() if k not in shared}
 
     def hide(self, label: str) -> str:
         value = f"b-{label}-{self.marker}"
@@ -102,6 +105,46 @@ def _tenancy_and_catalog(client: TestClient, w: World) -> None:
     lease = {"resource_id": w.fresh("b-job"), "app_id": ids["app"], "ttl_seconds": 3600}
     issued = post(client, "/v1/resource-leases", lease, h)
     ids["lease"], ids["lease_token"] = issued["lease_id"], issued["token"]
+
+
+def _publishing(client: TestClient, w: World) -> None:
+    """B's policy (org scope needs approval), a published version of B's app found by B's
+    search, a second version waiting for approval, and a policy exception of B's team."""
+    ids, h = w.b_ids, w.b.headers
+    ids["policy"] = w.fresh("b-pol")
+    rule = (POLICY_EXAMPLES / "org-scope-approval.rego").read_text()
+    source = f"# {w.hide('policy-comment')}\n{rule}"
+    post(client, "/v1/policies", {"name": ids["policy"], "source": source}, h)
+    manifest = {
+        "app_id": ids["app"],
+        "version": "1.0.0",
+        "title": w.hide("published-title"),
+        "short_description": w.hide("description"),
+        "owner": w.hide("owner"),
+        "team": ids["team"],
+        "cost_center": ids["cost_center"],
+        "tags": [w.marker],
+        "capabilities": ["read"],
+        "data_scopes": ["user"],
+        "runtime_descriptor": {"type": "wasm"},
+    }
+    published = post(
+        client, f"/v1/apps/{ids['app']}/versions", {"manifest": manifest, "publish": True}, h
+    )
+    assert published["state"] == "published", published
+    ids["version"] = published["version"]
+    found = ok(client.get("/v1/apps/search", params={"q": w.marker}, headers=h))
+    assert [hit["app_id"] for hit in found["hits"]] == [ids["app"]], found
+    org_wide = {**manifest, "version": "1.1.0", "data_scopes": ["org"], "data_owner": "b-data"}
+    held = post(
+        client, f"/v1/apps/{ids['app']}/versions", {"manifest": org_wide, "publish": True}, h
+    )
+    assert held["state"] == "pending_approval", held
+    ids["pending_version"] = held["version"]
+    approvals = ok(client.get("/v1/approvals", headers=h))
+    ids["approval"] = next(a["id"] for a in approvals if a["version"] == held["version"])
+    grant = {"key": "gpu", "team": ids["team"], "reason": w.hide("exception-reason"), "days": 1}
+    ids["policy_exception"] = post(client, "/v1/policy-exceptions", grant, h)["id"]
 
 
 def _metering(client: TestClient, w: World) -> None:
@@ -202,12 +245,41 @@ def _guardrails(client: TestClient, w: World) -> None:
     ids["decision"] = granted.get("decision_id") or granted["id"]
 
 
+def _webhooks(client: TestClient, w: World, runtime: Runtime) -> None:
+    from quartermaster.guardrails.alerts import Severity, raise_alert
+    from quartermaster.guardrails.models import Delivery
+
+    ids, h = w.b_ids, w.b.headers
+    url = f"http://127.0.0.1:9/{w.hide('webhook-url')}"
+    hook = post(client, "/v1/webhooks", {"url": url, "secret": w.hide("webhook-secret")}, h)
+    ids["webhook"] = hook["id"]
+    with runtime.session_factory() as session:
+        alert_id = raise_alert(
+            session,
+            tenant_id=w.b.tenant_id,
+            kind="budget_threshold",
+            severity=Severity.WARNING,
+            dedup_key=f"isolation:{w.marker}",
+            title=w.hide("alert-title"),
+            message=w.hide("alert-message"),
+            details={},
+        )
+        session.commit()
+        # Dead-lettered, so no notifier pass anywhere sends it during the test.
+        delivery = session.scalars(select(Delivery).where(Delivery.alert_id == alert_id)).one()
+        delivery.status = "dead"
+        ids["delivery"] = delivery.id
+        session.commit()
+
+
 def build_world(
     client: TestClient, a: TenantHandle, b: TenantHandle, routes: Routes, runtime: Runtime
 ) -> World:
     w = World(a=a, b=b)
     w.b_hidden.add(b.tenant_id)
     _tenancy_and_catalog(client, w)
+    if ("POST", "/v1/policies") in routes:
+        _publishing(client, w)
     if ("POST", "/v1/events") in routes:
         _metering(client, w)
     if ("POST", "/v1/price-books") in routes:
@@ -218,6 +290,8 @@ def build_world(
         _usage(client, w)
     if ("POST", "/v1/budgets") in routes:
         _guardrails(client, w)
+    if ("POST", "/v1/webhooks") in routes:
+        _webhooks(client, w, runtime)
     if ("POST", "/v1/billing/runs") in routes:
         _billing(client, w, runtime)
     # A's own objects, so that A's lists and writes are shown to work.

@@ -248,32 +248,37 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/apps/validate"): sends(
         "POST", "/v1/apps/validate", lambda w: {"manifest": _b_manifest(w)}, {200}
     ),
-    ("GET", "/v1/apps/search"): reads("/v1/apps/search", q="app"),
+    # B's marker is a tag of B's published app: B's own search finds it (isolation_world).
+    ("GET", "/v1/apps/search"): Case(
+        lambda w: [("GET", "/v1/apps/search", {"params": {"q": w.marker}})],
+        frozenset({200}),
+        _field_equals("total", 0),
+    ),
     ("POST", "/v1/apps/{app_id}/versions"): sends(
         "POST", "/v1/apps/{b[app]}/versions", lambda w: {"manifest": _b_manifest(w)}, {422}
     ),
     ("GET", "/v1/apps/{app_id}/versions"): missing("GET", "/v1/apps/{b[app]}/versions"),
     ("GET", "/v1/apps/{app_id}/versions/{version}"): missing(
-        "GET", "/v1/apps/{b[app]}/versions/1.0.0"
+        "GET", "/v1/apps/{b[app]}/versions/{b[version]}"
     ),
     ("POST", "/v1/apps/{app_id}/versions/{version}/publish"): missing(
-        "POST", "/v1/apps/{b[app]}/versions/1.0.0/publish", {}
+        "POST", "/v1/apps/{b[app]}/versions/{b[pending_version]}/publish", {}
     ),
     ("POST", "/v1/apps/{app_id}/versions/{version}/deprecate"): missing(
-        "POST", "/v1/apps/{b[app]}/versions/1.0.0/deprecate", {}
+        "POST", "/v1/apps/{b[app]}/versions/{b[version]}/deprecate", {}
     ),
     ("POST", "/v1/apps/{app_id}/versions/{version}/quarantine"): missing(
-        "POST", "/v1/apps/{b[app]}/versions/1.0.0/quarantine", {"reason": "takeover"}
+        "POST", "/v1/apps/{b[app]}/versions/{b[version]}/quarantine", {"reason": "takeover"}
     ),
     ("GET", "/v1/approvals"): reads("/v1/approvals"),
     ("POST", "/v1/approvals/{approval_id}/approve"): missing(
-        "POST", "/v1/approvals/{b[app]}/approve", {"comment": "ok"}
+        "POST", "/v1/approvals/{b[approval]}/approve", {"comment": "ok"}
     ),
     ("POST", "/v1/approvals/{approval_id}/reject"): missing(
-        "POST", "/v1/approvals/{b[app]}/reject", {"comment": "no"}
+        "POST", "/v1/approvals/{b[approval]}/reject", {"comment": "no"}
     ),
     ("GET", "/v1/policies"): reads("/v1/policies"),
-    ("GET", "/v1/policies/{name}"): missing("GET", "/v1/policies/{b[team]}"),
+    ("GET", "/v1/policies/{name}"): missing("GET", "/v1/policies/{b[policy]}"),
     ("POST", "/v1/policies"): sends(
         "POST",
         "/v1/policies",
@@ -281,7 +286,7 @@ CASES: dict[tuple[str, str], Case] = {
         {201},
     ),
     ("POST", "/v1/policies/test"): sends(
-        "POST", "/v1/policies/test", lambda w: {"name": w.b_ids["team"], "input": {}}, {404}
+        "POST", "/v1/policies/test", lambda w: {"name": w.b_ids["policy"], "input": {}}, {404}
     ),
     ("GET", "/v1/policy-decisions"): reads("/v1/policy-decisions"),
     ("GET", "/v1/policy-exceptions"): reads("/v1/policy-exceptions", include_lapsed="true"),
@@ -292,7 +297,7 @@ CASES: dict[tuple[str, str], Case] = {
         {422},
     ),
     ("DELETE", "/v1/policy-exceptions/{exception_id}"): missing(
-        "DELETE", "/v1/policy-exceptions/{b[app]}"
+        "DELETE", "/v1/policy-exceptions/{b[policy_exception]}"
     ),
     ("GET", "/v1/resources"): reads("/v1/resources", resource_id="{b[resource]}"),
     ("POST", "/v1/resources"): calls(
@@ -468,6 +473,18 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("POST", "/v1/decisions"): sends(
         "POST", "/v1/decisions", lambda w: {"app": w.b_ids["app"]}, {404, 422}
+    ),
+    ("GET", "/v1/webhooks"): reads("/v1/webhooks"),
+    ("GET", "/v1/webhook-deliveries"): reads("/v1/webhook-deliveries"),
+    ("POST", "/v1/webhooks"): sends(
+        "POST", "/v1/webhooks", lambda w: {"url": "https://a.example.com/hook"}, {201}
+    ),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): missing("DELETE", "/v1/webhooks/{b[webhook]}"),
+    ("GET", "/v1/webhook-deliveries/{delivery_id}/attempts"): missing(
+        "GET", "/v1/webhook-deliveries/{b[delivery]}/attempts"
+    ),
+    ("POST", "/v1/webhook-deliveries/{delivery_id}/retry"): missing(
+        "POST", "/v1/webhook-deliveries/{b[delivery]}/retry"
     ),
     # Evaluates A's own budgets only (B's rows are checked after all cases).
     ("POST", "/v1/budgets/evaluate"): sends("POST", "/v1/budgets/evaluate", lambda w: None, {200}),
