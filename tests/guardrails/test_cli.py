@@ -73,3 +73,24 @@ def test_budget_quota_decide_and_alerts_commands(
     assert "lift" in actions
     assert "deny" in actions
     assert "deleted budget team-cap" in qm("budget", "delete", "team-cap").output
+
+
+def test_webhook_commands(
+    client: TestClient,
+    runtime: Runtime,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+    added = qm("alerts", "webhook-add", "https://hooks.example.com/qm", "--format", "slack")
+    secret = added.stdout.strip().splitlines()[-1]
+    assert len(secret) >= 32
+    hook_id = ok(client.get("/v1/webhooks", headers=world.headers))[0]["id"]
+    assert "hooks.example.com" in qm("alerts", "webhooks").output
+    assert secret not in qm("alerts", "webhooks").output
+    assert "no webhook delivery 'nope'" in qm("alerts", "delivery-log", "nope", expect=1).output
+    assert "status 'lost' is not" in qm("alerts", "deliveries", "--status", "lost", expect=1).output
+    qm("alerts", "deliveries", "--status", "dead")
+    assert f"deleted webhook {hook_id}" in qm("alerts", "webhook-delete", hook_id).output

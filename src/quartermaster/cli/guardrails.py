@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, drop_none, out, print_table, request
+from quartermaster.cli.tenancy import (
+    ApiKeyOption,
+    UrlOption,
+    drop_none,
+    err,
+    out,
+    print_secret,
+    print_table,
+    request,
+)
 
 budget_app = typer.Typer(
     help="Budgets: spend limits per tenant, cost center, team or app.", no_args_is_help=True
@@ -340,3 +349,82 @@ def decide_release(
     """The work finished: give its quota back (idempotent)."""
     row = request("POST", f"/v1/decisions/{decision_id}/release", url=url, api_key=api_key)
     out().print(f"decision {row['id']} {row['status']}")
+
+
+# --- webhooks and deliveries --------------------------------------------------------------
+
+
+@alerts_app.command("webhook-add")
+def webhook_add(
+    target: Annotated[str, typer.Argument(help="http(s) URL the alerts are POSTed to.")],
+    fmt: Annotated[str, typer.Option("--format", help="json | slack")] = "json",
+    min_severity: Annotated[str, typer.Option(help="info | warning | critical")] = "info",
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Add a webhook; prints its signing secret once (on stdout, alone)."""
+    body = {"url": target, "format": fmt, "min_severity": min_severity}
+    hook = request("POST", "/v1/webhooks", json=body, url=url, api_key=api_key)
+    err().print(
+        f"webhook {hook['id']} ({hook['format']}, {hook['min_severity']} and up) -> {hook['url']}"
+    )
+    print_secret("the webhook's signing secret", hook["secret"])
+
+
+@alerts_app.command("webhooks")
+def webhook_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Webhooks (admin only: a webhook URL may itself be a credential)."""
+    rows = request("GET", "/v1/webhooks", url=url, api_key=api_key)
+    print_table(("id", "url", "format", "min_severity", "created_at"), rows, title="webhooks")
+
+
+@alerts_app.command("webhook-delete")
+def webhook_delete(
+    webhook_id: Annotated[str, typer.Argument(help="Webhook id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a webhook with its deliveries and their log."""
+    request("DELETE", f"/v1/webhooks/{webhook_id}", url=url, api_key=api_key)
+    out().print(f"deleted webhook {webhook_id}")
+
+
+@alerts_app.command("deliveries")
+def delivery_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending | delivered | dead (dead: the dead-letter list)")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Webhook deliveries with their status, attempts and last error."""
+    params = drop_none({"status": status, "limit": limit})
+    rows = request("GET", "/v1/webhook-deliveries", params=params, url=url, api_key=api_key)
+    columns = ("id", "webhook_id", "status", "attempts", "next_attempt_at", "last_error")
+    print_table(columns, rows, title="deliveries")
+
+
+@alerts_app.command("delivery-log")
+def delivery_log(
+    delivery_id: Annotated[str, typer.Argument(help="Delivery id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Every attempt of one delivery: when, status code or error, how long."""
+    path = f"/v1/webhook-deliveries/{delivery_id}/attempts"
+    rows = request("GET", path, url=url, api_key=api_key)
+    columns = ("attempt", "at", "status_code", "duration_ms", "error")
+    print_table(columns, rows, title=f"delivery {delivery_id}")
+
+
+@alerts_app.command("retry")
+def delivery_retry(
+    delivery_id: Annotated[str, typer.Argument(help="A dead delivery's id.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Take a dead delivery off the dead-letter list and send it again."""
+    path = f"/v1/webhook-deliveries/{delivery_id}/retry"
+    row = request("POST", path, url=url, api_key=api_key)
+    out().print(f"delivery {row['id']} is {row['status']} again")

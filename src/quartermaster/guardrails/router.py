@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from quartermaster.api.deps import AdminCaller, Ingester, Reader, RuntimeDep, SessionDep
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
-from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules
+from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
 from quartermaster.guardrails.alerts import alert_details, list_alerts
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
@@ -23,6 +23,8 @@ from quartermaster.guardrails.schemas import (
     BudgetOut,
     DecisionIn,
     DecisionOut,
+    DeliveryAttemptOut,
+    DeliveryOut,
     EnforcementOut,
     EvaluationOut,
     LimitRangeIn,
@@ -33,6 +35,9 @@ from quartermaster.guardrails.schemas import (
     RateLimitOut,
     ReasonOut,
     ReservationOut,
+    WebhookCreatedOut,
+    WebhookIn,
+    WebhookOut,
 )
 from quartermaster.guardrails.spend import BillingSpend
 
@@ -247,3 +252,73 @@ def get_decision(decision_id: str, caller: Ingester, session: SessionDep) -> Res
 )
 def release_decision(decision_id: str, caller: Ingester, session: SessionDep) -> ReservationOut:
     return ReservationOut.model_validate(quotas.release(caller, decision_id, session=session))
+
+
+@router.post(
+    "/v1/webhooks",
+    status_code=201,
+    response_model=WebhookCreatedOut,
+    summary="Add a webhook (its signing secret is shown once)",
+)
+def create_webhook(body: WebhookIn, caller: AdminCaller, session: SessionDep) -> WebhookCreatedOut:
+    hook = webhooks.create_webhook(
+        caller,
+        body.url,
+        fmt=body.format,
+        min_severity=body.min_severity,
+        secret=body.secret,
+        session=session,
+    )
+    return WebhookCreatedOut.model_validate(hook)
+
+
+# Admin only: a webhook URL (e.g. Slack's) is itself a credential.
+@router.get("/v1/webhooks", response_model=list[WebhookOut], summary="Webhooks")
+def get_webhooks(caller: AdminCaller, session: SessionDep) -> list[WebhookOut]:
+    rows = webhooks.list_webhooks(caller.tenant_id, session=session)
+    return [WebhookOut.model_validate(r) for r in rows]
+
+
+@router.delete("/v1/webhooks/{webhook_id}", status_code=204, summary="Delete a webhook")
+def delete_webhook(webhook_id: str, caller: AdminCaller, session: SessionDep) -> Response:
+    webhooks.delete_webhook(caller.tenant_id, webhook_id, session=session)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/webhook-deliveries",
+    response_model=list[DeliveryOut],
+    summary="Deliveries, newest first (status=dead: the dead-letter list)",
+)
+def get_deliveries(
+    caller: AdminCaller,
+    session: SessionDep,
+    status: Annotated[str | None, Query(description="pending | delivered | dead")] = None,
+    webhook_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeliveryOut]:
+    rows = webhooks.list_deliveries(
+        caller.tenant_id, status=status, webhook_id=webhook_id, limit=limit, session=session
+    )
+    return [DeliveryOut.model_validate(r) for r in rows]
+
+
+@router.get(
+    "/v1/webhook-deliveries/{delivery_id}/attempts",
+    response_model=list[DeliveryAttemptOut],
+    summary="The delivery log of one delivery",
+)
+def get_delivery_attempts(
+    delivery_id: str, caller: AdminCaller, session: SessionDep
+) -> list[DeliveryAttemptOut]:
+    rows = webhooks.delivery_attempts(caller.tenant_id, delivery_id, session=session)
+    return [DeliveryAttemptOut.model_validate(r) for r in rows]
+
+
+@router.post(
+    "/v1/webhook-deliveries/{delivery_id}/retry",
+    response_model=DeliveryOut,
+    summary="Take a dead delivery off the dead-letter list and send it again",
+)
+def retry_delivery(delivery_id: str, caller: AdminCaller, session: SessionDep) -> DeliveryOut:
+    return DeliveryOut.model_validate(webhooks.retry_delivery(caller, delivery_id, session=session))

@@ -170,3 +170,44 @@ class ReservationOut(_Out):
     created_at: datetime
     expires_at: datetime
     released_at: datetime | None
+
+
+class WebhookIn(_In):
+    url: str = Field(description="http(s) URL the alerts are POSTed to.")
+    format: str = Field(default="json", description="json | slack (Slack-compatible message)")
+    min_severity: str = Field(default="info", description="info | warning | critical")
+    secret: str | None = Field(
+        default=None, description="Signing secret (16-128 chars); generated when omitted."
+    )
+
+
+class WebhookOut(_Out):
+    id: str
+    url: str
+    format: str
+    min_severity: str
+    created_at: datetime
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str = Field(description="The HMAC signing secret: shown once, store it now.")
+
+
+class DeliveryOut(_Out):
+    id: str
+    webhook_id: str
+    alert_id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class DeliveryAttemptOut(_Out):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
