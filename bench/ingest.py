@@ -60,10 +60,15 @@ class Measurement:
     events: int
     seconds: float
     latencies: list[float]
+    server_cpu_seconds: float = 0.0
 
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def events_per_server_cpu_second(self) -> float:
+        return self.events / self.server_cpu_seconds if self.server_cpu_seconds else 0.0
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -213,6 +218,32 @@ async def _exchange(
     return status, body
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to report figures that other load
+    on the machine does not distort."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    server: subprocess.Popen[bytes],
+    port: int,
+    requests: list[bytes],
+    *,
+    connections: int,
+    expect: int,
+    route: str,
+) -> Measurement:
+    cpu_before = process_cpu_seconds(server.pid)
+    measured = asyncio.run(
+        drive(port, requests, connections=connections, expect=expect, route=route)
+    )
+    cpu = process_cpu_seconds(server.pid) - cpu_before
+    return Measurement(
+        measured.route, measured.batches, measured.events, measured.seconds, measured.latencies, cpu
+    )
+
+
 async def drive(
     port: int, requests: list[bytes], *, connections: int, expect: int, route: str
 ) -> Measurement:
@@ -274,7 +305,18 @@ def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
 def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int) -> bool:
     console = Console()
     table = Table(title=f"Ingest over loopback HTTP ({backend}, batches of {EVENTS_PER_BATCH:,})")
-    for column in ("route", "batches", "events", "seconds", "events/s", "p50 ms", "p99 ms"):
+    columns = (
+        "route",
+        "batches",
+        "events",
+        "seconds",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "server CPU s",
+        "events/server-CPU-s",
+    )
+    for column in columns:
         table.add_column(column, justify="right" if column != "route" else "left")
     for m in (ingest, floor):
         table.add_row(
@@ -285,8 +327,15 @@ def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int
             f"{m.events_per_second:,.0f}",
             f"{m.percentile(0.5) * 1e3:.1f}",
             f"{m.percentile(0.99) * 1e3:.1f}",
+            f"{m.server_cpu_seconds:.2f}",
+            f"{m.events_per_server_cpu_second:,.0f}",
         )
     console.print(table)
+    load = os.getloadavg()
+    console.print(
+        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs "
+        "(other work on the machine slows both routes; the CPU columns are the server's own)"
+    )
     ratio = ingest.events_per_second / floor.events_per_second
     meets_rate = ingest.events_per_second >= TARGET_EVENTS_PER_SECOND
     meets_ratio = ratio >= TARGET_FLOOR_RATIO
@@ -303,7 +352,7 @@ def run(
     *, batches: int, floor_batches: int, connections: int, database_url: str | None
 ) -> tuple[Measurement, Measurement]:
     with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), database_url=database_url)  # type: ignore[call-arg]
+        settings = Settings(data_dir=Path(tmp), database_url=database_url)
         subprocess.run(
             [*qm_command(), "init"], env=server_env(settings), check=True, capture_output=True
         )
@@ -329,23 +378,21 @@ def run(
                 asyncio.run(
                     drive(port, floor_requests[:warmup], connections=2, expect=202, route="w")
                 )
-                ingest = asyncio.run(
-                    drive(
-                        port,
-                        requests[warmup:],
-                        connections=connections,
-                        expect=200,
-                        route="POST /v1/events",
-                    )
+                ingest = measure(
+                    server,
+                    port,
+                    requests[warmup:],
+                    connections=connections,
+                    expect=200,
+                    route="POST /v1/events",
                 )
-                floor = asyncio.run(
-                    drive(
-                        port,
-                        floor_requests,
-                        connections=connections,
-                        expect=202,
-                        route="POST /v1/_bench/parse (floor)",
-                    )
+                floor = measure(
+                    server,
+                    port,
+                    floor_requests,
+                    connections=connections,
+                    expect=202,
+                    route="POST /v1/_bench/parse (floor)",
                 )
             finally:
                 server.terminate()

@@ -338,3 +338,21 @@ def test_too_many_bytes_is_413_naming_the_limit(limited: LimitedServer) -> None:
 def test_bench_route_parses_when_enabled(limited: LimitedServer) -> None:
     assert limited.http.post("/v1/_bench/parse", content=b'[{"a": 1}]').status_code == 202
     assert "/v1/_bench/parse" not in limited.http.get("/openapi.json").json()["paths"]
+
+
+def test_unstorable_values_are_rejected_alone_on_both_backends(
+    http: httpx.Client, tenant: TenantHandle
+) -> None:
+    good = usage_event("bot")
+    nul = usage_event("bot", event_id="bad\x00id")
+    long_resource = {
+        **usage_event("bot"),
+        "type": "qm.resource.usage",
+        "data": {"resource_id": "r" * 300, "cpu_seconds": "1"},
+    }
+    report = post(http, tenant.admin_token, [good, nul, long_resource]).json()
+    assert report["accepted"] == 1
+    assert [(r["index"], r["field"]) for r in report["rejected"]] == [
+        (1, "id"),
+        (2, "data.resource_id"),
+    ]

@@ -276,3 +276,27 @@ def test_a_signature_covers_the_lease_and_the_key_must_match_the_lease_app() -> 
     )
     foreign = sign_event(usage_with_lease(lease()), key_id="sk_other", secret=OTHER_SECRET)
     rejected(foreign, RejectReason.KEY_APP_MISMATCH, "qmkeyid")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"),
+    [
+        (event(id="a\x00b"), RejectReason.INVALID_ENVELOPE, "id"),
+        (event(source="app://\x00"), RejectReason.INVALID_ENVELOPE, "source"),
+        (event(subject="\x00"), RejectReason.INVALID_ENVELOPE, "subject"),
+        (
+            event(type="qm.resource.usage", data={"resource_id": "r" * 201, "cpu_seconds": 1}),
+            RejectReason.INVALID_DATA,
+            "data.resource_id",
+        ),
+        (
+            event(type="qm.resource.usage", data={"resource_id": "r\x00", "cpu_seconds": 1}),
+            RejectReason.INVALID_DATA,
+            "data.resource_id",
+        ),
+    ],
+)
+def test_what_the_log_cannot_store_is_rejected(
+    raw: dict[str, Any], reason: RejectReason, field: str
+) -> None:
+    rejected(raw, reason, field)
