@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quartermaster.domain.timeutil import Period
+from quartermaster.errors import InvalidInputError
 from quartermaster.usage.duckdb_store import DuckDBUsageStore
 from quartermaster.usage.store import USAGE_SCHEMA, RatedBatch, StreamState, TableBuilder
 
@@ -176,6 +177,26 @@ def test_quantities_match_brute_force_for_any_period(
 @settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@given(specs=rows_strategy, a=offsets, b=offsets, cut=offsets)
+def test_purged_raw_rows_live_on_in_minute_hour_and_day_rollups(
+    specs: list[tuple[int, int, str, str, Decimal, str]], a: int, b: int, cut: int
+) -> None:
+    """After a purge, every minute-aligned period still has its exact quantities."""
+    store = DuckDBUsageStore(":memory:")
+    try:
+        rows = to_rows(specs)
+        write(store, rows)
+        store.purge_raw(before=T0 + timedelta(seconds=cut))
+        lo, hi = sorted((a // 60, b // 60))
+        period = Period(T0 + timedelta(minutes=lo), T0 + timedelta(minutes=hi + 1))
+        assert answer(store, period) == brute(rows, period)
+    finally:
+        store.close()
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(specs=rows_strategy, cut=offsets)
 def test_a_period_split_in_two_gives_the_same_summable_quantities_as_the_whole(
     shared_store: DuckDBUsageStore, specs: list[tuple[int, int, str, str, Decimal, str]], cut: int
@@ -247,9 +268,12 @@ def test_purge_drops_raw_rows_and_keeps_rollups(store: DuckDBUsageStore) -> None
     day = Period(T0, T0 + timedelta(days=1))
     before = store.quantities("t1", day)
     assert store.top_events("t1", day, app="a", meter="tokens", limit=3)[0].quantity == 23
+    edges = Period(T0 + timedelta(hours=3, minutes=30), T0 + timedelta(days=1, hours=2))
+    edges_before = store.quantities("t1", edges)
     result = store.purge_raw(before=T0 + timedelta(days=1))
     assert result.usage_rows == 24
     assert store.quantities("t1", day) == before
+    assert store.quantities("t1", edges) == edges_before  # hour/minute rollups took over
     assert store.top_events("t1", day, app="a", meter="tokens") == []
     assert store.purged_before() == T0 + timedelta(days=1)
     # Sums survive as-of questions; max/latest/unique need raw rows, now gone for that day.
@@ -257,6 +281,8 @@ def test_purge_drops_raw_rows_and_keeps_rollups(store: DuckDBUsageStore) -> None
     assert reproduced.quantity_sum == sum(range(24))
     assert reproduced.quantity_max is None
     assert reproduced.distinct_count is None
+    with pytest.raises(InvalidInputError, match="was purged"):
+        store.quantities("t1", day, as_of=T0 + timedelta(hours=12))
 
 
 def test_streams_and_replay_reset_only_the_tenant(tmp_path: Path) -> None:

@@ -47,25 +47,28 @@ def _by_grain(period: Period) -> dict[Grain, list[Segment]]:
 def summable_sql(
     tenant_id: str, period: Period, *, as_of: datetime | None
 ) -> tuple[str, list[Any]]:
-    """Count, sum, max and latest per key from the coarsest rollups covering the period (raw
-    rows for sub-minute edges); with `as_of`, minus what became billable at or after it."""
+    """Count, sum, max and latest per key from the coarsest rollups covering the period: day
+    rollups for whole days; for edge hours and minutes the hour/minute rollups (raw rows
+    folded at purge) plus the raw rows still kept; raw rows for sub-minute edges. With
+    `as_of`, minus what became billable at or after it."""
     parts: list[str] = []
     params: list[Any] = []
     for grain, segments in _by_grain(period).items():
-        if grain is Grain.RAW:
-            where, values = _ranges("event_time", segments)
-            parts.append(
-                f"SELECT {KEYS}, 1 AS n, quantity AS s, quantity AS m, {LATEST_KEY} AS lk, "
-                f"quantity AS lq FROM usage_raw WHERE tenant_id = ? AND {where}"
-            )
-        else:
+        if grain is not Grain.RAW:
             where, values = _ranges("bucket", segments)
             parts.append(
                 f"SELECT {KEYS}, event_count AS n, quantity_sum AS s, quantity_max AS m, "
                 f"latest_key AS lk, latest_quantity AS lq "
                 f"FROM usage_{grain.value} WHERE tenant_id = ? AND {where}"
             )
-        params += [tenant_id, *values]
+            params += [tenant_id, *values]
+        if grain is not Grain.DAY:  # raw rows not yet folded into minute/hour rollups
+            where, values = _ranges("event_time", segments)
+            parts.append(
+                f"SELECT {KEYS}, 1 AS n, quantity AS s, quantity AS m, {LATEST_KEY} AS lk, "
+                f"quantity AS lq FROM usage_raw WHERE tenant_id = ? AND {where}"
+            )
+            params += [tenant_id, *values]
     if as_of is not None:
         parts.append(
             f"SELECT {KEYS}, -1 AS n, -quantity AS s, NULL AS m, NULL AS lk, "
@@ -122,18 +125,19 @@ def distinct_sql(tenant_id: str, period: Period) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     for grain, segments in _by_grain(period).items():
-        if grain is Grain.RAW:
+        if grain is not Grain.RAW:
+            where, values = _ranges("bucket", segments)
+            parts.append(
+                f"SELECT {KEYS}, value FROM distinct_{grain.value} WHERE tenant_id = ? AND {where}"
+            )
+            params += [tenant_id, *values]
+        if grain is not Grain.DAY:
             where, values = _ranges("event_time", segments)
             parts.append(
                 f"SELECT {KEYS}, distinct_value AS value FROM usage_raw "
                 f"WHERE tenant_id = ? AND distinct_value IS NOT NULL AND {where}"
             )
-        else:
-            where, values = _ranges("bucket", segments)
-            parts.append(
-                f"SELECT {KEYS}, value FROM distinct_{grain.value} WHERE tenant_id = ? AND {where}"
-            )
-        params += [tenant_id, *values]
+            params += [tenant_id, *values]
     union = " UNION ALL ".join(parts)
     return f"SELECT {KEYS}, count(DISTINCT value) FROM ({union}) GROUP BY ALL", params
 

@@ -1,8 +1,10 @@
 """Tables of the DuckDB usage store. Times are naive UTC `TIMESTAMP`s; quantities and amounts
 are exact `DECIMAL(38, 12)`.
 
-Rollup tables take one row of increments per key per batch (append-only: no index to
-maintain on the write path) and are summed when read; `compact()` folds them."""
+Day rollups take one row of increments per key per batch (append-only: no index to maintain
+on the write path) and are summed when read; `compact()` folds them. Minute and hour rollups
+are written when raw rows are purged: until then the raw rows are the minute- and hour-level
+data (reads combine both), so sparse streams are not stored twice."""
 
 from __future__ import annotations
 
@@ -160,40 +162,45 @@ MERGED_STATS = """
 """
 
 
-def rollup_increment_sql(source: str) -> list[str]:
-    """Aggregate a batch of usage rows once to minutes (a temp table, kept out of the WAL),
-    then minutes to hours and hours to days: one increment row per key and bucket."""
-    return [
-        f"""CREATE OR REPLACE TEMP TABLE increment_minute AS
-            SELECT tenant_id, date_trunc('minute', event_time)::TIMESTAMP AS bucket,
-                   cost_center, team, app, meter, unattributed,
-                   count(*) AS event_count, sum(quantity) AS quantity_sum,
-                   max(quantity) AS quantity_max, max({LATEST_KEY}) AS latest_key,
-                   arg_max(quantity, {LATEST_KEY}) AS latest_quantity
-            FROM {source} GROUP BY ALL""",
-        "INSERT INTO usage_minute SELECT * FROM increment_minute",
-        f"""CREATE OR REPLACE TEMP TABLE increment_hour AS
-            SELECT tenant_id, date_trunc('hour', bucket)::TIMESTAMP AS bucket, cost_center, team,
-                   app, meter, unattributed, {MERGED_STATS}
-            FROM increment_minute GROUP BY ALL""",
-        "INSERT INTO usage_hour SELECT * FROM increment_hour",
-        f"""INSERT INTO usage_day
-            SELECT tenant_id, date_trunc('day', bucket)::TIMESTAMP AS bucket, cost_center, team,
-                   app, meter, unattributed, {MERGED_STATS}
-            FROM increment_hour GROUP BY ALL""",
-        "DROP TABLE increment_minute",
-        "DROP TABLE increment_hour",
-    ]
-
-
-def distinct_increment_sql(grain: str, source: str) -> str:
+def _rollup_select(grain: str, source: str, where: str = "") -> str:
     return f"""
-        INSERT INTO distinct_{grain}
+        SELECT tenant_id, date_trunc('{grain}', event_time)::TIMESTAMP AS bucket,
+               cost_center, team, app, meter, unattributed,
+               count(*) AS event_count, sum(quantity) AS quantity_sum,
+               max(quantity) AS quantity_max, max({LATEST_KEY}) AS latest_key,
+               arg_max(quantity, {LATEST_KEY}) AS latest_quantity
+        FROM {source} {where} GROUP BY ALL
+    """
+
+
+def _distinct_select(grain: str, source: str, where: str = "") -> str:
+    return f"""
         SELECT DISTINCT tenant_id, date_trunc('{grain}', event_time)::TIMESTAMP,
                cost_center, team, app, meter, unattributed, distinct_value
         FROM {source}
-        WHERE distinct_value IS NOT NULL
+        WHERE distinct_value IS NOT NULL {where}
     """
+
+
+def day_increment_sql(source: str, *, with_distinct: bool) -> list[str]:
+    """A batch's day rollup increments: one row per key and day (and its distinct values)."""
+    statements = [f"INSERT INTO usage_day {_rollup_select('day', source)}"]
+    if with_distinct:
+        statements.append(f"INSERT INTO distinct_day {_distinct_select('day', source)}")
+    return statements
+
+
+def fold_raw_sql() -> list[str]:
+    """Move raw rows that became billable before the parameter into the minute and hour
+    rollups (and value sets), then delete them: while kept, raw rows are the minute- and
+    hour-level data; once purged, these rollups are. Takes the cutoff once per `?`."""
+    cutoff, also = "WHERE billable_at < ?", "AND billable_at < ?"
+    return [
+        f"INSERT INTO usage_minute {_rollup_select('minute', 'usage_raw', cutoff)}",
+        f"INSERT INTO usage_hour {_rollup_select('hour', 'usage_raw', cutoff)}",
+        f"INSERT INTO distinct_minute {_distinct_select('minute', 'usage_raw', also)}",
+        f"INSERT INTO distinct_hour {_distinct_select('hour', 'usage_raw', also)}",
+    ]
 
 
 def compact_rollup_sql(grain: str) -> list[str]:

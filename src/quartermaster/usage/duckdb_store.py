@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from quartermaster.domain.timeutil import Period, utc_now
-from quartermaster.errors import ConflictError, NotFoundError
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.usage import duckdb_queries as q
 from quartermaster.usage.duckdb_schema import (
     DDL,
@@ -27,8 +27,8 @@ from quartermaster.usage.duckdb_schema import (
     SCHEMA_VERSION,
     TENANT_TABLES,
     compact_rollup_sql,
-    distinct_increment_sql,
-    rollup_increment_sql,
+    day_increment_sql,
+    fold_raw_sql,
 )
 from quartermaster.usage.periods import Grain, ceil_to, floor_to
 from quartermaster.usage.store import (
@@ -258,11 +258,8 @@ class DuckDBUsageStore:
                     [processed_at],
                 )
                 has_distinct = pc.any(batch.usage["distinct_value"].is_valid()).as_py()
-                for statement in rollup_increment_sql("batch_usage"):
+                for statement in day_increment_sql("batch_usage", with_distinct=has_distinct):
                     cur.execute(statement)
-                if has_distinct:
-                    for grain in GRAINS:
-                        cur.execute(distinct_increment_sql(grain, "batch_usage"))
             if register("batch_markers", batch.markers):
                 cur.execute("INSERT INTO lifecycle_markers SELECT * FROM batch_markers")
             if register("batch_costs", batch.costs):
@@ -331,6 +328,8 @@ class DuckDBUsageStore:
         cutoff = naive_utc(before)
 
         def work(cur: duckdb.DuckDBPyConnection) -> PurgeResult:
+            for statement in fold_raw_sql():
+                cur.execute(statement, [cutoff])
             usage = cur.execute("DELETE FROM usage_raw WHERE billable_at < ?", [cutoff]).fetchone()
             events = cur.execute(
                 "DELETE FROM usage_events WHERE billable_at < ?", [cutoff]
@@ -385,6 +384,12 @@ class DuckDBUsageStore:
                 distinct = {_key(r): int(r[5]) for r in cur.execute(sql, params).fetchall()}
             else:
                 horizon = self.purged_before()
+                if horizon is not None and as_of < horizon:
+                    raise InvalidInputError(
+                        f"usage as of {as_of.isoformat()} cannot be reproduced: raw usage "
+                        f"billable before {horizon.isoformat()} was purged (raw_retention_days)",
+                        field="as_of",
+                    )
                 known = horizon is None or horizon <= period.start
                 if known:
                     sql, params = q.raw_as_of_sql(tenant_id, period, as_of)

@@ -16,23 +16,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from quartermaster.background import BackgroundService
+from quartermaster.bus.protocol import LogRecord
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.usage.attribution import MetadataSnapshot, Outcome
 from quartermaster.usage.meters import MeterSet
-from quartermaster.usage.rating import BatchRater, ParsedEvent, from_waiting, parse_logged
+from quartermaster.usage.rating import BatchRater, from_waiting, parse_logged
 from quartermaster.usage.snapshot import (
     Fingerprint,
     load_meter_set,
     load_snapshot,
     metadata_fingerprints,
 )
-from quartermaster.usage.store import StreamState, UsageStore
+from quartermaster.usage.store import StreamState, UsageStore, WaitingEvent
 
 logger = logging.getLogger("quartermaster.usage.pipeline")
 
@@ -157,10 +158,10 @@ class PipelineWorker(BackgroundService):
         position = events[-1].position if events else stream.position
         if finish and stream.upto is not None:
             position = max(position, stream.upto)
-        wanted = [parse_logged(e) for e in events if stream.wants(e.position, e.record.tenant_id)]
-        rater = self._rater(wanted, [])
-        for event in wanted:
-            rater.add(event)
+        wanted = [e for e in events if stream.wants(e.position, e.record.tenant_id)]
+        rater = self._rater((e.record for e in wanted), [])
+        for logged in wanted:  # parsed one at a time: a batch's parsed data is never all alive
+            rater.add(parse_logged(logged))
         self.store.write(rater.batch(stream=stream.name, position=position, finish=finish))
         self._acked.pop(stream.consumer, None)  # unknown until the ack below succeeds
         log.ack(stream.consumer, position)
@@ -192,26 +193,27 @@ class PipelineWorker(BackgroundService):
         ]
         if not due:
             return 0
-        waiting = [from_waiting(w) for w in self.store.waiting_events(due)]
-        rater = self._rater(waiting, due)
+        waiting = self.store.waiting_events(due)
+        rater = self._rater((w for w in waiting), due)
         for event in waiting:
-            rater.add(event, was_waiting=True)
+            rater.add(from_waiting(event), was_waiting=True)
         if rater.resolved:
             self.store.write(rater.batch(stream=None, position=None, finish=False))
         for tenant_id in due:
             self._fingerprints[tenant_id] = prints[tenant_id]
         return rater.resolved
 
-    def _rater(self, events: Sequence[ParsedEvent], extra_tenants: Iterable[str]) -> BatchRater:
+    def _rater(
+        self, records: Iterable[LogRecord | WaitingEvent], extra_tenants: Iterable[str]
+    ) -> BatchRater:
         """Snapshots and meters of the tenants in the batch, taken once for the whole batch.
         `now` is read before loading, so nothing in the snapshot is newer than it."""
         now = utc_now()
         tenants: dict[str, set[str]] = {t: set() for t in extra_tenants}
-        for event in events:
-            ids = tenants.setdefault(event.record.tenant_id, set())
-            resource_id = event.record.resource_id or event.data.get("resource_id")
-            if isinstance(resource_id, str):
-                ids.add(resource_id)
+        for record in records:
+            ids = tenants.setdefault(record.tenant_id, set())
+            if record.resource_id is not None:
+                ids.add(record.resource_id)
         snapshots: dict[str, MetadataSnapshot] = {}
         meters: dict[str, MeterSet] = {}
         with self.runtime.session_factory() as session:

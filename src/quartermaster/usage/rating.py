@@ -145,7 +145,7 @@ class BatchRater:
                     event_time=record.event_time,
                     recorded_at=record.recorded_at,
                     app_id=record.app_id,
-                    resource_id=record.resource_id or _text(event.data.get("resource_id")),
+                    resource_id=record.resource_id,
                     environment=event.environment,
                     via_lease=event.via_lease,
                 ),
