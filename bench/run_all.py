@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "bench.secrets",
     "bench.rating",
     "bench.billing",
+    "bench.decisions",
 )
 
 
