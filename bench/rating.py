@@ -1,24 +1,28 @@
-"""Rating-and-rollup benchmark: raw attributed events -> minute/hour/day rollups -> daily priced
-rollups, against floors measured in the same run.
+"""Rating-and-rollup benchmark: raw attributed events -> rollups -> daily priced rollups,
+against floors measured in the same run.
 
 For each size (default 1M and 10M events; one month, 20 cost centers and teams, 300 apps,
-10 meters), the same synthetic rows (made with DuckDB before the clock starts) go through:
+10 meters, one usage row per event), the same synthetic rows (made with DuckDB before the
+clock starts) go through:
 
-* ours, ingest side: the usage store's write path exactly as the pipeline calls it (raw rows,
-  per-event ledger, rollup increments, pipeline counters; one transaction per batch of
-  `--batch-size` events), then the daily priced rollups (store.daily_totals x a price map);
-* floor: DuckDB alone over the same rows: one bare Arrow insert into a table, then a bare
-  `GROUP BY day, cost center, team, app, meter`;
+* ours: the usage store's write path exactly as the pipeline calls it (raw rows, per-event
+  ledger, day-rollup increments, pipeline counters; one transaction per batch of
+  `--batch-size` events; the closing checkpoint included), then the daily priced rollups:
+  in DuckDB from the day rollups (the same query shape as the floor and PostgreSQL), and
+  through `store.daily_totals` with Decimal pricing (what billing code sees);
+* floor: DuckDB alone over the same rows: one bare Arrow insert (and checkpoint), then a bare
+  `GROUP BY day, cost center, team, app, meter` priced with the same price map;
 * the seeds' reference (1M only): PostgreSQL on 127.0.0.1, the rows loaded with binary COPY
-  (timed separately), then `GROUP BY date_trunc('day', ...)` with the same price map.
+  (timed separately), then `GROUP BY date_trunc('day', ...)` priced the same way.
+Every way must give the same priced total; the table says whether it did.
 
 Then the event-to-billable latency on the embedded backends (SQLite + DuckDB): ingestion's own
 service function feeds a steady stream while the pipeline worker runs in its thread, and
-recorded_at -> committed-in-the-store is read back from the store (p50/p99). Last, the full
+recorded_at -> committed in the store is read back from the store (p50/p99). Last, the full
 pipeline (log -> attribution -> meters -> store) drains a backlog, for its events/s.
 
-    python -m bench.rating [--sizes 1000000 10000000] [--batch-size 20000]
-                           [--skip-postgres] [--latency-seconds 20] [--latency-rate 5000]
+    python -m bench.rating [--sizes 1000000 10000000] [--batch-size N] [--skip-postgres]
+                           [--latency-seconds 20] [--latency-rate 5000] [--backlog 200000]
 """
 
 from __future__ import annotations
@@ -403,7 +407,7 @@ def report(sizes: list[SizeResult], latency: LatencyResult | None, batch_size: i
             target,
             events=r.events,
         )
-        row("  the store's write path (raw, ledger, 3 rollups)", r.ours_write)
+        row("  the store's write path (raw, ledger, day rollups)", r.ours_write)
         row(
             "  daily priced rollups, read from the day rollups",
             r.ours_daily,
