@@ -18,7 +18,7 @@ from quartermaster.tenancy.models import PrincipalKind, Role
 from quartermaster.tenancy.service import create_principal, issue_api_key
 from quartermaster.usage.pipeline import run_pipeline_until_drained
 from tests.conftest import start_live_server
-from tests.usage.conftest import Platform
+from tests.usage.conftest import Platform, new_platform
 
 H = timedelta(hours=1)
 
@@ -146,6 +146,11 @@ def test_ingest_to_usage_status_replay_and_accounting(
     assert sum(h["accepted"] for h in accounting["hours"]) == 5
     assert sum(h["rated"] + h["waiting"] for h in accounting["hours"]) == 5
 
+    reconciliation = client.get("/v1/reconciliation", headers=platform.headers).json()
+    totals = reconciliation["totals"]
+    assert totals["accepted"] == totals["rated"] + totals["waiting"] == 5
+    assert (totals["attributed"], totals["waiting"]) == (4, 1)
+
     replayed = client.post("/v1/pipeline/replay", params={"wait": True}, headers=platform.headers)
     assert replayed.status_code == 200, replayed.text
     assert replayed.json()["drained"] is True
@@ -227,3 +232,32 @@ def test_cli_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> N
     finally:
         live.server.should_exit = True
         live.thread.join(timeout=20)
+
+
+def test_every_usage_route_is_scoped_to_the_callers_tenant(
+    client: TestClient, usage_runtime: Runtime
+) -> None:
+    now = utc_now()
+    mine, theirs = new_platform(usage_runtime, "mine"), new_platform(usage_runtime, "theirs")
+    for platform in (mine, theirs):
+        platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    theirs.append(
+        [
+            theirs.event("qm.invocation.usage", {"app_id": "bot", "tokens": 9}, event_time=now),
+            theirs.event("qm.invocation.usage", {"app_id": "nobody", "tokens": 1}, event_time=now),
+        ]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    window = {"start": (now - H).isoformat(), "end": (now + H).isoformat()}
+    assert client.get("/v1/usage", params=window, headers=mine.headers).json()["rows"] == []
+    assert client.get("/v1/usage", params=window, headers=theirs.headers).json()["rows"] != []
+    status = client.get("/v1/pipeline/status", headers=mine.headers).json()
+    assert (status["waiting"], status["latency"]["events"]) == (0, 0)
+    accounting = client.get("/v1/pipeline/accounting", headers=mine.headers).json()
+    assert accounting["hours"] == []
+    replay = client.post("/v1/pipeline/replay", params={"wait": True}, headers=mine.headers)
+    assert replay.json()["tenant_id"] == mine.tenant_id
+    theirs_usage = client.get("/v1/usage", params=window, headers=theirs.headers).json()
+    assert {r["meter"]: r["quantity"] for r in theirs_usage["rows"] if r["app"] == "bot"}[
+        "tokens"
+    ] == "9.000000000000"

@@ -10,7 +10,7 @@ import pytest
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
-from quartermaster.usage.maintenance import purge_expired_raw
+from quartermaster.usage.maintenance import UsageMaintenance, purge_expired_raw
 from quartermaster.usage.meters import Aggregation, MeterDefinition
 from quartermaster.usage.pipeline import run_pipeline_until_drained
 from quartermaster.usage.service import (
@@ -171,3 +171,27 @@ def test_retention_purge_keeps_rollups(platform: Platform) -> None:
     assert {r.meter: r.quantity for r in rows} == {"tokens": 5, "invocations": 1}
     # ... while max, latest and unique counts need the raw rows, now gone for that day.
     assert store.quantities(platform.tenant_id, old_day, as_of=now)[0].quantity_max is None
+
+
+def test_the_maintenance_service_purges_and_folds(platform: Platform) -> None:
+    now = utc_now()
+    old = floor_hour(now) - 200 * 24 * H
+    platform.app("bot", team="ds", cost_center="research", created_at=old - 48 * H)
+    platform.append(
+        [
+            platform.event(
+                INVOCATION, {"app_id": "bot", "tokens": 5}, event_time=old, recorded_at=old
+            )
+        ]
+    )
+    run_pipeline_until_drained(platform.runtime)
+    service = UsageMaintenance(platform.runtime)
+    assert service.run_pass() is False
+    assert service.status().last_error is None
+    store = platform.runtime.usage_store
+    assert store.purged_before() is not None
+    hour = Period(floor_hour(old), floor_hour(old) + H)
+    assert [
+        t.quantity_sum for t in store.quantities(platform.tenant_id, hour) if t.meter == "tokens"
+    ] == [5]
+    assert store.top_events(platform.tenant_id, hour, app="bot", meter="tokens") == []

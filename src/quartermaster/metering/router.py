@@ -15,9 +15,9 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from quartermaster.api.deps import Ingester, Reader, SessionDep
+from quartermaster.api.deps import Ingester, Reader, RuntimeDep, SessionDep
 from quartermaster.api.errors import error_response
-from quartermaster.domain.timeutil import floor_hour, utc_now
+from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.errors import InvalidInputError, PayloadTooLargeError, QMError
 from quartermaster.guardrails.gate import check_ingest
 from quartermaster.metering.schemas import EventsPage, IngestResponse, ReconciliationResponse
@@ -30,6 +30,7 @@ from quartermaster.metering.service import (
 from quartermaster.metering.validation import json_kind
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.service import AuthContext
+from quartermaster.usage.accounting import pipeline_stage_counts
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -175,11 +176,12 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 @router.get(
     "/v1/reconciliation",
-    summary="Hourly reconciliation counters of the caller's tenant",
+    summary="Hourly reconciliation counters of the caller's tenant, with pipeline stages",
     response_model=ReconciliationResponse,
 )
 def get_reconciliation(
     caller: Reader,
+    runtime: RuntimeDep,
     session: SessionDep,
     start: Annotated[
         datetime | None, Query(description="First hour (default: 24 hours before `end`).")
@@ -197,6 +199,11 @@ def get_reconciliation(
             f"at most {MAX_RECONCILIATION_DAYS} days per request", field="start"
         )
     hours = reconciliation(caller.tenant_id, start, end, session=session)
+    # The pipeline's stages (attributed, unattributed, rated, waiting) of the same ingest
+    # hours, from the usage store: accepted = rated + waiting once the pipeline caught up.
+    stages = pipeline_stage_counts(runtime.usage_store, caller.tenant_id, Period(start, end))
+    for hour in hours:
+        hour.stages.update({k: n for k, n in stages.get(hour.hour, {}).items() if n})
     totals: dict[str, int] = {}
     for hour in hours:
         for stage, count in hour.stages.items():
