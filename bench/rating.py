@@ -76,8 +76,8 @@ def synthetic(events: int) -> tuple[pa.Table, pa.Table]:
         f"""
         SELECT i::BIGINT + 1 AS position, '{TENANT}' AS tenant_id, 'ev-' || i AS event_id,
                'bench' AS source, 'qm.invocation.usage' AS event_type,
-               TIMESTAMP '2026-01-01' + to_microseconds((i * {span_us} // {events})::BIGINT)
-                 AS event_time,
+               TIMESTAMP '2026-01-01'
+                 + to_microseconds((i::HUGEINT * {span_us} // {events})::BIGINT) AS event_time,
                event_time AS recorded_at, event_time AS billable_at,
                'cc-' || (hash(i * 7) % 300 % 20) AS cost_center,
                'team-' || (hash(i * 7) % 300 % 20) AS team, 'app-' || (hash(i * 7) % 300) AS app,
