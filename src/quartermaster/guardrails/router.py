@@ -79,7 +79,10 @@ def delete_budget(name: str, caller: AdminCaller, session: SessionDep) -> Respon
 def evaluate_budgets(
     caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
 ) -> EvaluationOut:
-    calculator = StoreCalculator(runtime.usage_store, catch_up=pipeline_catch_up(runtime))
+    # The pipeline catches up before the unit of work opens: on SQLite every transaction
+    # takes the write lock (BEGIN IMMEDIATE), which the pipeline's own pass needs too.
+    pipeline_catch_up(runtime)()
+    calculator = StoreCalculator(runtime.usage_store)
     result = evaluate_tenant(caller.tenant_id, spend=BillingSpend(calculator), session=session)
     guardrail_gate(runtime).invalidate(caller.tenant_id)
     return EvaluationOut(alerts=result.alerts, enforcements=result.enforcements)
