@@ -1,5 +1,5 @@
 """The simulation against a real server: over loopback HTTP on SQLite and PostgreSQL (the
-`live_server` fixture), and the demo itself with `qm serve` as a subprocess."""
+`live_server` fixture); the whole demo runs in test_demo_billing.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 from rich.console import Console
 
@@ -64,25 +63,6 @@ def test_a_simulated_hour_reconciles_over_http(
         move.at,
     )
     assert [len(spans) for spans in registered] == [1] * len(late)
-
-
-def test_the_demo_runs_and_cleans_up(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo"
-    jsonl = tmp_path / "events.jsonl"
-    output = io.StringIO()
-    options = DemoOptions(hours=1, apps=6, teams=3, data_dir=data_dir, jsonl=jsonl)
-    ctx = run(options, console=Console(file=output, width=120))
-    assert ctx.summary is not None
-    assert ctx.summary.sent > 0
-    assert ctx.server is not None
-    assert ctx.server.returncode is not None  # stopped
-    assert not data_dir.exists()  # removed without --keep
-    lines = jsonl.read_bytes().splitlines()
-    assert len(lines) == ctx.summary.sent
-    assert all(orjson.loads(line)["specversion"] == "1.0" for line in lines)
-    text = output.getvalue()
-    assert "reconciliation counters" in text
-    assert "reconciled:" in text
 
 
 def test_the_demo_never_wipes_a_directory_it_did_not_make(tmp_path: Path) -> None:

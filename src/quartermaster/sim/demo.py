@@ -1,109 +1,65 @@
 """`make demo`: a simulated platform driven through a real Quartermaster server.
 
-    python -m quartermaster.sim.demo [--days N] [--apps M] [--data-dir DIR] [--keep]
+    python -m quartermaster.sim.demo [--days N | --hours N] [--apps M] [--data-dir DIR] [--keep]
 
 Creates a fresh data dir, initializes it and a tenant, starts `qm serve` as a subprocess on a
 free port, registers the simulated platform through the HTTP API, sends its signed events
-through `POST /v1/events`, and prints the reconciliation counters with checks that every
-event is accounted for (nothing lost, nothing counted twice). Exits non-zero on any failure.
+(by default: last calendar month's) through `POST /v1/events` and checks the reconciliation
+counters (nothing lost, nothing counted twice); then waits for the pipeline, loads the price
+book, runs and finalizes the period's billing, explains a line, crosses a budget when the
+period reaches into the current month, and prints the showback. Exits non-zero on any
+failure.
 
-The demo is a list of stages sharing a `DemoContext`; later features append stages (pipeline
-drain, billing run, showback report, budget crossing, anomaly alert) to `STAGES`."""
+The demo is a list of stages sharing a `DemoContext` (`sim/context.py`); later features
+append theirs (an anomaly alert, ...) to `STAGES`."""
 
 from __future__ import annotations
 
 import argparse
+import calendar
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
 
-import httpx
 import orjson
 from rich.console import Console
 
-from quartermaster.config import Settings, load_settings
+from quartermaster.config import load_settings
 from quartermaster.domain.timeutil import floor_hour, parse_timestamp, utc_now
-from quartermaster.sim import report
+from quartermaster.sim import billing_stages, report, showback
+from quartermaster.sim.context import (
+    DEFAULT_DATA_DIR,
+    DemoContext,
+    DemoFailure,
+    DemoOptions,
+    qm_command,
+    server_environment,
+    start_server,
+)
 from quartermaster.sim.driver import (
     DriverError,
-    SendSummary,
     demo_progress,
     fetch_reconciliation,
     send,
     set_up,
 )
-from quartermaster.sim.factory import Credentials
-from quartermaster.sim.generator import Expectation, expectation, stream
-from quartermaster.sim.model import Platform, SimConfig
+from quartermaster.sim.generator import expectation, stream
+from quartermaster.sim.model import SimConfig
 from quartermaster.sim.platform import build_platform
 
-DEFAULT_DATA_DIR = Path(".qm-demo")
+__all__ = ["STAGES", "DemoContext", "DemoFailure", "DemoOptions", "main", "parse_args", "run"]
+
 TENANT_ID = "acme"
 ADMIN_KEY_FILE = "admin.key"
 GROUND_TRUTH_FILE = "ground-truth.json"
 DEMO_MARKER = ".qm-demo-dir"  # only a directory carrying it is ever wiped
-SERVER_START_SECONDS = 60.0
-
-
-class DemoFailure(RuntimeError):
-    """A stage could not do its job, or a check failed; the message says which."""
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    hours: int = 24
-    apps: int = 300
-    teams: int = 20
-    seed: int = 7
-    events_per_day: int | None = None
-    start: datetime | None = None  # default: `hours` before the current hour
-    data_dir: Path = DEFAULT_DATA_DIR
-    database_url: str | None = None  # default: SQLite in the data dir
-    keep: bool = False
-    jsonl: Path | None = None
-    connections: int = 4
-    batch_size: int = 1000
-
-
-@dataclass
-class DemoContext:
-    options: DemoOptions
-    console: Console
-    started_at: datetime = field(default_factory=utc_now)
-    settings: Settings | None = None
-    admin_token: str | None = None
-    server: subprocess.Popen[bytes] | None = None
-    server_log: IO[bytes] | None = None
-    url: str | None = None
-    platform: Platform | None = None
-    credentials: Credentials | None = None
-    summary: SendSummary | None = None
-    expected: Expectation | None = None
-    reconciliation: dict[str, Any] | None = None
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
-
-    def client(self) -> httpx.Client:
-        if self.url is None or self.admin_token is None:
-            raise DemoFailure("the server is not running or the tenant does not exist")
-        return httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {self.admin_token}"},
-            timeout=120,
-        )
-
-    def need_platform(self) -> Platform:
-        if self.platform is None:
-            raise DemoFailure("no platform was built")
-        return self.platform
+# The default month's volume per day (all 300 apps together): see docs/demo.md, "Volume".
+MONTH_EVENTS_PER_DAY = 16_000
 
 
 # --- stages ----------------------------------------------------------------------------------
@@ -129,8 +85,8 @@ def prepare_data_dir(ctx: DemoContext) -> None:
     database_url = ctx.options.database_url or f"sqlite:///{data_dir.resolve()}/qm.db"
     ctx.settings = load_settings(data_dir=data_dir.resolve(), database_url=database_url)
     init = subprocess.run(
-        [*_qm_command(), "init", "--data-dir", str(ctx.settings.data_dir)],
-        env=_server_env(ctx.settings),
+        [*qm_command(), "init", "--data-dir", str(ctx.settings.data_dir)],
+        env=server_environment(ctx.settings, ctx.server_env),
         capture_output=True,
         check=False,
     )
@@ -138,14 +94,6 @@ def prepare_data_dir(ctx: DemoContext) -> None:
         output = (init.stdout + init.stderr).decode(errors="replace")
         raise DemoFailure(f"qm init failed ({init.returncode}):\n{output}")
     ctx.console.print(f"data dir {data_dir} initialized (database: {database_url.split(':')[0]})")
-
-
-def _server_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "QM_DATA_DIR": str(settings.data_dir),
-        "QM_DATABASE_URL": settings.resolved_database_url,
-    }
 
 
 def create_tenant(ctx: DemoContext) -> None:
@@ -167,64 +115,6 @@ def create_tenant(ctx: DemoContext) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(issued.token + "\n")
     ctx.console.print(f"tenant {TENANT_ID!r}; admin API key saved to {key_path} (mode 600)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _qm_command() -> list[str]:
-    script = Path(sys.executable).with_name("qm")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from quartermaster.cli.main import main; main()"]
-
-
-def start_server(ctx: DemoContext) -> None:
-    """`qm serve` as a subprocess on a free port; waits until /healthz answers."""
-    assert ctx.settings is not None
-    port = _free_port()
-    log_path = ctx.options.data_dir / "server.log"
-    ctx.server_log = log_path.open("wb")
-    command = [*_qm_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    env = _server_env(ctx.settings)
-    ctx.server = subprocess.Popen(command, env=env, stdout=ctx.server_log, stderr=subprocess.STDOUT)
-    ctx.cleanups.append(lambda: stop_server(ctx))
-    ctx.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if ctx.server.poll() is not None:
-            raise DemoFailure(f"qm serve exited with {ctx.server.returncode}:\n{_tail(log_path)}")
-        try:
-            if httpx.get(f"{ctx.url}/healthz", timeout=2).status_code == 200:
-                ctx.console.print(f"qm serve on {ctx.url} (pid {ctx.server.pid}, log {log_path})")
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise DemoFailure(f"qm serve did not answer within {SERVER_START_SECONDS:.0f}s")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
-
-
-def stop_server(ctx: DemoContext) -> None:
-    server = ctx.server
-    if server is not None and server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    if ctx.server_log is not None:
-        ctx.server_log.close()
 
 
 def build_simulation(ctx: DemoContext) -> None:
@@ -300,8 +190,15 @@ STAGES: list[Stage] = [
     ("start the server", start_server),
     ("build the simulated platform", build_simulation),
     ("register the platform", set_up_platform),
+    ("load the price book", billing_stages.load_price_book),
     ("send the events", send_events),
     ("reconcile", reconcile),
+    ("drain the pipeline", billing_stages.drain_pipeline),
+    ("close the reconciliation window", billing_stages.close_window),
+    ("run and finalize the billing", billing_stages.billing_run),
+    ("explain a line", billing_stages.explain_line),
+    ("cross a budget", billing_stages.budget_crossing),
+    ("showback report", billing_stages.showback_report),
 ]
 
 
@@ -314,11 +211,21 @@ def run(options: DemoOptions, *, console: Console | None = None) -> DemoContext:
             ctx.console.rule(f"[bold]{number}/{len(STAGES)} {title}")
             began = time.perf_counter()
             stage(ctx)
-            ctx.console.print(f"[dim]{title}: {time.perf_counter() - began:.1f}s")
+            ctx.timings[title] = time.perf_counter() - began
+            ctx.console.print(f"[dim]{title}: {ctx.timings[title]:.1f}s")
     finally:
         for cleanup in reversed(ctx.cleanups):
             cleanup()
     return ctx
+
+
+def previous_month(now: datetime) -> tuple[datetime, int]:
+    """The first instant and the length in hours of the calendar month (UTC) before `now`'s:
+    a complete past month, so its billing run can be finalized."""
+    first_of_this = datetime(now.year, now.month, 1, tzinfo=UTC)
+    last_month = first_of_this - timedelta(days=1)
+    days = calendar.monthrange(last_month.year, last_month.month)[1]
+    return datetime(last_month.year, last_month.month, 1, tzinfo=UTC), 24 * days
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
@@ -327,18 +234,24 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         description="Simulate a platform of micro-apps against a real Quartermaster server.",
     )
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--days", type=int, help="simulated days (default 1; 30 ≈ 2M events)")
-    length.add_argument("--hours", type=int, help="simulated hours (for quick runs)")
+    length.add_argument(
+        "--days", type=int, help="simulated days ending at the current hour (default: last month)"
+    )
+    length.add_argument("--hours", type=int, help="simulated hours ending at the current hour")
     parser.add_argument("--apps", type=int, default=300, help="number of apps (default 300)")
     parser.add_argument("--teams", type=int, default=20, help="number of teams (default 20)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument(
-        "--events-per-day", type=int, help="event volume per day (default 220 per app)"
+        "--events-per-day",
+        type=int,
+        help=f"event volume per day (default {MONTH_EVENTS_PER_DAY:,} for the month, "
+        "220 per app with --days or --hours)",
     )
     parser.add_argument(
         "--start",
         type=parse_timestamp,
-        help="start of the simulated period, on the hour (default: it ends at the current hour)",
+        help="start of the simulated period, on the hour (default: the first of last month, "
+        "or --days/--hours before the current hour)",
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--database-url", help="control-plane database (default SQLite)")
@@ -347,15 +260,26 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
     )
     parser.add_argument("--jsonl", type=Path, help="also write every event sent to this file")
     parser.add_argument("--connections", type=int, default=4, help="concurrent senders")
+    parser.add_argument(
+        "--price-book", type=Path, help="price book YAML (default docs/examples/pricebook.yaml)"
+    )
     args = parser.parse_args(argv)
-    hours = args.hours if args.hours is not None else 24 * (args.days or 1)
+    start: datetime | None = args.start
+    events_per_day: int | None = args.events_per_day
+    if args.hours is not None or args.days is not None:
+        hours = args.hours if args.hours is not None else 24 * args.days
+    else:
+        month_start, hours = previous_month(utc_now())
+        start = start or month_start
+        events_per_day = events_per_day or MONTH_EVENTS_PER_DAY
     return DemoOptions(
         hours=hours,
         apps=args.apps,
         teams=args.teams,
         seed=args.seed,
-        events_per_day=args.events_per_day,
-        start=args.start,
+        events_per_day=events_per_day,
+        start=start,
+        price_book=args.price_book,
         data_dir=args.data_dir,
         database_url=args.database_url,
         keep=args.keep,
@@ -369,10 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = parse_args(argv)
         began = time.perf_counter()
-        run(options, console=console)
+        ctx = run(options, console=console)
     except (DemoFailure, DriverError, ValueError) as exc:
         console.print(f"[red bold]demo failed:[/] {exc}")
         return 1
+    showback.print_timings(console, ctx.timings, ctx.summary.sent if ctx.summary else None)
     console.print(f"[bold green]demo finished[/] in {time.perf_counter() - began:.0f}s")
     if options.keep:
         console.print(

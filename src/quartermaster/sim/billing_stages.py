@@ -1,0 +1,241 @@
+"""The demo's stages after ingestion: drain the pipeline, close the reconciliation window,
+load the price book, run and finalize the month's billing, explain a line, cross a budget,
+and print the showback. Each talks to the server only through its public HTTP API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from quartermaster.domain.timeutil import floor_hour, utc_now
+from quartermaster.sim import showback
+from quartermaster.sim.context import DemoContext, DemoFailure, start_server, stop_server
+from quartermaster.sim.driver import demo_progress, request
+
+DRAIN_TIMEOUT_SECONDS = 1800.0
+POLL_SECONDS = 0.5
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def default_price_book() -> Path:
+    """docs/examples/pricebook.yaml of the checkout this package runs from."""
+    return Path(__file__).resolve().parents[3] / "docs" / "examples" / "pricebook.yaml"
+
+
+def _status(client: httpx.Client, since: datetime | None = None) -> dict[str, Any]:
+    """The pipeline's status; its latency figures cover the events rated since `since`."""
+    query = f"?{urlencode({'since': _iso(since)})}" if since is not None else ""
+    status: dict[str, Any] = request(client, "GET", f"/v1/pipeline/status{query}").json()
+    return status
+
+
+def _wait_for_pipeline(
+    ctx: DemoContext, description: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll the pipeline status, a bar over the log positions, until `done` holds."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    with ctx.client() as client, demo_progress(console=ctx.console) as progress:
+        task = progress.add_task(description, total=None)
+        while True:
+            status = _status(client, ctx.started_at)
+            head = int(status["log_head"])
+            progress.update(task, total=head, completed=head - int(status["lag"]))
+            if done(status):
+                return status
+            if status["worker"]["last_error"] and status["worker"]["failures"] > 3:
+                raise DemoFailure(f"the pipeline keeps failing: {status['worker']['last_error']}")
+            if time.monotonic() > deadline:
+                raise DemoFailure(f"the pipeline did not drain within {DRAIN_TIMEOUT_SECONDS:.0f}s")
+            time.sleep(POLL_SECONDS)
+
+
+def drain_pipeline(ctx: DemoContext) -> None:
+    """Wait until the pipeline (running in `qm serve` since the first event) has read and
+    rated the whole log; events of unregistered resources stay waiting for their metadata."""
+    status = _wait_for_pipeline(
+        ctx, "rating the event log", lambda s: s["lag"] == 0 and s["worker"]["runs"] > 0
+    )
+    ctx.console.print(
+        f"log head {status['log_head']:,}: every event read; {status['waiting']:,} waiting "
+        "for their metadata (resources nobody registered)"
+    )
+
+
+def close_window(ctx: DemoContext) -> None:
+    """The month passed in minutes, so the 24 h reconciliation window has not: restart the
+    server with a window of 0 h, as if it had closed; what still waits goes to the default
+    cost center, flagged unattributed."""
+    with ctx.client() as client:
+        before = _status(client)["waiting"]
+    stop_server(ctx)
+    ctx.server_env["QM_RECONCILIATION_WINDOW_HOURS"] = "0"
+    start_server(ctx)
+    status = _wait_for_pipeline(
+        ctx, "settling waiting events", lambda s: s["lag"] == 0 and s["waiting"] == 0
+    )
+    ctx.pipeline = status
+    end = floor_hour(utc_now()) + timedelta(hours=1)
+    query = urlencode({"start": _iso(floor_hour(ctx.started_at)), "end": _iso(end)})
+    with ctx.client() as client:
+        ctx.accounting = request(client, "GET", f"/v1/pipeline/accounting?{query}").json()
+    ctx.console.print(f"{before:,} waiting events settled to the default cost center")
+    if not ctx.accounting["balanced"]:
+        raise DemoFailure("the pipeline accounting does not balance: accepted != rated + waiting")
+
+
+def load_price_book(ctx: DemoContext) -> None:
+    """POST the YAML price book, as `qm pricebook load` does."""
+    path = ctx.options.price_book or default_price_book()
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise DemoFailure(f"cannot read the price book {path}: {exc.strerror}") from None
+    with ctx.client() as client:
+        ctx.price_book = request(
+            client,
+            "POST",
+            "/v1/price-books",
+            content=content,
+            headers={"Content-Type": "application/yaml"},
+        ).json()
+    book = ctx.price_book
+    ctx.console.print(
+        f"price book {book['name']!r} version {book['version']} from {path} "
+        f"(effective from {book['effective_from']})"
+    )
+
+
+def _timed(ctx: DemoContext, label: str, call: Callable[[], httpx.Response]) -> httpx.Response:
+    began = time.perf_counter()
+    response = call()
+    ctx.timings[label] = time.perf_counter() - began
+    return response
+
+
+def billing_run(ctx: DemoContext) -> None:
+    """A run for the simulated period, checked (total = sum of its lines, FOCUS BilledCost =
+    total), finalized, and run again (a no-op on a finalized period)."""
+    config = ctx.need_platform().config
+    if ctx.price_book is None:
+        raise DemoFailure("no price book was loaded")
+    body = {
+        "period_start": _iso(config.start),
+        "period_end": _iso(config.end),
+        "price_book": ctx.price_book["name"],
+    }
+    with ctx.client() as client:
+        created = _timed(
+            ctx,
+            "billing run: compute",
+            lambda: request(client, "POST", "/v1/billing/runs", json=body, accept=(200, 201)),
+        ).json()
+        run_id = created["run"]["id"]
+        detail = request(client, "GET", f"/v1/billing/runs/{run_id}").json()
+        finalized = _timed(
+            ctx,
+            "billing run: finalize",
+            lambda: request(client, "POST", f"/v1/billing/runs/{run_id}/finalize"),
+        ).json()
+        again = request(client, "POST", "/v1/billing/runs", json=body, accept=(200,)).json()
+        focus = _timed(
+            ctx,
+            "billing run: FOCUS export",
+            lambda: request(client, "GET", f"/v1/billing/runs/{run_id}/export?format=focus"),
+        ).text
+    detail["document"] = finalized
+    ctx.run = detail
+    problems = check_run(detail, focus)
+    if again["outcome"] != "unchanged":
+        problems.append(f"running the finalized period again answered {again['outcome']!r}")
+    if problems:
+        raise DemoFailure("the billing run does not add up:\n  " + "\n  ".join(problems))
+    showback.print_run(ctx.console, detail, ctx.timings)
+
+
+def check_run(detail: dict[str, Any], focus_csv: str) -> list[str]:
+    """The run's total is the sum of its lines, and of the FOCUS file's BilledCost."""
+    problems: list[str] = []
+    total = Decimal(detail["document"]["total"])
+    lines = sum((Decimal(line["amount"]) for line in detail["lines"]), Decimal(0))
+    if lines != total:
+        problems.append(f"sum of the {len(detail['lines'])} lines {lines} != total {total}")
+    rows = list(csv.DictReader(io.StringIO(focus_csv)))
+    billed = sum((Decimal(row["BilledCost"]) for row in rows), Decimal(0))
+    if billed != total:
+        problems.append(f"FOCUS BilledCost of {len(rows)} rows sums to {billed} != total {total}")
+    if not detail["lines"]:
+        problems.append("the run has no lines")
+    return problems
+
+
+def explain_line(ctx: DemoContext) -> None:
+    """The largest usage line of one app, back to its rollups, events and markers."""
+    if ctx.run is None:
+        raise DemoFailure("no billing run")
+    line = showback.line_to_explain(ctx.run["lines"])
+    if line is None:
+        raise DemoFailure("the run has no usage line of an app to explain")
+    with ctx.client() as client:
+        ctx.explanation = _timed(
+            ctx,
+            "explain a line",
+            lambda: request(client, "GET", f"/v1/billing/lines/{quote(line['id'])}/explain"),
+        ).json()
+    showback.print_explanation(ctx.console, ctx.explanation)
+
+
+def budget_crossing(ctx: DemoContext) -> None:
+    """A monthly budget on the team that spent most this month so far, set below its spend,
+    evaluated now: the alert it raises. Budgets watch the current month: when the simulated
+    period lies wholly before it (the default month), there is no spend to cross."""
+    with ctx.client() as client:
+        preview = request(client, "GET", "/v1/billing/preview").json()
+        teams = [t for t in preview["teams"] if t["team"] and Decimal(t["month_to_date"]) > 0]
+        if not teams:
+            ctx.console.print(
+                f"no spend in the current month ({preview['period_start'][:10]} on): the "
+                "simulated period is a closed month, and budgets watch the current one. "
+                "Run with --days 2 to see a budget crossed."
+            )
+            return
+        top = max(teams, key=lambda t: Decimal(t["month_to_date"]))
+        spent = Decimal(top["month_to_date"])
+        amount = (spent * Decimal("0.8")).quantize(Decimal("0.01"))
+        budget = {
+            "name": f"{top['team']}-monthly",
+            "scope_kind": "team",
+            "scope": top["team"],
+            "amount": str(amount),
+            "thresholds": [50, 80, 100],
+        }
+        request(client, "POST", "/v1/budgets", json=budget, accept=(201, 409))
+        request(client, "POST", "/v1/budgets/evaluate")
+        ctx.alerts = request(client, "GET", "/v1/alerts?kind=budget_threshold").json()
+    ctx.console.print(
+        f"budget {budget['name']!r}: {amount} {preview['currency']} a month for team "
+        f"{top['team']!r}, which has spent {spent.quantize(Decimal('0.01'))} so far"
+    )
+    if not ctx.alerts:
+        raise DemoFailure(f"the budget of team {top['team']!r} was crossed but raised no alert")
+    showback.print_alerts(ctx.console, ctx.alerts)
+
+
+def showback_report(ctx: DemoContext) -> None:
+    """Cost per cost center and team, the top apps, the unattributed share, the
+    reconciliation identity, the pipeline latency and the stage timings."""
+    if ctx.run is None or ctx.pipeline is None or ctx.accounting is None:
+        raise DemoFailure("the billing run or the pipeline status is missing")
+    showback.print_showback(ctx.console, ctx.run["lines"], ctx.run["document"])
+    showback.print_pipeline(ctx.console, ctx.pipeline, ctx.accounting, ctx.summary)
