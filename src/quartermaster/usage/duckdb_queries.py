@@ -66,13 +66,13 @@ def summable_sql(
             where, values = _ranges("event_time", segments)
             parts.append(
                 f"SELECT {KEYS}, 1 AS n, quantity AS s, quantity AS m, {LATEST_KEY} AS lk, "
-                f"quantity AS lq FROM usage_raw WHERE tenant_id = ? AND {where}"
+                f"quantity AS lq FROM usage_rows WHERE tenant_id = ? AND {where}"
             )
             params += [tenant_id, *values]
     if as_of is not None:
         parts.append(
             f"SELECT {KEYS}, -1 AS n, -quantity AS s, NULL AS m, NULL AS lk, "
-            "NULL AS lq FROM usage_raw WHERE tenant_id = ? AND event_time >= ? "
+            "NULL AS lq FROM usage_rows WHERE tenant_id = ? AND event_time >= ? "
             "AND event_time < ? AND billable_at >= ?"
         )
         params += [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]
@@ -134,7 +134,7 @@ def distinct_sql(tenant_id: str, period: Period) -> tuple[str, list[Any]]:
         if grain is not Grain.DAY:
             where, values = _ranges("event_time", segments)
             parts.append(
-                f"SELECT {KEYS}, distinct_value AS value FROM usage_raw "
+                f"SELECT {KEYS}, distinct_value AS value FROM usage_rows "
                 f"WHERE tenant_id = ? AND distinct_value IS NOT NULL AND {where}"
             )
             params += [tenant_id, *values]
@@ -146,7 +146,7 @@ def raw_as_of_sql(tenant_id: str, period: Period, as_of: datetime) -> tuple[str,
     """max, latest and distinct count from raw rows billable before `as_of`."""
     sql = (
         f"SELECT {KEYS}, max(quantity), arg_max(quantity, {LATEST_KEY}), "
-        "count(DISTINCT distinct_value) FROM usage_raw WHERE tenant_id = ? "
+        "count(DISTINCT distinct_value) FROM usage_rows WHERE tenant_id = ? "
         "AND event_time >= ? AND event_time < ? AND billable_at < ? GROUP BY ALL"
     )
     return sql, [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]

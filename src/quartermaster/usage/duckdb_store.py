@@ -28,7 +28,9 @@ from quartermaster.usage.duckdb_schema import (
     TENANT_TABLES,
     compact_rollup_sql,
     day_increment_sql,
+    delete_raw_sql,
     fold_raw_sql,
+    raw_insert_sql,
 )
 from quartermaster.usage.periods import Grain, ceil_to, floor_to
 from quartermaster.usage.store import (
@@ -170,6 +172,7 @@ class DuckDBUsageStore:
                 )
             if tenant_id is None:
                 cur.execute("DELETE FROM pipeline_streams WHERE upto IS NOT NULL")
+                cur.execute("DELETE FROM usage_raw")
                 for table in TENANT_TABLES:
                     cur.execute(f"DELETE FROM {table}")
             else:
@@ -177,6 +180,7 @@ class DuckDBUsageStore:
                     "DELETE FROM pipeline_streams WHERE upto IS NOT NULL AND tenant_id = ?",
                     [tenant_id],
                 )
+                cur.execute(delete_raw_sql("tenant_id = ?"), [tenant_id])
                 for table in TENANT_TABLES:
                     cur.execute(f"DELETE FROM {table} WHERE tenant_id = ?", [tenant_id])
             state = StreamState(
@@ -250,13 +254,9 @@ class DuckDBUsageStore:
                     "FROM batch_events GROUP BY ALL"
                 )
             if register("batch_usage", batch.usage):
-                cur.execute(
-                    "INSERT INTO usage_raw SELECT position, tenant_id, event_id, source, "
-                    "event_type, event_time, recorded_at, billable_at, ?, cost_center, team, "
-                    "app, meter, quantity, distinct_value, method, unattributed, late, "
-                    "resource_id, environment, lifecycle FROM batch_usage",
-                    [processed_at],
-                )
+                owners, rows = raw_insert_sql("batch_usage")
+                cur.execute(owners)
+                cur.execute(rows, [processed_at])
                 has_distinct = pc.any(batch.usage["distinct_value"].is_valid()).as_py()
                 for statement in day_increment_sql("batch_usage", with_distinct=has_distinct):
                     cur.execute(statement)
@@ -443,7 +443,7 @@ class DuckDBUsageStore:
         limit: int = 10,
     ) -> list[RawUsage]:
         sql = (
-            f"SELECT {q.TOP_EVENTS_COLUMNS} FROM usage_raw WHERE tenant_id = ? "
+            f"SELECT {q.TOP_EVENTS_COLUMNS} FROM usage_rows WHERE tenant_id = ? "
             "AND event_time >= ? AND event_time < ? AND app = ? AND meter = ?"
         )
         params: list[Any] = [
@@ -520,7 +520,7 @@ class DuckDBUsageStore:
         """Row counts of every table (status and tests)."""
         cur = self._cursor()
         counts: dict[str, int] = {}
-        for table in TENANT_TABLES:
+        for table in ("usage_raw", *TENANT_TABLES):
             row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[table] = int(row[0]) if row else 0
         return counts
