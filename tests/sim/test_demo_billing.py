@@ -14,7 +14,7 @@ from rich.console import Console
 
 from quartermaster.sim.billing_stages import check_run
 from quartermaster.sim.demo import STAGES, DemoOptions, parse_args, previous_month, run
-from quartermaster.sim.showback import line_to_explain, totals_by, unattributed
+from quartermaster.sim.showback import line_to_explain, sparkline, totals_by, unattributed
 
 
 def _line(amount: str, cost_center: str, team: str | None, app: str | None, **extra: str) -> dict:
@@ -55,6 +55,19 @@ def test_the_line_explained_is_the_largest_usage_line_of_an_app() -> None:
     assert chosen is not None
     assert chosen["app"] == "one"
     assert line_to_explain([LINES[1], LINES[3]]) is None
+
+
+def test_a_traffic_meter_is_explained_before_a_larger_storage_line() -> None:
+    storage = {**_line("99.00", "cc-a", "alpha", "one"), "meter": "storage_gb_days"}
+    tokens = {**_line("5.00", "cc-a", "alpha", "two"), "meter": "tokens"}
+    assert line_to_explain([storage, tokens]) == tokens
+    assert line_to_explain([storage]) == storage
+
+
+def test_sparkline_scales_to_the_largest_value() -> None:
+    assert sparkline([Decimal(0), Decimal(4), Decimal(8)]) == "▁▅█"
+    assert sparkline([Decimal(0), Decimal(0)]) == "▁▁"
+    assert sparkline([]) == ""
 
 
 def test_check_run_names_each_disagreement() -> None:
@@ -123,3 +136,4 @@ def test_the_small_demo_bills_and_reports(tmp_path: Path) -> None:
     assert "accepted = rated + waiting" in text
     assert "event → billable latency" in text
     assert "line explained" in text
+    assert "1. daily rollups" in text

@@ -60,10 +60,30 @@ def unattributed(lines: Iterable[Mapping[str, Any]]) -> tuple[Decimal, Decimal]:
     return part, total
 
 
+EXPLAINED_METERS = ("tokens", "compute_units", "cpu_seconds")  # vary by day, unlike storage
+
+
 def line_to_explain(lines: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The largest usage line of a single app: the one a reader would ask about first."""
+    """The largest usage line of a single app, preferring a meter driven by traffic (its days
+    differ and its resources have lifecycle markers): the one a reader asks about first."""
     usage = [line for line in lines if line["cost_type"] == "usage" and line.get("app")]
+    for meter in EXPLAINED_METERS:
+        of_meter = [line for line in usage if line.get("meter") == meter]
+        if of_meter:
+            return max(of_meter, key=lambda line: Decimal(line["amount"]))
     return max(usage, key=lambda line: Decimal(line["amount"]), default=None)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[Decimal]) -> str:
+    """One character per value, scaled between 0 and the largest. Pure."""
+    largest = max(values, default=ZERO)
+    if largest <= 0:
+        return SPARKS[0] * len(values)
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[min(top, int(v / largest * top + Decimal("0.5")))] for v in values)
 
 
 def money(value: Decimal | str, currency: str = "") -> str:
@@ -172,16 +192,13 @@ def print_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
     )
     console.print(f"audit key: {line['audit_key']}")
     daily = explanation["daily"]
-    table = Table(title="1. daily rollups", header_style="bold", title_justify="left")
-    table.add_column("day")
-    table.add_column("quantity", justify="right")
-    table.add_column("events", justify="right")
-    table.add_column("")
-    largest = max((Decimal(d["value"]) for d in daily), default=ZERO)
-    for day in daily:
-        value = Decimal(day["value"])
-        table.add_row(day["start"][:10], f"{value:,.2f}", f"{day['events']:,}", bar(value, largest))
-    console.print(table)
+    values = [Decimal(d["value"]) for d in daily]
+    if daily:
+        console.print(
+            f"1. daily rollups, {daily[0]['start'][:10]} → {daily[-1]['start'][:10]}: "
+            f"{sparkline(values)}  (min {min(values):,.2f}, max {max(values):,.2f}, "
+            f"total {sum(values, ZERO):,.2f}, {sum(d['events'] for d in daily):,} events)"
+        )
     events = Table(title="2. top contributing events", header_style="bold", title_justify="left")
     for column in ("event id", "event time", "recorded", "resource", "quantity", "method"):
         events.add_column(column)
