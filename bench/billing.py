@@ -203,7 +203,7 @@ def floor_group_by(path: Path) -> tuple[float, int]:
     try:
         seconds, rows = timed(
             lambda: con.sql(
-                "SELECT cost_center, team, app, meter, sum(quantity) FROM usage_raw "
+                "SELECT cost_center, team, app, meter, sum(quantity) FROM usage_rows "
                 f"WHERE tenant_id = '{TENANT}' GROUP BY ALL"
             ).fetchall()
         )
