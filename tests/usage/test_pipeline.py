@@ -269,7 +269,7 @@ def test_accepted_equals_rated_plus_waiting_in_every_hour(platform: Platform) ->
     assert by_hour[floor_hour(now - 26 * H)].unattributed == 1
 
 
-def test_events_are_committed_before_the_deadline_decision_of_the_next_pass(
+def test_waiting_events_are_retried_only_when_their_tenants_metadata_changed(
     platform: Platform,
 ) -> None:
     """A pass settles only waiting events whose tenant's metadata changed or whose deadline
