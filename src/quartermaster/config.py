@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Pause between pipeline polls when the log is drained."
     )
     pipeline_batch_size: int = Field(
-        default=20_000,
+        default=50_000,
         ge=1,
         le=500_000,
         description="Most events the pipeline reads from the log and commits in one transaction.",
@@ -150,7 +150,6 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long one webhook delivery attempt may take."
     )
-
 
     @classmethod
     def settings_customise_sources(
