@@ -17,6 +17,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "bench.rating",
     "bench.billing",
     "bench.decisions",
+    "bench.search",
 )
 
 
