@@ -18,6 +18,7 @@ from quartermaster.usage.service import (
     install_default_meters,
     list_meters,
     metered_quantities,
+    plain,
 )
 from tests.usage.conftest import Platform
 
@@ -195,3 +196,9 @@ def test_the_maintenance_service_purges_and_folds(platform: Platform) -> None:
         t.quantity_sum for t in store.quantities(platform.tenant_id, hour) if t.meter == "tokens"
     ] == [5]
     assert store.top_events(platform.tenant_id, hour, app="bot", meter="tokens") == []
+
+
+def test_quantities_are_shown_without_the_stores_trailing_zeros() -> None:
+    assert str(plain(Decimal("42.000000000000"))) == "42"
+    assert str(plain(Decimal("1000.000000000000"))) == "1000"  # not 1E+3
+    assert str(plain(Decimal("0.250000000000"))) == "0.25"

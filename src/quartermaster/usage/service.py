@@ -196,10 +196,15 @@ def delete_environment_override(caller: AuthContext, environment: str, *, sessio
 # --- quantities --------------------------------------------------------------------------------
 
 
+def plain(value: Decimal) -> Decimal:
+    """The same number without the store's trailing zeros (42.000000000000 -> 42)."""
+    return Decimal(format(value.normalize(), "f"))
+
+
 def meter_quantity(total: UsageTotal, aggregation: Aggregation) -> Decimal:
     """A meter's quantity from the statistics of its usage (pure)."""
     if aggregation is Aggregation.SUM:
-        return total.quantity_sum
+        return plain(total.quantity_sum)
     if aggregation is Aggregation.COUNT:
         return Decimal(total.event_count)
     value: Decimal | int | None
@@ -216,7 +221,7 @@ def meter_quantity(total: UsageTotal, aggregation: Aggregation) -> Decimal:
             "in rollups",
             field="as_of",
         )
-    return Decimal(value)
+    return plain(Decimal(value))
 
 
 def definitions_by_name(meters: Iterable[MeterDefinition]) -> dict[str, MeterDefinition]:
