@@ -123,7 +123,7 @@ def setup_tenant(runtime: Runtime, *, apps: int) -> tuple[str, list[SigningApp]]
 
 
 def _event(rng: random.Random, app: SigningApp, now: datetime) -> dict[str, Any]:
-    moment = now - timedelta(seconds=rng.randint(1, 3000))
+    moment = now - timedelta(milliseconds=rng.randint(1, 60_000))  # a collector's last minute
     roll = rng.random()
     if roll < 0.7:
         event_type, data = (

@@ -46,7 +46,7 @@ _PG_INSERT = (
 class EmbeddedEventLog:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
-        self._insert_sql_cache: dict[tuple[str, int], str] = {}
+        self._insert_sql_cache: dict[int, str] = {}
         self._time_processors: dict[str, Callable[[datetime], object]] = {}
 
     def append(self, records: Sequence[LogRecord], *, session: Session) -> AppendResult:
@@ -117,8 +117,21 @@ class EmbeddedEventLog:
                     r.late,
                     r.payload,
                 )
-            rows = connection.exec_driver_sql(self._insert_sql("?", len(chunk)), tuple(params))
-            inserted.update((t, s, e) for t, s, e in rows)
+            # No RETURNING: SQLite steps once per returned row, and each step hands the GIL
+            # back and forth with the threads validating the next batches. The rows a
+            # statement inserts get consecutive positions (one writer holds the database),
+            # so rowcount and lastrowid say which they are.
+            result = connection.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
+            count, last = result.rowcount, result.lastrowid
+            if count == len(chunk):
+                inserted.update((r.tenant_id, r.source, r.event_id) for r in chunk)
+            elif count > 0:
+                rows = connection.exec_driver_sql(
+                    "SELECT tenant_id, source, event_id FROM event_log"
+                    " WHERE position > ? AND position <= ?",
+                    (last - count, last),
+                )
+                inserted.update((t, s, e) for t, s, e in rows)
         return inserted
 
     def _insert_new_postgresql(
@@ -148,19 +161,18 @@ class EmbeddedEventLog:
             ]
         )
         rows = connection.exec_driver_sql(_PG_INSERT, (batch.decode(),))
-        return {(t, s, e) for t, s, e in rows}
+        return {(t, s, e) for t, s, e in rows.all()}
 
-    def _insert_sql(self, marker: str, rows: int) -> str:
-        sql = self._insert_sql_cache.get((marker, rows))
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._insert_sql_cache.get(rows)
         if sql is None:
-            row = "(" + ", ".join([marker] * len(_COLUMNS)) + ")"
+            row = "(" + ", ".join(["?"] * len(_COLUMNS)) + ")"
             sql = (
                 f"INSERT INTO event_log ({', '.join(_COLUMNS)}) VALUES "
                 + ", ".join([row] * rows)
                 + " ON CONFLICT (tenant_id, source, event_id) DO NOTHING"
-                " RETURNING tenant_id, source, event_id"
             )
-            self._insert_sql_cache[(marker, rows)] = sql
+            self._insert_sql_cache[rows] = sql
         return sql
 
     def _time_processor(self, dialect: Dialect) -> Callable[[datetime], object]:
