@@ -303,7 +303,7 @@ def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
 
 
 def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int) -> bool:
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     table = Table(title=f"Ingest over loopback HTTP ({backend}, batches of {EVENTS_PER_BATCH:,})")
     columns = (
         "route",
@@ -314,7 +314,7 @@ def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int
         "p50 ms",
         "p99 ms",
         "server CPU s",
-        "events/server-CPU-s",
+        "events/CPU-s",
     )
     for column in columns:
         table.add_column(column, justify="right" if column != "route" else "left")
