@@ -14,29 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quartermaster.cli.client import api_client, check
+from quartermaster.cli.client import ApiKeyOption, UrlOption, api_client, check, err, out, request
 
 bill_app = typer.Typer(
     help="Billing: run periods, finalize, adjust, preview and export.", no_args_is_help=True
 )
 
-UrlOption = Annotated[
-    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
-]
-ApiKeyOption = Annotated[
-    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
-]
 RunIdArgument = Annotated[str, typer.Argument(help="A run (or adjustment document) id.")]
 TOP_APPS = 10
-
-
-def _out() -> Console:
-    return Console(highlight=False)
-
-
-def _call(method: str, path: str, *, url: str | None, api_key: str | None, **kw: Any) -> Any:
-    with api_client(url=url, api_key=api_key) as client:
-        return check(client.request(method, path, **kw), console=Console(stderr=True))
 
 
 def _money(value: str | Decimal | None) -> str:
@@ -62,16 +47,16 @@ def _period(document: dict[str, Any]) -> str:
 def _print_document(document: dict[str, Any], *, visible_total: str | None = None) -> None:
     label = "adjustment" if document["document_type"] == "adjustment" else document["kind"]
     total = document["total"] if document["total"] is not None else visible_total
-    _out().print(
+    out().print(
         f"[bold]{label} {document['id']}[/] {document['status']} {_period(document)} "
         f"total {_money(total)} {document['currency']} ({document['line_count']} lines, "
         f"as of {document['as_of']}, price book {document['price_book']} "
         f"v{document['price_book_versions']})"
     )
     if document.get("corrects_run_id"):
-        _out().print(f"corrects run {document['corrects_run_id']}")
+        out().print(f"corrects run {document['corrects_run_id']}")
     if document.get("note"):
-        _out().print(document["note"])
+        out().print(document["note"])
 
 
 def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
@@ -85,15 +70,15 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
         teams[(line["cost_center"], line["team"] or "-")] += amount
         if line["app"]:
             apps[(line["cost_center"], line["team"] or "-", line["app"])] += amount
-    out = _out()
-    out.print(
+    console = out()
+    console.print(
         _table(
             f"cost per cost center ({currency})",
             ("cost center", "cost"),
             [(k, _money(v)) for k, v in sorted(centers.items(), key=lambda kv: -kv[1])],
         )
     )
-    out.print(
+    console.print(
         _table(
             f"cost per team ({currency})",
             ("cost center", "team", "cost"),
@@ -101,7 +86,7 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
         )
     )
     top = sorted(apps.items(), key=lambda kv: -kv[1])[:TOP_APPS]
-    out.print(
+    console.print(
         _table(
             f"top {len(top)} apps ({currency})",
             ("cost center", "team", "app", "cost"),
@@ -129,7 +114,7 @@ def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
     ]
     title = f"lines ({len(shown)} of {len(lines)})"
     columns = ("line", "cost center", "team", "app", "type", "item", "quantity", "unit price")
-    _out().print(_table(title, (*columns, "amount", "allocation"), rows))
+    out().print(_table(title, (*columns, "amount", "allocation"), rows))
 
 
 @bill_app.command("run")
@@ -149,16 +134,16 @@ def run(
             body[key] = value
     if price_book is not None:
         body["price_book"] = price_book
-    result = _call("POST", "/v1/billing/runs", json=body, url=url, api_key=api_key)
+    result = request("POST", "/v1/billing/runs", json=body, url=url, api_key=api_key)
     document = result["run"]
     messages = {
         "created": "[green]computed a draft[/]",
         "recomputed": "[green]recomputed the draft[/]",
         "unchanged": "[yellow]already finalized: unchanged[/]",
     }
-    _out().print(messages[result["outcome"]])
+    out().print(messages[result["outcome"]])
     _print_document(document)
-    detail = _call("GET", f"/v1/billing/runs/{document['id']}", url=url, api_key=api_key)
+    detail = request("GET", f"/v1/billing/runs/{document['id']}", url=url, api_key=api_key)
     print_summary(detail["lines"], document["currency"])
 
 
@@ -173,7 +158,7 @@ def list_runs(
     """List billing runs (or adjustment documents)."""
     params = {"document_type": "adjustment" if adjustments else "run"}
     params.update({k: v for k, v in (("kind", kind), ("status", status)) if v is not None})
-    documents = _call("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
+    documents = request("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
     rows = [
         (
             d["id"],
@@ -189,7 +174,7 @@ def list_runs(
         for d in documents
     ]
     columns = ("id", "kind", "status", "start", "end", "total", "cur", "lines", "corrects")
-    _out().print(_table("adjustments" if adjustments else "billing runs", columns, rows))
+    out().print(_table("adjustments" if adjustments else "billing runs", columns, rows))
 
 
 @bill_app.command("show")
@@ -201,11 +186,11 @@ def show(
     api_key: ApiKeyOption = None,
 ) -> None:
     """A run with cost per cost center and team, top apps, its lines and adjustments."""
-    detail = _call("GET", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
+    detail = request("GET", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
     document = detail["document"]
     _print_document(document, visible_total=detail["visible_total"])
     if detail["team"]:
-        _out().print(f"lines of team {detail['team']}: {_money(detail['visible_total'])}")
+        out().print(f"lines of team {detail['team']}: {_money(detail['visible_total'])}")
     print_summary(detail["lines"], document["currency"])
     if all_lines or lines > 0:
         print_lines(detail["lines"], limit=None if all_lines else lines)
@@ -215,25 +200,25 @@ def show(
             for a in detail["adjustments"]
         ]
         columns = ("adjustment", "#", "as of", "total", "lines")
-        _out().print(_table("adjustments", columns, rows))
+        out().print(_table("adjustments", columns, rows))
 
 
 @bill_app.command("finalize")
 def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Finalize a draft run: it and its lines become immutable."""
-    document = _call("POST", f"/v1/billing/runs/{run_id}/finalize", url=url, api_key=api_key)
-    _out().print("[green]finalized[/]")
+    document = request("POST", f"/v1/billing/runs/{run_id}/finalize", url=url, api_key=api_key)
+    out().print("[green]finalized[/]")
     _print_document(document)
 
 
 @bill_app.command("adjust")
 def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Issue an adjustment for late usage and back-dated price changes (if any)."""
-    result = _call(
+    result = request(
         "POST", "/v1/billing/adjustments", json={"run_id": run_id}, url=url, api_key=api_key
     )
     if result["adjustment"] is None:
-        _out().print(f"[green]no adjustment needed:[/] {result['message']}")
+        out().print(f"[green]no adjustment needed:[/] {result['message']}")
         return
     detail = result["adjustment"]
     _print_document(detail["document"])
@@ -248,21 +233,21 @@ def preview(
 ) -> None:
     """Month-to-date cost and a forecast to the end of the month, per team and app."""
     params = {"price_book": price_book} if price_book else {}
-    result = _call("GET", "/v1/billing/preview", params=params, url=url, api_key=api_key)
+    result = request("GET", "/v1/billing/preview", params=params, url=url, api_key=api_key)
     currency = result["currency"]
-    _out().print(
+    out().print(
         f"[bold]month {result['period_start']} → {result['period_end']}[/]: "
         f"{result['elapsed_days']} of {result['total_days']} days, month to date "
         f"{_money(result['month_to_date'])} {currency}, forecast {_money(result['forecast'])} "
         f"{currency}"
     )
-    _out().print(f"forecast method: {result['method']}")
+    out().print(f"forecast method: {result['method']}")
     columns = ("cost center", "team", "month to date", "forecast")
     rows = [
         (t["cost_center"], t["team"] or "-", _money(t["month_to_date"]), _money(t["forecast"]))
         for t in result["teams"]
     ]
-    _out().print(_table("per team", columns, rows))
+    out().print(_table("per team", columns, rows))
     app_rows = [
         (
             a["cost_center"],
@@ -273,7 +258,7 @@ def preview(
         )
         for a in result["apps"][:TOP_APPS]
     ]
-    _out().print(
+    out().print(
         _table("top apps", ("cost center", "team", "app", "month to date", "forecast"), app_rows)
     )
 
@@ -298,7 +283,7 @@ def export(
     with api_client(url=url, api_key=api_key) as client:
         response = client.get(f"/v1/billing/runs/{run_id}/export", params=params)
         if not response.is_success:
-            check(response, console=Console(stderr=True))
+            check(response, console=err())
         text = response.text
     if output is None:
         sys.stdout.write(text)
@@ -313,19 +298,19 @@ def explain(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Explain a billing line: its daily rollups, top raw events and lifecycle markers."""
-    result = _call("GET", f"/v1/billing/lines/{line_id}/explain", url=url, api_key=api_key)
-    line, out = result["line"], _out()
-    out.print(f"[bold]{result['subject']}[/]")
-    out.print(
+    result = request("GET", f"/v1/billing/lines/{line_id}/explain", url=url, api_key=api_key)
+    line, console = result["line"], out()
+    console.print(f"[bold]{result['subject']}[/]")
+    console.print(
         f"{line['cost_type']} {line['amount']} {line['currency']} = {line['pricing_rule']} "
         f"(quantity {line['quantity']}, allocation: {line['allocation_method']})"
     )
-    out.print(f"audit key {line['audit_key']}; counted as of {result['counted_as_of']}")
+    console.print(f"audit key {line['audit_key']}; counted as of {result['counted_as_of']}")
     for note in result["notes"]:
-        out.print(f"note: {note}")
+        console.print(f"note: {note}")
     if result["daily"]:
         daily = [(d["start"][:10], d["value"], d["events"]) for d in result["daily"] if d["events"]]
-        out.print(
+        console.print(
             _table(
                 f"1. daily usage of {line['meter']} (total {result['daily_total']})",
                 ("day", "quantity", "events"),
@@ -334,7 +319,7 @@ def explain(
         )
     if result["shared_costs"]:
         shared = [(d["start"][:10], d["value"], d["events"]) for d in result["shared_costs"]]
-        out.print(
+        console.print(
             _table(f"daily platform cost {line['item']}", ("day", "amount", "events"), shared)
         )
     if result["top_events"]:
@@ -350,10 +335,10 @@ def explain(
             for e in result["top_events"]
         ]
         heads = ("event", "time", "quantity", "resource", "attributed by", "in document")
-        out.print(_table("2. top contributing raw events", heads, events))
+        console.print(_table("2. top contributing raw events", heads, events))
     markers = [
         (m["event_time"], m["resource_id"], m["action"], m["replicas"] or "", m["environment"])
         for m in result["markers"]
     ]
     columns = ("time", "resource", "action", "replicas", "environment")
-    out.print(_table("3. lifecycle markers of the app's resources", columns, markers))
+    console.print(_table("3. lifecycle markers of the app's resources", columns, markers))

@@ -21,7 +21,7 @@ import typer
 from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
 from quartermaster.catalog.manifest import parse_manifest, read_manifest_file
 from quartermaster.cli.apps import app_app
-from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, err, out, print_table, request
+from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, print_table, request
 from quartermaster.errors import QMError
 
 policy_app = typer.Typer(help="Rego policies, the decision log, exceptions.", no_args_is_help=True)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
+from rich.table import Table
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
+]
 
 
 def api_client(
@@ -34,3 +43,34 @@ def check(response: httpx.Response, *, console: Console | None = None) -> Any:
         message = response.text
     (console or Console(stderr=True)).print(f"[red]error {response.status_code}:[/] {message}")
     raise typer.Exit(1)
+
+
+def out() -> Console:
+    return Console(highlight=False)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def request(method: str, path: str, *, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
+    """One API call; a non-2xx prints the API's error message and exits 1."""
+    with api_client(url=url, api_key=api_key) as client:
+        return check(client.request(method, path, **kwargs), console=err())
+
+
+def drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def print_table(columns: Sequence[str], rows: Iterable[dict[str, Any]], *, title: str) -> None:
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    out().print(table)
+
+
+def print_secret(label: str, secret: str) -> None:
+    """The secret alone on stdout (so it can be redirected); the warning on stderr."""
+    err().print(f"[yellow]{label} is shown once: store it now, it cannot be retrieved again.[/]")
+    out().print(secret, soft_wrap=True, markup=False)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quartermaster.cli.tenancy import (
+from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     drop_none,

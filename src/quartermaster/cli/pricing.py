@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from quartermaster.cli.client import api_client, check
+from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, request
 from quartermaster.pricing.document import (
     AnyPolicy,
     DirectPolicy,
@@ -37,30 +36,11 @@ pricebook_app = typer.Typer(
     help="Price books: load versions, list them, show the one in force.", no_args_is_help=True
 )
 
-UrlOption = Annotated[
-    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
-]
-ApiKeyOption = Annotated[
-    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
-]
 FileArgument = Annotated[
     Path,
     typer.Argument(exists=True, dir_okay=False, readable=True, help="A .yaml or .json file."),
 ]
 MEDIA_TYPES = {"yaml": "application/yaml", "json": "application/json"}
-
-
-def _out() -> Console:
-    return Console(highlight=False)
-
-
-def _err() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def _call(method: str, path: str, *, url: str | None, api_key: str | None, **kw: Any) -> Any:
-    with api_client(url=url, api_key=api_key) as client:
-        return check(client.request(method, path, **kw), console=_err())
 
 
 def _read(file: Path) -> tuple[str, str]:
@@ -72,7 +52,7 @@ def _read(file: Path) -> tuple[str, str]:
 def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Upload a price book version (a new version; stored versions never change)."""
     text, fmt_name = _read(file)
-    stored = _call(
+    stored = request(
         "POST",
         "/v1/price-books",
         content=text.encode("utf-8"),
@@ -82,11 +62,11 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
     )
     label = f"{stored['name']} v{stored['version']}"
     if stored["created"]:
-        _out().print(f"stored price book {label}, effective from {stored['effective_from']}")
+        out().print(f"stored price book {label}, effective from {stored['effective_from']}")
     else:
-        _out().print(f"price book {label} was already stored unchanged")
+        out().print(f"price book {label} was already stored unchanged")
     if stored["back_dated"]:
-        _out().print(
+        out().print(
             f"[yellow]back-dated:[/] effective {stored['effective_from']}, recorded "
             f"{stored['recorded_at']}; periods already billed will get adjustments"
         )
@@ -99,12 +79,12 @@ def validate(file: FileArgument) -> None:
     try:
         document = parse_price_book(text, "yaml" if fmt_name == "yaml" else "json")
     except PriceBookError as exc:
-        console = _err()
+        console = err()
         console.print(f"[red]{file}: {len(exc.issues)} problem(s)[/]")
         for path, message in exc.issues:
             console.print(f"  {path}: {message}", markup=False)
         raise typer.Exit(1) from None
-    _out().print(
+    out().print(
         f"{file}: valid price book {document.name} v{document.version} "
         f"({len(document.prices)} price rules, {len(document.discounts)} discounts, "
         f"{len(document.platform_costs)} platform cost policies, "
@@ -127,7 +107,7 @@ def list_books(
 ) -> None:
     """List the tenant's price books."""
     params = {"at": at} if at else {}
-    books = _call("GET", "/v1/price-books", params=params, url=url, api_key=api_key)
+    books = request("GET", "/v1/price-books", params=params, url=url, api_key=api_key)
     rows = [
         (
             b["name"],
@@ -140,13 +120,13 @@ def list_books(
         for b in books
     ]
     columns = ("name", "currency", "in force", "latest", "versions", "last recorded")
-    _out().print(_table("price books", columns, rows))
+    out().print(_table("price books", columns, rows))
 
 
 @pricebook_app.command("versions")
 def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Every version of a price book, with when each was in force."""
-    found = _call("GET", f"/v1/price-books/{name}/versions", url=url, api_key=api_key)
+    found = request("GET", f"/v1/price-books/{name}/versions", url=url, api_key=api_key)
     rows = [
         (
             v["version"],
@@ -168,7 +148,7 @@ def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> 
         "back-dated",
         "by",
     )
-    _out().print(_table(f"price book {name}", columns, rows))
+    out().print(_table(f"price book {name}", columns, rows))
 
 
 def _tiers_text(tiers: list[Tier]) -> str:
@@ -227,12 +207,14 @@ def show(
 ) -> None:
     """Show the version of a price book in force (or a given version)."""
     if version is not None:
-        found = _call("GET", f"/v1/price-books/{name}/versions/{version}", url=url, api_key=api_key)
+        found = request(
+            "GET", f"/v1/price-books/{name}/versions/{version}", url=url, api_key=api_key
+        )
     else:
         params = {key: value for key, value in (("at", at), ("as_of", as_of)) if value}
-        found = _call("GET", f"/v1/price-books/{name}", params=params, url=url, api_key=api_key)
+        found = request("GET", f"/v1/price-books/{name}", params=params, url=url, api_key=api_key)
     document = validate_document(found["document"])
-    console = _out()
+    console = out()
     until = found["in_force_until"] or "still in force"
     console.print(
         f"[bold]{document.name}[/] v{document.version} ({document.currency}), effective "

@@ -12,8 +12,15 @@ import httpx
 import typer
 from rich.table import Table
 
-from quartermaster.cli.client import api_client
-from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, err, out, print_table, request
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    api_client,
+    err,
+    out,
+    print_table,
+    request,
+)
 
 secret_app = typer.Typer(help="Versioned secrets in the broker.", no_args_is_help=True)
 lease_app = typer.Typer(help="Leases on secret reads and credentials.", no_args_is_help=True)

@@ -2,57 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from quartermaster.cli.client import api_client, check
-
-UrlOption = Annotated[
-    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
-]
-ApiKeyOption = Annotated[
-    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
-]
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    drop_none,
+    err,
+    out,
+    print_secret,
+    print_table,
+    request,
+)
 
 team_app = typer.Typer(help="Teams of the tenant.", no_args_is_help=True)
 cost_center_app = typer.Typer(help="Cost centers (who pays).", no_args_is_help=True)
 principal_app = typer.Typer(help="Users and service accounts, with roles.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
-
-
-def out() -> Console:
-    return Console(highlight=False)
-
-
-def err() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def request(method: str, path: str, *, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
-    """One API call; a non-2xx prints the API's error message and exits 1."""
-    with api_client(url=url, api_key=api_key) as client:
-        return check(client.request(method, path, **kwargs), console=err())
-
-
-def drop_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
-
-
-def print_table(columns: Sequence[str], rows: Iterable[dict[str, Any]], *, title: str) -> None:
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    out().print(table)
-
-
-def print_secret(label: str, secret: str) -> None:
-    """The secret alone on stdout (so it can be redirected); the warning on stderr."""
-    err().print(f"[yellow]{label} is shown once: store it now, it cannot be retrieved again.[/]")
-    out().print(secret, soft_wrap=True, markup=False)
 
 
 @team_app.command("create")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from quartermaster.cli.tenancy import ApiKeyOption, UrlOption, drop_none, out, print_table, request
+from quartermaster.cli.client import ApiKeyOption, UrlOption, drop_none, out, print_table, request
 
 meter_app = typer.Typer(help="Meters: what to measure in events, and how.", no_args_is_help=True)
 environment_app = typer.Typer(
