@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from quartermaster.billing.sources import DEFAULT_SETTLE
 from quartermaster.domain.timeutil import floor_hour, utc_now
 from quartermaster.sim import showback
 from quartermaster.sim.context import DemoContext, DemoFailure, start_server, stop_server
@@ -130,6 +131,10 @@ def billing_run(ctx: DemoContext) -> None:
     config = ctx.need_platform().config
     if ctx.price_book is None:
         raise DemoFailure("no price book was loaded")
+    # A run counts what was recorded up to DEFAULT_SETTLE before it starts; waiting that long
+    # makes everything the earlier stages recorded (price book, events, the closed window)
+    # count, also in a small run that reaches this stage within seconds of sending.
+    time.sleep(DEFAULT_SETTLE.total_seconds())
     body = {
         "period_start": _iso(config.start),
         "period_end": _iso(config.end),
