@@ -167,6 +167,34 @@ def test_api_keys_are_shown_once_listed_without_secrets_and_revocable(
     assert client.delete("/v1/keys/nope", headers=tenant.headers).status_code == 404
 
 
+def test_the_last_active_admin_key_cannot_be_revoked(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime
+) -> None:
+    own_key_id = tenant.admin_token.split("_")[1]
+    refused = client.delete(f"/v1/keys/{own_key_id}", headers=tenant.headers)
+    assert refused.status_code == 409
+    assert "last active admin key" in error_of(refused)["message"]
+    assert ok(client.get("/v1/tenant", headers=tenant.headers))["tenant_id"] == tenant.tenant_id
+
+    # A second admin key that has expired does not count as a way back in.
+    second_admin = create_principal(client, tenant, role="admin")
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    expired_id = issue_key(client, tenant, second_admin["id"], expires_at=soon).split("_")[1]
+    with runtime.session_factory() as session:  # let an hour pass
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        session.execute(update(ApiKey).where(ApiKey.id == expired_id).values(expires_at=past))
+        session.commit()
+    assert client.delete(f"/v1/keys/{own_key_id}", headers=tenant.headers).status_code == 409
+    fresh = issue_key(client, tenant, second_admin["id"])
+    # With another usable admin key, the first one can go, and the new one still works.
+    assert ok(client.delete(f"/v1/keys/{own_key_id}", headers=tenant.headers))["status"] == (
+        "revoked"
+    )
+    assert ok(client.get("/v1/tenant", headers=bearer(fresh)))["tenant_id"] == tenant.tenant_id
+    fresh_id = fresh.split("_")[1]
+    assert client.delete(f"/v1/keys/{fresh_id}", headers=bearer(fresh)).status_code == 409
+
+
 def test_expired_keys_are_refused_with_a_message_saying_so(
     client: TestClient, tenant: TenantHandle, runtime: Runtime
 ) -> None:

@@ -512,6 +512,33 @@ def revoke_api_key(tenant_id: str, key_id: str, *, session: Session) -> ApiKeyVi
     if key is None:
         raise NotFoundError(f"API key {key_id!r} not found", field="key_id")
     if key.revoked_at is None:
-        key.revoked_at = utc_now()
+        now = utc_now()
+        if _is_last_admin_key(key, now, session=session):
+            raise ConflictError(
+                f"API key {key_id} is the tenant's last active admin key: revoking it would lock "
+                "every administrator out; issue another admin key first, then revoke this one",
+                field="key_id",
+            )
+        key.revoked_at = now
     session.commit()
     return _key_views(tenant_id, session, key_id=key_id)[0]
+
+
+def _is_last_admin_key(key: ApiKey, now: datetime, *, session: Session) -> bool:
+    """Whether `key` is an admin's and no other admin key of its tenant is usable at `now`."""
+    role = session.scalar(select(Principal.role).where(Principal.id == key.principal_id))
+    if role != Role.ADMIN:
+        return False
+    others = session.scalar(
+        select(ApiKey.id)
+        .join(Principal, Principal.id == ApiKey.principal_id)
+        .where(
+            ApiKey.tenant_id == key.tenant_id,
+            ApiKey.id != key.id,
+            Principal.role == Role.ADMIN,
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+        )
+        .limit(1)
+    )
+    return others is None
