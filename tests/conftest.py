@@ -80,6 +80,9 @@ def fresh_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Settings:
+    # Webhook tests deliver to a receiver on 127.0.0.1, which the SSRF guard refuses unless
+    # private destinations are allowed; the guard's own tests pass False.
+    overrides.setdefault("webhook_allow_private", True)
     settings = Settings(data_dir=data_dir, database_url=database_url, **overrides)  # type: ignore[arg-type]
     generate_server_key(settings)
     return settings

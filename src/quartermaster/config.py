@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long one webhook delivery attempt may take."
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private and link-local addresses.",
+    )
 
     @classmethod
     def settings_customise_sources(

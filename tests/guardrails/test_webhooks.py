@@ -27,7 +27,9 @@ from tests.conftest import TenantHandle
 from tests.guardrails.receiver import Received, webhook_receiver
 from tests.guardrails.support import FixedSpend, World, budget, build_world, ok
 
-POLICY = DeliveryPolicy(max_attempts=3, backoff_seconds=10.0, timeout_seconds=5.0)
+POLICY = DeliveryPolicy(
+    max_attempts=3, backoff_seconds=10.0, timeout_seconds=5.0, allow_private=True
+)
 
 
 @pytest.fixture
@@ -227,7 +229,9 @@ def test_notifier_service_delivers_in_the_background(
 ) -> None:
     world = build_world(client, tenant)
     budget(client, world, scope_kind="tenant", thresholds=[50], hard_percent=1000)
-    policy = DeliveryPolicy(max_attempts=3, backoff_seconds=0.05, timeout_seconds=2.0)
+    policy = DeliveryPolicy(
+        max_attempts=3, backoff_seconds=0.05, timeout_seconds=2.0, allow_private=True
+    )
     service = WebhookNotifier(runtime, policy=policy, interval_seconds=0.05)
     with webhook_receiver(fail_first=1) as receiver:
         hook = _hook(client, world, receiver.url)

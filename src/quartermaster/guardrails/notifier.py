@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from quartermaster.background import BackgroundService
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.common import record_action
+from quartermaster.guardrails.destinations import DestinationRefused, check_destination
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
 from quartermaster.guardrails.webhooks import (
     DELIVERY_HEADER,
@@ -48,6 +49,7 @@ class DeliveryPolicy:
     max_attempts: int = 6
     backoff_seconds: float = 2.0
     timeout_seconds: float = 5.0
+    allow_private: bool = False  # QM_WEBHOOK_ALLOW_PRIVATE: see destinations.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +116,15 @@ def _claim(session: Session, policy: DeliveryPolicy, now: datetime, limit: int) 
 
 
 def _send(
-    client: httpx.Client, job: _Job, clock: Callable[[], float]
+    client: httpx.Client, job: _Job, clock: Callable[[], float], *, allow_private: bool
 ) -> tuple[int | None, str | None, int]:
     """One POST: (status code, error text, milliseconds). Never raises for the receiver's
-    faults; the error names what went wrong without echoing headers (the signature)."""
+    faults; the error names what went wrong without echoing headers (the signature). The
+    destination is checked again first: its name may resolve elsewhere than at creation."""
+    try:
+        check_destination(job.url, allow_private=allow_private)
+    except DestinationRefused as exc:
+        return None, f"refused: {exc}"[:ERROR_TEXT_LIMIT], 0
     timestamp = int(clock())
     headers = {
         "Content-Type": "application/json",
@@ -205,7 +212,7 @@ def deliver_due(
     with session_factory() as session:
         jobs = _claim(session, policy, now(), limit)
     for job in jobs:
-        outcome = _send(client, job, clock)
+        outcome = _send(client, job, clock, allow_private=policy.allow_private)
         with session_factory() as session:
             _record(session, job, outcome, policy=policy, now=now(), result=result)
     return result
@@ -230,6 +237,7 @@ class WebhookNotifier(BackgroundService):
             max_attempts=settings.webhook_max_attempts,
             backoff_seconds=settings.webhook_backoff_seconds,
             timeout_seconds=settings.webhook_timeout_seconds,
+            allow_private=settings.webhook_allow_private,
         )
         self._client: httpx.Client | None = None
 

@@ -263,13 +263,16 @@ def release_decision(decision_id: str, caller: Ingester, session: SessionDep) ->
     response_model=WebhookCreatedOut,
     summary="Add a webhook (its signing secret is shown once)",
 )
-def create_webhook(body: WebhookIn, caller: AdminCaller, session: SessionDep) -> WebhookCreatedOut:
+def create_webhook(
+    body: WebhookIn, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> WebhookCreatedOut:
     hook = webhooks.create_webhook(
         caller,
         body.url,
         fmt=body.format,
         min_severity=body.min_severity,
         secret=body.secret,
+        allow_private=runtime.settings.webhook_allow_private,
         session=session,
     )
     return WebhookCreatedOut.model_validate(hook)

@@ -25,6 +25,7 @@ from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, alert_details
 from quartermaster.guardrails.common import record_action
+from quartermaster.guardrails.destinations import DestinationRefused, check_destination
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
 from quartermaster.tenancy.service import AuthContext
 
@@ -132,12 +133,20 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
 # --- webhooks ---------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
+def _check_url(url: str, *, allow_private: bool) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise InvalidInputError(f"url {url!r} is not a valid URL", field="url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInputError(f"url {url!r} is not an http(s) URL with a host", field="url")
     if len(url) > 2000:
         raise InvalidInputError("url is longer than 2000 characters", field="url")
+    try:
+        check_destination(url, allow_private=allow_private)
+    except DestinationRefused as exc:
+        raise InvalidInputError(str(exc), field="url") from None
     return url
 
 
@@ -148,9 +157,11 @@ def create_webhook(
     fmt: str = WebhookFormat.JSON,
     min_severity: str = Severity.INFO,
     secret: str | None = None,
+    allow_private: bool = False,
     session: Session,
 ) -> Webhook:
-    """A new webhook; its signing secret is generated unless given (then at least 16 chars)."""
+    """A new webhook; its signing secret is generated unless given (then at least 16 chars).
+    A URL reaching a non-public address is refused unless `allow_private` (destinations.py)."""
     if fmt not in {f.value for f in WebhookFormat}:
         raise InvalidInputError(f"format {fmt!r} is not json or slack", field="format")
     if min_severity not in {s.value for s in Severity}:
@@ -162,7 +173,7 @@ def create_webhook(
         raise InvalidInputError("secret must be 16 to 128 characters", field="secret")
     hook = Webhook(
         tenant_id=caller.tenant_id,
-        url=_check_url(url),
+        url=_check_url(url, allow_private=allow_private),
         secret=secret or secrets.token_urlsafe(32),
         format=fmt,
         min_severity=min_severity,

@@ -1,0 +1,162 @@
+"""The webhook SSRF guard: URLs naming or resolving to loopback, private, link-local (cloud
+metadata) and other non-public addresses are refused at creation (422 naming the URL and why)
+and again before each delivery (DNS can change), unless private destinations are allowed."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from quartermaster.api.app import create_app
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.guardrails import notifier
+from quartermaster.guardrails.destinations import (
+    DestinationRefused,
+    check_destination,
+    why_refused,
+)
+from quartermaster.guardrails.evaluator import evaluate_tenant
+from quartermaster.guardrails.models import Delivery
+from quartermaster.guardrails.notifier import DeliveryPolicy, deliver_due
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.tenancy.service import bootstrap_tenant
+from tests.conftest import TenantHandle, make_settings
+from tests.guardrails.receiver import webhook_receiver
+from tests.guardrails.support import FixedSpend, budget, build_world, ok
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.9", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "cloud metadata"),
+        ("169.254.10.10", "link-local"),
+        ("fe80::1", "link-local"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("fc00::5", "private"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("100.64.0.1", "non-public"),
+    ],
+)
+def test_non_public_addresses_are_refused(address: str, why: str) -> None:
+    reason = why_refused(ipaddress.ip_address(address))
+    assert reason is not None
+    assert why in reason
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address: str) -> None:
+    assert why_refused(ipaddress.ip_address(address)) is None
+
+
+def test_names_are_checked_by_what_they_resolve_to() -> None:
+    def resolver(host: str, port: int) -> list[str]:
+        return {"hooks.example.com": ["93.184.216.34"], "evil.example.com": ["10.0.0.7"]}.get(
+            host, []
+        )
+
+    check_destination("https://hooks.example.com/x", allow_private=False, resolve=resolver)
+    with pytest.raises(DestinationRefused) as refused:
+        check_destination("https://evil.example.com/x", allow_private=False, resolve=resolver)
+    text = str(refused.value)
+    assert "'https://evil.example.com/x'" in text
+    assert "resolves to 10.0.0.7, a private address" in text
+    # Unresolvable now: accepted (the delivery-time check covers it); allowed: no check at all.
+    check_destination("https://nowhere.example.com/x", allow_private=False, resolve=resolver)
+    check_destination("http://127.0.0.1:9/x", allow_private=True, resolve=resolver)
+    with pytest.raises(DestinationRefused, match="'localhost' resolves to"):
+        check_destination("http://localhost:8080/x", allow_private=False)
+
+
+@pytest.fixture
+def guarded(tmp_path: Path, db_url: str) -> Iterator[tuple[TestClient, Runtime]]:
+    """An API whose settings keep the guard on (the shared fixtures turn it off)."""
+    settings = make_settings(
+        tmp_path / "qm", db_url, pipeline_enabled=False, webhook_allow_private=False
+    )
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        with TestClient(create_app(settings, runtime=runtime)) as client:
+            yield client, runtime
+    finally:
+        runtime.close()
+
+
+def test_create_refuses_private_urls_naming_url_and_why(
+    guarded: tuple[TestClient, Runtime],
+) -> None:
+    client, runtime = guarded
+    with runtime.session_factory() as session:
+        issued = bootstrap_tenant(f"ssrf-{utc_now().timestamp():.0f}", session=session)
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    for url, why in [
+        ("http://127.0.0.1:8080/hook", "is a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "is a cloud metadata address"),
+        ("http://[::1]/hook", "is a loopback address"),
+        ("https://10.0.0.5/hook", "is a private address"),
+        ("http://localhost/hook", "resolves to"),
+    ]:
+        response = client.post("/v1/webhooks", json={"url": url}, headers=headers)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == "url"
+        assert url in error["message"]
+        assert why in error["message"]
+        assert "QM_WEBHOOK_ALLOW_PRIVATE" in error["message"]
+    public = client.post("/v1/webhooks", json={"url": "https://93.184.216.34/h"}, headers=headers)
+    assert public.status_code == 201, public.text
+    assert len(ok(client.get("/v1/webhooks", headers=headers))) == 1
+
+
+def test_delivery_rechecks_the_destination(
+    client: TestClient,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Created while allowed (or while the name resolved to a public address), then refused at
+    delivery: the attempt is logged as refused and nothing reaches the receiver."""
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="tenant", thresholds=[50], hard_percent=1000)
+    with webhook_receiver() as receiver:
+        ok(client.post("/v1/webhooks", json={"url": receiver.url}, headers=world.headers), 201)
+        spend = FixedSpend()
+        spend.set("tenant", "", "60")
+        with runtime.session_factory() as session:
+            evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session, now=utc_now())
+        policy = DeliveryPolicy(max_attempts=2, backoff_seconds=0.01, allow_private=False)
+        with httpx.Client(timeout=5) as sender:
+            result = deliver_due(runtime.session_factory, sender, policy=policy)
+        assert result.retried == 1
+        assert not receiver.requests
+        with runtime.session_factory() as session:
+            delivery = session.scalars(
+                select(Delivery).where(Delivery.tenant_id == world.tenant.tenant_id)
+            ).one()
+        assert delivery.last_error is not None
+        assert delivery.last_error.startswith("refused: url 'http://127.0.0.1:")
+        assert "is a loopback address" in delivery.last_error
+        attempts = ok(
+            client.get(f"/v1/webhook-deliveries/{delivery.id}/attempts", headers=world.headers)
+        )
+        assert attempts[0]["status_code"] is None
+        assert "refused" in attempts[0]["error"]
+        # A name that now resolves to a public address is let through to the send.
+        monkeypatch.setattr(notifier, "check_destination", lambda url, allow_private: None)
+        delivery_policy = DeliveryPolicy(max_attempts=2, backoff_seconds=0.0, allow_private=False)
+        with httpx.Client(timeout=5) as sender:
+            again = deliver_due(runtime.session_factory, sender, policy=delivery_policy)
+        assert again.delivered == 1
+        assert len(receiver.requests) == 1
