@@ -47,16 +47,43 @@ class Budget(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
-class Enforcement(Base):
-    """A throttle or halt in force on a scope until `ends_at` (the budget period's end) or
-    until lifted. One per budget and period: the hard crossing's unique key."""
+class DefaultCap(Base):
+    """A hard cap every app of a kind gets by default — ephemeral apps, or apps outside
+    production — unless the app has a budget of its own: at `amount` per `period` the app is
+    throttled or halted (`action`), like a budget's hard limit."""
 
-    __tablename__ = "guardrail_enforcements"
-    __table_args__ = (UniqueConstraint("budget_id", "period_start"),)
+    __tablename__ = "guardrail_default_caps"
+    __table_args__ = (UniqueConstraint("tenant_id", "applies_to"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
-    budget_id: Mapped[str] = mapped_column(ForeignKey("guardrail_budgets.id", ondelete="CASCADE"))
+    applies_to: Mapped[str] = mapped_column(String(16))  # ephemeral | non_production
+    amount: Mapped[Decimal] = mapped_column(DecimalText())
+    period: Mapped[str] = mapped_column(String(16), default="month")  # month | day
+    action: Mapped[str] = mapped_column(String(16), default="halt")  # throttle | halt
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class Enforcement(Base):
+    """A throttle or halt in force on a scope until `ends_at` (the period's end) or until
+    lifted. One per budget and period, or per default cap, app and period: the hard
+    crossing's unique key (a budget's rows have no cap, a cap's rows no budget)."""
+
+    __tablename__ = "guardrail_enforcements"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "period_start"),
+        UniqueConstraint("cap_id", "scope", "period_start"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    budget_id: Mapped[str | None] = mapped_column(
+        ForeignKey("guardrail_budgets.id", ondelete="CASCADE"), nullable=True
+    )
+    cap_id: Mapped[str | None] = mapped_column(
+        ForeignKey("guardrail_default_caps.id", ondelete="CASCADE"), nullable=True
+    )
     scope_kind: Mapped[str] = mapped_column(String(16))
     scope: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(16))  # throttle | halt
@@ -227,3 +254,39 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class GuardrailSettings(Base):
+    """Per-tenant guardrail settings: the app-hour cost at which a preview invoice is made
+    (None: no previews after high-cost events)."""
+
+    __tablename__ = "guardrail_settings"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    high_cost_hour_amount: Mapped[Decimal | None] = mapped_column(DecimalText(), nullable=True)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class CostPreview(Base):
+    """A preview invoice made right after a high-cost hour of one app: the app's and its
+    team's month to date and forecast, and the events behind the hour. One per app and hour."""
+
+    __tablename__ = "guardrail_cost_previews"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "app", "hour_start"),
+        Index("ix_guardrail_cost_previews_tenant_id_created_at", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    app: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cost_center: Mapped[str] = mapped_column(String(64))
+    hour_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    hour_cost: Mapped[Decimal] = mapped_column(DecimalText())
+    threshold: Mapped[Decimal] = mapped_column(DecimalText())
+    currency: Mapped[str] = mapped_column(String(8))
+    body: Mapped[str] = mapped_column(Text)  # JSON: month to date, forecast, top events
+    alert_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
