@@ -272,6 +272,34 @@ def _webhooks(client: TestClient, w: World, runtime: Runtime) -> None:
         session.commit()
 
 
+def _guardrail_defaults(client: TestClient, w: World, runtime: Runtime) -> None:
+    """B's default cap (non-production), its high-cost threshold and a cost preview."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from quartermaster.guardrails.models import CostPreview
+
+    ids, h = w.b_ids, w.b.headers
+    cap = {"applies_to": "non_production", "amount": "3", "action": "halt"}
+    ids["default_cap"] = ok(client.put("/v1/default-caps", json=cap, headers=h))["id"]
+    ok(client.put("/v1/guardrail-settings", json={"high_cost_hour_amount": "9"}, headers=h))
+    with runtime.session_factory() as session:
+        row = CostPreview(
+            tenant_id=w.b.tenant_id,
+            app=ids["app"],
+            team=ids["team"],
+            cost_center=ids["cost_center"],
+            hour_start=datetime(2026, 1, 5, 10, tzinfo=UTC),
+            hour_cost=Decimal("12"),
+            threshold=Decimal("9"),
+            currency="EUR",
+            body=f'{{"note": "{w.hide("preview-body")}"}}',
+        )
+        session.add(row)
+        session.commit()
+        ids["cost_preview"] = row.id
+
+
 def build_world(
     client: TestClient, a: TenantHandle, b: TenantHandle, routes: Routes, runtime: Runtime
 ) -> World:
@@ -292,6 +320,8 @@ def build_world(
         _guardrails(client, w)
     if ("POST", "/v1/webhooks") in routes:
         _webhooks(client, w, runtime)
+    if ("PUT", "/v1/default-caps") in routes:
+        _guardrail_defaults(client, w, runtime)
     if ("POST", "/v1/billing/runs") in routes:
         _billing(client, w, runtime)
     # A's own objects, so that A's lists and writes are shown to work.

@@ -486,6 +486,22 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/webhook-deliveries/{delivery_id}/retry"): missing(
         "POST", "/v1/webhook-deliveries/{b[delivery]}/retry"
     ),
+    ("GET", "/v1/default-caps"): reads("/v1/default-caps"),
+    ("PUT", "/v1/default-caps"): sends(
+        "PUT", "/v1/default-caps", lambda w: {"applies_to": "ephemeral", "amount": "2"}, {200}
+    ),
+    # B has a non-production cap, A none: A's delete finds nothing of B's.
+    ("DELETE", "/v1/default-caps/{applies_to}"): missing(
+        "DELETE", "/v1/default-caps/non_production"
+    ),
+    ("GET", "/v1/guardrail-settings"): reads("/v1/guardrail-settings"),
+    ("PUT", "/v1/guardrail-settings"): sends(
+        "PUT", "/v1/guardrail-settings", lambda w: {"high_cost_hour_amount": "5"}, {200}
+    ),
+    ("GET", "/v1/cost-previews"): reads("/v1/cost-previews"),
+    ("GET", "/v1/cost-previews/{preview_id}"): missing(
+        "GET", "/v1/cost-previews/{b[cost_preview]}"
+    ),
     # Evaluates A's own budgets only (B's rows are checked after all cases).
     ("POST", "/v1/budgets/evaluate"): sends("POST", "/v1/budgets/evaluate", lambda w: None, {200}),
     # --- usage and pipeline ---

@@ -17,6 +17,7 @@ from quartermaster.cli.client import (
     print_table,
     request,
 )
+from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
 
 budget_app = typer.Typer(
     help="Budgets: spend limits per tenant, cost center, team or app.", no_args_is_help=True
@@ -33,6 +34,9 @@ decide_app = typer.Typer(
     help="The decision API: may this scope start work needing these resources?",
     no_args_is_help=True,
 )
+
+budget_app.add_typer(default_cap_app, name="default-cap")
+alerts_app.add_typer(high_cost_app, name="high-cost")
 
 ScopeKindOption = Annotated[str, typer.Option("--scope-kind", help="tenant | team | ...")]
 ScopeOption = Annotated[str | None, typer.Option("--scope", help="The scope's slug or id.")]
@@ -237,7 +241,9 @@ def rate_limit_delete(
 
 @alerts_app.command("list")
 def alerts_list(
-    kind: Annotated[str | None, typer.Option(help="budget_threshold | anomaly | high_cost")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="budget_threshold | default_cap | anomaly | high_cost_event")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     details: Annotated[
         bool, typer.Option("--details", help="Also print each alert's details.")

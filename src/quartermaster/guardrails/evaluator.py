@@ -24,8 +24,9 @@ from quartermaster.guardrails.budgets import (
     crossed,
     thresholds_of,
 )
+from quartermaster.guardrails.caps import evaluate_caps
 from quartermaster.guardrails.common import insert_once, record_action
-from quartermaster.guardrails.models import Budget, Enforcement
+from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
@@ -38,7 +39,8 @@ class Evaluation:
     """What one pass did for one tenant."""
 
     alerts: list[str] = field(default_factory=list)  # dedup keys newly raised
-    enforcements: list[str] = field(default_factory=list)  # budget names newly enforced
+    # budget names (and default-cap:<kind>:<app>) newly enforced
+    enforcements: list[str] = field(default_factory=list)
 
 
 def _scope_label(kind: str, scope: str) -> str:
@@ -59,11 +61,18 @@ def evaluate_tenant(
     budgets = list(session.scalars(select(Budget).where(Budget.tenant_id == tenant_id)))
     result = Evaluation()
     by_period: dict[Period, ScopeSpend] = {}
-    for budget in budgets:
-        period = budget_period(budget.period, moment, zone)
+
+    def spend_of(period: Period) -> ScopeSpend:
         if period not in by_period:
             by_period[period] = spend.spend(tenant_id, period, session=session)
-        _evaluate_budget(budget, period, by_period[period], session=session, result=result)
+        return by_period[period]
+
+    for budget in budgets:
+        period = budget_period(budget.period, moment, zone)
+        _evaluate_budget(budget, period, spend_of(period), session=session, result=result)
+    capped = evaluate_caps(tenant_id, moment, zone, spend_of=spend_of, session=session)
+    result.alerts += capped.alerts
+    result.enforcements += capped.enforcements
     session.commit()
     return result
 
@@ -188,7 +197,10 @@ def _hard_crossing(
 
 
 def tenants_with_budgets(*, session: Session) -> list[str]:
-    return list(session.scalars(select(Budget.tenant_id).distinct()))
+    """Tenants with a budget or a default cap: the ones an evaluation pass visits."""
+    budgeted = select(Budget.tenant_id)
+    capped = select(DefaultCap.tenant_id)
+    return sorted(set(session.scalars(budgeted.union(capped))))
 
 
 def evaluate_all(

@@ -135,7 +135,9 @@ def _alert(alert: Alert) -> AlertOut:
 def get_alerts(
     caller: Reader,
     session: SessionDep,
-    kind: Annotated[str | None, Query(description="budget_threshold | anomaly | high_cost")] = None,
+    kind: Annotated[
+        str | None, Query(description="budget_threshold | default_cap | anomaly | high_cost_event")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AlertOut]:
     rows = list_alerts(caller.tenant_id, kind=kind, limit=limit, session=session)

@@ -1,5 +1,6 @@
-"""The guardrail evaluator as a background service of `qm serve`: budgets of every tenant
-and reservation expiry, each pass; at most `guardrails_interval_seconds` (<= 30 s) apart."""
+"""The guardrail evaluator as a background service of `qm serve`: budgets and default caps of
+every tenant, previews after high-cost hours, and reservation expiry, each pass; at most
+`guardrails_interval_seconds` (<= 30 s) apart."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from quartermaster.background import BackgroundService
 from quartermaster.billing.sources import StoreCalculator
 from quartermaster.guardrails.evaluator import evaluate_all
 from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.guardrails.previews import HighCostScanner, scan_all
 from quartermaster.guardrails.quotas import expire_reservations
 from quartermaster.guardrails.spend import BillingSpend, SpendSource
 from quartermaster.runtime import Runtime
@@ -24,12 +26,14 @@ class GuardrailEvaluator(BackgroundService):
         self.runtime = runtime
         # The pipeline runs beside us: read the store as it stands, never drain it here.
         self.spend = spend or BillingSpend(StoreCalculator(runtime.usage_store))
+        self.high_cost = HighCostScanner(StoreCalculator(runtime.usage_store), runtime.usage_store)
 
     def run_once(self) -> bool:
         factory = self.runtime.session_factory
         results = evaluate_all(spend=self.spend, session_factory=factory)
         if any(r.enforcements for r in results.values()):
             guardrail_gate(self.runtime).invalidate()
+        scan_all(self.high_cost, session_factory=factory)
         with factory() as session:
             expire_reservations(session=session)
         return False

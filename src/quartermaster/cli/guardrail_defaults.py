@@ -1,0 +1,133 @@
+"""`qm budget default-cap …` and `qm alerts high-cost …`: default hard caps for ephemeral and
+non-production apps, and the preview invoices made after high-cost hours."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from quartermaster.cli.client import ApiKeyOption, UrlOption, out, print_table, request
+
+default_cap_app = typer.Typer(
+    help="Hard caps every ephemeral or non-production app without a budget gets by default.",
+    no_args_is_help=True,
+)
+high_cost_app = typer.Typer(
+    help="Preview invoices made right after an app's high-cost hour, and their threshold.",
+    no_args_is_help=True,
+)
+
+
+@default_cap_app.command("set")
+def cap_set(
+    applies_to: Annotated[str, typer.Argument(help="ephemeral | non_production")],
+    amount: Annotated[str, typer.Option(help="Cap per app and period, price book currency.")],
+    period: Annotated[str, typer.Option(help="month | day (tenant time zone).")] = "month",
+    action: Annotated[str, typer.Option(help="throttle | halt")] = "halt",
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create or change the default cap of one kind of app."""
+    body = {"applies_to": applies_to, "amount": amount, "period": period, "action": action}
+    row = request("PUT", "/v1/default-caps", json=body, url=url, api_key=api_key)
+    out().print(
+        f"default cap for {row['applies_to']} apps: {row['amount']} per {row['period']} "
+        f"each, then {row['action']} (apps with a budget of their own are not capped)"
+    )
+
+
+@default_cap_app.command("list")
+def cap_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """The tenant's default caps."""
+    rows = request("GET", "/v1/default-caps", url=url, api_key=api_key)
+    columns = ("applies_to", "amount", "period", "action", "created_by", "created_at")
+    print_table(columns, rows, title="default caps")
+
+
+@default_cap_app.command("delete")
+def cap_delete(
+    applies_to: Annotated[str, typer.Argument(help="ephemeral | non_production")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Remove a default cap (enforcements it started end with it)."""
+    request("DELETE", f"/v1/default-caps/{applies_to}", url=url, api_key=api_key)
+    out().print(f"deleted the default cap for {applies_to}")
+
+
+@high_cost_app.command("threshold")
+def high_cost_threshold(
+    amount: Annotated[
+        str | None, typer.Argument(help="App cost in one hour that makes a preview.")
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Make no previews.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show, set (AMOUNT) or turn off (--off) the high-cost threshold."""
+    if amount is None and not off:
+        row = request("GET", "/v1/guardrail-settings", url=url, api_key=api_key)
+    else:
+        body = {"high_cost_hour_amount": None if off else amount}
+        row = request("PUT", "/v1/guardrail-settings", json=body, url=url, api_key=api_key)
+    value = row["high_cost_hour_amount"]
+    out().print(
+        "no previews after high-cost hours"
+        if value is None
+        else f"a preview invoice after any app-hour costing {value} or more"
+    )
+
+
+@high_cost_app.command("list")
+def high_cost_list(
+    app: Annotated[str | None, typer.Option(help="Only this app.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Preview invoices made after high-cost hours."""
+    params: dict[str, str | int] = {"limit": limit}
+    if app is not None:
+        params["app"] = app
+    rows = request("GET", "/v1/cost-previews", params=params, url=url, api_key=api_key)
+    table = [
+        {
+            **row,
+            "month_to_date": row["preview"]["app"]["month_to_date"],
+            "forecast": row["preview"]["app"]["forecast"],
+        }
+        for row in rows
+    ]
+    columns = ("id", "app", "team", "hour_start", "hour_cost", "month_to_date", "forecast")
+    print_table((*columns, "currency"), table, title="cost previews")
+
+
+@high_cost_app.command("show")
+def high_cost_show(
+    preview_id: Annotated[str, typer.Argument(help="Preview id (from the alert or the list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """One preview: month to date and forecast of the app, its team and the tenant, and the
+    meters and top events behind the hour."""
+    row = request("GET", f"/v1/cost-previews/{preview_id}", url=url, api_key=api_key)
+    body = row["preview"]
+    cur = row["currency"]
+    out().print(
+        f"app {row['app']} (team {row['team']}): {row['hour_cost']} {cur} in the hour from "
+        f"{row['hour_start']} (threshold {row['threshold']} {cur})",
+        markup=False,
+    )
+    for label, part in (("app", body["app"]), ("team", body["team"]), ("tenant", body["tenant"])):
+        if "month_to_date" in part:
+            out().print(
+                f"  {label}: month to date {part['month_to_date']} {cur}, "
+                f"forecast {part['forecast']} {cur}",
+                markup=False,
+            )
+    for meter in body["meters"]:
+        out().print(f"  meter {meter['meter']}: {meter['hour_cost']} {cur} this hour", markup=False)
+        for event in meter["top_events"]:
+            out().print(f"    {json.dumps(event, sort_keys=True)}", markup=False)

@@ -1,0 +1,227 @@
+"""Default hard caps: a per-tenant limit every ephemeral app, or every app outside
+production, gets without anyone writing a budget for it.
+
+A cap applies to each matching app that has no app budget of its own (an app budget is the
+deliberate choice and wins). Evaluated by the budget evaluator on the same spend, and enforced
+the same way as a budget's hard limit: a critical alert, an enforcement (throttle or halt) on
+the app until the period ends or someone lifts it, and an action-log entry saying why. Each
+(cap, app, period) fires once: the enforcement's unique (cap, scope, period) and the alert's
+dedup key decide, whichever evaluator gets there first. An app matching both caps (an
+ephemeral preview outside production) is held to each.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.catalog.models import App, Lifecycle
+from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.guardrails.alerts import Severity, raise_alert
+from quartermaster.guardrails.budgets import BudgetAction, BudgetPeriod, budget_period
+from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
+from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
+from quartermaster.guardrails.spend import ScopeSpend
+from quartermaster.storage.base import new_id
+from quartermaster.tenancy.service import AuthContext
+
+PRODUCTION = "production"
+CAP_ACTIONS = (BudgetAction.THROTTLE, BudgetAction.HALT)
+
+
+class CapTarget(enum.StrEnum):
+    EPHEMERAL = "ephemeral"  # apps with lifecycle ephemeral
+    NON_PRODUCTION = "non_production"  # apps whose environment is not production
+
+
+TARGET_LABEL = {
+    CapTarget.EPHEMERAL: "ephemeral apps",
+    CapTarget.NON_PRODUCTION: "non-production apps",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CapSpec:
+    applies_to: str
+    amount: Decimal
+    period: str = BudgetPeriod.MONTH
+    action: str = BudgetAction.HALT
+
+
+def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> DefaultCap:
+    """Create or change the tenant's cap for one kind of app."""
+    targets = ", ".join(t.value for t in CapTarget)
+    if spec.applies_to not in {t.value for t in CapTarget}:
+        raise InvalidInputError(
+            f"applies_to {spec.applies_to!r} is not one of: {targets}", field="applies_to"
+        )
+    if spec.amount <= 0:
+        raise InvalidInputError(f"amount {spec.amount} must be positive", field="amount")
+    if spec.period not in {p.value for p in BudgetPeriod}:
+        raise InvalidInputError(f"period {spec.period!r} is not month or day", field="period")
+    if spec.action not in {a.value for a in CAP_ACTIONS}:
+        raise InvalidInputError(
+            f"action {spec.action!r} is not throttle or halt (a cap is hard)", field="action"
+        )
+    row = session.scalar(
+        select(DefaultCap).where(
+            DefaultCap.tenant_id == caller.tenant_id, DefaultCap.applies_to == spec.applies_to
+        )
+    )
+    if row is None:
+        row = DefaultCap(tenant_id=caller.tenant_id, applies_to=spec.applies_to)
+        session.add(row)
+    row.amount = spec.amount
+    row.period = spec.period
+    row.action = spec.action
+    row.created_by = caller.principal_name
+    row.created_at = utc_now()
+    session.commit()
+    return row
+
+
+def list_default_caps(tenant_id: str, *, session: Session) -> list[DefaultCap]:
+    query = select(DefaultCap).where(DefaultCap.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(DefaultCap.applies_to)))
+
+
+def delete_default_cap(tenant_id: str, applies_to: str, *, session: Session) -> None:
+    """Remove a cap; enforcements it started end with it (they cascade)."""
+    row = session.scalar(
+        select(DefaultCap).where(
+            DefaultCap.tenant_id == tenant_id, DefaultCap.applies_to == applies_to
+        )
+    )
+    if row is None:
+        raise NotFoundError(f"no default cap for {applies_to!r}", field="applies_to")
+    session.delete(row)
+    session.commit()
+
+
+def capped_apps(tenant_id: str, applies_to: str, *, session: Session) -> list[str]:
+    """The apps a cap holds: of its kind, and without an app budget of their own."""
+    kind = (
+        App.lifecycle == Lifecycle.EPHEMERAL.value
+        if applies_to == CapTarget.EPHEMERAL
+        else App.environment != PRODUCTION
+    )
+    budgeted = select(Budget.scope).where(
+        Budget.tenant_id == tenant_id, Budget.scope_kind == ScopeKind.APP
+    )
+    query = select(App.app_id).where(App.tenant_id == tenant_id, kind, App.app_id.not_in(budgeted))
+    return list(session.scalars(query.order_by(App.app_id)))
+
+
+@dataclass
+class CapOutcome:
+    alerts: list[str] = field(default_factory=list)
+    enforcements: list[str] = field(default_factory=list)
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return f"{value.quantize(Decimal('0.01'))} {currency}".strip()
+
+
+def evaluate_caps(
+    tenant_id: str,
+    moment: datetime,
+    zone: str | None,
+    *,
+    spend_of: Callable[[Period], ScopeSpend],
+    session: Session,
+) -> CapOutcome:
+    """Hold every capped app to its tenant's caps (in the caller's unit of work)."""
+    outcome = CapOutcome()
+    for cap in list_default_caps(tenant_id, session=session):
+        apps = capped_apps(tenant_id, cap.applies_to, session=session)
+        if not apps:
+            continue  # nothing to price
+        period = budget_period(cap.period, moment, zone)
+        spent = spend_of(period)
+        for app in apps:
+            amount = spent.of(ScopeKind.APP, app)
+            if amount < cap.amount:
+                continue
+            _enforce(cap, app, period, amount, spent.currency, session=session, outcome=outcome)
+    return outcome
+
+
+def _enforce(
+    cap: DefaultCap,
+    app: str,
+    period: Period,
+    amount: Decimal,
+    currency: str,
+    *,
+    session: Session,
+    outcome: CapOutcome,
+) -> None:
+    stamp = period.start.isoformat()
+    label = TARGET_LABEL[CapTarget(cap.applies_to)]
+    verb = {
+        BudgetAction.THROTTLE: "ingest and decision calls throttled (429)",
+        BudgetAction.HALT: "new non-essential work refused",
+    }[BudgetAction(cap.action)]
+    reason = (
+        f"app {app!r} spent {_money(amount, currency)} this {cap.period}, at or over the "
+        f"tenant's default hard cap for {label} ({_money(cap.amount, currency)}; the app has "
+        f"no budget of its own): {verb} until {period.end.isoformat()}"
+    )
+    key = f"cap:{cap.id}:{app}:{stamp}"
+    alert_id = raise_alert(
+        session,
+        tenant_id=cap.tenant_id,
+        kind="default_cap",
+        severity=Severity.CRITICAL,
+        dedup_key=key,
+        title=f"App {app}: default cap for {label} reached ({cap.action})",
+        message=reason,
+        details={
+            "app": app,
+            "applies_to": cap.applies_to,
+            "period_start": stamp,
+            "period_end": period.end.isoformat(),
+            "spend": str(amount),
+            "amount": str(cap.amount),
+            "currency": currency,
+            "action": cap.action,
+        },
+    )
+    if alert_id is not None:
+        outcome.alerts.append(key)
+    inserted = insert_once(
+        session,
+        Enforcement,
+        {
+            "id": new_id(),
+            "tenant_id": cap.tenant_id,
+            "budget_id": None,
+            "cap_id": cap.id,
+            "scope_kind": ScopeKind.APP.value,
+            "scope": app,
+            "action": cap.action,
+            "period_start": period.start,
+            "ends_at": period.end,
+            "reason": reason,
+            "created_at": utc_now(),
+        },
+        ("cap_id", "scope", "period_start"),
+    )
+    if inserted:
+        outcome.enforcements.append(f"default-cap:{cap.applies_to}:{app}")
+        record_action(
+            session,
+            tenant_id=cap.tenant_id,
+            action=cap.action,
+            scope_kind=ScopeKind.APP,
+            scope=app,
+            subject=f"default_cap:{cap.applies_to}",
+            reason=reason,
+        )

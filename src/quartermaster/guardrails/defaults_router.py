@@ -1,0 +1,116 @@
+"""Routes of default hard caps, the tenant's guardrail settings and the preview invoices made
+after high-cost hours. Thin: each calls one service function."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from quartermaster.api.deps import AdminCaller, Reader, SessionDep
+from quartermaster.guardrails import caps, previews
+from quartermaster.guardrails.defaults_schemas import (
+    CostPreviewOut,
+    DefaultCapIn,
+    DefaultCapOut,
+    GuardrailSettingsIn,
+    GuardrailSettingsOut,
+)
+from quartermaster.guardrails.models import CostPreview, GuardrailSettings
+
+router = APIRouter(tags=["guardrails"])
+
+
+@router.put(
+    "/v1/default-caps",
+    response_model=DefaultCapOut,
+    summary="Set the hard cap every ephemeral or non-production app gets by default",
+)
+def put_default_cap(body: DefaultCapIn, caller: AdminCaller, session: SessionDep) -> DefaultCapOut:
+    spec = caps.CapSpec(body.applies_to, body.amount, body.period, body.action)
+    return DefaultCapOut.model_validate(caps.set_default_cap(caller, spec, session=session))
+
+
+@router.get("/v1/default-caps", response_model=list[DefaultCapOut], summary="Default hard caps")
+def get_default_caps(caller: Reader, session: SessionDep) -> list[DefaultCapOut]:
+    rows = caps.list_default_caps(caller.tenant_id, session=session)
+    return [DefaultCapOut.model_validate(r) for r in rows]
+
+
+@router.delete(
+    "/v1/default-caps/{applies_to}", status_code=204, summary="Remove a default hard cap"
+)
+def delete_default_cap(applies_to: str, caller: AdminCaller, session: SessionDep) -> Response:
+    caps.delete_default_cap(caller.tenant_id, applies_to, session=session)
+    return Response(status_code=204)
+
+
+def _settings(row: GuardrailSettings | None) -> GuardrailSettingsOut:
+    if row is None:
+        return GuardrailSettingsOut(high_cost_hour_amount=None, updated_by=None, updated_at=None)
+    return GuardrailSettingsOut(
+        high_cost_hour_amount=row.high_cost_hour_amount,
+        updated_by=row.updated_by,
+        updated_at=row.updated_at,
+    )
+
+
+@router.get(
+    "/v1/guardrail-settings",
+    response_model=GuardrailSettingsOut,
+    summary="The tenant's guardrail settings",
+)
+def get_guardrail_settings(caller: Reader, session: SessionDep) -> GuardrailSettingsOut:
+    return _settings(previews.get_guardrail_settings(caller.tenant_id, session=session))
+
+
+@router.put(
+    "/v1/guardrail-settings",
+    response_model=GuardrailSettingsOut,
+    summary="Change the tenant's guardrail settings",
+)
+def put_guardrail_settings(
+    body: GuardrailSettingsIn, caller: AdminCaller, session: SessionDep
+) -> GuardrailSettingsOut:
+    row = previews.set_high_cost_threshold(caller, body.high_cost_hour_amount, session=session)
+    return _settings(row)
+
+
+def _preview(row: CostPreview) -> CostPreviewOut:
+    return CostPreviewOut(
+        id=row.id,
+        app=row.app,
+        team=row.team,
+        cost_center=row.cost_center,
+        hour_start=row.hour_start,
+        hour_cost=row.hour_cost,
+        threshold=row.threshold,
+        currency=row.currency,
+        alert_id=row.alert_id,
+        created_at=row.created_at,
+        preview=previews.preview_body(row),
+    )
+
+
+@router.get(
+    "/v1/cost-previews",
+    response_model=list[CostPreviewOut],
+    summary="Preview invoices made after high-cost hours, newest first",
+)
+def get_cost_previews(
+    caller: Reader,
+    session: SessionDep,
+    app: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[CostPreviewOut]:
+    rows = previews.list_previews(caller, app=app, limit=limit, session=session)
+    return [_preview(r) for r in rows]
+
+
+@router.get(
+    "/v1/cost-previews/{preview_id}",
+    response_model=CostPreviewOut,
+    summary="One preview invoice made after a high-cost hour",
+)
+def get_cost_preview(preview_id: str, caller: Reader, session: SessionDep) -> CostPreviewOut:
+    return _preview(previews.get_preview(caller, preview_id, session=session))

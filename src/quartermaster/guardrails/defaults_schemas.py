@@ -1,0 +1,61 @@
+"""HTTP bodies of default caps, the tenant's guardrail settings and cost previews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DefaultCapIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    applies_to: str = Field(description="ephemeral | non_production")
+    amount: Decimal = Field(description="Hard cap per app and period, price book currency.")
+    period: str = Field(default="month", description="month | day (tenant time zone)")
+    action: str = Field(default="halt", description="throttle | halt")
+
+
+class DefaultCapOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    applies_to: str
+    amount: Decimal
+    period: str
+    action: str
+    created_by: str
+    created_at: datetime
+
+
+class GuardrailSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    high_cost_hour_amount: Decimal | None = Field(
+        description="An app's cost in one hour at which a preview invoice is made; null: off."
+    )
+
+
+class GuardrailSettingsOut(BaseModel):
+    high_cost_hour_amount: Decimal | None
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+class CostPreviewOut(BaseModel):
+    id: str
+    app: str
+    team: str | None
+    cost_center: str
+    hour_start: datetime
+    hour_cost: Decimal
+    threshold: Decimal
+    currency: str
+    alert_id: str | None
+    created_at: datetime
+    preview: dict[str, Any] = Field(
+        description="Month to date and forecast of the app, its team and the tenant; the "
+        "meters and top events behind the hour."
+    )
