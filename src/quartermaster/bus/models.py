@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quartermaster.domain.timeutil import utc_now
@@ -15,10 +15,9 @@ class EventLogEntry(Base):
     """One accepted event. The unique key is the dedup claim, taken in the appending transaction."""
 
     __tablename__ = "event_log"
-    __table_args__ = (
-        UniqueConstraint("tenant_id", "source", "event_id"),
-        Index("ix_event_log_tenant_time", "tenant_id", "event_time"),
-    )
+    # No other index: no query reads the log by event time (consumers read by position, dedup
+    # by the unique key), and each index costs every append a random B-tree insert.
+    __table_args__ = (UniqueConstraint("tenant_id", "source", "event_id"),)
 
     position: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
