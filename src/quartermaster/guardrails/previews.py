@@ -313,7 +313,7 @@ class HighCostScanner:
                     "event_time": e.event_time.isoformat(),
                     "event_type": e.event_type,
                     "source": e.source,
-                    "quantity": str(e.quantity),
+                    "quantity": format(e.quantity.normalize(), "f"),
                 }
                 for e in events
             ]

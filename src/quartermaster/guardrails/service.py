@@ -17,7 +17,13 @@ from quartermaster.runtime import Runtime
 class GuardrailEvaluator(BackgroundService):
     name = "guardrails"
 
-    def __init__(self, runtime: Runtime, *, spend: SpendSource | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        spend: SpendSource | None = None,
+        high_cost: HighCostScanner | None = None,
+    ) -> None:
         settings = runtime.settings
         super().__init__(
             interval_seconds=settings.guardrails_interval_seconds,
@@ -26,7 +32,9 @@ class GuardrailEvaluator(BackgroundService):
         self.runtime = runtime
         # The pipeline runs beside us: read the store as it stands, never drain it here.
         self.spend = spend or BillingSpend(StoreCalculator(runtime.usage_store))
-        self.high_cost = HighCostScanner(StoreCalculator(runtime.usage_store), runtime.usage_store)
+        self.high_cost = high_cost or HighCostScanner(
+            StoreCalculator(runtime.usage_store), runtime.usage_store
+        )
 
     def run_once(self) -> bool:
         factory = self.runtime.session_factory

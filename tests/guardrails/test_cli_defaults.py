@@ -1,0 +1,94 @@
+"""`qm budget default-cap …` and `qm alerts high-cost …` against a live server over HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.guardrails.models import CostPreview
+from quartermaster.runtime import Runtime
+from tests.conftest import LiveServer, TenantHandle
+from tests.guardrails.support import build_world
+from tests.tenancy.cli_support import make_qm
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def test_default_cap_commands(
+    client: TestClient,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    qm = make_qm(live_server, tenant, monkeypatch)
+    made = qm("budget", "default-cap", "set", "ephemeral", "--amount", "25", "--period", "day")
+    assert "default cap for ephemeral apps: 25 per day each, then halt" in made.output
+    qm("budget", "default-cap", "set", "non_production", "--amount", "40", "--action", "throttle")
+    listed = qm("budget", "default-cap", "list").output
+    assert "ephemeral" in listed
+    assert "non_production" in listed
+    assert "throttle" in listed
+    bad = qm("budget", "default-cap", "set", "prod", "--amount", "1", expect=1)
+    assert "applies_to 'prod' is not one of: ephemeral, non_production" in bad.output
+    deleted = qm("budget", "default-cap", "delete", "ephemeral").output
+    assert "deleted the default cap for ephemeral" in deleted
+    again = qm("budget", "default-cap", "delete", "ephemeral", expect=1)
+    assert "no default cap for 'ephemeral'" in again.output
+
+
+def test_high_cost_commands(
+    client: TestClient,
+    runtime: Runtime,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+    assert "no previews after high-cost hours" in qm("alerts", "high-cost", "threshold").output
+    on = qm("alerts", "high-cost", "threshold", "75").output
+    assert "a preview invoice after any app-hour costing 75 or more" in on
+    assert "75" in qm("alerts", "high-cost", "threshold").output
+    body = {
+        "app": {"name": world.app, "month_to_date": "130", "forecast": "900"},
+        "team": {"name": world.team, "month_to_date": "150", "forecast": "1000"},
+        "tenant": {"month_to_date": "400", "forecast": "2000"},
+        "meters": [
+            {
+                "meter": "gpu_seconds",
+                "hour_cost": "120",
+                "top_events": [{"event_id": "evt-expensive-1", "quantity": "3600"}],
+            }
+        ],
+        "top_event_ids": ["evt-expensive-1"],
+    }
+    with runtime.session_factory() as session:
+        row = CostPreview(
+            tenant_id=tenant.tenant_id,
+            app=world.app,
+            team=world.team,
+            cost_center="default",
+            hour_start=datetime(2026, 3, 10, 14, tzinfo=UTC),
+            hour_cost=Decimal("120"),
+            threshold=Decimal("75"),
+            currency="EUR",
+            body=orjson.dumps(body).decode(),
+        )
+        session.add(row)
+        session.commit()
+        preview_id = row.id
+    listed = qm("alerts", "high-cost", "list").output
+    assert preview_id in listed
+    assert "900" in listed
+    shown = qm("alerts", "high-cost", "show", preview_id).output
+    assert f"app {world.app} (team {world.team}): 120 EUR in the hour" in shown
+    assert "app: month to date 130 EUR, forecast 900 EUR" in shown
+    assert "meter gpu_seconds: 120 EUR this hour" in shown
+    assert "evt-expensive-1" in shown
+    assert "no cost preview 'nope'" in qm("alerts", "high-cost", "show", "nope", expect=1).output
+    off = qm("alerts", "high-cost", "threshold", "--off").output
+    assert "no previews after high-cost hours" in off

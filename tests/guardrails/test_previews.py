@@ -1,0 +1,198 @@
+"""Preview invoices right after a high-cost hour, end to end: an expensive event is ingested,
+the pipeline rates it, the background evaluator's pass finds the app's hour over the tenant's
+threshold and stores a preview naming the event (month to date and forecast of the app, its
+team and the tenant), raised as a `high_cost_event` alert that links it and reaches webhooks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.api.app import create_app
+from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
+from quartermaster.domain.timeutil import Period
+from quartermaster.guardrails.notifier import DeliveryPolicy, deliver_due
+from quartermaster.guardrails.previews import (
+    AppCost,
+    HighCostScanner,
+    hour_growth,
+    hours_to_check,
+)
+from quartermaster.guardrails.service import GuardrailEvaluator
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.tenancy.service import bootstrap_tenant
+from tests.billing.platform import Platform, event
+from tests.conftest import make_settings
+from tests.guardrails.receiver import webhook_receiver
+
+
+@pytest.fixture
+def fresh_runtime(tmp_path: Path, fresh_db_url: str) -> Iterator[Runtime]:
+    settings = make_settings(tmp_path / "qm", fresh_db_url, pipeline_enabled=False)
+    runtime = build_runtime(settings, migrate=False)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def platform(fresh_runtime: Runtime) -> Iterator[Platform]:
+    """Tenant acme: teams web and data, apps web (cpu via pod web-pod-1), api and etl, and
+    the billing tests' price book (cpu: 1,000 s a month free, then 0.002 USD/s)."""
+    from tests.billing.platform import build_platform
+
+    with fresh_runtime.session_factory() as session:
+        issued = bootstrap_tenant("acme", name="Acme Corp", session=session)
+    app = create_app(fresh_runtime.settings, runtime=fresh_runtime)
+    with TestClient(app) as client:
+        built = Platform(client, fresh_runtime, "acme", issued.token)
+        build_platform(built)
+        yield built
+
+
+def _scanner(runtime: Runtime) -> HighCostScanner:
+    # No settle delay: the test ingests and evaluates within a second.
+    calculator = StoreCalculator(runtime.usage_store, settle=timedelta(0))
+    return HighCostScanner(calculator, runtime.usage_store)
+
+
+def _ok(response: httpx.Response | Any, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def test_hour_rules() -> None:
+    month = Period(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    mid = datetime(2026, 3, 10, 14, 20, tzinfo=UTC)
+    assert hours_to_check(mid, month) == [
+        Period(datetime(2026, 3, 10, 14, tzinfo=UTC), datetime(2026, 3, 10, 15, tzinfo=UTC)),
+        Period(datetime(2026, 3, 10, 13, tzinfo=UTC), datetime(2026, 3, 10, 14, tzinfo=UTC)),
+    ]
+    first = datetime(2026, 3, 1, 0, 5, tzinfo=UTC)  # no hour before the month's first
+    assert hours_to_check(first, month) == [Period(month.start, month.start + timedelta(hours=1))]
+    before = {"a": AppCost("a", "t", "cc", Decimal("4"), {"cpu": Decimal("4")})}
+    now = {
+        "a": AppCost("a", "t", "cc", Decimal("204"), {"cpu": Decimal("204")}),
+        "b": AppCost("b", "t", "cc", Decimal("1"), {"req": Decimal("1")}),
+    }
+    grown = hour_growth(now, before)
+    assert grown["a"].amount == Decimal("200")
+    assert grown["a"].meters == {"cpu": Decimal("200")}
+    assert grown["b"].amount == Decimal("1")
+
+
+def test_high_cost_event_makes_a_preview_naming_it(
+    platform: Platform, fresh_runtime: Runtime, tmp_path: Path
+) -> None:
+    client, runtime = platform.client, fresh_runtime
+    now = datetime.now(UTC)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    earlier = now - min(timedelta(hours=2), (now - month_start) / 2)
+    big_id = f"big-cpu-{uuid.uuid4().hex[:8]}"
+    small = event("resource.usage", earlier, {"resource_id": "web-pod-1", "cpu_seconds": 3000})
+    big = {
+        **event(
+            "resource.usage",
+            now - timedelta(seconds=20),
+            {"resource_id": "web-pod-1", "cpu_seconds": 100000},
+        ),
+        "id": big_id,
+    }
+    cheap = event(
+        "resource.usage",
+        now - timedelta(seconds=20),
+        {"resource_id": "api-pod-1", "cpu_seconds": 10},
+    )
+    # Off until the tenant sets a threshold: nothing is scanned.
+    assert _ok(client.get("/v1/guardrail-settings", headers=platform.headers)) == {
+        "high_cost_hour_amount": None,
+        "updated_by": None,
+        "updated_at": None,
+    }
+    settings = _ok(
+        client.put(
+            "/v1/guardrail-settings",
+            json={"high_cost_hour_amount": "50"},
+            headers=platform.headers,
+        )
+    )
+    assert settings["high_cost_hour_amount"] == "50"
+    platform.send([small])
+    pipeline_catch_up(runtime)()
+    evaluator = GuardrailEvaluator(runtime, high_cost=_scanner(runtime))
+    evaluator.run_once()
+    assert _ok(client.get("/v1/cost-previews", headers=platform.headers)) == []
+
+    with webhook_receiver() as receiver:
+        _ok(client.post("/v1/webhooks", json={"url": receiver.url}, headers=platform.headers), 201)
+        platform.send([big, cheap])
+        pipeline_catch_up(runtime)()
+        evaluator.run_once()
+        evaluator.run_once()  # once per app and hour
+        previews = _ok(client.get("/v1/cost-previews", headers=platform.headers))
+        assert [p["app"] for p in previews] == ["web"]
+        made = previews[0]
+        same_hour = datetime.fromisoformat(made["hour_start"]) <= earlier
+        # 103,000 cpu-seconds this month, 1,000 free: 204.00; 4.00 of it before the hour.
+        assert Decimal(made["hour_cost"]) == Decimal("204" if same_hour else "200")
+        assert made["team"] == "web"
+        assert made["currency"] == "USD"
+        body = made["preview"]
+        assert body["top_event_ids"][0] == big_id
+        assert body["meters"][0]["meter"] == "cpu_seconds"
+        assert body["meters"][0]["top_events"][0]["quantity"] == "100000"
+        assert Decimal(body["app"]["month_to_date"]) == Decimal("204")
+        assert Decimal(body["app"]["forecast"]) >= Decimal("204")
+        assert body["team"]["name"] == "web"
+        assert Decimal(body["team"]["month_to_date"]) >= Decimal("204")
+        assert Decimal(body["tenant"]["month_to_date"]) >= Decimal("204")
+        # The alert links the preview; the action log says why.
+        alerts = _ok(client.get("/v1/alerts?kind=high_cost_event", headers=platform.headers))
+        assert len(alerts) == 1
+        details = alerts[0]["details"]
+        assert details["preview_id"] == made["id"]
+        assert details["preview_url"] == f"/v1/cost-previews/{made['id']}"
+        assert details["top_event_ids"][0] == big_id
+        assert big_id in alerts[0]["message"]
+        assert made["alert_id"] == alerts[0]["id"]
+        one = _ok(client.get(f"/v1/cost-previews/{made['id']}", headers=platform.headers))
+        assert one["id"] == made["id"]
+        actions = _ok(client.get("/v1/guardrail-actions", headers=platform.headers))
+        assert [a["subject"] for a in actions if a["action"] == "preview"] == [
+            f"cost_preview:{made['id']}"
+        ]
+        # Through the webhook path like every alert.
+        policy = DeliveryPolicy(max_attempts=1, allow_private=True)
+        with httpx.Client(timeout=5) as sender:
+            assert deliver_due(runtime.session_factory, sender, policy=policy).delivered == 1
+        payload = orjson.loads(receiver.requests[0].body)
+        assert payload["kind"] == "high_cost_event"
+        assert payload["details"]["preview_url"] == f"/v1/cost-previews/{made['id']}"
+
+    # A team-member of another team does not see it; of the app's team does.
+    other = platform.key_for("team-member", team="data")
+    assert _ok(client.get("/v1/cost-previews", headers=other)) == []
+    assert client.get(f"/v1/cost-previews/{made['id']}", headers=other).status_code == 404
+    mine = platform.key_for("team-member", team="web")
+    assert [p["id"] for p in _ok(client.get("/v1/cost-previews", headers=mine))] == [made["id"]]
+    # Turned off: no more scanning, the stored previews stay.
+    off = client.put(
+        "/v1/guardrail-settings", json={"high_cost_hour_amount": None}, headers=platform.headers
+    )
+    assert _ok(off)["high_cost_hour_amount"] is None
+    bad = client.put(
+        "/v1/guardrail-settings", json={"high_cost_hour_amount": "-1"}, headers=platform.headers
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "high_cost_hour_amount"
+    missing = client.get("/v1/cost-previews/nope", headers=platform.headers)
+    assert missing.status_code == 404
+    assert "no cost preview 'nope'" in missing.json()["error"]["message"]
