@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Pause between pipeline polls when the log is drained."
     )
     pipeline_batch_size: int = Field(
-        default=50_000,
+        default=250_000,
         ge=1,
         le=500_000,
         description="Most events the pipeline reads from the log and commits in one transaction.",
@@ -134,6 +134,15 @@ class Settings(BaseSettings):
     )
     guardrails_interval_seconds: float = Field(
         default=15.0, gt=0, le=30, description="Pause between budget and anomaly evaluations."
+    )
+    anomalies_enabled: bool = Field(
+        default=True, description="Run the cost-anomaly detector beside the API."
+    )
+    anomalies_interval_seconds: float = Field(
+        default=15.0, gt=0, le=60, description="Pause between cost-anomaly scans."
+    )
+    anomalies_max_hours_per_pass: int = Field(
+        default=48, ge=1, description="Most hours of one tenant a cost-anomaly scan scores."
     )
     rate_limit_backend: Literal["memory", "redis"] = Field(
         default="memory", description="Where rate-limit counters live: this process or Redis."

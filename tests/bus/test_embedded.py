@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+
 from quartermaster.bus.embedded import EmbeddedEventLog
 from quartermaster.bus.protocol import LogRecord
 from quartermaster.runtime import Runtime
@@ -59,3 +61,55 @@ def test_consumer_cursor_is_durable_and_monotonic(runtime: Runtime) -> None:
     rest = log.read(consumer, limit=10)
     assert [e.record.event_id for e in rest if e.record.tenant_id == "t-cursor"] == ["3", "4"]
     assert log.position(consumer) == batch[-1].position
+
+
+def test_read_after_reads_from_any_position_without_a_cursor(runtime: Runtime) -> None:
+    log = EmbeddedEventLog(runtime.session_factory)
+    with runtime.session_factory.begin() as session:
+        log.append([_record("t-after", str(i)) for i in range(5)], session=session)
+    mine = [e for e in log.read_after(0, limit=10**9) if e.record.tenant_id == "t-after"]
+    assert [e.record.event_id for e in mine] == ["0", "1", "2", "3", "4"]
+    chunk = log.read_after(mine[1].position, limit=2)
+    assert [e.position for e in chunk] == [mine[2].position, mine[3].position]
+    assert log.read_after(log.head(), limit=10) == []
+
+
+def test_on_append_fires_after_the_commit_only(runtime: Runtime) -> None:
+    log = EmbeddedEventLog(runtime.session_factory)
+    seen: list[int] = []
+    unsubscribe = log.on_append(lambda: seen.append(log.head()))
+    session = runtime.session_factory()
+    log.append([_record("t-notify", "rolled-back")], session=session)
+    session.rollback()
+    session.close()
+    assert seen == []
+    with runtime.session_factory.begin() as session:
+        session.execute(select(1))  # a commit without an append
+    assert seen == []
+    with runtime.session_factory() as session:
+        log.append([_record("t-notify", "1")], session=session)
+        assert seen == []  # not before the commit: a consumer would find nothing
+        session.commit()
+    # The callback ran after the commit, so the appended record was visible to it.
+    assert len(seen) == 1
+    assert [e.record.event_id for e in log.read_after(seen[0] - 1, limit=1)] == ["1"]
+    unsubscribe()
+    with runtime.session_factory.begin() as session:
+        log.append([_record("t-notify", "2")], session=session)
+    assert len(seen) == 1
+
+
+def test_a_failing_subscriber_does_not_fail_the_append(runtime: Runtime) -> None:
+    log = EmbeddedEventLog(runtime.session_factory)
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("subscriber bug")
+
+    log.on_append(broken)
+    log.on_append(lambda: calls.append("next"))
+    with runtime.session_factory.begin() as session:
+        log.append([_record("t-broken", "1")], session=session)
+    assert calls == ["broken", "next"]
+    assert [e.record.event_id for e in log.read_after(log.head() - 1, limit=1)] == ["1"]

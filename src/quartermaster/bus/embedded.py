@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Dialect, Table, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.bus.models import ConsumerCursor, EventLogEntry
+from quartermaster.bus.notify import AppendNotifier
 from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord
 from quartermaster.domain.timeutil import utc_now
 
@@ -48,6 +49,7 @@ class EmbeddedEventLog:
         self._session_factory = session_factory
         self._insert_sql_cache: dict[int, str] = {}
         self._time_processors: dict[str, Callable[[datetime], object]] = {}
+        self._notifier = AppendNotifier(session_factory)
 
     def append(self, records: Sequence[LogRecord], *, session: Session) -> AppendResult:
         result = AppendResult()
@@ -213,13 +215,15 @@ class EmbeddedEventLog:
         return found
 
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
+        return self.read_after(self.position(consumer), limit=limit)
+
+    def read_after(self, position: int, *, limit: int) -> list[LoggedEvent]:
         with self._session_factory() as session:
-            after = self._position(consumer, session=session)
             # Columns, not ORM entities: building 20k mapped instances per batch cost the
             # pipeline more than everything else it does with them.
             rows = session.execute(
                 select(EventLogEntry.position, *_RECORD_COLUMNS)
-                .where(EventLogEntry.position > after)
+                .where(EventLogEntry.position > position)
                 .order_by(EventLogEntry.position)
                 .limit(limit)
             ).all()
@@ -227,6 +231,9 @@ class EmbeddedEventLog:
                 LoggedEvent(position=row[0], record=LogRecord(*row[1:]))  # type: ignore[call-arg]
                 for row in rows
             ]
+
+    def on_append(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return self._notifier.subscribe(callback)
 
     def ack(self, consumer: str, position: int) -> None:
         with self._session_factory.begin() as session:

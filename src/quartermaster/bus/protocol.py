@@ -3,7 +3,7 @@ NATS JetStream later (stream + durable consumer; dedup by message id plus a clai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -55,6 +55,17 @@ class EventLog(Protocol):
 
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
         """The next records after the consumer's acknowledged position, in log order."""
+        ...
+
+    def read_after(self, position: int, *, limit: int) -> list[LoggedEvent]:
+        """At most `limit` records with a position above `position`, in log order: a
+        consumer reads several chunks before it acknowledges the last one."""
+        ...
+
+    def on_append(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (quickly: it runs in the appending thread) after each transaction
+        of this process that appended records has committed; returns the unsubscribe
+        function. Appends from other processes are only seen by reading."""
         ...
 
     def ack(self, consumer: str, position: int) -> None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+
+import pyarrow as pa
 
 from quartermaster.background import BackgroundService
 from quartermaster.bus.protocol import LogRecord
@@ -33,13 +35,25 @@ from quartermaster.usage.snapshot import (
     load_snapshot,
     metadata_fingerprints,
 )
-from quartermaster.usage.store import StreamState, UsageStore, WaitingEvent
+from quartermaster.usage.store import (
+    COST_SCHEMA,
+    EVENT_SCHEMA,
+    MARKER_SCHEMA,
+    USAGE_SCHEMA,
+    WAITING_SCHEMA,
+    RatedBatch,
+    StreamState,
+    UsageStore,
+    WaitingEvent,
+)
 
 logger = logging.getLogger("quartermaster.usage.pipeline")
 
 MAIN_STREAM = "pipeline"
 MAIN_CONSUMER = "pipeline"  # the event-log consumer name of the main stream
 SERVICE_NAME = "pipeline"
+# Events read, parsed and rated at a time; a pass commits up to `pipeline_batch_size` of them.
+READ_CHUNK = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,20 @@ class PipelineWorker(BackgroundService):
         self._fingerprints: dict[str, Fingerprint] = {}
         self._acked: dict[str, int] = {}  # log cursors as last acknowledged by this worker
         self.last_pass: PassResult | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        """Also wake on every committed append of this process: polling every interval was
+        most of the event-to-billable latency; the interval stays for other processes."""
+        if self.enabled and self._unsubscribe is None:
+            self._unsubscribe = self.runtime.event_log.on_append(self.wake)
+        super().start()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        super().stop(timeout=timeout)
 
     @property
     def store(self) -> UsageStore:
@@ -133,6 +161,11 @@ class PipelineWorker(BackgroundService):
         self._streams_checked = True
 
     def _advance(self, stream: StreamState) -> PassResult:
+        """Read the stream's next events in chunks of `READ_CHUNK` (each rated with the
+        metadata as it stands when the chunk is read) until `batch_size` events or the end of
+        the log, and commit them in one store transaction: big transactions let DuckDB write
+        whole row groups (a commit per 50,000 events cost ~40% more), while only one chunk's
+        parsed events are alive in Python at a time."""
         log = self.runtime.event_log
         cursor = self._acked.get(stream.consumer)
         if cursor is None:
@@ -141,37 +174,52 @@ class PipelineWorker(BackgroundService):
             log.ack(stream.consumer, stream.position)  # committed before a crash, not acked
             cursor = stream.position
         self._acked[stream.consumer] = cursor
-        events = log.read(stream.consumer, limit=self.batch_size)
-        full = len(events) >= self.batch_size
-        events = [e for e in events if e.position > stream.position]
-        finish = False
-        if stream.upto is not None:
-            beyond = [e for e in events if e.position > stream.upto]
-            events = [e for e in events if e.position <= stream.upto]
-            finish = (
-                bool(beyond)
-                or (events and events[-1].position >= stream.upto)
-                or (not events and stream.position >= stream.upto)
-            )
-        if not events and not finish:
+        after = max(cursor, stream.position)
+        parts: list[RatedBatch] = []
+        read = rated = waiting = 0
+        full = finish = False
+        while not finish:
+            limit = min(READ_CHUNK, self.batch_size - read)
+            if limit <= 0:
+                full = True
+                break
+            events = log.read_after(after, limit=limit)
+            chunk_full = len(events) >= limit
+            if stream.upto is not None:
+                kept = [e for e in events if e.position <= stream.upto]
+                finish = len(kept) < len(events) or (
+                    kept[-1].position >= stream.upto if kept else after >= stream.upto
+                )
+                events = kept
+            if events:
+                read += len(events)
+                after = events[-1].position
+                wanted = [e for e in events if stream.wants(e.position, e.record.tenant_id)]
+                rater = self._rater((e.record for e in wanted), [])
+                for logged in wanted:  # parsed one at a time: a chunk's data is never all alive
+                    rater.add(parse_logged(logged))
+                parts.append(rater.batch(stream=stream.name, position=after, finish=False))
+                rated += rater.outcomes[Outcome.ATTRIBUTED] + rater.outcomes[Outcome.UNATTRIBUTED]
+                waiting += rater.outcomes[Outcome.WAITING]
+            if not chunk_full:
+                break
+        if not parts and not finish:
             return PassResult(0, 0, 0, 0, False)
-        position = events[-1].position if events else stream.position
+        position = after
         if finish and stream.upto is not None:
             position = max(position, stream.upto)
-        wanted = [e for e in events if stream.wants(e.position, e.record.tenant_id)]
-        rater = self._rater((e.record for e in wanted), [])
-        for logged in wanted:  # parsed one at a time: a batch's parsed data is never all alive
-            rater.add(parse_logged(logged))
-        self.store.write(rater.batch(stream=stream.name, position=position, finish=finish))
+        self.store.write(
+            combine_batches(parts, stream=stream.name, position=position, finish=finish)
+        )
         self._acked.pop(stream.consumer, None)  # unknown until the ack below succeeds
         log.ack(stream.consumer, position)
         self._acked[stream.consumer] = position
         if finish:
             logger.info("replay stream %s finished at position %d", stream.name, position)
         return PassResult(
-            events_read=len(events),
-            rated=rater.outcomes[Outcome.ATTRIBUTED] + rater.outcomes[Outcome.UNATTRIBUTED],
-            waiting=rater.outcomes[Outcome.WAITING],
+            events_read=read,
+            rated=rated,
+            waiting=waiting,
             resolved=0,
             more=full and not finish,
         )
@@ -258,6 +306,41 @@ class PipelineWorker(BackgroundService):
 
     def close(self) -> None:
         """The store belongs to the runtime, which closes it."""
+
+
+def combine_batches(
+    parts: Sequence[RatedBatch], *, stream: str | None, position: int | None, finish: bool
+) -> RatedBatch:
+    """Several rated chunks as one batch (one store transaction), in their order."""
+    if len(parts) == 1:
+        only = parts[0]
+        return RatedBatch(
+            stream=stream,
+            position=position,
+            events=only.events,
+            usage=only.usage,
+            markers=only.markers,
+            costs=only.costs,
+            waiting_added=only.waiting_added,
+            waiting_resolved=only.waiting_resolved,
+            finish_stream=finish,
+        )
+
+    def concat(name: str, schema: pa.Schema) -> pa.Table:
+        tables = [getattr(p, name) for p in parts]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    return RatedBatch(
+        stream=stream,
+        position=position,
+        events=concat("events", EVENT_SCHEMA),
+        usage=concat("usage", USAGE_SCHEMA),
+        markers=concat("markers", MARKER_SCHEMA),
+        costs=concat("costs", COST_SCHEMA),
+        waiting_added=concat("waiting_added", WAITING_SCHEMA),
+        waiting_resolved=tuple(i for p in parts for i in p.waiting_resolved),
+        finish_stream=finish,
+    )
 
 
 def pipeline_worker(runtime: Runtime) -> PipelineWorker:
