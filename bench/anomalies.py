@@ -1,22 +1,27 @@
 """Cost-anomaly detection scored against the simulator's injected anomalies: precision,
-recall and time to detect.
+recall and time to detect, per app and per team.
 
 For each seed, the simulator builds a platform (default: two weeks, 120 apps, 12 injected
-anomalies) and its event stream. Each event's measures are costed at the example price
-book's list rate per unit (the first unscoped rule of each meter: its unit price, first tier
-or overage rate; docs/examples/pricebook.yaml), per app and minute. Detection is replayed
-online, as the `guardrails` service sees it: every hour, each app's trailing hourly costs give
-the baseline; during the hour, its cost so far is judged at every minute (the service scans
-every `guardrails_interval_seconds`, 15 s, so a minute is a conservative resolution).
-Consecutive anomalous hours of an app are one incident (one alert).
+anomalies) and its event stream. Each event is priced with the rate card the detector uses
+(guardrails.anomaly_rates: the example price book's list rate per unit of each meter, after
+the app's discounts; docs/examples/pricebook.yaml), per (app, meter) and minute, and per
+(team, meter). Detection is replayed online, as the `anomalies` service sees it: for every
+hour, each scope's meters get their normal hour from the trailing hours
+(`guardrails.anomaly.expectations`), and the hour so far is judged (`judge_scope`) at every
+minute in which cost arrived (between arrivals the verdict can only relax: the expected
+share grows with the clock). The service scans every `anomalies_interval_seconds` (15 s), so a
+minute is a conservative resolution. Consecutive anomalous hours of a scope are one incident
+(one alert), as in the service.
 
-- an incident is a true positive when an injected anomaly of that app overlaps its hours;
-- recall: injected anomalies with at least one incident overlapping them;
-- time to detect: the first anomalous minute's end minus the anomaly's start (event time:
-  events reach the store within seconds of being sent, bench/ingest.py).
+- an app incident is a true positive when an injected anomaly of that app overlaps its hours;
+  a team incident when an injected anomaly of one of the team's apps does;
+- recall: injected anomalies with at least one incident of their app (team) overlapping them;
+- time to detect: the minute the first anomalous verdict is reached minus the ingestion of the
+  spike's first event (event time: the simulator's events are sent as they happen, and reach
+  the store within seconds, bench/ingest.py).
 
-The floor: the same replay with the trivial detector "an hour is anomalous when its full
-cost is over 3x the previous hour" (no seasonality, no robust spread), for comparison.
+The floor: the same replay with the trivial detector "an app's hour is anomalous when its
+full cost is over 3x the previous hour" (no seasonality, no robust spread, hours closed).
 
     python -m bench.anomalies [--seeds 7 8 9] [--days 14] [--apps 120] [--anomalies 12]
 """
@@ -26,10 +31,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Iterable
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -39,66 +43,86 @@ from rich.table import Table
 
 from quartermaster.guardrails.anomaly import (
     AnomalyRule,
-    active_history,
-    baseline_of,
+    Series,
+    expectations,
     incidents,
-    judge,
+    judge_scope,
 )
+from quartermaster.guardrails.anomaly_rates import rate_card
+from quartermaster.pricing.book import Owner
+from quartermaster.pricing.document import PriceBookDocument
 from quartermaster.sim.generator import EventBatch, stream
 from quartermaster.sim.model import Platform, SimConfig
 from quartermaster.sim.platform import build_platform
+from quartermaster.usage.meters import COUNT_VALUE, DEFAULT_METERS
 
 PRICE_BOOK = Path(__file__).resolve().parents[1] / "docs" / "examples" / "pricebook.yaml"
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 MINUTES = 60
 
+Scope = tuple[str, str]  # ("app" | "team", name)
 
-def list_rates(path: Path = PRICE_BOOK) -> dict[str, Decimal]:
-    """Meter -> list rate per unit: the first unscoped rule's unit price, first tier's unit
-    price or overage unit price."""
-    document = yaml.safe_load(path.read_text())
-    rates: dict[str, Decimal] = {}
-    for rule in document.get("prices", []):
-        meter = rule["meter"]
-        if meter in rates or rule.get("scope"):
-            continue
-        price = rule.get("unit_price")
-        if price is None and rule.get("tiers"):
-            price = rule["tiers"][0].get("unit_price")
-        if price is None and rule.get("overage"):
-            price = rule["overage"].get("unit_price")
-        if price is not None:
-            rates[meter] = Decimal(str(price))
-    return rates
+
+def rates_for(platform: Platform) -> dict[tuple[str, str], tuple[float, bool]]:
+    """(app, meter) -> (rate, per event), from the rate card the service uses."""
+    document = PriceBookDocument.model_validate(yaml.safe_load(PRICE_BOOK.read_text()))
+    owners = [Owner(a.cost_center, a.team, a.app_id, a.lifecycle) for a in platform.apps]
+    meters = {m.name: m for m in DEFAULT_METERS}
+    card = rate_card(document, owners, meters)
+    return {(r.app, r.meter): (float(r.rate), r.per_event) for r in card}
 
 
 @dataclass
-class CostGrid:
-    """Cost per app, hour and minute of the period."""
+class Grid:
+    """Cost and events per scope, meter and hour; the minutes in which cost arrived."""
 
     hours: int
-    minutes: dict[str, dict[int, list[Decimal]]] = field(default_factory=dict)
+    costs: dict[Scope, dict[str, list[float]]] = field(default_factory=dict)
+    events: dict[Scope, dict[str, list[int]]] = field(default_factory=dict)
+    arrivals: dict[tuple[Scope, int], dict[int, dict[str, float]]] = field(default_factory=dict)
 
-    def add(self, app: str, minute_index: int, amount: Decimal) -> None:
+    def add(self, scope: Scope, meter: str, minute_index: int, amount: float) -> None:
         hour, minute = divmod(minute_index, MINUTES)
         if not 0 <= hour < self.hours:
             return
-        per_hour = self.minutes.setdefault(app, {})
-        row = per_hour.get(hour)
-        if row is None:
-            row = per_hour[hour] = [Decimal(0)] * MINUTES
-        row[minute] += amount
+        costs = self.costs.setdefault(scope, {}).setdefault(meter, [0.0] * self.hours)
+        counts = self.events.setdefault(scope, {}).setdefault(meter, [0] * self.hours)
+        costs[hour] += amount
+        counts[hour] += 1
+        per_minute = self.arrivals.setdefault((scope, hour), {}).setdefault(minute, {})
+        per_minute[meter] = per_minute.get(meter, 0.0) + amount
 
-    def hourly(self, app: str) -> list[Decimal]:
-        per_hour = self.minutes.get(app, {})
-        return [
-            sum(per_hour[h], Decimal(0)) if h in per_hour else Decimal(0) for h in range(self.hours)
-        ]
+    def series(self, scope: Scope) -> dict[str, Series]:
+        return {
+            meter: Series(costs, self.events[scope][meter])
+            for meter, costs in self.costs.get(scope, {}).items()
+        }
 
 
-def cost_grid(platform: Platform, rates: dict[str, Decimal]) -> tuple[CostGrid, int]:
+def team_of(platform: Platform) -> dict[str, list[tuple[datetime, str]]]:
+    """app -> [(from, team)], the ownership move included."""
+    owners = {a.app_id: [(platform.config.start, a.team)] for a in platform.apps}
+    for move in platform.moves:
+        owners[move.app_id].append((move.at, move.to_team))
+    return owners
+
+
+def owning_team(history: list[tuple[datetime, str]], moment: datetime) -> str:
+    team = history[0][1]
+    for since, name in history:
+        if since <= moment:
+            team = name
+    return team
+
+
+def cost_grid(platform: Platform) -> tuple[Grid, int]:
+    rates = rates_for(platform)
+    by_type: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for meter in DEFAULT_METERS:
+        by_type[meter.event_type].append((meter.name, meter.value))
     owner = {r.resource_id: r.app_id for r in platform.resources}
-    grid = CostGrid(platform.config.hours)
+    teams = team_of(platform)
+    grid = Grid(platform.config.hours)
     start = platform.config.start
     count = 0
     for item in stream(platform, None):
@@ -107,65 +131,80 @@ def cost_grid(platform: Platform, rates: dict[str, Decimal]) -> tuple[CostGrid, 
         for event in item.events:
             data: dict[str, Any] = event["data"]
             app = data.get("app_id") or owner.get(data.get("resource_id", ""))
-            if app is None:
+            meters = by_type.get(event["type"])
+            if app is None or not meters:
                 continue
-            amount = Decimal(0)
-            if event["type"].endswith("invocation.usage"):
-                amount += rates.get("invocations", Decimal(0))
-            for name, value in data.items():
-                rate = rates.get(name)
-                if rate is not None and isinstance(value, int | float):
-                    amount += rate * Decimal(str(value))
             moment = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
-            grid.add(app, int((moment - start).total_seconds() // 60), amount)
+            minute = int((moment - start).total_seconds() // 60)
+            team = owning_team(teams[app], moment)
+            for name, value in meters:
+                rate = rates.get((app, name)) or rates.get(("", name))
+                if rate is None:
+                    continue
+                if value == COUNT_VALUE:
+                    quantity = 1.0
+                else:
+                    raw = data.get(value)
+                    if not isinstance(raw, int | float):
+                        continue
+                    quantity = float(raw)
+                amount = rate[0] if rate[1] else quantity * rate[0]
+                grid.add(("app", app), name, minute, amount)
+                grid.add(("team", team), name, minute, amount)
             count += 1
     return grid, count
 
 
 @dataclass(frozen=True)
 class Detection:
-    app: str
+    scope: Scope
     start_hour: int
     end_hour: int
     detected_at: datetime
+    meters: tuple[str, ...]
 
 
-def detect_robust(grid: CostGrid, rule: AnomalyRule, start: datetime) -> list[Detection]:
+def detect(grid: Grid, rule: AnomalyRule, start: datetime) -> list[Detection]:
     found: list[Detection] = []
-    for app in grid.minutes:
-        series = grid.hourly(app)
-        first_minute: dict[int, int] = {}
+    for scope in grid.costs:
+        series = grid.series(scope)
+        first: dict[int, tuple[int, tuple[str, ...]]] = {}
         for hour in range(rule.min_history, grid.hours):
-            history = active_history(series[:hour])
-            if len(history) < rule.min_history:
+            arrivals = grid.arrivals.get((scope, hour))
+            if not arrivals:
                 continue
-            baseline, spread = baseline_of(history, rule)
-            minutes = grid.minutes[app].get(hour)
-            if minutes is None:
+            normal = expectations(series, hour, rule=rule)
+            if not normal:
                 continue
-            so_far = Decimal(0)
-            for minute in range(MINUTES):
-                so_far += minutes[minute]
-                fraction = Decimal(minute + 1) / MINUTES
-                if judge(so_far, baseline, spread, fraction=fraction, rule=rule).anomalous:
-                    first_minute[hour] = minute
+            so_far: dict[str, float] = {}
+            for minute in sorted(arrivals):
+                for meter, amount in arrivals[minute].items():
+                    so_far[meter] = so_far.get(meter, 0.0) + amount
+                fraction = (minute + 1) / MINUTES
+                verdict = judge_scope(normal, so_far, fraction=fraction, rule=rule)
+                if verdict.anomalous:
+                    first[hour] = (minute, tuple(m.meter for m in verdict.meters))
                     break
-        flags = [h in first_minute for h in range(grid.hours)]
+        flags = [h in first for h in range(grid.hours)]
         for run in incidents(flags):
-            at = start + timedelta(hours=run.start, minutes=first_minute[run.start] + 1)
-            found.append(Detection(app, run.start, run.end, at))
+            minute, meters = first[run.start]
+            at = start + timedelta(hours=run.start, minutes=minute + 1)
+            found.append(Detection(scope, run.start, run.end, at, meters))
     return found
 
 
-def detect_floor(grid: CostGrid, start: datetime) -> list[Detection]:
+def detect_floor(grid: Grid, start: datetime) -> list[Detection]:
     found: list[Detection] = []
-    for app in grid.minutes:
-        series = grid.hourly(app)
+    for scope, meters in grid.costs.items():
+        if scope[0] != "app":
+            continue
+        totals = [sum(costs[h] for costs in meters.values()) for h in range(grid.hours)]
         flags = [False] + [
-            series[h - 1] > 0 and series[h] > 3 * series[h - 1] for h in range(1, grid.hours)
+            totals[h - 1] > 0 and totals[h] > 3 * totals[h - 1] for h in range(1, grid.hours)
         ]
         for run in incidents(flags):
-            found.append(Detection(app, run.start, run.end, start + timedelta(hours=run.end)))
+            at = start + timedelta(hours=run.end)
+            found.append(Detection(scope, run.start, run.end, at, ()))
     return found
 
 
@@ -175,6 +214,7 @@ class Scores:
     detected: int = 0
     incidents: int = 0
     true_incidents: int = 0
+    meter_named: int = 0
     delays: list[float] = field(default_factory=list)  # minutes
 
     @property
@@ -186,75 +226,115 @@ class Scores:
         return self.detected / self.injected if self.injected else 1.0
 
 
-def effective_anomalies(platform: Platform) -> list[tuple[str, int, int]]:
-    """(app, start hour, end hour) of each injected anomaly that is in the events: the
-    generator keeps one anomaly per (app, meter), the last one drawn."""
+@dataclass(frozen=True)
+class Truth:
+    app: str
+    team: str
+    meter: str
+    start: int  # hour index
+    end: int
+    first_event: datetime  # when the spike's first event was ingested
+
+
+def ground_truth(platform: Platform, grid: Grid) -> list[Truth]:
+    """Each injected anomaly that is in the events: the generator keeps one anomaly per
+    (app, meter), the last one drawn."""
     last = {(a.app_id, a.meter): a for a in platform.anomalies}
     start = platform.config.start
-    return [
-        (
-            a.app_id,
-            int((a.start - start) / timedelta(hours=1)),
-            int((a.end - start) / timedelta(hours=1)),
-        )
-        for a in last.values()
-    ]
+    teams = team_of(platform)
+    truth = []
+    for a in last.values():
+        s = int((a.start - start) / timedelta(hours=1))
+        e = int((a.end - start) / timedelta(hours=1))
+        minutes = grid.arrivals.get((("app", a.app_id), s), {})
+        first = min((m for m, per in minutes.items() if a.meter in per), default=0)
+        moment = start + timedelta(hours=s, minutes=first)
+        truth.append(Truth(a.app_id, owning_team(teams[a.app_id], a.start), a.meter, s, e, moment))
+    return truth
 
 
-def score(
-    truth: Iterable[tuple[str, int, int]], found: list[Detection], start: datetime, into: Scores
-) -> None:
-    truth = list(truth)
+def score(truth: list[Truth], found: list[Detection], kind: str, into: Scores) -> None:
+    def owner(t: Truth) -> str:
+        return t.app if kind == "app" else t.team
+
+    mine = [d for d in found if d.scope[0] == kind]
     into.injected += len(truth)
-    into.incidents += len(found)
-    for item in found:
+    into.incidents += len(mine)
+    for item in mine:
         if any(
-            app == item.app and s < item.end_hour and item.start_hour < e for app, s, e in truth
+            owner(t) == item.scope[1] and t.start < item.end_hour and item.start_hour < t.end
+            for t in truth
         ):
             into.true_incidents += 1
-    for app, s, e in truth:
-        hits = [d for d in found if d.app == app and d.start_hour < e and s < d.end_hour]
+    for t in truth:
+        hits = [
+            d
+            for d in mine
+            if d.scope[1] == owner(t) and d.start_hour < t.end and t.start < d.end_hour
+        ]
         if hits:
             into.detected += 1
-            first = min(d.detected_at for d in hits)
-            into.delays.append(
-                max(0.0, (first - (start + timedelta(hours=s))).total_seconds() / 60)
-            )
+            hit = min(hits, key=lambda d: d.detected_at)
+            into.meter_named += t.meter in hit.meters
+            delay = (hit.detected_at - t.first_event).total_seconds() / 60
+            if delay > 5:
+                Console().print(
+                    f"  slow: {kind} {owner(t)} {t.meter} hours {t.start}-{t.end}: {delay:.0f} min"
+                )
+            into.delays.append(max(0.0, delay))
 
 
-def run(seeds: list[int], days: int, apps: int, anomalies: int) -> dict[str, Scores]:
-    rates = list_rates()
-    rule = AnomalyRule()
-    results = {"robust (median/MAD, seasonal)": Scores(), "floor: 3x previous hour": Scores()}
+def run(
+    seeds: list[int], days: int, apps: int, anomalies: int, rule: AnomalyRule
+) -> dict[str, Scores]:
+    results = {
+        "per app (median/MAD per meter)": Scores(),
+        "per team (median/MAD per meter)": Scores(),
+        "floor: app hour > 3x previous": Scores(),
+    }
     for seed in seeds:
         config = SimConfig(start=START, hours=days * 24, seed=seed, apps=apps, anomalies=anomalies)
         platform = build_platform(config)
         started = time.perf_counter()
-        grid, events = cost_grid(platform, rates)
-        truth = effective_anomalies(platform)
-        found = detect_robust(grid, rule, config.start)
-        score(truth, found, config.start, results["robust (median/MAD, seasonal)"])
-        score(
-            truth,
-            detect_floor(grid, config.start),
-            config.start,
-            results["floor: 3x previous hour"],
-        )
+        grid, events = cost_grid(platform)
+        priced = time.perf_counter()
+        truth = ground_truth(platform, grid)
+        found = detect(grid, rule, config.start)
+        detected = time.perf_counter()
+        names = list(results)
+        score(truth, found, "app", results[names[0]])
+        score(truth, found, "team", results[names[1]])
+        score(truth, detect_floor(grid, config.start), "app", results[names[2]])
         Console().print(
             f"seed {seed}: {events:,} events, {len(truth)} anomalies in the events, "
-            f"{len(found)} incidents, {time.perf_counter() - started:.1f} s"
+            f"{len(found)} incidents; priced in {priced - started:.1f} s, "
+            f"replayed in {detected - priced:.1f} s"
         )
+        for d in found:
+            hit = any(
+                (d.scope[1] == (t.app if d.scope[0] == "app" else t.team))
+                and t.start < d.end_hour
+                and d.start_hour < t.end
+                for t in truth
+            )
+            if not hit:
+                Console().print(
+                    f"  false alarm: {d.scope[0]} {d.scope[1]} hours {d.start_hour}-{d.end_hour} "
+                    f"({d.start_hour % 24:02d}:00) {','.join(d.meters)}",
+                    markup=False,
+                )
     return results
 
 
 def report(results: dict[str, Scores]) -> None:
     table = Table(
-        "detector", "injected", "detected", "recall", "incidents", "precision",
-        "TTD median min", "TTD max min", "TTD <= 5 min", title="cost anomalies",
+        "detector", "injected", "detected", "recall", "incidents", "precision", "meter named",
+        "TTD median min", "TTD p90 min", "TTD <= 5 min", title="cost anomalies",
     )  # fmt: skip
     for name, s in results.items():
-        delays = s.delays or [float("nan")]
+        delays = sorted(s.delays) or [float("nan")]
         within = sum(1 for d in s.delays if d <= 5)
+        p90 = delays[min(len(delays) - 1, int(0.9 * len(delays)))]
         table.add_row(
             name,
             str(s.injected),
@@ -262,11 +342,12 @@ def report(results: dict[str, Scores]) -> None:
             f"{s.recall:.2f}",
             str(s.incidents),
             f"{s.precision:.2f}",
-            f"{statistics.median(delays):.0f}",
-            f"{max(delays):.0f}",
+            f"{s.meter_named}/{s.detected}",
+            f"{statistics.median(delays):.1f}",
+            f"{p90:.1f}",
             f"{within}/{len(s.delays)}",
         )
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 def main(argv: list[str]) -> None:
@@ -275,8 +356,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--apps", type=int, default=120)
     parser.add_argument("--anomalies", type=int, default=12)
+    parser.add_argument("--k", type=float, default=AnomalyRule.k)
+    parser.add_argument("--min-ratio", type=float, default=AnomalyRule.min_ratio)
+    parser.add_argument("--recent-hours", type=int, default=AnomalyRule.recent_hours)
     args = parser.parse_args(argv)
-    report(run(args.seeds, args.days, args.apps, args.anomalies))
+    rule = AnomalyRule(k=args.k, min_ratio=args.min_ratio, recent_hours=args.recent_hours)
+    report(run(args.seeds, args.days, args.apps, args.anomalies, rule))
 
 
 if __name__ == "__main__":

@@ -504,6 +504,14 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     # Evaluates A's own budgets only (B's rows are checked after all cases).
     ("POST", "/v1/budgets/evaluate"): sends("POST", "/v1/budgets/evaluate", lambda w: None, {200}),
+    # Scans A's own usage only: B's usage (sent in the world) raises no alert of A's.
+    ("POST", "/v1/alerts/scan"): sends(
+        "POST",
+        "/v1/alerts/scan",
+        lambda w: {"since": _days_ago(3), "until": _days_ago(-1)},
+        {200},
+        _field_equals("alerts", []),
+    ),
     # --- usage and pipeline ---
     ("GET", "/v1/meters"): reads("/v1/meters"),
     ("GET", "/v1/environment-overrides"): reads("/v1/environment-overrides"),

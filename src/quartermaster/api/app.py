@@ -26,6 +26,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "quartermaster.audit.router",
     "quartermaster.policy.router",
     "quartermaster.guardrails.router",
+    "quartermaster.guardrails.anomaly_router",
     "quartermaster.guardrails.defaults_router",
 )
 

@@ -260,6 +260,21 @@ def alerts_list(
             out().print(f"{row['id']} {json.dumps(row['details'], sort_keys=True)}", markup=False)
 
 
+@alerts_app.command("scan")
+def alerts_scan(
+    since: Annotated[str, typer.Option(help="First hour to score (RFC 3339, UTC).")],
+    until: Annotated[str | None, typer.Option(help="End of the scan (default: now).")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Score past hours for cost anomalies (each spike alerts once, however often scanned)."""
+    body = drop_none({"since": since, "until": until})
+    result = request("POST", "/v1/alerts/scan", json=body, url=url, api_key=api_key)
+    out().print(f"scored {result['hours']} hours: {len(result['alerts'])} new anomaly alerts")
+    for key in result["alerts"]:
+        out().print(f"  {key}", markup=False)
+
+
 @alerts_app.command("enforcements")
 def enforcements_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Throttles and halts, in force or past."""

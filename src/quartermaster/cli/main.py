@@ -114,6 +114,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
     from quartermaster.audit.shipping import build_audit_shipper
     from quartermaster.background import service_starter
     from quartermaster.catalog.search_signals import SearchSignalsJob
+    from quartermaster.guardrails.anomaly_service import build_anomaly_detector
     from quartermaster.guardrails.notifier import build_webhook_notifier
     from quartermaster.guardrails.service import build_guardrail_evaluator
     from quartermaster.secrets.reaper import build_lease_reaper
@@ -127,6 +128,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
         service_starter(build_audit_shipper),
         service_starter(SearchSignalsJob),
         service_starter(build_guardrail_evaluator),
+        service_starter(build_anomaly_detector),
         service_starter(build_webhook_notifier),
     )
 

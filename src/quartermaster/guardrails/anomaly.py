@@ -1,64 +1,85 @@
-"""Cost-anomaly scoring over an hourly cost series (pure).
+"""Cost-anomaly scoring over hourly cost series (pure).
+
+A series is the hourly cost of one (scope, meter): an app's tokens, a team's cpu_seconds.
+Scoring per meter, not only per scope total, keeps a spike on a small meter from drowning in
+a large steady one, and names the meter behind it.
 
 Baseline: the larger of the median of the same hour of the day over the trailing days (the
 series has strong diurnal seasonality: a nightly batch app is busy at 01:00 only) and the
 median of the whole trailing window (so an office-hours app's quiet night is not a baseline
 of ~0 that any event would exceed).
 Spread: the median absolute deviation of those same-hour values (of the window while fewer
-than `min_seasons` days exist), scaled by 1.4826 (so it
-estimates a standard deviation under normal noise), floored at `relative_floor` of the
-baseline so a very steady series does not alert on a few percent. Medians and MADs ignore
-the spikes they should catch, unlike means and standard deviations.
+than `min_seasons` days exist), scaled by 1.4826 (so it estimates a standard deviation under
+normal noise), floored at `relative_floor` of the baseline so a very steady series does not
+alert on a few percent. Medians and MADs ignore the spikes they should catch, unlike means
+and standard deviations.
 
-An hour in progress is scored as it fills: at `fraction` of the hour its cost so far is
-compared with the baseline times max(`fraction`, `min_fraction`), so a spike is seen as soon
-as the hour's cost so far is out of line, not after the hour closes. A value is anomalous
-when all three hold:
+An hour in progress is scored as it fills. How much of a normal hour's cost may already be in
+after a `fraction` of it depends on how the cost arrives: a resource that reports one sample
+per hour delivers all of it at once; an app with hundreds of invocations an hour delivers it
+about evenly. With n events in a typical hour, the share of the hour's events in by `fraction`
+is binomial, and its upper bound `fraction + arrival_z * sqrt(fraction * (1 - fraction) / n)`
+(1 while n is below `min_events_to_prorate`) is the share of the baseline the hour is held to.
+So a spike on a smooth series is seen minutes into its hour, and a lumpy series is never
+judged against a fraction of an hour it delivers in one piece. A value is anomalous when all
+three hold:
 - it is `k` spreads above the (prorated) baseline — unusual for this series;
 - it is at least `min_ratio` times the baseline — large relative to normal;
 - it exceeds the baseline by at least `min_excess` currency units — worth anyone's time.
+
+Statistics are floats: this is a score, not money (alerts quote the Decimal costs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from statistics import median
 
-MAD_TO_SIGMA = Decimal("1.4826")
-ZERO = Decimal(0)
+MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalyRule:
     window_hours: int = 168  # a week of history
     season_hours: int = 24
+    recent_hours: int = 6
     min_history: int = 24  # no verdict before a day of history
     min_seasons: int = 3
-    k: Decimal = Decimal(6)
-    min_ratio: Decimal = Decimal(2)
-    min_excess: Decimal = Decimal("0.02")
-    relative_floor: Decimal = Decimal("0.25")
-    # Costs arrive in lumps (a resource reports its usage a few times an hour), so a partial
-    # hour is never held to less than this share of a normal hour. Measured on the simulator
-    # (bench/anomalies.py): prorating (0.25, 0.5) finds spikes minutes earlier but raises
-    # false alarms 10-30x; 1 judges the cost so far against a whole normal hour.
-    min_fraction: Decimal = Decimal(1)
+    k: float = 6.0
+    min_ratio: float = 2.0
+    min_excess: float = 0.02
+    relative_floor: float = 0.25
+    arrival_z: float = 3.0
+    min_events_to_prorate: float = 20.0
+    idle_quantile: float = 0.95
+    max_incident_hours: int = 48  # a longer run is a new level, not one spike
+
+    def __post_init__(self) -> None:
+        if self.window_hours < self.min_history or self.min_history < 1:
+            raise ValueError("window_hours must be at least min_history, which must be >= 1")
+        if self.k <= 0 or self.min_ratio < 1 or self.min_excess < 0:
+            raise ValueError("k must be positive, min_ratio >= 1 and min_excess >= 0")
 
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    value: Decimal  # cost of the scored hour so far
-    expected: Decimal  # baseline prorated to the elapsed fraction
-    baseline: Decimal  # a whole hour's normal cost
-    spread: Decimal  # a whole hour's robust spread
-    z: Decimal  # (value - expected) / prorated spread
-    ratio: Decimal | None  # value / expected (None when expected is zero)
+    value: float  # cost of the scored hour so far
+    expected: float  # baseline held to the share of the hour that may be in
+    baseline: float  # a whole hour's normal cost
+    spread: float  # a whole hour's robust spread
+    share: float  # share of a normal hour's cost that may be in by now
+    z: float  # (value - expected) / prorated spread
+    ratio: float | None  # value / expected (None when expected is zero)
     anomalous: bool
 
+    @property
+    def excess(self) -> float:
+        return self.value - self.expected
 
-def active_history(history: Sequence[Decimal]) -> Sequence[Decimal]:
+
+def active_history(history: Sequence[float]) -> Sequence[float]:
     """The series from its first non-zero hour: a new app's first day is not judged against
     the empty hours before it existed."""
     for index, value in enumerate(history):
@@ -67,34 +88,48 @@ def active_history(history: Sequence[Decimal]) -> Sequence[Decimal]:
     return history[len(history) :]
 
 
-def baseline_of(history: Sequence[Decimal], rule: AnomalyRule) -> tuple[Decimal, Decimal]:
+def baseline_of(history: Sequence[float], rule: AnomalyRule) -> tuple[float, float]:
     """(baseline, spread) of the hour right after `history` (oldest first, hourly)."""
     window = list(history[-rule.window_hours :])
     seasonal = window[-rule.season_hours :: -rule.season_hours]
-    level = Decimal(median(window))
-    usual = Decimal(median(seasonal)) if seasonal else level
-    # The larger of the two: a nightly batch hour is judged against its own past nights, and
-    # a quiet night of an office-hours app against the app's overall level, not against ~0.
-    center = max(usual, level)
+    level = float(median(window))
+    usual = float(median(seasonal)) if seasonal else level
+    recent = float(median(window[-rule.recent_hours :])) if rule.recent_hours else 0.0
+    # The larger of the three: a nightly batch hour is judged against its own past nights, a
+    # quiet night of an office-hours app against the app's overall level (not ~0), and an
+    # app in a busy spell against its last hours (days differ: yesterday's 16:00 was calm).
+    center = max(usual, level, recent)
+    if level == 0:
+        # Mostly idle (a staging app called now and then): a normal busy hour is one of its
+        # occasional ones, not zero, or every call would be an anomaly.
+        center = max(center, sorted(window)[int(len(window) * rule.idle_quantile)])
     sample = seasonal if len(seasonal) >= rule.min_seasons else window
-    mad = Decimal(median([abs(v - Decimal(median(sample))) for v in sample]))
+    middle = float(median(sample))
+    mad = float(median([abs(v - middle) for v in sample]))
     spread = max(MAD_TO_SIGMA * mad, rule.relative_floor * center)
     return center, spread
 
 
+def arrival_share(fraction: float, events_per_hour: float | None, rule: AnomalyRule) -> float:
+    """The most of a normal hour's cost that may be in after `fraction` of the hour."""
+    if fraction >= 1 or events_per_hour is None or events_per_hour < rule.min_events_to_prorate:
+        return 1.0
+    bound = fraction + rule.arrival_z * math.sqrt(fraction * (1 - fraction) / events_per_hour)
+    return min(1.0, bound)
+
+
 def judge(
-    value: Decimal,
-    baseline: Decimal,
-    spread: Decimal,
+    value: float,
+    baseline: float,
+    spread: float,
     *,
-    fraction: Decimal = Decimal(1),
+    share: float = 1.0,
     rule: AnomalyRule | None = None,
 ) -> Score:
-    """Score `value`, a cost so far with `fraction` of the hour elapsed, against a baseline."""
+    """Score `value`, a cost so far, against a baseline held to `share` of a normal hour."""
     rule = rule or AnomalyRule()
-    if not ZERO < fraction <= 1:
-        raise ValueError(f"fraction {fraction} is not in (0, 1]")
-    share = max(fraction, rule.min_fraction)
+    if not 0 < share <= 1:
+        raise ValueError(f"share {share} is not in (0, 1]")
     expected = baseline * share
     excess = value - expected
     floor = rule.min_excess / rule.k  # keeps z finite for an all-zero history
@@ -103,24 +138,154 @@ def judge(
     anomalous = (
         z >= rule.k and excess >= rule.min_excess and (ratio is None or ratio >= rule.min_ratio)
     )
-    return Score(value, expected, baseline, spread, z, ratio, anomalous)
+    return Score(value, expected, baseline, spread, share, z, ratio, anomalous)
+
+
+def typical_events(costs: Sequence[float], counts: Sequence[int], baseline: float) -> float | None:
+    """Events in a normal hour at this time of day: the baseline over the mean cost of an
+    event (a busy hour of an office-hours app has many more than the day's median hour)."""
+    events = sum(counts)
+    if events == 0 or baseline <= 0:
+        return None
+    per_event = sum(costs) / events
+    return baseline / per_event if per_event > 0 else None
 
 
 def score_hour(
-    history: Sequence[Decimal],
-    value: Decimal,
+    history: Sequence[float],
+    value: float,
     *,
-    fraction: Decimal = Decimal(1),
+    fraction: float = 1.0,
+    events_per_hour: float | None = None,
     rule: AnomalyRule | None = None,
 ) -> Score | None:
-    """Score `value`, the cost of the hour after `history` so far (`fraction` of it elapsed).
+    """Score `value`, the cost of the hour after `history` so far (`fraction` of it elapsed;
+    `events_per_hour` of a typical hour: unknown means the cost may all be in already).
     None while the history is shorter than `rule.min_history`."""
     rule = rule or AnomalyRule()
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} is not in (0, 1]")
     history = active_history(history)
     if len(history) < rule.min_history:
         return None
     baseline, spread = baseline_of(history, rule)
-    return judge(value, baseline, spread, fraction=fraction, rule=rule)
+    share = arrival_share(fraction, events_per_hour, rule)
+    return judge(value, baseline, spread, share=share, rule=rule)
+
+
+# --- a scope (an app or a team): its meters together ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One meter of a scope, hourly and oldest first: costs and event counts."""
+
+    costs: Sequence[float]
+    events: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterScore:
+    meter: str
+    score: Score
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeVerdict:
+    """A scope's hour: anomalous when any meter is; `meters` are the anomalous ones, largest
+    excess first."""
+
+    meters: tuple[MeterScore, ...]
+    value: float  # the scope's cost of the hour so far, every meter
+    expected: float  # the scope's prorated baseline, every scored meter
+
+    @property
+    def anomalous(self) -> bool:
+        return bool(self.meters)
+
+    @property
+    def excess(self) -> float:
+        return sum(m.score.excess for m in self.meters)
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """A meter's normal hour, from the hours before the scored one."""
+
+    meter: str
+    baseline: float
+    spread: float
+    events_per_hour: float | None
+
+
+def expectations(
+    series: Mapping[str, Series], hour: int, *, rule: AnomalyRule | None = None
+) -> list[Expectation]:
+    """The normal hour of each meter with enough history before hour index `hour`."""
+    rule = rule or AnomalyRule()
+    start = max(0, hour - rule.window_hours)
+    found: list[Expectation] = []
+    for meter, one in series.items():
+        history = active_history(one.costs[start:hour])
+        if len(history) < rule.min_history:
+            continue
+        baseline, spread = baseline_of(history, rule)
+        events = typical_events(history, one.events[start:hour][-len(history) :], baseline)
+        found.append(Expectation(meter, baseline, spread, events))
+    return found
+
+
+def judge_scope(
+    expected: Sequence[Expectation],
+    values: Mapping[str, float],
+    *,
+    fraction: float = 1.0,
+    rule: AnomalyRule | None = None,
+) -> ScopeVerdict:
+    """Judge a scope's hour so far (cost per meter) against its meters' normal hours."""
+    rule = rule or AnomalyRule()
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} is not in (0, 1]")
+    anomalous: list[MeterScore] = []
+    held = 0.0
+    for normal in expected:
+        share = arrival_share(fraction, normal.events_per_hour, rule)
+        score = judge(
+            values.get(normal.meter, 0.0), normal.baseline, normal.spread, share=share, rule=rule
+        )
+        held += score.expected
+        if score.anomalous:
+            anomalous.append(MeterScore(normal.meter, score))
+    anomalous.sort(key=lambda m: (-m.score.excess, m.meter))
+    return ScopeVerdict(tuple(anomalous), sum(values.values()), held)
+
+
+def score_scope(
+    series: Mapping[str, Series],
+    hour: int,
+    *,
+    fraction: float = 1.0,
+    rule: AnomalyRule | None = None,
+) -> ScopeVerdict:
+    """Score hour index `hour` of every meter of a scope against the hours before it."""
+    values = {m: s.costs[hour] if hour < len(s.costs) else 0.0 for m, s in series.items()}
+    return judge_scope(expectations(series, hour, rule=rule), values, fraction=fraction, rule=rule)
+
+
+def incident_start(
+    series: Mapping[str, Series], hour: int, *, rule: AnomalyRule | None = None
+) -> int:
+    """The first hour of the run of anomalous whole hours that `hour` continues (`hour`
+    itself when the hour before was normal): one alert per run, not per hour."""
+    rule = rule or AnomalyRule()
+    first = hour
+    while (
+        first > 0
+        and hour - first < rule.max_incident_hours
+        and score_scope(series, first - 1, rule=rule).anomalous
+    ):
+        first -= 1
+    return first
 
 
 @dataclass(frozen=True, slots=True)

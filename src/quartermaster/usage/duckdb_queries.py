@@ -12,6 +12,7 @@ from quartermaster.usage.duckdb_schema import LATEST_KEY
 from quartermaster.usage.periods import Grain, Segment, decompose
 from quartermaster.usage.store import (
     DailyTotal,
+    HourlyCost,
     HourlyPipelineCounts,
     LatencySummary,
     LifecycleMarker,
@@ -270,3 +271,64 @@ def to_latency(row: Sequence[Any] | None, waited: int) -> LatencySummary:
         max_ms=float(row[3]),
         waited=waited,
     )
+
+
+# A rate per byte is ~1e-10: kept to 18 places. The product with a quantity cast to 6 places
+# has scale 24, leaving 14 integer digits of cost.
+RATE_QUANTUM = Decimal("1e-18")
+
+
+def hourly_costs_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[str, list[Any]]:
+    """Per hour and (cost center, team, app, meter): events, quantity, cost at the app's rate
+    (else the meter's, app ''), ingestion span. Raw rows plus the hour rollups of purged rows.
+    Quantities are cast to 6 decimals before pricing (DuckDB's decimals stop at 38 digits)."""
+    bounds = [tenant_id, naive_utc(hours.start), naive_utc(hours.end)]
+    sql = f"""
+        WITH usage AS (
+            SELECT date_trunc('hour', event_time)::TIMESTAMP AS hour, cost_center, team, app,
+                   meter, count(*)::BIGINT AS n, sum(quantity) AS s, min(recorded_at) AS r0,
+                   max(recorded_at) AS r1
+            FROM usage_rows WHERE tenant_id = ? AND NOT unattributed
+                AND event_time >= ? AND event_time < ?
+            GROUP BY ALL
+            UNION ALL
+            SELECT bucket, cost_center, team, app, meter, event_count, quantity_sum, NULL, NULL
+            FROM usage_hour WHERE tenant_id = ? AND NOT unattributed
+                AND bucket >= ? AND bucket < ?
+        ), merged AS (
+            SELECT hour, cost_center, team, app, meter, sum(n)::BIGINT AS n, sum(s) AS s,
+                   min(r0) AS r0, max(r1) AS r1
+            FROM usage GROUP BY ALL
+        )
+        SELECT m.hour, m.cost_center, m.team, m.app, m.meter, m.n, m.s,
+               CASE WHEN coalesce(a.per_event, d.per_event) THEN m.n::DECIMAL(38, 6)
+                    ELSE m.s::DECIMAL(38, 6) END * coalesce(a.rate, d.rate),
+               m.r0, m.r1
+        FROM merged m
+        LEFT JOIN {rates_table} a ON a.app = m.app AND a.meter = m.meter
+        LEFT JOIN {rates_table} d ON d.app = '' AND d.meter = m.meter
+        WHERE coalesce(a.rate, d.rate) IS NOT NULL
+        ORDER BY m.hour, m.team, m.app, m.meter
+    """
+    return sql, bounds + bounds
+
+
+def to_hourly_cost(row: Sequence[Any]) -> HourlyCost:
+    return HourlyCost(
+        hour=aware(row[0]),
+        cost_center=row[1],
+        team=row[2],
+        app=row[3],
+        meter=row[4],
+        event_count=int(row[5]),
+        quantity=Decimal(row[6]),
+        cost=Decimal(row[7]),
+        first_recorded_at=aware(row[8]) if row[8] is not None else None,
+        last_recorded_at=aware(row[9]) if row[9] is not None else None,
+    )
+
+
+TOUCHED_HOURS_SQL = """
+    SELECT DISTINCT tenant_id, date_trunc('hour', event_time)::TIMESTAMP
+    FROM usage_rows WHERE processed_at >= ? AND NOT unattributed
+"""

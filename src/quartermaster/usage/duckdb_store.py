@@ -35,9 +35,11 @@ from quartermaster.usage.duckdb_schema import (
 from quartermaster.usage.periods import Grain, ceil_to, floor_to
 from quartermaster.usage.store import (
     DailyTotal,
+    HourlyCost,
     HourlyPipelineCounts,
     LatencySummary,
     LifecycleMarker,
+    MeterRate,
     PlatformCostTotal,
     PurgeResult,
     RatedBatch,
@@ -477,6 +479,39 @@ class DuckDBUsageStore:
             .fetchall()
         )
         return [q.to_marker(r) for r in rows]
+
+    def hourly_costs(
+        self, tenant_id: str, hours: Period, *, rates: Sequence[MeterRate]
+    ) -> list[HourlyCost]:
+        whole = Period(floor_to(hours.start, Grain.HOUR), ceil_to(hours.end, Grain.HOUR))
+        if not rates:
+            return []
+        table = pa.table(
+            {
+                "app": pa.array([r.app for r in rates], type=pa.string()),
+                "meter": pa.array([r.meter for r in rates], type=pa.string()),
+                "rate": pa.array(
+                    [r.rate.quantize(q.RATE_QUANTUM) for r in rates], type=pa.decimal128(38, 18)
+                ),
+                "per_event": pa.array([r.per_event for r in rates], type=pa.bool_()),
+            }
+        )
+        name = f"rates_{uuid.uuid4().hex}"
+        cur = self._cursor()
+        cur.register(name, table)
+        try:
+            sql, params = q.hourly_costs_sql(tenant_id, whole, name)
+            rows = cur.execute(sql, params).fetchall()
+        finally:
+            cur.unregister(name)
+        return [q.to_hourly_cost(r) for r in rows]
+
+    def touched_hours(self, *, processed_since: datetime) -> dict[str, set[datetime]]:
+        rows = self._cursor().execute(q.TOUCHED_HOURS_SQL, [naive_utc(processed_since)])
+        touched: dict[str, set[datetime]] = {}
+        for tenant_id, hour in rows.fetchall():
+            touched.setdefault(tenant_id, set()).add(q.aware(hour))
+        return touched
 
     def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]:
         cur = self._cursor()

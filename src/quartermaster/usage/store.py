@@ -298,6 +298,35 @@ class LatencySummary:
 
 
 @dataclass(frozen=True, slots=True)
+class MeterRate:
+    """What one unit of `meter` costs an app (`app` "" = every app without its own rate), for
+    hourly cost estimates. `per_event`: a count meter, priced per event, not per quantity."""
+
+    app: str
+    meter: str
+    rate: Decimal
+    per_event: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyCost:
+    """Usage of one (team, app, meter) in one UTC hour of event time, priced at its rate.
+    `first_recorded_at`/`last_recorded_at`: when the hour's raw rows were ingested (None once
+    they were folded into the hour rollup at purge)."""
+
+    hour: datetime
+    cost_center: str
+    team: str
+    app: str
+    meter: str
+    event_count: int
+    quantity: Decimal
+    cost: Decimal
+    first_recorded_at: datetime | None
+    last_recorded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeResult:
     before: datetime
     usage_rows: int
@@ -367,6 +396,19 @@ class UsageStore(Protocol):
     def lifecycle_markers(
         self, tenant_id: str, period: Period, *, app: str
     ) -> list[LifecycleMarker]: ...
+
+    def hourly_costs(
+        self, tenant_id: str, hours: Period, *, rates: Sequence[MeterRate]
+    ) -> list[HourlyCost]:
+        """Attributed usage per hour, cost center, team, app and meter of event time in
+        `hours` (widened to whole hours), including the hour in progress, priced with `rates`
+        (a meter without a rate is left out). Raw rows and hour rollups together."""
+        ...
+
+    def touched_hours(self, *, processed_since: datetime) -> dict[str, set[datetime]]:
+        """Tenant -> the event-time hours that received usage committed at or after
+        `processed_since` (what an incremental scan re-evaluates)."""
+        ...
 
     def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]: ...
 

@@ -1,0 +1,304 @@
+"""Cost-anomaly scans: score the hours that received usage, per app and per team, and raise
+one alert per spike (guardrails.anomaly has the pure scoring).
+
+A scan reads the tenant's hourly cost per (team, app, meter) from the usage store, priced with
+the tenant's rate card (guardrails.anomaly_rates), over the scored hours and the trailing
+window before them. Every scope (app, team) with cost in a scored hour is judged on each of
+its meters; an hour in progress as far as it has filled. An anomalous hour continues the run
+of anomalous hours right before it, so its alert's dedup key is the run's first hour: a spike
+alerts once, however many hours it lasts and however often it is re-scored. The alert names
+the meters behind the spike (their share of the excess) and the top raw events on them, and
+records when the spike's usage was ingested and when it was detected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.guardrails.alerts import Severity, raise_alert
+from quartermaster.guardrails.anomaly import (
+    AnomalyRule,
+    ScopeVerdict,
+    Series,
+    incident_start,
+    score_scope,
+)
+from quartermaster.guardrails.anomaly_rates import tenant_rate_card
+from quartermaster.guardrails.budgets import BudgetAction
+from quartermaster.guardrails.common import ScopeKind, record_action
+from quartermaster.guardrails.models import Alert
+from quartermaster.usage.store import HourlyCost, MeterRate, UsageStore
+
+logger = logging.getLogger("quartermaster.guardrails")
+
+HOUR = timedelta(hours=1)
+TOP_EVENTS = 5
+ANOMALY_KIND = "anomaly"
+Scope = tuple[str, str]  # (scope kind, name)
+
+
+@dataclass
+class ScanResult:
+    hours: int = 0  # hours scored
+    alerts: list[str] = field(default_factory=list)  # dedup keys newly raised
+
+
+@dataclass
+class _Cell:
+    cost: Decimal = Decimal(0)
+    first_recorded: datetime | None = None
+    last_recorded: datetime | None = None
+    apps: dict[str, Decimal] = field(default_factory=dict)  # app -> cost (team scopes)
+
+
+class _Grid:
+    """Hourly series of every scope and meter over [start, start + hours)."""
+
+    def __init__(self, start: datetime, hours: int) -> None:
+        self.start = start
+        self.hours = hours
+        self.costs: dict[Scope, dict[str, list[float]]] = {}
+        self.events: dict[Scope, dict[str, list[int]]] = {}
+        self.cells: dict[tuple[Scope, str, int], _Cell] = {}
+        self.active: dict[int, set[Scope]] = {}
+
+    def index(self, hour: datetime) -> int:
+        return int((hour - self.start) / HOUR)
+
+    def add(self, row: HourlyCost) -> None:
+        at = self.index(row.hour)
+        if not 0 <= at < self.hours:
+            return
+        for scope in ((ScopeKind.APP.value, row.app), (ScopeKind.TEAM.value, row.team)):
+            if not scope[1]:
+                continue
+            costs = self.costs.setdefault(scope, {}).setdefault(row.meter, [0.0] * self.hours)
+            counts = self.events.setdefault(scope, {}).setdefault(row.meter, [0] * self.hours)
+            costs[at] += float(row.cost)
+            counts[at] += row.event_count
+            cell = self.cells.setdefault((scope, row.meter, at), _Cell())
+            cell.cost += row.cost
+            cell.apps[row.app] = cell.apps.get(row.app, Decimal(0)) + row.cost
+            cell.first_recorded = _earliest(cell.first_recorded, row.first_recorded_at)
+            cell.last_recorded = _latest(cell.last_recorded, row.last_recorded_at)
+            self.active.setdefault(at, set()).add(scope)
+
+    def series(self, scope: Scope) -> dict[str, Series]:
+        return {m: Series(c, self.events[scope][m]) for m, c in self.costs[scope].items()}
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _money(value: Decimal | float) -> str:
+    return str(Decimal(str(value)).quantize(Decimal("0.0001")))
+
+
+def scan_tenant(
+    tenant_id: str,
+    hours: Iterable[datetime],
+    *,
+    store: UsageStore,
+    session: Session,
+    now: datetime | None = None,
+    rule: AnomalyRule | None = None,
+) -> ScanResult:
+    """Score `hours` (any moments; their UTC hours) of the tenant and commit new alerts."""
+    rule = rule or AnomalyRule()
+    moment = now or utc_now()
+    scored = sorted({floor_hour(h) for h in hours if floor_hour(h) <= moment})
+    result = ScanResult()
+    if not scored:
+        return result
+    rates = tenant_rate_card(tenant_id, scored[-1], session=session)
+    if not rates:
+        return result
+    start = scored[0] - rule.window_hours * HOUR
+    span = int((scored[-1] - start) / HOUR) + 1
+    grid = _Grid(start, span)
+    for row in store.hourly_costs(tenant_id, Period(start, start + span * HOUR), rates=rates):
+        grid.add(row)
+    rate_of = {(r.app, r.meter): r for r in rates}
+    for hour in scored:
+        at = grid.index(hour)
+        fraction = min(1.0, max((moment - hour) / HOUR, 1 / 60))
+        for scope in sorted(grid.active.get(at, ())):
+            series = grid.series(scope)
+            verdict = score_scope(series, at, fraction=fraction, rule=rule)
+            if not verdict.anomalous:
+                continue
+            first = incident_start(series, at, rule=rule)
+            key = _raise(
+                tenant_id, scope, hour, first, verdict, grid, rate_of, store=store, session=session
+            )
+            if key is not None:
+                result.alerts.append(key)
+        result.hours += 1
+    session.commit()
+    return result
+
+
+def _raise(
+    tenant_id: str,
+    scope: Scope,
+    hour: datetime,
+    first: int,
+    verdict: ScopeVerdict,
+    grid: _Grid,
+    rate_of: dict[tuple[str, str], MeterRate],
+    *,
+    store: UsageStore,
+    session: Session,
+) -> str | None:
+    kind, name = scope
+    since = grid.start + first * HOUR
+    key = f"anomaly:{kind}:{name}:{since.isoformat()}"
+    exists = session.scalar(
+        select(Alert.id).where(Alert.tenant_id == tenant_id, Alert.dedup_key == key)
+    )
+    if exists is not None:  # the run already alerted: skip the top-events read
+        return None
+    at = grid.index(hour)
+    excess = verdict.excess or 1.0
+    meters: list[dict[str, Any]] = []
+    first_ingested: datetime | None = None
+    last_ingested: datetime | None = None
+    for item in verdict.meters:
+        cell = grid.cells.get((scope, item.meter, at), _Cell())
+        first_ingested = _earliest(first_ingested, cell.first_recorded)
+        last_ingested = _latest(last_ingested, cell.last_recorded)
+        meters.append(
+            {
+                "meter": item.meter,
+                "cost": _money(cell.cost),
+                "baseline": _money(item.score.baseline),
+                "expected_so_far": _money(item.score.expected),
+                "ratio": round(item.score.ratio, 1) if item.score.ratio is not None else None,
+                "share_of_excess": round(item.score.excess / excess, 3),
+            }
+        )
+    top = _top_events(tenant_id, scope, hour, verdict, grid, rate_of, store=store)
+    detected = utc_now()
+    label = f"{kind} {name}"
+    names = ", ".join(f"{m['meter']} {m['share_of_excess']:.0%}" for m in meters)
+    ratio = verdict.value / verdict.expected if verdict.expected > 0 else None
+    times = f"{ratio:.1f}x " if ratio is not None else ""
+    message = (
+        f"{label} cost {_money(verdict.value)} in the hour from {hour:%Y-%m-%d %H:00} UTC so "
+        f"far, {times}its usual {_money(verdict.expected)}; behind it: {names}"
+    )
+    details: dict[str, Any] = {
+        "scope_kind": kind,
+        "scope": name,
+        "hour": hour.isoformat(),
+        "since": since.isoformat(),
+        "cost": _money(verdict.value),
+        "expected": _money(verdict.expected),
+        "excess": _money(verdict.excess),
+        "meters": meters,
+        "top_events": top,
+        "first_ingested_at": first_ingested.isoformat() if first_ingested else None,
+        "last_ingested_at": last_ingested.isoformat() if last_ingested else None,
+        "detected_at": detected.isoformat(),
+        "seconds_to_detect": (
+            round((detected - first_ingested).total_seconds(), 1) if first_ingested else None
+        ),
+    }
+    alert_id = raise_alert(
+        session,
+        tenant_id=tenant_id,
+        kind=ANOMALY_KIND,
+        severity=Severity.WARNING,
+        dedup_key=key,
+        title=f"Cost anomaly: {label} at {hour:%Y-%m-%d %H:00} UTC",
+        message=message,
+        details=details,
+        at=detected,
+    )
+    if alert_id is None:
+        return None
+    record_action(
+        session,
+        tenant_id=tenant_id,
+        action=BudgetAction.NOTIFY,
+        scope_kind=kind,
+        scope=name,
+        subject=f"anomaly:{hour.isoformat()}",
+        reason=message,
+    )
+    return key
+
+
+def _top_events(
+    tenant_id: str,
+    scope: Scope,
+    hour: datetime,
+    verdict: ScopeVerdict,
+    grid: _Grid,
+    rate_of: dict[tuple[str, str], MeterRate],
+    *,
+    store: UsageStore,
+) -> list[dict[str, Any]]:
+    """The costliest raw events of the hour on the anomalous meters (for a team, of the app
+    that cost the most on each)."""
+    at = grid.index(hour)
+    found: list[dict[str, Any]] = []
+    for item in verdict.meters[:3]:
+        cell = grid.cells.get((scope, item.meter, at))
+        if cell is None or not cell.apps:
+            continue
+        app = max(cell.apps, key=lambda a: cell.apps[a])
+        rate = rate_of.get((app, item.meter)) or rate_of.get(("", item.meter))
+        if rate is None:
+            continue
+        team = scope[1] if scope[0] == ScopeKind.TEAM.value else None
+        rows = store.top_events(
+            tenant_id, Period(hour, hour + HOUR), app=app, meter=item.meter, team=team, limit=10
+        )
+        for row in rows:
+            cost = rate.rate if rate.per_event else row.quantity * rate.rate
+            found.append(
+                {
+                    "event_id": row.event_id,
+                    "app": row.app,
+                    "meter": row.meter,
+                    "resource_id": row.resource_id,
+                    "quantity": str(row.quantity.normalize()),
+                    "cost": _money(cost),
+                    "event_time": row.event_time.isoformat(),
+                    "recorded_at": row.recorded_at.isoformat(),
+                }
+            )
+    found.sort(key=lambda e: (-Decimal(e["cost"]), e["event_id"]))
+    return found[:TOP_EVENTS]
+
+
+def scan_period(
+    tenant_id: str,
+    period: Period,
+    *,
+    store: UsageStore,
+    session: Session,
+    rule: AnomalyRule | None = None,
+) -> ScanResult:
+    """Every hour of `period` (a backfill: `qm alerts scan --since`)."""
+    hours: list[datetime] = []
+    hour = floor_hour(period.start)
+    while hour < period.end:
+        hours.append(hour)
+        hour += HOUR
+    return scan_tenant(tenant_id, hours, store=store, session=session, rule=rule)
