@@ -31,7 +31,7 @@ from rich.console import Console
 
 from quartermaster.config import load_settings
 from quartermaster.domain.timeutil import floor_hour, parse_timestamp, utc_now
-from quartermaster.sim import billing_stages, report, showback
+from quartermaster.sim import anomaly_stage, billing_stages, report, showback
 from quartermaster.sim.context import (
     DEFAULT_DATA_DIR,
     DemoContext,
@@ -198,6 +198,7 @@ STAGES: list[Stage] = [
     ("run and finalize the billing", billing_stages.billing_run),
     ("explain a line", billing_stages.explain_line),
     ("cross a budget", billing_stages.budget_crossing),
+    ("detect an anomaly", anomaly_stage.anomaly_alerts),
     ("showback report", billing_stages.showback_report),
 ]
 
