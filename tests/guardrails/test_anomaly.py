@@ -10,10 +10,14 @@ from hypothesis import strategies as st
 from quartermaster.guardrails.anomaly import (
     AnomalyRule,
     Incident,
+    Series,
     active_history,
+    arrival_share,
     baseline_of,
+    incident_start,
     incidents,
     score_hour,
+    score_scope,
 )
 
 
@@ -99,3 +103,45 @@ def test_never_anomalous_at_or_below_the_baseline(history: list[float], value: f
     if value <= score.baseline:
         assert not score.anomalous
     assert score.spread >= 0
+
+
+def test_a_smooth_series_is_prorated_and_a_lumpy_one_is_not() -> None:
+    rule = AnomalyRule()
+    # 200 calls an hour arrive evenly: a tenth of the way in, a normal hour has ~0.1 of its
+    # cost in, so 0.6 (six hours' pace) is a spike already; 0.15 is ordinary.
+    assert arrival_share(0.1, 200.0, rule) < 0.2
+    history = office_hours(7)
+    at_ten = history + history[-24:-14]
+    fast = score_hour(at_ten, 0.6, fraction=0.1, events_per_hour=200.0)
+    assert fast is not None
+    assert fast.anomalous
+    calm = score_hour(at_ten, 0.15, fraction=0.1, events_per_hour=200.0)
+    assert calm is not None
+    assert not calm.anomalous
+    # One sample an hour delivers the whole hour at once: held to a whole hour from the start.
+    assert arrival_share(0.02, 1.0, rule) == 1.0
+    lump = score_hour(at_ten, 1.0, fraction=0.02, events_per_hour=1.0)
+    assert lump is not None
+    assert not lump.anomalous
+
+
+def test_an_idle_series_is_judged_against_its_occasional_busy_hours() -> None:
+    # A staging app called a few times a day: most hours cost nothing, so its median is 0,
+    # but one more ordinary call is no anomaly; forty times one is.
+    history = [0.03 if h % 7 == 0 else 0.0 for h in range(7 * 24)]
+    assert not score_hour(history, 0.03).anomalous  # type: ignore[union-attr]
+    assert score_hour(history, 1.2).anomalous  # type: ignore[union-attr]
+
+
+def test_a_scope_names_only_its_anomalous_meters_and_one_run_alerts_once() -> None:
+    steady = office_hours(8)[: 7 * 24 + 10]  # up to 10:00 of the eighth day
+    tokens = [*steady, steady[-24] * 8, steady[-23] * 8]
+    calls = [*steady, steady[-24], steady[-23]]
+    series = {
+        "tokens": Series(tokens, [50] * len(tokens)),
+        "invocations": Series(calls, [50] * len(calls)),
+    }
+    verdict = score_scope(series, len(steady))
+    assert [m.meter for m in verdict.meters] == ["tokens"]
+    assert incident_start(series, len(steady) + 1) == len(steady)
+    assert incident_start(series, len(steady)) == len(steady)

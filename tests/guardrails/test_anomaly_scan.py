@@ -1,0 +1,166 @@
+"""The anomaly scan over the real usage store and database: a spike on one app's meter raises
+one alert per spike (re-scans and the spike's later hours add none) naming the meter and the
+top events; a steady diurnal history raises nothing; the hourly cost query prices per app."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from quartermaster.domain.timeutil import Period
+from quartermaster.guardrails.anomaly_scan import scan_period, scan_tenant
+from quartermaster.guardrails.models import Alert
+from quartermaster.runtime import Runtime
+from quartermaster.usage.store import USAGE_SCHEMA, MeterRate, RatedBatch, TableBuilder
+from tests.conftest import TenantHandle
+from tests.guardrails.support import build_world, ok
+
+START = datetime(2026, 3, 2, tzinfo=UTC)
+DAYS = 4
+HOUR = timedelta(hours=1)
+SPIKE = START + timedelta(days=DAYS, hours=10)  # 10:00 on the fifth day
+BOOK = {
+    "name": "pb",
+    "currency": "USD",
+    "version": 1,
+    "effective_from": "2026-01-01T00:00:00Z",
+    "prices": [
+        {"meter": "tokens", "model": "per_unit", "unit_price": "0.001"},
+        {"meter": "invocations", "model": "per_unit", "unit_price": "0.01"},
+    ],
+}
+
+
+def _usage(runtime: Runtime, tenant_id: str, team: str, app: str, spike: int = 1) -> None:
+    """An office-hours app: 20 calls of 100 tokens an hour 09-18, 2 at night, for DAYS days,
+    then the fifth day up to 12:00, its 10:00 and 11:00 hours `spike` times busier."""
+    builder = TableBuilder(USAGE_SCHEMA)
+    position = 0
+    hours = DAYS * 24 + 12
+    for h in range(hours):
+        hour = START + timedelta(hours=h)
+        calls = 20 if 9 <= hour.hour < 18 else 2
+        if hour >= SPIKE and spike > 1:
+            calls *= spike
+        for call in range(calls):
+            position += 1
+            moment = hour + timedelta(seconds=call * 3600 // calls)
+            event_id = f"e-{h}-{call}"
+            for meter, quantity in (("tokens", Decimal(100 + call)), ("invocations", Decimal(1))):
+                builder.append(
+                    position, tenant_id, event_id, "src", "qm.invocation.usage", moment,
+                    moment, moment, "default", team, app, meter, quantity, None, "app_id",
+                    False, False, None, "production", "persistent",
+                )  # fmt: skip
+    runtime.usage_store.write(RatedBatch(stream=None, position=None, usage=builder.to_table()))
+
+
+def _setup(client: TestClient, runtime: Runtime, tenant: TenantHandle, spike: int) -> str:
+    world = build_world(client, tenant)
+    response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
+    assert response.status_code in (200, 201), response.text
+    _usage(runtime, tenant.tenant_id, world.team, world.app, spike)
+    return world.app
+
+
+def _alerts(runtime: Runtime, tenant_id: str) -> list[Alert]:
+    with runtime.session_factory() as session:
+        return list(session.scalars(select(Alert).where(Alert.tenant_id == tenant_id)))
+
+
+def test_a_spike_alerts_once_naming_its_meters_and_top_events(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    app = _setup(client, runtime, tenant, spike=8)
+    now = SPIKE + timedelta(hours=2)
+    with runtime.session_factory() as session:
+        first = scan_tenant(
+            tenant.tenant_id, [SPIKE], store=runtime.usage_store, session=session, now=now
+        )
+    assert first.alerts == [f"anomaly:app:{app}:{SPIKE.isoformat()}"] + [
+        k for k in first.alerts if k.startswith("anomaly:team:")
+    ]
+    # Re-scanned, and the spike's second hour scored: the same spike, no new alert.
+    for hours in ([SPIKE], [SPIKE + timedelta(hours=1)], [SPIKE, SPIKE + timedelta(hours=1)]):
+        with runtime.session_factory() as session:
+            again = scan_tenant(
+                tenant.tenant_id, hours, store=runtime.usage_store, session=session, now=now
+            )
+        assert again.alerts == []
+    alerts = ok(client.get("/v1/alerts?kind=anomaly", headers=tenant.headers))
+    mine = [a for a in alerts if a["details"]["scope_kind"] == "app"]
+    assert len(mine) == 1
+    details = mine[0]["details"]
+    assert details["scope"] == app
+    assert details["hour"] == SPIKE.isoformat()
+    assert {m["meter"] for m in details["meters"]} == {"tokens", "invocations"}
+    assert abs(sum(m["share_of_excess"] for m in details["meters"]) - 1) < 0.01
+    top = details["top_events"]
+    assert top
+    assert all(e["event_id"].startswith(f"e-{DAYS * 24 + 10}-") for e in top)
+    costs = [Decimal(e["cost"]) for e in top]
+    assert costs == sorted(costs, reverse=True)
+    assert details["first_ingested_at"] == SPIKE.isoformat()
+    assert details["seconds_to_detect"] is not None
+    assert "tokens" in mine[0]["message"]
+
+
+def test_a_steady_diurnal_history_raises_nothing(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    _setup(client, runtime, tenant, spike=1)
+    with runtime.session_factory() as session:
+        result = scan_period(
+            tenant.tenant_id,
+            Period(START, START + timedelta(days=DAYS, hours=12)),
+            store=runtime.usage_store,
+            session=session,
+        )
+    assert result.hours == DAYS * 24 + 12
+    assert result.alerts == []
+    assert _alerts(runtime, tenant.tenant_id) == []
+
+
+def test_the_scan_route_backfills_and_checks_its_period(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    app = _setup(client, runtime, tenant, spike=8)
+    body = {"since": START.isoformat(), "until": (SPIKE + timedelta(hours=2)).isoformat()}
+    made = ok(client.post("/v1/alerts/scan", json=body, headers=tenant.headers))
+    assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in made["alerts"]
+    again = ok(client.post("/v1/alerts/scan", json=body, headers=tenant.headers))
+    assert again["alerts"] == []
+    backwards = {"since": body["until"], "until": body["since"]}
+    response = client.post("/v1/alerts/scan", json=backwards, headers=tenant.headers)
+    assert response.status_code == 422
+    assert "since" in response.text
+    too_long = {"since": "2026-01-01T00:00:00Z", "until": "2026-06-01T00:00:00Z"}
+    response = client.post("/v1/alerts/scan", json=too_long, headers=tenant.headers)
+    assert response.status_code == 422
+    assert "until" in response.text
+
+
+def test_hourly_costs_price_each_app_and_meter(runtime: Runtime) -> None:
+    _usage(runtime, "t-hourly", "team-a", "app-a")
+    rates = [
+        MeterRate("", "tokens", Decimal("0.001")),
+        MeterRate("app-a", "invocations", Decimal("0.5"), per_event=True),
+    ]
+    hour = START + timedelta(hours=10)
+    rows = runtime.usage_store.hourly_costs(
+        "t-hourly", Period(hour, hour + timedelta(minutes=30)), rates=rates
+    )
+    by_meter = {r.meter: r for r in rows}
+    assert set(by_meter) == {"tokens", "invocations"}
+    tokens = by_meter["tokens"]
+    assert tokens.event_count == 20
+    assert tokens.quantity == sum(Decimal(100 + c) for c in range(20))
+    assert tokens.cost == tokens.quantity * Decimal("0.001")
+    assert by_meter["invocations"].cost == Decimal(10)  # 20 events at 0.5
+    assert tokens.first_recorded_at == hour
+    assert runtime.usage_store.hourly_costs("t-hourly", Period(hour, hour + HOUR), rates=[]) == []
+    assert "t-hourly" in runtime.usage_store.touched_hours(processed_since=START)
