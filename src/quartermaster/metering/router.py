@@ -159,7 +159,9 @@ async def post_events(request: Request, caller: Ingester) -> Response:
             f"content type {media_type or '(none)'!r} is not accepted: use {SINGLE}, "
             f"{BATCH} or {JSON}",
         )
-    check_ingest(runtime, caller)  # a budget throttle or rate limit: 429 before the body
+    # A budget throttle or rate limit: 429 before the body. In a worker thread: on a cache
+    # miss the gate reads the database, which may wait for the writer.
+    await run_in_threadpool(check_ingest, runtime, caller)
     body = await _read_body(request, runtime.settings.max_body_bytes)
     state = ingest_state(request.app)
     return await run_in_threadpool(_ingest_body, body, media_type, caller, runtime, state)

@@ -88,12 +88,20 @@ class IngestState:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.write_lock = threading.Lock()
+        # Batches validated and waiting for the writer (group commit, see `_store`).
+        self.queue_lock = threading.Lock()
+        self.pending: list[_WriteJob] = []
         self._lock = threading.Lock()
         self._keys = _TtlCache(ttl_seconds, clock)
         self._requires_signatures = _TtlCache(ttl_seconds, clock)
 
     def signing_keys(
-        self, tenant_id: str, key_ids: Collection[str], *, runtime: Runtime, session: Session
+        self,
+        tenant_id: str,
+        key_ids: Collection[str],
+        *,
+        runtime: Runtime,
+        session: _LookupSession,
     ) -> dict[str, VerifyingKey]:
         found: dict[str, VerifyingKey] = {}
         missing: list[str] = []
@@ -106,7 +114,7 @@ class IngestState:
                     missing.append(key_id)
         if missing:
             infos = signing_keys_by_id(
-                tenant_id, missing, server_key=runtime.server_key, session=session
+                tenant_id, missing, server_key=runtime.server_key, session=session.open()
             )
             fresh = {
                 key_id: VerifyingKey(key_id, info.app_id, HmacSha256(info.secret))
@@ -119,7 +127,7 @@ class IngestState:
         return found
 
     def apps_requiring_signatures(
-        self, tenant_id: str, app_ids: Collection[str], *, session: Session
+        self, tenant_id: str, app_ids: Collection[str], *, session: _LookupSession
     ) -> set[str]:
         requiring: set[str] = set()
         missing: list[str] = []
@@ -131,12 +139,45 @@ class IngestState:
                 elif required:
                     requiring.add(app_id)
         if missing:
-            fresh = apps_requiring_signatures_among(tenant_id, missing, session=session)
+            fresh = apps_requiring_signatures_among(tenant_id, missing, session=session.open())
             with self._lock:
                 for app_id in missing:
                     self._requires_signatures.put((tenant_id, app_id), app_id in fresh)
             requiring |= fresh
         return requiring
+
+
+class _LookupSession:
+    """A session for the lookups a batch needs, opened only when a cache misses: a batch whose
+    keys and apps are all cached neither waits for the writer nor opens a transaction."""
+
+    def __init__(self, runtime: Runtime, state: IngestState) -> None:
+        self._runtime = runtime
+        self._state = state
+        self._session: Session | None = None
+
+    def open(self) -> Session:
+        if self._session is None:
+            # Under the write lock: on SQLite every transaction takes the database's write
+            # lock, and waiting on ours is cheaper than SQLite's sleep-and-retry.
+            self._state.write_lock.acquire()
+            try:
+                self._session = self._runtime.session_factory()
+            except BaseException:
+                self._state.write_lock.release()
+                raise
+        return self._session
+
+    def __enter__(self) -> _LookupSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            try:
+                self._session.close()  # read only: nothing to commit
+            finally:
+                self._session = None
+                self._state.write_lock.release()
 
 
 @dataclass(slots=True)
@@ -169,13 +210,12 @@ def ingest_events(
     refs = collect_references(raw_events)
     leases = verify_leases(refs.lease_tokens, server_key=runtime.server_key, tenant_id=tenant_id)
     claims = [c for c in leases.values() if isinstance(c, LeaseClaims)]
-    with state.write_lock, runtime.session_factory() as session:
-        keys = state.signing_keys(tenant_id, refs.key_ids, runtime=runtime, session=session)
+    with _LookupSession(runtime, state) as lookup:
+        keys = state.signing_keys(tenant_id, refs.key_ids, runtime=runtime, session=lookup)
         requiring = state.apps_requiring_signatures(
-            tenant_id, refs.app_ids | {c.app_id for c in claims}, session=session
+            tenant_id, refs.app_ids | {c.app_id for c in claims}, session=lookup
         )
-        revoked = _revoked_leases(tenant_id, {c.lease_id for c in claims}, session=session)
-        session.commit()
+        revoked = _revoked_leases(tenant_id, {c.lease_id for c in claims}, session=lookup)
     ctx = ValidationContext(
         tenant_id=tenant_id,
         received_at=received_at,
@@ -218,6 +258,19 @@ def ingest_events(
     )
 
 
+@dataclass(slots=True)
+class _WriteJob:
+    """One request's validated batch, waiting for the transaction that stores it."""
+
+    records: list[LogRecord]
+    counts: Counter[tuple[str, str]]
+    tenant_id: str
+    hour: datetime
+    done: bool = False
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+
 def _store(
     records: list[LogRecord],
     received: int,
@@ -228,20 +281,69 @@ def _store(
     runtime: Runtime,
     state: IngestState,
 ) -> AppendResult:
-    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-        with state.write_lock, runtime.session_factory() as session:
+    """Store one batch, possibly in a transaction shared with other requests' batches (group
+    commit: the batches that queued while the previous transaction ran share the next one and
+    its commit). Returns once the transaction holding this batch has committed."""
+    counts: Counter[tuple[str, str]] = Counter()
+    counts[(STAGE_RECEIVED, "")] = received
+    for rejection in rejected:
+        counts[(STAGE_REJECTED, rejection.reason.value)] += 1
+    job = _WriteJob(records, counts, tenant_id, hour)
+    with state.queue_lock:
+        state.pending.append(job)
+    with state.write_lock:
+        if not job.done:  # nobody took it yet: lead a group of every batch waiting now
+            with state.queue_lock:
+                group, state.pending = state.pending, []
+            _write_group(group, runtime=runtime)
+    if job.error is not None:
+        raise job.error
+    assert job.result is not None
+    return job.result
+
+
+def _write_group(group: list[_WriteJob], *, runtime: Runtime) -> None:
+    """Store the group's batches in one transaction; if that fails, each batch in its own
+    transaction, so that one batch's failure is reported to its request only."""
+    try:
+        results = _write_batches(group, runtime=runtime)
+    except Exception as exc:
+        if len(group) == 1:
+            group[0].error = exc
+            group[0].done = True
+            return
+        for job in group:
             try:
-                result = runtime.event_log.append(records, session=session)
-                counts: Counter[tuple[str, str]] = Counter()
-                counts[(STAGE_RECEIVED, "")] = received
-                counts[(STAGE_ACCEPTED, "")] = len(result.appended)
-                counts[(STAGE_DUPLICATE, "")] = len(result.duplicates)
-                counts[(STAGE_REJECTED, RejectReason.CONFLICT.value)] = len(result.conflicts)
-                for rejection in rejected:
-                    counts[(STAGE_REJECTED, rejection.reason.value)] += 1
-                add_to_counters(tenant_id, hour, counts, session=session)
+                job.result = _write_batches([job], runtime=runtime)[0]
+            except Exception as single_exc:
+                job.error = single_exc
+            job.done = True
+        return
+    for job, result in zip(group, results, strict=True):
+        job.result = result
+        job.done = True
+
+
+def _write_batches(jobs: list[_WriteJob], *, runtime: Runtime) -> list[AppendResult]:
+    """Append each batch in order (a later batch sees an earlier one's events as stored) and
+    add every batch's counts, in one transaction; commit."""
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        with runtime.session_factory() as session:
+            try:
+                results = []
+                totals: dict[tuple[str, datetime], Counter[tuple[str, str]]] = {}
+                for job in jobs:
+                    result = runtime.event_log.append(job.records, session=session)
+                    results.append(result)
+                    counts = totals.setdefault((job.tenant_id, job.hour), Counter())
+                    counts.update(job.counts)
+                    counts[(STAGE_ACCEPTED, "")] += len(result.appended)
+                    counts[(STAGE_DUPLICATE, "")] += len(result.duplicates)
+                    counts[(STAGE_REJECTED, RejectReason.CONFLICT.value)] += len(result.conflicts)
+                for (tenant_id, hour), counts in sorted(totals.items()):  # one lock order
+                    add_to_counters(tenant_id, hour, counts, session=session)
                 session.commit()
-                return result
+                return results
             except IntegrityError:
                 session.rollback()
                 if attempt == MAX_WRITE_ATTEMPTS:
@@ -277,11 +379,11 @@ def add_to_counters(
 
 
 def _revoked_leases(
-    tenant_id: str, lease_ids: Collection[str], *, session: Session
+    tenant_id: str, lease_ids: Collection[str], *, session: _LookupSession
 ) -> dict[str, datetime]:
     if not lease_ids:
         return {}
-    rows = session.execute(
+    rows = session.open().execute(
         select(ResourceLease.id, ResourceLease.revoked_at).where(
             ResourceLease.tenant_id == tenant_id,
             ResourceLease.id.in_(sorted(lease_ids)),
