@@ -9,7 +9,10 @@ in this process; one keep-alive HTTP client calls it sequentially. Measured in t
   each is released afterwards (not timed) so the quotas never fill;
 - decision denied: the same request over a limit range's max (no reservation; the denial is
   recorded in the action log and committed);
-- release: `POST /v1/decisions/{id}/release` (give the quota back, idempotent).
+- release: `POST /v1/decisions/{id}/release` (give the quota back, idempotent);
+- decision allowed + 1 admission policy: the allowed request again once the tenant has one
+  Rego admission policy (docs/examples/policies/admission/gpu-needs-exception.rego): the
+  policy query, its evaluation and its decision-log row committed with the reservation.
 
     python -m bench.decisions [--count 2000] [--database-url URL]
 """
@@ -66,6 +69,16 @@ def timed(
         if after is not None:
             after(result)
     return Series(name, samples)
+
+
+POLICY = (
+    Path(__file__).resolve().parents[1]
+    / "docs"
+    / "examples"
+    / "policies"
+    / "admission"
+    / "gpu-needs-exception.rego"
+)
 
 
 def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
@@ -156,12 +169,25 @@ def run(count: int, database_url: str | None) -> list[Series]:
                             release_later(result)
                 while issued:
                     release()
-                return [
+                series = [
                     timed("floor: GET /healthz", count, floor, after=None),
                     timed("decision allowed (quota reserved)", count, allow, after=release_later),
                     timed("release", count, release, after=None),
                     timed("decision denied (limit range)", count, deny, after=None),
                 ]
+                # The same allowed request once the tenant has an admission policy (Rego).
+                source = POLICY.read_text()
+                _check(http.post("/v1/policies", json={"name": "gpu", "source": source}))
+                for _ in range(50):
+                    release_later(allow())
+                while issued:
+                    release()
+                with_policy = timed(
+                    "decision allowed + 1 admission policy", count, allow, after=release_later
+                )
+                while issued:
+                    release()
+                return [*series, with_policy]
         finally:
             server.should_exit = True
             thread.join(timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from tests.guardrails.support import build_world
 from tests.tenancy.cli_support import make_qm
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "policies"
 
 
 def test_default_cap_commands(
@@ -92,3 +94,23 @@ def test_high_cost_commands(
     assert "no cost preview 'nope'" in qm("alerts", "high-cost", "show", "nope", expect=1).output
     off = qm("alerts", "high-cost", "threshold", "--off").output
     assert "no previews after high-cost hours" in off
+
+
+def test_decide_prints_policy_reasons_and_audit_notes(
+    client: TestClient,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+    source = (EXAMPLES / "admission" / "gpu-needs-exception.rego").read_text()
+    upload = {"name": "gpu", "source": source, "mode": "audit"}
+    assert client.post("/v1/policies", json=upload, headers=tenant.headers).status_code == 201
+    audited = qm("decide", "request", "--app", world.app, "--gpu", "1").output
+    assert f"[audit] gpu: team {world.team} asks for 1 GPU(s)" in audited
+    assert "allowed: decision" in audited
+    upload["mode"] = "enforce"
+    assert client.post("/v1/policies", json=upload, headers=tenant.headers).status_code == 201
+    denied = qm("decide", "request", "--app", world.app, "--gpu", "1", expect=2).output
+    assert f"- policy: gpu: team {world.team} asks for 1 GPU(s) without a 'gpu' exception" in denied

@@ -313,6 +313,8 @@ def actions_list(
 
 
 def _print_decision(result: dict[str, Any]) -> None:
+    for note in result.get("audit_only", []):  # audit-mode policies: would have denied
+        out().print(note, markup=False)
     if result["allowed"]:
         out().print(
             f"allowed: decision {result['id']} for team {result['team']} app {result['app']}, "

@@ -1,8 +1,9 @@
 """The decision API's service: may this scope start work needing these resources?
 
 Order of checks: budget throttle and rate limits (429, the caller should come back later),
-then budget halt (refuses non-essential work), limit ranges (per-request maxima), quotas
-(reserved at once when everything else allows). A denial names every reason found.
+then budget halt (refuses non-essential work), limit ranges (per-request maxima), the
+tenant's admission policies (Rego, admission.py), quotas (reserved at once when everything
+else allows). A denial names every reason found.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError, PermissionDeniedError
+from quartermaster.guardrails.admission import (
+    AdmissionVerdict,
+    admission_input,
+    evaluate_admission,
+)
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.enforcement import GuardrailGate, scopes_of
 from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
 from quartermaster.guardrails.quotas import apply_limit_ranges, reserve
+from quartermaster.policy.engine import PolicyCache
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
 
@@ -32,7 +40,7 @@ class WorkRequest:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    kind: str  # budget | limit_range | quota
+    kind: str  # budget | limit_range | policy | quota
     message: str
 
 
@@ -45,6 +53,7 @@ class Decision:
     expires_at: datetime | None
     team: str | None
     app: str | None
+    audit_only: list[str] = field(default_factory=list)  # audit-mode policies' would-be denials
 
 
 def _caller_may_act(caller: AuthContext, request: WorkRequest, *, session: Session) -> WorkRequest:
@@ -75,6 +84,7 @@ def decide(
     gate: GuardrailGate,
     session: Session,
     now: datetime | None = None,
+    policies: PolicyCache | None = None,
 ) -> Decision:
     request = _caller_may_act(caller, request, session=session)
     scopes = scopes_of(caller.tenant_id, app=request.app, team=request.team, session=session)
@@ -95,6 +105,11 @@ def decide(
         reasons.append(Reason("budget", f"halted: {halt.reason}"))
     effective, over = apply_limit_ranges(caller.tenant_id, team, requested, session=session)
     reasons.extend(Reason("limit_range", text) for text in over)
+    kind, scope = scopes[-1] if request.app is None else (ScopeKind.APP, request.app)
+    verdict = _policies(
+        caller, request, scopes, effective, gate, policies, session=session, now=now
+    )
+    reasons.extend(Reason("policy", text) for text in verdict.deny)
     if not reasons:
         admission = reserve(
             caller,
@@ -104,12 +119,15 @@ def decide(
             essential=request.essential,
             session=session,
             now=now,
+            log=verdict.decisions,
         )
         if admission.reservation is not None:
             res = admission.reservation
-            return Decision(True, res.id, [], effective, res.expires_at, team, request.app)
+            return Decision(
+                True, res.id, [], effective, res.expires_at, team, request.app, verdict.audit_only
+            )
         reasons.extend(Reason("quota", text) for text in admission.reasons)
-    kind, scope = scopes[-1] if request.app is None else (ScopeKind.APP, request.app)
+    session.add_all(verdict.decisions)
     record_action(
         session,
         tenant_id=caller.tenant_id,
@@ -120,4 +138,40 @@ def decide(
         reason="; ".join(r.message for r in reasons),
     )
     session.commit()
-    return Decision(False, None, reasons, effective, None, team, request.app)
+    return Decision(False, None, reasons, effective, None, team, request.app, verdict.audit_only)
+
+
+def _policies(
+    caller: AuthContext,
+    request: WorkRequest,
+    scopes: list[tuple[str, str]],
+    effective: dict[str, int],
+    gate: GuardrailGate,
+    cache: PolicyCache | None,
+    *,
+    session: Session,
+    now: datetime | None,
+) -> AdmissionVerdict:
+    """The tenant's admission policies on this request (none: nothing to evaluate)."""
+    if cache is None:
+        return AdmissionVerdict()
+    found = gate.admission_policies(caller.tenant_id, session=session)
+    if not found:
+        return AdmissionVerdict()
+    moment = now or utc_now()
+    named = dict(scopes)
+    document = admission_input(
+        caller,
+        app=request.app,
+        team=named.get(ScopeKind.TEAM),
+        cost_center=named.get(ScopeKind.COST_CENTER),
+        resources=effective,
+        requested=request.resources,
+        essential=request.essential,
+        at=moment,
+        session=session,
+    )
+    subject = request.app or named.get(ScopeKind.TEAM) or "tenant"
+    return evaluate_admission(
+        caller.tenant_id, found, document, subject=f"decision:{subject}", cache=cache, at=moment
+    )

@@ -2,8 +2,8 @@
 
 The gate answers, per request and without a database round trip on the hot path: is any of
 the caller's scopes throttled (429 with Retry-After) or halted, and is a rate limit exceeded.
-It caches each tenant's enforcements and rate-limit rules for `ttl` seconds, so a new throttle
-takes effect within that time of the evaluator starting it.
+It caches each tenant's enforcements, rate-limit rules and admission policies for `ttl`
+seconds, so a new throttle (or policy) takes effect within that time.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from quartermaster.catalog.models import App
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import NotFoundError, RateLimitedError
+from quartermaster.guardrails.admission import AdmissionPolicy, admission_policies
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.models import Enforcement, RateLimitRule
@@ -127,6 +128,7 @@ class _TenantRules:
     enforcements: tuple[ActiveEnforcement, ...]
     rate_limits: tuple[tuple[str, str, float, int], ...]  # kind, scope, rate, burst
     team_slugs: dict[str, str]  # team id -> slug
+    admission: tuple[AdmissionPolicy, ...] = ()
 
 
 class GuardrailGate:
@@ -179,7 +181,14 @@ class GuardrailGate:
         )
         rows = session.execute(select(Team.id, Team.slug).where(Team.tenant_id == tenant_id))
         teams: dict[str, str] = {str(row[0]): str(row[1]) for row in rows}
-        return _TenantRules(now, enforcements, limits, teams)
+        admission = tuple(admission_policies(tenant_id, session=session))
+        return _TenantRules(now, enforcements, limits, teams, admission)
+
+    def admission_policies(
+        self, tenant_id: str, *, session: Session | None = None
+    ) -> tuple[AdmissionPolicy, ...]:
+        """The tenant's admission policies (Rego), as cached with its other rules."""
+        return self._load(tenant_id, session).admission
 
     def caller_scopes(self, caller: AuthContext) -> list[Scope]:
         """The scopes an API key acts for: the tenant, its team, its app."""

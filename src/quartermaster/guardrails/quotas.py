@@ -9,7 +9,7 @@ more than `hard` on SQLite or PostgreSQL; the first quota without room rolls all
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +31,7 @@ from quartermaster.guardrails.quantities import (
     format_quantity,
     parse_quantity,
 )
+from quartermaster.storage.base import Base
 from quartermaster.tenancy.service import AuthContext
 
 QUOTA_SCOPES = (ScopeKind.TENANT, ScopeKind.TEAM)
@@ -256,8 +257,10 @@ def reserve(
     essential: bool,
     session: Session,
     now: datetime | None = None,
+    log: Sequence[Base] = (),
 ) -> Admission:
-    """Charge the quotas and record the reservation, or refuse naming each quota short."""
+    """Charge the quotas and record the reservation, or refuse naming each quota short.
+    `log` rows (e.g. the policy decisions) are committed with the reservation."""
     moment = now or utc_now()
     amounts = {**{k: v for k, v in effective.items() if k != "runtime"}, "jobs": 1}
     charges = _charges(caller.tenant_id, team, amounts, session=session)
@@ -292,6 +295,7 @@ def reserve(
         expires_at=moment + timedelta(seconds=effective["runtime"]),
     )
     session.add(reservation)
+    session.add_all(log)
     session.commit()
     return Admission(reservation, [])
 

@@ -40,6 +40,7 @@ from quartermaster.guardrails.schemas import (
     WebhookOut,
 )
 from quartermaster.guardrails.spend import BillingSpend
+from quartermaster.policy.dependencies import policy_cache
 
 router = APIRouter(tags=["guardrails"])
 
@@ -232,7 +233,13 @@ def post_decision(
     body: DecisionIn, caller: Ingester, runtime: RuntimeDep, session: SessionDep
 ) -> DecisionOut:
     request = decisions.WorkRequest(body.app, body.team, body.resources, body.essential)
-    result = decisions.decide(caller, request, gate=guardrail_gate(runtime), session=session)
+    result = decisions.decide(
+        caller,
+        request,
+        gate=guardrail_gate(runtime),
+        session=session,
+        policies=policy_cache(runtime),
+    )
     return DecisionOut(
         allowed=result.allowed,
         id=result.decision_id,
@@ -241,6 +248,7 @@ def post_decision(
         expires_at=result.expires_at,
         team=result.team,
         app=result.app,
+        audit_only=result.audit_only,
     )
 
 

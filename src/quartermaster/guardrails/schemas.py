@@ -154,6 +154,10 @@ class DecisionOut(BaseModel):
     expires_at: datetime | None
     team: str | None
     app: str | None
+    audit_only: list[str] = Field(
+        default_factory=list,
+        description="What audit-mode admission policies would have denied (logged, not enforced).",
+    )
 
 
 class ReservationOut(_Out):

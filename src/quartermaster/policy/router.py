@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from quartermaster.api.deps import AdminCaller, BillingReader, Reader, SessionDep
+from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog.service import find_app
 from quartermaster.domain.timeutil import utc_now
@@ -96,10 +96,17 @@ class ExceptionOut(BaseModel):
     summary="Upload a policy (its next version); a policy that does not compile is refused",
     responses=error_responses(409, 422),
 )
-def upload_policy(body: PolicyUpload, caller: AdminCaller, session: SessionDep) -> PolicyOut:
+def upload_policy(
+    body: PolicyUpload, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> PolicyOut:
+    from quartermaster.guardrails.gate import guardrail_gate
+
     view = service.upload_policy(
         caller, body.name, body.source, mode=body.mode, enabled=body.enabled, session=session
     )
+    # The decision API's gate caches the tenant's admission policies: the next decision
+    # reads the new version instead of waiting out the cache.
+    guardrail_gate(runtime).invalidate(caller.tenant_id)
     return PolicyOut.model_validate(view, from_attributes=True)
 
 

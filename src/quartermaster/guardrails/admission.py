@@ -1,0 +1,161 @@
+"""Policies at the decision point: the tenant's Rego policies for admitting work.
+
+A policy takes part in decisions when its package is `qm.admission` or below it
+(`package qm.admission.gpu`), the way publish policies live under `qm.publish`; the other
+policies are not asked (a publish rule about manifests has nothing to say about a cpu
+request). Each is evaluated with the request as input (docs/policy.md, "Input at
+admission"); an enforced policy's `deny` messages are reasons of kind `policy` beside the
+quota and budget ones, an audit-mode policy's are only logged. A policy that fails on the
+input denies (fail closed) unless it is in audit mode. One decision per policy goes to the
+policy decision log (`GET /v1/policy-decisions`, point `admission`).
+
+The gate keeps each tenant's admission policies with its other rules for 2 s (no query per
+decision); an upload through the API refreshes them at once in that process (other API
+processes within the 2 s).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from quartermaster.catalog.models import App
+from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError, input_digest
+from quartermaster.policy.models import Policy, PolicyDecision, PolicyMode
+from quartermaster.policy.service import active_exception_keys
+from quartermaster.tenancy.service import AuthContext
+
+POINT = "admission"
+PACKAGE = "qm.admission"
+
+
+@dataclass
+class AdmissionVerdict:
+    deny: list[str] = field(default_factory=list)  # enforced: reasons of kind "policy"
+    audit_only: list[str] = field(default_factory=list)  # what audit-mode policies would do
+    warn: list[str] = field(default_factory=list)
+    decisions: list[PolicyDecision] = field(default_factory=list)  # to log with the outcome
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    name: str
+    version: int
+    mode: str
+    source: str
+
+
+def admission_policies(tenant_id: str, *, session: Session) -> list[AdmissionPolicy]:
+    """The latest version of each enabled policy whose package is qm.admission[.…] (plain
+    rows: the gate caches them per tenant, see enforcement.py)."""
+    latest = (
+        select(Policy.name, func.max(Policy.version).label("version"))
+        .where(Policy.tenant_id == tenant_id)
+        .group_by(Policy.name)
+        .subquery()
+    )
+    query = (
+        select(Policy.name, Policy.version, Policy.mode, Policy.source)
+        .join(latest, (Policy.name == latest.c.name) & (Policy.version == latest.c.version))
+        .where(
+            Policy.tenant_id == tenant_id,
+            Policy.enabled.is_(True),
+            or_(Policy.package == PACKAGE, Policy.package.startswith(f"{PACKAGE}.")),
+        )
+        .order_by(Policy.name)
+    )
+    return [AdmissionPolicy(*row) for row in session.execute(query)]
+
+
+def admission_input(
+    caller: AuthContext,
+    *,
+    app: str | None,
+    team: str | None,
+    cost_center: str | None,
+    resources: dict[str, int],
+    requested: dict[str, str | int | float],
+    essential: bool,
+    at: datetime,
+    session: Session,
+) -> dict[str, Any]:
+    """The input document a policy sees (documented in docs/policy.md)."""
+    lifecycle = environment = None
+    if app is not None:
+        row = session.execute(
+            select(App.lifecycle, App.environment).where(
+                App.tenant_id == caller.tenant_id, App.app_id == app
+            )
+        ).first()
+        if row is not None:
+            lifecycle, environment = row
+    return {
+        "point": POINT,
+        "app": app,
+        "team": team,
+        "cost_center": cost_center,
+        "lifecycle": lifecycle,
+        "environment": environment,
+        "resources": resources,
+        "requested": {k: str(v) for k, v in requested.items()},
+        "essential": essential,
+        "caller": {"role": caller.role.value, "principal": caller.principal_name},
+        "exceptions": active_exception_keys(
+            caller.tenant_id, team=team or "", app_id=app or "", at=at, session=session
+        ),
+    }
+
+
+def evaluate_admission(
+    tenant_id: str,
+    policies: Iterable[AdmissionPolicy],
+    document: dict[str, Any],
+    *,
+    subject: str,
+    cache: PolicyCache,
+    at: datetime,
+) -> AdmissionVerdict:
+    """Every admission policy on the request; the decision rows are returned, not added, so
+    they are committed with the decision's own outcome (in its transaction)."""
+    verdict = AdmissionVerdict()
+    digest = input_digest(document)
+    for policy in policies:
+        enforced = policy.mode == PolicyMode.ENFORCE.value
+        try:
+            compiled = cache.get(tenant_id, policy.name, policy.version, policy.source)
+            result = compiled.evaluate(document)
+            deny, outcome = result.deny, "deny" if result.deny else "allow"
+            reasons = [*deny, *(f"warning: {w}" for w in result.warn)]
+            verdict.warn += result.warn
+        except PolicyRuntimeError as exc:
+            deny = [f"policy {policy.name} v{policy.version} failed: {exc}"]
+            outcome, reasons = "error", deny
+        # At admission only deny decides; require_approval and quarantine belong to publish.
+        labelled = [f"{policy.name}: {message}" for message in deny]
+        if enforced:
+            verdict.deny += labelled
+        else:
+            verdict.audit_only += [f"[audit] {message}" for message in labelled]
+        verdict.decisions.append(
+            PolicyDecision(
+                tenant_id=tenant_id,
+                point=POINT,
+                subject=subject,
+                app_version_id=None,
+                policy_name=policy.name,
+                policy_version=policy.version,
+                mode=policy.mode,
+                input_digest=digest,
+                result=outcome,
+                reasons=json.dumps(reasons),
+                enforced=enforced,
+                decided_at=at,
+            )
+        )
+    return verdict
