@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from quartermaster.errors import InvalidInputError
-from quartermaster.policy.engine import CompiledPolicy, PolicyCache, input_digest
+from quartermaster.policy.engine import (
+    CompiledPolicy,
+    InputBatch,
+    PolicyCache,
+    PolicyRuntimeError,
+    input_digest,
+)
 
 POLICIES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "policies"
 
@@ -57,3 +63,36 @@ def test_cache_reuses_and_input_digest_is_canonical() -> None:
     assert cache.get("t1", "p", 1, source) is cache.get("t1", "p", 1, source)
     assert cache.get("t1", "p", 2, source) is not cache.get("t1", "p", 1, source)
     assert input_digest({"a": 1, "b": [1, 2]}) == input_digest({"b": [1, 2], "a": 1})
+
+
+def test_one_input_batch_evaluates_every_policy_on_its_own() -> None:
+    # Two policies in the same package: each bundle holds only its own module, so their rules
+    # do not merge on the batch's interpreter.
+    deny = CompiledPolicy('package same\ndeny contains "no gpu" if { input.gpu > 0 }\n')
+    warn = CompiledPolicy("package same\nwarn contains msg if { msg := input.name }\n")
+    gpu = CompiledPolicy((POLICIES / "gpu-requires-approved-team.rego").read_text())
+    document = {
+        "gpu": 1,
+        "name": "x",
+        "manifest": {"app_id": "a", "team": "t", "estimated_compute_profile": {"gpu": 2}},
+        "exceptions": [],
+    }
+    batch = InputBatch(document)
+    verdicts = [batch.evaluate(policy) for policy in (deny, warn, gpu, deny)]
+    assert [v.result for v in verdicts] == ["deny", "allow", "deny", "deny"]
+    assert verdicts[0].deny == ["no gpu"]
+    assert verdicts[0].warn == []
+    assert verdicts[1].warn == ["x"]
+    assert verdicts[1].deny == []
+    assert verdicts == [policy.evaluate(document) for policy in (deny, warn, gpu, deny)]
+    assert InputBatch({**document, "gpu": 0}).evaluate(deny).result == "allow"
+
+
+def test_a_policy_failing_at_runtime_leaves_the_batch_usable() -> None:
+    # two values for one complete rule: a conflict only evaluation finds
+    failing = CompiledPolicy("package f\nd := input.b\nd := input.c\n")
+    fine = CompiledPolicy('package g\nwarn contains "ok" if { true }\n')
+    batch = InputBatch({"b": 1, "c": 2})
+    with pytest.raises(PolicyRuntimeError):
+        batch.evaluate(failing)
+    assert batch.evaluate(fine).warn == ["ok"]

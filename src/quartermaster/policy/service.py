@@ -23,6 +23,7 @@ from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.policy.engine import (
     CompiledPolicy,
+    InputBatch,
     PolicyCache,
     PolicyRuntimeError,
     Verdict,
@@ -207,12 +208,13 @@ def evaluate(
     audit_only: list[str] = []
     views: list[DecisionView] = []
     now = utc_now()
+    batch: InputBatch | None = None  # the input is set once for every policy
     for policy in session.scalars(_latest_versions(tenant_id).where(Policy.enabled.is_(True))):
         enforced = policy.mode == PolicyMode.ENFORCE.value
         try:
-            verdict = cache.get(tenant_id, policy.name, policy.version, policy.source).evaluate(
-                document
-            )
+            compiled = cache.get(tenant_id, policy.name, policy.version, policy.source)
+            batch = batch or InputBatch(document)
+            verdict = batch.evaluate(compiled)
             result = verdict.result
             reasons = [*verdict.quarantine, *verdict.deny, *verdict.require_approval]
             reasons += [f"warning: {w}" for w in verdict.warn]
