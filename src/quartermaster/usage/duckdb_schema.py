@@ -168,21 +168,13 @@ OWNER_COLUMNS = (
 )
 
 
-def raw_insert_sql(source: str) -> list[str]:
-    """Register the batch's new owners, then insert its raw rows with their owner ids.
-    Takes `processed_at` as its one parameter (in the second statement)."""
-    matches = " AND ".join(f"o.{c} = k.{c}" for c in OWNER_COLUMNS.split(", "))
-    return [
-        f"""INSERT INTO usage_owners
-            SELECT (SELECT coalesce(max(owner_id), 0) FROM usage_owners) + row_number() OVER (),
-                   k.*
-            FROM (SELECT DISTINCT {OWNER_COLUMNS} FROM {source}) k
-            WHERE NOT EXISTS (SELECT 1 FROM usage_owners o WHERE {matches})""",
-        f"""INSERT INTO usage_raw
-            SELECT b.position, o.owner_id, b.event_id, b.source, b.event_time, b.recorded_at,
-                   b.billable_at, ?, b.meter, b.quantity, b.distinct_value, b.late, b.resource_id
-            FROM {source} b JOIN usage_owners o USING ({OWNER_COLUMNS})""",
-    ]
+def raw_insert_sql(source: str) -> str:
+    """Insert a batch's raw rows; `source` carries each row's `owner_id` (duckdb_owners.py).
+    Takes `processed_at` as its one parameter."""
+    return f"""INSERT INTO usage_raw
+        SELECT position, owner_id, event_id, source, event_time, recorded_at, billable_at, ?,
+               meter, quantity, distinct_value, late, resource_id
+        FROM {source}"""
 
 
 def delete_raw_sql(where: str) -> str:

@@ -7,6 +7,7 @@ batches only."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Collection, Sequence
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.usage import duckdb_queries as q
+from quartermaster.usage.duckdb_owners import OwnerIds
 from quartermaster.usage.duckdb_schema import (
     DDL,
     GRAINS,
@@ -66,6 +68,7 @@ class DuckDBUsageStore:
         self._conn.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._owners = OwnerIds()
         self._closed = False
         self._conn.execute(DDL[0])
         found = self._conn.execute(
@@ -108,6 +111,7 @@ class DuckDBUsageStore:
             try:
                 result = work(cursor)
             except BaseException:
+                self._owners.forget()  # it may hold owners of the rolled-back transaction
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
@@ -217,7 +221,7 @@ class DuckDBUsageStore:
         processed_at = naive_utc(utc_now())
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
-            self._write_rows(cur, batch, processed_at)
+            self._write_rows(cur, batch, processed_at, self._owners)
             if batch.stream is not None and batch.position is not None:
                 if batch.finish_stream:
                     cur.execute("DELETE FROM pipeline_streams WHERE name = ?", [batch.stream])
@@ -231,7 +235,9 @@ class DuckDBUsageStore:
         self._transaction(work)
 
     @staticmethod
-    def _write_rows(cur: duckdb.DuckDBPyConnection, batch: RatedBatch, processed_at: Any) -> None:
+    def _write_rows(
+        cur: duckdb.DuckDBPyConnection, batch: RatedBatch, processed_at: Any, owners: OwnerIds
+    ) -> None:
         registered: list[str] = []
 
         def register(name: str, table: pa.Table) -> bool:
@@ -256,9 +262,10 @@ class DuckDBUsageStore:
                     "FROM batch_events GROUP BY ALL"
                 )
             if register("batch_usage", batch.usage):
-                owners, rows = raw_insert_sql("batch_usage")
-                cur.execute(owners)
-                cur.execute(rows, [processed_at])
+                owner_ids = owners.assign(cur, batch.usage)
+                cur.register("batch_raw", batch.usage.append_column("owner_id", owner_ids))
+                registered.append("batch_raw")
+                cur.execute(raw_insert_sql("batch_raw"), [processed_at])
                 has_distinct = pc.any(batch.usage["distinct_value"].is_valid()).as_py()
                 for statement in day_increment_sql("batch_usage", with_distinct=has_distinct):
                     cur.execute(statement)
@@ -276,8 +283,11 @@ class DuckDBUsageStore:
             if register("batch_waiting", batch.waiting_added):
                 cur.execute("INSERT OR IGNORE INTO waiting_events SELECT * FROM batch_waiting")
         finally:
-            for name in registered:
-                cur.unregister(name)
+            # An aborted transaction refuses even an unregister; the error that aborted it is
+            # the one to raise, and the next batch's register replaces the view.
+            with contextlib.suppress(duckdb.Error):
+                for name in registered:
+                    cur.unregister(name)
 
     # --- waiting ---------------------------------------------------------------------------
 
