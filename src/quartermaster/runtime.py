@@ -12,7 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from quartermaster.bus.embedded import EmbeddedEventLog
 from quartermaster.bus.protocol import EventLog
 from quartermaster.config import Settings, load_server_key
-from quartermaster.storage import create_db_engine, make_session_factory, upgrade_database
+from quartermaster.storage import (
+    create_db_engine,
+    make_read_session_factory,
+    make_session_factory,
+    upgrade_database,
+)
 
 if TYPE_CHECKING:
     from quartermaster.usage.store import UsageStore
@@ -28,7 +33,16 @@ class Runtime:
     # Long-lived parts features attach by name (e.g. the pipeline worker), one per runtime.
     services: dict[str, Any] = field(default_factory=dict)
     _usage_store: UsageStore | None = field(default=None, repr=False)
+    _read_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def read_session_factory(self) -> sessionmaker[Session]:
+        """Sessions that only read: no write lock on SQLite (storage.engine)."""
+        with self._lock:
+            if self._read_sessions is None:
+                self._read_sessions = make_read_session_factory(self.engine)
+            return self._read_sessions
 
     @property
     def usage_store(self) -> UsageStore:

@@ -33,13 +33,23 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def get_read_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with runtime.read_session_factory() as session:
+        yield session
+
+
+# For routes that only read: on SQLite their transaction takes no write lock (never waits
+# for a writer such as the pipeline); a write through it is refused.
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
+
 def get_caller(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AuthContext:
     if credentials is None:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer qm_…'")
-    with runtime.session_factory() as session:
+    with runtime.read_session_factory() as session:  # every request: never wait for a writer
         return authenticate(credentials.credentials, session=session)
 
 

@@ -40,9 +40,37 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a read-then-write transaction never
-        # fails half-way with SQLITE_BUSY; readers in WAL mode are not blocked by it.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # fails half-way with SQLITE_BUSY. A read-only session's transaction is deferred: it
+        # takes no lock, so it neither waits for a writer (up to busy_timeout) nor holds one
+        # back; in WAL mode it reads the last committed snapshot.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "qm_read_only"
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read-only session was asked to write."""
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySessionError("this session is read-only (it began a deferred transaction)")
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for requests that only read (search, authentication): on SQLite their
+    transactions are deferred instead of IMMEDIATE. ORM writes are refused at flush; a
+    statement that writes anyway would upgrade the lock and could fail with SQLITE_BUSY."""
+    factory = sessionmaker(
+        bind=engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+    )
+    event.listen(factory, "before_flush", _refuse_flush)
+    return factory
