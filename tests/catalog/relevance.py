@@ -42,6 +42,13 @@ QUERIES: tuple[Query, ...] = (
     _q("triag", "prefix", f="triager"),
     _q("refun", "prefix", d="refund"),
     _q("complian", "prefix", d="compliance"),
+    # prefixes that run past the word's Porter stem (summarizer -> summar, recommender ->
+    # recommend, reconciliation -> reconcili, maintenance -> mainten): only the unstemmed
+    # index has a word they begin
+    _q("summariz", "prefix", f="summarizer"),
+    _q("recommende", "prefix", f="recommender"),
+    _q("reconcilia", "prefix", d="reconciliation"),
+    _q("maintenan", "prefix", d="maintenance"),
     # tags
     _q("machine-learning", "tag", t="machine-learning"),
     _q("finance", "tag", t="finance"),

@@ -6,7 +6,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quartermaster.domain.timeutil import utc_now
@@ -53,7 +62,10 @@ class AppSearchDoc(Base):
     facets, with the trust and usage signals. `id` is also the full-text index's rowid."""
 
     __tablename__ = "app_search_docs"
-    __table_args__ = (UniqueConstraint("tenant_id", "app_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "app_id"),
+        Index("ix_app_search_docs_browse", "tenant_id", "invocations_30d"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -75,4 +87,9 @@ class AppSearchDoc(Base):
     users_7d: Mapped[int] = mapped_column(Integer, default=0)
     users_30d: Mapped[int] = mapped_column(Integer, default=0)
     signals_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Precomputed score parts (search_index): behaviour from the signals, trust without the
+    # scan's freshness (which moves with time), and the scan time as epoch seconds.
+    behaviour: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    trust_base: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    scanned_epoch: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

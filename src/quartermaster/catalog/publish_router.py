@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from quartermaster.api.deps import AdminCaller, Reader, SessionDep, require_roles
+from quartermaster.api.deps import AdminCaller, Reader, ReadSessionDep, SessionDep, require_roles
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog import search_index, versions
 from quartermaster.catalog.checks import MAX_PACKAGE_BYTES
@@ -166,7 +166,7 @@ def validate(
 @router.get("/apps/search", summary="Search published apps", responses=error_responses())
 def search(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     q: str = "",
     tag: str | None = None,
     team: str | None = None,

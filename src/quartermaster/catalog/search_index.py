@@ -1,13 +1,26 @@
 """Catalog search: a document per app with a published version, a full-text index beside it,
 and ranking that combines text match with behavioural and trust signals.
 
-Full text: SQLite FTS5 with BM25 (embedded default; porter stemming, prefix indexes) or
-PostgreSQL full-text search with `ts_rank` over a weighted tsvector (GIN index). Every query
-term is a prefix ("recomm" finds "recommender"); terms are OR-ed and ranked.
+Full text: SQLite FTS5 with BM25 (embedded default) or PostgreSQL full-text search with
+`ts_rank` over weighted tsvectors (GIN indexes). Two indexes per backend: a stemmed one
+(porter / `english`) that whole words match, so "policies" finds "policy", and an unstemmed
+one (unicode61 with prefix indexes / `simple`) that every term matches as a prefix, so
+"recomm" finds "recommender" and "inciden" finds "incident" (its porter stem is "incid", which
+"inciden" is no prefix of). Terms are OR-ed; a document's text relevance is the sum of its
+two ranks, so a whole word (which matches both) counts above a bare prefix. Common English
+stop words are dropped from a query with other terms; PostgreSQL's `english` config drops
+them anyway.
+
+Bounded ranking: the engine picks the best MAX_CANDIDATES matches by text in each index
+(SQLite: ORDER BY bm25 LIMIT inside FTS5, with the tenant a token of the indexed text, so the
+limit applies to the tenant's matches before any join), and only those are combined with the
+signals. The signals are precomputed columns of the document (`behaviour`, `trust_base`,
+`scanned_epoch`), so a candidate costs no joins and little Python; the shown columns are read
+only for the page of hits returned.
 
 Score (each hit carries its parts, so a ranking can be explained):
   score = 0.70 * text + 0.20 * behaviour + 0.10 * trust, each part in [0, 1]
-  text      = the engine's relevance / the best relevance among the matches
+  text      = the engine's relevance / the best relevance among the candidates
   behaviour = 0.5*s(invocations_30d, 1e6) + 0.2*s(invocations_7d, 1e5) + 0.3*s(users_30d, 1e4)
               with s(x, top) = log(1+x)/log(1+top) capped at 1 (fixed scales: stable scores)
   trust     = 0.4*verified owner + 0.4*policy pass + 0.2*scan freshness (1 up to 30 days
@@ -28,7 +41,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Boolean, delete, select, text
+from sqlalchemy import Boolean, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.manifest import version_key
@@ -39,12 +52,21 @@ from quartermaster.storage.base import UTCDateTime
 from quartermaster.tenancy.models import Principal, Team
 
 WEIGHTS = {"text": 0.70, "behaviour": 0.20, "trust": 0.10}
-# Re-ranked in Python: the best matches by text (ties: the busier app first). Each candidate
-# costs ~40 us of Python, so 300 keeps a broad prefix ("maint", matching every document) at a
-# few milliseconds; facets count these candidates.
+# Candidates per index re-ranked with the signals. Text is 70% of the score, so an app
+# outside the text top-300 would need a far better usage and trust than every app inside it
+# to belong on the first page; 300 keeps the Python work at about a millisecond.
 MAX_CANDIDATES = 300
 _TERM = re.compile(r"\w+", re.UNICODE)
 FACETS = ("tags", "team", "capabilities", "pricing_model")
+_DAY = 86400.0
+# Dropped from a query with other terms: they (and, as prefixes, "then", "there", ...) match
+# nearly every document and add work, not ranking (a subset of PostgreSQL's `english` list).
+_STOP_WORDS = (
+    "a an and are as at be but by for from has have in into is it its of on or that the their "
+    "then there these this to was were will with"
+)
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+_FTS_TABLES = ("app_search_fts", "app_search_words")  # stemmed, unstemmed (SQLite)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +106,6 @@ def _scaled(value: int, top: float) -> float:
     return min(1.0, math.log1p(max(value, 0)) / math.log1p(top))
 
 
-@lru_cache(maxsize=65536)
 def behaviour_score(inv_7d: int, inv_30d: int, users_30d: int) -> float:
     return 0.5 * _scaled(inv_30d, 1e6) + 0.2 * _scaled(inv_7d, 1e5) + 0.3 * _scaled(users_30d, 1e4)
 
@@ -96,21 +117,64 @@ def _json_list(value: str) -> tuple[str, ...]:
     return tuple(json.loads(value))
 
 
-def freshness(scanned_at: datetime | None, now: datetime) -> float:
-    if scanned_at is None:
+def freshness_at(scanned_epoch: float | None, now_epoch: float) -> float:
+    if scanned_epoch is None:
         return 0.0
-    age_days = (now - scanned_at).total_seconds() / 86400
+    age_days = (now_epoch - scanned_epoch) / _DAY
     return 1.0 if age_days <= 30 else max(0.0, 1.0 - (age_days - 30) / 150)
+
+
+def freshness(scanned_at: datetime | None, now: datetime) -> float:
+    return freshness_at(scanned_at.timestamp() if scanned_at else None, now.timestamp())
+
+
+def trust_base(verified: bool, policy_pass: bool) -> float:
+    """The trust that does not move with time (the scan's freshness does)."""
+    return 0.4 * verified + 0.4 * policy_pass
 
 
 def trust_score(
     verified: bool, policy_pass: bool, scanned_at: datetime | None, now: datetime
 ) -> float:
-    return 0.4 * verified + 0.4 * policy_pass + 0.2 * freshness(scanned_at, now)
+    return trust_base(verified, policy_pass) + 0.2 * freshness(scanned_at, now)
 
 
 def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(t.lower() for t in _TERM.findall(query)))[:16]
+
+
+def content_terms(terms: list[str]) -> list[str]:
+    """The terms matched: stop words go unless nothing else is left."""
+    kept = [t for t in terms if t not in STOP_WORDS]
+    return kept or terms
+
+
+def tenant_token(tenant_id: str) -> str:
+    """The tenant as one token of the SQLite full-text index (hex: any tenant id tokenizes to
+    exactly one word, which no other tenant's id produces)."""
+    return "t" + tenant_id.encode().hex()
+
+
+ALL_COLUMNS = "title descriptions tags"
+NAMING_COLUMNS = "title tags"  # the columns that weigh most (10 and 6 against 2)
+
+
+def fts5_term(term: str, *, prefix: bool, columns: str = ALL_COLUMNS) -> str:
+    """One term as an FTS5 expression: a whole word (for the stemmed index) or a prefix (for
+    the unstemmed one) in `columns`. Terms are runs of word characters: quoting is enough."""
+    return f'{{{columns}}} : "{term}"{"*" if prefix else ""}'
+
+
+def fts5_match(tenant_id: str, parts: list[str]) -> str:
+    """Term expressions OR-ed, limited to the tenant's documents."""
+    return f'tenant : "{tenant_token(tenant_id)}" AND ({" OR ".join(parts)})'
+
+
+def tsquery_term(term: str, *, prefix: bool, naming_only: bool = False) -> str:
+    """One term in PostgreSQL tsquery syntax: a word or a prefix (`:*`), optionally only its
+    weight-A (title and tag) occurrences."""
+    suffix = ("*" if prefix else "") + ("A" if naming_only else "")
+    return f"{term}:{suffix}" if suffix else term
 
 
 # --- index maintenance -----------------------------------------------------------------------
@@ -123,32 +187,48 @@ def _fts_text(doc: AppSearchDoc) -> tuple[str, str, str]:
 
 def _write_fulltext(session: Session, doc: AppSearchDoc) -> None:
     title, descriptions, tags = _fts_text(doc)
+    params = {"id": doc.id, "title": title, "descriptions": descriptions, "tags": tags}
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        session.execute(text("DELETE FROM app_search_fts WHERE rowid = :id"), {"id": doc.id})
-        session.execute(
-            text(
-                "INSERT INTO app_search_fts (rowid, title, descriptions, tags) "
-                "VALUES (:id, :title, :descriptions, :tags)"
-            ),
-            {"id": doc.id, "title": title, "descriptions": descriptions, "tags": tags},
-        )
+        params["tenant"] = tenant_token(doc.tenant_id)
+        for table in _FTS_TABLES:
+            session.execute(text(f"DELETE FROM {table} WHERE rowid = :id"), {"id": doc.id})
+            session.execute(
+                text(
+                    f"INSERT INTO {table} (rowid, tenant, title, descriptions, tags) "
+                    "VALUES (:id, :tenant, :title, :descriptions, :tags)"
+                ),
+                params,
+            )
     elif dialect == "postgresql":
         session.execute(
             text(
                 "UPDATE app_search_docs SET search_vector = "
                 "setweight(to_tsvector('english', :title), 'A') || "
                 "setweight(to_tsvector('english', :tags), 'A') || "
-                "setweight(to_tsvector('english', :descriptions), 'B') WHERE id = :id"
+                "setweight(to_tsvector('english', :descriptions), 'B'), prefix_vector = "
+                "setweight(to_tsvector('simple', :title), 'A') || "
+                "setweight(to_tsvector('simple', :tags), 'A') || "
+                "setweight(to_tsvector('simple', :descriptions), 'B') WHERE id = :id"
             ),
-            {"id": doc.id, "title": title, "descriptions": descriptions, "tags": tags},
+            params,
         )
 
 
 def _remove(session: Session, doc: AppSearchDoc) -> None:
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("DELETE FROM app_search_fts WHERE rowid = :id"), {"id": doc.id})
+        for table in _FTS_TABLES:
+            session.execute(text(f"DELETE FROM {table} WHERE rowid = :id"), {"id": doc.id})
     session.execute(delete(AppSearchDoc).where(AppSearchDoc.id == doc.id))
+
+
+def _derive(doc: AppSearchDoc) -> None:
+    """The precomputed score parts, from the document's own columns."""
+    doc.behaviour = behaviour_score(  # a new document has no signals until the next refresh
+        doc.invocations_7d or 0, doc.invocations_30d or 0, doc.users_30d or 0
+    )
+    doc.trust_base = trust_base(doc.verified_owner, doc.policy_pass)
+    doc.scanned_epoch = doc.scanned_at.timestamp() if doc.scanned_at else None
 
 
 def sync_app(tenant_id: str, app_pk: str, *, session: Session) -> None:
@@ -204,6 +284,7 @@ def sync_app(tenant_id: str, app_pk: str, *, session: Session) -> None:
     )
     doc.scanned_at = latest.checked_at
     doc.updated_at = utc_now()
+    _derive(doc)
     session.flush()
     _write_fulltext(session, doc)
 
@@ -224,6 +305,7 @@ def set_signals(
         doc.invocations_7d, doc.invocations_30d = inv7, inv30
         doc.users_7d, doc.users_30d = users7, users30
         doc.signals_at = at
+        doc.behaviour = behaviour_score(inv7, inv30, users30)
         count += 1
     session.commit()
     return count
@@ -231,93 +313,220 @@ def set_signals(
 
 # --- queries ---------------------------------------------------------------------------------
 
-# What ranking, filtering, facets and a hit need: the long description is left in the table.
-_CANDIDATE_COLUMNS = (
-    "d.app_id, d.version, d.title, d.short_description, d.tags, d.team, d.capabilities, "
-    "d.pricing_model, d.verified_owner, d.policy_pass, d.scanned_at, d.invocations_7d, "
-    "d.invocations_30d, d.users_7d, d.users_30d"
+# What ranking, filtering and facets need of a candidate: no text, no dates, no joins.
+_RANK_COLUMNS = (
+    "d.id, d.app_id, d.team, d.pricing_model, d.tags, d.capabilities, d.behaviour, "
+    "d.trust_base, d.scanned_epoch"
+)
+# What a returned hit shows, read for the page only.
+_SHOWN = (
+    text(
+        "SELECT id, version, title, short_description, verified_owner, policy_pass, scanned_at, "
+        "invocations_7d, invocations_30d, users_7d, users_30d FROM app_search_docs "
+        "WHERE id IN :ids"
+    )
+    .bindparams(bindparam("ids", expanding=True))
+    .columns(verified_owner=Boolean(), policy_pass=Boolean(), scanned_at=UTCDateTime())
 )
 
 
+# A term matching more of a tenant's documents than this in an index does not pick
+# candidates from all columns: ranking a match costs ~1-2 us in FTS5 for a word and 4-5x that
+# for a prefix (its words' position lists are merged per document), so "maint" (in every
+# "maintained by" line) would cost tens of milliseconds. Such a term picks candidates by its
+# title and tag matches, where it is rarer and weighs most; a term broad there too is left
+# out, as BM25 itself nearly does (its IDF falls to ~0 once a term is in half the documents).
+BROAD = 1000
+STEMMED, PREFIX = "stemmed", "prefix"  # the two indexes
+_CAP_COUNT = "(SELECT count(*) FROM ({match} LIMIT :cap) c{n})"
+# One index's top matches by relevance, ranked inside the engine; the union of both indexes
+# sums a document's relevance. SQLite: the tenant is part of the MATCH; BM25 weights tenant 0
+# (every document has it), title 10, descriptions 2, tags 6. PostgreSQL: GIN finds the
+# matches, ts_rank ranks them (title and tags weight A, descriptions B).
+_SQLITE_MATCH = "SELECT rowid AS id FROM {t} WHERE {t} MATCH :{p}"
+_SQLITE_PART = (
+    "SELECT * FROM (SELECT rowid AS id, -bm25({t}, 0.0, 10.0, 2.0, 6.0) AS relevance "
+    "FROM {t} WHERE {t} MATCH :{p} ORDER BY relevance DESC, rowid LIMIT :limit)"
+)
+_SQLITE_TABLES = {STEMMED: "app_search_fts", PREFIX: "app_search_words"}
+_PG_MATCH = (
+    "SELECT id FROM app_search_docs WHERE tenant_id = :tenant AND {v} @@ to_tsquery('{c}', :{p})"
+)
+_PG_PART = (
+    "(SELECT id, ts_rank({v}, q) AS relevance FROM app_search_docs, to_tsquery('{c}', :{p}) q "
+    "WHERE tenant_id = :tenant AND {v} @@ q ORDER BY relevance DESC, id LIMIT :limit)"
+)
+_PG_VECTORS = {STEMMED: ("search_vector", "english"), PREFIX: ("prefix_vector", "simple")}
+_CANDIDATES_SQL = (
+    "SELECT {columns}, m.relevance FROM (SELECT id, sum(relevance) AS relevance FROM ({union}) "
+    "u GROUP BY id) m JOIN app_search_docs d ON d.id = m.id WHERE d.tenant_id = :tenant"
+)
+_BROWSE_SQL = (
+    f"SELECT {_RANK_COLUMNS}, 0.0 AS relevance FROM app_search_docs d "
+    "WHERE d.tenant_id = :tenant ORDER BY d.invocations_30d DESC, d.app_id LIMIT :limit"
+)
+
+Probe = tuple[str, str, bool]  # index, term, naming columns only
+
+
+def choose_terms(
+    terms: list[str], counts: dict[Probe, int]
+) -> tuple[dict[str, list[tuple[str, bool]]], bool]:
+    """Per index, the terms that pick candidates and whether only by their title and tag
+    occurrences; and whether a term was left out as too broad (pure)."""
+    chosen: dict[str, list[tuple[str, bool]]] = {}
+    broad = False
+    for index in (STEMMED, PREFIX):
+        for term in terms:
+            every, naming = counts[(index, term, False)], counts[(index, term, True)]
+            if 0 < every <= BROAD:
+                chosen.setdefault(index, []).append((term, False))
+            elif every > BROAD and 0 < naming <= BROAD:
+                chosen.setdefault(index, []).append((term, True))
+            elif every > BROAD:
+                broad = True
+    return chosen, broad
+
+
+def _expression(dialect: str, tenant_id: str, index: str, terms: list[tuple[str, bool]]) -> str:
+    prefix = index == PREFIX
+    if dialect == "sqlite":
+        columns = {False: ALL_COLUMNS, True: NAMING_COLUMNS}
+        parts = [fts5_term(t, prefix=prefix, columns=columns[naming]) for t, naming in terms]
+        return fts5_match(tenant_id, parts)
+    return " | ".join(tsquery_term(t, prefix=prefix, naming_only=naming) for t, naming in terms)
+
+
+def _index_sql(dialect: str, index: str, param: str, *, ranked: bool) -> str:
+    if dialect == "sqlite":
+        return (_SQLITE_PART if ranked else _SQLITE_MATCH).format(t=_SQLITE_TABLES[index], p=param)
+    vector, config = _PG_VECTORS[index]
+    return (_PG_PART if ranked else _PG_MATCH).format(v=vector, c=config, p=param)
+
+
+def _candidates(tenant_id: str, terms: list[str], session: Session) -> list[tuple[Any, ...]]:
+    """The rank columns and text relevance of the tenant's best matches, as plain tuples.
+
+    First, in one statement, each term's matches per index are counted (each count stopping at
+    BROAD + 1), in all columns and in the title and tags; `choose_terms` then decides which
+    terms pick candidates, so no index ranks more than a bounded number of matches."""
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": MAX_CANDIDATES, "cap": BROAD + 1}
+    if not terms:
+        return [tuple(row) for row in session.execute(text(_BROWSE_SQL), params)]
+    dialect = session.get_bind().dialect.name
+    terms = content_terms(terms)
+    probes: list[Probe] = [
+        (index, term, naming)
+        for index in (STEMMED, PREFIX)
+        for term in terms
+        for naming in (False, True)
+    ]
+    selects = []
+    for n, (index, term, naming) in enumerate(probes):
+        params[f"c{n}"] = _expression(dialect, tenant_id, index, [(term, naming)])
+        match = _index_sql(dialect, index, f"c{n}", ranked=False)
+        selects.append(_CAP_COUNT.format(match=match, n=n))
+    counts = session.execute(text(f"SELECT {', '.join(selects)}"), params).one()
+    chosen, broad = choose_terms(terms, dict(zip(probes, counts, strict=True)))
+    if not chosen:
+        # Nothing matched; or every term is in most titles too: browse (usage and trust).
+        sql = _BROWSE_SQL if broad else ""
+    else:
+        parts = []
+        for index, index_terms in chosen.items():
+            params[index] = _expression(dialect, tenant_id, index, index_terms)
+            parts.append(_index_sql(dialect, index, index, ranked=True))
+        sql = _CANDIDATES_SQL.format(columns=_RANK_COLUMNS, union=" UNION ALL ".join(parts))
+    return [tuple(row) for row in session.execute(text(sql), params)] if sql else []
+
+
 @dataclass(frozen=True, slots=True)
-class _Candidate:
-    row: Any  # the _CANDIDATE_COLUMNS of one document
-    relevance: float
+class _Ranked:
+    doc_id: int
+    app_id: str
+    team: str
+    pricing_model: str
     tags: tuple[str, ...]
     capabilities: tuple[str, ...]
+    relevance: float
     text: float
     behaviour: float
     trust: float
     score: float
 
 
-def _text_matches(tenant_id: str, terms: list[str], session: Session) -> list[tuple[Any, float]]:
-    """(document columns, text relevance) of the best MAX_CANDIDATES matches, in one query
-    that reads plain rows (no ORM objects: a broad prefix matches hundreds of documents)."""
-    params: dict[str, Any] = {"tenant": tenant_id, "limit": MAX_CANDIDATES}
-    if not terms:
-        sql = (
-            f"SELECT {_CANDIDATE_COLUMNS}, 0.0 AS relevance FROM app_search_docs d "
-            "WHERE d.tenant_id = :tenant ORDER BY d.invocations_30d DESC, d.app_id LIMIT :limit"
-        )
-    elif session.get_bind().dialect.name == "sqlite":
-        params["match"] = " OR ".join(f'"{t}"*' for t in terms)
-        sql = (
-            f"SELECT {_CANDIDATE_COLUMNS}, -bm25(app_search_fts, 10.0, 2.0, 6.0) AS relevance "
-            "FROM app_search_fts f JOIN app_search_docs d ON d.id = f.rowid "
-            "WHERE app_search_fts MATCH :match AND d.tenant_id = :tenant "
-            "ORDER BY relevance DESC, d.invocations_30d DESC, d.app_id LIMIT :limit"
-        )
-    else:
-        params["match"] = " | ".join(f"{t}:*" for t in terms)
-        sql = (
-            f"SELECT {_CANDIDATE_COLUMNS}, ts_rank(d.search_vector, q) AS relevance "
-            "FROM app_search_docs d, to_tsquery('english', :match) q "
-            "WHERE d.tenant_id = :tenant AND d.search_vector @@ q "
-            "ORDER BY relevance DESC, d.invocations_30d DESC, d.app_id LIMIT :limit"
-        )
-    typed = text(sql).columns(
-        verified_owner=Boolean(), policy_pass=Boolean(), scanned_at=UTCDateTime()
-    )
-    return [(row, float(row.relevance)) for row in session.execute(typed, params)]
-
-
-def _passes(row: Any, tags: tuple[str, ...], caps: tuple[str, ...], f: SearchFilters) -> bool:
+def _passes(r: _Ranked, f: SearchFilters) -> bool:
     return (
-        (f.tag is None or f.tag in tags)
-        and (f.team is None or f.team == row.team)
-        and (f.capability is None or f.capability in caps)
-        and (f.pricing_model is None or f.pricing_model == row.pricing_model)
+        (f.tag is None or f.tag in r.tags)
+        and (f.team is None or f.team == r.team)
+        and (f.capability is None or f.capability in r.capabilities)
+        and (f.pricing_model is None or f.pricing_model == r.pricing_model)
     )
 
 
-def _hit(c: _Candidate, now: datetime) -> Hit:
-    row = c.row
-    scan_age = (now - row.scanned_at).total_seconds() / 86400 if row.scanned_at else -1.0
+def _hit(r: _Ranked, shown: Any, now: datetime) -> Hit:
+    scan_age = (now - shown.scanned_at).total_seconds() / _DAY if shown.scanned_at else -1.0
     return Hit(
-        app_id=row.app_id,
-        version=row.version,
-        title=row.title,
-        short_description=row.short_description,
-        tags=list(c.tags),
-        team=row.team,
-        capabilities=list(c.capabilities),
-        pricing_model=row.pricing_model,
-        score=round(c.score, 6),
+        app_id=r.app_id,
+        version=shown.version,
+        title=shown.title,
+        short_description=shown.short_description,
+        tags=list(r.tags),
+        team=r.team,
+        capabilities=list(r.capabilities),
+        pricing_model=r.pricing_model,
+        score=round(r.score, 6),
         components={
-            "text_relevance": round(c.relevance, 6),
-            "text": round(c.text, 6),
-            "behaviour": round(c.behaviour, 6),
-            "trust": round(c.trust, 6),
-            "invocations_7d": row.invocations_7d,
-            "invocations_30d": row.invocations_30d,
-            "users_7d": row.users_7d,
-            "users_30d": row.users_30d,
-            "verified_owner": float(row.verified_owner),
-            "policy_pass": float(row.policy_pass),
+            "text_relevance": round(r.relevance, 6),
+            "text": round(r.text, 6),
+            "behaviour": round(r.behaviour, 6),
+            "trust": round(r.trust, 6),
+            "invocations_7d": shown.invocations_7d,
+            "invocations_30d": shown.invocations_30d,
+            "users_7d": shown.users_7d,
+            "users_30d": shown.users_30d,
+            "verified_owner": float(shown.verified_owner),
+            "policy_pass": float(shown.policy_pass),
             "scan_age_days": round(scan_age, 3),
         },
     )
+
+
+def rank(
+    rows: list[tuple[Any, ...]], filters: SearchFilters, now_epoch: float
+) -> tuple[list[_Ranked], dict[str, Counter[str]]]:
+    """Score candidates (tuples of _RANK_COLUMNS and relevance), best first, with the facet
+    counts of those that pass the filters. Pure: the part of a search that runs in Python."""
+    best = max((float(row[-1]) for row in rows), default=0.0)
+    facets: dict[str, Counter[str]] = {name: Counter() for name in FACETS}
+    ranked: list[_Ranked] = []
+    w_text, w_behaviour, w_trust = WEIGHTS["text"], WEIGHTS["behaviour"], WEIGHTS["trust"]
+    for doc_id, app_id, team, pricing, tags, caps, behaviour, base, scanned, relevance in rows:
+        text_part = float(relevance) / best if best > 0 else 0.0
+        trust = base + 0.2 * freshness_at(scanned, now_epoch)
+        candidate = _Ranked(
+            doc_id,
+            app_id,
+            team,
+            pricing,
+            _json_list(tags),
+            _json_list(caps),
+            float(relevance),
+            text_part,
+            behaviour,
+            trust,
+            w_text * text_part + w_behaviour * behaviour + w_trust * trust,
+        )
+        if not _passes(candidate, filters):
+            continue
+        facets["tags"].update(candidate.tags)
+        facets["team"][team] += 1
+        facets["capabilities"].update(candidate.capabilities)
+        facets["pricing_model"][pricing] += 1
+        ranked.append(candidate)
+    # Sort on the score as a hit shows it (rounded), so equal displayed scores order by app_id.
+    ranked.sort(key=lambda r: (-round(r.score, 6), r.app_id))
+    return ranked, facets
 
 
 def search(
@@ -333,33 +542,15 @@ def search(
     """Rank the tenant's published apps for `query` (empty: browse by usage and trust)."""
     filters = filters or SearchFilters()
     now = now or utc_now()
-    matches = _text_matches(tenant_id, query_terms(query), session)
-    best = max((relevance for _, relevance in matches), default=0.0)
-    facets: dict[str, Counter[str]] = {name: Counter() for name in FACETS}
-    scored: list[_Candidate] = []
-    for row, relevance in matches:
-        tags, caps = _json_list(row.tags), _json_list(row.capabilities)
-        if not _passes(row, tags, caps, filters):
-            continue
-        facets["tags"].update(tags)
-        facets["team"][row.team] += 1
-        facets["capabilities"].update(caps)
-        facets["pricing_model"][row.pricing_model] += 1
-        text_part = relevance / best if best > 0 else 0.0
-        behaviour = behaviour_score(row.invocations_7d, row.invocations_30d, row.users_30d)
-        trust = trust_score(row.verified_owner, row.policy_pass, row.scanned_at, now)
-        score = (
-            WEIGHTS["text"] * text_part
-            + WEIGHTS["behaviour"] * behaviour
-            + WEIGHTS["trust"] * trust
-        )
-        scored.append(_Candidate(row, relevance, tags, caps, text_part, behaviour, trust, score))
-    # Sort on the score as a hit shows it (rounded), so equal displayed scores order by app_id.
-    scored.sort(key=lambda c: (-round(c.score, 6), c.row.app_id))
-    window = scored[offset : offset + max(1, min(limit, 100))]
+    rows = _candidates(tenant_id, query_terms(query), session)
+    ranked, facets = rank(rows, filters, now.timestamp())
+    window = ranked[offset : offset + max(1, min(limit, 100))]
+    shown = {}
+    if window:
+        shown = {s.id: s for s in session.execute(_SHOWN, {"ids": [r.doc_id for r in window]})}
     return SearchResult(
         query=query,
-        total=len(scored),
-        hits=[_hit(c, now) for c in window],
+        total=len(ranked),
+        hits=[_hit(r, shown[r.doc_id], now) for r in window],
         facets={name: dict(counter.most_common(20)) for name, counter in facets.items()},
     )
