@@ -289,7 +289,7 @@ def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [*qm_command(), "serve", "--port", str(port)], env=server_env(settings)
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # start-up takes 30 s and more on a loaded machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
