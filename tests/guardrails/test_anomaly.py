@@ -49,8 +49,8 @@ def test_ordinary_days_raise_nothing_and_a_spike_is_found() -> None:
 def test_a_spike_is_seen_before_its_hour_closes() -> None:
     history = office_hours(7)
     at_ten = history + history[-24:-14]
-    # A quarter of the way in, the hour has cost 2.5: already 2.5 normal hours.
-    early = score_hour(at_ten, 2.5, fraction=0.25)
+    # A quarter of the way in, the hour has cost 3.5: already 3.5 normal hours.
+    early = score_hour(at_ten, 3.5, fraction=0.25)
     assert early is not None
     assert early.anomalous
     # At the same point an ordinary quarter hour (0.25) is not an anomaly.
@@ -74,7 +74,7 @@ def test_a_nightly_batch_hour_is_judged_against_its_own_past_nights() -> None:
 
 
 def test_small_absolute_changes_and_short_histories_are_not_alerts() -> None:
-    tiny = [0.001] * 48
+    tiny = [0.001] * 96
     assert score_hour(tiny, 0.01) is not None
     assert not score_hour(tiny, 0.01).anomalous  # type: ignore[union-attr]  # 10x, 0.009
     assert score_hour([1.0] * 10, 100.0) is None  # under a day of history

@@ -42,17 +42,32 @@ MAD_TO_SIGMA = 1.4826
 
 @dataclass(frozen=True, slots=True)
 class AnomalyRule:
+    """The detector's parameters. Defaults measured on the simulator's injected anomalies
+    (bench/anomalies.py, docs/performance.md "Cost anomalies")."""
+
     window_hours: int = 168  # a week of history
     season_hours: int = 24
-    recent_hours: int = 6
-    min_history: int = 24  # no verdict before a day of history
+    # The same hour's baseline over the past days is their highest (1.0) rather than their
+    # median (0.5): a resource added midweek makes its first nights "new" only once.
+    seasonal_quantile: float = 1.0
+    # Also judge against the median of the last hours (0: off). Measured: it hid spikes on
+    # apps in a busy spell more than it saved false alarms.
+    recent_hours: int = 0
+    min_history: int = 72  # no verdict before three days of history
     min_seasons: int = 3
-    k: float = 6.0
-    min_ratio: float = 2.0
+    k: float = 5.0
+    min_ratio: float = 3.0
     min_excess: float = 0.02
     relative_floor: float = 0.25
-    arrival_z: float = 3.0
+    arrival_z: float = 1.0
     min_events_to_prorate: float = 20.0
+    first_events: float = 3.0
+    # Size variation of one event's cost: the simulator's calls are lognormal (sigma 0.7),
+    # whose count-and-size noise over n calls is ~1.3 / sqrt(n) of the total; 1.5 leaves
+    # room for the heavier tail of a handful of calls.
+    event_cv: float = 1.5
+    # A series whose hours nearly all have the same count of events is sampled, not counted.
+    sampled_share: float = 0.8
     idle_quantile: float = 0.95
     max_incident_hours: int = 48  # a longer run is a new level, not one spike
 
@@ -88,12 +103,17 @@ def active_history(history: Sequence[float]) -> Sequence[float]:
     return history[len(history) :]
 
 
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def baseline_of(history: Sequence[float], rule: AnomalyRule) -> tuple[float, float]:
     """(baseline, spread) of the hour right after `history` (oldest first, hourly)."""
     window = list(history[-rule.window_hours :])
     seasonal = window[-rule.season_hours :: -rule.season_hours]
     level = float(median(window))
-    usual = float(median(seasonal)) if seasonal else level
+    usual = _quantile(seasonal, rule.seasonal_quantile) if seasonal else level
     recent = float(median(window[-rule.recent_hours :])) if rule.recent_hours else 0.0
     # The larger of the three: a nightly batch hour is judged against its own past nights, a
     # quiet night of an office-hours app against the app's overall level (not ~0), and an
@@ -115,7 +135,8 @@ def arrival_share(fraction: float, events_per_hour: float | None, rule: AnomalyR
     if fraction >= 1 or events_per_hour is None or events_per_hour < rule.min_events_to_prorate:
         return 1.0
     bound = fraction + rule.arrival_z * math.sqrt(fraction * (1 - fraction) / events_per_hour)
-    return min(1.0, bound)
+    # The first few events may be the hour's largest: they carry no verdict on their own.
+    return min(1.0, bound + rule.first_events / events_per_hour)
 
 
 def judge(
@@ -124,21 +145,42 @@ def judge(
     spread: float,
     *,
     share: float = 1.0,
+    noise: float = 0.0,
     rule: AnomalyRule | None = None,
 ) -> Score:
-    """Score `value`, a cost so far, against a baseline held to `share` of a normal hour."""
+    """Score `value`, a cost so far, against a baseline held to `share` of a normal hour.
+    `noise`: a whole hour's counting noise (its events arrive at random); it shrinks with the
+    square root of the share, the level's spread in proportion to it."""
     rule = rule or AnomalyRule()
     if not 0 < share <= 1:
         raise ValueError(f"share {share} is not in (0, 1]")
     expected = baseline * share
     excess = value - expected
     floor = rule.min_excess / rule.k  # keeps z finite for an all-zero history
-    z = excess / max(spread * share, floor)
+    z = excess / max(spread * share, noise * math.sqrt(share), floor)
     ratio = value / expected if expected > 0 else None
     anomalous = (
         z >= rule.k and excess >= rule.min_excess and (ratio is None or ratio >= rule.min_ratio)
     )
     return Score(value, expected, baseline, spread, share, z, ratio, anomalous)
+
+
+def counting_noise(
+    counts: Sequence[int], events_per_hour: float | None, baseline: float, rule: AnomalyRule
+) -> float:
+    """A whole hour's cost noise when its events arrive at random (calls, requests): with n
+    events of varying size, about `event_cv / sqrt(n)` of the hour, however steady the
+    trailing hours happened to be. Zero for samples at fixed times (a resource reporting
+    every hour: the count of events never varies), whose noise the robust spread has."""
+    active = [c for c in counts if c > 0]
+    if not active or events_per_hour is None or events_per_hour <= 0:
+        return 0.0
+    mode = max(set(active), key=active.count)
+    steady = active.count(mode) >= rule.sampled_share * len(active)
+    # A slow stream of calls also has a steady count (mostly 1), but idle hours between.
+    if steady and len(active) >= rule.sampled_share * len(counts):
+        return 0.0
+    return baseline * rule.event_cv / math.sqrt(events_per_hour)
 
 
 def typical_events(costs: Sequence[float], counts: Sequence[int], baseline: float) -> float | None:
@@ -216,6 +258,7 @@ class Expectation:
     baseline: float
     spread: float
     events_per_hour: float | None
+    noise: float = 0.0  # a whole hour's counting noise (0: samples at fixed times)
 
 
 def expectations(
@@ -230,8 +273,10 @@ def expectations(
         if len(history) < rule.min_history:
             continue
         baseline, spread = baseline_of(history, rule)
-        events = typical_events(history, one.events[start:hour][-len(history) :], baseline)
-        found.append(Expectation(meter, baseline, spread, events))
+        counts = one.events[start:hour][-len(history) :]
+        events = typical_events(history, counts, baseline)
+        noise = counting_noise(counts, events, baseline, rule)
+        found.append(Expectation(meter, baseline, spread, events, noise))
     return found
 
 
@@ -250,8 +295,9 @@ def judge_scope(
     held = 0.0
     for normal in expected:
         share = arrival_share(fraction, normal.events_per_hour, rule)
+        value = values.get(normal.meter, 0.0)
         score = judge(
-            values.get(normal.meter, 0.0), normal.baseline, normal.spread, share=share, rule=rule
+            value, normal.baseline, normal.spread, share=share, noise=normal.noise, rule=rule
         )
         held += score.expected
         if score.anomalous:
