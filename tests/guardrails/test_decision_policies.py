@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.policy import service as policy_service
+from quartermaster.policy.engine import PolicyCache
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 from tests.guardrails.support import FixedSpend, World, budget, build_world, ok
@@ -140,3 +142,26 @@ def test_a_failing_policy_denies_unless_audited(client: TestClient, tenant: Tena
     assert "policy broken v1 failed" in denied["reasons"][0]["message"]
     _policy(client, world, "broken", broken, mode="audit")
     assert _decide(client, world, cpu="1")["allowed"] is True
+
+
+def test_publish_does_not_ask_admission_policies(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    _policy(client, world, "gpu", (EXAMPLES / "admission" / "gpu-needs-exception.rego").read_text())
+    _policy(client, world, "cost-center", (EXAMPLES / "require-cost-center.rego").read_text())
+    with runtime.session_factory() as session:
+        evaluation = policy_service.evaluate(
+            world.tenant.tenant_id,
+            {"point": "publish", "manifest": {"app_id": "a"}, "resources": {"gpu": 3}},
+            point="publish",
+            subject="a@1.0.0",
+            app_version_id=None,
+            cache=PolicyCache(),
+            session=session,
+            record=False,
+        )
+    assert [d.policy_name for d in evaluation.decisions] == ["cost-center"]
+    assert evaluation.deny == [
+        "app a has no cost_center in its manifest: name the cost center that pays for it"
+    ]

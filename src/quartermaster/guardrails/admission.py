@@ -22,17 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App
-from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError, input_digest
+from quartermaster.policy.engine import InputBatch, PolicyCache, PolicyRuntimeError, input_digest
 from quartermaster.policy.models import Policy, PolicyDecision, PolicyMode
-from quartermaster.policy.service import active_exception_keys
+from quartermaster.policy.service import ADMISSION_PACKAGE, active_exception_keys, in_package
 from quartermaster.tenancy.service import AuthContext
 
 POINT = "admission"
-PACKAGE = "qm.admission"
 
 
 @dataclass
@@ -66,7 +65,7 @@ def admission_policies(tenant_id: str, *, session: Session) -> list[AdmissionPol
         .where(
             Policy.tenant_id == tenant_id,
             Policy.enabled.is_(True),
-            or_(Policy.package == PACKAGE, Policy.package.startswith(f"{PACKAGE}.")),
+            in_package(ADMISSION_PACKAGE),
         )
         .order_by(Policy.name)
     )
@@ -125,11 +124,13 @@ def evaluate_admission(
     they are committed with the decision's own outcome (in its transaction)."""
     verdict = AdmissionVerdict()
     digest = input_digest(document)
+    batch: InputBatch | None = None  # the input is set once for every policy
     for policy in policies:
         enforced = policy.mode == PolicyMode.ENFORCE.value
         try:
             compiled = cache.get(tenant_id, policy.name, policy.version, policy.source)
-            result = compiled.evaluate(document)
+            batch = batch or InputBatch(document)
+            result = batch.evaluate(compiled)
             deny, outcome = result.deny, "deny" if result.deny else "allow"
             reasons = [*deny, *(f"warning: {w}" for w in result.warn)]
             verdict.warn += result.warn

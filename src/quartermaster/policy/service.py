@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from quartermaster.policy.models import Policy, PolicyDecision, PolicyException,
 from quartermaster.tenancy.service import AuthContext
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+ADMISSION_PACKAGE = "qm.admission"  # policies the decision API asks, and only it
 MAX_EXCEPTION_DAYS = 366
 
 
@@ -146,6 +147,11 @@ def upload_policy(
     return _policy_view(row)
 
 
+def in_package(package: str) -> Any:
+    """A policy whose Rego package is `package` or below it."""
+    return or_(Policy.package == package, Policy.package.startswith(f"{package}."))
+
+
 def _latest_versions(tenant_id: str) -> Any:
     latest = (
         select(Policy.name, func.max(Policy.version).label("version"))
@@ -209,7 +215,11 @@ def evaluate(
     views: list[DecisionView] = []
     now = utc_now()
     batch: InputBatch | None = None  # the input is set once for every policy
-    for policy in session.scalars(_latest_versions(tenant_id).where(Policy.enabled.is_(True))):
+    # Admission policies (qm.admission…) speak to the decision API only (guardrails/admission.py).
+    query = _latest_versions(tenant_id).where(
+        Policy.enabled.is_(True), not_(in_package(ADMISSION_PACKAGE))
+    )
+    for policy in session.scalars(query):
         enforced = policy.mode == PolicyMode.ENFORCE.value
         try:
             compiled = cache.get(tenant_id, policy.name, policy.version, policy.source)
