@@ -33,6 +33,7 @@ from tests.metering.conftest import create_app_with_key, usage_event
 BATCHES = 24
 EVENTS_PER_BATCH = 150
 KILL_AFTER_ACKED = (5, 13)  # kill when the client has this many batches acknowledged
+START_UP_SECONDS = 120
 
 
 def qm_command() -> list[str]:
@@ -54,7 +55,8 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    # Start-up (imports, migrations check) passed 30 s on the 2-core machine under other load.
+    deadline = time.monotonic() + START_UP_SECONDS
     while time.monotonic() < deadline:
         assert process.poll() is None, "qm serve exited during start-up"
         try:
@@ -63,7 +65,7 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
-    raise AssertionError("qm serve did not start within 30 s")
+    raise AssertionError(f"qm serve did not start within {START_UP_SECONDS} s")
 
 
 def stream_batches(url: str, token: str, bodies: list[bytes], ledger: ClientLedger) -> None:
@@ -78,8 +80,9 @@ def stream_batches(url: str, token: str, bodies: list[bytes], ledger: ClientLedg
                 response = post_batch(
                     client,
                     body,
-                    max_attempts=400,
-                    sleep=lambda _s: time.sleep(0.05),
+                    # ~2 minutes of retries: longer than a restart takes, even on a busy machine
+                    max_attempts=480,
+                    sleep=lambda _s: time.sleep(0.25),
                     on_retry=note_retry,
                 )
                 assert response.status_code == 200, response.text
@@ -93,7 +96,7 @@ def stream_batches(url: str, token: str, bodies: list[bytes], ledger: ClientLedg
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 def test_acknowledged_events_survive_sigkill_exactly_once(
     fresh_db_url: str, tmp_path: Path
 ) -> None:
@@ -140,7 +143,7 @@ def test_acknowledged_events_survive_sigkill_exactly_once(
                 server.wait()
                 kills += 1
                 server = start_server(env, port)
-            client.join(timeout=90)
+            client.join(timeout=300)
         finally:
             server.kill()
             server.wait()

@@ -119,3 +119,26 @@ def test_a_batch_that_fails_in_a_group_fails_alone(
     assert "poisoned" not in {event_id for event_id, _ in stored(runtime, tenant.tenant_id)}
     assert len(stored(runtime, tenant.tenant_id)) == 5
     assert counters(runtime, tenant.tenant_id)["stages"] == {"received": 5, "accepted": 5}
+
+
+class Interrupted(BaseException):
+    """Not an Exception: what a KeyboardInterrupt or a thread's exit looks like to the writer."""
+
+
+def test_an_interrupted_writer_fails_every_batch_of_its_group(
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot = make_app()
+
+    def interrupted_append(records: Any, *, session: Any) -> Any:
+        raise Interrupted("writer interrupted")
+
+    monkeypatch.setattr(runtime.event_log, "append", interrupted_append)
+    batches = [[usage_event(bot.app_id)], [usage_event(bot.app_id)]]
+    outcomes, groups = ingest_concurrently(runtime, tenant, batches)
+    assert groups == [2]  # no retry after an interruption, and no request left waiting
+    assert all(isinstance(o, Interrupted) for o in outcomes)
+    assert stored(runtime, tenant.tenant_id) == []

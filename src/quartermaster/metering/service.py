@@ -304,7 +304,19 @@ def _store(
 
 def _write_group(group: list[_WriteJob], *, runtime: Runtime) -> None:
     """Store the group's batches in one transaction; if that fails, each batch in its own
-    transaction, so that one batch's failure is reported to its request only."""
+    transaction, so that one batch's failure is reported to its request only. Every job is
+    done on return, or carries the error that interrupted the writer."""
+    try:
+        _write_group_once(group, runtime=runtime)
+    except BaseException as exc:  # e.g. interrupted: no request may wait for a result
+        for job in group:
+            if not job.done:
+                job.error = exc
+                job.done = True
+        raise
+
+
+def _write_group_once(group: list[_WriteJob], *, runtime: Runtime) -> None:
     try:
         results = _write_batches(group, runtime=runtime)
     except Exception as exc:
