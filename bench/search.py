@@ -19,7 +19,7 @@ against a floor: regopy's bare evaluation of a trivial policy (`allow := true`, 
 with a reused bundle.
 
     python -m bench.search [--apps 10000] [--queries 2000] [--evaluations 5000]
-                           [--database-url URL]
+                           [--database-url URL] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -324,24 +324,42 @@ def report(
     console.print(f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
-def run(*, apps: int, count: int, evaluations: int, database_url: str | None) -> None:
+def prepare(settings: Settings, apps: int) -> tuple[str, str]:
+    """A data directory with `apps` indexed apps: (admin token, backend). A directory that
+    already holds a catalog from an earlier run (its token file) is reused as it is."""
     console = Console()
-    with tempfile.TemporaryDirectory(prefix="qm-bench-search-") as tmp:
-        settings = Settings(data_dir=Path(tmp), database_url=database_url)
-        subprocess.run(
-            [*qm_command(), "init"], env=server_env(settings), check=True, capture_output=True
+    token_file = settings.data_dir / "bench-search-token"
+    if token_file.exists():
+        backend = (
+            "postgresql" if settings.resolved_database_url.startswith("postgres") else "sqlite"
         )
-        runtime = build_runtime(settings, migrate=False)
-        try:
-            started = time.perf_counter()
-            token, indexed = load_catalog(runtime, apps)
-            console.print(
-                f"indexed {indexed:,} apps in {time.perf_counter() - started:.1f} s "
-                "(rows written directly, each app indexed by search_index.sync_app)"
-            )
-            backend = runtime.engine.dialect.name
-        finally:
-            runtime.close()
+        console.print(f"reusing the catalog indexed in {settings.data_dir}")
+        return token_file.read_text(), backend
+    subprocess.run(
+        [*qm_command(), "init"], env=server_env(settings), check=True, capture_output=True
+    )
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        started = time.perf_counter()
+        token, indexed = load_catalog(runtime, apps)
+        console.print(
+            f"indexed {indexed:,} apps in {time.perf_counter() - started:.1f} s "
+            "(rows written directly, each app indexed by search_index.sync_app)"
+        )
+        backend = runtime.engine.dialect.name
+    finally:
+        runtime.close()
+    token_file.write_text(token)
+    return token, backend
+
+
+def run(
+    *, apps: int, count: int, evaluations: int, database_url: str | None, data_dir: Path | None
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="qm-bench-search-") as tmp:
+        settings = Settings(data_dir=data_dir or Path(tmp), database_url=database_url)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        token, backend = prepare(settings, apps)
         port = _free_port()
         server = start_server(settings, port)
         try:
@@ -358,12 +376,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--evaluations", type=int, default=5_000)
     parser.add_argument("--database-url", default=os.environ.get("QM_BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the indexed catalog here and reuse it on later runs (loading takes minutes)",
+    )
     args = parser.parse_args(argv)
     run(
         apps=args.apps,
         count=args.queries,
         evaluations=args.evaluations,
         database_url=args.database_url,
+        data_dir=args.data_dir,
     )
 
 
