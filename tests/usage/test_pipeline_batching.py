@@ -24,9 +24,10 @@ from tests.usage.test_pipeline import INVOCATION, totals
 H = timedelta(hours=1)
 
 
-def _events(platform: Platform, count: int) -> None:
+def _events(platform: Platform, count: int, *, register: bool = True) -> None:
     now = utc_now()
-    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    if register:
+        platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
     platform.append(
         [
             platform.event(
@@ -135,3 +136,24 @@ def _wait_for(condition: Any, *, seconds: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def test_the_log_cursor_is_acknowledged_at_most_once_an_interval(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "ACK_INTERVAL_SECONDS", 3600.0)
+    log, store = platform.runtime.event_log, platform.runtime.usage_store
+    worker = pipeline_worker(platform.runtime)
+    _events(platform, 2)
+    worker.run_pass_locked()
+    first = log.head()
+    assert log.position(pipeline_module.MAIN_CONSUMER) == first  # the first ack is due
+    _events(platform, 2, register=False)
+    worker.run_pass_locked()
+    main = next(s for s in store.streams() if s.name == pipeline_module.MAIN_STREAM)
+    assert main.position == log.head() > first  # committed in the store ...
+    assert log.position(pipeline_module.MAIN_CONSUMER) == first  # ... acknowledged later
+    assert worker.run_pass_locked().events_read == 0  # resumes from the stored position
+    run_pipeline_until_drained(platform.runtime)  # a drain ends acknowledged
+    assert log.position(pipeline_module.MAIN_CONSUMER) == log.head()
+    assert totals(platform)[("research", "ds", "bot", "tokens")].event_count == 2

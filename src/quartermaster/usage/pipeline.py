@@ -54,6 +54,7 @@ MAIN_CONSUMER = "pipeline"  # the event-log consumer name of the main stream
 SERVICE_NAME = "pipeline"
 # Events read, parsed and rated at a time; a pass commits up to `pipeline_batch_size` of them.
 READ_CHUNK = 20_000
+ACK_INTERVAL_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ class PipelineWorker(BackgroundService):
         self._streams_checked = False
         self._fingerprints: dict[str, Fingerprint] = {}
         self._acked: dict[str, int] = {}  # log cursors as last acknowledged by this worker
+        self._pending_acks: dict[str, int] = {}  # committed in the store, not yet acknowledged
+        self._last_ack = float("-inf")
         self.last_pass: PassResult | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -99,6 +102,10 @@ class PipelineWorker(BackgroundService):
             self._unsubscribe()
             self._unsubscribe = None
         super().stop(timeout=timeout)
+        try:
+            self.flush_acks()
+        except Exception:  # the store has it; the next start acknowledges it again
+            logger.exception("pipeline: acknowledging the log cursor at stop failed")
 
     @property
     def store(self) -> UsageStore:
@@ -170,10 +177,10 @@ class PipelineWorker(BackgroundService):
         cursor = self._acked.get(stream.consumer)
         if cursor is None:
             cursor = log.position(stream.consumer)
-        if stream.position > cursor:
-            log.ack(stream.consumer, stream.position)  # committed before a crash, not acked
-            cursor = stream.position
         self._acked[stream.consumer] = cursor
+        if stream.position > cursor:  # committed (before a crash, or since the last ack)
+            self._ack(stream.consumer, stream.position)
+            cursor = stream.position
         after = max(cursor, stream.position)
         parts: list[RatedBatch] = []
         read = rated = waiting = 0
@@ -211,9 +218,7 @@ class PipelineWorker(BackgroundService):
         self.store.write(
             combine_batches(parts, stream=stream.name, position=position, finish=finish)
         )
-        self._acked.pop(stream.consumer, None)  # unknown until the ack below succeeds
-        log.ack(stream.consumer, position)
-        self._acked[stream.consumer] = position
+        self._ack(stream.consumer, position, now=finish)
         if finish:
             logger.info("replay stream %s finished at position %d", stream.name, position)
         return PassResult(
@@ -223,6 +228,28 @@ class PipelineWorker(BackgroundService):
             resolved=0,
             more=full and not finish,
         )
+
+    def _ack(self, consumer: str, position: int, *, now: bool = False) -> None:
+        """Move the log cursor, at most every `ACK_INTERVAL_SECONDS` unless `now`: the stored
+        stream position is what a pass resumes from, and each ack is a write transaction on
+        the control plane that waited for ingestion's (the cursor only guards against a usage
+        store that lost data, and a lagging cursor is acknowledged again on the next pass)."""
+        self._pending_acks[consumer] = max(position, self._pending_acks.get(consumer, 0))
+        if now or time.monotonic() - self._last_ack >= ACK_INTERVAL_SECONDS:
+            self._ack_pending()
+
+    def _ack_pending(self) -> None:
+        for name, upto in list(self._pending_acks.items()):
+            self._acked.pop(name, None)  # unknown until the ack below succeeds
+            self.runtime.event_log.ack(name, upto)
+            self._acked[name] = upto
+            del self._pending_acks[name]
+        self._last_ack = time.monotonic()
+
+    def flush_acks(self) -> None:
+        """Acknowledge what the store has committed (the end of a drain, a stop)."""
+        with self.lock:
+            self._ack_pending()
 
     def _settle_waiting(self, *, force: bool) -> int:
         """Re-try waiting events of tenants whose metadata changed or whose earliest deadline
@@ -291,6 +318,7 @@ class PipelineWorker(BackgroundService):
             result = self.run_pass_locked(settle_all=settle)
             total += result.events_read
             if not result.more and self._caught_up():
+                self.flush_acks()
                 return total
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pipeline did not drain within {timeout_seconds}s")
