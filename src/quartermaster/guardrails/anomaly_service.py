@@ -19,12 +19,14 @@ logger = logging.getLogger("quartermaster.guardrails")
 
 class AnomalyDetector(BackgroundService):
     """Scores the hours that received usage since the previous pass (by the store's commit
-    time, so late and backfilled usage is scored too), at most
-    `anomalies_max_hours_per_pass` per tenant per pass; the rest waits for the next pass."""
+    stamp, so late and backfilled usage is scored too), at most
+    `anomalies_max_hours_per_pass` per tenant per pass: hours not scored yet first, the rest
+    wait for the next pass."""
 
     name = "anomalies"
     # Rows are stamped processed_at when their batch starts writing and become visible at its
-    # commit: each pass looks back this far past its watermark so none slips between passes.
+    # commit: each pass looks back this far past its watermark so none slips between passes,
+    # and an hour is scored again while usage stamped this close to its last scoring lands.
     OVERLAP = timedelta(seconds=60)
 
     def __init__(self, runtime: Runtime) -> None:
@@ -37,6 +39,7 @@ class AnomalyDetector(BackgroundService):
         self.max_hours = settings.anomalies_max_hours_per_pass
         self.watermark = utc_now() - timedelta(hours=1)
         self.pending: dict[str, set[datetime]] = {}
+        self.scored: dict[tuple[str, datetime], datetime] = {}  # (tenant, hour) -> pass start
 
     def run_once(self) -> bool:
         store = self.runtime.usage_store
@@ -44,10 +47,15 @@ class AnomalyDetector(BackgroundService):
         touched = store.touched_hours(processed_since=self.watermark - self.OVERLAP)
         self.watermark = mark
         for tenant_id, hours in touched.items():
-            self.pending.setdefault(tenant_id, set()).update(hours)
+            for hour, latest in hours.items():
+                last = self.scored.get((tenant_id, hour))
+                if last is None or latest >= last - self.OVERLAP:
+                    self.pending.setdefault(tenant_id, set()).add(hour)
         more = False
         for tenant_id in sorted(self.pending):
-            ordered = sorted(self.pending[tenant_id])
+            ordered = sorted(
+                self.pending[tenant_id], key=lambda h: ((tenant_id, h) in self.scored, h)
+            )
             batch, rest = ordered[: self.max_hours], ordered[self.max_hours :]
             with self.runtime.session_factory() as session:
                 try:
@@ -55,11 +63,15 @@ class AnomalyDetector(BackgroundService):
                 except QMError:
                     session.rollback()
                     logger.exception("anomaly scan of tenant %s failed", tenant_id)
+            for hour in batch:
+                self.scored[(tenant_id, hour)] = mark
+            more = more or any((tenant_id, h) not in self.scored for h in rest)
             if rest:
                 self.pending[tenant_id] = set(rest)
-                more = True
             else:
                 del self.pending[tenant_id]
+        # What was scored before the look-back is only scored again when new usage lands.
+        self.scored = {k: v for k, v in self.scored.items() if v >= mark - 2 * self.OVERLAP}
         return more
 
 

@@ -329,6 +329,6 @@ def to_hourly_cost(row: Sequence[Any]) -> HourlyCost:
 
 
 TOUCHED_HOURS_SQL = """
-    SELECT DISTINCT tenant_id, date_trunc('hour', event_time)::TIMESTAMP
-    FROM usage_rows WHERE processed_at >= ? AND NOT unattributed
+    SELECT tenant_id, date_trunc('hour', event_time)::TIMESTAMP, max(processed_at)
+    FROM usage_rows WHERE processed_at >= ? AND NOT unattributed GROUP BY ALL
 """

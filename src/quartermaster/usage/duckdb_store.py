@@ -516,11 +516,11 @@ class DuckDBUsageStore:
             cur.unregister(name)
         return [q.to_hourly_cost(r) for r in rows]
 
-    def touched_hours(self, *, processed_since: datetime) -> dict[str, set[datetime]]:
+    def touched_hours(self, *, processed_since: datetime) -> dict[str, dict[datetime, datetime]]:
         rows = self._cursor().execute(q.TOUCHED_HOURS_SQL, [naive_utc(processed_since)])
-        touched: dict[str, set[datetime]] = {}
-        for tenant_id, hour in rows.fetchall():
-            touched.setdefault(tenant_id, set()).add(q.aware(hour))
+        touched: dict[str, dict[datetime, datetime]] = {}
+        for tenant_id, hour, latest in rows.fetchall():
+            touched.setdefault(tenant_id, {})[q.aware(hour)] = q.aware(latest)
         return touched
 
     def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]:

@@ -405,9 +405,10 @@ class UsageStore(Protocol):
         (a meter without a rate is left out). Raw rows and hour rollups together."""
         ...
 
-    def touched_hours(self, *, processed_since: datetime) -> dict[str, set[datetime]]:
-        """Tenant -> the event-time hours that received usage committed at or after
-        `processed_since` (what an incremental scan re-evaluates)."""
+    def touched_hours(self, *, processed_since: datetime) -> dict[str, dict[datetime, datetime]]:
+        """Tenant -> event-time hour -> the latest commit stamp of its usage, for the hours
+        that received usage committed at or after `processed_since` (what an incremental
+        scan re-evaluates)."""
         ...
 
     def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]: ...
