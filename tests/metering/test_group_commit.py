@@ -28,9 +28,9 @@ def ingest_concurrently(
     transactions that stored them."""
     state = IngestState()
     caller = caller_of(runtime, tenant)
-    # Warm the lookup caches, so the batches' lookups do not need the (held) writer.
+    # Warm the lookup caches (the batches then wait for nothing but the held writer).
     refs = collect_references([event for batch in batches for event in batch])
-    with service._LookupSession(runtime, state) as lookup:
+    with service._LookupSession(runtime) as lookup:
         state.signing_keys(tenant.tenant_id, refs.key_ids, runtime=runtime, session=lookup)
         state.apps_requiring_signatures(tenant.tenant_id, refs.app_ids, session=lookup)
     outcomes: list[IngestReport | BaseException | None] = [None] * len(batches)

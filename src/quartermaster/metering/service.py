@@ -148,24 +148,17 @@ class IngestState:
 
 
 class _LookupSession:
-    """A session for the lookups a batch needs, opened only when a cache misses: a batch whose
-    keys and apps are all cached neither waits for the writer nor opens a transaction."""
+    """A read-only session for the lookups a batch needs, opened only when a cache misses.
+    Read-only sessions take no lock on SQLite (a deferred transaction reading the last
+    commit), so a batch's lookups never wait for the writer."""
 
-    def __init__(self, runtime: Runtime, state: IngestState) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._state = state
         self._session: Session | None = None
 
     def open(self) -> Session:
         if self._session is None:
-            # Under the write lock: on SQLite every transaction takes the database's write
-            # lock, and waiting on ours is cheaper than SQLite's sleep-and-retry.
-            self._state.write_lock.acquire()
-            try:
-                self._session = self._runtime.session_factory()
-            except BaseException:
-                self._state.write_lock.release()
-                raise
+            self._session = self._runtime.read_session_factory()
         return self._session
 
     def __enter__(self) -> _LookupSession:
@@ -173,11 +166,8 @@ class _LookupSession:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._session is not None:
-            try:
-                self._session.close()  # read only: nothing to commit
-            finally:
-                self._session = None
-                self._state.write_lock.release()
+            self._session.close()
+            self._session = None
 
 
 @dataclass(slots=True)
@@ -210,7 +200,7 @@ def ingest_events(
     refs = collect_references(raw_events)
     leases = verify_leases(refs.lease_tokens, server_key=runtime.server_key, tenant_id=tenant_id)
     claims = [c for c in leases.values() if isinstance(c, LeaseClaims)]
-    with _LookupSession(runtime, state) as lookup:
+    with _LookupSession(runtime) as lookup:
         keys = state.signing_keys(tenant_id, refs.key_ids, runtime=runtime, session=lookup)
         requiring = state.apps_requiring_signatures(
             tenant_id, refs.app_ids | {c.app_id for c in claims}, session=lookup
