@@ -228,7 +228,7 @@ def measure_http(port: int, token: str, texts: list[str]) -> tuple[Latencies, La
             response.raise_for_status()
             hits += 1 if response.json()["hits"] else 0
     return (
-        Latencies("GET /v1/apps/search (10 hits)", search_times),
+        Latencies("GET /v1/apps/search (20 hits)", search_times),
         Latencies("GET /healthz (floor)", floor_times),
         hits,
     )
