@@ -39,8 +39,8 @@ def anomaly_alerts(ctx: DemoContext) -> None:
         alerts = request(client, "GET", "/v1/alerts?kind=anomaly&limit=1000").json()
     app_alerts = [a for a in alerts if a["details"].get("scope_kind") == "app"]
     table = Table(
-        "scope", "hour (UTC)", "cost", "usual", "meters (share of excess)", "top events",
-        "injected?", "s to detect", title="cost anomalies (app scope)",
+        "app", "hour (UTC)", "cost / usual", "meters (share of excess)", "injected?",
+        "s to detect", title="cost anomalies (app scope)",
     )  # fmt: skip
     injected = {(a.app_id, a.meter): a for a in platform.anomalies}
     found = 0
@@ -49,22 +49,24 @@ def anomaly_alerts(ctx: DemoContext) -> None:
         hour = parse_timestamp(d["hour"])
         truth = [a for a in injected.values() if a.app_id == d["scope"] and a.start <= hour < a.end]
         found += bool(truth)
-        meters = ", ".join(f"{m['meter']} {m['share_of_excess']:.0%}" for m in d["meters"])
-        top = "; ".join(
-            f"{e['event_id']} {e['resource_id'] or ''} {e['cost']}".replace("  ", " ")
-            for e in d["top_events"][:2]
-        )
         table.add_row(
-            f"app {d['scope']}",
+            d["scope"],
             _short(d["hour"]),
-            d["cost"],
-            d["expected"],
-            meters,
-            top,
+            f"{d['cost']} / {d['expected']}",
+            ", ".join(f"{m['meter']} {m['share_of_excess']:.0%}" for m in d["meters"]),
             ", ".join(f"{a.meter} x{a.factor}" for a in truth) or "no",
             str(d.get("seconds_to_detect")),
         )
     ctx.console.print(table)
+    for alert in sorted(app_alerts, key=lambda a: a["details"]["hour"])[:3]:
+        d = alert["details"]
+        ctx.console.print(f"top events of {d['scope']} at {_short(d['hour'])}:")
+        for event in d["top_events"][:3]:
+            ctx.console.print(
+                f"  {event['event_id']}  {event['resource_id'] or event['app']}  "
+                f"{event['meter']} {event['quantity']}  cost {event['cost']}",
+                markup=False,
+            )
     teams = [a for a in alerts if a["details"].get("scope_kind") == "team"]
     ctx.console.print(
         f"{len(app_alerts)} app and {len(teams)} team anomaly alerts; "
