@@ -124,19 +124,9 @@ def freshness_at(scanned_epoch: float | None, now_epoch: float) -> float:
     return 1.0 if age_days <= 30 else max(0.0, 1.0 - (age_days - 30) / 150)
 
 
-def freshness(scanned_at: datetime | None, now: datetime) -> float:
-    return freshness_at(scanned_at.timestamp() if scanned_at else None, now.timestamp())
-
-
 def trust_base(verified: bool, policy_pass: bool) -> float:
     """The trust that does not move with time (the scan's freshness does)."""
     return 0.4 * verified + 0.4 * policy_pass
-
-
-def trust_score(
-    verified: bool, policy_pass: bool, scanned_at: datetime | None, now: datetime
-) -> float:
-    return trust_base(verified, policy_pass) + 0.2 * freshness(scanned_at, now)
 
 
 def query_terms(query: str) -> list[str]:
