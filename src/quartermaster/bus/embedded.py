@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from typing import cast
 
 import orjson
-from sqlalchemy import Connection, Dialect, Table, func, select, text
+from sqlalchemy import Connection, Dialect, Engine, Table, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.bus.models import ConsumerCursor, EventLogEntry
 from quartermaster.bus.notify import AppendNotifier
 from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord
 from quartermaster.domain.timeutil import utc_now
+from quartermaster.storage import make_read_session_factory
 
 # Held for the rest of the appending transaction on PostgreSQL, so positions become visible in
 # the order they were assigned and a consumer can never skip past a slower commit.
@@ -50,6 +51,7 @@ class EmbeddedEventLog:
         self._insert_sql_cache: dict[int, str] = {}
         self._time_processors: dict[str, Callable[[datetime], object]] = {}
         self._notifier = AppendNotifier(session_factory)
+        self._read_sessions: sessionmaker[Session] | None = None
 
     def append(self, records: Sequence[LogRecord], *, session: Session) -> AppendResult:
         result = AppendResult()
@@ -217,8 +219,19 @@ class EmbeddedEventLog:
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
         return self.read_after(self.position(consumer), limit=limit)
 
+    def _reader(self) -> sessionmaker[Session]:
+        """Sessions for reads: on SQLite a deferred transaction, which takes no write lock.
+        Reading a chunk of the log in an IMMEDIATE transaction held ingestion's appends back
+        for as long as the rows took to fetch (up to busy_timeout under load)."""
+        if self._read_sessions is None:
+            bind = self._session_factory.kw.get("bind")
+            if not isinstance(bind, Engine):
+                return self._session_factory
+            self._read_sessions = make_read_session_factory(bind)
+        return self._read_sessions
+
     def read_after(self, position: int, *, limit: int) -> list[LoggedEvent]:
-        with self._session_factory() as session:
+        with self._reader()() as session:
             # Columns, not ORM entities: building 20k mapped instances per batch cost the
             # pipeline more than everything else it does with them.
             rows = session.execute(
@@ -245,11 +258,11 @@ class EmbeddedEventLog:
                 cursor.updated_at = utc_now()
 
     def position(self, consumer: str) -> int:
-        with self._session_factory() as session:
+        with self._reader()() as session:
             return self._position(consumer, session=session)
 
     def head(self) -> int:
-        with self._session_factory() as session:
+        with self._reader()() as session:
             return int(
                 session.scalar(select(func.coalesce(func.max(EventLogEntry.position), 0))) or 0
             )

@@ -259,7 +259,7 @@ class PipelineWorker(BackgroundService):
             self._fingerprints.clear()
             return 0
         now = utc_now()
-        with self.runtime.session_factory() as session:
+        with self.runtime.read_session_factory() as session:
             prints = metadata_fingerprints(summary, session=session)
         due = [
             tenant_id
@@ -291,7 +291,7 @@ class PipelineWorker(BackgroundService):
                 ids.add(record.resource_id)
         snapshots: dict[str, MetadataSnapshot] = {}
         meters: dict[str, MeterSet] = {}
-        with self.runtime.session_factory() as session:
+        with self.runtime.read_session_factory() as session:
             for tenant_id, resource_ids in tenants.items():
                 snapshots[tenant_id] = load_snapshot(
                     tenant_id, resource_ids=resource_ids, session=session
