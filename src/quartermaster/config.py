@@ -59,9 +59,9 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Pause between pipeline polls when the log is drained."
     )
     pipeline_batch_size: int = Field(
-        default=250_000,
+        default=1_000_000,
         ge=1,
-        le=500_000,
+        le=2_000_000,
         description="Most events the pipeline reads from the log and commits in one transaction.",
     )
     usage_maintenance_interval_seconds: float = Field(
