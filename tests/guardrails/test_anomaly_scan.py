@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import Period
 from quartermaster.guardrails.anomaly_scan import scan_period, scan_tenant
@@ -187,3 +189,36 @@ def test_the_service_scores_what_landed_and_alerts_once(
     assert detector.run_once() is False
     assert detector.run_once() is False
     assert sorted(a.dedup_key for a in _alerts(runtime, tenant.tenant_id)) == sorted(keys)
+
+
+class _WatchedStore:
+    """The usage store, noting whether the control-plane session held a transaction (on
+    SQLite: the database's write lock) whenever the scan read usage."""
+
+    def __init__(self, store: object, session: Session) -> None:
+        self.store, self.session, self.in_transaction = store, session, []
+
+    def hourly_costs(self, *args: Any, **kwargs: Any) -> Any:
+        self.in_transaction.append(self.session.in_transaction())
+        return self.store.hourly_costs(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_the_scan_holds_no_transaction_while_it_reads_and_scores(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    app = _setup(client, runtime, tenant, spike=8)
+    with runtime.session_factory() as session:
+        watched = _WatchedStore(runtime.usage_store, session)
+        result = scan_tenant(
+            tenant.tenant_id,
+            [SPIKE],
+            store=watched,  # type: ignore[arg-type]
+            session=session,
+            now=SPIKE + timedelta(hours=2),
+        )
+        assert watched.in_transaction == [False]
+        assert not session.in_transaction()  # each alert committed on its own
+    assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in result.alerts

@@ -125,6 +125,9 @@ def scan_tenant(
     if not scored:
         return result
     rates = tenant_rate_card(tenant_id, scored[-1], session=session)
+    # End that read before the long scoring: on SQLite every control-plane transaction holds
+    # the write lock, and ingestion and the pipeline must not wait for a scan.
+    session.rollback()
     if not rates:
         return result
     start = scored[0] - rule.window_hours * HOUR
@@ -133,22 +136,24 @@ def scan_tenant(
     for row in store.hourly_costs(tenant_id, Period(start, start + span * HOUR), rates=rates):
         grid.add(row)
     rate_of = {(r.app, r.meter): r for r in rates}
+    found: list[tuple[Scope, datetime, int, ScopeVerdict]] = []
     for hour in scored:
         at = grid.index(hour)
         fraction = min(1.0, max((moment - hour) / HOUR, 1 / 60))
         for scope in sorted(grid.active.get(at, ())):
             series = grid.series(scope)
             verdict = score_scope(series, at, fraction=fraction, rule=rule)
-            if not verdict.anomalous:
-                continue
-            first = incident_start(series, at, rule=rule)
-            key = _raise(
-                tenant_id, scope, hour, first, verdict, grid, rate_of, store=store, session=session
-            )
-            if key is not None:
-                result.alerts.append(key)
+            if verdict.anomalous:
+                found.append((scope, hour, incident_start(series, at, rule=rule), verdict))
         result.hours += 1
-    session.commit()
+    # One short write transaction per alert, after the scoring, for the same reason.
+    for scope, hour, first, verdict in found:
+        key = _raise(
+            tenant_id, scope, hour, first, verdict, grid, rate_of, store=store, session=session
+        )
+        session.commit()
+        if key is not None:
+            result.alerts.append(key)
     return result
 
 
