@@ -5,15 +5,15 @@ usage-signal refresh."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fastapi.testclient import TestClient
 
 from quartermaster.catalog.search_index import set_signals
-from quartermaster.catalog.search_signals import per_app
+from quartermaster.catalog.search_signals import SearchSignalsJob, per_app
 from quartermaster.runtime import Runtime
-from quartermaster.usage.store import UsageTotal
+from quartermaster.usage.store import USAGE_SCHEMA, RatedBatch, TableBuilder, UsageTotal
 from tests.catalog.publish_support import add_team, manifest, submit
 from tests.conftest import TenantHandle
 
@@ -149,3 +149,27 @@ def test_publishing_names_the_app_after_its_manifest(
     assert app["title"] == "Where2Eat - team lunch picker"
     assert _search(client, tenant, "roulette")["hits"] == []
     assert _search(client, tenant, "picker")["hits"][0]["title"] == app["title"]
+
+
+def test_the_signals_job_reads_usage_and_ranks_by_it(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime
+) -> None:
+    add_team(client, tenant)
+    for app_id in ("quiet-recommender", "busy-recommender"):
+        submit(client, tenant, manifest(app_id=app_id, title=app_id.replace("-", " ")))
+    builder = TableBuilder(USAGE_SCHEMA)
+    recent = datetime.now(UTC) - timedelta(hours=2)
+    for position in range(1, 31):
+        builder.append(
+            position, tenant.tenant_id, f"e-{position}", "src", "qm.invocation.usage", recent,
+            recent, recent, "default", "web", "busy-recommender", "invocations", Decimal(1),
+            None, "app_id", False, False, None, "production", "persistent",
+        )  # fmt: skip
+    runtime.usage_store.write(RatedBatch(stream=None, position=None, usage=builder.to_table()))
+
+    assert SearchSignalsJob(runtime).run_once() is False
+    hits = _search(client, tenant, "recommender")["hits"]
+    assert [h["app_id"] for h in hits] == ["busy-recommender", "quiet-recommender"]
+    assert hits[0]["components"]["invocations_7d"] == 30
+    assert hits[0]["components"]["invocations_30d"] == 30
+    assert hits[1]["components"]["invocations_7d"] == 0

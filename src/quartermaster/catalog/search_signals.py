@@ -23,8 +23,6 @@ from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.usage.store import UsageStore, UsageTotal
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from quartermaster.runtime import Runtime
 
 logger = logging.getLogger("quartermaster.catalog.search")
@@ -60,12 +58,6 @@ def compute_signals(
     }
 
 
-def refresh_tenant(store: UsageStore, tenant_id: str, *, now: datetime, session: Session) -> int:
-    return search_index.set_signals(
-        tenant_id, compute_signals(store, tenant_id, now=now), at=now, session=session
-    )
-
-
 class SearchSignalsJob(BackgroundService):
     name = "search-signals"
 
@@ -77,9 +69,13 @@ class SearchSignalsJob(BackgroundService):
 
     def run_once(self) -> bool:
         now = utc_now()
-        with self.runtime.session_factory() as session:
+        with self.runtime.read_session_factory() as session:
             tenants = list(session.scalars(select(AppSearchDoc.tenant_id).distinct()))
-            for tenant_id in tenants:
-                refresh_tenant(self.runtime.usage_store, tenant_id, now=now, session=session)
+        for tenant_id in tenants:
+            # Read usage before the write session: on SQLite a write transaction holds the
+            # database's lock, which ingestion and the pipeline must not wait for.
+            signals = compute_signals(self.runtime.usage_store, tenant_id, now=now)
+            with self.runtime.session_factory() as session:
+                search_index.set_signals(tenant_id, signals, at=now, session=session)
         logger.info("search signals refreshed for %d tenant(s)", len(tenants))
         return False
