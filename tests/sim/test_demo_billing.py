@@ -137,3 +137,15 @@ def test_the_small_demo_bills_and_reports(tmp_path: Path) -> None:
     assert "event → billable latency" in text
     assert "line explained" in text
     assert "1. daily rollups" in text
+
+
+def test_a_closed_month_demo_still_crosses_a_budget_with_usage_sent_now(tmp_path: Path) -> None:
+    output = io.StringIO()
+    start, _ = previous_month(datetime.now(UTC))
+    options = DemoOptions(hours=30, apps=8, teams=3, start=start, data_dir=tmp_path / "demo")
+    ctx = run(options, console=Console(file=output, width=160))
+    text = output.getvalue()
+    assert "one app sends a burst of usage now" in text
+    assert "priced into the current month" in text
+    assert ctx.alerts
+    assert {a["kind"] for a in ctx.alerts} == {"budget_threshold"}

@@ -15,12 +15,14 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
+import orjson
 
 from quartermaster.billing.sources import DEFAULT_SETTLE
 from quartermaster.domain.timeutil import floor_hour, utc_now
+from quartermaster.metering.signing import sign_event
 from quartermaster.sim import showback
 from quartermaster.sim.context import DemoContext, DemoFailure, start_server, stop_server
-from quartermaster.sim.driver import demo_progress, request
+from quartermaster.sim.driver import demo_progress, post_batch, request
 
 DRAIN_TIMEOUT_SECONDS = 1800.0
 POLL_SECONDS = 0.5
@@ -211,10 +213,10 @@ def budget_crossing(ctx: DemoContext) -> None:
         if not teams:
             ctx.console.print(
                 f"no spend in the current month ({preview['period_start'][:10]} on): the "
-                "simulated period is a closed month, and budgets watch the current one. "
-                "Run with --days 2 to see a budget crossed."
+                "simulated period is a closed month and budgets watch the current one, so "
+                "one app sends a burst of usage now"
             )
-            return
+            teams = _spend_now(ctx, client)
         top = max(teams, key=lambda t: Decimal(t["month_to_date"]))
         spent = Decimal(top["month_to_date"])
         amount = (spent * Decimal("0.8")).quantize(Decimal("0.01"))
@@ -235,6 +237,59 @@ def budget_crossing(ctx: DemoContext) -> None:
     if not ctx.alerts:
         raise DemoFailure(f"the budget of team {top['team']!r} was crossed but raised no alert")
     showback.print_alerts(ctx.console, ctx.alerts)
+
+
+BURST_EVENTS = 200
+
+
+def _spend_now(ctx: DemoContext, client: httpx.Client) -> list[dict[str, Any]]:
+    """Send a burst of signed invocations of the busiest app, timed now, through the real
+    ingestion API, and wait for the pipeline to price them into the current month."""
+    platform = ctx.need_platform()
+    if ctx.credentials is None:
+        raise DemoFailure("the platform's signing keys are missing")
+    app = max(
+        (a for a in platform.apps if a.app_id in ctx.credentials.keys), key=lambda a: a.weight
+    )
+    key = ctx.credentials.keys[app.app_id]
+    now = utc_now()
+    events = [
+        sign_event(
+            {
+                "specversion": "1.0",
+                "id": f"budget-burst-{now:%Y%m%d%H%M%S}-{i}",
+                "source": f"app://{app.app_id}",
+                "type": "qm.invocation.usage",
+                "time": (now - timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+                "data": {
+                    "app_id": app.app_id,
+                    "environment": app.environment,
+                    "tokens": 40_000,
+                    "compute_units": "4",
+                },
+            },
+            key_id=key.key_id,
+            secret=key.secret,
+        )
+        for i in range(BURST_EVENTS)
+    ]
+    report = post_batch(client, orjson.dumps(events))
+    if report["accepted"] != BURST_EVENTS:
+        raise DemoFailure(f"the burst was not accepted whole: {report}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        preview = request(client, "GET", "/v1/billing/preview").json()
+        teams = [t for t in preview["teams"] if t["team"] and Decimal(t["month_to_date"]) > 0]
+        if teams:
+            ctx.console.print(
+                f"{BURST_EVENTS} invocations of {app.app_id!r} (team {app.team!r}) priced "
+                "into the current month"
+            )
+            # Spend counts what was recorded one settle window ago (as a billing run does).
+            time.sleep(DEFAULT_SETTLE.total_seconds() + 1)
+            return list(teams)
+        time.sleep(1)
+    raise DemoFailure("the burst of usage was not priced within 120 s")
 
 
 def showback_report(ctx: DemoContext) -> None:
