@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable
+
 import httpx
 from fastapi.testclient import TestClient
 
+from quartermaster.api.app import SERVING_GC_THRESHOLDS, create_app, tune_gc_for_serving
+from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 
 
@@ -25,3 +30,32 @@ def test_unknown_route_uses_the_error_model(client: TestClient, tenant: TenantHa
     response = client.get("/v1/nope", headers=tenant.headers)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_on_started_runs_after_the_background_services(runtime: Runtime) -> None:
+    calls: list[str] = []
+
+    def starter(rt: Runtime) -> Callable[[], None]:
+        calls.append("background")
+        return lambda: calls.append("stopped")
+
+    app = create_app(
+        runtime.settings,
+        runtime=runtime,
+        background=(starter,),
+        on_started=lambda: calls.append("started"),
+    )
+    with TestClient(app):
+        assert calls == ["background", "started"]
+    assert calls == ["background", "started", "stopped"]
+
+
+def test_tune_gc_for_serving_freezes_startup_objects_and_raises_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc_for_serving()
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

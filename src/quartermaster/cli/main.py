@@ -98,10 +98,12 @@ def serve(
     """Run the API and the pipeline workers in one process (the embedded default)."""
     import uvicorn
 
-    from quartermaster.api.app import create_app
+    from quartermaster.api.app import create_app, tune_gc_for_serving
 
     settings = _settings(data_dir)
-    application = create_app(settings, background=_background_services())
+    application = create_app(
+        settings, background=_background_services(), on_started=tune_gc_for_serving
+    )
     uvicorn.run(
         application,
         host=host or settings.host,
