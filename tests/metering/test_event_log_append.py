@@ -1,11 +1,12 @@
-"""The embedded event log's append as ingestion uses it: multi-row INSERT ... ON CONFLICT DO
-NOTHING through the driver must store rows exactly as the ORM would, and classify repeats."""
+"""The embedded event log's append as ingestion uses it: a dedup-key lookup, then multi-row
+INSERTs through the driver that must store rows exactly as the ORM would; repeats classified."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Table, select, text
@@ -40,7 +41,7 @@ def record(tenant: str, event_id: str, *, content: str = "h", **overrides: objec
 def test_insert_columns_are_the_tables_columns() -> None:
     table = EventLogEntry.__table__
     assert isinstance(table, Table)
-    assert set(embedded._COLUMNS) == {c.name for c in table.columns} - {"position"}
+    assert set(embedded._INSERT_COLUMNS) == {c.name for c in table.columns} - {"position"}
 
 
 def test_rows_are_stored_as_the_orm_stores_them(runtime: Runtime) -> None:
@@ -56,7 +57,12 @@ def test_rows_are_stored_as_the_orm_stores_them(runtime: Runtime) -> None:
             session=session,
         )
         orm_twin = record(tenant, "via-orm", event_time=odd, late=True, subject="s")
-        session.add(EventLogEntry(**{f: getattr(orm_twin, f) for f in embedded._COLUMNS}))
+        session.add(
+            EventLogEntry(
+                **{f: getattr(orm_twin, f) for f in embedded._COLUMNS},
+                dedup_key=embedded.dedup_key(tenant, "src", "via-orm"),
+            )
+        )
     with runtime.session_factory() as session:
         raw = session.execute(
             text(
@@ -136,3 +142,30 @@ def test_fast_sqlite_time_text_is_what_sqlalchemy_writes(moment: datetime) -> No
     processor = table.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
     assert processor is not None
     assert embedded._sqlite_utc_text(moment) == processor(moment)
+
+
+def test_keys_sharing_a_dedup_hash_are_told_apart(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two different events whose keys hash alike (a 64-bit collision) are both stored; each
+    one's repeat is still a duplicate of itself."""
+    monkeypatch.setattr(embedded, "dedup_key", lambda *key: 42)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    with runtime.session_factory.begin() as session:
+        first = runtime.event_log.append([record(tenant, "a", content="A")], session=session)
+    with runtime.session_factory.begin() as session:
+        second = runtime.event_log.append(
+            [
+                record(tenant, "b", content="B"),
+                record(tenant, "a", content="A"),
+                record(tenant, "a", content="Z"),
+            ],
+            session=session,
+        )
+    assert first.appended == [0]
+    assert (second.appended, second.duplicates, second.conflicts) == ([0], [1], [2])
+    with runtime.session_factory() as session:
+        stored = session.scalars(
+            select(EventLogEntry.event_id).where(EventLogEntry.tenant_id == tenant)
+        ).all()
+    assert sorted(stored) == ["a", "b"]

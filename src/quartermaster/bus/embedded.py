@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from hashlib import blake2b
 from typing import cast
 
 import orjson
@@ -16,11 +17,13 @@ from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
 
-# Held for the rest of the appending transaction on PostgreSQL, so positions become visible in
-# the order they were assigned and a consumer can never skip past a slower commit.
+# Held for the rest of the appending transaction on PostgreSQL: appends are serialized, so
+# the dedup lookup and the insert that follows it see no concurrent append, and positions
+# become visible in the order they were assigned (a consumer never skips a slower commit).
+# On SQLite the write transaction (BEGIN IMMEDIATE) already gives both.
 _APPEND_LOCK_KEY = 0x716D_6C6F67  # "qmlog"
 _LOOKUP_CHUNK = 900
-# Rows per INSERT statement: 6,000 parameters, under SQLite's (32,766) and PostgreSQL's limits.
+# Rows per INSERT statement: 6,500 parameters, under SQLite's (32,766) and PostgreSQL's limits.
 _INSERT_CHUNK = 500
 _COLUMNS = (
     "tenant_id",
@@ -36,13 +39,21 @@ _COLUMNS = (
     "late",
     "payload",
 )
+_INSERT_COLUMNS = (*_COLUMNS, "dedup_key")
 _PG_INSERT = (
-    f"INSERT INTO event_log ({', '.join(_COLUMNS)}) "
-    f"SELECT {', '.join(_COLUMNS)} FROM json_populate_recordset(NULL::event_log, %s::json)"
+    f"INSERT INTO event_log ({', '.join(_INSERT_COLUMNS)}) "
+    f"SELECT {', '.join(_INSERT_COLUMNS)} FROM json_populate_recordset(NULL::event_log, %s::json)"
     " WITH ORDINALITY AS batch ORDER BY batch.ordinality"  # positions in append order
-    " ON CONFLICT (tenant_id, source, event_id) DO NOTHING"
-    " RETURNING tenant_id, source, event_id"
 )
+
+EventKey = tuple[str, str, str]
+
+
+def dedup_key(tenant_id: str, source: str, event_id: str) -> int:
+    """The signed 64-bit hash that indexes an event's (tenant_id, source, event_id) in the log.
+    NUL separates the parts: validation refuses it in a source or id, and tenant ids are slugs."""
+    digest = blake2b(f"{tenant_id}\x00{source}\x00{event_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class EmbeddedEventLog:
@@ -61,45 +72,61 @@ class EmbeddedEventLog:
         if connection.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_KEY})
         # The first occurrence of a key in the batch is the one to store; later ones are
-        # compared with it (or with the stored event, if there was one).
-        first: dict[tuple[str, str, str], int] = {}
+        # compared with it, or with the stored event if there was one.
+        first: dict[EventKey, int] = {}
         for index, record in enumerate(records):
             first.setdefault((record.tenant_id, record.source, record.event_id), index)
-        candidates = [records[i] for i in first.values()]
-        inserted = self._insert_new(candidates, connection=connection)
-        stored = self._stored_hashes(
-            [r for r in candidates if (r.tenant_id, r.source, r.event_id) not in inserted],
-            session=session,
-        )
+        hashes = {key: dedup_key(*key) for key in first}
+        stored = self._stored_hashes(hashes, connection=connection)
+        new = [i for key, i in first.items() if key not in stored]
+        self._insert([records[i] for i in new], hashes, connection=connection)
         for index, record in enumerate(records):
             key = (record.tenant_id, record.source, record.event_id)
-            if key in inserted:
+            reference = stored.get(key)
+            if reference is None:
                 if first[key] == index:
                     result.appended.append(index)
                     continue
-                reference: str | None = records[first[key]].content_hash
-            else:
-                reference = stored.get(key)
-                if reference is None:
-                    raise RuntimeError(
-                        f"event {key} was neither inserted nor found in the log; retry the append"
-                    )
+                reference = records[first[key]].content_hash
             if reference == record.content_hash:
                 result.duplicates.append(index)
             else:
                 result.conflicts.append(index)
         return result
 
-    def _insert_new(
-        self, records: Sequence[LogRecord], *, connection: Connection
-    ) -> set[tuple[str, str, str]]:
-        """Insert each record unless its key is stored (ON CONFLICT DO NOTHING); the keys that
-        were inserted, in one statement per chunk through the driver: SQLAlchemy's per-row
-        parameter processing cost more than the database's own work at ingest rates."""
+    def _stored_hashes(
+        self, hashes: dict[EventKey, int], *, connection: Connection
+    ) -> dict[EventKey, str]:
+        """The content hash of each key already in the log, found through the dedup-key index
+        and compared in full (two keys may share a hash)."""
+        wanted = sorted(set(hashes.values()))
+        found: dict[EventKey, str] = {}
+        placeholder = "%s" if connection.dialect.name == "postgresql" else "?"
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            rows = connection.exec_driver_sql(
+                "SELECT tenant_id, source, event_id, content_hash FROM event_log"
+                f" WHERE dedup_key IN ({', '.join([placeholder] * len(chunk))})",
+                tuple(chunk),
+            )
+            for tenant_id, source, event_id, content_hash in rows:
+                key = (tenant_id, source, event_id)
+                if key in hashes:
+                    found[key] = content_hash
+        return found
+
+    def _insert(
+        self, records: Sequence[LogRecord], hashes: dict[EventKey, int], *, connection: Connection
+    ) -> None:
+        """Insert the records, in order, in one statement per chunk through the driver:
+        SQLAlchemy's per-row parameter processing cost more than the database's own work at
+        ingest rates."""
+        if not records:
+            return
         if connection.dialect.name == "postgresql":
-            return self._insert_new_postgresql(records, connection=connection)
+            self._insert_postgresql(records, hashes, connection=connection)
+            return
         time_to_db = self._time_processor(connection.dialect)
-        inserted: set[tuple[str, str, str]] = set()
         recorded_at: tuple[datetime | None, object] = (None, None)
         for start in range(0, len(records), _INSERT_CHUNK):
             chunk = records[start : start + _INSERT_CHUNK]
@@ -120,27 +147,13 @@ class EmbeddedEventLog:
                     r.resource_id,
                     r.late,
                     r.payload,
+                    hashes[(r.tenant_id, r.source, r.event_id)],
                 )
-            # No RETURNING: SQLite steps once per returned row, and each step hands the GIL
-            # back and forth with the threads validating the next batches. The rows a
-            # statement inserts get consecutive positions (one writer holds the database),
-            # so rowcount and lastrowid say which they are.
-            result = connection.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
-            count, last = result.rowcount, result.lastrowid
-            if count == len(chunk):
-                inserted.update((r.tenant_id, r.source, r.event_id) for r in chunk)
-            elif count > 0:
-                rows = connection.exec_driver_sql(
-                    "SELECT tenant_id, source, event_id FROM event_log"
-                    " WHERE position > ? AND position <= ?",
-                    (last - count, last),
-                )
-                inserted.update((t, s, e) for t, s, e in rows)
-        return inserted
+            connection.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
 
-    def _insert_new_postgresql(
-        self, records: Sequence[LogRecord], *, connection: Connection
-    ) -> set[tuple[str, str, str]]:
+    def _insert_postgresql(
+        self, records: Sequence[LogRecord], hashes: dict[EventKey, int], *, connection: Connection
+    ) -> None:
         # The batch as one JSON parameter that PostgreSQL expands (json_populate_recordset):
         # psycopg's conversion of thousands of placeholders, or of arrays, element by element
         # in Python, cost several times the insert itself.
@@ -160,21 +173,19 @@ class EmbeddedEventLog:
                     "resource_id": r.resource_id,
                     "late": r.late,
                     "payload": r.payload,
+                    "dedup_key": hashes[(r.tenant_id, r.source, r.event_id)],
                 }
                 for r in records
             ]
         )
-        rows = connection.exec_driver_sql(_PG_INSERT, (batch.decode(),))
-        return {(t, s, e) for t, s, e in rows.all()}
+        connection.exec_driver_sql(_PG_INSERT, (batch.decode(),))
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._insert_sql_cache.get(rows)
         if sql is None:
-            row = "(" + ", ".join(["?"] * len(_COLUMNS)) + ")"
-            sql = (
-                f"INSERT INTO event_log ({', '.join(_COLUMNS)}) VALUES "
-                + ", ".join([row] * rows)
-                + " ON CONFLICT (tenant_id, source, event_id) DO NOTHING"
+            row = "(" + ", ".join(["?"] * len(_INSERT_COLUMNS)) + ")"
+            sql = f"INSERT INTO event_log ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join(
+                [row] * rows
             )
             self._insert_sql_cache[rows] = sql
         return sql
@@ -191,30 +202,6 @@ class EmbeddedEventLog:
             processor = bind if bind is not None else (lambda value: value)
             self._time_processors[dialect.name] = processor
         return processor
-
-    @staticmethod
-    def _stored_hashes(
-        records: Sequence[LogRecord], *, session: Session
-    ) -> dict[tuple[str, str, str], str]:
-        # One IN list per (tenant, source), so each lookup is a range of the unique index;
-        # SQLite does not use that index for an IN list of (tenant, source, id) row values.
-        by_stream: dict[tuple[str, str], set[str]] = {}
-        for r in records:
-            by_stream.setdefault((r.tenant_id, r.source), set()).add(r.event_id)
-        found: dict[tuple[str, str, str], str] = {}
-        for (tenant_id, source), ids in by_stream.items():
-            event_ids = sorted(ids)
-            for start in range(0, len(event_ids), _LOOKUP_CHUNK):
-                rows = session.execute(
-                    select(EventLogEntry.event_id, EventLogEntry.content_hash).where(
-                        EventLogEntry.tenant_id == tenant_id,
-                        EventLogEntry.source == source,
-                        EventLogEntry.event_id.in_(event_ids[start : start + _LOOKUP_CHUNK]),
-                    )
-                )
-                for event_id, content_hash in rows:
-                    found[(tenant_id, source, event_id)] = content_hash
-        return found
 
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:
         return self.read_after(self.position(consumer), limit=limit)

@@ -1,0 +1,79 @@
+"""Migrations against the models, and the event log's dedup-key migration on existing rows."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from quartermaster.bus.embedded import dedup_key
+from quartermaster.storage.base import Base
+from quartermaster.storage.engine import create_db_engine
+from quartermaster.storage.migrate import MIGRATIONS_DIR, alembic_config, upgrade_database
+from quartermaster.storage.models import import_all_models
+from tests.conftest import BACKENDS, create_pg_database
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "postgresql":
+        url, drop = create_pg_database()
+    else:
+        url, drop = f"sqlite:///{tmp_path / 'qm.db'}", lambda: None
+    engine = create_db_engine(url)
+    yield engine
+    engine.dispose()
+    drop()
+
+
+def test_event_log_migrations_give_the_models_table(empty_engine: Engine) -> None:
+    upgrade_database(empty_engine)
+    import_all_models()
+    with empty_engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    about_event_log = [d for d in diffs if "event_log" in repr(d)]
+    assert about_event_log == []
+
+
+def test_dedup_key_migration_fills_existing_rows_and_drops_the_unique_index(
+    empty_engine: Engine,
+) -> None:
+    command.upgrade(alembic_config(empty_engine), "0009")
+    rows = [("t1", "//apps/a", "e1"), ("t1", "//apps/a", "e2"), ("t2", "//apps/b", "e1")]
+    with empty_engine.begin() as connection:
+        for tenant_id, source, event_id in rows:
+            connection.execute(
+                text(
+                    "INSERT INTO event_log (tenant_id, source, event_id, type, event_time,"
+                    " recorded_at, content_hash, late, payload) VALUES (:t, :s, :e, 'x',"
+                    " '2026-11-01 00:00:00.000000', '2026-11-01 00:00:00.000000', 'h', false,"
+                    " '{}')"
+                ),
+                {"t": tenant_id, "s": source, "e": event_id},
+            )
+    upgrade_database(empty_engine)
+    with empty_engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT tenant_id, source, event_id, dedup_key FROM event_log")
+        ).all()
+    assert sorted(stored) == sorted((*r, dedup_key(*r)) for r in rows)
+    inspector = inspect(empty_engine)
+    assert inspector.get_unique_constraints("event_log") == []
+    assert [i["column_names"] for i in inspector.get_indexes("event_log")] == [["dedup_key"]]
+
+
+def test_the_migration_computes_the_applications_dedup_key() -> None:
+    path = MIGRATIONS_DIR / "versions" / "0011_event_log_dedup_key.py"
+    spec = importlib.util.spec_from_file_location("migration_0011", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    for key in [("t", "s", "e"), ("tenant-x", "//apps/é", "id with spaces"), ("", "", "")]:
+        assert migration._dedup_key(*key) == dedup_key(*key)
