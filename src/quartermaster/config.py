@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `qm serve` binds to.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port `qm serve` binds to.")
+    auth_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a verified API key is trusted without a database check, per "
+        "server process (0: check every request). Revocation through the same process applies "
+        "at once; through another process, within this time.",
+    )
     max_batch_events: int = Field(default=10_000, ge=1, description="Most events per request.")
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Largest request body.")
     max_future_skew_seconds: int = Field(

@@ -20,6 +20,7 @@ from quartermaster.storage import (
 )
 
 if TYPE_CHECKING:
+    from quartermaster.tenancy.auth_cache import AuthCache
     from quartermaster.usage.store import UsageStore
 
 
@@ -34,6 +35,7 @@ class Runtime:
     services: dict[str, Any] = field(default_factory=dict)
     _usage_store: UsageStore | None = field(default=None, repr=False)
     _read_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
+    _auth_cache: AuthCache | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -43,6 +45,16 @@ class Runtime:
             if self._read_sessions is None:
                 self._read_sessions = make_read_session_factory(self.engine)
             return self._read_sessions
+
+    @property
+    def auth_cache(self) -> AuthCache:
+        """Verified API keys of this process (tenancy/auth_cache.py)."""
+        with self._lock:
+            if self._auth_cache is None:
+                from quartermaster.tenancy.auth_cache import AuthCache
+
+                self._auth_cache = AuthCache(self.settings.auth_cache_seconds)
+            return self._auth_cache
 
     @property
     def usage_store(self) -> UsageStore:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from quartermaster.api.deps import AdminCaller, BillingReader, Reader, SessionDep
+from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
 from quartermaster.api.responses import error_responses
 from quartermaster.tenancy import service
 from quartermaster.tenancy.schemas import (
@@ -138,7 +138,10 @@ def list_keys(caller: BillingReader, session: SessionDep) -> list[ApiKeyOut]:
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key", responses=error_responses(404))
-def revoke_key(key_id: str, caller: AdminCaller, session: SessionDep) -> ApiKeyOut:
-    return ApiKeyOut.model_validate(
-        service.revoke_api_key(caller.tenant_id, key_id, session=session)
-    )
+def revoke_key(
+    key_id: str, caller: AdminCaller, session: SessionDep, runtime: RuntimeDep
+) -> ApiKeyOut:
+    revoked = service.revoke_api_key(caller.tenant_id, key_id, session=session)
+    # After the commit: this process's cached checks of the key end now (tenancy/auth_cache.py).
+    runtime.auth_cache.invalidate_key(key_id)
+    return ApiKeyOut.model_validate(revoked)

@@ -146,7 +146,16 @@ def issue_api_key(
     )
 
 
-def authenticate(token: str, *, session: Session) -> AuthContext:
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    """A key that passed every check, with what a cache of it must re-check (its expiry)."""
+
+    context: AuthContext
+    key_id: str
+    expires_at: datetime | None
+
+
+def verify_api_key(token: str, *, session: Session) -> VerifiedKey:
     parts = split_token(token)
     if parts is None:
         raise AuthenticationError("malformed API key: expected qm_<id>_<secret>")
@@ -163,7 +172,7 @@ def authenticate(token: str, *, session: Session) -> AuthContext:
         raise AuthenticationError(f"API key {key_id} was revoked")
     if key.expires_at is not None and key.expires_at <= utc_now():
         raise AuthenticationError(f"API key {key_id} expired at {key.expires_at.isoformat()}")
-    return AuthContext(
+    context = AuthContext(
         tenant_id=principal.tenant_id,
         principal_id=principal.id,
         principal_name=principal.name,
@@ -171,6 +180,11 @@ def authenticate(token: str, *, session: Session) -> AuthContext:
         team_id=principal.team_id,
         app_slug=principal.app_slug,
     )
+    return VerifiedKey(context=context, key_id=key_id, expires_at=key.expires_at)
+
+
+def authenticate(token: str, *, session: Session) -> AuthContext:
+    return verify_api_key(token, session=session).context
 
 
 def bootstrap_tenant(
