@@ -9,10 +9,18 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+import orjson
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from quartermaster.api.deps import AdminCaller, Reader, ReadSessionDep, SessionDep, require_roles
+from quartermaster.api.deps import (
+    AdminCaller,
+    Reader,
+    RuntimeDep,
+    SessionDep,
+    require_roles,
+)
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog import search_index, versions
 from quartermaster.catalog.checks import MAX_PACKAGE_BYTES
@@ -21,6 +29,7 @@ from quartermaster.catalog.publish_models import VersionState
 from quartermaster.errors import InvalidInputError, PayloadTooLargeError
 from quartermaster.policy.dependencies import PolicyCacheDep
 from quartermaster.policy.models import ApprovalStatus
+from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
@@ -163,10 +172,30 @@ def validate(
     )
 
 
-@router.get("/apps/search", summary="Search published apps", responses=error_responses())
-def search(
+def _search(
+    runtime: Runtime,
+    tenant_id: str,
+    query: str,
+    filters: search_index.SearchFilters,
+    limit: int,
+    offset: int,
+) -> bytes:
+    with runtime.read_session_factory() as session:  # as ReadSessionDep: no write lock
+        result = search_index.search(
+            tenant_id, query, filters=filters, limit=limit, offset=offset, session=session
+        )
+    return orjson.dumps(result)
+
+
+@router.get(
+    "/apps/search",
+    summary="Search published apps",
+    response_model=SearchOut,
+    responses=error_responses(),
+)
+async def search(
     caller: Reader,
-    session: ReadSessionDep,
+    runtime: RuntimeDep,
     q: str = "",
     tag: str | None = None,
     team: str | None = None,
@@ -174,16 +203,13 @@ def search(
     pricing_model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1000)] = 0,
-) -> SearchOut:
-    result = search_index.search(
-        caller.tenant_id,
-        q,
-        filters=search_index.SearchFilters(tag, team, capability, pricing_model),
-        limit=limit,
-        offset=offset,
-        session=session,
-    )
-    return SearchOut.model_validate(result, from_attributes=True)
+) -> Response:
+    # The hot read path: one threadpool hop for the session and the search together, and
+    # the result's dataclasses (the fields of SearchOut, which documents the response) written
+    # by orjson instead of validated and serialized again by pydantic.
+    filters = search_index.SearchFilters(tag, team, capability, pricing_model)
+    body = await run_in_threadpool(_search, runtime, caller.tenant_id, q, filters, limit, offset)
+    return Response(body, media_type="application/json")
 
 
 @router.post(
