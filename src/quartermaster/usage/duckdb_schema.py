@@ -76,10 +76,12 @@ DDL = [
         environment VARCHAR NOT NULL,
         lifecycle VARCHAR NOT NULL
     )""",
+    # event_id is unique per row: DuckDB's dictionary/FSST analysis of it was half the raw
+    # insert's CPU for a 2.5x smaller column; stored plainly (existing stores keep theirs).
     """CREATE TABLE IF NOT EXISTS usage_raw (
         position BIGINT NOT NULL,
         owner_id INTEGER NOT NULL,
-        event_id VARCHAR NOT NULL,
+        event_id VARCHAR USING COMPRESSION uncompressed NOT NULL,
         source VARCHAR NOT NULL,
         event_time TIMESTAMP NOT NULL,
         recorded_at TIMESTAMP NOT NULL,
@@ -166,6 +168,8 @@ ROLLUP_KEYS = "tenant_id, bucket, cost_center, team, app, meter, unattributed"
 OWNER_COLUMNS = (
     "tenant_id, cost_center, team, app, event_type, method, unattributed, environment, lifecycle"
 )
+# A rollup key without its bucket: what a batch's rows are numbered by (duckdb_owners.py).
+GROUP_COLUMNS = "tenant_id, cost_center, team, app, meter, unattributed"
 
 
 def raw_insert_sql(source: str) -> str:
@@ -211,11 +215,32 @@ def _distinct_select(grain: str, source: str, where: str = "") -> str:
     """
 
 
-def day_increment_sql(source: str, *, with_distinct: bool) -> list[str]:
-    """A batch's day rollup increments: one row per key and day (and its distinct values)."""
-    statements = [f"INSERT INTO usage_day {_rollup_select('day', source)}"]
+def day_increment_sql(source: str, groups: str, *, with_distinct: bool) -> list[str]:
+    """A batch's day rollup increments: one row per key and day (and its distinct values).
+    `source` rows carry a `group_id` numbering their key (without the day) within the
+    batch; `groups` holds each group's key columns (duckdb_owners.py)."""
+    day = "date_trunc('day', event_time)::TIMESTAMP AS bucket"
+    key = "g.tenant_id, s.bucket, g.cost_center, g.team, g.app, g.meter, g.unattributed"
+    statements = [
+        f"""INSERT INTO usage_day
+            SELECT {key}, s.event_count, s.quantity_sum, s.quantity_max, s.latest_key,
+                   s.latest_quantity
+            FROM (
+                SELECT group_id, {day}, count(*) AS event_count, sum(quantity) AS quantity_sum,
+                       max(quantity) AS quantity_max, max({LATEST_KEY}) AS latest_key,
+                       arg_max(quantity, {LATEST_KEY}) AS latest_quantity
+                FROM {source} GROUP BY ALL
+            ) s JOIN {groups} g USING (group_id)"""
+    ]
     if with_distinct:
-        statements.append(f"INSERT INTO distinct_day {_distinct_select('day', source)}")
+        statements.append(
+            f"""INSERT INTO distinct_day
+                SELECT {key}, s.distinct_value
+                FROM (
+                    SELECT DISTINCT group_id, {day}, distinct_value
+                    FROM {source} WHERE distinct_value IS NOT NULL
+                ) s JOIN {groups} g USING (group_id)"""
+        )
     return statements
 
 

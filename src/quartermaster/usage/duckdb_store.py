@@ -66,6 +66,11 @@ class DuckDBUsageStore:
         self._conn = duckdb.connect(self.path)
         self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
         self._conn.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # With insertion order preserved, a bulk insert's row groups are rewritten at the next
+        # checkpoint (1.2 of 4.2 CPU s for 1M rows); without it they are written compressed as
+        # the insert runs and the checkpoint only records them. No read depends on the order
+        # rows were stored in (every listing has its ORDER BY).
+        self._conn.execute("SET GLOBAL preserve_insertion_order = false")
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._owners = OwnerIds()
@@ -262,12 +267,15 @@ class DuckDBUsageStore:
                     "FROM batch_events GROUP BY ALL"
                 )
             if register("batch_usage", batch.usage):
-                owner_ids = owners.assign(cur, batch.usage)
-                cur.register("batch_raw", batch.usage.append_column("owner_id", owner_ids))
-                registered.append("batch_raw")
+                keys = owners.assign(cur, batch.usage)
+                rows = batch.usage.append_column("owner_id", keys.owner_ids)
+                register("batch_raw", rows.append_column("group_id", keys.group_ids))
+                register("batch_groups", keys.groups)
                 cur.execute(raw_insert_sql("batch_raw"), [processed_at])
                 has_distinct = pc.any(batch.usage["distinct_value"].is_valid()).as_py()
-                for statement in day_increment_sql("batch_usage", with_distinct=has_distinct):
+                for statement in day_increment_sql(
+                    "batch_raw", "batch_groups", with_distinct=has_distinct
+                ):
                     cur.execute(statement)
             if register("batch_markers", batch.markers):
                 cur.execute("INSERT INTO lifecycle_markers SELECT * FROM batch_markers")
