@@ -1,5 +1,6 @@
 """Search on both backends: prefixes longer than a word's stem, broad terms narrowed to the
-title and tags, stop words, and tenant isolation on each of those paths."""
+title and tags, stop words, and tenant isolation on each of those paths; on SQLite, each
+tenant's full-text rows in its own rowid range."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from quartermaster.catalog import search_index
 from quartermaster.catalog.search_index import PREFIX, STEMMED, choose_terms, content_terms
+from quartermaster.runtime import Runtime
 from tests.catalog.publish_support import add_team, manifest, submit
 from tests.conftest import TenantHandle
 
@@ -90,3 +93,54 @@ def test_choose_terms_narrows_then_leaves_out() -> None:
     chosen, left_out = choose_terms(["maint"], {**counts, (PREFIX, "maint", False): 7})
     assert chosen == {PREFIX: [("maint", False)]}
     assert not left_out
+
+
+def test_fulltext_rows_sit_in_their_tenants_rowid_range(
+    client: TestClient, make_tenant: Callable[..., TenantHandle], runtime: Runtime
+) -> None:
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("the rowid layout of SQLite's FTS5 tables (PostgreSQL: tsvector columns)")
+    a, b = make_tenant("ra"), make_tenant("rb")
+    for tenant in (a, b):
+        add_team(client, tenant)
+        _publish(client, tenant, "pager-relay", "Pager relay", "Relays pages to on-call.")
+    _publish(client, a, "pager-digest", "Pager digest", "Summarises a week of pages.")
+
+    def rows() -> dict[str, set[tuple[str, int]]]:
+        """Per tenant: (table, ordinal << 32 | id) of its documents' full-text rows."""
+        with runtime.session_factory() as session:
+            docs = session.execute(
+                text(
+                    "SELECT d.tenant_id, t.ordinal, d.id FROM app_search_docs d "
+                    "JOIN app_search_tenants t ON t.tenant_id = d.tenant_id "
+                    "WHERE d.tenant_id IN (:a, :b)"
+                ),
+                {"a": a.tenant_id, "b": b.tenant_id},
+            ).all()
+            found: dict[str, set[tuple[str, int]]] = {a.tenant_id: set(), b.tenant_id: set()}
+            for tenant_id, ordinal, doc_id in docs:
+                rowid = search_index.fts_rowid(ordinal, doc_id)
+                for table in ("app_search_fts", "app_search_words"):
+                    hit = session.scalar(text(f"SELECT rowid FROM {table} WHERE rowid = {rowid}"))
+                    if hit is not None:
+                        found[tenant_id].add((table, hit))
+            return found
+
+    before = rows()
+    assert (len(before[a.tenant_id]), len(before[b.tenant_id])) == (4, 2)
+    assert _ids(client, b, "pager") == ["pager-relay"]
+    deprecated = client.post(
+        "/v1/apps/pager-relay/versions/1.0.0/deprecate", json={}, headers=a.headers
+    )
+    assert deprecated.json()["state"] == "deprecated"
+    after = rows()  # a's document left both indexes, b's same-named app stayed
+    assert (len(after[a.tenant_id]), after[b.tenant_id]) == (2, before[b.tenant_id])
+    assert _ids(client, a, "pager") == ["pager-digest"]
+    assert _ids(client, b, "pager") == ["pager-relay"]
+
+
+def test_fts_rowid_keeps_the_id_in_the_low_32_bits() -> None:
+    assert search_index.fts_rowid(3, 7) == (3 << 32) + 7
+    assert search_index.fts_rowid(3, 7) & 0xFFFFFFFF == 7
+    with pytest.raises(ValueError, match="does not fit"):
+        search_index.fts_rowid(1, 1 << 32)

@@ -57,9 +57,21 @@ class AppVersion(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
+class AppSearchTenant(Base):
+    """A tenant's number in the SQLite full-text indexes, where a document's rowid is
+    `ordinal << 32 | its id`: a tenant's documents are one rowid range, which FTS5 restricts a
+    match to by seeking (search_index.fts_rowid_range), with no tenant term to match."""
+
+    __tablename__ = "app_search_tenants"
+
+    ordinal: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), unique=True)
+
+
 class AppSearchDoc(Base):
     """What search ranks and shows for an app: its latest published manifest's text and
-    facets, with the trust and usage signals. `id` is also the full-text index's rowid."""
+    facets, with the trust and usage signals. On SQLite its full-text rows have the rowid
+    `AppSearchTenant.ordinal << 32 | id`."""
 
     __tablename__ = "app_search_docs"
     __table_args__ = (
