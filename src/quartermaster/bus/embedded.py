@@ -40,10 +40,20 @@ _COLUMNS = (
     "payload",
 )
 _INSERT_COLUMNS = (*_COLUMNS, "dedup_key")
+# Lookup and insert in one statement (one round trip): rows whose key is stored are skipped,
+# and the keys inserted come back. The stored keys are found through the dedup-key index by
+# an array of the batch's hashes (computed first, so the planner cannot choose to hash the
+# whole log for an anti-join, which it did when the lookup was a correlated NOT EXISTS).
 _PG_INSERT = (
-    f"INSERT INTO event_log ({', '.join(_INSERT_COLUMNS)}) "
-    f"SELECT {', '.join(_INSERT_COLUMNS)} FROM json_populate_recordset(NULL::event_log, %s::json)"
-    " WITH ORDINALITY AS batch ORDER BY batch.ordinality"  # positions in append order
+    "WITH batch AS MATERIALIZED (SELECT * FROM json_populate_recordset(NULL::event_log, %s::json)"
+    " WITH ORDINALITY), stored AS MATERIALIZED (SELECT tenant_id, source, event_id FROM event_log"
+    " WHERE dedup_key = ANY(ARRAY(SELECT dedup_key FROM batch)))"
+    f" INSERT INTO event_log ({', '.join(_INSERT_COLUMNS)})"
+    f" SELECT {', '.join(_INSERT_COLUMNS)} FROM batch WHERE NOT EXISTS (SELECT 1 FROM stored"
+    " WHERE stored.tenant_id = batch.tenant_id AND stored.source = batch.source"
+    " AND stored.event_id = batch.event_id)"
+    " ORDER BY batch.ordinality"  # positions in append order
+    " RETURNING tenant_id, source, event_id"
 )
 
 EventKey = tuple[str, str, str]
@@ -77,9 +87,7 @@ class EmbeddedEventLog:
         for index, record in enumerate(records):
             first.setdefault((record.tenant_id, record.source, record.event_id), index)
         hashes = {key: dedup_key(*key) for key in first}
-        stored = self._stored_hashes(hashes, connection=connection)
-        new = [i for key, i in first.items() if key not in stored]
-        self._insert([records[i] for i in new], hashes, connection=connection)
+        stored = self._insert_new(records, first, hashes, connection=connection)
         for index, record in enumerate(records):
             key = (record.tenant_id, record.source, record.event_id)
             reference = stored.get(key)
@@ -115,17 +123,40 @@ class EmbeddedEventLog:
                     found[key] = content_hash
         return found
 
-    def _insert(
+    def _insert_new(
+        self,
+        records: Sequence[LogRecord],
+        first: dict[EventKey, int],
+        hashes: dict[EventKey, int],
+        *,
+        connection: Connection,
+    ) -> dict[EventKey, str]:
+        """Insert the first occurrence of each key not stored yet; the content hashes of the
+        keys that were stored already."""
+        if connection.dialect.name == "postgresql":
+            inserted = self._insert_postgresql(
+                [records[i] for i in first.values()], hashes, connection=connection
+            )
+            if len(inserted) == len(first):
+                return {}
+            return self._stored_hashes(
+                {k: h for k, h in hashes.items() if k not in inserted}, connection=connection
+            )
+        stored = self._stored_hashes(hashes, connection=connection)
+        self._insert_sqlite(
+            [records[i] for key, i in first.items() if key not in stored],
+            hashes,
+            connection=connection,
+        )
+        return stored
+
+    def _insert_sqlite(
         self, records: Sequence[LogRecord], hashes: dict[EventKey, int], *, connection: Connection
     ) -> None:
         """Insert the records, in order, in one statement per chunk through the driver:
         SQLAlchemy's per-row parameter processing cost more than the database's own work at
-        ingest rates."""
-        if not records:
-            return
-        if connection.dialect.name == "postgresql":
-            self._insert_postgresql(records, hashes, connection=connection)
-            return
+        ingest rates. No RETURNING: SQLite steps once per returned row, handing the GIL back
+        and forth with the threads validating the next batches."""
         time_to_db = self._time_processor(connection.dialect)
         recorded_at: tuple[datetime | None, object] = (None, None)
         for start in range(0, len(records), _INSERT_CHUNK):
@@ -153,7 +184,7 @@ class EmbeddedEventLog:
 
     def _insert_postgresql(
         self, records: Sequence[LogRecord], hashes: dict[EventKey, int], *, connection: Connection
-    ) -> None:
+    ) -> set[EventKey]:
         # The batch as one JSON parameter that PostgreSQL expands (json_populate_recordset):
         # psycopg's conversion of thousands of placeholders, or of arrays, element by element
         # in Python, cost several times the insert itself.
@@ -178,7 +209,8 @@ class EmbeddedEventLog:
                 for r in records
             ]
         )
-        connection.exec_driver_sql(_PG_INSERT, (batch.decode(),))
+        rows = connection.exec_driver_sql(_PG_INSERT, (batch.decode(),))
+        return {(t, s, e) for t, s, e in rows.all()}
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._insert_sql_cache.get(rows)
