@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from quartermaster.domain.timeutil import Period
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.models import Alert, Enforcement
+from quartermaster.guardrails.spend import ScopeSpend
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 from tests.guardrails.support import FixedSpend, budget, build_world, ok
@@ -115,3 +118,29 @@ def test_budget_input_errors_name_the_field(client: TestClient, tenant: TenantHa
         headers=world.headers,
     )
     assert again.status_code == 409
+
+
+def test_pricing_runs_before_the_write_transaction(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """With a reader, every period is priced before the write session starts (on SQLite a
+    write session holds the database's write lock from its first statement), and the
+    crossing is still recorded."""
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="team", scope=world.team, thresholds=[50])
+    observed: list[bool] = []
+
+    class WatchedSpend(FixedSpend):
+        def spend(self, tenant_id: str, period: Period, *, session: Session) -> ScopeSpend:
+            observed.append(writer.in_transaction())
+            assert session is reader
+            return super().spend(tenant_id, period, session=session)
+
+    spend = WatchedSpend()
+    spend.set("team", world.team, "60")
+    with runtime.session_factory() as writer, runtime.read_session_factory() as reader:
+        result = evaluate_tenant(
+            tenant.tenant_id, spend=spend, session=writer, now=NOW, reader=reader
+        )
+    assert observed == [False]  # one period, priced once, with no write transaction open
+    assert [k.rsplit(":", 1)[1] for k in result.alerts] == ["50"]

@@ -129,6 +129,17 @@ def _money(value: Decimal, currency: str) -> str:
     return f"{value.quantize(Decimal('0.01'))} {currency}".strip()
 
 
+def cap_periods(
+    tenant_id: str, moment: datetime, zone: str | None, *, session: Session
+) -> list[Period]:
+    """The periods evaluate_caps will price: those of the caps that hold at least one app."""
+    return [
+        budget_period(cap.period, moment, zone)
+        for cap in list_default_caps(tenant_id, session=session)
+        if capped_apps(tenant_id, cap.applies_to, session=session)
+    ]
+
+
 def evaluate_caps(
     tenant_id: str,
     moment: datetime,

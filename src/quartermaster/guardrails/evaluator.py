@@ -7,6 +7,7 @@ once (the enforcement's unique (budget, period)). Run by `GuardrailEvaluator` ev
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +25,7 @@ from quartermaster.guardrails.budgets import (
     crossed,
     thresholds_of,
 )
-from quartermaster.guardrails.caps import evaluate_caps
+from quartermaster.guardrails.caps import cap_periods, evaluate_caps
 from quartermaster.guardrails.common import insert_once, record_action
 from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
@@ -52,21 +53,36 @@ def _money(value: Decimal, currency: str) -> str:
 
 
 def evaluate_tenant(
-    tenant_id: str, *, spend: SpendSource, session: Session, now: datetime | None = None
+    tenant_id: str,
+    *,
+    spend: SpendSource,
+    session: Session,
+    now: datetime | None = None,
+    reader: Session | None = None,
 ) -> Evaluation:
-    """Evaluate every budget of the tenant now and commit what newly crossed."""
+    """Evaluate every budget of the tenant now and commit what newly crossed. With a
+    `reader` (a read-only session), the budgets are read and their periods priced through
+    it before `session` is used at all: on SQLite a write session holds the database's
+    write lock from its first statement, and pricing a month to date takes about a second
+    at a few hundred apps, which ingestion and the pipeline would spend waiting."""
     moment = now or utc_now()
-    tenant = session.get(Tenant, tenant_id)
+    read = reader or session
+    tenant = read.get(Tenant, tenant_id)
     zone = tenant.timezone if tenant is not None else None
-    budgets = list(session.scalars(select(Budget).where(Budget.tenant_id == tenant_id)))
+    budgets = list(read.scalars(select(Budget).where(Budget.tenant_id == tenant_id)))
     result = Evaluation()
     by_period: dict[Period, ScopeSpend] = {}
 
     def spend_of(period: Period) -> ScopeSpend:
         if period not in by_period:
-            by_period[period] = spend.spend(tenant_id, period, session=session)
+            by_period[period] = spend.spend(tenant_id, period, session=read)
         return by_period[period]
 
+    if reader is not None:
+        for period in {budget_period(b.period, moment, zone) for b in budgets} | set(
+            cap_periods(tenant_id, moment, zone, session=reader)
+        ):
+            spend_of(period)
     for budget in budgets:
         period = budget_period(budget.period, moment, zone)
         _evaluate_budget(budget, period, spend_of(period), session=session, result=result)
@@ -204,18 +220,25 @@ def tenants_with_budgets(*, session: Session) -> list[str]:
 
 
 def evaluate_all(
-    *, spend: SpendSource, session_factory: sessionmaker[Session], now: datetime | None = None
+    *,
+    spend: SpendSource,
+    session_factory: sessionmaker[Session],
+    now: datetime | None = None,
+    read_session_factory: sessionmaker[Session] | None = None,
 ) -> dict[str, Evaluation]:
     """Every tenant with a budget; one tenant's failure (e.g. no price book yet) is logged
-    and does not stop the others."""
+    and does not stop the others. With `read_session_factory`, each tenant's spend is
+    priced in a read-only session before its write session starts (see evaluate_tenant)."""
     results: dict[str, Evaluation] = {}
-    with session_factory() as session:
+    readers = read_session_factory or session_factory
+    with readers() as session:
         tenant_ids = tenants_with_budgets(session=session)
     for tenant_id in tenant_ids:
-        with session_factory() as session:
+        with session_factory() as session, ExitStack() as stack:
+            reader = stack.enter_context(read_session_factory()) if read_session_factory else None
             try:
                 results[tenant_id] = evaluate_tenant(
-                    tenant_id, spend=spend, session=session, now=now
+                    tenant_id, spend=spend, session=session, now=now, reader=reader
                 )
             except QMError:
                 session.rollback()

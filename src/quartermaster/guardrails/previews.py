@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -172,27 +173,37 @@ class HighCostScanner:
             del self._upto[key]
 
     def scan(
-        self, tenant_id: str, threshold: Decimal, *, session: Session, now: datetime | None = None
+        self,
+        tenant_id: str,
+        threshold: Decimal,
+        *,
+        session: Session,
+        now: datetime | None = None,
+        reader: Session | None = None,
     ) -> list[str]:
-        """Make the previews of the tenant's app-hours at or over `threshold`; their ids."""
-        tenant = session.get(Tenant, tenant_id)
+        """Make the previews of the tenant's app-hours at or over `threshold`; their ids.
+        With a `reader` (a read-only session) every read and all the pricing go through it,
+        and `session` only writes the previews: on SQLite a write session holds the write
+        lock from its first statement, and pricing the month to date takes about a second."""
+        read = reader or session
+        tenant = read.get(Tenant, tenant_id)
         zone = tenant_zone(tenant.timezone if tenant is not None else None)
         month = month_containing(now or self.calculator.cutoff(), zone)
-        current: ScopeSpend = self.spend.spend(tenant_id, month, session=session)
+        current: ScopeSpend = self.spend.spend(tenant_id, month, session=read)
         latest = app_costs(current.lines)
         made: list[str] = []
         hours = hours_to_check(current.as_of, month)
         for hour in hours:
-            before = self._costs_until(tenant_id, month, hour.start, session=session)
+            before = self._costs_until(tenant_id, month, hour.start, session=read)
             if hour.end > current.as_of:  # the hour in progress: up to now
                 after = latest
             else:
-                after = self._costs_until(tenant_id, month, hour.end, session=session)
+                after = self._costs_until(tenant_id, month, hour.end, session=read)
             for cost in hour_growth(after, before).values():
                 if cost.amount < threshold:
                     continue
                 preview_id = self._make(
-                    tenant_id, cost, hour, threshold, current.currency, session=session
+                    tenant_id, cost, hour, threshold, current.currency, session=session, read=read
                 )
                 if preview_id is not None:
                     made.append(preview_id)
@@ -208,8 +219,9 @@ class HighCostScanner:
         currency: str,
         *,
         session: Session,
+        read: Session,
     ) -> str | None:
-        exists = session.scalar(
+        exists = read.scalar(
             select(CostPreview.id).where(
                 CostPreview.tenant_id == tenant_id,
                 CostPreview.app == cost.app,
@@ -218,7 +230,7 @@ class HighCostScanner:
         )
         if exists is not None:
             return None
-        priced = preview(_system_caller(tenant_id), calculator=self.calculator, session=session)
+        priced = preview(_system_caller(tenant_id), calculator=self.calculator, session=read)
         body = self._body(tenant_id, cost, hour, threshold, currency, priced)
         preview_id = new_id()
         money = f"{cost.amount.quantize(Decimal('0.01'))} {currency}".strip()
@@ -344,16 +356,24 @@ class HighCostScanner:
 
 
 def scan_all(
-    scanner: HighCostScanner, *, session_factory: sessionmaker[Session], now: datetime | None = None
+    scanner: HighCostScanner,
+    *,
+    session_factory: sessionmaker[Session],
+    now: datetime | None = None,
+    read_session_factory: sessionmaker[Session] | None = None,
 ) -> dict[str, list[str]]:
-    """Every tenant with a threshold; one tenant's failure (e.g. no price book) is logged."""
-    with session_factory() as session:
+    """Every tenant with a threshold; one tenant's failure (e.g. no price book) is logged.
+    With `read_session_factory`, reads and pricing use read-only sessions (see scan)."""
+    with (read_session_factory or session_factory)() as session:
         tenants = watching_tenants(session=session)
     made: dict[str, list[str]] = {}
     for tenant_id, threshold in tenants:
-        with session_factory() as session:
+        with session_factory() as session, ExitStack() as stack:
+            reader = stack.enter_context(read_session_factory()) if read_session_factory else None
             try:
-                made[tenant_id] = scanner.scan(tenant_id, threshold, session=session, now=now)
+                made[tenant_id] = scanner.scan(
+                    tenant_id, threshold, session=session, now=now, reader=reader
+                )
             except QMError:
                 session.rollback()
                 logger.exception("high-cost scan of tenant %s failed", tenant_id)

@@ -38,10 +38,15 @@ class GuardrailEvaluator(BackgroundService):
 
     def run_once(self) -> bool:
         factory = self.runtime.session_factory
-        results = evaluate_all(spend=self.spend, session_factory=factory)
+        # Pricing (about a second per tenant at a few hundred apps) reads through read-only
+        # sessions: on SQLite a write session would hold the write lock all that time.
+        readers = self.runtime.read_session_factory
+        results = evaluate_all(
+            spend=self.spend, session_factory=factory, read_session_factory=readers
+        )
         if any(r.enforcements for r in results.values()):
             guardrail_gate(self.runtime).invalidate()
-        scan_all(self.high_cost, session_factory=factory)
+        scan_all(self.high_cost, session_factory=factory, read_session_factory=readers)
         with factory() as session:
             expire_reservations(session=session)
         return False
