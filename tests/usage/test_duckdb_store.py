@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import InvalidInputError
+from quartermaster.usage.duckdb_schema import SCHEMA_VERSION
 from quartermaster.usage.duckdb_store import DuckDBUsageStore
 from quartermaster.usage.store import USAGE_SCHEMA, RatedBatch, StreamState, TableBuilder
 
@@ -340,3 +341,79 @@ def test_a_store_of_another_schema_version_is_refused_with_what_to_do(tmp_path: 
         conn.execute("UPDATE store_meta SET value = '0' WHERE key = 'schema_version'")
     with pytest.raises(RuntimeError, match="rebuilds it from the event log"):
         DuckDBUsageStore(path)
+
+
+V3_OWNERS = """CREATE TABLE usage_owners (
+    owner_id INTEGER PRIMARY KEY, tenant_id VARCHAR NOT NULL, cost_center VARCHAR NOT NULL,
+    team VARCHAR NOT NULL, app VARCHAR NOT NULL, event_type VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, unattributed BOOLEAN NOT NULL, environment VARCHAR NOT NULL,
+    lifecycle VARCHAR NOT NULL)"""
+V3_RAW = """CREATE TABLE usage_raw (
+    position BIGINT NOT NULL, owner_id INTEGER NOT NULL, event_id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL, event_time TIMESTAMP NOT NULL, recorded_at TIMESTAMP NOT NULL,
+    billable_at TIMESTAMP NOT NULL, processed_at TIMESTAMP NOT NULL, meter VARCHAR NOT NULL,
+    quantity DECIMAL(38, 12) NOT NULL, distinct_value VARCHAR, late BOOLEAN NOT NULL,
+    resource_id VARCHAR)"""
+ROW_COLUMNS = (
+    "position, event_id, source, event_time, recorded_at, billable_at, processed_at, meter, "
+    "quantity, distinct_value, late, resource_id, tenant_id, cost_center, team, app, "
+    "event_type, method, unattributed, environment, lifecycle"
+)
+
+
+def test_a_version_3_store_is_migrated_with_its_raw_rows_unchanged(tmp_path: Path) -> None:
+    """Version 3 kept source and meter on each raw row; version 4 keeps them with the owner.
+    Opening a version 3 file migrates it: the same rows read back, one owner per distinct
+    combination, and later batches reuse the migrated owners."""
+    path = tmp_path / "usage.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        conn.execute("INSERT INTO store_meta VALUES ('schema_version', '3')")
+        conn.execute(V3_OWNERS)
+        conn.execute(V3_RAW)
+        conn.execute(
+            "INSERT INTO usage_owners VALUES (1, 't1', 'cc', 'team', 'a', 'qm.invocation.usage', "
+            "'app_id', false, 'prod', 'persistent'), (2, 't1', 'cc', 'team', 'b', "
+            "'qm.invocation.usage', 'app_id', false, 'prod', 'persistent')"
+        )
+        conn.execute(
+            """INSERT INTO usage_raw VALUES
+            (1, 1, 'e1', 's1', '2026-11-02 10:00', '2026-11-02 10:00', '2026-11-02 10:00',
+             '2026-11-02 10:01', 'tokens', 1.5, NULL, false, NULL),
+            (2, 1, 'e2', 's1', '2026-11-02 11:00', '2026-11-02 11:00', '2026-11-02 11:00',
+             '2026-11-02 11:01', 'requests', 2, 'u1', true, 'r1'),
+            (3, 1, 'e3', 's2', '2026-11-02 12:00', '2026-11-02 12:00', '2026-11-02 12:00',
+             '2026-11-02 12:01', 'tokens', 3, NULL, false, NULL),
+            (4, 2, 'e4', 's1', '2026-11-02 13:00', '2026-11-02 13:00', '2026-11-02 13:00',
+             '2026-11-02 13:01', 'tokens', 4, NULL, false, NULL),
+            (5, 1, 'e5', 's1', '2026-11-02 14:00', '2026-11-02 14:00', '2026-11-02 14:00',
+             '2026-11-02 14:01', 'tokens', 5, NULL, false, NULL)"""
+        )
+        conn.execute(
+            """CREATE VIEW usage_rows AS SELECT r.*, o.tenant_id, o.cost_center, o.team, o.app,
+                o.event_type, o.method, o.unattributed, o.environment, o.lifecycle
+                FROM usage_raw r JOIN usage_owners o USING (owner_id)"""
+        )
+        before = conn.execute(f"SELECT {ROW_COLUMNS} FROM usage_rows ORDER BY position").fetchall()
+    store = DuckDBUsageStore(path)
+    cur = store._cursor()
+    version = cur.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+    assert version == (SCHEMA_VERSION,)
+    after = cur.execute(f"SELECT {ROW_COLUMNS} FROM usage_rows ORDER BY position").fetchall()
+    assert after == before
+    owners = cur.execute("SELECT count(*) FROM usage_owners").fetchone()
+    assert owners == (4,)  # (a, s1, tokens), (a, s1, requests), (a, s2, tokens), (b, s1, tokens)
+    rows = TableBuilder(USAGE_SCHEMA)
+    at = datetime(2026, 11, 2, 15, tzinfo=UTC)
+    for position, app, meter in ((6, "a", "tokens"), (7, "c", "tokens")):
+        rows.append(
+            position, "t1", f"e{position}", "s1", "qm.invocation.usage", at, at, at, "cc",
+            "team", app, meter, Decimal(1), None, "app_id", False, False, None, "prod",
+            "persistent",
+        )  # fmt: skip
+    store.write(RatedBatch(None, None, usage=rows.to_table()))
+    owners = cur.execute("SELECT count(*) FROM usage_owners").fetchone()
+    assert owners == (5,)  # (a, s1, tokens) reused, (c, s1, tokens) added
+    totals = cur.execute("SELECT app, sum(quantity) FROM usage_rows GROUP BY app ORDER BY app")
+    assert totals.fetchall() == [("a", Decimal("12.5")), ("b", Decimal(4)), ("c", Decimal(1))]
+    store.close()

@@ -2,13 +2,13 @@
 string GROUP BYs in DuckDB.
 
 A raw row points at its owner (tenant, cost center, team, app, event type, method,
-unattributed, environment, lifecycle) in `usage_owners`. Joining every batch on those nine
-strings, after a DISTINCT and a NOT EXISTS over the owner table, was a tenth of the store's
-write cost for big batches and its biggest statement for small ones (one per pipeline pass
-in steady traffic). Here each column is dictionary-encoded and the codes are folded into one
-exact per-row code (mixed radix; re-encoded only if the product of the columns' widths would
-overflow); only the batch's distinct combinations (hundreds to thousands) meet Python,
-against a cache of the owner table.
+unattributed, environment, lifecycle; and the row's source and meter) in `usage_owners`.
+Joining every batch on those strings, after a DISTINCT and a NOT EXISTS over the owner
+table, was a tenth of the store's write cost for big batches and its biggest statement for
+small ones (one per pipeline pass in steady traffic). Here each column is dictionary-encoded (or
+found constant) and the codes are folded into one exact per-row code (mixed radix; renumbered
+only if the product of the columns' widths would overflow); only the batch's distinct
+combinations (hundreds to thousands) meet Python, against a cache of the owner table.
 
 The same pass numbers each row's day-rollup key (tenant, cost center, team, app, meter,
 unattributed) within the batch, so the day increments GROUP BY one integer and a day instead

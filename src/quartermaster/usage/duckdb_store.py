@@ -26,6 +26,7 @@ from quartermaster.usage.duckdb_owners import OwnerIds
 from quartermaster.usage.duckdb_schema import (
     DDL,
     GRAINS,
+    MIGRATIONS,
     SCHEMA_VERSION,
     TENANT_TABLES,
     compact_rollup_sql,
@@ -79,6 +80,11 @@ class DuckDBUsageStore:
         found = self._conn.execute(
             "SELECT value FROM store_meta WHERE key = 'schema_version'"
         ).fetchone()
+        while found is not None and found[0] in MIGRATIONS:
+            self._migrate(found[0])
+            found = self._conn.execute(
+                "SELECT value FROM store_meta WHERE key = 'schema_version'"
+            ).fetchone()
         if found is not None and found[0] != SCHEMA_VERSION:
             self._conn.close()
             raise RuntimeError(
@@ -91,6 +97,18 @@ class DuckDBUsageStore:
         self._conn.execute(
             "INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
         )
+
+    def _migrate(self, version: str) -> None:
+        """Bring a store of `version` to the next one, in one transaction."""
+        self._conn.execute("BEGIN TRANSACTION")
+        try:
+            for statement in MIGRATIONS[version]:
+                self._conn.execute(statement)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            self._conn.close()
+            raise
+        self._conn.execute("COMMIT")
 
     # --- connection ------------------------------------------------------------------------
 
