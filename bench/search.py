@@ -18,8 +18,12 @@ once per publish (`InputBatch`, as `policy.service.evaluate` does; also measured
 against a floor: regopy's bare evaluation of a trivial policy (`allow := true`, empty input)
 with a reused bundle.
 
+In-process (`--in-process`, with `--data-dir` of an indexed catalog): the search function
+alone (`search_index.search`, a read session per query, no HTTP), the same queries, wall
+and CPU time per query: the part of a request's latency that is the search itself.
+
     python -m bench.search [--apps 10000] [--queries 2000] [--evaluations 5000]
-                           [--database-url URL] [--data-dir DIR]
+                           [--database-url URL] [--data-dir DIR] [--in-process]
 """
 
 from __future__ import annotations
@@ -234,6 +238,37 @@ def measure_http(port: int, token: str, texts: list[str]) -> tuple[Latencies, La
     )
 
 
+def measure_in_process(runtime: Runtime, texts: list[str]) -> tuple[Latencies, float]:
+    """The search function alone, one read session per query: (wall times, mean CPU s)."""
+    wall: list[float] = []
+    cpu = 0.0
+    for warm in (True, False):
+        for query in texts[:100] if warm else texts:
+            with runtime.read_session_factory() as session:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                search_index.search(TENANT, query, session=session)
+                if not warm:
+                    wall.append(time.perf_counter() - started)
+                    cpu += time.process_time() - cpu_started
+    return Latencies("search_index.search in-process", wall), cpu / len(texts)
+
+
+def run_in_process(*, apps: int, count: int, database_url: str | None, data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    prepare(settings, apps)
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        series, cpu = measure_in_process(runtime, queries(count))
+    finally:
+        runtime.close()
+    load = os.getloadavg()
+    Console().print(
+        f"{series.name}: {len(series.seconds):,} queries, p50 {series.ms(0.5):.2f}, "
+        f"p95 {series.ms(0.95):.2f}, p99 {series.ms(0.99):.2f} ms; mean CPU "
+        f"{cpu * 1000:.2f} ms; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+    )
+
+
 def rate(step: Callable[[], object], count: int) -> float:
     for _ in range(min(200, count)):
         step()
@@ -381,7 +416,22 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="keep the indexed catalog here and reuse it on later runs (loading takes minutes)",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="time the search function alone on the --data-dir catalog (no server, no policy)",
+    )
     args = parser.parse_args(argv)
+    if args.in_process:
+        if args.data_dir is None:
+            parser.error("--in-process needs --data-dir (an indexed catalog)")
+        run_in_process(
+            apps=args.apps,
+            count=args.queries,
+            database_url=args.database_url,
+            data_dir=args.data_dir,
+        )
+        return
     run(
         apps=args.apps,
         count=args.queries,
