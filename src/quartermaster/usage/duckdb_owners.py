@@ -51,7 +51,8 @@ def distinct_rows(table: pa.Table, columns: tuple[str, ...]) -> tuple[pa.Array, 
             steps.append(("constant", column[0], 0))
             continue
         encoded = pc.dictionary_encode(column.combine_chunks())
-        column_codes = pc.add(encoded.indices.cast(pa.int64()).fill_null(-1), 1)  # null -> 0
+        # null -> 0, the dictionary's values -> 1..
+        column_codes = pc.add(encoded.indices.cast(pa.int64()).fill_null(_int(-1)), _int(1))
         width = len(encoded.dictionary) + 1
         if codes is None:
             codes = column_codes
@@ -61,11 +62,11 @@ def distinct_rows(table: pa.Table, columns: tuple[str, ...]) -> tuple[pa.Array, 
                 steps.append(("renumbered", folded.dictionary, 0))
                 codes = folded.indices.cast(pa.int64())
                 radix = len(folded.dictionary)
-            codes = pc.add(pc.multiply(codes, width), column_codes)
+            codes = pc.add(pc.multiply(codes, _int(width)), column_codes)
         radix *= width
         steps.append(("column", encoded.dictionary, width))
     if codes is None:
-        codes = pa.nulls(table.num_rows, pa.int64()).fill_null(0)
+        codes = pa.nulls(table.num_rows, pa.int64()).fill_null(_int(0))
     folded = pc.dictionary_encode(codes)  # numbered by first appearance
     remaining = folded.dictionary
     decoded: list[pa.Array] = []
@@ -75,13 +76,20 @@ def distinct_rows(table: pa.Table, columns: tuple[str, ...]) -> tuple[pa.Array, 
         elif kind == "constant":
             decoded.append(pa.repeat(values, len(remaining)))
         else:
-            quotient = pc.divide(remaining, width)  # integer division: the codes are >= 0
-            own = pc.subtract(pc.subtract(remaining, pc.multiply(quotient, width)), 1)
-            decoded.append(values.take(pc.if_else(pc.equal(own, -1), None, own)))
+            quotient = pc.divide(remaining, _int(width))  # integer division: the codes are >= 0
+            own = pc.subtract(pc.subtract(remaining, pc.multiply(quotient, _int(width))), _int(1))
+            decoded.append(values.take(pc.if_else(pc.equal(own, _int(-1)), _int(None), own)))
             remaining = quotient
     schema = table.select(list(columns)).schema
     distinct = pa.Table.from_arrays(decoded[::-1], schema=schema)
     return folded.indices.cast(pa.int64()), distinct
+
+
+def _int(value: int | None) -> pa.Scalar:
+    # Typed scalars: pyarrow converts a bare Python int or None by trying to import pandas
+    # and dateutil on every call, which failed (not installed) at ~50 us a time: for a
+    # 500-row batch that was a third of the numbering's cost.
+    return pa.scalar(value, pa.int64())
 
 
 def _constant(column: pa.ChunkedArray) -> bool:

@@ -284,7 +284,7 @@ class DuckDBUsageStore:
                     "count(*) FILTER (outcome = 'unattributed'), count(*) "
                     "FROM batch_events GROUP BY ALL"
                 )
-            if register("batch_usage", batch.usage):
+            if batch.usage.num_rows:
                 keys = owners.assign(cur, batch.usage)
                 rows = batch.usage.append_column("owner_id", keys.owner_ids)
                 register("batch_raw", rows.append_column("group_id", keys.group_ids))
