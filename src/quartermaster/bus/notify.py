@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger("quartermaster.bus")
 
+# Every statement that appends to the log contains this (SQLite's INSERT starts with it;
+# PostgreSQL's starts with the CTEs of its dedup lookup).
 _LOG_INSERT = "INSERT INTO event_log "
 
 
@@ -57,7 +59,7 @@ class AppendNotifier:
         self._installed = True
 
     def _after_execute(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith(_LOG_INSERT):
+        if _LOG_INSERT in statement:
             self._pending.appended = True
 
     def _after_commit(self, session: Session) -> None:
