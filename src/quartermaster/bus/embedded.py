@@ -88,6 +88,8 @@ class EmbeddedEventLog:
             first.setdefault((record.tenant_id, record.source, record.event_id), index)
         hashes = {key: dedup_key(*key) for key in first}
         stored = self._insert_new(records, first, hashes, connection=connection)
+        if len(stored) < len(first):  # rows were inserted: wake consumers after the commit
+            self._notifier.mark_appended()
         for index, record in enumerate(records):
             key = (record.tenant_id, record.source, record.event_id)
             reference = stored.get(key)

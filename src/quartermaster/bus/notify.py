@@ -3,7 +3,7 @@
 The pipeline used to find new events by polling (every 0.5 s), which was most of the
 event-to-billable latency. Appends happen in a caller's transaction, and a consumer must only
 be told once that transaction has committed (before, it would read nothing and go back to
-sleep). So the statement that inserts into the log marks the appending thread, and the
+sleep). So the appender marks its thread when it has inserted rows (`mark_appended`), and the
 session's commit of that thread tells the subscribers; a rollback clears the mark. Only
 appends of this process are seen: other processes' appends are still found by polling."""
 
@@ -12,16 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger("quartermaster.bus")
-
-# Every statement that appends to the log contains this (SQLite's INSERT starts with it;
-# PostgreSQL's starts with the CTEs of its dedup lookup).
-_LOG_INSERT = "INSERT INTO event_log "
 
 
 class AppendNotifier:
@@ -30,7 +25,6 @@ class AppendNotifier:
         self._lock = threading.Lock()
         self._pending = threading.local()
         self._session_factory = session_factory
-        self._engine: Engine | None = None
         self._installed = False
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
@@ -48,18 +42,14 @@ class AppendNotifier:
 
     def _install(self) -> None:
         """Listeners go in on the first subscription only: a process that never consumes the
-        log (the CLI, most tests) pays nothing per statement."""
-        bind = self._session_factory.kw.get("bind")
-        if not isinstance(bind, Engine):
-            raise TypeError("append notifications need a session factory bound to an engine")
-        self._engine = bind
-        event.listen(bind, "after_cursor_execute", self._after_execute)
+        log (the CLI, most tests) pays nothing per commit."""
         event.listen(self._session_factory, "after_commit", self._after_commit)
         event.listen(self._session_factory, "after_rollback", self._after_rollback)
         self._installed = True
 
-    def _after_execute(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if _LOG_INSERT in statement:
+    def mark_appended(self) -> None:
+        """Called by the appender, in the thread whose session's transaction holds the rows."""
+        if self._installed:
             self._pending.appended = True
 
     def _after_commit(self, session: Session) -> None:
