@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import select
 
@@ -113,3 +113,37 @@ def test_a_failing_subscriber_does_not_fail_the_append(runtime: Runtime) -> None
         log.append([_record("t-broken", "1")], session=session)
     assert calls == ["broken", "next"]
     assert [e.record.event_id for e in log.read_after(log.head() - 1, limit=1)] == ["1"]
+
+
+def test_a_record_reads_back_as_it_was_appended(runtime: Runtime) -> None:
+    """Every field, in UTC, to the microsecond, whatever offset the event was given in."""
+    log = EmbeddedEventLog(runtime.session_factory)
+    paris = timezone(timedelta(hours=1))
+    records = [
+        LogRecord(
+            tenant_id="t-roundtrip",
+            source="app://x",
+            event_id="1",
+            type="qm.resource.usage",
+            subject="pod/a",
+            event_time=datetime(2026, 11, 1, 13, 0, 0, 123456, tzinfo=paris),
+            recorded_at=datetime(2026, 11, 1, 12, 0, 1, 7, tzinfo=UTC),
+            content_hash="h",
+            app_id=None,
+            resource_id="res-1",
+            late=True,
+            payload='{"data":{"cpu_seconds":1.5}}',
+        ),
+        _record("t-roundtrip", "2"),
+    ]
+    with runtime.session_factory.begin() as session:
+        log.append(records, session=session)
+    read = [e.record for e in log.read_after(0, limit=10**9) if e.record.tenant_id == "t-roundtrip"]
+    assert read == records
+    for record in read:
+        assert type(record) is LogRecord
+        assert record.event_time.tzinfo is UTC
+        assert record.recorded_at.tzinfo is UTC
+    assert read[0].event_time == datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert read[0].late is True
+    assert read[1].late is False
