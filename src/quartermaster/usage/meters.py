@@ -194,6 +194,8 @@ def value_text(value: Any) -> str:
         return value
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):  # a JSON number as orjson reads it: its shortest digits
+        value = Decimal(repr(value))
     if isinstance(value, Decimal):
         normalized = value.normalize()
         return format(normalized, "f") if normalized == normalized.to_integral() else str(value)

@@ -5,7 +5,6 @@ same rows, which is what makes a replay of the log reproduce the store."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,9 +12,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
-from quartermaster.bus.protocol import LoggedEvent, LogRecord
+from quartermaster.bus.protocol import LoggedEvent, LogRecord, fast_constructor
 from quartermaster.domain.events import EventType
 from quartermaster.domain.money import to_decimal
 from quartermaster.domain.timeutil import parse_timestamp
@@ -47,7 +47,6 @@ BASE_SCHEMA = pa.schema(
     [f for f in USAGE_SCHEMA if f.name not in _MEASURED]
     + [pa.field("outcome", pa.string()), pa.field("waited", pa.bool_())]
 )
-_DECODER = json.JSONDecoder(parse_float=Decimal)  # exact: JSON numbers never pass through float
 # Enum `.value` is a descriptor call; per event it was a measurable share of rating's CPU.
 _PLATFORM_COST = EventType.PLATFORM_COST.value
 _LIFECYCLE = EventType.RESOURCE_LIFECYCLE.value
@@ -64,11 +63,18 @@ class ParsedEvent:
     via_lease: bool
 
 
+_new_parsed = fast_constructor(ParsedEvent)
+
+
 def parse_event(position: int, record: LogRecord) -> ParsedEvent:
     """Read an accepted event's data. Ingestion validated it against domain/events.py, so a
     payload that no longer parses is logged and rated as carrying no measurements."""
+    # orjson's floats are exact here: the payload is the canonical text that orjson wrote from
+    # the float it parsed at ingestion (shortest round-trip digits), and `to_decimal` and
+    # `value_text` read a float by those same digits (repr), so quantities are the decimals
+    # the payload spells (tests/usage/test_rating.py checks this for any float).
     try:
-        envelope = _DECODER.decode(record.payload)
+        envelope = orjson.loads(record.payload)
         data = envelope.get("data") if isinstance(envelope, dict) else None
     except ValueError:
         envelope, data = {}, None
@@ -82,12 +88,8 @@ def parse_event(position: int, record: LogRecord) -> ParsedEvent:
         and record.app_id is not None
         and data.get("app_id") is None
     )
-    return ParsedEvent(
-        position=position,
-        record=record,
-        data=data,
-        environment=environment if isinstance(environment, str) else None,
-        via_lease=via_lease,
+    return _new_parsed(
+        position, record, data, environment if isinstance(environment, str) else None, via_lease
     )
 
 
