@@ -14,6 +14,7 @@ from quartermaster.usage.store import (
     DailyTotal,
     HourlyCost,
     HourlyPipelineCounts,
+    HourlySeries,
     LatencySummary,
     LifecycleMarker,
     PlatformCostTotal,
@@ -278,7 +279,7 @@ def to_latency(row: Sequence[Any] | None, waited: int) -> LatencySummary:
 RATE_QUANTUM = Decimal("1e-18")
 
 
-def hourly_costs_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[str, list[Any]]:
+def _priced_hours_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[str, list[Any]]:
     """Per hour and (cost center, team, app, meter): events, quantity, cost at the app's rate
     (else the meter's, app ''), ingestion span. Raw rows plus the hour rollups of purged rows.
     Quantities are cast to 6 decimals before pricing (DuckDB's decimals stop at 38 digits)."""
@@ -300,17 +301,60 @@ def hourly_costs_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[s
                    min(r0) AS r0, max(r1) AS r1
             FROM usage GROUP BY ALL
         )
-        SELECT m.hour, m.cost_center, m.team, m.app, m.meter, m.n, m.s,
+        SELECT m.hour AS hour, m.cost_center AS cost_center, m.team AS team, m.app AS app,
+               m.meter AS meter, m.n AS n, m.s AS s,
                CASE WHEN coalesce(a.per_event, d.per_event) THEN m.n::DECIMAL(38, 6)
-                    ELSE m.s::DECIMAL(38, 6) END * coalesce(a.rate, d.rate),
-               m.r0, m.r1
+                    ELSE m.s::DECIMAL(38, 6) END * coalesce(a.rate, d.rate) AS cost,
+               m.r0 AS r0, m.r1 AS r1
         FROM merged m
         LEFT JOIN {rates_table} a ON a.app = m.app AND a.meter = m.meter
         LEFT JOIN {rates_table} d ON d.app = '' AND d.meter = m.meter
         WHERE coalesce(a.rate, d.rate) IS NOT NULL
-        ORDER BY m.hour, m.team, m.app, m.meter
     """
     return sql, bounds + bounds
+
+
+def hourly_costs_sql(
+    tenant_id: str,
+    hours: Period,
+    rates_table: str,
+    *,
+    only: Sequence[datetime] | None = None,
+) -> tuple[str, list[Any]]:
+    """The priced hours (`_priced_hours_sql`) as `HourlyCost` rows, in hour, team, app and
+    meter order; `only`: just those hours (UTC hour starts) of the period."""
+    sql, params = _priced_hours_sql(tenant_id, hours, rates_table)
+    if only is not None:
+        sql = f"SELECT * FROM ({sql}) WHERE list_contains(?::TIMESTAMP[], hour)"
+        params = [*params, [naive_utc(h) for h in only]]
+    return f"{sql} ORDER BY hour, team, app, meter", params
+
+
+def hourly_series_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[str, list[Any]]:
+    """The priced hours as one row per (cost center, team, app, meter): the lists of its
+    hours (index from `hours.start`), costs and event counts, in hour order. The cost goes to
+    DOUBLE through its decimal text: correctly rounded, so equal to Python's float() of the
+    Decimal `hourly_costs` returns (a direct DECIMAL to DOUBLE cast rounds twice)."""
+    sql, params = _priced_hours_sql(tenant_id, hours, rates_table)
+    series = f"""
+        SELECT cost_center, team, app, meter,
+               list(date_diff('hour', ?::TIMESTAMP, hour) ORDER BY hour),
+               list(cost::VARCHAR::DOUBLE ORDER BY hour), list(n ORDER BY hour)
+        FROM ({sql}) GROUP BY ALL ORDER BY team, app, cost_center, meter
+    """
+    return series, [naive_utc(hours.start), *params]
+
+
+def to_hourly_series(row: Sequence[Any]) -> HourlySeries:
+    return HourlySeries(
+        cost_center=row[0],
+        team=row[1],
+        app=row[2],
+        meter=row[3],
+        hours=row[4],
+        costs=row[5],
+        events=row[6],
+    )
 
 
 def to_hourly_cost(row: Sequence[Any]) -> HourlyCost:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Collection, Sequence
-from datetime import datetime
+from collections.abc import Collection, Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ from quartermaster.usage.duckdb_schema import (
 )
 from quartermaster.usage.periods import Grain, ceil_to, floor_to
 from quartermaster.usage.store import (
+    HOURLY_COST_SCHEMA,
     DailyTotal,
     HourlyCost,
+    HourlyCostSeries,
     HourlyPipelineCounts,
     LatencySummary,
     LifecycleMarker,
@@ -57,6 +59,7 @@ from quartermaster.usage.store import (
 # GB of WAL keeps its cost amortized (and is what restart replays at most).
 CHECKPOINT_THRESHOLD = "1GB"
 PURGED_BEFORE_KEY = "purged_before"
+HOUR = timedelta(hours=1)
 
 
 class DuckDBUsageStore:
@@ -522,6 +525,48 @@ class DuckDBUsageStore:
         whole = Period(floor_to(hours.start, Grain.HOUR), ceil_to(hours.end, Grain.HOUR))
         if not rates:
             return []
+        with self._rates_registered(rates) as (cur, name):
+            sql, params = q.hourly_costs_sql(tenant_id, whole, name)
+            rows = cur.execute(sql, params).fetchall()
+        return [q.to_hourly_cost(r) for r in rows]
+
+    def hourly_cost_series(
+        self,
+        tenant_id: str,
+        hours: Period,
+        *,
+        rates: Sequence[MeterRate],
+        detailed: Collection[datetime] = (),
+    ) -> HourlyCostSeries:
+        whole = Period(floor_to(hours.start, Grain.HOUR), ceil_to(hours.end, Grain.HOUR))
+        if not rates:
+            return HourlyCostSeries([], HOURLY_COST_SCHEMA.empty_table())
+        wanted = sorted(
+            {h for h in (floor_to(d, Grain.HOUR) for d in detailed) if whole.start <= h < whole.end}
+        )
+        details = HOURLY_COST_SCHEMA.empty_table()
+        with self._rates_registered(rates) as (cur, name):
+            # One snapshot: the details of a scored hour are the rows its series were read from.
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                sql, params = q.hourly_series_sql(tenant_id, whole, name)
+                series = cur.execute(sql, params).fetchall()
+                if wanted:
+                    span = Period(wanted[0], wanted[-1] + HOUR)
+                    sql, params = q.hourly_costs_sql(tenant_id, span, name, only=wanted)
+                    found = cur.sql(sql, params=params).to_arrow_table()
+                    details = found.rename_columns(HOURLY_COST_SCHEMA.names).cast(
+                        HOURLY_COST_SCHEMA
+                    )
+            finally:
+                cur.execute("COMMIT")
+        return HourlyCostSeries([q.to_hourly_series(r) for r in series], details)
+
+    @contextlib.contextmanager
+    def _rates_registered(
+        self, rates: Sequence[MeterRate]
+    ) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+        """This thread's cursor with `rates` registered as a table, and the table's name."""
         table = pa.table(
             {
                 "app": pa.array([r.app for r in rates], type=pa.string()),
@@ -536,11 +581,9 @@ class DuckDBUsageStore:
         cur = self._cursor()
         cur.register(name, table)
         try:
-            sql, params = q.hourly_costs_sql(tenant_id, whole, name)
-            rows = cur.execute(sql, params).fetchall()
+            yield cur, name
         finally:
             cur.unregister(name)
-        return [q.to_hourly_cost(r) for r in rows]
 
     def touched_hours(self, *, processed_since: datetime) -> dict[str, dict[datetime, datetime]]:
         rows = self._cursor().execute(q.TOUCHED_HOURS_SQL, [naive_utc(processed_since)])

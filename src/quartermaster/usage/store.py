@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from quartermaster.domain.timeutil import Period, ensure_utc
 
@@ -327,6 +328,118 @@ class HourlyCost:
 
 
 @dataclass(frozen=True, slots=True)
+class HourlySeries:
+    """The priced usage of one (cost center, team, app, meter) over consecutive hours: the
+    hours that had usage (their index from the series' start), and for each its cost as a
+    float (`float` of `HourlyCost.cost`: for scoring, not money) and its count of events."""
+
+    cost_center: str
+    team: str
+    app: str
+    meter: str
+    hours: list[int]
+    costs: list[float]
+    events: list[int]
+
+
+HOURLY_COST_SCHEMA = pa.schema(
+    [
+        ("hour", TIME_TYPE),
+        ("cost_center", pa.string()),
+        ("team", pa.string()),
+        ("app", pa.string()),
+        ("meter", pa.string()),
+        ("event_count", pa.int64()),
+        ("quantity", QUANTITY_TYPE),
+        ("cost", pa.decimal128(38, 24)),
+        ("first_recorded_at", TIME_TYPE),
+        ("last_recorded_at", TIME_TYPE),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyCostSeries:
+    """What `UsageStore.hourly_cost_series` reads in one snapshot: every series of the period,
+    ordered by team, app, cost center and meter, and the `HourlyCost` rows of the hours asked
+    for in detail (`HOURLY_COST_SCHEMA`, in `hourly_costs`' order), kept columnar: a scan
+    reads only the few its alerts quote."""
+
+    series: list[HourlySeries]
+    details: pa.Table
+
+    def detail_rows(
+        self,
+        *,
+        hour: datetime | None = None,
+        meter: str | None = None,
+        app: str | None = None,
+        team: str | None = None,
+    ) -> list[HourlyCost]:
+        """The detail rows matching every filter given, in order."""
+        table = self.details
+        for column, value in (
+            ("hour", naive_utc(hour) if hour is not None else None),
+            ("meter", meter),
+            ("app", app),
+            ("team", team),
+        ):
+            if value is not None and table.num_rows:
+                table = table.filter(pc.equal(table[column], pa.scalar(value, table[column].type)))
+        return [
+            HourlyCost(
+                hour=_aware(row["hour"]),
+                cost_center=row["cost_center"],
+                team=row["team"],
+                app=row["app"],
+                meter=row["meter"],
+                event_count=row["event_count"],
+                quantity=row["quantity"],
+                cost=row["cost"],
+                first_recorded_at=_aware_or_none(row["first_recorded_at"]),
+                last_recorded_at=_aware_or_none(row["last_recorded_at"]),
+            )
+            for row in table.to_pylist()
+        ]
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+def _aware_or_none(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def series_of_rows(
+    rows: Sequence[HourlyCost], start: datetime, detailed: Collection[datetime]
+) -> HourlyCostSeries:
+    """`hourly_costs` rows as `hourly_cost_series` returns them (the reference a store's own
+    implementation is tested against; a store without one can return this)."""
+    hour_seconds = 3600
+    grouped: dict[tuple[str, str, str, str], HourlySeries] = {}
+    for row in rows:
+        key = (row.team, row.app, row.cost_center, row.meter)
+        one = grouped.get(key)
+        if one is None:
+            one = grouped[key] = HourlySeries(
+                row.cost_center, row.team, row.app, row.meter, [], [], []
+            )
+        one.hours.append(int((row.hour - start).total_seconds()) // hour_seconds)
+        one.costs.append(float(row.cost))
+        one.events.append(row.event_count)
+    wanted = set(detailed)
+    builder = TableBuilder(HOURLY_COST_SCHEMA)
+    for row in rows:
+        if row.hour in wanted:
+            builder.append(
+                row.hour, row.cost_center, row.team, row.app, row.meter, row.event_count,
+                row.quantity, row.cost, row.first_recorded_at, row.last_recorded_at,
+            )  # fmt: skip
+    return HourlyCostSeries([grouped[key] for key in sorted(grouped)], builder.to_table())
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeResult:
     before: datetime
     usage_rows: int
@@ -403,6 +516,21 @@ class UsageStore(Protocol):
         """Attributed usage per hour, cost center, team, app and meter of event time in
         `hours` (widened to whole hours), including the hour in progress, priced with `rates`
         (a meter without a rate is left out). Raw rows and hour rollups together."""
+        ...
+
+    def hourly_cost_series(
+        self,
+        tenant_id: str,
+        hours: Period,
+        *,
+        rates: Sequence[MeterRate],
+        detailed: Collection[datetime] = (),
+    ) -> HourlyCostSeries:
+        """What `hourly_costs` returns for `hours` (whole hours), read in one snapshot and
+        shaped for scoring: one `HourlySeries` per (cost center, team, app, meter), its hour
+        indexes counted from `hours.start`; `HourlyCost` rows only for the `detailed` hours
+        (UTC hour starts). Equal to `series_of_rows(hourly_costs(...), hours.start,
+        detailed)`."""
         ...
 
     def touched_hours(self, *, processed_since: datetime) -> dict[str, dict[datetime, datetime]]:
