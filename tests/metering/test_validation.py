@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from quartermaster.bus.protocol import LogRecord
 from quartermaster.catalog.lease_tokens import LeaseClaims, issue_token
-from quartermaster.metering import validation
 from quartermaster.metering.signing import HmacSha256, content_hash, sign_event
 from quartermaster.metering.validation import (
     AcceptedEvent,
@@ -303,14 +300,3 @@ def test_what_the_log_cannot_store_is_rejected(
     raw: dict[str, Any], reason: RejectReason, field: str
 ) -> None:
     rejected(raw, reason, field)
-
-
-def test_the_fast_record_builder_builds_what_the_dataclass_builds() -> None:
-    values = ("t", "app://bot", "e1", "qm.invocation.usage", None, NOW, NOW, "h", "bot")
-    values += (None, True, "{}")
-    built = validation._build_record(*values)
-    assert type(built) is LogRecord
-    assert built == LogRecord(*values)
-    assert dataclasses.astuple(built) == values
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        built.late = False  # type: ignore[misc]

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.bus.models import ConsumerCursor, EventLogEntry
 from quartermaster.bus.notify import AppendNotifier
-from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord, fast_constructor
+from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord
+from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
 

@@ -26,9 +26,10 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from quartermaster.bus.protocol import LogRecord, fast_constructor
+from quartermaster.bus.protocol import LogRecord
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
 from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
+from quartermaster.domain.frozen import fast_constructor
 from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
 from quartermaster.metering.signing import HmacSha256
 from quartermaster.tenancy.models import Role

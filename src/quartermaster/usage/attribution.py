@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from quartermaster.domain.frozen import fast_constructor
+
 NO_OWNER = ""  # team or app of usage that has none (environment override, unattributed)
 
 
@@ -124,6 +126,11 @@ class Attribution:
     environment: str = ""
     lifecycle: str = ""
     billable_at: datetime | None = None  # None while waiting
+
+
+# Once per attributed event: the positional constructor skips the frozen __init__'s cost.
+_new_attribution = fast_constructor(Attribution)
+_ATTRIBUTED = Outcome.ATTRIBUTED
 
 
 def attribute(
@@ -231,14 +238,14 @@ def _to_app(
     environment: str | None,
 ) -> Attribution:
     team, cost_center = app.owner_at(event.event_time)
-    return Attribution(
-        outcome=Outcome.ATTRIBUTED,
-        deadline=deadline,
-        method=method,
-        cost_center=cost_center,
-        team=team,
-        app=app.app_id,
-        environment=event.environment or environment or app.environment,
-        lifecycle=app.lifecycle,
-        billable_at=known_at,
+    return _new_attribution(
+        _ATTRIBUTED,
+        deadline,
+        method,
+        cost_center,
+        team,
+        app.app_id,
+        event.environment or environment or app.environment,
+        app.lifecycle,
+        known_at,
     )

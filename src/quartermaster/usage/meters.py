@@ -20,6 +20,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from quartermaster.domain.events import DATA_MODELS, EventType
+from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.money import to_decimal
 from quartermaster.errors import InvalidInputError
 
@@ -207,6 +208,7 @@ def quantize_quantity(value: Decimal) -> Decimal:
 
 
 # Enum member lookups are slow in a per-event loop; compare against these.
+_new_measurement = fast_constructor(Measurement)  # per measurement: no frozen __init__
 _UNIQUE_COUNT = Aggregation.UNIQUE_COUNT
 _COUNT = Aggregation.COUNT
 
@@ -219,22 +221,22 @@ def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | No
         if candidate is None or value_text(candidate) != meter.filter_value:
             return None
     if meter.value == COUNT_VALUE:
-        return Measurement(meter.name, _ONE)
+        return _new_measurement(meter.name, _ONE, None)
     raw = data.get(meter.value)
     if raw is None:
         return None
     aggregation = meter.aggregation
     if aggregation is _UNIQUE_COUNT:
-        return Measurement(meter.name, _ONE, distinct_value=value_text(raw))
+        return _new_measurement(meter.name, _ONE, value_text(raw))
     if aggregation is _COUNT:
-        return Measurement(meter.name, _ONE)
+        return _new_measurement(meter.name, _ONE, None)
     if type(raw) is int:  # the common case (tokens, bytes): exact, nothing to round
-        return Measurement(meter.name, Decimal(raw))
+        return _new_measurement(meter.name, Decimal(raw), None)
     try:
         quantity = to_decimal(raw, field=meter.value)
     except ValueError:
         return None
-    return Measurement(meter.name, quantize_quantity(quantity))
+    return _new_measurement(meter.name, quantize_quantity(quantity), None)
 
 
 class MeterSet:

@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from quartermaster.bus.protocol import LoggedEvent, LogRecord, fast_constructor
+from quartermaster.bus.protocol import LoggedEvent, LogRecord
 from quartermaster.domain.events import EventType
+from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.money import to_decimal
 from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.usage.attribution import (
@@ -64,6 +65,7 @@ class ParsedEvent:
 
 
 _new_parsed = fast_constructor(ParsedEvent)
+_new_input = fast_constructor(AttributionInput)
 
 
 def parse_event(position: int, record: LogRecord) -> ParsedEvent:
@@ -148,13 +150,13 @@ class BatchRater:
             outcome = self._add_platform_cost(event)
         else:
             attribution = attribute(
-                AttributionInput(
-                    event_time=record.event_time,
-                    recorded_at=record.recorded_at,
-                    app_id=record.app_id,
-                    resource_id=record.resource_id,
-                    environment=event.environment,
-                    via_lease=event.via_lease,
+                _new_input(
+                    record.event_time,
+                    record.recorded_at,
+                    record.app_id,
+                    record.resource_id,
+                    event.environment,
+                    event.via_lease,
                 ),
                 self._snapshots[record.tenant_id],
                 now=self._now,
