@@ -3,6 +3,10 @@ on ordinary diurnal swings, new series, or small absolute changes; incidents fro
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from statistics import median
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,8 +18,10 @@ from quartermaster.guardrails.anomaly import (
     active_history,
     arrival_share,
     baseline_of,
+    counting_noise,
     incident_start,
     incidents,
+    may_be_anomalous,
     score_hour,
     score_scope,
 )
@@ -145,3 +151,78 @@ def test_a_scope_names_only_its_anomalous_meters_and_one_run_alerts_once() -> No
     assert [m.meter for m in verdict.meters] == ["tokens"]
     assert incident_start(series, len(steady) + 1) == len(steady)
     assert incident_start(series, len(steady)) == len(steady)
+
+
+# --- the scan's faster arithmetic against the plain forms it replaced ---------------------------
+
+
+def _plain_baseline(history: list[float], rule: AnomalyRule) -> tuple[float, float]:
+    window = list(history[-rule.window_hours :])
+    seasonal = window[-rule.season_hours :: -rule.season_hours]
+    level = float(median(window))
+    ordered = sorted(seasonal)
+    top = min(len(ordered) - 1, int(rule.seasonal_quantile * len(ordered)))
+    usual = ordered[top] if seasonal else level
+    center = max(usual, level, 0.0)
+    if level == 0:
+        center = max(center, sorted(window)[int(len(window) * rule.idle_quantile)])
+    sample = seasonal if len(seasonal) >= rule.min_seasons else window
+    middle = float(median(sample))
+    mad = float(median([abs(v - middle) for v in sample]))
+    return center, max(1.4826 * mad, rule.relative_floor * center)
+
+
+def _plain_noise(
+    counts: list[int], events: float | None, baseline: float, rule: AnomalyRule
+) -> float:
+    active = [c for c in counts if c > 0]
+    if not active or events is None or events <= 0:
+        return 0.0
+    steady = max(Counter(active).values()) >= rule.sampled_share * len(active)
+    if steady and len(active) >= rule.sampled_share * len(counts):
+        return 0.0
+    return baseline * rule.event_cv / math.sqrt(events)
+
+
+costs = st.lists(
+    st.one_of(st.just(0.0), st.floats(min_value=0, max_value=50)), min_size=1, max_size=200
+)
+
+
+@given(costs)
+def test_the_baseline_and_active_history_are_the_plain_medians(history: list[float]) -> None:
+    rule = AnomalyRule()
+    plain = history[next((i for i, v in enumerate(history) if v != 0), len(history)) :]
+    assert active_history(history) == plain
+    assert baseline_of(history, rule) == _plain_baseline(history, rule)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=200),
+    st.one_of(st.none(), st.floats(min_value=0, max_value=100)),
+)
+def test_counting_noise_is_the_plain_tally(counts: list[int], events: float | None) -> None:
+    rule = AnomalyRule()
+    assert counting_noise(counts, events, 2.0, rule) == _plain_noise(counts, events, 2.0, rule)
+
+
+@given(
+    st.lists(st.floats(min_value=-1, max_value=1), min_size=100, max_size=100),
+    st.lists(st.floats(min_value=0, max_value=0.05), min_size=100, max_size=100),
+    st.floats(min_value=1 / 60, max_value=1),
+)
+def test_a_scope_ruled_out_without_baselines_is_never_anomalous(
+    signed: list[float], small: list[float], fraction: float
+) -> None:
+    rule = AnomalyRule()
+    series = {
+        "signed": Series(signed, [1] * len(signed)),
+        "small": Series(small, [3] * len(small)),
+    }
+    non_negative = {m for m, one in series.items() if min(one.costs) >= 0}
+    for hour in range(rule.min_history, 100):
+        if not may_be_anomalous(series, hour, non_negative, rule):
+            assert not score_scope(series, hour, fraction=fraction, rule=rule).anomalous
+    assert may_be_anomalous({"small": series["small"]}, 99, set(), rule)  # may be negative
+    calm = {"small": Series([0.01] * 100, [1] * 100)}
+    assert not may_be_anomalous(calm, 99, {"small"}, rule)

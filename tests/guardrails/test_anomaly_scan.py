@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import Period
+from quartermaster.guardrails.anomaly import AnomalyRule, Series, incident_start, score_scope
+from quartermaster.guardrails.anomaly_rates import tenant_rate_card
 from quartermaster.guardrails.anomaly_scan import scan_period, scan_tenant
 from quartermaster.guardrails.models import Alert
 from quartermaster.runtime import Runtime
@@ -198,9 +200,9 @@ class _WatchedStore:
     def __init__(self, store: object, session: Session) -> None:
         self.store, self.session, self.in_transaction = store, session, []
 
-    def hourly_costs(self, *args: Any, **kwargs: Any) -> Any:
+    def hourly_cost_series(self, *args: Any, **kwargs: Any) -> Any:
         self.in_transaction.append(self.session.in_transaction())
-        return self.store.hourly_costs(*args, **kwargs)  # type: ignore[attr-defined]
+        return self.store.hourly_cost_series(*args, **kwargs)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -222,3 +224,74 @@ def test_the_scan_holds_no_transaction_while_it_reads_and_scores(
         assert watched.in_transaction == [False]
         assert not session.in_transaction()  # each alert committed on its own
     assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in result.alerts
+
+
+def _credit(runtime: Runtime, tenant_id: str, team: str, app: str) -> None:
+    """A small app whose usage includes a credit (a negative quantity) now and then."""
+    builder = TableBuilder(USAGE_SCHEMA)
+    for h in range(DAYS * 24 + 12):
+        moment = START + timedelta(hours=h, minutes=7)
+        quantity = Decimal(-3) if h % 29 == 0 else Decimal(4 + h % 3)
+        builder.append(
+            10_000_000 + h, tenant_id, f"credit-{h}", "src", "qm.invocation.usage", moment,
+            moment, moment, "default", team, app, "tokens", quantity, None, "app_id", False,
+            False, None, "production", "persistent",
+        )  # fmt: skip
+    runtime.usage_store.write(RatedBatch(stream=None, position=None, usage=builder.to_table()))
+
+
+def _reference_alerts(
+    runtime: Runtime, tenant_id: str, scored: list[datetime], now: datetime
+) -> set[str]:
+    """The alerts' dedup keys as the scan found them before it read series: every scope with
+    a row in a scored hour, its series summed from `hourly_costs` rows in their order, scored
+    with the pure functions (no shortcut)."""
+    rule = AnomalyRule()
+    with runtime.session_factory() as session:
+        rates = tenant_rate_card(tenant_id, scored[-1], session=session)
+    start = scored[0] - rule.window_hours * HOUR
+    span = int((scored[-1] - start) / HOUR) + 1
+    rows = runtime.usage_store.hourly_costs(
+        tenant_id, Period(start, start + span * HOUR), rates=rates
+    )
+    costs: dict[tuple[str, str], dict[str, list[float]]] = {}
+    events: dict[tuple[str, str], dict[str, list[int]]] = {}
+    active: dict[int, set[tuple[str, str]]] = {}
+    for row in rows:
+        at = int((row.hour - start) / HOUR)
+        for scope in (("app", row.app), ("team", row.team)):
+            costs.setdefault(scope, {}).setdefault(row.meter, [0.0] * span)[at] += float(row.cost)
+            events.setdefault(scope, {}).setdefault(row.meter, [0] * span)[at] += row.event_count
+            active.setdefault(at, set()).add(scope)
+    keys: set[str] = set()
+    for hour in scored:
+        at = int((hour - start) / HOUR)
+        fraction = min(1.0, max((now - hour) / HOUR, 1 / 60))
+        for scope in active.get(at, set()):
+            series = {m: Series(c, events[scope][m]) for m, c in costs[scope].items()}
+            if score_scope(series, at, fraction=fraction, rule=rule).anomalous:
+                first = start + incident_start(series, at, rule=rule) * HOUR
+                keys.add(f"anomaly:{scope[0]}:{scope[1]}:{first.isoformat()}")
+    return keys
+
+
+def test_the_scan_alerts_as_scoring_every_active_scope_from_hourly_rows_does(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
+    assert response.status_code in (200, 201), response.text
+    app = world.app
+    _usage(runtime, tenant.tenant_id, world.team, app, spike=8)
+    _usage(runtime, tenant.tenant_id, world.team, "app-steady", spike=1)
+    _usage(runtime, tenant.tenant_id, "team-other", "app-other", spike=3)
+    _credit(runtime, tenant.tenant_id, world.team, "app-credit")
+    scored = [START + timedelta(hours=h) for h in range(72, DAYS * 24 + 12)]
+    now = SPIKE + timedelta(minutes=90)
+    expected = _reference_alerts(runtime, tenant.tenant_id, scored, now)
+    with runtime.session_factory() as session:
+        result = scan_tenant(
+            tenant.tenant_id, scored, store=runtime.usage_store, session=session, now=now
+        )
+    assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in expected
+    assert set(result.alerts) == expected

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import dropwhile
+from operator import not_
 from statistics import median
 
 MAD_TO_SIGMA = 1.4826
@@ -98,10 +100,9 @@ class Score:
 def active_history(history: Sequence[float]) -> Sequence[float]:
     """The series from its first non-zero hour: a new app's first day is not judged against
     the empty hours before it existed."""
-    for index, value in enumerate(history):
-        if value != 0:
-            return history[index:]
-    return history[len(history) :]
+    # dropwhile with a C predicate: a long-idle series no longer walks its zeros in Python.
+    rest = len(list(dropwhile(not_, history)))
+    return history[len(history) - rest :]
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -109,11 +110,23 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _median_of_sorted(ordered: Sequence[float]) -> float:
+    """statistics.median of already sorted values (its own arithmetic, without its sort)."""
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("no median for empty data")
+    if n % 2 == 1:
+        return ordered[n // 2]
+    i = n // 2
+    return (ordered[i - 1] + ordered[i]) / 2
+
+
 def baseline_of(history: Sequence[float], rule: AnomalyRule) -> tuple[float, float]:
     """(baseline, spread) of the hour right after `history` (oldest first, hourly)."""
     window = list(history[-rule.window_hours :])
     seasonal = window[-rule.season_hours :: -rule.season_hours]
-    level = float(median(window))
+    ordered = sorted(window)  # sorted once for the level, the idle quantile and the MAD
+    level = float(_median_of_sorted(ordered))
     usual = _quantile(seasonal, rule.seasonal_quantile) if seasonal else level
     recent = float(median(window[-rule.recent_hours :])) if rule.recent_hours else 0.0
     # The larger of the three: a nightly batch hour is judged against its own past nights, a
@@ -123,9 +136,9 @@ def baseline_of(history: Sequence[float], rule: AnomalyRule) -> tuple[float, flo
     if level == 0:
         # Mostly idle (a staging app called now and then): a normal busy hour is one of its
         # occasional ones, not zero, or every call would be an anomaly.
-        center = max(center, sorted(window)[int(len(window) * rule.idle_quantile)])
+        center = max(center, ordered[int(len(window) * rule.idle_quantile)])
     sample = seasonal if len(seasonal) >= rule.min_seasons else window
-    middle = float(median(sample))
+    middle = level if sample is window else float(median(sample))
     mad = float(median([abs(v - middle) for v in sample]))
     spread = max(MAD_TO_SIGMA * mad, rule.relative_floor * center)
     return center, spread
@@ -173,14 +186,18 @@ def counting_noise(
     events of varying size, about `event_cv / sqrt(n)` of the hour, however steady the
     trailing hours happened to be. Zero for samples at fixed times (a resource reporting
     every hour: the count of events never varies), whose noise the robust spread has."""
-    active = [c for c in counts if c > 0]
-    if not active or events_per_hour is None or events_per_hour <= 0:
+    if events_per_hour is None or events_per_hour <= 0:
         return 0.0
     # Only the most common count's frequency matters (ties give the same answer); counting
-    # each distinct value with list.count was quadratic, a tenth of a scan's CPU.
-    steady = max(Counter(active).values()) >= rule.sampled_share * len(active)
+    # each distinct value with list.count was quadratic, a tenth of a scan's CPU. The hours
+    # with events are counted from the tally rather than filtered out first.
+    tally = [n for count, n in Counter(counts).items() if count > 0]
+    if not tally:
+        return 0.0
+    active = sum(tally)
+    steady = max(tally) >= rule.sampled_share * active
     # A slow stream of calls also has a steady count (mostly 1), but idle hours between.
-    if steady and len(active) >= rule.sampled_share * len(counts):
+    if steady and active >= rule.sampled_share * len(counts):
         return 0.0
     return baseline * rule.event_cv / math.sqrt(events_per_hour)
 
@@ -280,6 +297,21 @@ def expectations(
         noise = counting_noise(counts, events, baseline, rule)
         found.append(Expectation(meter, baseline, spread, events, noise))
     return found
+
+
+def may_be_anomalous(
+    series: Mapping[str, Series], hour: int, non_negative: Collection[str], rule: AnomalyRule
+) -> bool:
+    """False when no meter of the scope can be anomalous at hour index `hour`, found without
+    any baseline: an anomalous meter exceeds its expected cost by `min_excess`, and the
+    baseline of a meter whose costs are never negative (`non_negative`: those meters) is not
+    negative, so such a meter costing less than `min_excess` in the hour cannot be. About half
+    of the scopes active in an hour cost that little on every meter."""
+    for meter, one in series.items():
+        value = one.costs[hour] if hour < len(one.costs) else 0.0
+        if value >= rule.min_excess or meter not in non_negative:
+            return True
+    return False
 
 
 def judge_scope(

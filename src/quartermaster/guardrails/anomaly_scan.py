@@ -30,13 +30,14 @@ from quartermaster.guardrails.anomaly import (
     ScopeVerdict,
     Series,
     incident_start,
+    may_be_anomalous,
     score_scope,
 )
 from quartermaster.guardrails.anomaly_rates import tenant_rate_card
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.models import Alert
-from quartermaster.usage.store import HourlyCost, MeterRate, UsageStore
+from quartermaster.usage.store import HourlyCostSeries, MeterRate, UsageStore
 
 logger = logging.getLogger("quartermaster.guardrails")
 
@@ -63,53 +64,74 @@ class _Cell:
 
 
 class _Grid:
-    """Hourly series of every scope and meter over [start, start + hours); the details of
-    each cell (exact cost, its apps, when it was ingested) and the active scopes only for
-    the hour indexes in `detailed`: the scored hours. Building them for every hour of the
-    week of history was half of a scan's CPU."""
+    """Hourly series of every scope and meter over [start, start + hours), folded from the
+    store's per (cost center, team, app, meter) series in the order `hourly_costs` lists its
+    rows (so each hour's float sum is the same); the scopes active in the hour indexes in
+    `detailed` (the scored hours), and each cell's details (exact cost, its apps, when it was
+    ingested) read on demand from those hours' rows: an alert quotes a few."""
 
-    def __init__(self, start: datetime, hours: int, detailed: Collection[int]) -> None:
+    def __init__(
+        self, start: datetime, hours: int, detailed: Collection[int], read: HourlyCostSeries
+    ) -> None:
         self.start = start
         self.hours = hours
-        self.detailed = frozenset(detailed)
+        self.read = read
         self.costs: dict[Scope, dict[str, list[float]]] = {}
         self.events: dict[Scope, dict[str, list[int]]] = {}
-        self.cells: dict[tuple[Scope, str, int], _Cell] = {}
         self.active: dict[int, set[Scope]] = {}
-        # (scope, meter) -> its cost and count lists, found in one lookup per row
-        self._lists: dict[tuple[Scope, str], tuple[list[float], list[int]]] = {}
+        self._series: dict[Scope, dict[str, Series]] = {}
+        # (scope, meter)s with a negative cost somewhere (a credit): their baseline may be too
+        self.negative: set[tuple[Scope, str]] = set()
+        detailed = frozenset(detailed)
+        for one in read.series:
+            if not one.hours or not 0 <= one.hours[0] <= one.hours[-1] < hours:
+                continue
+            negative = min(one.costs) < 0
+            active = detailed.intersection(one.hours)
+            for scope in ((_APP, one.app), (_TEAM, one.team)):
+                if not scope[1]:
+                    continue
+                costs = self.costs.setdefault(scope, {}).setdefault(one.meter, [0.0] * hours)
+                counts = self.events.setdefault(scope, {}).setdefault(one.meter, [0] * hours)
+                for at, cost, count in zip(one.hours, one.costs, one.events, strict=True):
+                    costs[at] += cost
+                    counts[at] += count
+                for at in active:
+                    self.active.setdefault(at, set()).add(scope)
+                if negative:
+                    self.negative.add((scope, one.meter))
 
     def index(self, hour: datetime) -> int:
         return int((hour - self.start) / HOUR)
 
-    def add(self, row: HourlyCost) -> None:
-        at = self.index(row.hour)
-        if not 0 <= at < self.hours:
-            return
-        cost = float(row.cost)
-        detailed = at in self.detailed
-        for scope in ((_APP, row.app), (_TEAM, row.team)):
-            if not scope[1]:
-                continue
-            lists = self._lists.get((scope, row.meter))
-            if lists is None:
-                lists = self._lists[(scope, row.meter)] = (
-                    self.costs.setdefault(scope, {}).setdefault(row.meter, [0.0] * self.hours),
-                    self.events.setdefault(scope, {}).setdefault(row.meter, [0] * self.hours),
-                )
-            lists[0][at] += cost
-            lists[1][at] += row.event_count
-            if not detailed:
-                continue
-            cell = self.cells.setdefault((scope, row.meter, at), _Cell())
+    def series(self, scope: Scope) -> dict[str, Series]:
+        found = self._series.get(scope)
+        if found is None:
+            found = self._series[scope] = {
+                m: Series(c, self.events[scope][m]) for m, c in self.costs[scope].items()
+            }
+        return found
+
+    def non_negative(self, scope: Scope) -> set[str]:
+        """The scope's meters with no negative hourly cost."""
+        return {m for m in self.costs[scope] if (scope, m) not in self.negative}
+
+    def cell(self, scope: Scope, meter: str, at: int) -> _Cell:
+        """The exact cost of a scored hour's cell, by app, and when its usage was ingested."""
+        kind, name = scope
+        rows = self.read.detail_rows(
+            hour=self.start + at * HOUR,
+            meter=meter,
+            app=name if kind == _APP else None,
+            team=name if kind == _TEAM else None,
+        )
+        cell = _Cell()
+        for row in rows:
             cell.cost += row.cost
             cell.apps[row.app] = cell.apps.get(row.app, Decimal(0)) + row.cost
             cell.first_recorded = _earliest(cell.first_recorded, row.first_recorded_at)
             cell.last_recorded = _latest(cell.last_recorded, row.last_recorded_at)
-            self.active.setdefault(at, set()).add(scope)
-
-    def series(self, scope: Scope) -> dict[str, Series]:
-        return {m: Series(c, self.events[scope][m]) for m, c in self.costs[scope].items()}
+        return cell
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -148,9 +170,10 @@ def scan_tenant(
         return result
     start = scored[0] - rule.window_hours * HOUR
     span = int((scored[-1] - start) / HOUR) + 1
-    grid = _Grid(start, span, {int((hour - start) / HOUR) for hour in scored})
-    for row in store.hourly_costs(tenant_id, Period(start, start + span * HOUR), rates=rates):
-        grid.add(row)
+    read = store.hourly_cost_series(
+        tenant_id, Period(start, start + span * HOUR), rates=rates, detailed=scored
+    )
+    grid = _Grid(start, span, {int((hour - start) / HOUR) for hour in scored}, read)
     rate_of = {(r.app, r.meter): r for r in rates}
     found: list[tuple[Scope, datetime, int, ScopeVerdict]] = []
     for hour in scored:
@@ -158,6 +181,8 @@ def scan_tenant(
         fraction = min(1.0, max((moment - hour) / HOUR, 1 / 60))
         for scope in sorted(grid.active.get(at, ())):
             series = grid.series(scope)
+            if not may_be_anomalous(series, at, grid.non_negative(scope), rule):
+                continue
             verdict = score_scope(series, at, fraction=fraction, rule=rule)
             if verdict.anomalous:
                 found.append((scope, hour, incident_start(series, at, rule=rule), verdict))
@@ -199,7 +224,7 @@ def _raise(
     first_ingested: datetime | None = None
     last_ingested: datetime | None = None
     for item in verdict.meters:
-        cell = grid.cells.get((scope, item.meter, at), _Cell())
+        cell = grid.cell(scope, item.meter, at)
         first_ingested = _earliest(first_ingested, cell.first_recorded)
         last_ingested = _latest(last_ingested, cell.last_recorded)
         meters.append(
@@ -279,8 +304,8 @@ def _top_events(
     at = grid.index(hour)
     found: list[dict[str, Any]] = []
     for item in verdict.meters[:3]:
-        cell = grid.cells.get((scope, item.meter, at))
-        if cell is None or not cell.apps:
+        cell = grid.cell(scope, item.meter, at)
+        if not cell.apps:
             continue
         app = max(cell.apps, key=lambda a: cell.apps[a])
         rate = rate_of.get((app, item.meter)) or rate_of.get(("", item.meter))
