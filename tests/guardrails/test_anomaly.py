@@ -211,7 +211,7 @@ def test_counting_noise_is_the_plain_tally(counts: list[int], events: float | No
     st.lists(st.floats(min_value=0, max_value=0.05), min_size=100, max_size=100),
     st.floats(min_value=1 / 60, max_value=1),
 )
-def test_a_scope_ruled_out_without_baselines_is_never_anomalous(
+def test_meters_ruled_out_without_baselines_are_never_anomalous(
     signed: list[float], small: list[float], fraction: float
 ) -> None:
     rule = AnomalyRule()
@@ -221,8 +221,10 @@ def test_a_scope_ruled_out_without_baselines_is_never_anomalous(
     }
     non_negative = {m for m, one in series.items() if min(one.costs) >= 0}
     for hour in range(rule.min_history, 100):
-        if not may_be_anomalous(series, hour, non_negative, rule):
-            assert not score_scope(series, hour, fraction=fraction, rule=rule).anomalous
-    assert may_be_anomalous({"small": series["small"]}, 99, set(), rule)  # may be negative
+        candidates = may_be_anomalous(series, hour, non_negative, rule)
+        full = score_scope(series, hour, fraction=fraction, rule=rule)
+        some = score_scope(candidates, hour, fraction=fraction, rule=rule)
+        assert [m.meter for m in some.meters] == [m.meter for m in full.meters]
+    assert may_be_anomalous(series, 99, set(), rule) == series  # any may be negative
     calm = {"small": Series([0.01] * 100, [1] * 100)}
-    assert not may_be_anomalous(calm, 99, {"small"}, rule)
+    assert may_be_anomalous(calm, 99, {"small"}, rule) == {}

@@ -301,17 +301,19 @@ def expectations(
 
 def may_be_anomalous(
     series: Mapping[str, Series], hour: int, non_negative: Collection[str], rule: AnomalyRule
-) -> bool:
-    """False when no meter of the scope can be anomalous at hour index `hour`, found without
-    any baseline: an anomalous meter exceeds its expected cost by `min_excess`, and the
-    baseline of a meter whose costs are never negative (`non_negative`: those meters) is not
-    negative, so such a meter costing less than `min_excess` in the hour cannot be. About half
-    of the scopes active in an hour cost that little on every meter."""
+) -> dict[str, Series]:
+    """The meters of a scope that may be anomalous at hour index `hour`, found without any
+    baseline: an anomalous meter exceeds its expected cost by `min_excess`, and the baseline
+    of a meter whose costs are never negative (`non_negative`: those meters) is not negative,
+    so such a meter costing less than `min_excess` in the hour cannot be. A scope is
+    anomalous only if one of these is (each meter is judged on its own); in the simulator's
+    platform about half of the active scopes have none, and most meters of the rest are out."""
+    found: dict[str, Series] = {}
     for meter, one in series.items():
         value = one.costs[hour] if hour < len(one.costs) else 0.0
         if value >= rule.min_excess or meter not in non_negative:
-            return True
-    return False
+            found[meter] = one
+    return found
 
 
 def judge_scope(

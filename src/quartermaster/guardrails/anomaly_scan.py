@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import add
 from typing import Any
 
 from sqlalchemy import select
@@ -93,9 +94,14 @@ class _Grid:
                     continue
                 costs = self.costs.setdefault(scope, {}).setdefault(one.meter, [0.0] * hours)
                 counts = self.events.setdefault(scope, {}).setdefault(one.meter, [0] * hours)
-                for at, cost, count in zip(one.hours, one.costs, one.events, strict=True):
-                    costs[at] += cost
-                    counts[at] += count
+                first, last = one.hours[0], one.hours[-1] + 1
+                if last - first == len(one.hours):  # every hour of a stretch: add it in C
+                    costs[first:last] = map(add, costs[first:last], one.costs)
+                    counts[first:last] = map(add, counts[first:last], one.events)
+                else:
+                    for at, cost, count in zip(one.hours, one.costs, one.events, strict=True):
+                        costs[at] += cost
+                        counts[at] += count
                 for at in active:
                     self.active.setdefault(at, set()).add(scope)
                 if negative:
@@ -181,7 +187,10 @@ def scan_tenant(
         fraction = min(1.0, max((moment - hour) / HOUR, 1 / 60))
         for scope in sorted(grid.active.get(at, ())):
             series = grid.series(scope)
-            if not may_be_anomalous(series, at, grid.non_negative(scope), rule):
+            # Score the meters that may be anomalous first: the rest change the verdict's
+            # expected cost, not whether it is anomalous, and most scope-hours stop here.
+            candidates = may_be_anomalous(series, at, grid.non_negative(scope), rule)
+            if not score_scope(candidates, at, fraction=fraction, rule=rule).anomalous:
                 continue
             verdict = score_scope(series, at, fraction=fraction, rule=rule)
             if verdict.anomalous:
