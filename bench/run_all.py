@@ -18,6 +18,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "bench.billing",
     "bench.decisions",
     "bench.search",
+    "bench.anomaly_scan",
 )
 
 
