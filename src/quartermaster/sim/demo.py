@@ -58,8 +58,9 @@ TENANT_ID = "acme"
 ADMIN_KEY_FILE = "admin.key"
 GROUND_TRUTH_FILE = "ground-truth.json"
 DEMO_MARKER = ".qm-demo-dir"  # only a directory carrying it is ever wiped
-# The default month's volume per day (all 300 apps together): see docs/demo.md, "Volume".
-MONTH_EVENTS_PER_DAY = 16_000
+# The default month's volume per day (all 300 apps together, the simulator's full density:
+# ~2 million events a month); docs/demo.md, "Volume and timings".
+MONTH_EVENTS_PER_DAY = 66_000
 
 
 # --- stages ----------------------------------------------------------------------------------
