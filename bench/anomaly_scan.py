@@ -26,7 +26,6 @@ import resource
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -189,24 +187,10 @@ def floor_query(runtime: Runtime, tenant_id: str, window: Period) -> tuple[Clock
         rates = tenant_rate_card(tenant_id, window.end - HOUR, session=session)
     store = runtime.usage_store
     assert isinstance(store, DuckDBUsageStore)
-    table = pa.table(
-        {
-            "app": pa.array([r.app for r in rates], type=pa.string()),
-            "meter": pa.array([r.meter for r in rates], type=pa.string()),
-            "rate": pa.array(
-                [r.rate.quantize(q.RATE_QUANTUM) for r in rates], type=pa.decimal128(38, 18)
-            ),
-            "per_event": pa.array([r.per_event for r in rates], type=pa.bool_()),
-        }
-    )
-    name = f"rates_{uuid.uuid4().hex}"
-    cur = store._cursor()  # the floor is the store's own query on its own connection
-    cur.register(name, table)
-    try:
+    # The store's own query, with the rates registered as the store registers them.
+    with store._rates_registered(rates) as (cur, name):
         sql, params = q.hourly_costs_sql(tenant_id, window, name)
         clock, arrow = timed(lambda: cur.sql(sql, params=params).to_arrow_table())
-    finally:
-        cur.unregister(name)
     return clock, arrow.num_rows
 
 
