@@ -33,6 +33,14 @@ class BudgetAction(enum.StrEnum):
     HALT = "halt"
 
 
+# What each action does once its hard limit is reached, as alerts and decisions word it.
+ACTION_EFFECT = {
+    BudgetAction.NOTIFY: "notify only",
+    BudgetAction.THROTTLE: "ingest and decision calls throttled (429)",
+    BudgetAction.HALT: "new non-essential work refused",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetSpec:
     name: str

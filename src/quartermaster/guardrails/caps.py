@@ -25,7 +25,12 @@ from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, raise_alert
-from quartermaster.guardrails.budgets import BudgetAction, BudgetPeriod, budget_period
+from quartermaster.guardrails.budgets import (
+    ACTION_EFFECT,
+    BudgetAction,
+    BudgetPeriod,
+    budget_period,
+)
 from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
 from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend
@@ -176,10 +181,7 @@ def _enforce(
 ) -> None:
     stamp = period.start.isoformat()
     label = TARGET_LABEL[CapTarget(cap.applies_to)]
-    verb = {
-        BudgetAction.THROTTLE: "ingest and decision calls throttled (429)",
-        BudgetAction.HALT: "new non-essential work refused",
-    }[BudgetAction(cap.action)]
+    verb = ACTION_EFFECT[BudgetAction(cap.action)]
     reason = (
         f"app {app!r} spent {_money(amount, currency)} this {cap.period}, at or over the "
         f"tenant's default hard cap for {label} ({_money(cap.amount, currency)}; the app has "

@@ -19,6 +19,7 @@ from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import QMError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.budgets import (
+    ACTION_EFFECT,
     HARD,
     BudgetAction,
     budget_period,
@@ -157,11 +158,7 @@ def _hard_crossing(
     result: Evaluation,
 ) -> None:
     stamp = period.start.isoformat()
-    verb = {
-        BudgetAction.NOTIFY: "notify only",
-        BudgetAction.THROTTLE: "ingest and decision calls throttled (429)",
-        BudgetAction.HALT: "new non-essential work refused",
-    }[BudgetAction(budget.action)]
+    verb = ACTION_EFFECT[BudgetAction(budget.action)]
     reason = (
         f"{label} spent {spent_text}, at or over {budget.hard_percent}% of budget "
         f"{budget.name!r} ({limit_text}) for the period from {stamp}: {verb} until "
