@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.bus.models import ConsumerCursor, EventLogEntry
 from quartermaster.bus.notify import AppendNotifier
-from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord
+from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord, new_log_record
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
@@ -270,7 +270,7 @@ class EmbeddedEventLog:
                 append(
                     _new_logged(
                         row[0],
-                        _new_record(
+                        new_log_record(
                             row[1],
                             row[2],
                             row[3],
@@ -318,7 +318,6 @@ class EmbeddedEventLog:
         return int(value or 0)
 
 
-_new_record = fast_constructor(LogRecord)
 _new_logged = fast_constructor(LoggedEvent)
 _READ_SQL = {
     dialect: f"SELECT position, {', '.join(_COLUMNS)} FROM event_log WHERE position > {mark}"

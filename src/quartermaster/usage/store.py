@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -385,9 +385,13 @@ class HourlyCostSeries:
         ):
             if value is not None and table.num_rows:
                 table = table.filter(pc.equal(table[column], pa.scalar(value, table[column].type)))
+
+        def utc(value: datetime | None) -> datetime | None:
+            return ensure_utc(value) if value is not None else None
+
         return [
             HourlyCost(
-                hour=_aware(row["hour"]),
+                hour=ensure_utc(row["hour"]),
                 cost_center=row["cost_center"],
                 team=row["team"],
                 app=row["app"],
@@ -395,19 +399,11 @@ class HourlyCostSeries:
                 event_count=row["event_count"],
                 quantity=row["quantity"],
                 cost=row["cost"],
-                first_recorded_at=_aware_or_none(row["first_recorded_at"]),
-                last_recorded_at=_aware_or_none(row["last_recorded_at"]),
+                first_recorded_at=utc(row["first_recorded_at"]),
+                last_recorded_at=utc(row["last_recorded_at"]),
             )
             for row in table.to_pylist()
         ]
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC)
-
-
-def _aware_or_none(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None else None
 
 
 def series_of_rows(
