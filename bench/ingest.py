@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from bench.ingest_bound import IrreducibleCost, measure_irreducible
 from quartermaster.bus.models import EventLogEntry
 from quartermaster.catalog.models import App, AppAssignment
 from quartermaster.catalog.signing_keys import create_signing_key
@@ -302,7 +303,14 @@ def start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not start")
 
 
-def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int) -> bool:
+def report(
+    ingest: Measurement,
+    floor: Measurement,
+    *,
+    backend: str,
+    stored: int,
+    bound: IrreducibleCost | None = None,
+) -> bool:
     console = Console(width=max(Console().width, 150))
     table = Table(title=f"Ingest over loopback HTTP ({backend}, batches of {EVENTS_PER_BATCH:,})")
     columns = (
@@ -345,7 +353,32 @@ def report(ingest: Measurement, floor: Measurement, *, backend: str, stored: int
         f"[{'met' if meets_rate else 'NOT met'}], >= {TARGET_FLOOR_RATIO} of the floor "
         f"[{'met' if meets_ratio else 'NOT met'}]); rows stored: {stored:,}"
     )
+    if bound is not None and floor.server_cpu_seconds:
+        report_bound(bound, floor_us=1e6 / floor.events_per_server_cpu_second, console=console)
     return meets_rate and meets_ratio
+
+
+def report_bound(bound: IrreducibleCost, *, floor_us: float, console: Console) -> None:
+    """What ratio to the floor is reachable at all (bench/ingest_bound.py)."""
+    table = Table(title="Least work per event of any ingest of this design (bare primitives)")
+    for column in ("work", "CPU µs / event", "best ingest / floor"):
+        table.add_column(column, justify="left" if column == "work" else "right")
+    table.add_row("floor route: HTTP read + parse (server CPU)", f"{floor_us:.2f}", "")
+    table.add_row(
+        "serialize + HMAC + content hash (under the GIL)",
+        f"{bound.serialize_and_hash_us:.2f}",
+        f"{bound.best_ratio(floor_us, with_append=False):.2f}",
+    )
+    table.add_row(
+        f"+ SQLite append + commit (wall {bound.append_wall_us:.2f})",
+        f"{bound.append_us:.2f}",
+        f"{bound.best_ratio(floor_us, with_append=True):.2f}",
+    )
+    console.print(table)
+    console.print(
+        f"one core at floor + all of the above: at most "
+        f"{1e6 / (floor_us + bound.serialize_and_hash_us + bound.append_us):,.0f} events/s"
+    )
 
 
 def run(
@@ -403,7 +436,12 @@ def run(
             if stored != expected:
                 raise RuntimeError(f"stored {stored} events, sent {expected}")
             backend = runtime.engine.dialect.name
-            report(ingest, floor, backend=backend, stored=stored)
+            bound = measure_irreducible(
+                [r.partition(b"\r\n\r\n")[2] for r in requests[warmup:]],
+                secret=apps[0].secret,
+                work_dir=Path(tmp),
+            )
+            report(ingest, floor, backend=backend, stored=stored, bound=bound)
             return ingest, floor
         finally:
             runtime.close()
