@@ -220,10 +220,22 @@ async def _exchange(
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to report figures that other load
-    on the machine does not distort."""
+    """User + system CPU time of a process and its live child processes (the validation
+    workers) from Linux /proc, to report figures that other load on the machine does not
+    distort."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue  # the thread ended
+        for child in children:
+            try:
+                total += process_cpu_seconds(int(child))
+            except OSError:
+                continue  # the child ended
+    return total
 
 
 def measure(

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from bench.ingest import EVENTS_PER_BATCH, build_requests, qm_command, server_env, setup_tenant
 from quartermaster.config import Settings
 from quartermaster.metering import service
-from quartermaster.metering.router import BATCH, parse_events
+from quartermaster.metering.body import BATCH, parse_events
 from quartermaster.runtime import build_runtime
 from quartermaster.tenancy.service import authenticate
 

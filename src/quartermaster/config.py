@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     )
     max_batch_events: int = Field(default=10_000, ge=1, description="Most events per request.")
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Largest request body.")
+    ingest_workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Processes `qm serve` parses and validates ingest batches in (0: in the "
+        "server's own process; unset: one where the machine has a second CPU).",
+    )
     max_future_skew_seconds: int = Field(
         default=300, ge=0, description="How far in the future an event time may be."
     )
@@ -187,6 +194,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'qm.db').resolve()}"
+
+    @property
+    def resolved_ingest_workers(self) -> int:
+        if self.ingest_workers is not None:
+            return self.ingest_workers
+        return 1 if (os.cpu_count() or 1) >= 2 else 0
 
     @property
     def usage_store_path(self) -> Path:

@@ -31,7 +31,7 @@ def ingest_concurrently(
     # Warm the lookup caches (the batches then wait for nothing but the held writer).
     refs = collect_references([event for batch in batches for event in batch])
     with service._LookupSession(runtime) as lookup:
-        state.signing_keys(tenant.tenant_id, refs.key_ids, runtime=runtime, session=lookup)
+        state.signing_keys(tenant.tenant_id, refs.key_ids, lookups=runtime, session=lookup)
         state.apps_requiring_signatures(tenant.tenant_id, refs.app_ids, session=lookup)
     outcomes: list[IngestReport | BaseException | None] = [None] * len(batches)
     groups: list[int] = []

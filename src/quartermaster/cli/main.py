@@ -119,11 +119,13 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
     from quartermaster.guardrails.anomaly_service import build_anomaly_detector
     from quartermaster.guardrails.notifier import build_webhook_notifier
     from quartermaster.guardrails.service import build_guardrail_evaluator
+    from quartermaster.metering.offload import start_validation_pool
     from quartermaster.secrets.reaper import build_lease_reaper
     from quartermaster.usage.maintenance import UsageMaintenance
     from quartermaster.usage.pipeline import pipeline_worker
 
     return (
+        start_validation_pool,
         service_starter(pipeline_worker),
         service_starter(UsageMaintenance),
         service_starter(build_lease_reaper),

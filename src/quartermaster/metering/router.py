@@ -18,34 +18,29 @@ from starlette.concurrency import run_in_threadpool
 from quartermaster.api.deps import Ingester, Reader, RuntimeDep, SessionDep
 from quartermaster.api.errors import error_response
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
-from quartermaster.errors import InvalidInputError, PayloadTooLargeError, QMError
+from quartermaster.errors import InvalidInputError, PayloadTooLargeError
 from quartermaster.guardrails.gate import check_ingest
+from quartermaster.metering.body import BATCH, JSON, SINGLE, parse_events
+from quartermaster.metering.offload import validation_pool
 from quartermaster.metering.schemas import EventsPage, IngestResponse, ReconciliationResponse
 from quartermaster.metering.service import (
+    IngestReport,
     IngestState,
+    ValidatedBatch,
     ingest_events,
     recent_events,
     reconciliation,
+    store_validated,
 )
-from quartermaster.metering.validation import json_kind
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.accounting import pipeline_stage_counts
 
-SINGLE = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
-JSON = "application/json"
 MAX_RECONCILIATION_DAYS = 400
 MAX_TAIL_LIMIT = 1000
 
 router = APIRouter(tags=["metering"])
 bench_router = APIRouter(include_in_schema=False)
-
-
-class MalformedBodyError(QMError):
-    """The body is not JSON, or not the shape its content type announces (HTTP 400)."""
-
-    code = "malformed_body"
 
 
 _REQUEST_BODY_DOC: dict[str, Any] = {
@@ -92,46 +87,27 @@ def _too_large_message(size: int | None, limit: int) -> str:
     )
 
 
-def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[object]:
-    """The events of a request body; raises naming what is wrong (position, shape, limit)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBodyError(
-            f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno} (byte {exc.pos})"
-        ) from None
-    if type(parsed) is dict and media_type != BATCH:
-        return [parsed]
-    if type(parsed) is list and media_type != SINGLE:
-        if len(parsed) > max_events:
-            raise PayloadTooLargeError(
-                f"batch has {len(parsed):,} events; the limit is {max_events:,} per request "
-                "(QM_MAX_BATCH_EVENTS): split the batch"
-            )
-        return parsed
-    expected = {
-        SINGLE: "one JSON object (send arrays as application/cloudevents-batch+json)",
-        BATCH: "a JSON array of events (send one event as application/cloudevents+json)",
-        JSON: "a JSON object (one event) or an array of events",
-    }[media_type]
-    raise MalformedBodyError(
-        f"{media_type} body must be {expected}, got a JSON {json_kind(parsed)}"
-    )
-
-
 def _ingest_body(
     body: bytes, media_type: str, caller: AuthContext, runtime: Runtime, state: IngestState
 ) -> Response:
     events = parse_events(body, media_type, max_events=runtime.settings.max_batch_events)
     report = ingest_events(events, caller=caller, runtime=runtime, state=state)
+    return _ingest_response(report, len(events))
+
+
+def _store_batch(batch: ValidatedBatch, runtime: Runtime, state: IngestState) -> Response:
+    report = store_validated(batch, runtime=runtime, state=state)
+    return _ingest_response(report, batch.received)
+
+
+def _ingest_response(report: IngestReport, received: int) -> Response:
     content: dict[str, object] = report.as_dict()
     status = 200
-    if events and not (report.accepted or report.duplicates):
+    if received and not (report.accepted or report.duplicates):
         status = 422
         content["error"] = {
             "code": "all_rejected",
-            "message": f"none of the {len(events)} event(s) was accepted: see `rejected`",
+            "message": f"none of the {received} event(s) was accepted: see `rejected`",
             "field": None,
         }
     return Response(orjson.dumps(content), status_code=status, media_type=JSON)
@@ -164,6 +140,13 @@ async def post_events(request: Request, caller: Ingester) -> Response:
     await run_in_threadpool(check_ingest, runtime, caller)
     body = await _read_body(request, runtime.settings.max_body_bytes)
     state = ingest_state(request.app)
+    pool = validation_pool(runtime)
+    if pool is not None:  # parse and validate in a worker process (metering/offload.py)
+        batch = await pool.validate(
+            body, media_type, caller=caller, max_events=runtime.settings.max_batch_events
+        )
+        if batch is not None:
+            return await run_in_threadpool(_store_batch, batch, runtime, state)
     return await run_in_threadpool(_ingest_body, body, media_type, caller, runtime, state)
 
 
