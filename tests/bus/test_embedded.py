@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import select
 
 from quartermaster.bus.embedded import EmbeddedEventLog
-from quartermaster.bus.protocol import LogRecord
+from quartermaster.bus.protocol import LogRecord, PreparedAppend
 from quartermaster.runtime import Runtime
 
 
@@ -45,6 +46,33 @@ def test_append_is_idempotent_and_detects_conflicts(runtime: Runtime) -> None:
     assert again.duplicates == [0, 3]
     assert again.conflicts == [1]
     assert again.appended == [2]
+
+
+def test_prepared_records_append_as_the_records_do(runtime: Runtime) -> None:
+    """`prepare` (done before the write lock, or in a validation worker) changes nothing of
+    what is stored; a batch prepared by another log (its derived data unknown here) is
+    prepared again."""
+    log = EmbeddedEventLog(runtime.session_factory)
+    later = datetime(2026, 11, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    records = [
+        _record("t-prep", "1"),
+        _record("t-prep", "1"),  # a duplicate inside the batch
+        replace(_record("t-prep", "2"), event_time=later),
+    ]
+    with runtime.session_factory.begin() as session:
+        prepared = log.append(log.prepare(records), session=session)
+    with runtime.session_factory.begin() as session:
+        foreign = log.append(
+            PreparedAppend([*records[:1], _record("t-prep", "3")]), session=session
+        )
+    assert (prepared.appended, prepared.duplicates) == ([0, 2], [1])
+    assert (foreign.appended, foreign.duplicates) == ([1], [0])
+    read = [e.record for e in log.read_after(0, limit=100) if e.record.tenant_id == "t-prep"]
+    assert [(r.event_id, r.event_time) for r in read] == [
+        ("1", records[0].event_time),
+        ("2", later),
+        ("3", records[0].event_time),
+    ]
 
 
 def test_consumer_cursor_is_durable_and_monotonic(runtime: Runtime) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from quartermaster.bus.protocol import PreparedAppend
 from quartermaster.metering import service
 from quartermaster.metering.service import IngestReport, IngestState, ingest_events
 from quartermaster.metering.validation import collect_references
@@ -99,10 +100,10 @@ def test_a_batch_that_fails_in_a_group_fails_alone(
     poisoned = usage_event(bot.app_id, event_id="poisoned")
     real_append = runtime.event_log.append
 
-    def failing_append(records: Any, *, session: Any) -> Any:
-        if any(r.event_id == "poisoned" for r in records):
+    def failing_append(batch: PreparedAppend, *, session: Any) -> Any:
+        if any(r.event_id == "poisoned" for r in batch.records):
             raise RuntimeError("disk full (simulated)")
-        return real_append(records, session=session)
+        return real_append(batch, session=session)
 
     monkeypatch.setattr(runtime.event_log, "append", failing_append)
     batches = [

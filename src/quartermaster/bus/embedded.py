@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
+from itertools import chain
 from typing import cast
 
 import orjson
@@ -13,7 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.bus.models import ConsumerCursor, EventLogEntry
 from quartermaster.bus.notify import AppendNotifier
-from quartermaster.bus.protocol import AppendResult, LoggedEvent, LogRecord, new_log_record
+from quartermaster.bus.protocol import (
+    AppendResult,
+    LoggedEvent,
+    LogRecord,
+    PreparedAppend,
+    new_log_record,
+)
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
@@ -75,31 +83,46 @@ class EmbeddedEventLog:
         self._notifier = AppendNotifier(session_factory)
         self._read_sessions: sessionmaker[Session] | None = None
 
-    def append(self, records: Sequence[LogRecord], *, session: Session) -> AppendResult:
+    def prepare(self, records: Sequence[LogRecord]) -> PreparedAppend:
+        keys = [(r.tenant_id, r.source, r.event_id) for r in records]
+        # The first occurrence of a key in the batch is the one to store; later ones are
+        # compared with it, or with the stored event if there was one.
+        first: dict[EventKey, int] = {}
+        for index, key in enumerate(keys):
+            first.setdefault(key, index)
+        hashes = {key: dedup_key(*key) for key in first}
+        bind = self._session_factory.kw.get("bind")
+        on_sqlite = isinstance(bind, Engine) and bind.dialect.name == "sqlite"
+        rows = _sqlite_rows(records, keys, hashes) if on_sqlite else None
+        return PreparedAppend(records, _Derived(keys, first, hashes, rows))
+
+    def append(
+        self, records: Sequence[LogRecord] | PreparedAppend, *, session: Session
+    ) -> AppendResult:
         result = AppendResult()
+        prepared = records if isinstance(records, PreparedAppend) else self.prepare(records)
+        derived = prepared.derived
+        if not isinstance(derived, _Derived):  # prepared by another log
+            prepared = self.prepare(prepared.records)
+            derived = cast(_Derived, prepared.derived)
+        records = prepared.records
         if not records:
             return result
         connection = session.connection()
         if connection.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_KEY})
-        # The first occurrence of a key in the batch is the one to store; later ones are
-        # compared with it, or with the stored event if there was one.
-        first: dict[EventKey, int] = {}
-        for index, record in enumerate(records):
-            first.setdefault((record.tenant_id, record.source, record.event_id), index)
-        hashes = {key: dedup_key(*key) for key in first}
-        stored = self._insert_new(records, first, hashes, connection=connection)
+        first = derived.first
+        stored = self._insert_new(records, derived, connection=connection)
         if len(stored) < len(first):  # rows were inserted: wake consumers after the commit
             self._notifier.mark_appended()
-        for index, record in enumerate(records):
-            key = (record.tenant_id, record.source, record.event_id)
+        for index, key in enumerate(derived.keys):
             reference = stored.get(key)
             if reference is None:
                 if first[key] == index:
                     result.appended.append(index)
                     continue
                 reference = records[first[key]].content_hash
-            if reference == record.content_hash:
+            if reference == records[index].content_hash:
                 result.duplicates.append(index)
             else:
                 result.conflicts.append(index)
@@ -127,15 +150,11 @@ class EmbeddedEventLog:
         return found
 
     def _insert_new(
-        self,
-        records: Sequence[LogRecord],
-        first: dict[EventKey, int],
-        hashes: dict[EventKey, int],
-        *,
-        connection: Connection,
+        self, records: Sequence[LogRecord], derived: _Derived, *, connection: Connection
     ) -> dict[EventKey, str]:
         """Insert the first occurrence of each key not stored yet; the content hashes of the
         keys that were stored already."""
+        first, hashes = derived.first, derived.hashes
         if connection.dialect.name == "postgresql":
             inserted = self._insert_postgresql(
                 [records[i] for i in first.values()], hashes, connection=connection
@@ -146,44 +165,20 @@ class EmbeddedEventLog:
                 {k: h for k, h in hashes.items() if k not in inserted}, connection=connection
             )
         stored = self._stored_hashes(hashes, connection=connection)
-        self._insert_sqlite(
-            [records[i] for key, i in first.items() if key not in stored],
-            hashes,
-            connection=connection,
-        )
+        rows = derived.sqlite_rows
+        if rows is None:  # prepared without knowing the database
+            rows = _sqlite_rows(records, derived.keys, hashes)
+        new = [rows[i] for key, i in first.items() if key not in stored]
+        for start in range(0, len(new), _INSERT_CHUNK):
+            chunk = new[start : start + _INSERT_CHUNK]
+            # One statement per chunk through the driver: SQLAlchemy's per-row parameter
+            # processing cost more than the database's own work at ingest rates. No
+            # RETURNING: SQLite steps once per returned row, handing the GIL back and forth
+            # with the threads validating the next batches.
+            connection.exec_driver_sql(
+                self._insert_sql(len(chunk)), tuple(chain.from_iterable(chunk))
+            )
         return stored
-
-    def _insert_sqlite(
-        self, records: Sequence[LogRecord], hashes: dict[EventKey, int], *, connection: Connection
-    ) -> None:
-        """Insert the records, in order, in one statement per chunk through the driver:
-        SQLAlchemy's per-row parameter processing cost more than the database's own work at
-        ingest rates. No RETURNING: SQLite steps once per returned row, handing the GIL back
-        and forth with the threads validating the next batches."""
-        time_to_db = self._time_processor(connection.dialect)
-        recorded_at: tuple[datetime | None, object] = (None, None)
-        for start in range(0, len(records), _INSERT_CHUNK):
-            chunk = records[start : start + _INSERT_CHUNK]
-            params: list[object] = []
-            for r in chunk:
-                if r.recorded_at != recorded_at[0]:  # one receipt time per ingest batch
-                    recorded_at = (r.recorded_at, time_to_db(r.recorded_at))
-                params += (
-                    r.tenant_id,
-                    r.source,
-                    r.event_id,
-                    r.type,
-                    r.subject,
-                    time_to_db(r.event_time),
-                    recorded_at[1],
-                    r.content_hash,
-                    r.app_id,
-                    r.resource_id,
-                    r.late,
-                    r.payload,
-                    hashes[(r.tenant_id, r.source, r.event_id)],
-                )
-            connection.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
 
     def _insert_postgresql(
         self, records: Sequence[LogRecord], hashes: dict[EventKey, int], *, connection: Connection
@@ -227,10 +222,8 @@ class EmbeddedEventLog:
 
     def _time_processor(self, dialect: Dialect) -> Callable[[datetime], object]:
         """The UTCDateTime column's own bind processing, so values are stored exactly as an
-        ORM or Core insert would store them (on SQLite: naive UTC text, microseconds)."""
+        ORM or Core insert would store them (PostgreSQL; SQLite rows use `_sqlite_utc_text`)."""
         processor = self._time_processors.get(dialect.name)
-        if processor is None and dialect.name == "sqlite":
-            processor = self._time_processors[dialect.name] = _sqlite_utc_text
         if processor is None:
             column_type = cast(Table, EventLogEntry.__table__).c.event_time.type
             bind = column_type.dialect_impl(dialect).bind_processor(dialect)
@@ -324,6 +317,45 @@ _READ_SQL = {
     f" ORDER BY position LIMIT {mark}"
     for dialect, mark in (("sqlite", "?"), ("postgresql", "%s"))
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """What the embedded log derives from a batch before its transaction."""
+
+    keys: list[EventKey]  # per record
+    first: dict[EventKey, int]  # each key's first record
+    hashes: dict[EventKey, int]  # each key's dedup_key
+    sqlite_rows: list[tuple[object, ...]] | None  # per record, when the log is on SQLite
+
+
+def _sqlite_rows(
+    records: Sequence[LogRecord], keys: Sequence[EventKey], hashes: Mapping[EventKey, int]
+) -> list[tuple[object, ...]]:
+    """Each record's INSERT parameters (`_INSERT_COLUMNS`) as SQLite stores them."""
+    rows: list[tuple[object, ...]] = []
+    recorded_at: tuple[datetime | None, object] = (None, None)
+    for r, key in zip(records, keys, strict=True):
+        if r.recorded_at != recorded_at[0]:  # one receipt time per ingest batch
+            recorded_at = (r.recorded_at, _sqlite_utc_text(r.recorded_at))
+        rows.append(
+            (
+                r.tenant_id,
+                r.source,
+                r.event_id,
+                r.type,
+                r.subject,
+                _sqlite_utc_text(r.event_time),
+                recorded_at[1],
+                r.content_hash,
+                r.app_id,
+                r.resource_id,
+                r.late,
+                r.payload,
+                hashes[key],
+            )
+        )
+    return rows
 
 
 def _utc_from_text(value: object) -> datetime:

@@ -44,6 +44,16 @@ class LoggedEvent:
     record: LogRecord
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedAppend:
+    """Records and what a backend derives from them without a transaction (their keys, rows
+    encoded for its database). `EventLog.prepare` builds it before the caller queues for the
+    log's write lock, so that the time under the lock is the database's own."""
+
+    records: Sequence[LogRecord]
+    derived: object = None  # the backend's own
+
+
 @dataclass(slots=True)
 class AppendResult:
     """Indexes into the appended sequence: stored now, already stored identically, or
@@ -55,9 +65,17 @@ class AppendResult:
 
 
 class EventLog(Protocol):
-    def append(self, records: Sequence[LogRecord], *, session: Session) -> AppendResult:
+    def prepare(self, records: Sequence[LogRecord]) -> PreparedAppend:
+        """The records with what `append` derives from them outside any transaction (pure,
+        thread-safe)."""
+        ...
+
+    def append(
+        self, records: Sequence[LogRecord] | PreparedAppend, *, session: Session
+    ) -> AppendResult:
         """Append idempotently on (tenant_id, source, event_id) inside the caller's
-        transaction: the records are durable once that transaction commits."""
+        transaction: the records are durable once that transaction commits. Prepared records
+        (`prepare`) skip the work already done."""
         ...
 
     def read(self, consumer: str, *, limit: int) -> list[LoggedEvent]:

@@ -6,8 +6,9 @@ checks, the HMAC and the content hash (~half of the server's CPU per event) take
 the event-log append and everything else the server does. With `ingest_workers` set (by
 default one worker on a machine with two CPUs or more), the route hands the request's body to
 a worker process, which parses it, validates every event (validation.py, the same code) with
-its own read-only sessions and lookup caches, and returns the records and rejections; the
-server's process then stores them (dedup, counters, commit) exactly as before. Workers never
+its own read-only sessions and lookup caches, prepares the records for the event log (keys and
+encoded rows, `EventLog.prepare`), and returns them with the rejections; the server's process
+then stores them (dedup, counters, commit) exactly as before. Workers never
 write and never touch the usage store (DuckDB admits one process).
 
 A worker that dies (killed, out of memory) costs nothing but time: the request it was
@@ -31,7 +32,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from quartermaster.bus.protocol import new_log_record
+from quartermaster.bus.embedded import EmbeddedEventLog
+from quartermaster.bus.protocol import PreparedAppend, new_log_record
 from quartermaster.config import Settings
 from quartermaster.errors import PayloadTooLargeError, QMError
 from quartermaster.metering.body import MalformedBodyError, parse_events
@@ -53,7 +55,7 @@ _BODY_ERRORS: dict[str, type[QMError]] = {
 
 # A validated batch as it crosses the process boundary: plain tuples, which pickle ~15x faster
 # than the frozen dataclasses (the server rebuilds the records with their fast constructor).
-_WireBatch = tuple[str, datetime, int, list[tuple[Any, ...]], list[Rejection]]
+_WireBatch = tuple[str, datetime, int, list[tuple[Any, ...]], list[Rejection], object]
 _WireResult = tuple[str, Any]
 
 
@@ -70,6 +72,7 @@ class _WorkerLookups:
 class _Worker:
     lookups: _WorkerLookups
     state: IngestState
+    event_log: EmbeddedEventLog  # to prepare the records (keys, rows), never to append
 
 
 # This worker process's lookups and caches, set by `_start_worker` when the process starts
@@ -83,8 +86,9 @@ def _start_worker(settings: Settings, server_key: bytes) -> None:
         target=_exit_with_parent, args=(os.getppid(),), name="qm-parent-watch", daemon=True
     ).start()
     engine = create_db_engine(settings.resolved_database_url)
-    lookups = _WorkerLookups(settings, server_key, make_read_session_factory(engine))
-    _worker = _Worker(lookups, IngestState())
+    read_sessions = make_read_session_factory(engine)
+    lookups = _WorkerLookups(settings, server_key, read_sessions)
+    _worker = _Worker(lookups, IngestState(), EmbeddedEventLog(read_sessions))
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -127,12 +131,14 @@ def validate_body(
         for event in batch.accepted
         for r in (event.record,)
     ]
+    prepared = _worker.event_log.prepare([event.record for event in batch.accepted])
     wire: _WireBatch = (
         batch.tenant_id,
         batch.received_at,
         batch.received,
         accepted,
         batch.rejected,
+        prepared.derived,
     )
     return "ok", wire
 
@@ -142,14 +148,10 @@ def _from_wire(result: _WireResult) -> ValidatedBatch:
     if kind == "error":
         name, message = value
         raise _BODY_ERRORS.get(name, MalformedBodyError)(message)
-    tenant_id, received_at, received, accepted, rejected = value
-    return ValidatedBatch(
-        tenant_id,
-        received_at,
-        received,
-        [AcceptedEvent(row[0], new_log_record(*row[1:])) for row in accepted],
-        rejected,
-    )
+    tenant_id, received_at, received, accepted, rejected, derived = value
+    events = [AcceptedEvent(row[0], new_log_record(*row[1:])) for row in accepted]
+    prepared = PreparedAppend([event.record for event in events], derived)
+    return ValidatedBatch(tenant_id, received_at, received, events, rejected, prepared)
 
 
 class ValidationPool:
