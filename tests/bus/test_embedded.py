@@ -59,6 +59,7 @@ def test_prepared_records_append_as_the_records_do(runtime: Runtime) -> None:
         _record("t-prep", "1"),  # a duplicate inside the batch
         replace(_record("t-prep", "2"), event_time=later),
     ]
+    start = log.head()
     with runtime.session_factory.begin() as session:
         prepared = log.append(log.prepare(records), session=session)
     with runtime.session_factory.begin() as session:
@@ -67,7 +68,7 @@ def test_prepared_records_append_as_the_records_do(runtime: Runtime) -> None:
         )
     assert (prepared.appended, prepared.duplicates) == ([0, 2], [1])
     assert (foreign.appended, foreign.duplicates) == ([1], [0])
-    read = [e.record for e in log.read_after(0, limit=100) if e.record.tenant_id == "t-prep"]
+    read = [e.record for e in log.read_after(start, limit=100) if e.record.tenant_id == "t-prep"]
     assert [(r.event_id, r.event_time) for r in read] == [
         ("1", records[0].event_time),
         ("2", later),

@@ -100,8 +100,9 @@ def test_a_batch_that_fails_in_a_group_fails_alone(
     poisoned = usage_event(bot.app_id, event_id="poisoned")
     real_append = runtime.event_log.append
 
-    def failing_append(batch: PreparedAppend, *, session: Any) -> Any:
-        if any(r.event_id == "poisoned" for r in batch.records):
+    def failing_append(batch: Any, *, session: Any) -> Any:
+        records = batch.records if isinstance(batch, PreparedAppend) else batch
+        if any(r.event_id == "poisoned" for r in records):
             raise RuntimeError("disk full (simulated)")
         return real_append(batch, session=session)
 
