@@ -8,8 +8,8 @@ default one worker on a machine with two CPUs or more), the route hands the requ
 a worker process, which parses it, validates every event (validation.py, the same code) with
 its own read-only sessions and lookup caches, prepares the records for the event log (keys and
 encoded rows, `EventLog.prepare`), and returns them with the rejections; the server's process
-then stores them (dedup, counters, commit) exactly as before. Workers never
-write and never touch the usage store (DuckDB admits one process).
+then stores them (dedup, counters, commit) exactly as before. Workers never write and never
+touch the usage store (DuckDB admits one process).
 
 A worker that dies (killed, out of memory) costs nothing but time: the request it was
 validating is validated in the server's process instead, and the pool is replaced.
@@ -72,7 +72,8 @@ class _WorkerLookups:
 class _Worker:
     lookups: _WorkerLookups
     state: IngestState
-    event_log: EmbeddedEventLog  # to prepare the records (keys, rows), never to append
+    # The backend `build_runtime` uses, to prepare the records (keys, rows); never appends.
+    event_log: EmbeddedEventLog
 
 
 # This worker process's lookups and caches, set by `_start_worker` when the process starts
