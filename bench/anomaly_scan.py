@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from sqlalchemy import delete, select
 
 from quartermaster.catalog.models import App
 from quartermaster.config import Settings, generate_server_key
-from quartermaster.domain.timeutil import Period
+from quartermaster.domain.timeutil import HOUR, Period
 from quartermaster.guardrails.anomaly_rates import tenant_rate_card
 from quartermaster.guardrails.anomaly_scan import scan_tenant
 from quartermaster.guardrails.models import Alert, GuardrailAction
@@ -59,7 +59,6 @@ from quartermaster.usage.store import USAGE_SCHEMA, RatedBatch, TableBuilder
 
 PRICE_BOOK = Path(__file__).resolve().parents[1] / "docs" / "examples" / "pricebook.yaml"
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
-HOUR = timedelta(hours=1)
 WINDOW_HOURS = 168
 ROWS_PER_WRITE = 200_000
 

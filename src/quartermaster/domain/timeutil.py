@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+HOUR = timedelta(hours=1)
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

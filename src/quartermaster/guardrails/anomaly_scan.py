@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from operator import add
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.domain.timeutil import HOUR, Period, floor_hour, utc_now
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.anomaly import (
     AnomalyRule,
@@ -42,7 +42,6 @@ from quartermaster.usage.store import HourlyCostSeries, MeterRate, UsageStore
 
 logger = logging.getLogger("quartermaster.guardrails")
 
-HOUR = timedelta(hours=1)
 TOP_EVENTS = 5
 ANOMALY_KIND = "anomaly"
 Scope = tuple[str, str]  # (scope kind, name)

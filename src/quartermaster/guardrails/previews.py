@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.periods import month_containing, tenant_zone
 from quartermaster.billing.preview import CostRow, Preview, preview
 from quartermaster.billing.service import caller_team_slug
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import HOUR, Period, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError, QMError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
@@ -42,7 +42,6 @@ from quartermaster.usage.store import UsageStore
 
 logger = logging.getLogger("quartermaster.guardrails.previews")
 HIGH_COST_KIND = "high_cost_event"
-HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
 TOP_METERS = 3
 TOP_EVENTS = 5

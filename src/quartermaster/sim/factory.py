@@ -20,9 +20,9 @@ from functools import cache
 from statistics import NormalDist
 from typing import Any
 
+from quartermaster.domain.timeutil import HOUR
 from quartermaster.metering.signing import HmacSha256, canonical_bytes
 from quartermaster.sim.model import (
-    HOUR,
     AppSpec,
     Pattern,
     Platform,

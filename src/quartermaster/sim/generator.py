@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
+from quartermaster.domain.timeutil import HOUR
 from quartermaster.sim.factory import Credentials, EventFactory
 from quartermaster.sim.model import (
-    HOUR,
     AppSpec,
     OwnershipMove,
     Platform,

@@ -22,9 +22,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from quartermaster.domain.timeutil import Period
+from quartermaster.domain.timeutil import HOUR, Period
 
-HOUR = timedelta(hours=1)
 EVENTS_PER_APP_DAY = 220
 
 

@@ -6,8 +6,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from quartermaster.domain.timeutil import HOUR
 from quartermaster.sim.model import (
-    HOUR,
     PERSISTENT_KIND_MIX,
     Anomaly,
     AppSpec,

@@ -11,7 +11,7 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import HOUR, Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.usage import duckdb_queries as q
 from quartermaster.usage.duckdb_owners import OwnerIds
@@ -59,7 +59,6 @@ from quartermaster.usage.store import (
 # GB of WAL keeps its cost amortized (and is what restart replays at most).
 CHECKPOINT_THRESHOLD = "1GB"
 PURGED_BEFORE_KEY = "purged_before"
-HOUR = timedelta(hours=1)
 
 
 class DuckDBUsageStore:
