@@ -1,11 +1,12 @@
 """Ingest benchmark: events/s of POST /v1/events over loopback HTTP, against a floor measured in
 the same run (POST /v1/_bench/parse of the same server: read the body, orjson-parse it, 202).
 
-The server is the real one (`qm serve`: uvicorn, one process) on a random port, with its own
-data dir and an empty database (SQLite by default; `--database-url postgresql+psycopg://...`
-for PostgreSQL). Batches of 1,000 signed events are generated and signed before the clock
-starts, and sent as prebuilt HTTP/1.1 requests over several keep-alive connections, so the
-client costs next to nothing; both measurements use the same bodies and connections.
+The server is the real one (`qm serve`: uvicorn and its validation worker) on a random port,
+with its own data dir and an empty database (SQLite by default;
+`--database-url postgresql+psycopg://...` for PostgreSQL). Batches of 1,000 signed events are
+generated and signed before the clock starts, and sent as prebuilt HTTP/1.1 requests over
+several keep-alive connections, so the client costs next to nothing; both measurements use the
+same bodies and connections.
 
     python -m bench.ingest [--batches 150] [--connections 4] [--database-url URL]
 """

@@ -46,7 +46,7 @@ def pool(settings: Settings, runtime: Runtime) -> Iterator[ValidationPool]:
 
 
 def mixed_batch(signed: AppHandle, strict: AppHandle) -> list[dict[str, object]]:
-    """Valid events and one of each rejection that validation decides."""
+    """Valid events, and one event for each of six rejection reasons validation decides."""
     base = usage_event(signed.app_id)
     return [
         signed.sign(usage_event(signed.app_id)),

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quartermaster.domain.timeutil import Period, ensure_utc
+from quartermaster.domain.timeutil import HOUR, Period, ensure_utc
 
 QUANTITY_TYPE = pa.decimal128(38, 12)
 TIME_TYPE = pa.timestamp("us")  # naive UTC: the store compares wall times in UTC only
@@ -411,7 +411,6 @@ def series_of_rows(
 ) -> HourlyCostSeries:
     """`hourly_costs` rows as `hourly_cost_series` returns them (the reference a store's own
     implementation is tested against; a store without one can return this)."""
-    hour_seconds = 3600
     grouped: dict[tuple[str, str, str, str], HourlySeries] = {}
     for row in rows:
         key = (row.team, row.app, row.cost_center, row.meter)
@@ -420,7 +419,7 @@ def series_of_rows(
             one = grouped[key] = HourlySeries(
                 row.cost_center, row.team, row.app, row.meter, [], [], []
             )
-        one.hours.append(int((row.hour - start).total_seconds()) // hour_seconds)
+        one.hours.append((row.hour - start) // HOUR)
         one.costs.append(float(row.cost))
         one.events.append(row.event_count)
     wanted = set(detailed)
