@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -74,6 +75,29 @@ def test_prepared_records_append_as_the_records_do(runtime: Runtime) -> None:
         ("2", later),
         ("3", records[0].event_time),
     ]
+
+
+def test_a_prepared_batch_pickled_appends_as_before(runtime: Runtime) -> None:
+    """A validation worker pickles its prepared batch to the server (on SQLite as the rows
+    alone): unpickled, it holds the same records and appends with the same outcome, a
+    conflict and duplicates included."""
+    log = EmbeddedEventLog(runtime.session_factory)
+    later = datetime(2026, 11, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    with runtime.session_factory.begin() as session:
+        log.append([_record("t-pickle", "0")], session=session)
+    records = [
+        replace(_record("t-pickle", "1", "h2"), event_time=later, subject="s", late=True),
+        _record("t-pickle", "1"),  # same key, other content: a conflict within the batch
+        _record("t-pickle", "0"),  # stored already, identical
+        _record("t-pickle", "0", "other"),  # stored already, other content
+    ]
+    sent = pickle.loads(pickle.dumps(log.prepare(records)))
+    assert list(sent.records) == records
+    assert list(sent.records[1:3]) == records[1:3]
+    with runtime.session_factory.begin() as session:
+        result = log.append(sent, session=session)
+    assert (result.appended, result.duplicates, result.conflicts) == ([0], [2], [1, 3])
+    assert pickle.loads(pickle.dumps(records)) == records
 
 
 def test_consumer_cursor_is_durable_and_monotonic(runtime: Runtime) -> None:

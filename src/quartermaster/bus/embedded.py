@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
 from itertools import chain
-from typing import cast
+from typing import cast, overload
 
 import orjson
 from sqlalchemy import Connection, Dialect, Engine, Table, func, select, text
@@ -49,6 +49,8 @@ _COLUMNS = (
     "payload",
 )
 _INSERT_COLUMNS = (*_COLUMNS, "dedup_key")
+_CONTENT_HASH = _INSERT_COLUMNS.index("content_hash")
+_DEDUP_KEY = _INSERT_COLUMNS.index("dedup_key")
 # Lookup and insert in one statement (one round trip): rows whose key is stored are skipped,
 # and the keys inserted come back. The stored keys are found through the dedup-key index by
 # an array of the batch's hashes (computed first, so the planner cannot choose to hash the
@@ -84,17 +86,17 @@ class EmbeddedEventLog:
         self._read_sessions: sessionmaker[Session] | None = None
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedAppend:
+        """On SQLite the records become their rows, read back as records only when asked
+        (`SqliteRowRecords`): a validation worker's prepared batch then crosses to the server
+        as the rows alone."""
         keys = [(r.tenant_id, r.source, r.event_id) for r in records]
-        # The first occurrence of a key in the batch is the one to store; later ones are
-        # compared with it, or with the stored event if there was one.
-        first: dict[EventKey, int] = {}
-        for index, key in enumerate(keys):
-            first.setdefault(key, index)
+        first = _first_occurrences(keys)
         hashes = {key: dedup_key(*key) for key in first}
         bind = self._session_factory.kw.get("bind")
-        on_sqlite = isinstance(bind, Engine) and bind.dialect.name == "sqlite"
-        rows = _sqlite_rows(records, keys, hashes) if on_sqlite else None
-        return PreparedAppend(records, _Derived(keys, first, hashes, rows))
+        if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+            rows = _sqlite_rows(records, keys, hashes)
+            return PreparedAppend(SqliteRowRecords(rows), _Derived(keys, first, hashes, rows))
+        return PreparedAppend(records, _Derived(keys, first, hashes, None))
 
     def append(
         self, records: Sequence[LogRecord] | PreparedAppend, *, session: Session
@@ -115,14 +117,18 @@ class EmbeddedEventLog:
         stored = self._insert_new(records, derived, connection=connection)
         if len(stored) < len(first):  # rows were inserted: wake consumers after the commit
             self._notifier.mark_appended()
+        if not stored and len(first) == len(records):  # all new: no content to compare
+            result.appended.extend(range(len(records)))
+            return result
+        content_hash = derived.content_hash_of(records)
         for index, key in enumerate(derived.keys):
             reference = stored.get(key)
             if reference is None:
                 if first[key] == index:
                     result.appended.append(index)
                     continue
-                reference = records[first[key]].content_hash
-            if reference == records[index].content_hash:
+                reference = content_hash(first[key])
+            if reference == content_hash(index):
                 result.duplicates.append(index)
             else:
                 result.conflicts.append(index)
@@ -327,6 +333,73 @@ class _Derived:
     first: dict[EventKey, int]  # each key's first record
     hashes: dict[EventKey, int]  # each key's dedup_key
     sqlite_rows: list[tuple[object, ...]] | None  # per record, when the log is on SQLite
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled by a validation worker: on SQLite the rows hold the keys and hashes too, and
+        # rebuilding those costs the server less than unpickling them.
+        if self.sqlite_rows is not None:
+            return (_derived_from_rows, (self.sqlite_rows,))
+        return (_Derived, (self.keys, self.first, self.hashes, None))
+
+    def content_hash_of(self, records: Sequence[LogRecord]) -> Callable[[int], str]:
+        """Record `index`'s content hash, read from its row when there are rows (a record
+        read back from a row costs it more)."""
+        rows = self.sqlite_rows
+        if rows is not None:
+            return lambda index: cast(str, rows[index][_CONTENT_HASH])
+        return lambda index: records[index].content_hash
+
+
+def _first_occurrences(keys: Sequence[EventKey]) -> dict[EventKey, int]:
+    """Each key's first index: the occurrence to store; later ones are compared with it, or
+    with the stored event if there was one."""
+    first: dict[EventKey, int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    return first
+
+
+def _derived_from_rows(rows: list[tuple[object, ...]]) -> _Derived:
+    keys = [cast(EventKey, row[:3]) for row in rows]
+    first = _first_occurrences(keys)
+    hashes = {key: cast(int, rows[index][_DEDUP_KEY]) for key, index in first.items()}
+    return _Derived(keys, first, hashes, rows)
+
+
+class SqliteRowRecords(Sequence[LogRecord]):
+    """Records held as their SQLite rows (`_INSERT_COLUMNS`), each read back into a
+    `LogRecord` when asked for. Times come back in UTC: the same instants."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows = rows
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (SqliteRowRecords, (self.rows,))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> LogRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[LogRecord]: ...
+    def __getitem__(self, index: int | slice) -> LogRecord | Sequence[LogRecord]:
+        if isinstance(index, slice):
+            return SqliteRowRecords(self.rows[index])
+        return _record_from_sqlite_row(self.rows[index])
+
+
+def _record_from_sqlite_row(row: tuple[object, ...]) -> LogRecord:
+    return new_log_record(
+        *row[:5],
+        _utc_from_text(row[5]),
+        _utc_from_text(row[6]),
+        *row[7:10],
+        bool(row[10]),
+        row[11],
+    )
 
 
 def _sqlite_rows(

@@ -210,7 +210,7 @@ class ValidatedBatch:
     tenant_id: str
     received_at: datetime
     received: int
-    accepted: list[AcceptedEvent]
+    accepted: Sequence[AcceptedEvent]
     rejected: list[Rejection]
     # The accepted records as `EventLog.prepare` makes them, when that was done already (by a
     # validation worker, off the server's interpreter); otherwise the append prepares them.
@@ -272,9 +272,8 @@ def store_validated(batch: ValidatedBatch, *, runtime: Runtime, state: IngestSta
     """Append the batch's valid events and add its counts, in a committed transaction (maybe
     shared with other requests' batches); the report of the request."""
     accepted = batch.accepted
-    records = [event.record for event in accepted]
     result = _store(
-        batch.prepared or records,
+        batch.prepared or [event.record for event in accepted],
         batch.received,
         batch.rejected,
         tenant_id=batch.tenant_id,
@@ -284,16 +283,16 @@ def store_validated(batch: ValidatedBatch, *, runtime: Runtime, state: IngestSta
     )
     conflicts = [
         Rejection(
-            index=accepted[i].event_index,
-            id=records[i].event_id,
+            index=event.event_index,
+            id=event.record.event_id,
             field="id",
             reason=RejectReason.CONFLICT,
             message=(
-                f"an event with source {records[i].source!r} and id {records[i].event_id!r} "
-                "was already stored with different content"
+                f"an event with source {event.record.source!r} and id"
+                f" {event.record.event_id!r} was already stored with different content"
             ),
         )
-        for i in result.conflicts
+        for event in (accepted[i] for i in result.conflicts)
     ]
     all_rejected = sorted([*batch.rejected, *conflicts], key=lambda r: r.index)
     return IngestReport(
