@@ -22,6 +22,7 @@ from quartermaster.bus.protocol import (
     PreparedAppend,
     new_log_record,
 )
+from quartermaster.bus.sqlite_dedup import MERGE_AT, SqliteDedupIndex
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
@@ -78,12 +79,15 @@ def dedup_key(tenant_id: str, source: str, event_id: str) -> int:
 
 
 class EmbeddedEventLog:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], *, dedup_merge_at: int = MERGE_AT
+    ) -> None:
         self._session_factory = session_factory
         self._insert_sql_cache: dict[int, str] = {}
         self._time_processors: dict[str, Callable[[datetime], object]] = {}
         self._notifier = AppendNotifier(session_factory)
         self._read_sessions: sessionmaker[Session] | None = None
+        self._sqlite_dedup = SqliteDedupIndex(merge_at=dedup_merge_at)
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedAppend:
         """On SQLite the records become their rows, read back as records only when asked
@@ -114,7 +118,7 @@ class EmbeddedEventLog:
         if connection.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_KEY})
         first = derived.first
-        stored = self._insert_new(records, derived, connection=connection)
+        stored = self._insert_new(records, derived, session=session)
         if len(stored) < len(first):  # rows were inserted: wake consumers after the commit
             self._notifier.mark_appended()
         if not stored and len(first) == len(records):  # all new: no content to compare
@@ -156,11 +160,12 @@ class EmbeddedEventLog:
         return found
 
     def _insert_new(
-        self, records: Sequence[LogRecord], derived: _Derived, *, connection: Connection
+        self, records: Sequence[LogRecord], derived: _Derived, *, session: Session
     ) -> dict[EventKey, str]:
         """Insert the first occurrence of each key not stored yet; the content hashes of the
         keys that were stored already."""
         first, hashes = derived.first, derived.hashes
+        connection = session.connection()
         if connection.dialect.name == "postgresql":
             inserted = self._insert_postgresql(
                 [records[i] for i in first.values()], hashes, connection=connection
@@ -170,7 +175,7 @@ class EmbeddedEventLog:
             return self._stored_hashes(
                 {k: h for k, h in hashes.items() if k not in inserted}, connection=connection
             )
-        stored = self._stored_hashes(hashes, connection=connection)
+        stored = self._sqlite_dedup.stored(hashes, session=session)
         rows = derived.sqlite_rows
         if rows is None:  # prepared without knowing the database
             rows = _sqlite_rows(records, derived.keys, hashes)
@@ -181,9 +186,15 @@ class EmbeddedEventLog:
             # processing cost more than the database's own work at ingest rates. No
             # RETURNING: SQLite steps once per returned row, handing the GIL back and forth
             # with the threads validating the next batches.
-            connection.exec_driver_sql(
+            statement = connection.exec_driver_sql(
                 self._insert_sql(len(chunk)), tuple(chain.from_iterable(chunk))
             )
+            # one statement's rows take consecutive positions (AUTOINCREMENT, under the
+            # write lock), the last one reported by the driver
+            last = statement.lastrowid
+            positions = range(last - len(chunk) + 1, last + 1)
+            keys = [cast(int, row[_DEDUP_KEY]) for row in chunk]
+            self._sqlite_dedup.appended(zip(positions, keys, strict=True), session=session)
         return stored
 
     def _insert_postgresql(

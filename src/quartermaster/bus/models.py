@@ -18,10 +18,12 @@ class EventLogEntry(Base):
     PostgreSQL) from the lookup to the commit."""
 
     __tablename__ = "event_log"
-    # One index besides the position: an 8-byte hash of the dedup key. A unique index over
-    # the key's strings cost SQLite about twice the CPU and three times the WAL writes per
-    # appended event (random inserts of ~60-byte keys). Nothing reads the log by event time.
-    __table_args__ = (Index("ix_event_log_dedup_key", "dedup_key"),)
+    # On PostgreSQL one index besides the position: an 8-byte hash of the dedup key (a unique
+    # index over the key's strings cost about twice the CPU per appended event). On SQLite the
+    # hashes are indexed by `EventDedupEntry` instead (bus/sqlite_dedup.py): an index here
+    # had each commit rewrite ~one WAL page per appended event once the log outgrew a few
+    # thousand pages. Nothing reads the log by event time.
+    __table_args__ = (Index("ix_event_log_dedup_key", "dedup_key").ddl_if(dialect="postgresql"),)
 
     position: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -47,3 +49,24 @@ class ConsumerCursor(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class EventDedupEntry(Base):
+    """SQLite only: the log's dedup keys up to `EventDedupMark.merged_upto`, in key order, merged
+    in bulk from the log; the keys of the rows after the mark are held in memory by each
+    appending process (bus/sqlite_dedup.py). Empty on PostgreSQL."""
+
+    __tablename__ = "event_dedup"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (read by SQLAlchemy once)
+
+    dedup_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class EventDedupMark(Base):
+    """SQLite only: the last log position whose dedup key is in `event_dedup` (one row)."""
+
+    __tablename__ = "event_dedup_mark"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merged_upto: Mapped[int] = mapped_column(BigInteger, default=0)

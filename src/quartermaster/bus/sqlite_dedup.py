@@ -1,0 +1,160 @@
+"""The embedded log's dedup index on SQLite, in two levels.
+
+Dedup keys are random 8-byte hashes. Kept in a B-tree index that every append inserts into,
+each commit rewrote about one index page per appended event in the WAL once the index
+outgrew a few thousand pages, so appends slowed as the log grew (`bench.event_log_growth`).
+Instead:
+
+- `event_dedup` holds (dedup_key, position) for the log up to `event_dedup_mark.merged_upto`,
+  written in key order by a bulk merge (one pass over the pages per `merge_at` events);
+- each appending process holds in memory the keys of the committed rows after the mark
+  (`_recent`), read from the log itself: at the first append of each transaction, under
+  SQLite's write lock, it reads the rows committed since it last looked (its own and any
+  other process's), so the memory never holds a row that was rolled back and never misses
+  one that was committed;
+- a transaction's own appends are looked up in its overlay (`_Pending`) until it ends.
+
+A lookup finds candidate positions in both levels and compares each candidate's full key
+(hashes may collide). Positions of committed rows never change: the log is append-only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session, SessionTransaction
+
+EventKey = tuple[str, str, str]
+
+# Merge the in-memory level into the table when it holds this many keys: ~100 bytes of
+# memory each, and a merge writes each table page it touches once.
+MERGE_AT = 100_000
+_CHUNK = 900  # parameters per IN (...) lookup, under SQLite's limit
+_SESSION_KEY = "quartermaster.sqlite_dedup"
+
+
+@dataclass
+class _Pending:
+    """One transaction's appended keys (dedup_key -> positions), visible to its later
+    appends (group commit) and to nobody else."""
+
+    transaction: SessionTransaction
+    keys: dict[int, list[int]] = field(default_factory=dict)
+
+
+class SqliteDedupIndex:
+    def __init__(self, *, merge_at: int = MERGE_AT) -> None:
+        if merge_at < 1:
+            raise ValueError(f"merge_at must be at least 1, got {merge_at}")
+        self._merge_at = merge_at
+        self._lock = threading.Lock()
+        self._recent: dict[int, list[int]] = {}
+        self._merged_upto = 0
+        self._seen_upto = 0  # _recent holds every committed row in (_merged_upto, _seen_upto]
+
+    def stored(self, hashes: Mapping[EventKey, int], *, session: Session) -> dict[EventKey, str]:
+        """The content hash of each key of `hashes` (key -> dedup_key) already in the log,
+        this transaction's earlier appends included."""
+        connection = session.connection()
+        with self._lock:
+            pending = self._pending(session, connection)
+            wanted = sorted(set(hashes.values()))
+            positions: set[int] = set()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                rows = connection.exec_driver_sql(
+                    "SELECT position FROM event_dedup"
+                    f" WHERE dedup_key IN ({', '.join(['?'] * len(chunk))})",
+                    tuple(chunk),
+                )
+                positions.update(position for (position,) in rows)
+            for level in (self._recent, pending.keys):
+                for dedup_key in wanted:
+                    found = level.get(dedup_key)
+                    if found is not None:
+                        positions.update(found)
+        return _keys_at(sorted(positions), hashes, connection=connection) if positions else {}
+
+    def appended(self, positions: Iterable[tuple[int, int]], *, session: Session) -> None:
+        """Note rows this transaction appended: (position, dedup_key) each."""
+        pending = session.info[_SESSION_KEY]
+        for position, dedup_key in positions:
+            pending.keys.setdefault(dedup_key, []).append(position)
+
+    def _pending(self, session: Session, connection: Connection) -> _Pending:
+        """The transaction's overlay; at its first append, the memory brought up to the
+        committed log (and merged into the table when it is full)."""
+        transaction = session.get_transaction()
+        if transaction is None:
+            raise RuntimeError("the event log appends inside a transaction")
+        pending = session.info.get(_SESSION_KEY)
+        if isinstance(pending, _Pending) and pending.transaction is transaction:
+            return pending
+        self._catch_up(connection)
+        if len(self._recent) >= self._merge_at:
+            _merge(self._merged_upto, self._seen_upto, connection=connection)
+            # the memory forgets the merged keys when a later transaction reads the new mark,
+            # which it only sees if this one commits
+        pending = session.info[_SESSION_KEY] = _Pending(transaction)
+        return pending
+
+    def _catch_up(self, connection: Connection) -> None:
+        mark_row = connection.exec_driver_sql(
+            "SELECT merged_upto FROM event_dedup_mark WHERE id = 1"
+        ).first()
+        mark = int(mark_row[0]) if mark_row is not None else 0
+        head = connection.exec_driver_sql("SELECT max(position) FROM event_log").scalar() or 0
+        if mark < self._merged_upto or head < self._seen_upto:  # another database under us
+            self._recent, self._merged_upto, self._seen_upto = {}, mark, mark
+        if mark > self._merged_upto:
+            self._recent = {
+                key: kept
+                for key, positions in self._recent.items()
+                if (kept := [p for p in positions if p > mark])
+            }
+            self._merged_upto = mark
+            self._seen_upto = max(self._seen_upto, mark)
+        if head > self._seen_upto:
+            rows = connection.exec_driver_sql(
+                "SELECT position, dedup_key FROM event_log WHERE position > ? ORDER BY position",
+                (self._seen_upto,),
+            )
+            recent = self._recent
+            for position, dedup_key in rows:
+                recent.setdefault(dedup_key, []).append(position)
+            self._seen_upto = head
+
+
+def _merge(mark: int, upto: int, *, connection: Connection) -> None:
+    """Move the keys of the log's rows in (mark, upto] into the table, in key order."""
+    connection.exec_driver_sql(
+        "INSERT INTO event_dedup (dedup_key, position) SELECT dedup_key, position"
+        " FROM event_log WHERE position > ? AND position <= ? ORDER BY dedup_key, position",
+        (mark, upto),
+    )
+    connection.exec_driver_sql(
+        "INSERT INTO event_dedup_mark (id, merged_upto) VALUES (1, ?)"
+        " ON CONFLICT (id) DO UPDATE SET merged_upto = excluded.merged_upto",
+        (upto,),
+    )
+
+
+def _keys_at(
+    positions: list[int], hashes: Mapping[EventKey, int], *, connection: Connection
+) -> dict[EventKey, str]:
+    found: dict[EventKey, str] = {}
+    for start in range(0, len(positions), _CHUNK):
+        chunk = positions[start : start + _CHUNK]
+        rows = connection.exec_driver_sql(
+            "SELECT tenant_id, source, event_id, content_hash FROM event_log"
+            f" WHERE position IN ({', '.join(['?'] * len(chunk))})",
+            tuple(chunk),
+        )
+        for tenant_id, source, event_id, content_hash in rows:
+            key = (tenant_id, source, event_id)
+            if key in hashes:
+                found[key] = content_hash
+    return found

@@ -1,0 +1,126 @@
+"""The SQLite log's two-level dedup index (bus/sqlite_dedup.py): each appending process keeps
+the keys logged since the last merge in memory, so these tests append through several logs on
+one database as several processes would, roll transactions back, and merge early."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from quartermaster.bus.embedded import EmbeddedEventLog
+from quartermaster.bus.protocol import AppendResult, LogRecord
+from quartermaster.runtime import Runtime
+
+
+@pytest.fixture
+def sqlite_runtime(runtime: Runtime) -> Runtime:
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL keeps its dedup-key index")
+    return runtime
+
+
+_TENANT = ContextVar("tenant", default="t-dd")
+
+
+@pytest.fixture(autouse=True)
+def _own_tenant() -> Iterator[None]:
+    """The runtime's database outlives a test: each test appends as a tenant of its own."""
+    token = _TENANT.set(f"t-dd-{uuid.uuid4().hex[:8]}")
+    yield
+    _TENANT.reset(token)
+
+
+def _record(event_id: str, content_hash: str = "h1") -> LogRecord:
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    return LogRecord(_TENANT.get(), "src", event_id, "qm.invocation.usage", None, now, now,
+                     content_hash, "a", None, False, "{}")  # fmt: skip
+
+
+def _append(log: EmbeddedEventLog, runtime: Runtime, *records: LogRecord) -> AppendResult:
+    with runtime.session_factory.begin() as session:
+        return log.append(list(records), session=session)
+
+
+def _outcome(result: AppendResult) -> tuple[list[int], list[int], list[int]]:
+    return result.appended, result.duplicates, result.conflicts
+
+
+def _stored(runtime: Runtime) -> list[str]:
+    with runtime.session_factory() as session:
+        rows = session.execute(
+            text("SELECT event_id FROM event_log WHERE tenant_id = :t ORDER BY position"),
+            {"t": _TENANT.get()},
+        )
+        return [event_id for (event_id,) in rows]
+
+
+def test_a_process_sees_what_another_appended(sqlite_runtime: Runtime) -> None:
+    runtime = sqlite_runtime
+    first, second = (EmbeddedEventLog(runtime.session_factory) for _ in range(2))
+    assert _outcome(_append(first, runtime, _record("1"), _record("2"))) == ([0, 1], [], [])
+    again = _append(second, runtime, _record("1"), _record("2", "other"), _record("3"))
+    assert _outcome(again) == ([2], [0], [1])
+    assert _outcome(_append(first, runtime, _record("3"), _record("4"))) == ([1], [0], [])
+    assert _stored(runtime) == ["1", "2", "3", "4"]
+
+
+def test_a_rolled_back_append_is_not_remembered(sqlite_runtime: Runtime) -> None:
+    runtime = sqlite_runtime
+    log, other = (EmbeddedEventLog(runtime.session_factory) for _ in range(2))
+    _append(log, runtime, _record("0"))
+    with runtime.session_factory() as session:
+        assert log.append([_record("1"), _record("2")], session=session).appended == [0, 1]
+        session.rollback()
+    # another process takes the positions the rolled-back rows had
+    assert _outcome(_append(other, runtime, _record("3"), _record("4"))) == ([0, 1], [], [])
+    assert _outcome(_append(log, runtime, _record("1"), _record("3"))) == ([0], [1], [])
+    assert _outcome(_append(log, runtime, _record("4"), _record("2"))) == ([1], [0], [])
+    assert _stored(runtime) == ["0", "3", "4", "1", "2"]
+
+
+def test_batches_in_one_transaction_see_each_other(sqlite_runtime: Runtime) -> None:
+    """Group commit: a later batch of the transaction compares with an earlier one's rows,
+    found at the positions the inserts took."""
+    runtime = sqlite_runtime
+    log = EmbeddedEventLog(runtime.session_factory)
+    _append(log, runtime, _record("0"))
+    with runtime.session_factory.begin() as session:
+        earlier = log.append([_record(str(i)) for i in range(1, 6)], session=session)
+        later = log.append(
+            [_record("3"), _record("6"), _record("5", "other"), _record("0")], session=session
+        )
+    assert _outcome(earlier) == ([0, 1, 2, 3, 4], [], [])
+    assert _outcome(later) == ([1], [0, 3], [2])
+    assert _stored(runtime) == ["0", "1", "2", "3", "4", "5", "6"]
+
+
+def test_merged_keys_are_found_after_a_restart(sqlite_runtime: Runtime) -> None:
+    runtime = sqlite_runtime
+    log = EmbeddedEventLog(runtime.session_factory, dedup_merge_at=3)
+    for start in range(0, 10, 2):
+        appended = _append(log, runtime, _record(str(start)), _record(str(start + 1)))
+        assert appended.appended == [0, 1]
+    with runtime.session_factory() as session:
+        mark = session.execute(text("SELECT merged_upto FROM event_dedup_mark")).scalar_one()
+        merged = session.execute(text("SELECT count(*) FROM event_dedup")).scalar_one()
+        positions = (
+            session.execute(
+                text("SELECT position FROM event_log WHERE tenant_id = :t ORDER BY position"),
+                {"t": _TENANT.get()},
+            )
+            .scalars()
+            .all()
+        )
+    assert positions[2] <= mark < positions[-1]  # merged, with a tail since
+    assert merged >= 3
+    restarted = EmbeddedEventLog(runtime.session_factory, dedup_merge_at=3)
+    everything = [_record(str(i)) for i in range(10)]
+    assert _outcome(_append(restarted, runtime, *everything)) == ([], list(range(10)), [])
+    conflicting = _append(restarted, runtime, _record("0", "x"), _record("9", "x"), _record("10"))
+    assert _outcome(conflicting) == ([2], [], [0, 1])
+    assert _stored(runtime) == [str(i) for i in range(11)]
