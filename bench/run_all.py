@@ -13,6 +13,7 @@ from rich.console import Console
 # Add a benchmark by listing its module here.
 BENCH_MODULES: tuple[str, ...] = (
     "bench.ingest",
+    "bench.event_log_growth",
     "bench.secrets",
     "bench.rating",
     "bench.billing",
