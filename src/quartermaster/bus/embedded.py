@@ -22,7 +22,7 @@ from quartermaster.bus.protocol import (
     PreparedAppend,
     new_log_record,
 )
-from quartermaster.bus.sqlite_dedup import MERGE_AT, SqliteDedupIndex
+from quartermaster.bus.sqlite_dedup import MERGE_AT, SqliteDedupIndex, stored_content_hashes
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
@@ -32,7 +32,6 @@ from quartermaster.storage import make_read_session_factory
 # become visible in the order they were assigned (a consumer never skips a slower commit).
 # On SQLite the write transaction (BEGIN IMMEDIATE) already gives both.
 _APPEND_LOCK_KEY = 0x716D_6C6F67  # "qmlog"
-_LOOKUP_CHUNK = 900
 # Rows per INSERT statement: 6,500 parameters, under SQLite's (32,766) and PostgreSQL's limits.
 _INSERT_CHUNK = 500
 _COLUMNS = (
@@ -138,27 +137,6 @@ class EmbeddedEventLog:
                 result.conflicts.append(index)
         return result
 
-    def _stored_hashes(
-        self, hashes: dict[EventKey, int], *, connection: Connection
-    ) -> dict[EventKey, str]:
-        """The content hash of each key already in the log, found through the dedup-key index
-        and compared in full (two keys may share a hash)."""
-        wanted = sorted(set(hashes.values()))
-        found: dict[EventKey, str] = {}
-        placeholder = "%s" if connection.dialect.name == "postgresql" else "?"
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            rows = connection.exec_driver_sql(
-                "SELECT tenant_id, source, event_id, content_hash FROM event_log"
-                f" WHERE dedup_key IN ({', '.join([placeholder] * len(chunk))})",
-                tuple(chunk),
-            )
-            for tenant_id, source, event_id, content_hash in rows:
-                key = (tenant_id, source, event_id)
-                if key in hashes:
-                    found[key] = content_hash
-        return found
-
     def _insert_new(
         self, records: Sequence[LogRecord], derived: _Derived, *, session: Session
     ) -> dict[EventKey, str]:
@@ -172,9 +150,9 @@ class EmbeddedEventLog:
             )
             if len(inserted) == len(first):
                 return {}
-            return self._stored_hashes(
-                {k: h for k, h in hashes.items() if k not in inserted}, connection=connection
-            )
+            missed = {k: h for k, h in hashes.items() if k not in inserted}
+            wanted = sorted(set(missed.values()))
+            return stored_content_hashes("dedup_key", wanted, missed, connection=connection)
         stored = self._sqlite_dedup.stored(hashes, session=session)
         rows = derived.sqlite_rows
         if rows is None:  # prepared without knowing the database

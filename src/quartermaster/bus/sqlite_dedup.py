@@ -21,7 +21,7 @@ A lookup finds candidate positions in both levels and compares each candidate's 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -76,7 +76,9 @@ class SqliteDedupIndex:
                     found = level.get(dedup_key)
                     if found is not None:
                         positions.update(found)
-        return _keys_at(sorted(positions), hashes, connection=connection) if positions else {}
+        if not positions:
+            return {}
+        return stored_content_hashes("position", sorted(positions), hashes, connection=connection)
 
     def appended(self, positions: Iterable[tuple[int, int]], *, session: Session) -> None:
         """Note rows this transaction appended: (position, dedup_key) each."""
@@ -142,19 +144,22 @@ def _merge(mark: int, upto: int, *, connection: Connection) -> None:
     )
 
 
-def _keys_at(
-    positions: list[int], hashes: Mapping[EventKey, int], *, connection: Connection
+def stored_content_hashes(
+    column: str, values: list[int], keys: Container[EventKey], *, connection: Connection
 ) -> dict[EventKey, str]:
+    """The content hash of each logged row whose `column` (`position` or `dedup_key`) is one of
+    `values` and whose full key is one of `keys` (a dedup-key hit may be another key's)."""
     found: dict[EventKey, str] = {}
-    for start in range(0, len(positions), _CHUNK):
-        chunk = positions[start : start + _CHUNK]
+    mark = "%s" if connection.dialect.name == "postgresql" else "?"
+    for start in range(0, len(values), _CHUNK):
+        chunk = values[start : start + _CHUNK]
         rows = connection.exec_driver_sql(
             "SELECT tenant_id, source, event_id, content_hash FROM event_log"
-            f" WHERE position IN ({', '.join(['?'] * len(chunk))})",
+            f" WHERE {column} IN ({', '.join([mark] * len(chunk))})",
             tuple(chunk),
         )
         for tenant_id, source, event_id, content_hash in rows:
             key = (tenant_id, source, event_id)
-            if key in hashes:
+            if key in keys:
                 found[key] = content_hash
     return found
