@@ -21,16 +21,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy import Engine
 
 from bench.ingest import qm_command, server_env
 from quartermaster.bus.embedded import EmbeddedEventLog, SqliteRowRecords
 from quartermaster.bus.protocol import LogRecord, PreparedAppend, new_log_record
 from quartermaster.config import Settings
 from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.storage import create_db_engine
 
 BATCH = 1000
 _FLOOR_COLUMNS = 13  # the log's insert columns, dedup_key included
@@ -75,18 +78,15 @@ def _batch(number: int, moment: datetime) -> list[LogRecord]:
     return records
 
 
-def _floor_connection(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None)
-    for pragma in (  # the server's (storage/engine.py)
-        "journal_mode=WAL",
-        "synchronous=FULL",
-        "cache_size=-32768",
-        "wal_autocheckpoint=10000",
-    ):
-        connection.execute(f"PRAGMA {pragma}")
-    columns = ", ".join(f"c{i}" for i in range(_FLOOR_COLUMNS))
-    connection.execute(f"CREATE TABLE log (position INTEGER PRIMARY KEY, {columns})")
-    return connection
+def _floor_engine(path: Path) -> Engine:
+    """The floor's database: a bare sqlite3 connection, opened by the server's engine for its
+    pragmas (storage/engine.py), with a table of the log's insert columns and no index."""
+    engine = create_db_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        columns = ", ".join(f"c{i}" for i in range(_FLOOR_COLUMNS))
+        connection.exec_driver_sql(f"CREATE TABLE log (position INTEGER PRIMARY KEY, {columns})")
+        connection.commit()
+    return engine
 
 
 def _append(log: EmbeddedEventLog, prepared: PreparedAppend, runtime: Runtime) -> float:
@@ -115,7 +115,9 @@ def run(*, events: int, step: int) -> list[Step]:
             [*qm_command(), "init"], env=server_env(settings), check=True, capture_output=True
         )
         runtime = build_runtime(settings, migrate=False)
-        floor = _floor_connection(Path(tmp) / "floor.db")
+        floor_engine = _floor_engine(Path(tmp) / "floor.db")
+        floor_proxy = floor_engine.raw_connection()
+        floor = cast(sqlite3.Connection, floor_proxy.driver_connection)
         log = EmbeddedEventLog(runtime.session_factory)
         steps: list[Step] = []
         append_total = floor_total = slowest = 0.0
@@ -147,7 +149,8 @@ def run(*, events: int, step: int) -> list[Step]:
             if stored != events:
                 raise RuntimeError(f"the log holds {stored} events, {events} were appended")
         finally:
-            floor.close()
+            floor_proxy.close()
+            floor_engine.dispose()
             runtime.close()
         return steps
 

@@ -30,8 +30,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
-        # A 32 MB page cache and a checkpoint every ~40 MB of WAL: appends to the event log
-        # touch index pages all over (random event ids); re-reading them and copying each
+        # A 32 MB page cache and a checkpoint every ~40 MB of WAL: the event log's dedup
+        # lookups touch pages all over (random hashes); re-reading them and copying each
         # batch's pages back into the database file cost more than the inserts.
         cursor.execute("PRAGMA cache_size=-32768")
         cursor.execute("PRAGMA wal_autocheckpoint=10000")

@@ -6,7 +6,7 @@ events cost ~24 ms at 250,000 logged events and ~42 ms at a million, against ~12
 alone. The keys now go to `event_dedup` (key order, WITHOUT ROWID) in bulk merges, and each
 appending process holds the keys logged since the last merge in memory (bus/sqlite_dedup.py).
 PostgreSQL keeps its index (its WAL logs a page in full once per checkpoint, not per commit);
-the two new tables stay empty there.
+the two new tables are unused there (`event_dedup` empty, the mark at 0).
 
 Revision ID: 0012
 Revises: 0011
