@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from quartermaster.bus.embedded import EmbeddedEventLog
 from quartermaster.bus.protocol import AppendResult, LogRecord
@@ -124,3 +125,50 @@ def test_merged_keys_are_found_after_a_restart(sqlite_runtime: Runtime) -> None:
     conflicting = _append(restarted, runtime, _record("0", "x"), _record("9", "x"), _record("10"))
     assert _outcome(conflicting) == ([2], [], [0, 1])
     assert _stored(runtime) == [str(i) for i in range(11)]
+
+
+def _log_reads(runtime: Runtime) -> list[str]:
+    """The statements that read the log's keys back into a process's memory, as they run."""
+    reads: list[str] = []
+
+    @event.listens_for(runtime.engine, "before_cursor_execute")
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("SELECT position, dedup_key FROM event_log"):
+            reads.append(statement)
+
+    return reads
+
+
+def test_a_process_does_not_read_back_what_it_committed(sqlite_runtime: Runtime) -> None:
+    runtime = sqlite_runtime
+    log, other = (EmbeddedEventLog(runtime.session_factory) for _ in range(2))
+    _append(log, runtime, _record("0"))
+    reads = _log_reads(runtime)
+    assert _outcome(_append(log, runtime, _record("1"), _record("0"))) == ([0], [1], [])
+    assert _outcome(_append(log, runtime, _record("1"), _record("2"))) == ([1], [0], [])
+    assert reads == []
+    # another process's rows are read once, at its next transaction
+    assert _outcome(_append(other, runtime, _record("3"))) == ([0], [], [])
+    assert _outcome(_append(log, runtime, _record("3"), _record("2"))) == ([], [0, 1], [])
+    assert len(reads) == 2  # `other` caught up with everything; `log` with `other`'s row
+    assert _outcome(_append(log, runtime, _record("4"))) == ([0], [], [])
+    assert len(reads) == 2
+
+
+def test_a_rolled_back_savepoint_does_not_hide_another_process_rows(
+    sqlite_runtime: Runtime,
+) -> None:
+    """The rows a savepoint discarded leave positions that another process then takes: the
+    memory must read those, not take them for the committed transaction's own."""
+    runtime = sqlite_runtime
+    log, other = (EmbeddedEventLog(runtime.session_factory) for _ in range(2))
+    _append(other, runtime, _record("0"))
+    with runtime.session_factory.begin() as session:
+        assert log.append([_record("1")], session=session).appended == [0]
+        savepoint = session.begin_nested()
+        assert log.append([_record("2"), _record("3")], session=session).appended == [0, 1]
+        savepoint.rollback()
+    assert _outcome(_append(other, runtime, _record("4"), _record("5"))) == ([0, 1], [], [])
+    again = _append(log, runtime, _record("4"), _record("5"), _record("2"), _record("1"))
+    assert _outcome(again) == ([2], [0, 1, 3], [])
+    assert _stored(runtime) == ["0", "1", "4", "5", "2"]
