@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 
 import httpx
 from fastapi.testclient import TestClient
 
-from quartermaster.api.app import SERVING_GC_THRESHOLDS, create_app, tune_gc_for_serving
+from quartermaster.api.app import create_app
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 
@@ -48,14 +47,3 @@ def test_on_started_runs_after_the_background_services(runtime: Runtime) -> None
     with TestClient(app):
         assert calls == ["background", "started"]
     assert calls == ["background", "started", "stopped"]
-
-
-def test_tune_gc_for_serving_freezes_startup_objects_and_raises_thresholds() -> None:
-    before = gc.get_threshold()
-    try:
-        tune_gc_for_serving()
-        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

@@ -6,6 +6,7 @@ ingests through the workers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from quartermaster.api.app import create_app
 from quartermaster.config import Settings
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import PayloadTooLargeError
+from quartermaster.gc_tuning import SERVING_GC_THRESHOLDS
 from quartermaster.metering.body import BATCH, SINGLE, MalformedBodyError, parse_events
 from quartermaster.metering.offload import (
     ValidationPool,
@@ -104,6 +106,13 @@ def test_a_worker_validates_a_batch_as_the_server_does(
         "future_timestamp",
         "invalid_data",
     ]
+
+
+def test_a_worker_tunes_its_garbage_collector_as_the_server_does(pool: ValidationPool) -> None:
+    """Parsing a batch allocates ~20,000 objects: at CPython's default thresholds the worker
+    paid ~30 young collections a batch."""
+    assert pool._executor.submit(gc.get_threshold).result() == SERVING_GC_THRESHOLDS
+    assert pool._executor.submit(gc.get_freeze_count).result() > 0
 
 
 def test_body_errors_come_back_as_the_servers_errors(

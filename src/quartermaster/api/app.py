@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -32,20 +31,6 @@ ROUTER_MODULES: tuple[str, ...] = (
 )
 
 BackgroundStarter = Callable[[Runtime], Callable[[], None]]
-
-# Allocations between young-generation collections while serving. Parsing a batch of 1,000
-# events allocates ~20,000 objects; at CPython's default (700) each batch paid ~30 young
-# collections and frequent older ones over every live object of the app.
-SERVING_GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def tune_gc_for_serving() -> None:
-    """Move everything alive after startup (modules, the app, caches) out of the collector's
-    reach, and collect young objects less often: the ingest benchmark's server spent ~20 %
-    less CPU per event (docs/performance.md). Process-wide, so only `qm serve` calls it."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*SERVING_GC_THRESHOLDS)
 
 
 def _feature_routers() -> list[APIRouter]:

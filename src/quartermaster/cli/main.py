@@ -99,7 +99,8 @@ def serve(
     validation worker process for ingestion where there is a second CPU (QM_INGEST_WORKERS)."""
     import uvicorn
 
-    from quartermaster.api.app import create_app, tune_gc_for_serving
+    from quartermaster.api.app import create_app
+    from quartermaster.gc_tuning import tune_gc_for_serving
 
     settings = _settings(data_dir)
     application = create_app(

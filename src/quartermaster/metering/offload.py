@@ -36,6 +36,7 @@ from quartermaster.bus.embedded import EmbeddedEventLog
 from quartermaster.bus.protocol import LogRecord, PreparedAppend
 from quartermaster.config import Settings
 from quartermaster.errors import PayloadTooLargeError, QMError
+from quartermaster.gc_tuning import tune_gc_for_serving
 from quartermaster.metering.body import MalformedBodyError, parse_events
 from quartermaster.metering.service import IngestState, ValidatedBatch, validate_ingest
 from quartermaster.metering.validation import AcceptedEvent, Rejection
@@ -92,6 +93,7 @@ def _start_worker(settings: Settings, server_key: bytes) -> None:
     read_sessions = make_read_session_factory(engine)
     lookups = _WorkerLookups(settings, server_key, read_sessions)
     _worker = _Worker(lookups, IngestState(), EmbeddedEventLog(read_sessions))
+    tune_gc_for_serving()
 
 
 def _exit_with_parent(parent_pid: int) -> None:
