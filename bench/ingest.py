@@ -363,8 +363,8 @@ def report(
     console.print(
         f"ingest / floor = {ratio:.3f}  "
         f"(targets: >= {TARGET_EVENTS_PER_SECOND:,} events/s "
-        f"[{'met' if meets_rate else 'NOT met'}], >= {TARGET_FLOOR_RATIO} of the floor "
-        f"[{'met' if meets_ratio else 'NOT met'}]); rows stored: {stored:,}"
+        f"\\[{'met' if meets_rate else 'NOT met'}], >= {TARGET_FLOOR_RATIO} of the floor "
+        f"\\[{'met' if meets_ratio else 'NOT met'}]); rows stored: {stored:,}"
     )
     if bound is not None and floor.server_cpu_seconds:
         report_bound(bound, floor_us=1e6 / floor.events_per_server_cpu_second, console=console)

@@ -344,7 +344,7 @@ def report(
     console.print(
         f"search p95 {p95:.2f} ms = {p95 / floor.ms(0.95):.1f}x the floor's p95; "
         f"p50 {search.ms(0.5) / floor.ms(0.5):.1f}x; target p95 < {TARGET_P95_MS:.0f} ms "
-        f"[{'met' if p95 < TARGET_P95_MS else 'NOT met'}]; {hits:,} of "
+        f"\\[{'met' if p95 < TARGET_P95_MS else 'NOT met'}]; {hits:,} of "
         f"{len(search.seconds):,} queries had hits"
     )
     policy_table = Table(title="Policy evaluation (one thread, compiled bundles reused)")
