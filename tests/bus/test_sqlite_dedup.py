@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ from sqlalchemy import event, text
 
 from quartermaster.bus.embedded import EmbeddedEventLog
 from quartermaster.bus.protocol import AppendResult, LogRecord
-from quartermaster.runtime import Runtime
+from quartermaster.bus.sqlite_dedup import SqliteDedupIndex
+from quartermaster.runtime import Runtime, build_runtime
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -100,31 +103,57 @@ def test_batches_in_one_transaction_see_each_other(sqlite_runtime: Runtime) -> N
     assert _stored(runtime) == ["0", "1", "2", "3", "4", "5", "6"]
 
 
-def test_merged_keys_are_found_after_a_restart(sqlite_runtime: Runtime) -> None:
-    runtime = sqlite_runtime
-    log = EmbeddedEventLog(runtime.session_factory, dedup_merge_at=3)
-    for start in range(0, 10, 2):
-        appended = _append(log, runtime, _record(str(start)), _record(str(start + 1)))
-        assert appended.appended == [0, 1]
+def _levels(runtime: Runtime) -> tuple[int, int, list[int], list[int]]:
+    """merged_upto, flushed_upto, and the positions in the recent and the big table."""
     with runtime.session_factory() as session:
-        mark = session.execute(text("SELECT merged_upto FROM event_dedup_mark")).scalar_one()
-        merged = session.execute(text("SELECT count(*) FROM event_dedup")).scalar_one()
-        positions = (
-            session.execute(
-                text("SELECT position FROM event_log WHERE tenant_id = :t ORDER BY position"),
-                {"t": _TENANT.get()},
-            )
-            .scalars()
-            .all()
-        )
-    assert positions[2] <= mark < positions[-1]  # merged, with a tail since
-    assert merged >= 3
-    restarted = EmbeddedEventLog(runtime.session_factory, dedup_merge_at=3)
-    everything = [_record(str(i)) for i in range(10)]
-    assert _outcome(_append(restarted, runtime, *everything)) == ([], list(range(10)), [])
-    conflicting = _append(restarted, runtime, _record("0", "x"), _record("9", "x"), _record("10"))
-    assert _outcome(conflicting) == ([2], [], [0, 1])
-    assert _stored(runtime) == [str(i) for i in range(11)]
+        merged, flushed = session.execute(
+            text("SELECT merged_upto, flushed_upto FROM event_dedup_mark")
+        ).one()
+        recent = session.execute(text("SELECT position FROM event_dedup_recent")).scalars()
+        big = session.execute(text("SELECT position FROM event_dedup")).scalars()
+        return merged, flushed, sorted(recent), sorted(big)
+
+
+def test_keys_move_through_both_tables_and_are_found_after_a_restart(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    """merge_at 3, flush_at 6, two events a transaction on an empty log: a merge when the
+    memory holds 4 keys at a transaction's start; the recent table moves into the big one
+    when it reaches 6 positions."""
+    if not fresh_db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL keeps its dedup-key index")
+    runtime = build_runtime(make_settings(tmp_path / "qm", fresh_db_url), migrate=False)
+    try:
+        log = EmbeddedEventLog(runtime.session_factory, dedup_merge_at=3, dedup_flush_at=6)
+        levels = []
+        for start in range(0, 14, 2):
+            appended = _append(log, runtime, _record(str(start)), _record(str(start + 1)))
+            assert appended.appended == [0, 1]
+            levels.append(_levels(runtime))
+        assert levels == [
+            (0, 0, [], []),
+            (0, 0, [], []),
+            (4, 0, [1, 2, 3, 4], []),  # merged at the third transaction's start
+            (4, 0, [1, 2, 3, 4], []),
+            (8, 8, [], list(range(1, 9))),  # merged, then moved: 8 positions >= 6
+            (8, 8, [], list(range(1, 9))),
+            (12, 8, [9, 10, 11, 12], list(range(1, 9))),
+        ]
+        # a new process: its memory holds 13 and 14 only; 0 is in the big table, 9 in the
+        # recent one
+        restarted = EmbeddedEventLog(runtime.session_factory)
+        everything = [_record(str(i)) for i in range(14)]
+        assert _outcome(_append(restarted, runtime, *everything)) == ([], list(range(14)), [])
+        conflicting = [_record("0", "x"), _record("9", "x"), _record("13", "x"), _record("14")]
+        assert _outcome(_append(restarted, runtime, *conflicting)) == ([3], [], [0, 1, 2])
+        assert _stored(runtime) == [str(i) for i in range(15)]
+    finally:
+        runtime.close()
+
+
+def test_the_recent_table_is_at_most_as_large_as_a_flush() -> None:
+    with pytest.raises(ValueError, match="flush_at"):
+        SqliteDedupIndex(merge_at=10, flush_at=5)
 
 
 def _log_reads(runtime: Runtime) -> list[str]:

@@ -22,7 +22,12 @@ from quartermaster.bus.protocol import (
     PreparedAppend,
     new_log_record,
 )
-from quartermaster.bus.sqlite_dedup import MERGE_AT, SqliteDedupIndex, stored_content_hashes
+from quartermaster.bus.sqlite_dedup import (
+    FLUSH_AT,
+    MERGE_AT,
+    SqliteDedupIndex,
+    stored_content_hashes,
+)
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
@@ -79,14 +84,18 @@ def dedup_key(tenant_id: str, source: str, event_id: str) -> int:
 
 class EmbeddedEventLog:
     def __init__(
-        self, session_factory: sessionmaker[Session], *, dedup_merge_at: int = MERGE_AT
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        dedup_merge_at: int = MERGE_AT,
+        dedup_flush_at: int = FLUSH_AT,
     ) -> None:
         self._session_factory = session_factory
         self._insert_sql_cache: dict[int, str] = {}
         self._time_processors: dict[str, Callable[[datetime], object]] = {}
         self._notifier = AppendNotifier(session_factory)
         self._read_sessions: sessionmaker[Session] | None = None
-        self._sqlite_dedup = SqliteDedupIndex(merge_at=dedup_merge_at)
+        self._sqlite_dedup = SqliteDedupIndex(merge_at=dedup_merge_at, flush_at=dedup_flush_at)
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedAppend:
         """On SQLite the records become their rows, read back as records only when asked

@@ -52,9 +52,8 @@ class ConsumerCursor(Base):
 
 
 class EventDedupEntry(Base):
-    """SQLite only: the log's dedup keys up to `EventDedupMark.merged_upto`, in key order, merged
-    in bulk from the log; the keys of the rows after the mark are held in memory by each
-    appending process (bus/sqlite_dedup.py). Empty on PostgreSQL."""
+    """SQLite only: the log's dedup keys up to `EventDedupMark.flushed_upto`, in key order,
+    moved here in bulk from `event_dedup_recent` (bus/sqlite_dedup.py). Empty on PostgreSQL."""
 
     __tablename__ = "event_dedup"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (read by SQLAlchemy once)
@@ -63,10 +62,24 @@ class EventDedupEntry(Base):
     position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
+class EventDedupRecentEntry(Base):
+    """SQLite only: the log's dedup keys after `flushed_upto` up to `merged_upto`, in key order,
+    merged in bulk from the log; the keys of the rows after `merged_upto` are held in memory by
+    each appending process. Kept small so that a merge touches few pages. Empty on PostgreSQL."""
+
+    __tablename__ = "event_dedup_recent"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (read by SQLAlchemy once)
+
+    dedup_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
 class EventDedupMark(Base):
-    """SQLite only: the last log position whose dedup key is in `event_dedup` (one row)."""
+    """SQLite only (one row): the last log position whose dedup key is in `event_dedup_recent`
+    or `event_dedup` (`merged_upto`), and in `event_dedup` (`flushed_upto`)."""
 
     __tablename__ = "event_dedup_mark"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     merged_upto: Mapped[int] = mapped_column(BigInteger, default=0)
+    flushed_upto: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

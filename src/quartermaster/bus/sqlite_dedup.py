@@ -1,12 +1,16 @@
-"""The embedded log's dedup index on SQLite, in two levels.
+"""The embedded log's dedup index on SQLite, in levels: two tables and each process's memory.
 
 Dedup keys are random 8-byte hashes. Kept in a B-tree index that every append inserts into,
 each commit rewrote about one index page per appended event in the WAL once the index
 outgrew a few thousand pages, so appends slowed as the log grew (`bench.event_log_growth`).
 Instead:
 
-- `event_dedup` holds (dedup_key, position) for the log up to `event_dedup_mark.merged_upto`,
-  written in key order by a bulk merge (one pass over the pages per `merge_at` events);
+- `event_dedup_recent` holds (dedup_key, position) for the log after
+  `event_dedup_mark.flushed_upto` up to `merged_upto`, written in key order by a bulk merge
+  every `merge_at` events; a merge touches most of the table's pages, so the table is kept
+  small: once it holds `flush_at` positions' keys it is moved in one pass into `event_dedup`,
+  which holds the keys up to `flushed_upto` (merging straight into one table grew with the
+  log: the slowest append 3 s at six million events, against 1.4 now);
 - each appending process holds in memory the keys of the committed rows after the mark
   (`_recent`), read from the log itself: at the first append of each transaction, under
   SQLite's write lock, it reads the rows committed since it last looked (its own and any
@@ -14,10 +18,9 @@ Instead:
   one that was committed;
 - a transaction's own appends are looked up in its overlay (`_Pending`) until it ends; when
   it commits, its overlay joins the memory, so the next transaction need not read back the
-  rows this process wrote itself (that read cost ~5 µs an event, a quarter of the server's
-  ingest work).
+  rows this process wrote itself (that read cost the server ~1.4 µs an event).
 
-A lookup finds candidate positions in both levels and compares each candidate's full key
+A lookup finds candidate positions in every level and compares each candidate's full key
 (hashes may collide). Positions of committed rows never change: the log is append-only.
 """
 
@@ -33,10 +36,13 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 EventKey = tuple[str, str, str]
 
-# Merge the in-memory level into the table when it holds this many keys: ~200 bytes of
-# memory each (measured: ~20 MB at the mark), and a merge writes each table page it touches
-# once.
+# Merge the in-memory level into the recent table when it holds this many keys: ~200 bytes
+# of memory each (measured: ~20 MB at the mark), and a merge writes each table page it
+# touches once.
 MERGE_AT = 100_000
+# Move the recent table into the big one when it holds this many keys: each merge then
+# rewrites at most ~1M keys' pages (~25 MB), and each move the big table's once per 1M events.
+FLUSH_AT = 1_000_000
 _CHUNK = 900  # parameters per IN (...) lookup, under SQLite's limit
 _SESSION_KEY = "quartermaster.sqlite_dedup"
 _HOOKED_KEY = "quartermaster.sqlite_dedup.hooked"
@@ -56,10 +62,13 @@ class _Pending:
 
 
 class SqliteDedupIndex:
-    def __init__(self, *, merge_at: int = MERGE_AT) -> None:
+    def __init__(self, *, merge_at: int = MERGE_AT, flush_at: int = FLUSH_AT) -> None:
         if merge_at < 1:
             raise ValueError(f"merge_at must be at least 1, got {merge_at}")
+        if flush_at < merge_at:
+            raise ValueError(f"flush_at ({flush_at}) must be at least merge_at ({merge_at})")
         self._merge_at = merge_at
+        self._flush_at = flush_at
         self._lock = threading.Lock()
         self._recent: dict[int, list[int]] = {}
         self._merged_upto = 0
@@ -72,10 +81,12 @@ class SqliteDedupIndex:
         with self._lock:
             pending = self._pending(session, connection)
             wanted = sorted(set(hashes.values()))
-            rows = _rows_where_in(
-                "SELECT position FROM event_dedup", "dedup_key", wanted, connection=connection
-            )
-            positions = {position for (position,) in rows}
+            positions: set[int] = set()
+            for table in ("event_dedup_recent", "event_dedup"):
+                rows = _rows_where_in(
+                    f"SELECT position FROM {table}", "dedup_key", wanted, connection=connection
+                )
+                positions.update(position for (position,) in rows)
             for level in (self._recent, pending.keys):
                 for dedup_key in wanted:
                     found = level.get(dedup_key)
@@ -102,7 +113,7 @@ class SqliteDedupIndex:
             return pending
         self._catch_up(connection)
         if len(self._recent) >= self._merge_at:
-            _merge(self._merged_upto, self._seen_upto, connection=connection)
+            _merge(self._merged_upto, self._seen_upto, self._flush_at, connection=connection)
             # the memory forgets the merged keys when a later transaction reads the new mark,
             # which it only sees if this one commits
         pending = session.info[_SESSION_KEY] = _Pending(transaction, self._seen_upto)
@@ -165,17 +176,30 @@ class SqliteDedupIndex:
             self._seen_upto = head
 
 
-def _merge(mark: int, upto: int, *, connection: Connection) -> None:
-    """Move the keys of the log's rows in (mark, upto] into the table, in key order."""
+def _merge(mark: int, upto: int, flush_at: int, *, connection: Connection) -> None:
+    """Move the keys of the log's rows in (mark, upto] into the recent table, in key order;
+    then the recent table into the big one if it holds `flush_at` positions' keys."""
     connection.exec_driver_sql(
-        "INSERT INTO event_dedup (dedup_key, position) SELECT dedup_key, position"
+        "INSERT INTO event_dedup_recent (dedup_key, position) SELECT dedup_key, position"
         " FROM event_log WHERE position > ? AND position <= ? ORDER BY dedup_key, position",
         (mark, upto),
     )
+    flushed_row = connection.exec_driver_sql(
+        "SELECT flushed_upto FROM event_dedup_mark WHERE id = 1"
+    ).first()
+    flushed = int(flushed_row[0]) if flushed_row is not None else 0
+    if upto - flushed >= flush_at:
+        connection.exec_driver_sql(
+            "INSERT INTO event_dedup (dedup_key, position) SELECT dedup_key, position"
+            " FROM event_dedup_recent ORDER BY dedup_key, position"
+        )
+        connection.exec_driver_sql("DELETE FROM event_dedup_recent")
+        flushed = upto
     connection.exec_driver_sql(
-        "INSERT INTO event_dedup_mark (id, merged_upto) VALUES (1, ?)"
-        " ON CONFLICT (id) DO UPDATE SET merged_upto = excluded.merged_upto",
-        (upto,),
+        "INSERT INTO event_dedup_mark (id, merged_upto, flushed_upto) VALUES (1, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET merged_upto = excluded.merged_upto,"
+        " flushed_upto = excluded.flushed_upto",
+        (upto, flushed),
     )
 
 
