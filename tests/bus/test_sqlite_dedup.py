@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from quartermaster.bus.embedded import EmbeddedEventLog
+from quartermaster.bus.embedded import EmbeddedEventLog, dedup_key
 from quartermaster.bus.protocol import AppendResult, LogRecord
 from quartermaster.bus.sqlite_dedup import SqliteDedupIndex
 from quartermaster.runtime import Runtime, build_runtime
@@ -103,41 +103,51 @@ def test_batches_in_one_transaction_see_each_other(sqlite_runtime: Runtime) -> N
     assert _stored(runtime) == ["0", "1", "2", "3", "4", "5", "6"]
 
 
-def _levels(runtime: Runtime) -> tuple[int, int, list[int], list[int]]:
-    """merged_upto, flushed_upto, and the positions in the recent and the big table."""
+def _levels(runtime: Runtime) -> tuple[int, int, int | None, list[int], list[int]]:
+    """The mark (merged_upto, recent_keys, flush_next), and the positions in the recent and
+    the big table."""
     with runtime.session_factory() as session:
-        merged, flushed = session.execute(
-            text("SELECT merged_upto, flushed_upto FROM event_dedup_mark")
+        merged, recent_keys, flush_next = session.execute(
+            text("SELECT merged_upto, recent_keys, flush_next FROM event_dedup_mark")
         ).one()
         recent = session.execute(text("SELECT position FROM event_dedup_recent")).scalars()
         big = session.execute(text("SELECT position FROM event_dedup")).scalars()
-        return merged, flushed, sorted(recent), sorted(big)
+        return merged, recent_keys, flush_next, sorted(recent), sorted(big)
 
 
 def test_keys_move_through_both_tables_and_are_found_after_a_restart(
     fresh_db_url: str, tmp_path: Path
 ) -> None:
-    """merge_at 3, flush_at 6, two events a transaction on an empty log: a merge when the
-    memory holds 4 keys at a transaction's start; the recent table moves into the big one
-    when it reaches 6 positions."""
+    """merge_at 3, flush_at 6, two key ranges (negative keys, then the rest), two events a
+    transaction on an empty log: a merge when the memory holds 4 keys at a transaction's
+    start; once the recent table holds 6 keys, one range moves to the big table per
+    transaction."""
     if not fresh_db_url.startswith("sqlite"):
         pytest.skip("PostgreSQL keeps its dedup-key index")
+    _TENANT.set("t-dd-levels")  # an empty database: the positions are known
     runtime = build_runtime(make_settings(tmp_path / "qm", fresh_db_url), migrate=False)
     try:
-        log = EmbeddedEventLog(runtime.session_factory, dedup_merge_at=3, dedup_flush_at=6)
+        log = EmbeddedEventLog(
+            runtime.session_factory, dedup_merge_at=3, dedup_flush_at=6, dedup_flush_slices=2
+        )
         levels = []
         for start in range(0, 14, 2):
             appended = _append(log, runtime, _record(str(start)), _record(str(start + 1)))
             assert appended.appended == [0, 1]
             levels.append(_levels(runtime))
+        # position p holds event p - 1
+        negative = [p for p in range(1, 9) if dedup_key("t-dd-levels", "src", str(p - 1)) < 0]
+        rest = [p for p in range(1, 9) if p not in negative]
+        assert negative, rest  # the tenant is chosen so that both ranges hold keys
+        assert rest
         assert levels == [
-            (0, 0, [], []),
-            (0, 0, [], []),
-            (4, 0, [1, 2, 3, 4], []),  # merged at the third transaction's start
-            (4, 0, [1, 2, 3, 4], []),
-            (8, 8, [], list(range(1, 9))),  # merged, then moved: 8 positions >= 6
-            (8, 8, [], list(range(1, 9))),
-            (12, 8, [9, 10, 11, 12], list(range(1, 9))),
+            (0, 0, None, [], []),
+            (0, 0, None, [], []),
+            (4, 4, None, [1, 2, 3, 4], []),  # merged at the third transaction's start
+            (4, 4, None, [1, 2, 3, 4], []),
+            (8, len(rest), 0, rest, negative),  # merged: 8 keys >= 6, the negative ones move
+            (8, 0, None, [], list(range(1, 9))),  # the rest move: the move is done
+            (12, 4, None, [9, 10, 11, 12], list(range(1, 9))),
         ]
         # a new process: its memory holds 13 and 14 only; 0 is in the big table, 9 in the
         # recent one
@@ -151,9 +161,11 @@ def test_keys_move_through_both_tables_and_are_found_after_a_restart(
         runtime.close()
 
 
-def test_the_recent_table_is_at_most_as_large_as_a_flush() -> None:
+def test_the_index_refuses_sizes_that_cannot_work() -> None:
     with pytest.raises(ValueError, match="flush_at"):
         SqliteDedupIndex(merge_at=10, flush_at=5)
+    with pytest.raises(ValueError, match="flush_slices"):
+        SqliteDedupIndex(flush_slices=0)
 
 
 def _log_reads(runtime: Runtime) -> list[str]:

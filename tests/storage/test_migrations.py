@@ -79,17 +79,17 @@ def test_dedup_key_migration_fills_existing_rows_and_drops_the_unique_index(
     indexes = [i["column_names"] for i in inspector.get_indexes("event_log")]
     if empty_engine.dialect.name == "postgresql":
         assert indexes == [["dedup_key"]]
-    else:  # the keys are in event_dedup (0012), up to both marks (0013)
+    else:  # the keys are in event_dedup (0012), none in the recent table (0013)
         assert indexes == []
         with empty_engine.connect() as connection:
             merged = connection.execute(text("SELECT dedup_key, position FROM event_dedup")).all()
             recent = connection.execute(text("SELECT count(*) FROM event_dedup_recent")).scalar()
             marks = connection.execute(
-                text("SELECT merged_upto, flushed_upto FROM event_dedup_mark")
+                text("SELECT merged_upto, recent_keys, flush_next FROM event_dedup_mark")
             ).one()
         assert sorted(merged) == sorted((dedup_key(*r), p) for p, r in enumerate(rows, 1))
         assert recent == 0
-        assert tuple(marks) == (len(rows), len(rows))
+        assert tuple(marks) == (len(rows), 0, None)
 
 
 def test_the_migration_computes_the_applications_dedup_key() -> None:

@@ -24,6 +24,7 @@ from quartermaster.bus.protocol import (
 )
 from quartermaster.bus.sqlite_dedup import (
     FLUSH_AT,
+    FLUSH_SLICES,
     MERGE_AT,
     SqliteDedupIndex,
     stored_content_hashes,
@@ -89,13 +90,16 @@ class EmbeddedEventLog:
         *,
         dedup_merge_at: int = MERGE_AT,
         dedup_flush_at: int = FLUSH_AT,
+        dedup_flush_slices: int = FLUSH_SLICES,
     ) -> None:
         self._session_factory = session_factory
         self._insert_sql_cache: dict[int, str] = {}
         self._time_processors: dict[str, Callable[[datetime], object]] = {}
         self._notifier = AppendNotifier(session_factory)
         self._read_sessions: sessionmaker[Session] | None = None
-        self._sqlite_dedup = SqliteDedupIndex(merge_at=dedup_merge_at, flush_at=dedup_flush_at)
+        self._sqlite_dedup = SqliteDedupIndex(
+            merge_at=dedup_merge_at, flush_at=dedup_flush_at, flush_slices=dedup_flush_slices
+        )
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedAppend:
         """On SQLite the records become their rows, read back as records only when asked

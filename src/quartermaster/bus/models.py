@@ -52,8 +52,9 @@ class ConsumerCursor(Base):
 
 
 class EventDedupEntry(Base):
-    """SQLite only: the log's dedup keys up to `EventDedupMark.flushed_upto`, in key order,
-    moved here in bulk from `event_dedup_recent` (bus/sqlite_dedup.py). Empty on PostgreSQL."""
+    """SQLite only: most of the log's dedup keys up to `EventDedupMark.merged_upto`, in key
+    order, moved here key range by key range from `event_dedup_recent` (bus/sqlite_dedup.py).
+    Empty on PostgreSQL."""
 
     __tablename__ = "event_dedup"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (read by SQLAlchemy once)
@@ -63,9 +64,9 @@ class EventDedupEntry(Base):
 
 
 class EventDedupRecentEntry(Base):
-    """SQLite only: the log's dedup keys after `flushed_upto` up to `merged_upto`, in key order,
-    merged in bulk from the log; the keys of the rows after `merged_upto` are held in memory by
-    each appending process. Kept small so that a merge touches few pages. Empty on PostgreSQL."""
+    """SQLite only: the rest of the log's dedup keys up to `merged_upto`, in key order, merged
+    in bulk from the log; the keys of the rows after `merged_upto` are held in memory by each
+    appending process. Kept small so that a merge touches few pages. Empty on PostgreSQL."""
 
     __tablename__ = "event_dedup_recent"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (read by SQLAlchemy once)
@@ -76,10 +77,12 @@ class EventDedupRecentEntry(Base):
 
 class EventDedupMark(Base):
     """SQLite only (one row): the last log position whose dedup key is in `event_dedup_recent`
-    or `event_dedup` (`merged_upto`), and in `event_dedup` (`flushed_upto`)."""
+    or `event_dedup` (`merged_upto`), the keys in `event_dedup_recent`, and while its keys are
+    moving to `event_dedup`, the start of the next key range to move (`flush_next`)."""
 
     __tablename__ = "event_dedup_mark"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     merged_upto: Mapped[int] = mapped_column(BigInteger, default=0)
-    flushed_upto: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    recent_keys: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    flush_next: Mapped[int | None] = mapped_column(BigInteger)

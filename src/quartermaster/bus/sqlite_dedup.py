@@ -5,12 +5,13 @@ each commit rewrote about one index page per appended event in the WAL once the 
 outgrew a few thousand pages, so appends slowed as the log grew (`bench.event_log_growth`).
 Instead:
 
-- `event_dedup_recent` holds (dedup_key, position) for the log after
-  `event_dedup_mark.flushed_upto` up to `merged_upto`, written in key order by a bulk merge
-  every `merge_at` events; a merge touches most of the table's pages, so the table is kept
-  small: once it holds `flush_at` positions' keys it is moved in one pass into `event_dedup`,
-  which holds the keys up to `flushed_upto` (merging straight into one table grew with the
-  log: the slowest append 3 s at six million events, against 1.4 now);
+- `event_dedup_recent` receives (dedup_key, position) for the log up to
+  `event_dedup_mark.merged_upto` in key order, by a bulk merge every `merge_at` events; a
+  merge touches most of the table's pages, so the table is kept small: once it holds
+  `flush_at` keys, they move into `event_dedup`, one key range (a `flush_slices`th of the
+  hash space) per appending transaction, so that no single append waits for a pass over the
+  whole big table (merging straight into one table grew with the log: the slowest append 3 s
+  at six million events). A key is in one table or the other; lookups read both;
 - each appending process holds in memory the keys of the committed rows after the mark
   (`_recent`), read from the log itself: at the first append of each transaction, under
   SQLite's write lock, it reads the rows committed since it last looked (its own and any
@@ -41,8 +42,12 @@ EventKey = tuple[str, str, str]
 # touches once.
 MERGE_AT = 100_000
 # Move the recent table into the big one when it holds this many keys: each merge then
-# rewrites at most ~1M keys' pages (~25 MB), and each move the big table's once per 1M events.
+# rewrites at most ~1M keys' pages (~25 MB), and the moves the big table's once per 1M events.
 FLUSH_AT = 1_000_000
+# Key ranges the move takes, one per appending transaction: each touches ~1/16 of the big
+# table's pages.
+FLUSH_SLICES = 16
+_KEY_MIN, _KEY_END = -(2**63), 2**63  # dedup keys are signed 64-bit
 _CHUNK = 900  # parameters per IN (...) lookup, under SQLite's limit
 _SESSION_KEY = "quartermaster.sqlite_dedup"
 _HOOKED_KEY = "quartermaster.sqlite_dedup.hooked"
@@ -62,13 +67,22 @@ class _Pending:
 
 
 class SqliteDedupIndex:
-    def __init__(self, *, merge_at: int = MERGE_AT, flush_at: int = FLUSH_AT) -> None:
+    def __init__(
+        self,
+        *,
+        merge_at: int = MERGE_AT,
+        flush_at: int = FLUSH_AT,
+        flush_slices: int = FLUSH_SLICES,
+    ) -> None:
         if merge_at < 1:
             raise ValueError(f"merge_at must be at least 1, got {merge_at}")
         if flush_at < merge_at:
             raise ValueError(f"flush_at ({flush_at}) must be at least merge_at ({merge_at})")
+        if flush_slices < 1:
+            raise ValueError(f"flush_slices must be at least 1, got {flush_slices}")
         self._merge_at = merge_at
         self._flush_at = flush_at
+        self._slice = -(-(_KEY_END - _KEY_MIN) // flush_slices)  # rounded up: covers the space
         self._lock = threading.Lock()
         self._recent: dict[int, list[int]] = {}
         self._merged_upto = 0
@@ -104,18 +118,26 @@ class SqliteDedupIndex:
 
     def _pending(self, session: Session, connection: Connection) -> _Pending:
         """The transaction's overlay; at its first append, the memory brought up to the
-        committed log (and merged into the table when it is full)."""
+        committed log, merged into the recent table when it is full, and a key range of the
+        recent table moved to the big one while a move is under way."""
         transaction = session.get_transaction()
         if transaction is None:
             raise RuntimeError("the event log appends inside a transaction")
         pending = session.info.get(_SESSION_KEY)
         if isinstance(pending, _Pending) and pending.transaction is transaction:
             return pending
-        self._catch_up(connection)
-        if len(self._recent) >= self._merge_at:
-            _merge(self._merged_upto, self._seen_upto, self._flush_at, connection=connection)
+        mark = self._catch_up(connection)
+        merge = len(self._recent) >= self._merge_at
+        if merge or mark.flush_next is not None or mark.recent_keys >= self._flush_at:
             # the memory forgets the merged keys when a later transaction reads the new mark,
             # which it only sees if this one commits
+            _maintain(
+                mark,
+                self._seen_upto if merge else None,
+                flush_at=self._flush_at,
+                slice_width=self._slice,
+                connection=connection,
+            )
         pending = session.info[_SESSION_KEY] = _Pending(transaction, self._seen_upto)
         if not session.info.get(_HOOKED_KEY):
             event.listen(session, "before_commit", self._before_commit)
@@ -149,11 +171,13 @@ class SqliteDedupIndex:
                     known.extend(positions)
             self._seen_upto = pending.upto
 
-    def _catch_up(self, connection: Connection) -> None:
+    def _catch_up(self, connection: Connection) -> _Mark:
+        """The tables' mark, and the memory brought up to the committed log."""
         mark_row = connection.exec_driver_sql(
-            "SELECT merged_upto FROM event_dedup_mark WHERE id = 1"
+            "SELECT merged_upto, recent_keys, flush_next FROM event_dedup_mark WHERE id = 1"
         ).first()
-        mark = int(mark_row[0]) if mark_row is not None else 0
+        state = _Mark(*mark_row) if mark_row is not None else _Mark(0, 0, None)
+        mark = state.merged_upto
         head = connection.exec_driver_sql("SELECT max(position) FROM event_log").scalar() or 0
         if mark < self._merged_upto or head < self._seen_upto:  # another database under us
             self._recent, self._merged_upto, self._seen_upto = {}, mark, mark
@@ -174,32 +198,54 @@ class SqliteDedupIndex:
             for position, dedup_key in rows:
                 recent.setdefault(dedup_key, []).append(position)
             self._seen_upto = head
+        return state
 
 
-def _merge(mark: int, upto: int, flush_at: int, *, connection: Connection) -> None:
-    """Move the keys of the log's rows in (mark, upto] into the recent table, in key order;
-    then the recent table into the big one if it holds `flush_at` positions' keys."""
-    connection.exec_driver_sql(
-        "INSERT INTO event_dedup_recent (dedup_key, position) SELECT dedup_key, position"
-        " FROM event_log WHERE position > ? AND position <= ? ORDER BY dedup_key, position",
-        (mark, upto),
-    )
-    flushed_row = connection.exec_driver_sql(
-        "SELECT flushed_upto FROM event_dedup_mark WHERE id = 1"
-    ).first()
-    flushed = int(flushed_row[0]) if flushed_row is not None else 0
-    if upto - flushed >= flush_at:
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """`event_dedup_mark`: the last position whose key is in a table, how many keys the recent
+    table holds, and the start of the next key range to move while a move is under way."""
+
+    merged_upto: int
+    recent_keys: int
+    flush_next: int | None
+
+
+def _maintain(
+    mark: _Mark, merge_upto: int | None, *, flush_at: int, slice_width: int, connection: Connection
+) -> None:
+    """Merge the keys of the log's rows in (mark, merge_upto] into the recent table (unless
+    `merge_upto` is None), then move one key range of the recent table into the big one if a
+    move is under way or the recent table is full; record the new mark."""
+    merged_upto, recent_keys, flush_next = mark.merged_upto, mark.recent_keys, mark.flush_next
+    if merge_upto is not None:
+        merged = connection.exec_driver_sql(
+            "INSERT INTO event_dedup_recent (dedup_key, position) SELECT dedup_key, position"
+            " FROM event_log WHERE position > ? AND position <= ? ORDER BY dedup_key, position",
+            (merged_upto, merge_upto),
+        )
+        merged_upto, recent_keys = merge_upto, recent_keys + merged.rowcount
+    if flush_next is None and recent_keys >= flush_at:
+        flush_next = _KEY_MIN
+    if flush_next is not None:
+        end = flush_next + slice_width
+        # the last range has no upper bound: 2**63 does not fit a signed 64-bit parameter
+        where = "dedup_key >= ?" + (" AND dedup_key < ?" if end < _KEY_END else "")
+        bounds = (flush_next, end) if end < _KEY_END else (flush_next,)
         connection.exec_driver_sql(
             "INSERT INTO event_dedup (dedup_key, position) SELECT dedup_key, position"
-            " FROM event_dedup_recent ORDER BY dedup_key, position"
+            f" FROM event_dedup_recent WHERE {where} ORDER BY dedup_key, position",
+            bounds,
         )
-        connection.exec_driver_sql("DELETE FROM event_dedup_recent")
-        flushed = upto
+        moved = connection.exec_driver_sql(f"DELETE FROM event_dedup_recent WHERE {where}", bounds)
+        recent_keys -= moved.rowcount
+        flush_next = end if end < _KEY_END else None
     connection.exec_driver_sql(
-        "INSERT INTO event_dedup_mark (id, merged_upto, flushed_upto) VALUES (1, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET merged_upto = excluded.merged_upto,"
-        " flushed_upto = excluded.flushed_upto",
-        (upto, flushed),
+        "INSERT INTO event_dedup_mark (id, merged_upto, recent_keys, flush_next)"
+        " VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET merged_upto ="
+        " excluded.merged_upto, recent_keys = excluded.recent_keys,"
+        " flush_next = excluded.flush_next",
+        (merged_upto, recent_keys, flush_next),
     )
 
 

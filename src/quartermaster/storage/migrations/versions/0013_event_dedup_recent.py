@@ -1,12 +1,12 @@
 """foundation: on SQLite, a smaller dedup-key table between the memory and `event_dedup`
 
 A merge of the memory's 100,000 keys into `event_dedup` touches most of that table's pages,
-so its cost grew with the log: ~0.35 s at a million events, ~0.5 s at two, and it would have
-been seconds per 100,000 events past ten million. Merges now go into `event_dedup_recent`,
-kept under a million keys, which is moved into `event_dedup` in one pass when it fills
-(bus/sqlite_dedup.py). `event_dedup_mark.flushed_upto` is the last position whose key is in
-`event_dedup`; the recent table holds those after it up to `merged_upto`. Unused on
-PostgreSQL, like 0012's tables.
+so its cost grew with the log: ~0.35 s at a million events, ~0.5 s at two, 3 s at six.
+Merges now go into `event_dedup_recent`, kept around a million keys, whose keys move into
+`event_dedup` when it fills, one key range per appending transaction (bus/sqlite_dedup.py).
+`event_dedup_mark.recent_keys` counts the recent table's keys, and `flush_next` is the start
+of the next key range to move while a move is under way. Unused on PostgreSQL, like 0012's
+tables.
 
 Revision ID: 0013
 Revises: 0012
@@ -32,11 +32,11 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     with op.batch_alter_table("event_dedup_mark", schema=None) as batch_op:
+        # everything merged so far is in event_dedup: no recent keys, no move under way
         batch_op.add_column(
-            sa.Column("flushed_upto", sa.BigInteger(), nullable=False, server_default="0")
+            sa.Column("recent_keys", sa.BigInteger(), nullable=False, server_default="0")
         )
-    # everything merged so far is in event_dedup
-    op.execute("UPDATE event_dedup_mark SET flushed_upto = merged_upto")
+        batch_op.add_column(sa.Column("flush_next", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
@@ -45,5 +45,6 @@ def downgrade() -> None:
         " SELECT dedup_key, position FROM event_dedup_recent ORDER BY dedup_key, position"
     )
     with op.batch_alter_table("event_dedup_mark", schema=None) as batch_op:
-        batch_op.drop_column("flushed_upto")
+        batch_op.drop_column("flush_next")
+        batch_op.drop_column("recent_keys")
     op.drop_table("event_dedup_recent")
