@@ -27,6 +27,10 @@ def write_jsonl(path: Path, lines: list[Any]) -> Path:
     return path
 
 
+# Rich reads "[beta]" as a style tag and fails on a closing tag that was never opened.
+_ODD_ID = "evt-[beta]-x[/y]"
+
+
 def test_send_signs_batches_and_summarizes(
     tmp_path: Path,
     live_server: LiveServer,
@@ -35,9 +39,9 @@ def test_send_signs_batches_and_summarizes(
 ) -> None:
     bot = make_app(require_signatures=True)
     good = [usage_event(bot.app_id) for _ in range(4)]
+    unknown_type = {**usage_event(bot.app_id), "type": "qm.nope", "id": _ODD_ID}
     file = write_jsonl(
-        tmp_path / "events.jsonl",
-        [good[0], good[1], b"", {**usage_event(bot.app_id), "type": "qm.nope"}, good[2], good[3]],
+        tmp_path / "events.jsonl", [good[0], good[1], b"", unknown_type, good[2], good[3]]
     )
     args = ["send", str(file), "--batch-size", "2", "--key-id", bot.key_id]
     result = runner.invoke(
@@ -50,6 +54,7 @@ def test_send_signs_batches_and_summarizes(
     assert "unknown_type" in result.output
     rejection_row = next(line for line in result.output.splitlines() if "unknown_type" in line)
     assert rejection_row.split("│")[1].strip() == "4"  # the file's line number
+    assert rejection_row.split("│")[2].strip() == _ODD_ID  # shown as sent, not read as markup
 
     again = runner.invoke(
         cli.app, [*args, "--secret-hex", bot.secret.hex()], env=env(live_server, tenant)

@@ -30,6 +30,11 @@ def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
     assert "error 409: team 'web' already exists" in duplicate.output
     unknown = qm("team", "create", "ops", "--cost-center", "nowhere", expect=1)
     assert "error 422: unknown cost center 'nowhere'" in unknown.output
+    # names and messages are shown as they are, not read as Rich markup
+    qm("team", "create", "beta", "--name", "Ops [beta] x[/y]", "--cost-center", "marketing")
+    assert "Ops [beta] x[/y]" in qm("team", "list").output
+    odd = qm("team", "create", "ops", "--cost-center", "x[/y]", expect=1)
+    assert "error 422: unknown cost center 'x[/y]'" in odd.output
     no_team = qm("principal", "create", "mia", "--role", "team-member", expect=1)
     assert "a team-member principal needs a team" in no_team.output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import (
@@ -13,6 +14,7 @@ from quartermaster.cli.client import (
     drop_none,
     err,
     out,
+    plain,
     print_secret,
     print_table,
     request,
@@ -93,10 +95,12 @@ def _print_app(detail: dict[str, Any]) -> None:
     console = out()
     fields = (*APP_COLUMNS, "require_signatures", "created_by", "created_at", "updated_at")
     for name in fields:
-        console.print(f"[bold]{name}[/]: {detail[name]}")
+        console.print(f"[bold]{name}[/]: {escape(str(detail[name]))}")
     table = Table("team", "cost_center", "valid_from", "valid_to", title="ownership")
     for span in detail["ownership"]:
-        table.add_row(span["team"], span["cost_center"], span["valid_from"], span["valid_to"] or "")
+        table.add_row(
+            *(plain(span[key]) for key in ("team", "cost_center", "valid_from", "valid_to"))
+        )
     console.print(table)
 
 

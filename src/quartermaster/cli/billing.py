@@ -14,7 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quartermaster.cli.client import ApiKeyOption, UrlOption, api_client, check, err, out, request
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    api_client,
+    check,
+    err,
+    out,
+    plain,
+    request,
+)
 
 bill_app = typer.Typer(
     help="Billing: run periods, finalize, adjust, preview and export.", no_args_is_help=True
@@ -36,7 +45,7 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
         if column.header in ("amount", "total", "cost", "month to date", "forecast", "quantity"):
             column.justify = "right"
     for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
+        table.add_row(*(plain(value) for value in row))
     return table
 
 

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -41,7 +43,9 @@ def check(response: httpx.Response, *, console: Console | None = None) -> Any:
         message = error["message"]
     except (ValueError, KeyError, TypeError):
         message = response.text
-    (console or Console(stderr=True)).print(f"[red]error {response.status_code}:[/] {message}")
+    (console or Console(stderr=True)).print(
+        f"[red]error {response.status_code}:[/] {escape(str(message))}"
+    )
     raise typer.Exit(1)
 
 
@@ -63,10 +67,17 @@ def drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def plain(value: object) -> Text:
+    """A value as a table cell, shown as it is: Rich reads `[...]` in a string cell as markup,
+    so a title such as "Ops [beta]" lost its tag and an id such as "x[/y]" stopped the
+    command with a markup error."""
+    return Text("" if value is None else str(value))
+
+
 def print_table(columns: Sequence[str], rows: Iterable[dict[str, Any]], *, title: str) -> None:
     table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(plain(row.get(c)) for c in columns))
     out().print(table)
 
 

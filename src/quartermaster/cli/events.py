@@ -13,10 +13,11 @@ import httpx
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quartermaster.cli.client import api_client, check
+from quartermaster.cli.client import api_client, check, plain
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, sign_event
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
@@ -150,7 +151,7 @@ def send_batches(
 
 
 def print_summary(summary: SendSummary, path: Path) -> None:
-    table = Table(title=f"{path.name}: {summary.sent:,} events sent")
+    table = Table(title=f"{escape(path.name)}: {summary.sent:,} events sent")
     for column in ("accepted", "duplicate", "rejected", "retries"):
         table.add_column(column, justify="right")
     table.add_row(
@@ -167,7 +168,7 @@ def print_summary(summary: SendSummary, path: Path) -> None:
             rejections.add_column(column)
         for r in shown:
             rejections.add_row(
-                str(r["line"]), r["id"] or "", r["reason"], r["field"] or "", r["message"]
+                *(plain(r[key]) for key in ("line", "id", "reason", "field", "message"))
             )
         console.print(rejections)
 

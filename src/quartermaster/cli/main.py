@@ -168,6 +168,7 @@ def tenant_create(
 @tenant_app.command("list")
 def tenant_list(data_dir: DataDirOption = None) -> None:
     """List the tenants in the data dir."""
+    from quartermaster.cli.client import plain
     from quartermaster.runtime import build_runtime
     from quartermaster.tenancy.service import list_tenants
 
@@ -180,7 +181,7 @@ def tenant_list(data_dir: DataDirOption = None) -> None:
         runtime.close()
     table = Table("tenant", "name", "timezone", "created")
     for tenant in tenants:
-        table.add_row(tenant.id, tenant.name, tenant.timezone, tenant.created_at.isoformat())
+        table.add_row(tenant.id, plain(tenant.name), tenant.timezone, tenant.created_at.isoformat())
     console.print(table)
 
 

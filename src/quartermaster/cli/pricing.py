@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, request
+from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, plain, request
 from quartermaster.pricing.document import (
     AnyPolicy,
     DirectPolicy,
@@ -95,7 +95,7 @@ def validate(file: FileArgument) -> None:
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
+        table.add_row(*(plain(value) for value in row))
     return table
 
 

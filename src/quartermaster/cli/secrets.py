@@ -18,6 +18,7 @@ from quartermaster.cli.client import (
     api_client,
     err,
     out,
+    plain,
     print_table,
     request,
 )
@@ -319,7 +320,7 @@ def audit_verify(
         failed = True
         table = Table("seq", "problem", "detail", title=f"audit chain of {tenant}: BROKEN")
         for problem in report.problems:
-            table.add_row(str(problem.seq), problem.kind, problem.message)
+            table.add_row(str(problem.seq), problem.kind, plain(problem.message))
         out().print(table)
     if failed:
         raise typer.Exit(1)
@@ -357,7 +358,9 @@ def scan(
         return
     table = Table("file", "line", "type", "held by the broker", title="secrets found")
     for index, finding in enumerate(findings):
-        table.add_row(finding.file, str(finding.line), finding.type, matches.get(index, ""))
+        table.add_row(
+            plain(finding.file), str(finding.line), finding.type, plain(matches.get(index, ""))
+        )
     out().print(table)
     if note:
         err().print(note)

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from quartermaster.cli.client import ApiKeyOption, UrlOption, drop_none, out, print_table, request
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    drop_none,
+    out,
+    plain,
+    print_table,
+    request,
+)
 
 meter_app = typer.Typer(help="Meters: what to measure in events, and how.", no_args_is_help=True)
 environment_app = typer.Typer(
@@ -139,12 +147,12 @@ def usage_show(
     )
     for row in usage["rows"]:
         table.add_row(
-            row["cost_center"],
-            row["team"] or "-",
-            row["app"] or "-",
-            row["meter"],
+            plain(row["cost_center"]),
+            plain(row["team"] or "-"),
+            plain(row["app"] or "-"),
+            plain(row["meter"]),
             str(row["quantity"]),
-            row["unit"],
+            plain(row["unit"]),
             str(row["event_count"]),
             "unattributed" if row["unattributed"] else "",
         )
