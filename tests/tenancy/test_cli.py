@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from quartermaster.cli.main import app
 from tests.conftest import LiveServer, TenantHandle
 from tests.tenancy.cli_support import Qm, make_qm
 
@@ -71,3 +74,22 @@ def test_without_an_api_key_the_cli_says_how_to_give_one(
     monkeypatch.delenv("QM_API_KEY")
     result = qm("team", "list", expect=2)
     assert "no API key: set QM_API_KEY or pass --api-key" in result.output
+
+
+def test_tenant_commands_show_names_and_errors_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich would read "[beta]" as a style and fail on "[/y]", a tag never opened."""
+    monkeypatch.delenv("QM_DATABASE_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    data_dir = ["--data-dir", str(tmp_path / "qm")]
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", *data_dir]).exit_code == 0
+    made = runner.invoke(
+        app, ["tenant", "create", "acme", "--name", "Acme [beta] x[/y]", *data_dir]
+    )
+    assert made.exit_code == 0, made.output
+    assert "Acme [beta] x[/y]" in runner.invoke(app, ["tenant", "list", *data_dir]).output
+    refused = runner.invoke(app, ["tenant", "create", "x[/y]", *data_dir])
+    assert refused.exit_code == 1, refused.output
+    assert "x[/y]" in refused.output

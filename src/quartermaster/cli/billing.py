@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import (
@@ -227,7 +228,7 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
         "POST", "/v1/billing/adjustments", json={"run_id": run_id}, url=url, api_key=api_key
     )
     if result["adjustment"] is None:
-        out().print(f"[green]no adjustment needed:[/] {result['message']}")
+        out().print(f"[green]no adjustment needed:[/] {escape(str(result['message']))}")
         return
     detail = result["adjustment"]
     _print_document(detail["document"])
@@ -309,14 +310,14 @@ def explain(
     """Explain a billing line: its daily rollups, top raw events and lifecycle markers."""
     result = request("GET", f"/v1/billing/lines/{line_id}/explain", url=url, api_key=api_key)
     line, console = result["line"], out()
-    console.print(f"[bold]{result['subject']}[/]")
+    console.print(f"[bold]{escape(str(result['subject']))}[/]")
     console.print(
         f"{line['cost_type']} {line['amount']} {line['currency']} = {line['pricing_rule']} "
         f"(quantity {line['quantity']}, allocation: {line['allocation_method']})"
     )
     console.print(f"audit key {line['audit_key']}; counted as of {result['counted_as_of']}")
     for note in result["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(str(note))}")
     if result["daily"]:
         daily = [(d["start"][:10], d["value"], d["events"]) for d in result["daily"] if d["events"]]
         console.print(

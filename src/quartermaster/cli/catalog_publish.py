@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
 from quartermaster.catalog.manifest import parse_manifest, read_manifest_file
@@ -35,19 +36,19 @@ ICON = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "flag": "[yellow]flag[
 
 def _load_dir(directory: Path) -> Any:
     if not directory.is_dir():
-        err().print(f"[red]error:[/] {directory} is not a directory")
+        err().print(f"[red]error:[/] {escape(str(directory))} is not a directory")
         raise typer.Exit(2)
     try:
         return read_manifest_file(directory)
     except QMError as exc:
-        err().print(f"[red]error:[/] {exc.message}")
+        err().print(f"[red]error:[/] {escape(str(exc.message))}")
         raise typer.Exit(1) from None
 
 
 def _print_checks(checks: list[dict[str, Any]]) -> None:
     for check in checks:
         mark = ICON.get(check["outcome"], check["outcome"])
-        out().print(f"{mark:>20}  {check['name']:<11} {check['summary']}")
+        out().print(f"{mark:>20}  {check['name']:<11} {escape(str(check['summary']))}")
         for finding in check["findings"][:20]:
             where = finding.get("field") or finding.get("where") or finding.get("file", "")
             line = f":{finding['line']}" if "line" in finding else ""
@@ -75,11 +76,11 @@ def app_validate(
         report = request("POST", "/v1/apps/validate", json=body, url=url, api_key=api_key)
         _print_checks(report["checks"])
         for reason in report["deny"]:
-            out().print(f"[red]policy denies:[/] {reason}")
+            out().print(f"[red]policy denies:[/] {escape(str(reason))}")
         for reason in report["require_approval"]:
-            out().print(f"[yellow]needs approval:[/] {reason}")
+            out().print(f"[yellow]needs approval:[/] {escape(str(reason))}")
         for reason in report["audit_only"]:
-            out().print(f"[dim]{reason}[/]")
+            out().print(f"[dim]{escape(str(reason))}[/]")
         ok = bool(report["ok"])
     else:
         manifest, errors = parse_manifest(document)
@@ -199,7 +200,7 @@ def policy_upload(
     """Upload a policy as its next version (refused with the parser's message if it is bad)."""
     body = {"name": name, "source": file.read_text(), "mode": "audit" if audit else "enforce"}
     stored = request("POST", "/v1/policies", json=body, url=url, api_key=api_key)
-    out().print(f"policy {stored['name']} v{stored['version']} ({stored['mode']})")
+    out().print(f"policy {escape(str(stored['name']))} v{stored['version']} ({stored['mode']})")
 
 
 @policy_app.command("list")

@@ -215,7 +215,7 @@ def send(
                 on_batch=lambda n: progress.advance(task, n),
             )
         except DeliveryError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
+            err_console.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
     print_summary(summary, file)
     if summary.rejected:

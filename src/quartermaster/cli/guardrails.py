@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from quartermaster.cli.client import (
     ApiKeyOption,
@@ -103,7 +104,7 @@ def budget_delete(
 ) -> None:
     """Delete a budget (its alerts and past enforcements stay)."""
     request("DELETE", f"/v1/budgets/{name}", url=url, api_key=api_key)
-    out().print(f"deleted budget {name}")
+    out().print(f"deleted budget {escape(str(name))}")
 
 
 @budget_app.command("evaluate")
@@ -114,7 +115,7 @@ def budget_evaluate(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
         f"{len(result['alerts'])} new alert(s), {len(result['enforcements'])} new enforcement(s)"
     )
     for name in result["enforcements"]:
-        out().print(f"enforcing budget {name}")
+        out().print(f"enforcing budget {escape(str(name))}")
 
 
 # --- quotas, limit ranges, rate limits ----------------------------------------------------

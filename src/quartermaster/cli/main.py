@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.config import Settings, generate_server_key, load_settings
@@ -156,7 +157,7 @@ def tenant_create(
         with runtime.session_factory() as session:
             issued = bootstrap_tenant(tenant_id, name=name, session=session)
     except QMError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
+        console.print(f"[red]error:[/] {escape(str(exc.message))}")
         raise typer.Exit(1) from None
     finally:
         runtime.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, plain, request
@@ -62,9 +63,11 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
     )
     label = f"{stored['name']} v{stored['version']}"
     if stored["created"]:
-        out().print(f"stored price book {label}, effective from {stored['effective_from']}")
+        out().print(
+            f"stored price book {escape(str(label))}, effective from {stored['effective_from']}"
+        )
     else:
-        out().print(f"price book {label} was already stored unchanged")
+        out().print(f"price book {escape(str(label))} was already stored unchanged")
     if stored["back_dated"]:
         out().print(
             f"[yellow]back-dated:[/] effective {stored['effective_from']}, recorded "
@@ -80,7 +83,7 @@ def validate(file: FileArgument) -> None:
         document = parse_price_book(text, "yaml" if fmt_name == "yaml" else "json")
     except PriceBookError as exc:
         console = err()
-        console.print(f"[red]{file}: {len(exc.issues)} problem(s)[/]")
+        console.print(f"[red]{escape(str(file))}: {len(exc.issues)} problem(s)[/]")
         for path, message in exc.issues:
             console.print(f"  {path}: {message}", markup=False)
         raise typer.Exit(1) from None

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import (
@@ -76,7 +77,7 @@ def secret_put(
     if cas is not None:
         body["cas"] = cas
     written = request("PUT", f"/v1/secrets/data/{path}", json=body, url=url, api_key=api_key)
-    out().print(f"wrote {path} version {written['version']}")
+    out().print(f"wrote {escape(str(path))} version {written['version']}")
 
 
 @secret_app.command("get")
@@ -135,7 +136,7 @@ def _versions_call(
     done = request("POST", f"/v1/secrets/{action}/{path}", json=body, url=url, api_key=api_key)
     numbers = ", ".join(str(v["version"]) for v in done["versions"])
     past = {"delete": "deleted", "undelete": "undeleted", "destroy": "destroyed"}[action]
-    out().print(f"{past} {path} version {numbers}")
+    out().print(f"{past} {escape(str(path))} version {numbers}")
 
 
 @secret_app.command("delete")
@@ -268,7 +269,7 @@ def lease_revoke_prefix(
     done = request(
         "POST", "/v1/leases/revoke-prefix", json={"prefix": prefix}, url=url, api_key=api_key
     )
-    out().print(f"revoked {done['revoked']} lease(s) under {done['prefix']}")
+    out().print(f"revoked {done['revoked']} lease(s) under {escape(str(done['prefix']))}")
 
 
 @audit_app.command("verify")
@@ -292,7 +293,7 @@ def audit_verify(
                 try:
                     record = ChainRecord.from_json(json.loads(line))
                 except (ValueError, KeyError, TypeError) as exc:
-                    err().print(f"[red]line {number} is not an audit record:[/] {exc}")
+                    err().print(f"[red]line {number} is not an audit record:[/] {escape(str(exc))}")
                     raise typer.Exit(1) from None
                 verifiers.setdefault(record.tenant_id, ChainVerifier()).feed(record)
         reports = {tenant: v.finish() for tenant, v in verifiers.items()}
@@ -347,7 +348,7 @@ def scan(
     try:
         findings = scan_paths(paths)
     except FileNotFoundError as exc:
-        err().print(f"[red]error:[/] {exc}")
+        err().print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     matches: dict[int, str] = {}
     note = ""

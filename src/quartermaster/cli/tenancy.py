@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from quartermaster.cli.client import (
     ApiKeyOption,
@@ -80,7 +81,9 @@ def principal_create(
     """Create a user or service account."""
     body = drop_none({"name": name, "role": role, "kind": kind, "team": team, "app_id": app})
     created = request("POST", "/v1/principals", json=body, url=url, api_key=api_key)
-    out().print(f"created principal {created['name']} ({created['role']}) id {created['id']}")
+    out().print(
+        f"created principal {escape(str(created['name']))} ({created['role']}) id {created['id']}"
+    )
 
 
 @principal_app.command("list")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import (
@@ -70,7 +71,10 @@ def meter_create(
         }
     )
     meter = request("POST", "/v1/meters", json=body, url=url, api_key=api_key)
-    out().print(f"created meter {meter['name']} ({meter['aggregation']} of {meter['value']})")
+    out().print(
+        f"created meter {escape(str(meter['name']))} ({meter['aggregation']} of "
+        f"{escape(str(meter['value']))})"
+    )
 
 
 @meter_app.command("list")
@@ -102,7 +106,7 @@ def environment_set(
     view = request(
         "PUT", f"/v1/environment-overrides/{environment}", json=body, url=url, api_key=api_key
     )
-    out().print(f"{view['environment']} -> cost center {view['cost_center']}")
+    out().print(f"{escape(str(view['environment']))} -> cost center {view['cost_center']}")
 
 
 @environment_app.command("list")
@@ -120,7 +124,7 @@ def environment_delete(
 ) -> None:
     """Remove an environment override."""
     request("DELETE", f"/v1/environment-overrides/{environment}", url=url, api_key=api_key)
-    out().print(f"removed the override of {environment}")
+    out().print(f"removed the override of {escape(str(environment))}")
 
 
 @usage_app.command("show")
@@ -168,7 +172,7 @@ def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
     state = "running" if worker["running"] else ("disabled" if not worker["enabled"] else "idle")
     console.print(f"log head {status['log_head']}, lag {status['lag']}, worker {state}")
     if worker["last_error"]:
-        console.print(f"[yellow]last error:[/] {worker['last_error']}")
+        console.print(f"[yellow]last error:[/] {escape(str(worker['last_error']))}")
     print_table(
         ("name", "position", "upto", "lag", "tenant_id"), status["streams"], title="streams"
     )
