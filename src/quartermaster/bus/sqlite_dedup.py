@@ -13,10 +13,10 @@ Instead:
   whole big table (merging straight into one table grew with the log: the slowest append 3 s
   at six million events). A key is in one table or the other; lookups read both;
 - each appending process holds in memory the keys of the committed rows after the mark
-  (`_recent`), read from the log itself: at the first append of each transaction, under
-  SQLite's write lock, it reads the rows committed since it last looked (its own and any
-  other process's), so the memory never holds a row that was rolled back and never misses
-  one that was committed;
+  (`_recent`): its own transactions' keys join it when they commit, and at the first append
+  of each transaction, under SQLite's write lock, it reads from the log the rows committed
+  since it last looked (another process's), so the memory never holds a row that was rolled
+  back and never misses one that was committed;
 - a transaction's own appends are looked up in its overlay (`_Pending`) until it ends; when
   it commits, its overlay joins the memory, so the next transaction need not read back the
   rows this process wrote itself (that read cost the server ~1.4 µs an event).
@@ -127,17 +127,15 @@ class SqliteDedupIndex:
         if isinstance(pending, _Pending) and pending.transaction is transaction:
             return pending
         mark = self._catch_up(connection)
-        merge = len(self._recent) >= self._merge_at
-        if merge or mark.flush_next is not None or mark.recent_keys >= self._flush_at:
-            # the memory forgets the merged keys when a later transaction reads the new mark,
-            # which it only sees if this one commits
-            _maintain(
-                mark,
-                self._seen_upto if merge else None,
-                flush_at=self._flush_at,
-                slice_width=self._slice,
-                connection=connection,
-            )
+        # the memory forgets the merged keys when a later transaction reads the new mark,
+        # which it only sees if this one commits
+        _maintain(
+            mark,
+            self._seen_upto if len(self._recent) >= self._merge_at else None,
+            flush_at=self._flush_at,
+            slice_width=self._slice,
+            connection=connection,
+        )
         pending = session.info[_SESSION_KEY] = _Pending(transaction, self._seen_upto)
         if not session.info.get(_HOOKED_KEY):
             event.listen(session, "before_commit", self._before_commit)
@@ -160,7 +158,7 @@ class SqliteDedupIndex:
         if not isinstance(pending, _Pending) or pending.upto is None:
             return
         with self._lock:
-            if self._seen_upto != pending.base or pending.upto < pending.base:
+            if self._seen_upto != pending.base:
                 return
             recent = self._recent
             for dedup_key, positions in pending.keys.items():
@@ -216,8 +214,11 @@ def _maintain(
 ) -> None:
     """Merge the keys of the log's rows in (mark, merge_upto] into the recent table (unless
     `merge_upto` is None), then move one key range of the recent table into the big one if a
-    move is under way or the recent table is full; record the new mark."""
+    move is under way or the recent table is full; record the new mark. Nothing to do: no
+    statement at all."""
     merged_upto, recent_keys, flush_next = mark.merged_upto, mark.recent_keys, mark.flush_next
+    if merge_upto is None and flush_next is None and recent_keys < flush_at:
+        return
     if merge_upto is not None:
         merged = connection.exec_driver_sql(
             "INSERT INTO event_dedup_recent (dedup_key, position) SELECT dedup_key, position"
