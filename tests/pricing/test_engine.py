@@ -3,12 +3,13 @@ against amounts computed by hand (the arithmetic is in the comments)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
 import pytest
 
+from quartermaster.domain.timeutil import Period
 from quartermaster.pricing.engine import price_period, price_usage
 from quartermaster.pricing.history import (
     NoVersionInForceError,
@@ -241,6 +242,26 @@ def test_usage_outside_the_period_or_before_any_version_is_refused() -> None:
         price_period(history, JANUARY, [row("a1", "tokens", 1, at=day(5))])
     with pytest.raises(PricingError, match="must be a finite number >= 0"):
         price_period(history, JANUARY, [row("a1", "tokens", -1, at=day(12))])
+
+
+def test_a_version_recorded_after_the_cut_off_is_named_in_the_refusal() -> None:
+    """A price book loaded moments before a run is not in the run's cut-off (what was recorded
+    a few seconds before it started); the refusal says so instead of "no version"."""
+    rule = {"meter": "tokens", "model": "per_unit", "unit_price": "1"}
+    recorded = datetime(2026, 1, 3, 12, tzinfo=UTC)
+    history = _history((rule, 1, day(1), recorded))
+    rows = [row("a1", "tokens", 1, at=day(2))]
+    with pytest.raises(NoVersionInForceError) as refused:
+        price_period(history, JANUARY, rows, as_of=recorded - timedelta(hours=1))
+    assert "as recorded by 2026-01-03T11:00:00+00:00" in refused.value.message
+    assert "version 1 was recorded at 2026-01-03T12:00:00+00:00" in refused.value.message
+    assert "run again in a few seconds" in refused.value.message
+    later = recorded + timedelta(hours=1)
+    assert price_period(history, JANUARY, rows, as_of=later).total == D("1")
+    december = Period(datetime(2025, 12, 1, tzinfo=UTC), day(1))
+    with pytest.raises(NoVersionInForceError) as before_any:
+        price_period(history, december, [], as_of=later)
+    assert "recorded at" not in before_any.value.message
 
 
 PLATFORM_BOOK = {

@@ -199,6 +199,22 @@ def _round_usage(lines: dict[LineKey, _Line]) -> list[PricedLine]:
     return priced
 
 
+def _recorded_too_late(history: PriceBookHistory, period: Period, as_of: datetime | None) -> str:
+    """Why a version that covers the period does not count: it was recorded after `as_of`.
+    A run counts what was recorded a few seconds before it started, so a price book loaded
+    just before `qm bill run` is not yet in it; the user needs to hear that, not "none"."""
+    if as_of is None:
+        return ""
+    later = [version for _, version in history.segments(period) if version.recorded_at > as_of]
+    if not later:
+        return ""
+    first = min(later, key=lambda version: version.recorded_at)
+    return (
+        f" as recorded by {as_of.isoformat()}: version {first.version} was recorded at "
+        f"{first.recorded_at.isoformat()}, after that; run again in a few seconds"
+    )
+
+
 def price_period(
     history: PriceBookHistory,
     period: Period,
@@ -218,6 +234,7 @@ def price_period(
         raise NoVersionInForceError(
             f"price book {history.name!r} has no version in force during "
             f"[{period.start.isoformat()}, {period.end.isoformat()})"
+            + _recorded_too_late(history, period, as_of)
         )
     books = [CompiledBook(version.document) for _, version in segments]
     currencies = {book.document.currency for book in books}
