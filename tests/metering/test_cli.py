@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,8 @@ def test_reconciliation_command_shows_balanced_hours(
     assert result.exit_code == 0, result.output
     assert "yes" in result.output
     assert "invalid_envelope" in result.output
+    # The hour whole, as "2026-10-11 10:00", not cut at an ellipsis.
+    assert re.search(r"^│ \d{4}-\d\d-\d\d \d\d:00 ", result.output, re.MULTILINE)
     total = next(line for line in result.output.splitlines() if "total" in line)
     assert [c.strip() for c in total.split("│")[2:6]] == ["2", "1", "0", "1"]
     empty = runner.invoke(

@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -285,11 +286,17 @@ def tail(
             return
 
 
+def _hour_label(hour: str) -> str:
+    """'2026-10-11 10:00' for the API's '2026-10-11T10:00:00+00:00': short enough that the
+    table's eight columns keep the hour whole on a 100-column terminal."""
+    return datetime.fromisoformat(hour).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
     stages = ["received", "accepted", "duplicate", "rejected"]
     extra = sorted({s for h in report["hours"] for s in h["stages"]} - set(stages))
     table = Table(title=f"reconciliation {report['start']} .. {report['end']}")
-    table.add_column("hour (UTC)")
+    table.add_column("hour (UTC)", no_wrap=True)
     for stage in [*stages, *extra]:
         table.add_column(stage, justify="right")
     table.add_column("balanced", justify="center")
@@ -298,7 +305,7 @@ def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
         counts = hour["stages"]
         balanced = counts.get("received", 0) == sum(counts.get(s, 0) for s in stages[1:])
         table.add_row(
-            hour["hour"],
+            _hour_label(hour["hour"]),
             *(f"{counts.get(s, 0):,}" for s in [*stages, *extra]),
             "[green]yes[/]" if balanced else "[red]NO[/]",
         )
