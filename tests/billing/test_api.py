@@ -12,6 +12,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import update
+
 from quartermaster.billing.explain import daily_from_raw, daily_from_rollups
 from quartermaster.billing.focus import MANDATORY_COLUMNS
 from quartermaster.billing.models import BillingLine
@@ -95,6 +97,10 @@ def test_a_month_billed_from_the_pipeline_matches_the_hand_computation(
     assert reproduced["identical"], reproduced["differences"]
     _check_roles(platform, run)
     _check_preview(platform)
+    by_item = {(line["app"], line["item"]): line for line in detail["lines"]}
+    _check_explain_by_prefix(  # changes a draft line's id: last
+        platform, by_item["web", "cpu_seconds"], other=by_item["api", "cpu_seconds"]
+    )
 
 
 def _check_roles(platform: Platform, run: dict[str, Any]) -> None:
@@ -296,6 +302,45 @@ def _check_explain(platform: Platform, lines: list[dict[str, Any]]) -> None:
         "/v1/billing/lines/" + "0" * 32 + "/explain", headers=platform.headers
     )
     assert missing.status_code == 404
+
+
+def _check_explain_by_prefix(
+    platform: Platform, line: dict[str, Any], *, other: dict[str, Any]
+) -> None:
+    """`qm bill show` prints 12 characters of each line id; like git, a unique prefix of 8 or
+    more names the line, within the caller's tenant and team. `other` is a draft's line (a
+    finalized document's lines are immutable), given `line`'s first 10 characters."""
+    for prefix in (line["id"][:12], line["id"][:8]):
+        by_prefix = platform.client.get(
+            f"/v1/billing/lines/{prefix}/explain", headers=platform.headers
+        )
+        assert by_prefix.status_code == 200, by_prefix.text
+        assert by_prefix.json()["line"]["id"] == line["id"]
+    too_short = platform.client.get(
+        f"/v1/billing/lines/{line['id'][:7]}/explain", headers=platform.headers
+    )
+    assert too_short.status_code == 404
+    other_team = platform.key_for("team-member", team="data")
+    hidden = platform.client.get(f"/v1/billing/lines/{line['id'][:12]}/explain", headers=other_team)
+    assert hidden.status_code == 404
+    # Two lines sharing a prefix: the prefix names neither, and the error says so.
+    differs = "0" if line["id"][10] != "0" else "1"
+    with platform.runtime.session_factory() as session:
+        session.execute(
+            update(BillingLine)
+            .where(BillingLine.id == other["id"])
+            .values(id=line["id"][:10] + differs + other["id"][11:])
+        )
+        session.commit()
+    ambiguous = platform.client.get(
+        f"/v1/billing/lines/{line['id'][:10]}/explain", headers=platform.headers
+    )
+    assert ambiguous.status_code == 422
+    assert "ambiguous" in ambiguous.json()["error"]["message"]
+    longer = platform.client.get(
+        f"/v1/billing/lines/{line['id'][:12]}/explain", headers=platform.headers
+    )
+    assert longer.json()["line"]["id"] == line["id"]
 
 
 def _check_preview(platform: Platform) -> None:

@@ -91,7 +91,13 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     web_cpu = next(
         line for line in detail["lines"] if (line["app"], line["item"]) == ("web", "cpu_seconds")
     )
-    explained = _ok(qm, "explain", web_cpu["id"])
+    shown_ids = {line["id"][:12] for line in detail["lines"]}
+    narrow = qm.invoke(app, ["bill", "show", run_id, "--all"], env={"COLUMNS": "100"})
+    assert narrow.exit_code == 0, narrow.output
+    assert "…" not in narrow.output  # folded, never cut: every id and amount whole
+    assert shown_ids <= set(narrow.output.replace("│", " ").split())
+    assert web_cpu["id"] not in narrow.output
+    explained = _ok(qm, "explain", web_cpu["id"][:12])  # the id as `bill show` prints it
     assert "usage of cpu_seconds for app web" in explained
     assert "1. daily usage of cpu_seconds" in explained
     assert "(total 5000)" in explained

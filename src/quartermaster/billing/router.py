@@ -288,7 +288,9 @@ def get_preview(
 @router.get(
     "/lines/{line_id:path}/explain",
     summary="A line's daily rollups, top raw events and lifecycle markers",
-    responses=error_responses(404),
+    description="`line_id`: a line id, a unique prefix of it (8 characters or more), or the "
+    "line's audit key. A prefix shared by several lines is refused with 422.",
+    responses=error_responses(404, 422),
 )
 def explain_line(
     line_id: str, caller: Reader, session: SessionDep, runtime: RuntimeDep

@@ -32,6 +32,10 @@ bill_app = typer.Typer(
 
 RunIdArgument = Annotated[str, typer.Argument(help="A run (or adjustment document) id.")]
 TOP_APPS = 10
+# Line ids as `qm bill show` prints them: like git's short hashes, the API takes any unique
+# prefix of 8 characters or more (billing/explain.py), and a full id would leave a
+# ten-column table no room on a 100-column terminal.
+SHORT_LINE_ID = 12
 
 
 def _money(value: str | Decimal | None) -> str:
@@ -40,11 +44,19 @@ def _money(value: str | Decimal | None) -> str:
     return f"{Decimal(value):,.2f}"
 
 
+AMOUNT_COLUMNS = ("amount", "total", "cost", "month to date", "forecast", "quantity")
+# Never wrapped: on a narrow terminal the text columns fold instead, so an id stays one
+# copyable word and a number keeps its digits on one line.
+WHOLE_COLUMNS = (*AMOUNT_COLUMNS, "id", "line", "adjustment", "unit price", "day", "events")
+
+
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     table = Table(*columns, title=title)
     for column in table.columns:
-        if column.header in ("amount", "total", "cost", "month to date", "forecast", "quantity"):
+        if column.header in AMOUNT_COLUMNS:
             column.justify = "right"
+        column.no_wrap = column.header in WHOLE_COLUMNS
+        column.overflow = "fold"  # the headers too
     for row in rows:
         table.add_row(*(plain(value) for value in row))
     return table
@@ -109,7 +121,7 @@ def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
     shown = lines if limit is None else lines[:limit]
     rows = [
         (
-            line["id"],
+            line["id"][:SHORT_LINE_ID],
             line["cost_center"],
             line["team"] or "-",
             line["app"] or "-",
@@ -174,17 +186,25 @@ def list_runs(
             d["id"],
             d["kind"],
             d["status"],
-            d["period_start"],
-            d["period_end"],
+            _day_or_time(d["period_start"]),
+            _day_or_time(d["period_end"]),
             _money(d["total"]),
             d["currency"],
             d["line_count"],
-            d["corrects_run_id"] or "",
+            *([d["corrects_run_id"] or ""] if adjustments else []),
         )
         for d in documents
     ]
-    columns = ("id", "kind", "status", "start", "end", "total", "cur", "lines", "corrects")
+    columns: tuple[str, ...] = ("id", "kind", "status", "start", "end", "total", "cur", "lines")
+    if adjustments:
+        columns = (*columns, "corrects")
     out().print(_table("adjustments" if adjustments else "billing runs", columns, rows))
+
+
+def _day_or_time(moment: str) -> str:
+    """'2026-10-01' for a period bound at midnight UTC (the usual month), else as given."""
+    day, _, time = moment.partition("T")
+    return day if time == "00:00:00Z" else moment
 
 
 @bill_app.command("show")
@@ -303,7 +323,13 @@ def export(
 
 
 def explain(
-    line_id: Annotated[str, typer.Argument(help="A billing line id (or its audit key).")],
+    line_id: Annotated[
+        str,
+        typer.Argument(
+            help="A billing line id, a unique prefix of it (8+ characters, as `qm bill show` "
+            "lists them), or its audit key."
+        ),
+    ],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:

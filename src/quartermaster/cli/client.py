@@ -70,12 +70,15 @@ def drop_none(values: dict[str, Any]) -> dict[str, Any]:
 def plain(value: object) -> Text:
     """A value as a table cell, shown as it is: Rich reads `[...]` in a string cell as markup,
     so a title such as "Ops [beta]" lost its tag and an id such as "x[/y]" stopped the
-    command with a markup error."""
-    return Text("" if value is None else str(value))
+    command with a markup error. A value too long for its column folds onto the next line
+    instead of being cut at an ellipsis: an id or an amount is shown whole or not at all."""
+    return Text("" if value is None else str(value), overflow="fold")
 
 
 def print_table(columns: Sequence[str], rows: Iterable[dict[str, Any]], *, title: str) -> None:
     table = Table(*columns, title=title)
+    for column in table.columns:
+        column.overflow = "fold"  # a header too narrow for its column folds like its cells
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
     out().print(table)
