@@ -19,6 +19,7 @@ def qm(live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.Monkey
 
 
 def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
+    assert qm("team", "list").output.strip() == "no teams"  # a line, not an empty frame
     assert "created cost center marketing" in qm("cost-center", "create", "marketing").output
     centers = qm("cost-center", "list").output
     assert "marketing" in centers

@@ -133,7 +133,8 @@ def app_publish(
 def app_versions(app_id: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List an app's versions and states."""
     rows = request("GET", f"/v1/apps/{app_id}/versions", url=url, api_key=api_key)
-    print_table(("version", "state", "state_reason", "published_at"), rows, title=app_id)
+    columns = ("version", "state", "state_reason", "published_at")
+    print_table(columns, rows, title=app_id, empty=f"no versions of {app_id}")
 
 
 @app_app.command("search")
@@ -152,7 +153,12 @@ def app_search(
         "GET", "/v1/apps/search", params={**params, "limit": limit}, url=url, api_key=api_key
     )
     rows = [{**h, "score": f"{h['score']:.3f}"} for h in result["hits"]]
-    print_table(("app_id", "title", "team", "score"), rows, title=f"{result['total']} match(es)")
+    print_table(
+        ("app_id", "title", "team", "score"),
+        rows,
+        title=f"{result['total']} match(es)",
+        empty="no matches",
+    )
     if explain:
         for hit in result["hits"]:
             out().print(f"{hit['app_id']}: {json.dumps(hit['components'])}", markup=False)

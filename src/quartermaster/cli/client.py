@@ -75,13 +75,21 @@ def plain(value: object) -> Text:
     return Text("" if value is None else str(value), overflow="fold")
 
 
-def print_table(columns: Sequence[str], rows: Iterable[dict[str, Any]], *, title: str) -> None:
+def print_table(
+    columns: Sequence[str],
+    rows: Iterable[dict[str, Any]],
+    *,
+    title: str,
+    empty: str | None = None,
+) -> None:
+    """Rows as a table, or `empty` (default "no <title>") when there are none: an empty frame
+    reads as a rendering fault."""
     table = Table(*columns, title=title)
     for column in table.columns:
         column.overflow = "fold"  # a header too narrow for its column folds like its cells
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
-    out().print(table)
+    out().print(table if table.row_count else Text(empty or f"no {title}", style="dim"))
 
 
 def print_secret(label: str, secret: str) -> None:

@@ -439,7 +439,7 @@ def delivery_log(
     path = f"/v1/webhook-deliveries/{delivery_id}/attempts"
     rows = request("GET", path, url=url, api_key=api_key)
     columns = ("attempt", "at", "status_code", "duration_ms", "error")
-    print_table(columns, rows, title=f"delivery {delivery_id}")
+    print_table(columns, rows, title=f"delivery {delivery_id}", empty="no attempts yet")
 
 
 @alerts_app.command("retry")
