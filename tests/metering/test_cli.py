@@ -68,13 +68,36 @@ def test_send_signs_batches_and_summarizes(
     assert unsigned.output.count("missing_signature") == 4
 
 
-def test_send_refuses_a_malformed_line(tmp_path: Path) -> None:
-    file = write_jsonl(tmp_path / "bad.jsonl", [usage_event("bot"), b'{"id": '])
-    result = runner.invoke(
-        cli.app, ["send", str(file)], env={"QM_API_KEY": "qm_x_y", "COLUMNS": "300"}
-    )
-    assert result.exit_code == 2
-    assert "bad.jsonl:2: not valid JSON" in result.output
+def test_send_keeps_the_valid_lines_beside_a_malformed_one(
+    tmp_path: Path,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    bot = make_app()
+    good = [usage_event(bot.app_id) for _ in range(3)]
+    file = write_jsonl(tmp_path / "bad.jsonl", [good[0], b'{"id": ', good[1], b"not json", good[2]])
+    result = runner.invoke(cli.app, ["send", str(file)], env=env(live_server, tenant))
+    assert result.exit_code == 1, result.output  # two lines were rejected
+    assert "3 events sent" in result.output
+    summary_row = next(line for line in result.output.splitlines() if "│" in line)
+    assert [cell.strip() for cell in summary_row.split("│")[1:4]] == ["3", "0", "2"]
+    rows = [line.split("│") for line in result.output.splitlines() if "invalid_json" in line]
+    assert [row[1].strip() for row in rows] == ["2", "4"]  # the file's line numbers
+    assert all("not valid JSON" in row[5] for row in rows)
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+        stored = client.get("/v1/events", params={"limit": 10}).json()["events"]
+    assert {e["event"]["id"] for e in stored} >= {event["id"] for event in good}
+
+
+def test_send_of_a_file_with_no_json_line_sends_nothing(tmp_path: Path) -> None:
+    file = write_jsonl(tmp_path / "bad.jsonl", [b'{"id": '])
+    # No server at this URL: nothing is sent, so nothing fails to connect.
+    unreachable = {"QM_URL": "http://127.0.0.1:9", "QM_API_KEY": "qm_x_y", "COLUMNS": "300"}
+    result = runner.invoke(cli.app, ["send", str(file)], env=unreachable)
+    assert result.exit_code == 1
+    assert "0 events sent" in result.output
+    assert "invalid_json" in result.output
 
 
 def _transport(outcomes: list[Any]) -> httpx.MockTransport:

@@ -55,9 +55,12 @@ class SendSummary:
     retries: int = 0
 
 
-def read_events(path: Path) -> list[tuple[int, object]]:
-    """(line number, event) for each non-blank line; raises naming the first bad line."""
+def read_events(path: Path) -> tuple[list[tuple[int, object]], list[dict[str, Any]]]:
+    """(line number, event) for each non-blank line, and a rejection (as the server words
+    them, with the line) for each line that is not JSON: those are never sent, the others
+    are, as the server keeps the valid events of a batch."""
     events: list[tuple[int, object]] = []
+    unreadable: list[dict[str, Any]] = []
     with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -65,10 +68,16 @@ def read_events(path: Path) -> list[tuple[int, object]]:
             try:
                 events.append((number, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
-                raise typer.BadParameter(
-                    f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})"
-                ) from None
-    return events
+                unreadable.append(
+                    {
+                        "line": number,
+                        "id": None,
+                        "reason": "invalid_json",
+                        "field": None,
+                        "message": f"not valid JSON: {exc.msg} (column {exc.colno}); not sent",
+                    }
+                )
+    return events, unreadable
 
 
 def batches(events: list[tuple[int, object]], size: int) -> Iterator[list[tuple[int, object]]]:
@@ -188,10 +197,11 @@ def send(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Send events in batches (retrying safely); exit 1 if any event was rejected."""
+    """Send events in batches (retrying safely); exit 1 if any event was rejected. A line
+    that is not JSON is listed as rejected (invalid_json) and the others are sent."""
     if (key_id is None) != (secret_hex is None):
         raise typer.BadParameter("--key-id and --secret-hex go together")
-    events = read_events(file)
+    events, unreadable = read_events(file)
     if key_id is not None and secret_hex is not None:
         try:
             secret = bytes.fromhex(secret_hex)
@@ -218,6 +228,7 @@ def send(
         except DeliveryError as exc:
             err_console.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
+    summary.rejected = sorted([*unreadable, *summary.rejected], key=lambda r: int(r["line"]))
     print_summary(summary, file)
     if summary.rejected:
         raise typer.Exit(1)
