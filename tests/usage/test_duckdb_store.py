@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import InvalidInputError
 from quartermaster.usage.duckdb_schema import SCHEMA_VERSION
-from quartermaster.usage.duckdb_store import DuckDBUsageStore
+from quartermaster.usage.duckdb_store import DuckDBUsageStore, UsageStoreInUseError
 from quartermaster.usage.store import USAGE_SCHEMA, RatedBatch, StreamState, TableBuilder
+from tests.usage.store_holder import held_by_another_process
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 SPAN = timedelta(days=3)
@@ -417,3 +418,12 @@ def test_a_version_3_store_is_migrated_with_its_raw_rows_unchanged(tmp_path: Pat
     totals = cur.execute("SELECT app, sum(quantity) FROM usage_rows GROUP BY app ORDER BY app")
     assert totals.fetchall() == [("a", Decimal("12.5")), ("b", Decimal(4)), ("c", Decimal(1))]
     store.close()
+
+
+def test_a_store_held_by_another_process_is_refused_naming_that_process(tmp_path: Path) -> None:
+    path = tmp_path / "usage.duckdb"
+    DuckDBUsageStore(path).close()
+    with held_by_another_process(path) as pid, pytest.raises(UsageStoreInUseError) as refused:
+        DuckDBUsageStore(path)
+    assert f"{path} is in use by another process (process {pid})" in refused.value.message
+    DuckDBUsageStore(path).close()  # free again once that process is gone

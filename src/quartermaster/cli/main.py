@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.config import Settings, generate_server_key, load_settings
+from quartermaster.errors import QMError
 
 if TYPE_CHECKING:
     from quartermaster.api.app import BackgroundStarter
@@ -102,17 +104,28 @@ def serve(
 
     from quartermaster.api.app import create_app
     from quartermaster.gc_tuning import tune_gc_for_serving
+    from quartermaster.runtime import build_runtime
 
     settings = _settings(data_dir)
-    application = create_app(
-        settings, background=_background_services(), on_started=tune_gc_for_serving
-    )
-    uvicorn.run(
-        application,
-        host=host or settings.host,
-        port=port if port is not None else settings.port,
-        log_level="warning",
-    )
+    runtime = build_runtime(settings)
+    try:
+        # Opened before anything starts: a second server on the same data directory is then
+        # told so in one line, not in the startup traceback of a background service.
+        runtime.usage_store  # noqa: B018
+        application = create_app(
+            settings,
+            runtime=runtime,
+            background=_background_services(),
+            on_started=tune_gc_for_serving,
+        )
+        uvicorn.run(
+            application,
+            host=host or settings.host,
+            port=port if port is not None else settings.port,
+            log_level="warning",
+        )
+    finally:
+        runtime.close()
 
 
 def _background_services() -> tuple[BackgroundStarter, ...]:
@@ -194,5 +207,27 @@ def _register_groups() -> None:
 
 
 def main() -> None:
+    """The `qm` console script. An error the code knows (a QMError) or a server that cannot
+    be reached ends the command with one line saying so and exit status 1, not a traceback."""
     _register_groups()
-    app()
+    try:
+        app()
+    except QMError as exc:
+        _fail(exc.message)
+    except httpx.TransportError as exc:
+        _fail(
+            f"cannot reach the server{_target(exc)}: {exc}. "
+            "Is `qm serve` running there (QM_URL or --url)?"
+        )
+
+
+def _target(exc: httpx.TransportError) -> str:
+    try:
+        return f" at {exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
+    except RuntimeError:  # raised before a request existed
+        return ""
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}")
+    raise SystemExit(1)

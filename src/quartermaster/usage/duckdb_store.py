@@ -8,6 +8,7 @@ batches only."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import uuid
 from collections.abc import Collection, Iterator, Sequence
@@ -61,12 +62,31 @@ CHECKPOINT_THRESHOLD = "1GB"
 PURGED_BEFORE_KEY = "purged_before"
 
 
+class UsageStoreInUseError(ConflictError):
+    """Another process holds the usage store: DuckDB admits one process per file."""
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path)
+    except duckdb.IOException as exc:
+        if "Could not set lock" not in str(exc):
+            raise
+        holder = re.search(r"\(PID (\d+)\)", str(exc))
+        by = f" (process {holder.group(1)})" if holder else ""
+        raise UsageStoreInUseError(
+            f"the usage store {path} is in use by another process{by}: one `qm serve` per "
+            "data directory at a time; stop that one, or give this one another data "
+            "directory (QM_DATA_DIR or --data-dir)"
+        ) from None
+
+
 class DuckDBUsageStore:
     def __init__(self, path: Path | str) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._conn = duckdb.connect(self.path)
+        self._conn = _connect(self.path)
         self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
         self._conn.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         # With insertion order preserved, a bulk insert's row groups are rewritten at the next

@@ -1,0 +1,51 @@
+"""The `qm` console script's own error handling: one line and exit status 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import free_port
+from tests.usage.store_holder import held_by_another_process
+
+QM = [sys.executable, "-c", "from quartermaster.cli.main import main; main()"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The test process's environment without its QM_* settings (a PostgreSQL URL, say)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QM_")}
+    return {**clean, "COLUMNS": "200", **extra}
+
+
+def test_a_server_that_cannot_be_reached_is_named_in_one_line() -> None:
+    port = free_port()
+    env = _env(QM_URL=f"http://127.0.0.1:{port}", QM_API_KEY="qm_x_y")
+    result = subprocess.run(
+        [*QM, "team", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert f"error: cannot reach the server at http://127.0.0.1:{port}" in result.stderr
+    assert "Is `qm serve` running there" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_second_server_on_one_data_dir_stops_at_once_naming_the_holder(tmp_path: Path) -> None:
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir))
+    subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
+    store = data_dir / "usage.duckdb"
+    with held_by_another_process(store) as pid:
+        result = subprocess.run(
+            [*QM, "serve", "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert f"error: the usage store {store} is in use by another process (process {pid})" in (
+        " ".join(result.stderr.split())
+    )
+    assert "Traceback" not in result.stderr
