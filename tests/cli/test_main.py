@@ -49,3 +49,13 @@ def test_a_second_server_on_one_data_dir_stops_at_once_naming_the_holder(tmp_pat
         " ".join(result.stderr.split())
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    env = _env(QM_DATA_DIR=str(not_a_dir / "qm"))
+    result = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"error: Not a directory: {not_a_dir / 'qm'}" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr

@@ -90,6 +90,13 @@ def test_send_keeps_the_valid_lines_beside_a_malformed_one(
     assert {e["event"]["id"] for e in stored} >= {event["id"] for event in good}
 
 
+def test_send_names_a_file_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.jsonl"
+    result = runner.invoke(cli.app, ["send", str(missing)], env={"QM_API_KEY": "qm_x_y"})
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
 def test_send_of_a_file_with_no_json_line_sends_nothing(tmp_path: Path) -> None:
     file = write_jsonl(tmp_path / "bad.jsonl", [b'{"id": '])
     # No server at this URL: nothing is sent, so nothing fails to connect.

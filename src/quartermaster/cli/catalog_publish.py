@@ -198,7 +198,9 @@ def app_quarantine(
 @policy_app.command("upload")
 def policy_upload(
     name: str,
-    file: Annotated[Path, typer.Argument(help="A .rego file.")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .rego file.")
+    ],
     audit: Annotated[bool, typer.Option(help="Audit mode: log decisions, never block.")] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -220,8 +222,16 @@ def policy_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
 
 @policy_app.command("test")
 def policy_test(
-    file: Annotated[Path, typer.Argument(help="A .rego file to try.")],
-    input_file: Annotated[Path, typer.Option("--input", help="JSON input document.")],
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="A .rego file to try."),
+    ],
+    input_file: Annotated[
+        Path,
+        typer.Option(
+            "--input", exists=True, dir_okay=False, readable=True, help="JSON input document."
+        ),
+    ],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:

@@ -185,7 +185,12 @@ def print_summary(summary: SendSummary, path: Path) -> None:
 
 @app.command("send")
 def send(
-    file: Annotated[Path, typer.Argument(help="JSON Lines: one CloudEvent per line.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="JSON Lines: one CloudEvent per line."
+        ),
+    ],
     batch_size: Annotated[int, typer.Option(min=1, help="Events per request.")] = 1000,
     key_id: Annotated[
         str | None, typer.Option(help="Sign events that carry no qmsignature with this key.")

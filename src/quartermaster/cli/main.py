@@ -207,13 +207,17 @@ def _register_groups() -> None:
 
 
 def main() -> None:
-    """The `qm` console script. An error the code knows (a QMError) or a server that cannot
-    be reached ends the command with one line saying so and exit status 1, not a traceback."""
+    """The `qm` console script. An error the code knows (a QMError), a file that cannot be
+    read or written, or a server that cannot be reached ends the command with one line saying
+    so and exit status 1, not a traceback."""
     _register_groups()
     try:
         app()
     except QMError as exc:
         _fail(exc.message)
+    except OSError as exc:  # a file that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}")
     except httpx.TransportError as exc:
         _fail(
             f"cannot reach the server{_target(exc)}: {exc}. "

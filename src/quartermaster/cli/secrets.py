@@ -62,7 +62,12 @@ def secret_put(
     value: Annotated[
         str | None, typer.Option(help="The value (visible in shell history: prefer stdin).")
     ] = None,
-    from_file: Annotated[Path | None, typer.Option(help="Read the value from a file.")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, readable=True, help="Read the value from a file."
+        ),
+    ] = None,
     cas: Annotated[
         int | None, typer.Option(help="Write only if the current version is this (0: new).")
     ] = None,
@@ -179,7 +184,12 @@ def secret_destroy(
 def secret_rotate(
     path: PathArg,
     value: Annotated[str | None, typer.Option(help="The new value.")] = None,
-    from_file: Annotated[Path | None, typer.Option(help="Read the new value from a file.")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, readable=True, help="Read the new value from a file."
+        ),
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -275,7 +285,13 @@ def lease_revoke_prefix(
 @audit_app.command("verify")
 def audit_verify(
     file: Annotated[
-        Path | None, typer.Option(help="Verify a shipped JSONL file instead of the server's log.")
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Verify a shipped JSONL file instead of the server's log.",
+        ),
     ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
