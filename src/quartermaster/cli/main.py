@@ -111,7 +111,7 @@ def serve(
     try:
         # Opened before anything starts: a second server on the same data directory is then
         # told so in one line, not in the startup traceback of a background service.
-        runtime.usage_store  # noqa: B018
+        _ = runtime.usage_store
         application = create_app(
             settings,
             runtime=runtime,
