@@ -147,13 +147,17 @@ def print_pipeline(
         key: sum(int(h[key]) for h in hours)
         for key in ("accepted", "attributed", "unattributed", "rated", "waiting", "in_pipeline")
     }
+    # One row per count: seven counts of seven digits side by side were cut to "1,967,8…"
+    # on an 80-column terminal.
     table = Table(title="reconciliation identity (all ingest hours)", header_style="bold")
-    for key in sums:
-        table.add_column(key, justify="right")
-    table.add_column("accepted = rated + waiting", justify="center")
+    table.add_column("events")
+    table.add_column("count", justify="right", no_wrap=True)
+    for key, n in sums.items():
+        table.add_row(key.replace("_", " "), f"{n:,}")
     identity = sums["accepted"] == sums["rated"] + sums["waiting"] + sums["in_pipeline"]
+    table.add_section()
     table.add_row(
-        *(f"{n:,}" for n in sums.values()),
+        "accepted = rated + waiting + in pipeline",
         "[green]holds[/]" if identity and accounting["balanced"] else "[red]does not hold[/]",
     )
     console.print(table)
