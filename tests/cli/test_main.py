@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from typer.main import get_command
+
+from quartermaster.cli.main import _register_groups, app
 from tests.conftest import free_port
 from tests.usage.store_holder import held_by_another_process
 
@@ -59,3 +63,22 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
     assert result.returncode == 1
     assert f"error: Not a directory: {not_a_dir / 'qm'}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def test_every_command_has_a_one_line_summary() -> None:
+    """Typer prints the first paragraph of a command's help in its parent's command list,
+    line breaks included: a summary wrapped in the docstring showed there as broken lines."""
+    if not any(group.name == "bill" for group in app.registered_groups):
+        _register_groups()
+    root = get_command(app)
+    wrapped: list[str] = []
+
+    def walk(command: Any, path: str) -> None:
+        summary = (command.help or "").strip().split("\n\n")[0]
+        if not summary or "\n" in summary:
+            wrapped.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(root, "qm")
+    assert wrapped == []

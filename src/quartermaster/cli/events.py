@@ -202,8 +202,9 @@ def send(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Send events in batches (retrying safely); exit 1 if any event was rejected. A line
-    that is not JSON is listed as rejected (invalid_json) and the others are sent."""
+    """Send events in batches (retrying safely); exit 1 if any event was rejected.
+
+    A line that is not JSON is listed as rejected (invalid_json) and the others are sent."""
     if (key_id is None) != (secret_hex is None):
         raise typer.BadParameter("--key-id and --secret-hex go together")
     events, unreadable = read_events(file)

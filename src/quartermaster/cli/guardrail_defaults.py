@@ -110,8 +110,9 @@ def high_cost_show(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """One preview: month to date and forecast of the app, its team and the tenant, and the
-    meters and top events behind the hour."""
+    """One preview: month to date and forecast of the app, its team and the tenant.
+
+    Also the meters and top events behind the hour that raised it."""
     row = request("GET", f"/v1/cost-previews/{preview_id}", url=url, api_key=api_key)
     body = row["preview"]
     cur = row["currency"]

@@ -98,8 +98,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Run the API and the pipeline workers in one process (the embedded default), with a
-    validation worker process for ingestion where there is a second CPU (QM_INGEST_WORKERS)."""
+    """Run the API and the pipeline workers in one process (the embedded default).
+
+    Ingestion's validation runs in a worker process where there is a second CPU
+    (QM_INGEST_WORKERS)."""
     import uvicorn
 
     from quartermaster.api.app import create_app

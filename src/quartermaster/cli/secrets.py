@@ -357,8 +357,10 @@ def scan(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Scan for secrets with detect-secrets; exit 1 when anything is found. Findings are
-    compared with the broker's secrets by keyed HMAC (the text never leaves this machine)."""
+    """Scan for secrets with detect-secrets; exit 1 when anything is found.
+
+    Findings are compared with the broker's secrets by keyed HMAC (the text never leaves
+    this machine)."""
     from quartermaster.secrets.scanning import fingerprints, scan_paths
 
     try:
@@ -432,6 +434,7 @@ def _local_runtime(data_dir: Path | None) -> Any:
 @root_key_app.command("rotate")
 def root_key_rotate(data_dir: DataDirOption = None) -> None:
     """Add a new active root key to the data dir's keyring and re-wrap every data key.
+
     Servers keep running: they re-read the keyring and can unwrap with either key meanwhile."""
     from quartermaster.secrets.keys import FileKeyProvider, add_root_key, keyring_path
 
