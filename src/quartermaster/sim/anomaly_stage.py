@@ -39,10 +39,10 @@ def anomaly_alerts(ctx: DemoContext) -> None:
         request(client, "POST", "/v1/alerts/scan", json=body)
         alerts = request(client, "GET", "/v1/alerts?kind=anomaly&limit=1000").json()
     app_alerts = [a for a in alerts if a["details"].get("scope_kind") == "app"]
-    table = Table(
-        "app", "hour (UTC)", "cost / usual", "meters (share of excess)", "injected?",
-        "s to detect", title="cost anomalies (app scope)",
-    )  # fmt: skip
+    table = Table(title="cost anomalies (app scope)")
+    for column in ("app", "hour (UTC)", "cost / usual", "meters (share of excess)", "injected?"):
+        table.add_column(column, overflow="fold")  # wrapped, never cut to "…"
+    table.add_column("s to detect", justify="right", no_wrap=True)
     injected = {(a.app_id, a.meter): a for a in platform.anomalies}
     found = 0
     for alert in sorted(app_alerts, key=lambda a: a["details"]["hour"]):

@@ -204,13 +204,15 @@ def print_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
             f"total {sum(values, ZERO):,.2f}, {sum(d['events'] for d in daily):,} events)"
         )
     events = Table(title="2. top contributing events", header_style="bold", title_justify="left")
+    # Ids, times and quantities are never wrapped; the rest folds, so nothing is cut to "…".
     for column in ("event id", "event time", "recorded", "resource", "quantity", "method"):
-        events.add_column(column)
+        whole = column in ("event id", "event time", "recorded", "quantity")
+        events.add_column(column, no_wrap=whole, overflow="fold")
     for event in explanation["top_events"][:5]:
         events.add_row(
             event["event_id"],
-            event["event_time"][:19],
-            event["recorded_at"][:19],
+            event["event_time"][5:16].replace("T", " "),
+            event["recorded_at"][5:16].replace("T", " "),
             event["resource_id"] or "",
             str(event["quantity"]),
             event["method"] + (" (late)" if event["late"] else ""),
@@ -231,7 +233,7 @@ def print_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
 def print_alerts(console: Console, alerts: list[dict[str, Any]]) -> None:
     table = Table(title="budget alerts", header_style="bold", title_justify="left")
     for column in ("severity", "title", "message"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for alert in alerts:
         table.add_row(alert["severity"], alert["title"], alert["message"])
     console.print(table)
