@@ -138,17 +138,14 @@ def usage_show(
     """Quantities per cost center, team, app and meter in a period."""
     params = drop_none({"start": start, "end": end, "as_of": as_of})
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
-    table = Table(
-        "cost_center",
-        "team",
-        "app",
-        "meter",
-        "quantity",
-        "unit",
-        "events",
-        "flag",
-        title=f"usage {usage['start']} .. {usage['end']}",
-    )
+    table = Table(title=f"usage {usage['start']} .. {usage['end']}")
+    for column in ("cost_center", "team", "app", "meter"):
+        table.add_column(column, overflow="fold")
+    # Numbers are never wrapped or cut; the names fold around them.
+    table.add_column("quantity", justify="right", no_wrap=True)
+    table.add_column("unit", overflow="fold")
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("flag", overflow="fold")
     for row in usage["rows"]:
         table.add_row(
             plain(row["cost_center"]),
