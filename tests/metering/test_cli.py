@@ -219,3 +219,25 @@ def test_reconciliation_command_shows_balanced_hours(
         env=env(live_server, tenant),
     )
     assert "no events received" in empty.output
+
+
+def test_read_batches_streams_the_file_a_batch_at_a_time(tmp_path: Path) -> None:
+    lines = [usage_event("bot") for _ in range(5)]
+    file = write_jsonl(tmp_path / "e.jsonl", [lines[0], b"", lines[1], b"{nope", *lines[2:]])
+    batches = cli.read_batches(file, 2)
+    first = next(batches)  # a generator: the rest of the file is read as it is sent
+    assert [n for n, _ in first.events] == [1, 3]
+    assert (first.unreadable, first.lines) == ([], 3)
+    rest = list(batches)
+    assert [[n for n, _ in b.events] for b in rest] == [[5, 6], [7]]
+    assert [r["line"] for r in rest[0].unreadable] == [4]
+    assert rest[0].unreadable[0]["reason"] == "invalid_json"
+    assert [b.events[0][1] for b in rest] == [lines[2], lines[4]]
+    assert first.lines + sum(b.lines for b in rest) == cli.count_lines(file) == 7
+
+
+def test_count_lines_counts_a_last_line_without_a_newline(tmp_path: Path) -> None:
+    for content, expected in ((b"", 0), (b"a", 1), (b"a\n", 1), (b"a\nb", 2), (b"\n\n", 2)):
+        file = tmp_path / "f.jsonl"
+        file.write_bytes(content)
+        assert cli.count_lines(file) == expected, content
