@@ -107,6 +107,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "scale" in explained
     assert "no (late)" in explained  # the 100 s recorded after the run
 
+    empty = _ok(qm, "bill", "run", "--month", "2026-03")  # a month nothing was sent for
+    assert "no usage in the period as recorded by" in empty
+    assert "run it again to recompute the draft" in empty
+
     previewed = _ok(qm, "bill", "preview")
     assert "forecast method: run-rate" in previewed
 

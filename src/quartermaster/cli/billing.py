@@ -165,6 +165,15 @@ def run(
     }
     out().print(messages[result["outcome"]])
     _print_document(document)
+    if document["line_count"] == 0 and document["status"] == "draft":
+        # Most often the events were sent moments ago: a run counts what was recorded a few
+        # seconds before it started (docs/billing.md, "as_of").
+        out().print(
+            f"[yellow]no usage in the period as recorded by {document['as_of']}[/]: events "
+            "sent in the last few seconds are not in it yet; run it again to recompute "
+            "the draft"
+        )
+        return
     detail = request("GET", f"/v1/billing/runs/{document['id']}", url=url, api_key=api_key)
     print_summary(detail["lines"], document["currency"])
 
