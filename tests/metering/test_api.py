@@ -96,6 +96,11 @@ def test_partial_acceptance_keeps_the_valid_events(
         (2, None, "invalid_envelope", "specversion"),
     ]
     assert all(r["message"] for r in report["rejected"])
+    # Every problem of the event is named, so one round trip shows everything to fix.
+    envelope = report["rejected"][1]["message"]
+    for named in ("specversion: Field required", "id: Field required", "source:", "type:"):
+        assert named in envelope, envelope
+    assert "more)" not in envelope
     tail = http.get("/v1/events", headers=tenant.headers).json()["events"]
     assert [e["event"]["id"] for e in tail] == [good[0]["id"], good[1]["id"]]
 

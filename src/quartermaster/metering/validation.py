@@ -204,14 +204,23 @@ def _readable_id(raw: object) -> str | None:
     return None
 
 
+# A rejection's message names each problem of the event (up to this many), so that one round
+# trip shows the sender everything to fix; its `field` is the first problem's.
+SHOWN_ERRORS = 10
+
+
 def _first_error(exc: ValidationError, prefix: str) -> tuple[str, str]:
+    """The first problem's field, and a message naming every problem (up to SHOWN_ERRORS)."""
     errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"])
-    field_name = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    label = field_name or "event"
-    return field_name, f"{label}: {first['msg']}{more}"
+    parts: list[str] = []
+    fields: list[str] = []
+    for error in errors[:SHOWN_ERRORS]:
+        loc = ".".join(str(part) for part in error["loc"])
+        field_name = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        fields.append(field_name)
+        parts.append(f"{field_name or 'event'}: {error['msg']}")
+    more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
+    return fields[0], "; ".join(parts) + more
 
 
 def validate_event(
