@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,3 +243,43 @@ def test_count_lines_counts_a_last_line_without_a_newline(tmp_path: Path) -> Non
         file = tmp_path / "f.jsonl"
         file.write_bytes(content)
         assert cli.count_lines(file) == expected, content
+
+
+def test_send_batches_keeps_several_in_flight_and_reports_in_line_order(tmp_path: Path) -> None:
+    lines = [{"id": f"e{i}"} for i in range(10)]
+    file = write_jsonl(tmp_path / "e.jsonl", [*lines[:5], b"{bad", *lines[5:]])
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most at once
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        events = orjson.loads(request.content)
+        rejected = [
+            {"index": i, "id": e["id"], "field": None, "reason": "nope", "message": "odd"}
+            for i, e in enumerate(events)
+            if int(e["id"][1:]) % 2
+        ]
+        accepted = len(events) - len(rejected)
+        return httpx.Response(
+            200, json={"accepted": accepted, "duplicates": 0, "rejected": rejected}
+        )
+
+    progressed: list[int] = []
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://qm") as client:
+        summary = cli.send_batches(
+            client,
+            cli.read_batches(file, 2),
+            max_attempts=1,
+            connections=3,
+            on_batch=progressed.append,
+        )
+    assert 1 < in_flight[1] <= 3
+    assert (summary.sent, summary.accepted, summary.duplicates) == (10, 5, 0)
+    assert [r["line"] for r in summary.rejected] == [2, 4, 6, 7, 9, 11]  # line 6 is not JSON
+    assert [r["reason"] for r in summary.rejected][2] == "invalid_json"
+    assert sum(progressed) == 11

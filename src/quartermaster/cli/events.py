@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,9 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
 SHOWN_REJECTIONS = 20
+# Batches `qm events send` keeps in flight: the server validates in one process and stores in
+# another, and one request at a time left both waiting on the round trip (docs/events.md).
+SEND_CONNECTIONS = 4
 
 app = typer.Typer(help="Send events and watch the event log.", no_args_is_help=True)
 reconciliation_app = typer.Typer(
@@ -157,27 +162,33 @@ def send_batches(
     batches: Iterable[FileBatch],
     *,
     max_attempts: int,
+    connections: int = 1,
     prepare: Callable[[object], object] = lambda event: event,
     sleep: Callable[[float], None] = time.sleep,
     on_batch: Callable[[int], None] = lambda _lines: None,
 ) -> SendSummary:
-    """POST each batch (its events through `prepare`, e.g. signing) and add up the answers;
-    rejections, the unreadable lines' included, come back in line order."""
+    """POST the batches, up to `connections` at a time (each event through `prepare`, e.g.
+    signing), and add up the answers; rejections, the unreadable lines' included, come back
+    in line order. At most twice `connections` batches are read ahead, so memory stays that
+    of a few batches whatever the file's size."""
     summary = SendSummary()
+    retry_reasons: list[str] = []  # appended from the sending threads (atomic)
 
-    def count_retry(_reason: str) -> None:
-        summary.retries += 1
+    def deliver(batch: FileBatch) -> dict[str, Any] | None:
+        if not batch.events:
+            return None
+        body = orjson.dumps([prepare(event) for _line, event in batch.events])
+        response = post_batch(
+            client, body, max_attempts=max_attempts, sleep=sleep, on_retry=retry_reasons.append
+        )
+        if response.status_code not in (200, 422) or "accepted" not in response.json():
+            check(response, console=err_console)  # prints the API's error and exits
+        report: dict[str, Any] = response.json()
+        return report
 
-    for batch in batches:
+    def add(batch: FileBatch, report: dict[str, Any] | None) -> None:
         summary.rejected.extend(batch.unreadable)
-        if batch.events:
-            body = orjson.dumps([prepare(event) for _line, event in batch.events])
-            response = post_batch(
-                client, body, max_attempts=max_attempts, sleep=sleep, on_retry=count_retry
-            )
-            if response.status_code not in (200, 422) or "accepted" not in response.json():
-                check(response, console=err_console)  # prints the API's error and exits
-            report = response.json()
+        if report is not None:
             summary.sent += len(batch.events)
             summary.accepted += report["accepted"]
             summary.duplicates += report["duplicates"]
@@ -185,6 +196,18 @@ def send_batches(
                 line = batch.events[rejection["index"]][0]
                 summary.rejected.append({**rejection, "line": line})
         on_batch(batch.lines)
+
+    in_flight: deque[tuple[FileBatch, Future[dict[str, Any] | None]]] = deque()
+    with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send") as pool:
+        for batch in batches:
+            in_flight.append((batch, pool.submit(deliver, batch)))
+            if len(in_flight) >= 2 * connections:
+                done, future = in_flight.popleft()
+                add(done, future.result())
+        while in_flight:
+            done, future = in_flight.popleft()
+            add(done, future.result())
+    summary.retries = len(retry_reasons)
     summary.rejected.sort(key=lambda rejection: int(rejection["line"]))
     return summary
 
@@ -228,6 +251,9 @@ def send(
         str | None, typer.Option(help="The signing key's secret (hex), with --key-id.")
     ] = None,
     max_attempts: Annotated[int, typer.Option(min=1, help="Tries per batch.")] = 8,
+    connections: Annotated[
+        int, typer.Option(min=1, max=16, help="Batches in flight at once.")
+    ] = SEND_CONNECTIONS,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -261,6 +287,7 @@ def send(
                 client,
                 read_batches(file, batch_size),
                 max_attempts=max_attempts,
+                connections=connections,
                 prepare=prepare,
                 on_batch=lambda lines: progress.advance(task, lines),
             )
