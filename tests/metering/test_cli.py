@@ -283,3 +283,21 @@ def test_send_batches_keeps_several_in_flight_and_reports_in_line_order(tmp_path
     assert [r["line"] for r in summary.rejected] == [2, 4, 6, 7, 9, 11]  # line 6 is not JSON
     assert [r["reason"] for r in summary.rejected][2] == "invalid_json"
     assert sum(progressed) == 11
+
+
+def test_send_batches_stops_at_a_batch_that_cannot_be_delivered(tmp_path: Path) -> None:
+    file = write_jsonl(tmp_path / "e.jsonl", [{"id": f"e{i}"} for i in range(100)])
+    requests: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(1)
+        time.sleep(0.01)
+        return httpx.Response(500)
+
+    transport = httpx.MockTransport(handler)
+    with (
+        httpx.Client(transport=transport, base_url="http://qm") as client,
+        pytest.raises(cli.DeliveryError, match="gave up after 1 attempts"),
+    ):
+        cli.send_batches(client, cli.read_batches(file, 1), max_attempts=1, connections=2)
+    assert 1 <= len(requests) <= 4  # the rest of the file was never sent

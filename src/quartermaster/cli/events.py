@@ -48,7 +48,8 @@ ApiKeyOption = Annotated[
 
 
 class DeliveryError(RuntimeError):
-    """A batch could not be delivered; the message says why (nothing after it was sent)."""
+    """A batch could not be delivered; the message says why. Batches after it in the file
+    were not sent, except those already in flight beside it."""
 
 
 @dataclass
@@ -199,14 +200,21 @@ def send_batches(
 
     in_flight: deque[tuple[FileBatch, Future[dict[str, Any] | None]]] = deque()
     with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send") as pool:
-        for batch in batches:
-            in_flight.append((batch, pool.submit(deliver, batch)))
-            if len(in_flight) >= 2 * connections:
+        try:
+            for batch in batches:
+                in_flight.append((batch, pool.submit(deliver, batch)))
+                if len(in_flight) >= 2 * connections:
+                    done, future = in_flight.popleft()
+                    add(done, future.result())
+            while in_flight:
                 done, future = in_flight.popleft()
                 add(done, future.result())
-        while in_flight:
-            done, future = in_flight.popleft()
-            add(done, future.result())
+        except BaseException:
+            # A batch that could not be delivered ends the send: the batches not yet started
+            # are dropped, the ones being sent finish (sending the file again is safe).
+            for _batch, future in in_flight:
+                future.cancel()
+            raise
     summary.retries = len(retry_reasons)
     summary.rejected.sort(key=lambda rejection: int(rejection["line"]))
     return summary
