@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from quartermaster.api.app import create_app
+from quartermaster.domain.events import event_json_schema
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.tenancy.models import Role
@@ -279,6 +280,13 @@ def test_reconciliation_parameters_are_checked(http: httpx.Client, tenant: Tenan
 def test_bench_route_is_absent_by_default(http: httpx.Client) -> None:
     assert http.post("/v1/_bench/parse", content=b"[]").status_code == 404
     assert "/v1/_bench/parse" not in http.get("/openapi.json").json()["paths"]
+
+
+def test_the_ingest_route_documents_its_body(http: httpx.Client) -> None:
+    operation = http.get("/openapi.json").json()["paths"]["/v1/events"]["post"]
+    content = operation["requestBody"]["content"]
+    assert content["application/cloudevents+json"]["schema"] == event_json_schema()
+    assert content["application/cloudevents-batch+json"]["schema"]["items"] == event_json_schema()
 
 
 @dataclass

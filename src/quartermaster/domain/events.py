@@ -5,6 +5,7 @@ pipeline reads accepted events through them, so both sides always agree."""
 
 from __future__ import annotations
 
+import copy
 import enum
 from datetime import datetime
 from decimal import Decimal
@@ -139,3 +140,43 @@ class CloudEvent(BaseModel):
     qmkeyid: str | None = None
     qmsignature: str | None = None
     qmlease: str | None = None
+
+
+def event_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one event Quartermaster accepts: one variant per event type, each
+    the envelope with its `type` fixed and its `data` model, self-contained (no `$ref`s), so
+    that it can sit inline in the OpenAPI request body. A model validator such as "at least
+    one measure" is not expressible here; the server still checks it."""
+    envelope = _inlined(CloudEvent.model_json_schema())
+    variants = []
+    for event_type, model in DATA_MODELS.items():
+        variant = copy.deepcopy(envelope)
+        variant["title"] = f"{event_type} event"
+        variant["properties"]["type"] = {"const": event_type, "type": "string"}
+        variant["properties"]["data"] = _inlined(model.model_json_schema())
+        variants.append(variant)
+    return {"oneOf": variants}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with each local `$ref` replaced by its definition (the models are not
+    recursive), and its `$defs` and null defaults dropped."""
+    definitions = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {
+                key: resolve(value)
+                for key, value in node.items()
+                # `"default": null` says nothing to a sender, and FastAPI drops it anyway.
+                if key != "$defs" and not (key == "default" and value is None)
+            }
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
