@@ -59,6 +59,10 @@ def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
 
     # The new key works (finance reads teams) and is listed without its secret.
     assert "web" in qm("team", "list", "--api-key", token).output
+    by_name = qm("key", "create", "ci-bot").stdout.strip()  # the name people remember
+    assert "web" in qm("team", "list", "--api-key", by_name).output
+    nobody = qm("key", "create", "nobody", expect=1)
+    assert "error 404: principal 'nobody' not found" in nobody.output
     keys = qm("key", "list").output
     assert re.search(rf"{key_id}\s+.*ci-bot\s+.*active", keys)
     assert token.split("_", 2)[2] not in keys

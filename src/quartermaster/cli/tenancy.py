@@ -95,7 +95,9 @@ def principal_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
 
 @key_app.command("create")
 def key_create(
-    principal_id: Annotated[str, typer.Argument(help="Id of the principal (qm principal list).")],
+    principal_id: Annotated[
+        str, typer.Argument(help="The principal's name or id (qm principal list).")
+    ],
     expires_at: Annotated[
         str | None, typer.Option(help="RFC 3339 instant with offset, e.g. 2030-01-01T00:00:00Z.")
     ] = None,

@@ -113,6 +113,7 @@ def list_principals(caller: BillingReader, session: SessionDep) -> list[Principa
     "/principals/{principal_id}/keys",
     status_code=201,
     summary="Issue an API key (the token is shown once)",
+    description="`principal_id`: the principal's id, or its name.",
     responses=error_responses(404, 422),
 )
 def issue_key(

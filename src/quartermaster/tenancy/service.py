@@ -483,8 +483,11 @@ def list_principals(tenant_id: str, *, session: Session) -> list[PrincipalView]:
 def issue_key_for(
     tenant_id: str, principal_id: str, *, expires_at: datetime | None = None, session: Session
 ) -> IssuedKey:
-    principal = session.scalar(
-        select(Principal).where(Principal.tenant_id == tenant_id, Principal.id == principal_id)
+    """A key for the principal with this id or, failing that, this name (names are unique
+    within a tenant, and the one people remember)."""
+    in_tenant = select(Principal).where(Principal.tenant_id == tenant_id)
+    principal = session.scalar(in_tenant.where(Principal.id == principal_id)) or session.scalar(
+        in_tenant.where(Principal.name == principal_id)
     )
     if principal is None:
         raise NotFoundError(f"principal {principal_id!r} not found", field="principal_id")
