@@ -205,17 +205,19 @@ def print_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
         )
     events = Table(title="2. top contributing events", header_style="bold", title_justify="left")
     # Ids, times and quantities are never wrapped; the rest folds, so nothing is cut to "…".
-    for column in ("event id", "event time", "recorded", "resource", "quantity", "method"):
-        whole = column in ("event id", "event time", "recorded", "quantity")
+    # When an event was recorded matters only for a late one, so it goes in the method
+    # column, which keeps the table within 80 columns.
+    for column in ("event id", "event time", "resource", "quantity", "method"):
+        whole = column in ("event id", "event time", "quantity")
         events.add_column(column, no_wrap=whole, overflow="fold")
     for event in explanation["top_events"][:5]:
+        recorded = event["recorded_at"][5:16].replace("T", " ")
         events.add_row(
             event["event_id"],
             event["event_time"][5:16].replace("T", " "),
-            event["recorded_at"][5:16].replace("T", " "),
             event["resource_id"] or "",
             str(event["quantity"]),
-            event["method"] + (" (late)" if event["late"] else ""),
+            event["method"] + (f" (late: recorded {recorded})" if event["late"] else ""),
         )
     console.print(events)
     markers = explanation["markers"]
