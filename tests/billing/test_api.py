@@ -83,6 +83,7 @@ def test_a_month_billed_from_the_pipeline_matches_the_hand_computation(
     assert run["period_end"] == "2026-02-01T00:00:00Z"
     assert Decimal(run["total"]) == PIPELINE_TOTAL
     detail = _detail(platform, run["id"])
+    assert _detail(platform, run["id"][:12])["document"]["id"] == run["id"]  # a unique prefix
     got = {
         (line["cost_type"], line["app"], line["item"]): line["amount"] for line in detail["lines"]
     }

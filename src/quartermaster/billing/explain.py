@@ -17,6 +17,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from quartermaster.billing.ids import ID_PREFIX, unique_by_prefix
 from quartermaster.billing.models import BillingDocument, BillingLine, CostType, DocumentType
 from quartermaster.billing.service import caller_team_slug, get_document
 from quartermaster.billing.sources import (
@@ -26,17 +27,12 @@ from quartermaster.billing.sources import (
     tenant_meter_definitions,
 )
 from quartermaster.domain.timeutil import Period
-from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.errors import NotFoundError
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.meters import Aggregation
 from quartermaster.usage.store import LifecycleMarker, RawUsage, UsageStore
 
 LINE_ID = re.compile(r"^[0-9a-f]{32}$")
-# `qm bill show` prints ids this long; like git's short hashes, any unique prefix of at least
-# MIN_PREFIX characters names a line.
-SHORT_ID_LENGTH = 12
-MIN_PREFIX = 8
-LINE_ID_PREFIX = re.compile(rf"^[0-9a-f]{{{MIN_PREFIX},31}}$")
 TOP_EVENTS = 10
 # Above this many raw rows for one app and meter, days come from the rollups instead.
 RAW_ROW_LIMIT = 200_000
@@ -78,8 +74,13 @@ def find_line(caller: AuthContext, reference: str, *, session: Session) -> Billi
     team = caller_team_slug(caller, session=session)
     if LINE_ID.match(reference):
         line = session.get(BillingLine, reference)
-    elif LINE_ID_PREFIX.match(reference):
-        line = _line_by_prefix(caller.tenant_id, team, reference, session=session)
+    elif ID_PREFIX.match(reference):
+        query = select(BillingLine).where(BillingLine.tenant_id == caller.tenant_id)
+        if team:
+            query = query.where(BillingLine.team == team)
+        line = unique_by_prefix(
+            query, BillingLine.id, reference, what="billing line", field="line_id", session=session
+        )
     else:
         line = session.scalars(
             select(BillingLine)
@@ -90,24 +91,6 @@ def find_line(caller: AuthContext, reference: str, *, session: Session) -> Billi
     if line is None or line.tenant_id != caller.tenant_id or (team and line.team != team):
         raise NotFoundError(f"billing line {reference!r} not found", field="line_id")
     return line
-
-
-def _line_by_prefix(
-    tenant_id: str, team: str | None, prefix: str, *, session: Session
-) -> BillingLine | None:
-    query = select(BillingLine).where(
-        BillingLine.tenant_id == tenant_id, BillingLine.id.startswith(prefix, autoescape=True)
-    )
-    if team:
-        query = query.where(BillingLine.team == team)
-    matches = session.scalars(query.limit(2)).all()
-    if len(matches) > 1:
-        raise InvalidInputError(
-            f"billing line id prefix {prefix!r} is ambiguous: several lines start with it; "
-            "give more of the id",
-            field="line_id",
-        )
-    return matches[0] if matches else None
 
 
 def _days(period: Period) -> list[Period]:

@@ -23,6 +23,7 @@ from quartermaster.billing.calculator import (
     price_inputs,
     version_cuts,
 )
+from quartermaster.billing.ids import ID_PREFIX, unique_by_prefix
 from quartermaster.billing.lines import (
     LineDraft,
     audit_key,
@@ -297,7 +298,17 @@ def create_run(
 
 
 def get_document(caller: AuthContext, document_id: str, *, session: Session) -> BillingDocument:
+    """A run or adjustment of the caller's tenant by its id or a unique prefix of it."""
     document = session.get(BillingDocument, document_id)
+    if document is None and ID_PREFIX.match(document_id):
+        document = unique_by_prefix(
+            select(BillingDocument).where(BillingDocument.tenant_id == caller.tenant_id),
+            BillingDocument.id,
+            document_id,
+            what="billing run",
+            field="run_id",
+            session=session,
+        )
     if document is None or document.tenant_id != caller.tenant_id:
         raise NotFoundError(f"billing run {document_id!r} not found", field="run_id")
     return document

@@ -30,12 +30,18 @@ bill_app = typer.Typer(
     help="Billing: run periods, finalize, adjust, preview and export.", no_args_is_help=True
 )
 
-RunIdArgument = Annotated[str, typer.Argument(help="A run (or adjustment document) id.")]
+RunIdArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A run (or adjustment document) id, or a unique prefix of it (8+ characters, "
+        "as `qm bill list` shows them)."
+    ),
+]
 TOP_APPS = 10
-# Line ids as `qm bill show` prints them: like git's short hashes, the API takes any unique
-# prefix of 8 characters or more (billing/explain.py), and a full id would leave a
-# ten-column table no room on a 100-column terminal.
-SHORT_LINE_ID = 12
+# Run and line ids as the tables print them: like git's short hashes, the API takes any
+# unique prefix of 8 characters or more (billing/ids.py), and a full id left a ten-column
+# table no room on a 100-column terminal.
+SHORT_ID = 12
 
 
 def _money(value: str | Decimal | None) -> str:
@@ -121,7 +127,7 @@ def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
     shown = lines if limit is None else lines[:limit]
     rows = [
         (
-            line["id"][:SHORT_LINE_ID],
+            line["id"][:SHORT_ID],
             line["cost_center"],
             line["team"] or "-",
             line["app"] or "-",
@@ -192,7 +198,7 @@ def list_runs(
     documents = request("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
     rows = [
         (
-            d["id"],
+            d["id"][:SHORT_ID],
             d["kind"],
             d["status"],
             _day_or_time(d["period_start"]),
@@ -200,7 +206,7 @@ def list_runs(
             _money(d["total"]),
             d["currency"],
             d["line_count"],
-            *([d["corrects_run_id"] or ""] if adjustments else []),
+            *([(d["corrects_run_id"] or "")[:SHORT_ID]] if adjustments else []),
         )
         for d in documents
     ]
@@ -235,7 +241,7 @@ def show(
         print_lines(detail["lines"], limit=None if all_lines else lines)
     if detail["adjustments"]:
         rows = [
-            (a["id"], a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
+            (a["id"][:SHORT_ID], a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
             for a in detail["adjustments"]
         ]
         columns = ("adjustment", "#", "as of", "total", "lines")

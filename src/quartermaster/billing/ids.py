@@ -1,0 +1,40 @@
+"""Billing ids by unique prefix, as git takes short hashes: `qm bill list` and `qm bill show`
+print 12 characters of each run and line id, and a prefix of 8 or more names the document or
+line it begins, within the caller's tenant."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from quartermaster.errors import InvalidInputError
+
+MIN_PREFIX = 8
+ID_PREFIX = re.compile(rf"^[0-9a-f]{{{MIN_PREFIX},31}}$")
+
+Row = TypeVar("Row")
+
+
+def unique_by_prefix(
+    query: Select[Row],
+    id_column: InstrumentedAttribute[Any],
+    prefix: str,
+    *,
+    what: str,
+    field: str,
+    session: Session,
+) -> Row | None:
+    """The one row of `query` whose id starts with `prefix`; None when there is none; an
+    InvalidInputError (422) naming `what` when several share it."""
+    matches = session.scalars(
+        query.where(id_column.startswith(prefix, autoescape=True)).limit(2)
+    ).all()
+    if len(matches) > 1:
+        raise InvalidInputError(
+            f"{what} id prefix {prefix!r} is ambiguous: several start with it; give more of the id",
+            field=field,
+        )
+    return matches[0] if matches else None
