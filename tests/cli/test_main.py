@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from typer.main import get_command
 
 from quartermaster.cli.main import _register_groups, app
@@ -82,3 +84,27 @@ def test_every_command_has_a_one_line_summary() -> None:
 
     walk(root, "qm")
     assert wrapped == []
+
+
+def test_serve_says_where_it_listens(tmp_path: Path) -> None:
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir), QM_INGEST_WORKERS="0")
+    subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
+    port = free_port()
+    with subprocess.Popen(
+        [*QM, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        server.terminate()
+        _, stderr = server.communicate(timeout=60)
+    assert f"qm serve: http://127.0.0.1:{port} (data dir {data_dir}, database sqlite)" in stderr

@@ -109,23 +109,26 @@ def serve(
     from quartermaster.runtime import build_runtime
 
     settings = _settings(data_dir)
+    bind_host = host or settings.host
+    bind_port = port if port is not None else settings.port
     runtime = build_runtime(settings)
+
+    def started() -> None:
+        tune_gc_for_serving()
+        Console(stderr=True, highlight=False).print(
+            f"qm serve: http://{bind_host}:{bind_port} (data dir {escape(str(settings.data_dir))}"
+            f", database {runtime.engine.dialect.name}); Ctrl-C stops",
+            soft_wrap=True,
+        )
+
     try:
         # Opened before anything starts: a second server on the same data directory is then
         # told so in one line, not in the startup traceback of a background service.
         _ = runtime.usage_store
         application = create_app(
-            settings,
-            runtime=runtime,
-            background=_background_services(),
-            on_started=tune_gc_for_serving,
+            settings, runtime=runtime, background=_background_services(), on_started=started
         )
-        uvicorn.run(
-            application,
-            host=host or settings.host,
-            port=port if port is not None else settings.port,
-            log_level="warning",
-        )
+        uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning")
     finally:
         runtime.close()
 

@@ -7,6 +7,7 @@ once (the enforcement's unique (budget, period)). Run by `GuardrailEvaluator` ev
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -222,10 +223,12 @@ def evaluate_all(
     session_factory: sessionmaker[Session],
     now: datetime | None = None,
     read_session_factory: sessionmaker[Session] | None = None,
+    on_failure: Callable[[str, QMError], None] | None = None,
 ) -> dict[str, Evaluation]:
-    """Every tenant with a budget; one tenant's failure (e.g. no price book yet) is logged
-    and does not stop the others. With `read_session_factory`, each tenant's spend is
-    priced in a read-only session before its write session starts (see evaluate_tenant)."""
+    """Every tenant with a budget; one tenant's failure (e.g. no price book yet) goes to
+    `on_failure` (default: a warning) and does not stop the others. With
+    `read_session_factory`, each tenant's spend is priced in a read-only session before its
+    write session starts (see evaluate_tenant)."""
     results: dict[str, Evaluation] = {}
     readers = read_session_factory or session_factory
     with readers() as session:
@@ -237,7 +240,10 @@ def evaluate_all(
                 results[tenant_id] = evaluate_tenant(
                     tenant_id, spend=spend, session=session, now=now, reader=reader
                 )
-            except QMError:
+            except QMError as exc:
                 session.rollback()
-                logger.exception("budget evaluation of tenant %s failed", tenant_id)
+                if on_failure is not None:
+                    on_failure(tenant_id, exc)
+                else:
+                    logger.warning("budgets of tenant %s not evaluated: %s", tenant_id, exc)
     return results

@@ -4,14 +4,19 @@ every tenant, previews after high-cost hours, and reservation expiry, each pass;
 
 from __future__ import annotations
 
+import logging
+
 from quartermaster.background import BackgroundService
 from quartermaster.billing.sources import StoreCalculator
+from quartermaster.errors import QMError
 from quartermaster.guardrails.evaluator import evaluate_all
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.previews import HighCostScanner, scan_all
 from quartermaster.guardrails.quotas import expire_reservations
 from quartermaster.guardrails.spend import BillingSpend, SpendSource
 from quartermaster.runtime import Runtime
+
+logger = logging.getLogger("quartermaster.guardrails")
 
 
 class GuardrailEvaluator(BackgroundService):
@@ -35,6 +40,7 @@ class GuardrailEvaluator(BackgroundService):
         self.high_cost = high_cost or HighCostScanner(
             StoreCalculator(runtime.usage_store), runtime.usage_store
         )
+        self._failing: dict[str, str] = {}  # tenant -> why its budgets were not evaluated
 
     def run_once(self) -> bool:
         factory = self.runtime.session_factory
@@ -42,14 +48,32 @@ class GuardrailEvaluator(BackgroundService):
         # sessions: on SQLite a write session would hold the write lock all that time.
         readers = self.runtime.read_session_factory
         results = evaluate_all(
-            spend=self.spend, session_factory=factory, read_session_factory=readers
+            spend=self.spend,
+            session_factory=factory,
+            read_session_factory=readers,
+            on_failure=self._note_failure,
         )
+        for tenant_id in results:
+            if self._failing.pop(tenant_id, None) is not None:
+                logger.warning("budgets of tenant %s are evaluated again", tenant_id)
         if any(r.enforcements for r in results.values()):
             guardrail_gate(self.runtime).invalidate()
         scan_all(self.high_cost, session_factory=factory, read_session_factory=readers)
         with factory() as session:
             expire_reservations(session=session)
         return False
+
+    def _note_failure(self, tenant_id: str, exc: QMError) -> None:
+        """A tenant whose budgets cannot be evaluated (e.g. it has no price book yet) is
+        logged once, in one line, and again only when the reason changes: this runs every
+        few seconds, and it logged a traceback each time."""
+        if self._failing.get(tenant_id) != exc.message:
+            logger.warning(
+                "budgets of tenant %s not evaluated: %s (logged again when this changes)",
+                tenant_id,
+                exc.message,
+            )
+        self._failing[tenant_id] = exc.message
 
 
 def build_guardrail_evaluator(runtime: Runtime) -> GuardrailEvaluator:
