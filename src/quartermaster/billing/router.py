@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
@@ -36,6 +36,17 @@ from quartermaster.billing.schemas import (
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up, plain
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
+
+# A run or adjustment id, or a unique prefix of it (billing/ids.py): `qm bill list` shows 12
+# characters.
+RunId = Annotated[
+    str,
+    Path(
+        description="A run (or adjustment) id, or a unique prefix of it of 8 characters or "
+        "more; a prefix several documents share is refused with 422."
+    ),
+]
+
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
@@ -129,18 +140,18 @@ def list_runs(
 @router.get(
     "/runs/{run_id}",
     summary="One run (or adjustment document) with its lines",
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
-def get_run(run_id: str, caller: Reader, session: SessionDep) -> DocumentDetailOut:
+def get_run(run_id: RunId, caller: Reader, session: SessionDep) -> DocumentDetailOut:
     return _detail(service.view_document(caller, run_id, session=session), caller)
 
 
 @router.post(
     "/runs/{run_id}/finalize",
     summary="Finalize a draft run: it and its lines become immutable",
-    responses=error_responses(404, 409),
+    responses=error_responses(404, 409, 422),
 )
-def finalize_run(run_id: str, caller: AdminCaller, session: SessionDep) -> DocumentOut:
+def finalize_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> DocumentOut:
     return _document(service.finalize_run(caller, run_id, session=session), caller)
 
 
@@ -148,9 +159,9 @@ def finalize_run(run_id: str, caller: AdminCaller, session: SessionDep) -> Docum
     "/runs/{run_id}",
     status_code=204,
     summary="Discard a draft run (finalized runs are immutable)",
-    responses=error_responses(404, 409),
+    responses=error_responses(404, 409, 422),
 )
-def discard_run(run_id: str, caller: AdminCaller, session: SessionDep) -> Response:
+def discard_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> Response:
     service.discard_draft(caller, run_id, session=session)
     return Response(status_code=204)
 
@@ -158,10 +169,10 @@ def discard_run(run_id: str, caller: AdminCaller, session: SessionDep) -> Respon
 @router.get(
     "/runs/{run_id}/reproduce",
     summary="Recompute a document from what was recorded by its as_of and compare (admin, finance)",
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
 def reproduce_run(
-    run_id: str, caller: BillingReader, session: SessionDep, runtime: RuntimeDep
+    run_id: RunId, caller: BillingReader, session: SessionDep, runtime: RuntimeDep
 ) -> ReproductionOut:
     calculator = StoreCalculator(runtime.usage_store)
     result = adjustments.reproduce_document(caller, run_id, calculator=calculator, session=session)
@@ -185,7 +196,7 @@ def reproduce_run(
     },
 )
 def export_run(
-    run_id: str,
+    run_id: RunId,
     caller: Reader,
     session: SessionDep,
     export_format: Annotated[files.ExportFormat, Query(alias="format")] = files.ExportFormat.CSV,
