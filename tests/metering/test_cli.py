@@ -301,3 +301,31 @@ def test_send_batches_stops_at_a_batch_that_cannot_be_delivered(tmp_path: Path) 
     ):
         cli.send_batches(client, cli.read_batches(file, 1), max_attempts=1, connections=2)
     assert 1 <= len(requests) <= 4  # the rest of the file was never sent
+
+
+def test_a_batch_over_the_byte_limit_is_split_down_to_the_event_too_large(
+    tmp_path: Path,
+) -> None:
+    events = [{"id": f"e{i}", "pad": "x" * (5000 if i == 2 else 10)} for i in range(4)]
+    file = write_jsonl(tmp_path / "e.jsonl", events)
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sizes.append(len(orjson.loads(request.content)))
+        if len(request.content) > 4000:
+            error = {"code": "payload_too_large", "message": "body over 4,000 bytes"}
+            return httpx.Response(413, json={"error": error})
+        count = len(orjson.loads(request.content))
+        return httpx.Response(200, json={"accepted": count, "duplicates": 0, "rejected": []})
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://qm") as client:
+        summary = cli.send_batches(client, cli.read_batches(file, 4), max_attempts=1)
+    assert sizes == [4, 2, 2, 1, 1]  # the batch, its halves, the half holding e2 in two
+    assert (summary.sent, summary.accepted) == (4, 3)
+    [too_large] = summary.rejected
+    assert (too_large["line"], too_large["id"], too_large["reason"]) == (
+        3,
+        "e2",
+        "payload_too_large",
+    )
+    assert "body over 4,000 bytes" in too_large["message"]

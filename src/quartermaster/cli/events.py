@@ -158,6 +158,41 @@ def post_batch(
     raise DeliveryError(f"gave up after {max_attempts} attempts; last error: {problem}")
 
 
+@dataclass
+class Delivered:
+    """What the server answered for some of a batch's events (rejections with their lines)."""
+
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def plus(self, other: Delivered) -> Delivered:
+        return Delivered(
+            self.sent + other.sent,
+            self.accepted + other.accepted,
+            self.duplicates + other.duplicates,
+            self.rejected + other.rejected,
+        )
+
+
+def _too_large(event: tuple[int, object], response: httpx.Response) -> dict[str, Any]:
+    """One event over the server's request limit, as a rejection of its line."""
+    line, body = event
+    try:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = response.text
+    event_id = body.get("id") if isinstance(body, dict) else None
+    return {
+        "line": line,
+        "id": event_id if isinstance(event_id, str) else None,
+        "reason": "payload_too_large",
+        "field": None,
+        "message": f"{message}; not stored",
+    }
+
+
 def send_batches(
     client: httpx.Client,
     batches: Iterable[FileBatch],
@@ -175,34 +210,46 @@ def send_batches(
     summary = SendSummary()
     retry_reasons: list[str] = []  # appended from the sending threads (atomic)
 
-    def deliver(batch: FileBatch) -> dict[str, Any] | None:
-        if not batch.events:
-            return None
-        body = orjson.dumps([prepare(event) for _line, event in batch.events])
+    def deliver(events: list[tuple[int, object]]) -> Delivered:
+        delivered = Delivered()
+        if not events:
+            return delivered
+        body = orjson.dumps([prepare(event) for _line, event in events])
         response = post_batch(
             client, body, max_attempts=max_attempts, sleep=sleep, on_retry=retry_reasons.append
         )
+        if response.status_code == 413 and len(events) > 1:
+            # Over the server's byte limit (large events at the default batch size): each
+            # half goes on its own, down to single events.
+            half = len(events) // 2
+            return deliver(events[:half]).plus(deliver(events[half:]))
+        if response.status_code == 413:
+            delivered.sent = 1
+            delivered.rejected.append(_too_large(events[0], response))
+            return delivered
         if response.status_code not in (200, 422) or "accepted" not in response.json():
             check(response, console=err_console)  # prints the API's error and exits
-        report: dict[str, Any] = response.json()
-        return report
+        report = response.json()
+        delivered.sent = len(events)
+        delivered.accepted = report["accepted"]
+        delivered.duplicates = report["duplicates"]
+        for rejection in report["rejected"]:
+            delivered.rejected.append({**rejection, "line": events[rejection["index"]][0]})
+        return delivered
 
-    def add(batch: FileBatch, report: dict[str, Any] | None) -> None:
+    def add(batch: FileBatch, delivered: Delivered) -> None:
         summary.rejected.extend(batch.unreadable)
-        if report is not None:
-            summary.sent += len(batch.events)
-            summary.accepted += report["accepted"]
-            summary.duplicates += report["duplicates"]
-            for rejection in report["rejected"]:
-                line = batch.events[rejection["index"]][0]
-                summary.rejected.append({**rejection, "line": line})
+        summary.sent += delivered.sent
+        summary.accepted += delivered.accepted
+        summary.duplicates += delivered.duplicates
+        summary.rejected.extend(delivered.rejected)
         on_batch(batch.lines)
 
-    in_flight: deque[tuple[FileBatch, Future[dict[str, Any] | None]]] = deque()
+    in_flight: deque[tuple[FileBatch, Future[Delivered]]] = deque()
     with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send") as pool:
         try:
             for batch in batches:
-                in_flight.append((batch, pool.submit(deliver, batch)))
+                in_flight.append((batch, pool.submit(deliver, batch.events)))
                 if len(in_flight) >= 2 * connections:
                     done, future = in_flight.popleft()
                     add(done, future.result())
