@@ -13,6 +13,7 @@ from quartermaster.cli.client import (
     UrlOption,
     drop_none,
     err,
+    fail,
     out,
     plain,
     print_secret,
@@ -147,8 +148,7 @@ def app_update(
         }
     )
     if not body:
-        err().print("[red]error:[/] nothing to change: pass at least one option")
-        raise typer.Exit(1)
+        fail("nothing to change: pass at least one option")
     _print_app(request("PATCH", f"/v1/apps/{app_id}", json=body, url=url, api_key=api_key))
 
 

@@ -20,6 +20,7 @@ from quartermaster.cli.client import (
     UrlOption,
     api_client,
     check,
+    data_table,
     err,
     out,
     plain,
@@ -51,18 +52,13 @@ def _money(value: str | Decimal | None) -> str:
 
 
 AMOUNT_COLUMNS = ("amount", "total", "cost", "month to date", "forecast", "quantity")
-# Never wrapped: on a narrow terminal the text columns fold instead, so an id stays one
-# copyable word and a number keeps its digits on one line.
+# Never wrapped (`data_table`): an id stays one copyable word, a number keeps its digits on
+# one line.
 WHOLE_COLUMNS = (*AMOUNT_COLUMNS, "id", "line", "adjustment", "unit price", "day", "events")
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(*columns, title=title)
-    for column in table.columns:
-        if column.header in AMOUNT_COLUMNS:
-            column.justify = "right"
-        column.no_wrap = column.header in WHOLE_COLUMNS
-        column.overflow = "fold"  # the headers too
+    table = data_table(columns, title=title, right=AMOUNT_COLUMNS, whole=WHOLE_COLUMNS)
     for row in rows:
         table.add_row(*(plain(value) for value in row))
     return table

@@ -22,7 +22,14 @@ from rich.markup import escape
 from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
 from quartermaster.catalog.manifest import parse_manifest, read_manifest_file
 from quartermaster.cli.apps import app_app
-from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, print_table, request
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    fail,
+    out,
+    print_table,
+    request,
+)
 from quartermaster.errors import QMError
 
 policy_app = typer.Typer(help="Rego policies, the decision log, exceptions.", no_args_is_help=True)
@@ -36,13 +43,11 @@ ICON = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "flag": "[yellow]flag[
 
 def _load_dir(directory: Path) -> Any:
     if not directory.is_dir():
-        err().print(f"[red]error:[/] {escape(str(directory))} is not a directory")
-        raise typer.Exit(2)
+        fail(f"{directory} is not a directory", status=2)
     try:
         return read_manifest_file(directory)
     except QMError as exc:
-        err().print(f"[red]error:[/] {escape(str(exc.message))}")
-        raise typer.Exit(1) from None
+        fail(exc.message)
 
 
 def _print_checks(checks: list[dict[str, Any]]) -> None:
@@ -114,8 +119,7 @@ def app_publish(
     document = _load_dir(directory)
     app_id = document.get("app_id") if isinstance(document, dict) else None
     if not app_id:
-        err().print("[red]error:[/] the manifest has no app_id")
-        raise typer.Exit(1)
+        fail("the manifest has no app_id")
     body = {
         "manifest": document,
         "package_zip_b64": base64.b64encode(zip_directory(directory)).decode(),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from typing import Annotated, Any
+from collections.abc import Container, Iterable, Sequence
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -38,15 +38,25 @@ def check(response: httpx.Response, *, console: Console | None = None) -> Any:
     """Return the JSON body of a 2xx; otherwise print the API's error message and exit 1."""
     if response.is_success:
         return response.json() if response.content else None
-    try:
-        error = response.json()["error"]
-        message = error["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text
     (console or Console(stderr=True)).print(
-        f"[red]error {response.status_code}:[/] {escape(str(message))}"
+        f"[red]error {response.status_code}:[/] {escape(error_message(response))}"
     )
     raise typer.Exit(1)
+
+
+def error_message(response: httpx.Response) -> str:
+    """The API's error message (its error model), else the body as it came."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text
+
+
+def fail(message: str, *, status: int = 1) -> NoReturn:
+    """End the command: `error: <message>` on stderr, shown as it is, and exit `status`.
+    SystemExit rather than typer.Exit, so that it also ends `qm` outside a command."""
+    err().print(f"[red]error:[/] {escape(message)}")
+    raise SystemExit(status)
 
 
 def out() -> Console:
@@ -75,6 +85,28 @@ def plain(value: object) -> Text:
     return Text("" if value is None else str(value), overflow="fold")
 
 
+def data_table(
+    columns: Sequence[str],
+    *,
+    title: str,
+    right: Container[str] = (),
+    whole: Container[str] = (),
+) -> Table:
+    """A table of API data that never hides any: a header or value too long for its column
+    folds onto the next line instead of ending at an ellipsis. Columns in `whole` (ids,
+    numbers) are never wrapped, so the text columns fold around them; those in `right` are
+    right-justified."""
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(
+            name,
+            justify="right" if name in right else "left",
+            no_wrap=name in whole,
+            overflow="fold",
+        )
+    return table
+
+
 def print_table(
     columns: Sequence[str],
     rows: Iterable[dict[str, Any]],
@@ -84,9 +116,7 @@ def print_table(
 ) -> None:
     """Rows as a table, or `empty` (default "no <title>") when there are none: an empty frame
     reads as a rendering fault."""
-    table = Table(*columns, title=title)
-    for column in table.columns:
-        column.overflow = "fold"  # a header too narrow for its column folds like its cells
+    table = data_table(columns, title=title)
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
     out().print(table if table.row_count else Text(empty or f"no {title}", style="dim"))

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quartermaster.cli.client import api_client, check, plain
+from quartermaster.cli.client import api_client, check, error_message, fail, plain
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, sign_event
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
@@ -54,11 +54,25 @@ class DeliveryError(RuntimeError):
 
 @dataclass
 class SendSummary:
+    """What the server answered for the events sent (a whole file's, or part of a batch's)."""
+
     sent: int = 0
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)  # each with its file "line"
     retries: int = 0
+
+    def add(self, other: SendSummary) -> None:
+        self.sent += other.sent
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+        self.retries += other.retries
+
+
+def _rejection(line: int, reason: str, message: str, event_id: str | None = None) -> dict[str, Any]:
+    """A rejection the CLI makes itself, worded as the server's are."""
+    return {"line": line, "id": event_id, "reason": reason, "field": None, "message": message}
 
 
 @dataclass
@@ -86,15 +100,8 @@ def read_batches(path: Path, size: int) -> Iterator[FileBatch]:
             try:
                 batch.events.append((number, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
-                batch.unreadable.append(
-                    {
-                        "line": number,
-                        "id": None,
-                        "reason": "invalid_json",
-                        "field": None,
-                        "message": f"not valid JSON: {exc.msg} (column {exc.colno}); not sent",
-                    }
-                )
+                message = f"not valid JSON: {exc.msg} (column {exc.colno}); not sent"
+                batch.unreadable.append(_rejection(number, "invalid_json", message))
             if len(batch.events) == size:
                 yield batch
                 batch = FileBatch()
@@ -158,39 +165,12 @@ def post_batch(
     raise DeliveryError(f"gave up after {max_attempts} attempts; last error: {problem}")
 
 
-@dataclass
-class Delivered:
-    """What the server answered for some of a batch's events (rejections with their lines)."""
-
-    sent: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-
-    def plus(self, other: Delivered) -> Delivered:
-        return Delivered(
-            self.sent + other.sent,
-            self.accepted + other.accepted,
-            self.duplicates + other.duplicates,
-            self.rejected + other.rejected,
-        )
-
-
 def _too_large(event: tuple[int, object], response: httpx.Response) -> dict[str, Any]:
     """One event over the server's request limit, as a rejection of its line."""
     line, body = event
-    try:
-        message = str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        message = response.text
-    event_id = body.get("id") if isinstance(body, dict) else None
-    return {
-        "line": line,
-        "id": event_id if isinstance(event_id, str) else None,
-        "reason": "payload_too_large",
-        "field": None,
-        "message": f"{message}; not stored",
-    }
+    raw_id = body.get("id") if isinstance(body, dict) else None
+    event_id = raw_id if isinstance(raw_id, str) else None
+    return _rejection(line, "payload_too_large", f"{error_message(response)}; not stored", event_id)
 
 
 def send_batches(
@@ -210,8 +190,8 @@ def send_batches(
     summary = SendSummary()
     retry_reasons: list[str] = []  # appended from the sending threads (atomic)
 
-    def deliver(events: list[tuple[int, object]]) -> Delivered:
-        delivered = Delivered()
+    def deliver(events: list[tuple[int, object]]) -> SendSummary:
+        delivered = SendSummary()
         if not events:
             return delivered
         body = orjson.dumps([prepare(event) for _line, event in events])
@@ -222,7 +202,9 @@ def send_batches(
             # Over the server's byte limit (large events at the default batch size): each
             # half goes on its own, down to single events.
             half = len(events) // 2
-            return deliver(events[:half]).plus(deliver(events[half:]))
+            delivered = deliver(events[:half])
+            delivered.add(deliver(events[half:]))
+            return delivered
         if response.status_code == 413:
             delivered.sent = 1
             delivered.rejected.append(_too_large(events[0], response))
@@ -237,15 +219,12 @@ def send_batches(
             delivered.rejected.append({**rejection, "line": events[rejection["index"]][0]})
         return delivered
 
-    def add(batch: FileBatch, delivered: Delivered) -> None:
+    def add(batch: FileBatch, delivered: SendSummary) -> None:
         summary.rejected.extend(batch.unreadable)
-        summary.sent += delivered.sent
-        summary.accepted += delivered.accepted
-        summary.duplicates += delivered.duplicates
-        summary.rejected.extend(delivered.rejected)
+        summary.add(delivered)
         on_batch(batch.lines)
 
-    in_flight: deque[tuple[FileBatch, Future[Delivered]]] = deque()
+    in_flight: deque[tuple[FileBatch, Future[SendSummary]]] = deque()
     with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send") as pool:
         try:
             for batch in batches:
@@ -263,7 +242,7 @@ def send_batches(
                 future.cancel()
             raise
     summary.retries = len(retry_reasons)
-    summary.rejected.sort(key=lambda rejection: int(rejection["line"]))
+    summary.rejected.sort(key=lambda rejection: rejection["line"])
     return summary
 
 
@@ -347,8 +326,7 @@ def send(
                 on_batch=lambda lines: progress.advance(task, lines),
             )
         except DeliveryError as exc:
-            err_console.print(f"[red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from None
+            fail(str(exc))
     print_summary(summary, file)
     if summary.rejected:
         raise typer.Exit(1)

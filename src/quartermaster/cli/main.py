@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from quartermaster.cli.client import fail, plain
 from quartermaster.config import Settings, generate_server_key, load_settings
 from quartermaster.errors import QMError
 
@@ -175,8 +176,7 @@ def tenant_create(
         with runtime.session_factory() as session:
             issued = bootstrap_tenant(tenant_id, name=name, session=session)
     except QMError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc.message))}")
-        raise typer.Exit(1) from None
+        fail(exc.message)
     finally:
         runtime.close()
     console.print(f"[green]created tenant[/] {tenant_id}")
@@ -187,7 +187,6 @@ def tenant_create(
 @tenant_app.command("list")
 def tenant_list(data_dir: DataDirOption = None) -> None:
     """List the tenants in the data dir."""
-    from quartermaster.cli.client import plain
     from quartermaster.runtime import build_runtime
     from quartermaster.tenancy.service import list_tenants
 
@@ -219,12 +218,12 @@ def main() -> None:
     try:
         app()
     except QMError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     except OSError as exc:  # a file that cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}")
+        fail(f"{exc.strerror or exc}{where}")
     except httpx.TransportError as exc:
-        _fail(
+        fail(
             f"cannot reach the server{_target(exc)}: {exc}. "
             "Is `qm serve` running there (QM_URL or --url)?"
         )
@@ -235,8 +234,3 @@ def _target(exc: httpx.TransportError) -> str:
         return f" at {exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
     except RuntimeError:  # raised before a request existed
         return ""
-
-
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(message)}")
-    raise SystemExit(1)

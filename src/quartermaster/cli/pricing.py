@@ -10,7 +10,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from quartermaster.cli.client import ApiKeyOption, UrlOption, err, out, plain, request
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    data_table,
+    err,
+    out,
+    plain,
+    request,
+)
 from quartermaster.pricing.document import (
     AnyPolicy,
     DirectPolicy,
@@ -96,7 +104,7 @@ def validate(file: FileArgument) -> None:
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(*columns, title=title)
+    table = data_table(columns, title=title)
     for row in rows:
         table.add_row(*(plain(value) for value in row))
     return table

@@ -18,6 +18,7 @@ from quartermaster.cli.client import (
     UrlOption,
     api_client,
     err,
+    fail,
     out,
     plain,
     print_table,
@@ -366,8 +367,7 @@ def scan(
     try:
         findings = scan_paths(paths)
     except FileNotFoundError as exc:
-        err().print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc), status=2)
     matches: dict[int, str] = {}
     note = ""
     if findings and not offline:
@@ -441,11 +441,10 @@ def root_key_rotate(data_dir: DataDirOption = None) -> None:
     runtime = _local_runtime(data_dir)
     try:
         if runtime.settings.secrets_key_provider != "file":
-            err().print(
-                "[red]error:[/] with the env provider, deploy `new:hex,old:hex` first, "
+            fail(
+                "with the env provider, deploy `new:hex,old:hex` first, "
                 "then run `qm secret root-key rewrap`"
             )
-            raise typer.Exit(1)
         path = keyring_path(runtime.settings)
         new_id = add_root_key(path)
         out().print(f"new active root key {new_id}")
@@ -490,11 +489,10 @@ def root_key_retire(
     try:
         still = count_by_root_key(session_factory=runtime.session_factory).get(key_id, 0)
         if still:
-            err().print(
-                f"[red]error:[/] {still} data key(s) are still wrapped with {key_id}: "
+            fail(
+                f"{still} data key(s) are still wrapped with {key_id}: "
                 "run `qm secret root-key rewrap` first"
             )
-            raise typer.Exit(1)
         remove_root_key(keyring_path(runtime.settings), key_id)
         out().print(f"retired root key {key_id}")
     finally:

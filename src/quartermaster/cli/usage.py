@@ -9,11 +9,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    data_table,
     drop_none,
     out,
     plain,
@@ -138,14 +138,10 @@ def usage_show(
     """Quantities per cost center, team, app and meter in a period."""
     params = drop_none({"start": start, "end": end, "as_of": as_of})
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
-    table = Table(title=f"usage {usage['start']} .. {usage['end']}")
-    for column in ("cost_center", "team", "app", "meter"):
-        table.add_column(column, overflow="fold")
-    # Numbers are never wrapped or cut; the names fold around them.
-    table.add_column("quantity", justify="right", no_wrap=True)
-    table.add_column("unit", overflow="fold")
-    table.add_column("events", justify="right", no_wrap=True)
-    table.add_column("flag", overflow="fold")
+    columns = ("cost_center", "team", "app", "meter", "quantity", "unit", "events", "flag")
+    numbers = ("quantity", "events")
+    title = f"usage {usage['start']} .. {usage['end']}"
+    table = data_table(columns, title=title, right=numbers, whole=numbers)
     for row in usage["rows"]:
         table.add_row(
             plain(row["cost_center"]),

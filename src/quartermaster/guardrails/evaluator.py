@@ -6,7 +6,6 @@ once (the enforcement's unique (budget, period)). Run by `GuardrailEvaluator` ev
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,8 +32,6 @@ from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
-
-logger = logging.getLogger("quartermaster.guardrails")
 
 
 @dataclass
@@ -223,10 +220,10 @@ def evaluate_all(
     session_factory: sessionmaker[Session],
     now: datetime | None = None,
     read_session_factory: sessionmaker[Session] | None = None,
-    on_failure: Callable[[str, QMError], None] | None = None,
+    on_failure: Callable[[str, QMError], None],
 ) -> dict[str, Evaluation]:
     """Every tenant with a budget; one tenant's failure (e.g. no price book yet) goes to
-    `on_failure` (default: a warning) and does not stop the others. With
+    `on_failure` and does not stop the others. With
     `read_session_factory`, each tenant's spend is priced in a read-only session before its
     write session starts (see evaluate_tenant)."""
     results: dict[str, Evaluation] = {}
@@ -242,8 +239,5 @@ def evaluate_all(
                 )
             except QMError as exc:
                 session.rollback()
-                if on_failure is not None:
-                    on_failure(tenant_id, exc)
-                else:
-                    logger.warning("budgets of tenant %s not evaluated: %s", tenant_id, exc)
+                on_failure(tenant_id, exc)
     return results

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from quartermaster.bus.protocol import LogRecord, new_log_record
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
@@ -209,18 +210,17 @@ def _readable_id(raw: object) -> str | None:
 SHOWN_ERRORS = 10
 
 
-def _first_error(exc: ValidationError, prefix: str) -> tuple[str, str]:
+def _field_and_problems(exc: ValidationError, prefix: str) -> tuple[str, str]:
     """The first problem's field, and a message naming every problem (up to SHOWN_ERRORS)."""
     errors = exc.errors(include_url=False)
-    parts: list[str] = []
-    fields: list[str] = []
-    for error in errors[:SHOWN_ERRORS]:
+
+    def field_of(error: ErrorDetails) -> str:
         loc = ".".join(str(part) for part in error["loc"])
-        field_name = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        fields.append(field_name)
-        parts.append(f"{field_name or 'event'}: {error['msg']}")
+        return f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+
+    parts = [f"{field_of(e) or 'event'}: {e['msg']}" for e in errors[:SHOWN_ERRORS]]
     more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
-    return fields[0], "; ".join(parts) + more
+    return field_of(errors[0]), "; ".join(parts) + more
 
 
 def validate_event(
@@ -242,7 +242,7 @@ def validate_event(
         try:
             model = CloudEvent.model_validate(event)
         except ValidationError as exc:
-            return reject(RejectReason.INVALID_ENVELOPE, *_first_error(exc, ""))
+            return reject(RejectReason.INVALID_ENVELOPE, *_field_and_problems(exc, ""))
         if type(event.get("time")) is not str or model.time.tzinfo is None:
             return reject(
                 RejectReason.INVALID_ENVELOPE,
@@ -264,7 +264,7 @@ def validate_event(
         try:
             DATA_MODELS[event_type].model_validate(data)
         except ValidationError as exc:
-            return reject(RejectReason.INVALID_DATA, *_first_error(exc, "data"))
+            return reject(RejectReason.INVALID_DATA, *_field_and_problems(exc, "data"))
     storable = _storage_problem(event, data)
     if storable is not None:
         return reject(*storable)

@@ -110,24 +110,29 @@ def print_reconciliation(console: Console, reconciliation: dict[str, Any]) -> No
     hours = reconciliation["hours"]
     stages = [s for s in STAGE_ORDER if s != "rejected"]
     stages += sorted({s for h in hours for s in h["stages"]} - set(STAGE_ORDER))
-    reasons = sorted(_rejected_by_reason(reconciliation))
+    rejected_in_total = _rejected_by_reason(reconciliation)
+    reasons = sorted(rejected_in_total)
     table = Table(title="reconciliation counters (per hour of receipt, UTC)", header_style="bold")
     table.add_column("events", overflow="fold")
+    # (label, counts per stage, rejections per reason): each hour of receipt, then the total
     columns = [
-        (hour["hour"][5:16].replace("T", " "), hour["stages"], hour.get("reasons", {}))
+        (
+            hour["hour"][5:16].replace("T", " "),
+            hour["stages"],
+            hour.get("reasons", {}).get("rejected", {}),
+        )
         for hour in hours
     ]
-    totals = reconciliation["totals"], {"rejected": _rejected_by_reason(reconciliation)}
+    columns.append(("total", reconciliation["totals"], rejected_in_total))
     for label, _, _ in columns:
         table.add_column(label, justify="right", no_wrap=True)
-    table.add_column("total", justify="right", no_wrap=True, style="bold")
-    counts = [(stages_, by_reason) for _, stages_, by_reason in columns] + [totals]
+    table.columns[-1].style = "bold"
     for stage in [*stages, "rejected"]:
-        table.add_row(stage, *(f"{c.get(stage, 0):,}" for c, _ in counts))
+        table.add_row(stage, *(f"{counts.get(stage, 0):,}" for _, counts, _ in columns))
     for reason in reasons:
         table.add_row(
             f"  rejected: {reason}",
-            *(f"{r.get('rejected', {}).get(reason, 0):,}" for _, r in counts),
+            *(f"{by_reason.get(reason, 0):,}" for _, _, by_reason in columns),
         )
     console.print(table)
 
