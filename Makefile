@@ -24,8 +24,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# The tests run in one process per core (at most 4): each process gets its own shared
+# databases (tests/conftest.py), so they need nothing else to run side by side.
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 test: lint typecheck unit
 

@@ -1,7 +1,8 @@
 """Shared fixtures. Database tests run on SQLite and on the PostgreSQL server at 127.0.0.1:5432.
 
-The shared database (`db_url`) is created and migrated once per backend; tests isolate
-themselves by creating their own tenant (`make_tenant`). Tests that need an empty database
+The shared database (`db_url`) is created and migrated once per backend and test process
+(`make test` runs one process per core); tests isolate themselves by creating their own
+tenant (`make_tenant`). Tests that need an empty database
 (pipeline consumers, crash tests) use `fresh_db_url`.
 """
 
