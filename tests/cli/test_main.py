@@ -108,3 +108,27 @@ def test_serve_says_where_it_listens(tmp_path: Path) -> None:
         server.terminate()
         _, stderr = server.communicate(timeout=60)
     assert f"qm serve: http://127.0.0.1:{port} (data dir {data_dir}, database sqlite)" in stderr
+
+
+def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_path: Path) -> None:
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir))
+
+    def init() -> str:
+        result = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return " ".join(result.stdout.split())
+
+    first = init()
+    assert "created the server key, the root keyring and the identity key" in first
+    assert "the sqlite database is at the latest schema" in first
+    server_key = (data_dir / "server.key").read_bytes()
+
+    again = init()
+    assert "already initialized: its keys are kept as they were" in again
+    assert "created" not in again
+    assert (data_dir / "server.key").read_bytes() == server_key
+
+    (data_dir / "identity-ed25519.pem").unlink()
+    repaired = init()
+    assert "created the identity key (kept the server key and the root keyring)" in repaired

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import fail, plain
-from quartermaster.config import Settings, generate_server_key, load_settings
+from quartermaster.config import SERVER_KEY_FILE, Settings, generate_server_key, load_settings
 from quartermaster.errors import QMError
 
 if TYPE_CHECKING:
@@ -77,20 +77,46 @@ def _settings(data_dir: Path | None) -> Settings:
 @app.command()
 def init(data_dir: DataDirOption = None) -> None:
     """Create the data dir, generate the server, root and identity keys, apply migrations."""
-    from quartermaster.secrets.identity import generate_identity_key
-    from quartermaster.secrets.keys import generate_root_keyring
+    from quartermaster.secrets.identity import generate_identity_key, identity_key_path
+    from quartermaster.secrets.keys import generate_root_keyring, keyring_path
     from quartermaster.storage import create_db_engine, upgrade_database
 
     settings = _settings(data_dir)
+    key_files = {
+        "server key": settings.data_dir / SERVER_KEY_FILE,
+        "root keyring": keyring_path(settings),
+        "identity key": identity_key_path(settings),
+    }
+    # A second `qm init` must say that it kept the keys: "initialized" again reads as if
+    # they had been replaced, which would orphan every secret sealed under them.
+    kept = [name for name, path in key_files.items() if path.exists()]
     key_path = generate_server_key(settings)
     generate_root_keyring(settings)
     generate_identity_key(settings)
     engine = create_db_engine(settings.resolved_database_url)
     try:
         upgrade_database(engine)
+        dialect = engine.dialect.name
     finally:
         engine.dispose()
-    console.print(f"[green]initialized[/] {settings.data_dir} (server key: {key_path})")
+    where = escape(str(settings.data_dir))
+    if len(kept) == len(key_files):
+        console.print(
+            f"{where} was already initialized: its keys are kept as they were; "
+            f"the {dialect} database is at the latest schema"
+        )
+        return
+    created = [name for name in key_files if name not in kept]
+    console.print(
+        f"[green]initialized[/] {where}: created {_the_list(created)}"
+        + (f" (kept {_the_list(kept)})" if kept else "")
+        + f"; the {dialect} database is at the latest schema (server key: {escape(str(key_path))})"
+    )
+
+
+def _the_list(names: list[str]) -> str:
+    named = [f"the {name}" for name in names]
+    return " and ".join(named) if len(named) < 3 else f"{', '.join(named[:-1])} and {named[-1]}"
 
 
 @app.command()
