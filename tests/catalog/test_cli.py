@@ -41,7 +41,7 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
     )
     qm("app", "create", "etl", "--owner", "bo", "--team", "data", "--cost-center", "lab-cc",
        "--lifecycle", "ephemeral", "--owned-since", "2025-01-01T00:00:00Z")  # fmt: skip
-    assert re.search(r"data\s+.*lab-cc\s+.*2025-01-01T00:00:00Z", qm("app", "show", "etl").output)
+    assert re.search(r"data\s+.*lab-cc\s+.*2025-01-01 00:00:00Z", qm("app", "show", "etl").output)
 
     listed = qm("app", "list", "--team", "web").output
     assert re.search(r"shop\s+.*ann@example\.com\s+.*web\s+.*shop-cc\s+.*persistent", listed)

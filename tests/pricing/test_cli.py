@@ -58,7 +58,7 @@ def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
     assert qm.invoke(app, ["pricebook", "load", str(second)]).exit_code == 0
     versions = qm.invoke(app, ["pricebook", "versions", "internal-platform"])
     assert versions.exit_code == 0, versions.output
-    assert "2026-02-01T00:00:00Z" in versions.output
+    assert "2026-02-01 00:00:00Z" in versions.output
     assert "still in force" in versions.output
     pinned = qm.invoke(app, ["pricebook", "show", "internal-platform", "--version", "1"])
     assert "internal-platform v1" in pinned.output

@@ -23,7 +23,7 @@ def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
     assert "created cost center marketing" in qm("cost-center", "create", "marketing").output
     centers = qm("cost-center", "list").output
     assert "marketing" in centers
-    assert re.search(r"default\s+.*True", centers)
+    assert re.search(r"default\s+.*yes", centers)
 
     created = qm("team", "create", "web", "--name", "Web shop", "--cost-center", "marketing")
     assert "created team web (default cost center marketing)" in created.output

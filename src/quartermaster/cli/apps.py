@@ -11,6 +11,7 @@ from rich.table import Table
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     drop_none,
     err,
     fail,
@@ -96,7 +97,7 @@ def _print_app(detail: dict[str, Any]) -> None:
     console = out()
     fields = (*APP_COLUMNS, "require_signatures", "created_by", "created_at", "updated_at")
     for name in fields:
-        console.print(f"[bold]{name}[/]: {escape(str(detail[name]))}")
+        console.print(f"[bold]{name}[/]: {escape(cell_text(detail[name]))}")
     table = Table("team", "cost_center", "valid_from", "valid_to", title="ownership")
     for span in detail["ownership"]:
         table.add_row(

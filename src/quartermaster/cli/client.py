@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime
 from collections.abc import Container, Iterable, Sequence
 from typing import Annotated, Any, NoReturn
 
@@ -81,8 +83,29 @@ def plain(value: object) -> Text:
     """A value as a table cell, shown as it is: Rich reads `[...]` in a string cell as markup,
     so a title such as "Ops [beta]" lost its tag and an id such as "x[/y]" stopped the
     command with a markup error. A value too long for its column folds onto the next line
-    instead of being cut at an ellipsis: an id or an amount is shown whole or not at all."""
-    return Text("" if value is None else str(value), overflow="fold")
+    instead of being cut at an ellipsis: an id or an amount is shown whole or not at all.
+    Timestamps and booleans read as `cell_text` writes them."""
+    return Text(cell_text(value), overflow="fold")
+
+
+# The API's UTC timestamps, as pydantic writes them: 2026-12-03T11:40:15.663787Z.
+_UTC_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(?:Z|\+00:00)")
+
+
+def cell_text(value: object) -> str:
+    """A value as a table shows it. A UTC timestamp loses its fraction of a second and its
+    `T` (`2026-12-03 11:40:15Z`, still RFC 3339, so it can be pasted back as an option):
+    the API's 27 characters made a table of five of them fold each one over two lines at
+    100 columns. True and False read as yes and no."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        value = value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, str) and (stamp := _UTC_TIMESTAMP.fullmatch(value)):
+        return f"{stamp[1]} {stamp[2]}Z"
+    return str(value)
 
 
 def data_table(

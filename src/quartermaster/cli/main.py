@@ -225,7 +225,7 @@ def tenant_list(data_dir: DataDirOption = None) -> None:
         runtime.close()
     table = Table("tenant", "name", "timezone", "created")
     for tenant in tenants:
-        table.add_row(tenant.id, plain(tenant.name), tenant.timezone, tenant.created_at.isoformat())
+        table.add_row(tenant.id, plain(tenant.name), tenant.timezone, plain(tenant.created_at))
     console.print(table)
 
 

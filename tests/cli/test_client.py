@@ -1,0 +1,47 @@
+"""How the CLI's tables show API values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from rich.console import Console
+
+from quartermaster.cli.client import cell_text, data_table, plain
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("2026-12-03T11:40:15.663787Z", "2026-12-03 11:40:15Z"),
+        ("2026-12-03T11:40:15Z", "2026-12-03 11:40:15Z"),
+        ("2026-12-03T11:40:15+00:00", "2026-12-03 11:40:15Z"),
+        (datetime(2026, 12, 3, 11, 40, 15, 5, tzinfo=UTC), "2026-12-03 11:40:15Z"),
+        # Not UTC: shown as sent, so no offset is lost.
+        ("2026-12-03T11:40:15+01:00", "2026-12-03T11:40:15+01:00"),
+        (
+            datetime(2026, 12, 3, 11, 40, tzinfo=timezone(timedelta(hours=1))),
+            "2026-12-03T11:40:00+01:00",
+        ),
+        ("2026-12-03", "2026-12-03"),
+        ("run 2026-12-03T11:40:15Z", "run 2026-12-03T11:40:15Z"),
+        (True, "yes"),
+        (False, "no"),
+        (None, ""),
+        (0, "0"),
+        ("12.50", "12.50"),
+    ],
+)
+def test_cell_text(value: object, shown: str) -> None:
+    assert cell_text(value) == shown
+
+
+def test_a_table_cell_is_text_not_markup_and_folds() -> None:
+    table = data_table(["title"], title="apps")
+    table.add_row(plain("Ops [beta] " + "x" * 30))
+    console = Console(width=20, record=True)
+    console.print(table)
+    shown = console.export_text()
+    assert "[beta]" in shown
+    assert "…" not in shown
+    assert "".join(line.strip("│ ") for line in shown.splitlines()).count("x") == 30
