@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime
 from collections.abc import Container, Iterable, Sequence
+from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import httpx
