@@ -213,6 +213,10 @@ def test_reconciliation_command_shows_balanced_hours(
     assert "invalid_envelope" in result.output
     # The hour whole, as "2026-10-11 10:00", not cut at an ellipsis.
     assert re.search(r"^│ \d{4}-\d\d-\d\d \d\d:00 ", result.output, re.MULTILINE)
+    # The window in the same form.
+    assert re.search(
+        r"reconciliation \d{4}-\d\d-\d\d \d\d:00 \.\. \d{4}-\d\d-\d\d \d\d:00 UTC", result.output
+    )
     total = next(line for line in result.output.splitlines() if "total" in line)
     assert [c.strip() for c in total.split("│")[2:6]] == ["2", "1", "0", "1"]
     empty = runner.invoke(

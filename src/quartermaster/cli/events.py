@@ -404,7 +404,9 @@ def _hour_label(hour: str) -> str:
 def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
     stages = ["received", "accepted", "duplicate", "rejected"]
     extra = sorted({s for h in report["hours"] for s in h["stages"]} - set(stages))
-    table = Table(title=f"reconciliation {report['start']} .. {report['end']}")
+    table = Table(
+        title=f"reconciliation {_hour_label(report['start'])} .. {_hour_label(report['end'])} UTC"
+    )
     table.add_column("hour (UTC)", no_wrap=True)
     for stage in [*stages, *extra]:
         table.add_column(stage, justify="right")

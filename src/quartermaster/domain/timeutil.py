@@ -34,6 +34,17 @@ def parse_timestamp(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def duration_text(span: timedelta) -> str:
+    """A span in whole seconds, exact so that two close spans stay apart (`301 s` against a
+    limit of `300 s`), with hours or days beside a long one: `126,224,010 s (about 1,461
+    days)` for a sender's clock years ahead, where `126224010s` was all it said."""
+    seconds = int(abs(span.total_seconds()))
+    for unit, size in (("days", 86_400), ("hours", 3_600)):
+        if seconds >= 2 * size:
+            return f"{seconds:,} s (about {round(seconds / size):,} {unit})"
+    return f"{seconds:,} s"
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
     """A half-open interval of time [start, end)."""

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 from quartermaster.bus.protocol import LogRecord, new_log_record
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
 from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
+from quartermaster.domain.timeutil import duration_text
 from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
 from quartermaster.metering.signing import HmacSha256
 from quartermaster.tenancy.models import Role
@@ -275,8 +276,10 @@ def validate_event(
         return reject(
             RejectReason.FUTURE_TIMESTAMP,
             "time",
-            f"time {event_time.isoformat()} is {-age.total_seconds():.0f}s after receipt; "
-            f"at most {ctx.max_future_skew.total_seconds():.0f}s ahead is accepted",
+            f"time {event_time.isoformat()} is {duration_text(age)} ahead of its receipt at "
+            f"{ctx.received_at.isoformat(timespec='seconds')}; at most "
+            f"{duration_text(ctx.max_future_skew)} ahead is accepted (is the sender's clock "
+            "right?)",
         )
     # --- attribution: app and resource, possibly through a lease --------------------------
     app_id: str | None = data.get("app_id")
