@@ -13,6 +13,7 @@ from rich.markup import escape
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     data_table,
     drop_none,
     out,
@@ -169,12 +170,13 @@ def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
     print_table(
         ("name", "position", "upto", "lag", "tenant_id"), status["streams"], title="streams"
     )
-    deadline = status["earliest_deadline"] or "-"
+    deadline = cell_text(status["earliest_deadline"]) or "-"
     console.print(f"waiting for metadata: {status['waiting']} (earliest deadline {deadline})")
     latency = status["latency"]
     if latency["events"]:
         console.print(
-            f"event-to-billable latency since {latency['since']}: p50 {latency['p50_ms']:.0f} ms, "
+            f"event-to-billable latency since {cell_text(latency['since'])}: "
+            f"p50 {latency['p50_ms']:.0f} ms, "
             f"p99 {latency['p99_ms']:.0f} ms over {latency['events']} events "
             f"({latency['waited']} waited for metadata)"
         )
