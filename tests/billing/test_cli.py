@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -54,6 +55,8 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     listed = _ok(qm, "bill", "list")
     run_id = next(line.split()[1].strip("│ ") for line in listed.splitlines() if "invoice" in line)
     assert len(run_id) == 12  # as `qm bill list` prints it; every command takes the prefix
+    # A calendar month reads as `qm bill run --month` names it.
+    assert re.search(rf"{run_id}\s+│ invoice\s+│ draft\s+│ 2026-01\s+│\s+59\.52 │ USD", listed)
     shown = _ok(qm, "bill", "show", run_id, "--all")
     assert "lines (13 of 13)" in shown
     assert "proportional to requests" in shown

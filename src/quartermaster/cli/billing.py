@@ -9,12 +9,14 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from quartermaster.billing.periods import month_period
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
@@ -26,6 +28,7 @@ from quartermaster.cli.client import (
     plain,
     request,
 )
+from quartermaster.domain.timeutil import parse_timestamp
 
 bill_app = typer.Typer(
     help="Billing: run periods, finalize, adjust, preview and export.", no_args_is_help=True
@@ -51,7 +54,7 @@ def _money(value: str | Decimal | None) -> str:
     return f"{Decimal(value):,.2f}"
 
 
-AMOUNT_COLUMNS = ("amount", "total", "cost", "month to date", "forecast", "quantity")
+AMOUNT_COLUMNS = ("amount", "total", "cost", "month to date", "forecast", "quantity", "lines")
 # Never wrapped (`data_table`): an id stays one copyable word, a number keeps its digits on
 # one line.
 WHOLE_COLUMNS = (*AMOUNT_COLUMNS, "id", "line", "adjustment", "unit price", "day", "events")
@@ -197,16 +200,15 @@ def list_runs(
             d["id"][:SHORT_ID],
             d["kind"],
             d["status"],
-            _day_or_time(d["period_start"]),
-            _day_or_time(d["period_end"]),
+            _period_label(d["period_start"], d["period_end"]),
             _money(d["total"]),
             d["currency"],
-            d["line_count"],
+            f"{d['line_count']:,}",
             *([(d["corrects_run_id"] or "")[:SHORT_ID]] if adjustments else []),
         )
         for d in documents
     ]
-    columns: tuple[str, ...] = ("id", "kind", "status", "start", "end", "total", "cur", "lines")
+    columns: tuple[str, ...] = ("id", "kind", "status", "period", "total", "cur", "lines")
     if adjustments:
         columns = (*columns, "corrects")
     out().print(_table("adjustments" if adjustments else "billing runs", columns, rows))
@@ -216,6 +218,16 @@ def _day_or_time(moment: str) -> str:
     """'2026-10-01' for a period bound at midnight UTC (the usual month), else as given."""
     day, _, time = moment.partition("T")
     return day if time == "00:00:00Z" else moment
+
+
+def _period_label(start: str, end: str) -> str:
+    """'2026-10' for a calendar month (UTC), as `qm bill run --month` names it; any other
+    period as its two bounds. Two full dates made the list fold each row at 80 columns."""
+    begins = parse_timestamp(start)
+    month = month_period(begins.year, begins.month, ZoneInfo("UTC"))
+    if (month.start, month.end) == (begins, parse_timestamp(end)):
+        return begins.strftime("%Y-%m")
+    return f"{_day_or_time(start)} .. {_day_or_time(end)}"
 
 
 @bill_app.command("show")
