@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -33,7 +34,10 @@ def test_budget_quota_decide_and_alerts_commands(
     ).output  # fmt: skip
     assert f"created budget team-cap: 100 per month for team {world.team}" in made
     assert "halt at 100%" in made
-    assert "team-cap" in qm("budget", "list").output
+    budgets = qm("budget", "list").output
+    assert re.search(
+        rf"team-cap\s+│ team {world.team}\s+│ 100 a month\s+│ 50, 90 %\s+│ halt at 100 %", budgets
+    )
     bad = qm("budget", "create", "x", "--amount", "5", "--scope-kind", "galaxy", expect=1)
     assert "scope_kind 'galaxy' is not one of" in bad.output
 

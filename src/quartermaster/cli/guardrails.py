@@ -7,13 +7,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    data_table,
     drop_none,
     err,
     out,
+    plain,
     print_secret,
     print_table,
     request,
@@ -91,9 +94,22 @@ def budget_create(
 @budget_app.command("list")
 def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """The tenant's budgets."""
-    rows = request("GET", "/v1/budgets", url=url, api_key=api_key)
-    columns = ("name", "scope_kind", "scope", "period", "amount", "thresholds", "hard_percent")
-    print_table((*columns, "action"), rows, title="budgets")
+    budgets = request("GET", "/v1/budgets", url=url, api_key=api_key)
+    # One column per question a reader asks (whose, how much, when warned, what then), not
+    # one per API field: eight field columns folded every row at 80 columns.
+    rows = [
+        {
+            "name": budget["name"],
+            "applies to": f"{budget['scope_kind']} {budget['scope'] or ''}".strip(),
+            "limit": f"{budget['amount']} a {budget['period']}",
+            "alerts at": f"{budget['thresholds'].replace(',', ', ')} %"
+            if budget["thresholds"]
+            else "never",
+            "then": f"{budget['action']} at {budget['hard_percent']} %",
+        }
+        for budget in budgets
+    ]
+    print_table(("name", "applies to", "limit", "alerts at", "then"), rows, title="budgets")
 
 
 @budget_app.command("delete")
@@ -255,7 +271,13 @@ def alerts_list(
     """Alerts, newest first."""
     params = drop_none({"kind": kind, "limit": limit})
     rows = request("GET", "/v1/alerts", params=params, url=url, api_key=api_key)
-    print_table(("created_at", "severity", "kind", "title", "message"), rows, title="alerts")
+    # The title and its message in one column, the title on top: as two columns each got a
+    # fifth of an 80-column terminal and folded into a dozen lines.
+    table = data_table(("created_at", "severity", "kind", "alert"), title="alerts")
+    for row in rows:
+        alert = Text.assemble((str(row["title"]), "bold"), "\n", str(row["message"]))
+        table.add_row(plain(row["created_at"]), row["severity"], row["kind"], alert)
+    out().print(table if table.row_count else Text("no alerts", style="dim"))
     if details:
         for row in rows:
             out().print(f"{row['id']} {json.dumps(row['details'], sort_keys=True)}", markup=False)
