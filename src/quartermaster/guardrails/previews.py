@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -146,15 +146,27 @@ def _row(row: CostRow | None) -> dict[str, str] | None:
     return {"month_to_date": str(row.month_to_date), "forecast": str(row.forecast)}
 
 
+@dataclass(frozen=True)
+class _PricedUntil:
+    """The month to date of each app up to `end`, as priced at `as_of`."""
+
+    as_of: datetime
+    costs: dict[str, AppCost]
+
+
 class HighCostScanner:
     """Finds high-cost app-hours and makes their previews. Keeps each month-to-date priced up
-    to an hour's start for as long as that hour is checked (it prices past hours only)."""
+    to an hour's start for as long as that hour is checked (it prices past hours only), until
+    usage from before that start arrives late (`_forget_late`)."""
+
+    # Between a row's processed_at stamp and its commit; as the anomaly scan allows.
+    COMMIT_OVERLAP = timedelta(seconds=60)
 
     def __init__(self, calculator: BillingCalculator, store: UsageStore) -> None:
         self.calculator = calculator
         self.store = store
         self.spend = BillingSpend(calculator)
-        self._upto: dict[tuple[str, datetime], dict[str, AppCost]] = {}
+        self._upto: dict[tuple[str, datetime], _PricedUntil] = {}
 
     def _costs_until(
         self, tenant_id: str, month: Period, end: datetime, *, session: Session
@@ -164,8 +176,22 @@ class HighCostScanner:
         key = (tenant_id, end)
         if key not in self._upto:
             spent = self.spend.spend(tenant_id, Period(month.start, end), session=session)
-            self._upto[key] = app_costs(spent.lines)
-        return self._upto[key]
+            self._upto[key] = _PricedUntil(spent.as_of, app_costs(spent.lines))
+        return self._upto[key].costs
+
+    def _forget_late(self, tenant_id: str) -> None:
+        """Drop each kept month-to-date that usage processed since it was priced falls
+        before: an event of 11:59:50 rated after a pass at 12:00:03 had priced "up to 12:00"
+        would otherwise count as the 12:00 hour's growth, and that hour's preview would name
+        the wrong hour and miss its top event."""
+        kept = [(end, priced.as_of) for (t, end), priced in self._upto.items() if t == tenant_id]
+        if not kept:
+            return
+        since = min(as_of for _, as_of in kept) - self.COMMIT_OVERLAP
+        touched = self.store.touched_hours(processed_since=since).get(tenant_id, {})
+        for end, as_of in kept:
+            if any(h < end and last >= as_of - self.COMMIT_OVERLAP for h, last in touched.items()):
+                del self._upto[(tenant_id, end)]
 
     def forget_before(self, moment: datetime) -> None:
         for key in [k for k in self._upto if k[1] < moment]:
@@ -188,6 +214,7 @@ class HighCostScanner:
         tenant = read.get(Tenant, tenant_id)
         zone = tenant_zone(tenant.timezone if tenant is not None else None)
         month = month_containing(now or self.calculator.cutoff(), zone)
+        self._forget_late(tenant_id)
         current: ScopeSpend = self.spend.spend(tenant_id, month, session=read)
         latest = app_costs(current.lines)
         made: list[str] = []
