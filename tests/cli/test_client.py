@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from quartermaster.cli.client import cell_text, data_table, plain
+from quartermaster.cli.client import cell_text, data_table, plain, stacked
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,9 @@ def test_a_table_cell_is_text_not_markup_and_folds() -> None:
     assert "[beta]" in shown
     assert "…" not in shown
     assert "".join(line.strip("│ ") for line in shown.splitlines()).count("x") == 30
+
+
+def test_a_stacked_cell_shows_its_head_over_its_body() -> None:
+    cell = stacked("High-cost hour", "app web cost 204.00 USD at 2026-12-03T11:00:00Z")
+    assert cell.plain == "High-cost hour\napp web cost 204.00 USD at 2026-12-03T11:00:00Z"
+    assert stacked(None, True).plain == "\nyes"

@@ -75,6 +75,7 @@ def test_budget_quota_decide_and_alerts_commands(
     assert "lifted halt of team" in qm("alerts", "lift", enforcement_id).output
     actions = qm("alerts", "actions").output
     assert "lift" in actions
+    assert re.search(rf"│ lift\s+│ team {world.team}\s+│", actions)
     assert "deny" in actions
     assert "deleted budget team-cap" in qm("budget", "delete", "team-cap").output
 

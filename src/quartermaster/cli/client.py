@@ -108,6 +108,12 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
+def stacked(head: object, body: object, *, head_style: str = "bold") -> Text:
+    """One cell of two parts, `head` over `body` (an alert's title over its message): one
+    wide column reads better than two narrow ones that each fold into a dozen lines."""
+    return Text.assemble((cell_text(head), head_style), "\n", cell_text(body), overflow="fold")
+
+
 def data_table(
     columns: Sequence[str],
     *,

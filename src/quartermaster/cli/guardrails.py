@@ -20,6 +20,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    stacked,
 )
 from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
 
@@ -275,7 +276,7 @@ def alerts_list(
     # fifth of an 80-column terminal and folded into a dozen lines.
     table = data_table(("created_at", "severity", "kind", "alert"), title="alerts")
     for row in rows:
-        alert = Text.assemble((str(row["title"]), "bold"), "\n", str(row["message"]))
+        alert = stacked(row["title"], row["message"])
         table.add_row(plain(row["created_at"]), row["severity"], row["kind"], alert)
     out().print(table if table.row_count else Text("no alerts", style="dim"))
     if details:
@@ -329,7 +330,12 @@ def actions_list(
     rows = request(
         "GET", "/v1/guardrail-actions", params={"limit": limit}, url=url, api_key=api_key
     )
-    print_table(("at", "action", "scope_kind", "scope", "subject", "reason"), rows, title="actions")
+    table = data_table(("at", "action", "scope", "subject and reason"), title="actions")
+    for row in rows:
+        scope = f"{row['scope_kind']} {row['scope'] or ''}".strip()
+        why = stacked(row["subject"], row["reason"], head_style="dim")
+        table.add_row(plain(row["at"]), row["action"], plain(scope), why)
+    out().print(table if table.row_count else Text("no actions", style="dim"))
 
 
 # --- decisions ----------------------------------------------------------------------------
