@@ -229,6 +229,7 @@ def test_cli_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> N
             env=env,
         )
         assert shown.exit_code == 0, shown.output
+        assert "no usage in the period" in shown.output
     finally:
         live.server.should_exit = True
         live.thread.join(timeout=20)

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
@@ -20,6 +22,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    stacked,
 )
 
 meter_app = typer.Typer(help="Meters: what to measure in events, and how.", no_args_is_help=True)
@@ -139,22 +142,45 @@ def usage_show(
     """Quantities per cost center, team, app and meter in a period."""
     params = drop_none({"start": start, "end": end, "as_of": as_of})
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
-    columns = ("cost_center", "team", "app", "meter", "quantity", "unit", "events", "flag")
+    rows = usage["rows"]
+    out().print(usage_table(usage) if rows else Text("no usage in the period", style="dim"))
+
+
+def usage_table(usage: dict[str, Any]) -> Table:
+    """One row per owner, app and meter, grouped: an owner (cost center over team) and an app
+    are named on their first row only, a quantity carries its unit, and usage no app claims
+    reads "unattributed" where the app would be. Eight columns, one per API field, folded
+    every name into six-letter pieces at 80 columns."""
+    start, end = (cell_text(usage[key]) for key in ("start", "end"))
+    columns = ("owner", "app", "meter", "quantity", "events")
     numbers = ("quantity", "events")
-    title = f"usage {usage['start']} .. {usage['end']}"
-    table = data_table(columns, title=title, right=numbers, whole=numbers)
-    for row in usage["rows"]:
+    table = data_table(columns, title=f"usage {start} .. {end}", right=numbers, whole=numbers)
+
+    def order(row: dict[str, Any]) -> tuple[str, ...]:
+        return (row["cost_center"], row["team"] or "", row["app"] or "", row["meter"])
+
+    previous: tuple[str, ...] = ()
+    for row in sorted(usage["rows"], key=order):
+        key = order(row)
+        new_owner = key[:2] != previous[:2]
+        new_app = new_owner or key[2] != previous[2]
+        previous = key
+        app = Text("unattributed", style="yellow") if row["unattributed"] else plain(row["app"])
         table.add_row(
-            plain(row["cost_center"]),
-            plain(row["team"] or "-"),
-            plain(row["app"] or "-"),
+            stacked(row["cost_center"], row["team"] or "-", head_style="") if new_owner else "",
+            app if new_app else "",
             plain(row["meter"]),
-            str(row["quantity"]),
-            plain(row["unit"]),
-            str(row["event_count"]),
-            "unattributed" if row["unattributed"] else "",
+            f"{_grouped(row['quantity'])} {row['unit']}",
+            f"{row['event_count']:,}",
         )
-    out().print(table)
+    return table
+
+
+def _grouped(quantity: str) -> str:
+    """'458,145.261' for '458145.261': the digits as sent, grouped in thousands."""
+    whole, dot, fraction = str(quantity).partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-') or 0):,}{dot}{fraction}"
 
 
 @pipeline_app.command("status")
