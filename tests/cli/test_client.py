@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from quartermaster.cli.client import cell_text, data_table, plain, stacked
+from quartermaster.cli.client import cell_text, data_table, grouped, plain, stacked
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,9 @@ def test_a_stacked_cell_shows_its_head_over_its_body() -> None:
     cell = stacked("High-cost hour", "app web cost 204.00 USD at 2026-12-03T11:00:00Z")
     assert cell.plain == "High-cost hour\napp web cost 204.00 USD at 2026-12-03T11:00:00Z"
     assert stacked(None, True).plain == "\nyes"
+
+
+def test_grouped_keeps_the_digits_as_sent() -> None:
+    assert grouped("0.000001") == "0.000001"
+    assert grouped("1000") == "1,000"
+    assert grouped("-1234.50") == "-1,234.50"

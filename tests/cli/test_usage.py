@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from quartermaster.cli.usage import _grouped, usage_table
+from quartermaster.cli.usage import usage_table
 
 
 def _row(cost_center: str, team: str | None, app: str | None, meter: str, **kw: Any) -> Any:
@@ -52,9 +52,3 @@ def test_rows_are_grouped_by_owner_and_app_with_quantities_in_their_units() -> N
         ["default", "unattributed", "cpu_seconds", "12 cpu-s", "2,843"],
         ["-", "", "", "", ""],
     ]
-
-
-def test_grouped_keeps_the_digits_as_sent() -> None:
-    assert _grouped("0.000001") == "0.000001"
-    assert _grouped("1000") == "1,000"
-    assert _grouped("-1234.50") == "-1,234.50"

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from quartermaster.billing.periods import month_period
 from quartermaster.cli.client import (
@@ -24,6 +25,7 @@ from quartermaster.cli.client import (
     check,
     data_table,
     err,
+    grouped,
     out,
     plain,
     request,
@@ -123,25 +125,32 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
 
 
 def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
+    """The lines, six columns wide: who is charged (cost center over team over app), what
+    for (cost type over item over how it was allocated) and how much (quantity over unit
+    price, then the amount). One column per field, ten in all, folded the names into a
+    letter a line at 80 columns."""
     shown = lines if limit is None else lines[:limit]
-    rows = [
-        (
-            line["id"][:SHORT_ID],
-            line["cost_center"],
-            line["team"] or "-",
-            line["app"] or "-",
-            line["adjusted_cost_type"] + "*" if line["adjusted_cost_type"] else line["cost_type"],
-            line["item"],
-            line["quantity"],
-            line["unit_price"] or "",
-            line["amount"],
-            line["allocation_method"],
+    table = data_table(
+        ("line", "charged to", "for", "quantity @ price", "amount"),
+        title=f"lines ({len(shown)} of {len(lines)})",
+        right=("quantity @ price", "amount"),
+        whole=("line", "amount"),
+    )
+    for line in shown:
+        cost_type = (
+            f"{line['adjusted_cost_type']}*" if line["adjusted_cost_type"] else line["cost_type"]
         )
-        for line in shown
-    ]
-    title = f"lines ({len(shown)} of {len(lines)})"
-    columns = ("line", "cost center", "team", "app", "type", "item", "quantity", "unit price")
-    out().print(_table(title, (*columns, "amount", "allocation"), rows))
+        owner = f"{line['cost_center']}\n{line['team'] or '-'}\n{line['app'] or '-'}"
+        basis = Text(line["allocation_method"] or "", style="dim")
+        price = f"@ {line['unit_price']}" if line["unit_price"] else ""
+        table.add_row(
+            plain(line["id"][:SHORT_ID]),
+            plain(owner),
+            Text.assemble(cost_type, "\n", line["item"], "\n", basis, overflow="fold"),
+            plain(f"{grouped(line['quantity'])}\n{price}".rstrip()),
+            plain(line["amount"]),
+        )
+    out().print(table)
 
 
 @bill_app.command("run")

@@ -108,6 +108,14 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
+def grouped(number: object) -> str:
+    """'458,145.261' for '458145.261': a decimal's digits as the API sent them (no rounding,
+    no float), grouped in thousands."""
+    whole, dot, fraction = str(number).partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-') or 0):,}{dot}{fraction}"
+
+
 def stacked(head: object, body: object, *, head_style: str = "bold") -> Text:
     """One cell of two parts, `head` over `body` (an alert's title over its message): one
     wide column reads better than two narrow ones that each fold into a dozen lines."""

@@ -18,6 +18,7 @@ from quartermaster.cli.client import (
     cell_text,
     data_table,
     drop_none,
+    grouped,
     out,
     plain,
     print_table,
@@ -170,17 +171,10 @@ def usage_table(usage: dict[str, Any]) -> Table:
             stacked(row["cost_center"], row["team"] or "-", head_style="") if new_owner else "",
             app if new_app else "",
             plain(row["meter"]),
-            f"{_grouped(row['quantity'])} {row['unit']}",
+            f"{grouped(row['quantity'])} {row['unit']}",
             f"{row['event_count']:,}",
         )
     return table
-
-
-def _grouped(quantity: str) -> str:
-    """'458,145.261' for '458145.261': the digits as sent, grouped in thousands."""
-    whole, dot, fraction = str(quantity).partition(".")
-    sign = "-" if whole.startswith("-") else ""
-    return f"{sign}{int(whole.lstrip('-') or 0):,}{dot}{fraction}"
 
 
 @pipeline_app.command("status")
