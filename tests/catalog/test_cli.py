@@ -44,7 +44,9 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
     assert re.search(r"data\s+.*lab-cc\s+.*2025-01-01 00:00:00Z", qm("app", "show", "etl").output)
 
     listed = qm("app", "list", "--team", "web").output
-    assert re.search(r"shop\s+.*ann@example\.com\s+.*web\s+.*shop-cc\s+.*persistent", listed)
+    # Two lines an app: its id, owner, team and lifecycle over its cost center and environment.
+    assert re.search(r"│ shop\s+│ ann@example\.com\s+│ web\s+│ persistent\s+│\n", listed)
+    assert re.search(r"│\s+│\s+│ shop-cc\s+│ production\s+│\n", listed)
     assert "etl" not in listed
     assert "etl" in qm("app", "list", "--lifecycle", "ephemeral").output
 

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     cell_text,
+    data_table,
     drop_none,
     err,
     fail,
@@ -20,6 +22,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    stacked,
 )
 
 app_app = typer.Typer(
@@ -89,8 +92,18 @@ def app_list(
 ) -> None:
     """List apps, optionally filtered."""
     params = drop_none({"team": team, "cost_center": cost_center, "lifecycle": lifecycle})
-    rows = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
-    print_table(APP_COLUMNS, rows, title="apps")
+    apps = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
+    # Four columns of two lines (an app over its title, team over cost center, lifecycle
+    # over environment): seven, one per field, folded every value at 80 columns.
+    table = data_table(("app", "owner", "team / cost center", "lifecycle"), title="apps")
+    for found in apps:
+        table.add_row(
+            stacked(found["app_id"], found["title"] if found["title"] != found["app_id"] else ""),
+            plain(found["owner"]),
+            stacked(found["team"], found["cost_center"], head_style=""),
+            stacked(found["lifecycle"], found["environment"], head_style=""),
+        )
+    out().print(table if table.row_count else Text("no apps", style="dim"))
 
 
 def _print_app(detail: dict[str, Any]) -> None:
