@@ -104,7 +104,8 @@ def validate(file: FileArgument) -> None:
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = data_table(columns, title=title)
+    # A price book's name is what `--price-book` takes: one word, never folded.
+    table = data_table(columns, title=title, whole=("name",))
     for row in rows:
         table.add_row(*(plain(value) for value in row))
     return table
