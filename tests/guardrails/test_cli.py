@@ -59,7 +59,10 @@ def test_budget_quota_decide_and_alerts_commands(
     over = qm("decide", "request", "--app", world.app, "--memory", "2Gi", expect=2).output
     assert "over the max 1Gi" in over
     assert "released" in qm("decide", "release", decision_id).output
-    assert '"status": "released"' in qm("decide", "show", decision_id).output
+    shown = qm("decide", "show", decision_id).output
+    assert "status: released" in shown
+    assert f"id: {decision_id}" in shown
+    assert re.search(r"^released_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", shown, re.MULTILINE)
 
     spend = FixedSpend()
     spend.set("team", world.team, "120")

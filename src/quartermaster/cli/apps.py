@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
-    cell_text,
     data_table,
     drop_none,
     err,
     fail,
     out,
     plain,
+    print_fields,
     print_secret,
     print_table,
     request,
@@ -108,9 +107,9 @@ def app_list(
 
 def _print_app(detail: dict[str, Any]) -> None:
     console = out()
-    fields = (*APP_COLUMNS, "require_signatures", "created_by", "created_at", "updated_at")
-    for name in fields:
-        console.print(f"[bold]{name}[/]: {escape(cell_text(detail[name]))}")
+    print_fields(
+        detail, (*APP_COLUMNS, "require_signatures", "created_by", "created_at", "updated_at")
+    )
     table = Table("team", "cost_center", "valid_from", "valid_to", title="ownership")
     for span in detail["ownership"]:
         table.add_row(

@@ -159,6 +159,14 @@ def print_table(
     out().print(table if table.row_count else Text(empty or f"no {title}", style="dim"))
 
 
+def print_fields(record: dict[str, Any], names: Sequence[str] | None = None) -> None:
+    """A record as `name: value` lines (all its fields, or `names` in that order), values as
+    the tables show them: one record reads better so than as a table or as JSON."""
+    console = out()
+    for name in names if names is not None else list(record):
+        console.print(f"[bold]{escape(name)}[/]: {escape(cell_text(record[name]))}")
+
+
 def print_secret(label: str, secret: str) -> None:
     """The secret alone on stdout (so it can be redirected); the warning on stderr."""
     err().print(f"[yellow]{label} is shown once: store it now, it cannot be retrieved again.[/]")

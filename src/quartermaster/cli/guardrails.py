@@ -17,6 +17,7 @@ from quartermaster.cli.client import (
     err,
     out,
     plain,
+    print_fields,
     print_secret,
     print_table,
     request,
@@ -388,8 +389,7 @@ def decide_show(
     api_key: ApiKeyOption = None,
 ) -> None:
     """A decision's reservation and its status."""
-    row = request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key)
-    out().print(json.dumps(row, indent=2, sort_keys=True), markup=False)
+    print_fields(request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key))
 
 
 @decide_app.command("release")
