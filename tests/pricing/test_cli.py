@@ -58,8 +58,18 @@ def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
     assert qm.invoke(app, ["pricebook", "load", str(second)]).exit_code == 0
     versions = qm.invoke(app, ["pricebook", "versions", "internal-platform"])
     assert versions.exit_code == 0, versions.output
-    assert "2026-02-01 00:00:00Z" in versions.output
-    assert "still in force" in versions.output
+    rows = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in versions.output.splitlines()
+        if line.startswith("│")
+    ]
+    # v1 in force from January until v2 took over in February; v2 since then.
+    assert rows[0][:3] == ["1", "from 2026-01-01 00:00:00Z", "2026-01-01 00:00:00Z"]
+    assert rows[1][1] == "until 2026-02-01 00:00:00Z"
+    assert rows[2][:3] == ["2", "from 2026-02-01 00:00:00Z", "2026-02-01 00:00:00Z"]
+    assert rows[3][1] == "still in force"
+    assert rows[1][3].startswith("by ")
+    assert rows[1][3].endswith(", back-dated")
     pinned = qm.invoke(app, ["pricebook", "show", "internal-platform", "--version", "1"])
     assert "internal-platform v1" in pinned.output
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     data_table,
     err,
     out,
@@ -139,28 +140,27 @@ def list_books(
 def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Every version of a price book, with when each was in force."""
     found = request("GET", f"/v1/price-books/{name}/versions", url=url, api_key=api_key)
+    # Four columns, three of them times: seven folded each date in two at 80 columns.
     rows = [
         (
             v["version"],
-            v["effective_from"],
-            v["in_force_from"] or "never (superseded)",
-            v["in_force_until"] or ("-" if v["in_force_from"] is None else "still in force"),
-            v["recorded_at"],
-            "yes" if v["back_dated"] else "",
-            v["created_by"],
+            _in_force(v),
+            cell_text(v["effective_from"]),
+            f"{cell_text(v['recorded_at'])}\nby {v['created_by']}"
+            + (", back-dated" if v["back_dated"] else ""),
         )
         for v in found
     ]
-    columns = (
-        "version",
-        "effective from",
-        "in force from",
-        "until",
-        "recorded",
-        "back-dated",
-        "by",
-    )
+    columns = ("version", "in force", "effective from", "recorded")
     out().print(_table(f"price book {name}", columns, rows))
+
+
+def _in_force(version: dict[str, Any]) -> str:
+    if version["in_force_from"] is None:
+        return "never (superseded)"
+    until = version["in_force_until"]
+    ends = f"until {cell_text(until)}" if until else "still in force"
+    return f"from {cell_text(version['in_force_from'])}\n{ends}"
 
 
 def _tiers_text(tiers: list[Tier]) -> str:
