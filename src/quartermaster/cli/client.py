@@ -84,7 +84,10 @@ def plain(value: object) -> Text:
     so a title such as "Ops [beta]" lost its tag and an id such as "x[/y]" stopped the
     command with a markup error. A value too long for its column folds onto the next line
     instead of being cut at an ellipsis: an id or an amount is shown whole or not at all.
-    Timestamps and booleans read as `cell_text` writes them."""
+    Timestamps and booleans read as `cell_text` writes them; a `Text` (a cell built by the
+    command, such as a `stacked` one) is kept as it is."""
+    if isinstance(value, Text):
+        return value
     return Text(cell_text(value), overflow="fold")
 
 
@@ -132,11 +135,14 @@ def data_table(
     """A table of API data that never hides any: a header or value too long for its column
     folds onto the next line instead of ending at an ellipsis. Columns in `whole` (ids,
     numbers) are never wrapped, so the text columns fold around them; those in `right` are
-    right-justified."""
+    right-justified. A column named after an API field (`created_at`) is headed in words
+    (`created at`)."""
     table = Table(title=title)
     for name in columns:
         table.add_column(
-            name,
+            # An API field's name reads as words, and a header too long for its column then
+            # wraps at a space (`principal` over `name`) instead of folding (`principa|l_name`).
+            name.replace("_", " "),
             justify="right" if name in right else "left",
             no_wrap=name in whole,
             overflow="fold",
@@ -152,8 +158,9 @@ def print_table(
     empty: str | None = None,
 ) -> None:
     """Rows as a table, or `empty` (default "no <title>") when there are none: an empty frame
-    reads as a rendering fault."""
-    table = data_table(columns, title=title)
+    reads as a rendering fault. Ids (`id`, `*_id`) are never wrapped: one is copied whole."""
+    ids = [name for name in columns if name == "id" or name.endswith("_id")]
+    table = data_table(columns, title=title, whole=ids)
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
     out().print(table if table.row_count else Text(empty or f"no {title}", style="dim"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -10,6 +10,7 @@ from rich.markup import escape
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     drop_none,
     err,
     out,
@@ -117,9 +118,29 @@ def key_create(
 @key_app.command("list")
 def key_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List API keys (never their secrets)."""
-    rows = request("GET", "/v1/keys", url=url, api_key=api_key)
-    columns = ("key_id", "principal_name", "status", "created_at", "expires_at", "revoked_at")
-    print_table(columns, rows, title="API keys")
+    keys = request("GET", "/v1/keys", url=url, api_key=api_key)
+    # The status with its moment under it (expires, expired, revoked): three time columns,
+    # mostly empty, folded the ids and dates at 80 columns.
+    rows = [
+        {
+            "key_id": key["key_id"],
+            "principal": key["principal_name"],
+            "status": _key_status(key),
+            "created_at": key["created_at"],
+        }
+        for key in keys
+    ]
+    print_table(("key_id", "principal", "status", "created_at"), rows, title="API keys")
+
+
+def _key_status(key: dict[str, Any]) -> str:
+    """'active', 'active, expires <time>', 'expired <time>' or 'revoked <time>'."""
+    if key["revoked_at"]:
+        return f"revoked {cell_text(key['revoked_at'])}"
+    if not key["expires_at"]:
+        return str(key["status"])
+    when = cell_text(key["expires_at"])
+    return f"active, expires {when}" if key["status"] == "active" else f"{key['status']} {when}"
 
 
 @key_app.command("revoke")
