@@ -158,9 +158,10 @@ def print_table(
     empty: str | None = None,
 ) -> None:
     """Rows as a table, or `empty` (default "no <title>") when there are none: an empty frame
-    reads as a rendering fault. Ids (`id`, `*_id`) are never wrapped: one is copied whole."""
-    ids = [name for name in columns if name == "id" or name.endswith("_id")]
-    table = data_table(columns, title=title, whole=ids)
+    reads as a rendering fault. Every column may fold, ids too: keeping a 32-character id
+    on one line left the other columns of an 80-column table a few letters each, or none
+    when there were two."""
+    table = data_table(columns, title=title)
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
     out().print(table if table.row_count else Text(empty or f"no {title}", style="dim"))
