@@ -102,8 +102,9 @@ def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
     assert match is not None, leased.stderr
     lease_id = match.group(1)
     listed = qm("resource", "list", "--app", "shop").output
-    assert re.search(r"vm-1\s+.*shop\s+.*production", listed)
-    assert re.search(rf"job-1\s+.*shop\s+.*{lease_id}", listed)
+    # A resource over its app and environment; its validity from over until; its lease.
+    assert re.search(r"│ vm-1\s+│ from 2025-01-01 00:00:00Z\s+│\s+│\n│ shop, production ", listed)
+    assert re.search(rf"│ job-1\s+│ from [^│]+│ {lease_id} │\n│ shop, production ", listed)
     assert f"lease {lease_id} ended at" in qm("resource", "end-lease", lease_id).output
     earlier = qm("resource", "lease", "job-0", "--app", "shop", "--ttl", "60",
                  "--issued-at", "2025-03-01T00:00:00Z")  # fmt: skip

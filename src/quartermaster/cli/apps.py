@@ -11,6 +11,7 @@ from rich.text import Text
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     data_table,
     drop_none,
     err,
@@ -238,9 +239,22 @@ def resource_list(
 ) -> None:
     """List resource bindings."""
     params = drop_none({"resource_id": resource_id, "app_id": app})
-    rows = request("GET", "/v1/resources", params=params, url=url, api_key=api_key)
-    columns = ("resource_id", "app_id", "environment", "valid_from", "valid_to", "lease_id")
-    print_table(columns, rows, title="resources")
+    bindings = request("GET", "/v1/resources", params=params, url=url, api_key=api_key)
+    # A resource over the app and environment it is bound to, and its validity from over
+    # until: six columns, two of them 32-character ids, folded every value at 80 columns.
+    table = data_table(("resource", "valid", "lease id"), title="resources", whole=("lease id",))
+    for binding in bindings:
+        until = cell_text(binding["valid_to"]) if binding["valid_to"] else "open"
+        table.add_row(
+            stacked(
+                binding["resource_id"],
+                f"{binding['app_id']}, {binding['environment']}",
+                head_style="",
+            ),
+            plain(f"from {cell_text(binding['valid_from'])}\nuntil {until}"),
+            plain(binding["lease_id"]),
+        )
+    out().print(table if table.row_count else Text("no resources", style="dim"))
 
 
 @resource_app.command("lease")

@@ -452,9 +452,23 @@ def delivery_list(
 ) -> None:
     """Webhook deliveries with their status, attempts and last error."""
     params = drop_none({"status": status, "limit": limit})
-    rows = request("GET", "/v1/webhook-deliveries", params=params, url=url, api_key=api_key)
-    columns = ("id", "webhook_id", "status", "attempts", "next_attempt_at", "last_error")
-    print_table(columns, rows, title="deliveries")
+    deliveries = request("GET", "/v1/webhook-deliveries", params=params, url=url, api_key=api_key)
+    # The delivery's id over its webhook's, its status over its attempts: two 32-character
+    # ids side by side left the other four columns a few letters each at 80 columns.
+    table = data_table(
+        ("delivery / webhook", "status", "next attempt at", "last error"),
+        title="deliveries",
+        whole=("delivery / webhook",),
+    )
+    for delivery in deliveries:
+        attempts = f"{delivery['attempts']} attempt" + ("" if delivery["attempts"] == 1 else "s")
+        table.add_row(
+            stacked(delivery["id"], delivery["webhook_id"], head_style=""),
+            stacked(delivery["status"], attempts, head_style=""),
+            plain(delivery["next_attempt_at"]),
+            plain(delivery["last_error"]),
+        )
+    out().print(table if table.row_count else Text("no deliveries", style="dim"))
 
 
 @alerts_app.command("delivery-log")

@@ -1,0 +1,40 @@
+"""How `qm alerts deliveries` lays out the API's rows (its HTTP paths: tests/guardrails)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+
+from quartermaster.cli import guardrails as guardrails_cli
+
+
+def test_a_delivery_shows_both_ids_whole_and_its_status_over_its_attempts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    delivery, webhook = "a" * 32, "b" * 32
+    rows = [
+        {
+            "id": delivery,
+            "webhook_id": webhook,
+            "status": "dead",
+            "attempts": 1,
+            "next_attempt_at": "2026-12-03T11:40:15.163Z",
+            "last_error": "connection refused",
+        }
+    ]
+    with mock.patch.object(guardrails_cli, "request", return_value=rows):
+        guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
+    cells = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│")
+    ]
+    assert [row[:2] for row in cells] == [[delivery, "dead"], [webhook, "1 attempt"]]
+    # The rest folds around the ids at 80 columns, at spaces.
+    assert " ".join(row[2] for row in cells).split() == ["2026-12-03", "11:40:15Z"]
+    assert " ".join(row[3] for row in cells).split() == ["connection", "refused"]
+    with mock.patch.object(guardrails_cli, "request", return_value=[]):
+        guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
+    assert capsys.readouterr().out.strip() == "no deliveries"
