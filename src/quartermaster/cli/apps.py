@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
@@ -22,6 +21,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    show_table,
     stacked,
 )
 
@@ -103,7 +103,7 @@ def app_list(
             stacked(found["team"], found["cost_center"], head_style=""),
             stacked(found["lifecycle"], found["environment"], head_style=""),
         )
-    out().print(table if table.row_count else Text("no apps", style="dim"))
+    show_table(table, empty="no apps")
 
 
 def _print_app(detail: dict[str, Any]) -> None:
@@ -254,7 +254,7 @@ def resource_list(
             plain(f"from {cell_text(binding['valid_from'])}\nuntil {until}"),
             plain(binding["lease_id"]),
         )
-    out().print(table if table.row_count else Text("no resources", style="dim"))
+    show_table(table, empty="no resources")
 
 
 @resource_app.command("lease")

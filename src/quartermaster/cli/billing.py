@@ -125,9 +125,9 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
 
 
 def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
-    """The lines, six columns wide: who is charged (cost center over team over app), what
-    for (cost type over item over how it was allocated) and how much (quantity over unit
-    price, then the amount). One column per field, ten in all, folded the names into a
+    """The lines in five columns: the line's id, who is charged (cost center over team over
+    app), what for (cost type over item over how it was allocated), the quantity over its
+    unit price, and the amount. One column per field, ten in all, folded the names into a
     letter a line at 80 columns."""
     shown = lines if limit is None else lines[:limit]
     table = data_table(

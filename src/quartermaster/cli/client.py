@@ -164,7 +164,12 @@ def print_table(
     table = data_table(columns, title=title)
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
-    out().print(table if table.row_count else Text(empty or f"no {title}", style="dim"))
+    show_table(table, empty=empty or f"no {title}")
+
+
+def show_table(table: Table, *, empty: str) -> None:
+    """The table, or `empty` in its place when it has no rows."""
+    out().print(table if table.row_count else Text(empty, style="dim"))
 
 
 def print_fields(record: dict[str, Any], names: Sequence[str] | None = None) -> None:

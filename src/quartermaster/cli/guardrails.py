@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
@@ -21,6 +20,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    show_table,
     stacked,
 )
 from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
@@ -93,6 +93,11 @@ def budget_create(
     )
 
 
+def _scope(row: dict[str, Any]) -> str:
+    """'team legal', or 'tenant' for a row that applies to the whole tenant."""
+    return f"{row['scope_kind']} {row['scope'] or ''}".strip()
+
+
 @budget_app.command("list")
 def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """The tenant's budgets."""
@@ -102,7 +107,7 @@ def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     rows = [
         {
             "name": budget["name"],
-            "applies to": f"{budget['scope_kind']} {budget['scope'] or ''}".strip(),
+            "applies to": _scope(budget),
             "limit": f"{budget['amount']} a {budget['period']}",
             "alerts at": f"{budget['thresholds'].replace(',', ', ')} %"
             if budget["thresholds"]
@@ -231,10 +236,7 @@ def rate_limit_set(
     """Set a rate limit on ingest and decision calls (GCRA)."""
     body = drop_none({"scope_kind": scope_kind, "scope": scope, "rate": rate, "burst": burst})
     row = request("PUT", "/v1/rate-limits", json=body, url=url, api_key=api_key)
-    out().print(
-        f"rate limit {row['id']}: {row['rate']}/s burst {row['burst']} for "
-        f"{row['scope_kind']} {row['scope'] or ''}".rstrip()
-    )
+    out().print(f"rate limit {row['id']}: {row['rate']}/s burst {row['burst']} for {_scope(row)}")
 
 
 @quota_app.command("rate-limits")
@@ -279,7 +281,7 @@ def alerts_list(
     for row in rows:
         alert = stacked(row["title"], row["message"])
         table.add_row(plain(row["created_at"]), row["severity"], row["kind"], alert)
-    out().print(table if table.row_count else Text("no alerts", style="dim"))
+    show_table(table, empty="no alerts")
     if details:
         for row in rows:
             out().print(f"{row['id']} {json.dumps(row['details'], sort_keys=True)}", markup=False)
@@ -333,10 +335,9 @@ def actions_list(
     )
     table = data_table(("at", "action", "scope", "subject and reason"), title="actions")
     for row in rows:
-        scope = f"{row['scope_kind']} {row['scope'] or ''}".strip()
         why = stacked(row["subject"], row["reason"], head_style="dim")
-        table.add_row(plain(row["at"]), row["action"], plain(scope), why)
-    out().print(table if table.row_count else Text("no actions", style="dim"))
+        table.add_row(plain(row["at"]), row["action"], plain(_scope(row)), why)
+    show_table(table, empty="no actions")
 
 
 # --- decisions ----------------------------------------------------------------------------
@@ -468,7 +469,7 @@ def delivery_list(
             plain(delivery["next_attempt_at"]),
             plain(delivery["last_error"]),
         )
-    out().print(table if table.row_count else Text("no deliveries", style="dim"))
+    show_table(table, empty="no deliveries")
 
 
 @alerts_app.command("delivery-log")
