@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Console
 
-from quartermaster.cli.usage import usage_table
+from quartermaster.cli.usage import accounting_table, accounting_verdict, usage_table
 
 
 def _row(cost_center: str, team: str | None, app: str | None, meter: str, **kw: Any) -> Any:
@@ -52,3 +53,56 @@ def test_rows_are_grouped_by_owner_and_app_with_quantities_in_their_units() -> N
         ["default", "unattributed", "cpu_seconds", "12 cpu-s", "2,843"],
         ["-", "", "", "", ""],
     ]
+
+
+def _hour(hour: int, *, accepted: int, rated: int, waiting: int = 0) -> dict[str, Any]:
+    return {
+        "hour": f"2026-11-01T{hour:02d}:00:00Z",
+        "accepted": accepted,
+        "attributed": rated - 10,
+        "unattributed": 10,
+        "rated": rated,
+        "waiting": waiting,
+        "in_pipeline": accepted - rated - waiting,
+        "balanced": accepted == rated + waiting,
+    }
+
+
+def _accounting_cells(hours: list[dict[str, Any]], width: int = 80) -> list[list[str]]:
+    """The table's header and body lines as cells, every line checked to fit `width`."""
+    console = Console(width=width, record=True)
+    console.print(accounting_table(hours))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    return [
+        [cell.strip() for cell in re.split("[│┃]", line)[1:-1]]
+        for line in lines
+        if line.startswith(("│", "┃"))
+    ]
+
+
+def test_pipeline_accounting_fits_80_columns_with_its_counts_grouped_and_whole() -> None:
+    hours = [
+        _hour(0, accepted=1_234_567, rated=1_234_000, waiting=567),
+        _hour(1, accepted=3, rated=2),
+    ]
+    assert _accounting_cells(hours) == [
+        ["", "", "", "", "", "in"],
+        ["hour (UTC)", "accepted", "rated", "unattributed", "waiting", "pipeline"],
+        ["2026-11-01 00:00", "1,234,567", "1,234,000", "10", "567", "0"],
+        ["2026-11-01 01:00", "3", "2", "10", "0", "1"],
+    ]
+
+
+def test_pipeline_accounting_names_the_hours_that_do_not_balance_and_why() -> None:
+    balanced = [_hour(0, accepted=5, rated=4, waiting=1)]
+    assert "balanced[/] in every hour" in accounting_verdict(balanced)
+    behind = [_hour(h, accepted=10, rated=8) for h in range(5)]
+    verdict = accounting_verdict([*balanced, *behind])
+    assert "not yet balanced[/] in 5 hours (2026-11-01 00:00, 2026-11-01 01:00, " in verdict
+    assert "2026-11-01 02:00 and 2 more): 10 accepted event(s) not read" in verdict
+    assert "more rated" not in verdict
+    # More rated than accepted would be an event counted twice: said apart, in red.
+    over = accounting_verdict([_hour(3, accepted=2, rated=3)])
+    assert over.endswith("[bold red]more rated than accepted[/] in 1 hour (2026-11-01 03:00)")
+    assert "not yet" not in over

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from quartermaster.cli import events as cli
@@ -333,3 +334,41 @@ def test_a_batch_over_the_byte_limit_is_split_down_to_the_event_too_large(
         "payload_too_large",
     )
     assert "body over 4,000 bytes" in too_large["message"]
+
+
+def test_reconciliation_table_keeps_a_month_of_totals_whole_at_80_columns() -> None:
+    def hour(h: int, received: int) -> dict[str, Any]:
+        stages = {"received": received, "accepted": 3000, "duplicate": 10, "rejected": 2}
+        stages |= {"attributed": 2990, "rated": 3000}  # the pipeline's: not this table's
+        return {
+            "hour": f"2026-11-01T{h:02d}:00:00+00:00",
+            "stages": stages,
+            "reasons": {"rejected": {"invalid_data": 2}},
+        }
+
+    report = {
+        "start": "2026-11-01T00:00:00+00:00",
+        "end": "2026-12-01T00:00:00+00:00",
+        "hours": [hour(0, 3012), hour(1, 3013)],
+        "totals": {"received": 1_970_987, "accepted": 1_960_000, "duplicate": 10_000},
+    }
+    console = Console(width=80, record=True)
+    for table in cli.reconciliation_tables(report):
+        console.print(table)
+    text = console.export_text()
+    assert "reconciliation 2026-11-01 00:00 .. 2026-12-01 00:00 UTC" in text
+    rows = [
+        [cell.strip() for cell in line.strip("│┃").split("│" if "│" in line else "┃")]
+        for line in text.splitlines()
+        if line.startswith(("│", "┃"))
+    ]
+    assert rows == [
+        ["hour (UTC)", "received", "accepted", "duplicate", "rejected", "balanced"],
+        ["2026-11-01 00:00", "3,012", "3,000", "10", "2", "yes"],
+        # 3,013 received against 3,012 accounted for: said, not hidden.
+        ["2026-11-01 01:00", "3,013", "3,000", "10", "2", "NO"],
+        ["total", "1,970,987", "1,960,000", "10,000", "0", ""],
+        ["stage", "reason", "events"],
+        ["rejected", "invalid_data", "4"],
+    ]
+    assert max(len(line) for line in text.splitlines()) <= 80

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Container, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -109,6 +109,13 @@ def cell_text(value: object) -> str:
     if isinstance(value, str) and (stamp := _UTC_TIMESTAMP.fullmatch(value)):
         return f"{stamp[1]} {stamp[2]}Z"
     return str(value)
+
+
+def hour_text(hour: str) -> str:
+    """'2026-10-11 10:00' for an hour as the API writes it ('2026-10-11T10:00:00Z' or
+    '…+00:00'): sixteen characters, so that an hourly table of counts keeps each hour on one
+    line at 80 columns."""
+    return datetime.fromisoformat(hour).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def grouped(number: object) -> str:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,8 +18,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from quartermaster.cli.client import api_client, check, error_message, fail, plain
+from quartermaster.cli.client import (
+    api_client,
+    check,
+    data_table,
+    error_message,
+    fail,
+    grouped,
+    hour_text,
+    plain,
+)
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, sign_event
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
@@ -395,45 +404,41 @@ def tail(
             return
 
 
-def _hour_label(hour: str) -> str:
-    """'2026-10-11 10:00' for the API's '2026-10-11T10:00:00+00:00': short enough that the
-    table's eight columns keep the hour whole on a 100-column terminal."""
-    return datetime.fromisoformat(hour).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+# The ingest identity a reconciliation row checks: received = accepted + duplicate + rejected.
+INGEST_STAGES = ("received", "accepted", "duplicate", "rejected")
 
 
 def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
-    stages = ["received", "accepted", "duplicate", "rejected"]
-    extra = sorted({s for h in report["hours"] for s in h["stages"]} - set(stages))
-    table = Table(
-        title=f"reconciliation {_hour_label(report['start'])} .. {_hour_label(report['end'])} UTC"
+    """Per hour, the ingest stages and whether they balance, with a total row; then the
+    rejections by reason. The pipeline's stages of the same hours (attributed, rated) are
+    `qm pipeline accounting`'s: with them the table needed 90 columns and cut its totals at
+    an ellipsis (`1,970…`) on an 80-column terminal."""
+    hour_column = "hour (UTC)"
+    table = data_table(
+        [hour_column, *INGEST_STAGES, "balanced"],
+        title=f"reconciliation {hour_text(report['start'])} .. {hour_text(report['end'])} UTC",
+        right=INGEST_STAGES,
+        whole=[hour_column],
     )
-    table.add_column("hour (UTC)", no_wrap=True)
-    for stage in [*stages, *extra]:
-        table.add_column(stage, justify="right")
-    table.add_column("balanced", justify="center")
-    reasons: dict[tuple[str, str], int] = {}
+    reasons: Counter[tuple[str, str]] = Counter()
     for hour in report["hours"]:
         counts = hour["stages"]
-        balanced = counts.get("received", 0) == sum(counts.get(s, 0) for s in stages[1:])
+        balanced = counts.get("received", 0) == sum(counts.get(s, 0) for s in INGEST_STAGES[1:])
         table.add_row(
-            _hour_label(hour["hour"]),
-            *(f"{counts.get(s, 0):,}" for s in [*stages, *extra]),
-            "[green]yes[/]" if balanced else "[red]NO[/]",
+            hour_text(hour["hour"]),
+            *(grouped(counts.get(s, 0)) for s in INGEST_STAGES),
+            Text("yes", style="green") if balanced else Text("NO", style="bold red"),
         )
         for stage, by_reason in hour["reasons"].items():
             for reason, n in by_reason.items():
-                reasons[(stage, reason)] = reasons.get((stage, reason), 0) + n
+                reasons[(stage, reason)] += n
     totals = report["totals"]
-    table.add_row(
-        "[bold]total[/]", *(f"[bold]{totals.get(s, 0):,}[/]" for s in [*stages, *extra]), ""
-    )
+    table.add_row("total", *(grouped(totals.get(s, 0)) for s in INGEST_STAGES), "", style="bold")
     tables = [table]
     if reasons:
-        by_reason = Table(title="by reason")
-        for column in ("stage", "reason", "events"):
-            by_reason.add_column(column, justify="right" if column == "events" else "left")
+        by_reason = data_table(["stage", "reason", "events"], title="by reason", right=["events"])
         for (stage, reason), n in sorted(reasons.items()):
-            by_reason.add_row(stage, reason, f"{n:,}")
+            by_reason.add_row(stage, reason, grouped(n))
         tables.append(by_reason)
     return tables
 
@@ -454,7 +459,13 @@ def reconciliation(
     with api_client(url=url, api_key=api_key) as client:
         report = check(client.get("/v1/reconciliation", params=params), console=err_console)
     if not report["hours"]:
-        console.print(f"no events received between {report['start']} and {report['end']}")
+        window = f"{hour_text(report['start'])} and {hour_text(report['end'])} UTC"
+        console.print(f"no events received between {window}")
         return
     for table in reconciliation_tables(report):
         console.print(table)
+    console.print(
+        "what the pipeline has made of the accepted events (rated, unattributed, waiting):"
+        " qm pipeline accounting",
+        style="dim",
+    )
