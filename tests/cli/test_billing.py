@@ -70,3 +70,16 @@ def test_a_line_shows_who_is_charged_for_what_and_how_much(
         ["", "finance-ops", "lb", "", ""],
         ["", "-", "proportional to requests", "", ""],
     ]
+
+
+def test_the_summary_heads_one_app_as_the_top_app(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    line = {"cost_center": "cc-1", "team": "web", "app": "shop", "amount": "1.50"}
+    billing_cli.print_summary([line], "USD")
+    one = capsys.readouterr().out
+    assert "top app (USD)" in one
+    assert "top 1 apps" not in one
+    billing_cli.print_summary([line, line | {"app": "api", "amount": "2"}], "USD")
+    assert "top 2 apps (USD)" in capsys.readouterr().out

@@ -22,6 +22,7 @@ from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     api_client,
+    cell_text,
     check,
     data_table,
     err,
@@ -69,17 +70,14 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
     return table
 
 
-def _period(document: dict[str, Any]) -> str:
-    return f"[{document['period_start']}, {document['period_end']})"
-
-
 def _print_document(document: dict[str, Any], *, visible_total: str | None = None) -> None:
     label = "adjustment" if document["document_type"] == "adjustment" else document["kind"]
     total = document["total"] if document["total"] is not None else visible_total
     out().print(
-        f"[bold]{label} {document['id']}[/] {document['status']} {_period(document)} "
+        f"[bold]{label} {document['id']}[/] {document['status']}, period "
+        f"{_period_label(document['period_start'], document['period_end'])}: "
         f"total {_money(total)} {document['currency']} ({document['line_count']} lines, "
-        f"as of {document['as_of']}, price book {document['price_book']} "
+        f"as of {cell_text(document['as_of'])}, price book {document['price_book']} "
         f"v{document['price_book_versions']})"
     )
     if document.get("corrects_run_id"):
@@ -117,7 +115,7 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
     top = sorted(apps.items(), key=lambda kv: -kv[1])[:TOP_APPS]
     console.print(
         _table(
-            f"top {len(top)} apps ({currency})",
+            f"top {len(top)} apps ({currency})" if len(top) > 1 else f"top app ({currency})",
             ("cost center", "team", "app", "cost"),
             [(*k, _money(v)) for k, v in top],
         )
@@ -373,7 +371,9 @@ def explain(
         f"{line['cost_type']} {line['amount']} {line['currency']} = {line['pricing_rule']} "
         f"(quantity {line['quantity']}, allocation: {line['allocation_method']})"
     )
-    console.print(f"audit key {line['audit_key']}; counted as of {result['counted_as_of']}")
+    console.print(
+        f"audit key {line['audit_key']}; counted as of {cell_text(result['counted_as_of'])}"
+    )
     for note in result["notes"]:
         console.print(f"note: {escape(str(note))}")
     if result["daily"]:
