@@ -108,7 +108,7 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     explained = _ok(qm, "explain", web_cpu["id"][:12])  # the id as `bill show` prints it
     assert "usage of cpu_seconds for app web" in explained
     assert "1. daily usage of cpu_seconds" in explained
-    assert "(total 5000)" in explained
+    assert "(total 5,000)" in explained  # grouped, as every table's quantities
     assert "2. top contributing raw events" in explained
     assert "3. lifecycle markers" in explained
     assert "deploy" in explained
@@ -121,6 +121,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
 
     previewed = _ok(qm, "bill", "preview")
     assert "forecast method: run-rate" in previewed
+    assert re.search(r"month \d{4}-\d\d \([\d.]+ of \d\d\.00 days\): month to date", previewed)
+    # Nothing sent for this month: said in words instead of two empty frames.
+    assert "no usage or platform costs this month yet" in previewed
+    assert "top apps" not in previewed
 
 
 def test_cli_errors_name_the_problem(qm: CliRunner) -> None:

@@ -30,6 +30,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     request,
+    show_table,
 )
 from quartermaster.domain.timeutil import parse_timestamp
 
@@ -296,8 +297,8 @@ def preview(
     result = request("GET", "/v1/billing/preview", params=params, url=url, api_key=api_key)
     currency = result["currency"]
     out().print(
-        f"[bold]month {result['period_start']} → {result['period_end']}[/]: "
-        f"{result['elapsed_days']} of {result['total_days']} days, month to date "
+        f"[bold]month {_period_label(result['period_start'], result['period_end'])}[/] "
+        f"({result['elapsed_days']} of {result['total_days']} days): month to date "
         f"{_money(result['month_to_date'])} {currency}, forecast {_money(result['forecast'])} "
         f"{currency}"
     )
@@ -307,7 +308,7 @@ def preview(
         (t["cost_center"], t["team"] or "-", _money(t["month_to_date"]), _money(t["forecast"]))
         for t in result["teams"]
     ]
-    out().print(_table("per team", columns, rows))
+    show_table(_table("per team", columns, rows), empty="no usage or platform costs this month yet")
     app_rows = [
         (
             a["cost_center"],
@@ -318,9 +319,9 @@ def preview(
         )
         for a in result["apps"][:TOP_APPS]
     ]
-    out().print(
-        _table("top apps", ("cost center", "team", "app", "month to date", "forecast"), app_rows)
-    )
+    if app_rows:
+        app_columns = ("cost center", "team", "app", "month to date", "forecast")
+        out().print(_table("top apps", app_columns, app_rows))
 
 
 @bill_app.command("export")
@@ -369,7 +370,7 @@ def explain(
     console.print(f"[bold]{escape(str(result['subject']))}[/]")
     console.print(
         f"{line['cost_type']} {line['amount']} {line['currency']} = {line['pricing_rule']} "
-        f"(quantity {line['quantity']}, allocation: {line['allocation_method']})"
+        f"(quantity {grouped(line['quantity'])}, allocation: {line['allocation_method']})"
     )
     console.print(
         f"audit key {line['audit_key']}; counted as of {cell_text(result['counted_as_of'])}"
@@ -377,16 +378,22 @@ def explain(
     for note in result["notes"]:
         console.print(f"note: {escape(str(note))}")
     if result["daily"]:
-        daily = [(d["start"][:10], d["value"], d["events"]) for d in result["daily"] if d["events"]]
+        daily = [
+            (d["start"][:10], grouped(d["value"]), grouped(d["events"]))
+            for d in result["daily"]
+            if d["events"]
+        ]
         console.print(
             _table(
-                f"1. daily usage of {line['meter']} (total {result['daily_total']})",
+                f"1. daily usage of {line['meter']} (total {grouped(result['daily_total'])})",
                 ("day", "quantity", "events"),
                 daily,
             )
         )
     if result["shared_costs"]:
-        shared = [(d["start"][:10], d["value"], d["events"]) for d in result["shared_costs"]]
+        shared = [
+            (d["start"][:10], d["value"], grouped(d["events"])) for d in result["shared_costs"]
+        ]
         console.print(
             _table(f"daily platform cost {line['item']}", ("day", "amount", "events"), shared)
         )
@@ -395,7 +402,7 @@ def explain(
             (
                 e["event_id"],
                 e["event_time"],
-                e["quantity"],
+                grouped(e["quantity"]),
                 e["resource_id"] or "",
                 e["method"],
                 "yes" if e["in_document"] else "no (late)",
@@ -409,4 +416,7 @@ def explain(
         for m in result["markers"]
     ]
     columns = ("time", "resource", "action", "replicas", "environment")
-    console.print(_table("3. lifecycle markers of the app's resources", columns, markers))
+    show_table(
+        _table("3. lifecycle markers of the app's resources", columns, markers),
+        empty="3. no lifecycle markers of the app's resources in the period",
+    )
