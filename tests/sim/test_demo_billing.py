@@ -137,6 +137,8 @@ def test_the_small_demo_bills_and_reports(tmp_path: Path) -> None:
     assert "event → billable latency" in text
     assert "line explained" in text
     assert "1. daily rollups" in text
+    # 30 hours are less than the detector's three days of history: said, not implied away.
+    assert "shorter than the 3 days of history the detector needs" in " ".join(text.split())
 
 
 def test_a_closed_month_demo_still_crosses_a_budget_with_usage_sent_now(tmp_path: Path) -> None:

@@ -44,12 +44,13 @@ def anomaly_alerts(ctx: DemoContext) -> None:
         table.add_column(column, overflow="fold")  # wrapped, never cut to "…"
     table.add_column("s to detect", justify="right", no_wrap=True)
     injected = {(a.app_id, a.meter): a for a in platform.anomalies}
-    found = 0
+    on_injected: list[dict[str, Any]] = []
     for alert in sorted(app_alerts, key=lambda a: a["details"]["hour"]):
         d = alert["details"]
         hour = parse_timestamp(d["hour"])
         truth = [a for a in injected.values() if a.app_id == d["scope"] and a.start <= hour < a.end]
-        found += bool(truth)
+        if truth:
+            on_injected.append(alert)
         table.add_row(
             d["scope"],
             _short(d["hour"]),
@@ -69,11 +70,20 @@ def anomaly_alerts(ctx: DemoContext) -> None:
                 markup=False,
             )
     teams = [a for a in alerts if a["details"].get("scope_kind") == "team"]
+    short = period.end - period.start < HISTORY_NEEDED
     ctx.console.print(
         f"{len(app_alerts)} app and {len(teams)} team anomaly alerts; "
-        f"{len(injected)} anomalies injected, {found} app alerts on one of them "
-        f"({_first_delay(app_alerts)})"
+        f"{len(injected)} anomalies injected, {len(on_injected)} app alerts on one of them"
+        + (f" ({_first_delay(on_injected)})" if on_injected else "")
     )
+    if short:
+        ctx.console.print(
+            f"the simulated period is shorter than the {HISTORY_NEEDED.days} days of history"
+            " the detector needs before it judges an hour: an injected spike may pass"
+            " unalerted, and an app whose only earlier usage is older (a late delivery) can be"
+            " alerted on its first hour of the period",
+            style="dim",
+        )
     if platform.anomalies and not alerts and period.end - period.start >= HISTORY_NEEDED:
         raise DemoFailure("anomalies were injected but the detector raised no alert")
 
