@@ -7,7 +7,12 @@ from typing import Any
 
 from rich.console import Console
 
-from quartermaster.cli.usage import accounting_table, accounting_verdict, usage_table
+from quartermaster.cli.usage import (
+    accounting_table,
+    accounting_verdict,
+    meter_table,
+    usage_table,
+)
 
 
 def _row(cost_center: str, team: str | None, app: str | None, meter: str, **kw: Any) -> Any:
@@ -106,3 +111,40 @@ def test_pipeline_accounting_names_the_hours_that_do_not_balance_and_why() -> No
     over = accounting_verdict([_hour(3, accepted=2, rated=3)])
     assert over.endswith("[bold red]more rated than accepted[/] in 1 hour (2026-11-01 03:00)")
     assert "not yet" not in over
+
+
+def test_a_meter_reads_as_what_it_measures_in_four_columns_at_80() -> None:
+    meters = [
+        {
+            "name": "invocations",
+            "event_type": "qm.invocation.usage",
+            "value": "count",
+            "aggregation": "count",
+            "unit": "call",
+            "filter_field": None,
+            "filter_value": None,
+            "built_in": True,
+        },
+        {
+            "name": "staging_memory_gb_hours",
+            "event_type": "qm.resource.usage",
+            "value": "memory_gb_hours",
+            "aggregation": "sum",
+            "unit": "GB-h",
+            "filter_field": "environment",
+            "filter_value": "staging",
+            "built_in": False,
+        },
+    ]
+    console = Console(width=80, record=True)
+    console.print(meter_table(meters, title="meters"))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    cells = [[c.strip() for c in re.split("[│┃]", line)[1:-1]] for line in lines if "│" in line]
+    assert cells == [
+        ["invocations", "count of events", "call", "yes"],
+        ["", "in qm.invocation.usage", "", ""],
+        ["staging_memory_gb_hours", "sum of memory_gb_hours", "GB-h", "no"],
+        ["", "in qm.resource.usage", "", ""],
+        ["", "where environment = staging", "", ""],
+    ]

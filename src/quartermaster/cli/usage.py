@@ -24,6 +24,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    show_table,
     stacked,
 )
 
@@ -37,17 +38,25 @@ pipeline_app = typer.Typer(
     help="The attribution and rating pipeline: status, replay, accounting.", no_args_is_help=True
 )
 
-METER_COLUMNS = ("name", "event_type", "value", "aggregation", "unit", "filter", "built_in")
 
-
-def _meter_rows(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
+def meter_table(meters: list[dict[str, Any]], *, title: str) -> Table:
+    """A meter per row: its name, what it measures (the aggregation of a value, over the
+    event type it reads, with its filter), its unit and whether it is built in. Seven
+    columns, one per field, folded every name at 80 columns (`invocatio|ns`)."""
+    table = data_table(("name", "measures", "unit", "built_in"), title=title, whole=("unit",))
     for meter in meters:
-        shown = dict(meter)
+        measures = Text(
+            "count of events" if meter["aggregation"] == "count" else f"{meter['aggregation']} of "
+        )
+        if meter["aggregation"] != "count":
+            measures.append(str(meter["value"]), style="bold")
+        measures.append(f"\nin {meter['event_type']}")
         if meter.get("filter_field"):
-            shown["filter"] = f"{meter['filter_field']} = {meter['filter_value']}"
-        rows.append(shown)
-    return rows
+            measures.append(f"\nwhere {meter['filter_field']} = {meter['filter_value']}")
+        table.add_row(
+            plain(meter["name"]), measures, plain(meter["unit"]), plain(meter["built_in"])
+        )
+    return table
 
 
 @meter_app.command("create")
@@ -87,7 +96,7 @@ def meter_create(
 def meter_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List the tenant's meters (the defaults when it has none)."""
     meters = request("GET", "/v1/meters", url=url, api_key=api_key)
-    print_table(METER_COLUMNS, _meter_rows(meters), title="meters")
+    show_table(meter_table(meters, title="meters"), empty="no meters")
 
 
 @meter_app.command("install-defaults")
@@ -97,7 +106,7 @@ def meter_install_defaults(url: UrlOption = None, api_key: ApiKeyOption = None) 
     if not created:
         out().print("every default meter is already installed")
         return
-    print_table(METER_COLUMNS, _meter_rows(created), title="installed meters")
+    out().print(meter_table(created, title="installed meters"))
 
 
 @environment_app.command("set")
