@@ -44,14 +44,23 @@ def test_budget_quota_decide_and_alerts_commands(
     quota = qm("quota", "set", "cpu", "2", "--scope-kind", "team", "--scope", world.team).output
     assert "cpu of team" in quota
     assert "hard 2, used 0" in quota
-    assert "limit range" in qm("quota", "limit-range", "memory", "--max", "1Gi").output
+    limit_range = qm("quota", "limit-range", "memory", "--max", "1Gi").output
+    assert re.search(r"limit range \w+: memory default none, max 1Gi", limit_range)
+    # As the quantities were given, not in base units (1073741824 bytes, 500 millicores).
+    qm("quota", "limit-range", "cpu", "--default", "500m", "--max", "4")
+    assert re.search(r"│ tenant\s+│ cpu\s+│ 500m\s+│ 4\s+│", qm("quota", "limit-ranges").output)
+    assert re.search(
+        r"│ tenant\s+│ memory\s+│ none\s+│ 1Gi\s+│", qm("quota", "limit-ranges").output
+    )
     assert "rate limit" in qm("quota", "rate-limit", "50", "10", "--scope-kind", "tenant").output
-    assert "50" in qm("quota", "rate-limits").output
+    assert re.search(r"│ tenant\s+│ 50/s\s+│ 10\s+│ \w{32}", qm("quota", "rate-limits").output)
 
     allowed = qm("decide", "request", "--app", world.app, "--cpu", "1500m").output
     assert allowed.startswith("allowed: decision ")
     decision_id = allowed.split()[2]
-    assert "1500m" in qm("quota", "list").output
+    assert re.search(
+        rf"│ team {world.team}\s+│ cpu\s+│ 2\s+│ 1500m\s+│ \w+", qm("quota", "list").output
+    )
     denied = qm("decide", "request", "--app", world.app, "--cpu", "1", expect=2).output
     assert f"- quota: quota cpu of team {world.team!r}: requested 1, used 1500m of limit 2" in (
         denied

@@ -24,6 +24,7 @@ from quartermaster.cli.client import (
     stacked,
 )
 from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
+from quartermaster.guardrails.quantities import format_quantity
 
 budget_app = typer.Typer(
     help="Budgets: spend limits per tenant, cost center, team or app.", no_args_is_help=True
@@ -166,10 +167,20 @@ def quota_set(
 @quota_app.command("list")
 def quota_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Quotas with what admitted work holds now."""
-    rows = request("GET", "/v1/quotas", url=url, api_key=api_key)
-    print_table(
-        ("id", "scope_kind", "scope", "resource", "hard_text", "used_text"), rows, title="quotas"
-    )
+    quotas = request("GET", "/v1/quotas", url=url, api_key=api_key)
+    # Whose, of what, how much, how much held; the id last, for `qm quota delete`. The API's
+    # six fields as columns split each id over two lines at 80 columns.
+    rows = [
+        {
+            "applies to": _scope(quota),
+            "resource": quota["resource"],
+            "hard": quota["hard_text"],
+            "used": quota["used_text"],
+            "id": quota["id"],
+        }
+        for quota in quotas
+    ]
+    print_table(("applies to", "resource", "hard", "used", "id"), rows, title="quotas")
 
 
 @quota_app.command("delete")
@@ -208,18 +219,34 @@ def limit_range_set(
         }
     )
     row = request("PUT", "/v1/limit-ranges", json=body, url=url, api_key=api_key)
+    resource = row["resource"]
     out().print(
-        f"limit range {row['id']}: {row['resource']} default {row['default_request']}, "
-        f"max {row['max']} (base units)"
+        f"limit range {row['id']}: {resource} default "
+        f"{_quantity(resource, row['default_request'])}, max {_quantity(resource, row['max'])}"
     )
 
 
 @quota_app.command("limit-ranges")
 def limit_range_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Limit ranges (values in base units: millicores, bytes, seconds, counts)."""
-    rows = request("GET", "/v1/limit-ranges", url=url, api_key=api_key)
-    columns = ("id", "scope_kind", "scope", "resource", "default_request", "max")
+    ranges = request("GET", "/v1/limit-ranges", url=url, api_key=api_key)
+    rows = [
+        {
+            "applies to": _scope(one),
+            "resource": one["resource"],
+            # As `qm quota limit-range` takes them (500m, 4, 2Gi, 90s), not in base units.
+            "default request": _quantity(one["resource"], one["default_request"]),
+            "max": _quantity(one["resource"], one["max"]),
+            "id": one["id"],
+        }
+        for one in ranges
+    ]
+    columns = ("applies to", "resource", "default request", "max", "id")
     print_table(columns, rows, title="limit ranges")
+
+
+def _quantity(resource: str, value: int | None) -> str:
+    return "none" if value is None else format_quantity(resource, value)
 
 
 @quota_app.command("rate-limit")
@@ -242,8 +269,17 @@ def rate_limit_set(
 @quota_app.command("rate-limits")
 def rate_limit_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Rate limits."""
-    rows = request("GET", "/v1/rate-limits", url=url, api_key=api_key)
-    print_table(("id", "scope_kind", "scope", "rate", "burst"), rows, title="rate limits")
+    limits = request("GET", "/v1/rate-limits", url=url, api_key=api_key)
+    rows = [
+        {
+            "applies to": _scope(limit),
+            "rate": f"{limit['rate']}/s",
+            "burst": limit["burst"],
+            "id": limit["id"],
+        }
+        for limit in limits
+    ]
+    print_table(("applies to", "rate", "burst", "id"), rows, title="rate limits")
 
 
 @quota_app.command("rate-limit-delete")
