@@ -4,6 +4,7 @@ local root-key commands."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -54,17 +55,27 @@ def test_secret_commands(qm: CliRunner) -> None:
     assert "destroyed" in run_ok(qm, "secret", "destroy", PATH, "--version", "1", "--yes")
     rotated = run_ok(qm, "secret", "rotate", PATH)
     assert "rotated apps/billing/db-password to version 3 (generated value)" in rotated
+    run_ok(qm, "secret", "delete", PATH, "--version", "2")
+    # The version a read gets, of how many, and what became of the others; never a value.
+    assert re.search(
+        rf"│ {PATH}\s+│ v3 of 3 \(1 deleted, 1 destroyed\)\s+│ \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ",
+        run_ok(qm, "secret", "list"),
+    )
 
 
 def test_lease_commands(qm: CliRunner) -> None:
     run_ok(qm, "secret", "put", PATH, "--value", "leased-value")
     lease_id = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]["id"]
-    assert lease_id in run_ok(qm, "lease", "list")
+    listed = run_ok(qm, "lease", "list")
+    assert re.search(rf"│ {lease_id}\s+│ active, [\d,]+ s left\s+│", listed)
+    assert re.search(rf"│ {PATH} v\d+\s+│ expires \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", listed)
+    assert "│ held by principal:" in listed
     assert f"lease {lease_id} now expires" in run_ok(
         qm, "lease", "renew", lease_id, "--increment", "60"
     )
     assert f"lease {lease_id}: revoked" in run_ok(qm, "lease", "revoke", lease_id)
     assert f"lease {lease_id}: already_ended" in run_ok(qm, "lease", "revoke", lease_id)
+    assert re.search(rf"│ {lease_id}\s+│ ended \(revoked\)", run_ok(qm, "lease", "list", "--all"))
     refused = qm.invoke(app, ["lease", "renew", lease_id])
     assert refused.exit_code == 1
     assert "cannot be renewed" in refused.output

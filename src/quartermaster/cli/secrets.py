@@ -12,17 +12,21 @@ import httpx
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     api_client,
+    cell_text,
+    data_table,
     err,
     fail,
     out,
     plain,
     print_table,
     request,
+    show_table,
 )
 
 secret_app = typer.Typer(help="Versioned secrets in the broker.", no_args_is_help=True)
@@ -120,19 +124,27 @@ def secret_list(
         "GET", "/v1/secrets/metadata", params={"prefix": prefix}, url=url, api_key=api_key
     )
     rows = [
-        {
-            "path": s["path"],
-            "version": s["current_version"],
-            "versions": len(s["versions"]),
-            "deleted": sum(1 for v in s["versions"] if v["deleted_at"]),
-            "destroyed": sum(1 for v in s["versions"] if v["destroyed_at"]),
-            "updated_at": s["updated_at"],
-        }
+        {"path": s["path"], "versions": _versions_text(s), "updated_at": s["updated_at"]}
         for s in found["secrets"]
     ]
-    print_table(
-        ("path", "version", "versions", "deleted", "destroyed", "updated_at"), rows, title="secrets"
-    )
+    # Three columns: with six, an 80-column terminal broke every path mid-word.
+    print_table(("path", "versions", "updated_at"), rows, title="secrets")
+
+
+def _versions_text(secret: dict[str, Any]) -> str:
+    """'v2 of 3 (1 deleted, 1 destroyed)': the version a read gets, and how many there are."""
+    versions = secret["versions"]
+    removed = [
+        f"{n} {word}"
+        for word, n in (
+            ("deleted", sum(1 for v in versions if v["deleted_at"] and not v["destroyed_at"])),
+            ("destroyed", sum(1 for v in versions if v["destroyed_at"])),
+        )
+        if n
+    ]
+    current = secret["current_version"]
+    head = f"v{current} of {len(versions)}" if current else f"none of {len(versions)}"
+    return f"{head} ({', '.join(removed)})" if removed else head
 
 
 def _versions_call(
@@ -233,11 +245,26 @@ def lease_list(
     found = request(
         "GET", "/v1/leases", params={"prefix": prefix, "all": all_}, url=url, api_key=api_key
     )
-    print_table(
-        ("id", "path", "version", "holder", "state", "ttl", "expires_at"),
-        found["leases"],
-        title="leases",
+    table = data_table(("lease", "state"), title="leases")
+    for lease in found["leases"]:
+        table.add_row(_lease_cell(lease), _lease_state(lease))
+    show_table(table, empty="no leases")
+
+
+def _lease_cell(lease: dict[str, Any]) -> Text:
+    """The lease id, over what it leases, over who holds it: seven columns, one per field,
+    folded each into a strip of a few letters at 80 columns."""
+    leased = lease["path"] + (f" v{lease['version']}" if lease["version"] is not None else "")
+    return Text.assemble(
+        (lease["id"], "bold"), f"\n{leased}", f"\nheld by {lease['holder']}", overflow="fold"
     )
+
+
+def _lease_state(lease: dict[str, Any]) -> str:
+    if lease["ended_at"]:
+        reason = f" ({lease['end_reason']})" if lease["end_reason"] else ""
+        return f"{lease['state']}{reason}\nended {cell_text(lease['ended_at'])}"
+    return f"{lease['state']}, {lease['ttl']:,} s left\nexpires {cell_text(lease['expires_at'])}"
 
 
 @lease_app.command("renew")
