@@ -4,6 +4,7 @@ against a live server over real HTTP."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -70,4 +71,8 @@ def test_publish_policy_and_approvals_over_http(
     assert "approved" in qm("approvals", "approve", approval_id, "--comment", "data flows ok")
     assert "published" in qm("app", "versions", "where2eat")
     assert "where2eat" in qm("app", "search", "recomm", "--explain")
-    assert "org-scope" in qm("policy", "decisions", "--subject", "where2eat@1.1.0")
+    decisions = qm("policy", "decisions", "--subject", "where2eat@1.1.0")
+    assert re.search(r"│ \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+│ where2eat@1\.1\.0\s+│", decisions)
+    assert re.search(r"│ by org-scope v1 \(enforce\)\s+│ at publish\s+│", decisions)
+    # The policy's reason is in the log's table, beside its result.
+    assert "declares the org-wide data scope: a reviewer must approve it" in decisions

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
 from quartermaster.catalog.manifest import parse_manifest, read_manifest_file
@@ -25,10 +26,13 @@ from quartermaster.cli.apps import app_app
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    data_table,
     fail,
     out,
     print_table,
     request,
+    show_table,
+    stacked,
 )
 from quartermaster.errors import QMError
 
@@ -255,9 +259,28 @@ def policy_decisions(
 ) -> None:
     """The decision log (newest first)."""
     params = {"subject": subject} if subject else {}
-    rows = request("GET", "/v1/policy-decisions", params=params, url=url, api_key=api_key)
-    columns = ("decided_at", "subject", "policy_name", "policy_version", "mode", "result")
-    print_table(columns, rows, title="decisions")
+    decisions = request("GET", "/v1/policy-decisions", params=params, url=url, api_key=api_key)
+    table = data_table(("decided", "subject", "result"), title="decisions")
+    for decision in decisions:
+        policy = f"by {decision['policy_name']} v{decision['policy_version']} ({decision['mode']})"
+        table.add_row(
+            stacked(decision["decided_at"], policy, head_style=""),
+            stacked(decision["subject"], f"at {decision['point']}", head_style=""),
+            _result_cell(decision),
+        )
+    show_table(table, empty="no decisions")
+
+
+def _result_cell(decision: dict[str, Any]) -> Text:
+    """The result over the policy's reasons: why a deny is a deny is what a reader of the log
+    looks for, and six field columns had left no room to say it at 80 columns."""
+    style = "bold red" if decision["result"] == "deny" else "green"
+    cell = Text(decision["result"], style=style, overflow="fold")
+    if not decision["enforced"]:
+        cell.append(" (not enforced)")
+    for reason in decision["reasons"]:
+        cell.append(f"\n{reason}")
+    return cell
 
 
 @exception_app.command("grant")
