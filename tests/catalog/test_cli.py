@@ -41,7 +41,9 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
     )
     qm("app", "create", "etl", "--owner", "bo", "--team", "data", "--cost-center", "lab-cc",
        "--lifecycle", "ephemeral", "--owned-since", "2025-01-01T00:00:00Z")  # fmt: skip
-    assert re.search(r"data\s+.*lab-cc\s+.*2025-01-01 00:00:00Z", qm("app", "show", "etl").output)
+    shown_etl = qm("app", "show", "etl").output
+    assert re.search(r"data\s+.*lab-cc\s+.*2025-01-01 00:00:00Z", shown_etl)
+    assert re.search(r"team\s+┃ cost center\s+┃ valid from\s+┃ valid to", shown_etl)
 
     listed = qm("app", "list", "--team", "web").output
     # Two lines an app: its id, owner, team and lifecycle over its cost center and environment.

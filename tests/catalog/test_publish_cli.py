@@ -71,6 +71,10 @@ def test_publish_policy_and_approvals_over_http(
     assert "approved" in qm("approvals", "approve", approval_id, "--comment", "data flows ok")
     assert "published" in qm("app", "versions", "where2eat")
     assert "where2eat" in qm("app", "search", "recomm", "--explain")
+    nothing = qm("app", "search", "zebra")
+    assert "no published app matches: search covers each app's latest published version" in (
+        " ".join(nothing.split())
+    )
     decisions = qm("policy", "decisions", "--subject", "where2eat@1.1.0")
     assert re.search(r"│ \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+│ where2eat@1\.1\.0\s+│", decisions)
     assert re.search(r"│ by org-scope v1 \(enforce\)\s+│ at publish\s+│", decisions)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from quartermaster.cli.client import (
     ApiKeyOption,
@@ -111,11 +110,10 @@ def _print_app(detail: dict[str, Any]) -> None:
     print_fields(
         detail, (*APP_COLUMNS, "require_signatures", "created_by", "created_at", "updated_at")
     )
-    table = Table("team", "cost_center", "valid_from", "valid_to", title="ownership")
+    columns = ("team", "cost_center", "valid_from", "valid_to")
+    table = data_table(columns, title="ownership")
     for span in detail["ownership"]:
-        table.add_row(
-            *(plain(span[key]) for key in ("team", "cost_center", "valid_from", "valid_to"))
-        )
+        table.add_row(*(plain(span[key]) for key in columns))
     console.print(table)
 
 

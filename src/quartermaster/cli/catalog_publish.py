@@ -165,7 +165,10 @@ def app_search(
         ("app_id", "title", "team", "score"),
         rows,
         title=f"{result['total']} match(es)",
-        empty="no matches",
+        # Registered apps are not searchable until published: say so, or a catalog of
+        # hundreds of unpublished apps answers "no matches" to every word in their names.
+        empty="no published app matches: search covers each app's latest published version"
+        " (qm app publish); qm app list shows every registered app",
     )
     if explain:
         for hit in result["hits"]:
