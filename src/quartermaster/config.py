@@ -25,6 +25,10 @@ class ConfigurationError(RuntimeError):
     """The configuration is missing something or is unsafe; the message says what."""
 
 
+# The severities `qm serve` may be asked to log from (serve_logging.py).
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 class Settings(BaseSettings):
     """Every setting is documented in docs/configuration.md (a test checks it)."""
 
@@ -38,6 +42,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `qm serve` binds to.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port `qm serve` binds to.")
+    log_level: LogLevel = Field(
+        default="info",
+        description="Least severity `qm serve` writes to stderr, as UTC-stamped lines.",
+    )
+    access_log: bool = Field(
+        default=False, description="Whether `qm serve` writes a line per HTTP request."
+    )
     auth_cache_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -86,13 +87,14 @@ def test_every_command_has_a_one_line_summary() -> None:
     assert wrapped == []
 
 
-def test_serve_says_where_it_listens(tmp_path: Path) -> None:
+def _serve_once(tmp_path: Path, *options: str) -> str:
+    """Start `qm serve` with `options`, ask /healthz once, stop it; its stderr."""
     data_dir = tmp_path / "qm"
     env = _env(QM_DATA_DIR=str(data_dir), QM_INGEST_WORKERS="0")
     subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
     port = free_port()
     with subprocess.Popen(
-        [*QM, "serve", "--port", str(port)],
+        [*QM, "serve", "--port", str(port), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -108,6 +110,31 @@ def test_serve_says_where_it_listens(tmp_path: Path) -> None:
         server.terminate()
         _, stderr = server.communicate(timeout=60)
     assert f"qm serve: http://127.0.0.1:{port} (data dir {data_dir}, database sqlite)" in stderr
+    return stderr
+
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+def test_serve_logs_utc_stamped_lines_and_each_request_when_asked(tmp_path: Path) -> None:
+    stderr = _serve_once(tmp_path, "--access-log")
+    assert re.search(
+        rf"^{STAMP} access 127\.0\.0\.1:\d+ \"GET /healthz HTTP/1\.1\" 200", stderr, re.M
+    )
+    # The services' own lines, at the default level (info), with their time and source.
+    assert re.search(
+        rf"^{STAMP} INFO quartermaster\.background: background service pipeline started$",
+        stderr,
+        re.M,
+    )
+    assert "Uvicorn running" not in stderr  # `qm serve` says where it listens itself
+
+
+def test_serve_at_warning_without_access_log_writes_only_where_it_listens(tmp_path: Path) -> None:
+    stderr = _serve_once(tmp_path, "--log-level", "warning")
+    assert stderr.strip().splitlines()[0].startswith("qm serve: http://127.0.0.1:")
+    assert " access " not in stderr
+    assert " INFO " not in stderr
 
 
 def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_path: Path) -> None:

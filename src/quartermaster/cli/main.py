@@ -13,7 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from quartermaster.cli.client import fail, plain
-from quartermaster.config import SERVER_KEY_FILE, Settings, generate_server_key, load_settings
+from quartermaster.config import (
+    SERVER_KEY_FILE,
+    LogLevel,
+    Settings,
+    generate_server_key,
+    load_settings,
+)
 from quartermaster.errors import QMError
 
 if TYPE_CHECKING:
@@ -123,6 +129,17 @@ def _the_list(names: list[str]) -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(help="Least severity logged (default: QM_LOG_LEVEL or info)."),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="A line per HTTP request (default: QM_ACCESS_LOG or off).",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Run the API and the pipeline workers in one process (the embedded default).
@@ -134,6 +151,7 @@ def serve(
     from quartermaster.api.app import create_app
     from quartermaster.gc_tuning import tune_gc_for_serving
     from quartermaster.runtime import build_runtime
+    from quartermaster.serve_logging import server_log_config
 
     settings = _settings(data_dir)
     bind_host = host or settings.host
@@ -155,7 +173,14 @@ def serve(
         application = create_app(
             settings, runtime=runtime, background=_background_services(), on_started=started
         )
-        uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning")
+        log_config = server_log_config(
+            log_level or settings.log_level,
+            access_log=settings.access_log if access_log is None else access_log,
+        )
+        # log_level=None: the levels are log_config's, which uvicorn would otherwise override.
+        uvicorn.run(
+            application, host=bind_host, port=bind_port, log_config=log_config, log_level=None
+        )
     finally:
         runtime.close()
 
