@@ -296,6 +296,9 @@ def server_env(settings: Settings) -> dict[str, str]:
         QM_DATABASE_URL=settings.resolved_database_url,
         QM_BENCH_ROUTES_ENABLED="true",
         QM_PIPELINE_ENABLED="false",
+        # The server shares the benchmark's terminal: only what needs a look, not its
+        # services starting and stopping between the tables.
+        QM_LOG_LEVEL="warning",
     )
 
 
