@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,17 @@ def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
     at = "2026-01-05T00:00:00Z"
     shown = qm.invoke(app, ["pricebook", "show", "internal-platform", "--at", at])
     assert shown.exit_code == 0, shown.output
-    assert "internal-platform v1 (USD)" in shown.output
-    assert "each tier's units at its price: up to 1000000: 0.000002" in shown.output
-    assert "fee 0.50, 3600000 included, overage: 0.0000001 per unit" in shown.output
+    assert (
+        "internal-platform v1 (USD), effective from 2026-01-01 00:00:00Z, still in force; "
+        "recorded 20"
+    ) in shown.output
+    # Quantities grouped in thousands, prices as the document wrote them.
+    assert "each tier's units at its price: up to 1,000,000: 0.000002" in shown.output
+    assert "fee 0.50, 3,600,000 included, overage: 0.0000001 per unit" in shown.output
+    # The rule's meter over whom it is for, its model over how usage is pooled.
+    assert re.search(r"│ tokens\s+│ volume\s+│", shown.output)
+    assert re.search(r"│ team=data-science\s+│ pooled per team\s+│", shown.output)
+    assert re.search(r"│ everyone\s+│ pooled per cost center\s+│", shown.output)
     assert "hybrid: 70% proportional to network_bytes" in shown.output
     assert "ephemeral-spot" in shown.output
     assert "compute-commitment-2026" in shown.output

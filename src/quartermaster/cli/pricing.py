@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,9 +17,11 @@ from quartermaster.cli.client import (
     cell_text,
     data_table,
     err,
+    grouped,
     out,
     plain,
     request,
+    stacked,
 )
 from quartermaster.pricing.document import (
     AnyPolicy,
@@ -163,9 +166,15 @@ def _in_force(version: dict[str, Any]) -> str:
     return f"from {cell_text(version['in_force_from'])}\n{ends}"
 
 
+def _quantity(value: Decimal) -> str:
+    """A quantity of units grouped in thousands (`1,000,000`); prices stay as written."""
+    return grouped(fmt(value))
+
+
 def _tiers_text(tiers: list[Tier]) -> str:
     parts = [
-        f"{'up to ' + fmt(t.up_to) if t.up_to is not None else 'above'}: {price_text(t.unit_price)}"
+        f"{'up to ' + _quantity(t.up_to) if t.up_to is not None else 'above'}: "
+        f"{price_text(t.unit_price)}"
         for t in tiers
     ]
     return "; ".join(parts)
@@ -174,7 +183,7 @@ def _tiers_text(tiers: list[Tier]) -> str:
 def describe_terms(model: PricingModel) -> str:
     """A pricing model's terms in one line, for tables."""
     free = getattr(model, "free_allowance", None)
-    prefix = f"first {fmt(free)} free, then " if free else ""
+    prefix = f"first {_quantity(free)} free, then " if free else ""
     if isinstance(model, PerUnit):
         return f"{prefix}{price_text(model.unit_price)} per unit"
     if isinstance(model, Graduated):
@@ -184,11 +193,12 @@ def describe_terms(model: PricingModel) -> str:
     if isinstance(model, Package):
         return (
             f"{prefix}{price_text(model.package_price)} per started block of "
-            f"{fmt(model.package_size)} units"
+            f"{_quantity(model.package_size)} units"
         )
     if isinstance(model, Subscription):
         overage = describe_terms(model.overage) if model.overage else "not charged"
-        return f"fee {price_text(model.fee)}, {fmt(model.included)} included, overage: {overage}"
+        included = _quantity(model.included)
+        return f"fee {price_text(model.fee)}, {included} included, overage: {overage}"
     raise TypeError(f"unknown pricing model {model!r}")
 
 
@@ -227,25 +237,26 @@ def show(
         found = request("GET", f"/v1/price-books/{name}", params=params, url=url, api_key=api_key)
     document = validate_document(found["document"])
     console = out()
-    until = found["in_force_until"] or "still in force"
+    until = found["in_force_until"]
+    in_force = f"until {cell_text(until)}" if until else "still in force"
     console.print(
-        f"[bold]{document.name}[/] v{document.version} ({document.currency}), effective "
-        f"{found['effective_from']}, in force until {until}; recorded {found['recorded_at']} "
-        f"by {found['created_by']}"
+        f"[bold]{document.name}[/] v{document.version} ({document.currency}), effective from "
+        f"{cell_text(found['effective_from'])}, {in_force}; recorded "
+        f"{cell_text(found['recorded_at'])} by {found['created_by']}"
     )
     if document.description:
         console.print(document.description)
-    prices = [
-        (
-            rule.meter,
-            rule.scope.describe() if rule.scope else "default",
-            rule.model,
-            rule.pool.value,
-            describe_terms(rule),
+    # Three columns: the meter over whom the rule is for, the model over how usage is pooled
+    # before tiers apply, and the terms. Five, one per field, left the terms 14 letters wide
+    # at 80 columns: a tiered price took ten lines.
+    prices = data_table(("meter", "model", "terms"), title="prices")
+    for rule in document.prices:
+        prices.add_row(
+            stacked(rule.meter, rule.scope.describe() if rule.scope else "everyone", head_style=""),
+            stacked(rule.model, f"pooled per {rule.pool.value.replace('_', ' ')}", head_style=""),
+            plain(describe_terms(rule)),
         )
-        for rule in document.prices
-    ]
-    console.print(_table("prices", ("meter", "scope", "model", "pool", "terms"), prices))
+    console.print(prices)
     if document.discounts:
         rows = [
             (d.name, f"{d.percent}%", d.applies_to.describe(), ", ".join(d.meters or ["all"]))
