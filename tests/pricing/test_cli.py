@@ -31,7 +31,9 @@ def qm(live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.Monkey
 def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
     loaded = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])
     assert loaded.exit_code == 0, loaded.output
-    assert "stored price book internal-platform v1" in loaded.output
+    assert "stored price book internal-platform v1, effective from 2026-01-01 00:00:00Z" in (
+        loaded.output
+    )
     assert "back-dated" in loaded.output
 
     again = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])

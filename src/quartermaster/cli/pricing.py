@@ -76,14 +76,15 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
     label = f"{stored['name']} v{stored['version']}"
     if stored["created"]:
         out().print(
-            f"stored price book {escape(str(label))}, effective from {stored['effective_from']}"
+            f"stored price book {escape(str(label))}, effective from "
+            f"{cell_text(stored['effective_from'])}"
         )
     else:
         out().print(f"price book {escape(str(label))} was already stored unchanged")
     if stored["back_dated"]:
         out().print(
-            f"[yellow]back-dated:[/] effective {stored['effective_from']}, recorded "
-            f"{stored['recorded_at']}; periods already billed will get adjustments"
+            f"[yellow]back-dated:[/] effective {cell_text(stored['effective_from'])}, recorded "
+            f"{cell_text(stored['recorded_at'])}; periods already billed will get adjustments"
         )
 
 
