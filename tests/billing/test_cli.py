@@ -113,7 +113,8 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "3. lifecycle markers" in explained
     assert "deploy" in explained
     assert "scale" in explained
-    assert "no (late)" in explained  # the 100 s recorded after the run
+    assert "late: not in it" in explained  # the 100 s recorded after the run
+    assert "in the document" in explained
 
     empty = _ok(qm, "bill", "run", "--month", "2026-03")  # a month nothing was sent for
     assert "no usage in the period as recorded by" in empty

@@ -31,6 +31,7 @@ from quartermaster.cli.client import (
     plain,
     request,
     show_table,
+    stacked,
 )
 from quartermaster.domain.timeutil import parse_timestamp
 
@@ -58,10 +59,19 @@ def _money(value: str | Decimal | None) -> str:
     return f"{Decimal(value):,.2f}"
 
 
-AMOUNT_COLUMNS = ("amount", "total", "cost", "month to date", "forecast", "quantity", "lines")
+AMOUNT_COLUMNS = (
+    "amount",
+    "total",
+    "cost",
+    "month to date",
+    "forecast",
+    "quantity",
+    "lines",
+    "events",
+)
 # Never wrapped (`data_table`): an id stays one copyable word, a number keeps its digits on
 # one line.
-WHOLE_COLUMNS = (*AMOUNT_COLUMNS, "id", "line", "adjustment", "unit price", "day", "events")
+WHOLE_COLUMNS = (*AMOUNT_COLUMNS, "id", "line", "adjustment", "unit price", "day")
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
@@ -398,19 +408,22 @@ def explain(
             _table(f"daily platform cost {line['item']}", ("day", "amount", "events"), shared)
         )
     if result["top_events"]:
-        events = [
-            (
-                e["event_id"],
-                e["event_time"],
+        # The event over its resource, and how it was attributed over whether the document
+        # counts it: six columns, one per field, took four lines an event at 80 columns.
+        events = data_table(
+            ("event", "time", "quantity", "attributed by"),
+            title="2. top contributing raw events",
+            right=("quantity",),
+            whole=("quantity",),
+        )
+        for e in result["top_events"]:
+            events.add_row(
+                stacked(e["event_id"], e["resource_id"] or "", head_style=""),
+                plain(e["event_time"]),
                 grouped(e["quantity"]),
-                e["resource_id"] or "",
-                e["method"],
-                "yes" if e["in_document"] else "no (late)",
+                stacked(e["method"], "in the document" if e["in_document"] else "late: not in it"),
             )
-            for e in result["top_events"]
-        ]
-        heads = ("event", "time", "quantity", "resource", "attributed by", "in document")
-        console.print(_table("2. top contributing raw events", heads, events))
+        console.print(events)
     markers = [
         (m["event_time"], m["resource_id"], m["action"], m["replicas"] or "", m["environment"])
         for m in result["markers"]
