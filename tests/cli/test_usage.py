@@ -1,16 +1,21 @@
-"""How `qm usage show` lays out the API's usage rows."""
+"""How `qm usage show`, `qm meter list` and `qm pipeline accounting` lay out the API's answers."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import httpx
+import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from quartermaster.cli import client as cli_client
 from quartermaster.cli.usage import (
     accounting_table,
     accounting_verdict,
     meter_table,
+    pipeline_app,
     usage_table,
 )
 
@@ -148,3 +153,26 @@ def test_a_meter_reads_as_what_it_measures_in_four_columns_at_80() -> None:
         ["", "in qm.resource.usage", "", ""],
         ["", "where environment = staging", "", ""],
     ]
+
+
+def test_pipeline_accounting_exits_1_only_when_more_is_rated_than_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def serving(hours: list[dict[str, Any]]) -> Any:
+        body = {"start": "", "end": "", "hours": hours, "balanced": False}
+        return lambda **_: httpx.Client(
+            transport=httpx.MockTransport(lambda _r: httpx.Response(200, json=body)),
+            base_url="http://qm",
+        )
+
+    runner = CliRunner()
+    # Not read by the pipeline yet: normal, status 0.
+    monkeypatch.setattr(cli_client, "api_client", serving([_hour(0, accepted=5, rated=3)]))
+    behind = runner.invoke(pipeline_app, ["accounting"], env={"COLUMNS": "100"})
+    assert behind.exit_code == 0, behind.output
+    assert "not yet balanced" in behind.output
+    # More rated than accepted: an event counted twice, status 1.
+    monkeypatch.setattr(cli_client, "api_client", serving([_hour(0, accepted=3, rated=5)]))
+    over = runner.invoke(pipeline_app, ["accounting"], env={"COLUMNS": "100"})
+    assert over.exit_code == 1
+    assert "more rated than accepted" in over.output

@@ -372,3 +372,40 @@ def test_reconciliation_table_keeps_a_month_of_totals_whole_at_80_columns() -> N
         ["rejected", "invalid_data", "4"],
     ]
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def _serving(report: dict[str, Any]) -> Callable[..., httpx.Client]:
+    def api_client(**_: Any) -> httpx.Client:
+        return httpx.Client(
+            transport=httpx.MockTransport(lambda _request: httpx.Response(200, json=report)),
+            base_url="http://qm",
+        )
+
+    return api_client
+
+
+def test_reconciliation_exits_1_naming_an_hour_that_does_not_balance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The counters are written with the events they count, so an unbalanced hour is a
+    fault: a scheduled `qm reconciliation` must be able to alert on it."""
+
+    def hour(h: int, received: int) -> dict[str, Any]:
+        stages = {"received": received, "accepted": 8, "duplicate": 1, "rejected": 1}
+        return {"hour": f"2026-11-01T{h:02d}:00:00+00:00", "stages": stages, "reasons": {}}
+
+    report = {
+        "start": "2026-11-01T00:00:00+00:00",
+        "end": "2026-11-01T03:00:00+00:00",
+        "hours": [hour(0, 10), hour(1, 11), hour(2, 10)],
+        "totals": {"received": 31, "accepted": 24, "duplicate": 3, "rejected": 3},
+    }
+    monkeypatch.setattr(cli, "api_client", _serving(report))
+    result = runner.invoke(cli.reconciliation_app, [], env={"COLUMNS": "100"})
+    assert result.exit_code == 1
+    assert "1 hour(s) do not balance" in result.output
+    assert "2026-11-01 01:00" in result.output.split("do not balance")[1]
+
+    report["hours"] = [hour(0, 10)]
+    monkeypatch.setattr(cli, "api_client", _serving(report))
+    assert runner.invoke(cli.reconciliation_app, [], env={"COLUMNS": "100"}).exit_code == 0

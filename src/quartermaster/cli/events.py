@@ -408,6 +408,15 @@ def tail(
 INGEST_STAGES = ("received", "accepted", "duplicate", "rejected")
 
 
+def _balanced(counts: dict[str, int]) -> bool:
+    return counts.get("received", 0) == sum(counts.get(s, 0) for s in INGEST_STAGES[1:])
+
+
+def unbalanced_hours(report: dict[str, Any]) -> list[str]:
+    """The hours (as `hour_text` writes them) whose ingest stages do not add up."""
+    return [hour_text(h["hour"]) for h in report["hours"] if not _balanced(h["stages"])]
+
+
 def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
     """Per hour, the ingest stages and whether they balance, with a total row; then the
     rejections by reason. The pipeline's stages of the same hours (attributed, rated) are
@@ -423,7 +432,7 @@ def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
     reasons: Counter[tuple[str, str]] = Counter()
     for hour in report["hours"]:
         counts = hour["stages"]
-        balanced = counts.get("received", 0) == sum(counts.get(s, 0) for s in INGEST_STAGES[1:])
+        balanced = _balanced(counts)
         table.add_row(
             hour_text(hour["hour"]),
             *(grouped(counts.get(s, 0)) for s in INGEST_STAGES),
@@ -454,7 +463,9 @@ def reconciliation(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Per hour: events received, accepted, duplicate and rejected (by reason)."""
+    """Per hour: events received, accepted, duplicate and rejected (by reason).
+
+    Exits 1 when an hour does not balance (received != accepted + duplicate + rejected)."""
     params = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
     with api_client(url=url, api_key=api_key) as client:
         report = check(client.get("/v1/reconciliation", params=params), console=err_console)
@@ -469,3 +480,12 @@ def reconciliation(
         " qm pipeline accounting",
         style="dim",
     )
+    if unbalanced := unbalanced_hours(report):
+        # A fault, never a transient state (the counters are written in the transaction that
+        # stores the events): said on stderr with status 1, so a scheduled check can alert.
+        shown = ", ".join(unbalanced[:3]) + (" …" if len(unbalanced) > 3 else "")
+        err_console.print(
+            f"[bold red]{len(unbalanced)} hour(s) do not balance[/] (received is not accepted"
+            f" + duplicate + rejected): {shown}"
+        )
+        raise typer.Exit(1)

@@ -231,7 +231,10 @@ def pipeline_accounting(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Per ingest hour: accepted = rated + waiting, with what is still in the pipeline."""
+    """Per ingest hour: accepted = rated + waiting, with what is still in the pipeline.
+
+    Exits 1 when an hour has more rated than accepted (an event counted twice); events not
+    read by the pipeline yet are normal and exit 0."""
     params = drop_none({"start": start, "end": end})
     result = request("GET", "/v1/pipeline/accounting", params=params, url=url, api_key=api_key)
     if not result["hours"]:
@@ -239,6 +242,8 @@ def pipeline_accounting(
         return
     out().print(accounting_table(result["hours"]))
     out().print(accounting_verdict(result["hours"]))
+    if any(hour["in_pipeline"] < 0 for hour in result["hours"]):
+        raise typer.Exit(1)  # more rated than accepted: a fault, for a scheduled check
 
 
 def accounting_verdict(hours: list[dict[str, Any]]) -> str:
