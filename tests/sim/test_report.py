@@ -4,10 +4,12 @@ column per hour of receipt and the total, every count whole on an 80-column term
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 
-from quartermaster.sim.report import print_reconciliation
+from quartermaster.sim.model import Platform
+from quartermaster.sim.report import print_platform, print_reconciliation
 
 
 def _hour(hour: str, accepted: int) -> dict[str, object]:
@@ -36,3 +38,11 @@ def test_counts_are_whole_per_hour_and_in_total() -> None:
     assert rows["accepted"] == ["1,200,000", "770,711", "1,970,711"]
     assert rows["rejected: bad_signature"] == ["60", "60", "120"]
     assert rows["rejected: invalid_data"] == ["40", "40", "80"]
+
+
+def test_the_platform_table_names_each_kind_of_app_once(small_platform: Platform) -> None:
+    output = io.StringIO()
+    print_platform(Console(file=output, width=200), small_platform)
+    apps_row = next(line for line in output.getvalue().splitlines() if "│ apps" in line)
+    assert re.search(r"\d+: \d+ persistent production; \d+ ", apps_row)
+    assert "persistent, " not in apps_row

@@ -22,7 +22,7 @@ def print_platform(console: Console, platform: Platform) -> None:
         if a.kind == "preview"
         else "ephemeral experiments"
         if a.kind == "experiment"
-        else f"persistent, {a.environment}"
+        else f"persistent {a.environment}"
         for a in platform.apps
     )
     resources = Counter(r.registration for r in platform.resources)
@@ -36,7 +36,10 @@ def print_platform(console: Console, platform: Platform) -> None:
         f"{len(platform.teams)} / {len(platform.cost_centers)} (some shared)",
     )
     table.add_row(
-        "apps", f"{len(platform.apps)}: " + ", ".join(f"{n} {k}" for k, n in apps.items())
+        # "189 persistent production; 36 persistent staging; …": a comma inside a kind
+        # ("persistent, production") read as two kinds.
+        "apps",
+        f"{len(platform.apps)}: " + "; ".join(f"{n} {k}" for k, n in apps.items()),
     )
     labels = {
         Registration.AT_START: "registered",
