@@ -5,6 +5,7 @@ budget are left alone."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,11 @@ def test_caps_halt_ephemeral_apps_once_and_say_why(
     assert refused["allowed"] is False
     assert refused["reasons"][0]["kind"] == "budget"
     assert "default hard cap for ephemeral apps" in refused["reasons"][0]["message"]
+    # Its period's end as a person reads it, not as isoformat() writes it.
+    assert re.search(
+        r"refused until \d{4}-\d\d-\d\d 00:00 (UTC|[+-]\d\d:\d\d)$",
+        refused["reasons"][0]["message"],
+    )
     assert ok(_decide(client, world, preview_app, essential=True))["allowed"] is True
     assert ok(_decide(client, world, small))["allowed"] is True
     assert ok(_decide(client, world, prod))["allowed"] is True

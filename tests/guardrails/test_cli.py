@@ -80,6 +80,7 @@ def test_budget_quota_decide_and_alerts_commands(
     listed = qm("alerts", "list").output
     assert "Budget team-cap: 90% reached" in listed
     assert "hard limit reached (halt)" in listed
+    assert re.search(r"for the period from \d{4}-\d\d-01 00:00 (UTC|[+-]\d\d:\d\d): new", listed)
     assert '"threshold": 50' in qm("alerts", "list", "--details").output
     enforcements = qm("alerts", "enforcements").output
     assert "halt" in enforcements

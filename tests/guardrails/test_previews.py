@@ -5,6 +5,7 @@ team and the tenant), raised as a `high_cost_event` alert that links it and reac
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -163,6 +164,7 @@ def test_high_cost_event_makes_a_preview_naming_it(
         assert details["preview_url"] == f"/v1/cost-previews/{made['id']}"
         assert details["top_event_ids"][0] == big_id
         assert big_id in alerts[0]["message"]
+        assert re.search(r"in the hour from \d{4}-\d\d-\d\d \d\d:00 UTC ", alerts[0]["message"])
         assert made["alert_id"] == alerts[0]["id"]
         one = _ok(client.get(f"/v1/cost-previews/{made['id']}", headers=platform.headers))
         assert one["id"] == made["id"]

@@ -45,6 +45,20 @@ def duration_text(span: timedelta) -> str:
     return f"{seconds:,} s"
 
 
+def moment_text(moment: datetime) -> str:
+    """A moment for a message a person reads (an alert, a webhook, a Slack post):
+    `2026-12-01 00:00 UTC`, seconds only when there are some, and a zone's own offset kept
+    (`2026-12-01 00:00 +01:00`: a budget month in Paris starts at its midnight, not at UTC's).
+    `2026-12-01T00:00:00+00:00` was what they said."""
+    text = moment.strftime("%Y-%m-%d %H:%M" + (":%S" if moment.second else ""))
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(f"moment {moment!r} has no UTC offset")
+    if not offset:
+        return f"{text} UTC"
+    return f"{text} {moment.isoformat()[-6:]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
     """A half-open interval of time [start, end)."""

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App, Lifecycle
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.budgets import (
@@ -185,7 +185,7 @@ def _enforce(
     reason = (
         f"app {app!r} spent {_money(amount, currency)} this {cap.period}, at or over the "
         f"tenant's default hard cap for {label} ({_money(cap.amount, currency)}; the app has "
-        f"no budget of its own): {verb} until {period.end.isoformat()}"
+        f"no budget of its own): {verb} until {moment_text(period.end)}"
     )
     key = f"cap:{cap.id}:{app}:{stamp}"
     alert_id = raise_alert(

@@ -15,7 +15,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import QMError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.budgets import (
@@ -159,8 +159,8 @@ def _hard_crossing(
     verb = ACTION_EFFECT[BudgetAction(budget.action)]
     reason = (
         f"{label} spent {spent_text}, at or over {budget.hard_percent}% of budget "
-        f"{budget.name!r} ({limit_text}) for the period from {stamp}: {verb} until "
-        f"{period.end.isoformat()}"
+        f"{budget.name!r} ({limit_text}) for the period from {moment_text(period.start)}: "
+        f"{verb} until {moment_text(period.end)}"
     )
     key = f"budget:{budget.id}:{stamp}:{HARD}"
     alert_id = raise_alert(

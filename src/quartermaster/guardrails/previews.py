@@ -29,7 +29,7 @@ from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.periods import month_containing, tenant_zone
 from quartermaster.billing.preview import CostRow, Preview, preview
 from quartermaster.billing.service import caller_team_slug
-from quartermaster.domain.timeutil import HOUR, Period, utc_now
+from quartermaster.domain.timeutil import HOUR, Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError, QMError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
@@ -262,7 +262,7 @@ class HighCostScanner:
         money = f"{cost.amount.quantize(Decimal('0.01'))} {currency}".strip()
         top = body["top_event_ids"][0] if body["top_event_ids"] else None
         message = (
-            f"app {cost.app!r} cost {money} in the hour from {hour.start.isoformat()} "
+            f"app {cost.app!r} cost {money} in the hour from {moment_text(hour.start)} "
             f"(threshold {threshold} {currency}); month to date "
             f"{body['app']['month_to_date']} {currency}, forecast {body['app']['forecast']} "
             f"{currency}" + (f"; top event {top}" if top else "")
