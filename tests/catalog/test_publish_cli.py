@@ -80,3 +80,29 @@ def test_publish_policy_and_approvals_over_http(
     assert re.search(r"│ by org-scope v1 \(enforce\)\s+│ at publish\s+│", decisions)
     # The policy's reason is in the log's table, beside its result.
     assert "declares the org-wide data scope: a reviewer must approve it" in decisions
+
+
+def test_policy_exception_grant_list_and_revoke_over_http(
+    live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", "100")
+    qm("team", "create", "lab", "--cost-center", "default")
+    granted = qm(
+        "policy", "exception", "grant", "gpu", "--team", "lab", "--days", "14",
+        "--reason", "training run",
+    )  # fmt: skip
+    found = re.search(r"exception (\w+) \(gpu\) until \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", granted)
+    assert found, granted
+    exception_id = found.group(1)
+    listed = qm("policy", "exception", "list")
+    assert re.search(r"│ gpu\s+│ team lab\s+│ in force until\s+│ training run\s+│", listed)
+    assert exception_id in listed
+    revoked = qm("policy", "exception", "revoke", exception_id)
+    assert re.search(rf"revoked exception {exception_id} \(gpu\) at \d{{4}}-", revoked)
+    assert "no exceptions in force" in qm("policy", "exception", "list")
+    assert re.search(
+        r"│ gpu\s+│ team lab\s+│ revoked\s+│", qm("policy", "exception", "list", "--all")
+    )
+    assert "not found" in qm("policy", "exception", "revoke", "nope", expect=1)

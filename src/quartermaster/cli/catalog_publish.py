@@ -26,9 +26,11 @@ from quartermaster.cli.apps import app_app
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     data_table,
     fail,
     out,
+    plain,
     print_table,
     request,
     show_table,
@@ -299,7 +301,7 @@ def exception_grant(
     """Grant a time-limited exception (policies see its key in input.exceptions)."""
     body = {"key": key, "reason": reason, "days": days, "team": team, "app_id": app_id}
     made = request("POST", "/v1/policy-exceptions", json=body, url=url, api_key=api_key)
-    out().print(f"exception {made['id']} ({key}) until {made['expires_at']}")
+    out().print(f"exception {made['id']} ({key}) until {cell_text(made['expires_at'])}")
 
 
 @exception_app.command("list")
@@ -310,9 +312,41 @@ def exception_list(
 ) -> None:
     """Exceptions in force (or all)."""
     params = {"include_lapsed": "true"} if all_ else {}
-    rows = request("GET", "/v1/policy-exceptions", params=params, url=url, api_key=api_key)
-    columns = ("id", "key", "team", "app_id", "expires_at", "active", "reason")
-    print_table(columns, rows, title="exceptions")
+    found = request("GET", "/v1/policy-exceptions", params=params, url=url, api_key=api_key)
+    # The key over the id, whom it is for, its state over its moment, and why: seven field
+    # columns split every id and reason at 80 columns.
+    table = data_table(("exception", "for", "state", "reason"), title="exceptions")
+    for one in found:
+        holder = f"app {one['app_id']}" if one["app_id"] else f"team {one['team']}"
+        table.add_row(
+            stacked(one["key"], one["id"]),
+            plain(holder if one["app_id"] or one["team"] else "the tenant"),
+            plain(_exception_state(one)),
+            stacked(one["reason"], f"granted by {one['granted_by']}", head_style=""),
+        )
+    show_table(table, empty="no exceptions in force" if not all_ else "no exceptions")
+
+
+def _exception_state(one: dict[str, Any]) -> str:
+    if one["revoked_at"]:
+        return f"revoked\n{cell_text(one['revoked_at'])}"
+    if one["active"]:
+        return f"in force until\n{cell_text(one['expires_at'])}"
+    return f"lapsed\n{cell_text(one['expires_at'])}"
+
+
+@exception_app.command("revoke")
+def exception_revoke(
+    exception_id: Annotated[str, typer.Argument(help="Exception id (qm policy exception list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """End an exception before it lapses (admin); policies stop seeing its key at once."""
+    revoked = request("DELETE", f"/v1/policy-exceptions/{exception_id}", url=url, api_key=api_key)
+    out().print(
+        f"revoked exception {revoked['id']} ({escape(revoked['key'])}) at "
+        f"{cell_text(revoked['revoked_at'])}"
+    )
 
 
 # --- approvals -------------------------------------------------------------------------------
