@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import httpx
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,10 +23,12 @@ from quartermaster.cli.client import (
     api_client,
     check,
     data_table,
+    err,
     error_message,
     fail,
     grouped,
     hour_text,
+    out,
     plain,
 )
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, sign_event
@@ -45,8 +46,6 @@ reconciliation_app = typer.Typer(
     help="Hourly reconciliation counters: received, accepted, duplicate, rejected by reason.",
     invoke_without_command=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
@@ -219,7 +218,7 @@ def send_batches(
             delivered.rejected.append(_too_large(events[0], response))
             return delivered
         if response.status_code not in (200, 422) or "accepted" not in response.json():
-            check(response, console=err_console)  # prints the API's error and exits
+            check(response, console=err())  # prints the API's error and exits
         report = response.json()
         delivered.sent = len(events)
         delivered.accepted = report["accepted"]
@@ -265,7 +264,7 @@ def print_summary(summary: SendSummary, path: Path) -> None:
         f"[red]{len(summary.rejected):,}[/]" if summary.rejected else "0",
         f"{summary.retries:,}",
     )
-    console.print(table)
+    out().print(table)
     if summary.rejected:
         shown = summary.rejected[:SHOWN_REJECTIONS]
         rejections = Table(title=f"first {len(shown)} of {len(summary.rejected):,} rejections")
@@ -275,7 +274,7 @@ def print_summary(summary: SendSummary, path: Path) -> None:
             rejections.add_row(
                 *(plain(r[key]) for key in ("line", "id", "reason", "field", "message"))
             )
-        console.print(rejections)
+        out().print(rejections)
 
 
 @app.command("send")
@@ -321,7 +320,7 @@ def send(
         MofNCompleteColumn(),
         TextColumn("lines"),
         TimeElapsedColumn(),
-        console=console,
+        console=out(),
     )
     with api_client(url=url, api_key=api_key) as client, progress:
         task = progress.add_task("lines", total=count_lines(file))
@@ -364,7 +363,7 @@ def tail_events(
 ) -> int | None:
     """Print the newest `limit` events, then (with `follow`) each new one as it arrives.
     Returns the last position seen."""
-    page = check(client.get("/v1/events", params={"limit": limit}), console=err_console)
+    page = check(client.get("/v1/events", params={"limit": limit}), console=err())
     for item in page["events"]:
         emit(format_event(item))
     after: int | None = page["next_after"]
@@ -373,7 +372,7 @@ def tail_events(
         params: dict[str, int] = {"limit": 1000}
         if after is not None:
             params["after"] = after
-        page = check(client.get("/v1/events", params=params), console=err_console)
+        page = check(client.get("/v1/events", params=params), console=err())
         for item in page["events"]:
             emit(format_event(item))
         after = page["next_after"] if page["next_after"] is not None else after
@@ -391,6 +390,7 @@ def tail(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Show the newest events of your tenant's event log (Ctrl-C stops --follow)."""
+    console = out()
     with api_client(url=url, api_key=api_key) as client:
         try:
             tail_events(
@@ -468,14 +468,14 @@ def reconciliation(
     Exits 1 when an hour does not balance (received != accepted + duplicate + rejected)."""
     params = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
     with api_client(url=url, api_key=api_key) as client:
-        report = check(client.get("/v1/reconciliation", params=params), console=err_console)
+        report = check(client.get("/v1/reconciliation", params=params), console=err())
     if not report["hours"]:
         window = f"{hour_text(report['start'])} and {hour_text(report['end'])} UTC"
-        console.print(f"no events received between {window}")
+        out().print(f"no events received between {window}")
         return
     for table in reconciliation_tables(report):
-        console.print(table)
-    console.print(
+        out().print(table)
+    out().print(
         "what the pipeline has made of the accepted events (rated, unattributed, waiting):"
         " qm pipeline accounting",
         style="dim",
@@ -484,7 +484,7 @@ def reconciliation(
         # A fault, never a transient state (the counters are written in the transaction that
         # stores the events): said on stderr with status 1, so a scheduled check can alert.
         shown = ", ".join(unbalanced[:3]) + (" …" if len(unbalanced) > 3 else "")
-        err_console.print(
+        err().print(
             f"[bold red]{len(unbalanced)} hour(s) do not balance[/] (received is not accepted"
             f" + duplicate + rejected): {shown}"
         )

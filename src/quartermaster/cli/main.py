@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from quartermaster.cli.client import fail, plain
+from quartermaster.cli.client import fail, out, plain
 from quartermaster.config import (
     SERVER_KEY_FILE,
     LogLevel,
@@ -69,7 +69,6 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.secrets", "scan", "scan"),
 )
 
-console = Console()
 
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default: QM_DATA_DIR or ./.qm).")
@@ -107,13 +106,13 @@ def init(data_dir: DataDirOption = None) -> None:
         engine.dispose()
     where = escape(str(settings.data_dir))
     if len(kept) == len(key_files):
-        console.print(
+        out().print(
             f"{where} was already initialized: its keys are kept as they were; "
             f"the {dialect} database is at the latest schema"
         )
         return
     created = [name for name in key_files if name not in kept]
-    console.print(
+    out().print(
         f"[green]initialized[/] {where}: created {_the_list(created)}"
         + (f" (kept {_the_list(kept)})" if kept else "")
         + f"; the {dialect} database is at the latest schema (server key: {escape(str(key_path))})"
@@ -230,9 +229,9 @@ def tenant_create(
         fail(exc.message)
     finally:
         runtime.close()
-    console.print(f"[green]created tenant[/] {tenant_id}")
-    console.print("admin API key (shown once, store it now):")
-    console.print(issued.token, soft_wrap=True, highlight=False)
+    out().print(f"[green]created tenant[/] {tenant_id}")
+    out().print("admin API key (shown once, store it now):")
+    out().print(issued.token, soft_wrap=True, highlight=False)
 
 
 @tenant_app.command("list")
@@ -251,7 +250,7 @@ def tenant_list(data_dir: DataDirOption = None) -> None:
     table = Table("tenant", "name", "timezone", "created")
     for tenant in tenants:
         table.add_row(tenant.id, plain(tenant.name), tenant.timezone, plain(tenant.created_at))
-    console.print(table)
+    out().print(table)
 
 
 def _register_groups() -> None:
