@@ -111,6 +111,9 @@ def test_a_spike_alerts_once_naming_its_meters_and_top_events(
     assert details["first_ingested_at"] == SPIKE.isoformat()
     assert details["seconds_to_detect"] is not None
     assert "tokens" in mine[0]["message"]
+    # A past hour, scanned after it ended: its whole cost, not "so far".
+    assert f"in the hour from {SPIKE:%Y-%m-%d %H}:00 UTC, " in mine[0]["message"]
+    assert "so far" not in mine[0]["message"]
 
 
 def test_a_steady_diurnal_history_raises_nothing(

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.timeutil import HOUR, Period, floor_hour, utc_now
+from quartermaster.domain.timeutil import HOUR, Period, floor_hour, moment_text, utc_now
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.anomaly import (
     AnomalyRule,
@@ -251,9 +251,11 @@ def _raise(
     names = ", ".join(f"{m['meter']} {m['share_of_excess']:.0%}" for m in meters)
     ratio = verdict.value / verdict.expected if verdict.expected > 0 else None
     times = f"{ratio:.1f}x " if ratio is not None else ""
+    # "so far" only while the hour runs: a backfill scan judges hours long over.
+    so_far = " so far" if detected < hour + HOUR else ""
     message = (
-        f"{label} cost {_money(verdict.value)} in the hour from {hour:%Y-%m-%d %H:00} UTC so "
-        f"far, {times}its usual {_money(verdict.expected)}; behind it: {names}"
+        f"{label} cost {_money(verdict.value)} in the hour from {moment_text(hour)}{so_far}, "
+        f"{times}its usual {_money(verdict.expected)}; behind it: {names}"
     )
     details: dict[str, Any] = {
         "scope_kind": kind,
