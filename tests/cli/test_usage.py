@@ -55,14 +55,35 @@ def test_rows_are_grouped_by_owner_and_app_with_quantities_in_their_units() -> N
         ],
     }
     assert _cells(usage) == [
-        ["cc-1", "api", "cpu_seconds", "458,145.261 cpu-s", "1,440"],
-        ["web", "", "", "", ""],
-        # The same owner again: named on its first row only; the same app likewise.
-        ["", "shop", "cpu_seconds", "-2.5 cpu-s", "1"],
-        ["", "", "requests", "1,234,567 request", "1"],
-        ["default", "unattributed", "cpu_seconds", "12 cpu-s", "2,843"],
-        ["-", "", "", "", ""],
+        # An owner (cost center over team) on its first row; each app on a row of its own,
+        # its meters indented under it.
+        ["cc-1", "api", "", ""],
+        ["web", "", "", ""],
+        ["", "cpu_seconds", "458,145.261 cpu-s", "1,440"],
+        ["", "shop", "", ""],
+        ["", "cpu_seconds", "-2.5 cpu-s", "1"],
+        ["", "requests", "1,234,567 request", "1"],
+        ["default", "unattributed", "", ""],
+        ["-", "", "", ""],
+        ["", "cpu_seconds", "12 cpu-s", "2,843"],
     ]
+
+
+def test_usage_keeps_long_names_whole_at_80_columns() -> None:
+    usage = {
+        "start": "2026-11-01T00:00:00Z",
+        "end": "2026-12-01T00:00:00Z",
+        "rows": [
+            _row("cc-1100-finance", "finance-ops", "invoice-portal", "storage_gb_days",
+                 quantity="6627.00024", unit="GB-day", events=720),
+            _row("cc-1100-finance", "finance-ops", "invoice-portal", "network_bytes",
+                 quantity="15449752566", unit="B", events=720),
+        ],
+    }  # fmt: skip
+    cells = _cells(usage, width=80)
+    assert cells[0][:2] == ["cc-1100-finance", "invoice-portal"]
+    assert cells[2] == ["", "network_bytes", "15,449,752,566 B", "720"]
+    assert cells[3] == ["", "storage_gb_days", "6,627.00024 GB-day", "720"]
 
 
 def _hour(hour: int, *, accepted: int, rated: int, waiting: int = 0) -> dict[str, Any]:

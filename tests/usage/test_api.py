@@ -231,6 +231,21 @@ def test_cli_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> N
         )
         assert shown.exit_code == 0, shown.output
         assert "no usage in the period" in shown.output
+        # A month in the tenant's zone (UTC here), as `qm bill run --month` takes it.
+        monthly = runner.invoke(qm, ["usage", "show", "--month", "2026-11"], env=env)
+        assert monthly.exit_code == 0, monthly.output
+        assert "no usage in the period" in monthly.output
+        both = runner.invoke(
+            qm, ["usage", "show", "--month", "2026-11", "--end", now.isoformat()], env=env
+        )
+        assert both.exit_code == 1
+        assert "give --month, or --start and --end, not both" in both.output
+        neither = runner.invoke(qm, ["usage", "show", "--start", now.isoformat()], env=env)
+        assert neither.exit_code == 1
+        assert "give --month, or --start and --end" in neither.output
+        bad = runner.invoke(qm, ["usage", "show", "--month", "2026-13"], env=env)
+        assert bad.exit_code == 1
+        assert "month 13 is not within 1-12" in bad.output
     finally:
         live.server.should_exit = True
         live.thread.join(timeout=20)

@@ -12,12 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from quartermaster.billing.periods import parse_month, tenant_zone
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     cell_text,
     data_table,
     drop_none,
+    fail,
     grouped,
     hour_text,
     out,
@@ -27,6 +29,7 @@ from quartermaster.cli.client import (
     show_table,
     stacked,
 )
+from quartermaster.errors import QMError
 
 meter_app = typer.Typer(help="Meters: what to measure in events, and how.", no_args_is_help=True)
 environment_app = typer.Typer(
@@ -144,13 +147,30 @@ def environment_delete(
 
 @usage_app.command("show")
 def usage_show(
-    start: Annotated[str, typer.Option(help="Period start, e.g. 2026-11-01T00:00:00Z.")],
-    end: Annotated[str, typer.Option(help="Period end (exclusive).")],
+    month: Annotated[
+        str | None,
+        typer.Option(help="YYYY-MM in the tenant's time zone, as `qm bill run --month` takes it."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Period start, e.g. 2026-11-01T00:00:00Z (with --end).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Period end (exclusive).")] = None,
     as_of: Annotated[str | None, typer.Option(help="As the store stood at this time.")] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Quantities per cost center, team, app and meter in a period."""
+    """Quantities per cost center, team, app and meter in a month or a period."""
+    if month is not None and (start is not None or end is not None):
+        fail("give --month, or --start and --end, not both")
+    if month is None and (start is None or end is None):
+        fail("give --month, or --start and --end")
+    if month is not None:
+        tenant = request("GET", "/v1/tenant", url=url, api_key=api_key)
+        try:
+            period = parse_month(month, tenant_zone(tenant["timezone"]))
+        except QMError as exc:
+            fail(exc.message)
+        start, end = period.start.isoformat(), period.end.isoformat()
     params = drop_none({"start": start, "end": end, "as_of": as_of})
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
     rows = usage["rows"]
@@ -158,12 +178,13 @@ def usage_show(
 
 
 def usage_table(usage: dict[str, Any]) -> Table:
-    """One row per owner, app and meter, grouped: an owner (cost center over team) and an app
-    are named on their first row only, a quantity carries its unit, and usage no app claims
-    reads "unattributed" where the app would be. Eight columns, one per API field, folded
-    every name into six-letter pieces at 80 columns."""
+    """Grouped by owner and app: an owner (cost center over team) on its first row, each app on
+    a row of its own with its meters indented under it, a quantity with its unit, and usage no
+    app claims under "unattributed". Eight columns, one per API field, folded every name into
+    six-letter pieces at 80 columns; five, with the app and its meter apart, still cut names
+    such as `cc-1100-finan|ce` and `compute_unit|s`."""
     start, end = (cell_text(usage[key]) for key in ("start", "end"))
-    columns = ("owner", "app", "meter", "quantity", "events")
+    columns = ("owner", "app / meter", "quantity", "events")
     numbers = ("quantity", "events")
     table = data_table(columns, title=f"usage {start} .. {end}", right=numbers, whole=numbers)
 
@@ -174,13 +195,18 @@ def usage_table(usage: dict[str, Any]) -> Table:
     for row in sorted(usage["rows"], key=order):
         key = order(row)
         new_owner = key[:2] != previous[:2]
-        new_app = new_owner or key[2] != previous[2]
+        if new_owner or key[2] != previous[2]:
+            app = (
+                Text("unattributed", style="yellow")
+                if row["unattributed"]
+                else Text(row["app"], style="bold", overflow="fold")
+            )
+            owner = stacked(row["cost_center"], row["team"] or "-", head_style="")
+            table.add_row(owner if new_owner else "", app, "", "")
         previous = key
-        app = Text("unattributed", style="yellow") if row["unattributed"] else plain(row["app"])
         table.add_row(
-            stacked(row["cost_center"], row["team"] or "-", head_style="") if new_owner else "",
-            app if new_app else "",
-            plain(row["meter"]),
+            "",
+            Text(f"  {row['meter']}", overflow="fold"),
             f"{grouped(row['quantity'])} {row['unit']}",
             f"{row['event_count']:,}",
         )
