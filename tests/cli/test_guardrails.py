@@ -1,4 +1,4 @@
-"""How `qm alerts deliveries` lays out the API's rows (its HTTP paths: tests/guardrails)."""
+"""How `qm alerts deliveries` and `enforcements` lay out the API's rows (HTTP: tests/guardrails)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,12 @@ def test_a_delivery_shows_both_ids_whole_and_its_status_over_its_attempts(
     with mock.patch.object(guardrails_cli, "request", return_value=[]):
         guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
     assert capsys.readouterr().out.strip() == "no deliveries"
+
+
+def test_an_enforcement_reads_as_in_force_ended_or_lifted() -> None:
+    one = {"lifted_at": None, "lifted_by": None, "ends_at": "2999-01-01T00:00:00Z"}
+    assert guardrails_cli._enforcement_state(one) == "in force until\n2999-01-01 00:00:00Z"
+    ended = one | {"ends_at": "2020-01-01T00:00:00Z"}
+    assert guardrails_cli._enforcement_state(ended) == "ended\n2020-01-01 00:00:00Z"
+    lifted = ended | {"lifted_at": "2019-12-31T10:00:00.5Z", "lifted_by": "dana"}
+    assert guardrails_cli._enforcement_state(lifted) == "lifted by dana\n2019-12-31 10:00:00Z"

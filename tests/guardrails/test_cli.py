@@ -83,9 +83,12 @@ def test_budget_quota_decide_and_alerts_commands(
     assert re.search(r"for the period from \d{4}-\d\d-01 00:00 (UTC|[+-]\d\d:\d\d): new", listed)
     assert '"threshold": 50' in qm("alerts", "list", "--details").output
     enforcements = qm("alerts", "enforcements").output
-    assert "halt" in enforcements
     enforcement_id = ok(client.get("/v1/enforcements", headers=world.headers))[0]["id"]
+    # The action over its id, whom it applies to, its state over its moment, and why.
+    assert re.search(rf"│ halt\s+│ team {world.team}\s+│ in force until\s+│ team ", enforcements)
+    assert re.search(rf"│ {enforcement_id}\s+│\s+│ \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", enforcements)
     assert "lifted halt of team" in qm("alerts", "lift", enforcement_id).output
+    assert re.search(r"│ lifted by \S+\s+│", qm("alerts", "enforcements").output)
     actions = qm("alerts", "actions").output
     assert "lift" in actions
     assert re.search(rf"│ lift\s+│ team {world.team}\s+│", actions)

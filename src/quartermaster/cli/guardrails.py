@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +12,7 @@ from rich.markup import escape
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     data_table,
     drop_none,
     err,
@@ -24,6 +26,7 @@ from quartermaster.cli.client import (
     stacked,
 )
 from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
+from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.guardrails.quantities import format_quantity
 
 budget_app = typer.Typer(
@@ -341,9 +344,27 @@ def alerts_scan(
 @alerts_app.command("enforcements")
 def enforcements_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Throttles and halts, in force or past."""
-    rows = request("GET", "/v1/enforcements", url=url, api_key=api_key)
-    columns = ("id", "action", "scope_kind", "scope", "ends_at", "lifted_at", "reason")
-    print_table(columns, rows, title="enforcements")
+    found = request("GET", "/v1/enforcements", url=url, api_key=api_key)
+    # The action over its id (for `lift`), whom it applies to, until when or since when it
+    # ended, and why: seven field columns left the reason a few letters wide at 80 columns.
+    table = data_table(("enforcement", "applies to", "state", "reason"), title="enforcements")
+    for one in found:
+        table.add_row(
+            stacked(one["action"], one["id"]),
+            plain(_scope(one)),
+            plain(_enforcement_state(one)),
+            plain(one["reason"]),
+        )
+    show_table(table, empty="no enforcements")
+
+
+def _enforcement_state(one: dict[str, Any]) -> str:
+    if one["lifted_at"]:
+        by = f" by {one['lifted_by']}" if one["lifted_by"] else ""
+        return f"lifted{by}\n{cell_text(one['lifted_at'])}"
+    if parse_timestamp(one["ends_at"]) <= datetime.now(UTC):
+        return f"ended\n{cell_text(one['ends_at'])}"
+    return f"in force until\n{cell_text(one['ends_at'])}"
 
 
 @alerts_app.command("lift")
