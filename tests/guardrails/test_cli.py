@@ -109,7 +109,9 @@ def test_webhook_commands(
     secret = added.stdout.strip().splitlines()[-1]
     assert len(secret) >= 32
     hook_id = ok(client.get("/v1/webhooks", headers=world.headers))[0]["id"]
-    assert "hooks.example.com" in qm("alerts", "webhooks").output
+    hooks = qm("alerts", "webhooks").output
+    assert re.search(r"│ https://hooks\.example\.com/qm\s+│ slack, info and above\s+│", hooks)
+    assert re.search(rf"│ {hook_id}\s+│ added \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+│", hooks)
     assert secret not in qm("alerts", "webhooks").output
     assert "no webhook delivery 'nope'" in qm("alerts", "delivery-log", "nope", expect=1).output
     assert "status 'lost' is not" in qm("alerts", "deliveries", "--status", "lost", expect=1).output

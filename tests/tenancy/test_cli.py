@@ -48,7 +48,10 @@ def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
     match = re.search(r"created principal ci-bot \(finance\) id (\w+)", principal.output)
     assert match is not None, principal.output
     principal_id = match.group(1)
-    assert re.search(r"ci-bot\s+.*service-account\s+.*finance", qm("principal", "list").output)
+    listed = qm("principal", "list").output
+    # The name over the id, the role over the kind.
+    assert re.search(r"│ ci-bot\s+│ finance\s+│", listed)
+    assert re.search(rf"│ {principal_id}\s+│ service-account\s+│", listed)
 
     issued = qm("key", "create", principal_id, "--expires-at", "2999-01-01T00:00:00Z")
     token = issued.stdout.strip()

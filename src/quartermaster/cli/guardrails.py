@@ -484,8 +484,19 @@ def webhook_add(
 @alerts_app.command("webhooks")
 def webhook_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Webhooks (admin only: a webhook URL may itself be a credential)."""
-    rows = request("GET", "/v1/webhooks", url=url, api_key=api_key)
-    print_table(("id", "url", "format", "min_severity", "created_at"), rows, title="webhooks")
+    hooks = request("GET", "/v1/webhooks", url=url, api_key=api_key)
+    # The URL over the id, and what it is sent: five field columns split both at 80 columns.
+    table = data_table(("webhook", "sends"), title="webhooks")
+    for hook in hooks:
+        table.add_row(
+            stacked(hook["url"], hook["id"], head_style=""),
+            stacked(
+                f"{hook['format']}, {hook['min_severity']} and above",
+                f"added {cell_text(hook['created_at'])}",
+                head_style="",
+            ),
+        )
+    show_table(table, empty="no webhooks")
 
 
 @alerts_app.command("webhook-delete")

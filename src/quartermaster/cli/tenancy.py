@@ -11,12 +11,16 @@ from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     cell_text,
+    data_table,
     drop_none,
     err,
     out,
+    plain,
     print_secret,
     print_table,
     request,
+    show_table,
+    stacked,
 )
 
 team_app = typer.Typer(help="Teams of the tenant.", no_args_is_help=True)
@@ -90,8 +94,19 @@ def principal_create(
 @principal_app.command("list")
 def principal_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List principals."""
-    rows = request("GET", "/v1/principals", url=url, api_key=api_key)
-    print_table(("id", "name", "kind", "role", "team", "app_id"), rows, title="principals")
+    principals = request("GET", "/v1/principals", url=url, api_key=api_key)
+    # The name over the id, the role over the kind, and whose (a team-member's team, an app
+    # key's app): six field columns split every id at 80 columns.
+    table = data_table(("principal", "role", "of"), title="principals")
+    for one in principals:
+        whose = f"team {one['team']}" if one["team"] else ""
+        whose = f"app {one['app_id']}" if one["app_id"] else whose
+        table.add_row(
+            stacked(one["name"], one["id"], head_style=""),
+            stacked(one["role"], one["kind"], head_style=""),
+            plain(whose),
+        )
+    show_table(table, empty="no principals")
 
 
 @key_app.command("create")
