@@ -67,7 +67,12 @@ def test_publish_policy_and_approvals_over_http(
     (app_dir / "qm-app.json").write_text(json.dumps(manifest))
     assert "needs approval" in qm("app", "validate", str(app_dir), "--server")
     assert "pending_approval" in qm("app", "publish", str(app_dir))
-    approval_id = qm("approvals", "list", "--status", "pending").split("│")[1].strip()
+    pending = qm("approvals", "list", "--status", "pending")
+    approval_id = pending.split("│")[1].strip()  # the id heads its cell, over its version
+    assert re.search(
+        rf"│ {approval_id}\s+│ pending\s+│ app where2eat declares the org-wide data scope", pending
+    )
+    assert re.search(r"│ where2eat@1\.1\.0\s+│ expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", pending)
     assert "approved" in qm("approvals", "approve", approval_id, "--comment", "data flows ok")
     assert "published" in qm("app", "versions", "where2eat")
     assert "where2eat" in qm("app", "search", "recomm", "--explain")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,9 +32,8 @@ def test_default_cap_commands(
     assert "default cap for ephemeral apps: 25 per day each, then halt" in made.output
     qm("budget", "default-cap", "set", "non_production", "--amount", "40", "--action", "throttle")
     listed = qm("budget", "default-cap", "list").output
-    assert "ephemeral" in listed
-    assert "non_production" in listed
-    assert "throttle" in listed
+    assert re.search(r"│ ephemeral apps\s+│ 25 a day each, then halt\s+│ by \S+", listed)
+    assert re.search(r"│ non_production apps\s+│ 40 a \w+ each, then throttle\s+│", listed)
     bad = qm("budget", "default-cap", "set", "prod", "--amount", "1", expect=1)
     assert "applies_to 'prod' is not one of: ephemeral, non_production" in bad.output
     deleted = qm("budget", "default-cap", "delete", "ephemeral").output
@@ -84,8 +84,13 @@ def test_high_cost_commands(
         session.commit()
         preview_id = row.id
     listed = qm("alerts", "high-cost", "list").output
-    assert preview_id in listed
-    assert "900" in listed
+    # The app and its team over the preview's id, the hour, the amounts with their currency.
+    assert re.search(
+        rf"│ {world.app} \(team {world.team}\)\s+│ 2026-03-10 14:00:00Z\s+│\s+120 EUR\s+│"
+        r"\s+130 EUR\s+│\s+900 EUR\s+│",
+        listed,
+    )
+    assert re.search(rf"│ {preview_id}\s+│", listed)
     shown = qm("alerts", "high-cost", "show", preview_id).output
     assert f"app {world.app} (team {world.team}): 120 EUR in the hour" in shown
     assert "app: month to date 130 EUR, forecast 900 EUR" in shown

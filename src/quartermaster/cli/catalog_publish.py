@@ -362,9 +362,17 @@ def approvals_list(
 ) -> None:
     """Approval requests."""
     params = {"status": status} if status else {}
-    rows = request("GET", "/v1/approvals", params=params, url=url, api_key=api_key)
-    columns = ("id", "app_id", "version", "status", "expires_at", "reasons")
-    print_table(columns, rows, title="approvals")
+    found = request("GET", "/v1/approvals", params=params, url=url, api_key=api_key)
+    # The id (for approve/reject) over the version it is for, the status over when it
+    # expires, and the policies' reasons: six field columns split ids and reasons at 80.
+    table = data_table(("approval", "status", "reasons"), title="approvals")
+    for one in found:
+        table.add_row(
+            stacked(one["id"], f"{one['app_id']}@{one['version']}", head_style=""),
+            stacked(one["status"], f"expires {cell_text(one['expires_at'])}", head_style=""),
+            plain("\n".join(one["reasons"])),
+        )
+    show_table(table, empty="no approvals")
 
 
 def _review(approval_id: str, verb: str, comment: str, url: str | None, key: str | None) -> None:

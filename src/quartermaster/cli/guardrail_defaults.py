@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from quartermaster.cli.client import ApiKeyOption, UrlOption, out, print_table, request
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    data_table,
+    out,
+    plain,
+    print_table,
+    request,
+    show_table,
+    stacked,
+)
 
 default_cap_app = typer.Typer(
     help="Hard caps every ephemeral or non-production app without a budget gets by default.",
@@ -41,9 +51,16 @@ def cap_set(
 @default_cap_app.command("list")
 def cap_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """The tenant's default caps."""
-    rows = request("GET", "/v1/default-caps", url=url, api_key=api_key)
-    columns = ("applies_to", "amount", "period", "action", "created_by", "created_at")
-    print_table(columns, rows, title="default caps")
+    caps = request("GET", "/v1/default-caps", url=url, api_key=api_key)
+    rows = [
+        {
+            "applies to": f"{cap['applies_to']} apps",
+            "cap": f"{cap['amount']} a {cap['period']} each, then {cap['action']}",
+            "set": stacked(f"by {cap['created_by']}", cap["created_at"], head_style=""),
+        }
+        for cap in caps
+    ]
+    print_table(("applies to", "cap", "set"), rows, title="default caps")
 
 
 @default_cap_app.command("delete")
@@ -92,16 +109,26 @@ def high_cost_list(
     if app is not None:
         params["app"] = app
     rows = request("GET", "/v1/cost-previews", params=params, url=url, api_key=api_key)
-    table = [
-        {
-            **row,
-            "month_to_date": row["preview"]["app"]["month_to_date"],
-            "forecast": row["preview"]["app"]["forecast"],
-        }
-        for row in rows
-    ]
-    columns = ("id", "app", "team", "hour_start", "hour_cost", "month_to_date", "forecast")
-    print_table((*columns, "currency"), table, title="cost previews")
+    # The app over the preview's id (for `show`), its team, the hour, and the three amounts
+    # with their currency: eight field columns folded every one at 80 columns.
+    table = data_table(
+        ("preview", "hour", "hour cost", "month to date", "forecast"),
+        title="cost previews",
+        right=("hour cost", "month to date", "forecast"),
+    )
+    for row in rows:
+        totals = row["preview"]["app"]
+        table.add_row(
+            stacked(
+                f"{row['app']} ({'team ' + row['team'] if row['team'] else 'no team'})", row["id"]
+            ),
+            plain(row["hour_start"]),
+            *(
+                plain(f"{amount} {row['currency']}".strip())
+                for amount in (row["hour_cost"], totals["month_to_date"], totals["forecast"])
+            ),
+        )
+    show_table(table, empty="no cost previews")
 
 
 @high_cost_app.command("show")
