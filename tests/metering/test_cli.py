@@ -60,8 +60,10 @@ def test_send_signs_batches_and_summarizes(
     assert rejection_row.split("│")[1].strip() == "4"  # the file's line number
     assert rejection_row.split("│")[2].strip() == _ODD_ID  # shown as sent, not read as markup
 
+    # The key and its secret from the environment: the same batch again, all duplicates.
+    signing = {"QM_SIGNING_KEY_ID": bot.key_id, "QM_SIGNING_SECRET": bot.secret.hex()}
     again = runner.invoke(
-        cli.app, [*args, "--secret-hex", bot.secret.hex()], env=env(live_server, tenant)
+        cli.app, ["send", str(file), "--batch-size", "2"], env=env(live_server, tenant) | signing
     )
     row = next(line for line in again.output.splitlines() if "│" in line)
     assert [cell.strip() for cell in row.split("│")[1:4]] == ["0", "4", "1"]

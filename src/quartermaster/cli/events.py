@@ -287,10 +287,20 @@ def send(
     ],
     batch_size: Annotated[int, typer.Option(min=1, help="Events per request.")] = 1000,
     key_id: Annotated[
-        str | None, typer.Option(help="Sign events that carry no qmsignature with this key.")
+        str | None,
+        typer.Option(
+            envvar="QM_SIGNING_KEY_ID",
+            help="Sign events that carry no qmsignature with this key.",
+        ),
     ] = None,
+    # From the environment too, like QM_API_KEY: a secret on the command line is in the shell's
+    # history and in every process listing while the command runs.
     secret_hex: Annotated[
-        str | None, typer.Option(help="The signing key's secret (hex), with --key-id.")
+        str | None,
+        typer.Option(
+            envvar="QM_SIGNING_SECRET",
+            help="The signing key's secret (hex), with --key-id; better from the environment.",
+        ),
     ] = None,
     max_attempts: Annotated[int, typer.Option(min=1, help="Tries per batch.")] = 8,
     connections: Annotated[
