@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from quartermaster.cli.main import _register_groups, app
 from tests.conftest import free_port
@@ -159,3 +160,9 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
     (data_dir / "identity-ed25519.pem").unlink()
     repaired = init()
     assert "created the identity key (kept the server key and the root keyring)" in repaired
+
+
+def test_serve_refuses_an_unknown_log_level_naming_the_ones_it_takes() -> None:
+    result = CliRunner().invoke(app, ["serve", "--log-level", "loud"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "'loud' is not one of debug, info, warning, error" in result.output

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -129,8 +130,11 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
     log_level: Annotated[
-        LogLevel | None,
-        typer.Option(help="Least severity logged (default: QM_LOG_LEVEL or info)."),
+        str | None,
+        typer.Option(
+            help="Least severity logged: debug, info, warning or error (default: QM_LOG_LEVEL "
+            "or info)."
+        ),
     ] = None,
     access_log: Annotated[
         bool | None,
@@ -153,6 +157,7 @@ def serve(
     from quartermaster.serve_logging import server_log_config
 
     settings = _settings(data_dir)
+    level = settings.log_level if log_level is None else _log_level(log_level)
     bind_host = host or settings.host
     bind_port = port if port is not None else settings.port
     runtime = build_runtime(settings)
@@ -173,7 +178,7 @@ def serve(
             settings, runtime=runtime, background=_background_services(), on_started=started
         )
         log_config = server_log_config(
-            log_level or settings.log_level,
+            level,
             access_log=settings.access_log if access_log is None else access_log,
         )
         # log_level=None: the levels are log_config's, which uvicorn would otherwise override.
@@ -182,6 +187,17 @@ def serve(
         )
     finally:
         runtime.close()
+
+
+def _log_level(text: str) -> LogLevel:
+    """`--log-level` checked here rather than by a Literal annotation, which older Typer
+    releases within the supported range do not read."""
+    try:
+        return TypeAdapter(LogLevel).validate_python(text)
+    except ValidationError:
+        raise typer.BadParameter(
+            f"{text!r} is not one of debug, info, warning, error", param_hint="--log-level"
+        ) from None
 
 
 def _background_services() -> tuple[BackgroundStarter, ...]:
