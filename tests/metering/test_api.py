@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -225,6 +226,14 @@ def test_reads_are_scoped_to_the_tenant(
     assert recon_b["totals"] == {"received": 2, "accepted": 1, "rejected": 1}
     recon_a = http.get("/v1/reconciliation", headers=tenant_a.headers).json()
     assert recon_a["totals"] == {"received": 1, "accepted": 1}
+    # UTC moments written as every other route writes them (…Z), not as +00:00.
+    moments = [recon_a["start"], recon_a["end"], recon_a["hours"][0]["hour"]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z", m) for m in moments), moments
+    assert (
+        http.get("/v1/events", headers=tenant_a.headers)
+        .json()["events"][0]["recorded_at"]
+        .endswith("Z")
+    )
 
 
 def test_team_members_tail_only_their_teams_apps(

@@ -202,8 +202,8 @@ def get_reconciliation(
         for stage, count in hour.stages.items():
             totals[stage] = totals.get(stage, 0) + count
     return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
+        "start": start,
+        "end": end,
         "hours": [h.as_dict() for h in hours],
         "totals": totals,
     }
@@ -227,7 +227,7 @@ def get_events(
         "events": [
             {
                 "position": e.position,
-                "recorded_at": e.recorded_at.isoformat(),
+                "recorded_at": e.recorded_at,
                 "app_id": e.app_id,
                 "resource_id": e.resource_id,
                 "late": e.late,

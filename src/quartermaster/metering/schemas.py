@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -27,7 +28,7 @@ class IngestResponse(BaseModel):
 
 
 class HourCountsOut(BaseModel):
-    hour: str = Field(description="Start of the hour of receipt (UTC, RFC 3339).")
+    hour: datetime = Field(description="Start of the hour of receipt (UTC).")
     stages: dict[str, int] = Field(description="Events per stage, e.g. received, accepted.")
     reasons: dict[str, dict[str, int]] = Field(
         description="Per stage, the counts by reason (e.g. rejected: {bad_signature: 2})."
@@ -35,15 +36,15 @@ class HourCountsOut(BaseModel):
 
 
 class ReconciliationResponse(BaseModel):
-    start: str
-    end: str
+    start: datetime = Field(description="First hour of the window (UTC).")
+    end: datetime = Field(description="End of the window, exclusive (UTC).")
     hours: list[HourCountsOut]
     totals: dict[str, int] = Field(description="Sum over the hours, per stage.")
 
 
 class StoredEventOut(BaseModel):
     position: int = Field(description="Position in the event log (increasing).")
-    recorded_at: str
+    recorded_at: datetime = Field(description="When ingestion stored it (UTC).")
     app_id: str | None
     resource_id: str | None
     late: bool

@@ -465,7 +465,7 @@ class HourCounts:
     reasons: dict[str, dict[str, int]]
 
     def as_dict(self) -> dict[str, object]:
-        return {"hour": self.hour.isoformat(), "stages": self.stages, "reasons": self.reasons}
+        return {"hour": self.hour, "stages": self.stages, "reasons": self.reasons}
 
 
 def reconciliation(
