@@ -15,6 +15,7 @@ from uvicorn.logging import AccessFormatter
 from quartermaster.config import LogLevel
 
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
+_STDERR = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
 
 
 def _utc_stamp(record: logging.LogRecord) -> str:
@@ -44,36 +45,35 @@ class UtcAccessFormatter(AccessFormatter):
         return _utc_stamp(record)
 
 
-def server_log_config(level: LogLevel, *, access_log: bool) -> dict[str, Any]:
-    """The dictConfig for `uvicorn.run(log_config=…)`. uvicorn's own start-up lines stay at
-    warning unless `level` is debug: `qm serve` prints where it listens itself."""
-    stderr = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+def worker_log_config(level: LogLevel) -> dict[str, Any]:
+    """The dictConfig of a validation worker process (metering/offload.py): the server's
+    format for the `quartermaster` loggers, so that a worker's line reads like the server's."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {
-            "plain": {"()": UtcFormatter},
-            "access": {"()": UtcAccessFormatter},
-        },
-        "handlers": {
-            "stderr": {**stderr, "formatter": "plain"},
-            "access": {**stderr, "formatter": "access"},
-        },
+        "formatters": {"plain": {"()": UtcFormatter}},
+        "handlers": {"stderr": {**_STDERR, "formatter": "plain"}},
         "loggers": {
-            "quartermaster": {
-                "handlers": ["stderr"],
-                "level": level.upper(),
-                "propagate": False,
-            },
-            "uvicorn.error": {
-                "handlers": ["stderr"],
-                "level": "DEBUG" if level == "debug" else "WARNING",
-                "propagate": False,
-            },
-            "uvicorn.access": {
-                "handlers": ["access"],
-                "level": "INFO" if access_log else "WARNING",
-                "propagate": False,
-            },
+            "quartermaster": {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
         },
     }
+
+
+def server_log_config(level: LogLevel, *, access_log: bool) -> dict[str, Any]:
+    """The dictConfig for `uvicorn.run(log_config=…)`: the workers' configuration, plus
+    uvicorn's own loggers. Its start-up lines stay at warning unless `level` is debug: `qm
+    serve` prints where it listens itself."""
+    config = worker_log_config(level)
+    config["formatters"]["access"] = {"()": UtcAccessFormatter}
+    config["handlers"]["access"] = {**_STDERR, "formatter": "access"}
+    config["loggers"]["uvicorn.error"] = {
+        "handlers": ["stderr"],
+        "level": "DEBUG" if level == "debug" else "WARNING",
+        "propagate": False,
+    }
+    config["loggers"]["uvicorn.access"] = {
+        "handlers": ["access"],
+        "level": "INFO" if access_log else "WARNING",
+        "propagate": False,
+    }
+    return config

@@ -158,6 +158,8 @@ def serve(
 
     settings = _settings(data_dir)
     level = settings.log_level if log_level is None else _log_level(log_level)
+    # The validation workers take their level from the settings they are started with.
+    settings = settings.model_copy(update={"log_level": level})
     bind_host = host or settings.host
     bind_port = port if port is not None else settings.port
     runtime = build_runtime(settings)

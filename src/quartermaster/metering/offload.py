@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import multiprocessing
 import os
 import threading
@@ -41,6 +42,7 @@ from quartermaster.metering.body import MalformedBodyError, parse_events
 from quartermaster.metering.service import IngestState, ValidatedBatch, validate_ingest
 from quartermaster.metering.validation import AcceptedEvent, Rejection
 from quartermaster.runtime import Runtime
+from quartermaster.serve_logging import worker_log_config
 from quartermaster.storage import create_db_engine, make_read_session_factory
 from quartermaster.tenancy.service import AuthContext
 
@@ -89,6 +91,7 @@ def _start_worker(settings: Settings, server_key: bytes) -> None:
     threading.Thread(
         target=_exit_with_parent, args=(os.getppid(),), name="qm-parent-watch", daemon=True
     ).start()
+    logging.config.dictConfig(worker_log_config(settings.log_level))
     engine = create_db_engine(settings.resolved_database_url)
     read_sessions = make_read_session_factory(engine)
     lookups = _WorkerLookups(settings, server_key, read_sessions)
