@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from quartermaster.cli.client import cell_text, data_table, grouped, plain, print_table, stacked
+from quartermaster.cli.client import (
+    cell_text,
+    data_table,
+    grouped,
+    hour_names,
+    plain,
+    print_table,
+    stacked,
+    team_or_app,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,3 +79,17 @@ def test_print_table_heads_fields_in_words_and_keeps_a_built_cell(
     assert "principal_name" not in shown
     assert "principal" in shown  # the header wraps at its space, in words
     assert "│ 2 " in shown  # a cell the command built is kept, here two lines
+
+
+def test_hour_names_names_three_hours_and_counts_the_rest() -> None:
+    hours = [f"2026-11-01T{h:02d}:00:00Z" for h in range(5)]
+    assert hour_names(hours[:1]) == "2026-11-01 00:00"
+    assert hour_names(hours[:3]) == "2026-11-01 00:00, 2026-11-01 01:00, 2026-11-01 02:00"
+    assert hour_names(hours) == ("2026-11-01 00:00, 2026-11-01 01:00, 2026-11-01 02:00 and 2 more")
+    assert hour_names(["2026-11-01T01:00:00+00:00"]) == "2026-11-01 01:00"
+
+
+def test_team_or_app_says_whose_a_row_is_the_app_first() -> None:
+    assert team_or_app("web", "shop") == "app shop"
+    assert team_or_app("web", None) == "team web"
+    assert team_or_app(None, None) == ""

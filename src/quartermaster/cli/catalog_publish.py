@@ -35,6 +35,7 @@ from quartermaster.cli.client import (
     request,
     show_table,
     stacked,
+    team_or_app,
 )
 from quartermaster.errors import QMError
 
@@ -317,10 +318,9 @@ def exception_list(
     # columns split every id and reason at 80 columns.
     table = data_table(("exception", "for", "state", "reason"), title="exceptions")
     for one in found:
-        holder = f"app {one['app_id']}" if one["app_id"] else f"team {one['team']}"
         table.add_row(
             stacked(one["key"], one["id"]),
-            plain(holder if one["app_id"] or one["team"] else "the tenant"),
+            plain(team_or_app(one["team"], one["app_id"]) or "the tenant"),
             plain(_exception_state(one)),
             stacked(one["reason"], f"granted by {one['granted_by']}", head_style=""),
         )

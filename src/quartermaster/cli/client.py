@@ -118,6 +118,20 @@ def hour_text(hour: str) -> str:
     return datetime.fromisoformat(hour).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def hour_names(hours: Sequence[str]) -> str:
+    """'2026-11-01 01:00, 2026-11-01 02:00, 2026-11-01 03:00 and 2 more' for hours as the API
+    writes them: the first three named, the rest counted."""
+    names = ", ".join(hour_text(hour) for hour in hours[:3])
+    return names + (f" and {len(hours) - 3} more" if len(hours) > 3 else "")
+
+
+def team_or_app(team: str | None, app_id: str | None) -> str:
+    """Whose a row is: 'app shop' (an app wins over its team), 'team web', or '' for neither."""
+    if app_id:
+        return f"app {app_id}"
+    return f"team {team}" if team else ""
+
+
 def grouped(number: object) -> str:
     """'458,145.261' for '458145.261': a decimal's digits as the API sent them (no rounding,
     no float), grouped in thousands."""

@@ -27,6 +27,7 @@ from quartermaster.cli.client import (
     error_message,
     fail,
     grouped,
+    hour_names,
     hour_text,
     out,
     plain,
@@ -423,8 +424,8 @@ def _balanced(counts: dict[str, int]) -> bool:
 
 
 def unbalanced_hours(report: dict[str, Any]) -> list[str]:
-    """The hours (as `hour_text` writes them) whose ingest stages do not add up."""
-    return [hour_text(h["hour"]) for h in report["hours"] if not _balanced(h["stages"])]
+    """The hours (as the API writes them) whose ingest stages do not add up."""
+    return [h["hour"] for h in report["hours"] if not _balanced(h["stages"])]
 
 
 def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
@@ -493,9 +494,8 @@ def reconciliation(
     if unbalanced := unbalanced_hours(report):
         # A fault, never a transient state (the counters are written in the transaction that
         # stores the events): said on stderr with status 1, so a scheduled check can alert.
-        shown = ", ".join(unbalanced[:3]) + (" …" if len(unbalanced) > 3 else "")
         err().print(
             f"[bold red]{len(unbalanced)} hour(s) do not balance[/] (received is not accepted"
-            f" + duplicate + rejected): {shown}"
+            f" + duplicate + rejected): {hour_names(unbalanced)}"
         )
         raise typer.Exit(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -26,7 +25,7 @@ from quartermaster.cli.client import (
     stacked,
 )
 from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
-from quartermaster.domain.timeutil import parse_timestamp
+from quartermaster.domain.timeutil import parse_timestamp, utc_now
 from quartermaster.guardrails.quantities import format_quantity
 
 budget_app = typer.Typer(
@@ -231,7 +230,7 @@ def limit_range_set(
 
 @quota_app.command("limit-ranges")
 def limit_range_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """Limit ranges (values in base units: millicores, bytes, seconds, counts)."""
+    """Limit ranges, with quantities as `qm quota limit-range` takes them (500m, 2Gi, 90s)."""
     ranges = request("GET", "/v1/limit-ranges", url=url, api_key=api_key)
     rows = [
         {
@@ -362,7 +361,7 @@ def _enforcement_state(one: dict[str, Any]) -> str:
     if one["lifted_at"]:
         by = f" by {one['lifted_by']}" if one["lifted_by"] else ""
         return f"lifted{by}\n{cell_text(one['lifted_at'])}"
-    if parse_timestamp(one["ends_at"]) <= datetime.now(UTC):
+    if parse_timestamp(one["ends_at"]) <= utc_now():
         return f"ended\n{cell_text(one['ends_at'])}"
     return f"in force until\n{cell_text(one['ends_at'])}"
 

@@ -162,9 +162,11 @@ def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> 
 def _in_force(version: dict[str, Any]) -> str:
     if version["in_force_from"] is None:
         return "never (superseded)"
-    until = version["in_force_until"]
-    ends = f"until {cell_text(until)}" if until else "still in force"
-    return f"from {cell_text(version['in_force_from'])}\n{ends}"
+    return f"from {cell_text(version['in_force_from'])}\n{_ends(version['in_force_until'])}"
+
+
+def _ends(until: str | None) -> str:
+    return f"until {cell_text(until)}" if until else "still in force"
 
 
 def _quantity(value: Decimal) -> str:
@@ -238,11 +240,9 @@ def show(
         found = request("GET", f"/v1/price-books/{name}", params=params, url=url, api_key=api_key)
     document = validate_document(found["document"])
     console = out()
-    until = found["in_force_until"]
-    in_force = f"until {cell_text(until)}" if until else "still in force"
     console.print(
         f"[bold]{document.name}[/] v{document.version} ({document.currency}), effective from "
-        f"{cell_text(found['effective_from'])}, {in_force}; recorded "
+        f"{cell_text(found['effective_from'])}, {_ends(found['in_force_until'])}; recorded "
         f"{cell_text(found['recorded_at'])} by {found['created_by']}"
     )
     if document.description:

@@ -21,6 +21,7 @@ from quartermaster.cli.client import (
     request,
     show_table,
     stacked,
+    team_or_app,
 )
 
 team_app = typer.Typer(help="Teams of the tenant.", no_args_is_help=True)
@@ -99,12 +100,10 @@ def principal_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     # key's app): six field columns split every id at 80 columns.
     table = data_table(("principal", "role", "of"), title="principals")
     for one in principals:
-        whose = f"team {one['team']}" if one["team"] else ""
-        whose = f"app {one['app_id']}" if one["app_id"] else whose
         table.add_row(
             stacked(one["name"], one["id"], head_style=""),
             stacked(one["role"], one["kind"], head_style=""),
-            plain(whose),
+            plain(team_or_app(one["team"], one["app_id"])),
         )
     show_table(table, empty="no principals")
 

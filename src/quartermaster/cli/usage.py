@@ -21,6 +21,7 @@ from quartermaster.cli.client import (
     drop_none,
     fail,
     grouped,
+    hour_names,
     hour_text,
     out,
     plain,
@@ -48,11 +49,10 @@ def meter_table(meters: list[dict[str, Any]], *, title: str) -> Table:
     columns, one per field, folded every name at 80 columns (`invocatio|ns`)."""
     table = data_table(("name", "measures", "unit", "built_in"), title=title, whole=("unit",))
     for meter in meters:
-        measures = Text(
-            "count of events" if meter["aggregation"] == "count" else f"{meter['aggregation']} of "
-        )
-        if meter["aggregation"] != "count":
-            measures.append(str(meter["value"]), style="bold")
+        if meter["aggregation"] == "count":
+            measures = Text("count of events")
+        else:
+            measures = Text.assemble(f"{meter['aggregation']} of ", (meter["value"], "bold"))
         measures.append(f"\nin {meter['event_type']}")
         if meter.get("filter_field"):
             measures.append(f"\nwhere {meter['filter_field']} = {meter['filter_value']}")
@@ -173,8 +173,7 @@ def usage_show(
         start, end = period.start.isoformat(), period.end.isoformat()
     params = drop_none({"start": start, "end": end, "as_of": as_of})
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
-    rows = usage["rows"]
-    out().print(usage_table(usage) if rows else Text("no usage in the period", style="dim"))
+    show_table(usage_table(usage), empty="no usage in the period")
 
 
 def usage_table(usage: dict[str, Any]) -> Table:
@@ -294,9 +293,8 @@ def accounting_verdict(hours: list[dict[str, Any]]) -> str:
 
 def _hour_list(hours: list[dict[str, Any]]) -> str:
     """'2 hours (2026-11-01 01:00, 2026-11-01 02:00)', naming at most three."""
-    names = ", ".join(hour_text(h["hour"]) for h in hours[:3])
-    more = f" and {len(hours) - 3} more" if len(hours) > 3 else ""
-    return f"{len(hours)} hour{'s' if len(hours) > 1 else ''} ({names}{more})"
+    names = hour_names([h["hour"] for h in hours])
+    return f"{len(hours)} hour{'s' if len(hours) > 1 else ''} ({names})"
 
 
 ACCOUNTING_COUNTS = ("accepted", "rated", "unattributed", "waiting", "in_pipeline")

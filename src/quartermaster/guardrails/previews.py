@@ -148,7 +148,8 @@ def _row(row: CostRow | None) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class _PricedUntil:
-    """The month to date of each app up to `end`, as priced at `as_of`."""
+    """The month to date of each app up to the hour start it is kept under, as priced at
+    `as_of`."""
 
     as_of: datetime
     costs: dict[str, AppCost]
