@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from quartermaster.api.app import create_app
@@ -19,6 +21,19 @@ def test_health_is_open(client: TestClient) -> None:
 def test_openapi_is_served(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert spec["info"]["title"] == "Quartermaster"
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_their_scripts_from_this_server(client: TestClient, page: str) -> None:
+    """Offline, a page whose scripts come from a CDN renders blank."""
+    html = client.get(page).text
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert assets, html
+    for asset in assets:
+        assert asset.startswith("/"), f"{page} fetches {asset} from elsewhere"
+        response = client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.content) > 10_000, asset
 
 
 def test_live_server_answers_over_real_http(http: httpx.Client) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from quartermaster import __version__
 from quartermaster.api.errors import install_error_handlers
@@ -69,7 +70,9 @@ def create_app(
             if owned:
                 rt.close()
 
-    app = FastAPI(
+    # The docs pages' scripts are served by this server (fastapi-offline's copies of Swagger UI
+    # and ReDoc), not fetched by the browser from a CDN: /docs works where the server does.
+    app = FastAPIOffline(
         title="Quartermaster",
         version=__version__,
         description="Metering, chargeback and governance for platforms of micro-apps.",
