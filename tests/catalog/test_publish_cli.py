@@ -111,3 +111,29 @@ def test_policy_exception_grant_list_and_revoke_over_http(
         r"│ gpu\s+│ team lab\s+│ revoked\s+│", qm("policy", "exception", "list", "--all")
     )
     assert "not found" in qm("policy", "exception", "revoke", "nope", expect=1)
+
+
+def test_policy_test_shows_what_fired_and_exits_1_on_deny(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", "120")
+    policy = str(POLICIES / "require-cost-center.rego")
+    without = tmp_path / "without.json"
+    without.write_text(json.dumps({"manifest": {"app_id": "where2eat"}}))
+    denied = qm("policy", "test", policy, "--input", str(without), expect=1)
+    assert re.search(r"│ deny\s+│ app where2eat has no cost_center in its manifest", denied)
+    assert denied.rstrip().endswith("result: deny")
+    with_cc = tmp_path / "with.json"
+    with_cc.write_text(json.dumps({"manifest": {"app_id": "where2eat", "cost_center": "cc-1"}}))
+    allowed = qm("policy", "test", policy, "--input", str(with_cc))
+    assert "no rule fired" in allowed
+    assert allowed.rstrip().endswith("result: allow")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{manifest:")
+    refused = qm("policy", "test", policy, "--input", str(broken), expect=1)
+    assert f"{broken} is not JSON" in " ".join(refused.split())

@@ -234,6 +234,15 @@ def policy_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     )
 
 
+# A verdict's rule sets, in the order their results take precedence, and how each shows.
+_RULE_STYLES = {
+    "quarantine": "bold red",
+    "deny": "bold red",
+    "require_approval": "yellow",
+    "warn": "yellow",
+}
+
+
 @policy_app.command("test")
 def policy_test(
     file: Annotated[
@@ -250,10 +259,20 @@ def policy_test(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Evaluate a policy file against an input on the server (nothing stored); exit 1 on deny."""
-    body = {"source": file.read_text(), "input": json.loads(input_file.read_text())}
+    try:
+        document = json.loads(input_file.read_text())
+    except json.JSONDecodeError as exc:
+        fail(f"{input_file} is not JSON: {exc}")
+    body = {"source": file.read_text(), "input": document}
     verdict = request("POST", "/v1/policies/test", json=body, url=url, api_key=api_key)
-    out().print(json.dumps(verdict, indent=2), markup=False)
-    if verdict["result"] in ("deny", "quarantine"):
+    table = data_table(("rule", "message"), title=f"{file.name} on {input_file.name}")
+    for rule, style in _RULE_STYLES.items():
+        for message in verdict[rule]:
+            table.add_row(Text(rule, style=style), message)
+    show_table(table, empty="no rule fired")
+    result = verdict["result"]
+    out().print(Text.assemble("result: ", (result, _RULE_STYLES.get(result, "green"))))
+    if result in ("deny", "quarantine"):
         raise typer.Exit(1)
 
 
