@@ -75,7 +75,10 @@ def test_publish_policy_and_approvals_over_http(
     assert re.search(r"│ where2eat@1\.1\.0\s+│ expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", pending)
     assert "approved" in qm("approvals", "approve", approval_id, "--comment", "data flows ok")
     assert "published" in qm("app", "versions", "where2eat")
-    assert "where2eat" in qm("app", "search", "recomm", "--explain")
+    explained = qm("app", "search", "recomm", "--explain")
+    assert re.search(r"│ where2eat\s+│\s+1\.000 │\s+0\.000 │\s+0\.600 │", explained), explained
+    assert re.search(r"│ score 0\.760\s+│ relevance [\d.e-]+ │ 0 calls 30d │", explained)
+    assert "policies passed" in explained
     nothing = qm("app", "search", "zebra")
     assert "no published app matches: search covers each app's latest published version" in (
         " ".join(nothing.split())

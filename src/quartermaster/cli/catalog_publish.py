@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
@@ -173,9 +174,37 @@ def app_search(
         empty="no published app matches: search covers each app's latest published version"
         " (qm app publish); qm app list shows every registered app",
     )
-    if explain:
-        for hit in result["hits"]:
-            out().print(f"{hit['app_id']}: {json.dumps(hit['components'])}", markup=False)
+    if explain and result["hits"]:
+        out().print(_score_parts(result["hits"]))
+
+
+def _score_parts(hits: list[dict[str, Any]]) -> Table:
+    """Each hit's score as 0.70 text + 0.20 behaviour + 0.10 trust (docs/catalog.md), each part
+    over the signals it came from."""
+    table = data_table(
+        ("app_id", "text", "behaviour", "trust"),
+        title="score parts",
+        right=("text", "behaviour", "trust"),
+    )
+    for hit in hits:
+        parts = hit["components"]
+        table.add_row(
+            stacked(hit["app_id"], f"score {hit['score']:.3f}", head_style=""),
+            stacked(f"{parts['text']:.3f}", f"relevance {parts['text_relevance']:.3g}"),
+            stacked(
+                f"{parts['behaviour']:.3f}",
+                f"{parts['invocations_30d']:,.0f} calls 30d\n"
+                f"{parts['invocations_7d']:,.0f} calls 7d\n"
+                f"{parts['users_30d']:,.0f} users 30d",
+            ),
+            stacked(
+                f"{parts['trust']:.3f}",
+                f"owner {'verified' if parts['verified_owner'] else 'not verified'}\n"
+                f"policies {'passed' if parts['policy_pass'] else 'objected'}\n"
+                f"scanned {parts['scan_age_days']:,.1f} d ago",
+            ),
+        )
+    return table
 
 
 @app_app.command("deprecate")
