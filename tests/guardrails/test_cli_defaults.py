@@ -58,12 +58,24 @@ def test_high_cost_commands(
     body = {
         "app": {"name": world.app, "month_to_date": "130", "forecast": "900"},
         "team": {"name": world.team, "month_to_date": "150", "forecast": "1000"},
+        "team_apps": [
+            {"app": world.app, "month_to_date": "130", "forecast": "900"},
+            {"app": "sibling", "month_to_date": "20", "forecast": "100"},
+        ],
         "tenant": {"month_to_date": "400", "forecast": "2000"},
         "meters": [
             {
                 "meter": "gpu_seconds",
                 "hour_cost": "120",
-                "top_events": [{"event_id": "evt-expensive-1", "quantity": "3600"}],
+                "top_events": [
+                    {
+                        "event_id": "evt-expensive-1",
+                        "event_time": "2026-03-10T14:05:00+00:00",
+                        "event_type": "qm.invocation.usage",
+                        "source": "apps/trainer",
+                        "quantity": "3600",
+                    }
+                ],
             }
         ],
         "top_event_ids": ["evt-expensive-1"],
@@ -92,10 +104,20 @@ def test_high_cost_commands(
     )
     assert re.search(rf"│ {preview_id}\s+│", listed)
     shown = qm("alerts", "high-cost", "show", preview_id).output
-    assert f"app {world.app} (team {world.team}): 120 EUR in the hour" in shown
-    assert "app: month to date 130 EUR, forecast 900 EUR" in shown
-    assert "meter gpu_seconds: 120 EUR this hour" in shown
-    assert "evt-expensive-1" in shown
+    assert (
+        f"app {world.app} (team {world.team}): 120 EUR in the hour from 2026-03-10 14:00:00Z"
+        in shown
+    )
+    assert re.search(rf"│ app {world.app}\s+│\s+130 EUR │\s+900 EUR │", shown), shown
+    assert re.search(rf"│ team {world.team}\s+│\s+150 EUR │\s+1000 EUR │", shown)
+    # The team's other apps under it; the app itself is not listed twice.
+    assert re.search(r"│   app sibling\s+│\s+20 EUR │\s+100 EUR │", shown)
+    assert shown.count(f"app {world.app} ") == 2  # the heading and the totals
+    assert re.search(r"│ tenant\s+│\s+400 EUR │\s+2000 EUR │", shown)
+    assert re.search(
+        r"│ gpu_seconds\s+│ evt-expensive-1\s+│ 2026-03-10 14:05:00Z\s+│\s+3600 │", shown
+    ), shown
+    assert re.search(r"│ 120 EUR\s+│ qm.invocation.usage from apps/trainer\s+│", shown)
     assert "no cost preview 'nope'" in qm("alerts", "high-cost", "show", "nope", expect=1).output
     off = qm("alerts", "high-cost", "threshold", "--off").output
     assert "no previews after high-cost hours" in off

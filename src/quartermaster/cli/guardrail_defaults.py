@@ -3,14 +3,15 @@ non-production apps, and the preview invoices made after high-cost hours."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    cell_text,
     data_table,
     out,
     plain,
@@ -145,17 +146,42 @@ def high_cost_show(
     cur = row["currency"]
     out().print(
         f"app {row['app']} (team {row['team']}): {row['hour_cost']} {cur} in the hour from "
-        f"{row['hour_start']} (threshold {row['threshold']} {cur})",
+        f"{cell_text(row['hour_start'])} (threshold {row['threshold']} {cur})",
         markup=False,
     )
-    for label, part in (("app", body["app"]), ("team", body["team"]), ("tenant", body["tenant"])):
+    totals = data_table(
+        ("of", "month_to_date", "forecast"),
+        title="month to date",
+        right=("month_to_date", "forecast"),
+    )
+    scopes = [
+        (f"app {body['app']['name']}", body["app"]),
+        (f"team {body['team']['name']}", body["team"]),
+        # The team's largest apps, under the team: where else its month went.
+        *(
+            (f"  app {part['app']}", part)
+            for part in body.get("team_apps", [])
+            if part["app"] != body["app"]["name"]
+        ),
+        ("tenant", body["tenant"]),
+    ]
+    for label, part in scopes:
         if "month_to_date" in part:
-            out().print(
-                f"  {label}: month to date {part['month_to_date']} {cur}, "
-                f"forecast {part['forecast']} {cur}",
-                markup=False,
+            totals.add_row(
+                label, *(plain(f"{part[key]} {cur}") for key in ("month_to_date", "forecast"))
             )
+    show_table(totals, empty="no month to date")
+    events = data_table(
+        ("meter", "event", "event_time", "quantity"), title="behind the hour", right=("quantity",)
+    )
     for meter in body["meters"]:
-        out().print(f"  meter {meter['meter']}: {meter['hour_cost']} {cur} this hour", markup=False)
+        head = stacked(meter["meter"], f"{meter['hour_cost']} {cur}", head_style="")
         for event in meter["top_events"]:
-            out().print(f"    {json.dumps(event, sort_keys=True)}", markup=False)
+            events.add_row(
+                head,
+                stacked(event["event_id"], f"{event['event_type']} from {event['source']}"),
+                plain(event["event_time"]),
+                plain(event["quantity"]),
+            )
+            head = Text("")
+    show_table(events, empty="no meter cost in that hour")
