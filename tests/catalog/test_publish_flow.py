@@ -249,3 +249,19 @@ def test_bad_policy_refused_with_parser_message(client: TestClient, tenant: Tena
     assert response.status_code == 422
     assert "Invalid assignment operator (line 2" in response.json()["error"]["message"]
     assert client.get("/v1/policies", headers=tenant.headers).json() == []
+
+
+def test_a_policy_failing_at_runtime_says_why(client: TestClient, tenant: TenantHandle) -> None:
+    # Two values for one complete rule: it compiles, and fails on every input.
+    source = 'package conflict\nx := 1 if true\nx := 2 if true\ndeny contains "x" if { x }\n'
+    why = "eval_conflict_error: complete rules must not produce multiple outputs"
+    tried = client.post(
+        "/v1/policies/test", json={"source": source, "input": {}}, headers=tenant.headers
+    )
+    assert tried.status_code == 422
+    assert tried.json()["error"]["message"] == f"policy failed on this input: {why}"
+    add_team(client, tenant)
+    client.post("/v1/policies", json={"name": "conflict", "source": source}, headers=tenant.headers)
+    version = submit(client, tenant, manifest())
+    assert version["state"] == "rejected"  # fail closed, saying why
+    assert version["state_reason"] == f"policy conflict v1 failed: {why}"

@@ -96,3 +96,24 @@ def test_a_policy_failing_at_runtime_leaves_the_batch_usable() -> None:
     with pytest.raises(PolicyRuntimeError):
         batch.evaluate(failing)
     assert batch.evaluate(fine).warn == ["ok"]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        (
+            "x := 1 if true\nx := 2 if true\n",
+            "eval_conflict_error: complete rules must not produce multiple outputs",
+        ),
+        (
+            "f(a) := 1 if true\nf(a) := 2 if true\nx := f(1)\n",
+            "eval_conflict_error: functions must not produce multiple outputs for same inputs",
+        ),
+    ],
+)
+def test_a_runtime_error_says_what_went_wrong(rules: str, expected: str) -> None:
+    # regopy's failed output prints as '<error>': the reason is in its error nodes.
+    policy = CompiledPolicy(f'package c\n{rules}deny contains "x" if {{ x > 0 }}\n')
+    with pytest.raises(PolicyRuntimeError) as failed:
+        policy.evaluate({})
+    assert str(failed.value) == expected  # once, though regopy repeats it per rule

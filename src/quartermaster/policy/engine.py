@@ -79,6 +79,34 @@ def describe_rego_error(error: regopy.RegoError, source: str) -> str:
     return "; ".join(parts)
 
 
+def describe_output_error(output: regopy.Output, source: str) -> str:
+    """A failed query's reason, `code: message (line L, column C)`. Printed, regopy's output
+    is just `<error>`: the reason is in its node, an error sequence of error nodes, each with
+    a message, the AST it failed at and a code (`eval_conflict_error`). regopy's `Node.value`
+    reads scalars only, so the message and code are read with its own node accessor; a
+    runtime error's AST has carried no position so far (`rego-line 0:`), but one with a
+    position is placed as a compile error is. The same error repeats once per rule that hit
+    it: each is said once."""
+    parts: list[str] = []
+    root = output.node()
+    for index in range(len(root) if root.kind == regopy.NodeKind.ErrorSeq else 0):
+        error = root.at(index)
+        texts = {
+            error.at(i).kind: regopy.rego_shared.rego_node_value(error.at(i)._impl).strip()
+            for i in range(len(error))
+            if error.at(i).kind in (regopy.NodeKind.ErrorMessage, regopy.NodeKind.ErrorCode)
+        }
+        message = texts.get(regopy.NodeKind.ErrorMessage) or "the policy failed"
+        code = texts.get(regopy.NodeKind.ErrorCode)
+        part = f"{code}: {message}" if code else message
+        if (place := _ERROR_AT.search(error.json())) and source:
+            line, column = _line_col(source, int(place[1]))
+            part += f" (line {line}, column {column})"
+        if part not in parts:
+            parts.append(part)
+    return "; ".join(parts) or "the policy failed (regopy gave no reason)"
+
+
 def package_of(source: str) -> str:
     match = PACKAGE.search(source)
     if match is None:
@@ -95,6 +123,7 @@ class CompiledPolicy:
                 f"the policy is larger than {MAX_POLICY_BYTES} bytes", field="source"
             )
         self.package = package_of(source)
+        self._source = source  # to place a runtime error, should regopy say where it was
         self._lock = threading.Lock()
         # The bundle is queried on other interpreters (InputBatch); its builder stays alive
         # beside it.
@@ -122,7 +151,7 @@ class CompiledPolicy:
             except regopy.RegoError as exc:
                 raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
         if not output.ok():
-            raise PolicyRuntimeError(str(output))
+            raise PolicyRuntimeError(describe_output_error(output, self._source))
         values: dict[str, Any] = {}
         for result in output.results:
             for expression in result.expressions:
