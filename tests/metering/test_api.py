@@ -177,6 +177,36 @@ def test_every_rejection_reason_over_http(
     assert forbidden.json()["rejected"][0]["reason"] == "forbidden_app"
 
 
+def test_team_member_sends_only_its_own_teams_apps_events(
+    http: httpx.Client,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    """A team-member's key must not bill another team: its events name one of its team's
+    apps, or are rejected one by one (the rest of the batch is kept)."""
+    own, others = make_app(), make_app()
+    token = principal_token(runtime, tenant.tenant_id, role=Role.TEAM_MEMBER, team_id=own.team_id)
+    platform = {
+        **usage_event(own.app_id),
+        "type": "qm.platform.cost",
+        "data": {"cost_type": "lb", "amount": "1"},
+    }
+    report = post(http, token, [usage_event(own.app_id), usage_event(others.app_id), platform])
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["accepted"] == 1
+    assert [(r["index"], r["reason"], r["field"]) for r in body["rejected"]] == [
+        (1, "forbidden_app", "data.app_id"),
+        (2, "forbidden_app", "data.app_id"),
+    ]
+    assert body["rejected"][0]["message"] == (
+        "role 'team-member' may only send events of its own team's apps; the event names "
+        f"app {others.app_id!r}"
+    )
+    assert body["rejected"][1]["message"].endswith("the event names no app")
+
+
 def test_app_principal_sends_its_own_events_but_cannot_read(
     http: httpx.Client,
     runtime: Runtime,

@@ -149,3 +149,20 @@ def apps_requiring_signatures_among(
             )
         )
     )
+
+
+def team_apps_among(
+    tenant_id: str, team_id: str, app_ids: Collection[str], *, session: Session
+) -> set[str]:
+    """The apps among `app_ids` (slugs) that belong to team `team_id` now."""
+    if not app_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(App.app_id).where(
+                App.tenant_id == tenant_id,
+                App.team_id == team_id,
+                App.app_id.in_(sorted(app_ids)),
+            )
+        )
+    )

@@ -27,6 +27,7 @@ from quartermaster.catalog.models import App, ResourceLease
 from quartermaster.catalog.signing_keys import (
     apps_requiring_signatures_among,
     signing_keys_by_id,
+    team_apps_among,
 )
 from quartermaster.config import Settings
 from quartermaster.domain.timeutil import floor_hour, utc_now
@@ -252,6 +253,12 @@ def validate_ingest(
             tenant_id, refs.app_ids | {c.app_id for c in claims}, session=lookup
         )
         revoked = _revoked_leases(tenant_id, {c.lease_id for c in claims}, session=lookup)
+        team_apps = None
+        if caller.role is Role.TEAM_MEMBER:
+            named = refs.app_ids | {c.app_id for c in claims}
+            team_apps = team_apps_among(
+                tenant_id, caller.team_id or "", named, session=lookup.open()
+            )
     ctx = ValidationContext(
         tenant_id=tenant_id,
         received_at=received_at,
@@ -259,6 +266,7 @@ def validate_ingest(
         late_after=timedelta(seconds=settings.late_after_seconds),
         caller_role=caller.role,
         caller_app=caller.app_slug if caller.role is Role.APP else None,
+        caller_team_apps=team_apps,
         signing_keys=keys,
         apps_requiring_signatures=requiring,
         leases=leases,

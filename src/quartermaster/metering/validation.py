@@ -96,6 +96,9 @@ class ValidationContext:
     late_after: timedelta
     caller_role: Role
     caller_app: str | None
+    # A team-member's team's apps among those the batch names; None when the role is not
+    # limited to a team's apps.
+    caller_team_apps: Set[str] | None = None
     signing_keys: Mapping[str, VerifyingKey] = field(default_factory=dict)
     apps_requiring_signatures: Set[str] = frozenset()
     # lease token -> its verified claims, or the reason it is invalid (see `verify_leases`)
@@ -301,6 +304,14 @@ def validate_event(
             RejectReason.FORBIDDEN_APP,
             "data.app_id",
             f"this API key may only send events of app {ctx.caller_app!r}; the event names {named}",
+        )
+    if ctx.caller_team_apps is not None and app_id not in ctx.caller_team_apps:
+        named = f"app {app_id!r}" if app_id else "no app"
+        return reject(
+            RejectReason.FORBIDDEN_APP,
+            "data.app_id",
+            "role 'team-member' may only send events of its own team's apps; the event "
+            f"names {named}",
         )
     # --- signature ------------------------------------------------------------------------
     signature = event.get("qmsignature")
