@@ -117,3 +117,15 @@ def test_a_runtime_error_says_what_went_wrong(rules: str, expected: str) -> None
     with pytest.raises(PolicyRuntimeError) as failed:
         policy.evaluate({})
     assert str(failed.value) == expected  # once, though regopy repeats it per rule
+
+
+def test_a_module_that_builds_badly_says_why_and_where() -> None:
+    # Parsed, but refused when built: one rule set written as an object rule (v0's
+    # `deny[msg] { … }`) and as a set rule.
+    source = 'package t\n\ndeny[msg] {\n  msg := "a"\n}\ndeny contains msg if { msg := "b" }\n'
+    with pytest.raises(InvalidInputError) as refused:
+        CompiledPolicy(source)
+    assert refused.value.message == (
+        "policy does not compile: wellformed_error: Invalid rule body for object rule "
+        "(line 6, column 1)"
+    )

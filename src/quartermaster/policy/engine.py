@@ -30,6 +30,7 @@ PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)\s*$",
 RULE_SETS = ("deny", "require_approval", "quarantine", "warn")
 _ERROR_MESSAGE = re.compile(r"\(errormsg \d+:([^\n]*?)\)\s*\n")
 _ERROR_AT = re.compile(r"\(error \d+:[^|\n]*\|(\d+)\|(\d+)")
+_AST_AT = re.compile(r"\d+:[^\s|()]+\.rego\|(\d+)\|(\d+)")  # 6:name.rego|offset|length
 MAX_POLICY_BYTES = 256 * 1024
 
 
@@ -79,16 +80,15 @@ def describe_rego_error(error: regopy.RegoError, source: str) -> str:
     return "; ".join(parts)
 
 
-def describe_output_error(output: regopy.Output, source: str) -> str:
-    """A failed query's reason, `code: message (line L, column C)`. Printed, regopy's output
-    is just `<error>`: the reason is in its node, an error sequence of error nodes, each with
-    a message, the AST it failed at and a code (`eval_conflict_error`). regopy's `Node.value`
-    reads scalars only, so the message and code are read with its own node accessor; a
-    runtime error's AST has carried no position so far (`rego-line 0:`), but one with a
-    position is placed as a compile error is. The same error repeats once per rule that hit
-    it: each is said once."""
+def describe_error_node(root: regopy.Node, source: str) -> str:
+    """Why a query or a build failed, `code: message (line L, column C)`. Printed, regopy's
+    failed output is just `<error>`: the reason is in its node (a failed bundle's too), an
+    error sequence of error nodes, each with a message, the AST it failed at and a code
+    (`eval_conflict_error`). regopy's `Node.value` reads scalars only, so the message and code
+    are read with its own node accessor. A build error's AST names the module and offset
+    (`t.rego|38|33`); a runtime error's has carried none so far (`rego-line 0:`). The same
+    error repeats once per rule that hit it: each is said once."""
     parts: list[str] = []
-    root = output.node()
     for index in range(len(root) if root.kind == regopy.NodeKind.ErrorSeq else 0):
         error = root.at(index)
         texts = {
@@ -99,12 +99,12 @@ def describe_output_error(output: regopy.Output, source: str) -> str:
         message = texts.get(regopy.NodeKind.ErrorMessage) or "the policy failed"
         code = texts.get(regopy.NodeKind.ErrorCode)
         part = f"{code}: {message}" if code else message
-        if (place := _ERROR_AT.search(error.json())) and source:
+        if (place := _AST_AT.search(error.json())) and source:
             line, column = _line_col(source, int(place[1]))
             part += f" (line {line}, column {column})"
         if part not in parts:
             parts.append(part)
-    return "; ".join(parts) or "the policy failed (regopy gave no reason)"
+    return "; ".join(parts) or "regopy gave no reason"
 
 
 def package_of(source: str) -> str:
@@ -137,7 +137,8 @@ class CompiledPolicy:
                 f"policy does not compile: {describe_rego_error(exc, source)}", field="source"
             ) from None
         if not self._bundle.ok():
-            raise InvalidInputError("policy does not compile", field="source")
+            reason = describe_error_node(self._bundle.node(), source)
+            raise InvalidInputError(f"policy does not compile: {reason}", field="source")
 
     def evaluate(self, document: Any) -> Verdict:
         """One policy, one input (`qm policy test`); a publish uses `InputBatch`."""
@@ -151,7 +152,7 @@ class CompiledPolicy:
             except regopy.RegoError as exc:
                 raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
         if not output.ok():
-            raise PolicyRuntimeError(describe_output_error(output, self._source))
+            raise PolicyRuntimeError(describe_error_node(output.node(), self._source))
         values: dict[str, Any] = {}
         for result in output.results:
             for expression in result.expressions:
