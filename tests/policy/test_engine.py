@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,18 @@ def test_shipped_examples_compile_and_decide() -> None:
 
 def test_old_object_rule_form_still_reads_as_messages() -> None:
     # Rego v0's `deny[msg] { … }` parses as an object rule in v1; its keys are still reported.
-    source = 'package t\ndeny contains "always" if { true }\n'
+    source = 'package t\ndeny["always"] { true }\n'
     assert CompiledPolicy(source).evaluate({}).deny == ["always"]
+
+
+def test_the_v0_form_docs_show_denies_as_they_say() -> None:
+    # docs/policy.md shows a v0 `deny[msg] { … }` rule and says it denies like the v1 form.
+    docs = (POLICIES.parents[1] / "policy.md").read_text()
+    blocks = re.findall(r"```rego\n(.*?)```", docs, flags=re.DOTALL)
+    v0 = next(block for block in blocks if "deny[msg] {" in block)
+    policy = CompiledPolicy(v0)
+    assert policy.evaluate({"manifest": {"app_id": "a"}}).deny == ["app a has no cost_center"]
+    assert policy.evaluate({"manifest": {"app_id": "a", "cost_center": "cc"}}).result == "allow"
 
 
 def test_parse_errors_name_the_line() -> None:

@@ -4,7 +4,7 @@ A policy is one Rego v1 module. Its package is queried as a whole and three rule
 `deny` (blocks), `require_approval` (holds for a reviewer), `quarantine` (puts the version in
 quarantine with the message as reason) and `warn` (recorded only); each is a
 set of messages, written `deny contains msg if { ... }` (regopy parses Rego v1; the old
-`deny[msg] { ... }` form silently means something else, see FIELD-NOTES.md).
+`deny[msg] { ... }` form parses as an object rule, whose keys are read as the messages).
 
 Compiling is the expensive part (an interpreter per call costs ~2 ms), so the evaluator keeps
 one compiled bundle per policy version and reuses it. Setting the input is the next most
