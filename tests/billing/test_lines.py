@@ -183,6 +183,19 @@ def test_adjustments_bring_issued_lines_to_the_recomputed_ones_and_are_then_empt
         assert entry.amount == (expected.amount if expected else 0)
         assert entry.quantity == (expected.quantity if expected else 0)
     assert adjustment_lines(current, after, issued_as_of=ISSUED_AT) == []
+    for line in corrections:
+        _assert_consistent(line)
+
+
+def _assert_consistent(line: LineDraft) -> None:
+    """An adjustment line's quantity, unit price and amount agree: quantity x unit price is
+    the amount (to the unit price's 1e-12), or there is no unit price."""
+    if line.unit_price is None:
+        return
+    assert line.quantity != 0, line
+    assert abs(line.quantity * line.unit_price - line.amount) <= abs(line.quantity) * Decimal(
+        "0.5e-12"
+    ), line
 
 
 def test_late_usage_gives_one_adjustment_line_per_changed_key() -> None:
@@ -199,6 +212,28 @@ def test_late_usage_gives_one_adjustment_line_per_changed_key() -> None:
     assert line.previous_amount == 0
     assert line.previous_quantity == 500
     assert "quantity 500 → 2000" in (line.reason or "")
+    # The 1500 s more cost 2.00: 0.001333… each, not the re-rated line's 2.00 / 2000 s.
+    assert line.unit_price == Decimal("0.001333333333")
+    _assert_consistent(line)
+
+
+def test_a_re_rated_line_has_no_unit_price_of_its_own() -> None:
+    """The same 20000 requests now cost 12.00 instead of 10.00: the adjustment is 2.00 for no
+    units, so it has no unit price (0 @ 0.0006 is not 2.00); the run's line and the new rule
+    say what each unit costs."""
+    issued_lines = _price(SMALL_PLATFORM, SMALL_COSTS)
+    web = _by(issued_lines, CostType.USAGE, "web", "requests")
+    rerated = replace(web, amount=Decimal("12.000000"), unit_price=Decimal("0.0006"), versions=(2,))
+    current = [rerated if line is web else line for line in issued_lines]
+    issued = issued_by_key([[(line, f"id{i}") for i, line in enumerate(issued_lines)]])
+    (line,) = adjustment_lines(current, issued, issued_as_of=ISSUED_AT)
+    assert (line.quantity, line.amount, line.unit_price) == (0, Decimal("2.000000"), None)
+    assert "price book versions 1 → 2" in (line.reason or "")
+    # Late usage billed at new prices mixes the two: its amount is no price of its units.
+    more = replace(rerated, quantity=Decimal(21000), amount=Decimal("12.600000"))
+    current = [more if line is web else line for line in issued_lines]
+    (line,) = adjustment_lines(current, issued, issued_as_of=ISSUED_AT)
+    assert (line.quantity, line.amount, line.unit_price) == (1000, Decimal("2.600000"), None)
 
 
 def test_a_key_no_longer_billed_is_reversed() -> None:
@@ -212,5 +247,8 @@ def test_a_key_no_longer_billed_is_reversed() -> None:
     requests = next(line for line in reversed_api if line.item == "requests")
     assert requests.amount == Decimal("-5.000000")
     assert requests.quantity == -10000
+    assert requests.unit_price == Decimal("0.0005")  # -10000 @ 0.0005 = -5.00
+    for line in corrections:
+        _assert_consistent(line)
     assert "reversal" in (requests.reason or "")
     assert replace(requests, reason=None).cost_type is CostType.ADJUSTMENT

@@ -325,7 +325,6 @@ def issued_by_key(
                     pricing_rule=line.pricing_rule,
                     allocation_method=line.allocation_method,
                     versions=line.versions,
-                    unit_price=line.unit_price,
                 )
             issued[key] = IssuedLine(
                 template=template,
@@ -357,6 +356,23 @@ def _reason(current: LineDraft | None, issued: IssuedLine | None, as_of: datetim
     if not parts:
         parts.append("re-rated: the same usage now prices differently (shared basis or rules)")
     return "; ".join(parts)
+
+
+def _change_unit_price(current: LineDraft | None, issued: IssuedLine | None) -> Decimal | None:
+    """The unit price of an adjustment line, so that its quantity x unit price is its amount:
+    the average price of the units added or taken away (amount change / quantity change),
+    when the change is one of quantity alone, on a line that has a unit price. None when the
+    quantity did not change (a re-rating: the amount is a price difference on the same
+    units), when prices changed too (the amount mixes both), and for the lines that carry no
+    unit price (platform shares, discounts and credits)."""
+    shape = current if current is not None else issued.template if issued is not None else None
+    if shape is None or shape.unit_price is None:
+        return None
+    if current is not None and issued is not None and current.versions != issued.template.versions:
+        return None
+    quantity = (current.quantity if current else ZERO) - (issued.quantity if issued else ZERO)
+    amount = (current.amount if current else ZERO) - (issued.amount if issued else ZERO)
+    return _unit_price(amount, quantity)
 
 
 def adjustment_lines(
@@ -392,7 +408,7 @@ def adjustment_lines(
                 adjusted_cost_type=base.key_cost_type,
                 quantity=new_quantity - old_quantity,
                 amount=new_amount - old_amount,
-                unit_price=new.unit_price if new else None,
+                unit_price=_change_unit_price(new, old),
                 previous_quantity=old_quantity,
                 previous_amount=old_amount,
                 reason=_reason(new, old, issued_as_of),
