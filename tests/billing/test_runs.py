@@ -240,6 +240,7 @@ def test_late_events_after_finalization_produce_an_adjustment_document(
         assert line.cost_type == CostType.ADJUSTMENT.value
         assert (line.adjusted_cost_type, line.app, line.item) == ("usage", "api", "cpu_seconds")
         assert (line.quantity, line.amount) == (Decimal(1500), Decimal("2.000000"))
+        assert line.unit_price == Decimal("0.001333333333")  # the 1500 s, not the 2000
         assert line.previous_quantity == 500
         assert line.previous_amount == 0
         assert line.corrects_line_id == run_lines[("api", "usage", "cpu_seconds")][0]
@@ -278,6 +279,7 @@ def test_a_back_dated_price_change_produces_adjustment_lines(
     }
     assert all("price book versions 1 → 2" in (line.reason or "") for line in view.lines)
     assert all(line.quantity == 0 for line in view.lines)
+    assert all(line.unit_price is None for line in view.lines)  # 0 @ 0.0006 is not 2.00
     assert view.document.price_book_versions == "2"
     assert _adjust(runtime, caller, run.id, calc) is None
 
