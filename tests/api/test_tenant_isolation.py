@@ -288,6 +288,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/policies/test"): sends(
         "POST", "/v1/policies/test", lambda w: {"name": w.b_ids["policy"], "input": {}}, {404}
     ),
+    ("POST", "/v1/policies/{name}/disable"): missing("POST", "/v1/policies/{b[policy]}/disable"),
+    ("POST", "/v1/policies/{name}/enable"): missing("POST", "/v1/policies/{b[policy]}/enable"),
     ("GET", "/v1/policy-decisions"): reads("/v1/policy-decisions"),
     ("GET", "/v1/policy-exceptions"): reads("/v1/policy-exceptions", include_lapsed="true"),
     ("POST", "/v1/policy-exceptions"): sends(

@@ -140,3 +140,29 @@ def test_policy_test_shows_what_fired_and_exits_1_on_deny(
     broken.write_text("{manifest:")
     refused = qm("policy", "test", policy, "--input", str(broken), expect=1)
     assert f"{broken} is not JSON" in " ".join(refused.split())
+
+
+def test_policy_disable_and_enable_over_http(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    app_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", "120")
+    qm("team", "create", "social", "--cost-center", "default")
+    wrong = app_dir / "wrong.rego"
+    wrong.write_text('package qm.publish.wrong\ndeny contains "everything" if { true }\n')
+    assert "policy wrong v1 (enforce)" in qm("policy", "upload", "wrong", str(wrong))
+    assert "everything" in qm("app", "publish", str(app_dir), expect=1)
+    assert "policy wrong v2 (enforce, disabled)" in qm("policy", "disable", "wrong")
+    listed = qm("policy", "list")
+    assert re.search(r"│ wrong\s+│ 2\s+│ qm\.publish\.wrong\s+│ enforce\s+│ no\s+│", listed)
+    manifest = json.loads((app_dir / "qm-app.json").read_text())
+    (app_dir / "qm-app.json").write_text(json.dumps({**manifest, "version": "1.0.1"}))
+    assert "where2eat@1.0.1 is published" in qm("app", "publish", str(app_dir))
+    assert "policy wrong v3 (enforce)" in qm("policy", "enable", "wrong")
+    staged = qm("policy", "upload", "wrong", str(wrong), "--audit", "--disabled")
+    assert "policy wrong v4 (audit, disabled)" in staged
+    assert "policy 'nope' not found" in qm("policy", "disable", "nope", expect=1)

@@ -245,13 +245,48 @@ def policy_upload(
         Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .rego file.")
     ],
     audit: Annotated[bool, typer.Option(help="Audit mode: log decisions, never block.")] = False,
+    disabled: Annotated[
+        bool, typer.Option("--disabled", help="Store it disabled (qm policy enable NAME later).")
+    ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Upload a policy as its next version (refused with the parser's message if it is bad)."""
-    body = {"name": name, "source": file.read_text(), "mode": "audit" if audit else "enforce"}
+    body = {
+        "name": name,
+        "source": file.read_text(),
+        "mode": "audit" if audit else "enforce",
+        "enabled": not disabled,
+    }
     stored = request("POST", "/v1/policies", json=body, url=url, api_key=api_key)
-    out().print(f"policy {escape(str(stored['name']))} v{stored['version']} ({stored['mode']})")
+    _print_policy(stored)
+
+
+def _print_policy(stored: dict[str, Any]) -> None:
+    state = "" if stored["enabled"] else ", disabled"
+    out().print(
+        f"policy {escape(str(stored['name']))} v{stored['version']} ({stored['mode']}{state})"
+    )
+
+
+@policy_app.command("disable")
+def policy_disable(
+    name: Annotated[str, typer.Argument(help="Policy name (qm policy list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Stop evaluating a policy (its latest version again, disabled, as the next version)."""
+    _print_policy(request("POST", f"/v1/policies/{name}/disable", url=url, api_key=api_key))
+
+
+@policy_app.command("enable")
+def policy_enable(
+    name: Annotated[str, typer.Argument(help="Policy name (qm policy list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Evaluate a disabled policy again (its latest version again, enabled, as the next one)."""
+    _print_policy(request("POST", f"/v1/policies/{name}/enable", url=url, api_key=api_key))
 
 
 @policy_app.command("list")

@@ -110,6 +110,38 @@ def upload_policy(
     return PolicyOut.model_validate(view, from_attributes=True)
 
 
+def _set_enabled(
+    name: str, enabled: bool, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> PolicyOut:
+    from quartermaster.guardrails.gate import guardrail_gate
+
+    view = service.set_policy_enabled(caller, name, enabled=enabled, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)  # admission policies: at once
+    return PolicyOut.model_validate(view, from_attributes=True)
+
+
+@router.post(
+    "/policies/{name}/disable",
+    summary="Disable a policy: its latest version again as the next one, not evaluated",
+    responses=error_responses(404, 409),
+)
+def disable_policy(
+    name: str, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> PolicyOut:
+    return _set_enabled(name, False, caller, runtime, session)
+
+
+@router.post(
+    "/policies/{name}/enable",
+    summary="Enable a disabled policy again: its latest version again as the next one",
+    responses=error_responses(404, 409),
+)
+def enable_policy(
+    name: str, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> PolicyOut:
+    return _set_enabled(name, True, caller, runtime, session)
+
+
 @router.get("/policies", summary="Latest version of every policy", responses=error_responses())
 def list_policies(caller: Reader, session: SessionDep) -> list[PolicyOut]:
     return [

@@ -138,13 +138,52 @@ def upload_policy(
         enabled=enabled,
         created_by=caller.principal_name,
     )
+    return _add_version(row, session)
+
+
+def _add_version(row: Policy, session: Session) -> PolicyView:
+    """Store a policy's next version; two writers of the same name and version: one wins."""
     session.add(row)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise ConflictError(f"policy {name!r} changed concurrently; retry", field="name") from None
+        raise ConflictError(
+            f"policy {row.name!r} changed concurrently; retry", field="name"
+        ) from None
     return _policy_view(row)
+
+
+def set_policy_enabled(
+    caller: AuthContext, name: str, *, enabled: bool, session: Session
+) -> PolicyView:
+    """Disable a policy (it is no longer evaluated anywhere) or enable it again: its latest
+    version, as it is, becomes the next version with `enabled` set, so the history says who
+    turned it off or on and when, and a decision's version still names the source it ran.
+    Read and written in one transaction: an upload in between makes this a conflict instead
+    of being undone. A policy already so is left as it is (no new version)."""
+    latest = session.scalar(
+        select(Policy)
+        .where(Policy.tenant_id == caller.tenant_id, Policy.name == name)
+        .order_by(Policy.version.desc())
+        .limit(1)
+    )
+    if latest is None:
+        raise NotFoundError(f"policy {name!r} not found", field="name")
+    if latest.enabled == enabled:
+        return _policy_view(latest)
+    row = Policy(
+        tenant_id=caller.tenant_id,
+        name=name,
+        version=latest.version + 1,
+        package=latest.package,
+        source=latest.source,
+        source_digest=latest.source_digest,
+        mode=latest.mode,
+        enabled=enabled,
+        created_by=caller.principal_name,
+    )
+    return _add_version(row, session)
 
 
 def in_package(package: str) -> Any:
