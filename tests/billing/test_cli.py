@@ -128,6 +128,32 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "top apps" not in previewed
 
 
+def test_a_draft_is_discarded_and_a_month_not_started_is_refused(qm: CliRunner) -> None:
+    ahead = qm.invoke(app, ["bill", "run", "--month", "2099-03"])
+    assert ahead.exit_code == 1
+    assert "month 2099-03 has not started yet: it starts 2099-03-01 00:00 UTC" in ahead.output
+    assert "2099" not in _ok(qm, "bill", "list")  # no empty draft was made
+
+    _ok(qm, "bill", "run", "--month", "2026-01")
+    run_id = next(
+        line.split()[1] for line in _ok(qm, "bill", "list").splitlines() if "2026-01" in line
+    )
+    assert f"discarded the draft {run_id}" in _ok(qm, "bill", "discard", run_id)
+    assert run_id not in _ok(qm, "bill", "list")
+    gone = qm.invoke(app, ["bill", "discard", run_id])
+    assert gone.exit_code == 1
+    assert "not found" in gone.output
+
+    _ok(qm, "bill", "run", "--month", "2026-01")
+    run_id = next(
+        line.split()[1] for line in _ok(qm, "bill", "list").splitlines() if "2026-01" in line
+    )
+    _ok(qm, "bill", "finalize", run_id)
+    final = qm.invoke(app, ["bill", "discard", run_id])
+    assert final.exit_code == 1
+    assert "finalized and immutable: correct it with an adjustment" in final.output
+
+
 def test_cli_errors_name_the_problem(qm: CliRunner) -> None:
     result = qm.invoke(app, ["bill", "show", "nope"])
     assert result.exit_code == 1

@@ -83,3 +83,27 @@ def test_bad_periods_are_refused_naming_the_field(kwargs: dict[str, object], fie
 def test_unknown_time_zone_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="Mars/Olympus"):
         tenant_zone("Mars/Olympus")
+
+
+def test_a_period_that_has_not_started_is_refused() -> None:
+    """Nothing can have been used in it yet: a run of it was an empty draft. The month in
+    progress is billed as a draft (finalized once it has ended)."""
+    now = datetime(2026, 12, 3, 15, tzinfo=UTC)
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_period(start=None, end=None, month="2027-03", zone=BERLIN, now=now)
+    assert caught.value.field == "month"
+    assert caught.value.message == (
+        "month 2027-03 has not started yet: it starts 2027-03-01 00:00 +01:00; a run bills "
+        "usage recorded so far (the preview shows this month's)"
+    )
+    with pytest.raises(InvalidInputError, match="2026-12-04 00:00 UTC") as caught:
+        resolve_period(
+            start=datetime(2026, 12, 4, tzinfo=UTC),
+            end=datetime(2026, 12, 5, tzinfo=UTC),
+            month=None,
+            zone=UTC_ZONE,
+            now=now,
+        )
+    assert caught.value.field == "period_start"
+    december = resolve_period(start=None, end=None, month="2026-12", zone=UTC_ZONE, now=now)
+    assert december == parse_month("2026-12", UTC_ZONE)

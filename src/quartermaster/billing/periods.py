@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from quartermaster.domain.timeutil import Period, ensure_utc
+from quartermaster.domain.timeutil import Period, ensure_utc, moment_text
 from quartermaster.errors import InvalidInputError
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
@@ -65,13 +65,14 @@ def resolve_period(
     now: datetime,
 ) -> Period:
     """An explicit [start, end), or a month (YYYY-MM), or by default the last complete
-    calendar month in the tenant's time zone."""
+    calendar month in the tenant's time zone. A period that has not started at `now` is
+    refused: nothing can have been used in it yet."""
     if month is not None:
         if start is not None or end is not None:
             raise InvalidInputError(
                 "give either month or period_start/period_end, not both", field="month"
             )
-        return parse_month(month, zone)
+        return _started(parse_month(month, zone), f"month {month.strip()}", "month", zone, now)
     if start is None and end is None:
         return previous_month(now, zone)
     if start is None or end is None:
@@ -85,4 +86,15 @@ def resolve_period(
             f"period_end {end.isoformat()} is not after period_start {start.isoformat()}",
             field="period_end",
         )
-    return Period(ensure_utc(start), ensure_utc(end))
+    period = Period(ensure_utc(start), ensure_utc(end))
+    return _started(period, "the period", "period_start", zone, now)
+
+
+def _started(period: Period, what: str, field: str, zone: ZoneInfo, now: datetime) -> Period:
+    if period.start <= now:
+        return period
+    raise InvalidInputError(
+        f"{what} has not started yet: it starts {moment_text(period.start.astimezone(zone))}; "
+        "a run bills usage recorded so far (the preview shows this month's)",
+        field=field,
+    )

@@ -282,6 +282,13 @@ def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption
     _print_document(document)
 
 
+@bill_app.command("discard")
+def discard(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Discard a draft run and its lines (a finalized run is immutable: adjust it instead)."""
+    request("DELETE", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
+    out().print(f"[green]discarded[/] the draft {escape(run_id)}")
+
+
 @bill_app.command("adjust")
 def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Issue an adjustment for late usage and back-dated price changes (if any)."""
