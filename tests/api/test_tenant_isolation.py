@@ -342,6 +342,10 @@ CASES: dict[tuple[str, str], Case] = {
         "GET", "/v1/price-books/{b[price_book]}/versions/1"
     ),
     ("POST", "/v1/price-books"): Case(_price_book, frozenset({201})),
+    # B's book is no book of A's: A cannot make it A's default (B's default is unchanged).
+    ("PUT", "/v1/price-books/default"): sends(
+        "PUT", "/v1/price-books/default", lambda w: {"name": w.b_ids["price_book"]}, {404}
+    ),
     # --- secrets, leases, identity, audit ---
     ("GET", "/v1/secrets/metadata"): reads("/v1/secrets/metadata"),
     ("GET", "/v1/secrets/metadata/{path:path}"): missing("GET", SECRET.format(verb="metadata")),

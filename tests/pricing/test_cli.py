@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -117,3 +118,25 @@ def test_validate_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         "prices: list should have at least 1 item",
     ):
         assert expected in result.output
+
+
+def test_use_chooses_the_default_and_list_names_it(qm: CliRunner, tmp_path: Path) -> None:
+    for name in ("internal-platform", "typo-book"):
+        path = tmp_path / f"{name}.json"
+        tokens = {"meter": "tokens", "model": "per_unit", "unit_price": "0.001"}
+        document = {"name": name, "currency": "USD", "version": 1, "prices": [tokens]}
+        path.write_text(json.dumps({**document, "effective_from": "2026-01-01T00:00:00Z"}))
+        assert qm.invoke(app, ["pricebook", "load", str(path)]).exit_code == 0
+    listed = qm.invoke(app, ["pricebook", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "default: internal-platform (billing, previews and guardrails use it" in listed.output
+
+    used = qm.invoke(app, ["pricebook", "use", "typo-book"])
+    assert used.exit_code == 0, used.output
+    assert used.output.startswith("default price book: typo-book (chosen 20")
+    assert "by admin)" in used.output
+    assert "default: typo-book" in qm.invoke(app, ["pricebook", "list"]).output
+
+    unknown = qm.invoke(app, ["pricebook", "use", "nope"])
+    assert unknown.exit_code == 1
+    assert "no price book named 'nope'" in unknown.output

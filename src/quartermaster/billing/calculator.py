@@ -90,7 +90,7 @@ class BillingCalculator(Protocol):
     def context(
         self, tenant_id: str, *, price_book: str | None, session: Session
     ) -> PricingContext:
-        """The tenant's price book (by name; None: its only one) and owner directory."""
+        """The tenant's price book (by name; None: its default one) and owner directory."""
         ...
 
 

@@ -29,7 +29,7 @@ class RunCreate(_In):
     month: str | None = Field(default=None, description="YYYY-MM, e.g. 2026-01.")
     kind: RunKind = RunKind.INVOICE
     price_book: str | None = Field(
-        default=None, description="Price book name; default: the tenant's only price book."
+        default=None, description="Price book name; default: the tenant's default price book."
     )
 
 

@@ -1,4 +1,5 @@
-"""`qm pricebook`: load, validate, list and show price books (over HTTP: QM_URL, QM_API_KEY)."""
+"""`qm pricebook`: load, validate, list and show price books, and choose the default one (over
+HTTP: QM_URL, QM_API_KEY)."""
 
 from __future__ import annotations
 
@@ -137,7 +138,31 @@ def list_books(
         for b in books
     ]
     columns = ("name", "currency", "in force", "latest", "versions", "last recorded")
-    out().print(_table("price books", columns, rows))
+    console = out()
+    console.print(_table("price books", columns, rows))
+    default = next((b["name"] for b in books if b["default"]), None)
+    if default is not None:
+        console.print(
+            f"default: {escape(default)} (billing, previews and guardrails use it when no price "
+            "book is named; qm pricebook use NAME changes it)"
+        )
+
+
+@pricebook_app.command("use")
+def use(
+    name: Annotated[str, typer.Argument(help="A price book of the tenant's, by name.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Make a price book the default: billing, previews and guardrails use it when no price
+    book is named."""
+    chosen = request(
+        "PUT", "/v1/price-books/default", json={"name": name}, url=url, api_key=api_key
+    )
+    out().print(
+        f"default price book: {escape(str(chosen['name']))} (chosen "
+        f"{cell_text(chosen['chosen_at'])} by {escape(str(chosen['chosen_by']))})"
+    )
 
 
 @pricebook_app.command("versions")

@@ -84,18 +84,17 @@ def rate_card(
 
 
 def tenant_rate_card(tenant_id: str, at: datetime, *, session: Session) -> list[MeterRate]:
-    """The tenant's rate card from its price book in force at `at` (none: an empty card, so
-    nothing is scored until a price book exists)."""
+    """The tenant's rate card from its default price book in force at `at` (none: an empty
+    card, so nothing is scored until a price book exists)."""
     # Billing and the catalog import the runtime; imported here so the pure part stays light.
     from quartermaster.billing.sources import owner_directory, tenant_meter_definitions
     from quartermaster.catalog.models import App
-    from quartermaster.pricing.service import load_history, price_book_names
+    from quartermaster.pricing.service import default_price_book_name, load_history
 
-    names = price_book_names(tenant_id, session=session)
-    if len(names) != 1:
-        # None, or several (the billing run names one; the detector cannot guess): unpriced.
+    name = default_price_book_name(tenant_id, session=session)
+    if name is None:
         return []
-    history = load_history(tenant_id, names[0], session=session)
+    history = load_history(tenant_id, name, session=session)
     try:
         document = history.effective_at(at)
     except NoVersionInForceError:

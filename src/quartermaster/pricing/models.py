@@ -1,4 +1,5 @@
-"""Price book versions per tenant. A stored version is never edited: changes are new versions."""
+"""Price book versions per tenant (a stored version is never edited: changes are new
+versions), and which book is each tenant's default."""
 
 from __future__ import annotations
 
@@ -29,3 +30,16 @@ class PriceBookVersionRow(Base):
     # When it was stored (its creation time); effective_from < recorded_at is back-dated.
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(200))
+
+
+class PriceBookDefault(Base):
+    """The tenant's default price book: the one billing runs, previews and guardrails price
+    with when no name is given. A tenant's first price book becomes it when loaded; later
+    books change it only when chosen (`PUT /v1/price-books/default`)."""
+
+    __tablename__ = "price_book_defaults"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    chosen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    chosen_by: Mapped[str] = mapped_column(String(200))

@@ -1,5 +1,5 @@
 """Price book routes. Admins upload versions (JSON, or YAML with Content-Type
-application/yaml); admins and finance read them."""
+application/yaml) and choose the tenant's default price book; admins and finance read them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from quartermaster.errors import PayloadTooLargeError
 from quartermaster.pricing import service
 from quartermaster.pricing.loader import format_for_content_type, parse_price_book
 from quartermaster.pricing.schemas import (
+    DefaultPriceBookIn,
+    DefaultPriceBookOut,
     PriceBookSummaryOut,
     PriceBookUploadOut,
     PriceBookVersionDetail,
@@ -96,6 +98,23 @@ def list_price_books(
 ) -> list[PriceBookSummaryOut]:
     summaries = service.list_price_books(caller.tenant_id, at=at, session=session)
     return [PriceBookSummaryOut.build(summary) for summary in summaries]
+
+
+@router.put(
+    "/default",
+    summary="Choose the tenant's default price book",
+    description="The price book billing runs, previews, budgets, default caps and high-cost "
+    "previews price with when no price book is named. A tenant's first price book becomes "
+    "the default when it is loaded; later ones only when chosen here.",
+    responses=error_responses(404, 422),
+)
+def set_default_price_book(
+    body: DefaultPriceBookIn, caller: AdminCaller, session: SessionDep
+) -> DefaultPriceBookOut:
+    chosen = service.set_default_price_book(
+        caller.tenant_id, body.name, chosen_by=caller.principal_name, session=session
+    )
+    return DefaultPriceBookOut.build(chosen)
 
 
 @router.get(

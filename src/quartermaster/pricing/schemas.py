@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from quartermaster.pricing.history import PriceBookHistory
-from quartermaster.pricing.models import PriceBookVersionRow
+from quartermaster.pricing.models import PriceBookDefault, PriceBookVersionRow
 from quartermaster.pricing.service import PriceBookSummary
 
 
@@ -61,6 +61,10 @@ class PriceBookSummaryOut(BaseModel):
     versions: int
     in_force_version: int | None
     latest_recorded_at: datetime
+    default: bool = Field(
+        description="The tenant's default price book: the one billing runs, previews and "
+        "guardrails use when no price book is named."
+    )
 
     @classmethod
     def build(cls, summary: PriceBookSummary) -> PriceBookSummaryOut:
@@ -71,4 +75,23 @@ class PriceBookSummaryOut(BaseModel):
             versions=summary.versions,
             in_force_version=summary.in_force_version,
             latest_recorded_at=summary.latest_recorded_at,
+            default=summary.is_default,
         )
+
+
+class DefaultPriceBookIn(BaseModel):
+    name: str = Field(
+        min_length=1, max_length=64, description="A price book of the tenant's, by name."
+    )
+
+
+class DefaultPriceBookOut(BaseModel):
+    name: str = Field(description="The tenant's default price book.")
+    chosen_at: datetime = Field(
+        description="When it became the default (its first load, for a tenant's first book)."
+    )
+    chosen_by: str
+
+    @classmethod
+    def build(cls, row: PriceBookDefault) -> DefaultPriceBookOut:
+        return cls(name=row.name, chosen_at=row.chosen_at, chosen_by=row.chosen_by)

@@ -1,4 +1,5 @@
-"""Price book storage: immutable versions per tenant, and the histories billing prices with.
+"""Price book storage: immutable versions per tenant, the histories billing prices with, and
+each tenant's default price book (the one used when no name is given).
 
 Functions take `session` keyword-only, scope every query to the tenant and commit their
 own unit of work."""
@@ -17,7 +18,7 @@ from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.pricing.document import PriceBookDocument
 from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
 from quartermaster.pricing.loader import canonical_json, content_hash, document_from_json
-from quartermaster.pricing.models import PriceBookVersionRow
+from quartermaster.pricing.models import PriceBookDefault, PriceBookVersionRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class PriceBookSummary:
     versions: int
     in_force_version: int | None  # at the time asked about (None: none yet in force)
     latest_recorded_at: datetime
+    is_default: bool  # the tenant's default price book (see resolve_price_book_name)
 
 
 def _rows(tenant_id: str, name: str, *, session: Session) -> list[PriceBookVersionRow]:
@@ -76,11 +78,47 @@ def store_price_book(
 ) -> StoredVersion:
     """Store a new version. Re-sending a stored version unchanged returns it (created=False);
     changing a stored version, going back in version numbers or changing the currency is
-    refused. An effective_from before now is allowed: a back-dated change."""
+    refused. An effective_from before now is allowed: a back-dated change. The tenant's
+    first price book becomes its default price book."""
     digest = content_hash(document)
-    same = _same_version(tenant_id, document, digest, session=session)
-    if same is not None:
-        return same
+    recorded_at = ensure_utc(now) if now is not None else utc_now()
+    # A second attempt follows a concurrent upload that stored this version or made another
+    # book the default first.
+    for attempt in (1, 2):
+        same = _same_version(tenant_id, document, digest, session=session)
+        if same is not None:
+            return same
+        first_book = session.get(PriceBookDefault, tenant_id) is None
+        row = _new_version(tenant_id, document, digest, created_by, recorded_at, session=session)
+        if first_book:
+            session.add(
+                PriceBookDefault(
+                    tenant_id=tenant_id,
+                    name=document.name,
+                    chosen_at=recorded_at,
+                    chosen_by=created_by,
+                )
+            )
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+            continue
+        return StoredVersion(row, created=True)
+    raise AssertionError("unreachable")
+
+
+def _new_version(
+    tenant_id: str,
+    document: PriceBookDocument,
+    digest: str,
+    created_by: str,
+    recorded_at: datetime,
+    *,
+    session: Session,
+) -> PriceBookVersionRow:
     rows = _rows(tenant_id, document.name, session=session)
     if rows:
         latest = rows[-1]
@@ -104,20 +142,11 @@ def store_price_book(
         effective_from=document.effective_from,
         document=canonical_json(document),
         content_hash=digest,
-        recorded_at=ensure_utc(now) if now is not None else utc_now(),
+        recorded_at=recorded_at,
         created_by=created_by,
     )
     session.add(row)
-    try:
-        session.commit()
-    except IntegrityError:
-        # A concurrent upload of the same name and version won the race.
-        session.rollback()
-        again = _same_version(tenant_id, document, digest, session=session)
-        if again is None:
-            raise
-        return again
-    return StoredVersion(row, created=True)
+    return row
 
 
 def to_version(row: PriceBookVersionRow) -> PriceBookVersion:
@@ -178,21 +207,67 @@ def price_book_names(tenant_id: str, *, session: Session) -> list[str]:
     return list(session.scalars(query))
 
 
+def default_price_book(tenant_id: str, *, session: Session) -> PriceBookDefault | None:
+    """The tenant's default price book (None: the tenant has no price book yet)."""
+    return session.get(PriceBookDefault, tenant_id)
+
+
+def default_price_book_name(tenant_id: str, *, session: Session) -> str | None:
+    chosen = default_price_book(tenant_id, session=session)
+    return chosen.name if chosen is not None else None
+
+
+def set_default_price_book(
+    tenant_id: str,
+    name: str,
+    *,
+    chosen_by: str,
+    session: Session,
+    now: datetime | None = None,
+) -> PriceBookDefault:
+    """Make `name` (a price book of the tenant) the one billing, previews and guardrails use
+    when no name is given. Choosing the current default again changes nothing."""
+    if name not in price_book_names(tenant_id, session=session):
+        raise NotFoundError(f"no price book named {name!r}", field="name")
+    for attempt in (1, 2):
+        chosen = session.get(PriceBookDefault, tenant_id)
+        if chosen is not None and chosen.name == name:
+            return chosen
+        moment = ensure_utc(now) if now is not None else utc_now()
+        if chosen is None:
+            chosen = PriceBookDefault(tenant_id=tenant_id, name=name)
+            session.add(chosen)
+        chosen.name, chosen.chosen_at, chosen.chosen_by = name, moment, chosen_by
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent first upload recorded a default meanwhile: choose over it.
+            session.rollback()
+            if attempt == 2:
+                raise
+            continue
+        return chosen
+    raise AssertionError("unreachable")
+
+
 def resolve_price_book_name(tenant_id: str, name: str | None, *, session: Session) -> str:
-    """The price book to bill with: `name` when given, else the tenant's only one."""
-    names = price_book_names(tenant_id, session=session)
+    """The price book to bill with: `name` when given, else the tenant's default."""
     if name is not None:
-        if name not in names:
+        if name not in price_book_names(tenant_id, session=session):
             raise NotFoundError(f"no price book named {name!r}", field="price_book")
         return name
+    chosen = default_price_book_name(tenant_id, session=session)
+    if chosen is not None:
+        return chosen
+    names = price_book_names(tenant_id, session=session)
     if not names:
         raise NotFoundError("the tenant has no price book: upload one first", field="price_book")
-    if len(names) > 1:
-        raise InvalidInputError(
-            f"the tenant has several price books ({', '.join(names)}): name one",
-            field="price_book",
-        )
-    return names[0]
+    # Only versions stored around the storage layer have no default recorded.
+    raise InvalidInputError(
+        f"the tenant has no default price book among {', '.join(names)}: choose one "
+        "(qm pricebook use NAME)",
+        field="price_book",
+    )
 
 
 def list_price_books(
@@ -214,6 +289,7 @@ def list_price_books(
     by_name: dict[str, list[tuple[int, str, datetime, datetime]]] = {}
     for name, version, currency, effective_from, recorded_at in session.execute(query):
         by_name.setdefault(name, []).append((version, currency, effective_from, recorded_at))
+    default = default_price_book_name(tenant_id, session=session)
     summaries: list[PriceBookSummary] = []
     for name, versions in by_name.items():
         in_force = [v[0] for v in versions if v[2] <= moment]
@@ -225,6 +301,7 @@ def list_price_books(
                 versions=len(versions),
                 in_force_version=max(in_force) if in_force else None,
                 latest_recorded_at=max(v[3] for v in versions),
+                is_default=name == default,
             )
         )
     return summaries
