@@ -154,6 +154,27 @@ def test_a_draft_is_discarded_and_a_month_not_started_is_refused(qm: CliRunner) 
     assert "finalized and immutable: correct it with an adjustment" in final.output
 
 
+def test_a_team_member_sees_its_teams_lines_and_no_total(qm: CliRunner, platform: Platform) -> None:
+    """The API hides the document's total from members (null): the header says so, and
+    counts the lines the member sees, instead of `total 0.00 USD (13 lines, …)`."""
+    _ok(qm, "bill", "run", "--month", "2026-01")
+    run_id = next(
+        line.split()[1] for line in _ok(qm, "bill", "list").splitlines() if "2026" in line
+    )
+    platform.post("/v1/teams", {"slug": "ops", "cost_center": "eng"})
+    for team, header in (
+        ("data", "total hidden from team members (team data: 19.03 USD in 5 lines; as of "),
+        ("ops", "total hidden from team members (team ops: 0.00 USD in 0 lines; as of "),
+    ):
+        key = platform.key_for("team-member", team=team)["Authorization"].removeprefix("Bearer ")
+        shown = _ok(qm, "bill", "show", run_id, "--api-key", key)
+        assert header in shown, shown
+        assert "13 lines" not in shown
+        assert "59.52" not in shown
+    assert "no lines" in shown  # ops: said in words instead of empty tables
+    assert "cost per cost center" not in shown
+
+
 def test_cli_errors_name_the_problem(qm: CliRunner) -> None:
     result = qm.invoke(app, ["bill", "show", "nope"])
     assert result.exit_code == 1

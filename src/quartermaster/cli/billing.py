@@ -81,15 +81,32 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
     return table
 
 
-def _print_document(document: dict[str, Any], *, visible_total: str | None = None) -> None:
+def _line_count(count: int) -> str:
+    return f"{count:,} line" if count == 1 else f"{count:,} lines"
+
+
+def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None = None) -> None:
+    """The document's header. A team-member's (`detail` limited to a team; the API hides
+    the document's total from members) says the total is hidden, and counts and sums the
+    lines the member sees."""
     label = "adjustment" if document["document_type"] == "adjustment" else document["kind"]
-    total = document["total"] if document["total"] is not None else visible_total
+    currency = document["currency"]
+    if document["total"] is not None:
+        total = f"total {_money(document['total'])} {currency}"
+        lines = f"{_line_count(document['line_count'])}, "
+    elif detail is not None and detail["team"]:
+        total = "total hidden from team members"
+        lines = (
+            f"team {detail['team']}: {_money(detail['visible_total'])} {currency} in "
+            f"{_line_count(len(detail['lines']))}; "
+        )
+    else:
+        total, lines = "total hidden", ""
     out().print(
         f"[bold]{label} {document['id']}[/] {document['status']}, period "
-        f"{_period_label(document['period_start'], document['period_end'])}: "
-        f"total {_money(total)} {document['currency']} ({document['line_count']} lines, "
-        f"as of {cell_text(document['as_of'])}, price book {document['price_book']} "
-        f"v{document['price_book_versions']})"
+        f"{_period_label(document['period_start'], document['period_end'])}: {total} "
+        f"({escape(lines)}as of {cell_text(document['as_of'])}, price book "
+        f"{escape(document['price_book'])} v{document['price_book_versions']})"
     )
     if document.get("corrects_run_id"):
         out().print(f"corrects run {document['corrects_run_id']}")
@@ -259,12 +276,14 @@ def show(
     """A run with cost per cost center and team, top apps, its lines and adjustments."""
     detail = request("GET", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
     document = detail["document"]
-    _print_document(document, visible_total=detail["visible_total"])
-    if detail["team"]:
-        out().print(f"lines of team {detail['team']}: {_money(detail['visible_total'])}")
-    print_summary(detail["lines"], document["currency"])
-    if all_lines or lines > 0:
-        print_lines(detail["lines"], limit=None if all_lines else lines)
+    _print_document(document, detail=detail)
+    if not detail["lines"]:
+        whose = f" of team {detail['team']}" if detail["team"] else ""
+        out().print(Text(f"no lines{whose} in this document", style="dim"))
+    else:
+        print_summary(detail["lines"], document["currency"])
+        if all_lines or lines > 0:
+            print_lines(detail["lines"], limit=None if all_lines else lines)
     if detail["adjustments"]:
         rows = [
             (a["id"][:SHORT_ID], a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
@@ -299,7 +318,7 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
         out().print(f"[green]no adjustment needed:[/] {escape(str(result['message']))}")
         return
     detail = result["adjustment"]
-    _print_document(detail["document"])
+    _print_document(detail["document"], detail=detail)
     print_lines(detail["lines"], limit=None)
 
 
