@@ -255,6 +255,45 @@ def test_all_structural_errors_are_reported_together() -> None:
     assert paths == ["currency", "version", "prices[1].colour"]
 
 
+def test_rules_between_fields_are_reported_with_the_bad_fields() -> None:
+    """Six bad fields and three broken rules between fields come in one answer, in document
+    order; the rules used to be checked only once every field was valid."""
+    data = base(currency="usd", version=0)
+    data["prices"][0]["unit_price"] = "-1"  # bad field
+    data["prices"][1]["scope"] = {"team": "web", "app": "shop"}  # two owners
+    data["prices"][2]["colour"] = "red"  # bad field
+    data["prices"][3]["tiers"][1]["up_to"] = 800  # tier order
+    data["discounts"] = [{"name": "d", "percent": 200, "applies_to": {"team": "web"}}]
+    data["reservations"] = [
+        {"name": "r", "meter": "gpu_hours", "credit": 5},  # no price rule
+        {"name": "r2", "meter": "tokens", "credit": 0},  # bad field
+    ]
+    assert [path for path, _ in issues_of(data)] == [
+        "currency",
+        "version",
+        "prices[0].unit_price",
+        "prices[1].scope",
+        "prices[2].colour",
+        "prices[3].tiers[1].up_to",
+        "discounts[0].percent",
+        "reservations[0].meter",
+        "reservations[1].credit",
+    ]
+
+
+def test_rules_between_fields_on_invalid_parts_are_left_to_the_field_errors() -> None:
+    # A rule that is itself invalid is not checked further; without a list of prices, which
+    # meters are priced is unknown, so a reservation's meter is not reported as unpriced.
+    data = base(prices="tokens", reservations=[{"name": "r", "meter": "gpu_hours", "credit": 5}])
+    assert issues_of(data) == [("prices", "input should be a valid list")]
+    bad_rule = with_rule(3, colour="red", tiers=[{"up_to": 5, "unit_price": 1}])
+    assert [path for path, _ in issues_of(bad_rule)] == ["prices[3].colour"]
+    # A reservation's meter priced by a rule with a bad field is priced.
+    priced_by_bad = with_rule(1, colour="red")
+    priced_by_bad["reservations"] = [{"name": "r", "meter": "tokens", "credit": 5}]
+    assert [path for path, _ in issues_of(priced_by_bad)] == ["prices[1].colour"]
+
+
 def test_error_message_lists_paths_and_field_is_the_first() -> None:
     with pytest.raises(PriceBookError) as caught:
         validate_document(base(currency="usd", version=0))

@@ -9,6 +9,7 @@ is documented in docs/pricing.md.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection, Iterable
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -261,9 +262,30 @@ def _selector_issue(selector: Selector, path: str) -> list[Issue]:
 
 def semantic_issues(doc: PriceBookDocument) -> list[Issue]:
     """Rules between fields; each issue names the path of the field that breaks it."""
+    return section_issues(
+        prices=enumerate(doc.prices),
+        discounts=enumerate(doc.discounts),
+        platform_costs=enumerate(doc.platform_costs),
+        reservations=enumerate(doc.reservations),
+        priced={rule.meter for rule in doc.prices},
+    )
+
+
+def section_issues(
+    *,
+    prices: Iterable[tuple[int, AnyRule]],
+    discounts: Iterable[tuple[int, Discount]],
+    platform_costs: Iterable[tuple[int, AnyPolicy]],
+    reservations: Iterable[tuple[int, Reservation]],
+    priced: Collection[str] | None,
+) -> list[Issue]:
+    """`semantic_issues` over the items of each section that are valid on their own, with
+    their index in the document; so a document with bad fields elsewhere still has these
+    rules checked. `priced`: the meters that have a price rule (None: not known, the checks
+    that need it are skipped)."""
     issues: list[Issue] = []
     seen_rules: dict[tuple[str, str], int] = {}
-    for index, rule in enumerate(doc.prices):
+    for index, rule in prices:
         path = f"prices[{index}]"
         issues.extend(_model_issues(rule, path))
         if rule.scope is not None:
@@ -278,9 +300,8 @@ def semantic_issues(doc: PriceBookDocument) -> list[Issue]:
                     f"(already at prices[{first}])",
                 )
             )
-    priced = {rule.meter for rule in doc.prices}
     seen_names: dict[str, int] = {}
-    for index, discount in enumerate(doc.discounts):
+    for index, discount in discounts:
         path = f"discounts[{index}]"
         issues.extend(_selector_issue(discount.applies_to, f"{path}.applies_to"))
         first = seen_names.setdefault(discount.name, index)
@@ -289,10 +310,10 @@ def semantic_issues(doc: PriceBookDocument) -> list[Issue]:
                 (f"{path}.name", f"duplicate discount {discount.name!r} (discounts[{first}])")
             )
         for position, meter in enumerate(discount.meters or ()):
-            if meter not in priced:
+            if priced is not None and meter not in priced:
                 issues.append((f"{path}.meters[{position}]", f"no price rule for meter {meter!r}"))
     seen_costs: dict[str, int] = {}
-    for index, policy in enumerate(doc.platform_costs):
+    for index, policy in platform_costs:
         path = f"platform_costs[{index}]"
         first = seen_costs.setdefault(policy.cost_type, index)
         if first != index:
@@ -306,7 +327,7 @@ def semantic_issues(doc: PriceBookDocument) -> list[Issue]:
         if isinstance(policy, DirectPolicy):
             issues.extend(_direct_target_issues(policy.to, f"{path}.to"))
     seen_reservations: dict[str, int] = {}
-    for index, reservation in enumerate(doc.reservations):
+    for index, reservation in reservations:
         path = f"reservations[{index}]"
         first = seen_reservations.setdefault(reservation.name, index)
         if first != index:
@@ -316,7 +337,7 @@ def semantic_issues(doc: PriceBookDocument) -> list[Issue]:
                     f"duplicate reservation {reservation.name!r} (reservations[{first}])",
                 )
             )
-        if reservation.meter not in priced:
+        if priced is not None and reservation.meter not in priced:
             issues.append((f"{path}.meter", f"no price rule for meter {reservation.meter!r}"))
     return issues
 

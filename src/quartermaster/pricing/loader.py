@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from quartermaster.errors import InvalidInputError
 from quartermaster.pricing.document import (
     METHOD_TAGS,
     MODEL_TAGS,
+    AnyPolicy,
+    AnyRule,
+    Discount,
     Issue,
+    PlatformCostPolicy,
     PriceBookDocument,
+    PriceRule,
+    Reservation,
+    section_issues,
     semantic_issues,
 )
 
@@ -30,6 +38,7 @@ MAX_ISSUES_IN_MESSAGE = 20
 _TAGS = frozenset(MODEL_TAGS + METHOD_TAGS)
 _TAGS_BY_DISCRIMINATOR = {"model": MODEL_TAGS, "method": METHOD_TAGS}
 DOCUMENT_PATH = "(document)"
+_T = TypeVar("_T")
 
 
 class PriceBookError(InvalidInputError):
@@ -139,28 +148,98 @@ def _issue_from(error: ErrorDetails) -> Issue:
     return path, message[:1].lower() + message[1:]
 
 
-def validate_document(data: Any) -> PriceBookDocument:
-    """Plain data to a document, or PriceBookError listing every bad field with its path."""
+_PRICE_RULE: TypeAdapter[AnyRule] = TypeAdapter(PriceRule)
+_DISCOUNT: TypeAdapter[Discount] = TypeAdapter(Discount)
+_POLICY: TypeAdapter[AnyPolicy] = TypeAdapter(PlatformCostPolicy)
+_RESERVATION: TypeAdapter[Reservation] = TypeAdapter(Reservation)
+_FIELD_ORDER = {name: position for position, name in enumerate(PriceBookDocument.model_fields)}
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _valid_items(data: dict[str, Any], key: str, adapter: TypeAdapter[_T]) -> list[tuple[int, _T]]:
+    """The items of a section that are valid on their own, with their index."""
+    items = data.get(key)
+    if not isinstance(items, list):
+        return []
+    valid: list[tuple[int, _T]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, adapter.validate_python(item)))
+        except ValidationError:
+            continue
+    return valid
+
+
+def _issues_of_valid_parts(data: dict[str, Any]) -> list[Issue]:
+    """The rules between fields (tier order, one owner per scope, a reservation's meter
+    priced, duplicates) over the parts of an invalid document that are valid on their own,
+    so that they are reported with the bad fields rather than after those are fixed."""
+    prices = data.get("prices")
+    priced = (
+        {
+            item["meter"]
+            for item in prices
+            if isinstance(item, dict) and isinstance(item.get("meter"), str)
+        }
+        if isinstance(prices, list)
+        else None
+    )
+    return section_issues(
+        prices=_valid_items(data, "prices", _PRICE_RULE),
+        discounts=_valid_items(data, "discounts", _DISCOUNT),
+        platform_costs=_valid_items(data, "platform_costs", _POLICY),
+        reservations=_valid_items(data, "reservations", _RESERVATION),
+        priced=priced,
+    )
+
+
+def in_document_order(issues: list[Issue]) -> list[Issue]:
+    """Issues sorted by where their path is in the document: the top-level fields in the
+    schema's order, then item indexes (issues of one place keep their order)."""
+
+    def key(issue: Issue) -> tuple[int, tuple[int, ...]]:
+        path = issue[0]
+        top = re.split(r"[.\[]", path, maxsplit=1)[0]
+        position = -1 if path == DOCUMENT_PATH else _FIELD_ORDER.get(top, len(_FIELD_ORDER))
+        return position, tuple(int(index) for index in _INDEX.findall(path))
+
+    return sorted(issues, key=key)
+
+
+def check_document(data: Any) -> tuple[PriceBookDocument | None, list[Issue]]:
+    """Plain data to a document (None when it has issues) and every issue found: each bad
+    field, and the rules between fields wherever the fields they need are valid."""
     if not isinstance(data, dict):
         got = "nothing" if data is None else type(data).__name__
-        raise PriceBookError([(DOCUMENT_PATH, f"must be a mapping of fields, got {got}")])
+        return None, [(DOCUMENT_PATH, f"must be a mapping of fields, got {got}")]
     try:
         document = PriceBookDocument.model_validate(data)
     except ValidationError as exc:
-        raise PriceBookError([_issue_from(error) for error in exc.errors()]) from None
-    issues = semantic_issues(document)
-    if issues:
+        issues = [_issue_from(error) for error in exc.errors()]
+        return None, in_document_order(issues + _issues_of_valid_parts(data))
+    issues = in_document_order(semantic_issues(document))
+    return (None, issues) if issues else (document, [])
+
+
+def validate_document(data: Any) -> PriceBookDocument:
+    """Plain data to a document, or PriceBookError listing every bad field with its path."""
+    document, issues = check_document(data)
+    if document is None:
         raise PriceBookError(issues)
     return document
 
 
-def parse_price_book(text: str | bytes, fmt: DocumentFormat) -> PriceBookDocument:
+def decode(text: str | bytes) -> str:
     if isinstance(text, bytes):
         try:
-            text = text.decode("utf-8")
+            return text.decode("utf-8")
         except UnicodeDecodeError:
             raise PriceBookError([(DOCUMENT_PATH, "not UTF-8 text")]) from None
-    return validate_document(parse_raw(text, fmt))
+    return text
+
+
+def parse_price_book(text: str | bytes, fmt: DocumentFormat) -> PriceBookDocument:
+    return validate_document(parse_raw(decode(text), fmt))
 
 
 def document_to_data(document: PriceBookDocument) -> dict[str, Any]:
