@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from quartermaster.cli.main import _register_groups, app
-from tests.conftest import free_port
+from tests.conftest import LiveServer, free_port
 from tests.usage.store_holder import held_by_another_process
 
 QM = [sys.executable, "-c", "from quartermaster.cli.main import main; main()"]
@@ -67,6 +68,60 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
     assert result.returncode == 1
     assert f"error: Not a directory: {not_a_dir / 'qm'}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, "error: no server key at {data_dir}/server.key: run `qm init`"),
+        (
+            {"QM_PORT": "abc", "QM_LOG_LEVEL": "loud"},
+            "error: invalid setting (environment or qm.toml): QM_PORT='abc': Input should be a "
+            "valid integer, unable to parse string as an integer; QM_LOG_LEVEL='loud': Input "
+            "should be 'debug', 'info', 'warning' or 'error'",
+        ),
+        (
+            {"QM_DATABASE_URL": "foo://x"},
+            "error: cannot use QM_DATABASE_URL: Can't load plugin: sqlalchemy.dialects:foo",
+        ),
+        (
+            {"QM_DATABASE_URL": "postgresql+psycopg://qm@127.0.0.1:{port}/qm"},
+            "error: cannot open the database (QM_DATABASE_URL): connection failed: connection "
+            'to server at "127.0.0.1", port {port} failed: Connection refused',
+        ),
+    ],
+    ids=["not initialized", "unparsable settings", "unknown database", "database unreachable"],
+)
+def test_a_setup_that_cannot_work_is_named_in_one_line(
+    tmp_path: Path, settings: dict[str, str], expected: str
+) -> None:
+    data_dir, port = tmp_path / "qm", str(free_port())
+    filled = {name: value.replace("{port}", port) for name, value in settings.items()}
+    env = _env(QM_DATA_DIR=str(data_dir), **filled)
+    # `qm init` reaches the database; `qm tenant list` first needs the data dir's key.
+    command = "init" if "QM_DATABASE_URL" in settings else "tenant"
+    result = subprocess.run(
+        [*QM, command, *(["list"] if command == "tenant" else [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    wanted = expected.replace("{data_dir}", str(data_dir)).replace("{port}", port)
+    assert wanted in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_server_url_without_a_scheme_means_http(live_server: LiveServer) -> None:
+    """The help writes the default as `127.0.0.1:8080`, so users write QM_URL that way."""
+    bare = live_server.url.removeprefix("http://")
+    env = _env(QM_URL=bare, QM_API_KEY="qm_x_y")
+    result = subprocess.run(
+        [*QM, "team", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "error 401" in result.stderr, result.stderr
 
 
 def test_every_command_has_a_one_line_summary() -> None:
@@ -166,3 +221,12 @@ def test_serve_refuses_an_unknown_log_level_naming_the_ones_it_takes() -> None:
     result = CliRunner().invoke(app, ["serve", "--log-level", "loud"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "'loud' is not one of debug, info, warning, error" in result.output
+
+
+def test_serve_refuses_a_port_out_of_range() -> None:
+    result = subprocess.run(
+        [*QM, "serve", "--port", "99999"], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "Invalid value for '--port'" in result.stderr
+    assert "less than or equal to 65535" in result.stderr

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Container, Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -30,6 +31,8 @@ def api_client(
 ) -> httpx.Client:
     """Reads QM_URL and QM_API_KEY unless given; refuses to run without a key."""
     base = url or os.environ.get("QM_URL", DEFAULT_URL)
+    if "://" not in base:  # `127.0.0.1:8080`, as the help writes the default
+        base = f"http://{base}"
     key = api_key or os.environ.get("QM_API_KEY")
     if not key:
         raise typer.BadParameter("no API key: set QM_API_KEY or pass --api-key")
@@ -134,8 +137,12 @@ def team_or_app(team: str | None, app_id: str | None) -> str:
 
 def grouped(number: object) -> str:
     """'458,145.261' for '458145.261': a decimal's digits as the API sent them (no rounding,
-    no float), grouped in thousands."""
-    whole, dot, fraction = str(number).partition(".")
+    no float), grouped in thousands; one in exponent notation ('1E-7', as Python writes some
+    Decimals) in plain notation."""
+    text = str(number)
+    if "e" in text.lower():
+        text = format(Decimal(text), "f")
+    whole, dot, fraction = text.partition(".")
     sign = "-" if whole.startswith("-") else ""
     return f"{sign}{int(whole.lstrip('-') or 0):,}{dot}{fraction}"
 

@@ -20,6 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
     api_client,
     check,
     data_table,
@@ -47,13 +49,6 @@ reconciliation_app = typer.Typer(
     help="Hourly reconciliation counters: received, accepted, duplicate, rejected by reason.",
     invoke_without_command=True,
 )
-
-UrlOption = Annotated[
-    str | None, typer.Option("--url", help="Server URL (default: QM_URL or 127.0.0.1:8080).")
-]
-ApiKeyOption = Annotated[
-    str | None, typer.Option("--api-key", help="API key (default: QM_API_KEY).")
-]
 
 
 class DeliveryError(RuntimeError):

@@ -128,7 +128,7 @@ def _the_list(names: list[str]) -> str:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
@@ -295,6 +295,36 @@ def main() -> None:
             f"cannot reach the server{_target(exc)}: {exc}. "
             "Is `qm serve` running there (QM_URL or --url)?"
         )
+    except Exception as exc:
+        message = _setup_failure(exc)
+        if message is None:
+            raise
+        fail(message)
+
+
+def _setup_failure(exc: Exception) -> str | None:
+    """One line for what stops a command before it does anything: settings that do not
+    parse, a data dir without `qm init`, a database URL that cannot be used or reached."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from quartermaster.config import ConfigurationError
+
+    if isinstance(exc, ConfigurationError):
+        return str(exc)
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        problems = "; ".join(
+            f"QM_{'_'.join(str(part) for part in error['loc']).upper()}="
+            f"{error['input']!r}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return f"invalid setting (environment or qm.toml): {problems}"
+    if isinstance(exc, ArgumentError):  # NoSuchModuleError too: an unknown URL scheme
+        return f"cannot use QM_DATABASE_URL: {exc}"
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        return f"cannot open the database (QM_DATABASE_URL): {reason}"
+    return None
 
 
 def _target(exc: httpx.TransportError) -> str:
