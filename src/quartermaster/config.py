@@ -223,7 +223,8 @@ def load_settings(**overrides: object) -> Settings:
 
 def generate_server_key(settings: Settings) -> Path:
     """Create the server's own key in the data dir once; never overwrite an existing one."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Private: the databases in it hold every tenant's data and are created with the umask.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.data_dir / SERVER_KEY_FILE
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

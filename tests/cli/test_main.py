@@ -217,6 +217,22 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
     assert "created the identity key (kept the server key and the root keyring)" in repaired
 
 
+def test_init_makes_the_data_dir_private_and_warns_of_one_that_is_not(tmp_path: Path) -> None:
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir))
+    made = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert "warning" not in made.stderr
+    data_dir.chmod(0o755)
+    again = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0
+    assert f"warning: {data_dir} is open to other users (mode 755)" in " ".join(
+        again.stderr.split()
+    )
+    assert f"chmod 700 {data_dir}" in " ".join(again.stderr.split())
+
+
 def test_serve_refuses_an_unknown_log_level_naming_the_ones_it_takes() -> None:
     result = CliRunner().invoke(app, ["serve", "--log-level", "loud"], env={"COLUMNS": "200"})
     assert result.exit_code == 2

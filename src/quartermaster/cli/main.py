@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from quartermaster.cli.client import fail, out, plain
+from quartermaster.cli.client import err, fail, out, plain
 from quartermaster.config import (
     SERVER_KEY_FILE,
     LogLevel,
@@ -106,6 +106,12 @@ def init(data_dir: DataDirOption = None) -> None:
     finally:
         engine.dispose()
     where = escape(str(settings.data_dir))
+    mode = settings.data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        err().print(
+            f"[yellow]warning:[/] {where} is open to other users (mode {mode:o}); its databases "
+            f"hold every tenant's data: chmod 700 {where}"
+        )
     if len(kept) == len(key_files):
         out().print(
             f"{where} was already initialized: its keys are kept as they were; "
