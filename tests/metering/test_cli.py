@@ -16,7 +16,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from quartermaster.cli import events as cli
-from tests.conftest import LiveServer, TenantHandle
+from tests.conftest import LiveServer, TenantHandle, free_port
 from tests.metering.conftest import AppHandle, usage_event
 
 runner = CliRunner()
@@ -102,14 +102,64 @@ def test_send_names_a_file_that_does_not_exist(tmp_path: Path) -> None:
     assert "does not exist" in result.output
 
 
-def test_send_of_a_file_with_no_json_line_sends_nothing(tmp_path: Path) -> None:
+def test_send_of_a_file_with_no_json_line_sends_nothing(
+    tmp_path: Path, live_server: LiveServer, tenant: TenantHandle
+) -> None:
     file = write_jsonl(tmp_path / "bad.jsonl", [b'{"id": '])
-    # No server at this URL: nothing is sent, so nothing fails to connect.
-    unreachable = {"QM_URL": "http://127.0.0.1:9", "QM_API_KEY": "qm_x_y", "COLUMNS": "300"}
-    result = runner.invoke(cli.app, ["send", str(file)], env=unreachable)
+    result = runner.invoke(
+        cli.app, ["send", str(file)], env=env(live_server, tenant) | {"COLUMNS": "300"}
+    )
     assert result.exit_code == 1
     assert "0 events sent" in result.output
     assert "invalid_json" in result.output
+
+
+def test_send_to_no_server_stops_at_once_instead_of_retrying(tmp_path: Path) -> None:
+    """Retries are for a server that goes away mid-send; `qm` then names the URL (main)."""
+    file = write_jsonl(tmp_path / "events.jsonl", [usage_event("bot")])
+    unreachable = {"QM_URL": f"http://127.0.0.1:{free_port()}", "QM_API_KEY": "qm_x_y"}
+    started = time.monotonic()
+    result = runner.invoke(cli.app, ["send", str(file)], env=unreachable)
+    assert isinstance(result.exception, httpx.ConnectError)
+    assert time.monotonic() - started < 10  # the backoff of 8 attempts is about a minute
+
+
+def test_send_with_a_wrong_api_key_says_so_once(
+    tmp_path: Path, live_server: LiveServer, tenant: TenantHandle
+) -> None:
+    file = write_jsonl(tmp_path / "events.jsonl", [usage_event("bot") for _ in range(8)])
+    wrong = {"QM_URL": live_server.url, "QM_API_KEY": "qm_nope_nope", "COLUMNS": "200"}
+    result = runner.invoke(cli.app, ["send", str(file), "--batch-size", "1"], env=wrong)
+    assert result.exit_code == 1
+    assert result.output.count("error 401") == 1, result.output
+
+
+@pytest.mark.parametrize(
+    ("signing", "expected"),
+    [
+        (
+            {"QM_SIGNING_KEY_ID": "sk_1"},
+            "--key-id (QM_SIGNING_KEY_ID) is set without the other: --key-id "
+            "(QM_SIGNING_KEY_ID) and --secret-hex (QM_SIGNING_SECRET) go together",
+        ),
+        (
+            {"QM_SIGNING_KEY_ID": "sk_1", "QM_SIGNING_SECRET": "abcd"},
+            "--secret-hex (QM_SIGNING_SECRET) has 4 hex characters; a signing key's secret has 64",
+        ),
+        (
+            {"QM_SIGNING_KEY_ID": "sk_1", "QM_SIGNING_SECRET": "xyz"},
+            "--secret-hex (QM_SIGNING_SECRET) is not hexadecimal",
+        ),
+    ],
+)
+def test_send_refuses_half_a_signing_key_or_a_secret_of_the_wrong_size(
+    tmp_path: Path, signing: dict[str, str], expected: str
+) -> None:
+    file = write_jsonl(tmp_path / "events.jsonl", [usage_event("bot")])
+    environment = {"QM_API_KEY": "qm_x_y", "COLUMNS": "300", **signing}
+    result = runner.invoke(cli.app, ["send", str(file)], env=environment)
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.replace("│", " ").split()), result.output
 
 
 def _transport(outcomes: list[Any]) -> httpx.MockTransport:

@@ -14,6 +14,7 @@ from quartermaster.catalog.models import App, AppSigningKey, SigningKeyStatus
 from quartermaster.catalog.sealing import seal, unseal
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, NotFoundError
+from quartermaster.metering.signing import SIGNING_SECRET_BYTES
 
 _PURPOSE = b"qm app signing keys v1"
 MAX_ACTIVE_KEYS = 2
@@ -47,7 +48,7 @@ def create_signing_key(app: App, *, server_key: bytes, session: Session) -> NewS
             f"({', '.join(active)}): retire one before creating another"
         )
     key_id = f"sk_{secrets.token_hex(8)}"
-    secret = secrets.token_bytes(32)
+    secret = secrets.token_bytes(SIGNING_SECRET_BYTES)
     session.add(
         AppSigningKey(
             id=key_id,

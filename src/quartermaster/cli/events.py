@@ -34,7 +34,7 @@ from quartermaster.cli.client import (
     out,
     plain,
 )
-from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, sign_event
+from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_BYTES, sign_event
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -214,7 +214,9 @@ def send_batches(
             delivered.rejected.append(_too_large(events[0], response))
             return delivered
         if response.status_code not in (200, 422) or "accepted" not in response.json():
-            check(response, console=err())  # prints the API's error and exits
+            # Raised, not printed here: every batch in flight gets the same answer (a wrong
+            # API key, say), and the send ends with it said once.
+            raise DeliveryError(f"error {response.status_code}: {error_message(response)}")
         report = response.json()
         delivered.sent = len(events)
         delivered.accepted = report["accepted"]
@@ -309,11 +311,12 @@ def send(
 
     A line that is not JSON is listed as rejected (invalid_json) and the others are sent."""
     if (key_id is None) != (secret_hex is None):
-        raise typer.BadParameter("--key-id and --secret-hex go together")
-    try:
-        secret = bytes.fromhex(secret_hex) if secret_hex is not None else None
-    except ValueError:
-        raise typer.BadParameter("--secret-hex is not hexadecimal") from None
+        given = "--key-id (QM_SIGNING_KEY_ID)" if secret_hex is None else "--secret-hex"
+        raise typer.BadParameter(
+            f"{given} is set without the other: --key-id (QM_SIGNING_KEY_ID) and --secret-hex "
+            "(QM_SIGNING_SECRET) go together"
+        )
+    secret = _signing_secret(secret_hex) if secret_hex is not None else None
 
     def prepare(event: object) -> object:
         if key_id is None or secret is None:
@@ -329,6 +332,9 @@ def send(
         console=out(),
     )
     with api_client(url=url, api_key=api_key) as client, progress:
+        # Retries are for a server that goes away mid-send; one that is not there at all is
+        # said at once, not after the last batch's backoff (a minute).
+        client.get("/healthz")
         task = progress.add_task("lines", total=count_lines(file))
         try:
             summary = send_batches(
@@ -344,6 +350,21 @@ def send(
     print_summary(summary, file)
     if summary.rejected:
         raise typer.Exit(1)
+
+
+def _signing_secret(secret_hex: str) -> bytes:
+    """A signing key's secret as `qm app key create` shows it: 64 hex characters. A shorter
+    one would sign every event, and every event would then be rejected (bad_signature)."""
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError:
+        raise typer.BadParameter("--secret-hex (QM_SIGNING_SECRET) is not hexadecimal") from None
+    if len(secret) != SIGNING_SECRET_BYTES:
+        raise typer.BadParameter(
+            f"--secret-hex (QM_SIGNING_SECRET) has {len(secret_hex)} hex characters; a signing "
+            f"key's secret has {2 * SIGNING_SECRET_BYTES}, as shown when the key was created"
+        )
+    return secret
 
 
 def format_event(item: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+SIGNING_SECRET_BYTES = 32  # an app signing key's secret: 64 hex characters as shown
 SIGNATURE_ATTRIBUTE = "qmsignature"
 KEY_ID_ATTRIBUTE = "qmkeyid"
 _SORTED = orjson.OPT_SORT_KEYS
