@@ -166,3 +166,24 @@ def test_policy_disable_and_enable_over_http(
     staged = qm("policy", "upload", "wrong", str(wrong), "--audit", "--disabled")
     assert "policy wrong v4 (audit, disabled)" in staged
     assert "policy 'nope' not found" in qm("policy", "disable", "nope", expect=1)
+
+
+def test_validate_on_the_server_fails_where_publishing_would(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    app_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docs/catalog.md's walk-through: the example app's team does not exist yet.
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", "120")
+    refused = qm("app", "validate", str(app_dir), "--server", expect=1)
+    assert re.search(
+        r"FAIL\s+references\s+publishing would refuse it\n\s+- team unknown team", refused
+    )
+    assert refused.rstrip().endswith("blocked: would not publish")
+    assert "unknown team 'social'" in qm("app", "publish", str(app_dir), expect=1)
+    qm("team", "create", "social", "--cost-center", "default")
+    assert "ok: would publish" in qm("app", "validate", str(app_dir), "--server")
+    assert "where2eat@1.0.0 is published" in qm("app", "publish", str(app_dir))

@@ -265,3 +265,44 @@ def test_a_policy_failing_at_runtime_says_why(client: TestClient, tenant: Tenant
     version = submit(client, tenant, manifest())
     assert version["state"] == "rejected"  # fail closed, saying why
     assert version["state_reason"] == f"policy conflict v1 failed: {why}"
+
+
+def _validate(client: TestClient, tenant: TenantHandle, body: dict) -> dict:  # type: ignore[type-arg]
+    response = client.post("/v1/apps/validate", json={"manifest": body}, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    result: dict = response.json()  # type: ignore[type-arg]
+    return result
+
+
+def test_validate_checks_what_publishing_resolves(client: TestClient, tenant: TenantHandle) -> None:
+    # The team does not exist yet: publishing would fail with a 422, so validating fails too.
+    report = _validate(client, tenant, manifest())
+    assert report["ok"] is False
+    references = _checks(report)["references"]
+    assert (references["outcome"], references["blocking"]) == ("fail", True)
+    assert references["findings"] == [{"field": "team", "message": "unknown team 'social'"}]
+    submit(client, tenant, manifest(), expect=422)
+
+    add_team(client, tenant)
+    unknown_cc = _validate(client, tenant, manifest(cost_center="cc-nowhere"))
+    assert unknown_cc["ok"] is False
+    assert _checks(unknown_cc)["references"]["findings"] == [
+        {"field": "cost_center", "message": "unknown cost center 'cc-nowhere'"}
+    ]
+    ready = _validate(client, tenant, manifest())
+    assert ready["ok"] is True
+    assert _checks(ready)["references"]["outcome"] == "pass"
+    assert client.get("/v1/apps/where2eat", headers=tenant.headers).status_code == 404  # dry run
+    assert submit(client, tenant, manifest())["state"] == "published"
+
+    # Now the app exists: another team in the manifest, or other content under a published
+    # version, is refused by publishing, and so by validating.
+    add_team(client, tenant, "other")
+    moved = _checks(_validate(client, tenant, manifest(team="other")))["references"]
+    assert moved["findings"][0]["field"] == "team"
+    assert "is not the app's team 'social'" in moved["findings"][0]["message"]
+    changed = _checks(_validate(client, tenant, manifest(title="Changed")))["references"]
+    assert changed["findings"][0]["field"] == "version"
+    assert "versions are immutable" in changed["findings"][0]["message"]
+    assert _validate(client, tenant, manifest())["ok"] is True  # the same version: a retry
+    assert _validate(client, tenant, manifest(version="1.1.0"))["ok"] is True

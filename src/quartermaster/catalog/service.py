@@ -298,12 +298,25 @@ def assignments_for_tenant(
 # --- writes ----------------------------------------------------------------------------------
 
 
-def register_app(
+@dataclass(frozen=True, slots=True)
+class CheckedRegistration:
+    """A registration whose every field and reference is in order, resolved to rows."""
+
+    app_id: str
+    owner: str
+    team: Team
+    cost_center: CostCenter
+    environment: str
+    title: str
+    now: datetime
+    owned_since: datetime
+
+
+def check_registration(
     caller: AuthContext, registration: AppRegistration, *, session: Session
-) -> AppView:
-    """Register an app and open its first ownership span [owned_since (default now), open).
-    Back-dating is for apps that already ran before they were registered (an inventory being
-    imported, a replayed history): their earlier usage then has an owner to be charged to."""
+) -> CheckedRegistration:
+    """Everything `register_app` checks, storing nothing: it raises what registering would
+    (also the dry run of publishing an app's first version, `POST /v1/apps/validate`)."""
     tenant_id = caller.tenant_id
     app_id = validate_slug(registration.app_id, field="app_id")
     if app_id in RESERVED_APP_IDS:
@@ -337,29 +350,42 @@ def register_app(
             "from now or an earlier moment",
             field="owned_since",
         )
+    return CheckedRegistration(
+        app_id, owner, team, cost_center, environment, title, now, owned_since
+    )
+
+
+def register_app(
+    caller: AuthContext, registration: AppRegistration, *, session: Session
+) -> AppView:
+    """Register an app and open its first ownership span [owned_since (default now), open).
+    Back-dating is for apps that already ran before they were registered (an inventory being
+    imported, a replayed history): their earlier usage then has an owner to be charged to."""
+    checked = check_registration(caller, registration, session=session)
+    team, cost_center = checked.team, checked.cost_center
     app = App(
-        tenant_id=tenant_id,
-        app_id=app_id,
-        title=title[:200],
-        owner=owner,
+        tenant_id=caller.tenant_id,
+        app_id=checked.app_id,
+        title=checked.title[:200],
+        owner=checked.owner,
         team_id=team.id,
         cost_center_id=cost_center.id,
         lifecycle=registration.lifecycle.value,
-        environment=environment,
+        environment=checked.environment,
         require_signatures=registration.require_signatures,
         created_by=caller.principal_name,
-        created_at=now,
-        updated_at=now,
+        created_at=checked.now,
+        updated_at=checked.now,
     )
     session.add(app)
     session.flush()
     session.add(
         AppAssignment(
-            tenant_id=tenant_id,
+            tenant_id=caller.tenant_id,
             app_pk=app.id,
             team_id=team.id,
             cost_center_id=cost_center.id,
-            valid_from=owned_since,
+            valid_from=checked.owned_since,
             valid_to=None,
         )
     )
@@ -367,7 +393,7 @@ def register_app(
         session.commit()
     except IntegrityError:  # a concurrent registration of the same app_id won
         session.rollback()
-        raise ConflictError(f"app {app_id!r} already exists", field="app_id") from None
+        raise ConflictError(f"app {checked.app_id!r} already exists", field="app_id") from None
     return _view(app, team.slug, cost_center.slug)
 
 

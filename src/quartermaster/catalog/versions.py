@@ -26,13 +26,20 @@ from quartermaster.catalog.checks import CheckResult, blocking_failures, checks_
 from quartermaster.catalog.manifest import Manifest, require_manifest, version_key
 from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.catalog.publish_models import AppVersion, VersionState
-from quartermaster.catalog.service import AppRegistration, find_app, load_app, register_app
+from quartermaster.catalog.service import (
+    AppRegistration,
+    check_registration,
+    find_app,
+    load_app,
+    register_app,
+)
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    QMError,
 )
 from quartermaster.policy import service as policy
 from quartermaster.policy.engine import PolicyCache, canonical_json
@@ -137,22 +144,26 @@ def _load_version(tenant_id: str, app: App, version: str, session: Session) -> A
     return row
 
 
-def _ensure_app(caller: AuthContext, manifest: Manifest, session: Session) -> App:
+def _registration(manifest: Manifest) -> AppRegistration:
+    """An app's first version registers it from its manifest."""
+    return AppRegistration(
+        app_id=manifest.app_id,
+        owner=manifest.owner,
+        team=manifest.team,
+        cost_center=manifest.cost_center,
+        title=manifest.title,
+        lifecycle=Lifecycle(manifest.lifecycle),
+    )
+
+
+def _check_app(caller: AuthContext, manifest: Manifest, session: Session) -> App | None:
+    """The manifest's app, which the caller may change and whose team the manifest names; or
+    None when there is none yet and registering it from the manifest would succeed (its team,
+    cost center and owner). Raises as submitting the version would."""
     app = find_app(caller.tenant_id, manifest.app_id, session=session)
     if app is None:
-        register_app(
-            caller,
-            AppRegistration(
-                app_id=manifest.app_id,
-                owner=manifest.owner,
-                team=manifest.team,
-                cost_center=manifest.cost_center,
-                title=manifest.title,
-                lifecycle=Lifecycle(manifest.lifecycle),
-            ),
-            session=session,
-        )
-        return load_app(caller.tenant_id, manifest.app_id, session=session)
+        check_registration(caller, _registration(manifest), session=session)
+        return None
     ensure_may_write(caller, team_id=app.team_id, what=f"app {app.app_id!r}")
     team = session.get_one(Team, app.team_id)
     if team.slug != manifest.team:
@@ -162,6 +173,54 @@ def _ensure_app(caller: AuthContext, manifest: Manifest, session: Session) -> Ap
             field="team",
         )
     return app
+
+
+def _ensure_app(caller: AuthContext, manifest: Manifest, session: Session) -> App:
+    app = _check_app(caller, manifest, session)
+    if app is not None:
+        return app
+    register_app(caller, _registration(manifest), session=session)
+    return load_app(caller.tenant_id, manifest.app_id, session=session)
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    manifest_json: str
+    manifest_digest: str
+    package_digest: str | None
+
+
+def _content(manifest: Manifest, package_zip: bytes | None) -> _Content:
+    manifest_json = canonical_json(manifest_document(manifest))
+    return _Content(
+        manifest_json,
+        hashlib.sha256(manifest_json.encode()).hexdigest(),
+        hashlib.sha256(package_zip).hexdigest() if package_zip else None,
+    )
+
+
+def _same_version(
+    tenant_id: str, app: App, manifest: Manifest, content: _Content, session: Session
+) -> AppVersion | None:
+    """The app's version of this number, sent again (a retry), or None; other content under
+    an existing version is a conflict: versions are immutable."""
+    existing = session.scalar(
+        select(AppVersion).where(
+            AppVersion.tenant_id == tenant_id,
+            AppVersion.app_pk == app.id,
+            AppVersion.version == manifest.version,
+        )
+    )
+    if existing is not None and (existing.manifest_digest, existing.package_digest) != (
+        content.manifest_digest,
+        content.package_digest,
+    ):
+        raise ConflictError(
+            f"version {manifest.version} of {app.app_id!r} exists with other content: "
+            "versions are immutable, bump the version",
+            field="version",
+        )
+    return existing
 
 
 def submit_version(
@@ -183,33 +242,17 @@ def submit_version(
             field="app_id",
         )
     app = _ensure_app(caller, manifest, session)
-    manifest_json = canonical_json(manifest_document(manifest))
-    manifest_digest = hashlib.sha256(manifest_json.encode()).hexdigest()
-    package_digest = hashlib.sha256(package_zip).hexdigest() if package_zip else None
-    existing = session.scalar(
-        select(AppVersion).where(
-            AppVersion.tenant_id == caller.tenant_id,
-            AppVersion.app_pk == app.id,
-            AppVersion.version == manifest.version,
-        )
-    )
-    if existing is not None:
-        if (existing.manifest_digest, existing.package_digest) != (manifest_digest, package_digest):
-            raise ConflictError(
-                f"version {manifest.version} of {app_id!r} exists with other content: "
-                "versions are immutable, bump the version",
-                field="version",
-            )
-        row = existing
-    else:
+    content = _content(manifest, package_zip)
+    row = _same_version(caller.tenant_id, app, manifest, content, session)
+    if row is None:
         row = AppVersion(
             tenant_id=caller.tenant_id,
             app_pk=app.id,
             version=manifest.version,
             state=VersionState.DRAFT.value,
-            manifest=manifest_json,
-            manifest_digest=manifest_digest,
-            package_digest=package_digest,
+            manifest=content.manifest_json,
+            manifest_digest=content.manifest_digest,
+            package_digest=content.package_digest,
             created_by=caller.principal_name,
         )
         session.add(row)
@@ -502,7 +545,9 @@ def validate_only(
     cache: PolicyCache,
     session: Session,
 ) -> tuple[list[CheckResult], policy.Evaluation]:
-    """A dry run on the server: every check and every policy, nothing stored or logged."""
+    """A dry run on the server: every check and every policy, nothing stored or logged. The
+    first result, `references`, fails with what submitting the version would refuse: the
+    app's team or cost center unknown, the app another team's, a version's content changed."""
     manifest = require_manifest(manifest_data)
     results = checks_for_zip(manifest, package_zip)
     exceptions = policy.active_exception_keys(
@@ -519,4 +564,21 @@ def validate_only(
         session=session,
         record=False,
     )
-    return results, evaluation
+    return [_check_references(caller, manifest, package_zip, session), *results], evaluation
+
+
+def _check_references(
+    caller: AuthContext, manifest: Manifest, package_zip: bytes | None, session: Session
+) -> CheckResult:
+    """Submitting's own checks, as a check result (not in the policies' input: publishing
+    runs the policies only once these have passed)."""
+    try:
+        app = _check_app(caller, manifest, session)
+        if app is not None:
+            _same_version(caller.tenant_id, app, manifest, _content(manifest, package_zip), session)
+    except QMError as exc:
+        finding = {"field": exc.field or "manifest", "message": exc.message}
+        return CheckResult("references", "fail", True, "publishing would refuse it", [finding])
+    return CheckResult(
+        "references", "pass", False, "the app, its team and cost center are in order"
+    )

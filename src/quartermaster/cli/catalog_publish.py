@@ -3,8 +3,10 @@
 
 `qm app validate DIR` runs offline by default: the manifest schema, data-scope, secret, PII
 and bandit checks, exactly as the server runs them (usable in CI without a server). Policies
-live on the server: `--server` sends the manifest and package to the server's dry run instead,
-which adds every policy's verdict (nothing is stored). Exit status 1 when anything blocks.
+and the tenant's teams live on the server: `--server` sends the manifest and package to the
+server's dry run instead, which adds what submitting checks (the app's team and cost center:
+`references`) and every policy's verdict (nothing is stored). Exit status 1 when anything
+blocks.
 
 The app commands join the existing `qm app` group (cli/apps.py) when this module is imported,
 which cli/main.py does through COMMAND_GROUPS."""
@@ -110,7 +112,10 @@ def app_validate(
         results = run_checks(manifest, directory)
         _print_checks([r.as_dict() for r in results])
         ok = not blocking_failures(results)
-        out().print("[dim]policies not evaluated offline: add --server to include them[/]")
+        out().print(
+            "[dim]policies, team and cost center not checked offline: add --server to include"
+            " them[/]"
+        )
     out().print("[green]ok: would publish[/]" if ok else "[red]blocked: would not publish[/]")
     if not ok:
         raise typer.Exit(1)
