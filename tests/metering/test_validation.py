@@ -303,3 +303,15 @@ def test_what_the_log_cannot_store_is_rejected(
     raw: dict[str, Any], reason: RejectReason, field: str
 ) -> None:
     rejected(raw, reason, field)
+
+
+@pytest.mark.parametrize("app_id", ["my.app_v2", "a" * 64, "Bot", "-bot"])
+def test_an_app_id_the_directory_could_never_register_is_invalid(app_id: str) -> None:
+    """Such an event would wait for its app forever and bill the default cost center."""
+    raw = event(data={"app_id": app_id, "tokens": 5})
+    outcome = rejected(raw, RejectReason.INVALID_DATA, "data.app_id")
+    assert "^[a-z0-9][a-z0-9-]{0,62}$" in outcome.message
+
+
+def test_the_longest_app_id_the_directory_registers_is_valid() -> None:
+    accepted(event(data={"app_id": "a" * 63, "tokens": 5}))

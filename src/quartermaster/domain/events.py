@@ -14,6 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+# An app's, team's or cost center's id as the directory registers it (tenancy uses it too):
+# an event naming an id that can never be registered would wait for its app forever.
+DIRECTORY_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+DirectorySlug = Annotated[str, StringConstraints(pattern=DIRECTORY_SLUG_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Quantity = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
@@ -34,7 +38,7 @@ class _Data(BaseModel):
 class InvocationUsage(_Data):
     """One invocation of an app (seed 001 "Metering")."""
 
-    app_id: Slug
+    app_id: DirectorySlug
     actor_id: NonEmpty | None = None
     environment: Slug | None = None
     tokens: Count | None = None
@@ -53,7 +57,7 @@ class ResourceUsage(_Data):
     """A usage sample of a resource (seed 002 ResourceUsageSample)."""
 
     resource_id: NonEmpty
-    app_id: Slug | None = None
+    app_id: DirectorySlug | None = None
     environment: Slug | None = None
     cpu_seconds: Quantity | None = None
     memory_gb_hours: Quantity | None = None
@@ -83,8 +87,8 @@ class ResourceLifecycle(_Data):
 
     resource_id: NonEmpty
     action: LifecycleAction
-    app_id: Slug | None = None
-    team_id: Slug | None = None
+    app_id: DirectorySlug | None = None
+    team_id: DirectorySlug | None = None
     environment: Slug | None = None
     replicas: Count | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -93,7 +97,7 @@ class ResourceLifecycle(_Data):
 class RequestTrace(_Data):
     """One request served by an app (seed 002 RequestTrace)."""
 
-    app_id: Slug
+    app_id: DirectorySlug
     request_id: NonEmpty
     actor_id: NonEmpty | None = None
     environment: Slug | None = None

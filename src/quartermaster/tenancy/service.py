@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.events import DIRECTORY_SLUG_PATTERN
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import (
     AuthenticationError,
@@ -29,7 +30,7 @@ from quartermaster.tenancy.models import (
     Tenant,
 )
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SLUG_PATTERN = re.compile(DIRECTORY_SLUG_PATTERN)
 DEFAULT_COST_CENTER_SLUG = "default"
 
 
