@@ -145,6 +145,11 @@ def test_finalized_run_late_usage_and_back_dated_price_change(platform: Platform
     )
     assert finalized.status_code == 200, finalized.text
     assert finalized.json()["status"] == "finalized"
+    assert finalized.json()["outcome"] == "finalized"
+    twice = platform.client.post(f"/v1/billing/runs/{run['id']}/finalize", headers=platform.headers)
+    assert twice.status_code == 200, twice.text
+    assert twice.json()["outcome"] == "unchanged"  # final already: nothing was done
+    assert twice.json()["finalized_at"] == finalized.json()["finalized_at"]
     again = _run(platform)
     assert again["outcome"] == "unchanged"
     assert again["run"]["id"] == run["id"]

@@ -66,7 +66,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "lines (13 of 13)" in shown
     assert "proportional to requests" in shown
     assert "already finalized" not in _ok(qm, "bill", "run", "--month", "2026-01")
-    assert "finalized" in _ok(qm, "bill", "finalize", run_id)
+    finalized = _ok(qm, "bill", "finalize", run_id)
+    assert finalized.startswith("finalized\n")
+    # Again: the API says nothing was done (outcome unchanged), and so does the command.
+    assert _ok(qm, "bill", "finalize", run_id).startswith("already finalized: unchanged\n")
     assert "already finalized: unchanged" in _ok(qm, "bill", "run", "--month", "2026-01")
 
     assert "no adjustment needed" in _ok(qm, "bill", "adjust", run_id)

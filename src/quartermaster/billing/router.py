@@ -24,6 +24,7 @@ from quartermaster.billing.schemas import (
     DocumentDetailOut,
     DocumentOut,
     ExplanationOut,
+    FinalizedOut,
     LineOut,
     MarkerOut,
     Outcome,
@@ -148,11 +149,15 @@ def get_run(run_id: RunId, caller: Reader, session: SessionDep) -> DocumentDetai
 
 @router.post(
     "/runs/{run_id}/finalize",
-    summary="Finalize a draft run: it and its lines become immutable",
+    summary="Finalize a draft run: it and its lines become immutable (idempotent)",
     responses=error_responses(404, 409, 422),
 )
-def finalize_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> DocumentOut:
-    return _document(service.finalize_run(caller, run_id, session=session), caller)
+def finalize_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> FinalizedOut:
+    outcome = service.finalize_run(caller, run_id, session=session)
+    # Admins only: the total is never hidden here.
+    return FinalizedOut.model_validate(outcome.document).model_copy(
+        update={"outcome": "finalized" if outcome.finalized else "unchanged"}
+    )
 
 
 @router.delete(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -90,6 +91,14 @@ class LineOut(_Out):
     previous_quantity: Decimal | None
     previous_amount: Decimal | None
     reason: str | None
+
+
+class FinalizedOut(DocumentOut):
+    outcome: Literal["finalized", "unchanged"] = Field(
+        default="finalized",
+        description="finalized: this request finalized the run; unchanged: it was final "
+        "already and nothing was done.",
+    )
 
 
 class RunOut(BaseModel):

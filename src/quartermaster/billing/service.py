@@ -60,6 +60,12 @@ class RunOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class FinalizeOutcome:
+    document: BillingDocument
+    finalized: bool  # this call finalized it; False: it was final already, nothing was done
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentView:
     """A document and the lines the caller may see (a team-member: its team's only)."""
 
@@ -378,9 +384,10 @@ def list_documents(
 
 def finalize_run(
     caller: AuthContext, document_id: str, *, session: Session, now: datetime | None = None
-) -> BillingDocument:
-    """Finalize a draft run (idempotent: a finalized run is returned as it is). A period
-    that has not ended yet cannot be finalized: its usage is still arriving."""
+) -> FinalizeOutcome:
+    """Finalize a draft run (idempotent: a finalized run is returned as it is, and the
+    outcome says so). A period that has not ended yet cannot be finalized: its usage is
+    still arriving."""
     require_admin(caller, "finalize billing runs")
     document = get_document(caller, document_id, session=session)
     if document.doc_type != DocumentType.RUN.value:
@@ -388,7 +395,7 @@ def finalize_run(
             f"{document_id!r} is an adjustment document: those are issued final", field="run_id"
         )
     if document.status == DocumentStatus.FINALIZED.value:
-        return document
+        return FinalizeOutcome(document, finalized=False)
     moment = now or utc_now()
     if document.period_end > moment:
         raise ConflictError(
@@ -400,7 +407,7 @@ def finalize_run(
     document.finalized_at = moment
     document.finalized_by = caller.principal_name
     session.commit()
-    return document
+    return FinalizeOutcome(document, finalized=True)
 
 
 def discard_draft(caller: AuthContext, document_id: str, *, session: Session) -> None:

@@ -297,7 +297,11 @@ def show(
 def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Finalize a draft run: it and its lines become immutable."""
     document = request("POST", f"/v1/billing/runs/{run_id}/finalize", url=url, api_key=api_key)
-    out().print("[green]finalized[/]")
+    # `outcome` tells a second finalize from the first (a server before it: finalized).
+    if document.get("outcome") == "unchanged":
+        out().print("[yellow]already finalized: unchanged[/]")
+    else:
+        out().print("[green]finalized[/]")
     _print_document(document)
 
 
