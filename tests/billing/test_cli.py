@@ -77,8 +77,13 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
         [event("resource.usage", jan(20), {"resource_id": "web-pod-1", "cpu_seconds": 100})]
     )
     adjusted = _ok(qm, "bill", "adjust", run_id)
-    assert f"corrects run {run_id}" in adjusted
+    assert re.search(
+        rf"corrects invoice run {run_id}\w{{20}} for the period from 2026-01-01 00:00 UTC "
+        r"until 2026-02-01 00:00 UTC: 1 line \(1 with late usage, 0 re-rated",
+        adjusted,
+    )
     assert "0.200000" in adjusted  # 100 s more at 0.002
+    assert "@ 0.002 " in adjusted  # their price: not 8.20 / 5100 s, the line re-rated
 
     focus_file = tmp_path / "focus.csv"
     _ok(

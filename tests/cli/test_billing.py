@@ -13,11 +13,16 @@ from quartermaster.cli import billing as billing_cli
         ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z", "2026-11"),
         ("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z", "2026-12"),
         ("2026-11-01T00:00:00Z", "2026-11-16T00:00:00Z", "2026-11-01 .. 2026-11-16"),
-        # A month in a tenant's own zone: its UTC bounds, as the API gives them.
+        # A month in a tenant's own zone: its UTC bounds, as the tables write moments.
         (
             "2026-10-31T23:00:00Z",
             "2026-11-30T23:00:00Z",
-            "2026-10-31T23:00:00Z .. 2026-11-30T23:00:00Z",
+            "2026-10-31 23:00:00Z .. 2026-11-30 23:00:00Z",
+        ),
+        (
+            "2026-12-01T15:00:00Z",
+            "2026-12-03T15:00:00Z",
+            "2026-12-01 15:00:00Z .. 2026-12-03 15:00:00Z",
         ),
     ],
 )
@@ -59,6 +64,9 @@ def test_a_line_shows_who_is_charged_for_what_and_how_much(
         ["", "finance-ops", "cpu_seconds", "@ 0.00003", ""],
         ["", "invoice-portal", "usage", "", ""],
     ]
+    # A unit price in plain notation: the API writes Decimal's str, '1.65135E-7'.
+    billing_cli.print_lines([line | {"unit_price": "1.65135E-7"}], limit=None)
+    assert "@ 0.000000165135" in capsys.readouterr().out
     billing_cli.print_lines([shared], limit=None)
     rows = [
         [cell.strip() for cell in text.strip("│").split("│")]

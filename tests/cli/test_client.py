@@ -66,6 +66,10 @@ def test_grouped_keeps_the_digits_as_sent() -> None:
     assert grouped("0.000001") == "0.000001"
     assert grouped("1000") == "1,000"
     assert grouped("-1234.50") == "-1,234.50"
+    # A Decimal as the API may write it (str of Decimal("0.0000001") is '1E-7'): in plain
+    # notation, where int('1E-7') stopped the command.
+    assert grouped("1E-7") == "0.0000001"
+    assert grouped("1.5E+4") == "15,000"
 
 
 def test_print_table_heads_fields_in_words_and_keeps_a_built_cell(

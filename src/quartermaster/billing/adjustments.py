@@ -24,6 +24,7 @@ from quartermaster.billing.lines import (
     versions_text,
 )
 from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType
+from quartermaster.billing.periods import tenant_zone
 from quartermaster.billing.service import (
     adjustments_of,
     compute_period,
@@ -33,7 +34,7 @@ from quartermaster.billing.service import (
     require_admin,
     store_lines,
 )
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import Period, ensure_utc, moment_text, utc_now
 from quartermaster.errors import ConflictError
 from quartermaster.tenancy.service import AuthContext
 
@@ -74,9 +75,13 @@ def _expected_adjustment(
 def _summary(run: BillingDocument, lines: list[LineDraft]) -> str:
     late = sum(1 for line in lines if "recorded after" in (line.reason or ""))
     rerated = sum(1 for line in lines if "price book versions" in (line.reason or ""))
+    zone = tenant_zone(run.timezone)
+    start, end = (
+        moment_text(ensure_utc(m).astimezone(zone)) for m in (run.period_start, run.period_end)
+    )
+    count = f"{len(lines)} line" if len(lines) == 1 else f"{len(lines)} lines"
     return (
-        f"corrects {run.kind} run {run.id} for [{run.period_start.isoformat()}, "
-        f"{run.period_end.isoformat()}): {len(lines)} lines "
+        f"corrects {run.kind} run {run.id} for the period from {start} until {end}: {count} "
         f"({late} with late usage, {rerated} re-rated by price book changes)"
     )
 

@@ -34,6 +34,7 @@ from quartermaster.cli.client import (
     stacked,
 )
 from quartermaster.domain.timeutil import parse_timestamp
+from quartermaster.pricing.rating import fmt
 
 bill_app = typer.Typer(
     help="Billing: run periods, finalize, adjust, preview and export.", no_args_is_help=True
@@ -108,8 +109,9 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
         f"({escape(lines)}as of {cell_text(document['as_of'])}, price book "
         f"{escape(document['price_book'])} v{document['price_book_versions']})"
     )
-    if document.get("corrects_run_id"):
-        out().print(f"corrects run {document['corrects_run_id']}")
+    corrects = document.get("corrects_run_id")
+    if corrects and corrects not in (document.get("note") or ""):
+        out().print(f"corrects run {corrects}")
     if document.get("note"):
         out().print(document["note"])
 
@@ -168,7 +170,8 @@ def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
         )
         owner = f"{line['cost_center']}\n{line['team'] or '-'}\n{line['app'] or '-'}"
         basis = Text(line["allocation_method"] or "", style="dim")
-        price = f"@ {line['unit_price']}" if line["unit_price"] else ""
+        # Plain notation: the API writes a small Decimal as Python does, '1.65135E-7'.
+        price = f"@ {fmt(Decimal(line['unit_price']))}" if line["unit_price"] else ""
         table.add_row(
             plain(line["id"][:SHORT_ID]),
             plain(owner),
@@ -250,9 +253,10 @@ def list_runs(
 
 
 def _day_or_time(moment: str) -> str:
-    """'2026-10-01' for a period bound at midnight UTC (the usual month), else as given."""
+    """'2026-10-01' for a period bound at midnight UTC (the usual month), else as the tables
+    write moments ('2026-12-01 15:00:00Z')."""
     day, _, time = moment.partition("T")
-    return day if time == "00:00:00Z" else moment
+    return day if time == "00:00:00Z" else cell_text(moment)
 
 
 def _period_label(start: str, end: str) -> str:
