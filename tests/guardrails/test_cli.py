@@ -57,6 +57,12 @@ def test_budget_quota_decide_and_alerts_commands(
 
     allowed = qm("decide", "request", "--app", world.app, "--cpu", "1500m").output
     assert allowed.startswith("allowed: decision ")
+    # The hold in the quantities it was asked in, until a moment to the second.
+    assert re.search(
+        r"holds concurrency 1, cpu 1500m, runtime 3600s until "
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$",
+        " ".join(allowed.split()),
+    ), allowed
     decision_id = allowed.split()[2]
     assert re.search(
         rf"│ team {world.team}\s+│ cpu\s+│ 2\s+│ 1500m\s+│ \w+", qm("quota", "list").output

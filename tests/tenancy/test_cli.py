@@ -70,7 +70,8 @@ def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
     assert re.search(rf"{key_id}\s+.*ci-bot\s+.*active, expires 2999-01-01 00:00:00Z", keys)
     assert token.split("_", 2)[2] not in keys
 
-    assert f"revoked key {key_id}" in qm("key", "revoke", key_id).output
+    revoked = qm("key", "revoke", key_id).output.strip()
+    assert re.fullmatch(rf"revoked key {key_id} at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", revoked)
     refused = qm("team", "list", "--api-key", token, expect=1)
     assert f"error 401: API key {key_id} was revoked" in refused.output
     assert re.search(rf"{key_id}\s+.*revoked \d{{4}}-\d\d-\d\d", qm("key", "list").output)

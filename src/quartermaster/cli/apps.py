@@ -280,7 +280,7 @@ def resource_lease(
     lease = request("POST", "/v1/resource-leases", json=body, url=url, api_key=api_key)
     err().print(
         f"leased {lease['resource_id']} to {lease['app_id']} as {lease['lease_id']} "
-        f"until {lease['expires_at']}"
+        f"until {cell_text(lease['expires_at'])}"
     )
     out().print(lease["token"], soft_wrap=True, markup=False)
 
@@ -293,4 +293,4 @@ def resource_end_lease(
 ) -> None:
     """End a lease now (its resource stays attributable for the time it ran)."""
     lease = request("DELETE", f"/v1/resource-leases/{lease_id}", url=url, api_key=api_key)
-    out().print(f"lease {lease['lease_id']} ended at {lease['ended_at']}")
+    out().print(f"lease {lease['lease_id']} ended at {cell_text(lease['ended_at'])}")

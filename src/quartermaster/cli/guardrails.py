@@ -251,6 +251,12 @@ def _quantity(resource: str, value: int | None) -> str:
     return "none" if value is None else format_quantity(resource, value)
 
 
+def _resources_text(resources: dict[str, int]) -> str:
+    """`cpu 2, memory 4Gi`: the quantities held, as `qm decide request` takes them."""
+    quantities = sorted((name, value) for name, value in resources.items() if value)
+    return ", ".join(f"{name} {_quantity(name, value)}" for name, value in quantities)
+
+
 @quota_app.command("rate-limit")
 def rate_limit_set(
     rate: Annotated[str, typer.Argument(help="Requests per second, e.g. 5 or 0.5.")],
@@ -405,7 +411,7 @@ def _print_decision(result: dict[str, Any]) -> None:
     if result["allowed"]:
         out().print(
             f"allowed: decision {result['id']} for team {result['team']} app {result['app']}, "
-            f"holds {json.dumps(result['resources'], sort_keys=True)} until {result['expires_at']}"
+            f"holds {_resources_text(result['resources'])} until {cell_text(result['expires_at'])}"
         )
         return
     out().print("denied:")

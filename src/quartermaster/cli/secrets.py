@@ -282,7 +282,10 @@ def lease_renew(
         url=url,
         api_key=api_key,
     )
-    out().print(f"lease {lease['id']} now expires at {lease['expires_at']} (ttl {lease['ttl']}s)")
+    out().print(
+        f"lease {lease['id']} now expires at {cell_text(lease['expires_at'])} "
+        f"(ttl {lease['ttl']:,} s)"
+    )
 
 
 @lease_app.command("revoke")

@@ -124,7 +124,7 @@ def key_create(
     issued = request(
         "POST", f"/v1/principals/{principal_id}/keys", json=body, url=url, api_key=api_key
     )
-    expiry = issued["expires_at"] or "never"
+    expiry = cell_text(issued["expires_at"]) or "never"
     err().print(f"created key {issued['key_id']} (expires: {expiry})")
     print_secret("The API key", issued["token"])
 
@@ -165,4 +165,4 @@ def key_revoke(
 ) -> None:
     """Revoke an API key now."""
     revoked = request("DELETE", f"/v1/keys/{key_id}", url=url, api_key=api_key)
-    out().print(f"revoked key {revoked['key_id']} at {revoked['revoked_at']}")
+    out().print(f"revoked key {revoked['key_id']} at {cell_text(revoked['revoked_at'])}")

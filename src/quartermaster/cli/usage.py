@@ -232,7 +232,7 @@ def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
         console.print(
             f"event-to-billable latency since {cell_text(latency['since'])}: "
             f"p50 {latency['p50_ms']:.0f} ms, "
-            f"p99 {latency['p99_ms']:.0f} ms over {latency['events']} events "
+            f"p99 {latency['p99_ms']:.0f} ms over {latency['events']:,} events "
             f"({latency['waited']} waited for metadata)"
         )
 
