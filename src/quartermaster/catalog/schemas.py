@@ -162,4 +162,7 @@ class LeaseOut(_Out):
     app_id: str
     issued_at: datetime
     expires_at: datetime
-    ended_at: datetime = Field(description="Revocation time if ended early, else expiry.")
+    ended_at: datetime = Field(
+        description="When the binding ends: the revocation if ended early, else the expiry "
+        "(a moment still to come while the lease runs)."
+    )
