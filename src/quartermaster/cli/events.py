@@ -45,10 +45,6 @@ SHOWN_REJECTIONS = 20
 SEND_CONNECTIONS = 4
 
 app = typer.Typer(help="Send events and watch the event log.", no_args_is_help=True)
-reconciliation_app = typer.Typer(
-    help="Hourly reconciliation counters: received, accepted, duplicate, rejected by reason.",
-    invoke_without_command=True,
-)
 
 
 class DeliveryError(RuntimeError):
@@ -479,7 +475,6 @@ def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
     return tables
 
 
-@reconciliation_app.callback()
 def reconciliation(
     start: Annotated[
         str | None, typer.Option(help="First hour, RFC 3339 (default: 24 h before --end).")

@@ -54,7 +54,6 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.usage", "usage_app", "usage"),
     ("quartermaster.cli.usage", "pipeline_app", "pipeline"),
     ("quartermaster.cli.events", "app", "events"),
-    ("quartermaster.cli.events", "reconciliation_app", "reconciliation"),
     ("quartermaster.cli.billing", "bill_app", "bill"),
     ("quartermaster.cli.secrets", "secret_app", "secret"),
     ("quartermaster.cli.secrets", "lease_app", "lease"),
@@ -68,6 +67,7 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("quartermaster.cli.billing", "explain", "explain"),
     ("quartermaster.cli.secrets", "scan", "scan"),
+    ("quartermaster.cli.events", "reconciliation", "reconciliation"),
 )
 
 
