@@ -73,6 +73,10 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
     shown = qm("app", "show", "shop").output
     assert "created_by: admin" in shown
     assert "cost_center: lab-cc" in shown
+    qm("app", "update", "shop", "--require-signatures")
+    assert "require_signatures: yes" in qm("app", "show", "shop").output
+    qm("app", "update", "shop", "--allow-unsigned")
+    assert "require_signatures: no" in qm("app", "show", "shop").output
 
     issued = qm("app", "key", "create", "shop")
     secret = issued.stdout.strip()

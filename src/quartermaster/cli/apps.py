@@ -51,7 +51,7 @@ def app_create(
     lifecycle: LifecycleOption = None,
     environment: Annotated[str | None, typer.Option(help="Default production.")] = None,
     require_signatures: Annotated[
-        bool, typer.Option(help="Refuse unsigned events of this app.")
+        bool, typer.Option("--require-signatures", help="Refuse unsigned events of this app.")
     ] = False,
     owned_since: Annotated[
         str | None,
@@ -135,7 +135,11 @@ def app_update(
     lifecycle: LifecycleOption = None,
     environment: Annotated[str | None, typer.Option(help="New environment.")] = None,
     require_signatures: Annotated[
-        bool | None, typer.Option("--require-signatures/--no-require-signatures")
+        bool | None,
+        typer.Option(
+            "--require-signatures/--allow-unsigned",
+            help="Refuse, or accept again, unsigned events of this app.",
+        ),
     ] = None,
     team: TeamOption = None,
     cost_center: CostCenterOption = None,
