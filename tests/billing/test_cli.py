@@ -58,10 +58,12 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "analytics" in ran
     assert "top 3 apps" in ran
     listed = _ok(qm, "bill", "list")
-    run_id = next(line.split()[1].strip("│ ") for line in listed.splitlines() if "invoice" in line)
+    run_id = next(line.split()[1].strip("│ ") for line in listed.splitlines() if "draft" in line)
     assert len(run_id) == 12  # as `qm bill list` prints it; every command takes the prefix
-    # A calendar month reads as `qm bill run --month` names it.
-    assert re.search(rf"{run_id}\s+│ invoice\s+│ draft\s+│ 2026-01\s+│\s+59\.52 │ USD", listed)
+    # A calendar month reads as `qm bill run --month` names it; the status over the kind and
+    # the total over its currency.
+    assert re.search(rf"{run_id} │ draft\s+│ 2026-01\s+│\s+59\.52 │\s+13 │\n│\s+│ invoice", listed)
+    assert re.search(r"│\s+USD │", listed)
     shown = _ok(qm, "bill", "show", run_id, "--all")
     assert "lines (13 of 13)" in shown
     assert "proportional to requests" in shown
@@ -108,7 +110,7 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
         line for line in detail["lines"] if (line["app"], line["item"]) == ("web", "cpu_seconds")
     )
     shown_ids = {line["id"][:12] for line in detail["lines"]}
-    narrow = qm.invoke(app, ["bill", "show", run_id, "--all"], env={"COLUMNS": "100"})
+    narrow = qm.invoke(app, ["bill", "show", run_id, "--all"], env={"COLUMNS": "80"})
     assert narrow.exit_code == 0, narrow.output
     assert "…" not in narrow.output  # folded, never cut: every id and amount whole
     assert shown_ids <= set(narrow.output.replace("│", " ").split())

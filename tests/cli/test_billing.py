@@ -60,9 +60,12 @@ def test_a_line_shows_who_is_charged_for_what_and_how_much(
     ]
     assert "lines (1 of 2)" in shown
     assert rows == [
-        ["31460f99c508", "cc-1100-finance", "usage", "458,145.261", "13.744358"],
-        ["", "finance-ops", "cpu_seconds", "@ 0.00003", ""],
-        ["", "invoice-portal", "usage", "", ""],
+        ["31460f99c508", "458,145.261", "13.744358"],
+        ["cc-1100-finance", "@ 0.00003", ""],
+        ["finance-ops", "", ""],
+        ["invoice-portal", "", ""],
+        ["usage cpu_seconds", "", ""],
+        ["usage", "", ""],
     ]
     # A unit price in plain notation: the API writes Decimal's str, '1.65135E-7'.
     billing_cli.print_lines([line | {"unit_price": "1.65135E-7"}], limit=None)
@@ -74,9 +77,12 @@ def test_a_line_shows_who_is_charged_for_what_and_how_much(
         if text.startswith("│")
     ]
     assert rows == [
-        ["0b067d04532b", "cc-1100-finance", "platform", "458,145.261", "13.744358"],
-        ["", "finance-ops", "lb", "", ""],
-        ["", "-", "proportional to requests", "", ""],
+        ["0b067d04532b", "458,145.261", "13.744358"],
+        ["cc-1100-finance", "", ""],
+        ["finance-ops", "", ""],
+        ["-", "", ""],
+        ["platform lb", "", ""],
+        ["proportional to requests", "", ""],
     ]
 
 
@@ -91,3 +97,91 @@ def test_the_summary_heads_one_app_as_the_top_app(
     assert "top 1 apps" not in one
     billing_cli.print_summary([line, line | {"app": "api", "amount": "2"}], "USD")
     assert "top 2 apps (USD)" in capsys.readouterr().out
+
+
+# A realistic bill's longest names (the demo's 300 apps): at 80 columns each stays whole,
+# where they folded mid-word (`cc-1100-financ|e`, `reserved_capac|ity`, `finalize|d`).
+LONG = {
+    "cost_center": "cc-7100-supply-chain",
+    "team": "customer-support",
+    "app": "reconciliation-classifier-pr9368",
+}
+
+
+def _at_80(output: str, *names: str) -> None:
+    assert max(len(text) for text in output.splitlines()) <= 80
+    for name in names:
+        assert name in output, f"{name!r} is split:\n{output}"
+
+
+def test_a_bill_reads_at_80_columns_with_every_name_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    credit = {
+        **LONG,
+        "id": "7a39d4d9f0f8c4b0a0e1d2c3b4a59687",
+        "app": None,
+        "cost_type": "discount",
+        "adjusted_cost_type": None,
+        "item": "reserved_capacity",
+        "allocation_method": "proportional to cpu_seconds: 156369.718 of 1780000.5",
+        "quantity": "17673655.267",
+        "unit_price": None,
+        "amount": "-11.062100",
+    }
+    usage = credit | {
+        **LONG,
+        "id": "fe634fd1d1304c1e9d3e2a61c0b3d7aa",
+        "cost_type": "adjustment",
+        "adjusted_cost_type": "usage",
+        "item": "network_bytes",
+        "allocation_method": "usage",
+        "quantity": "2359722170",
+        "unit_price": "0.000192307692",
+        "amount": "1942.078549",
+    }
+    billing_cli.print_summary([credit, usage], "USD")
+    billing_cli.print_lines([credit, usage], limit=None)
+    shown = capsys.readouterr().out
+    _at_80(shown, *LONG.values(), "reserved_capacity", "7a39d4d9f0f8", "fe634fd1d130")
+    _at_80(shown, "usage* network_bytes", "2,359,722,170", "@ 0.000192307692", "1942.078549")
+
+
+def test_the_run_list_and_the_preview_read_at_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    document = {
+        "id": "d780dcccdd7c435c8434eb85bcc0c4a4",
+        "kind": "chargeback",
+        "status": "finalized",
+        "period_start": "2026-12-01T15:00:00Z",
+        "period_end": "2026-12-03T15:00:00Z",
+        "total": "1942078.549",
+        "currency": "USD",
+        "line_count": 3439,
+        "corrects_run_id": "e4a0378f130d42ddbe00648874055978",
+    }
+    answers = {
+        "/v1/billing/runs": [document],
+        "/v1/billing/preview": {
+            "period_start": "2026-12-01T00:00:00Z",
+            "period_end": "2027-01-01T00:00:00Z",
+            "elapsed_days": "2.65",
+            "total_days": "31.00",
+            "currency": "USD",
+            "month_to_date": "1942.08",
+            "forecast": "22718.64",
+            "method": "run-rate",
+            "teams": [LONG | {"month_to_date": "1234.56", "forecast": "14441.11"}],
+            "apps": [LONG | {"month_to_date": "1234.56", "forecast": "14441.11"}],
+        },
+    }
+    monkeypatch.setattr(billing_cli, "request", lambda _method, path, **_kw: answers[path])
+    billing_cli.list_runs(kind=None, status=None, adjustments=True, url=None, api_key=None)
+    listed = capsys.readouterr().out
+    _at_80(listed, "d780dcccdd7c", "e4a0378f130d", "chargeback", "finalized", "1,942,078.55")
+    _at_80(listed, "2026-12-01", "15:00:00Z", "3,439")
+    billing_cli.preview(price_book=None, url=None, api_key=None)
+    _at_80(capsys.readouterr().out, *LONG.values(), "1,234.56", "14,441.11")

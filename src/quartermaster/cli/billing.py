@@ -71,8 +71,17 @@ AMOUNT_COLUMNS = (
     "events",
 )
 # Never wrapped (`data_table`): an id stays one copyable word, a number keeps its digits on
-# one line.
-WHOLE_COLUMNS = (*AMOUNT_COLUMNS, "id", "line", "adjustment", "unit price", "day")
+# one line, a cost center or team its name.
+WHOLE_COLUMNS = (
+    *AMOUNT_COLUMNS,
+    "id",
+    "line",
+    "adjustment",
+    "unit price",
+    "day",
+    "cost center",
+    "team",
+)
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
@@ -82,8 +91,9 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
     return table
 
 
-def _line_count(count: int) -> str:
-    return f"{count:,} line" if count == 1 else f"{count:,} lines"
+def _count(count: int, noun: str) -> str:
+    """'1 line', '3,439 lines'."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None = None) -> None:
@@ -94,12 +104,12 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
     currency = document["currency"]
     if document["total"] is not None:
         total = f"total {_money(document['total'])} {currency}"
-        lines = f"{_line_count(document['line_count'])}, "
+        lines = f"{_count(document['line_count'], 'line')}, "
     elif detail is not None and detail["team"]:
         total = "total hidden from team members"
         lines = (
             f"team {detail['team']}: {_money(detail['visible_total'])} {currency} in "
-            f"{_line_count(len(detail['lines']))}; "
+            f"{_count(len(detail['lines']), 'line')}; "
         )
     else:
         total, lines = "total hidden", ""
@@ -116,6 +126,12 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
         out().print(document["note"])
 
 
+def _app_cell(app: str, team: str, cost_center: str) -> Text:
+    """An app over its team and cost center: an app's name takes a column to itself, and
+    three name columns side by side folded the longest mid-word at 80 columns."""
+    return stacked(app, f"{team}, {cost_center}", head_style="")
+
+
 def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
     """Cost per cost center, per team, and the top apps."""
     centers: dict[str, Decimal] = defaultdict(Decimal)
@@ -126,7 +142,7 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
         centers[line["cost_center"]] += amount
         teams[(line["cost_center"], line["team"] or "-")] += amount
         if line["app"]:
-            apps[(line["cost_center"], line["team"] or "-", line["app"])] += amount
+            apps[(line["app"], line["team"] or "-", line["cost_center"])] += amount
     console = out()
     console.print(
         _table(
@@ -146,40 +162,45 @@ def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
     console.print(
         _table(
             f"top {len(top)} apps ({currency})" if len(top) > 1 else f"top app ({currency})",
-            ("cost center", "team", "app", "cost"),
-            [(*k, _money(v)) for k, v in top],
+            ("app (team, cost center)", "cost"),
+            [(_app_cell(*k), _money(v)) for k, v in top],
         )
     )
 
 
 def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
-    """The lines in five columns: the line's id, who is charged (cost center over team over
-    app), what for (cost type over item over how it was allocated), the quantity over its
-    unit price, and the amount. One column per field, ten in all, folded the names into a
-    letter a line at 80 columns."""
+    """The lines in three columns: the line (its id, who is charged: cost center, team and
+    app, what for: cost type and item, and how it was allocated, one over the other), the
+    quantity over its unit price, and the amount. The owner and what for side by side, each
+    a column, folded a 32-character app name and `reserved_capacity` at 80 columns."""
     shown = lines if limit is None else lines[:limit]
     table = data_table(
-        ("line", "charged to", "for", "quantity @ price", "amount"),
+        ("line: charged to, for", "quantity @ price", "amount"),
         title=f"lines ({len(shown)} of {len(lines)})",
         right=("quantity @ price", "amount"),
-        whole=("line", "amount"),
+        whole=("quantity @ price", "amount"),
     )
     for line in shown:
         cost_type = (
             f"{line['adjusted_cost_type']}*" if line["adjusted_cost_type"] else line["cost_type"]
         )
         owner = f"{line['cost_center']}\n{line['team'] or '-'}\n{line['app'] or '-'}"
-        basis = Text(line["allocation_method"] or "", style="dim")
         # Plain notation: the API writes a small Decimal as Python does, '1.65135E-7'.
         price = f"@ {fmt(Decimal(line['unit_price']))}" if line["unit_price"] else ""
         table.add_row(
-            plain(line["id"][:SHORT_ID]),
-            plain(owner),
-            Text.assemble(cost_type, "\n", line["item"], "\n", basis, overflow="fold"),
+            Text.assemble(
+                (line["id"][:SHORT_ID], "bold"),
+                "\n",
+                owner,
+                "\n",
+                f"{cost_type} {line['item']}",
+                *(("\n", (line["allocation_method"], "dim")) if line["allocation_method"] else ()),
+                overflow="fold",
+            ),
             plain(f"{grouped(line['quantity'])}\n{price}".rstrip()),
             plain(line["amount"]),
         )
-    out().print(table)
+    show_table(table, empty="no lines")
 
 
 @bill_app.command("run")
@@ -233,23 +254,28 @@ def list_runs(
     params = {"document_type": "adjustment" if adjustments else "run"}
     params.update({k: v for k, v in (("kind", kind), ("status", status)) if v is not None})
     documents = request("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
-    rows = [
-        (
-            d["id"][:SHORT_ID],
-            d["kind"],
-            d["status"],
-            _period_label(d["period_start"], d["period_end"]),
-            _money(d["total"]),
-            d["currency"],
-            f"{d['line_count']:,}",
-            *([(d["corrects_run_id"] or "")[:SHORT_ID]] if adjustments else []),
-        )
-        for d in documents
-    ]
-    columns: tuple[str, ...] = ("id", "kind", "status", "period", "total", "cur", "lines")
+    # Status over kind and the total over its currency: eight columns, one per field, folded
+    # `finalize|d` and the ids at 80 columns.
+    columns: tuple[str, ...] = ("id", "status", "period", "total", "lines")
     if adjustments:
         columns = (*columns, "corrects")
-    out().print(_table("adjustments" if adjustments else "billing runs", columns, rows))
+    table = data_table(
+        columns,
+        title="adjustments" if adjustments else "billing runs",
+        right=("total", "lines"),
+        whole=("id", "status", "total", "lines", "corrects"),
+    )
+    for d in documents:
+        total = _money(d["total"]) if d["total"] is not None else "hidden"
+        table.add_row(
+            plain(d["id"][:SHORT_ID]),
+            stacked(d["status"], d["kind"], head_style=""),
+            plain(_period_label(d["period_start"], d["period_end"])),
+            stacked(total, d["currency"], head_style=""),
+            plain(f"{d['line_count']:,}"),
+            *([plain((d["corrects_run_id"] or "")[:SHORT_ID])] if adjustments else []),
+        )
+    show_table(table, empty="no adjustments" if adjustments else "no billing runs")
 
 
 def _day_or_time(moment: str) -> str:
@@ -355,16 +381,14 @@ def preview(
     show_table(_table("per team", columns, rows), empty="no usage or platform costs this month yet")
     app_rows = [
         (
-            a["cost_center"],
-            a["team"] or "-",
-            a["app"],
+            _app_cell(a["app"], a["team"] or "-", a["cost_center"]),
             _money(a["month_to_date"]),
             _money(a["forecast"]),
         )
         for a in result["apps"][:TOP_APPS]
     ]
     if app_rows:
-        app_columns = ("cost center", "team", "app", "month to date", "forecast")
+        app_columns = ("app (team, cost center)", "month to date", "forecast")
         out().print(_table("top apps", app_columns, app_rows))
 
 
@@ -394,7 +418,7 @@ def export(
         sys.stdout.write(text)
         return
     output.write_text(text, encoding="utf-8")
-    Console(stderr=True).print(f"wrote {output} ({len(text.splitlines()) - 1} rows)")
+    Console(stderr=True).print(f"wrote {output} ({_count(len(text.splitlines()) - 1, 'row')})")
 
 
 def explain(
