@@ -88,6 +88,11 @@ def test_budget_quota_decide_and_alerts_commands(
     assert "hard limit reached (halt)" in listed
     assert re.search(r"for the period from \d{4}-\d\d-01 00:00 (UTC|[+-]\d\d:\d\d): new", listed)
     assert '"threshold": 50' in qm("alerts", "list", "--details").output
+    assert "Budget team-cap" in qm("alerts", "list", "--kind", "budget_threshold").output
+    bogus = qm("alerts", "list", "--kind", "budget", expect=1).output
+    assert "kind 'budget' is not one of: budget_threshold, default_cap, anomaly, " in (
+        " ".join(bogus.split())
+    )
     enforcements = qm("alerts", "enforcements").output
     enforcement_id = ok(client.get("/v1/enforcements", headers=world.headers))[0]["id"]
     # The action over its id, whom it applies to, its state over its moment, and why.

@@ -40,6 +40,8 @@ def test_default_cap_commands(
     assert "deleted the default cap for ephemeral" in deleted
     again = qm("budget", "default-cap", "delete", "ephemeral", expect=1)
     assert "no default cap for 'ephemeral'" in again.output
+    wrong = qm("budget", "default-cap", "delete", "production", expect=1)
+    assert "applies_to 'production' is not one of: ephemeral, non_production" in wrong.output
 
 
 def test_high_cost_commands(

@@ -11,9 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import InvalidInputError
 from quartermaster.guardrails.common import insert_once
 from quartermaster.guardrails.models import Alert, Delivery, Webhook
 from quartermaster.storage.base import new_id
+
+# The kinds of alert the guardrails raise (budgets, default caps, the anomaly detector,
+# high-cost previews).
+ALERT_KINDS = ("budget_threshold", "default_cap", "anomaly", "high_cost_event")
 
 
 class Severity(enum.StrEnum):
@@ -78,6 +83,10 @@ def list_alerts(
     tenant_id: str, *, session: Session, kind: str | None = None, limit: int = 100
 ) -> list[Alert]:
     query = select(Alert).where(Alert.tenant_id == tenant_id)
+    if kind is not None and kind not in ALERT_KINDS:
+        raise InvalidInputError(
+            f"kind {kind!r} is not one of: {', '.join(ALERT_KINDS)}", field="kind"
+        )
     if kind is not None:
         query = query.where(Alert.kind == kind)
     query = query.order_by(Alert.created_at.desc(), Alert.id).limit(limit)

@@ -60,13 +60,17 @@ class CapSpec:
     action: str = BudgetAction.HALT
 
 
+def _check_target(applies_to: str) -> None:
+    if applies_to not in {t.value for t in CapTarget}:
+        targets = ", ".join(t.value for t in CapTarget)
+        raise InvalidInputError(
+            f"applies_to {applies_to!r} is not one of: {targets}", field="applies_to"
+        )
+
+
 def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> DefaultCap:
     """Create or change the tenant's cap for one kind of app."""
-    targets = ", ".join(t.value for t in CapTarget)
-    if spec.applies_to not in {t.value for t in CapTarget}:
-        raise InvalidInputError(
-            f"applies_to {spec.applies_to!r} is not one of: {targets}", field="applies_to"
-        )
+    _check_target(spec.applies_to)
     if spec.amount <= 0:
         raise InvalidInputError(f"amount {spec.amount} must be positive", field="amount")
     if spec.period not in {p.value for p in BudgetPeriod}:
@@ -99,6 +103,7 @@ def list_default_caps(tenant_id: str, *, session: Session) -> list[DefaultCap]:
 
 def delete_default_cap(tenant_id: str, applies_to: str, *, session: Session) -> None:
     """Remove a cap; enforcements it started end with it (they cascade)."""
+    _check_target(applies_to)
     row = session.scalar(
         select(DefaultCap).where(
             DefaultCap.tenant_id == tenant_id, DefaultCap.applies_to == applies_to
