@@ -182,6 +182,9 @@ def test_a_team_member_sees_its_teams_lines_and_no_total(qm: CliRunner, platform
         assert "13 lines" not in shown
         assert "59.52" not in shown
     assert "no lines" in shown  # ops: said in words instead of empty tables
+    listed = _ok(qm, "bill", "list", "--api-key", key)
+    assert re.search(rf"{run_id} │ draft\s+│ 2026-01\s+│ hidden │", listed)
+    assert "USD" not in listed
     assert "cost per cost center" not in shown
 
 

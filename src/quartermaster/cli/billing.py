@@ -49,7 +49,7 @@ RunIdArgument = Annotated[
 ]
 TOP_APPS = 10
 # Run and line ids as the tables print them: like git's short hashes, the API takes any
-# unique prefix of 8 characters or more (billing/ids.py), and a full id left a ten-column
+# unique prefix of 8 characters or more (storage/ids.py), and a full id left a ten-column
 # table no room on a 100-column terminal.
 SHORT_ID = 12
 
@@ -266,12 +266,17 @@ def list_runs(
         whole=("id", "status", "total", "lines", "corrects"),
     )
     for d in documents:
-        total = _money(d["total"]) if d["total"] is not None else "hidden"
+        # A team-member's: the API hides the document's total (null).
+        total = (
+            stacked(_money(d["total"]), d["currency"], head_style="")
+            if d["total"] is not None
+            else plain("hidden")
+        )
         table.add_row(
             plain(d["id"][:SHORT_ID]),
             stacked(d["status"], d["kind"], head_style=""),
             plain(_period_label(d["period_start"], d["period_end"])),
-            stacked(total, d["currency"], head_style=""),
+            total,
             plain(f"{d['line_count']:,}"),
             *([plain((d["corrects_run_id"] or "")[:SHORT_ID])] if adjustments else []),
         )
