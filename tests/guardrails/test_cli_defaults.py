@@ -104,8 +104,8 @@ def test_high_cost_commands(
         r"\s+130 EUR\s+│\s+900 EUR\s+│",
         listed,
     )
-    assert re.search(rf"│ {preview_id}\s+│", listed)
-    shown = qm("alerts", "high-cost", "show", preview_id).output
+    assert re.search(rf"│ {preview_id[:12]}\s+│", listed)
+    shown = qm("alerts", "high-cost", "show", preview_id[:12]).output
     assert (
         f"app {world.app} (team {world.team}): 120 EUR in the hour from 2026-03-10 14:00:00Z"
         in shown

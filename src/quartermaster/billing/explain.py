@@ -17,7 +17,6 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from quartermaster.billing.ids import ID_PREFIX, unique_by_prefix
 from quartermaster.billing.models import BillingDocument, BillingLine, CostType, DocumentType
 from quartermaster.billing.service import caller_team_slug, get_document
 from quartermaster.billing.sources import (
@@ -28,6 +27,7 @@ from quartermaster.billing.sources import (
 )
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import NotFoundError
+from quartermaster.storage.ids import ID_PREFIX, unique_by_prefix
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.meters import Aggregation
 from quartermaster.usage.store import LifecycleMarker, RawUsage, UsageStore

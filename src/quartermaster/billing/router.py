@@ -38,7 +38,7 @@ from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up, pl
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
-# A run or adjustment id, or a unique prefix of it (billing/ids.py): `qm bill list` shows 12
+# A run or adjustment id, or a unique prefix of it (storage/ids.py): `qm bill list` shows 12
 # characters.
 RunId = Annotated[
     str,

@@ -23,7 +23,6 @@ from quartermaster.billing.calculator import (
     price_inputs,
     version_cuts,
 )
-from quartermaster.billing.ids import ID_PREFIX, unique_by_prefix
 from quartermaster.billing.lines import (
     LineDraft,
     audit_key,
@@ -43,6 +42,7 @@ from quartermaster.billing.models import (
 from quartermaster.billing.periods import resolve_period, tenant_zone
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, NotFoundError, PermissionDeniedError
+from quartermaster.storage.ids import ID_PREFIX, unique_by_prefix
 from quartermaster.tenancy.models import Role, Team, Tenant
 from quartermaster.tenancy.service import AuthContext
 

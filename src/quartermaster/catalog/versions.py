@@ -44,6 +44,7 @@ from quartermaster.errors import (
 from quartermaster.policy import service as policy
 from quartermaster.policy.engine import PolicyCache, canonical_json
 from quartermaster.policy.models import Approval, ApprovalStatus
+from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
 
@@ -501,13 +502,17 @@ def decide_approval(
         raise PermissionDeniedError("only an admin may review approval requests")
     if not comment.strip():
         raise InvalidInputError("a review needs a comment", field="comment")
-    row = session.scalar(
-        select(Approval)
-        .where(Approval.tenant_id == caller.tenant_id, Approval.id == approval_id)
-        .with_for_update()
+    row = by_id_or_prefix(
+        select(Approval).where(Approval.tenant_id == caller.tenant_id).with_for_update(),
+        Approval.id,
+        approval_id,
+        what="approval",
+        field="approval_id",
+        session=session,
     )
     if row is None:
         raise NotFoundError(f"approval {approval_id!r} not found", field="approval_id")
+    approval_id = row.id
     version = session.get_one(AppVersion, row.app_version_id)
     app = session.get_one(App, version.app_pk)
     now = utc_now()

@@ -36,6 +36,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    short_id,
     show_table,
     stacked,
     team_or_app,
@@ -390,7 +391,7 @@ def exception_grant(
     """Grant a time-limited exception (policies see its key in input.exceptions)."""
     body = {"key": key, "reason": reason, "days": days, "team": team, "app_id": app_id}
     made = request("POST", "/v1/policy-exceptions", json=body, url=url, api_key=api_key)
-    out().print(f"exception {made['id']} ({key}) until {cell_text(made['expires_at'])}")
+    out().print(f"exception {short_id(made['id'])} ({key}) until {cell_text(made['expires_at'])}")
 
 
 @exception_app.command("list")
@@ -407,7 +408,7 @@ def exception_list(
     table = data_table(("exception", "for", "state", "reason"), title="exceptions")
     for one in found:
         table.add_row(
-            stacked(one["key"], one["id"]),
+            stacked(one["key"], short_id(one["id"])),
             plain(team_or_app(one["team"], one["app_id"]) or "the tenant"),
             plain(_exception_state(one)),
             stacked(one["reason"], f"granted by {one['granted_by']}", head_style=""),
@@ -432,7 +433,7 @@ def exception_revoke(
     """End an exception before it lapses (admin); policies stop seeing its key at once."""
     revoked = request("DELETE", f"/v1/policy-exceptions/{exception_id}", url=url, api_key=api_key)
     out().print(
-        f"revoked exception {revoked['id']} ({escape(revoked['key'])}) at "
+        f"revoked exception {short_id(revoked['id'])} ({escape(revoked['key'])}) at "
         f"{cell_text(revoked['revoked_at'])}"
     )
 
@@ -456,7 +457,7 @@ def approvals_list(
     table = data_table(("approval", "status", "reasons"), title="approvals")
     for one in found:
         table.add_row(
-            stacked(one["id"], f"{one['app_id']}@{one['version']}", head_style=""),
+            stacked(short_id(one["id"]), f"{one['app_id']}@{one['version']}", head_style=""),
             stacked(one["status"], f"expires {cell_text(one['expires_at'])}", head_style=""),
             plain("\n".join(one["reasons"])),
         )

@@ -98,6 +98,16 @@ def plain(value: object) -> Text:
 _UTC_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(?:Z|\+00:00)")
 
 
+# Ids as the tables print them: like git's short hashes, the API takes any unique prefix of 8
+# characters or more (storage/ids.py), and a whole id folded over two or three lines of an
+# 80-column table, which a copy and paste then broke.
+SHORT_ID = 12
+
+
+def short_id(value: str) -> str:
+    return value[:SHORT_ID]
+
+
 def cell_text(value: object) -> str:
     """A value as a table shows it. A UTC timestamp loses its fraction of a second and its
     `T` (`2026-12-03 11:40:15Z`, still RFC 3339, so it can be pasted back as an option):

@@ -17,6 +17,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    short_id,
     show_table,
     stacked,
 )
@@ -121,7 +122,8 @@ def high_cost_list(
         totals = row["preview"]["app"]
         table.add_row(
             stacked(
-                f"{row['app']} ({'team ' + row['team'] if row['team'] else 'no team'})", row["id"]
+                f"{row['app']} ({'team ' + row['team'] if row['team'] else 'no team'})",
+                short_id(row["id"]),
             ),
             plain(row["hour_start"]),
             *(

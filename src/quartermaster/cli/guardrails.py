@@ -21,6 +21,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    short_id,
     show_table,
     stacked,
 )
@@ -355,7 +356,7 @@ def enforcements_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> No
     table = data_table(("enforcement", "applies to", "state", "reason"), title="enforcements")
     for one in found:
         table.add_row(
-            stacked(one["action"], one["id"]),
+            stacked(one["action"], short_id(one["id"])),
             plain(_scope(one)),
             plain(_enforcement_state(one)),
             plain(one["reason"]),

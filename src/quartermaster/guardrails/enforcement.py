@@ -26,6 +26,7 @@ from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.models import Enforcement, RateLimitRule
 from quartermaster.guardrails.ratelimit import RateLimiter
+from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import AuthContext
 
@@ -67,8 +68,15 @@ def list_enforcements(tenant_id: str, *, session: Session) -> list[Enforcement]:
 
 def lift_enforcement(caller: AuthContext, enforcement_id: str, *, session: Session) -> Enforcement:
     """End a throttle or halt early (e.g. the budget was raised); recorded with who lifted it."""
-    row = session.get(Enforcement, enforcement_id)
-    if row is None or row.tenant_id != caller.tenant_id:
+    row = by_id_or_prefix(
+        select(Enforcement).where(Enforcement.tenant_id == caller.tenant_id),
+        Enforcement.id,
+        enforcement_id,
+        what="enforcement",
+        field="enforcement_id",
+        session=session,
+    )
+    if row is None:
         raise NotFoundError(f"no enforcement {enforcement_id!r}", field="enforcement_id")
     if row.lifted_at is None:
         row.lifted_at = utc_now()

@@ -36,6 +36,7 @@ from quartermaster.guardrails.common import ScopeKind, insert_once, record_actio
 from quartermaster.guardrails.models import CostPreview, GuardrailSettings
 from quartermaster.guardrails.spend import BillingSpend, ScopeSpend
 from quartermaster.storage.base import new_id
+from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Tenant
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.store import UsageStore
@@ -428,8 +429,14 @@ def list_previews(
 
 
 def get_preview(caller: AuthContext, preview_id: str, *, session: Session) -> CostPreview:
-    query = _visible(caller, session=session).where(CostPreview.id == preview_id)
-    row: CostPreview | None = session.scalar(query)
+    row: CostPreview | None = by_id_or_prefix(
+        _visible(caller, session=session),
+        CostPreview.id,
+        preview_id,
+        what="cost preview",
+        field="preview_id",
+        session=session,
+    )
     if row is None:
         raise NotFoundError(f"no cost preview {preview_id!r}", field="preview_id")
     return row

@@ -30,6 +30,7 @@ from quartermaster.policy.engine import (
     input_digest,
 )
 from quartermaster.policy.models import Policy, PolicyDecision, PolicyException, PolicyMode
+from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.service import AuthContext
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -393,10 +394,13 @@ def list_exceptions(
 
 
 def revoke_exception(caller: AuthContext, exception_id: str, *, session: Session) -> ExceptionView:
-    row = session.scalar(
-        select(PolicyException).where(
-            PolicyException.tenant_id == caller.tenant_id, PolicyException.id == exception_id
-        )
+    row = by_id_or_prefix(
+        select(PolicyException).where(PolicyException.tenant_id == caller.tenant_id),
+        PolicyException.id,
+        exception_id,
+        what="exception",
+        field="exception_id",
+        session=session,
     )
     if row is None:
         raise NotFoundError(f"exception {exception_id!r} not found", field="exception_id")

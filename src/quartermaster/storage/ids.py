@@ -1,6 +1,6 @@
-"""Billing ids by unique prefix, as git takes short hashes: `qm bill list` and `qm bill show`
-print 12 characters of each run and line id, and a prefix of 8 or more names the document or
-line it begins, within the caller's tenant."""
+"""Ids by unique prefix, as git takes short hashes: the CLI prints 12 characters of the ids of
+billing runs and lines, enforcements, approvals, policy exceptions and cost previews, and a
+prefix of 8 or more names the row it begins, within the caller's tenant."""
 
 from __future__ import annotations
 
@@ -38,3 +38,20 @@ def unique_by_prefix(
             field=field,
         )
     return matches[0] if matches else None
+
+
+def by_id_or_prefix(
+    query: Select[Row],
+    id_column: InstrumentedAttribute[Any],
+    given: str,
+    *,
+    what: str,
+    field: str,
+    session: Session,
+) -> Row | None:
+    """The row of `query` whose id is `given`, else (for 8 to 31 hex characters) the one
+    whose id begins with it; None when there is none."""
+    exact = session.scalars(query.where(id_column == given)).first()
+    if exact is not None or not ID_PREFIX.match(given):
+        return exact
+    return unique_by_prefix(query, id_column, given, what=what, field=field, session=session)
