@@ -73,8 +73,23 @@ def cloud_event(source: str, event_id: str, data: dict[str, Any], **extra: Any) 
     }
 
 
-def price_book_yaml(name: str) -> str:
-    return PRICE_BOOK_EXAMPLE.read_text().replace("name: internal-platform", f"name: {name}", 1)
+# The owners the example price book names, by kind (a book loads only when its tenant has them).
+EXAMPLE_OWNERS = {
+    "team": ("data-science", "facilities", "platform-eng"),
+    "cost_center": ("cc-4400-security", "cc-5200-procurement"),
+    "app": ("where2eat",),
+}
+
+
+def price_book_yaml(name: str, *, team: str, cost_center: str, app: str) -> str:
+    """The example price book named `name`, its scopes, discounts and direct costs aimed at
+    the given team, cost center and app."""
+    text = PRICE_BOOK_EXAMPLE.read_text().replace("name: internal-platform", f"name: {name}", 1)
+    chosen = {"team": team, "cost_center": cost_center, "app": app}
+    for kind, slugs in EXAMPLE_OWNERS.items():
+        for slug in slugs:
+            text = text.replace(f"{{{kind}: {slug}}}", f"{{{kind}: {chosen[kind]}}}")
+    return text
 
 
 def _tenancy_and_catalog(client: TestClient, w: World) -> None:
@@ -161,10 +176,11 @@ def _metering(client: TestClient, w: World) -> None:
 def _pricing(client: TestClient, w: World) -> None:
     w.b_ids["price_book"] = w.fresh("b-book")
     headers = {**w.b.headers, "Content-Type": "application/yaml"}
-    response = client.post(
-        "/v1/price-books", content=price_book_yaml(w.b_ids["price_book"]), headers=headers
+    ids = w.b_ids
+    text = price_book_yaml(
+        ids["price_book"], team=ids["team"], cost_center=ids["cost_center"], app=ids["app"]
     )
-    ok(response, 201)
+    ok(client.post("/v1/price-books", content=text, headers=headers), 201)
 
 
 def _secrets(client: TestClient, w: World) -> None:

@@ -137,14 +137,27 @@ def _no_counters_yet(w: World, responses: Responses) -> None:
 
 
 def _price_book(w: World) -> list[Call]:
+    """A's book naming A's owners is stored; one naming B's team, cost center and app is
+    refused: they are no names of A's."""
     headers = {"Content-Type": "application/yaml"}
+    a, b = w.a_ids, w.b_ids
+    own = price_book_yaml(
+        w.fresh("a-book"), team=a["team"], cost_center=a["cost_center"], app=a["app"]
+    )
+    theirs = price_book_yaml(
+        w.fresh("a-book"), team=b["team"], cost_center=b["cost_center"], app=b["app"]
+    )
     return [
-        (
-            "POST",
-            "/v1/price-books",
-            {"content": price_book_yaml(w.fresh("a-book")), "headers": headers},
-        )
+        ("POST", "/v1/price-books", {"content": own, "headers": headers}),
+        ("POST", "/v1/price-books", {"content": theirs, "headers": headers}),
     ]
+
+
+def _price_book_check(w: World, responses: Responses) -> None:
+    assert [r.status_code for r in responses] == [201, 422], [r.text for r in responses]
+    message = responses[1].json()["error"]["message"]
+    for kind in ("team", "cost center", "app"):
+        assert f"unknown {kind} 'b-" in message, message
 
 
 def _field_equals(name: str, expected: Any) -> Callable[[World, Responses], None]:
@@ -341,7 +354,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/price-books/{name}/versions/{version}"): missing(
         "GET", "/v1/price-books/{b[price_book]}/versions/1"
     ),
-    ("POST", "/v1/price-books"): Case(_price_book, frozenset({201})),
+    ("POST", "/v1/price-books"): Case(_price_book, frozenset({201, 422}), _price_book_check),
     # B's book is no book of A's: A cannot make it A's default (B's default is unchanged).
     ("PUT", "/v1/price-books/default"): sends(
         "PUT", "/v1/price-books/default", lambda w: {"name": w.b_ids["price_book"]}, {404}

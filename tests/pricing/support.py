@@ -6,9 +6,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import yaml
+
 from quartermaster.domain.timeutil import Period
 from quartermaster.pricing.document import PriceBookDocument
 from quartermaster.pricing.loader import validate_document
+from quartermaster.pricing.references import references
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import create_principal, issue_api_key
@@ -28,6 +32,34 @@ def book(*prices: dict[str, Any], version: int = 1, **extra: Any) -> PriceBookDo
         **extra,
     }
     return validate_document(data)
+
+
+def example_owners() -> dict[str, list[str]]:
+    """The teams, cost centers and apps docs/examples/pricebook.yaml names, by kind."""
+    named: dict[str, list[str]] = {"team": [], "cost_center": [], "app": []}
+    for reference in references(yaml.safe_load(EXAMPLE.read_text())):
+        if reference.kind in named and reference.name not in named[reference.kind]:
+            named[reference.kind].append(reference.name)
+    return named
+
+
+def create_example_owners(client: httpx.Client, headers: dict[str, str]) -> None:
+    """Give the tenant the owners the example price book names, so that it loads (a price
+    book naming a team, cost center or app the tenant does not have is refused). Owners that
+    exist already are left as they are."""
+    named = example_owners()
+
+    def create(path: str, body: dict[str, str]) -> None:
+        response = client.post(path, json=body, headers=headers)
+        assert response.status_code in (201, 409), response.text
+
+    for slug in named["cost_center"]:
+        create("/v1/cost-centers", {"slug": slug})
+    for slug in named["team"]:
+        create("/v1/teams", {"slug": slug, "cost_center": "default"})
+    for app_id in named["app"]:
+        body = {"app_id": app_id, "owner": "pricing-tests", "team": named["team"][0]}
+        create("/v1/apps", {**body, "cost_center": "default"})
 
 
 def principal_headers(runtime: Runtime, tenant_id: str, role: Role) -> dict[str, str]:

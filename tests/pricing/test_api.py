@@ -13,13 +13,14 @@ from quartermaster.domain.timeutil import parse_timestamp, utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from tests.conftest import TenantHandle
-from tests.pricing.support import EXAMPLE, principal_headers
+from tests.pricing.support import EXAMPLE, create_example_owners, principal_headers
 
 YAML = {"Content-Type": "application/yaml"}
 BOOK = "/v1/price-books/internal-platform"
 
 
 def _upload(client: TestClient, tenant: TenantHandle, text: str) -> dict[str, object]:
+    create_example_owners(client, tenant.headers)
     response = client.post("/v1/price-books", content=text, headers={**tenant.headers, **YAML})
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()

@@ -6,12 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from quartermaster.cli.main import _register_groups, app
 from tests.conftest import LiveServer, TenantHandle
-from tests.pricing.support import EXAMPLE
+from tests.pricing.support import EXAMPLE, create_example_owners
 
 
 def _cli() -> None:
@@ -29,7 +30,10 @@ def qm(live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.Monkey
     return CliRunner()
 
 
-def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
+def test_load_list_show_and_versions(
+    qm: CliRunner, http: httpx.Client, tenant: TenantHandle, tmp_path: Path
+) -> None:
+    create_example_owners(http, tenant.headers)
     loaded = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])
     assert loaded.exit_code == 0, loaded.output
     assert "stored price book internal-platform v1, effective from 2026-01-01 00:00:00Z" in (
@@ -86,7 +90,10 @@ def test_load_list_show_and_versions(qm: CliRunner, tmp_path: Path) -> None:
     assert "internal-platform v1" in pinned.output
 
 
-def test_load_reports_the_servers_field_error(qm: CliRunner, tmp_path: Path) -> None:
+def test_load_reports_the_servers_field_error(
+    qm: CliRunner, http: httpx.Client, tenant: TenantHandle, tmp_path: Path
+) -> None:
+    create_example_owners(http, tenant.headers)
     bad = tmp_path / "bad.yaml"
     bad.write_text(EXAMPLE.read_text().replace("package_size: 1000\n", "package_size: 0\n"))
     result = qm.invoke(app, ["pricebook", "load", str(bad)])
@@ -107,6 +114,7 @@ def test_validate_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     good = runner.invoke(app, ["pricebook", "validate", str(EXAMPLE)])
     assert good.exit_code == 0, good.output
     assert "valid price book internal-platform v1 (11 price rules" in good.output
+    assert "apps it names are checked against the tenant when it is loaded" in good.output
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x", "currency": "usd", "version": 0, "prices": []}')
     result = runner.invoke(app, ["pricebook", "validate", str(bad)])
@@ -140,3 +148,18 @@ def test_use_chooses_the_default_and_list_names_it(qm: CliRunner, tmp_path: Path
     unknown = qm.invoke(app, ["pricebook", "use", "nope"])
     assert unknown.exit_code == 1
     assert "no price book named 'nope'" in unknown.output
+
+
+def test_load_names_the_unknown_names(qm: CliRunner, tmp_path: Path) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        "name: typo-book\ncurrency: USD\nversion: 1\neffective_from: 2026-01-01T00:00:00Z\n"
+        "prices:\n  - {meter: tokenz, model: per_unit, unit_price: 0.1}\n"
+        "discounts:\n  - {name: d, percent: 10, applies_to: {team: nosuchteam}}\n"
+    )
+    result = qm.invoke(app, ["pricebook", "load", str(typo)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "prices[0].meter: unknown meter 'tokenz' (did you mean 'tokens'?)" in text
+    assert "discounts[0].applies_to.team: unknown team 'nosuchteam'" in text
+    assert "The tenant's meters (qm meter list): bytes_out, compute_units," in text

@@ -91,7 +91,8 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
 
 @pricebook_app.command("validate")
 def validate(file: FileArgument) -> None:
-    """Check a price book file locally, without uploading it."""
+    """Check a price book file locally, without uploading it (the meters, teams, cost
+    centers and apps it names are checked against the tenant when it is loaded)."""
     text, fmt_name = _read(file)
     try:
         document = parse_price_book(text, "yaml" if fmt_name == "yaml" else "json")
@@ -106,6 +107,10 @@ def validate(file: FileArgument) -> None:
         f"({len(document.prices)} price rules, {len(document.discounts)} discounts, "
         f"{len(document.platform_costs)} platform cost policies, "
         f"{len(document.reservations)} reservations)"
+    )
+    out().print(
+        "the meters, teams, cost centers and apps it names are checked against the tenant "
+        "when it is loaded (qm pricebook load)"
     )
 
 

@@ -42,15 +42,19 @@ _T = TypeVar("_T")
 
 
 class PriceBookError(InvalidInputError):
-    """A price book that does not load; `issues` holds every (path, message) found."""
+    """A price book that does not load; `issues` holds every (path, message) found, `note`
+    what helps to fix them (e.g. the names the tenant does have)."""
 
-    def __init__(self, issues: list[Issue]) -> None:
+    def __init__(self, issues: list[Issue], *, note: str | None = None) -> None:
         shown = issues[:MAX_ISSUES_IN_MESSAGE]
         text = "; ".join(f"{path}: {message}" for path, message in shown)
         if len(issues) > len(shown):
             text += f"; … and {len(issues) - len(shown)} more"
+        if note:
+            text += f". {note}"
         super().__init__(f"invalid price book: {text}", field=issues[0][0] if issues else None)
         self.issues = issues
+        self.note = note
 
 
 class _DecimalSafeLoader(yaml.SafeLoader):

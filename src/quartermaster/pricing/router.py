@@ -16,7 +16,7 @@ from quartermaster.api.responses import error_responses
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import PayloadTooLargeError
 from quartermaster.pricing import service
-from quartermaster.pricing.loader import format_for_content_type, parse_price_book
+from quartermaster.pricing.loader import format_for_content_type
 from quartermaster.pricing.schemas import (
     DefaultPriceBookIn,
     DefaultPriceBookOut,
@@ -62,7 +62,9 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {"type": "object", "description": "A price bo
     summary="Upload a price book version",
     description="The body is the document, JSON or YAML (Content-Type application/yaml). "
     "A version is immutable: re-sending it unchanged answers 200 with the stored version; "
-    "changes are new versions. An effective_from in the past is a back-dated change.",
+    "changes are new versions. An effective_from in the past is a back-dated change. "
+    "422 lists every problem at once: bad fields, broken rules between fields, and each "
+    "meter, team, cost center or app the tenant does not have.",
     responses={
         200: {"description": "This exact version was already stored"},
         **error_responses(409, 413, 422),
@@ -81,13 +83,16 @@ def upload_price_book(
     body: DocumentBody, caller: AdminCaller, session: SessionDep, response: Response
 ) -> PriceBookUploadOut:
     raw, content_type = body
-    document = parse_price_book(raw, format_for_content_type(content_type))
-    stored = service.store_price_book(
-        caller.tenant_id, document, created_by=caller.principal_name, session=session
+    stored = service.upload_price_book(
+        caller.tenant_id,
+        raw,
+        format_for_content_type(content_type),
+        created_by=caller.principal_name,
+        session=session,
     )
     if not stored.created:
         response.status_code = 200
-    history = service.load_history(caller.tenant_id, document.name, session=session)
+    history = service.load_history(caller.tenant_id, stored.row.name, session=session)
     out = PriceBookVersionOut.build(stored.row, history)
     return PriceBookUploadOut(**out.model_dump(), created=stored.created)
 

@@ -8,17 +8,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import ensure_utc, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
-from quartermaster.pricing.document import PriceBookDocument
+from quartermaster.pricing.document import PriceBookDocument, UtcDatetime
 from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
-from quartermaster.pricing.loader import canonical_json, content_hash, document_from_json
+from quartermaster.pricing.loader import (
+    DocumentFormat,
+    PriceBookError,
+    canonical_json,
+    check_document,
+    content_hash,
+    decode,
+    document_from_json,
+    in_document_order,
+    parse_raw,
+)
 from quartermaster.pricing.models import PriceBookDefault, PriceBookVersionRow
+from quartermaster.pricing.references import (
+    meters_note,
+    references,
+    tenant_names,
+    unknown_name_issues,
+)
+
+_EFFECTIVE_FROM: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +128,46 @@ def store_price_book(
             continue
         return StoredVersion(row, created=True)
     raise AssertionError("unreachable")
+
+
+def upload_price_book(
+    tenant_id: str,
+    text: str | bytes,
+    fmt: DocumentFormat,
+    *,
+    created_by: str,
+    session: Session,
+) -> StoredVersion:
+    """Load a price book version from its text: refused (PriceBookError, with every issue
+    at once) when a field is bad, a rule between fields is broken, or it names a meter,
+    team, cost center or app the tenant does not have; else stored as store_price_book
+    does. A stored version sent again unchanged is answered without checking the names."""
+    data = parse_raw(decode(text), fmt)
+    document, issues = check_document(data)
+    if document is not None:
+        same = _same_version(tenant_id, document, content_hash(document), session=session)
+        if same is not None:
+            return same
+    effective_from = document.effective_from if document is not None else _effective_from(data)
+    names = tenant_names(tenant_id, effective_from=effective_from, session=session)
+    bad_fields = {path for path, _ in issues}
+    found = [ref for ref in references(data) if ref.path not in bad_fields]
+    unknown = unknown_name_issues(found, names)
+    if document is None or unknown:  # a document is None only with issues
+        meters = {ref.path for ref in found if ref.kind == "meter"}
+        note = meters_note(names) if any(path in meters for path, _ in unknown) else None
+        raise PriceBookError(in_document_order(issues + unknown), note=note)
+    return store_price_book(tenant_id, document, created_by=created_by, session=session)
+
+
+def _effective_from(data: Any) -> datetime | None:
+    """A document's effective_from when that field is valid (the rest may not be)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return _EFFECTIVE_FROM.validate_python(data.get("effective_from"))
+    except ValidationError:
+        return None
 
 
 def _new_version(

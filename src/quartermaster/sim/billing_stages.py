@@ -20,6 +20,8 @@ import orjson
 from quartermaster.billing.sources import DEFAULT_SETTLE
 from quartermaster.domain.timeutil import floor_hour, utc_now
 from quartermaster.metering.signing import sign_event
+from quartermaster.pricing.loader import DocumentFormat, PriceBookError, guess_format, parse_raw
+from quartermaster.pricing.references import references
 from quartermaster.sim import showback
 from quartermaster.sim.context import DemoContext, DemoFailure, start_server, stop_server
 from quartermaster.sim.driver import demo_progress, post_batch, request
@@ -98,14 +100,60 @@ def close_window(ctx: DemoContext) -> None:
         raise DemoFailure("the pipeline accounting does not balance: accepted != rated + waiting")
 
 
+def register_price_book_owners(
+    client: httpx.Client, text: str, fmt: DocumentFormat, *, fallback_team: str
+) -> dict[str, list[str]]:
+    """Create the teams, cost centers and apps the price book names that the tenant does not
+    have (a price book naming an owner its tenant lacks is refused): the example names a few
+    teams a small simulated platform has not got, and an app it never has. Returns what was
+    created, by kind. An app goes to the first team the book names (else `fallback_team`)."""
+    try:
+        named = references(parse_raw(text, fmt))
+    except PriceBookError:
+        return {}  # the server names the problem when the book is loaded
+    teams = [ref.name for ref in named if ref.kind == "team"]
+    created: dict[str, list[str]] = {}
+
+    def create(kind: str, path: str, name: str, body: dict[str, str]) -> None:
+        response = request(client, "POST", path, json=body, accept=(201, 409))
+        if response.status_code == 201:  # 409: the tenant has it already
+            created.setdefault(kind, []).append(name)
+
+    for ref in named:
+        if ref.kind == "cost_center":
+            create("cost centers", "/v1/cost-centers", ref.name, {"slug": ref.name})
+        elif ref.kind == "team":
+            body = {"slug": ref.name, "cost_center": "default"}
+            create("teams", "/v1/teams", ref.name, body)
+    for ref in named:
+        if ref.kind == "app":
+            body = {"app_id": ref.name, "owner": "price-book", "cost_center": "default"}
+            body["team"] = teams[0] if teams else fallback_team
+            create("apps", "/v1/apps", ref.name, body)
+    return created
+
+
 def load_price_book(ctx: DemoContext) -> None:
-    """POST the YAML price book, as `qm pricebook load` does."""
+    """POST the YAML price book, as `qm pricebook load` does, once the tenant has the owners
+    it names."""
     path = ctx.options.price_book or default_price_book()
     try:
         content = path.read_bytes()
     except OSError as exc:
         raise DemoFailure(f"cannot read the price book {path}: {exc.strerror}") from None
+    text = content.decode("utf-8", errors="replace")
     with ctx.client() as client:
+        created = register_price_book_owners(
+            client,
+            text,
+            guess_format(path.name, text),
+            fallback_team=ctx.need_platform().teams[0].slug,
+        )
+        if created:
+            listed = "; ".join(f"{kind} {', '.join(names)}" for kind, names in created.items())
+            ctx.console.print(
+                f"registered what the price book names and the platform lacks: {listed}"
+            )
         ctx.price_book = request(
             client,
             "POST",
