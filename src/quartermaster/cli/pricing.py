@@ -91,8 +91,10 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
 
 @pricebook_app.command("validate")
 def validate(file: FileArgument) -> None:
-    """Check a price book file locally, without uploading it (the meters, teams, cost
-    centers and apps it names are checked against the tenant when it is loaded)."""
+    """Check a price book file locally, without uploading it.
+
+    The meters, teams, cost centers and apps it names are checked against the tenant when it
+    is loaded."""
     text, fmt_name = _read(file)
     try:
         document = parse_price_book(text, "yaml" if fmt_name == "yaml" else "json")
@@ -159,8 +161,9 @@ def use(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Make a price book the default: billing, previews and guardrails use it when no price
-    book is named."""
+    """Make a price book the default one.
+
+    Billing, previews and guardrails use the default when no price book is named."""
     chosen = request(
         "PUT", "/v1/price-books/default", json={"name": name}, url=url, api_key=api_key
     )
