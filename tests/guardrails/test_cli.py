@@ -34,6 +34,8 @@ def test_budget_quota_decide_and_alerts_commands(
     ).output  # fmt: skip
     assert f"created budget team-cap: 100 per month for team {world.team}" in made
     assert "halt at 100%" in made
+    tenant_wide = qm("budget", "create", "all", "--amount", "500").output
+    assert "created budget all: 500 per month for the tenant," in tenant_wide
     budgets = qm("budget", "list").output
     assert re.search(
         rf"team-cap\s+│ team {world.team}\s+│ 100 a month\s+│ 50, 90 %\s+│ halt at 100 %", budgets

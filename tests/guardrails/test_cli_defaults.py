@@ -53,7 +53,7 @@ def test_high_cost_commands(
 ) -> None:
     world = build_world(client, tenant)
     qm = make_qm(live_server, tenant, monkeypatch)
-    assert "no previews after high-cost hours" in qm("alerts", "high-cost", "threshold").output
+    assert "high-cost previews are off" in qm("alerts", "high-cost", "threshold").output
     on = qm("alerts", "high-cost", "threshold", "75").output
     assert "a preview invoice after any app-hour costing 75 or more" in on
     assert "75" in qm("alerts", "high-cost", "threshold").output
@@ -122,7 +122,7 @@ def test_high_cost_commands(
     assert re.search(r"│ 120 EUR\s+│ qm.invocation.usage from apps/trainer\s+│", shown)
     assert "no cost preview 'nope'" in qm("alerts", "high-cost", "show", "nope", expect=1).output
     off = qm("alerts", "high-cost", "threshold", "--off").output
-    assert "no previews after high-cost hours" in off
+    assert "high-cost previews are off now" in off
 
 
 def test_decide_prints_policy_reasons_and_audit_notes(

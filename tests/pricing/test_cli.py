@@ -44,6 +44,7 @@ def test_load_list_show_and_versions(
     again = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])
     assert again.exit_code == 0
     assert "already stored unchanged" in again.output
+    assert "adjustments" not in again.output  # an unchanged book changes no bill
 
     listed = qm.invoke(app, ["pricebook", "list"])
     assert listed.exit_code == 0, listed.output

@@ -92,11 +92,10 @@ def high_cost_threshold(
         body = {"high_cost_hour_amount": None if off else amount}
         row = request("PUT", "/v1/guardrail-settings", json=body, url=url, api_key=api_key)
     value = row["high_cost_hour_amount"]
-    out().print(
-        "no previews after high-cost hours"
-        if value is None
-        else f"a preview invoice after any app-hour costing {value} or more"
-    )
+    if value is not None:
+        out().print(f"a preview invoice after any app-hour costing {value} or more")
+    else:
+        out().print("high-cost previews are off" + (" now" if off else ""))
 
 
 @high_cost_app.command("list")

@@ -89,10 +89,10 @@ def budget_create(
         }
     )
     made = request("POST", "/v1/budgets", json=body, url=url, api_key=api_key)
-    target = made["scope"] or "the tenant"
+    target = f"{made['scope_kind']} {made['scope']}" if made["scope"] else "the tenant"
     out().print(
         f"created budget {made['name']}: {made['amount']} per {made['period']} for "
-        f"{made['scope_kind']} {target}, thresholds {made['thresholds']}%, "
+        f"{target}, thresholds {made['thresholds']}%, "
         f"{made['action']} at {made['hard_percent']}%"
     )
 

@@ -82,7 +82,7 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
         )
     else:
         out().print(f"price book {escape(str(label))} was already stored unchanged")
-    if stored["back_dated"]:
+    if stored["back_dated"] and stored["created"]:  # an unchanged re-upload changes no bill
         out().print(
             f"[yellow]back-dated:[/] effective {cell_text(stored['effective_from'])}, recorded "
             f"{cell_text(stored['recorded_at'])}; periods already billed will get adjustments"
