@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -104,6 +105,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert sum(Decimal(r["BilledCost"]) for r in rows) == PIPELINE_TOTAL + Decimal("0.2")
     chargeback = _ok(qm, "bill", "export", run_id)
     assert chargeback.startswith("period_start,period_end,run_id")
+    json_file = tmp_path / "chargeback.json"
+    said = _ok(qm, "bill", "export", run_id, "--format", "json", "-o", str(json_file))
+    lines = json.loads(json_file.read_text())["lines"]
+    assert f"({len(lines)} line" in said, said  # its lines, not the file's text lines
 
     detail = platform.client.get(f"/v1/billing/runs/{run_id}", headers=platform.headers).json()
     web_cpu = next(

@@ -3,6 +3,7 @@ QM_API_KEY): the server process holds the usage store."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     request,
+    short_id,
     show_table,
     stacked,
 )
@@ -48,10 +50,6 @@ RunIdArgument = Annotated[
     ),
 ]
 TOP_APPS = 10
-# Run and line ids as the tables print them: like git's short hashes, the API takes any
-# unique prefix of 8 characters or more (storage/ids.py), and a full id left a ten-column
-# table no room on a 100-column terminal.
-SHORT_ID = 12
 
 
 def _money(value: str | Decimal | None) -> str:
@@ -189,7 +187,7 @@ def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
         price = f"@ {fmt(Decimal(line['unit_price']))}" if line["unit_price"] else ""
         table.add_row(
             Text.assemble(
-                (line["id"][:SHORT_ID], "bold"),
+                (short_id(line["id"]), "bold"),
                 "\n",
                 owner,
                 "\n",
@@ -273,12 +271,12 @@ def list_runs(
             else plain("hidden")
         )
         table.add_row(
-            plain(d["id"][:SHORT_ID]),
+            plain(short_id(d["id"])),
             stacked(d["status"], d["kind"], head_style=""),
             plain(_period_label(d["period_start"], d["period_end"])),
             total,
             plain(f"{d['line_count']:,}"),
-            *([plain((d["corrects_run_id"] or "")[:SHORT_ID])] if adjustments else []),
+            *([plain(short_id(d["corrects_run_id"] or ""))] if adjustments else []),
         )
     show_table(table, empty="no adjustments" if adjustments else "no billing runs")
 
@@ -321,7 +319,7 @@ def show(
             print_lines(detail["lines"], limit=None if all_lines else lines)
     if detail["adjustments"]:
         rows = [
-            (a["id"][:SHORT_ID], a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
+            (short_id(a["id"]), a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
             for a in detail["adjustments"]
         ]
         columns = ("adjustment", "#", "as of", "total", "lines")
@@ -404,7 +402,8 @@ def export(
         str, typer.Option("--format", help="csv, json (chargeback) or focus (FOCUS 1.2 CSV).")
     ] = "csv",
     include_adjustments: Annotated[
-        bool, typer.Option(help="Add the run's adjustment documents.")
+        bool,
+        typer.Option("--include-adjustments", help="Add the run's adjustment documents."),
     ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
@@ -423,7 +422,11 @@ def export(
         sys.stdout.write(text)
         return
     output.write_text(text, encoding="utf-8")
-    Console(stderr=True).print(f"wrote {output} ({_count(len(text.splitlines()) - 1, 'row')})")
+    if export_format == "json":  # indented JSON: its text lines are not its lines
+        written = _count(len(json.loads(text)["lines"]), "line")
+    else:
+        written = _count(len(text.splitlines()) - 1, "row")
+    Console(stderr=True).print(f"wrote {output} ({written})")
 
 
 def explain(
