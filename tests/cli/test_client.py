@@ -85,6 +85,25 @@ def test_print_table_heads_fields_in_words_and_keeps_a_built_cell(
     assert "│ 2 " in shown  # a cell the command built is kept, here two lines
 
 
+def test_print_table_keeps_a_whole_column_on_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`qm budget list` split a name (sales-emea-mo|nthly) at 80 columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    columns = ("name", "applies to", "limit", "alerts at", "then")
+    row = {
+        "name": "sales-emea-monthly",
+        "applies to": "cost center cc-2200-sales-emea",
+        "limit": "12,000.00 a month",
+        "alerts at": "50, 80, 90, 100 %",
+        "then": "throttle at 120 %, halt at 150 %",
+    }
+    print_table(columns, [row], title="budgets")
+    assert "│ sales-emea-mo │" in capsys.readouterr().out
+    print_table(columns, [row], title="budgets", whole=("name",))
+    assert "│ sales-emea-monthly │" in capsys.readouterr().out
+
+
 def test_hour_names_names_three_hours_and_counts_the_rest() -> None:
     hours = [f"2026-11-01T{h:02d}:00:00Z" for h in range(5)]
     assert hour_names(hours[:1]) == "2026-11-01 00:00"

@@ -300,7 +300,10 @@ def policy_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """The latest version of each policy."""
     rows = request("GET", "/v1/policies", url=url, api_key=api_key)
     print_table(
-        ("name", "version", "package", "mode", "enabled", "created_at"), rows, title="policies"
+        ("name", "version", "package", "mode", "enabled", "created_at"),
+        rows,
+        title="policies",
+        whole=("name",),
     )
 
 

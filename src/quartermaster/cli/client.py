@@ -194,12 +194,13 @@ def print_table(
     *,
     title: str,
     empty: str | None = None,
+    whole: Container[str] = (),
 ) -> None:
     """Rows as a table, or `empty` (default "no <title>") when there are none: an empty frame
-    reads as a rendering fault. Every column may fold, ids too: keeping a 32-character id
-    on one line left the other columns of an 80-column table a few letters each, or none
-    when there were two."""
-    table = data_table(columns, title=title)
+    reads as a rendering fault. Columns fold unless named in `whole` (a name a reader
+    copies, short enough to keep): keeping a 32-character id on one line left the other
+    columns of an 80-column table a few letters each, or none when there were two."""
+    table = data_table(columns, title=title, whole=whole)
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
     show_table(table, empty=empty or f"no {title}")

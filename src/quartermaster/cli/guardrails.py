@@ -120,7 +120,8 @@ def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
         }
         for budget in budgets
     ]
-    print_table(("name", "applies to", "limit", "alerts at", "then"), rows, title="budgets")
+    columns = ("name", "applies to", "limit", "alerts at", "then")
+    print_table(columns, rows, title="budgets", whole=("name",))
 
 
 @budget_app.command("delete")
