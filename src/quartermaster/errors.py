@@ -36,6 +36,12 @@ class PayloadTooLargeError(QMError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaTypeError(QMError):
+    """A body in a format the route does not read (HTTP 415)."""
+
+    code = "unsupported_media_type"
+
+
 class RateLimitedError(QMError):
     code = "rate_limited"
 

@@ -17,6 +17,7 @@ from quartermaster.errors import (
     PermissionDeniedError,
     QMError,
     RateLimitedError,
+    UnsupportedMediaTypeError,
 )
 
 STATUS_BY_ERROR: dict[type[QMError], int] = {
@@ -26,6 +27,7 @@ STATUS_BY_ERROR: dict[type[QMError], int] = {
     AuthenticationError: 401,
     PermissionDeniedError: 403,
     PayloadTooLargeError: 413,
+    UnsupportedMediaTypeError: 415,
     RateLimitedError: 429,
 }
 

@@ -12,6 +12,7 @@ _MEANING = {
     404: "Not found in the caller's tenant",
     409: "Conflicts with existing state",
     413: "Request too large",
+    415: "A body in a format the route does not read",
     422: "Invalid input; `field` names what was wrong",
     429: "Rate limited",
 }

@@ -17,7 +17,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from quartermaster.errors import InvalidInputError
+from quartermaster.errors import InvalidInputError, UnsupportedMediaTypeError
 from quartermaster.pricing.document import (
     METHOD_TAGS,
     MODEL_TAGS,
@@ -80,7 +80,7 @@ def format_for_content_type(content_type: str | None) -> DocumentFormat:
         return "yaml"
     if media in ("application/json", ""):
         return "json"
-    raise InvalidInputError(
+    raise UnsupportedMediaTypeError(
         f"unsupported Content-Type {media!r}: send application/json or application/yaml",
         field="Content-Type",
     )

@@ -67,7 +67,7 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {"type": "object", "description": "A price bo
     "meter, team, cost center or app the tenant does not have.",
     responses={
         200: {"description": "This exact version was already stored"},
-        **error_responses(409, 413, 422),
+        **error_responses(409, 413, 415, 422),
     },
     openapi_extra={
         "requestBody": {
