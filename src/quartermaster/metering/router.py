@@ -16,10 +16,9 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from quartermaster.api.deps import Ingester, Reader, RuntimeDep, SessionDep
-from quartermaster.api.errors import error_response
 from quartermaster.domain.events import event_json_schema
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
-from quartermaster.errors import InvalidInputError, PayloadTooLargeError
+from quartermaster.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
 from quartermaster.guardrails.gate import check_ingest
 from quartermaster.metering.body import BATCH, JSON, SINGLE, parse_events
 from quartermaster.metering.offload import validation_pool
@@ -137,11 +136,9 @@ async def post_events(request: Request, caller: Ingester) -> Response:
     runtime: Runtime = request.app.state.runtime
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media_type not in (SINGLE, BATCH, JSON):
-        return error_response(
-            415,
-            "unsupported_media_type",
+        raise UnsupportedMediaTypeError(
             f"content type {media_type or '(none)'!r} is not accepted: use {SINGLE}, "
-            f"{BATCH} or {JSON}",
+            f"{BATCH} or {JSON}"
         )
     # A budget throttle or rate limit: 429 before the body. In a worker thread: on a cache
     # miss the gate reads the database, which may wait for the writer.
