@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from quartermaster.cli import billing as billing_cli
@@ -175,7 +177,8 @@ def test_the_run_list_and_the_preview_read_at_80_columns(
             "forecast": "22718.64",
             "method": "run-rate",
             "teams": [LONG | {"month_to_date": "1234.56", "forecast": "14441.11"}],
-            "apps": [LONG | {"month_to_date": "1234.56", "forecast": "14441.11"}],
+            # The app above its team: a reserved-capacity credit went to the team as a whole.
+            "apps": [LONG | {"month_to_date": "1264.56", "forecast": "14441.11"}],
         },
     }
     monkeypatch.setattr(billing_cli, "request", lambda _method, path, **_kw: answers[path])
@@ -184,4 +187,8 @@ def test_the_run_list_and_the_preview_read_at_80_columns(
     _at_80(listed, "d780dcccdd7c", "e4a0378f130d", "chargeback", "finalized", "1,942,078.55")
     _at_80(listed, "2026-12-01", "15:00:00Z", "3,439")
     billing_cli.preview(price_book=None, url=None, api_key=None)
-    _at_80(capsys.readouterr().out, *LONG.values(), "1,234.56", "14,441.11")
+    previewed = capsys.readouterr().out
+    _at_80(previewed, *LONG.values(), "1,234.56", "1,264.56", "14,441.11")
+    assert re.search(r"│ customer-support\s+│\s+1,234\.56 │\s+14,441\.11 │", previewed)
+    assert re.search(r"│ -30\.00 team-wide\s+│", previewed), previewed
+    assert "team-wide: charged to the team as a whole" in " ".join(previewed.split())

@@ -376,12 +376,35 @@ def preview(
         f"{currency}"
     )
     out().print(f"forecast method: {result['method']}")
+    # A team's month to date is its apps' plus what is charged to the team as a whole (a
+    # reserved-capacity credit or fee, a platform share): shown apart, or a team below its own
+    # app reads as an error.
+    on_apps: dict[tuple[str, str | None], Decimal] = {}
+    for a in result["apps"]:
+        key = (a["cost_center"], a["team"])
+        on_apps[key] = on_apps.get(key, Decimal(0)) + Decimal(a["month_to_date"])
     columns = ("cost center", "team", "month to date", "forecast")
-    rows = [
-        (t["cost_center"], t["team"] or "-", _money(t["month_to_date"]), _money(t["forecast"]))
-        for t in result["teams"]
-    ]
+    rows: list[tuple[object, ...]] = []
+    for t in result["teams"]:
+        team_wide = Decimal(t["month_to_date"]) - on_apps.get((t["cost_center"], t["team"]), 0)
+        team: object = t["team"] or "-"
+        if team_wide:
+            team = stacked(team, f"{_money(team_wide)} team-wide", head_style="")
+        rows.append(
+            (
+                t["cost_center"],
+                team,
+                _money(t["month_to_date"]),
+                _money(t["forecast"]),
+            )
+        )
     show_table(_table("per team", columns, rows), empty="no usage or platform costs this month yet")
+    if any(isinstance(row[1], Text) for row in rows):
+        out().print(
+            "team-wide: charged to the team as a whole, not to one of its apps (reserved-"
+            "capacity credits and fees, platform shares)",
+            style="dim",
+        )
     app_rows = [
         (
             _app_cell(a["app"], a["team"] or "-", a["cost_center"]),
