@@ -130,6 +130,11 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "scale" in explained
     assert "late: not in it" in explained  # the 100 s recorded after the run
     assert "in the document" in explained
+    # The audit key whole on its own line at 80 columns, so it pastes back as an argument.
+    narrow_explained = qm.invoke(app, ["explain", web_cpu["id"][:12]], env={"COLUMNS": "80"})
+    assert f"audit key {web_cpu['audit_key']}\n" in narrow_explained.output
+    again = _ok(qm, "explain", web_cpu["audit_key"])
+    assert "usage of cpu_seconds for app web" in again
 
     empty = _ok(qm, "bill", "run", "--month", "2026-03")  # a month nothing was sent for
     assert "no usage in the period as recorded by" in empty

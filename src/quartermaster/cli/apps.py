@@ -94,7 +94,9 @@ def app_list(
     apps = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
     # Four columns of two lines (an app over its title, team over cost center, lifecycle
     # over environment): seven, one per field, folded every value at 80 columns.
-    table = data_table(("app", "owner", "team / cost center", "lifecycle"), title="apps")
+    table = data_table(
+        ("app", "owner", "team / cost center", "lifecycle / environment"), title="apps"
+    )
     for found in apps:
         table.add_row(
             stacked(found["app_id"], found["title"] if found["title"] != found["app_id"] else ""),

@@ -471,9 +471,10 @@ def explain(
         f"{line['cost_type']} {line['amount']} {line['currency']} = {line['pricing_rule']} "
         f"(quantity {grouped(line['quantity'])}, allocation: {line['allocation_method']})"
     )
-    console.print(
-        f"audit key {line['audit_key']}; counted as of {cell_text(result['counted_as_of'])}"
-    )
+    console.print(f"counted as of {cell_text(result['counted_as_of'])}")
+    # On a line of its own, unwrapped: Rich had split the key mid-word (comp|ute_units), and
+    # it is pasted back as `qm explain`'s argument.
+    console.print(f"audit key {line['audit_key']}", soft_wrap=True, markup=False, highlight=False)
     for note in result["notes"]:
         console.print(f"note: {escape(str(note))}")
     if result["daily"]:

@@ -157,10 +157,13 @@ def grouped(number: object) -> str:
     return f"{sign}{int(whole.lstrip('-') or 0):,}{dot}{fraction}"
 
 
-def stacked(head: object, body: object, *, head_style: str = "bold") -> Text:
+def stacked(head: object, body: object, *, head_style: str = "bold", body_style: str = "") -> Text:
     """One cell of two parts, `head` over `body` (an alert's title over its message): one
-    wide column reads better than two narrow ones that each fold into a dozen lines."""
-    return Text.assemble((cell_text(head), head_style), "\n", cell_text(body), overflow="fold")
+    wide column reads better than two narrow ones that each fold into a dozen lines. A dim
+    body keeps a row of two lines from reading as two rows."""
+    return Text.assemble(
+        (cell_text(head), head_style), "\n", (cell_text(body), body_style), overflow="fold"
+    )
 
 
 def data_table(

@@ -101,8 +101,8 @@ def principal_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     table = data_table(("principal", "role", "of"), title="principals")
     for one in principals:
         table.add_row(
-            stacked(one["name"], one["id"], head_style=""),
-            stacked(one["role"], one["kind"], head_style=""),
+            stacked(one["name"], one["id"], head_style="", body_style="dim"),
+            stacked(one["role"], one["kind"], head_style="", body_style="dim"),
             plain(team_or_app(one["team"], one["app_id"])),
         )
     show_table(table, empty="no principals")
