@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from quartermaster.api.app import create_app
 from quartermaster.config import Settings, generate_server_key
@@ -178,3 +179,17 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
 def http(live_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a database without any table (a fresh SQLite file, or a fresh PostgreSQL
+    database dropped afterwards): for migration tests."""
+    if request.param == "postgresql":
+        url, drop = create_pg_database()
+    else:
+        url, drop = f"sqlite:///{tmp_path / 'qm.db'}", lambda: None
+    engine = create_db_engine(url)
+    yield engine
+    engine.dispose()
+    drop()

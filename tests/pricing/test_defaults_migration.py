@@ -3,33 +3,14 @@ its default, and the table matches the model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from quartermaster.storage.base import Base
-from quartermaster.storage.engine import create_db_engine
 from quartermaster.storage.migrate import alembic_config, upgrade_database
 from quartermaster.storage.models import import_all_models
-from tests.conftest import BACKENDS, create_pg_database
-
-
-@pytest.fixture(params=BACKENDS)
-def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        url, drop = create_pg_database()
-    else:
-        url, drop = f"sqlite:///{tmp_path / 'qm.db'}", lambda: None
-    engine = create_db_engine(url)
-    yield engine
-    engine.dispose()
-    drop()
-
 
 VERSIONS = [
     # tenant, name, version, recorded_at, created_by

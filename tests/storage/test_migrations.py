@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,22 +11,8 @@ from sqlalchemy import Engine, inspect, text
 
 from quartermaster.bus.embedded import dedup_key
 from quartermaster.storage.base import Base
-from quartermaster.storage.engine import create_db_engine
 from quartermaster.storage.migrate import MIGRATIONS_DIR, alembic_config, upgrade_database
 from quartermaster.storage.models import import_all_models
-from tests.conftest import BACKENDS, create_pg_database
-
-
-@pytest.fixture(params=BACKENDS)
-def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        url, drop = create_pg_database()
-    else:
-        url, drop = f"sqlite:///{tmp_path / 'qm.db'}", lambda: None
-    engine = create_db_engine(url)
-    yield engine
-    engine.dispose()
-    drop()
 
 
 def test_event_log_migrations_give_the_models_tables(empty_engine: Engine) -> None:
