@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App, AppSigningKey, SigningKeyStatus
@@ -139,31 +139,26 @@ def apps_requiring_signatures_among(
     tenant_id: str, app_ids: Collection[str], *, session: Session
 ) -> set[str]:
     """The apps among `app_ids` (slugs) that require signed events."""
-    if not app_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(App.app_id).where(
-                App.tenant_id == tenant_id,
-                App.require_signatures.is_(True),
-                App.app_id.in_(sorted(app_ids)),
-            )
-        )
-    )
+    return _apps_among(tenant_id, app_ids, App.require_signatures.is_(True), session=session)
 
 
 def team_apps_among(
     tenant_id: str, team_id: str, app_ids: Collection[str], *, session: Session
 ) -> set[str]:
     """The apps among `app_ids` (slugs) that belong to team `team_id` now."""
+    return _apps_among(tenant_id, app_ids, App.team_id == team_id, session=session)
+
+
+def _apps_among(
+    tenant_id: str,
+    app_ids: Collection[str],
+    condition: ColumnElement[bool],
+    *,
+    session: Session,
+) -> set[str]:
     if not app_ids:
         return set()
-    return set(
-        session.scalars(
-            select(App.app_id).where(
-                App.tenant_id == tenant_id,
-                App.team_id == team_id,
-                App.app_id.in_(sorted(app_ids)),
-            )
-        )
+    query = select(App.app_id).where(
+        App.tenant_id == tenant_id, condition, App.app_id.in_(sorted(app_ids))
     )
+    return set(session.scalars(query))
