@@ -113,6 +113,19 @@ def test_a_setup_that_cannot_work_is_named_in_one_line(
     assert "Traceback" not in result.stderr
 
 
+def test_a_qm_toml_that_is_not_toml_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "qm.toml").write_text("port = 8080\nmax_batch_events = \n")
+    env = _env(QM_DATA_DIR=str(tmp_path / "qm"))
+    result = subprocess.run(
+        [*QM, "tenant", "list"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "error: qm.toml is not valid TOML: Invalid value (at line 2, column 20)" in (
+        " ".join(result.stderr.split())
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_server_url_without_a_scheme_means_http(live_server: LiveServer) -> None:
     """The help writes the default as `127.0.0.1:8080`, so users write QM_URL that way."""
     bare = live_server.url.removeprefix("http://")

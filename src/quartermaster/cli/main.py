@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -318,6 +319,8 @@ def _setup_failure(exc: Exception) -> str | None:
 
     if isinstance(exc, ConfigurationError):
         return str(exc)
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"qm.toml is not valid TOML: {exc}"
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         problems = "; ".join(
             f"QM_{'_'.join(str(part) for part in error['loc']).upper()}="
