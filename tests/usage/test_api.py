@@ -65,6 +65,14 @@ def test_meters_routes(client: TestClient, platform: Platform) -> None:
     )
     assert bad.status_code == 422
     assert bad.json()["error"]["field"] == "value"
+    custom = client.post(
+        "/v1/meters",
+        json={**body, "name": "x3", "event_type": "my.custom", "value": "whatever"},
+        headers=platform.headers,
+    )
+    assert custom.status_code == 422
+    assert custom.json()["error"]["field"] == "event_type"
+    assert "qm.invocation.usage" in custom.json()["error"]["message"]
     installed = client.post("/v1/meters/install-defaults", headers=platform.headers).json()
     assert len(installed) == 10
     member = key_for(platform, Role.TEAM_MEMBER)

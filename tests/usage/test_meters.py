@@ -69,11 +69,33 @@ def test_invalid_meters_are_refused_naming_the_field(
     assert fragment in caught.value.message
 
 
-def test_custom_event_types_accept_any_field_name() -> None:
-    custom = meter(event_type="acme.gpu.sample", value="gpu_seconds")
-    assert validate_meter(custom) is custom
-    assert measure(custom, {"gpu_seconds": "1.25"}) is not None
-    assert measure(custom, {"gpu_seconds": "n/a"}) is None  # not a number: does not apply
+@pytest.mark.parametrize("event_type", ["my.custom", "qm.nosuch.type", "acme.gpu.sample"])
+def test_event_types_ingestion_rejects_are_refused_naming_the_accepted_ones(
+    event_type: str,
+) -> None:
+    # Ingestion rejects every event of a type outside DATA_MODELS (unknown_type), so such a
+    # meter could never measure anything.
+    with pytest.raises(InvalidInputError) as caught:
+        validate_meter(meter(event_type=event_type, value="whatever"))
+    assert caught.value.field == "event_type"
+    assert f"{event_type!r} is not an event type ingestion accepts" in caught.value.message
+    for accepted in ("qm.invocation.usage", "qm.resource.usage", "qm.request.trace"):
+        assert accepted in caught.value.message
+    assert "qm.platform.cost" not in caught.value.message
+
+
+def test_a_value_that_is_no_field_of_the_event_type_is_refused_naming_the_fields() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        validate_meter(meter(event_type="qm.request.trace", value="whatever"))
+    assert caught.value.field == "value"
+    assert "qm.request.trace data has no field 'whatever'" in caught.value.message
+    assert "bytes_out" in caught.value.message
+
+
+def test_a_value_that_is_not_a_number_does_not_measure() -> None:
+    m = meter(event_type="qm.invocation.usage", value="compute_units")
+    assert measure(m, {"compute_units": "1.25"}) is not None
+    assert measure(m, {"compute_units": "n/a"}) is None
 
 
 def test_measure_each_aggregation() -> None:

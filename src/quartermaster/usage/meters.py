@@ -29,9 +29,10 @@ QUANTITY_QUANTUM = Decimal("1e-12")  # the usage store keeps quantities as DECIM
 _ONE = Decimal(1)
 METER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-CUSTOM_EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
 # Platform costs are shared amounts that billing allocates, not usage a meter counts.
 UNMETERED_TYPES = frozenset({EventType.PLATFORM_COST.value})
+# The event types a meter can read: those ingestion accepts, less the unmetered ones.
+METERED_TYPES = frozenset(DATA_MODELS) - UNMETERED_TYPES
 
 
 class Aggregation(enum.StrEnum):
@@ -115,11 +116,9 @@ def _annotation_types(annotation: Any) -> set[type]:
     return {annotation} if isinstance(annotation, type) else {object}
 
 
-def _field_kinds(event_type: str) -> dict[str, str] | None:
-    """Field name -> "number" or "other" for a known event type; None for a custom type."""
-    model = DATA_MODELS.get(event_type)
-    if model is None:
-        return None
+def _field_kinds(event_type: str) -> dict[str, str]:
+    """Field name -> "number" or "other" of an event type ingestion accepts."""
+    model = DATA_MODELS[event_type]
     kinds: dict[str, str] = {}
     for name, info in model.model_fields.items():
         found = _annotation_types(info.annotation) - {type(None)}
@@ -142,9 +141,14 @@ def validate_meter(meter: MeterDefinition) -> MeterDefinition:
             "they cannot be metered",
             field="event_type",
         )
-    if not CUSTOM_EVENT_TYPE.match(meter.event_type):
+    if meter.event_type not in DATA_MODELS:
+        # Ingestion rejects every event of any other type (unknown_type): such a meter could
+        # never measure anything.
+        accepted = ", ".join(sorted(METERED_TYPES))
         raise InvalidInputError(
-            f"event_type {meter.event_type!r} is not a valid event type", field="event_type"
+            f"event_type {meter.event_type!r} is not an event type ingestion accepts; "
+            f"meters can read {accepted}",
+            field="event_type",
         )
     if not meter.unit.strip() or len(meter.unit) > 32:
         raise InvalidInputError("unit must be 1-32 characters", field="unit")
@@ -157,7 +161,7 @@ def validate_meter(meter: MeterDefinition) -> MeterDefinition:
             field="value",
         )
     needs_number = meter.aggregation in (Aggregation.SUM, Aggregation.MAX, Aggregation.LATEST)
-    numeric = kinds is None or meter.value == COUNT_VALUE or kinds[meter.value] == "number"
+    numeric = meter.value == COUNT_VALUE or kinds[meter.value] == "number"
     if needs_number and not numeric:
         raise InvalidInputError(
             f"{meter.aggregation.value} needs a numeric field, and {meter.value!r} of "
@@ -174,10 +178,10 @@ def validate_meter(meter: MeterDefinition) -> MeterDefinition:
     return meter
 
 
-def _check_field(name: str, kinds: dict[str, str] | None, *, event_type: str, field: str) -> None:
+def _check_field(name: str, kinds: dict[str, str], *, event_type: str, field: str) -> None:
     if not FIELD_NAME.match(name):
         raise InvalidInputError(f"{field} {name!r} is not a field name", field=field)
-    if kinds is not None and name not in kinds:
+    if name not in kinds:
         known = ", ".join(sorted(kinds))
         raise InvalidInputError(
             f"{event_type} data has no field {name!r} (fields: {known})", field=field
@@ -215,7 +219,7 @@ _COUNT = Aggregation.COUNT
 
 def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | None:
     """The meter's measurement of one event's data, or None when the meter does not apply
-    (filter does not match, the field is absent, or a custom event carries a non-number)."""
+    (filter does not match, the field is absent, or carries a non-number)."""
     if meter.filter_field is not None:
         candidate = data.get(meter.filter_field)
         if candidate is None or value_text(candidate) != meter.filter_value:
