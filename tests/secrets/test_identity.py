@@ -233,3 +233,43 @@ def test_jwks_publishes_the_verification_key(client: TestClient, world: World) -
 def test_garbage_credentials_are_401(client: TestClient, header: str) -> None:
     response = client.get(f"/v1/secrets/data/{PATH}", headers={"Authorization": header})
     assert response.status_code == 401
+
+
+def _unsigned(claims: dict[str, object], alg: str = "none") -> str:
+    def part(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': alg, 'typ': 'JWT'})}.{part(claims)}."
+
+
+def test_every_refused_token_is_audited(client: TestClient, world: World, runtime: Runtime) -> None:
+    """alg "none" (and any alg but EdDSA) and a token lacking qm_app are audited like an
+    expired or forged one, in the tenant the token names."""
+    _seed(client, world)
+    claims: dict[str, object] = {
+        "sub": "app:billing",
+        "aud": "quartermaster-secrets",
+        "iss": "quartermaster",
+        "exp": int(time.time()) + 300,
+        "iat": int(time.time()),
+        "jti": "x",
+        "qm_tenant": world.tenant_id,
+        "qm_app": "billing",
+    }
+    none = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(_unsigned(claims)))
+    assert none.status_code == 401
+    assert "alg value is not allowed" in none.json()["error"]["message"]
+    hs256 = jwt.encode(claims, "not-the-key-at-all-but-long-enough-for-hmac", algorithm="HS256")
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(hs256)).status_code == 401
+    no_app = {k: v for k, v in claims.items() if k != "qm_app"}
+    lacking = jwt.encode(no_app, load_identity_key(runtime.settings), algorithm="EdDSA")
+    response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(lacking))
+    assert response.status_code == 401
+    assert "lacks the 'qm_app' claim" in response.json()["error"]["message"]
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="authenticate", session=session)
+    assert [(s.record.outcome, s.record.actor) for s in records] == [
+        ("denied", "unverified:app:billing"),
+        ("denied", "unverified:app:billing"),
+        ("denied", "app:billing"),
+    ]

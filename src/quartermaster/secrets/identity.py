@@ -183,14 +183,16 @@ class IdentitySigner:
                 signature_valid=False,
             )
         except jwt.InvalidTokenError as exc:
-            return TokenRejection(f"malformed identity token: {exc}", None, None, False)
+            # Any other refusal (alg "none" or not EdDSA, a bad header): its claims are still
+            # read, unverified, so the attempt is audited in the tenant it names like the rest.
+            return self._rejection(token, f"malformed identity token: {exc}", signature_valid=False)
         try:
             tenant_id = str(payload["qm_tenant"])
             app = str(payload["qm_app"])
             subject = str(payload["sub"])
         except KeyError as exc:
-            return TokenRejection(
-                f"identity token lacks the {exc.args[0]!r} claim", None, None, True
+            return self._rejection(
+                token, f"identity token lacks the {exc.args[0]!r} claim", signature_valid=True
             )
         job = payload.get("qm_job")
         expected_subject = f"job:{job}" if job is not None else f"app:{app}"
