@@ -259,3 +259,36 @@ def test_serve_refuses_a_port_out_of_range() -> None:
     assert result.returncode == 2
     assert "Invalid value for '--port'" in result.stderr
     assert "less than or equal to 65535" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (
+            {"QM_SECRETS_KEY_PROVIDER": "env"},
+            "error: QM_SECRETS_ROOT_KEYS is not set: it must hold id:hex[,id:hex...]",
+        ),
+        ({"chmod": "644"}, "root-keys.json is readable by other users: chmod 600 it"),
+    ],
+    ids=["env provider without keys", "keyring open to others"],
+)
+def test_serve_with_unusable_secrets_keys_stops_in_one_line(
+    tmp_path: Path, setup: dict[str, str], expected: str
+) -> None:
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir))
+    subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
+    if "chmod" in setup:
+        (data_dir / "root-keys.json").chmod(int(setup["chmod"], 8))
+    settings = {name: value for name, value in setup.items() if name.startswith("QM_")}
+    result = subprocess.run(
+        [*QM, "serve", "--port", str(free_port())],
+        env={**env, **settings},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert expected in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "background service" not in result.stderr  # refused before anything started

@@ -161,6 +161,7 @@ def serve(
     from quartermaster.api.app import create_app
     from quartermaster.gc_tuning import tune_gc_for_serving
     from quartermaster.runtime import build_runtime
+    from quartermaster.secrets.context import check_secrets_keys
     from quartermaster.serve_logging import server_log_config
 
     settings = _settings(data_dir)
@@ -183,6 +184,9 @@ def serve(
         # Opened before anything starts: a second server on the same data directory is then
         # told so in one line, not in the startup traceback of a background service.
         _ = runtime.usage_store
+        # The secrets broker's keys too: a missing or open keyring was a background service's
+        # startup traceback, after the pipeline had started.
+        check_secrets_keys(settings)
         application = create_app(
             settings, runtime=runtime, background=_background_services(), on_started=started
         )

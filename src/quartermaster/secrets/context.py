@@ -156,6 +156,13 @@ class SecretsContext:
         self.postgres.close()
 
 
+def check_secrets_keys(settings: Settings) -> None:
+    """Raise ConfigurationError now if the root keys or the identity key cannot be used
+    (missing, malformed, readable by others): `qm serve` checks before anything starts."""
+    _ = build_key_provider(settings).active_key_id
+    load_identity_key(settings)
+
+
 def build_secrets_context(runtime: Runtime) -> SecretsContext:
     settings = runtime.settings
     return SecretsContext(
