@@ -14,6 +14,7 @@ from quartermaster.cli import client as cli_client
 from quartermaster.cli.usage import (
     accounting_table,
     accounting_verdict,
+    environment_app,
     meter_table,
     pipeline_app,
     usage_table,
@@ -197,3 +198,37 @@ def test_pipeline_accounting_exits_1_only_when_more_is_rated_than_accepted(
     over = runner.invoke(pipeline_app, ["accounting"], env={"COLUMNS": "100"})
     assert over.exit_code == 1
     assert "more rated than accepted" in over.output
+
+
+def test_environment_names_are_quoted_into_the_path_or_refused_before_sending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths: list[str] = []
+
+    def answer(r: httpx.Request) -> httpx.Response:
+        paths.append(r.url.raw_path.decode())
+        if r.method == "DELETE":
+            return httpx.Response(204)
+        body = {"environment": "x", "cost_center": "cc", "created_at": "2026-11-01T00:00:00Z"}
+        return httpx.Response(201, json=body)
+
+    monkeypatch.setattr(
+        cli_client,
+        "api_client",
+        lambda **_: httpx.Client(transport=httpx.MockTransport(answer), base_url="http://qm"),
+    )
+    runner = CliRunner()
+    # A name the API refuses (422, naming the slug rule) still reaches its route whole.
+    runner.invoke(environment_app, ["set", "Bad Env?x#y", "cc"])
+    runner.invoke(environment_app, ["delete", "Bad Env"])
+    assert paths == [
+        "/v1/environment-overrides/Bad%20Env%3Fx%23y",
+        "/v1/environment-overrides/Bad%20Env",
+    ]
+    # One no URL path segment can carry ('' was a 307, 'a/b' a 404): refused, never sent.
+    for name in ("", "a/b", ".."):
+        for args in (["set", name, "cc"], ["delete", name]):
+            refused = runner.invoke(environment_app, args)
+            assert refused.exit_code == 1
+            assert "must be a slug" in refused.output
+    assert len(paths) == 2

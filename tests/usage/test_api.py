@@ -99,6 +99,16 @@ def test_environment_override_routes(client: TestClient, platform: Platform) -> 
     )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["field"] == "cost_center"
+    # data.environment is a slug (docs/events.md): an override of any other name never matches.
+    for name in ("Bad%20Env", "STAGING", "-x", "a" * 33):
+        refused = client.put(
+            f"/v1/environment-overrides/{name}",
+            json={"cost_center": "sandbox"},
+            headers=platform.headers,
+        )
+        assert refused.status_code == 422, name
+        assert refused.json()["error"]["field"] == "environment"
+        assert "must be a slug" in refused.json()["error"]["message"]
     listed = client.get("/v1/environment-overrides", headers=platform.headers).json()
     assert [(o["environment"], o["cost_center"]) for o in listed] == [("staging", "sandbox")]
     assert (

@@ -6,6 +6,7 @@ go through the API."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -112,6 +113,19 @@ def meter_install_defaults(url: UrlOption = None, api_key: ApiKeyOption = None) 
     out().print(meter_table(created, title="installed meters"))
 
 
+def override_path(environment: str) -> str:
+    """The route of an environment's override, the name quoted so that any name reaches the
+    route (a space, '?' or '#' would change the URL). A name the URL cannot carry in one path
+    segment ('', '.', '..', or one with a '/') is no slug either: refused here, as the API
+    would refuse it."""
+    if environment in ("", ".", "..") or "/" in environment:
+        fail(
+            f"environment {environment!r} must be a slug, as an event's data.environment is: "
+            "a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        )
+    return f"/v1/environment-overrides/{quote(environment, safe='')}"
+
+
 @environment_app.command("set")
 def environment_set(
     environment: Annotated[str, typer.Argument(help="Environment name, e.g. staging.")],
@@ -121,9 +135,7 @@ def environment_set(
 ) -> None:
     """Send an environment's usage that no app or resource claims to a cost center."""
     body = {"cost_center": cost_center}
-    view = request(
-        "PUT", f"/v1/environment-overrides/{environment}", json=body, url=url, api_key=api_key
-    )
+    view = request("PUT", override_path(environment), json=body, url=url, api_key=api_key)
     out().print(f"{escape(str(view['environment']))} -> cost center {view['cost_center']}")
 
 
@@ -141,7 +153,7 @@ def environment_delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Remove an environment override."""
-    request("DELETE", f"/v1/environment-overrides/{environment}", url=url, api_key=api_key)
+    request("DELETE", override_path(environment), url=url, api_key=api_key)
     out().print(f"removed the override of {escape(str(environment))}")
 
 

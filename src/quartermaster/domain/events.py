@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 # An app's, team's or cost center's id as the directory registers it (tenancy uses it too):
 # an event naming an id that can never be registered would wait for its app forever.
 DIRECTORY_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"

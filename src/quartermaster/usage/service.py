@@ -5,6 +5,7 @@ tenant. `metered_quantities` is the call billing runs, previews and explain use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.events import SLUG_PATTERN
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.models import CostCenter
@@ -28,7 +30,8 @@ from quartermaster.usage.models import EnvironmentOverride, Meter
 from quartermaster.usage.snapshot import meter_definition, tenant_meters
 from quartermaster.usage.store import UsageStore, UsageTotal
 
-ENVIRONMENT_MAX = 32
+ENVIRONMENT_MAX = 32  # the column's width; events allow longer slugs
+_ENVIRONMENT = re.compile(SLUG_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +139,14 @@ def set_environment_override(
     caller: AuthContext, environment: str, cost_center: str, *, session: Session
 ) -> OverrideView:
     """Send unclaimed usage of `environment` to `cost_center` (by slug) from now on."""
-    environment = environment.strip()
-    if not environment or len(environment) > ENVIRONMENT_MAX:
+    if not _ENVIRONMENT.match(environment) or len(environment) > ENVIRONMENT_MAX:
+        # An event's data.environment is a slug (docs/events.md): an override of any other
+        # name could never match an event.
         raise InvalidInputError(
-            f"environment must be 1-{ENVIRONMENT_MAX} characters", field="environment"
+            f"environment {environment!r} must be a slug, as an event's data.environment is: "
+            f"1-{ENVIRONMENT_MAX} characters of a-z, 0-9, '.', '_' and '-', starting with a "
+            "letter or digit",
+            field="environment",
         )
     target = session.scalar(
         select(CostCenter).where(
