@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from quartermaster.config import ConfigurationError, Settings
+from quartermaster.errors import ConflictError, NotFoundError
 from quartermaster.secrets.envelope import (
     SealError,
     new_data_key,
@@ -94,5 +95,12 @@ def test_file_provider_sees_a_key_added_while_running(tmp_path: Path) -> None:
     remove_root_key(path, old)
     with pytest.raises(UnknownRootKeyError):
         provider.root_key(old)
-    with pytest.raises(ConfigurationError, match="is the active key"):
+    with pytest.raises(ConflictError, match="is the active key: run `qm secret root-key rotate`"):
         remove_root_key(path, new)
+    with pytest.raises(ConflictError, match=f"root key '{old}' is already retired"):
+        remove_root_key(path, old)
+    with pytest.raises(
+        NotFoundError, match=rf"no root key 'nosuch' in .* \(its keys: {new} \(active\)\)"
+    ):
+        remove_root_key(path, "nosuch")
+    assert read_keyring_file(path).retired == (old,)

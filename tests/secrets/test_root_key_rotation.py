@@ -121,7 +121,19 @@ def test_root_key_rotation_commands(qm: CliRunner, settings: Settings, world: Wo
     retired = qm.invoke(app, ["secret", "root-key", "retire", old, "--data-dir", data_dir], env=env)
     assert retired.exit_code == 0, retired.output
     refused = qm.invoke(app, ["secret", "root-key", "retire", new, "--data-dir", data_dir], env=env)
-    assert refused.exit_code != 0
+    assert refused.exit_code == 1
+    assert "run `qm secret root-key rotate`" in refused.output
+    assert "rewrap" not in refused.output  # it moves nothing off the active key
+    again = qm.invoke(app, ["secret", "root-key", "retire", old, "--data-dir", data_dir], env=env)
+    assert again.exit_code == 1
+    assert f"root key '{old}' is already retired" in again.output
+    unknown = qm.invoke(
+        app, ["secret", "root-key", "retire", "nosuch", "--data-dir", data_dir], env=env
+    )
+    assert unknown.exit_code == 1
+    assert "no root key 'nosuch'" in unknown.output
+    assert f"its keys: {new} (active)" in " ".join(unknown.output.split())
+    assert "retired root key" not in unknown.output
     status = qm.invoke(app, ["secret", "root-key", "status", "--data-dir", data_dir], env=env)
     assert new in status.output
     assert old not in status.output

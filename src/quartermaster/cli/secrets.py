@@ -512,19 +512,31 @@ def root_key_retire(
     data_dir: DataDirOption = None,
 ) -> None:
     """Remove an old root key from the keyring, once no data key is wrapped with it."""
+    from quartermaster.errors import QMError
     from quartermaster.secrets.context import count_by_root_key
-    from quartermaster.secrets.keys import keyring_path, remove_root_key
+    from quartermaster.secrets.keys import (
+        check_retirable,
+        keyring_path,
+        read_keyring_file,
+        remove_root_key,
+    )
 
     runtime = _local_runtime(data_dir)
     try:
+        path = keyring_path(runtime.settings)
+        # The active key, a retired or an unknown one is refused before counting: for the
+        # active key `rewrap` moves nothing (data keys are already under it), `rotate` does.
+        check_retirable(read_keyring_file(path), key_id, source=path)
         still = count_by_root_key(session_factory=runtime.session_factory).get(key_id, 0)
         if still:
             fail(
                 f"{still} data key(s) are still wrapped with {key_id}: "
                 "run `qm secret root-key rewrap` first"
             )
-        remove_root_key(keyring_path(runtime.settings), key_id)
+        remove_root_key(path, key_id)
         out().print(f"retired root key {key_id}")
+    except QMError as exc:
+        fail(exc.message)
     finally:
         runtime.close()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from quartermaster.config import ConfigurationError, Settings
+from quartermaster.errors import ConflictError, NotFoundError
 from quartermaster.secrets.envelope import KEY_BYTES
 
 ROOT_KEYRING_FILE = "root-keys.json"
@@ -44,6 +45,8 @@ class KeyProvider(Protocol):
 class Keyring:
     active: str
     keys: dict[str, bytes]
+    # Ids removed by `qm secret root-key retire`, so retiring one again says so.
+    retired: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.active not in self.keys:
@@ -71,7 +74,8 @@ def _parse_keyring_json(text: str, source: str) -> Keyring:
     try:
         raw = json.loads(text)
         keys = {str(k): bytes.fromhex(v) for k, v in raw["keys"].items()}
-        return Keyring(active=str(raw["active"]), keys=keys)
+        retired = tuple(str(k) for k in raw.get("retired", ()))
+        return Keyring(active=str(raw["active"]), keys=keys, retired=retired)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigurationError(
             f"{source} is not a keyring ({{'active': id, 'keys': {{id: hex}}}}): {exc}"
@@ -80,7 +84,10 @@ def _parse_keyring_json(text: str, source: str) -> Keyring:
 
 def _keyring_json(keyring: Keyring) -> str:
     keys = {key_id: key.hex() for key_id, key in keyring.keys.items()}
-    return json.dumps({"active": keyring.active, "keys": keys}, indent=2) + "\n"
+    body: dict[str, object] = {"active": keyring.active, "keys": keys}
+    if keyring.retired:
+        body["retired"] = list(keyring.retired)
+    return json.dumps(body, indent=2) + "\n"
 
 
 def keyring_path(settings: Settings) -> Path:
@@ -134,18 +141,34 @@ def add_root_key(path: Path) -> str:
     current = read_keyring_file(path)
     key_id = new_root_key_id()
     keys = {key_id: secrets.token_bytes(KEY_BYTES), **current.keys}
-    _write_private(path, _keyring_json(Keyring(active=key_id, keys=keys)), exclusive=False)
+    keyring = Keyring(active=key_id, keys=keys, retired=current.retired)
+    _write_private(path, _keyring_json(keyring), exclusive=False)
     return key_id
 
 
+def check_retirable(keyring: Keyring, key_id: str, *, source: Path) -> None:
+    """Raise unless `key_id` is an inactive key of the keyring: the active key is retired by
+    rotating first (`rewrap` keeps data keys under the active key), a retired one says so, an
+    unknown one is named with the keys there are."""
+    if key_id == keyring.active:
+        raise ConflictError(
+            f"root key {key_id!r} is the active key: run `qm secret root-key rotate` (a new "
+            f"active key, every data key re-wrapped under it), then retire {key_id}"
+        )
+    if key_id in keyring.retired:
+        raise ConflictError(f"root key {key_id!r} is already retired")
+    if key_id not in keyring.keys:
+        known = ", ".join(f"{k} (active)" if k == keyring.active else k for k in keyring.keys)
+        raise NotFoundError(f"no root key {key_id!r} in {source} (its keys: {known})")
+
+
 def remove_root_key(path: Path, key_id: str) -> None:
+    """Retire an inactive root key: drop it from the keyring and remember its id."""
     current = read_keyring_file(path)
-    if key_id == current.active:
-        raise ConfigurationError(f"root key {key_id!r} is the active key; it cannot be retired")
-    if key_id not in current.keys:
-        return
+    check_retirable(current, key_id, source=path)
     keys = {k: v for k, v in current.keys.items() if k != key_id}
-    _write_private(path, _keyring_json(Keyring(active=current.active, keys=keys)), exclusive=False)
+    keyring = Keyring(active=current.active, keys=keys, retired=(*current.retired, key_id))
+    _write_private(path, _keyring_json(keyring), exclusive=False)
 
 
 class FileKeyProvider:
