@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from quartermaster.audit.log import list_records
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from tests.secrets.conftest import World, api_key
@@ -122,6 +123,17 @@ def test_role_denials_are_403_and_named(client: TestClient, world: World, runtim
         assert expected in response.json()["error"]["message"]
     engine = client.put(f"/v1/secrets/engines/{PATH}", json={"grants": []}, headers=growth)
     assert engine.status_code == 403
+    # Finance may use nothing: listing is refused (and audited) as reading is, not an empty list.
+    for listing in ("/v1/secrets/metadata", "/v1/leases?prefix=apps/billing"):
+        response = client.get(listing, headers=finance)
+        assert response.status_code == 403, response.text
+        assert "role 'finance' has no access to secrets" in response.json()["error"]["message"]
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="list", session=session)
+    assert [(s.record.outcome, s.record.path) for s in records] == [
+        ("denied", None),
+        ("denied", "apps/billing"),
+    ]
     unauthenticated = client.get(f"/v1/secrets/data/{PATH}")
     assert unauthenticated.status_code == 401
 

@@ -98,6 +98,29 @@ def authorize(
         )
 
 
+def refuse_listing_without_access(
+    requester: Requester, *, what: str, prefix: str, session: Session
+) -> None:
+    """Raise (audited) when the requester's role has no access to secrets at all (finance):
+    listing is refused as reading is, instead of an empty list that reads as 'nothing there'."""
+    if requester.kind is not RequesterKind.PRINCIPAL or requester.role in (
+        Role.ADMIN,
+        Role.TEAM_MEMBER,
+        Role.APP,
+    ):
+        return
+    role = requester.role.value if requester.role is not None else "unknown"
+    refuse(
+        requester,
+        PermissionDeniedError(
+            f"{requester.actor} may not list {what}: role {role!r} has no access to secrets"
+        ),
+        action=Action.LIST.value,
+        path=prefix or None,
+        session=session,
+    )
+
+
 def require_scope(requester: Requester, target: SecretPath, *, session: Session) -> None:
     """Writes need the app or team of the path's scope to exist in the tenant."""
     if requester.kind is RequesterKind.SYSTEM:

@@ -18,7 +18,13 @@ from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.secrets.access import Action, Requester, RequesterKind, matching_rule
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.envelope import open_sealed, seal, value_aad
-from quartermaster.secrets.guard import access_rules, authorize, refuse, require_scope
+from quartermaster.secrets.guard import (
+    access_rules,
+    authorize,
+    refuse,
+    refuse_listing_without_access,
+    require_scope,
+)
 from quartermaster.secrets.leases import (
     LeaseInfo,
     issue_lease,
@@ -282,6 +288,7 @@ def list_secrets(
 ) -> list[SecretMeta]:
     """Paths the requester may see under `prefix`, with version metadata."""
     prefix = normalize_prefix(prefix)
+    refuse_listing_without_access(requester, what="secrets", prefix=prefix, session=session)
     query = select(SecretEntry).where(SecretEntry.tenant_id == requester.tenant_id)
     if prefix:
         query = query.where(SecretEntry.path.startswith(prefix.rstrip("/"), autoescape=True))
@@ -295,8 +302,6 @@ def list_secrets(
             if under_prefix(e.path, prefix) and matching_rule(requester, e.path, rules)
         ]
         return _with_versions(visible, session=session)
-    elif requester.role is not Role.ADMIN:
-        return []
     entries = [
         e
         for e in session.scalars(query.order_by(SecretEntry.path).limit(limit))

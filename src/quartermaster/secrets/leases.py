@@ -28,7 +28,7 @@ from quartermaster.errors import (
 from quartermaster.secrets.access import Requester, RequesterKind
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.engines import engine_conninfo
-from quartermaster.secrets.guard import refuse, scope_team_id
+from quartermaster.secrets.guard import refuse, refuse_listing_without_access, scope_team_id
 from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.secrets.postgres import EngineError, extend_role
@@ -216,6 +216,7 @@ def list_leases(
     session: Session,
 ) -> list[LeaseInfo]:
     prefix = normalize_prefix(prefix)
+    refuse_listing_without_access(requester, what="leases", prefix=prefix, session=session)
     query = select(SecretLease).where(SecretLease.tenant_id == requester.tenant_id)
     if prefix:
         query = query.where(under_prefix_clause(prefix))
