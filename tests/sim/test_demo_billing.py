@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pytest
 from rich.console import Console
 
 from quartermaster.sim.billing_stages import check_run
@@ -98,6 +99,30 @@ def test_the_default_period_is_the_previous_calendar_month() -> None:
     assert options.events_per_day is not None
     small = parse_args(["--days", "2"])
     assert (small.hours, small.start, small.events_per_day) == (48, None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--apps", "3"], "apps must be at least 4, got 3"),
+        (["--teams", "1"], "teams must be at least 2, got 1"),
+        (["--days", "0"], "hours must be at least 1, got 0"),
+        (["--hours", "2", "--events-per-day", "0"], "events_per_day must be at least 100"),
+        (["--hours", "2", "--start", "2026-11-01T00:30:00Z"], "must be on the hour"),
+        (["--hours", "2", "--start", "2099-01-01T00:00:00Z"], "in the future"),
+        (["--connections", "0"], "--connections must be at least 1, got 0"),
+        (["--price-book", "/no/such/book.yaml"], "--price-book /no/such/book.yaml: no such file"),
+    ],
+)
+def test_options_the_demo_cannot_run_are_refused_before_it_starts(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each was found only after the data dir was wiped and a server started (or never:
+    --connections 0 waited for ever)."""
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    assert said in capsys.readouterr().err
 
 
 def test_the_small_demo_bills_and_reports(tmp_path: Path) -> None:

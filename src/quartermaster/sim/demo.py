@@ -118,9 +118,10 @@ def create_tenant(ctx: DemoContext) -> None:
     ctx.console.print(f"tenant {TENANT_ID!r}; admin API key saved to {key_path} (mode 600)")
 
 
-def build_simulation(ctx: DemoContext) -> None:
-    """The platform, its period ending at the current hour (events may not be in the future)."""
-    options = ctx.options
+def simulation_config(options: DemoOptions) -> SimConfig:
+    """The simulation's knobs, checked (SimConfig refuses what it cannot simulate, naming it):
+    by `parse_args` before anything starts, and again by the stage that builds the platform.
+    Its period ends at the current hour at the latest: events may not be in the future."""
     start = options.start or floor_hour(utc_now()) - timedelta(hours=options.hours)
     config = SimConfig(
         start=start,
@@ -131,7 +132,17 @@ def build_simulation(ctx: DemoContext) -> None:
         apps=options.apps,
         events_per_day=options.events_per_day,
     )
-    ctx.platform = build_platform(config)
+    if config.end > floor_hour(utc_now()):
+        raise ValueError(
+            f"the simulated period ends at {config.end.isoformat()}, in the future: events "
+            "may not be (choose an earlier --start, or fewer --days/--hours)"
+        )
+    return config
+
+
+def build_simulation(ctx: DemoContext) -> None:
+    """The platform, its period ending at the current hour (events may not be in the future)."""
+    ctx.platform = build_platform(simulation_config(ctx.options))
     ctx.expected = expectation(ctx.platform)
     report.print_platform(ctx.console, ctx.platform)
     truth = ctx.options.data_dir / GROUND_TRUTH_FILE
@@ -274,7 +285,11 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         month_start, hours = previous_month(utc_now())
         start = start or month_start
         events_per_day = events_per_day or MONTH_EVENTS_PER_DAY
-    return DemoOptions(
+    if args.connections < 1:
+        parser.error(f"--connections must be at least 1, got {args.connections}")
+    if args.price_book is not None and not args.price_book.is_file():
+        parser.error(f"--price-book {args.price_book}: no such file")
+    options = DemoOptions(
         hours=hours,
         apps=args.apps,
         teams=args.teams,
@@ -288,6 +303,11 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         jsonl=args.jsonl,
         connections=args.connections,
     )
+    try:
+        simulation_config(options)  # before the data dir is wiped and a server started
+    except ValueError as exc:
+        parser.error(str(exc))
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
