@@ -120,3 +120,34 @@ def test_replay_of_one_tenant_leaves_the_others_alone(usage_runtime: Runtime) ->
     assert state.name not in {s.name for s in store.streams()}
     assert tokens(one.tenant_id) == [5]
     assert tokens(two.tenant_id) == [4]
+
+
+def test_replay_leaves_the_event_to_billable_latency_as_first_measured(
+    usage_runtime: Runtime,
+) -> None:
+    # Latency is first arrival to billable: a replay re-rates old events long after they
+    # arrived, and counting them again read as p50 38673 ms, then 536200 ms, after replays.
+    now = utc_now()
+    platform = new_platform(usage_runtime)
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.append(
+        [
+            platform.event("qm.invocation.usage", {"app_id": "bot", "tokens": n}, event_time=now)
+            for n in range(1, 6)
+        ]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    store = usage_runtime.usage_store
+    before = store.latency(platform.tenant_id, since=now - H)
+    assert before.events == 5
+    worker = pipeline_worker(usage_runtime)
+    for _ in range(2):
+        worker.replay(platform.tenant_id)
+        run_pipeline_until_drained(usage_runtime)
+        assert store.latency(platform.tenant_id, since=now - H) == before
+    # New events after the replay are measured as ever.
+    platform.append(
+        [platform.event("qm.invocation.usage", {"app_id": "bot", "tokens": 9}, event_time=now)]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    assert store.latency(platform.tenant_id, since=now - H).events == 6

@@ -158,7 +158,7 @@ DDL = [
     )""",
 ]
 
-# Tables holding a tenant's usage: what a replay of that tenant clears before rebuilding.
+# Tables holding a tenant's usage.
 TENANT_TABLES = (
     "usage_events",
     *[f"usage_{g}" for g in GRAINS],
@@ -168,6 +168,9 @@ TENANT_TABLES = (
     "waiting_events",
     "pipeline_hourly",
 )
+# What a replay of a tenant clears before rebuilding: all of it but the latency ledger
+# (`usage_events`), which keeps each event's first rating; a replay adds no rows to it.
+REPLAYED_TABLES = tuple(t for t in TENANT_TABLES if t != "usage_events")
 
 ROLLUP_KEYS = "tenant_id, bucket, cost_center, team, app, meter, unattributed"
 OWNER_COLUMNS = (

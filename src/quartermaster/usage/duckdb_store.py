@@ -28,6 +28,7 @@ from quartermaster.usage.duckdb_schema import (
     DDL,
     GRAINS,
     MIGRATIONS,
+    REPLAYED_TABLES,
     SCHEMA_VERSION,
     TENANT_TABLES,
     compact_rollup_sql,
@@ -224,7 +225,7 @@ class DuckDBUsageStore:
             if tenant_id is None:
                 cur.execute("DELETE FROM pipeline_streams WHERE upto IS NOT NULL")
                 cur.execute("DELETE FROM usage_raw")
-                for table in TENANT_TABLES:
+                for table in REPLAYED_TABLES:
                     cur.execute(f"DELETE FROM {table}")
             else:
                 cur.execute(
@@ -232,7 +233,7 @@ class DuckDBUsageStore:
                     [tenant_id],
                 )
                 cur.execute(delete_raw_sql("tenant_id = ?"), [tenant_id])
-                for table in TENANT_TABLES:
+                for table in REPLAYED_TABLES:
                     cur.execute(f"DELETE FROM {table} WHERE tenant_id = ?", [tenant_id])
             state = StreamState(
                 name=f"replay-{replay_id}",
@@ -294,11 +295,12 @@ class DuckDBUsageStore:
 
         try:
             if register("batch_events", batch.events):
-                cur.execute(
-                    "INSERT INTO usage_events SELECT position, tenant_id, recorded_at, "
-                    "billable_at, ?, waited FROM batch_events",
-                    [processed_at],
-                )
+                if not batch.rerated:  # the ledger keeps the first rating's latency
+                    cur.execute(
+                        "INSERT INTO usage_events SELECT position, tenant_id, recorded_at, "
+                        "billable_at, ?, waited FROM batch_events",
+                        [processed_at],
+                    )
                 cur.execute(
                     "INSERT INTO pipeline_hourly SELECT tenant_id, "
                     "date_trunc('hour', recorded_at)::TIMESTAMP, "

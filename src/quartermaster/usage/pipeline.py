@@ -215,9 +215,9 @@ class PipelineWorker(BackgroundService):
         position = after
         if finish and stream.upto is not None:
             position = max(position, stream.upto)
-        self.store.write(
-            combine_batches(parts, stream=stream.name, position=position, finish=finish)
-        )
+        batch = combine_batches(parts, stream=stream.name, position=position, finish=finish)
+        batch.rerated = stream.upto is not None  # a replay or repair: rated once before
+        self.store.write(batch)
         self._ack(stream.consumer, position, now=finish)
         if finish:
             logger.info("replay stream %s finished at position %d", stream.name, position)

@@ -184,6 +184,9 @@ class RatedBatch:
     waiting_added: pa.Table = field(default_factory=lambda: empty(WAITING_SCHEMA))
     waiting_resolved: Sequence[int] = ()
     finish_stream: bool = False  # a replay stream that reached its `upto`
+    # Events rated before (a replay or repair stream): they add no row to the latency ledger,
+    # which measures an event's first arrival to billable, not a rebuild's.
+    rerated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +455,8 @@ class UsageStore(Protocol):
 
     def start_replay(self, tenant_id: str | None, *, main_stream: str) -> StreamState:
         """Atomically drop the tenant's (or every tenant's) usage and add a stream that
-        rebuilds it from the log up to the main stream's current position."""
+        rebuilds it from the log up to the main stream's current position. The latency ledger
+        is kept: it records each event's first rating, which a replay does not repeat."""
         ...
 
     def write(self, batch: RatedBatch) -> None:
