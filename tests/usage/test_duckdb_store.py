@@ -283,8 +283,28 @@ def test_purge_drops_raw_rows_and_keeps_rollups(store: DuckDBUsageStore) -> None
     assert reproduced.quantity_sum == sum(range(24))
     assert reproduced.quantity_max is None
     assert reproduced.distinct_count is None
-    with pytest.raises(InvalidInputError, match="was purged"):
+    with pytest.raises(InvalidInputError, match="retention boundary"):
         store.quantities("t1", day, as_of=T0 + timedelta(hours=12))
+
+
+def test_an_as_of_before_retention_names_the_boundary_and_claims_no_purge(
+    tmp_path: Path,
+) -> None:
+    # The maintenance purge moves the horizon even when it finds nothing to drop (a tenant
+    # created minutes ago): the refusal said "... was purged" of usage that never existed.
+    store = DuckDBUsageStore(tmp_path / "usage.duckdb")
+    horizon = datetime(2026, 9, 4, 16, 32, 22, 678120, tzinfo=UTC)
+    assert store.purge_raw(before=horizon).usage_rows == 0
+    with pytest.raises(InvalidInputError) as caught:
+        store.quantities(
+            "t1",
+            Period(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)),
+            as_of=datetime(2020, 1, 1, tzinfo=UTC),
+        )
+    message = caught.value.message
+    assert "purged" not in message
+    assert "usage as of 2020-01-01 00:00:00Z cannot be reproduced" in message
+    assert message.endswith("the retention boundary, 2026-09-04 16:32:22Z")
 
 
 def test_streams_and_replay_reset_only_the_tenant(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quartermaster.domain.timeutil import HOUR, Period, utc_now
+from quartermaster.domain.timeutil import HOUR, Period, ensure_utc, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.usage import duckdb_queries as q
 from quartermaster.usage.duckdb_owners import OwnerIds
@@ -447,9 +447,12 @@ class DuckDBUsageStore:
             else:
                 horizon = self.purged_before()
                 if horizon is not None and as_of < horizon:
+                    # The horizon is where retention stands, whether or not a purge found
+                    # rows to drop (a new tenant has none): say so, not that one was purged.
                     raise InvalidInputError(
-                        f"usage as of {as_of.isoformat()} cannot be reproduced: raw usage "
-                        f"billable before {horizon.isoformat()} was purged (raw_retention_days)",
+                        f"usage as of {_second(as_of)} cannot be reproduced: raw usage is kept "
+                        "raw_retention_days after it became billable, so as_of must be at or "
+                        f"after the retention boundary, {_second(horizon)}",
                         field="as_of",
                     )
                 known = horizon is None or horizon <= period.start
@@ -659,6 +662,11 @@ class DuckDBUsageStore:
             row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[table] = int(row[0]) if row else 0
         return counts
+
+
+def _second(moment: datetime) -> str:
+    """A moment in a message, to the second: `2026-09-04 16:32:22Z`."""
+    return ensure_utc(moment).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _key(row: Sequence[Any]) -> q.Key:
