@@ -69,7 +69,12 @@ def test_lease_commands(qm: CliRunner) -> None:
     listed = run_ok(qm, "lease", "list")
     assert re.search(rf"│ {lease_id}\s+│ active, [\d,]+ s left\s+│", listed)
     assert re.search(rf"│ {PATH} v\d+\s+│ expires \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", listed)
-    assert "│ held by principal:" in listed
+    # The holder by name, as errors and audit records say it; the API keeps its id too.
+    assert re.search(r"│ held by principal:admin\s+│", listed), listed
+    lease = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]
+    assert lease["holder_name"] == "principal:admin"
+    assert re.fullmatch(r"principal:[0-9a-f]{32}", lease["holder"])
+    run_ok(qm, "lease", "revoke", lease["id"])
     assert f"lease {lease_id} now expires" in run_ok(
         qm, "lease", "renew", lease_id, "--increment", "60"
     )

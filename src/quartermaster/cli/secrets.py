@@ -256,7 +256,7 @@ def _lease_cell(lease: dict[str, Any]) -> Text:
     folded each into a strip of a few letters at 80 columns."""
     leased = lease["path"] + (f" v{lease['version']}" if lease["version"] is not None else "")
     return Text.assemble(
-        (lease["id"], "bold"), f"\n{leased}", f"\nheld by {lease['holder']}", overflow="fold"
+        (lease["id"], "bold"), f"\n{leased}", f"\nheld by {lease['holder_name']}", overflow="fold"
     )
 
 

@@ -44,7 +44,8 @@ class LeaseInfo:
     kind: str
     path: str
     version: int | None
-    holder: str
+    holder: str  # the quota key: app:<app> or principal:<id>
+    holder_name: str  # as errors and audit records name it: principal:<name>, app:<app>
     state: str
     issued_at: datetime
     expires_at: datetime
@@ -63,6 +64,12 @@ class LeaseInfo:
         return math.floor((self.max_expires_at - self.issued_at).total_seconds())
 
 
+def holder_name(holder: str, actor: str) -> str:
+    """A principal holder (`principal:<id>`) by the name its issue was audited under
+    (`principal:<name>`); an app holder is its name already."""
+    return actor if holder.startswith("principal:") else holder
+
+
 def lease_info(lease: SecretLease) -> LeaseInfo:
     return LeaseInfo(
         id=lease.id,
@@ -70,6 +77,7 @@ def lease_info(lease: SecretLease) -> LeaseInfo:
         path=lease.path,
         version=lease.version,
         holder=lease.holder,
+        holder_name=holder_name(lease.holder, lease.actor),
         state=lease.state,
         issued_at=lease.issued_at,
         expires_at=lease.expires_at,
@@ -170,6 +178,7 @@ def issue_lease(
         path=path,
         version=version,
         holder=requester.holder,
+        holder_name=holder_name(requester.holder, requester.actor),
         state=state.value,
         issued_at=now,
         expires_at=now + timedelta(seconds=terms.ttl_seconds),
@@ -197,7 +206,9 @@ def management_denial(requester: Requester, lease: SecretLease, *, session: Sess
         target = parse_path(lease.path)
         if scope_team_id(requester.tenant_id, target, session=session) == requester.team_id:
             return None
-    return f"lease {lease.id} is held by {lease.holder}, not {requester.holder}"
+    held_by = holder_name(lease.holder, lease.actor)
+    asking = holder_name(requester.holder, requester.actor)
+    return f"lease {lease.id} is held by {held_by}, not {asking}"
 
 
 def get_lease(requester: Requester, lease_id: str, *, session: Session) -> LeaseInfo:

@@ -23,7 +23,11 @@ class LeaseOut(BaseModel):
     kind: str
     path: str
     version: int | None
-    holder: str
+    holder: str = Field(description="Who holds it, the quota key: app:<app> or principal:<id>.")
+    holder_name: str = Field(
+        description="The holder as errors and audit records name it: principal:<name> for a "
+        "principal, else the same as holder."
+    )
     state: str
     issued_at: datetime
     expires_at: datetime
@@ -42,6 +46,7 @@ class LeaseOut(BaseModel):
             path=info.path,
             version=info.version,
             holder=info.holder,
+            holder_name=info.holder_name,
             state=info.state,
             issued_at=info.issued_at,
             expires_at=info.expires_at,
