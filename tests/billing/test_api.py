@@ -325,7 +325,8 @@ def _check_explain_by_prefix(
     too_short = platform.client.get(
         f"/v1/billing/lines/{line['id'][:7]}/explain", headers=platform.headers
     )
-    assert too_short.status_code == 404
+    assert too_short.status_code == 422  # says how long a prefix must be, not "not found"
+    assert "too short: give 8 characters or more" in too_short.json()["error"]["message"]
     other_team = platform.key_for("team-member", team="data")
     hidden = platform.client.get(f"/v1/billing/lines/{line['id'][:12]}/explain", headers=other_team)
     assert hidden.status_code == 404

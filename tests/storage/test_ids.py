@@ -26,7 +26,9 @@ def test_an_id_or_a_unique_prefix_of_8_names_its_row(runtime: Runtime) -> None:
 
         assert find("ab12cd34ef56aa00") == "ab12cd34ef56aa00"  # whole
         assert find("ab12cd35") == "ab12cd35ef560000"  # 8 characters, one row
-        assert find("ab12cd3") is None  # under 8: only a whole id
+        with pytest.raises(InvalidInputError, match="'ab12cd3' is too short: give 8"):
+            find("ab12cd3")  # a prefix, but under 8 characters
+        assert find("ab1") is None  # not a prefix: only a whole id
         assert find("ab12cd99") is None
         with pytest.raises(InvalidInputError, match="'ab12cd34' is ambiguous"):
             find("ab12cd34")  # two rows begin with it

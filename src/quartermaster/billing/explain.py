@@ -26,8 +26,8 @@ from quartermaster.billing.sources import (
     tenant_meter_definitions,
 )
 from quartermaster.domain.timeutil import Period
-from quartermaster.errors import NotFoundError
-from quartermaster.storage.ids import ID_PREFIX, unique_by_prefix
+from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.storage.ids import ID_PREFIX, MIN_PREFIX, TOO_SHORT, unique_by_prefix
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.meters import Aggregation
 from quartermaster.usage.store import LifecycleMarker, RawUsage, UsageStore
@@ -80,6 +80,12 @@ def find_line(caller: AuthContext, reference: str, *, session: Session) -> Billi
             query = query.where(BillingLine.team == team)
         line = unique_by_prefix(
             query, BillingLine.id, reference, what="billing line", field="line_id", session=session
+        )
+    elif TOO_SHORT.match(reference):
+        raise InvalidInputError(
+            f"billing line id prefix {reference!r} is too short: give {MIN_PREFIX} characters "
+            "or more",
+            field="line_id",
         )
     else:
         line = session.scalars(

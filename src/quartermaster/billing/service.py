@@ -42,7 +42,7 @@ from quartermaster.billing.models import (
 from quartermaster.billing.periods import resolve_period, tenant_zone
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, NotFoundError, PermissionDeniedError
-from quartermaster.storage.ids import ID_PREFIX, unique_by_prefix
+from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Team, Tenant
 from quartermaster.tenancy.service import AuthContext
 
@@ -305,17 +305,15 @@ def create_run(
 
 def get_document(caller: AuthContext, document_id: str, *, session: Session) -> BillingDocument:
     """A run or adjustment of the caller's tenant by its id or a unique prefix of it."""
-    document = session.get(BillingDocument, document_id)
-    if document is None and ID_PREFIX.match(document_id):
-        document = unique_by_prefix(
-            select(BillingDocument).where(BillingDocument.tenant_id == caller.tenant_id),
-            BillingDocument.id,
-            document_id,
-            what="billing run",
-            field="run_id",
-            session=session,
-        )
-    if document is None or document.tenant_id != caller.tenant_id:
+    document = by_id_or_prefix(
+        select(BillingDocument).where(BillingDocument.tenant_id == caller.tenant_id),
+        BillingDocument.id,
+        document_id,
+        what="billing run",
+        field="run_id",
+        session=session,
+    )
+    if document is None:
         raise NotFoundError(f"billing run {document_id!r} not found", field="run_id")
     return document
 

@@ -14,6 +14,8 @@ from quartermaster.errors import InvalidInputError
 
 MIN_PREFIX = 8
 ID_PREFIX = re.compile(rf"^[0-9a-f]{{{MIN_PREFIX},31}}$")
+# What looks like a prefix cut too short to name a row (4 to 7 hex characters).
+TOO_SHORT = re.compile(rf"^[0-9a-f]{{4,{MIN_PREFIX - 1}}}$")
 
 Row = TypeVar("Row")
 
@@ -52,6 +54,13 @@ def by_id_or_prefix(
     """The row of `query` whose id is `given`, else (for 8 to 31 hex characters) the one
     whose id begins with it; None when there is none."""
     exact = session.scalars(query.where(id_column == given)).first()
-    if exact is not None or not ID_PREFIX.match(given):
+    if exact is not None:
         return exact
+    if TOO_SHORT.match(given):
+        raise InvalidInputError(
+            f"{what} id prefix {given!r} is too short: give {MIN_PREFIX} characters or more",
+            field=field,
+        )
+    if not ID_PREFIX.match(given):
+        return None
     return unique_by_prefix(query, id_column, given, what=what, field=field, session=session)
