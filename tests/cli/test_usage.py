@@ -15,6 +15,7 @@ from quartermaster.cli.usage import (
     accounting_table,
     accounting_verdict,
     environment_app,
+    meter_app,
     meter_table,
     pipeline_app,
     usage_table,
@@ -232,3 +233,45 @@ def test_environment_names_are_quoted_into_the_path_or_refused_before_sending(
             assert refused.exit_code == 1
             assert "must be a slug" in refused.output
     assert len(paths) == 2
+
+
+def _count_meter(value: str, *, built_in: bool = False) -> dict[str, Any]:
+    return {
+        "name": "m12",
+        "event_type": "qm.invocation.usage",
+        "value": value,
+        "aggregation": "count",
+        "unit": "t",
+        "filter_field": None,
+        "filter_value": None,
+        "built_in": built_in,
+    }
+
+
+@pytest.mark.parametrize("had_defaults", [True, False])
+def test_meter_create_says_what_it_counts_as_list_does_and_when_defaults_stop(
+    monkeypatch: pytest.MonkeyPatch, had_defaults: bool
+) -> None:
+    listed = [_count_meter("count", built_in=had_defaults)] * 10
+
+    def answer(r: httpx.Request) -> httpx.Response:
+        if r.method == "GET":
+            return httpx.Response(200, json=listed)
+        return httpx.Response(201, json=_count_meter("tokens"))
+
+    monkeypatch.setattr(
+        cli_client,
+        "api_client",
+        lambda **_: httpx.Client(transport=httpx.MockTransport(answer), base_url="http://qm"),
+    )
+    args = ["create", "m12", "--event-type", "qm.invocation.usage", "--value", "tokens"]
+    created = CliRunner().invoke(
+        meter_app, [*args, "--aggregation", "count", "--unit", "t"], env={"COLUMNS": "200"}
+    )
+    assert created.exit_code == 0, created.output
+    # A count with a field counts the events that carry it; "count of tokens" read as a sum.
+    assert "created meter m12 (count of events with tokens)" in created.output
+    console = Console(width=80, record=True)
+    console.print(meter_table([_count_meter("tokens")], title="meters"))
+    assert "count of events with tokens" in console.export_text()
+    assert ("the 10 default meters no longer apply" in created.output) is had_defaults

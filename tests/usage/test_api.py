@@ -211,6 +211,8 @@ def test_cli_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> N
         )
         assert created.exit_code == 0, created.output
         assert "created meter peak_tokens (max of tokens)" in created.output
+        # The tenant's first meter: the defaults stop rating its events, and it is told so.
+        assert "the 10 default meters no longer apply" in created.output
         listed = runner.invoke(qm, ["meter", "list"], env=env)
         assert "peak_tokens" in listed.output
         refused = runner.invoke(

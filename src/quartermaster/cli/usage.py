@@ -44,16 +44,24 @@ pipeline_app = typer.Typer(
 )
 
 
+def measures_text(meter: dict[str, Any]) -> Text:
+    """What a meter's quantity is, as create and list both say it: a count counts events,
+    those with its field present when it names one (`count of events with tokens`, not
+    `count of tokens`, which read as a sum); other aggregations take the field's values."""
+    if meter["aggregation"] == "count":
+        if meter["value"] == "count":
+            return Text("count of events")
+        return Text.assemble("count of events with ", (meter["value"], "bold"))
+    return Text.assemble(f"{meter['aggregation']} of ", (meter["value"], "bold"))
+
+
 def meter_table(meters: list[dict[str, Any]], *, title: str) -> Table:
     """A meter per row: its name, what it measures (the aggregation of a value, over the
     event type it reads, with its filter), its unit and whether it is built in. Seven
     columns, one per field, folded every name at 80 columns (`invocatio|ns`)."""
     table = data_table(("name", "measures", "unit", "built_in"), title=title, whole=("unit",))
     for meter in meters:
-        if meter["aggregation"] == "count":
-            measures = Text("count of events")
-        else:
-            measures = Text.assemble(f"{meter['aggregation']} of ", (meter["value"], "bold"))
+        measures = measures_text(meter)
         measures.append(f"\nin {meter['event_type']}")
         if meter.get("filter_field"):
             measures.append(f"\nwhere {meter['filter_field']} = {meter['filter_value']}")
@@ -89,11 +97,16 @@ def meter_create(
             "description": description,
         }
     )
+    in_force = request("GET", "/v1/meters", url=url, api_key=api_key)
+    defaults = [m for m in in_force if m["built_in"]]
     meter = request("POST", "/v1/meters", json=body, url=url, api_key=api_key)
-    out().print(
-        f"created meter {escape(str(meter['name']))} ({meter['aggregation']} of "
-        f"{escape(str(meter['value']))})"
-    )
+    out().print(Text(f"created meter {meter['name']} ({measures_text(meter).plain})"))
+    if defaults:  # the tenant's first meter: the defaults stop rating its events
+        out().print(
+            f"the {len(defaults)} default meters no longer apply: events that become billable "
+            "from now on are rated only by the tenant's own meters (`qm meter install-defaults` "
+            "creates the defaults as its own)"
+        )
 
 
 @meter_app.command("list")
