@@ -240,3 +240,16 @@ def test_redact_endpoint_streams(client: TestClient, world: World) -> None:
     response = client.post("/v1/secrets/redact", content=chunks(), headers=h)  # type: ignore[arg-type]
     assert response.status_code == 200
     assert response.text == "login with [REDACTED] and go\ncaf\u00e9"
+
+
+def test_a_fresh_lease_reports_the_ttl_granted(client: TestClient, world: World) -> None:
+    """The seconds left are rounded up: a fresh 900 s lease said 899, a 1 s lease 0."""
+    _put(client, world, PATH, "ttl-value")
+    default = client.get(f"/v1/secrets/data/{PATH}", headers=world.headers).json()["lease"]
+    assert default["ttl"] == 900
+    one = client.get(
+        f"/v1/secrets/data/{PATH}", params={"ttl_seconds": 1}, headers=world.headers
+    ).json()["lease"]
+    assert one["ttl"] == 1
+    listed = client.get("/v1/leases", headers=world.headers).json()["leases"]
+    assert 899 <= max(lease["ttl"] for lease in listed) <= 900

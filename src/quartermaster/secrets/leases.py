@@ -55,9 +55,12 @@ class LeaseInfo:
     cleanup_pending: bool
 
     def ttl_seconds(self, now: datetime | None = None) -> int:
+        """Seconds left, rounded up: a lease granted for 900 s reads 900 when handed out (the
+        microseconds since issue made it 899), and one with a fraction of a second left is
+        not reported as gone."""
         if self.state == LeaseState.ENDED.value:
             return 0
-        return max(0, math.floor((self.expires_at - (now or utc_now())).total_seconds()))
+        return max(0, math.ceil((self.expires_at - (now or utc_now())).total_seconds()))
 
     @property
     def max_ttl_seconds(self) -> int:

@@ -18,7 +18,10 @@ from quartermaster.secrets.revocation import PrefixRevokeResult, RevokeResult
 
 class LeaseOut(BaseModel):
     id: str
-    ttl: int = Field(description="Seconds left until the lease ends (0 once ended).")
+    ttl: int = Field(
+        description="Seconds left until the lease ends, rounded up (a fresh lease reads as "
+        "granted; 0 once ended)."
+    )
     max_ttl: int = Field(description="Longest the lease may live from issue, renewals included.")
     kind: str
     path: str
