@@ -15,6 +15,7 @@ from quartermaster.cli.usage import (
     accounting_table,
     accounting_verdict,
     environment_app,
+    latency_text,
     meter_app,
     meter_table,
     pipeline_app,
@@ -275,3 +276,19 @@ def test_meter_create_says_what_it_counts_as_list_does_and_when_defaults_stop(
     console.print(meter_table([_count_meter("tokens")], title="meters"))
     assert "count of events with tokens" in console.export_text()
     assert ("the 10 default meters no longer apply" in created.output) is had_defaults
+
+
+def test_latencies_read_in_seconds_from_one_second_as_the_demo_writes_them() -> None:
+    assert [latency_text(ms) for ms in (57.4, 999, 1530, 38673, 536200)] == [
+        "57 ms",
+        "999 ms",
+        "1.53 s",
+        "38.67 s",
+        "536.20 s",
+    ]
+
+
+def test_pipeline_accounting_help_keeps_each_paragraph_on_one_line() -> None:
+    shown = CliRunner().invoke(pipeline_app, ["accounting", "--help"], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0, shown.output
+    assert "events not read by the pipeline yet are normal and exit 0" in shown.output

@@ -256,10 +256,16 @@ def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
     if latency["events"]:
         console.print(
             f"event-to-billable latency since {cell_text(latency['since'])}: "
-            f"p50 {latency['p50_ms']:.0f} ms, "
-            f"p99 {latency['p99_ms']:.0f} ms over {latency['events']:,} events "
+            f"p50 {latency_text(latency['p50_ms'])}, "
+            f"p99 {latency_text(latency['p99_ms'])} over {latency['events']:,} events "
             f"({latency['waited']} waited for metadata)"
         )
+
+
+def latency_text(ms: float) -> str:
+    """A latency as the demo writes it: `57 ms`, and seconds from one on (`1.53 s`,
+    `536.20 s`), where `536200 ms` had to be counted to be read."""
+    return f"{ms / 1000:,.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
 @pipeline_app.command("replay")
@@ -274,17 +280,20 @@ def pipeline_replay(
     out().print(f"{done} usage up to log position {result['upto']} ({result['stream']})")
 
 
-@pipeline_app.command("accounting")
+# The help as a string, not a docstring: typer keeps a docstring's line breaks, so its second
+# paragraph read "events not" / "read by the pipeline yet" on two lines.
+@pipeline_app.command(
+    "accounting",
+    help="Per ingest hour: accepted = rated + waiting, with what is still in the pipeline.\n\n"
+    "Exits 1 when an hour has more rated than accepted (an event counted twice); events not "
+    "read by the pipeline yet are normal and exit 0.",
+)
 def pipeline_accounting(
     start: Annotated[str | None, typer.Option(help="First hour (default: 24 h ago).")] = None,
     end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Per ingest hour: accepted = rated + waiting, with what is still in the pipeline.
-
-    Exits 1 when an hour has more rated than accepted (an event counted twice); events not
-    read by the pipeline yet are normal and exit 0."""
     params = drop_none({"start": start, "end": end})
     result = request("GET", "/v1/pipeline/accounting", params=params, url=url, api_key=api_key)
     if not result["hours"]:
