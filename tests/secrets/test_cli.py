@@ -61,6 +61,17 @@ def test_secret_commands(qm: CliRunner) -> None:
         rf"│ {PATH}\s+│ v3 of 3 \(1 deleted, 1 destroyed\)\s+│ \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ",
         run_ok(qm, "secret", "list"),
     )
+    # A path whose latest version is deleted reads as deleted, as a read (404) says.
+    run_ok(qm, "secret", "delete", PATH)
+    assert re.search(
+        rf"│ {PATH}\s+│ deleted \(v3 of 3; others: 1 deleted, 1 destroyed\)",
+        run_ok(qm, "secret", "list"),
+    )
+    only = "apps/billing/only-one"
+    run_ok(qm, "secret", "put", only, "--value", "soon-deleted")
+    run_ok(qm, "secret", "delete", only)
+    assert re.search(rf"│ {only}\s+│ deleted \(v1 of 1\)\s+│", run_ok(qm, "secret", "list"))
+    assert qm.invoke(app, ["secret", "get", only]).exit_code == 1
 
 
 def test_lease_commands(qm: CliRunner) -> None:

@@ -132,18 +132,30 @@ def secret_list(
 
 
 def _versions_text(secret: dict[str, Any]) -> str:
-    """'v2 of 3 (1 deleted, 1 destroyed)': the version a read gets, and how many there are."""
+    """'v2 of 3 (1 deleted, 1 destroyed)': the version a read gets, and how many there are.
+    When that version is deleted or destroyed a read is refused (404), so the text leads
+    with it: 'deleted (v1 of 1)', 'deleted (v3 of 3; others: 1 destroyed)'."""
     versions = secret["versions"]
+    current = secret["current_version"]
+    latest = next((v for v in versions if v["version"] == current), None)
+    state = None
+    if latest is not None and latest["destroyed_at"]:
+        state = "destroyed"
+    elif latest is not None and latest["deleted_at"]:
+        state = "deleted"
+    others = [v for v in versions if v is not latest] if state else versions
     removed = [
         f"{n} {word}"
         for word, n in (
-            ("deleted", sum(1 for v in versions if v["deleted_at"] and not v["destroyed_at"])),
-            ("destroyed", sum(1 for v in versions if v["destroyed_at"])),
+            ("deleted", sum(1 for v in others if v["deleted_at"] and not v["destroyed_at"])),
+            ("destroyed", sum(1 for v in others if v["destroyed_at"])),
         )
         if n
     ]
-    current = secret["current_version"]
     head = f"v{current} of {len(versions)}" if current else f"none of {len(versions)}"
+    if state is not None:
+        rest = f"; others: {', '.join(removed)}" if removed else ""
+        return f"{state} ({head}{rest})"
     return f"{head} ({', '.join(removed)})" if removed else head
 
 
