@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from quartermaster.audit.models import AuditRecord
 from quartermaster.cli.main import app
 from quartermaster.runtime import Runtime
-from tests.secrets.conftest import World, register_cli, run_ok
+from quartermaster.tenancy.models import Role
+from tests.secrets.conftest import World, api_key, register_cli, run_ok
 
 PATH = "apps/billing/db-password"
 
@@ -157,6 +158,36 @@ def test_scan_finds_and_matches_broker_secrets(qm: CliRunner, tmp_path: Path) ->
     offline = qm.invoke(app, ["scan", "--offline", str(repo)])
     assert offline.exit_code == 1
     assert PATH not in offline.stdout
+
+
+def test_scan_says_what_comparing_needs_and_names_each_path_once(
+    qm: CliRunner, tmp_path: Path, world: World, runtime: Runtime
+) -> None:
+    old, new = "Zx9-old-leaked-Pw-4471", "Qr7-new-leaked-Pw-9902"
+    run_ok(qm, "secret", "put", PATH, "--value", old)
+    run_ok(qm, "secret", "put", PATH, "--value", new)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text(f'password = "{old}"\n')
+    (repo / "b.py").write_text(f'password = "{new}"\n')
+    both = qm.invoke(app, ["scan", str(repo)])
+    assert f"{PATH} (v1, old version)" in both.stdout
+    assert f"{PATH} (v2, current)" in both.stdout
+    assert both.output.count(f"qm secret rotate {PATH}") == 1, both.output
+
+    member = api_key(
+        runtime, world.tenant_id, "pat", Role.TEAM_MEMBER, team_id=world.payments_team_id
+    )["Authorization"].removeprefix("Bearer ")
+    for key, expected in ((member, "it needs an admin key (403"), ("qm_bogus", "refused (401")):
+        result = qm.invoke(app, ["scan", str(repo), "--api-key", key])
+        assert result.exit_code == 1
+        said = " ".join(result.output.split())
+        assert expected in said, said
+        assert "set QM_API_KEY to an admin key of the tenant" in said
+    nowhere = qm.invoke(app, ["scan", str(repo), "--url", "http://127.0.0.1:9"])
+    said = " ".join(nowhere.output.split())
+    assert "cannot reach the server at http://127.0.0.1:9" in said, said
+    assert "set QM_URL" in said
 
 
 def test_scan_of_a_clean_tree_and_of_a_git_repository(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from quartermaster.cli.client import (
     cell_text,
     data_table,
     err,
+    error_message,
     fail,
     out,
     plain,
@@ -425,11 +426,12 @@ def scan(
     out().print(table)
     if note:
         err().print(note)
-    held = sorted(set(matches.values()))
+    # One command per path: two versions of a path found (current and old) need one rotate.
+    held = sorted({label.split(" ")[0] for label in matches.values()})
     if held:
         err().print(
             "[red]leaked broker secrets:[/] rotate them now: "
-            + "; ".join(f"qm secret rotate {h.split(' ')[0]}" for h in held)
+            + "; ".join(f"qm secret rotate {path}" for path in held)
         )
     raise typer.Exit(1)
 
@@ -441,20 +443,25 @@ def _broker_matches(
 
     if not (api_key or os.environ.get("QM_API_KEY")):
         return {}, "not compared with the broker: no QM_API_KEY (or pass --offline)"
+    client = api_client(url=url, api_key=api_key)
     try:
-        with api_client(url=url, api_key=api_key) as client:
+        with client:
             key_response = client.get("/v1/secrets/fingerprint-key")
             if not key_response.is_success:
-                return {}, f"not compared with the broker: {key_response.status_code}"
+                return {}, _not_compared(key_response)
             key_hex = key_response.json()["key"]
             if key_hex is None:
                 return {}, ""
             by_fp = fingerprints(findings, bytes.fromhex(key_hex))
             found = client.post("/v1/secrets/match", json={"fingerprints": list(by_fp)})
             if not found.is_success:
-                return {}, f"not compared with the broker: {found.status_code}"
+                return {}, _not_compared(found)
     except httpx.HTTPError as exc:
-        return {}, f"not compared with the broker: {type(exc).__name__}"
+        return {}, (
+            f"not compared with the broker: cannot reach the server at {client.base_url} "
+            f"({type(exc).__name__}): start `qm serve` there or set QM_URL "
+            "(or pass --offline)"
+        )
     index_of = {id(f): i for i, f in enumerate(findings)}
     matches: dict[int, str] = {}
     for match in found.json()["matches"]:
@@ -463,6 +470,22 @@ def _broker_matches(
         for finding in by_fp.get(match["fingerprint"], []):
             matches[index_of[id(finding)]] = label
     return matches, ""
+
+
+def _not_compared(response: httpx.Response) -> str:
+    """Why the broker did not compare, and what would let it: an admin key at QM_URL."""
+    said = f"{response.status_code}: {error_message(response)}"
+    if response.status_code == 401:
+        return (
+            f"not compared with the broker: the API key was refused ({said}); "
+            "set QM_API_KEY to an admin key of the tenant (or pass --offline)"
+        )
+    if response.status_code == 403:
+        return (
+            f"not compared with the broker: it needs an admin key ({said}); "
+            "set QM_API_KEY to an admin key of the tenant (or pass --offline)"
+        )
+    return f"not compared with the broker: {said}"
 
 
 def _local_runtime(data_dir: Path | None) -> Any:
