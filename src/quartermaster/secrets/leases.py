@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Table, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import moment_text, utc_now
 from quartermaster.errors import (
     ConflictError,
     InvalidInputError,
@@ -321,7 +321,7 @@ def _renewable(lease: SecretLease) -> ConflictError | None:
     when = lease.ended_at or lease.expires_at
     why = lease.end_reason or "expired"
     return ConflictError(
-        f"lease {lease.id} ended at {when.isoformat()} ({why}) and cannot be renewed: "
+        f"lease {lease.id} ended at {moment_text(when)} ({why}) and cannot be renewed: "
         "read the secret again for a new lease"
     )
 
