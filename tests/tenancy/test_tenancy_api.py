@@ -201,7 +201,8 @@ def test_expired_keys_are_refused_with_a_message_saying_so(
     client: TestClient, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     member = create_principal(client, tenant, role="finance")
-    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    # Within the hour, at 30 s past a minute: the message's form is fixed whatever the clock.
+    soon = (datetime.now(UTC) + timedelta(minutes=59)).replace(second=30).isoformat()
     token = issue_key(client, tenant, member["id"], expires_at=soon)
     key_id = token.split("_")[1]
     # Verified now, so the server's key cache holds it (tenancy/auth_cache.py) ...
@@ -212,7 +213,9 @@ def test_expired_keys_are_refused_with_a_message_saying_so(
         monkeypatch.setattr(module, "utc_now", lambda: later)
     refused = client.get("/v1/tenant", headers=bearer(token))
     assert refused.status_code == 401
-    assert error_of(refused)["message"].startswith(f"API key {key_id} expired at ")
+    # The moment as a person reads it, to the second: no microseconds, no +00:00.
+    expired_at = datetime.fromisoformat(soon).strftime("%Y-%m-%d %H:%M:30")
+    assert error_of(refused)["message"] == f"API key {key_id} expired at {expired_at} UTC"
     listed = ok(client.get("/v1/keys", headers=tenant.headers))
     assert next(k for k in listed if k["key_id"] == key_id)["status"] == "expired"
 

@@ -33,7 +33,7 @@ from quartermaster.catalog.service import (
     load_app,
     register_app,
 )
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import moment_text, utc_now
 from quartermaster.errors import (
     ConflictError,
     InvalidInputError,
@@ -522,7 +522,7 @@ def decide_approval(
         row.status = ApprovalStatus.EXPIRED.value
         _transition(version, VersionState.REJECTED, "approval request expired undecided")
         session.commit()
-        raise ConflictError(f"approval {approval_id} expired at {row.expires_at.isoformat()}")
+        raise ConflictError(f"approval {approval_id} expired at {moment_text(row.expires_at)}")
     row.reviewer, row.comment, row.decided_at = caller.principal_name, comment.strip(), now
     if approve:
         row.status = ApprovalStatus.APPROVED.value

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.events import DIRECTORY_SLUG_PATTERN
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import moment_text, utc_now
 from quartermaster.errors import (
     AuthenticationError,
     ConflictError,
@@ -172,7 +172,7 @@ def verify_api_key(token: str, *, session: Session) -> VerifiedKey:
     if key.revoked_at is not None:
         raise AuthenticationError(f"API key {key_id} was revoked")
     if key.expires_at is not None and key.expires_at <= utc_now():
-        raise AuthenticationError(f"API key {key_id} expired at {key.expires_at.isoformat()}")
+        raise AuthenticationError(f"API key {key_id} expired at {moment_text(key.expires_at)}")
     context = AuthContext(
         tenant_id=principal.tenant_id,
         principal_id=principal.id,
