@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from quartermaster.sim.showback import print_pipeline
+from quartermaster.sim.showback import print_explanation, print_pipeline
 
 STATUS = {"latency": {"events": 10, "p50_ms": 30, "p99_ms": 70, "max_ms": 90, "waited": 0}}
 
@@ -32,3 +32,28 @@ def test_the_identity_shows_every_count_whole_and_holds() -> None:
 def test_a_missing_event_breaks_the_identity() -> None:
     printed = _printed(accepted=985_356, attributed=985_355, rated=985_355)
     assert "does not hold" in printed
+
+
+def test_the_explained_line_s_audit_key_stays_whole_at_80_columns() -> None:
+    """The demo names a key to paste back into `qm explain`; it was folded mid-word."""
+    key = (
+        "20261201T1700Z-20261203T1700Z/usage/cc-4100-platform/platform-eng/"
+        "changelog-router/tokens/6be9d868b5d60817"
+    )
+    line = {
+        "cost_center": "cc-4100-platform",
+        "team": "platform-eng",
+        "app": "changelog-router",
+        "item": "tokens",
+        "quantity": "26727416",
+        "unit": "token",
+        "unit_price": "0.000001049225",
+        "pricing_rule": "graduated",
+        "amount": "28.04",
+        "currency": "USD",
+        "audit_key": key,
+    }
+    output = io.StringIO()
+    explanation = {"line": line, "daily": [], "top_events": [], "markers": [], "notes": []}
+    print_explanation(Console(file=output, width=80), explanation)
+    assert f"audit key {key}\n" in output.getvalue()

@@ -194,7 +194,8 @@ def print_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
         f"{line['item']}: {line['quantity']} {line['unit'] or ''} x {line['unit_price']} "
         f"({line['pricing_rule']}) = {money(line['amount'], line['currency'])}"
     )
-    console.print(f"audit key: {line['audit_key']}")
+    # Unwrapped, as `qm explain` prints it: the key is pasted back as an argument.
+    console.print(f"audit key {line['audit_key']}", soft_wrap=True, markup=False, highlight=False)
     daily = explanation["daily"]
     values = [Decimal(d["value"]) for d in daily]
     if daily:
