@@ -26,6 +26,15 @@ def qm(*args: str, expect: int = 0) -> str:
     return result.output
 
 
+def as_admin_of(
+    live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch, *, columns: int
+) -> None:
+    """The CLI pointed at the live server as the tenant's admin, at `columns` columns."""
+    monkeypatch.setenv("QM_URL", live_server.url)
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     target = tmp_path / "where2eat"
@@ -52,9 +61,7 @@ def test_publish_policy_and_approvals_over_http(
     app_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QM_URL", live_server.url)
-    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
-    monkeypatch.setenv("COLUMNS", "250")
+    as_admin_of(live_server, tenant, monkeypatch, columns=250)
     qm("team", "create", "social", "--cost-center", "default")
     qm("policy", "upload", "org-scope", str(POLICIES / "org-scope-approval.rego"))
     assert "org-scope" in qm("policy", "list")
@@ -93,9 +100,7 @@ def test_publish_policy_and_approvals_over_http(
 def test_policy_exception_grant_list_and_revoke_over_http(
     live_server: LiveServer, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("QM_URL", live_server.url)
-    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
-    monkeypatch.setenv("COLUMNS", "100")
+    as_admin_of(live_server, tenant, monkeypatch, columns=100)
     qm("team", "create", "lab", "--cost-center", "default")
     granted = qm(
         "policy", "exception", "grant", "gpu", "--team", "lab", "--days", "14",
@@ -122,9 +127,7 @@ def test_policy_test_shows_what_fired_and_exits_1_on_deny(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QM_URL", live_server.url)
-    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
-    monkeypatch.setenv("COLUMNS", "120")
+    as_admin_of(live_server, tenant, monkeypatch, columns=120)
     policy = str(POLICIES / "require-cost-center.rego")
     without = tmp_path / "without.json"
     without.write_text(json.dumps({"manifest": {"app_id": "where2eat"}}))
@@ -148,9 +151,7 @@ def test_policy_disable_and_enable_over_http(
     app_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QM_URL", live_server.url)
-    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
-    monkeypatch.setenv("COLUMNS", "120")
+    as_admin_of(live_server, tenant, monkeypatch, columns=120)
     qm("team", "create", "social", "--cost-center", "default")
     wrong = app_dir / "wrong.rego"
     wrong.write_text('package qm.publish.wrong\ndeny contains "everything" if { true }\n')
@@ -175,9 +176,7 @@ def test_validate_on_the_server_fails_where_publishing_would(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # docs/catalog.md's walk-through: the example app's team does not exist yet.
-    monkeypatch.setenv("QM_URL", live_server.url)
-    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
-    monkeypatch.setenv("COLUMNS", "120")
+    as_admin_of(live_server, tenant, monkeypatch, columns=120)
     refused = qm("app", "validate", str(app_dir), "--server", expect=1)
     assert re.search(
         r"FAIL\s+references\s+publishing would refuse it\n\s+- team unknown team", refused
