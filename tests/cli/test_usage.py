@@ -177,6 +177,13 @@ def test_a_meter_reads_as_what_it_measures_in_four_columns_at_80() -> None:
         ["", "in qm.resource.usage", "", ""],
         ["", "where environment = staging", "", ""],
     ]
+    # A long name stays whole: gpu_seconds_for_infe|rence_workloads_prod was split.
+    long = {**meters[1], "name": "gpu_seconds_for_inference_workloads_prod"}
+    console = Console(width=80, record=True)
+    console.print(meter_table([long], title="meters"))
+    shown = console.export_text()
+    assert "│ gpu_seconds_for_inference_workloads_prod │" in shown, shown
+    assert max(len(line) for line in shown.splitlines()) <= 80
 
 
 def test_pipeline_accounting_exits_1_only_when_more_is_rated_than_accepted(

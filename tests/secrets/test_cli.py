@@ -72,6 +72,11 @@ def test_secret_commands(qm: CliRunner) -> None:
     run_ok(qm, "secret", "put", only, "--value", "soon-deleted")
     run_ok(qm, "secret", "delete", only)
     assert re.search(rf"│ {only}\s+│ deleted \(v1 of 1\)\s+│", run_ok(qm, "secret", "list"))
+    # At 80 columns a long path stays whole (teams/payments/stripe/api|-key was split).
+    long_path = "teams/payments/stripe/api-key-for-refunds"
+    run_ok(qm, "secret", "put", long_path, "--value", "sk-long-value")
+    narrow = qm.invoke(app, ["secret", "list"], env={"COLUMNS": "80"})
+    assert f"│ {long_path} │" in narrow.output, narrow.output
     assert qm.invoke(app, ["secret", "get", only]).exit_code == 1
 
 

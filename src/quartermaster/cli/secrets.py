@@ -129,7 +129,7 @@ def secret_list(
         for s in found["secrets"]
     ]
     # Three columns: with six, an 80-column terminal broke every path mid-word.
-    print_table(("path", "versions", "updated_at"), rows, title="secrets")
+    print_table(("path", "versions", "updated_at"), rows, title="secrets", whole=("path",))
 
 
 def _versions_text(secret: dict[str, Any]) -> str:

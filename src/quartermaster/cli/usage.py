@@ -59,7 +59,8 @@ def meter_table(meters: list[dict[str, Any]], *, title: str) -> Table:
     """A meter per row: its name, what it measures (the aggregation of a value, over the
     event type it reads, with its filter), its unit and whether it is built in. Seven
     columns, one per field, folded every name at 80 columns (`invocatio|ns`)."""
-    table = data_table(("name", "measures", "unit", "built_in"), title=title, whole=("unit",))
+    columns = ("name", "measures", "unit", "built_in")
+    table = data_table(columns, title=title, whole=("name", "unit"))
     for meter in meters:
         measures = measures_text(meter)
         measures.append(f"\nin {meter['event_type']}")
