@@ -158,12 +158,10 @@ def _registration(manifest: Manifest) -> AppRegistration:
 
 
 def _check_app(caller: AuthContext, manifest: Manifest, session: Session) -> App | None:
-    """The manifest's app, which the caller may change and whose team the manifest names; or
-    None when there is none yet and registering it from the manifest would succeed (its team,
-    cost center and owner). Raises as submitting the version would."""
+    """The manifest's app, which the caller may change and whose team the manifest names
+    (raising as submitting the version would); None when there is none yet."""
     app = find_app(caller.tenant_id, manifest.app_id, session=session)
     if app is None:
-        check_registration(caller, _registration(manifest), session=session)
         return None
     ensure_may_write(caller, team_id=app.team_id, what=f"app {app.app_id!r}")
     team = session.get_one(Team, app.team_id)
@@ -180,7 +178,7 @@ def _ensure_app(caller: AuthContext, manifest: Manifest, session: Session) -> Ap
     app = _check_app(caller, manifest, session)
     if app is not None:
         return app
-    register_app(caller, _registration(manifest), session=session)
+    register_app(caller, _registration(manifest), session=session)  # checks it as it registers
     return load_app(caller.tenant_id, manifest.app_id, session=session)
 
 
@@ -579,7 +577,9 @@ def _check_references(
     runs the policies only once these have passed)."""
     try:
         app = _check_app(caller, manifest, session)
-        if app is not None:
+        if app is None:  # registering it from the manifest must succeed
+            check_registration(caller, _registration(manifest), session=session)
+        else:
             _same_version(caller.tenant_id, app, manifest, _content(manifest, package_zip), session)
     except QMError as exc:
         finding = {"field": exc.field or "manifest", "message": exc.message}
