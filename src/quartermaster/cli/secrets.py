@@ -475,17 +475,13 @@ def _broker_matches(
 def _not_compared(response: httpx.Response) -> str:
     """Why the broker did not compare, and what would let it: an admin key at QM_URL."""
     said = f"{response.status_code}: {error_message(response)}"
-    if response.status_code == 401:
-        return (
-            f"not compared with the broker: the API key was refused ({said}); "
-            "set QM_API_KEY to an admin key of the tenant (or pass --offline)"
-        )
-    if response.status_code == 403:
-        return (
-            f"not compared with the broker: it needs an admin key ({said}); "
-            "set QM_API_KEY to an admin key of the tenant (or pass --offline)"
-        )
-    return f"not compared with the broker: {said}"
+    why = {401: "the API key was refused", 403: "it needs an admin key"}.get(response.status_code)
+    if why is None:
+        return f"not compared with the broker: {said}"
+    return (
+        f"not compared with the broker: {why} ({said}); "
+        "set QM_API_KEY to an admin key of the tenant (or pass --offline)"
+    )
 
 
 def _local_runtime(data_dir: Path | None) -> Any:
