@@ -25,6 +25,7 @@ from quartermaster.cli.client import (
     api_client,
     cell_text,
     check,
+    counted,
     data_table,
     err,
     grouped,
@@ -89,11 +90,6 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
     return table
 
 
-def _count(count: int, noun: str) -> str:
-    """'1 line', '3,439 lines'."""
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
-
-
 def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None = None) -> None:
     """The document's header. A team-member's (`detail` limited to a team; the API hides
     the document's total from members) says the total is hidden, and counts and sums the
@@ -102,12 +98,12 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
     currency = document["currency"]
     if document["total"] is not None:
         total = f"total {_money(document['total'])} {currency}"
-        lines = f"{_count(document['line_count'], 'line')}, "
+        lines = f"{counted(document['line_count'], 'line')}, "
     elif detail is not None and detail["team"]:
         total = "total hidden from team members"
         lines = (
             f"team {detail['team']}: {_money(detail['visible_total'])} {currency} in "
-            f"{_count(len(detail['lines']), 'line')}; "
+            f"{counted(len(detail['lines']), 'line')}; "
         )
     else:
         total, lines = "total hidden", ""
@@ -446,9 +442,9 @@ def export(
         return
     output.write_text(text, encoding="utf-8")
     if export_format == "json":  # indented JSON: its text lines are not its lines
-        written = _count(len(json.loads(text)["lines"]), "line")
+        written = counted(len(json.loads(text)["lines"]), "line")
     else:
-        written = _count(len(text.splitlines()) - 1, "row")
+        written = counted(len(text.splitlines()) - 1, "row")
     Console(stderr=True).print(f"wrote {output} ({written})")
 
 

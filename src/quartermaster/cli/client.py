@@ -124,6 +124,11 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 line', '3,439 lines'."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 def hour_text(hour: str) -> str:
     """'2026-10-11 10:00' for an hour as the API writes it ('2026-10-11T10:00:00Z' or
     '…+00:00'): sixteen characters, so that an hourly table of counts keeps each hour on one

@@ -12,6 +12,7 @@ from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
     cell_text,
+    counted,
     data_table,
     drop_none,
     err,
@@ -537,10 +538,9 @@ def delivery_list(
         whole=("delivery / webhook",),
     )
     for delivery in deliveries:
-        attempts = f"{delivery['attempts']} attempt" + ("" if delivery["attempts"] == 1 else "s")
         table.add_row(
             stacked(delivery["id"], delivery["webhook_id"], head_style=""),
-            stacked(delivery["status"], attempts, head_style=""),
+            stacked(delivery["status"], counted(delivery["attempts"], "attempt"), head_style=""),
             plain(delivery["next_attempt_at"]),
             plain(delivery["last_error"]),
         )
