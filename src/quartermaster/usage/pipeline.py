@@ -215,8 +215,13 @@ class PipelineWorker(BackgroundService):
         position = after
         if finish and stream.upto is not None:
             position = max(position, stream.upto)
-        batch = combine_batches(parts, stream=stream.name, position=position, finish=finish)
-        batch.rerated = stream.upto is not None  # a replay or repair: rated once before
+        batch = combine_batches(
+            parts,
+            stream=stream.name,
+            position=position,
+            finish=finish,
+            rerated=stream.upto is not None,  # a replay or repair stream
+        )
         self.store.write(batch)
         self._ack(stream.consumer, position, now=finish)
         if finish:
@@ -337,9 +342,15 @@ class PipelineWorker(BackgroundService):
 
 
 def combine_batches(
-    parts: Sequence[RatedBatch], *, stream: str | None, position: int | None, finish: bool
+    parts: Sequence[RatedBatch],
+    *,
+    stream: str | None,
+    position: int | None,
+    finish: bool,
+    rerated: bool = False,
 ) -> RatedBatch:
-    """Several rated chunks as one batch (one store transaction), in their order."""
+    """Several rated chunks as one batch (one store transaction), in their order; `rerated`
+    for a replay or repair stream's, whose events were rated once before."""
     if len(parts) == 1:
         only = parts[0]
         return RatedBatch(
@@ -352,6 +363,7 @@ def combine_batches(
             waiting_added=only.waiting_added,
             waiting_resolved=only.waiting_resolved,
             finish_stream=finish,
+            rerated=rerated,
         )
 
     def concat(name: str, schema: pa.Schema) -> pa.Table:
@@ -368,6 +380,7 @@ def combine_batches(
         waiting_added=concat("waiting_added", WAITING_SCHEMA),
         waiting_resolved=tuple(i for p in parts for i in p.waiting_resolved),
         finish_stream=finish,
+        rerated=rerated,
     )
 
 
