@@ -136,10 +136,21 @@ def test_unknown_references_duplicates_and_bad_values_are_refused(
     reserved = register(client, org, **{**base, "app_id": "search"})
     assert (reserved.status_code, error_of(reserved)["field"]) == (422, "app_id")
     assert "reserved" in error_of(reserved)["message"]
-    bad_env = register(client, org, **base, environment="PROD!")
-    assert (bad_env.status_code, error_of(bad_env)["field"]) == (422, "environment")
+    for environment in ("PROD!", "e" * 65):
+        bad_env = register(client, org, **base, environment=environment)
+        assert (bad_env.status_code, error_of(bad_env)["field"]) == (422, "environment")
+        assert "as an event's data.environment is" in error_of(bad_env)["message"]
     bad_lifecycle = register(client, org, **base, lifecycle="forever")
     assert (bad_lifecycle.status_code, error_of(bad_lifecycle)["field"]) == (422, "lifecycle")
+
+    # any environment an event may name (a slug of up to 64 characters) can be an app's
+    longest = "eu-west.canary_" + "x" * 49
+    assert (
+        ok(register(client, org, **{**base, "app_id": "a2"}, environment=longest), 201)[
+            "environment"
+        ]
+        == longest
+    )
 
     ok(register(client, org, **base), 201)
     duplicate = register(client, org, **base)

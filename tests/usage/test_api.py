@@ -100,7 +100,7 @@ def test_environment_override_routes(client: TestClient, platform: Platform) -> 
     assert unknown.status_code == 404
     assert unknown.json()["error"]["field"] == "cost_center"
     # data.environment is a slug (docs/events.md): an override of any other name never matches.
-    for name in ("Bad%20Env", "STAGING", "-x", "a" * 33):
+    for name in ("Bad%20Env", "STAGING", "-x", "a" * 65):
         refused = client.put(
             f"/v1/environment-overrides/{name}",
             json={"cost_center": "sandbox"},
@@ -109,6 +109,17 @@ def test_environment_override_routes(client: TestClient, platform: Platform) -> 
         assert refused.status_code == 422, name
         assert refused.json()["error"]["field"] == "environment"
         assert "must be a slug" in refused.json()["error"]["message"]
+    # as long as an event's environment may be (the column held 32 before migration 0016)
+    longest = "eu-west.canary_" + "x" * 49
+    put = client.put(
+        f"/v1/environment-overrides/{longest}",
+        json={"cost_center": "sandbox"},
+        headers=platform.headers,
+    )
+    assert put.status_code == 201, put.text
+    assert client.delete(
+        f"/v1/environment-overrides/{longest}", headers=platform.headers
+    ).is_success
     listed = client.get("/v1/environment-overrides", headers=platform.headers).json()
     assert [(o["environment"], o["cost_center"]) for o in listed] == [("staging", "sandbox")]
     assert (

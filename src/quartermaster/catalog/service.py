@@ -35,6 +35,7 @@ from quartermaster.catalog.signing_keys import (
     create_signing_key,
     retire_signing_key,
 )
+from quartermaster.domain.events import SLUG_PATTERN
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.models import CostCenter, Team
@@ -45,7 +46,7 @@ from quartermaster.tenancy.service import (
     validate_slug,
 )
 
-ENVIRONMENT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_ENVIRONMENT = re.compile(SLUG_PATTERN)
 # Fixed routes under /v1/apps/: an app of that name could never be addressed by URL.
 RESERVED_APP_IDS = frozenset({"search", "validate", "manifest-schema"})
 
@@ -140,9 +141,12 @@ def _required_text(
 
 
 def validate_environment(value: str) -> str:
-    if not ENVIRONMENT_PATTERN.match(value):
+    """An app's, resource's or override's environment: a slug, as an event's
+    `data.environment` is, so that every name given here can match the events that carry it."""
+    if not _ENVIRONMENT.match(value):
         raise InvalidInputError(
-            f"environment {value!r} must be 1-32 characters of a-z, 0-9 and '-'",
+            f"environment {value!r} must be a slug, as an event's data.environment is: "
+            "1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
             field="environment",
         )
     return value

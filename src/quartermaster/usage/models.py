@@ -42,7 +42,7 @@ class EnvironmentOverride(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
-    environment: Mapped[str] = mapped_column(String(32))
+    environment: Mapped[str] = mapped_column(String(64))
     cost_center_id: Mapped[str] = mapped_column(ForeignKey("cost_centers.id"))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

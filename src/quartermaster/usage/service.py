@@ -5,7 +5,6 @@ tenant. `metered_quantities` is the call billing runs, previews and explain use.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.events import SLUG_PATTERN
+from quartermaster.catalog.service import validate_environment
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.models import CostCenter
@@ -29,9 +28,6 @@ from quartermaster.usage.meters import (
 from quartermaster.usage.models import EnvironmentOverride, Meter
 from quartermaster.usage.snapshot import meter_definition, tenant_meters
 from quartermaster.usage.store import UsageStore, UsageTotal
-
-ENVIRONMENT_MAX = 32  # the column's width; events allow longer slugs
-_ENVIRONMENT = re.compile(SLUG_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +135,7 @@ def set_environment_override(
     caller: AuthContext, environment: str, cost_center: str, *, session: Session
 ) -> OverrideView:
     """Send unclaimed usage of `environment` to `cost_center` (by slug) from now on."""
-    if not _ENVIRONMENT.match(environment) or len(environment) > ENVIRONMENT_MAX:
-        # An event's data.environment is a slug (docs/events.md): an override of any other
-        # name could never match an event.
-        raise InvalidInputError(
-            f"environment {environment!r} must be a slug, as an event's data.environment is: "
-            f"1-{ENVIRONMENT_MAX} characters of a-z, 0-9, '.', '_' and '-', starting with a "
-            "letter or digit",
-            field="environment",
-        )
+    validate_environment(environment)
     target = session.scalar(
         select(CostCenter).where(
             CostCenter.tenant_id == caller.tenant_id, CostCenter.slug == cost_center
