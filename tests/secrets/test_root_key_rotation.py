@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from click.testing import Result
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -138,3 +139,36 @@ def test_root_key_rotation_commands(qm: CliRunner, settings: Settings, world: Wo
     assert new in status.output
     assert old not in status.output
     assert run_ok(qm, "secret", "get", PATH) == "survives-rotation\n"
+
+
+def test_retire_under_the_env_provider_checks_and_says_where_to_remove_the_key(
+    qm: CliRunner, settings: Settings
+) -> None:
+    # The keys are in a variable the command cannot change: it checks the key can go (no data
+    # key under it, not the active one, one the variable holds) and names the variable.
+    env = {
+        "QM_DATABASE_URL": settings.resolved_database_url,
+        "QM_SECRETS_KEY_PROVIDER": "env",
+        "QM_SECRETS_ROOT_KEYS": f"new:{'ab' * 32},old:{'cd' * 32}",
+    }
+    data_dir = str(settings.data_dir)
+
+    def retire(key_id: str) -> Result:
+        return qm.invoke(
+            app, ["secret", "root-key", "retire", key_id, "--data-dir", data_dir], env=env
+        )
+
+    removable = retire("old")
+    assert removable.exit_code == 0, removable.output
+    assert "remove it from QM_SECRETS_ROOT_KEYS on every server" in " ".join(
+        removable.output.split()
+    )
+    assert "keyring" not in removable.output
+    active = retire("new")
+    assert active.exit_code == 1
+    assert "'new' is the active key" in active.output
+    unknown = retire("nosuch")
+    assert unknown.exit_code == 1
+    assert "no root key 'nosuch' in QM_SECRETS_ROOT_KEYS (its keys: new (active), old)" in " ".join(
+        unknown.output.split()
+    )

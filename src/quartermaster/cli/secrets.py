@@ -542,10 +542,14 @@ def root_key_retire(
     key_id: Annotated[str, typer.Argument(help="The old root key id.")],
     data_dir: DataDirOption = None,
 ) -> None:
-    """Remove an old root key from the keyring, once no data key is wrapped with it."""
+    """Remove an old root key from the keyring, once no data key is wrapped with it.
+
+    With the env provider the keys are in a variable this command cannot change: it checks
+    that the key can go and says where to remove it."""
     from quartermaster.errors import QMError
     from quartermaster.secrets.context import count_by_root_key
     from quartermaster.secrets.keys import (
+        EnvKeyProvider,
         check_retirable,
         keyring_path,
         read_keyring_file,
@@ -554,18 +558,30 @@ def root_key_retire(
 
     runtime = _local_runtime(data_dir)
     try:
-        path = keyring_path(runtime.settings)
+        settings = runtime.settings
+        from_env = settings.secrets_key_provider == "env"
         # The active key, a retired or an unknown one is refused before counting: for the
         # active key `rewrap` moves nothing (data keys are already under it), `rotate` does.
-        check_retirable(read_keyring_file(path), key_id, source=path)
+        if from_env:
+            variable = settings.secrets_root_key_env
+            check_retirable(EnvKeyProvider(variable).keyring, key_id, source=variable)
+        else:
+            path = keyring_path(settings)
+            check_retirable(read_keyring_file(path), key_id, source=path)
         still = count_by_root_key(session_factory=runtime.session_factory).get(key_id, 0)
         if still:
             fail(
                 f"{still} data key(s) are still wrapped with {key_id}: "
                 "run `qm secret root-key rewrap` first"
             )
-        remove_root_key(path, key_id)
-        out().print(f"retired root key {key_id}")
+        if from_env:
+            out().print(
+                f"no data key is wrapped with {key_id}: remove it from {variable} on every "
+                "server, then restart them"
+            )
+        else:
+            remove_root_key(path, key_id)
+            out().print(f"retired root key {key_id}")
     except QMError as exc:
         fail(exc.message)
     finally:

@@ -146,7 +146,7 @@ def add_root_key(path: Path) -> str:
     return key_id
 
 
-def check_retirable(keyring: Keyring, key_id: str, *, source: Path) -> None:
+def check_retirable(keyring: Keyring, key_id: str, *, source: Path | str) -> None:
     """Raise unless `key_id` is an inactive key of the keyring: the active key is retired by
     rotating first (`rewrap` keeps data keys under the active key), a retired one says so, an
     unknown one is named with the keys there are."""
@@ -246,6 +246,10 @@ class EnvKeyProvider:
     @property
     def active_key_id(self) -> str:
         return self._keyring.active
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
 
     def root_key(self, key_id: str) -> bytes:
         return self._keyring.get(key_id)
