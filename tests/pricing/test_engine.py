@@ -3,6 +3,7 @@ against amounts computed by hand (the arithmetic is in the comments)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
@@ -436,3 +437,70 @@ def test_lines_are_sorted_and_total_is_their_sum() -> None:
     )
     assert result.total == sum(line.amount for line in result.lines)
     assert result.total == D("5")
+
+
+def _platform_history(v2_platform: dict[str, Any]) -> PriceBookHistory:
+    prices = [
+        {"meter": m, "model": "per_unit", "unit_price": "0"} for m in ("requests", "invocations")
+    ]
+    v1 = book(*prices, **PLATFORM_BOOK)
+    v2 = book(*prices, version=2, **v2_platform).model_copy(update={"effective_from": day(16)})
+    return PriceBookHistory([PriceBookVersion(v1, day(1)), PriceBookVersion(v2, day(1))])
+
+
+def test_a_version_that_keeps_a_cost_types_policy_leaves_its_allocation_as_it_was() -> None:
+    # v2 changes nothing of control_plane's policy: one allocation over the whole month, one
+    # floor per app. Split at Jan 16 (as it had been), every app got two floors of 2: 12 of
+    # the 20 instead of 6.
+    usage = [replace(r, at=day(5)) for r in PLATFORM_USAGE[:4]]
+    costs = [
+        PlatformCostItem("control_plane", D("10"), at=day(5)),
+        PlatformCostItem("control_plane", D("10"), at=day(20)),
+    ]
+    single = price_usage(
+        _platform_history(PLATFORM_BOOK).versions[0].document, JANUARY, usage, costs
+    )
+    both = price_period(_platform_history(PLATFORM_BOOK), JANUARY, usage, costs)
+    # floors 2 + 2; the other 16 by invocations 300:100 = 12, 4
+    expected = {("t1", "a1"): D("14"), ("t1", "a2"): D("6")}
+    assert amounts(single, LineKind.PLATFORM, "control_plane") == expected
+    assert amounts(both, LineKind.PLATFORM, "control_plane") == expected
+    line = next(x for x in both.lines if x.cost_type == "control_plane" and x.app == "a1")
+    assert line.versions == (1, 2)
+    assert line.pricing_rule == "platform cost control_plane: 20 USD shared by 2 active apps"
+
+
+def test_a_changed_policy_shares_each_part_with_its_floor_pro_rata() -> None:
+    # v2 (from Jan 16, 16 of January's 31 days) raises the floor to 4. v1's part: floor
+    # 2 x 15/31 each, v2's part: 4 x 16/31 each.
+    changed = {
+        "platform_costs": [
+            {
+                "cost_type": "control_plane",
+                "method": "floor_plus_share",
+                "floor": 4,
+                "meter": "invocations",
+            },
+        ]
+    }
+    usage = [replace(r, at=day(5)) for r in PLATFORM_USAGE[:4]]
+    costs = [
+        PlatformCostItem("control_plane", D("31"), at=day(5)),
+        PlatformCostItem("control_plane", D("31"), at=day(20)),
+    ]
+    result = price_period(_platform_history(changed), JANUARY, usage, costs)
+    lines = [x for x in result.lines if x.cost_type == "control_plane"]
+    by_version = {(x.versions, x.app): x.amount for x in lines}
+    # v1: floors 30/31 each; 31 - 60/31 = 901/31 by 300:100 -> a1 30/31 + 2703/124
+    # = 2823/124 = 22.766129.., a2 30/31 + 901/124 = 1021/124 = 8.233870..
+    assert by_version[((1,), "a1")] == D("22.766129")
+    assert by_version[((1,), "a2")] == D("8.233871")
+    # v2: floors 64/31 each; 31 - 128/31 = 833/31 by 300:100 -> a1 64/31 + 2499/124
+    # = 2755/124 = 22.217741.., a2 64/31 + 833/124 = 1089/124 = 8.782258..
+    assert by_version[((2,), "a1")] == D("22.217742")
+    assert by_version[((2,), "a2")] == D("8.782258")
+    assert sum(x.amount for x in lines) == D("62")
+    a1_v1 = next(x for x in lines if x.versions == (1,) and x.app == "a1")
+    assert a1_v1.allocation_method.startswith(
+        "floor 2 x 48.39% of the period (its part under this policy) + share of the rest"
+    )

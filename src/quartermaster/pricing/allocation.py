@@ -128,7 +128,7 @@ def allocate(
     weights: Mapping[K, Decimal],
     method: AllocationMethod = AllocationMethod.PROPORTIONAL,
     *,
-    floor: Decimal = Decimal(0),
+    floor: Decimal | Fraction = Decimal(0),
     proportional_share: Decimal = Decimal(1),
     target: K | None = None,
     quantum: Decimal = LINE_QUANTUM,

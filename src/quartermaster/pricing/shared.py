@@ -116,7 +116,16 @@ def _direct_targets(ctx: SharedCostContext, to: Selector) -> tuple[list[Target],
     return [(center, None, None)], f"direct to cost center {center!r}"
 
 
-def _describe(policy: AnyPolicy | None, cost_type: str, weight: Decimal, total: Decimal) -> str:
+def _floor(policy: AnyPolicy | None, share: _PlatformShare) -> Fraction:
+    if not isinstance(policy, FloorPlusSharePolicy):
+        return Fraction(0)
+    return Fraction(policy.floor) * share.period_share
+
+
+def _describe(
+    policy: AnyPolicy | None, share: _PlatformShare, weight: Decimal, total: Decimal
+) -> str:
+    cost_type = share.cost_type
     count_note = f"{fmt(weight)} of {fmt(total)}"
     if policy is None:
         return f"even per active app (no policy for cost_type {cost_type!r})"
@@ -128,11 +137,16 @@ def _describe(policy: AnyPolicy | None, cost_type: str, weight: Decimal, total: 
         return f"proportional to {policy.meter}: {count_note}"
     if isinstance(policy, FloorPlusSharePolicy):
         basis = f"by {policy.meter}: {count_note}" if policy.meter else "evenly"
-        return f"floor {policy.floor} + share of the rest {basis}"
+        floor = f"floor {policy.floor}"
+        if share.period_share != 1:
+            exact = Decimal(share.period_share.numerator * 100) / share.period_share.denominator
+            percent = fmt(exact.quantize(Decimal("0.01")))
+            floor = f"{floor} x {percent}% of the period (its part under this policy)"
+        return f"{floor} + share of the rest {basis}"
     if isinstance(policy, HybridPolicy):
-        share = fmt(policy.proportional_share * 100)
+        by_usage = fmt(policy.proportional_share * 100)
         even = fmt((1 - policy.proportional_share) * 100)
-        return f"hybrid: {share}% proportional to {policy.meter} ({count_note}) + {even}% even"
+        return f"hybrid: {by_usage}% proportional to {policy.meter} ({count_note}) + {even}% even"
     return "direct"
 
 
@@ -144,7 +158,7 @@ def _platform_line(
     amount: Decimal,
     rule: str,
     method: str,
-    version: int,
+    versions: tuple[int, ...],
 ) -> PricedLine:
     return PricedLine(
         kind=LineKind.PLATFORM,
@@ -162,13 +176,18 @@ def _platform_line(
         pricing_rule=rule,
         allocation_method=method,
         discounts="",
-        versions=(version,),
+        versions=versions,
     )
 
 
 def allocate_platform_costs(
     ctx: SharedCostContext, items: list[PlatformCostItem]
 ) -> list[PricedLine]:
+    """Each cost type's costs are shared once per policy: the costs incurred while the
+    versions that hold one policy were in force, by that policy. A new version that leaves a
+    cost type's policy as it was does not split its allocation (two halves each giving every
+    app a floor would charge the floors twice); a floor is pro rata to the part of the period
+    its policy was in force, as reserved-capacity credits are."""
     totals: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
     for item in items:
         if item.currency is not None and item.currency != ctx.currency:
@@ -184,16 +203,14 @@ def allocate_platform_costs(
             )
         totals[(ctx.segment_of(item), item.cost_type)] += item.amount
     lines: list[PricedLine] = []
-    for (segment, cost_type), total in sorted(totals.items()):
-        if total == 0:
-            continue
-        book = ctx.books[segment]
-        share = _PlatformShare(cost_type, total, book.document.version)
-        policy = book.policy_for(cost_type)
-        if isinstance(policy, DirectPolicy):
-            lines.extend(_share_direct(ctx, policy, share))
-        else:
-            lines.extend(_share_among_apps(ctx, policy, share))
+    for cost_type in sorted({cost_type for _, cost_type in totals}):
+        for policy, share in _shares_by_policy(ctx, cost_type, totals):
+            if share.total == 0:
+                continue
+            if isinstance(policy, DirectPolicy):
+                lines.extend(_share_direct(ctx, policy, share))
+            else:
+                lines.extend(_share_among_apps(ctx, policy, share))
     return lines
 
 
@@ -201,7 +218,37 @@ def allocate_platform_costs(
 class _PlatformShare:
     cost_type: str
     total: Decimal
-    version: int
+    versions: tuple[int, ...]
+    # the part of the period the versions holding this policy were in force (1: all of it)
+    period_share: Fraction
+
+
+def _shares_by_policy(
+    ctx: SharedCostContext, cost_type: str, totals: Mapping[tuple[int, str], Decimal]
+) -> list[tuple[AnyPolicy | None, _PlatformShare]]:
+    whole = ctx.period.duration // _MICROSECOND
+    groups: list[tuple[AnyPolicy | None, list[int]]] = []
+    for index, book in enumerate(ctx.books):
+        policy = book.policy_for(cost_type)
+        group = next((segments for held, segments in groups if held == policy), None)
+        if group is None:
+            groups.append((policy, [index]))
+        else:
+            group.append(index)
+    return [
+        (
+            policy,
+            _PlatformShare(
+                cost_type=cost_type,
+                total=sum((totals.get((i, cost_type), ZERO) for i in segments), ZERO),
+                versions=tuple(sorted({ctx.books[i].document.version for i in segments})),
+                period_share=Fraction(
+                    sum(ctx.segments[i].duration // _MICROSECOND for i in segments), whole
+                ),
+            ),
+        )
+        for policy, segments in groups
+    ]
 
 
 def _share_direct(
@@ -212,7 +259,7 @@ def _share_direct(
     amounts = allocate(share.total, dict.fromkeys(targets, Decimal(1)), AllocationMethod.EVEN)
     return [
         _platform_line(
-            target, share.cost_type, None, Decimal(1), amount, rule, method, share.version
+            target, share.cost_type, None, Decimal(1), amount, rule, method, share.versions
         )
         for target, amount in amounts.items()
     ]
@@ -230,7 +277,7 @@ def _share_among_apps(
         method = "unallocated: no active apps in the period (default cost center)"
         return [
             _platform_line(
-                nobody, share.cost_type, None, ZERO, rounded, rule, method, share.version
+                nobody, share.cost_type, None, ZERO, rounded, rule, method, share.versions
             )
         ]
     weights = usage if meter is not None else dict.fromkeys(usage, Decimal(1))
@@ -238,7 +285,7 @@ def _share_among_apps(
         share.total,
         weights,
         _method_of(policy),
-        floor=policy.floor if isinstance(policy, FloorPlusSharePolicy) else ZERO,
+        floor=_floor(policy, share),
         proportional_share=(
             policy.proportional_share if isinstance(policy, HybridPolicy) else Decimal(1)
         ),
@@ -253,8 +300,8 @@ def _share_among_apps(
             weights[key],
             amount,
             rule,
-            _describe(policy, share.cost_type, weights[key], weight_total),
-            share.version,
+            _describe(policy, share, weights[key], weight_total),
+            share.versions,
         )
         for key, amount in amounts.items()
     ]
