@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class QMError(Exception):
     code = "error"
@@ -34,6 +36,20 @@ class PermissionDeniedError(QMError):
 
 class PayloadTooLargeError(QMError):
     code = "payload_too_large"
+
+
+class MalformedBodyError(QMError):
+    """The body is not JSON, or not the shape its content type announces (HTTP 400)."""
+
+    code = "malformed_body"
+
+
+def malformed_json(exc: json.JSONDecodeError) -> MalformedBodyError:
+    """Where a body stops being JSON, in the words every route uses (orjson's error is one)."""
+    return MalformedBodyError(
+        f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+        f"column {exc.colno} (byte {exc.pos})"
+    )
 
 
 class UnsupportedMediaTypeError(QMError):

@@ -107,3 +107,11 @@ def test_a_period_that_has_not_started_is_refused() -> None:
     assert caught.value.field == "period_start"
     december = resolve_period(start=None, end=None, month="2026-12", zone=UTC_ZONE, now=now)
     assert december == parse_month("2026-12", UTC_ZONE)
+
+
+@pytest.mark.parametrize(("month", "zone"), [("9999-12", "UTC"), ("0000-06", "UTC")])
+def test_a_month_outside_the_years_datetime_holds_is_refused(month: str, zone: str) -> None:
+    """9999-12 ends in year 10000: it was a 500 (year 10000 is out of range)."""
+    with pytest.raises(InvalidInputError, match="out of range") as caught:
+        parse_month(month, tenant_zone(zone))
+    assert caught.value.field == "month"

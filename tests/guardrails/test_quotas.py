@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -172,3 +173,24 @@ def test_racing_admissions_never_over_admit(
         quotas = session.scalars(select(Quota).where(Quota.tenant_id == tenant.tenant_id)).all()
     used = {q.resource: q.used for q in quotas}
     assert used == {"concurrency": 5, "cpu": 2500}
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ({"runtime": 10**25}, "resources.runtime"),  # its expiry would pass year 9999
+        ({"runtime": "36601d"}, "resources.runtime"),  # over 100 years
+        ({"memory": "1e99999999"}, "resources.memory"),  # over Decimal's exponent range
+        ({"cpu": "5e18"}, "resources.cpu"),  # over what a BIGINT sum of two holds
+    ],
+)
+def test_a_quantity_too_large_to_store_is_a_422_naming_it(
+    client: TestClient, tenant: TenantHandle, resources: dict[str, object], field: str
+) -> None:
+    world = build_world(client, tenant)
+    body = {"app": world.app, "resources": resources}
+    response = client.post("/v1/decisions", json=body, headers=world.headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert "more than the largest accepted" in error["message"]

@@ -253,3 +253,29 @@ def test_a_fresh_lease_reports_the_ttl_granted(client: TestClient, world: World)
     assert one["ttl"] == 1
     listed = client.get("/v1/leases", headers=world.headers).json()["leases"]
     assert 899 <= max(lease["ttl"] for lease in listed) <= 900
+
+
+def test_a_version_past_64_bits_is_a_422_naming_it(client: TestClient, world: World) -> None:
+    """Bound to SQL's BIGINT: a larger one overflowed the driver (a 500 in text/plain)."""
+    _put(client, world, PATH, "first-value")
+    huge = 10**25
+    h = world.headers
+    calls = [
+        (client.get(f"/v1/secrets/data/{PATH}", params={"version": huge}, headers=h), "version"),
+        (
+            client.post(f"/v1/secrets/destroy/{PATH}", json={"versions": [huge]}, headers=h),
+            "versions.0",
+        ),
+        (
+            client.post(f"/v1/secrets/delete/{PATH}", json={"versions": [huge]}, headers=h),
+            "versions.0",
+        ),
+        (
+            client.put(f"/v1/secrets/data/{PATH}", json={"value": "v", "cas": huge}, headers=h),
+            "cas",
+        ),
+    ]
+    for response, field in calls:
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=h).json()["value"] == "first-value"

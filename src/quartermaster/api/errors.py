@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,15 +16,19 @@ from quartermaster.errors import (
     AuthenticationError,
     ConflictError,
     InvalidInputError,
+    MalformedBodyError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     QMError,
     RateLimitedError,
     UnsupportedMediaTypeError,
+    malformed_json,
 )
+from quartermaster.metering.validation import json_kind
 
 STATUS_BY_ERROR: dict[type[QMError], int] = {
+    MalformedBodyError: 400,
     InvalidInputError: 422,
     NotFoundError: 404,
     ConflictError: 409,
@@ -47,7 +55,7 @@ def error_response(
     code: str,
     message: str,
     field: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
@@ -60,25 +68,79 @@ def status_for(exc: QMError) -> int:
     return 400
 
 
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _body_error(request: Request, first: dict[str, Any]) -> QMError | None:
+    """The request body as a whole was wrong (not one field of it): not JSON, not sent as
+    JSON, missing, or not an object. None when the error is about a field."""
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        try:
+            orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return malformed_json(exc)
+        return MalformedBodyError("request body is not valid JSON")
+    if loc != ("body",):
+        return None
+    body = await request.body()
+    if not body.strip():
+        return InvalidInputError(
+            "request body is missing: send a JSON object (Content-Type: application/json)"
+        )
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if not _is_json(media_type):
+        # curl -d sends application/x-www-form-urlencoded unless told otherwise.
+        return UnsupportedMediaTypeError(
+            f"content type {media_type or '(none)'!r} is not accepted: send the body as "
+            "application/json"
+        )
+    if first.get("type") == "model_attributes_type":
+        return InvalidInputError(
+            f"request body must be a JSON object, got a JSON {json_kind(first.get('input'))}"
+        )
+    return None
+
+
+def _field_error(errors: Sequence[Any]) -> InvalidInputError:
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    field = ".".join(loc) or None
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    return InvalidInputError(message, field=field)
+
+
+def _respond(exc: QMError) -> JSONResponse:
+    headers = None
+    if isinstance(exc, AuthenticationError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_seconds)))}
+    return error_response(status_for(exc), exc.code, exc.message, exc.field, headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QMError)
     async def _qm_error(_request: Request, exc: QMError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, AuthenticationError):
-            headers = {"WWW-Authenticate": "Bearer"}
-        if isinstance(exc, RateLimitedError):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_seconds)))}
-        return error_response(status_for(exc), exc.code, exc.message, exc.field, headers)
+        return _respond(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
-        return error_response(422, "invalid_input", message, field)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        body_error = await _body_error(request, errors[0]) if errors else None
+        return _respond(body_error or _field_error(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        # A 405 carries Allow (RFC 9110 section 15.5.6): pass the exception's headers on.
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answers, so the server still logs the traceback; the
+        # exception's text may hold internals and stays out of the body.
+        return error_response(
+            500, "internal_error", "internal server error: the server's log has the details"
+        )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from quartermaster.api.deps import AdminCaller, SessionDep
+from quartermaster.api.params import Int64
 from quartermaster.audit.chain import VerifyReport
 from quartermaster.audit.log import chain_head, list_records, verify_tenant_chain
 
@@ -68,7 +69,7 @@ class VerifyOut(BaseModel):
 def get_records(
     caller: AdminCaller,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[Int64, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     action: str | None = None,
 ) -> AuditPage:

@@ -33,7 +33,15 @@ def month_period(year: int, month: int, zone: ZoneInfo) -> Period:
     """[first day 00:00, first day of the next month 00:00) local time, in UTC."""
     if not 1 <= month <= 12:
         raise InvalidInputError(f"month {month} is not within 1-12", field="month")
-    return Period(_month_start(year, month, zone), _month_start(*_next(year, month), zone))
+    try:
+        return Period(_month_start(year, month, zone), _month_start(*_next(year, month), zone))
+    except (ValueError, OverflowError):
+        # The month or its end is outside the years datetime holds (0001-9999).
+        raise InvalidInputError(
+            f"month {year:04d}-{month:02d} is out of range: a month must start and end "
+            "within the years 0001-9999",
+            field="month",
+        ) from None
 
 
 def parse_month(text: str, zone: ZoneInfo) -> Period:

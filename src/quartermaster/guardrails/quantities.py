@@ -17,6 +17,11 @@ _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
 _DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NUMBER = re.compile(r"^([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)([A-Za-z]*)$")
+# Quotas add amounts in SQL (`used + n <= hard`, BIGINT): two amounts under 2**62 cannot
+# overflow the sum. A reservation expires `runtime` after it starts, so runtime stays far
+# from datetime's year 9999 (and timedelta's limit).
+MAX_AMOUNT = 2**62 - 1
+MAX_RUNTIME_SECONDS = 100 * 366 * 86400
 
 
 def _split(text: str, field: str) -> tuple[Decimal, str]:
@@ -26,12 +31,26 @@ def _split(text: str, field: str) -> tuple[Decimal, str]:
             f"{field} {text!r} is not a quantity (e.g. 500m, 2, 1Gi)", field=field
         )
     try:
-        return Decimal(match.group(1)), match.group(2)
+        number = Decimal(match.group(1))
     except InvalidOperation:
         raise InvalidInputError(f"{field} {text!r} is not a number", field=field) from None
+    # Before any unit factor multiplies it: a huge exponent would overflow Decimal's context.
+    _bounded(number, text, field, MAX_AMOUNT, "base units")
+    return number, match.group(2)
 
 
-def _whole(value: Decimal, text: str, field: str) -> int:
+def _bounded(value: Decimal, text: str, field: str, most: int, unit: str) -> None:
+    if value > most:
+        raise InvalidInputError(
+            f"{field} {text!r} is more than the largest accepted ({most:,} {unit})",
+            field=field,
+        )
+
+
+def _whole(
+    value: Decimal, text: str, field: str, *, most: int = MAX_AMOUNT, unit: str = "base units"
+) -> int:
+    _bounded(value, text, field, most, unit)
     if value != value.to_integral_value():
         raise InvalidInputError(f"{field} {text!r} is finer than the unit allows", field=field)
     return int(value)
@@ -60,7 +79,7 @@ def parse_quantity(resource: str, value: str | int | float, *, field: str | None
         factor = _DURATION.get(suffix or "s")
         if factor is None:
             raise InvalidInputError(f"{name} {text!r}: use s, m, h or d", field=name)
-        return _whole(number * factor, text, name)
+        return _whole(number * factor, text, name, most=MAX_RUNTIME_SECONDS, unit="seconds")
     if resource in ("gpu", "concurrency", "jobs"):
         if suffix:
             raise InvalidInputError(f"{name} {text!r} must be a whole count", field=name)

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import orjson
 
-from quartermaster.errors import PayloadTooLargeError, QMError
+from quartermaster.errors import MalformedBodyError, PayloadTooLargeError, malformed_json
 from quartermaster.metering.validation import json_kind
+
+__all__ = ["BATCH", "JSON", "SINGLE", "MalformedBodyError", "parse_events"]
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 JSON = "application/json"
-
-
-class MalformedBodyError(QMError):
-    """The body is not JSON, or not the shape its content type announces (HTTP 400)."""
-
-    code = "malformed_body"
 
 
 def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[object]:
@@ -25,10 +21,7 @@ def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[objec
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedBodyError(
-            f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno} (byte {exc.pos})"
-        ) from None
+        raise malformed_json(exc) from None
     if type(parsed) is dict and media_type != BATCH:
         return [parsed]
     if type(parsed) is list and media_type != SINGLE:

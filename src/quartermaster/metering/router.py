@@ -16,6 +16,8 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from quartermaster.api.deps import Ingester, Reader, RuntimeDep, SessionDep
+from quartermaster.api.errors import ErrorBody
+from quartermaster.api.params import Int64
 from quartermaster.domain.events import event_json_schema
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -126,9 +128,12 @@ def _ingest_response(report: IngestReport, received: int) -> Response:
     response_model=IngestResponse,
     responses={
         422: {"model": IngestResponse, "description": "No event of the request was accepted."},
-        400: {"description": "Malformed JSON, or a body that does not fit its content type."},
-        413: {"description": "More events or bytes than the limits allow."},
-        415: {"description": "Not a CloudEvents JSON content type."},
+        400: {
+            "model": ErrorBody,
+            "description": "Malformed JSON, or a body that does not fit its content type.",
+        },
+        413: {"model": ErrorBody, "description": "More events or bytes than the limits allow."},
+        415: {"model": ErrorBody, "description": "Not a CloudEvents JSON content type."},
     },
     openapi_extra=_request_body_doc(),
 )
@@ -215,7 +220,7 @@ def get_events(
     caller: Reader,
     session: SessionDep,
     after: Annotated[
-        int | None, Query(ge=0, description="Only events after this position (default: newest).")
+        Int64 | None, Query(ge=0, description="Only events after this position (default: newest).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TAIL_LIMIT)] = 100,
 ) -> dict[str, object]:

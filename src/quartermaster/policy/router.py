@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
+from quartermaster.api.params import Int64
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog.service import find_app
 from quartermaster.domain.timeutil import utc_now
@@ -154,7 +155,7 @@ def list_policies(caller: Reader, session: SessionDep) -> list[PolicyOut]:
     "/policies/{name}", summary="A policy (latest or ?version=N)", responses=error_responses(404)
 )
 def get_policy(
-    name: str, caller: Reader, session: SessionDep, version: int | None = None
+    name: str, caller: Reader, session: SessionDep, version: Int64 | None = None
 ) -> PolicyOut:
     view = service.get_policy(caller, name, version=version, session=session)
     return PolicyOut.model_validate(view, from_attributes=True)

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from quartermaster.api.deps import AdminCaller, BillingReader, SessionDep
+from quartermaster.api.params import Int64
 from quartermaster.api.responses import error_responses
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import PayloadTooLargeError
@@ -149,7 +150,7 @@ def _detail(caller_tenant: str, name: str, version: int, session: Session) -> di
 )
 def get_version(
     name: NamePath,
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[Int64, Path(ge=1)],
     caller: BillingReader,
     session: SessionDep,
 ) -> PriceBookVersionDetail:

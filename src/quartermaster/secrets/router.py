@@ -13,6 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from quartermaster.api.deps import SessionDep
+from quartermaster.api.params import Int64
+from quartermaster.api.responses import error_responses
 from quartermaster.secrets import dynamic, engines, exposure, kv, kv_lifecycle, workloads
 from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
 from quartermaster.secrets.redaction import Redactor
@@ -42,7 +44,12 @@ _SPOOL_MEMORY_BYTES = 1 << 20
 _CHUNK_CHARS = 64 * 1024
 
 
-@router.put("/data/{path:path}", summary="Write a new version", response_model=VersionOut)
+@router.put(
+    "/data/{path:path}",
+    summary="Write a new version",
+    response_model=VersionOut,
+    responses=error_responses(409),  # check-and-set: cas is not the current version
+)
 def write_secret(
     path: str,
     body: WriteIn,
@@ -60,7 +67,7 @@ def read_secret(
     requester: RequesterDep,
     ctx: SecretsContextDep,
     session: SessionDep,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[Int64 | None, Query(ge=1)] = None,
     ttl_seconds: Annotated[int | None, Query(ge=1)] = None,
 ) -> SecretOut:
     value = kv.read_secret(

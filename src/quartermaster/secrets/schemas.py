@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from quartermaster.api.params import Int64
 from quartermaster.secrets.access import AccessRule
 from quartermaster.secrets.dynamic import DynamicCredential
 from quartermaster.secrets.engines import EngineInfo
@@ -120,7 +121,7 @@ class SecretOut(BaseModel):
 
 class WriteIn(BaseModel):
     value: str = Field(description="The secret value (UTF-8 text).")
-    cas: int | None = Field(
+    cas: Int64 | None = Field(
         default=None,
         ge=0,
         description="Check-and-set: write only if the current version is this (0: only if new).",
@@ -128,7 +129,7 @@ class WriteIn(BaseModel):
 
 
 class VersionsIn(BaseModel):
-    versions: list[int] | None = Field(
+    versions: list[Int64] | None = Field(
         default=None, description="Version numbers; omitted: the latest version."
     )
 

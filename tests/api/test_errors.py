@@ -1,0 +1,114 @@
+"""The error model at the edges: inputs past what storage holds, bodies that are not JSON
+or not sent as JSON, 405's Allow, and the last-resort 500 — all in the one error body."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.conftest import TenantHandle
+
+HUGE = 10**25  # past SQLite's and PostgreSQL's 64-bit INTEGER
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        ("GET", f"/v1/price-books/default/versions/{HUGE}", None, "version"),
+        ("GET", f"/v1/events?after={HUGE}", None, "after"),
+        ("GET", f"/v1/audit/records?after={HUGE}", None, "after"),
+        ("GET", f"/v1/policies/p?version={HUGE}", None, "version"),
+        ("POST", "/v1/billing/runs", {"month": "9999-12"}, "month"),
+    ],
+)
+def test_an_input_past_what_storage_holds_is_a_422_naming_it(
+    client: TestClient,
+    tenant: TenantHandle,
+    method: str,
+    url: str,
+    body: object,
+    field: str,
+) -> None:
+    response = client.request(method, url, json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+
+
+def test_an_unexpected_exception_is_a_500_in_the_error_body(app: FastAPI) -> None:
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("internal detail: dsn=postgresql://u:pw@db")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "internal_error"
+    assert "pw@db" not in response.text
+    assert "RuntimeError" not in response.text
+
+
+def _post_cost_center(
+    client: TestClient, tenant: TenantHandle, body: bytes, content_type: str | None
+) -> dict[str, object]:
+    headers = dict(tenant.headers)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = client.post("/v1/cost-centers", content=body, headers=headers)
+    return {"status": response.status_code, **response.json()["error"]}
+
+
+def test_malformed_json_is_a_400_saying_where(client: TestClient, tenant: TenantHandle) -> None:
+    error = _post_cost_center(client, tenant, b'{"slug":"cc-z","name":"Z",}', "application/json")
+    assert error == {
+        "status": 400,
+        "code": "malformed_body",
+        "message": "request body is not valid JSON: trailing comma is not allowed at line 1, "
+        "column 26 (byte 25)",
+        "field": None,
+    }
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_body_not_sent_as_json_is_a_415_naming_json(
+    client: TestClient, tenant: TenantHandle, content_type: str | None
+) -> None:
+    error = _post_cost_center(client, tenant, b'{"slug":"cc-z","name":"Z"}', content_type)
+    assert error["status"] == 415
+    assert error["code"] == "unsupported_media_type"
+    assert "application/json" in str(error["message"])
+    assert str(content_type or "(none)") in str(error["message"])
+
+
+def test_an_empty_body_says_a_json_object_is_expected(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    error = _post_cost_center(client, tenant, b"", "application/json")
+    assert error["status"] == 422
+    assert error["message"] == (
+        "request body is missing: send a JSON object (Content-Type: application/json)"
+    )
+
+
+def test_a_body_that_is_not_an_object_names_what_it_is(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    error = _post_cost_center(client, tenant, b"[1]", "application/json")
+    assert (error["status"], error["message"]) == (
+        422,
+        "request body must be a JSON object, got a JSON array",
+    )
+
+
+def test_a_field_error_still_names_the_field(client: TestClient, tenant: TenantHandle) -> None:
+    error = _post_cost_center(client, tenant, b'{"name":"Z"}', "application/json")
+    assert (error["status"], error["field"]) == (422, "slug")
+
+
+def test_405_says_which_methods_are_allowed(client: TestClient) -> None:
+    response = client.delete("/healthz")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET"
