@@ -22,7 +22,7 @@ from quartermaster.pricing.loader import (
     parse_price_book,
     validate_document,
 )
-from quartermaster.pricing.rating import rate_quantity
+from quartermaster.pricing.rating import rate_quantity, unit_price
 from tests.pricing.support import JANUARY, book
 
 quantities = st.decimals(
@@ -293,3 +293,17 @@ def test_documents_round_trip_through_json_and_yaml(data: dict[str, Any]) -> Non
     as_yaml = yaml.safe_dump(json.loads(stored))
     assert parse_price_book(as_yaml, "yaml") == document
     assert canonical_json(parse_price_book(as_yaml, "yaml")) == stored
+
+
+@given(
+    amount=st.decimals(min_value=0, max_value=10**7, places=6),
+    quantity=st.decimals(min_value=D("1e-12"), max_value=10**15, places=12),
+)
+def test_a_unit_price_times_its_quantity_gives_the_amount(amount: D, quantity: D) -> None:
+    # FOCUS: ListUnitPrice x PricingQuantity must produce ListCost; a per-byte price cut at
+    # 1e-12 (18,980,610,118 bytes, 1.53) had come to 1.537429.
+    price = unit_price(Fraction(amount), quantity)
+    assert abs(price * quantity - amount) <= D("1e-7")
+    if Fraction(amount) / Fraction(quantity) == Fraction(price):
+        return
+    assert price.as_tuple().exponent >= -30  # never an endless expansion

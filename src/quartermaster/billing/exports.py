@@ -16,6 +16,7 @@ from typing import Any
 from quartermaster.billing.focus import COLUMNS as FOCUS_COLUMNS
 from quartermaster.billing.focus import FocusContext, focus_rows
 from quartermaster.billing.models import BillingDocument, BillingLine
+from quartermaster.domain.money import fixed_point
 from quartermaster.domain.timeutil import ensure_utc
 
 CHARGEBACK_COLUMNS: tuple[str, ...] = (
@@ -51,7 +52,7 @@ def _time(value: datetime) -> str:
 
 
 def _number(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+    return None if value is None else fixed_point(value)
 
 
 def chargeback_records(documents: Iterable[DocumentLines]) -> list[dict[str, str | None]]:

@@ -26,6 +26,7 @@ from quartermaster.billing.models import (
     DocumentType,
     RunKind,
 )
+from quartermaster.domain.money import fixed_point
 from quartermaster.domain.timeutil import ensure_utc
 
 FOCUS_VERSION = "1.2"
@@ -126,7 +127,7 @@ def focus_datetime(value: datetime) -> str:
 
 
 def _number(value: Decimal | None) -> str:
-    return "" if value is None else format(value, "f")
+    return "" if value is None else fixed_point(value)
 
 
 def _charge_category(document: BillingDocument, line: BillingLine) -> tuple[str, str, str]:

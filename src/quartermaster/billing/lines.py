@@ -18,8 +18,8 @@ from fractions import Fraction
 from quartermaster.billing.models import CostType
 from quartermaster.domain.money import round_line
 from quartermaster.domain.timeutil import Period
-from quartermaster.pricing.lines import LineKind, PricedLine, PricingResult, fraction_to_decimal
-from quartermaster.pricing.rating import fmt
+from quartermaster.pricing.lines import LineKind, PricedLine, PricingResult
+from quartermaster.pricing.rating import fmt, unit_price
 
 ZERO = Decimal(0)
 RESERVED_CAPACITY_ITEM = "reserved_capacity"
@@ -149,7 +149,7 @@ def _check_rounded(line: PricedLine) -> None:
 def _unit_price(amount: Decimal, quantity: Decimal) -> Decimal | None:
     if quantity == 0:
         return None
-    return fraction_to_decimal(Fraction(amount) / Fraction(quantity))
+    return unit_price(Fraction(amount), quantity)
 
 
 def drafts_from_priced(

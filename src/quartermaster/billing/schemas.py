@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from quartermaster.billing.models import RunKind
+from quartermaster.domain.money import FixedDecimal
 
 
 class _In(BaseModel):
@@ -58,7 +58,7 @@ class DocumentOut(_Out):
     price_book: str
     price_book_versions: str
     currency: str
-    total: Decimal | None = Field(description="Sum of all lines (null for a team-member).")
+    total: FixedDecimal | None = Field(description="Sum of all lines (null for a team-member).")
     line_count: int
     note: str | None
     created_at: datetime
@@ -79,17 +79,17 @@ class LineOut(_Out):
     item: str
     meter: str | None
     unit: str | None
-    quantity: Decimal
-    unit_price: Decimal | None
-    amount: Decimal
+    quantity: FixedDecimal
+    unit_price: FixedDecimal | None
+    amount: FixedDecimal
     currency: str
     pricing_rule: str
     allocation_method: str
     price_book_versions: str
     audit_key: str
     corrects_line_id: str | None
-    previous_quantity: Decimal | None
-    previous_amount: Decimal | None
+    previous_quantity: FixedDecimal | None
+    previous_amount: FixedDecimal | None
     reason: str | None
 
 
@@ -109,7 +109,7 @@ class RunOut(BaseModel):
 class DocumentDetailOut(BaseModel):
     document: DocumentOut
     lines: list[LineOut]
-    visible_total: Decimal = Field(description="Sum of the lines shown.")
+    visible_total: FixedDecimal = Field(description="Sum of the lines shown.")
     team: str | None = Field(description="The team the lines are limited to (team-members).")
     adjustments: list[DocumentOut]
 
@@ -129,20 +129,20 @@ class CostRowOut(BaseModel):
     cost_center: str
     team: str | None
     app: str | None
-    month_to_date: Decimal
-    forecast: Decimal
+    month_to_date: FixedDecimal
+    forecast: FixedDecimal
 
 
 class PreviewOut(BaseModel):
     period_start: datetime
     period_end: datetime
     as_of: datetime
-    elapsed_days: Decimal
-    total_days: Decimal
+    elapsed_days: FixedDecimal
+    total_days: FixedDecimal
     currency: str
     price_book: str
-    month_to_date: Decimal
-    forecast: Decimal
+    month_to_date: FixedDecimal
+    forecast: FixedDecimal
     method: str
     team: str | None
     teams: list[CostRowOut]
@@ -152,7 +152,7 @@ class PreviewOut(BaseModel):
 class DailyOut(BaseModel):
     start: datetime
     end: datetime
-    value: Decimal
+    value: FixedDecimal
     events: int
 
 
@@ -164,7 +164,7 @@ class RawEventOut(BaseModel):
     recorded_at: datetime
     billable_at: datetime
     resource_id: str | None
-    quantity: Decimal
+    quantity: FixedDecimal
     method: str
     late: bool
     in_document: bool = Field(description="Billable before the document's as_of.")
@@ -186,7 +186,7 @@ class ExplanationOut(BaseModel):
     counted_as_of: datetime
     late_after: datetime | None
     daily: list[DailyOut]
-    daily_total: Decimal
+    daily_total: FixedDecimal
     shared_costs: list[DailyOut]
     top_events: list[RawEventOut]
     markers: list[MarkerOut]

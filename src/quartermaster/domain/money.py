@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import PlainSerializer
 
 LINE_QUANTUM = Decimal("0.000001")
+
+
+def fixed_point(value: Decimal) -> str:
+    """A decimal written out in full (`0.000000000077`, never `7.7E-11`)."""
+    return format(value, "f")
+
+
+# A Decimal that an API response writes as fixed-point text, as the exports write it, so
+# that the same value reads the same in both.
+FixedDecimal = Annotated[Decimal, PlainSerializer(fixed_point, return_type=str, when_used="json")]
 
 
 def to_decimal(value: object, *, field: str = "amount") -> Decimal:

@@ -42,9 +42,8 @@ from quartermaster.pricing.lines import (
     PricingResult,
     UnpricedUsage,
     UsageRow,
-    fraction_to_decimal,
 )
-from quartermaster.pricing.rating import ZERO, fmt, rate_quantity
+from quartermaster.pricing.rating import ZERO, fmt, rate_quantity, unit_price
 from quartermaster.pricing.shared import SharedCostContext, allocate_platform_costs, credit_lines
 
 LineKey = tuple[Owner, str]  # (owner, meter)
@@ -173,9 +172,7 @@ def _round_usage(lines: dict[LineKey, _Line]) -> list[PricedLine]:
         for key in keys:
             owner, meter = key
             line = lines[key]
-            unit_price = (
-                fraction_to_decimal(line.net / Fraction(line.quantity)) if line.quantity else None
-            )
+            price = unit_price(line.net, line.quantity) if line.quantity else None
             priced.append(
                 PricedLine(
                     kind=LineKind.USAGE,
@@ -186,7 +183,7 @@ def _round_usage(lines: dict[LineKey, _Line]) -> list[PricedLine]:
                     meter=meter,
                     lifecycle=owner.lifecycle,
                     quantity=line.quantity,
-                    unit_price=unit_price,
+                    unit_price=price,
                     gross_amount=net[key] + off[key],
                     discount_amount=off[key],
                     amount=net[key],

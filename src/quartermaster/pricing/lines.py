@@ -6,14 +6,13 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
-from fractions import Fraction
+from decimal import Decimal
 from types import MappingProxyType
 
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import InvalidInputError
 from quartermaster.pricing.book import Owner
-from quartermaster.pricing.rating import UNIT_PRICE_QUANTUM, ZERO, exact_context, fmt
+from quartermaster.pricing.rating import ZERO
 
 
 class PricingError(InvalidInputError):
@@ -144,12 +143,3 @@ class PricingResult:
     def total(self) -> Decimal:
         """Exactly the sum of the lines."""
         return sum((line.amount for line in self.lines), ZERO)
-
-
-def fraction_to_decimal(value: Fraction, quantum: Decimal = UNIT_PRICE_QUANTUM) -> Decimal:
-    """An exact fraction shown as a decimal: exact when it terminates within `quantum`."""
-    with exact_context():
-        shown = (Decimal(value.numerator) / Decimal(value.denominator)).quantize(
-            quantum, rounding=ROUND_HALF_EVEN
-        )
-    return Decimal(fmt(shown)) if Fraction(shown) == value else shown

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 from quartermaster.pricing.document import (
     Graduated,
@@ -75,13 +76,27 @@ def price_text(value: Decimal) -> str:
     return format(value, "f")
 
 
-def effective_unit_price(amount: Decimal, quantity: Decimal) -> Decimal:
-    if quantity == 0:
-        return ZERO
+def unit_price_quantum(quantity: Decimal) -> Decimal:
+    """Where a unit price that does not terminate is cut: at 1e-12, or finer for a quantity
+    of 100,000 units or more, so that quantity x unit price stays within 1e-7 of the amount
+    (amounts are to 1e-6). At 1e-12, 18,980,610,118 bytes at a price shown as 8.1e-11 came
+    to 1.537429 for an amount of 1.53."""
+    whole_digits = max(quantity.adjusted() + 1, 0)
+    return min(UNIT_PRICE_QUANTUM, Decimal(1).scaleb(-(7 + whole_digits)))
+
+
+def unit_price(amount: Fraction, quantity: Decimal) -> Decimal:
+    """A line's unit price, amount / quantity (quantity > 0): exact when it terminates within
+    its quantum (`unit_price_quantum`), else rounded to it, half to even."""
+    exact = amount / Fraction(quantity)
     with exact_context():
-        rate = amount / quantity
-        shown = rate.quantize(UNIT_PRICE_QUANTUM, rounding=ROUND_HALF_EVEN)
-    return shown if shown != rate else rate
+        rate = Decimal(exact.numerator) / Decimal(exact.denominator)
+        shown = rate.quantize(unit_price_quantum(quantity), rounding=ROUND_HALF_EVEN)
+    return Decimal(fmt(shown)) if Fraction(shown) == exact else shown
+
+
+def effective_unit_price(amount: Decimal, quantity: Decimal) -> Decimal:
+    return ZERO if quantity == 0 else unit_price(Fraction(amount), quantity)
 
 
 def _graduated(billable: Decimal, tiers: list[Tier]) -> tuple[TierCharge, ...]:
