@@ -10,6 +10,7 @@ from fastapi_offline import FastAPIOffline
 
 from quartermaster import __version__
 from quartermaster.api.errors import install_error_handlers
+from quartermaster.api.openapi import install_openapi
 from quartermaster.config import Settings
 from quartermaster.runtime import Runtime, build_runtime
 
@@ -79,6 +80,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.get("/healthz", tags=["system"], summary="Liveness")
     def healthz() -> dict[str, str]:

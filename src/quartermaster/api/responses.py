@@ -6,7 +6,8 @@ from typing import Any
 
 from quartermaster.api.errors import ErrorBody
 
-_MEANING = {
+MEANING = {
+    400: "A body that is not valid JSON (`malformed_body`)",
     401: "Missing, unknown, expired or revoked API key",
     403: "The caller's role may not do this",
     404: "Not found in the caller's tenant",
@@ -21,4 +22,4 @@ _MEANING = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """401 and 403 are always possible on authenticated routes, so they are always listed."""
     wanted = sorted({401, 403, *statuses})
-    return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in wanted}
+    return {status: {"model": ErrorBody, "description": MEANING[status]} for status in wanted}

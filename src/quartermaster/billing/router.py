@@ -195,7 +195,10 @@ def reproduce_run(
     responses={
         200: {
             "description": "The file (Content-Disposition: attachment)",
-            "content": {"text/csv": {}, "application/json": {}},
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
         },
         **error_responses(404, 422),
     },

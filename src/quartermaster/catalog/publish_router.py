@@ -64,7 +64,7 @@ class CheckOut(BaseModel):
     findings: list[dict[str, Any]]
 
 
-class VersionOut(BaseModel):
+class AppVersionOut(BaseModel):
     app_id: str
     version: str
     state: VersionState
@@ -134,8 +134,8 @@ def decode_package(encoded: str | None) -> bytes | None:
         raise InvalidInputError("package_zip_b64 is not valid base64", field="package") from None
 
 
-def _version_out(view: versions.VersionView) -> VersionOut:
-    return VersionOut.model_validate(view, from_attributes=True)
+def _version_out(view: versions.VersionView) -> AppVersionOut:
+    return AppVersionOut.model_validate(view, from_attributes=True)
 
 
 @router.get(
@@ -220,7 +220,7 @@ async def search(
 )
 def submit_version(
     app_id: str, body: VersionSubmit, caller: Writer, session: SessionDep, cache: PolicyCacheDep
-) -> VersionOut:
+) -> AppVersionOut:
     view = versions.submit_version(
         caller,
         app_id,
@@ -234,7 +234,7 @@ def submit_version(
 
 
 @router.get("/apps/{app_id}/versions", summary="An app's versions", responses=error_responses(404))
-def list_versions(app_id: str, caller: Reader, session: SessionDep) -> list[VersionOut]:
+def list_versions(app_id: str, caller: Reader, session: SessionDep) -> list[AppVersionOut]:
     return [_version_out(v) for v in versions.list_versions(caller, app_id, session=session)]
 
 
@@ -243,7 +243,7 @@ def list_versions(app_id: str, caller: Reader, session: SessionDep) -> list[Vers
     summary="One version with its check results and policy decision",
     responses=error_responses(404),
 )
-def get_version(app_id: str, version: str, caller: Reader, session: SessionDep) -> VersionOut:
+def get_version(app_id: str, version: str, caller: Reader, session: SessionDep) -> AppVersionOut:
     return _version_out(versions.get_version(caller, app_id, version, session=session))
 
 
@@ -259,7 +259,7 @@ def publish_version(
     caller: Writer,
     session: SessionDep,
     cache: PolicyCacheDep,
-) -> VersionOut:
+) -> AppVersionOut:
     view = versions.publish_version(
         caller,
         app_id,
@@ -278,7 +278,7 @@ def publish_version(
 )
 def deprecate_version(
     app_id: str, version: str, body: ReasonBody, caller: Writer, session: SessionDep
-) -> VersionOut:
+) -> AppVersionOut:
     view = versions.deprecate_version(caller, app_id, version, reason=body.reason, session=session)
     return _version_out(view)
 
@@ -290,7 +290,7 @@ def deprecate_version(
 )
 def quarantine_version(
     app_id: str, version: str, body: ReasonBody, caller: AdminCaller, session: SessionDep
-) -> VersionOut:
+) -> AppVersionOut:
     view = versions.quarantine_version(
         caller, app_id, version, reason=body.reason or "", session=session
     )

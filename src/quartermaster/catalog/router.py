@@ -20,9 +20,9 @@ from quartermaster.catalog.schemas import (
     AppUpdate,
     LeaseCreate,
     LeaseIssuedOut,
-    LeaseOut,
     OwnershipOut,
     ResourceCreate,
+    ResourceLeaseOut,
     ResourceOut,
     SigningKeyCreatedOut,
     SigningKeyOut,
@@ -181,8 +181,8 @@ def open_lease(
 @router.get(
     "/resource-leases/{lease_id}", summary="One resource lease", responses=error_responses(404)
 )
-def get_lease(lease_id: str, caller: Reader, session: SessionDep) -> LeaseOut:
-    return LeaseOut.model_validate(resources.get_lease(caller, lease_id, session=session))
+def get_lease(lease_id: str, caller: Reader, session: SessionDep) -> ResourceLeaseOut:
+    return ResourceLeaseOut.model_validate(resources.get_lease(caller, lease_id, session=session))
 
 
 @router.delete(
@@ -190,5 +190,5 @@ def get_lease(lease_id: str, caller: Reader, session: SessionDep) -> LeaseOut:
     summary="End a resource lease now",
     responses=error_responses(404),
 )
-def end_lease(lease_id: str, caller: CatalogWriter, session: SessionDep) -> LeaseOut:
-    return LeaseOut.model_validate(resources.end_lease(caller, lease_id, session=session))
+def end_lease(lease_id: str, caller: CatalogWriter, session: SessionDep) -> ResourceLeaseOut:
+    return ResourceLeaseOut.model_validate(resources.end_lease(caller, lease_id, session=session))

@@ -156,7 +156,7 @@ class LeaseIssuedOut(_Out):
     expires_at: datetime
 
 
-class LeaseOut(_Out):
+class ResourceLeaseOut(_Out):
     lease_id: str
     resource_id: str
     app_id: str

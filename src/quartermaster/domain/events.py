@@ -37,7 +37,7 @@ class _Data(BaseModel):
 
 
 class InvocationUsage(_Data):
-    """One invocation of an app (seed 001 "Metering")."""
+    """One invocation of an app."""
 
     app_id: DirectorySlug
     actor_id: NonEmpty | None = None
@@ -55,7 +55,7 @@ class InvocationUsage(_Data):
 
 
 class ResourceUsage(_Data):
-    """A usage sample of a resource (seed 002 ResourceUsageSample)."""
+    """A usage sample of a resource."""
 
     resource_id: NonEmpty
     app_id: DirectorySlug | None = None
@@ -96,7 +96,7 @@ class ResourceLifecycle(_Data):
 
 
 class RequestTrace(_Data):
-    """One request served by an app (seed 002 RequestTrace)."""
+    """One request served by an app."""
 
     app_id: DirectorySlug
     request_id: NonEmpty
@@ -109,7 +109,7 @@ class RequestTrace(_Data):
 
 
 class PlatformCost(_Data):
-    """A shared platform cost to allocate (seed 002 PlatformCost)."""
+    """A shared platform cost to allocate."""
 
     cost_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     amount: Quantity

@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from quartermaster.api.deps import AdminCaller, Ingester, Reader, RuntimeDep, SessionDep
+from quartermaster.api.errors import ErrorBody
+from quartermaster.api.responses import error_responses
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
 from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
 from quartermaster.guardrails.alerts import alert_details, list_alerts
@@ -45,7 +47,13 @@ from quartermaster.policy.dependencies import policy_cache
 router = APIRouter(tags=["guardrails"])
 
 
-@router.post("/v1/budgets", status_code=201, response_model=BudgetOut, summary="Create a budget")
+@router.post(
+    "/v1/budgets",
+    status_code=201,
+    response_model=BudgetOut,
+    summary="Create a budget",
+    responses=error_responses(409),  # a budget of that name exists
+)
 def create_budget(body: BudgetIn, caller: AdminCaller, session: SessionDep) -> BudgetOut:
     spec = budgets.BudgetSpec(
         name=body.name,
@@ -227,7 +235,18 @@ def delete_rate_limit(
     "/v1/decisions",
     response_model=DecisionOut,
     summary="May this scope start work needing these resources?",
-    responses={429: {"description": "The scope is throttled or over a rate limit."}},
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "The scope is throttled or over a rate limit.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before asking again.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    },
 )
 def post_decision(
     body: DecisionIn, caller: Ingester, runtime: RuntimeDep, session: SessionDep

@@ -55,7 +55,7 @@ class VerdictOut(BaseModel):
     warn: list[str]
 
 
-class DecisionOut(BaseModel):
+class PolicyDecisionOut(BaseModel):
     id: str
     point: str
     subject: str
@@ -188,9 +188,9 @@ def list_decisions(
     session: SessionDep,
     subject: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[DecisionOut]:
+) -> list[PolicyDecisionOut]:
     views = service.list_decisions(caller, subject=subject, limit=limit, session=session)
-    return [DecisionOut.model_validate(v, from_attributes=True) for v in views]
+    return [PolicyDecisionOut.model_validate(v, from_attributes=True) for v in views]
 
 
 @router.post(

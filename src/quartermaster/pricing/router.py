@@ -67,7 +67,7 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {"type": "object", "description": "A price bo
     "422 lists every problem at once: bad fields, broken rules between fields, and each "
     "meter, team, cost center or app the tenant does not have.",
     responses={
-        200: {"description": "This exact version was already stored"},
+        200: {"model": PriceBookUploadOut, "description": "This exact version was already stored"},
         **error_responses(409, 413, 415, 422),
     },
     openapi_extra={

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from quartermaster.api.deps import SessionDep
+from quartermaster.api.responses import error_responses
 from quartermaster.secrets import leases, revocation, workloads
 from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
 from quartermaster.secrets.schemas import (
@@ -42,7 +43,11 @@ def get_lease(lease_id: str, requester: RequesterDep, session: SessionDep) -> Le
     return LeaseOut.of(leases.get_lease(requester, lease_id, session=session))
 
 
-@router.post("/v1/leases/{lease_id}/renew", summary="Extend a live lease (capped by max_ttl)")
+@router.post(
+    "/v1/leases/{lease_id}/renew",
+    summary="Extend a live lease (capped by max_ttl)",
+    responses=error_responses(404, 409),  # 409: the lease has ended (revoked or expired)
+)
 def renew_lease(
     lease_id: str,
     body: RenewIn,

@@ -218,6 +218,19 @@ def match(body: MatchIn, requester: RequesterDep, session: SessionDep) -> MatchL
     "/redact",
     summary="Stream text back with every live leased value replaced",
     response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The text, every live leased value replaced",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    # The body is read as a stream (any text, any size), so FastAPI does not declare it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
 )
 async def redact_stream(
     request: Request,

@@ -138,7 +138,11 @@ def list_keys(caller: BillingReader, session: SessionDep) -> list[ApiKeyOut]:
     ]
 
 
-@router.delete("/keys/{key_id}", summary="Revoke an API key", responses=error_responses(404))
+@router.delete(
+    "/keys/{key_id}",
+    summary="Revoke an API key",
+    responses=error_responses(404, 409),  # 409: the tenant's last active admin key
+)
 def revoke_key(
     key_id: str, caller: AdminCaller, session: SessionDep, runtime: RuntimeDep
 ) -> ApiKeyOut:
