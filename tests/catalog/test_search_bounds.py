@@ -144,3 +144,23 @@ def test_fts_rowid_keeps_the_id_in_the_low_32_bits() -> None:
     assert search_index.fts_rowid(3, 7) & 0xFFFFFFFF == 7
     with pytest.raises(ValueError, match="does not fit"):
         search_index.fts_rowid(1, 1 << 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed", "known"),
+    [
+        ("pricing_model", "'free', 'subscription', 'usage_by_unit' or 'payg'", "payg"),
+        ("capability", "'read', 'write' or 'export'", "export"),
+    ],
+)
+def test_an_unknown_filter_value_is_a_422_listing_the_allowed_ones(
+    client: TestClient, tenant: TenantHandle, name: str, allowed: str, known: str
+) -> None:
+    """An empty 200 read as 'no such apps' when the value could match nothing."""
+    response = client.get("/v1/apps/search", params={name: "bogus"}, headers=tenant.headers)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == name
+    assert allowed in error["message"]
+    found = client.get("/v1/apps/search", params={name: known}, headers=tenant.headers)
+    assert found.status_code == 200, found.text

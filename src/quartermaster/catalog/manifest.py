@@ -30,6 +30,7 @@ SEMVER = re.compile(
 RESERVED_APP_IDS = frozenset({"search", "manifest-schema", "validate"})
 Capability = Literal["read", "write", "export"]
 DataScope = Literal["user", "team", "org"]
+PricingModelName = Literal["free", "subscription", "usage_by_unit", "payg"]
 
 
 class _Strict(BaseModel):
@@ -63,7 +64,7 @@ class ComputeProfile(_Strict):
 
 
 class PricingTemplate(_Strict):
-    model: Literal["free", "subscription", "usage_by_unit", "payg"]
+    model: PricingModelName
     unit: str | None = Field(default=None, max_length=64)
     price_per_unit: Decimal | None = Field(default=None, ge=0)
     monthly_fee: Decimal | None = Field(default=None, ge=0)

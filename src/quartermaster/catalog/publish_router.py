@@ -24,7 +24,7 @@ from quartermaster.api.deps import (
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog import search_index, versions
 from quartermaster.catalog.checks import MAX_PACKAGE_BYTES
-from quartermaster.catalog.manifest import manifest_json_schema
+from quartermaster.catalog.manifest import Capability, PricingModelName, manifest_json_schema
 from quartermaster.catalog.publish_models import VersionState
 from quartermaster.errors import InvalidInputError, PayloadTooLargeError
 from quartermaster.policy.dependencies import PolicyCacheDep
@@ -199,8 +199,8 @@ async def search(
     q: str = "",
     tag: str | None = None,
     team: str | None = None,
-    capability: str | None = None,
-    pricing_model: str | None = None,
+    capability: Capability | None = None,
+    pricing_model: PricingModelName | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1000)] = 0,
 ) -> Response:
