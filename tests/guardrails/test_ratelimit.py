@@ -82,3 +82,16 @@ def test_api_rate_limit_per_app_answers_429(client: TestClient, tenant: TenantHa
         client.post("/v1/decisions", json={"app": other.app}, headers=world.headers).status_code
         == 200
     )
+
+
+@pytest.mark.parametrize("burst", [0, 2**31, 10**25])
+def test_a_burst_the_column_cannot_hold_is_a_422_naming_it(
+    client: TestClient, tenant: TenantHandle, burst: int
+) -> None:
+    """The column is 32-bit on PostgreSQL: 10**25 was a 500 on both backends."""
+    body = {"scope_kind": "tenant", "rate": "5", "burst": burst}
+    response = client.put("/v1/rate-limits", json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "burst"
+    body["burst"] = 2**31 - 1
+    assert client.put("/v1/rate-limits", json=body, headers=tenant.headers).status_code == 200

@@ -13,6 +13,8 @@ from quartermaster.guardrails.models import RateLimitRule
 from quartermaster.tenancy.service import AuthContext, validate_slug
 
 RATE_SCOPES = ("tenant", "app", "user")
+# The column is a 32-bit INTEGER (on PostgreSQL): a larger burst failed the insert (a 500).
+MAX_BURST = 2**31 - 1
 
 
 def set_rate_limit(
@@ -40,8 +42,8 @@ def set_rate_limit(
     require_scope(caller.tenant_id, kind, name, session=session)
     if rate <= 0:
         raise InvalidInputError(f"rate {rate} must be positive (requests per second)", field="rate")
-    if burst < 1:
-        raise InvalidInputError(f"burst {burst} must be at least 1", field="burst")
+    if not 1 <= burst <= MAX_BURST:
+        raise InvalidInputError(f"burst {burst} must be from 1 to {MAX_BURST:,}", field="burst")
     rule = session.scalar(
         select(RateLimitRule).where(
             RateLimitRule.tenant_id == caller.tenant_id,
