@@ -92,13 +92,16 @@ def test_an_empty_body_says_a_json_object_is_expected(
     )
 
 
+@pytest.mark.parametrize(
+    ("body", "kind"), [(b"[1]", "array"), (b"null", "null"), (b'"x"', "string")]
+)
 def test_a_body_that_is_not_an_object_names_what_it_is(
-    client: TestClient, tenant: TenantHandle
+    client: TestClient, tenant: TenantHandle, body: bytes, kind: str
 ) -> None:
-    error = _post_cost_center(client, tenant, b"[1]", "application/json")
+    error = _post_cost_center(client, tenant, body, "application/json")
     assert (error["status"], error["message"]) == (
         422,
-        "request body must be a JSON object, got a JSON array",
+        f"request body must be a JSON object, got a JSON {kind}",
     )
 
 

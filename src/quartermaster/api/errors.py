@@ -96,10 +96,9 @@ async def _body_error(request: Request, first: dict[str, Any]) -> QMError | None
             f"content type {media_type or '(none)'!r} is not accepted: send the body as "
             "application/json"
         )
-    if first.get("type") == "model_attributes_type":
-        return InvalidInputError(
-            f"request body must be a JSON object, got a JSON {json_kind(first.get('input'))}"
-        )
+    if first.get("type") in ("model_attributes_type", "missing"):  # missing: a JSON null
+        kind = json_kind(orjson.loads(body))
+        return InvalidInputError(f"request body must be a JSON object, got a JSON {kind}")
     return None
 
 
