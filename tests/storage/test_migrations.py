@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from quartermaster.bus.embedded import dedup_key
 from quartermaster.storage.base import Base
+from quartermaster.storage.engine import create_db_engine
 from quartermaster.storage.migrate import MIGRATIONS_DIR, alembic_config, upgrade_database
 from quartermaster.storage.models import import_all_models
+from tests.conftest import create_pg_database
 
 
 def test_event_log_migrations_give_the_models_tables(empty_engine: Engine) -> None:
@@ -84,3 +90,33 @@ def test_the_migration_computes_the_applications_dedup_key() -> None:
     spec.loader.exec_module(migration)
     for key in [("t", "s", "e"), ("tenant-x", "//apps/é", "id with spaces"), ("", "", "")]:
         assert migration._dedup_key(*key) == dedup_key(*key)
+
+
+_MIGRATE = (
+    "import sys; from quartermaster.storage.engine import create_db_engine; "
+    "from quartermaster.storage.migrate import upgrade_database; "
+    "upgrade_database(create_db_engine(sys.argv[1]))"
+)
+
+
+@pytest.mark.postgresql
+def test_two_processes_migrating_one_new_postgresql_database_both_succeed() -> None:
+    # Two servers of a rolling start (or two `qm init`s) on one empty database: the second
+    # had failed creating the tables the first was creating (UniqueViolation on pg_type).
+    # Processes, not threads: Alembic's `context` is one per process.
+    url, drop = create_pg_database()
+    engine = create_db_engine(url)
+    try:
+        migrators = [
+            subprocess.Popen([sys.executable, "-c", _MIGRATE, url], stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        errors = [m.communicate(timeout=120)[1].decode() for m in migrators]
+        assert [m.returncode for m in migrators] == [0, 0], errors
+        with engine.connect() as connection:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version"))
+            heads = set(versions.scalars())
+        assert heads == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    finally:
+        engine.dispose()
+        drop()
