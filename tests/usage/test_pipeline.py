@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.usage.accounting import pipeline_accounting
-from quartermaster.usage.pipeline import MAIN_CONSUMER, pipeline_worker, run_pipeline_until_drained
-from quartermaster.usage.store import UsageTotal
+from quartermaster.usage.pipeline import (
+    MAIN_CONSUMER,
+    MAIN_STREAM,
+    LogMismatchError,
+    check_log_binding,
+    pipeline_worker,
+    run_pipeline_until_drained,
+)
+from quartermaster.usage.store import StreamState, UsageTotal
+from tests.conftest import _new_database
 from tests.usage.conftest import Platform
 
 INVOCATION = "qm.invocation.usage"
@@ -221,6 +230,74 @@ def test_a_lost_usage_store_is_rebuilt_from_the_log(
         assert totals(platform) == before
     finally:
         restarted.close()
+
+
+def test_a_usage_store_of_another_databases_log_is_refused_not_skipped(
+    platform: Platform, usage_runtime: Runtime, tmp_path: Path
+) -> None:
+    # The laptop-to-production move: the data dir kept, QM_DATABASE_URL pointed at a new
+    # database. The store had rated positions 1-5 of the old log; the new log's first five
+    # events were skipped as rated, and accounting said balanced.
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": i}, event_time=now - H)
+            for i in range(5)
+        ]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    old_log = usage_runtime.event_log.log_id()
+    assert usage_runtime.usage_store.log_binding() == old_log
+    usage_runtime.close()
+    store_path = usage_runtime.settings.usage_store_path
+    backend = "sqlite" if usage_runtime.engine.dialect.name == "sqlite" else "postgresql"
+    (tmp_path / "moved").mkdir()
+    url, drop = _new_database(backend, tmp_path / "moved")
+    moved = build_runtime(
+        usage_runtime.settings.model_copy(update={"database_url": url}), migrate=False
+    )
+    try:
+        assert moved.event_log.log_id() != old_log
+        with pytest.raises(LogMismatchError) as refused:
+            check_log_binding(moved.usage_store, moved.event_log, store_name=str(store_path))
+        assert f"the usage store {store_path} holds usage rated from another database's" in str(
+            refused.value
+        )
+        assert "QM_DATABASE_URL back to the database it came from" in str(refused.value)
+        # the pipeline refuses it too, rather than rate from the wrong position
+        with pytest.raises(LogMismatchError):
+            run_pipeline_until_drained(moved)
+        # moved aside, the store is rebuilt from the new log and bound to it
+        moved.close()
+        store_path.rename(store_path.with_suffix(".old"))
+        moved = build_runtime(moved.settings, migrate=False)
+        check_log_binding(moved.usage_store, moved.event_log, store_name=str(store_path))
+        assert moved.usage_store.log_binding() == moved.event_log.log_id()
+    finally:
+        moved.close()
+        drop()
+
+
+def test_a_store_from_before_log_ids_is_refused_when_it_is_ahead_of_the_log(
+    platform: Platform, usage_runtime: Runtime
+) -> None:
+    # Stores written before they recorded their log: a store that has rated beyond this
+    # log's head cannot have been built from it.
+    store = usage_runtime.usage_store
+    store.add_streams([StreamState(MAIN_STREAM, MAIN_CONSUMER, position=50)])
+    with pytest.raises(LogMismatchError, match="rated events up to log position 50, but this"):
+        check_log_binding(store, usage_runtime.event_log, store_name="usage.duckdb")
+    assert store.log_binding() is None
+    platform.app("bot", team="ds", cost_center="research", created_at=utc_now() - H)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": i}, event_time=utc_now())
+            for i in range(50)
+        ]
+    )
+    check_log_binding(store, usage_runtime.event_log, store_name="usage.duckdb")
+    assert store.log_binding() == usage_runtime.event_log.log_id()
 
 
 def test_accepted_equals_rated_plus_waiting_in_every_hour(platform: Platform) -> None:

@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import Connection, Dialect, Engine, Table, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from quartermaster.bus.models import ConsumerCursor, EventLogEntry
+from quartermaster.bus.models import ConsumerCursor, EventLogEntry, EventLogIdentity
 from quartermaster.bus.notify import AppendNotifier
 from quartermaster.bus.protocol import (
     AppendResult,
@@ -29,6 +29,7 @@ from quartermaster.bus.sqlite_dedup import (
     SqliteDedupIndex,
     stored_content_hashes,
 )
+from quartermaster.config import ConfigurationError
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.storage import make_read_session_factory
@@ -310,6 +311,13 @@ class EmbeddedEventLog:
             return int(
                 session.scalar(select(func.coalesce(func.max(EventLogEntry.position), 0))) or 0
             )
+
+    def log_id(self) -> str:
+        with self._reader()() as session:
+            value = session.scalar(select(EventLogIdentity.id))
+        if value is None:  # the migration that creates the table writes its row
+            raise ConfigurationError("the event log has no identity: run `qm init`")
+        return str(value)
 
     @staticmethod
     def _position(consumer: str, *, session: Session) -> int:

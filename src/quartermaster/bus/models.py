@@ -43,6 +43,17 @@ class EventLogEntry(Base):
     dedup_key: Mapped[int] = mapped_column(BigInteger)
 
 
+class EventLogIdentity(Base):
+    """One row: the id of this database's event log. A usage store records the id of the log
+    it rates (`usage.pipeline.check_log_binding`), so that a store kept from another database
+    is refused rather than skipping this log's first events as already rated."""
+
+    __tablename__ = "event_log_identity"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
 class ConsumerCursor(Base):
     __tablename__ = "event_consumers"
 

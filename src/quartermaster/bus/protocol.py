@@ -130,3 +130,8 @@ class EventLog(Protocol):
     def head(self) -> int:
         """The position of the newest record (0 when empty)."""
         ...
+
+    def log_id(self) -> str:
+        """The id of this log, the same for every process that reads it: a usage store
+        records the id of the log it rates."""
+        ...

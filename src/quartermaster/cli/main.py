@@ -163,6 +163,7 @@ def serve(
     from quartermaster.runtime import build_runtime
     from quartermaster.secrets.context import check_secrets_keys
     from quartermaster.serve_logging import server_log_config
+    from quartermaster.usage.pipeline import check_log_binding
 
     settings = _settings(data_dir)
     level = settings.log_level if log_level is None else _log_level(log_level)
@@ -183,7 +184,11 @@ def serve(
     try:
         # Opened before anything starts: a second server on the same data directory is then
         # told so in one line, not in the startup traceback of a background service.
-        _ = runtime.usage_store
+        # A usage store of another database's event log would skip this log's first events
+        # as rated: refused here in one line.
+        check_log_binding(
+            runtime.usage_store, runtime.event_log, store_name=str(settings.usage_store_path)
+        )
         # The secrets broker's keys too: a missing or open keyring was a background service's
         # startup traceback, after the pipeline had started.
         check_secrets_keys(settings)

@@ -61,6 +61,7 @@ from quartermaster.usage.store import (
 # GB of WAL keeps its cost amortized (and is what restart replays at most).
 CHECKPOINT_THRESHOLD = "1GB"
 PURGED_BEFORE_KEY = "purged_before"
+LOG_ID_KEY = "event_log_id"
 
 
 class UsageStoreInUseError(ConflictError):
@@ -186,6 +187,20 @@ class DuckDBUsageStore:
             )
             for r in rows
         ]
+
+    def log_binding(self) -> str | None:
+        row = (
+            self._cursor()
+            .execute("SELECT value FROM store_meta WHERE key = ?", [LOG_ID_KEY])
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def bind_log(self, log_id: str) -> None:
+        self._cursor().execute(
+            "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+            [LOG_ID_KEY, log_id],
+        )
 
     def add_streams(self, streams: Sequence[StreamState]) -> None:
         def work(cur: duckdb.DuckDBPyConnection) -> None:

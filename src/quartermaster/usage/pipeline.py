@@ -23,7 +23,8 @@ from datetime import timedelta
 import pyarrow as pa
 
 from quartermaster.background import BackgroundService
-from quartermaster.bus.protocol import LogRecord
+from quartermaster.bus.protocol import EventLog, LogRecord
+from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.usage.attribution import MetadataSnapshot, Outcome
@@ -55,6 +56,40 @@ SERVICE_NAME = "pipeline"
 # Events read, parsed and rated at a time; a pass commits up to `pipeline_batch_size` of them.
 READ_CHUNK = 20_000
 ACK_INTERVAL_SECONDS = 1.0
+
+
+class LogMismatchError(ConfigurationError):
+    """The usage store rated another event log than this database's."""
+
+
+def check_log_binding(store: UsageStore, log: EventLog, *, store_name: str) -> None:
+    """Refuse a usage store built from another event log, and bind a store to this one.
+
+    The store skips log positions it has rated: kept while QM_DATABASE_URL moved to another
+    database, it would skip that log's first events as rated and report the pipeline
+    balanced. A store from before stores were bound is checked by position: it cannot have
+    rated beyond this log's head."""
+    log_id = log.log_id()
+    bound = store.log_binding()
+    advice = (
+        f"move {store_name} aside (the pipeline rebuilds usage from this database's log), "
+        "or set QM_DATABASE_URL back to the database it came from"
+    )
+    if bound is not None and bound != log_id:
+        raise LogMismatchError(
+            f"the usage store {store_name} holds usage rated from another database's event "
+            f"log (log {bound}; this database's is {log_id}): {advice}"
+        )
+    if bound is None:
+        rated = max((s.position for s in store.streams()), default=0)
+        head = log.head()
+        if rated > head:
+            raise LogMismatchError(
+                f"the usage store {store_name} has rated events up to log position {rated}, "
+                f"but this database's event log ends at {head}: the store was built from "
+                f"another database's log; {advice}"
+            )
+        store.bind_log(log_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +174,7 @@ class PipelineWorker(BackgroundService):
         if self._streams_checked:
             return
         log = self.runtime.event_log
+        check_log_binding(self.store, log, store_name=str(self.runtime.settings.usage_store_path))
         cursor = log.position(MAIN_CONSUMER)
         main = next((s for s in self.store.streams() if s.name == MAIN_STREAM), None)
         stored = main.position if main is not None else 0

@@ -453,6 +453,14 @@ class UsageStore(Protocol):
         """Register readers (first start, or repair of a gap), in one transaction."""
         ...
 
+    def log_binding(self) -> str | None:
+        """The id of the event log this store rates (None before its first binding)."""
+        ...
+
+    def bind_log(self, log_id: str) -> None:
+        """Record the id of the event log this store rates."""
+        ...
+
     def start_replay(self, tenant_id: str | None, *, main_stream: str) -> StreamState:
         """Atomically drop the tenant's (or every tenant's) usage and add a stream that
         rebuilds it from the log up to the main stream's current position. The latency ledger
