@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 
 from quartermaster.billing.calculator import PeriodInputs, PricingContext, price_inputs
@@ -151,7 +152,7 @@ def test_focus_rows_of_the_small_platform() -> None:
     assert (lb["ChargeCategory"], lb["ServiceCategory"], lb["ConsumedQuantity"]) == (
         "Usage",
         "Networking",
-        "",
+        "10000",
     )
     storage = next(r for r in rows if r["ServiceName"] == "storage_gb_days")
     assert (storage["ChargeFrequency"], storage["ServiceCategory"]) == ("Recurring", "Storage")
@@ -220,3 +221,68 @@ def test_service_categories_of_common_items() -> None:
     assert service_category("storage_gb_days") == "Storage"
     assert service_category("control_plane") == "Management and Governance"
     assert service_category("something_else") == "Other"
+
+
+def _focus_nullability_problems(row: dict[str, str]) -> list[str]:
+    """FOCUS 1.2's nullability rules for the quantity and price columns, as one row breaks
+    them (ConsumedQuantity, ConsumedUnit, PricingQuantity, PricingUnit, ListUnitPrice)."""
+    problems: list[str] = []
+    category, correction = row["ChargeCategory"], row["ChargeClass"] == "Correction"
+    assert row["ChargeClass"] in ("", "Correction")
+    if category != "Usage":
+        problems += [c for c in ("ConsumedQuantity", "ConsumedUnit") if row[c]]
+    elif not correction:
+        problems += [c for c in ("ConsumedQuantity", "ConsumedUnit") if not row[c]]
+    if category in ("Usage", "Purchase") and not correction:
+        problems += [c for c in ("PricingQuantity", "PricingUnit", "ListUnitPrice") if not row[c]]
+    if category == "Tax":
+        problems += [c for c in ("PricingQuantity", "ListUnitPrice") if row[c]]
+    if bool(row["PricingQuantity"]) != bool(row["PricingUnit"]):
+        problems.append("PricingQuantity without PricingUnit")
+    if row["ListUnitPrice"]:
+        if Decimal(row["ListUnitPrice"]) < 0:
+            problems.append("negative ListUnitPrice")
+        if row["PricingQuantity"]:
+            product = Decimal(row["ListUnitPrice"]) * Decimal(row["PricingQuantity"])
+            if abs(product - Decimal(row["ListCost"])) > Decimal("1e-6"):
+                problems.append(f"ListUnitPrice x PricingQuantity = {product} != ListCost")
+    return problems
+
+
+def test_every_focus_row_of_a_run_and_its_adjustment_meets_the_nullability_rules() -> None:
+    reservation = {"name": "commit", "meter": "cpu_seconds", "credit": "2.00"}
+    history = PriceBookHistory(
+        [PriceBookVersion(book(reservations=[reservation]), datetime(2025, 12, 1, tzinfo=UTC))]
+    )
+
+    def priced(rows: list[UsageRow]) -> list[LineDraft]:
+        inputs = PeriodInputs(tuple(rows), tuple(SMALL_COSTS), as_of=AS_OF)
+        return list(price_inputs(PricingContext(history=history), JANUARY, inputs).lines)
+
+    run_drafts = priced(SMALL_PLATFORM)
+    run = _document()
+    run_lines = _stored(run, run_drafts)
+    late = [
+        UsageRow("eng", "web", "api", "requests", Decimal(100), at=JANUARY.start),
+        UsageRow("eng", "web", "api", "cpu_seconds", Decimal(900), at=JANUARY.start),
+    ]
+    issued = issued_by_key([[(line, "x") for line in run_drafts]])
+    adjustment = _document(DocumentType.ADJUSTMENT)
+    corrections = adjustment_lines(priced([*SMALL_PLATFORM, *late]), issued, issued_as_of=AS_OF)
+    rows = focus_rows([(run, run_lines), (adjustment, _stored(adjustment, corrections))], CONTEXT)
+    kinds = {(r["ChargeCategory"], r["x_CostType"], r["ChargeClass"]) for r in rows}
+    assert {("Usage", "usage", ""), ("Usage", "platform", ""), ("Credit", "discount", "")} <= kinds
+    assert ("Adjustment", "adjustment", "Correction") in kinds
+    assert any("data-team" in r["x_PricingRule"] for r in rows)  # a folded discount
+    assert {
+        r: p for r, p in ((r["x_LineId"], _focus_nullability_problems(r)) for r in rows) if p
+    } == {}
+    lb = next(
+        r for r in rows if r["ServiceName"] == "Shared platform: lb" and r["ResourceId"] == "web"
+    )
+    # 17.647059 of the 30.00 load balancer for 20,000 of the 34,000 requests
+    assert (lb["ConsumedQuantity"], lb["PricingQuantity"]) == ("20000", "20000")
+    assert Decimal(lb["ListUnitPrice"]) * 20000 == pytest.approx(Decimal("17.647059"))
+    control_plane = next(r for r in rows if r["ServiceName"] == "Shared platform: control_plane")
+    assert (control_plane["PricingQuantity"], control_plane["PricingUnit"]) == ("1", "Share")
+    assert control_plane["ListUnitPrice"] == "3"

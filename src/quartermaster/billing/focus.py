@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 
 from quartermaster.billing.models import (
     BillingDocument,
@@ -28,6 +29,7 @@ from quartermaster.billing.models import (
 )
 from quartermaster.domain.money import fixed_point
 from quartermaster.domain.timeutil import ensure_utc
+from quartermaster.pricing.rating import unit_price
 
 FOCUS_VERSION = "1.2"
 
@@ -99,6 +101,7 @@ SERVICE_CATEGORY_KEYWORDS: tuple[tuple[tuple[str, ...], str], ...] = (
     ),
 )
 UNKNOWN_UNIT = "Units"
+SHARE_UNIT = "Share"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,21 @@ def _tags(line: BillingLine) -> str:
     return json.dumps({k: v for k, v in tags.items() if v is not None}, sort_keys=True)
 
 
+def _usage_pricing(line: BillingLine, unit: str) -> tuple[Decimal, Decimal, str]:
+    """(PricingQuantity, ListUnitPrice, unit) of a Usage row. FOCUS requires both on every
+    Usage row that is not a correction, with ListUnitPrice x PricingQuantity = ListCost. A
+    shared-cost share is priced per unit of its allocation basis (amount / basis); a charge
+    without a basis (a floor charged to an app that used nothing) is one share at its
+    amount."""
+    if line.quantity != 0:
+        if line.unit_price is not None:
+            return line.quantity, line.unit_price, unit
+        return line.quantity, unit_price(Fraction(line.amount), line.quantity), unit
+    if line.amount == 0:
+        return line.quantity, Decimal(0), unit
+    return Decimal(1), line.amount, SHARE_UNIT
+
+
 def _row(
     document: BillingDocument,
     line: BillingLine,
@@ -175,11 +193,16 @@ def _row(
 ) -> dict[str, str]:
     category, charge_class, frequency = _charge_category(document, line)
     billed = line.amount + sum((d.amount for d in discounts), Decimal(0))
-    is_usage = category == "Usage" and line.cost_type != CostType.PLATFORM.value
-    priced = category in ("Usage", "Purchase") or line.quantity != 0
+    is_usage = category == "Usage"
     unit = line.unit or UNKNOWN_UNIT
-    if line.cost_type == CostType.PLATFORM.value or line.item == "reserved_capacity":
-        unit = line.unit or "Share"
+    if (line.adjusted_cost_type or line.cost_type) == CostType.PLATFORM.value or (
+        line.item == "reserved_capacity"
+    ):
+        unit = line.unit or SHARE_UNIT
+    quantity: Decimal | None = line.quantity if line.quantity != 0 else None
+    list_price = line.unit_price if line.unit_price is not None and line.unit_price >= 0 else None
+    if is_usage:
+        quantity, list_price, unit = _usage_pricing(line, unit)
     invoice_id = document.id if document.kind == RunKind.INVOICE.value else ""
     rule = line.pricing_rule + "".join(f"; {d.pricing_rule}" for d in discounts)
     return {
@@ -198,17 +221,17 @@ def _row(
         "EffectiveCost": _number(billed),
         "InvoiceIssuerName": context.provider_name,
         "ListCost": _number(line.amount),
-        "PricingQuantity": _number(line.quantity) if priced else "",
-        "PricingUnit": unit if priced else "",
+        "PricingQuantity": _number(quantity),
+        "PricingUnit": unit if quantity is not None else "",
         "ProviderName": context.provider_name,
         "PublisherName": context.provider_name,
         "ServiceCategory": service_category(line.item),
         "ServiceName": _service_name(line),
         "ChargeFrequency": frequency,
-        "ConsumedQuantity": _number(line.quantity) if is_usage else "",
+        "ConsumedQuantity": _number(quantity) if is_usage else "",
         "ConsumedUnit": unit if is_usage else "",
         "InvoiceId": invoice_id,
-        "ListUnitPrice": _number(line.unit_price) if line.unit_price is not None else "",
+        "ListUnitPrice": _number(list_price),
         "ResourceId": line.app or "",
         "ResourceName": context.app_names.get(line.app, line.app) if line.app else "",
         "ResourceType": "Micro-app" if line.app else "",
