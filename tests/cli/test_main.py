@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,8 +90,30 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
             "error: cannot open the database (QM_DATABASE_URL): connection failed: connection "
             'to server at "127.0.0.1", port {port} failed: Connection refused',
         ),
+        (
+            {"QM_DATABASE_URL": "postgres://qm@127.0.0.1/qm"},
+            "error: cannot use QM_DATABASE_URL: Can't load plugin: sqlalchemy.dialects:postgres "
+            "(for PostgreSQL write postgresql+psycopg://…)",
+        ),
+        (
+            {"QM_DATABASE_URL": "postgresql+psycopg://qm:s3cret@127.0.0.1:notaport/qm"},
+            "error: QM_DATABASE_URL is not a usable database URL: invalid literal for int() "
+            "with base 10: 'notaport'",
+        ),
+        (
+            {"QM_DATABASE_URL": "postgresql+psycopg://qm:s3cret@127.0.0.1:{port}/qm?sslmod=x"},
+            'error: cannot use QM_DATABASE_URL: invalid connection option "sslmod"',
+        ),
     ],
-    ids=["not initialized", "unparsable settings", "unknown database", "database unreachable"],
+    ids=[
+        "not initialized",
+        "unparsable settings",
+        "unknown database",
+        "database unreachable",
+        "postgres scheme",
+        "port not a number",
+        "misspelt option",
+    ],
 )
 def test_a_setup_that_cannot_work_is_named_in_one_line(
     tmp_path: Path, settings: dict[str, str], expected: str
@@ -110,6 +133,39 @@ def test_a_setup_that_cannot_work_is_named_in_one_line(
     assert result.returncode == 1
     wanted = expected.replace("{data_dir}", str(data_dir)).replace("{port}", port)
     assert wanted in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            "INSERT INTO alembic_version VALUES ('9999_future')",
+            "error: the database (QM_DATABASE_URL) was migrated by a newer Quartermaster "
+            "(Can't locate revision identified by '9999_future'): run that version, or restore "
+            "the backup taken before it",
+        ),
+        (
+            "CREATE TABLE tenants (x INTEGER)",
+            "error: the database (QM_DATABASE_URL) already holds tables Quartermaster did not "
+            "create (table tenants already exists): point QM_DATABASE_URL at an empty database",
+        ),
+    ],
+    ids=["newer schema", "another application's tables"],
+)
+def test_a_database_this_version_cannot_migrate_is_named_in_one_line(
+    tmp_path: Path, statement: str, expected: str
+) -> None:
+    database = tmp_path / "other.db"
+    with sqlite3.connect(database) as connection:
+        if "alembic_version" in statement:
+            connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        connection.execute(statement)
+    env = _env(QM_DATA_DIR=str(tmp_path / "qm"), QM_DATABASE_URL=f"sqlite:///{database}")
+    result = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert expected in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr
 
 

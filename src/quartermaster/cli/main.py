@@ -321,8 +321,9 @@ def main() -> None:
 def _setup_failure(exc: Exception) -> str | None:
     """One line for what stops a command before it does anything: settings that do not
     parse, a data dir without `qm init`, a database URL that cannot be used or reached."""
+    from alembic.util.exc import CommandError
     from pydantic import ValidationError
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
     from quartermaster.config import ConfigurationError
 
@@ -338,11 +339,34 @@ def _setup_failure(exc: Exception) -> str | None:
         )
         return f"invalid setting (environment or qm.toml): {problems}"
     if isinstance(exc, ArgumentError):  # NoSuchModuleError too: an unknown URL scheme
-        return f"cannot use QM_DATABASE_URL: {exc}"
-    if isinstance(exc, OperationalError):
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        return f"cannot open the database (QM_DATABASE_URL): {reason}"
+        hint = ""
+        if str(exc).endswith("sqlalchemy.dialects:postgres"):
+            hint = " (for PostgreSQL write postgresql+psycopg://…)"
+        return f"cannot use QM_DATABASE_URL: {exc}{hint}"
+    if isinstance(exc, OperationalError | ProgrammingError):
+        reason = _first_line(exc.orig or exc)
+        # PostgreSQL's DuplicateTable, SQLite's "table … already exists": a first migration
+        # meeting another application's tables
+        if type(exc.orig).__name__ == "DuplicateTable" or reason.endswith("already exists"):
+            return (
+                f"the database (QM_DATABASE_URL) already holds tables Quartermaster did not "
+                f"create ({reason}): point QM_DATABASE_URL at an empty database"
+            )
+        if isinstance(exc, OperationalError):
+            return f"cannot open the database (QM_DATABASE_URL): {reason}"
+        if "connection option" in reason:  # a misspelt query parameter (sslmod=…)
+            return f"cannot use QM_DATABASE_URL: {reason}"
+        return None
+    if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+        return (
+            "the database (QM_DATABASE_URL) was migrated by a newer Quartermaster "
+            f"({_first_line(exc)}): run that version, or restore the backup taken before it"
+        )
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0]
 
 
 def _target(exc: httpx.TransportError) -> str:

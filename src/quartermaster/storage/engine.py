@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from quartermaster.config import ConfigurationError
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    try:
+        make_url(url)
+    except ValueError as exc:  # e.g. a port that is not a number; never echo the URL
+        raise ConfigurationError(f"QM_DATABASE_URL is not a usable database URL: {exc}") from None
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
