@@ -286,3 +286,23 @@ def test_every_focus_row_of_a_run_and_its_adjustment_meets_the_nullability_rules
     control_plane = next(r for r in rows if r["ServiceName"] == "Shared platform: control_plane")
     assert (control_plane["PricingQuantity"], control_plane["PricingUnit"]) == ("1", "Share")
     assert control_plane["ListUnitPrice"] == "3"
+
+
+def test_corrections_name_the_service_as_the_rows_they_correct() -> None:
+    run = _document()
+    run_drafts = _drafts(SMALL_PLATFORM, SMALL_COSTS)
+    late = UsageRow("eng", "web", "api", "requests", Decimal(100), at=JANUARY.start)
+    corrections = adjustment_lines(
+        _drafts([*SMALL_PLATFORM, late], SMALL_COSTS),
+        issued_by_key([[(line, "x") for line in run_drafts]]),
+        issued_as_of=AS_OF,
+    )
+    adjustment = _document(DocumentType.ADJUSTMENT)
+    run_rows = focus_rows([(run, _stored(run, run_drafts))], CONTEXT)
+    fixes = focus_rows([(adjustment, _stored(adjustment, corrections))], CONTEXT)
+    # the late requests move the load balancer's split: every app's lb share is corrected
+    lb_fixes = [r for r in fixes if "lb" in r["ChargeDescription"]]
+    assert {r["ServiceName"] for r in lb_fixes} == {"Shared platform: lb"}
+    assert len(lb_fixes) == 3
+    run_names = {(r["ResourceId"], r["ServiceName"]) for r in run_rows}
+    assert {(r["ResourceId"], r["ServiceName"]) for r in fixes} <= run_names

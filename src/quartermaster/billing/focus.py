@@ -145,7 +145,9 @@ def _charge_category(document: BillingDocument, line: BillingLine) -> tuple[str,
 
 
 def _service_name(line: BillingLine) -> str:
-    if line.cost_type == CostType.PLATFORM.value:
+    # A correction names the service the way the rows it corrects do, so the two group
+    # together in a FOCUS tool.
+    if (line.adjusted_cost_type or line.cost_type) == CostType.PLATFORM.value:
         return f"Shared platform: {line.item}"
     if line.item == "reserved_capacity":
         return f"Reserved capacity: {line.meter or line.item}"
