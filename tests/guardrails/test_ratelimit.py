@@ -5,17 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from quartermaster.config import ConfigurationError, Settings
 from quartermaster.guardrails.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
+    check_rate_limit_backend,
     gcra,
 )
-from tests.conftest import TenantHandle
+from tests.conftest import TenantHandle, free_port
 from tests.guardrails.support import build_world, ok
 
 
@@ -95,3 +98,20 @@ def test_a_burst_the_column_cannot_hold_is_a_422_naming_it(
     assert response.json()["error"]["field"] == "burst"
     body["burst"] = 2**31 - 1
     assert client.put("/v1/rate-limits", json=body, headers=tenant.headers).status_code == 200
+
+
+@pytest.mark.redis
+def test_qm_serve_refuses_a_redis_backend_it_cannot_reach(tmp_path: Path) -> None:
+    # Unchecked, the server started and every ingest and decision answered 500 once a rate
+    # limit existed.
+    def settings(url: str) -> Settings:
+        return Settings(data_dir=tmp_path, rate_limit_backend="redis", redis_url=url)
+
+    check_rate_limit_backend(settings("redis://127.0.0.1:6379/15"))
+    port = free_port()
+    with pytest.raises(ConfigurationError) as refused:
+        check_rate_limit_backend(settings(f"redis://:s3cret@127.0.0.1:{port}/0"))
+    message = str(refused.value)
+    assert message.startswith(f"cannot reach Redis at 127.0.0.1:{port} (QM_REDIS_URL)")
+    assert "s3cret" not in message
+    check_rate_limit_backend(Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{port}"))

@@ -160,6 +160,7 @@ def serve(
 
     from quartermaster.api.app import create_app
     from quartermaster.gc_tuning import tune_gc_for_serving
+    from quartermaster.guardrails.ratelimit import check_rate_limit_backend
     from quartermaster.runtime import build_runtime
     from quartermaster.secrets.context import check_secrets_keys
     from quartermaster.serve_logging import server_log_config
@@ -192,6 +193,7 @@ def serve(
         # The secrets broker's keys too: a missing or open keyring was a background service's
         # startup traceback, after the pipeline had started.
         check_secrets_keys(settings)
+        check_rate_limit_backend(settings)
         application = create_app(
             settings, runtime=runtime, background=_background_services(), on_started=started
         )

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from quartermaster.config import ConfigurationError, Settings
+
 
 @dataclass(frozen=True, slots=True)
 class RateDecision:
@@ -122,6 +124,27 @@ class RedisRateLimiter:
 
     def close(self) -> None:
         self._client.close()
+
+
+def check_rate_limit_backend(settings: Settings) -> None:
+    """Refuse to start on a Redis that cannot be reached: every ingest and decision would
+    otherwise fail once a rate limit exists, with nothing said at startup."""
+    if settings.rate_limit_backend != "redis":
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = client.connection_pool.connection_kwargs
+        target = f"{where.get('host', '?')}:{where.get('port', '?')}"  # the URL may hold a password
+        raise ConfigurationError(
+            f"cannot reach Redis at {target} (QM_REDIS_URL), the rate-limit backend "
+            f"(QM_RATE_LIMIT_BACKEND=redis): {exc}"
+        ) from None
+    finally:
+        client.close()
 
 
 def build_rate_limiter(backend: str, redis_url: str) -> RateLimiter:
