@@ -51,9 +51,22 @@ def test_each_threshold_fires_once_per_period(
     fifty = [a for a in alerts if a["details"]["threshold"] == 50]
     assert len(fifty) == 2
     assert "50% threshold crossed" in fifty[0]["message"]
+    assert f"of its monthly budget '{made['name']}'" in fifty[0]["message"]
     actions = ok(client.get("/v1/guardrail-actions", headers=world.headers))
     assert [a["action"] for a in actions].count("notify") == 6
     assert all(a["reason"] for a in actions)
+
+
+def test_a_day_budgets_alert_calls_it_daily(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    made = budget(client, world, scope_kind="team", scope=world.team, period="day")
+    spend = FixedSpend()
+    spend.set("team", world.team, "55")
+    _evaluate(runtime, tenant.tenant_id, spend)
+    (alert,) = ok(client.get("/v1/alerts", headers=world.headers))
+    assert f"of its daily budget '{made['name']}'" in alert["message"]  # it said "dayly"
 
 
 def test_racing_evaluators_fire_once(

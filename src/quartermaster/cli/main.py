@@ -34,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 tenant_app = typer.Typer(
-    help="Tenants (local administration of the data dir).", no_args_is_help=True
+    help="Tenants (local administration of the database).", no_args_is_help=True
 )
 app.add_typer(tenant_app, name="tenant")
 
@@ -272,7 +272,7 @@ def tenant_create(
 
 @tenant_app.command("list")
 def tenant_list(data_dir: DataDirOption = None) -> None:
-    """List the tenants in the data dir."""
+    """List the tenants in the database (QM_DATABASE_URL)."""
     from quartermaster.runtime import build_runtime
     from quartermaster.tenancy.service import list_tenants
 

@@ -22,6 +22,7 @@ from quartermaster.guardrails.budgets import (
     ACTION_EFFECT,
     HARD,
     BudgetAction,
+    BudgetPeriod,
     budget_period,
     crossed,
     thresholds_of,
@@ -32,6 +33,9 @@ from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
+
+# "dayly" was written from the period's name
+_ADJECTIVE: dict[str, str] = {BudgetPeriod.MONTH: "monthly", BudgetPeriod.DAY: "daily"}
 
 
 @dataclass
@@ -114,7 +118,8 @@ def _evaluate_budget(
     for threshold in crossed(amount, budget.amount, thresholds_of(budget)):
         key = f"budget:{budget.id}:{stamp}:{threshold}"
         reason = (
-            f"{label} spent {spent_text} of its {budget.period}ly budget {budget.name!r} "
+            f"{label} spent {spent_text} of its {_ADJECTIVE[budget.period]} budget "
+            f"{budget.name!r} "
             f"({limit_text}): {threshold}% threshold crossed"
         )
         severity = Severity.WARNING if threshold >= 80 else Severity.INFO
