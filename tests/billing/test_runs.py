@@ -286,6 +286,60 @@ def test_a_back_dated_price_change_produces_adjustment_lines(
     assert _adjust(runtime, caller, run.id, calc) is None
 
 
+def test_a_later_adjustment_compares_with_the_lines_as_last_adjusted(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    caller = admin(tenant.tenant_id)
+    calc = small_calculator()
+    run = _run(runtime, caller, calc).document
+    _finalize(runtime, caller, run.id)
+    # Adjustment 1 settles a back-dated version 2 (requests at 0.0006): every line now
+    # prices by version 2, though only the requests lines changed and were adjusted.
+    prices = [
+        {**rule, "unit_price": "0.0006"} if rule["meter"] == "requests" else rule
+        for rule in book().model_dump(mode="json", exclude_none=True)["prices"]
+    ]
+    calc.add_version(book(version=2, prices=prices), datetime(2026, 2, 20, tzinfo=UTC))
+    calc.now = datetime(2026, 2, 21, tzinfo=UTC)
+    first = _adjust(runtime, caller, run.id, calc)
+    assert first is not None
+    with runtime.session_factory() as session:
+        message = adjustments.nothing_changed_message(caller, run.id, session=session)
+    assert message == f"nothing changed since adjustment 1 ({first}) was issued"
+    # Adjustment 2: late usage only, no price book change since adjustment 1.
+    late_at = datetime(2026, 2, 25, tzinfo=UTC)
+    calc.record([usage("eng", "web", "api", "cpu_seconds", 1500, day=31)], at=late_at)
+    calc.record([usage("eng", "web", "web", "requests", 1000, day=31)], at=late_at)
+    calc.now = datetime(2026, 2, 26, tzinfo=UTC)
+    second = _adjust(runtime, caller, run.id, calc)
+    assert second is not None
+    with runtime.session_factory() as session:
+        view = service.view_document(caller, second, session=session)
+    lines = {(line.adjusted_cost_type, line.app, line.item): line for line in view.lines}
+    assert set(lines) == {
+        ("usage", "api", "cpu_seconds"),
+        ("usage", "web", "requests"),
+        ("platform", "web", "lb"),
+        ("platform", "api", "lb"),
+        ("platform", "etl", "lb"),
+    }
+    assert not any("price book versions" in (line.reason or "") for line in view.lines)
+    cpu = lines[("usage", "api", "cpu_seconds")]
+    assert (cpu.quantity, cpu.amount, cpu.unit_price) == (
+        Decimal(1500),
+        Decimal("2.000000"),
+        Decimal("0.001333333333"),
+    )
+    requests = lines[("usage", "web", "requests")]
+    assert (requests.quantity, requests.unit_price) == (Decimal(1000), Decimal("0.0006"))
+    assert (lines[("platform", "api", "lb")].reason or "").startswith("reallocated:")
+    assert view.document.note == (
+        f"corrects invoice run {run.id} for the period from 2026-01-01 00:00 UTC until "
+        "2026-02-01 00:00 UTC: 5 lines (3 with late usage, 0 re-rated by price book changes, "
+        "2 reallocated shared costs)"
+    )
+
+
 def test_adjusting_a_draft_or_an_adjustment_is_refused(
     runtime: Runtime, tenant: TenantHandle
 ) -> None:

@@ -17,9 +17,12 @@ from sqlalchemy.orm import Session
 
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.lines import (
+    REALLOCATED,
+    RERATED,
     LineDraft,
     adjustment_lines,
     issued_by_key,
+    parse_versions,
     total_of,
     versions_text,
 )
@@ -67,14 +70,34 @@ def _expected_adjustment(
         session=session,
     )
     issued_as_of = max(document.as_of for document in [run, *earlier])
-    lines = adjustment_lines(computed.lines, issued, issued_as_of=issued_as_of)
+    last = earlier[-1] if earlier else run
+    lines = adjustment_lines(
+        computed.lines,
+        issued,
+        issued_as_of=issued_as_of,
+        issued_versions=parse_versions(last.price_book_versions),
+    )
     corrects = {key: entry.line_id for key, entry in issued.items() if entry.line_id}
     return lines, corrects, computed.as_of, computed.versions, computed.currency
 
 
 def _summary(run: BillingDocument, lines: list[LineDraft]) -> str:
-    late = sum(1 for line in lines if "recorded after" in (line.reason or ""))
-    rerated = sum(1 for line in lines if "price book versions" in (line.reason or ""))
+    """What the adjustment corrects, accounting for every line: a line is counted once per
+    cause its reason names (late usage and a price change can both move one line), and a
+    line with neither is a reallocated shared cost or a re-rating of the same usage."""
+    reasons = [line.reason or "" for line in lines]
+    late = sum(1 for reason in reasons if "recorded after" in reason)
+    rerated = sum(1 for reason in reasons if "price book versions" in reason)
+    causes = [
+        f"{late} with late usage",
+        f"{rerated} re-rated by price book changes",
+    ]
+    reallocated = sum(1 for reason in reasons if reason.startswith(REALLOCATED))
+    if reallocated:
+        causes.append(f"{reallocated} reallocated shared cost{'' if reallocated == 1 else 's'}")
+    other = sum(1 for reason in reasons if reason.startswith(RERATED))
+    if other:
+        causes.append(f"{other} re-rated with the same usage")
     zone = tenant_zone(run.timezone)
     start, end = (
         moment_text(ensure_utc(m).astimezone(zone)) for m in (run.period_start, run.period_end)
@@ -82,8 +105,19 @@ def _summary(run: BillingDocument, lines: list[LineDraft]) -> str:
     count = f"{len(lines)} line" if len(lines) == 1 else f"{len(lines)} lines"
     return (
         f"corrects {run.kind} run {run.id} for the period from {start} until {end}: {count} "
-        f"({late} with late usage, {rerated} re-rated by price book changes)"
+        f"({', '.join(causes)})"
     )
+
+
+def nothing_changed_message(caller: AuthContext, run_id: str, *, session: Session) -> str:
+    """Why no adjustment was made, naming what was last issued: the run, or its latest
+    adjustment (an earlier adjustment already settled everything up to its as_of)."""
+    run = get_document(caller, run_id, session=session)
+    earlier = adjustments_of(run, session=session)
+    if not earlier:
+        return "nothing changed since the run was issued"
+    last = earlier[-1]
+    return f"nothing changed since adjustment {last.sequence} ({last.id}) was issued"
 
 
 def create_adjustment(

@@ -23,6 +23,9 @@ from quartermaster.pricing.rating import fmt, unit_price
 
 ZERO = Decimal(0)
 RESERVED_CAPACITY_ITEM = "reserved_capacity"
+# How an adjustment line's reason starts when neither its usage nor its price book moved.
+REALLOCATED = "reallocated"
+RERATED = "re-rated"
 NONE_MARK = "-"
 # Lines of one owner read: usage, subscriptions, their discounts, then shared costs.
 COST_TYPE_ORDER = {
@@ -335,7 +338,25 @@ def issued_by_key(
     return issued
 
 
-def _reason(current: LineDraft | None, issued: IssuedLine | None, as_of: datetime) -> str:
+def _prices_changed(
+    current: LineDraft | None, issued: IssuedLine | None, known: frozenset[int] | None
+) -> bool:
+    """Whether the line prices by price book versions other than those it was last issued
+    under. A version already known when the run or the last adjustment was issued was
+    settled then, even on a key that adjustment left alone because its amount did not move:
+    `known` (the versions of the last document issued) counts as issued, so a later
+    adjustment does not re-report it."""
+    if current is None or issued is None or current.versions == issued.template.versions:
+        return False
+    return known is None or not set(current.versions) <= known
+
+
+def _reason(
+    current: LineDraft | None,
+    issued: IssuedLine | None,
+    as_of: datetime,
+    known: frozenset[int] | None,
+) -> str:
     parts: list[str] = []
     old_quantity = issued.quantity if issued else ZERO
     new_quantity = current.quantity if current else ZERO
@@ -348,17 +369,20 @@ def _reason(current: LineDraft | None, issued: IssuedLine | None, as_of: datetim
             f"quantity {fmt(old_quantity)} → {fmt(new_quantity)} "
             f"(usage recorded after {as_of.isoformat()})"
         )
-    if current is not None and issued is not None:
+    if current is not None and issued is not None and _prices_changed(current, issued, known):
         old_versions = versions_text(issued.template.versions)
         new_versions = versions_text(current.versions)
-        if old_versions != new_versions:
-            parts.append(f"price book versions {old_versions} → {new_versions}")
-    if not parts:
-        parts.append("re-rated: the same usage now prices differently (shared basis or rules)")
-    return "; ".join(parts)
+        parts.append(f"price book versions {old_versions} → {new_versions}")
+    if parts:
+        return "; ".join(parts)
+    if current is not None and current.key_cost_type is CostType.PLATFORM:
+        return f"{REALLOCATED}: the shared cost's split moved (its basis or floor changed)"
+    return f"{RERATED}: the same usage now prices differently (pooled, tiered or shared)"
 
 
-def _change_unit_price(current: LineDraft | None, issued: IssuedLine | None) -> Decimal | None:
+def _change_unit_price(
+    current: LineDraft | None, issued: IssuedLine | None, known: frozenset[int] | None
+) -> Decimal | None:
     """The unit price of an adjustment line, so that its quantity x unit price is its amount:
     the average price of the units added or taken away (amount change / quantity change),
     when the change is one of quantity alone, on a line that has a unit price. None when the
@@ -368,7 +392,7 @@ def _change_unit_price(current: LineDraft | None, issued: IssuedLine | None) -> 
     shape = current if current is not None else issued.template if issued is not None else None
     if shape is None or shape.unit_price is None:
         return None
-    if current is not None and issued is not None and current.versions != issued.template.versions:
+    if _prices_changed(current, issued, known):
         return None
     quantity = (current.quantity if current else ZERO) - (issued.quantity if issued else ZERO)
     amount = (current.amount if current else ZERO) - (issued.amount if issued else ZERO)
@@ -380,10 +404,14 @@ def adjustment_lines(
     issued: Mapping[str, IssuedLine],
     *,
     issued_as_of: datetime,
+    issued_versions: Iterable[int] | None = None,
 ) -> list[LineDraft]:
     """(lines as recomputed now) minus (what was issued) per line key, as adjustment lines.
     Keys whose quantity and amount are unchanged give nothing, so an adjustment computed
-    twice over the same inputs is empty the second time."""
+    twice over the same inputs is empty the second time. `issued_versions`: the price book
+    versions of the last document issued (the run or its latest adjustment); None compares
+    each line with its own issued versions only."""
+    known = frozenset(issued_versions) if issued_versions is not None else None
     now = {line.line_key: line for line in current}
     lines: list[LineDraft] = []
     for key in sorted(set(now) | set(issued)):
@@ -408,10 +436,10 @@ def adjustment_lines(
                 adjusted_cost_type=base.key_cost_type,
                 quantity=new_quantity - old_quantity,
                 amount=new_amount - old_amount,
-                unit_price=_change_unit_price(new, old),
+                unit_price=_change_unit_price(new, old, known),
                 previous_quantity=old_quantity,
                 previous_amount=old_amount,
-                reason=_reason(new, old, issued_as_of),
+                reason=_reason(new, old, issued_as_of, known),
                 parent_key=None,
             )
         )

@@ -242,7 +242,8 @@ def create_adjustment(
         caller, body.run_id, calculator=calculator, session=session, as_of=as_of
     )
     if document is None:
-        out = AdjustmentOut(adjustment=None, message="nothing changed since the run was issued")
+        message = adjustments.nothing_changed_message(caller, body.run_id, session=session)
+        out = AdjustmentOut(adjustment=None, message=message)
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     view = service.view_document(caller, document.id, session=session)
     out = AdjustmentOut(adjustment=_detail(view, caller), message=document.note or "")
