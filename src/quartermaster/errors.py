@@ -44,12 +44,36 @@ class MalformedBodyError(QMError):
     code = "malformed_body"
 
 
-def malformed_json(exc: json.JSONDecodeError) -> MalformedBodyError:
-    """Where a body stops being JSON, in the words every route uses (orjson's error is one)."""
+def malformed_json(exc: json.JSONDecodeError, body: bytes) -> MalformedBodyError:
+    """Where a body stops being JSON, in the words every route uses (orjson's error is one).
+
+    orjson checks the whole body is UTF-8 before it parses, and for bytes that are not it
+    says "str is not valid UTF-8: surrogates not allowed" at byte 0 wherever they are; the
+    first invalid byte is found here, only once orjson has failed, so a good body pays
+    nothing for it."""
+    bad = invalid_utf8(body) if "UTF-8" in exc.msg else None
+    if bad is None:
+        return MalformedBodyError(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno} (byte {exc.pos})"
+        )
+    line = body.count(b"\n", 0, bad) + 1
+    line_start = body.rfind(b"\n", 0, bad) + 1
+    # Columns count characters, as a JSON error's do; everything before `bad` decodes.
+    column = len(body[line_start:bad].decode()) + 1
     return MalformedBodyError(
-        f"request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-        f"column {exc.colno} (byte {exc.pos})"
+        f"request body is not valid UTF-8: byte 0x{body[bad]:02x} at line {line}, "
+        f"column {column} (byte {bad})"
     )
+
+
+def invalid_utf8(data: bytes) -> int | None:
+    """The offset of the first byte of `data` that is not UTF-8, or None when all of it is."""
+    try:
+        data.decode()
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
 
 
 class UnsupportedMediaTypeError(QMError):

@@ -71,6 +71,19 @@ def test_malformed_json_is_a_400_saying_where(client: TestClient, tenant: Tenant
     }
 
 
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_byte(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """FastAPI itself had answered "There was an error parsing the body" (http_error)."""
+    error = _post_cost_center(client, tenant, b'{"slug":"cc-z","name":"Z\xe9"}', "application/json")
+    assert error == {
+        "status": 400,
+        "code": "malformed_body",
+        "message": "request body is not valid UTF-8: byte 0xe9 at line 1, column 25 (byte 24)",
+        "field": None,
+    }
+
+
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
 def test_a_body_not_sent_as_json_is_a_415_naming_json(
     client: TestClient, tenant: TenantHandle, content_type: str | None

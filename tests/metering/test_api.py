@@ -82,6 +82,20 @@ def test_malformed_json_names_the_position(http: httpx.Client, tenant: TenantHan
     assert "line 1, column 12 (byte 11)" in error["message"]
 
 
+def test_a_body_that_is_not_utf8_names_the_first_bad_byte(
+    http: httpx.Client, tenant: TenantHandle
+) -> None:
+    """orjson reports bad bytes anywhere as "surrogates not allowed" at byte 0."""
+    body = b'[{"id": "a\xc3\xa9"},\n {"id": "\xff\xfe"}]'
+    response = post(http, tenant.admin_token, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "malformed_body",
+        "message": "request body is not valid UTF-8: byte 0xff at line 2, column 10 (byte 25)",
+        "field": None,
+    }
+
+
 def test_partial_acceptance_keeps_the_valid_events(
     http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
 ) -> None:

@@ -85,15 +85,21 @@ def test_send_keeps_the_valid_lines_beside_a_malformed_one(
 ) -> None:
     bot = make_app()
     good = [usage_event(bot.app_id) for _ in range(3)]
-    file = write_jsonl(tmp_path / "bad.jsonl", [good[0], b'{"id": ', good[1], b"not json", good[2]])
-    result = runner.invoke(cli.app, ["send", str(file)], env=env(live_server, tenant))
-    assert result.exit_code == 1, result.output  # two lines were rejected
+    not_utf8 = b'{"id": "\xff\xfe"}'
+    lines = [good[0], b'{"id": ', good[1], b"not json", not_utf8, good[2]]
+    file = write_jsonl(tmp_path / "bad.jsonl", lines)
+    result = runner.invoke(
+        cli.app, ["send", str(file)], env=env(live_server, tenant) | {"COLUMNS": "300"}
+    )
+    assert result.exit_code == 1, result.output  # three lines were rejected
     assert "3 events sent" in result.output
     summary_row = next(line for line in result.output.splitlines() if "│" in line)
-    assert [cell.strip() for cell in summary_row.split("│")[1:4]] == ["3", "0", "2"]
+    assert [cell.strip() for cell in summary_row.split("│")[1:4]] == ["3", "0", "3"]
     rows = [line.split("│") for line in result.output.splitlines() if "invalid_json" in line]
-    assert [row[1].strip() for row in rows] == ["2", "4"]  # the file's line numbers
-    assert all("not valid JSON" in row[5] for row in rows)
+    assert [row[1].strip() for row in rows] == ["2", "4", "5"]  # the file's line numbers
+    assert all("not valid JSON" in row[5] for row in rows[:2])
+    # orjson said "surrogates not allowed (column 1)" of a line whose bad byte is its 9th
+    assert "not valid UTF-8: byte 0xff at byte 8 of the line" in rows[2][5]
     with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
         stored = client.get("/v1/events", params={"limit": 10}).json()["events"]
     assert {e["event"]["id"] for e in stored} >= {event["id"] for event in good}

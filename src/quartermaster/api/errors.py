@@ -77,10 +77,11 @@ async def _body_error(request: Request, first: dict[str, Any]) -> QMError | None
     JSON, missing, or not an object. None when the error is about a field."""
     loc = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
+        body = await request.body()
         try:
-            orjson.loads(await request.body())
+            orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return malformed_json(exc)
+            return malformed_json(exc, body)
         return MalformedBodyError("request body is not valid JSON")
     if loc != ("body",):
         return None
@@ -131,7 +132,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return _respond(body_error or _field_error(errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body that is not UTF-8 "There was an error parsing the body"
+            # (its json.loads fails before any JSON error): said as POST /v1/events says it.
+            body = await request.body()
+            try:
+                orjson.loads(body)
+            except orjson.JSONDecodeError as decode_error:
+                return _respond(malformed_json(decode_error, body))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         # A 405 carries Allow (RFC 9110 section 15.5.6): pass the exception's headers on.
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)

@@ -34,6 +34,7 @@ from quartermaster.cli.client import (
     out,
     plain,
 )
+from quartermaster.errors import invalid_utf8
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_BYTES, sign_event
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
@@ -100,13 +101,21 @@ def read_batches(path: Path, size: int) -> Iterator[FileBatch]:
             try:
                 batch.events.append((number, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
-                message = f"not valid JSON: {exc.msg} (column {exc.colno}); not sent"
-                batch.unreadable.append(_rejection(number, "invalid_json", message))
+                batch.unreadable.append(_rejection(number, "invalid_json", _unreadable(exc, line)))
             if len(batch.events) == size:
                 yield batch
                 batch = FileBatch()
     if batch.lines:
         yield batch
+
+
+def _unreadable(exc: orjson.JSONDecodeError, line: bytes) -> str:
+    """Why a line is not sent. orjson says a line that is not UTF-8 has "surrogates" at
+    column 1 wherever its bad bytes are: the first one is found, once orjson has failed."""
+    bad = invalid_utf8(line) if "UTF-8" in exc.msg else None
+    if bad is None:
+        return f"not valid JSON: {exc.msg} (column {exc.colno}); not sent"
+    return f"not valid UTF-8: byte 0x{line[bad]:02x} at byte {bad} of the line; not sent"
 
 
 def count_lines(path: Path) -> int:

@@ -21,7 +21,7 @@ def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[objec
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise malformed_json(exc) from None
+        raise malformed_json(exc, body) from None
     if type(parsed) is dict and media_type != BATCH:
         return [parsed]
     if type(parsed) is list and media_type != SINGLE:
