@@ -273,17 +273,27 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
 
     first = init()
     assert "created the server key, the root keyring and the identity key" in first
-    assert "the sqlite database is at the latest schema" in first
+    assert "created the sqlite database's schema" in first
     server_key = (data_dir / "server.key").read_bytes()
 
     again = init()
     assert "already initialized: its keys are kept as they were" in again
+    assert "the sqlite database is at the latest schema" in again
     assert "created" not in again
     assert (data_dir / "server.key").read_bytes() == server_key
 
     (data_dir / "identity-ed25519.pem").unlink()
     repaired = init()
     assert "created the identity key (kept the server key and the root keyring)" in repaired
+
+    # a database a release behind: init says it migrated it (it had said "at the latest")
+    with sqlite3.connect(data_dir / "qm.db") as connection:
+        connection.execute("DROP TABLE event_log_identity")
+        connection.execute(
+            "UPDATE alembic_version SET version_num = '0013' WHERE version_num = '0017'"
+        )
+    upgraded = init()
+    assert "kept as they were; migrated the sqlite database to the latest schema" in upgraded
 
 
 def test_init_makes_the_data_dir_private_and_warns_of_one_that_is_not(tmp_path: Path) -> None:

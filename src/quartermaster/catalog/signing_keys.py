@@ -7,11 +7,13 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App, AppSigningKey, SigningKeyStatus
 from quartermaster.catalog.sealing import seal, unseal
+from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, NotFoundError
 from quartermaster.metering.signing import SIGNING_SECRET_BYTES
@@ -162,3 +164,22 @@ def _apps_among(
         App.tenant_id == tenant_id, condition, App.app_id.in_(sorted(app_ids))
     )
     return set(session.scalars(query))
+
+
+def check_server_key(server_key: bytes, *, session: Session, key_source: str) -> None:
+    """Raise ConfigurationError when this data dir's server key is not the one the database's
+    app signing keys are sealed with: a second server given a fresh `qm init` on a shared
+    database had started, and answered every signed event and key read with a 500."""
+    row = session.execute(select(AppSigningKey.id, AppSigningKey.sealed_secret).limit(1)).first()
+    if row is None:
+        return
+    key_id, sealed = row
+    try:
+        unseal(sealed, server_key=server_key, purpose=_PURPOSE, context=key_id.encode())
+    except InvalidTag:
+        raise ConfigurationError(
+            f"the server key {key_source} is not the one this database's app signing keys are "
+            "sealed with: every server of one database needs the same server.key, "
+            "root-keys.json and identity-ed25519.pem; copy them from the data dir of the "
+            "server that created the database (docs/operations.md)"
+        ) from None

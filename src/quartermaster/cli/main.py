@@ -20,11 +20,14 @@ from quartermaster.config import (
     LogLevel,
     Settings,
     generate_server_key,
+    load_server_key,
     load_settings,
 )
 from quartermaster.errors import QMError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from quartermaster.api.app import BackgroundStarter
 
 app = typer.Typer(
@@ -84,9 +87,12 @@ def _settings(data_dir: Path | None) -> Settings:
 @app.command()
 def init(data_dir: DataDirOption = None) -> None:
     """Create the data dir, generate the server, root and identity keys, apply migrations."""
+    from sqlalchemy.orm import sessionmaker
+
     from quartermaster.secrets.identity import generate_identity_key, identity_key_path
     from quartermaster.secrets.keys import generate_root_keyring, keyring_path
     from quartermaster.storage import create_db_engine, upgrade_database
+    from quartermaster.storage.migrate import applied_revisions
 
     settings = _settings(data_dir)
     key_files = {
@@ -102,10 +108,22 @@ def init(data_dir: DataDirOption = None) -> None:
     generate_identity_key(settings)
     engine = create_db_engine(settings.resolved_database_url)
     try:
+        before = applied_revisions(engine)
         upgrade_database(engine)
+        migrated = applied_revisions(engine) != before
         dialect = engine.dialect.name
+        # A data dir whose keys are not the ones the database's secrets are sealed with (a
+        # second server's fresh `qm init` on a shared database) is said now, not as 500s.
+        _check_keys_match_database(settings, sessionmaker(engine))
     finally:
         engine.dispose()
+    schema = (
+        f"created the {dialect} database's schema"
+        if not before
+        else f"migrated the {dialect} database to the latest schema"
+        if migrated
+        else f"the {dialect} database is at the latest schema"
+    )
     where = escape(str(settings.data_dir))
     mode = settings.data_dir.stat().st_mode & 0o777
     if mode & 0o077:
@@ -114,17 +132,24 @@ def init(data_dir: DataDirOption = None) -> None:
             f"hold every tenant's data: chmod 700 {where}"
         )
     if len(kept) == len(key_files):
-        out().print(
-            f"{where} was already initialized: its keys are kept as they were; "
-            f"the {dialect} database is at the latest schema"
-        )
+        out().print(f"{where} was already initialized: its keys are kept as they were; {schema}")
         return
     created = [name for name in key_files if name not in kept]
     out().print(
         f"[green]initialized[/] {where}: created {_the_list(created)}"
         + (f" (kept {_the_list(kept)})" if kept else "")
-        + f"; the {dialect} database is at the latest schema (server key: {escape(str(key_path))})"
+        + f"; {schema} (server key: {escape(str(key_path))})"
     )
+
+
+def _check_keys_match_database(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    from quartermaster.catalog.signing_keys import check_server_key
+    from quartermaster.secrets.context import check_root_keys_hold_data_keys
+
+    key_path = settings.data_dir / SERVER_KEY_FILE
+    with session_factory() as session:
+        check_server_key(load_server_key(settings), session=session, key_source=str(key_path))
+    check_root_keys_hold_data_keys(settings, session_factory=session_factory)
 
 
 def _the_list(names: list[str]) -> str:
@@ -194,6 +219,7 @@ def serve(
         # startup traceback, after the pipeline had started.
         check_secrets_keys(settings)
         check_rate_limit_backend(settings)
+        _check_keys_match_database(settings, runtime.session_factory)
         application = create_app(
             settings, runtime=runtime, background=_background_services(), on_started=started
         )

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from quartermaster.config import Settings
+from quartermaster.config import ConfigurationError, Settings
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.secrets.envelope import (
@@ -20,7 +20,7 @@ from quartermaster.secrets.envelope import (
     wrap_data_key,
 )
 from quartermaster.secrets.identity import IdentitySigner, load_identity_key
-from quartermaster.secrets.keys import KeyProvider, build_key_provider
+from quartermaster.secrets.keys import KeyProvider, build_key_provider, keyring_path
 from quartermaster.secrets.models import DataKey
 from quartermaster.secrets.postgres import PostgresConnections
 
@@ -161,6 +161,30 @@ def check_secrets_keys(settings: Settings) -> None:
     (missing, malformed, readable by others): `qm serve` checks before anything starts."""
     _ = build_key_provider(settings).active_key_id
     load_identity_key(settings)
+
+
+def check_root_keys_hold_data_keys(
+    settings: Settings, *, session_factory: sessionmaker[Session]
+) -> None:
+    """Raise ConfigurationError when the database holds data keys wrapped with root keys this
+    server does not have: a server with another keyring on a shared database had started, and
+    answered every secret read with a 500."""
+    held = set(build_key_provider(settings).key_ids())
+    wrapped = count_by_root_key(session_factory=session_factory)
+    missing = {key_id: n for key_id, n in wrapped.items() if key_id not in held}
+    if not missing:
+        return
+    source = (
+        settings.secrets_root_key_env
+        if settings.secrets_key_provider == "env"
+        else str(keyring_path(settings))
+    )
+    raise ConfigurationError(
+        f"{sum(missing.values())} tenant data key(s) of this database are wrapped with root "
+        f"key(s) {', '.join(sorted(missing))} that this server's root keys ({source}) do not "
+        "hold: copy root-keys.json from the data dir of the server that created them, or give "
+        "every server the same keys (QM_SECRETS_KEY_PROVIDER=env; docs/secrets.md)"
+    )
 
 
 def build_secrets_context(runtime: Runtime) -> SecretsContext:
