@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,58 @@ def test_a_batch_over_the_byte_limit_is_split_down_to_the_event_too_large(
         "payload_too_large",
     )
     assert "body over 4,000 bytes" in too_large["message"]
+
+
+def test_duplicates_of_a_retried_batch_are_told_apart_from_those_stored_before(
+    tmp_path: Path,
+) -> None:
+    """The server commits a batch and its answer is lost: the retry finds the events stored
+    and says duplicate. Those are counted apart from the duplicates of a first attempt (events
+    stored before this send) and from a batch retried after a 429 (nothing stored)."""
+    file = write_jsonl(tmp_path / "e.jsonl", [{"id": f"e{i}"} for i in range(8)])
+    stored = {"e0"}  # sent by an earlier run: a true duplicate
+    posts: Counter[str] = Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ids = [event["id"] for event in orjson.loads(request.content)]
+        posts[ids[0]] += 1
+        if ids[0] == "e4" and posts["e4"] == 1:
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        if ids[0] == "e4" and posts["e4"] == 2:
+            stored.add("e5")  # stored by another client meanwhile: not this send's
+        new = [i for i in ids if i not in stored]
+        stored.update(new)
+        if ids[0] == "e2" and posts["e2"] == 1:
+            raise httpx.ReadError("connection reset")  # committed, the answer lost
+        duplicates = len(ids) - len(new)
+        return httpx.Response(
+            200, json={"accepted": len(new), "duplicates": duplicates, "rejected": []}
+        )
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://qm") as client:
+        summary = cli.send_batches(
+            client, cli.read_batches(file, 2), max_attempts=3, sleep=lambda _s: None
+        )
+    assert stored == {f"e{i}" for i in range(8)}
+    assert (summary.accepted, summary.duplicates, summary.retried_duplicates) == (4, 4, 2)
+    assert summary.retries == 2
+    console = Console(width=80, record=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "out", lambda: console)
+        cli.print_summary(summary, file)
+    text = " ".join(console.export_text().split())
+    assert (
+        "duplicate 4 (2 of them in retried batches: stored by an attempt whose answer was "
+        "lost); stored by this send: up to 6 (accepted + those)"
+    ) in text
+
+
+def test_a_send_without_lost_answers_says_nothing_of_retried_batches(tmp_path: Path) -> None:
+    console = Console(width=80, record=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "out", lambda: console)
+        cli.print_summary(cli.SendSummary(sent=3, accepted=1, duplicates=2), tmp_path / "e")
+    assert "retried batches" not in console.export_text()
 
 
 def test_reconciliation_table_keeps_a_month_of_totals_whole_at_80_columns() -> None:

@@ -60,6 +60,9 @@ class SendSummary:
     sent: int = 0
     accepted: int = 0
     duplicates: int = 0
+    # Of `duplicates`, those of batches sent again after an attempt that may have stored them
+    # (its answer was lost): mostly stored by this send, not before it (docs/events.md).
+    retried_duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)  # each with its file "line"
     retries: int = 0
 
@@ -67,6 +70,7 @@ class SendSummary:
         self.sent += other.sent
         self.accepted += other.accepted
         self.duplicates += other.duplicates
+        self.retried_duplicates += other.retried_duplicates
         self.rejected.extend(other.rejected)
         self.retries += other.retries
 
@@ -151,25 +155,35 @@ def post_batch(
     max_attempts: int,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[str], None] = lambda _reason: None,
+    on_unknown: Callable[[], None] = lambda: None,
 ) -> httpx.Response:
     """POST one batch, retrying connection errors, 5xx and 429. Safe to repeat: the server
-    deduplicates on (source, id), so a batch stored before a lost response counts once."""
+    deduplicates on (source, id), so a batch stored before a lost response counts once; the
+    retries after an attempt that may have stored it are told to `on_unknown`, as its events
+    then come back as duplicates."""
     problem = ""
     for attempt in range(1, max_attempts + 1):
         retry_after = None
+        stored_maybe = True
         try:
             response = client.post(
                 "/v1/events", content=body, headers={"Content-Type": BATCH_CONTENT_TYPE}
             )
         except httpx.TransportError as exc:
             problem = f"{type(exc).__name__}: {exc}"
+            # A connection never made sent nothing; one lost after the body went may have
+            # been committed before its answer was.
+            stored_maybe = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
         else:
             if response.status_code not in RETRY_STATUSES:
                 return response
             problem = f"HTTP {response.status_code}"
             retry_after = response.headers.get("Retry-After")
+            stored_maybe = response.status_code != 429  # refused before anything was stored
         if attempt < max_attempts:
             on_retry(problem)
+            if stored_maybe:
+                on_unknown()
             sleep(backoff_seconds(attempt, retry_after))
     raise DeliveryError(f"gave up after {max_attempts} attempts; last error: {problem}")
 
@@ -204,8 +218,14 @@ def send_batches(
         if not events:
             return delivered
         body = orjson.dumps([prepare(event) for _line, event in events])
+        unknown: list[bool] = []
         response = post_batch(
-            client, body, max_attempts=max_attempts, sleep=sleep, on_retry=retry_reasons.append
+            client,
+            body,
+            max_attempts=max_attempts,
+            sleep=sleep,
+            on_retry=retry_reasons.append,
+            on_unknown=lambda: unknown.append(True),
         )
         if response.status_code == 413 and len(events) > 1:
             # Over the server's byte limit (large events at the default batch size): each
@@ -226,6 +246,8 @@ def send_batches(
         delivered.sent = len(events)
         delivered.accepted = report["accepted"]
         delivered.duplicates = report["duplicates"]
+        if unknown:
+            delivered.retried_duplicates = report["duplicates"]
         for rejection in report["rejected"]:
             delivered.rejected.append({**rejection, "line": events[rejection["index"]][0]})
         return delivered
@@ -268,6 +290,14 @@ def print_summary(summary: SendSummary, path: Path) -> None:
         f"{summary.retries:,}",
     )
     out().print(table)
+    if summary.retried_duplicates:
+        # The server stored these on an attempt whose answer never came; the retry found them
+        # there. Without this an interrupted send looked as if it had stored too few.
+        out().print(
+            f"duplicate {summary.duplicates:,} ({summary.retried_duplicates:,} of them in "
+            "retried batches: stored by an attempt whose answer was lost); stored by this "
+            f"send: up to {summary.accepted + summary.retried_duplicates:,} (accepted + those)"
+        )
     if summary.rejected:
         shown = summary.rejected[:SHOWN_REJECTIONS]
         rejections = Table(title=f"first {len(shown)} of {len(summary.rejected):,} rejections")
