@@ -121,7 +121,13 @@ def _check_roles(platform: Platform, run: dict[str, Any]) -> None:
     member_json = platform.client.get(
         f"/v1/billing/runs/{run['id']}/export", params={"format": "json"}, headers=member
     ).json()
-    assert member_json["documents"][0]["total"] == "19.031212"  # its team's, not the invoice's
+    # As the document's detail: the invoice total hidden, the team's sum as visible_total.
+    summary = member_json["documents"][0]
+    assert (summary["total"], summary["visible_total"], summary["team"]) == (
+        None,
+        "19.031212",
+        "data",
+    )
     for headers in (member, finance):
         refused = platform.client.post(f"/v1/billing/runs/{run['id']}/finalize", headers=headers)
         assert refused.status_code == 403

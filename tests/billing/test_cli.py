@@ -192,6 +192,17 @@ def test_a_team_member_sees_its_teams_lines_and_no_total(qm: CliRunner, platform
         assert "13 lines" not in shown
         assert "59.52" not in shown
     assert "no lines" in shown  # ops: said in words instead of empty tables
+    # The JSON export's header is the API's: the invoice total hidden, the team's sum apart.
+    key = platform.key_for("team-member", team="data")["Authorization"].removeprefix("Bearer ")
+    exported = json.loads(_ok(qm, "bill", "export", run_id, "--format", "json", "--api-key", key))
+    (document,) = exported["documents"]
+    assert (document["total"], document["visible_total"], document["team"]) == (
+        None,
+        "19.031212",
+        "data",
+    )
+    assert document["line_count"] == 13  # the document's, as GET /v1/billing/runs/{id} says
+    assert {line["team_id"] for line in exported["lines"]} == {"data"}
     listed = _ok(qm, "bill", "list", "--api-key", key)
     assert re.search(rf"{run_id} │ draft\s+│ 2026-01\s+│ hidden │", listed)
     assert "USD" not in listed

@@ -102,11 +102,12 @@ def chargeback_csv(documents: Iterable[DocumentLines]) -> str:
 
 
 def document_summary(
-    document: BillingDocument, lines: Sequence[BillingLine] | None = None
+    document: BillingDocument, lines: Sequence[BillingLine], *, team: str | None = None
 ) -> dict[str, str | int | None]:
-    """The document's header; with `lines` (a team's share of it) the total and line count
-    are those of the lines given."""
-    total = document.total if lines is None else sum((line.amount for line in lines), Decimal(0))
+    """The document's header as the API gives it to the caller: a team-member's (`team`,
+    whose lines `lines` are) has `total` null, since the document's total is every team's,
+    and `visible_total` the sum of its team's lines; `line_count` is the document's."""
+    visible_total = sum((line.amount for line in lines), Decimal(0))
     return {
         "id": document.id,
         "document_type": document.doc_type,
@@ -119,16 +120,18 @@ def document_summary(
         "price_book": document.price_book,
         "price_book_versions": document.price_book_versions,
         "currency": document.currency,
-        "total": format(total, "f"),
-        "line_count": document.line_count if lines is None else len(lines),
+        "total": None if team is not None else format(document.total, "f"),
+        "visible_total": format(visible_total, "f"),
+        "team": team,
+        "line_count": document.line_count,
     }
 
 
-def chargeback_json(documents: Sequence[DocumentLines], *, partial: bool = False) -> str:
-    """`partial`: the lines are a subset (a team's), so totals are of those lines only."""
+def chargeback_json(documents: Sequence[DocumentLines], *, team: str | None = None) -> str:
+    """`team`: the lines are that team's only (a team-member's export)."""
     body = {
         "documents": [
-            document_summary(document, lines if partial else None) for document, lines in documents
+            document_summary(document, lines, team=team) for document, lines in documents
         ],
         "lines": chargeback_records(documents),
     }

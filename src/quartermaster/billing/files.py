@@ -73,7 +73,7 @@ def export_document(
     if export_format is ExportFormat.CSV:
         return ExportFile(chargeback_csv(parts), "text/csv; charset=utf-8", f"{stem}.csv")
     if export_format is ExportFormat.JSON:
-        content = chargeback_json(parts, partial=team is not None)
+        content = chargeback_json(parts, team=team)
         return ExportFile(content, "application/json", f"{stem}.json")
     context = focus_context(caller.tenant_id, session=session)
     return ExportFile(focus_csv(parts, context), "text/csv; charset=utf-8", f"{stem}-focus.csv")
