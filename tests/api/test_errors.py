@@ -3,10 +3,15 @@ or not sent as JSON, 405's Allow, and the last-resort 500 — all in the one err
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from quartermaster.api.app import create_app
+from quartermaster.config import Settings
+from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 
 HUGE = 10**25  # past SQLite's and PostgreSQL's 64-bit INTEGER
@@ -128,3 +133,33 @@ def test_405_says_which_methods_are_allowed(client: TestClient) -> None:
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert response.headers["allow"] == "GET"
+
+
+def test_a_body_over_the_limit_is_refused_on_every_route_before_it_is_read(
+    settings: Settings, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    # A JSON route had read a 6 MB body whole (and answered 422), the caller's key unchecked.
+    small = settings.model_copy(update={"max_body_bytes": 1000})
+    body = b'{"slug": "cc-big", "name": "' + b"x" * 2000 + b'"}'
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    with TestClient(create_app(small, runtime=runtime)) as client:
+        declared = client.post("/v1/cost-centers", content=body, headers=headers)
+        assert declared.status_code == 413
+        assert declared.json()["error"] == {
+            "code": "payload_too_large",
+            "message": f"request body is {len(body):,} bytes; the limit is 1,000 bytes "
+            "(QM_MAX_BODY_BYTES)",
+            "field": None,
+        }
+        unauthenticated = client.post("/v1/cost-centers", content=body)
+        assert unauthenticated.status_code == 413
+
+        def chunks(payload: bytes) -> Iterator[bytes]:  # no Content-Length: sent chunked
+            yield from (payload[i : i + 300] for i in range(0, len(payload), 300))
+
+        chunked = client.post("/v1/cost-centers", content=chunks(body), headers=headers)
+        assert chunked.status_code == 413
+        assert "more than 1,000 bytes" in chunked.json()["error"]["message"]
+        fits = b'{"slug": "cc-small", "name": "Small"}'
+        accepted = client.post("/v1/cost-centers", content=chunks(fits), headers=headers)
+        assert accepted.status_code == 201, accepted.text

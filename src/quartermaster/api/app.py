@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from quartermaster import __version__
+from quartermaster.api.body_limit import BodyLimit
 from quartermaster.api.errors import install_error_handlers
 from quartermaster.api.openapi import install_openapi
 from quartermaster.config import Settings
@@ -81,6 +82,9 @@ def create_app(
     )
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, own_limits=frozenset({"/v1/events"})
+    )
 
     @app.get("/healthz", tags=["system"], summary="Liveness")
     def healthz() -> dict[str, str]:
