@@ -32,7 +32,7 @@ def test_clean_version_publishes_with_every_check_recorded(
     assert {n: c["outcome"] for n, c in checks.items()} == {
         "schema": "pass", "data_scope": "pass", "secrets": "pass", "pii": "pass", "bandit": "pass"
     }  # fmt: skip
-    again = submit(client, tenant, manifest(), package=package)  # a retry is a no-op
+    again = submit(client, tenant, manifest(), package=package, expect=200)  # a retry: no-op
     assert again["created_at"] == version["created_at"]
     other = submit(client, tenant, manifest(title="Changed"), package=package, expect=409)
     assert "immutable" in other["error"]["message"]

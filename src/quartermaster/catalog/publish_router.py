@@ -216,12 +216,20 @@ async def search(
     "/apps/{app_id}/versions",
     status_code=201,
     summary="Submit a version (registers the app on first use); publish=true publishes it",
-    responses=error_responses(404, 409, 413, 422),
+    responses={
+        200: {"model": AppVersionOut, "description": "This exact version was stored already"},
+        **error_responses(404, 409, 413, 422),
+    },
 )
 def submit_version(
-    app_id: str, body: VersionSubmit, caller: Writer, session: SessionDep, cache: PolicyCacheDep
+    app_id: str,
+    body: VersionSubmit,
+    caller: Writer,
+    session: SessionDep,
+    cache: PolicyCacheDep,
+    response: Response,
 ) -> AppVersionOut:
-    view = versions.submit_version(
+    submitted = versions.submit_version(
         caller,
         app_id,
         body.manifest,
@@ -230,7 +238,9 @@ def submit_version(
         cache=cache,
         session=session,
     )
-    return _version_out(view)
+    if not submitted.created:  # a retry: nothing new, as a price book re-sent answers
+        response.status_code = 200
+    return _version_out(submitted.view)
 
 
 @router.get("/apps/{app_id}/versions", summary="An app's versions", responses=error_responses(404))

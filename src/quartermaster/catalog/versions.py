@@ -69,6 +69,12 @@ class VersionView:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmittedVersion:
+    view: VersionView
+    created: bool  # False: the same manifest and package were stored already (a retry)
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalView:
     id: str
     app_id: str
@@ -231,7 +237,7 @@ def submit_version(
     publish: bool,
     cache: PolicyCache,
     session: Session,
-) -> VersionView:
+) -> SubmittedVersion:
     """Store a version of an app (registering the app from its manifest on first use), and
     publish it at once when asked. Sending the same manifest and package again is a no-op."""
     manifest = require_manifest(manifest_data)
@@ -243,6 +249,7 @@ def submit_version(
     app = _ensure_app(caller, manifest, session)
     content = _content(manifest, package_zip)
     row = _same_version(caller.tenant_id, app, manifest, content, session)
+    created = row is None
     if row is None:
         row = AppVersion(
             tenant_id=caller.tenant_id,
@@ -257,10 +264,11 @@ def submit_version(
         session.add(row)
         session.commit()
     if publish and row.state == VersionState.DRAFT.value:
-        return publish_version(
+        published = publish_version(
             caller, app_id, manifest.version, package_zip=package_zip, cache=cache, session=session
         )
-    return _view(row, app_id)
+        return SubmittedVersion(published, created)
+    return SubmittedVersion(_view(row, app_id), created)
 
 
 def publish_version(
