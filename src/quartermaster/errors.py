@@ -82,6 +82,12 @@ class UnsupportedMediaTypeError(QMError):
     code = "unsupported_media_type"
 
 
+class ServiceUnavailableError(QMError):
+    """A service the answer needs cannot be reached (HTTP 503); retrying later may work."""
+
+    code = "service_unavailable"
+
+
 class RateLimitedError(QMError):
     code = "rate_limited"
 

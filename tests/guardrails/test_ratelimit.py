@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from quartermaster.api.app import create_app
 from quartermaster.config import ConfigurationError, Settings
 from quartermaster.guardrails.ratelimit import (
     MemoryRateLimiter,
@@ -18,6 +19,7 @@ from quartermaster.guardrails.ratelimit import (
     check_rate_limit_backend,
     gcra,
 )
+from quartermaster.runtime import build_runtime
 from tests.conftest import TenantHandle, free_port
 from tests.guardrails.support import build_world, ok
 
@@ -115,3 +117,29 @@ def test_qm_serve_refuses_a_redis_backend_it_cannot_reach(tmp_path: Path) -> Non
     assert message.startswith(f"cannot reach Redis at 127.0.0.1:{port} (QM_REDIS_URL)")
     assert "s3cret" not in message
     check_rate_limit_backend(Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{port}"))
+
+
+def test_a_redis_that_goes_away_is_a_503_naming_it(
+    settings: Settings, tenant: TenantHandle
+) -> None:
+    # Reachable at start, gone later: every decision and ingest had answered a bare 500.
+    port = free_port()
+    unreachable = settings.model_copy(
+        update={"rate_limit_backend": "redis", "redis_url": f"redis://:s3cret@127.0.0.1:{port}/0"}
+    )
+    runtime = build_runtime(unreachable, migrate=False)
+    try:
+        with TestClient(create_app(unreachable, runtime=runtime)) as client:
+            world = build_world(client, tenant)
+            rule = {"scope_kind": "app", "scope": world.app, "rate": "5", "burst": 2}
+            ok(client.put("/v1/rate-limits", json=rule, headers=world.headers))
+            refused = client.post("/v1/decisions", json={"app": world.app}, headers=world.headers)
+    finally:
+        runtime.close()
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "service_unavailable"
+    assert error["message"].startswith(
+        f"rate limits cannot be checked: Redis at 127.0.0.1:{port} (QM_REDIS_URL) cannot be "
+    )
+    assert "s3cret" not in refused.text

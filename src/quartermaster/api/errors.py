@@ -22,6 +22,7 @@ from quartermaster.errors import (
     PermissionDeniedError,
     QMError,
     RateLimitedError,
+    ServiceUnavailableError,
     UnsupportedMediaTypeError,
     malformed_json,
 )
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: dict[type[QMError], int] = {
     PayloadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
     RateLimitedError: 429,
+    ServiceUnavailableError: 503,
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from quartermaster.config import ConfigurationError, Settings
+from quartermaster.errors import ServiceUnavailableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +110,23 @@ class RedisRateLimiter:
         self._client: Any = redis.Redis.from_url(url, socket_timeout=2.0)
         self._script: Any = self._client.register_script(GCRA_SCRIPT)
         self._prefix = prefix
+        self._unreachable = (redis.ConnectionError, redis.TimeoutError)
+        self._target = _host_and_port(self._client)
 
     def acquire(self, key: str, *, rate: float, burst: int, cost: int = 1) -> RateDecision:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        allowed, retry, remaining = self._script(
-            keys=[self._prefix + key], args=[rate, burst, cost]
-        )
+        try:
+            allowed, retry, remaining = self._script(
+                keys=[self._prefix + key], args=[rate, burst, cost]
+            )
+        except self._unreachable as exc:
+            # Refused rather than let through: a limit that cannot be counted is not applied
+            # silently. Clients retry a 503; `qm events send` does.
+            raise ServiceUnavailableError(
+                f"rate limits cannot be checked: Redis at {self._target} (QM_REDIS_URL) "
+                f"cannot be reached ({exc}); retry later"
+            ) from None
         retry_after = float(retry.decode() if isinstance(retry, bytes) else retry)
         return RateDecision(bool(allowed), retry_after, int(remaining))
 
@@ -124,6 +135,12 @@ class RedisRateLimiter:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _host_and_port(client: Any) -> str:
+    """Where a Redis client connects, without the URL's password."""
+    where = client.connection_pool.connection_kwargs
+    return f"{where.get('host', '?')}:{where.get('port', '?')}"
 
 
 def check_rate_limit_backend(settings: Settings) -> None:
@@ -137,11 +154,9 @@ def check_rate_limit_backend(settings: Settings) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        where = client.connection_pool.connection_kwargs
-        target = f"{where.get('host', '?')}:{where.get('port', '?')}"  # the URL may hold a password
         raise ConfigurationError(
-            f"cannot reach Redis at {target} (QM_REDIS_URL), the rate-limit backend "
-            f"(QM_RATE_LIMIT_BACKEND=redis): {exc}"
+            f"cannot reach Redis at {_host_and_port(client)} (QM_REDIS_URL), the rate-limit "
+            f"backend (QM_RATE_LIMIT_BACKEND=redis): {exc}"
         ) from None
     finally:
         client.close()
