@@ -197,6 +197,11 @@ def serve(
     settings = settings.model_copy(update={"log_level": level})
     bind_host = host or settings.host
     bind_port = port if port is not None else settings.port
+    # Starting takes seconds (migrations, the usage store's recovery, the validation worker):
+    # said at once, so a restart does not look hung until the ready line.
+    Console(stderr=True, highlight=False).print(
+        "qm serve: starting (database schema, keys, usage store, pipeline) ...", soft_wrap=True
+    )
     runtime = build_runtime(settings)
 
     def started() -> None:
