@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from quartermaster.api.app import create_app
+from quartermaster.cli.events import body_limit
 from quartermaster.domain.events import event_json_schema
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime, build_runtime
@@ -387,6 +388,8 @@ def test_too_many_bytes_is_413_naming_the_limit(limited: LimitedServer) -> None:
     declared = post(limited.http, limited.token, body)
     assert declared.status_code == 413
     assert "limit is 4,000 bytes" in declared.json()["error"]["message"]
+    # qm events send reads the limit from this wording
+    assert body_limit(declared.json()["error"]["message"]) == 4000
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the bytes read are counted
         for start in range(0, len(body), 1000):
@@ -398,6 +401,7 @@ def test_too_many_bytes_is_413_naming_the_limit(limited: LimitedServer) -> None:
         headers={**bearer(limited.token), "Content-Type": BATCH},
     )
     assert streamed.status_code == 413
+    assert body_limit(streamed.json()["error"]["message"]) == 4000
     assert "limit is 4,000 bytes" in streamed.json()["error"]["message"]
 
 

@@ -396,7 +396,44 @@ def test_a_batch_over_the_byte_limit_is_split_down_to_the_event_too_large(
         "e2",
         "payload_too_large",
     )
-    assert "body over 4,000 bytes" in too_large["message"]
+    # The server's "split the batch" cannot help a batch of one: the event itself is said.
+    assert too_large["message"].startswith("the event alone is 5,")
+    assert "over the server's limit for a request (QM_MAX_BODY_BYTES)" in too_large["message"]
+
+
+def test_the_limit_a_413_names_is_kept_and_events_over_it_are_not_sent(tmp_path: Path) -> None:
+    """Once the server has said its byte limit, a batch over it is split and an event over
+    it alone is rejected without a round trip (a 100 MB event had been sent ten times)."""
+    events = [{"id": f"e{i}", "pad": "x" * (5000 if i in (2, 4) else 10)} for i in range(6)]
+    file = write_jsonl(tmp_path / "e.jsonl", events)
+    sent: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append([event["id"] for event in orjson.loads(request.content)])
+        if len(request.content) > 4000:
+            message = (
+                f"request body is {len(request.content):,} bytes; the limit is 4,000 bytes "
+                "(QM_MAX_BODY_BYTES): split the batch"
+            )
+            return httpx.Response(
+                413, json={"error": {"code": "payload_too_large", "message": message}}
+            )
+        count = len(sent[-1])
+        return httpx.Response(200, json={"accepted": count, "duplicates": 0, "rejected": []})
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://qm") as client:
+        summary = cli.send_batches(client, cli.read_batches(file, 6), max_attempts=1)
+    assert sent == [[f"e{i}" for i in range(6)], ["e0"], ["e1"], ["e3"], ["e5"]]
+    assert (summary.sent, summary.accepted) == (6, 4)
+    assert [(r["id"], r["reason"]) for r in summary.rejected] == [
+        ("e2", "payload_too_large"),
+        ("e4", "payload_too_large"),
+    ]
+    assert all(
+        "over the server's limit of 4,000 bytes for a request (QM_MAX_BODY_BYTES): no batch "
+        "can carry it" in r["message"]
+        for r in summary.rejected
+    )
 
 
 def test_duplicates_of_a_retried_batch_are_told_apart_from_those_stored_before(

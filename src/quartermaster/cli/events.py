@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -188,12 +189,28 @@ def post_batch(
     raise DeliveryError(f"gave up after {max_attempts} attempts; last error: {problem}")
 
 
-def _too_large(event: tuple[int, object], response: httpx.Response) -> dict[str, Any]:
-    """One event over the server's request limit, as a rejection of its line."""
+# How the server's 413 names its byte limit (metering/router.py); a test holds the two together.
+_BODY_LIMIT = re.compile(r"the limit is ([\d,]+) bytes \(QM_MAX_BODY_BYTES\)")
+
+
+def body_limit(message: str) -> int | None:
+    """The server's QM_MAX_BODY_BYTES as its 413 says it, or None when it does not."""
+    match = _BODY_LIMIT.search(message)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def _too_large(event: tuple[int, object], size: int, limit: int | None) -> dict[str, Any]:
+    """One event over the server's request limit on its own, as a rejection of its line: the
+    server's 413 says to split the batch, which cannot help a batch of one."""
     line, body = event
     raw_id = body.get("id") if isinstance(body, dict) else None
     event_id = raw_id if isinstance(raw_id, str) else None
-    return _rejection(line, "payload_too_large", f"{error_message(response)}; not stored", event_id)
+    over = f"the server's limit of {limit:,} bytes" if limit is not None else "the server's limit"
+    message = (
+        f"the event alone is {size:,} bytes as sent, over {over} for a request "
+        "(QM_MAX_BODY_BYTES): no batch can carry it; not stored"
+    )
+    return _rejection(line, "payload_too_large", message, event_id)
 
 
 def send_batches(
@@ -212,12 +229,31 @@ def send_batches(
     of a few batches whatever the file's size."""
     summary = SendSummary()
     retry_reasons: list[str] = []  # appended from the sending threads (atomic)
+    # The server's byte limit, once a 413 has said it: a batch known to be over it is split,
+    # and an event over it alone rejected, without sending it (appended from the threads).
+    limits: list[int] = []
+
+    def halves(events: list[tuple[int, object]]) -> SendSummary:
+        # Over the server's byte limit (large events at the default batch size): each half
+        # goes on its own, down to single events.
+        half = len(events) // 2
+        delivered = deliver(events[:half])
+        delivered.add(deliver(events[half:]))
+        return delivered
 
     def deliver(events: list[tuple[int, object]]) -> SendSummary:
         delivered = SendSummary()
         if not events:
             return delivered
         body = orjson.dumps([prepare(event) for _line, event in events])
+        size = len(body)
+        if limits and size > limits[-1]:
+            del body
+            if len(events) > 1:
+                return halves(events)
+            delivered.sent = 1
+            delivered.rejected.append(_too_large(events[0], size, limits[-1]))
+            return delivered
         unknown: list[bool] = []
         response = post_batch(
             client,
@@ -227,16 +263,18 @@ def send_batches(
             on_retry=retry_reasons.append,
             on_unknown=lambda: unknown.append(True),
         )
-        if response.status_code == 413 and len(events) > 1:
-            # Over the server's byte limit (large events at the default batch size): each
-            # half goes on its own, down to single events.
-            half = len(events) // 2
-            delivered = deliver(events[:half])
-            delivered.add(deliver(events[half:]))
-            return delivered
+        del body
         if response.status_code == 413:
+            limit = body_limit(error_message(response))
+            if limit is not None:
+                limits.append(limit)
+            # The response holds its request, the whole body: kept while the halves are sent
+            # it was one more copy per level (1.5 GB for a 100 MB event in a batch of 1,000).
+            del response
+            if len(events) > 1:
+                return halves(events)
             delivered.sent = 1
-            delivered.rejected.append(_too_large(events[0], response))
+            delivered.rejected.append(_too_large(events[0], size, limit))
             return delivered
         if response.status_code not in (200, 422) or "accepted" not in response.json():
             # Raised, not printed here: every batch in flight gets the same answer (a wrong
