@@ -441,7 +441,7 @@ def test_duplicates_of_a_retried_batch_are_told_apart_from_those_stored_before(
 ) -> None:
     """The server commits a batch and its answer is lost: the retry finds the events stored
     and says duplicate. Those are counted apart from the duplicates of a first attempt (events
-    stored before this send) and from a batch retried after a 429 (nothing stored)."""
+    stored before this send) and from a batch retried after a 429 or 503 (nothing stored)."""
     file = write_jsonl(tmp_path / "e.jsonl", [{"id": f"e{i}"} for i in range(8)])
     stored = {"e0"}  # sent by an earlier run: a true duplicate
     posts: Counter[str] = Counter()
@@ -452,6 +452,8 @@ def test_duplicates_of_a_retried_batch_are_told_apart_from_those_stored_before(
         if ids[0] == "e4" and posts["e4"] == 1:
             return httpx.Response(429, headers={"Retry-After": "0"})
         if ids[0] == "e4" and posts["e4"] == 2:
+            return httpx.Response(503)  # the rate limiter's store away: refused, not stored
+        if ids[0] == "e4" and posts["e4"] == 3:
             stored.add("e5")  # stored by another client meanwhile: not this send's
         new = [i for i in ids if i not in stored]
         stored.update(new)
@@ -468,7 +470,7 @@ def test_duplicates_of_a_retried_batch_are_told_apart_from_those_stored_before(
         )
     assert stored == {f"e{i}" for i in range(8)}
     assert (summary.accepted, summary.duplicates, summary.retried_duplicates) == (4, 4, 2)
-    assert summary.retries == 2
+    assert summary.retries == 3
     console = Console(width=80, record=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "out", lambda: console)

@@ -180,7 +180,9 @@ def post_batch(
                 return response
             problem = f"HTTP {response.status_code}"
             retry_after = response.headers.get("Retry-After")
-            stored_maybe = response.status_code != 429  # refused before anything was stored
+            # 429 and 503 (the server's rate limiter, a proxy with no server up) refuse
+            # before anything is stored; a 500, 502 or 504 may come after the commit.
+            stored_maybe = response.status_code not in (429, 503)
         if attempt < max_attempts:
             on_retry(problem)
             if stored_maybe:
