@@ -388,6 +388,7 @@ def test_too_many_bytes_is_413_naming_the_limit(limited: LimitedServer) -> None:
     declared = post(limited.http, limited.token, body)
     assert declared.status_code == 413
     assert "limit is 4,000 bytes" in declared.json()["error"]["message"]
+    assert "an event over the limit alone cannot be sent" in declared.json()["error"]["message"]
     # qm events send reads the limit from this wording
     assert body_limit(declared.json()["error"]["message"]) == 4000
 

@@ -92,7 +92,7 @@ def _too_large_message(size: int | None, limit: int) -> str:
     given = f"{size:,} bytes" if size is not None else f"more than {limit:,} bytes"
     return (
         f"request body is {given}; the limit is {limit:,} bytes (QM_MAX_BODY_BYTES): "
-        "split the batch"
+        "split the batch (an event over the limit alone cannot be sent)"
     )
 
 
