@@ -3,12 +3,14 @@ held to the same rules as the old ones."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from quartermaster.api.app import create_app
+from quartermaster.api.openapi import complete
 from quartermaster.config import Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
@@ -99,3 +101,28 @@ def test_bodies_that_are_not_json_are_declared_as_what_they_are(spec: dict[str, 
     assert set(export["content"]) == {"text/csv", "application/json"}
     upload = spec["paths"]["/v1/price-books"]["post"]["responses"]
     assert upload["200"]["content"] == upload["201"]["content"]
+
+
+def test_operation_ids_are_short_unique_names_a_client_can_use(spec: dict[str, Any]) -> None:
+    ids = [op["operationId"] for _, _, op in _operations(spec)]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for operation_id in ids:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", operation_id), operation_id
+        assert "_v1_" not in operation_id, operation_id
+    # Stable: the route function's name, which generated clients' method names come from.
+    assert spec["paths"]["/v1/cost-centers/{slug}"]["get"]["operationId"] == "get_cost_center"
+    assert spec["paths"]["/healthz"]["get"]["operationId"] == "healthz"
+
+
+def test_a_name_two_routes_share_is_told_apart_by_tag() -> None:
+    spec = complete(
+        {
+            "paths": {
+                "/a": {"get": {"operationId": "get_one", "tags": ["catalog publishing"]}},
+                "/b": {"get": {"operationId": "get_one", "tags": ["pricing"]}},
+                "/c": {"get": {"operationId": "list_all", "tags": ["pricing"]}},
+            }
+        }
+    )
+    ids = [op["operationId"] for _, _, op in _operations(spec)]
+    assert ids == ["catalog_publishing_get_one", "pricing_get_one", "list_all"]

@@ -11,7 +11,7 @@ from fastapi_offline import FastAPIOffline
 from quartermaster import __version__
 from quartermaster.api.body_limit import BodyLimit
 from quartermaster.api.errors import install_error_handlers
-from quartermaster.api.openapi import install_openapi
+from quartermaster.api.openapi import install_openapi, operation_id
 from quartermaster.config import Settings
 from quartermaster.runtime import Runtime, build_runtime
 
@@ -79,6 +79,7 @@ def create_app(
         version=__version__,
         description="Metering, chargeback and governance for platforms of micro-apps.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     install_openapi(app)

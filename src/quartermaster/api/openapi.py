@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from quartermaster.api.errors import ErrorBody
 from quartermaster.api.responses import MEANING
@@ -33,6 +34,29 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("policy", "Rego policies, their exceptions and the decision log."),
     ("guardrails", "Budgets, quotas, rate limits, admission decisions, alerts and webhooks."),
 )
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route function's name: a generated client's method names (`get_cost_center`, not
+    FastAPI's `get_cost_center_v1_cost_centers__slug__get`), stable while the function keeps
+    its name. Two functions of one name are told apart by tag in `complete`."""
+    return route.name
+
+
+def _tag_prefix(operation: dict[str, Any]) -> str:
+    tags: list[str] = operation.get("tags") or ["untagged"]
+    return tags[0].replace(" ", "_")
+
+
+def _unique_operation_ids(operations: list[dict[str, Any]]) -> None:
+    """A name two routes share (in two packages) is prefixed with each one's tag, so no id
+    depends on which route was included first."""
+    seen: dict[str, int] = {}
+    for operation in operations:
+        seen[operation["operationId"]] = seen.get(operation["operationId"], 0) + 1
+    for operation in operations:
+        if seen[operation["operationId"]] > 1:
+            operation["operationId"] = f"{_tag_prefix(operation)}_{operation['operationId']}"
 
 
 def _error(status: int) -> dict[str, Any]:
@@ -67,10 +91,14 @@ def _complete_operation(path: str, operation: dict[str, Any]) -> None:
 
 
 def complete(spec: dict[str, Any]) -> dict[str, Any]:
-    """`spec` with the error model applied to every operation (changed in place)."""
+    """`spec` with the error model applied to every operation and its id made unique
+    (changed in place)."""
+    every: list[dict[str, Any]] = []
     for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
             _complete_operation(path, operation)
+            every.append(operation)
+    _unique_operation_ids([op for op in every if "operationId" in op])
     schemas: dict[str, Any] = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in _FASTAPI_ERROR_SCHEMAS:
         schemas.pop(name, None)

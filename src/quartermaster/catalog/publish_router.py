@@ -244,7 +244,7 @@ def submit_version(
 
 
 @router.get("/apps/{app_id}/versions", summary="An app's versions", responses=error_responses(404))
-def list_versions(app_id: str, caller: Reader, session: SessionDep) -> list[AppVersionOut]:
+def list_app_versions(app_id: str, caller: Reader, session: SessionDep) -> list[AppVersionOut]:
     return [_version_out(v) for v in versions.list_versions(caller, app_id, session=session)]
 
 
@@ -253,7 +253,9 @@ def list_versions(app_id: str, caller: Reader, session: SessionDep) -> list[AppV
     summary="One version with its check results and policy decision",
     responses=error_responses(404),
 )
-def get_version(app_id: str, version: str, caller: Reader, session: SessionDep) -> AppVersionOut:
+def get_app_version(
+    app_id: str, version: str, caller: Reader, session: SessionDep
+) -> AppVersionOut:
     return _version_out(versions.get_version(caller, app_id, version, session=session))
 
 

@@ -181,7 +181,7 @@ def open_lease(
 @router.get(
     "/resource-leases/{lease_id}", summary="One resource lease", responses=error_responses(404)
 )
-def get_lease(lease_id: str, caller: Reader, session: SessionDep) -> ResourceLeaseOut:
+def get_resource_lease(lease_id: str, caller: Reader, session: SessionDep) -> ResourceLeaseOut:
     return ResourceLeaseOut.model_validate(resources.get_lease(caller, lease_id, session=session))
 
 

@@ -128,7 +128,7 @@ def set_default_price_book(
     summary="Every version of a price book",
     responses=error_responses(404),
 )
-def list_versions(
+def list_price_book_versions(
     name: NamePath, caller: BillingReader, session: SessionDep
 ) -> list[PriceBookVersionOut]:
     rows = service.list_versions(caller.tenant_id, name, session=session)
@@ -148,7 +148,7 @@ def _detail(caller_tenant: str, name: str, version: int, session: Session) -> di
     summary="One version of a price book, with its document",
     responses=error_responses(404),
 )
-def get_version(
+def get_price_book_version(
     name: NamePath,
     version: Annotated[Int64, Path(ge=1)],
     caller: BillingReader,
