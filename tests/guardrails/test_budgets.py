@@ -109,6 +109,18 @@ def test_notify_budget_alerts_without_enforcing(
     assert ok(client.get("/v1/enforcements", headers=world.headers)) == []
 
 
+def test_a_budget_answers_its_thresholds_as_it_was_given_them(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """A client sending `thresholds: [80, 50]` reads back a list of integers (sorted, without
+    repeats), not the stored text "50,80"."""
+    world = build_world(client, tenant)
+    made = budget(client, world, scope_kind="tenant", thresholds=[80, 50, 80])
+    assert made["thresholds"] == [50, 80]
+    listed = ok(client.get("/v1/budgets", headers=world.headers))
+    assert [b["thresholds"] for b in listed if b["id"] == made["id"]] == [[50, 80]]
+
+
 def test_budget_input_errors_name_the_field(client: TestClient, tenant: TenantHandle) -> None:
     world = build_world(client, tenant)
     cases = [

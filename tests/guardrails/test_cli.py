@@ -33,7 +33,7 @@ def test_budget_quota_decide_and_alerts_commands(
         "--scope", world.team, "-t", "50", "-t", "90", "--action", "halt",
     ).output  # fmt: skip
     assert f"created budget team-cap: 100 per month for team {world.team}" in made
-    assert "halt at 100%" in made
+    assert "thresholds 50,90%, halt at 100%" in made
     tenant_wide = qm("budget", "create", "all", "--amount", "500").output
     assert "created budget all: 500 per month for the tenant," in tenant_wide
     budgets = qm("budget", "list").output

@@ -93,7 +93,7 @@ def budget_create(
     target = f"{made['scope_kind']} {made['scope']}" if made["scope"] else "the tenant"
     out().print(
         f"created budget {made['name']}: {made['amount']} per {made['period']} for "
-        f"{target}, thresholds {made['thresholds']}%, "
+        f"{target}, thresholds {','.join(str(t) for t in made['thresholds'])}%, "
         f"{made['action']} at {made['hard_percent']}%"
     )
 
@@ -114,7 +114,7 @@ def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
             "name": budget["name"],
             "applies to": _scope(budget),
             "limit": f"{budget['amount']} a {budget['period']}",
-            "alerts at": f"{budget['thresholds'].replace(',', ', ')} %"
+            "alerts at": f"{', '.join(str(t) for t in budget['thresholds'])} %"
             if budget["thresholds"]
             else "never",
             "then": f"{budget['action']} at {budget['hard_percent']} %",

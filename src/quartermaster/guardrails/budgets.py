@@ -64,8 +64,13 @@ def parse_thresholds(values: tuple[int, ...]) -> str:
     return ",".join(str(v) for v in sorted(set(values)))
 
 
+def split_thresholds(stored: str) -> list[int]:
+    """The percentages a budget row keeps as "50,80,100"."""
+    return [int(part) for part in stored.split(",") if part]
+
+
 def thresholds_of(budget: Budget) -> list[int]:
-    return [int(part) for part in budget.thresholds.split(",") if part]
+    return split_thresholds(budget.thresholds)
 
 
 def crossed(spend: Decimal, amount: Decimal, thresholds: list[int]) -> list[int]:

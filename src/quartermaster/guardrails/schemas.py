@@ -7,7 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from quartermaster.guardrails.budgets import split_thresholds
 
 
 class _In(BaseModel):
@@ -36,11 +38,17 @@ class BudgetOut(_Out):
     scope: str
     period: str
     amount: Decimal
-    thresholds: str
+    thresholds: list[int] = Field(description="Soft alert percentages, ascending.")
     hard_percent: int
     action: str
     created_by: str
     created_at: datetime
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        # The row keeps them as "50,80,100"; the API answers them as BudgetIn takes them.
+        return split_thresholds(value) if isinstance(value, str) else value
 
 
 class EvaluationOut(BaseModel):
