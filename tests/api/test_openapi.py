@@ -126,3 +126,92 @@ def test_a_name_two_routes_share_is_told_apart_by_tag() -> None:
     )
     ids = [op["operationId"] for _, _, op in _operations(spec)]
     assert ids == ["catalog_publishing_get_one", "pricing_get_one", "list_all"]
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        resolved: dict[str, Any] = spec["components"]["schemas"][schema["$ref"].split("/")[-1]]
+        return resolved
+    return schema
+
+
+def _enum(spec: dict[str, Any], schema: dict[str, Any]) -> list[str] | None:
+    """The values a (possibly optional, possibly referenced) string schema allows."""
+    schema = _resolve(spec, schema)
+    if "enum" in schema:
+        return list(schema["enum"])
+    for option in schema.get("anyOf", []) + schema.get("allOf", []):
+        found = _enum(spec, option)
+        if found is not None:
+            return found
+    return None
+
+
+# Body fields and query parameters whose value is one of a fixed set the server checks.
+CHOICE_FIELDS = {
+    ("BudgetIn", "scope_kind"): ["tenant", "cost_center", "team", "app"],
+    ("BudgetIn", "period"): ["month", "day"],
+    ("BudgetIn", "action"): ["notify", "throttle", "halt"],
+    ("BudgetOut", "action"): ["notify", "throttle", "halt"],
+    ("DefaultCapIn", "applies_to"): ["ephemeral", "non_production"],
+    ("DefaultCapIn", "period"): ["month", "day"],
+    ("DefaultCapIn", "action"): ["throttle", "halt"],
+    ("QuotaIn", "scope_kind"): ["tenant", "team"],
+    ("QuotaIn", "resource"): ["concurrency", "cpu", "memory", "gpu", "jobs"],
+    ("LimitRangeIn", "scope_kind"): ["tenant", "team"],
+    ("LimitRangeIn", "resource"): ["concurrency", "cpu", "memory", "gpu", "runtime"],
+    ("RateLimitIn", "scope_kind"): ["tenant", "app", "user"],
+    ("WebhookIn", "format"): ["json", "slack"],
+    ("WebhookIn", "min_severity"): ["info", "warning", "critical"],
+    ("DeliveryOut", "status"): ["pending", "delivered", "dead"],
+    ("AlertOut", "kind"): ["budget_threshold", "default_cap", "anomaly", "high_cost_event"],
+    ("DocumentOut", "status"): ["draft", "finalized"],
+    ("DocumentOut", "kind"): ["invoice", "chargeback"],
+    ("RunCreate", "kind"): ["invoice", "chargeback"],
+    ("ApprovalOut", "status"): None,
+    ("AppCreate", "lifecycle"): None,
+    ("RevokeOut", "status"): ["revoked", "already_ended", "not_found"],
+}
+CHOICE_PARAMS = {
+    ("/v1/alerts", "kind"): ["budget_threshold", "default_cap", "anomaly", "high_cost_event"],
+    ("/v1/webhook-deliveries", "status"): ["pending", "delivered", "dead"],
+    ("/v1/billing/runs", "status"): ["draft", "finalized"],
+    ("/v1/billing/runs", "kind"): ["invoice", "chargeback"],
+    ("/v1/approvals", "status"): None,
+    ("/v1/apps", "lifecycle"): None,
+}
+
+
+@pytest.mark.parametrize(("model", "field"), list(CHOICE_FIELDS))
+def test_a_choice_field_lists_its_values(spec: dict[str, Any], model: str, field: str) -> None:
+    values = _enum(spec, spec["components"]["schemas"][model]["properties"][field])
+    assert values, f"{model}.{field}"
+    expected = CHOICE_FIELDS[(model, field)]
+    assert expected is None or values == expected, f"{model}.{field}"
+
+
+@pytest.mark.parametrize(("path", "name"), list(CHOICE_PARAMS))
+def test_a_choice_parameter_lists_its_values(spec: dict[str, Any], path: str, name: str) -> None:
+    [param] = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+    values = _enum(spec, param["schema"])
+    assert values, f"{path} {name}"
+    expected = CHOICE_PARAMS[(path, name)]
+    assert expected is None or values == expected, f"{path} {name}"
+
+
+def test_no_choice_is_left_in_prose_only(spec: dict[str, Any]) -> None:
+    """A description reading "a | b | c" is a choice a generated client should type."""
+    prose = re.compile(r"^[a-z_]+( \| [a-z_]+)+")
+    loose = [
+        f"{name}.{field}"
+        for name, schema in spec["components"]["schemas"].items()
+        for field, prop in schema.get("properties", {}).items()
+        if prose.match(prop.get("description", "")) and _enum(spec, prop) is None
+    ]
+    loose += [
+        f"{method.upper()} {path} ?{param['name']}"
+        for method, path, op in _operations(spec)
+        for param in op.get("parameters", [])
+        if prose.match(param.get("description", "")) and _enum(spec, param["schema"]) is None
+    ]
+    assert loose == []

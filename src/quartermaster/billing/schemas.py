@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from quartermaster.billing.models import RunKind
+from quartermaster.api.params import one_of
+from quartermaster.billing.models import DocumentStatus, DocumentType, RunKind
 from quartermaster.domain.money import FixedDecimal
 
 
@@ -46,9 +47,9 @@ class Outcome(enum.StrEnum):
 
 class DocumentOut(_Out):
     id: str
-    document_type: str = Field(validation_alias="doc_type")
-    kind: str
-    status: str
+    document_type: Annotated[str, one_of(DocumentType)] = Field(validation_alias="doc_type")
+    kind: Annotated[str, one_of(RunKind)]
+    status: Annotated[str, one_of(DocumentStatus)]
     corrects_run_id: str | None = Field(validation_alias="corrects_id")
     sequence: int
     period_start: datetime

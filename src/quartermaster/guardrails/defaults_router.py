@@ -100,8 +100,8 @@ def _preview(row: CostPreview) -> CostPreviewOut:
 def get_cost_previews(
     caller: Reader,
     session: SessionDep,
-    app: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    app: Annotated[str | None, Query(description="Only previews of this app (its slug).")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many, newest first.")] = 50,
 ) -> list[CostPreviewOut]:
     rows = previews.list_previews(caller, app=app, limit=limit, session=session)
     return [_preview(r) for r in rows]

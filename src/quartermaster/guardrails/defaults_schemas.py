@@ -4,28 +4,36 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from quartermaster.api.params import one_of
+from quartermaster.guardrails.budgets import BudgetPeriod
+from quartermaster.guardrails.caps import CAP_ACTIONS, CapTarget
+
+CapTargetName = Annotated[str, one_of(CapTarget)]
+CapPeriodName = Annotated[str, one_of(BudgetPeriod)]
+CapActionName = Annotated[str, one_of(CAP_ACTIONS)]
 
 
 class DefaultCapIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    applies_to: str = Field(description="ephemeral | non_production")
+    applies_to: CapTargetName = Field(description="ephemeral | non_production")
     amount: Decimal = Field(description="Hard cap per app and period, price book currency.")
-    period: str = Field(default="month", description="month | day (tenant time zone)")
-    action: str = Field(default="halt", description="throttle | halt")
+    period: CapPeriodName = Field(default="month", description="month | day (tenant time zone)")
+    action: CapActionName = Field(default="halt", description="throttle | halt")
 
 
 class DefaultCapOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    applies_to: str
+    applies_to: CapTargetName
     amount: Decimal
-    period: str
-    action: str
+    period: CapPeriodName
+    action: CapActionName
     created_by: str
     created_at: datetime
 

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query, Response
 
 from quartermaster.api.deps import AdminCaller, Ingester, Reader, RuntimeDep, SessionDep
 from quartermaster.api.errors import ErrorBody
+from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
 from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
-from quartermaster.guardrails.alerts import alert_details, list_alerts
+from quartermaster.guardrails.alerts import ALERT_KINDS, alert_details, list_alerts
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.history import list_actions
@@ -122,7 +123,9 @@ def lift_enforcement(
 def get_actions(
     caller: Reader,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="At most this many, newest first.")
+    ] = 100,
 ) -> list[ActionOut]:
     rows = list_actions(caller.tenant_id, limit=limit, session=session)
     return [ActionOut.model_validate(r) for r in rows]
@@ -145,9 +148,12 @@ def get_alerts(
     caller: Reader,
     session: SessionDep,
     kind: Annotated[
-        str | None, Query(description="budget_threshold | default_cap | anomaly | high_cost_event")
+        Annotated[str, one_of(ALERT_KINDS)] | None,
+        Query(description="Only alerts of this kind (default: every kind)."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="At most this many, newest first.")
+    ] = 100,
 ) -> list[AlertOut]:
     rows = list_alerts(caller.tenant_id, kind=kind, limit=limit, session=session)
     return [_alert(a) for a in rows]
@@ -328,9 +334,16 @@ def delete_webhook(webhook_id: str, caller: AdminCaller, session: SessionDep) ->
 def get_deliveries(
     caller: AdminCaller,
     session: SessionDep,
-    status: Annotated[str | None, Query(description="pending | delivered | dead")] = None,
-    webhook_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: Annotated[
+        Annotated[str, one_of(webhooks.DeliveryStatus)] | None,
+        Query(description="Only deliveries in this state; dead: the dead-letter list."),
+    ] = None,
+    webhook_id: Annotated[
+        str | None, Query(description="Only deliveries to this webhook (its id).")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="At most this many, newest first.")
+    ] = 100,
 ) -> list[DeliveryOut]:
     rows = webhooks.list_deliveries(
         caller.tenant_id, status=status, webhook_id=webhook_id, limit=limit, session=session

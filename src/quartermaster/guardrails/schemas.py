@@ -5,11 +5,30 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from quartermaster.guardrails.budgets import split_thresholds
+from quartermaster.api.params import one_of
+from quartermaster.guardrails.alerts import ALERT_KINDS, Severity
+from quartermaster.guardrails.budgets import (
+    BUDGET_SCOPES,
+    BudgetAction,
+    BudgetPeriod,
+    split_thresholds,
+)
+from quartermaster.guardrails.quantities import LIMIT_RESOURCES, RESOURCES
+from quartermaster.guardrails.quotas import QUOTA_SCOPES
+from quartermaster.guardrails.rate_rules import RATE_SCOPES
+from quartermaster.guardrails.webhooks import DeliveryStatus, WebhookFormat
+
+# Choices as the spec lists them; the services check them (and word a wrong one's 422).
+BudgetScopeKind = Annotated[str, one_of(BUDGET_SCOPES)]
+BudgetPeriodName = Annotated[str, one_of(BudgetPeriod)]
+BudgetActionName = Annotated[str, one_of(BudgetAction)]
+QuotaScopeKind = Annotated[str, one_of(QUOTA_SCOPES)]
+RateScopeKind = Annotated[str, one_of(RATE_SCOPES)]
+SeverityName = Annotated[str, one_of(Severity)]
 
 
 class _In(BaseModel):
@@ -22,25 +41,25 @@ class _Out(BaseModel):
 
 class BudgetIn(_In):
     name: str
-    scope_kind: str = Field(description="tenant | cost_center | team | app")
+    scope_kind: BudgetScopeKind = Field(description="tenant | cost_center | team | app")
     scope: str | None = Field(default=None, description="The slug; none for tenant.")
     amount: Decimal = Field(description="The period's budget in the price book's currency.")
-    period: str = Field(default="month", description="month | day (tenant time zone)")
+    period: BudgetPeriodName = Field(default="month", description="month | day (tenant time zone)")
     thresholds: list[int] = Field(default=[50, 80, 100], description="Soft alert percentages.")
     hard_percent: int = Field(default=100, description="Percent of amount where action applies.")
-    action: str = Field(default="notify", description="notify | throttle | halt")
+    action: BudgetActionName = Field(default="notify", description="notify | throttle | halt")
 
 
 class BudgetOut(_Out):
     id: str
     name: str
-    scope_kind: str
+    scope_kind: BudgetScopeKind
     scope: str
-    period: str
+    period: BudgetPeriodName
     amount: Decimal
     thresholds: list[int] = Field(description="Soft alert percentages, ascending.")
     hard_percent: int
-    action: str
+    action: BudgetActionName
     created_by: str
     created_at: datetime
 
@@ -81,8 +100,8 @@ class ActionOut(_Out):
 
 class AlertOut(BaseModel):
     id: str
-    kind: str
-    severity: str
+    kind: Annotated[str, one_of(ALERT_KINDS)]
+    severity: SeverityName
     title: str
     message: str
     details: dict[str, Any]
@@ -90,17 +109,19 @@ class AlertOut(BaseModel):
 
 
 class QuotaIn(_In):
-    scope_kind: str = Field(description="tenant | team")
+    scope_kind: QuotaScopeKind = Field(description="tenant | team")
     scope: str | None = None
-    resource: str = Field(description="concurrency | cpu | memory | gpu | jobs")
+    resource: Annotated[str, one_of(RESOURCES)] = Field(
+        description="concurrency | cpu | memory | gpu | jobs"
+    )
     hard: str = Field(description="A quantity: 20, 500m, 50Gi")
 
 
 class QuotaOut(_Out):
     id: str
-    scope_kind: str
+    scope_kind: QuotaScopeKind
     scope: str
-    resource: str
+    resource: Annotated[str, one_of(RESOURCES)]
     hard: int
     used: int
     hard_text: str
@@ -108,24 +129,26 @@ class QuotaOut(_Out):
 
 
 class LimitRangeIn(_In):
-    scope_kind: str
+    scope_kind: QuotaScopeKind = Field(description="tenant | team")
     scope: str | None = None
-    resource: str = Field(description="concurrency | cpu | memory | gpu | runtime")
+    resource: Annotated[str, one_of(LIMIT_RESOURCES)] = Field(
+        description="concurrency | cpu | memory | gpu | runtime"
+    )
     default_request: str | None = None
     max: str | None = None
 
 
 class LimitRangeOut(_Out):
     id: str
-    scope_kind: str
+    scope_kind: QuotaScopeKind
     scope: str
-    resource: str
+    resource: Annotated[str, one_of(LIMIT_RESOURCES)]
     default_request: int | None
     max: int | None
 
 
 class RateLimitIn(_In):
-    scope_kind: str = Field(description="tenant | app | user")
+    scope_kind: RateScopeKind = Field(description="tenant | app | user")
     scope: str | None = Field(default=None, description="app slug, principal id, or *")
     rate: Decimal = Field(description="Requests per second.")
     burst: int = Field(description="Requests allowed at once from idle.")
@@ -133,7 +156,7 @@ class RateLimitIn(_In):
 
 class RateLimitOut(_Out):
     id: str
-    scope_kind: str
+    scope_kind: RateScopeKind
     scope: str
     rate: Decimal
     burst: int
@@ -186,8 +209,10 @@ class ReservationOut(_Out):
 
 class WebhookIn(_In):
     url: str = Field(description="http(s) URL the alerts are POSTed to.")
-    format: str = Field(default="json", description="json | slack (Slack-compatible message)")
-    min_severity: str = Field(default="info", description="info | warning | critical")
+    format: Annotated[str, one_of(WebhookFormat)] = Field(
+        default="json", description="json | slack (Slack-compatible message)"
+    )
+    min_severity: SeverityName = Field(default="info", description="info | warning | critical")
     secret: str | None = Field(
         default=None, description="Signing secret (16-128 chars); generated when omitted."
     )
@@ -196,8 +221,8 @@ class WebhookIn(_In):
 class WebhookOut(_Out):
     id: str
     url: str
-    format: str
-    min_severity: str
+    format: Annotated[str, one_of(WebhookFormat)]
+    min_severity: SeverityName
     created_at: datetime
 
 
@@ -209,7 +234,7 @@ class DeliveryOut(_Out):
     id: str
     webhook_id: str
     alert_id: str
-    status: str
+    status: Annotated[str, one_of(DeliveryStatus)]
     attempts: int
     next_attempt_at: datetime
     last_error: str | None

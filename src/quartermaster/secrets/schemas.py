@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from quartermaster.api.params import Int64
+from quartermaster.api.params import Int64, one_of
 from quartermaster.secrets.access import AccessRule
 from quartermaster.secrets.dynamic import DynamicCredential
 from quartermaster.secrets.engines import EngineInfo
@@ -222,7 +223,9 @@ class RenewIn(BaseModel):
 
 class RevokeOut(BaseModel):
     lease_id: str
-    status: str = Field(description="revoked | already_ended | not_found (all are success).")
+    status: Annotated[str, one_of(("revoked", "already_ended", "not_found"))] = Field(
+        description="All three are success: the lease is not live."
+    )
     cleanup_pending: bool
 
     @classmethod
