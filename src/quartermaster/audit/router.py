@@ -69,9 +69,13 @@ class VerifyOut(BaseModel):
 def get_records(
     caller: AdminCaller,
     session: SessionDep,
-    after: Annotated[Int64, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-    action: str | None = None,
+    after: Annotated[
+        Int64, Query(ge=0, description="Records after this position (a page's next_after).")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000, description="At most this many records.")] = 1000,
+    action: Annotated[
+        str | None, Query(description="Only records of this action (e.g. revoke).")
+    ] = None,
 ) -> AuditPage:
     page = list_records(
         caller.tenant_id, after_position=after, limit=limit, action=action, session=session

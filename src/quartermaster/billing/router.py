@@ -128,9 +128,13 @@ def create_run(
 def list_runs(
     caller: Reader,
     session: SessionDep,
-    kind: RunKind | None = None,
-    status: DocumentStatus | None = None,
-    document_type: DocumentType = DocumentType.RUN,
+    kind: Annotated[RunKind | None, Query(description="Only runs of this kind.")] = None,
+    status: Annotated[
+        DocumentStatus | None, Query(description="Only drafts, or only finalized runs.")
+    ] = None,
+    document_type: Annotated[
+        DocumentType, Query(description="run: the bills of periods; adjustment: corrections.")
+    ] = DocumentType.RUN,
 ) -> list[DocumentOut]:
     documents = service.list_documents(
         caller, doc_type=document_type, kind=kind, status=status, session=session
@@ -207,8 +211,12 @@ def export_run(
     run_id: RunId,
     caller: Reader,
     session: SessionDep,
-    export_format: Annotated[files.ExportFormat, Query(alias="format")] = files.ExportFormat.CSV,
-    include_adjustments: bool = False,
+    export_format: Annotated[
+        files.ExportFormat, Query(alias="format", description="The file's format.")
+    ] = files.ExportFormat.CSV,
+    include_adjustments: Annotated[
+        bool, Query(description="Add the lines of the run's adjustment documents.")
+    ] = False,
 ) -> Response:
     exported = files.export_document(
         caller,
@@ -254,7 +262,11 @@ def create_adjustment(
     "/adjustments", summary="Adjustment documents (of one run)", responses=error_responses()
 )
 def list_adjustments(
-    caller: Reader, session: SessionDep, run_id: str | None = None
+    caller: Reader,
+    session: SessionDep,
+    run_id: Annotated[
+        str | None, Query(description="Only the adjustments of this finalized run.")
+    ] = None,
 ) -> list[DocumentOut]:
     documents = service.list_documents(
         caller, doc_type=DocumentType.ADJUSTMENT, corrects=run_id, session=session
@@ -285,7 +297,9 @@ def get_preview(
     caller: Reader,
     session: SessionDep,
     calculator: PreviewCalculator,
-    price_book: str | None = None,
+    price_book: Annotated[
+        str | None, Query(description="Price book name; default: the tenant's default.")
+    ] = None,
 ) -> PreviewOut:
     result = preview.preview(caller, calculator=calculator, session=session, price_book=price_book)
     return PreviewOut(

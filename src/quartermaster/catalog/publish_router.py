@@ -196,13 +196,19 @@ def _search(
 async def search(
     caller: Reader,
     runtime: RuntimeDep,
-    q: str = "",
-    tag: str | None = None,
-    team: str | None = None,
-    capability: Capability | None = None,
-    pricing_model: PricingModelName | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1000)] = 0,
+    q: Annotated[str, Query(description="Words to match, best first; empty: every app.")] = "",
+    tag: Annotated[str | None, Query(description="Only apps with this tag.")] = None,
+    team: Annotated[str | None, Query(description="Only apps of this team (its slug).")] = None,
+    capability: Annotated[
+        Capability | None, Query(description="Only apps declaring this capability.")
+    ] = None,
+    pricing_model: Annotated[
+        PricingModelName | None, Query(description="Only apps priced this way.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="At most this many results.")] = 20,
+    offset: Annotated[
+        int, Query(ge=0, le=1000, description="Skip this many results (the next page).")
+    ] = 0,
 ) -> Response:
     # The hot read path: one threadpool hop for the session and the search together, and
     # the result's dataclasses (the fields of SearchOut, which documents the response) written
@@ -311,7 +317,11 @@ def quarantine_version(
 
 @router.get("/approvals", summary="Approval requests", responses=error_responses())
 def list_approvals(
-    caller: Reader, session: SessionDep, status: ApprovalStatus | None = None
+    caller: Reader,
+    session: SessionDep,
+    status: Annotated[
+        ApprovalStatus | None, Query(description="Only requests in this state.")
+    ] = None,
 ) -> list[ApprovalOut]:
     views = versions.list_approvals(caller, status=status, session=session)
     return [ApprovalOut.model_validate(v, from_attributes=True) for v in views]

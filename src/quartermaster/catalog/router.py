@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from quartermaster.api.deps import Reader, RuntimeDep, SessionDep, require_roles
 from quartermaster.api.responses import error_responses
@@ -54,9 +54,11 @@ def register_app(body: AppCreate, caller: CatalogWriter, session: SessionDep) ->
 def list_apps(
     caller: Reader,
     session: SessionDep,
-    team: str | None = None,
-    cost_center: str | None = None,
-    lifecycle: Lifecycle | None = None,
+    team: Annotated[str | None, Query(description="Only apps of this team (its slug).")] = None,
+    cost_center: Annotated[
+        str | None, Query(description="Only apps of this cost center (its slug).")
+    ] = None,
+    lifecycle: Annotated[Lifecycle | None, Query(description="Only apps at this stage.")] = None,
 ) -> list[AppOut]:
     apps = service.list_apps(
         caller, team=team, cost_center=cost_center, lifecycle=lifecycle, session=session
@@ -147,8 +149,8 @@ def register_resource(
 def list_resources(
     caller: Reader,
     session: SessionDep,
-    resource_id: str | None = None,
-    app_id: str | None = None,
+    resource_id: Annotated[str | None, Query(description="Only bindings of this resource.")] = None,
+    app_id: Annotated[str | None, Query(description="Only bindings to this app.")] = None,
 ) -> list[ResourceOut]:
     spans = resources.list_resources(
         caller, resource_id=resource_id, app_id=app_id, session=session

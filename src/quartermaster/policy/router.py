@@ -155,7 +155,12 @@ def list_policies(caller: Reader, session: SessionDep) -> list[PolicyOut]:
     "/policies/{name}", summary="A policy (latest or ?version=N)", responses=error_responses(404)
 )
 def get_policy(
-    name: str, caller: Reader, session: SessionDep, version: Int64 | None = None
+    name: str,
+    caller: Reader,
+    session: SessionDep,
+    version: Annotated[
+        Int64 | None, Query(description="This version; default: the latest.")
+    ] = None,
 ) -> PolicyOut:
     view = service.get_policy(caller, name, version=version, session=session)
     return PolicyOut.model_validate(view, from_attributes=True)
@@ -186,8 +191,12 @@ def try_policy(body: PolicyTry, caller: Reader, session: SessionDep) -> VerdictO
 def list_decisions(
     caller: BillingReader,
     session: SessionDep,
-    subject: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    subject: Annotated[
+        str | None, Query(description="Only decisions about this (app@version, budget:name).")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="At most this many, newest first.")
+    ] = 100,
 ) -> list[PolicyDecisionOut]:
     views = service.list_decisions(caller, subject=subject, limit=limit, session=session)
     return [PolicyDecisionOut.model_validate(v, from_attributes=True) for v in views]
@@ -223,7 +232,11 @@ def grant_exception(body: ExceptionGrant, caller: AdminCaller, session: SessionD
     "/policy-exceptions", summary="Exceptions (active, or all)", responses=error_responses()
 )
 def list_exceptions(
-    caller: Reader, session: SessionDep, include_lapsed: bool = False
+    caller: Reader,
+    session: SessionDep,
+    include_lapsed: Annotated[
+        bool, Query(description="Expired and revoked exceptions too.")
+    ] = False,
 ) -> list[ExceptionOut]:
     views = service.list_exceptions(caller, include_lapsed=include_lapsed, session=session)
     return [ExceptionOut.model_validate(v, from_attributes=True) for v in views]

@@ -28,9 +28,9 @@ router = APIRouter(tags=["leases"])
 def list_leases(
     requester: RequesterDep,
     session: SessionDep,
-    prefix: str = "",
-    all: bool = False,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    prefix: Annotated[str, Query(description="Only leases on paths starting with this.")] = "",
+    all: Annotated[bool, Query(description="Ended leases too (default: live ones only).")] = False,
+    limit: Annotated[int, Query(ge=1, le=5000, description="At most this many leases.")] = 500,
 ) -> LeaseList:
     found = leases.list_leases(
         requester, prefix=prefix, live_only=not all, limit=limit, session=session

@@ -67,8 +67,12 @@ def read_secret(
     requester: RequesterDep,
     ctx: SecretsContextDep,
     session: SessionDep,
-    version: Annotated[Int64 | None, Query(ge=1)] = None,
-    ttl_seconds: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[
+        Int64 | None, Query(ge=1, description="This version; default: the latest.")
+    ] = None,
+    ttl_seconds: Annotated[
+        int | None, Query(ge=1, description="The lease's length (capped by the maximum).")
+    ] = None,
 ) -> SecretOut:
     value = kv.read_secret(
         requester, path, version=version, ttl_seconds=ttl_seconds, ctx=ctx, session=session
@@ -80,8 +84,8 @@ def read_secret(
 def list_secrets(
     requester: RequesterDep,
     session: SessionDep,
-    prefix: str = "",
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    prefix: Annotated[str, Query(description="Only paths starting with this.")] = "",
+    limit: Annotated[int, Query(ge=1, le=5000, description="At most this many paths.")] = 1000,
 ) -> SecretList:
     metas = kv.list_secrets(requester, prefix=prefix, limit=limit, session=session)
     return SecretList(secrets=[SecretMetaOut.of(m) for m in metas])
@@ -236,8 +240,12 @@ async def redact_stream(
     request: Request,
     requester: RequesterDep,
     ctx: SecretsContextDep,
-    prefix: str = "",
-    lease_id: Annotated[list[str] | None, Query()] = None,
+    prefix: Annotated[
+        str, Query(description="Only values of live leases on paths starting with this.")
+    ] = "",
+    lease_id: Annotated[
+        list[str] | None, Query(description="Only the values of these leases (repeatable).")
+    ] = None,
 ) -> StreamingResponse:
     def build() -> Redactor:
         with ctx.session_factory() as session:
