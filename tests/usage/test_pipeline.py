@@ -3,6 +3,7 @@ usage store, the reconciliation window, dated ownership, leases, crashes, accoun
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from quartermaster.usage.pipeline import (
     MAIN_STREAM,
     LogMismatchError,
     check_log_binding,
+    main_consumer,
     pipeline_worker,
     run_pipeline_until_drained,
 )
@@ -193,7 +195,7 @@ def test_crash_between_commit_and_ack_does_not_double_count(
     worker = pipeline_worker(usage_runtime)
     assert worker.run_pass() is False  # logged and retried, never raised
     assert worker.status().last_error == "ConnectionError: the process died before acknowledging"
-    assert log.position(MAIN_CONSUMER) == 0
+    assert log.position(main_consumer(usage_runtime.usage_store)) == 0
     monkeypatch.undo()
     usage_runtime.close()  # the "process" ends; a new one opens the same files
     restarted = build_runtime(usage_runtime.settings, migrate=False)
@@ -203,7 +205,8 @@ def test_crash_between_commit_and_ack_does_not_double_count(
         got = totals(platform)
         assert got[("research", "ds", "bot", "tokens")].quantity_sum == 4
         assert got[("research", "ds", "bot", "tokens")].event_count == 2
-        assert restarted.event_log.position(MAIN_CONSUMER) == restarted.event_log.head()
+        consumer = main_consumer(restarted.usage_store)
+        assert restarted.event_log.position(consumer) == restarted.event_log.head()
     finally:
         restarted.close()
 
@@ -298,6 +301,94 @@ def test_a_store_from_before_log_ids_is_refused_when_it_is_ahead_of_the_log(
     )
     check_log_binding(store, usage_runtime.event_log, store_name="usage.duckdb")
     assert store.log_binding() == usage_runtime.event_log.log_id()
+
+
+def test_a_store_rebuilt_twice_and_the_stores_of_two_servers_each_rate_every_event(
+    platform: Platform, usage_runtime: Runtime
+) -> None:
+    # One log, several stores: each reads from its own position. With one shared cursor a
+    # rebuilt store resumed where another store had got to (a second rebuild of the same
+    # range rated nothing; a second server's store skipped what the first had rated).
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+
+    def send(count: int) -> None:
+        platform.append(
+            [
+                platform.event(INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=now - H)
+                for _ in range(count)
+            ]
+        )
+
+    def rated(runtime: Runtime) -> int:
+        run_pipeline_until_drained(runtime)
+        platform.runtime = runtime
+        return totals(platform)[("research", "ds", "bot", "tokens")].event_count
+
+    send(5)
+    assert rated(usage_runtime) == 5
+    settings = usage_runtime.settings
+    usage_runtime.close()
+    for _ in range(2):  # moved aside, twice
+        settings.usage_store_path.unlink()
+        rebuilt = build_runtime(settings, migrate=False)
+        assert rated(rebuilt) == 5
+        rebuilt.close()
+    second_dir = settings.data_dir.parent / "second"
+    second_dir.mkdir(mode=0o700)
+    shutil.copy(settings.data_dir / "server.key", second_dir / "server.key")
+    second_server = build_runtime(
+        settings.model_copy(update={"data_dir": second_dir}), migrate=False
+    )
+    first_server = build_runtime(settings, migrate=False)
+    try:
+        send(3)
+        assert rated(first_server) == 8  # ahead of the second server's store
+        assert rated(second_server) == 8
+        send(2)
+        assert rated(second_server) == 10
+        assert rated(first_server) == 10
+    finally:
+        second_server.close()
+        first_server.close()
+
+
+def test_a_store_from_before_per_store_consumers_resumes_from_its_own_position(
+    platform: Platform, usage_runtime: Runtime
+) -> None:
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    store, log = usage_runtime.usage_store, usage_runtime.event_log
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=now - H)
+            for _ in range(4)
+        ]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    # as such a store was: its main stream on the shared consumer, acknowledged there
+    main = next(s for s in store.streams() if s.name == MAIN_STREAM)
+    store.add_streams([StreamState(MAIN_STREAM, MAIN_CONSUMER, position=main.position)])
+    log.ack(MAIN_CONSUMER, main.position)
+    platform.append(
+        [
+            platform.event(INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=now - H)
+            for _ in range(3)
+        ]
+    )
+    usage_runtime.close()  # the upgraded server starts
+    restarted = build_runtime(usage_runtime.settings, migrate=False)
+    try:
+        platform.runtime = restarted
+        run_pipeline_until_drained(restarted)
+        got = totals(platform)[("research", "ds", "bot", "tokens")]
+        assert got.event_count == 7  # nothing re-rated, nothing skipped
+        store, log = restarted.usage_store, restarted.event_log
+        main = next(s for s in store.streams() if s.name == MAIN_STREAM)
+        assert main.consumer == main_consumer(store) != MAIN_CONSUMER
+        assert log.position(main_consumer(store)) == log.head()
+    finally:
+        restarted.close()
 
 
 def test_accepted_equals_rated_plus_waiting_in_every_hour(platform: Platform) -> None:

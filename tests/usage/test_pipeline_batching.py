@@ -147,13 +147,13 @@ def test_the_log_cursor_is_acknowledged_at_most_once_an_interval(
     _events(platform, 2)
     worker.run_pass_locked()
     first = log.head()
-    assert log.position(pipeline_module.MAIN_CONSUMER) == first  # the first ack is due
+    assert log.position(pipeline_module.main_consumer(store)) == first  # the first ack is due
     _events(platform, 2, register=False)
     worker.run_pass_locked()
     main = next(s for s in store.streams() if s.name == pipeline_module.MAIN_STREAM)
     assert main.position == log.head() > first  # committed in the store ...
-    assert log.position(pipeline_module.MAIN_CONSUMER) == first  # ... acknowledged later
+    assert log.position(pipeline_module.main_consumer(store)) == first  # ... acknowledged later
     assert worker.run_pass_locked().events_read == 0  # resumes from the stored position
     run_pipeline_until_drained(platform.runtime)  # a drain ends acknowledged
-    assert log.position(pipeline_module.MAIN_CONSUMER) == log.head()
+    assert log.position(pipeline_module.main_consumer(store)) == log.head()
     assert totals(platform)[("research", "ds", "bot", "tokens")].event_count == 2

@@ -62,6 +62,7 @@ from quartermaster.usage.store import (
 CHECKPOINT_THRESHOLD = "1GB"
 PURGED_BEFORE_KEY = "purged_before"
 LOG_ID_KEY = "event_log_id"
+STORE_ID_KEY = "store_id"
 
 
 class UsageStoreInUseError(ConflictError):
@@ -120,6 +121,9 @@ class DuckDBUsageStore:
             self._conn.execute(statement)
         self._conn.execute(
             "INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
+        )
+        self._conn.execute(
+            "INSERT OR IGNORE INTO store_meta VALUES (?, ?)", [STORE_ID_KEY, uuid.uuid4().hex[:12]]
         )
 
     def _migrate(self, version: str) -> None:
@@ -187,6 +191,15 @@ class DuckDBUsageStore:
             )
             for r in rows
         ]
+
+    def store_id(self) -> str:
+        row = (
+            self._cursor()
+            .execute("SELECT value FROM store_meta WHERE key = ?", [STORE_ID_KEY])
+            .fetchone()
+        )
+        assert row is not None  # written when the store is opened
+        return str(row[0])
 
     def log_binding(self) -> str | None:
         row = (

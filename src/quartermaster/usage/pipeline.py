@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import pyarrow as pa
@@ -51,11 +52,38 @@ from quartermaster.usage.store import (
 logger = logging.getLogger("quartermaster.usage.pipeline")
 
 MAIN_STREAM = "pipeline"
-MAIN_CONSUMER = "pipeline"  # the event-log consumer name of the main stream
+MAIN_CONSUMER = "pipeline"  # the prefix of log consumer names (main_consumer)
 SERVICE_NAME = "pipeline"
 # Events read, parsed and rated at a time; a pass commits up to `pipeline_batch_size` of them.
 READ_CHUNK = 20_000
 ACK_INTERVAL_SECONDS = 1.0
+
+
+def main_consumer(store: UsageStore) -> str:
+    """The log consumer of a store's main stream. One per store: the stores of several
+    servers, or a store rebuilt beside an earlier one, read one log, and a shared cursor made
+    each resume where another had got to (a rebuilt store skipped what the old one had
+    rated)."""
+    return f"{MAIN_CONSUMER}-{store.store_id()}"
+
+
+def _new_consumer(stream: str) -> str:
+    return f"{MAIN_CONSUMER}-{stream}-{uuid.uuid4().hex[:12]}"
+
+
+def _legacy_streams(streams: Sequence[StreamState], consumer: str) -> list[StreamState]:
+    """Streams of a store from before consumers were per store, given per-store consumers
+    at their stored positions (a new consumer's cursor is 0, so each resumes from the
+    store's own position)."""
+    renamed: list[StreamState] = []
+    for stream in streams:
+        if stream.name == MAIN_STREAM and stream.consumer != consumer:
+            renamed.append(replace(stream, consumer=consumer))
+        elif stream.consumer == f"{MAIN_CONSUMER}-{stream.name}" and stream.name.startswith(
+            "repair-"
+        ):
+            renamed.append(replace(stream, consumer=_new_consumer(stream.name)))
+    return renamed
 
 
 class LogMismatchError(ConfigurationError):
@@ -175,12 +203,18 @@ class PipelineWorker(BackgroundService):
             return
         log = self.runtime.event_log
         check_log_binding(self.store, log, store_name=str(self.runtime.settings.usage_store_path))
-        cursor = log.position(MAIN_CONSUMER)
-        main = next((s for s in self.store.streams() if s.name == MAIN_STREAM), None)
+        consumer = main_consumer(self.store)
+        existing = self.store.streams()
+        legacy = _legacy_streams(existing, consumer)
+        if legacy:
+            self.store.add_streams(legacy)
+            existing = self.store.streams()
+        cursor = log.position(consumer)
+        main = next((s for s in existing if s.name == MAIN_STREAM), None)
         stored = main.position if main is not None else 0
         if main is None or cursor > stored:
-            streams = [StreamState(MAIN_STREAM, MAIN_CONSUMER, position=max(cursor, stored))]
-            if cursor > stored:
+            streams = [StreamState(MAIN_STREAM, consumer, position=max(cursor, stored))]
+            if cursor > stored:  # this store's own cursor: a copy restored from a backup
                 logger.warning(
                     "usage store is behind the event log (%d < %d): rebuilding positions "
                     "(%d, %d] from the log",
@@ -193,7 +227,7 @@ class PipelineWorker(BackgroundService):
                 streams.append(
                     StreamState(
                         repair,
-                        f"pipeline-{repair}",
+                        _new_consumer(repair),
                         position=0,
                         from_position=stored,
                         upto=cursor,

@@ -453,6 +453,12 @@ class UsageStore(Protocol):
         """Register readers (first start, or repair of a gap), in one transaction."""
         ...
 
+    def store_id(self) -> str:
+        """A random id the store is given when it is created: its log consumers are named
+        with it, so that stores reading one log (several servers, or a store rebuilt beside
+        an old one) each resume from their own position."""
+        ...
+
     def log_binding(self) -> str | None:
         """The id of the event log this store rates (None before its first binding)."""
         ...
