@@ -117,6 +117,8 @@ def test_qm_serve_refuses_a_redis_backend_it_cannot_reach(tmp_path: Path) -> Non
     assert message.startswith(f"cannot reach Redis at 127.0.0.1:{port} (QM_REDIS_URL)")
     assert "s3cret" not in message
     check_rate_limit_backend(Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{port}"))
+    with pytest.raises(ConfigurationError, match="QM_REDIS_URL is not a Redis URL: Redis URL must"):
+        check_rate_limit_backend(settings("127.0.0.1:6379"))  # a traceback before
 
 
 def test_a_redis_that_goes_away_is_a_503_naming_it(

@@ -150,7 +150,10 @@ def check_rate_limit_backend(settings: Settings) -> None:
         return
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    except ValueError as exc:  # no scheme: 127.0.0.1:6379
+        raise ConfigurationError(f"QM_REDIS_URL is not a Redis URL: {exc}") from None
     try:
         client.ping()
     except redis.RedisError as exc:
