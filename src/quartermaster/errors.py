@@ -82,6 +82,13 @@ class UnsupportedMediaTypeError(QMError):
     code = "unsupported_media_type"
 
 
+def body_too_large(size: int | None, limit: int) -> str:
+    """The 413 of a request body over QM_MAX_BODY_BYTES (`size` None: a chunked body, counted
+    until it passed the limit)."""
+    given = f"{size:,} bytes" if size is not None else f"more than {limit:,} bytes"
+    return f"request body is {given}; the limit is {limit:,} bytes (QM_MAX_BODY_BYTES)"
+
+
 class ServiceUnavailableError(QMError):
     """A service the answer needs cannot be reached (HTTP 503); retrying later may work."""
 

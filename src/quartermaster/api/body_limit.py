@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quartermaster.api.errors import error_response
+from quartermaster.errors import body_too_large
 
 
 class BodyLimit:
@@ -52,10 +53,5 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, size: int | None, scope: Scope, receive: Receive, send: Send) -> None:
-        given = f"{size:,} bytes" if size is not None else f"more than {self.limit:,} bytes"
-        response = error_response(
-            413,
-            "payload_too_large",
-            f"request body is {given}; the limit is {self.limit:,} bytes (QM_MAX_BODY_BYTES)",
-        )
+        response = error_response(413, "payload_too_large", body_too_large(size, self.limit))
         await response(scope, receive, send)

@@ -20,7 +20,12 @@ from quartermaster.api.errors import ErrorBody
 from quartermaster.api.params import Int64
 from quartermaster.domain.events import event_json_schema
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
-from quartermaster.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from quartermaster.errors import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    body_too_large,
+)
 from quartermaster.guardrails.gate import check_ingest
 from quartermaster.metering.body import BATCH, JSON, SINGLE, parse_events
 from quartermaster.metering.offload import validation_pool
@@ -89,11 +94,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large_message(size: int | None, limit: int) -> str:
-    given = f"{size:,} bytes" if size is not None else f"more than {limit:,} bytes"
-    return (
-        f"request body is {given}; the limit is {limit:,} bytes (QM_MAX_BODY_BYTES): "
-        "split the batch (an event over the limit alone cannot be sent)"
-    )
+    advice = "split the batch (an event over the limit alone cannot be sent)"
+    return f"{body_too_large(size, limit)}: {advice}"
 
 
 def _ingest_body(
