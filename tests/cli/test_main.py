@@ -269,8 +269,10 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
     data_dir = tmp_path / "qm"
     env = _env(QM_DATA_DIR=str(data_dir))
 
-    def init() -> str:
-        result = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+    def init(*options: str) -> str:
+        result = subprocess.run(
+            [*QM, "init", *options], env=env, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stderr
         return " ".join(result.stdout.split())
 
@@ -285,15 +287,24 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
     assert "created" not in again
     assert (data_dir / "server.key").read_bytes() == server_key
 
+    # A lost identity key: the new one is not the database's, so it is refused until the
+    # user says it replaces the lost one.
     (data_dir / "identity-ed25519.pem").unlink()
-    repaired = init()
-    assert "created the identity key (kept the server key and the root keyring)" in repaired
+    refused = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    said = " ".join(refused.stderr.split())
+    assert "identity-ed25519.pem is not the one this database's first server recorded" in said
+    assert "`qm init --replace-identity-key` makes this one the database's" in said
+    repaired = init("--replace-identity-key")
+    assert "identity-ed25519.pem is now the database's identity key" in repaired
+    assert "kept as they were" in init()
 
     # a database a release behind: init says it migrated it (it had said "at the latest")
     with sqlite3.connect(data_dir / "qm.db") as connection:
+        connection.execute("DROP TABLE key_checks")
         connection.execute("DROP TABLE event_log_identity")
         connection.execute(
-            "UPDATE alembic_version SET version_num = '0013' WHERE version_num = '0017'"
+            "UPDATE alembic_version SET version_num = '0013' WHERE version_num = '0018'"
         )
     upgraded = init()
     assert "kept as they were; migrated the sqlite database to the latest schema" in upgraded

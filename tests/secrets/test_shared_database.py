@@ -4,6 +4,7 @@ started and answered signed events, signing-key and secret reads with 500s."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -59,3 +60,112 @@ def test_a_second_data_dir_needs_the_first_ones_keys(
     matching = _init(second, url)
     assert matching.returncode == 0, matching.stderr
     assert "already initialized" in matching.stdout
+
+
+def _said(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    return " ".join(result.stderr.split())
+
+
+def test_on_a_new_database_a_second_server_needs_the_first_ones_keys(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    """Nothing sealed yet: the keys the first server recorded are what a second one is checked
+    against. Unchecked, whichever server wrote the first secret or signing key broke the other."""
+    first, second = tmp_path / "first-host", tmp_path / "second-host"
+    assert _init(first, fresh_db_url).returncode == 0
+
+    server_key = _init(second, fresh_db_url)
+    assert server_key.returncode == 1
+    said = _said(server_key)
+    assert f"the server key {second / 'server.key'} is not the one this database's first" in said
+
+    shutil.copy(first / "server.key", second / "server.key")
+    root_keys = _init(second, fresh_db_url)
+    assert root_keys.returncode == 1
+    said = _said(root_keys)
+    first_root = json.loads((first / "root-keys.json").read_text())["active"]
+    assert f"this database wraps tenant data keys with root key {first_root}" in said
+    assert f"({second / 'root-keys.json'}) do not hold: copy root-keys.json" in said
+
+    shutil.copy(first / "root-keys.json", second / "root-keys.json")
+    identity = _init(second, fresh_db_url)
+    assert identity.returncode == 1
+    assert "identity-ed25519.pem is not the one this database's first server" in _said(identity)
+
+    shutil.copy(first / "identity-ed25519.pem", second / "identity-ed25519.pem")
+    matching = _init(second, fresh_db_url)
+    assert matching.returncode == 0, matching.stderr
+
+
+def test_after_a_rotation_a_server_without_the_new_root_key_is_refused(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first-host", tmp_path / "second-host"
+    env = _env(QM_DATA_DIR=str(first), QM_DATABASE_URL=fresh_db_url)
+    assert _init(first, fresh_db_url).returncode == 0
+    shutil.copytree(first, second)
+    old = json.loads((first / "root-keys.json").read_text())["active"]
+    rotate = subprocess.run(
+        [*QM, "secret", "root-key", "rotate"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert rotate.returncode == 0, rotate.stderr
+    new = json.loads((first / "root-keys.json").read_text())["active"]
+
+    stale = _init(second, fresh_db_url)
+    assert stale.returncode == 1
+    assert f"wraps tenant data keys with root key {new}, which this server's" in _said(stale)
+    assert _init(first, fresh_db_url).returncode == 0
+
+    # the old key can go (no data key under it); the database's own key cannot
+    retire = [*QM, "secret", "root-key", "retire"]
+    refused = subprocess.run([*retire, new], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "is the active key" in _said(refused)
+    retired = subprocess.run([*retire, old], env=env, capture_output=True, text=True, timeout=120)
+    assert retired.returncode == 0, retired.stderr
+
+
+def test_with_the_env_provider_init_writes_no_keyring_and_names_the_variable(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first-host", tmp_path / "second-host"
+
+    def qm(data_dir: Path, keys: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = _env(
+            QM_DATA_DIR=str(data_dir),
+            QM_DATABASE_URL=fresh_db_url,
+            QM_SECRETS_KEY_PROVIDER="env",
+            QM_SECRETS_ROOT_KEYS=keys,
+        )
+        return subprocess.run([*QM, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    def init(data_dir: Path, keys: str) -> subprocess.CompletedProcess[str]:
+        return qm(data_dir, keys, "init")
+
+    created = init(first, "rk_one:" + "11" * 32)
+    assert created.returncode == 0, created.stderr
+    assert "root keyring" not in created.stdout
+    assert not (first / "root-keys.json").exists()
+
+    second.mkdir()
+    shutil.copy(first / "server.key", second / "server.key")
+    other = init(second, "rk_two:" + "22" * 32)
+    assert other.returncode == 1
+    said = _said(other)
+    assert "with root key rk_one, which this server's root keys (QM_SECRETS_ROOT_KEYS)" in said
+    assert "give every server the same keys in QM_SECRETS_ROOT_KEYS" in said
+    assert not (second / "root-keys.json").exists()
+
+    # Rotation under the env provider: the new key deployed first (the database's key is
+    # still the old one, which cannot be retired), then rewrap makes the new one the database's.
+    rotated = "rk_new:" + "33" * 32 + ",rk_one:" + "11" * 32
+    assert init(first, rotated).returncode == 0
+    early = qm(first, rotated, "secret", "root-key", "retire", "rk_one")
+    assert early.returncode == 1
+    assert "rk_one is the root key this database wraps new data keys with" in _said(early)
+    assert qm(first, rotated, "secret", "root-key", "rewrap").returncode == 0
+    retired = qm(first, rotated, "secret", "root-key", "retire", "rk_one")
+    assert retired.returncode == 0, retired.stderr
+    assert "remove it from QM_SECRETS_ROOT_KEYS on every server" in retired.stdout
+    assert init(first, "rk_one:" + "11" * 32).returncode == 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import ColumnElement, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.catalog.models import App, AppSigningKey, SigningKeyStatus
 from quartermaster.catalog.sealing import seal, unseal
@@ -17,6 +17,7 @@ from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, NotFoundError
 from quartermaster.metering.signing import SIGNING_SECRET_BYTES
+from quartermaster.storage.key_checks import check_value, claim_key
 
 _PURPOSE = b"qm app signing keys v1"
 MAX_ACTIVE_KEYS = 2
@@ -166,20 +167,34 @@ def _apps_among(
     return set(session.scalars(query))
 
 
-def check_server_key(server_key: bytes, *, session: Session, key_source: str) -> None:
-    """Raise ConfigurationError when this data dir's server key is not the one the database's
-    app signing keys are sealed with: a second server given a fresh `qm init` on a shared
-    database had started, and answered every signed event and key read with a 500."""
-    row = session.execute(select(AppSigningKey.id, AppSigningKey.sealed_secret).limit(1)).first()
-    if row is None:
-        return
-    key_id, sealed = row
-    try:
-        unseal(sealed, server_key=server_key, purpose=_PURPOSE, context=key_id.encode())
-    except InvalidTag:
+def check_server_key(
+    server_key: bytes, *, session_factory: sessionmaker[Session], key_source: str
+) -> None:
+    """Raise ConfigurationError when this data dir's server key is not the database's: not the
+    one its app signing keys are sealed with, or not the one its first server recorded
+    (storage/key_checks.py). A second server given a fresh `qm init` on a shared database had
+    started, and answered every signed event and key read with a 500."""
+    advice = (
+        "every server of one database needs the same server.key, root keys and "
+        "identity-ed25519.pem; copy them from the data dir of the server that created the "
+        "database (docs/operations.md)"
+    )
+    with session_factory() as session:
+        row = session.execute(
+            select(AppSigningKey.id, AppSigningKey.sealed_secret).limit(1)
+        ).first()
+    if row is not None:
+        key_id, sealed = row
+        try:
+            unseal(sealed, server_key=server_key, purpose=_PURPOSE, context=key_id.encode())
+        except InvalidTag:
+            raise ConfigurationError(
+                f"the server key {key_source} is not the one this database's app signing keys "
+                f"are sealed with: {advice}"
+            ) from None
+    mine = check_value(server_key, "server")
+    if claim_key("server", None, mine, session_factory=session_factory).check_value != mine:
         raise ConfigurationError(
-            f"the server key {key_source} is not the one this database's app signing keys are "
-            "sealed with: every server of one database needs the same server.key, "
-            "root-keys.json and identity-ed25519.pem; copy them from the data dir of the "
-            "server that created the database (docs/operations.md)"
-        ) from None
+            f"the server key {key_source} is not the one this database's first server "
+            f"recorded: {advice}"
+        )

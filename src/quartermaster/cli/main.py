@@ -85,7 +85,17 @@ def _settings(data_dir: Path | None) -> Settings:
 
 
 @app.command()
-def init(data_dir: DataDirOption = None) -> None:
+def init(
+    data_dir: DataDirOption = None,
+    replace_identity_key: Annotated[
+        bool,
+        typer.Option(
+            "--replace-identity-key",
+            help="Make this data dir's identity key the database's (when the one the database "
+            "recorded is lost; workload tokens issued under it stop verifying).",
+        ),
+    ] = False,
+) -> None:
     """Create the data dir, generate the server, root and identity keys, apply migrations."""
     from sqlalchemy.orm import sessionmaker
 
@@ -100,11 +110,16 @@ def init(data_dir: DataDirOption = None) -> None:
         "root keyring": keyring_path(settings),
         "identity key": identity_key_path(settings),
     }
+    # With the env provider the root keys are the variable's: a keyring file would be unused.
+    from_env = settings.secrets_key_provider == "env"
+    if from_env:
+        del key_files["root keyring"]
     # A second `qm init` must say that it kept the keys: "initialized" again reads as if
     # they had been replaced, which would orphan every secret sealed under them.
     kept = [name for name, path in key_files.items() if path.exists()]
     key_path = generate_server_key(settings)
-    generate_root_keyring(settings)
+    if not from_env:
+        generate_root_keyring(settings)
     generate_identity_key(settings)
     engine = create_db_engine(settings.resolved_database_url)
     try:
@@ -114,7 +129,9 @@ def init(data_dir: DataDirOption = None) -> None:
         dialect = engine.dialect.name
         # A data dir whose keys are not the ones the database's secrets are sealed with (a
         # second server's fresh `qm init` on a shared database) is said now, not as 500s.
-        _check_keys_match_database(settings, sessionmaker(engine))
+        _check_keys_match_database(
+            settings, sessionmaker(engine), replace_identity_key=replace_identity_key
+        )
     finally:
         engine.dispose()
     schema = (
@@ -131,6 +148,11 @@ def init(data_dir: DataDirOption = None) -> None:
             f"[yellow]warning:[/] {where} is open to other users (mode {mode:o}); its databases "
             f"hold every tenant's data: chmod 700 {where}"
         )
+    if replace_identity_key:
+        schema += (
+            f"; {escape(str(identity_key_path(settings)))} is now the database's identity key "
+            "(workload tokens issued under the one before no longer verify)"
+        )
     if len(kept) == len(key_files):
         out().print(f"{where} was already initialized: its keys are kept as they were; {schema}")
         return
@@ -142,14 +164,26 @@ def init(data_dir: DataDirOption = None) -> None:
     )
 
 
-def _check_keys_match_database(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+def _check_keys_match_database(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    replace_identity_key: bool = False,
+) -> None:
     from quartermaster.catalog.signing_keys import check_server_key
-    from quartermaster.secrets.context import check_root_keys_hold_data_keys
+    from quartermaster.secrets.context import (
+        check_identity_key_matches_database,
+        check_root_keys_match_database,
+    )
 
     key_path = settings.data_dir / SERVER_KEY_FILE
-    with session_factory() as session:
-        check_server_key(load_server_key(settings), session=session, key_source=str(key_path))
-    check_root_keys_hold_data_keys(settings, session_factory=session_factory)
+    check_server_key(
+        load_server_key(settings), session_factory=session_factory, key_source=str(key_path)
+    )
+    check_root_keys_match_database(settings, session_factory=session_factory)
+    check_identity_key_matches_database(
+        settings, session_factory=session_factory, replace=replace_identity_key
+    )
 
 
 def _the_list(names: list[str]) -> str:

@@ -555,6 +555,7 @@ def root_key_retire(
         read_keyring_file,
         remove_root_key,
     )
+    from quartermaster.storage.key_checks import recorded_key
 
     runtime = _local_runtime(data_dir)
     try:
@@ -568,6 +569,12 @@ def root_key_retire(
         else:
             path = keyring_path(settings)
             check_retirable(read_keyring_file(path), key_id, source=path)
+        recorded = recorded_key("root", session_factory=runtime.session_factory)
+        if recorded is not None and recorded.key_id == key_id:
+            fail(
+                f"{key_id} is the root key this database wraps new data keys with: run "
+                "`qm secret root-key rewrap` with the new key active first"
+            )
         still = count_by_root_key(session_factory=runtime.session_factory).get(key_id, 0)
         if still:
             fail(
@@ -593,15 +600,23 @@ def root_key_status(data_dir: DataDirOption = None) -> None:
     """Root keys and how many tenant data keys each one wraps."""
     from quartermaster.secrets.context import count_by_root_key
     from quartermaster.secrets.keys import build_key_provider
+    from quartermaster.storage.key_checks import recorded_key
 
     runtime = _local_runtime(data_dir)
     try:
         provider = build_key_provider(runtime.settings)
         counts = count_by_root_key(session_factory=runtime.session_factory)
+        recorded = recorded_key("root", session_factory=runtime.session_factory)
     finally:
         runtime.close()
+    database_key = None if recorded is None else recorded.key_id
     rows = [
-        {"key": k, "active": k == provider.active_key_id, "data_keys": counts.get(k, 0)}
+        {
+            "key": k,
+            "active": k == provider.active_key_id,
+            "database's": k == database_key,
+            "data_keys": counts.get(k, 0),
+        }
         for k in provider.key_ids()
     ]
-    print_table(("key", "active", "data_keys"), rows, title="root keys")
+    print_table(("key", "active", "database's", "data_keys"), rows, title="root keys")

@@ -19,10 +19,11 @@ from quartermaster.secrets.envelope import (
     unwrap_data_key,
     wrap_data_key,
 )
-from quartermaster.secrets.identity import IdentitySigner, load_identity_key
+from quartermaster.secrets.identity import IdentitySigner, identity_key_path, load_identity_key
 from quartermaster.secrets.keys import KeyProvider, build_key_provider, keyring_path
 from quartermaster.secrets.models import DataKey
 from quartermaster.secrets.postgres import PostgresConnections
+from quartermaster.storage.key_checks import check_value, claim_key, record_key
 
 
 class DataKeyStore:
@@ -103,6 +104,9 @@ def rewrap_data_keys(
     can unwrap either version of a row because the provider holds both keys meanwhile."""
     active = provider.active_key_id
     active_key = provider.root_key(active)
+    # From now on every server must hold the active key: a server that does not is refused
+    # at its next start (check_root_keys_match_database) rather than failing to unwrap.
+    record_key("root", active, check_value(active_key, "root"), session_factory=session_factory)
     done = 0
     while True:
         with session_factory() as session:
@@ -163,28 +167,69 @@ def check_secrets_keys(settings: Settings) -> None:
     load_identity_key(settings)
 
 
-def check_root_keys_hold_data_keys(
+def check_root_keys_match_database(
     settings: Settings, *, session_factory: sessionmaker[Session]
 ) -> None:
-    """Raise ConfigurationError when the database holds data keys wrapped with root keys this
-    server does not have: a server with another keyring on a shared database had started, and
-    answered every secret read with a 500."""
-    held = set(build_key_provider(settings).key_ids())
+    """Raise ConfigurationError when this server's root keys are not the database's: some data
+    keys are wrapped with root keys it does not hold, or it lacks the root key the database's
+    first server recorded (storage/key_checks.py), which new data keys are wrapped with. A
+    server with another keyring on a shared database had started, and answered every secret
+    read with a 500, the other servers too once it had wrapped a data key."""
+    provider = build_key_provider(settings)
+    if settings.secrets_key_provider == "env":
+        source = settings.secrets_root_key_env
+        advice = f"give every server the same keys in {source} (docs/secrets.md)"
+    else:
+        source = str(keyring_path(settings))
+        advice = (
+            "copy root-keys.json from the data dir of the server that created them, or give "
+            "every server the same keys (QM_SECRETS_KEY_PROVIDER=env; docs/secrets.md)"
+        )
+    held = set(provider.key_ids())
     wrapped = count_by_root_key(session_factory=session_factory)
     missing = {key_id: n for key_id, n in wrapped.items() if key_id not in held}
-    if not missing:
+    if missing:
+        raise ConfigurationError(
+            f"{sum(missing.values())} tenant data key(s) of this database are wrapped with root "
+            f"key(s) {', '.join(sorted(missing))} that this server's root keys ({source}) do "
+            f"not hold: {advice}"
+        )
+    active = provider.active_key_id
+    mine = check_value(provider.root_key(active), "root")
+    recorded = claim_key("root", active, mine, session_factory=session_factory)
+    if recorded.key_id is None or recorded.key_id not in held:
+        raise ConfigurationError(
+            f"this database wraps tenant data keys with root key {recorded.key_id}, which this "
+            f"server's root keys ({source}) do not hold: {advice}"
+        )
+    if check_value(provider.root_key(recorded.key_id), "root") != recorded.check_value:
+        raise ConfigurationError(
+            f"root key {recorded.key_id} of {source} is not the key of that id this database "
+            f"recorded: {advice}"
+        )
+
+
+def check_identity_key_matches_database(
+    settings: Settings, *, session_factory: sessionmaker[Session], replace: bool = False
+) -> None:
+    """Raise ConfigurationError when this server's identity key is not the one the database's
+    first server recorded: a workload token issued by one server would not verify on another.
+    `replace` records this one instead: a lost identity key, unlike the others, seals nothing,
+    and only the tokens issued under it stop verifying."""
+    public = load_identity_key(settings).public_key().public_bytes_raw()
+    mine = check_value(public, "identity")
+    if replace:
+        record_key("identity", None, mine, session_factory=session_factory)
         return
-    source = (
-        settings.secrets_root_key_env
-        if settings.secrets_key_provider == "env"
-        else str(keyring_path(settings))
-    )
-    raise ConfigurationError(
-        f"{sum(missing.values())} tenant data key(s) of this database are wrapped with root "
-        f"key(s) {', '.join(sorted(missing))} that this server's root keys ({source}) do not "
-        "hold: copy root-keys.json from the data dir of the server that created them, or give "
-        "every server the same keys (QM_SECRETS_KEY_PROVIDER=env; docs/secrets.md)"
-    )
+    if claim_key("identity", None, mine, session_factory=session_factory).check_value != mine:
+        raise ConfigurationError(
+            f"the identity key {identity_key_path(settings)} is not the one this database's "
+            "first server recorded: every server of one database needs the same server.key, "
+            "root keys and identity-ed25519.pem; copy them from the data dir of the server "
+            "that created the database (docs/operations.md). If that identity key is lost, "
+            "`qm init --replace-identity-key` makes this one the database's (workload tokens "
+            "issued under the old one stop verifying)"
+        )
 
 
 def build_secrets_context(runtime: Runtime) -> SecretsContext:

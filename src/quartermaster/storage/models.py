@@ -18,6 +18,7 @@ MODEL_MODULES = (
     "quartermaster.catalog.publish_models",
     "quartermaster.policy.models",
     "quartermaster.guardrails.models",
+    "quartermaster.storage.key_checks",
 )
 
 
