@@ -61,3 +61,25 @@ def budget(client: TestClient, world: World, **fields: Any) -> dict[str, Any]:
     body = {"name": f"b-{uuid.uuid4().hex[:6]}", "amount": "100", **fields}
     result: dict[str, Any] = ok(client.post("/v1/budgets", json=body, headers=world.headers), 201)
     return result
+
+
+def key_for(
+    client: TestClient,
+    tenant: TenantHandle,
+    role: str,
+    *,
+    team: str | None = None,
+    app_id: str | None = None,
+) -> dict[str, str]:
+    """Headers of a new key of `role` in the tenant (a team-member of `team`, an app key of
+    `app_id`)."""
+    body: dict[str, Any] = {"name": f"{role}-{uuid.uuid4().hex[:6]}", "role": role}
+    if team is not None:
+        body["team"] = team
+    if app_id is not None:
+        body["app_id"] = app_id
+    principal = ok(client.post("/v1/principals", json=body, headers=tenant.headers), 201)
+    issued = ok(
+        client.post(f"/v1/principals/{principal['id']}/keys", json={}, headers=tenant.headers), 201
+    )
+    return {"Authorization": f"Bearer {issued['token']}"}

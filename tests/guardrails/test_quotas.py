@@ -19,7 +19,7 @@ from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 from tests.conftest import TenantHandle
-from tests.guardrails.support import World, build_world, ok
+from tests.guardrails.support import World, build_world, key_for, ok
 
 
 def _quota(client: TestClient, world: World, resource: str, hard: str, team: bool = True) -> None:
@@ -194,3 +194,30 @@ def test_a_quantity_too_large_to_store_is_a_422_naming_it(
     error = response.json()["error"]
     assert error["field"] == field
     assert "more than the largest accepted" in error["message"]
+
+
+def test_another_teams_or_apps_decision_is_a_404(client: TestClient, tenant: TenantHandle) -> None:
+    """Reading and releasing follow the rule of deciding: a team-member its own team's, an
+    app key its own app's; another's decision answers as if it did not exist."""
+    a, b = build_world(client, tenant), build_world(client, tenant)
+    _quota(client, b, "jobs", "5")
+    member_a = key_for(client, tenant, "team-member", team=a.team)
+    member_b = key_for(client, tenant, "team-member", team=b.team)
+    app_a = key_for(client, tenant, "app", app_id=a.app)
+    app_b = key_for(client, tenant, "app", app_id=b.app)
+    made = ok(client.post("/v1/decisions", json={"app": b.app}, headers=member_b))
+    assert made["allowed"] is True
+    decision = made["id"]
+    for headers in (member_a, app_a):
+        for method, path in (
+            ("GET", f"/v1/decisions/{decision}"),
+            ("POST", f"/v1/decisions/{decision}/release"),
+        ):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["message"] == f"no decision {decision!r}"
+    # Nothing was released: the quota is still held, and the owners may see and release it.
+    assert ok(client.get(f"/v1/decisions/{decision}", headers=app_b))["status"] == "active"
+    assert ok(client.get(f"/v1/decisions/{decision}", headers=tenant.headers))["status"] == "active"
+    released = ok(client.post(f"/v1/decisions/{decision}/release", headers=member_b))
+    assert released["status"] == "released"

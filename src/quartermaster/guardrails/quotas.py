@@ -32,6 +32,7 @@ from quartermaster.guardrails.quantities import (
     parse_quantity,
 )
 from quartermaster.storage.base import Base
+from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
 
 QUOTA_SCOPES = (ScopeKind.TENANT, ScopeKind.TEAM)
@@ -334,20 +335,40 @@ def _finish(
     return True
 
 
-def get_reservation(tenant_id: str, reservation_id: str, *, session: Session) -> Reservation:
+def may_see_reservation(
+    caller: AuthContext, reservation: Reservation, *, own_team: str | None
+) -> bool:
+    """The rule of decide(), for reading and releasing: an app key its own app's decisions,
+    a team-member its own team's (`own_team`: its team's slug), admin every one of the tenant."""
+    if reservation.tenant_id != caller.tenant_id:
+        return False
+    if caller.role is Role.APP:
+        return reservation.app is not None and reservation.app == caller.app_slug
+    if caller.role is Role.TEAM_MEMBER:
+        return own_team is not None and reservation.team == own_team
+    return True
+
+
+def get_reservation(caller: AuthContext, reservation_id: str, *, session: Session) -> Reservation:
+    """One decision the caller may see; another tenant's, team's or app's is a 404 like a
+    missing one (its existence is not revealed)."""
     reservation = session.get(Reservation, reservation_id)
-    if reservation is None or reservation.tenant_id != tenant_id:
+    own_team = None
+    if caller.role is Role.TEAM_MEMBER and caller.team_id:
+        team = session.get(Team, caller.team_id)
+        own_team = team.slug if team is not None and team.tenant_id == caller.tenant_id else None
+    if reservation is None or not may_see_reservation(caller, reservation, own_team=own_team):
         raise NotFoundError(f"no decision {reservation_id!r}", field="decision_id")
     return reservation
 
 
 def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Reservation:
     """Work finished: give its quota back. Idempotent (a second release changes nothing)."""
-    get_reservation(caller.tenant_id, reservation_id, session=session)
+    get_reservation(caller, reservation_id, session=session)
     session.rollback()
     _finish(reservation_id, caller.tenant_id, "released", session=session, moment=utc_now())
     session.commit()
-    return get_reservation(caller.tenant_id, reservation_id, session=session)
+    return get_reservation(caller, reservation_id, session=session)
 
 
 def expire_reservations(*, session: Session, now: datetime | None = None, limit: int = 500) -> int:

@@ -279,7 +279,7 @@ def post_decision(
 
 @router.get("/v1/decisions/{decision_id}", response_model=ReservationOut, summary="A decision")
 def get_decision(decision_id: str, caller: Ingester, session: SessionDep) -> ReservationOut:
-    row = quotas.get_reservation(caller.tenant_id, decision_id, session=session)
+    row = quotas.get_reservation(caller, decision_id, session=session)
     return ReservationOut.model_validate(row)
 
 
