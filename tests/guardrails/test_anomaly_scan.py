@@ -5,10 +5,12 @@ top events; a steady diurnal history raises nothing; the hourly cost query price
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -298,3 +300,68 @@ def test_the_scan_alerts_as_scoring_every_active_scope_from_hourly_rows_does(
         )
     assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in expected
     assert set(result.alerts) == expected
+
+
+YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _one_row(runtime: Runtime, tenant_id: str, team: str, app: str, moment: datetime) -> None:
+    builder = TableBuilder(USAGE_SCHEMA)
+    builder.append(
+        1, tenant_id, "e-year-one", "src", "qm.invocation.usage", moment,
+        moment, moment, "default", team, app, "tokens", Decimal(100), None, "app_id",
+        False, False, None, "production", "persistent",
+    )  # fmt: skip
+    runtime.usage_store.write(RatedBatch(stream=None, position=None, usage=builder.to_table()))
+
+
+def test_an_hour_in_year_one_is_scored_without_overflow(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """An accepted event at 0001-01-01: its baseline window starts at the earliest hour."""
+    world = build_world(client, tenant)
+    response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
+    assert response.status_code in (200, 201), response.text
+    _one_row(runtime, tenant.tenant_id, world.team, world.app, YEAR_ONE)
+    with runtime.session_factory() as session:
+        # Scored with an hour of this year (whose price book rates the pass), as the
+        # service's pass does: the grid then reaches back to year one.
+        result = scan_tenant(
+            tenant.tenant_id, [YEAR_ONE, START], store=runtime.usage_store, session=session
+        )
+    assert result.hours == 2
+    assert result.alerts == []
+
+
+def test_one_tenants_failure_does_not_stop_the_detector_for_the_others(
+    client: TestClient,
+    runtime: Runtime,
+    make_tenant: Callable[..., TenantHandle],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tenant sorting first whose scan fails unexpectedly (here: its year-one event, and a
+    bug) is logged and skipped; the tenants after it are still scanned."""
+    from quartermaster.guardrails import anomaly_service
+    from quartermaster.guardrails.anomaly_service import AnomalyDetector
+
+    first, later = make_tenant("a"), make_tenant("z")
+    world = build_world(client, first)
+    _one_row(runtime, first.tenant_id, world.team, world.app, YEAR_ONE)
+    app = _setup(client, runtime, later, spike=8)
+    real = anomaly_service.scan_tenant
+
+    def failing(tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant_id == first.tenant_id:
+            raise OverflowError("date value out of range")
+        return real(tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(anomaly_service, "scan_tenant", failing)
+    detector = AnomalyDetector(runtime)
+    detector.max_hours = 200
+    while detector.run_pass():
+        pass
+    assert detector.status().last_error is None
+    keys = [a.dedup_key for a in _alerts(runtime, later.tenant_id)]
+    assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in keys
+    assert f"anomaly scan of tenant {first.tenant_id} failed" in caplog.text

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from operator import add
 from typing import Any
@@ -147,6 +147,17 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+EARLIEST_HOUR = datetime.min.replace(tzinfo=UTC)
+
+
+def hours_before(hour: datetime, count: int) -> datetime:
+    """`count` hours before `hour`, or the earliest representable hour (an event may carry a
+    time in year 1: its baseline window starts there instead of overflowing)."""
+    if hour - EARLIEST_HOUR < count * HOUR:
+        return EARLIEST_HOUR
+    return hour - count * HOUR
+
+
 def _money(value: Decimal | float) -> str:
     return str(Decimal(str(value)).quantize(Decimal("0.0001")))
 
@@ -173,7 +184,7 @@ def scan_tenant(
     session.rollback()
     if not rates:
         return result
-    start = scored[0] - rule.window_hours * HOUR
+    start = hours_before(scored[0], rule.window_hours)
     span = int((scored[-1] - start) / HOUR) + 1
     read = store.hourly_cost_series(
         tenant_id, Period(start, start + span * HOUR), rates=rates, detailed=scored

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 from quartermaster.background import BackgroundService
 from quartermaster.domain.timeutil import utc_now
-from quartermaster.errors import QMError
 from quartermaster.guardrails.anomaly_scan import scan_tenant
 from quartermaster.runtime import Runtime
 
@@ -60,7 +59,7 @@ class AnomalyDetector(BackgroundService):
             with self.runtime.session_factory() as session:
                 try:
                     scan_tenant(tenant_id, batch, store=store, session=session)
-                except QMError:
+                except Exception:  # one tenant's failure, expected or not, skips only it
                     session.rollback()
                     logger.exception("anomaly scan of tenant %s failed", tenant_id)
             for hour in batch:

@@ -6,6 +6,7 @@ once (the enforcement's unique (budget, period)). Run by `GuardrailEvaluator` ev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
+
+logger = logging.getLogger("quartermaster.guardrails")
 
 # "dayly" was written from the period's name
 _ADJECTIVE: dict[str, str] = {BudgetPeriod.MONTH: "monthly", BudgetPeriod.DAY: "daily"}
@@ -245,4 +248,7 @@ def evaluate_all(
             except QMError as exc:
                 session.rollback()
                 on_failure(tenant_id, exc)
+            except Exception:  # unexpected: logged with its traceback, the others go on
+                session.rollback()
+                logger.exception("budget evaluation of tenant %s failed", tenant_id)
     return results

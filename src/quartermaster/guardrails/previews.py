@@ -30,7 +30,7 @@ from quartermaster.billing.periods import month_containing, tenant_zone
 from quartermaster.billing.preview import CostRow, Preview, preview
 from quartermaster.billing.service import caller_team_slug
 from quartermaster.domain.timeutil import HOUR, Period, moment_text, utc_now
-from quartermaster.errors import InvalidInputError, NotFoundError, QMError
+from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
 from quartermaster.guardrails.models import CostPreview, GuardrailSettings
@@ -402,7 +402,7 @@ def scan_all(
                 made[tenant_id] = scanner.scan(
                     tenant_id, threshold, session=session, now=now, reader=reader
                 )
-            except QMError:
+            except Exception:  # one tenant's failure, expected or not, skips only it
                 session.rollback()
                 logger.exception("high-cost scan of tenant %s failed", tenant_id)
     return made
