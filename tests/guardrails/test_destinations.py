@@ -48,6 +48,15 @@ from tests.guardrails.support import FixedSpend, budget, build_world, ok
         ("0.0.0.0", "unspecified"),
         ("224.0.0.1", "multicast"),
         ("100.64.0.1", "non-public"),
+        # IPv6 addresses carrying a non-public IPv4 one, which a gateway delivers to.
+        ("64:ff9b::7f00:1", "a NAT64 address of 127.0.0.1, a loopback address"),
+        ("64:ff9b::a9fe:a9fe", "a NAT64 address of 169.254.169.254, a cloud metadata"),
+        ("64:ff9b:1::a00:1", "a local-use NAT64 address"),
+        ("2002:7f00:1::", "a 6to4 address of 127.0.0.1, a loopback address"),
+        ("2002:c0a8:101::1", "a 6to4 address of 192.168.1.1, a private address"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a Teredo address of 127.0.0.1, a loopback"),
+        ("::7f00:1", "an IPv4-compatible address of 127.0.0.1, a loopback address"),
+        ("::a00:5", "IPv4-compatible address of 10.0.0.5, a private address"),
     ],
 )
 def test_non_public_addresses_are_refused(address: str, why: str) -> None:
@@ -56,7 +65,9 @@ def test_non_public_addresses_are_refused(address: str, why: str) -> None:
     assert why in reason
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"]
+)
 def test_public_addresses_pass(address: str) -> None:
     assert why_refused(ipaddress.ip_address(address)) is None
 
@@ -107,6 +118,8 @@ def test_create_refuses_private_urls_naming_url_and_why(
         ("http://[::1]/hook", "is a loopback address"),
         ("https://10.0.0.5/hook", "is a private address"),
         ("http://localhost/hook", "resolves to"),
+        ("http://[64:ff9b::7f00:1]/", "is a NAT64 address of 127.0.0.1, a loopback address"),
+        ("http://[2002:7f00:1::]/", "is a 6to4 address of 127.0.0.1, a loopback address"),
     ]:
         response = client.post("/v1/webhooks", json={"url": url}, headers=headers)
         assert response.status_code == 422, response.text
