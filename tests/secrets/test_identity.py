@@ -16,9 +16,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
+from quartermaster.audit.failed_auth import FailedAuthLimiter
 from quartermaster.audit.log import list_records
 from quartermaster.config import Settings
+from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
+from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.identity import (
     IdentitySigner,
     TokenRejection,
@@ -26,7 +29,9 @@ from quartermaster.secrets.identity import (
     identity_key_path,
     load_identity_key,
 )
+from quartermaster.tenancy.keys import split_token
 from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import create_principal, issue_api_key
 from tests.secrets.conftest import World, api_key
 
 PATH = "apps/billing/db-password"
@@ -193,7 +198,8 @@ def test_forged_and_wrong_audience_tokens_are_denied(
     assert "not for audience" in response.json()["error"]["message"]
     with runtime.session_factory() as session:
         records = list_records(world.tenant_id, action="authenticate", session=session)
-    assert [s.record.actor for s in records] == ["unverified:app:billing", "app:billing"]
+    # The forged token's claims chose no tenant's chain (only the server log has it).
+    assert [s.record.actor for s in records] == ["app:billing"]
 
 
 def test_who_may_mint_tokens(client: TestClient, world: World, runtime: Runtime) -> None:
@@ -243,8 +249,8 @@ def _unsigned(claims: dict[str, object], alg: str = "none") -> str:
 
 
 def test_every_refused_token_is_audited(client: TestClient, world: World, runtime: Runtime) -> None:
-    """alg "none" (and any alg but EdDSA) and a token lacking qm_app are audited like an
-    expired or forged one, in the tenant the token names."""
+    """alg "none" (and any alg but EdDSA) is refused like a forged token, in the server log
+    only; a token this server signed that lacks qm_app is audited in its tenant."""
     _seed(client, world)
     claims: dict[str, object] = {
         "sub": "app:billing",
@@ -268,8 +274,131 @@ def test_every_refused_token_is_audited(client: TestClient, world: World, runtim
     assert "lacks the 'qm_app' claim" in response.json()["error"]["message"]
     with runtime.session_factory() as session:
         records = list_records(world.tenant_id, action="authenticate", session=session)
-    assert [(s.record.outcome, s.record.actor) for s in records] == [
-        ("denied", "unverified:app:billing"),
-        ("denied", "unverified:app:billing"),
-        ("denied", "app:billing"),
+    assert [(s.record.outcome, s.record.actor) for s in records] == [("denied", "app:billing")]
+
+
+def _key_id(headers: dict[str, str]) -> str:
+    parts = split_token(headers["Authorization"].removeprefix("Bearer "))
+    assert parts is not None
+    return parts[0]
+
+
+def test_revoking_the_minting_key_refuses_its_tokens_at_once(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    app_key = api_key(runtime, world.tenant_id, "billing-svc", Role.APP, app_slug="billing")
+    token = _token(client, app_key, app_id="billing")
+    by_admin = _token(client, world.headers, app_id="billing")
+    # Read once first: the key's state is now cached, and revocation must still win.
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token)).status_code == 200
+    key_id = _key_id(app_key)
+    revoked = client.delete(f"/v1/keys/{key_id}", headers=world.headers)
+    assert revoked.status_code == 200, revoked.text
+    response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token))
+    assert response.status_code == 401
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"identity token was minted by API key {key_id}, which was revoked")
+    assert client.post("/v1/leases/x/renew", json={}, headers=_bearer(token)).status_code == 401
+    # Tokens another key minted are unaffected.
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(by_admin)).status_code == 200
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="authenticate", session=session)
+    assert [(s.record.actor, s.record.detail["reason"]) for s in records] == [
+        ("app:billing", message)
+    ] * 2
+
+
+def test_a_token_of_an_expired_key_is_refused(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    with runtime.session_factory() as session:
+        principal = create_principal(
+            world.tenant_id, "short-lived", role=Role.APP, app_slug="billing", session=session
+        )
+        issued = issue_api_key(
+            principal, expires_at=utc_now() + timedelta(seconds=2), session=session
+        )
+    token = _token(client, {"Authorization": f"Bearer {issued.token}"}, app_id="billing")
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token)).status_code == 200
+    time.sleep(2.1)
+    response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"]["message"].startswith(
+        f"identity token was minted by API key {issued.key_id}, which expired at "
+    )
+
+
+def test_a_token_minted_without_a_key_keeps_working(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """A token without `qm_key` (minted by the signer itself, not through an API key) is
+    bound by its own expiry only."""
+    _seed(client, world)
+    signer = IdentitySigner(load_identity_key(runtime.settings), issuer="quartermaster")
+    token = signer.issue(
+        tenant_id=world.tenant_id,
+        app="billing",
+        team="payments",
+        job="ci-1",
+        audience="quartermaster-secrets",
+        ttl=timedelta(minutes=5),
+    ).token
+    assert "qm_key" not in jwt.decode(token, options={"verify_signature": False})
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token)).status_code == 200
+
+
+def test_a_flood_of_forged_tokens_writes_nothing_to_the_chain(
+    client: TestClient, world: World, runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    claims: dict[str, object] = {
+        "sub": "admin\nFAKE RECORD " + "x" * 5000,
+        "aud": "quartermaster-secrets",
+        "iss": "quartermaster",
+        "exp": int(time.time()) + 300,
+        "iat": int(time.time()),
+        "jti": "x",
+        "qm_tenant": world.tenant_id,
+        "qm_app": "billing",
+    }
+    header, payload, _ = _unsigned(claims, alg="EdDSA").split(".")
+    zero = base64.urlsafe_b64encode(bytes(64)).rstrip(b"=").decode()
+    forged = f"{header}.{payload}.{zero}"
+    with caplog.at_level("WARNING", logger="quartermaster.secrets.identity"):
+        for _ in range(50):
+            response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(forged))
+            assert response.status_code == 401
+    with runtime.session_factory() as session:
+        assert list_records(world.tenant_id, action="authenticate", session=session) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 50
+    assert "\n" not in lines[0]
+    assert "subject admin\\nFAKE RECORD xxx" in lines[0]
+    assert len(lines[0]) < 400
+
+
+def test_refusals_of_signed_tokens_are_recorded_at_most_n_a_minute(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    elsewhere = _token(client, world.headers, app_id="billing", audience="another-service")
+    now = [0.0]
+    ctx: SecretsContext = client.app.state.secrets_context  # type: ignore[attr-defined]
+    ctx.failed_auth = FailedAuthLimiter(3, clock=lambda: now[0])
+    for _ in range(20):
+        response = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(elsewhere))
+        assert response.status_code == 401
+    now[0] = 61.0
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(elsewhere)).status_code == 401
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="authenticate", session=session)
+    assert [s.record.actor for s in records] == ["app:billing"] * 3 + [
+        "system:quartermaster",
+        "app:billing",
     ]
+    assert (
+        records[3]
+        .record.detail["reason"]
+        .startswith("17 more failed token verifications were not recorded here")
+    )

@@ -16,7 +16,12 @@ from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.tenancy import auth_cache
 from quartermaster.tenancy.auth_cache import AuthCache
 from quartermaster.tenancy.models import ApiKey, Role
-from quartermaster.tenancy.service import AuthContext, bootstrap_tenant
+from quartermaster.tenancy.service import (
+    AuthContext,
+    KeyState,
+    bootstrap_tenant,
+    minting_key_refusal,
+)
 from tests.conftest import TenantHandle, make_settings
 from tests.tenancy.support import bearer, create_principal, issue_key, ok
 
@@ -138,3 +143,34 @@ def test_with_the_cache_off_every_request_checks_the_database(tmp_path: Path, db
         assert len(runtime.auth_cache) == 0
     finally:
         runtime.close()
+
+
+def test_key_states_are_kept_for_the_ttl_and_dropped_by_a_revocation() -> None:
+    now = [0.0]
+    cache = AuthCache(10, clock=lambda: now[0])
+    state = KeyState(key_id="k1", tenant_id="acme", revoked_at=None, expires_at=None)
+    cache.put_key_state(state, generation=cache.generation)
+    assert cache.key_state("k1") == state
+    stale = cache.generation
+    cache.invalidate_key("k1")
+    assert cache.key_state("k1") is None
+    cache.put_key_state(state, generation=stale)  # read before the revocation: not kept
+    assert cache.key_state("k1") is None
+    cache.put_key_state(state, generation=cache.generation)
+    now[0] = 10.0
+    assert cache.key_state("k1") is None
+
+
+def test_minting_key_refusal_names_the_key_and_why() -> None:
+    moment = datetime(2026, 12, 3, 20, 59, 53, tzinfo=UTC)
+    live = KeyState(key_id="k1", tenant_id="acme", revoked_at=None, expires_at=None)
+    assert minting_key_refusal("k1", live, tenant_id="acme", now=moment) is None
+    revoked = KeyState(key_id="k1", tenant_id="acme", revoked_at=moment, expires_at=None)
+    assert minting_key_refusal("k1", revoked, tenant_id="acme", now=moment) == (
+        "identity token was minted by API key k1, which was revoked at 2026-12-03 20:59:53 UTC"
+    )
+    expired = KeyState(key_id="k1", tenant_id="acme", revoked_at=None, expires_at=moment)
+    assert minting_key_refusal("k1", expired, tenant_id="acme", now=moment) == (
+        "identity token was minted by API key k1, which expired at 2026-12-03 20:59:53 UTC"
+    )
+    assert "no longer exists" in str(minting_key_refusal("k1", live, tenant_id="x", now=moment))

@@ -47,6 +47,7 @@ class Requester:
     job: str | None = None
     principal_id: str | None = None
     token_id: str | None = None
+    api_key_id: str | None = None  # the API key a principal called with (it mints tokens)
 
     @property
     def holder(self) -> str:

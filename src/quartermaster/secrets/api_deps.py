@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from quartermaster.api.deps import RuntimeDep
 from quartermaster.errors import AuthenticationError
 from quartermaster.secrets.access import Requester
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.identity import looks_like_jwt
 from quartermaster.secrets.workloads import requester_for_principal, requester_for_token
-from quartermaster.tenancy.service import authenticate
+from quartermaster.tenancy.service import verify_api_key
 
 _credentials = HTTPBearer(
     auto_error=False,
@@ -38,6 +39,7 @@ SecretsContextDep = Annotated[SecretsContext, Depends(get_secrets_context)]
 
 def get_requester(
     ctx: SecretsContextDep,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_credentials)],
 ) -> Requester:
     if credentials is None:
@@ -47,8 +49,13 @@ def get_requester(
     token = credentials.credentials
     with ctx.session_factory() as session:
         if looks_like_jwt(token):
-            return requester_for_token(token, ctx=ctx, session=session)
-        return requester_for_principal(authenticate(token, session=session), session=session)
+            return requester_for_token(
+                token, ctx=ctx, auth_cache=runtime.auth_cache, session=session
+            )
+        verified = verify_api_key(token, session=session)
+        return requester_for_principal(
+            verified.context, api_key_id=verified.key_id, session=session
+        )
 
 
 RequesterDep = Annotated[Requester, Depends(get_requester)]

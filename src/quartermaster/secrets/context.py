@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from quartermaster.audit.failed_auth import FailedAuthLimiter
 from quartermaster.config import ConfigurationError, Settings
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
@@ -155,6 +156,8 @@ class SecretsContext:
     data_keys: DataKeyStore
     signer: IdentitySigner
     postgres: PostgresConnections
+    # Refused identity tokens recorded per tenant and minute (audit/failed_auth.py).
+    failed_auth: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
 
     def close(self) -> None:
         self.postgres.close()

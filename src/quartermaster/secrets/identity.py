@@ -1,8 +1,9 @@
 """Workload identity tokens: short-lived JWTs signed with the server's Ed25519 key (EdDSA).
 
 The signing key lives in the data dir (mode 600), created by `qm init` or at first use; there
-is no default key. A token names one tenant and one app (and a job, for CI jobs); the broker
-exchanges it for secrets according to the tenant's access rules.
+is no default key. A token names one tenant and one app (and a job, for CI jobs), and the API
+key that minted it (`qm_key`); the broker exchanges it for secrets according to the tenant's
+access rules while that key is neither revoked nor expired (secrets/workloads.py).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class WorkloadClaims:
     job: str | None
     token_id: str
     expires_at: datetime
+    minted_by: str | None = None  # the id of the API key that minted it (claim `qm_key`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class IdentitySigner:
         job: str | None,
         audience: str,
         ttl: timedelta,
+        minted_by: str | None = None,
         now: datetime | None = None,
     ) -> IssuedToken:
         issued_at = now or utc_now()
@@ -136,6 +139,8 @@ class IdentitySigner:
             payload["qm_team"] = team
         if job is not None:
             payload["qm_job"] = job
+        if minted_by is not None:
+            payload["qm_key"] = minted_by
         token = jwt.encode(
             payload, self._private, algorithm=ALGORITHM, headers={"kid": self.key_id}
         )
@@ -147,6 +152,7 @@ class IdentitySigner:
             job=job,
             token_id=token_id,
             expires_at=datetime.fromtimestamp(payload["exp"], tz=issued_at.tzinfo),
+            minted_by=minted_by,
         )
         return IssuedToken(token=token, claims=claims)
 
@@ -195,6 +201,7 @@ class IdentitySigner:
                 token, f"identity token lacks the {exc.args[0]!r} claim", signature_valid=True
             )
         job = payload.get("qm_job")
+        minted_by = payload.get("qm_key")
         expected_subject = f"job:{job}" if job is not None else f"app:{app}"
         if subject != expected_subject:
             return TokenRejection(
@@ -208,6 +215,7 @@ class IdentitySigner:
             job=None if job is None else str(job),
             token_id=str(payload["jti"]),
             expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=utc_now().tzinfo),
+            minted_by=None if minted_by is None else str(minted_by),
         )
 
     @staticmethod

@@ -3,12 +3,14 @@ identity tokens, and the tenant's workload access rules."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from quartermaster.audit.failed_auth import untrusted_text
 from quartermaster.audit.log import append_audit
 from quartermaster.catalog.models import App
 from quartermaster.domain.timeutil import utc_now
@@ -21,15 +23,25 @@ from quartermaster.errors import (
 from quartermaster.secrets.access import AccessRule, Requester, RequesterKind, validate_rules
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.guard import access_rules, refuse, rules_to_json
-from quartermaster.secrets.identity import IssuedToken, TokenRejection
+from quartermaster.secrets.identity import IssuedToken, TokenRejection, WorkloadClaims
 from quartermaster.secrets.models import AccessRuleSet
+from quartermaster.tenancy.auth_cache import AuthCache
 from quartermaster.tenancy.models import Role, Team, Tenant
-from quartermaster.tenancy.service import AuthContext
+from quartermaster.tenancy.service import (
+    AuthContext,
+    KeyState,
+    api_key_state,
+    minting_key_refusal,
+)
+
+logger = logging.getLogger("quartermaster.secrets.identity")
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def requester_for_principal(auth: AuthContext, *, session: Session) -> Requester:
+def requester_for_principal(
+    auth: AuthContext, *, api_key_id: str | None = None, session: Session
+) -> Requester:
     team_id = auth.team_id
     app = auth.app_slug if auth.role is Role.APP else None
     if app is not None:
@@ -50,26 +62,23 @@ def requester_for_principal(auth: AuthContext, *, session: Session) -> Requester
         team_slug=team_slug,
         app=app,
         principal_id=auth.principal_id,
+        api_key_id=api_key_id,
     )
 
 
-def requester_for_token(token: str, *, ctx: SecretsContext, session: Session) -> Requester:
-    """Verify a workload identity token. A refused token is audited in the tenant it names
-    (if that tenant exists), with a note whether its signature could be trusted."""
+def requester_for_token(
+    token: str, *, ctx: SecretsContext, auth_cache: AuthCache | None = None, session: Session
+) -> Requester:
+    """Verify a workload identity token, and that the API key that minted it is still neither
+    revoked nor expired (its state cached in `auth_cache`, so a revocation through this
+    process applies at once). A refused token is recorded by `_record_refusal`."""
     result = ctx.signer.verify(token, audience=ctx.settings.secrets_identity_audience)
+    if isinstance(result, WorkloadClaims) and result.minted_by is not None:
+        reason = _minting_key_refusal(result, auth_cache=auth_cache, session=session)
+        if reason is not None:
+            result = TokenRejection(reason, result.tenant_id, result.subject, True)
     if isinstance(result, TokenRejection):
-        tenant_id = result.tenant_id
-        if tenant_id is not None and session.get(Tenant, tenant_id) is not None:
-            subject = result.subject or "unknown"
-            append_audit(
-                tenant_id,
-                action="authenticate",
-                outcome="denied",
-                actor=subject if result.signature_valid else f"unverified:{subject}",
-                detail={"reason": result.reason, "signature_valid": result.signature_valid},
-                session=session,
-            )
-            session.commit()
+        _record_refusal(result, ctx=ctx, session=session)
         raise AuthenticationError(result.reason)
     return Requester(
         tenant_id=result.tenant_id,
@@ -80,6 +89,72 @@ def requester_for_token(token: str, *, ctx: SecretsContext, session: Session) ->
         job=result.job,
         token_id=result.token_id,
     )
+
+
+def _minting_key_refusal(
+    claims: WorkloadClaims, *, auth_cache: AuthCache | None, session: Session
+) -> str | None:
+    key_id = claims.minted_by
+    assert key_id is not None
+    state: KeyState | None = None if auth_cache is None else auth_cache.key_state(key_id)
+    if state is None:
+        generation = None if auth_cache is None else auth_cache.generation
+        state = api_key_state(key_id, session=session)
+        if state is not None and auth_cache is not None and generation is not None:
+            auth_cache.put_key_state(state, generation=generation)
+    return minting_key_refusal(key_id, state, tenant_id=claims.tenant_id, now=utc_now())
+
+
+def _record_refusal(rejection: TokenRejection, *, ctx: SecretsContext, session: Session) -> None:
+    """A token whose signature could not be verified is logged on this server only: its claims
+    (tenant, subject) are the sender's words, so they choose no tenant's audit chain, and are
+    logged escaped and cut short. A token this server signed is recorded in its tenant's
+    chain, at most FAILED_AUTH_RECORDS_PER_MINUTE times per tenant and minute (audit/
+    failed_auth.py); the rest are logged, and counted in a record of the next minute."""
+    if not rejection.signature_valid:
+        logger.warning(
+            "refused an identity token with no valid signature (tenant claim %s, subject %s): %s",
+            untrusted_text(rejection.tenant_id or "none"),
+            untrusted_text(rejection.subject or "none"),
+            untrusted_text(rejection.reason, limit=200),
+        )
+        return
+    tenant_id = rejection.tenant_id
+    if tenant_id is None or session.get(Tenant, tenant_id) is None:
+        return
+    admission = ctx.failed_auth.admit(tenant_id)
+    if admission.left_out_before:
+        append_audit(
+            tenant_id,
+            action="authenticate",
+            outcome="denied",
+            actor="system:quartermaster",
+            detail={
+                "reason": f"{admission.left_out_before} more failed token verifications were "
+                "not recorded here (over the limit per minute; see the server log)",
+                "left_out": admission.left_out_before,
+            },
+            session=session,
+        )
+    if admission.record:
+        append_audit(
+            tenant_id,
+            action="authenticate",
+            outcome="denied",
+            actor=rejection.subject or "unknown",
+            detail={"reason": rejection.reason, "signature_valid": True},
+            session=session,
+        )
+    else:
+        logger.warning(
+            "refused an identity token of tenant %s (subject %s), not recorded in its audit "
+            "chain (over %d records a minute): %s",
+            tenant_id,
+            rejection.subject,
+            ctx.failed_auth.per_window,
+            rejection.reason,
+        )
+    session.commit()
 
 
 def issue_identity_token(
@@ -136,6 +211,7 @@ def issue_identity_token(
         job=job_id,
         audience=audience or settings.secrets_identity_audience,
         ttl=timedelta(seconds=ttl),
+        minted_by=requester.api_key_id,
     )
     append_audit(
         requester.tenant_id,
@@ -146,6 +222,7 @@ def issue_identity_token(
         detail={
             "subject": issued.claims.subject,
             "token_id": issued.claims.token_id,
+            "minted_by": issued.claims.minted_by,
             "expires_at": issued.claims.expires_at.isoformat(),
         },
         session=session,

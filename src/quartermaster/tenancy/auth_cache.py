@@ -6,7 +6,11 @@ cached key id misses and is checked against the database as before. An entry is 
 while it is younger than the TTL and its key has not expired (the expiry is kept with it and
 checked at every use), and revoking a key through this process drops its entries at once.
 A key revoked by another process (another server, the CLI against another server) stays
-usable here for at most the TTL; `auth_cache_seconds = 0` turns the cache off."""
+usable here for at most the TTL; `auth_cache_seconds = 0` turns the cache off.
+
+It also keeps the state (revoked, expiry) of API keys that minted workload identity tokens, by
+key id, so checking a token's minting key costs no database read while that state is recent;
+revoking a key through this process drops it too, so its tokens are refused here at once."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from quartermaster.domain.timeutil import utc_now
-from quartermaster.tenancy.service import AuthContext
+from quartermaster.tenancy.service import AuthContext, KeyState
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,7 @@ class AuthCache:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._key_states: OrderedDict[str, tuple[KeyState, float]] = OrderedDict()
         self._lock = threading.Lock()
         # Bumped by every invalidation: a check that read the database before a revocation
         # committed must not store its (stale) result after the revocation dropped the key.
@@ -98,10 +103,39 @@ class AuthCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    def key_state(self, key_id: str) -> KeyState | None:
+        """The cached state of API key `key_id` if it was read less than the TTL ago (its
+        expiry is for the caller to compare with now)."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            found = self._key_states.get(key_id)
+            if found is None:
+                return None
+            if self._clock() - found[1] >= self.ttl_seconds:
+                del self._key_states[key_id]
+                return None
+            self._key_states.move_to_end(key_id)
+            return found[0]
+
+    def put_key_state(self, state: KeyState, *, generation: int) -> None:
+        """Store a key's state read from the database, unless a key was invalidated since
+        `generation` was read (taken before that read)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._key_states[state.key_id] = (state, self._clock())
+            self._key_states.move_to_end(state.key_id)
+            while len(self._key_states) > self.max_entries:
+                self._key_states.popitem(last=False)
+
     def invalidate_key(self, key_id: str) -> None:
-        """Drop every entry of `key_id` (called when this process revokes it)."""
+        """Drop every entry of `key_id`, and its state (called when this process revokes it)."""
         with self._lock:
             self._generation += 1
+            self._key_states.pop(key_id, None)
             for digest in [d for d, e in self._entries.items() if e.key_id == key_id]:
                 del self._entries[digest]
 
@@ -109,6 +143,7 @@ class AuthCache:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._key_states.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -188,6 +188,46 @@ def authenticate(token: str, *, session: Session) -> AuthContext:
     return verify_api_key(token, session=session).context
 
 
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """What a workload identity token's check needs of the API key that minted it."""
+
+    key_id: str
+    tenant_id: str
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+
+def api_key_state(key_id: str, *, session: Session) -> KeyState | None:
+    """One primary-key read: the key's tenant, revocation and expiry (None: no such key)."""
+    row = session.execute(
+        select(ApiKey.tenant_id, ApiKey.revoked_at, ApiKey.expires_at).where(ApiKey.id == key_id)
+    ).first()
+    if row is None:
+        return None
+    return KeyState(key_id=key_id, tenant_id=row[0], revoked_at=row[1], expires_at=row[2])
+
+
+def minting_key_refusal(
+    key_id: str, state: KeyState | None, *, tenant_id: str, now: datetime
+) -> str | None:
+    """Why a token minted by API key `key_id` (for `tenant_id`) may no longer be used, or None:
+    the key was revoked, has expired, or is not (or no longer) a key of that tenant."""
+    if state is None or state.tenant_id != tenant_id:
+        return f"identity token was minted by API key {key_id}, which no longer exists"
+    if state.revoked_at is not None:
+        return (
+            f"identity token was minted by API key {key_id}, which was revoked at "
+            f"{moment_text(state.revoked_at)}"
+        )
+    if state.expires_at is not None and state.expires_at <= now:
+        return (
+            f"identity token was minted by API key {key_id}, which expired at "
+            f"{moment_text(state.expires_at)}"
+        )
+    return None
+
+
 def bootstrap_tenant(
     tenant_id: str, *, name: str | None = None, admin_name: str = "admin", session: Session
 ) -> IssuedKey:
