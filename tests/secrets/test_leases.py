@@ -8,16 +8,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from quartermaster.audit.log import list_records
 from quartermaster.config import Settings
-from quartermaster.errors import ConflictError, PermissionDeniedError, RateLimitedError
+from quartermaster.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.secrets import kv, leases, revocation
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.reaper import LeaseReaper, reap_once
+from quartermaster.tenancy.models import Role
 from tests.conftest import make_settings
-from tests.secrets.conftest import World, add_team_and_app
+from tests.secrets.conftest import World, add_team_and_app, api_key
 
 PATH = "apps/billing/api-token"
 
@@ -85,9 +92,9 @@ def test_only_the_holder_admin_or_owning_team_manage_a_lease(
     _seed(world, ctx, runtime)
     with runtime.session_factory() as session:
         lease = kv.read_secret(world.workload("billing"), PATH, ctx=ctx, session=session).lease
-        with pytest.raises(PermissionDeniedError, match="is held by app:billing"):
-            revocation.revoke_lease(world.workload("web"), lease.id, ctx=ctx, session=session)
-        with pytest.raises(PermissionDeniedError):
+        foreign = revocation.revoke_lease(world.workload("web"), lease.id, ctx=ctx, session=session)
+        assert foreign.status == "not_found"  # as for an unknown lease, and nothing ended
+        with pytest.raises(NotFoundError, match=f"lease '{lease.id}' not found"):
             leases.renew_lease(
                 world.member(world.growth_team_id),
                 lease.id,
@@ -97,7 +104,42 @@ def test_only_the_holder_admin_or_owning_team_manage_a_lease(
             )
         owner_team = world.member(world.payments_team_id)
         result = revocation.revoke_lease(owner_team, lease.id, ctx=ctx, session=session)
+        records = list_records(world.tenant_id, action="revoke", session=session)
     assert result.status == "revoked"
+    # The refusal is audited with its reason (only admins read the chain).
+    assert (records[0].record.outcome, records[0].record.detail["reason"]) == (
+        "denied",
+        f"may not revoke: lease {lease.id} is held by app:billing, not app:web",
+    )
+
+
+def test_another_holders_lease_is_answered_as_unknown_over_the_api(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """Renew and revoke of a lease the caller may not manage answer exactly as for a lease that
+    does not exist (like GET): neither its existence nor its holder is told."""
+    admin = world.headers
+    put = client.put("/v1/secrets/data/apps/web/token", json={"value": "v-1"}, headers=admin)
+    assert put.status_code == 200, put.text
+    tm_b = api_key(runtime, world.tenant_id, "tm-b", Role.TEAM_MEMBER, team_id=world.growth_team_id)
+    tm_a = api_key(
+        runtime, world.tenant_id, "tm-a", Role.TEAM_MEMBER, team_id=world.payments_team_id
+    )
+    finance = api_key(runtime, world.tenant_id, "fin", Role.FINANCE)
+    read = client.get("/v1/secrets/data/apps/web/token", headers=tm_b)
+    assert read.status_code == 200, read.text
+    lease_id = read.json()["lease"]["id"]
+    for headers in (tm_a, finance):
+        for lid in (lease_id, "no-such-lease"):
+            got = client.get(f"/v1/leases/{lid}", headers=headers)
+            renew = client.post(f"/v1/leases/{lid}/renew", json={}, headers=headers)
+            revoke = client.post(f"/v1/leases/{lid}/revoke", headers=headers)
+            assert (got.status_code, renew.status_code, revoke.status_code) == (404, 404, 200)
+            assert renew.json()["error"]["message"] == f"lease {lid!r} not found"
+            assert revoke.json()["status"] == "not_found"
+            assert "tm-b" not in renew.text + revoke.text
+    still = client.get(f"/v1/leases/{lease_id}", headers=tm_b)
+    assert still.json()["state"] == "active"
 
 
 def test_revoke_prefix_ends_every_lease_under_it(

@@ -22,7 +22,6 @@ from quartermaster.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    PermissionDeniedError,
     RateLimitedError,
 )
 from quartermaster.secrets.access import Requester, RequesterKind
@@ -285,12 +284,15 @@ def renew_lease(
         )
     denial = management_denial(requester, lease, session=session)
     if denial is not None:
+        # Answered as an unknown lease (like a read of it): a 403 naming the holder had told
+        # anyone that the lease exists and whose it is. The audit record keeps why.
         refuse(
             requester,
-            PermissionDeniedError(f"may not renew: {denial}"),
+            NotFoundError(f"lease {lease_id!r} not found", field="lease_id"),
             action="renew",
             path=lease.path,
             lease_id=lease_id,
+            detail={"reason": f"may not renew: {denial}"},
             session=session,
         )
     ended = _renewable(lease)

@@ -120,14 +120,21 @@ def revoke_lease(
         return RevokeResult(lease_id, "not_found")
     denial = management_denial(requester, lease, session=session)
     if denial is not None:
-        refuse(
-            requester,
-            PermissionDeniedError(f"may not revoke: {denial}"),
+        # Answered as an unknown lease is (200, not_found), nothing ended: a 403 naming the
+        # holder had told anyone that the lease exists and whose it is. The record says why.
+        session.rollback()
+        append_audit(
+            requester.tenant_id,
             action="revoke",
+            outcome="denied",
+            actor=requester.actor,
             path=lease.path,
             lease_id=lease_id,
+            detail={"reason": f"may not revoke: {denial}"},
             session=session,
         )
+        session.commit()
+        return RevokeResult(lease_id, "not_found")
     if lease.state == LeaseState.ENDED.value:
         append_audit(
             requester.tenant_id,
