@@ -212,10 +212,11 @@ def test_every_command_has_a_one_line_summary() -> None:
     assert wrapped == []
 
 
-def _serve_once(tmp_path: Path, *options: str) -> str:
-    """Start `qm serve` with `options`, ask /healthz once, stop it; its stderr."""
+def _serve_once(tmp_path: Path, *options: str, workers: str = "0") -> str:
+    """Start `qm serve` with `options`, ask /healthz once, stop it (SIGTERM, as service
+    managers do); its stderr."""
     data_dir = tmp_path / "qm"
-    env = _env(QM_DATA_DIR=str(data_dir), QM_INGEST_WORKERS="0")
+    env = _env(QM_DATA_DIR=str(data_dir), QM_INGEST_WORKERS=workers)
     subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
     port = free_port()
     with subprocess.Popen(
@@ -235,7 +236,19 @@ def _serve_once(tmp_path: Path, *options: str) -> str:
         server.terminate()
         _, stderr = server.communicate(timeout=60)
     assert f"qm serve: http://127.0.0.1:{port} (data dir {data_dir}, database sqlite)" in stderr
+    assert server.returncode == 0, stderr
     return stderr
+
+
+def test_serve_stopped_by_sigterm_closes_its_databases(tmp_path: Path) -> None:
+    """A service manager's stop must leave the databases whole in their files: the SQLite and
+    DuckDB write-ahead logs merged, so that a copy of qm.db alone is a complete backup."""
+    stderr = _serve_once(tmp_path, workers="1")
+    assert stderr.rstrip().endswith("qm serve: stopped")
+    data_dir = tmp_path / "qm"
+    assert (data_dir / "qm.db").exists()
+    assert not (data_dir / "qm.db-wal").exists()
+    assert not (data_dir / "usage.duckdb.wal").exists()
 
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"

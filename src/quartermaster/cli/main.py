@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from quartermaster.cli.client import err, fail, out, plain
+from quartermaster.cli.client import ApiKeyOption, UrlOption, err, fail, out, plain
 from quartermaster.config import (
     SERVER_KEY_FILE,
     LogLevel,
@@ -266,12 +267,22 @@ def serve(
             level,
             access_log=settings.access_log if access_log is None else access_log,
         )
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the
+        # handler it found, by default the one that kills the process: the `finally` below
+        # never ran, and SQLite's WAL and DuckDB's were left unmerged, so a backup of the
+        # database file alone (docs/operations.md) lost the last writes.
+        signal.signal(signal.SIGTERM, _exit_after_shutdown)
         # log_level=None: the levels are log_config's, which uvicorn would otherwise override.
         uvicorn.run(
             application, host=bind_host, port=bind_port, log_config=log_config, log_level=None
         )
     finally:
         runtime.close()
+        Console(stderr=True, highlight=False).print("qm serve: stopped")
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _log_level(text: str) -> LogLevel:
@@ -314,6 +325,12 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
 def tenant_create(
     tenant_id: Annotated[str, typer.Argument(help="Slug of the new tenant, e.g. acme.")],
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    timezone: Annotated[
+        str,
+        typer.Option(
+            help="IANA time zone of its months, budget days and caps, e.g. Europe/Berlin."
+        ),
+    ] = "UTC",
     data_dir: DataDirOption = None,
 ) -> None:
     """Create a tenant with its default cost center and an admin key (shown once)."""
@@ -325,14 +342,33 @@ def tenant_create(
     runtime = build_runtime(settings)
     try:
         with runtime.session_factory() as session:
-            issued = bootstrap_tenant(tenant_id, name=name, session=session)
+            issued = bootstrap_tenant(tenant_id, name=name, timezone=timezone, session=session)
     except QMError as exc:
         fail(exc.message)
     finally:
         runtime.close()
-    out().print(f"[green]created tenant[/] {tenant_id}")
+    out().print(f"[green]created tenant[/] {tenant_id} (time zone {timezone})")
     out().print("admin API key (shown once, store it now):")
     out().print(issued.token, soft_wrap=True, highlight=False)
+
+
+@tenant_app.command("update")
+def tenant_update(
+    timezone: Annotated[
+        str,
+        typer.Option(
+            help="IANA time zone of the tenant's months, budget days and caps, e.g. "
+            "Europe/Berlin (future periods only; finalized invoices keep theirs)."
+        ),
+    ],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Change the caller's tenant over the API (PATCH /v1/tenant; an admin key)."""
+    from quartermaster.cli.client import request
+
+    tenant = request("PATCH", "/v1/tenant", json={"timezone": timezone}, url=url, api_key=api_key)
+    out().print(f"tenant {escape(tenant['tenant_id'])}: time zone {escape(tenant['timezone'])}")
 
 
 @tenant_app.command("list")
