@@ -122,6 +122,29 @@ def test_partial_acceptance_keeps_the_valid_events(
     assert [e["event"]["id"] for e in tail] == [good[0]["id"], good[1]["id"]]
 
 
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_without_a_utc_instant_rejects_that_event_alone(
+    http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle], time: str
+) -> None:
+    bot = make_app()
+    good = [usage_event(bot.app_id) for _ in range(2)]
+    bad = {**usage_event(bot.app_id, event_id="bad-time"), "time": time}
+    response = post(http, tenant.admin_token, [good[0], bad, good[1]])
+    assert response.status_code == 200, response.text  # was a 500 losing the whole batch
+    report = response.json()
+    assert report["accepted"] == 2
+    [rejection] = report["rejected"]
+    assert (rejection["index"], rejection["id"], rejection["reason"], rejection["field"]) == (
+        1,
+        "bad-time",
+        "invalid_envelope",
+        "time",
+    )
+    assert time in rejection["message"]
+    tail = http.get("/v1/events", headers=tenant.headers).json()["events"]
+    assert [e["event"]["id"] for e in tail] == [good[0]["id"], good[1]["id"]]
+
+
 def test_nothing_acceptable_is_422_with_the_report(
     http: httpx.Client, tenant: TenantHandle
 ) -> None:

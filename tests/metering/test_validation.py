@@ -123,7 +123,7 @@ def test_a_valid_event_is_normalized_for_the_log() -> None:
         (event(id=""), "id", "at least 1"),
         (event(id=None), "id", "required"),
         (event(source="x" * 501), "source", "at most 500"),
-        (event(time="yesterday"), "time", "datetime"),
+        (event(time="yesterday"), "time", "RFC 3339"),
         (event(time="2026-11-01T11:59:00"), "time", "UTC offset"),
         (event(time=1_762_000_000), "time", "RFC 3339"),
         (event(data=[1]), "data", "dictionary"),
@@ -174,6 +174,66 @@ def test_future_timestamps_beyond_the_skew_are_rejected() -> None:
         "time 2026-11-01T12:05:01+00:00 is 301 s ahead of its receipt at "
         "2026-11-01T12:00:00+00:00; at most 300 s ahead is accepted (is the sender's clock right?)"
     )
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "0001-01-01T00:00:00+01:00",  # the fast path's spelling: no UTC instant (OverflowError)
+        "0001-01-01 00:00:00+01:00",  # pydantic's (slow path) spelling of the same
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999999Z",
+        "1970-01-01T00:59:59+01:00",
+    ],
+)
+def test_times_before_1970_are_rejected_naming_the_bound(time: str) -> None:
+    rejection = rejected(event(time=time), RejectReason.INVALID_ENVELOPE, "time")
+    assert rejection.message == (
+        f"time {time!r} is before 1970-01-01T00:00:00Z, the earliest event time accepted"
+    )
+
+
+def test_the_first_instant_of_1970_is_accepted() -> None:
+    assert accepted(event(time="1970-01-01T01:00:00+01:00")).record.late
+
+
+@pytest.mark.parametrize("time", ["9999-12-31T23:59:59-01:00", "9999-12-31 23:59:59-01:00"])
+def test_a_time_past_the_last_representable_instant_is_rejected_alone(time: str) -> None:
+    raw = [event(id="before"), event(id="bad", time=time), event(id="after")]
+    ok, refused = validate_batch(raw, context(raw))
+    assert [a.record.event_id for a in ok] == ["before", "after"]
+    assert [(r.index, r.reason, r.field, r.message) for r in refused] == [
+        (
+            1,
+            RejectReason.INVALID_ENVELOPE,
+            "time",
+            f"time {time!r} is after 9999-12-31T23:59:59.999999Z, the latest time there is",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "2016-12-31T23:59:60Z",
+        "2016-12-31T24:00:00Z",
+        "2016-12-31T10:00:00+2400",
+        "2016-12-31T10:00:00+05:45:30",
+    ],
+)
+def test_an_unparsable_time_is_told_what_is_expected(time: str) -> None:
+    rejection = rejected(event(time=time), RejectReason.INVALID_ENVELOPE, "time")
+    assert rejection.message == (
+        f"time: {time!r} is not an RFC 3339 timestamp with a UTC offset, "
+        "YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or +HH:MM/-HH:MM (hours 00-23, seconds 00-59: "
+        "no leap second), e.g. 2026-11-01T12:00:00Z"
+    )
+    assert "unexpected extra characters" not in rejection.message
+
+
+def test_an_unparsable_time_keeps_the_reason_naming_the_wrong_part() -> None:
+    rejection = rejected(event(time="2016-13-01T10:00:00Z"), RejectReason.INVALID_ENVELOPE, "time")
+    assert rejection.message.endswith("(month value is outside expected range of 1-12)")
 
 
 def test_old_events_are_accepted_and_marked_late() -> None:

@@ -40,6 +40,16 @@ _SORTED = orjson.OPT_SORT_KEYS
 MAX_RESOURCE_ID_LENGTH = 200
 
 
+# No event is older than this (docs/events.md): usage is placed in hours, days and months,
+# and an event from year 1 has no earlier hour to be placed after, nor a period to be billed in.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+# What a `time` must look like, for the messages of a time that is not.
+TIME_EXPECTED = (
+    "an RFC 3339 timestamp with a UTC offset, YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or "
+    "+HH:MM/-HH:MM (hours 00-23, seconds 00-59: no leap second), e.g. 2026-11-01T12:00:00Z"
+)
+
+
 class RejectReason(enum.StrEnum):
     INVALID_ENVELOPE = "invalid_envelope"
     UNKNOWN_TYPE = "unknown_type"
@@ -222,9 +232,39 @@ def _field_and_problems(exc: ValidationError, prefix: str) -> tuple[str, str]:
         loc = ".".join(str(part) for part in error["loc"])
         return f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
 
-    parts = [f"{field_of(e) or 'event'}: {e['msg']}" for e in errors[:SHOWN_ERRORS]]
+    def message_of(error: ErrorDetails) -> str:
+        if not prefix and error["loc"] == ("time",) and error["type"] in _TIME_PARSING_ERRORS:
+            return _time_message(error)
+        return error["msg"]
+
+    parts = [f"{field_of(e) or 'event'}: {message_of(e)}" for e in errors[:SHOWN_ERRORS]]
     more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
     return field_of(errors[0]), "; ".join(parts) + more
+
+
+_TIME_PARSING_ERRORS = frozenset(
+    {"datetime_parsing", "datetime_from_date_parsing", "datetime_type"}
+)
+# pydantic's reason when the time parses up to a place it cannot go on from: a leap second
+# (23:59:60), 24:00:00, an offset +2400 or +05:45:30. Saying what is expected helps more.
+_UNHELPFUL_REASON = "unexpected extra characters at the end of the input"
+
+
+def _time_message(error: ErrorDetails) -> str:
+    """An envelope `time` pydantic cannot parse: what is expected, and pydantic's reason
+    when it names the part that is wrong (a month of 13)."""
+    reason = error["msg"].split(", ", 1)[1] if ", " in error["msg"] else ""
+    why = f" ({reason})" if reason and reason != _UNHELPFUL_REASON else ""
+    return f"{error['input']!r} is not {TIME_EXPECTED}{why}"
+
+
+def _out_of_range(event: dict[str, Any], *, early: bool) -> str:
+    if early:
+        return (
+            f"time {event['time']!r} is before 1970-01-01T00:00:00Z, the earliest event time "
+            "accepted"
+        )
+    return f"time {event['time']!r} is after 9999-12-31T23:59:59.999999Z, the latest time there is"
 
 
 def validate_event(
@@ -251,9 +291,16 @@ def validate_event(
             return reject(
                 RejectReason.INVALID_ENVELOPE,
                 "time",
-                f"time {event.get('time')!r} must be an RFC 3339 timestamp with a UTC offset",
+                f"time {event.get('time')!r} is not {TIME_EXPECTED}",
             )
         event_time = model.time
+    try:
+        event_time = event_time.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC or year 9999 west of it: no UTC instant
+        early = event_time.year < EARLIEST_EVENT_TIME.year
+        return reject(RejectReason.INVALID_ENVELOPE, "time", _out_of_range(event, early=early))
+    if event_time < EARLIEST_EVENT_TIME:
+        return reject(RejectReason.INVALID_ENVELOPE, "time", _out_of_range(event, early=True))
     event_type: str = event["type"]
     if event_type not in checks.data:
         known = ", ".join(sorted(DATA_MODELS))
@@ -272,7 +319,6 @@ def validate_event(
     storable = _storage_problem(event, data)
     if storable is not None:
         return reject(*storable)
-    event_time = event_time.astimezone(UTC)
     # --- time -----------------------------------------------------------------------------
     age = ctx.received_at - event_time
     if -age > ctx.max_future_skew:
