@@ -105,6 +105,10 @@ def calls(expect: set[int], *requests: Callable[[World], Call]) -> Case:
     return Case(lambda w: [request(w) for request in requests], frozenset(expect))
 
 
+def _is_a_tenant(w: World, body: dict[str, Any]) -> None:
+    assert body["tenant_id"] == w.a.tenant_id, body
+
+
 def _events(w: World) -> list[Call]:
     a_app, b_ids = w.a_ids["app"], w.b_ids
     batch = [
@@ -200,6 +204,14 @@ def _b_manifest(w: World) -> dict[str, Any]:
 CASES: dict[tuple[str, str], Case] = {
     # --- tenancy ---
     ("GET", "/v1/tenant"): reads("/v1/tenant"),
+    # A changes its own tenant only (UTC again: later cases' periods stay as they were).
+    ("PATCH", "/v1/tenant"): sends(
+        "PATCH",
+        "/v1/tenant",
+        lambda w: {"timezone": "UTC"},
+        {200},
+        lambda w, r: _is_a_tenant(w, r[0].json()),
+    ),
     ("GET", "/v1/cost-centers"): reads("/v1/cost-centers", shows="cost_center"),
     ("GET", "/v1/cost-centers/{slug}"): missing("GET", "/v1/cost-centers/{b[cost_center]}"),
     ("POST", "/v1/cost-centers"): sends(

@@ -102,3 +102,20 @@ def test_tenant_commands_show_names_and_errors_as_they_are(
     refused = runner.invoke(app, ["tenant", "create", "x[/y]", *data_dir])
     assert refused.exit_code == 1, refused.output
     assert "x[/y]" in refused.output
+
+
+def test_tenant_time_zone_at_creation_and_by_update(
+    qm: Qm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    updated = qm("tenant", "update", "--timezone", "Europe/Berlin").output
+    assert "time zone Europe/Berlin" in updated
+    refused = qm("tenant", "update", "--timezone", "Mars/Olympus", expect=1).output
+    assert "tenant time zone 'Mars/Olympus' is not a known IANA zone" in refused
+    monkeypatch.delenv("QM_DATABASE_URL", raising=False)
+    data_dir = ["--data-dir", str(tmp_path / "local")]
+    assert qm("init", *data_dir).exit_code == 0
+    made = qm("tenant", "create", "tz", "--timezone", "Asia/Tokyo", *data_dir).output
+    assert "created tenant tz (time zone Asia/Tokyo)" in made
+    assert re.search(r"tz\s.*Asia/Tokyo", qm("tenant", "list", *data_dir).output)
+    bad = qm("tenant", "create", "tz2", "--timezone", "Nowhere/Land", *data_dir, expect=1)
+    assert "tenant time zone 'Nowhere/Land' is not a known IANA zone" in bad.output

@@ -6,6 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from quartermaster.audit.log import list_records
+from quartermaster.errors import InvalidInputError
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy import auth_cache, service
 from quartermaster.tenancy.models import ApiKey
@@ -31,6 +33,36 @@ def test_tenant_is_the_callers_own(client: TestClient, tenant: TenantHandle) -> 
     body = ok(client.get("/v1/tenant", headers=tenant.headers))
     assert body["tenant_id"] == tenant.tenant_id
     assert body["timezone"] == "UTC"
+
+
+def test_an_admin_sets_the_tenant_time_zone_audited(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime
+) -> None:
+    berlin = {"timezone": "Europe/Berlin"}
+    body = ok(client.patch("/v1/tenant", json=berlin, headers=tenant.headers))
+    assert (body["tenant_id"], body["timezone"]) == (tenant.tenant_id, "Europe/Berlin")
+    assert ok(client.get("/v1/tenant", headers=tenant.headers))["timezone"] == "Europe/Berlin"
+    bad = client.patch("/v1/tenant", json={"timezone": "Mars/Olympus"}, headers=tenant.headers)
+    assert bad.status_code == 422
+    assert error_of(bad)["message"] == "tenant time zone 'Mars/Olympus' is not a known IANA zone"
+    assert error_of(bad)["field"] == "timezone"
+    finance = headers_for(client, tenant, role="finance")
+    refused = client.patch("/v1/tenant", json={"timezone": "UTC"}, headers=finance)
+    assert refused.status_code == 403
+    assert ok(client.get("/v1/tenant", headers=tenant.headers))["timezone"] == "Europe/Berlin"
+    with runtime.session_factory() as session:
+        records = list_records(tenant.tenant_id, action="configure", session=session)
+    assert [r.record.detail for r in records] == [
+        {"tenant_timezone": {"from": "UTC", "to": "Europe/Berlin"}}
+    ]
+
+
+def test_a_tenant_is_created_with_a_time_zone_checked(runtime: Runtime) -> None:
+    with runtime.session_factory() as session:
+        made = service.create_tenant("tz-ok", timezone="America/New_York", session=session)
+        assert made.timezone == "America/New_York"
+        with pytest.raises(InvalidInputError, match="'Europe/Nowhere' is not a known IANA"):
+            service.create_tenant("tz-bad", timezone="Europe/Nowhere", session=session)
 
 
 def test_requests_without_a_valid_key_are_refused(client: TestClient) -> None:

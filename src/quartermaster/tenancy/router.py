@@ -22,6 +22,7 @@ from quartermaster.tenancy.schemas import (
     TeamCreate,
     TeamOut,
     TenantOut,
+    TenantUpdate,
 )
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
@@ -30,6 +31,21 @@ router = APIRouter(prefix="/v1", tags=["tenancy"])
 @router.get("/tenant", summary="The caller's tenant", responses=error_responses())
 def get_tenant(caller: Reader, session: SessionDep) -> TenantOut:
     return TenantOut.model_validate(service.get_tenant(caller.tenant_id, session=session))
+
+
+@router.patch(
+    "/tenant",
+    summary="Change the caller's tenant (its time zone); admin only",
+    responses=error_responses(422),
+)
+def update_tenant(body: TenantUpdate, caller: AdminCaller, session: SessionDep) -> TenantOut:
+    updated = service.set_tenant_timezone(
+        caller.tenant_id,
+        body.timezone,
+        actor=f"principal:{caller.principal_name}",
+        session=session,
+    )
+    return TenantOut.model_validate(updated)
 
 
 @router.post(

@@ -28,6 +28,14 @@ class TenantOut(_Out):
     created_at: datetime
 
 
+class TenantUpdate(_In):
+    timezone: str = Field(
+        description="IANA time zone of the tenant's months, budget days and caps, e.g. "
+        "`Europe/Berlin` (`UTC` by default). Future billing runs, previews and budget periods "
+        "use it; finalized invoices and ledger entries keep their periods."
+    )
+
+
 class CostCenterCreate(_In):
     slug: str = Field(description="Stable identifier, e.g. `marketing`.")
     name: str | None = Field(default=None, description="Display name (default: the slug).")

@@ -66,11 +66,20 @@ def validate_slug(value: str, *, field: str) -> str:
     return value
 
 
+def validate_timezone(name: str) -> str:
+    """An IANA zone name, or 422 naming it (the check billing applies when it uses the zone)."""
+    from quartermaster.billing.periods import tenant_zone  # billing builds on tenancy
+
+    tenant_zone(name)
+    return name
+
+
 def create_tenant(
     tenant_id: str, *, name: str | None = None, timezone: str = "UTC", session: Session
 ) -> Tenant:
     """A tenant with its default cost center."""
     validate_slug(tenant_id, field="tenant_id")
+    validate_timezone(timezone)
     if session.get(Tenant, tenant_id) is not None:
         raise ConflictError(f"tenant {tenant_id!r} already exists", field="tenant_id")
     tenant = Tenant(id=tenant_id, name=name or tenant_id, timezone=timezone, created_at=utc_now())
@@ -229,10 +238,15 @@ def minting_key_refusal(
 
 
 def bootstrap_tenant(
-    tenant_id: str, *, name: str | None = None, admin_name: str = "admin", session: Session
+    tenant_id: str,
+    *,
+    name: str | None = None,
+    timezone: str = "UTC",
+    admin_name: str = "admin",
+    session: Session,
 ) -> IssuedKey:
     """Create a tenant and its first admin, returning the admin's key (shown once)."""
-    create_tenant(tenant_id, name=name, session=session)
+    create_tenant(tenant_id, name=name, timezone=timezone, session=session)
     admin = create_principal(
         tenant_id, admin_name, role=Role.ADMIN, kind=PrincipalKind.USER, session=session
     )
@@ -284,6 +298,31 @@ def get_tenant(tenant_id: str, *, session: Session) -> TenantView:
         timezone=tenant.timezone,
         created_at=tenant.created_at,
     )
+
+
+def set_tenant_timezone(
+    tenant_id: str, timezone: str, *, actor: str, session: Session
+) -> TenantView:
+    """Change the tenant's time zone (an IANA name), recorded in its audit chain. Periods
+    computed from now on use it; finalized invoices and ledger entries keep theirs."""
+    from quartermaster.audit.log import append_audit
+
+    validate_timezone(timezone)
+    tenant = session.get(Tenant, tenant_id, populate_existing=True)
+    if tenant is None:
+        raise NotFoundError(f"tenant {tenant_id!r} not found", field="tenant_id")
+    previous = tenant.timezone
+    tenant.timezone = timezone
+    append_audit(
+        tenant_id,
+        action="configure",
+        outcome="ok",
+        actor=actor,
+        detail={"tenant_timezone": {"from": previous, "to": timezone}},
+        session=session,
+    )
+    session.commit()
+    return get_tenant(tenant_id, session=session)
 
 
 def find_cost_center(tenant_id: str, slug: str, *, session: Session) -> CostCenter | None:
