@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +40,30 @@ def test_a_server_that_cannot_be_reached_is_named_in_one_line() -> None:
     assert f"error: cannot reach the server at http://127.0.0.1:{port}" in result.stderr
     assert "Is `qm serve` running there" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_server_that_takes_the_request_but_answers_late_is_not_called_unreachable() -> None:
+    """A long request (a month's bill run for thousands of apps) outlasting the wait: the
+    server is fine and may still be working, which the message must not deny."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts connections, never answers
+        port = listener.getsockname()[1]
+        env = _env(QM_URL=f"http://127.0.0.1:{port}", QM_API_KEY="qm_x_y", QM_TIMEOUT="0.5")
+        result = subprocess.run(
+            [*QM, "team", "list"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())
+    assert f"error: the server at http://127.0.0.1:{port} did not answer within 0.5 s" in said
+    assert "it may still be working on the request" in said
+    assert "QM_TIMEOUT=SECONDS waits longer" in said
+    assert "cannot reach" not in said
+
+    env["QM_TIMEOUT"] = "soon"
+    bad = subprocess.run([*QM, "team", "list"], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "QM_TIMEOUT='soon': expected a number of seconds above 0" in " ".join(bad.stderr.split())
 
 
 def test_a_second_server_on_one_data_dir_stops_at_once_naming_the_holder(tmp_path: Path) -> None:

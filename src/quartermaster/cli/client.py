@@ -26,10 +26,29 @@ ApiKeyOption = Annotated[
 ]
 
 
+DEFAULT_TIMEOUT = 60.0
+
+
+def request_timeout() -> float:
+    """Seconds to wait for an answer: QM_TIMEOUT, else 60 (a month's bill run for thousands
+    of apps can take longer)."""
+    raw = os.environ.get("QM_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise typer.BadParameter(f"QM_TIMEOUT={raw!r}: expected a number of seconds above 0")
+    return seconds
+
+
 def api_client(
-    *, url: str | None = None, api_key: str | None = None, timeout: float = 60.0
+    *, url: str | None = None, api_key: str | None = None, timeout: float | None = None
 ) -> httpx.Client:
-    """Reads QM_URL and QM_API_KEY unless given; refuses to run without a key."""
+    """Reads QM_URL, QM_API_KEY and QM_TIMEOUT unless given; refuses to run without a key."""
+    timeout = request_timeout() if timeout is None else timeout
     base = url or os.environ.get("QM_URL", DEFAULT_URL)
     if "://" not in base:  # `127.0.0.1:8080`, as the help writes the default
         base = f"http://{base}"

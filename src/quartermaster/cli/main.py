@@ -15,7 +15,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from quartermaster.cli.client import ApiKeyOption, UrlOption, err, fail, out, plain
+from quartermaster.cli.client import (
+    ApiKeyOption,
+    UrlOption,
+    err,
+    fail,
+    out,
+    plain,
+    request_timeout,
+)
 from quartermaster.config import (
     SERVER_KEY_FILE,
     LogLevel,
@@ -409,6 +417,14 @@ def main() -> None:
     except OSError as exc:  # a file that cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""
         fail(f"{exc.strerror or exc}{where}")
+    except httpx.ReadTimeout as exc:
+        # The server took the request: it may well still be working on it (a long bill run),
+        # so "cannot reach" would send the user to restart a server that is fine.
+        fail(
+            f"the server{_target(exc)} did not answer within {request_timeout():g} s; it may "
+            "still be working on the request, so look at the result (a list command) before "
+            "sending it again. QM_TIMEOUT=SECONDS waits longer"
+        )
     except httpx.TransportError as exc:
         fail(
             f"cannot reach the server{_target(exc)}: {exc}. "
