@@ -8,6 +8,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from quartermaster.runtime import Runtime
 from quartermaster.storage.engine import ReadOnlySessionError
@@ -22,6 +23,27 @@ def test_a_read_session_refuses_writes(runtime: Runtime) -> None:
             session.flush()
     with runtime.session_factory() as session:
         assert session.get(Tenant, "never-written") is None
+
+
+def test_a_read_session_refuses_a_write_statement_and_a_write_session_still_writes(
+    runtime: Runtime,
+) -> None:
+    with runtime.read_session_factory() as session:
+        with pytest.raises(DBAPIError, match=r"readonly|read-only"):
+            session.execute(
+                text(
+                    "INSERT INTO tenants (id, name, timezone, created_at)"
+                    " VALUES ('sneaky', 'sneaky', 'UTC', CURRENT_TIMESTAMP)"
+                )
+            )
+        session.rollback()
+    # the same pooled connection, now for writing
+    with runtime.session_factory() as session:
+        session.add(Tenant(id="written", name="written"))
+        session.commit()
+    with runtime.read_session_factory() as session:
+        assert session.get(Tenant, "written") is not None
+        assert session.get(Tenant, "sneaky") is None
 
 
 def test_search_does_not_wait_for_a_writer(

@@ -22,7 +22,18 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # The database refuses any write of a read-only session's transaction, as SQLite's
+        # query_only does: a read route that wrote would be found by the tests.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -49,9 +60,14 @@ def _configure_sqlite(engine: Engine) -> None:
         # fails half-way with SQLITE_BUSY. A read-only session's transaction is deferred: it
         # takes no lock, so it neither waits for a writer (up to busy_timeout) nor holds one
         # back; in WAL mode it reads the last committed snapshot.
+        # query_only makes SQLite refuse any write statement of a read-only transaction (the
+        # ORM's are refused earlier, at flush): such a write would have to upgrade the lock
+        # mid-transaction and could fail with SQLITE_BUSY under load.
         if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("PRAGMA query_only=1")
             connection.exec_driver_sql("BEGIN DEFERRED")
         else:
+            connection.exec_driver_sql("PRAGMA query_only=0")
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -72,9 +88,10 @@ def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for requests that only read (search, authentication): on SQLite their
-    transactions are deferred instead of IMMEDIATE. ORM writes are refused at flush; a
-    statement that writes anyway would upgrade the lock and could fail with SQLITE_BUSY."""
+    """Sessions for requests that only read (lists, search, authentication): on SQLite their
+    transactions are deferred instead of IMMEDIATE, so they neither wait for a writer nor
+    hold one back. ORM writes are refused at flush, any other write by the database (SQLite's
+    query_only, PostgreSQL's read-only transaction)."""
     factory = sessionmaker(
         bind=engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
     )
