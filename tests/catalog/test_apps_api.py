@@ -259,3 +259,79 @@ def test_finance_reads_apps_but_cannot_register_or_change_them(
         assert error_of(response)["message"] == (
             "role 'finance' may not do this (needs one of: admin, team-member)"
         )
+
+
+def test_a_team_member_registers_only_on_a_cost_center_its_team_pays_with(
+    client: TestClient, org: TenantHandle
+) -> None:
+    member = headers_for(client, org, role="team-member", team="web")
+    sneaky = {"app_id": "sneaky", "owner": "x", "team": "web", "cost_center": "lab-cc"}
+    for body in (sneaky, {**sneaky, "owned_since": "2026-01-01T00:00:00Z"}):
+        refused = client.post("/v1/apps", json=body, headers=member)
+        assert refused.status_code == 403, refused.text
+        assert error_of(refused) == {
+            "code": "permission_denied",
+            "message": "role 'team-member' may not register an app on cost center 'lab-cc' "
+            "(only admin may: it decides who pays); a team-member registers on its team's "
+            "default cost center or one its team's apps are on, and team 'web' may use: "
+            "'shop-cc'",
+            "field": "cost_center",
+        }
+    assert client.get("/v1/apps/sneaky", headers=org.headers).status_code == 404
+    assert make_app(client, org, "own", team="web", cost_center="shop-cc", headers=member)
+    # An admin put one of web's apps on lab-cc: web pays with it, and its members may use it.
+    make_app(client, org, "lab-app", team="web", cost_center="lab-cc")
+    assert make_app(client, org, "sneaky", team="web", cost_center="lab-cc", headers=member)
+
+
+def test_a_team_member_of_a_team_without_cost_centers_is_told_to_ask_an_admin(
+    client: TestClient, org: TenantHandle
+) -> None:
+    member = headers_for(client, org, role="team-member", team="data")
+    body = {"app_id": "a1", "owner": "x", "team": "data", "cost_center": "lab-cc"}
+    refused = client.post("/v1/apps", json=body, headers=member)
+    assert refused.status_code == 403
+    assert error_of(refused)["message"].endswith(
+        "team 'data' has no default cost center and no apps yet (an admin registers its first app)"
+    )
+    assert make_app(client, org, "a1", team="data", cost_center="lab-cc")["cost_center"] == "lab-cc"
+
+
+def test_a_title_over_200_characters_is_refused_not_cut(
+    client: TestClient, org: TenantHandle
+) -> None:
+    long = register(client, org, app_id="a1", owner="ann", team="web", title="t" * 201)
+    assert long.status_code == 422
+    assert error_of(long) == {
+        "code": "invalid_input",
+        "message": "title has 201 characters; at most 200 are accepted",
+        "field": "title",
+    }
+    assert client.get("/v1/apps/a1", headers=org.headers).status_code == 404
+    created = ok(register(client, org, app_id="a1", owner="ann", team="web", title="t" * 200), 201)
+    assert created["title"] == "t" * 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("owner", "ann\x00@example.com", "U+0000 (a control character) at position 4"),
+        ("owner", "ann\nbob", "U+000A (a control character) at position 4"),
+        ("title", "Invoice \u202etob", "U+202E (RIGHT-TO-LEFT OVERRIDE) at position 9"),
+        ("title", "a\u2066b", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+        ("title", "a\x9bb", "U+009B"),
+    ],
+)
+def test_control_and_bidi_characters_are_refused_in_titles_and_owners(
+    client: TestClient, org: TenantHandle, field: str, value: str, named: str
+) -> None:
+    body = {"app_id": "a1", "owner": "ann", "team": "web", field: value}
+    refused = register(client, org, **body)
+    assert refused.status_code == 422, refused.text
+    assert error_of(refused)["field"] == field
+    assert error_of(refused)["message"].startswith(f"{field} contains {named}")
+    assert "not allowed in an app's title or owner" in error_of(refused)["message"]
+    ok(register(client, org, app_id="a1", owner="ann", team="web"), 201)
+    changed = client.patch("/v1/apps/a1", json={field: value}, headers=org.headers)
+    assert (changed.status_code, error_of(changed)["field"]) == (422, field)
+    assert ok(client.get("/v1/apps/a1", headers=org.headers))[field] != value

@@ -33,6 +33,14 @@ def test_every_bad_field_gets_its_own_error() -> None:
     assert any(e.field.startswith("pricing_template") and "unit" in e.message for e in errors)
 
 
+def test_control_and_bidi_characters_are_refused_in_title_and_owner() -> None:
+    _, errors = parse_manifest(manifest(title="Where2Eat \u202egnip", owner="beck\x00"))
+    messages = {e.field: e.message for e in errors}
+    assert set(messages) == {"title", "owner"}
+    assert "title contains U+202E (RIGHT-TO-LEFT OVERRIDE) at position 11" in messages["title"]
+    assert "owner contains U+0000" in messages["owner"]
+
+
 def test_unknown_fields_and_reserved_ids_are_refused() -> None:
     _, errors = parse_manifest(manifest(colour="blue", app_id="search"))
     assert {e.field for e in errors} == {"colour", "app_id"}

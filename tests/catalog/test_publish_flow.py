@@ -4,7 +4,9 @@ and deny), audit mode, approvals with expiry, exceptions that lapse, quarantine,
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -13,6 +15,7 @@ from quartermaster.policy.models import Approval, PolicyException
 from quartermaster.runtime import Runtime
 from tests.catalog.publish_support import add_team, manifest, submit, upload_policy, zip_b64
 from tests.conftest import TenantHandle
+from tests.tenancy.support import headers_for, make_cost_center
 
 FAKE_AWS = "AKIA" + "IOSFODNN7EXAMPLE"
 
@@ -306,3 +309,39 @@ def test_validate_checks_what_publishing_resolves(client: TestClient, tenant: Te
     assert "versions are immutable" in changed["findings"][0]["message"]
     assert _validate(client, tenant, manifest())["ok"] is True  # the same version: a retry
     assert _validate(client, tenant, manifest(version="1.1.0"))["ok"] is True
+
+
+def test_a_manifest_naming_another_cost_center_than_the_apps_is_refused(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    make_cost_center(client, tenant, "cc-b")
+    member = headers_for(client, tenant, role="team-member", team="social")
+
+    def send(body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        return client.post(
+            f"/v1/apps/{body['app_id']}/versions",
+            json={"manifest": body, "publish": True},
+            headers=headers,
+        )
+
+    assert send(manifest(), member).status_code == 201
+    message = (
+        "manifest cost_center 'cc-b' is not the app's cost center 'default': a manifest does "
+        "not change who pays; an admin changes it with `qm app update --cost-center` (a dated "
+        "change), then publish"
+    )
+    for headers in (member, tenant.headers):
+        refused = send(manifest(version="1.1.0", cost_center="cc-b"), headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["field"] == "cost_center"
+        assert refused.json()["error"]["message"] == message
+    validated = _checks(_validate(client, tenant, manifest(version="1.1.0", cost_center="cc-b")))
+    assert validated["references"]["findings"] == [{"field": "cost_center", "message": message}]
+    versions = client.get("/v1/apps/where2eat/versions", headers=tenant.headers).json()
+    assert [v["manifest"].get("cost_center") for v in versions] == ["default"]
+    assert client.get("/v1/apps/where2eat", headers=tenant.headers).json()["cost_center"] == (
+        "default"
+    )
+    # Without a cost_center, or naming the app's own, a version publishes.
+    assert send(manifest(version="1.1.0", cost_center=None), member).status_code == 201

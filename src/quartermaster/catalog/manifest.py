@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from quartermaster.catalog.text import display_text_problem
 from quartermaster.errors import InvalidInputError
 
 MANIFEST_FILES = ("qm-app.json", "qm-app.yaml", "qm-app.yml")
@@ -112,6 +121,14 @@ class Manifest(_Strict):
     def _not_reserved(cls, value: str) -> str:
         if value in RESERVED_APP_IDS:
             raise ValueError(f"{value!r} is reserved for a catalog route")
+        return value
+
+    @field_validator("title", "owner")
+    @classmethod
+    def _displayable(cls, value: str, info: ValidationInfo) -> str:
+        problem = display_text_problem(value, field=str(info.field_name))
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("version")

@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session, aliased
 
 from quartermaster.catalog import search_index
 from quartermaster.catalog.access import (
+    chooses_who_pays,
     ensure_may_read,
     ensure_may_reassign,
+    ensure_may_use_cost_center,
     ensure_may_write,
     visible_team,
 )
@@ -35,6 +37,7 @@ from quartermaster.catalog.signing_keys import (
     create_signing_key,
     retire_signing_key,
 )
+from quartermaster.catalog.text import display_text_problem
 from quartermaster.domain.events import SLUG_PATTERN
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
@@ -136,7 +139,13 @@ def _required_text(
     if not text:
         raise InvalidInputError(f"{field} is missing: {why}", field=field)
     if len(text) > max_length:
-        raise InvalidInputError(f"{field} is longer than {max_length} characters", field=field)
+        raise InvalidInputError(
+            f"{field} has {len(text)} characters; at most {max_length} are accepted",
+            field=field,
+        )
+    problem = display_text_problem(text, field=field)
+    if problem is not None:
+        raise InvalidInputError(problem, field=field)
     return text
 
 
@@ -299,6 +308,24 @@ def assignments_for_tenant(
     return [OwnershipSpan(*row) for row in session.execute(query)]
 
 
+def team_cost_centers(tenant_id: str, team: Team, *, session: Session) -> list[str]:
+    """Slugs of the cost centers a team already pays with, as an admin decided: its default
+    cost center and those its apps are on now (sorted)."""
+    ids = set(
+        session.scalars(
+            select(App.cost_center_id).where(App.tenant_id == tenant_id, App.team_id == team.id)
+        )
+    )
+    if team.cost_center_id is not None:
+        ids.add(team.cost_center_id)
+    if not ids:
+        return []
+    slugs = session.scalars(
+        select(CostCenter.slug).where(CostCenter.tenant_id == tenant_id, CostCenter.id.in_(ids))
+    )
+    return sorted(slugs)
+
+
 # --- writes ----------------------------------------------------------------------------------
 
 
@@ -342,8 +369,17 @@ def check_registration(
             f"cost_center is missing and team {team_slug!r} has no default cost center: {_NEEDS}",
             field="cost_center",
         )
+    if not chooses_who_pays(caller):
+        ensure_may_use_cost_center(
+            caller,
+            cost_center=cost_center.slug,
+            team=team_slug,
+            allowed=team_cost_centers(tenant_id, team, session=session),
+        )
     environment = validate_environment(registration.environment)
-    title = (registration.title or "").strip() or app_id
+    title = app_id
+    if registration.title is not None and registration.title.strip():
+        title = _required_text(registration.title, field="title")
     if find_app(tenant_id, app_id, session=session) is not None:
         raise ConflictError(f"app {app_id!r} already exists", field="app_id")
     now = utc_now()
@@ -370,7 +406,7 @@ def register_app(
     app = App(
         tenant_id=caller.tenant_id,
         app_id=checked.app_id,
-        title=checked.title[:200],
+        title=checked.title,
         owner=checked.owner,
         team_id=team.id,
         cost_center_id=cost_center.id,

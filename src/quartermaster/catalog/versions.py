@@ -45,7 +45,7 @@ from quartermaster.policy import service as policy
 from quartermaster.policy.engine import PolicyCache, canonical_json
 from quartermaster.policy.models import Approval, ApprovalStatus
 from quartermaster.storage.ids import by_id_or_prefix
-from quartermaster.tenancy.models import Role, Team
+from quartermaster.tenancy.models import CostCenter, Role, Team
 from quartermaster.tenancy.service import AuthContext
 
 APPROVAL_TTL = timedelta(days=14)
@@ -176,6 +176,14 @@ def _check_app(caller: AuthContext, manifest: Manifest, session: Session) -> App
             f"manifest team {manifest.team!r} is not the app's team {team.slug!r}: change the "
             "owner with `qm app update --team` (a dated change), then publish",
             field="team",
+        )
+    cost_center = session.get_one(CostCenter, app.cost_center_id)
+    if manifest.cost_center is not None and manifest.cost_center != cost_center.slug:
+        raise InvalidInputError(
+            f"manifest cost_center {manifest.cost_center!r} is not the app's cost center "
+            f"{cost_center.slug!r}: a manifest does not change who pays; an admin changes it "
+            "with `qm app update --cost-center` (a dated change), then publish",
+            field="cost_center",
         )
     return app
 

@@ -1,0 +1,28 @@
+"""Display text of the catalog (pure): what an app's title and owner may contain.
+
+A title or owner is shown in `qm` tables and the web of whoever reads the catalog, so it may
+not carry characters that change how the text around it is shown: control characters (C0,
+DEL and C1: a NUL, a newline, an escape sequence) and the bidirectional overrides and
+isolates (U+202A-U+202E, U+2066-U+2069), with which `Invoice bot` can be made to read as
+another app's name (`U+202E` reverses what follows it)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def display_text_problem(value: str, *, field: str) -> str | None:
+    """Why `value` may not be shown as the `field` of an app, or None when it may."""
+    found = _HIDDEN.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    name = unicodedata.name(char, "a control character")
+    return (
+        f"{field} contains U+{ord(char):04X} ({name}) at position {found.start() + 1}: "
+        "control characters and bidirectional overrides or isolates (U+202A-U+202E, "
+        "U+2066-U+2069) are not allowed in an app's title or owner"
+    )
