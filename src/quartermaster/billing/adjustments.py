@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -208,6 +209,8 @@ def _compare(stored: list[LineDraft], expected: list[LineDraft]) -> list[str]:
             continue
         for field in fields(LineDraft):
             mine, theirs = getattr(line, field.name), getattr(other, field.name)
+            if field.name == "unit_price":
+                theirs = _at_issued_precision(mine, theirs)
             if mine != theirs:
                 differences.append(f"{line.line_key}: {field.name} {mine} != {theirs}")
     differences.extend(
@@ -216,6 +219,17 @@ def _compare(stored: list[LineDraft], expected: list[LineDraft]) -> list[str]:
     if not differences and [d.line_key for d in stored] != [d.line_key for d in expected]:
         differences.append("line order differs")
     return differences
+
+
+def _at_issued_precision(issued: object, recomputed: object) -> object:
+    """A unit price is derived (amount ÷ quantity) and shown with as many digits as a release
+    finds needed: a recomputed one is compared at the issued one's precision, so a bill issued
+    before a release that shows more digits still reproduces as identical."""
+    if isinstance(issued, Decimal) and isinstance(recomputed, Decimal):
+        exponent = issued.as_tuple().exponent
+        if isinstance(exponent, int) and recomputed.as_tuple().exponent != exponent:
+            return recomputed.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_EVEN)
+    return recomputed
 
 
 def reproduce_document(
