@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from quartermaster.guardrails.models import CostPreview
 from quartermaster.runtime import Runtime
 from tests.conftest import LiveServer, TenantHandle
-from tests.guardrails.support import build_world
+from tests.guardrails.support import build_world, key_for
 from tests.tenancy.cli_support import make_qm
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -121,6 +121,14 @@ def test_high_cost_commands(
     ), shown
     assert re.search(r"│ 120 EUR\s+│ qm.invocation.usage from apps/trainer\s+│", shown)
     assert "no cost preview 'nope'" in qm("alerts", "high-cost", "show", "nope", expect=1).output
+    # A team-member of the app's team: the same preview without the tenant's totals.
+    member = key_for(client, tenant, "team-member", team=world.team)
+    monkeypatch.setenv("QM_API_KEY", member["Authorization"].removeprefix("Bearer "))
+    mine = qm("alerts", "high-cost", "show", preview_id[:12]).output
+    assert re.search(rf"│ team {world.team}\s+│\s+150 EUR │\s+1000 EUR │", mine), mine
+    assert "tenant" not in mine
+    assert "400 EUR" not in mine
+    monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
     off = qm("alerts", "high-cost", "threshold", "--off").output
     assert "high-cost previews are off now" in off
 

@@ -185,7 +185,17 @@ def test_high_cost_event_makes_a_preview_naming_it(
     assert _ok(client.get("/v1/cost-previews", headers=other)) == []
     assert client.get(f"/v1/cost-previews/{made['id']}", headers=other).status_code == 404
     mine = platform.key_for("team-member", team="web")
-    assert [p["id"] for p in _ok(client.get("/v1/cost-previews", headers=mine))] == [made["id"]]
+    seen = _ok(client.get("/v1/cost-previews", headers=mine))
+    assert [p["id"] for p in seen] == [made["id"]]
+    # Its team's figures, not the tenant's totals (billing: document totals are hidden).
+    assert "tenant" not in seen[0]["preview"]
+    assert seen[0]["preview"]["team"]["name"] == "web"
+    one_of_mine = _ok(client.get(f"/v1/cost-previews/{made['id']}", headers=mine))
+    assert "tenant" not in one_of_mine["preview"]
+    assert "tenant" in _ok(client.get("/v1/cost-previews", headers=platform.headers))[0]["preview"]
+    # So with the alert: the app's team sees it, another team does not.
+    assert [a["id"] for a in _ok(client.get("/v1/alerts", headers=mine))] == [made["alert_id"]]
+    assert _ok(client.get("/v1/alerts", headers=other)) == []
     # Turned off: no more scanning, the stored previews stay.
     off = client.put(
         "/v1/guardrail-settings", json={"high_cost_hour_amount": None}, headers=platform.headers

@@ -164,7 +164,7 @@ def high_cost_show(
             for part in body.get("team_apps", [])
             if part["app"] != body["app"]["name"]
         ),
-        ("tenant", body["tenant"]),
+        ("tenant", body.get("tenant", {})),  # a team-member's preview has no tenant totals
     ]
     for label, part in scopes:
         if "month_to_date" in part:

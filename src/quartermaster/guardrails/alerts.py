@@ -14,6 +14,7 @@ from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.guardrails.common import insert_once
 from quartermaster.guardrails.models import Alert, Delivery, Webhook
+from quartermaster.guardrails.visibility import MemberView, alert_scope
 from quartermaster.storage.base import new_id
 
 # The kinds of alert the guardrails raise (budgets, default caps, the anomaly detector,
@@ -80,8 +81,15 @@ def raise_alert(
 
 
 def list_alerts(
-    tenant_id: str, *, session: Session, kind: str | None = None, limit: int = 100
+    tenant_id: str,
+    *,
+    session: Session,
+    kind: str | None = None,
+    limit: int = 100,
+    view: MemberView | None = None,
 ) -> list[Alert]:
+    """Newest first; with a team-member's `view`, those about its team or its apps only
+    (read in pages, as the scope is in the details)."""
     query = select(Alert).where(Alert.tenant_id == tenant_id)
     if kind is not None and kind not in ALERT_KINDS:
         raise InvalidInputError(
@@ -89,8 +97,21 @@ def list_alerts(
         )
     if kind is not None:
         query = query.where(Alert.kind == kind)
-    query = query.order_by(Alert.created_at.desc(), Alert.id).limit(limit)
-    return list(session.scalars(query))
+    query = query.order_by(Alert.created_at.desc(), Alert.id)
+    if view is None:
+        return list(session.scalars(query.limit(limit)))
+    found: list[Alert] = []
+    page, offset = max(limit, 200), 0
+    while len(found) < limit:
+        rows = list(session.scalars(query.offset(offset).limit(page)))
+        for alert in rows:
+            scope = alert_scope(alert.kind, alert_details(alert))
+            if scope is not None and view.sees_scope(*scope):
+                found.append(alert)
+        if len(rows) < page:
+            break
+        offset += page
+    return found[:limit]
 
 
 def alert_details(alert: Alert) -> dict[str, Any]:

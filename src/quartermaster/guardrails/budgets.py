@@ -16,6 +16,7 @@ from quartermaster.domain.timeutil import Period
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.common import ScopeKind, check_scope, require_scope
 from quartermaster.guardrails.models import Budget
+from quartermaster.guardrails.visibility import MemberView, scope_filter
 from quartermaster.tenancy.service import AuthContext, validate_slug
 
 BUDGET_SCOPES = (ScopeKind.TENANT, ScopeKind.COST_CENTER, ScopeKind.TEAM, ScopeKind.APP)
@@ -126,8 +127,13 @@ def create_budget(caller: AuthContext, spec: BudgetSpec, *, session: Session) ->
     return budget
 
 
-def list_budgets(tenant_id: str, *, session: Session) -> list[Budget]:
+def list_budgets(
+    tenant_id: str, *, session: Session, view: MemberView | None = None
+) -> list[Budget]:
+    """The tenant's budgets; with a team-member's `view`, its team's and its apps' only."""
     query = select(Budget).where(Budget.tenant_id == tenant_id).order_by(Budget.name)
+    if view is not None:
+        query = query.where(scope_filter(view, Budget.scope_kind, Budget.scope))
     return list(session.scalars(query))
 
 

@@ -17,6 +17,7 @@ from quartermaster.guardrails.defaults_schemas import (
     GuardrailSettingsOut,
 )
 from quartermaster.guardrails.models import CostPreview, GuardrailSettings
+from quartermaster.tenancy.service import AuthContext
 
 router = APIRouter(tags=["guardrails"])
 
@@ -76,7 +77,7 @@ def put_guardrail_settings(
     return _settings(row)
 
 
-def _preview(row: CostPreview) -> CostPreviewOut:
+def _preview(row: CostPreview, caller: AuthContext) -> CostPreviewOut:
     return CostPreviewOut(
         id=row.id,
         app=row.app,
@@ -88,7 +89,7 @@ def _preview(row: CostPreview) -> CostPreviewOut:
         currency=row.currency,
         alert_id=row.alert_id,
         created_at=row.created_at,
-        preview=previews.preview_body(row),
+        preview=previews.preview_body(row, reader=caller),
     )
 
 
@@ -104,7 +105,7 @@ def get_cost_previews(
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many, newest first.")] = 50,
 ) -> list[CostPreviewOut]:
     rows = previews.list_previews(caller, app=app, limit=limit, session=session)
-    return [_preview(r) for r in rows]
+    return [_preview(r, caller) for r in rows]
 
 
 @router.get(
@@ -113,4 +114,4 @@ def get_cost_previews(
     summary="One preview invoice made after a high-cost hour",
 )
 def get_cost_preview(preview_id: str, caller: Reader, session: SessionDep) -> CostPreviewOut:
-    return _preview(previews.get_preview(caller, preview_id, session=session))
+    return _preview(previews.get_preview(caller, preview_id, session=session), caller)

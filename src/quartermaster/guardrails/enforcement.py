@@ -26,6 +26,7 @@ from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.models import Enforcement, RateLimitRule
 from quartermaster.guardrails.ratelimit import RateLimiter
+from quartermaster.guardrails.visibility import MemberView, scope_filter
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import AuthContext
@@ -61,8 +62,13 @@ def active_enforcements(
     ]
 
 
-def list_enforcements(tenant_id: str, *, session: Session) -> list[Enforcement]:
+def list_enforcements(
+    tenant_id: str, *, session: Session, view: MemberView | None = None
+) -> list[Enforcement]:
+    """Newest first; with a team-member's `view`, on its team and its apps only."""
     query = select(Enforcement).where(Enforcement.tenant_id == tenant_id)
+    if view is not None:
+        query = query.where(scope_filter(view, Enforcement.scope_kind, Enforcement.scope))
     return list(session.scalars(query.order_by(Enforcement.created_at.desc())))
 
 

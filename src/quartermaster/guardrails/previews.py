@@ -35,6 +35,7 @@ from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
 from quartermaster.guardrails.models import CostPreview, GuardrailSettings
 from quartermaster.guardrails.spend import BillingSpend, ScopeSpend
+from quartermaster.guardrails.visibility import member_preview
 from quartermaster.storage.base import new_id
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Tenant
@@ -442,6 +443,9 @@ def get_preview(caller: AuthContext, preview_id: str, *, session: Session) -> Co
     return row
 
 
-def preview_body(row: CostPreview) -> dict[str, Any]:
+def preview_body(row: CostPreview, *, reader: AuthContext | None = None) -> dict[str, Any]:
+    """The stored preview; a team-member `reader` gets it without the tenant's totals."""
     body: dict[str, Any] = orjson.loads(row.body)
+    if reader is not None and reader.role is Role.TEAM_MEMBER:
+        return member_preview(body)
     return body

@@ -31,6 +31,7 @@ from quartermaster.guardrails.quantities import (
     format_quantity,
     parse_quantity,
 )
+from quartermaster.guardrails.visibility import MemberView, scope_filter
 from quartermaster.storage.base import Base
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
@@ -114,8 +115,11 @@ def set_quota(
     return quota
 
 
-def list_quotas(tenant_id: str, *, session: Session) -> list[Quota]:
+def list_quotas(tenant_id: str, *, session: Session, view: MemberView | None = None) -> list[Quota]:
+    """With a team-member's `view`, its team's only (a tenant quota's use is the tenant's)."""
     query = select(Quota).where(Quota.tenant_id == tenant_id)
+    if view is not None:
+        query = query.where(scope_filter(view, Quota.scope_kind, Quota.scope))
     return list(session.scalars(query.order_by(Quota.scope_kind, Quota.scope, Quota.resource)))
 
 
@@ -165,8 +169,13 @@ def set_limit_range(
     return row
 
 
-def list_limit_ranges(tenant_id: str, *, session: Session) -> list[LimitRange]:
+def list_limit_ranges(
+    tenant_id: str, *, session: Session, view: MemberView | None = None
+) -> list[LimitRange]:
+    """With a team-member's `view`, the tenant-wide ones and its team's."""
     query = select(LimitRange).where(LimitRange.tenant_id == tenant_id)
+    if view is not None:
+        query = query.where(scope_filter(view, LimitRange.scope_kind, LimitRange.scope, rules=True))
     return list(session.scalars(query.order_by(LimitRange.scope_kind, LimitRange.scope)))
 
 

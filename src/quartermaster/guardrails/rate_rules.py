@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.common import require_scope
 from quartermaster.guardrails.models import RateLimitRule
+from quartermaster.guardrails.visibility import MemberView, scope_filter
 from quartermaster.tenancy.service import AuthContext, validate_slug
 
 RATE_SCOPES = ("tenant", "app", "user")
@@ -60,8 +61,16 @@ def set_rate_limit(
     return rule
 
 
-def list_rate_limits(tenant_id: str, *, session: Session) -> list[RateLimitRule]:
+def list_rate_limits(
+    tenant_id: str, *, session: Session, view: MemberView | None = None
+) -> list[RateLimitRule]:
+    """With a team-member's `view`: tenant-wide, every-app and every-user ones, its apps' and
+    its own principal's."""
     query = select(RateLimitRule).where(RateLimitRule.tenant_id == tenant_id)
+    if view is not None:
+        query = query.where(
+            scope_filter(view, RateLimitRule.scope_kind, RateLimitRule.scope, rules=True)
+        )
     return list(session.scalars(query.order_by(RateLimitRule.scope_kind, RateLimitRule.scope)))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
 
 from quartermaster.api.deps import AdminCaller, Ingester, Reader, RuntimeDep, SessionDep
 from quartermaster.api.errors import ErrorBody
@@ -43,9 +44,16 @@ from quartermaster.guardrails.schemas import (
     WebhookOut,
 )
 from quartermaster.guardrails.spend import BillingSpend
+from quartermaster.guardrails.visibility import MemberView, member_view
 from quartermaster.policy.dependencies import policy_cache
+from quartermaster.tenancy.service import AuthContext
 
 router = APIRouter(tags=["guardrails"])
+
+
+def _view(caller: AuthContext, session: Session) -> MemberView | None:
+    """A team-member's reach (its team's and its apps' rows); None for admin and finance."""
+    return member_view(caller, session=session)
 
 
 @router.post(
@@ -71,7 +79,8 @@ def create_budget(body: BudgetIn, caller: AdminCaller, session: SessionDep) -> B
 
 @router.get("/v1/budgets", response_model=list[BudgetOut], summary="The tenant's budgets")
 def get_budgets(caller: Reader, session: SessionDep) -> list[BudgetOut]:
-    rows = budgets.list_budgets(caller.tenant_id, session=session)
+    view = _view(caller, session)
+    rows = budgets.list_budgets(caller.tenant_id, session=session, view=view)
     return [BudgetOut.model_validate(b) for b in rows]
 
 
@@ -100,7 +109,8 @@ def evaluate_budgets(
 
 @router.get("/v1/enforcements", response_model=list[EnforcementOut], summary="Throttles, halts")
 def get_enforcements(caller: Reader, session: SessionDep) -> list[EnforcementOut]:
-    rows = enforcement.list_enforcements(caller.tenant_id, session=session)
+    view = _view(caller, session)
+    rows = enforcement.list_enforcements(caller.tenant_id, session=session, view=view)
     return [EnforcementOut.model_validate(r) for r in rows]
 
 
@@ -127,7 +137,8 @@ def get_actions(
         int, Query(ge=1, le=1000, description="At most this many, newest first.")
     ] = 100,
 ) -> list[ActionOut]:
-    rows = list_actions(caller.tenant_id, limit=limit, session=session)
+    view = _view(caller, session)
+    rows = list_actions(caller.tenant_id, limit=limit, session=session, view=view)
     return [ActionOut.model_validate(r) for r in rows]
 
 
@@ -155,7 +166,8 @@ def get_alerts(
         int, Query(ge=1, le=1000, description="At most this many, newest first.")
     ] = 100,
 ) -> list[AlertOut]:
-    rows = list_alerts(caller.tenant_id, kind=kind, limit=limit, session=session)
+    view = _view(caller, session)
+    rows = list_alerts(caller.tenant_id, kind=kind, limit=limit, session=session, view=view)
     return [_alert(a) for a in rows]
 
 
@@ -182,7 +194,8 @@ def put_quota(body: QuotaIn, caller: AdminCaller, session: SessionDep) -> QuotaO
 
 @router.get("/v1/quotas", response_model=list[QuotaOut], summary="Quotas with current use")
 def get_quotas(caller: Reader, session: SessionDep) -> list[QuotaOut]:
-    return [_quota(q) for q in quotas.list_quotas(caller.tenant_id, session=session)]
+    view = _view(caller, session)
+    return [_quota(q) for q in quotas.list_quotas(caller.tenant_id, session=session, view=view)]
 
 
 @router.delete("/v1/quotas/{quota_id}", status_code=204, summary="Delete a quota")
@@ -207,7 +220,8 @@ def put_limit_range(body: LimitRangeIn, caller: AdminCaller, session: SessionDep
 
 @router.get("/v1/limit-ranges", response_model=list[LimitRangeOut], summary="Limit ranges")
 def get_limit_ranges(caller: Reader, session: SessionDep) -> list[LimitRangeOut]:
-    rows = quotas.list_limit_ranges(caller.tenant_id, session=session)
+    view = _view(caller, session)
+    rows = quotas.list_limit_ranges(caller.tenant_id, session=session, view=view)
     return [LimitRangeOut.model_validate(r) for r in rows]
 
 
@@ -224,7 +238,8 @@ def put_rate_limit(
 
 @router.get("/v1/rate-limits", response_model=list[RateLimitOut], summary="Rate limits")
 def get_rate_limits(caller: Reader, session: SessionDep) -> list[RateLimitOut]:
-    rows = rate_rules.list_rate_limits(caller.tenant_id, session=session)
+    view = _view(caller, session)
+    rows = rate_rules.list_rate_limits(caller.tenant_id, session=session, view=view)
     return [RateLimitOut.model_validate(r) for r in rows]
 
 
