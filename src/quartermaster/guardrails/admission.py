@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App
-from quartermaster.policy.engine import InputBatch, PolicyCache, PolicyRuntimeError, input_digest
+from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError, input_digest
 from quartermaster.policy.models import Policy, PolicyDecision, PolicyMode
 from quartermaster.policy.service import ADMISSION_PACKAGE, active_exception_keys, in_package
 from quartermaster.tenancy.service import AuthContext
@@ -124,13 +124,11 @@ def evaluate_admission(
     they are committed with the decision's own outcome (in its transaction)."""
     verdict = AdmissionVerdict()
     digest = input_digest(document)
-    batch: InputBatch | None = None  # the input is set once for every policy
     for policy in policies:
         enforced = policy.mode == PolicyMode.ENFORCE.value
         try:
-            compiled = cache.get(tenant_id, policy.name, policy.version, policy.source)
-            batch = batch or InputBatch(document)
-            result = batch.evaluate(compiled)
+            # In the cache's sandbox, within the evaluation budget (policy/sandbox.py).
+            result = cache.evaluate(tenant_id, policy.name, policy.version, policy.source, document)
             deny, outcome = result.deny, "deny" if result.deny else "allow"
             reasons = [*deny, *(f"warning: {w}" for w in result.warn)]
             verdict.warn += result.warn

@@ -8,13 +8,14 @@ from fastapi import Depends
 
 from quartermaster.api.deps import RuntimeDep
 from quartermaster.policy.engine import PolicyCache
+from quartermaster.policy.sandbox import PolicySandbox
 from quartermaster.runtime import Runtime
 
 
 def policy_cache(runtime: Runtime) -> PolicyCache:
     cache = runtime.services.get("policy_cache")
     if not isinstance(cache, PolicyCache):
-        cache = runtime.services.setdefault("policy_cache", PolicyCache())
+        cache = runtime.services.setdefault("policy_cache", PolicyCache(sandbox=PolicySandbox()))
     return cache
 
 

@@ -20,11 +20,14 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import regopy
 
 from quartermaster.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from quartermaster.policy.sandbox import PolicySandbox
 
 PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)\s*$", re.MULTILINE)
 RULE_SETS = ("deny", "require_approval", "quarantine", "warn")
@@ -32,6 +35,24 @@ _ERROR_MESSAGE = re.compile(r"\(errormsg \d+:([^\n]*?)\)\s*\n")
 _ERROR_AT = re.compile(r"\(error \d+:[^|\n]*\|(\d+)\|(\d+)")
 _AST_AT = re.compile(r"\d+:[^\s|()]+\.rego\|(\d+)\|(\d+)")  # 6:name.rego|offset|length
 MAX_POLICY_BYTES = 256 * 1024
+# Built-ins a policy may not call (docs/policy.md "Restricted built-ins"): they read the
+# server's environment or the network, or make a decision depend on something other than its
+# logged input (the clock, randomness). regopy has no switch to turn a built-in off, so a
+# policy that calls one is refused when it is compiled.
+FORBIDDEN_BUILTINS = frozenset(
+    {
+        "opa.runtime",  # the server's environment variables (database URL, secrets)
+        "http.send",
+        "net.lookup_ip_addr",
+        "time.now_ns",  # a decision is reproducible from its input; pass times in the input
+        "rand.intn",
+        "uuid.rfc4122",
+        "io.jwt.decode_verify",  # checks expiry against the clock unless given a time
+        "crypto.x509.parse_and_verify_certificates",  # the clock, likewise
+        "crypto.x509.parse_and_verify_certificates_with_options",
+    }
+)
+FORBIDDEN_BUILTIN_PREFIXES = ("opa.", "http.", "net.lookup")  # should regopy add more of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +128,95 @@ def describe_error_node(root: regopy.Node, source: str) -> str:
     return "; ".join(parts) or "regopy gave no reason"
 
 
+def is_forbidden_builtin(name: str) -> bool:
+    return name in FORBIDDEN_BUILTINS or name.startswith(FORBIDDEN_BUILTIN_PREFIXES)
+
+
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+
+
+def _code_only(source: str) -> str:
+    """The source with its strings and comments blanked (newlines kept, so lines still count)."""
+    return _STRING_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
+
+
+def _referenced(source: str) -> list[tuple[str, int]]:
+    """Restricted built-ins the source names outside strings and comments, called or not
+    (`f := opa.runtime` then `f()` calls it without the plan saying so)."""
+    code = _code_only(source)
+    found: list[tuple[str, int]] = []
+    names = [(name, "(?![\\w])") for name in sorted(FORBIDDEN_BUILTINS)]
+    names += [(prefix.rstrip("."), r"\s*\.\s*[A-Za-z_]") for prefix in FORBIDDEN_BUILTIN_PREFIXES]
+    for name, after in names:
+        parts = [re.escape(part) for part in name.split(".")]
+        pattern = r"(?<![\w.])" + r"\s*\.\s*".join(parts) + after
+        for match in re.finditer(pattern, code):
+            shown = name if after.startswith("(?!") else f"{name}.*"
+            found.append((shown, code.count("\n", 0, match.start()) + 1))
+    return found
+
+
+def _line_of(source: str, text: str) -> int | None:
+    at = source.find(text) if text else -1
+    return source.count("\n", 0, at) + 1 if at >= 0 else None
+
+
+def forbidden_calls(bundle: regopy.Bundle, source: str) -> list[tuple[str, int | None]]:
+    """The restricted built-ins a compiled bundle calls, with the line of each call where it
+    can be placed. Read from the bundle's plan, not the source text: however a call is spelled
+    (`opa . runtime ( )`, across lines, in a function, as a `with` replacement) the plan names
+    the built-in it calls. A call is a node whose first two children are the built-in's name
+    and the call's text; any other leaf naming a restricted built-in (its declaration in the
+    plan) is counted too, so nothing the plan calls is missed. The nodes are read in memory:
+    regopy's `save_bundle` has aborted the process now and then."""
+    shared = regopy.rego_shared
+    calls: dict[tuple[str, int | None], None] = {}
+    stack = [bundle.node()._impl]
+    while stack:
+        impl = stack.pop()
+        children = [shared.rego_node_get(impl, i) for i in range(shared.rego_node_size(impl))]
+        if children and shared.rego_node_size(children[0]) == 0:
+            name = str(shared.rego_node_value(children[0]))
+            if is_forbidden_builtin(name):
+                where = children[1] if len(children) > 1 else None
+                text = "" if where is None or shared.rego_node_size(where) else where
+                line = _line_of(source, str(shared.rego_node_value(text)) if text else "")
+                calls[(name, line)] = None
+        stack.extend(children)
+    for name in {name for name, line in calls if line is None}:
+        if any(seen == name and line is not None for seen, line in calls):
+            del calls[(name, None)]
+    return sorted(calls, key=lambda item: (item[1] or 0, item[0]))
+
+
+def _refuse_forbidden_builtins(bundle: regopy.Bundle, source: str) -> None:
+    try:
+        calls = forbidden_calls(bundle, source)
+    except regopy.RegoError as exc:  # fail closed
+        raise InvalidInputError(
+            f"the policy's built-ins could not be checked ({describe_rego_error(exc, '')});"
+            " it is refused",
+            field="source",
+        ) from None
+    lines: dict[str, int | None] = {}
+    for name, line in [*calls, *_referenced(source)]:
+        family = name.removesuffix("*")
+        if name.endswith("*") and any(seen.startswith(family) for seen in lines):
+            continue  # `opa.*` where `opa.runtime` is already named
+        known = lines.get(name)
+        lines[name] = line if known is None else min(known, line or known)
+    if lines:
+        ordered = sorted(lines.items(), key=lambda item: (item[1] or 0, item[0]))
+        places = [f"{name} (line {line})" if line else name for name, line in ordered]
+        raise InvalidInputError(
+            "the policy calls a built-in that policies may not use: "
+            + ", ".join(places)
+            + "; policies cannot read the server's environment, the network, the clock or"
+            " randomness (pass what a rule needs in its input)",
+            field="source",
+        )
+
+
 def package_of(source: str) -> str:
     match = PACKAGE.search(source)
     if match is None:
@@ -139,6 +249,7 @@ class CompiledPolicy:
         if not self._bundle.ok():
             reason = describe_error_node(self._bundle.node(), source)
             raise InvalidInputError(f"policy does not compile: {reason}", field="source")
+        _refuse_forbidden_builtins(self._bundle, source)
 
     def evaluate(self, document: Any) -> Verdict:
         """One policy, one input (`qm policy test`); a publish uses `InputBatch`."""
@@ -151,6 +262,10 @@ class CompiledPolicy:
                 output = interpreter.query_bundle(self._bundle)
             except regopy.RegoError as exc:
                 raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
+            except ValueError:
+                # regopy says "ok" but its output is an error S-expression, which it then fails
+                # to read as JSON (e.g. a rule that reads all of `data`, itself included).
+                raise PolicyRuntimeError(self._unreadable_output(interpreter)) from None
         if not output.ok():
             raise PolicyRuntimeError(describe_error_node(output.node(), self._source))
         values: dict[str, Any] = {}
@@ -159,6 +274,24 @@ class CompiledPolicy:
                 if isinstance(expression, dict):
                     values.update(expression)
         return Verdict(**{name: _messages(values.get(name), name) for name in RULE_SETS})
+
+    def _unreadable_output(self, interpreter: regopy.Interpreter) -> str:
+        """The reason in an output regopy could not read (called under the lock)."""
+        shared = regopy.rego_shared
+        impl = shared.rego_bundle_query(interpreter._impl, self._bundle._impl)
+        try:
+            text = str(shared.rego_output_string(impl))
+        finally:
+            shared.rego_free_output(impl)
+        if "(errormsg" not in text:
+            return "the policy's result could not be read (regopy gave no JSON)"
+        reason = describe_rego_error(regopy.RegoError(text), "")
+        if "Recursion detected" in reason:
+            reason += (
+                " (a rule that reads all of `data` or its own package reads itself; read"
+                " `input` or name the rules it needs)"
+            )
+        return reason
 
 
 class InputBatch:
@@ -199,20 +332,42 @@ class PolicyCache:
     """Compiled policies by (tenant, name, version); a new version is a new key, so nothing
     stale is ever served. Bounded: the oldest entries go first."""
 
-    def __init__(self, *, max_entries: int = 512) -> None:
+    def __init__(self, *, max_entries: int = 512, sandbox: PolicySandbox | None = None) -> None:
         self._entries: dict[tuple[str, str, int, str], CompiledPolicy] = {}
         self._lock = threading.Lock()
         self._max = max_entries
+        # The server's cache evaluates in worker processes within a budget (policy/sandbox.py);
+        # without one (tests of the engine) evaluation is in-process and unbounded.
+        self.sandbox = sandbox
 
     def get(self, tenant_id: str, name: str, version: int, source: str) -> CompiledPolicy:
+        """A stored policy compiled; one that no longer compiles (e.g. it calls a built-in
+        policies may no longer use) fails like a policy failing at runtime."""
         key = (tenant_id, name, version, hashlib.sha256(source.encode()).hexdigest())
         with self._lock:
             compiled = self._entries.get(key)
         if compiled is not None:
             return compiled
-        compiled = CompiledPolicy(source, name=name)
+        try:
+            compiled = CompiledPolicy(source, name=name)
+        except InvalidInputError as exc:
+            raise PolicyRuntimeError(f"the stored policy is refused: {exc.message}") from None
         with self._lock:
             if len(self._entries) >= self._max:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = compiled
         return compiled
+
+    def evaluate(
+        self, tenant_id: str, name: str, version: int, source: str, document: Any
+    ) -> Verdict:
+        """A stored policy on one input: in the sandbox if there is one (within its budget),
+        else in-process. Raises PolicyRuntimeError (PolicyBudgetError over the budget)."""
+        if self.sandbox is None:
+            return self.get(tenant_id, name, version, source).evaluate(document)
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        try:
+            key = f"{tenant_id}/{name}/{version}/{digest}"
+            return self.sandbox.evaluate(key, name, source, document)
+        except InvalidInputError as exc:
+            raise PolicyRuntimeError(f"the stored policy is refused: {exc.message}") from None

@@ -16,6 +16,7 @@ from quartermaster.catalog.service import find_app
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.policy import service
+from quartermaster.policy.dependencies import PolicyCacheDep
 from quartermaster.policy.models import PolicyMode
 from quartermaster.tenancy.service import require_team
 
@@ -171,13 +172,15 @@ def get_policy(
     summary="Evaluate a policy (given or stored) against an input; nothing is stored",
     responses=error_responses(404, 422),
 )
-def try_policy(body: PolicyTry, caller: Reader, session: SessionDep) -> VerdictOut:
+def try_policy(
+    body: PolicyTry, caller: Reader, session: SessionDep, cache: PolicyCacheDep
+) -> VerdictOut:
     if (body.source is None) == (body.name is None):
         raise InvalidInputError("give exactly one of source or name", field="source")
     source = body.source
     if source is None:
         source = service.get_policy(caller, body.name or "", session=session).source
-    verdict = service.try_policy(source, body.input)
+    verdict = service.try_policy(source, body.input, cache=cache)
     return VerdictOut(
         result=verdict.result,
         deny=verdict.deny,

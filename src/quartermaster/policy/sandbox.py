@@ -1,0 +1,178 @@
+"""Policies are evaluated in worker processes with a time and a memory budget.
+
+regopy has no limit of its own: `numbers.range(1, 1e7)` in a rule runs for minutes and takes
+gigabytes, in the server's own process. So an evaluation is sent to a worker
+(`python -m quartermaster.policy.worker`), started with an empty environment, and the server
+waits at most `EVALUATION_SECONDS` for its answer while it checks the worker's resident memory
+against `EVALUATION_MEMORY_BYTES`; over either, the worker is killed (a new one starts on next
+use) and the evaluation fails with `PolicyBudgetError`, naming the limit. A worker is reused
+for evaluation after evaluation and keeps its compiled policies, so a warm evaluation costs a
+round trip on a pipe (well under a millisecond) on top of the query."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any
+
+from quartermaster.errors import InvalidInputError
+from quartermaster.policy.engine import (
+    RULE_SETS,
+    PolicyRuntimeError,
+    Verdict,
+    canonical_json,
+)
+
+EVALUATION_SECONDS = 2.0
+EVALUATION_MEMORY_BYTES = 512 * 1024 * 1024
+MAX_WORKERS = 4  # evaluations at once; more wait for a worker
+STARTUP_SECONDS = 30.0  # importing regopy in a new worker; not charged to an evaluation
+_POLL_SECONDS = 0.01
+
+
+class PolicyBudgetError(PolicyRuntimeError):
+    """The evaluation went over its time or memory budget; its worker was killed."""
+
+
+class _WorkerStopped(Exception):
+    pass
+
+
+def _worker_environment() -> dict[str, str]:
+    """Only what Python needs to find the package: no database URL, no secrets."""
+    paths = [path for path in sys.path if path]
+    return {"PATH": os.defpath, "PYTHONPATH": os.pathsep.join(paths), "LC_ALL": "C.UTF-8"}
+
+
+def _resident_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None  # not Linux: the time limit still holds
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "quartermaster.policy.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_worker_environment(),
+            close_fds=True,
+        )
+        self._buffer = b""
+
+    def ask(self, request: dict[str, Any], *, seconds: float, memory_bytes: int) -> Any:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError as exc:
+            raise _WorkerStopped(str(exc)) from None
+        return json.loads(self._read_line(seconds=seconds, memory_bytes=memory_bytes))
+
+    def _read_line(self, *, seconds: float, memory_bytes: int) -> bytes:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + seconds
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PolicyBudgetError(
+                    f"the policy's evaluation went over its time limit of {seconds:g} s"
+                )
+            ready, _, _ = select.select([fd], [], [], min(remaining, _POLL_SECONDS))
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise _WorkerStopped(f"exit status {self.process.wait()}")
+                self._buffer += chunk
+            resident = _resident_bytes(self.process.pid)
+            if resident is not None and resident > memory_bytes:
+                raise PolicyBudgetError(
+                    "the policy's evaluation went over its memory limit of "
+                    f"{memory_bytes // (1024 * 1024)} MiB"
+                )
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def wait_ready(self) -> None:
+        answer = json.loads(self._read_line(seconds=STARTUP_SECONDS, memory_bytes=1 << 62))
+        if answer != {"ready": True}:
+            raise _WorkerStopped(f"unexpected greeting {answer!r}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    while workers:
+        workers.pop().stop()
+
+
+class PolicySandbox:
+    """Worker processes that evaluate policies within a budget; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        seconds: float = EVALUATION_SECONDS,
+        memory_bytes: int = EVALUATION_MEMORY_BYTES,
+        max_workers: int = MAX_WORKERS,
+    ) -> None:
+        self.seconds = seconds
+        self.memory_bytes = memory_bytes
+        self._slots = threading.BoundedSemaphore(max_workers)
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop_all, self._idle)
+
+    def evaluate(self, key: str, name: str, source: str, document: Any) -> Verdict:
+        """One policy on one input. Raises InvalidInputError (the source does not compile),
+        PolicyBudgetError (over the budget) or PolicyRuntimeError (it failed on the input)."""
+        request = {
+            "policies": [{"key": key, "name": name, "source": source}],
+            "input": json.loads(canonical_json(document)),
+        }
+        with self._slots:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            try:
+                if worker is None:
+                    worker = _Worker()
+                    worker.wait_ready()
+                answer = worker.ask(request, seconds=self.seconds, memory_bytes=self.memory_bytes)
+            except PolicyBudgetError:
+                if worker is not None:
+                    worker.stop()
+                raise
+            except (_WorkerStopped, OSError, ValueError) as exc:
+                if worker is not None:
+                    worker.stop()
+                raise PolicyRuntimeError(
+                    f"the policy's evaluation stopped ({exc}); it may have run out of memory"
+                ) from None
+            with self._lock:
+                self._idle.append(worker)
+        result = answer["results"][0]
+        if "verdict" in result:
+            return Verdict(**{rule: list(result["verdict"][rule]) for rule in RULE_SETS})
+        if result.get("invalid"):
+            raise InvalidInputError(str(result["error"]), field="source")
+        raise PolicyRuntimeError(str(result["error"]))
+
+    def close(self) -> None:
+        self._finalizer()
