@@ -5,6 +5,7 @@ import hmac
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -90,3 +91,9 @@ def test_content_hash_ignores_key_id_and_signature_but_not_content() -> None:
     # key order in the JSON text does not matter
     reordered = dict(reversed(list(EVENT.items())))
     assert content_hash(reordered) == content_hash(EVENT)
+
+
+def test_sign_event_asks_for_the_secret_as_bytes_when_given_its_hex() -> None:
+    event = {"specversion": "1.0", "id": "e1", "source": "s", "type": "t", "time": "x"}
+    with pytest.raises(TypeError, match=r"secret must be bytes, not str: pass bytes\.fromhex"):
+        sign_event(event, key_id="k1", secret="00ff" * 8)  # type: ignore[arg-type]

@@ -77,7 +77,12 @@ def signature_for(event: Mapping[str, Any], *, secret: bytes) -> str:
 
 
 def sign_event(event: Mapping[str, Any], *, key_id: str, secret: bytes) -> dict[str, Any]:
-    """A copy of `event` carrying `qmkeyid` and a fresh `qmsignature`."""
+    """A copy of `event` carrying `qmkeyid` and a fresh `qmsignature`. `secret` is the key's
+    bytes (`bytes.fromhex` of the hex `qm app key create` shows)."""
+    if not isinstance(secret, bytes):
+        raise TypeError(
+            f"secret must be bytes, not {type(secret).__name__}: pass bytes.fromhex(secret_hex)"
+        )
     signed = {k: v for k, v in event.items() if k != SIGNATURE_ATTRIBUTE}
     signed[KEY_ID_ATTRIBUTE] = key_id
     signed[SIGNATURE_ATTRIBUTE] = signature_for(signed, secret=secret)
