@@ -12,11 +12,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from quartermaster.billing.explain import daily_from_raw, daily_from_rollups
 from quartermaster.billing.focus import MANDATORY_COLUMNS
-from quartermaster.billing.models import BillingLine
+from quartermaster.billing.models import BillingDocument, BillingLine
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.usage.meters import Aggregation
 from tests.billing.platform import (
@@ -152,6 +152,7 @@ def test_finalized_run_late_usage_and_back_dated_price_change(platform: Platform
     assert finalized.status_code == 200, finalized.text
     assert finalized.json()["status"] == "finalized"
     assert finalized.json()["outcome"] == "finalized"
+    assert (finalized.json()["events_waiting"], finalized.json()["waiting_until"]) == (0, None)
     twice = platform.client.post(f"/v1/billing/runs/{run['id']}/finalize", headers=platform.headers)
     assert twice.status_code == 200, twice.text
     assert twice.json()["outcome"] == "unchanged"  # final already: nothing was done
@@ -399,3 +400,49 @@ def _check_day_series_agree(platform: Platform, line: dict[str, Any]) -> None:
     ]
     # As of now both include the late 1500 s the run did not have (it billed 500).
     assert sum(d.value for d in from_rollups) == 2000
+
+
+def test_an_overlapping_run_is_a_409_naming_the_run_and_absurd_periods_a_422(
+    platform: Platform,
+) -> None:
+    """`month` and then the same month at +01:00: both were created and both finalized."""
+    run = _run(platform)["run"]
+    for body in (
+        {"period_start": "2026-01-01T00:00:00+01:00", "period_end": "2026-02-01T00:00:00+01:00"},
+        {"period_start": "2025-12-15T00:00:00Z", "period_end": "2026-01-15T00:00:00Z"},
+    ):
+        refused = platform.client.post("/v1/billing/runs", json=body, headers=platform.headers)
+        assert refused.status_code == 409, refused.text
+        assert (
+            f"overlaps invoice run {run['id']} (draft, from 2026-01-01 00:00 UTC until "
+            "2026-02-01 00:00 UTC)"
+        ) in refused.json()["error"]["message"]
+    never = platform.client.post(
+        "/v1/billing/runs",
+        json={"period_start": "2026-02-01T00:00:00Z", "period_end": "9999-12-31T00:00:00Z"},
+        headers=platform.headers,
+    )
+    assert never.status_code == 422, never.text
+    assert (
+        "the period ends 9999-12-31 00:00 UTC, after the month in progress ends"
+        in (never.json()["error"]["message"])
+    )
+    with platform.runtime.session_factory() as session:
+        assert session.scalars(select(BillingDocument.id)).all() == [run["id"]]
+
+
+def test_finalize_says_how_many_events_of_the_period_still_wait(platform: Platform) -> None:
+    """An event of an unknown resource waits in the reconciliation window: finalizing said
+    nothing, and an adjustment was then certain."""
+    platform.send(
+        [event("resource.usage", jan(20), {"resource_id": "ghost-pod", "cpu_seconds": 70})]
+    )
+    run = _run(platform)["run"]
+    finalized = platform.client.post(
+        f"/v1/billing/runs/{run['id']}/finalize", headers=platform.headers
+    )
+    assert finalized.status_code == 200, finalized.text
+    body = finalized.json()
+    assert body["status"] == "finalized"
+    assert body["events_waiting"] == 1
+    assert body["waiting_until"] > utc_now().isoformat()[:19]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -115,3 +115,63 @@ def test_a_month_outside_the_years_datetime_holds_is_refused(month: str, zone: s
     with pytest.raises(InvalidInputError, match="out of range") as caught:
         parse_month(month, tenant_zone(zone))
     assert caught.value.field == "month"
+
+
+PLUS_ONE = timezone(timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "field", "message"),
+    [
+        # Both were accepted: a run back to year 1, and a draft that could never be finalized.
+        (
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(2026, 12, 1, tzinfo=UTC),
+            "period_start",
+            "the period starts 0001-01-01T00:00:00+00:00, before 1970-01-01 00:00 UTC: no usage is "
+            "recorded that early",
+        ),
+        (
+            datetime(2026, 11, 1, tzinfo=UTC),
+            datetime(9999, 12, 31, tzinfo=UTC),
+            "period_end",
+            "the period ends 9999-12-31 00:00 UTC, after the month in progress ends "
+            "(2027-01-01 00:00 UTC): a run bills usage recorded so far, and a period can be "
+            "finalized only once it has ended",
+        ),
+        # Year 1 in UTC+1 has no UTC datetime: a 500 (OverflowError) before.
+        (
+            datetime(1, 1, 1, tzinfo=PLUS_ONE),
+            datetime(2026, 12, 1, tzinfo=PLUS_ONE),
+            "period_start",
+            "the period starts 0001-01-01T00:00:00+01:00, before 1970-01-01 00:00 UTC",
+        ),
+        (
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC),
+            "period_end",
+            "the period ends 2027-01-01 00:00:01 UTC, after the month in progress ends",
+        ),
+    ],
+)
+def test_a_period_before_1970_or_past_the_month_in_progress_is_refused(
+    start: datetime, end: datetime, field: str, message: str
+) -> None:
+    now = datetime(2026, 12, 3, 15, tzinfo=UTC)
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_period(start=start, end=end, month=None, zone=UTC_ZONE, now=now)
+    assert caught.value.field == field
+    assert caught.value.message.startswith(message), caught.value.message
+    with pytest.raises(InvalidInputError, match="before 1970-01-01") as month:
+        resolve_period(start=None, end=None, month="1969-12", zone=UTC_ZONE, now=now)
+    assert month.value.field == "month"
+    # The month in progress, and a period ending with it, are still billed (as drafts).
+    ending = resolve_period(
+        start=datetime(2026, 11, 15, tzinfo=UTC),
+        end=datetime(2027, 1, 1, tzinfo=UTC),
+        month=None,
+        zone=UTC_ZONE,
+        now=now,
+    )
+    assert ending.end == datetime(2027, 1, 1, tzinfo=UTC)
+    assert resolve_period(start=None, end=None, month="1970-01", zone=UTC_ZONE, now=now)

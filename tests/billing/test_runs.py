@@ -3,9 +3,13 @@ held in memory (tests/billing/test_pipeline.py runs the same through the real pi
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,12 +19,14 @@ from sqlalchemy.exc import DBAPIError
 
 from quartermaster.billing import adjustments, service
 from quartermaster.billing.models import CostType, DocumentStatus, DocumentType, RunKind
+from quartermaster.domain.timeutil import Period
 from quartermaster.errors import ConflictError, PermissionDeniedError
 from quartermaster.pricing.lines import UsageRow
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 from tests.billing.support import (
+    FEBRUARY,
     JANUARY,
     SMALL_TOTAL,
     MemoryCalculator,
@@ -363,3 +369,127 @@ def test_adjusting_a_draft_or_an_adjustment_is_refused(
             caller, adjustment_id, calculator=calc, session=session
         )
     assert reproduced.identical, reproduced.differences
+
+
+def _create(
+    runtime: Runtime,
+    caller: AuthContext,
+    period: Period,
+    calc: MemoryCalculator,
+    kind: RunKind = RunKind.INVOICE,
+) -> service.RunOutcome:
+    with runtime.session_factory() as session:
+        return service.create_run(
+            caller, period=period, kind=kind, calculator=calc, session=session
+        )
+
+
+def _utc(year: int, month: int, day: int, hour: int = 0) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+def test_a_run_overlapping_another_run_of_its_kind_is_refused(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """Overlapping runs were both created and both finalized: January's usage on two final
+    invoices, and every adjustment billed twice."""
+    caller = admin(tenant.tenant_id)
+    calc = small_calculator()
+    january = _run(runtime, caller, calc).document
+    # The month in Paris (a time zone changed since), the middle of it, around it, inside it.
+    overlapping = [
+        Period(_utc(2025, 12, 31, 23), _utc(2026, 1, 31, 23)),
+        Period(_utc(2026, 1, 15), _utc(2026, 2, 15)),
+        Period(_utc(2025, 12, 15), _utc(2026, 2, 15)),
+        Period(_utc(2026, 1, 10), _utc(2026, 1, 11)),
+    ]
+    for status in ("draft", "finalized"):
+        for period in overlapping:
+            with pytest.raises(ConflictError) as caught:
+                _create(runtime, caller, period, calc)
+            message = caught.value.message
+            assert f"overlaps invoice run {january.id} ({status}, from 2026-01-01 00:00 UTC " in (
+                message
+            )
+            assert "until 2026-02-01 00:00 UTC)" in message
+            assert "billed twice" in message
+        if status == "draft":
+            assert f"qm bill discard {january.id}" in message
+            # Running the same period again still recomputes the draft.
+            assert _run(runtime, caller, calc).recomputed
+            _finalize(runtime, caller, january.id)
+        else:
+            assert f"qm bill adjust {january.id}" in message
+    # Adjacent periods share no moment; the other kind is a separate ledger.
+    assert _create(runtime, caller, FEBRUARY, calc).created
+    assert _create(runtime, caller, overlapping[1], calc, RunKind.CHARGEBACK).created
+    with runtime.session_factory() as session:
+        runs = service.list_documents(caller, kind=RunKind.INVOICE, session=session)
+    assert sorted(r.period_start for r in runs) == [JANUARY.start, FEBRUARY.start]
+
+
+def test_a_discarded_draft_no_longer_stands_in_the_way(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    caller = admin(tenant.tenant_id)
+    calc = small_calculator()
+    draft = _run(runtime, caller, calc).document
+    shifted = Period(_utc(2025, 12, 31, 23), _utc(2026, 1, 31, 23))
+    with pytest.raises(ConflictError, match=draft.id):
+        _create(runtime, caller, shifted, calc)
+    with runtime.session_factory() as session:
+        service.discard_draft(caller, draft.id, session=session)
+    assert _create(runtime, caller, shifted, calc).created
+
+
+def test_an_overlapping_draft_of_before_the_check_cannot_be_finalized(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """Overlapping drafts made before overlaps were refused: the second is not finalized."""
+    caller = admin(tenant.tenant_id)
+    calc = small_calculator()
+    first = _run(runtime, caller, calc).document
+    later_half = Period(_utc(2026, 1, 15), _utc(2026, 2, 15))
+    second = _create(runtime, caller, later_half, calc, RunKind.CHARGEBACK).document
+    with runtime.engine.begin() as connection:  # as the old code could store it
+        connection.execute(
+            text("UPDATE billing_documents SET kind = 'invoice' WHERE id = :id"),
+            {"id": second.id},
+        )
+    _finalize(runtime, caller, first.id)
+    with runtime.session_factory() as session, pytest.raises(ConflictError) as caught:
+        service.finalize_run(caller, second.id, session=session)
+    assert f"overlaps invoice run {first.id} (finalized" in caught.value.message
+    assert f"discard this draft (qm bill discard {second.id})" in caught.value.message
+
+
+class SlowCalculator(MemoryCalculator):
+    """Computes slowly, so that two runs created at once are both computing together."""
+
+    def inputs(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return super().inputs(*args, **kwargs)
+
+
+def test_two_overlapping_runs_created_at_once_do_not_both_succeed(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    caller = admin(tenant.tenant_id)
+    base = small_calculator()
+    calc = SlowCalculator(versions=base.versions, usage=base.usage, costs=base.costs)
+    periods = [JANUARY, Period(_utc(2026, 1, 15), _utc(2026, 2, 15))]
+    barrier = threading.Barrier(len(periods))
+
+    def create(period: Period) -> str:
+        barrier.wait()
+        try:
+            return _create(runtime, caller, period, calc).document.id
+        except ConflictError as refused:
+            return refused.message
+
+    with ThreadPoolExecutor(len(periods)) as pool:
+        results = list(pool.map(create, periods))
+    created = [r for r in results if "overlaps" not in r]
+    assert len(created) == 1, results
+    (refusal,) = [r for r in results if "overlaps" in r]
+    assert f"overlaps invoice run {created[0]} (draft" in refusal

@@ -10,6 +10,8 @@ from quartermaster.domain.timeutil import Period, ensure_utc, moment_text
 from quartermaster.errors import InvalidInputError
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
+# No usage is recorded before the Unix epoch: a period starting earlier is a typo (0001-01-01).
+EARLIEST_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def tenant_zone(name: str | None) -> ZoneInfo:
@@ -74,13 +76,18 @@ def resolve_period(
 ) -> Period:
     """An explicit [start, end), or a month (YYYY-MM), or by default the last complete
     calendar month in the tenant's time zone. A period that has not started at `now` is
-    refused: nothing can have been used in it yet."""
+    refused: nothing can have been used in it yet; so is one that starts before 1970 or
+    reaches into a month that has not started (`_bounded`)."""
     if month is not None:
         if start is not None or end is not None:
             raise InvalidInputError(
                 "give either month or period_start/period_end, not both", field="month"
             )
-        return _started(parse_month(month, zone), f"month {month.strip()}", "month", zone, now)
+        period = parse_month(month, zone)
+        what = f"month {month.strip()}"
+        local = (period.start.astimezone(zone), period.end.astimezone(zone))
+        _bounded(*local, what, ("month", "month"), zone, now)
+        return period
     if start is None and end is None:
         return previous_month(now, zone)
     if start is None or end is None:
@@ -89,20 +96,46 @@ def resolve_period(
     for name, value in (("period_start", start), ("period_end", end)):
         if value.tzinfo is None:
             raise InvalidInputError(f"{name} must carry a UTC offset", field=name)
-    if ensure_utc(end) <= ensure_utc(start):
+    if end <= start:
         raise InvalidInputError(
             f"period_end {end.isoformat()} is not after period_start {start.isoformat()}",
             field="period_end",
         )
-    period = Period(ensure_utc(start), ensure_utc(end))
-    return _started(period, "the period", "period_start", zone, now)
+    # Before converting to UTC: 0001-01-01T00:00+01:00 has no UTC datetime.
+    _bounded(start, end, "the period", ("period_start", "period_end"), zone, now)
+    return Period(ensure_utc(start), ensure_utc(end))
 
 
-def _started(period: Period, what: str, field: str, zone: ZoneInfo, now: datetime) -> Period:
-    if period.start <= now:
-        return period
-    raise InvalidInputError(
-        f"{what} has not started yet: it starts {moment_text(period.start.astimezone(zone))}; "
-        "a run bills usage recorded so far (the preview shows this month's)",
-        field=field,
-    )
+def _bounded(
+    start: datetime,
+    end: datetime,
+    what: str,
+    fields: tuple[str, str],
+    zone: ZoneInfo,
+    now: datetime,
+) -> None:
+    """Refuse a period (aware bounds) that has not started yet, that starts before 1970, or
+    that reaches into a month that has not started yet: the month in progress is the latest
+    a run can bill, and a run ending later could never be finalized (its draft would stand
+    in the way of every run of the months it covers)."""
+    if start > now:
+        raise InvalidInputError(
+            f"{what} has not started yet: it starts {moment_text(start.astimezone(zone))}; "
+            "a run bills usage recorded so far (the preview shows this month's)",
+            field=fields[0],
+        )
+    if start < EARLIEST_START:
+        raise InvalidInputError(
+            # isoformat: strftime writes year 1 as '1'.
+            f"{what} starts {start.isoformat()}, before {moment_text(EARLIEST_START)}: "
+            "no usage is recorded that early",
+            field=fields[0],
+        )
+    current = month_containing(now, zone)
+    if end > current.end:
+        raise InvalidInputError(
+            f"{what} ends {moment_text(end)}, after the month in progress ends "
+            f"({moment_text(current.end.astimezone(zone))}): a run bills usage recorded so "
+            "far, and a period can be finalized only once it has ended",
+            field=fields[1],
+        )

@@ -34,7 +34,12 @@ from quartermaster.billing.schemas import (
     RunCreate,
     RunOut,
 )
-from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up, plain
+from quartermaster.billing.sources import (
+    StoreCalculator,
+    pipeline_catch_up,
+    plain,
+    waiting_counter,
+)
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
@@ -156,11 +161,19 @@ def get_run(run_id: RunId, caller: Reader, session: SessionDep) -> DocumentDetai
     summary="Finalize a draft run: it and its lines become immutable (idempotent)",
     responses=error_responses(404, 409, 422),
 )
-def finalize_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> FinalizedOut:
-    outcome = service.finalize_run(caller, run_id, session=session)
+def finalize_run(
+    run_id: RunId, caller: AdminCaller, session: SessionDep, runtime: RuntimeDep
+) -> FinalizedOut:
+    outcome = service.finalize_run(
+        caller, run_id, session=session, waiting=waiting_counter(runtime.usage_store)
+    )
     # Admins only: the total is never hidden here.
     return FinalizedOut.model_validate(outcome.document).model_copy(
-        update={"outcome": "finalized" if outcome.finalized else "unchanged"}
+        update={
+            "outcome": "finalized" if outcome.finalized else "unchanged",
+            "events_waiting": outcome.waiting.events,
+            "waiting_until": outcome.waiting.until,
+        }
     )
 
 

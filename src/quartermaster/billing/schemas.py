@@ -100,6 +100,17 @@ class FinalizedOut(DocumentOut):
         description="finalized: this request finalized the run; unchanged: it was final "
         "already and nothing was done.",
     )
+    events_waiting: int = Field(
+        default=0,
+        description="Events of the period still waiting in the reconciliation window (their "
+        "owner is not known yet), as the pipeline last saw them: not in this run; an "
+        "adjustment bills them once they are attributed. Finalizing does not wait for them.",
+    )
+    waiting_until: datetime | None = Field(
+        default=None,
+        description="The latest reconciliation deadline of those events: by then each is "
+        "attributed, or charged to the default cost center (null when none wait).",
+    )
 
 
 class RunOut(BaseModel):

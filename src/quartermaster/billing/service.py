@@ -8,12 +8,13 @@ its own team's lines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,7 @@ from quartermaster.billing.models import (
     RunKind,
 )
 from quartermaster.billing.periods import resolve_period, tenant_zone
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import ConflictError, NotFoundError, PermissionDeniedError
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Team, Tenant
@@ -60,9 +61,24 @@ class RunOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """Events of a period still waiting in the reconciliation window (their owner is not
+    known yet): they are billed once attributed, so by an adjustment of a finalized run."""
+
+    events: int
+    until: datetime | None  # the latest deadline: by then every one of them is settled
+
+
+NOTHING_WAITING = Waiting(0, None)
+# Counts the events of a tenant's period waiting in the reconciliation window.
+WaitingCounter = Callable[[str, Period], Waiting]
+
+
+@dataclass(frozen=True, slots=True)
 class FinalizeOutcome:
     document: BillingDocument
     finalized: bool  # this call finalized it; False: it was final already, nothing was done
+    waiting: Waiting = NOTHING_WAITING  # the period's events not billed yet, still waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +245,64 @@ def compute_period(
     return price_inputs(context, period, inputs)
 
 
+def lock_tenant_runs(tenant_id: str, *, session: Session) -> None:
+    """Serialize the creation and finalization of one tenant's runs until the transaction
+    ends, so that two overlapping runs created at the same moment do not both pass the
+    overlap check. PostgreSQL: a transaction-level advisory lock per tenant. SQLite: every
+    writing transaction already starts with BEGIN IMMEDIATE (storage/engine.py)."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(f"qm-billing-runs:{tenant_id}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def period_text(start: datetime, end: datetime, zone_name: str | None) -> str:
+    """'from 2026-11-01 00:00 UTC until 2026-12-01 00:00 UTC', in the tenant's zone."""
+    zone = tenant_zone(zone_name)
+    return f"from {moment_text(start.astimezone(zone))} until {moment_text(end.astimezone(zone))}"
+
+
+def overlapping_run(
+    tenant_id: str,
+    kind: str,
+    period: Period,
+    *,
+    session: Session,
+    exclude_id: str | None = None,
+    status: DocumentStatus | None = None,
+) -> BillingDocument | None:
+    """The earliest other run of `kind` whose period shares a moment with `period`. Runs of
+    the other kind are separate ledgers (an invoice and an internal chargeback of the same
+    usage) and do not count."""
+    query = select(BillingDocument).where(
+        BillingDocument.tenant_id == tenant_id,
+        BillingDocument.doc_type == DocumentType.RUN.value,
+        BillingDocument.kind == kind,
+        BillingDocument.period_start < period.end,
+        BillingDocument.period_end > period.start,
+    )
+    if exclude_id is not None:
+        query = query.where(BillingDocument.id != exclude_id)
+    if status is not None:
+        query = query.where(BillingDocument.status == status.value)
+    return session.scalars(query.order_by(BillingDocument.period_start).limit(1)).first()
+
+
+def overlap_error(kind: str, period: Period, other: BillingDocument, zone: str | None) -> str:
+    """Why a run of `period` is refused: `other` already bills some of it (pure)."""
+    remedy = (
+        f"bill late usage of it with an adjustment (qm bill adjust {other.id})"
+        if other.status == DocumentStatus.FINALIZED.value
+        else f"discard that draft first (qm bill discard {other.id}) or run its period"
+    )
+    return (
+        f"the period {period_text(period.start, period.end, zone)} overlaps {kind} run "
+        f"{other.id} ({other.status}, "
+        f"{period_text(other.period_start, other.period_end, other.timezone)}): each moment "
+        f"is billed by one {kind} run, else its usage is billed twice; {remedy}"
+    )
+
+
 def _find_run(
     tenant_id: str, key: str, *, session: Session, lock: bool = False
 ) -> BillingDocument | None:
@@ -255,11 +329,21 @@ def create_run(
     the unit of work opens)."""
     require_admin(caller, "create billing runs")
     cutoff = as_of if as_of is not None else calculator.cutoff()
+    lock_tenant_runs(caller.tenant_id, session=session)
     tenant = load_tenant(caller.tenant_id, session=session)
     key = run_doc_key(kind, period)
     existing = _find_run(caller.tenant_id, key, session=session, lock=True)
     if existing is not None and existing.status == DocumentStatus.FINALIZED.value:
         return RunOutcome(existing, created=False, recomputed=False)
+    other = overlapping_run(
+        caller.tenant_id,
+        kind.value,
+        period,
+        session=session,
+        exclude_id=existing.id if existing is not None else None,
+    )
+    if other is not None:
+        raise ConflictError(overlap_error(kind.value, period, other, tenant.timezone))
     book = price_book or (existing.price_book if existing is not None else None)
     computed = compute_period(
         caller.tenant_id,
@@ -381,19 +465,30 @@ def list_documents(
 
 
 def finalize_run(
-    caller: AuthContext, document_id: str, *, session: Session, now: datetime | None = None
+    caller: AuthContext,
+    document_id: str,
+    *,
+    session: Session,
+    now: datetime | None = None,
+    waiting: WaitingCounter | None = None,
 ) -> FinalizeOutcome:
     """Finalize a draft run (idempotent: a finalized run is returned as it is, and the
     outcome says so). A period that has not ended yet cannot be finalized: its usage is
-    still arriving."""
+    still arriving; nor can a run whose period overlaps a finalized run of its kind (one
+    created before overlaps were refused). The outcome counts the period's events still
+    waiting in the reconciliation window (`waiting`, none when not given): finalizing does
+    not wait for them, and an adjustment will bill them."""
     require_admin(caller, "finalize billing runs")
+    lock_tenant_runs(caller.tenant_id, session=session)
     document = get_document(caller, document_id, session=session)
     if document.doc_type != DocumentType.RUN.value:
         raise ConflictError(
             f"{document_id!r} is an adjustment document: those are issued final", field="run_id"
         )
+    period = Period(document.period_start, document.period_end)
+    counted = waiting(document.tenant_id, period) if waiting is not None else NOTHING_WAITING
     if document.status == DocumentStatus.FINALIZED.value:
-        return FinalizeOutcome(document, finalized=False)
+        return FinalizeOutcome(document, finalized=False, waiting=counted)
     moment = now or utc_now()
     if document.period_end > moment:
         raise ConflictError(
@@ -401,11 +496,25 @@ def finalize_run(
             "finalize it after it has ended",
             field="run_id",
         )
+    other = overlapping_run(
+        document.tenant_id,
+        document.kind,
+        period,
+        session=session,
+        exclude_id=document.id,
+        status=DocumentStatus.FINALIZED,
+    )
+    if other is not None:
+        raise ConflictError(
+            overlap_error(document.kind, period, other, document.timezone)
+            + f"; discard this draft (qm bill discard {document.id})",
+            field="run_id",
+        )
     document.status = DocumentStatus.FINALIZED.value
     document.finalized_at = moment
     document.finalized_by = caller.principal_name
     session.commit()
-    return FinalizeOutcome(document, finalized=True)
+    return FinalizeOutcome(document, finalized=True, waiting=counted)
 
 
 def discard_draft(caller: AuthContext, document_id: str, *, session: Session) -> None:

@@ -9,7 +9,7 @@ usage is priced by the version in force when it happened; for the non-additive a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from quartermaster.billing.calculator import PeriodInputs, PricingContext
+from quartermaster.billing.service import NOTHING_WAITING, Waiting, WaitingCounter
 from quartermaster.catalog.models import App
 from quartermaster.domain.timeutil import Period, ensure_utc, utc_now
 from quartermaster.errors import ConflictError
@@ -30,7 +31,7 @@ from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import DEFAULT_COST_CENTER_SLUG
 from quartermaster.usage.meters import DEFAULT_METERS, Aggregation, MeterDefinition
 from quartermaster.usage.snapshot import meter_definition, tenant_meters
-from quartermaster.usage.store import UsageStore, UsageTotal
+from quartermaster.usage.store import UsageStore, UsageTotal, WaitingEvent
 
 # How long an ingest may take between stamping recorded_at and committing to the event log.
 DEFAULT_SETTLE = timedelta(seconds=5)
@@ -52,6 +53,25 @@ def pipeline_catch_up(runtime: Runtime) -> Callable[[], None]:
             ) from None
 
     return catch_up
+
+
+def waiting_in(events: Iterable[WaitingEvent], period: Period) -> Waiting:
+    """How many of the events waiting in the reconciliation window happened in `period`,
+    and the latest of their deadlines (pure)."""
+    deadlines = [e.deadline for e in events if period.contains(ensure_utc(e.event_time))]
+    if not deadlines:
+        return NOTHING_WAITING
+    return Waiting(len(deadlines), ensure_utc(max(deadlines)))
+
+
+def waiting_counter(store: UsageStore) -> WaitingCounter:
+    """The events of a tenant's period waiting in the store's reconciliation window, as the
+    pipeline last saw them."""
+
+    def count(tenant_id: str, period: Period) -> Waiting:
+        return waiting_in(store.waiting_events([tenant_id]), period)
+
+    return count
 
 
 def tenant_meter_definitions(tenant_id: str, *, session: Session) -> dict[str, MeterDefinition]:
