@@ -118,9 +118,14 @@ class HitOut(BaseModel):
 
 class SearchOut(BaseModel):
     query: str
-    total: int
+    total: int = Field(description="Every app that matches the query and filters.")
     hits: list[HitOut]
-    facets: dict[str, dict[str, int]]
+    facets: dict[str, dict[str, int]] = Field(
+        description="Per facet, the 20 commonest values among the `facet_hits` best hits."
+    )
+    facet_hits: int = Field(
+        description="The hits the facets count: `total`, or the 1,100 or more best of more."
+    )
 
 
 def decode_package(encoded: str | None) -> bytes | None:
@@ -205,9 +210,14 @@ async def search(
     pricing_model: Annotated[
         PricingModelName | None, Query(description="Only apps priced this way.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=100, description="At most this many results.")] = 20,
+    limit: Annotated[
+        int, Query(ge=1, le=search_index.MAX_LIMIT, description="At most this many results.")
+    ] = 20,
     offset: Annotated[
-        int, Query(ge=0, le=1000, description="Skip this many results (the next page).")
+        int,
+        Query(
+            ge=0, le=search_index.MAX_OFFSET, description="Skip this many results (the next page)."
+        ),
     ] = 0,
 ) -> Response:
     # The hot read path: one threadpool hop for the session and the search together, and

@@ -11,12 +11,17 @@ two ranks, so a whole word (which matches both) counts above a bare prefix. Comm
 stop words are dropped from a query with other terms; PostgreSQL's `english` config drops
 them anyway.
 
-Bounded ranking: the engine picks the best MAX_CANDIDATES matches by text in each index
-(SQLite: ORDER BY bm25 LIMIT inside FTS5 over the tenant's rowid range, see `fts_rowid`, so
-the limit applies to the tenant's matches before any join), and only those are combined with the
-signals. The signals are precomputed columns of the document (`behaviour`, `trust_base`,
-`scanned_epoch`), so a candidate costs no joins and little Python; the shown columns are read
-only for the page of hits returned.
+Filters first, then bounded ranking: the filters (team, tag, capability, pricing model)
+are conditions of the SQL that picks candidates, so they apply to all of the tenant's matches
+before any limit (SQLite: the full-text match joined to its document; PostgreSQL: the same
+WHERE). Then the engine picks the best WINDOW matches by text in each index (SQLite: ORDER BY
+bm25 LIMIT inside FTS5 over the tenant's rowid range, see `fts_rowid`, so the limit applies to
+the tenant's matches), and only those are combined with the signals. WINDOW is the deepest hit
+paging can reach (MAX_OFFSET + MAX_LIMIT), the same for every page, so pages never disagree;
+`total` is the exact number of matches (counted in SQL when the window is full). The
+signals are precomputed columns of the document (`behaviour`, `trust_base`, `scanned_epoch`),
+so a candidate costs no joins and little Python; the shown columns are read only for the page
+of hits returned.
 
 Score (each hit carries its parts, so a ranking can be explained):
   score = 0.70 * text + 0.20 * behaviour + 0.10 * trust, each part in [0, 1]
@@ -59,10 +64,13 @@ from quartermaster.storage.base import UTCDateTime
 from quartermaster.tenancy.models import Principal, Team
 
 WEIGHTS = {"text": 0.70, "behaviour": 0.20, "trust": 0.10}
-# Candidates per index re-ranked with the signals. Text is 70% of the score, so an app
-# outside its index's text top-100 would need a far better usage and trust than the apps
-# inside to reach the first page; 100 instead of 300 took a third off the p95 in-process.
-MAX_CANDIDATES = 100
+# Paging: `limit` up to MAX_LIMIT hits from `offset` up to MAX_OFFSET (the route's bounds).
+MAX_LIMIT = 100
+MAX_OFFSET = 1000
+# Candidates per index re-ranked with the signals: every hit paging can reach, the same for
+# every page of a query (a window growing with the offset would rank page 6 differently from
+# page 1). Filters apply before this limit, in SQL.
+WINDOW = MAX_OFFSET + MAX_LIMIT
 _TERM = re.compile(r"\w+", re.UNICODE)
 FACETS = ("tags", "team", "capabilities", "pricing_model")
 _DAY = 86400.0
@@ -104,9 +112,12 @@ class Hit:
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     query: str
-    total: int
+    total: int  # every match of the query and filters (exact)
     hits: list[Hit]
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The hits the facets count: `total`, unless more than WINDOW match (then the candidates
+    # ranked: the best WINDOW of each index by text, or the WINDOW busiest for an empty query).
+    facet_hits: int = 0
 
 
 # --- pure scoring ----------------------------------------------------------------------------
@@ -388,13 +399,32 @@ _SQLITE_PART = (
     + " "
     "ORDER BY relevance DESC, rowid LIMIT :limit)"
 )
+# With filters: each match joined to its document (by primary key) before the LIMIT.
+_SQLITE_FILTERED_TENANT = _SQLITE_TENANT.replace("rowid", "{t}.rowid")
+_SQLITE_FILTERED_JOIN = "FROM {t} JOIN app_search_docs d ON d.id = {t}.rowid & 4294967295 "
+_SQLITE_FILTERED_MATCH = (
+    "SELECT {t}.rowid & 4294967295 AS id "
+    + _SQLITE_FILTERED_JOIN
+    + "WHERE {t} MATCH :{p} AND "
+    + _SQLITE_FILTERED_TENANT
+    + "{filters}"
+)
+_SQLITE_FILTERED_PART = (
+    "SELECT * FROM (SELECT {t}.rowid & 4294967295 AS id, "
+    "-bm25({t}, 0.0, 10.0, 2.0, 6.0) AS relevance "
+    + _SQLITE_FILTERED_JOIN
+    + "WHERE {t} MATCH :{p} AND "
+    + _SQLITE_FILTERED_TENANT
+    + "{filters} ORDER BY relevance DESC, {t}.rowid LIMIT :limit)"
+)
 _SQLITE_TABLES = {STEMMED: "app_search_fts", PREFIX: "app_search_words"}
 _PG_MATCH = (
-    "SELECT id FROM app_search_docs WHERE tenant_id = :tenant AND {v} @@ to_tsquery('{c}', :{p})"
+    "SELECT id FROM app_search_docs d "
+    "WHERE tenant_id = :tenant AND {v} @@ to_tsquery('{c}', :{p}){filters}"
 )
 _PG_PART = (
-    "(SELECT id, ts_rank({v}, q) AS relevance FROM app_search_docs, to_tsquery('{c}', :{p}) q "
-    "WHERE tenant_id = :tenant AND {v} @@ q ORDER BY relevance DESC, id LIMIT :limit)"
+    "(SELECT id, ts_rank({v}, q) AS relevance FROM app_search_docs d, to_tsquery('{c}', :{p}) q "
+    "WHERE tenant_id = :tenant AND {v} @@ q{filters} ORDER BY relevance DESC, id LIMIT :limit)"
 )
 _PG_VECTORS = {STEMMED: ("search_vector", "english"), PREFIX: ("prefix_vector", "simple")}
 _CANDIDATES_SQL = (
@@ -403,8 +433,35 @@ _CANDIDATES_SQL = (
 )
 _BROWSE_SQL = (
     f"SELECT {_RANK_COLUMNS}, 0.0 AS relevance FROM app_search_docs d "
-    "WHERE d.tenant_id = :tenant ORDER BY d.invocations_30d DESC, d.app_id LIMIT :limit"
+    "WHERE d.tenant_id = :tenant{filters} ORDER BY d.invocations_30d DESC, d.app_id LIMIT :limit"
 )
+_BROWSE_COUNT = "SELECT count(*) FROM app_search_docs d WHERE d.tenant_id = :tenant{filters}"
+# The tenant's matches in either index (ids, once each), filtered.
+_MATCH_COUNT = "SELECT count(*) FROM ({union}) u"
+# A stored JSON list (json.dumps of slugs) holds a value: the value's JSON text is in it, which
+# a plain string index finds fast, and the parsed list holds it (exact for any value).
+_HOLDS = {
+    "sqlite": "instr(d.{c}, :{p}_json) > 0 AND EXISTS (SELECT 1 FROM json_each(d.{c}) "
+    "WHERE json_each.value = :{p})",
+    "postgresql": "strpos(d.{c}, :{p}_json) > 0 "
+    "AND d.{c}::jsonb @> jsonb_build_array(CAST(:{p} AS text))",
+}
+
+
+def filter_sql(dialect: str, filters: SearchFilters, params: dict[str, Any]) -> str:
+    """The filters as SQL conditions on the document `d` (each starting with " AND "), their
+    values added to `params`; "" without filters."""
+    conditions = []
+    for column, value in (("team", filters.team), ("pricing_model", filters.pricing_model)):
+        if value is not None:
+            params[f"f_{column}"] = value
+            conditions.append(f"d.{column} = :f_{column}")
+    for column, value in (("tags", filters.tag), ("capabilities", filters.capability)):
+        if value is not None:
+            params[f"f_{column}"], params[f"f_{column}_json"] = value, json.dumps(value)
+            conditions.append(_HOLDS[dialect].format(c=column, p=f"f_{column}"))
+    return "".join(f" AND {condition}" for condition in conditions)
+
 
 Probe = tuple[str, str, bool]  # index, term, naming columns only
 
@@ -437,11 +494,15 @@ def _expression(dialect: str, tenant_id: str, index: str, terms: list[tuple[str,
     return " | ".join(tsquery_term(t, prefix=prefix, naming_only=naming) for t, naming in terms)
 
 
-def _index_sql(dialect: str, index: str, param: str, *, ranked: bool) -> str:
+def _index_sql(dialect: str, index: str, param: str, *, ranked: bool, filters: str = "") -> str:
     if dialect == "sqlite":
-        return (_SQLITE_PART if ranked else _SQLITE_MATCH).format(t=_SQLITE_TABLES[index], p=param)
+        table = _SQLITE_TABLES[index]
+        if not filters:  # no join: FTS5 alone
+            return (_SQLITE_PART if ranked else _SQLITE_MATCH).format(t=table, p=param)
+        sql = _SQLITE_FILTERED_PART if ranked else _SQLITE_FILTERED_MATCH
+        return sql.format(t=table, p=param, filters=filters)
     vector, config = _PG_VECTORS[index]
-    return (_PG_PART if ranked else _PG_MATCH).format(v=vector, c=config, p=param)
+    return (_PG_PART if ranked else _PG_MATCH).format(v=vector, c=config, p=param, filters=filters)
 
 
 def _count(
@@ -466,16 +527,26 @@ def _text(sql: str) -> TextClause:
     return text(sql)
 
 
-def _candidates(tenant_id: str, terms: list[str], session: Session) -> Sequence[Row[Any]]:
-    """The rank columns and text relevance of the tenant's best matches.
+class Candidates(NamedTuple):
+    rows: Sequence[Row[Any]]
+    total: int  # every filtered match, not only the rows (which stop at WINDOW per index)
+
+
+def _candidates(
+    tenant_id: str, terms: list[str], filters: SearchFilters, session: Session
+) -> Candidates:
+    """The rank columns and text relevance of the tenant's best matches that pass the
+    filters, and the number of all such matches.
 
     First each term's matches per index are counted in all columns (one statement) and, for
     a term broad there, in the title and tags (a second one); `choose_terms` then decides which
-    terms pick candidates, so no index ranks more than a bounded number of matches."""
-    params: dict[str, Any] = {"tenant": tenant_id, "limit": MAX_CANDIDATES, "cap": BROAD + 1}
-    if not terms:
-        return session.execute(_text(_BROWSE_SQL), params).all()
+    terms pick candidates, so no index ranks more than a bounded number of matches. These
+    counts ignore the filters: which terms pick is a property of the text, not of a filter."""
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": WINDOW, "cap": BROAD + 1}
     dialect = session.get_bind().dialect.name
+    conditions = filter_sql(dialect, filters, params)
+    if not terms:
+        return _browse(conditions, params, session)
     terms = content_terms(terms)
     every = [(index, term, False) for index in (STEMMED, PREFIX) for term in terms]
     counts = _count(dialect, tenant_id, every, params, session)
@@ -489,14 +560,27 @@ def _candidates(tenant_id: str, terms: list[str], session: Session) -> Sequence[
     chosen, broad = choose_terms(terms, counts)
     if not chosen:
         # Nothing matched; or every term is in most titles too: browse (usage and trust).
-        sql = _BROWSE_SQL if broad else ""
-    else:
-        parts = []
-        for index, index_terms in chosen.items():
-            params[index] = _expression(dialect, tenant_id, index, index_terms)
-            parts.append(_index_sql(dialect, index, index, ranked=True))
-        sql = _CANDIDATES_SQL.format(columns=_RANK_COLUMNS, union=" UNION ALL ".join(parts))
-    return session.execute(_text(sql), params).all() if sql else []
+        return _browse(conditions, params, session) if broad else Candidates([], 0)
+    parts, matches = [], []
+    for index, index_terms in chosen.items():
+        params[index] = _expression(dialect, tenant_id, index, index_terms)
+        parts.append(_index_sql(dialect, index, index, ranked=True, filters=conditions))
+        matches.append(_index_sql(dialect, index, index, ranked=False, filters=conditions))
+    sql = _CANDIDATES_SQL.format(columns=_RANK_COLUMNS, union=" UNION ALL ".join(parts))
+    rows = session.execute(_text(sql), params).all()
+    if len(rows) < WINDOW:  # no index reached its LIMIT: these are all the matches
+        return Candidates(rows, len(rows))
+    count = _MATCH_COUNT.format(union=" UNION ".join(matches))
+    return Candidates(rows, session.execute(_text(count), params).scalar_one())
+
+
+def _browse(conditions: str, params: dict[str, Any], session: Session) -> Candidates:
+    """An empty (or all-broad) query: the WINDOW busiest apps that pass the filters."""
+    rows = session.execute(_text(_BROWSE_SQL.format(filters=conditions)), params).all()
+    if len(rows) < WINDOW:
+        return Candidates(rows, len(rows))
+    count = _BROWSE_COUNT.format(filters=conditions)
+    return Candidates(rows, session.execute(_text(count), params).scalar_one())
 
 
 class _Ranked(
@@ -607,15 +691,17 @@ def search(
     """Rank the tenant's published apps for `query` (empty: browse by usage and trust)."""
     filters = filters or SearchFilters()
     now = now or utc_now()
-    rows = _candidates(tenant_id, query_terms(query), session)
-    ranked, facets = rank(rows, filters, now.timestamp())
-    window = ranked[offset : offset + max(1, min(limit, 100))]
+    found = _candidates(tenant_id, query_terms(query), filters, session)
+    # The filters applied in SQL; `rank` checks them again (cheap, and exact by construction).
+    ranked, facets = rank(found.rows, filters, now.timestamp())
+    window = ranked[offset : offset + max(1, min(limit, MAX_LIMIT))]
     shown = {}
     if window:
         shown = {s.id: s for s in session.execute(_SHOWN, {"ids": [r.doc_id for r in window]})}
     return SearchResult(
         query=query,
-        total=len(ranked),
+        total=found.total,
         hits=[_hit(r, shown[r.doc_id], now) for r in window],
         facets={name: dict(counter.most_common(20)) for name, counter in facets.items()},
+        facet_hits=len(ranked),
     )

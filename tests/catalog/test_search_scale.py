@@ -1,0 +1,182 @@
+"""Search over more apps than one page of candidates, on both backends: filters (team, tag,
+capability, pricing model) apply to every match, not to the best 100; `total` is the number of
+matches; paging reaches every hit; the facets say how many hits they count."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.catalog import search_index
+from quartermaster.catalog.models import App, AppAssignment
+from quartermaster.catalog.publish_models import AppVersion, VersionState
+from quartermaster.catalog.search_index import SearchFilters, SearchResult
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.models import CostCenter, Team
+from tests.conftest import TenantHandle
+
+APPS, TEAMS = 150, 15  # team-NN has apps NN, NN+15, ...: 10 apps per team
+
+
+def _app(n: int) -> dict[str, object]:
+    return {
+        "app_id": f"app-{n:03d}",
+        "team": f"team-{n % TEAMS:02d}",
+        "tags": ["travel", "ops"] if n % 3 == 0 else ["ops"],  # 50 travel apps
+        "capabilities": ["read", "export"] if n % 5 == 0 else ["read"],  # 30 export
+        "pricing": "payg" if n % 7 == 0 else "free",  # 22 payg
+    }
+
+
+def _expected(keep: object) -> set[str]:
+    return {str(a["app_id"]) for a in map(_app, range(APPS)) if keep(a)}  # type: ignore[operator]
+
+
+def _load(runtime: Runtime, tenant_id: str) -> None:
+    """APPS published apps written as rows and indexed by sync_app, as every publish does
+    (publishing 150 versions through the API would take a minute)."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    decision = json.dumps({"result": "allow", "audit_only": [], "policies": []})
+    with runtime.session_factory() as session:
+        center = CostCenter(tenant_id=tenant_id, slug="cc", name="CC")
+        session.add(center)
+        session.flush()
+        teams = [
+            Team(tenant_id=tenant_id, slug=f"team-{t:02d}", name=f"T{t}", cost_center_id=center.id)
+            for t in range(TEAMS)
+        ]
+        session.add_all(teams)
+        session.flush()
+        apps = []
+        for n in range(APPS):
+            spec = _app(n)
+            app = App(
+                tenant_id=tenant_id,
+                app_id=str(spec["app_id"]),
+                title=f"Helper {n}",
+                owner="someone",
+                team_id=teams[n % TEAMS].id,
+                cost_center_id=center.id,
+                created_by="test",
+            )
+            session.add(app)
+            apps.append((app, spec))
+        session.flush()
+        for n, (app, spec) in enumerate(apps):
+            document = {
+                "short_description": f"Helps with chore {n}",
+                "tags": spec["tags"],
+                "capabilities": spec["capabilities"],
+                "pricing_template": {"model": spec["pricing"]},
+            }
+            session.add(
+                AppAssignment(
+                    tenant_id=tenant_id,
+                    app_pk=app.id,
+                    team_id=app.team_id,
+                    cost_center_id=center.id,
+                    valid_from=now,
+                )
+            )
+            session.add(
+                AppVersion(
+                    tenant_id=tenant_id,
+                    app_pk=app.id,
+                    version="1.0.0",
+                    state=VersionState.PUBLISHED.value,
+                    manifest=json.dumps(document),
+                    manifest_digest="test",
+                    checks="[]",
+                    decision=decision,
+                    checked_at=now,
+                    published_at=now,
+                    created_by="test",
+                )
+            )
+        session.flush()
+        for app, _spec in apps:
+            search_index.sync_app(tenant_id, app.id, session=session)
+        session.commit()
+
+
+def _search(
+    runtime: Runtime, tenant_id: str, q: str, filters: SearchFilters, *, offset: int = 0
+) -> SearchResult:
+    with runtime.read_session_factory() as session:
+        return search_index.search(
+            tenant_id, q, filters=filters, limit=20, offset=offset, session=session
+        )
+
+
+def _every_page(runtime: Runtime, tenant_id: str, q: str, filters: SearchFilters) -> list[str]:
+    found: list[str] = []
+    for offset in range(0, APPS + 20, 20):
+        found += [hit.app_id for hit in _search(runtime, tenant_id, q, filters, offset=offset).hits]
+    return found
+
+
+@pytest.fixture
+def catalog(runtime: Runtime, tenant: TenantHandle) -> str:
+    _load(runtime, tenant.tenant_id)
+    return tenant.tenant_id
+
+
+CASES = [
+    ("", SearchFilters(team="team-01"), lambda a: a["team"] == "team-01"),
+    ("", SearchFilters(tag="travel"), lambda a: "travel" in a["tags"]),
+    ("helper", SearchFilters(team="team-01"), lambda a: a["team"] == "team-01"),
+    ("helper", SearchFilters(tag="travel"), lambda a: "travel" in a["tags"]),
+    ("help", SearchFilters(capability="export"), lambda a: "export" in a["capabilities"]),
+    (
+        "helper",
+        SearchFilters(tag="travel", pricing_model="payg"),
+        lambda a: "travel" in a["tags"] and a["pricing"] == "payg",
+    ),
+    ("helper", SearchFilters(), lambda a: True),
+    ("", SearchFilters(), lambda a: True),
+]
+
+
+def test_filters_total_and_paging_cover_every_match(catalog: str, runtime: Runtime) -> None:
+    for q, filters, keep in CASES:
+        expected = _expected(keep)
+        result = _search(runtime, catalog, q, filters)
+        assert result.total == len(expected), (q, filters)
+        assert result.facet_hits == len(expected), (q, filters)
+        pages = _every_page(runtime, catalog, q, filters)
+        assert len(pages) == len(set(pages)), (q, filters, "a hit on two pages")
+        assert set(pages) == expected, (q, filters)
+    # No filter value matches by accident: a tag's JSON text inside another's, or a separator.
+    for tag in ("trav", '", "', "travel,ops", "ops"):
+        result = _search(runtime, catalog, "", SearchFilters(tag=tag))
+        assert result.total == (APPS if tag == "ops" else 0), tag
+    # The facets count every filtered hit.
+    travel = _search(runtime, catalog, "helper", SearchFilters(tag="travel"))
+    assert travel.facets["tags"] == {"travel": 50, "ops": 50}
+    assert sum(travel.facets["team"].values()) == 50
+
+
+def test_total_is_exact_beyond_the_ranked_window(
+    catalog: str, runtime: Runtime, client: TestClient, tenant: TenantHandle
+) -> None:
+    # With a window of 40 candidates per index, `total` comes from a count of every match.
+    search_index_window = 40
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search_index, "WINDOW", search_index_window)
+        for q, filters, keep in CASES:
+            result = _search(runtime, catalog, q, filters)
+            expected = len(_expected(keep))
+            assert result.total == expected, (q, filters)
+            assert result.facet_hits == min(expected, search_index_window) or (
+                expected > search_index_window and result.facet_hits >= search_index_window
+            ), (q, filters, result.facet_hits)
+        response = client.get(
+            "/v1/apps/search", params={"q": "helper", "team": "team-02"}, headers=tenant.headers
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["total"], body["facet_hits"], len(body["hits"])) == (10, 10, 10)
+    assert {hit["team"] for hit in body["hits"]} == {"team-02"}
