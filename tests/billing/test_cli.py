@@ -51,7 +51,7 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "computed a draft" in ran
     # The period as the month it is, the moment to the second in the tables' form.
     assert re.search(
-        r"invoice \w{32} draft, period 2026-01: total 59\.52 USD \(13 lines, as of "
+        r"invoice \w{32} draft, period 2026-01: total 59\.5168 USD \(13 lines, as of "
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ, price book ",
         ran,
     )
@@ -63,7 +63,9 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert len(run_id) == 12  # as `qm bill list` prints it; every command takes the prefix
     # A calendar month reads as `qm bill run --month` names it; the status over the kind and
     # the total over its currency.
-    assert re.search(rf"{run_id} │ draft\s+│ 2026-01\s+│\s+59\.52 │\s+13 │\n│\s+│ invoice", listed)
+    assert re.search(
+        rf"{run_id} │ draft\s+│ 2026-01\s+│\s+59\.5168 │\s+13 │\n│\s+│ invoice", listed
+    )
     assert re.search(r"│\s+USD │", listed)
     shown = _ok(qm, "bill", "show", run_id, "--all")
     assert "lines (13 of 13)" in shown
@@ -183,14 +185,14 @@ def test_a_team_member_sees_its_teams_lines_and_no_total(qm: CliRunner, platform
     )
     platform.post("/v1/teams", {"slug": "ops", "cost_center": "eng"})
     for team, header in (
-        ("data", "total hidden from team members (team data: 19.03 USD in 5 lines; as of "),
+        ("data", "total hidden from team members (team data: 19.031212 USD in 5 lines; as of "),
         ("ops", "total hidden from team members (team ops: 0.00 USD in 0 lines; as of "),
     ):
         key = platform.key_for("team-member", team=team)["Authorization"].removeprefix("Bearer ")
         shown = _ok(qm, "bill", "show", run_id, "--api-key", key)
         assert header in shown, shown
         assert "13 lines" not in shown
-        assert "59.52" not in shown
+        assert "59.5168" not in shown
     assert "no lines" in shown  # ops: said in words instead of empty tables
     # The JSON export's header is the API's: the invoice total hidden, the team's sum apart.
     key = platform.key_for("team-member", team="data")["Authorization"].removeprefix("Bearer ")
@@ -216,3 +218,12 @@ def test_cli_errors_name_the_problem(qm: CliRunner) -> None:
     result = qm.invoke(app, ["bill", "run", "--month", "2026-13"])
     assert result.exit_code == 1
     assert "month 13 is not within 1-12" in result.output
+    # The API's field names are the options typed: period_end read as an unknown name.
+    result = qm.invoke(
+        app, ["bill", "run", "--start", "2026-01-02T00:00:00Z", "--end", "2026-01-01T00:00:00Z"]
+    )
+    assert result.exit_code == 1
+    assert "--end 2026-01-01T00:00:00+00:00 is not after --start 2026-01-02T00:00:00+00:00" in (
+        " ".join(result.output.split())
+    ), result.output
+    assert "period_" not in result.output

@@ -252,3 +252,24 @@ def test_a_key_no_longer_billed_is_reversed() -> None:
         _assert_consistent(line)
     assert "reversal" in (requests.reason or "")
     assert replace(requests, reason=None).cost_type is CostType.ADJUSTMENT
+
+
+def test_a_line_priced_0_under_both_versions_is_no_re_rating() -> None:
+    """api's cpu within the free tier under versions 1 and 2, with late usage: the note
+    counted it as "re-rated by price book changes" and its unit price was null."""
+    issued_lines = _price(SMALL_PLATFORM, [])
+    api = _by(issued_lines, CostType.USAGE, "api", "cpu_seconds")
+    assert api.amount == 0
+    more = replace(api, quantity=Decimal(800), versions=(2,))
+    current = [more if line is api else line for line in issued_lines]
+    issued = issued_by_key([[(line, f"id{i}") for i, line in enumerate(issued_lines)]])
+    (line,) = adjustment_lines(current, issued, issued_as_of=ISSUED_AT, issued_versions=(1,))
+    assert (line.quantity, line.amount, line.unit_price) == (300, 0, 0)
+    assert "price book versions" not in (line.reason or "")
+    assert "quantity 500 → 800" in (line.reason or "")
+    # A line that costs something under the new version is still a re-rating.
+    priced = replace(more, amount=Decimal("0.600000"))
+    current = [priced if line is api else line for line in issued_lines]
+    (line,) = adjustment_lines(current, issued, issued_as_of=ISSUED_AT, issued_versions=(1,))
+    assert "price book versions 1 → 2" in (line.reason or "")
+    assert line.unit_price is None

@@ -26,6 +26,12 @@ from quartermaster.cli import billing as billing_cli
             "2026-12-03T15:00:00Z",
             "2026-12-01 15:00:00Z .. 2026-12-03 15:00:00Z",
         ),
+        # Half a second after midnight read as midnight, the period as a whole month's days.
+        (
+            "2026-11-01T00:00:00.500000Z",
+            "2026-12-01T00:00:00Z",
+            "2026-11-01 00:00:00.5Z .. 2026-12-01",
+        ),
     ],
 )
 def test_a_run_lists_its_period_as_a_month_where_it_is_one(
@@ -184,7 +190,7 @@ def test_the_run_list_and_the_preview_read_at_80_columns(
     monkeypatch.setattr(billing_cli, "request", lambda _method, path, **_kw: answers[path])
     billing_cli.list_runs(kind=None, status=None, adjustments=True, url=None, api_key=None)
     listed = capsys.readouterr().out
-    _at_80(listed, "d780dcccdd7c", "e4a0378f130d", "chargeback", "finalized", "1,942,078.55")
+    _at_80(listed, "d780dcccdd7c", "e4a0378f130d", "chargeback", "finalized", "1,942,078.549")
     _at_80(listed, "2026-12-01", "15:00:00Z", "3,439")
     billing_cli.preview(price_book=None, url=None, api_key=None)
     previewed = capsys.readouterr().out
@@ -192,3 +198,76 @@ def test_the_run_list_and_the_preview_read_at_80_columns(
     assert re.search(r"│ customer-support\s+│\s+1,234\.56 │\s+14,441\.11 │", previewed)
     assert re.search(r"│ -30\.00 team-wide\s+│", previewed), previewed
     assert "team-wide: charged to the team as a whole" in " ".join(previewed.split())
+
+
+@pytest.mark.parametrize(
+    ("total", "shown"),
+    [
+        ("299.004000", "299.004"),
+        ("1007.005000", "1,007.005"),
+        ("59.520000", "59.52"),
+        ("0", "0.00"),
+        ("-0.000200", "-0.0002"),
+    ],
+)
+def test_a_total_is_shown_exactly_as_its_lines_sum(total: str, shown: str) -> None:
+    """`total 299.00 USD` was the header over lines of 299.004000 (amounts are final to
+    1e-6, docs/pricing.md): cents, with the digits below them when there are."""
+    assert billing_cli._money(total) == shown
+
+
+def test_finalize_warns_of_events_still_waiting_and_headers_are_exact(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    document = {
+        "id": "d780dcccdd7c435c8434eb85bcc0c4a4",
+        "document_type": "run",
+        "kind": "invoice",
+        "status": "finalized",
+        "outcome": "finalized",
+        "period_start": "2026-11-01T00:00:00.500000Z",
+        "period_end": "2026-12-01T00:00:00Z",
+        "total": "299.004000",
+        "currency": "USD",
+        "line_count": 2,
+        "as_of": "2026-12-02T10:00:00Z",
+        "price_book": "internal",
+        "price_book_versions": "1",
+        "note": None,
+        "events_waiting": 3,
+        "waiting_until": "2026-12-04T09:00:00.123456Z",
+    }
+    monkeypatch.setattr(billing_cli, "request", lambda *_a, **_kw: document)
+    billing_cli.finalize("d780dcccdd7c", url=None, api_key=None)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "period 2026-11-01 00:00:00.5Z .. 2026-12-01: total 299.004 USD (2 lines" in shown
+    assert (
+        "warning: 3 events of the period still wait in the reconciliation window (owner not "
+        "known yet; settled by 2026-12-04 09:00:00Z): not in this run; once they are "
+        "attributed, bill them with qm bill adjust d780dcccdd7c"
+    ) in shown
+    monkeypatch.setitem(document, "events_waiting", 0)
+    billing_cli.finalize("d780dcccdd7c", url=None, api_key=None)
+    assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "label"),
+    [
+        ("2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z", "2026-11-02"),
+        # The first and last days of November in Berlin: it read 2026-10-31, a day of October.
+        ("2026-10-31T23:00:00Z", "2026-11-01T00:00:00Z", "2026-10-31 23:00-24:00Z"),
+        ("2026-11-30T00:00:00Z", "2026-11-30T23:00:00Z", "2026-11-30 00:00-23:00Z"),
+        ("2026-11-01T00:00:00.500000Z", "2026-11-02T00:00:00Z", "2026-11-01 00:00:00.5-24:00Z"),
+    ],
+)
+def test_explain_shows_a_partial_days_bounds(start: str, end: str, label: str) -> None:
+    assert billing_cli._day_label(start, end) == label
+
+
+def test_run_errors_name_the_options_typed() -> None:
+    message = "period_end 2026-01-01T00:00:00+00:00 is not after period_start 2026-01-02"
+    assert billing_cli.option_names(message) == (
+        "--end 2026-01-01T00:00:00+00:00 is not after --start 2026-01-02"
+    )

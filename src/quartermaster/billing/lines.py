@@ -342,11 +342,15 @@ def _prices_changed(
     current: LineDraft | None, issued: IssuedLine | None, known: frozenset[int] | None
 ) -> bool:
     """Whether the line prices by price book versions other than those it was last issued
-    under. A version already known when the run or the last adjustment was issued was
-    settled then, even on a key that adjustment left alone because its amount did not move:
-    `known` (the versions of the last document issued) counts as issued, so a later
-    adjustment does not re-report it."""
+    under and costs something under one of them. A version already known when the run or
+    the last adjustment was issued was settled then, even on a key that adjustment left
+    alone because its amount did not move: `known` (the versions of the last document
+    issued) counts as issued, so a later adjustment does not re-report it."""
     if current is None or issued is None or current.versions == issued.template.versions:
+        return False
+    if current.amount == ZERO and issued.amount == ZERO:
+        # Priced 0 before and after (a free tier, an unpriced meter): no version changed
+        # what it costs, so it is no re-rating, and its added units have a price, 0.
         return False
     return known is None or not set(current.versions) <= known
 

@@ -4,9 +4,11 @@ QM_API_KEY): the server process holds the usage store."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +30,7 @@ from quartermaster.cli.client import (
     counted,
     data_table,
     err,
+    error_message,
     grouped,
     out,
     plain,
@@ -36,6 +39,7 @@ from quartermaster.cli.client import (
     show_table,
     stacked,
 )
+from quartermaster.domain.money import fixed_point, round_line
 from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.pricing.rating import fmt
 
@@ -54,8 +58,18 @@ TOP_APPS = 10
 
 
 def _money(value: str | Decimal | None) -> str:
+    """An amount or total exactly, grouped: to the cent, with more digits (up to the 1e-6
+    that lines carry, docs/pricing.md) when it has them: '1,007.005', '299.00'. Rounded to
+    cents, a total of 1007.005000 read 1,007.00 over lines that sum to 1,007.005000."""
     if value is None:
         return ""
+    exact = round_line(Decimal(value))
+    cents = exact.quantize(Decimal("0.01"))
+    return grouped(fixed_point(cents if cents == exact else exact.normalize()))
+
+
+def _estimate(value: str | Decimal) -> str:
+    """A preview's month to date and forecast, in cents: a projection, not a document."""
     return f"{Decimal(value):,.2f}"
 
 
@@ -214,7 +228,15 @@ def run(
             body[key] = value
     if price_book is not None:
         body["price_book"] = price_book
-    result = request("POST", "/v1/billing/runs", json=body, url=url, api_key=api_key)
+    with api_client(url=url, api_key=api_key) as client:
+        response = client.request("POST", "/v1/billing/runs", json=body)
+    if not response.is_success:
+        # The API names its fields; the person typed --start and --end.
+        err().print(
+            f"[red]error {response.status_code}:[/] {escape(option_names(error_message(response)))}"
+        )
+        raise typer.Exit(1)
+    result = response.json()
     document = result["run"]
     messages = {
         "created": "[green]computed a draft[/]",
@@ -249,15 +271,14 @@ def list_runs(
     params.update({k: v for k, v in (("kind", kind), ("status", status)) if v is not None})
     documents = request("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
     # Status over kind and the total over its currency: eight columns, one per field, folded
-    # `finalize|d` and the ids at 80 columns.
-    columns: tuple[str, ...] = ("id", "status", "period", "total", "lines")
-    if adjustments:
-        columns = (*columns, "corrects")
+    # `finalize|d` and the ids at 80 columns. An adjustment's id is over the run's it
+    # corrects: a total to the last millionth left a column of its own too few characters.
+    first = "id, corrects" if adjustments else "id"
     table = data_table(
-        columns,
+        (first, "status", "period", "total", "lines"),
         title="adjustments" if adjustments else "billing runs",
         right=("total", "lines"),
-        whole=("id", "status", "total", "lines", "corrects"),
+        whole=(first, "status", "total", "lines"),
     )
     for d in documents:
         # A team-member's: the API hides the document's total (null).
@@ -266,22 +287,65 @@ def list_runs(
             if d["total"] is not None
             else plain("hidden")
         )
+        ident = (
+            stacked(short_id(d["id"]), short_id(d["corrects_run_id"] or ""), head_style="")
+            if adjustments
+            else plain(short_id(d["id"]))
+        )
         table.add_row(
-            plain(short_id(d["id"])),
+            ident,
             stacked(d["status"], d["kind"], head_style=""),
             plain(_period_label(d["period_start"], d["period_end"])),
             total,
             plain(f"{d['line_count']:,}"),
-            *([plain(short_id(d["corrects_run_id"] or ""))] if adjustments else []),
         )
     show_table(table, empty="no adjustments" if adjustments else "no billing runs")
 
 
+def _clock(moment: datetime) -> str:
+    """'23:00', '23:00:30' or '23:00:00.5': the time of day, seconds only when there are."""
+    text = f"{moment:%H:%M}"
+    if moment.second or moment.microsecond:
+        text += f":{moment:%S}"
+    if moment.microsecond:
+        text += "." + f"{moment.microsecond:06d}".rstrip("0")
+    return text
+
+
+def _day_label(start: str, end: str) -> str:
+    """A day of `qm explain`'s daily tables: '2026-11-02' for a whole UTC day; a partial one
+    (the first or last day of a period that does not start or end at midnight UTC, such as a
+    month in Berlin) with its bounds, '2026-10-31 23:00-24:00Z'. It read '2026-10-31', as
+    though a whole day of October was billed in November's run."""
+    begins, ends = parse_timestamp(start), parse_timestamp(end)
+    midnight = begins.replace(hour=0, minute=0, second=0, microsecond=0)
+    if begins == midnight and ends == midnight + timedelta(days=1):
+        return f"{begins:%Y-%m-%d}"
+    until = "24:00" if ends == midnight + timedelta(days=1) else _clock(ends)
+    return f"{begins:%Y-%m-%d} {_clock(begins)}-{until}Z"
+
+
+_FIELD_OPTIONS = {"period_start": "--start", "period_end": "--end", "price_book": "--price-book"}
+_FIELD_NAMES = re.compile(r"\b(" + "|".join(_FIELD_OPTIONS) + r")\b")
+
+
+def option_names(message: str) -> str:
+    """An API error of `qm bill run` in the options' words: `--end ... is not after
+    --start ...`, where it said period_end and period_start."""
+    return _FIELD_NAMES.sub(lambda match: _FIELD_OPTIONS[match[1]], message)
+
+
 def _day_or_time(moment: str) -> str:
     """'2026-10-01' for a period bound at midnight UTC (the usual month), else as the tables
-    write moments ('2026-12-01 15:00:00Z')."""
-    day, _, time = moment.partition("T")
-    return day if time == "00:00:00Z" else cell_text(moment)
+    write moments ('2026-12-01 15:00:00Z'), with its fraction of a second when it has one
+    ('2026-11-01 00:00:00.5Z': it read as midnight, and the period as a whole day)."""
+    value = parse_timestamp(moment)
+    if value.microsecond:
+        fraction = f"{value.microsecond:06d}".rstrip("0")
+        return f"{value:%Y-%m-%d %H:%M:%S}.{fraction}Z"
+    if (value.hour, value.minute, value.second) == (0, 0, 0):
+        return f"{value:%Y-%m-%d}"
+    return cell_text(value)
 
 
 def _period_label(start: str, end: str) -> str:
@@ -332,6 +396,16 @@ def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption
     else:
         out().print("[green]finalized[/]")
     _print_document(document)
+    waiting = document.get("events_waiting") or 0
+    if waiting:
+        # Finalizing does not wait for them (docs/billing.md): an adjustment bills them.
+        out().print(
+            f"[yellow]warning:[/] {counted(waiting, 'event')} of the period still "
+            f"{'waits' if waiting == 1 else 'wait'} in the reconciliation window (owner not "
+            f"known yet; settled by {cell_text(document['waiting_until'])}): not in this run; "
+            f"once {'it is' if waiting == 1 else 'they are'} attributed, bill "
+            f"{'it' if waiting == 1 else 'them'} with qm bill adjust {short_id(document['id'])}"
+        )
 
 
 @bill_app.command("discard")
@@ -368,8 +442,8 @@ def preview(
     out().print(
         f"[bold]month {_period_label(result['period_start'], result['period_end'])}[/] "
         f"({result['elapsed_days']} of {result['total_days']} days): month to date "
-        f"{_money(result['month_to_date'])} {currency}, forecast {_money(result['forecast'])} "
-        f"{currency}"
+        f"{_estimate(result['month_to_date'])} {currency}, "
+        f"forecast {_estimate(result['forecast'])} {currency}"
     )
     out().print(f"forecast method: {result['method']}")
     # A team's month to date is its apps' plus what is charged to the team as a whole (a
@@ -385,13 +459,13 @@ def preview(
         team_wide = Decimal(t["month_to_date"]) - on_apps.get((t["cost_center"], t["team"]), 0)
         team: object = t["team"] or "-"
         if team_wide:
-            team = stacked(team, f"{_money(team_wide)} team-wide", head_style="")
+            team = stacked(team, f"{_estimate(team_wide)} team-wide", head_style="")
         rows.append(
             (
                 t["cost_center"],
                 team,
-                _money(t["month_to_date"]),
-                _money(t["forecast"]),
+                _estimate(t["month_to_date"]),
+                _estimate(t["forecast"]),
             )
         )
     show_table(_table("per team", columns, rows), empty="no usage or platform costs this month yet")
@@ -404,8 +478,8 @@ def preview(
     app_rows = [
         (
             _app_cell(a["app"], a["team"] or "-", a["cost_center"]),
-            _money(a["month_to_date"]),
-            _money(a["forecast"]),
+            _estimate(a["month_to_date"]),
+            _estimate(a["forecast"]),
         )
         for a in result["apps"][:TOP_APPS]
     ]
@@ -475,7 +549,7 @@ def explain(
         console.print(f"note: {escape(str(note))}")
     if result["daily"]:
         daily = [
-            (d["start"][:10], grouped(d["value"]), grouped(d["events"]))
+            (_day_label(d["start"], d["end"]), grouped(d["value"]), grouped(d["events"]))
             for d in result["daily"]
             if d["events"]
         ]
@@ -488,7 +562,8 @@ def explain(
         )
     if result["shared_costs"]:
         shared = [
-            (d["start"][:10], d["value"], grouped(d["events"])) for d in result["shared_costs"]
+            (_day_label(d["start"], d["end"]), d["value"], grouped(d["events"]))
+            for d in result["shared_costs"]
         ]
         console.print(
             _table(f"daily platform cost {line['item']}", ("day", "amount", "events"), shared)
