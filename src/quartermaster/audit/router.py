@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from quartermaster.api.deps import AdminCaller, SessionDep
+from quartermaster.api.deps import AdminCaller, ReadSessionDep
 from quartermaster.api.params import Int64
 from quartermaster.audit.chain import VerifyReport
 from quartermaster.audit.log import chain_head, list_records, verify_tenant_chain
@@ -68,7 +68,7 @@ class VerifyOut(BaseModel):
 @router.get("/records", summary="Audit records in stored order (page with after=next_after)")
 def get_records(
     caller: AdminCaller,
-    session: SessionDep,
+    session: ReadSessionDep,
     after: Annotated[
         Int64, Query(ge=0, description="Records after this position (a page's next_after).")
     ] = 0,
@@ -92,5 +92,5 @@ def get_records(
 
 
 @router.get("/verify", summary="Verify the tenant's chain on the server")
-def verify(caller: AdminCaller, session: SessionDep) -> VerifyOut:
+def verify(caller: AdminCaller, session: ReadSessionDep) -> VerifyOut:
     return VerifyOut.of(verify_tenant_chain(caller.tenant_id, session=session))

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from quartermaster.api.deps import Reader, RuntimeDep, SessionDep, require_roles
+from quartermaster.api.deps import Reader, ReadSessionDep, RuntimeDep, SessionDep, require_roles
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog import resources, service
 from quartermaster.catalog.models import Lifecycle
@@ -53,7 +53,7 @@ def register_app(body: AppCreate, caller: CatalogWriter, session: SessionDep) ->
 @router.get("/apps", summary="List apps", responses=error_responses())
 def list_apps(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     team: Annotated[str | None, Query(description="Only apps of this team (its slug).")] = None,
     cost_center: Annotated[
         str | None, Query(description="Only apps of this cost center (its slug).")
@@ -69,7 +69,7 @@ def list_apps(
 @router.get(
     "/apps/{app_id}", summary="One app with its dated ownership", responses=error_responses(404)
 )
-def get_app(app_id: str, caller: Reader, session: SessionDep) -> AppDetailOut:
+def get_app(app_id: str, caller: Reader, session: ReadSessionDep) -> AppDetailOut:
     return _detail(service.get_app(caller, app_id, session=session))
 
 
@@ -107,7 +107,7 @@ def create_signing_key(
     summary="List an app's signing keys (never their secrets)",
     responses=error_responses(404),
 )
-def list_signing_keys(app_id: str, caller: Reader, session: SessionDep) -> list[SigningKeyOut]:
+def list_signing_keys(app_id: str, caller: Reader, session: ReadSessionDep) -> list[SigningKeyOut]:
     keys = service.list_signing_keys(caller, app_id, session=session)
     return [SigningKeyOut.model_validate(key) for key in keys]
 
@@ -148,7 +148,7 @@ def register_resource(
 @router.get("/resources", summary="List resource bindings", responses=error_responses())
 def list_resources(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     resource_id: Annotated[str | None, Query(description="Only bindings of this resource.")] = None,
     app_id: Annotated[str | None, Query(description="Only bindings to this app.")] = None,
 ) -> list[ResourceOut]:
@@ -183,7 +183,7 @@ def open_lease(
 @router.get(
     "/resource-leases/{lease_id}", summary="One resource lease", responses=error_responses(404)
 )
-def get_resource_lease(lease_id: str, caller: Reader, session: SessionDep) -> ResourceLeaseOut:
+def get_resource_lease(lease_id: str, caller: Reader, session: ReadSessionDep) -> ResourceLeaseOut:
     return ResourceLeaseOut.model_validate(resources.get_lease(caller, lease_id, session=session))
 
 

@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from quartermaster.api.deps import Ingester, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import Ingester, Reader, ReadSessionDep, RuntimeDep
 from quartermaster.api.errors import ErrorBody
 from quartermaster.api.params import Int64
 from quartermaster.domain.events import event_json_schema
@@ -179,7 +179,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 def get_reconciliation(
     caller: Reader,
     runtime: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     start: Annotated[
         datetime | None, Query(description="First hour (default: 24 hours before `end`).")
     ] = None,
@@ -220,7 +220,7 @@ def get_reconciliation(
 )
 def get_events(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     after: Annotated[
         Int64 | None, Query(ge=0, description="Only events after this position (default: newest).")
     ] = None,

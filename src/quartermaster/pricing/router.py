@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
-from quartermaster.api.deps import AdminCaller, BillingReader, SessionDep
+from quartermaster.api.deps import AdminCaller, BillingReader, ReadSessionDep, SessionDep
 from quartermaster.api.params import Int64
 from quartermaster.api.responses import error_responses
 from quartermaster.domain.timeutil import utc_now
@@ -100,7 +100,7 @@ def upload_price_book(
 
 @router.get("", summary="List price books", responses=error_responses(422))
 def list_price_books(
-    caller: BillingReader, session: SessionDep, at: AtQuery = None
+    caller: BillingReader, session: ReadSessionDep, at: AtQuery = None
 ) -> list[PriceBookSummaryOut]:
     summaries = service.list_price_books(caller.tenant_id, at=at, session=session)
     return [PriceBookSummaryOut.build(summary) for summary in summaries]
@@ -129,7 +129,7 @@ def set_default_price_book(
     responses=error_responses(404),
 )
 def list_price_book_versions(
-    name: NamePath, caller: BillingReader, session: SessionDep
+    name: NamePath, caller: BillingReader, session: ReadSessionDep
 ) -> list[PriceBookVersionOut]:
     rows = service.list_versions(caller.tenant_id, name, session=session)
     history = service.load_history(caller.tenant_id, name, session=session)
@@ -152,7 +152,7 @@ def get_price_book_version(
     name: NamePath,
     version: Annotated[Int64, Path(ge=1)],
     caller: BillingReader,
-    session: SessionDep,
+    session: ReadSessionDep,
 ) -> PriceBookVersionDetail:
     return PriceBookVersionDetail(**_detail(caller.tenant_id, name, version, session))
 
@@ -165,7 +165,7 @@ def get_price_book_version(
 def get_in_force(
     name: NamePath,
     caller: BillingReader,
-    session: SessionDep,
+    session: ReadSessionDep,
     at: AtQuery = None,
     as_of: AsOfQuery = None,
 ) -> PriceBookVersionDetail:

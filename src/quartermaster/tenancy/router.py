@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import (
+    AdminCaller,
+    BillingReader,
+    Reader,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+)
 from quartermaster.api.responses import error_responses
 from quartermaster.tenancy import service
 from quartermaster.tenancy.schemas import (
@@ -29,7 +36,7 @@ router = APIRouter(prefix="/v1", tags=["tenancy"])
 
 
 @router.get("/tenant", summary="The caller's tenant", responses=error_responses())
-def get_tenant(caller: Reader, session: SessionDep) -> TenantOut:
+def get_tenant(caller: Reader, session: ReadSessionDep) -> TenantOut:
     return TenantOut.model_validate(service.get_tenant(caller.tenant_id, session=session))
 
 
@@ -64,13 +71,13 @@ def create_cost_center(
 
 
 @router.get("/cost-centers", summary="List cost centers", responses=error_responses())
-def list_cost_centers(caller: Reader, session: SessionDep) -> list[CostCenterOut]:
+def list_cost_centers(caller: Reader, session: ReadSessionDep) -> list[CostCenterOut]:
     rows = service.list_cost_centers(caller.tenant_id, session=session)
     return [CostCenterOut.model_validate(row) for row in rows]
 
 
 @router.get("/cost-centers/{slug}", summary="One cost center", responses=error_responses(404))
-def get_cost_center(slug: str, caller: Reader, session: SessionDep) -> CostCenterOut:
+def get_cost_center(slug: str, caller: Reader, session: ReadSessionDep) -> CostCenterOut:
     return CostCenterOut.model_validate(
         service.get_cost_center(caller.tenant_id, slug, session=session)
     )
@@ -87,14 +94,14 @@ def create_team(body: TeamCreate, caller: AdminCaller, session: SessionDep) -> T
 
 
 @router.get("/teams", summary="List teams", responses=error_responses())
-def list_teams(caller: Reader, session: SessionDep) -> list[TeamOut]:
+def list_teams(caller: Reader, session: ReadSessionDep) -> list[TeamOut]:
     return [
         TeamOut.model_validate(t) for t in service.list_teams(caller.tenant_id, session=session)
     ]
 
 
 @router.get("/teams/{slug}", summary="One team", responses=error_responses(404))
-def get_team(slug: str, caller: Reader, session: SessionDep) -> TeamOut:
+def get_team(slug: str, caller: Reader, session: ReadSessionDep) -> TeamOut:
     return TeamOut.model_validate(service.get_team(caller.tenant_id, slug, session=session))
 
 
@@ -120,7 +127,7 @@ def create_principal(
 
 
 @router.get("/principals", summary="List principals", responses=error_responses())
-def list_principals(caller: BillingReader, session: SessionDep) -> list[PrincipalOut]:
+def list_principals(caller: BillingReader, session: ReadSessionDep) -> list[PrincipalOut]:
     rows = service.list_principals(caller.tenant_id, session=session)
     return [PrincipalOut.model_validate(row) for row in rows]
 
@@ -147,7 +154,7 @@ def issue_key(
 
 
 @router.get("/keys", summary="List API keys (never their secrets)", responses=error_responses())
-def list_keys(caller: BillingReader, session: SessionDep) -> list[ApiKeyOut]:
+def list_keys(caller: BillingReader, session: ReadSessionDep) -> list[ApiKeyOut]:
     return [
         ApiKeyOut.model_validate(k)
         for k in service.list_api_keys(caller.tenant_id, session=session)

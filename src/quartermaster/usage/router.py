@@ -9,7 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import (
+    AdminCaller,
+    BillingReader,
+    Reader,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+)
 from quartermaster.api.responses import error_responses
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.errors import InvalidInputError
@@ -58,7 +65,7 @@ def _period(start: datetime, end: datetime) -> Period:
 
 
 @router.get("/meters", summary="The tenant's meters", responses=error_responses())
-def list_meters(caller: Reader, session: SessionDep) -> list[MeterOut]:
+def list_meters(caller: Reader, session: ReadSessionDep) -> list[MeterOut]:
     views = service.list_meters(caller.tenant_id, session=session)
     return [MeterOut.of(v.definition, built_in=v.built_in) for v in views]
 
@@ -87,7 +94,7 @@ def install_default_meters(caller: AdminCaller, session: SessionDep) -> list[Met
     summary="Environments whose unclaimed usage goes to a cost center",
     responses=error_responses(),
 )
-def list_overrides(caller: Reader, session: SessionDep) -> list[OverrideOut]:
+def list_overrides(caller: Reader, session: ReadSessionDep) -> list[OverrideOut]:
     views = service.list_environment_overrides(caller.tenant_id, session=session)
     return [
         OverrideOut(environment=v.environment, cost_center=v.cost_center, created_at=v.created_at)
@@ -131,7 +138,7 @@ def delete_override(environment: str, caller: AdminCaller, session: SessionDep) 
 def get_usage(
     caller: BillingReader,
     runtime: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     start: Annotated[datetime, Query(description="Period start (inclusive), with a UTC offset.")],
     end: Annotated[datetime, Query(description="Period end (exclusive), with a UTC offset.")],
     as_of: Annotated[
@@ -236,7 +243,7 @@ async def replay(
 def accounting(
     caller: AdminCaller,
     runtime: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     start: Annotated[datetime | None, Query(description="Default: 24 h before `end`.")] = None,
     end: Annotated[datetime | None, Query(description="Default: the end of this hour.")] = None,
 ) -> AccountingOut:
