@@ -224,7 +224,9 @@ def get_events(
     after: Annotated[
         Int64 | None, Query(ge=0, description="Only events after this position (default: newest).")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_TAIL_LIMIT)] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_TAIL_LIMIT, description="At most this many events (1-1000).")
+    ] = 100,
 ) -> dict[str, object]:
     events = recent_events(caller, after=after, limit=limit, session=session)
     return {
