@@ -3,13 +3,18 @@ budget's action once; every action is in the log with why."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import Period
+from quartermaster.guardrails import evaluator
+from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.models import Alert, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend
@@ -169,3 +174,73 @@ def test_pricing_runs_before_the_write_transaction(
         )
     assert observed == [False]  # one period, priced once, with no write transaction open
     assert [k.rsplit(":", 1)[1] for k in result.alerts] == ["50"]
+
+
+def test_a_pass_holds_no_write_lock_while_it_compares(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a pass compares spend with thresholds, another writer commits at once (on
+    SQLite a write transaction holds the database's only write lock: the pass compared
+    3,000 budgets inside one and every write of the server waited), and what crossed is
+    still recorded, once, afterwards."""
+    if not runtime.settings.database_url.startswith("sqlite"):
+        pytest.skip("the database-wide write lock is SQLite's")
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="team", scope=world.team, thresholds=[50])
+    budget(client, world, scope_kind="app", scope=world.app, thresholds=[50])
+    spend = FixedSpend()
+    spend.set("team", world.team, "60")
+    spend.set("app", world.app, "60")
+    comparing, release = threading.Event(), threading.Event()
+    compared: list[int] = []
+    real_crossed = evaluator.crossed
+
+    def slow_crossed(spent: Decimal, amount: Decimal, thresholds: list[int]) -> list[int]:
+        compared.append(1)
+        if len(compared) == 2:  # the first budget has crossed: pause on the second
+            comparing.set()
+            release.wait(10)
+        return real_crossed(spent, amount, thresholds)
+
+    monkeypatch.setattr(evaluator, "crossed", slow_crossed)
+    results: list[evaluator.Evaluation] = []
+
+    def run_pass() -> None:
+        with runtime.session_factory() as writer, runtime.read_session_factory() as reader:
+            results.append(
+                evaluator.evaluate_tenant(
+                    tenant.tenant_id, spend=spend, session=writer, now=NOW, reader=reader
+                )
+            )
+
+    written = threading.Event()
+
+    def write_meanwhile() -> None:
+        with runtime.session_factory() as session:
+            record_action(
+                session,
+                tenant_id=tenant.tenant_id,
+                action="note",
+                scope_kind="tenant",
+                scope="",
+                subject="test",
+                reason="written while a pass compares",
+            )
+            session.commit()
+        written.set()
+
+    pass_thread = threading.Thread(target=run_pass)
+    writer_thread = threading.Thread(target=write_meanwhile)
+    pass_thread.start()
+    try:
+        assert comparing.wait(10)
+        writer_thread.start()
+        assert written.wait(3), "another writer waited for the pass's write lock"
+    finally:
+        release.set()
+        pass_thread.join(30)
+        if writer_thread.ident is not None:
+            writer_thread.join(30)
+    assert sorted(k.rsplit(":", 1)[1] for k in results[0].alerts) == ["50", "50"]
+    alerts = ok(client.get("/v1/alerts", headers=world.headers))
+    assert len(alerts) == 2

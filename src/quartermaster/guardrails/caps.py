@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -24,15 +24,16 @@ from sqlalchemy.orm import Session
 from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
-from quartermaster.guardrails.alerts import Severity, raise_alert
+from quartermaster.guardrails.alerts import Severity
 from quartermaster.guardrails.budgets import (
     ACTION_EFFECT,
     BudgetAction,
     BudgetPeriod,
     budget_period,
 )
-from quartermaster.guardrails.common import ScopeKind, insert_once, record_action
-from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
+from quartermaster.guardrails.common import ScopeKind
+from quartermaster.guardrails.crossings import ActionDraft, AlertDraft, Crossing
+from quartermaster.guardrails.models import Budget, DefaultCap
 from quartermaster.guardrails.spend import ScopeSpend
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.service import AuthContext
@@ -129,37 +130,22 @@ def capped_apps(tenant_id: str, applies_to: str, *, session: Session) -> list[st
     return list(session.scalars(query.order_by(App.app_id)))
 
 
-@dataclass
-class CapOutcome:
-    alerts: list[str] = field(default_factory=list)
-    enforcements: list[str] = field(default_factory=list)
-
-
 def _money(value: Decimal, currency: str) -> str:
     return f"{value.quantize(Decimal('0.01'))} {currency}".strip()
 
 
-def cap_periods(
-    tenant_id: str, moment: datetime, zone: str | None, *, session: Session
-) -> list[Period]:
-    """The periods evaluate_caps will price: those of the caps that hold at least one app."""
-    return [
-        budget_period(cap.period, moment, zone)
-        for cap in list_default_caps(tenant_id, session=session)
-        if capped_apps(tenant_id, cap.applies_to, session=session)
-    ]
-
-
-def evaluate_caps(
+def cap_crossings(
     tenant_id: str,
     moment: datetime,
     zone: str | None,
     *,
     spend_of: Callable[[Period], ScopeSpend],
     session: Session,
-) -> CapOutcome:
-    """Hold every capped app to its tenant's caps (in the caller's unit of work)."""
-    outcome = CapOutcome()
+) -> list[Crossing]:
+    """What the tenant's caps call for now: for every capped app at or over its cap, a
+    critical alert and an enforcement (computed only; the evaluator writes what is new).
+    `session` only reads (a read-only one in a pass)."""
+    found: list[Crossing] = []
     for cap in list_default_caps(tenant_id, session=session):
         apps = capped_apps(tenant_id, cap.applies_to, session=session)
         if not apps:
@@ -170,20 +156,13 @@ def evaluate_caps(
             amount = spent.of(ScopeKind.APP, app)
             if amount < cap.amount:
                 continue
-            _enforce(cap, app, period, amount, spent.currency, session=session, outcome=outcome)
-    return outcome
+            found += _enforce(cap, app, period, amount, spent.currency)
+    return found
 
 
 def _enforce(
-    cap: DefaultCap,
-    app: str,
-    period: Period,
-    amount: Decimal,
-    currency: str,
-    *,
-    session: Session,
-    outcome: CapOutcome,
-) -> None:
+    cap: DefaultCap, app: str, period: Period, amount: Decimal, currency: str
+) -> list[Crossing]:
     stamp = period.start.isoformat()
     label = TARGET_LABEL[CapTarget(cap.applies_to)]
     verb = ACTION_EFFECT[BudgetAction(cap.action)]
@@ -192,13 +171,10 @@ def _enforce(
         f"tenant's default hard cap for {label} ({_money(cap.amount, currency)}; the app has "
         f"no budget of its own): {verb} until {moment_text(period.end)}"
     )
-    key = f"cap:{cap.id}:{app}:{stamp}"
-    alert_id = raise_alert(
-        session,
-        tenant_id=cap.tenant_id,
+    alert = AlertDraft(
         kind="default_cap",
         severity=Severity.CRITICAL,
-        dedup_key=key,
+        dedup_key=f"cap:{cap.id}:{app}:{stamp}",
         title=f"App {app}: default cap for {label} reached ({cap.action})",
         message=reason,
         details={
@@ -212,34 +188,33 @@ def _enforce(
             "action": cap.action,
         },
     )
-    if alert_id is not None:
-        outcome.alerts.append(key)
-    inserted = insert_once(
-        session,
-        Enforcement,
-        {
-            "id": new_id(),
-            "tenant_id": cap.tenant_id,
-            "budget_id": None,
-            "cap_id": cap.id,
-            "scope_kind": ScopeKind.APP.value,
-            "scope": app,
-            "action": cap.action,
-            "period_start": period.start,
-            "ends_at": period.end,
-            "reason": reason,
-            "created_at": utc_now(),
-        },
-        ("cap_id", "scope", "period_start"),
+    enforcement = {
+        "id": new_id(),
+        "tenant_id": cap.tenant_id,
+        "budget_id": None,
+        "cap_id": cap.id,
+        "scope_kind": ScopeKind.APP.value,
+        "scope": app,
+        "action": cap.action,
+        "period_start": period.start,
+        "ends_at": period.end,
+        "reason": reason,
+        "created_at": utc_now(),
+    }
+    action = ActionDraft(
+        action=cap.action,
+        scope_kind=ScopeKind.APP,
+        scope=app,
+        subject=f"default_cap:{cap.applies_to}",
+        reason=reason,
     )
-    if inserted:
-        outcome.enforcements.append(f"default-cap:{cap.applies_to}:{app}")
-        record_action(
-            session,
-            tenant_id=cap.tenant_id,
-            action=cap.action,
-            scope_kind=ScopeKind.APP,
-            scope=app,
-            subject=f"default_cap:{cap.applies_to}",
-            reason=reason,
-        )
+    return [
+        Crossing(cap.tenant_id, alert=alert),
+        Crossing(
+            cap.tenant_id,
+            enforcement=enforcement,
+            unique=("cap_id", "scope", "period_start"),
+            action=action,
+            label=f"default-cap:{cap.applies_to}:{app}",
+        ),
+    ]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import QMError
-from quartermaster.guardrails.alerts import Severity, raise_alert
+from quartermaster.guardrails.alerts import Severity
 from quartermaster.guardrails.budgets import (
     ACTION_EFFECT,
     HARD,
@@ -28,9 +28,16 @@ from quartermaster.guardrails.budgets import (
     crossed,
     thresholds_of,
 )
-from quartermaster.guardrails.caps import cap_periods, evaluate_caps
-from quartermaster.guardrails.common import insert_once, record_action
-from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
+from quartermaster.guardrails.caps import cap_crossings
+from quartermaster.guardrails.crossings import (
+    WRITE_BATCH,
+    ActionDraft,
+    AlertDraft,
+    Crossing,
+    fire_all,
+    not_yet_fired,
+)
+from quartermaster.guardrails.models import Budget, DefaultCap
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
@@ -65,43 +72,51 @@ def evaluate_tenant(
     session: Session,
     now: datetime | None = None,
     reader: Session | None = None,
+    batch: int = WRITE_BATCH,
 ) -> Evaluation:
-    """Evaluate every budget of the tenant now and commit what newly crossed. With a
-    `reader` (a read-only session), the budgets are read and their periods priced through
-    it before `session` is used at all: on SQLite a write session holds the database's
-    write lock from its first statement, and pricing a month to date takes about a second
-    at a few hundred apps, which ingestion and the pipeline would spend waiting."""
-    moment = now or utc_now()
+    """Evaluate every budget and default cap of the tenant now, and commit what newly
+    crossed. The computing (budgets and caps read, periods priced, thresholds compared,
+    what already fired looked up) goes through `reader` (a read-only session) when given,
+    and `session` only writes what is new, in transactions of at most `batch` crossings,
+    each re-checked by its unique key: on SQLite a write session holds the database's write
+    lock from its first statement to its commit, and comparing 3,000 budgets inside one
+    held every other writer back for seconds. Without a reader, the reads go through
+    `session`, whose reading transaction is ended before the first write."""
     read = reader or session
-    tenant = read.get(Tenant, tenant_id)
+    pending = plan_tenant(tenant_id, spend=spend, session=read, now=now)
+    read.rollback()  # end the reading transaction (a write session's: release the lock)
+    fired = fire_all(pending, session=session, batch=batch)
+    return Evaluation(alerts=fired.alerts, enforcements=fired.enforcements)
+
+
+def plan_tenant(
+    tenant_id: str, *, spend: SpendSource, session: Session, now: datetime | None = None
+) -> list[Crossing]:
+    """What the tenant's budgets and caps call for now and has not fired yet (computed
+    only, reading with `session`; nothing is written)."""
+    moment = now or utc_now()
+    tenant = session.get(Tenant, tenant_id)
     zone = tenant.timezone if tenant is not None else None
-    budgets = list(read.scalars(select(Budget).where(Budget.tenant_id == tenant_id)))
-    result = Evaluation()
+    query = select(Budget).where(Budget.tenant_id == tenant_id).order_by(Budget.name)
+    budgets = list(session.scalars(query))
     by_period: dict[Period, ScopeSpend] = {}
 
     def spend_of(period: Period) -> ScopeSpend:
         if period not in by_period:
-            by_period[period] = spend.spend(tenant_id, period, session=read)
+            by_period[period] = spend.spend(tenant_id, period, session=session)
         return by_period[period]
 
-    if reader is not None:
-        for period in {budget_period(b.period, moment, zone) for b in budgets} | set(
-            cap_periods(tenant_id, moment, zone, session=reader)
-        ):
-            spend_of(period)
+    found: list[Crossing] = []
     for budget in budgets:
         period = budget_period(budget.period, moment, zone)
-        _evaluate_budget(budget, period, spend_of(period), session=session, result=result)
-    capped = evaluate_caps(tenant_id, moment, zone, spend_of=spend_of, session=session)
-    result.alerts += capped.alerts
-    result.enforcements += capped.enforcements
-    session.commit()
-    return result
+        found += budget_crossings(budget, period, spend_of(period))
+    found += cap_crossings(tenant_id, moment, zone, spend_of=spend_of, session=session)
+    return not_yet_fired(tenant_id, found, session=session)
 
 
-def _evaluate_budget(
-    budget: Budget, period: Period, spent: ScopeSpend, *, session: Session, result: Evaluation
-) -> None:
+def budget_crossings(budget: Budget, period: Period, spent: ScopeSpend) -> list[Crossing]:
+    """The alerts (one per threshold reached, and the hard limit's) and the enforcement the
+    budget's spend calls for in `period`. Pure."""
     amount = spent.of(budget.scope_kind, budget.scope)
     label = _scope_label(budget.scope_kind, budget.scope)
     stamp = period.start.isoformat()
@@ -118,51 +133,42 @@ def _evaluate_budget(
         "currency": spent.currency,
         "as_of": spent.as_of.isoformat(),
     }
+    found: list[Crossing] = []
     for threshold in crossed(amount, budget.amount, thresholds_of(budget)):
-        key = f"budget:{budget.id}:{stamp}:{threshold}"
         reason = (
             f"{label} spent {spent_text} of its {_ADJECTIVE[budget.period]} budget "
             f"{budget.name!r} "
             f"({limit_text}): {threshold}% threshold crossed"
         )
-        severity = Severity.WARNING if threshold >= 80 else Severity.INFO
-        alert_id = raise_alert(
-            session,
-            tenant_id=budget.tenant_id,
+        alert = AlertDraft(
             kind="budget_threshold",
-            severity=severity,
-            dedup_key=key,
+            severity=Severity.WARNING if threshold >= 80 else Severity.INFO,
+            dedup_key=f"budget:{budget.id}:{stamp}:{threshold}",
             title=f"Budget {budget.name}: {threshold}% reached",
             message=reason,
             details={**base, "threshold": threshold},
         )
-        if alert_id is not None:
-            result.alerts.append(key)
-            record_action(
-                session,
-                tenant_id=budget.tenant_id,
-                action=BudgetAction.NOTIFY,
-                scope_kind=budget.scope_kind,
-                scope=budget.scope,
-                subject=f"budget:{budget.name}",
-                reason=reason,
-            )
+        notify = ActionDraft(
+            action=BudgetAction.NOTIFY,
+            scope_kind=budget.scope_kind,
+            scope=budget.scope,
+            subject=f"budget:{budget.name}",
+            reason=reason,
+        )
+        found.append(Crossing(budget.tenant_id, alert=alert, action=notify))
     if amount * 100 < budget.amount * budget.hard_percent:
-        return
-    _hard_crossing(budget, period, amount, label, spent_text, limit_text, base, session, result)
+        return found
+    return found + _hard_crossing(budget, period, label, spent_text, limit_text, base)
 
 
 def _hard_crossing(
     budget: Budget,
     period: Period,
-    amount: Decimal,
     label: str,
     spent_text: str,
     limit_text: str,
     base: dict[str, str],
-    session: Session,
-    result: Evaluation,
-) -> None:
+) -> list[Crossing]:
     stamp = period.start.isoformat()
     verb = ACTION_EFFECT[BudgetAction(budget.action)]
     reason = (
@@ -170,49 +176,44 @@ def _hard_crossing(
         f"{budget.name!r} ({limit_text}) for the period from {moment_text(period.start)}: "
         f"{verb} until {moment_text(period.end)}"
     )
-    key = f"budget:{budget.id}:{stamp}:{HARD}"
-    alert_id = raise_alert(
-        session,
-        tenant_id=budget.tenant_id,
+    alert = AlertDraft(
         kind="budget_threshold",
         severity=Severity.CRITICAL,
-        dedup_key=key,
+        dedup_key=f"budget:{budget.id}:{stamp}:{HARD}",
         title=f"Budget {budget.name}: hard limit reached ({budget.action})",
         message=reason,
         details={**base, "threshold": HARD, "action": budget.action},
     )
-    if alert_id is not None:
-        result.alerts.append(key)
+    found = [Crossing(budget.tenant_id, alert=alert)]
     if budget.action == BudgetAction.NOTIFY:
-        return
-    inserted = insert_once(
-        session,
-        Enforcement,
-        {
-            "id": new_id(),
-            "tenant_id": budget.tenant_id,
-            "budget_id": budget.id,
-            "scope_kind": budget.scope_kind,
-            "scope": budget.scope,
-            "action": budget.action,
-            "period_start": period.start,
-            "ends_at": period.end,
-            "reason": reason,
-            "created_at": utc_now(),
-        },
-        ("budget_id", "period_start"),
+        return found
+    enforcement = {
+        "id": new_id(),
+        "tenant_id": budget.tenant_id,
+        "budget_id": budget.id,
+        "scope_kind": budget.scope_kind,
+        "scope": budget.scope,
+        "action": budget.action,
+        "period_start": period.start,
+        "ends_at": period.end,
+        "reason": reason,
+        "created_at": utc_now(),
+    }
+    action = ActionDraft(
+        action=budget.action,
+        scope_kind=budget.scope_kind,
+        scope=budget.scope,
+        subject=f"budget:{budget.name}",
+        reason=reason,
     )
-    if inserted:
-        result.enforcements.append(budget.name)
-        record_action(
-            session,
-            tenant_id=budget.tenant_id,
-            action=budget.action,
-            scope_kind=budget.scope_kind,
-            scope=budget.scope,
-            subject=f"budget:{budget.name}",
-            reason=reason,
-        )
+    enforce = Crossing(
+        budget.tenant_id,
+        enforcement=enforcement,
+        unique=("budget_id", "period_start"),
+        action=action,
+        label=budget.name,
+    )
+    return [*found, enforce]
 
 
 def tenants_with_budgets(*, session: Session) -> list[str]:

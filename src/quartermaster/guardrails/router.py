@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
-from quartermaster.api.deps import AdminCaller, Ingester, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import (
+    AdminCaller,
+    Ingester,
+    Reader,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+)
 from quartermaster.api.errors import ErrorBody
 from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
@@ -96,13 +103,17 @@ def delete_budget(name: str, caller: AdminCaller, session: SessionDep) -> Respon
     summary="Evaluate the tenant's budgets now (after the pipeline catches up)",
 )
 def evaluate_budgets(
-    caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+    caller: AdminCaller, runtime: RuntimeDep, session: SessionDep, reader: ReadSessionDep
 ) -> EvaluationOut:
-    # The pipeline catches up before the unit of work opens: on SQLite every transaction
-    # takes the write lock (BEGIN IMMEDIATE), which the pipeline's own pass needs too.
+    # The pipeline catches up before the unit of work opens: on SQLite every write
+    # transaction takes the write lock (BEGIN IMMEDIATE), which the pipeline's pass needs too.
+    # Pricing and comparing go through the read-only session; `session` only writes what is
+    # new, in short transactions.
     pipeline_catch_up(runtime)()
     calculator = StoreCalculator(runtime.usage_store)
-    result = evaluate_tenant(caller.tenant_id, spend=BillingSpend(calculator), session=session)
+    result = evaluate_tenant(
+        caller.tenant_id, spend=BillingSpend(calculator), session=session, reader=reader
+    )
     guardrail_gate(runtime).invalidate(caller.tenant_id)
     return EvaluationOut(alerts=result.alerts, enforcements=result.enforcements)
 
