@@ -112,7 +112,8 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
         ),
         (
             {"QM_DATABASE_URL": "postgresql+psycopg://qm@127.0.0.1:{port}/qm"},
-            "error: cannot open the database (QM_DATABASE_URL): connection failed: connection "
+            "error: cannot open the database (QM_DATABASE_URL, by default qm.db in the data "
+            "dir): connection failed: connection "
             'to server at "127.0.0.1", port {port} failed: Connection refused',
         ),
         (
@@ -167,13 +168,15 @@ def test_a_setup_that_cannot_work_is_named_in_one_line(
     [
         (
             "INSERT INTO alembic_version VALUES ('9999_future')",
-            "error: the database (QM_DATABASE_URL) was migrated by a newer Quartermaster "
+            "error: the database (QM_DATABASE_URL, by default qm.db in the data dir) was "
+            "migrated by a newer Quartermaster "
             "(Can't locate revision identified by '9999_future'): run that version, or restore "
             "the backup taken before it",
         ),
         (
             "CREATE TABLE tenants (x INTEGER)",
-            "error: the database (QM_DATABASE_URL) already holds tables Quartermaster did not "
+            "error: the database (QM_DATABASE_URL, by default qm.db in the data dir) already "
+            "holds tables Quartermaster did not "
             "create (table tenants already exists): point QM_DATABASE_URL at an empty database",
         ),
     ],

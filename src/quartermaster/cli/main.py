@@ -381,7 +381,7 @@ def tenant_update(
 
 @tenant_app.command("list")
 def tenant_list(data_dir: DataDirOption = None) -> None:
-    """List the tenants in the database (QM_DATABASE_URL)."""
+    """List the tenants in the database (QM_DATABASE_URL, by default qm.db in the data dir)."""
     from quartermaster.runtime import build_runtime
     from quartermaster.tenancy.service import list_tenants
 
@@ -437,6 +437,10 @@ def main() -> None:
         fail(message)
 
 
+# Said where the database is named: without QM_DATABASE_URL it is the data dir's SQLite file.
+_DATABASE = "the database (QM_DATABASE_URL, by default qm.db in the data dir)"
+
+
 def _setup_failure(exc: Exception) -> str | None:
     """One line for what stops a command before it does anything: settings that do not
     parse, a data dir without `qm init`, a database URL that cannot be used or reached."""
@@ -468,17 +472,17 @@ def _setup_failure(exc: Exception) -> str | None:
         # meeting another application's tables
         if type(exc.orig).__name__ == "DuplicateTable" or reason.endswith("already exists"):
             return (
-                f"the database (QM_DATABASE_URL) already holds tables Quartermaster did not "
+                f"{_DATABASE} already holds tables Quartermaster did not "
                 f"create ({reason}): point QM_DATABASE_URL at an empty database"
             )
         if isinstance(exc, OperationalError):
-            return f"cannot open the database (QM_DATABASE_URL): {reason}"
+            return f"cannot open {_DATABASE}: {reason}"
         if "connection option" in reason:  # a misspelt query parameter (sslmod=…)
             return f"cannot use QM_DATABASE_URL: {reason}"
         return None
     if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
         return (
-            "the database (QM_DATABASE_URL) was migrated by a newer Quartermaster "
+            f"{_DATABASE} was migrated by a newer Quartermaster "
             f"({_first_line(exc)}): run that version, or restore the backup taken before it"
         )
     return None
