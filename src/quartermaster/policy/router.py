@@ -9,7 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import (
+    AdminCaller,
+    BillingReader,
+    Reader,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+)
 from quartermaster.api.params import Int64
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog.service import find_app
@@ -145,7 +152,7 @@ def enable_policy(
 
 
 @router.get("/policies", summary="Latest version of every policy", responses=error_responses())
-def list_policies(caller: Reader, session: SessionDep) -> list[PolicyOut]:
+def list_policies(caller: Reader, session: ReadSessionDep) -> list[PolicyOut]:
     return [
         PolicyOut.model_validate(v, from_attributes=True)
         for v in service.list_policies(caller, session=session)
@@ -158,7 +165,7 @@ def list_policies(caller: Reader, session: SessionDep) -> list[PolicyOut]:
 def get_policy(
     name: str,
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     version: Annotated[
         Int64 | None, Query(description="This version; default: the latest.")
     ] = None,
@@ -193,7 +200,7 @@ def try_policy(
 @router.get("/policy-decisions", summary="The decision log", responses=error_responses())
 def list_decisions(
     caller: BillingReader,
-    session: SessionDep,
+    session: ReadSessionDep,
     subject: Annotated[
         str | None, Query(description="Only decisions about this (app@version, budget:name).")
     ] = None,
@@ -236,7 +243,7 @@ def grant_exception(body: ExceptionGrant, caller: AdminCaller, session: SessionD
 )
 def list_exceptions(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     include_lapsed: Annotated[
         bool, Query(description="Expired and revoked exceptions too.")
     ] = False,
