@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import Period
@@ -365,3 +365,24 @@ def test_one_tenants_failure_does_not_stop_the_detector_for_the_others(
     keys = [a.dedup_key for a in _alerts(runtime, later.tenant_id)]
     assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in keys
     assert f"anomaly scan of tenant {first.tenant_id} failed" in caplog.text
+
+
+def test_the_rate_card_is_read_without_a_write_transaction(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """With a reader, the scan reads the tenant's rate card (its price book and every app)
+    through it: a tenant with nothing to score never begins the write session."""
+    began: list[object] = []
+    hour = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    with runtime.session_factory() as writer, runtime.read_session_factory() as reader:
+        event.listen(writer, "after_begin", lambda *args: began.append(args))
+        result = scan_tenant(
+            tenant.tenant_id,
+            [hour],
+            store=runtime.usage_store,
+            session=writer,
+            reader=reader,
+            now=hour + timedelta(hours=2),
+        )
+    assert result.alerts == []
+    assert began == []

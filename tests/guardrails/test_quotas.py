@@ -4,11 +4,11 @@ messages, and admissions racing for the last unit (never over-admitted) on both 
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.decisions import WorkRequest, decide
@@ -221,3 +221,15 @@ def test_another_teams_or_apps_decision_is_a_404(client: TestClient, tenant: Ten
     assert ok(client.get(f"/v1/decisions/{decision}", headers=tenant.headers))["status"] == "active"
     released = ok(client.post(f"/v1/decisions/{decision}/release", headers=member_b))
     assert released["status"] == "released"
+
+
+def test_expiry_with_nothing_due_takes_no_write_transaction(runtime: Runtime) -> None:
+    """The evaluator's expiry pass looks for due reservations through a read-only session:
+    when none is due, its write session never begins (on SQLite it would take the
+    database's write lock every pass)."""
+    began: list[object] = []
+    with runtime.session_factory() as writer, runtime.read_session_factory() as reader:
+        event.listen(writer, "after_begin", lambda *args: began.append(args))
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        assert expire_reservations(session=writer, reader=reader, now=long_ago) == 0
+    assert began == []

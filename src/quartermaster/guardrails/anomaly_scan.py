@@ -170,18 +170,22 @@ def scan_tenant(
     session: Session,
     now: datetime | None = None,
     rule: AnomalyRule | None = None,
+    reader: Session | None = None,
 ) -> ScanResult:
-    """Score `hours` (any moments; their UTC hours) of the tenant and commit new alerts."""
+    """Score `hours` (any moments; their UTC hours) of the tenant and commit new alerts.
+    With a `reader` (a read-only session), the rate card (the price book and every app of
+    the tenant) is read through it, so `session` takes the write lock only to write."""
     rule = rule or AnomalyRule()
     moment = now or utc_now()
     scored = sorted({floor_hour(h) for h in hours if floor_hour(h) <= moment})
     result = ScanResult()
     if not scored:
         return result
-    rates = tenant_rate_card(tenant_id, scored[-1], session=session)
-    # End that read before the long scoring: on SQLite every control-plane transaction holds
-    # the write lock, and ingestion and the pipeline must not wait for a scan.
-    session.rollback()
+    card_reader = reader or session
+    rates = tenant_rate_card(tenant_id, scored[-1], session=card_reader)
+    # End that read before the long scoring: on SQLite a write transaction holds the write
+    # lock, and ingestion and the pipeline must not wait for a scan.
+    card_reader.rollback()
     if not rates:
         return result
     start = hours_before(scored[0], rule.window_hours)

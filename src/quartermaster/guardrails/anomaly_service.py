@@ -56,9 +56,12 @@ class AnomalyDetector(BackgroundService):
                 self.pending[tenant_id], key=lambda h: ((tenant_id, h) in self.scored, h)
             )
             batch, rest = ordered[: self.max_hours], ordered[self.max_hours :]
-            with self.runtime.session_factory() as session:
+            with (
+                self.runtime.session_factory() as session,
+                self.runtime.read_session_factory() as reader,
+            ):
                 try:
-                    scan_tenant(tenant_id, batch, store=store, session=session)
+                    scan_tenant(tenant_id, batch, store=store, session=session, reader=reader)
                 except Exception:  # one tenant's failure, expected or not, skips only it
                     session.rollback()
                     logger.exception("anomaly scan of tenant %s failed", tenant_id)

@@ -380,15 +380,24 @@ def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Re
     return get_reservation(caller, reservation_id, session=session)
 
 
-def expire_reservations(*, session: Session, now: datetime | None = None, limit: int = 500) -> int:
-    """Release work that outlived its runtime (never released by its runner)."""
+def expire_reservations(
+    *,
+    session: Session,
+    now: datetime | None = None,
+    limit: int = 500,
+    reader: Session | None = None,
+) -> int:
+    """Release work that outlived its runtime (never released by its runner). With a
+    `reader` (a read-only session) the due ones are found through it, so a pass with none
+    due takes no write lock; each is released in its own short write transaction."""
     moment = now or utc_now()
-    due = session.execute(
+    read = reader or session
+    due = read.execute(
         select(Reservation.id, Reservation.tenant_id, Reservation.team, Reservation.app)
         .where(Reservation.status == "active", Reservation.expires_at <= moment)
         .limit(limit)
     ).all()
-    session.rollback()
+    read.rollback()
     expired = 0
     for reservation_id, tenant_id, team, app in due:
         if _finish(reservation_id, tenant_id, "expired", session=session, moment=moment):

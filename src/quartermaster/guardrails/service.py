@@ -59,8 +59,8 @@ class GuardrailEvaluator(BackgroundService):
         if any(r.enforcements for r in results.values()):
             guardrail_gate(self.runtime).invalidate()
         scan_all(self.high_cost, session_factory=factory, read_session_factory=readers)
-        with factory() as session:
-            expire_reservations(session=session)
+        with factory() as session, readers() as reader:
+            expire_reservations(session=session, reader=reader)
         return False
 
     def _note_failure(self, tenant_id: str, exc: QMError) -> None:
