@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +11,7 @@ from quartermaster.domain.timeutil import Period
 from quartermaster.usage.duckdb_schema import LATEST_KEY
 from quartermaster.usage.periods import Grain, Segment, decompose
 from quartermaster.usage.store import (
+    GROUP_COLUMNS,
     DailyTotal,
     HourlyCost,
     HourlyPipelineCounts,
@@ -19,9 +20,13 @@ from quartermaster.usage.store import (
     LifecycleMarker,
     PlatformCostTotal,
     RawUsage,
+    UsageFilter,
+    UsageGroup,
     UsageTotal,
     naive_utc,
 )
+
+INT64_MAX = 2**63 - 1
 
 KEYS = "cost_center, team, app, meter, unattributed"
 Key = tuple[str, str, str, str, bool]
@@ -80,7 +85,7 @@ def summable_sql(
         params += [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]
     union = " UNION ALL ".join(parts)
     sql = (
-        f"SELECT {KEYS}, sum(n)::BIGINT, sum(s), max(m), arg_max(lq, lk) "
+        f"SELECT {KEYS}, sum(n)::BIGINT AS n, sum(s) AS s, max(m) AS m, arg_max(lq, lk) AS lq "
         f"FROM ({union}) GROUP BY ALL HAVING sum(n) <> 0"
     )
     return sql, params
@@ -141,14 +146,14 @@ def distinct_sql(tenant_id: str, period: Period) -> tuple[str, list[Any]]:
             )
             params += [tenant_id, *values]
     union = " UNION ALL ".join(parts)
-    return f"SELECT {KEYS}, count(DISTINCT value) FROM ({union}) GROUP BY ALL", params
+    return f"SELECT {KEYS}, count(DISTINCT value) AS d FROM ({union}) GROUP BY ALL", params
 
 
 def raw_as_of_sql(tenant_id: str, period: Period, as_of: datetime) -> tuple[str, list[Any]]:
     """max, latest and distinct count from raw rows billable before `as_of`."""
     sql = (
-        f"SELECT {KEYS}, max(quantity), arg_max(quantity, {LATEST_KEY}), "
-        "count(DISTINCT distinct_value) FROM usage_rows WHERE tenant_id = ? "
+        f"SELECT {KEYS}, max(quantity) AS m, arg_max(quantity, {LATEST_KEY}) AS lq, "
+        "count(DISTINCT distinct_value) AS d FROM usage_rows WHERE tenant_id = ? "
         "AND event_time >= ? AND event_time < ? AND billable_at < ? GROUP BY ALL"
     )
     return sql, [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(as_of)]
@@ -186,6 +191,104 @@ def build_totals(
         )
     totals.sort(key=lambda t: (t.cost_center, t.team, t.app, t.meter, t.unattributed))
     return totals
+
+
+def usage_groups_sql(
+    tenant_id: str,
+    period: Period,
+    *,
+    aggregations: Mapping[str, str],
+    by: Sequence[str],
+    filters: UsageFilter,
+    top: int | None,
+    as_of: datetime | None,
+    non_summable_known: bool,
+) -> tuple[str, list[Any]]:
+    """Each key's quantity under its meter's aggregation (as `build_totals` and
+    `service.meter_quantity` make it; NULL where it cannot be known as of `as_of`), filtered,
+    summed per group of `by` (+ meter, unattributed), ranked by quantity within each meter
+    and cut to `top` per meter, with each meter's group count and total."""
+    unknown = [c for c in by if c not in GROUP_COLUMNS]
+    if unknown:
+        raise ValueError(f"cannot group usage by {unknown}")
+    totals, params = summable_sql(tenant_id, period, as_of=as_of)
+    if as_of is None:
+        stats, stat_params = distinct_sql(tenant_id, period)
+        m, lq, d = "t.m", "t.lq", "coalesce(x.d, 0)"
+    else:
+        stats, stat_params = raw_as_of_sql(tenant_id, period, as_of)
+        m, lq, d = "x.m", "x.lq", "coalesce(x.d, 0)"
+    if not non_summable_known:
+        m, lq, d = "NULL", "NULL", "NULL"
+    params += stat_params
+    params += [list(aggregations), list(aggregations.values())]
+    where: list[str] = []
+    for column, values in (
+        ("cost_center", filters.cost_centers),
+        ("team", filters.teams),
+        ("app", filters.apps),
+        ("meter", filters.meters),
+    ):
+        if values:
+            where.append(f"list_contains(?::VARCHAR[], t.{column})")
+            params.append(list(values))
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    quantity = "DECIMAL(38, 12)"
+    columns = "".join(f"{c}, " for c in by)
+    keys = ", ".join(f"{c} NULLS FIRST" for c in (*by, "unattributed"))
+    missing = ", ".join(f"NULL::VARCHAR AS {c}" for c in GROUP_COLUMNS if c not in by)
+    sql = f"""
+        WITH t AS ({totals}), x AS ({stats}),
+        a AS (SELECT unnest(?::VARCHAR[]) AS meter, unnest(?::VARCHAR[]) AS aggregation),
+        detail AS (
+            SELECT t.cost_center, t.team, t.app, t.meter, t.unattributed, t.n,
+                   CASE coalesce(a.aggregation, 'sum')
+                       WHEN 'sum' THEN t.s::{quantity}
+                       WHEN 'count' THEN t.n::{quantity}
+                       WHEN 'max' THEN ({m})::{quantity}
+                       WHEN 'latest' THEN ({lq})::{quantity}
+                       ELSE ({d})::{quantity}
+                   END AS q
+            FROM t LEFT JOIN x USING ({KEYS}) LEFT JOIN a ON a.meter = t.meter
+            {condition}
+        ), grouped AS (
+            SELECT {columns}meter, unattributed, sum(n)::BIGINT AS n, sum(q) AS q,
+                   count(*)::BIGINT AS detail_rows, bool_or(q IS NULL) AS unknown
+            FROM detail GROUP BY ALL
+        ), ranked AS (
+            SELECT *, row_number() OVER (
+                       PARTITION BY meter ORDER BY q DESC NULLS LAST, {keys}
+                   ) AS rank,
+                   count(*) OVER (PARTITION BY meter) AS meter_groups,
+                   CASE WHEN bool_or(unknown) OVER (PARTITION BY meter) THEN NULL
+                        ELSE sum(q) OVER (PARTITION BY meter) END AS meter_quantity
+            FROM grouped
+        )
+        SELECT {", ".join(GROUP_COLUMNS)}, meter, unattributed,
+               CASE WHEN unknown THEN NULL ELSE q END, n, detail_rows, rank, meter_groups,
+               meter_quantity
+        FROM (SELECT *{", " if missing else ""}{missing} FROM ranked)
+        WHERE rank <= ? ORDER BY meter, rank
+    """
+    params.append(top if top is not None else INT64_MAX)
+    return sql, params
+
+
+def to_usage_group(row: Sequence[Any]) -> UsageGroup:
+    """A row of `usage_groups_sql`."""
+    return UsageGroup(
+        cost_center=row[0],
+        team=row[1],
+        app=row[2],
+        meter=row[3],
+        unattributed=bool(row[4]),
+        quantity=Decimal(row[5]) if row[5] is not None else None,
+        event_count=int(row[6]),
+        rows=int(row[7]),
+        rank=int(row[8]),
+        meter_groups=int(row[9]),
+        meter_quantity=Decimal(row[10]) if row[10] is not None else None,
+    )
 
 
 def platform_costs_sql(

@@ -11,7 +11,7 @@ import contextlib
 import re
 import threading
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from quartermaster.usage.store import (
     RatedBatch,
     RawUsage,
     StreamState,
+    UsageFilter,
+    UsageGroup,
     UsageTotal,
     WaitingEvent,
     naive_utc,
@@ -473,17 +475,7 @@ class DuckDBUsageStore:
                 sql, params = q.distinct_sql(tenant_id, period)
                 distinct = {_key(r): int(r[5]) for r in cur.execute(sql, params).fetchall()}
             else:
-                horizon = self.purged_before()
-                if horizon is not None and as_of < horizon:
-                    # The horizon is where retention stands, whether or not a purge found
-                    # rows to drop (a new tenant has none): say so, not that one was purged.
-                    raise InvalidInputError(
-                        f"usage as of {_second(as_of)} cannot be reproduced: raw usage is kept "
-                        "raw_retention_days after it became billable, so as_of must be at or "
-                        f"after the retention boundary, {_second(horizon)}",
-                        field="as_of",
-                    )
-                known = horizon is None or horizon <= period.start
+                known = self._raw_kept(period, as_of)
                 if known:
                     sql, params = q.raw_as_of_sql(tenant_id, period, as_of)
                     rows = cur.execute(sql, params).fetchall()
@@ -492,6 +484,51 @@ class DuckDBUsageStore:
         finally:
             cur.execute("COMMIT")
         return q.build_totals(summable, distinct, raw_stats, non_summable_known=known)
+
+    def _raw_kept(self, period: Period, as_of: datetime) -> bool:
+        """Whether the raw rows of `period` are all still kept (max, latest and unique counts
+        can be answered as of `as_of`); refuses an `as_of` before the retention horizon."""
+        horizon = self.purged_before()
+        if horizon is not None and as_of < horizon:
+            # The horizon is where retention stands, whether or not a purge found rows to
+            # drop (a new tenant has none): say so, not that one was purged.
+            raise InvalidInputError(
+                f"usage as of {_second(as_of)} cannot be reproduced: raw usage is kept "
+                "raw_retention_days after it became billable, so as_of must be at or "
+                f"after the retention boundary, {_second(horizon)}",
+                field="as_of",
+            )
+        return horizon is None or horizon <= period.start
+
+    def usage_groups(
+        self,
+        tenant_id: str,
+        period: Period,
+        *,
+        aggregations: Mapping[str, str],
+        by: Sequence[str],
+        filters: UsageFilter,
+        top: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[UsageGroup]:
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")  # one snapshot for the horizon and the answer
+        try:
+            known = True if as_of is None else self._raw_kept(period, as_of)
+            sql, params = q.usage_groups_sql(
+                tenant_id,
+                period,
+                aggregations=aggregations,
+                by=by,
+                filters=filters,
+                top=top,
+                as_of=as_of,
+                non_summable_known=known,
+            )
+            rows = cur.execute(sql, params).fetchall()
+        finally:
+            cur.execute("COMMIT")
+        return [q.to_usage_group(row) for row in rows]
 
     def daily_totals(self, tenant_id: str, period: Period) -> list[DailyTotal]:
         first = ceil_to(period.start, Grain.DAY)

@@ -17,6 +17,7 @@ from quartermaster.api.deps import (
     RuntimeDep,
     SessionDep,
 )
+from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.errors import InvalidInputError
@@ -34,10 +35,13 @@ from quartermaster.usage.schemas import (
     PipelineStatusOut,
     ReplayOut,
     StreamOut,
+    UsageGroupOut,
+    UsageMeterOut,
     UsageOut,
     UsageRowOut,
     WorkerOut,
 )
+from quartermaster.usage.store import UsageFilter
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 MAX_QUERY_DAYS = 400
@@ -132,7 +136,8 @@ def delete_override(environment: str, caller: AdminCaller, session: SessionDep) 
 
 @router.get(
     "/usage",
-    summary="Metered quantities per cost center, team, app and meter in a period",
+    summary="Metered quantities in a period, filtered and summed per cost center, team, app "
+    "or meter",
     responses=error_responses(422),
 )
 def get_usage(
@@ -144,20 +149,73 @@ def get_usage(
     as_of: Annotated[
         datetime | None, Query(description="Answer as the store stood at this time.")
     ] = None,
+    by: Annotated[
+        str | None,
+        one_of(service.USAGE_LEVELS),
+        Query(
+            description="Sum quantities per cost center, team, app or meter (each group "
+            "keeps its meter) into `groups`; without it, `rows` per cost center, team, app "
+            "and meter."
+        ),
+    ] = None,
+    cost_center: Annotated[
+        list[str] | None,
+        Query(description="Only these cost centers (slugs; repeatable or comma-separated)."),
+    ] = None,
+    team: Annotated[
+        list[str] | None,
+        Query(description="Only these teams (slugs; repeatable or comma-separated)."),
+    ] = None,
+    app: Annotated[
+        list[str] | None,
+        Query(description="Only these apps (app ids; repeatable or comma-separated)."),
+    ] = None,
+    meter: Annotated[
+        list[str] | None,
+        Query(description="Only these meters (names; repeatable or comma-separated)."),
+    ] = None,
+    top: Annotated[
+        int | None,
+        Query(
+            description="Keep the N largest groups (or rows) of each meter; `meters` says "
+            "how many were left out and their share. Default: all."
+        ),
+    ] = None,
 ) -> UsageOut:
     period = _period(start, end)
-    rows = service.metered_quantities(
+    filters = UsageFilter(
+        cost_centers=service.filter_values(cost_center, "cost_center"),
+        teams=service.filter_values(team, "team"),
+        apps=service.filter_values(app, "app"),
+        meters=service.filter_values(meter, "meter"),
+    )
+    view = service.usage_view(
         caller.tenant_id,
         period,
         store=runtime.usage_store,
+        by=by,
+        filters=filters,
+        top=top,
         as_of=_aware(as_of, "as_of"),
         session=session,
     )
+    meters = [UsageMeterOut.model_validate(m, from_attributes=True) for m in view.meters]
+    if by is None:
+        return UsageOut(
+            start=period.start,
+            end=period.end,
+            as_of=as_of,
+            rows=[UsageRowOut.model_validate(r, from_attributes=True) for r in view.rows()],
+            meters=meters,
+        )
     return UsageOut(
         start=period.start,
         end=period.end,
         as_of=as_of,
-        rows=[UsageRowOut.model_validate(r, from_attributes=True) for r in rows],
+        rows=[],
+        by=by,
+        groups=[UsageGroupOut.model_validate(g, from_attributes=True) for g in view.groups],
+        meters=meters,
     )
 
 

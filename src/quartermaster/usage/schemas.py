@@ -92,11 +92,54 @@ class UsageRowOut(BaseModel):
     unattributed: bool
 
 
+class UsageGroupOut(BaseModel):
+    cost_center: str | None = Field(description="Set when grouped by cost center.")
+    team: str | None = Field(
+        description="Set when grouped by team; empty for usage without a team."
+    )
+    app: str | None = Field(description="Set when grouped by app; empty for usage without an app.")
+    meter: str
+    unit: str
+    aggregation: Aggregation
+    quantity: Decimal = Field(
+        description="The sum of the group's per-app quantities (each its meter's aggregation "
+        "over the period, as billed)."
+    )
+    event_count: int
+    rows: int = Field(description="(cost center, team, app) rows summed into the group.")
+    unattributed: bool
+    share: Decimal = Field(description="Fraction of the meter's quantity in the view, 0..1.")
+
+
+class UsageMeterOut(BaseModel):
+    meter: str
+    unit: str
+    aggregation: Aggregation
+    quantity: Decimal = Field(description="The meter's quantity over every group, shown or not.")
+    groups: int = Field(description="Groups (or rows) of this meter, shown or not.")
+    shown: int
+    omitted: int = Field(description="Groups left out by `top`.")
+    omitted_quantity: Decimal
+    omitted_share: Decimal = Field(description="Fraction of the meter's quantity left out.")
+
+
 class UsageOut(BaseModel):
     start: datetime
     end: datetime
     as_of: datetime | None
-    rows: list[UsageRowOut]
+    rows: list[UsageRowOut] = Field(
+        description="Without `by`: quantities per cost center, team, app and meter, in that "
+        "order. Empty with `by` (see `groups`)."
+    )
+    by: str | None = Field(default=None, description="The grouping level asked for.")
+    groups: list[UsageGroupOut] = Field(
+        default_factory=list,
+        description="With `by`: the summed groups, per meter, largest quantity first.",
+    )
+    meters: list[UsageMeterOut] = Field(
+        default_factory=list,
+        description="Per meter in the view: its total, and what `top` left out.",
+    )
 
 
 class StreamOut(BaseModel):

@@ -27,7 +27,7 @@ from quartermaster.usage.meters import (
 )
 from quartermaster.usage.models import EnvironmentOverride, Meter
 from quartermaster.usage.snapshot import meter_definition, tenant_meters
-from quartermaster.usage.store import UsageStore, UsageTotal
+from quartermaster.usage.store import UsageFilter, UsageStore, UsageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +210,17 @@ def meter_quantity(total: UsageTotal, aggregation: Aggregation) -> Decimal:
     else:
         value = total.distinct_count
     if value is None:
-        raise InvalidInputError(
-            f"meter {total.meter!r} ({aggregation.value}) cannot be answered as of that time: "
-            "its raw usage is past the retention window, and only sums and counts are kept "
-            "in rollups",
-            field="as_of",
-        )
+        raise _not_answerable(total.meter, aggregation)
     return plain(Decimal(value))
+
+
+def _not_answerable(meter: str, aggregation: Aggregation) -> InvalidInputError:
+    return InvalidInputError(
+        f"meter {meter!r} ({aggregation.value}) cannot be answered as of that time: "
+        "its raw usage is past the retention window, and only sums and counts are kept "
+        "in rollups",
+        field="as_of",
+    )
 
 
 def definitions_by_name(meters: Iterable[MeterDefinition]) -> dict[str, MeterDefinition]:
@@ -264,3 +268,198 @@ def metered_quantities(
         meter_definition(m) for m in tenant_meters(tenant_id, session=session)
     )
     return apply_meters(store.quantities(tenant_id, period, as_of=as_of), definitions)
+
+
+# --- the usage view (GET /v1/usage) -------------------------------------------------------
+
+# `by` -> the owner columns a group keeps (with the meter and the unattributed flag: every
+# group is one meter's, as quantities of different meters have different units).
+USAGE_LEVELS: dict[str, tuple[str, ...]] = {
+    "cost-center": ("cost_center",),
+    "team": ("team",),
+    "app": ("app",),
+    "meter": (),
+}
+DETAIL = ("cost_center", "team", "app")
+MAX_FILTER_VALUES = 1000
+MAX_TOP = 100_000
+
+
+def group_columns(by: str | None) -> tuple[str, ...]:
+    """The columns a `by` level groups by (None: every owner column, the detailed view)."""
+    if by is None:
+        return DETAIL
+    if by not in USAGE_LEVELS:
+        raise InvalidInputError(
+            f"by {by!r} is not a grouping level; expected one of {', '.join(USAGE_LEVELS)}",
+            field="by",
+        )
+    return USAGE_LEVELS[by]
+
+
+def filter_values(values: Iterable[str] | None, field: str) -> tuple[str, ...]:
+    """A filter's values, given repeated and/or comma-separated (`a,b&x=c`), deduplicated in
+    order. An empty value is refused: it would match nothing, or only usage without owner."""
+    found: dict[str, None] = {}
+    for given in values or ():
+        for value in given.split(","):
+            value = value.strip()
+            if not value:
+                raise InvalidInputError(
+                    f"{field} has an empty value in {given!r}; give slugs, repeated or "
+                    "comma-separated",
+                    field=field,
+                )
+            found[value] = None
+    if len(found) > MAX_FILTER_VALUES:
+        raise InvalidInputError(
+            f"{field} has {len(found)} values; at most {MAX_FILTER_VALUES}", field=field
+        )
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedQuantity:
+    """The summed quantities of one group of the usage view. An owner column the view does
+    not group by is None; `rows`: the (cost center, team, app) rows summed; `share`: the
+    group's fraction of its meter's quantity in the view (0 when that is 0)."""
+
+    cost_center: str | None
+    team: str | None
+    app: str | None
+    meter: str
+    unit: str
+    aggregation: Aggregation
+    quantity: Decimal
+    event_count: int
+    rows: int
+    unattributed: bool
+    share: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSummary:
+    """One meter in the usage view: its quantity over every group (shown or not), how many
+    groups it has, and those `top` left out with their quantity and share."""
+
+    meter: str
+    unit: str
+    aggregation: Aggregation
+    quantity: Decimal
+    groups: int
+    shown: int
+    omitted: int
+    omitted_quantity: Decimal
+    omitted_share: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UsageView:
+    groups: list[GroupedQuantity]
+    meters: list[MeterSummary]
+
+    def rows(self) -> list[MeteredQuantity]:
+        """The groups of the detailed view (by None) as `metered_quantities` rows, in their
+        order: cost center, team, app, meter, unattributed."""
+        rows = [
+            MeteredQuantity(
+                cost_center=g.cost_center or "",
+                team=g.team or "",
+                app=g.app or "",
+                meter=g.meter,
+                unit=g.unit,
+                aggregation=g.aggregation,
+                quantity=g.quantity,
+                event_count=g.event_count,
+                unattributed=g.unattributed,
+            )
+            for g in self.groups
+        ]
+        rows.sort(key=lambda r: (r.cost_center, r.team, r.app, r.meter, r.unattributed))
+        return rows
+
+
+def share(part: Decimal, whole: Decimal) -> Decimal:
+    """`part / whole` to 4 places (0 when `whole` is 0)."""
+    if not whole:
+        return Decimal(0)
+    return plain((part / whole).quantize(Decimal("0.0001")))
+
+
+def usage_view(
+    tenant_id: str,
+    period: Period,
+    *,
+    store: UsageStore,
+    by: str | None = None,
+    filters: UsageFilter = UsageFilter(),
+    top: int | None = None,
+    as_of: datetime | None = None,
+    session: Session,
+) -> UsageView:
+    """The tenant's metered quantities in `period`, filtered, summed per group of the `by`
+    level (None: per cost center, team and app) and each meter's `top` largest groups, summed
+    in the store's query. Groups come per meter, largest first."""
+    columns = group_columns(by)
+    if top is not None and not 1 <= top <= MAX_TOP:
+        raise InvalidInputError(f"top {top} must be between 1 and {MAX_TOP}", field="top")
+    definitions = definitions_by_name(
+        meter_definition(m) for m in tenant_meters(tenant_id, session=session)
+    )
+    unknown = [m for m in filters.meters if m not in definitions]
+    if unknown:
+        raise InvalidInputError(
+            f"meter {unknown[0]!r} is not a meter of the tenant; its meters: "
+            f"{', '.join(sorted(definitions))}",
+            field="meter",
+        )
+    found = store.usage_groups(
+        tenant_id,
+        period,
+        aggregations={name: d.aggregation.value for name, d in definitions.items()},
+        by=columns,
+        filters=filters,
+        top=top,
+        as_of=as_of,
+    )
+    groups: list[GroupedQuantity] = []
+    meters: dict[str, MeterSummary] = {}
+    shown: dict[str, Decimal] = {}
+    counted: dict[str, int] = {}
+    for group in found:
+        definition = definitions.get(group.meter)
+        aggregation = definition.aggregation if definition else Aggregation.SUM
+        if group.quantity is None or group.meter_quantity is None:
+            raise _not_answerable(group.meter, aggregation)
+        quantity, total = plain(group.quantity), plain(group.meter_quantity)
+        unit = definition.unit if definition else ""
+        groups.append(
+            GroupedQuantity(
+                cost_center=group.cost_center,
+                team=group.team,
+                app=group.app,
+                meter=group.meter,
+                unit=unit,
+                aggregation=aggregation,
+                quantity=quantity,
+                event_count=group.event_count,
+                rows=group.rows,
+                unattributed=group.unattributed,
+                share=share(quantity, total),
+            )
+        )
+        shown[group.meter] = shown.get(group.meter, Decimal(0)) + quantity
+        count = counted[group.meter] = counted.get(group.meter, 0) + 1
+        left = total - shown[group.meter]
+        meters[group.meter] = MeterSummary(
+            meter=group.meter,
+            unit=unit,
+            aggregation=aggregation,
+            quantity=total,
+            groups=group.meter_groups,
+            shown=count,
+            omitted=group.meter_groups - count,
+            omitted_quantity=plain(left),
+            omitted_share=share(left, total),
+        )
+    return UsageView(groups=groups, meters=list(meters.values()))

@@ -13,7 +13,7 @@ See docs/usage.md for the full contract."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -225,6 +225,43 @@ class UsageTotal:
     quantity_max: Decimal | None
     latest_quantity: Decimal | None
     distinct_count: int | None
+
+
+# The columns a usage view can group by (besides the meter and the unattributed flag, which
+# every group keeps: quantities of different meters have different units).
+GROUP_COLUMNS = ("cost_center", "team", "app")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Only usage whose owner or meter is one of these (an empty tuple: any)."""
+
+    cost_centers: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    apps: tuple[str, ...] = ()
+    meters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    """The meter quantities of the (cost center, team, app) rows of one group, summed: each
+    row's quantity is its meter's aggregation over the period (as billing prices it), so a
+    group's quantity is what its rows are billed for. A column the view does not group by is
+    None. `quantity` None: a meter that cannot be answered as of that time (see `quantities`).
+    `rank`: 1 for the largest quantity of its meter. `meter_groups`/`meter_quantity`: how
+    many groups the meter has and their total, over every group, shown or not."""
+
+    cost_center: str | None
+    team: str | None
+    app: str | None
+    meter: str
+    unattributed: bool
+    quantity: Decimal | None
+    event_count: int
+    rows: int
+    rank: int
+    meter_groups: int
+    meter_quantity: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +534,23 @@ class UsageStore(Protocol):
     def quantities(
         self, tenant_id: str, period: Period, *, as_of: datetime | None = None
     ) -> list[UsageTotal]: ...
+
+    def usage_groups(
+        self,
+        tenant_id: str,
+        period: Period,
+        *,
+        aggregations: Mapping[str, str],
+        by: Sequence[str],
+        filters: UsageFilter,
+        top: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[UsageGroup]:
+        """`quantities` with each meter's aggregation applied (`aggregations`: meter name ->
+        `Aggregation` value; a meter not named is a sum), filtered, summed per group of the
+        `by` columns (a subset of `GROUP_COLUMNS`) with the meter and unattributed flag, and
+        cut to the `top` largest groups of each meter; ordered by meter and rank."""
+        ...
 
     def daily_totals(self, tenant_id: str, period: Period) -> list[DailyTotal]:
         """`quantities` per UTC day of the period (dashboards, previews, benchmarks)."""

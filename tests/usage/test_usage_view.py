@@ -1,0 +1,225 @@
+"""The usage view (GET /v1/usage): filters, grouping levels and top-N, summed in the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from quartermaster.api.app import create_app
+from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.runtime import Runtime
+from quartermaster.tenancy.models import Role
+from quartermaster.usage.meters import Aggregation
+from quartermaster.usage.pipeline import run_pipeline_until_drained
+from quartermaster.usage.service import create_meter, metered_quantities, usage_view
+from quartermaster.usage.store import UsageFilter
+from tests.usage.conftest import Platform
+from tests.usage.test_api import key_for
+from tests.usage.test_metering_aggregations import INVOCATION, admin, meter
+
+H = timedelta(hours=1)
+# app -> (team, cost center, tokens of each of its events)
+APPS = {
+    "a1": ("t1", "c1", [5, 1]),
+    "a2": ("t1", "c1", [3]),
+    "a3": ("t2", "c1", [40]),
+    "a4": ("t3", "c2", [2, 2, 3]),
+    "a5": ("t4", "c3", [1]),
+}
+
+
+@pytest.fixture
+def client(usage_runtime: Runtime) -> Iterator[TestClient]:
+    app = create_app(usage_runtime.settings, runtime=usage_runtime)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _fill(platform: Platform, *, meters: bool = False) -> Period:
+    """The APPS' events, in the first hour of the period."""
+    now = utc_now()
+    start = floor_hour(now) - 2 * H
+    for app_id, (team, cost_center, _) in APPS.items():
+        platform.app(app_id, team=team, cost_center=cost_center, created_at=start - 24 * H)
+    if meters:
+        with platform.runtime.session_factory() as session:
+            for definition in (
+                meter("tokens_total", "tokens", Aggregation.SUM),
+                meter("calls", "count", Aggregation.COUNT),
+                meter("peak_tokens", "tokens", Aggregation.MAX),
+                meter("last_tokens", "tokens", Aggregation.LATEST),
+                meter("actors", "actor_id", Aggregation.UNIQUE_COUNT),
+            ):
+                create_meter(admin(platform), definition, session=session)
+    events = []
+    minute = 0
+    for app_id, (_, _, tokens) in APPS.items():
+        for value in tokens:
+            minute += 1
+            data = {"app_id": app_id, "tokens": value, "actor_id": f"u{minute % 3}"}
+            events.append(
+                platform.event(INVOCATION, data, event_time=start + timedelta(minutes=minute))
+            )
+    platform.append(events)
+    run_pipeline_until_drained(platform.runtime)
+    return Period(start, start + 2 * H)
+
+
+def test_the_detailed_view_is_metered_quantities_for_every_aggregation(
+    platform: Platform,
+) -> None:
+    """Without `by`, the view's rows are exactly what billing reads (each aggregation applied
+    per row in the store's query), also cut inside hours and as of a time."""
+    period = _fill(platform, meters=True)
+    odd = Period(period.start + timedelta(minutes=2, seconds=30), period.start + 50 * H / 60)
+    store = platform.runtime.usage_store
+    with platform.runtime.session_factory() as session:
+        for window, as_of in ((period, None), (odd, None), (period, utc_now())):
+            billed = metered_quantities(
+                platform.tenant_id, window, store=store, as_of=as_of, session=session
+            )
+            view = usage_view(platform.tenant_id, window, store=store, as_of=as_of, session=session)
+            assert view.rows() == billed
+            assert billed
+
+
+def test_groups_sum_the_billed_quantity_of_their_rows(platform: Platform) -> None:
+    period = _fill(platform, meters=True)
+    store = platform.runtime.usage_store
+    with platform.runtime.session_factory() as session:
+
+        def groups(**kw: Any) -> dict[tuple[str | None, str], Decimal]:
+            view = usage_view(platform.tenant_id, period, store=store, session=session, **kw)
+            return {(g.cost_center or g.team or g.app, g.meter): g.quantity for g in view.groups}
+
+        by_cc = groups(by="cost-center")
+        assert by_cc[("c1", "tokens_total")] == 5 + 1 + 3 + 40
+        # a max meter sums each app's peak (what the apps are billed for): 5 + 3 + 40
+        assert by_cc[("c1", "peak_tokens")] == 48
+        assert by_cc[("c1", "calls")] == 4
+        assert by_cc[("c1", "last_tokens")] == 1 + 3 + 40
+        by_team = groups(by="team", filters=UsageFilter(meters=("tokens_total",)))
+        assert by_team == {
+            ("t1", "tokens_total"): 9,
+            ("t2", "tokens_total"): 40,
+            ("t3", "tokens_total"): 7,
+            ("t4", "tokens_total"): 1,
+        }
+        by_meter = usage_view(platform.tenant_id, period, store=store, session=session, by="meter")
+        attributed = {
+            g.meter: g for g in by_meter.groups if not g.unattributed and g.meter == "calls"
+        }
+        assert attributed["calls"].quantity == 8
+        assert attributed["calls"].rows == 5  # the five apps' rows, summed
+        filtered = groups(
+            by="app",
+            filters=UsageFilter(cost_centers=("c1", "c2"), teams=("t1", "t3"), meters=("calls",)),
+        )
+        assert filtered == {("a4", "calls"): 3, ("a1", "calls"): 2, ("a2", "calls"): 1}
+
+
+def _usage(client: TestClient, period: Period, headers: dict[str, str], **params: Any) -> Any:
+    window = {"start": period.start.isoformat(), "end": period.end.isoformat()}
+    return client.get("/v1/usage", params={**window, **params}, headers=headers)
+
+
+def test_usage_api_groups_filters_and_cuts_to_top_n(client: TestClient, platform: Platform) -> None:
+    period = _fill(platform)
+    answer = _usage(client, period, platform.headers, by="app", meter="tokens", top=2)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["by"] == "app"
+    assert body["rows"] == []
+    assert [(g["app"], g["quantity"], g["share"]) for g in body["groups"]] == [
+        ("a3", "40", "0.7018"),
+        ("a4", "7", "0.1228"),
+    ]
+    assert body["groups"][1]["unattributed"] is False
+    assert body["groups"][0]["cost_center"] is None
+    assert body["groups"][0]["team"] is None
+    [tokens] = body["meters"]
+    assert tokens == {
+        "meter": "tokens",
+        "unit": "token",
+        "aggregation": "sum",
+        "quantity": "57",
+        "groups": 5,
+        "shown": 2,
+        "omitted": 3,
+        "omitted_quantity": "10",
+        "omitted_share": "0.1754",
+    }
+    # comma lists and repeated parameters combine
+    both = _usage(
+        client,
+        period,
+        platform.headers,
+        by="cost-center",
+        cost_center=["c1,c2", "c3"],
+        meter="tokens,invocations",
+    ).json()
+    assert {(g["cost_center"], g["meter"]): g["quantity"] for g in both["groups"]} == {
+        ("c1", "invocations"): "4",
+        ("c2", "invocations"): "3",
+        ("c3", "invocations"): "1",
+        ("c1", "tokens"): "49",
+        ("c2", "tokens"): "7",
+        ("c3", "tokens"): "1",
+    }
+    # the detailed view filters too, and keeps its fields
+    detail = _usage(client, period, platform.headers, app="a4").json()
+    assert detail["groups"] == []
+    assert detail["by"] is None
+    assert {(r["app"], r["meter"]): r["quantity"] for r in detail["rows"]} == {
+        ("a4", "invocations"): "3",
+        ("a4", "tokens"): "7",
+    }
+
+
+def test_usage_api_keeps_its_roles(client: TestClient, platform: Platform) -> None:
+    period = _fill(platform)
+    finance = _usage(client, period, key_for(platform, Role.FINANCE), by="team")
+    assert finance.status_code == 200, finance.text
+    member = _usage(client, period, key_for(platform, Role.TEAM_MEMBER), by="team")
+    assert member.status_code == 403
+    assert "admin, finance" in member.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "words"),
+    [
+        ({"by": "owner"}, "by", "expected one of cost-center, team, app, meter"),
+        ({"top": 0}, "top", "between 1 and 100000"),
+        ({"top": "many"}, "top", ""),
+        ({"meter": "tokns"}, "meter", "'tokns' is not a meter of the tenant"),
+        ({"cost_center": "c1,,c2"}, "cost_center", "empty value"),
+        ({"team": ""}, "team", "empty value"),
+    ],
+)
+def test_usage_api_names_a_bad_parameter(
+    client: TestClient, platform: Platform, params: dict[str, Any], field: str, words: str
+) -> None:
+    now = floor_hour(utc_now())
+    refused = _usage(client, Period(now - H, now), platform.headers, **params)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == field
+    assert words in error["message"]
+
+
+def test_the_spec_lists_the_levels(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    params = {p["name"]: p for p in spec["paths"]["/v1/usage"]["get"]["parameters"]}
+    by = params["by"]["schema"]
+    assert by.get("enum", by.get("anyOf", [{}])[0].get("enum")) == [
+        "cost-center",
+        "team",
+        "app",
+        "meter",
+    ]
+    assert all(p["description"] for p in params.values())
