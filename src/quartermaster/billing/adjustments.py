@@ -30,16 +30,20 @@ from quartermaster.billing.lines import (
 from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType
 from quartermaster.billing.periods import tenant_zone
 from quartermaster.billing.service import (
+    RUN_ATTEMPTS,
     adjustments_of,
     compute_period,
     document_lines,
     draft_from_row,
+    end_read,
     get_document,
+    insert_rows,
+    line_values,
     require_admin,
-    store_lines,
 )
 from quartermaster.domain.timeutil import Period, ensure_utc, moment_text, utc_now
 from quartermaster.errors import ConflictError
+from quartermaster.storage.base import new_id
 from quartermaster.tenancy.service import AuthContext
 
 
@@ -121,18 +125,27 @@ def nothing_changed_message(caller: AuthContext, run_id: str, *, session: Sessio
     return f"nothing changed since adjustment {last.sequence} ({last.id}) was issued"
 
 
-def create_adjustment(
+@dataclass(frozen=True, slots=True)
+class AdjustmentPlan:
+    """An adjustment computed (and its lines' stored columns built) outside the write
+    transaction, with the earlier adjustments it was computed against."""
+
+    run_id: str
+    earlier: tuple[str, ...]  # ids of the run's adjustments it diffed against
+    document: BillingDocument  # not added to any session yet
+    rows: list[dict[str, object]]
+
+
+def plan_adjustment(
     caller: AuthContext,
     run_id: str,
     *,
+    as_of: datetime,
     calculator: BillingCalculator,
     session: Session,
-    as_of: datetime | None = None,
-) -> BillingDocument | None:
-    """Issue the run's next adjustment document, or None when nothing changed. `as_of`
-    None: as recorded now (`calculator.cutoff()`, taken before the unit of work opens)."""
-    require_admin(caller, "create adjustments")
-    cutoff = as_of if as_of is not None else calculator.cutoff()
+) -> AdjustmentPlan | None:
+    """The computing phase of an adjustment: read-only (`session` may be a read session).
+    None when nothing changed."""
     run = get_document(caller, run_id, session=session)
     if run.doc_type != DocumentType.RUN.value:
         raise ConflictError(
@@ -146,13 +159,14 @@ def create_adjustment(
             field="run_id",
         )
     earlier = adjustments_of(run, session=session)
-    lines, corrects, as_of, versions, currency = _expected_adjustment(
-        run, earlier, as_of=cutoff, calculator=calculator, session=session
+    lines, corrects, computed_as_of, versions, currency = _expected_adjustment(
+        run, earlier, as_of=as_of, calculator=calculator, session=session
     )
     if not lines:
         return None
     sequence = max((document.sequence for document in earlier), default=0) + 1
     document = BillingDocument(
+        id=new_id(),
         tenant_id=run.tenant_id,
         doc_type=DocumentType.ADJUSTMENT.value,
         doc_key=f"adjustment/{run.id}/{sequence}",
@@ -163,7 +177,7 @@ def create_adjustment(
         period_end=run.period_end,
         timezone=run.timezone,
         status=DocumentStatus.DRAFT.value,
-        as_of=as_of,
+        as_of=computed_as_of,
         price_book=run.price_book,
         price_book_versions=versions_text(versions),
         currency=currency,
@@ -173,22 +187,68 @@ def create_adjustment(
         created_at=utc_now(),
         created_by=caller.principal_name,
     )
+    return AdjustmentPlan(
+        run_id=run.id,
+        earlier=tuple(a.id for a in earlier),
+        document=document,
+        rows=line_values(document, lines, corrects=corrects),
+    )
+
+
+def store_adjustment(
+    caller: AuthContext, plan: AdjustmentPlan, *, session: Session
+) -> BillingDocument | None:
+    """The storing phase, in one write transaction: the run's adjustments are checked again
+    (another one issued meanwhile: None, the transaction rolled back; compute again), then
+    the document and its lines are stored, issued final."""
+    run = get_document(caller, plan.run_id, session=session)
+    if tuple(a.id for a in adjustments_of(run, session=session)) != plan.earlier:
+        session.rollback()
+        return None
+    document = plan.document
     session.add(document)
     try:
         session.flush()
-        store_lines(document, lines, corrects=corrects, session=session)
+        insert_rows(plan.rows, session=session)
         document.status = DocumentStatus.FINALIZED.value
         document.finalized_at = document.created_at
         document.finalized_by = caller.principal_name
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise ConflictError(
-            f"another adjustment of run {run_id!r} was issued at the same time: run adjust "
-            "again to pick up anything it did not cover",
-            field="run_id",
-        ) from None
+        return None
     return document
+
+
+def create_adjustment(
+    caller: AuthContext,
+    run_id: str,
+    *,
+    calculator: BillingCalculator,
+    session: Session,
+    read_session: Session | None = None,
+    as_of: datetime | None = None,
+) -> BillingDocument | None:
+    """Issue the run's next adjustment document, or None when nothing changed. `as_of`
+    None: as recorded now (`calculator.cutoff()`, taken before the unit of work opens).
+    It is computed in `read_session` (default: `session`; a read session keeps SQLite's
+    write lock free meanwhile) and stored in `session`."""
+    require_admin(caller, "create adjustments")
+    cutoff = as_of if as_of is not None else calculator.cutoff()
+    reader = read_session if read_session is not None else session
+    for _ in range(RUN_ATTEMPTS):
+        plan = plan_adjustment(caller, run_id, as_of=cutoff, calculator=calculator, session=reader)
+        end_read(reader, session)
+        if plan is None:
+            return None
+        document = store_adjustment(caller, plan, session=session)
+        if document is not None:
+            return document
+    raise ConflictError(
+        f"other adjustments of run {run_id!r} were issued at the same time: run adjust "
+        "again to pick up anything they did not cover",
+        field="run_id",
+    )
 
 
 @dataclass(frozen=True, slots=True)

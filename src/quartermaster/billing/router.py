@@ -11,7 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from quartermaster.api.deps import AdminCaller, BillingReader, Reader, RuntimeDep, SessionDep
+from quartermaster.api.deps import (
+    AdminCaller,
+    BillingReader,
+    Reader,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+)
 from quartermaster.api.responses import error_responses
 from quartermaster.billing import adjustments, explain, files, preview, service
 from quartermaster.billing.calculator import BillingCalculator
@@ -99,12 +106,21 @@ def _detail(view: service.DocumentView, caller: AuthContext) -> DocumentDetailOu
     },
 )
 def create_run(
-    body: RunCreate, caller: AdminCaller, session: SessionDep, calculator: Calculator
+    body: RunCreate,
+    caller: AdminCaller,
+    session: SessionDep,
+    read_session: ReadSessionDep,
+    calculator: Calculator,
 ) -> JSONResponse:
     as_of = calculator.cutoff()  # may wait for the pipeline: before the unit of work opens
     period = service.run_period(
-        caller, start=body.period_start, end=body.period_end, month=body.month, session=session
+        caller,
+        start=body.period_start,
+        end=body.period_end,
+        month=body.month,
+        session=read_session,
     )
+    # Computed in the read session; only the storing holds the write session's lock.
     outcome = service.create_run(
         caller,
         period=period,
@@ -112,6 +128,7 @@ def create_run(
         price_book=body.price_book,
         calculator=calculator,
         session=session,
+        read_session=read_session,
         as_of=as_of,
     )
     state = (
@@ -256,17 +273,26 @@ def export_run(
     },
 )
 def create_adjustment(
-    body: AdjustmentCreate, caller: AdminCaller, session: SessionDep, calculator: Calculator
+    body: AdjustmentCreate,
+    caller: AdminCaller,
+    session: SessionDep,
+    read_session: ReadSessionDep,
+    calculator: Calculator,
 ) -> JSONResponse:
     as_of = calculator.cutoff()
     document = adjustments.create_adjustment(
-        caller, body.run_id, calculator=calculator, session=session, as_of=as_of
+        caller,
+        body.run_id,
+        calculator=calculator,
+        session=session,
+        read_session=read_session,
+        as_of=as_of,
     )
     if document is None:
-        message = adjustments.nothing_changed_message(caller, body.run_id, session=session)
+        message = adjustments.nothing_changed_message(caller, body.run_id, session=read_session)
         out = AdjustmentOut(adjustment=None, message=message)
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
-    view = service.view_document(caller, document.id, session=session)
+    view = service.view_document(caller, document.id, session=read_session)
     out = AdjustmentOut(adjustment=_detail(view, caller), message=document.note or "")
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 

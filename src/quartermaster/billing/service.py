@@ -43,6 +43,7 @@ from quartermaster.billing.models import (
 from quartermaster.billing.periods import resolve_period, tenant_zone
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import ConflictError, NotFoundError, PermissionDeniedError
+from quartermaster.storage.base import Base, new_id
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Team, Tenant
 from quartermaster.tenancy.service import AuthContext
@@ -179,16 +180,15 @@ def line_values(
     ]
 
 
-def store_lines(
-    document: BillingDocument,
-    lines: Sequence[LineDraft],
-    *,
-    corrects: Mapping[str, str] | None = None,
-    session: Session,
-) -> None:
-    rows = line_values(document, lines, corrects=corrects)
-    if rows:
-        session.execute(insert(BillingLine), rows)
+# Lines stored per INSERT statement (executemany); bounded so each statement stays small.
+INSERT_BATCH = 5000
+
+
+def insert_rows(rows: Sequence[dict[str, object]], *, session: Session) -> None:
+    """Store lines' columns (line_values) with the Core insert, in batches."""
+    table = Base.metadata.tables[BillingLine.__tablename__]
+    for start in range(0, len(rows), INSERT_BATCH):
+        session.execute(insert(table), list(rows[start : start + INSERT_BATCH]))
 
 
 def draft_from_row(row: BillingLine) -> LineDraft:
@@ -314,25 +314,57 @@ def _find_run(
     return session.scalars(query).first()
 
 
-def create_run(
+# A run computed outside the write transaction is stored only if what it was computed
+# against is still so; else it is computed again, at most this many times in all.
+RUN_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """A period's run computed (and its lines' stored columns built) outside the write
+    transaction, with the state of the period's run it was computed against."""
+
+    period: Period
+    kind: RunKind
+    key: str
+    seen: tuple[object, ...] | None  # the existing draft's state, None: there was no run
+    document_id: str  # the existing draft's id, or the id of the new document
+    computed: Computed
+    rows: list[dict[str, object]]
+
+
+def draft_state(document: BillingDocument | None) -> tuple[object, ...] | None:
+    """What a recomputation of a draft depends on and changes (pure): when it differs
+    between computing and storing, another request ran or finalized the period meanwhile."""
+    if document is None:
+        return None
+    return (
+        document.id,
+        document.status,
+        document.as_of,
+        document.price_book,
+        document.price_book_versions,
+        document.total,
+        document.line_count,
+    )
+
+
+def plan_run(
     caller: AuthContext,
     *,
     period: Period,
     kind: RunKind,
-    price_book: str | None = None,
+    price_book: str | None,
+    as_of: datetime,
     calculator: BillingCalculator,
     session: Session,
-    as_of: datetime | None = None,
-) -> RunOutcome:
-    """Compute the period's run as a draft, recompute its draft, or return it unchanged
-    when it is finalized. `as_of` None: as recorded now (`calculator.cutoff()`, taken before
-    the unit of work opens)."""
-    require_admin(caller, "create billing runs")
-    cutoff = as_of if as_of is not None else calculator.cutoff()
-    lock_tenant_runs(caller.tenant_id, session=session)
+) -> RunPlan | RunOutcome:
+    """The computing phase of a run: read-only, so `session` may be a read session (on SQLite
+    it then holds no write lock while the usage is read and priced). A finalized run is
+    returned as the outcome; an overlap is refused here already (and again when storing)."""
     tenant = load_tenant(caller.tenant_id, session=session)
     key = run_doc_key(kind, period)
-    existing = _find_run(caller.tenant_id, key, session=session, lock=True)
+    existing = _find_run(caller.tenant_id, key, session=session)
     if existing is not None and existing.status == DocumentStatus.FINALIZED.value:
         return RunOutcome(existing, created=False, recomputed=False)
     other = overlapping_run(
@@ -348,43 +380,136 @@ def create_run(
     computed = compute_period(
         caller.tenant_id,
         period,
-        as_of=cutoff,
+        as_of=as_of,
         price_book=book,
         calculator=calculator,
         session=session,
     )
+    document_id = existing.id if existing is not None else new_id()
+    shape = BillingDocument(
+        id=document_id,
+        tenant_id=caller.tenant_id,
+        period_start=period.start,
+        period_end=period.end,
+        as_of=computed.as_of,
+        currency=computed.currency,
+    )
+    return RunPlan(
+        period=period,
+        kind=kind,
+        key=key,
+        seen=draft_state(existing),
+        document_id=document_id,
+        computed=computed,
+        rows=line_values(shape, computed.lines),
+    )
+
+
+def store_run(caller: AuthContext, plan: RunPlan, *, session: Session) -> RunOutcome | None:
+    """The storing phase of a run, in one write transaction: under the per-tenant lock it
+    checks again what the plan was computed against (the period's run, overlapping runs)
+    and stores the document and its lines. None: the period's run changed meanwhile (the
+    transaction is rolled back; compute again)."""
+    lock_tenant_runs(caller.tenant_id, session=session)
+    tenant = load_tenant(caller.tenant_id, session=session)
+    existing = _find_run(caller.tenant_id, plan.key, session=session, lock=True)
+    if existing is not None and existing.status == DocumentStatus.FINALIZED.value:
+        session.commit()
+        return RunOutcome(existing, created=False, recomputed=False)
+    if draft_state(existing) != plan.seen:
+        session.rollback()
+        return None
+    other = overlapping_run(
+        caller.tenant_id,
+        plan.kind.value,
+        plan.period,
+        session=session,
+        exclude_id=existing.id if existing is not None else None,
+    )
+    if other is not None:
+        session.rollback()
+        raise ConflictError(overlap_error(plan.kind.value, plan.period, other, tenant.timezone))
     if existing is not None:
         session.execute(delete(BillingLine).where(BillingLine.document_id == existing.id))
         document = existing
         document.created_by = caller.principal_name
     else:
         document = BillingDocument(
+            id=plan.document_id,
             tenant_id=caller.tenant_id,
             doc_type=DocumentType.RUN.value,
-            doc_key=key,
-            kind=kind.value,
+            doc_key=plan.key,
+            kind=plan.kind.value,
             sequence=0,
-            period_start=period.start,
-            period_end=period.end,
+            period_start=plan.period.start,
+            period_end=plan.period.end,
             timezone=tenant.timezone or "UTC",
             status=DocumentStatus.DRAFT.value,
             created_at=utc_now(),
             created_by=caller.principal_name,
         )
         session.add(document)
-    _apply_computed(document, computed)
+    _apply_computed(document, plan.computed)
     try:
         session.flush()
-        store_lines(document, computed.lines, session=session)
+        insert_rows(plan.rows, session=session)
         session.commit()
     except IntegrityError:
-        # Another request created this period's run at the same moment: return that one.
+        # Another request created this period's run at the same moment: compute again.
         session.rollback()
-        raced = _find_run(caller.tenant_id, key, session=session)
-        if raced is None:
-            raise
-        return RunOutcome(raced, created=False, recomputed=False)
+        return None
     return RunOutcome(document, created=existing is None, recomputed=existing is not None)
+
+
+def end_read(session: Session, write_session: Session) -> None:
+    """End a read session's transaction (its snapshot), unless it is the write session."""
+    if session is not write_session:
+        session.rollback()
+
+
+def create_run(
+    caller: AuthContext,
+    *,
+    period: Period,
+    kind: RunKind,
+    price_book: str | None = None,
+    calculator: BillingCalculator,
+    session: Session,
+    read_session: Session | None = None,
+    as_of: datetime | None = None,
+) -> RunOutcome:
+    """Compute the period's run as a draft, recompute its draft, or return it unchanged
+    when it is finalized. `as_of` None: as recorded now (`calculator.cutoff()`, taken before
+    the unit of work opens).
+
+    The usage is read and priced in `read_session` (default: `session`); give a read session
+    (runtime.read_session_factory) so that on SQLite the database's write lock is held only
+    while the document and its lines are stored. Since `as_of` pins the inputs, computing
+    again after a concurrent change gives the same lines."""
+    require_admin(caller, "create billing runs")
+    cutoff = as_of if as_of is not None else calculator.cutoff()
+    reader = read_session if read_session is not None else session
+    for _ in range(RUN_ATTEMPTS):
+        planned = plan_run(
+            caller,
+            period=period,
+            kind=kind,
+            price_book=price_book,
+            as_of=cutoff,
+            calculator=calculator,
+            session=reader,
+        )
+        end_read(reader, session)
+        if isinstance(planned, RunOutcome):
+            return planned
+        outcome = store_run(caller, planned, session=session)
+        if outcome is not None:
+            return outcome
+    raise ConflictError(
+        f"the {kind.value} run of the period {period_text(period.start, period.end, None)} "
+        f"was changed by other requests {RUN_ATTEMPTS} times while this one computed it: "
+        "run it again"
+    )
 
 
 def get_document(caller: AuthContext, document_id: str, *, session: Session) -> BillingDocument:
@@ -486,9 +611,14 @@ def finalize_run(
             f"{document_id!r} is an adjustment document: those are issued final", field="run_id"
         )
     period = Period(document.period_start, document.period_end)
-    counted = waiting(document.tenant_id, period) if waiting is not None else NOTHING_WAITING
+
+    def counted() -> Waiting:
+        # Read from the usage store after the transaction ends: not under the write lock.
+        return waiting(document.tenant_id, period) if waiting is not None else NOTHING_WAITING
+
     if document.status == DocumentStatus.FINALIZED.value:
-        return FinalizeOutcome(document, finalized=False, waiting=counted)
+        session.commit()
+        return FinalizeOutcome(document, finalized=False, waiting=counted())
     moment = now or utc_now()
     if document.period_end > moment:
         raise ConflictError(
@@ -514,7 +644,7 @@ def finalize_run(
     document.finalized_at = moment
     document.finalized_by = caller.principal_name
     session.commit()
-    return FinalizeOutcome(document, finalized=True, waiting=counted)
+    return FinalizeOutcome(document, finalized=True, waiting=counted())
 
 
 def discard_draft(caller: AuthContext, document_id: str, *, session: Session) -> None:
