@@ -19,6 +19,7 @@ from quartermaster.cli.usage import (
     meter_app,
     meter_table,
     pipeline_app,
+    usage_app,
     usage_table,
 )
 
@@ -299,3 +300,97 @@ def test_pipeline_accounting_help_keeps_each_paragraph_on_one_line() -> None:
     shown = CliRunner().invoke(pipeline_app, ["accounting", "--help"], env={"COLUMNS": "300"})
     assert shown.exit_code == 0, shown.output
     assert "events not read by the pipeline yet are normal and exit 0" in shown.output
+
+
+USAGE_BODY: dict[str, Any] = {
+    "start": "2026-12-01T00:00:00Z",
+    "end": "2027-01-01T00:00:00Z",
+    "as_of": None,
+    "rows": [],
+    "by": "cost-center",
+    "groups": [
+        {
+            "cost_center": "cc-1",
+            "team": None,
+            "app": None,
+            "meter": "tokens",
+            "unit": "token",
+            "aggregation": "sum",
+            "quantity": "1200000",
+            "event_count": 4000,
+            "rows": 900,
+            "unattributed": False,
+            "share": "0.6",
+        },
+        {
+            "cost_center": "default",
+            "team": None,
+            "app": None,
+            "meter": "tokens",
+            "unit": "token",
+            "aggregation": "sum",
+            "quantity": "500000",
+            "event_count": 12,
+            "rows": 1,
+            "unattributed": True,
+            "share": "0.25",
+        },
+    ],
+    "meters": [
+        {
+            "meter": "tokens",
+            "unit": "token",
+            "aggregation": "sum",
+            "quantity": "2000000",
+            "groups": 30,
+            "shown": 2,
+            "omitted": 28,
+            "omitted_quantity": "300000",
+            "omitted_share": "0.15",
+        },
+    ],
+}
+
+
+def test_usage_show_sums_per_cost_center_by_default_with_a_footer_of_what_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[httpx.URL] = []
+
+    def answer(r: httpx.Request) -> httpx.Response:
+        asked.append(r.url)
+        return httpx.Response(200, json=USAGE_BODY)
+
+    monkeypatch.setattr(
+        cli_client,
+        "api_client",
+        lambda **_: httpx.Client(transport=httpx.MockTransport(answer), base_url="http://qm"),
+    )
+    runner = CliRunner()  # `usage show`, its group's only command, is the group itself
+    window = ["--start", "2026-12-01T00:00:00Z", "--end", "2027-01-01T00:00:00Z"]
+    shown = runner.invoke(usage_app, [*window], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0, shown.output
+    assert asked[-1].params.get_list("by") == ["cost-center"]
+    assert asked[-1].params.get_list("top") == ["50"]
+    assert re.search(
+        r"│ cc-1\s+│ tokens\s+│\s+1,200,000 token │\s+60\.0% │\s+4,000 │", shown.output
+    )
+    assert "default (unattributed)" in shown.output
+    assert "2 of 30 cost centers of 1 meter(s) shown" in shown.output
+    assert (
+        "tokens: 28 more cost centers not shown, 300,000 token (15.0% of 2,000,000 token)"
+        in shown.output
+    )
+    assert "--top N shows more (--top 0: all)" in shown.output
+    # Filters go to the API as given (repeated, or comma lists the API splits); --top 0: all.
+    args = [*window, "--by", "app", "--team", "web,data", "--team", "ops", "--top", "0"]
+    runner.invoke(usage_app, [*args, "--meter", "tokens"], env={"COLUMNS": "100"})
+    params = asked[-1].params
+    assert params.get_list("team") == ["web,data", "ops"]
+    assert (params.get_list("by"), params.get_list("meter")) == (["app"], ["tokens"])
+    assert "top" not in params
+    runner.invoke(usage_app, [*window, "--by", "detail"], env={"COLUMNS": "100"})
+    assert "by" not in asked[-1].params
+    bad = runner.invoke(usage_app, [*window, "--by", "owner"])
+    assert bad.exit_code == 1
+    assert "--by 'owner' is not a grouping level; expected one of cost-center" in bad.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -9,8 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from quartermaster.api.app import create_app
+from quartermaster.cli.main import _register_groups
+from quartermaster.cli.main import app as qm
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
@@ -18,6 +22,7 @@ from quartermaster.usage.meters import Aggregation
 from quartermaster.usage.pipeline import run_pipeline_until_drained
 from quartermaster.usage.service import create_meter, metered_quantities, usage_view
 from quartermaster.usage.store import UsageFilter
+from tests.conftest import start_live_server
 from tests.usage.conftest import Platform
 from tests.usage.test_api import key_for
 from tests.usage.test_metering_aggregations import INVOCATION, admin, meter
@@ -223,3 +228,34 @@ def test_the_spec_lists_the_levels(client: TestClient) -> None:
         "meter",
     ]
     assert all(p["description"] for p in params.values())
+
+
+def test_usage_show_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> None:
+    if not any(group.name == "usage" for group in qm.registered_groups):
+        _register_groups()
+    period = _fill(platform)
+    live = start_live_server(create_app(usage_runtime.settings, runtime=usage_runtime))
+    try:
+        env = {"QM_URL": live.url, "QM_API_KEY": platform.admin_token, "COLUMNS": "120"}
+        window = ["--start", period.start.isoformat(), "--end", period.end.isoformat()]
+        shown = CliRunner().invoke(
+            qm,
+            ["usage", "show", *window, "--by", "team", "--meter", "tokens", "--top", "2"],
+            env=env,
+        )
+        assert shown.exit_code == 0, shown.output
+        assert re.search(r"│ t2\s+│ tokens\s+│\s+40 token │\s+70\.2% │\s+1 │", shown.output)
+        assert "2 of 4 teams of 1 meter(s) shown" in shown.output
+        assert "tokens: 2 more teams not shown, 8 token (14.0% of 57 token)" in shown.output
+        by_cc = CliRunner().invoke(
+            qm, ["usage", "show", *window, "--cost-center", "c2,c3", "--app", "a4"], env=env
+        )
+        assert by_cc.exit_code == 0, by_cc.output
+        assert re.search(r"│ c2\s+│ invocations\s+│\s+3 call │ 100\.0% │", by_cc.output)
+        assert "c3" not in by_cc.output
+        refused = CliRunner().invoke(qm, ["usage", "show", *window, "--meter", "x"], env=env)
+        assert refused.exit_code == 1
+        assert "meter 'x' is not a meter of the tenant" in refused.output
+    finally:
+        live.server.should_exit = True
+        live.thread.join(timeout=20)

@@ -5,6 +5,7 @@ go through the API."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -171,6 +172,18 @@ def environment_delete(
     out().print(f"removed the override of {escape(str(environment))}")
 
 
+USAGE_LEVELS = ("cost-center", "team", "app", "meter", "detail")
+# The heading of a level's owner column, and how its groups are counted in the footer.
+LEVEL_NAMES = {"cost-center": ("cost center", "cost centers"), "team": ("team", "teams")}
+LEVEL_NAMES |= {"app": ("app", "apps"), "meter": ("meter", "groups")}
+LEVEL_NAMES |= {"detail": ("owner", "rows")}
+DEFAULT_TOP = 50
+
+
+def _only(what: str) -> Any:
+    return typer.Option(help=f"Only these {what} (repeatable, or a comma-separated list).")
+
+
 @usage_app.command("show")
 def usage_show(
     month: Annotated[
@@ -182,14 +195,30 @@ def usage_show(
     ] = None,
     end: Annotated[str | None, typer.Option(help="Period end (exclusive).")] = None,
     as_of: Annotated[str | None, typer.Option(help="As the store stood at this time.")] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Sum quantities per cost-center | team | app | meter (each meter apart), or "
+            "detail: per cost center, team, app and meter."
+        ),
+    ] = "cost-center",
+    cost_center: Annotated[list[str] | None, _only("cost center slugs")] = None,
+    team: Annotated[list[str] | None, _only("team slugs")] = None,
+    app: Annotated[list[str] | None, _only("app ids")] = None,
+    meter: Annotated[list[str] | None, _only("meter names")] = None,
+    top: Annotated[
+        int, typer.Option(help="Show the N largest of each meter; 0 shows all.", min=0)
+    ] = DEFAULT_TOP,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Quantities per cost center, team, app and meter in a month or a period."""
+    """Quantities in a month or a period, summed per cost center (--by), largest first."""
     if month is not None and (start is not None or end is not None):
         fail("give --month, or --start and --end, not both")
     if month is None and (start is None or end is None):
         fail("give --month, or --start and --end")
+    if by not in USAGE_LEVELS:
+        fail(f"--by {by!r} is not a grouping level; expected one of {', '.join(USAGE_LEVELS)}")
     if month is not None:
         tenant = request("GET", "/v1/tenant", url=url, api_key=api_key)
         try:
@@ -197,9 +226,76 @@ def usage_show(
         except QMError as exc:
             fail(exc.message)
         start, end = period.start.isoformat(), period.end.isoformat()
-    params = drop_none({"start": start, "end": end, "as_of": as_of})
+    params = drop_none(
+        {
+            "start": start,
+            "end": end,
+            "as_of": as_of,
+            "by": None if by == "detail" else by,
+            "cost_center": cost_center,
+            "team": team,
+            "app": app,
+            "meter": meter,
+            "top": top or None,
+        }
+    )
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
-    show_table(usage_table(usage), empty="no usage in the period")
+    table = usage_table(usage) if by == "detail" else group_table(usage, by)
+    show_table(table, empty="no usage in the period")
+    for line in usage_footer(usage, by):
+        out().print(Text(line, style="dim"))
+
+
+def group_table(usage: dict[str, Any], by: str) -> Table:
+    """A group per row, each meter's groups together, largest quantity first, with its share
+    of the meter's quantity; usage no app claims marked `(unattributed)`."""
+    start, end = (cell_text(usage[key]) for key in ("start", "end"))
+    numbers = ("quantity", "share", "events")
+    label = LEVEL_NAMES[by][0]
+    columns = ("meter", *numbers) if by == "meter" else (label, "meter", *numbers)
+    table = data_table(columns, title=f"usage {start} .. {end}", right=numbers, whole=numbers)
+    field = by.replace("-", "_")
+    for group in usage["groups"]:
+        cells: list[Text | str] = [
+            plain(group["meter"]),
+            f"{grouped(group['quantity'])} {group['unit']}",
+            f"{Decimal(group['share']) * 100:.1f}%",
+            f"{group['event_count']:,}",
+        ]
+        if by != "meter":
+            owner = Text(group[field] or "-", overflow="fold")
+            if group["unattributed"]:
+                owner.append(" (unattributed)", style="yellow")
+            cells.insert(0, owner)
+        elif group["unattributed"]:
+            cells[0] = Text.assemble(group["meter"], (" (unattributed)", "yellow"))
+        table.add_row(*cells)
+    return table
+
+
+def usage_footer(usage: dict[str, Any], by: str) -> list[str]:
+    """What the table shows of how many, and per meter what --top left out: how many groups
+    and their share of the meter's quantity, and how to see them."""
+    plural = LEVEL_NAMES[by][1]
+    meters = usage["meters"]
+    if not meters:
+        return []
+    shown = sum(m["shown"] for m in meters)
+    total = sum(m["groups"] for m in meters)
+    lines = [f"{shown:,} of {total:,} {plural} of {len(meters)} meter(s) shown"]
+    for m in meters:
+        if m["omitted"]:
+            lines.append(
+                f"{m['meter']}: {m['omitted']:,} more {plural} not shown, "
+                f"{grouped(m['omitted_quantity'])} {m['unit']} "
+                f"({Decimal(m['omitted_share']) * 100:.1f}% of "
+                f"{grouped(m['quantity'])} {m['unit']})"
+            )
+    if len(lines) > 1:
+        lines.append(
+            "--top N shows more (--top 0: all); --cost-center, --team, --app, --meter filter"
+        )
+    return lines
 
 
 def usage_table(usage: dict[str, Any]) -> Table:
