@@ -86,18 +86,28 @@ def app_list(
     team: TeamOption = None,
     cost_center: CostCenterOption = None,
     lifecycle: LifecycleOption = None,
+    search: Annotated[
+        str | None,
+        typer.Option(help="Only apps whose id, title or owner contains this (any case)."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(help="Show at most N apps (0, the default: all).", min=0)
+    ] = 0,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List apps, optionally filtered."""
+    """List apps, optionally filtered, with how many there are."""
     params = drop_none({"team": team, "cost_center": cost_center, "lifecycle": lifecycle})
     apps = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
+    if search:
+        apps = [found for found in apps if matches(found, search)]
+    shown = apps[:limit] if limit else apps
     # Four columns of two lines (an app over its title, team over cost center, lifecycle
     # over environment): seven, one per field, folded every value at 80 columns.
     table = data_table(
         ("app", "owner", "team / cost center", "lifecycle / environment"), title="apps"
     )
-    for found in apps:
+    for found in shown:
         table.add_row(
             stacked(found["app_id"], found["title"] if found["title"] != found["app_id"] else ""),
             plain(found["owner"]),
@@ -105,6 +115,22 @@ def app_list(
             stacked(found["lifecycle"], found["environment"], head_style=""),
         )
     show_table(table, empty="no apps")
+    if apps:
+        out().print(app_count(len(shown), len(apps)), style="dim")
+
+
+def matches(app: dict[str, Any], text: str) -> bool:
+    """Whether the app's id, title or owner contains `text`, in any case."""
+    needle = text.casefold()
+    return any(needle in str(app[key] or "").casefold() for key in ("app_id", "title", "owner"))
+
+
+def app_count(shown: int, total: int) -> str:
+    """'3,000 apps', or '50 of 3,000 apps shown (--limit 0 shows all)'."""
+    noun = "app" if total == 1 else "apps"
+    if shown == total:
+        return f"{total:,} {noun}"
+    return f"{shown:,} of {total:,} {noun} shown (--limit 0 shows all)"
 
 
 def _print_app(detail: dict[str, Any]) -> None:
