@@ -376,7 +376,7 @@ def test_usage_show_sums_per_cost_center_by_default_with_a_footer_of_what_is_lef
         r"│ cc-1\s+│ tokens\s+│\s+1,200,000 token │\s+60\.0% │\s+4,000 │", shown.output
     )
     assert "default (unattributed)" in shown.output
-    assert "2 of 30 cost centers of 1 meter(s) shown" in shown.output
+    assert "2 of 30 rows shown (one per cost center and meter; 1 meter)" in shown.output
     assert (
         "tokens: 28 more cost centers not shown, 300,000 token (15.0% of 2,000,000 token)"
         in shown.output

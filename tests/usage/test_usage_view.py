@@ -245,7 +245,7 @@ def test_usage_show_over_a_live_server(usage_runtime: Runtime, platform: Platfor
         )
         assert shown.exit_code == 0, shown.output
         assert re.search(r"│ t2\s+│ tokens\s+│\s+40 token │\s+70\.2% │\s+1 │", shown.output)
-        assert "2 of 4 teams of 1 meter(s) shown" in shown.output
+        assert "2 of 4 rows shown (one per team and meter; 1 meter)" in shown.output
         assert "tokens: 2 more teams not shown, 8 token (14.0% of 57 token)" in shown.output
         by_cc = CliRunner().invoke(
             qm, ["usage", "show", *window, "--cost-center", "c2,c3", "--app", "a4"], env=env

@@ -177,6 +177,10 @@ USAGE_LEVELS = ("cost-center", "team", "app", "meter", "detail")
 LEVEL_NAMES = {"cost-center": ("cost center", "cost centers"), "team": ("team", "teams")}
 LEVEL_NAMES |= {"app": ("app", "apps"), "meter": ("meter", "groups")}
 LEVEL_NAMES |= {"detail": ("owner", "rows")}
+# What one row of a level is.
+LEVEL_GRAINS = {"cost-center": "cost center and meter", "team": "team and meter"}
+LEVEL_GRAINS |= {"app": "app and meter", "meter": "meter"}
+LEVEL_GRAINS |= {"detail": "cost center, team, app and meter"}
 DEFAULT_TOP = 50
 
 
@@ -282,7 +286,9 @@ def usage_footer(usage: dict[str, Any], by: str) -> list[str]:
         return []
     shown = sum(m["shown"] for m in meters)
     total = sum(m["groups"] for m in meters)
-    lines = [f"{shown:,} of {total:,} {plural} of {len(meters)} meter(s) shown"]
+    grain = LEVEL_GRAINS[by]
+    count = f"{len(meters)} meter{'s' if len(meters) > 1 else ''}"
+    lines = [f"{shown:,} of {total:,} rows shown (one per {grain}; {count})"]
     for m in meters:
         if m["omitted"]:
             lines.append(
