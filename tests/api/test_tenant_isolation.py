@@ -429,6 +429,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/billing/runs/{run_id}/reproduce"): missing(
         "GET", "/v1/billing/runs/{b[billing_run]}/reproduce"
     ),
+    ("GET", "/v1/billing/runs/{run_id}/lines"): missing(
+        "GET", "/v1/billing/runs/{b[billing_run]}/lines"
+    ),
+    ("GET", "/v1/billing/runs/{run_id}/summary"): missing(
+        "GET", "/v1/billing/runs/{b[billing_run]}/summary"
+    ),
     ("GET", "/v1/billing/runs/{run_id}/export"): missing(
         "GET", "/v1/billing/runs/{b[billing_run]}/export"
     ),

@@ -446,3 +446,87 @@ def test_finalize_says_how_many_events_of_the_period_still_wait(platform: Platfo
     assert body["status"] == "finalized"
     assert body["events_waiting"] == 1
     assert body["waiting_until"] > utc_now().isoformat()[:19]
+
+
+def _get(
+    platform: Platform, path: str, headers: dict[str, str] | None = None, **params: Any
+) -> Any:
+    response = platform.client.get(path, params=params, headers=headers or platform.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_documents_lines_page_filter_and_sum_on_the_server(platform: Platform) -> None:
+    """GET /v1/billing/runs/{id} answered all 40,788 lines of a 3,000-app month (26 MB) and
+    `qm bill show` downloaded them to print 30: the lines page, the document comes without
+    them, and the summary is summed by the server."""
+    run = _run(platform)["run"]
+    base = f"/v1/billing/runs/{run['id']}"
+    everything = _detail(platform, run["id"])["lines"]
+    # Without lines (the default still lists them all): their count and sum stay.
+    bare = _get(platform, base, lines="false")
+    assert bare["lines"] == []
+    assert bare["visible_line_count"] == len(everything) == len(EXPECTED_LINES)
+    assert Decimal(bare["visible_total"]) == PIPELINE_TOTAL
+    # Pages of 5 in order, the last one with no next_after.
+    paged: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 5}
+    while True:
+        page = _get(platform, f"{base}/lines", **params)
+        paged.extend(page["lines"])
+        assert len(page["lines"]) <= 5
+        if page["next_after"] is None:
+            break
+        params["after"] = page["next_after"]
+    assert [line["id"] for line in paged] == [line["id"] for line in everything]
+    assert len(_get(platform, f"{base}/lines")["lines"]) == len(everything)  # default 100
+    # Filters by owner.
+    etl = _get(platform, f"{base}/lines", app="etl")["lines"]
+    assert {line["app"] for line in etl} == {"etl"}
+    assert len(etl) == sum(1 for key in EXPECTED_LINES if key[1] == "etl")
+    assert {line["team"] for line in _get(platform, f"{base}/lines", team="data")["lines"]} == {
+        "data"
+    }
+    analytics = _get(platform, f"{base}/lines", cost_center="analytics")["lines"]
+    assert {line["cost_center"] for line in analytics} == {"analytics"}
+    assert _get(platform, f"{base}/lines", team="nobody")["lines"] == []
+    for bad, name in (
+        ({"limit": 0}, "limit"),
+        ({"after": -1}, "after"),
+        ({"limit": 5001}, "limit"),
+    ):
+        refused = platform.client.get(f"{base}/lines", params=bad, headers=platform.headers)
+        assert refused.status_code == 422
+        assert name in refused.text
+    # The summary, as the lines sum.
+    summary = _get(platform, f"{base}/summary", top=2)
+    assert Decimal(summary["visible_total"]) == PIPELINE_TOTAL
+    assert summary["visible_line_count"] == len(everything)
+    assert summary["apps"] == 3
+    per_app: dict[str, Decimal] = defaultdict(Decimal)
+    for line in everything:
+        per_app[line["app"]] += Decimal(line["amount"])
+    assert [(s["app"], Decimal(s["amount"])) for s in summary["top_apps"]] == sorted(
+        per_app.items(), key=lambda kv: -kv[1]
+    )[:2]
+    assert sum(Decimal(s["amount"]) for s in summary["cost_centers"]) == PIPELINE_TOTAL
+    assert {(s["cost_center"], s["team"]) for s in summary["teams"]} == {
+        ("eng", "web"),
+        ("analytics", "data"),
+    }
+    # A team-member: its own team's lines only, whatever it filters by; totals hidden.
+    member = platform.key_for("team-member", team="data")
+    mine = _get(platform, f"{base}/lines", headers=member)
+    assert mine["team"] == "data"
+    assert {line["team"] for line in mine["lines"]} == {"data"}
+    assert _get(platform, f"{base}/lines", headers=member, team="web")["lines"] == []
+    assert _get(platform, f"{base}/lines", headers=member, app="web")["lines"] == []
+    theirs = _get(platform, f"{base}/summary", headers=member)
+    assert theirs["document"]["total"] is None
+    assert Decimal(theirs["visible_total"]) == Decimal("19.031212")
+    assert theirs["visible_line_count"] == len(mine["lines"]) == 5
+    assert {s["team"] for s in theirs["teams"]} == {"data"}
+    assert {s["app"] for s in theirs["top_apps"]} == {"etl"}
+    bare = _get(platform, base, headers=member, lines="false")
+    assert (bare["visible_line_count"], bare["visible_total"]) == (5, "19.031212")
+    assert bare["document"]["total"] is None

@@ -9,12 +9,14 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from quartermaster.billing.focus import MANDATORY_COLUMNS
+from quartermaster.cli import billing as billing_cli
 from quartermaster.cli.main import _register_groups, app
 from tests.billing.platform import PIPELINE_TOTAL, Platform, event, jan
 from tests.conftest import start_live_server
@@ -206,7 +208,8 @@ def test_a_team_member_sees_its_teams_lines_and_no_total(qm: CliRunner, platform
     assert document["line_count"] == 13  # the document's, as GET /v1/billing/runs/{id} says
     assert {line["team_id"] for line in exported["lines"]} == {"data"}
     listed = _ok(qm, "bill", "list", "--api-key", key)
-    assert re.search(rf"{run_id} │ draft\s+│ 2026-01\s+│ hidden │", listed)
+    # Its lines column is empty: the document's count is of every team's lines.
+    assert re.search(rf"{run_id} │ draft\s+│ 2026-01\s+│ hidden │\s+│", listed), listed
     assert "USD" not in listed
     assert "cost per cost center" not in shown
 
@@ -227,3 +230,43 @@ def test_cli_errors_name_the_problem(qm: CliRunner) -> None:
         " ".join(result.output.split())
     ), result.output
     assert "period_" not in result.output
+
+
+def test_show_fetches_only_what_it_prints(
+    qm: CliRunner, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`qm bill show` downloaded every line of the document (40,788 at 3,000 apps, 26 MB)
+    to print 30 and sum the tables itself."""
+    _ok(qm, "bill", "run", "--month", "2026-01")
+    run_id = next(
+        line.split()[1] for line in _ok(qm, "bill", "list").splitlines() if "2026" in line
+    )
+    asked: list[tuple[str, dict[str, Any]]] = []
+    real = billing_cli.request
+
+    def recording(method: str, path: str, **kwargs: Any) -> Any:
+        asked.append((path, dict(kwargs.get("params") or {})))
+        return real(method, path, **kwargs)
+
+    monkeypatch.setattr(billing_cli, "request", recording)
+    shown = _ok(qm, "bill", "show", run_id, "--lines", "2")
+    assert "lines (2 of 13)" in shown
+    assert "cost per cost center" in shown
+    assert "top 3 apps" in shown
+    (full,) = [
+        d["id"] for d in platform.client.get("/v1/billing/runs", headers=platform.headers).json()
+    ]
+    assert asked == [
+        (f"/v1/billing/runs/{run_id}", {"lines": "false"}),
+        (f"/v1/billing/runs/{full}/summary", {"top": 10}),
+        (f"/v1/billing/runs/{full}/lines", {"limit": 2}),
+    ]
+    asked.clear()
+    assert "lines (13 of 13)" in _ok(qm, "bill", "show", run_id, "--all")
+    assert asked[-1] == (f"/v1/billing/runs/{full}/lines", {"limit": 5000})
+    asked.clear()
+    assert "lines (" not in _ok(qm, "bill", "show", run_id, "--lines", "0")
+    assert [path for path, _ in asked] == [
+        f"/v1/billing/runs/{run_id}",
+        f"/v1/billing/runs/{full}/summary",
+    ]

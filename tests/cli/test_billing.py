@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from quartermaster.billing.service import Share, summarize
 from quartermaster.cli import billing as billing_cli
 
 
@@ -99,12 +102,31 @@ def test_the_summary_heads_one_app_as_the_top_app(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "100")
     line = {"cost_center": "cc-1", "team": "web", "app": "shop", "amount": "1.50"}
-    billing_cli.print_summary([line], "USD")
+    billing_cli.print_summary(_summary([line]), "USD")
     one = capsys.readouterr().out
     assert "top app (USD)" in one
     assert "top 1 apps" not in one
-    billing_cli.print_summary([line, line | {"app": "api", "amount": "2"}], "USD")
+    billing_cli.print_summary(_summary([line, line | {"app": "api", "amount": "2"}]), "USD")
     assert "top 2 apps (USD)" in capsys.readouterr().out
+
+
+def _summary(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The API's summary of these lines (GET /v1/billing/runs/{id}/summary)."""
+    summary = summarize(
+        ((li["cost_center"], li["team"], li["app"], Decimal(li["amount"])) for li in lines), top=10
+    )
+
+    def shares(items: list[Share]) -> list[dict[str, Any]]:
+        return [
+            {"cost_center": s.cost_center, "team": s.team, "app": s.app, "amount": str(s.amount)}
+            for s in items
+        ]
+
+    return {
+        "cost_centers": shares(summary.cost_centers),
+        "teams": shares(summary.teams),
+        "top_apps": shares(summary.top_apps),
+    }
 
 
 # A realistic bill's longest names (the demo's 300 apps): at 80 columns each stays whole,
@@ -149,7 +171,7 @@ def test_a_bill_reads_at_80_columns_with_every_name_whole(
         "unit_price": "0.000192307692",
         "amount": "1942.078549",
     }
-    billing_cli.print_summary([credit, usage], "USD")
+    billing_cli.print_summary(_summary([credit, usage]), "USD")
     billing_cli.print_lines([credit, usage], limit=None)
     shown = capsys.readouterr().out
     _at_80(shown, *LONG.values(), "reserved_capacity", "7a39d4d9f0f8", "fe634fd1d130")
@@ -271,3 +293,40 @@ def test_run_errors_name_the_options_typed() -> None:
     assert billing_cli.option_names(message) == (
         "--end 2026-01-01T00:00:00+00:00 is not after --start 2026-01-02"
     )
+
+
+def test_a_team_member_sees_no_whole_document_line_counts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team-member sees its team's lines only; the adjustment's note counted all of the
+    document's (`… 40 lines (…)`) beside the team's count."""
+    monkeypatch.setenv("COLUMNS", "200")
+    adjustment = {
+        "id": "a780dcccdd7c435c8434eb85bcc0c4a4",
+        "document_type": "adjustment",
+        "kind": "invoice",
+        "status": "finalized",
+        "corrects_run_id": "d780dcccdd7c435c8434eb85bcc0c4a4",
+        "period_start": "2026-11-01T00:00:00Z",
+        "period_end": "2026-12-01T00:00:00Z",
+        "total": None,
+        "currency": "USD",
+        "line_count": 40,
+        "as_of": "2026-12-02T10:00:00Z",
+        "price_book": "internal",
+        "price_book_versions": "1",
+        "note": "corrects invoice run d780dcccdd7c435c8434eb85bcc0c4a4 for the period from "
+        "2026-11-01 00:00 UTC until 2026-12-01 00:00 UTC: 40 lines (40 with late usage, 0 "
+        "re-rated by price book changes)",
+    }
+    detail = {"team": "data", "visible_total": "1.5", "visible_line_count": 2, "lines": []}
+    billing_cli._print_document(adjustment, detail=detail)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "team data: 1.50 USD in 2 lines;" in shown
+    assert "corrects run d780dcccdd7c435c8434eb85bcc0c4a4" in shown
+    assert "40" not in shown
+    # An admin's: the whole document's count, and the note.
+    billing_cli._print_document(adjustment | {"total": "7.000000"})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(40 lines, as of" in shown
+    assert "40 with late usage" in shown

@@ -33,6 +33,7 @@ from quartermaster.billing.schemas import (
     ExplanationOut,
     FinalizedOut,
     LineOut,
+    LinePageOut,
     MarkerOut,
     Outcome,
     PreviewOut,
@@ -40,6 +41,8 @@ from quartermaster.billing.schemas import (
     ReproductionOut,
     RunCreate,
     RunOut,
+    ShareOut,
+    SummaryOut,
 )
 from quartermaster.billing.sources import (
     StoreCalculator,
@@ -90,6 +93,7 @@ def _detail(view: service.DocumentView, caller: AuthContext) -> DocumentDetailOu
         document=_document(view.document, caller),
         lines=[LineOut.model_validate(line) for line in view.lines],
         visible_total=view.visible_total,
+        visible_line_count=view.visible_count,
         team=view.team,
         adjustments=[_document(a, caller) for a in view.adjustments],
     )
@@ -166,11 +170,111 @@ def list_runs(
 
 @router.get(
     "/runs/{run_id}",
-    summary="One run (or adjustment document) with its lines",
+    summary="One run (or adjustment document) with its lines (?lines=false: without)",
     responses=error_responses(404, 422),
 )
-def get_run(run_id: RunId, caller: Reader, session: SessionDep) -> DocumentDetailOut:
-    return _detail(service.view_document(caller, run_id, session=session), caller)
+def get_run(
+    run_id: RunId,
+    caller: Reader,
+    session: ReadSessionDep,
+    lines: Annotated[
+        bool,
+        Query(
+            description="false: leave `lines` empty (visible_total and visible_line_count "
+            "still count them); page them with /runs/{run_id}/lines instead."
+        ),
+    ] = True,
+) -> DocumentDetailOut:
+    view = service.view_document(caller, run_id, session=session, with_lines=lines)
+    return _detail(view, caller)
+
+
+# Positions are 32-bit integers in the database.
+MAX_POSITION = 2**31 - 1
+
+
+@router.get(
+    "/runs/{run_id}/lines",
+    summary="A page of a document's lines in order (page with after=next_after)",
+    responses=error_responses(404, 422),
+)
+def get_lines(
+    run_id: RunId,
+    caller: Reader,
+    session: ReadSessionDep,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_POSITION,
+            description="Lines after this position (the previous page's next_after); "
+            "default: from the first line.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=5000, description="Lines per page, 1-5000 (default 100).")
+    ] = 100,
+    cost_center: Annotated[
+        str | None, Query(description="Only lines of this cost center (slug).")
+    ] = None,
+    team: Annotated[
+        str | None,
+        Query(description="Only lines of this team (slug); a team-member sees its own only."),
+    ] = None,
+    app: Annotated[str | None, Query(description="Only lines of this app (app id).")] = None,
+) -> LinePageOut:
+    page = service.line_page(
+        caller,
+        run_id,
+        after=after,
+        limit=limit,
+        cost_center=cost_center,
+        team=team,
+        app=app,
+        session=session,
+    )
+    return LinePageOut(
+        document_id=page.document.id,
+        team=page.team,
+        lines=[LineOut.model_validate(line) for line in page.lines],
+        next_after=page.next,
+    )
+
+
+def _share(share: service.Share) -> ShareOut:
+    return ShareOut(
+        cost_center=share.cost_center,
+        team=share.team,
+        app=share.app,
+        amount=share.amount,
+        lines=share.lines,
+    )
+
+
+@router.get(
+    "/runs/{run_id}/summary",
+    summary="A document's lines summed per cost center, team and top apps",
+    responses=error_responses(404, 422),
+)
+def get_summary(
+    run_id: RunId,
+    caller: Reader,
+    session: ReadSessionDep,
+    top: Annotated[
+        int, Query(ge=0, le=1000, description="How many of the largest apps, 0-1000 (default 10).")
+    ] = 10,
+) -> SummaryOut:
+    document, team, summary = service.summarize_document(caller, run_id, top=top, session=session)
+    return SummaryOut(
+        document=_document(document, caller),
+        team=team,
+        visible_total=summary.total,
+        visible_line_count=summary.lines,
+        cost_centers=[_share(s) for s in summary.cost_centers],
+        teams=[_share(s) for s in summary.teams],
+        top_apps=[_share(s) for s in summary.top_apps],
+        apps=summary.apps,
+    )
 
 
 @router.post(

@@ -120,10 +120,47 @@ class RunOut(BaseModel):
 
 class DocumentDetailOut(BaseModel):
     document: DocumentOut
-    lines: list[LineOut]
-    visible_total: FixedDecimal = Field(description="Sum of the lines shown.")
+    lines: list[LineOut] = Field(
+        description="Every line the caller may see, in order; empty with ?lines=false (page "
+        "them with GET /v1/billing/runs/{run_id}/lines)."
+    )
+    visible_total: FixedDecimal = Field(
+        description="Sum of the lines the caller may see (all, or its team's), listed or not."
+    )
+    visible_line_count: int = Field(
+        default=0,
+        description="How many lines the caller may see (all, or its team's), listed or not.",
+    )
     team: str | None = Field(description="The team the lines are limited to (team-members).")
     adjustments: list[DocumentOut]
+
+
+class LinePageOut(BaseModel):
+    document_id: str
+    team: str | None = Field(description="The team the lines are limited to (team-members).")
+    lines: list[LineOut]
+    next_after: int | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+class ShareOut(BaseModel):
+    cost_center: str
+    team: str | None
+    app: str | None
+    amount: FixedDecimal
+    lines: int = Field(description="How many lines add up to the amount.")
+
+
+class SummaryOut(BaseModel):
+    document: DocumentOut
+    team: str | None = Field(description="The team the lines are limited to (team-members).")
+    visible_total: FixedDecimal = Field(description="Sum of the lines summarized.")
+    visible_line_count: int = Field(description="How many lines are summarized.")
+    cost_centers: list[ShareOut] = Field(description="Per cost center, largest first.")
+    teams: list[ShareOut] = Field(description="Per cost center and team, largest first.")
+    top_apps: list[ShareOut] = Field(description="The `top` largest apps.")
+    apps: int = Field(description="How many apps have lines.")
 
 
 class AdjustmentOut(BaseModel):

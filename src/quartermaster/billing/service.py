@@ -84,16 +84,86 @@ class FinalizeOutcome:
 
 @dataclass(frozen=True, slots=True)
 class DocumentView:
-    """A document and the lines the caller may see (a team-member: its team's only)."""
+    """A document and the lines the caller may see (a team-member: its team's only); with
+    `lines` empty when they were not asked for, `visible_total` and `visible_count` still
+    cover every line the caller may see."""
 
     document: BillingDocument
     lines: list[BillingLine]
     team: str | None  # the team the lines are limited to, if any
     adjustments: list[BillingDocument]
+    visible_total: Decimal
+    visible_count: int
 
-    @property
-    def visible_total(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal(0))
+
+@dataclass(frozen=True, slots=True)
+class LinePage:
+    """One page of a document's lines (in position order) and the cursor to the next."""
+
+    document: BillingDocument
+    lines: list[BillingLine]
+    team: str | None
+    next: int | None  # the `after` of the next page; None: this is the last page
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """The amount of an owner (a cost center, a team, an app) in a document's lines."""
+
+    cost_center: str
+    team: str | None
+    app: str | None
+    amount: Decimal
+    lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineSummary:
+    """A document's lines summed per cost center, per team and per app (the top apps)."""
+
+    cost_centers: list[Share]
+    teams: list[Share]
+    top_apps: list[Share]
+    apps: int  # how many apps have lines
+    total: Decimal
+    lines: int
+
+
+Owner = tuple[str, str | None, str | None]  # cost center, team, app
+
+
+def summarize(
+    rows: Iterable[tuple[str, str | None, str | None, Decimal]], *, top: int
+) -> LineSummary:
+    """Sum (cost center, team, app, amount) rows per owner, largest first (pure)."""
+    sums: list[dict[Owner, Decimal]] = [{}, {}, {}]  # per cost center, team, app
+    counts: list[dict[Owner, int]] = [{}, {}, {}]
+    total, count = Decimal(0), 0
+    for cost_center, team, app, amount in rows:
+        total += amount
+        count += 1
+        keys: list[Owner] = [(cost_center, None, None), (cost_center, team, None)]
+        if app:
+            keys.append((cost_center, team, app))
+        for level, key in enumerate(keys):
+            sums[level][key] = sums[level].get(key, Decimal(0)) + amount
+            counts[level][key] = counts[level].get(key, 0) + 1
+
+    def ranked(level: int) -> list[Share]:
+        shares = [
+            Share(key[0], key[1], key[2], amount, counts[level][key])
+            for key, amount in sums[level].items()
+        ]
+        return sorted(shares, key=lambda s: (-s.amount, s.cost_center, s.team or "", s.app or ""))
+
+    return LineSummary(
+        cost_centers=ranked(0),
+        teams=ranked(1),
+        top_apps=ranked(2)[:top],
+        apps=len(sums[2]),
+        total=total,
+        lines=count,
+    )
 
 
 def require_admin(caller: AuthContext, action: str) -> None:
@@ -552,16 +622,81 @@ def adjustments_of(run: BillingDocument, *, session: Session) -> list[BillingDoc
     return list(session.scalars(query))
 
 
-def view_document(caller: AuthContext, document_id: str, *, session: Session) -> DocumentView:
+def visible_amounts(
+    document: BillingDocument, team: str | None, *, session: Session
+) -> list[tuple[str, str | None, str | None, Decimal]]:
+    """(cost center, team, app, amount) of the lines `team` may see (None: all): summed in
+    Python, since amounts are exact decimals stored as text."""
+    query = select(
+        BillingLine.cost_center, BillingLine.team, BillingLine.app, BillingLine.amount
+    ).where(BillingLine.document_id == document.id)
+    if team is not None:
+        query = query.where(BillingLine.team == team)
+    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+
+def view_document(
+    caller: AuthContext, document_id: str, *, session: Session, with_lines: bool = True
+) -> DocumentView:
+    """A document, its adjustments and the lines the caller may see; `with_lines` False:
+    only their count and sum (a 40,000-line run is 26 MB of JSON)."""
     team = caller_team_slug(caller, session=session)
     document = get_document(caller, document_id, session=session)
-    lines = visible(document_lines(document, session=session), team)
     adjustments = (
         adjustments_of(document, session=session)
         if document.doc_type == DocumentType.RUN.value
         else []
     )
-    return DocumentView(document, lines, team, adjustments)
+    if with_lines:
+        lines = visible(document_lines(document, session=session), team)
+        total = sum((line.amount for line in lines), Decimal(0))
+        return DocumentView(document, lines, team, adjustments, total, len(lines))
+    amounts = visible_amounts(document, team, session=session)
+    total = sum((row[3] for row in amounts), Decimal(0))
+    return DocumentView(document, [], team, adjustments, total, len(amounts))
+
+
+def line_page(
+    caller: AuthContext,
+    document_id: str,
+    *,
+    after: int | None = None,
+    limit: int,
+    cost_center: str | None = None,
+    team: str | None = None,
+    app: str | None = None,
+    session: Session,
+) -> LinePage:
+    """Up to `limit` of the document's lines after position `after`, in position order,
+    limited to the given owner; a team-member's to its own team's lines whatever it asks."""
+    own = caller_team_slug(caller, session=session)
+    document = get_document(caller, document_id, session=session)
+    query = select(BillingLine).where(BillingLine.document_id == document.id)
+    if after is not None:
+        query = query.where(BillingLine.position > after)
+    if own is not None:
+        query = query.where(BillingLine.team == own)
+    for column, value in (
+        (BillingLine.cost_center, cost_center),
+        (BillingLine.team, team),
+        (BillingLine.app, app),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    rows = list(session.scalars(query.order_by(BillingLine.position).limit(limit + 1)))
+    page = rows[:limit]
+    more = len(rows) > limit
+    return LinePage(document, page, own, page[-1].position if more else None)
+
+
+def summarize_document(
+    caller: AuthContext, document_id: str, *, top: int, session: Session
+) -> tuple[BillingDocument, str | None, LineSummary]:
+    """The lines the caller may see summed per cost center, team and app (its team's only
+    for a team-member), computed here rather than by a client downloading every line."""
+    team = caller_team_slug(caller, session=session)
+    document = get_document(caller, document_id, session=session)
+    return document, team, summarize(visible_amounts(document, team, session=session), top=top)
 
 
 def list_documents(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -117,7 +116,7 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
         total = "total hidden from team members"
         lines = (
             f"team {detail['team']}: {_money(detail['visible_total'])} {currency} in "
-            f"{counted(len(detail['lines']), 'line')}; "
+            f"{counted(_visible_count(detail), 'line')}; "
         )
     else:
         total, lines = "total hidden", ""
@@ -127,11 +126,22 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
         f"({escape(lines)}as of {cell_text(document['as_of'])}, price book "
         f"{escape(document['price_book'])} v{document['price_book_versions']})"
     )
+    # An adjustment's note counts the whole document's lines: a team-member (total hidden)
+    # sees its team's only, counted above.
+    note = document.get("note")
+    if document["total"] is None and document["document_type"] == "adjustment":
+        note = None
     corrects = document.get("corrects_run_id")
-    if corrects and corrects not in (document.get("note") or ""):
+    if corrects and corrects not in (note or ""):
         out().print(f"corrects run {corrects}")
-    if document.get("note"):
-        out().print(document["note"])
+    if note:
+        out().print(note)
+
+
+def _visible_count(detail: dict[str, Any]) -> int:
+    """The lines the caller may see: the API's count (a server before it: those listed)."""
+    count = detail.get("visible_line_count")
+    return int(count) if count is not None else len(detail["lines"])
 
 
 def _app_cell(app: str, team: str, cost_center: str) -> Text:
@@ -140,43 +150,71 @@ def _app_cell(app: str, team: str, cost_center: str) -> Text:
     return stacked(app, f"{team}, {cost_center}", head_style="")
 
 
-def print_summary(lines: list[dict[str, Any]], currency: str) -> None:
-    """Cost per cost center, per team, and the top apps."""
-    centers: dict[str, Decimal] = defaultdict(Decimal)
-    teams: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    apps: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
-    for line in lines:
-        amount = Decimal(line["amount"])
-        centers[line["cost_center"]] += amount
-        teams[(line["cost_center"], line["team"] or "-")] += amount
-        if line["app"]:
-            apps[(line["app"], line["team"] or "-", line["cost_center"])] += amount
+def print_summary(summary: dict[str, Any], currency: str) -> None:
+    """Cost per cost center, per team, and the top apps, as the API summed them
+    (GET /v1/billing/runs/{id}/summary): no line is downloaded for it."""
     console = out()
     console.print(
         _table(
             f"cost per cost center ({currency})",
             ("cost center", "cost"),
-            [(k, _money(v)) for k, v in sorted(centers.items(), key=lambda kv: -kv[1])],
+            [(s["cost_center"], _money(s["amount"])) for s in summary["cost_centers"]],
         )
     )
     console.print(
         _table(
             f"cost per team ({currency})",
             ("cost center", "team", "cost"),
-            [(*k, _money(v)) for k, v in sorted(teams.items(), key=lambda kv: -kv[1])],
+            [(s["cost_center"], s["team"] or "-", _money(s["amount"])) for s in summary["teams"]],
         )
     )
-    top = sorted(apps.items(), key=lambda kv: -kv[1])[:TOP_APPS]
+    top = summary["top_apps"]
     console.print(
         _table(
             f"top {len(top)} apps ({currency})" if len(top) > 1 else f"top app ({currency})",
             ("app (team, cost center)", "cost"),
-            [(_app_cell(*k), _money(v)) for k, v in top],
+            [
+                (_app_cell(s["app"], s["team"] or "-", s["cost_center"]), _money(s["amount"]))
+                for s in top
+            ],
         )
     )
 
 
-def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
+def _summary(run_id: str, *, url: str | None, api_key: str | None) -> dict[str, Any]:
+    summary: dict[str, Any] = request(
+        "GET",
+        f"/v1/billing/runs/{run_id}/summary",
+        params={"top": TOP_APPS},
+        url=url,
+        api_key=api_key,
+    )
+    return summary
+
+
+# Lines per request when paging through all of them (the API's largest page).
+PAGE = 5000
+
+
+def _lines_page(
+    run_id: str, *, limit: int | None, url: str | None, api_key: str | None
+) -> list[dict[str, Any]]:
+    """The first `limit` lines the caller may see (None: all of them, page by page)."""
+    lines: list[dict[str, Any]] = []
+    params: dict[str, Any] = {}
+    while limit is None or len(lines) < limit:
+        params["limit"] = PAGE if limit is None else min(PAGE, limit - len(lines))
+        page = request(
+            "GET", f"/v1/billing/runs/{run_id}/lines", params=params, url=url, api_key=api_key
+        )
+        lines.extend(page["lines"])
+        if page["next_after"] is None:
+            break
+        params["after"] = page["next_after"]
+    return lines
+
+
+def print_lines(lines: list[dict[str, Any]], *, limit: int | None, of: int | None = None) -> None:
     """The lines in three columns: the line (its id, who is charged: cost center, team and
     app, what for: cost type and item, and how it was allocated, one over the other), the
     quantity over its unit price, and the amount. The owner and what for side by side, each
@@ -184,7 +222,7 @@ def print_lines(lines: list[dict[str, Any]], *, limit: int | None) -> None:
     shown = lines if limit is None else lines[:limit]
     table = data_table(
         ("line: charged to, for", "quantity @ price", "amount"),
-        title=f"lines ({len(shown)} of {len(lines)})",
+        title=f"lines ({len(shown)} of {len(lines) if of is None else of})",
         right=("quantity @ price", "amount"),
         whole=("quantity @ price", "amount"),
     )
@@ -254,8 +292,7 @@ def run(
             "the draft"
         )
         return
-    detail = request("GET", f"/v1/billing/runs/{document['id']}", url=url, api_key=api_key)
-    print_summary(detail["lines"], document["currency"])
+    print_summary(_summary(document["id"], url=url, api_key=api_key), document["currency"])
 
 
 @bill_app.command("list")
@@ -297,7 +334,8 @@ def list_runs(
             stacked(d["status"], d["kind"], head_style=""),
             plain(_period_label(d["period_start"], d["period_end"])),
             total,
-            plain(f"{d['line_count']:,}"),
+            # A team-member's: the document's count is of every team's lines (nothing shown).
+            plain(f"{d['line_count']:,}" if d["total"] is not None else ""),
         )
     show_table(table, empty="no adjustments" if adjustments else "no billing runs")
 
@@ -367,19 +405,34 @@ def show(
     api_key: ApiKeyOption = None,
 ) -> None:
     """A run with cost per cost center and team, top apps, its lines and adjustments."""
-    detail = request("GET", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
+    # The document without its lines (a 3,000-app month is ~40,000: 26 MB), then the
+    # summary the API sums and only the lines printed.
+    detail = request(
+        "GET", f"/v1/billing/runs/{run_id}", params={"lines": "false"}, url=url, api_key=api_key
+    )
     document = detail["document"]
     _print_document(document, detail=detail)
-    if not detail["lines"]:
+    count = _visible_count(detail)
+    if count == 0:
         whose = f" of team {detail['team']}" if detail["team"] else ""
         out().print(Text(f"no lines{whose} in this document", style="dim"))
     else:
-        print_summary(detail["lines"], document["currency"])
+        print_summary(_summary(document["id"], url=url, api_key=api_key), document["currency"])
         if all_lines or lines > 0:
-            print_lines(detail["lines"], limit=None if all_lines else lines)
+            listed = _lines_page(
+                document["id"], limit=None if all_lines else lines, url=url, api_key=api_key
+            )
+            print_lines(listed, limit=None, of=count)
     if detail["adjustments"]:
         rows = [
-            (short_id(a["id"]), a["sequence"], a["as_of"], _money(a["total"]), a["line_count"])
+            (
+                short_id(a["id"]),
+                a["sequence"],
+                a["as_of"],
+                _money(a["total"]),
+                # A team-member's: of every team's lines, so not shown.
+                a["line_count"] if a["total"] is not None else "",
+            )
             for a in detail["adjustments"]
         ]
         columns = ("adjustment", "#", "as of", "total", "lines")
