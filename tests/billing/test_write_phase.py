@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from quartermaster.billing import service
+from quartermaster.billing import adjustments, service
 from quartermaster.billing.models import DocumentStatus, RunKind
 from quartermaster.billing.router import get_calculator
 from quartermaster.domain.timeutil import Period
@@ -207,3 +208,33 @@ def test_an_overlapping_run_stored_while_a_run_computes_refuses_it(
     with runtime.session_factory() as session:
         runs = service.list_documents(caller, session=session)
     assert [r.id for r in runs] == [other.id]
+
+
+def test_other_writes_commit_while_a_bill_is_reproduced(
+    app: FastAPI, runtime: Runtime, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reproducing recomputes the whole period: it read in a write session, so on SQLite it
+    held the write lock as long as a run did."""
+    calc = _pausing()
+    with TestClient(_app(app, calc)) as client, ThreadPoolExecutor(1) as pool:
+        created = client.post("/v1/billing/runs", json={"month": "2026-01"}, headers=tenant.headers)
+        assert created.status_code == 201, created.text
+        run_id = created.json()["run"]["id"]
+        compute = adjustments.compute_period
+
+        def paused(*args: Any, **kwargs: Any) -> Any:
+            calc.computing.set()
+            assert calc.release.wait(20), "the test never released the computation"
+            return compute(*args, **{**kwargs, "calculator": calc})
+
+        monkeypatch.setattr(adjustments, "compute_period", paused)
+        reproducing = pool.submit(
+            lambda: client.get(f"/v1/billing/runs/{run_id}/reproduce", headers=tenant.headers)
+        )
+        assert calc.computing.wait(10)
+        waited = _other_write_seconds(runtime, tenant.tenant_id)
+        calc.release.set()
+        assert waited < 1.0, f"another write waited {waited} s for the reproduction's write lock"
+        reproduced = reproducing.result(30)
+        assert reproduced.status_code == 200, reproduced.text
+        assert reproduced.json()["identical"] is True

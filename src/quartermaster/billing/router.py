@@ -153,7 +153,7 @@ def create_run(
 )
 def list_runs(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     kind: Annotated[RunKind | None, Query(description="Only runs of this kind.")] = None,
     status: Annotated[
         DocumentStatus | None, Query(description="Only drafts, or only finalized runs.")
@@ -315,7 +315,7 @@ def discard_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> Resp
     responses=error_responses(404, 422),
 )
 def reproduce_run(
-    run_id: RunId, caller: BillingReader, session: SessionDep, runtime: RuntimeDep
+    run_id: RunId, caller: BillingReader, session: ReadSessionDep, runtime: RuntimeDep
 ) -> ReproductionOut:
     calculator = StoreCalculator(runtime.usage_store)
     result = adjustments.reproduce_document(caller, run_id, calculator=calculator, session=session)
@@ -344,7 +344,7 @@ def reproduce_run(
 def export_run(
     run_id: RunId,
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     export_format: Annotated[
         files.ExportFormat, Query(alias="format", description="The file's format.")
     ] = files.ExportFormat.CSV,
@@ -406,7 +406,7 @@ def create_adjustment(
 )
 def list_adjustments(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     run_id: Annotated[
         str | None, Query(description="Only the adjustments of this finalized run.")
     ] = None,
@@ -438,7 +438,7 @@ def _daily(days: list[explain.DailyAmount]) -> list[DailyOut]:
 )
 def get_preview(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     calculator: PreviewCalculator,
     price_book: Annotated[
         str | None, Query(description="Price book name; default: the tenant's default.")
@@ -470,7 +470,7 @@ def get_preview(
     responses=error_responses(404, 422),
 )
 def explain_line(
-    line_id: str, caller: Reader, session: SessionDep, runtime: RuntimeDep
+    line_id: str, caller: Reader, session: ReadSessionDep, runtime: RuntimeDep
 ) -> ExplanationOut:
     result = explain.explain_line(caller, line_id, store=runtime.usage_store, session=session)
     as_of = result.counted_as_of
