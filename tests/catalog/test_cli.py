@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -119,3 +121,53 @@ def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
     assert "until 2025-03-01 00:01:00Z" in earlier.stderr
     too_long = qm("resource", "lease", "job-2", "--app", "shop", "--ttl", "9999999", expect=1)
     assert "ttl_seconds" in too_long.output
+
+
+def test_app_import_registers_a_file_of_apps_and_lists_what_it_refused(
+    qm: Qm, tmp_path: Path, http: httpx.Client, tenant: TenantHandle
+) -> None:
+    inventory = tmp_path / "apps.csv"
+    inventory.write_text(
+        "app_id,owner,team,cost_center,title,lifecycle,require_signatures\n"
+        "shop,ann@example.com,web,,The shop,,true\n"
+        "etl,bo@example.com,data,lab-cc,,ephemeral,\n"
+        "nobody,,web,,,,\n"  # the server refuses a missing owner
+        "odd,cy@example.com,web,,,,maybe\n"  # refused before sending
+        "shop,ann@example.com,web,,,,\n"  # named twice: exists by then
+    )
+    keys = tmp_path / "keys.jsonl"
+    first = qm("app", "import", str(inventory), "--signing-keys", str(keys), expect=1)
+    table = " ".join(first.output.split())
+    assert "registered │ 2" in table
+    assert "existed already (left as they are) │ 1" in table
+    assert "refused │ 2" in table
+    assert "2 signing key(s) written to" in table
+    assert re.search(r"│ 4\s+│ nobody\s+│ owner: Field required", first.output)
+    assert re.search(r"│ 5\s+│\s+│ require_signatures must be true or false", first.output)
+
+    apps = {a["app_id"]: a for a in http.get("/v1/apps", headers=tenant.headers).json()}
+    assert set(apps) == {"shop", "etl"}
+    assert apps["shop"]["cost_center"] == "shop-cc"
+    assert apps["shop"]["require_signatures"] is True
+    assert apps["etl"]["lifecycle"] == "ephemeral"
+    assert keys.stat().st_mode & 0o777 == 0o600
+    written = [json.loads(line) for line in keys.read_text().splitlines()]
+    assert sorted(k["app_id"] for k in written) == ["etl", "shop"]
+    assert all(len(bytes.fromhex(k["secret"])) == 32 for k in written)
+
+    # Fixed lines imported again: nothing registered twice, the secrets file is never reused.
+    inventory.write_text("app_id,owner,team\nshop,x,web\nnobody,nobody@example.com,web\n")
+    again = qm("app", "import", str(inventory))
+    assert "registered │ 1" in " ".join(again.output.split())
+    reused = qm("app", "import", str(inventory), "--signing-keys", str(keys), expect=1)
+    assert "exists: the signing secrets go to a new file" in reused.output
+
+    lines = tmp_path / "apps.jsonl"
+    lines.write_text(
+        '{"app_id": "api", "owner": "di", "team": "web"}\n{"app_id": "x", "colour": 1}\n'
+    )
+    mixed = qm("app", "import", str(lines), expect=1)
+    assert re.search(r"│ 2\s+│\s+│ unknown field\(s\) colour", mixed.output)
+    bad_header = tmp_path / "bad.csv"
+    bad_header.write_text("app_id,colour\nx,red\n")
+    assert "unknown column(s) colour" in qm("app", "import", str(bad_header), expect=2).output

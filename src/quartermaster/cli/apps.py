@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quartermaster.cli.app_import import import_apps
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
@@ -326,3 +327,6 @@ def resource_end_lease(
     """End a lease now (its resource stays attributable for the time it ran)."""
     lease = request("DELETE", f"/v1/resource-leases/{lease_id}", url=url, api_key=api_key)
     out().print(f"lease {lease['lease_id']} ended at {cell_text(lease['ended_at'])}")
+
+
+app_app.command("import")(import_apps)
