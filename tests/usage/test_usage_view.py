@@ -18,6 +18,7 @@ from quartermaster.cli.main import app as qm
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
+from quartermaster.usage.maintenance import purge_expired_raw
 from quartermaster.usage.meters import Aggregation
 from quartermaster.usage.pipeline import run_pipeline_until_drained
 from quartermaster.usage.service import create_meter, metered_quantities, usage_view
@@ -259,3 +260,37 @@ def test_usage_show_over_a_live_server(usage_runtime: Runtime, platform: Platfor
     finally:
         live.server.should_exit = True
         live.thread.join(timeout=20)
+
+
+def test_past_retention_sums_are_grouped_and_a_max_is_unknown(platform: Platform) -> None:
+    """Before the raw-retention horizon only sums and counts are kept: grouped as of a time
+    they are answered from the rollups, a max is NULL (the service refuses it, naming as_of)."""
+    now = utc_now()
+    old = floor_hour(now) - 100 * 24 * H
+    platform.app("bot", team="ds", cost_center="research", created_at=old - 48 * H)
+    data = {"app_id": "bot", "tokens": 5}
+    platform.append([platform.event(INVOCATION, data, event_time=old, recorded_at=old)])
+    run_pipeline_until_drained(platform.runtime)
+    purge_expired_raw(platform.runtime)
+    old_day = Period(old.replace(hour=0), old.replace(hour=0) + 24 * H)
+    store = platform.runtime.usage_store
+    with platform.runtime.session_factory() as session:
+        view = usage_view(
+            platform.tenant_id, old_day, store=store, by="cost-center", as_of=now, session=session
+        )
+    assert [(g.cost_center, g.meter, g.quantity) for g in view.groups] == [
+        ("research", "invocations", 1),
+        ("research", "tokens", 5),
+    ]
+    groups = store.usage_groups(
+        platform.tenant_id,
+        old_day,
+        aggregations={"tokens": "max", "invocations": "count"},
+        by=("team",),
+        filters=UsageFilter(),
+        as_of=now,
+    )
+    assert [(g.team, g.meter, g.quantity, g.meter_quantity) for g in groups] == [
+        ("ds", "invocations", 1, 1),
+        ("ds", "tokens", None, None),
+    ]
