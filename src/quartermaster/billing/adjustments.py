@@ -31,6 +31,7 @@ from quartermaster.billing.models import BillingDocument, DocumentStatus, Docume
 from quartermaster.billing.periods import tenant_zone
 from quartermaster.billing.service import (
     RUN_ATTEMPTS,
+    PreparedLines,
     adjustments_of,
     compute_period,
     document_lines,
@@ -39,6 +40,7 @@ from quartermaster.billing.service import (
     get_document,
     insert_rows,
     line_values,
+    prepare_lines,
     require_admin,
 )
 from quartermaster.domain.timeutil import Period, ensure_utc, moment_text, utc_now
@@ -133,7 +135,7 @@ class AdjustmentPlan:
     run_id: str
     earlier: tuple[str, ...]  # ids of the run's adjustments it diffed against
     document: BillingDocument  # not added to any session yet
-    rows: list[dict[str, object]]
+    rows: PreparedLines
 
 
 def plan_adjustment(
@@ -191,7 +193,9 @@ def plan_adjustment(
         run_id=run.id,
         earlier=tuple(a.id for a in earlier),
         document=document,
-        rows=line_values(document, lines, corrects=corrects),
+        rows=prepare_lines(
+            line_values(document, lines, corrects=corrects), dialect=session.get_bind().dialect
+        ),
     )
 
 

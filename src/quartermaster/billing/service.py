@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Dialect, delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -254,11 +255,48 @@ def line_values(
 INSERT_BATCH = 5000
 
 
-def insert_rows(rows: Sequence[dict[str, object]], *, session: Session) -> None:
-    """Store lines' columns (line_values) with the Core insert, in batches."""
+@dataclass(frozen=True, slots=True)
+class PreparedLines:
+    """Lines' INSERT as the database driver takes it, every value already converted, so that
+    the write transaction spends no time on it (~1 s of a 40,000-line run's 2.6 s)."""
+
+    statement: str
+    params: list[Any]  # tuples (positional parameter styles) or dicts (named ones)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+def prepare_lines(rows: Sequence[dict[str, object]], *, dialect: Dialect) -> PreparedLines:
+    """The INSERT of lines' columns (line_values) compiled for `dialect` (pure)."""
     table = Base.metadata.tables[BillingLine.__tablename__]
-    for start in range(0, len(rows), INSERT_BATCH):
-        session.execute(insert(table), list(rows[start : start + INSERT_BATCH]))
+    compiled = insert(table).compile(dialect=dialect)
+    processors = {
+        column.key: processor
+        for column in table.columns
+        if (processor := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    }
+    keys = [column.key for column in table.columns]
+
+    def bound(row: Mapping[str, object]) -> dict[str, Any]:
+        return {
+            key: processors[key](row.get(key)) if key in processors else row.get(key)
+            for key in keys
+        }
+
+    order = compiled.positiontup
+    params: list[Any] = [
+        tuple(values[key] for key in order) if order else values
+        for values in (bound(row) for row in rows)
+    ]
+    return PreparedLines(str(compiled), params)
+
+
+def insert_rows(lines: PreparedLines, *, session: Session) -> None:
+    """Store prepared lines, executemany in batches."""
+    connection = session.connection()
+    for start in range(0, len(lines.params), INSERT_BATCH):
+        connection.exec_driver_sql(lines.statement, lines.params[start : start + INSERT_BATCH])
 
 
 def draft_from_row(row: BillingLine) -> LineDraft:
@@ -400,7 +438,7 @@ class RunPlan:
     seen: tuple[object, ...] | None  # the existing draft's state, None: there was no run
     document_id: str  # the existing draft's id, or the id of the new document
     computed: Computed
-    rows: list[dict[str, object]]
+    rows: PreparedLines
 
 
 def draft_state(document: BillingDocument | None) -> tuple[object, ...] | None:
@@ -471,7 +509,7 @@ def plan_run(
         seen=draft_state(existing),
         document_id=document_id,
         computed=computed,
-        rows=line_values(shape, computed.lines),
+        rows=prepare_lines(line_values(shape, computed.lines), dialect=session.get_bind().dialect),
     )
 
 
