@@ -516,6 +516,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/webhooks"): sends(
         "POST", "/v1/webhooks", lambda w: {"url": "https://a.example.com/hook"}, {201}
     ),
+    ("GET", "/v1/webhooks/{webhook_id}"): missing("GET", "/v1/webhooks/{b[webhook]}"),
     ("DELETE", "/v1/webhooks/{webhook_id}"): missing("DELETE", "/v1/webhooks/{b[webhook]}"),
     ("GET", "/v1/webhook-deliveries/{delivery_id}/attempts"): missing(
         "GET", "/v1/webhook-deliveries/{b[delivery]}/attempts"

@@ -151,7 +151,9 @@ def test_delivery_rechecks_the_destination(
             evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session, now=utc_now())
         policy = DeliveryPolicy(max_attempts=2, backoff_seconds=0.01, allow_private=False)
         with httpx.Client(timeout=5) as sender:
-            result = deliver_due(runtime.session_factory, sender, policy=policy)
+            result = deliver_due(
+                runtime.session_factory, sender, server_key=runtime.server_key, policy=policy
+            )
         assert result.retried == 1
         assert not receiver.requests
         with runtime.session_factory() as session:
@@ -170,6 +172,11 @@ def test_delivery_rechecks_the_destination(
         monkeypatch.setattr(notifier, "check_destination", lambda url, allow_private: None)
         delivery_policy = DeliveryPolicy(max_attempts=2, backoff_seconds=0.0, allow_private=False)
         with httpx.Client(timeout=5) as sender:
-            again = deliver_due(runtime.session_factory, sender, policy=delivery_policy)
+            again = deliver_due(
+                runtime.session_factory,
+                sender,
+                server_key=runtime.server_key,
+                policy=delivery_policy,
+            )
         assert again.delivered == 1
         assert len(receiver.requests) == 1

@@ -175,7 +175,12 @@ def test_high_cost_event_makes_a_preview_naming_it(
         # Through the webhook path like every alert.
         policy = DeliveryPolicy(max_attempts=1, allow_private=True)
         with httpx.Client(timeout=5) as sender:
-            assert deliver_due(runtime.session_factory, sender, policy=policy).delivered == 1
+            assert (
+                deliver_due(
+                    runtime.session_factory, sender, server_key=runtime.server_key, policy=policy
+                ).delivered
+                == 1
+            )
         payload = orjson.loads(receiver.requests[0].body)
         assert payload["kind"] == "high_cost_event"
         assert payload["details"]["preview_url"] == f"/v1/cost-previews/{made['id']}"

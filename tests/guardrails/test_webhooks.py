@@ -4,26 +4,37 @@ dead-letter list, the delivery log, the Slack-compatible payload, and the backgr
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from quartermaster.catalog.signing_keys import check_server_key
+from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.evaluator import evaluate_tenant
+from quartermaster.guardrails.models import Webhook
 from quartermaster.guardrails.notifier import DeliveryPolicy, WebhookNotifier, deliver_due
 from quartermaster.guardrails.webhooks import (
     backoff_seconds,
+    open_webhook,
+    seal_plaintext_webhooks,
     sign,
     verify_signature,
 )
-from quartermaster.runtime import Runtime
-from tests.conftest import TenantHandle
+from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.storage.base import new_id
+from quartermaster.tenancy.service import bootstrap_tenant
+from tests.conftest import TenantHandle, make_settings
 from tests.guardrails.receiver import Received, webhook_receiver
 from tests.guardrails.support import FixedSpend, World, budget, build_world, ok
 
@@ -99,18 +110,45 @@ def test_failing_receiver_is_retried_with_backoff_then_delivered(
         _spend(runtime, world, "60")
         clock.advance(1)
         factory = runtime.session_factory
-        first = deliver_due(factory, sender, policy=POLICY, now=clock)
+        first = deliver_due(
+            factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+        )
         assert (first.retried, first.delivered) == (1, 0)
         clock.advance(9.5)  # the first retry is due 10 s after the failure, not before
-        assert deliver_due(factory, sender, policy=POLICY, now=clock).attempted == 0
+        assert (
+            deliver_due(
+                factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+            ).attempted
+            == 0
+        )
         clock.advance(0.5)
-        assert deliver_due(factory, sender, policy=POLICY, now=clock).retried == 1
+        assert (
+            deliver_due(
+                factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+            ).retried
+            == 1
+        )
         clock.advance(19)  # then 20 s
-        assert deliver_due(factory, sender, policy=POLICY, now=clock).attempted == 0
+        assert (
+            deliver_due(
+                factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+            ).attempted
+            == 0
+        )
         clock.advance(1)
-        assert deliver_due(factory, sender, policy=POLICY, now=clock).delivered == 1
+        assert (
+            deliver_due(
+                factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+            ).delivered
+            == 1
+        )
         clock.advance(3600)
-        assert deliver_due(factory, sender, policy=POLICY, now=clock).attempted == 0
+        assert (
+            deliver_due(
+                factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+            ).attempted
+            == 0
+        )
     assert len(receiver.requests) == 3
     assert len({r.headers["X-QM-Delivery"] for r in receiver.requests}) == 1  # dedup key
     for request in receiver.requests:
@@ -139,9 +177,24 @@ def test_always_failing_receiver_is_dead_lettered_and_can_be_retried(
         _spend(runtime, world, "60")
         for _ in range(POLICY.max_attempts):
             clock.advance(3600)
-            deliver_due(runtime.session_factory, sender, policy=POLICY, now=clock)
+            deliver_due(
+                runtime.session_factory,
+                sender,
+                server_key=runtime.server_key,
+                policy=POLICY,
+                now=clock,
+            )
         clock.advance(3600)
-        assert deliver_due(runtime.session_factory, sender, policy=POLICY, now=clock).attempted == 0
+        assert (
+            deliver_due(
+                runtime.session_factory,
+                sender,
+                server_key=runtime.server_key,
+                policy=POLICY,
+                now=clock,
+            ).attempted
+            == 0
+        )
         assert len(receiver.requests) == POLICY.max_attempts
         dead = ok(client.get("/v1/webhook-deliveries?status=dead", headers=world.headers))
         assert len(dead) == 1
@@ -157,7 +210,16 @@ def test_always_failing_receiver_is_dead_lettered_and_can_be_retried(
         )
         assert (retried["status"], retried["attempts"]) == ("pending", 0)
         clock.advance(1)
-        assert deliver_due(runtime.session_factory, sender, policy=POLICY, now=clock).delivered == 1
+        assert (
+            deliver_due(
+                runtime.session_factory,
+                sender,
+                server_key=runtime.server_key,
+                policy=POLICY,
+                now=clock,
+            ).delivered
+            == 1
+        )
     again = client.post(f"/v1/webhook-deliveries/{dead[0]['id']}/retry", headers=world.headers)
     assert again.status_code == 409
     assert "delivered, not dead" in again.json()["error"]["message"]
@@ -174,7 +236,12 @@ def test_unreachable_receiver_logs_the_connection_error(
     _spend(runtime, world, "60")
     clock = Clock()
     clock.advance(1)
-    assert deliver_due(runtime.session_factory, sender, policy=POLICY, now=clock).retried == 1
+    assert (
+        deliver_due(
+            runtime.session_factory, sender, server_key=runtime.server_key, policy=POLICY, now=clock
+        ).retried
+        == 1
+    )
     [delivery] = ok(client.get("/v1/webhook-deliveries", headers=world.headers))
     log = ok(client.get(f"/v1/webhook-deliveries/{delivery['id']}/attempts", headers=world.headers))
     assert log[0]["status_code"] is None
@@ -194,7 +261,16 @@ def test_slack_payload_and_severity_filter(
         _spend(runtime, world, "85")  # 50 % (info) is filtered out; 80 % (warning) is sent
         clock = Clock()
         clock.advance(1)
-        assert deliver_due(runtime.session_factory, sender, policy=POLICY, now=clock).delivered == 1
+        assert (
+            deliver_due(
+                runtime.session_factory,
+                sender,
+                server_key=runtime.server_key,
+                policy=POLICY,
+                now=clock,
+            ).delivered
+            == 1
+        )
     [request] = receiver.requests
     message = orjson.loads(request.body)
     assert message["text"].startswith(":warning: Budget slacked: 80% reached")
@@ -250,3 +326,116 @@ def test_notifier_service_delivers_in_the_background(
     assert len(receiver.requests) == 2
     assert _verifies(hook["secret"], receiver.requests[1])
     assert service.status().failures == 0
+
+
+def test_a_webhooks_url_and_secret_are_stored_sealed_and_lists_show_the_host_only(
+    client: TestClient,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    sender: httpx.Client,
+    make_tenant: Callable[..., TenantHandle],
+) -> None:
+    """A Slack webhook URL's path is itself a credential: the row keeps URL and secret
+    sealed with the server key, a list shows the URL up to its host, an admin asking for one
+    webhook gets it whole, and deliveries still reach it, signed with the secret."""
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="tenant", thresholds=[50], hard_percent=1000)
+    with webhook_receiver() as receiver:
+        url = f"{receiver.url}/services/T000/B000/xoxb-secret-path"
+        hook = _hook(client, world, url)
+        assert hook["url"] == url  # the creator sees what it gave, and the secret once
+        with runtime.session_factory() as session:
+            row = session.get(Webhook, hook["id"])
+            assert row is not None
+            assert (row.url, row.secret) == ("", "")
+            assert row.sealed_url is not None
+            assert row.sealed_secret is not None
+            assert b"xoxb-secret-path" not in row.sealed_url
+            assert hook["secret"].encode() not in row.sealed_secret
+        [listed] = ok(client.get("/v1/webhooks", headers=world.headers))
+        host = urlsplit(receiver.url).netloc
+        assert listed["url"] == f"http://{host}/..."
+        one = ok(client.get(f"/v1/webhooks/{hook['id']}", headers=world.headers))
+        assert one["url"] == url
+        assert "secret" not in one
+        other = make_tenant()
+        missing = client.get(f"/v1/webhooks/{hook['id']}", headers=other.headers)
+        assert missing.status_code == 404, missing.text
+        _spend(runtime, world, "60")
+        clock = Clock()
+        clock.advance(1)
+        result = deliver_due(
+            runtime.session_factory,
+            sender,
+            server_key=runtime.server_key,
+            policy=POLICY,
+            now=clock,
+        )
+        assert result.delivered == 1
+    [request] = receiver.requests
+    assert verify_signature(
+        hook["secret"],
+        timestamp=request.headers["X-QM-Timestamp"],
+        body=request.body,
+        signature=request.headers["X-QM-Signature"],
+        now=time.time(),
+    )
+
+
+def test_plaintext_webhooks_from_before_sealing_are_sealed_once(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """A webhook stored before migration 0019g (URL and secret in plaintext) is sealed at
+    the server's start and its plaintext emptied; sealing again changes nothing."""
+    url = "https://hooks.example.com/services/T1/B1/plain-path"
+    with runtime.session_factory() as session:
+        session.add(Webhook(id=new_id(), tenant_id=tenant.tenant_id, url=url, secret="s" * 32))
+        session.commit()
+    key, factory = runtime.server_key, runtime.session_factory
+    assert seal_plaintext_webhooks(server_key=key, session_factory=factory) >= 1
+    with runtime.session_factory() as session:
+        [row] = session.scalars(select(Webhook).where(Webhook.tenant_id == tenant.tenant_id))
+        assert (row.url, row.secret) == ("", "")
+        opened = open_webhook(row, server_key=key)
+        assert (opened.url, opened.secret) == (url, "s" * 32)
+        sealed = row.sealed_url
+    seal_plaintext_webhooks(server_key=key, session_factory=factory)
+    with runtime.session_factory() as session:
+        again = session.get(Webhook, row.id)
+        assert again is not None
+        assert again.sealed_url == sealed
+
+
+def test_a_server_key_that_cannot_open_the_webhooks_is_refused(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    """A plaintext webhook is sealed by the notifier's first pass; a server whose key cannot
+    open it is refused at start, naming the key file and the webhooks."""
+    settings = make_settings(tmp_path / "qm", fresh_db_url, pipeline_enabled=False)
+    rt = build_runtime(settings, migrate=False)
+    try:
+        with rt.session_factory() as session:
+            bootstrap_tenant("acme", session=session)
+            hook = Webhook(id=new_id(), tenant_id="acme", url="https://x.example/h", secret="s")
+            session.add(hook)
+            session.commit()
+        notifier = WebhookNotifier(rt)
+        notifier.run_once()  # the server's start: the notifier's first pass seals it
+        notifier.close()
+        with rt.session_factory() as session:
+            row = session.get(Webhook, hook.id)
+            assert row is not None
+            assert row.sealed_secret is not None
+            assert (row.url, row.secret) == ("", "")
+        check_server_key(rt.server_key, session_factory=rt.session_factory, key_source="mine")
+        with pytest.raises(ConfigurationError) as refused:
+            check_server_key(
+                os.urandom(len(rt.server_key)),
+                session_factory=rt.session_factory,
+                key_source="other.key",
+            )
+        assert "the server key other.key is not the one this database's webhooks" in str(
+            refused.value
+        )
+    finally:
+        rt.close()

@@ -171,9 +171,9 @@ def check_server_key(
     server_key: bytes, *, session_factory: sessionmaker[Session], key_source: str
 ) -> None:
     """Raise ConfigurationError when this data dir's server key is not the database's: not the
-    one its app signing keys are sealed with, or not the one its first server recorded
-    (storage/key_checks.py). A second server given a fresh `qm init` on a shared database had
-    started, and answered every signed event and key read with a 500."""
+    one its app signing keys or its webhooks are sealed with, or not the one its first server
+    recorded (storage/key_checks.py). A second server given a fresh `qm init` on a shared
+    database had started, and answered every signed event and key read with a 500."""
     advice = (
         "every server of one database needs the same server.key, root keys and "
         "identity-ed25519.pem; copy them from the data dir of the server that created the "
@@ -192,6 +192,13 @@ def check_server_key(
                 f"the server key {key_source} is not the one this database's app signing keys "
                 f"are sealed with: {advice}"
             ) from None
+    from quartermaster.guardrails.webhooks import check_webhooks_open
+
+    if not check_webhooks_open(server_key, session_factory=session_factory):
+        raise ConfigurationError(
+            f"the server key {key_source} is not the one this database's webhooks (their URLs "
+            f"and signing secrets) are sealed with: {advice}"
+        )
     mine = check_value(server_key, "server")
     if claim_key("server", None, mine, session_factory=session_factory).check_value != mine:
         raise ConfigurationError(

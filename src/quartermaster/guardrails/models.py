@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -205,14 +206,20 @@ class RateLimitRule(Base):
 
 
 class Webhook(Base):
-    """Where alerts go. The secret signs each body (HMAC-SHA256); `format` json or slack."""
+    """Where alerts go. The secret signs each body (HMAC-SHA256); `format` json or slack. The
+    URL (Slack's path is itself a credential) and the secret are stored sealed."""
 
     __tablename__ = "guardrail_webhooks"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
-    url: Mapped[str] = mapped_column(String(2000))
-    secret: Mapped[str] = mapped_column(String(128))
+    # Plaintext of rows made before migration 0019g: sealed at server start, then emptied
+    # (""); dropped in a later release. New rows keep only the sealed columns.
+    url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # AES-256-GCM with a key derived from the server key (catalog/sealing.py), bound to `id`
+    sealed_url: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sealed_secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     format: Mapped[str] = mapped_column(String(16), default="json")
     min_severity: Mapped[str] = mapped_column(String(16), default="info")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -34,6 +34,8 @@ from quartermaster.guardrails.webhooks import (
     alert_payload,
     backoff_seconds,
     encode_payload,
+    open_secrets,
+    seal_plaintext_webhooks,
     sign,
 )
 from quartermaster.runtime import Runtime
@@ -74,7 +76,9 @@ class PassResult:
         return self.delivered + self.retried + self.dead
 
 
-def _claim(session: Session, policy: DeliveryPolicy, now: datetime, limit: int) -> list[_Job]:
+def _claim(
+    session: Session, policy: DeliveryPolicy, now: datetime, limit: int, *, server_key: bytes
+) -> list[_Job]:
     due = session.execute(
         select(Delivery.id, Delivery.attempts)
         .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
@@ -101,14 +105,26 @@ def _claim(session: Session, policy: DeliveryPolicy, now: datetime, limit: int) 
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another notifier took it
         row = session.execute(
-            select(Delivery.tenant_id, Webhook.url, Webhook.secret, Webhook.format, Alert)
+            select(
+                Delivery.tenant_id,
+                Webhook.id,
+                Webhook.url,
+                Webhook.secret,
+                Webhook.sealed_url,
+                Webhook.sealed_secret,
+                Webhook.format,
+                Alert,
+            )
             .join(Webhook, Webhook.id == Delivery.webhook_id)
             .join(Alert, Alert.id == Delivery.alert_id)
             .where(Delivery.id == delivery_id)
         ).first()
         if row is None:  # deleted with its webhook meanwhile
             continue
-        tenant_id, url, secret, fmt, alert = row
+        tenant_id, hook_id, plain_url, plain_secret, sealed_url, sealed_secret, fmt, alert = row
+        url, secret = open_secrets(
+            hook_id, sealed_url, sealed_secret, (plain_url, plain_secret), server_key=server_key
+        )
         body = encode_payload(alert_payload(alert, fmt))
         jobs.append(_Job(delivery_id, tenant_id, attempts + 1, url, secret, body, alert.kind))
     session.rollback()
@@ -206,11 +222,13 @@ def deliver_due(
     now: Callable[[], datetime] = utc_now,
     clock: Callable[[], float] = time.time,
     limit: int = BATCH,
+    server_key: bytes,
 ) -> PassResult:
-    """Send every delivery due now (up to `limit`); each outcome is committed as it lands."""
+    """Send every delivery due now (up to `limit`); each outcome is committed as it lands.
+    Each webhook's URL and secret are unsealed with `server_key` for its send."""
     result = PassResult()
     with session_factory() as session:
-        jobs = _claim(session, policy, now(), limit)
+        jobs = _claim(session, policy, now(), limit, server_key=server_key)
     for job in jobs:
         outcome = _send(client, job, clock, allow_private=policy.allow_private)
         with session_factory() as session:
@@ -240,6 +258,7 @@ class WebhookNotifier(BackgroundService):
             allow_private=settings.webhook_allow_private,
         )
         self._client: httpx.Client | None = None
+        self._sealed = False
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -247,7 +266,20 @@ class WebhookNotifier(BackgroundService):
         return self._client
 
     def run_once(self) -> bool:
-        result = deliver_due(self.runtime.session_factory, self._http(), policy=self.policy)
+        runtime = self.runtime
+        if not self._sealed:  # the server's start: rows made before 0019g are sealed now
+            count = seal_plaintext_webhooks(
+                server_key=runtime.server_key, session_factory=runtime.session_factory
+            )
+            if count:
+                logger.info("sealed the URL and secret of %d webhooks", count)
+            self._sealed = True
+        result = deliver_due(
+            runtime.session_factory,
+            self._http(),
+            policy=self.policy,
+            server_key=runtime.server_key,
+        )
         if result.dead:
             logger.warning("%d webhook deliveries dead-lettered", result.dead)
         return result.attempted >= BATCH

@@ -25,7 +25,7 @@ from quartermaster.guardrails.alerts import ALERT_KINDS, alert_details, list_ale
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.history import list_actions
-from quartermaster.guardrails.models import Alert, Quota
+from quartermaster.guardrails.models import Alert, Quota, Webhook
 from quartermaster.guardrails.quantities import format_quantity
 from quartermaster.guardrails.schemas import (
     ActionOut,
@@ -327,23 +327,52 @@ def release_decision(decision_id: str, caller: Ingester, session: SessionDep) ->
 def create_webhook(
     body: WebhookIn, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
 ) -> WebhookCreatedOut:
-    hook = webhooks.create_webhook(
+    made = webhooks.create_webhook(
         caller,
         body.url,
         fmt=body.format,
         min_severity=body.min_severity,
         secret=body.secret,
         allow_private=runtime.settings.webhook_allow_private,
+        server_key=runtime.server_key,
         session=session,
     )
-    return WebhookCreatedOut.model_validate(hook)
+    return WebhookCreatedOut(**_webhook_fields(made.hook, made.url), secret=made.secret)
 
 
-# Admin only: a webhook URL (e.g. Slack's) is itself a credential.
+def _webhook_fields(hook: Webhook, url: str) -> dict[str, object]:
+    return {
+        "id": hook.id,
+        "url": url,
+        "format": hook.format,
+        "min_severity": hook.min_severity,
+        "created_at": hook.created_at,
+    }
+
+
+# Admin only: a webhook URL (e.g. Slack's) is itself a credential; lists show it up to the
+# host, one webhook asked by its id shows it whole.
 @router.get("/v1/webhooks", response_model=list[WebhookOut], summary="Webhooks")
-def get_webhooks(caller: AdminCaller, session: SessionDep) -> list[WebhookOut]:
+def get_webhooks(
+    caller: AdminCaller, runtime: RuntimeDep, session: ReadSessionDep
+) -> list[WebhookOut]:
     rows = webhooks.list_webhooks(caller.tenant_id, session=session)
-    return [WebhookOut.model_validate(r) for r in rows]
+    opened = [webhooks.open_webhook(r, server_key=runtime.server_key) for r in rows]
+    return [WebhookOut(**_webhook_fields(o.hook, webhooks.redact_url(o.url))) for o in opened]
+
+
+@router.get(
+    "/v1/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    summary="One webhook, with its whole URL (admin)",
+)
+def get_webhook(
+    webhook_id: str, caller: AdminCaller, runtime: RuntimeDep, session: ReadSessionDep
+) -> WebhookOut:
+    made = webhooks.get_webhook(
+        caller.tenant_id, webhook_id, server_key=runtime.server_key, session=session
+    )
+    return WebhookOut(**_webhook_fields(made.hook, made.url))
 
 
 @router.delete("/v1/webhooks/{webhook_id}", status_code=204, summary="Delete a webhook")

@@ -13,20 +13,24 @@ import enum
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from quartermaster.catalog.sealing import seal, unseal
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, alert_details
 from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.destinations import DestinationRefused, check_destination
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
+from quartermaster.storage.base import new_id
 from quartermaster.tenancy.service import AuthContext
 
 SIGNATURE_HEADER = "X-QM-Signature"
@@ -34,6 +38,9 @@ TIMESTAMP_HEADER = "X-QM-Timestamp"
 DELIVERY_HEADER = "X-QM-Delivery"
 EVENT_HEADER = "X-QM-Alert-Kind"
 SIGNATURE_VERSION = "v1"
+# Sealing purposes (HKDF info) of a webhook's URL and signing secret.
+URL_PURPOSE = b"qm-webhook-url-v1"
+SECRET_PURPOSE = b"qm-webhook-secret-v1"
 DEFAULT_TOLERANCE_SECONDS = 300
 MAX_BACKOFF_SECONDS = 3600.0
 SEVERITY_ICON = {
@@ -150,6 +157,60 @@ def _check_url(url: str, *, allow_private: bool) -> str:
     return url
 
 
+@dataclass(frozen=True, slots=True)
+class OpenWebhook:
+    """A webhook with its URL and secret unsealed (the row keeps them sealed)."""
+
+    hook: Webhook
+    url: str
+    secret: str
+
+
+def _seal(value: str, hook_id: str, purpose: bytes, server_key: bytes) -> bytes:
+    return seal(value.encode(), server_key=server_key, purpose=purpose, context=hook_id.encode())
+
+
+def open_secrets(
+    hook_id: str,
+    sealed_url: bytes | None,
+    sealed_secret: bytes | None,
+    plain: tuple[str | None, str | None],
+    *,
+    server_key: bytes,
+) -> tuple[str, str]:
+    """(url, secret) of a webhook row: unsealed, or the plaintext of a row made before
+    the sealed columns and not sealed yet (the server seals those at start)."""
+    url, secret = plain[0] or "", plain[1] or ""
+    context = hook_id.encode()
+    if sealed_url is not None:
+        url = unseal(
+            sealed_url, server_key=server_key, purpose=URL_PURPOSE, context=context
+        ).decode()
+    if sealed_secret is not None:
+        raw = unseal(sealed_secret, server_key=server_key, purpose=SECRET_PURPOSE, context=context)
+        secret = raw.decode()
+    return url, secret
+
+
+def open_webhook(hook: Webhook, *, server_key: bytes) -> OpenWebhook:
+    url, secret = open_secrets(
+        hook.id, hook.sealed_url, hook.sealed_secret, (hook.url, hook.secret), server_key=server_key
+    )
+    return OpenWebhook(hook, url, secret)
+
+
+def redact_url(url: str) -> str:
+    """The URL up to its host (and port): a Slack webhook's path is the credential. Pure."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    shown = f"{parts.scheme}://{host}"
+    return f"{shown}/..." if (parts.path not in ("", "/") or parts.query) else shown
+
+
 def create_webhook(
     caller: AuthContext,
     url: str,
@@ -158,10 +219,12 @@ def create_webhook(
     min_severity: str = Severity.INFO,
     secret: str | None = None,
     allow_private: bool = False,
+    server_key: bytes,
     session: Session,
-) -> Webhook:
+) -> OpenWebhook:
     """A new webhook; its signing secret is generated unless given (then at least 16 chars).
-    A URL reaching a non-public address is refused unless `allow_private` (destinations.py)."""
+    A URL reaching a non-public address is refused unless `allow_private` (destinations.py).
+    The URL and the secret are stored sealed with `server_key`."""
     if fmt not in {f.value for f in WebhookFormat}:
         raise InvalidInputError(f"format {fmt!r} is not json or slack", field="format")
     if min_severity not in {s.value for s in Severity}:
@@ -171,21 +234,84 @@ def create_webhook(
         )
     if secret is not None and not 16 <= len(secret) <= 128:
         raise InvalidInputError("secret must be 16 to 128 characters", field="secret")
+    checked = _check_url(url, allow_private=allow_private)
+    signing = secret or secrets.token_urlsafe(32)
+    hook_id = new_id()
     hook = Webhook(
+        id=hook_id,
         tenant_id=caller.tenant_id,
-        url=_check_url(url, allow_private=allow_private),
-        secret=secret or secrets.token_urlsafe(32),
+        url="",
+        secret="",
+        sealed_url=_seal(checked, hook_id, URL_PURPOSE, server_key),
+        sealed_secret=_seal(signing, hook_id, SECRET_PURPOSE, server_key),
         format=fmt,
         min_severity=min_severity,
     )
     session.add(hook)
     session.commit()
-    return hook
+    return OpenWebhook(hook, checked, signing)
 
 
 def list_webhooks(tenant_id: str, *, session: Session) -> list[Webhook]:
     query = select(Webhook).where(Webhook.tenant_id == tenant_id).order_by(Webhook.created_at)
     return list(session.scalars(query))
+
+
+def get_webhook(
+    tenant_id: str, webhook_id: str, *, server_key: bytes, session: Session
+) -> OpenWebhook:
+    """One webhook with its URL unsealed (admins only: the URL may be a credential)."""
+    return open_webhook(_webhook(tenant_id, webhook_id, session=session), server_key=server_key)
+
+
+def seal_plaintext_webhooks(*, server_key: bytes, session_factory: sessionmaker[Session]) -> int:
+    """Seal the URL and secret of every webhook still holding them in plaintext (rows made
+    before migration 0019g) and empty the plaintext columns; how many were sealed. Run at
+    server start (a migration cannot read the server key); idempotent, one short write
+    transaction per row, and safe to race (a row sealed meanwhile is left alone)."""
+    with session_factory() as session:
+        ids = list(
+            session.scalars(
+                select(Webhook.id).where(
+                    or_(Webhook.sealed_url.is_(None), Webhook.sealed_secret.is_(None))
+                )
+            )
+        )
+    sealed = 0
+    for hook_id in ids:
+        with session_factory() as session:
+            hook = session.get(Webhook, hook_id)
+            if hook is None or (hook.sealed_url is not None and hook.sealed_secret is not None):
+                continue
+            if hook.sealed_url is None:
+                hook.sealed_url = _seal(hook.url or "", hook_id, URL_PURPOSE, server_key)
+            if hook.sealed_secret is None:
+                hook.sealed_secret = _seal(hook.secret or "", hook_id, SECRET_PURPOSE, server_key)
+            hook.url = ""
+            hook.secret = ""
+            session.commit()
+            sealed += 1
+    return sealed
+
+
+def check_webhooks_open(server_key: bytes, *, session_factory: sessionmaker[Session]) -> bool:
+    """Whether `server_key` opens this database's sealed webhooks (True when none is)."""
+    with session_factory() as session:
+        row = session.execute(
+            select(Webhook.id, Webhook.sealed_secret)
+            .where(Webhook.sealed_secret.is_not(None))
+            .limit(1)
+        ).first()
+    if row is None:
+        return True
+    hook_id, sealed = row
+    if sealed is None:
+        return True
+    try:
+        unseal(sealed, server_key=server_key, purpose=SECRET_PURPOSE, context=hook_id.encode())
+    except InvalidTag:
+        return False
+    return True
 
 
 def _webhook(tenant_id: str, webhook_id: str, *, session: Session) -> Webhook:
