@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from quartermaster.api.deps import AdminCaller, Reader, SessionDep
+from quartermaster.api.deps import AdminCaller, Reader, ReadSessionDep, SessionDep
 from quartermaster.guardrails import caps, previews
 from quartermaster.guardrails.defaults_schemas import (
     CostPreviewOut,
@@ -33,7 +33,7 @@ def put_default_cap(body: DefaultCapIn, caller: AdminCaller, session: SessionDep
 
 
 @router.get("/v1/default-caps", response_model=list[DefaultCapOut], summary="Default hard caps")
-def get_default_caps(caller: Reader, session: SessionDep) -> list[DefaultCapOut]:
+def get_default_caps(caller: Reader, session: ReadSessionDep) -> list[DefaultCapOut]:
     rows = caps.list_default_caps(caller.tenant_id, session=session)
     return [DefaultCapOut.model_validate(r) for r in rows]
 
@@ -61,7 +61,7 @@ def _settings(row: GuardrailSettings | None) -> GuardrailSettingsOut:
     response_model=GuardrailSettingsOut,
     summary="The tenant's guardrail settings",
 )
-def get_guardrail_settings(caller: Reader, session: SessionDep) -> GuardrailSettingsOut:
+def get_guardrail_settings(caller: Reader, session: ReadSessionDep) -> GuardrailSettingsOut:
     return _settings(previews.get_guardrail_settings(caller.tenant_id, session=session))
 
 
@@ -100,7 +100,7 @@ def _preview(row: CostPreview, caller: AuthContext) -> CostPreviewOut:
 )
 def get_cost_previews(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     app: Annotated[str | None, Query(description="Only previews of this app (its slug).")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many, newest first.")] = 50,
 ) -> list[CostPreviewOut]:
@@ -113,5 +113,5 @@ def get_cost_previews(
     response_model=CostPreviewOut,
     summary="One preview invoice made after a high-cost hour",
 )
-def get_cost_preview(preview_id: str, caller: Reader, session: SessionDep) -> CostPreviewOut:
+def get_cost_preview(preview_id: str, caller: Reader, session: ReadSessionDep) -> CostPreviewOut:
     return _preview(previews.get_preview(caller, preview_id, session=session), caller)

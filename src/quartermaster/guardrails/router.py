@@ -85,7 +85,7 @@ def create_budget(body: BudgetIn, caller: AdminCaller, session: SessionDep) -> B
 
 
 @router.get("/v1/budgets", response_model=list[BudgetOut], summary="The tenant's budgets")
-def get_budgets(caller: Reader, session: SessionDep) -> list[BudgetOut]:
+def get_budgets(caller: Reader, session: ReadSessionDep) -> list[BudgetOut]:
     view = _view(caller, session)
     rows = budgets.list_budgets(caller.tenant_id, session=session, view=view)
     return [BudgetOut.model_validate(b) for b in rows]
@@ -119,7 +119,7 @@ def evaluate_budgets(
 
 
 @router.get("/v1/enforcements", response_model=list[EnforcementOut], summary="Throttles, halts")
-def get_enforcements(caller: Reader, session: SessionDep) -> list[EnforcementOut]:
+def get_enforcements(caller: Reader, session: ReadSessionDep) -> list[EnforcementOut]:
     view = _view(caller, session)
     rows = enforcement.list_enforcements(caller.tenant_id, session=session, view=view)
     return [EnforcementOut.model_validate(r) for r in rows]
@@ -143,7 +143,7 @@ def lift_enforcement(
 )
 def get_actions(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[
         int, Query(ge=1, le=1000, description="At most this many, newest first.")
     ] = 100,
@@ -168,7 +168,7 @@ def _alert(alert: Alert) -> AlertOut:
 @router.get("/v1/alerts", response_model=list[AlertOut], summary="Alerts, newest first")
 def get_alerts(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     kind: Annotated[
         Annotated[str, one_of(ALERT_KINDS)] | None,
         Query(description="Only alerts of this kind (default: every kind)."),
@@ -204,7 +204,7 @@ def put_quota(body: QuotaIn, caller: AdminCaller, session: SessionDep) -> QuotaO
 
 
 @router.get("/v1/quotas", response_model=list[QuotaOut], summary="Quotas with current use")
-def get_quotas(caller: Reader, session: SessionDep) -> list[QuotaOut]:
+def get_quotas(caller: Reader, session: ReadSessionDep) -> list[QuotaOut]:
     view = _view(caller, session)
     return [_quota(q) for q in quotas.list_quotas(caller.tenant_id, session=session, view=view)]
 
@@ -230,7 +230,7 @@ def put_limit_range(body: LimitRangeIn, caller: AdminCaller, session: SessionDep
 
 
 @router.get("/v1/limit-ranges", response_model=list[LimitRangeOut], summary="Limit ranges")
-def get_limit_ranges(caller: Reader, session: SessionDep) -> list[LimitRangeOut]:
+def get_limit_ranges(caller: Reader, session: ReadSessionDep) -> list[LimitRangeOut]:
     view = _view(caller, session)
     rows = quotas.list_limit_ranges(caller.tenant_id, session=session, view=view)
     return [LimitRangeOut.model_validate(r) for r in rows]
@@ -248,7 +248,7 @@ def put_rate_limit(
 
 
 @router.get("/v1/rate-limits", response_model=list[RateLimitOut], summary="Rate limits")
-def get_rate_limits(caller: Reader, session: SessionDep) -> list[RateLimitOut]:
+def get_rate_limits(caller: Reader, session: ReadSessionDep) -> list[RateLimitOut]:
     view = _view(caller, session)
     rows = rate_rules.list_rate_limits(caller.tenant_id, session=session, view=view)
     return [RateLimitOut.model_validate(r) for r in rows]
@@ -304,7 +304,7 @@ def post_decision(
 
 
 @router.get("/v1/decisions/{decision_id}", response_model=ReservationOut, summary="A decision")
-def get_decision(decision_id: str, caller: Ingester, session: SessionDep) -> ReservationOut:
+def get_decision(decision_id: str, caller: Ingester, session: ReadSessionDep) -> ReservationOut:
     row = quotas.get_reservation(caller, decision_id, session=session)
     return ReservationOut.model_validate(row)
 
@@ -388,7 +388,7 @@ def delete_webhook(webhook_id: str, caller: AdminCaller, session: SessionDep) ->
 )
 def get_deliveries(
     caller: AdminCaller,
-    session: SessionDep,
+    session: ReadSessionDep,
     status: Annotated[
         Annotated[str, one_of(webhooks.DeliveryStatus)] | None,
         Query(description="Only deliveries in this state; dead: the dead-letter list."),
@@ -412,7 +412,7 @@ def get_deliveries(
     summary="The delivery log of one delivery",
 )
 def get_delivery_attempts(
-    delivery_id: str, caller: AdminCaller, session: SessionDep
+    delivery_id: str, caller: AdminCaller, session: ReadSessionDep
 ) -> list[DeliveryAttemptOut]:
     rows = webhooks.delivery_attempts(caller.tenant_id, delivery_id, session=session)
     return [DeliveryAttemptOut.model_validate(r) for r in rows]
