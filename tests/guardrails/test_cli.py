@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
+from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.runtime import Runtime
 from tests.conftest import LiveServer, TenantHandle
@@ -135,3 +136,39 @@ def test_webhook_commands(
     assert "status 'lost' is not" in qm("alerts", "deliveries", "--status", "lost", expect=1).output
     qm("alerts", "deliveries", "--status", "dead")
     assert f"deleted webhook {hook_id}" in qm("alerts", "webhook-delete", hook_id).output
+
+
+def test_alerts_list_pages_with_after_and_all(
+    runtime: Runtime,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with runtime.session_factory() as session:
+        for n in range(7):
+            raise_alert(
+                session,
+                tenant_id=tenant.tenant_id,
+                kind="budget_threshold",
+                severity=Severity.INFO,
+                dedup_key=f"k{n}",
+                title=f"alert-{n}",
+                message="m",
+                details={"scope_kind": "team" if n % 2 else "app", "scope": "web"},
+                at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=n),
+            )
+        session.commit()
+    qm = make_qm(live_server, tenant, monkeypatch)
+
+    first = qm("alerts", "list", "--limit", "2", "--scope", "team:web").output
+    assert re.findall(r"alert-\d", first) == ["alert-5", "alert-3"]
+    cursor = re.search(r"more: qm alerts list --scope team:web --after (\w+) \(or --all\)", first)
+    assert cursor is not None
+    last = qm("alerts", "list", "--limit", "2", "--scope", "team:web", "--after", cursor[1])
+    assert re.findall(r"alert-\d", last.output) == ["alert-1"]
+    assert "more:" not in last.output
+    every = qm("alerts", "list", "--all").output
+    assert re.findall(r"alert-\d", every) == [f"alert-{n}" for n in reversed(range(7))]
+    assert "more:" not in every
+    bad = qm("alerts", "list", "--after", "nope", expect=1).output
+    assert "after 'nope' is not one of this tenant's alerts" in " ".join(bad.split())

@@ -11,7 +11,9 @@ from rich.markup import escape
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    api_client,
     cell_text,
+    check,
     counted,
     data_table,
     drop_none,
@@ -307,21 +309,45 @@ def rate_limit_delete(
 # --- alerts, enforcements, the action log -------------------------------------------------
 
 
+# Alerts per request with --all (the API's largest page).
+ALERTS_PAGE = 1000
+
+
 @alerts_app.command("list")
 def alerts_list(
     kind: Annotated[
         str | None, typer.Option(help="budget_threshold | default_cap | anomaly | high_cost_event")
     ] = None,
+    scope: Annotated[
+        str | None,
+        typer.Option(help="Only alerts about this: team:NAME, app:NAME, cost_center:NAME, tenant."),
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    after: Annotated[
+        str | None, typer.Option(help="Alerts after this one (the previous page's footer).")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every alert, page by page (ignores --limit).")
+    ] = False,
     details: Annotated[
         bool, typer.Option("--details", help="Also print each alert's details.")
     ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Alerts, newest first."""
-    params = drop_none({"kind": kind, "limit": limit})
-    rows = request("GET", "/v1/alerts", params=params, url=url, api_key=api_key)
+    """Alerts, newest first; the footer says how to read the next page."""
+    params = drop_none(
+        {"kind": kind, "scope": scope, "after": after, "limit": ALERTS_PAGE if every else limit}
+    )
+    rows: list[dict[str, Any]] = []
+    with api_client(url=url, api_key=api_key) as client:
+        while True:
+            response = client.get("/v1/alerts", params=params)
+            rows.extend(check(response, console=err()))
+            cursor = response.headers.get("X-Next-After")
+            if cursor is None or not every:
+                break
+            params["after"] = cursor
     # The title and its message in one column, the title on top: as two columns each got a
     # fifth of an 80-column terminal and folded into a dozen lines.
     table = data_table(("created_at", "severity", "kind", "alert"), title="alerts")
@@ -332,6 +358,9 @@ def alerts_list(
     if details:
         for row in rows:
             out().print(f"{row['id']} {json.dumps(row['details'], sort_keys=True)}", markup=False)
+    if cursor is not None:
+        same = "".join(f" --{name} {params[name]}" for name in ("kind", "scope") if name in params)
+        out().print(f"more: qm alerts list{same} --after {cursor} (or --all)", markup=False)
 
 
 @alerts_app.command("scan")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
-from quartermaster.guardrails.common import insert_once
+from quartermaster.guardrails.common import ScopeKind, insert_once
 from quartermaster.guardrails.models import Alert, Delivery, Webhook
 from quartermaster.guardrails.visibility import MemberView, alert_scope
 from quartermaster.storage.base import new_id
@@ -80,38 +81,94 @@ def raise_alert(
     return alert_id
 
 
+@dataclass(frozen=True)
+class AlertPage:
+    """A page of alerts, newest first, and the cursor of the next (None: this is the last)."""
+
+    alerts: list[Alert]
+    next_after: str | None
+
+
+def parse_alert_scope(text: str) -> tuple[str, str]:
+    """`team:web`, `app:x`, `cost_center:cc` or `tenant` as (kind, scope), the way an alert
+    names what it is about (`alert_scope`). Pure."""
+    kind, _, scope = text.partition(":")
+    kinds = [k.value for k in ScopeKind]
+    if kind not in kinds or (kind == ScopeKind.TENANT) != (scope == ""):
+        raise InvalidInputError(
+            f"scope {text!r} is not KIND:NAME (e.g. team:web, app:where2eat) or tenant; "
+            f"KIND is one of: {', '.join(kinds)}",
+            field="scope",
+        )
+    return kind, scope
+
+
 def list_alerts(
     tenant_id: str,
     *,
     session: Session,
     kind: str | None = None,
+    scope: tuple[str, str] | None = None,
+    after: str | None = None,
     limit: int = 100,
     view: MemberView | None = None,
-) -> list[Alert]:
-    """Newest first; with a team-member's `view`, those about its team or its apps only
-    (read in pages, as the scope is in the details)."""
-    query = select(Alert).where(Alert.tenant_id == tenant_id)
+) -> AlertPage:
+    """Newest first, from after the alert `after` (a previous page's `next_after`); only
+    those about `scope`, and with a team-member's `view` those about its team or its apps
+    (read in batches, as the scope is in the details)."""
     if kind is not None and kind not in ALERT_KINDS:
         raise InvalidInputError(
             f"kind {kind!r} is not one of: {', '.join(ALERT_KINDS)}", field="kind"
         )
+    query = select(Alert).where(Alert.tenant_id == tenant_id)
     if kind is not None:
         query = query.where(Alert.kind == kind)
     query = query.order_by(Alert.created_at.desc(), Alert.id)
-    if view is None:
-        return list(session.scalars(query.limit(limit)))
+    cursor = _cursor(tenant_id, after, session=session)
+
+    def wanted(alert: Alert) -> bool:
+        about = alert_scope(alert.kind, alert_details(alert))
+        if scope is not None and about != scope:
+            return False
+        return view is None or (about is not None and view.sees_scope(*about))
+
     found: list[Alert] = []
-    page, offset = max(limit, 200), 0
-    while len(found) < limit:
-        rows = list(session.scalars(query.offset(offset).limit(page)))
-        for alert in rows:
-            scope = alert_scope(alert.kind, alert_details(alert))
-            if scope is not None and view.sees_scope(*scope):
-                found.append(alert)
-        if len(rows) < page:
+    batch = limit + 1 if view is None and scope is None else max(limit + 1, 500)
+    while len(found) <= limit:
+        rows = list(session.scalars(_after(query, cursor).limit(batch)))
+        found.extend(alert for alert in rows if wanted(alert))
+        if len(rows) < batch:
             break
-        offset += page
-    return found[:limit]
+        cursor = (rows[-1].created_at, rows[-1].id)
+    more = len(found) > limit
+    return AlertPage(found[:limit], found[limit - 1].id if more else None)
+
+
+def _cursor(tenant_id: str, after: str | None, *, session: Session) -> tuple[datetime, str] | None:
+    """The position of the alert `after` (None: from the newest); an id that is not one of
+    the tenant's alerts is a 422 naming `after`."""
+    if after is None:
+        return None
+    row = session.execute(
+        select(Alert.created_at, Alert.id).where(Alert.tenant_id == tenant_id, Alert.id == after)
+    ).first()
+    if row is None:
+        raise InvalidInputError(
+            f"after {after!r} is not one of this tenant's alerts: pass the X-Next-After of "
+            "the previous page",
+            field="after",
+        )
+    return row[0], row[1]
+
+
+def _after(query: Select[Alert], cursor: tuple[datetime, str] | None) -> Select[Alert]:
+    """Rows past `cursor` in the newest-first (created_at desc, id) order."""
+    if cursor is None:
+        return query
+    at, alert_id = cursor
+    return query.where(
+        or_(Alert.created_at < at, and_(Alert.created_at == at, Alert.id > alert_id))
+    )
 
 
 def alert_details(alert: Alert) -> dict[str, Any]:

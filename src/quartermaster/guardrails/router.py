@@ -21,7 +21,12 @@ from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
 from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
-from quartermaster.guardrails.alerts import ALERT_KINDS, alert_details, list_alerts
+from quartermaster.guardrails.alerts import (
+    ALERT_KINDS,
+    alert_details,
+    list_alerts,
+    parse_alert_scope,
+)
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.history import list_actions
@@ -165,21 +170,67 @@ def _alert(alert: Alert) -> AlertOut:
     )
 
 
-@router.get("/v1/alerts", response_model=list[AlertOut], summary="Alerts, newest first")
+# The cursor of the next page travels in a header, so the body stays the bare list it was.
+NEXT_AFTER_HEADER = "X-Next-After"
+
+
+@router.get(
+    "/v1/alerts",
+    response_model=list[AlertOut],
+    summary="Alerts, newest first (page with after=X-Next-After)",
+    responses={
+        200: {
+            "description": "A page of alerts, newest first.",
+            "headers": {
+                NEXT_AFTER_HEADER: {
+                    "description": "Pass as `after` for the next page; absent on the last.",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    },
+)
 def get_alerts(
     caller: Reader,
     session: ReadSessionDep,
+    response: Response,
     kind: Annotated[
         Annotated[str, one_of(ALERT_KINDS)] | None,
         Query(description="Only alerts of this kind (default: every kind)."),
+    ] = None,
+    scope: Annotated[
+        str | None,
+        Query(
+            description="Only alerts about this scope: team:NAME, app:NAME, "
+            "cost_center:NAME or tenant.",
+            max_length=200,
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Alerts after this one (the previous page's X-Next-After header).",
+            max_length=64,
+        ),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=1000, description="At most this many, newest first.")
     ] = 100,
 ) -> list[AlertOut]:
     view = _view(caller, session)
-    rows = list_alerts(caller.tenant_id, kind=kind, limit=limit, session=session, view=view)
-    return [_alert(a) for a in rows]
+    about = parse_alert_scope(scope) if scope is not None else None
+    page = list_alerts(
+        caller.tenant_id,
+        kind=kind,
+        scope=about,
+        after=after,
+        limit=limit,
+        session=session,
+        view=view,
+    )
+    if page.next_after is not None:
+        response.headers[NEXT_AFTER_HEADER] = page.next_after
+    return [_alert(a) for a in page.alerts]
 
 
 def _quota(row: Quota) -> QuotaOut:
