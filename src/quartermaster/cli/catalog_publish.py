@@ -29,8 +29,11 @@ from quartermaster.cli.apps import app_app
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    api_client,
     cell_text,
+    check,
     data_table,
+    err,
     fail,
     out,
     plain,
@@ -62,10 +65,10 @@ def _load_dir(directory: Path) -> Any:
 
 
 def _print_checks(checks: list[dict[str, Any]]) -> None:
-    for check in checks:
-        mark = ICON.get(check["outcome"], check["outcome"])
-        out().print(f"{mark:>20}  {check['name']:<11} {escape(str(check['summary']))}")
-        for finding in check["findings"][:20]:
+    for item in checks:
+        mark = ICON.get(item["outcome"], item["outcome"])
+        out().print(f"{mark:>20}  {item['name']:<11} {escape(str(item['summary']))}")
+        for finding in item["findings"][:20]:
             where = finding.get("field") or finding.get("where") or finding.get("file", "")
             line = f":{finding['line']}" if "line" in finding else ""
             what = finding.get("message") or finding.get("kind") or finding.get("type") or ""
@@ -349,15 +352,45 @@ def policy_test(
         raise typer.Exit(1)
 
 
+# Decisions per request with --all (the API's largest page).
+DECISIONS_PAGE = 1000
+
+
 @policy_app.command("decisions")
 def policy_decisions(
     subject: Annotated[str | None, typer.Option(help="e.g. where2eat@1.0.0")] = None,
+    app_id: Annotated[
+        str | None, typer.Option("--app", help="Only decisions about this app's versions.")
+    ] = None,
+    result: Annotated[
+        str | None,
+        typer.Option(help="allow | deny | require_approval | quarantine | error"),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    after: Annotated[
+        str | None, typer.Option(help="Decisions after this one (the previous page's footer).")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every decision, page by page (ignores --limit).")
+    ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The decision log (newest first)."""
-    params = {"subject": subject} if subject else {}
-    decisions = request("GET", "/v1/policy-decisions", params=params, url=url, api_key=api_key)
+    """The decision log (newest first); the footer says how to read the next page."""
+    filters = {"subject": subject, "app": app_id, "result": result}
+    params: dict[str, Any] = {key: value for key, value in filters.items() if value}
+    params["limit"] = DECISIONS_PAGE if every else limit
+    if after:
+        params["after"] = after
+    decisions: list[dict[str, Any]] = []
+    with api_client(url=url, api_key=api_key) as client:
+        while True:
+            response = client.get("/v1/policy-decisions", params=params)
+            decisions.extend(check(response, console=err()))
+            cursor = response.headers.get("X-Next-After")
+            if cursor is None or not every:
+                break
+            params["after"] = cursor
     table = data_table(("decided", "subject", "result"), title="decisions")
     for decision in decisions:
         policy = f"by {decision['policy_name']} v{decision['policy_version']} ({decision['mode']})"
@@ -367,6 +400,12 @@ def policy_decisions(
             _result_cell(decision),
         )
     show_table(table, empty="no decisions")
+    if cursor is not None:
+        same = "".join(
+            f" --{name} {params[name]}" for name in ("subject", "result") if name in params
+        )
+        same += f" --app {app_id}" if app_id else ""
+        out().print(f"more: qm policy decisions{same} --after {cursor} (or --all)", markup=False)
 
 
 def _result_cell(decision: dict[str, Any]) -> Text:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from quartermaster.api.deps import (
@@ -17,7 +17,7 @@ from quartermaster.api.deps import (
     RuntimeDep,
     SessionDep,
 )
-from quartermaster.api.params import Int64
+from quartermaster.api.params import Int64, one_of
 from quartermaster.api.responses import error_responses
 from quartermaster.catalog.service import find_app
 from quartermaster.domain.timeutil import utc_now
@@ -197,19 +197,64 @@ def try_policy(
     )
 
 
-@router.get("/policy-decisions", summary="The decision log", responses=error_responses())
+# The cursor of the next page travels in a header, so the body stays the bare list it was.
+NEXT_AFTER_HEADER = "X-Next-After"
+
+
+@router.get(
+    "/policy-decisions",
+    summary="The decision log, newest first (page with after=X-Next-After)",
+    responses={
+        **error_responses(),
+        200: {
+            "description": "A page of decisions, newest first.",
+            "headers": {
+                NEXT_AFTER_HEADER: {
+                    "description": "Pass as `after` for the next page; absent on the last.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    },
+)
 def list_decisions(
     caller: BillingReader,
     session: ReadSessionDep,
+    response: Response,
     subject: Annotated[
         str | None, Query(description="Only decisions about this (app@version, budget:name).")
+    ] = None,
+    app: Annotated[
+        str | None,
+        Query(description="Only decisions about this app's versions (its app_id).", max_length=200),
+    ] = None,
+    result: Annotated[
+        Annotated[str, one_of(service.DECISION_RESULTS)] | None,
+        Query(description="Only decisions with this result (default: every result)."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Decisions after this one (the previous page's X-Next-After header).",
+            max_length=64,
+        ),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=1000, description="At most this many, newest first.")
     ] = 100,
 ) -> list[PolicyDecisionOut]:
-    views = service.list_decisions(caller, subject=subject, limit=limit, session=session)
-    return [PolicyDecisionOut.model_validate(v, from_attributes=True) for v in views]
+    page = service.list_decisions(
+        caller,
+        subject=subject,
+        app=app,
+        result=result,
+        after=after,
+        limit=limit,
+        session=session,
+    )
+    if page.next_after is not None:
+        response.headers[NEXT_AFTER_HEADER] = page.next_after
+    return [PolicyDecisionOut.model_validate(v, from_attributes=True) for v in page.decisions]
 
 
 @router.post(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, not_, or_, select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -325,16 +325,67 @@ def _decision_view(row: PolicyDecision) -> DecisionView:
     )
 
 
+# What a decision can come to (a verdict's result, or a policy that failed).
+DECISION_RESULTS = ("allow", "deny", "require_approval", "quarantine", "error")
+
+
+@dataclass(frozen=True)
+class DecisionPage:
+    """A page of the decision log, newest first, and the cursor of the next (None: the last)."""
+
+    decisions: list[DecisionView]
+    next_after: str | None
+
+
 def list_decisions(
-    caller: AuthContext, *, subject: str | None = None, limit: int = 100, session: Session
-) -> list[DecisionView]:
+    caller: AuthContext,
+    *,
+    subject: str | None = None,
+    app: str | None = None,
+    result: str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+    session: Session,
+) -> DecisionPage:
+    """Newest first, from after the decision `after` (a previous page's `next_after`); only
+    about `subject`, about an app's versions (`app`), or with one `result`."""
+    if result is not None and result not in DECISION_RESULTS:
+        raise InvalidInputError(
+            f"result {result!r} is not one of: {', '.join(DECISION_RESULTS)}", field="result"
+        )
     query = select(PolicyDecision).where(PolicyDecision.tenant_id == caller.tenant_id)
     if subject is not None:
         query = query.where(PolicyDecision.subject == subject)
-    query = query.order_by(PolicyDecision.decided_at.desc(), PolicyDecision.id).limit(
-        max(1, min(limit, 1000))
+    if app is not None:  # a publish decision's subject is app_id@version
+        query = query.where(PolicyDecision.subject.startswith(f"{app}@", autoescape=True))
+    if result is not None:
+        query = query.where(PolicyDecision.result == result)
+    if after is not None:
+        cursor = session.execute(
+            select(PolicyDecision.decided_at, PolicyDecision.id).where(
+                PolicyDecision.tenant_id == caller.tenant_id, PolicyDecision.id == after
+            )
+        ).first()
+        if cursor is None:
+            raise InvalidInputError(
+                f"after {after!r} is not one of this tenant's policy decisions: pass the "
+                "X-Next-After of the previous page",
+                field="after",
+            )
+        at, last_id = cursor
+        query = query.where(
+            or_(
+                PolicyDecision.decided_at < at,
+                and_(PolicyDecision.decided_at == at, PolicyDecision.id > last_id),
+            )
+        )
+    limit = max(1, min(limit, 1000))
+    query = query.order_by(PolicyDecision.decided_at.desc(), PolicyDecision.id).limit(limit + 1)
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    return DecisionPage(
+        [_decision_view(row) for row in rows[:limit]], rows[limit - 1].id if more else None
     )
-    return [_decision_view(row) for row in session.scalars(query)]
 
 
 # --- exceptions ------------------------------------------------------------------------------
