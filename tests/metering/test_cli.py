@@ -101,7 +101,7 @@ def test_send_keeps_the_valid_lines_beside_a_malformed_one(
     assert all("not valid JSON" in row[5] for row in rows[:2])
     # orjson said "surrogates not allowed (column 1)" of a line whose bad byte is its 9th
     assert "not valid UTF-8: byte 0xff at byte 8 of the line" in rows[2][5]
-    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=60) as client:
         stored = client.get("/v1/events", params={"limit": 10}).json()["events"]
     assert {e["event"]["id"] for e in stored} >= {event["id"] for event in good}
 
@@ -232,7 +232,7 @@ def test_tail_prints_recent_events_then_follows(
 ) -> None:
     bot = make_app()
     first = [usage_event(bot.app_id) for _ in range(3)]
-    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=60) as client:
         client.post("/v1/events", json=first)
         lines: list[str] = []
         polls = iter([True, True, False])
@@ -258,7 +258,7 @@ def test_tail_prints_recent_events_then_follows(
 
 
 def test_tail_command(live_server: LiveServer, tenant: TenantHandle) -> None:
-    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=60) as client:
         client.post("/v1/events", json=[usage_event("tail-app", tokens=77)])
     result = runner.invoke(cli.app, ["tail", "--limit", "5"], env=env(live_server, tenant))
     assert result.exit_code == 0, result.output
@@ -269,7 +269,7 @@ def test_tail_command(live_server: LiveServer, tenant: TenantHandle) -> None:
 def test_reconciliation_command_shows_balanced_hours(
     live_server: LiveServer, tenant: TenantHandle
 ) -> None:
-    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as client:
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=60) as client:
         client.post("/v1/events", json=[usage_event("r-app"), {"specversion": "1.0"}])
     result = runner.invoke(reconciliation_app, [], env=env(live_server, tenant))
     assert result.exit_code == 0, result.output

@@ -26,9 +26,17 @@ CANARY = "qm-canary-secret-5d1f"
 ENV_LEAK = (
     'package qm.publish.t\ndeny contains msg if { msg := sprintf("%v", [opa.runtime().env]) }\n'
 )
+# Slow in time, small in memory: 9 million steps over two small ranges run for seconds (regopy
+# stops them at its statement limit, ~4 s here). A policy building one huge array was slow too,
+# but reached the 512 MiB memory limit first on a quick machine.
 SLOW = (
     "package qm.publish.slow\n"
-    'deny contains msg if { n := numbers.range(1, 10000000); msg := sprintf("%d", [count(n)]) }\n'
+    "deny contains msg if {\n"
+    "  some i in numbers.range(1, 3000)\n"
+    "  some j in numbers.range(1, 3000)\n"
+    "  i + j == 0\n"
+    '  msg := "never"\n'
+    "}\n"
 )
 RUNTIME_SPELLINGS = [
     ENV_LEAK,
@@ -55,7 +63,7 @@ def canary(monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def small_budget(runtime: Runtime) -> Iterator[PolicySandbox]:
-    sandbox = PolicySandbox(seconds=1.0)
+    sandbox = PolicySandbox(seconds=0.5)
     runtime.services["policy_cache"] = PolicyCache(sandbox=sandbox)
     yield sandbox
     sandbox.close()
@@ -171,7 +179,7 @@ def test_the_test_route_stops_a_policy_over_its_time_limit(
     response = client.post("/v1/policies/test", json=body, headers=tenant.headers)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"] == (
-        "policy failed on this input: the policy's evaluation went over its time limit of 1 s"
+        "policy failed on this input: the policy's evaluation went over its time limit of 0.5 s"
     )
     assert time.monotonic() - started < 10
     quick = {"source": 'package t\nwarn contains "ok" if true\n', "input": {}}
@@ -192,7 +200,7 @@ def test_publish_is_bounded_by_the_budget(
     assert time.monotonic() - started < 10
     assert version["state"] == "rejected"  # fail closed, naming the limit
     assert version["state_reason"] == (
-        "policy slow v1 failed: the policy's evaluation went over its time limit of 1 s"
+        "policy slow v1 failed: the policy's evaluation went over its time limit of 0.5 s"
     )
 
 
