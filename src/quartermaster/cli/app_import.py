@@ -32,6 +32,7 @@ from quartermaster.cli.client import (
     out,
     print_table,
 )
+from quartermaster.cli.events import backoff_seconds
 
 # The fields of POST /v1/apps a file may give (docs/catalog.md); any other column is refused.
 FIELDS = (
@@ -119,18 +120,22 @@ def _checked(line: int, body: dict[str, Any]) -> AppRecord:
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    """The answer to one call, retrying a busy or restarting server with a short backoff."""
-    for attempt in range(ATTEMPTS):
+    """The answer to one call, retrying a busy or restarting server with `qm events send`'s
+    backoff. A registration whose answer was lost comes back as "already exists" on retry,
+    and is counted with the existing apps."""
+    for attempt in range(1, ATTEMPTS + 1):
+        last = attempt == ATTEMPTS
         try:
             response = client.post(path, json=body)
         except httpx.TransportError:
-            if attempt == ATTEMPTS - 1:
+            if last:
                 raise
-        else:
-            if response.status_code not in RETRIED_STATUSES or attempt == ATTEMPTS - 1:
-                return response
-        time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            time.sleep(backoff_seconds(attempt))
+            continue
+        if last or response.status_code not in RETRIED_STATUSES:
+            return response
+        time.sleep(backoff_seconds(attempt, response.headers.get("Retry-After")))
+    raise httpx.TransportError(f"no answer after {ATTEMPTS} attempts")  # ATTEMPTS is >= 1
 
 
 def _open_key_file(path: Path) -> TextIO:
