@@ -63,15 +63,18 @@ def _configure_sqlite(engine: Engine) -> None:
         # query_only makes SQLite refuse any write statement of a read-only transaction (the
         # ORM's are refused earlier, at flush): such a write would have to upgrade the lock
         # mid-transaction and could fail with SQLITE_BUSY under load.
-        if connection.get_execution_options().get(READ_ONLY_OPTION):
-            connection.exec_driver_sql("PRAGMA query_only=1")
-            connection.exec_driver_sql("BEGIN DEFERRED")
-        else:
-            connection.exec_driver_sql("PRAGMA query_only=0")
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # The pragma is set on the pooled connection only when its mode changes, so that a
+        # writer (an ingest batch) whose connection last wrote runs no statement for it.
+        read_only = bool(connection.get_execution_options().get(READ_ONLY_OPTION))
+        info = connection.connection.info
+        if info.get(_QUERY_ONLY, False) != read_only:
+            connection.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+            info[_QUERY_ONLY] = read_only
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 READ_ONLY_OPTION = "qm_read_only"
+_QUERY_ONLY = "qm_query_only"  # the pooled SQLite connection's query_only pragma, as last set
 
 
 class ReadOnlySessionError(RuntimeError):
