@@ -323,6 +323,9 @@ CASES: dict[tuple[str, str], Case] = {
         lambda w: {"key": "gpu", "team": w.b_ids["team"], "reason": "takeover", "days": 1},
         {422},
     ),
+    ("GET", "/v1/policy-exceptions/{exception_id}"): missing(
+        "GET", "/v1/policy-exceptions/{b[policy_exception]}"
+    ),
     ("DELETE", "/v1/policy-exceptions/{exception_id}"): missing(
         "DELETE", "/v1/policy-exceptions/{b[policy_exception]}"
     ),

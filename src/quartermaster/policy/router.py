@@ -284,7 +284,9 @@ def grant_exception(body: ExceptionGrant, caller: AdminCaller, session: SessionD
 
 
 @router.get(
-    "/policy-exceptions", summary="Exceptions (active, or all)", responses=error_responses()
+    "/policy-exceptions",
+    summary="Exceptions (active, or all); a team-member sees its own team's and its apps'",
+    responses=error_responses(),
 )
 def list_exceptions(
     caller: Reader,
@@ -295,6 +297,16 @@ def list_exceptions(
 ) -> list[ExceptionOut]:
     views = service.list_exceptions(caller, include_lapsed=include_lapsed, session=session)
     return [ExceptionOut.model_validate(v, from_attributes=True) for v in views]
+
+
+@router.get(
+    "/policy-exceptions/{exception_id}",
+    summary="One exception (id or a unique prefix of 8+); another team's is 404 to a team-member",
+    responses=error_responses(404, 422),
+)
+def get_exception(exception_id: str, caller: Reader, session: ReadSessionDep) -> ExceptionOut:
+    view = service.get_exception(caller, exception_id, session=session)
+    return ExceptionOut.model_validate(view, from_attributes=True)
 
 
 @router.delete(

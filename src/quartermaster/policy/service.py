@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy import Select, and_, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
+from quartermaster.guardrails.visibility import member_view
 from quartermaster.policy.engine import (
     CompiledPolicy,
     InputBatch,
@@ -444,15 +445,45 @@ def grant_exception(
     return _exception_view(row, now)
 
 
+def _visible_exceptions(caller: AuthContext, *, session: Session) -> Select[Any]:
+    """The caller's tenant's exceptions, and for a team-member only those for its own team or
+    one of its team's apps (admin and finance see all; a team-member without a team: 403)."""
+    query = select(PolicyException).where(PolicyException.tenant_id == caller.tenant_id)
+    view = member_view(caller, session=session)
+    if view is not None:
+        mine = [PolicyException.team == view.team]
+        if view.apps:
+            mine.append(PolicyException.app_id.in_(sorted(view.apps)))
+        query = query.where(or_(*mine))
+    return query
+
+
 def list_exceptions(
     caller: AuthContext, *, include_lapsed: bool = False, session: Session
 ) -> list[ExceptionView]:
+    """Active exceptions (or all, `include_lapsed`) the caller may see, soonest to lapse first."""
     now = utc_now()
-    query = select(PolicyException).where(PolicyException.tenant_id == caller.tenant_id)
+    query = _visible_exceptions(caller, session=session)
     if not include_lapsed:
         query = query.where(PolicyException.expires_at > now, PolicyException.revoked_at.is_(None))
     rows = session.scalars(query.order_by(PolicyException.expires_at))
     return [_exception_view(row, now) for row in rows]
+
+
+def get_exception(caller: AuthContext, exception_id: str, *, session: Session) -> ExceptionView:
+    """One exception by id (or a unique prefix of 8+); another team's is not found for a
+    team-member, as another tenant's is for anyone."""
+    row = by_id_or_prefix(
+        _visible_exceptions(caller, session=session),
+        PolicyException.id,
+        exception_id,
+        what="exception",
+        field="exception_id",
+        session=session,
+    )
+    if row is None:
+        raise NotFoundError(f"exception {exception_id!r} not found", field="exception_id")
+    return _exception_view(row, utc_now())
 
 
 def revoke_exception(caller: AuthContext, exception_id: str, *, session: Session) -> ExceptionView:
