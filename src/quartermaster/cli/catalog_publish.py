@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +33,7 @@ from quartermaster.cli.client import (
     api_client,
     cell_text,
     check,
+    counted,
     data_table,
     err,
     fail,
@@ -418,6 +420,124 @@ def _result_cell(decision: dict[str, Any]) -> Text:
     for reason in decision["reasons"]:
         cell.append(f"\n{reason}")
     return cell
+
+
+# Apps per audit request by default: a page is a bounded piece of work on the server.
+AUDIT_PAGE = 200
+_AUDIT_STYLES = {**_RULE_STYLES, "error": "bold magenta", "allow": "green"}
+
+
+@policy_app.command("audit")
+def policy_audit(
+    page_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Apps per request (the server's page).")
+    ] = AUDIT_PAGE,
+    no_fail: Annotated[
+        bool, typer.Option("--no-fail", help="Exit 0 even when there are violations or errors.")
+    ] = False,
+    all_apps: Annotated[
+        bool, typer.Option("--all-apps", help="List every app, allowed ones too.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Evaluate every app's published version against the policies enabled now (admin);
+    nothing is changed. Lists the apps a publish would now refuse, hold or quarantine, those
+    a policy fails on, those with an exception in force and what audit-mode policies object
+    to, then the totals. Exit 1 when
+    there are violations or errors (like conftest), 0 with --no-fail."""
+    params: dict[str, Any] = {"limit": page_size}
+    apps: list[dict[str, Any]] = []
+    totals: dict[str, int] = {}
+    policies: list[str] | None = None
+    progress = Progress(
+        TextColumn("auditing apps"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err(),
+        transient=True,
+    )
+    with api_client(url=url, api_key=api_key) as client, progress:
+        task = progress.add_task("apps", total=None)
+        while True:
+            page = check(client.post("/v1/policies/audit", params=params), console=err())
+            if policies is None:
+                policies = page["policies"]
+            elif page["policies"] != policies:
+                err().print(
+                    "[yellow]warning:[/] the policies changed during the audit: apps after "
+                    f"{escape(str(params.get('after')))} were evaluated against "
+                    f"{escape(', '.join(page['policies']) or 'none')}"
+                )
+                policies = page["policies"]
+            apps += page["apps"]
+            for name, count in page["totals"].items():
+                totals[name] = totals.get(name, 0) + count
+            progress.update(task, total=page["published_apps"], advance=len(page["apps"]))
+            if page["next_after"] is None:
+                break
+            params["after"] = page["next_after"]
+    if not policies:
+        out().print("no enabled publish policy: nothing to audit against", style="dim")
+    shown = [a for a in apps if all_apps or _audit_objects(a)]
+    table = data_table(("app", "result", "reasons"), title="policy audit")
+    for app in shown:
+        table.add_row(
+            stacked(app["app_id"], f"{app['team']} @ {app['version']}", head_style=""),
+            _audit_result_cell(app),
+            _audit_reasons_cell(app),
+        )
+    show_table(table, empty="no violations" if apps else "no published apps")
+    out().print(_audit_summary(totals, policies or []), markup=False)
+    if not no_fail and (totals.get("violations", 0) or totals.get("error", 0)):
+        raise typer.Exit(1)
+
+
+def _audit_objects(app: dict[str, Any]) -> bool:
+    """Whether an app belongs in the list: not allowed, excepted (what is waived is worth
+    seeing), or an audit-mode policy objects."""
+    return (
+        app["result"] != "allow"
+        or app["excepted"]
+        or any(not f["enforced"] and f["result"] != "allow" for f in app["findings"])
+    )
+
+
+def _audit_result_cell(app: dict[str, Any]) -> Text:
+    cell = Text(app["result"], style=_AUDIT_STYLES.get(app["result"], ""))
+    if app["excepted"]:
+        cell.append(f"\nexcepted: {', '.join(app['exceptions'])}", style="cyan")
+    return cell
+
+
+def _audit_reasons_cell(app: dict[str, Any]) -> Text:
+    """The enforced reasons, then each audit-mode objection and warning, by policy."""
+    cell = Text(overflow="fold")
+    lines = list(app["reasons"])
+    for finding in app["findings"]:
+        enforced = finding["enforced"]
+        for message in finding["messages"]:
+            if enforced and message in app["reasons"]:
+                continue
+            label = "" if enforced else "[audit] "
+            lines.append(f"{label}{finding['policy']} v{finding['version']}: {message}")
+    cell.append("\n".join(lines))
+    return cell
+
+
+def _audit_summary(totals: dict[str, int], policies: list[str]) -> str:
+    get = totals.get
+    return (
+        f"{counted(get('apps', 0), 'app')} audited against {len(policies)} "
+        f"{'policy' if len(policies) == 1 else 'policies'}"
+        f"{' (' + ', '.join(policies) + ')' if policies else ''}: "
+        f"{get('allow', 0):,} allowed, {counted(get('violations', 0), 'violation')} "
+        f"({get('deny', 0):,} deny, {get('require_approval', 0):,} require_approval, "
+        f"{get('quarantine', 0):,} quarantine), {counted(get('error', 0), 'error')}; "
+        f"{get('excepted', 0):,} excepted, "
+        f"{get('audit_only', 0):,} with audit-mode objections"
+    )
 
 
 @exception_app.command("grant")

@@ -22,7 +22,7 @@ from quartermaster.api.responses import error_responses
 from quartermaster.catalog.service import find_app
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
-from quartermaster.policy import service
+from quartermaster.policy import audit, service
 from quartermaster.policy.dependencies import PolicyCacheDep
 from quartermaster.policy.models import PolicyMode
 from quartermaster.tenancy.service import require_team
@@ -194,6 +194,96 @@ def try_policy(
         require_approval=verdict.require_approval,
         quarantine=verdict.quarantine,
         warn=verdict.warn,
+    )
+
+
+class FindingOut(BaseModel):
+    policy: str
+    version: int
+    mode: str
+    enforced: bool
+    result: str = Field(
+        description="allow (with warnings only) | deny | require_approval | quarantine | error"
+    )
+    messages: list[str]
+
+
+class AppAuditOut(BaseModel):
+    app_id: str
+    team: str
+    version: str = Field(description="The app's current published version, the one evaluated.")
+    result: str = Field(
+        description="What publishing this version would come to now: allow | deny | "
+        "require_approval | quarantine | error (an enforced policy failed on it)."
+    )
+    reasons: list[str] = Field(description="The enforced messages that make the result.")
+    excepted: bool = Field(description="An exception is in force for the app or its team.")
+    exceptions: list[str] = Field(description="Their keys (the policies' input.exceptions).")
+    findings: list[FindingOut] = Field(
+        description="Every policy whose verdict was not a plain allow, audit-mode ones too."
+    )
+
+
+class AuditTotalsOut(BaseModel):
+    apps: int
+    allow: int
+    deny: int
+    require_approval: int
+    quarantine: int
+    error: int
+    excepted: int
+    audit_only: int
+    violations: int = Field(description="deny + require_approval + quarantine.")
+
+
+class AuditOut(BaseModel):
+    policies: list[str] = Field(description="`name@version (mode)` of each policy evaluated.")
+    audited_at: datetime
+    published_apps: int = Field(description="Apps with a published version in the tenant.")
+    apps: list[AppAuditOut]
+    totals: AuditTotalsOut = Field(description="Of this page's apps.")
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null on the last."
+    )
+
+
+@router.post(
+    "/policies/audit",
+    summary="Evaluate every app's published version against the enabled policies (a page "
+    "of apps); changes nothing",
+    responses=error_responses(422),
+)
+def audit_policies(
+    caller: AdminCaller,
+    session: ReadSessionDep,
+    cache: PolicyCacheDep,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Apps after this app id (the previous page's next_after).",
+            max_length=64,
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=audit.MAX_PAGE,
+            description="At most this many apps in this page, in app-id order.",
+        ),
+    ] = audit.DEFAULT_PAGE,
+) -> AuditOut:
+    page = audit.audit_apps(caller, after=after, limit=limit, cache=cache, session=session)
+    totals = AuditTotalsOut(
+        **{name: getattr(page.totals, name) for name in AuditTotalsOut.model_fields}
+    )
+    return AuditOut(
+        policies=page.policies,
+        audited_at=page.audited_at,
+        published_apps=page.published_apps,
+        apps=[AppAuditOut.model_validate(a, from_attributes=True) for a in page.apps],
+        totals=totals,
+        next_after=page.next_after,
     )
 
 

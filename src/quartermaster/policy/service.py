@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -241,6 +242,15 @@ def try_policy(source: str, document: Any, *, cache: PolicyCache) -> Verdict:
         raise InvalidInputError(f"policy failed on this input: {exc}", field="input") from None
 
 
+def publish_policies(tenant_id: str, *, session: Session) -> list[Policy]:
+    """The latest version of every enabled policy asked at publish, by name. Admission
+    policies (qm.admission…) speak to the decision API only (guardrails/admission.py)."""
+    query = _latest_versions(tenant_id).where(
+        Policy.enabled.is_(True), not_(in_package(ADMISSION_PACKAGE))
+    )
+    return list(session.scalars(query))
+
+
 def evaluate(
     tenant_id: str,
     document: dict[str, Any],
@@ -251,10 +261,11 @@ def evaluate(
     cache: PolicyCache,
     session: Session,
     record: bool = True,
+    policies: Sequence[Policy] | None = None,
 ) -> Evaluation:
-    """Run every enabled policy's latest version; log one decision per policy (in the caller's
-    transaction when `record`). A policy that fails at runtime denies (fail closed) unless it
-    is in audit mode."""
+    """Run every enabled policy's latest version (or `policies`, as `publish_policies` read
+    them once for many inputs); log one decision per policy (in the caller's transaction when
+    `record`). A policy that fails at runtime denies (fail closed) unless it is in audit mode."""
     digest = input_digest(document)
     deny: list[str] = []
     approval: list[str] = []
@@ -262,11 +273,9 @@ def evaluate(
     views: list[DecisionView] = []
     now = utc_now()
     batch: InputBatch | None = None  # the input is set once for every policy
-    # Admission policies (qm.admission…) speak to the decision API only (guardrails/admission.py).
-    query = _latest_versions(tenant_id).where(
-        Policy.enabled.is_(True), not_(in_package(ADMISSION_PACKAGE))
-    )
-    for policy in session.scalars(query):
+    if policies is None:
+        policies = publish_policies(tenant_id, session=session)
+    for policy in policies:
         enforced = policy.mode == PolicyMode.ENFORCE.value
         try:
             if cache.sandbox is None:
@@ -519,3 +528,42 @@ def active_exception_keys(
         .distinct()
     )
     return sorted(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionKeys:
+    """The keys in force at one moment, by team slug and by app id, read in one query for
+    many apps (`active_exception_keys` is one app's)."""
+
+    by_team: dict[str, set[str]]
+    by_app: dict[str, set[str]]
+
+    def keys(self, *, team: str, app_id: str) -> list[str]:
+        """What `active_exception_keys` answers for this app and its team. Pure."""
+        return sorted(self.by_team.get(team, set()) | self.by_app.get(app_id, set()))
+
+
+def exception_keys_at(
+    tenant_id: str, *, teams: Sequence[str], app_ids: Sequence[str], at: datetime, session: Session
+) -> ExceptionKeys:
+    """The keys waived at `at` for any of `teams` or `app_ids`."""
+    found = ExceptionKeys({}, {})
+    if not teams and not app_ids:
+        return found
+    rows = session.execute(
+        select(PolicyException.key, PolicyException.team, PolicyException.app_id).where(
+            PolicyException.tenant_id == tenant_id,
+            PolicyException.expires_at > at,
+            PolicyException.revoked_at.is_(None),
+            or_(
+                PolicyException.team.in_(sorted(set(teams))),
+                PolicyException.app_id.in_(sorted(set(app_ids))),
+            ),
+        )
+    )
+    for key, team, app_id in rows:
+        if team is not None:
+            found.by_team.setdefault(team, set()).add(key)
+        if app_id is not None:
+            found.by_app.setdefault(app_id, set()).add(key)
+    return found
