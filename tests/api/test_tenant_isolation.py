@@ -313,6 +313,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/policies/test"): sends(
         "POST", "/v1/policies/test", lambda w: {"name": w.b_ids["policy"], "input": {}}, {404}
     ),
+    ("POST", "/v1/policies/audit"): Case(
+        lambda w: [("POST", "/v1/policies/audit", {"params": {"limit": "1000"}})],
+        frozenset({200}),
+    ),
     ("POST", "/v1/policies/{name}/disable"): missing("POST", "/v1/policies/{b[policy]}/disable"),
     ("POST", "/v1/policies/{name}/enable"): missing("POST", "/v1/policies/{b[policy]}/enable"),
     ("GET", "/v1/policy-decisions"): reads("/v1/policy-decisions"),

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from quartermaster.runtime import Runtime
 from tests.catalog.publish_support import POLICIES, add_team, manifest, submit
 from tests.conftest import LiveServer, TenantHandle
+from tests.policy.test_restrictions import small_budget  # noqa: F401  # a fixture
 from tests.tenancy.cli_support import make_qm
 from tests.tenancy.support import headers_for, ok
 
@@ -270,3 +271,35 @@ def test_qm_policy_audit_prints_violations_and_fails_on_them(
     every = qm("policy", "audit", "--all-apps", "--no-fail").output
     assert "alpha" in every
     assert "gpu-ok" in every
+
+
+SLOW_FOR_ONE = """package audit.slowone
+
+deny contains msg if {
+	input.manifest.app_id == "slow"
+	some i in numbers.range(1, 3000)
+	some j in numbers.range(1, 3000)
+	i + j == 0
+	msg := "never"
+}
+"""
+
+
+@pytest.mark.usefixtures("small_budget")  # 0.5 s
+def test_a_policy_over_its_budget_on_one_app_is_that_apps_error(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    for app_id in ("alpha", "old-one", "slow"):
+        _publish(client, tenant, app_id, tags=["legacy"] if app_id == "old-one" else ["x"])
+    _upload(client, tenant, "slowone", SLOW_FOR_ONE)
+    _upload(client, tenant, "legacy", LEGACY)
+    apps = {a["app_id"]: a for a in _audit(client, tenant)["apps"]}
+    assert {a: v["result"] for a, v in apps.items()} == {
+        "alpha": "allow", "old-one": "deny", "slow": "error"
+    }  # fmt: skip
+    assert apps["slow"]["reasons"] == [
+        "policy slowone v1 failed: the policy's evaluation went over its time limit of 0.5 s"
+    ]
+    # The other policy still answered for the slow app: evaluated alone, it allowed.
+    assert [f["policy"] for f in apps["slow"]["findings"]] == ["slowone"]

@@ -221,7 +221,7 @@ def _audit_one(
         )
 
     try:
-        document = _input(version, exceptions=exceptions, approved=approved)
+        document = version_input(version, exceptions=exceptions, approved=approved)
     except (ValidationError, QMError, ValueError, TypeError, KeyError) as exc:
         reason = f"the stored version could not be read as a policy input: {_short(exc)}"
         return audited("error", [reason], [])
@@ -257,7 +257,7 @@ def _audit_one(
     return audited(result, reasons, findings)
 
 
-def _input(version: AppVersion, *, exceptions: list[str], approved: bool) -> dict[str, Any]:
+def version_input(version: AppVersion, *, exceptions: list[str], approved: bool) -> dict[str, Any]:
     """The input publishing built for this version (as approving rebuilds it), exceptions as
     they are now."""
     manifest = Manifest.model_validate(json.loads(version.manifest))

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -371,3 +372,33 @@ class PolicyCache:
             return self.sandbox.evaluate(key, name, source, document)
         except InvalidInputError as exc:
             raise PolicyRuntimeError(f"the stored policy is refused: {exc.message}") from None
+
+    def evaluate_many(
+        self, tenant_id: str, policies: Sequence[tuple[str, int, str]], document: Any
+    ) -> list[Verdict | PolicyRuntimeError]:
+        """Stored policies (name, version, source) on one input: each one's verdict or the
+        error it failed with, in order. In the sandbox, one request sets the input once for
+        all of them (PolicySandbox.evaluate_many); in-process, one InputBatch."""
+        if self.sandbox is None:
+            batch = InputBatch(document)
+            outcomes: list[Verdict | PolicyRuntimeError] = []
+            for name, version, source in policies:
+                try:
+                    outcomes.append(batch.evaluate(self.get(tenant_id, name, version, source)))
+                except PolicyRuntimeError as exc:
+                    outcomes.append(exc)
+            return outcomes
+        keyed = [
+            (
+                f"{tenant_id}/{name}/{version}/{hashlib.sha256(source.encode()).hexdigest()}",
+                name,
+                source,
+            )
+            for name, version, source in policies
+        ]
+        return [
+            PolicyRuntimeError(f"the stored policy is refused: {outcome.message}")
+            if isinstance(outcome, InvalidInputError)
+            else outcome
+            for outcome in self.sandbox.evaluate_many(keyed, document)
+        ]

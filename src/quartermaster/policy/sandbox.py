@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from quartermaster.errors import InvalidInputError
@@ -143,9 +144,48 @@ class PolicySandbox:
     def evaluate(self, key: str, name: str, source: str, document: Any) -> Verdict:
         """One policy on one input. Raises InvalidInputError (the source does not compile),
         PolicyBudgetError (over the budget) or PolicyRuntimeError (it failed on the input)."""
+        answer = self._ask([(key, name, source)], json.loads(canonical_json(document)))
+        outcome = _outcome(answer["results"][0])
+        if isinstance(outcome, Verdict):
+            return outcome
+        raise outcome
+
+    def evaluate_many(
+        self, policies: Sequence[tuple[str, str, str]], document: Any
+    ) -> list[Verdict | PolicyRuntimeError | InvalidInputError]:
+        """Several policies (key, name, source) on one input, in one request: the worker sets
+        the input once for all of them (as `InputBatch` does in-process), so each policy after
+        the first costs its query only. Each policy's outcome in order: its verdict, or the
+        error it failed with (InvalidInputError: the source does not compile). Should the
+        request go over the budget or its worker stop, which policy did it cannot be told:
+        each is then evaluated alone, within a budget of its own, so the one that goes over
+        fails naming the limit and the others answer."""
+        if not policies:
+            return []
+        plain = json.loads(canonical_json(document))
+        try:
+            answer = self._ask(policies, plain)
+        except PolicyRuntimeError as exc:
+            if len(policies) == 1:
+                return [exc]
+            return [self._alone(policy, plain) for policy in policies]
+        return [_outcome(result) for result in answer["results"]]
+
+    def _alone(
+        self, policy: tuple[str, str, str], document: Any
+    ) -> Verdict | PolicyRuntimeError | InvalidInputError:
+        try:
+            return _outcome(self._ask([policy], document)["results"][0])
+        except PolicyRuntimeError as exc:
+            return exc
+
+    def _ask(self, policies: Sequence[tuple[str, str, str]], document: Any) -> Any:
+        """One request to an idle worker (a new one if none is idle), within the budget."""
         request = {
-            "policies": [{"key": key, "name": name, "source": source}],
-            "input": json.loads(canonical_json(document)),
+            "policies": [
+                {"key": key, "name": name, "source": source} for key, name, source in policies
+            ],
+            "input": document,
         }
         with self._slots:
             with self._lock:
@@ -167,12 +207,16 @@ class PolicySandbox:
                 ) from None
             with self._lock:
                 self._idle.append(worker)
-        result = answer["results"][0]
-        if "verdict" in result:
-            return Verdict(**{rule: list(result["verdict"][rule]) for rule in RULE_SETS})
-        if result.get("invalid"):
-            raise InvalidInputError(str(result["error"]), field="source")
-        raise PolicyRuntimeError(str(result["error"]))
+        return answer
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _outcome(result: dict[str, Any]) -> Verdict | PolicyRuntimeError | InvalidInputError:
+    """One policy's answer from the worker, as a verdict or the error it failed with."""
+    if "verdict" in result:
+        return Verdict(**{rule: list(result["verdict"][rule]) for rule in RULE_SETS})
+    if result.get("invalid"):
+        return InvalidInputError(str(result["error"]), field="source")
+    return PolicyRuntimeError(str(result["error"]))

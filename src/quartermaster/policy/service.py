@@ -25,7 +25,6 @@ from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.visibility import member_view
 from quartermaster.policy.engine import (
     CompiledPolicy,
-    InputBatch,
     PolicyCache,
     PolicyRuntimeError,
     Verdict,
@@ -272,26 +271,23 @@ def evaluate(
     audit_only: list[str] = []
     views: list[DecisionView] = []
     now = utc_now()
-    batch: InputBatch | None = None  # the input is set once for every policy
     if policies is None:
         policies = publish_policies(tenant_id, session=session)
-    for policy in policies:
+    # Every policy on the input at once: set once for all of them (in the sandbox, one
+    # request to a worker, within the evaluation budget: policy/sandbox.py).
+    outcomes = cache.evaluate_many(
+        tenant_id, [(p.name, p.version, p.source) for p in policies], document
+    )
+    for policy, verdict in zip(policies, outcomes, strict=True):
         enforced = policy.mode == PolicyMode.ENFORCE.value
-        try:
-            if cache.sandbox is None:
-                compiled = cache.get(tenant_id, policy.name, policy.version, policy.source)
-                batch = batch or InputBatch(document)
-                verdict = batch.evaluate(compiled)
-            else:  # within the evaluation budget (policy/sandbox.py)
-                verdict = cache.evaluate(
-                    tenant_id, policy.name, policy.version, policy.source, document
-                )
+        if isinstance(verdict, Verdict):
             result = verdict.result
             reasons = [*verdict.quarantine, *verdict.deny, *verdict.require_approval]
             reasons += [f"warning: {w}" for w in verdict.warn]
             policy_deny, policy_approval = verdict.deny, verdict.require_approval
-        except (PolicyRuntimeError, InvalidInputError) as exc:
-            result, reasons = "error", [f"policy {policy.name} v{policy.version} failed: {exc}"]
+        else:
+            result = "error"
+            reasons = [f"policy {policy.name} v{policy.version} failed: {verdict}"]
             policy_deny, policy_approval = reasons, []
         if enforced:
             deny += policy_deny
