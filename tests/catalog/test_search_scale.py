@@ -1,6 +1,7 @@
 """Search over more apps than one page of candidates, on both backends: filters (team, tag,
 capability, pricing model) apply to every match, not to the best 100; `total` is the number of
-matches; paging reaches every hit; the facets say how many hits they count."""
+matches; paging reaches every hit; the facets say how many hits they count; a search without
+text (ranked from the busiest apps' covering index) answers as it did before."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from quartermaster.catalog import search_index
 from quartermaster.catalog.models import App, AppAssignment
-from quartermaster.catalog.publish_models import AppVersion, VersionState
+from quartermaster.catalog.publish_models import AppSearchDoc, AppVersion, VersionState
 from quartermaster.catalog.search_index import SearchFilters, SearchResult
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import CostCenter, Team
@@ -103,11 +105,17 @@ def _load(runtime: Runtime, tenant_id: str) -> None:
 
 
 def _search(
-    runtime: Runtime, tenant_id: str, q: str, filters: SearchFilters, *, offset: int = 0
+    runtime: Runtime,
+    tenant_id: str,
+    q: str,
+    filters: SearchFilters,
+    *,
+    offset: int = 0,
+    now: datetime | None = None,
 ) -> SearchResult:
     with runtime.read_session_factory() as session:
         return search_index.search(
-            tenant_id, q, filters=filters, limit=20, offset=offset, session=session
+            tenant_id, q, filters=filters, limit=20, offset=offset, now=now, session=session
         )
 
 
@@ -180,3 +188,72 @@ def test_total_is_exact_beyond_the_ranked_window(
     body = response.json()
     assert (body["total"], body["facet_hits"], len(body["hits"])) == (10, 10, 10)
     assert {hit["team"] for hit in body["hits"]} == {"team-02"}
+
+
+def _ranked_as_before(
+    runtime: Runtime, tenant_id: str, filters: SearchFilters, now: datetime
+) -> tuple[int, list[search_index._Ranked], dict[str, dict[str, int]]]:
+    """What a search without text answered before browse ranked in SQL: the WINDOW busiest
+    apps that pass the filters (invocations_30d, then app_id), ranked by `rank`."""
+    with runtime.read_session_factory() as session:
+        docs = session.scalars(select(AppSearchDoc).where(AppSearchDoc.tenant_id == tenant_id))
+        passing = [
+            doc
+            for doc in docs
+            if filters.team in (None, doc.team)
+            and filters.pricing_model in (None, doc.pricing_model)
+            and (filters.tag is None or filters.tag in json.loads(doc.tags))
+            and (filters.capability is None or filters.capability in json.loads(doc.capabilities))
+        ]
+    passing.sort(key=lambda doc: (-doc.invocations_30d, doc.app_id))
+    columns = "id app_id team pricing_model tags capabilities behaviour trust_base scanned_epoch"
+    window = passing[: search_index.WINDOW]
+    rows = [(*(getattr(d, c) for c in columns.split()), 0.0) for d in window]
+    ranked, facets = search_index.rank(rows, filters, now.timestamp())
+    return len(passing), ranked, {k: dict(c.most_common(20)) for k, c in facets.items()}
+
+
+def test_a_search_without_text_ranks_pages_and_counts_as_before(
+    catalog: str, runtime: Runtime
+) -> None:
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    # Usage in 9 levels (ties in the browse order), scans fresh or 60 or 120 days old and a
+    # few seconds apart: apps of one level and age differ in score by less than the rounding,
+    # so app_id orders them (the later app scanned later: its unrounded score is higher).
+    signals = {f"app-{n:03d}": ((n % 9) * 5, (n % 9) * 1000, 0, (n % 9) * 10) for n in range(APPS)}
+    with runtime.session_factory() as session:
+        search_index.set_signals(catalog, signals, at=now, session=session)
+        for n in range(APPS):
+            scanned = now.timestamp() - (n % 3) * 60 * 86400 + n
+            session.execute(
+                update(AppSearchDoc)
+                .where(AppSearchDoc.tenant_id == catalog, AppSearchDoc.app_id == f"app-{n:03d}")
+                .values(scanned_epoch=scanned)
+            )
+        session.commit()
+    cases = [
+        SearchFilters(),
+        SearchFilters(team="team-01"),
+        SearchFilters(tag="travel"),
+        SearchFilters(capability="export"),
+        SearchFilters(pricing_model="payg"),
+        SearchFilters(tag="travel", pricing_model="free"),
+    ]
+    for window in (search_index.WINDOW, 40):  # all candidates, then a window that cuts
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(search_index, "WINDOW", window)
+            for filters in cases:
+                total, ranked, facets = _ranked_as_before(runtime, catalog, filters, now)
+                for offset in (0, 20, 40):
+                    result = _search(runtime, catalog, "", filters, offset=offset, now=now)
+                    expected = ranked[offset : offset + 20]
+                    where = (window, filters, offset)
+                    assert result.total == total, where
+                    assert result.facet_hits == len(ranked), where
+                    assert result.facets == facets, where
+                    assert list(result.facets["tags"]) == list(facets["tags"]), where
+                    assert [h.app_id for h in result.hits] == [r.app_id for r in expected], where
+                    assert [h.score for h in result.hits] == [round(r.score, 6) for r in expected]
+                    assert [h.components["trust"] for h in result.hits] == [
+                        round(r.trust, 6) for r in expected
+                    ], where

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    desc,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -74,9 +75,32 @@ class AppSearchDoc(Base):
     `AppSearchTenant.ordinal << 32 | id`."""
 
     __tablename__ = "app_search_docs"
+    # A search without text reads the busiest documents (`ORDER BY invocations_30d DESC,
+    # app_id`) from one of these, filtered by team, pricing model or neither: each holds the
+    # order and every column that search ranks and counts facets by (migration 0019c).
     __table_args__ = (
         UniqueConstraint("tenant_id", "app_id"),
-        Index("ix_app_search_docs_browse", "tenant_id", "invocations_30d"),
+        *(
+            Index(
+                f"ix_app_search_docs_{name}",
+                "tenant_id",
+                *lead,
+                desc("invocations_30d"),
+                "app_id",
+                "id",
+                *rest,
+                "behaviour",
+                "trust_base",
+                "scanned_epoch",
+                "tags",
+                "capabilities",
+            )
+            for name, lead, rest in (
+                ("rank", (), ("team", "pricing_model")),
+                ("team_rank", ("team",), ("pricing_model",)),
+                ("pricing_rank", ("pricing_model",), ("team",)),
+            )
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -431,8 +431,10 @@ _CANDIDATES_SQL = (
     "SELECT {columns}, m.relevance FROM (SELECT id, sum(relevance) AS relevance FROM ({union}) "
     "u GROUP BY id) m JOIN app_search_docs d ON d.id = m.id WHERE d.tenant_id = :tenant"
 )
+# A range scan of one covering index (ix_app_search_docs_rank, _team_rank or _pricing_rank,
+# migration 0019c) that stops at the limit: no table lookups, no sort.
 _BROWSE_SQL = (
-    f"SELECT {_RANK_COLUMNS}, 0.0 AS relevance FROM app_search_docs d "
+    f"SELECT {_RANK_COLUMNS} FROM app_search_docs d "
     "WHERE d.tenant_id = :tenant{filters} ORDER BY d.invocations_30d DESC, d.app_id LIMIT :limit"
 )
 _BROWSE_COUNT = "SELECT count(*) FROM app_search_docs d WHERE d.tenant_id = :tenant{filters}"
@@ -530,6 +532,9 @@ def _text(sql: str) -> TextClause:
 class Candidates(NamedTuple):
     rows: Sequence[Row[Any]]
     total: int  # every filtered match, not only the rows (which stop at WINDOW per index)
+    # No text picked them (an empty or all-broad query): rows of _RANK_COLUMNS alone, in
+    # browse order, filters applied; `rank_browse` ranks them.
+    browse: bool = False
 
 
 def _candidates(
@@ -578,9 +583,9 @@ def _browse(conditions: str, params: dict[str, Any], session: Session) -> Candid
     """An empty (or all-broad) query: the WINDOW busiest apps that pass the filters."""
     rows = session.execute(_text(_BROWSE_SQL.format(filters=conditions)), params).all()
     if len(rows) < WINDOW:
-        return Candidates(rows, len(rows))
+        return Candidates(rows, len(rows), browse=True)
     count = _BROWSE_COUNT.format(filters=conditions)
-    return Candidates(rows, session.execute(_text(count), params).scalar_one())
+    return Candidates(rows, session.execute(_text(count), params).scalar_one(), browse=True)
 
 
 class _Ranked(
@@ -678,6 +683,61 @@ def rank(
     return ranked, facets
 
 
+def _count_lists(lists: Counter[str]) -> Counter[str]:
+    """The items of stored JSON lists counted with their lists' multiplicities, keyed in the
+    order items are first seen in the lists' order: the same counts and order as counting every
+    item of every list in turn (each list first seen where its first item is), in one parse of
+    each distinct list."""
+    counts: Counter[str] = Counter()
+    for value, times in lists.items():
+        for item in _json_list(value):
+            counts[item] += times
+    return counts
+
+
+def rank_browse(
+    rows: Sequence[Sequence[Any]], now_epoch: float, start: int, stop: int
+) -> tuple[list[_Ranked], dict[str, Counter[str]]]:
+    """The hits start..stop of browse candidates (rows of _RANK_COLUMNS in browse order, the
+    filters applied in SQL) and the facets of all of them: the same hits, scores and facets as
+    `rank` gives for rows without text relevance, but only the page is built. Pure.
+
+    Without text every relevance is 0, so `rank`'s score is 0.2·behaviour + 0.1·trust (adding
+    0.7·0 changes no bit) and its order (-rounded score, app_id)."""
+    w_behaviour, w_trust = WEIGHTS["behaviour"], WEIGHTS["trust"]
+    keyed = []
+    for position, row in enumerate(rows):
+        trust = row[7] + 0.2 * freshness_at(row[8], now_epoch)
+        score = w_behaviour * row[6] + w_trust * trust
+        keyed.append((-round(score, 6), row[1], position, trust, score))
+    keyed.sort()
+    page = []
+    for _, _, position, trust, score in keyed[start:stop]:
+        doc_id, app_id, team, pricing, tags, caps, behaviour = rows[position][:7]
+        page.append(
+            _Ranked(
+                doc_id,
+                app_id,
+                team,
+                pricing,
+                _json_list(tags),
+                _json_list(caps),
+                0.0,
+                0.0,
+                behaviour,
+                trust,
+                score,
+            )
+        )
+    facets: dict[str, Counter[str]] = {
+        "tags": _count_lists(Counter(row[4] for row in rows)),
+        "team": Counter(row[2] for row in rows),
+        "capabilities": _count_lists(Counter(row[5] for row in rows)),
+        "pricing_model": Counter(row[3] for row in rows),
+    }
+    return page, facets
+
+
 def search(
     tenant_id: str,
     query: str,
@@ -692,9 +752,14 @@ def search(
     filters = filters or SearchFilters()
     now = now or utc_now()
     found = _candidates(tenant_id, query_terms(query), filters, session)
-    # The filters applied in SQL; `rank` checks them again (cheap, and exact by construction).
-    ranked, facets = rank(found.rows, filters, now.timestamp())
-    window = ranked[offset : offset + max(1, min(limit, MAX_LIMIT))]
+    stop = offset + max(1, min(limit, MAX_LIMIT))
+    if found.browse:  # only the page is built; the facets count every candidate
+        window, facets = rank_browse(found.rows, now.timestamp(), offset, stop)
+        facet_hits = len(found.rows)
+    else:
+        # The filters applied in SQL; `rank` checks them again (cheap, exact by construction).
+        ranked, facets = rank(found.rows, filters, now.timestamp())
+        window, facet_hits = ranked[offset:stop], len(ranked)
     shown = {}
     if window:
         shown = {s.id: s for s in session.execute(_SHOWN, {"ids": [r.doc_id for r in window]})}
@@ -703,5 +768,5 @@ def search(
         total=found.total,
         hits=[_hit(r, shown[r.doc_id], now) for r in window],
         facets={name: dict(counter.most_common(20)) for name, counter in facets.items()},
-        facet_hits=len(ranked),
+        facet_hits=facet_hits,
     )
