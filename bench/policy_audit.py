@@ -128,13 +128,7 @@ def floor(runtime: Runtime) -> tuple[float, int]:
                 AppVersion.state == VersionState.PUBLISHED.value,
             )
         ).all()
-        keys = service.exception_keys_at(
-            TENANT,
-            teams=[team for _, _, team in rows],
-            app_ids=[app_id for _, app_id, _ in rows],
-            at=utc_now(),
-            session=session,
-        )
+        keys = service.exception_keys_at(TENANT, at=utc_now(), session=session)
         documents = [
             audit.version_input(
                 version, exceptions=keys.keys(team=team, app_id=app_id), approved=False
