@@ -20,7 +20,9 @@ with a reused bundle.
 
 In-process (`--in-process`, with `--data-dir` of an indexed catalog): the search function
 alone (`search_index.search`, a read session per query, no HTTP), the same queries, wall
-and CPU time per query: the part of a request's latency that is the search itself.
+and CPU time per query: the part of a request's latency that is the search itself; then the
+same for searches without text (browse): no filter, and each team, pricing model, capability
+and the 20 commonest tags of the catalog as the only filter, in turn.
 
     python -m bench.search [--apps 10000] [--queries 2000] [--evaluations 5000]
                            [--database-url URL] [--data-dir DIR] [--in-process]
@@ -35,6 +37,7 @@ import random
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +55,8 @@ from quartermaster.catalog import search_index
 from quartermaster.catalog.checks import checks_for_zip
 from quartermaster.catalog.manifest import Manifest
 from quartermaster.catalog.models import App, AppAssignment
-from quartermaster.catalog.publish_models import AppVersion, VersionState
+from quartermaster.catalog.publish_models import AppSearchDoc, AppVersion, VersionState
+from quartermaster.catalog.search_index import SearchFilters
 from quartermaster.catalog.versions import manifest_document, policy_input
 from quartermaster.config import Settings
 from quartermaster.domain.timeutil import utc_now
@@ -238,19 +242,40 @@ def measure_http(port: int, token: str, texts: list[str]) -> tuple[Latencies, La
     )
 
 
-def measure_in_process(runtime: Runtime, texts: list[str]) -> tuple[Latencies, float]:
+def browse_filters(runtime: Runtime) -> list[SearchFilters]:
+    """Searches without text: no filter, then each team, pricing model, capability and the 20
+    commonest tags of the catalog as the only filter."""
+    with runtime.read_session_factory() as session:
+        docs = session.execute(
+            select(AppSearchDoc.team, AppSearchDoc.pricing_model, AppSearchDoc.tags).where(
+                AppSearchDoc.tenant_id == TENANT
+            )
+        ).all()
+    tags = Counter(tag for doc in docs for tag in json.loads(doc.tags))
+    return [
+        SearchFilters(),
+        *(SearchFilters(team=team) for team in sorted({doc.team for doc in docs})),
+        *(SearchFilters(pricing_model=p) for p in sorted({doc.pricing_model for doc in docs})),
+        *(SearchFilters(capability=c) for c in ("read", "write", "export")),
+        *(SearchFilters(tag=tag) for tag, _ in tags.most_common(20)),
+    ]
+
+
+def measure_in_process(
+    runtime: Runtime, searches: list[tuple[str, SearchFilters]], name: str
+) -> tuple[Latencies, float]:
     """The search function alone, one read session per query: (wall times, mean CPU s)."""
     wall: list[float] = []
     cpu = 0.0
     for warm in (True, False):
-        for query in texts[:100] if warm else texts:
+        for query, filters in searches[:100] if warm else searches:
             with runtime.read_session_factory() as session:
                 started, cpu_started = time.perf_counter(), time.process_time()
-                search_index.search(TENANT, query, session=session)
+                search_index.search(TENANT, query, filters=filters, session=session)
                 if not warm:
                     wall.append(time.perf_counter() - started)
                     cpu += time.process_time() - cpu_started
-    return Latencies("search_index.search in-process", wall), cpu / len(texts)
+    return Latencies(name, wall), cpu / len(searches)
 
 
 def run_in_process(*, apps: int, count: int, database_url: str | None, data_dir: Path) -> None:
@@ -258,15 +283,22 @@ def run_in_process(*, apps: int, count: int, database_url: str | None, data_dir:
     prepare(settings, apps)
     runtime = build_runtime(settings, migrate=False)
     try:
-        series, cpu = measure_in_process(runtime, queries(count))
+        texts = [(text, SearchFilters()) for text in queries(count)]
+        measured = [measure_in_process(runtime, texts, "search_index.search in-process")]
+        browse = browse_filters(runtime)
+        rounds = max(1, count // len(browse))  # about as many searches as with text
+        measured.append(
+            measure_in_process(runtime, [("", f) for f in browse] * rounds, "without text")
+        )
     finally:
         runtime.close()
-    load = os.getloadavg()
-    Console().print(
-        f"{series.name}: {len(series.seconds):,} queries, p50 {series.ms(0.5):.2f}, "
-        f"p95 {series.ms(0.95):.2f}, p99 {series.ms(0.99):.2f} ms; mean CPU "
-        f"{cpu * 1000:.2f} ms; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
-    )
+    for series, cpu in measured:
+        load = os.getloadavg()
+        Console().print(
+            f"{series.name}: {len(series.seconds):,} queries, p50 {series.ms(0.5):.2f}, "
+            f"p95 {series.ms(0.95):.2f}, p99 {series.ms(0.99):.2f} ms; mean CPU "
+            f"{cpu * 1000:.2f} ms; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+        )
 
 
 def rate(step: Callable[[], object], count: int) -> float:

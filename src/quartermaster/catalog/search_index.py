@@ -21,7 +21,10 @@ paging can reach (MAX_OFFSET + MAX_LIMIT), the same for every page, so pages nev
 `total` is the exact number of matches (counted in SQL when the window is full). The
 signals are precomputed columns of the document (`behaviour`, `trust_base`, `scanned_epoch`),
 so a candidate costs no joins and little Python; the shown columns are read only for the page
-of hits returned.
+of hits returned. Without text (an empty query, or every term too broad) the candidates are
+the WINDOW busiest apps that pass the filters, read from a covering index (migration 0019c:
+one led by team, one by pricing model, one by neither) that stops at the limit, and only the
+page's hits are built (`rank_browse`).
 
 Score (each hit carries its parts, so a ranking can be explained):
   score = 0.70 * text + 0.20 * behaviour + 0.10 * trust, each part in [0, 1]
