@@ -3,6 +3,9 @@ counters in the same transaction, retry of a lost race, lookups and their cache.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -17,7 +20,7 @@ from quartermaster.catalog.signing_keys import create_signing_key, retire_signin
 from quartermaster.domain.timeutil import floor_hour, utc_now
 from quartermaster.metering import service
 from quartermaster.metering.service import IngestState, ingest_events, reconciliation
-from quartermaster.metering.signing import sign_event
+from quartermaster.metering.signing import float_spellings, sign_event
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext, authenticate
@@ -283,3 +286,54 @@ def test_app_principals_are_restricted_to_their_app(
     )
     assert report.accepted == 1
     assert [(r.index, r.reason.value) for r in report.rejected] == [(1, "forbidden_app")]
+
+
+def _signed_as(form: str, event: dict[str, Any], bot: AppHandle) -> dict[str, Any]:
+    """The event signed the way a sender's JSON library writes its floats."""
+    unsigned = {**event, "qmkeyid": bot.key_id}
+    if form == "python":
+        text = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = list(float_spellings(unsigned))[1].decode()  # checked against node in test_signing
+    signature = hmac.new(bot.secret, text.encode(), hashlib.sha256).hexdigest()
+    return {**unsigned, "qmsignature": signature}
+
+
+@pytest.mark.parametrize("form", ["python", "javascript"])
+def test_floats_signed_as_python_or_javascript_write_them_are_accepted(
+    form: str, runtime: Runtime, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app(require_signatures=True)
+    caller = caller_of(runtime, tenant)
+    events = [
+        _signed_as(form, usage_event(bot.app_id, compute_units=units), bot)
+        for units in (1e-5, 2.5e-5, 1e-7, 1e16, 0.5)
+    ]
+    report = ingest_events(events, caller=caller, runtime=runtime)
+    assert (report.accepted, report.rejected) == (5, [])
+    # the same events again are duplicates: the content is the parsed value, not its spelling
+    again = ingest_events(
+        [_signed_as("python", e, bot) for e in map(_unsigned, events)],
+        caller=caller,
+        runtime=runtime,
+    )
+    assert (again.accepted, again.duplicates) == (0, 5)
+
+
+def _unsigned(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k not in ("qmkeyid", "qmsignature")}
+
+
+def test_a_bad_signature_over_floats_says_which_spellings_were_tried(
+    runtime: Runtime, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    bot = make_app(require_signatures=True)
+    caller = caller_of(runtime, tenant)
+    with_float = {**_signed_as("python", usage_event(bot.app_id, compute_units=1e-5), bot)}
+    with_float["qmsignature"] = "00" * 32
+    without = {**bot.sign(usage_event(bot.app_id)), "qmsignature": "00" * 32}
+    report = ingest_events([with_float, without], caller=caller, runtime=runtime)
+    assert [r.reason.value for r in report.rejected] == ["bad_signature", "bad_signature"]
+    assert "JSON.stringify" in report.rejected[0].message
+    assert "decimal strings" in report.rejected[0].message
+    assert "JSON.stringify" not in report.rejected[1].message

@@ -3,7 +3,8 @@
 Canonical form of an event: the JSON object without its `qmsignature` attribute, serialized with
 keys sorted at every level, no insignificant whitespace, UTF-8 (non-ASCII characters are not
 escaped). Python's `json.dumps(obj, sort_keys=True, separators=(",", ":"),
-ensure_ascii=False).encode()` produces the same bytes; docs/events.md has a runnable example.
+ensure_ascii=False).encode()` produces the same bytes but for some floats (`float_spellings`
+covers those); docs/events.md has a runnable example.
 
 The signature is the lowercase hex HMAC-SHA256 of those bytes under the app key's secret; the key
 id travels in `qmkeyid` (and so is itself signed). The content hash leaves out both `qmkeyid`
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -46,6 +48,77 @@ def content_bytes(event: Mapping[str, Any]) -> bytes:
 def content_hash(event: Mapping[str, Any]) -> str:
     """Hex SHA-256 of `content_bytes(event)`."""
     return hashlib.sha256(content_bytes(event)).hexdigest()
+
+
+def has_float(value: object) -> bool:
+    """True when a parsed JSON value holds a number with a fraction or an exponent anywhere."""
+    if type(value) is float:
+        return True
+    if type(value) is dict:
+        return any(has_float(v) for v in value.values())
+    if type(value) is list:
+        return any(has_float(v) for v in value)
+    return False
+
+
+def float_spellings(unsigned: Mapping[str, Any]) -> Iterator[bytes]:
+    """The canonical form of an event (without `qmsignature`) with its floats written as
+    Python's `json` and as ECMAScript's `JSON.stringify` write them: the two spellings senders
+    produce that differ from ours for some floats (1e-05 and 0.00001, 1e+16 and
+    10000000000000000). Numbers are parsed alike whatever their spelling, so a signature over
+    any of them signs the same content; tried only after the canonical form failed."""
+    yield json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    yield "".join(_ecmascript_json(unsigned)).encode()
+
+
+def _ecmascript_json(value: object) -> Iterator[str]:
+    """JSON text with sorted keys and no whitespace, numbers as ECMAScript writes them."""
+    if type(value) is dict:
+        yield "{"
+        for i, key in enumerate(sorted(value)):
+            if i:
+                yield ","
+            yield json.dumps(key, ensure_ascii=False)
+            yield ":"
+            yield from _ecmascript_json(value[key])
+        yield "}"
+    elif type(value) is list:
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _ecmascript_json(item)
+        yield "]"
+    elif type(value) is float:
+        yield ecmascript_number(value)
+    else:
+        yield json.dumps(value, ensure_ascii=False)
+
+
+def ecmascript_number(value: float) -> str:
+    """A finite float as ECMAScript's Number::toString writes it (JSON.stringify, RFC 8785):
+    the shortest digits that read back as the same float, in fixed notation from 1e-6 up to
+    1e21 and in exponent notation (1e-7, 1.5e+21) outside."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    all_digits = whole + fraction
+    significant = all_digits.lstrip("0")
+    # value = 0.<significant> x 10^point
+    point = len(whole) + int(exponent or 0) - (len(all_digits) - len(significant))
+    digits = significant.rstrip("0")
+    count = len(digits)
+    if count <= point <= 21:
+        return sign + digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    power = point - 1
+    head = digits[0] + ("." + digits[1:] if count > 1 else "")
+    return f"{sign}{head}e{'+' if power > 0 else '-'}{abs(power)}"
 
 
 class HmacSha256:

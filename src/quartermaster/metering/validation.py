@@ -32,7 +32,7 @@ from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, v
 from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
 from quartermaster.domain.timeutil import duration_text
 from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
-from quartermaster.metering.signing import HmacSha256
+from quartermaster.metering.signing import HmacSha256, float_spellings, has_float
 from quartermaster.tenancy.models import Role
 
 _SORTED = orjson.OPT_SORT_KEYS
@@ -388,11 +388,14 @@ def validate_event(
                 f"signing key {key_id!r} is not an active key of this tenant",
             )
         if not key.hmac.matches(canonical, signature):
-            return reject(
-                RejectReason.BAD_SIGNATURE,
-                "qmsignature",
-                f"qmsignature does not match the event's canonical form under key {key_id!r}",
-            )
+            floats = has_float(unsigned)
+            if not (floats and _signs_a_float_spelling(key.hmac, unsigned, signature)):
+                return reject(
+                    RejectReason.BAD_SIGNATURE,
+                    "qmsignature",
+                    f"qmsignature does not match the event's canonical form under key {key_id!r}"
+                    + (_FLOAT_HINT if floats else ""),
+                )
         if app_id is not None and key.app_id != app_id:
             return reject(
                 RejectReason.KEY_APP_MISMATCH,
@@ -426,6 +429,19 @@ def validate_event(
             canonical.decode(),
         ),
     )
+
+
+_FLOAT_HINT = (
+    " (also tried with its fractional numbers written as Python's json and as JavaScript's"
+    " JSON.stringify write them; numbers sent as decimal strings avoid the question,"
+    " docs/events.md)"
+)
+
+
+def _signs_a_float_spelling(hmac: HmacSha256, unsigned: dict[str, Any], signature: str) -> bool:
+    """Whether the signature is over the event with its floats spelled as a sender's JSON
+    library may have written them (`signing.float_spellings`)."""
+    return any(hmac.matches(form, signature) for form in float_spellings(unsigned))
 
 
 def _storage_problem(
