@@ -19,6 +19,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "bench.billing",
     "bench.decisions",
     "bench.search",
+    "bench.policy_audit",
     "bench.anomaly_scan",
 )
 
