@@ -48,6 +48,10 @@ def test_directory_principals_and_keys_from_the_command_line(qm: Qm) -> None:
     match = re.search(r"created principal ci-bot \(finance\) id (\w+)", principal.output)
     assert match is not None, principal.output
     principal_id = match.group(1)
+    long_name = "platform-reporting-service@finance.example.com"
+    wide = qm("principal", "create", long_name, "--role", "finance").output
+    # one line at 80 columns, so that the id is copied whole from the terminal
+    assert re.search(rf"^created principal {long_name} \(finance\) id \w{{16,}}$", wide, re.M)
     listed = qm("principal", "list").output
     # The name over the id, the role over the kind.
     assert re.search(r"│ ci-bot\s+│ finance\s+│", listed)

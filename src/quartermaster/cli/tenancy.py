@@ -87,8 +87,9 @@ def principal_create(
     """Create a user or service account."""
     body = drop_none({"name": name, "role": role, "kind": kind, "team": team, "app_id": app})
     created = request("POST", "/v1/principals", json=body, url=url, api_key=api_key)
-    out().print(
-        f"created principal {escape(str(created['name']))} ({created['role']}) id {created['id']}"
+    out().print(  # one line however narrow the terminal: the id is copied from it
+        f"created principal {escape(str(created['name']))} ({created['role']}) id {created['id']}",
+        soft_wrap=True,
     )
 
 
