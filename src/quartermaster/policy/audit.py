@@ -133,8 +133,11 @@ def audit_apps(
         apps_query = apps_query.where(App.app_id > after)
     rows = session.execute(apps_query.order_by(App.app_id).limit(limit + 1)).all()
     more = len(rows) > limit
-    rows = rows[:limit]
-    versions = _current_versions([app.id for app, _ in rows], session)
+    last = rows[limit - 1][0].app_id if more else None
+    versions = _current_versions([app.id for app, _ in rows[:limit]], session)
+    # An app whose published version was deprecated or quarantined since the query above (a
+    # writer in between) has none to audit any more.
+    audited_rows = [(app, team) for app, team in rows[:limit] if app.id in versions]
     approved = _approved(tenant_id, [v.id for v in versions.values()], session)
     keys = service.exception_keys_at(tenant_id, at=now, session=session)
     page = AuditPage(
@@ -142,7 +145,7 @@ def audit_apps(
         audited_at=now,
         published_apps=total,
         apps=[],
-        next_after=rows[-1][0].app_id if more else None,
+        next_after=last,
     )
 
     def audit_one(row: tuple[App, str]) -> AppAudit:
@@ -163,7 +166,7 @@ def audit_apps(
     # A few apps at once, each in a worker of its own: the server prepares the next input
     # and reads the last answer while a worker evaluates.
     with ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="policy-audit") as pool:
-        for audited in pool.map(audit_one, [(app, team) for app, team in rows]):
+        for audited in pool.map(audit_one, audited_rows):
             page.apps.append(audited)
             page.totals.add(audited)
     return page
