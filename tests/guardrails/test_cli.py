@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from quartermaster.guardrails.alerts import Severity, raise_alert
+from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.runtime import Runtime
 from tests.conftest import LiveServer, TenantHandle
@@ -172,3 +173,70 @@ def test_alerts_list_pages_with_after_and_all(
     assert "more:" not in every
     bad = qm("alerts", "list", "--after", "nope", expect=1).output
     assert "after 'nope' is not one of this tenant's alerts" in " ".join(bad.split())
+
+
+def test_actions_and_deliveries_page_with_after_and_all(
+    client: TestClient,
+    runtime: Runtime,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = {"url": "http://127.0.0.1:9/hook"}
+    hook_id = ok(client.post("/v1/webhooks", json=body, headers=tenant.headers), 201)["id"]
+    with runtime.session_factory() as session:
+        for n in range(5):
+            record_action(
+                session,
+                tenant_id=tenant.tenant_id,
+                action="notify",
+                scope_kind="tenant",
+                scope="",
+                subject=f"budget:b{n}",
+                reason=f"why-{n}",
+            )
+            raise_alert(
+                session,
+                tenant_id=tenant.tenant_id,
+                kind="anomaly",
+                severity=Severity.CRITICAL,
+                dedup_key=f"k{n}",
+                title=f"alert-{n}",
+                message="m",
+                details={},
+                at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=n),
+            )
+        session.commit()
+    deliveries = [d["id"] for d in ok(client.get("/v1/webhook-deliveries", headers=tenant.headers))]
+    qm = make_qm(live_server, tenant, monkeypatch)
+
+    first = qm("alerts", "actions", "--limit", "3").output
+    assert re.findall(r"why-\d", first) == ["why-4", "why-3", "why-2"]
+    cursor = re.search(r"more: qm alerts actions --after (\d+) \(or --all\)", first)
+    assert cursor is not None
+    rest = qm("alerts", "actions", "--limit", "3", "--after", cursor[1]).output
+    assert re.findall(r"why-\d", rest) == ["why-1", "why-0"]
+    assert "more:" not in rest
+    every = qm("alerts", "actions", "--all").output
+    assert re.findall(r"why-\d", every) == [f"why-{n}" for n in reversed(range(5))]
+    assert "more:" not in every
+
+    first = qm("alerts", "deliveries", "--limit", "2", "--webhook-id", hook_id).output
+    table = first.split("more:")[0]
+    assert re.findall(r"\b[0-9a-f]{32}\b", table) == [
+        deliveries[0],
+        hook_id,
+        deliveries[1],
+        hook_id,
+    ]
+    cursor = re.search(
+        rf"more: qm alerts deliveries --webhook-id {hook_id} --after (\w+) \(or --all\)", first
+    )
+    assert cursor is not None
+    assert cursor[1] == deliveries[1]
+    every = qm("alerts", "deliveries", "--all").output
+    assert [d for d in re.findall(r"\b[0-9a-f]{32}\b", every) if d != hook_id] == deliveries
+    bad = qm("alerts", "deliveries", "--after", "nope", expect=1).output
+    assert "after 'nope' is not one of this tenant's webhook deliveries" in " ".join(bad.split())
+    # The database is shared: another test's notifier cannot open this webhook's sealed URL.
+    ok(client.delete(f"/v1/webhooks/{hook_id}", headers=tenant.headers), 204)

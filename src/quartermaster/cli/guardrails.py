@@ -309,8 +309,43 @@ def rate_limit_delete(
 # --- alerts, enforcements, the action log -------------------------------------------------
 
 
-# Alerts per request with --all (the API's largest page).
-ALERTS_PAGE = 1000
+# Rows per request with --all (the API's largest page).
+PAGE_LIMIT = 1000
+
+AfterOption = Annotated[
+    str | None, typer.Option(help="Rows after this one (the cursor in the previous page's footer).")
+]
+EveryOption = Annotated[
+    bool, typer.Option("--all", help="Every row, page by page (ignores --limit).")
+]
+
+
+def _read_pages(
+    path: str, params: dict[str, Any], *, every: bool, url: str | None, api_key: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The first page of a list paged by the X-Next-After header (with `every`, all of them)
+    and the cursor of the page after (None: nothing more)."""
+    rows: list[dict[str, Any]] = []
+    if every:
+        params = {**params, "limit": PAGE_LIMIT}
+    with api_client(url=url, api_key=api_key) as client:
+        while True:
+            response = client.get(path, params=params)
+            rows.extend(check(response, console=err()))
+            cursor = response.headers.get("X-Next-After")
+            if cursor is None or not every:
+                return rows, cursor
+            params = {**params, "after": cursor}
+
+
+def _more(command: str, params: dict[str, Any], names: tuple[str, ...], cursor: str | None) -> None:
+    """The footer of a page that has more after it: the command that reads the next."""
+    if cursor is None:
+        return
+    same = "".join(
+        f" --{name.replace('_', '-')} {params[name]}" for name in names if name in params
+    )
+    out().print(f"more: {command}{same} --after {cursor} (or --all)", markup=False)
 
 
 @alerts_app.command("list")
@@ -323,12 +358,8 @@ def alerts_list(
         typer.Option(help="Only alerts about this: team:NAME, app:NAME, cost_center:NAME, tenant."),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    after: Annotated[
-        str | None, typer.Option(help="Alerts after this one (the previous page's footer).")
-    ] = None,
-    every: Annotated[
-        bool, typer.Option("--all", help="Every alert, page by page (ignores --limit).")
-    ] = False,
+    after: AfterOption = None,
+    every: EveryOption = False,
     details: Annotated[
         bool, typer.Option("--details", help="Also print each alert's details.")
     ] = False,
@@ -336,18 +367,8 @@ def alerts_list(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Alerts, newest first; the footer says how to read the next page."""
-    params = drop_none(
-        {"kind": kind, "scope": scope, "after": after, "limit": ALERTS_PAGE if every else limit}
-    )
-    rows: list[dict[str, Any]] = []
-    with api_client(url=url, api_key=api_key) as client:
-        while True:
-            response = client.get("/v1/alerts", params=params)
-            rows.extend(check(response, console=err()))
-            cursor = response.headers.get("X-Next-After")
-            if cursor is None or not every:
-                break
-            params["after"] = cursor
+    params = drop_none({"kind": kind, "scope": scope, "after": after, "limit": limit})
+    rows, cursor = _read_pages("/v1/alerts", params, every=every, url=url, api_key=api_key)
     # The title and its message in one column, the title on top: as two columns each got a
     # fifth of an 80-column terminal and folded into a dozen lines.
     table = data_table(("created_at", "severity", "kind", "alert"), title="alerts")
@@ -358,9 +379,7 @@ def alerts_list(
     if details:
         for row in rows:
             out().print(f"{row['id']} {json.dumps(row['details'], sort_keys=True)}", markup=False)
-    if cursor is not None:
-        same = "".join(f" --{name} {params[name]}" for name in ("kind", "scope") if name in params)
-        out().print(f"more: qm alerts list{same} --after {cursor} (or --all)", markup=False)
+    _more("qm alerts list", params, ("kind", "scope"), cursor)
 
 
 @alerts_app.command("scan")
@@ -420,18 +439,23 @@ def enforcement_lift(
 @alerts_app.command("actions")
 def actions_list(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    after: AfterOption = None,
+    every: EveryOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Every action a guardrail took, with why."""
-    rows = request(
-        "GET", "/v1/guardrail-actions", params={"limit": limit}, url=url, api_key=api_key
+    """Every action a guardrail took, with why, newest first; the footer says how to read the
+    next page."""
+    params = drop_none({"after": after, "limit": limit})
+    rows, cursor = _read_pages(
+        "/v1/guardrail-actions", params, every=every, url=url, api_key=api_key
     )
     table = data_table(("at", "action", "scope", "subject and reason"), title="actions")
     for row in rows:
         why = stacked(row["subject"], row["reason"], head_style="dim")
         table.add_row(plain(row["at"]), row["action"], plain(_scope(row)), why)
     show_table(table, empty="no actions")
+    _more("qm alerts actions", params, (), cursor)
 
 
 # --- decisions ----------------------------------------------------------------------------
@@ -552,13 +576,21 @@ def delivery_list(
     status: Annotated[
         str | None, typer.Option(help="pending | delivered | dead (dead: the dead-letter list)")
     ] = None,
+    webhook_id: Annotated[
+        str | None, typer.Option(help="Only deliveries to this webhook (its id).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    after: AfterOption = None,
+    every: EveryOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Webhook deliveries with their status, attempts and last error."""
-    params = drop_none({"status": status, "limit": limit})
-    deliveries = request("GET", "/v1/webhook-deliveries", params=params, url=url, api_key=api_key)
+    """Webhook deliveries with their status, attempts and last error, newest first; the
+    footer says how to read the next page."""
+    params = drop_none({"status": status, "webhook_id": webhook_id, "after": after, "limit": limit})
+    deliveries, cursor = _read_pages(
+        "/v1/webhook-deliveries", params, every=every, url=url, api_key=api_key
+    )
     # The delivery's id over its webhook's, its status over its attempts: two 32-character
     # ids side by side left the other four columns a few letters each at 80 columns.
     table = data_table(
@@ -574,6 +606,7 @@ def delivery_list(
             plain(delivery["last_error"]),
         )
     show_table(table, empty="no deliveries")
+    _more("qm alerts deliveries", params, ("status", "webhook_id"), cursor)
 
 
 @alerts_app.command("delivery-log")

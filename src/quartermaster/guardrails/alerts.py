@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.guardrails.common import ScopeKind, insert_once
 from quartermaster.guardrails.models import Alert, Delivery, Webhook
-from quartermaster.guardrails.visibility import MemberView, alert_scope
+from quartermaster.guardrails.paging import Page, position_of, read_page
+from quartermaster.guardrails.visibility import MemberView, alert_scope, scope_filter
 from quartermaster.storage.base import new_id
+
+# Newest first; the id orders alerts raised in the same instant.
+ALERT_ORDER = ((Alert.created_at, True), (Alert.id, False))
 
 # The kinds of alert the guardrails raise (budgets, default caps, the anomaly detector,
 # high-cost previews).
@@ -48,6 +51,7 @@ def raise_alert(
     one delivery per matching webhook; returns the new alert's id, None if it existed."""
     alert_id = new_id()
     moment = at or utc_now()
+    about = alert_scope(kind, details)
     inserted = insert_once(
         session,
         Alert,
@@ -60,6 +64,8 @@ def raise_alert(
             "title": title,
             "message": message,
             "details": orjson.dumps(details, default=str).decode(),
+            "scope_kind": about[0] if about is not None else None,
+            "scope": about[1] if about is not None else None,
             "created_at": moment,
         },
         ("tenant_id", "dedup_key"),
@@ -79,14 +85,6 @@ def raise_alert(
                 )
             )
     return alert_id
-
-
-@dataclass(frozen=True)
-class AlertPage:
-    """A page of alerts, newest first, and the cursor of the next (None: this is the last)."""
-
-    alerts: list[Alert]
-    next_after: str | None
 
 
 def parse_alert_scope(text: str) -> tuple[str, str]:
@@ -112,10 +110,9 @@ def list_alerts(
     after: str | None = None,
     limit: int = 100,
     view: MemberView | None = None,
-) -> AlertPage:
+) -> Page[Alert]:
     """Newest first, from after the alert `after` (a previous page's `next_after`); only
-    those about `scope`, and with a team-member's `view` those about its team or its apps
-    (read in batches, as the scope is in the details)."""
+    those about `scope`, and with a team-member's `view` those about its team or its apps."""
     if kind is not None and kind not in ALERT_KINDS:
         raise InvalidInputError(
             f"kind {kind!r} is not one of: {', '.join(ALERT_KINDS)}", field="kind"
@@ -123,51 +120,25 @@ def list_alerts(
     query = select(Alert).where(Alert.tenant_id == tenant_id)
     if kind is not None:
         query = query.where(Alert.kind == kind)
-    query = query.order_by(Alert.created_at.desc(), Alert.id)
-    cursor = _cursor(tenant_id, after, session=session)
-
-    def wanted(alert: Alert) -> bool:
-        about = alert_scope(alert.kind, alert_details(alert))
-        if scope is not None and about != scope:
-            return False
-        return view is None or (about is not None and view.sees_scope(*about))
-
-    found: list[Alert] = []
-    batch = limit + 1 if view is None and scope is None else max(limit + 1, 500)
-    while len(found) <= limit:
-        rows = list(session.scalars(_after(query, cursor).limit(batch)))
-        found.extend(alert for alert in rows if wanted(alert))
-        if len(rows) < batch:
-            break
-        cursor = (rows[-1].created_at, rows[-1].id)
-    more = len(found) > limit
-    return AlertPage(found[:limit], found[limit - 1].id if more else None)
-
-
-def _cursor(tenant_id: str, after: str | None, *, session: Session) -> tuple[datetime, str] | None:
-    """The position of the alert `after` (None: from the newest); an id that is not one of
-    the tenant's alerts is a 422 naming `after`."""
-    if after is None:
-        return None
-    row = session.execute(
-        select(Alert.created_at, Alert.id).where(Alert.tenant_id == tenant_id, Alert.id == after)
-    ).first()
-    if row is None:
-        raise InvalidInputError(
-            f"after {after!r} is not one of this tenant's alerts: pass the X-Next-After of "
-            "the previous page",
-            field="after",
-        )
-    return row[0], row[1]
-
-
-def _after(query: Select[Alert], cursor: tuple[datetime, str] | None) -> Select[Alert]:
-    """Rows past `cursor` in the newest-first (created_at desc, id) order."""
-    if cursor is None:
-        return query
-    at, alert_id = cursor
-    return query.where(
-        or_(Alert.created_at < at, and_(Alert.created_at == at, Alert.id > alert_id))
+    if scope is not None:
+        query = query.where(Alert.scope_kind == scope[0], Alert.scope == scope[1])
+    if view is not None:
+        query = query.where(scope_filter(view, Alert.scope_kind, Alert.scope))
+    position = position_of(
+        after,
+        ALERT_ORDER,
+        Alert.tenant_id == tenant_id,
+        Alert.id == after,
+        noun="alerts",
+        session=session,
+    )
+    return read_page(
+        query,
+        order=ALERT_ORDER,
+        position=position,
+        limit=limit,
+        cursor=lambda alert: alert.id,
+        session=session,
     )
 
 

@@ -114,12 +114,21 @@ class GuardrailAction(Base):
 
 class Alert(Base):
     """A notification-worthy fact. `dedup_key` makes each one happen once (e.g. a budget's
-    threshold in a period), whichever evaluator or process notices it first."""
+    threshold in a period), whichever evaluator or process notices it first. `scope_kind`
+    and `scope` say what it is about (visibility.alert_scope of its details; None: nothing a
+    team owns), so a scope filter or a team-member's view is a WHERE on an index."""
 
     __tablename__ = "guardrail_alerts"
     __table_args__ = (
         UniqueConstraint("tenant_id", "dedup_key"),
         Index("ix_guardrail_alerts_tenant_id_created_at", "tenant_id", "created_at"),
+        Index(
+            "ix_guardrail_alerts_tenant_id_scope_kind_scope_created_at",
+            "tenant_id",
+            "scope_kind",
+            "scope",
+            "created_at",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -130,6 +139,8 @@ class Alert(Base):
     title: Mapped[str] = mapped_column(String(300))
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    scope_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    scope: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
@@ -232,6 +243,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("webhook_id", "alert_id"),
         Index("ix_guardrail_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_guardrail_deliveries_tenant_id_created_at", "tenant_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

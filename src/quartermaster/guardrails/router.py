@@ -3,7 +3,7 @@ rate limits and the decision API. Thin: each calls one service function."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
@@ -17,7 +17,7 @@ from quartermaster.api.deps import (
     SessionDep,
 )
 from quartermaster.api.errors import ErrorBody
-from quartermaster.api.params import one_of
+from quartermaster.api.params import Int64, one_of
 from quartermaster.api.responses import error_responses
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
 from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
@@ -31,6 +31,7 @@ from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.history import list_actions
 from quartermaster.guardrails.models import Alert, Quota, Webhook
+from quartermaster.guardrails.paging import Page
 from quartermaster.guardrails.quantities import format_quantity
 from quartermaster.guardrails.schemas import (
     ActionOut,
@@ -143,19 +144,57 @@ def lift_enforcement(
     return EnforcementOut.model_validate(row)
 
 
+# The cursor of the next page travels in a header, so a list's body stays the bare list it was.
+NEXT_AFTER_HEADER = "X-Next-After"
+
+# At most this many rows per page, newest first.
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first.")]
+
+
+def _paged(what: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer of a paged list: `what`, newest first, and the next page's cursor."""
+    return {
+        200: {
+            "description": f"A page of {what}, newest first.",
+            "headers": {
+                NEXT_AFTER_HEADER: {
+                    "description": "Pass as `after` for the next page; absent on the last.",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    }
+
+
+def _next_page(response: Response, page: Page[Any]) -> None:
+    """The next page's cursor in its header (none on the last page)."""
+    if page.next_after is not None:
+        response.headers[NEXT_AFTER_HEADER] = page.next_after
+
+
 @router.get(
-    "/v1/guardrail-actions", response_model=list[ActionOut], summary="Every action, with why"
+    "/v1/guardrail-actions",
+    response_model=list[ActionOut],
+    summary="Every action, with why, newest first (page with after=X-Next-After)",
+    responses=_paged("actions"),
 )
 def get_actions(
     caller: Reader,
     session: ReadSessionDep,
-    limit: Annotated[
-        int, Query(ge=1, le=1000, description="At most this many, newest first.")
-    ] = 100,
+    response: Response,
+    after: Annotated[
+        Int64 | None,
+        Query(
+            ge=1,
+            description="Actions after this one (the previous page's X-Next-After header).",
+        ),
+    ] = None,
+    limit: Limit = 100,
 ) -> list[ActionOut]:
     view = _view(caller, session)
-    rows = list_actions(caller.tenant_id, limit=limit, session=session, view=view)
-    return [ActionOut.model_validate(r) for r in rows]
+    page = list_actions(caller.tenant_id, after=after, limit=limit, session=session, view=view)
+    _next_page(response, page)
+    return [ActionOut.model_validate(r) for r in page.rows]
 
 
 def _alert(alert: Alert) -> AlertOut:
@@ -170,25 +209,11 @@ def _alert(alert: Alert) -> AlertOut:
     )
 
 
-# The cursor of the next page travels in a header, so the body stays the bare list it was.
-NEXT_AFTER_HEADER = "X-Next-After"
-
-
 @router.get(
     "/v1/alerts",
     response_model=list[AlertOut],
     summary="Alerts, newest first (page with after=X-Next-After)",
-    responses={
-        200: {
-            "description": "A page of alerts, newest first.",
-            "headers": {
-                NEXT_AFTER_HEADER: {
-                    "description": "Pass as `after` for the next page; absent on the last.",
-                    "schema": {"type": "string"},
-                }
-            },
-        }
-    },
+    responses=_paged("alerts"),
 )
 def get_alerts(
     caller: Reader,
@@ -213,9 +238,7 @@ def get_alerts(
             max_length=64,
         ),
     ] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=1000, description="At most this many, newest first.")
-    ] = 100,
+    limit: Limit = 100,
 ) -> list[AlertOut]:
     view = _view(caller, session)
     about = parse_alert_scope(scope) if scope is not None else None
@@ -228,9 +251,8 @@ def get_alerts(
         session=session,
         view=view,
     )
-    if page.next_after is not None:
-        response.headers[NEXT_AFTER_HEADER] = page.next_after
-    return [_alert(a) for a in page.alerts]
+    _next_page(response, page)
+    return [_alert(a) for a in page.rows]
 
 
 def _quota(row: Quota) -> QuotaOut:
@@ -435,11 +457,14 @@ def delete_webhook(webhook_id: str, caller: AdminCaller, session: SessionDep) ->
 @router.get(
     "/v1/webhook-deliveries",
     response_model=list[DeliveryOut],
-    summary="Deliveries, newest first (status=dead: the dead-letter list)",
+    summary="Deliveries, newest first (status=dead: the dead-letter list; page with "
+    "after=X-Next-After)",
+    responses=_paged("deliveries"),
 )
 def get_deliveries(
     caller: AdminCaller,
     session: ReadSessionDep,
+    response: Response,
     status: Annotated[
         Annotated[str, one_of(webhooks.DeliveryStatus)] | None,
         Query(description="Only deliveries in this state; dead: the dead-letter list."),
@@ -447,14 +472,25 @@ def get_deliveries(
     webhook_id: Annotated[
         str | None, Query(description="Only deliveries to this webhook (its id).")
     ] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=1000, description="At most this many, newest first.")
-    ] = 100,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Deliveries after this one (the previous page's X-Next-After header).",
+            max_length=64,
+        ),
+    ] = None,
+    limit: Limit = 100,
 ) -> list[DeliveryOut]:
-    rows = webhooks.list_deliveries(
-        caller.tenant_id, status=status, webhook_id=webhook_id, limit=limit, session=session
+    page = webhooks.list_deliveries(
+        caller.tenant_id,
+        status=status,
+        webhook_id=webhook_id,
+        after=after,
+        limit=limit,
+        session=session,
     )
-    return [DeliveryOut.model_validate(r) for r in rows]
+    _next_page(response, page)
+    return [DeliveryOut.model_validate(r) for r in page.rows]
 
 
 @router.get(

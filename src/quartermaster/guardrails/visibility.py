@@ -66,8 +66,8 @@ def member_view(caller: AuthContext, *, session: Session) -> MemberView | None:
 
 def scope_filter(
     view: MemberView,
-    kind: InstrumentedAttribute[str],
-    scope: InstrumentedAttribute[str],
+    kind: InstrumentedAttribute[str] | InstrumentedAttribute[str | None],
+    scope: InstrumentedAttribute[str] | InstrumentedAttribute[str | None],
     *,
     rules: bool = False,
 ) -> ColumnElement[bool]:

@@ -30,6 +30,7 @@ from quartermaster.guardrails.alerts import Severity, alert_details
 from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.destinations import DestinationRefused, check_destination
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
+from quartermaster.guardrails.paging import Page, position_of, read_page
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.service import AuthContext
 
@@ -338,15 +339,21 @@ def delete_webhook(tenant_id: str, webhook_id: str, *, session: Session) -> None
 # --- deliveries -------------------------------------------------------------------------
 
 
+# Newest first; the id orders deliveries queued in the same instant.
+DELIVERY_ORDER = ((Delivery.created_at, True), (Delivery.id, False))
+
+
 def list_deliveries(
     tenant_id: str,
     *,
     session: Session,
     status: str | None = None,
     webhook_id: str | None = None,
+    after: str | None = None,
     limit: int = 100,
-) -> list[Delivery]:
-    """Deliveries newest first; `status="dead"` is the dead-letter list."""
+) -> Page[Delivery]:
+    """Deliveries newest first, from after the delivery `after` (a previous page's
+    `next_after`); `status="dead"` is the dead-letter list."""
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         raise InvalidInputError(
             f"status {status!r} is not pending, delivered or dead", field="status"
@@ -356,8 +363,22 @@ def list_deliveries(
         query = query.where(Delivery.status == status)
     if webhook_id is not None:
         query = query.where(Delivery.webhook_id == webhook_id)
-    query = query.order_by(Delivery.created_at.desc(), Delivery.id).limit(limit)
-    return list(session.scalars(query))
+    position = position_of(
+        after,
+        DELIVERY_ORDER,
+        Delivery.tenant_id == tenant_id,
+        Delivery.id == after,
+        noun="webhook deliveries",
+        session=session,
+    )
+    return read_page(
+        query,
+        order=DELIVERY_ORDER,
+        position=position,
+        limit=limit,
+        cursor=lambda delivery: delivery.id,
+        session=session,
+    )
 
 
 def get_delivery(tenant_id: str, delivery_id: str, *, session: Session) -> Delivery:
