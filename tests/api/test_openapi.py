@@ -4,6 +4,8 @@ held to the same rules as the old ones."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import pytest
 
 from quartermaster.api.app import create_app
 from quartermaster.api.openapi import complete
+from quartermaster.billing.exports import CHARGEBACK_COLUMNS, document_summary
+from quartermaster.billing.models import BillingDocument
 from quartermaster.config import Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
@@ -225,3 +229,108 @@ def test_every_query_parameter_is_described(spec: dict[str, Any]) -> None:
         if param["in"] == "query" and not param.get("description", "").strip()
     ]
     assert bare == []
+
+
+def test_every_path_parameter_is_described(spec: dict[str, Any]) -> None:
+    bare = [
+        (method, path, param["name"])
+        for method, path, op in _operations(spec)
+        for param in op.get("parameters", [])
+        if param["in"] == "path" and not param.get("description", "").strip()
+    ]
+    assert bare == []
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/billing/runs/{run_id}", "run_id"),
+        ("/v1/billing/lines/{line_id}/explain", "line_id"),
+        ("/v1/approvals/{approval_id}/approve", "approval_id"),
+        ("/v1/policy-exceptions/{exception_id}", "exception_id"),
+        ("/v1/enforcements/{enforcement_id}/lift", "enforcement_id"),
+        ("/v1/cost-previews/{preview_id}", "preview_id"),
+    ],
+)
+def test_an_id_taken_by_prefix_says_so(spec: dict[str, Any], path: str, name: str) -> None:
+    for op in spec["paths"][path].values():
+        [param] = [p for p in op["parameters"] if p["name"] == name]
+        assert "8 characters" in param["description"], f"{path} {name}"
+
+
+def test_a_secret_path_parameter_says_it_may_hold_slashes(spec: dict[str, Any]) -> None:
+    for method, path, op in _operations(spec):
+        for param in op.get("parameters", []):
+            if path.startswith("/v1/secrets/") and param["name"] == "path":
+                assert "%2F" in param["description"], f"{method.upper()} {path}"
+
+
+def test_a_fixed_choice_path_parameter_is_an_enum(spec: dict[str, Any]) -> None:
+    [param] = spec["paths"]["/v1/default-caps/{applies_to}"]["delete"]["parameters"]
+    assert _enum(spec, param["schema"]) == ["ephemeral", "non_production"]
+
+
+def test_every_operation_has_one_tag(spec: dict[str, Any]) -> None:
+    for method, path, op in _operations(spec):
+        assert len(op["tags"]) == 1, f"{method.upper()} {path}"
+    assert spec["paths"]["/v1/identity/token"]["post"]["tags"] == ["identity"]
+    assert spec["paths"]["/v1/identity/jwks"]["get"]["tags"] == ["identity"]
+
+
+def test_every_route_taking_a_body_documents_413(spec: dict[str, Any]) -> None:
+    for method, path, op in _operations(spec):
+        if "requestBody" in op:
+            assert "413" in op["responses"], f"{method.upper()} {path}"
+
+
+def test_every_401_and_429_documents_its_header(spec: dict[str, Any]) -> None:
+    for method, path, op in _operations(spec):
+        responses = op["responses"]
+        if "401" in responses:
+            assert "WWW-Authenticate" in responses["401"]["headers"], f"{method.upper()} {path}"
+        if "429" in responses:
+            assert "Retry-After" in responses["429"]["headers"], f"{method.upper()} {path}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/v1/events"),  # budget throttle, rate limit
+        ("post", "/v1/decisions"),
+        ("get", "/v1/secrets/data/{path}"),  # the holder's lease quota
+        ("post", "/v1/secrets/creds/{path}"),
+    ],
+)
+def test_routes_that_answer_429_document_it(spec: dict[str, Any], method: str, path: str) -> None:
+    response = spec["paths"][path][method]["responses"]["429"]
+    assert response["content"]["application/json"]["schema"] == ERROR_REF
+
+
+def test_a_token_for_an_unknown_app_documents_404(spec: dict[str, Any]) -> None:
+    assert "404" in spec["paths"]["/v1/identity/token"]["post"]["responses"]
+
+
+def test_the_export_documents_its_file_name_and_json(spec: dict[str, Any]) -> None:
+    response = spec["paths"]["/v1/billing/runs/{run_id}/export"]["get"]["responses"]["200"]
+    assert "Content-Disposition" in response["headers"]
+    schema = _resolve(spec, response["content"]["application/json"]["schema"])
+    assert set(schema["required"]) == {"documents", "lines"}
+    line = _resolve(spec, schema["properties"]["lines"]["items"])
+    assert list(line["properties"]) == list(CHARGEBACK_COLUMNS)
+    document = BillingDocument(
+        id="d" * 32,
+        doc_type="run",
+        kind="invoice",
+        corrects_id=None,
+        status="draft",
+        period_start=datetime(2026, 10, 1, tzinfo=UTC),
+        period_end=datetime(2026, 11, 1, tzinfo=UTC),
+        as_of=datetime(2026, 11, 1, tzinfo=UTC),
+        price_book="p",
+        price_book_versions="1",
+        currency="USD",
+        total=Decimal(0),
+        line_count=0,
+    )
+    header = _resolve(spec, schema["properties"]["documents"]["items"])
+    assert set(header["properties"]) == set(document_summary(document, []))

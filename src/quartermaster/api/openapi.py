@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from quartermaster.api.errors import ErrorBody
-from quartermaster.api.responses import MEANING
+from quartermaster.api.responses import MEANING, RETRY_AFTER, WWW_AUTHENTICATE
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _FASTAPI_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError")
@@ -59,6 +59,60 @@ def _unique_operation_ids(operations: list[dict[str, Any]]) -> None:
             operation["operationId"] = f"{_tag_prefix(operation)}_{operation['operationId']}"
 
 
+# An operation's `openapi_extra` may bring named schemas under this key (a route reading its
+# body itself refers to them with `$ref`s): they are moved into `components.schemas`.
+OPERATION_SCHEMAS = "x-schemas"
+
+_ID_PREFIX = (
+    ", or a unique prefix of it of 8 characters or more (a shorter prefix, or one several "
+    "share, is a 422)"
+)
+_SECRET_PATH = "; it may hold `/` (`apps/invoice-bot/db`), sent as is or each `/` encoded as `%2F`"
+# Descriptions of path parameters a route leaves undescribed, by the path's start and the
+# parameter's name (the longest matching start wins): every path parameter has one.
+PATH_PARAMETERS: dict[tuple[str, str], str] = {
+    ("/v1/cost-centers/", "slug"): "The cost center's slug.",
+    ("/v1/teams/", "slug"): "The team's slug.",
+    ("/v1/principals/", "principal_id"): "The principal's id, or its name (unique in the tenant).",
+    ("/v1/keys/", "key_id"): "The API key's id, as `GET /v1/keys` lists it.",
+    ("/v1/apps/", "app_id"): "The app's id (its slug).",
+    ("/v1/apps/", "version"): "The app version, a semantic version such as `1.2.0`.",
+    ("/v1/apps/", "key_id"): "The signing key's id, as the app's signing-key list shows it.",
+    ("/v1/approvals/", "approval_id"): "The approval request's id" + _ID_PREFIX + ".",
+    ("/v1/resource-leases/", "lease_id"): "The resource lease's id.",
+    ("/v1/price-books/", "version"): "The version's number (1, 2, ...).",
+    ("/v1/environment-overrides/", "environment"): "The environment's name (`staging`).",
+    ("/v1/billing/lines/", "line_id"): "The billing line's id" + _ID_PREFIX + ".",
+    ("/v1/secrets/", "path"): "The secret's path" + _SECRET_PATH + ".",
+    ("/v1/secrets/engines/", "path"): "The engine's mount path" + _SECRET_PATH + ".",
+    ("/v1/secrets/creds/", "path"): "The dynamic engine's mount path" + _SECRET_PATH + ".",
+    ("/v1/leases/", "lease_id"): "The secret lease's id, as the read or credential gave it.",
+    ("/v1/policies/", "name"): "The policy's name.",
+    ("/v1/policy-exceptions/", "exception_id"): "The policy exception's id" + _ID_PREFIX + ".",
+    ("/v1/budgets/", "name"): "The budget's name.",
+    ("/v1/enforcements/", "enforcement_id"): "The enforcement's id" + _ID_PREFIX + ".",
+    ("/v1/quotas/", "quota_id"): "The quota's id.",
+    ("/v1/rate-limits/", "rate_limit_id"): "The rate limit's id.",
+    ("/v1/decisions/", "decision_id"): "The decision's id, as `POST /v1/decisions` answered it.",
+    ("/v1/webhooks/", "webhook_id"): "The webhook's id.",
+    ("/v1/webhook-deliveries/", "delivery_id"): "The delivery's id.",
+    ("/v1/cost-previews/", "preview_id"): "The cost preview's id" + _ID_PREFIX + ".",
+}
+
+
+def _describe_path_parameters(path: str, operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") != "path" or parameter.get("description"):
+            continue
+        starts = [
+            start
+            for start, name in PATH_PARAMETERS
+            if name == parameter["name"] and path.startswith(start)
+        ]
+        if starts:
+            parameter["description"] = PATH_PARAMETERS[(max(starts, key=len), parameter["name"])]
+
+
 def _error(status: int) -> dict[str, Any]:
     return {"description": MEANING[status], "content": {_JSON: {"schema": dict(ERROR_REF)}}}
 
@@ -72,6 +126,11 @@ def _parses_a_model(operation: dict[str, Any]) -> bool:
 
 
 def _complete_operation(path: str, operation: dict[str, Any]) -> None:
+    # One tag each, so /docs and a generated client file an operation once: a route's own
+    # tag (FastAPI puts it after its router's) wins.
+    if len(operation.get("tags", [])) > 1:
+        operation["tags"] = operation["tags"][-1:]
+    _describe_path_parameters(path, operation)
     responses: dict[str, Any] = operation.setdefault("responses", {})
     for response in responses.values():
         schema = response.get("content", {}).get(_JSON, {}).get("schema", {})
@@ -83,23 +142,36 @@ def _complete_operation(path: str, operation: dict[str, Any]) -> None:
         wanted += [401, 403]
     if "{" in path:
         wanted.append(404)
+    if "requestBody" in operation:
+        wanted.append(413)  # QM_MAX_BODY_BYTES holds on every route (api/body_limit.py)
     if _parses_a_model(operation):
         wanted += [400, 415, 422]
     for status in wanted:
         responses.setdefault(str(status), _error(status))
+    # The headers these statuses always carry (api/errors.py), wherever they are declared.
+    for code, header in (("401", WWW_AUTHENTICATE), ("429", RETRY_AFTER)):
+        if code in responses:
+            responses[code].setdefault("headers", {}).setdefault(*header)
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _add_schemas(schemas: dict[str, Any], brought: dict[str, Any]) -> None:
+    for name, schema in brought.items():
+        if schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different OpenAPI schemas are named {name!r}")
 
 
 def complete(spec: dict[str, Any]) -> dict[str, Any]:
     """`spec` with the error model applied to every operation and its id made unique
     (changed in place)."""
     every: list[dict[str, Any]] = []
+    schemas: dict[str, Any] = spec.setdefault("components", {}).setdefault("schemas", {})
     for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
+            _add_schemas(schemas, operation.pop(OPERATION_SCHEMAS, {}))
             _complete_operation(path, operation)
             every.append(operation)
     _unique_operation_ids([op for op in every if "operationId" in op])
-    schemas: dict[str, Any] = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in _FASTAPI_ERROR_SCHEMAS:
         schemas.pop(name, None)
     body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")

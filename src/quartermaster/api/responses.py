@@ -12,14 +12,33 @@ MEANING = {
     403: "The caller's role may not do this",
     404: "Not found in the caller's tenant",
     409: "Conflicts with existing state",
-    413: "Request too large",
+    413: "Request too large (`QM_MAX_BODY_BYTES`)",
     415: "A body in a format the route does not read",
     422: "Invalid input; `field` names what was wrong",
     429: "Rate limited",
+    503: "A service the answer needs cannot be reached; retry later",
 }
+
+# The headers an error status always carries (api/errors.py sends them), as (name, OpenAPI
+# header object): api/openapi.py adds them to every 401 and 429 the spec declares.
+WWW_AUTHENTICATE: tuple[str, dict[str, Any]] = (
+    "WWW-Authenticate",
+    {"description": "`Bearer`: the scheme to authenticate with.", "schema": {"type": "string"}},
+)
+RETRY_AFTER: tuple[str, dict[str, Any]] = (
+    "Retry-After",
+    {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}},
+)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """401 and 403 are always possible on authenticated routes, so they are always listed."""
     wanted = sorted({401, 403, *statuses})
     return {status: {"model": ErrorBody, "description": MEANING[status]} for status in wanted}
+
+
+def rate_limited(why: str) -> dict[int | str, dict[str, Any]]:
+    """The 429 of a route a budget throttle, rate limit or quota can refuse (`why` says
+    which), with its `Retry-After`."""
+    name, header = RETRY_AFTER
+    return {429: {"model": ErrorBody, "description": why, "headers": {name: header}}}

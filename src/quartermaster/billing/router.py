@@ -26,6 +26,7 @@ from quartermaster.billing.models import BillingDocument, DocumentStatus, Docume
 from quartermaster.billing.schemas import (
     AdjustmentCreate,
     AdjustmentOut,
+    ChargebackExportOut,
     CostRowOut,
     DailyOut,
     DocumentDetailOut,
@@ -332,10 +333,16 @@ def reproduce_run(
     response_class=Response,
     responses={
         200: {
-            "description": "The file (Content-Disposition: attachment)",
-            "content": {
-                "text/csv": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}},
+            "description": "The file: CSV (`format=csv` or `focus`) or JSON (`format=json`)",
+            "model": ChargebackExportOut,  # the JSON's schema
+            "content": {"text/csv": {"schema": {"type": "string"}}, "application/json": {}},
+            "headers": {
+                "Content-Disposition": {
+                    "description": 'attachment; filename="<kind>-<YYYYMMDD>-<id>.csv": the '
+                    "document's kind, first day and id; `.json` for JSON, `-focus.csv` for "
+                    "FOCUS",
+                    "schema": {"type": "string"},
+                }
             },
         },
         **error_responses(404, 422),

@@ -240,3 +240,60 @@ class ExplanationOut(BaseModel):
     top_events: list[RawEventOut]
     markers: list[MarkerOut]
     notes: list[str]
+
+
+class ExportDocumentOut(BaseModel):
+    """A document's header in a JSON chargeback export (billing/exports.py)."""
+
+    id: str
+    document_type: Annotated[str, one_of(DocumentType)]
+    kind: Annotated[str, one_of(RunKind)]
+    corrects_run_id: str | None
+    status: Annotated[str, one_of(DocumentStatus)]
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    price_book: str
+    price_book_versions: str
+    currency: str
+    total: FixedDecimal | None = Field(
+        description="Sum of all the document's lines (null in a team-member's export)."
+    )
+    visible_total: FixedDecimal = Field(description="Sum of this export's lines of it.")
+    team: str | None = Field(description="The team whose lines these are, in its export.")
+    line_count: int = Field(description="The document's lines, every team's.")
+
+
+class ExportLineOut(BaseModel):
+    """A line of a JSON chargeback export: the chargeback CSV's columns, by name."""
+
+    period_start: datetime
+    period_end: datetime
+    run_id: str
+    document_type: Annotated[str, one_of(DocumentType)]
+    corrects_run_id: str | None
+    line_id: str
+    cost_center: str
+    team_id: str | None
+    app_id: str | None
+    cost_type: str
+    adjusted_cost_type: str | None
+    item: str
+    meter: str | None
+    usage: FixedDecimal
+    unit: str | None
+    unit_price: FixedDecimal | None
+    amount: FixedDecimal
+    currency: str
+    allocation_method: str
+    pricing_rule: str
+    reason: str | None
+    audit_key: str
+
+
+class ChargebackExportOut(BaseModel):
+    """`GET /v1/billing/runs/{run_id}/export?format=json`: the documents (the run and, with
+    `include_adjustments`, its adjustments) and their lines."""
+
+    documents: list[ExportDocumentOut]
+    lines: list[ExportLineOut]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from quartermaster.api.deps import AdminCaller, Reader, ReadSessionDep, SessionDep
 from quartermaster.guardrails import caps, previews
 from quartermaster.guardrails.defaults_schemas import (
+    CapTargetName,
     CostPreviewOut,
     DefaultCapIn,
     DefaultCapOut,
@@ -41,7 +42,11 @@ def get_default_caps(caller: Reader, session: ReadSessionDep) -> list[DefaultCap
 @router.delete(
     "/v1/default-caps/{applies_to}", status_code=204, summary="Remove a default hard cap"
 )
-def delete_default_cap(applies_to: str, caller: AdminCaller, session: SessionDep) -> Response:
+def delete_default_cap(
+    applies_to: Annotated[CapTargetName, Path(description="The kind of app the cap is for.")],
+    caller: AdminCaller,
+    session: SessionDep,
+) -> Response:
     caps.delete_default_cap(caller.tenant_id, applies_to, session=session)
     return Response(status_code=204)
 

@@ -17,8 +17,10 @@ from starlette.concurrency import run_in_threadpool
 
 from quartermaster.api.deps import Ingester, Reader, ReadSessionDep, RuntimeDep
 from quartermaster.api.errors import ErrorBody
+from quartermaster.api.openapi import OPERATION_SCHEMAS
 from quartermaster.api.params import Int64
-from quartermaster.domain.events import event_json_schema
+from quartermaster.api.responses import MEANING, rate_limited
+from quartermaster.domain.events import DATA_MODELS, event_json_schema
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.errors import (
     InvalidInputError,
@@ -50,23 +52,57 @@ router = APIRouter(tags=["metering"])
 bench_router = APIRouter(include_in_schema=False)
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def _request_body_doc() -> dict[str, Any]:
     """The body as OpenAPI shows it: the route reads the raw bytes (each event is validated on
-    its own, docs/events.md), so the schema is given here rather than by a parameter."""
-    event = event_json_schema()
-    batch = {"type": "array", "items": event}
+    its own, docs/events.md), so the schema is given here rather than by a parameter. Each
+    event type is a named schema, `CloudEvent` their union told apart by `type` (a
+    discriminator) and `CloudEventBatch` an array of them, so a client generator makes a model
+    of each and a list for the batch (api/openapi.py moves them to the components).
+
+    Only `application/json` is listed: the CloudEvents types take the same bodies (the
+    description says so), and a generator given three content types for one body
+    (openapi-python-client) writes code that cannot send a list."""
+    events: dict[str, dict[str, Any]] = {}  # by schema name: one per event type
+    data: dict[str, dict[str, Any]] = {}  # the `data` of each
+    mapping: dict[str, str] = {}  # event type -> its schema
+    for variant in event_json_schema()["oneOf"]:
+        event_type = variant["properties"]["type"]["const"]
+        data_name = DATA_MODELS[event_type].__name__
+        name = f"{data_name}Event"
+        variant["title"] = name  # generators name the model after the title
+        variant["properties"]["type"] = {"type": "string", "enum": [event_type]}
+        data[data_name] = variant["properties"]["data"]
+        variant["properties"]["data"] = _ref(data_name)
+        events[name] = variant
+        mapping[event_type] = _ref(name)["$ref"]
+    schemas: dict[str, Any] = {
+        **data,
+        **events,
+        "CloudEvent": {
+            "description": "One event: its `type` says which data it carries.",
+            "oneOf": [_ref(name) for name in events],
+            "discriminator": {"propertyName": "type", "mapping": mapping},
+        },
+        "CloudEventBatch": {
+            "description": "Events sent together (at most `QM_MAX_BATCH_EVENTS`).",
+            "type": "array",
+            "items": _ref("CloudEvent"),
+        },
+    }
     return {
+        OPERATION_SCHEMAS: schemas,
         "requestBody": {
             "required": True,
-            "description": "CloudEvents 1.0 in JSON: one event, or an array of them "
-            "(docs/events.md). Each event is judged on its own: the valid ones are stored "
-            "and the others listed in `rejected`.",
-            "content": {
-                SINGLE: {"schema": event},
-                BATCH: {"schema": batch},
-                JSON: {"schema": {"oneOf": [event, batch]}},
-            },
-        }
+            "description": "CloudEvents 1.0 in JSON: one event (`CloudEvent`), or an array "
+            f"of them (`CloudEventBatch`), docs/events.md. Sent as `{JSON}`, or as `{SINGLE}` "
+            f"(one event) or `{BATCH}` (an array). Each event is judged on its own: the "
+            "valid ones are stored and the others listed in `rejected`.",
+            "content": {JSON: {"schema": {"oneOf": [_ref("CloudEvent"), _ref("CloudEventBatch")]}}},
+        },
     }
 
 
@@ -136,6 +172,13 @@ def _ingest_response(report: IngestReport, received: int) -> Response:
         },
         413: {"model": ErrorBody, "description": "More events or bytes than the limits allow."},
         415: {"model": ErrorBody, "description": "Not a CloudEvents JSON content type."},
+        **rate_limited(
+            "The caller's tenant, team or app is throttled by a budget, or over a rate limit."
+        ),
+        503: {
+            "model": ErrorBody,
+            "description": MEANING[503] + " (the Redis of shared rate limits).",
+        },
     },
     openapi_extra=_request_body_doc(),
 )
