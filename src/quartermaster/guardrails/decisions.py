@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import moment_text, utc_now
 from quartermaster.errors import InvalidInputError, PermissionDeniedError
 from quartermaster.guardrails.admission import (
     AdmissionVerdict,
@@ -22,9 +22,10 @@ from quartermaster.guardrails.admission import (
 )
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
-from quartermaster.guardrails.enforcement import GuardrailGate, scopes_of
+from quartermaster.guardrails.enforcement import ActiveEnforcement, GuardrailGate, scopes_of
 from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
 from quartermaster.guardrails.quotas import apply_limit_ranges, reserve
+from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, member_view, scope_label
 from quartermaster.policy.engine import PolicyCache
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
@@ -90,7 +91,8 @@ def decide(
     scopes = scopes_of(caller.tenant_id, app=request.app, team=request.team, session=session)
     team = next((s for k, s in scopes if k == ScopeKind.TEAM), None)
     _check_team_member(caller, team, session=session)
-    gate.check(caller, scopes, what="decision", session=session)
+    view = member_view(caller, session=session)
+    gate.check(caller, scopes, what="decision", session=session, view=view)
     requested: dict[str, int | None] = dict.fromkeys(LIMIT_RESOURCES)
     for name, value in request.resources.items():
         if name not in LIMIT_RESOURCES:
@@ -99,18 +101,19 @@ def decide(
                 field=f"resources.{name}",
             )
         requested[name] = parse_quantity(name, value, field=f"resources.{name}")
-    reasons: list[Reason] = []
+    # (kind, what it says): a budget's or a quota's amounts as the caller may read them.
+    found: list[tuple[str, Figures]] = []
     halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
     if halt is not None and not request.essential:
-        reasons.append(Reason("budget", f"halted: {halt.reason}"))
+        found.append(("budget", _halted(halt)))
     effective, over = apply_limit_ranges(caller.tenant_id, team, requested, session=session)
-    reasons.extend(Reason("limit_range", text) for text in over)
+    found.extend(("limit_range", Figures(None, text)) for text in over)
     kind, scope = scopes[-1] if request.app is None else (ScopeKind.APP, request.app)
     verdict = _policies(
         caller, request, scopes, effective, gate, policies, session=session, now=now
     )
-    reasons.extend(Reason("policy", text) for text in verdict.deny)
-    if not reasons:
+    found.extend(("policy", Figures(None, text)) for text in verdict.deny)
+    if not found:
         admission = reserve(
             caller,
             team=team,
@@ -126,7 +129,7 @@ def decide(
             return Decision(
                 True, res.id, [], effective, res.expires_at, team, request.app, verdict.audit_only
             )
-        reasons.extend(Reason("quota", text) for text in admission.reasons)
+        found.extend(("quota", figures) for figures in admission.reasons)
     session.add_all(verdict.decisions)
     record_action(
         session,
@@ -135,10 +138,22 @@ def decide(
         scope_kind=kind,
         scope=scope,
         subject=f"decision:{caller.principal_name}",
-        reason="; ".join(r.message for r in reasons),
+        reason="; ".join(figures.for_log(kind) for _, figures in found),
     )
     session.commit()
+    reasons = [Reason(name, figures.for_caller(caller, view)) for name, figures in found]
     return Decision(False, None, reasons, effective, None, team, request.app, verdict.audit_only)
+
+
+def _halted(halt: ActiveEnforcement) -> Figures:
+    """A halt's reason: with the spend that crossed the budget, or only whose budget and
+    until when."""
+    return Figures(
+        (halt.scope_kind, halt.scope),
+        f"halted: {halt.reason}",
+        f"halted: a budget of {scope_label(halt.scope_kind, halt.scope)} is at its hard limit "
+        f"until {moment_text(halt.ends_at)} ({NOT_SHOWN})",
+    )
 
 
 def _policies(

@@ -19,14 +19,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from quartermaster.catalog.models import App
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import moment_text, utc_now
 from quartermaster.errors import NotFoundError, RateLimitedError
 from quartermaster.guardrails.admission import AdmissionPolicy, admission_policies
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.models import Enforcement, RateLimitRule
 from quartermaster.guardrails.ratelimit import RateLimiter
-from quartermaster.guardrails.visibility import MemberView, scope_filter
+from quartermaster.guardrails.visibility import (
+    NOT_SHOWN,
+    Figures,
+    MemberView,
+    scope_filter,
+    scope_label,
+)
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import AuthContext
@@ -237,18 +243,26 @@ class GuardrailGate:
         *,
         what: str,
         session: Session | None = None,
+        view: MemberView | None = None,
     ) -> None:
         """Raise RateLimitedError (429, Retry-After) when a scope is throttled or a rate limit
-        of the tenant, the app or the calling user is exceeded."""
+        of the tenant, the app or the calling user is exceeded. A throttle's spend is told as
+        the caller (a team-member: its `view`) may read it."""
         scope_list = list(scopes)
         throttle = self.enforcement_on(
             caller.tenant_id, scope_list, BudgetAction.THROTTLE, session=session
         )
         if throttle is not None:
             label = throttle.scope or "the tenant"
-            raise RateLimitedError(
+            whose = scope_label(throttle.scope_kind, throttle.scope)
+            told = Figures(
+                (throttle.scope_kind, throttle.scope),
                 f"{what} for {label} is throttled by a budget: {throttle.reason}",
-                retry_after_seconds=THROTTLE_RETRY_SECONDS,
+                f"{what} is throttled by a budget of {whose} until "
+                f"{moment_text(throttle.ends_at)} ({NOT_SHOWN})",
+            )
+            raise RateLimitedError(
+                told.for_caller(caller, view), retry_after_seconds=THROTTLE_RETRY_SECONDS
             )
         self._rate_limit(caller, scope_list, what=what, session=session)
 

@@ -31,7 +31,7 @@ from quartermaster.guardrails.quantities import (
     format_quantity,
     parse_quantity,
 )
-from quartermaster.guardrails.visibility import MemberView, scope_filter
+from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, MemberView, scope_filter
 from quartermaster.storage.base import Base
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
@@ -224,7 +224,7 @@ def apply_limit_ranges(
 @dataclass(frozen=True, slots=True)
 class Admission:
     reservation: Reservation | None
-    reasons: list[str]
+    reasons: list[Figures]  # each quota short
 
 
 def _charges(
@@ -244,16 +244,24 @@ def _charges(
 
 def _over_quota_reasons(
     tenant_id: str, team: str | None, amounts: Mapping[str, int], *, session: Session
-) -> list[str]:
+) -> list[Figures]:
+    """Each quota short, with its use and limit (a tenant quota's use is every team's work:
+    `Figures.brief` leaves it out)."""
     reasons = []
     for quota, amount in _charges(tenant_id, team, amounts, session=session):
         if quota.used + amount > quota.hard:
             resource = quota.resource
-            reasons.append(
+            head = (
                 f"quota {resource} of {_namespace_label(quota.scope_kind, quota.scope)}: "
-                f"requested {format_quantity(resource, amount)}, used "
-                f"{format_quantity(resource, quota.used)} of limit "
-                f"{format_quantity(resource, quota.hard)}"
+                f"requested {format_quantity(resource, amount)}"
+            )
+            reasons.append(
+                Figures(
+                    (quota.scope_kind, quota.scope),
+                    f"{head}, used {format_quantity(resource, quota.used)} of limit "
+                    f"{format_quantity(resource, quota.hard)}",
+                    f"{head}, more than it has left ({NOT_SHOWN})",
+                )
             )
     return reasons
 
@@ -287,7 +295,8 @@ def reserve(
             session.rollback()
             reasons = _over_quota_reasons(caller.tenant_id, team, amounts, session=session)
             session.rollback()
-            return Admission(None, reasons or [f"quota {quota.resource} has no room left"])
+            short = Figures(None, f"quota {quota.resource} has no room left")
+            return Admission(None, reasons or [short])
         charged.append(f"{quota.id}:{amount}")
     reservation = Reservation(
         tenant_id=caller.tenant_id,

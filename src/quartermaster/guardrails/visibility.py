@@ -17,6 +17,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from quartermaster.billing.service import caller_team_slug
 from quartermaster.guardrails.common import ScopeKind
+from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
 USER_SCOPE = "user"
@@ -100,3 +101,49 @@ def alert_scope(kind: str, details: Mapping[str, Any]) -> tuple[str, str] | None
 def member_preview(body: Mapping[str, Any]) -> dict[str, Any]:
     """A preview body as a team-member reads it: without the tenant's totals. Pure."""
     return {key: value for key, value in body.items() if key != "tenant"}
+
+
+# Scope kinds whose amounts are one team's: its own, or one of its apps'. A tenant's or a cost
+# center's add up other teams' spend (and a tenant quota's use, other teams' work).
+TEAM_OWNED = frozenset({ScopeKind.TEAM.value, ScopeKind.APP.value})
+# Who reads every amount of the tenant.
+WHOLE_VIEW = frozenset({Role.ADMIN, Role.FINANCE})
+# What a reason without its amounts says instead.
+NOT_SHOWN = "its amounts are shown to admin and finance keys"
+
+
+def scope_label(kind: str, scope: str) -> str:
+    """`the tenant`, `cost center 'rnd'`, `team 'web'`, `app 'shop'`. Pure."""
+    if kind == ScopeKind.TENANT:
+        return "the tenant"
+    return f"{kind.replace('_', ' ')} {scope!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A reason about a rule on one scope (`about`: kind, scope; None: it quotes no amounts):
+    `full` quotes the scope's amounts (a budget's spend, a quota's use), `brief` names the
+    rule and the scope only."""
+
+    about: tuple[str, str] | None
+    full: str
+    brief: str = ""
+
+    def for_caller(self, caller: AuthContext, view: MemberView | None) -> str:
+        """As told to `caller` about its own work: admin and finance read every amount, a
+        team-member (`view`) its team's and its apps', an app key its app's."""
+        if self.about is None or caller.role in WHOLE_VIEW:
+            return self.full
+        kind, scope = self.about
+        if view is not None:
+            return self.full if view.sees_scope(kind, scope) else self.brief
+        if caller.role is Role.APP:
+            return self.full if (kind, scope) == (ScopeKind.APP, caller.app_slug) else self.brief
+        return self.full if kind in TEAM_OWNED else self.brief
+
+    def for_log(self, scope_kind: str) -> str:
+        """As logged on an action about a scope of `scope_kind`: a team-member reads the
+        actions on its team and apps, so those quote no tenant-wide or cost-center amount."""
+        if self.about is None or self.about[0] in TEAM_OWNED or scope_kind not in TEAM_OWNED:
+            return self.full
+        return self.brief
