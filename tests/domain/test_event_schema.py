@@ -4,8 +4,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from quartermaster.domain.events import DATA_MODELS, LifecycleAction, event_json_schema
+import pytest
+from pydantic import ValidationError
+
+from quartermaster.domain.events import (
+    DATA_MODELS,
+    MAX_QUANTITY,
+    LifecycleAction,
+    event_json_schema,
+)
 
 
 def test_one_self_contained_variant_per_event_type() -> None:
@@ -20,3 +29,48 @@ def test_one_self_contained_variant_per_event_type() -> None:
         assert set(data["required"]) == set(DATA_MODELS[event_type].model_json_schema()["required"])
     action = variants["qm.resource.lifecycle"]["properties"]["data"]["properties"]["action"]
     assert set(action["enum"]) == {a.value for a in LifecycleAction}
+
+
+# Every number of event data the usage store keeps, and a valid rest of its data.
+NUMBERS: list[tuple[str, str, dict[str, Any]]] = [
+    ("qm.invocation.usage", "compute_units", {"app_id": "bot"}),
+    ("qm.invocation.usage", "duration_ms", {"app_id": "bot"}),
+    ("qm.invocation.usage", "tokens", {"app_id": "bot"}),
+    ("qm.invocation.usage", "bytes", {"app_id": "bot"}),
+    ("qm.resource.usage", "cpu_seconds", {"resource_id": "vm"}),
+    ("qm.resource.usage", "memory_gb_hours", {"resource_id": "vm"}),
+    ("qm.resource.usage", "network_bytes", {"resource_id": "vm"}),
+    ("qm.resource.usage", "storage_gb_days", {"resource_id": "vm"}),
+    ("qm.resource.lifecycle", "replicas", {"resource_id": "vm", "action": "scale"}),
+    ("qm.request.trace", "duration_ms", {"app_id": "bot", "request_id": "r"}),
+    ("qm.request.trace", "bytes_out", {"app_id": "bot", "request_id": "r"}),
+    ("qm.platform.cost", "amount", {"cost_type": "lb"}),
+]
+
+
+INTEGERS = {"tokens", "bytes", "network_bytes", "replicas", "bytes_out"}
+
+
+@pytest.mark.parametrize(("event_type", "field", "rest"), NUMBERS)
+def test_every_number_is_at_most_ten_to_the_eighteenth(
+    event_type: str, field: str, rest: dict[str, Any]
+) -> None:
+    model = DATA_MODELS[event_type]
+    model.model_validate({**rest, field: MAX_QUANTITY})
+    model.model_validate({**rest, field: str(MAX_QUANTITY)})
+    over: list[object] = [MAX_QUANTITY + 1]
+    if field not in INTEGERS:
+        over += [1e20, "1000000000000000000.000000000001", "1e26"]
+    for value in over:
+        with pytest.raises(ValidationError) as raised:
+            model.model_validate({**rest, field: value})
+        [error] = raised.value.errors()
+        assert error["loc"] == (field,)
+        assert "less than or equal to 1000000000000000000" in error["msg"]
+
+
+def test_the_schema_shows_the_limit() -> None:
+    variants = {v["properties"]["type"]["const"]: v for v in event_json_schema()["oneOf"]}
+    data = variants["qm.invocation.usage"]["properties"]["data"]["properties"]
+    assert data["duration_ms"]["anyOf"][0]["maximum"] == MAX_QUANTITY
+    assert data["tokens"]["anyOf"][0]["maximum"] == MAX_QUANTITY

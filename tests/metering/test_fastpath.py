@@ -72,6 +72,20 @@ TRICKY_VALUES: list[Any] = [
     "2026-11-01T12:00:00.1234567Z",
     "2026-02-30T00:00:00Z",
     1_700_000_000,
+    # The limit of every quantity, count and amount (domain/events.py MAX_QUANTITY): at it,
+    # and just over it in each spelling.
+    10**18,
+    10**18 + 1,
+    2**64,
+    1e18,
+    1.0000000000000002e18,
+    1e20,
+    "1000000000000000000",
+    "1000000000000000000.000000000000",
+    "1000000000000000000.000000000001",
+    "100000000000000000000",
+    "1e18",
+    "1e26",
 ]
 values = st.sampled_from(TRICKY_VALUES)
 
@@ -211,3 +225,37 @@ def test_slug_with_trailing_newline_is_left_to_pydantic() -> None:
     assert not _accepted_by_pydantic(
         DATA_MODELS["qm.invocation.usage"], {"app_id": "bot\n", "tokens": 1}
     )
+
+
+# Every quantity, count and amount of each event type.
+LIMITED: dict[str, tuple[str, ...]] = {
+    "qm.invocation.usage": ("tokens", "compute_units", "duration_ms", "bytes"),
+    "qm.resource.usage": ("cpu_seconds", "memory_gb_hours", "network_bytes", "storage_gb_days"),
+    "qm.resource.lifecycle": ("replicas",),
+    "qm.request.trace": ("bytes_in", "bytes_out", "duration_ms"),
+    "qm.platform.cost": ("amount",),
+}
+
+
+@pytest.mark.parametrize("event_type", sorted(DATA_MODELS))
+def test_the_fast_path_refuses_every_value_over_the_limit(event_type: str) -> None:
+    """A number over 10^18 is never accepted without pydantic, which rejects it; one at the
+    limit still takes the fast path."""
+    model = DATA_MODELS[event_type]
+    check = event_checks().data[event_type]
+    assert check is not None
+    numbers = LIMITED[event_type]
+    assert set(numbers) <= set(model.model_fields)
+    over: list[Any] = [
+        10**18 + 1,
+        1e20,
+        1.0000000000000002e18,
+        "1000000000000000000.000000000001",
+        "100000000000000000000",
+    ]
+    for name in numbers:
+        for value in over:
+            sample = {**TYPICAL[event_type], name: value}
+            assert not check(sample), (name, value)
+            assert not _accepted_by_pydantic(model, sample), (name, value)
+        assert check({**TYPICAL[event_type], name: 10**18}), name

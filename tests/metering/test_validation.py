@@ -162,6 +162,43 @@ def test_invalid_data_names_the_field(data: dict[str, Any], field: str) -> None:
     rejected(event(data=data), RejectReason.INVALID_DATA, field)
 
 
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"app_id": "bot", "duration_ms": "100000000000000000000"}, "data.duration_ms"),
+        ({"app_id": "bot", "compute_units": 1e20}, "data.compute_units"),
+        ({"app_id": "bot", "compute_units": "1000000000000000000.000000000001"}, None),
+        ({"app_id": "bot", "tokens": 10**18 + 1}, "data.tokens"),
+    ],
+)
+def test_a_number_over_the_limit_is_rejected_alone_naming_the_field_and_the_limit(
+    data: dict[str, Any], field: str | None
+) -> None:
+    """The usage store cannot hold it: accepted, it stopped the pipeline for every tenant."""
+    field = field or "data.compute_units"
+    bad, good = event(id="big", data=data), event(id="ok", data={"app_id": "bot", "tokens": 1})
+    accepted_events, rejections = validate_batch([bad, good], context([bad, good]))
+    assert [a.record.event_id for a in accepted_events] == ["ok"]
+    [rejection] = rejections
+    assert (rejection.reason, rejection.field) == (RejectReason.INVALID_DATA, field)
+    assert "less than or equal to 1000000000000000000" in rejection.message
+
+
+def test_numbers_at_the_limit_are_accepted() -> None:
+    for data in (
+        {"app_id": "bot", "duration_ms": "1e18", "tokens": 10**18},
+        {"app_id": "bot", "compute_units": "1000000000000000000.000000000000"},
+        {"app_id": "bot", "duration_ms": "100000000000000000"},  # the walkthrough's value
+    ):
+        accepted(event(data=data))
+    accepted(event(type="qm.platform.cost", data={"cost_type": "lb", "amount": "1e18"}))
+    rejected(
+        event(type="qm.platform.cost", data={"cost_type": "lb", "amount": "1e19"}),
+        RejectReason.INVALID_DATA,
+        "data.amount",
+    )
+
+
 def test_lax_but_valid_values_are_accepted_through_pydantic() -> None:
     ok = accepted(event(data={"app_id": "bot", "tokens": "12", "duration_ms": 5.0})).record
     assert ok.app_id == "bot"

@@ -11,7 +11,9 @@ from quartermaster.usage.meters import (
     Aggregation,
     MeterDefinition,
     MeterSet,
+    QuantityOutOfRangeError,
     measure,
+    quantize_quantity,
     validate_meter,
     value_text,
 )
@@ -139,6 +141,37 @@ def test_quantities_are_exact_and_kept_to_twelve_places() -> None:
     assert value_text(Decimal("2.50")) == "2.50"
     assert value_text(Decimal("2.0")) == "2"
     assert value_text(True) == "true"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        # From 10^16 the default 28-digit context raised InvalidOperation, and the pipeline
+        # stopped at the event for every tenant.
+        ("100000000000000000", "100000000000000000.000000000000"),
+        ("1e18", "1000000000000000000.000000000000"),
+        ("999999999999999999.9999999999995", "1000000000000000000.000000000000"),
+        ("123456789012345678.1234567890125", "123456789012345678.123456789012"),  # half even
+        ("0.0000000000005", "0.000000000000"),
+        ("0.0000000000015", "0.000000000002"),
+        ("1e-30", "0.000000000000"),
+    ],
+)
+def test_quantities_up_to_the_limit_keep_twelve_places_half_to_even(value: str, kept: str) -> None:
+    assert format(quantize_quantity(Decimal(value)), "f") == kept
+
+
+@pytest.mark.parametrize("raw", ["1000000000000000000.000000000001", "1e26", 1e20, 10**18 + 1])
+def test_a_quantity_over_the_limit_raises_naming_the_field_and_the_limit(raw: object) -> None:
+    m = meter(event_type="qm.invocation.usage", value="compute_units")
+    with pytest.raises(QuantityOutOfRangeError) as raised:
+        measure(m, {"compute_units": raw})
+    assert str(raised.value).startswith("compute_units ")
+    assert "outside 0 .. 1000000000000000000 (10^18)" in str(raised.value)
+    tokens = meter()
+    with pytest.raises(QuantityOutOfRangeError, match=r"^tokens "):
+        measure(tokens, {"tokens": 2**64})
+    assert measure(tokens, {"tokens": 10**18}) is not None
 
 
 def test_meter_set_uses_defaults_until_the_tenants_first_meter() -> None:

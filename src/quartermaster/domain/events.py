@@ -20,8 +20,15 @@ Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 DIRECTORY_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 DirectorySlug = Annotated[str, StringConstraints(pattern=DIRECTORY_SLUG_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-Quantity = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-Count = Annotated[int, Field(ge=0)]
+# The largest number a quantity, count or amount may be (docs/events.md). The usage store keeps
+# them as DECIMAL(38, 12) (below 10^26, 12 decimal places) and sums them per hour and day in
+# that type: at 10^18 apiece a sum still fits for 10^8 events of one app and meter, where a
+# bound at the type's own limit let two events overflow the sum of their batch, and the
+# pipeline stopped at that batch for every tenant. A quantity keeps 12 decimal places
+# (half to even beyond them, docs/events.md), so 10^18 needs 31 digits.
+MAX_QUANTITY = 10**18
+Quantity = Annotated[Decimal, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
 
 
 class EventType(enum.StrEnum):

@@ -16,10 +16,10 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
-from quartermaster.domain.events import DATA_MODELS, EventType
+from quartermaster.domain.events import DATA_MODELS, MAX_QUANTITY, EventType
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.money import to_decimal
 from quartermaster.errors import InvalidInputError
@@ -207,8 +207,26 @@ def value_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def quantize_quantity(value: Decimal) -> Decimal:
-    return value.quantize(QUANTITY_QUANTUM, rounding=ROUND_HALF_EVEN)
+class QuantityOutOfRangeError(ValueError):
+    """A quantity or amount the usage store cannot hold: above `MAX_QUANTITY`, or negative.
+    Ingestion refuses such events since the limit exists; one logged before it is set aside
+    by the pipeline (docs/usage.md), never rated."""
+
+
+# Quantizing to 1e-12 needs the value's integer digits plus 12: the default context's 28
+# digits raised InvalidOperation from 10^16 on. 40 digits cover every value up to the limit.
+_QUANTIZE_CONTEXT = Context(prec=40, rounding=ROUND_HALF_EVEN)
+
+
+def quantize_quantity(value: Decimal, *, field: str = "quantity") -> Decimal:
+    """`value` to 12 decimal places (half to even), as the usage store keeps it. Raises
+    `QuantityOutOfRangeError` for a value above `MAX_QUANTITY` or below zero."""
+    if value > MAX_QUANTITY or value < 0:
+        raise QuantityOutOfRangeError(
+            f"{field} {value} is outside 0 .. {MAX_QUANTITY} (10^18), the range a quantity "
+            "may have (docs/events.md)"
+        )
+    return value.quantize(QUANTITY_QUANTUM, context=_QUANTIZE_CONTEXT)
 
 
 # Enum member lookups are slow in a per-event loop; compare against these.
@@ -219,7 +237,8 @@ _COUNT = Aggregation.COUNT
 
 def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | None:
     """The meter's measurement of one event's data, or None when the meter does not apply
-    (filter does not match, the field is absent, or carries a non-number)."""
+    (filter does not match, the field is absent, or carries a non-number). Raises
+    `QuantityOutOfRangeError` for a number the usage store cannot hold."""
     if meter.filter_field is not None:
         candidate = data.get(meter.filter_field)
         if candidate is None or value_text(candidate) != meter.filter_value:
@@ -235,12 +254,14 @@ def measure(meter: MeterDefinition, data: Mapping[str, Any]) -> Measurement | No
     if aggregation is _COUNT:
         return _new_measurement(meter.name, _ONE, None)
     if type(raw) is int:  # the common case (tokens, bytes): exact, nothing to round
+        if not 0 <= raw <= MAX_QUANTITY:
+            quantize_quantity(Decimal(raw), field=meter.value)  # raises, naming the field
         return _new_measurement(meter.name, Decimal(raw), None)
     try:
         quantity = to_decimal(raw, field=meter.value)
     except ValueError:
         return None
-    return _new_measurement(meter.name, quantize_quantity(quantity), None)
+    return _new_measurement(meter.name, quantize_quantity(quantity, field=meter.value), None)
 
 
 class MeterSet:
