@@ -279,3 +279,79 @@ def test_a_version_past_64_bits_is_a_422_naming_it(client: TestClient, world: Wo
         assert response.status_code == 422, response.text
         assert response.json()["error"]["field"] == field
     assert client.get(f"/v1/secrets/data/{PATH}", headers=h).json()["value"] == "first-value"
+
+
+def test_unmounting_an_engine_that_is_not_mounted_is_404(client: TestClient, world: World) -> None:
+    h = world.headers
+    url = "/v1/secrets/engines/apps/billing/db"
+    never = client.delete("/v1/secrets/engines/apps/billing/never-mounted", headers=h)
+    assert never.status_code == 404, never.text
+    assert never.json()["error"] == {
+        "code": "not_found",
+        "message": "no engine is mounted at 'apps/billing/never-mounted'",
+        "field": "path",
+    }
+    mounted = client.put(
+        url, json={"grants": [], "connection_url": "postgresql://x@127.0.0.1/db"}, headers=h
+    )
+    assert mounted.status_code == 200, mounted.text
+    assert client.delete(url, headers=h).status_code == 204
+    # Gone: a second delete is a 404, as GET is.
+    assert client.delete(url, headers=h).status_code == 404
+    assert client.get(url, headers=h).status_code == 404
+
+
+def test_finance_is_refused_before_its_body_is_validated(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """A role that may use nothing of the broker gets 403 on every secrets, lease and token
+    route whatever it sends (an empty or invalid body is not a 422), each refusal audited."""
+    finance = api_key(runtime, world.tenant_id, "fin", Role.FINANCE)
+    _put(client, world, PATH, "finance-may-not")
+    lease_id = client.get(f"/v1/secrets/data/{PATH}", headers=world.headers).json()["lease"]["id"]
+    calls: list[tuple[str, str, object]] = [
+        ("PUT", "/v1/secrets/access-rules", {}),
+        ("PUT", f"/v1/secrets/data/{PATH}", {}),
+        ("PUT", f"/v1/secrets/data/{PATH}", {"value": 5}),
+        ("PUT", f"/v1/secrets/engines/{PATH}", {"grants": "all"}),
+        ("POST", f"/v1/secrets/delete/{PATH}", {"versions": "x"}),
+        ("POST", f"/v1/secrets/undelete/{PATH}", {"versions": "x"}),
+        ("POST", f"/v1/secrets/destroy/{PATH}", {"versions": "x"}),
+        ("POST", f"/v1/secrets/rotate/{PATH}", {"value": 5}),
+        ("POST", f"/v1/secrets/creds/{PATH}", {"ttl_seconds": "x"}),
+        ("POST", "/v1/secrets/match", {}),
+        ("POST", f"/v1/leases/{lease_id}/renew", {"increment_seconds": "x"}),
+        ("POST", "/v1/leases/revoke-prefix", {}),
+        ("POST", "/v1/identity/token", {}),
+        ("POST", f"/v1/leases/{lease_id}/revoke", None),
+        ("POST", "/v1/leases/no-such-lease/revoke", None),
+        ("GET", f"/v1/leases/{lease_id}", None),
+        ("GET", "/v1/secrets/access-rules", None),
+        ("GET", f"/v1/secrets/engines/{PATH}", None),
+        ("DELETE", f"/v1/secrets/engines/{PATH}", None),
+        ("GET", "/v1/secrets/fingerprint-key", None),
+    ]
+    for method, url, body in calls:
+        response = client.request(method, url, json=body, headers=finance)
+        assert response.status_code == 403, (method, url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "permission_denied"
+        assert "role 'finance' has no access to secrets" in error["message"], error
+    redact = client.post("/v1/secrets/redact", content=b"text", headers=finance)
+    assert redact.status_code == 403
+    # The lease is untouched, and every refusal is in the audit log.
+    assert client.get(f"/v1/leases/{lease_id}", headers=world.headers).json()["state"] == "active"
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="revoke", session=session)
+        refused = [
+            s.record
+            for s in list_records(world.tenant_id, limit=1000, session=session)
+            if s.record.outcome == "denied"
+        ]
+    assert [(s.record.outcome, s.record.lease_id) for s in records] == [
+        ("denied", None),  # revoke-prefix
+        ("denied", lease_id),
+        ("denied", "no-such-lease"),
+    ]
+    assert len(refused) == len(calls) + 1
+    assert {r.actor for r in refused} == {"principal:fin"}

@@ -160,13 +160,15 @@ def get_engine(requester: Requester, raw_path: str, *, session: Session) -> Engi
     return _info(engine)
 
 
-def delete_engine(requester: Requester, raw_path: str, *, session: Session) -> bool:
+def delete_engine(requester: Requester, raw_path: str, *, session: Session) -> None:
+    """Unmount the engine at the path; NotFoundError (as get_engine) when none is mounted
+    there, ConflictError while it has live leases."""
     target = parse_path(raw_path)
     authorize(requester, Action.CONFIGURE, target, session=session)
     lock_tenant_chain(requester.tenant_id, session=session)
     engine = find_engine(requester.tenant_id, target.path, session=session)
     if engine is None:
-        return False
+        raise NotFoundError(f"no engine is mounted at {target.path!r}", field="path")
     live = session.scalar(
         select(SecretLease.id).where(
             SecretLease.tenant_id == requester.tenant_id,
@@ -190,7 +192,6 @@ def delete_engine(requester: Requester, raw_path: str, *, session: Session) -> b
         session=session,
     )
     session.commit()
-    return True
 
 
 def engine_conninfo(engine: DynamicEngine, *, ctx: SecretsContext, session: Session) -> str:

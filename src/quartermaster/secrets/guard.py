@@ -98,18 +98,26 @@ def authorize(
         )
 
 
-def refuse_listing_without_access(
-    requester: Requester, *, what: str, prefix: str, session: Session
-) -> None:
-    """Raise (audited) when the requester's role has no access to secrets at all (finance):
-    listing is refused as reading is, instead of an empty list that reads as 'nothing there'."""
+def role_without_access(requester: Requester) -> str | None:
+    """The name of the requester's role when that role may use nothing of the broker
+    (finance), else None (admins, team members, app keys, workloads)."""
     if requester.kind is not RequesterKind.PRINCIPAL or requester.role in (
         Role.ADMIN,
         Role.TEAM_MEMBER,
         Role.APP,
     ):
+        return None
+    return requester.role.value if requester.role is not None else "unknown"
+
+
+def refuse_listing_without_access(
+    requester: Requester, *, what: str, prefix: str, session: Session
+) -> None:
+    """Raise (audited) when the requester's role has no access to secrets at all (finance):
+    listing is refused as reading is, instead of an empty list that reads as 'nothing there'."""
+    role = role_without_access(requester)
+    if role is None:
         return
-    role = requester.role.value if requester.role is not None else "unknown"
     refuse(
         requester,
         PermissionDeniedError(

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query
 from quartermaster.api.deps import SessionDep
 from quartermaster.api.responses import error_responses
 from quartermaster.secrets import leases, revocation, workloads
-from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
+from quartermaster.secrets.api_deps import (
+    BrokerLister,
+    LeaseRenewer,
+    LeaseRevoker,
+    SecretsContextDep,
+    TokenMinter,
+)
 from quartermaster.secrets.schemas import (
     LeaseList,
     LeaseOut,
@@ -26,7 +32,7 @@ router = APIRouter(tags=["leases"])
 
 @router.get("/v1/leases", summary="Leases (live only unless all=true); admins see every holder")
 def list_leases(
-    requester: RequesterDep,
+    requester: BrokerLister,
     session: SessionDep,
     prefix: Annotated[str, Query(description="Only leases on paths starting with this.")] = "",
     all: Annotated[bool, Query(description="Ended leases too (default: live ones only).")] = False,
@@ -39,7 +45,7 @@ def list_leases(
 
 
 @router.get("/v1/leases/{lease_id}", summary="One lease")
-def get_lease(lease_id: str, requester: RequesterDep, session: SessionDep) -> LeaseOut:
+def get_lease(lease_id: str, requester: BrokerLister, session: SessionDep) -> LeaseOut:
     return LeaseOut.of(leases.get_lease(requester, lease_id, session=session))
 
 
@@ -51,7 +57,7 @@ def get_lease(lease_id: str, requester: RequesterDep, session: SessionDep) -> Le
 def renew_lease(
     lease_id: str,
     body: RenewIn,
-    requester: RequesterDep,
+    requester: LeaseRenewer,
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> LeaseOut:
@@ -65,23 +71,28 @@ def renew_lease(
     "/v1/leases/{lease_id}/revoke", summary="End a lease; already ended or unknown is success"
 )
 def revoke_lease(
-    lease_id: str, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+    lease_id: str, requester: LeaseRevoker, ctx: SecretsContextDep, session: SessionDep
 ) -> RevokeOut:
     return RevokeOut.of(revocation.revoke_lease(requester, lease_id, ctx=ctx, session=session))
 
 
 @router.post("/v1/leases/revoke-prefix", summary="End every live lease under a path prefix")
 def revoke_prefix(
-    body: RevokePrefixIn, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+    body: RevokePrefixIn, requester: LeaseRevoker, ctx: SecretsContextDep, session: SessionDep
 ) -> RevokePrefixOut:
     return RevokePrefixOut.of(
         revocation.revoke_prefix(requester, body.prefix, ctx=ctx, session=session)
     )
 
 
-@router.post("/v1/identity/token", tags=["identity"], summary="A workload identity token")
+@router.post(
+    "/v1/identity/token",
+    tags=["identity"],
+    summary="A workload identity token",
+    responses=error_responses(404),  # 404: no such app in the tenant (`app_id`)
+)
 def issue_token(
-    body: TokenIn, requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+    body: TokenIn, requester: TokenMinter, ctx: SecretsContextDep, session: SessionDep
 ) -> TokenOut:
     issued = workloads.issue_identity_token(
         requester,

@@ -14,9 +14,17 @@ from fastapi.responses import StreamingResponse
 
 from quartermaster.api.deps import SessionDep
 from quartermaster.api.params import Int64
-from quartermaster.api.responses import error_responses
+from quartermaster.api.responses import error_responses, rate_limited
 from quartermaster.secrets import dynamic, engines, exposure, kv, kv_lifecycle, workloads
-from quartermaster.secrets.api_deps import RequesterDep, SecretsContextDep
+from quartermaster.secrets.api_deps import (
+    BrokerAdminTask,
+    BrokerConfigurer,
+    BrokerDestroyer,
+    BrokerLister,
+    BrokerReader,
+    BrokerWriter,
+    SecretsContextDep,
+)
 from quartermaster.secrets.redaction import Redactor
 from quartermaster.secrets.schemas import (
     AccessRulesIO,
@@ -53,7 +61,7 @@ _CHUNK_CHARS = 64 * 1024
 def write_secret(
     path: str,
     body: WriteIn,
-    requester: RequesterDep,
+    requester: BrokerWriter,
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> VersionOut:
@@ -61,10 +69,14 @@ def write_secret(
     return VersionOut.of(meta)
 
 
-@router.get("/data/{path:path}", summary="Read a version under a new lease")
+@router.get(
+    "/data/{path:path}",
+    summary="Read a version under a new lease",
+    responses=rate_limited("The holder already has `secrets_max_leases_per_app` live leases."),
+)
 def read_secret(
     path: str,
-    requester: RequesterDep,
+    requester: BrokerReader,
     ctx: SecretsContextDep,
     session: SessionDep,
     version: Annotated[
@@ -82,7 +94,7 @@ def read_secret(
 
 @router.get("/metadata", summary="List paths and version metadata (never values)")
 def list_secrets(
-    requester: RequesterDep,
+    requester: BrokerLister,
     session: SessionDep,
     prefix: Annotated[str, Query(description="Only paths starting with this.")] = "",
     limit: Annotated[int, Query(ge=1, le=5000, description="At most this many paths.")] = 1000,
@@ -92,13 +104,13 @@ def list_secrets(
 
 
 @router.get("/metadata/{path:path}", summary="Metadata of one path and its versions")
-def describe_secret(path: str, requester: RequesterDep, session: SessionDep) -> SecretMetaOut:
+def describe_secret(path: str, requester: BrokerLister, session: SessionDep) -> SecretMetaOut:
     return SecretMetaOut.of(kv.describe_secret(requester, path, session=session))
 
 
 @router.post("/delete/{path:path}", summary="Soft-delete versions (default: latest)")
 def delete_versions(
-    path: str, body: VersionsIn, requester: RequesterDep, session: SessionDep
+    path: str, body: VersionsIn, requester: BrokerWriter, session: SessionDep
 ) -> VersionsOut:
     rows = kv_lifecycle.delete_versions(requester, path, body.versions, session=session)
     return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
@@ -106,7 +118,7 @@ def delete_versions(
 
 @router.post("/undelete/{path:path}", summary="Undo a soft-delete")
 def undelete_versions(
-    path: str, body: VersionsIn, requester: RequesterDep, session: SessionDep
+    path: str, body: VersionsIn, requester: BrokerWriter, session: SessionDep
 ) -> VersionsOut:
     rows = kv_lifecycle.undelete_versions(requester, path, body.versions, session=session)
     return VersionsOut(path=path.strip("/"), versions=[VersionOut.of(r) for r in rows])
@@ -116,7 +128,7 @@ def undelete_versions(
 def destroy_versions(
     path: str,
     body: VersionsIn,
-    requester: RequesterDep,
+    requester: BrokerDestroyer,
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> VersionsOut:
@@ -128,7 +140,7 @@ def destroy_versions(
 def rotate_secret(
     path: str,
     body: RotateIn,
-    requester: RequesterDep,
+    requester: BrokerWriter,
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> RotateOut:
@@ -140,7 +152,7 @@ def rotate_secret(
 def put_engine(
     path: str,
     body: EngineIn,
-    requester: RequesterDep,
+    requester: BrokerConfigurer,
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> EngineOut:
@@ -158,20 +170,29 @@ def put_engine(
 
 
 @router.get("/engines/{path:path}", summary="An engine's configuration (no connection)")
-def get_engine(path: str, requester: RequesterDep, session: SessionDep) -> EngineOut:
+def get_engine(path: str, requester: BrokerConfigurer, session: SessionDep) -> EngineOut:
     return EngineOut.of(engines.get_engine(requester, path, session=session))
 
 
-@router.delete("/engines/{path:path}", status_code=204, summary="Unmount an engine")
-def delete_engine(path: str, requester: RequesterDep, session: SessionDep) -> None:
+@router.delete(
+    "/engines/{path:path}",
+    status_code=204,
+    summary="Unmount an engine",
+    responses=error_responses(409),  # the engine still has live leases
+)
+def delete_engine(path: str, requester: BrokerConfigurer, session: SessionDep) -> None:
     engines.delete_engine(requester, path, session=session)
 
 
-@router.post("/creds/{path:path}", summary="Issue a dynamic credential under a new lease")
+@router.post(
+    "/creds/{path:path}",
+    summary="Issue a dynamic credential under a new lease",
+    responses=rate_limited("The holder already has `secrets_max_leases_per_app` live leases."),
+)
 def issue_credential(
     path: str,
     body: CredentialIn,
-    requester: RequesterDep,
+    requester: BrokerReader,
     ctx: SecretsContextDep,
     session: SessionDep,
 ) -> CredentialOut:
@@ -182,13 +203,13 @@ def issue_credential(
 
 
 @router.get("/access-rules", summary="Workload access rules in effect")
-def get_access_rules(requester: RequesterDep, session: SessionDep) -> AccessRulesIO:
+def get_access_rules(requester: BrokerConfigurer, session: SessionDep) -> AccessRulesIO:
     return AccessRulesIO.of(workloads.get_access_rules(requester, session=session))
 
 
 @router.put("/access-rules", summary="Replace the workload access rules")
 def put_access_rules(
-    body: AccessRulesIO, requester: RequesterDep, session: SessionDep
+    body: AccessRulesIO, requester: BrokerConfigurer, session: SessionDep
 ) -> AccessRulesIO:
     rules = [r.to_rule() for r in body.rules]
     return AccessRulesIO.of(workloads.set_access_rules(requester, rules, session=session))
@@ -196,13 +217,13 @@ def put_access_rules(
 
 @router.get("/fingerprint-key", summary="The HMAC key `qm scan` fingerprints findings with")
 def get_fingerprint_key(
-    requester: RequesterDep, ctx: SecretsContextDep, session: SessionDep
+    requester: BrokerAdminTask, ctx: SecretsContextDep, session: SessionDep
 ) -> FingerprintKeyOut:
     return FingerprintKeyOut(key=exposure.fingerprint_key(requester, ctx=ctx, session=session))
 
 
 @router.post("/match", summary="Which stored versions have these fingerprints")
-def match(body: MatchIn, requester: RequesterDep, session: SessionDep) -> MatchList:
+def match(body: MatchIn, requester: BrokerAdminTask, session: SessionDep) -> MatchList:
     found = exposure.match_fingerprints(requester, body.fingerprints, session=session)
     return MatchList(
         matches=[
@@ -238,7 +259,7 @@ def match(body: MatchIn, requester: RequesterDep, session: SessionDep) -> MatchL
 )
 async def redact_stream(
     request: Request,
-    requester: RequesterDep,
+    requester: BrokerAdminTask,
     ctx: SecretsContextDep,
     prefix: Annotated[
         str, Query(description="Only values of live leases on paths starting with this.")
