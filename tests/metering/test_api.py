@@ -314,6 +314,23 @@ def test_team_members_tail_only_their_teams_apps(
     assert [e["app_id"] for e in seen] == [mine.app_id]
 
 
+def test_reconciliation_counters_are_tenant_wide_so_team_members_may_not_read_them(
+    http: httpx.Client, runtime: Runtime, tenant: TenantHandle, make_app: Callable[..., AppHandle]
+) -> None:
+    """The counters are per tenant and hour, not per team: they would show a team-member
+    other teams' volumes and rejections."""
+    mine = make_app()
+    post(http, tenant.admin_token, [usage_event(mine.app_id)])
+    member = principal_token(runtime, tenant.tenant_id, role=Role.TEAM_MEMBER, team_id=mine.team_id)
+    refused = http.get("/v1/reconciliation", headers=bearer(member))
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "permission_denied"
+    finance = principal_token(runtime, tenant.tenant_id, role=Role.FINANCE)
+    counted = http.get("/v1/reconciliation", headers=bearer(finance))
+    assert counted.status_code == 200
+    assert counted.json()["totals"]["accepted"] == 1
+
+
 def test_tail_pages_after_a_position(
     http: httpx.Client, tenant: TenantHandle, make_app: Callable[..., AppHandle]
 ) -> None:

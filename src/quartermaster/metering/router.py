@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from quartermaster.api.deps import Ingester, Reader, ReadSessionDep, RuntimeDep
+from quartermaster.api.deps import BillingReader, Ingester, Reader, ReadSessionDep, RuntimeDep
 from quartermaster.api.errors import ErrorBody
 from quartermaster.api.openapi import OPERATION_SCHEMAS
 from quartermaster.api.params import Int64
@@ -220,7 +220,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     response_model=ReconciliationResponse,
 )
 def get_reconciliation(
-    caller: Reader,
+    caller: BillingReader,
     runtime: RuntimeDep,
     session: ReadSessionDep,
     start: Annotated[
