@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from quartermaster.domain.timeutil import parse_timestamp, utc_now
+from quartermaster.pricing.models import PriceBookVersionRow
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from tests.conftest import TenantHandle
@@ -227,3 +234,74 @@ def test_recorded_at_is_now(client: TestClient, tenant: TenantHandle) -> None:
     stored = _upload(client, tenant, EXAMPLE.read_text())
     recorded = parse_timestamp(str(stored["recorded_at"]))
     assert abs(recorded - utc_now()) < timedelta(minutes=1)
+
+
+def _numbers_as_str_decimal(data: Any) -> Any:
+    """How versions were stored before plain digits: each number as str(Decimal) of what was
+    written ("0.0000009" -> "9E-7", "0.50" stays)."""
+    if isinstance(data, dict):
+        return {
+            k: str(Decimal(v)) if k in _NUMBER_FIELDS else _numbers_as_str_decimal(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_numbers_as_str_decimal(v) for v in data]
+    return data
+
+
+_NUMBER_FIELDS = frozenset(
+    {"unit_price", "free_allowance", "up_to", "package_size", "package_price", "fee", "included"}
+    | {"percent", "credit", "floor", "share", "weight"}
+)
+
+
+def test_the_same_numbers_spelled_otherwise_are_unchanged_also_for_versions_stored_before(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """A version stored with the old canonical form (numbers as written, "9E-7", and a hash of
+    that text) is still found unchanged when the same document is sent again, as YAML or as
+    JSON with its numbers spelled otherwise (0.5 for 0.50); its document is returned in plain
+    digits."""
+    text = EXAMPLE.read_text()
+    _upload(client, tenant, text)
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.session_factory() as session:
+        row = session.scalars(
+            select(PriceBookVersionRow).where(PriceBookVersionRow.tenant_id == tenant.tenant_id)
+        ).one()
+        old_text = json.dumps(
+            _numbers_as_str_decimal(json.loads(row.document)),
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        assert "9E-7" in old_text  # the example has 0.0000009
+        row.document = old_text
+        row.content_hash = hashlib.sha256(old_text.encode()).hexdigest()
+        session.commit()
+    as_yaml = client.post("/v1/price-books", content=text, headers={**tenant.headers, **YAML})
+    assert (as_yaml.status_code, as_yaml.json()["created"]) == (200, False), as_yaml.text
+    as_json = json.dumps(yaml.safe_load(text), default=str)  # 0.50 -> 0.5, 150.00 -> 150.0
+    assert "0.50" in text
+    assert "0.50" not in as_json
+    again = client.post("/v1/price-books", content=as_json, headers=tenant.headers)
+    assert (again.status_code, again.json()["created"]) == (200, False), again.text
+    changed = as_json.replace("9e-07", "8e-07", 1)  # json.dumps writes 0.0000009 so
+    assert changed != as_json
+    conflict = client.post("/v1/price-books", content=changed, headers=tenant.headers)
+    assert conflict.status_code == 409
+    shown = client.get(f"{BOOK}/versions/1", headers=tenant.headers)
+    document = json.dumps(shown.json()["document"])
+    assert "9E-7" not in document
+    assert "0.0000009" in document
+
+
+def test_a_new_version_is_stored_in_plain_digits_as_written(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    stored = _upload(client, tenant, EXAMPLE.read_text())
+    shown = client.get(f"{BOOK}/versions/1", headers=tenant.headers).json()
+    assert shown["content_hash"] == stored["content_hash"]
+    numbers = json.dumps(shown["document"])
+    assert "0.0000009" in numbers
+    assert "0.50" in numbers  # as the document wrote it
+    assert not re.search(r"\d[eE][-+]?\d", numbers)

@@ -331,6 +331,33 @@ def test_yaml_infinity_is_refused_with_its_path() -> None:
     assert caught.value.issues[0][0] == "prices[0].unit_price"
 
 
+@pytest.mark.parametrize("number", ["1e30", "1e-31", "1000000000000000000000000000000"])
+def test_a_number_too_long_to_write_in_plain_digits_is_refused_with_its_path(number: str) -> None:
+    """Numbers are written back in plain digits: 1e999999 would be a million of them."""
+    text = EXAMPLE.read_text().replace("unit_price: 0.0001\n", f"unit_price: {number}\n", 1)
+    with pytest.raises(PriceBookError) as caught:
+        parse_price_book(text, "yaml")
+    assert caught.value.issues[0] == (
+        "prices[0].unit_price",
+        "must have at most 30 digits before and 30 after the decimal point",
+    )
+
+
+def test_numbers_at_the_digit_limits_load_and_keep_their_value() -> None:
+    text = EXAMPLE.read_text().replace(
+        "unit_price: 0.0001\n",
+        "unit_price: '999999999999999999999999999999.000000000000000000000000000001'\n",
+        1,
+    )
+    document = parse_price_book(text, "yaml")
+    assert (
+        canonical_json(document).count(
+            '"999999999999999999999999999999.000000000000000000000000000001"'
+        )
+        == 1
+    )
+
+
 def test_numbers_are_exact_decimals_in_yaml_and_json() -> None:
     text = EXAMPLE.read_text().replace("unit_price: 0.0001\n", "unit_price: 0.1\n", 1)
     yaml_doc = parse_price_book(text, "yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from fractions import Fraction
@@ -18,8 +19,10 @@ from quartermaster.pricing.engine import price_usage
 from quartermaster.pricing.lines import LineKind, PlatformCostItem, PricedLine, UsageRow
 from quartermaster.pricing.loader import (
     canonical_json,
+    content_hash,
     document_from_json,
     parse_price_book,
+    stored_json,
     validate_document,
 )
 from quartermaster.pricing.rating import rate_quantity, unit_price
@@ -307,3 +310,74 @@ def test_a_unit_price_times_its_quantity_gives_the_amount(amount: D, quantity: D
     if Fraction(amount) / Fraction(quantity) == Fraction(price):
         return
     assert price.as_tuple().exponent >= -30  # never an endless expansion
+
+
+_PLAIN_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+_NUMBER_FIELDS = frozenset(
+    {"unit_price", "free_allowance", "up_to", "package_size", "package_price", "fee", "included"}
+)
+
+
+def _respell(value: D, style: int) -> str:
+    """The same number written another way: exponent form, extra trailing zeros, or as is."""
+    if style == 0:
+        return f"{value:E}"
+    if style == 1:
+        return f"{value:f}" + ("0" * 3 if "." in f"{value:f}" else ".000")
+    return str(value)
+
+
+def _numbers(data: Any) -> list[str]:
+    if isinstance(data, dict):
+        found = [v for k, v in data.items() if k in _NUMBER_FIELDS and isinstance(v, str)]
+        return found + [n for v in data.values() for n in _numbers(v)]
+    if isinstance(data, list):
+        return [n for v in data for n in _numbers(v)]
+    return []
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    price=st.decimals(min_value=0, max_value=10**6, places=9, allow_nan=False),
+    allowance=st.decimals(min_value=0, max_value=10**9, places=3, allow_nan=False),
+    styles=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
+    fmt=st.sampled_from(["json", "yaml"]),
+)
+def test_spelling_of_a_number_changes_neither_hash_nor_plain_output(
+    price: D, allowance: D, styles: tuple[int, int, int, int], fmt: str
+) -> None:
+    """0.010 and 0.01, 150.00 and 150, 9E-7 and 0.0000009 are the same price: the content hash
+    does not depend on how it is written, and no stored or canonical text has an exponent."""
+
+    def document(price_text: str, allowance_text: str) -> str:
+        rule = f'"model":"per_unit","unit_price":{price_text},"free_allowance":{allowance_text}'
+        return (
+            '{"name":"b","currency":"EUR","version":1,'
+            '"effective_from":"2026-01-01T00:00:00Z",'
+            f'"prices":[{{"meter":"tokens",{rule}}}]}}'
+        )
+
+    first = document(_respell(price, styles[0]), _respell(allowance, styles[1]))
+    second = document(_respell(price, styles[2]), _respell(allowance, styles[3]))
+    if fmt == "yaml":  # the same document in YAML (JSON is YAML); numbers stay as written
+        first, second = first.replace('":', '": '), second.replace('":', '": ')
+    one = parse_price_book(first, fmt)  # type: ignore[arg-type]
+    two = parse_price_book(second, fmt)  # type: ignore[arg-type]
+    assert content_hash(one) == content_hash(two)
+    assert canonical_json(one) == canonical_json(two)
+    for text in (canonical_json(one), stored_json(one), stored_json(two)):
+        numbers = _numbers(json.loads(text))
+        assert len(numbers) == 2
+        assert all(_PLAIN_NUMBER.match(n) for n in numbers), numbers
+        assert (D(numbers[0]), D(numbers[1])) == (price, allowance)
+    assert document_from_json(stored_json(one)) == two
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=documents_data)
+def test_stored_and_canonical_texts_never_have_an_exponent(data: dict[str, Any]) -> None:
+    document = validate_document(_with_meters(data))
+    for text in (canonical_json(document), stored_json(document)):
+        numbers = _numbers(json.loads(text))
+        assert numbers
+        assert all(_PLAIN_NUMBER.match(n) for n in numbers), numbers

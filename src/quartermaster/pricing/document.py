@@ -13,7 +13,17 @@ from collections.abc import Collection, Iterable
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializationInfo,
+    StringConstraints,
+)
+from pydantic_core import PydanticCustomError
 
 from quartermaster.domain.timeutil import ensure_utc
 
@@ -21,11 +31,55 @@ MeterName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Ref = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 CostType = Annotated[str, StringConstraints(pattern=r"^([a-z][a-z0-9_]{0,31}|\*)$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-Units = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-PositiveUnits = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-Percent = Annotated[Decimal, Field(gt=0, le=100, allow_inf_nan=False)]
-Fraction01 = Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
+MAX_DIGITS_EACH_SIDE = 30  # of a number's decimal point, in a price book
+NORMALIZED_NUMBERS = "normalized_numbers"  # serialization context key, see _write_number
+
+
+def plain_decimal(value: Decimal, *, normalized: bool = False) -> str:
+    """The number as plain digits, never in exponent form (9E-7 -> "0.0000009", 1E+2 ->
+    "100"), keeping the places it was written with (0.50 -> "0.50"). `normalized`: also
+    without trailing zeros, one text for every way of writing the number (0.010 and 0.01 ->
+    "0.01", 150.00 -> "150")."""
+    text = format(value, "f")  # exact: no rounding, no exponent
+    if normalized:
+        if value.is_zero():
+            return "0"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return text
+
+
+def _write_number(value: Decimal, info: SerializationInfo) -> str:
+    context = info.context
+    normalized = isinstance(context, dict) and bool(context.get(NORMALIZED_NUMBERS))
+    return plain_decimal(value, normalized=normalized)
+
+
+def _bounded(value: Decimal) -> Decimal:
+    """Refuse numbers whose plain form would be huge (1E+999999 is 1,000,000 digits)."""
+    _, digits, exponent = value.as_tuple()
+    if isinstance(exponent, int) and not value.is_zero():  # an int exponent: finite
+        trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+        last = exponent + trailing_zeros  # the place of the last non-zero digit
+        if value.adjusted() >= MAX_DIGITS_EACH_SIDE or last < -MAX_DIGITS_EACH_SIDE:
+            raise PydanticCustomError(
+                "decimal_too_long",
+                "must have at most {limit} digits before and {limit} after the decimal point",
+                {"limit": MAX_DIGITS_EACH_SIDE},
+            )
+    return value
+
+
+# Every number of a document: written back (stored, returned) as plain digits, as written.
+_Number = Annotated[
+    Decimal,
+    AfterValidator(_bounded),
+    PlainSerializer(_write_number, return_type=str, when_used="json"),
+]
+Money = Annotated[_Number, Field(ge=0, allow_inf_nan=False)]
+Units = Annotated[_Number, Field(ge=0, allow_inf_nan=False)]
+PositiveUnits = Annotated[_Number, Field(gt=0, allow_inf_nan=False)]
+Percent = Annotated[_Number, Field(gt=0, le=100, allow_inf_nan=False)]
+Fraction01 = Annotated[_Number, Field(ge=0, le=1, allow_inf_nan=False)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(ensure_utc)]
 
 # Discriminator values: they appear in pydantic error locations and are stripped from paths.
@@ -211,7 +265,7 @@ class Reservation(_Doc):
 
     name: Label
     meter: MeterName
-    credit: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+    credit: PositiveUnits
 
 
 class PriceBookDocument(_Doc):

@@ -1,8 +1,9 @@
 """Parse a price book from YAML or JSON text, with errors that name the path of each bad field.
 
-Numbers are read as exact decimals (YAML and JSON floats never pass through binary floats),
-and the stored form is a canonical JSON text so that the same document always has the same
-content hash.
+Numbers are read as exact decimals (YAML and JSON floats never pass through binary floats).
+The stored form is JSON with numbers in plain digits as written (stored_json); the content
+hash is of a canonical JSON text whose numbers are also normalized (canonical_json), so that
+the same document always has the same content hash however its numbers are spelled.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from quartermaster.errors import InvalidInputError, UnsupportedMediaTypeError
 from quartermaster.pricing.document import (
     METHOD_TAGS,
     MODEL_TAGS,
+    NORMALIZED_NUMBERS,
     AnyPolicy,
     AnyRule,
     Discount,
@@ -246,15 +248,33 @@ def parse_price_book(text: str | bytes, fmt: DocumentFormat) -> PriceBookDocumen
     return validate_document(parse_raw(decode(text), fmt))
 
 
-def document_to_data(document: PriceBookDocument) -> dict[str, Any]:
-    """JSON-ready data (decimals as strings, times as RFC 3339 UTC); unset optionals dropped."""
-    data: dict[str, Any] = document.model_dump(mode="json", exclude_none=True)
+def document_to_data(
+    document: PriceBookDocument, *, normalized_numbers: bool = False
+) -> dict[str, Any]:
+    """JSON-ready data (decimals as plain-digit strings as written, e.g. "0.50" and
+    "0.0000009", never "9E-7"; times as RFC 3339 UTC); unset optionals dropped.
+    `normalized_numbers`: decimals without trailing zeros ("0.5"), see canonical_json."""
+    data: dict[str, Any] = document.model_dump(
+        mode="json", exclude_none=True, context={NORMALIZED_NUMBERS: normalized_numbers}
+    )
     return data
 
 
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def stored_json(document: PriceBookDocument) -> str:
+    """The text a version is stored (and returned) as: numbers with the places they were
+    written with, in plain digits."""
+    return _dumps(document_to_data(document))
+
+
 def canonical_json(document: PriceBookDocument) -> str:
-    """One text per document: the stored form and the input of the content hash."""
-    return json.dumps(document_to_data(document), separators=(",", ":"), ensure_ascii=False)
+    """One text per document, the input of the content hash: numbers without trailing zeros
+    in plain digits, so that how a number is written (0.010 or 0.01, 150.00 or 150, 9e-7 or
+    0.0000009) changes neither the text nor the hash."""
+    return _dumps(document_to_data(document, normalized_numbers=True))
 
 
 def content_hash(document: PriceBookDocument) -> str:
@@ -264,3 +284,17 @@ def content_hash(document: PriceBookDocument) -> str:
 def document_from_json(text: str) -> PriceBookDocument:
     """Read back a stored canonical document (already validated when it was stored)."""
     return validate_document(json.loads(text, parse_float=Decimal))
+
+
+def stored_hash(text: str) -> str:
+    """The content hash of a stored document by today's canonical form. Versions stored
+    before the canonical form normalized numbers keep the hash they were stored with (of
+    numbers as written, e.g. "0.010", "9E-7"); comparing by this hash finds them unchanged
+    whichever way the same numbers are sent again."""
+    return content_hash(document_from_json(text))
+
+
+def stored_document_data(text: str) -> dict[str, Any]:
+    """A stored document as JSON-ready data, numbers in plain digits (also for versions
+    stored before that rule, whose text may have "9E-7")."""
+    return document_to_data(document_from_json(text))

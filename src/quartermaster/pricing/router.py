@@ -3,7 +3,6 @@ application/yaml) and choose the tenant's default price book; admins and finance
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from quartermaster.api.responses import error_responses
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import PayloadTooLargeError
 from quartermaster.pricing import service
-from quartermaster.pricing.loader import format_for_content_type
+from quartermaster.pricing.loader import format_for_content_type, stored_document_data
 from quartermaster.pricing.schemas import (
     DefaultPriceBookIn,
     DefaultPriceBookOut,
@@ -140,7 +139,7 @@ def _detail(caller_tenant: str, name: str, version: int, session: Session) -> di
     row = service.get_version(caller_tenant, name, version, session=session)
     history = service.load_history(caller_tenant, name, session=session)
     out = PriceBookVersionOut.build(row, history)
-    return {**out.model_dump(), "document": json.loads(row.document)}
+    return {**out.model_dump(), "document": stored_document_data(row.document)}
 
 
 @router.get(

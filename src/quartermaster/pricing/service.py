@@ -22,13 +22,14 @@ from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
 from quartermaster.pricing.loader import (
     DocumentFormat,
     PriceBookError,
-    canonical_json,
     check_document,
     content_hash,
     decode,
     document_from_json,
     in_document_order,
     parse_raw,
+    stored_hash,
+    stored_json,
 )
 from quartermaster.pricing.models import PriceBookDefault, PriceBookVersionRow
 from quartermaster.pricing.references import (
@@ -79,7 +80,7 @@ def _same_version(
     )
     if existing is None:
         return None
-    if existing.content_hash == digest:
+    if existing.content_hash == digest or stored_hash(existing.document) == digest:
         return StoredVersion(existing, created=False)
     raise ConflictError(
         f"price book {document.name!r} version {document.version} already exists with other "
@@ -200,7 +201,7 @@ def _new_version(
         version=document.version,
         currency=document.currency,
         effective_from=document.effective_from,
-        document=canonical_json(document),
+        document=stored_json(document),
         content_hash=digest,
         recorded_at=recorded_at,
         created_by=created_by,
