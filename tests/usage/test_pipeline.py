@@ -341,6 +341,10 @@ def test_a_store_rebuilt_twice_and_the_stores_of_two_servers_each_rate_every_eve
         settings.model_copy(update={"data_dir": second_dir}), migrate=False
     )
     first_server = build_runtime(settings, migrate=False)
+    # The platform still holds the last rebuilt runtime, closed above: appending through it
+    # opened a connection on its disposed engine that nothing closed (psycopg warned when it
+    # was garbage-collected, in whichever later test that happened).
+    platform.runtime = first_server
     try:
         send(3)
         assert rated(first_server) == 8  # ahead of the second server's store
