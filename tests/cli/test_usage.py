@@ -143,6 +143,24 @@ def test_pipeline_accounting_names_the_hours_that_do_not_balance_and_why() -> No
     assert "not yet" not in over
 
 
+def test_set_aside_events_get_a_column_and_a_note_and_balance() -> None:
+    hours = [
+        _hour(0, accepted=1_234_567, rated=1_234_000, waiting=565),
+        _hour(1, accepted=3, rated=3),
+    ]
+    hours[0].update(failed=2, in_pipeline=0, balanced=True)
+    hours[1].update(failed=0)
+    assert _accounting_cells(hours) == [  # failed in the place of unattributed
+        ["", "", "", "", "", "in"],
+        ["hour (UTC)", "accepted", "rated", "failed", "waiting", "pipeline"],
+        ["2026-11-01 00:00", "1,234,567", "1,234,000", "2", "565", "0"],
+        ["2026-11-01 01:00", "3", "3", "0", "0", "0"],
+    ]
+    verdict = accounting_verdict(hours)
+    assert verdict.startswith("accepted = rated + waiting + failed: [green]balanced[/]")
+    assert verdict.endswith("(2 event(s) set aside, rating them failed: see `qm pipeline status`)")
+
+
 def test_a_meter_reads_as_what_it_measures_in_four_columns_at_80() -> None:
     meters = [
         {
@@ -208,6 +226,62 @@ def test_pipeline_accounting_exits_1_only_when_more_is_rated_than_accepted(
     over = runner.invoke(pipeline_app, ["accounting"], env={"COLUMNS": "100"})
     assert over.exit_code == 1
     assert "more rated than accepted" in over.output
+
+
+def test_pipeline_status_shows_set_aside_events_with_their_reasons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = {
+        "log_head": 9,
+        "streams": [{"name": "pipeline", "position": 9, "upto": None, "lag": 0, "tenant_id": None}],
+        "lag": 0,
+        "waiting": 0,
+        "earliest_deadline": None,
+        "failed": 2,
+        "failed_latest": [
+            {
+                "position": 7,
+                "event_id": "f4",
+                "source": "lunchbot",
+                "event_type": "qm.invocation.usage",
+                "recorded_at": "2026-11-01T12:00:00Z",
+                "failed_at": "2026-11-01T12:00:01Z",
+                "reason": "compute_units 1E+20 is outside 0 .. 1000000000000000000 (10^18)",
+            }
+        ],
+        "worker": {
+            "enabled": True,
+            "running": True,
+            "runs": 3,
+            "failures": 0,
+            "last_success_at": None,
+            "last_error": None,
+        },
+        "latency": {
+            "since": "2026-11-01T11:00:00Z",
+            "events": 0,
+            "p50_ms": None,
+            "p99_ms": None,
+            "max_ms": None,
+            "waited": 0,
+        },
+    }
+    monkeypatch.setattr(
+        cli_client,
+        "api_client",
+        lambda **_: httpx.Client(
+            transport=httpx.MockTransport(lambda _r: httpx.Response(200, json=body)),
+            base_url="http://qm",
+        ),
+    )
+    shown = CliRunner().invoke(pipeline_app, ["status"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "set aside (rating failed, not rated): 2" in shown.output
+    assert "f4" in shown.output
+    assert "compute_units 1E+20 is outside 0 .. 1000000000000000000" in shown.output
+    body["failed"], body["failed_latest"] = 0, []
+    quiet = CliRunner().invoke(pipeline_app, ["status"], env={"COLUMNS": "120"})
+    assert "set aside" not in quiet.output
 
 
 def test_environment_names_are_quoted_into_the_path_or_refused_before_sending(

@@ -342,7 +342,8 @@ def usage_table(usage: dict[str, Any]) -> Table:
 
 @pipeline_app.command("status")
 def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """Log head, stream positions, lag, waiting events and event-to-billable latency."""
+    """Log head, stream positions, lag, waiting events, events set aside because rating them
+    failed (with the latest reasons), and event-to-billable latency."""
     status = request("GET", "/v1/pipeline/status", url=url, api_key=api_key)
     console = out()
     worker = status["worker"]
@@ -355,6 +356,16 @@ def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
     )
     deadline = cell_text(status["earliest_deadline"]) or "-"
     console.print(f"waiting for metadata: {status['waiting']} (earliest deadline {deadline})")
+    if status.get("failed"):  # a server from before set-aside events has no such field
+        console.print(
+            f"[yellow]set aside (rating failed, not rated): {status['failed']:,}[/]"
+            " - see docs/usage.md, 'Events set aside'"
+        )
+        print_table(
+            ("position", "event_id", "failed_at", "reason"),
+            status.get("failed_latest", []),
+            title="latest set aside",
+        )
     latency = status["latency"]
     if latency["events"]:
         console.print(
@@ -387,7 +398,8 @@ def pipeline_replay(
 # paragraph read "events not" / "read by the pipeline yet" on two lines.
 @pipeline_app.command(
     "accounting",
-    help="Per ingest hour: accepted = rated + waiting, with what is still in the pipeline.\n\n"
+    help="Per ingest hour: accepted = rated + waiting + failed, with what is still in the "
+    "pipeline (failed: set aside because rating them failed, see `qm pipeline status`).\n\n"
     "Exits 1 when an hour has more rated than accepted (an event counted twice); events not "
     "read by the pipeline yet are normal and exit 0.",
 )
@@ -414,8 +426,15 @@ def accounting_verdict(hours: list[dict[str, Any]]) -> str:
     fault: an event counted twice)."""
     behind = [h for h in hours if h["in_pipeline"] > 0]
     over = [h for h in hours if h["in_pipeline"] < 0]
+    failed = sum(h.get("failed", 0) for h in hours)
+    identity = "accepted = rated + waiting + failed" if failed else "accepted = rated + waiting"
+    note = (
+        f" ({failed:,} event(s) set aside, rating them failed: see `qm pipeline status`)"
+        if failed
+        else ""
+    )
     if not behind and not over:
-        return "accepted = rated + waiting: [green]balanced[/] in every hour"
+        return f"{identity}: [green]balanced[/] in every hour{note}"
     parts = []
     if behind:
         waiting = sum(h["in_pipeline"] for h in behind)
@@ -425,7 +444,7 @@ def accounting_verdict(hours: list[dict[str, Any]]) -> str:
         )
     if over:
         parts.append(f"[bold red]more rated than accepted[/] in {_hour_list(over)}")
-    return "accepted = rated + waiting: " + "; ".join(parts)
+    return f"{identity}: " + "; ".join(parts) + note
 
 
 def _hour_list(hours: list[dict[str, Any]]) -> str:
@@ -441,10 +460,15 @@ def accounting_table(hours: list[dict[str, Any]]) -> Table:
     """An hour per row with its counts grouped, an hour that does not balance yet in yellow.
     `attributed` is left out (it is rated less unattributed): with it the seven columns needed
     86 at least and folded every header on an 80-column terminal."""
+    counts: tuple[str, ...] = ACCOUNTING_COUNTS
+    if any(hour.get("failed") for hour in hours):
+        # Set-aside events are part of the identity, `unattributed` is only a part of `rated`:
+        # it gives way, so that the table still fits 80 columns with counts in the millions.
+        counts = tuple("failed" if c == "unattributed" else c for c in counts)
     table = data_table(
-        ["hour (UTC)", *ACCOUNTING_COUNTS],
+        ["hour (UTC)", *counts],
         title="pipeline accounting",
-        right=ACCOUNTING_COUNTS,
+        right=counts,
         whole=["hour (UTC)"],
     )
     # Over two lines from the start: left to Rich, a table of seven-digit counts narrowed
@@ -453,7 +477,7 @@ def accounting_table(hours: list[dict[str, Any]]) -> Table:
     for hour in hours:
         table.add_row(
             hour_text(hour["hour"]),
-            *(grouped(hour[name]) for name in ACCOUNTING_COUNTS),
+            *(grouped(hour[name]) for name in counts),
             style=None if hour["balanced"] else "yellow",
         )
     return table

@@ -1,4 +1,5 @@
-"""Pipeline accounting: for each ingest hour, accepted = rated + waiting (+ not yet read).
+"""Pipeline accounting: for each ingest hour, accepted = rated + waiting + failed (+ not yet
+read). `failed`: events the pipeline set aside because rating them failed (docs/usage.md).
 
 `accepted` comes from ingestion's reconciliation counters (written with the event-log append);
 the pipeline's stages come from the usage store, where they commit with the rows they count,
@@ -17,7 +18,7 @@ from quartermaster.metering.models import ReconciliationCounter
 from quartermaster.usage.store import UsageStore
 
 ACCEPTED_STAGE = "accepted"  # ingestion's stage name (metering.service.STAGE_ACCEPTED)
-PIPELINE_STAGES = ("attributed", "unattributed", "rated", "waiting")
+PIPELINE_STAGES = ("attributed", "unattributed", "rated", "waiting", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +29,12 @@ class HourAccounting:
     unattributed: int
     rated: int
     waiting: int
+    failed: int = 0
 
     @property
     def in_pipeline(self) -> int:
         """Accepted but not yet read by the pipeline (0 once it has caught up)."""
-        return self.accepted - self.rated - self.waiting
+        return self.accepted - self.rated - self.waiting - self.failed
 
     @property
     def balanced(self) -> bool:
@@ -46,6 +48,7 @@ class HourAccounting:
             "unattributed": self.unattributed,
             "rated": self.rated,
             "waiting": self.waiting,
+            "failed": self.failed,
             "in_pipeline": self.in_pipeline,
             "balanced": self.balanced,
         }
@@ -61,6 +64,7 @@ def pipeline_stage_counts(
             "unattributed": row.unattributed,
             "rated": row.rated,
             "waiting": row.waiting,
+            "failed": row.failed,
         }
         for row in store.pipeline_counts(tenant_id, hours)
     }
@@ -96,6 +100,7 @@ def pipeline_accounting(
                 unattributed=counts.get("unattributed", 0),
                 rated=counts.get("rated", 0),
                 waiting=counts.get("waiting", 0),
+                failed=counts.get("failed", 0),
             )
         )
     return result

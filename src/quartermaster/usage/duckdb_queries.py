@@ -355,13 +355,17 @@ def to_marker(row: Sequence[Any]) -> LifecycleMarker:
 
 
 def to_hourly(
-    counted: Sequence[tuple[Any, ...]], waiting: Sequence[tuple[Any, ...]]
+    counted: Sequence[tuple[Any, ...]],
+    waiting: Sequence[tuple[Any, ...]],
+    failed: Sequence[tuple[Any, ...]] = (),
 ) -> list[HourlyPipelineCounts]:
     merged: dict[datetime, list[int]] = {}
     for hour, attributed, unattributed, rated in counted:
-        merged[hour] = [int(attributed), int(unattributed), int(rated), 0]
+        merged[hour] = [int(attributed), int(unattributed), int(rated), 0, 0]
     for hour, count in waiting:
-        merged.setdefault(hour, [0, 0, 0, 0])[3] = int(count)
+        merged.setdefault(hour, [0, 0, 0, 0, 0])[3] = int(count)
+    for hour, count in failed:
+        merged.setdefault(hour, [0, 0, 0, 0, 0])[4] = int(count)
     return [HourlyPipelineCounts(aware(hour), *values) for hour, values in sorted(merged.items())]
 
 

@@ -156,6 +156,18 @@ DDL = [
         unattributed BIGINT NOT NULL,
         rated BIGINT NOT NULL
     )""",
+    # Events the pipeline set aside because rating them failed (store.FAILED_SCHEMA). New in
+    # a store of version 4 as it is opened: nothing else changed.
+    """CREATE TABLE IF NOT EXISTS failed_events (
+        position BIGINT PRIMARY KEY,
+        tenant_id VARCHAR NOT NULL,
+        event_id VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        event_type VARCHAR NOT NULL,
+        recorded_at TIMESTAMP NOT NULL,
+        failed_at TIMESTAMP NOT NULL,
+        reason VARCHAR NOT NULL
+    )""",
 ]
 
 # Tables holding a tenant's usage.
@@ -167,6 +179,7 @@ TENANT_TABLES = (
     "platform_costs",
     "waiting_events",
     "pipeline_hourly",
+    "failed_events",
 )
 # What a replay of a tenant clears before rebuilding: all of it but the latency ledger
 # (`usage_events`), which keeps each event's first rating; a replay adds no rows to it.

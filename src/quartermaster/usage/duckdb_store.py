@@ -41,6 +41,8 @@ from quartermaster.usage.periods import Grain, ceil_to, floor_to
 from quartermaster.usage.store import (
     HOURLY_COST_SCHEMA,
     DailyTotal,
+    FailedEvent,
+    FailedSummary,
     HourlyCost,
     HourlyCostSeries,
     HourlyPipelineCounts,
@@ -362,6 +364,8 @@ class DuckDBUsageStore:
                 )
             if register("batch_waiting", batch.waiting_added):
                 cur.execute("INSERT OR IGNORE INTO waiting_events SELECT * FROM batch_waiting")
+            if register("batch_failed", batch.failed):
+                cur.execute("INSERT OR IGNORE INTO failed_events SELECT * FROM batch_failed")
         finally:
             # An aborted transaction refuses even an unregister; the error that aborted it is
             # the one to raise, and the next batch's register replaces the view.
@@ -413,6 +417,38 @@ class DuckDBUsageStore:
             )
             for r in rows
         ]
+
+    def failed_summary(self, tenant_id: str, *, latest: int = 10) -> FailedSummary:
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")  # the count and the rows of one snapshot
+        try:
+            row = cur.execute(
+                "SELECT count(*) FROM failed_events WHERE tenant_id = ?", [tenant_id]
+            ).fetchone()
+            rows = cur.execute(
+                "SELECT position, tenant_id, event_id, source, event_type, recorded_at, "
+                "failed_at, reason FROM failed_events WHERE tenant_id = ? "
+                "ORDER BY failed_at DESC, position DESC LIMIT ?",
+                [tenant_id, latest],
+            ).fetchall()
+        finally:
+            cur.execute("COMMIT")
+        return FailedSummary(
+            count=int(row[0]) if row else 0,
+            latest=[
+                FailedEvent(
+                    position=r[0],
+                    tenant_id=r[1],
+                    event_id=r[2],
+                    source=r[3],
+                    event_type=r[4],
+                    recorded_at=q.aware(r[5]),
+                    failed_at=q.aware(r[6]),
+                    reason=r[7],
+                )
+                for r in rows
+            ],
+        )
 
     # --- retention -------------------------------------------------------------------------
 
@@ -691,15 +727,18 @@ class DuckDBUsageStore:
                 "WHERE tenant_id = ? AND hour >= ? AND hour < ? GROUP BY hour",
                 bounds,
             ).fetchall()
-            waiting = cur.execute(
-                "SELECT date_trunc('hour', recorded_at)::TIMESTAMP AS hour, count(*) "
-                "FROM waiting_events WHERE tenant_id = ? AND recorded_at >= ? "
-                "AND recorded_at < ? GROUP BY ALL",
-                bounds,
-            ).fetchall()
+            waiting, failed = (
+                cur.execute(
+                    "SELECT date_trunc('hour', recorded_at)::TIMESTAMP AS hour, count(*) "
+                    f"FROM {table} WHERE tenant_id = ? AND recorded_at >= ? "
+                    "AND recorded_at < ? GROUP BY ALL",
+                    bounds,
+                ).fetchall()
+                for table in ("waiting_events", "failed_events")
+            )
         finally:
             cur.execute("COMMIT")
-        return q.to_hourly(counted, waiting)
+        return q.to_hourly(counted, waiting, failed)
 
     def latency(self, tenant_id: str | None, *, since: datetime) -> LatencySummary:
         where = "processed_at >= ?"

@@ -20,17 +20,18 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import cast
 
 import pyarrow as pa
 
 from quartermaster.background import BackgroundService
-from quartermaster.bus.protocol import EventLog, LogRecord
+from quartermaster.bus.protocol import EventLog, LoggedEvent, LogRecord
 from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.usage.attribution import MetadataSnapshot, Outcome
-from quartermaster.usage.meters import MeterSet
-from quartermaster.usage.rating import BatchRater, from_waiting, parse_logged
+from quartermaster.usage.meters import MeterSet, QuantityOutOfRangeError
+from quartermaster.usage.rating import BatchRater, from_waiting, parse_logged, waiting_record
 from quartermaster.usage.snapshot import (
     Fingerprint,
     load_meter_set,
@@ -40,6 +41,7 @@ from quartermaster.usage.snapshot import (
 from quartermaster.usage.store import (
     COST_SCHEMA,
     EVENT_SCHEMA,
+    FAILED_SCHEMA,
     MARKER_SCHEMA,
     USAGE_SCHEMA,
     WAITING_SCHEMA,
@@ -127,6 +129,7 @@ class PassResult:
     waiting: int
     resolved: int
     more: bool
+    failed: int = 0  # events set aside (their rating failed), new or waiting
 
 
 class PipelineWorker(BackgroundService):
@@ -182,17 +185,20 @@ class PipelineWorker(BackgroundService):
     def run_pass_locked(self, *, settle_all: bool = False) -> PassResult:
         with self.lock:
             self._check_streams()
-            read = rated = waiting = resolved = 0
+            read = rated = waiting = resolved = failed = 0
             more = False
             for stream in self.store.streams():
                 result = self._advance(stream)
                 read += result.events_read
                 rated += result.rated
                 waiting += result.waiting
+                failed += result.failed
                 more = more or result.more
-            settled = self._settle_waiting(force=settle_all)
+            settled, settle_failed = self._settle_waiting(force=settle_all)
             resolved += settled
-            outcome = PassResult(read, rated + settled, waiting, resolved, more)
+            outcome = PassResult(
+                read, rated + settled, waiting, resolved, more, failed + settle_failed
+            )
             self.last_pass = outcome
             return outcome
 
@@ -253,7 +259,7 @@ class PipelineWorker(BackgroundService):
             cursor = stream.position
         after = max(cursor, stream.position)
         parts: list[RatedBatch] = []
-        read = rated = waiting = 0
+        read = rated = waiting = failed = 0
         full = finish = False
         while not finish:
             limit = min(READ_CHUNK, self.batch_size - read)
@@ -273,15 +279,17 @@ class PipelineWorker(BackgroundService):
                 after = events[-1].position
                 wanted = [e for e in events if stream.wants(e.position, e.record.tenant_id)]
                 rater = self._rater((e.record for e in wanted), [])
-                for logged in wanted:  # parsed one at a time: a chunk's data is never all alive
-                    rater.add(parse_logged(logged))
-                parts.append(rater.batch(stream=stream.name, position=after, finish=False))
+                part, rater = rated_batch(
+                    rater, wanted, was_waiting=False, stream=stream.name, position=after
+                )
+                parts.append(part)
                 rated += rater.outcomes[Outcome.ATTRIBUTED] + rater.outcomes[Outcome.UNATTRIBUTED]
                 waiting += rater.outcomes[Outcome.WAITING]
+                failed += rater.failed
             if not chunk_full:
                 break
         if not parts and not finish:
-            return PassResult(0, 0, 0, 0, False)
+            return PassResult(0, 0, 0, 0, False, 0)
         position = after
         if finish and stream.upto is not None:
             position = max(position, stream.upto)
@@ -302,6 +310,7 @@ class PipelineWorker(BackgroundService):
             waiting=waiting,
             resolved=0,
             more=full and not finish,
+            failed=failed,
         )
 
     def _ack(self, consumer: str, position: int, *, now: bool = False) -> None:
@@ -326,13 +335,13 @@ class PipelineWorker(BackgroundService):
         with self.lock:
             self._ack_pending()
 
-    def _settle_waiting(self, *, force: bool) -> int:
+    def _settle_waiting(self, *, force: bool) -> tuple[int, int]:
         """Re-try waiting events of tenants whose metadata changed or whose earliest deadline
-        passed; returns how many were rated."""
+        passed; returns how many were rated, and how many were set aside."""
         summary = self.store.waiting_summary()
         if not summary:
             self._fingerprints.clear()
-            return 0
+            return 0, 0
         now = utc_now()
         with self.runtime.read_session_factory() as session:
             prints = metadata_fingerprints(summary, session=session)
@@ -342,16 +351,15 @@ class PipelineWorker(BackgroundService):
             if force or earliest <= now or prints[tenant_id] != self._fingerprints.get(tenant_id)
         ]
         if not due:
-            return 0
+            return 0, 0
         waiting = self.store.waiting_events(due)
         rater = self._rater((w for w in waiting), due)
-        for event in waiting:
-            rater.add(from_waiting(event), was_waiting=True)
+        batch, rater = rated_batch(rater, waiting, was_waiting=True, stream=None, position=None)
         if rater.resolved:
-            self.store.write(rater.batch(stream=None, position=None, finish=False))
+            self.store.write(batch)
         for tenant_id in due:
             self._fingerprints[tenant_id] = prints[tenant_id]
-        return rater.resolved
+        return rater.resolved - rater.failed, rater.failed
 
     def _rater(
         self, records: Iterable[LogRecord | WaitingEvent], extra_tenants: Iterable[str]
@@ -411,6 +419,100 @@ class PipelineWorker(BackgroundService):
         """The store belongs to the runtime, which closes it."""
 
 
+def rated_batch(
+    rater: BatchRater,
+    events: Sequence[LoggedEvent] | Sequence[WaitingEvent],
+    *,
+    was_waiting: bool,
+    stream: str | None,
+    position: int | None,
+) -> tuple[RatedBatch, BatchRater]:
+    """Rate `events` (new from the log, or waiting ones re-tried) with `rater`, setting aside
+    each event whose rating raises, and the batch with the rater that made it.
+
+    One event never stops the pipeline: it is recorded as failed (docs/usage.md) and the
+    events after it are rated. Rating only computes (the rater's metadata was read before),
+    so what raises here is the event's own fault or a bug, never a database outage; the
+    store's write, which can meet one, raises to the pass, which is retried. Should the batch
+    itself not build (a value no check foresaw), the events are tried one at a time to find
+    the ones at fault."""
+    if was_waiting:
+        for event in events:
+            _add(rater, event, was_waiting=True)
+    else:  # the hot loop, inlined: one call per event fewer
+        add = rater.add
+        # Parsed one at a time: a chunk's data is never all alive.
+        for logged in cast("Sequence[LoggedEvent]", events):
+            try:
+                add(parse_logged(logged))
+            except MemoryError:
+                raise
+            except Exception as exc:
+                _set_aside(rater, logged.record, logged.position, exc, was_waiting=False)
+    try:
+        return rater.batch(stream=stream, position=position, finish=False), rater
+    except MemoryError:
+        raise
+    except Exception:
+        logger.exception(
+            "pipeline: a batch of %d event(s) did not build; rating them one at a time to set "
+            "aside the ones at fault",
+            len(events),
+        )
+    isolated = rater.fresh()
+    for event in events:
+        probe = rater.fresh()
+        _add(probe, event, was_waiting=was_waiting)
+        try:
+            probe.batch(stream=stream, position=position, finish=False)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            record = waiting_record(event) if isinstance(event, WaitingEvent) else event.record
+            _set_aside(isolated, record, event.position, exc, was_waiting=was_waiting)
+            continue
+        _add(isolated, event, was_waiting=was_waiting)
+    return isolated.batch(stream=stream, position=position, finish=False), isolated
+
+
+def _add(rater: BatchRater, event: LoggedEvent | WaitingEvent, *, was_waiting: bool) -> None:
+    """Rate one event, or set it aside when its rating raises."""
+    try:
+        if isinstance(event, WaitingEvent):
+            rater.add(from_waiting(event), was_waiting=True)
+        else:
+            rater.add(parse_logged(event), was_waiting=was_waiting)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        record = waiting_record(event) if isinstance(event, WaitingEvent) else event.record
+        _set_aside(rater, record, event.position, exc, was_waiting=was_waiting)
+
+
+def _set_aside(
+    rater: BatchRater, record: LogRecord, position: int, exc: Exception, *, was_waiting: bool
+) -> None:
+    if isinstance(exc, QuantityOutOfRangeError):
+        reason = str(exc)
+        logger.warning(
+            "pipeline: set aside event %s of tenant %s at log position %d: %s",
+            record.event_id,
+            record.tenant_id,
+            position,
+            reason,
+        )
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.error(
+            "pipeline: set aside event %s of tenant %s at log position %d: rating it failed",
+            record.event_id,
+            record.tenant_id,
+            position,
+            exc_info=exc,
+        )
+    rater.set_aside(record, position, reason, was_waiting=was_waiting)
+
+
 def combine_batches(
     parts: Sequence[RatedBatch],
     *,
@@ -432,6 +534,7 @@ def combine_batches(
             costs=only.costs,
             waiting_added=only.waiting_added,
             waiting_resolved=only.waiting_resolved,
+            failed=only.failed,
             finish_stream=finish,
             rerated=rerated,
         )
@@ -449,6 +552,7 @@ def combine_batches(
         costs=concat("costs", COST_SCHEMA),
         waiting_added=concat("waiting_added", WAITING_SCHEMA),
         waiting_resolved=tuple(i for p in parts for i in p.waiting_resolved),
+        failed=concat("failed", FAILED_SCHEMA),
         finish_stream=finish,
         rerated=rerated,
     )

@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 
 from quartermaster.bus.protocol import LoggedEvent, LogRecord
-from quartermaster.domain.events import EventType
+from quartermaster.domain.events import MAX_QUANTITY, EventType
 from quartermaster.domain.frozen import fast_constructor
 from quartermaster.domain.money import to_decimal
 from quartermaster.domain.timeutil import parse_timestamp
@@ -28,10 +28,16 @@ from quartermaster.usage.attribution import (
     Outcome,
     attribute,
 )
-from quartermaster.usage.meters import MeterSet, measure, quantize_quantity
+from quartermaster.usage.meters import (
+    MeterSet,
+    QuantityOutOfRangeError,
+    measure,
+    quantize_quantity,
+)
 from quartermaster.usage.store import (
     COST_SCHEMA,
     EVENT_SCHEMA,
+    FAILED_SCHEMA,
     MARKER_SCHEMA,
     QUANTITY_TYPE,
     USAGE_SCHEMA,
@@ -53,6 +59,7 @@ _PLATFORM_COST = EventType.PLATFORM_COST.value
 _LIFECYCLE = EventType.RESOURCE_LIFECYCLE.value
 _METHOD_TEXT = {m: m.value for m in Method}
 _OUTCOME_TEXT = {o: o.value for o in Outcome}
+MAX_REASON = 500  # characters of a set-aside event's reason kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +103,12 @@ def parse_event(position: int, record: LogRecord) -> ParsedEvent:
 
 
 def from_waiting(event: WaitingEvent) -> ParsedEvent:
-    record = LogRecord(
+    return parse_event(event.position, waiting_record(event))
+
+
+def waiting_record(event: WaitingEvent) -> LogRecord:
+    """The log record a waiting event was stored from."""
+    return LogRecord(
         tenant_id=event.tenant_id,
         source=event.source,
         event_id=event.event_id,
@@ -110,7 +122,6 @@ def from_waiting(event: WaitingEvent) -> ParsedEvent:
         late=event.late,
         payload=event.payload,
     )
-    return parse_event(event.position, record)
 
 
 def parse_logged(event: LoggedEvent) -> ParsedEvent:
@@ -141,10 +152,19 @@ class BatchRater:
         self._costs = TableBuilder(COST_SCHEMA)
         self._waiting = TableBuilder(WAITING_SCHEMA)
         self._resolved: list[int] = []
+        self._failed = TableBuilder(FAILED_SCHEMA)
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
+    def fresh(self) -> BatchRater:
+        """An empty rater with the same snapshots, meters and clock."""
+        return BatchRater(
+            snapshots=self._snapshots, meters=self._meters, now=self._now, window=self._window
+        )
+
     def add(self, event: ParsedEvent, *, was_waiting: bool = False) -> Outcome:
-        """Rate a new event (or re-try a waiting one). Returns its outcome."""
+        """Rate a new event (or re-try a waiting one). Returns its outcome. All or nothing:
+        an event that raises (`QuantityOutOfRangeError`, or a fault) has added no row, so
+        the caller can set it aside (`set_aside`) and go on with the next one."""
         record = event.record
         if record.type == _PLATFORM_COST:
             outcome = self._add_platform_cost(event)
@@ -196,12 +216,35 @@ class BatchRater:
             costs=self._costs.to_table(),
             waiting_added=self._waiting.to_table(),
             waiting_resolved=tuple(self._resolved),
+            failed=self._failed.to_table(),
             finish_stream=finish,
         )
+
+    def set_aside(
+        self, record: LogRecord, position: int, reason: str, *, was_waiting: bool
+    ) -> None:
+        """Record an event whose rating failed as set aside (`failed`), instead of rating it;
+        a waiting one leaves the waiting events."""
+        self._failed.append(
+            position,
+            record.tenant_id,
+            record.event_id,
+            record.source,
+            record.type,
+            record.recorded_at,
+            self._now,
+            reason[:MAX_REASON],
+        )
+        if was_waiting:
+            self._resolved.append(position)
 
     @property
     def resolved(self) -> int:
         return len(self._resolved)
+
+    @property
+    def failed(self) -> int:
+        return len(self._failed)
 
     def _add_rated(self, event: ParsedEvent, attribution: Attribution) -> None:
         record = event.record
@@ -211,8 +254,20 @@ class BatchRater:
         method = _METHOD_TEXT[attribution.method or Method.DEFAULT]
         unattributed = attribution.outcome is Outcome.UNATTRIBUTED
         resource_id = record.resource_id or _text(event.data.get("resource_id"))
+        # Measured before any row is added: a measurement that raises leaves no row behind.
+        measurements = [
+            m
+            for meter in self._meters[record.tenant_id].for_event(record.type, billable_at)
+            if (m := measure(meter, event.data)) is not None
+        ]
         if record.type == _LIFECYCLE and resource_id is not None:
             replicas = event.data.get("replicas")
+            if isinstance(replicas, bool) or not isinstance(replicas, int):
+                replicas = None
+            elif not 0 <= replicas <= MAX_QUANTITY:  # the store keeps a BIGINT
+                raise QuantityOutOfRangeError(
+                    f"replicas {replicas} is outside 0 .. {MAX_QUANTITY} (10^18)"
+                )
             self._markers.append(
                 event.position,
                 record.tenant_id,
@@ -221,7 +276,7 @@ class BatchRater:
                 billable_at,
                 resource_id,
                 _text(event.data.get("action")) or "",
-                replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None,
+                replicas,
                 attribution.cost_center,
                 attribution.team,
                 attribution.app,
@@ -250,10 +305,7 @@ class BatchRater:
             _OUTCOME_TEXT[attribution.outcome],
             waited,
         )
-        for meter in self._meters[record.tenant_id].for_event(record.type, billable_at):
-            measurement = measure(meter, event.data)
-            if measurement is None:
-                continue
+        for measurement in measurements:
             self._measured.append(row)
             self._meter_names.append(measurement.meter)
             self._quantities.append(measurement.quantity)
@@ -261,6 +313,13 @@ class BatchRater:
 
     def _add_platform_cost(self, event: ParsedEvent) -> Outcome:
         record, data = event.record, event.data
+        try:
+            amount: Decimal | None = to_decimal(data.get("amount"), field="amount")
+        except ValueError:
+            logger.warning("platform cost at log position %d has no amount", event.position)
+            amount = None
+        if amount is not None:  # before any row: an amount out of range raises
+            amount = quantize_quantity(amount, field="amount")
         self._events.append(
             event.position,
             record.tenant_id,
@@ -282,10 +341,7 @@ class BatchRater:
             Outcome.ATTRIBUTED.value,
             False,
         )
-        try:
-            amount = quantize_quantity(to_decimal(data.get("amount"), field="amount"))
-        except ValueError:
-            logger.warning("platform cost at log position %d has no amount", event.position)
+        if amount is None:
             return Outcome.ATTRIBUTED
         self._costs.append(
             event.position,

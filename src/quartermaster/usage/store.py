@@ -114,6 +114,21 @@ WAITING_SCHEMA = pa.schema(
     ]
 )
 
+# Events the pipeline set aside: their processing failed (a quantity the store cannot hold,
+# or a fault), so they are not rated and do not hold up the events after them.
+FAILED_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("tenant_id", pa.string()),
+        ("event_id", pa.string()),
+        ("source", pa.string()),
+        ("event_type", pa.string()),
+        ("recorded_at", TIME_TYPE),
+        ("failed_at", TIME_TYPE),
+        ("reason", pa.string()),
+    ]
+)
+
 
 def naive_utc(moment: datetime) -> datetime:
     return ensure_utc(moment).replace(tzinfo=None)
@@ -183,6 +198,7 @@ class RatedBatch:
     costs: pa.Table = field(default_factory=lambda: empty(COST_SCHEMA))
     waiting_added: pa.Table = field(default_factory=lambda: empty(WAITING_SCHEMA))
     waiting_resolved: Sequence[int] = ()
+    failed: pa.Table = field(default_factory=lambda: empty(FAILED_SCHEMA))
     finish_stream: bool = False  # a replay stream that reached its `upto`
     # Events rated before (a replay or repair stream): they add no row to the latency ledger,
     # which measures an event's first arrival to billable, not a rebuild's.
@@ -207,6 +223,28 @@ class WaitingEvent:
     resource_id: str | None
     late: bool
     payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEvent:
+    """An event the pipeline set aside (`FAILED_SCHEMA`): not rated, counted `failed`."""
+
+    position: int
+    tenant_id: str
+    event_id: str
+    source: str
+    event_type: str
+    recorded_at: datetime
+    failed_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSummary:
+    """A tenant's set-aside events: how many, and the latest few (newest first)."""
+
+    count: int
+    latest: list[FailedEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +362,7 @@ class HourlyPipelineCounts:
     unattributed: int
     rated: int
     waiting: int
+    failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +558,10 @@ class UsageStore(Protocol):
         ...
 
     def waiting_events(self, tenant_ids: Collection[str]) -> list[WaitingEvent]: ...
+
+    def failed_summary(self, tenant_id: str, *, latest: int = 10) -> FailedSummary:
+        """The tenant's set-aside events: their count and the `latest` newest."""
+        ...
 
     def purge_raw(self, *, before: datetime) -> PurgeResult:
         """Drop raw rows that became billable before `before`; rollups stay."""
