@@ -131,3 +131,23 @@ def test_a_tenant_quota_is_named_without_its_use_to_a_team_member(
     assert any(
         "of tenant" in m and "limit 3" in m for m in [r["message"] for r in admin["reasons"]]
     )
+
+
+def test_a_decision_names_the_apps_own_team_or_none(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """A team-member may not ask for another team's app by naming its own team beside it;
+    nor may anyone charge an app's work to a team that does not own it."""
+    mine, theirs = build_world(client, tenant), build_world(client, tenant)
+    member = key_for(client, tenant, "team-member", team=mine.team)
+    body = {"app": theirs.app, "team": mine.team, "resources": {"cpu": 1}}
+    for headers in (member, tenant.headers):
+        refused = client.post("/v1/decisions", json=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["field"] == "team"
+        assert f"app {theirs.app!r} belongs to team {theirs.team!r}" in error["message"]
+    own = {"app": mine.app, "team": mine.team, "resources": {"cpu": 1}}
+    assert ok(client.post("/v1/decisions", json=own, headers=member))["allowed"] is True
+    alone = {"app": theirs.app, "resources": {"cpu": 1}}
+    assert client.post("/v1/decisions", json=alone, headers=member).status_code == 403

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from quartermaster.catalog.models import App
 from quartermaster.domain.timeutil import moment_text, utc_now
-from quartermaster.errors import NotFoundError, RateLimitedError
+from quartermaster.errors import InvalidInputError, NotFoundError, RateLimitedError
 from quartermaster.guardrails.admission import AdmissionPolicy, admission_policies
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
@@ -125,7 +125,15 @@ def scopes_of(
         if row is None:
             raise NotFoundError(f"no app {app!r} in this tenant", field="app")
         scopes.append((ScopeKind.APP, app))
-        team = team or row[0]
+        if team is not None and team != row[0]:
+            # The work is the app's: charging it to another team would bill that team and
+            # let a team-member act for an app that is not its team's.
+            raise InvalidInputError(
+                f"app {app!r} belongs to team {row[0]!r}, not {team!r}: leave team out, or "
+                "name the app's team",
+                field="team",
+            )
+        team = row[0]
         scopes.append((ScopeKind.COST_CENTER, row[1]))
     if team is not None:
         center_row = session.execute(
