@@ -66,3 +66,21 @@ def test_an_unknown_policy_is_404(client: TestClient, tenant: TenantHandle) -> N
         response = client.post(f"/v1/policies/nope/{verb}", headers=tenant.headers)
         assert response.status_code == 404
         assert response.json()["error"]["message"] == "policy 'nope' not found"
+
+
+def test_reading_a_version_the_policy_lacks_names_the_version(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    upload_policy(client, tenant, "cost-center", "require-cost-center.rego")
+    missing = client.get("/v1/policies/cost-center?version=99", headers=tenant.headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {
+        "code": "not_found",
+        "message": "policy 'cost-center' has no version 99 (its latest is 1)",
+        "field": "version",
+    }
+    unknown = client.get("/v1/policies/nope?version=1", headers=tenant.headers)
+    assert unknown.json()["error"]["field"] == "name"
+    assert (
+        ok(client.get("/v1/policies/cost-center?version=1", headers=tenant.headers))["version"] == 1
+    )

@@ -223,8 +223,20 @@ def get_policy(
     )
     row = session.scalar(query)
     if row is None:
+        latest = _latest_version(caller.tenant_id, name, session) if version else None
+        if latest is not None:
+            raise NotFoundError(
+                f"policy {name!r} has no version {version} (its latest is {latest})",
+                field="version",
+            )
         raise NotFoundError(f"policy {name!r} not found", field="name")
     return _policy_view(row)
+
+
+def _latest_version(tenant_id: str, name: str, session: Session) -> int | None:
+    return session.scalar(
+        select(func.max(Policy.version)).where(Policy.tenant_id == tenant_id, Policy.name == name)
+    )
 
 
 def try_policy(source: str, document: Any, *, cache: PolicyCache) -> Verdict:
