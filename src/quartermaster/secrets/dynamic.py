@@ -22,7 +22,13 @@ from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, NotFoundError
 from quartermaster.secrets.access import Action, Requester
 from quartermaster.secrets.context import SecretsContext
-from quartermaster.secrets.engines import engine_conninfo, engine_grants, find_engine
+from quartermaster.secrets.engines import (
+    RoleTarget,
+    drop_roles,
+    engine_conninfo,
+    engine_grants,
+    find_engine,
+)
 from quartermaster.secrets.envelope import record_aad, seal
 from quartermaster.secrets.guard import authorize, refuse
 from quartermaster.secrets.leases import LeaseInfo, issue_lease, lease_terms
@@ -31,7 +37,6 @@ from quartermaster.secrets.paths import parse_path
 from quartermaster.secrets.postgres import (
     EngineError,
     create_role,
-    drop_role,
     new_password,
     new_role_name,
 )
@@ -119,7 +124,7 @@ def issue_postgres_credential(
     )
     if not getattr(activated, "rowcount", 0):
         session.rollback()
-        ctx.postgres.run(conninfo, lambda conn: drop_role(conn, role=role))
+        _drop_orphan(lease.id, role, conninfo, ctx=ctx, session=session)
         raise ConflictError(
             f"lease {lease.id} was ended while its credential was being created; request another"
         )
@@ -166,5 +171,21 @@ def _abandon(lease: LeaseInfo, error: str, *, requester: Requester, session: Ses
         lease_id=lease.id,
         detail={"engine": "postgres", "error": error[:300]},
         session=session,
+    )
+    session.commit()
+
+
+def _drop_orphan(
+    lease_id: str, role: str, conninfo: str, *, ctx: SecretsContext, session: Session
+) -> None:
+    """The lease was ended (by the reaper) before its role existed: revoke the role now, and
+    if that fails hand it to the reaper through the ended lease's cleanup_pending."""
+    error = drop_roles([RoleTarget(lease_id, role, conninfo)], ctx=ctx).get(lease_id)
+    if error is None:
+        return
+    session.execute(
+        update(SecretLease)
+        .where(SecretLease.id == lease_id)
+        .values(cleanup_pending=True, cleanup_error=error)
     )
     session.commit()

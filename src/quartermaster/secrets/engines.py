@@ -3,8 +3,8 @@ tenant's data key) and the database-side cleanup every lease end goes through.""
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,9 +24,11 @@ from quartermaster.secrets.paths import parse_path
 from quartermaster.secrets.postgres import (
     EngineError,
     GrantSpec,
-    drop_role,
+    revoke_role,
     validate_connection_url,
 )
+
+logger = logging.getLogger(__name__)
 
 _GRANTS = TypeAdapter(list[GrantSpec])
 _CONNECTION = "engine-connection"
@@ -245,17 +247,26 @@ def role_targets(
 
 
 def drop_roles(targets: list[RoleTarget], *, ctx: SecretsContext) -> dict[str, str | None]:
-    """Drop each target's role (terminating its sessions). Lease id -> None when the role is
-    gone (dropped now or already), else the error to retry on. Call it outside transactions."""
+    """Revoke each target's role: disable its login (committed first), terminate its sessions,
+    drop it. Lease id -> None when the role is gone (dropped now or already), else the error to
+    retry on, which is logged at WARNING with the role. Call it outside transactions."""
     outcome: dict[str, str | None] = {}
     for target in targets:
         if target.conninfo is None:
-            outcome[target.lease_id] = target.error or "no connection to the role's database"
-            continue
-        try:
-            ctx.postgres.run(target.conninfo, functools.partial(drop_role, role=target.role))
-        except EngineError as exc:
-            outcome[target.lease_id] = str(exc)[:300]
+            error = target.error or "no connection to the role's database"
         else:
-            outcome[target.lease_id] = None
+            try:
+                revoke_role(ctx.postgres, target.conninfo, role=target.role)
+            except EngineError as exc:
+                error = str(exc)
+            else:
+                outcome[target.lease_id] = None
+                continue
+        logger.warning(
+            "dynamic role %s of lease %s: cleanup failed, the reaper retries: %s",
+            target.role,
+            target.lease_id,
+            error,
+        )
+        outcome[target.lease_id] = error[:300]
     return outcome

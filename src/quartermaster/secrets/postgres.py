@@ -4,11 +4,13 @@ structured template, and revocation that ends the role's sessions before droppin
 Every statement is composed with `psycopg.sql` (Identifier / Literal); no name, password or
 time is ever formatted into SQL text. A role that passed `VALID UNTIL` cannot log in again,
 but sessions opened before keep working, so revocation and expiry both terminate the role's
-backends (`pg_terminate_backend`) and drop the role.
+backends (`pg_terminate_backend`) and drop the role. Disabling the login is committed first,
+on its own (`revoke_role`): a drop that fails afterwards leaves a role nobody can use.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -45,6 +47,9 @@ _TARGET_CLAUSE = {
     "all_sequences_in_schema": "ALL SEQUENCES IN SCHEMA",
 }
 ROLE_PREFIX = "qm_"
+# A revoked role's password expiry: long past, so no password login works even if LOGIN
+# were given back by hand.
+DISABLED_VALID_UNTIL = "1970-01-01T00:00:00+00:00"
 
 
 class GrantSpec(BaseModel):
@@ -238,32 +243,78 @@ def extend_role(conn: psycopg.Connection, *, role: str, valid_until: datetime) -
     return True
 
 
-def drop_role(conn: psycopg.Connection, *, role: str) -> int:
-    """Stop new logins, end the role's sessions, hand its objects to the engine's admin and
-    drop it. Returns how many sessions were terminated; a role already gone is success."""
+def disable_role(conn: psycopg.Connection, *, role: str) -> bool:
+    """Make the credential unusable: no login, and a password expired long ago. False when
+    the role no longer exists. Committed on its own, before anything that might fail."""
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     if exists is None:
-        return 0
-    ident = sql.Identifier(role)
-    cursor = conn.execute(
-        sql.SQL("; ").join(
-            [
-                sql.SQL("ALTER ROLE {} NOLOGIN").format(ident),
-                sql.SQL(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
-                    "FROM pg_stat_activity WHERE usename = {}"
-                ).format(sql.Literal(role)),
-                sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident),
-                sql.SQL("DROP OWNED BY {}").format(ident),
-                sql.SQL("DROP ROLE IF EXISTS {}").format(ident),
-            ]
+        return False
+    conn.execute(
+        sql.SQL("ALTER ROLE {} NOLOGIN VALID UNTIL {}").format(
+            sql.Identifier(role), sql.Literal(DISABLED_VALID_UNTIL)
         )
     )
-    terminated = 0
-    while True:  # the SELECT's result is one of several in the batch
-        if cursor.description is not None:
-            row = cursor.fetchone()
-            terminated = int(row[0]) if row else 0
-        if not cursor.nextset():
-            break
+    return True
+
+
+def terminate_sessions(conn: psycopg.Connection, *, role: str) -> int:
+    """End the role's open sessions (a role that can no longer log in keeps the sessions it
+    opened before). Returns how many were terminated."""
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+        "FROM pg_stat_activity WHERE usename = %s",
+        (role,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def drop_role(conn: psycopg.Connection, *, role: str) -> None:
+    """Hand the role's objects to the engine's admin, revoke its privileges and drop it; a
+    role already gone is success.
+
+    `REASSIGN OWNED` and `DROP OWNED` need the privileges of the role, so the admin first
+    makes itself a member: with `CREATEROLE` on PostgreSQL 15 and older, through the
+    `ADMIN OPTION` its creator holds on PostgreSQL 16 and newer (there, `WITH INHERIT TRUE`,
+    whatever `createrole_self_grant` says)."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if exists is None:
+        return
+    ident = sql.Identifier(role)
+    member = conn.execute("SELECT pg_has_role(CURRENT_USER, %s, 'USAGE')", (role,)).fetchone()
+    statements: list[sql.Composable] = []
+    if not (member and member[0]):
+        if conn.info.server_version >= 160000:
+            statements.append(sql.SQL("GRANT {} TO CURRENT_USER WITH INHERIT TRUE").format(ident))
+        else:
+            statements.append(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
+    statements += [
+        sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident),
+        sql.SQL("DROP OWNED BY {}").format(ident),
+        sql.SQL("DROP ROLE IF EXISTS {}").format(ident),
+    ]
+    conn.execute(sql.SQL("; ").join(statements))
+
+
+def revoke_role(connections: PostgresConnections, conninfo: str, *, role: str) -> int:
+    """Revoke a dynamic credential in three committed steps, so that a later failure cannot
+    undo an earlier one: disable the login, end the role's sessions, drop the role. Returns
+    the sessions terminated; raises EngineError naming the step that failed (the credential
+    is unusable once the first step has succeeded, even if the drop has not)."""
+    try:
+        if not connections.run(conninfo, functools.partial(disable_role, role=role)):
+            return 0
+    except EngineError as exc:
+        raise EngineError(f"login of role {role} NOT disabled: {exc}") from None
+    try:
+        terminated = connections.run(conninfo, functools.partial(terminate_sessions, role=role))
+    except EngineError as exc:
+        raise EngineError(
+            f"login of role {role} disabled, but its sessions were not ended: {exc}"
+        ) from None
+    try:
+        connections.run(conninfo, functools.partial(drop_role, role=role))
+    except EngineError as exc:
+        raise EngineError(
+            f"login of role {role} disabled and its sessions ended, but it was not dropped: {exc}"
+        ) from None
     return terminated
