@@ -148,6 +148,58 @@ def test_another_holders_lease_is_answered_as_unknown_over_the_api(
     assert still.json()["state"] == "active"
 
 
+def test_a_team_member_lists_the_leases_it_may_manage(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """A team member sees its own leases and every lease on its team's paths (its apps'
+    workload leases among them, named by holder), the leases it may renew and revoke; the
+    other team's stay invisible, as do ones its own app holds on another team's paths."""
+    admin = world.headers
+    for path in ("apps/billing/token", "apps/web/token", "teams/payments/shared"):
+        put = client.put(f"/v1/secrets/data/{path}", json={"value": "v"}, headers=admin)
+        assert put.status_code == 200, put.text
+    minted = client.post("/v1/identity/token", json={"app_id": "billing"}, headers=admin)
+    assert minted.status_code == 200, minted.text
+    billing = {"Authorization": f"Bearer {minted.json()['token']}"}
+    web_token = client.post("/v1/identity/token", json={"app_id": "web"}, headers=admin)
+    web = {"Authorization": f"Bearer {web_token.json()['token']}"}
+    tm_a = api_key(
+        runtime, world.tenant_id, "tm-a", Role.TEAM_MEMBER, team_id=world.payments_team_id
+    )
+    tm_b = api_key(runtime, world.tenant_id, "tm-b", Role.TEAM_MEMBER, team_id=world.growth_team_id)
+
+    def lease_of(headers: dict[str, str], path: str) -> str:
+        got = client.get(f"/v1/secrets/data/{path}", headers=headers)
+        assert got.status_code == 200, got.text
+        return str(got.json()["lease"]["id"])
+
+    app_lease = lease_of(billing, "apps/billing/token")
+    web_lease = lease_of(web, "apps/web/token")
+    admin_on_team = lease_of(admin, "teams/payments/shared")
+    own = lease_of(tm_a, "apps/billing/token")
+    other_team = lease_of(tm_b, "apps/web/token")
+
+    def listed(headers: dict[str, str], **params: str) -> dict[str, str]:
+        got = client.get("/v1/leases", params=params, headers=headers)
+        assert got.status_code == 200, got.text
+        return {lease["id"]: lease["holder_name"] for lease in got.json()["leases"]}
+
+    assert listed(tm_a) == {
+        app_lease: "app:billing",
+        admin_on_team: "principal:admin",
+        own: "principal:tm-a",
+    }
+    assert listed(tm_a, prefix="apps/") == {app_lease: "app:billing", own: "principal:tm-a"}
+    assert listed(tm_b) == {web_lease: "app:web", other_team: "principal:tm-b"}
+    assert listed(billing) == {app_lease: "app:billing"}
+    assert set(listed(admin)) == {app_lease, web_lease, admin_on_team, own, other_team}
+    # What it lists it may manage; the other team's it may not.
+    renewed = client.post(f"/v1/leases/{app_lease}/renew", json={}, headers=tm_a)
+    assert renewed.status_code == 200, renewed.text
+    foreign = client.post(f"/v1/leases/{web_lease}/renew", json={}, headers=tm_a)
+    assert foreign.status_code == 404
+
+
 def test_revoke_prefix_ends_every_lease_under_it(
     world: World, ctx: SecretsContext, runtime: Runtime
 ) -> None:

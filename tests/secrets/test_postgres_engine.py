@@ -340,3 +340,165 @@ def test_reaper_cleans_up_an_issue_interrupted_by_a_crash(
     with runtime.session_factory() as session:
         info = leases.get_lease(world.admin(), lease.id, session=session)
     assert (info.state, info.end_reason, info.cleanup_pending) == ("ended", "abandoned", False)
+
+
+@pytest.fixture(scope="module")
+def least_admin(target_db: str) -> Iterator[str]:
+    """An engine admin with exactly the privileges docs/secrets.md lists, not a superuser:
+    CREATEROLE, membership in pg_signal_backend, and what it grants WITH GRANT OPTION."""
+    name = f"qmadmin_{uuid.uuid4().hex[:10]}"
+    ident = sql.Identifier(name)
+    database = target_db.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                ident, sql.Literal("admin-pw")
+            )
+        )
+        conn.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(ident))
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {} WITH GRANT OPTION").format(
+                sql.Identifier(database), ident
+            )
+        )
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {} WITH GRANT OPTION").format(ident))
+        conn.execute(sql.SQL("GRANT SELECT ON orders TO {} WITH GRANT OPTION").format(ident))
+    host_part = target_db.split("@", 1)[1]
+    yield f"postgresql://{name}:admin-pw@{host_part}"
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+
+
+def _mount_as(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str, connection_url: str
+) -> None:
+    with runtime.session_factory() as session:
+        engines.configure_postgres_engine(
+            world.admin(),
+            ENGINE_PATH,
+            grants=_grants(target_db),
+            connection_url=connection_url,
+            default_ttl_seconds=300,
+            max_ttl_seconds=3600,
+            ctx=ctx,
+            session=session,
+        )
+
+
+def _role_row(role: str) -> tuple[bool, object] | None:
+    with psycopg.connect(PG_ADMIN_DSN) as conn:
+        row = conn.execute(
+            "SELECT rolcanlogin, rolvaliduntil FROM pg_roles WHERE rolname = %s", (role,)
+        ).fetchone()
+    return None if row is None else (bool(row[0]), row[1])
+
+
+def test_revocation_with_the_documented_privileges_ends_the_credential(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str, least_admin: str
+) -> None:
+    """Not a superuser: the engine admin has only what the docs list, and revoking still
+    ends the sessions, refuses the login and drops the role (PostgreSQL 15 refused
+    REASSIGN OWNED to a non-member, which used to undo the whole revocation)."""
+    _mount_as(world, ctx, runtime, target_db, least_admin)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.workload("billing"), ENGINE_PATH, ctx=ctx, session=session
+        )
+    opened = _login(target_db, cred.username, cred.password)
+    assert opened.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+    with runtime.session_factory() as session:
+        result = revocation.revoke_lease(
+            world.workload("billing"), cred.lease.id, ctx=ctx, session=session
+        )
+    assert (result.status, result.cleanup_pending) == ("revoked", False)
+    with pytest.raises(psycopg.OperationalError):
+        opened.execute("SELECT 1")
+    opened.close()
+    with pytest.raises(psycopg.OperationalError, match=r"does not exist|authentication failed"):
+        _login(target_db, cred.username, cred.password)
+    assert not _role_exists(cred.username)
+
+
+def test_a_failed_drop_leaves_the_role_unable_to_log_in_and_the_reaper_finishes(
+    world: World,
+    ctx: SecretsContext,
+    runtime: Runtime,
+    target_db: str,
+    least_admin: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The drop is refused (the role holds a privilege in another database, which DROP OWNED
+    in the target cannot revoke): the login is disabled all the same, in its own committed
+    step, the failure is logged at WARNING and shown on the lease, and the reaper drops the
+    role once the obstacle is gone."""
+    _mount_as(world, ctx, runtime, target_db, least_admin)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.workload("billing"), ENGINE_PATH, ctx=ctx, session=session
+        )
+    role = sql.Identifier(cred.username)
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE postgres TO {}").format(role))
+    opened = _login(target_db, cred.username, cred.password)
+    try:
+        with (
+            caplog.at_level("WARNING", logger="quartermaster.secrets"),
+            runtime.session_factory() as session,
+        ):
+            result = revocation.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
+        assert (result.status, result.cleanup_pending) == ("revoked", True)
+        warned = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert any(cred.username in r.getMessage() for r in warned), caplog.text
+        assert "cannot be dropped" in caplog.text
+        row = _role_row(cred.username)
+        assert row is not None
+        can_login, valid_until = row
+        assert not can_login
+        assert str(valid_until).startswith("1970-01-01")
+        with pytest.raises(psycopg.OperationalError):
+            opened.execute("SELECT 1")  # terminated although the drop failed
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            _login(target_db, cred.username, cred.password)
+        with runtime.session_factory() as session:
+            info = leases.get_lease(world.admin(), cred.lease.id, session=session)
+        assert info.cleanup_pending
+        assert info.cleanup_error is not None
+        assert "disabled" in info.cleanup_error
+        assert "not dropped" in info.cleanup_error
+        # Still refused: the reaper retries, and the role stays unusable meanwhile.
+        assert reap_once(ctx).still_pending >= 1
+        assert _role_row(cred.username) is not None
+    finally:
+        opened.close()
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE postgres FROM {}").format(role))
+    assert reap_once(ctx).cleaned >= 1
+    assert not _role_exists(cred.username)
+    with runtime.session_factory() as session:
+        info = leases.get_lease(world.admin(), cred.lease.id, session=session)
+    assert (info.cleanup_pending, info.cleanup_error) == (False, None)
+
+
+def test_the_reaper_drops_expired_roles_with_the_documented_privileges(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str, least_admin: str
+) -> None:
+    _mount_as(world, ctx, runtime, target_db, least_admin)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.workload("billing"), ENGINE_PATH, ttl_seconds=1, ctx=ctx, session=session
+        )
+    opened = _login(target_db, cred.username, cred.password)
+    time.sleep(1.2)
+    assert reap_once(ctx).expired >= 1
+    with pytest.raises(psycopg.OperationalError):
+        opened.execute("SELECT 1")
+    opened.close()
+    with pytest.raises(psycopg.OperationalError, match=r"does not exist|authentication failed"):
+        _login(target_db, cred.username, cred.password)
+    assert not _role_exists(cred.username)
+    with runtime.session_factory() as session:
+        info = leases.get_lease(world.admin(), cred.lease.id, session=session)
+    assert (info.state, info.end_reason, info.cleanup_pending) == ("ended", "expired", False)

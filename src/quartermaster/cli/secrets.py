@@ -254,7 +254,8 @@ def lease_list(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Live leases (yours; an admin sees every holder)."""
+    """Live leases you may manage: yours and, for a team member, every lease on its team's
+    paths (its apps' workload leases too); an admin sees every holder."""
     found = request(
         "GET", "/v1/leases", params={"prefix": prefix, "all": all_}, url=url, api_key=api_key
     )
@@ -276,7 +277,11 @@ def _lease_cell(lease: dict[str, Any]) -> Text:
 def _lease_state(lease: dict[str, Any]) -> str:
     if lease["ended_at"]:
         reason = f" ({lease['end_reason']})" if lease["end_reason"] else ""
-        return f"{lease['state']}{reason}\nended {cell_text(lease['ended_at'])}"
+        pending = ""
+        if lease.get("cleanup_pending"):
+            why = escape(str(lease.get("cleanup_error") or "retrying"))
+            pending = f"\ndatabase cleanup pending: {why}"
+        return f"{lease['state']}{reason}\nended {cell_text(lease['ended_at'])}{pending}"
     return f"{lease['state']}, {lease['ttl']:,} s left\nexpires {cell_text(lease['expires_at'])}"
 
 
@@ -323,7 +328,12 @@ def lease_revoke_prefix(
     done = request(
         "POST", "/v1/leases/revoke-prefix", json={"prefix": prefix}, url=url, api_key=api_key
     )
-    out().print(f"revoked {done['revoked']} lease(s) under {escape(str(done['prefix']))}")
+    pending = (
+        f" ({done['cleanup_pending']} with database cleanup pending; the reaper retries)"
+        if done["cleanup_pending"]
+        else ""
+    )
+    out().print(f"revoked {done['revoked']} lease(s) under {escape(str(done['prefix']))}{pending}")
 
 
 @audit_app.command("verify")

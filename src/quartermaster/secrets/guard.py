@@ -37,6 +37,25 @@ def scope_team_id(tenant_id: str, target: SecretPath, *, session: Session) -> st
     )
 
 
+def team_scope_prefixes(requester: Requester, *, session: Session) -> list[str]:
+    """The path prefixes a team member's team owns: `teams/<team>/` and `apps/<app>/` for each
+    of its apps (empty without a team)."""
+    if requester.team_id is None:
+        return []
+    team_slug = session.scalar(
+        select(Team.slug).where(Team.tenant_id == requester.tenant_id, Team.id == requester.team_id)
+    )
+    app_ids = session.scalars(
+        select(App.app_id)
+        .where(App.tenant_id == requester.tenant_id, App.team_id == requester.team_id)
+        .order_by(App.app_id)
+    ).all()
+    prefixes = [f"apps/{a}/" for a in app_ids]
+    if team_slug is not None:
+        prefixes.append(f"teams/{team_slug}/")
+    return prefixes
+
+
 def access_rules(tenant_id: str, *, session: Session) -> tuple[AccessRule, ...]:
     raw = session.scalar(select(AccessRuleSet.rules).where(AccessRuleSet.tenant_id == tenant_id))
     if raw is None:

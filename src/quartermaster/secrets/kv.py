@@ -12,7 +12,6 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
-from quartermaster.catalog.models import App
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.secrets.access import Action, Requester, RequesterKind, matching_rule
@@ -24,6 +23,7 @@ from quartermaster.secrets.guard import (
     refuse,
     refuse_listing_without_access,
     require_scope,
+    team_scope_prefixes,
 )
 from quartermaster.secrets.leases import (
     LeaseInfo,
@@ -36,7 +36,7 @@ from quartermaster.secrets.models import (
     SecretVersion,
 )
 from quartermaster.secrets.paths import SecretPath, normalize_prefix, parse_path, under_prefix
-from quartermaster.tenancy.models import Role, Team
+from quartermaster.tenancy.models import Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,19 +311,9 @@ def list_secrets(
 
 
 def _team_scopes(requester: Requester, *, session: Session) -> list[ColumnElement[bool]]:
-    team_slug = session.scalar(
-        select(Team.slug).where(Team.tenant_id == requester.tenant_id, Team.id == requester.team_id)
-    )
-    app_ids = session.scalars(
-        select(App.app_id).where(
-            App.tenant_id == requester.tenant_id, App.team_id == requester.team_id
-        )
-    ).all()
-    scopes = [f"apps/{a}/" for a in app_ids]
-    if team_slug is not None:
-        scopes.append(f"teams/{team_slug}/")
     conditions: list[ColumnElement[bool]] = [
-        SecretEntry.path.startswith(s, autoescape=True) for s in scopes
+        SecretEntry.path.startswith(s, autoescape=True)
+        for s in team_scope_prefixes(requester, session=session)
     ]
     return conditions or [SecretEntry.id.is_(None)]
 

@@ -30,7 +30,13 @@ from quartermaster.secrets.schemas import (
 router = APIRouter(tags=["leases"])
 
 
-@router.get("/v1/leases", summary="Leases (live only unless all=true); admins see every holder")
+@router.get(
+    "/v1/leases",
+    summary="Leases you may manage (live only unless all=true)",
+    description="An admin sees every lease of the tenant; a team member its own and every lease "
+    "on its team's paths (its apps' workload leases too), with the holder of each; an app key or "
+    "workload token the leases it holds.",
+)
 def list_leases(
     requester: BrokerLister,
     session: SessionDep,

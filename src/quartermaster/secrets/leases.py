@@ -27,7 +27,12 @@ from quartermaster.errors import (
 from quartermaster.secrets.access import Requester, RequesterKind
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.engines import engine_conninfo
-from quartermaster.secrets.guard import refuse, refuse_listing_without_access, scope_team_id
+from quartermaster.secrets.guard import (
+    refuse,
+    refuse_listing_without_access,
+    scope_team_id,
+    team_scope_prefixes,
+)
 from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.secrets.postgres import EngineError, extend_role
@@ -52,6 +57,9 @@ class LeaseInfo:
     ended_at: datetime | None
     end_reason: str | None
     cleanup_pending: bool
+    # Why the dynamic role is not dropped yet (while cleanup_pending), e.g. that its login
+    # was disabled but the drop was refused.
+    cleanup_error: str | None = None
 
     def ttl_seconds(self, now: datetime | None = None) -> int:
         """Seconds left, rounded up: a lease granted for 900 s reads 900 when handed out (the
@@ -87,6 +95,7 @@ def lease_info(lease: SecretLease) -> LeaseInfo:
         ended_at=lease.ended_at,
         end_reason=lease.end_reason,
         cleanup_pending=lease.cleanup_pending,
+        cleanup_error=lease.cleanup_error if lease.cleanup_pending else None,
     )
 
 
@@ -235,10 +244,23 @@ def list_leases(
         query = query.where(under_prefix_clause(prefix))
     if live_only:
         query = query.where(*_live(utc_now()))
-    if requester.role is not Role.ADMIN:
-        query = query.where(SecretLease.holder == requester.holder)
+    if requester.kind is not RequesterKind.SYSTEM and requester.role is not Role.ADMIN:
+        query = query.where(or_(*_manageable(requester, session=session)))
     rows = session.scalars(query.order_by(SecretLease.issued_at).limit(limit))
     return [lease_info(row) for row in rows]
+
+
+def _manageable(requester: Requester, *, session: Session) -> list[ColumnElement[bool]]:
+    """What a non-admin may list: the leases it holds and, for a team member, every lease on
+    its team's paths (its apps' workload leases among them), the same leases
+    `management_denial` lets it renew and revoke."""
+    visible: list[ColumnElement[bool]] = [SecretLease.holder == requester.holder]
+    if requester.role is Role.TEAM_MEMBER:
+        visible.extend(
+            SecretLease.path.startswith(prefix, autoescape=True)
+            for prefix in team_scope_prefixes(requester, session=session)
+        )
+    return visible
 
 
 def under_prefix_clause(prefix: str) -> ColumnElement[bool]:

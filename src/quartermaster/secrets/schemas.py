@@ -39,7 +39,15 @@ class LeaseOut(BaseModel):
     max_expires_at: datetime
     ended_at: datetime | None
     end_reason: str | None
-    cleanup_pending: bool
+    cleanup_pending: bool = Field(
+        description="The lease is ended but its dynamic PostgreSQL role is not dropped yet; the "
+        "reaper retries."
+    )
+    cleanup_error: str | None = Field(
+        default=None,
+        description="While cleanup_pending: why the role is not dropped yet, naming the step "
+        "that failed (whether its login was disabled).",
+    )
 
     @classmethod
     def of(cls, info: LeaseInfo) -> LeaseOut:
@@ -59,6 +67,7 @@ class LeaseOut(BaseModel):
             ended_at=info.ended_at,
             end_reason=info.end_reason,
             cleanup_pending=info.cleanup_pending,
+            cleanup_error=info.cleanup_error,
         )
 
 
