@@ -234,3 +234,24 @@ def test_init_creates_the_broker_keys(tmp_path: Path, monkeypatch: pytest.Monkey
     again = CliRunner().invoke(app, ["init", "--data-dir", str(data_dir)])
     assert again.exit_code == 0, again.output
     assert (data_dir / "root-keys.json").read_bytes() == before
+
+
+def test_a_team_member_lists_its_apps_leases(qm: CliRunner, world: World, runtime: Runtime) -> None:
+    """`qm lease list` with a team member's key shows the leases its team's app holds, each
+    held by the app; the other team's member does not see them."""
+    run_ok(qm, "secret", "put", PATH, "--value", "app-held")
+
+    def key(name: str, role: Role, **kw: str) -> str:
+        headers = api_key(runtime, world.tenant_id, name, role, **kw)
+        return headers["Authorization"].removeprefix("Bearer ")
+
+    billing = key("billing-app", Role.APP, app_slug="billing")
+    lease_id = json.loads(run_ok(qm, "secret", "get", PATH, "--json", "--api-key", billing))[
+        "lease"
+    ]["id"]
+    payments = key("pat", Role.TEAM_MEMBER, team_id=world.payments_team_id)
+    growth = key("gus", Role.TEAM_MEMBER, team_id=world.growth_team_id)
+    listed = run_ok(qm, "lease", "list", "--api-key", payments)
+    assert re.search(rf"│ {lease_id}\s+│ active", listed), listed
+    assert re.search(r"│ held by app:billing\s+│", listed), listed
+    assert lease_id not in run_ok(qm, "lease", "list", "--api-key", growth)
