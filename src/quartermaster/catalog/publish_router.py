@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from quartermaster.api.deps import (
     AdminCaller,
     Reader,
+    ReadSessionDep,
     RuntimeDep,
     SessionDep,
     require_roles,
@@ -39,12 +40,22 @@ Writer = Annotated[AuthContext, Depends(require_roles(Role.ADMIN, Role.TEAM_MEMB
 
 class PackageBody(BaseModel):
     package_zip_b64: str | None = Field(
-        default=None, description="The app package as a base64 zip (secret and code scans)."
+        default=None,
+        description="The package submitted with this version, again, as a base64 zip: the "
+        "server keeps only its digest and publishing scans it (secret and code scans). "
+        "Required when the version was submitted with a package (422 naming "
+        "`package_zip_b64` if left out or different); left out for a version submitted "
+        "without one.",
     )
 
 
-class VersionSubmit(PackageBody):
+class VersionSubmit(BaseModel):
     manifest: dict[str, Any]
+    package_zip_b64: str | None = Field(
+        default=None,
+        description="The app package as a base64 zip (secret and code scans); only its "
+        "SHA-256 digest is stored, so publishing a draft later sends it again.",
+    )
     publish: bool = Field(default=False, description="Run the checks and publish at once.")
 
 
@@ -136,7 +147,9 @@ def decode_package(encoded: str | None) -> bytes | None:
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInputError("package_zip_b64 is not valid base64", field="package") from None
+        raise InvalidInputError(
+            "package_zip_b64 is not valid base64", field="package_zip_b64"
+        ) from None
 
 
 def _version_out(view: versions.VersionView) -> AppVersionOut:
@@ -260,17 +273,17 @@ def submit_version(
 
 
 @router.get("/apps/{app_id}/versions", summary="An app's versions", responses=error_responses(404))
-def list_app_versions(app_id: str, caller: Reader, session: SessionDep) -> list[AppVersionOut]:
+def list_app_versions(app_id: str, caller: Reader, session: ReadSessionDep) -> list[AppVersionOut]:
     return [_version_out(v) for v in versions.list_versions(caller, app_id, session=session)]
 
 
 @router.get(
     "/apps/{app_id}/versions/{version}",
     summary="One version with its check results and policy decision",
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
 def get_app_version(
-    app_id: str, version: str, caller: Reader, session: SessionDep
+    app_id: str, version: str, caller: Reader, session: ReadSessionDep
 ) -> AppVersionOut:
     return _version_out(versions.get_version(caller, app_id, version, session=session))
 
@@ -302,7 +315,7 @@ def publish_version(
 @router.post(
     "/apps/{app_id}/versions/{version}/deprecate",
     summary="Deprecate a published version (it leaves search)",
-    responses=error_responses(404, 409),
+    responses=error_responses(404, 409, 422),
 )
 def deprecate_version(
     app_id: str, version: str, body: ReasonBody, caller: Writer, session: SessionDep
@@ -325,10 +338,14 @@ def quarantine_version(
     return _version_out(view)
 
 
-@router.get("/approvals", summary="Approval requests", responses=error_responses())
+@router.get(
+    "/approvals",
+    summary="Approval requests (a team-member's: its own team's apps only)",
+    responses=error_responses(),
+)
 def list_approvals(
     caller: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     status: Annotated[
         ApprovalStatus | None, Query(description="Only requests in this state.")
     ] = None,

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog import search_index
-from quartermaster.catalog.access import ensure_may_read, ensure_may_write
+from quartermaster.catalog.access import ensure_may_read, ensure_may_write, visible_team
 from quartermaster.catalog.checks import CheckResult, blocking_failures, checks_for_zip
-from quartermaster.catalog.manifest import Manifest, require_manifest, version_key
+from quartermaster.catalog.manifest import SEMVER, Manifest, require_manifest, version_key
 from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.catalog.publish_models import AppVersion, VersionState
 from quartermaster.catalog.service import (
@@ -136,16 +136,27 @@ def policy_input(
     }
 
 
-def _load_version(tenant_id: str, app: App, version: str, session: Session) -> AppVersion:
-    row = session.scalar(
-        select(AppVersion)
-        .where(
-            AppVersion.tenant_id == tenant_id,
-            AppVersion.app_pk == app.id,
-            AppVersion.version == version,
+def require_version_text(version: str) -> str:
+    """A version named in a URL: a semantic version, or a 422 (as other ill-formed ids are)
+    rather than a 404."""
+    if not SEMVER.match(version):
+        raise InvalidInputError(
+            f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH[-pre], "
+            "e.g. 1.4.0 or 2.0.0-rc.1)",
+            field="version",
         )
-        .with_for_update()
+    return version
+
+
+def _load_version(
+    tenant_id: str, app: App, version: str, session: Session, *, lock: bool = True
+) -> AppVersion:
+    query = select(AppVersion).where(
+        AppVersion.tenant_id == tenant_id,
+        AppVersion.app_pk == app.id,
+        AppVersion.version == version,
     )
+    row = session.scalar(query.with_for_update() if lock else query)
     if row is None:
         raise NotFoundError(f"version {version!r} of app {app.app_id!r} not found", field="version")
     return row
@@ -288,16 +299,13 @@ def publish_version(
     cache: PolicyCache,
     session: Session,
 ) -> VersionView:
+    require_version_text(version)
     app = load_app(caller.tenant_id, app_id, session=session, lock=True)
     ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
     row = _load_version(caller.tenant_id, app, version, session)
     if row.state != VersionState.DRAFT.value:
         raise ConflictError(f"{app_id}@{version} is {row.state}; only a draft is published")
-    digest = hashlib.sha256(package_zip).hexdigest() if package_zip else None
-    if digest != row.package_digest:
-        raise InvalidInputError(
-            "the package differs from the one submitted with this version", field="package"
-        )
+    _ensure_same_package(row, package_zip)
     row.state = VersionState.CHECKING.value
     session.commit()
     manifest = Manifest.model_validate(json.loads(row.manifest))
@@ -313,6 +321,33 @@ def publish_version(
     _decide(caller, app, row, manifest, results, approved=False, cache=cache, session=session)
     session.commit()
     return _view(row, app_id)
+
+
+def _ensure_same_package(row: AppVersion, package_zip: bytes | None) -> None:
+    """Only the package's digest is stored at submit: publishing scans the package, so it is
+    sent again, the same bytes as at submit (a version submitted without one is published
+    without one)."""
+    digest = hashlib.sha256(package_zip).hexdigest() if package_zip else None
+    if digest == row.package_digest:
+        return
+    if row.package_digest is None:
+        raise InvalidInputError(
+            f"version {row.version} was submitted without a package: publish it without "
+            "package_zip_b64 (a new package is a new version)",
+            field="package_zip_b64",
+        )
+    if digest is None:
+        raise InvalidInputError(
+            f"package_zip_b64 is required: resend the package submitted with version "
+            f"{row.version} (the server keeps only its digest, and publishing scans it)",
+            field="package_zip_b64",
+        )
+    raise InvalidInputError(
+        f"the package differs from the one submitted with version {row.version} (sha256 "
+        f"{digest[:12]}..., submitted {row.package_digest[:12]}...): resend that package, or "
+        "submit this one as a new version",
+        field="package_zip_b64",
+    )
 
 
 def _names(results: list[CheckResult]) -> str:
@@ -424,9 +459,10 @@ def list_versions(caller: AuthContext, app_id: str, *, session: Session) -> list
 
 
 def get_version(caller: AuthContext, app_id: str, version: str, *, session: Session) -> VersionView:
+    require_version_text(version)
     app = load_app(caller.tenant_id, app_id, session=session)
     ensure_may_read(caller, team_id=app.team_id, what=f"app {app_id!r}")
-    return _view(_load_version(caller.tenant_id, app, version, session), app_id)
+    return _view(_load_version(caller.tenant_id, app, version, session, lock=False), app_id)
 
 
 # --- lifecycle -------------------------------------------------------------------------------
@@ -435,6 +471,7 @@ def get_version(caller: AuthContext, app_id: str, version: str, *, session: Sess
 def deprecate_version(
     caller: AuthContext, app_id: str, version: str, *, reason: str | None, session: Session
 ) -> VersionView:
+    require_version_text(version)
     app = load_app(caller.tenant_id, app_id, session=session, lock=True)
     ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
     row = _load_version(caller.tenant_id, app, version, session)
@@ -455,6 +492,7 @@ def quarantine_version(
         raise PermissionDeniedError("only an admin may quarantine a version")
     if not reason.strip():
         raise InvalidInputError("quarantine needs a reason", field="reason")
+    require_version_text(version)
     app = load_app(caller.tenant_id, app_id, session=session, lock=True)
     row = _load_version(caller.tenant_id, app, version, session)
     _transition(row, VersionState.QUARANTINED, f"quarantined by {caller.principal_name}: {reason}")
@@ -489,6 +527,8 @@ def _approval_view(row: Approval, app_id: str, version: str, now: datetime) -> A
 def list_approvals(
     caller: AuthContext, *, status: ApprovalStatus | None = None, session: Session
 ) -> list[ApprovalView]:
+    """The tenant's approval requests, oldest first; a team-member's only for its own team's
+    apps (as it reads their versions), admin and finance every one."""
     query = (
         select(Approval, App.app_id, AppVersion.version)
         .join(AppVersion, AppVersion.id == Approval.app_version_id)
@@ -496,6 +536,9 @@ def list_approvals(
         .where(Approval.tenant_id == caller.tenant_id)
         .order_by(Approval.requested_at, Approval.id)
     )
+    scope = visible_team(caller)
+    if scope is not None:
+        query = query.where(App.team_id == scope)
     now = utc_now()
     views = [_approval_view(a, app_id, v, now) for a, app_id, v in session.execute(query)]
     return views if status is None else [v for v in views if v.status is status]
