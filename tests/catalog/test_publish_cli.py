@@ -179,10 +179,17 @@ def test_validate_on_the_server_fails_where_publishing_would(
     as_admin_of(live_server, tenant, monkeypatch, columns=120)
     refused = qm("app", "validate", str(app_dir), "--server", expect=1)
     assert re.search(
-        r"FAIL\s+references\s+publishing would refuse it\n\s+- team unknown team", refused
+        r"FAIL\s+references\s+publishing would refuse it\n\s+- team: unknown team", refused
     )
     assert refused.rstrip().endswith("blocked: would not publish")
     assert "unknown team 'social'" in qm("app", "publish", str(app_dir), expect=1)
     qm("team", "create", "social", "--cost-center", "default")
     assert "ok: would publish" in qm("app", "validate", str(app_dir), "--server")
     assert "where2eat@1.0.0 is published" in qm("app", "publish", str(app_dir))
+    # A changed manifest under the same version: the message names the field itself, so it
+    # is not printed twice ("version version 1.0.0 ...").
+    manifest = json.loads((app_dir / "qm-app.json").read_text())
+    (app_dir / "qm-app.json").write_text(json.dumps({**manifest, "title": "Where2Eat v2"}))
+    changed = qm("app", "validate", str(app_dir), "--server", expect=1)
+    assert "- version 1.0.0 of 'where2eat' exists with other content" in changed
+    assert "version version" not in changed

@@ -71,11 +71,21 @@ def _print_checks(checks: list[dict[str, Any]]) -> None:
         mark = ICON.get(item["outcome"], item["outcome"])
         out().print(f"{mark:>20}  {item['name']:<11} {escape(str(item['summary']))}")
         for finding in item["findings"][:20]:
-            where = finding.get("field") or finding.get("where") or finding.get("file", "")
-            line = f":{finding['line']}" if "line" in finding else ""
-            what = finding.get("message") or finding.get("kind") or finding.get("type") or ""
-            extra = finding.get("text", "")
-            out().print(f"{'':>22}- {where}{line} {what} {extra}".rstrip(), markup=False)
+            out().print(f"{'':>22}- {_finding_text(finding)}", markup=False)
+
+
+def _finding_text(finding: dict[str, Any]) -> str:
+    """One finding on a line: a field's as `field: message`, or the message alone when it
+    names the field itself (`version 1.0.0 of 'lunchbot' exists …`, not `version version …`);
+    a file's as `file:line kind text`."""
+    if finding.get("field") and finding.get("message"):
+        field, message = str(finding["field"]), str(finding["message"])
+        return message if message.startswith(f"{field} ") else f"{field}: {message}"
+    where = finding.get("field") or finding.get("where") or finding.get("file", "")
+    line = f":{finding['line']}" if "line" in finding else ""
+    what = finding.get("message") or finding.get("kind") or finding.get("type") or ""
+    extra = finding.get("text", "")
+    return f"{where}{line} {what} {extra}".strip()
 
 
 @app_app.command("validate")
@@ -130,7 +140,13 @@ def app_validate(
 @app_app.command("publish")
 def app_publish(
     directory: DirArgument,
-    draft: Annotated[bool, typer.Option(help="Store as a draft without publishing.")] = False,
+    draft: Annotated[
+        bool,
+        typer.Option(
+            help="Store as a draft without publishing; the same command without --draft, on "
+            "the same files, publishes it (the server needs the package again)."
+        ),
+    ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
