@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from quartermaster.audit.log import list_records
 from quartermaster.config import Settings
 from quartermaster.errors import ConflictError, InvalidInputError
 from quartermaster.runtime import Runtime, build_runtime
@@ -468,6 +469,10 @@ def test_a_failed_drop_leaves_the_role_unable_to_log_in_and_the_reaper_finishes(
         assert info.cleanup_error is not None
         assert "disabled" in info.cleanup_error
         assert "not dropped" in info.cleanup_error
+        with runtime.session_factory() as session:
+            record = list_records(world.tenant_id, action="revoke", session=session)[0].record
+        assert record.detail["role_dropped"] is False
+        assert record.detail["cleanup_error"] == info.cleanup_error
         # Still refused: the reaper retries, and the role stays unusable meanwhile.
         assert reap_once(ctx).still_pending >= 1
         assert _role_row(cred.username) is not None

@@ -70,6 +70,8 @@ def end_lease(
     if lease.role_name is not None:
         detail["role"] = lease.role_name
         detail["role_dropped"] = error is None
+        if error is not None:
+            detail["cleanup_error"] = error
     append_audit(
         lease.tenant_id,
         action=action,
