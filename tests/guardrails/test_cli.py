@@ -77,10 +77,14 @@ def test_budget_quota_decide_and_alerts_commands(
     )
     over = qm("decide", "request", "--app", world.app, "--memory", "2Gi", expect=2).output
     assert "over the max 1Gi" in over
-    assert "released" in qm("decide", "release", decision_id).output
-    shown = qm("decide", "show", decision_id).output
+    # A unique prefix of 12 (8 or more) names the decision, as for billing runs.
+    assert f"decision {decision_id} released" in qm("decide", "release", decision_id[:12]).output
+    shown = qm("decide", "show", decision_id[:8]).output
     assert "status: released" in shown
     assert f"id: {decision_id}" in shown
+    # The amounts held as `decide request` and `quota list` print them, not in base units.
+    for line in ("cpu: 1500m", "memory: 0", "concurrency: 1", "runtime_seconds: 3600s"):
+        assert re.search(rf"^{line}$", shown, re.MULTILINE), shown
     assert re.search(r"^released_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", shown, re.MULTILINE)
 
     spend = FixedSpend()

@@ -4,6 +4,7 @@ messages, and admissions racing for the last unit (never over-admitted) on both 
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import event, select
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.decisions import WorkRequest, decide
 from quartermaster.guardrails.gate import guardrail_gate
-from quartermaster.guardrails.models import Quota
+from quartermaster.guardrails.models import Quota, Reservation
 from quartermaster.guardrails.quotas import expire_reservations
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
@@ -233,3 +234,69 @@ def test_expiry_with_nothing_due_takes_no_write_transaction(runtime: Runtime) ->
         long_ago = datetime(2000, 1, 1, tzinfo=UTC)
         assert expire_reservations(session=writer, reader=reader, now=long_ago) == 0
     assert began == []
+
+
+def _reservation(runtime: Runtime, world: World, reservation_id: str) -> None:
+    """An active decision of `world`'s app with a chosen id (to share a prefix on purpose)."""
+    with runtime.session_factory() as session:
+        session.add(
+            Reservation(
+                id=reservation_id,
+                tenant_id=world.tenant.tenant_id,
+                team=world.team,
+                app=world.app,
+                runtime_seconds=60,
+                created_by="test",
+                expires_at=utc_now() + timedelta(hours=1),
+            )
+        )
+        session.commit()
+
+
+def test_a_decision_is_read_and_released_by_a_unique_prefix_of_8_or_more(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """As billing runs, enforcements and previews: 8+ characters naming one decision the caller
+    may see; another team's by prefix is a 404 like by id, and changes nothing."""
+    a, b = build_world(client, tenant), build_world(client, tenant)
+    _quota(client, a, "jobs", "5")
+    member_a = key_for(client, tenant, "team-member", team=a.team)
+    member_b = key_for(client, tenant, "team-member", team=b.team)
+    made = ok(client.post("/v1/decisions", json={"app": a.app}, headers=member_a))
+    decision = made["id"]
+    assert ok(client.get(f"/v1/decisions/{decision[:8]}", headers=member_a))["id"] == decision
+    for method, path in (
+        ("GET", f"/v1/decisions/{decision[:12]}"),
+        ("POST", f"/v1/decisions/{decision[:12]}/release"),
+    ):
+        response = client.request(method, path, headers=member_b)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["message"] == f"no decision {decision[:12]!r}"
+    assert ok(client.get(f"/v1/decisions/{decision}", headers=member_a))["status"] == "active"
+    released = ok(client.post(f"/v1/decisions/{decision[:12]}/release", headers=member_a))
+    assert (released["id"], released["status"]) == (decision, "released")
+    short = client.get(f"/v1/decisions/{decision[:6]}", headers=member_a)
+    assert short.status_code == 422, short.text
+    assert short.json()["error"]["field"] == "decision_id"
+    assert "too short" in short.json()["error"]["message"]
+
+
+def test_an_ambiguous_decision_prefix_is_a_422_among_the_decisions_the_caller_sees(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    a, b = build_world(client, tenant), build_world(client, tenant)
+    prefix = uuid.uuid4().hex[:10]
+    mine, theirs = prefix + "a" * 22, prefix + "b" * 22
+    _reservation(runtime, a, mine)
+    _reservation(runtime, b, theirs)
+    both = client.get(f"/v1/decisions/{prefix}", headers=tenant.headers)  # the admin sees both
+    assert both.status_code == 422, both.text
+    error = both.json()["error"]
+    assert error["field"] == "decision_id"
+    assert error["message"] == (
+        f"decision id prefix {prefix!r} is ambiguous: several start with it; give more of the id"
+    )
+    # A team-member sees its own team's only: the prefix names one, and says nothing of b's.
+    member_a = key_for(client, tenant, "team-member", team=a.team)
+    assert ok(client.get(f"/v1/decisions/{prefix}", headers=member_a))["id"] == mine
+    assert ok(client.get(f"/v1/decisions/{theirs[:11]}", headers=tenant.headers))["id"] == theirs

@@ -93,7 +93,9 @@ PATH_PARAMETERS: dict[tuple[str, str], str] = {
     ("/v1/enforcements/", "enforcement_id"): "The enforcement's id" + _ID_PREFIX + ".",
     ("/v1/quotas/", "quota_id"): "The quota's id.",
     ("/v1/rate-limits/", "rate_limit_id"): "The rate limit's id.",
-    ("/v1/decisions/", "decision_id"): "The decision's id, as `POST /v1/decisions` answered it.",
+    ("/v1/decisions/", "decision_id"): "The decision's id, as `POST /v1/decisions` answered it"
+    + _ID_PREFIX
+    + ".",
     ("/v1/webhooks/", "webhook_id"): "The webhook's id.",
     ("/v1/webhook-deliveries/", "delivery_id"): "The delivery's id.",
     ("/v1/cost-previews/", "preview_id"): "The cost preview's id" + _ID_PREFIX + ".",

@@ -503,21 +503,46 @@ def decide_request(
 
 @decide_app.command("show")
 def decide_show(
-    decision_id: Annotated[str, typer.Argument(help="Decision id.")],
+    decision_id: Annotated[
+        str, typer.Argument(help="Decision id, or a unique prefix of it (8 or more).")
+    ],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """A decision's reservation and its status."""
-    print_fields(request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key))
+    """A decision's reservation and its status (the id or a unique prefix of 8 or more)."""
+    row = request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key)
+    print_fields(_held_quantities(row))
+
+
+# A reservation's amounts (base units in the API) and the resource each is a quantity of.
+_RESERVED = {
+    "cpu": "cpu",
+    "memory": "memory",
+    "gpu": "gpu",
+    "concurrency": "concurrency",
+    "runtime_seconds": "runtime",
+}
+
+
+def _held_quantities(row: dict[str, Any]) -> dict[str, Any]:
+    """A reservation with its amounts as `qm decide request` and `qm quota list` show them
+    (`1500m`, `256Mi`, `3600s`), not in base units."""
+    return {
+        name: _quantity(_RESERVED[name], value) if name in _RESERVED else value
+        for name, value in row.items()
+    }
 
 
 @decide_app.command("release")
 def decide_release(
-    decision_id: Annotated[str, typer.Argument(help="Decision id.")],
+    decision_id: Annotated[
+        str, typer.Argument(help="Decision id, or a unique prefix of it (8 or more).")
+    ],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The work finished: give its quota back (idempotent)."""
+    """The work finished: give its quota back (idempotent; the id or a unique prefix of 8 or
+    more)."""
     row = request("POST", f"/v1/decisions/{decision_id}/release", url=url, api_key=api_key)
     out().print(f"decision {row['id']} {row['status']}")
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Select, and_, false, func, select, update
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import utc_now
@@ -33,6 +33,7 @@ from quartermaster.guardrails.quantities import (
 )
 from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, MemberView, scope_filter
 from quartermaster.storage.base import Base
+from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
 
@@ -353,40 +354,44 @@ def _finish(
     return True
 
 
-def may_see_reservation(
-    caller: AuthContext, reservation: Reservation, *, own_team: str | None
-) -> bool:
+def _visible_reservations(caller: AuthContext, *, session: Session) -> Select[Reservation]:
     """The rule of decide(), for reading and releasing: an app key its own app's decisions,
-    a team-member its own team's (`own_team`: its team's slug), admin every one of the tenant."""
-    if reservation.tenant_id != caller.tenant_id:
-        return False
+    a team-member its own team's, admin every one of the tenant's."""
+    query = select(Reservation).where(Reservation.tenant_id == caller.tenant_id)
     if caller.role is Role.APP:
-        return reservation.app is not None and reservation.app == caller.app_slug
+        own = caller.app_slug
+        return query.where(Reservation.app == own if own is not None else false())
     if caller.role is Role.TEAM_MEMBER:
-        return own_team is not None and reservation.team == own_team
-    return True
+        team = session.get(Team, caller.team_id) if caller.team_id else None
+        own = team.slug if team is not None and team.tenant_id == caller.tenant_id else None
+        return query.where(Reservation.team == own if own is not None else false())
+    return query
 
 
 def get_reservation(caller: AuthContext, reservation_id: str, *, session: Session) -> Reservation:
-    """One decision the caller may see; another tenant's, team's or app's is a 404 like a
-    missing one (its existence is not revealed)."""
-    reservation = session.get(Reservation, reservation_id)
-    own_team = None
-    if caller.role is Role.TEAM_MEMBER and caller.team_id:
-        team = session.get(Team, caller.team_id)
-        own_team = team.slug if team is not None and team.tenant_id == caller.tenant_id else None
-    if reservation is None or not may_see_reservation(caller, reservation, own_team=own_team):
+    """One decision the caller may see, by id or a unique prefix of 8 or more (looked up
+    among the ones it may see only, so an ambiguous prefix says nothing of other teams');
+    another tenant's, team's or app's is a 404 like a missing one (not revealed)."""
+    reservation = by_id_or_prefix(
+        _visible_reservations(caller, session=session),
+        Reservation.id,
+        reservation_id,
+        what="decision",
+        field="decision_id",
+        session=session,
+    )
+    if reservation is None:
         raise NotFoundError(f"no decision {reservation_id!r}", field="decision_id")
     return reservation
 
 
 def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Reservation:
     """Work finished: give its quota back. Idempotent (a second release changes nothing)."""
-    get_reservation(caller, reservation_id, session=session)
+    found = get_reservation(caller, reservation_id, session=session).id
     session.rollback()
-    _finish(reservation_id, caller.tenant_id, "released", session=session, moment=utc_now())
+    _finish(found, caller.tenant_id, "released", session=session, moment=utc_now())
     session.commit()
-    return get_reservation(caller, reservation_id, session=session)
+    return get_reservation(caller, found, session=session)
 
 
 def expire_reservations(
