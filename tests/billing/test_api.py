@@ -383,6 +383,37 @@ def _check_preview(platform: Platform) -> None:
         ("web", Decimal("0.003"))
     ]
     assert [a["app"] for a in preview["apps"]] == ["web"]
+    _check_preview_team_filter(platform)
+
+
+def _check_preview_team_filter(platform: Platform) -> None:
+    """?team= limits the preview to one team; a team-member naming another team (or none that
+    exists) is refused rather than answered with its own team's preview."""
+
+    def get(headers: dict[str, str], team: str) -> Any:
+        return platform.client.get("/v1/billing/preview", params={"team": team}, headers=headers)
+
+    finance = platform.key_for("finance")
+    for headers in (platform.headers, finance):
+        web = get(headers, "web").json()
+        assert (web["team"], Decimal(web["month_to_date"])) == ("web", Decimal("0.003"))
+        assert [t["team"] for t in web["teams"]] == ["web"]
+        data = get(headers, "data").json()
+        assert (data["team"], Decimal(data["month_to_date"]), data["apps"]) == ("data", 0, [])
+    unknown = get(platform.headers, "nope")
+    assert unknown.status_code == 422, unknown.text
+    assert (unknown.json()["error"]["field"], unknown.json()["error"]["message"]) == (
+        "team",
+        "unknown team 'nope'",
+    )
+    member = platform.key_for("team-member", team="data")
+    assert get(member, "data").json()["team"] == "data"
+    for other in ("web", "nope"):
+        refused = get(member, other)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["message"] == (
+            f"a team-member previews only its own team's costs ('data'), not {other!r}"
+        )
 
 
 def _check_day_series_agree(platform: Platform, line: dict[str, Any]) -> None:

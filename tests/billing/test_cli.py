@@ -150,6 +150,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     # Nothing sent for this month: said in words instead of two empty frames.
     assert "no usage or platform costs this month yet" in previewed
     assert "top apps" not in previewed
+    assert "month to date 0.00" in " ".join(_ok(qm, "bill", "preview", "--team", "web").split())
+    unknown = qm.invoke(app, ["bill", "preview", "--team", "nope"])
+    assert unknown.exit_code == 1
+    assert "unknown team 'nope'" in unknown.output
 
 
 def test_a_draft_is_discarded_and_a_month_not_started_is_refused(qm: CliRunner) -> None:

@@ -27,7 +27,8 @@ from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.periods import month_containing, tenant_zone
 from quartermaster.billing.service import caller_team_slug, load_tenant
 from quartermaster.domain.timeutil import Period, ensure_utc, utc_now
-from quartermaster.tenancy.service import AuthContext
+from quartermaster.errors import PermissionDeniedError
+from quartermaster.tenancy.service import AuthContext, require_team
 
 FORECAST_METHOD = (
     "run-rate: month-to-date usage and platform costs x (month length / elapsed time), "
@@ -60,7 +61,7 @@ class Preview:
     forecast: Decimal
     teams: list[CostRow]
     apps: list[CostRow]
-    team: str | None  # the team a team-member's preview is limited to
+    team: str | None  # the team the preview is limited to (a team-member's own, or ?team=)
     method: str = FORECAST_METHOD
 
 
@@ -93,16 +94,34 @@ def _largest_first(row: CostRow) -> tuple[Decimal, str, str, str]:
     return (-row.forecast, row.cost_center, row.team or "", row.app or "")
 
 
+def _team_filter(caller: AuthContext, team: str | None, *, session: Session) -> str | None:
+    """The team the preview is limited to: a team-member's own (naming another is refused,
+    not quietly answered with its own); for admin and finance the one named, if any."""
+    own = caller_team_slug(caller, session=session)
+    if own is not None:
+        if team not in (None, own):
+            raise PermissionDeniedError(
+                f"a team-member previews only its own team's costs ({own!r}), not {team!r}"
+            )
+        return own
+    if team is None:
+        return None
+    return require_team(caller.tenant_id, team, field="team", session=session).slug
+
+
 def preview(
     caller: AuthContext,
     *,
     calculator: BillingCalculator,
     session: Session,
     price_book: str | None = None,
+    team: str | None = None,
     now: datetime | None = None,
 ) -> Preview:
+    """The month so far and its forecast: the tenant's, or one `team`'s. A team-member's is
+    its own team's; naming another team is a 403 (whether or not it exists)."""
     as_of = calculator.cutoff()
-    team = caller_team_slug(caller, session=session)
+    team = _team_filter(caller, team, session=session)
     moment = ensure_utc(now) if now is not None else utc_now()
     zone = tenant_zone(load_tenant(caller.tenant_id, session=session).timezone)
     month = month_containing(moment, zone)

@@ -450,8 +450,17 @@ def get_preview(
     price_book: Annotated[
         str | None, Query(description="Price book name; default: the tenant's default.")
     ] = None,
+    team: Annotated[
+        str | None,
+        Query(
+            description="Only this team's costs (slug; unknown: 422); a team-member's are its "
+            "own team's, another team is a 403."
+        ),
+    ] = None,
 ) -> PreviewOut:
-    result = preview.preview(caller, calculator=calculator, session=session, price_book=price_book)
+    result = preview.preview(
+        caller, calculator=calculator, session=session, price_book=price_book, team=team
+    )
     return PreviewOut(
         period_start=result.period.start,
         period_end=result.period.end,

@@ -28,6 +28,7 @@ from quartermaster.cli.client import (
     check,
     counted,
     data_table,
+    drop_none,
     err,
     error_message,
     grouped,
@@ -485,11 +486,15 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
 @bill_app.command("preview")
 def preview(
     price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(help="Only this team's costs (a team-member's are its own team's)."),
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Month-to-date cost and a forecast to the end of the month, per team and app."""
-    params = {"price_book": price_book} if price_book else {}
+    params = drop_none({"price_book": price_book, "team": team})
     result = request("GET", "/v1/billing/preview", params=params, url=url, api_key=api_key)
     currency = result["currency"]
     out().print(
@@ -510,13 +515,13 @@ def preview(
     rows: list[tuple[object, ...]] = []
     for t in result["teams"]:
         team_wide = Decimal(t["month_to_date"]) - on_apps.get((t["cost_center"], t["team"]), 0)
-        team: object = t["team"] or "-"
+        cell: object = t["team"] or "-"
         if team_wide:
-            team = stacked(team, f"{_estimate(team_wide)} team-wide", head_style="")
+            cell = stacked(cell, f"{_estimate(team_wide)} team-wide", head_style="")
         rows.append(
             (
                 t["cost_center"],
-                team,
+                cell,
                 _estimate(t["month_to_date"]),
                 _estimate(t["forecast"]),
             )
