@@ -123,3 +123,41 @@ def test_tenant_time_zone_at_creation_and_by_update(
     assert re.search(r"tz\s.*Asia/Tokyo", qm("tenant", "list", *data_dir).output)
     bad = qm("tenant", "create", "tz2", "--timezone", "Nowhere/Land", *data_dir, expect=1)
     assert "tenant time zone 'Nowhere/Land' is not a known IANA zone" in bad.output
+
+
+def test_a_team_member_gives_its_app_a_key_from_the_command_line(
+    qm: Qm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/tenancy.md, 'Giving an app its own key', with a team-member's key."""
+    for team in ("web", "data"):
+        qm("team", "create", team, "--cost-center", "default")
+    qm("app", "create", "shop", "--owner", "ann@acme.com", "--team", "web")
+    qm("app", "create", "etl", "--owner", "bo@acme.com", "--team", "data")
+    qm("principal", "create", "bea@acme.com", "--role", "team-member", "--team", "web")
+    monkeypatch.setenv("QM_API_KEY", qm("key", "create", "bea@acme.com").stdout.strip())
+
+    made = qm(
+        "principal", "create", "shop-bot", "--role", "app", "--app", "shop",
+        "--kind", "service-account",
+    )  # fmt: skip
+    assert "created principal shop-bot (app) id" in made.output
+    issued = qm("key", "create", "shop-bot")
+    key_id = issued.stdout.strip().split("_")[1]
+    # No --expires-at: the 90 days a team-member's key may live at most.
+    assert re.search(rf"created key {key_id} \(expires: \d{{4}}-\d\d-\d\d ", issued.stderr)
+    listed = qm("key", "list").output
+    assert re.search(rf"{key_id}\s+.*shop-bot\s+.*active, expires", listed)
+    assert "bea@acme.com" not in listed
+    assert "admin" not in listed
+    assert "shop-bot" in qm("principal", "list").output
+
+    other = qm("principal", "create", "etl-bot", "--role", "app", "--app", "etl", expect=1)
+    assert "error 403: role 'team-member' may not create a principal for app 'etl'" in (
+        other.output
+    )
+    role = qm("principal", "create", "eve", "--role", "finance", expect=1)
+    assert "may not create a principal of role 'finance'" in role.output
+    long = qm("key", "create", "shop-bot", "--expires-at", "2999-01-01T00:00:00Z", expect=1)
+    assert "error 403: role 'team-member' may issue keys expiring within 90 days" in long.output
+    revoked = qm("key", "revoke", key_id).output
+    assert f"revoked key {key_id}" in revoked

@@ -26,8 +26,16 @@ from quartermaster.cli.client import (
 
 team_app = typer.Typer(help="Teams of the tenant.", no_args_is_help=True)
 cost_center_app = typer.Typer(help="Cost centers (who pays).", no_args_is_help=True)
-principal_app = typer.Typer(help="Users and service accounts, with roles.", no_args_is_help=True)
-key_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+principal_app = typer.Typer(
+    help="Users and service accounts, with roles. A team-member creates app principals "
+    "(--role app) of its own team's apps only.",
+    no_args_is_help=True,
+)
+key_app = typer.Typer(
+    help="API keys: create (shown once), list, revoke. A team-member manages the keys of its "
+    "own team's apps' app principals only (docs/tenancy.md, 'Giving an app its own key').",
+    no_args_is_help=True,
+)
 
 
 @team_app.command("create")
@@ -84,7 +92,11 @@ def principal_create(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Create a user or service account."""
+    """Create a user or service account.
+
+    An admin creates any principal. A team-member creates only an app principal of one of its
+    own team's apps: `qm principal create shop-bot --role app --app shop --kind
+    service-account`, then `qm key create shop-bot` gives the app a key of its own."""
     body = drop_none({"name": name, "role": role, "kind": kind, "team": team, "app_id": app})
     created = request("POST", "/v1/principals", json=body, url=url, api_key=api_key)
     out().print(  # one line however narrow the terminal: the id is copied from it
@@ -95,7 +107,7 @@ def principal_create(
 
 @principal_app.command("list")
 def principal_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """List principals."""
+    """List principals (a team-member: its team's apps' app principals only)."""
     principals = request("GET", "/v1/principals", url=url, api_key=api_key)
     # The name over the id, the role over the kind, and whose (a team-member's team, an app
     # key's app): six field columns split every id at 80 columns.
@@ -115,12 +127,19 @@ def key_create(
         str, typer.Argument(help="The principal's name or id (qm principal list).")
     ],
     expires_at: Annotated[
-        str | None, typer.Option(help="RFC 3339 instant with offset, e.g. 2030-01-01T00:00:00Z.")
+        str | None,
+        typer.Option(
+            help="RFC 3339 instant with offset, e.g. 2030-01-01T00:00:00Z. Without it an "
+            "admin's key never expires, and a team-member's key expires in 90 days, the "
+            "latest it may ask for."
+        ),
     ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Issue an API key for a principal; the token is printed once."""
+    """Issue an API key for a principal; the token is printed once.
+
+    A team-member issues keys only of its own team's apps' app principals (role app)."""
     body = drop_none({"expires_at": expires_at})
     issued = request(
         "POST", f"/v1/principals/{principal_id}/keys", json=body, url=url, api_key=api_key
@@ -132,7 +151,7 @@ def key_create(
 
 @key_app.command("list")
 def key_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """List API keys (never their secrets)."""
+    """List API keys (never their secrets): a team-member's, its team's apps' keys only."""
     keys = request("GET", "/v1/keys", url=url, api_key=api_key)
     # The status with its moment under it (expires, expired, revoked): three time columns,
     # mostly empty, folded the ids and dates at 80 columns.
@@ -164,6 +183,6 @@ def key_revoke(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Revoke an API key now."""
+    """Revoke an API key now (a team-member: a key of its team's apps' app principals)."""
     revoked = request("DELETE", f"/v1/keys/{key_id}", url=url, api_key=api_key)
     out().print(f"revoked key {revoked['key_id']} at {cell_text(revoked['revoked_at'])}")

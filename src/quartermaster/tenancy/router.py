@@ -1,23 +1,27 @@
 """Tenancy routes: the caller's tenant, cost centers, teams, principals and API keys.
 
 Who may do what: admin everything; finance and team-members read the directory (tenant,
-teams, cost centers); principals and keys are read by admin and finance and changed by admin
-only; the ingest-only app role gets 403 everywhere here."""
+teams, cost centers); principals and keys are read by admin and finance and changed by admin;
+a team-member creates, lists and revokes only the app principals of its own team's apps and
+their keys (tenancy/management.py); the app role gets 403 everywhere here."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from quartermaster.api.deps import (
     AdminCaller,
-    BillingReader,
     Reader,
     ReadSessionDep,
     RuntimeDep,
     SessionDep,
+    require_roles,
 )
 from quartermaster.api.responses import error_responses
-from quartermaster.tenancy import service
+from quartermaster.tenancy import management, service
+from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.schemas import (
     ApiKeyCreate,
     ApiKeyOut,
@@ -31,8 +35,12 @@ from quartermaster.tenancy.schemas import (
     TenantOut,
     TenantUpdate,
 )
+from quartermaster.tenancy.service import AuthContext
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
+
+# Admins manage every principal and key; a team-member its team's apps' app principals' only.
+KeyManager = Annotated[AuthContext, Depends(require_roles(Role.ADMIN, Role.TEAM_MEMBER))]
 
 
 @router.get("/tenant", summary="The caller's tenant", responses=error_responses())
@@ -109,13 +117,16 @@ def get_team(slug: str, caller: Reader, session: ReadSessionDep) -> TeamOut:
     "/principals",
     status_code=201,
     summary="Create a user or service account",
+    description="An admin creates any principal. A team-member creates only an app principal "
+    "(`role: app`) of one of its own team's apps (403 naming the rule otherwise), so the app "
+    "gets a key of its own (docs/tenancy.md, 'Giving an app its own key').",
     responses=error_responses(409, 422),
 )
 def create_principal(
-    body: PrincipalCreate, caller: AdminCaller, session: SessionDep
+    body: PrincipalCreate, caller: KeyManager, session: SessionDep
 ) -> PrincipalOut:
-    created = service.register_principal(
-        caller.tenant_id,
+    created = management.create_principal(
+        caller,
         body.name,
         role=body.role,
         kind=body.kind,
@@ -126,9 +137,15 @@ def create_principal(
     return PrincipalOut.model_validate(created)
 
 
-@router.get("/principals", summary="List principals", responses=error_responses())
-def list_principals(caller: BillingReader, session: ReadSessionDep) -> list[PrincipalOut]:
-    rows = service.list_principals(caller.tenant_id, session=session)
+@router.get(
+    "/principals",
+    summary="List principals",
+    description="Admin and finance: every principal of the tenant. A team-member: the app "
+    "principals of its own team's apps only.",
+    responses=error_responses(),
+)
+def list_principals(caller: Reader, session: ReadSessionDep) -> list[PrincipalOut]:
+    rows = management.list_principals(caller, session=session)
     return [PrincipalOut.model_validate(row) for row in rows]
 
 
@@ -136,15 +153,16 @@ def list_principals(caller: BillingReader, session: ReadSessionDep) -> list[Prin
     "/principals/{principal_id}/keys",
     status_code=201,
     summary="Issue an API key (the token is shown once)",
-    description="`principal_id`: the principal's id, or its name.",
+    description="`principal_id`: the principal's id, or its name. A team-member issues keys "
+    "only of its own team's apps' app principals, expiring within "
+    f"{management.TEAM_MEMBER_KEY_MAX_LIFETIME.days} days: without `expires_at` that long, "
+    "a later one is a 403 (admins: no limit, and no expiry by default).",
     responses=error_responses(404, 422),
 )
 def issue_key(
-    principal_id: str, body: ApiKeyCreate, caller: AdminCaller, session: SessionDep
+    principal_id: str, body: ApiKeyCreate, caller: KeyManager, session: SessionDep
 ) -> IssuedApiKeyOut:
-    issued = service.issue_key_for(
-        caller.tenant_id, principal_id, expires_at=body.expires_at, session=session
-    )
+    issued = management.issue_key(caller, principal_id, expires_at=body.expires_at, session=session)
     return IssuedApiKeyOut(
         key_id=issued.key_id,
         principal_id=issued.principal_id,
@@ -153,23 +171,28 @@ def issue_key(
     )
 
 
-@router.get("/keys", summary="List API keys (never their secrets)", responses=error_responses())
-def list_keys(caller: BillingReader, session: ReadSessionDep) -> list[ApiKeyOut]:
-    return [
-        ApiKeyOut.model_validate(k)
-        for k in service.list_api_keys(caller.tenant_id, session=session)
-    ]
+@router.get(
+    "/keys",
+    summary="List API keys (never their secrets)",
+    description="Admin and finance: every key of the tenant. A team-member: the keys of its "
+    "own team's apps' app principals only.",
+    responses=error_responses(),
+)
+def list_keys(caller: Reader, session: ReadSessionDep) -> list[ApiKeyOut]:
+    return [ApiKeyOut.model_validate(k) for k in management.list_keys(caller, session=session)]
 
 
 @router.delete(
     "/keys/{key_id}",
     summary="Revoke an API key",
+    description="An admin revokes any key but the tenant's last active admin key (409); a "
+    "team-member only keys of its own team's apps' app principals (403 otherwise).",
     responses=error_responses(404, 409),  # 409: the tenant's last active admin key
 )
 def revoke_key(
-    key_id: str, caller: AdminCaller, session: SessionDep, runtime: RuntimeDep
+    key_id: str, caller: KeyManager, session: SessionDep, runtime: RuntimeDep
 ) -> ApiKeyOut:
-    revoked = service.revoke_api_key(caller.tenant_id, key_id, session=session)
+    revoked = management.revoke_key(caller, key_id, session=session)
     # After the commit: this process's cached checks of the key end now (tenancy/auth_cache.py).
     runtime.auth_cache.invalidate_key(key_id)
     return ApiKeyOut.model_validate(revoked)

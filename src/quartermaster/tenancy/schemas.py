@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from quartermaster.tenancy.management import TEAM_MEMBER_KEY_MAX_LIFETIME
 from quartermaster.tenancy.models import PrincipalKind, Role
 from quartermaster.tenancy.service import KeyStatus
 
@@ -83,7 +84,11 @@ class PrincipalOut(_Out):
 
 class ApiKeyCreate(_In):
     expires_at: AwareDatetime | None = Field(
-        default=None, description="After this instant the key is refused (401)."
+        default=None,
+        description="After this instant the key is refused (401). Admins: optional (none: "
+        "the key never expires). A team-member's key (of its team's apps' app principals) "
+        f"expires within {TEAM_MEMBER_KEY_MAX_LIFETIME.days} days: that long when left out, "
+        "a later instant is a 403.",
     )
 
 

@@ -6,8 +6,9 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -109,8 +110,11 @@ def create_principal(
     kind: PrincipalKind = PrincipalKind.USER,
     team_id: str | None = None,
     app_slug: str | None = None,
+    actor: str | None = None,
     session: Session,
 ) -> Principal:
+    """A principal; with `actor` (who asked, e.g. `principal:ann@acme.com`) its creation is
+    recorded in the tenant's audit chain in the same transaction."""
     if role is Role.TEAM_MEMBER and team_id is None:
         raise InvalidInputError("a team-member principal needs a team", field="team")
     if role is Role.APP and app_slug is None:
@@ -130,13 +134,44 @@ def create_principal(
         created_at=utc_now(),
     )
     session.add(principal)
+    if actor is not None:
+        session.flush()  # the principal's id, for the record
+        _audit_key_change(
+            tenant_id,
+            action="create-principal",
+            actor=actor,
+            detail={
+                "principal": name,
+                "principal_id": principal.id,
+                "role": role.value,
+                "app_id": app_slug,
+            },
+            session=session,
+        )
     session.commit()
     return principal
 
 
+def _audit_key_change(
+    tenant_id: str, *, action: str, actor: str, detail: dict[str, Any], session: Session
+) -> None:
+    """One `ok` record of a principal or API key change, flushed with the change."""
+    from quartermaster.audit.log import append_audit  # audit builds on tenancy
+
+    append_audit(
+        tenant_id, action=action, outcome="ok", actor=actor, detail=detail, session=session
+    )
+
+
 def issue_api_key(
-    principal: Principal, *, expires_at: datetime | None = None, session: Session
+    principal: Principal,
+    *,
+    expires_at: datetime | None = None,
+    actor: str | None = None,
+    session: Session,
 ) -> IssuedKey:
+    """A new key of `principal` (the token is in the result only); with `actor`, recorded in
+    the tenant's audit chain (`issue-key`) in the same transaction, never the token."""
     if expires_at is not None and expires_at <= utc_now():
         raise InvalidInputError("expires_at is in the past", field="expires_at")
     new = generate_key()
@@ -150,6 +185,21 @@ def issue_api_key(
             expires_at=expires_at,
         )
     )
+    if actor is not None:
+        _audit_key_change(
+            principal.tenant_id,
+            action="issue-key",
+            actor=actor,
+            detail={
+                "key_id": new.key_id,
+                "principal": principal.name,
+                "principal_id": principal.id,
+                "role": principal.role,
+                "app_id": principal.app_slug,
+                "expires_at": None if expires_at is None else expires_at.isoformat(),
+            },
+            session=session,
+        )
     session.commit()
     return IssuedKey(
         key_id=new.key_id, token=new.token, principal_id=principal.id, expires_at=expires_at
@@ -485,8 +535,21 @@ def key_status(
     return KeyStatus.ACTIVE
 
 
+def team_app_principals(tenant_id: str, team_id: str) -> ColumnElement[bool]:
+    """The condition on `Principal` of the app principals (role `app`) of the apps team
+    `team_id` owns now: those a team-member of it manages."""
+    from quartermaster.catalog.models import App  # catalog builds on tenancy, not the reverse
+
+    team_apps = select(App.app_id).where(App.tenant_id == tenant_id, App.team_id == team_id)
+    return (Principal.role == Role.APP.value) & Principal.app_slug.in_(team_apps)
+
+
 def _principal_views(
-    tenant_id: str, session: Session, *, principal_id: str | None = None
+    tenant_id: str,
+    session: Session,
+    *,
+    principal_id: str | None = None,
+    apps_of_team: str | None = None,
 ) -> list[PrincipalView]:
     query = (
         select(Principal, Team.slug)
@@ -496,6 +559,8 @@ def _principal_views(
     )
     if principal_id is not None:
         query = query.where(Principal.id == principal_id)
+    if apps_of_team is not None:
+        query = query.where(team_app_principals(tenant_id, apps_of_team))
     return [
         PrincipalView(
             id=p.id,
@@ -518,6 +583,7 @@ def register_principal(
     kind: PrincipalKind = PrincipalKind.USER,
     team: str | None = None,
     app_id: str | None = None,
+    actor: str | None = None,
     session: Session,
 ) -> PrincipalView:
     """A user or service account. team-member needs a team (slug), app needs an app_id; each
@@ -548,6 +614,7 @@ def register_principal(
             kind=kind,
             team_id=team_row.id if team_row is not None else None,
             app_slug=app_id,
+            actor=actor,
             session=session,
         )
     except IntegrityError:  # a concurrent request created the same name first
@@ -556,25 +623,46 @@ def register_principal(
     return _principal_views(tenant_id, session, principal_id=principal.id)[0]
 
 
-def list_principals(tenant_id: str, *, session: Session) -> list[PrincipalView]:
-    return _principal_views(tenant_id, session)
+def list_principals(
+    tenant_id: str, *, apps_of_team: str | None = None, session: Session
+) -> list[PrincipalView]:
+    """The tenant's principals; with `apps_of_team` (a team id) only the app principals of
+    that team's apps."""
+    return _principal_views(tenant_id, session, apps_of_team=apps_of_team)
 
 
-def issue_key_for(
-    tenant_id: str, principal_id: str, *, expires_at: datetime | None = None, session: Session
-) -> IssuedKey:
-    """A key for the principal with this id or, failing that, this name (names are unique
-    within a tenant, and the one people remember)."""
+def find_principal(tenant_id: str, principal_id: str, *, session: Session) -> Principal:
+    """The principal with this id or, failing that, this name (names are unique within a
+    tenant, and the one people remember); 404 naming it when neither."""
     in_tenant = select(Principal).where(Principal.tenant_id == tenant_id)
     principal = session.scalar(in_tenant.where(Principal.id == principal_id)) or session.scalar(
         in_tenant.where(Principal.name == principal_id)
     )
     if principal is None:
         raise NotFoundError(f"principal {principal_id!r} not found", field="principal_id")
-    return issue_api_key(principal, expires_at=expires_at, session=session)
+    return principal
 
 
-def _key_views(tenant_id: str, session: Session, *, key_id: str | None = None) -> list[ApiKeyView]:
+def issue_key_for(
+    tenant_id: str,
+    principal_id: str,
+    *,
+    expires_at: datetime | None = None,
+    actor: str | None = None,
+    session: Session,
+) -> IssuedKey:
+    """A key for the principal with this id or name (`find_principal`)."""
+    principal = find_principal(tenant_id, principal_id, session=session)
+    return issue_api_key(principal, expires_at=expires_at, actor=actor, session=session)
+
+
+def _key_views(
+    tenant_id: str,
+    session: Session,
+    *,
+    key_id: str | None = None,
+    apps_of_team: str | None = None,
+) -> list[ApiKeyView]:
     query = (
         select(ApiKey, Principal.name)
         .join(Principal, Principal.id == ApiKey.principal_id)
@@ -583,6 +671,8 @@ def _key_views(tenant_id: str, session: Session, *, key_id: str | None = None) -
     )
     if key_id is not None:
         query = query.where(ApiKey.id == key_id)
+    if apps_of_team is not None:
+        query = query.where(team_app_principals(tenant_id, apps_of_team))
     now = utc_now()
     return [
         ApiKeyView(
@@ -598,16 +688,32 @@ def _key_views(tenant_id: str, session: Session, *, key_id: str | None = None) -
     ]
 
 
-def list_api_keys(tenant_id: str, *, session: Session) -> list[ApiKeyView]:
-    """Every key of the tenant, with its status; never a secret or its hash."""
-    return _key_views(tenant_id, session)
+def list_api_keys(
+    tenant_id: str, *, apps_of_team: str | None = None, session: Session
+) -> list[ApiKeyView]:
+    """Every key of the tenant, with its status; never a secret or its hash. With
+    `apps_of_team` (a team id) only the keys of that team's apps' app principals."""
+    return _key_views(tenant_id, session, apps_of_team=apps_of_team)
 
 
-def revoke_api_key(tenant_id: str, key_id: str, *, session: Session) -> ApiKeyView:
-    """Revoke now; revoking an already revoked key keeps its first revocation time."""
-    key = session.scalar(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id))
-    if key is None:
+def find_api_key(tenant_id: str, key_id: str, *, session: Session) -> tuple[ApiKey, Principal]:
+    """The tenant's key with this id and its principal; 404 naming it when there is none."""
+    row = session.execute(
+        select(ApiKey, Principal)
+        .join(Principal, Principal.id == ApiKey.principal_id)
+        .where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+    ).first()
+    if row is None:
         raise NotFoundError(f"API key {key_id!r} not found", field="key_id")
+    return row[0], row[1]
+
+
+def revoke_api_key(
+    tenant_id: str, key_id: str, *, actor: str | None = None, session: Session
+) -> ApiKeyView:
+    """Revoke now; revoking an already revoked key keeps its first revocation time. With
+    `actor`, a revocation is recorded in the tenant's audit chain (`revoke-key`)."""
+    key, principal = find_api_key(tenant_id, key_id, session=session)
     if key.revoked_at is None:
         now = utc_now()
         if _is_last_admin_key(key, now, session=session):
@@ -617,6 +723,20 @@ def revoke_api_key(tenant_id: str, key_id: str, *, session: Session) -> ApiKeyVi
                 field="key_id",
             )
         key.revoked_at = now
+        if actor is not None:
+            _audit_key_change(
+                tenant_id,
+                action="revoke-key",
+                actor=actor,
+                detail={
+                    "key_id": key.id,
+                    "principal": principal.name,
+                    "principal_id": principal.id,
+                    "role": principal.role,
+                    "app_id": principal.app_slug,
+                },
+                session=session,
+            )
     session.commit()
     return _key_views(tenant_id, session, key_id=key_id)[0]
 
