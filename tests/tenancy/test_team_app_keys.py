@@ -340,5 +340,12 @@ def test_an_app_key_issued_by_a_team_member_is_refused_everywhere_else(
     }
     sent = client.post("/v1/events", json=event, headers=app_key)
     assert [r["reason"] for r in sent.json()["rejected"]] == ["forbidden_app"], sent.text
-    secret = client.get("/v1/secrets/data/apps/etl/x", headers=app_key)
-    assert secret.status_code in (403, 404), secret.text
+    for path in ("apps/shop/db", "apps/etl/db"):
+        written = client.put(
+            f"/v1/secrets/data/{path}", json={"value": "pw"}, headers=tenant.headers
+        )
+        assert written.status_code == 200, written.text
+    listed = ok(client.get("/v1/secrets/metadata", headers=app_key))["secrets"]
+    assert [entry["path"] for entry in listed] == ["apps/shop/db"]
+    assert client.get("/v1/secrets/data/apps/shop/db", headers=app_key).status_code == 200
+    assert client.get("/v1/secrets/data/apps/etl/db", headers=app_key).status_code == 403
