@@ -221,6 +221,37 @@ def test_post_batch_does_not_retry_client_errors_and_gives_up_eventually() -> No
         cli.post_batch(client, b"[]", max_attempts=3, sleep=lambda _s: None)
 
 
+def test_post_batch_stops_at_a_throttle_longer_than_it_waits_and_says_why() -> None:
+    """A budget throttle's 429 says until when (Retry-After: the period's end): the send stops
+    at once with the server's message rather than retrying for minutes saying "HTTP 429"."""
+    message = "ingest for app 'sb' is throttled by a budget: ... until 2027-01-01 00:00 UTC"
+    throttled = httpx.Response(
+        429, headers={"Retry-After": "2419200"}, json={"error": {"message": message}}
+    )
+    slept: list[float] = []
+    with (
+        httpx.Client(transport=_transport([throttled]), base_url="http://qm") as client,
+        pytest.raises(cli.DeliveryError) as raised,
+    ):
+        cli.post_batch(client, b"[]", max_attempts=8, sleep=slept.append)
+    assert slept == []
+    text = str(raised.value)
+    assert text.startswith(f"HTTP 429: {message}; the server asks to retry in 2,419,200s")
+    assert "send it again later" in text
+    # A short Retry-After (a rate limit) is waited out, and the message kept for the reason.
+    limited = httpx.Response(
+        429, headers={"Retry-After": "2"}, json={"error": {"message": "rate limit"}}
+    )
+    ok = httpx.Response(200, json={"accepted": 1, "duplicates": 0, "rejected": []})
+    reasons: list[str] = []
+    with httpx.Client(transport=_transport([limited, ok]), base_url="http://qm") as client:
+        response = cli.post_batch(
+            client, b"[]", max_attempts=3, sleep=slept.append, on_retry=reasons.append
+        )
+    assert response.status_code == 200
+    assert (slept, reasons) == ([2.0], ["HTTP 429: rate limit"])
+
+
 def test_backoff_grows_exponentially_and_is_capped() -> None:
     assert [cli.backoff_seconds(n) <= 0.5 * 2 ** (n - 1) for n in (1, 2, 3)] == [True] * 3
     assert cli.backoff_seconds(20) <= cli.MAX_BACKOFF_SECONDS

@@ -178,17 +178,34 @@ def post_batch(
         else:
             if response.status_code not in RETRY_STATUSES:
                 return response
-            problem = f"HTTP {response.status_code}"
+            message = error_message(response).strip()
+            problem = f"HTTP {response.status_code}" + (f": {message}" if message else "")
             retry_after = response.headers.get("Retry-After")
             # 429 and 503 (the server's rate limiter, a proxy with no server up) refuse
             # before anything is stored; a 500, 502 or 504 may come after the commit.
             stored_maybe = response.status_code not in (429, 503)
+            if not stored_maybe and _too_long(retry_after):
+                # A budget throttle lasts until its period ends: waiting out its Retry-After
+                # here would spin for days; the events must be sent again later instead.
+                raise DeliveryError(
+                    f"{problem}; the server asks to retry in {int(retry_after or 0):,}s "
+                    f"(Retry-After), longer than qm events send waits "
+                    f"({MAX_BACKOFF_SECONDS:.0f}s): this batch was not counted, so send it "
+                    "again later (events stored already count once)"
+                )
         if attempt < max_attempts:
             on_retry(problem)
             if stored_maybe:
                 on_unknown()
             sleep(backoff_seconds(attempt, retry_after))
     raise DeliveryError(f"gave up after {max_attempts} attempts; last error: {problem}")
+
+
+def _too_long(retry_after: str | None) -> bool:
+    """A Retry-After (seconds) longer than the longest wait between two tries."""
+    return (
+        retry_after is not None and retry_after.isdigit() and int(retry_after) > MAX_BACKOFF_SECONDS
+    )
 
 
 # How the server's 413 names its byte limit (metering/router.py); a test holds the two together.
@@ -384,7 +401,10 @@ def send(
 ) -> None:
     """Send events in batches (retrying safely); exit 1 if any event was rejected.
 
-    A line that is not JSON is listed as rejected (invalid_json) and the others are sent."""
+    A line that is not JSON is listed as rejected (invalid_json) and the others are sent.
+    A 429 or 503 is retried after the server's Retry-After; one longer than 30 s (a budget
+    throttle, until its period ends) stops the send at once with the server's message: the
+    refused batch and those after it were not counted and must be sent again later."""
     if (key_id is None) != (secret_hex is None):
         given = "--key-id (QM_SIGNING_KEY_ID)" if secret_hex is None else "--secret-hex"
         raise typer.BadParameter(
