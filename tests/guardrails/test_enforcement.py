@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
-from tests.guardrails.support import FixedSpend, World, budget, build_world, ok
+from tests.guardrails.support import FixedSpend, World, budget, build_world, key_for, ok
 
 EVENT = {
     "specversion": "1.0",
@@ -20,6 +25,13 @@ EVENT = {
     "id": "e-1",
     "time": "2026-03-10T11:00:00Z",
     "data": {"tokens": 1},
+}
+BOOK = {
+    "name": "pb",
+    "currency": "USD",
+    "version": 1,
+    "effective_from": "2026-01-01T00:00:00Z",
+    "prices": [{"meter": "tokens", "model": "per_unit", "unit_price": "0.001"}],
 }
 
 
@@ -92,3 +104,133 @@ def test_halt_refuses_non_essential_work(
     assert {"halt", "deny"} <= {a["action"] for a in actions}
     deny = next(a for a in actions if a["action"] == "deny")
     assert "halted" in deny["reason"]
+
+
+def _usage(app: str, tokens: int = 1) -> dict[str, object]:
+    """A valid usage event of `app`, happened a moment ago."""
+    moment = utc_now() - timedelta(seconds=1)
+    return {
+        "specversion": "1.0",
+        "type": "qm.invocation.usage",
+        "source": "/tests/guardrails",
+        "id": uuid.uuid4().hex,
+        "time": moment.isoformat().replace("+00:00", "Z"),
+        "data": {"app_id": app, "tokens": tokens},
+    }
+
+
+def _send(client: TestClient, headers: dict[str, str], events: list[dict[str, object]]) -> Any:
+    return client.post(
+        "/v1/events",
+        content=json.dumps(events),
+        headers={**headers, "Content-Type": "application/cloudevents-batch+json"},
+    )
+
+
+def _rejected_counts(client: TestClient, world: World) -> dict[str, int]:
+    hours = ok(client.get("/v1/reconciliation", headers=world.headers))["hours"]
+    counts: dict[str, int] = {}
+    for hour in hours:
+        for reason, n in hour["reasons"].get("rejected", {}).items():
+            counts[reason] = counts.get(reason, 0) + n
+    return counts
+
+
+@pytest.mark.parametrize("kind", ["app", "team", "cost_center"])
+def test_a_throttled_apps_events_are_refused_alone_whoever_sends_them(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle, kind: str
+) -> None:
+    """Builder walk finding 5: an admin key (a forwarder, a CI job) sent a throttled app's
+    events freely; a cost-center throttle never bound ingest. Now the throttled app's events
+    are rejected `throttled` whoever sends them, and the other apps' are kept."""
+    world = build_world(client, tenant)
+    center = f"cc-{uuid.uuid4().hex[:6]}"
+    ok(client.post("/v1/cost-centers", json={"slug": center}, headers=tenant.headers), 201)
+    throttled_app = f"app-{uuid.uuid4().hex[:6]}"
+    body = {"app_id": throttled_app, "owner": "o", "team": world.team, "cost_center": center}
+    ok(client.post("/v1/apps", json=body, headers=tenant.headers), 201)
+    other = build_world(client, tenant)  # another team, the default cost center
+    scope = {"app": throttled_app, "team": world.team, "cost_center": center}[kind]
+    budget(client, world, name="tight", scope_kind=kind, scope=scope, action="throttle")
+    _cross(runtime, world, kind, scope, "150")
+    member = key_for(client, tenant, "team-member", team=other.team)
+    for headers in (tenant.headers, member):
+        events = [_usage(throttled_app), _usage(other.app), _usage(throttled_app)]
+        if headers is member:  # a team-member sends its own team's apps only
+            events = [_usage(other.app)]
+        report = ok(_send(client, headers, events))
+        if headers is member:
+            assert report["accepted"] == 1
+            continue
+        assert report["accepted"] == 1
+        assert [(r["index"], r["reason"], r["field"]) for r in report["rejected"]] == [
+            (0, "throttled", "data.app_id"),
+            (2, "throttled", "data.app_id"),
+        ]
+        message = report["rejected"][0]["message"]
+        assert f"events of app {throttled_app!r} are refused" in message
+        assert "budget 'tight'" in message
+        assert "send them again after" in message
+    assert _rejected_counts(client, world).get("throttled") == 2
+    # All of a batch throttled: a 422 like any batch with nothing accepted.
+    assert _send(client, tenant.headers, [_usage(throttled_app)]).status_code == 422
+    # Lifted: the app's events are accepted again.
+    enforcements = ok(client.get("/v1/enforcements", headers=world.headers))
+    ok(client.post(f"/v1/enforcements/{enforcements[0]['id']}/lift", headers=world.headers))
+    assert ok(_send(client, tenant.headers, [_usage(throttled_app)]))["accepted"] == 1
+
+
+def test_a_per_app_rate_limit_binds_an_admin_keys_events_of_that_app(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    other = build_world(client, tenant)
+    rule = {"scope_kind": "app", "scope": world.app, "rate": "0.01", "burst": 1}
+    ok(client.put("/v1/rate-limits", json=rule, headers=world.headers))
+    # One request with three of the app's events charges the app once.
+    first = ok(
+        _send(client, tenant.headers, [*(_usage(world.app) for _ in range(3)), _usage(other.app)])
+    )
+    assert (first["accepted"], first["rejected"]) == (4, [])
+    second = ok(_send(client, tenant.headers, [_usage(world.app), _usage(other.app)]))
+    assert second["accepted"] == 1
+    [refused] = second["rejected"]
+    assert (refused["index"], refused["reason"]) == (0, "rate_limited")
+    assert f"rate limit of app {world.app!r} exceeded" in refused["message"]
+    assert _rejected_counts(client, world).get("rate_limited") == 1
+
+
+def test_a_throttles_retry_after_is_the_time_until_it_ends(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """Builder walk finding 4: Retry-After said 60 while the throttle lasted the month."""
+    world = build_world(client, tenant)
+    budget(client, world, scope_kind="team", scope=world.team, action="throttle")
+    _cross(runtime, world, "team", world.team, "150")
+    member = key_for(client, tenant, "team-member", team=world.team)
+    refused = _send(client, member, [_usage(world.app)])
+    assert refused.status_code == 429
+    [throttle] = ok(client.get("/v1/enforcements", headers=world.headers))
+    ends = datetime.fromisoformat(throttle["ends_at"])
+    left = (ends - utc_now()).total_seconds()
+    assert abs(int(refused.headers["Retry-After"]) - left) <= 5
+    assert "until" in refused.json()["error"]["message"]
+    # Nothing of a 429'd request is counted.
+    assert sum(_rejected_counts(client, world).values()) == 0
+
+
+def test_evaluate_right_after_sending_counts_what_was_just_sent(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """Builder walk finding 6: `qm budget evaluate` a second after sending missed the usage
+    of the last 5 s (the settle window) though the docs say it catches up first."""
+    world = build_world(client, tenant)
+    response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
+    assert response.status_code in (200, 201), response.text
+    budget(client, world, name="tiny", amount="1", scope_kind="app", scope=world.app)
+    assert ok(_send(client, tenant.headers, [_usage(world.app, tokens=3000)]))["accepted"] == 1
+    evaluated = ok(client.post("/v1/budgets/evaluate", headers=tenant.headers))
+    assert evaluated["alerts"], evaluated
+    again = ok(client.post("/v1/budgets/evaluate", headers=tenant.headers))
+    assert again["alerts"] == []  # fired once
+    assert again["enforcements"] == []

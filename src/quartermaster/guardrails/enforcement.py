@@ -2,8 +2,11 @@
 
 The gate answers, per request and without a database round trip on the hot path: is any of
 the caller's scopes throttled (429 with Retry-After) or halted, and is a rate limit exceeded.
-It caches each tenant's enforcements, rate-limit rules and admission policies for `ttl`
-seconds, so a new throttle (or policy) takes effect within that time.
+Ingest also asks it about the apps its events name, whatever key sends them: the events of an
+app under a throttle (of the app, its team or its cost center) or over its app rate limit are
+refused alone (`refuse_apps`). It caches each tenant's enforcements, the apps its throttles
+bind, rate-limit rules and admission policies for `ttl` seconds, so a new throttle (or policy)
+takes effect within that time.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -37,9 +40,10 @@ from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import AuthContext
 
-# A throttled caller is told to come back after this long (the throttle may be lifted).
-THROTTLE_RETRY_SECONDS = 60.0
 Scope = tuple[str, str]
+# Why the events of one app in an ingest request are refused (metering's reject reasons).
+THROTTLED = "throttled"
+RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,22 @@ def active_enforcements(
     return [
         ActiveEnforcement(r.id, r.scope_kind, r.scope, r.action, r.ends_at, r.reason) for r in rows
     ]
+
+
+def throttle_retry_seconds(throttle: ActiveEnforcement, now: datetime | None = None) -> float:
+    """A throttle's Retry-After: the seconds until it ends (its period's end). Nothing ends
+    it sooner but a lift (raising the budget does not lift it), which takes effect within the
+    gate's cache time; a client told to come back then need not poll before."""
+    return max(1.0, (throttle.ends_at - (now or utc_now())).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class AppRefusal:
+    """Why the events of one app in an ingest request are refused (`THROTTLED` or
+    `RATE_LIMITED`) and what the rejection says; the request's other events are kept."""
+
+    reason: str
+    message: str
 
 
 def list_enforcements(
@@ -157,6 +177,9 @@ class _TenantRules:
     rate_limits: tuple[tuple[str, str, float, int], ...]  # kind, scope, rate, burst
     team_slugs: dict[str, str]  # team id -> slug
     admission: tuple[AdmissionPolicy, ...] = ()
+    # app id -> the throttles on the app, its team or its cost center(s), ingest refusing
+    # the app's events whoever sends them; empty without such throttles.
+    app_throttles: dict[str, tuple[ActiveEnforcement, ...]] = field(default_factory=dict)
 
 
 class GuardrailGate:
@@ -210,7 +233,8 @@ class GuardrailGate:
         rows = session.execute(select(Team.id, Team.slug).where(Team.tenant_id == tenant_id))
         teams: dict[str, str] = {str(row[0]): str(row[1]) for row in rows}
         admission = tuple(admission_policies(tenant_id, session=session))
-        return _TenantRules(now, enforcements, limits, teams, admission)
+        app_throttles = _app_throttles(tenant_id, enforcements, session=session)
+        return _TenantRules(now, enforcements, limits, teams, admission, app_throttles)
 
     def admission_policies(
         self, tenant_id: str, *, session: Session | None = None
@@ -270,9 +294,50 @@ class GuardrailGate:
                 f"{moment_text(throttle.ends_at)} ({NOT_SHOWN})",
             )
             raise RateLimitedError(
-                told.for_caller(caller, view), retry_after_seconds=THROTTLE_RETRY_SECONDS
+                told.for_caller(caller, view),
+                retry_after_seconds=throttle_retry_seconds(throttle),
             )
         self._rate_limit(caller, scope_list, what=what, session=session)
+
+    def binds_apps(self, tenant_id: str) -> bool:
+        """Whether ingest must look at the apps its events name: a throttle binds an app (by
+        the app, its team or its cost center) or an app rate limit exists. False in the
+        common case, so ingest then reads no event's app."""
+        rules = self._load(tenant_id)
+        return bool(rules.app_throttles) or any(r[0] == ScopeKind.APP for r in rules.rate_limits)
+
+    def refuse_apps(
+        self, caller: AuthContext, apps: Iterable[str], *, what: str = "ingest"
+    ) -> dict[str, AppRefusal]:
+        """The apps among `apps` (those a request's valid events name) whose events are
+        refused, whoever the caller: a throttle on the app, its team or its cost center, or
+        the app's rate limit (charged once per app and request; the caller's own app was
+        charged before the body, `check`). From the cache: no database read per event."""
+        rules = self._load(caller.tenant_id)
+        now = utc_now()
+        refused: dict[str, AppRefusal] = {}
+        app_limits = [r for r in rules.rate_limits if r[0] == ScopeKind.APP]
+        for app in sorted(set(apps)):
+            throttle = next((t for t in rules.app_throttles.get(app, ()) if t.ends_at > now), None)
+            if throttle is not None:
+                refused[app] = AppRefusal(THROTTLED, _throttled_events(caller, app, throttle))
+                continue
+            if app == caller.app_slug:
+                continue
+            for _kind, scope, rate, burst in app_limits:
+                if scope not in ("*", app):
+                    continue
+                key = f"{caller.tenant_id}:app:{app}"
+                decision = self.limiter.acquire(key, rate=rate, burst=burst)
+                if not decision.allowed:
+                    refused[app] = AppRefusal(
+                        RATE_LIMITED,
+                        f"{what}: rate limit of app {app!r} exceeded ({_rate(rate)}/s, burst "
+                        f"{burst}): its events in this request are not counted; send them "
+                        f"again in {decision.retry_after:.2f}s",
+                    )
+                    break
+        return refused
 
     def _rate_limit(
         self, caller: AuthContext, scopes: list[Scope], *, what: str, session: Session | None
@@ -301,6 +366,60 @@ class GuardrailGate:
                         f"{burst}); retry in {decision.retry_after:.2f}s",
                         retry_after_seconds=decision.retry_after,
                     )
+
+
+def _throttled_events(caller: AuthContext, app: str, throttle: ActiveEnforcement) -> str:
+    whose = scope_label(throttle.scope_kind, throttle.scope)
+    until = moment_text(throttle.ends_at)
+    after = f"not counted; send them again after {until} or once the throttle is lifted"
+    told = Figures(
+        (throttle.scope_kind, throttle.scope),
+        f"events of app {app!r} are refused: {whose} is throttled by a budget: "
+        f"{throttle.reason}; {after}",
+        f"events of app {app!r} are refused: {whose} is throttled by a budget until {until} "
+        f"({NOT_SHOWN}); {after}",
+    )
+    return told.for_caller(caller, None)
+
+
+def _app_throttles(
+    tenant_id: str, enforcements: Iterable[ActiveEnforcement], *, session: Session
+) -> dict[str, tuple[ActiveEnforcement, ...]]:
+    """app id -> the throttles binding its events: on the app, on its team, or on its cost
+    center or its team's (as `scopes_of` counts them). Reads the apps only when a team or
+    cost-center throttle is in force."""
+    throttles = [e for e in enforcements if e.action == BudgetAction.THROTTLE]
+    found: dict[str, list[ActiveEnforcement]] = {}
+    for item in throttles:
+        if item.scope_kind == ScopeKind.APP:
+            found.setdefault(item.scope, []).append(item)
+    teams = {e.scope for e in throttles if e.scope_kind == ScopeKind.TEAM}
+    centers = {e.scope for e in throttles if e.scope_kind == ScopeKind.COST_CENTER}
+    if teams or centers:
+        owner = aliased(Team)
+        app_center = aliased(CostCenter)
+        team_center = aliased(CostCenter)
+        rows = session.execute(
+            select(App.app_id, owner.slug, app_center.slug, team_center.slug)
+            .select_from(App)
+            .join(owner, owner.id == App.team_id)
+            .join(app_center, app_center.id == App.cost_center_id)
+            .outerjoin(team_center, team_center.id == owner.cost_center_id)
+            .where(
+                App.tenant_id == tenant_id,
+                owner.slug.in_(sorted(teams))
+                | app_center.slug.in_(sorted(centers))
+                | team_center.slug.in_(sorted(centers)),
+            )
+        )
+        for app_id, team, center, team_center_slug in rows:
+            bound = {(ScopeKind.TEAM, team), (ScopeKind.COST_CENTER, center)}
+            if team_center_slug is not None:
+                bound.add((ScopeKind.COST_CENTER, team_center_slug))
+            for item in throttles:
+                if item.scope_kind != ScopeKind.APP and (item.scope_kind, item.scope) in bound:
+                    found.setdefault(app_id, []).append(item)
+    return {app: tuple(items) for app, items in found.items()}
 
 
 def _rate(value: float) -> str:

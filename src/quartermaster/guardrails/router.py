@@ -3,6 +3,7 @@ rate limits and the decision API. Thin: each calls one service function."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -116,7 +117,11 @@ def evaluate_budgets(
     # Pricing and comparing go through the read-only session; `session` only writes what is
     # new, in short transactions.
     pipeline_catch_up(runtime)()
-    calculator = StoreCalculator(runtime.usage_store)
+    # No settle window: the pipeline has caught up with every event accepted before this
+    # call (a 2xx means committed), so the usage of the last 5 s (DEFAULT_SETTLE) counts
+    # too. An event still being stored now is in the next pass's spend; a pass recomputes
+    # the period's spend and each threshold fires once, so nothing is counted twice.
+    calculator = StoreCalculator(runtime.usage_store, settle=timedelta(0))
     result = evaluate_tenant(
         caller.tenant_id, spend=BillingSpend(calculator), session=session, reader=reader
     )

@@ -39,6 +39,7 @@ from quartermaster.metering.service import (
     ingest_events,
     recent_events,
     reconciliation,
+    refuse_gated,
     store_validated,
 )
 from quartermaster.runtime import Runtime
@@ -142,7 +143,10 @@ def _ingest_body(
     return _ingest_response(report, len(events))
 
 
-def _store_batch(batch: ValidatedBatch, runtime: Runtime, state: IngestState) -> Response:
+def _store_batch(
+    batch: ValidatedBatch, caller: AuthContext, runtime: Runtime, state: IngestState
+) -> Response:
+    batch = refuse_gated(batch, caller=caller, runtime=runtime)
     report = store_validated(batch, runtime=runtime, state=state)
     return _ingest_response(report, batch.received)
 
@@ -173,7 +177,9 @@ def _ingest_response(report: IngestReport, received: int) -> Response:
         413: {"model": ErrorBody, "description": "More events or bytes than the limits allow."},
         415: {"model": ErrorBody, "description": "Not a CloudEvents JSON content type."},
         **rate_limited(
-            "The caller's tenant, team or app is throttled by a budget, or over a rate limit."
+            "The caller's tenant, team or app is throttled by a budget, or over a rate limit "
+            "(nothing of the request is counted). Events of another app under a throttle or "
+            "over its rate limit are rejected alone (`throttled`, `rate_limited`)."
         ),
         503: {
             "model": ErrorBody,
@@ -190,8 +196,10 @@ async def post_events(request: Request, caller: Ingester) -> Response:
             f"content type {media_type or '(none)'!r} is not accepted: use {SINGLE}, "
             f"{BATCH} or {JSON}"
         )
-    # A budget throttle or rate limit: 429 before the body. In a worker thread: on a cache
-    # miss the gate reads the database, which may wait for the writer.
+    # A budget throttle or rate limit of the caller's own scopes: 429 before the body. In a
+    # worker thread: on a cache miss the gate reads the database, which may wait for the
+    # writer. Other apps' throttles and rate limits refuse their events alone, after
+    # validation (`refuse_gated`).
     await run_in_threadpool(check_ingest, runtime, caller)
     body = await _read_body(request, runtime.settings.max_body_bytes)
     state = ingest_state(request.app)
@@ -201,7 +209,7 @@ async def post_events(request: Request, caller: Ingester) -> Response:
             body, media_type, caller=caller, max_events=runtime.settings.max_batch_events
         )
         if batch is not None:
-            return await run_in_threadpool(_store_batch, batch, runtime, state)
+            return await run_in_threadpool(_store_batch, batch, caller, runtime, state)
     return await run_in_threadpool(_ingest_body, body, media_type, caller, runtime, state)
 
 

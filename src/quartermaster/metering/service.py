@@ -31,6 +31,7 @@ from quartermaster.catalog.signing_keys import (
 )
 from quartermaster.config import Settings
 from quartermaster.domain.timeutil import floor_hour, utc_now
+from quartermaster.guardrails.gate import refuse_event_apps
 from quartermaster.metering.models import ReconciliationCounter
 from quartermaster.metering.signing import HmacSha256
 from quartermaster.metering.validation import (
@@ -229,7 +230,40 @@ def ingest_events(
     same transaction) and count every event in the reconciliation counters, and commit."""
     state = state or IngestState()
     batch = validate_ingest(raw_events, caller=caller, lookups=runtime, state=state)
+    batch = refuse_gated(batch, caller=caller, runtime=runtime)
     return store_validated(batch, runtime=runtime, state=state)
+
+
+def refuse_gated(batch: ValidatedBatch, *, caller: AuthContext, runtime: Runtime) -> ValidatedBatch:
+    """The batch with the valid events of apps under a budget throttle or over their rate
+    limit moved to its rejections (`throttled`, `rate_limited`), whoever sent them; the other
+    apps' events are kept. Reads no event's app unless such a throttle or limit exists."""
+    accepted = batch.accepted
+    refused = refuse_event_apps(
+        runtime, caller, lambda: {a for e in accepted if (a := e.record.app_id) is not None}
+    )
+    if not refused:
+        return batch
+    kept: list[AcceptedEvent] = []
+    rejected = list(batch.rejected)
+    for event in accepted:
+        refusal = refused.get(event.record.app_id or "")
+        if refusal is None:
+            kept.append(event)
+            continue
+        rejected.append(
+            Rejection(
+                index=event.event_index,
+                id=event.record.event_id,
+                field="data.app_id",
+                reason=RejectReason(refusal.reason),
+                message=refusal.message,
+            )
+        )
+    rejected.sort(key=lambda r: r.index)
+    # The records prepared for the log (by a validation worker) held the refused ones: the
+    # append prepares the kept ones again (only when something was refused).
+    return ValidatedBatch(batch.tenant_id, batch.received_at, batch.received, kept, rejected)
 
 
 def validate_ingest(

@@ -62,6 +62,9 @@ class RejectReason(enum.StrEnum):
     INVALID_LEASE = "invalid_lease"
     FORBIDDEN_APP = "forbidden_app"
     CONFLICT = "conflict"
+    # Refused after validation by the guardrail gate (metering/service.py `refuse_gated`).
+    THROTTLED = "throttled"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
