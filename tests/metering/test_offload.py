@@ -26,19 +26,27 @@ from quartermaster.config import Settings
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import PayloadTooLargeError
 from quartermaster.gc_tuning import SERVING_GC_THRESHOLDS
+from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.guardrails.models import Enforcement
 from quartermaster.metering.body import BATCH, SINGLE, MalformedBodyError, parse_events
 from quartermaster.metering.offload import (
     ValidationPool,
     start_validation_pool,
     validation_pool,
 )
-from quartermaster.metering.service import IngestState, ValidatedBatch, validate_ingest
+from quartermaster.metering.service import (
+    IngestState,
+    ValidatedBatch,
+    refuse_gated,
+    store_validated,
+    validate_ingest,
+)
 from quartermaster.metering.validation import Rejection, RejectReason
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.service import AuthContext
 from tests.conftest import TenantHandle
 from tests.metering.conftest import AppHandle, bearer, usage_event
-from tests.metering.test_service import caller_of, stored
+from tests.metering.test_service import caller_of, counters, stored
 
 
 @pytest.fixture
@@ -250,3 +258,42 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b"Z"
+
+
+def test_a_worker_validated_batch_loses_a_throttled_apps_events_only(
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+    pool: ValidationPool,
+) -> None:
+    """The gate's per-app refusal on a batch a worker prepared (its records as SQLite rows):
+    the throttled app's events are rejected `throttled` and counted, the others stored."""
+    throttled, free = make_app(), make_app()
+    with runtime.session_factory() as session:
+        session.add(
+            Enforcement(
+                tenant_id=tenant.tenant_id,
+                scope_kind="app",
+                scope=throttled.app_id,
+                action="throttle",
+                period_start=utc_now() - timedelta(days=1),
+                ends_at=utc_now() + timedelta(days=1),
+                reason="app spent 2 EUR, at or over budget 'tiny': throttled until tomorrow",
+            )
+        )
+        session.commit()
+    guardrail_gate(runtime).invalidate(tenant.tenant_id)
+    events = [usage_event(throttled.app_id), usage_event(free.app_id), usage_event(free.app_id)]
+    caller = caller_of(runtime, tenant)
+    batch = validate(pool, orjson.dumps(events), BATCH, caller)
+    assert batch is not None
+    assert batch.prepared is not None
+    gated = refuse_gated(batch, caller=caller, runtime=runtime)
+    report = store_validated(gated, runtime=runtime, state=IngestState())
+    assert report.accepted == 2
+    assert [(r.index, r.reason) for r in report.rejected] == [(0, RejectReason.THROTTLED)]
+    assert "budget 'tiny'" in report.rejected[0].message
+    assert [event_id for event_id, _ in stored(runtime, tenant.tenant_id)] == [
+        str(e["id"]) for e in events[1:]
+    ]
+    assert counters(runtime, tenant.tenant_id)["reasons"]["rejected"] == {"throttled": 1}
