@@ -12,7 +12,9 @@ in this process; one keep-alive HTTP client calls it sequentially. Measured in t
 - release: `POST /v1/decisions/{id}/release` (give the quota back, idempotent);
 - decision allowed + 1 admission policy: the allowed request again once the tenant has one
   Rego admission policy (docs/examples/policies/admission/gpu-needs-exception.rego): the
-  policy query, its evaluation and its decision-log row committed with the reservation.
+  policy query, its evaluation and its decision-log row committed with the reservation;
+- decision allowed + 3 admission policies: the same with two more copies of it under other
+  packages (all three go to a sandbox worker in one request, the input set once).
 
     python -m bench.decisions [--count 2000] [--database-url URL]
 """
@@ -187,7 +189,22 @@ def run(count: int, database_url: str | None) -> list[Series]:
                 )
                 while issued:
                     release()
-                return [*series, with_policy]
+                # Two more (the same rules under other packages): three policies per decision,
+                # evaluated together in one sandbox request (PolicyCache.evaluate_many).
+                for n in (2, 3):
+                    package = f"package qm.admission.gpu{n}"
+                    more = source.replace("package qm.admission.gpu", package)
+                    _check(http.post("/v1/policies", json={"name": f"gpu{n}", "source": more}))
+                for _ in range(50):
+                    release_later(allow())
+                while issued:
+                    release()
+                with_three = timed(
+                    "decision allowed + 3 admission policies", count, allow, after=release_later
+                )
+                while issued:
+                    release()
+                return [*series, with_policy, with_three]
         finally:
             server.should_exit = True
             thread.join(timeout=30)

@@ -8,13 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.policy import service as policy_service
-from quartermaster.policy.engine import PolicyCache
+from quartermaster.policy.dependencies import policy_cache
+from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 from tests.guardrails.support import FixedSpend, World, budget, build_world, ok
@@ -34,6 +36,12 @@ warn contains msg if {
 \tmsg := "a job over an hour"
 }
 """
+# Two complete definitions of f with different values: an error at evaluation.
+BROKEN = (
+    "package qm.admission.broken\n\n"
+    "f := 1 if { true }\nf := 2 if { true }\n"
+    'deny contains msg if {\n\tf == 1\n\tmsg := "never"\n}\n'
+)
 
 
 def _policy(client: TestClient, world: World, name: str, source: str, **fields: Any) -> None:
@@ -129,12 +137,7 @@ def test_policy_reasons_stand_beside_budget_and_limit_range_ones(
 
 def test_a_failing_policy_denies_unless_audited(client: TestClient, tenant: TenantHandle) -> None:
     world = build_world(client, tenant)
-    # Two complete definitions of f with different values: an error at evaluation.
-    broken = (
-        "package qm.admission.broken\n\n"
-        "f := 1 if { true }\nf := 2 if { true }\n"
-        'deny contains msg if {\n\tf == 1\n\tmsg := "never"\n}\n'
-    )
+    broken = BROKEN
     _policy(client, world, "broken", broken)
     denied = _decide(client, world, cpu="1")
     assert denied["allowed"] is False
@@ -164,4 +167,49 @@ def test_publish_does_not_ask_admission_policies(
     assert [d.policy_name for d in evaluation.decisions] == ["cost-center"]
     assert evaluation.deny == [
         "app a has no cost_center in its manifest: name the cost center that pays for it"
+    ]
+
+
+def test_a_decisions_policies_go_to_the_sandbox_in_one_request_with_the_same_verdicts(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All of a decision's admission policies are evaluated together (PolicyCache.
+    evaluate_many: one worker request, the input set once); each one's verdict is what it
+    gives alone: an enforced deny and a failure are reasons, an audit-mode deny only
+    audit_only, each logged."""
+    world = build_world(client, tenant)
+    audit = LONG_JOBS.replace("qm.admission.long_jobs", "qm.admission.audited")
+    policies = {"a-long": (LONG_JOBS, "enforce"), "b-audit": (audit, "audit")}
+    policies["c-broken"] = (BROKEN, "enforce")
+    for name, (source, mode) in policies.items():
+        _policy(client, world, name, source, mode=mode)
+    cache = policy_cache(runtime)
+    assert cache.sandbox is not None
+    requests: list[int] = []
+    ask = cache.sandbox._ask
+
+    def counted(batch: Any, document: Any) -> Any:
+        requests.append(len(batch))
+        return ask(batch, document)
+
+    monkeypatch.setattr(cache.sandbox, "_ask", counted)
+    denied = _decide(client, world, runtime="3h")
+    assert requests == [3]  # one request for the three policies
+    # Each policy alone (in-process), as a decision evaluated them one by one before.
+    alone = PolicyCache()
+    tenant_id = world.tenant.tenant_id
+    with pytest.raises(PolicyRuntimeError) as failed:
+        alone.evaluate(tenant_id, "c-broken", 1, BROKEN, {"point": "admission"})
+    too_long = f"app {world.app} asks for 10800s; jobs over 2h need a reservation"
+    assert denied["allowed"] is False
+    assert denied["reasons"] == [
+        {"kind": "policy", "message": f"a-long: {too_long}"},
+        {"kind": "policy", "message": f"c-broken: policy c-broken v1 failed: {failed.value}"},
+    ]
+    assert denied["audit_only"] == [f"[audit] b-audit: {too_long}"]
+    log = ok(client.get("/v1/policy-decisions", headers=world.headers))
+    assert sorted((d["policy_name"], d["result"], d["enforced"]) for d in log) == [
+        ("a-long", "deny", True),
+        ("b-audit", "deny", False),
+        ("c-broken", "error", True),
     ]

@@ -3,11 +3,13 @@
 A policy takes part in decisions when its package is `qm.admission` or below it
 (`package qm.admission.gpu`), the way publish policies live under `qm.publish`; the other
 policies are not asked (a publish rule about manifests has nothing to say about a cpu
-request). Each is evaluated with the request as input (docs/policy.md, "Input at
-admission"); an enforced policy's `deny` messages are reasons of kind `policy` beside the
-quota and budget ones, an audit-mode policy's are only logged. A policy that fails on the
-input denies (fail closed) unless it is in audit mode. One decision per policy goes to the
-policy decision log (`GET /v1/policy-decisions`, point `admission`).
+request). They are evaluated with the request as input (docs/policy.md, "Input at
+admission"), all of them in one sandbox request (PolicyCache.evaluate_many: the input set
+once; over the budget each is evaluated again alone); an enforced policy's `deny` messages
+are reasons of kind `policy` beside the quota and budget ones, an audit-mode policy's are
+only logged. A policy that fails on the input denies (fail closed) unless it is in audit
+mode. One decision per policy goes to the policy decision log (`GET /v1/policy-decisions`,
+point `admission`).
 
 The gate keeps each tenant's admission policies with its other rules for 2 s (no query per
 decision); an upload through the API refreshes them at once in that process (other API
@@ -26,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App
-from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError, input_digest
+from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError, Verdict, input_digest
 from quartermaster.policy.models import Policy, PolicyDecision, PolicyMode
 from quartermaster.policy.service import ADMISSION_PACKAGE, active_exception_keys, in_package
 from quartermaster.tenancy.service import AuthContext
@@ -124,16 +126,17 @@ def evaluate_admission(
     they are committed with the decision's own outcome (in its transaction)."""
     verdict = AdmissionVerdict()
     digest = input_digest(document)
-    for policy in policies:
+    chosen = list(policies)
+    for policy, result in zip(
+        chosen, _evaluate_all(tenant_id, chosen, document, cache), strict=True
+    ):
         enforced = policy.mode == PolicyMode.ENFORCE.value
-        try:
-            # In the cache's sandbox, within the evaluation budget (policy/sandbox.py).
-            result = cache.evaluate(tenant_id, policy.name, policy.version, policy.source, document)
+        if isinstance(result, Verdict):
             deny, outcome = result.deny, "deny" if result.deny else "allow"
             reasons = [*deny, *(f"warning: {w}" for w in result.warn)]
             verdict.warn += result.warn
-        except PolicyRuntimeError as exc:
-            deny = [f"policy {policy.name} v{policy.version} failed: {exc}"]
+        else:
+            deny = [f"policy {policy.name} v{policy.version} failed: {result}"]
             outcome, reasons = "error", deny
         # At admission only deny decides; require_approval and quarantine belong to publish.
         labelled = [f"{policy.name}: {message}" for message in deny]
@@ -158,3 +161,18 @@ def evaluate_admission(
             )
         )
     return verdict
+
+
+def _evaluate_all(
+    tenant_id: str, policies: list[AdmissionPolicy], document: dict[str, Any], cache: PolicyCache
+) -> list[Verdict | PolicyRuntimeError]:
+    """Each policy's verdict or the error it failed with, in order: all of them in one request
+    to a sandbox worker (the input set once; over the budget each is retried alone, so only
+    the one that goes over fails: PolicyCache.evaluate_many). An input the engine cannot take
+    fails every policy, as it failed each one evaluated alone."""
+    try:
+        return cache.evaluate_many(
+            tenant_id, [(p.name, p.version, p.source) for p in policies], document
+        )
+    except PolicyRuntimeError as exc:
+        return [exc for _ in policies]
