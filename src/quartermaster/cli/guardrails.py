@@ -509,7 +509,7 @@ def decide_show(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """A decision's reservation and its status (the id or a unique prefix of 8 or more)."""
+    """A decision's reservation and its status."""
     row = request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key)
     print_fields(_held_quantities(row))
 
@@ -541,8 +541,7 @@ def decide_release(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The work finished: give its quota back (idempotent; the id or a unique prefix of 8 or
-    more)."""
+    """The work finished: give its quota back (idempotent)."""
     row = request("POST", f"/v1/decisions/{decision_id}/release", url=url, api_key=api_key)
     out().print(f"decision {row['id']} {row['status']}")
 
