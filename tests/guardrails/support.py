@@ -3,16 +3,17 @@ totals the test sets (budget logic is tested apart from pricing; one test prices
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.timeutil import Period
+from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.guardrails.spend import ScopeSpend
 from tests.conftest import TenantHandle
 
@@ -83,3 +84,26 @@ def key_for(
         client.post(f"/v1/principals/{principal['id']}/keys", json={}, headers=tenant.headers), 201
     )
     return {"Authorization": f"Bearer {issued['token']}"}
+
+
+def usage_event(app: str, tokens: int = 1) -> dict[str, object]:
+    """A valid usage event of `app`, happened a moment ago."""
+    moment = utc_now() - timedelta(seconds=1)
+    return {
+        "specversion": "1.0",
+        "type": "qm.invocation.usage",
+        "source": "/tests/guardrails",
+        "id": uuid.uuid4().hex,
+        "time": moment.isoformat().replace("+00:00", "Z"),
+        "data": {"app_id": app, "tokens": tokens},
+    }
+
+
+def send_events(
+    client: TestClient, headers: dict[str, str], events: list[dict[str, object]]
+) -> Any:
+    return client.post(
+        "/v1/events",
+        content=json.dumps(events),
+        headers={**headers, "Content-Type": "application/cloudevents-batch+json"},
+    )

@@ -17,7 +17,16 @@ from quartermaster.guardrails.evaluator import evaluate_tenant, tenants_with_bud
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
-from tests.guardrails.support import FixedSpend, World, budget, build_world, ok
+from tests.guardrails.support import (
+    FixedSpend,
+    World,
+    budget,
+    build_world,
+    key_for,
+    ok,
+    send_events,
+    usage_event,
+)
 
 
 def _app(client: TestClient, world: World, **fields: Any) -> str:
@@ -123,6 +132,13 @@ def test_non_production_cap_throttles_and_own_budget_wins(
     assert throttled.status_code == 429
     assert "default hard cap for non-production apps" in throttled.json()["error"]["message"]
     assert _decide(client, world, budgeted).status_code == 200
+    # Ingest too, whoever sends it: a team-member key of the app's team (a CI job) has the
+    # capped app's events rejected `throttled`, its other app's stored (builder walk 5).
+    member = key_for(client, tenant, "team-member", team=world.team)
+    report = ok(send_events(client, member, [usage_event(staging), usage_event(budgeted)]))
+    assert report["accepted"] == 1
+    assert [(r["index"], r["reason"]) for r in report["rejected"]] == [(0, "throttled")]
+    assert "default hard cap for non-production apps" in report["rejected"][0]["message"]
     # Changing the cap keeps one row per kind; deleting it ends what it started.
     ok(
         client.put(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +15,16 @@ from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
-from tests.guardrails.support import FixedSpend, World, budget, build_world, key_for, ok
+from tests.guardrails.support import (
+    FixedSpend,
+    World,
+    budget,
+    build_world,
+    key_for,
+    ok,
+    send_events,
+    usage_event,
+)
 
 EVENT = {
     "specversion": "1.0",
@@ -106,27 +114,6 @@ def test_halt_refuses_non_essential_work(
     assert "halted" in deny["reason"]
 
 
-def _usage(app: str, tokens: int = 1) -> dict[str, object]:
-    """A valid usage event of `app`, happened a moment ago."""
-    moment = utc_now() - timedelta(seconds=1)
-    return {
-        "specversion": "1.0",
-        "type": "qm.invocation.usage",
-        "source": "/tests/guardrails",
-        "id": uuid.uuid4().hex,
-        "time": moment.isoformat().replace("+00:00", "Z"),
-        "data": {"app_id": app, "tokens": tokens},
-    }
-
-
-def _send(client: TestClient, headers: dict[str, str], events: list[dict[str, object]]) -> Any:
-    return client.post(
-        "/v1/events",
-        content=json.dumps(events),
-        headers={**headers, "Content-Type": "application/cloudevents-batch+json"},
-    )
-
-
 def _rejected_counts(client: TestClient, world: World) -> dict[str, int]:
     hours = ok(client.get("/v1/reconciliation", headers=world.headers))["hours"]
     counts: dict[str, int] = {}
@@ -155,10 +142,10 @@ def test_a_throttled_apps_events_are_refused_alone_whoever_sends_them(
     _cross(runtime, world, kind, scope, "150")
     member = key_for(client, tenant, "team-member", team=other.team)
     for headers in (tenant.headers, member):
-        events = [_usage(throttled_app), _usage(other.app), _usage(throttled_app)]
+        events = [usage_event(throttled_app), usage_event(other.app), usage_event(throttled_app)]
         if headers is member:  # a team-member sends its own team's apps only
-            events = [_usage(other.app)]
-        report = ok(_send(client, headers, events))
+            events = [usage_event(other.app)]
+        report = ok(send_events(client, headers, events))
         if headers is member:
             assert report["accepted"] == 1
             continue
@@ -173,11 +160,11 @@ def test_a_throttled_apps_events_are_refused_alone_whoever_sends_them(
         assert "send them again after" in message
     assert _rejected_counts(client, world).get("throttled") == 2
     # All of a batch throttled: a 422 like any batch with nothing accepted.
-    assert _send(client, tenant.headers, [_usage(throttled_app)]).status_code == 422
+    assert send_events(client, tenant.headers, [usage_event(throttled_app)]).status_code == 422
     # Lifted: the app's events are accepted again.
     enforcements = ok(client.get("/v1/enforcements", headers=world.headers))
     ok(client.post(f"/v1/enforcements/{enforcements[0]['id']}/lift", headers=world.headers))
-    assert ok(_send(client, tenant.headers, [_usage(throttled_app)]))["accepted"] == 1
+    assert ok(send_events(client, tenant.headers, [usage_event(throttled_app)]))["accepted"] == 1
 
 
 def test_a_per_app_rate_limit_binds_an_admin_keys_events_of_that_app(
@@ -189,10 +176,16 @@ def test_a_per_app_rate_limit_binds_an_admin_keys_events_of_that_app(
     ok(client.put("/v1/rate-limits", json=rule, headers=world.headers))
     # One request with three of the app's events charges the app once.
     first = ok(
-        _send(client, tenant.headers, [*(_usage(world.app) for _ in range(3)), _usage(other.app)])
+        send_events(
+            client,
+            tenant.headers,
+            [*(usage_event(world.app) for _ in range(3)), usage_event(other.app)],
+        )
     )
     assert (first["accepted"], first["rejected"]) == (4, [])
-    second = ok(_send(client, tenant.headers, [_usage(world.app), _usage(other.app)]))
+    second = ok(
+        send_events(client, tenant.headers, [usage_event(world.app), usage_event(other.app)])
+    )
     assert second["accepted"] == 1
     [refused] = second["rejected"]
     assert (refused["index"], refused["reason"]) == (0, "rate_limited")
@@ -208,7 +201,7 @@ def test_a_throttles_retry_after_is_the_time_until_it_ends(
     budget(client, world, scope_kind="team", scope=world.team, action="throttle")
     _cross(runtime, world, "team", world.team, "150")
     member = key_for(client, tenant, "team-member", team=world.team)
-    refused = _send(client, member, [_usage(world.app)])
+    refused = send_events(client, member, [usage_event(world.app)])
     assert refused.status_code == 429
     [throttle] = ok(client.get("/v1/enforcements", headers=world.headers))
     ends = datetime.fromisoformat(throttle["ends_at"])
@@ -228,7 +221,10 @@ def test_evaluate_right_after_sending_counts_what_was_just_sent(
     response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
     assert response.status_code in (200, 201), response.text
     budget(client, world, name="tiny", amount="1", scope_kind="app", scope=world.app)
-    assert ok(_send(client, tenant.headers, [_usage(world.app, tokens=3000)]))["accepted"] == 1
+    assert (
+        ok(send_events(client, tenant.headers, [usage_event(world.app, tokens=3000)]))["accepted"]
+        == 1
+    )
     evaluated = ok(client.post("/v1/budgets/evaluate", headers=tenant.headers))
     assert evaluated["alerts"], evaluated
     again = ok(client.post("/v1/budgets/evaluate", headers=tenant.headers))
