@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from quartermaster.api.app import create_app
+from quartermaster.audit.log import list_records
 from quartermaster.cli.main import _register_groups
 from quartermaster.cli.main import app as qm
 from quartermaster.domain.timeutil import utc_now
@@ -93,7 +94,9 @@ def test_environment_override_routes(client: TestClient, platform: Platform) -> 
         json={"cost_center": "sandbox"},
         headers=platform.headers,
     )
-    assert again.status_code == 409
+    # PUT is idempotent: the same cost center again changes nothing.
+    assert again.status_code == 200, again.text
+    assert again.json() == put.json()
     unknown = client.put(
         "/v1/environment-overrides/dev", json={"cost_center": "nope"}, headers=platform.headers
     )
@@ -130,6 +133,38 @@ def test_environment_override_routes(client: TestClient, platform: Platform) -> 
         client.delete("/v1/environment-overrides/staging", headers=platform.headers).status_code
         == 404
     )
+
+
+def test_putting_another_cost_center_replaces_the_override_from_now(
+    client: TestClient, platform: Platform
+) -> None:
+    platform.cost_center("sandbox")
+    platform.cost_center("qa-lab")
+    url = "/v1/environment-overrides/qa"
+    first = client.put(url, json={"cost_center": "sandbox"}, headers=platform.headers)
+    assert first.status_code == 201, first.text
+    before = utc_now()
+    replaced = client.put(url, json={"cost_center": "qa-lab"}, headers=platform.headers)
+    assert replaced.status_code == 200, replaced.text
+    body = replaced.json()
+    assert (body["environment"], body["cost_center"]) == ("qa", "qa-lab")
+    # In force from now: attribution counts an override for events recorded after created_at.
+    assert datetime.fromisoformat(body["created_at"]) >= before
+    assert body["created_at"] > first.json()["created_at"]
+    listed = client.get("/v1/environment-overrides", headers=platform.headers).json()
+    assert [(o["environment"], o["cost_center"]) for o in listed] == [("qa", "qa-lab")]
+    again = client.put(url, json={"cost_center": "qa-lab"}, headers=platform.headers)
+    assert (again.status_code, again.json()) == (200, body)
+    assert client.delete(url, headers=platform.headers).status_code == 204
+    # Each change is in the tenant's audit chain, with the cost center it replaced.
+    with platform.runtime.session_factory() as session:
+        records = list_records(platform.tenant_id, action="configure", session=session)
+    changes = [r.record.detail["environment_override"] for r in records]
+    assert changes == [
+        {"change": "created", "environment": "qa", "to": "sandbox"},
+        {"change": "replaced", "environment": "qa", "to": "qa-lab", "from": "sandbox"},
+        {"change": "deleted", "environment": "qa", "from": "qa-lab"},
+    ]
 
 
 def test_ingest_to_usage_status_replay_and_accounting(

@@ -4,6 +4,7 @@ error still stops the pass, which is retried with nothing lost. On both control 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from fastapi.testclient import TestClient
 
+from quartermaster.api.app import create_app
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.usage import rating
@@ -215,3 +218,81 @@ def test_a_database_error_still_stops_the_pass_and_loses_nothing(
     run_pipeline_until_drained(runtime)
     assert totals(sender)[("bot", "tokens")].quantity_sum == 4
     assert store.failed_summary(sender.tenant_id).count == 0
+
+
+@pytest.fixture
+def client(usage_runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(usage_runtime.settings, runtime=usage_runtime)) as test_client:
+        yield test_client
+
+
+def test_status_and_accounting_routes_show_set_aside_events_of_the_callers_tenant_only(
+    client: TestClient, two: tuple[Platform, Platform]
+) -> None:
+    sender, other = two
+    now = utc_now()
+    bad = sender.event(INVOCATION, {"app_id": "bot", "duration_ms": "2e18"}, event_time=now)
+    sender.append([bad])
+    other.append([other.event(INVOCATION, {"app_id": "bot", "tokens": 5}, event_time=now)])
+    run_pipeline_until_drained(sender.runtime)
+
+    status = client.get("/v1/pipeline/status", headers=sender.headers)
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert (body["lag"], body["failed"]) == (0, 1)
+    [latest] = body["failed_latest"]
+    assert (latest["event_id"], latest["event_type"]) == (bad.event_id, INVOCATION)
+    assert latest["reason"].startswith("duration_ms 2E+18 is outside 0 .. 1000000000000000000")
+    accounting = client.get("/v1/pipeline/accounting", headers=sender.headers).json()
+    assert accounting["balanced"] is True
+    assert [(h["accepted"], h["failed"], h["in_pipeline"]) for h in accounting["hours"]] == [
+        (1, 1, 0)
+    ]
+
+    reconciliation = client.get("/v1/reconciliation", headers=sender.headers).json()
+    assert (reconciliation["totals"]["accepted"], reconciliation["totals"]["failed"]) == (1, 1)
+
+    theirs = client.get("/v1/pipeline/status", headers=other.headers).json()
+    assert (theirs["failed"], theirs["failed_latest"]) == (0, [])
+    their_hours = client.get("/v1/pipeline/accounting", headers=other.headers).json()["hours"]
+    assert [(h["rated"], h["failed"]) for h in their_hours] == [(1, 0)]
+
+
+def test_ingest_rejects_a_number_over_the_limit_alone_and_the_rest_is_rated(
+    client: TestClient, two: tuple[Platform, Platform]
+) -> None:
+    sender, _ = two
+    now = utc_now()
+
+    def event(event_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "tests/set-aside",
+            "type": INVOCATION,
+            "time": now.isoformat(),
+            "data": {"app_id": "bot", **data},
+        }
+
+    body = [
+        event("f4", {"compute_units": 1e20}),
+        event("t1", {"duration_ms": "100000000000000000"}),  # the walkthrough's: under it
+        event("ok", {"tokens": 5}),
+    ]
+    sent = client.post("/v1/events", json=body, headers=sender.headers)
+    assert sent.status_code == 200, sent.text
+    answer = sent.json()
+    assert answer["accepted"] == 2
+    [rejection] = answer["rejected"]
+    assert (rejection["id"], rejection["reason"], rejection["field"]) == (
+        "f4",
+        "invalid_data",
+        "data.compute_units",
+    )
+    assert "less than or equal to 1000000000000000000" in rejection["message"]
+    run_pipeline_until_drained(sender.runtime)
+    mine = totals(sender)
+    assert mine[("bot", "duration_ms")].quantity_sum == Decimal("100000000000000000")
+    assert mine[("bot", "tokens")].quantity_sum == 5
+    status = client.get("/v1/pipeline/status", headers=sender.headers).json()
+    assert (status["lag"], status["failed"]) == (0, 0)

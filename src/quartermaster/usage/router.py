@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from quartermaster.api.deps import (
@@ -27,6 +27,7 @@ from quartermaster.usage.pipeline import MAIN_STREAM, pipeline_worker, run_pipel
 from quartermaster.usage.schemas import (
     AccountingHourOut,
     AccountingOut,
+    FailedEventOut,
     LatencyOut,
     MeterCreate,
     MeterOut,
@@ -45,6 +46,7 @@ from quartermaster.usage.store import UsageFilter
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 MAX_QUERY_DAYS = 400
+FAILED_SHOWN = 10  # set-aside events the pipeline status lists
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -110,12 +112,29 @@ def list_overrides(caller: Reader, session: ReadSessionDep) -> list[OverrideOut]
     "/environment-overrides/{environment}",
     status_code=201,
     summary="Send an environment's unclaimed usage to a cost center",
-    responses=error_responses(404, 409, 422),
+    description="201 when the environment had no override. The same cost center again "
+    "answers 200 and changes nothing; another cost center replaces the override (200): it "
+    "counts from now on, usage already rated stays where it went.",
+    responses={
+        200: {
+            "model": OverrideOut,
+            "description": "The override was already this one, or was replaced",
+        },
+        **error_responses(404, 409, 422),  # 409: changed concurrently by another request
+    },
 )
 def set_override(
-    environment: str, body: OverrideSet, caller: AdminCaller, session: SessionDep
+    environment: str,
+    body: OverrideSet,
+    caller: AdminCaller,
+    session: SessionDep,
+    response: Response,
 ) -> OverrideOut:
-    view = service.set_environment_override(caller, environment, body.cost_center, session=session)
+    view, change = service.set_environment_override(
+        caller, environment, body.cost_center, session=session
+    )
+    if change is not service.OverrideChange.CREATED:
+        response.status_code = 200
     return OverrideOut(
         environment=view.environment, cost_center=view.cost_center, created_at=view.created_at
     )
@@ -236,6 +255,7 @@ def pipeline_status(
     streams = store.streams()
     main = next((s for s in streams if s.name == MAIN_STREAM), None)
     waiting, earliest = store.waiting_summary().get(caller.tenant_id, (0, None))
+    failed = store.failed_summary(caller.tenant_id, latest=FAILED_SHOWN)
     since = _aware(since, "since") or utc_now() - timedelta(hours=1)
     latency = store.latency(caller.tenant_id, since=since)
     state = worker.status()
@@ -255,6 +275,19 @@ def pipeline_status(
         lag=max(head - (main.position if main else 0), 0),
         waiting=waiting,
         earliest_deadline=earliest,
+        failed=failed.count,
+        failed_latest=[
+            FailedEventOut(
+                position=f.position,
+                event_id=f.event_id,
+                source=f.source,
+                event_type=f.event_type,
+                recorded_at=f.recorded_at,
+                failed_at=f.failed_at,
+                reason=f.reason,
+            )
+            for f in failed.latest
+        ],
         worker=WorkerOut(
             enabled=state.enabled,
             running=state.running,

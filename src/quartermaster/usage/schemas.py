@@ -168,12 +168,29 @@ class WorkerOut(BaseModel):
     last_error: str | None
 
 
+class FailedEventOut(BaseModel):
+    position: int = Field(description="The event's position in the event log.")
+    event_id: str
+    source: str
+    event_type: str
+    recorded_at: datetime = Field(description="When ingestion accepted it.")
+    failed_at: datetime = Field(description="When the pipeline set it aside.")
+    reason: str = Field(description="Why rating it failed.")
+
+
 class PipelineStatusOut(BaseModel):
     log_head: int
     streams: list[StreamOut]
     lag: int = Field(description="Events in the log the main stream has not read yet.")
     waiting: int = Field(description="The caller's events waiting for metadata.")
     earliest_deadline: datetime | None
+    failed: int = Field(
+        description="The caller's events the pipeline set aside because rating them failed "
+        "(not rated; see docs/usage.md)."
+    )
+    failed_latest: list[FailedEventOut] = Field(
+        description="The latest set-aside events (up to 10), newest first, with the reason."
+    )
     worker: WorkerOut
     latency: LatencyOut
 
@@ -192,6 +209,7 @@ class AccountingHourOut(BaseModel):
     unattributed: int
     rated: int
     waiting: int
+    failed: int = Field(description="Set aside: rating them failed (see `failed` of the status).")
     in_pipeline: int
     balanced: bool
 
@@ -200,4 +218,4 @@ class AccountingOut(BaseModel):
     start: datetime
     end: datetime
     hours: list[AccountingHourOut]
-    balanced: bool = Field(description="accepted = rated + waiting in every hour.")
+    balanced: bool = Field(description="accepted = rated + waiting + failed in every hour.")

@@ -5,6 +5,7 @@ tenant. `metered_quantities` is the call billing runs, previews and explain use.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from quartermaster.audit.log import append_audit
 from quartermaster.catalog.service import validate_environment
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
@@ -131,10 +133,35 @@ def list_environment_overrides(tenant_id: str, *, session: Session) -> list[Over
     return [OverrideView(*row) for row in rows]
 
 
+class OverrideChange(enum.StrEnum):
+    CREATED = "created"
+    UNCHANGED = "unchanged"  # the same cost center again: nothing written
+    REPLACED = "replaced"  # another cost center, in force from now
+
+
+def _find_override(
+    tenant_id: str, environment: str, *, session: Session
+) -> EnvironmentOverride | None:
+    return session.scalar(
+        select(EnvironmentOverride)
+        .where(
+            EnvironmentOverride.tenant_id == tenant_id,
+            EnvironmentOverride.environment == environment,
+        )
+        .execution_options(populate_existing=True)
+    )
+
+
 def set_environment_override(
     caller: AuthContext, environment: str, cost_center: str, *, session: Session
-) -> OverrideView:
-    """Send unclaimed usage of `environment` to `cost_center` (by slug) from now on."""
+) -> tuple[OverrideView, OverrideChange]:
+    """Send unclaimed usage of `environment` to `cost_center` (by slug) from now on.
+
+    Idempotent: the same cost center again changes nothing (the override keeps its
+    created_at). Another cost center replaces the override as a delete and a new override
+    would: it counts from now (events recorded from now on, or still waiting now), usage
+    already rated stays where it went. Creating, replacing (with the cost center it replaced)
+    and deleting are recorded in the tenant's audit chain."""
     validate_environment(environment)
     target = session.scalar(
         select(CostCenter).where(
@@ -143,48 +170,69 @@ def set_environment_override(
     )
     if target is None:
         raise NotFoundError(f"cost center {cost_center!r} does not exist", field="cost_center")
-    existing = session.scalar(
-        select(EnvironmentOverride).where(
-            EnvironmentOverride.tenant_id == caller.tenant_id,
-            EnvironmentOverride.environment == environment,
-        )
+    # A second attempt follows a concurrent first PUT of the same environment.
+    for attempt in (1, 2):
+        existing = _find_override(caller.tenant_id, environment, session=session)
+        if existing is not None and existing.cost_center_id == target.id:
+            view = OverrideView(environment, target.slug, existing.created_at)
+            return view, OverrideChange.UNCHANGED
+        now = utc_now()
+        detail: dict[str, object] = {"environment": environment, "to": target.slug}
+        if existing is None:
+            change = OverrideChange.CREATED
+            existing = EnvironmentOverride(
+                tenant_id=caller.tenant_id, environment=environment, cost_center_id=target.id
+            )
+            session.add(existing)
+        else:
+            change = OverrideChange.REPLACED
+            detail["from"] = session.scalar(
+                select(CostCenter.slug).where(CostCenter.id == existing.cost_center_id)
+            )
+            existing.cost_center_id = target.id
+        existing.created_by = caller.principal_name
+        existing.created_at = now
+        try:
+            session.flush()
+            _audit_override(caller, change.value, detail, session=session)
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise ConflictError(
+                    f"environment {environment!r} was changed by another request at the same "
+                    "time; send the PUT again",
+                    field="environment",
+                ) from None
+            continue
+        return OverrideView(environment, target.slug, now), change
+    raise AssertionError("unreachable")
+
+
+def _audit_override(
+    caller: AuthContext, change: str, detail: dict[str, object], *, session: Session
+) -> None:
+    append_audit(
+        caller.tenant_id,
+        action="configure",
+        outcome="ok",
+        actor=f"principal:{caller.principal_name}",
+        detail={"environment_override": {"change": change, **detail}},
+        session=session,
     )
-    if existing is not None:
-        raise ConflictError(
-            f"environment {environment!r} already goes to another cost center; delete that "
-            "override first",
-            field="environment",
-        )
-    now = utc_now()
-    session.add(
-        EnvironmentOverride(
-            tenant_id=caller.tenant_id,
-            environment=environment,
-            cost_center_id=target.id,
-            created_by=caller.principal_name,
-            created_at=now,
-        )
-    )
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ConflictError(
-            f"environment {environment!r} already has an override", field="environment"
-        ) from None
-    return OverrideView(environment=environment, cost_center=target.slug, created_at=now)
 
 
 def delete_environment_override(caller: AuthContext, environment: str, *, session: Session) -> None:
-    existing = session.scalar(
-        select(EnvironmentOverride).where(
-            EnvironmentOverride.tenant_id == caller.tenant_id,
-            EnvironmentOverride.environment == environment,
-        )
-    )
+    existing = _find_override(caller.tenant_id, environment, session=session)
     if existing is None:
         raise NotFoundError(f"environment {environment!r} has no override", field="environment")
+    cost_center = session.scalar(
+        select(CostCenter.slug).where(CostCenter.id == existing.cost_center_id)
+    )
     session.delete(existing)
+    _audit_override(
+        caller, "deleted", {"environment": environment, "from": cost_center}, session=session
+    )
     session.commit()
 
 
