@@ -24,7 +24,7 @@ def test_a_delivery_shows_both_ids_whole_and_its_status_over_its_attempts(
             "last_error": "connection refused",
         }
     ]
-    with mock.patch.object(guardrails_cli, "request", return_value=rows):
+    with mock.patch.object(guardrails_cli, "_read_pages", return_value=(rows, None)):
         guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
     cells = [
         [cell.strip() for cell in line.strip("│").split("│")]
@@ -35,7 +35,7 @@ def test_a_delivery_shows_both_ids_whole_and_its_status_over_its_attempts(
     # The rest folds around the ids at 80 columns, at spaces.
     assert " ".join(row[2] for row in cells).split() == ["2026-12-03", "11:40:15Z"]
     assert " ".join(row[3] for row in cells).split() == ["connection", "refused"]
-    with mock.patch.object(guardrails_cli, "request", return_value=[]):
+    with mock.patch.object(guardrails_cli, "_read_pages", return_value=([], None)):
         guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
     assert capsys.readouterr().out.strip() == "no deliveries"
 

@@ -457,11 +457,12 @@ def policy_audit(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Evaluate every app's published version against the policies enabled now (admin);
-    nothing is changed. Lists the apps a publish would now refuse, hold or quarantine, those
+    """Check every app's published version against the policies enabled now (admin).
+
+    Nothing is changed. Lists the apps a publish would now refuse, hold or quarantine, those
     a policy fails on, those with an exception in force and what audit-mode policies object
-    to, then the totals. Exit 1 when
-    there are violations or errors (like conftest), 0 with --no-fail."""
+    to, then the totals. Exit 1 when there are violations or errors (like conftest), 0 with
+    --no-fail."""
     params: dict[str, Any] = {"limit": page_size}
     apps: list[dict[str, Any]] = []
     totals: dict[str, int] = {}

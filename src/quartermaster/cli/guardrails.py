@@ -444,8 +444,9 @@ def actions_list(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Every action a guardrail took, with why, newest first; the footer says how to read the
-    next page."""
+    """Every action a guardrail took, with why, newest first.
+
+    The footer says how to read the next page."""
     params = drop_none({"after": after, "limit": limit})
     rows, cursor = _read_pages(
         "/v1/guardrail-actions", params, every=every, url=url, api_key=api_key
@@ -609,8 +610,9 @@ def delivery_list(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Webhook deliveries with their status, attempts and last error, newest first; the
-    footer says how to read the next page."""
+    """Webhook deliveries with their status, attempts and last error, newest first.
+
+    The footer says how to read the next page."""
     params = drop_none({"status": status, "webhook_id": webhook_id, "after": after, "limit": limit})
     deliveries, cursor = _read_pages(
         "/v1/webhook-deliveries", params, every=every, url=url, api_key=api_key

@@ -254,8 +254,10 @@ def lease_list(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Live leases you may manage: yours and, for a team member, every lease on its team's
-    paths (its apps' workload leases too); an admin sees every holder."""
+    """Live leases you may manage.
+
+    Yours and, for a team member, every lease on its team's paths (its apps' workload leases
+    too); an admin sees every holder."""
     found = request(
         "GET", "/v1/leases", params={"prefix": prefix, "all": all_}, url=url, api_key=api_key
     )

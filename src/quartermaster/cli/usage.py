@@ -342,8 +342,10 @@ def usage_table(usage: dict[str, Any]) -> Table:
 
 @pipeline_app.command("status")
 def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """Log head, stream positions, lag, waiting events, events set aside because rating them
-    failed (with the latest reasons), and event-to-billable latency."""
+    """Log head, stream positions, lag, waiting and set-aside events, and latency.
+
+    Events set aside are those whose rating failed, with the latest reasons; the latency is
+    event-to-billable."""
     status = request("GET", "/v1/pipeline/status", url=url, api_key=api_key)
     console = out()
     worker = status["worker"]
