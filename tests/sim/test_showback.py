@@ -34,6 +34,14 @@ def test_a_missing_event_breaks_the_identity() -> None:
     assert "does not hold" in printed
 
 
+def test_events_set_aside_count_in_the_identity() -> None:
+    printed = _printed(accepted=100, attributed=100, rated=98, failed=2)
+    assert "rated + waiting + in pipeline + failed" in printed
+    assert "holds" in printed
+    assert "does not hold" not in printed
+    assert "failed" not in _printed(accepted=100, attributed=100, rated=100)
+
+
 def test_the_explained_line_s_audit_key_stays_whole_at_80_columns() -> None:
     """The demo names a key to paste back into `qm explain`; it was folded mid-word."""
     key = (

@@ -143,21 +143,24 @@ def print_pipeline(
     summary: SendSummary | None,
 ) -> None:
     hours = accounting["hours"]
-    sums = {
-        key: sum(int(h[key]) for h in hours)
-        for key in ("accepted", "attributed", "unattributed", "rated", "waiting", "in_pipeline")
-    }
+    keys = ("accepted", "attributed", "unattributed", "rated", "waiting", "in_pipeline")
+    sums = {key: sum(int(h[key]) for h in hours) for key in keys}
+    # set aside because rating them failed (docs/usage.md): shown only when there are some
+    sums["failed"] = sum(int(h.get("failed", 0)) for h in hours)
     # One row per count: seven counts of seven digits side by side were cut to "1,967,8…"
     # on an 80-column terminal.
     table = Table(title="reconciliation identity (all ingest hours)", header_style="bold")
     table.add_column("events")
     table.add_column("count", justify="right", no_wrap=True)
     for key, n in sums.items():
-        table.add_row(key.replace("_", " "), f"{n:,}")
-    identity = sums["accepted"] == sums["rated"] + sums["waiting"] + sums["in_pipeline"]
+        if key != "failed" or n:
+            table.add_row(key.replace("_", " "), f"{n:,}")
+    identity = sums["accepted"] == (
+        sums["rated"] + sums["waiting"] + sums["in_pipeline"] + sums["failed"]
+    )
     table.add_section()
     table.add_row(
-        "accepted = rated + waiting + in pipeline",
+        "accepted = rated + waiting + in pipeline" + (" + failed" if sums["failed"] else ""),
         "[green]holds[/]" if identity and accounting["balanced"] else "[red]does not hold[/]",
     )
     console.print(table)
