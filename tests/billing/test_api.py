@@ -561,3 +561,17 @@ def test_a_documents_lines_page_filter_and_sum_on_the_server(platform: Platform)
     bare = _get(platform, base, headers=member, lines="false")
     assert (bare["visible_line_count"], bare["visible_total"]) == (5, "19.031212")
     assert bare["document"]["total"] is None
+
+
+def test_reproduce_first_lets_this_servers_pipeline_catch_up(platform: Platform) -> None:
+    """A second server, or this one after its usage store was rebuilt, reproduces a bill
+    only once its store holds the whole log (as a run does): it answered 'not identical'."""
+    from quartermaster.usage.pipeline import pipeline_worker
+
+    run = _run(platform)["run"]
+    pipeline_worker(platform.runtime).replay(None)  # the store drops its usage, to rebuild
+    reproduced = platform.client.get(
+        f"/v1/billing/runs/{run['id']}/reproduce", headers=platform.headers
+    )
+    assert reproduced.status_code == 200, reproduced.text
+    assert reproduced.json()["identical"], reproduced.json()["differences"]

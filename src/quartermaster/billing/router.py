@@ -313,11 +313,14 @@ def discard_run(run_id: RunId, caller: AdminCaller, session: SessionDep) -> Resp
 @router.get(
     "/runs/{run_id}/reproduce",
     summary="Recompute a document from what was recorded by its as_of and compare (admin, finance)",
-    responses=error_responses(404, 422),
+    responses=error_responses(404, 409, 422),
 )
 def reproduce_run(
     run_id: RunId, caller: BillingReader, session: ReadSessionDep, runtime: RuntimeDep
 ) -> ReproductionOut:
+    # This server's usage store may not have rated what another server (or this one before
+    # a restart) billed: reproduce from it only once it holds the whole log, as runs do.
+    pipeline_catch_up(runtime)()
     calculator = StoreCalculator(runtime.usage_store)
     result = adjustments.reproduce_document(caller, run_id, calculator=calculator, session=session)
     return ReproductionOut(
