@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from quartermaster.api.errors import status_for
 from quartermaster.config import ConfigurationError, Settings
 from quartermaster.errors import ConflictError, NotFoundError
 from quartermaster.secrets.envelope import (
@@ -52,8 +53,12 @@ def test_env_provider() -> None:
     provider = EnvKeyProvider("K", {"K": f"new:{key_b}, old:{key_a}"})
     assert provider.active_key_id == "new"
     assert provider.root_key("old") == bytes.fromhex(key_a)
-    with pytest.raises(UnknownRootKeyError, match="'gone' is not in the keyring"):
+    with pytest.raises(UnknownRootKeyError, match="'gone' is not in this server's keyring") as e:
         provider.root_key("gone")
+    # Another server of the database rotated: a 503 saying what to copy, not a 500.
+    assert status_for(e.value) == 503
+    assert e.value.code == "service_unavailable"
+    assert "copy root-keys.json from that server's data dir" in e.value.message
     with pytest.raises(ConfigurationError, match="K is not set"):
         EnvKeyProvider("K", {})
     with pytest.raises(ConfigurationError, match="AES-256 needs 32"):

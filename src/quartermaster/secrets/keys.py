@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Protocol
 
 from quartermaster.config import ConfigurationError, Settings
-from quartermaster.errors import ConflictError, NotFoundError
+from quartermaster.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from quartermaster.secrets.envelope import KEY_BYTES
 
 ROOT_KEYRING_FILE = "root-keys.json"
 
 
-class UnknownRootKeyError(LookupError):
-    """A data key was wrapped by a root key this provider does not hold."""
+class UnknownRootKeyError(ServiceUnavailableError, LookupError):
+    """A data key was wrapped by a root key this provider does not hold: typically another
+    server of the same database rotated the root key and this one lacks its keyring (a 503
+    naming the key and what to copy, not an internal error)."""
 
 
 class KeyProvider(Protocol):
@@ -62,7 +64,10 @@ class Keyring:
             return self.keys[key_id]
         except KeyError:
             raise UnknownRootKeyError(
-                f"root key {key_id!r} is not in the keyring (known: {', '.join(self.keys)})"
+                f"root key {key_id!r} is not in this server's keyring (known: "
+                f"{', '.join(self.keys)}): another server of this database rotated its root "
+                "keys; give this server the same keys (copy root-keys.json from that server's "
+                "data dir, or the same keys in the env provider's variable)"
             ) from None
 
 
