@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
+
 from quartermaster.api.errors import ErrorBody
 
 MEANING = {
@@ -42,3 +44,28 @@ def rate_limited(why: str) -> dict[int | str, dict[str, Any]]:
     which), with its `Retry-After`."""
     name, header = RETRY_AFTER
     return {429: {"model": ErrorBody, "description": why, "headers": {name: header}}}
+
+
+# A paged list's next-page cursor travels in this header, so its body stays the bare list.
+NEXT_AFTER_HEADER = "X-Next-After"
+
+
+def paged(what: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer of a list paged by `NEXT_AFTER_HEADER`: `what`, newest first."""
+    return {
+        200: {
+            "description": f"A page of {what}, newest first.",
+            "headers": {
+                NEXT_AFTER_HEADER: {
+                    "description": "Pass as `after` for the next page; absent on the last.",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    }
+
+
+def set_next_after(response: Response, next_after: str | None) -> None:
+    """The next page's cursor in its header (none on the last page)."""
+    if next_after is not None:
+        response.headers[NEXT_AFTER_HEADER] = next_after

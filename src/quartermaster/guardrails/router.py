@@ -4,7 +4,7 @@ rate limits and the decision API. Thin: each calls one service function."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from quartermaster.api.deps import (
 )
 from quartermaster.api.errors import ErrorBody
 from quartermaster.api.params import Int64, one_of
-from quartermaster.api.responses import error_responses
+from quartermaster.api.responses import error_responses, paged, set_next_after
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
 from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
 from quartermaster.guardrails.alerts import (
@@ -32,7 +32,6 @@ from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.history import list_actions
 from quartermaster.guardrails.models import Alert, Quota, Webhook
-from quartermaster.guardrails.paging import Page
 from quartermaster.guardrails.quantities import format_quantity
 from quartermaster.guardrails.schemas import (
     ActionOut,
@@ -149,39 +148,15 @@ def lift_enforcement(
     return EnforcementOut.model_validate(row)
 
 
-# The cursor of the next page travels in a header, so a list's body stays the bare list it was.
-NEXT_AFTER_HEADER = "X-Next-After"
-
 # At most this many rows per page, newest first.
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first.")]
-
-
-def _paged(what: str) -> dict[int | str, dict[str, Any]]:
-    """The 200 answer of a paged list: `what`, newest first, and the next page's cursor."""
-    return {
-        200: {
-            "description": f"A page of {what}, newest first.",
-            "headers": {
-                NEXT_AFTER_HEADER: {
-                    "description": "Pass as `after` for the next page; absent on the last.",
-                    "schema": {"type": "string"},
-                }
-            },
-        }
-    }
-
-
-def _next_page(response: Response, page: Page[Any]) -> None:
-    """The next page's cursor in its header (none on the last page)."""
-    if page.next_after is not None:
-        response.headers[NEXT_AFTER_HEADER] = page.next_after
 
 
 @router.get(
     "/v1/guardrail-actions",
     response_model=list[ActionOut],
     summary="Every action, with why, newest first (page with after=X-Next-After)",
-    responses=_paged("actions"),
+    responses=paged("actions"),
 )
 def get_actions(
     caller: Reader,
@@ -198,7 +173,7 @@ def get_actions(
 ) -> list[ActionOut]:
     view = _view(caller, session)
     page = list_actions(caller.tenant_id, after=after, limit=limit, session=session, view=view)
-    _next_page(response, page)
+    set_next_after(response, page.next_after)
     return [ActionOut.model_validate(r) for r in page.rows]
 
 
@@ -218,7 +193,7 @@ def _alert(alert: Alert) -> AlertOut:
     "/v1/alerts",
     response_model=list[AlertOut],
     summary="Alerts, newest first (page with after=X-Next-After)",
-    responses=_paged("alerts"),
+    responses=paged("alerts"),
 )
 def get_alerts(
     caller: Reader,
@@ -256,7 +231,7 @@ def get_alerts(
         session=session,
         view=view,
     )
-    _next_page(response, page)
+    set_next_after(response, page.next_after)
     return [_alert(a) for a in page.rows]
 
 
@@ -464,7 +439,7 @@ def delete_webhook(webhook_id: str, caller: AdminCaller, session: SessionDep) ->
     response_model=list[DeliveryOut],
     summary="Deliveries, newest first (status=dead: the dead-letter list; page with "
     "after=X-Next-After)",
-    responses=_paged("deliveries"),
+    responses=paged("deliveries"),
 )
 def get_deliveries(
     caller: AdminCaller,
@@ -494,7 +469,7 @@ def get_deliveries(
         limit=limit,
         session=session,
     )
-    _next_page(response, page)
+    set_next_after(response, page.next_after)
     return [DeliveryOut.model_validate(r) for r in page.rows]
 
 

@@ -18,7 +18,7 @@ from quartermaster.api.deps import (
     SessionDep,
 )
 from quartermaster.api.params import Int64, one_of
-from quartermaster.api.responses import error_responses
+from quartermaster.api.responses import error_responses, paged, set_next_after
 from quartermaster.catalog.service import find_app
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
@@ -287,25 +287,10 @@ def audit_policies(
     )
 
 
-# The cursor of the next page travels in a header, so the body stays the bare list it was.
-NEXT_AFTER_HEADER = "X-Next-After"
-
-
 @router.get(
     "/policy-decisions",
     summary="The decision log, newest first (page with after=X-Next-After)",
-    responses={
-        **error_responses(),
-        200: {
-            "description": "A page of decisions, newest first.",
-            "headers": {
-                NEXT_AFTER_HEADER: {
-                    "description": "Pass as `after` for the next page; absent on the last.",
-                    "schema": {"type": "string"},
-                }
-            },
-        },
-    },
+    responses={**error_responses(), **paged("decisions")},
 )
 def list_decisions(
     caller: BillingReader,
@@ -342,8 +327,7 @@ def list_decisions(
         limit=limit,
         session=session,
     )
-    if page.next_after is not None:
-        response.headers[NEXT_AFTER_HEADER] = page.next_after
+    set_next_after(response, page.next_after)
     return [PolicyDecisionOut.model_validate(v, from_attributes=True) for v in page.decisions]
 
 
