@@ -14,9 +14,9 @@ from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.guardrails.common import ScopeKind, insert_once
 from quartermaster.guardrails.models import Alert, Delivery, Webhook
-from quartermaster.guardrails.paging import Page, position_of, read_page
 from quartermaster.guardrails.visibility import MemberView, alert_scope, scope_filter
 from quartermaster.storage.base import new_id
+from quartermaster.storage.paging import Page, position_of, read_page
 
 # Newest first; the id orders alerts raised in the same instant.
 ALERT_ORDER = ((Alert.created_at, True), (Alert.id, False))

@@ -6,8 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.guardrails.models import GuardrailAction
-from quartermaster.guardrails.paging import Page, position_of, read_page
 from quartermaster.guardrails.visibility import MemberView, scope_filter
+from quartermaster.storage.paging import Page, position_of, read_page
 
 # Newest first: the log's own sequence (its ids are unique, so no tie to break).
 ACTION_ORDER = ((GuardrailAction.id, True),)

@@ -30,8 +30,8 @@ from quartermaster.guardrails.alerts import Severity, alert_details
 from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.destinations import DestinationRefused, check_destination
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
-from quartermaster.guardrails.paging import Page, position_of, read_page
 from quartermaster.storage.base import new_id
+from quartermaster.storage.paging import Page, position_of, read_page
 from quartermaster.tenancy.service import AuthContext
 
 SIGNATURE_HEADER = "X-QM-Signature"

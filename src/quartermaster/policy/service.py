@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, not_, or_, select
+from sqlalchemy import Select, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from quartermaster.policy.engine import (
 )
 from quartermaster.policy.models import Policy, PolicyDecision, PolicyException, PolicyMode
 from quartermaster.storage.ids import by_id_or_prefix
+from quartermaster.storage.paging import Order, position_of, read_page
 from quartermaster.tenancy.service import AuthContext
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -378,32 +379,24 @@ def list_decisions(
         query = query.where(PolicyDecision.subject.startswith(f"{app}@", autoescape=True))
     if result is not None:
         query = query.where(PolicyDecision.result == result)
-    if after is not None:
-        cursor = session.execute(
-            select(PolicyDecision.decided_at, PolicyDecision.id).where(
-                PolicyDecision.tenant_id == caller.tenant_id, PolicyDecision.id == after
-            )
-        ).first()
-        if cursor is None:
-            raise InvalidInputError(
-                f"after {after!r} is not one of this tenant's policy decisions: pass the "
-                "X-Next-After of the previous page",
-                field="after",
-            )
-        at, last_id = cursor
-        query = query.where(
-            or_(
-                PolicyDecision.decided_at < at,
-                and_(PolicyDecision.decided_at == at, PolicyDecision.id > last_id),
-            )
-        )
-    limit = max(1, min(limit, 1000))
-    query = query.order_by(PolicyDecision.decided_at.desc(), PolicyDecision.id).limit(limit + 1)
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    return DecisionPage(
-        [_decision_view(row) for row in rows[:limit]], rows[limit - 1].id if more else None
+    order: Order = ((PolicyDecision.decided_at, True), (PolicyDecision.id, False))
+    position = position_of(
+        after,
+        order,
+        PolicyDecision.tenant_id == caller.tenant_id,
+        PolicyDecision.id == after,
+        noun="policy decisions",
+        session=session,
     )
+    page = read_page(
+        query,
+        order=order,
+        position=position,
+        limit=max(1, min(limit, 1000)),
+        cursor=lambda row: row.id,
+        session=session,
+    )
+    return DecisionPage([_decision_view(row) for row in page.rows], page.next_after)
 
 
 # --- exceptions ------------------------------------------------------------------------------

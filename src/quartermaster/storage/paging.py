@@ -1,6 +1,7 @@
-"""Keyset pages of the guardrails' lists (alerts, the action log, webhook deliveries): newest
-first in a total order (the last column is unique, so ties in time keep one order), and the
-cursor of the next page is the id of the last row of this one (the X-Next-After header)."""
+"""Keyset pages of the lists paged by the X-Next-After header (alerts, the action log, webhook
+deliveries, the policy decision log): newest first in a total order (the last column is
+unique, so ties in time keep one order), and the cursor of the next page is the id of the
+last row of this one."""
 
 from __future__ import annotations
 
