@@ -5,6 +5,7 @@ built and fed through it (tests/billing/platform.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from quartermaster.api.app import create_app
-from quartermaster.billing.router import get_calculator
+from quartermaster.billing.calculator import BillingCalculator
+from quartermaster.billing.router import get_calculator, get_preview_calculator
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.tenancy.service import bootstrap_tenant
 from tests.billing.platform import Platform, build_platform, immediate_calculator, january_events
@@ -31,7 +33,15 @@ def billing_runtime(tmp_path: Path, fresh_db_url: str) -> Iterator[Runtime]:
 def billing_app(billing_runtime: Runtime) -> FastAPI:
     app = create_app(billing_runtime.settings, runtime=billing_runtime)
     app.dependency_overrides[get_calculator] = lambda: immediate_calculator(billing_runtime)
+    app.dependency_overrides[get_preview_calculator] = lambda: preview_calculator(billing_runtime)
     return app
+
+
+def preview_calculator(runtime: Runtime) -> BillingCalculator:
+    """The API's preview calculator (as of the pipeline's progress) without the settle delay."""
+    calculator = get_preview_calculator(runtime)
+    calculator.settle = timedelta(0)  # type: ignore[attr-defined]
+    return calculator
 
 
 @pytest.fixture

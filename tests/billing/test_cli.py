@@ -146,6 +146,9 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
 
     previewed = _ok(qm, "bill", "preview")
     assert "forecast method: run-rate" in previewed
+    assert re.search(
+        r"as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.\d]*Z: usage recorded before", previewed
+    )
     assert re.search(r"month \d{4}-\d\d \([\d.]+ of \d\d\.00 days\): month to date", previewed)
     # Nothing sent for this month: said in words instead of two empty frames.
     assert "no usage or platform costs this month yet" in previewed

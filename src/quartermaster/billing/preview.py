@@ -25,8 +25,14 @@ from quartermaster.billing.calculator import (
 )
 from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.periods import month_containing, tenant_zone
-from quartermaster.billing.service import caller_team_slug, load_tenant
-from quartermaster.domain.timeutil import Period, ensure_utc, utc_now
+from quartermaster.billing.service import (
+    NOTHING_WAITING,
+    Waiting,
+    WaitingCounter,
+    caller_team_slug,
+    load_tenant,
+)
+from quartermaster.domain.timeutil import Period, ensure_utc
 from quartermaster.errors import PermissionDeniedError
 from quartermaster.tenancy.service import AuthContext, require_team
 
@@ -63,6 +69,9 @@ class Preview:
     apps: list[CostRow]
     team: str | None  # the team the preview is limited to (a team-member's own, or ?team=)
     method: str = FORECAST_METHOD
+    # The month's events still waiting in the reconciliation window (owner not known yet):
+    # not in these figures, as not in a run of the month.
+    waiting: Waiting = NOTHING_WAITING
 
 
 def _days(span: timedelta) -> Decimal:
@@ -117,12 +126,18 @@ def preview(
     price_book: str | None = None,
     team: str | None = None,
     now: datetime | None = None,
+    waiting: WaitingCounter | None = None,
 ) -> Preview:
     """The month so far and its forecast: the tenant's, or one `team`'s. A team-member's is
-    its own team's; naming another team is a 403 (whether or not it exists)."""
+    its own team's; naming another team is a 403 (whether or not it exists).
+
+    "So far" is up to the calculator's cutoff: the point the usage store is complete up to
+    (a preview reads the store as it stands: `StoreCalculator.progress`), which the preview
+    states as its `as_of`; the run-rate divides by the time elapsed up to it. `waiting`
+    counts the month's events still waiting for their owner (not in the figures)."""
     as_of = calculator.cutoff()
     team = _team_filter(caller, team, session=session)
-    moment = ensure_utc(now) if now is not None else utc_now()
+    moment = ensure_utc(now) if now is not None else as_of
     zone = tenant_zone(load_tenant(caller.tenant_id, session=session).timezone)
     month = month_containing(moment, zone)
     elapsed = max(moment - month.start, timedelta(microseconds=1))
@@ -154,4 +169,5 @@ def preview(
         teams=teams,
         apps=apps,
         team=team,
+        waiting=waiting(caller.tenant_id, so_far) if waiting is not None else NOTHING_WAITING,
     )

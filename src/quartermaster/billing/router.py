@@ -5,7 +5,6 @@ only its own team's lines (totals shown are its team's). The app role gets 403."
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -48,6 +47,7 @@ from quartermaster.billing.schemas import (
 from quartermaster.billing.sources import (
     StoreCalculator,
     pipeline_catch_up,
+    pipeline_progress,
     plain,
     waiting_counter,
 )
@@ -74,8 +74,9 @@ def get_calculator(runtime: RuntimeDep) -> BillingCalculator:
 
 
 def get_preview_calculator(runtime: RuntimeDep) -> BillingCalculator:
-    """A preview reads the store as it is: no need to wait for the pipeline."""
-    return StoreCalculator(runtime.usage_store, settle=timedelta(0))
+    """A preview reads the store as it is, without waiting for the pipeline: its as_of is
+    the point the store is complete up to (`pipeline_progress`), not now."""
+    return StoreCalculator(runtime.usage_store, progress=pipeline_progress(runtime))
 
 
 Calculator = Annotated[BillingCalculator, Depends(get_calculator)]
@@ -449,6 +450,7 @@ def _daily(days: list[explain.DailyAmount]) -> list[DailyOut]:
 def get_preview(
     caller: Reader,
     session: ReadSessionDep,
+    runtime: RuntimeDep,
     calculator: PreviewCalculator,
     price_book: Annotated[
         str | None, Query(description="Price book name; default: the tenant's default.")
@@ -462,7 +464,12 @@ def get_preview(
     ] = None,
 ) -> PreviewOut:
     result = preview.preview(
-        caller, calculator=calculator, session=session, price_book=price_book, team=team
+        caller,
+        calculator=calculator,
+        session=session,
+        price_book=price_book,
+        team=team,
+        waiting=waiting_counter(runtime.usage_store),
     )
     return PreviewOut(
         period_start=result.period.start,
@@ -478,6 +485,8 @@ def get_preview(
         team=result.team,
         teams=[_cost_row(r) for r in result.teams],
         apps=[_cost_row(r) for r in result.apps],
+        events_waiting=result.waiting.events,
+        waiting_until=result.waiting.until,
     )
 
 

@@ -185,7 +185,11 @@ class CostRowOut(BaseModel):
 class PreviewOut(BaseModel):
     period_start: datetime
     period_end: datetime
-    as_of: datetime
+    as_of: datetime = Field(
+        description="What the figures are complete up to: every event recorded before it is "
+        "in them (or waiting, events_waiting). The pipeline's progress minus the 5 s ingest "
+        "settle, so earlier than now while the pipeline has events still to rate."
+    )
     elapsed_days: FixedDecimal
     total_days: FixedDecimal
     currency: str
@@ -196,6 +200,17 @@ class PreviewOut(BaseModel):
     team: str | None
     teams: list[CostRowOut]
     apps: list[CostRowOut]
+    events_waiting: int = Field(
+        default=0,
+        description="Events of the month so far still waiting in the reconciliation window "
+        "(their owner is not known yet), as the pipeline last saw them: not in these figures, "
+        "as they are not in a run until attributed.",
+    )
+    waiting_until: datetime | None = Field(
+        default=None,
+        description="The latest reconciliation deadline of those events: by then each is "
+        "attributed, or charged to the default cost center (null when none wait).",
+    )
 
 
 class DailyOut(BaseModel):

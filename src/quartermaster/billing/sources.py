@@ -55,6 +55,18 @@ def pipeline_catch_up(runtime: Runtime) -> Callable[[], None]:
     return catch_up
 
 
+def pipeline_progress(runtime: Runtime) -> Callable[[], datetime]:
+    """Up to when the runtime's usage store holds every recorded event (before the ingest
+    settle): for documents that read the store as it stands, without draining the log."""
+
+    def progress() -> datetime:
+        from quartermaster.usage.pipeline import rated_until
+
+        return rated_until(runtime.usage_store, runtime.event_log)
+
+    return progress
+
+
 def waiting_in(events: Iterable[WaitingEvent], period: Period) -> Waiting:
     """How many of the events waiting in the reconciliation window happened in `period`,
     and the latest of their deadlines (pure)."""
@@ -144,7 +156,10 @@ class StoreCalculator:
     "As recorded now" means: up to `settle` ago, after `catch_up` (the pipeline draining the
     event log) has run. An event is in the log within moments of its recorded_at, so once
     the pipeline has caught up, the store holds everything recorded before the cutoff; the
-    document's `as_of` then reproduces it exactly later."""
+    document's `as_of` then reproduces it exactly later. Without a catch-up, `progress`
+    (`pipeline_progress`) says up to when the store is complete, and the cutoff is no later
+    than that: a preview reading the store as it stands states the point its usage is
+    complete up to, not "now" while events recorded before now are still in the log."""
 
     def __init__(
         self,
@@ -153,11 +168,13 @@ class StoreCalculator:
         clock: Callable[[], datetime] = utc_now,
         catch_up: Callable[[], None] | None = None,
         settle: timedelta = DEFAULT_SETTLE,
+        progress: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.catch_up = catch_up
         self.settle = settle
+        self.progress = progress
 
     def context(
         self, tenant_id: str, *, price_book: str | None, session: Session
@@ -173,10 +190,12 @@ class StoreCalculator:
         )
 
     def cutoff(self) -> datetime:
-        cutoff = self.clock() - self.settle
+        moment = self.clock()
         if self.catch_up is not None:
             self.catch_up()
-        return cutoff
+        if self.progress is not None:
+            moment = min(moment, ensure_utc(self.progress()))
+        return moment - self.settle
 
     def inputs(
         self,

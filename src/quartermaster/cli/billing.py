@@ -504,6 +504,15 @@ def preview(
         f"forecast {_estimate(result['forecast'])} {currency}"
     )
     out().print(f"forecast method: {result['method']}")
+    if result.get("as_of"):  # the point the usage in it is complete up to (docs/billing.md)
+        out().print(f"as of {cell_text(result['as_of'])}: usage recorded before then")
+    waiting = result.get("events_waiting") or 0
+    if waiting:
+        out().print(
+            f"[yellow]note:[/] {counted(waiting, 'event')} of the month "
+            f"{'waits' if waiting == 1 else 'wait'} in the reconciliation window (owner not "
+            f"known yet; settled by {cell_text(result['waiting_until'])}): not in these figures"
+        )
     # A team's month to date is its apps' plus what is charged to the team as a whole (a
     # reserved-capacity credit or fee, a platform share): shown apart, or a team below its own
     # app reads as an error.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from quartermaster.background import BackgroundService
-from quartermaster.billing.sources import StoreCalculator
+from quartermaster.billing.sources import StoreCalculator, pipeline_progress
 from quartermaster.errors import QMError
 from quartermaster.guardrails.evaluator import evaluate_all
 from quartermaster.guardrails.gate import guardrail_gate
@@ -37,8 +37,10 @@ class GuardrailEvaluator(BackgroundService):
         self.runtime = runtime
         # The pipeline runs beside us: read the store as it stands, never drain it here.
         self.spend = spend or BillingSpend(StoreCalculator(runtime.usage_store))
+        # A preview states as_of the point the store is complete up to, not now.
         self.high_cost = high_cost or HighCostScanner(
-            StoreCalculator(runtime.usage_store), runtime.usage_store
+            StoreCalculator(runtime.usage_store, progress=pipeline_progress(runtime)),
+            runtime.usage_store,
         )
         self._failing: dict[str, str] = {}  # tenant -> why its budgets were not evaluated
 

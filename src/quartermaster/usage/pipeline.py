@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 import pyarrow as pa
@@ -556,6 +556,25 @@ def combine_batches(
         finish_stream=finish,
         rerated=rerated,
     )
+
+
+def rated_until(
+    store: UsageStore, log: EventLog, *, clock: Callable[[], datetime] = utc_now
+) -> datetime:
+    """The moment before which every event the log holds was read into the store (rated,
+    waiting or set aside): the `recorded_at` of the first event one of the store's streams
+    (the main one, a replay or a repair) has still to read, or now when all have read the
+    whole log. Appends become visible in position order, so an event recorded earlier than
+    that one minus the ingest settle (`billing.sources.DEFAULT_SETTLE`) has a lower position
+    and is read; the caller subtracts the settle."""
+    now = clock()  # before the reads: whatever is appended after them is after `now`
+    until = now
+    streams = store.streams() or [StreamState(MAIN_STREAM, main_consumer(store), position=0)]
+    for stream in streams:
+        unread = log.read_after(max(stream.position, stream.from_position), limit=1)
+        if unread and (stream.upto is None or unread[0].position <= stream.upto):
+            until = min(until, unread[0].record.recorded_at)
+    return until
 
 
 def pipeline_worker(runtime: Runtime) -> PipelineWorker:
