@@ -65,6 +65,10 @@ def test_high_cost_commands(
             {"app": "sibling", "month_to_date": "20", "forecast": "100"},
         ],
         "tenant": {"month_to_date": "400", "forecast": "2000"},
+        # The app's part under the team it had before it moved to this one (admin, finance).
+        "app_other_teams": [
+            {"team": "old", "cost_center": "cc0", "month_to_date": "55", "forecast": "61"}
+        ],
         "meters": [
             {
                 "meter": "gpu_seconds",
@@ -114,7 +118,8 @@ def test_high_cost_commands(
     assert re.search(rf"│ team {world.team}\s+│\s+150 EUR │\s+1000 EUR │", shown)
     # The team's other apps under it; the app itself is not listed twice.
     assert re.search(r"│   app sibling\s+│\s+20 EUR │\s+100 EUR │", shown)
-    assert shown.count(f"app {world.app} ") == 2  # the heading and the totals
+    assert re.search(rf"│ app {world.app} under team old\s+│\s+55 EUR │\s+61 EUR │", shown)
+    assert shown.count(f"app {world.app} ") == 3  # the heading, the totals, under team old
     assert re.search(r"│ tenant\s+│\s+400 EUR │\s+2000 EUR │", shown)
     assert re.search(
         r"│ gpu_seconds\s+│ evt-expensive-1\s+│ 2026-03-10 14:05:00Z\s+│\s+3600 │", shown
@@ -128,6 +133,7 @@ def test_high_cost_commands(
     assert re.search(rf"│ team {world.team}\s+│\s+150 EUR │\s+1000 EUR │", mine), mine
     assert "tenant" not in mine
     assert "400 EUR" not in mine
+    assert "under team old" not in mine
     monkeypatch.setenv("QM_API_KEY", tenant.admin_token)
     off = qm("alerts", "high-cost", "threshold", "--off").output
     assert "high-cost previews are off now" in off

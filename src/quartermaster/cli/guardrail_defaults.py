@@ -157,6 +157,11 @@ def high_cost_show(
     )
     scopes = [
         (f"app {body['app']['name']}", body["app"]),
+        # The app's month under a team it had before it moved (not in this team's figures).
+        *(
+            (f"app {body['app']['name']} under team {part['team']}", part)
+            for part in body.get("app_other_teams", [])
+        ),
         (f"team {body['team']['name']}", body["team"]),
         # The team's largest apps, under the team: where else its month went.
         *(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -89,17 +89,31 @@ def watching_tenants(*, session: Session) -> list[tuple[str, Decimal]]:
 # --- pure pieces ----------------------------------------------------------------------------
 
 
+Owner = tuple[str, str | None]  # (cost center, team): whom billing charges an app's line to
+
+
 @dataclass(frozen=True, slots=True)
 class AppCost:
+    """An app's cost (per meter too), and per owner: an app that changed team within the month
+    has lines under each team it had (billing charges usage to the owner of its time).
+    `team` and `cost_center` are the owner that carries most of `amount`."""
+
     app: str
     team: str | None
     cost_center: str
     amount: Decimal
     meters: dict[str, Decimal]
+    owners: dict[Owner, Decimal] = field(default_factory=dict)
+
+
+def _largest_owner(owners: dict[Owner, Decimal], fallback: Owner) -> Owner:
+    if not owners:
+        return fallback
+    return max(owners, key=lambda owner: (owners[owner], owner[0], owner[1] or ""))
 
 
 def app_costs(lines: Iterable[LineDraft]) -> dict[str, AppCost]:
-    """Cost per app and per (app, meter). Pure."""
+    """Cost per app, per (app, meter) and per (app, owner). Pure."""
     totals: dict[str, AppCost] = {}
     for line in lines:
         if line.app is None:
@@ -108,20 +122,29 @@ def app_costs(lines: Iterable[LineDraft]) -> dict[str, AppCost]:
         meters = dict(seen.meters) if seen else {}
         if line.meter is not None:
             meters[line.meter] = meters.get(line.meter, ZERO) + line.amount
+        owners = dict(seen.owners) if seen else {}
+        owner = (line.cost_center, line.team)
+        owners[owner] = owners.get(owner, ZERO) + line.amount
         amount = (seen.amount if seen else ZERO) + line.amount
-        totals[line.app] = AppCost(line.app, line.team, line.cost_center, amount, meters)
+        center, team = _largest_owner(owners, owner)
+        totals[line.app] = AppCost(line.app, team, center, amount, meters, owners)
     return totals
 
 
 def hour_growth(now: dict[str, AppCost], before: dict[str, AppCost]) -> dict[str, AppCost]:
-    """What each app's month-to-date grew by between two points (per meter too). Pure."""
+    """What each app's month-to-date grew by between two points (per meter and per owner
+    too); the hour's owner is the one whose part grew most (an app moved to another team
+    before the hour is its new team's, whatever its earlier team spent this month). Pure."""
     grown: dict[str, AppCost] = {}
     for app, cost in now.items():
         earlier = before.get(app)
         prior = earlier.meters if earlier else {}
         meters = {m: a - prior.get(m, ZERO) for m, a in cost.meters.items()}
+        prior_owners = earlier.owners if earlier else {}
+        owners = {o: a - prior_owners.get(o, ZERO) for o, a in cost.owners.items()}
         amount = cost.amount - (earlier.amount if earlier else ZERO)
-        grown[app] = AppCost(app, cost.team, cost.cost_center, amount, meters)
+        center, team = _largest_owner(owners, (cost.cost_center, cost.team))
+        grown[app] = AppCost(app, team, center, amount, meters, owners)
     return grown
 
 
@@ -140,6 +163,10 @@ def hours_to_check(as_of: datetime, month: Period) -> list[Period]:
 
 def _system_caller(tenant_id: str) -> AuthContext:
     return AuthContext(tenant_id, "guardrails", "guardrails", Role.FINANCE, None, None)
+
+
+def _owned(row: CostRow, owner: Owner) -> bool:
+    return (row.cost_center, row.team) == owner
 
 
 def _row(row: CostRow | None) -> dict[str, str] | None:
@@ -336,9 +363,14 @@ class HighCostScanner:
         currency: str,
         priced: Preview,
     ) -> dict[str, Any]:
-        app_row = next((r for r in priced.apps if r.app == cost.app), None)
-        team_row = next((r for r in priced.teams if r.team == cost.team), None)
-        team_apps = [r for r in priced.apps if r.team == cost.team][:10]
+        # Billing's rows of the hour's owner: the app's and its team's month to date are
+        # what a run charges to that team; the app's part under another owner this month
+        # (before it moved) is listed beside it, not added to it or to this team.
+        owner = (cost.cost_center, cost.team)
+        app_row = next((r for r in priced.apps if _owned(r, owner) and r.app == cost.app), None)
+        team_row = next((r for r in priced.teams if _owned(r, owner)), None)
+        team_apps = [r for r in priced.apps if _owned(r, owner)][:10]
+        elsewhere = [r for r in priced.apps if r.app == cost.app and not _owned(r, owner)]
         meters = sorted(cost.meters.items(), key=lambda item: (-item[1], item[0]))
         meter_rows: list[dict[str, Any]] = []
         top_ids: list[str] = []
@@ -362,6 +394,9 @@ class HighCostScanner:
             meter_rows.append({"meter": meter, "hour_cost": str(amount), "top_events": rows})
         return {
             "app": {"name": cost.app, **(_row(app_row) or {"month_to_date": "0", "forecast": "0"})},
+            "app_other_teams": [
+                {"team": r.team, "cost_center": r.cost_center, **(_row(r) or {})} for r in elsewhere
+            ],
             "team": {"name": cost.team, **(_row(team_row) or {})},
             "team_apps": [{"app": r.app, **(_row(r) or {})} for r in team_apps],
             "tenant": {

@@ -98,9 +98,15 @@ def alert_scope(kind: str, details: Mapping[str, Any]) -> tuple[str, str] | None
     return None
 
 
+# What of a preview body is not the preview's team's: the tenant's totals, and the app's
+# month to date under the teams it had before it moved to this one.
+NOT_THE_TEAMS = frozenset({"tenant", "app_other_teams"})
+
+
 def member_preview(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A preview body as a team-member reads it: without the tenant's totals. Pure."""
-    return {key: value for key, value in body.items() if key != "tenant"}
+    """A preview body as a team-member reads it: its team's figures only (no tenant totals,
+    no other team's part of the app's month). Pure."""
+    return {key: value for key, value in body.items() if key not in NOT_THE_TEAMS}
 
 
 # Scope kinds whose amounts are one team's: its own, or one of its apps'. A tenant's or a cost
