@@ -1,13 +1,41 @@
-"""Money is Decimal, rounded once at the invoice line with banker's rounding to 1e-6."""
+"""Money is Decimal, rounded once at the invoice line with banker's rounding to 1e-6.
+
+Arithmetic on amounts and quantities runs in a wide decimal context (`money_context`): the
+default one has 28 significant digits, so it silently rounds sums beyond them and raises
+`InvalidOperation` when quantizing a value of 10^22 or more to 1e-6. Limits (docs/billing.md):
+the usage store holds quantities below 10^26 (DuckDB DECIMAL(38, 12)) and a price book's
+numbers have at most 30 digits before the point, so an amount the pricing engine computes
+from them is below 10^56; the ledger stores amounts as text of at most 64 characters, which
+holds every amount below `MAX_AMOUNT` (10^56) with its 6 places and a sign.
+"""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from typing import Annotated
 
 from pydantic import PlainSerializer
 
 LINE_QUANTUM = Decimal("0.000001")
+# Significant digits of `money_context`: a product of a quantity (38 digits) and a price (60)
+# is exact, and so is rounding any value below 10^100 to 1e-6 or a sum of such values.
+MONEY_PRECISION = 120
+AMOUNT_DIGITS = 56
+MAX_AMOUNT = Decimal(10) ** AMOUNT_DIGITS  # exclusive: what a ledger amount must stay below
+_WIDE = Context(prec=MONEY_PRECISION, rounding=ROUND_HALF_EVEN)
+
+
+class AmountOutOfRangeError(ValueError):
+    """An amount too large to round or to store (see `MAX_AMOUNT`); the message names it."""
+
+
+@contextmanager
+def money_context() -> Iterator[Context]:
+    """A local decimal context of `MONEY_PRECISION` digits, for exact money arithmetic."""
+    with localcontext(_WIDE) as context:
+        yield context
 
 
 def fixed_point(value: Decimal) -> str:
@@ -43,6 +71,39 @@ def to_decimal(value: object, *, field: str = "amount") -> Decimal:
     return result
 
 
+def quantize_to(
+    value: Decimal, quantum: Decimal, *, rounding: str = ROUND_HALF_EVEN, what: str = "amount"
+) -> Decimal:
+    """`value` rounded to the places of `quantum` (half to even unless `rounding` says
+    otherwise), in the wide context: exact for every value below 10^100 / `quantum`, where
+    the default context gives up from 10^(28 - places). Beyond, `AmountOutOfRangeError`
+    naming `what`."""
+    try:
+        return value.quantize(quantum, rounding=rounding, context=_WIDE)
+    except InvalidOperation:
+        raise AmountOutOfRangeError(
+            f"{what} {value} cannot be rounded to {fixed_point(quantum)}: it has more than "
+            f"{MONEY_PRECISION} digits"
+        ) from None
+
+
 def round_line(amount: Decimal) -> Decimal:
     """Round a line amount once, to 1e-6 of the currency unit, half to even."""
-    return amount.quantize(LINE_QUANTUM, rounding=ROUND_HALF_EVEN)
+    return quantize_to(amount, LINE_QUANTUM, what="line amount")
+
+
+def money_sum(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum of `values` (a total of lines), whatever their size."""
+    with money_context():
+        return sum(values, Decimal(0))
+
+
+def check_amount(value: Decimal, *, what: str) -> Decimal:
+    """`value` if the ledger can hold it (|value| < `MAX_AMOUNT`), else
+    `AmountOutOfRangeError` naming `what` (e.g. the line's app and meter) and the limit."""
+    if value.copy_abs() >= MAX_AMOUNT:  # abs() would round to the context's precision
+        raise AmountOutOfRangeError(
+            f"{what}: amount {fixed_point(value)} is not below 10^{AMOUNT_DIGITS}, the largest "
+            "amount a billing line or total can hold (docs/billing.md)"
+        )
+    return value

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, TypeVar
 
-from quartermaster.domain.money import LINE_QUANTUM
+from quartermaster.domain.money import LINE_QUANTUM, quantize_to
 from quartermaster.pricing.rating import exact_context
 
 if TYPE_CHECKING:
@@ -143,9 +143,9 @@ def allocate(
     proportionally and the rest evenly. direct gives everything to `target` (listed with
     0 for every other key). A negative total (a credit) is shared like its absolute value.
     """
-    rounded = total.quantize(quantum, rounding=ROUND_HALF_EVEN)
+    rounded = quantize_to(total, quantum)
     sign = -1 if rounded < 0 else 1
-    units = Fraction(abs(rounded)) / Fraction(quantum)
+    units = Fraction(rounded.copy_abs()) / Fraction(quantum)
     shares = exact_shares(
         units,
         weights,

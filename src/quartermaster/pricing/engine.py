@@ -28,6 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from quartermaster.domain.money import AmountOutOfRangeError, check_amount
 from quartermaster.domain.timeutil import Period, ensure_utc
 from quartermaster.pricing.allocation import round_exact
 from quartermaster.pricing.book import CompiledBook, Owner, pool_value
@@ -43,7 +44,7 @@ from quartermaster.pricing.lines import (
     UnpricedUsage,
     UsageRow,
 )
-from quartermaster.pricing.rating import ZERO, fmt, rate_quantity, unit_price
+from quartermaster.pricing.rating import ZERO, exact_context, fmt, rate_quantity, unit_price
 from quartermaster.pricing.shared import SharedCostContext, allocate_platform_costs, credit_lines
 
 LineKey = tuple[Owner, str]  # (owner, meter)
@@ -225,7 +226,48 @@ def price_period(
     """Price one period: usage lines per owner and meter, shares of platform costs per
     active app, reserved-capacity credits per team. `as_of` ignores price book versions
     recorded after it (reproduces a past bill as issued). Raises PricingError for usage
-    outside the period and NoVersionInForceError where no version was in force."""
+    outside the period and NoVersionInForceError where no version was in force, or a line
+    whose amount is too large for the ledger (docs/billing.md, "Limits").
+
+    Quantities are summed in the wide context (domain.money.money_context): the default one
+    rounds sums past 28 digits, and a store quantity has up to 38."""
+    with exact_context():
+        result = _price_period(
+            history,
+            period,
+            usage,
+            platform_costs,
+            as_of=as_of,
+            directory=directory,
+            default_cost_center=default_cost_center,
+        )
+    for line in result.lines:
+        _check_line_amounts(line)
+    return result
+
+
+def _check_line_amounts(line: PricedLine) -> None:
+    what = (
+        f"{line.kind.value} line {line.cost_type!r} of cost center {line.cost_center!r}, "
+        f"team {line.team!r}, app {line.app!r}, meter {line.meter!r}"
+    )
+    for amount in (line.gross_amount, line.amount):
+        try:
+            check_amount(amount, what=what)
+        except AmountOutOfRangeError as error:
+            raise PricingError(str(error), field="amount") from None
+
+
+def _price_period(
+    history: PriceBookHistory,
+    period: Period,
+    usage: Iterable[UsageRow],
+    platform_costs: Iterable[PlatformCostItem],
+    *,
+    as_of: datetime | None,
+    directory: OwnerDirectory | None,
+    default_cost_center: str,
+) -> PricingResult:
     segments = history.segments(period, as_of=as_of)
     if not segments:
         raise NoVersionInForceError(

@@ -9,10 +9,10 @@ from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
+from quartermaster.domain.money import money_sum
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import InvalidInputError
 from quartermaster.pricing.book import Owner
-from quartermaster.pricing.rating import ZERO
 
 
 class PricingError(InvalidInputError):
@@ -142,4 +142,4 @@ class PricingResult:
     @property
     def total(self) -> Decimal:
         """Exactly the sum of the lines."""
-        return sum((line.amount for line in self.lines), ZERO)
+        return money_sum(line.amount for line in self.lines)

@@ -1,7 +1,8 @@
 """Rate a quantity with one pricing model. Pure: Decimal in, Decimal out, nothing rounded.
 
-Arithmetic runs in a wide decimal context so that products and sums of the document's
-numbers are exact (a quantity of 20 significant digits times a price of 20 is at most 40).
+Arithmetic runs in a wide decimal context (domain.money.money_context) so that products and
+sums of the document's numbers are exact (a quantity of the usage store's 38 significant
+digits times a price book number of 60 is at most 98).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
+from quartermaster.domain.money import money_context
 from quartermaster.pricing.document import (
     Graduated,
     Package,
@@ -23,7 +25,6 @@ from quartermaster.pricing.document import (
     Volume,
 )
 
-EXACT_PRECISION = 80
 # Display only: an effective unit price is a quotient and may not terminate.
 UNIT_PRICE_QUANTUM = Decimal("1e-12")
 ZERO = Decimal(0)
@@ -31,8 +32,7 @@ ZERO = Decimal(0)
 
 @contextmanager
 def exact_context() -> Iterator[decimal.Context]:
-    with decimal.localcontext() as context:
-        context.prec = EXACT_PRECISION
+    with money_context() as context:
         yield context
 
 

@@ -11,10 +11,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
-from quartermaster.domain.money import LINE_QUANTUM
+from quartermaster.domain.money import round_line
 from quartermaster.domain.timeutil import Period, ensure_utc
 from quartermaster.pricing.allocation import AllocationMethod, allocate, round_exact
 from quartermaster.pricing.book import CompiledBook, Owner
@@ -273,7 +273,7 @@ def _share_among_apps(
     usage = ctx.meter_usage(meter)
     if not usage:
         nobody: Target = (ctx.default_cost_center, None, None)
-        rounded = share.total.quantize(LINE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        rounded = round_line(share.total)
         method = "unallocated: no active apps in the period (default cost center)"
         return [
             _platform_line(
