@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from quartermaster.billing.service import (
     prepare_lines,
     require_admin,
 )
+from quartermaster.domain.money import quantize_to
 from quartermaster.domain.timeutil import Period, ensure_utc, moment_text, utc_now
 from quartermaster.errors import ConflictError
 from quartermaster.storage.base import new_id
@@ -292,7 +293,7 @@ def _at_issued_precision(issued: object, recomputed: object) -> object:
     if isinstance(issued, Decimal) and isinstance(recomputed, Decimal):
         exponent = issued.as_tuple().exponent
         if isinstance(exponent, int) and recomputed.as_tuple().exponent != exponent:
-            return recomputed.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_EVEN)
+            return quantize_to(recomputed, Decimal(1).scaleb(exponent), what="unit price")
     return recomputed
 
 

@@ -27,7 +27,7 @@ from quartermaster.billing.models import (
     DocumentType,
     RunKind,
 )
-from quartermaster.domain.money import fixed_point
+from quartermaster.domain.money import fixed_point, money_sum
 from quartermaster.domain.timeutil import ensure_utc
 from quartermaster.pricing.rating import unit_price
 
@@ -194,7 +194,7 @@ def _row(
     discounts: Sequence[BillingLine],
 ) -> dict[str, str]:
     category, charge_class, frequency = _charge_category(document, line)
-    billed = line.amount + sum((d.amount for d in discounts), Decimal(0))
+    billed = money_sum([line.amount, *(d.amount for d in discounts)])
     is_usage = category == "Usage"
     unit = line.unit or UNKNOWN_UNIT
     if (line.adjusted_cost_type or line.cost_type) == CostType.PLATFORM.value or (

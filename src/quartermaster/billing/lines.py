@@ -16,9 +16,15 @@ from decimal import Decimal
 from fractions import Fraction
 
 from quartermaster.billing.models import CostType
-from quartermaster.domain.money import round_line
+from quartermaster.domain.money import (
+    AmountOutOfRangeError,
+    check_amount,
+    money_context,
+    money_sum,
+    round_line,
+)
 from quartermaster.domain.timeutil import Period
-from quartermaster.pricing.lines import LineKind, PricedLine, PricingResult
+from quartermaster.pricing.lines import LineKind, PricedLine, PricingError, PricingResult
 from quartermaster.pricing.rating import fmt, unit_price
 
 ZERO = Decimal(0)
@@ -283,6 +289,7 @@ def merge_same_key(drafts: Iterable[LineDraft]) -> list[LineDraft]:
     return merged
 
 
+@money_context()
 def build_lines(
     result: PricingResult,
     *,
@@ -297,7 +304,11 @@ def build_lines(
 
 
 def total_of(lines: Iterable[LineDraft]) -> Decimal:
-    return sum((line.amount for line in lines), ZERO)
+    """The exact sum of the lines, refused (PricingError) if the ledger cannot hold it."""
+    try:
+        return check_amount(money_sum(line.amount for line in lines), what="document total")
+    except AmountOutOfRangeError as error:
+        raise PricingError(str(error), field="total") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +321,7 @@ class IssuedLine:
     line_id: str | None  # the run's line, when the run had one under this key
 
 
+@money_context()
 def issued_by_key(
     documents: Sequence[Sequence[tuple[LineDraft, str]]],
 ) -> dict[str, IssuedLine]:
@@ -403,6 +415,7 @@ def _change_unit_price(
     return _unit_price(amount, quantity)
 
 
+@money_context()
 def adjustment_lines(
     current: Sequence[LineDraft],
     issued: Mapping[str, IssuedLine],

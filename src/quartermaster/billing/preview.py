@@ -32,6 +32,7 @@ from quartermaster.billing.service import (
     caller_team_slug,
     load_tenant,
 )
+from quartermaster.domain.money import money_context, money_sum
 from quartermaster.domain.timeutil import Period, ensure_utc
 from quartermaster.errors import PermissionDeniedError
 from quartermaster.tenancy.service import AuthContext, require_team
@@ -80,6 +81,7 @@ def _days(span: timedelta) -> Decimal:
     )
 
 
+@money_context()
 def summarize(
     month_to_date: Iterable[LineDraft], forecast: Iterable[LineDraft]
 ) -> tuple[list[CostRow], list[CostRow]]:
@@ -164,8 +166,8 @@ def preview(
         total_days=_days(month.duration),
         currency=current.currency,
         price_book=current.price_book,
-        month_to_date=sum((line.amount for line in mine), ZERO),
-        forecast=sum((line.amount for line in projected_mine), ZERO),
+        month_to_date=money_sum(line.amount for line in mine),
+        forecast=money_sum(line.amount for line in projected_mine),
         teams=teams,
         apps=apps,
         team=team,

@@ -42,6 +42,7 @@ from quartermaster.billing.models import (
     RunKind,
 )
 from quartermaster.billing.periods import resolve_period, tenant_zone
+from quartermaster.domain.money import money_context, money_sum
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import ConflictError, NotFoundError, PermissionDeniedError
 from quartermaster.storage.base import Base, new_id
@@ -133,6 +134,7 @@ class LineSummary:
 Owner = tuple[str, str | None, str | None]  # cost center, team, app
 
 
+@money_context()
 def summarize(
     rows: Iterable[tuple[str, str | None, str | None, Decimal]], *, top: int
 ) -> LineSummary:
@@ -687,10 +689,10 @@ def view_document(
     )
     if with_lines:
         lines = visible(document_lines(document, session=session), team)
-        total = sum((line.amount for line in lines), Decimal(0))
+        total = money_sum(line.amount for line in lines)
         return DocumentView(document, lines, team, adjustments, total, len(lines))
     amounts = visible_amounts(document, team, session=session)
-    total = sum((row[3] for row in amounts), Decimal(0))
+    total = money_sum(row[3] for row in amounts)
     return DocumentView(document, [], team, adjustments, total, len(amounts))
 
 
