@@ -386,3 +386,82 @@ def test_the_rate_card_is_read_without_a_write_transaction(
         )
     assert result.alerts == []
     assert began == []
+
+
+HUGE_TOKENS = Decimal("999999999999999999")  # the largest quantity ingest accepts (< 10^18)
+
+
+def _huge_hour(runtime: Runtime, tenant_id: str, team: str, app: str, events: int) -> None:
+    """`events` events of HUGE_TOKENS tokens in the spike hour: at 0.001 a token, an hour
+    of ~10^15 per event."""
+    builder = TableBuilder(USAGE_SCHEMA)
+    for n in range(events):
+        moment = SPIKE + timedelta(minutes=30, milliseconds=n)
+        builder.append(
+            10_000_000 + n, tenant_id, f"e-huge-{n}", "src", "qm.invocation.usage", moment,
+            moment, moment, "default", team, app, "tokens", HUGE_TOKENS, None, "app_id",
+            False, False, None, "production", "persistent",
+        )  # fmt: skip
+    runtime.usage_store.write(RatedBatch(stream=None, position=None, usage=builder.to_table()))
+
+
+@pytest.mark.parametrize("events", [1, 10_000])
+def test_a_huge_hour_is_scored_and_alerted_with_its_exact_cost(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle, events: int
+) -> None:
+    """An hour of 10^14 or more made the tenant's whole scan fail (InvalidOperation quoting
+    its cost to 0.0001 in the default 28-digit context). 10,000 events of the largest accepted
+    quantity: an hour of ~10^19, beyond what a float holds exactly."""
+    world = build_world(client, tenant)
+    response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
+    assert response.status_code in (200, 201), response.text
+    _usage(runtime, tenant.tenant_id, world.team, world.app)
+    _huge_hour(runtime, tenant.tenant_id, world.team, world.app, events)
+    app = world.app
+    with runtime.session_factory() as session:
+        result = scan_tenant(
+            tenant.tenant_id,
+            [SPIKE],
+            store=runtime.usage_store,
+            session=session,
+            now=SPIKE + timedelta(hours=2),
+        )
+    assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in result.alerts
+    alert = next(
+        a for a in _alerts(runtime, tenant.tenant_id) if a.dedup_key.startswith("anomaly:app:")
+    )
+    details = json.loads(alert.details) if isinstance(alert.details, str) else alert.details
+    tokens = next(m for m in details["meters"] if m["meter"] == "tokens")
+    # The hour's ordinary calls (20 of 100..119 tokens at 10:00) plus the huge events.
+    ordinary = sum(Decimal(100 + call) for call in range(20)) * Decimal("0.001")
+    assert Decimal(tokens["cost"]) == HUGE_TOKENS * events * Decimal("0.001") + ordinary
+    top = details["top_events"][0]
+    assert Decimal(top["cost"]) == HUGE_TOKENS * Decimal("0.001")
+    assert "E+" not in alert.message
+    assert "E+" not in json.dumps(details)
+
+
+def test_the_detector_alerts_a_huge_hour_and_still_scans_the_other_tenants(
+    client: TestClient, runtime: Runtime, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """The tenant with the huge hour sorts first; before, its scan failed every pass (logged
+    and skipped) and it never got its alert."""
+    from quartermaster.guardrails.anomaly_service import AnomalyDetector
+
+    huge, later = make_tenant("a"), make_tenant("z")
+    world = build_world(client, huge)
+    response = client.post("/v1/price-books", content=json.dumps(BOOK), headers=huge.headers)
+    assert response.status_code in (200, 201), response.text
+    _usage(runtime, huge.tenant_id, world.team, world.app)
+    _huge_hour(runtime, huge.tenant_id, world.team, world.app, 1)
+    app = _setup(client, runtime, later, spike=8)
+    detector = AnomalyDetector(runtime)
+    detector.max_hours = 200
+    while detector.run_pass():
+        pass
+    assert detector.status().last_error is None
+    huge_keys = {a.dedup_key for a in _alerts(runtime, huge.tenant_id)}
+    assert f"anomaly:app:{world.app}:{SPIKE.isoformat()}" in huge_keys
+    assert f"anomaly:team:{world.team}:{SPIKE.isoformat()}" in huge_keys
+    keys = [a.dedup_key for a in _alerts(runtime, later.tenant_id)]
+    assert f"anomaly:app:{app}:{SPIKE.isoformat()}" in keys

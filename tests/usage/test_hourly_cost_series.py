@@ -117,3 +117,37 @@ def test_no_rates_no_series(store: DuckDBUsageStore) -> None:
     other = store.hourly_cost_series("t2", Period(T0, T0 + HOUR), rates=RATES, detailed=[T0])
     assert other.series == []
     assert other.detail_rows() == []
+
+
+def test_a_cost_past_duckdbs_38_digits_is_exact_in_rows_and_close_in_series() -> None:
+    """DECIMAL(38, 6) x DECIMAL(38, 18) holds 14 integer digits: an hour of 10^14 or more
+    failed the query (and the tenant's anomaly scan). Its cost is computed exactly instead,
+    and a rate of 10^10 or more per unit (which failed quantizing) is used as given."""
+    store = DuckDBUsageStore(":memory:")
+    builder = TableBuilder(USAGE_SCHEMA)
+    quantity = Decimal("999999999999999999.999999999999")
+    for n, (app, meter) in enumerate([("app-a", "tokens"), ("app-a", "gpu"), ("app-b", "tokens")]):
+        builder.append(
+            n, "t1", f"e{n}", "src", "qm.invocation.usage", T0, T0, T0, "cc-1", "team-x", app,
+            meter, quantity, None, "app_id", False, False, None, "production", "persistent",
+        )  # fmt: skip
+    store.write(RatedBatch(stream=None, position=None, usage=builder.to_table()))
+    rates = [
+        MeterRate("", "tokens", Decimal("0.0000013")),
+        MeterRate("", "gpu", Decimal("12345678901.000000000000000001")),
+    ]
+    period = Period(T0, T0 + HOUR)
+    rows = store.hourly_costs("t1", period, rates=rates)
+    priced = Decimal("1000000000000000000.000000")  # the quantity cast to 6 places
+    costs = {(r.app, r.meter): r.cost for r in rows}
+    assert costs == {
+        ("app-a", "gpu"): Decimal("12345678901000000000000000001"),
+        ("app-a", "tokens"): priced * Decimal("0.0000013"),
+        ("app-b", "tokens"): priced * Decimal("0.0000013"),
+    }
+    found = store.hourly_cost_series("t1", period, rates=rates, detailed=[T0])
+    assert found.detail_rows() == rows
+    gpu = next(s for s in found.series if s.meter == "gpu")
+    assert gpu.costs == pytest.approx([float(costs[("app-a", "gpu")])], rel=1e-15)
+    with pytest.raises(ValueError, match="rate 100000000000000000000 of meter 'gpu'"):
+        store.hourly_costs("t1", period, rates=[MeterRate("", "gpu", Decimal(10) ** 20)])

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.money import fixed_point, money_context, quantize_to
 from quartermaster.domain.timeutil import HOUR, Period, floor_hour, moment_text, utc_now
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.anomaly import (
@@ -158,8 +159,15 @@ def hours_before(hour: datetime, count: int) -> datetime:
     return hour - count * HOUR
 
 
+_QUOTED = Decimal("0.0001")
+
+
 def _money(value: Decimal | float) -> str:
-    return str(Decimal(str(value)).quantize(Decimal("0.0001")))
+    """A cost as an alert quotes it, to 1e-4, in full: the 28-digit default context failed
+    the tenant's scan for an hour of 10^24 (quantize), and str() wrote 1E+24."""
+    return fixed_point(
+        quantize_to(Decimal(repr(value)) if isinstance(value, float) else value, _QUOTED)
+    )
 
 
 def scan_tenant(
@@ -314,6 +322,7 @@ def _raise(
     return key
 
 
+@money_context()
 def _top_events(
     tenant_id: str,
     scope: Scope,

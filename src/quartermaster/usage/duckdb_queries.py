@@ -7,17 +7,23 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quartermaster.domain.money import fixed_point, money_context, quantize_to
 from quartermaster.domain.timeutil import Period
 from quartermaster.usage.duckdb_schema import LATEST_KEY
 from quartermaster.usage.periods import Grain, Segment, decompose
 from quartermaster.usage.store import (
     GROUP_COLUMNS,
+    HOURLY_COST_SCHEMA,
     DailyTotal,
     HourlyCost,
     HourlyPipelineCounts,
     HourlySeries,
     LatencySummary,
     LifecycleMarker,
+    MeterRate,
     PlatformCostTotal,
     RawUsage,
     UsageFilter,
@@ -382,14 +388,40 @@ def to_latency(row: Sequence[Any] | None, waited: int) -> LatencySummary:
 
 
 # A rate per byte is ~1e-10: kept to 18 places. The product with a quantity cast to 6 places
-# has scale 24, leaving 14 integer digits of cost.
+# has scale 24, leaving 14 integer digits of cost: a larger one (an accepted event of 10^17
+# units at 0.001) overflowed and failed the tenant's anomaly scan. Such a cost is NULL in the
+# query (try) and computed exactly from the priced quantity and the rate (`exact_cost`).
 RATE_QUANTUM = Decimal("1e-18")
+
+
+MAX_RATE = Decimal(10) ** 20  # exclusive: DECIMAL(38, 18) holds 20 integer digits
+
+
+def rate_value(rate: MeterRate) -> Decimal:
+    """The rate as the rates table holds it (to 1e-18); a rate of 10^20 or more per unit is
+    refused naming it (quantizing in the default context failed from 10^10 on)."""
+    if rate.rate.copy_abs() >= MAX_RATE:
+        raise ValueError(
+            f"rate {fixed_point(rate.rate)} of meter {rate.meter!r} (app {rate.app!r}) is not "
+            "below 10^20 per unit, the largest an hourly cost estimate can use"
+        )
+    return quantize_to(rate.rate, RATE_QUANTUM, what=f"rate of meter {rate.meter!r}")
+
+
+def exact_cost(cost: Decimal | None, priced: Decimal, rate: Decimal) -> Decimal:
+    """The query's cost, or where DuckDB's 38 digits could not hold it, the same product
+    (quantity cast to 6 places, half away from zero, times the rate) computed exactly."""
+    if cost is not None:
+        return cost
+    with money_context():
+        return priced * rate
 
 
 def _priced_hours_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[str, list[Any]]:
     """Per hour and (cost center, team, app, meter): events, quantity, cost at the app's rate
     (else the meter's, app ''), ingestion span. Raw rows plus the hour rollups of purged rows.
-    Quantities are cast to 6 decimals before pricing (DuckDB's decimals stop at 38 digits)."""
+    Quantities are cast to 6 decimals before pricing (DuckDB's decimals stop at 38 digits);
+    `cost` is NULL where the product does not fit them, `priced` and `rate` give it."""
     bounds = [tenant_id, naive_utc(hours.start), naive_utc(hours.end)]
     sql = f"""
         WITH usage AS (
@@ -408,15 +440,19 @@ def _priced_hours_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[
                    min(r0) AS r0, max(r1) AS r1
             FROM usage GROUP BY ALL
         )
-        SELECT m.hour AS hour, m.cost_center AS cost_center, m.team AS team, m.app AS app,
-               m.meter AS meter, m.n AS n, m.s AS s,
-               CASE WHEN coalesce(a.per_event, d.per_event) THEN m.n::DECIMAL(38, 6)
-                    ELSE m.s::DECIMAL(38, 6) END * coalesce(a.rate, d.rate) AS cost,
-               m.r0 AS r0, m.r1 AS r1
-        FROM merged m
-        LEFT JOIN {rates_table} a ON a.app = m.app AND a.meter = m.meter
-        LEFT JOIN {rates_table} d ON d.app = '' AND d.meter = m.meter
-        WHERE coalesce(a.rate, d.rate) IS NOT NULL
+        SELECT hour, cost_center, team, app, meter, n, s, try(priced * rate) AS cost, r0, r1,
+               priced, rate
+        FROM (
+            SELECT m.hour AS hour, m.cost_center AS cost_center, m.team AS team, m.app AS app,
+                   m.meter AS meter, m.n AS n, m.s AS s,
+                   CASE WHEN coalesce(a.per_event, d.per_event) THEN m.n::DECIMAL(38, 6)
+                        ELSE m.s::DECIMAL(38, 6) END AS priced,
+                   coalesce(a.rate, d.rate) AS rate, m.r0 AS r0, m.r1 AS r1
+            FROM merged m
+            LEFT JOIN {rates_table} a ON a.app = m.app AND a.meter = m.meter
+            LEFT JOIN {rates_table} d ON d.app = '' AND d.meter = m.meter
+            WHERE coalesce(a.rate, d.rate) IS NOT NULL
+        )
     """
     return sql, bounds + bounds
 
@@ -437,16 +473,39 @@ def hourly_costs_sql(
     return f"{sql} ORDER BY hour, team, app, meter", params
 
 
+def cost_details(found: pa.Table) -> pa.Table:
+    """`hourly_costs_sql`'s rows as a `HOURLY_COST_SCHEMA` table: the cost as exact text,
+    computed here where the query's was NULL (see `exact_cost`)."""
+    cost = found.column(7)
+    if cost.null_count:
+        priced, rate = found.column(10).to_pylist(), found.column(11).to_pylist()
+        text = pa.array(
+            [
+                fixed_point(exact_cost(c, p, r))
+                for c, p, r in zip(cost.to_pylist(), priced, rate, strict=True)
+            ],
+            pa.string(),
+        )
+    else:
+        text = pc.cast(cost, pa.string())
+    table = found.select(range(10)).set_column(7, "cost", text)
+    return table.rename_columns(HOURLY_COST_SCHEMA.names).cast(HOURLY_COST_SCHEMA)
+
+
 def hourly_series_sql(tenant_id: str, hours: Period, rates_table: str) -> tuple[str, list[Any]]:
     """The priced hours as one row per (cost center, team, app, meter): the lists of its
     hours (index from `hours.start`), costs and event counts, in hour order. The cost goes to
     DOUBLE through its decimal text: correctly rounded, so equal to Python's float() of the
-    Decimal `hourly_costs` returns (a direct DECIMAL to DOUBLE cast rounds twice)."""
+    Decimal `hourly_costs` returns (a direct DECIMAL to DOUBLE cast rounds twice). A cost of
+    10^14 or more (NULL in the query) is the product of the two DOUBLEs: within a few units
+    of the last place of it, which is all a score needs."""
     sql, params = _priced_hours_sql(tenant_id, hours, rates_table)
     series = f"""
         SELECT cost_center, team, app, meter,
                list(date_diff('hour', ?::TIMESTAMP, hour) ORDER BY hour),
-               list(cost::VARCHAR::DOUBLE ORDER BY hour), list(n ORDER BY hour)
+               list(coalesce(cost::VARCHAR::DOUBLE,
+                             priced::VARCHAR::DOUBLE * rate::VARCHAR::DOUBLE) ORDER BY hour),
+               list(n ORDER BY hour)
         FROM ({sql}) GROUP BY ALL ORDER BY team, app, cost_center, meter
     """
     return series, [naive_utc(hours.start), *params]
@@ -473,7 +532,7 @@ def to_hourly_cost(row: Sequence[Any]) -> HourlyCost:
         meter=row[4],
         event_count=int(row[5]),
         quantity=Decimal(row[6]),
-        cost=Decimal(row[7]),
+        cost=exact_cost(row[7], row[10], row[11]),
         first_recorded_at=aware(row[8]) if row[8] is not None else None,
         last_recorded_at=aware(row[9]) if row[9] is not None else None,
     )

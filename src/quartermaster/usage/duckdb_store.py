@@ -680,9 +680,7 @@ class DuckDBUsageStore:
                     span = Period(wanted[0], wanted[-1] + HOUR)
                     sql, params = q.hourly_costs_sql(tenant_id, span, name, only=wanted)
                     found = cur.sql(sql, params=params).to_arrow_table()
-                    details = found.rename_columns(HOURLY_COST_SCHEMA.names).cast(
-                        HOURLY_COST_SCHEMA
-                    )
+                    details = q.cost_details(found)
             finally:
                 cur.execute("COMMIT")
         return HourlyCostSeries([q.to_hourly_series(r) for r in series], details)
@@ -696,9 +694,7 @@ class DuckDBUsageStore:
             {
                 "app": pa.array([r.app for r in rates], type=pa.string()),
                 "meter": pa.array([r.meter for r in rates], type=pa.string()),
-                "rate": pa.array(
-                    [r.rate.quantize(q.RATE_QUANTUM) for r in rates], type=pa.decimal128(38, 18)
-                ),
+                "rate": pa.array([q.rate_value(r) for r in rates], type=pa.decimal128(38, 18)),
                 "per_event": pa.array([r.per_event for r in rates], type=pa.bool_()),
             }
         )

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quartermaster.domain.money import fixed_point
 from quartermaster.domain.timeutil import HOUR, Period, ensure_utc
 
 QUANTITY_TYPE = pa.decimal128(38, 12)
@@ -429,7 +430,7 @@ HOURLY_COST_SCHEMA = pa.schema(
         ("meter", pa.string()),
         ("event_count", pa.int64()),
         ("quantity", QUANTITY_TYPE),
-        ("cost", pa.decimal128(38, 24)),
+        ("cost", pa.string()),  # exact decimal text: a cost may exceed decimal128's digits
         ("first_recorded_at", TIME_TYPE),
         ("last_recorded_at", TIME_TYPE),
     ]
@@ -477,7 +478,7 @@ class HourlyCostSeries:
                 meter=row["meter"],
                 event_count=row["event_count"],
                 quantity=row["quantity"],
-                cost=row["cost"],
+                cost=Decimal(row["cost"]),
                 first_recorded_at=utc(row["first_recorded_at"]),
                 last_recorded_at=utc(row["last_recorded_at"]),
             )
@@ -507,7 +508,7 @@ def series_of_rows(
         if row.hour in wanted:
             builder.append(
                 row.hour, row.cost_center, row.team, row.app, row.meter, row.event_count,
-                row.quantity, row.cost, row.first_recorded_at, row.last_recorded_at,
+                row.quantity, fixed_point(row.cost), row.first_recorded_at, row.last_recorded_at,
             )  # fmt: skip
     return HourlyCostSeries([grouped[key] for key in sorted(grouped)], builder.to_table())
 
