@@ -355,3 +355,83 @@ def test_finance_is_refused_before_its_body_is_validated(
     ]
     assert len(refused) == len(calls) + 1
     assert {r.actor for r in refused} == {"principal:fin"}
+
+
+def test_roles_a_route_is_not_for_are_refused_before_the_body_is_validated(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """Admin-only routes (engines, access rules, fingerprint key, match, redact) refuse a
+    team member, an app key and a workload token with 403 whatever body they send (an empty
+    or invalid body is not a 422), and write routes refuse app keys and workload tokens the
+    same way; each refusal audited, and nothing changed."""
+    _put(client, world, PATH, "stays-as-it-is")
+    member = api_key(
+        runtime, world.tenant_id, "pat", Role.TEAM_MEMBER, team_id=world.payments_team_id
+    )
+    app_key = api_key(runtime, world.tenant_id, "billing-svc", Role.APP, app_slug="billing")
+    minted = client.post("/v1/identity/token", json={"app_id": "billing"}, headers=member)
+    assert minted.status_code == 200, minted.text
+    workload = {"Authorization": f"Bearer {minted.json()['token']}"}
+    admin_only: list[tuple[str, str, object]] = [
+        ("PUT", f"/v1/secrets/engines/{PATH}", {}),
+        ("PUT", f"/v1/secrets/engines/{PATH}", {"grants": "all", "default_ttl_seconds": "x"}),
+        ("GET", f"/v1/secrets/engines/{PATH}", None),
+        ("DELETE", f"/v1/secrets/engines/{PATH}", None),
+        ("PUT", "/v1/secrets/access-rules", {}),
+        ("PUT", "/v1/secrets/access-rules", {"rules": [{"role": 5}]}),
+        ("GET", "/v1/secrets/fingerprint-key", None),
+        ("POST", "/v1/secrets/match", {}),
+        ("POST", "/v1/secrets/match", {"fingerprints": "zz"}),
+    ]
+    writes: list[tuple[str, str, object]] = [
+        ("PUT", f"/v1/secrets/data/{PATH}", {}),
+        ("PUT", f"/v1/secrets/data/{PATH}", {"value": 5}),
+        ("POST", f"/v1/secrets/delete/{PATH}", {"versions": "x"}),
+        ("POST", f"/v1/secrets/undelete/{PATH}", {"versions": "x"}),
+        ("POST", f"/v1/secrets/destroy/{PATH}", {"versions": "x"}),
+        ("POST", f"/v1/secrets/rotate/{PATH}", {"value": 5}),
+    ]
+    refused = 0
+    for headers, caller, calls in (
+        (member, "role 'team-member'", admin_only),
+        (app_key, "role 'app'", [*admin_only, *writes]),
+        (workload, "a workload identity token", [*admin_only, *writes]),
+    ):
+        for method, url, body in calls:
+            response = client.request(method, url, json=body, headers=headers)
+            assert response.status_code == 403, (caller, method, url, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "permission_denied"
+            assert error["message"].endswith(f", not {caller}"), error
+            refused += 1
+        redact = client.post("/v1/secrets/redact", content=b"text", headers=headers)
+        assert redact.status_code == 403, redact.text
+        refused += 1
+    # Which roles, in the message: an admin only, or an admin or a team member.
+    engine = client.put(f"/v1/secrets/engines/{PATH}", json={}, headers=member)
+    assert engine.json()["error"]["message"] == (
+        "principal:pat may not configure: only an admin may, not role 'team-member'"
+    )
+    write = client.put(f"/v1/secrets/data/{PATH}", json={}, headers=app_key)
+    assert write.json()["error"]["message"] == (
+        "principal:billing-svc may not write: only an admin or a team member may, not role 'app'"
+    )
+    refused += 2
+    # A team member may still read the rules and write its team's paths; an admin may do all.
+    assert client.get("/v1/secrets/access-rules", headers=member).status_code == 200
+    assert client.put(f"/v1/secrets/data/{PATH}", json={}, headers=member).status_code == 422
+    assert (
+        client.put(f"/v1/secrets/engines/{PATH}", json={}, headers=world.headers).status_code == 422
+    )
+    # Nothing changed, and every refusal is in the audit log, with the path it named.
+    read = client.get(f"/v1/secrets/data/{PATH}", headers=world.headers).json()
+    assert (read["version"], read["value"]) == (1, "stays-as-it-is")
+    with runtime.session_factory() as session:
+        denied = [
+            s.record
+            for s in list_records(world.tenant_id, limit=1000, session=session)
+            if s.record.outcome == "denied"
+        ]
+    assert len(denied) == refused
+    assert {r.action for r in denied} == {"configure", "deny", "write", "destroy"}
+    assert {r.path for r in denied if r.action == "write"} == {PATH}

@@ -288,13 +288,6 @@ APP_KEY_ROUTES = {
     ("POST", "/v1/leases/{lease_id}/revoke"),
     ("POST", "/v1/leases/revoke-prefix"),
 }
-# Routes whose body is checked before the caller's rights: a valid one, so the answer is theirs.
-BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/v1/secrets/match"): {"fingerprints": []},
-    ("PUT", "/v1/secrets/access-rules"): {"rules": []},
-    ("PUT", "/v1/secrets/data/{path:path}"): {"value": "x"},
-    ("PUT", "/v1/secrets/engines/{path:path}"): {"grants": []},
-}
 # Listing secret metadata is answered, with only what the access rules let the key read.
 SCOPED_LISTS = {("GET", "/v1/secrets/metadata")}
 PUBLIC_ROUTES = {
@@ -322,8 +315,8 @@ def test_an_app_key_issued_by_a_team_member_is_refused_everywhere_else(
         if (method, path) in APP_KEY_ROUTES | SCOPED_LISTS or path in PUBLIC_ROUTES:
             continue
         url = re.sub(r"\{[^}]+\}", "apps/etl/x" if "path" in path else "etl", path)
-        body = BODIES.get((method, path), {})
-        response = client.request(method, url, headers=app_key, json=body)
+        # An empty body: a route refuses the app role before it validates one.
+        response = client.request(method, url, headers=app_key, json={})
         if response.status_code != 403:
             leaks.append((method, path, response.status_code, response.text[:200]))
         checked += 1

@@ -13,10 +13,11 @@ from quartermaster.api.deps import RuntimeDep
 from quartermaster.errors import AuthenticationError, InvalidInputError, PermissionDeniedError
 from quartermaster.secrets.access import Action, Requester
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
-from quartermaster.secrets.guard import refuse, role_without_access
+from quartermaster.secrets.guard import refuse, route_denial
 from quartermaster.secrets.identity import looks_like_jwt
 from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.secrets.workloads import requester_for_principal, requester_for_token
+from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import verify_api_key
 
 _credentials = HTTPBearer(
@@ -75,23 +76,26 @@ def _audited_path(request: Request) -> str | None:
         return None
 
 
-def broker_user(action: Action | str) -> Callable[[Requester, SecretsContext, Request], Requester]:
-    """A dependency: the requester, refused (403, audited as `action`) when its role may use
-    nothing of the broker (finance). As a dependency it runs before the body is validated,
-    so such a caller gets 403 whatever it sent, as on the routes of other roles; what each
-    role may do to which path is still decided by the service."""
+def broker_user(
+    action: Action | str, *, may: frozenset[Role] | None = None, what: str | None = None
+) -> Callable[[Requester, SecretsContext, Request], Requester]:
+    """A dependency: the requester, refused (403, audited as `action`) when its role may not
+    call the route at all: a role that may use nothing of the broker (finance), or, with
+    `may`, a role the route is not for (`guard.route_denial`; an admin-only route refuses a
+    team member, an app key and a workload token). As a dependency it runs before the body
+    is validated, so such a caller gets 403 whatever it sent; what each role may do to which
+    path is still decided by the service. `what` names the operation in the message
+    (default: the action)."""
+    name = action.value if isinstance(action, Action) else action
 
     def check(requester: RequesterDep, ctx: SecretsContextDep, request: Request) -> Requester:
-        role = role_without_access(requester)
-        if role is None:
+        reason = route_denial(requester, may)
+        if reason is None:
             return requester
-        name = action.value if isinstance(action, Action) else action
         with ctx.session_factory() as session:
             refuse(
                 requester,
-                PermissionDeniedError(
-                    f"{requester.actor} may not {name}: role {role!r} has no access to secrets"
-                ),
+                PermissionDeniedError(f"{requester.actor} may not {what or name}: {reason}"),
                 action=name,
                 path=_audited_path(request),
                 lease_id=request.path_params.get("lease_id"),
@@ -101,13 +105,27 @@ def broker_user(action: Action | str) -> Callable[[Requester, SecretsContext, Re
     return check
 
 
-# One per audited action of the broker's routes (the action a refusal is recorded as).
+ADMINS = frozenset({Role.ADMIN})
+MEMBERS = frozenset({Role.ADMIN, Role.TEAM_MEMBER})  # admins and team members
+# One per audited action of the broker's routes (the action a refusal is recorded as) and the
+# roles the route is for.
 BrokerReader = Annotated[Requester, Depends(broker_user(Action.READ))]
 BrokerLister = Annotated[Requester, Depends(broker_user(Action.LIST))]
-BrokerWriter = Annotated[Requester, Depends(broker_user(Action.WRITE))]
-BrokerDestroyer = Annotated[Requester, Depends(broker_user(Action.DESTROY))]
-BrokerConfigurer = Annotated[Requester, Depends(broker_user(Action.CONFIGURE))]
-BrokerAdminTask = Annotated[Requester, Depends(broker_user("deny"))]
+BrokerWriter = Annotated[Requester, Depends(broker_user(Action.WRITE, may=MEMBERS))]
+BrokerDestroyer = Annotated[Requester, Depends(broker_user(Action.DESTROY, may=MEMBERS))]
+BrokerConfigurer = Annotated[Requester, Depends(broker_user(Action.CONFIGURE, may=ADMINS))]
+RulesReader = Annotated[
+    Requester, Depends(broker_user(Action.CONFIGURE, may=MEMBERS, what="read access rules"))
+]
+FingerprintKeyReader = Annotated[
+    Requester, Depends(broker_user("deny", may=ADMINS, what="fetch the fingerprint key"))
+]
+FindingsMatcher = Annotated[
+    Requester, Depends(broker_user("deny", may=ADMINS, what="match scan findings"))
+]
+StreamRedactor = Annotated[
+    Requester, Depends(broker_user("deny", may=ADMINS, what="redact streams"))
+]
 LeaseRenewer = Annotated[Requester, Depends(broker_user("renew"))]
 LeaseRevoker = Annotated[Requester, Depends(broker_user("revoke"))]
 TokenMinter = Annotated[Requester, Depends(broker_user("token"))]

@@ -17,13 +17,16 @@ from quartermaster.api.params import Int64
 from quartermaster.api.responses import error_responses, rate_limited
 from quartermaster.secrets import dynamic, engines, exposure, kv, kv_lifecycle, workloads
 from quartermaster.secrets.api_deps import (
-    BrokerAdminTask,
     BrokerConfigurer,
     BrokerDestroyer,
     BrokerLister,
     BrokerReader,
     BrokerWriter,
+    FindingsMatcher,
+    FingerprintKeyReader,
+    RulesReader,
     SecretsContextDep,
+    StreamRedactor,
 )
 from quartermaster.secrets.redaction import Redactor
 from quartermaster.secrets.schemas import (
@@ -203,7 +206,7 @@ def issue_credential(
 
 
 @router.get("/access-rules", summary="Workload access rules in effect")
-def get_access_rules(requester: BrokerConfigurer, session: SessionDep) -> AccessRulesIO:
+def get_access_rules(requester: RulesReader, session: SessionDep) -> AccessRulesIO:
     return AccessRulesIO.of(workloads.get_access_rules(requester, session=session))
 
 
@@ -217,13 +220,13 @@ def put_access_rules(
 
 @router.get("/fingerprint-key", summary="The HMAC key `qm scan` fingerprints findings with")
 def get_fingerprint_key(
-    requester: BrokerAdminTask, ctx: SecretsContextDep, session: SessionDep
+    requester: FingerprintKeyReader, ctx: SecretsContextDep, session: SessionDep
 ) -> FingerprintKeyOut:
     return FingerprintKeyOut(key=exposure.fingerprint_key(requester, ctx=ctx, session=session))
 
 
 @router.post("/match", summary="Which stored versions have these fingerprints")
-def match(body: MatchIn, requester: BrokerAdminTask, session: SessionDep) -> MatchList:
+def match(body: MatchIn, requester: FindingsMatcher, session: SessionDep) -> MatchList:
     found = exposure.match_fingerprints(requester, body.fingerprints, session=session)
     return MatchList(
         matches=[
@@ -259,7 +262,7 @@ def match(body: MatchIn, requester: BrokerAdminTask, session: SessionDep) -> Mat
 )
 async def redact_stream(
     request: Request,
-    requester: BrokerAdminTask,
+    requester: StreamRedactor,
     ctx: SecretsContextDep,
     prefix: Annotated[
         str, Query(description="Only values of live leases on paths starting with this.")
