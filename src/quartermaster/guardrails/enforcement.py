@@ -198,6 +198,10 @@ class GuardrailGate:
         self._rules: dict[str, _TenantRules] = {}
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """The rate limiter's client (Redis); the runtime closes its gate."""
+        self.limiter.close()
+
     def invalidate(self, tenant_id: str | None = None) -> None:
         with self._lock:
             if tenant_id is None:

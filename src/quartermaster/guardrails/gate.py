@@ -13,16 +13,15 @@ SERVICE_NAME = "guardrail_gate"
 
 
 def guardrail_gate(runtime: Runtime) -> GuardrailGate:
-    """Created on first use, one per runtime (its caches and in-process rate limits)."""
-    with runtime._lock:
-        gate = runtime.services.get(SERVICE_NAME)
-        if gate is None:
-            settings = runtime.settings
-            limiter = build_rate_limiter(settings.rate_limit_backend, settings.redis_url)
-            gate = GuardrailGate(runtime.session_factory, limiter)
-            runtime.services[SERVICE_NAME] = gate
-    assert isinstance(gate, GuardrailGate)
-    return gate
+    """Created on first use, one per runtime (its caches and in-process rate limits); closed
+    with the runtime (its rate limiter's client)."""
+
+    def make() -> GuardrailGate:
+        settings = runtime.settings
+        limiter = build_rate_limiter(settings.rate_limit_backend, settings.redis_url)
+        return GuardrailGate(runtime.session_factory, limiter)
+
+    return runtime.service(SERVICE_NAME, GuardrailGate, make)
 
 
 def check_ingest(runtime: Runtime, caller: AuthContext) -> None:

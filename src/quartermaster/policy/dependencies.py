@@ -13,10 +13,10 @@ from quartermaster.runtime import Runtime
 
 
 def policy_cache(runtime: Runtime) -> PolicyCache:
-    cache = runtime.services.get("policy_cache")
-    if not isinstance(cache, PolicyCache):
-        cache = runtime.services.setdefault("policy_cache", PolicyCache(sandbox=PolicySandbox()))
-    return cache
+    """Closed with the runtime (the sandbox's worker processes)."""
+    return runtime.service(
+        "policy_cache", PolicyCache, lambda: PolicyCache(sandbox=PolicySandbox())
+    )
 
 
 def _cache_dep(runtime: RuntimeDep) -> PolicyCache:

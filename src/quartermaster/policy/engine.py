@@ -341,6 +341,11 @@ class PolicyCache:
         # without one (tests of the engine) evaluation is in-process and unbounded.
         self.sandbox = sandbox
 
+    def close(self) -> None:
+        """Stop the sandbox's idle worker processes; the runtime closes its cache."""
+        if self.sandbox is not None:
+            self.sandbox.close()
+
     def get(self, tenant_id: str, name: str, version: int, source: str) -> CompiledPolicy:
         """A stored policy compiled; one that no longer compiles (e.g. it calls a built-in
         policies may no longer use) fails like a policy failing at runtime."""

@@ -579,13 +579,7 @@ def rated_until(
 
 def pipeline_worker(runtime: Runtime) -> PipelineWorker:
     """The runtime's one pipeline worker (two would read the same log cursor)."""
-    with runtime._lock:
-        worker = runtime.services.get(SERVICE_NAME)
-        if worker is None:
-            worker = PipelineWorker(runtime)
-            runtime.services[SERVICE_NAME] = worker
-    assert isinstance(worker, PipelineWorker)
-    return worker
+    return runtime.service(SERVICE_NAME, PipelineWorker, lambda: PipelineWorker(runtime))
 
 
 def run_pipeline_until_drained(runtime: Runtime, *, timeout_seconds: float = 600.0) -> int:
