@@ -240,9 +240,20 @@ def load_server_key(settings: Settings) -> bytes:
         raise ConfigurationError(
             f"no server key at {path}: run `qm init` (with QM_DATA_DIR={settings.data_dir})"
         )
+    return read_server_key(path)
+
+
+def read_server_key(path: Path) -> bytes:
+    """The key in an existing server key file; ConfigurationError naming the file and what is
+    wrong with it (readable by others, not hexadecimal, too short)."""
     if path.stat().st_mode & 0o077:
         raise ConfigurationError(f"{path} is readable by other users: chmod 600 it")
-    key = bytes.fromhex(path.read_text().strip())
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigurationError(
+            f"{path} does not hold a server key (64 hexadecimal digits)"
+        ) from None
     if len(key) < 32:
         raise ConfigurationError(f"{path} holds a key shorter than 32 bytes")
     return key

@@ -108,26 +108,24 @@ def init(
     """Create the data dir, generate the server, root and identity keys, apply migrations."""
     from sqlalchemy.orm import sessionmaker
 
+    from quartermaster.cli.init_keys import key_files, key_problems, present, refusal
     from quartermaster.secrets.identity import generate_identity_key, identity_key_path
-    from quartermaster.secrets.keys import generate_root_keyring, keyring_path
+    from quartermaster.secrets.keys import generate_root_keyring
     from quartermaster.storage import create_db_engine, upgrade_database
     from quartermaster.storage.migrate import applied_revisions
 
     settings = _settings(data_dir)
-    key_files = {
-        "server key": settings.data_dir / SERVER_KEY_FILE,
-        "root keyring": keyring_path(settings),
-        "identity key": identity_key_path(settings),
-    }
-    # With the env provider the root keys are the variable's: a keyring file would be unused.
-    from_env = settings.secrets_key_provider == "env"
-    if from_env:
-        del key_files["root keyring"]
+    files = key_files(settings)
+    # Every key that is there but cannot be used is named before anything is written: new
+    # key files beside a bad one (or over it) would lose what it sealed or signed.
+    problems = key_problems(settings, files)
+    if problems:
+        fail(refusal(problems))
     # A second `qm init` must say that it kept the keys: "initialized" again reads as if
     # they had been replaced, which would orphan every secret sealed under them.
-    kept = [name for name, path in key_files.items() if path.exists()]
+    kept = [key.name for key in files if present(key.path)]
     key_path = generate_server_key(settings)
-    if not from_env:
+    if settings.secrets_key_provider != "env":
         generate_root_keyring(settings)
     generate_identity_key(settings)
     engine = create_db_engine(settings.resolved_database_url)
@@ -162,10 +160,10 @@ def init(
             f"; {escape(str(identity_key_path(settings)))} is now the database's identity key "
             "(workload tokens issued under the one before no longer verify)"
         )
-    if len(kept) == len(key_files):
+    if len(kept) == len(files):
         out().print(f"{where} was already initialized: its keys are kept as they were; {schema}")
         return
-    created = [name for name in key_files if name not in kept]
+    created = [key.name for key in files if key.name not in kept]
     out().print(
         f"[green]initialized[/] {where}: created {_the_list(created)}"
         + (f" (kept {_the_list(kept)})" if kept else "")

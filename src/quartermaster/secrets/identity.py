@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -55,10 +56,20 @@ def generate_identity_key(settings: Settings) -> Path:
 
 
 def load_identity_key(settings: Settings) -> Ed25519PrivateKey:
-    path = generate_identity_key(settings)
+    return read_identity_key(generate_identity_key(settings))
+
+
+def read_identity_key(path: Path) -> Ed25519PrivateKey:
+    """The key in an existing identity key file; ConfigurationError naming the file and what
+    is wrong with it (readable by others, not a PEM private key, not Ed25519)."""
     if path.stat().st_mode & 0o077:
         raise ConfigurationError(f"{path} is readable by other users: chmod 600 it")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigurationError(
+            f"{path} does not hold an unencrypted PEM private key (Ed25519)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigurationError(f"{path} does not hold an Ed25519 private key")
     return key

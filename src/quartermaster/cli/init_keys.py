@@ -1,0 +1,85 @@
+"""`qm init`'s look at the keys a data dir already holds, before it writes anything.
+
+A key file that is there but cannot be used (corrupt, the wrong kind, readable by others) is
+never replaced nor joined by new files: what it sealed or signed would be lost with it. Every
+such key is named at once, with the root-key variable of the env provider, so one run shows
+all there is to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from quartermaster.config import SERVER_KEY_FILE, ConfigurationError, Settings, read_server_key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    name: str  # as `qm init` says it: "the server key"
+    path: Path
+    read: Callable[[Path], object]  # raises ConfigurationError naming what is wrong
+
+
+def key_files(settings: Settings) -> list[KeyFile]:
+    """The data dir's key files `qm init` creates. With the env provider the root keys are the
+    variable's: a keyring file would be unused."""
+    from quartermaster.secrets.identity import identity_key_path, read_identity_key
+    from quartermaster.secrets.keys import keyring_path, read_keyring_file
+
+    files = [KeyFile("server key", settings.data_dir / SERVER_KEY_FILE, read_server_key)]
+    if settings.secrets_key_provider != "env":
+        files.append(KeyFile("root keyring", keyring_path(settings), read_keyring_file))
+    files.append(KeyFile("identity key", identity_key_path(settings), read_identity_key))
+    return files
+
+
+def present(path: Path) -> bool:
+    """There, even as a link to nothing (which `qm init` must not write through)."""
+    return path.exists() or path.is_symlink()
+
+
+def key_problems(settings: Settings, files: list[KeyFile]) -> list[str]:
+    """What is wrong with each key that is there (missing ones are not problems: `qm init`
+    creates them), and with the env provider's variable; empty when all can be used."""
+    problems = [problem for key in files if (problem := _file_problem(key)) is not None]
+    if settings.secrets_key_provider == "env":
+        from quartermaster.secrets.keys import EnvKeyProvider
+
+        try:
+            EnvKeyProvider(settings.secrets_root_key_env)
+        except ConfigurationError as exc:
+            problems.append(f"the root keys (QM_SECRETS_KEY_PROVIDER=env): {exc}")
+    return problems
+
+
+def _file_problem(key: KeyFile) -> str | None:
+    if not present(key.path):
+        return None
+    if not key.path.is_file():
+        what = "a link to nothing" if not key.path.exists() else "not a file"
+        return f"the {key.name}: {key.path} is {what}"
+    try:
+        key.read(key.path)
+    except ConfigurationError as exc:
+        reason = str(exc)
+    except OSError as exc:  # no permission, say
+        reason = f"{key.path} cannot be read: {exc.strerror or exc}"
+    else:
+        return None
+    if str(key.path) not in reason:
+        reason = f"{key.path}: {reason}"
+    return f"the {key.name}: {reason}"
+
+
+def refusal(problems: list[str]) -> str:
+    """`qm init`'s one message for the keys it cannot use."""
+    lines = "\n".join(f"  - {problem}" for problem in problems)
+    count = "a key" if len(problems) == 1 else f"{len(problems)} keys"
+    return (
+        f"qm init changed nothing: {count} cannot be used\n{lines}\n"
+        "Fix each one (or restore it from a backup) and run `qm init` again: a new key would "
+        "not open what the old one sealed or signed. Move a key file away only if nothing was "
+        "made with it; `qm init` then creates a new one."
+    )
