@@ -342,13 +342,15 @@ def tenant_create(
     """Create a tenant with its default cost center and an admin key (shown once)."""
     from quartermaster.errors import QMError
     from quartermaster.runtime import build_runtime
-    from quartermaster.tenancy.service import bootstrap_tenant
+    from quartermaster.tenancy.service import CLI_ACTOR, bootstrap_tenant
 
     settings = _settings(data_dir)
     runtime = build_runtime(settings)
     try:
         with runtime.session_factory() as session:
-            issued = bootstrap_tenant(tenant_id, name=name, timezone=timezone, session=session)
+            issued = bootstrap_tenant(
+                tenant_id, name=name, timezone=timezone, actor=CLI_ACTOR, session=session
+            )
     except QMError as exc:
         fail(exc.message)
     finally:

@@ -101,13 +101,13 @@ def create_tenant(ctx: DemoContext) -> None:
     """The tenant and its admin key, as `qm tenant create` makes them (the key is kept in a
     file of the data dir, never printed)."""
     from quartermaster.runtime import build_runtime
-    from quartermaster.tenancy.service import bootstrap_tenant
+    from quartermaster.tenancy.service import CLI_ACTOR, bootstrap_tenant
 
     assert ctx.settings is not None
     runtime = build_runtime(ctx.settings)
     try:
         with runtime.session_factory() as session:
-            issued = bootstrap_tenant(TENANT_ID, name="Acme Corp", session=session)
+            issued = bootstrap_tenant(TENANT_ID, name="Acme Corp", actor=CLI_ACTOR, session=session)
     finally:
         runtime.close()
     ctx.admin_token = issued.token

@@ -33,6 +33,10 @@ from quartermaster.tenancy.models import (
 
 SLUG_PATTERN = re.compile(DIRECTORY_SLUG_PATTERN)
 DEFAULT_COST_CENTER_SLUG = "default"
+# The audit records' actor for what the command line does on the server's host, without an
+# API key (`qm tenant create`'s first admin); other actors are principal:<name>, app:<app>,
+# job:<job> and system:<service>.
+CLI_ACTOR = "system:cli"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,14 +297,23 @@ def bootstrap_tenant(
     name: str | None = None,
     timezone: str = "UTC",
     admin_name: str = "admin",
+    actor: str | None = None,
     session: Session,
 ) -> IssuedKey:
-    """Create a tenant and its first admin, returning the admin's key (shown once)."""
+    """Create a tenant and its first admin, returning the admin's key (shown once). With
+    `actor` (`qm tenant create` passes CLI_ACTOR) the admin's creation and its key are the
+    first records of the tenant's audit chain (`create-principal`, `issue-key`, never the
+    token), as every later principal and key change is."""
     create_tenant(tenant_id, name=name, timezone=timezone, session=session)
     admin = create_principal(
-        tenant_id, admin_name, role=Role.ADMIN, kind=PrincipalKind.USER, session=session
+        tenant_id,
+        admin_name,
+        role=Role.ADMIN,
+        kind=PrincipalKind.USER,
+        actor=actor,
+        session=session,
     )
-    return issue_api_key(admin, session=session)
+    return issue_api_key(admin, actor=actor, session=session)
 
 
 # --- directory: tenant, cost centers, teams --------------------------------------------------
