@@ -20,6 +20,7 @@ from quartermaster.domain.money import (
     check_amount,
     fixed_point,
     money_sum,
+    money_text,
     quantize_to,
     round_line,
 )
@@ -114,3 +115,9 @@ def test_an_amount_the_ledger_cannot_hold_is_refused_naming_it_and_the_limit() -
 def test_a_value_too_long_to_round_is_a_clear_error_not_invalid_operation() -> None:
     with pytest.raises(AmountOutOfRangeError, match="budget amount 1E\\+130 cannot be rounded"):
         quantize_to(Decimal("1e130"), Decimal("0.01"), what="budget amount")
+
+
+def test_money_text_quotes_any_amount_to_the_cent_in_full() -> None:
+    assert money_text(Decimal("12.305"), "USD") == "12.30 USD"
+    assert money_text(Decimal("1E+30")) == "1" + "0" * 30 + ".00"
+    assert money_text(Decimal("-0.125"), "EUR") == "-0.12 EUR"

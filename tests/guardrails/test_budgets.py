@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import Period
 from quartermaster.guardrails import evaluator
+from quartermaster.guardrails.budgets import crossed
 from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.models import Alert, Enforcement
@@ -244,3 +245,39 @@ def test_a_pass_holds_no_write_lock_while_it_compares(
     assert sorted(k.rsplit(":", 1)[1] for k in results[0].alerts) == ["50", "50"]
     alerts = ok(client.get("/v1/alerts", headers=world.headers))
     assert len(alerts) == 2
+
+
+def test_thresholds_compare_spend_exactly_past_28_digits() -> None:
+    """The default decimal context rounded spend x 100 and amount x threshold to 28 digits:
+    a spend a millionth under a budget of 10^27 read as having reached 100%."""
+    amount = Decimal("1000000000000000000000000000.000001")
+    assert crossed(Decimal("1000000000000000000000000000.000000"), amount, [50, 100]) == [50]
+    assert crossed(amount, amount, [50, 100]) == [50, 100]
+
+
+def test_a_huge_budget_alerts_quoting_its_amounts_in_full(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """Quoting a budget of 10^26 or more to the cent raised InvalidOperation and failed the
+    tenant's evaluation every pass."""
+    world = build_world(client, tenant)
+    limit = "1" + "0" * 40
+    budget(client, world, scope_kind="team", scope=world.team, amount=limit, thresholds=[50])
+    spend = FixedSpend()
+    spend.set("team", world.team, "7" + "0" * 39 + ".125")
+    result = _evaluate(runtime, tenant.tenant_id, spend)
+    assert [k.rsplit(":", 1)[1] for k in result.alerts] == ["50"]  # type: ignore[attr-defined]
+    alerts = ok(client.get("/v1/alerts", headers=world.headers))
+    assert f"7{'0' * 39}.12 EUR" in alerts[0]["message"]
+    assert f"{limit}.00 EUR" in alerts[0]["message"]
+
+
+def test_a_budget_the_store_cannot_hold_is_refused_naming_the_limit(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    body = {"name": "too-big", "scope_kind": "team", "scope": world.team, "amount": "1e56"}
+    response = client.post("/v1/budgets", json=body, headers=world.headers)
+    assert response.status_code == 422, response.text
+    assert "budget 'too-big'" in response.text
+    assert "not below 10^56" in response.text

@@ -39,7 +39,7 @@ from quartermaster.cli.client import (
     show_table,
     stacked,
 )
-from quartermaster.domain.money import fixed_point, round_line
+from quartermaster.domain.money import CENT, fixed_point, quantize_to, round_line
 from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.pricing.rating import fmt
 
@@ -64,7 +64,7 @@ def _money(value: str | Decimal | None) -> str:
     if value is None:
         return ""
     exact = round_line(Decimal(value))
-    cents = exact.quantize(Decimal("0.01"))
+    cents = quantize_to(exact, CENT)
     return grouped(fixed_point(cents if cents == exact else exact.normalize()))
 
 

@@ -19,6 +19,7 @@ from typing import Annotated
 from pydantic import PlainSerializer
 
 LINE_QUANTUM = Decimal("0.000001")
+CENT = Decimal("0.01")
 # Significant digits of `money_context`: a product of a quantity (38 digits) and a price (60)
 # is exact, and so is rounding any value below 10^100 to 1e-6 or a sum of such values.
 MONEY_PRECISION = 120
@@ -92,6 +93,13 @@ def round_line(amount: Decimal) -> Decimal:
     return quantize_to(amount, LINE_QUANTUM, what="line amount")
 
 
+def money_text(value: Decimal, currency: str = "") -> str:
+    """An amount to the cent (half to even), in full, with its currency: "12.30 USD", as
+    alerts and reasons quote budgets, caps and costs, for any amount (the default context
+    failed from 10^26)."""
+    return f"{fixed_point(quantize_to(value, CENT))} {currency}".strip()
+
+
 def money_sum(values: Iterable[Decimal]) -> Decimal:
     """The exact sum of `values` (a total of lines), whatever their size."""
     with money_context():
@@ -99,11 +107,11 @@ def money_sum(values: Iterable[Decimal]) -> Decimal:
 
 
 def check_amount(value: Decimal, *, what: str) -> Decimal:
-    """`value` if the ledger can hold it (|value| < `MAX_AMOUNT`), else
+    """`value` if the ledger (or a budget or cap) can hold it (|value| < `MAX_AMOUNT`), else
     `AmountOutOfRangeError` naming `what` (e.g. the line's app and meter) and the limit."""
     if value.copy_abs() >= MAX_AMOUNT:  # abs() would round to the context's precision
         raise AmountOutOfRangeError(
             f"{what}: amount {fixed_point(value)} is not below 10^{AMOUNT_DIGITS}, the largest "
-            "amount a billing line or total can hold (docs/billing.md)"
+            "amount Quartermaster stores (docs/billing.md, Limits)"
         )
     return value

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.billing.periods import month_containing, tenant_zone
+from quartermaster.domain.money import AmountOutOfRangeError, check_amount, money_context
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.common import ScopeKind, check_scope, require_scope
@@ -76,7 +77,8 @@ def thresholds_of(budget: Budget) -> list[int]:
 
 def crossed(spend: Decimal, amount: Decimal, thresholds: list[int]) -> list[int]:
     """The thresholds (percent of `amount`) that `spend` has reached. Pure."""
-    return [t for t in thresholds if spend * 100 >= amount * t]
+    with money_context():  # exact products: the default context rounds past 28 digits
+        return [t for t in thresholds if spend * 100 >= amount * t]
 
 
 def budget_period(period: str, moment: datetime, zone_name: str | None) -> Period:
@@ -96,6 +98,10 @@ def create_budget(caller: AuthContext, spec: BudgetSpec, *, session: Session) ->
     require_scope(caller.tenant_id, kind, scope, session=session)
     if spec.amount <= 0:
         raise InvalidInputError(f"amount {spec.amount} must be positive", field="amount")
+    try:
+        check_amount(spec.amount, what=f"budget {name!r}")
+    except AmountOutOfRangeError as error:
+        raise InvalidInputError(str(error), field="amount") from None
     if spec.period not in {p.value for p in BudgetPeriod}:
         raise InvalidInputError(f"period {spec.period!r} is not month or day", field="period")
     if spec.action not in {a.value for a in BudgetAction}:

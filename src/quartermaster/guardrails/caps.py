@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App, Lifecycle
+from quartermaster.domain.money import AmountOutOfRangeError, check_amount, money_text
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity
@@ -74,6 +75,10 @@ def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> 
     _check_target(spec.applies_to)
     if spec.amount <= 0:
         raise InvalidInputError(f"amount {spec.amount} must be positive", field="amount")
+    try:
+        check_amount(spec.amount, what=f"default cap for {spec.applies_to!r}")
+    except AmountOutOfRangeError as error:
+        raise InvalidInputError(str(error), field="amount") from None
     if spec.period not in {p.value for p in BudgetPeriod}:
         raise InvalidInputError(f"period {spec.period!r} is not month or day", field="period")
     if spec.action not in {a.value for a in CAP_ACTIONS}:
@@ -131,7 +136,7 @@ def capped_apps(tenant_id: str, applies_to: str, *, session: Session) -> list[st
 
 
 def _money(value: Decimal, currency: str) -> str:
-    return f"{value.quantize(Decimal('0.01'))} {currency}".strip()
+    return money_text(value, currency)
 
 
 def cap_crossings(

@@ -16,6 +16,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from quartermaster.domain.money import money_context, money_text
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import QMError
 from quartermaster.guardrails.alerts import Severity
@@ -62,7 +63,7 @@ def _scope_label(kind: str, scope: str) -> str:
 
 
 def _money(value: Decimal, currency: str) -> str:
-    return f"{value.quantize(Decimal('0.01'))} {currency}".strip()
+    return money_text(value, currency)
 
 
 def evaluate_tenant(
@@ -156,7 +157,9 @@ def budget_crossings(budget: Budget, period: Period, spent: ScopeSpend) -> list[
             reason=reason,
         )
         found.append(Crossing(budget.tenant_id, alert=alert, action=notify))
-    if amount * 100 < budget.amount * budget.hard_percent:
+    with money_context():
+        below_hard = amount * 100 < budget.amount * budget.hard_percent
+    if below_hard:
         return found
     return found + _hard_crossing(budget, period, label, spent_text, limit_text, base)
 

@@ -29,6 +29,7 @@ from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.periods import month_containing, tenant_zone
 from quartermaster.billing.preview import CostRow, Preview, preview
 from quartermaster.billing.service import caller_team_slug
+from quartermaster.domain.money import money_context, money_text
 from quartermaster.domain.timeutil import HOUR, Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, raise_alert
@@ -131,6 +132,7 @@ def app_costs(lines: Iterable[LineDraft]) -> dict[str, AppCost]:
     return totals
 
 
+@money_context()
 def hour_growth(now: dict[str, AppCost], before: dict[str, AppCost]) -> dict[str, AppCost]:
     """What each app's month-to-date grew by between two points (per meter and per owner
     too); the hour's owner is the one whose part grew most (an app moved to another team
@@ -289,7 +291,7 @@ class HighCostScanner:
         priced = preview(_system_caller(tenant_id), calculator=self.calculator, session=read)
         body = self._body(tenant_id, cost, hour, threshold, currency, priced)
         preview_id = new_id()
-        money = f"{cost.amount.quantize(Decimal('0.01'))} {currency}".strip()
+        money = money_text(cost.amount, currency)
         top = body["top_event_ids"][0] if body["top_event_ids"] else None
         message = (
             f"app {cost.app!r} cost {money} in the hour from {moment_text(hour.start)} "

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from quartermaster.billing.calculator import BillingCalculator, price_inputs, version_cuts
 from quartermaster.billing.lines import LineDraft
+from quartermaster.domain.money import money_context
 from quartermaster.domain.timeutil import Period
 from quartermaster.guardrails.common import ScopeKind
 
@@ -35,6 +36,7 @@ class ScopeSpend:
         return self.totals.get((kind, scope), ZERO)
 
 
+@money_context()
 def totals_by_scope(lines: Iterable[LineDraft]) -> dict[tuple[str, str], Decimal]:
     """Sum line amounts per tenant, cost center, team and app. Pure."""
     totals: dict[tuple[str, str], Decimal] = {}
