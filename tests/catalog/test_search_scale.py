@@ -5,18 +5,25 @@ text (ranked from the busiest apps' covering index) answers as it did before."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, text, update
 
 from quartermaster.catalog import search_index
 from quartermaster.catalog.models import App, AppAssignment
-from quartermaster.catalog.publish_models import AppSearchDoc, AppVersion, VersionState
+from quartermaster.catalog.publish_models import (
+    AppSearchDoc,
+    AppSearchTag,
+    AppVersion,
+    VersionState,
+)
 from quartermaster.catalog.search_index import SearchFilters, SearchResult
 from quartermaster.runtime import Runtime
+from quartermaster.storage.migrate import MIGRATIONS_DIR
 from quartermaster.tenancy.models import CostCenter, Team
 from tests.conftest import TenantHandle
 
@@ -257,3 +264,153 @@ def test_a_search_without_text_ranks_pages_and_counts_as_before(
                     assert [h.components["trust"] for h in result.hits] == [
                         round(r.trust, 6) for r in expected
                     ], where
+
+
+def _tag_rows(runtime: Runtime, tenant_id: str) -> set[tuple[str, str, int]]:
+    with runtime.read_session_factory() as session:
+        rows = session.execute(
+            select(AppSearchTag.app_id, AppSearchTag.tag, AppSearchTag.invocations_30d).where(
+                AppSearchTag.tenant_id == tenant_id
+            )
+        ).all()
+    return {(app_id, tag, invocations) for app_id, tag, invocations in rows}
+
+
+def _doc_tags(runtime: Runtime, tenant_id: str) -> set[tuple[str, str, int]]:
+    """What the tag rows must hold: each tag of each document, with its browse order."""
+    with runtime.read_session_factory() as session:
+        docs = session.scalars(select(AppSearchDoc).where(AppSearchDoc.tenant_id == tenant_id))
+        return {(d.app_id, t, d.invocations_30d) for d in docs for t in json.loads(d.tags)}
+
+
+TAG_CASES = [
+    SearchFilters(tag="travel", team="team-03"),
+    SearchFilters(tag="travel", capability="export"),
+    SearchFilters(tag="travel", pricing_model="payg"),
+    SearchFilters(tag="ops", team="team-00", capability="export"),
+    SearchFilters(tag="travel", team="team-00", capability="export", pricing_model="free"),
+    SearchFilters(tag="ops"),  # every app has it, beside "travel" on a third of them
+    SearchFilters(tag="nobody-has-this"),
+    SearchFilters(tag="nobody-has-this", team="team-01"),
+    SearchFilters(tag="travel", team="team-01"),  # team-01's apps are 1, 16, ...: none is travel
+]
+
+
+def _keep(filters: SearchFilters) -> object:
+    return lambda a: (
+        filters.tag in a["tags"]
+        and filters.team in (None, a["team"])
+        and (filters.capability is None or filters.capability in a["capabilities"])
+        and filters.pricing_model in (None, a["pricing"])
+    )
+
+
+def test_tag_filters_with_other_filters_match_every_app_and_rank_as_before(
+    catalog: str, runtime: Runtime
+) -> None:
+    """A tag alone, with each other filter and with all of them, a tag every app has, a tag
+    no app has: the same apps, total, facets and order as testing each document's tags (the
+    reference below), with text and without, whole and cut by a small window."""
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    signals = {f"app-{n:03d}": (n % 4, (n % 9) * 1000, 0, n % 5) for n in range(APPS)}
+    with runtime.session_factory() as session:
+        search_index.set_signals(catalog, signals, at=now, session=session)
+    assert _tag_rows(runtime, catalog) == _doc_tags(runtime, catalog)
+    for filters in TAG_CASES:
+        expected = _expected(_keep(filters))
+        for q in ("", "helper", "chore"):
+            result = _search(runtime, catalog, q, filters, now=now)
+            assert result.total == len(expected), (q, filters)
+            pages = _every_page(runtime, catalog, q, filters)
+            assert sorted(pages) == sorted(expected), (q, filters)
+            if not expected:
+                assert result.hits == [], (q, filters)
+                assert result.facet_hits == 0, (q, filters)
+                assert result.facets == {name: {} for name in search_index.FACETS}
+            else:
+                assert result.facets["tags"][str(filters.tag)] == len(expected), (q, filters)
+        for window in (search_index.WINDOW, 7):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(search_index, "WINDOW", window)
+                total, ranked, facets = _ranked_as_before(runtime, catalog, filters, now)
+                for offset in (0, 20):
+                    result = _search(runtime, catalog, "", filters, offset=offset, now=now)
+                    where = (window, filters, offset)
+                    assert result.total == total == len(expected), where
+                    assert result.facets == facets, where
+                    assert [h.app_id for h in result.hits] == [
+                        r.app_id for r in ranked[offset : offset + 20]
+                    ], where
+
+
+def test_tag_rows_follow_versions_signals_and_removal(
+    catalog: str, runtime: Runtime, client: TestClient, tenant: TenantHandle
+) -> None:
+    """The tag rows a filter reads hold each document's tags and its browse order after every
+    change: a new version with other tags, a signal refresh, an app no longer published."""
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    with runtime.session_factory() as session:
+        app = session.scalars(
+            select(App).where(App.tenant_id == catalog, App.app_id == "app-003")
+        ).one()
+        version = session.scalars(select(AppVersion).where(AppVersion.app_pk == app.id)).one()
+        document = json.loads(version.manifest)
+        document["tags"] = ["ops", "billing", "finance-ops"]  # travel gone, two more
+        session.add(
+            AppVersion(
+                tenant_id=catalog,
+                app_pk=app.id,
+                version="1.1.0",
+                state=VersionState.PUBLISHED.value,
+                manifest=json.dumps(document),
+                manifest_digest="test",
+                checks="[]",
+                decision=version.decision,
+                checked_at=now,
+                published_at=now,
+                created_by="test",
+            )
+        )
+        session.flush()
+        search_index.sync_app(catalog, app.id, session=session)
+        session.commit()
+    for tag, total in (("travel", 49), ("billing", 1), ("finance-ops", 1), ("ops", APPS)):
+        assert _search(runtime, catalog, "", SearchFilters(tag=tag)).total == total, tag
+    billing = _search(runtime, catalog, "helper", SearchFilters(tag="billing", team="team-03"))
+    assert [h.app_id for h in billing.hits] == ["app-003"]
+    assert billing.hits[0].tags == ["ops", "billing", "finance-ops"]
+    # A refresh reorders the tag's rows as the documents.
+    with runtime.session_factory() as session:
+        search_index.set_signals(catalog, {"app-147": (1, 99, 1, 1)}, at=now, session=session)
+    assert _tag_rows(runtime, catalog) == _doc_tags(runtime, catalog)
+    travel = _search(runtime, catalog, "", SearchFilters(tag="travel"), now=now)
+    assert travel.hits[0].app_id == "app-147"
+    # 1.1.0 deprecated: 1.0.0's tags are back; 1.0.0 too: its tags go with its document.
+    for version, travel_total in (("1.1.0", 50), ("1.0.0", 49)):
+        deprecated = client.post(
+            f"/v1/apps/app-003/versions/{version}/deprecate", json={}, headers=tenant.headers
+        )
+        assert deprecated.status_code == 200, deprecated.text
+        assert _search(runtime, catalog, "", SearchFilters(tag="billing")).total == 0
+        assert _search(runtime, catalog, "", SearchFilters(tag="travel")).total == travel_total
+        assert _tag_rows(runtime, catalog) == _doc_tags(runtime, catalog)
+    assert not any(app_id == "app-003" for app_id, _, _ in _tag_rows(runtime, catalog))
+
+
+def test_the_migration_fills_the_tag_rows_from_the_documents(
+    catalog: str, runtime: Runtime
+) -> None:
+    path = MIGRATIONS_DIR / "versions" / "0021c_search_tags.py"
+    spec = importlib.util.spec_from_file_location("migration_0021c", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    expected = _tag_rows(runtime, catalog)
+    assert len(expected) == APPS + 50
+    with runtime.session_factory() as session:
+        session.execute(delete(AppSearchTag))
+        dialect = session.get_bind().dialect.name
+        session.execute(text(migration._FILL.format(elements=migration._ELEMENTS[dialect])))
+        session.commit()
+    assert _tag_rows(runtime, catalog) == expected

@@ -129,3 +129,30 @@ class AppSearchDoc(Base):
     trust_base: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     scanned_epoch: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class AppSearchTag(Base):
+    """One tag of a search document, with the document's browse order (`invocations_30d`,
+    `app_id`): a tag filter is a range of ix_app_search_tags_rank, read in browse order, and
+    a text match's tag is a primary-key lookup (migration 0021c). Kept in step with the
+    document by search_index (sync_app writes a document's tags, set_signals their order)."""
+
+    __tablename__ = "app_search_tags"
+    __table_args__ = (
+        Index(
+            "ix_app_search_tags_rank",
+            "tenant_id",
+            "tag",
+            desc("invocations_30d"),
+            "app_id",
+            "doc_id",
+        ),
+    )
+
+    doc_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("app_search_docs.id"), primary_key=True, autoincrement=False
+    )
+    tag: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    invocations_30d: Mapped[int] = mapped_column(Integer)
+    app_id: Mapped[str] = mapped_column(String(64))

@@ -24,7 +24,9 @@ so a candidate costs no joins and little Python; the shown columns are read only
 of hits returned. Without text (an empty query, or every term too broad) the candidates are
 the WINDOW busiest apps that pass the filters, read from a covering index (migration 0019c:
 one led by team, one by pricing model, one by neither) that stops at the limit, and only the
-page's hits are built (`rank_browse`).
+page's hits are built (`rank_browse`). With a tag they are read from the tag's rows
+(`app_search_tags`, migration 0021c: a row per tag of a document, in the same order), each
+joined to its document, so neither the candidates nor the count test every document's tags.
 
 Score (each hit carries its parts, so a ranking can be explained):
   score = 0.70 * text + 0.20 * behaviour + 0.10 * trust, each part in [0, 1]
@@ -36,7 +38,8 @@ Score (each hit carries its parts, so a ranking can be explained):
 
 The index is kept in step by `sync_app`, called in the same transaction as every change of a
 version's state and every change of the app itself (rename, owner, team): it indexes the app's
-latest published version under the app's current title, owner and team, or removes the app."""
+latest published version under the app's current title, owner and team (and its tag rows), or
+removes the app; `set_signals` copies the new browse order to the tag rows."""
 
 from __future__ import annotations
 
@@ -51,13 +54,14 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any, NamedTuple
 
-from sqlalchemy import Boolean, Row, TextClause, bindparam, delete, select, text
+from sqlalchemy import Boolean, Row, TextClause, bindparam, delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.manifest import version_key
 from quartermaster.catalog.models import App
 from quartermaster.catalog.publish_models import (
     AppSearchDoc,
+    AppSearchTag,
     AppSearchTenant,
     AppVersion,
     VersionState,
@@ -258,11 +262,29 @@ def _write_fulltext(session: Session, doc: AppSearchDoc) -> None:
         )
 
 
+def _write_tags(session: Session, doc: AppSearchDoc) -> None:
+    """The document's tags as rows of app_search_tags, with its browse order."""
+    session.execute(delete(AppSearchTag).where(AppSearchTag.doc_id == doc.id))
+    rows = [
+        {
+            "doc_id": doc.id,
+            "tag": tag,
+            "tenant_id": doc.tenant_id,
+            "invocations_30d": doc.invocations_30d or 0,
+            "app_id": doc.app_id,
+        }
+        for tag in dict.fromkeys(json.loads(doc.tags))
+    ]
+    if rows:
+        session.execute(insert(AppSearchTag), rows)
+
+
 def _remove(session: Session, doc: AppSearchDoc) -> None:
     if session.get_bind().dialect.name == "sqlite":
         rowid = fts_rowid(_tenant_ordinal(doc.tenant_id, session), doc.id)
         for table in _FTS_TABLES:
             session.execute(text(f"DELETE FROM {table} WHERE rowid = :id"), {"id": rowid})
+    session.execute(delete(AppSearchTag).where(AppSearchTag.doc_id == doc.id))
     session.execute(delete(AppSearchDoc).where(AppSearchDoc.id == doc.id))
 
 
@@ -331,6 +353,7 @@ def sync_app(tenant_id: str, app_pk: str, *, session: Session) -> None:
     _derive(doc)
     session.flush()
     _write_fulltext(session, doc)
+    _write_tags(session, doc)
 
 
 def set_signals(
@@ -351,8 +374,20 @@ def set_signals(
         doc.signals_at = at
         doc.behaviour = behaviour_score(inv7, inv30, users30)
         count += 1
+    session.flush()
+    session.execute(_text(_TAG_ORDER), {"tenant": tenant_id})
     session.commit()
     return count
+
+
+# The documents' browse order copied to their tags' rows, where it changed.
+_DOC_INVOCATIONS = (
+    "(SELECT d.invocations_30d FROM app_search_docs d WHERE d.id = app_search_tags.doc_id)"
+)
+_TAG_ORDER = (
+    f"UPDATE app_search_tags SET invocations_30d = {_DOC_INVOCATIONS} "
+    f"WHERE tenant_id = :tenant AND invocations_30d <> {_DOC_INVOCATIONS}"
+)
 
 
 # --- queries ---------------------------------------------------------------------------------
@@ -441,10 +476,25 @@ _BROWSE_SQL = (
     "WHERE d.tenant_id = :tenant{filters} ORDER BY d.invocations_30d DESC, d.app_id LIMIT :limit"
 )
 _BROWSE_COUNT = "SELECT count(*) FROM app_search_docs d WHERE d.tenant_id = :tenant{filters}"
+# With a tag: a range of ix_app_search_tags_rank (migration 0021c), which holds the same order,
+# each row joined to its document by primary key; it stops at the limit, and without other
+# filters the count is of the range alone.
+_TAG_BROWSE_SQL = (
+    f"SELECT {_RANK_COLUMNS} FROM app_search_tags t JOIN app_search_docs d ON d.id = t.doc_id "
+    "WHERE t.tenant_id = :tenant AND t.tag = :f_tag{filters} "
+    "ORDER BY t.invocations_30d DESC, t.app_id LIMIT :limit"
+)
+_TAG_BROWSE_COUNT = (
+    "SELECT count(*) FROM app_search_tags t{join} WHERE t.tenant_id = :tenant AND t.tag = :f_tag"
+    "{filters}"
+)
+_TAG_JOIN = " JOIN app_search_docs d ON d.id = t.doc_id"
 # The tenant's matches in either index (ids, once each), filtered.
 _MATCH_COUNT = "SELECT count(*) FROM ({union}) u"
-# A stored JSON list (json.dumps of slugs) holds a value: the value's JSON text is in it, which
-# a plain string index finds fast, and the parsed list holds it (exact for any value).
+# A stored JSON list (json.dumps of slugs) holds a value: its JSON text is in it, which a
+# plain string index finds fast, and the parsed list holds it (exact for any value). Tested
+# on the rows a text match already reads (a primary-key lookup in app_search_tags per
+# candidate cost more), and for capabilities (three values, most apps hold one) on a browse.
 _HOLDS = {
     "sqlite": "instr(d.{c}, :{p}_json) > 0 AND EXISTS (SELECT 1 FROM json_each(d.{c}) "
     "WHERE json_each.value = :{p})",
@@ -453,18 +503,25 @@ _HOLDS = {
 }
 
 
-def filter_sql(dialect: str, filters: SearchFilters, params: dict[str, Any]) -> str:
+def filter_sql(
+    dialect: str, filters: SearchFilters, params: dict[str, Any], *, tag: bool = True
+) -> str:
     """The filters as SQL conditions on the document `d` (each starting with " AND "), their
-    values added to `params`; "" without filters."""
+    values added to `params`; "" without filters. `tag=False`: the tag is left out (its
+    value still added, as `f_tag`), for a statement that reads the tag's rows itself."""
     conditions = []
     for column, value in (("team", filters.team), ("pricing_model", filters.pricing_model)):
         if value is not None:
             params[f"f_{column}"] = value
             conditions.append(f"d.{column} = :f_{column}")
-    for column, value in (("tags", filters.tag), ("capabilities", filters.capability)):
+    for column, name, value in (
+        ("tags", "f_tag", filters.tag),
+        ("capabilities", "f_capabilities", filters.capability),
+    ):
         if value is not None:
-            params[f"f_{column}"], params[f"f_{column}_json"] = value, json.dumps(value)
-            conditions.append(_HOLDS[dialect].format(c=column, p=f"f_{column}"))
+            params[name], params[f"{name}_json"] = value, json.dumps(value)
+            if column != "tags" or tag:
+                conditions.append(_HOLDS[dialect].format(c=column, p=name))
     return "".join(f" AND {condition}" for condition in conditions)
 
 
@@ -552,9 +609,9 @@ def _candidates(
     counts ignore the filters: which terms pick is a property of the text, not of a filter."""
     params: dict[str, Any] = {"tenant": tenant_id, "limit": WINDOW, "cap": BROAD + 1}
     dialect = session.get_bind().dialect.name
-    conditions = filter_sql(dialect, filters, params)
     if not terms:
-        return _browse(conditions, params, session)
+        return _browse(dialect, filters, params, session)
+    conditions = filter_sql(dialect, filters, params)
     terms = content_terms(terms)
     every = [(index, term, False) for index in (STEMMED, PREFIX) for term in terms]
     counts = _count(dialect, tenant_id, every, params, session)
@@ -568,7 +625,7 @@ def _candidates(
     chosen, broad = choose_terms(terms, counts)
     if not chosen:
         # Nothing matched; or every term is in most titles too: browse (usage and trust).
-        return _browse(conditions, params, session) if broad else Candidates([], 0)
+        return _browse(dialect, filters, params, session) if broad else Candidates([], 0)
     parts, matches = [], []
     for index, index_terms in chosen.items():
         params[index] = _expression(dialect, tenant_id, index, index_terms)
@@ -582,12 +639,21 @@ def _candidates(
     return Candidates(rows, session.execute(_text(count), params).scalar_one())
 
 
-def _browse(conditions: str, params: dict[str, Any], session: Session) -> Candidates:
-    """An empty (or all-broad) query: the WINDOW busiest apps that pass the filters."""
-    rows = session.execute(_text(_BROWSE_SQL.format(filters=conditions)), params).all()
+def _browse(
+    dialect: str, filters: SearchFilters, params: dict[str, Any], session: Session
+) -> Candidates:
+    """An empty (or all-broad) query: the WINDOW busiest apps that pass the filters; with a
+    tag, read from the tag's rows in the same order."""
+    if filters.tag is None:
+        conditions = filter_sql(dialect, filters, params)
+        sql, count = _BROWSE_SQL, _BROWSE_COUNT.format(filters=conditions)
+    else:
+        conditions = filter_sql(dialect, filters, params, tag=False)
+        join = _TAG_JOIN if conditions else ""
+        sql, count = _TAG_BROWSE_SQL, _TAG_BROWSE_COUNT.format(join=join, filters=conditions)
+    rows = session.execute(_text(sql.format(filters=conditions)), params).all()
     if len(rows) < WINDOW:
         return Candidates(rows, len(rows), browse=True)
-    count = _BROWSE_COUNT.format(filters=conditions)
     return Candidates(rows, session.execute(_text(count), params).scalar_one(), browse=True)
 
 
