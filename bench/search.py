@@ -23,7 +23,8 @@ In-process (`--in-process`, with `--data-dir` of an indexed catalog): the search
 alone (`search_index.search`, a read session per query, no HTTP), the same queries, wall
 and CPU time per query: the part of a request's latency that is the search itself; then the
 same for searches without text (browse): no filter, and each team, pricing model, capability
-and the 20 commonest tags of the catalog as the only filter, in turn.
+and the 20 commonest tags of the catalog as the only filter, in turn; then the 20 tags alone
+(no text), and the text queries each with one of them.
 
     python -m bench.search [--apps 10000] [--queries 2000] [--evaluations 5000]
                            [--database-url URL] [--data-dir DIR] [--in-process]
@@ -187,6 +188,7 @@ def load_catalog(runtime: Runtime, apps: int) -> tuple[str, int]:
         # PostgreSQL guesses a handful of rows per tenant and filters the heap instead of
         # using the full-text indexes.
         session.execute(text("ANALYZE app_search_docs"))
+        session.execute(text("ANALYZE app_search_tags"))
         session.commit()
         indexed = len(
             list(session.scalars(select(AppVersion.id).where(AppVersion.tenant_id == TENANT)))
@@ -292,6 +294,13 @@ def run_in_process(*, apps: int, count: int, database_url: str | None, data_dir:
         measured.append(
             measure_in_process(runtime, [("", f) for f in browse] * rounds, "without text")
         )
+        tags = [f for f in browse if f.tag is not None]
+        rounds = max(1, count // len(tags))
+        measured.append(
+            measure_in_process(runtime, [("", f) for f in tags] * rounds, "a tag, no text")
+        )
+        tagged = [(text, tags[i % len(tags)]) for i, (text, _) in enumerate(texts)]
+        measured.append(measure_in_process(runtime, tagged, "text and a tag"))
     finally:
         runtime.close()
     for series, cpu in measured:
