@@ -331,6 +331,27 @@ def test_floor_plus_share_platform_cost() -> None:
     }
 
 
+def test_floors_not_covered_are_shared_evenly_and_the_line_says_so() -> None:
+    # 5 < 3 floors of 2: shared evenly, 1.666666.. each (the leftover millionths to a1, a2);
+    # nobody paid a floor and nothing was shared by invocations, and the lines must not say so
+    result = _platform(PlatformCostItem("control_plane", D("5")))
+    assert amounts(result, LineKind.PLATFORM, "control_plane") == {
+        ("t1", "a1"): D("1.666667"),
+        ("t1", "a2"): D("1.666667"),
+        ("t2", "a3"): D("1.666666"),
+    }
+    methods = {x.allocation_method for x in result.lines if x.cost_type == "control_plane"}
+    assert methods == {
+        "even per active app: 5 is not more than the floors (3 active apps x floor 2)"
+    }
+    # exactly the floors: each pays its floor, which is the even share too
+    exact = _platform(PlatformCostItem("control_plane", D("6")))
+    assert set(amounts(exact, LineKind.PLATFORM, "control_plane").values()) == {D("2")}
+    assert {x.allocation_method for x in exact.lines if x.cost_type == "control_plane"} == {
+        "even per active app: 6 is not more than the floors (3 active apps x floor 2)"
+    }
+
+
 def test_direct_platform_cost_goes_to_the_team() -> None:
     result = _platform(PlatformCostItem("oncall", D("7")))
     lines = [x for x in result.lines if x.cost_type == "oncall"]

@@ -122,8 +122,13 @@ def _floor(policy: AnyPolicy | None, share: _PlatformShare) -> Fraction:
     return Fraction(policy.floor) * share.period_share
 
 
+def _floors_covered(policy: AnyPolicy | None, share: _PlatformShare, apps: int) -> bool:
+    """Whether the cost exceeds every active app's floor (else allocate() shares it evenly)."""
+    return Fraction(round_line(share.total)) > _floor(policy, share) * apps
+
+
 def _describe(
-    policy: AnyPolicy | None, share: _PlatformShare, weight: Decimal, total: Decimal
+    policy: AnyPolicy | None, share: _PlatformShare, weight: Decimal, total: Decimal, apps: int
 ) -> str:
     cost_type = share.cost_type
     count_note = f"{fmt(weight)} of {fmt(total)}"
@@ -142,6 +147,11 @@ def _describe(
             exact = Decimal(share.period_share.numerator * 100) / share.period_share.denominator
             percent = fmt(exact.quantize(Decimal("0.01")))
             floor = f"{floor} x {percent}% of the period (its part under this policy)"
+        if not _floors_covered(policy, share, apps):
+            return (
+                f"even per active app: {fmt(share.total)} is not more than the floors "
+                f"({apps} active apps x {floor})"
+            )
         return f"{floor} + share of the rest {basis}"
     if isinstance(policy, HybridPolicy):
         by_usage = fmt(policy.proportional_share * 100)
@@ -300,7 +310,7 @@ def _share_among_apps(
             weights[key],
             amount,
             rule,
-            _describe(policy, share, weights[key], weight_total),
+            _describe(policy, share, weights[key], weight_total, len(weights)),
             share.versions,
         )
         for key, amount in amounts.items()
