@@ -52,8 +52,7 @@ MAY_VALIDATE: dict[tuple[str, str], set[str]] = {
     **{route: {MEMBER, APP, WORKLOAD} for route in SECRETS_READ},
     ("POST", "/v1/events"): {MEMBER, APP},
     ("POST", "/v1/decisions"): {MEMBER, APP},
-    # Workloads are refused by the service: the route's dependency lets app callers through.
-    ("POST", "/v1/identity/token"): {MEMBER, APP, WORKLOAD},
+    ("POST", "/v1/identity/token"): {MEMBER, APP},  # not a workload: tokens only ever read
     ("POST", "/v1/policies/test"): {MEMBER, FINANCE},
 }
 INVALID_BODY = "not-an-object"  # well-formed JSON that no route's body model accepts

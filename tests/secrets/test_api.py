@@ -363,7 +363,8 @@ def test_roles_a_route_is_not_for_are_refused_before_the_body_is_validated(
     """Admin-only routes (engines, access rules, fingerprint key, match, redact) refuse a
     team member, an app key and a workload token with 403 whatever body they send (an empty
     or invalid body is not a 422), and write routes refuse app keys and workload tokens the
-    same way; each refusal audited, and nothing changed."""
+    same way, and a workload token on the token route; each refusal audited, and nothing
+    changed."""
     _put(client, world, PATH, "stays-as-it-is")
     member = api_key(
         runtime, world.tenant_id, "pat", Role.TEAM_MEMBER, team_id=world.payments_team_id
@@ -395,7 +396,11 @@ def test_roles_a_route_is_not_for_are_refused_before_the_body_is_validated(
     for headers, caller, calls in (
         (member, "role 'team-member'", admin_only),
         (app_key, "role 'app'", [*admin_only, *writes]),
-        (workload, "a workload identity token", [*admin_only, *writes]),
+        (
+            workload,
+            "a workload identity token",
+            [*admin_only, *writes, ("POST", "/v1/identity/token", {"app_id": 5})],
+        ),
     ):
         for method, url, body in calls:
             response = client.request(method, url, json=body, headers=headers)
@@ -433,5 +438,5 @@ def test_roles_a_route_is_not_for_are_refused_before_the_body_is_validated(
             if s.record.outcome == "denied"
         ]
     assert len(denied) == refused
-    assert {r.action for r in denied} == {"configure", "deny", "write", "destroy"}
+    assert {r.action for r in denied} == {"configure", "deny", "write", "destroy", "token"}
     assert {r.path for r in denied if r.action == "write"} == {PATH}

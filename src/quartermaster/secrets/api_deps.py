@@ -77,19 +77,24 @@ def _audited_path(request: Request) -> str | None:
 
 
 def broker_user(
-    action: Action | str, *, may: frozenset[Role] | None = None, what: str | None = None
+    action: Action | str,
+    *,
+    may: frozenset[Role] | None = None,
+    workloads: bool = True,
+    what: str | None = None,
 ) -> Callable[[Requester, SecretsContext, Request], Requester]:
     """A dependency: the requester, refused (403, audited as `action`) when its role may not
     call the route at all: a role that may use nothing of the broker (finance), or, with
     `may`, a role the route is not for (`guard.route_denial`; an admin-only route refuses a
     team member, an app key and a workload token). As a dependency it runs before the body
     is validated, so such a caller gets 403 whatever it sent; what each role may do to which
-    path is still decided by the service. `what` names the operation in the message
-    (default: the action)."""
+    path is still decided by the service. `workloads=False`: a workload identity token is
+    refused too where app keys may call. `what` names the operation in the message (default:
+    the action)."""
     name = action.value if isinstance(action, Action) else action
 
     def check(requester: RequesterDep, ctx: SecretsContextDep, request: Request) -> Requester:
-        reason = route_denial(requester, may)
+        reason = route_denial(requester, may, workloads=workloads)
         if reason is None:
             return requester
         with ctx.session_factory() as session:
@@ -128,4 +133,14 @@ StreamRedactor = Annotated[
 ]
 LeaseRenewer = Annotated[Requester, Depends(broker_user("renew"))]
 LeaseRevoker = Annotated[Requester, Depends(broker_user("revoke"))]
-TokenMinter = Annotated[Requester, Depends(broker_user("token"))]
+TokenMinter = Annotated[
+    Requester,
+    Depends(
+        broker_user(
+            "token",
+            may=frozenset({Role.ADMIN, Role.TEAM_MEMBER, Role.APP}),
+            workloads=False,
+            what="mint identity tokens",
+        )
+    ),
+]

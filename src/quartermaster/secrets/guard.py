@@ -129,18 +129,21 @@ def role_without_access(requester: Requester) -> str | None:
     return requester.role.value if requester.role is not None else "unknown"
 
 
-def route_denial(requester: Requester, may: frozenset[Role] | None) -> str | None:
+def route_denial(
+    requester: Requester, may: frozenset[Role] | None, *, workloads: bool = True
+) -> str | None:
     """Why the requester may not call a route at all, whatever path or body it sends; None
     when it may. `may` holds the roles the route is for (a workload identity token counts as
-    an app key), None for every role that uses the broker. What a role may do to which path
-    is still the service's to decide."""
+    an app key unless `workloads` is False), None for every role that uses the broker. What
+    a role may do to which path is still the service's to decide."""
     role = role_without_access(requester)
     if role is not None:
         return f"role {role!r} has no access to secrets"
     if may is None or requester.kind is RequesterKind.SYSTEM:
         return None
-    held = Role.APP if requester.kind is RequesterKind.WORKLOAD else requester.role
-    if held in may:
+    workload = requester.kind is RequesterKind.WORKLOAD
+    held = Role.APP if workload else requester.role
+    if held in may and (workloads or not workload):
         return None
     who = " or ".join(_ROLE_NAMES[r] for r in Role if r in may)
     caller = (
