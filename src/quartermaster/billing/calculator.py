@@ -22,12 +22,13 @@ from quartermaster.domain.timeutil import Period
 from quartermaster.pricing.book import CompiledBook, Owner
 from quartermaster.pricing.document import SubscriptionRule
 from quartermaster.pricing.engine import price_period
-from quartermaster.pricing.history import PriceBookHistory
+from quartermaster.pricing.history import NoVersionInForceError, PriceBookHistory
 from quartermaster.pricing.lines import (
     LineKind,
     OwnerDirectory,
     PlatformCostItem,
     PricedLine,
+    UnpricedCost,
     UnpricedUsage,
     UsageRow,
 )
@@ -65,6 +66,8 @@ class Computed:
     versions: tuple[int, ...]
     as_of: datetime
     unpriced: tuple[UnpricedUsage, ...] = ()
+    # platform costs in another currency than the price book's: in no line, named in the note
+    unpriced_costs: tuple[UnpricedCost, ...] = ()
 
 
 class BillingCalculator(Protocol):
@@ -116,6 +119,40 @@ class _SubscriptionTest:
         return False
 
 
+def billable_usage(
+    history: PriceBookHistory, period: Period, usage: Sequence[UsageRow], as_of: datetime
+) -> tuple[UsageRow, ...]:
+    """The usage rows worth pricing: every row with a quantity, and a row of quantity 0
+    only where the version in force at its time prices its meter with a subscription (the
+    fee is charged to every pool present in the period's usage, even one whose quantity is
+    0: docs/pricing.md). A zero row of any other model would only add a 0.000000 line."""
+    books: dict[int, CompiledBook] = {}
+    kept: list[UsageRow] = []
+    for row in usage:
+        if row.quantity != 0:
+            kept.append(row)
+            continue
+        try:
+            version = history.version_at(row.at or period.start, as_of=as_of)
+        except NoVersionInForceError:
+            continue
+        book = books.setdefault(version.version, CompiledBook(version.document))
+        found = book.rule_for(row.meter, row.owner)
+        if found is not None and isinstance(found[1], SubscriptionRule):
+            kept.append(row)
+    return tuple(kept)
+
+
+def _noise(line: PricedLine) -> bool:
+    """A usage line of no usage and no money: a member of a pool that others used."""
+    return (
+        line.kind is LineKind.USAGE
+        and line.quantity == 0
+        and line.gross_amount == 0
+        and line.amount == 0
+    )
+
+
 def version_cuts(context: PricingContext) -> list[datetime]:
     """Where the price book changes: usage on either side may be priced differently."""
     return [version.effective_from for version in context.history.versions]
@@ -126,11 +163,16 @@ def price_inputs(context: PricingContext, period: Period, inputs: PeriodInputs) 
     result = price_period(
         context.history,
         period,
-        inputs.usage,
+        billable_usage(context.history, period, inputs.usage, inputs.as_of),
         inputs.platform_costs,
         as_of=inputs.as_of,
         directory=context.directory,
         default_cost_center=context.default_cost_center,
+    )
+    result = replace(
+        result,
+        lines=tuple(line for line in result.lines if not _noise(line)),
+        unpriced=tuple(u for u in result.unpriced if u.quantity != 0),
     )
     lines = build_lines(
         result, is_subscription=subscription_test(context.history), units=context.units
@@ -142,6 +184,7 @@ def price_inputs(context: PricingContext, period: Period, inputs: PeriodInputs) 
         versions=result.versions,
         as_of=inputs.as_of,
         unpriced=result.unpriced,
+        unpriced_costs=result.unpriced_costs,
     )
 
 

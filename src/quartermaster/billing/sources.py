@@ -237,8 +237,8 @@ def _usage_row(
             "events are past the retention window",
             field="as_of",
         )
-    if quantity == 0:
-        return []
+    # A quantity of 0 is kept: a subscription's fee is charged to every pool present in the
+    # period's usage, even one whose quantity is 0 (billing.calculator.billable_usage).
     return [
         UsageRow(
             cost_center=total.cost_center,
