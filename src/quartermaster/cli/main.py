@@ -24,6 +24,7 @@ from quartermaster.cli.client import (
     plain,
     request_timeout,
 )
+from quartermaster.cli.help_text import reflow_command_help
 from quartermaster.config import (
     SERVER_KEY_FILE,
     LogLevel,
@@ -403,6 +404,7 @@ def _register_groups() -> None:
         app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
     for module, attribute, name in COMMANDS:
         app.command(name)(getattr(importlib.import_module(module), attribute))
+    reflow_command_help(app)
 
 
 def main() -> None:
