@@ -21,6 +21,7 @@ from quartermaster.domain.money import (
     fixed_point,
     money_sum,
     money_text,
+    plain_text,
     quantize_to,
     round_line,
 )
@@ -121,3 +122,12 @@ def test_money_text_quotes_any_amount_to_the_cent_in_full() -> None:
     assert money_text(Decimal("12.305"), "USD") == "12.30 USD"
     assert money_text(Decimal("1E+30")) == "1" + "0" * 30 + ".00"
     assert money_text(Decimal("-0.125"), "EUR") == "-0.12 EUR"
+
+
+def test_plain_text_drops_trailing_zeros_without_rounding() -> None:
+    quantity = Decimal("99999999999999999999999999.999999999990")  # a store quantity: 38 digits
+    assert plain_text(quantity) == "99999999999999999999999999.99999999999"
+    assert str(quantity.normalize()) == "1E+26"  # the trap: rounded to 28 digits
+    assert plain_text(Decimal("1E+18")) == "1000000000000000000"
+    assert plain_text(Decimal("42.000000000000")) == "42"
+    assert plain_text(Decimal("0E-12")) == "0"

@@ -25,6 +25,7 @@ from quartermaster.billing.sources import (
     split_period,
     tenant_meter_definitions,
 )
+from quartermaster.domain.money import money_context, money_sum
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.storage.ids import ID_PREFIX, MIN_PREFIX, TOO_SHORT, unique_by_prefix
@@ -65,7 +66,7 @@ class Explanation:
 
     @property
     def daily_total(self) -> Decimal:
-        return sum((day.value for day in self.daily), ZERO)
+        return money_sum(day.value for day in self.daily)
 
 
 def find_line(caller: AuthContext, reference: str, *, session: Session) -> BillingLine:
@@ -117,7 +118,7 @@ def _day_value(rows: list[RawUsage], aggregation: Aggregation) -> Decimal:
         return max(row.quantity for row in rows)
     if aggregation is Aggregation.LATEST:
         return max(rows, key=lambda row: (row.event_time, row.position)).quantity
-    return sum((row.quantity for row in rows), ZERO)
+    return money_sum(row.quantity for row in rows)  # a quantity has up to 38 digits
 
 
 def daily_from_raw(
@@ -159,6 +160,7 @@ def daily_from_raw(
     return days, rows[:TOP_EVENTS]
 
 
+@money_context()
 def daily_from_rollups(
     store: UsageStore, line: BillingLine, period: Period, aggregation: Aggregation
 ) -> list[DailyAmount]:
@@ -197,7 +199,7 @@ def _daily_costs(
             DailyAmount(
                 day.start,
                 day.end,
-                plain(sum((c.amount for c in costs), ZERO)),
+                plain(money_sum(c.amount for c in costs)),
                 sum(c.event_count for c in costs),
             )
         )

@@ -39,7 +39,7 @@ from quartermaster.cli.client import (
     show_table,
     stacked,
 )
-from quartermaster.domain.money import CENT, fixed_point, quantize_to, round_line
+from quartermaster.domain.money import CENT, fixed_point, plain_text, quantize_to, round_line
 from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.pricing.rating import fmt
 
@@ -65,7 +65,7 @@ def _money(value: str | Decimal | None) -> str:
         return ""
     exact = round_line(Decimal(value))
     cents = quantize_to(exact, CENT)
-    return grouped(fixed_point(cents if cents == exact else exact.normalize()))
+    return grouped(fixed_point(cents) if cents == exact else plain_text(exact))
 
 
 def _estimate(value: str | Decimal) -> str:

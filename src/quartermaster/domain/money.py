@@ -44,6 +44,16 @@ def fixed_point(value: Decimal) -> str:
     return format(value, "f")
 
 
+def plain_text(value: Decimal) -> str:
+    """A decimal in full without trailing zeros (`42.000000000000` -> `42`, `1E+18` ->
+    `1000000000000000000`), exactly: `normalize()` would round it to the context's 28 digits
+    (a store quantity has up to 38)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
 # A Decimal that an API response writes as fixed-point text, as the exports write it, so
 # that the same value reads the same in both.
 FixedDecimal = Annotated[Decimal, PlainSerializer(fixed_point, return_type=str, when_used="json")]

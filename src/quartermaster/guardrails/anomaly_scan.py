@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.money import fixed_point, money_context, quantize_to
+from quartermaster.domain.money import fixed_point, money_context, plain_text, quantize_to
 from quartermaster.domain.timeutil import HOUR, Period, floor_hour, moment_text, utc_now
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.anomaly import (
@@ -357,7 +357,7 @@ def _top_events(
                     "app": row.app,
                     "meter": row.meter,
                     "resource_id": row.resource_id,
-                    "quantity": str(row.quantity.normalize()),
+                    "quantity": plain_text(row.quantity),
                     "cost": _money(cost),
                     "event_time": row.event_time.isoformat(),
                     "recorded_at": row.recorded_at.isoformat(),

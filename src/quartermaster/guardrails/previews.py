@@ -29,7 +29,7 @@ from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.periods import month_containing, tenant_zone
 from quartermaster.billing.preview import CostRow, Preview, preview
 from quartermaster.billing.service import caller_team_slug
-from quartermaster.domain.money import money_context, money_text
+from quartermaster.domain.money import money_context, money_text, plain_text
 from quartermaster.domain.timeutil import HOUR, Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, raise_alert
@@ -388,7 +388,7 @@ class HighCostScanner:
                     "event_time": e.event_time.isoformat(),
                     "event_type": e.event_type,
                     "source": e.source,
-                    "quantity": format(e.quantity.normalize(), "f"),
+                    "quantity": plain_text(e.quantity),
                 }
                 for e in events
             ]

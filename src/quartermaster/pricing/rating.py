@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
-from quartermaster.domain.money import money_context
+from quartermaster.domain.money import money_context, plain_text
 from quartermaster.pricing.document import (
     Graduated,
     Package,
@@ -65,10 +65,7 @@ class RatedCharge:
 
 def fmt(value: Decimal) -> str:
     """Plain notation, no exponent; trailing zeros of computed values dropped."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
+    return plain_text(value)
 
 
 def price_text(value: Decimal) -> str:

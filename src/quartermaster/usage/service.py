@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit
 from quartermaster.catalog.service import validate_environment
+from quartermaster.domain.money import plain_text
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.models import CostCenter
@@ -241,7 +242,7 @@ def delete_environment_override(caller: AuthContext, environment: str, *, sessio
 
 def plain(value: Decimal) -> Decimal:
     """The same number without the store's trailing zeros (42.000000000000 -> 42)."""
-    return Decimal(format(value.normalize(), "f"))
+    return Decimal(plain_text(value))
 
 
 def meter_quantity(total: UsageTotal, aggregation: Aggregation) -> Decimal:
