@@ -163,3 +163,31 @@ def test_a_body_over_the_limit_is_refused_on_every_route_before_it_is_read(
         fits = b'{"slug": "cc-small", "name": "Small"}'
         accepted = client.post("/v1/cost-centers", content=chunks(fits), headers=headers)
         assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/v1/policy-decisions?subject=%00", "subject"),
+        ("/v1/policy-decisions?limit=5&app=a%00b", "app"),
+        ("/v1/events?after=1%00", "after"),
+        ("/v1/policies/own%00er", None),
+        ("/v1/decisions/abcdefgh%00", None),
+        ("/v1/apps/shop%00", None),
+    ],
+)
+def test_a_nul_character_in_the_path_or_query_is_a_422_naming_where(
+    client: TestClient, tenant: TenantHandle, url: str, field: str | None
+) -> None:
+    # PostgreSQL text cannot hold NUL: these were 500s there (psycopg.DataError).
+    response = client.get(url, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["field"] == field
+    assert "NUL character" in error["message"]
+
+
+def test_a_query_without_nul_reaches_the_route(client: TestClient, tenant: TenantHandle) -> None:
+    response = client.get("/v1/policy-decisions?subject=a%2500b", headers=tenant.headers)
+    assert response.status_code == 200, response.text

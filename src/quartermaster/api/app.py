@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from quartermaster import __version__
 from quartermaster.api.body_limit import BodyLimit
 from quartermaster.api.errors import install_error_handlers
+from quartermaster.api.nul_guard import RefuseNul
 from quartermaster.api.openapi import install_openapi, operation_id
 from quartermaster.config import Settings
 from quartermaster.runtime import Runtime, build_runtime
@@ -86,6 +87,7 @@ def create_app(
     app.add_middleware(
         BodyLimit, limit=settings.max_body_bytes, own_limits=frozenset({"/v1/events"})
     )
+    app.add_middleware(RefuseNul)
 
     @app.get("/healthz", tags=["system"], summary="Liveness")
     def healthz() -> dict[str, str]:
