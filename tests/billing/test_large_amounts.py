@@ -119,3 +119,24 @@ def test_a_total_the_ledger_cannot_hold_fails_the_run_naming_the_limit(
         _run(runtime, caller, calc)
     with runtime.session_factory() as session:
         assert service.list_documents(caller, session=session) == []
+
+
+def test_a_line_the_ledger_cannot_hold_fails_the_run_naming_the_line(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """Two parts of one app's usage (e.g. on either side of a price book change) sum past
+    what one store quantity reaches: the line is refused, naming its owner and meter."""
+    caller = admin(tenant.tenant_id)
+    prices = [{"meter": "requests", "model": "per_unit", "unit_price": HUGE_PRICE}]
+    calc = MemoryCalculator(
+        versions=[PriceBookVersion(book(prices=prices), datetime(2025, 12, 1, tzinfo=UTC))]
+    )
+    calc.record([usage("eng", "web", "web", "requests", LARGEST_QUANTITY, day=d) for d in (3, 9)])
+    with pytest.raises(PricingError) as caught:
+        _run(runtime, caller, calc)
+    message = str(caught.value)
+    assert "usage line 'requests' of cost center 'eng', team 'web', app 'web'" in message
+    assert "is not below 10^56" in message
+    assert caught.value.field == "amount"
+    with runtime.session_factory() as session:
+        assert service.list_documents(caller, session=session) == []
