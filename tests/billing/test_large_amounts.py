@@ -12,7 +12,9 @@ import pytest
 
 from quartermaster.billing import adjustments, service
 from quartermaster.billing.exports import chargeback_json
+from quartermaster.billing.focus import FocusContext, focus_rows
 from quartermaster.billing.models import BillingDocument, RunKind
+from quartermaster.domain.money import money_sum
 from quartermaster.pricing.history import PriceBookVersion
 from quartermaster.pricing.lines import PricingError
 from quartermaster.runtime import Runtime
@@ -68,9 +70,16 @@ def test_a_run_with_a_line_past_10_to_the_22_is_billed_exactly(
     with runtime.session_factory() as session:
         stored = session.get(BillingDocument, document.id)
         assert stored is not None
-        text = chargeback_json([(stored, service.document_lines(stored, session=session))])
+        stored_lines = service.document_lines(stored, session=session)
+        text = chargeback_json([(stored, stored_lines)])
+        focus = focus_rows([(stored, stored_lines)], FocusContext(billing_account_name="Acme"))
     assert f'"total": "{stored.total}"' in text
     assert "E+" not in text
+    # FOCUS: the discount folds into its usage row; BilledCost still sums to the total.
+    assert money_sum(Decimal(row["BilledCost"]) for row in focus) == stored.total
+    etl = next(r for r in focus if r["ResourceId"] == "etl" and r["x_CostType"] == "usage")
+    assert etl["ListCost"] == "50000000000000000000002.000000"
+    assert etl["BilledCost"] == "45000000000000000000001.800000"
 
 
 def test_the_largest_line_the_store_can_feed_is_stored_in_full(
