@@ -1,5 +1,6 @@
 """Billing runs over the seams of the pricing engine found by the price-book walkthrough
-(/docs/pricing.md): floors that are not covered, on both control-plane backends."""
+(docs/pricing.md), on both control-plane backends: floors that are not covered, platform
+costs in another currency than the price book's."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from quartermaster.billing import service
+from quartermaster.billing import adjustments, service
 from quartermaster.billing.models import RunKind
+from quartermaster.billing.preview import preview
+from quartermaster.guardrails.common import ScopeKind
+from quartermaster.guardrails.spend import BillingSpend
 from quartermaster.pricing.history import PriceBookVersion
+from quartermaster.pricing.lines import PlatformCostItem, UsageRow
 from quartermaster.runtime import Runtime
 from tests.billing.support import (
+    FEBRUARY,
     JANUARY,
     SMALL_COSTS,
     SMALL_PLATFORM,
@@ -68,3 +74,53 @@ def test_floors_not_covered_are_billed_evenly_and_the_lines_say_so(
         "even per active app: 9 is not more than the floors (3 active apps x floor 5)"
     }
     assert document.total == Decimal("76.30")
+
+
+def test_a_platform_cost_in_another_currency_is_named_in_the_note_and_billing_carries_on(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """One platform cost in EUR (or a code that is no currency) for a USD price book made
+    every run, adjustment, preview and budget evaluation of its period fail with 422, which
+    switched hard caps off for the month. It is not priced (no conversion), it is named."""
+    caller = admin(tenant.tenant_id)
+    calc = _calculator()
+    calc.record(SMALL_PLATFORM, SMALL_COSTS)
+    calc.record(
+        costs=[
+            PlatformCostItem("dns", Decimal("5"), "EUR", at=datetime(2026, 1, 6, tzinfo=UTC)),
+            PlatformCostItem("lb", Decimal("2"), "XYZ", at=datetime(2026, 1, 7, tzinfo=UTC)),
+        ]
+    )
+    document, lines = _run_lines(runtime, tenant, calc)
+    assert document.total == Decimal("76.30")  # the USD bill, unchanged
+    assert not [line for line in lines if line.item == "dns"]
+    assert document.note == (
+        "platform costs not in the price book's currency USD, not billed (no currency "
+        "conversion; in no line): dns 5 EUR, lb 2 XYZ"
+    )
+    with runtime.session_factory() as session:
+        service.finalize_run(caller, document.id, session=session)
+    # a late one after finalizing: the adjustment does not fail, nothing billable changed
+    calc.record(
+        costs=[PlatformCostItem("dns", Decimal("1"), "EUR", at=datetime(2026, 1, 8, tzinfo=UTC))],
+        at=datetime(2026, 2, 11, tzinfo=UTC),
+    )
+    calc.now = datetime(2026, 2, 12, tzinfo=UTC)
+    with runtime.session_factory() as session:
+        assert (
+            adjustments.create_adjustment(caller, document.id, calculator=calc, session=session)
+            is None
+        )
+    # this month's: the preview and the budgets' spend price the rest
+    feb3 = datetime(2026, 2, 3, tzinfo=UTC)
+    calc.record(
+        [UsageRow("eng", "web", "web", "requests", Decimal(1000), at=feb3)],
+        [PlatformCostItem("dns", Decimal("5"), "EUR", at=feb3)],
+        at=datetime(2026, 2, 4, tzinfo=UTC),
+    )
+    with runtime.session_factory() as session:
+        shown = preview(caller, calculator=calc, session=session)
+        spend = BillingSpend(calc).spend(tenant.tenant_id, FEBRUARY, session=session)
+    assert shown.month_to_date == Decimal("0.50")  # 1000 requests x 0.0005
+    assert spend.of(ScopeKind.TENANT, "") == Decimal("0.50")
+    assert spend.of(ScopeKind.APP, "web") == Decimal("0.50")

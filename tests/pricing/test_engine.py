@@ -391,9 +391,35 @@ def test_a_platform_cost_with_no_active_app_goes_to_the_default_cost_center() ->
     ]
 
 
-def test_platform_cost_in_another_currency_is_refused() -> None:
-    with pytest.raises(PricingError, match="is in EUR, the price book in USD"):
-        _platform(PlatformCostItem("lb", D("5"), currency="EUR"))
+def test_a_platform_cost_in_another_currency_is_not_priced_but_reported() -> None:
+    # There is no currency conversion: the EUR costs (and a code that is no currency) are in
+    # no line, summed per cost type and currency; the USD ones (and those without a
+    # currency: the book's) are shared as usual. It used to fail the whole period.
+    result = _platform(
+        PlatformCostItem("lb", D("30"), currency="USD"),
+        PlatformCostItem("lb", D("10")),
+        PlatformCostItem("lb", D("5"), currency="EUR"),
+        PlatformCostItem("lb", D("2.5"), currency="EUR"),
+        PlatformCostItem("dns", D("7"), currency="XYZ"),
+    )
+    assert amounts(result, LineKind.PLATFORM, "lb") == {
+        ("t1", "a1"): D("10"),
+        ("t1", "a2"): D("30"),
+        ("t2", "a3"): D("0"),
+    }
+    assert not [line for line in result.lines if line.cost_type == "dns"]
+    assert [(c.cost_type, c.amount, c.currency) for c in result.unpriced_costs] == [
+        ("dns", D("7"), "XYZ"),
+        ("lb", D("7.5"), "EUR"),
+    ]
+    assert result.unpriced_costs[1].describe() == "lb 7.5 EUR"
+    assert result.total == D("40")
+    assert _platform(PlatformCostItem("lb", D("1"))).unpriced_costs == ()
+
+
+def test_a_platform_cost_in_another_currency_must_still_be_in_the_period() -> None:
+    with pytest.raises(PricingError, match="outside the period"):
+        _platform(PlatformCostItem("lb", D("5"), currency="EUR", at=day(1, 2)))
 
 
 RESERVED_CPU = {"meter": "cpu_seconds", "model": "per_unit", "unit_price": "0.01"}

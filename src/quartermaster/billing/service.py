@@ -333,10 +333,24 @@ def _apply_computed(document: BillingDocument, computed: Computed) -> None:
     document.currency = computed.currency
     document.total = total_of(computed.lines)
     document.line_count = len(computed.lines)
+    document.note = document_note(computed)
+
+
+def document_note(computed: Computed) -> str | None:
+    """What a run leaves out of its money, said on the document: usage of meters with no
+    price rule (billed at 0), and platform costs in another currency than the price book's
+    (not priced: there is no conversion; they are in no line)."""
+    notes: list[str] = []
     unpriced = sorted({u.meter for u in computed.unpriced})
-    document.note = (
-        f"usage with no price rule (billed at 0): {', '.join(unpriced)}" if unpriced else None
-    )
+    if unpriced:
+        notes.append(f"usage with no price rule (billed at 0): {', '.join(unpriced)}")
+    if computed.unpriced_costs:
+        costs = ", ".join(cost.describe() for cost in computed.unpriced_costs)
+        notes.append(
+            f"platform costs not in the price book's currency {computed.currency}, not billed "
+            f"(no currency conversion; in no line): {costs}"
+        )
+    return "; ".join(notes) or None
 
 
 def compute_period(

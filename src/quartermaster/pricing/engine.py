@@ -304,7 +304,8 @@ def _price_period(
         directory=directory or OwnerDirectory(),
         default_cost_center=default_cost_center,
     )
-    lines.extend(allocate_platform_costs(context, list(platform_costs)))
+    shared, unpriced_costs = allocate_platform_costs(context, list(platform_costs))
+    lines.extend(shared)
     credits, unused = credit_lines(context, lines)
     lines.extend(credits)
     lines.sort(key=lambda line: line.sort_key)
@@ -316,6 +317,7 @@ def _price_period(
         lines=tuple(lines),
         unpriced=tuple(unpriced),
         unused_reservation_credit=unused,
+        unpriced_costs=unpriced_costs,
     )
 
 

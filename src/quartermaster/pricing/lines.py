@@ -130,6 +130,20 @@ class UnpricedUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class UnpricedCost:
+    """Platform costs of one cost type recorded in a currency other than the price book's.
+    There is no currency conversion, so they are in no line (they do not stop the period
+    from being priced); billing names them in the document's note."""
+
+    cost_type: str
+    amount: Decimal
+    currency: str
+
+    def describe(self) -> str:
+        return f"{self.cost_type} {format(self.amount, 'f')} {self.currency}"
+
+
+@dataclass(frozen=True, slots=True)
 class PricingResult:
     price_book: str
     currency: str
@@ -138,6 +152,8 @@ class PricingResult:
     lines: tuple[PricedLine, ...]
     unpriced: tuple[UnpricedUsage, ...]
     unused_reservation_credit: Mapping[str, Decimal]
+    # platform costs in another currency than the price book's: not priced, in no line
+    unpriced_costs: tuple[UnpricedCost, ...] = ()
 
     @property
     def total(self) -> Decimal:

@@ -35,6 +35,7 @@ from quartermaster.pricing.lines import (
     PlatformCostItem,
     PricedLine,
     PricingError,
+    UnpricedCost,
 )
 from quartermaster.pricing.rating import ZERO, fmt
 
@@ -192,26 +193,33 @@ def _platform_line(
 
 def allocate_platform_costs(
     ctx: SharedCostContext, items: list[PlatformCostItem]
-) -> list[PricedLine]:
+) -> tuple[list[PricedLine], tuple[UnpricedCost, ...]]:
     """Each cost type's costs are shared once per policy: the costs incurred while the
     versions that hold one policy were in force, by that policy. A new version that leaves a
     cost type's policy as it was does not split its allocation (two halves each giving every
     app a floor would charge the floors twice); a floor is pro rata to the part of the period
-    its policy was in force, as reserved-capacity credits are."""
+    its policy was in force, as reserved-capacity credits are.
+
+    Costs in another currency than the price book's are not priced (there is no currency
+    conversion): they are returned, summed per cost type and currency, and the rest is
+    priced as usual (one such cost must not stop billing, previews and budgets)."""
     totals: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    foreign: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for item in items:
-        if item.currency is not None and item.currency != ctx.currency:
-            raise PricingError(
-                f"platform cost {item.cost_type!r} is in {item.currency}, "
-                f"the price book in {ctx.currency}",
-                field="currency",
-            )
         if not item.amount.is_finite() or item.amount < 0:
             raise PricingError(
                 f"platform cost {item.cost_type!r}: amount {item.amount} must be >= 0",
                 field="amount",
             )
+        if item.currency is not None and item.currency != ctx.currency:
+            ctx.segment_of(item)  # still within the period
+            foreign[(item.cost_type, item.currency)] += item.amount
+            continue
         totals[(ctx.segment_of(item), item.cost_type)] += item.amount
+    unpriced = tuple(
+        UnpricedCost(cost_type, amount, currency)
+        for (cost_type, currency), amount in sorted(foreign.items())
+    )
     lines: list[PricedLine] = []
     for cost_type in sorted({cost_type for _, cost_type in totals}):
         for policy, share in _shares_by_policy(ctx, cost_type, totals):
@@ -221,7 +229,7 @@ def allocate_platform_costs(
                 lines.extend(_share_direct(ctx, policy, share))
             else:
                 lines.extend(_share_among_apps(ctx, policy, share))
-    return lines
+    return lines, unpriced
 
 
 @dataclass(frozen=True)
