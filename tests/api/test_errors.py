@@ -191,3 +191,31 @@ def test_a_nul_character_in_the_path_or_query_is_a_422_naming_where(
 def test_a_query_without_nul_reaches_the_route(client: TestClient, tenant: TenantHandle) -> None:
     response = client.get("/v1/policy-decisions?subject=a%2500b", headers=tenant.headers)
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/v1/cost-centers", {"slug": "cc-x", "name": "A\u0000B"}, "name"),
+        ("/v1/teams", {"slug": "t-x", "name": "T", "cost_center": "cc\u0000"}, "cost_center"),
+        ("/v1/decisions", {"app": "a", "resources": [{"x\u0000": 1}]}, "resources.0.x\\0"),
+    ],
+)
+def test_a_nul_character_in_a_json_body_is_a_422_naming_the_field(
+    client: TestClient, tenant: TenantHandle, url: str, body: object, field: str
+) -> None:
+    response = client.post(url, json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_input", field)
+    assert "NUL character" in error["message"]
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    response = client.post(
+        "/v1/cost-centers", json={"slug": "cc-y", "name": "a\\u0000"}, headers=tenant.headers
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "a\\u0000"

@@ -84,10 +84,11 @@ def create_app(
     )
     install_error_handlers(app)
     install_openapi(app)
+    # Added first, so it runs inside BodyLimit: a body it reads is already bounded.
+    app.add_middleware(RefuseNul, own_checks=frozenset({"/v1/events"}))
     app.add_middleware(
         BodyLimit, limit=settings.max_body_bytes, own_limits=frozenset({"/v1/events"})
     )
-    app.add_middleware(RefuseNul)
 
     @app.get("/healthz", tags=["system"], summary="Liveness")
     def healthz() -> dict[str, str]:
