@@ -9,7 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete, update
 
+from quartermaster.bus.models import ConsumerCursor, EventLogEntry
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.usage.accounting import pipeline_accounting
@@ -301,6 +303,114 @@ def test_a_store_from_before_log_ids_is_refused_when_it_is_ahead_of_the_log(
     )
     check_log_binding(store, usage_runtime.event_log, store_name="usage.duckdb")
     assert store.log_binding() == usage_runtime.event_log.log_id()
+
+
+def test_a_usage_store_newer_than_a_restored_database_is_refused_and_an_older_one_repaired(
+    platform: Platform, usage_runtime: Runtime, tmp_path: Path
+) -> None:
+    # The restore of an older database dump with a newer usage.duckdb (one log id: the same
+    # database, earlier). The store had rated positions the restored log had not reached; the
+    # events accepted next took those positions and were skipped as rated, never billed.
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    settings = usage_runtime.settings
+    store_path = settings.usage_store_path
+
+    def send(count: int) -> None:
+        platform.append(
+            [
+                platform.event(INVOCATION, {"app_id": "bot", "tokens": 1}, event_time=now - H)
+                for _ in range(count)
+            ]
+        )
+
+    def copy_store(name: str) -> Path:
+        kept = tmp_path / name
+        kept.mkdir()
+        for file in store_path.parent.glob(store_path.name + "*"):
+            shutil.copy(file, kept / file.name)
+        return kept
+
+    def put_back(kept: Path) -> None:
+        for file in store_path.parent.glob(store_path.name + "*"):
+            file.unlink()
+        for file in kept.iterdir():
+            shutil.copy(file, store_path.parent / file.name)
+
+    send(3)
+    run_pipeline_until_drained(usage_runtime)
+    backup_head = usage_runtime.event_log.head()
+    usage_runtime.close()
+    older = copy_store("older")
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        platform.runtime = runtime
+        send(4)
+        run_pipeline_until_drained(runtime)
+        head = runtime.event_log.head()
+    finally:
+        runtime.close()
+    newer = copy_store("newer")
+
+    # behind the log (any restored store): repaired, every event rated once
+    put_back(older)
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        platform.runtime = runtime
+        check_log_binding(runtime.usage_store, runtime.event_log, store_name=str(store_path))
+        run_pipeline_until_drained(runtime)
+        assert totals(platform)[("research", "ds", "bot", "tokens")].event_count == 7
+        # the database as the older backup held it: the log ends where the backup's did
+        with runtime.session_factory.begin() as session:
+            session.execute(delete(EventLogEntry).where(EventLogEntry.position > backup_head))
+            session.execute(update(ConsumerCursor).values(position=backup_head))
+    finally:
+        runtime.close()
+
+    # ahead of the log: refused at start, and by the pipeline, naming both positions
+    put_back(newer)
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        platform.runtime = runtime
+        assert runtime.usage_store.log_binding() == runtime.event_log.log_id()
+        with pytest.raises(LogMismatchError) as refused:
+            check_log_binding(runtime.usage_store, runtime.event_log, store_name=str(store_path))
+        message = str(refused.value)
+        assert (
+            f"the usage store {store_path} has rated events up to log position {head}, but "
+            f"this database's event log ends at {backup_head}: the store is newer than the "
+            "database"
+        ) in message
+        assert f"Move {store_path} aside" in message
+        assert "restore the database and the usage store from the same backup" in message
+        with pytest.raises(LogMismatchError):
+            run_pipeline_until_drained(runtime)
+    finally:
+        runtime.close()
+
+    # moved aside: rebuilt from this database's log, and new events are rated
+    for file in store_path.parent.glob(store_path.name + "*"):
+        file.unlink()
+    runtime = build_runtime(settings, migrate=False)
+    try:
+        platform.runtime = runtime
+        send(2)
+        run_pipeline_until_drained(runtime)
+        assert totals(platform)[("research", "ds", "bot", "tokens")].event_count == 5
+    finally:
+        runtime.close()
+
+
+def test_a_replay_stream_beyond_the_log_is_refused_too(
+    platform: Platform, usage_runtime: Runtime
+) -> None:
+    store = usage_runtime.usage_store
+    store.bind_log(usage_runtime.event_log.log_id())
+    store.add_streams(
+        [StreamState("replay-x", "pipeline-replay-x", position=0, upto=9, created_at=utc_now())]
+    )
+    with pytest.raises(LogMismatchError, match="rated events up to log position 9, but this"):
+        check_log_binding(store, usage_runtime.event_log, store_name="usage.duckdb")
 
 
 def test_a_store_rebuilt_twice_and_the_stores_of_two_servers_each_rate_every_event(

@@ -93,12 +93,15 @@ class LogMismatchError(ConfigurationError):
 
 
 def check_log_binding(store: UsageStore, log: EventLog, *, store_name: str) -> None:
-    """Refuse a usage store built from another event log, and bind a store to this one.
+    """Refuse a usage store built from another event log, or one that has rated beyond this
+    log's head, and bind a store to this one.
 
     The store skips log positions it has rated: kept while QM_DATABASE_URL moved to another
     database, it would skip that log's first events as rated and report the pipeline
-    balanced. A store from before stores were bound is checked by position: it cannot have
-    rated beyond this log's head."""
+    balanced. A database restored from a backup older than the store (the same log id) is
+    the same hazard: the events it accepts next take the positions the store has already
+    rated, and were never rated. Every stream counts (main, replay, repair): none can have
+    read a position this log has not reached."""
     log_id = log.log_id()
     bound = store.log_binding()
     advice = (
@@ -110,16 +113,34 @@ def check_log_binding(store: UsageStore, log: EventLog, *, store_name: str) -> N
             f"the usage store {store_name} holds usage rated from another database's event "
             f"log (log {bound}; this database's is {log_id}): {advice}"
         )
-    if bound is None:
-        rated = max((s.position for s in store.streams()), default=0)
-        head = log.head()
-        if rated > head:
+    rated = store_rated_upto(store.streams())
+    head = log.head()
+    if rated > head:
+        if bound is None:
             raise LogMismatchError(
                 f"the usage store {store_name} has rated events up to log position {rated}, "
                 f"but this database's event log ends at {head}: the store was built from "
                 f"another database's log; {advice}"
             )
+        raise LogMismatchError(
+            f"the usage store {store_name} has rated events up to log position {rated}, but "
+            f"this database's event log ends at {head}: the store is newer than the database "
+            "(a database restored from an older backup, or the two taken at different "
+            "times), and the events this database accepts next would take positions the "
+            f"store has rated and never be rated. Move {store_name} aside (the pipeline "
+            "rebuilds usage from this database's log; see docs/operations.md, Restore), or "
+            "restore the database and the usage store from the same backup"
+        )
+    if bound is None:
         store.bind_log(log_id)
+
+
+def store_rated_upto(streams: Iterable[StreamState]) -> int:
+    """The highest log position any of a store's streams has read or is to read up to."""
+    return max(
+        (max(s.position, s.from_position, s.upto or 0) for s in streams),
+        default=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
