@@ -78,6 +78,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def input_json(value: Any) -> str:
+    """The input as regopy reads it (InputBatch): canonical JSON, non-ASCII unescaped."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def input_digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
@@ -111,8 +116,13 @@ def describe_error_node(root: regopy.Node, source: str) -> str:
     (`t.rego|38|33`); a runtime error's has carried none so far (`rego-line 0:`). The same
     error repeats once per rule that hit it: each is said once."""
     parts: list[str] = []
-    for index in range(len(root) if root.kind == regopy.NodeKind.ErrorSeq else 0):
-        error = root.at(index)
+    if root.kind == regopy.NodeKind.Error:  # one error alone (an "ok" output's)
+        errors = [root]
+    elif root.kind == regopy.NodeKind.ErrorSeq:
+        errors = [root.at(index) for index in range(len(root))]
+    else:
+        errors = []
+    for error in errors:
         texts = {
             error.at(i).kind: regopy.rego_shared.rego_node_value(error.at(i)._impl).strip()
             for i in range(len(error))
@@ -258,35 +268,31 @@ class CompiledPolicy:
 
     def query(self, interpreter: regopy.Interpreter) -> Verdict:
         """Query the bundle on `interpreter`, whose input is already set."""
-        with self._lock:
-            try:
-                output = interpreter.query_bundle(self._bundle)
-            except regopy.RegoError as exc:
-                raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
-            except ValueError:
-                # regopy says "ok" but its output is an error S-expression, which it then fails
-                # to read as JSON (e.g. a rule that reads all of `data`, itself included).
-                raise PolicyRuntimeError(self._unreadable_output(interpreter)) from None
-        if not output.ok():
-            raise PolicyRuntimeError(describe_error_node(output.node(), self._source))
-        values: dict[str, Any] = {}
-        for result in output.results:
-            for expression in result.expressions:
-                if isinstance(expression, dict):
-                    values.update(expression)
+        values = self.values(interpreter)
         return Verdict(**{name: _messages(values.get(name), name) for name in RULE_SETS})
 
-    def _unreadable_output(self, interpreter: regopy.Interpreter) -> str:
-        """The reason in an output regopy could not read (called under the lock)."""
+    def values(self, interpreter: regopy.Interpreter) -> dict[str, Any]:
+        """The package's rules by name, on `interpreter`, whose input is set. The result is read
+        from regopy's output nodes, not its JSON text: regopy 1.5 writes a string that
+        `sprintf` made from a computed string (`lower(x)`, `concat(…)`) with that string's
+        quotes inside it (`"team "abc""`), which is no JSON (docs/policy.md, "Strings")."""
         shared = regopy.rego_shared
-        impl = shared.rego_bundle_query(interpreter._impl, self._bundle._impl)
-        try:
-            text = str(shared.rego_output_string(impl))
-        finally:
-            shared.rego_free_output(impl)
-        if "(errormsg" not in text:
-            return "the policy's result could not be read (regopy gave no JSON)"
-        reason = describe_rego_error(regopy.RegoError(text), "")
+        with self._lock:
+            try:
+                impl = shared.rego_bundle_query(interpreter._impl, self._bundle._impl)
+            except regopy.RegoError as exc:
+                raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
+            try:
+                root = regopy.Node(shared.rego_output_node(impl))
+                if root.kind in (regopy.NodeKind.ErrorSeq, regopy.NodeKind.Error):
+                    # regopy says "ok" to some errors (a rule that reads all of `data`).
+                    raise PolicyRuntimeError(self._error_reason(root))
+                return _result_values(root._impl)
+            finally:
+                shared.rego_free_output(impl)
+
+    def _error_reason(self, root: regopy.Node) -> str:
+        reason = describe_error_node(root, self._source)
         if "Recursion detected" in reason:
             reason += (
                 " (a rule that reads all of `data` or its own package reads itself; read"
@@ -302,19 +308,115 @@ class InputBatch:
     def __init__(self, document: Any) -> None:
         self._interpreter = regopy.Interpreter()
         self._interpreter.log_level = regopy.LogLevel.NONE
-        # The JSON round trip gives plain values (dates, decimals as text, as in the digest);
-        # an Input built from them sets ~4x faster than regopy parsing the JSON text.
+        # As JSON text, not a `regopy.Input` (which sets ~2 ms faster): regopy keeps a string
+        # as the text of its JSON form, so an input string set from Python (`a"b`, a newline)
+        # would not equal the policy's literal `"a\\"b"` and would read back wrong. Non-ASCII
+        # stays as it is, as a policy writes `"é"`.
         try:
-            self._interpreter.set_input(regopy.Input(json.loads(canonical_json(document))))
+            self._interpreter.set_input_term(input_json(document))
         except regopy.RegoError as exc:
             raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
+
+    @property
+    def interpreter(self) -> regopy.Interpreter:
+        return self._interpreter
 
     def evaluate(self, policy: CompiledPolicy) -> Verdict:
         return policy.query(self._interpreter)
 
 
+def evaluate_rule(rules: str, name: str, document: Any = None) -> Any:
+    """The value of rule `name` among `rules` (Rego v1, no package line) on `document`, or
+    None when undefined: for probing regopy (tests/policy/builtin_probes.py)."""
+    policy = CompiledPolicy(f"package probe\nimport rego.v1\n{rules}\n")
+    return policy.values(InputBatch({} if document is None else document).interpreter).get(name)
+
+
 class PolicyRuntimeError(Exception):
     """The policy compiled but failed on this input (e.g. an unsupported built-in)."""
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+_SCALARS: dict[regopy.NodeKind, Any] = {
+    regopy.NodeKind.Int: _number,
+    regopy.NodeKind.Float: float,
+    regopy.NodeKind.Boolean: lambda text: text.lower() == "true",  # a computed one is "True"
+    regopy.NodeKind.Null: lambda text: None,
+}
+_STRING_PART = re.compile(r'\\(u[0-9a-fA-F]{4}|.)|"', re.DOTALL)
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def rego_string(text: str) -> str:
+    """A string node's value as the string it stands for. regopy keeps a string as the text of
+    its JSON form without the outer quotes (`a \\"b\\"`, escapes and all, as the policy or
+    the input JSON spelled it), except that `sprintf` puts a computed string in with its quotes
+    (`team "abc"` for `sprintf("team %s", [lower("ABC")])`): a quote that is not escaped can
+    only be such a one, and is dropped (OPA gives `team abc`). An escape that is no JSON escape
+    (`upper` makes `\\n` into `\\N`) is kept as it is."""
+
+    def part(match: re.Match[str]) -> str:
+        escape = match.group(1)
+        if escape is None:
+            return ""  # a bare quote
+        if len(escape) == 5:
+            return chr(int(escape[1:], 16))
+        return _ESCAPES.get(escape, match.group())
+
+    decoded = _STRING_PART.sub(part, text)
+    # \\uD83D\\uDE00 (a character outside the BMP) decodes to two surrogates: join them.
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _node_value(impl: Any) -> Any:
+    """One output node as a Python value (a set as a list; an object key that is no string as
+    its canonical JSON)."""
+    shared = regopy.rego_shared
+    kind = shared.rego_node_type(impl)
+    size = shared.rego_node_size(impl)
+    if kind in (regopy.NodeKind.Term, regopy.NodeKind.Scalar):
+        return _node_value(shared.rego_node_get(impl, 0)) if size else None
+    if kind == regopy.NodeKind.String:
+        return rego_string(str(shared.rego_node_value(impl)))
+    if kind in _SCALARS:
+        return _SCALARS[kind](str(shared.rego_node_value(impl)))
+    children = [shared.rego_node_get(impl, index) for index in range(size)]
+    if kind == regopy.NodeKind.Object:
+        items = {}
+        for item in children:
+            key = _node_value(shared.rego_node_get(item, 0))
+            value = _node_value(shared.rego_node_get(item, 1))
+            items[key if isinstance(key, str) else canonical_json(key)] = value
+        return items
+    if kind in (regopy.NodeKind.Array, regopy.NodeKind.Set):
+        return [_node_value(child) for child in children]
+    return None  # undefined
+
+
+def _result_values(root: Any) -> dict[str, Any]:
+    """The package's rules by name, read from an output's node tree: results, each with its
+    terms (the query's expressions; one, the package object) and bindings."""
+    shared = regopy.rego_shared
+    values: dict[str, Any] = {}
+    if shared.rego_node_type(root) != regopy.NodeKind.Results:
+        return values  # undefined: no rule has a value
+    for index in range(shared.rego_node_size(root)):
+        result = shared.rego_node_get(root, index)
+        for part in range(shared.rego_node_size(result)):
+            terms = shared.rego_node_get(result, part)
+            if shared.rego_node_type(terms) != regopy.NodeKind.Terms:
+                continue
+            for term in range(shared.rego_node_size(terms)):
+                expression = _node_value(shared.rego_node_get(terms, term))
+                if isinstance(expression, dict):
+                    values.update(expression)
+    return values
 
 
 def _messages(value: Any, rule: str) -> list[str]:
