@@ -51,6 +51,8 @@ TRICKY_VALUES: list[Any] = [
     "z" * 501,
     "USD",
     "usd",
+    "XYZ",  # three capitals, not an ISO 4217 code
+    "HRK",  # withdrawn
     "lb",
     "start",
     "deploy",

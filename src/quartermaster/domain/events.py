@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from quartermaster.domain.currencies import ACTIVE_CURRENCY
+
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 # An app's, team's or cost center's id as the directory registers it (tenancy uses it too):
@@ -120,7 +122,7 @@ class PlatformCost(_Data):
 
     cost_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     amount: Quantity
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), ACTIVE_CURRENCY] = "USD"
     billing_period_start: datetime | None = None
     billing_period_end: datetime | None = None
 

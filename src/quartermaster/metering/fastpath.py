@@ -26,6 +26,8 @@ import annotated_types
 from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
+from quartermaster.domain.currencies import OneOfCodes
+
 Check = Callable[[object], bool]
 ModelCheck = Callable[[Mapping[str, object]], bool]
 UNDECIDED = "False"
@@ -108,6 +110,7 @@ def check_expression(annotation: Any, metadata: list[Any], consts: _Constants) -
 
 def _string_expression(metadata: list[Any], consts: _Constants) -> str:
     min_length, max_length, pattern = 0, None, None
+    codes: frozenset[str] | None = None
     for item in metadata:
         if isinstance(item, StringConstraints):
             transforms = (item.strip_whitespace, item.to_upper, item.to_lower, item.strict)
@@ -125,6 +128,8 @@ def _string_expression(metadata: list[Any], consts: _Constants) -> str:
             min_length = max(min_length, item.min_length)
         elif isinstance(item, annotated_types.MaxLen):
             max_length = item.max_length
+        elif isinstance(item, OneOfCodes) and codes is None:
+            codes = item.codes
         else:
             return UNDECIDED
     parts = ["type(v) is str"]
@@ -139,6 +144,8 @@ def _string_expression(metadata: list[Any], consts: _Constants) -> str:
         if not (pattern.startswith("^") and pattern.endswith("$")) or "$" in body:
             return UNDECIDED
         parts.append(f"{consts.add(re.compile(body).fullmatch)}(v) is not None")
+    if codes is not None:
+        parts.append(f"v in {consts.add(codes)}")
     return "(" + " and ".join(parts) + ")"
 
 
