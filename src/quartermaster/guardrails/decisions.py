@@ -23,12 +23,18 @@ from quartermaster.guardrails.admission import (
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.enforcement import ActiveEnforcement, GuardrailGate, scopes_of
+from quartermaster.guardrails.models import GuardrailAction
 from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
 from quartermaster.guardrails.quotas import apply_limit_ranges, reserve
 from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, member_view, scope_label
 from quartermaster.policy.engine import PolicyCache
+from quartermaster.storage.base import Base
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
+
+# The action-log entry of essential work admitted through a halt (admin keys only).
+ESSENTIAL_PASS = "essential_pass"
+ESSENTIAL_NEEDS_ADMIN = "essential: true passes a halt only when an admin key asks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +110,20 @@ def decide(
     # (kind, what it says): a budget's or a quota's amounts as the caller may read them.
     found: list[tuple[str, Figures]] = []
     halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
-    if halt is not None and not request.essential:
-        found.append(("budget", _halted(halt)))
+    passes_halt = halt is not None and request.essential and caller.role is Role.ADMIN
+    if halt is not None and not passes_halt:
+        found.append(("budget", _halted(halt, essential_refused=request.essential)))
     effective, over = apply_limit_ranges(caller.tenant_id, team, requested, session=session)
     found.extend(("limit_range", Figures(None, text)) for text in over)
-    kind, scope = scopes[-1] if request.app is None else (ScopeKind.APP, request.app)
+    kind, scope = _log_scope(request.app, team)
     verdict = _policies(
         caller, request, scopes, effective, gate, policies, session=session, now=now
     )
     found.extend(("policy", Figures(None, text)) for text in verdict.deny)
     if not found:
+        log: list[Base] = list(verdict.decisions)
+        if passes_halt and halt is not None:
+            log.append(_essential_pass(caller, halt, kind, scope))
         admission = reserve(
             caller,
             team=team,
@@ -122,7 +132,7 @@ def decide(
             essential=request.essential,
             session=session,
             now=now,
-            log=verdict.decisions,
+            log=log,
         )
         if admission.reservation is not None:
             res = admission.reservation
@@ -145,14 +155,43 @@ def decide(
     return Decision(False, None, reasons, effective, None, team, request.app, verdict.audit_only)
 
 
-def _halted(halt: ActiveEnforcement) -> Figures:
+def _log_scope(app: str | None, team: str | None) -> tuple[str, str]:
+    """Where a decision is logged: its app, else its team, else the tenant (a team's work
+    under its team, which a team-member reads, not its cost center)."""
+    if app is not None:
+        return ScopeKind.APP, app
+    if team is not None:
+        return ScopeKind.TEAM, team
+    return ScopeKind.TENANT, ""
+
+
+def _essential_pass(
+    caller: AuthContext, halt: ActiveEnforcement, kind: str, scope: str
+) -> GuardrailAction:
+    """The action-log entry of an admin's essential work admitted through a halt."""
+    return GuardrailAction(
+        tenant_id=caller.tenant_id,
+        at=utc_now(),
+        action=ESSENTIAL_PASS,
+        scope_kind=kind,
+        scope=scope,
+        subject=f"decision:{caller.principal_name}",
+        reason=(
+            f"essential work admitted through halt {halt.id} of "
+            f"{scope_label(halt.scope_kind, halt.scope)} by admin {caller.principal_name!r}"
+        ),
+    )
+
+
+def _halted(halt: ActiveEnforcement, *, essential_refused: bool = False) -> Figures:
     """A halt's reason: with the spend that crossed the budget, or only whose budget and
-    until when."""
+    until when. `essential_refused`: the caller asked as essential without an admin key."""
+    tail = f"; {ESSENTIAL_NEEDS_ADMIN}" if essential_refused else ""
     return Figures(
         (halt.scope_kind, halt.scope),
-        f"halted: {halt.reason}",
+        f"halted: {halt.reason}{tail}",
         f"halted: a budget of {scope_label(halt.scope_kind, halt.scope)} is at its hard limit "
-        f"until {moment_text(halt.ends_at)} ({NOT_SHOWN})",
+        f"until {moment_text(halt.ends_at)} ({NOT_SHOWN}){tail}",
     )
 
 
