@@ -24,6 +24,7 @@ from tests.billing.support import (
     MemoryCalculator,
     admin,
     book,
+    usage,
 )
 from tests.conftest import TenantHandle
 
@@ -124,3 +125,36 @@ def test_a_platform_cost_in_another_currency_is_named_in_the_note_and_billing_ca
     assert shown.month_to_date == Decimal("0.50")  # 1000 requests x 0.0005
     assert spend.of(ScopeKind.TENANT, "") == Decimal("0.50")
     assert spend.of(ScopeKind.APP, "web") == Decimal("0.50")
+
+
+def test_a_reservation_credit_goes_only_to_what_a_team_paid_for_the_meter(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """etl (team data, cost center analytics) used 1000 cpu-s free of charge (100% off); web
+    paid 1.00 for 100. The credit of 15 was split by quantity: data got -0.909091 and
+    analytics ended negative, paid for by the rest; now web gets its 1.00 back, 14 unused."""
+    calc = _calculator(
+        prices=[{"meter": "cpu_seconds", "model": "per_unit", "unit_price": "0.01"}],
+        discounts=[{"name": "etl-eval", "percent": 100, "applies_to": {"app": "etl"}}],
+        platform_costs=[],
+        reservations=[{"name": "cpu-commit", "meter": "cpu_seconds", "credit": 15}],
+    )
+    calc.record(
+        [
+            usage("analytics", "data", "etl", "cpu_seconds", 1000),
+            usage("eng", "web", "web", "cpu_seconds", 100),
+        ]
+    )
+    document, lines = _run_lines(runtime, tenant, calc)
+    credits = [line for line in lines if line.item == "reserved_capacity"]
+    assert [(c.cost_center, c.team, c.amount) for c in credits] == [
+        ("eng", "web", Decimal("-1.000000"))
+    ]
+    assert credits[0].allocation_method == (
+        "proportional to the team's charges for cpu_seconds: 1 of 1"
+    )
+    per_center: dict[str, Decimal] = {}
+    for line in lines:
+        per_center[line.cost_center] = per_center.get(line.cost_center, Decimal(0)) + line.amount
+    assert per_center == {"analytics": Decimal(0), "eng": Decimal(0)}
+    assert document.total == 0

@@ -104,3 +104,25 @@ def test_reservation_example() -> None:
     assert price_usage(bigger, JANUARY, rows).unused_reservation_credit == {
         "compute-commitment-2026": D("50")
     }
+    # team y's usage free of charge: x gets back all it paid (90), y nothing, 10 unused
+    free_y = book.model_copy(
+        update={
+            "discounts": [
+                *book.discounts,
+                book.discounts[0].model_copy(
+                    update={
+                        "name": "y-free",
+                        "percent": D(100),
+                        "applies_to": book.discounts[0].applies_to.model_copy(
+                            update={"lifecycle": None, "team": "y"}
+                        ),
+                        "meters": None,
+                    }
+                ),
+            ]
+        }
+    )
+    result = price_usage(free_y, JANUARY, rows)
+    credits = {x.team: x.amount for x in result.lines if x.kind is LineKind.RESERVATION}
+    assert credits == {"x": D("-90")}
+    assert result.unused_reservation_credit == {"compute-commitment-2026": D("10")}

@@ -457,6 +457,88 @@ def test_a_credit_never_exceeds_the_meters_charges() -> None:
     assert result.total == 0
 
 
+def test_a_team_that_paid_nothing_for_the_meter_gets_no_credit() -> None:
+    # The walkthrough's July: where2eat (team facilities) 1000 cpu-s under a 100% discount
+    # (paid 0), app a (team web) 100 cpu-s = 1.00; credit 15. Split by quantity it gave
+    # facilities -0.909091 (its cost center ended negative) and web -0.090909 of its 1.00.
+    document = book(
+        RESERVED_CPU,
+        discounts=[{"name": "w2e-eval", "percent": 100, "applies_to": {"app": "where2eat"}}],
+        reservations=[{"name": "cpu-commit", "meter": "cpu_seconds", "credit": 15}],
+    )
+    rows = [
+        row("where2eat", "cpu_seconds", 1000, team="facilities", cc="cc-fin"),
+        row("a", "cpu_seconds", 100, team="web", cc="cc-eng"),
+    ]
+    result = price_usage(document, JANUARY, rows)
+    credits = [x for x in result.lines if x.kind is LineKind.RESERVATION]
+    assert [(x.cost_center, x.team, x.amount, x.quantity) for x in credits] == [
+        ("cc-eng", "web", D("-1"), D("100"))
+    ]
+    assert (
+        credits[0].allocation_method == "proportional to the team's charges for cpu_seconds: 1 of 1"
+    )
+    assert credits[0].pricing_rule == (
+        "reserved capacity 'cpu-commit': credit 1 on cpu_seconds (capped at the meter's charges)"
+    )
+    assert result.unused_reservation_credit == {"cpu-commit": D("14")}
+    for center in ("cc-eng", "cc-fin"):
+        assert sum(x.amount for x in result.lines if x.cost_center == center) == 0
+
+
+def test_a_credit_is_shared_by_what_each_team_paid_not_by_quantity() -> None:
+    # Same quantities, t2 pays three times t1's price: 10.00 and 30.00; credit 8 -> 2 : 6.
+    # A third team under a 100% discount used the most and gets nothing.
+    document = book(
+        RESERVED_CPU,
+        {
+            "meter": "cpu_seconds",
+            "scope": {"team": "t2"},
+            "model": "per_unit",
+            "unit_price": "0.03",
+        },
+        discounts=[{"name": "free", "percent": 100, "applies_to": {"team": "t3"}}],
+        reservations=[{"name": "ri", "meter": "cpu_seconds", "credit": 8}],
+    )
+    rows = [
+        row("a1", "cpu_seconds", 1000),
+        row("a2", "cpu_seconds", 1000, team="t2", cc="cc2"),
+        row("a3", "cpu_seconds", 9000, team="t3", cc="cc3"),
+    ]
+    result = price_usage(document, JANUARY, rows)
+    assert amounts(result, LineKind.RESERVATION, "reserved_capacity") == {
+        "t1": D("-2"),
+        "t2": D("-6"),
+    }
+    assert result.total == D("32")
+
+
+def test_a_second_reservation_shares_what_the_first_left_of_each_team() -> None:
+    # charges t1 10, t2 30. ri-1 20 -> 5 : 15, leaving 5 : 15; ri-2 30 -> capped at the
+    # 20 left, 5 : 15; each team's credits come to exactly its charges, 10 of ri-2 unused
+    document = book(
+        RESERVED_CPU,
+        reservations=[
+            {"name": "ri-1", "meter": "cpu_seconds", "credit": 20},
+            {"name": "ri-2", "meter": "cpu_seconds", "credit": 30},
+        ],
+    )
+    result = price_usage(document, JANUARY, CPU_USAGE)
+    credits = {
+        (x.team, x.pricing_rule.split("'")[1]): x.amount
+        for x in result.lines
+        if x.kind is LineKind.RESERVATION
+    }
+    assert credits == {
+        ("t1", "ri-1"): D("-5"),
+        ("t2", "ri-1"): D("-15"),
+        ("t1", "ri-2"): D("-5"),
+        ("t2", "ri-2"): D("-15"),
+    }
+    assert result.unused_reservation_credit == {"ri-1": D("0"), "ri-2": D("10")}
+    assert result.total == 0
+
+
 def test_a_credit_is_prorated_across_versions() -> None:
     history = _history(
         (RESERVED_CPU, 1, day(1), day(1)),

@@ -381,3 +381,68 @@ def test_stored_and_canonical_texts_never_have_an_exponent(data: dict[str, Any])
         numbers = _numbers(json.loads(text))
         assert numbers
         assert all(_PLAIN_NUMBER.match(n) for n in numbers), numbers
+
+
+CREDIT_BOOK = book(
+    {"meter": "cpu", "model": "per_unit", "unit_price": "0.01"},
+    {"meter": "cpu", "scope": {"team": "t3"}, "model": "per_unit", "unit_price": "0.1"},
+    {
+        "meter": "cpu",
+        "scope": {"team": "t4"},
+        "model": "graduated",
+        "tiers": [{"up_to": 500, "unit_price": "0"}, {"unit_price": "0.02"}],
+    },
+    discounts=[
+        {"name": "free", "percent": 100, "applies_to": {"team": "t2"}},
+        {"name": "spot", "percent": "33.3", "applies_to": {"lifecycle": "ephemeral"}},
+    ],
+    reservations=[
+        {"name": "ri-1", "meter": "cpu", "credit": "7.777777"},
+        {"name": "ri-2", "meter": "cpu", "credit": "3.5"},
+    ],
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [("cc1", "t1", "a1"), ("cc2", "t2", "a2"), ("cc3", "t3", "a3"), ("cc3", "t4", "a4")]
+            ),
+            st.decimals(min_value=0, max_value=5000, places=2, allow_nan=False),
+            st.sampled_from(["persistent", "ephemeral"]),
+        ),
+        max_size=12,
+    ),
+    scale=st.sampled_from([D(1), D("0.001"), D(100)]),
+)
+def test_no_team_is_credited_more_than_it_was_charged_for_the_meter(
+    rows: list[tuple[tuple[str, str, str], D, str]], scale: D
+) -> None:
+    """A reserved-capacity credit line never exceeds what its (cost center, team) was charged
+    for the meter, net of discounts: a team under a 100% discount (t2) gets nothing and no
+    cost center goes below 0; what is not given out is reported unused."""
+    usage = [UsageRow(cc, t, app, "cpu", q * scale, life) for (cc, t, app), q, life in rows]
+    result = price_usage(CREDIT_BOOK, JANUARY, usage)
+    charged: dict[tuple[str, str | None], D] = {}
+    credited: dict[tuple[str, str | None], D] = {}
+    for line in result.lines:
+        into = credited if line.kind is LineKind.RESERVATION else charged
+        into[(line.cost_center, line.team)] = (
+            into.get((line.cost_center, line.team), D(0)) + line.amount
+        )
+    for pair, credit in credited.items():
+        assert credit < 0
+        assert -credit <= charged.get(pair, D(0)), pair
+    assert ("cc2", "t2") not in credited
+    for center in {cc for cc, _ in charged}:
+        assert (
+            sum(v for (cc, _), v in {**charged}.items() if cc == center)
+            + sum(v for (cc, _), v in credited.items() if cc == center)
+            >= 0
+        )
+    given_out = -sum(credited.values(), D(0))
+    unused = sum(result.unused_reservation_credit.values(), D(0))
+    assert given_out + unused == D("11.277777")
+    assert given_out == min(D("11.277777"), sum(charged.values(), D(0)))

@@ -343,31 +343,32 @@ def credit_lines(
     ctx: SharedCostContext, priced: list[PricedLine]
 ) -> tuple[list[PricedLine], dict[str, Decimal]]:
     """Reserved-capacity credits as negative lines per (cost center, team), in proportion to
-    each team's usage of the reserved meter. A credit never exceeds what the meter was
-    charged in the period (after earlier reservations on it); the rest is reported unused."""
-    charged: dict[str, Decimal] = defaultdict(Decimal)
+    what each was charged for the reserved meter (its usage lines' amounts, after discounts).
+    So no line exceeds its team's charges: a team whose usage was free (a 100% discount, a
+    free tier) gets nothing, and no cost center goes negative on another's credit. A credit
+    never exceeds what the meter was charged in the period (after earlier reservations on
+    it, which also lower each team's charges left); the rest is reported unused."""
+    charged: dict[str, dict[tuple[str, str], Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for line in priced:
-        if line.kind is LineKind.USAGE and line.meter is not None:
-            charged[line.meter] += line.amount
+        if line.kind is LineKind.USAGE and line.meter is not None and line.team is not None:
+            charged[line.meter][(line.cost_center, line.team)] += line.amount
+    used: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    for (owner, meter), quantity in ctx.usage.items():
+        used[(meter, owner.cost_center, owner.team)] += quantity
     lines: list[PricedLine] = []
     unused: dict[str, Decimal] = {}
     for (name, meter), (exact, versions) in _credits(ctx).items():
         credit = _round(exact)
-        applied = min(credit, charged[meter])
-        charged[meter] -= applied
+        left = {pair: amount for pair, amount in charged[meter].items() if amount > 0}
+        total = sum(left.values(), ZERO)
+        applied = min(credit, total)
         unused[name] = credit - applied
-        weights: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for (owner, used_meter), quantity in ctx.usage.items():
-            if used_meter == meter and quantity > 0:
-                weights[(owner.cost_center, owner.team)] += quantity
-        if applied == 0 or not weights:
-            unused[name] = credit
+        if applied == 0:
             continue
         capped = " (capped at the meter's charges)" if applied < credit else ""
         rule = f"reserved capacity {name!r}: credit {fmt(applied)} on {meter}{capped}"
-        total = sum(weights.values(), ZERO)
-        for (center, team), amount in allocate(-applied, dict(weights)).items():
-            weight = weights[(center, team)]
+        for (center, team), amount in allocate(-applied, left).items():
+            charged[meter][(center, team)] += amount
             lines.append(
                 PricedLine(
                     kind=LineKind.RESERVATION,
@@ -377,13 +378,16 @@ def credit_lines(
                     cost_type=RESERVED_CAPACITY,
                     meter=meter,
                     lifecycle=None,
-                    quantity=weight,
+                    quantity=used[(meter, center, team)],
                     unit_price=None,
                     gross_amount=amount,
                     discount_amount=ZERO_AMOUNT,
                     amount=amount,
                     pricing_rule=rule,
-                    allocation_method=f"proportional to {meter}: {fmt(weight)} of {fmt(total)}",
+                    allocation_method=(
+                        f"proportional to the team's charges for {meter}: "
+                        f"{fmt(left[(center, team)])} of {fmt(total)}"
+                    ),
                     discounts="",
                     versions=tuple(sorted(versions)),
                 )
