@@ -39,6 +39,8 @@ class ServiceStatus:
     last_success_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    # The first success after the latest error (None while failing, or if it never failed).
+    recovered_at: datetime | None = None
 
 
 class BackgroundService(ABC):
@@ -61,6 +63,7 @@ class BackgroundService(ABC):
         self._last_success_at: datetime | None = None
         self._last_error: str | None = None
         self._last_error_at: datetime | None = None
+        self._recovered_at: datetime | None = None
 
     @abstractmethod
     def run_once(self) -> bool:
@@ -107,6 +110,7 @@ class BackgroundService(ABC):
             self._consecutive_failures += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
             self._last_error_at = utc_now()
+            self._recovered_at = None
             logger.exception(
                 "background service %s failed (attempt %d); retrying",
                 self.name,
@@ -114,8 +118,15 @@ class BackgroundService(ABC):
             )
             return False
         self._runs += 1
-        self._consecutive_failures = 0
         self._last_success_at = utc_now()
+        if self._consecutive_failures:
+            self._recovered_at = self._last_success_at
+            logger.info(
+                "background service %s recovered after %d failed attempt(s)",
+                self.name,
+                self._consecutive_failures,
+            )
+        self._consecutive_failures = 0
         return bool(more)
 
     def status(self) -> ServiceStatus:
@@ -130,6 +141,7 @@ class BackgroundService(ABC):
             last_success_at=self._last_success_at,
             last_error=self._last_error,
             last_error_at=self._last_error_at,
+            recovered_at=self._recovered_at,
         )
 
     def _pause_seconds(self) -> float:

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from quartermaster.api.app import create_app
 from quartermaster.audit.log import list_records
+from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType, RunKind
 from quartermaster.cli.main import _register_groups
 from quartermaster.cli.main import app as qm
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import PrincipalKind, Role
 from quartermaster.tenancy.service import create_principal, issue_api_key
-from quartermaster.usage.pipeline import run_pipeline_until_drained
+from quartermaster.usage.pipeline import pipeline_worker, run_pipeline_until_drained
 from tests.conftest import start_live_server
 from tests.usage.conftest import Platform, new_platform
 
@@ -344,3 +347,134 @@ def test_every_usage_route_is_scoped_to_the_callers_tenant(
     assert {r["meter"]: r["quantity"] for r in theirs_usage["rows"] if r["app"] == "bot"}[
         "tokens"
     ] == "9"
+
+
+def finalize_a_document(platform: Platform, start: datetime, end: datetime) -> str:
+    """A finalized billing run of the tenant, as `qm bill run --finalize` leaves one."""
+    with platform.runtime.session_factory.begin() as session:
+        document = BillingDocument(
+            tenant_id=platform.tenant_id,
+            doc_type=DocumentType.RUN.value,
+            doc_key=f"invoice:{start.isoformat()}",
+            kind=RunKind.INVOICE.value,
+            period_start=start,
+            period_end=end,
+            status=DocumentStatus.FINALIZED.value,
+            as_of=end,
+            price_book="default",
+            price_book_versions="1",
+            currency="USD",
+            total=Decimal("12.5"),
+            created_by="admin",
+            finalized_at=end,
+            finalized_by="admin",
+        )
+        session.add(document)
+        session.flush()
+        return document.id
+
+
+def test_a_replay_over_finalized_billing_documents_needs_force(
+    client: TestClient, usage_runtime: Runtime, platform: Platform
+) -> None:
+    # A replay decides again, with today's metadata and window, the events the window settled
+    # to the default cost center: a finalized bill no longer reproduced, and the next
+    # adjustment reversed its lines. It is refused unless forced, naming the documents.
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.append(
+        [platform.event("qm.invocation.usage", {"app_id": "bot", "tokens": 3}, event_time=now - H)]
+    )
+    run_pipeline_until_drained(usage_runtime)
+    allowed = client.post("/v1/pipeline/replay", params={"wait": True}, headers=platform.headers)
+    assert allowed.status_code == 200, allowed.text  # nothing finalized yet
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    doc_id = finalize_a_document(platform, start, datetime(2026, 12, 1, tzinfo=UTC))
+    refused = client.post("/v1/pipeline/replay", params={"wait": True}, headers=platform.headers)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == "force"
+    assert error["message"].startswith(
+        f"1 finalized billing document(s) cover usage this replay rebuilds: run {doc_id[:8]} "
+        "(2026-11-01..2026-12-01)."
+    )
+    assert "qm pipeline replay --force" in error["message"]
+    assert not any(s.upto is not None for s in usage_runtime.usage_store.streams())
+    forced = client.post(
+        "/v1/pipeline/replay", params={"wait": True, "force": True}, headers=platform.headers
+    )
+    assert forced.status_code == 200, forced.text
+    assert forced.json()["drained"] is True
+    # another tenant's finalized documents do not stop this tenant's replay
+    other = new_platform(usage_runtime, "other")
+    other_replay = client.post("/v1/pipeline/replay", headers=other.headers)
+    assert other_replay.status_code == 200, other_replay.text
+
+
+def test_cli_replay_refused_over_finalized_documents_then_forced(
+    usage_runtime: Runtime, platform: Platform
+) -> None:
+    if not any(group.name == "meter" for group in qm.registered_groups):
+        _register_groups()
+    finalize_a_document(
+        platform, datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    app = create_app(usage_runtime.settings, runtime=usage_runtime)
+    live = start_live_server(app)
+    try:
+        env = {"QM_URL": live.url, "QM_API_KEY": platform.admin_token, "COLUMNS": "200"}
+        runner = CliRunner()
+        refused = runner.invoke(qm, ["pipeline", "replay"], env=env)
+        assert refused.exit_code == 1, refused.output
+        assert "finalized billing document(s) cover usage this replay rebuilds" in refused.output
+        assert "--force" in refused.output
+        forced = runner.invoke(qm, ["pipeline", "replay", "--force"], env=env)
+        assert forced.exit_code == 0, forced.output
+        assert "rebuilt usage up to log position 0" in forced.output
+    finally:
+        live.server.should_exit = True
+        live.thread.join(timeout=20)
+
+
+def test_pipeline_status_clears_the_error_once_a_pass_succeeds(
+    usage_runtime: Runtime, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A disk that filled and was freed: the pipeline caught up, and `qm pipeline status` went
+    # on printing the disk-full error as if it were still failing.
+    if not any(group.name == "meter" for group in qm.registered_groups):
+        _register_groups()
+    now = utc_now()
+    platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
+    platform.append(
+        [platform.event("qm.invocation.usage", {"app_id": "bot", "tokens": 1}, event_time=now)]
+    )
+    worker = pipeline_worker(usage_runtime)
+
+    def full(batch: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(usage_runtime.usage_store, "write", full)
+    assert worker.run_pass() is False
+    app = create_app(usage_runtime.settings, runtime=usage_runtime)
+    live = start_live_server(app)
+    try:
+        env = {"QM_URL": live.url, "QM_API_KEY": platform.admin_token, "COLUMNS": "200"}
+        runner = CliRunner()
+        failing = runner.invoke(qm, ["pipeline", "status"], env=env)
+        assert failing.exit_code == 0, failing.output
+        assert "last error (at " in failing.output
+        assert "No space left on device" in failing.output
+        monkeypatch.undo()
+        worker.run_pass()
+        status = httpx.get(f"{live.url}/v1/pipeline/status", headers=platform.headers)
+        shown = runner.invoke(qm, ["pipeline", "status"], env=env)
+    finally:
+        live.server.should_exit = True
+        live.thread.join(timeout=20)
+    assert "No space left on device" not in shown.output
+    assert "recovered at " in shown.output
+    assert "from an error at " in shown.output
+    worker_out = status.json()["worker"]
+    assert worker_out["last_error"] is None
+    assert worker_out["last_error_at"] is not None
+    assert worker_out["recovered_at"] >= worker_out["last_error_at"]

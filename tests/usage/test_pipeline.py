@@ -214,7 +214,7 @@ def test_crash_between_commit_and_ack_does_not_double_count(
 
 
 def test_a_lost_usage_store_is_rebuilt_from_the_log(
-    platform: Platform, usage_runtime: Runtime
+    platform: Platform, usage_runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = utc_now()
     platform.app("bot", team="ds", cost_center="research", created_at=now - 10 * H)
@@ -231,8 +231,14 @@ def test_a_lost_usage_store_is_rebuilt_from_the_log(
     restarted = build_runtime(usage_runtime.settings, migrate=False)
     try:
         platform.runtime = restarted
-        run_pipeline_until_drained(restarted)
+        with caplog.at_level("WARNING", logger="quartermaster.usage.pipeline"):
+            run_pipeline_until_drained(restarted)
         assert totals(platform) == before
+        # the settle decisions are not in the log: the operator is told to check reproduce
+        assert "a new usage store: rating the event log from its start (positions 1..5)" in (
+            caplog.text
+        )
+        assert "finalized billing documents may no longer reproduce" in caplog.text
     finally:
         restarted.close()
 

@@ -352,7 +352,14 @@ def pipeline_status(url: UrlOption = None, api_key: ApiKeyOption = None) -> None
     state = "running" if worker["running"] else ("disabled" if not worker["enabled"] else "idle")
     console.print(f"log head {status['log_head']}, lag {status['lag']}, worker {state}")
     if worker["last_error"]:
-        console.print(f"[yellow]last error:[/] {escape(str(worker['last_error']))}")
+        at = cell_text(worker.get("last_error_at"))
+        when = f" (at {at})" if at else ""
+        console.print(f"[yellow]last error{when}:[/] {escape(str(worker['last_error']))}")
+    elif worker.get("recovered_at"):
+        console.print(
+            f"recovered at {cell_text(worker['recovered_at'])} from an error at "
+            f"{cell_text(worker.get('last_error_at'))} (the server log has it)"
+        )
     print_table(
         ("name", "position", "upto", "lag", "tenant_id"), status["streams"], title="streams"
     )
@@ -387,11 +394,24 @@ def latency_text(ms: float) -> str:
 @pipeline_app.command("replay")
 def pipeline_replay(
     wait: Annotated[bool, typer.Option(help="Return when the rebuild has finished.")] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replay even though finalized billing documents cover the usage it rebuilds.",
+        ),
+    ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Rebuild the tenant's usage from the event log (identical results)."""
-    result = request("POST", "/v1/pipeline/replay", params={"wait": wait}, url=url, api_key=api_key)
+    """Rebuild the tenant's usage from the event log.
+
+    Events the reconciliation window settled to the default cost center are decided again
+    with today's metadata and window (the log does not record those decisions), so finalized
+    bills may no longer reproduce: with finalized billing documents the server refuses
+    without --force (docs/usage.md, Replay)."""
+    params = {"wait": wait, "force": force}
+    result = request("POST", "/v1/pipeline/replay", params=params, url=url, api_key=api_key)
     done = "rebuilt" if result["drained"] else "rebuilding"
     out().print(f"{done} usage up to log position {result['upto']} ({result['stream']})")
 

@@ -4,9 +4,9 @@ and exceptions with an expiry. Admins write; admin and finance read the decision
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from quartermaster.api.deps import (
@@ -31,10 +31,26 @@ router = APIRouter(prefix="/v1", tags=["policy"])
 
 
 class PolicyUpload(BaseModel):
-    name: str = Field(description="Slug; each upload of a name is its next version.")
+    name: str = Field(
+        description="Slug; each upload of a name is its next version (the latest version's "
+        "source, mode and enabled again: that version, no new one)."
+    )
     source: str = Field(description="One Rego v1 module.")
-    mode: PolicyMode = PolicyMode.ENFORCE
-    enabled: bool = True
+    mode: PolicyMode = Field(
+        default=PolicyMode.ENFORCE,
+        description="audit: logged, never enforced; beside an enforced version in force it "
+        "runs as a trial and the enforced version goes on deciding.",
+    )
+    enabled: bool = Field(
+        default=True,
+        description="false: a draft, which waits for POST /v1/policies/{name}/enable while "
+        "the versions in force go on deciding.",
+    )
+
+
+class InForceOut(BaseModel):
+    version: int
+    mode: PolicyMode
 
 
 class PolicyOut(BaseModel):
@@ -43,10 +59,34 @@ class PolicyOut(BaseModel):
     package: str
     mode: PolicyMode
     enabled: bool
+    draft: bool = Field(description="Uploaded disabled: waits for enable, changes nothing now.")
     source_digest: str
     created_by: str
     created_at: datetime
     source: str
+    in_force: list[InForceOut] = Field(
+        description="The policy's versions evaluated now: the enforced one decides, an audit "
+        "one beside it is a trial that only logs; empty: the policy is off."
+    )
+
+
+class PolicyVersionOut(BaseModel):
+    version: int
+    package: str
+    mode: PolicyMode
+    enabled: bool
+    draft: bool
+    state: Literal["in_force", "draft", "off", "superseded"] = Field(
+        description="How the version stands now: in force (evaluated), a draft (the newest "
+        "version, waiting for enable), off (it disabled the policy) or superseded."
+    )
+    source_digest: str
+    created_by: str
+    created_at: datetime
+
+
+class PolicyRollback(BaseModel):
+    to: int = Field(ge=1, description="The version whose source and mode become the next one.")
 
 
 class PolicyTry(BaseModel):
@@ -106,17 +146,67 @@ class ExceptionOut(BaseModel):
     responses=error_responses(409, 422),
 )
 def upload_policy(
-    body: PolicyUpload, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+    body: PolicyUpload,
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    response: Response,
 ) -> PolicyOut:
     from quartermaster.guardrails.gate import guardrail_gate
 
-    view = service.upload_policy(
-        caller, body.name, body.source, mode=body.mode, enabled=body.enabled, session=session
+    uploaded = service.upload_version(
+        caller,
+        body.name,
+        body.source,
+        mode=body.mode,
+        enabled=body.enabled,
+        session=session,
     )
     # The decision API's gate caches the tenant's admission policies: the next decision
     # reads the new version instead of waiting out the cache.
     guardrail_gate(runtime).invalidate(caller.tenant_id)
-    return PolicyOut.model_validate(view, from_attributes=True)
+    if not uploaded.created:
+        response.status_code = 200  # the latest version already: a retry stores nothing
+    return PolicyOut.model_validate(uploaded.view, from_attributes=True)
+
+
+@router.get(
+    "/policies/{name}/versions",
+    summary="A policy's versions, newest first, and how each stands (in force, draft, ...)",
+    responses=error_responses(404),
+)
+def list_policy_versions(
+    name: Annotated[str, Path(description="The policy's name.", max_length=64)],
+    caller: Reader,
+    session: ReadSessionDep,
+) -> list[PolicyVersionOut]:
+    return [
+        PolicyVersionOut.model_validate(v, from_attributes=True)
+        for v in service.list_versions(caller, name, session=session)
+    ]
+
+
+@router.post(
+    "/policies/{name}/rollback",
+    status_code=201,
+    summary="Upload version `to`'s source and mode again as the next version, enabled",
+    responses=error_responses(404, 409, 422),
+)
+def rollback_policy(
+    name: Annotated[str, Path(description="The policy's name.", max_length=64)],
+    body: PolicyRollback,
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    response: Response,
+) -> PolicyOut:
+    from quartermaster.guardrails.gate import guardrail_gate
+
+    uploaded = service.rollback_policy(caller, name, to=body.to, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)
+    if not uploaded.created:
+        response.status_code = 200
+    return PolicyOut.model_validate(uploaded.view, from_attributes=True)
 
 
 def _set_enabled(

@@ -2,9 +2,12 @@
 decision per policy, and exceptions with an expiry.
 
 Upload compiles the source first, so a policy that does not parse is refused with the parser's
-message and never stored. Each upload of a name is its next version; evaluation uses the
-latest version of every enabled policy. A policy in audit mode is evaluated and logged like
-the others, but its deny and approval results are not enforced."""
+message and never stored. Each upload of a name is its next version (the same source in the
+same mode as the latest version is that version again: a retry stores nothing). Which versions
+of a name are evaluated is `in_force`: the newest that is no draft, and when that one is in
+audit mode (a trial) the newest enforced one before it too, so trying a change does not stop
+enforcing the rule in force. A policy in audit mode is evaluated and logged like the others,
+but its deny and approval results are not enforced."""
 
 from __future__ import annotations
 
@@ -41,16 +44,71 @@ MAX_EXCEPTION_DAYS = 366
 
 
 @dataclass(frozen=True, slots=True)
+class InForce:
+    """A version evaluated now: an enforced one decides, an audit one (a trial) only logs."""
+
+    version: int
+    mode: PolicyMode
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyView:
     name: str
     version: int
     package: str
     mode: PolicyMode
     enabled: bool
+    draft: bool
     source_digest: str
     created_by: str
     created_at: datetime
     source: str
+    in_force: list[InForce]  # the name's versions evaluated now (empty: the policy is off)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """What deciding which versions are in force reads of a version."""
+
+    version: int
+    mode: str
+    enabled: bool
+    draft: bool
+    id: str = ""
+
+
+def in_force(versions: Sequence[VersionRow]) -> list[VersionRow]:
+    """The versions of one policy evaluated now, oldest first. Pure.
+
+    Drafts (uploaded disabled) wait and are skipped. The newest other version decides: when
+    it is disabled (`qm policy disable`) nothing is in force; when it is enforced it alone;
+    when it is in audit mode (a trial) it, beside the newest enforced version before it
+    (unless the policy was disabled in between), which goes on deciding. Older audit versions
+    are trials superseded by the newer one."""
+    chosen: list[VersionRow] = []
+    for row in sorted(versions, key=lambda v: v.version, reverse=True):
+        if row.draft:
+            continue
+        if not row.enabled:
+            break
+        if row.mode == PolicyMode.ENFORCE.value:
+            chosen.append(row)
+            break
+        if not chosen:
+            chosen.append(row)
+    return sorted(chosen, key=lambda v: v.version)
+
+
+def version_state(row: VersionRow, versions: Sequence[VersionRow]) -> str:
+    """How a version of a policy (`versions`: all of them) stands: in_force, draft (the
+    newest version, waiting: `qm policy enable` promotes it), off (the newest version that is
+    no draft, and it disabled the policy) or superseded. Pure."""
+    if row in in_force(versions):
+        return "in_force"
+    if row.draft:
+        return "draft" if row.version == max(v.version for v in versions) else "superseded"
+    newest_decider = max(v.version for v in versions if not v.draft)
+    return "off" if not row.enabled and row.version == newest_decider else "superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +155,39 @@ class ExceptionView:
     active: bool
 
 
-def _policy_view(row: Policy) -> PolicyView:
+def _version_rows(
+    tenant_id: str, name: str | None, session: Session
+) -> dict[str, list[VersionRow]]:
+    """Every version of the tenant's policies (or of one), by name: light columns only."""
+    query = select(
+        Policy.name, Policy.version, Policy.mode, Policy.enabled, Policy.draft, Policy.id
+    ).where(Policy.tenant_id == tenant_id)
+    if name is not None:
+        query = query.where(Policy.name == name)
+    found: dict[str, list[VersionRow]] = {}
+    for row_name, version, mode, enabled, draft, row_id in session.execute(query):
+        found.setdefault(row_name, []).append(VersionRow(version, mode, enabled, draft, row_id))
+    return found
+
+
+def _in_force_of(tenant_id: str, name: str, session: Session) -> list[InForce]:
+    rows = _version_rows(tenant_id, name, session).get(name, [])
+    return [InForce(v.version, PolicyMode(v.mode)) for v in in_force(rows)]
+
+
+def _policy_view(row: Policy, chosen: list[InForce]) -> PolicyView:
     return PolicyView(
         name=row.name,
         version=row.version,
         package=row.package,
         mode=PolicyMode(row.mode),
         enabled=row.enabled,
+        draft=row.draft,
         source_digest=row.source_digest,
         created_by=row.created_by,
         created_at=row.created_at,
         source=row.source,
+        in_force=chosen,
     )
 
 
@@ -124,69 +204,132 @@ def upload_policy(
         raise InvalidInputError(
             f"policy name {name!r} must be 1-64 characters of a-z, 0-9 and '-'", field="name"
         )
-    compiled = CompiledPolicy(source, name=name)  # refuses a bad policy with the parser's words
-    latest = session.scalar(
-        select(func.max(Policy.version)).where(
-            Policy.tenant_id == caller.tenant_id, Policy.name == name
+    return upload_version(caller, name, source, mode=mode, enabled=enabled, session=session).view
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    view: PolicyView
+    created: bool  # False: the latest version was this source in this mode already (a retry)
+
+
+def upload_version(
+    caller: AuthContext,
+    name: str,
+    source: str,
+    *,
+    mode: PolicyMode = PolicyMode.ENFORCE,
+    enabled: bool = True,
+    session: Session,
+) -> Uploaded:
+    """Store `source` as the policy's next version: enabled it is in force at once (an audit
+    one as a trial beside the enforced version, see `in_force`), disabled it is a draft that
+    waits for `qm policy enable`. The same source, mode and enabled as the latest version is
+    that version, answered again (no new version)."""
+    if not NAME.match(name):
+        raise InvalidInputError(
+            f"policy name {name!r} must be 1-64 characters of a-z, 0-9 and '-'", field="name"
         )
-    )
+    compiled = CompiledPolicy(source, name=name)  # refuses a bad policy with the parser's words
+    latest = _latest_row(caller.tenant_id, name, session)
     row = Policy(
         tenant_id=caller.tenant_id,
         name=name,
-        version=(latest or 0) + 1,
+        version=(latest.version if latest else 0) + 1,
         package=compiled.package,
         source=source,
         source_digest=hashlib.sha256(source.encode()).hexdigest(),
         mode=mode.value,
         enabled=enabled,
+        draft=not enabled,
         created_by=caller.principal_name,
     )
+    if latest is not None and _same_upload(latest, row):
+        return Uploaded(_policy_view(latest, _in_force_of(caller.tenant_id, name, session)), False)
     return _add_version(row, session)
 
 
-def _add_version(row: Policy, session: Session) -> PolicyView:
-    """Store a policy's next version; two writers of the same name and version: one wins."""
+def _same_upload(stored: Policy, new: Policy) -> bool:
+    return (stored.source_digest, stored.mode, stored.enabled, stored.draft) == (
+        new.source_digest,
+        new.mode,
+        new.enabled,
+        new.draft,
+    )
+
+
+def _latest_row(tenant_id: str, name: str, session: Session) -> Policy | None:
+    return session.scalar(
+        select(Policy)
+        .where(Policy.tenant_id == tenant_id, Policy.name == name)
+        .order_by(Policy.version.desc())
+        .limit(1)
+    )
+
+
+def _add_version(row: Policy, session: Session) -> Uploaded:
+    """Store a policy's next version; two writers of the same name and version: one wins (the
+    other's answer is the winner's version when both stored the same, else a conflict)."""
+    tenant_id, name, version = row.tenant_id, row.name, row.version
     session.add(row)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise ConflictError(
-            f"policy {row.name!r} changed concurrently; retry", field="name"
-        ) from None
-    return _policy_view(row)
+        winner = session.scalar(
+            select(Policy).where(
+                Policy.tenant_id == tenant_id, Policy.name == name, Policy.version == version
+            )
+        )
+        if winner is not None and _same_upload(winner, row):
+            return Uploaded(_policy_view(winner, _in_force_of(tenant_id, name, session)), False)
+        raise ConflictError(f"policy {name!r} changed concurrently; retry", field="name") from None
+    return Uploaded(_policy_view(row, _in_force_of(tenant_id, name, session)), True)
 
 
 def set_policy_enabled(
     caller: AuthContext, name: str, *, enabled: bool, session: Session
 ) -> PolicyView:
-    """Disable a policy (it is no longer evaluated anywhere) or enable it again: its latest
-    version, as it is, becomes the next version with `enabled` set, so the history says who
-    turned it off or on and when, and a decision's version still names the source it ran.
-    Read and written in one transaction: an upload in between makes this a conflict instead
-    of being undone. A policy already so is left as it is (no new version)."""
-    latest = session.scalar(
-        select(Policy)
-        .where(Policy.tenant_id == caller.tenant_id, Policy.name == name)
-        .order_by(Policy.version.desc())
-        .limit(1)
-    )
+    """Disable a policy (none of its versions is evaluated anywhere) or enable it: a version
+    as it is becomes the next version with `enabled` set, so the history says who turned it
+    off or on and when, and a decision's version still names the source it ran.
+
+    Disabling copies the version that decides (the enforced one in force, else the audit
+    one). Enabling promotes the newest version when it is a draft (an enforced draft then
+    decides, an audit one runs as a trial beside the enforced version), else copies the
+    version that disabled the policy. Read and written in one transaction: an upload in
+    between makes this a conflict instead of being undone. A policy already so (and without
+    a draft to promote) is left as it is (no new version)."""
+    latest = _latest_row(caller.tenant_id, name, session)
     if latest is None:
         raise NotFoundError(f"policy {name!r} not found", field="name")
-    if latest.enabled == enabled:
-        return _policy_view(latest)
+    rows = _version_rows(caller.tenant_id, name, session)[name]
+    chosen = in_force(rows)
+    if enabled and latest.draft:
+        source = latest
+    elif enabled == bool(chosen):  # already on (nothing to promote), or already off
+        return _policy_view(latest, [InForce(v.version, PolicyMode(v.mode)) for v in chosen])
+    elif enabled:  # the newest non-draft version turned the policy off: that one again
+        off = max((v for v in rows if not v.draft), key=lambda v: v.version)
+        source = session.get_one(Policy, off.id)
+    else:
+        decider = next(
+            (v for v in reversed(chosen) if v.mode == PolicyMode.ENFORCE.value), chosen[-1]
+        )
+        source = session.get_one(Policy, decider.id)
     row = Policy(
         tenant_id=caller.tenant_id,
         name=name,
         version=latest.version + 1,
-        package=latest.package,
-        source=latest.source,
-        source_digest=latest.source_digest,
-        mode=latest.mode,
+        package=source.package,
+        source=source.source,
+        source_digest=source.source_digest,
+        mode=source.mode,
         enabled=enabled,
+        draft=False,
         created_by=caller.principal_name,
     )
-    return _add_version(row, session)
+    return _add_version(row, session).view
 
 
 def in_package(package: str) -> Any:
@@ -209,8 +352,76 @@ def _latest_versions(tenant_id: str) -> Any:
     )
 
 
+def in_force_query(tenant_id: str, *, session: Session) -> Select[Any]:
+    """The tenant's versions in force (`in_force`), by name then version: one query for the
+    versions' light columns, and this one for the chosen rows."""
+    ids = [
+        v.id for rows in _version_rows(tenant_id, None, session).values() for v in in_force(rows)
+    ]
+    return (
+        select(Policy)
+        .where(Policy.tenant_id == tenant_id, Policy.id.in_(ids))
+        .order_by(Policy.name, Policy.version)
+    )
+
+
 def list_policies(caller: AuthContext, *, session: Session) -> list[PolicyView]:
-    return [_policy_view(row) for row in session.scalars(_latest_versions(caller.tenant_id))]
+    """The latest version of each policy, with the versions in force."""
+    versions = _version_rows(caller.tenant_id, None, session)
+    return [
+        _policy_view(
+            row, [InForce(v.version, PolicyMode(v.mode)) for v in in_force(versions[row.name])]
+        )
+        for row in session.scalars(_latest_versions(caller.tenant_id))
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSummary:
+    version: int
+    package: str
+    mode: PolicyMode
+    enabled: bool
+    draft: bool
+    state: str  # in_force | draft | off | superseded (version_state)
+    source_digest: str
+    created_by: str
+    created_at: datetime
+
+
+def list_versions(caller: AuthContext, name: str, *, session: Session) -> list[VersionSummary]:
+    """A policy's history, newest first, with how each version stands now."""
+    rows = list(
+        session.scalars(
+            select(Policy)
+            .where(Policy.tenant_id == caller.tenant_id, Policy.name == name)
+            .order_by(Policy.version.desc())
+        )
+    )
+    if not rows:
+        raise NotFoundError(f"policy {name!r} not found", field="name")
+    light = [VersionRow(r.version, r.mode, r.enabled, r.draft, r.id) for r in rows]
+    return [
+        VersionSummary(
+            version=r.version,
+            package=r.package,
+            mode=PolicyMode(r.mode),
+            enabled=r.enabled,
+            draft=r.draft,
+            state=version_state(v, light),
+            source_digest=r.source_digest,
+            created_by=r.created_by,
+            created_at=r.created_at,
+        )
+        for r, v in zip(rows, light, strict=True)
+    ]
+
+
+def rollback_policy(caller: AuthContext, name: str, *, to: int, session: Session) -> Uploaded:
+    """Version `to`'s source and mode uploaded again as the next version, enabled (the
+    latest version already so: that one, no new version)."""
+    old = get_policy(caller, name, version=to, session=session)
+    return upload_version(caller, name, old.source, mode=old.mode, enabled=True, session=session)
 
 
 def get_policy(
@@ -224,14 +435,14 @@ def get_policy(
     )
     row = session.scalar(query)
     if row is None:
-        latest = _latest_version(caller.tenant_id, name, session) if version else None
+        latest = _latest_version(caller.tenant_id, name, session) if version is not None else None
         if latest is not None:
             raise NotFoundError(
                 f"policy {name!r} has no version {version} (its latest is {latest})",
                 field="version",
             )
         raise NotFoundError(f"policy {name!r} not found", field="name")
-    return _policy_view(row)
+    return _policy_view(row, _in_force_of(caller.tenant_id, name, session))
 
 
 def _latest_version(tenant_id: str, name: str, session: Session) -> int | None:
@@ -255,11 +466,9 @@ def try_policy(source: str, document: Any, *, cache: PolicyCache) -> Verdict:
 
 
 def publish_policies(tenant_id: str, *, session: Session) -> list[Policy]:
-    """The latest version of every enabled policy asked at publish, by name. Admission
-    policies (qm.admission…) speak to the decision API only (guardrails/admission.py)."""
-    query = _latest_versions(tenant_id).where(
-        Policy.enabled.is_(True), not_(in_package(ADMISSION_PACKAGE))
-    )
+    """The versions in force of every policy asked at publish, by name. Admission policies
+    (qm.admission…) speak to the decision API only (guardrails/admission.py)."""
+    query = in_force_query(tenant_id, session=session).where(not_(in_package(ADMISSION_PACKAGE)))
     return list(session.scalars(query))
 
 

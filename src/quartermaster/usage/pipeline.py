@@ -143,6 +143,20 @@ def store_rated_upto(streams: Iterable[StreamState]) -> int:
     )
 
 
+def _warn_new_store(head: int) -> None:
+    """A new usage store rates the whole log: said, since its results may differ from the
+    store it replaces (a restore without usage.duckdb, a store moved aside)."""
+    if head > 0:
+        logger.warning(
+            "a new usage store: rating the event log from its start (positions 1..%d). Events "
+            "the reconciliation window settled to the default cost center are decided again "
+            "with the metadata and window in force now, so finalized billing documents may no "
+            "longer reproduce: check GET /v1/billing/runs/{id}/reproduce (docs/usage.md, "
+            "Replay)",
+            head,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class PassResult:
     events_read: int
@@ -239,6 +253,8 @@ class PipelineWorker(BackgroundService):
         cursor = log.position(consumer)
         main = next((s for s in existing if s.name == MAIN_STREAM), None)
         stored = main.position if main is not None else 0
+        if main is None and cursor == 0:
+            _warn_new_store(log.head())
         if main is None or cursor > stored:
             streams = [StreamState(MAIN_STREAM, consumer, position=max(cursor, stored))]
             if cursor > stored:  # this store's own cursor: a copy restored from a backup

@@ -294,7 +294,9 @@ def pipeline_status(
             runs=state.runs,
             failures=state.failures,
             last_success_at=state.last_success_at,
-            last_error=state.last_error,
+            last_error=state.last_error if state.consecutive_failures else None,
+            last_error_at=state.last_error_at,
+            recovered_at=state.recovered_at,
         ),
         latency=LatencyOut(
             since=since,
@@ -315,8 +317,20 @@ def pipeline_status(
 async def replay(
     caller: AdminCaller,
     runtime: RuntimeDep,
+    session: ReadSessionDep,
     wait: Annotated[bool, Query(description="Answer when the rebuild has finished.")] = False,
+    force: Annotated[
+        bool,
+        Query(
+            description="Replay even though finalized billing documents cover the usage it "
+            "rebuilds (they may no longer reproduce; without it such a replay is a 409)."
+        ),
+    ] = False,
 ) -> ReplayOut:
+    if not force:
+        await run_in_threadpool(
+            service.check_replay_keeps_finalized, caller.tenant_id, session=session
+        )
     worker = pipeline_worker(runtime)
     state = await run_in_threadpool(worker.replay, caller.tenant_id)
     if wait:

@@ -165,7 +165,16 @@ class WorkerOut(BaseModel):
     runs: int
     failures: int
     last_success_at: datetime | None
-    last_error: str | None
+    last_error: str | None = Field(
+        description="The error of the failing passes; null once a pass has succeeded since "
+        "(then `recovered_at` and `last_error_at` say when)."
+    )
+    last_error_at: datetime | None = Field(
+        default=None, description="When the latest failed pass failed."
+    )
+    recovered_at: datetime | None = Field(
+        default=None, description="The first successful pass after the latest failed one."
+    )
 
 
 class FailedEventOut(BaseModel):

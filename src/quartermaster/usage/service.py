@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit
+from quartermaster.billing.models import BillingDocument, DocumentStatus
 from quartermaster.catalog.service import validate_environment
 from quartermaster.domain.money import plain_text
 from quartermaster.domain.timeutil import Period, utc_now
@@ -512,3 +513,48 @@ def usage_view(
             omitted_share=share(left, total),
         )
     return UsageView(groups=groups, meters=list(meters.values()))
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+REPLAY_DOCUMENTS_NAMED = 3  # finalized documents a refused replay names
+
+
+def check_replay_keeps_finalized(tenant_id: str, *, session: Session) -> None:
+    """Refuse a replay of a tenant that has finalized billing documents.
+
+    A replay rebuilds all of the tenant's usage from the event log, and the log does not hold
+    the reconciliation window's decisions: events settled to the default cost center are
+    decided again with the metadata and the window in force now, so a finalized document may
+    no longer reproduce, and the next adjustment would move money (docs/usage.md, Replay).
+    The caller passes `force` to replay anyway."""
+    rows = session.execute(
+        select(
+            BillingDocument.id,
+            BillingDocument.doc_type,
+            BillingDocument.period_start,
+            BillingDocument.period_end,
+        )
+        .where(
+            BillingDocument.tenant_id == tenant_id,
+            BillingDocument.status == DocumentStatus.FINALIZED.value,
+        )
+        .order_by(BillingDocument.period_end.desc(), BillingDocument.finalized_at.desc())
+    ).all()
+    if not rows:
+        return
+    named = ", ".join(
+        f"{doc_type} {doc_id[:8]} ({start.date().isoformat()}..{end.date().isoformat()})"
+        for doc_id, doc_type, start, end in rows[:REPLAY_DOCUMENTS_NAMED]
+    )
+    extra = len(rows) - REPLAY_DOCUMENTS_NAMED
+    more = f" and {extra} more" if extra > 0 else ""
+    raise ConflictError(
+        f"{len(rows)} finalized billing document(s) cover usage this replay rebuilds: "
+        f"{named}{more}. The event log does not record which events the reconciliation "
+        "window settled to the default cost center: a replay decides them again with "
+        "today's metadata and window, so these documents may no longer reproduce and the "
+        "next adjustment would move money (docs/usage.md, Replay). Replay anyway with "
+        "force=true (qm pipeline replay --force)",
+        field="force",
+    )
