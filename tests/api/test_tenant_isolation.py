@@ -319,6 +319,10 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("POST", "/v1/policies/{name}/disable"): missing("POST", "/v1/policies/{b[policy]}/disable"),
     ("POST", "/v1/policies/{name}/enable"): missing("POST", "/v1/policies/{b[policy]}/enable"),
+    ("GET", "/v1/policies/{name}/versions"): missing("GET", "/v1/policies/{b[policy]}/versions"),
+    ("POST", "/v1/policies/{name}/rollback"): missing(
+        "POST", "/v1/policies/{b[policy]}/rollback", {"to": 1}
+    ),
     ("GET", "/v1/policy-decisions"): reads("/v1/policy-decisions"),
     ("GET", "/v1/policy-exceptions"): reads("/v1/policy-exceptions", include_lapsed="true"),
     ("POST", "/v1/policy-exceptions"): sends(
@@ -475,12 +479,16 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/alerts"): reads("/v1/alerts"),
     ("GET", "/v1/decisions/{decision_id}"): missing("GET", "/v1/decisions/{b[decision]}"),
     ("DELETE", "/v1/budgets/{name}"): missing("DELETE", "/v1/budgets/{b[budget]}"),
+    ("PATCH", "/v1/budgets/{name}"): missing("PATCH", "/v1/budgets/{b[budget]}", {"amount": "5"}),
     ("DELETE", "/v1/quotas/{quota_id}"): missing("DELETE", "/v1/quotas/{b[quota]}"),
     ("DELETE", "/v1/rate-limits/{rate_limit_id}"): missing(
         "DELETE", "/v1/rate-limits/{b[rate_limit]}"
     ),
     ("POST", "/v1/decisions/{decision_id}/release"): missing(
         "POST", "/v1/decisions/{b[decision]}/release"
+    ),
+    ("POST", "/v1/decisions/{decision_id}/renew"): missing(
+        "POST", "/v1/decisions/{b[decision]}/renew", {}
     ),
     # Weak: B has no enforcement (it would need spend over a budget); the id is made up.
     ("POST", "/v1/enforcements/{enforcement_id}/lift"): missing(

@@ -112,6 +112,11 @@ class ApprovalOut(BaseModel):
     reviewer: str | None
     comment: str | None
     decided_at: datetime | None
+    version_state: VersionState = Field(
+        description="Where the version stands now; after approving, what the policies' re-run "
+        "made of it (published, or rejected with version_state_reason)."
+    )
+    version_state_reason: str | None
 
 
 class HitOut(BaseModel):

@@ -87,6 +87,8 @@ class ApprovalView:
     reviewer: str | None
     comment: str | None
     decided_at: datetime | None
+    version_state: VersionState  # where the version stands now (after a review: its outcome)
+    version_state_reason: str | None
 
 
 def _view(row: AppVersion, app_id: str) -> VersionView:
@@ -408,6 +410,8 @@ def _decide(
         _transition(row, VersionState.REJECTED, "; ".join(evaluation.deny))
     elif evaluation.require_approval:
         _transition(row, VersionState.PENDING_APPROVAL, "; ".join(evaluation.require_approval))
+        if approved:  # a re-run after a review asks for no second review: the caller rejects
+            return
         session.add(
             Approval(
                 tenant_id=caller.tenant_id,
@@ -505,14 +509,14 @@ def quarantine_version(
 # --- approvals -------------------------------------------------------------------------------
 
 
-def _approval_view(row: Approval, app_id: str, version: str, now: datetime) -> ApprovalView:
+def _approval_view(row: Approval, app_id: str, version: AppVersion, now: datetime) -> ApprovalView:
     status = ApprovalStatus(row.status)
     if status is ApprovalStatus.PENDING and row.expires_at <= now:
         status = ApprovalStatus.EXPIRED  # lapses by itself: no job needs to run first
     return ApprovalView(
         id=row.id,
         app_id=app_id,
-        version=version,
+        version=version.version,
         reasons=json.loads(row.reasons),
         status=status,
         requested_by=row.requested_by,
@@ -521,6 +525,8 @@ def _approval_view(row: Approval, app_id: str, version: str, now: datetime) -> A
         reviewer=row.reviewer,
         comment=row.comment,
         decided_at=row.decided_at,
+        version_state=VersionState(version.state),
+        version_state_reason=version.state_reason,
     )
 
 
@@ -530,7 +536,7 @@ def list_approvals(
     """The tenant's approval requests, oldest first; a team-member's only for its own team's
     apps (as it reads their versions), admin and finance every one."""
     query = (
-        select(Approval, App.app_id, AppVersion.version)
+        select(Approval, App.app_id, AppVersion)
         .join(AppVersion, AppVersion.id == Approval.app_version_id)
         .join(App, App.id == AppVersion.app_pk)
         .where(Approval.tenant_id == caller.tenant_id)
@@ -554,7 +560,11 @@ def decide_approval(
     session: Session,
 ) -> ApprovalView:
     """A reviewer (admin) approves or rejects with a comment. Approving re-runs the policies
-    with `input.approval.approved = true` (a new logged decision): a deny still rejects."""
+    with `input.approval.approved = true` (a new logged decision): a deny still rejects, and so
+    does a `require_approval` that fires again (a rule that does not test `not
+    input.approval.approved`), without asking for another approval. Only a version still
+    pending approval can be approved; rejecting a request whose version is no longer pending
+    closes the request and leaves the version as it is."""
     if caller.role is not Role.ADMIN:
         raise PermissionDeniedError("only an admin may review approval requests")
     if not comment.strip():
@@ -577,9 +587,17 @@ def decide_approval(
         raise ConflictError(f"approval {approval_id} is already {row.status}")
     if row.expires_at <= now:
         row.status = ApprovalStatus.EXPIRED.value
-        _transition(version, VersionState.REJECTED, "approval request expired undecided")
+        if version.state == VersionState.PENDING_APPROVAL.value:
+            _transition(version, VersionState.REJECTED, "approval request expired undecided")
         session.commit()
         raise ConflictError(f"approval {approval_id} expired at {moment_text(row.expires_at)}")
+    pending = version.state == VersionState.PENDING_APPROVAL.value
+    if approve and not pending:
+        raise ConflictError(
+            f"{app.app_id}@{version.version} is {version.state}, no longer pending approval: "
+            f"it cannot be approved (reject approval {approval_id} to close it)",
+            field="approval_id",
+        )
     row.reviewer, row.comment, row.decided_at = caller.principal_name, comment.strip(), now
     if approve:
         row.status = ApprovalStatus.APPROVED.value
@@ -589,14 +607,20 @@ def decide_approval(
             caller, app, version, manifest, results, approved=True, cache=cache, session=session
         )
         if version.state == VersionState.PENDING_APPROVAL.value:  # the policy still holds it
-            _transition(version, VersionState.REJECTED, "still requires approval after review")
+            _transition(
+                version,
+                VersionState.REJECTED,
+                f"still requires approval after review: {version.state_reason} (a "
+                "require_approval rule must test `not input.approval.approved`)",
+            )
     else:
         row.status = ApprovalStatus.REJECTED.value
-        _transition(
-            version, VersionState.REJECTED, f"rejected by {caller.principal_name}: {comment}"
-        )
+        if pending:
+            _transition(
+                version, VersionState.REJECTED, f"rejected by {caller.principal_name}: {comment}"
+            )
     session.commit()
-    return _approval_view(row, app.app_id, version.version, now)
+    return _approval_view(row, app.app_id, version, now)
 
 
 def validate_only(

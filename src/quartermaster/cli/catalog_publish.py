@@ -271,14 +271,28 @@ def policy_upload(
     file: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .rego file.")
     ],
-    audit: Annotated[bool, typer.Option(help="Audit mode: log decisions, never block.")] = False,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            help="Audit mode: log decisions, never block (beside an enforced version in "
+            "force: a trial, the enforced version goes on deciding)."
+        ),
+    ] = False,
     disabled: Annotated[
-        bool, typer.Option("--disabled", help="Store it disabled (qm policy enable NAME later).")
+        bool,
+        typer.Option(
+            "--disabled",
+            help="Store it as a draft: the versions in force go on deciding until "
+            "qm policy enable NAME.",
+        ),
     ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Upload a policy as its next version (refused with the parser's message if it is bad)."""
+    """Upload a policy as its next version (refused with the parser's message if it is bad).
+
+    The same source in the same mode as the latest version stores nothing: that version is
+    answered again. The answer says which versions are in force."""
     body = {
         "name": name,
         "source": file.read_text(),
@@ -290,10 +304,17 @@ def policy_upload(
 
 
 def _print_policy(stored: dict[str, Any]) -> None:
-    state = "" if stored["enabled"] else ", disabled"
+    state = ", draft" if stored.get("draft") else "" if stored["enabled"] else ", disabled"
     out().print(
-        f"policy {escape(str(stored['name']))} v{stored['version']} ({stored['mode']}{state})"
+        f"policy {escape(str(stored['name']))} v{stored['version']} ({stored['mode']}{state});"
+        f" in force: {_in_force_text(stored)}"
     )
+
+
+def _in_force_text(stored: dict[str, Any]) -> str:
+    """`v1 (enforce), v3 (audit)`, or `none (disabled)`."""
+    versions = stored.get("in_force", [])
+    return ", ".join(f"v{v['version']} ({v['mode']})" for v in versions) or "none (disabled)"
 
 
 @policy_app.command("disable")
@@ -318,14 +339,42 @@ def policy_enable(
 
 @policy_app.command("list")
 def policy_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """The latest version of each policy."""
+    """The latest version of each policy, and the versions in force."""
     rows = request("GET", "/v1/policies", url=url, api_key=api_key)
+    shown = [{**row, "in_force": _in_force_text(row)} for row in rows]
     print_table(
-        ("name", "version", "package", "mode", "enabled", "created_at"),
-        rows,
+        ("name", "version", "package", "mode", "enabled", "in_force", "created_at"),
+        shown,
         title="policies",
         whole=("name",),
     )
+
+
+@policy_app.command("versions")
+def policy_versions(
+    name: Annotated[str, typer.Argument(help="Policy name (qm policy list).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """A policy's versions, newest first: in force, draft, off or superseded."""
+    rows = request("GET", f"/v1/policies/{name}/versions", url=url, api_key=api_key)
+    print_table(
+        ("version", "state", "mode", "package", "created_by", "created_at"),
+        rows,
+        title=f"policy {name}",
+    )
+
+
+@policy_app.command("rollback")
+def policy_rollback(
+    name: Annotated[str, typer.Argument(help="Policy name (qm policy list).")],
+    to: Annotated[int, typer.Option("--to", help="The version to go back to.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Upload version N's source and mode again as the policy's next version, enabled."""
+    path = f"/v1/policies/{name}/rollback"
+    _print_policy(request("POST", path, json={"to": to}, url=url, api_key=api_key))
 
 
 # A verdict's rule sets, in the order their results take precedence, and how each shows.
@@ -651,7 +700,13 @@ def _review(approval_id: str, verb: str, comment: str, url: str | None, key: str
         url=url,
         api_key=key,
     )
-    out().print(f"{done['app_id']}@{done['version']}: {done['status']}")
+    subject = f"{done['app_id']}@{done['version']}"
+    reason = f": {done['version_state_reason']}" if done.get("version_state_reason") else ""
+    out().print(
+        f"approval {done['status']}; {subject} is {done['version_state']}{reason}", markup=False
+    )
+    if verb == "approve" and done["version_state"] != "published":
+        raise typer.Exit(1)
 
 
 @approvals_app.command("approve")
@@ -661,7 +716,7 @@ def approvals_approve(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Approve: the policies run again with the approval, then the version publishes."""
+    """Approve: the policies run again with the approval; says how the version ended."""
     _review(approval_id, "approve", comment, url, api_key)
 
 

@@ -24,13 +24,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App
 from quartermaster.policy.engine import PolicyCache, PolicyRuntimeError, Verdict, input_digest
-from quartermaster.policy.models import Policy, PolicyDecision, PolicyMode
-from quartermaster.policy.service import ADMISSION_PACKAGE, active_exception_keys, in_package
+from quartermaster.policy.models import PolicyDecision, PolicyMode
+from quartermaster.policy.service import (
+    ADMISSION_PACKAGE,
+    active_exception_keys,
+    in_force_query,
+    in_package,
+)
 from quartermaster.tenancy.service import AuthContext
 
 POINT = "admission"
@@ -53,25 +58,14 @@ class AdmissionPolicy:
 
 
 def admission_policies(tenant_id: str, *, session: Session) -> list[AdmissionPolicy]:
-    """The latest version of each enabled policy whose package is qm.admission[.…] (plain
-    rows: the gate caches them per tenant, see enforcement.py)."""
-    latest = (
-        select(Policy.name, func.max(Policy.version).label("version"))
-        .where(Policy.tenant_id == tenant_id)
-        .group_by(Policy.name)
-        .subquery()
-    )
-    query = (
-        select(Policy.name, Policy.version, Policy.mode, Policy.source)
-        .join(latest, (Policy.name == latest.c.name) & (Policy.version == latest.c.version))
-        .where(
-            Policy.tenant_id == tenant_id,
-            Policy.enabled.is_(True),
-            in_package(ADMISSION_PACKAGE),
-        )
-        .order_by(Policy.name)
-    )
-    return [AdmissionPolicy(*row) for row in session.execute(query)]
+    """The versions in force (policy/service.py `in_force`: an audit trial beside the enforced
+    version) of each policy whose package is qm.admission[.…] (plain rows: the gate caches
+    them per tenant, see enforcement.py)."""
+    query = in_force_query(tenant_id, session=session).where(in_package(ADMISSION_PACKAGE))
+    return [
+        AdmissionPolicy(row.name, row.version, row.mode, row.source)
+        for row in session.scalars(query)
+    ]
 
 
 def admission_input(

@@ -6,7 +6,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quartermaster.domain.timeutil import utc_now
@@ -31,6 +40,9 @@ class Policy(Base):
     source_digest: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(16), default=PolicyMode.ENFORCE.value)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # An upload stored disabled, to enable later: it waits beside the versions in force
+    # instead of switching them off (a disabled version that is no draft turns the policy off).
+    draft: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
@@ -54,6 +66,12 @@ class PolicyDecision(Base):
     reasons: Mapped[str] = mapped_column(Text)  # JSON list
     enforced: Mapped[bool] = mapped_column(Boolean)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    # Who caused it: the publisher, the reviewer whose approval re-ran it, the decision API's
+    # caller (None on decisions logged before these were kept).
+    caller_id: Mapped[str | None] = mapped_column(String(32))
+    caller_name: Mapped[str | None] = mapped_column(String(200))
+    # An admission decision that was allowed: its decision id (GET /v1/decisions/{id}).
+    decision_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class ApprovalStatus(enum.StrEnum):
