@@ -166,6 +166,19 @@ def test_currency_cannot_change(client: TestClient, tenant: TenantHandle) -> Non
             "timezone",
         ),
         ("name: b\n  bad: [", "(document)", "not valid YAML: line"),
+        # Unquoted dates that do not exist: PyYAML's timestamp resolver raised (a 500).
+        (
+            "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-13-01T00:00:00Z\n"
+            "prices:\n  - {meter: tokens, model: per_unit, unit_price: 1}\n",
+            "effective_from",
+            "month value is outside expected range of 1-12",
+        ),
+        (
+            "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-02-30\nprices:\n"
+            "  - {meter: tokens, model: per_unit, unit_price: 1}\n",
+            "effective_from",
+            "day value is outside expected range",
+        ),
     ],
 )
 def test_invalid_upload_names_the_field(

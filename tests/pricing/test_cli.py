@@ -127,6 +127,15 @@ def test_validate_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         "prices: list should have at least 1 item",
     ):
         assert expected in result.output
+    not_a_date = tmp_path / "bad7.yaml"
+    not_a_date.write_text(
+        "name: e\ncurrency: USD\nversion: 1\neffective_from: 2026-13-01T00:00:00Z\n"
+        "prices:\n  - {meter: tokens, model: per_unit, unit_price: 1}\n"
+    )
+    result = runner.invoke(app, ["pricebook", "validate", str(not_a_date)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "effective_from: input should be a valid datetime or date, month value" in result.output
 
 
 def test_use_chooses_the_default_and_list_names_it(qm: CliRunner, tmp_path: Path) -> None:

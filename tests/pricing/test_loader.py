@@ -319,6 +319,51 @@ def test_unparseable_documents(text: str, fmt: str, message: str) -> None:
     assert message in caught.value.issues[0][1]
 
 
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("2026-13-01T00:00:00Z", "month value is outside expected range of 1-12"),
+        ("2026-02-30", "day value is outside expected range"),
+        ("'2026-02-30'", "day value is outside expected range"),
+        ("2026-11-01", "input should have timezone info"),
+    ],
+)
+def test_an_unquoted_date_is_validated_as_a_quoted_one(written: str, message: str) -> None:
+    """YAML timestamps are not resolved: PyYAML raised ValueError for a date that does not
+    exist (a traceback in `qm pricebook validate`, a 500 on upload)."""
+    text = EXAMPLE.read_text().replace(
+        "effective_from: 2026-01-01T00:00:00Z", f"effective_from: {written}", 1
+    )
+    with pytest.raises(PriceBookError) as caught:
+        parse_price_book(text, "yaml")
+    [(path, text_of_issue)] = caught.value.issues
+    assert path == "effective_from"
+    assert message in text_of_issue
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["2026-05-15T12:00:00.5Z", "2026-05-15 12:00:00.5+00:00", "'2026-05-15T14:00:00.5+02:00'"],
+)
+def test_unquoted_and_quoted_timestamps_load_alike(written: str) -> None:
+    text = EXAMPLE.read_text().replace(
+        "effective_from: 2026-01-01T00:00:00Z", f"effective_from: {written}", 1
+    )
+    assert parse_price_book(text, "yaml").effective_from.isoformat() == (
+        "2026-05-15T12:00:00.500000+00:00"
+    )
+
+
+def test_an_explicit_yaml_timestamp_that_does_not_exist_is_an_issue() -> None:
+    text = EXAMPLE.read_text().replace(
+        "effective_from: 2026-01-01T00:00:00Z", "effective_from: !!timestamp 2026-02-30", 1
+    )
+    with pytest.raises(PriceBookError) as caught:
+        parse_price_book(text, "yaml")
+    assert caught.value.issues[0][0] == "(document)"
+    assert "not valid YAML: day is out of range for month" in caught.value.issues[0][1]
+
+
 def test_non_utf8_bytes() -> None:
     with pytest.raises(PriceBookError, match="not UTF-8"):
         parse_price_book(b"\xff\xfe", "yaml")

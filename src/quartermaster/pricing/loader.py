@@ -40,6 +40,7 @@ MAX_ISSUES_IN_MESSAGE = 20
 _TAGS = frozenset(MODEL_TAGS + METHOD_TAGS)
 _TAGS_BY_DISCRIMINATOR = {"model": MODEL_TAGS, "method": METHOD_TAGS}
 DOCUMENT_PATH = "(document)"
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _T = TypeVar("_T")
 
 
@@ -60,7 +61,11 @@ class PriceBookError(InvalidInputError):
 
 
 class _DecimalSafeLoader(yaml.SafeLoader):
-    """SafeLoader that reads YAML floats as exact Decimals."""
+    """SafeLoader that reads YAML floats as exact Decimals, and timestamps as strings.
+
+    Without its timestamp resolver, an unquoted `effective_from: 2026-02-30` is the string
+    "2026-02-30" and goes through the same validation as a quoted one (an issue naming the
+    field); PyYAML's resolver raised ValueError for a date that does not exist."""
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -74,6 +79,10 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 
 _DecimalSafeLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_DecimalSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _YAML_TIMESTAMP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def format_for_content_type(content_type: str | None) -> DocumentFormat:
@@ -117,6 +126,8 @@ def parse_raw(text: str, fmt: DocumentFormat) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise PriceBookError([(DOCUMENT_PATH, f"not valid YAML: {where}{exc.problem}")]) from None
     except yaml.YAMLError as exc:
+        raise PriceBookError([(DOCUMENT_PATH, f"not valid YAML: {exc}")]) from None
+    except (ValueError, TypeError) as exc:  # a constructor's refusal, e.g. an explicit !!timestamp
         raise PriceBookError([(DOCUMENT_PATH, f"not valid YAML: {exc}")]) from None
 
 
