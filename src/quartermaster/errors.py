@@ -90,9 +90,20 @@ def body_too_large(size: int | None, limit: int) -> str:
 
 
 class ServiceUnavailableError(QMError):
-    """A service the answer needs cannot be reached (HTTP 503); retrying later may work."""
+    """A service the answer needs cannot be reached (HTTP 503); retrying later may work
+    (`retry_after_seconds`, when known, is sent as Retry-After)."""
 
     code = "service_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class RateLimitedError(QMError):

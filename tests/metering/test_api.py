@@ -483,3 +483,67 @@ def test_unstorable_values_are_rejected_alone_on_both_backends(
         (1, "id"),
         (2, "data.resource_id"),
     ]
+
+
+def _disk_full(dialect: str) -> Exception:
+    """The error a full disk raises under the event log's append, as each database says it."""
+    from sqlalchemy.exc import OperationalError
+
+    if dialect == "sqlite":
+        import sqlite3
+
+        cause: Exception = sqlite3.OperationalError("database or disk is full")
+    else:
+        from psycopg import errors
+
+        cause = errors.DiskFull('could not extend file "base/16384/16521": No space left on device')
+    return OperationalError("INSERT INTO event_log ...", {}, cause)
+
+
+def test_a_full_disk_is_a_503_naming_it_with_retry_after(
+    http: httpx.Client,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A full data dir answered a bare 500 ("internal server error: the server's log has the
+    # details"): neither the sender nor the operator could tell why.
+    bot = make_app()
+    error = _disk_full(runtime.engine.dialect.name)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(runtime.event_log, "append", full)
+    refused = post(http, tenant.admin_token, [usage_event(bot.app_id) for _ in range(2)])
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "10"
+    body = refused.json()["error"]
+    assert body["code"] == "service_unavailable"
+    assert body["message"].startswith("events not stored: the database's disk is full (")
+    cause = "database or disk is full" if "sqlite" in str(runtime.engine.url) else "DiskFull"
+    assert cause in body["message"]
+    assert "Nothing of this request was stored" in body["message"]
+    # space freed: the same events are accepted, once
+    monkeypatch.undo()
+    events = [usage_event(bot.app_id) for _ in range(2)]
+    assert post(http, tenant.admin_token, events).json()["accepted"] == 2
+    assert post(http, tenant.admin_token, events).json()["duplicates"] == 2
+
+
+def test_other_storage_errors_stay_500s(
+    http: httpx.Client,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot = make_app()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(runtime.event_log, "append", broken)
+    response = post(http, tenant.admin_token, [usage_event(bot.app_id)])
+    assert response.status_code == 500

@@ -119,6 +119,8 @@ def _respond(exc: QMError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimitedError):
         headers = {"Retry-After": str(max(1, round(exc.retry_after_seconds)))}
+    if isinstance(exc, ServiceUnavailableError) and exc.retry_after_seconds is not None:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_seconds)))}
     return error_response(status_for(exc), exc.code, exc.message, exc.field, headers)
 
 

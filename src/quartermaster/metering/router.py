@@ -19,7 +19,7 @@ from quartermaster.api.deps import BillingReader, Ingester, Reader, ReadSessionD
 from quartermaster.api.errors import ErrorBody
 from quartermaster.api.openapi import OPERATION_SCHEMAS
 from quartermaster.api.params import Int64
-from quartermaster.api.responses import MEANING, rate_limited
+from quartermaster.api.responses import MEANING, RETRY_AFTER, rate_limited
 from quartermaster.domain.events import DATA_MODELS, event_json_schema
 from quartermaster.domain.timeutil import Period, floor_hour, utc_now
 from quartermaster.errors import (
@@ -30,6 +30,7 @@ from quartermaster.errors import (
 )
 from quartermaster.guardrails.gate import check_ingest
 from quartermaster.metering.body import BATCH, JSON, SINGLE, parse_events
+from quartermaster.metering.disk_full import raise_if_disk_full
 from quartermaster.metering.offload import validation_pool
 from quartermaster.metering.schemas import EventsPage, IngestResponse, ReconciliationResponse
 from quartermaster.metering.service import (
@@ -139,15 +140,23 @@ def _ingest_body(
     body: bytes, media_type: str, caller: AuthContext, runtime: Runtime, state: IngestState
 ) -> Response:
     events = parse_events(body, media_type, max_events=runtime.settings.max_batch_events)
-    report = ingest_events(events, caller=caller, runtime=runtime, state=state)
+    try:
+        report = ingest_events(events, caller=caller, runtime=runtime, state=state)
+    except Exception as exc:
+        raise_if_disk_full(exc)
+        raise
     return _ingest_response(report, len(events))
 
 
 def _store_batch(
     batch: ValidatedBatch, caller: AuthContext, runtime: Runtime, state: IngestState
 ) -> Response:
-    batch = refuse_gated(batch, caller=caller, runtime=runtime)
-    report = store_validated(batch, runtime=runtime, state=state)
+    try:
+        batch = refuse_gated(batch, caller=caller, runtime=runtime)
+        report = store_validated(batch, runtime=runtime, state=state)
+    except Exception as exc:
+        raise_if_disk_full(exc)
+        raise
     return _ingest_response(report, batch.received)
 
 
@@ -183,7 +192,11 @@ def _ingest_response(report: IngestReport, received: int) -> Response:
         ),
         503: {
             "model": ErrorBody,
-            "description": MEANING[503] + " (the Redis of shared rate limits).",
+            "description": MEANING[503]
+            + " (the Redis of shared rate limits), or a full disk under the database (the "
+            "message names it; Retry-After says when to retry; nothing of the request was "
+            "stored).",
+            "headers": {RETRY_AFTER[0]: RETRY_AFTER[1]},
         },
     },
     openapi_extra=_request_body_doc(),
