@@ -240,6 +240,25 @@ def test_each_bad_field_is_named(data: dict[str, Any], path: str, message: str) 
     assert any(p == path and message in m for p, m in found), found
 
 
+@pytest.mark.parametrize(
+    ("overage", "message"),
+    [
+        (
+            {"model": "subscription", "fee": 1, "included": 5},
+            "'subscription' is not one of per_unit, graduated, volume, package",
+        ),
+        ({"unit_price": 1}, "required (one of per_unit, graduated, volume, package)"),
+    ],
+)
+def test_an_overage_model_error_lists_the_four_usage_models(
+    overage: dict[str, Any], message: str
+) -> None:
+    """The overage may be any of the four usage models: the message listed `subscription`,
+    the very value it refused, as allowed."""
+    data = with_rule(0, model="subscription", fee=1, included=10, unit_price=DROP, overage=overage)
+    assert ("prices[0].overage.model", message) in issues_of(data)
+
+
 def test_duplicate_rule_names_both_places() -> None:
     data = base()
     data["prices"].append({"meter": "tokens", "model": "per_unit", "unit_price": "1"})

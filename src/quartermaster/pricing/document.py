@@ -84,6 +84,7 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(ensure_utc)]
 
 # Discriminator values: they appear in pydantic error locations and are stripped from paths.
 MODEL_TAGS = ("per_unit", "graduated", "volume", "package", "subscription")
+OVERAGE_MODEL_TAGS = ("per_unit", "graduated", "volume", "package")  # UsageModel's
 METHOD_TAGS = ("direct", "proportional", "even", "floor_plus_share", "hybrid")
 
 

@@ -23,6 +23,7 @@ from quartermaster.pricing.document import (
     METHOD_TAGS,
     MODEL_TAGS,
     NORMALIZED_NUMBERS,
+    OVERAGE_MODEL_TAGS,
     AnyPolicy,
     AnyRule,
     Discount,
@@ -144,13 +145,23 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     return path or DOCUMENT_PATH
 
 
+def _expected_tags(ctx: dict[str, Any], field: str, path: str) -> str:
+    """The values the discriminator allows here: a subscription's overage takes the four
+    usage models, not a subscription."""
+    if ctx.get("expected_tags"):
+        return ", ".join(tag.strip().strip("'\"") for tag in str(ctx["expected_tags"]).split(","))
+    if field == "model" and path.endswith(".overage"):
+        return ", ".join(OVERAGE_MODEL_TAGS)
+    return ", ".join(_TAGS_BY_DISCRIMINATOR.get(field, ()))
+
+
 def _issue_from(error: ErrorDetails) -> Issue:
     path = format_location(tuple(error["loc"]))
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         field = str(ctx.get("discriminator", "")).strip("'\"")
-        expected = ", ".join(_TAGS_BY_DISCRIMINATOR.get(field, ()))
+        expected = _expected_tags(ctx, field, path)
         path = f"{path}.{field}" if path != DOCUMENT_PATH else field
         if kind == "union_tag_not_found":
             return path, f"required (one of {expected})"
