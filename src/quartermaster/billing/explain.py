@@ -160,6 +160,24 @@ def daily_from_raw(
     return days, rows[:TOP_EVENTS]
 
 
+def purged_note(horizon: datetime | None, period: Period, *, kept: int) -> str | None:
+    """Why the top raw events are missing, or may be missing some: raw rows that became
+    billable before the retention boundary were purged (QM_RAW_RETENTION_DAYS); None when
+    the boundary is not after the period's start. `kept`: the top events still found."""
+    if horizon is None or horizon <= period.start:
+        return None
+    boundary = horizon.isoformat().replace("+00:00", "Z")
+    if not kept:
+        return (
+            "top raw events: none kept, the raw events that became billable before the "
+            f"retention boundary {boundary} were purged (QM_RAW_RETENTION_DAYS)"
+        )
+    return (
+        "top raw events: only those kept, the raw events that became billable before the "
+        f"retention boundary {boundary} were purged (QM_RAW_RETENTION_DAYS)"
+    )
+
+
 @money_context()
 def daily_from_rollups(
     store: UsageStore, line: BillingLine, period: Period, aggregation: Aggregation
@@ -274,6 +292,10 @@ def explain_line(
                 team=line.team or "",
                 limit=TOP_EVENTS,
             )
+        if line.meter is not None:
+            purged = purged_note(store.purged_before(), period, kept=len(top or []))
+            if purged is not None:
+                notes.append(purged)
     else:
         notes.append("charged to a team or cost center as a whole: no single app's events")
     return Explanation(
