@@ -182,7 +182,9 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="First retry delay of a webhook; doubles per attempt."
     )
     webhook_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="How long one webhook delivery attempt may take."
+        default=5.0,
+        gt=0,
+        description="Hard wall-clock deadline of one webhook delivery attempt, answer included.",
     )
     webhook_allow_private: bool = Field(
         default=False,

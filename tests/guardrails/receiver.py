@@ -1,9 +1,10 @@
-"""A real local HTTP receiver for webhook tests: records every request and answers 500 to
-the first `fail_first` of them (then 200)."""
+"""A real local HTTP receiver for webhook tests: records every request (with when it came)
+and answers 500 to the first `fail_first` of them (then 200)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Received:
     headers: dict[str, str]
     body: bytes
+    path: str = ""
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -30,7 +33,8 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
+def webhook_receiver(fail_first: int = 0, *, echo_path: bool = False) -> Iterator[Receiver]:
+    """`echo_path`: a failing answer quotes the request's path and query, as some do."""
     receiver: Receiver | None = None
 
     class Handler(BaseHTTPRequestHandler):
@@ -38,8 +42,10 @@ def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             assert receiver is not None
-            status = receiver.record(Received(dict(self.headers.items()), body))
+            status = receiver.record(Received(dict(self.headers.items()), body, self.path))
             payload = b"ok" if status == 200 else b"receiver failing on purpose"
+            if status != 200 and echo_path:
+                payload = f"no route for POST {self.path}".encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -73,6 +73,9 @@ def raise_alert(
     if not inserted:
         return None
     hooks = session.scalars(select(Webhook).where(Webhook.tenant_id == tenant_id))
+    # Queued at the real time: alerts raised in one pass share `moment`, and a webhook's
+    # deliveries go out in the order of (alert time, queue time) (notifier.py).
+    queued = utc_now()
     for hook in hooks:
         if SEVERITY_RANK[severity] >= SEVERITY_RANK[Severity(hook.min_severity)]:
             session.add(
@@ -81,7 +84,7 @@ def raise_alert(
                     webhook_id=hook.id,
                     alert_id=alert_id,
                     next_attempt_at=moment,
-                    created_at=moment,
+                    created_at=queued,
                 )
             )
     return alert_id

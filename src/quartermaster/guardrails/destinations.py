@@ -12,6 +12,11 @@ receiver or tests).
 
 A name that does not resolve at creation is accepted (DNS may not be set up yet): the check
 before each delivery covers it.
+
+A webhook URL is itself a credential (Slack's path, a `?token=` query, userinfo), so every
+message that names one shows it redacted (`redact_url`: scheme, host and port), and
+`redact_in` takes a whole URL and its secret parts out of a text the server did not write
+(an HTTP library's error, a receiver's answer) before it is stored.
 """
 
 from __future__ import annotations
@@ -34,6 +39,50 @@ METADATA_ADDRESSES = frozenset(
 
 class DestinationRefused(Exception):
     """The URL's host is, or resolves to, an address webhooks may not reach."""
+
+
+def redact_url(url: str) -> str:
+    """The URL up to its host and port, `/...` standing for a path or query
+    (`https://hooks.slack.com/...`): its path, query and userinfo may be the credential.
+    `GET /v1/webhooks` shows URLs so, and every message naming a webhook URL. Pure; an
+    unparsable URL gives what can be told of it, never its path."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparsable URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: shown as written, the host's part of the netloc
+        host = parts.netloc.rpartition("@")[2]
+        port = None
+    if port is not None:
+        host = f"{host}:{port}"
+    shown = f"{parts.scheme}://{host}"
+    return f"{shown}/..." if (parts.path not in ("", "/") or parts.query) else shown
+
+
+SHORTEST_SECRET_PART = 4  # shorter pieces (`/h`) are left: replacing them garbles the text
+
+
+def redact_in(text: str, url: str) -> str:
+    """`text` with `url` replaced by `redact_url(url)`, and its userinfo, path, query and
+    fragment replaced by `...` wherever they appear apart (an error quoting the request
+    target, a receiver echoing it). Pure."""
+    out = text.replace(url, redact_url(url))
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return out
+    pieces = [parts.netloc.rpartition("@")[0], parts.path, parts.query, parts.fragment]
+    if parts.query:
+        pieces.append(f"{parts.path}?{parts.query}")
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= SHORTEST_SECRET_PART:
+            out = out.replace(piece, "...")
+    return out
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -98,8 +147,9 @@ def why_refused(address: IPAddress) -> str | None:
 
 
 def check_destination(url: str, *, allow_private: bool, resolve: Resolver = resolve_host) -> None:
-    """Raise DestinationRefused, naming the URL and why, when its host is or resolves to a
-    non-public address (and private destinations are not allowed)."""
+    """Raise DestinationRefused, naming the URL (redacted: scheme, host and port) and why,
+    when its host is or resolves to a non-public address (and private destinations are not
+    allowed)."""
     if allow_private:
         return
     parts = urlsplit(url)
@@ -114,6 +164,7 @@ def check_destination(url: str, *, allow_private: bool, resolve: Resolver = reso
         if reason is not None:
             via = "is" if str(address) == host else f"resolves to {address},"
             raise DestinationRefused(
-                f"url {url!r}: host {host!r} {via} {reason}; webhooks may only reach public "
-                "addresses (an operator may allow private ones with QM_WEBHOOK_ALLOW_PRIVATE)"
+                f"url {redact_url(url)!r}: host {host!r} {via} {reason}; webhooks may only "
+                "reach public addresses (an operator may allow private ones with "
+                "QM_WEBHOOK_ALLOW_PRIVATE)"
             )
