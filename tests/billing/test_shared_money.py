@@ -158,3 +158,45 @@ def test_a_reservation_credit_goes_only_to_what_a_team_paid_for_the_meter(
         per_center[line.cost_center] = per_center.get(line.cost_center, Decimal(0)) + line.amount
     assert per_center == {"analytics": Decimal(0), "eng": Decimal(0)}
     assert document.total == 0
+
+
+def test_a_late_event_under_an_apps_new_owner_does_not_move_the_other_apps_shares(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """January is finalized with web, api and etl (control_plane 9.00 evenly: 3.00 each). A
+    late event of api under its new owner (team data) made api a fourth "active app": the
+    adjustment moved every even share (2.25 each, api twice). api is one app: its 3.00 is
+    split between its owners by its usage charges (web: 5.00, data: 1000 requests x 0.0005
+    less data's 10% = 0.45), and web's and etl's shares do not move."""
+    caller = admin(tenant.tenant_id)
+    calc = _calculator()
+    calc.record(SMALL_PLATFORM, SMALL_COSTS)
+    document, _ = _run_lines(runtime, tenant, calc)
+    with runtime.session_factory() as session:
+        service.finalize_run(caller, document.id, session=session)
+    calc.record(
+        [usage("analytics", "data", "api", "requests", 1000, day=20)],
+        at=datetime(2026, 2, 11, tzinfo=UTC),
+    )
+    calc.now = datetime(2026, 2, 12, tzinfo=UTC)
+    with runtime.session_factory() as session:
+        adjustment = adjustments.create_adjustment(
+            caller, document.id, calculator=calc, session=session
+        )
+        assert adjustment is not None
+        lines = service.view_document(caller, adjustment.id, session=session).lines
+    control_plane = {
+        (line.team, line.app): line.amount for line in lines if line.item == "control_plane"
+    }
+    # 3 x 5/5.45 = 2.752293.. and 3 x 0.45/5.45 = 0.247706..; the leftover millionth to
+    # the larger remainder
+    assert control_plane == {
+        ("web", "api"): Decimal("-0.247706"),
+        ("data", "api"): Decimal("0.247706"),
+    }
+    new_line = next(line for line in lines if line.item == "control_plane" and line.team == "data")
+    assert new_line.allocation_method == (
+        "even per active app; app 'api' had 2 owners in the period, this one's part by its "
+        "usage charges: 0.45 of 5.45"
+    )
+    assert "shared by 3 active apps" in new_line.pricing_rule

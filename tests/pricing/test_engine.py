@@ -422,6 +422,91 @@ def test_a_platform_cost_in_another_currency_must_still_be_in_the_period() -> No
         _platform(PlatformCostItem("lb", D("5"), currency="EUR", at=day(1, 2)))
 
 
+def test_an_app_whose_owner_changed_counts_once_among_the_active_apps() -> None:
+    # The walkthrough's June: app c moved from team web to team idle on June 15 (2
+    # invocations before, 3 after), app a 1 invocation. misc 1.2 even, control_plane 3 floor
+    # 0.25 + share by invocations. Counted once per owner, c paid two even shares and two
+    # floors among "3 active apps" (a got 0.625 of control_plane, c 2.375).
+    document = book(
+        {"meter": "invocations", "model": "per_unit", "unit_price": "0.5", "free_allowance": 3},
+        platform_costs=[
+            {"cost_type": "*", "method": "even"},
+            {
+                "cost_type": "control_plane",
+                "method": "floor_plus_share",
+                "floor": "0.25",
+                "meter": "invocations",
+            },
+        ],
+    )
+    rows = [
+        row("c", "invocations", 2, team="web", cc="cc-eng"),
+        row("c", "invocations", 3, team="idle", cc="cc-idle"),
+        row("a", "invocations", 1, team="web", cc="cc-eng"),
+    ]
+    costs = [PlatformCostItem("misc", D("1.2")), PlatformCostItem("control_plane", D("3"))]
+    result = price_usage(document, JANUARY, rows, costs)
+    # c's invocations: 5 - 3 free = 2 x 0.5 = 1.00, split 2:3 -> web 0.40, idle 0.60
+    assert usage_line(result, "c", "invocations", team="web").amount == D("0.4")
+    # misc: 2 apps, 0.60 each; c's 0.60 split by its usage charges 0.40 : 0.60
+    assert amounts(result, LineKind.PLATFORM, "misc") == {
+        ("web", "a"): D("0.6"),
+        ("web", "c"): D("0.24"),
+        ("idle", "c"): D("0.36"),
+    }
+    # control_plane: floors 2 x 0.25; the other 2.50 by invocations 5:1 -> c 7/3, a 2/3;
+    # c's 7/3 split by its invocations 2:3 -> web 14/15, idle 7/5
+    assert amounts(result, LineKind.PLATFORM, "control_plane") == {
+        ("web", "a"): D("0.666667"),
+        ("web", "c"): D("0.933333"),
+        ("idle", "c"): D("1.4"),
+    }
+    lines = {(x.cost_type, x.team, x.app): x for x in result.lines}
+    web_c = lines[("control_plane", "web", "c")]
+    assert web_c.pricing_rule == "platform cost control_plane: 3 USD shared by 2 active apps"
+    assert web_c.allocation_method == (
+        "floor 0.25 + share of the rest by invocations: 5 of 6; app 'c' had 2 owners in the "
+        "period, this one's part by invocations: 2 of 5"
+    )
+    assert web_c.quantity == D(2)
+    assert lines[("misc", "idle", "c")].allocation_method == (
+        "even per active app; app 'c' had 2 owners in the period, this one's part by its "
+        "usage charges: 0.6 of 1"
+    )
+    assert lines[("misc", "web", "a")].allocation_method == "even per active app"
+
+
+def test_an_app_with_two_owners_and_no_charges_splits_its_share_evenly() -> None:
+    document = book(
+        {"meter": "invocations", "model": "per_unit", "unit_price": "0"},
+        platform_costs=[
+            {"cost_type": "*", "method": "even"},
+            {"cost_type": "ops", "method": "direct", "to": {"app": "c"}},
+        ],
+    )
+    rows = [
+        row("c", "invocations", 2, team="web"),
+        row("c", "invocations", 3, team="idle"),
+        row("a", "invocations", 1),
+    ]
+    costs = [PlatformCostItem("misc", D("1")), PlatformCostItem("ops", D("1"))]
+    result = price_usage(document, JANUARY, rows, costs)
+    assert amounts(result, LineKind.PLATFORM, "misc") == {
+        ("t1", "a"): D("0.5"),
+        ("idle", "c"): D("0.25"),
+        ("web", "c"): D("0.25"),
+    }
+    assert amounts(result, LineKind.PLATFORM, "ops") == {
+        ("idle", "c"): D("0.5"),
+        ("web", "c"): D("0.5"),
+    }
+    ops = next(x for x in result.lines if x.cost_type == "ops" and x.team == "web")
+    assert ops.allocation_method == (
+        "direct to app 'c'; app 'c' had 2 owners in the period, this one's part evenly "
+        "(no usage of the basis, no usage charges)"
+    )
+
+
 RESERVED_CPU = {"meter": "cpu_seconds", "model": "per_unit", "unit_price": "0.01"}
 CPU_USAGE = [
     row("a1", "cpu_seconds", 1000),

@@ -446,3 +446,63 @@ def test_no_team_is_credited_more_than_it_was_charged_for_the_meter(
     unused = sum(result.unused_reservation_credit.values(), D(0))
     assert given_out + unused == D("11.277777")
     assert given_out == min(D("11.277777"), sum(charged.values(), D(0)))
+
+
+OWNERS_BOOK = book(
+    {"meter": "requests", "model": "per_unit", "unit_price": "0.001"},
+    {"meter": "tokens", "model": "per_unit", "unit_price": "0"},
+    platform_costs=[
+        {"cost_type": "ev", "method": "even"},
+        {"cost_type": "fl", "method": "floor_plus_share", "floor": "0.5", "meter": "requests"},
+    ],
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["a1", "a2", "a3"]),
+            st.sampled_from([("cc1", "t1"), ("cc2", "t2"), ("cc2", "t3")]),
+            st.sampled_from(["requests", "tokens"]),
+            st.decimals(min_value=0, max_value=10**4, places=1, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    ev=st.decimals(min_value=0, max_value=100, places=6, allow_nan=False),
+    fl=st.decimals(min_value=0, max_value=100, places=6, allow_nan=False),
+)
+def test_an_app_counts_once_however_many_owners_it_had(
+    rows: list[tuple[str, tuple[str, str], str, D]], ev: D, fl: D
+) -> None:
+    """Each active app's lines of an even cost add up to one even share (within a quantum
+    per line), and of a floor_plus_share cost to at least one floor when the floors are
+    covered, never one per owner; every owner line it was active under has a line."""
+    usage = [UsageRow(cc, team, app, meter, q) for app, (cc, team), meter, q in rows]
+    result = price_usage(
+        OWNERS_BOOK, JANUARY, usage, [PlatformCostItem("ev", ev), PlatformCostItem("fl", fl)]
+    )
+    active_keys = {(r.cost_center, r.team, r.app) for r in usage if r.quantity > 0}
+    apps = {key[2] for key in active_keys}
+    quantum = Fraction(LINE_QUANTUM)
+    for cost_type, amount in (("ev", ev), ("fl", fl)):
+        lines = [x for x in result.lines if x.cost_type == cost_type]
+        assert sum(x.amount for x in lines) == amount
+        if not apps or not amount:
+            continue
+        assert {(x.cost_center, x.team, x.app) for x in lines} == active_keys
+        assert {x.pricing_rule.rsplit("shared by ", 1)[1] for x in lines} == {
+            f"{len(apps)} active apps"
+        }
+        for app in apps:
+            mine = [x for x in lines if x.app == app]
+            paid = Fraction(sum(x.amount for x in mine))
+            if cost_type == "ev":
+                assert abs(paid - Fraction(amount) / len(apps)) <= len(mine) * quantum
+            elif amount > D("0.5") * len(apps):
+                assert paid >= Fraction(D("0.5")) - len(mine) * quantum
+                assert (
+                    paid
+                    <= Fraction(amount) - (len(apps) - 1) * Fraction(D("0.5")) + len(mine) * quantum
+                )

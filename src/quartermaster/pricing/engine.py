@@ -303,6 +303,7 @@ def _price_period(
         usage={key: line.quantity for key, line in raw_lines.items()},
         directory=directory or OwnerDirectory(),
         default_cost_center=default_cost_center,
+        charges=_charges(lines),
     )
     shared, unpriced_costs = allocate_platform_costs(context, list(platform_costs))
     lines.extend(shared)
@@ -319,6 +320,15 @@ def _price_period(
         unused_reservation_credit=unused,
         unpriced_costs=unpriced_costs,
     )
+
+
+def _charges(lines: list[PricedLine]) -> dict[tuple[str, str, str], Decimal]:
+    """Usage charges (net) per (cost center, team, app)."""
+    charges: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    for line in lines:
+        if line.kind is LineKind.USAGE and line.team is not None and line.app is not None:
+            charges[(line.cost_center, line.team, line.app)] += line.amount
+    return dict(charges)
 
 
 def price_usage(

@@ -1,22 +1,31 @@
 """Shared costs: platform costs shared among active apps by each cost_type's policy, and
 reserved-capacity credits shared among the teams that used the reserved meter. Pure.
 
-An app is active in the period when it used any meter (quantity > 0). An app whose
-ownership changed within the period takes part once per owner (its usage split as billed).
+An app is active in the period when it used any meter (quantity > 0). An app counts once,
+however many owners it had in the period: its even share, its floor and its weight (its usage
+of the basis meter under every owner) are computed once, and its part is then split among its
+owner lines (one per owner it was active under) by its usage of the basis meter under each,
+as `pool: app` splits an app's charge; for a policy without a meter (or a meter the app did
+not use) by its usage charges under each, and evenly when those are 0 too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 
 from quartermaster.domain.money import round_line
 from quartermaster.domain.timeutil import Period, ensure_utc
-from quartermaster.pricing.allocation import AllocationMethod, allocate, round_exact
+from quartermaster.pricing.allocation import (
+    AllocationMethod,
+    allocate,
+    exact_shares,
+    round_exact,
+)
 from quartermaster.pricing.book import CompiledBook, Owner
 from quartermaster.pricing.document import (
     AnyPolicy,
@@ -53,6 +62,9 @@ class SharedCostContext:
     usage: Mapping[tuple[Owner, str], Decimal]  # per (owner, meter), whole period
     directory: OwnerDirectory
     default_cost_center: str
+    # usage charges (net, rounded lines) per (cost center, team, app): how an app that had
+    # several owners splits a share that no meter's usage splits
+    charges: Mapping[AppKey, Decimal] = field(default_factory=dict)
 
     def meter_usage(self, meter: str | None) -> dict[AppKey, Decimal]:
         """Usage of `meter` per active app (every active app listed, 0 when unused)."""
@@ -274,13 +286,54 @@ def _share_direct(
 ) -> list[PricedLine]:
     targets, method = _direct_targets(ctx, policy.to)
     rule = f"platform cost {share.cost_type}: {fmt(share.total)} {ctx.currency}"
-    amounts = allocate(share.total, dict.fromkeys(targets, Decimal(1)), AllocationMethod.EVEN)
+    if len(targets) == 1 or policy.to.app is None:
+        amounts = allocate(share.total, dict.fromkeys(targets, Decimal(1)), AllocationMethod.EVEN)
+        methods = dict.fromkeys(targets, method)
+    else:  # an app that had several owners: its cost is split among them as its shares are
+        app = policy.to.app or ""
+        keys = {target: (target[0], target[1] or "", target[2] or "") for target in targets}
+        parts, notes = _owner_parts(ctx, app, list(keys.values()), None, {})
+        whole = Fraction(round_line(share.total))
+        amounts = round_exact({target: whole * parts[key] for target, key in keys.items()})
+        methods = {target: f"{method}{notes[key]}" for target, key in keys.items()}
     return [
         _platform_line(
-            target, share.cost_type, None, Decimal(1), amount, rule, method, share.versions
+            target, share.cost_type, None, Decimal(1), amount, rule, methods[target], share.versions
         )
         for target, amount in amounts.items()
     ]
+
+
+def _owner_parts(
+    ctx: SharedCostContext,
+    app: str,
+    keys: list[AppKey],
+    meter: str | None,
+    usage: Mapping[AppKey, Decimal],
+) -> tuple[dict[AppKey, Fraction], dict[AppKey, str]]:
+    """How an app that had several owner lines in the period splits its part among them (the
+    parts sum to 1), and what each line's allocation method adds to say so: by its usage of
+    `meter` under each owner, as `pool: app` splits a charge; else (no meter, or unused) by
+    its usage charges under each; else evenly."""
+    if len(keys) == 1:
+        return {keys[0]: Fraction(1)}, {keys[0]: ""}
+    owners = f"; app {app!r} had {len(keys)} owners in the period, this one's part"
+    used = {key: usage.get(key, ZERO) for key in keys}
+    charged = {key: ctx.charges.get(key, ZERO) for key in keys}
+    if meter is not None and sum(used.values(), ZERO) > 0:
+        basis, what = used, f"by {meter}"
+    elif sum(charged.values(), ZERO) > 0:
+        basis, what = charged, "by its usage charges"
+    else:
+        count = len(keys)
+        return dict.fromkeys(keys, Fraction(1, count)), dict.fromkeys(
+            keys, f"{owners} evenly (no usage of the basis, no usage charges)"
+        )
+    total = sum(basis.values(), ZERO)
+    return (
+        {key: Fraction(basis[key]) / Fraction(total) for key in keys},
+        {key: f"{owners} {what}: {fmt(basis[key])} of {fmt(total)}" for key in keys},
+    )
 
 
 def _share_among_apps(
@@ -298,9 +351,17 @@ def _share_among_apps(
                 nobody, share.cost_type, None, ZERO, rounded, rule, method, share.versions
             )
         ]
-    weights = usage if meter is not None else dict.fromkeys(usage, Decimal(1))
-    amounts = allocate(
-        share.total,
+    # Each app once, whatever owners it had: its weight is its usage under all of them.
+    owners: dict[str, list[AppKey]] = defaultdict(list)
+    for key in sorted(usage):
+        owners[key[2]].append(key)
+    weights = {
+        app: sum((usage[key] for key in keys), ZERO) if meter is not None else Decimal(1)
+        for app, keys in owners.items()
+    }
+    total = round_line(share.total)
+    by_app = exact_shares(
+        Fraction(total),
         weights,
         _method_of(policy),
         floor=_floor(policy, share),
@@ -308,6 +369,14 @@ def _share_among_apps(
             policy.proportional_share if isinstance(policy, HybridPolicy) else Decimal(1)
         ),
     )
+    exact: dict[AppKey, Fraction] = {}
+    notes: dict[AppKey, str] = {}
+    for app, keys in owners.items():
+        parts, said = _owner_parts(ctx, app, keys, meter, usage)
+        for key in keys:
+            exact[key] = by_app[app] * parts[key]
+            notes[key] = said[key]
+    amounts = round_exact(exact)
     weight_total = sum(weights.values(), ZERO)
     rule = f"{rule} shared by {len(weights)} active apps"
     return [
@@ -315,10 +384,10 @@ def _share_among_apps(
             key,
             share.cost_type,
             meter,
-            weights[key],
+            usage[key] if meter is not None else Decimal(1),
             amount,
             rule,
-            _describe(policy, share, weights[key], weight_total, len(weights)),
+            _describe(policy, share, weights[key[2]], weight_total, len(weights)) + notes[key],
             share.versions,
         )
         for key, amount in amounts.items()
