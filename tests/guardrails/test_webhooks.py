@@ -22,13 +22,15 @@ from quartermaster.catalog.signing_keys import check_server_key
 from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.evaluator import evaluate_tenant
-from quartermaster.guardrails.models import Webhook
+from quartermaster.guardrails.models import Alert, Webhook
 from quartermaster.guardrails.notifier import DeliveryPolicy, WebhookNotifier, deliver_due
 from quartermaster.guardrails.webhooks import (
+    alert_payload,
     backoff_seconds,
     open_webhook,
     seal_plaintext_webhooks,
     sign,
+    slack_mrkdwn,
     verify_signature,
 )
 from quartermaster.runtime import Runtime, build_runtime
@@ -223,6 +225,12 @@ def test_always_failing_receiver_is_dead_lettered_and_can_be_retried(
     again = client.post(f"/v1/webhook-deliveries/{dead[0]['id']}/retry", headers=world.headers)
     assert again.status_code == 409
     assert "delivered, not dead" in again.json()["error"]["message"]
+    # The log numbers the retry's attempt on from the earlier ones, in the order made.
+    log = ok(client.get(f"/v1/webhook-deliveries/{dead[0]['id']}/attempts", headers=world.headers))
+    assert [a["attempt"] for a in log] == [1, 2, 3, 4]
+    assert [a["status_code"] for a in log] == [500, 500, 500, 200]
+    [delivered] = ok(client.get("/v1/webhook-deliveries", headers=world.headers))
+    assert (delivered["status"], delivered["attempts"]) == ("delivered", 1)  # this round's
 
 
 def test_unreachable_receiver_logs_the_connection_error(
@@ -276,6 +284,34 @@ def test_slack_payload_and_severity_filter(
     assert message["text"].startswith(":warning: Budget slacked: 80% reached")
     assert [b["type"] for b in message["blocks"]] == ["header", "section", "context"]
     assert "80% threshold crossed" in message["blocks"][1]["text"]["text"]
+
+
+def test_slack_mrkdwn_texts_are_escaped() -> None:
+    """`&`, `<` and `>` in an alert's text cannot form a Slack link or mention (`<!channel>`);
+    the plain-text header stays as it is, and a cut never splits an escape."""
+    alert = Alert(
+        id="a" * 32,
+        tenant_id="t",
+        kind="anomaly",
+        severity="critical",
+        dedup_key="k",
+        title="R&D <ops>",
+        message="<!channel> spent 5 > 3 & <http://x|click>",
+        details="{}",
+        created_at=utc_now(),
+    )
+    message = alert_payload(alert, "slack")
+    assert message["text"] == (
+        ":rotating_light: R&amp;D &lt;ops&gt;: &lt;!channel&gt; spent 5 &gt; 3 &amp; "
+        "&lt;http://x|click&gt;"
+    )
+    assert message["blocks"][0]["text"] == {"type": "plain_text", "text": "R&D <ops>"}
+    section = message["blocks"][1]["text"]["text"]
+    assert section == "&lt;!channel&gt; spent 5 &gt; 3 &amp; &lt;http://x|click&gt;"
+    assert "<" not in message["blocks"][2]["elements"][0]["text"]
+    assert slack_mrkdwn("ab<", 4) == "ab"  # not "ab&l"
+    assert slack_mrkdwn("a<b", 5) == "a&lt;"
+    assert len(slack_mrkdwn("<" * 3000, 3000)) <= 3000
 
 
 def test_webhook_input_errors_and_listing(client: TestClient, tenant: TenantHandle) -> None:

@@ -628,7 +628,8 @@ def delivery_list(
         table.add_row(
             stacked(delivery["id"], delivery["webhook_id"], head_style=""),
             stacked(delivery["status"], counted(delivery["attempts"], "attempt"), head_style=""),
-            plain(delivery["next_attempt_at"]),
+            # Only a pending delivery has a next attempt; a dead or delivered one has none.
+            plain(delivery["next_attempt_at"] if delivery["status"] == "pending" else None),
             plain(delivery["last_error"]),
         )
     show_table(table, empty="no deliveries")

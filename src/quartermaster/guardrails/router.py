@@ -28,6 +28,7 @@ from quartermaster.guardrails.alerts import (
     list_alerts,
     parse_alert_scope,
 )
+from quartermaster.guardrails.destinations import redact_url
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.history import list_actions
@@ -411,7 +412,7 @@ def get_webhooks(
 ) -> list[WebhookOut]:
     rows = webhooks.list_webhooks(caller.tenant_id, session=session)
     opened = [webhooks.open_webhook(r, server_key=runtime.server_key) for r in rows]
-    return [WebhookOut(**_webhook_fields(o.hook, webhooks.redact_url(o.url))) for o in opened]
+    return [WebhookOut(**_webhook_fields(o.hook, redact_url(o.url))) for o in opened]
 
 
 @router.get(

@@ -28,7 +28,7 @@ from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.alerts import Severity, alert_details
 from quartermaster.guardrails.common import record_action
-from quartermaster.guardrails.destinations import DestinationRefused, check_destination
+from quartermaster.guardrails.destinations import DestinationRefused, check_destination, redact_url
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
 from quartermaster.storage.base import new_id
 from quartermaster.storage.paging import Page, position_of, read_page
@@ -99,26 +99,43 @@ def backoff_seconds(attempts: int, base: float, cap: float = MAX_BACKOFF_SECONDS
     return float(min(cap, base * 2 ** min(attempts - 1, 30)))
 
 
+SLACK_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+
+
+def slack_mrkdwn(text: str, limit: int | None = None) -> str:
+    """`text` for a Slack mrkdwn field: `&`, `<` and `>` escaped (Slack reads `<...>` as a
+    link or mention), cut to `limit` characters without splitting an escape. Pure."""
+    for char, entity in SLACK_ESCAPES:
+        text = text.replace(char, entity)
+    if limit is None or len(text) <= limit:
+        return text
+    cut = text[:limit]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]  # an escape cut in half
+    return cut
+
+
 def alert_payload(alert: Alert, fmt: str) -> dict[str, Any]:
     """The body sent for `alert`: our JSON, or a Slack incoming-webhook message (text plus
-    Block Kit blocks; Slack-compatible receivers such as Mattermost read `text`)."""
+    Block Kit blocks; Slack-compatible receivers such as Mattermost read `text`). Slack's
+    mrkdwn fields (`text`, the section, the context) are escaped; the header is plain text."""
     details = alert_details(alert)
     created = alert.created_at.isoformat()
     if fmt == WebhookFormat.SLACK:
         icon = SEVERITY_ICON.get(alert.severity, "")
+        context = f"*{alert.severity}* · {alert.kind} · {created} · {alert.id}"
         return {
-            "text": f"{icon} {alert.title}: {alert.message}".strip(),
+            "text": f"{icon} {slack_mrkdwn(f'{alert.title}: {alert.message}')}".strip(),
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": alert.title[:150]}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": alert.message[:3000]}},
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": slack_mrkdwn(alert.message, 3000)},
+                },
                 {
                     "type": "context",
-                    "elements": [
-                        {
-                            "type": "mrkdwn",
-                            "text": f"*{alert.severity}* · {alert.kind} · {created} · {alert.id}",
-                        }
-                    ],
+                    "elements": [{"type": "mrkdwn", "text": slack_mrkdwn(context)}],
                 },
             ],
         }
@@ -146,9 +163,13 @@ def _check_url(url: str, *, allow_private: bool) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
-        raise InvalidInputError(f"url {url!r} is not a valid URL", field="url") from None
+        raise InvalidInputError(
+            f"url {redact_url(url)!r} is not a valid URL", field="url"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"url {url!r} is not an http(s) URL with a host", field="url")
+        raise InvalidInputError(
+            f"url {redact_url(url)!r} is not an http(s) URL with a host", field="url"
+        )
     if len(url) > 2000:
         raise InvalidInputError("url is longer than 2000 characters", field="url")
     try:
@@ -198,18 +219,6 @@ def open_webhook(hook: Webhook, *, server_key: bytes) -> OpenWebhook:
         hook.id, hook.sealed_url, hook.sealed_secret, (hook.url, hook.secret), server_key=server_key
     )
     return OpenWebhook(hook, url, secret)
-
-
-def redact_url(url: str) -> str:
-    """The URL up to its host (and port): a Slack webhook's path is the credential. Pure."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    shown = f"{parts.scheme}://{host}"
-    return f"{shown}/..." if (parts.path not in ("", "/") or parts.query) else shown
 
 
 def create_webhook(
@@ -391,12 +400,14 @@ def get_delivery(tenant_id: str, delivery_id: str, *, session: Session) -> Deliv
 def delivery_attempts(
     tenant_id: str, delivery_id: str, *, session: Session
 ) -> list[DeliveryAttempt]:
-    """The delivery log of one delivery, first attempt first."""
+    """The delivery log of one delivery, first attempt first (in the order they were made:
+    numbers go on after a retry from the dead-letter list; rows logged before that was so
+    repeat numbers, the order still tells them apart)."""
     get_delivery(tenant_id, delivery_id, session=session)
     query = (
         select(DeliveryAttempt)
         .where(DeliveryAttempt.delivery_id == delivery_id)
-        .order_by(DeliveryAttempt.attempt)
+        .order_by(DeliveryAttempt.id)
     )
     return list(session.scalars(query))
 
@@ -405,7 +416,8 @@ def retry_delivery(
     caller: AuthContext, delivery_id: str, *, session: Session, now: datetime | None = None
 ) -> Delivery:
     """Take a dead delivery off the dead-letter list: pending again, with a fresh set of
-    attempts, due now. A pending or delivered one is a conflict (nothing to retry)."""
+    attempts (`attempts` counts this round; the delivery log numbers on from the earlier
+    ones), due now. A pending or delivered one is a conflict (nothing to retry)."""
     delivery = get_delivery(caller.tenant_id, delivery_id, session=session)
     if delivery.status != DeliveryStatus.DEAD:
         raise ConflictError(
