@@ -132,6 +132,29 @@ def test_back_dated_version_and_as_of(client: TestClient, tenant: TenantHandle) 
     assert then_view.json()["version"] == 1
 
 
+def test_an_upload_names_the_versions_it_takes_out_of_force(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """v3 back-dated before v2's effective_from: v2 was in force from Mar 1 and never will
+    be; the answer says so (the upload said only "back-dated")."""
+    base = EXAMPLE.read_text()
+    first = _upload(client, tenant, base)
+    assert first["superseded_versions"] == []
+    second = _upload(client, tenant, _next_version(base, 2, "2026-03-01T00:00:00.5Z", "0.0002"))
+    assert second["superseded_versions"] == []  # v1 stays in force until Mar 1
+    third_text = _next_version(base, 3, "2026-02-01T00:00:00Z", "0.0003")
+    third = _upload(client, tenant, third_text)
+    assert third["superseded_versions"] == [
+        {"version": 2, "effective_from": "2026-03-01T00:00:00.500000Z"}
+    ]
+    again = client.post("/v1/price-books", content=third_text, headers={**tenant.headers, **YAML})
+    assert again.status_code == 200
+    assert again.json()["superseded_versions"] == []  # an unchanged re-upload changes nothing
+    # A version at the same instant as the one in force replaces it.
+    fourth = _upload(client, tenant, _next_version(base, 4, "2026-02-01T00:00:00Z", "0.0004"))
+    assert [v["version"] for v in fourth["superseded_versions"]] == [3]
+
+
 def test_older_version_number_is_refused(client: TestClient, tenant: TenantHandle) -> None:
     base = EXAMPLE.read_text()
     _upload(client, tenant, _next_version(base, 3, "2026-02-01T00:00:00Z"))

@@ -102,6 +102,43 @@ def test_load_reports_the_servers_field_error(
     assert "prices[10].package_size: input should be greater than 0" in result.output
 
 
+def test_load_names_superseded_versions_and_versions_show_fractions(
+    qm: CliRunner, http: httpx.Client, tenant: TenantHandle, tmp_path: Path
+) -> None:
+    create_example_owners(http, tenant.headers)
+    base = EXAMPLE.read_text()
+    assert qm.invoke(app, ["pricebook", "load", str(EXAMPLE)]).exit_code == 0
+    second = tmp_path / "v2.yaml"
+    second.write_text(
+        base.replace("version: 1\n", "version: 2\n", 1).replace(
+            "effective_from: 2026-01-01T00:00:00Z", "effective_from: 2026-05-15T12:00:00.5Z"
+        )
+    )
+    loaded = qm.invoke(app, ["pricebook", "load", str(second)])
+    assert loaded.exit_code == 0, loaded.output
+    assert "effective from 2026-05-15 12:00:00.5Z" in loaded.output
+    assert "will never be in force" not in loaded.output
+    listed = qm.invoke(app, ["pricebook", "versions", "internal-platform"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("2026-05-15 12:00:00.5Z") == 3  # v1 until, v2 from, effective
+    third = tmp_path / "v3.yaml"
+    third.write_text(
+        base.replace("version: 1\n", "version: 3\n", 1).replace(
+            "effective_from: 2026-01-01T00:00:00Z", "effective_from: 2026-05-01T00:00:00Z"
+        )
+    )
+    loaded = qm.invoke(app, ["pricebook", "load", str(third)])
+    assert loaded.exit_code == 0, loaded.output
+    text = " ".join(loaded.output.split())
+    assert (
+        "v2 will never be in force: v3 takes effect at or before its effective_from "
+        "(2026-05-15 12:00:00.5Z); to keep its prices from then on, load them again as "
+        "version 4"
+    ) in text
+    listed = qm.invoke(app, ["pricebook", "versions", "internal-platform"])
+    assert "never (superseded)" in listed.output
+
+
 def test_show_unknown_book_fails(qm: CliRunner) -> None:
     result = qm.invoke(app, ["pricebook", "show", "nope"])
     assert result.exit_code == 1

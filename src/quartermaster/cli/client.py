@@ -114,7 +114,7 @@ def plain(value: object) -> Text:
 
 
 # The API's UTC timestamps, as pydantic writes them: 2026-12-03T11:40:15.663787Z.
-_UTC_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(?:Z|\+00:00)")
+_UTC_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d+))?(?:Z|\+00:00)")
 
 
 # Ids as the tables print them: like git's short hashes, the API takes any unique prefix of 8
@@ -141,6 +141,18 @@ def cell_text(value: object) -> str:
     if isinstance(value, str) and (stamp := _UTC_TIMESTAMP.fullmatch(value)):
         return f"{stamp[1]} {stamp[2]}Z"
     return str(value)
+
+
+def moment_text(value: object) -> str:
+    """A moment that bounds something (an effective_from, a period's end) as the tables write
+    moments, with its fraction of a second when it has one (`2026-05-15 12:00:00.5Z`):
+    cell_text's `12:00:00Z` named another instant than the one in force."""
+    text = value.isoformat() if isinstance(value, datetime) else value
+    if isinstance(text, str) and (stamp := _UTC_TIMESTAMP.fullmatch(text)) and stamp[3]:
+        fraction = stamp[3].rstrip("0")
+        if fraction:
+            return f"{stamp[1]} {stamp[2]}.{fraction}Z"
+    return cell_text(value)
 
 
 def counted(count: int, noun: str) -> str:

@@ -19,6 +19,7 @@ from quartermaster.cli.client import (
     data_table,
     err,
     grouped,
+    moment_text,
     out,
     plain,
     request,
@@ -78,14 +79,21 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
     if stored["created"]:
         out().print(
             f"stored price book {escape(str(label))}, effective from "
-            f"{cell_text(stored['effective_from'])}"
+            f"{moment_text(stored['effective_from'])}"
         )
     else:
         out().print(f"price book {escape(str(label))} was already stored unchanged")
     if stored["back_dated"] and stored["created"]:  # an unchanged re-upload changes no bill
         out().print(
-            f"[yellow]back-dated:[/] effective {cell_text(stored['effective_from'])}, recorded "
+            f"[yellow]back-dated:[/] effective {moment_text(stored['effective_from'])}, recorded "
             f"{cell_text(stored['recorded_at'])}; periods already billed will get adjustments"
+        )
+    for gone in stored.get("superseded_versions", []):
+        out().print(
+            f"[yellow]v{gone['version']} will never be in force:[/] v{stored['version']} takes "
+            f"effect at or before its effective_from ({moment_text(gone['effective_from'])}); "
+            f"to keep its prices from then on, load them again as version "
+            f"{stored['version'] + 1}"
         )
 
 
@@ -182,7 +190,7 @@ def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> 
         (
             v["version"],
             _in_force(v),
-            cell_text(v["effective_from"]),
+            moment_text(v["effective_from"]),
             f"{cell_text(v['recorded_at'])}\nby {v['created_by']}"
             + (", back-dated" if v["back_dated"] else ""),
         )
@@ -195,11 +203,11 @@ def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> 
 def _in_force(version: dict[str, Any]) -> str:
     if version["in_force_from"] is None:
         return "never (superseded)"
-    return f"from {cell_text(version['in_force_from'])}\n{_ends(version['in_force_until'])}"
+    return f"from {moment_text(version['in_force_from'])}\n{_ends(version['in_force_until'])}"
 
 
 def _ends(until: str | None) -> str:
-    return f"until {cell_text(until)}" if until else "still in force"
+    return f"until {moment_text(until)}" if until else "still in force"
 
 
 def _quantity(value: Decimal) -> str:
@@ -275,7 +283,7 @@ def show(
     console = out()
     console.print(
         f"[bold]{document.name}[/] v{document.version} ({document.currency}), effective from "
-        f"{cell_text(found['effective_from'])}, {_ends(found['in_force_until'])}; recorded "
+        f"{moment_text(found['effective_from'])}, {_ends(found['in_force_until'])}; recorded "
         f"{cell_text(found['recorded_at'])} by {found['created_by']}"
     )
     if document.description:

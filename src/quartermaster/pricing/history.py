@@ -123,6 +123,21 @@ class PriceBookHistory:
             return None
         return own.effective_from, min(later, default=None)
 
+    def taken_out_of_force_by(self, version: int) -> list[PriceBookVersion]:
+        """The versions that were in force for some time without `version` and are never in
+        force with it: a back-dated upload (or one at the same instant) supersedes them
+        entirely."""
+        others = [v for v in self.versions if v.version != version]
+        if not others or len(others) == len(self.versions):
+            return []
+        without = PriceBookHistory(others)
+        return [
+            v
+            for v in others
+            if without.in_force_interval(v.version) is not None
+            and self.in_force_interval(v.version) is None
+        ]
+
     def changed_after(self, period: Period, recorded_after: datetime) -> list[PriceBookVersion]:
         """Versions recorded after `recorded_after` that change what was in force during
         `period`: a period billed at `recorded_after` needs re-rating when this is not empty."""

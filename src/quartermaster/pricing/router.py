@@ -93,8 +93,7 @@ def upload_price_book(
     if not stored.created:
         response.status_code = 200
     history = service.load_history(caller.tenant_id, stored.row.name, session=session)
-    out = PriceBookVersionOut.build(stored.row, history)
-    return PriceBookUploadOut(**out.model_dump(), created=stored.created)
+    return PriceBookUploadOut.answer(stored.row, history, created=stored.created)
 
 
 @router.get("", summary="List price books", responses=error_responses(422))

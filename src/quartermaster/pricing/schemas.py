@@ -50,8 +50,34 @@ class PriceBookVersionDetail(PriceBookVersionOut):
     document: dict[str, Any] = Field(description="The price book document (docs/pricing.md).")
 
 
+class SupersededVersionOut(BaseModel):
+    version: int
+    effective_from: datetime
+
+
 class PriceBookUploadOut(PriceBookVersionOut):
     created: bool = Field(description="False when this exact version was already stored.")
+    superseded_versions: list[SupersededVersionOut] = Field(
+        default_factory=list,
+        description="Versions that were in force until this upload and never will be now: "
+        "this version takes effect at or before their effective_from (a back-dated upload). "
+        "Empty for an unchanged re-upload.",
+    )
+
+    @classmethod
+    def answer(
+        cls, row: PriceBookVersionRow, history: PriceBookHistory, *, created: bool
+    ) -> PriceBookUploadOut:
+        out = PriceBookVersionOut.build(row, history)
+        gone = history.taken_out_of_force_by(row.version) if created else []
+        return cls(
+            **out.model_dump(),
+            created=created,
+            superseded_versions=[
+                SupersededVersionOut(version=v.version, effective_from=v.effective_from)
+                for v in gone
+            ],
+        )
 
 
 class PriceBookSummaryOut(BaseModel):
