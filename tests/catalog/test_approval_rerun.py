@@ -56,7 +56,8 @@ def test_a_rule_that_fires_again_after_review_rejects_without_a_new_request(
     answer = ok(_review(client, tenant, request["id"], "approve"))
     assert (answer["status"], answer["version_state"]) == ("approved", "rejected")
     assert answer["version_state_reason"] == (
-        "still requires approval after review: GPU apps need a review (a require_approval "
+        "still requires approval after review: review: GPU apps need a review (a "
+        "require_approval "
         "rule must test `not input.approval.approved`)"
     )
     assert _approvals(client, tenant, "pending") == []  # no orphan request

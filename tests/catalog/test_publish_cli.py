@@ -165,7 +165,7 @@ def test_policy_disable_and_enable_over_http(
     assert "where2eat@1.0.1 is published" in qm("app", "publish", str(app_dir))
     assert "policy wrong v3 (enforce)" in qm("policy", "enable", "wrong")
     staged = qm("policy", "upload", "wrong", str(wrong), "--audit", "--disabled")
-    assert "policy wrong v4 (audit, disabled)" in staged
+    assert "policy wrong v4 (audit, draft); in force: v3 (enforce)" in staged
     assert "policy 'nope' not found" in qm("policy", "disable", "nope", expect=1)
 
 

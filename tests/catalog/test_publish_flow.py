@@ -243,7 +243,7 @@ def test_policy_quarantine_rule(client: TestClient, tenant: TenantHandle) -> Non
     client.post("/v1/policies", json={"name": "pii", "source": source}, headers=tenant.headers)
     version = submit(client, tenant, manifest(long_description="test card 4111111111111111"))
     assert version["state"] == "quarantined"
-    assert version["state_reason"] == "card numbers in app"
+    assert version["state_reason"] == "pii: card numbers in app"
 
 
 def test_bad_policy_refused_with_parser_message(client: TestClient, tenant: TenantHandle) -> None:

@@ -143,7 +143,12 @@ def test_a_failing_policy_denies_unless_audited(client: TestClient, tenant: Tena
     assert denied["allowed"] is False
     assert denied["reasons"][0]["kind"] == "policy"
     assert "policy broken v1 failed" in denied["reasons"][0]["message"]
+    # An audit upload beside the enforced version is a trial: v1 still denies.
     _policy(client, world, "broken", broken, mode="audit")
+    assert _decide(client, world, cpu="1")["allowed"] is False
+    disabled = client.post("/v1/policies/broken/disable", headers=world.headers)
+    assert disabled.status_code == 200
+    _policy(client, world, "broken", broken, mode="audit")  # after a disable: audit alone
     assert _decide(client, world, cpu="1")["allowed"] is True
 
 

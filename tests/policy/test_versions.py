@@ -47,7 +47,7 @@ def test_a_disabled_draft_does_not_switch_off_the_enforced_version(
     assert (draft["version"], draft["enabled"], draft["draft"]) == (2, False, True)
     assert _in_force(draft) == [(1, "enforce")]
     held = submit(client, tenant, manifest(cost_center=None))
-    assert (held["state"], held["state_reason"]) == ("rejected", "needs a cost center")
+    assert (held["state"], held["state_reason"]) == ("rejected", "cc: needs a cost center")
     assert held["decision"]["policies"] == ["cc@1"]
     assert submit(client, tenant, manifest(version="1.1.0"))["state"] == "published"
 
@@ -56,7 +56,7 @@ def test_a_disabled_draft_does_not_switch_off_the_enforced_version(
     assert promoted["source"] == DENY_ALL
     assert _in_force(promoted) == [(3, "enforce")]
     assert submit(client, tenant, manifest(version="1.2.0"))["state_reason"] == (
-        "everything is refused"
+        "cc: everything is refused"
     )
 
 
@@ -70,9 +70,9 @@ def test_an_audit_upload_is_a_trial_beside_the_enforced_version(
     published = submit(client, tenant, manifest())  # has a cost center: v1 allows
     assert published["state"] == "published"
     assert published["decision"]["policies"] == ["cc@1", "cc@2"]
-    assert published["decision"]["audit_only"] == ["[audit] everything is refused"]
+    assert published["decision"]["audit_only"] == ["[audit] cc: everything is refused"]
     rejected = submit(client, tenant, manifest(version="1.1.0", cost_center=None))
-    assert rejected["state_reason"] == "needs a cost center"  # v1 still decides
+    assert rejected["state_reason"] == "cc: needs a cost center"  # v1 still decides
 
     # Off switches off both; on again, the enforced version decides again.
     off = ok(client.post("/v1/policies/cc/disable", headers=tenant.headers))

@@ -122,11 +122,16 @@ def policy_input(
     *,
     exceptions: list[str],
     approved: bool,
+    at: datetime,
+    caller: dict[str, Any],
     point: str = "publish",
 ) -> dict[str, Any]:
-    """What every publish policy receives (documented in docs/policy.md)."""
+    """What every publish policy receives (documented in docs/policy.md): `at` is the moment
+    of the decision (`time`, `time_ns`), `caller` who publishes (policy.caller_document)."""
     return {
         "point": point,
+        **policy.input_time(at),
+        "caller": caller,
         "manifest": manifest_document(manifest),
         "checks": {
             c.name: {"outcome": c.outcome, "blocking": c.blocking, "findings": len(c.findings)}
@@ -378,7 +383,14 @@ def _decide(
     exceptions = policy.active_exception_keys(
         caller.tenant_id, team=team.slug, app_id=app.app_id, at=now, session=session
     )
-    document = policy_input(manifest, results, exceptions=exceptions, approved=approved)
+    document = policy_input(
+        manifest,
+        results,
+        exceptions=exceptions,
+        approved=approved,
+        at=now,
+        caller=policy.caller_document(caller, session=session),
+    )
     evaluation = policy.evaluate(
         caller.tenant_id,
         document,
@@ -387,9 +399,11 @@ def _decide(
         app_version_id=row.id,
         cache=cache,
         session=session,
+        at=now,
+        caller=caller,
     )
     quarantine = [
-        r
+        f"{d.policy_name}: {r}"
         for d in evaluation.decisions
         if d.enforced and d.result == "quarantine"
         for r in d.reasons
@@ -407,9 +421,9 @@ def _decide(
     if quarantine:
         _transition(row, VersionState.QUARANTINED, "; ".join(quarantine))
     elif evaluation.deny:
-        _transition(row, VersionState.REJECTED, "; ".join(evaluation.deny))
+        _transition(row, VersionState.REJECTED, "; ".join(evaluation.named_deny))
     elif evaluation.require_approval:
-        _transition(row, VersionState.PENDING_APPROVAL, "; ".join(evaluation.require_approval))
+        _transition(row, VersionState.PENDING_APPROVAL, "; ".join(evaluation.named_approval))
         if approved:  # a re-run after a review asks for no second review: the caller rejects
             return
         session.add(
@@ -636,10 +650,18 @@ def validate_only(
     app's team or cost center unknown, the app another team's, a version's content changed."""
     manifest = require_manifest(manifest_data)
     results = checks_for_zip(manifest, package_zip)
+    now = utc_now()
     exceptions = policy.active_exception_keys(
-        caller.tenant_id, team=manifest.team, app_id=manifest.app_id, at=utc_now(), session=session
+        caller.tenant_id, team=manifest.team, app_id=manifest.app_id, at=now, session=session
     )
-    document = policy_input(manifest, results, exceptions=exceptions, approved=False)
+    document = policy_input(
+        manifest,
+        results,
+        exceptions=exceptions,
+        approved=False,
+        at=now,
+        caller=policy.caller_document(caller, session=session),
+    )
     evaluation = policy.evaluate(
         caller.tenant_id,
         document,
@@ -649,6 +671,8 @@ def validate_only(
         cache=cache,
         session=session,
         record=False,
+        at=now,
+        caller=caller,
     )
     return [_check_references(caller, manifest, package_zip, session), *results], evaluation
 

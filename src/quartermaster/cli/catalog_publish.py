@@ -164,6 +164,9 @@ def app_publish(
     _print_checks(version["checks"])
     reason = f": {version['state_reason']}" if version.get("state_reason") else ""
     out().print(f"{app_id}@{version['version']} is {version['state']}{reason}", markup=False)
+    for objection in (version.get("decision") or {}).get("audit_only", []):
+        # An audit-mode policy's objection: not enforced yet, told to the builder early.
+        out().print(f"{objection} (audit mode: not enforced)", markup=False, style="yellow")
     if version["state"] in ("rejected", "quarantined"):
         raise typer.Exit(1)
 
@@ -433,6 +436,10 @@ def policy_decisions(
         str | None,
         typer.Option(help="allow | deny | require_approval | quarantine | error"),
     ] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Only decisions by this policy.")
+    ] = None,
+    point: Annotated[str | None, typer.Option(help="publish | admission")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     after: Annotated[
         str | None, typer.Option(help="Decisions after this one (the previous page's footer).")
@@ -444,7 +451,13 @@ def policy_decisions(
     api_key: ApiKeyOption = None,
 ) -> None:
     """The decision log (newest first); the footer says how to read the next page."""
-    filters = {"subject": subject, "app": app_id, "result": result}
+    filters = {
+        "subject": subject,
+        "app": app_id,
+        "result": result,
+        "policy": policy,
+        "point": point,
+    }
     params: dict[str, Any] = {key: value for key, value in filters.items() if value}
     params["limit"] = DECISIONS_PAGE if every else limit
     if after:
@@ -460,16 +473,20 @@ def policy_decisions(
             params["after"] = cursor
     table = data_table(("decided", "subject", "result"), title="decisions")
     for decision in decisions:
-        policy = f"by {decision['policy_name']} v{decision['policy_version']} ({decision['mode']})"
+        by = f"by {decision['policy_name']} v{decision['policy_version']} ({decision['mode']})"
+        if decision.get("caller_name"):
+            by += f"\nfor {decision['caller_name']}"
         table.add_row(
-            stacked(decision["decided_at"], policy, head_style=""),
+            stacked(decision["decided_at"], by, head_style=""),
             stacked(decision["subject"], f"at {decision['point']}", head_style=""),
             _result_cell(decision),
         )
     show_table(table, empty="no decisions")
     if cursor is not None:
         same = "".join(
-            f" --{name} {params[name]}" for name in ("subject", "result") if name in params
+            f" --{name} {params[name]}"
+            for name in ("subject", "result", "policy", "point")
+            if name in params
         )
         same += f" --app {app_id}" if app_id else ""
         out().print(f"more: qm policy decisions{same} --after {cursor} (or --all)", markup=False)

@@ -33,8 +33,10 @@ from quartermaster.policy.models import PolicyDecision, PolicyMode
 from quartermaster.policy.service import (
     ADMISSION_PACKAGE,
     active_exception_keys,
+    caller_document,
     in_force_query,
     in_package,
+    input_time,
 )
 from quartermaster.tenancy.service import AuthContext
 
@@ -92,6 +94,7 @@ def admission_input(
             lifecycle, environment = row
     return {
         "point": POINT,
+        **input_time(at),
         "app": app,
         "team": team,
         "cost_center": cost_center,
@@ -100,7 +103,7 @@ def admission_input(
         "resources": resources,
         "requested": {k: str(v) for k, v in requested.items()},
         "essential": essential,
-        "caller": {"role": caller.role.value, "principal": caller.principal_name},
+        "caller": caller_document(caller, session=session),
         "exceptions": active_exception_keys(
             caller.tenant_id, team=team or "", app_id=app or "", at=at, session=session
         ),
@@ -115,9 +118,11 @@ def evaluate_admission(
     subject: str,
     cache: PolicyCache,
     at: datetime,
+    caller: AuthContext | None = None,
 ) -> AdmissionVerdict:
     """Every admission policy on the request; the decision rows are returned, not added, so
-    they are committed with the decision's own outcome (in its transaction)."""
+    they are committed with the decision's own outcome (in its transaction). `at` is the
+    moment the input's `time` says (each row's `decided_at`), `caller` who asked."""
     verdict = AdmissionVerdict()
     digest = input_digest(document)
     chosen = list(policies)
@@ -152,6 +157,8 @@ def evaluate_admission(
                 reasons=json.dumps(reasons),
                 enforced=enforced,
                 decided_at=at,
+                caller_id=caller.principal_id if caller else None,
+                caller_name=caller.principal_name if caller else None,
             )
         )
     return verdict

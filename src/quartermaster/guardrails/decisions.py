@@ -136,6 +136,10 @@ def decide(
         )
         if admission.reservation is not None:
             res = admission.reservation
+            if verdict.decisions:  # the log's admission entries name the decision they allowed
+                for row in verdict.decisions:
+                    row.decision_id = res.id
+                session.commit()
             return Decision(
                 True, res.id, [], effective, res.expires_at, team, request.app, verdict.audit_only
             )
@@ -227,5 +231,11 @@ def _policies(
     )
     subject = request.app or named.get(ScopeKind.TEAM) or "tenant"
     return evaluate_admission(
-        caller.tenant_id, found, document, subject=f"decision:{subject}", cache=cache, at=moment
+        caller.tenant_id,
+        found,
+        document,
+        subject=f"decision:{subject}",
+        cache=cache,
+        at=moment,
+        caller=caller,
     )

@@ -140,6 +140,7 @@ def audit_apps(
     audited_rows = [(app, team) for app, team in rows[:limit] if app.id in versions]
     approved = _approved(tenant_id, [v.id for v in versions.values()], session)
     keys = service.exception_keys_at(tenant_id, at=now, session=session)
+    who = service.caller_document(caller, session=session)
     page = AuditPage(
         policies=[f"{p.name}@{p.version} ({p.mode})" for p in policies],
         audited_at=now,
@@ -158,6 +159,8 @@ def audit_apps(
             version,
             exceptions=keys.keys(team=team, app_id=app.app_id),
             approved=version.id in approved,
+            at=now,
+            caller=who,
             policies=policies,
             cache=cache,
             session=session,  # not used: the policies are given and nothing is recorded
@@ -211,6 +214,8 @@ def _audit_one(
     *,
     exceptions: list[str],
     approved: bool,
+    at: datetime,
+    caller: dict[str, Any],
     policies: list[Policy],
     cache: PolicyCache,
     session: Session,
@@ -228,7 +233,9 @@ def _audit_one(
         )
 
     try:
-        document = version_input(version, exceptions=exceptions, approved=approved)
+        document = version_input(
+            version, exceptions=exceptions, approved=approved, at=at, caller=caller
+        )
     except (ValidationError, QMError, ValueError, TypeError, KeyError) as exc:
         reason = f"the stored version could not be read as a policy input: {_short(exc)}"
         return audited("error", [reason], [])
@@ -264,12 +271,21 @@ def _audit_one(
     return audited(result, reasons, findings)
 
 
-def version_input(version: AppVersion, *, exceptions: list[str], approved: bool) -> dict[str, Any]:
+def version_input(
+    version: AppVersion,
+    *,
+    exceptions: list[str],
+    approved: bool,
+    at: datetime,
+    caller: dict[str, Any],
+) -> dict[str, Any]:
     """The input publishing built for this version (as approving rebuilds it), exceptions as
-    they are now."""
+    they are now, the time `at` (the audit's) and the caller (the admin auditing)."""
     manifest = Manifest.model_validate(json.loads(version.manifest))
     checks = [CheckResult(**c) for c in json.loads(version.checks)]
-    return policy_input(manifest, checks, exceptions=exceptions, approved=approved)
+    return policy_input(
+        manifest, checks, exceptions=exceptions, approved=approved, at=at, caller=caller
+    )
 
 
 def _short(exc: Exception) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from quartermaster.api.deps import (
@@ -114,7 +114,33 @@ class PolicyDecisionOut(BaseModel):
     result: str
     reasons: list[str]
     enforced: bool
-    decided_at: datetime
+    decided_at: datetime = Field(
+        description="When it was made: the moment the input's `time` and `time_ns` say."
+    )
+    caller_id: str | None = Field(
+        description="The principal who caused it (who published, whose approval re-ran the "
+        "policies, who asked the decision API); null on decisions logged before 2026-12-04."
+    )
+    caller_name: str | None
+    decision_id: str | None = Field(
+        description="An allowed admission decision's id (GET /v1/decisions/{id}); null otherwise."
+    )
+
+
+# The decision log's query parameters: any other is refused (a misspelt filter would
+# otherwise answer the whole log as if it were filtered).
+DECISION_PARAMS = ("subject", "app", "result", "policy", "point", "after", "limit")
+
+
+def _known_decision_params(request: Request, caller: BillingReader) -> None:
+    """After the role check: a caller who may not read the log learns nothing more."""
+    unknown = sorted(set(request.query_params) - set(DECISION_PARAMS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown query parameter(s): {', '.join(unknown)}; the decision log takes: "
+            f"{', '.join(DECISION_PARAMS)}",
+            field=unknown[0],
+        )
 
 
 class ExceptionGrant(BaseModel):
@@ -380,7 +406,8 @@ def audit_policies(
 @router.get(
     "/policy-decisions",
     summary="The decision log, newest first (page with after=X-Next-After)",
-    responses={**error_responses(), **paged("decisions")},
+    responses={**error_responses(422), **paged("decisions")},
+    dependencies=[Depends(_known_decision_params)],
 )
 def list_decisions(
     caller: BillingReader,
@@ -396,6 +423,14 @@ def list_decisions(
     result: Annotated[
         Annotated[str, one_of(service.DECISION_RESULTS)] | None,
         Query(description="Only decisions with this result (default: every result)."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        Query(description="Only decisions by this policy (its name).", max_length=64),
+    ] = None,
+    point: Annotated[
+        Annotated[str, one_of(service.DECISION_POINTS)] | None,
+        Query(description="Only decisions at this admission point."),
     ] = None,
     after: Annotated[
         str | None,
@@ -413,6 +448,8 @@ def list_decisions(
         subject=subject,
         app=app,
         result=result,
+        policy=policy,
+        point=point,
         after=after,
         limit=limit,
         session=session,

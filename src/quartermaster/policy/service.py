@@ -15,8 +15,8 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, not_, or_, select
@@ -36,6 +36,7 @@ from quartermaster.policy.engine import (
 from quartermaster.policy.models import Policy, PolicyDecision, PolicyException, PolicyMode
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.storage.paging import Order, position_of, read_page
+from quartermaster.tenancy.models import Team
 from quartermaster.tenancy.service import AuthContext
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -124,6 +125,9 @@ class DecisionView:
     reasons: list[str]
     enforced: bool
     decided_at: datetime
+    caller_id: str | None
+    caller_name: str | None
+    decision_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,10 @@ class Evaluation:
     require_approval: list[str]  # enforced approval requirements
     audit_only: list[str]  # what audit-mode policies would have done
     input_digest: str
+    # The enforced messages, each after its policy's name ("owner: …"): what a builder reads
+    # in a version's state_reason. A failure already names its policy ("policy x v1 failed").
+    named_deny: list[str] = field(default_factory=list)
+    named_approval: list[str] = field(default_factory=list)
 
     @property
     def result(self) -> str:
@@ -483,16 +491,22 @@ def evaluate(
     session: Session,
     record: bool = True,
     policies: Sequence[Policy] | None = None,
+    at: datetime | None = None,
+    caller: AuthContext | None = None,
 ) -> Evaluation:
     """Run every enabled policy's latest version (or `policies`, as `publish_policies` read
     them once for many inputs); log one decision per policy (in the caller's transaction when
-    `record`). A policy that fails at runtime denies (fail closed) unless it is in audit mode."""
+    `record`). A policy that fails at runtime denies (fail closed) unless it is in audit mode.
+    `at` is the decisions' `decided_at`: the moment the input's `time` says; `caller` who
+    caused them."""
     digest = input_digest(document)
     deny: list[str] = []
     approval: list[str] = []
     audit_only: list[str] = []
     views: list[DecisionView] = []
-    now = utc_now()
+    named_deny: list[str] = []
+    named_approval: list[str] = []
+    now = at or utc_now()
     if policies is None:
         policies = publish_policies(tenant_id, session=session)
     # Every policy on the input at once: set once for all of them (in the sandbox, one
@@ -511,11 +525,14 @@ def evaluate(
             result = "error"
             reasons = [f"policy {policy.name} v{policy.version} failed: {verdict}"]
             policy_deny, policy_approval = reasons, []
+        label = "" if result == "error" else f"{policy.name}: "
         if enforced:
             deny += policy_deny
             approval += policy_approval
+            named_deny += [label + m for m in policy_deny]
+            named_approval += [label + m for m in policy_approval]
         else:
-            audit_only += [f"[audit] {r}" for r in (*policy_deny, *policy_approval)]
+            audit_only += [f"[audit] {label}{r}" for r in (*policy_deny, *policy_approval)]
         row = PolicyDecision(
             tenant_id=tenant_id,
             point=point,
@@ -529,12 +546,40 @@ def evaluate(
             reasons=json.dumps(reasons),
             enforced=enforced,
             decided_at=now,
+            caller_id=caller.principal_id if caller else None,
+            caller_name=caller.principal_name if caller else None,
         )
         if record:
             session.add(row)
             session.flush()
         views.append(_decision_view(row))
-    return Evaluation(views, deny, approval, audit_only, digest)
+    return Evaluation(views, deny, approval, audit_only, digest, named_deny, named_approval)
+
+
+def input_time(at: datetime) -> dict[str, Any]:
+    """`time` (RFC 3339, UTC, microseconds) and `time_ns` (nanoseconds since the epoch, for
+    time.weekday / time.clock / time.date) of the moment a decision is made: every point's
+    input has them, and the decision is logged with that moment as its `decided_at`, so the
+    input stays reproducible (policies may not read the clock). Pure."""
+    moment = at.astimezone(UTC)
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    return {"time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "time_ns": micros * 1000}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def caller_document(caller: AuthContext, *, session: Session) -> dict[str, Any]:
+    """Who asks, as a policy sees it: `principal` (name), `principal_id`, `role` and `team`
+    (the caller's team slug; left out for a key without a team, so `not input.caller.team`
+    means 'none')."""
+    team = session.get(Team, caller.team_id) if caller.team_id else None
+    document = {
+        "principal": caller.principal_name,
+        "principal_id": caller.principal_id,
+        "role": caller.role.value,
+    }
+    return document if team is None else {**document, "team": team.slug}
 
 
 def _decision_view(row: PolicyDecision) -> DecisionView:
@@ -550,11 +595,16 @@ def _decision_view(row: PolicyDecision) -> DecisionView:
         reasons=json.loads(row.reasons),
         enforced=row.enforced,
         decided_at=row.decided_at,
+        caller_id=row.caller_id,
+        caller_name=row.caller_name,
+        decision_id=row.decision_id,
     )
 
 
 # What a decision can come to (a verdict's result, or a policy that failed).
 DECISION_RESULTS = ("allow", "deny", "require_approval", "quarantine", "error")
+# Where policies are asked.
+DECISION_POINTS = ("publish", "admission")
 
 
 @dataclass(frozen=True)
@@ -571,15 +621,22 @@ def list_decisions(
     subject: str | None = None,
     app: str | None = None,
     result: str | None = None,
+    policy: str | None = None,
+    point: str | None = None,
     after: str | None = None,
     limit: int = 100,
     session: Session,
 ) -> DecisionPage:
     """Newest first, from after the decision `after` (a previous page's `next_after`); only
-    about `subject`, about an app's versions (`app`), or with one `result`."""
+    about `subject`, about an app's versions (`app`), with one `result`, by one `policy`
+    (its name) or at one admission `point`."""
     if result is not None and result not in DECISION_RESULTS:
         raise InvalidInputError(
             f"result {result!r} is not one of: {', '.join(DECISION_RESULTS)}", field="result"
+        )
+    if point is not None and point not in DECISION_POINTS:
+        raise InvalidInputError(
+            f"point {point!r} is not one of: {', '.join(DECISION_POINTS)}", field="point"
         )
     query = select(PolicyDecision).where(PolicyDecision.tenant_id == caller.tenant_id)
     if subject is not None:
@@ -588,6 +645,10 @@ def list_decisions(
         query = query.where(PolicyDecision.subject.startswith(f"{app}@", autoescape=True))
     if result is not None:
         query = query.where(PolicyDecision.result == result)
+    if policy is not None:
+        query = query.where(PolicyDecision.policy_name == policy)
+    if point is not None:
+        query = query.where(PolicyDecision.point == point)
     order: Order = ((PolicyDecision.decided_at, True), (PolicyDecision.id, False))
     position = position_of(
         after,
