@@ -52,6 +52,7 @@ MAY_VALIDATE: dict[tuple[str, str], set[str]] = {
     **{route: {MEMBER, APP, WORKLOAD} for route in SECRETS_READ},
     ("POST", "/v1/events"): {MEMBER, APP},
     ("POST", "/v1/decisions"): {MEMBER, APP},
+    ("POST", "/v1/decisions/{decision_id}/renew"): {MEMBER, APP},
     ("POST", "/v1/identity/token"): {MEMBER, APP},  # not a workload: tokens only ever read
     ("POST", "/v1/policies/test"): {MEMBER, FINANCE},
 }

@@ -244,3 +244,29 @@ def test_actions_and_deliveries_page_with_after_and_all(
     assert "after 'nope' is not one of this tenant's webhook deliveries" in " ".join(bad.split())
     # The database is shared: another test's notifier cannot open this webhook's sealed URL.
     ok(client.delete(f"/v1/webhooks/{hook_id}", headers=tenant.headers), 204)
+
+
+def test_budget_update_and_decide_renew(
+    client: TestClient,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+    qm("budget", "create", "grow", "--amount", "100")
+    changed = qm(
+        "budget", "update", "grow", "--amount", "250", "-t", "50", "-t", "90",
+        "--action", "throttle",
+    ).output  # fmt: skip
+    assert "updated budget grow: 250 per month, thresholds 50,90%, throttle at 100%" in changed
+    nothing = qm("budget", "update", "grow", expect=2)
+    assert "nothing to change" in nothing.output
+    missing = qm("budget", "update", "nope", "--amount", "5", expect=1)
+    assert "no budget named 'nope'" in missing.output
+    made = ok(client.post("/v1/decisions", json={"app": world.app}, headers=tenant.headers))
+    renewed = qm("decide", "renew", made["id"][:8], "--runtime", "2h").output
+    assert f"decision {made['id']} active until" in renewed
+    qm("decide", "release", made["id"])
+    late = qm("decide", "renew", made["id"], expect=1)
+    assert "released" in late.output

@@ -127,13 +127,55 @@ def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     print_table(columns, rows, title="budgets", whole=("name",))
 
 
+@budget_app.command("update")
+def budget_update(
+    name: Annotated[str, typer.Argument(help="Budget name.")],
+    amount: Annotated[
+        str | None, typer.Option(help="The period's new limit in the price book currency.")
+    ] = None,
+    threshold: Annotated[
+        list[int] | None,
+        typer.Option("--threshold", "-t", help="Soft alert percentage (repeat; replaces all)."),
+    ] = None,
+    hard_percent: Annotated[
+        int | None, typer.Option(help="Percent where the action applies.")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="notify | throttle | halt")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Change a budget's amount, thresholds, hard percent or action, keeping what fired.
+
+    Thresholds already alerted this period do not alert again; a throttle or halt in force
+    stays (raising the amount does not lift it: `qm alerts lift ID`). A new action applies
+    to it at once; `notify` ends it.
+    """
+    body = drop_none(
+        {
+            "amount": amount,
+            "thresholds": threshold or None,
+            "hard_percent": hard_percent,
+            "action": action,
+        }
+    )
+    if not body:
+        err().print("nothing to change: give --amount, --threshold, --hard-percent or --action")
+        raise typer.Exit(2)
+    made = request("PATCH", f"/v1/budgets/{name}", json=body, url=url, api_key=api_key)
+    out().print(
+        f"updated budget {made['name']}: {made['amount']} per {made['period']}, thresholds "
+        f"{','.join(str(t) for t in made['thresholds'])}%, {made['action']} at "
+        f"{made['hard_percent']}%"
+    )
+
+
 @budget_app.command("delete")
 def budget_delete(
     name: Annotated[str, typer.Argument(help="Budget name.")],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Delete a budget (its alerts and past enforcements stay)."""
+    """Delete a budget: a throttle or halt of it in force ends (logged, kept as history)."""
     request("DELETE", f"/v1/budgets/{name}", url=url, api_key=api_key)
     out().print(f"deleted budget {escape(str(name))}")
 
@@ -545,6 +587,24 @@ def decide_release(
     """The work finished: give its quota back (idempotent)."""
     row = request("POST", f"/v1/decisions/{decision_id}/release", url=url, api_key=api_key)
     out().print(f"decision {row['id']} {row['status']}")
+
+
+@decide_app.command("renew")
+def decide_renew(
+    decision_id: Annotated[
+        str, typer.Argument(help="Decision id, or a unique prefix of it (8 or more).")
+    ],
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="How long from now it may still run: 90, 15m, 2h (default: its own)."),
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The work still runs: keep its quota, expiring runtime from now (before it expires)."""
+    body = drop_none({"runtime": runtime})
+    row = request("POST", f"/v1/decisions/{decision_id}/renew", json=body, url=url, api_key=api_key)
+    out().print(f"decision {row['id']} {row['status']} until {row['expires_at']}")
 
 
 # --- webhooks and deliveries --------------------------------------------------------------

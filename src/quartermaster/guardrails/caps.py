@@ -22,17 +22,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quartermaster.catalog.models import App, Lifecycle
-from quartermaster.domain.money import AmountOutOfRangeError, check_amount, money_text
+from quartermaster.domain.money import money_text, plain_text
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.guardrails import ending
 from quartermaster.guardrails.alerts import Severity
 from quartermaster.guardrails.budgets import (
     ACTION_EFFECT,
     BudgetAction,
     BudgetPeriod,
     budget_period,
+    check_limit_amount,
+    period_label,
 )
-from quartermaster.guardrails.common import ScopeKind
+from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.crossings import ActionDraft, AlertDraft, Crossing
 from quartermaster.guardrails.models import Budget, DefaultCap
 from quartermaster.guardrails.spend import ScopeSpend
@@ -73,12 +76,7 @@ def _check_target(applies_to: str) -> None:
 def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> DefaultCap:
     """Create or change the tenant's cap for one kind of app."""
     _check_target(spec.applies_to)
-    if spec.amount <= 0:
-        raise InvalidInputError(f"amount {spec.amount} must be positive", field="amount")
-    try:
-        check_amount(spec.amount, what=f"default cap for {spec.applies_to!r}")
-    except AmountOutOfRangeError as error:
-        raise InvalidInputError(str(error), field="amount") from None
+    amount = check_limit_amount(spec.amount, what=f"default cap for {spec.applies_to!r}")
     if spec.period not in {p.value for p in BudgetPeriod}:
         raise InvalidInputError(f"period {spec.period!r} is not month or day", field="period")
     if spec.action not in {a.value for a in CAP_ACTIONS}:
@@ -93,7 +91,7 @@ def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> 
     if row is None:
         row = DefaultCap(tenant_id=caller.tenant_id, applies_to=spec.applies_to)
         session.add(row)
-    row.amount = spec.amount
+    row.amount = amount
     row.period = spec.period
     row.action = spec.action
     row.created_by = caller.principal_name
@@ -107,16 +105,32 @@ def list_default_caps(tenant_id: str, *, session: Session) -> list[DefaultCap]:
     return list(session.scalars(query.order_by(DefaultCap.applies_to)))
 
 
-def delete_default_cap(tenant_id: str, applies_to: str, *, session: Session) -> None:
-    """Remove a cap; enforcements it started end with it (they cascade)."""
+def delete_default_cap(caller: AuthContext, applies_to: str, *, session: Session) -> None:
+    """Remove a cap. The throttles and halts it started end now and stay as history (lifted
+    by the caller); the action log says who deleted it and what that ended."""
     _check_target(applies_to)
     row = session.scalar(
         select(DefaultCap).where(
-            DefaultCap.tenant_id == tenant_id, DefaultCap.applies_to == applies_to
+            DefaultCap.tenant_id == caller.tenant_id, DefaultCap.applies_to == applies_to
         )
     )
     if row is None:
         raise NotFoundError(f"no default cap for {applies_to!r}", field="applies_to")
+    now = utc_now()
+    ended = ending.in_force(caller.tenant_id, session=session, now=now, cap_id=row.id)
+    ending.end(ended, by=caller.principal_name, now=now)
+    record_action(
+        session,
+        tenant_id=caller.tenant_id,
+        action="delete",
+        scope_kind=ScopeKind.TENANT,
+        scope="",
+        subject=f"default_cap:{applies_to}",
+        reason=f"default cap for {TARGET_LABEL[CapTarget(applies_to)]} ({plain_text(row.amount)} "
+        f"per {row.period}, {row.action}) deleted by {caller.principal_name}; "
+        f"{ending.named(ended)}",
+        at=now,
+    )
     session.delete(row)
     session.commit()
 
@@ -161,12 +175,13 @@ def cap_crossings(
             amount = spent.of(ScopeKind.APP, app)
             if amount < cap.amount:
                 continue
-            found += _enforce(cap, app, period, amount, spent.currency)
+            name = period_label(cap.period, period, zone)
+            found += _enforce(cap, app, period, name, amount, spent.currency)
     return found
 
 
 def _enforce(
-    cap: DefaultCap, app: str, period: Period, amount: Decimal, currency: str
+    cap: DefaultCap, app: str, period: Period, name: str, amount: Decimal, currency: str
 ) -> list[Crossing]:
     stamp = period.start.isoformat()
     label = TARGET_LABEL[CapTarget(cap.applies_to)]
@@ -179,7 +194,8 @@ def _enforce(
     alert = AlertDraft(
         kind="default_cap",
         severity=Severity.CRITICAL,
-        dedup_key=f"cap:{cap.id}:{app}:{stamp}",
+        dedup_key=f"cap:{cap.id}:{app}:{name}",
+        aliases=(f"cap:{cap.id}:{app}:{stamp}",),
         title=f"App {app}: default cap for {label} reached ({cap.action})",
         message=reason,
         details={

@@ -10,7 +10,10 @@ budgets inside one held every other writer of the server back for seconds.
 Each crossing is written with insert-once on its unique key (the alert's dedup key, the
 enforcement's (budget, period) or (cap, app, period)) inside the write transaction, so a
 concurrent pass, or another server, that got there first makes it a no-op: an alert still
-fires exactly once per threshold per period.
+fires exactly once per threshold per period. A period is the calendar month or day in the
+tenant's time zone: alert keys name it (`2026-12`), and an enforcement whose period holds
+the middle of the new one counts as its own, so a time-zone change (periods starting at
+other instants) re-fires nothing and re-starts no enforcement a lift ended.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class AlertDraft:
     title: str
     message: str
     details: dict[str, Any]
+    # Keys the same alert was raised under before (a period's UTC start, before alerts were
+    # keyed by the calendar period): one of them recorded means it fired.
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +89,68 @@ def _enforcement_key(values: dict[str, Any], unique: tuple[str, ...]) -> tuple[A
     return tuple((name, values.get(name)) for name in unique)
 
 
+def _period_midpoint(values: dict[str, Any]) -> Any:
+    start, end = values["period_start"], values["ends_at"]
+    return start + (end - start) / 2
+
+
+def _same_period(row: dict[str, Any], values: dict[str, Any], unique: tuple[str, ...]) -> bool:
+    """`row` (an enforcement recorded) is the one `values` would start: the same budget (or
+    cap and app) and a period holding the middle of the new one. A time-zone change moves a
+    period's start and end by hours, never its middle out of the same month or day."""
+    owner = [name for name in unique if name != "period_start"]
+    if any(row[name] != values.get(name) for name in owner):
+        return False
+    return bool(row["period_start"] <= _period_midpoint(values) < row["ends_at"])
+
+
+def _recorded_enforcements(
+    tenant_id: str, wanted: Sequence[Crossing], *, session: Session
+) -> list[dict[str, Any]]:
+    """The enforcements (lifted and ended ones too) of the budgets and caps of `wanted`
+    whose periods overlap theirs."""
+    drafts = [c.enforcement for c in wanted if c.enforcement is not None]
+    if not drafts:
+        return []
+    budgets = sorted({d["budget_id"] for d in drafts if d.get("budget_id")})
+    caps = sorted({d["cap_id"] for d in drafts if d.get("cap_id")})
+    earliest = min(d["period_start"] for d in drafts)
+    latest = max(d["ends_at"] for d in drafts)
+    found: list[dict[str, Any]] = []
+    for column, ids in ((Enforcement.budget_id, budgets), (Enforcement.cap_id, caps)):
+        for chunk in _chunks(ids):
+            rows = session.execute(
+                select(
+                    Enforcement.budget_id,
+                    Enforcement.cap_id,
+                    Enforcement.scope,
+                    Enforcement.period_start,
+                    Enforcement.ends_at,
+                ).where(
+                    Enforcement.tenant_id == tenant_id,
+                    column.in_(chunk),
+                    Enforcement.ends_at > earliest,
+                    Enforcement.period_start < latest,
+                )
+            )
+            found += [dict(row._mapping) for row in rows]
+    return found
+
+
 def not_yet_fired(
     tenant_id: str, crossings: Sequence[Crossing], *, session: Session
 ) -> list[Crossing]:
     """The crossings not recorded yet (read with `session`, a read-only one in a pass): in
     the steady state, when every threshold crossed has fired, a pass writes nothing. What
     another pass records meanwhile is caught by the insert-once when writing."""
-    keys = sorted({c.alert.dedup_key for c in crossings if c.alert is not None})
+    keys = sorted(
+        {
+            key
+            for c in crossings
+            if c.alert is not None
+            for key in (c.alert.dedup_key, *c.alert.aliases)
+        }
+    )
     raised: set[str] = set()
     for chunk in _chunks(keys):
         raised.update(
@@ -99,27 +160,15 @@ def not_yet_fired(
                 )
             )
         )
-    starts = sorted({c.enforcement["period_start"] for c in crossings if c.enforcement is not None})
-    enforced: set[tuple[Any, ...]] = set()
-    for chunk in _chunks(starts):
-        rows = session.execute(
-            select(
-                Enforcement.budget_id,
-                Enforcement.cap_id,
-                Enforcement.scope,
-                Enforcement.period_start,
-            ).where(Enforcement.tenant_id == tenant_id, Enforcement.period_start.in_(chunk))
-        )
-        for row in rows:
-            values = dict(row._mapping)
-            enforced.add(_enforcement_key(values, ("budget_id", "period_start")))
-            enforced.add(_enforcement_key(values, ("cap_id", "scope", "period_start")))
+    enforced = _recorded_enforcements(tenant_id, crossings, session=session)
     left: list[Crossing] = []
     for crossing in crossings:
-        if crossing.alert is not None and crossing.alert.dedup_key in raised:
+        if crossing.alert is not None and raised.intersection(
+            (crossing.alert.dedup_key, *crossing.alert.aliases)
+        ):
             continue
-        if crossing.enforcement is not None and (
-            _enforcement_key(crossing.enforcement, crossing.unique) in enforced
+        if crossing.enforcement is not None and any(
+            _same_period(row, crossing.enforcement, crossing.unique) for row in enforced
         ):
             continue
         left.append(crossing)
@@ -144,6 +193,9 @@ def fire(crossing: Crossing, *, session: Session, fired: Fired) -> None:
             return
         fired.alerts.append(draft.dedup_key)
     elif crossing.enforcement is not None:
+        recorded = _recorded_enforcements(crossing.tenant_id, [crossing], session=session)
+        if any(_same_period(row, crossing.enforcement, crossing.unique) for row in recorded):
+            return  # its period's enforcement exists (started before a time-zone change)
         if not insert_once(session, Enforcement, crossing.enforcement, crossing.unique):
             return
         fired.enforcements.append(crossing.label)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from quartermaster.api.deps import AdminCaller, Reader, ReadSessionDep, SessionDep
+from quartermaster.api.deps import AdminCaller, Reader, ReadSessionDep, RuntimeDep, SessionDep
 from quartermaster.guardrails import caps, previews
 from quartermaster.guardrails.defaults_schemas import (
     CapTargetName,
@@ -17,6 +17,7 @@ from quartermaster.guardrails.defaults_schemas import (
     GuardrailSettingsIn,
     GuardrailSettingsOut,
 )
+from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.models import CostPreview, GuardrailSettings
 from quartermaster.tenancy.service import AuthContext
 
@@ -45,9 +46,11 @@ def get_default_caps(caller: Reader, session: ReadSessionDep) -> list[DefaultCap
 def delete_default_cap(
     applies_to: Annotated[CapTargetName, Path(description="The kind of app the cap is for.")],
     caller: AdminCaller,
+    runtime: RuntimeDep,
     session: SessionDep,
 ) -> Response:
-    caps.delete_default_cap(caller.tenant_id, applies_to, session=session)
+    caps.delete_default_cap(caller, applies_to, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)  # what it ended, at once
     return Response(status_code=204)
 
 

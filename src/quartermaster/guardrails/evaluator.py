@@ -27,6 +27,7 @@ from quartermaster.guardrails.budgets import (
     BudgetPeriod,
     budget_period,
     crossed,
+    period_label,
     thresholds_of,
 )
 from quartermaster.guardrails.caps import cap_crossings
@@ -110,16 +111,21 @@ def plan_tenant(
     found: list[Crossing] = []
     for budget in budgets:
         period = budget_period(budget.period, moment, zone)
-        found += budget_crossings(budget, period, spend_of(period))
+        label = period_label(budget.period, period, zone)
+        found += budget_crossings(budget, period, spend_of(period), label=label)
     found += cap_crossings(tenant_id, moment, zone, spend_of=spend_of, session=session)
     return not_yet_fired(tenant_id, found, session=session)
 
 
-def budget_crossings(budget: Budget, period: Period, spent: ScopeSpend) -> list[Crossing]:
+def budget_crossings(
+    budget: Budget, period: Period, spent: ScopeSpend, *, label: str | None = None
+) -> list[Crossing]:
     """The alerts (one per threshold reached, and the hard limit's) and the enforcement the
-    budget's spend calls for in `period`. Pure."""
+    budget's spend calls for in `period`, whose calendar name is `label` (`period_label`;
+    None: its UTC start's). Pure."""
+    label = label or period_label(budget.period, period, None)
     amount = spent.of(budget.scope_kind, budget.scope)
-    label = _scope_label(budget.scope_kind, budget.scope)
+    whose = _scope_label(budget.scope_kind, budget.scope)
     stamp = period.start.isoformat()
     limit_text = _money(budget.amount, spent.currency)
     spent_text = _money(amount, spent.currency)
@@ -137,14 +143,15 @@ def budget_crossings(budget: Budget, period: Period, spent: ScopeSpend) -> list[
     found: list[Crossing] = []
     for threshold in crossed(amount, budget.amount, thresholds_of(budget)):
         reason = (
-            f"{label} spent {spent_text} of its {_ADJECTIVE[budget.period]} budget "
+            f"{whose} spent {spent_text} of its {_ADJECTIVE[budget.period]} budget "
             f"{budget.name!r} "
             f"({limit_text}): {threshold}% threshold crossed"
         )
         alert = AlertDraft(
             kind="budget_threshold",
             severity=Severity.WARNING if threshold >= 80 else Severity.INFO,
-            dedup_key=f"budget:{budget.id}:{stamp}:{threshold}",
+            dedup_key=f"budget:{budget.id}:{label}:{threshold}",
+            aliases=(f"budget:{budget.id}:{stamp}:{threshold}",),
             title=f"Budget {budget.name}: {threshold}% reached",
             message=reason,
             details={**base, "threshold": threshold},
@@ -161,7 +168,8 @@ def budget_crossings(budget: Budget, period: Period, spent: ScopeSpend) -> list[
         below_hard = amount * 100 < budget.amount * budget.hard_percent
     if below_hard:
         return found
-    return found + _hard_crossing(budget, period, label, spent_text, limit_text, base)
+    hard = _hard_crossing(budget, period, whose, spent_text, limit_text, base, label)
+    return found + hard
 
 
 def _hard_crossing(
@@ -171,6 +179,7 @@ def _hard_crossing(
     spent_text: str,
     limit_text: str,
     base: dict[str, str],
+    period_name: str,
 ) -> list[Crossing]:
     stamp = period.start.isoformat()
     verb = ACTION_EFFECT[BudgetAction(budget.action)]
@@ -182,7 +191,8 @@ def _hard_crossing(
     alert = AlertDraft(
         kind="budget_threshold",
         severity=Severity.CRITICAL,
-        dedup_key=f"budget:{budget.id}:{stamp}:{HARD}",
+        dedup_key=f"budget:{budget.id}:{period_name}:{HARD}",
+        aliases=(f"budget:{budget.id}:{stamp}:{HARD}",),
         title=f"Budget {budget.name}: hard limit reached ({budget.action})",
         message=reason,
         details={**base, "threshold": HARD, "action": budget.action},

@@ -69,7 +69,8 @@ class DefaultCap(Base):
 class Enforcement(Base):
     """A throttle or halt in force on a scope until `ends_at` (the period's end) or until
     lifted. One per budget and period, or per default cap, app and period: the hard
-    crossing's unique key (a budget's rows have no cap, a cap's rows no budget)."""
+    crossing's unique key (a budget's rows have no cap, a cap's rows no budget). Deleting
+    the budget or cap ends it (lifted) and keeps the row as history, its id set to NULL."""
 
     __tablename__ = "guardrail_enforcements"
     __table_args__ = (
@@ -80,10 +81,10 @@ class Enforcement(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     budget_id: Mapped[str | None] = mapped_column(
-        ForeignKey("guardrail_budgets.id", ondelete="CASCADE"), nullable=True
+        ForeignKey("guardrail_budgets.id", ondelete="SET NULL"), nullable=True
     )
     cap_id: Mapped[str | None] = mapped_column(
-        ForeignKey("guardrail_default_caps.id", ondelete="CASCADE"), nullable=True
+        ForeignKey("guardrail_default_caps.id", ondelete="SET NULL"), nullable=True
     )
     scope_kind: Mapped[str] = mapped_column(String(16))
     scope: Mapped[str] = mapped_column(String(64))

@@ -24,12 +24,14 @@ MAX_AMOUNT = 2**62 - 1
 MAX_RUNTIME_SECONDS = 100 * 366 * 86400
 
 
-def _split(text: str, field: str) -> tuple[Decimal, str]:
+# A runtime is a duration: "500m" would be 500 minutes, so its examples are its own.
+RUNTIME_EXAMPLES = "e.g. 90, 15m, 2h: seconds, or with s, m, h or d"
+
+
+def _split(text: str, field: str, *, examples: str = "e.g. 500m, 2, 1Gi") -> tuple[Decimal, str]:
     match = _NUMBER.match(text.strip())
     if not match:
-        raise InvalidInputError(
-            f"{field} {text!r} is not a quantity (e.g. 500m, 2, 1Gi)", field=field
-        )
+        raise InvalidInputError(f"{field} {text!r} is not a quantity ({examples})", field=field)
     try:
         number = Decimal(match.group(1))
     except InvalidOperation:
@@ -60,7 +62,8 @@ def parse_quantity(resource: str, value: str | int | float, *, field: str | None
     """`value` of `resource` in base units; raises naming the field and why."""
     name = field or resource
     text = str(value)
-    number, suffix = _split(text, name)
+    examples = RUNTIME_EXAMPLES if resource == "runtime" else "e.g. 500m, 2, 1Gi"
+    number, suffix = _split(text, name, examples=examples)
     if resource == "cpu":
         if suffix == "m":
             return _whole(number, text, name)
@@ -79,7 +82,14 @@ def parse_quantity(resource: str, value: str | int | float, *, field: str | None
         factor = _DURATION.get(suffix or "s")
         if factor is None:
             raise InvalidInputError(f"{name} {text!r}: use s, m, h or d", field=name)
-        return _whole(number * factor, text, name, most=MAX_RUNTIME_SECONDS, unit="seconds")
+        seconds = _whole(number * factor, text, name, most=MAX_RUNTIME_SECONDS, unit="seconds")
+        if seconds < 1:
+            raise InvalidInputError(
+                f"{name} {text!r} is under 1 second: give how long the work may run "
+                f"({RUNTIME_EXAMPLES}); its quota is held until then",
+                field=name,
+            )
+        return seconds
     if resource in ("gpu", "concurrency", "jobs"):
         if suffix:
             raise InvalidInputError(f"{name} {text!r} must be a whole count", field=name)

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, and_, false, func, select, update
 from sqlalchemy.orm import Session
 
-from quartermaster.domain.timeutil import utc_now
-from quartermaster.errors import InvalidInputError, NotFoundError
+from quartermaster.domain.timeutil import moment_text, utc_now
+from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.common import (
     ScopeKind,
     check_scope,
@@ -392,6 +392,67 @@ def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Re
     _finish(found, caller.tenant_id, "released", session=session, moment=utc_now())
     session.commit()
     return get_reservation(caller, found, session=session)
+
+
+def renew(
+    caller: AuthContext,
+    reservation_id: str,
+    runtime: str | int | None,
+    *,
+    session: Session,
+    now: datetime | None = None,
+) -> Reservation:
+    """Work still running: it expires `runtime` from now (default: the runtime it was
+    admitted with), keeping its quota. Only active work before its expiry (409 after, or once
+    released); `runtime` is at least 1 s and within the runtime max of the tenant's and its
+    team's limit ranges (422 on `runtime`)."""
+    moment = now or utc_now()
+    found = get_reservation(caller, reservation_id, session=session)
+    if found.status != "active" or found.expires_at <= moment:
+        state = found.status if found.status != "active" else "expired"
+        raise ConflictError(
+            f"decision {found.id} is {state} (since "
+            f"{moment_text(found.released_at or found.expires_at)}): only active work is "
+            "renewed before it expires; ask for a new decision",
+            field="decision_id",
+        )
+    seconds = found.runtime_seconds if runtime is None else parse_quantity("runtime", runtime)
+    spaces = _namespaces(found.team)
+    for row in list_limit_ranges(caller.tenant_id, session=session):
+        if (
+            row.resource != "runtime"
+            or row.max is None
+            or (row.scope_kind, row.scope) not in spaces
+        ):
+            continue
+        if seconds > row.max:
+            raise InvalidInputError(
+                f"limit range of {_namespace_label(row.scope_kind, row.scope)}: runtime "
+                f"{format_quantity('runtime', seconds)} is over the max "
+                f"{format_quantity('runtime', row.max)} per request",
+                field="runtime",
+            )
+    found_id = found.id
+    session.rollback()
+    result = session.execute(
+        update(Reservation)
+        .where(
+            Reservation.id == found_id,
+            Reservation.tenant_id == caller.tenant_id,
+            Reservation.status == "active",
+            Reservation.expires_at > moment,
+        )
+        .values(expires_at=moment + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise ConflictError(
+            f"decision {found_id} ended while being renewed; ask for a new decision",
+            field="decision_id",
+        )
+    session.commit()
+    return get_reservation(caller, found_id, session=session)
 
 
 def expire_reservations(

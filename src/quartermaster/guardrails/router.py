@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from quartermaster.api.deps import (
@@ -39,8 +39,10 @@ from quartermaster.guardrails.schemas import (
     AlertOut,
     BudgetIn,
     BudgetOut,
+    BudgetPatch,
     DecisionIn,
     DecisionOut,
+    DecisionRenewIn,
     DeliveryAttemptOut,
     DeliveryOut,
     EnforcementOut,
@@ -98,9 +100,38 @@ def get_budgets(caller: Reader, session: ReadSessionDep) -> list[BudgetOut]:
     return [BudgetOut.model_validate(b) for b in rows]
 
 
+BudgetName = Annotated[str, Path(description="The budget's name.")]
+
+
+@router.patch(
+    "/v1/budgets/{name}",
+    response_model=BudgetOut,
+    summary="Change a budget's amount, thresholds, hard percent or action (keeps what fired)",
+)
+def patch_budget(
+    name: BudgetName,
+    body: BudgetPatch,
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> BudgetOut:
+    change = budgets.BudgetChange(
+        amount=body.amount,
+        thresholds=None if body.thresholds is None else tuple(body.thresholds),
+        hard_percent=body.hard_percent,
+        action=body.action,
+    )
+    row = budgets.update_budget(caller, name, change, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)  # a changed action, at once
+    return BudgetOut.model_validate(row)
+
+
 @router.delete("/v1/budgets/{name}", status_code=204, summary="Delete a budget")
-def delete_budget(name: str, caller: AdminCaller, session: SessionDep) -> Response:
-    budgets.delete_budget(caller.tenant_id, name, session=session)
+def delete_budget(
+    name: BudgetName, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+) -> Response:
+    budgets.delete_budget(caller, name, session=session)
+    guardrail_gate(runtime).invalidate(caller.tenant_id)  # what it ended, at once
     return Response(status_code=204)
 
 
@@ -370,6 +401,26 @@ def get_decision(decision_id: str, caller: Ingester, session: ReadSessionDep) ->
 )
 def release_decision(decision_id: str, caller: Ingester, session: SessionDep) -> ReservationOut:
     return ReservationOut.model_validate(quotas.release(caller, decision_id, session=session))
+
+
+@router.post(
+    "/v1/decisions/{decision_id}/renew",
+    response_model=ReservationOut,
+    summary="The work still runs: it expires runtime from now, keeping its quota",
+    responses=error_responses(409),  # released or expired already
+)
+def renew_decision(
+    decision_id: Annotated[
+        str, Path(description="The decision's id (or 8+ of its first characters).")
+    ],
+    caller: Ingester,
+    session: SessionDep,
+    body: DecisionRenewIn | None = None,
+) -> ReservationOut:
+    runtime = body.runtime if body is not None else None
+    return ReservationOut.model_validate(
+        quotas.renew(caller, decision_id, runtime, session=session)
+    )
 
 
 @router.post(

@@ -41,13 +41,28 @@ class _Out(BaseModel):
 
 class BudgetIn(_In):
     name: str
-    scope_kind: BudgetScopeKind = Field(description="tenant | cost_center | team | app")
+    scope_kind: BudgetScopeKind = Field(
+        default="tenant", description="tenant (the default) | cost_center | team | app"
+    )
     scope: str | None = Field(default=None, description="The slug; none for tenant.")
     amount: Decimal = Field(description="The period's budget in the price book's currency.")
     period: BudgetPeriodName = Field(default="month", description="month | day (tenant time zone)")
     thresholds: list[int] = Field(default=[50, 80, 100], description="Soft alert percentages.")
     hard_percent: int = Field(default=100, description="Percent of amount where action applies.")
     action: BudgetActionName = Field(default="notify", description="notify | throttle | halt")
+
+
+class BudgetPatch(_In):
+    """What to change of a budget; a field left out keeps its value."""
+
+    amount: Decimal | None = Field(
+        default=None, description="The period's budget in the price book's currency."
+    )
+    thresholds: list[int] | None = Field(default=None, description="Soft alert percentages.")
+    hard_percent: int | None = Field(
+        default=None, description="Percent of amount where action applies."
+    )
+    action: BudgetActionName | None = Field(default=None, description="notify | throttle | halt")
 
 
 class BudgetOut(_Out):
@@ -170,6 +185,14 @@ class DecisionIn(_In):
         description="cpu, memory, gpu, concurrency, runtime (seconds or 15m, 2h)",
     )
     essential: bool = Field(default=False, description="Essential work passes a budget halt.")
+
+
+class DecisionRenewIn(_In):
+    runtime: str | int | None = Field(
+        default=None,
+        description="How long from now the work may still run: seconds or 15m, 2h "
+        "(default: the runtime it was admitted with).",
+    )
 
 
 class ReasonOut(BaseModel):
