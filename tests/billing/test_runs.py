@@ -21,7 +21,7 @@ from quartermaster.billing import adjustments, service
 from quartermaster.billing.models import CostType, DocumentStatus, DocumentType, RunKind
 from quartermaster.domain.timeutil import Period
 from quartermaster.errors import ConflictError, PermissionDeniedError
-from quartermaster.pricing.lines import UsageRow
+from quartermaster.pricing.lines import PlatformCostItem, UsageRow
 from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
@@ -258,6 +258,33 @@ def test_late_events_after_finalization_produce_an_adjustment_document(
         assert [a.id for a in run_view.adjustments] == [adjustment_id]
         assert run_view.document.total == SMALL_TOTAL  # the run itself is untouched
     assert _adjust(runtime, caller, run.id, calc) is None  # nothing changed since
+
+
+def test_an_adjustment_note_counts_the_shares_of_a_late_platform_cost(
+    runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """A platform cost recorded after the run: its shares are new lines, neither late usage
+    nor re-rated; the note said "3 lines (0 with late usage, 0 re-rated …)"."""
+    caller = admin(tenant.tenant_id)
+    calc = small_calculator()
+    run = _run(runtime, caller, calc).document
+    _finalize(runtime, caller, run.id)
+    dns = PlatformCostItem("dns", Decimal("3.00"), "USD", at=JANUARY.start)
+    calc.record(costs=[dns], at=datetime(2026, 2, 15, tzinfo=UTC))
+    calc.now = datetime(2026, 2, 16, tzinfo=UTC)
+    adjustment_id = _adjust(runtime, caller, run.id, calc)
+    assert adjustment_id is not None
+    with runtime.session_factory() as session:
+        view = service.view_document(caller, adjustment_id, session=session)
+    assert {(line.app, line.item, line.amount) for line in view.lines} == {
+        (app, "dns", Decimal("1.000000")) for app in ("web", "api", "etl")
+    }
+    assert {line.reason for line in view.lines} == {"new line"}
+    assert view.document.note == (
+        f"corrects invoice run {run.id} for the period from 2026-01-01 00:00 UTC until "
+        "2026-02-01 00:00 UTC: 3 lines (0 with late usage, 0 re-rated by price book changes, "
+        "3 new shared-cost lines)"
+    )
 
 
 def test_a_back_dated_price_change_produces_adjustment_lines(

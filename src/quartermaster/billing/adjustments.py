@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session
 
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.lines import (
+    NEW_LINE,
     REALLOCATED,
     RERATED,
+    REVERSED_LINE,
     LineDraft,
     adjustment_lines,
     issued_by_key,
@@ -27,7 +29,7 @@ from quartermaster.billing.lines import (
     total_of,
     versions_text,
 )
-from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType
+from quartermaster.billing.models import BillingDocument, CostType, DocumentStatus, DocumentType
 from quartermaster.billing.periods import tenant_zone
 from quartermaster.billing.service import (
     RUN_ATTEMPTS,
@@ -106,6 +108,21 @@ def _summary(run: BillingDocument, lines: list[LineDraft]) -> str:
     other = sum(1 for reason in reasons if reason.startswith(RERATED))
     if other:
         causes.append(f"{other} re-rated with the same usage")
+    # A new or reversed key whose quantity and prices did not move: e.g. a platform cost
+    # recorded after the run (its shares are new lines), a subscription fee of quantity 0.
+    alone = [line for line in lines if (line.reason or "") in (NEW_LINE, REVERSED_LINE)]
+    new_shared = sum(
+        1 for line in alone if line.reason == NEW_LINE and line.key_cost_type is CostType.PLATFORM
+    )
+    new_other = sum(1 for line in alone if line.reason == NEW_LINE) - new_shared
+    reversed_ = sum(1 for line in alone if line.reason == REVERSED_LINE)
+    for number, what in (
+        (new_shared, "new shared-cost line"),
+        (new_other, "new line"),
+        (reversed_, "reversed line"),
+    ):
+        if number:
+            causes.append(f"{number} {what}{'' if number == 1 else 's'}")
     zone = tenant_zone(run.timezone)
     start, end = (
         moment_text(ensure_utc(m).astimezone(zone)) for m in (run.period_start, run.period_end)

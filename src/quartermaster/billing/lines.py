@@ -32,6 +32,9 @@ RESERVED_CAPACITY_ITEM = "reserved_capacity"
 # How an adjustment line's reason starts when neither its usage nor its price book moved.
 REALLOCATED = "reallocated"
 RERATED = "re-rated"
+# The reason of a line whose key is new, or no longer billed, and nothing else moved.
+NEW_LINE = "new line"
+REVERSED_LINE = "no longer billed under this key (reversal)"
 NONE_MARK = "-"
 # Lines of one owner read: usage, subscriptions, their discounts, then shared costs.
 COST_TYPE_ORDER = {
@@ -377,10 +380,18 @@ def _reason(
     old_quantity = issued.quantity if issued else ZERO
     new_quantity = current.quantity if current else ZERO
     if current is None:
-        parts.append("no longer billed under this key (reversal)")
+        parts.append(REVERSED_LINE)
     elif issued is None:
-        parts.append("new line")
-    if old_quantity != new_quantity:
+        parts.append(NEW_LINE)
+    shape = current if current is not None else issued.template if issued is not None else None
+    # A shared cost's share that appears or goes: its quantity is the allocation basis (1 per
+    # app for an even share), not usage recorded late.
+    whole_share = (
+        (current is None or issued is None)
+        and shape is not None
+        and shape.key_cost_type is CostType.PLATFORM
+    )
+    if old_quantity != new_quantity and not whole_share:
         parts.append(
             f"quantity {fmt(old_quantity)} → {fmt(new_quantity)} "
             f"(usage recorded after {as_of.isoformat()})"
