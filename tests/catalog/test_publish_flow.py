@@ -255,11 +255,17 @@ def test_bad_policy_refused_with_parser_message(client: TestClient, tenant: Tena
 
 
 def test_a_policy_failing_at_runtime_says_why(client: TestClient, tenant: TenantHandle) -> None:
-    # Two values for one complete rule: it compiles, and fails on every input.
-    source = 'package conflict\nx := 1 if true\nx := 2 if true\ndeny contains "x" if { x }\n'
+    # Two values for one complete rule: it compiles, and fails on every input with a manifest
+    # (upload tries a policy on an empty input, where this one has no value).
+    source = (
+        "package conflict\nx := 1 if input.manifest\nx := 2 if input.manifest\n"
+        'deny contains "x" if { x }\n'
+    )
     why = "eval_conflict_error: complete rules must not produce multiple outputs"
     tried = client.post(
-        "/v1/policies/test", json={"source": source, "input": {}}, headers=tenant.headers
+        "/v1/policies/test",
+        json={"source": source, "input": {"manifest": {}}},
+        headers=tenant.headers,
     )
     assert tried.status_code == 422
     assert tried.json()["error"]["message"] == f"policy failed on this input: {why}"

@@ -26,7 +26,7 @@ LONG_JOBS = """package qm.admission.long_jobs
 
 deny contains msg if {
 \tinput.resources.runtime > 7200
-\tmsg := sprintf("app %s asks for %ds; jobs over 2h need a reservation", [
+\tmsg := sprintf("app %s asks for %vs; jobs over 2h need a reservation", [
 \t\tinput.app, input.resources.runtime,
 \t])
 }
@@ -36,10 +36,11 @@ warn contains msg if {
 \tmsg := "a job over an hour"
 }
 """
-# Two complete definitions of f with different values: an error at evaluation.
+# Two complete definitions of f with different values: an error at evaluation (on an input
+# with a point: on the empty input upload tries a policy on, it has no value and uploads).
 BROKEN = (
     "package qm.admission.broken\n\n"
-    "f := 1 if { true }\nf := 2 if { true }\n"
+    "f := 1 if { input.point }\nf := 2 if { input.point }\n"
     'deny contains msg if {\n\tf == 1\n\tmsg := "never"\n}\n'
 )
 

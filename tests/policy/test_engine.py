@@ -101,7 +101,7 @@ def test_one_input_batch_evaluates_every_policy_on_its_own() -> None:
 
 def test_a_policy_failing_at_runtime_leaves_the_batch_usable() -> None:
     # two values for one complete rule: a conflict only evaluation finds
-    failing = CompiledPolicy("package f\nd := input.b\nd := input.c\n")
+    failing = CompiledPolicy('package f\nd := input.b\nd := input.c\nwarn contains "x" if d\n')
     fine = CompiledPolicy('package g\nwarn contains "ok" if { true }\n')
     batch = InputBatch({"b": 1, "c": 2})
     with pytest.raises(PolicyRuntimeError):

@@ -188,12 +188,18 @@ def test_the_test_route_stops_a_policy_over_its_time_limit(
 
 
 def test_publish_is_bounded_by_the_budget(
-    client: TestClient, tenant: TenantHandle, small_budget: PolicySandbox
+    client: TestClient, tenant: TenantHandle, runtime: Runtime, small_budget: PolicySandbox
 ) -> None:
-    ok(
-        client.post("/v1/policies", json={"name": "slow", "source": SLOW}, headers=tenant.headers),
-        201,
+    # Upload refuses it now (its trial evaluation goes over the budget): stored as before that.
+    refused = client.post(
+        "/v1/policies", json={"name": "slow", "source": SLOW}, headers=tenant.headers
     )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["message"] == (
+        "the policy fails when evaluated on an empty input, so it would fail on every input:"
+        " the policy's evaluation went over its time limit of 0.5 s"
+    )
+    _store_unchecked(runtime, tenant.tenant_id, "slow", SLOW)
     add_team(client, tenant)
     started = time.monotonic()
     version = submit(client, tenant, manifest())

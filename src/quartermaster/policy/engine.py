@@ -78,9 +78,16 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def input_json(value: Any) -> str:
-    """The input as regopy reads it (InputBatch): canonical JSON, non-ASCII unescaped."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+def _rego_spelled(value: Any) -> Any:
+    """A plain value with every string (object keys too) as regopy keeps strings: the text of
+    its JSON spelling without the quotes, non-ASCII as it is (`a\\"b`, `é`)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)[1:-1]
+    if isinstance(value, dict):
+        return {_rego_spelled(key): _rego_spelled(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rego_spelled(item) for item in value]
+    return value
 
 
 def input_digest(value: Any) -> str:
@@ -228,17 +235,25 @@ def _refuse_forbidden_builtins(bundle: regopy.Bundle, source: str) -> None:
         )
 
 
+def strip_bom(source: str) -> str:
+    """The source without the byte order mark Windows editors put first (U+FEFF)."""
+    return source.removeprefix("\ufeff")
+
+
 def package_of(source: str) -> str:
-    match = PACKAGE.search(source)
+    match = PACKAGE.search(strip_bom(source))
     if match is None:
         raise InvalidInputError("the policy has no 'package' declaration", field="source")
     return match.group(1)
 
 
 class CompiledPolicy:
-    """One policy module compiled once; `evaluate` is thread-safe."""
+    """One policy module compiled once; `evaluate` is thread-safe. `checked` (upload, `qm
+    policy test`) also refuses what policy/checks.py refuses; a stored policy is compiled
+    unchecked (the restricted built-ins are refused either way)."""
 
-    def __init__(self, source: str, *, name: str = "policy") -> None:
+    def __init__(self, source: str, *, name: str = "policy", checked: bool = True) -> None:
+        source = strip_bom(source)
         if len(source.encode()) > MAX_POLICY_BYTES:
             raise InvalidInputError(
                 f"the policy is larger than {MAX_POLICY_BYTES} bytes", field="source"
@@ -261,6 +276,10 @@ class CompiledPolicy:
             reason = describe_error_node(self._bundle.node(), source)
             raise InvalidInputError(f"policy does not compile: {reason}", field="source")
         _refuse_forbidden_builtins(self._bundle, source)
+        if checked:
+            from quartermaster.policy.checks import static_checks  # it imports this module
+
+            static_checks(source, self.package)
 
     def evaluate(self, document: Any) -> Verdict:
         """One policy, one input (`qm policy test`); a publish uses `InputBatch`."""
@@ -308,12 +327,15 @@ class InputBatch:
     def __init__(self, document: Any) -> None:
         self._interpreter = regopy.Interpreter()
         self._interpreter.log_level = regopy.LogLevel.NONE
-        # As JSON text, not a `regopy.Input` (which sets ~2 ms faster): regopy keeps a string
-        # as the text of its JSON form, so an input string set from Python (`a"b`, a newline)
-        # would not equal the policy's literal `"a\\"b"` and would read back wrong. Non-ASCII
-        # stays as it is, as a policy writes `"é"`.
+        # The JSON round trip gives plain values (dates, decimals as text, as in the digest).
+        # regopy keeps a string as the text of its JSON spelling (a policy's `"a\\"b"` as
+        # `a\\"b`) but takes an Input's strings as they are: each string is given spelled so
+        # (`_rego_spelled`), or an input string with a quote, a backslash or a newline would
+        # neither equal the policy's literal nor read back. Setting an Input is ~4x faster than
+        # regopy parsing JSON text (docs/performance.md).
         try:
-            self._interpreter.set_input_term(input_json(document))
+            plain = json.loads(canonical_json(document))
+            self._interpreter.set_input(regopy.Input(_rego_spelled(plain)))
         except regopy.RegoError as exc:
             raise PolicyRuntimeError(describe_rego_error(exc, "")) from None
 
@@ -328,7 +350,7 @@ class InputBatch:
 def evaluate_rule(rules: str, name: str, document: Any = None) -> Any:
     """The value of rule `name` among `rules` (Rego v1, no package line) on `document`, or
     None when undefined: for probing regopy (tests/policy/builtin_probes.py)."""
-    policy = CompiledPolicy(f"package probe\nimport rego.v1\n{rules}\n")
+    policy = CompiledPolicy(f"package probe\nimport rego.v1\n{rules}\n", checked=False)
     return policy.values(InputBatch({} if document is None else document).interpreter).get(name)
 
 
@@ -419,11 +441,22 @@ def _result_values(root: Any) -> dict[str, Any]:
     return values
 
 
+def _message(value: Any, rule: str) -> str:
+    """One element of a rule set as the message shown: a string as it is; a Gatekeeper-style
+    object its `msg` (`{"msg": m, "details": {…}}`); any other object or array as JSON."""
+    if isinstance(value, dict) and isinstance(value.get("msg"), str):
+        value = value["msg"]
+    elif isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(", ", ": "), ensure_ascii=False)
+    text = value if isinstance(value, str) else str(value)
+    return text if text.strip() else f"{rule} (empty message)"
+
+
 def _messages(value: Any, rule: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, list):
-        return sorted(str(v) if not isinstance(v, str) else v for v in value)
+        return sorted(_message(v, rule) for v in value)
     if isinstance(value, bool):  # `deny if { ... }`: a boolean rule
         return [f"{rule} (no message)"] if value else []
     if isinstance(value, dict):  # the old `deny[msg] { ... }` form, parsed as an object
@@ -457,7 +490,7 @@ class PolicyCache:
         if compiled is not None:
             return compiled
         try:
-            compiled = CompiledPolicy(source, name=name)
+            compiled = CompiledPolicy(source, name=name, checked=False)
         except InvalidInputError as exc:
             raise PolicyRuntimeError(f"the stored policy is refused: {exc.message}") from None
         with self._lock:

@@ -176,6 +176,7 @@ def upload_policy(
     caller: AdminCaller,
     runtime: RuntimeDep,
     session: SessionDep,
+    cache: PolicyCacheDep,
     response: Response,
 ) -> PolicyOut:
     from quartermaster.guardrails.gate import guardrail_gate
@@ -187,6 +188,7 @@ def upload_policy(
         mode=body.mode,
         enabled=body.enabled,
         session=session,
+        cache=cache,  # a trial evaluation on an empty input in the sandbox
     )
     # The decision API's gate caches the tenant's admission policies: the next decision
     # reads the new version instead of waiting out the cache.

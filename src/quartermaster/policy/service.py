@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.visibility import member_view
+from quartermaster.policy.checks import trial_evaluation
 from quartermaster.policy.engine import (
     CompiledPolicy,
     PolicyCache,
@@ -229,6 +230,7 @@ def upload_version(
     mode: PolicyMode = PolicyMode.ENFORCE,
     enabled: bool = True,
     session: Session,
+    cache: PolicyCache | None = None,
 ) -> Uploaded:
     """Store `source` as the policy's next version: enabled it is in force at once (an audit
     one as a trial beside the enforced version, see `in_force`), disabled it is a draft that
@@ -239,6 +241,8 @@ def upload_version(
             f"policy name {name!r} must be 1-64 characters of a-z, 0-9 and '-'", field="name"
         )
     compiled = CompiledPolicy(source, name=name)  # refuses a bad policy with the parser's words
+    if cache is not None:  # the router's: in the sandbox, within the evaluation budget
+        trial_evaluation(source, name=name, cache=cache)  # what fails on no input fails on any
     latest = _latest_row(caller.tenant_id, name, session)
     row = Policy(
         tenant_id=caller.tenant_id,

@@ -34,7 +34,7 @@ def answer(request: dict[str, Any], compiled: dict[str, CompiledPolicy]) -> dict
         try:
             found = compiled.get(policy["key"])
             if found is None:
-                found = CompiledPolicy(policy["source"], name=policy["name"])
+                found = CompiledPolicy(policy["source"], name=policy["name"], checked=False)
                 if len(compiled) >= MAX_COMPILED:
                     compiled.pop(next(iter(compiled)))
                 compiled[policy["key"]] = found

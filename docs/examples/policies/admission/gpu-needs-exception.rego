@@ -5,5 +5,5 @@ package qm.admission.gpu
 deny contains msg if {
 	input.resources.gpu > 0
 	not "gpu" in input.exceptions
-	msg := sprintf("team %s asks for %d GPU(s) without a 'gpu' exception: request a time-limited one from the platform team", [input.team, input.resources.gpu])
+	msg := sprintf("team %s asks for %v GPU(s) without a 'gpu' exception: request a time-limited one from the platform team", [input.team, input.resources.gpu])
 }
