@@ -6,7 +6,9 @@ thresholds nor starts a second enforcement (finding 4); amounts that cannot be s
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +17,14 @@ from quartermaster.guardrails.evaluator import Evaluation, evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
-from tests.guardrails.support import FixedSpend, World, build_world, ok
+from tests.guardrails.support import (
+    FixedSpend,
+    World,
+    build_world,
+    ok,
+    send_events,
+    usage_event,
+)
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -207,3 +216,33 @@ def test_a_soft_threshold_above_the_hard_percent_is_refused(
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["field"] == "thresholds"
     assert "hard_percent 120" in answer.json()["error"]["message"]
+
+
+BOOK = {
+    "name": "pb",
+    "currency": "USD",
+    "version": 1,
+    "effective_from": "2026-01-01T00:00:00Z",
+    "prices": [{"meter": "tokens", "model": "per_unit", "unit_price": "0.001"}],
+}
+
+
+def test_budgets_list_their_spend_so_far_on_request(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    _app_budget(client, world, amount="4")
+    # No price book yet: the budgets, without spend.
+    (unpriced,) = ok(client.get("/v1/budgets?spend=true", headers=world.headers))
+    assert unpriced["spend"] is None
+    answer = client.post("/v1/price-books", content=json.dumps(BOOK), headers=tenant.headers)
+    assert answer.status_code in (200, 201), answer.text
+    sent = ok(send_events(client, tenant.headers, [usage_event(world.app, tokens=3000)]))
+    assert sent["accepted"] == 1
+    ok(client.post("/v1/budgets/evaluate", headers=world.headers))
+    (row,) = ok(client.get("/v1/budgets?spend=true", headers=world.headers))
+    assert Decimal(row["spend"]) == Decimal("3")
+    assert row["percent"] == "75.0"
+    assert row["currency"] == "USD"
+    (plain,) = ok(client.get("/v1/budgets", headers=world.headers))
+    assert plain["spend"] is None

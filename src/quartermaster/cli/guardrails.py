@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -29,6 +30,7 @@ from quartermaster.cli.client import (
     stacked,
 )
 from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
+from quartermaster.domain.money import money_text
 from quartermaster.domain.timeutil import parse_timestamp, utc_now
 from quartermaster.guardrails.quantities import format_quantity
 
@@ -105,10 +107,29 @@ def _scope(row: dict[str, Any]) -> str:
     return f"{row['scope_kind']} {row['scope'] or ''}".strip()
 
 
+def _spent(budget: dict[str, Any]) -> str:
+    """'11.12 USD (111.2 %)': the period's spend so far and its percent of the amount."""
+    if budget.get("spend") is None:
+        return "-"
+    return (
+        f"{money_text(Decimal(budget['spend']), budget['currency'] or '')} ({budget['percent']} %)"
+    )
+
+
 @budget_app.command("list")
-def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """The tenant's budgets."""
-    budgets = request("GET", "/v1/budgets", url=url, api_key=api_key)
+def budget_list(
+    spend: Annotated[
+        bool,
+        typer.Option(
+            "--spend/--no-spend", help="Price each budget's spend so far (needs a price book)."
+        ),
+    ] = True,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The tenant's budgets, each with its spend so far this period and percent of its amount."""
+    params = {"spend": "true"} if spend else None
+    budgets = request("GET", "/v1/budgets", params=params, url=url, api_key=api_key)
     # One column per question a reader asks (whose, how much, when warned, what then), not
     # one per API field: eight field columns folded every row at 80 columns.
     rows = [
@@ -120,10 +141,11 @@ def budget_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
             if budget["thresholds"]
             else "never",
             "then": f"{budget['action']} at {budget['hard_percent']} %",
+            "spent": _spent(budget),
         }
         for budget in budgets
     ]
-    columns = ("name", "applies to", "limit", "alerts at", "then")
+    columns = ("name", "applies to", "limit", "alerts at", "then", "spent")
     print_table(columns, rows, title="budgets", whole=("name",))
 
 

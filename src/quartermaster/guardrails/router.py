@@ -21,6 +21,7 @@ from quartermaster.api.errors import ErrorBody
 from quartermaster.api.params import Int64, one_of
 from quartermaster.api.responses import error_responses, paged, set_next_after
 from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
+from quartermaster.errors import QMError
 from quartermaster.guardrails import budgets, decisions, enforcement, quotas, rate_rules, webhooks
 from quartermaster.guardrails.alerts import (
     ALERT_KINDS,
@@ -28,6 +29,7 @@ from quartermaster.guardrails.alerts import (
     list_alerts,
     parse_alert_scope,
 )
+from quartermaster.guardrails.budget_status import BudgetStatus, budget_statuses
 from quartermaster.guardrails.destinations import redact_url
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
@@ -94,10 +96,43 @@ def create_budget(body: BudgetIn, caller: AdminCaller, session: SessionDep) -> B
 
 
 @router.get("/v1/budgets", response_model=list[BudgetOut], summary="The tenant's budgets")
-def get_budgets(caller: Reader, session: ReadSessionDep) -> list[BudgetOut]:
+def get_budgets(
+    caller: Reader,
+    runtime: RuntimeDep,
+    session: ReadSessionDep,
+    spend: Annotated[
+        bool,
+        Query(
+            description="Also each budget's spend so far this period and its percent of the "
+            "amount (priced as the evaluator prices it)."
+        ),
+    ] = False,
+) -> list[BudgetOut]:
     view = _view(caller, session)
     rows = budgets.list_budgets(caller.tenant_id, session=session, view=view)
-    return [BudgetOut.model_validate(b) for b in rows]
+    if not spend:
+        return [BudgetOut.model_validate(b) for b in rows]
+    # What the store holds now (no settle window): a snapshot, `spend_as_of` says when.
+    source = BillingSpend(StoreCalculator(runtime.usage_store, settle=timedelta(0)))
+    try:
+        found = budget_statuses(caller.tenant_id, rows, spend=source, session=session)
+    except QMError:  # not priceable yet (no price book): the budgets without spend
+        found = {}
+    return [_with_status(BudgetOut.model_validate(b), found.get(b.id)) for b in rows]
+
+
+def _with_status(out: BudgetOut, status: BudgetStatus | None) -> BudgetOut:
+    if status is None:
+        return out
+    return out.model_copy(
+        update={
+            "spend": status.spend,
+            "percent": status.percent,
+            "currency": status.currency,
+            "period_start": status.period_start,
+            "spend_as_of": status.as_of,
+        }
+    )
 
 
 BudgetName = Annotated[str, Path(description="The budget's name.")]

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quartermaster.api.params import one_of
+from quartermaster.domain.money import FixedDecimal
 from quartermaster.guardrails.alerts import ALERT_KINDS, Severity
 from quartermaster.guardrails.budgets import (
     BUDGET_SCOPES,
@@ -77,6 +78,19 @@ class BudgetOut(_Out):
     action: BudgetActionName
     created_by: str
     created_at: datetime
+    spend: FixedDecimal | None = Field(
+        default=None, description="The period's spend so far (with spend=true; else null)."
+    )
+    percent: Decimal | None = Field(
+        default=None, description="spend as a percentage of amount, to 0.1 (spend=true)."
+    )
+    currency: str | None = Field(default=None, description="spend's currency (spend=true).")
+    period_start: datetime | None = Field(
+        default=None, description="Start of the period spend covers (spend=true)."
+    )
+    spend_as_of: datetime | None = Field(
+        default=None, description="The moment spend is priced up to (spend=true)."
+    )
 
     @field_validator("thresholds", mode="before")
     @classmethod
