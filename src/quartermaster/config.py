@@ -240,7 +240,9 @@ def load_server_key(settings: Settings) -> bytes:
     path = settings.data_dir / SERVER_KEY_FILE
     if not path.exists():
         raise ConfigurationError(
-            f"no server key at {path}: run `qm init` (with QM_DATA_DIR={settings.data_dir})"
+            f"no server key at {path}: run `qm init` (with QM_DATA_DIR={settings.data_dir}) "
+            "for a new installation; restoring a backup, copy server.key from it instead (a "
+            "new key cannot open what the database has sealed)"
         )
     return read_server_key(path)
 

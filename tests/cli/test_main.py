@@ -99,7 +99,12 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({}, "error: no server key at {data_dir}/server.key: run `qm init`"),
+        (
+            {},
+            "error: no server key at {data_dir}/server.key: run `qm init` (with "
+            "QM_DATA_DIR={data_dir}) for a new installation; restoring a backup, copy "
+            "server.key from it instead",
+        ),
         (
             {"QM_PORT": "abc", "QM_LOG_LEVEL": "loud"},
             "error: invalid setting (environment or qm.toml): QM_PORT='abc': Input should be a "
@@ -334,8 +339,10 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
     refused = subprocess.run([*QM, "init"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
     said = " ".join(refused.stderr.split())
-    assert "identity-ed25519.pem is not the one this database's first server recorded" in said
-    assert "`qm init --replace-identity-key` makes this one the database's" in said
+    assert "this data dir lacks the identity key (identity-ed25519.pem)" in said
+    assert "copy identity-ed25519.pem from the backup" in said
+    assert "`qm init --replace-identity-key` makes a new one the database's" in said
+    assert not (data_dir / "identity-ed25519.pem").exists()  # nothing written
     repaired = init("--replace-identity-key")
     assert "identity-ed25519.pem is now the database's identity key" in repaired
     assert "kept as they were" in init()

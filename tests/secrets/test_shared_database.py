@@ -74,6 +74,19 @@ def test_on_a_new_database_a_second_server_needs_the_first_ones_keys(
     against. Unchecked, whichever server wrote the first secret or signing key broke the other."""
     first, second = tmp_path / "first-host", tmp_path / "second-host"
     assert _init(first, fresh_db_url).returncode == 0
+    # No keys at all (a restored database, a new server): refused before it writes any,
+    # which the database would refuse and which were left there to be overwritten.
+    empty = _init(second, fresh_db_url)
+    assert empty.returncode == 1
+    said = _said(empty)
+    assert (
+        "error: this database already has its keys, and this data dir lacks the server key "
+        "(server.key), root keyring (root-keys.json), identity key (identity-ed25519.pem)"
+    ) in said
+    assert "Restoring a backup: copy server.key, root-keys.json, identity-ed25519.pem" in said
+    assert not (second / "server.key").exists()
+    assert not (second / "identity-ed25519.pem").exists()
+    assert _init(second, f"sqlite:///{tmp_path / 'other.db'}").returncode == 0  # its own keys
 
     server_key = _init(second, fresh_db_url)
     assert server_key.returncode == 1
@@ -150,6 +163,7 @@ def test_with_the_env_provider_init_writes_no_keyring_and_names_the_variable(
 
     second.mkdir()
     shutil.copy(first / "server.key", second / "server.key")
+    shutil.copy(first / "identity-ed25519.pem", second / "identity-ed25519.pem")
     other = init(second, "rk_two:" + "22" * 32)
     assert other.returncode == 1
     said = _said(other)
@@ -169,3 +183,32 @@ def test_with_the_env_provider_init_writes_no_keyring_and_names_the_variable(
     assert retired.returncode == 0, retired.stderr
     assert "remove it from QM_SECRETS_ROOT_KEYS on every server" in retired.stdout
     assert init(first, "rk_one:" + "11" * 32).returncode == 1
+
+
+def test_a_restored_data_dir_missing_a_key_is_told_to_copy_it_not_to_run_init(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    """`qm init` makes new keys, which a restored database refuses: the messages of a data dir
+    lacking one say to copy it from the backup, and nothing is generated in its place."""
+    first, restored = tmp_path / "backup", tmp_path / "restored"
+    assert _init(first, fresh_db_url).returncode == 0
+    restored.mkdir(mode=0o700)
+    env = _env(QM_DATA_DIR=str(restored), QM_DATABASE_URL=fresh_db_url)
+
+    def serve() -> str:
+        result = subprocess.run(
+            [*QM, "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 1, result.stderr
+        return _said(result)
+
+    shutil.copy(first / "server.key", restored / "server.key")
+    said = serve()
+    assert f"no root keyring at {restored / 'root-keys.json'}: restoring a backup, copy " in said
+    assert "root-keys.json from it" in said
+
+    shutil.copy(first / "root-keys.json", restored / "root-keys.json")
+    said = serve()
+    assert f"no identity key at {restored / 'identity-ed25519.pem'}, and this database's" in said
+    assert "restoring a backup, copy identity-ed25519.pem from it" in said
+    assert not (restored / "identity-ed25519.pem").exists()  # not generated, then refused

@@ -83,3 +83,39 @@ def refusal(problems: list[str]) -> str:
         "not open what the old one sealed or signed. Move a key file away only if nothing was "
         "made with it; `qm init` then creates a new one."
     )
+
+
+# The kind under which the database records each key file's check value (storage/key_checks).
+RECORDED_KIND = {"server key": "server", "root keyring": "root", "identity key": "identity"}
+
+
+def missing_recorded_keys(
+    files: list[KeyFile], recorded: Callable[[str], bool], *, replace_identity_key: bool
+) -> list[KeyFile]:
+    """The key files this data dir lacks that the database already has a key of (`recorded`
+    says, by kind): a new key would not be that one, so `qm init` must not write it. A lost
+    identity key may be replaced (`--replace-identity-key`)."""
+    return [
+        key
+        for key in files
+        if not present(key.path)
+        and recorded(RECORDED_KIND[key.name])
+        and not (replace_identity_key and key.name == "identity key")
+    ]
+
+
+def copy_keys_refusal(missing: list[KeyFile]) -> str:
+    names = ", ".join(f"{key.name} ({key.path.name})" for key in missing)
+    return (
+        f"this database already has its keys, and this data dir lacks the {names}: a new key "
+        "would not open what the database has sealed. Restoring a backup: copy "
+        f"{', '.join(key.path.name for key in missing)} from the backup into "
+        f"{missing[0].path.parent}; adding a server: copy them from the data dir of the "
+        "server that created the database (docs/operations.md). Nothing was written"
+        + (
+            ". If the identity key is lost, `qm init --replace-identity-key` makes a new one "
+            "the database's (workload tokens issued under the old one stop verifying)"
+            if any(key.name == "identity key" for key in missing)
+            else ""
+        )
+    )

@@ -109,10 +109,18 @@ def init(
     """Create the data dir, generate the server, root and identity keys, apply migrations."""
     from sqlalchemy.orm import sessionmaker
 
-    from quartermaster.cli.init_keys import key_files, key_problems, present, refusal
+    from quartermaster.cli.init_keys import (
+        copy_keys_refusal,
+        key_files,
+        key_problems,
+        missing_recorded_keys,
+        present,
+        refusal,
+    )
     from quartermaster.secrets.identity import generate_identity_key, identity_key_path
     from quartermaster.secrets.keys import generate_root_keyring
     from quartermaster.storage import create_db_engine, upgrade_database
+    from quartermaster.storage.key_checks import recorded_key
     from quartermaster.storage.migrate import applied_revisions
 
     settings = _settings(data_dir)
@@ -125,20 +133,32 @@ def init(
     # A second `qm init` must say that it kept the keys: "initialized" again reads as if
     # they had been replaced, which would orphan every secret sealed under them.
     kept = [key.name for key in files if present(key.path)]
-    key_path = generate_server_key(settings)
-    if settings.secrets_key_provider != "env":
-        generate_root_keyring(settings)
-    generate_identity_key(settings)
+    # Private: the databases in it hold every tenant's data and are created with the umask.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = create_db_engine(settings.resolved_database_url)
     try:
         before = applied_revisions(engine)
         upgrade_database(engine)
         migrated = applied_revisions(engine) != before
         dialect = engine.dialect.name
+        # A restored database (or one another server created) already has its keys: new
+        # key files would be refused below, and left in the data dir to be overwritten.
+        session_factory = sessionmaker(engine)
+        missing = missing_recorded_keys(
+            files,
+            lambda kind: recorded_key(kind, session_factory=session_factory) is not None,
+            replace_identity_key=replace_identity_key,
+        )
+        if missing:
+            fail(copy_keys_refusal(missing))
+        key_path = generate_server_key(settings)
+        if settings.secrets_key_provider != "env":
+            generate_root_keyring(settings)
+        generate_identity_key(settings)
         # A data dir whose keys are not the ones the database's secrets are sealed with (a
         # second server's fresh `qm init` on a shared database) is said now, not as 500s.
         _check_keys_match_database(
-            settings, sessionmaker(engine), replace_identity_key=replace_identity_key
+            settings, session_factory, replace_identity_key=replace_identity_key
         )
     finally:
         engine.dispose()

@@ -24,7 +24,7 @@ from quartermaster.secrets.identity import IdentitySigner, identity_key_path, lo
 from quartermaster.secrets.keys import KeyProvider, build_key_provider, keyring_path
 from quartermaster.secrets.models import DataKey
 from quartermaster.secrets.postgres import PostgresConnections
-from quartermaster.storage.key_checks import check_value, claim_key, record_key
+from quartermaster.storage.key_checks import check_value, claim_key, record_key, recorded_key
 
 
 class DataKeyStore:
@@ -167,7 +167,9 @@ def check_secrets_keys(settings: Settings) -> None:
     """Raise ConfigurationError now if the root keys or the identity key cannot be used
     (missing, malformed, readable by others): `qm serve` checks before anything starts."""
     _ = build_key_provider(settings).active_key_id
-    load_identity_key(settings)
+    path = identity_key_path(settings)
+    if path.exists() or path.is_symlink():  # a missing one: check_identity_key_matches_database
+        load_identity_key(settings)
 
 
 def check_root_keys_match_database(
@@ -219,6 +221,17 @@ def check_identity_key_matches_database(
     first server recorded: a workload token issued by one server would not verify on another.
     `replace` records this one instead: a lost identity key, unlike the others, seals nothing,
     and only the tokens issued under it stop verifying."""
+    path = identity_key_path(settings)
+    missing = not replace and not path.exists() and not path.is_symlink()
+    if missing and recorded_key("identity", session_factory=session_factory) is not None:
+        # Generated now, it could not be the recorded one: said before it is written.
+        raise ConfigurationError(
+            f"no identity key at {path}, and this database's first server recorded one: "
+            f"restoring a backup, copy {path.name} from it; adding a server, copy it from "
+            "the data dir of the server that created the database (docs/operations.md). "
+            "If it is lost, `qm init --replace-identity-key` makes a new one the "
+            "database's (workload tokens issued under the old one stop verifying)"
+        )
     public = load_identity_key(settings).public_key().public_bytes_raw()
     mine = check_value(public, "identity")
     if replace:

@@ -133,8 +133,10 @@ def generate_root_keyring(settings: Settings) -> Path:
 def read_keyring_file(path: Path) -> Keyring:
     if not path.exists():
         raise ConfigurationError(
-            f"no root keyring at {path}: run `qm init` for this data dir, "
-            "or set QM_SECRETS_KEY_PROVIDER=env"
+            f"no root keyring at {path}: restoring a backup, copy {path.name} from it (a "
+            "new keyring cannot open the secrets the database holds); for a new "
+            "installation run `qm init` for this data dir; or set "
+            "QM_SECRETS_KEY_PROVIDER=env"
         )
     if path.stat().st_mode & 0o077:
         raise ConfigurationError(f"{path} is readable by other users: chmod 600 it")
