@@ -200,3 +200,28 @@ def test_a_late_event_under_an_apps_new_owner_does_not_move_the_other_apps_share
         "usage charges: 0.45 of 5.45"
     )
     assert "shared by 3 active apps" in new_line.pricing_rule
+
+
+def test_identical_usage_is_billed_identically(runtime: Runtime, tenant: TenantHandle) -> None:
+    """The walkthrough's September: web and api each 0.0000005 compute units at 1, etl
+    0.0000025. Rounded together by largest remainder, web paid 0.000001 and api 0 for the
+    same usage, and etl 0.000003. Each app is its own pool: each line rounds half to even."""
+    calc = _calculator(
+        prices=[{"meter": "compute_units", "model": "volume", "tiers": [{"unit_price": "1"}]}],
+        discounts=[],
+        platform_costs=[],
+    )
+    calc.record(
+        [
+            usage("eng", "web", "web", "compute_units", "0.0000005"),
+            usage("eng", "web", "api", "compute_units", "0.0000005"),
+            usage("analytics", "data", "etl", "compute_units", "0.0000025"),
+        ]
+    )
+    document, lines = _run_lines(runtime, tenant, calc)
+    assert {(line.app, line.amount) for line in lines} == {
+        ("web", Decimal("0")),
+        ("api", Decimal("0")),
+        ("etl", Decimal("0.000002")),
+    }
+    assert document.total == Decimal("0.000002")

@@ -158,6 +158,44 @@ def test_usage_without_a_rule_is_listed_unpriced() -> None:
     ]
 
 
+def test_identical_usage_is_billed_the_same_and_each_line_rounds_half_to_even() -> None:
+    # The walkthrough's September: volume tier 1 @ 1; a, b and c each 0.0000005, ds1
+    # 0.0000025. All lines of the meter were rounded together by largest remainder: a
+    # 0.000001, b and c 0 for the same usage, ds1 0.000003. Each app is its own pool: each
+    # line is its own exact amount rounded half to even.
+    document = book({"meter": "compute_units", "model": "volume", "tiers": [{"unit_price": "1"}]})
+    rows = [row(app, "compute_units", "0.0000005") for app in ("a", "b", "c")]
+    rows.append(row("ds1", "compute_units", "0.0000025", team="t2"))
+    result = price_usage(document, JANUARY, rows)
+    assert {x.app: x.amount for x in result.lines} == {
+        "a": D("0"),
+        "b": D("0"),
+        "c": D("0"),
+        "ds1": D("0.000002"),
+    }
+    assert {x.allocation_method for x in result.lines} == {"usage"}
+    assert result.total == D("0.000002")
+
+
+def test_a_pooled_charge_split_by_largest_remainder_says_which_line_took_the_rounding() -> None:
+    document = book({"meter": "cpu", "model": "per_unit", "unit_price": "1", "pool": "team"})
+    rows = [row(app, "cpu", "0.0000005") for app in ("a1", "a2", "a3")]
+    result = price_usage(document, JANUARY, rows)
+    # one charge of 0.0000015 -> 0.000002 split three ways (0.0000005 each, half-even 0):
+    # the two millionths go to a1 and a2 (equal remainders: cost center, team, app order)
+    assert [(x.app, x.amount) for x in result.lines] == [
+        ("a1", D("0.000001")),
+        ("a2", D("0.000001")),
+        ("a3", D("0")),
+    ]
+    pooled = "pooled by team 't1': 0.0000005 of 0.0000015 units"
+    assert result.lines[0].allocation_method == (
+        f"{pooled}; rounded up 0.000001 so that the split's parts sum to its total (largest "
+        "remainders first, equal ones in cost center, team, app order)"
+    )
+    assert result.lines[2].allocation_method == pooled
+
+
 def test_a_subscription_fee_is_charged_on_zero_usage() -> None:
     document = book({"meter": "cpu", "model": "subscription", "fee": "10", "included": 3600})
     line = usage_line(price_usage(document, JANUARY, [row("a1", "cpu", 0)]), "a1", "cpu")
@@ -340,9 +378,15 @@ def test_floors_not_covered_are_shared_evenly_and_the_line_says_so() -> None:
         ("t1", "a2"): D("1.666667"),
         ("t2", "a3"): D("1.666666"),
     }
-    methods = {x.allocation_method for x in result.lines if x.cost_type == "control_plane"}
+    methods = {x.app: x.allocation_method for x in result.lines if x.cost_type == "control_plane"}
+    evenly = "even per active app: 5 is not more than the floors (3 active apps x floor 2)"
     assert methods == {
-        "even per active app: 5 is not more than the floors (3 active apps x floor 2)"
+        "a1": evenly,
+        "a2": evenly,
+        # 5/3 rounds to 1.666667 on its own; the split's last millionth went to a1 and a2
+        "a3": evenly
+        + "; rounded down 0.000001 so that the split's parts sum to its total (largest "
+        "remainders first, equal ones in cost center, team, app order)",
     }
     # exactly the floors: each pays its floor, which is the even share too
     exact = _platform(PlatformCostItem("control_plane", D("6")))

@@ -189,8 +189,10 @@ def test_period_pricing_is_exact_and_order_independent(rows: list[UsageRow], lb:
 def _requests_lines_match_their_exact_amounts(
     rows: list[UsageRow], lines: tuple[PricedLine, ...]
 ) -> None:
-    """Recompute the app-pooled package meter independently: each line is within one
-    quantum of its exact amount and the meter's lines sum to its exact total rounded once."""
+    """Recompute the app-pooled package meter independently: an app with one line (its own
+    pool) is its exact amount rounded half to even; the lines of an app with several (one
+    pool's charge split among them) are each within one quantum of their exact amounts and
+    sum to their exact total rounded once."""
     rule = PROPERTY_BOOK.prices[2]
     per_line: dict[tuple[str, str, str, str], D] = {}
     per_app: dict[str, D] = {}
@@ -217,12 +219,16 @@ def _requests_lines_match_their_exact_amounts(
     }
     assert set(got) == set(exact)
     quantum = Fraction(LINE_QUANTUM)
-    for key, amount in got.items():
-        assert abs(Fraction(amount) - exact[key]) < quantum
-    assert (
-        Fraction(sum(got.values(), D(0)))
-        == round(sum(exact.values(), Fraction(0)) / quantum) * quantum
-    )
+    for app in {key[2] for key in got}:
+        keys = [key for key in got if key[2] == app]
+        if len(keys) == 1:
+            assert Fraction(got[keys[0]]) == round(exact[keys[0]] / quantum) * quantum
+        for key in keys:
+            assert abs(Fraction(got[key]) - exact[key]) < quantum
+        assert (
+            Fraction(sum((got[key] for key in keys), D(0)))
+            == round(sum((exact[key] for key in keys), Fraction(0)) / quantum) * quantum
+        )
 
 
 documents_data = st.fixed_dictionaries(
@@ -506,3 +512,60 @@ def test_an_app_counts_once_however_many_owners_it_had(
                     paid
                     <= Fraction(amount) - (len(apps) - 1) * Fraction(D("0.5")) + len(mine) * quantum
                 )
+
+
+ROUNDING_BOOK = book(
+    {"meter": "tokens", "model": "per_unit", "unit_price": "0.0000007"},
+    {
+        "meter": "cpu",
+        "pool": "team",
+        "model": "graduated",
+        "tiers": [{"up_to": 10, "unit_price": "0.0000013"}, {"unit_price": "0.00000031"}],
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [("cc1", "t1", "a1"), ("cc1", "t1", "a2"), ("cc2", "t2", "a3"), ("cc2", "t2", "a4")]
+            ),
+            st.sampled_from(["tokens", "cpu"]),
+            st.decimals(min_value=0, max_value=10**4, places=3, allow_nan=False),
+        ),
+        max_size=12,
+    )
+)
+def test_independent_lines_round_half_even_and_a_split_sums_to_its_charge(
+    rows: list[tuple[tuple[str, str, str], str, D]],
+) -> None:
+    """DESIGN.md: money is rounded once, at the line, half to even. A line that is its own
+    pool (tokens, per app) is its exact amount rounded half to even, so identical usage is
+    billed identically; the lines a team pool's charge is split among (cpu) sum exactly to
+    the charge rounded once; and the total is the sum of the lines."""
+    usage = [UsageRow(cc, team, app, meter, q) for (cc, team, app), meter, q in rows]
+    result = price_usage(ROUNDING_BOOK, JANUARY, usage)
+    assert result.total == sum((line.amount for line in result.lines), D(0))
+    quantum = Fraction(LINE_QUANTUM)
+    tokens: dict[str, D] = {}
+    cpu: dict[str, D] = {}
+    for (_, team, app), meter, q in rows:
+        into = tokens if meter == "tokens" else cpu
+        key = app if meter == "tokens" else team
+        into[key] = into.get(key, D(0)) + q
+    for line in result.lines:
+        if line.meter == "tokens":
+            exact = Fraction(tokens[line.app or ""]) * Fraction(D("0.0000007"))
+            assert Fraction(line.amount) == round(exact / quantum) * quantum
+    for team, quantity in cpu.items():
+        charge = Fraction(rate_quantity(quantity, ROUNDING_BOOK.prices[1]).amount)
+        parts = [x.amount for x in result.lines if x.meter == "cpu" and x.team == team]
+        assert Fraction(sum(parts, D(0))) == round(charge / quantum) * quantum
+    # the same usage is billed the same
+    by_quantity: dict[D, set[D]] = {}
+    for line in result.lines:
+        if line.meter == "tokens":
+            by_quantity.setdefault(line.quantity, set()).add(line.amount)
+    assert all(len(amounts) == 1 for amounts in by_quantity.values())

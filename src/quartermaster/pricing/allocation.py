@@ -5,7 +5,10 @@ each key gets the floor of its exact share, then the quanta left over go one eac
 keys with the largest remainders (ties: the smaller key first, in sorted key order). So the
 shares always sum to the total (itself rounded once, half to even, to the quantum), no share
 is more than one quantum from its exact value, and the result does not depend on the order
-the keys were given in.
+the keys were given in. This is only for ONE amount split among several lines (a pool's
+charge, a shared cost, a credit); a line that is nobody else's part is rounded half to even
+on its own (a group of one key here). `rounding_note` says when the split moved a share off
+its own half-even rounding, for the line's allocation_method.
 """
 
 from __future__ import annotations
@@ -71,6 +74,27 @@ def round_exact(
         floors[key] += 1
     sign = -1 if negative else 1
     return {key: from_units(sign * floors[key], quantum) for key in sorted(values)}
+
+
+SPLIT_TIE_BREAK = "largest remainders first, equal ones in cost center, team, app order"
+
+
+def rounding_note(
+    exact: Fraction | Decimal, rounded: Decimal, quantum: Decimal = LINE_QUANTUM
+) -> str:
+    """ "" when `rounded` is `exact` rounded half to even on its own; else what the split's
+    largest-remainder rounding did to it and why, e.g. "; rounded up 0.000001 so that the
+    split's parts sum to its total (largest remainders first, …)"."""
+    own = from_units(_round_half_even(to_units(exact, quantum)), quantum)
+    if rounded == own:
+        return ""
+    with exact_context():
+        moved = rounded - own
+    direction = "up" if moved > 0 else "down"
+    return (
+        f"; rounded {direction} {format(moved.copy_abs(), 'f')} so that the split's parts "
+        f"sum to its total ({SPLIT_TIE_BREAK})"
+    )
 
 
 def exact_shares(

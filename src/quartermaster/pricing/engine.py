@@ -14,8 +14,11 @@ How a usage line is priced (docs/pricing.md has worked examples):
    period. The pool's charge is shared among its lines in proportion to their usage
    during the part of the period the version was in force (zero usage: evenly).
 3. The version's discounts that apply to the owner compound on the line's share.
-4. For each meter, the exact amounts of all its lines are rounded once to 1e-6 with the
-   largest-remainder method (pricing.allocation.round_exact).
+4. Each line is rounded once to 1e-6, half to even, on its own exact amount, unless it
+   shares a pool with other lines (one charge split among them): then the pool's lines are
+   rounded together with the largest-remainder method (pricing.allocation.round_exact), so
+   they sum to the charge rounded once; a line that this moves off its own half-even
+   rounding says so in its allocation_method.
 Shared platform costs and reserved-capacity credits are then allocated (pricing.shared).
 """
 
@@ -30,7 +33,7 @@ from fractions import Fraction
 
 from quartermaster.domain.money import AmountOutOfRangeError, check_amount
 from quartermaster.domain.timeutil import Period, ensure_utc
-from quartermaster.pricing.allocation import round_exact
+from quartermaster.pricing.allocation import round_exact, rounding_note
 from quartermaster.pricing.book import CompiledBook, Owner, pool_value
 from quartermaster.pricing.document import AnyRule, PoolBasis, PriceBookDocument
 from quartermaster.pricing.history import NoVersionInForceError, PriceBookHistory
@@ -100,9 +103,12 @@ def _pool_method(pool: _Pool, key: LineKey, members: int) -> str:
 def _price_usage(
     aggregated: dict[LineKey, dict[int, Decimal]],
     books: list[CompiledBook],
-) -> tuple[dict[LineKey, _Line], list[UnpricedUsage]]:
+) -> tuple[dict[LineKey, _Line], list[UnpricedUsage], list[list[LineKey]]]:
+    """The exact lines, the usage no rule prices, and the pools that split one charge among
+    several lines (their keys)."""
     lines: dict[LineKey, _Line] = {key: _Line() for key in aggregated}
     unpriced: list[UnpricedUsage] = []
+    shared: list[list[LineKey]] = []
     for key, by_segment in aggregated.items():
         lines[key].quantity = sum(by_segment.values(), ZERO)
     for segment, book in enumerate(books):
@@ -127,7 +133,10 @@ def _price_usage(
                 continue
             rated = rate_quantity(pool.total, pool.rule)
             charge = Fraction(rated.amount)
-            members = len({key for key, _, _ in pool.pairs})
+            keys = sorted({key for key, _, _ in pool.pairs})
+            members = len(keys)
+            if members > 1:
+                shared.append(keys)
             for key, quantity in here:
                 if pool.total:
                     share = charge * Fraction(quantity) / Fraction(pool.total)
@@ -150,7 +159,7 @@ def _price_usage(
                     text = f"{discount.name} {discount.percent}%"
                     if text not in line.discounts:
                         line.discounts.append(text)
-    return lines, unpriced
+    return lines, unpriced, shared
 
 
 def _rule_text(line: _Line) -> str:
@@ -162,38 +171,64 @@ def _rule_text(line: _Line) -> str:
     return "; ".join(f"v{version} ({fmt(q)} units): {rule}" for version, q, rule in line.rules)
 
 
-def _round_usage(lines: dict[LineKey, _Line]) -> list[PricedLine]:
-    by_meter: dict[str, list[LineKey]] = defaultdict(list)
-    for key in lines:
-        by_meter[key[1]].append(key)
+def _rounding_groups(lines: Iterable[LineKey], shared: list[list[LineKey]]) -> list[list[LineKey]]:
+    """Lines rounded together: those a pool's charge is split among (in any version), and
+    every other line on its own."""
+    parent = {key: key for key in lines}
+
+    def root(key: LineKey) -> LineKey:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for keys in shared:
+        first = root(keys[0])
+        for key in keys[1:]:
+            parent[root(key)] = first
+    groups: dict[LineKey, list[LineKey]] = defaultdict(list)
+    for key in sorted(parent):
+        groups[root(key)].append(key)
+    return list(groups.values())
+
+
+def _round_usage(lines: dict[LineKey, _Line], shared: list[list[LineKey]]) -> list[PricedLine]:
+    """Each line's net and discount amounts rounded once: a line alone half to even, the
+    lines of a split pool together by largest remainder (summing to the pool's total)."""
+    net: dict[LineKey, Decimal] = {}
+    off: dict[LineKey, Decimal] = {}
+    notes: dict[LineKey, str] = {}
+    for group in _rounding_groups(lines, shared):
+        exact = {key: lines[key].net for key in group}
+        net.update(round_exact(exact))
+        off.update(round_exact({key: lines[key].gross - lines[key].net for key in group}))
+        for key in group:
+            notes[key] = rounding_note(exact[key], net[key])
     priced: list[PricedLine] = []
-    for keys in by_meter.values():
-        net = round_exact({key: lines[key].net for key in keys})
-        off = round_exact({key: lines[key].gross - lines[key].net for key in keys})
-        for key in keys:
-            owner, meter = key
-            line = lines[key]
-            price = unit_price(line.net, line.quantity) if line.quantity else None
-            priced.append(
-                PricedLine(
-                    kind=LineKind.USAGE,
-                    cost_center=owner.cost_center,
-                    team=owner.team,
-                    app=owner.app,
-                    cost_type=meter,
-                    meter=meter,
-                    lifecycle=owner.lifecycle,
-                    quantity=line.quantity,
-                    unit_price=price,
-                    gross_amount=net[key] + off[key],
-                    discount_amount=off[key],
-                    amount=net[key],
-                    pricing_rule=_rule_text(line),
-                    allocation_method="; ".join(line.methods) or "usage",
-                    discounts=", ".join(line.discounts),
-                    versions=tuple(sorted(line.versions)),
-                )
+    for key in sorted(lines):
+        owner, meter = key
+        line = lines[key]
+        price = unit_price(line.net, line.quantity) if line.quantity else None
+        priced.append(
+            PricedLine(
+                kind=LineKind.USAGE,
+                cost_center=owner.cost_center,
+                team=owner.team,
+                app=owner.app,
+                cost_type=meter,
+                meter=meter,
+                lifecycle=owner.lifecycle,
+                quantity=line.quantity,
+                unit_price=price,
+                gross_amount=net[key] + off[key],
+                discount_amount=off[key],
+                amount=net[key],
+                pricing_rule=_rule_text(line),
+                allocation_method=("; ".join(line.methods) or "usage") + notes[key],
+                discounts=", ".join(line.discounts),
+                versions=tuple(sorted(line.versions)),
             )
+        )
     return priced
 
 
@@ -293,8 +328,8 @@ def _price_period(
             )
         segment = _segment_index(row.at, period, parts, history.name)
         aggregated[(row.owner, row.meter)][segment] += row.quantity
-    raw_lines, unpriced = _price_usage(aggregated, books)
-    lines = _round_usage(raw_lines)
+    raw_lines, unpriced, split_pools = _price_usage(aggregated, books)
+    lines = _round_usage(raw_lines, split_pools)
     context = SharedCostContext(
         period=period,
         segments=parts,

@@ -22,9 +22,9 @@ from quartermaster.domain.money import round_line
 from quartermaster.domain.timeutil import Period, ensure_utc
 from quartermaster.pricing.allocation import (
     AllocationMethod,
-    allocate,
     exact_shares,
     round_exact,
+    rounding_note,
 )
 from quartermaster.pricing.book import CompiledBook, Owner
 from quartermaster.pricing.document import (
@@ -286,16 +286,21 @@ def _share_direct(
 ) -> list[PricedLine]:
     targets, method = _direct_targets(ctx, policy.to)
     rule = f"platform cost {share.cost_type}: {fmt(share.total)} {ctx.currency}"
+    whole = Fraction(round_line(share.total))
     if len(targets) == 1 or policy.to.app is None:
-        amounts = allocate(share.total, dict.fromkeys(targets, Decimal(1)), AllocationMethod.EVEN)
+        exact = {target: whole / len(targets) for target in targets}
         methods = dict.fromkeys(targets, method)
     else:  # an app that had several owners: its cost is split among them as its shares are
         app = policy.to.app or ""
         keys = {target: (target[0], target[1] or "", target[2] or "") for target in targets}
         parts, notes = _owner_parts(ctx, app, list(keys.values()), None, {})
-        whole = Fraction(round_line(share.total))
-        amounts = round_exact({target: whole * parts[key] for target, key in keys.items()})
+        exact = {target: whole * parts[key] for target, key in keys.items()}
         methods = {target: f"{method}{notes[key]}" for target, key in keys.items()}
+    amounts = round_exact(exact)
+    methods = {
+        target: methods[target] + rounding_note(exact[target], amount)
+        for target, amount in amounts.items()
+    }
     return [
         _platform_line(
             target, share.cost_type, None, Decimal(1), amount, rule, methods[target], share.versions
@@ -387,7 +392,9 @@ def _share_among_apps(
             usage[key] if meter is not None else Decimal(1),
             amount,
             rule,
-            _describe(policy, share, weights[key[2]], weight_total, len(weights)) + notes[key],
+            _describe(policy, share, weights[key[2]], weight_total, len(weights))
+            + notes[key]
+            + rounding_note(exact[key], amount),
             share.versions,
         )
         for key, amount in amounts.items()
@@ -436,7 +443,11 @@ def credit_lines(
             continue
         capped = " (capped at the meter's charges)" if applied < credit else ""
         rule = f"reserved capacity {name!r}: credit {fmt(applied)} on {meter}{capped}"
-        for (center, team), amount in allocate(-applied, left).items():
+        split = {
+            pair: -Fraction(applied) * Fraction(amount) / Fraction(total)
+            for pair, amount in left.items()
+        }
+        for (center, team), amount in round_exact(split).items():
             charged[meter][(center, team)] += amount
             lines.append(
                 PricedLine(
@@ -456,6 +467,7 @@ def credit_lines(
                     allocation_method=(
                         f"proportional to the team's charges for {meter}: "
                         f"{fmt(left[(center, team)])} of {fmt(total)}"
+                        + rounding_note(split[(center, team)], amount)
                     ),
                     discounts="",
                     versions=tuple(sorted(versions)),
