@@ -129,6 +129,8 @@ def test_the_version_history_says_how_each_version_stands(
         (1, "enforce", "in_force"),
     ]
     assert "source" not in history[0]
+    zero = client.get("/v1/policies/cc?version=0", headers=tenant.headers)
+    assert zero.json()["error"]["message"] == "policy 'cc' has no version 0 (its latest is 3)"
     missing = client.get("/v1/policies/nope/versions", headers=tenant.headers)
     assert (missing.status_code, missing.json()["error"]["field"]) == (404, "name")
 
