@@ -144,7 +144,11 @@ def create_run(
         if outcome.recomputed
         else Outcome.UNCHANGED
     )
-    body_out = RunOut(outcome=state, run=_document(outcome.document, caller))
+    body_out = RunOut(
+        outcome=state,
+        run=_document(outcome.document, caller),
+        price_book_not_used=service.price_book_not_used(outcome, body.price_book),
+    )
     return JSONResponse(
         body_out.model_dump(mode="json"), status_code=201 if outcome.created else 200
     )

@@ -116,6 +116,11 @@ class FinalizedOut(DocumentOut):
 class RunOut(BaseModel):
     outcome: Outcome
     run: DocumentOut
+    price_book_not_used: str | None = Field(
+        default=None,
+        description="Set when the request named a price book the run is not priced with: "
+        "the period's run is finalized (outcome unchanged) and keeps its own book.",
+    )
 
 
 class DocumentDetailOut(BaseModel):

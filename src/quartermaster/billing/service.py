@@ -63,6 +63,18 @@ class RunOutcome:
         return not self.created and not self.recomputed
 
 
+def price_book_not_used(outcome: RunOutcome, requested: str | None) -> str | None:
+    """Why the price book a request named is not the run's, or None: a finalized run is
+    never priced again, with any book (pure)."""
+    if requested is None or not outcome.unchanged or outcome.document.price_book == requested:
+        return None
+    return (
+        f"price book {requested!r} was not used: the run is finalized, priced with "
+        f"{outcome.document.price_book!r}, and a finalized run never changes (an adjustment "
+        "corrects it, with the run's own price book)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Waiting:
     """Events of a period still waiting in the reconciliation window (their owner is not

@@ -283,6 +283,8 @@ def run(
         "unchanged": "[yellow]already finalized: unchanged[/]",
     }
     out().print(messages[result["outcome"]])
+    if result.get("price_book_not_used"):
+        out().print(f"[yellow]{escape(result['price_book_not_used'])}[/]")
     _print_document(document)
     if document["line_count"] == 0 and document["status"] == "draft":
         # Most often the events were sent moments ago: a run counts what was recorded a few
