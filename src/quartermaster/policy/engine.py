@@ -35,7 +35,7 @@ RULE_SETS = ("deny", "require_approval", "quarantine", "warn")
 _ERROR_MESSAGE = re.compile(r"\(errormsg \d+:([^\n]*?)\)\s*\n")
 _ERROR_AT = re.compile(r"\(error \d+:[^|\n]*\|(\d+)\|(\d+)")
 _AST_AT = re.compile(r"\d+:[^\s|()]+\.rego\|(\d+)\|(\d+)")  # 6:name.rego|offset|length
-MAX_POLICY_BYTES = 256 * 1024
+MAX_POLICY_BYTES = 128 * 1024  # larger compiles for tens of seconds (docs/performance.md)
 # Built-ins a policy may not call (docs/policy.md "Restricted built-ins"): they read the
 # server's environment or the network, or make a decision depend on something other than its
 # logged input (the clock, randomness). regopy has no switch to turn a built-in off, so a
@@ -256,7 +256,9 @@ class CompiledPolicy:
         source = strip_bom(source)
         if len(source.encode()) > MAX_POLICY_BYTES:
             raise InvalidInputError(
-                f"the policy is larger than {MAX_POLICY_BYTES} bytes", field="source"
+                f"the policy is larger than {MAX_POLICY_BYTES} bytes (128 KiB): a larger one"
+                " compiles for tens of seconds; split it into several policies",
+                field="source",
             )
         self.package = package_of(source)
         self._source = source  # to place a runtime error, should regopy say where it was

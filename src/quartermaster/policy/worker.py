@@ -7,7 +7,13 @@ goes over its time or memory budget. Requests and answers are one JSON document 
     {"policies": [{"key": "...", "name": "...", "source": "..."}], "input": {...}}
     {"results": [{"verdict": {"deny": [...], ...}} | {"error": "...", "invalid": false}]}
 
-Compiled policies are kept by key, so a policy compiles once per worker."""
+    {"compile": [{"key": "...", "name": "...", "source": "..."}]}
+    {"compiled": [null | "why it does not compile"]}
+
+Compiled policies are kept by key (a source that does not compile too, with why), so a policy
+compiles once per worker. The sandbox sends a policy this worker has not compiled yet in a
+`compile` request first, within a budget of its own, so compiling is not charged to an
+evaluation's time limit (a 128 KiB policy compiles for seconds)."""
 
 from __future__ import annotations
 
@@ -24,20 +30,42 @@ from quartermaster.policy.engine import (
     PolicyRuntimeError,
 )
 
-MAX_COMPILED = 512
+MAX_COMPILED = 512  # policy/sandbox.py mirrors which keys a worker holds: the same bound
+Compiled = dict[str, CompiledPolicy | InvalidInputError]
 
 
-def answer(request: dict[str, Any], compiled: dict[str, CompiledPolicy]) -> dict[str, Any]:
+def compiled_policy(policy: dict[str, Any], compiled: Compiled) -> CompiledPolicy:
+    """The policy compiled, from the worker's keep or now (kept either way, the oldest going
+    first past MAX_COMPILED). Raises InvalidInputError if it does not compile."""
+    found = compiled.get(policy["key"])
+    if found is None:
+        try:
+            found = CompiledPolicy(policy["source"], name=policy["name"], checked=False)
+        except InvalidInputError as exc:
+            found = exc
+        if len(compiled) >= MAX_COMPILED:
+            compiled.pop(next(iter(compiled)))
+        compiled[policy["key"]] = found
+    if isinstance(found, InvalidInputError):
+        raise found
+    return found
+
+
+def answer(request: dict[str, Any], compiled: Compiled) -> dict[str, Any]:
+    if "compile" in request:
+        errors: list[str | None] = []
+        for policy in request["compile"]:
+            try:
+                compiled_policy(policy, compiled)
+                errors.append(None)
+            except InvalidInputError as exc:
+                errors.append(exc.message)
+        return {"compiled": errors}
     results: list[dict[str, Any]] = []
     batch: InputBatch | None = None
     for policy in request["policies"]:
         try:
-            found = compiled.get(policy["key"])
-            if found is None:
-                found = CompiledPolicy(policy["source"], name=policy["name"], checked=False)
-                if len(compiled) >= MAX_COMPILED:
-                    compiled.pop(next(iter(compiled)))
-                compiled[policy["key"]] = found
+            found = compiled_policy(policy, compiled)
             batch = batch or InputBatch(request["input"])
             verdict = batch.evaluate(found)
             results.append({"verdict": {name: getattr(verdict, name) for name in RULE_SETS}})
@@ -49,7 +77,7 @@ def answer(request: dict[str, Any], compiled: dict[str, CompiledPolicy]) -> dict
 
 
 def serve(requests: TextIO, answers: TextIO) -> None:
-    compiled: dict[str, CompiledPolicy] = {}
+    compiled: Compiled = {}
     answers.write(json.dumps({"ready": True}) + "\n")  # imports done: evaluations are timed
     answers.flush()
     for line in requests:
