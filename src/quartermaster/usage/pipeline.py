@@ -32,6 +32,7 @@ from quartermaster.runtime import Runtime
 from quartermaster.usage.attribution import MetadataSnapshot, Outcome
 from quartermaster.usage.meters import MeterSet, QuantityOutOfRangeError
 from quartermaster.usage.rating import BatchRater, from_waiting, parse_logged, waiting_record
+from quartermaster.usage.service import any_finalized_documents
 from quartermaster.usage.snapshot import (
     Fingerprint,
     load_meter_set,
@@ -144,8 +145,9 @@ def store_rated_upto(streams: Iterable[StreamState]) -> int:
 
 
 def _warn_new_store(head: int) -> None:
-    """A new usage store rates the whole log: said, since its results may differ from the
-    store it replaces (a restore without usage.duckdb, a store moved aside)."""
+    """A new usage store rates the whole log: said when billing documents were finalized,
+    since its results may differ from the store they were computed from (a restore without
+    usage.duckdb, a store moved aside)."""
     if head > 0:
         logger.warning(
             "a new usage store: rating the event log from its start (positions 1..%d). Events "
@@ -253,8 +255,10 @@ class PipelineWorker(BackgroundService):
         cursor = log.position(consumer)
         main = next((s for s in existing if s.name == MAIN_STREAM), None)
         stored = main.position if main is not None else 0
-        if main is None and cursor == 0:
-            _warn_new_store(log.head())
+        if main is None and cursor == 0 and log.head() > 0:
+            with self.runtime.read_session_factory() as session:
+                if any_finalized_documents(session=session):
+                    _warn_new_store(log.head())
         if main is None or cursor > stored:
             streams = [StreamState(MAIN_STREAM, consumer, position=max(cursor, stored))]
             if cursor > stored:  # this store's own cursor: a copy restored from a backup

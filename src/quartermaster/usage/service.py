@@ -520,6 +520,17 @@ def usage_view(
 REPLAY_DOCUMENTS_NAMED = 3  # finalized documents a refused replay names
 
 
+def any_finalized_documents(*, session: Session) -> bool:
+    """Whether any tenant has a finalized billing document (a rebuild of the whole store may
+    then change what they were computed from)."""
+    found = session.scalar(
+        select(BillingDocument.id)
+        .where(BillingDocument.status == DocumentStatus.FINALIZED.value)
+        .limit(1)
+    )
+    return found is not None
+
+
 def check_replay_keeps_finalized(tenant_id: str, *, session: Session) -> None:
     """Refuse a replay of a tenant that has finalized billing documents.
 
