@@ -80,7 +80,8 @@ def test_publish_policy_and_approvals_over_http(
         rf"│ {approval_id}\s+│ pending\s+│ app where2eat declares the org-wide data scope", pending
     )
     assert re.search(r"│ where2eat@1\.1\.0\s+│ expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", pending)
-    assert "approved" in qm("approvals", "approve", approval_id, "--comment", "data flows ok")
+    approved = qm("approvals", "approve", approval_id, "--comment", "data flows ok")
+    assert "approval approved; where2eat@1.1.0 is published" in approved
     assert "published" in qm("app", "versions", "where2eat")
     explained = qm("app", "search", "recomm", "--explain")
     assert re.search(r"│ where2eat\s+│\s+1\.000 │\s+0\.000 │\s+0\.600 │", explained), explained
