@@ -199,6 +199,7 @@ def test_a_query_without_nul_reaches_the_route(client: TestClient, tenant: Tenan
         ("/v1/cost-centers", {"slug": "cc-x", "name": "A\u0000B"}, "name"),
         ("/v1/teams", {"slug": "t-x", "name": "T", "cost_center": "cc\u0000"}, "cost_center"),
         ("/v1/decisions", {"app": "a", "resources": [{"x\u0000": 1}]}, "resources.0.x\\0"),
+        ("/v1/apps", {"app_id": "a1", "owner": "ann\u0000@example.com", "team": "t"}, "owner"),
     ],
 )
 def test_a_nul_character_in_a_json_body_is_a_422_naming_the_field(
