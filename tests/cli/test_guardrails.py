@@ -18,7 +18,7 @@ def test_a_delivery_shows_both_ids_whole_and_its_status_over_its_attempts(
         {
             "id": delivery,
             "webhook_id": webhook,
-            "status": "dead",
+            "status": "pending",
             "attempts": 1,
             "next_attempt_at": "2026-12-03T11:40:15.163Z",
             "last_error": "connection refused",
@@ -31,10 +31,21 @@ def test_a_delivery_shows_both_ids_whole_and_its_status_over_its_attempts(
         for line in capsys.readouterr().out.splitlines()
         if line.startswith("│")
     ]
-    assert [row[:2] for row in cells] == [[delivery, "dead"], [webhook, "1 attempt"]]
+    assert [row[:2] for row in cells] == [[delivery, "pending"], [webhook, "1 attempt"]]
     # The rest folds around the ids at 80 columns, at spaces.
     assert " ".join(row[2] for row in cells).split() == ["2026-12-03", "11:40:15Z"]
     assert " ".join(row[3] for row in cells).split() == ["connection", "refused"]
+    # A dead (or delivered) delivery has no next attempt: the column stays empty.
+    dead = [rows[0] | {"status": "dead"}]
+    with mock.patch.object(guardrails_cli, "_read_pages", return_value=(dead, None)):
+        guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
+    cells = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│")
+    ]
+    assert [row[:2] for row in cells] == [[delivery, "dead"], [webhook, "1 attempt"]]
+    assert " ".join(row[2] for row in cells).split() == []
     with mock.patch.object(guardrails_cli, "_read_pages", return_value=([], None)):
         guardrails_cli.delivery_list(status=None, limit=5, url=None, api_key=None)
     assert capsys.readouterr().out.strip() == "no deliveries"
