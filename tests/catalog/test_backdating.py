@@ -50,6 +50,30 @@ def test_an_app_can_be_owned_since_before_its_registration(
     ]
 
 
+def test_a_back_dated_move_says_rated_usage_stays_until_a_replay(
+    client: TestClient, org: TenantHandle
+) -> None:
+    """The pipeline attributed the usage it rated with the owner it knew then
+    (docs/usage.md, Determinism): the answer says so and names the replay."""
+    since = (utc_now() - timedelta(days=40)).replace(microsecond=0)
+    ok(_app(client, org, owned_since=since.isoformat()), 201)
+    make_team(client, org, "lab")
+    moved_at = since + timedelta(days=10)
+    body = {"team": "lab", "effective_at": moved_at.isoformat()}
+    moved = ok(client.patch("/v1/apps/legacy-bot", json=body, headers=org.headers))
+    assert moved["rated_usage_note"] == (
+        f"usage of app 'legacy-bot' since {moved_at.isoformat()} that was already rated stays "
+        "with team 'ops' (cost center 'ops-cc') until `qm pipeline replay` "
+        "(POST /v1/pipeline/replay) rates it again; usage rated from now on goes to the new "
+        "owner (docs/usage.md, Determinism)"
+    )
+    # A move from now on, or no move at all: nothing to say.
+    now_move = ok(client.patch("/v1/apps/legacy-bot", json={"team": "ops"}, headers=org.headers))
+    assert now_move["rated_usage_note"] is None
+    retitled = ok(client.patch("/v1/apps/legacy-bot", json={"title": "x"}, headers=org.headers))
+    assert retitled["rated_usage_note"] is None
+
+
 def test_ownership_cannot_start_in_the_future(client: TestClient, org: TenantHandle) -> None:
     later = utc_now() + timedelta(hours=1)
     refused = _app(client, org, owned_since=later.isoformat())

@@ -28,7 +28,9 @@ def qm(
     return make_qm(live_server, tenant, monkeypatch)
 
 
-def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
+def test_apps_ownership_and_signing_keys_from_the_command_line(
+    qm: Qm, http: httpx.Client, tenant: TenantHandle
+) -> None:
     created = qm("app", "create", "shop", "--owner", "ann@example.com", "--team", "web")
     assert "registered app shop (team web, cost center shop-cc)" in created.output
     no_owner = qm("app", "create", "nope", "--team", "web", expect=1)
@@ -64,6 +66,8 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
     }
     assert spans["shop-cc"][0] < spans["shop-cc"][1] == spans["lab-cc"][0]
     assert spans["lab-cc"][1] == ""
+    shop = http.get("/v1/apps/shop", headers=tenant.headers).json()
+    since_move = shop["ownership"][-1]["valid_from"]  # the open span's start, in the past
     backdated = qm(
         "app", "update", "shop", "--team", "data", "--effective-at", "2000-01-01T00:00:00Z",
         expect=1,
@@ -72,6 +76,11 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(qm: Qm) -> None:
         backdated.output
     )
     assert "nothing to change" in qm("app", "update", "shop", expect=1).output
+    moved_back = qm("app", "update", "shop", "--team", "data", "--effective-at", since_move).output
+    text = " ".join(moved_back.split())
+    assert "back-dated: usage of app 'shop' since" in text
+    assert "stays with team 'web' (cost center 'lab-cc') until `qm pipeline replay`" in text
+    qm("app", "update", "shop", "--team", "web")  # as the rest of this test expects
     shown = qm("app", "show", "shop").output
     assert "created_by: admin" in shown
     assert "cost_center: lab-cc" in shown

@@ -18,6 +18,7 @@ from quartermaster.catalog.schemas import (
     AppDetailOut,
     AppOut,
     AppUpdate,
+    AppUpdatedOut,
     LeaseCreate,
     LeaseIssuedOut,
     OwnershipOut,
@@ -80,9 +81,10 @@ def get_app(app_id: str, caller: Reader, session: ReadSessionDep) -> AppDetailOu
 )
 def update_app(
     app_id: str, body: AppUpdate, caller: CatalogWriter, session: SessionDep
-) -> AppDetailOut:
+) -> AppUpdatedOut:
     changes = service.AppChanges(**body.model_dump(exclude_unset=True))
-    return _detail(service.update_app(caller, app_id, changes, session=session))
+    detail = service.update_app(caller, app_id, changes, session=session)
+    return AppUpdatedOut(**_detail(detail).model_dump(), rated_usage_note=detail.rated_usage_note)
 
 
 @router.post(

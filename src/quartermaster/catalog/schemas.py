@@ -103,6 +103,15 @@ class AppDetailOut(AppOut):
     ownership: list[OwnershipOut] = Field(description="Dated ownership, oldest first.")
 
 
+class AppUpdatedOut(AppDetailOut):
+    rated_usage_note: str | None = Field(
+        default=None,
+        description="Set after a back-dated change of team or cost center (effective_at in "
+        "the past): usage the pipeline already rated stays with the earlier owner until "
+        "POST /v1/pipeline/replay (qm pipeline replay) rates it again.",
+    )
+
+
 class SigningKeyCreatedOut(BaseModel):
     key_id: str = Field(description="Name it in each signed event.")
     app_id: str

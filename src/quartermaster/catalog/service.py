@@ -8,7 +8,7 @@ Ownership is dated: each change of team or cost center closes the current AppAss
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -84,6 +84,9 @@ class OwnershipSpan:
 class AppDetail:
     app: AppView
     ownership: list[OwnershipSpan]
+    # After a back-dated change of team or cost center: the usage already rated stays with
+    # the earlier owner until a replay (docs/usage.md, "Determinism").
+    rated_usage_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,17 +456,32 @@ def update_app(
         app.environment = validate_environment(changes.environment)
     if changes.require_signatures is not None:
         app.require_signatures = changes.require_signatures
-    _change_ownership(caller, app, changes, session)
+    note = _change_ownership(caller, app, changes, session)
     app.updated_at = utc_now()
     session.flush()
     # Title, owner and team are part of the app's search document: re-index in this
     # transaction, so search never shows the old name after a rename.
     search_index.sync_app(tenant_id, app.id, session=session)
     session.commit()
-    return get_app(caller, app_id, session=session)
+    return replace(get_app(caller, app_id, session=session), rated_usage_note=note)
 
 
-def _change_ownership(caller: AuthContext, app: App, changes: AppChanges, session: Session) -> None:
+def rated_usage_note(app_id: str, since: datetime, team: str, cost_center: str) -> str:
+    """What a back-dated move leaves as it was (pure): the pipeline attributed the usage it
+    already rated with the owner it knew then."""
+    return (
+        f"usage of app {app_id!r} since {since.isoformat()} that was already rated stays with "
+        f"team {team!r} (cost center {cost_center!r}) until `qm pipeline replay` "
+        "(POST /v1/pipeline/replay) rates it again; usage rated from now on goes to the new "
+        "owner (docs/usage.md, Determinism)"
+    )
+
+
+def _change_ownership(
+    caller: AuthContext, app: App, changes: AppChanges, session: Session
+) -> str | None:
+    """Apply a change of team or cost center; for a back-dated one, what it leaves as it was
+    (`rated_usage_note`)."""
     team_id, cost_center_id = app.team_id, app.cost_center_id
     if changes.team is not None:
         team_id = require_team(caller.tenant_id, changes.team, field="team", session=session).id
@@ -477,7 +495,7 @@ def _change_ownership(caller: AuthContext, app: App, changes: AppChanges, sessio
                 "effective_at dates a change of team or cost_center, and neither changes",
                 field="effective_at",
             )
-        return
+        return None
     ensure_may_reassign(caller)
     current = session.scalars(
         select(AppAssignment)
@@ -503,7 +521,14 @@ def _change_ownership(caller: AuthContext, app: App, changes: AppChanges, sessio
                 valid_to=None,
             )
         )
+    old_team, old_center = (
+        session.get(Team, app.team_id),
+        session.get(CostCenter, app.cost_center_id),
+    )
     app.team_id, app.cost_center_id = team_id, cost_center_id
+    if effective_at >= now or old_team is None or old_center is None:
+        return None
+    return rated_usage_note(app.app_id, effective_at, old_team.slug, old_center.slug)
 
 
 # --- signing keys ----------------------------------------------------------------------------

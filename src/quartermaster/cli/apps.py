@@ -194,7 +194,10 @@ def app_update(
     )
     if not body:
         fail("nothing to change: pass at least one option")
-    _print_app(request("PATCH", f"/v1/apps/{app_id}", json=body, url=url, api_key=api_key))
+    updated = request("PATCH", f"/v1/apps/{app_id}", json=body, url=url, api_key=api_key)
+    _print_app(updated)
+    if updated.get("rated_usage_note"):
+        out().print("back-dated: " + updated["rated_usage_note"], style="yellow", markup=False)
 
 
 @app_key_app.command("create")
