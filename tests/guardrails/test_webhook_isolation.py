@@ -90,6 +90,9 @@ def test_an_attempt_ends_at_the_deadline_whatever_the_receiver_does(
     assert outcome.status_code is None
     assert outcome.error is not None
     assert "no complete answer within 2 s" in outcome.error, outcome.error
+    # A 200 status line came first from the body trickler: still a failure, and said so.
+    came = "(HTTP 200 came, its body did not)" in outcome.error
+    assert came == (mode == "trickle-body"), outcome.error
     assert DEADLINE * 1000 - 100 <= outcome.duration_ms < DEADLINE * 1000 + 600
 
 

@@ -79,8 +79,10 @@ def _read_body(response: httpx.Response, timeouts: DeadlineTimeouts) -> bytes:
 JOIN_GRACE_SECONDS = 0.25  # past the deadline, for the attempt to wind up once cut
 
 
-def _late(timeout_seconds: float) -> str:
-    return f"no complete answer within {timeout_seconds:g} s"
+def _late(timeout_seconds: float, heard: list[int]) -> str:
+    """Why an attempt failed at the deadline; `heard`: the status code, once it came."""
+    came = f" (HTTP {heard[0]} came, its body did not)" if heard else ""
+    return f"no complete answer within {timeout_seconds:g} s{came}"
 
 
 def post_within(
@@ -97,6 +99,7 @@ def post_within(
     echoing the headers (the signature)."""
     started = time.monotonic()
     outcome: list[PostOutcome] = []
+    heard: list[int] = []  # the status code, once the answer's headers are in
     sockets = _Sockets()
 
     def attempt() -> None:
@@ -108,6 +111,7 @@ def post_within(
                 headers=headers,
                 timeout=timeout_seconds,
                 trace=sockets.trace,
+                heard=heard,
             )
         except Exception as exc:  # not the receiver's fault, but still this attempt's end
             took = int((time.monotonic() - started) * 1000)
@@ -125,7 +129,7 @@ def post_within(
     finally:
         sockets.close()
     took = int((time.monotonic() - started) * 1000)
-    return PostOutcome(None, f"Timeout: {_late(timeout_seconds)}", took)
+    return PostOutcome(None, f"Timeout: {_late(timeout_seconds, heard)}", took)
 
 
 class _Sockets:
@@ -179,11 +183,11 @@ def _post(
     headers: dict[str, str],
     timeout: float,
     trace: Callable[[str, dict[str, Any]], None],
+    heard: list[int],
 ) -> PostOutcome:
     clock = time.monotonic
     started = clock()
     timeouts = DeadlineTimeouts(started + timeout, clock)
-    late = _late(timeout)
 
     def took() -> int:
         return int((clock() - started) * 1000)
@@ -197,15 +201,15 @@ def _post(
     )
     try:
         response = client.send(request, stream=True)
+        heard.append(response.status_code)
         try:
             answer = _read_body(response, timeouts)
         finally:
             response.close()
     except _OverDeadline:
-        came = f"HTTP {response.status_code} came, its body did not"
-        return PostOutcome(None, f"Timeout: {late} ({came})", took())
+        return PostOutcome(None, f"Timeout: {_late(timeout, heard)}", took())
     except httpx.TimeoutException as exc:
-        return PostOutcome(None, f"{type(exc).__name__}: {late}", took())
+        return PostOutcome(None, f"{type(exc).__name__}: {_late(timeout, heard)}", took())
     except httpx.HTTPError as exc:
         return PostOutcome(None, f"{type(exc).__name__}: {exc}", took())
     status = response.status_code
