@@ -33,8 +33,11 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(fail_first: int = 0, *, echo_path: bool = False) -> Iterator[Receiver]:
-    """`echo_path`: a failing answer quotes the request's path and query, as some do."""
+def webhook_receiver(
+    fail_first: int = 0, *, echo_path: bool = False, delay: float = 0.0
+) -> Iterator[Receiver]:
+    """`echo_path`: a failing answer quotes the request's path and query, as some do;
+    `delay`: seconds to wait before answering."""
     receiver: Receiver | None = None
 
     class Handler(BaseHTTPRequestHandler):
@@ -43,6 +46,7 @@ def webhook_receiver(fail_first: int = 0, *, echo_path: bool = False) -> Iterato
             body = self.rfile.read(length)
             assert receiver is not None
             status = receiver.record(Received(dict(self.headers.items()), body, self.path))
+            time.sleep(delay)
             payload = b"ok" if status == 200 else b"receiver failing on purpose"
             if status != 200 and echo_path:
                 payload = f"no route for POST {self.path}".encode()

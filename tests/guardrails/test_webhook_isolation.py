@@ -220,3 +220,38 @@ def test_a_webhook_deleted_while_its_delivery_is_in_flight(
     assert results == [PassResult()]  # nothing recorded: the delivery is gone
     assert arrived == 1  # the second delivery went with the webhook
     assert ok(client.get("/v1/webhook-deliveries", headers=world.headers)) == []
+
+
+def test_two_notifiers_at_once_send_each_delivery_once(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """Two servers' notifiers on one database, passing at the same moment over the same
+    webhook's deliveries: each is claimed just before its send, so every delivery reaches
+    the receiver exactly once."""
+    world = build_world(client, tenant)
+    budget(
+        client, world, scope_kind="tenant", thresholds=list(range(10, 100, 10)), hard_percent=1000
+    )
+    with webhook_receiver(delay=0.2) as healthy:
+        hook = _hook(client, world, healthy.url)
+        _spend(runtime, world, "95")
+        results: list[PassResult] = []
+
+        def notifier() -> None:
+            with httpx.Client(timeout=5) as own:
+                results.append(
+                    deliver_due(
+                        runtime.session_factory, own, server_key=runtime.server_key, policy=POLICY
+                    )
+                )
+
+        workers = [threading.Thread(target=notifier) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+    ids = [r.headers["X-QM-Delivery"] for r in healthy.requests]
+    assert len(ids) == 9
+    assert len(set(ids)) == 9
+    assert sum(r.delivered for r in results) == 9
+    ok(client.delete(f"/v1/webhooks/{hook['id']}", headers=world.headers), 204)
