@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -163,6 +164,44 @@ def test_focus_rows_of_the_small_platform() -> None:
             assert FOCUS_TIME.match(row[column]), row[column]
         assert row["BillingAccountName"] == "Acme Corp"
         assert row["ProviderName"] == row["PublisherName"] == row["InvoiceIssuerName"]
+
+
+def test_a_reservation_credit_is_in_its_meters_service_category() -> None:
+    """A credit on cpu_seconds lowers Compute; as Other it left Compute too high."""
+    document_book = book(reservations=[{"name": "commit", "meter": "cpu_seconds", "credit": 1}])
+    history = PriceBookHistory([PriceBookVersion(document_book, datetime(2025, 12, 1, tzinfo=UTC))])
+    inputs = PeriodInputs(tuple(SMALL_PLATFORM), tuple(SMALL_COSTS), as_of=AS_OF)
+    drafts = list(price_inputs(PricingContext(history=history), JANUARY, inputs).lines)
+    document = _document()
+    rows = focus_rows([(document, _stored(document, drafts))], CONTEXT)
+    credit = next(r for r in rows if r["ServiceName"] == "Reserved capacity: cpu_seconds")
+    assert (credit["ChargeCategory"], credit["ServiceCategory"]) == ("Credit", "Compute")
+
+
+def test_list_unit_prices_are_written_as_prices() -> None:
+    """A share without a basis (a floor) is one share at its amount: 0.25, as every other
+    ListUnitPrice is written, not the amount's 0.250000."""
+    drafts = _drafts(SMALL_PLATFORM, SMALL_COSTS)
+    floor = next(d for d in drafts if d.item == "control_plane" and d.app == "etl")
+    drafts = [
+        replace(d, quantity=Decimal(0), amount=Decimal("0.250000")) if d is floor else d
+        for d in drafts
+    ]
+    document = _document()
+    rows = focus_rows([(document, _stored(document, drafts))], CONTEXT)
+    share = next(
+        r
+        for r in rows
+        if r["ServiceName"] == "Shared platform: control_plane" and r["ResourceId"] == "etl"
+    )
+    assert (share["ListUnitPrice"], share["PricingQuantity"], share["ListCost"]) == (
+        "0.25",
+        "1",
+        "0.250000",
+    )
+    for row in rows:
+        price = row["ListUnitPrice"]
+        assert not ("." in price and price.endswith("0")), (row["ServiceName"], price)
 
 
 def test_adjustment_rows_are_corrections() -> None:

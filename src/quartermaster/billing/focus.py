@@ -20,6 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from quartermaster.billing.lines import RESERVED_CAPACITY_ITEM
 from quartermaster.billing.models import (
     BillingDocument,
     BillingLine,
@@ -27,7 +28,7 @@ from quartermaster.billing.models import (
     DocumentType,
     RunKind,
 )
-from quartermaster.domain.money import fixed_point, money_sum
+from quartermaster.domain.money import fixed_point, money_sum, plain_text
 from quartermaster.domain.timeutil import ensure_utc
 from quartermaster.pricing.rating import unit_price
 
@@ -96,7 +97,17 @@ SERVICE_CATEGORY_KEYWORDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("ci", "build", "pipeline", "runner"), "Developer Tools"),
     (("secret", "identity", "kms", "credential"), "Security"),
     (
-        ("cpu", "memory", "compute", "runtime", "invocation", "request", "container", "job"),
+        (
+            "cpu",
+            "memory",
+            "compute",
+            "runtime",
+            "invocation",
+            "request",
+            "container",
+            "job",
+            "duration",
+        ),
         "Compute",
     ),
 )
@@ -149,8 +160,16 @@ def _service_name(line: BillingLine) -> str:
     # together in a FOCUS tool.
     if (line.adjusted_cost_type or line.cost_type) == CostType.PLATFORM.value:
         return f"Shared platform: {line.item}"
-    if line.item == "reserved_capacity":
+    if line.item == RESERVED_CAPACITY_ITEM:
         return f"Reserved capacity: {line.meter or line.item}"
+    return line.item
+
+
+def _category_item(line: BillingLine) -> str:
+    """What a row's ServiceCategory is read from: a reserved-capacity credit is on its meter
+    (a credit on cpu_seconds is Compute: counted as Other, Compute read too high)."""
+    if line.item == RESERVED_CAPACITY_ITEM and line.meter:
+        return line.meter
     return line.item
 
 
@@ -198,7 +217,7 @@ def _row(
     is_usage = category == "Usage"
     unit = line.unit or UNKNOWN_UNIT
     if (line.adjusted_cost_type or line.cost_type) == CostType.PLATFORM.value or (
-        line.item == "reserved_capacity"
+        line.item == RESERVED_CAPACITY_ITEM
     ):
         unit = line.unit or SHARE_UNIT
     quantity: Decimal | None = line.quantity if line.quantity != 0 else None
@@ -227,13 +246,14 @@ def _row(
         "PricingUnit": unit if quantity is not None else "",
         "ProviderName": context.provider_name,
         "PublisherName": context.provider_name,
-        "ServiceCategory": service_category(line.item),
+        "ServiceCategory": service_category(_category_item(line)),
         "ServiceName": _service_name(line),
         "ChargeFrequency": frequency,
         "ConsumedQuantity": _number(quantity) if is_usage else "",
         "ConsumedUnit": unit if is_usage else "",
         "InvoiceId": invoice_id,
-        "ListUnitPrice": _number(list_price),
+        # A price, written as prices are (0.25, not the amount's 0.250000).
+        "ListUnitPrice": "" if list_price is None else plain_text(list_price),
         "ResourceId": line.app or "",
         "ResourceName": context.app_names.get(line.app, line.app) if line.app else "",
         "ResourceType": "Micro-app" if line.app else "",
