@@ -53,3 +53,22 @@ def test_the_server_adds_uvicorns_loggers_to_the_workers_configuration() -> None
     assert loud["loggers"]["uvicorn.access"]["level"] == "INFO"
     assert loud["loggers"]["uvicorn.error"]["level"] == "DEBUG"
     assert loud["loggers"]["quartermaster"]["level"] == "DEBUG"
+
+
+def test_http_client_lines_with_full_urls_stay_out_of_the_servers_log() -> None:
+    # A webhook's URL is a credential; httpx logs every request's URL at INFO.
+    script = (
+        "import logging, logging.config\n"
+        "from quartermaster.serve_logging import server_log_config\n"
+        "logging.config.dictConfig(server_log_config('debug', access_log=True))\n"
+        # a root handler at debug, as an embedding program or a debugging operator adds
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "logging.getLogger('httpx').info('POST https://hooks.slack.com/services/T/B/SECRET')\n"
+        "logging.getLogger('httpcore.connection').debug('connect https://x/?token=SECRET')\n"
+        "logging.getLogger('httpx').warning('a client warning')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "SECRET" not in done.stderr
+    assert "a client warning" in done.stderr

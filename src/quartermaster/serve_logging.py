@@ -76,4 +76,12 @@ def server_log_config(level: LogLevel, *, access_log: bool) -> dict[str, Any]:
         "level": "INFO" if access_log else "WARNING",
         "propagate": False,
     }
+    # httpx logs each request's full URL at INFO (debug: more): a webhook's URL is a
+    # credential (a Slack path, a ?token=), so its lines stay at warning whatever the level.
+    for client_logger in ("httpx", "httpcore"):
+        config["loggers"][client_logger] = {
+            "handlers": ["stderr"],
+            "level": "WARNING",
+            "propagate": False,
+        }
     return config
