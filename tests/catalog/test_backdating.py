@@ -65,7 +65,8 @@ def test_a_back_dated_move_says_rated_usage_stays_until_a_replay(
         f"usage of app 'legacy-bot' since {moved_at.isoformat()} that was already rated stays "
         "with team 'ops' (cost center 'ops-cc') until `qm pipeline replay` "
         "(POST /v1/pipeline/replay) rates it again; usage rated from now on goes to the new "
-        "owner (docs/usage.md, Determinism)"
+        "owner (docs/usage.md, Determinism). A replay over finalized billing documents needs "
+        "--force and may change what reproduces them: adjust them after"
     )
     # A move from now on, or no move at all: nothing to say.
     now_move = ok(client.patch("/v1/apps/legacy-bot", json={"team": "ops"}, headers=org.headers))

@@ -473,7 +473,8 @@ def rated_usage_note(app_id: str, since: datetime, team: str, cost_center: str) 
         f"usage of app {app_id!r} since {since.isoformat()} that was already rated stays with "
         f"team {team!r} (cost center {cost_center!r}) until `qm pipeline replay` "
         "(POST /v1/pipeline/replay) rates it again; usage rated from now on goes to the new "
-        "owner (docs/usage.md, Determinism)"
+        "owner (docs/usage.md, Determinism). A replay over finalized billing documents needs "
+        "--force and may change what reproduces them: adjust them after"
     )
 
 
