@@ -210,6 +210,27 @@ def test_publish_is_bounded_by_the_budget(
     )
 
 
+def test_rollback_to_a_version_over_the_budget_is_refused_like_its_upload(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime, small_budget: PolicySandbox
+) -> None:
+    _store_unchecked(runtime, tenant.tenant_id, "slow", SLOW)  # stored before the trial
+    fine = SLOW.split("\n", 1)[0] + '\nwarn contains "ok" if true\n'
+    uploaded = client.post(
+        "/v1/policies", json={"name": "slow", "source": fine}, headers=tenant.headers
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    refused = client.post("/v1/policies/slow/rollback", json={"to": 1}, headers=tenant.headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["message"] == (
+        "the policy fails when evaluated on an empty input, so it would fail on every input:"
+        " the policy's evaluation went over its time limit of 0.5 s"
+    )
+    latest = ok(client.get("/v1/policies/slow", headers=tenant.headers))
+    assert latest["version"] == 2  # nothing stored: version 2 stays in force
+    back = client.post("/v1/policies/slow/rollback", json={"to": 2}, headers=tenant.headers)
+    assert back.status_code == 200, back.text  # version 2 is the latest already: no new one
+
+
 def test_a_policy_over_its_memory_limit_is_stopped() -> None:
     sandbox = PolicySandbox(seconds=30.0, memory_bytes=200 * 1024 * 1024)
     try:

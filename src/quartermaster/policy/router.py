@@ -226,11 +226,18 @@ def rollback_policy(
     caller: AdminCaller,
     runtime: RuntimeDep,
     session: SessionDep,
+    cache: PolicyCacheDep,
     response: Response,
 ) -> PolicyOut:
     from quartermaster.guardrails.gate import guardrail_gate
 
-    uploaded = service.rollback_policy(caller, name, to=body.to, session=session)
+    uploaded = service.rollback_policy(
+        caller,
+        name,
+        to=body.to,
+        session=session,
+        cache=cache,  # the same trial evaluation as an upload
+    )
     guardrail_gate(runtime).invalidate(caller.tenant_id)
     if not uploaded.created:
         response.status_code = 200

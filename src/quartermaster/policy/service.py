@@ -429,11 +429,22 @@ def list_versions(caller: AuthContext, name: str, *, session: Session) -> list[V
     ]
 
 
-def rollback_policy(caller: AuthContext, name: str, *, to: int, session: Session) -> Uploaded:
+def rollback_policy(
+    caller: AuthContext,
+    name: str,
+    *,
+    to: int,
+    session: Session,
+    cache: PolicyCache | None = None,
+) -> Uploaded:
     """Version `to`'s source and mode uploaded again as the next version, enabled (the
-    latest version already so: that one, no new version)."""
+    latest version already so: that one, no new version). With `cache` (the router's), the
+    source goes through the same trial evaluation as an upload: a stored version that fails
+    on an empty input (it was stored before that check, or a built-in changed) is refused."""
     old = get_policy(caller, name, version=to, session=session)
-    return upload_version(caller, name, old.source, mode=old.mode, enabled=True, session=session)
+    return upload_version(
+        caller, name, old.source, mode=old.mode, enabled=True, session=session, cache=cache
+    )
 
 
 def get_policy(
