@@ -30,10 +30,14 @@ def test_a_policy_compiling_longer_than_the_budget_is_evaluated_within_it() -> N
     try:
         seconds = _compile_seconds(BIG)
         assert seconds > 0.5, f"compiled in {seconds:.2f} s: the test needs a slower compile"
-        verdict = sandbox.evaluate("big", "big", BIG, DOCUMENT)  # compiled first, then 0.5 s
+        verdict = sandbox.evaluate(
+            "big", "big", BIG, DOCUMENT, tenant="t"
+        )  # compiled first, then 0.5 s
         assert verdict.deny == ["rule 2 fired: tag banned-2"]
         started = time.monotonic()
-        again = sandbox.evaluate("big", "big", BIG, {"manifest": {"tags": ["banned-7"]}})
+        again = sandbox.evaluate(
+            "big", "big", BIG, {"manifest": {"tags": ["banned-7"]}}, tenant="t"
+        )
         assert again.deny == ["rule 7 fired: tag banned-7"]
         assert time.monotonic() - started < seconds  # kept compiled in the worker
     finally:
@@ -45,11 +49,13 @@ def test_a_compile_over_its_own_limit_fails_naming_it(monkeypatch: pytest.Monkey
     sandbox = PolicySandbox(seconds=5.0)
     try:
         with pytest.raises(PolicyBudgetError) as failed:
-            sandbox.evaluate("big", "big", BIG, DOCUMENT)
+            sandbox.evaluate("big", "big", BIG, DOCUMENT, tenant="t")
         assert str(failed.value) == "the policy's compilation went over its time limit of 0.05 s"
         small = 'package t\nwarn contains "ok" if true\n'
         monkeypatch.setattr(sandbox_module, "COMPILE_SECONDS", 60.0)
-        assert sandbox.evaluate("small", "small", small, {}).warn == ["ok"]  # a new worker
+        assert sandbox.evaluate("small", "small", small, {}, tenant="t").warn == [
+            "ok"
+        ]  # a new worker
     finally:
         sandbox.close()
 
@@ -59,7 +65,7 @@ def test_a_source_that_does_not_compile_is_said_once_per_worker() -> None:
     try:
         for _ in range(2):
             with pytest.raises(InvalidInputError, match="policy does not compile"):
-                sandbox.evaluate("bad", "bad", "package t\ndeny contains x if {\n", {})
+                sandbox.evaluate("bad", "bad", "package t\ndeny contains x if {\n", {}, tenant="t")
     finally:
         sandbox.close()
 

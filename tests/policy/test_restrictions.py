@@ -239,8 +239,10 @@ def test_a_policy_over_its_memory_limit_is_stopped() -> None:
             'warn contains msg if { msg := sprintf("%d", [count(numbers.range(1, 5000000))]) }\n'
         )
         with pytest.raises(PolicyBudgetError, match="over its memory limit of 200 MiB"):
-            sandbox.evaluate("big", "big", source, {})
-        verdict = sandbox.evaluate("ok", "ok", "package t\nwarn contains 1 if true\n", {})
+            sandbox.evaluate("big", "big", source, {}, tenant="t")
+        verdict = sandbox.evaluate(
+            "ok", "ok", "package t\nwarn contains 1 if true\n", {}, tenant="t"
+        )
         assert verdict.warn == ["1"]
     finally:
         sandbox.close()

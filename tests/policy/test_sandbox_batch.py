@@ -31,26 +31,27 @@ def test_each_policy_answers_for_itself(sandbox: PolicySandbox) -> None:
     outcomes = sandbox.evaluate_many(
         [("f", "fine", FINE), ("d", "deny", DENY), ("c", "conflict", CONFLICT), ("b", "b", BROKEN)],
         {"who": "me"},
+        tenant="t",
     )
     assert outcomes[0] == Verdict(warn=["ok"])
     assert outcomes[1] == Verdict(deny=["me"])
     assert isinstance(outcomes[2], PolicyRuntimeError)
     assert "eval_conflict_error" in str(outcomes[2])
     assert isinstance(outcomes[3], InvalidInputError)
-    assert sandbox.evaluate_many([], {}) == []
+    assert sandbox.evaluate_many([], {}, tenant="t") == []
 
 
 def test_over_the_budget_only_the_slow_policy_fails(sandbox: PolicySandbox) -> None:
     started = time.monotonic()
     outcomes = sandbox.evaluate_many(
-        [("f", "fine", FINE), ("s", "slow", SLOW), ("d", "deny", DENY)], {"who": "me"}
+        [("f", "fine", FINE), ("s", "slow", SLOW), ("d", "deny", DENY)], {"who": "me"}, tenant="t"
     )
     assert time.monotonic() - started < 10
     assert outcomes[0] == Verdict(warn=["ok"])
     assert isinstance(outcomes[1], PolicyBudgetError)
     assert str(outcomes[1]) == "the policy's evaluation went over its time limit of 0.5 s"
     assert outcomes[2] == Verdict(deny=["me"])
-    alone = sandbox.evaluate_many([("s", "slow", SLOW)], {})  # not evaluated twice
+    alone = sandbox.evaluate_many([("s", "slow", SLOW)], {}, tenant="t")  # not evaluated twice
     assert [type(outcome) for outcome in alone] == [PolicyBudgetError]
 
 

@@ -305,18 +305,18 @@ def static_checks(source: str, package: str) -> None:
     refuse_no_rule_set(source)
 
 
-def trial_evaluation(source: str, *, name: str, cache: PolicyCache) -> None:
+def trial_evaluation(source: str, *, name: str, tenant_id: str, cache: PolicyCache) -> None:
     """Evaluate a policy being uploaded once on an empty input, within the evaluation budget
     of `cache`'s sandbox (in-process without one: tests), and refuse it if that fails: what
     fails on no input at all (two values for a complete rule, a built-in failing on a constant,
     a loop over the budget) fails on every input, and an enforced one would reject every
-    publish."""
+    publish. It waits for a worker of `tenant_id`'s share, as its decisions do."""
     try:
         if cache.sandbox is None:
             CompiledPolicy(source, name=name, checked=False).evaluate({})
         else:
             digest = hashlib.sha256(source.encode()).hexdigest()
-            cache.sandbox.evaluate(f"upload/{digest}", name, source, {})
+            cache.sandbox.evaluate(f"upload/{digest}", name, source, {}, tenant=tenant_id)
     except PolicyRuntimeError as exc:
         raise InvalidInputError(
             f"the policy fails when evaluated on an empty input, so it would fail on every"

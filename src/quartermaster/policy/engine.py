@@ -511,7 +511,7 @@ class PolicyCache:
         digest = hashlib.sha256(source.encode()).hexdigest()
         try:
             key = f"{tenant_id}/{name}/{version}/{digest}"
-            return self.sandbox.evaluate(key, name, source, document)
+            return self.sandbox.evaluate(key, name, source, document, tenant=tenant_id)
         except InvalidInputError as exc:
             raise PolicyRuntimeError(f"the stored policy is refused: {exc.message}") from None
 
@@ -542,5 +542,5 @@ class PolicyCache:
             PolicyRuntimeError(f"the stored policy is refused: {outcome.message}")
             if isinstance(outcome, InvalidInputError)
             else outcome
-            for outcome in self.sandbox.evaluate_many(keyed, document)
+            for outcome in self.sandbox.evaluate_many(keyed, document, tenant=tenant_id)
         ]

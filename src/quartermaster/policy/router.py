@@ -312,7 +312,7 @@ def try_policy(
     source = body.source
     if source is None:
         source = service.get_policy(caller, body.name or "", session=session).source
-    verdict = service.try_policy(source, body.input, cache=cache)
+    verdict = service.try_policy(source, body.input, tenant_id=caller.tenant_id, cache=cache)
     return VerdictOut(
         result=verdict.result,
         deny=verdict.deny,

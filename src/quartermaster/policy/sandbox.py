@@ -9,7 +9,15 @@ use) and the evaluation fails with `PolicyBudgetError`, naming the limit. A work
 for evaluation after evaluation and keeps its compiled policies, so a warm evaluation costs a
 round trip on a pipe (well under a millisecond) on top of the query. A policy a worker has not
 compiled yet is compiled there first, in a request of its own within `COMPILE_SECONDS` (and
-the memory limit): compiling is not charged to the evaluation's time limit."""
+the memory limit): compiling is not charged to the evaluation's time limit.
+
+The workers are shared by every tenant, but one tenant holds at most `tenant_share` of them at
+once (all but one): its further evaluations wait for one of its own to end, so one tenant's
+slow policies leave a worker for the others. A freed worker goes to the waiting tenant that
+holds the fewest (policy/tenant_slots.py), so with one worker, or several tenants each holding
+their share, another tenant's evaluation waits for one evaluation to end, not for a queue of
+someone else's. An evaluation that waits longer than `QUEUE_SECONDS` for a worker fails
+(`PolicyQueueError`, naming the cause): a decision then fails closed, as over the budget."""
 
 from __future__ import annotations
 
@@ -31,11 +39,18 @@ from quartermaster.policy.engine import (
     Verdict,
     canonical_json,
 )
+from quartermaster.policy.tenant_slots import PolicyQueueError, TenantSlots, tenant_share
 from quartermaster.policy.worker import MAX_COMPILED
+
+__all__ = ["PolicyBudgetError", "PolicyQueueError", "PolicySandbox", "tenant_share"]
 
 EVALUATION_SECONDS = 2.0
 EVALUATION_MEMORY_BYTES = 512 * 1024 * 1024
 MAX_WORKERS = 4  # evaluations at once; more wait for a worker
+# How long an evaluation waits for a worker before it fails: a tenant's burst of decisions
+# against policies that run into the budget (3 workers of 4, up to twice the time limit each)
+# drains 12 in 8-16 s.
+QUEUE_SECONDS = 30.0
 STARTUP_SECONDS = 30.0  # importing regopy in a new worker; not charged to an evaluation
 # Compiling a policy a worker has not seen, not charged to an evaluation either: a 128 KiB
 # policy (engine.MAX_POLICY_BYTES) of 1,500 rules compiled in 3-8 s at load 12.
@@ -157,25 +172,29 @@ class PolicySandbox:
         seconds: float = EVALUATION_SECONDS,
         memory_bytes: int = EVALUATION_MEMORY_BYTES,
         max_workers: int = MAX_WORKERS,
+        queue_seconds: float = QUEUE_SECONDS,
     ) -> None:
         self.seconds = seconds
         self.memory_bytes = memory_bytes
-        self._slots = threading.BoundedSemaphore(max_workers)
+        self.queue_seconds = queue_seconds
+        self.slots = TenantSlots(max_workers, tenant_share(max_workers))
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop_all, self._idle)
 
-    def evaluate(self, key: str, name: str, source: str, document: Any) -> Verdict:
-        """One policy on one input. Raises InvalidInputError (the source does not compile),
-        PolicyBudgetError (over the budget) or PolicyRuntimeError (it failed on the input)."""
-        answer = self._ask([(key, name, source)], json.loads(canonical_json(document)))
+    def evaluate(self, key: str, name: str, source: str, document: Any, *, tenant: str) -> Verdict:
+        """One policy on one input, for `tenant` (whose share of the workers it waits for).
+        Raises InvalidInputError (the source does not compile), PolicyBudgetError (over the
+        budget), PolicyQueueError (no worker in time) or PolicyRuntimeError (it failed on the
+        input)."""
+        answer = self._ask([(key, name, source)], json.loads(canonical_json(document)), tenant)
         outcome = _outcome(answer["results"][0])
         if isinstance(outcome, Verdict):
             return outcome
         raise outcome
 
     def evaluate_many(
-        self, policies: Sequence[tuple[str, str, str]], document: Any
+        self, policies: Sequence[tuple[str, str, str]], document: Any, *, tenant: str
     ) -> list[Verdict | PolicyRuntimeError | InvalidInputError]:
         """Several policies (key, name, source) on one input, in one request: the worker sets
         the input once for all of them (as `InputBatch` does in-process), so each policy after
@@ -183,35 +202,40 @@ class PolicySandbox:
         error it failed with (InvalidInputError: the source does not compile). Should the
         request go over the budget or its worker stop, which policy did it cannot be told:
         each is then evaluated alone, within a budget of its own, so the one that goes over
-        fails naming the limit and the others answer."""
+        fails naming the limit and the others answer. No worker in time (PolicyQueueError):
+        each fails with that, none is tried again."""
         if not policies:
             return []
         plain = json.loads(canonical_json(document))
         try:
-            answer = self._ask(policies, plain)
+            answer = self._ask(policies, plain, tenant)
+        except PolicyQueueError as exc:
+            return [exc for _ in policies]
         except PolicyRuntimeError as exc:
             if len(policies) == 1:
                 return [exc]
-            return [self._alone(policy, plain) for policy in policies]
+            return [self._alone(policy, plain, tenant) for policy in policies]
         return [_outcome(result) for result in answer["results"]]
 
     def _alone(
-        self, policy: tuple[str, str, str], document: Any
+        self, policy: tuple[str, str, str], document: Any, tenant: str
     ) -> Verdict | PolicyRuntimeError | InvalidInputError:
         try:
-            return _outcome(self._ask([policy], document)["results"][0])
+            return _outcome(self._ask([policy], document, tenant)["results"][0])
         except PolicyRuntimeError as exc:
             return exc
 
-    def _ask(self, policies: Sequence[tuple[str, str, str]], document: Any) -> Any:
-        """One request to an idle worker (a new one if none is idle), within the budget."""
+    def _ask(self, policies: Sequence[tuple[str, str, str]], document: Any, tenant: str) -> Any:
+        """One request to an idle worker (a new one if none is idle), within the budget, once
+        `tenant` has a worker of its share (`TenantSlots`)."""
         request = {
             "policies": [
                 {"key": key, "name": name, "source": source} for key, name, source in policies
             ],
             "input": document,
         }
-        with self._slots:
+        self.slots.acquire(tenant, seconds=self.queue_seconds)
+        try:
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
             try:
@@ -232,6 +256,8 @@ class PolicySandbox:
                 ) from None
             with self._lock:
                 self._idle.append(worker)
+        finally:
+            self.slots.release(tenant)
         return answer
 
     def close(self) -> None:

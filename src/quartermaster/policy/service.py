@@ -242,7 +242,8 @@ def upload_version(
         )
     compiled = CompiledPolicy(source, name=name)  # refuses a bad policy with the parser's words
     if cache is not None:  # the router's: in the sandbox, within the evaluation budget
-        trial_evaluation(source, name=name, cache=cache)  # what fails on no input fails on any
+        # What fails on no input fails on any; it waits for a worker of the tenant's share.
+        trial_evaluation(source, name=name, tenant_id=caller.tenant_id, cache=cache)
     latest = _latest_row(caller.tenant_id, name, session)
     row = Policy(
         tenant_id=caller.tenant_id,
@@ -474,16 +475,16 @@ def _latest_version(tenant_id: str, name: str, session: Session) -> int | None:
     )
 
 
-def try_policy(source: str, document: Any, *, cache: PolicyCache) -> Verdict:
+def try_policy(source: str, document: Any, *, tenant_id: str, cache: PolicyCache) -> Verdict:
     """Evaluate a source against an input without storing anything (`qm policy test`), within
-    the evaluation budget of `cache`'s sandbox. A policy that does not compile, fails on the
-    input or goes over the budget is a 422 saying so."""
+    the evaluation budget of `cache`'s sandbox and `tenant_id`'s share of its workers. A policy
+    that does not compile, fails on the input or goes over the budget is a 422 saying so."""
     compiled = CompiledPolicy(source)  # refuses a bad policy with the parser's words
     try:
         if cache.sandbox is None:
             return compiled.evaluate(document)
         key = "test/" + hashlib.sha256(source.encode()).hexdigest()
-        return cache.sandbox.evaluate(key, "policy", source, document)
+        return cache.sandbox.evaluate(key, "policy", source, document, tenant=tenant_id)
     except PolicyRuntimeError as exc:
         raise InvalidInputError(f"policy failed on this input: {exc}", field="input") from None
 
