@@ -17,9 +17,9 @@ from quartermaster.policy.engine import FORBIDDEN_BUILTINS
 from tests.policy.builtin_probes import PROBES
 
 ROOT = Path(__file__).resolve().parents[2]
-# All probes in a process of their own, one after the other, as a policy worker evaluates: a
-# pytest worker also holds other tests' threads and interpreters, and twice a probe aborted
-# the whole pytest worker inside regopy's query there (never alone: 60 shuffled rounds).
+# All probes in a process of their own, as a policy worker evaluates: regopy's time built-ins
+# abort a process that has loaded DuckDB or pyarrow (tests/policy/test_worker_imports.py), as
+# a pytest worker running other tests has.
 PROBE_ALL = (
     "import json\n"
     "from tests.policy.builtin_probes import PROBES, probe\n"
