@@ -279,6 +279,7 @@ APP_KEY_ROUTES = {
     ("POST", "/v1/decisions"),
     ("GET", "/v1/decisions/{decision_id}"),
     ("POST", "/v1/decisions/{decision_id}/release"),
+    ("POST", "/v1/decisions/{decision_id}/renew"),
     ("POST", "/v1/identity/token"),
     ("GET", "/v1/secrets/data/{path:path}"),
     ("POST", "/v1/secrets/creds/{path:path}"),
