@@ -194,9 +194,9 @@ def test_a_decisions_policies_go_to_the_sandbox_in_one_request_with_the_same_ver
     requests: list[int] = []
     ask = cache.sandbox._ask
 
-    def counted(batch: Any, document: Any) -> Any:
+    def counted(batch: Any, *rest: Any) -> Any:
         requests.append(len(batch))
-        return ask(batch, document)
+        return ask(batch, *rest)
 
     monkeypatch.setattr(cache.sandbox, "_ask", counted)
     denied = _decide(client, world, runtime="3h")
