@@ -19,8 +19,11 @@ from quartermaster.api.errors import error_response
 
 NUL = "\x00"
 # A JSON string can hold NUL only as the escape \u0000, preceded by an even number of
-# backslashes (an odd number escapes the escape's own backslash).
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+# backslashes (an odd number escapes the escape's own backslash). The regular expression runs
+# only on a body that holds the escape at all: scanning every body with it cost ~25 µs per
+# kilobyte, a bytes search costs next to nothing.
+_JSON_NUL_ESCAPE = b"\\u0000"
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def nul_in_request(path: str, query_string: bytes) -> tuple[str, str | None] | None:
@@ -40,7 +43,7 @@ def nul_in_request(path: str, query_string: bytes) -> tuple[str, str | None] | N
 def nul_in_json(body: bytes) -> tuple[str, str | None] | None:
     """(message, field) for the first string of a JSON body holding NUL, else None (also for
     a body that is not JSON: the route says what is wrong with it)."""
-    if not _JSON_NUL.search(body):
+    if _JSON_NUL_ESCAPE not in body or not _JSON_NUL.search(body):
         return None
     try:
         document = orjson.loads(body)
