@@ -80,14 +80,20 @@ def test_queued_batches_share_one_commit_and_each_gets_its_own_report(
     assert groups == [3]
     reports = [o for o in outcomes if isinstance(o, IngestReport)]
     assert len(reports) == 3
-    # In queue order, whichever thread queued first; the totals do not depend on it.
+    # In queue order, whichever thread queued first. The totals do not depend on it, but which
+    # of `shared` and `changed` claims their (source, id) first does: `changed` first makes
+    # both copies of `shared` conflicts, else one is a duplicate and `changed` the conflict.
     assert sum(r.accepted for r in reports) == 5
-    assert sum(r.duplicates for r in reports) == 1
+    duplicates = sum(r.duplicates for r in reports)
     reasons = sorted(x.reason.value for r in reports for x in r.rejected)
-    assert reasons == ["conflict", "invalid_envelope"]
+    assert (duplicates, reasons) in [
+        (1, ["conflict", "invalid_envelope"]),
+        (0, ["conflict", "conflict", "invalid_envelope"]),
+    ]
     assert len(stored(runtime, tenant.tenant_id)) == 5
     stages = counters(runtime, tenant.tenant_id)["stages"]
-    assert stages == {"received": 8, "accepted": 5, "duplicate": 1, "rejected": 2}
+    expected = {"received": 8, "accepted": 5, "duplicate": duplicates, "rejected": len(reasons)}
+    assert {k: n for k, n in stages.items() if n} == {k: n for k, n in expected.items() if n}
 
 
 def test_a_batch_that_fails_in_a_group_fails_alone(
