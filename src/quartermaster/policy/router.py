@@ -129,16 +129,15 @@ class PolicyDecisionOut(BaseModel):
 
 # The decision log's query parameters: any other is refused (a misspelt filter would
 # otherwise answer the whole log as if it were filtered).
-DECISION_PARAMS = ("subject", "app", "result", "policy", "point", "after", "limit")
-
-
 def _known_decision_params(request: Request, caller: BillingReader) -> None:
-    """After the role check: a caller who may not read the log learns nothing more."""
-    unknown = sorted(set(request.query_params) - set(DECISION_PARAMS))
+    """After the role check: a caller who may not read the log learns nothing more. The
+    parameters it takes are the route's own, read from its signature."""
+    known = [param.alias for param in request.scope["route"].dependant.query_params]
+    unknown = sorted(set(request.query_params) - set(known))
     if unknown:
         raise InvalidInputError(
             f"unknown query parameter(s): {', '.join(unknown)}; the decision log takes: "
-            f"{', '.join(DECISION_PARAMS)}",
+            f"{', '.join(known)}",
             field=unknown[0],
         )
 
