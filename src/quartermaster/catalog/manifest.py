@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from quartermaster.catalog.text import display_text_problem
+from quartermaster.domain.yaml_documents import StringTimestampLoader
 from quartermaster.errors import InvalidInputError
 
 MANIFEST_FILES = ("qm-app.json", "qm-app.yaml", "qm-app.yml")
@@ -206,9 +207,16 @@ def read_manifest_file(directory: Path) -> Any:
         if path.is_file():
             text = path.read_text(encoding="utf-8")
             try:
-                return json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+                if name.endswith(".json"):
+                    return json.loads(text)
+                document = yaml.load(text, Loader=StringTimestampLoader)
+                # The CLI sends the document as JSON: a YAML set or binary would fail there.
+                json.dumps(document)
+                return document
             except (json.JSONDecodeError, yaml.YAMLError) as exc:
                 raise InvalidInputError(f"{path}: not valid {path.suffix[1:]}: {exc}") from None
+            except (ValueError, TypeError) as exc:  # an explicit tag's refusal, e.g. !!int x
+                raise InvalidInputError(f"{path}: not a JSON-like document: {exc}") from None
     raise InvalidInputError(
         f"{directory}: no manifest (expected one of {', '.join(MANIFEST_FILES)})",
         field="manifest",

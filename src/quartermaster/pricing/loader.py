@@ -18,6 +18,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from quartermaster.domain.yaml_documents import StringTimestampLoader
 from quartermaster.errors import InvalidInputError, UnsupportedMediaTypeError
 from quartermaster.pricing.document import (
     METHOD_TAGS,
@@ -41,7 +42,6 @@ MAX_ISSUES_IN_MESSAGE = 20
 _TAGS = frozenset(MODEL_TAGS + METHOD_TAGS)
 _TAGS_BY_DISCRIMINATOR = {"model": MODEL_TAGS, "method": METHOD_TAGS}
 DOCUMENT_PATH = "(document)"
-_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _T = TypeVar("_T")
 
 
@@ -61,12 +61,9 @@ class PriceBookError(InvalidInputError):
         self.note = note
 
 
-class _DecimalSafeLoader(yaml.SafeLoader):
-    """SafeLoader that reads YAML floats as exact Decimals, and timestamps as strings.
-
-    Without its timestamp resolver, an unquoted `effective_from: 2026-02-30` is the string
-    "2026-02-30" and goes through the same validation as a quoted one (an issue naming the
-    field); PyYAML's resolver raised ValueError for a date that does not exist."""
+class _DecimalSafeLoader(StringTimestampLoader):
+    """Reads YAML floats as exact Decimals; timestamps stay strings, so an unquoted
+    `effective_from: 2026-02-30` gets the same issue naming the field as a quoted one."""
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -80,10 +77,6 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 
 _DecimalSafeLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
-_DecimalSafeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _YAML_TIMESTAMP]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
 
 
 def format_for_content_type(content_type: str | None) -> DocumentFormat:
