@@ -381,6 +381,41 @@ def tenant_create(
     out().print(issued.token, soft_wrap=True, highlight=False)
 
 
+@tenant_app.command("admin-key")
+def tenant_admin_key(
+    tenant_id: Annotated[str, typer.Argument(help="Slug of the tenant, e.g. acme.")],
+    name: Annotated[
+        str, typer.Option("--name", help="Admin principal to issue it to (created if absent).")
+    ] = "admin",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Issue a new admin key for a tenant whose admin keys are all lost (shown once).
+
+    Break glass: it needs the database (QM_DATABASE_URL or the data dir), not a key. The
+    key goes to the admin principal NAME, which is created if the tenant has none of that
+    name, and the tenant's audit chain records it (`issue-key` by `cli`). Revoke the lost
+    keys afterwards with `qm key revoke`.
+    """
+    from quartermaster.errors import QMError
+    from quartermaster.runtime import build_runtime
+    from quartermaster.tenancy.service import CLI_ACTOR, issue_recovery_admin_key
+
+    settings = _settings(data_dir)
+    runtime = build_runtime(settings)
+    try:
+        with runtime.session_factory() as session:
+            issued = issue_recovery_admin_key(
+                tenant_id, admin_name=name, actor=CLI_ACTOR, session=session
+            )
+    except QMError as exc:
+        fail(exc.message)
+    finally:
+        runtime.close()
+    out().print(f"[green]new admin key[/] for {escape(name)} in tenant {escape(tenant_id)}")
+    out().print("API key (shown once, store it now):")
+    out().print(issued.token, soft_wrap=True, highlight=False)
+
+
 @tenant_app.command("update")
 def tenant_update(
     timezone: Annotated[

@@ -83,6 +83,12 @@ def create_tenant(
     tenant_id: str, *, name: str | None = None, timezone: str = "UTC", session: Session
 ) -> Tenant:
     """A tenant with its default cost center."""
+    tenant = _add_tenant(tenant_id, name=name, timezone=timezone, session=session)
+    session.commit()
+    return tenant
+
+
+def _add_tenant(tenant_id: str, *, name: str | None, timezone: str, session: Session) -> Tenant:
     validate_slug(tenant_id, field="tenant_id")
     validate_timezone(timezone)
     if session.get(Tenant, tenant_id) is not None:
@@ -98,7 +104,7 @@ def create_tenant(
             is_default=True,
         )
     )
-    session.commit()
+    session.flush()
     return tenant
 
 
@@ -119,6 +125,31 @@ def create_principal(
 ) -> Principal:
     """A principal; with `actor` (who asked, e.g. `principal:ann@acme.com`) its creation is
     recorded in the tenant's audit chain in the same transaction."""
+    principal = _add_principal(
+        tenant_id,
+        name,
+        role=role,
+        kind=kind,
+        team_id=team_id,
+        app_slug=app_slug,
+        actor=actor,
+        session=session,
+    )
+    session.commit()
+    return principal
+
+
+def _add_principal(
+    tenant_id: str,
+    name: str,
+    *,
+    role: Role,
+    kind: PrincipalKind,
+    team_id: str | None,
+    app_slug: str | None,
+    actor: str | None,
+    session: Session,
+) -> Principal:
     if role is Role.TEAM_MEMBER and team_id is None:
         raise InvalidInputError("a team-member principal needs a team", field="team")
     if role is Role.APP and app_slug is None:
@@ -152,7 +183,7 @@ def create_principal(
             },
             session=session,
         )
-    session.commit()
+    session.flush()
     return principal
 
 
@@ -176,6 +207,14 @@ def issue_api_key(
 ) -> IssuedKey:
     """A new key of `principal` (the token is in the result only); with `actor`, recorded in
     the tenant's audit chain (`issue-key`) in the same transaction, never the token."""
+    issued = _add_api_key(principal, expires_at=expires_at, actor=actor, session=session)
+    session.commit()
+    return issued
+
+
+def _add_api_key(
+    principal: Principal, *, expires_at: datetime | None, actor: str | None, session: Session
+) -> IssuedKey:
     if expires_at is not None and expires_at <= utc_now():
         raise InvalidInputError("expires_at is in the past", field="expires_at")
     new = generate_key()
@@ -204,7 +243,7 @@ def issue_api_key(
             },
             session=session,
         )
-    session.commit()
+    session.flush()
     return IssuedKey(
         key_id=new.key_id, token=new.token, principal_id=principal.id, expires_at=expires_at
     )
@@ -303,17 +342,54 @@ def bootstrap_tenant(
     """Create a tenant and its first admin, returning the admin's key (shown once). With
     `actor` (`qm tenant create` passes CLI_ACTOR) the admin's creation and its key are the
     first records of the tenant's audit chain (`create-principal`, `issue-key`, never the
-    token), as every later principal and key change is."""
-    create_tenant(tenant_id, name=name, timezone=timezone, session=session)
-    admin = create_principal(
+    token), as every later principal and key change is. One transaction: a crash leaves
+    either no tenant or a tenant whose admin key was printed, never a tenant without one."""
+    _add_tenant(tenant_id, name=name, timezone=timezone, session=session)
+    admin = _add_principal(
         tenant_id,
         admin_name,
         role=Role.ADMIN,
         kind=PrincipalKind.USER,
+        team_id=None,
+        app_slug=None,
         actor=actor,
         session=session,
     )
-    return issue_api_key(admin, actor=actor, session=session)
+    issued = _add_api_key(admin, expires_at=None, actor=actor, session=session)
+    session.commit()
+    return issued
+
+
+def issue_recovery_admin_key(
+    tenant_id: str, *, admin_name: str = "admin", actor: str, session: Session
+) -> IssuedKey:
+    """Break glass for an operator with the database: a new key for the tenant's admin
+    principal `admin_name`, created as an admin if the tenant has none of that name (every
+    admin key lost, revoked or expired). Recorded in the tenant's audit chain like any key."""
+    if session.get(Tenant, tenant_id) is None:
+        raise NotFoundError(f"tenant {tenant_id!r} does not exist", field="tenant_id")
+    admin = session.scalar(
+        select(Principal).where(Principal.tenant_id == tenant_id, Principal.name == admin_name)
+    )
+    if admin is None:
+        admin = _add_principal(
+            tenant_id,
+            admin_name,
+            role=Role.ADMIN,
+            kind=PrincipalKind.USER,
+            team_id=None,
+            app_slug=None,
+            actor=actor,
+            session=session,
+        )
+    elif admin.role != Role.ADMIN.value:
+        raise ConflictError(
+            f"principal {admin_name!r} is a {admin.role}, not an admin: name another (--name)",
+            field="name",
+        )
+    issued = _add_api_key(admin, expires_at=None, actor=actor, session=session)
+    session.commit()
+    return issued
 
 
 # --- directory: tenant, cost centers, teams --------------------------------------------------
