@@ -31,6 +31,7 @@ from quartermaster.cli.client import (
     fail,
     out,
     print_table,
+    segment,
 )
 from quartermaster.cli.events import backoff_seconds
 
@@ -212,7 +213,7 @@ def _import_one(
     report.created.append(app_id)
     if keys_out is None:
         return
-    key = _post(client, f"/v1/apps/{app_id}/signing-keys")
+    key = _post(client, f"/v1/apps/{segment(app_id)}/signing-keys")
     if not key.is_success:
         reason = f"registered, but its signing key was refused: {error_message(key)}"
         report.refused.append((record.line, app_id, reason))

@@ -21,6 +21,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    segment,
     show_table,
     stacked,
 )
@@ -153,7 +154,7 @@ def app_show(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Show an app with its dated ownership."""
-    _print_app(request("GET", f"/v1/apps/{app_id}", url=url, api_key=api_key))
+    _print_app(request("GET", f"/v1/apps/{segment(app_id)}", url=url, api_key=api_key))
 
 
 @app_app.command("update")
@@ -194,7 +195,7 @@ def app_update(
     )
     if not body:
         fail("nothing to change: pass at least one option")
-    updated = request("PATCH", f"/v1/apps/{app_id}", json=body, url=url, api_key=api_key)
+    updated = request("PATCH", f"/v1/apps/{segment(app_id)}", json=body, url=url, api_key=api_key)
     _print_app(updated)
     if updated.get("rated_usage_note"):
         out().print("back-dated: " + updated["rated_usage_note"], style="yellow", markup=False)
@@ -207,7 +208,7 @@ def app_key_create(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Create a signing key; its secret (hex) is printed once."""
-    created = request("POST", f"/v1/apps/{app_id}/signing-keys", url=url, api_key=api_key)
+    created = request("POST", f"/v1/apps/{segment(app_id)}/signing-keys", url=url, api_key=api_key)
     err().print(f"created signing key {created['key_id']} for app {created['app_id']}")
     print_secret("The signing secret", created["secret"])
 
@@ -219,7 +220,7 @@ def app_key_list(
     api_key: ApiKeyOption = None,
 ) -> None:
     """List an app's signing keys (never their secrets)."""
-    rows = request("GET", f"/v1/apps/{app_id}/signing-keys", url=url, api_key=api_key)
+    rows = request("GET", f"/v1/apps/{segment(app_id)}/signing-keys", url=url, api_key=api_key)
     columns = ("key_id", "status", "created_at", "retired_at")
     print_table(columns, rows, title=f"signing keys of {app_id}")
 
@@ -232,7 +233,7 @@ def app_key_retire(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Retire a signing key: events signed with it are refused from now on."""
-    path = f"/v1/apps/{app_id}/signing-keys/{key_id}"
+    path = f"/v1/apps/{segment(app_id)}/signing-keys/{segment(key_id)}"
     retired = request("DELETE", path, url=url, api_key=api_key)
     out().print(f"retired signing key {retired['key_id']} at {retired['retired_at']}")
 
@@ -328,7 +329,7 @@ def resource_end_lease(
     api_key: ApiKeyOption = None,
 ) -> None:
     """End a lease now (its resource stays attributable for the time it ran)."""
-    lease = request("DELETE", f"/v1/resource-leases/{lease_id}", url=url, api_key=api_key)
+    lease = request("DELETE", f"/v1/resource-leases/{segment(lease_id)}", url=url, api_key=api_key)
     out().print(f"lease {lease['lease_id']} ended at {cell_text(lease['ended_at'])}")
 
 

@@ -35,6 +35,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     request,
+    segment,
     short_id,
     show_table,
     stacked,
@@ -185,7 +186,7 @@ def print_summary(summary: dict[str, Any], currency: str) -> None:
 def _summary(run_id: str, *, url: str | None, api_key: str | None) -> dict[str, Any]:
     summary: dict[str, Any] = request(
         "GET",
-        f"/v1/billing/runs/{run_id}/summary",
+        f"/v1/billing/runs/{segment(run_id)}/summary",
         params={"top": TOP_APPS},
         url=url,
         api_key=api_key,
@@ -206,7 +207,11 @@ def _lines_page(
     while limit is None or len(lines) < limit:
         params["limit"] = PAGE if limit is None else min(PAGE, limit - len(lines))
         page = request(
-            "GET", f"/v1/billing/runs/{run_id}/lines", params=params, url=url, api_key=api_key
+            "GET",
+            f"/v1/billing/runs/{segment(run_id)}/lines",
+            params=params,
+            url=url,
+            api_key=api_key,
         )
         lines.extend(page["lines"])
         if page["next_after"] is None:
@@ -411,7 +416,11 @@ def show(
     # The document without its lines (a 3,000-app month is ~40,000: 26 MB), then the
     # summary the API sums and only the lines printed.
     detail = request(
-        "GET", f"/v1/billing/runs/{run_id}", params={"lines": "false"}, url=url, api_key=api_key
+        "GET",
+        f"/v1/billing/runs/{segment(run_id)}",
+        params={"lines": "false"},
+        url=url,
+        api_key=api_key,
     )
     document = detail["document"]
     _print_document(document, detail=detail)
@@ -445,7 +454,9 @@ def show(
 @bill_app.command("finalize")
 def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Finalize a draft run: it and its lines become immutable."""
-    document = request("POST", f"/v1/billing/runs/{run_id}/finalize", url=url, api_key=api_key)
+    document = request(
+        "POST", f"/v1/billing/runs/{segment(run_id)}/finalize", url=url, api_key=api_key
+    )
     # `outcome` tells a second finalize from the first (a server before it: finalized).
     if document.get("outcome") == "unchanged":
         out().print("[yellow]already finalized: unchanged[/]")
@@ -467,7 +478,7 @@ def finalize(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption
 @bill_app.command("discard")
 def discard(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Discard a draft run and its lines (a finalized run is immutable: adjust it instead)."""
-    request("DELETE", f"/v1/billing/runs/{run_id}", url=url, api_key=api_key)
+    request("DELETE", f"/v1/billing/runs/{segment(run_id)}", url=url, api_key=api_key)
     out().print(f"[green]discarded[/] the draft {escape(run_id)}")
 
 
@@ -576,7 +587,7 @@ def export(
     """Write a chargeback file (CSV or JSON) or a FOCUS 1.2 CSV."""
     params = {"format": export_format, "include_adjustments": str(include_adjustments).lower()}
     with api_client(url=url, api_key=api_key) as client:
-        response = client.get(f"/v1/billing/runs/{run_id}/export", params=params)
+        response = client.get(f"/v1/billing/runs/{segment(run_id)}/export", params=params)
         if not response.is_success:
             check(response, console=err())
         text = response.text
@@ -603,7 +614,9 @@ def explain(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Explain a billing line: its daily rollups, top raw events and lifecycle markers."""
-    result = request("GET", f"/v1/billing/lines/{line_id}/explain", url=url, api_key=api_key)
+    result = request(
+        "GET", f"/v1/billing/lines/{segment(line_id)}/explain", url=url, api_key=api_key
+    )
     line, console = result["line"], out()
     console.print(f"[bold]{escape(str(result['subject']))}[/]")
     console.print(

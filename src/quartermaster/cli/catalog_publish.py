@@ -41,6 +41,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    segment,
     short_id,
     show_table,
     stacked,
@@ -160,7 +161,9 @@ def app_publish(
         "package_zip_b64": base64.b64encode(zip_directory(directory)).decode(),
         "publish": not draft,
     }
-    version = request("POST", f"/v1/apps/{app_id}/versions", json=body, url=url, api_key=api_key)
+    version = request(
+        "POST", f"/v1/apps/{segment(app_id)}/versions", json=body, url=url, api_key=api_key
+    )
     _print_checks(version["checks"])
     reason = f": {version['state_reason']}" if version.get("state_reason") else ""
     out().print(f"{app_id}@{version['version']} is {version['state']}{reason}", markup=False)
@@ -174,7 +177,7 @@ def app_publish(
 @app_app.command("versions")
 def app_versions(app_id: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List an app's versions and states."""
-    rows = request("GET", f"/v1/apps/{app_id}/versions", url=url, api_key=api_key)
+    rows = request("GET", f"/v1/apps/{segment(app_id)}/versions", url=url, api_key=api_key)
     columns = ("version", "state", "state_reason", "published_at")
     print_table(columns, rows, title=app_id, empty=f"no versions of {app_id}")
 
@@ -246,7 +249,7 @@ def app_deprecate(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Deprecate a published version (it leaves search)."""
-    path = f"/v1/apps/{app_id}/versions/{version}/deprecate"
+    path = f"/v1/apps/{segment(app_id)}/versions/{segment(version)}/deprecate"
     done = request("POST", path, json={"reason": reason}, url=url, api_key=api_key)
     out().print(f"{app_id}@{version} is {done['state']}")
 
@@ -260,7 +263,7 @@ def app_quarantine(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Quarantine a version from any state (admin)."""
-    path = f"/v1/apps/{app_id}/versions/{version}/quarantine"
+    path = f"/v1/apps/{segment(app_id)}/versions/{segment(version)}/quarantine"
     done = request("POST", path, json={"reason": reason}, url=url, api_key=api_key)
     out().print(f"{app_id}@{version} is {done['state']}: {done['state_reason']}", markup=False)
 
@@ -327,7 +330,9 @@ def policy_disable(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Stop evaluating a policy (its latest version again, disabled, as the next version)."""
-    _print_policy(request("POST", f"/v1/policies/{name}/disable", url=url, api_key=api_key))
+    _print_policy(
+        request("POST", f"/v1/policies/{segment(name)}/disable", url=url, api_key=api_key)
+    )
 
 
 @policy_app.command("enable")
@@ -337,7 +342,7 @@ def policy_enable(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Evaluate a disabled policy again (its latest version again, enabled, as the next one)."""
-    _print_policy(request("POST", f"/v1/policies/{name}/enable", url=url, api_key=api_key))
+    _print_policy(request("POST", f"/v1/policies/{segment(name)}/enable", url=url, api_key=api_key))
 
 
 @policy_app.command("list")
@@ -360,7 +365,7 @@ def policy_versions(
     api_key: ApiKeyOption = None,
 ) -> None:
     """A policy's versions, newest first: in force, draft, off or superseded."""
-    rows = request("GET", f"/v1/policies/{name}/versions", url=url, api_key=api_key)
+    rows = request("GET", f"/v1/policies/{segment(name)}/versions", url=url, api_key=api_key)
     print_table(
         ("version", "state", "mode", "package", "created_by", "created_at"),
         rows,
@@ -376,7 +381,7 @@ def policy_rollback(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Upload version N's source and mode again as the policy's next version, enabled."""
-    path = f"/v1/policies/{name}/rollback"
+    path = f"/v1/policies/{segment(name)}/rollback"
     _print_policy(request("POST", path, json={"to": to}, url=url, api_key=api_key))
 
 
@@ -676,7 +681,9 @@ def exception_revoke(
     api_key: ApiKeyOption = None,
 ) -> None:
     """End an exception before it lapses (admin); policies stop seeing its key at once."""
-    revoked = request("DELETE", f"/v1/policy-exceptions/{exception_id}", url=url, api_key=api_key)
+    revoked = request(
+        "DELETE", f"/v1/policy-exceptions/{segment(exception_id)}", url=url, api_key=api_key
+    )
     out().print(
         f"revoked exception {short_id(revoked['id'])} ({escape(revoked['key'])}) at "
         f"{cell_text(revoked['revoked_at'])}"
@@ -712,7 +719,7 @@ def approvals_list(
 def _review(approval_id: str, verb: str, comment: str, url: str | None, key: str | None) -> None:
     done = request(
         "POST",
-        f"/v1/approvals/{approval_id}/{verb}",
+        f"/v1/approvals/{segment(approval_id)}/{segment(verb)}",
         json={"comment": comment},
         url=url,
         api_key=key,

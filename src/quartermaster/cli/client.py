@@ -8,6 +8,7 @@ from collections.abc import Container, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -93,8 +94,38 @@ def err() -> Console:
 
 def request(method: str, path: str, *, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
     """One API call; a non-2xx prints the API's error message and exits 1."""
+    _check_route(path)
     with api_client(url=url, api_key=api_key) as client:
         return check(client.request(method, path, **kwargs), console=err())
+
+
+def segment(value: object, *, what: str = "id") -> str:
+    """`value` as one path segment of an API route, quoted: an id typed as `../../keys/<id>`
+    put into `f"/v1/billing/runs/{run_id}"` as it came made httpx resolve the dot segments
+    and the command act on another resource (`DELETE /v1/keys/<id>`), and a `?` or `#`
+    cut the route short. `.`, `..` and '' name no resource and are refused here."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        fail(f"{what} {text!r} is not valid")
+    return quote(text, safe="")
+
+
+def secret_route(path: str) -> str:
+    """A secret path (`apps/shop/db/password`) as route segments, each quoted: a `..`
+    segment would make httpx resolve it and the command read, write or destroy another
+    secret than the one named. Empty, `.` and `..` segments are refused, naming the path."""
+    segments = path.strip().strip("/").split("/")
+    if any(part in ("", ".", "..") for part in segments):
+        fail(f"secret path {path!r}: empty, '.' and '..' segments are not allowed")
+    return "/".join(quote(part, safe="") for part in segments)
+
+
+def _check_route(path: str) -> None:
+    """The last guard before a request: a route with a dot segment left in it by a caller
+    that did not quote an id would be resolved by httpx to another route."""
+    route = path.split("?", 1)[0]
+    if any(part in (".", "..") for part in route.split("/")):
+        fail(f"refusing to send {route!r}: '.' and '..' are not valid in an id or a path")
 
 
 def drop_none(values: dict[str, Any]) -> dict[str, Any]:

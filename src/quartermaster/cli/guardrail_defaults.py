@@ -17,6 +17,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    segment,
     short_id,
     show_table,
     stacked,
@@ -72,7 +73,7 @@ def cap_delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Remove a default cap (enforcements it started end with it)."""
-    request("DELETE", f"/v1/default-caps/{applies_to}", url=url, api_key=api_key)
+    request("DELETE", f"/v1/default-caps/{segment(applies_to)}", url=url, api_key=api_key)
     out().print(f"deleted the default cap for {applies_to}")
 
 
@@ -142,7 +143,7 @@ def high_cost_show(
     """One preview: month to date and forecast of the app, its team and the tenant.
 
     Also the meters and top events behind the hour that raised it."""
-    row = request("GET", f"/v1/cost-previews/{preview_id}", url=url, api_key=api_key)
+    row = request("GET", f"/v1/cost-previews/{segment(preview_id)}", url=url, api_key=api_key)
     body = row["preview"]
     cur = row["currency"]
     out().print(

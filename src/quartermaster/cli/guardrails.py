@@ -25,6 +25,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    segment,
     short_id,
     show_table,
     stacked,
@@ -183,7 +184,7 @@ def budget_update(
     if not body:
         err().print("nothing to change: give --amount, --threshold, --hard-percent or --action")
         raise typer.Exit(2)
-    made = request("PATCH", f"/v1/budgets/{name}", json=body, url=url, api_key=api_key)
+    made = request("PATCH", f"/v1/budgets/{segment(name)}", json=body, url=url, api_key=api_key)
     out().print(
         f"updated budget {made['name']}: {made['amount']} per {made['period']}, thresholds "
         f"{','.join(str(t) for t in made['thresholds'])}%, {made['action']} at "
@@ -198,7 +199,7 @@ def budget_delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Delete a budget: a throttle or halt of it in force ends (logged, kept as history)."""
-    request("DELETE", f"/v1/budgets/{name}", url=url, api_key=api_key)
+    request("DELETE", f"/v1/budgets/{segment(name)}", url=url, api_key=api_key)
     out().print(f"deleted budget {escape(str(name))}")
 
 
@@ -261,7 +262,7 @@ def quota_delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Delete a quota."""
-    request("DELETE", f"/v1/quotas/{quota_id}", url=url, api_key=api_key)
+    request("DELETE", f"/v1/quotas/{segment(quota_id)}", url=url, api_key=api_key)
     out().print(f"deleted quota {quota_id}")
 
 
@@ -366,7 +367,7 @@ def rate_limit_delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Delete a rate limit."""
-    request("DELETE", f"/v1/rate-limits/{rate_limit_id}", url=url, api_key=api_key)
+    request("DELETE", f"/v1/rate-limits/{segment(rate_limit_id)}", url=url, api_key=api_key)
     out().print(f"deleted rate limit {rate_limit_id}")
 
 
@@ -494,7 +495,9 @@ def enforcement_lift(
     api_key: ApiKeyOption = None,
 ) -> None:
     """End a throttle or halt early."""
-    row = request("POST", f"/v1/enforcements/{enforcement_id}/lift", url=url, api_key=api_key)
+    row = request(
+        "POST", f"/v1/enforcements/{segment(enforcement_id)}/lift", url=url, api_key=api_key
+    )
     out().print(
         f"lifted {row['action']} of {row['scope_kind']} {row['scope']} by {row['lifted_by']}"
     )
@@ -575,7 +578,7 @@ def decide_show(
     api_key: ApiKeyOption = None,
 ) -> None:
     """A decision's reservation and its status."""
-    row = request("GET", f"/v1/decisions/{decision_id}", url=url, api_key=api_key)
+    row = request("GET", f"/v1/decisions/{segment(decision_id)}", url=url, api_key=api_key)
     print_fields(_held_quantities(row))
 
 
@@ -607,7 +610,7 @@ def decide_release(
     api_key: ApiKeyOption = None,
 ) -> None:
     """The work finished: give its quota back (idempotent)."""
-    row = request("POST", f"/v1/decisions/{decision_id}/release", url=url, api_key=api_key)
+    row = request("POST", f"/v1/decisions/{segment(decision_id)}/release", url=url, api_key=api_key)
     out().print(f"decision {row['id']} {row['status']}")
 
 
@@ -625,7 +628,9 @@ def decide_renew(
 ) -> None:
     """The work still runs: keep its quota, expiring runtime from now (before it expires)."""
     body = drop_none({"runtime": runtime})
-    row = request("POST", f"/v1/decisions/{decision_id}/renew", json=body, url=url, api_key=api_key)
+    row = request(
+        "POST", f"/v1/decisions/{segment(decision_id)}/renew", json=body, url=url, api_key=api_key
+    )
     out().print(f"decision {row['id']} {row['status']} until {row['expires_at']}")
 
 
@@ -674,7 +679,7 @@ def webhook_delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Delete a webhook with its deliveries and their log."""
-    request("DELETE", f"/v1/webhooks/{webhook_id}", url=url, api_key=api_key)
+    request("DELETE", f"/v1/webhooks/{segment(webhook_id)}", url=url, api_key=api_key)
     out().print(f"deleted webhook {webhook_id}")
 
 
@@ -725,7 +730,7 @@ def delivery_log(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Every attempt of one delivery: when, status code or error, how long."""
-    path = f"/v1/webhook-deliveries/{delivery_id}/attempts"
+    path = f"/v1/webhook-deliveries/{segment(delivery_id)}/attempts"
     rows = request("GET", path, url=url, api_key=api_key)
     columns = ("attempt", "at", "status_code", "duration_ms", "error")
     print_table(columns, rows, title=f"delivery {delivery_id}", empty="no attempts yet")
@@ -738,6 +743,6 @@ def delivery_retry(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Take a dead delivery off the dead-letter list and send it again."""
-    path = f"/v1/webhook-deliveries/{delivery_id}/retry"
+    path = f"/v1/webhook-deliveries/{segment(delivery_id)}/retry"
     row = request("POST", path, url=url, api_key=api_key)
     out().print(f"delivery {row['id']} is {row['status']} again")

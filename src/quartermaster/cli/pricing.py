@@ -23,6 +23,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     request,
+    segment,
     stacked,
 )
 from quartermaster.pricing.document import (
@@ -184,7 +185,7 @@ def use(
 @pricebook_app.command("versions")
 def versions(name: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """Every version of a price book, with when each was in force."""
-    found = request("GET", f"/v1/price-books/{name}/versions", url=url, api_key=api_key)
+    found = request("GET", f"/v1/price-books/{segment(name)}/versions", url=url, api_key=api_key)
     # Four columns, three of them times: seven folded each date in two at 80 columns.
     rows = [
         (
@@ -274,11 +275,16 @@ def show(
     """Show the version of a price book in force (or a given version)."""
     if version is not None:
         found = request(
-            "GET", f"/v1/price-books/{name}/versions/{version}", url=url, api_key=api_key
+            "GET",
+            f"/v1/price-books/{segment(name)}/versions/{segment(version)}",
+            url=url,
+            api_key=api_key,
         )
     else:
         params = {key: value for key, value in (("at", at), ("as_of", as_of)) if value}
-        found = request("GET", f"/v1/price-books/{name}", params=params, url=url, api_key=api_key)
+        found = request(
+            "GET", f"/v1/price-books/{segment(name)}", params=params, url=url, api_key=api_key
+        )
     document = validate_document(found["document"])
     console = out()
     console.print(

@@ -27,6 +27,8 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    secret_route,
+    segment,
     show_table,
 )
 
@@ -87,7 +89,9 @@ def secret_put(
     body: dict[str, Any] = {"value": secret}
     if cas is not None:
         body["cas"] = cas
-    written = request("PUT", f"/v1/secrets/data/{path}", json=body, url=url, api_key=api_key)
+    written = request(
+        "PUT", f"/v1/secrets/data/{secret_route(path)}", json=body, url=url, api_key=api_key
+    )
     out().print(f"wrote {escape(str(path))} version {written['version']}")
 
 
@@ -102,7 +106,9 @@ def secret_get(
 ) -> None:
     """Read a value under a new lease: the value alone on stdout, the lease on stderr."""
     params = {k: v for k, v in (("version", version), ("ttl_seconds", ttl)) if v is not None}
-    got = request("GET", f"/v1/secrets/data/{path}", params=params, url=url, api_key=api_key)
+    got = request(
+        "GET", f"/v1/secrets/data/{secret_route(path)}", params=params, url=url, api_key=api_key
+    )
     if as_json:
         out().print_json(json.dumps(got))
         return
@@ -164,7 +170,13 @@ def _versions_call(
     action: str, path: str, versions: list[int] | None, url: str | None, api_key: str | None
 ) -> None:
     body = {"versions": versions} if versions else {}
-    done = request("POST", f"/v1/secrets/{action}/{path}", json=body, url=url, api_key=api_key)
+    done = request(
+        "POST",
+        f"/v1/secrets/{segment(action)}/{secret_route(path)}",
+        json=body,
+        url=url,
+        api_key=api_key,
+    )
     numbers = ", ".join(str(v["version"]) for v in done["versions"])
     past = {"delete": "deleted", "undelete": "undeleted", "destroy": "destroyed"}[action]
     out().print(f"{past} {escape(str(path))} version {numbers}")
@@ -224,7 +236,11 @@ def secret_rotate(
     if value is not None or from_file is not None:
         new_value = _read_value(value, from_file, what="new value")
     done = request(
-        "POST", f"/v1/secrets/rotate/{path}", json={"value": new_value}, url=url, api_key=api_key
+        "POST",
+        f"/v1/secrets/rotate/{secret_route(path)}",
+        json={"value": new_value},
+        url=url,
+        api_key=api_key,
     )
     origin = "generated" if done["generated"] else "given"
     out().print(
@@ -242,7 +258,11 @@ def secret_creds(
 ) -> None:
     """Issue a dynamic database credential (JSON on stdout)."""
     cred = request(
-        "POST", f"/v1/secrets/creds/{path}", json={"ttl_seconds": ttl}, url=url, api_key=api_key
+        "POST",
+        f"/v1/secrets/creds/{secret_route(path)}",
+        json={"ttl_seconds": ttl},
+        url=url,
+        api_key=api_key,
     )
     sys.stdout.write(json.dumps(cred) + "\n")
 
@@ -297,7 +317,7 @@ def lease_renew(
     """Extend a live lease (never past its max_ttl)."""
     lease = request(
         "POST",
-        f"/v1/leases/{lease_id}/renew",
+        f"/v1/leases/{segment(lease_id)}/renew",
         json={"increment_seconds": increment},
         url=url,
         api_key=api_key,
@@ -315,7 +335,7 @@ def lease_revoke(
     api_key: ApiKeyOption = None,
 ) -> None:
     """End a lease; one already ended or unknown is not an error."""
-    done = request("POST", f"/v1/leases/{lease_id}/revoke", url=url, api_key=api_key)
+    done = request("POST", f"/v1/leases/{segment(lease_id)}/revoke", url=url, api_key=api_key)
     pending = " (database cleanup pending; the reaper retries)" if done["cleanup_pending"] else ""
     out().print(f"lease {lease_id}: {done['status']}{pending}")
 

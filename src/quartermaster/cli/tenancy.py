@@ -19,6 +19,7 @@ from quartermaster.cli.client import (
     print_secret,
     print_table,
     request,
+    segment,
     show_table,
     stacked,
     team_or_app,
@@ -142,7 +143,7 @@ def key_create(
     A team-member issues keys only of its own team's apps' app principals (role app)."""
     body = drop_none({"expires_at": expires_at})
     issued = request(
-        "POST", f"/v1/principals/{principal_id}/keys", json=body, url=url, api_key=api_key
+        "POST", f"/v1/principals/{segment(principal_id)}/keys", json=body, url=url, api_key=api_key
     )
     expiry = cell_text(issued["expires_at"]) or "never"
     err().print(f"created key {issued['key_id']} (expires: {expiry})")
@@ -184,5 +185,5 @@ def key_revoke(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Revoke an API key now (a team-member: a key of its team's apps' app principals)."""
-    revoked = request("DELETE", f"/v1/keys/{key_id}", url=url, api_key=api_key)
+    revoked = request("DELETE", f"/v1/keys/{segment(key_id)}", url=url, api_key=api_key)
     out().print(f"revoked key {revoked['key_id']} at {cell_text(revoked['revoked_at'])}")

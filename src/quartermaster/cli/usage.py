@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -29,6 +28,7 @@ from quartermaster.cli.client import (
     plain,
     print_table,
     request,
+    segment,
     show_table,
     stacked,
 )
@@ -138,7 +138,7 @@ def override_path(environment: str) -> str:
             f"environment {environment!r} must be a slug, as an event's data.environment is: "
             "a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
         )
-    return f"/v1/environment-overrides/{quote(environment, safe='')}"
+    return f"/v1/environment-overrides/{segment(environment, what='environment')}"
 
 
 @environment_app.command("set")
