@@ -220,3 +220,35 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul(
     )
     assert response.status_code == 201, response.text
     assert response.json()["name"] == "a\\u0000"
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/v1/cost-centers", b'{"slug": "cc-s", "name": "A\\ud800B"}', "name"),
+        ("/v1/cost-centers", b'{"slug": "cc-s", "name": "A\\uDFFF"}', "name"),
+        ("/v1/teams", b'{"slug": "t-s", "name": "T", "cost_center": "\\udc00x"}', "cost_center"),
+        ("/v1/decisions", b'{"app": "a", "resources": [{"x\\ud83d": 1}]}', "resources.0.x\\ud83d"),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_body_is_a_422_naming_the_field(
+    client: TestClient, tenant: TenantHandle, url: str, body: bytes, field: str
+) -> None:
+    # The parser let a lone "\ud800" through into a string UTF-8 cannot encode: a 500 where
+    # it was stored.
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    response = client.post(url, content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_input", field)
+    assert "lone surrogate" in error["message"]
+
+
+def test_a_surrogate_pair_is_one_character_and_is_kept(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    body = b'{"slug": "cc-e", "name": "ops \\ud83d\\ude00 \\\\ud800"}'
+    response = client.post("/v1/cost-centers", content=body, headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "ops \U0001f600 \\ud800"

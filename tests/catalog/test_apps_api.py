@@ -315,7 +315,7 @@ def test_a_title_over_200_characters_is_refused_not_cut(
 @pytest.mark.parametrize(
     ("field", "value", "named"),
     [
-        # NUL is refused before any route runs (api/nul_guard.py; tests/api/test_errors.py).
+        # NUL is refused before any route runs (api/text_guard.py; tests/api/test_errors.py).
         ("owner", "ann\x01@example.com", "U+0001 (a control character) at position 4"),
         ("owner", "ann\nbob", "U+000A (a control character) at position 4"),
         ("title", "Invoice \u202etob", "U+202E (RIGHT-TO-LEFT OVERRIDE) at position 9"),

@@ -485,6 +485,26 @@ def test_unstorable_values_are_rejected_alone_on_both_backends(
     ]
 
 
+def test_a_lone_surrogate_makes_the_body_malformed_and_nothing_is_stored(
+    http: httpx.Client, tenant: TenantHandle
+) -> None:
+    good = orjson.dumps(usage_event("bot"))
+    bad = orjson.dumps(usage_event("bot")).replace(b'"bot"', b'"bot\\ud800"', 1)
+    response = http.post(
+        "/v1/events",
+        content=b"[" + good + b"," + bad + b"]",
+        headers={
+            "Authorization": f"Bearer {tenant.admin_token}",
+            "Content-Type": "application/cloudevents-batch+json",
+        },
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "malformed_body"
+    assert "surrogate" in error["message"]
+    assert post(http, tenant.admin_token, [orjson.loads(good)]).json()["accepted"] == 1
+
+
 def _disk_full(dialect: str) -> Exception:
     """The error a full disk raises under the event log's append, as each database says it."""
     from sqlalchemy.exc import OperationalError

@@ -11,8 +11,8 @@ from fastapi_offline import FastAPIOffline
 from quartermaster import __version__
 from quartermaster.api.body_limit import BodyLimit
 from quartermaster.api.errors import install_error_handlers
-from quartermaster.api.nul_guard import RefuseNul
 from quartermaster.api.openapi import install_openapi, operation_id
+from quartermaster.api.text_guard import RefuseUnstorableText
 from quartermaster.config import Settings
 from quartermaster.runtime import Runtime, build_runtime
 
@@ -87,7 +87,9 @@ def create_app(
     # Added first, so it runs inside BodyLimit: a body it reads is already bounded. Ingestion
     # refuses NUL per event; the ingest benchmark's floor route is passed as ingestion is, so
     # that the floor measures the same path.
-    app.add_middleware(RefuseNul, own_checks=frozenset({"/v1/events", "/v1/_bench/parse"}))
+    app.add_middleware(
+        RefuseUnstorableText, own_checks=frozenset({"/v1/events", "/v1/_bench/parse"})
+    )
     app.add_middleware(
         BodyLimit, limit=settings.max_body_bytes, own_limits=frozenset({"/v1/events"})
     )
