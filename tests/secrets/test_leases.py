@@ -52,6 +52,29 @@ def test_renew_extends_but_never_past_max_ttl(
     assert capped.expires_at == capped.max_expires_at
 
 
+def test_an_absurd_increment_is_capped_at_max_ttl_not_a_500(
+    client: TestClient, world: World
+) -> None:
+    """`qm lease renew ID --increment 99999999999999999999` overflowed timedelta (a 500): any
+    increment reaching past the lease's max_ttl is the cap, as documented."""
+    admin = world.headers
+    put = client.put("/v1/secrets/data/apps/web/token", json={"value": "v-1"}, headers=admin)
+    assert put.status_code == 200, put.text
+    lease_id = client.get("/v1/secrets/data/apps/web/token", headers=admin).json()["lease"]["id"]
+    for increment in (10**20, 10**12, 2**63):
+        renewed = client.post(
+            f"/v1/leases/{lease_id}/renew", json={"increment_seconds": increment}, headers=admin
+        )
+        assert renewed.status_code == 200, renewed.text
+        lease = renewed.json()
+        assert lease["expires_at"] == lease["max_expires_at"]
+    refused = client.post(
+        f"/v1/leases/{lease_id}/renew", json={"increment_seconds": 0}, headers=admin
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "increment_seconds"
+
+
 def test_revoke_is_idempotent_and_renewing_a_revoked_lease_is_denied(
     world: World, ctx: SecretsContext, runtime: Runtime
 ) -> None:

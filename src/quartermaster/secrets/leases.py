@@ -291,7 +291,7 @@ def renew_lease(
         and _renewable(lease) is None
         and management_denial(requester, lease, session=session) is None
     ):
-        valid_until = min(utc_now() + timedelta(seconds=increment), lease.max_expires_at)
+        valid_until = renewed_expiry(utc_now(), increment, lease.max_expires_at)
         _extend_dynamic(lease, valid_until, ctx=ctx, session=session)
     lock_tenant_chain(requester.tenant_id, session=session)
     lease = load_lease(requester.tenant_id, lease_id, session=session)
@@ -322,7 +322,7 @@ def renew_lease(
         refuse(
             requester, ended, action="renew", path=lease.path, lease_id=lease_id, session=session
         )
-    new_expiry = min(utc_now() + timedelta(seconds=increment), lease.max_expires_at)
+    new_expiry = renewed_expiry(utc_now(), increment, lease.max_expires_at)
     lease.expires_at = new_expiry
     append_audit(
         requester.tenant_id,
@@ -337,6 +337,15 @@ def renew_lease(
     )
     session.commit()
     return lease_info(lease)
+
+
+def renewed_expiry(now: datetime, increment_seconds: int, max_expires_at: datetime) -> datetime:
+    """now + increment, capped at the lease's max expiry. The cap is applied before the
+    sum: an increment of any size (a timedelta or a datetime cannot hold every int) is the cap,
+    never an OverflowError."""
+    if increment_seconds >= (max_expires_at - now).total_seconds():
+        return max_expires_at
+    return now + timedelta(seconds=increment_seconds)
 
 
 def _renewable(lease: SecretLease) -> ConflictError | None:
