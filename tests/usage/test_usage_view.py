@@ -205,6 +205,10 @@ def test_usage_api_keeps_its_roles(client: TestClient, platform: Platform) -> No
         ({"meter": "tokns"}, "meter", "'tokns' is not a meter of the tenant"),
         ({"cost_center": "c1,,c2"}, "cost_center", "empty value"),
         ({"team": ""}, "team", "empty value"),
+        # A typo answered "no usage", as if the team had used nothing.
+        ({"team": "paymnets"}, "team", "unknown team 'paymnets'"),
+        ({"cost_center": "reserch"}, "cost_center", "unknown cost center 'reserch'"),
+        ({"app": "nope,bot-x"}, "app", "unknown app 'nope'"),
     ],
 )
 def test_usage_api_names_a_bad_parameter(

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit
 from quartermaster.billing.models import BillingDocument, DocumentStatus
+from quartermaster.catalog.models import App
 from quartermaster.catalog.service import validate_environment
 from quartermaster.domain.money import plain_text
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
-from quartermaster.tenancy.models import CostCenter
+from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.meters import (
     DEFAULT_METERS,
@@ -368,6 +369,29 @@ def filter_values(values: Iterable[str] | None, field: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def refuse_unknown_owners(tenant_id: str, filters: UsageFilter, *, session: Session) -> None:
+    """A cost center, team or app filter naming none of the tenant's is a 422 naming it:
+    usage is only ever owned by the catalog's (or by none), so a typo (`--team paymnets`)
+    answered "no usage" as if the team had used nothing."""
+    checks = (
+        ("cost_center", "cost center", filters.cost_centers, CostCenter.slug, CostCenter),
+        ("team", "team", filters.teams, Team.slug, Team),
+        ("app", "app", filters.apps, App.app_id, App),
+    )
+    for field, noun, wanted, column, model in checks:
+        if not wanted:
+            continue
+        known = set(
+            session.scalars(select(column).where(model.tenant_id == tenant_id, column.in_(wanted)))
+        )
+        unknown = [value for value in wanted if value not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown {noun} {unknown[0]!r}: the tenant has no {noun} of that name",
+                field=field,
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class GroupedQuantity:
     """The summed quantities of one group of the usage view. An owner column the view does
@@ -463,6 +487,7 @@ def usage_view(
             f"{', '.join(sorted(definitions))}",
             field="meter",
         )
+    refuse_unknown_owners(tenant_id, filters, session=session)
     found = store.usage_groups(
         tenant_id,
         period,
