@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from psycopg import sql
 
 from quartermaster.audit.log import list_records
@@ -507,3 +508,36 @@ def test_the_reaper_drops_expired_roles_with_the_documented_privileges(
     with runtime.session_factory() as session:
         info = leases.get_lease(world.admin(), cred.lease.id, session=session)
     assert (info.state, info.end_reason, info.cleanup_pending) == ("ended", "expired", False)
+
+
+def test_a_new_connection_is_refused_while_the_engine_has_live_leases(
+    client: TestClient, world: World, target_db: str
+) -> None:
+    """Re-mounting with another connection_url moved the engine under its live leases (200),
+    leaving their roles where renew, revoke and the reaper no longer looked; as DELETE, it is a
+    409 naming them. The same connection again, or new grants and TTLs, are a re-mount."""
+    url = f"/v1/secrets/engines/{ENGINE_PATH}"
+    grants = [g.model_dump() for g in _grants(target_db)]
+    body = {"connection_url": target_db, "grants": grants, "default_ttl_seconds": 300}
+    h = world.headers
+    assert client.put(url, json=body, headers=h).status_code == 200
+    cred = client.post(f"/v1/secrets/creds/{ENGINE_PATH}", json={}, headers=h)
+    assert cred.status_code == 200, cred.text
+    lease_id = cred.json()["lease"]["id"]
+    same = {**body, "default_ttl_seconds": 600, "connection_url": f" {target_db} "}
+    again = client.put(url, json=same, headers=h)
+    assert (again.status_code, again.json()["default_ttl_seconds"]) == (200, 600)
+    elsewhere = f"{SERVER}/postgres"
+    refused = client.put(url, json={**body, "connection_url": elsewhere}, headers=h)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == "connection_url"
+    assert f"has 1 live lease (e.g. {lease_id})" in error["message"]
+    assert f"qm lease revoke-prefix {ENGINE_PATH}" in error["message"]
+    deleted = client.delete(url, headers=h)
+    assert deleted.status_code == 409
+    assert f"still has 1 live lease (e.g. {lease_id})" in deleted.json()["error"]["message"]
+    assert client.post(f"/v1/leases/{lease_id}/revoke", headers=h).json()["status"] == "revoked"
+    moved_now = client.put(url, json={**body, "connection_url": elsewhere}, headers=h)
+    assert moved_now.status_code == 200, moved_now.text
+    assert client.delete(url, headers=h).status_code == 204

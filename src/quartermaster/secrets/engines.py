@@ -19,7 +19,7 @@ from quartermaster.secrets.access import Action, Requester
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.envelope import open_sealed, record_aad, seal
 from quartermaster.secrets.guard import authorize, require_scope
-from quartermaster.secrets.models import DynamicEngine, LeaseKind, SecretLease
+from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import parse_path
 from quartermaster.secrets.postgres import (
     EngineError,
@@ -117,6 +117,8 @@ def configure_postgres_engine(
         .where(DynamicEngine.tenant_id == requester.tenant_id, DynamicEngine.path == target.path)
         .execution_options(populate_existing=True)
     )
+    if engine is not None:
+        _refuse_moving_live_leases(engine, connection_url, ctx=ctx, session=session)
     now = utc_now()
     if engine is None:
         engine = DynamicEngine(
@@ -145,6 +147,57 @@ def configure_postgres_engine(
     return _info(engine)
 
 
+def _live_leases(engine: DynamicEngine, *, session: Session) -> list[str]:
+    """Ids of the engine's leases not ended yet (an expired one the reaper has not ended still
+    has its role in the database), oldest first."""
+    return list(
+        session.scalars(
+            select(SecretLease.id)
+            .where(
+                SecretLease.tenant_id == engine.tenant_id,
+                SecretLease.engine_id == engine.id,
+                SecretLease.state != LeaseState.ENDED.value,
+            )
+            .order_by(SecretLease.issued_at)
+        )
+    )
+
+
+def _count(live: list[str]) -> str:
+    return "1 live lease" if len(live) == 1 else f"{len(live)} live leases"
+
+
+def _refuse_moving_live_leases(
+    engine: DynamicEngine, connection_url: str | None, *, ctx: SecretsContext, session: Session
+) -> None:
+    """A re-mount may change grants and TTLs (they apply to new credentials), but not the
+    database while leases live: their roles are in the current one, and renewing, revoking
+    and the reaper would look for them in the new one (as unmounting, it is a 409). The same
+    connection again (its own URL, or the server's) is an idempotent re-mount."""
+    try:
+        current: str | None = engine_conninfo(engine, ctx=ctx, session=session)
+    except ConflictError:
+        current = None  # no own connection and QM_SECRETS_POSTGRES_URL unset now
+    server = ctx.settings.secrets_postgres_url
+    if connection_url is not None:
+        wanted: str | None = validate_connection_url(connection_url)
+    elif server is not None:
+        wanted = validate_connection_url(server.get_secret_value())
+    else:
+        wanted = None
+    if wanted == current:
+        return
+    live = _live_leases(engine, session=session)
+    if live:
+        raise ConflictError(
+            f"engine {engine.path!r} has {_count(live)} (e.g. {live[0]}) whose roles are in its "
+            "current database: a new connection_url would leave them unreachable to renew and "
+            f"revoke; revoke them first (qm lease revoke-prefix {engine.path}), or mount the "
+            "new database at another path",
+            field="connection_url",
+        )
+
+
 def find_engine(tenant_id: str, path: str, *, session: Session) -> DynamicEngine | None:
     return session.scalar(
         select(DynamicEngine).where(
@@ -171,16 +224,10 @@ def delete_engine(requester: Requester, raw_path: str, *, session: Session) -> N
     engine = find_engine(requester.tenant_id, target.path, session=session)
     if engine is None:
         raise NotFoundError(f"no engine is mounted at {target.path!r}", field="path")
-    live = session.scalar(
-        select(SecretLease.id).where(
-            SecretLease.tenant_id == requester.tenant_id,
-            SecretLease.engine_id == engine.id,
-            SecretLease.state != "ended",
-        )
-    )
-    if live is not None:
+    live = _live_leases(engine, session=session)
+    if live:
         raise ConflictError(
-            f"engine {target.path!r} still has live leases (e.g. {live}): "
+            f"engine {target.path!r} still has {_count(live)} (e.g. {live[0]}): "
             f"revoke them first (qm lease revoke-prefix {target.path})"
         )
     session.delete(engine)

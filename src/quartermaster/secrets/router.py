@@ -151,7 +151,12 @@ def rotate_secret(
     return RotateOut.of(path.strip("/"), result)
 
 
-@router.put("/engines/{path:path}", summary="Mount or update a dynamic PostgreSQL engine")
+@router.put(
+    "/engines/{path:path}",
+    summary="Mount or update a dynamic PostgreSQL engine",
+    # 409: a new connection_url while the engine has live leases
+    responses=error_responses(409),
+)
 def put_engine(
     path: str,
     body: EngineIn,
