@@ -42,7 +42,12 @@ def cap_set(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Create or change the default cap of one kind of app."""
+    """Create or change the default cap of one kind of app.
+
+    Example:
+
+      qm budget default-cap set ephemeral --amount 25 --period month --action halt
+    """
     body = {"applies_to": applies_to, "amount": amount, "period": period, "action": action}
     row = request("PUT", "/v1/default-caps", json=body, url=url, api_key=api_key)
     out().print(
@@ -86,7 +91,13 @@ def high_cost_threshold(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Show, set (AMOUNT) or turn off (--off) the high-cost threshold."""
+    """Show, set (AMOUNT) or turn off (--off) the high-cost threshold.
+
+    Examples:
+
+      qm alerts high-cost threshold 50
+      qm alerts high-cost threshold --off
+    """
     if amount is None and not off:
         row = request("GET", "/v1/guardrail-settings", url=url, api_key=api_key)
     else:

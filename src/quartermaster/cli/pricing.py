@@ -66,7 +66,12 @@ def _read(file: Path) -> tuple[str, str]:
 
 @pricebook_app.command("load")
 def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """Upload a price book version (a new version; stored versions never change)."""
+    """Upload a price book version (a new version; stored versions never change).
+
+    Example:
+
+      qm pricebook validate prices.yaml && qm pricebook load prices.yaml
+    """
     text, fmt_name = _read(file)
     stored = request(
         "POST",
@@ -272,7 +277,14 @@ def show(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Show the version of a price book in force (or a given version)."""
+    """Show the version of a price book in force (or a given version).
+
+    Examples:
+
+      qm pricebook show standard
+      qm pricebook show standard --at 2026-11-15T00:00:00Z
+      qm pricebook show standard --version 2
+    """
     if version is not None:
         found = request(
             "GET",

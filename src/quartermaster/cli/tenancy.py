@@ -49,7 +49,12 @@ def team_create(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Create a team."""
+    """Create a team.
+
+    Example:
+
+      qm team create data-science --name "Data science" --cost-center research
+    """
     body = drop_none({"slug": slug, "name": name, "cost_center": cost_center})
     team = request("POST", "/v1/teams", json=body, url=url, api_key=api_key)
     default = f" (default cost center {team['cost_center']})" if team["cost_center"] else ""
@@ -70,7 +75,12 @@ def cost_center_create(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Create a cost center."""
+    """Create a cost center.
+
+    Example:
+
+      qm cost-center create marketing --name "Marketing"
+    """
     body = drop_none({"slug": slug, "name": name})
     created = request("POST", "/v1/cost-centers", json=body, url=url, api_key=api_key)
     out().print(f"created cost center {created['slug']}")
@@ -97,7 +107,14 @@ def principal_create(
 
     An admin creates any principal. A team-member creates only an app principal of one of its
     own team's apps: `qm principal create shop-bot --role app --app shop --kind
-    service-account`, then `qm key create shop-bot` gives the app a key of its own."""
+    service-account`, then `qm key create shop-bot` gives the app a key of its own.
+
+    Examples:
+
+      qm principal create ann@example.com --role finance
+      qm principal create web-lead@example.com --role team-member --team web
+      qm principal create shop-bot --role app --app shop --kind service-account
+    """
     body = drop_none({"name": name, "role": role, "kind": kind, "team": team, "app_id": app})
     created = request("POST", "/v1/principals", json=body, url=url, api_key=api_key)
     out().print(  # one line however narrow the terminal: the id is copied from it
@@ -140,7 +157,13 @@ def key_create(
 ) -> None:
     """Issue an API key for a principal; the token is printed once.
 
-    A team-member issues keys only of its own team's apps' app principals (role app)."""
+    A team-member issues keys only of its own team's apps' app principals (role app).
+
+    Examples:
+
+      qm key create shop-bot --expires-at 2027-03-01T00:00:00Z
+      export QM_API_KEY=$(qm key create ann@example.com)
+    """
     body = drop_none({"expires_at": expires_at})
     issued = request(
         "POST", f"/v1/principals/{segment(principal_id)}/keys", json=body, url=url, api_key=api_key

@@ -216,7 +216,14 @@ def usage_show(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Quantities in a month or a period, summed per cost center (--by), largest first."""
+    """Quantities in a month or a period, summed per cost center (--by), largest first.
+
+    Examples:
+
+      qm usage show --month 2026-11
+      qm usage show --month 2026-11 --by app --team web --meter tokens --top 10
+      qm usage show --start 2026-11-01T00:00:00Z --end 2026-11-08T00:00:00Z --by detail
+    """
     if month is not None and (start is not None or end is not None):
         fail("give --month, or --start and --end, not both")
     if month is None and (start is None or end is None):
