@@ -435,6 +435,62 @@ def test_a_platform_cost_with_no_active_app_goes_to_the_default_cost_center() ->
     ]
 
 
+UNATTRIBUTED = [  # booked to the default cost center with no team or app, as attribution does
+    row("", "requests", 600, team="", cc="default"),
+    row("", "invocations", 100, team="", cc="default"),
+]
+
+
+def test_unattributed_usage_is_no_active_app_for_shared_costs() -> None:
+    # docs/pricing.md: shared costs are split over the active apps; the default cost center's
+    # unattributed usage (and an environment override's, with no app either) is no app, so it
+    # takes no share and does not shrink the apps' shares (it took 1/(N+1) of an even split)
+    override = row("", "requests", 50, team="", cc="cc9")
+    usage = [*PLATFORM_USAGE, *UNATTRIBUTED, override]
+    result = _platform(
+        PlatformCostItem("dns", D("3")),
+        PlatformCostItem("lb", D("40")),
+        PlatformCostItem("control_plane", D("10")),
+        usage=usage,
+    )
+    assert amounts(result, LineKind.PLATFORM, "dns") == {
+        ("t1", "a1"): D("1"),
+        ("t1", "a2"): D("1"),
+        ("t2", "a3"): D("1"),
+    }
+    # by requests among the apps only: 100:300:0, not 100:300:0:600:50
+    assert amounts(result, LineKind.PLATFORM, "lb") == {
+        ("t1", "a1"): D("10"),
+        ("t1", "a2"): D("30"),
+        ("t2", "a3"): D("0"),
+    }
+    assert amounts(result, LineKind.PLATFORM, "control_plane") == {
+        ("t1", "a1"): D("5"),
+        ("t1", "a2"): D("3"),
+        ("t2", "a3"): D("2"),
+    }
+    line = next(x for x in result.lines if x.cost_type == "lb" and x.app == "a1")
+    assert line.pricing_rule == "platform cost lb: 40 USD shared by 3 active apps"
+    assert line.allocation_method == "proportional to requests: 100 of 400"
+    # the unattributed usage itself is still billed to the default cost center
+    assert {(x.cost_center, x.meter) for x in result.lines if x.kind is LineKind.USAGE} >= {
+        ("default", "requests"),
+        ("cc9", "requests"),
+    }
+    assert result.total == sum(x.amount for x in result.lines)
+
+
+def test_a_platform_cost_with_only_unattributed_usage_goes_to_the_default_cost_center() -> None:
+    result = _platform(PlatformCostItem("dns", D("5")), usage=UNATTRIBUTED)
+    lines = [x for x in result.lines if x.kind is LineKind.PLATFORM]
+    assert [(x.cost_center, x.team, x.app, x.amount) for x in lines] == [
+        ("default", None, None, D("5"))
+    ]
+    assert lines[0].allocation_method == (
+        "unallocated: no active apps in the period (default cost center)"
+    )
+
+
 def test_a_platform_cost_in_another_currency_is_not_priced_but_reported() -> None:
     # There is no currency conversion: the EUR costs (and a code that is no currency) are in
     # no line, summed per cost type and currency; the USD ones (and those without a

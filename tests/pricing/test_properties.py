@@ -107,7 +107,13 @@ def test_package_charges_whole_packages(size: D, price: D, quantity: D) -> None:
 
 @st.composite
 def usage_rows(draw: st.DrawFn) -> list[UsageRow]:
-    owners = [("cc1", "t1", "a1"), ("cc1", "t1", "a2"), ("cc2", "t2", "a3"), ("cc2", "t3", "a4")]
+    owners = [
+        ("cc1", "t1", "a1"),
+        ("cc1", "t1", "a2"),
+        ("cc2", "t2", "a3"),
+        ("cc2", "t3", "a4"),
+        ("default", "", ""),  # unattributed usage: no team, no app
+    ]
     rows = draw(
         st.lists(
             st.tuples(
@@ -172,7 +178,8 @@ def test_period_pricing_is_exact_and_order_independent(rows: list[UsageRow], lb:
         if line.kind is LineKind.USAGE:
             assert line.amount >= 0
             assert line.discount_amount >= 0
-    active = {(r.cost_center, r.team, r.app) for r in rows if r.quantity > 0}
+    # unattributed usage (no app) is no active app: it takes no share of a platform cost
+    active = {(r.cost_center, r.team, r.app) for r in rows if r.quantity > 0 and r.app}
     for cost_type, amount in (("lb", lb), ("cp", cp)):
         shared = sum(line.amount for line in result.lines if line.cost_type == cost_type)
         assert shared == (amount.quantize(LINE_QUANTUM) if amount else 0)

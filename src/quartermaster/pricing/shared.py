@@ -1,7 +1,8 @@
 """Shared costs: platform costs shared among active apps by each cost_type's policy, and
 reserved-capacity credits shared among the teams that used the reserved meter. Pure.
 
-An app is active in the period when it used any meter (quantity > 0). An app counts once,
+An app is active in the period when it used any meter (quantity > 0); usage with no app
+(unattributed, or an environment override's) is no active app. An app counts once,
 however many owners it had in the period: its even share, its floor and its weight (its usage
 of the basis meter under every owner) are computed once, and its part is then split among its
 owner lines (one per owner it was active under) by its usage of the basis meter under each,
@@ -67,11 +68,15 @@ class SharedCostContext:
     charges: Mapping[AppKey, Decimal] = field(default_factory=dict)
 
     def meter_usage(self, meter: str | None) -> dict[AppKey, Decimal]:
-        """Usage of `meter` per active app (every active app listed, 0 when unused)."""
+        """Usage of `meter` per active app (every active app listed, 0 when unused).
+
+        Usage with no app (unattributed usage booked to the default cost center, or an
+        environment override's, both with app "") is no app: it makes no active app, so it
+        takes no share of a platform cost nor lowers the apps' shares."""
         totals: dict[AppKey, Decimal] = defaultdict(Decimal)
         for (owner, used_meter), quantity in self.usage.items():
             key = (owner.cost_center, owner.team, owner.app)
-            if quantity > 0:
+            if quantity > 0 and owner.app:
                 totals[key] += quantity if used_meter == meter else ZERO
         return dict(totals)
 
