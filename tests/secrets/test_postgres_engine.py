@@ -196,7 +196,9 @@ def test_unreachable_database_leaves_cleanup_to_the_reaper(
             world.admin(),
             ENGINE_PATH,
             grants=_grants(target_db),
-            connection_url="postgresql://postgres@127.0.0.1:1/none",
+            # The same database, reached as an admin it refuses (another database is refused
+            # while the engine has live leases).
+            connection_url=target_db.replace("postgres@", "qm_no_such_admin@", 1),
             default_ttl_seconds=300,
             max_ttl_seconds=3600,
             ctx=ctx,
@@ -513,9 +515,10 @@ def test_the_reaper_drops_expired_roles_with_the_documented_privileges(
 def test_a_new_connection_is_refused_while_the_engine_has_live_leases(
     client: TestClient, world: World, target_db: str
 ) -> None:
-    """Re-mounting with another connection_url moved the engine under its live leases (200),
-    leaving their roles where renew, revoke and the reaper no longer looked; as DELETE, it is a
-    409 naming them. The same connection again, or new grants and TTLs, are a re-mount."""
+    """Re-mounting with a connection_url to another database moved the engine under its live
+    leases (200), leaving their roles where renew, revoke and the reaper no longer looked; as
+    DELETE, it is a 409 naming them. The same database again (another admin login to it too),
+    or new grants and TTLs, are a re-mount."""
     url = f"/v1/secrets/engines/{ENGINE_PATH}"
     grants = [g.model_dump() for g in _grants(target_db)]
     body = {"connection_url": target_db, "grants": grants, "default_ttl_seconds": 300}
@@ -527,6 +530,10 @@ def test_a_new_connection_is_refused_while_the_engine_has_live_leases(
     same = {**body, "default_ttl_seconds": 600, "connection_url": f" {target_db} "}
     again = client.put(url, json=same, headers=h)
     assert (again.status_code, again.json()["default_ttl_seconds"]) == (200, 600)
+    # Another admin login (a rotated password) to the same database is a re-mount too.
+    relogin = {**body, "connection_url": target_db.replace("postgres@", "postgres:pw@", 1)}
+    assert client.put(url, json=relogin, headers=h).status_code == 200
+    assert client.put(url, json=body, headers=h).status_code == 200
     elsewhere = f"{SERVER}/postgres"
     refused = client.put(url, json={**body, "connection_url": elsewhere}, headers=h)
     assert refused.status_code == 409, refused.text

@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -167,13 +169,32 @@ def _count(live: list[str]) -> str:
     return "1 live lease" if len(live) == 1 else f"{len(live)} live leases"
 
 
+def _database_of(conninfo: str | None) -> tuple[str, ...] | None:
+    """Which database a connection reaches: host(s), port(s), database name; not who logs in
+    (user, password) nor how (sslmode, timeouts)."""
+    if conninfo is None:
+        return None
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return (conninfo,)
+    user = str(parts.get("user") or "")
+    return (
+        str(parts.get("host") or ""),
+        str(parts.get("hostaddr") or ""),
+        str(parts.get("port") or "5432"),
+        str(parts.get("dbname") or user),
+    )
+
+
 def _refuse_moving_live_leases(
     engine: DynamicEngine, connection_url: str | None, *, ctx: SecretsContext, session: Session
 ) -> None:
-    """A re-mount may change grants and TTLs (they apply to new credentials), but not the
-    database while leases live: their roles are in the current one, and renewing, revoking
-    and the reaper would look for them in the new one (as unmounting, it is a 409). The same
-    connection again (its own URL, or the server's) is an idempotent re-mount."""
+    """A re-mount may change grants and TTLs (they apply to new credentials) and how the
+    admin logs in (a rotated admin password), but not the database while leases live: their
+    roles are in the current one, and renewing, revoking and the reaper would look for them
+    in the new one (as unmounting, it is a 409). The same database again (by its own URL, or
+    the server's) is an idempotent re-mount."""
     try:
         current: str | None = engine_conninfo(engine, ctx=ctx, session=session)
     except ConflictError:
@@ -185,15 +206,15 @@ def _refuse_moving_live_leases(
         wanted = validate_connection_url(server.get_secret_value())
     else:
         wanted = None
-    if wanted == current:
+    if _database_of(wanted) == _database_of(current):
         return
     live = _live_leases(engine, session=session)
     if live:
         raise ConflictError(
             f"engine {engine.path!r} has {_count(live)} (e.g. {live[0]}) whose roles are in its "
-            "current database: a new connection_url would leave them unreachable to renew and "
-            f"revoke; revoke them first (qm lease revoke-prefix {engine.path}), or mount the "
-            "new database at another path",
+            "current database: a connection_url to another database (host, port or database "
+            "name) would leave them unreachable to renew and revoke; revoke them first "
+            f"(qm lease revoke-prefix {engine.path}), or mount the new database at another path",
             field="connection_url",
         )
 
