@@ -4,10 +4,12 @@ are terminated."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,7 +25,7 @@ from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.engines import parse_grants
 from quartermaster.secrets.identity import generate_identity_key
 from quartermaster.secrets.keys import generate_root_keyring
-from quartermaster.secrets.postgres import GrantSpec
+from quartermaster.secrets.postgres import GrantSpec, new_password, scram_sha256_verifier
 from quartermaster.secrets.reaper import reap_once
 from tests.conftest import PG_ADMIN_DSN, make_settings
 from tests.secrets.conftest import World
@@ -548,3 +550,76 @@ def test_a_new_connection_is_refused_while_the_engine_has_live_leases(
     moved_now = client.put(url, json={**body, "connection_url": elsewhere}, headers=h)
     assert moved_now.status_code == 200, moved_now.text
     assert client.delete(url, headers=h).status_code == 204
+
+
+def test_scram_verifier_is_the_one_postgresql_computes() -> None:
+    """Same salt and iterations as a verifier PostgreSQL made itself from the password: the
+    same StoredKey and ServerKey, so the server accepts the password against ours."""
+    role = f"qm_scram_{uuid.uuid4().hex[:8]}"
+    password = new_password()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute(
+            sql.SQL("CREATE ROLE {} PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        try:
+            stored = _stored_verifier(conn, role)
+        finally:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    iterations, salt = _verifier_salt(stored)
+    assert scram_sha256_verifier(password, salt=salt, iterations=iterations) == stored
+    assert scram_sha256_verifier(password) != scram_sha256_verifier(password)  # random salt
+    with pytest.raises(ValueError, match="printable ASCII"):
+        scram_sha256_verifier("pässword")
+
+
+def test_the_password_is_never_sent_to_the_database(
+    world: World,
+    ctx: SecretsContext,
+    runtime: Runtime,
+    target_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CREATE ROLE carried the password in plain text, which the server logs with
+    log_statement = ddl (or when the statement fails): it now carries the SCRAM verifier, and
+    the credential still logs in with the password."""
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def capture(self: psycopg.Connection, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query if isinstance(query, str) else query.as_string(self))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", capture)
+    _mount(world, ctx, runtime, target_db)
+    with runtime.session_factory() as session:
+        cred = dynamic.issue_postgres_credential(
+            world.workload("billing"), ENGINE_PATH, ctx=ctx, session=session
+        )
+    monkeypatch.undo()
+    creates = [s for s in sent if s.startswith("CREATE ROLE")]
+    assert len(creates) == 1
+    assert "SCRAM-SHA-256$4096:" in creates[0]
+    assert not [s for s in sent if cred.password in s]
+    with psycopg.connect(PG_ADMIN_DSN) as conn:
+        stored = _stored_verifier(conn, cred.username)
+    iterations, salt = _verifier_salt(stored)
+    assert stored == scram_sha256_verifier(cred.password, salt=salt, iterations=iterations)
+    with _login(target_db, cred.username, cred.password) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+    with runtime.session_factory() as session:
+        revocation.revoke_lease(world.admin(), cred.lease.id, ctx=ctx, session=session)
+
+
+def _stored_verifier(conn: psycopg.Connection, role: str) -> str:
+    row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+    assert row is not None
+    assert row[0].startswith("SCRAM-SHA-256$"), row
+    return str(row[0])
+
+
+def _verifier_salt(verifier: str) -> tuple[int, bytes]:
+    iterations, salt = verifier.split("$")[1].split(":")
+    return int(iterations), base64.b64decode(salt)

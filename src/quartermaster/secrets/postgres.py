@@ -2,15 +2,19 @@
 structured template, and revocation that ends the role's sessions before dropping it.
 
 Every statement is composed with `psycopg.sql` (Identifier / Literal); no name, password or
-time is ever formatted into SQL text. A role that passed `VALID UNTIL` cannot log in again,
-but sessions opened before keep working, so revocation and expiry both terminate the role's
-backends (`pg_terminate_backend`) and drop the role. Disabling the login is committed first,
+time is ever formatted into SQL text, and a role's password is sent only as its SCRAM-SHA-256
+verifier, computed here (`scram_sha256_verifier`). A role that passed `VALID UNTIL` cannot log
+in again, but sessions opened before keep working, so revocation and expiry both terminate the
+role's backends (`pg_terminate_backend`) and drop the role. Disabling the login is committed first,
 on its own (`revoke_role`): a drop that fails afterwards leaves a role nobody can use.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import hmac
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -98,9 +102,40 @@ def grant_statement(grant: GrantSpec, role: str) -> sql.Composed:
     )
 
 
+SCRAM_ITERATIONS = 4096  # PostgreSQL's and libpq's default (scram_iterations)
+_SCRAM_SALT_BYTES = 16  # libpq's SCRAM_DEFAULT_SALT_LEN
+
+
+def scram_sha256_verifier(
+    password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for a password (RFC 5802 and 7677), as
+    libpq's PQencryptPasswordConn and psql's \\password compute it on the client:
+    `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64. Sent in place of the
+    password, it never reaches the server's log (log_statement = ddl, or a failed statement).
+
+    PostgreSQL SASLprep-normalizes a password first; for printable ASCII (every password
+    `new_password` makes) that changes nothing, and other passwords are refused here."""
+    if not (password.isascii() and password.isprintable()):
+        raise ValueError("a dynamic role's password must be printable ASCII")
+    salt = secrets.token_bytes(_SCRAM_SALT_BYTES) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
 def create_role_statement(role: str, password: str, valid_until: datetime) -> sql.Composed:
+    """`CREATE ROLE … PASSWORD` with the password's SCRAM verifier, never the password."""
     return sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {} VALID UNTIL {}").format(
-        sql.Identifier(role), sql.Literal(password), sql.Literal(valid_until.isoformat())
+        sql.Identifier(role),
+        sql.Literal(scram_sha256_verifier(password)),
+        sql.Literal(valid_until.isoformat()),
     )
 
 
