@@ -563,6 +563,35 @@ def test_a_documents_lines_page_filter_and_sum_on_the_server(platform: Platform)
     assert bare["document"]["total"] is None
 
 
+def test_a_filter_given_twice_is_refused_naming_it(platform: Platform) -> None:
+    """`?team=web&team=data` answered the last team's lines only (FastAPI keeps one value of
+    a single-valued parameter), as if the first team had none. Each filter takes one value
+    (docs/billing.md): two are a 422 naming the parameter, on every billing route."""
+    run = _run(platform)["run"]
+    base = f"/v1/billing/runs/{run['id']}"
+    cases: list[tuple[str, list[tuple[str, str]], str]] = [
+        (f"{base}/lines", [("team", "web"), ("team", "data")], "team"),
+        (f"{base}/lines", [("cost_center", "eng"), ("cost_center", "analytics")], "cost_center"),
+        (f"{base}/lines", [("app", "etl"), ("limit", "5"), ("app", "web")], "app"),
+        (f"{base}/lines", [("limit", "5"), ("limit", "5")], "limit"),
+        (f"{base}/summary", [("top", "2"), ("top", "3")], "top"),
+        ("/v1/billing/runs", [("status", "draft"), ("status", "finalized")], "status"),
+        ("/v1/billing/preview", [("team", "web"), ("team", "data")], "team"),
+    ]
+    for path, params, name in cases:
+        refused = platform.client.get(path, params=params, headers=platform.headers)
+        assert refused.status_code == 422, (path, params, refused.text)
+        error = refused.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_input", name)
+        assert error["message"].startswith(f"query parameter '{name}' is given 2 times"), error
+    # one value each still filters; a request without a key is 401 before its parameters count
+    assert {line["team"] for line in _get(platform, f"{base}/lines", team="web")["lines"]} == {
+        "web"
+    }
+    anonymous = platform.client.get(f"{base}/lines", params=[("team", "a"), ("team", "b")])
+    assert anonymous.status_code == 401
+
+
 def test_reproduce_first_lets_this_servers_pipeline_catch_up(platform: Platform) -> None:
     """A second server, or this one after its usage store was rebuilt, reproduces a bill
     only once its store holds the whole log (as a run does): it answered 'not identical'."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from quartermaster.api.deps import (
@@ -51,6 +51,7 @@ from quartermaster.billing.sources import (
     plain,
     waiting_counter,
 )
+from quartermaster.errors import InvalidInputError
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
@@ -66,6 +67,27 @@ RunId = Annotated[
 
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
+
+
+def _reader_one_value_each(caller: Reader, request: Request) -> AuthContext:
+    """A reader whose query parameters are each given once. Every billing filter takes one
+    value (docs/billing.md), and FastAPI keeps the last of a parameter given twice:
+    `?team=web&team=data` answered the data team's lines only, as if web had none. Checked
+    once the caller is known, so a request without a valid key is still a 401."""
+    for name in request.query_params:
+        values = request.query_params.getlist(name)
+        if len(values) > 1:
+            given = ", ".join(repr(value) for value in values[:5])
+            raise InvalidInputError(
+                f"query parameter {name!r} is given {len(values)} times ({given}"
+                f"{', ...' if len(values) > 5 else ''}); it takes one value: ask once per value",
+                field=name,
+            )
+    return caller
+
+
+# The caller of a route with query parameters: a Reader, each parameter given once.
+QueryReader = Annotated[AuthContext, Depends(_reader_one_value_each)]
 
 
 def get_calculator(runtime: RuntimeDep) -> BillingCalculator:
@@ -155,10 +177,10 @@ def create_run(
 
 
 @router.get(
-    "/runs", summary="List billing runs (or adjustment documents)", responses=error_responses()
+    "/runs", summary="List billing runs (or adjustment documents)", responses=error_responses(422)
 )
 def list_runs(
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     kind: Annotated[RunKind | None, Query(description="Only runs of this kind.")] = None,
     status: Annotated[
@@ -181,7 +203,7 @@ def list_runs(
 )
 def get_run(
     run_id: RunId,
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     lines: Annotated[
         bool,
@@ -206,7 +228,7 @@ MAX_POSITION = 2**31 - 1
 )
 def get_lines(
     run_id: RunId,
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     after: Annotated[
         int | None,
@@ -264,7 +286,7 @@ def _share(share: service.Share) -> ShareOut:
 )
 def get_summary(
     run_id: RunId,
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     top: Annotated[
         int, Query(ge=0, le=1000, description="How many of the largest apps, 0-1000 (default 10).")
@@ -358,7 +380,7 @@ def reproduce_run(
 )
 def export_run(
     run_id: RunId,
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     export_format: Annotated[
         files.ExportFormat, Query(alias="format", description="The file's format.")
@@ -417,10 +439,10 @@ def create_adjustment(
 
 
 @router.get(
-    "/adjustments", summary="Adjustment documents (of one run)", responses=error_responses()
+    "/adjustments", summary="Adjustment documents (of one run)", responses=error_responses(422)
 )
 def list_adjustments(
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     run_id: Annotated[
         str | None, Query(description="Only the adjustments of this finalized run.")
@@ -452,7 +474,7 @@ def _daily(days: list[explain.DailyAmount]) -> list[DailyOut]:
     responses=error_responses(404, 422),
 )
 def get_preview(
-    caller: Reader,
+    caller: QueryReader,
     session: ReadSessionDep,
     runtime: RuntimeDep,
     calculator: PreviewCalculator,
