@@ -17,6 +17,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from quartermaster.billing.lines import RESERVED_CAPACITY_ITEM
 from quartermaster.billing.models import BillingDocument, BillingLine, CostType, DocumentType
 from quartermaster.billing.service import caller_team_slug, get_document
 from quartermaster.billing.sources import (
@@ -30,6 +31,7 @@ from quartermaster.domain.timeutil import Period
 from quartermaster.errors import InvalidInputError, NotFoundError
 from quartermaster.storage.ids import ID_PREFIX, MIN_PREFIX, TOO_SHORT, unique_by_prefix
 from quartermaster.tenancy.service import AuthContext
+from quartermaster.usage.attribution import NO_OWNER
 from quartermaster.usage.meters import Aggregation
 from quartermaster.usage.store import LifecycleMarker, RawUsage, UsageStore
 
@@ -121,6 +123,21 @@ def _day_value(rows: list[RawUsage], aggregation: Aggregation) -> Decimal:
     return money_sum(row.quantity for row in rows)  # a quantity has up to 38 digits
 
 
+def events_app(line: BillingLine, cost_type: str) -> str | None:
+    """The app whose raw events a line counts, as the usage store names it: the line's app,
+    or "" for usage of no app (the default cost center's unattributed usage, or an
+    environment override's), whose events the store keeps with app "" too; None for a line
+    charged to a team or cost center as a whole (a reserved-capacity credit, a direct or
+    unallocated platform cost), which no events of its own make up."""
+    if line.app is not None:
+        return line.app
+    if line.meter is None or cost_type == CostType.PLATFORM.value:
+        return None
+    if line.item == RESERVED_CAPACITY_ITEM:
+        return None
+    return NO_OWNER
+
+
 def daily_from_raw(
     store: UsageStore,
     line: BillingLine,
@@ -129,18 +146,20 @@ def daily_from_raw(
     aggregation: Aggregation,
 ) -> tuple[list[DailyAmount], list[RawUsage]] | None:
     """Days of one app's meter from its raw rows, exactly as the store stood at `as_of`:
-    one query for the app and meter instead of a tenant-wide one per day. None when the
-    raw rows cannot answer (past the raw-retention horizon, too many rows, a unique count,
-    or a line of no single app)."""
+    one query for the app and meter instead of a tenant-wide one per day (usage of no app:
+    its cost center's rows with app ""). None when the raw rows cannot answer (past the
+    raw-retention horizon, too many rows, a unique count, or a line charged to a team or
+    cost center as a whole)."""
     horizon = store.purged_before()
-    if line.app is None or line.meter is None or aggregation is Aggregation.UNIQUE_COUNT:
+    app = events_app(line, line.adjusted_cost_type or line.cost_type)
+    if app is None or line.meter is None or aggregation is Aggregation.UNIQUE_COUNT:
         return None
     if horizon is not None and horizon > period.start:
         return None
     rows = store.top_events(
         line.tenant_id,
         period,
-        app=line.app,
+        app=app,
         meter=line.meter,
         cost_center=line.cost_center,
         team=line.team or "",
@@ -280,13 +299,20 @@ def explain_line(
         shared = _daily_costs(store, caller.tenant_id, line.item, period, document.as_of)
         notes.append(f"allocation: {line.allocation_method}")
     markers: list[LifecycleMarker] = []
-    if line.app is not None:
-        markers = store.lifecycle_markers(caller.tenant_id, period, app=line.app)
+    app = events_app(line, cost_type)
+    if app is not None:
+        if line.app is not None:
+            markers = store.lifecycle_markers(caller.tenant_id, period, app=line.app)
+        else:
+            notes.append(
+                "usage of no app (unattributed, or an environment override's): its top raw "
+                "events say which sources and resources sent it"
+            )
         if line.meter is not None and top is None:
             top = store.top_events(
                 caller.tenant_id,
                 period,
-                app=line.app,
+                app=app,
                 meter=line.meter,
                 cost_center=line.cost_center,
                 team=line.team or "",

@@ -660,8 +660,13 @@ def explain(
             whole=("quantity",),
         )
         for e in result["top_events"]:
+            # Its type, source and resource say what sent it: of unattributed usage, the
+            # only way to find the resources that produced it.
+            origin = f"{e['event_type']} from {e['source']}"
+            if e["resource_id"]:
+                origin = f"{origin}\nresource {e['resource_id']}"
             events.add_row(
-                stacked(e["event_id"], e["resource_id"] or "", head_style=""),
+                stacked(e["event_id"], origin, head_style=""),
                 plain(e["event_time"]),
                 grouped(e["quantity"]),
                 stacked(e["method"], "in the document" if e["in_document"] else "late: not in it"),
