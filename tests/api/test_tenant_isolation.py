@@ -453,6 +453,13 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/billing/lines/{line_id:path}/explain"): missing(
         "GET", "/v1/billing/lines/{b[billing_line]}/explain"
     ),
+    # B's team is no team of A's: 422 on team, not B's costs.
+    ("GET", "/v1/billing/costs"): Case(
+        lambda w: [
+            ("GET", "/v1/billing/costs", {"params": {"month": "2026-01", "team": w.b_ids["team"]}})
+        ],
+        frozenset({422}),
+    ),
     ("GET", "/v1/billing/preview"): Case(
         lambda w: [("GET", "/v1/billing/preview", {})], frozenset({200, 404, 422})
     ),

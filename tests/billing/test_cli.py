@@ -277,3 +277,28 @@ def test_show_fetches_only_what_it_prints(
         f"/v1/billing/runs/{run_id}",
         f"/v1/billing/runs/{full}/summary",
     ]
+
+
+def test_bill_costs_prints_a_periods_total_per_team_and_app(qm: CliRunner) -> None:
+    shown = " ".join(_ok(qm, "bill", "costs", "--month", "2026-01").split())
+    assert "2026-01: 59.5168 USD (price book" in shown  # PIPELINE_TOTAL, as _money writes it
+    assert "per team" in shown
+    assert "top apps" in shown
+    assert "not complete" not in shown
+    week = " ".join(
+        _ok(
+            qm,
+            "bill",
+            "costs",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-08T00:00:00Z",
+            "--team",
+            "data",
+        ).split()
+    )
+    assert "2026-01-01 .. 2026-01-08 (team data):" in week
+    refused = qm.invoke(app, ["bill", "costs", "--month", "2026-01", "--team", "nope"])
+    assert refused.exit_code == 1
+    assert "unknown team 'nope'" in refused.output

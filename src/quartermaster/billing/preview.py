@@ -105,7 +105,7 @@ def _largest_first(row: CostRow) -> tuple[Decimal, str, str, str]:
     return (-row.forecast, row.cost_center, row.team or "", row.app or "")
 
 
-def _team_filter(caller: AuthContext, team: str | None, *, session: Session) -> str | None:
+def team_filter(caller: AuthContext, team: str | None, *, session: Session) -> str | None:
     """The team the preview is limited to: a team-member's own (naming another is refused,
     not quietly answered with its own); for admin and finance the one named, if any."""
     own = caller_team_slug(caller, session=session)
@@ -138,7 +138,7 @@ def preview(
     states as its `as_of`; the run-rate divides by the time elapsed up to it. `waiting`
     counts the month's events still waiting for their owner (not in the figures)."""
     as_of = calculator.cutoff()
-    team = _team_filter(caller, team, session=session)
+    team = team_filter(caller, team, session=session)
     moment = ensure_utc(now) if now is not None else as_of
     zone = tenant_zone(load_tenant(caller.tenant_id, session=session).timezone)
     month = month_containing(moment, zone)

@@ -1,10 +1,11 @@
-"""Billing routes: runs, adjustments, exports, preview and explain.
+"""Billing routes: runs, adjustments, exports, preview, costs of any period and explain.
 
 Admins create, finalize, discard and adjust; finance reads everything; a team-member reads
 only its own team's lines (totals shown are its team's). The app role gets 403."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -19,13 +20,14 @@ from quartermaster.api.deps import (
     SessionDep,
 )
 from quartermaster.api.responses import error_responses
-from quartermaster.billing import adjustments, explain, files, preview, service
+from quartermaster.billing import adjustments, costs, explain, files, preview, service
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType, RunKind
 from quartermaster.billing.schemas import (
     AdjustmentCreate,
     AdjustmentOut,
     ChargebackExportOut,
+    CostAmountOut,
     CostRowOut,
     DailyOut,
     DocumentDetailOut,
@@ -36,6 +38,7 @@ from quartermaster.billing.schemas import (
     LinePageOut,
     MarkerOut,
     Outcome,
+    PeriodCostsOut,
     PreviewOut,
     RawEventOut,
     ReproductionOut,
@@ -513,6 +516,73 @@ def get_preview(
         apps=[_cost_row(r) for r in result.apps],
         events_waiting=result.waiting.events,
         waiting_until=result.waiting.until,
+    )
+
+
+@router.get(
+    "/costs",
+    summary="What any period cost, per team and app, priced as a run of it would be "
+    "(nothing is stored)",
+    responses=error_responses(403, 404, 422),
+)
+def get_costs(
+    caller: QueryReader,
+    session: ReadSessionDep,
+    runtime: RuntimeDep,
+    calculator: Calculator,
+    period_start: Annotated[
+        datetime | None,
+        Query(description="Period start (inclusive), with a UTC offset; with period_end."),
+    ] = None,
+    period_end: Annotated[
+        datetime | None, Query(description="Period end (exclusive), with a UTC offset.")
+    ] = None,
+    month: Annotated[
+        str | None,
+        Query(description="YYYY-MM in the tenant's time zone, instead of the bounds."),
+    ] = None,
+    price_book: Annotated[
+        str | None, Query(description="Price book name; default: the tenant's default.")
+    ] = None,
+    team: Annotated[
+        str | None,
+        Query(
+            description="Only this team's costs (slug; unknown: 422); a team-member's are its "
+            "own team's, another team is a 403."
+        ),
+    ] = None,
+) -> PeriodCostsOut:
+    period = service.run_period(
+        caller, start=period_start, end=period_end, month=month, session=session
+    )
+    result = costs.period_costs(
+        caller,
+        period,
+        calculator=calculator,
+        session=session,
+        price_book=price_book,
+        team=team,
+        waiting=waiting_counter(runtime.usage_store),
+    )
+    return PeriodCostsOut(
+        period_start=result.period.start,
+        period_end=result.period.end,
+        as_of=result.as_of,
+        complete=result.complete,
+        currency=result.currency,
+        price_book=result.price_book,
+        total=result.total,
+        team=result.team,
+        teams=[_cost_amount(row) for row in result.teams],
+        apps=[_cost_amount(row) for row in result.apps],
+        events_waiting=result.waiting.events,
+        waiting_until=result.waiting.until,
+    )
+
+
+def _cost_amount(row: preview.CostRow) -> CostAmountOut:
+    return CostAmountOut(
+        cost_center=row.cost_center, team=row.team, app=row.app, amount=row.month_to_date
     )
 
 

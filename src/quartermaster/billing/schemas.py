@@ -218,6 +218,39 @@ class PreviewOut(BaseModel):
     )
 
 
+class CostAmountOut(BaseModel):
+    cost_center: str
+    team: str | None = Field(description="Null for costs no team owns (unattributed).")
+    app: str | None = Field(description="Null in `teams`.")
+    amount: FixedDecimal
+
+
+class PeriodCostsOut(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime = Field(
+        description="Usage recorded before it is in the figures (the pipeline caught up)."
+    )
+    complete: bool = Field(
+        description="The period ended before `as_of` and none of its events waits for an "
+        "owner: later usage can only come late (and be billed by an adjustment)."
+    )
+    currency: str
+    price_book: str
+    total: FixedDecimal = Field(description="The costs shown: a team's only, with `team`.")
+    team: str | None
+    teams: list[CostAmountOut] = Field(description="Per cost center and team, largest first.")
+    apps: list[CostAmountOut] = Field(
+        description="Per app, largest first; a team's total may exceed its apps' (costs "
+        "charged to the team as a whole: reserved capacity, platform shares)."
+    )
+    events_waiting: int = Field(
+        description="Events of the period still waiting in the reconciliation window: not in "
+        "these figures."
+    )
+    waiting_until: datetime | None
+
+
 class DailyOut(BaseModel):
     start: datetime
     end: datetime

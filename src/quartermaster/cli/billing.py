@@ -568,6 +568,63 @@ def preview(
         out().print(_table("top apps", app_columns, app_rows))
 
 
+@bill_app.command("costs")
+def period_costs(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM in the tenant's time zone.")] = None,
+    start: Annotated[str | None, typer.Option(help="Period start (RFC 3339).")] = None,
+    end: Annotated[str | None, typer.Option(help="Period end, exclusive (RFC 3339).")] = None,
+    price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(help="Only this team's costs (a team-member's are its own team's)."),
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """What any period cost, per team and app, priced as a run of it would be (nothing is
+    stored; admin, finance and a team-member for its own team).
+
+    Examples:
+
+      qm bill costs --start 2026-11-02T00:00:00Z --end 2026-11-09T00:00:00Z
+      qm bill costs --month 2026-11 --team web
+    """
+    params = drop_none(
+        {
+            "month": month,
+            "period_start": start,
+            "period_end": end,
+            "price_book": price_book,
+            "team": team,
+        }
+    )
+    result = request("GET", "/v1/billing/costs", params=params, url=url, api_key=api_key)
+    currency = result["currency"]
+    whose = f" (team {escape(result['team'])})" if result["team"] else ""
+    out().print(
+        f"[bold]{_period_label(result['period_start'], result['period_end'])}[/]{whose}: "
+        f"{_money(result['total'])} {currency} (price book {escape(result['price_book'])}, "
+        f"as of {cell_text(result['as_of'])})"
+    )
+    if not result["complete"]:
+        waiting = result["events_waiting"]
+        why = (
+            f"{counted(waiting, 'event')} still in the reconciliation window"
+            if waiting
+            else "the period has not ended"
+        )
+        out().print(f"[yellow]note:[/] not complete: {why}; usage recorded later is not in it")
+    columns = ("cost center", "team", "amount")
+    rows = [(t["cost_center"], t["team"] or "-", _money(t["amount"])) for t in result["teams"]]
+    show_table(_table("per team", columns, rows), empty="no usage or platform costs in the period")
+    app_rows = [
+        (_app_cell(a["app"], a["team"] or "-", a["cost_center"]), _money(a["amount"]))
+        for a in result["apps"][:TOP_APPS]
+    ]
+    if app_rows:
+        out().print(_table("top apps", ("app (team, cost center)", "amount"), app_rows))
+
+
 @bill_app.command("export")
 def export(
     run_id: RunIdArgument,
