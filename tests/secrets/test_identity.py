@@ -15,9 +15,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from quartermaster.audit.failed_auth import FailedAuthLimiter
 from quartermaster.audit.log import list_records
+from quartermaster.catalog.models import App
 from quartermaster.config import Settings
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.runtime import Runtime
@@ -402,3 +404,140 @@ def test_refusals_of_signed_tokens_are_recorded_at_most_n_a_minute(
         .record.detail["reason"]
         .startswith("17 more failed token verifications were not recorded here")
     )
+
+
+def _claims(token: str) -> dict[str, object]:
+    return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def test_only_an_admin_may_mint_a_job_token(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """A `job:<job>` rule is meant for a CI job: an app key (or a team member) minting a token
+    with that job_id would read what the rule grants that job, another team's secrets too."""
+    response = client.put(
+        "/v1/secrets/data/teams/payments/deploy-key",
+        json={"value": "the-deploy-key"},
+        headers=world.headers,
+    )
+    assert response.status_code == 200, response.text
+    rules = {
+        "rules": [
+            {"role": "app:*", "paths": ["apps/{app}/*"]},
+            {"role": "job:deploy", "paths": ["teams/payments/*"]},
+        ]
+    }
+    put = client.put("/v1/secrets/access-rules", json=rules, headers=world.headers)
+    assert put.status_code == 200, put.text
+    web_key = api_key(runtime, world.tenant_id, "web-svc", Role.APP, app_slug="web")
+    growth = api_key(
+        runtime, world.tenant_id, "gus", Role.TEAM_MEMBER, team_id=world.growth_team_id
+    )
+    for headers, job_id in ((web_key, "deploy"), (growth, "deploy"), (web_key, "!bad id!")):
+        minted = client.post(
+            "/v1/identity/token", json={"app_id": "web", "job_id": job_id}, headers=headers
+        )
+        assert minted.status_code == 403, minted.text
+        error = minted.json()["error"]
+        assert error["field"] == "job_id"
+        assert "only an admin may mint a token for a CI job (job_id)" in error["message"]
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="token", session=session)
+    assert [(s.record.outcome, s.record.actor, s.record.path) for s in records] == [
+        ("denied", "principal:web-svc", "apps/web"),
+        ("denied", "principal:gus", "apps/web"),
+        ("denied", "principal:web-svc", "apps/web"),
+    ]
+    assert "job_id" in records[0].record.detail["reason"]
+    # What the docs promise still works: app tokens from an app key, job tokens from an admin.
+    app_token = _token(client, web_key, app_id="web")
+    assert _claims(app_token)["sub"] == "app:web"
+    job = _token(client, world.headers, app_id="web", job_id="deploy")
+    read = client.get("/v1/secrets/data/teams/payments/deploy-key", headers=_bearer(job))
+    assert read.status_code == 200, read.text
+
+
+def test_a_workload_read_is_audited_with_its_app_and_token_id(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    job = _token(client, world.headers, app_id="billing", job_id="build-42")
+    app_token = _token(client, world.headers, app_id="billing")
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(job)).status_code == 200
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(app_token)).status_code == 200
+    denied = client.get("/v1/secrets/data/apps/web/token", headers=_bearer(job))
+    assert denied.status_code == 403
+    assert client.get(f"/v1/secrets/data/{PATH}", headers=world.headers).status_code == 200
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="read", session=session)
+    seen = [
+        (
+            s.record.outcome,
+            s.record.actor,
+            s.record.detail.get("app"),
+            s.record.detail.get("token_id"),
+        )
+        for s in records
+    ]
+    assert seen == [
+        ("ok", "job:build-42", "billing", _claims(job)["jti"]),
+        ("ok", "app:billing", "billing", _claims(app_token)["jti"]),
+        ("denied", "job:build-42", "billing", _claims(job)["jti"]),
+        ("ok", "principal:admin", None, None),  # an API key's read names its principal
+    ]
+
+
+def test_a_token_follows_its_app_to_another_team(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """The team a token's rules expand `{team}` with is the app's team now, not the one it
+    had when the token was minted (claim `qm_team`)."""
+    for path in ("teams/payments/shared", "teams/growth/shared"):
+        response = client.put(
+            f"/v1/secrets/data/{path}", json={"value": f"value-of-{path}"}, headers=world.headers
+        )
+        assert response.status_code == 200, response.text
+    rules = {"rules": [{"role": "app:*", "paths": ["teams/{team}/*"]}]}
+    put = client.put("/v1/secrets/access-rules", json=rules, headers=world.headers)
+    assert put.status_code == 200, put.text
+    token = _token(client, world.headers, app_id="billing")
+    assert _claims(token)["qm_team"] == "payments"
+    old_team = "/v1/secrets/data/teams/payments/shared"
+    assert client.get(old_team, headers=_bearer(token)).status_code == 200
+    # What PATCH /v1/apps/billing {"team": "growth"} changes (the fixture's apps were made
+    # through the ORM, without the ownership history the route also moves).
+    with runtime.session_factory() as session:
+        session.execute(
+            update(App)
+            .where(App.tenant_id == world.tenant_id, App.app_id == "billing")
+            .values(team_id=world.growth_team_id)
+        )
+        session.commit()
+    denied = client.get(old_team, headers=_bearer(token))
+    assert denied.status_code == 403, denied.text
+    new_team = client.get("/v1/secrets/data/teams/growth/shared", headers=_bearer(token))
+    assert new_team.status_code == 200, new_team.text
+
+
+def test_a_token_for_an_app_not_in_its_tenant_is_refused(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    _seed(client, world)
+    signer = IdentitySigner(load_identity_key(runtime.settings), issuer="quartermaster")
+    token = signer.issue(
+        tenant_id=world.tenant_id,
+        app="ghost",
+        team="payments",
+        job=None,
+        audience="quartermaster-secrets",
+        ttl=timedelta(minutes=5),
+    ).token
+    response = client.get("/v1/secrets/data/apps/ghost/x", headers=_bearer(token))
+    assert response.status_code == 401
+    message = "identity token is for app 'ghost', which is not in its tenant"
+    assert response.json()["error"]["message"] == message
+    with runtime.session_factory() as session:
+        records = list_records(world.tenant_id, action="authenticate", session=session)
+    assert [(s.record.actor, s.record.detail["reason"]) for s in records] == [
+        ("app:ghost", message)
+    ]

@@ -58,6 +58,18 @@ class Requester:
         return self.actor
 
     @property
+    def workload_detail(self) -> dict[str, str]:
+        """What an audit record's detail needs to tell which workload acted: its app and its
+        token's id (`jti`) for an identity token (the actor, `job:<job>`, names neither);
+        nothing for other requesters, whose actor names them."""
+        if self.kind is not RequesterKind.WORKLOAD:
+            return {}
+        detail = {"app": self.app} if self.app is not None else {}
+        if self.token_id is not None:
+            detail["token_id"] = self.token_id
+        return detail
+
+    @property
     def workload_role(self) -> str | None:
         if self.kind is not RequesterKind.WORKLOAD and self.role is not Role.APP:
             return None

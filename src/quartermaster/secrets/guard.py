@@ -87,7 +87,7 @@ def refuse(
         actor=requester.actor,
         path=path,
         lease_id=lease_id,
-        detail={"reason": error.message, **(detail or {})},
+        detail={"reason": error.message, **requester.workload_detail, **(detail or {})},
         session=session,
     )
     session.commit()

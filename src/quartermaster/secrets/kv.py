@@ -255,7 +255,11 @@ def read_secret(
         path=target.path,
         lease_id=lease.id,
         version=wanted,
-        detail={"value_hmac": row.fingerprint, "expires_at": lease.expires_at.isoformat()},
+        detail={
+            "value_hmac": row.fingerprint,
+            "expires_at": lease.expires_at.isoformat(),
+            **requester.workload_detail,
+        },
         session=session,
     )
     session.commit()

@@ -73,10 +73,17 @@ def requester_for_token(
     revoked nor expired (its state cached in `auth_cache`, so a revocation through this
     process applies at once). A refused token is recorded by `_record_refusal`."""
     result = ctx.signer.verify(token, audience=ctx.settings.secrets_identity_audience)
+    team_slug: str | None = None
     if isinstance(result, WorkloadClaims) and result.minted_by is not None:
         reason = _minting_key_refusal(result, auth_cache=auth_cache, session=session)
         if reason is not None:
             result = TokenRejection(reason, result.tenant_id, result.subject, True)
+    if isinstance(result, WorkloadClaims):
+        app_team = _app_team(result, session=session)
+        if isinstance(app_team, TokenRejection):
+            result = app_team
+        else:
+            team_slug = app_team
     if isinstance(result, TokenRejection):
         _record_refusal(result, ctx=ctx, session=session)
         raise AuthenticationError(result.reason)
@@ -85,10 +92,30 @@ def requester_for_token(
         kind=RequesterKind.WORKLOAD,
         actor=result.subject,
         app=result.app,
-        team_slug=result.team,
+        team_slug=team_slug,
         job=result.job,
         token_id=result.token_id,
     )
+
+
+def _app_team(claims: WorkloadClaims, *, session: Session) -> str | TokenRejection | None:
+    """The slug of the team that owns the token's app now, from the catalog: an app moved to
+    another team (PATCH /v1/apps/{id}) takes its tokens with it, so the team it had when the
+    token was minted (claim `qm_team`) grants nothing any more. A rejection when the app is
+    not in the token's tenant."""
+    row = session.execute(
+        select(App.id, Team.slug)
+        .outerjoin(Team, Team.id == App.team_id)
+        .where(App.tenant_id == claims.tenant_id, App.app_id == claims.app)
+    ).first()
+    if row is None:
+        return TokenRejection(
+            f"identity token is for app {claims.app!r}, which is not in its tenant",
+            claims.tenant_id,
+            claims.subject,
+            True,
+        )
+    return None if row[1] is None else str(row[1])
 
 
 def _minting_key_refusal(
@@ -168,13 +195,10 @@ def issue_identity_token(
     session: Session,
 ) -> IssuedToken:
     """An identity token for an app (or one of its jobs). Admins may mint for any app of the
-    tenant, team members for their team's apps, an app's own key only for itself."""
+    tenant, team members for their team's apps, an app's own key only for itself. A job
+    token (`job_id`) only an admin may mint: the tenant's `job:<job>` rules grant what a CI
+    job needs, which may lie outside the app's own paths, and whoever names the job gets it."""
     settings = ctx.settings
-    if job_id is not None and not _JOB_ID.match(job_id):
-        raise InvalidInputError(
-            f"job_id {job_id!r} must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', '-'",
-            field="job_id",
-        )
     ttl = ttl_seconds or settings.secrets_identity_ttl_seconds
     if ttl < 1 or ttl > settings.secrets_identity_max_ttl_seconds:
         raise InvalidInputError(
@@ -203,6 +227,23 @@ def issue_identity_token(
             path=f"apps/{app_id}",
             session=session,
         )
+    if job_id is not None and requester.role is not Role.ADMIN:
+        refuse(
+            requester,
+            PermissionDeniedError(
+                "job_id: only an admin may mint a token for a CI job (job_id), not "
+                f"{_role_name(requester)}; leave job_id out for a token of the app itself",
+                field="job_id",
+            ),
+            action="token",
+            path=f"apps/{app_id}",
+            session=session,
+        )
+    if job_id is not None and not _JOB_ID.match(job_id):
+        raise InvalidInputError(
+            f"job_id {job_id!r} must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', '-'",
+            field="job_id",
+        )
     team_slug = session.scalar(select(Team.slug).where(Team.id == app.team_id))
     issued = ctx.signer.issue(
         tenant_id=requester.tenant_id,
@@ -229,6 +270,12 @@ def issue_identity_token(
     )
     session.commit()
     return issued
+
+
+def _role_name(requester: Requester) -> str:
+    if requester.kind is RequesterKind.WORKLOAD or requester.role is None:
+        return "a workload"
+    return f"role {requester.role.value!r}"
 
 
 def get_access_rules(requester: Requester, *, session: Session) -> tuple[AccessRule, ...]:
