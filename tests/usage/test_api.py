@@ -225,6 +225,16 @@ def test_ingest_to_usage_status_replay_and_accounting(
 
     finance = key_for(platform, Role.FINANCE)
     assert client.get("/v1/usage", params=window, headers=finance).status_code == 200
+    # Finance reads all billing data (docs/tenancy.md): the accounting of the events its bills
+    # are made of (accepted = rated + waiting, as /v1/reconciliation it reads already), not
+    # the server's pipeline (status: streams, worker errors) nor a replay.
+    by_finance = client.get("/v1/pipeline/accounting", headers=finance)
+    assert by_finance.status_code == 200, by_finance.text
+    assert (
+        by_finance.json() == client.get("/v1/pipeline/accounting", headers=platform.headers).json()
+    )
+    member = key_for(platform, Role.TEAM_MEMBER)
+    assert client.get("/v1/pipeline/accounting", headers=member).status_code == 403
     assert client.get("/v1/pipeline/status", headers=finance).status_code == 403
     assert client.post("/v1/pipeline/replay", headers=finance).status_code == 403
     naive = {"start": "2026-01-01T00:00:00", "end": "2026-01-02T00:00:00Z"}

@@ -1,5 +1,6 @@
-"""Usage routes: meters, environment overrides, usage quantities, and the pipeline
-(status, replay, accounting; admin only, as the CLI reaches the pipeline through them)."""
+"""Usage routes: meters, environment overrides, usage quantities, and the pipeline (status
+and replay: admin only, as they are the server's pipeline; accounting: admin and finance, the
+tenant's events accounted for, billing data as /v1/reconciliation is)."""
 
 from __future__ import annotations
 
@@ -346,7 +347,7 @@ async def replay(
     responses=error_responses(422),
 )
 def accounting(
-    caller: AdminCaller,
+    caller: BillingReader,
     runtime: RuntimeDep,
     session: ReadSessionDep,
     start: Annotated[datetime | None, Query(description="Default: 24 h before `end`.")] = None,
