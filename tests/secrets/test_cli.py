@@ -88,6 +88,8 @@ def test_lease_commands(qm: CliRunner) -> None:
     assert re.search(rf"│ {PATH} v\d+\s+│ expires \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", listed)
     # The holder by name, as errors and audit records say it; the API keeps its id too.
     assert re.search(r"│ held by principal:admin\s+│", listed), listed
+    assert lease_id in run_ok(qm, "lease", "list", "--holder", "principal:admin")
+    assert "no leases" in run_ok(qm, "lease", "list", "--holder", "app:web")
     lease = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]
     assert lease["holder_name"] == "principal:admin"
     assert re.fullmatch(r"principal:[0-9a-f]{32}", lease["holder"])

@@ -75,6 +75,26 @@ def test_an_absurd_increment_is_capped_at_max_ttl_not_a_500(
     assert refused.json()["error"]["field"] == "increment_seconds"
 
 
+def test_leases_are_listed_by_holder(client: TestClient, world: World, runtime: Runtime) -> None:
+    """A revoked key's leases live on until they expire (docs/secrets.md): `holder` finds
+    them, by the principal's name or id, to revoke them."""
+    admin = world.headers
+    put = client.put("/v1/secrets/data/apps/web/token", json={"value": "v-1"}, headers=admin)
+    assert put.status_code == 200, put.text
+    bot = api_key(
+        runtime, world.tenant_id, "ci-bot", Role.TEAM_MEMBER, team_id=world.growth_team_id
+    )
+    mine = client.get("/v1/secrets/data/apps/web/token", headers=admin).json()["lease"]
+    bots = client.get("/v1/secrets/data/apps/web/token", headers=bot).json()["lease"]
+    for holder in ("principal:ci-bot", bots["holder"]):
+        listed = client.get("/v1/leases", params={"holder": holder}, headers=admin)
+        assert [lease["id"] for lease in listed.json()["leases"]] == [bots["id"]]
+    listed = client.get("/v1/leases", params={"holder": "principal:admin"}, headers=admin)
+    assert [lease["id"] for lease in listed.json()["leases"]] == [mine["id"]]
+    nobody = client.get("/v1/leases", params={"holder": "app:web"}, headers=admin)
+    assert nobody.json()["leases"] == []
+
+
 def test_revoke_is_idempotent_and_renewing_a_revoked_lease_is_denied(
     world: World, ctx: SecretsContext, runtime: Runtime
 ) -> None:

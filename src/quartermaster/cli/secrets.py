@@ -270,6 +270,10 @@ def secret_creds(
 @lease_app.command("list")
 def lease_list(
     prefix: Annotated[str, typer.Option(help="Only leases under this path prefix.")] = "",
+    holder: Annotated[
+        str,
+        typer.Option(help="Only this holder's: app:APP, principal:NAME or principal:ID."),
+    ] = "",
     all_: Annotated[bool, typer.Option("--all", help="Include ended leases.")] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -278,9 +282,8 @@ def lease_list(
 
     Yours and, for a team member, every lease on its team's paths (its apps' workload leases
     too); an admin sees every holder."""
-    found = request(
-        "GET", "/v1/leases", params={"prefix": prefix, "all": all_}, url=url, api_key=api_key
-    )
+    params = {"prefix": prefix, "holder": holder, "all": all_}
+    found = request("GET", "/v1/leases", params=params, url=url, api_key=api_key)
     table = data_table(("lease", "state"), title="leases")
     for lease in found["leases"]:
         table.add_row(_lease_cell(lease), _lease_state(lease))

@@ -41,11 +41,18 @@ def list_leases(
     requester: BrokerLister,
     session: SessionDep,
     prefix: Annotated[str, Query(description="Only leases on paths starting with this.")] = "",
+    holder: Annotated[
+        str,
+        Query(
+            description="Only this holder's leases: app:<app>, principal:<id> or "
+            "principal:<name> (as holder or holder_name say)."
+        ),
+    ] = "",
     all: Annotated[bool, Query(description="Ended leases too (default: live ones only).")] = False,
     limit: Annotated[int, Query(ge=1, le=5000, description="At most this many leases.")] = 500,
 ) -> LeaseList:
     found = leases.list_leases(
-        requester, prefix=prefix, live_only=not all, limit=limit, session=session
+        requester, prefix=prefix, holder=holder, live_only=not all, limit=limit, session=session
     )
     return LeaseList(leases=[LeaseOut.of(info) for info in found])
 

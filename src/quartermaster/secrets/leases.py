@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, func, insert, or_, select
+from sqlalchemy import ColumnElement, Table, and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
@@ -233,15 +233,20 @@ def list_leases(
     requester: Requester,
     *,
     prefix: str = "",
+    holder: str = "",
     live_only: bool = True,
     limit: int = 500,
     session: Session,
 ) -> list[LeaseInfo]:
+    """`holder` keeps the leases of one holder, named as `holder` or `holder_name` are
+    (`app:<app>`, `principal:<id>`, `principal:<name>`)."""
     prefix = normalize_prefix(prefix)
     refuse_listing_without_access(requester, what="leases", prefix=prefix, session=session)
     query = select(SecretLease).where(SecretLease.tenant_id == requester.tenant_id)
     if prefix:
         query = query.where(under_prefix_clause(prefix))
+    if holder:
+        query = query.where(held_by_clause(holder))
     if live_only:
         query = query.where(*_live(utc_now()))
     if requester.kind is not RequesterKind.SYSTEM and requester.role is not Role.ADMIN:
@@ -261,6 +266,15 @@ def _manageable(requester: Requester, *, session: Session) -> list[ColumnElement
             for prefix in team_scope_prefixes(requester, session=session)
         )
     return visible
+
+
+def held_by_clause(holder: str) -> ColumnElement[bool]:
+    """Leases of a holder by its quota key, or a principal's by the name its reads were
+    audited under (`principal:<name>`, the lease's actor)."""
+    return or_(
+        SecretLease.holder == holder,
+        and_(SecretLease.holder.startswith("principal:"), SecretLease.actor == holder),
+    )
 
 
 def under_prefix_clause(prefix: str) -> ColumnElement[bool]:
