@@ -85,3 +85,29 @@ def test_an_unknown_exception_is_not_found(client: TestClient, tenant: TenantHan
     short = client.get("/v1/policy-exceptions/0123ab", headers=tenant.headers)
     assert short.status_code == 422
     assert short.json()["error"]["field"] == "exception_id"
+
+
+def test_who_granted_and_who_revoked_an_exception_is_kept_and_audited(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    make_team(client, tenant, "web", cost_center="default")
+    granted = _grant(client, tenant, team="web")
+    other_admin = headers_for(client, tenant, role="admin")
+    revoked = ok(client.delete(f"/v1/policy-exceptions/{granted}", headers=other_admin))
+    assert revoked["revoked_at"] is not None
+    assert revoked["revoked_by"] != revoked["granted_by"]
+    assert revoked["revoked_by"].startswith("admin")
+    again = ok(client.delete(f"/v1/policy-exceptions/{granted}", headers=tenant.headers))
+    assert (again["revoked_at"], again["revoked_by"]) == (
+        revoked["revoked_at"],
+        revoked["revoked_by"],
+    )  # revoking twice changes nothing and records nothing
+    records = ok(client.get("/v1/audit/records", headers=tenant.headers))["records"]
+    changes = [r for r in records if r["action"].endswith("-exception")]
+    assert [(r["action"], r["actor"]) for r in changes] == [
+        ("grant-exception", f"principal:{revoked['granted_by']}"),
+        ("revoke-exception", f"principal:{revoked['revoked_by']}"),
+    ]
+    assert changes[1]["detail"]["exception_id"] == granted
+    assert (changes[1]["detail"]["key"], changes[1]["detail"]["team"]) == ("gpu", "web")
+    assert ok(client.get("/v1/audit/verify", headers=tenant.headers))["ok"] is True

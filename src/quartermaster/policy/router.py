@@ -161,6 +161,9 @@ class ExceptionOut(BaseModel):
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
+    revoked_by: str | None = Field(
+        description="Who revoked it (null: not revoked, or before 0024p)."
+    )
     active: bool
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import Select, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from quartermaster.audit.log import append_audit
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.guardrails.visibility import member_view
@@ -161,6 +162,7 @@ class ExceptionView:
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
+    revoked_by: str | None
     active: bool
 
 
@@ -699,6 +701,7 @@ def _exception_view(row: PolicyException, now: datetime) -> ExceptionView:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        revoked_by=row.revoked_by,
         active=row.revoked_at is None and row.expires_at > now,
     )
 
@@ -737,8 +740,32 @@ def grant_exception(
         expires_at=expires_at,
     )
     session.add(row)
+    session.flush()
+    _audit_exception(caller, "grant-exception", row, session=session)
     session.commit()
     return _exception_view(row, now)
+
+
+def _audit_exception(
+    caller: AuthContext, action: str, row: PolicyException, *, session: Session
+) -> None:
+    """A grant or revocation in the tenant's audit chain, flushed with the change: beside
+    principals and keys, the other changes of who may do what."""
+    append_audit(
+        caller.tenant_id,
+        action=action,
+        outcome="ok",
+        actor=f"principal:{caller.principal_name}",
+        detail={
+            "exception_id": row.id,
+            "key": row.key,
+            "team": row.team,
+            "app_id": row.app_id,
+            "expires_at": row.expires_at.isoformat(),
+            "reason": row.reason,
+        },
+        session=session,
+    )
 
 
 def _visible_exceptions(caller: AuthContext, *, session: Session) -> Select[Any]:
@@ -795,6 +822,8 @@ def revoke_exception(caller: AuthContext, exception_id: str, *, session: Session
         raise NotFoundError(f"exception {exception_id!r} not found", field="exception_id")
     if row.revoked_at is None:
         row.revoked_at = utc_now()
+        row.revoked_by = caller.principal_name
+        _audit_exception(caller, "revoke-exception", row, session=session)
         session.commit()
     return _exception_view(row, utc_now())
 
