@@ -252,6 +252,8 @@ def _guardrails(client: TestClient, w: World) -> None:
     ids["quota"] = ok(client.put("/v1/quotas", json=quota, headers=h))["id"]
     limit = {"scope_kind": "app", "scope": ids["app"], "rate": "10", "burst": 20}
     ids["rate_limit"] = ok(client.put("/v1/rate-limits", json=limit, headers=h))["id"]
+    limit_range = {"scope_kind": "team", "scope": ids["team"], "resource": "memory", "max": "64Gi"}
+    ids["limit_range"] = ok(client.put("/v1/limit-ranges", json=limit_range, headers=h))["id"]
     decision = client.post(
         "/v1/decisions", json={"app": ids["app"], "resources": {"cpu": "1"}}, headers=h
     )

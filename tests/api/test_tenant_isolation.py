@@ -491,6 +491,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/v1/rate-limits/{rate_limit_id}"): missing(
         "DELETE", "/v1/rate-limits/{b[rate_limit]}"
     ),
+    ("DELETE", "/v1/limit-ranges/{limit_range_id}"): missing(
+        "DELETE", "/v1/limit-ranges/{b[limit_range]}"
+    ),
     ("POST", "/v1/decisions/{decision_id}/release"): missing(
         "POST", "/v1/decisions/{b[decision]}/release"
     ),

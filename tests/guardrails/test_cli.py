@@ -270,3 +270,23 @@ def test_budget_update_and_decide_renew(
     qm("decide", "release", made["id"])
     late = qm("decide", "renew", made["id"], expect=1)
     assert "released" in late.output
+
+
+def test_limit_range_delete(
+    client: TestClient,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+    made = qm(
+        "quota", "limit-range", "gpu", "--max", "1", "--scope-kind", "team", "--scope", world.team
+    )
+    range_id = made.output.split()[2].rstrip(":")
+    assert range_id in qm("quota", "limit-ranges").output
+    assert f"deleted limit range {range_id}" in qm("quota", "limit-range-delete", range_id).output
+    assert "no limit ranges" in qm("quota", "limit-ranges").output
+    gone = qm("quota", "limit-range-delete", range_id, expect=1).output
+    assert f"no limit range {range_id!r}" in gone
+    assert re.search(rf"│ delete\s+│ team {world.team}\s+│", qm("alerts", "actions").output)

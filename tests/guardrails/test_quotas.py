@@ -110,6 +110,37 @@ def test_limit_range_defaults_and_maxima(client: TestClient, tenant: TenantHandl
     )
 
 
+def test_a_limit_range_is_deleted_by_an_admin_and_logged(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    h = world.headers
+    team_range = {"scope_kind": "team", "scope": world.team, "resource": "cpu", "max": "1"}
+    row = ok(
+        client.put("/v1/limit-ranges", json={**team_range, "default_request": "250m"}, headers=h)
+    )
+    assert _decide(client, world, cpu="2")["allowed"] is False
+    member = key_for(client, tenant, "team-member", team=world.team)
+    refused = client.delete(f"/v1/limit-ranges/{row['id']}", headers=member)
+    assert refused.status_code == 403, refused.text
+    assert client.delete(f"/v1/limit-ranges/{row['id']}", headers=h).status_code == 204
+    assert ok(client.get("/v1/limit-ranges", headers=h)) == []
+    # Its max and default no longer apply: the built-in default (no cpu), no max.
+    admitted = _decide(client, world, cpu="2")
+    assert admitted["allowed"] is True
+    assert _decide(client, world)["resources"]["cpu"] == 0  # type: ignore[index]
+    latest = ok(client.get("/v1/guardrail-actions", headers=h))[0]
+    assert latest["action"] == "delete"
+    assert latest["subject"] == f"limit_range:{row['id']}"
+    assert latest["reason"] == (
+        f"limit range of team {world.team!r} (cpu: default 250m, max 1) deleted by admin"
+    ), latest
+    again = client.delete(f"/v1/limit-ranges/{row['id']}", headers=h)
+    assert again.status_code == 404
+    assert again.json()["error"]["field"] == "limit_range_id"
+    assert row["id"] in again.json()["error"]["message"]
+
+
 def test_bad_quantities_name_the_field(client: TestClient, tenant: TenantHandle) -> None:
     world = build_world(client, tenant)
     body = {"app": world.app, "resources": {"memory": "12Qi"}}

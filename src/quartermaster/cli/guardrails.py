@@ -317,6 +317,17 @@ def limit_range_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> Non
     print_table(columns, rows, title="limit ranges")
 
 
+@quota_app.command("limit-range-delete")
+def limit_range_delete(
+    limit_range_id: Annotated[str, typer.Argument(help="Limit range id (qm quota limit-ranges).")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a limit range: requests of its namespace no longer get its default or max."""
+    request("DELETE", f"/v1/limit-ranges/{segment(limit_range_id)}", url=url, api_key=api_key)
+    out().print(f"deleted limit range {limit_range_id}", markup=False)
+
+
 def _quantity(resource: str, value: int | None) -> str:
     return "none" if value is None else format_quantity(resource, value)
 

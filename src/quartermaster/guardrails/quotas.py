@@ -180,6 +180,32 @@ def list_limit_ranges(
     return list(session.scalars(query.order_by(LimitRange.scope_kind, LimitRange.scope)))
 
 
+def delete_limit_range(caller: AuthContext, limit_range_id: str, *, session: Session) -> None:
+    """Delete a limit range of the caller's tenant (404 for another tenant's or an unknown
+    one): requests of its namespace no longer get its default or max (the tenant's range,
+    or the built-in default, applies). The action log gets a `delete` entry naming it, its
+    values and who deleted it."""
+    row = session.get(LimitRange, limit_range_id)
+    if row is None or row.tenant_id != caller.tenant_id:
+        raise NotFoundError(f"no limit range {limit_range_id!r}", field="limit_range_id")
+    values = ", ".join(
+        f"{name} {'none' if value is None else format_quantity(row.resource, value)}"
+        for name, value in (("default", row.default_request), ("max", row.max))
+    )
+    record_action(
+        session,
+        tenant_id=caller.tenant_id,
+        action="delete",
+        scope_kind=row.scope_kind,
+        scope=row.scope,
+        subject=f"limit_range:{row.id}",
+        reason=f"limit range of {_namespace_label(row.scope_kind, row.scope)} "
+        f"({row.resource}: {values}) deleted by {caller.principal_name}",
+    )
+    session.delete(row)
+    session.commit()
+
+
 def _namespaces(team: str | None) -> list[Namespace]:
     spaces: list[Namespace] = [(ScopeKind.TENANT, "")]
     if team is not None:

@@ -356,6 +356,24 @@ def get_limit_ranges(caller: Reader, session: ReadSessionDep) -> list[LimitRange
     return [LimitRangeOut.model_validate(r) for r in rows]
 
 
+LimitRangeId = Annotated[
+    str, Path(description="The limit range's id, as `GET /v1/limit-ranges` lists it.")
+]
+
+
+@router.delete(
+    "/v1/limit-ranges/{limit_range_id}",
+    status_code=204,
+    summary="Delete a limit range",
+    responses=error_responses(404),
+)
+def delete_limit_range(
+    limit_range_id: LimitRangeId, caller: AdminCaller, session: SessionDep
+) -> Response:
+    quotas.delete_limit_range(caller, limit_range_id, session=session)
+    return Response(status_code=204)
+
+
 @router.put("/v1/rate-limits", response_model=RateLimitOut, summary="Set a rate limit")
 def put_rate_limit(
     body: RateLimitIn, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
