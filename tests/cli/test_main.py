@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,14 @@ def test_every_command_has_a_one_line_summary() -> None:
 
     walk(root, "qm")
     assert wrapped == []
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"qm {metadata.version('quartermaster')}\n"
+    # Before any command, as eager: a command after it is not run.
+    assert CliRunner().invoke(app, ["--version", "init"]).output == result.output
 
 
 def _serve_once(tmp_path: Path, *options: str, workers: str = "0") -> str:

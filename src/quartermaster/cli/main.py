@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import signal
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -50,6 +51,36 @@ tenant_app = typer.Typer(
     help="Tenants (local administration of the database).", no_args_is_help=True
 )
 app.add_typer(tenant_app, name="tenant")
+
+
+def _installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip installed it)."""
+    try:
+        return metadata.version("quartermaster")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        out().print(f"qm {_installed_version()}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print qm's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Quartermaster: meter, attribute, price and govern micro-apps."""
+
 
 # Feature command groups: (module, attribute, name). Each module exposes a Typer app.
 COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
