@@ -290,3 +290,27 @@ def test_limit_range_delete(
     gone = qm("quota", "limit-range-delete", range_id, expect=1).output
     assert f"no limit range {range_id!r}" in gone
     assert re.search(rf"│ delete\s+│ team {world.team}\s+│", qm("alerts", "actions").output)
+
+
+def test_decide_request_says_what_the_decision_is_about(
+    client: TestClient,
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(client, tenant)
+    qm = make_qm(live_server, tenant, monkeypatch)
+    tenant_wide = " ".join(qm("decide", "request", "--cpu", "1").output.split())
+    assert re.match(
+        r"allowed: decision \w+ for tenant-wide work \(no app or team\), holds ", tenant_wide
+    )
+    assert "None" not in tenant_wide
+    by_team = " ".join(qm("decide", "request", "--team", world.team).output.split())
+    assert re.match(rf"allowed: decision \w+ for team {world.team}, holds ", by_team)
+    by_app = " ".join(qm("decide", "request", "--app", world.app).output.split())
+    assert re.match(
+        rf"allowed: decision \w+ for app {world.app} of team {world.team}, holds ", by_app
+    )
+    qm("quota", "limit-range", "gpu", "--max", "1")
+    denied = qm("decide", "request", "--gpu", "2", expect=2).output
+    assert denied.startswith("denied for tenant-wide work (no app or team):\n- limit_range: ")

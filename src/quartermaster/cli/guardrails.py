@@ -543,15 +543,30 @@ def actions_list(
 def _print_decision(result: dict[str, Any]) -> None:
     for note in result.get("audit_only", []):  # audit-mode policies: would have denied
         out().print(note, markup=False)
+    subject = _decision_subject(result.get("app"), result.get("team"))
     if result["allowed"]:
         out().print(
-            f"allowed: decision {result['id']} for team {result['team']} app {result['app']}, "
-            f"holds {_resources_text(result['resources'])} until {cell_text(result['expires_at'])}"
+            f"allowed: decision {result['id']} for {subject}, holds "
+            f"{_resources_text(result['resources'])} until {cell_text(result['expires_at'])}",
+            markup=False,
         )
         return
-    out().print("denied:")
+    out().print(f"denied for {subject}:", markup=False)
     for reason in result["reasons"]:
         out().print(f"- {reason['kind']}: {reason['message']}", markup=False)
+
+
+def _decision_subject(app: str | None, team: str | None) -> str:
+    """What a decision is about, as the server resolved it: `app shop of team web`, `team
+    web`, or tenant-wide work (neither given: only the tenant's rules apply). It printed
+    `team None app None` for the last."""
+    if app and team:
+        return f"app {app} of team {team}"
+    if app:
+        return f"app {app}"
+    if team:
+        return f"team {team}"
+    return "tenant-wide work (no app or team)"
 
 
 @decide_app.command("request")
