@@ -60,10 +60,8 @@ def test_send_signs_batches_and_summarizes(
     assert "5 events sent" in result.output
     summary_row = next(line for line in result.output.splitlines() if "│" in line)
     assert [cell.strip() for cell in summary_row.split("│")[1:5]] == ["4", "0", "1", "0"]
-    assert "unknown_type" in result.output
-    rejection_row = next(line for line in result.output.splitlines() if "unknown_type" in line)
-    assert rejection_row.split("│")[1].strip() == "4"  # the file's line number
-    assert rejection_row.split("│")[2].strip() == _ODD_ID  # shown as sent, not read as markup
+    assert "- unknown_type on type: 1 event, line 4" in result.output  # the file's line
+    assert f"line 4, id {_ODD_ID}: " in result.output  # shown as sent, not read as markup
 
     # The key and its secret from the environment: the same batch again, all duplicates.
     signing = {"QM_SIGNING_KEY_ID": bot.key_id, "QM_SIGNING_SECRET": bot.secret.hex()}
@@ -75,7 +73,9 @@ def test_send_signs_batches_and_summarizes(
 
     unsigned = runner.invoke(cli.app, ["send", str(file)], env=env(live_server, tenant))
     assert unsigned.exit_code == 1  # the app requires signatures, resent or not
-    assert unsigned.output.count("missing_signature") == 4
+    # Each reason once, with its count and lines (the unknown type on line 4 is unsigned too).
+    assert unsigned.output.count("missing_signature") == 1
+    assert "- missing_signature on qmsignature: 4 events, lines 1-2, 5-6" in unsigned.output
 
 
 def test_send_keeps_the_valid_lines_beside_a_malformed_one(
@@ -96,11 +96,11 @@ def test_send_keeps_the_valid_lines_beside_a_malformed_one(
     assert "3 events sent" in result.output
     summary_row = next(line for line in result.output.splitlines() if "│" in line)
     assert [cell.strip() for cell in summary_row.split("│")[1:4]] == ["3", "0", "3"]
-    rows = [line.split("│") for line in result.output.splitlines() if "invalid_json" in line]
-    assert [row[1].strip() for row in rows] == ["2", "4", "5"]  # the file's line numbers
-    assert all("not valid JSON" in row[5] for row in rows[:2])
+    assert "- invalid_json: 3 events, lines 2, 4-5" in result.output  # the file's lines
+    assert re.search(r"^ +line 2: not valid JSON", result.output, re.MULTILINE)
+    assert re.search(r"^ +line 4: not valid JSON", result.output, re.MULTILINE)
     # orjson said "surrogates not allowed (column 1)" of a line whose bad byte is its 9th
-    assert "not valid UTF-8: byte 0xff at byte 8 of the line" in rows[2][5]
+    assert "line 5: not valid UTF-8: byte 0xff at byte 8 of the line" in result.output
     with httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=60) as client:
         stored = client.get("/v1/events", params={"limit": 10}).json()["events"]
     assert {e["event"]["id"] for e in stored} >= {event["id"] for event in good}

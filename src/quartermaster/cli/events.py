@@ -16,6 +16,7 @@ import httpx
 import orjson
 import typer
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +26,7 @@ from quartermaster.cli.client import (
     UrlOption,
     api_client,
     check,
+    counted,
     data_table,
     err,
     error_message,
@@ -33,7 +35,6 @@ from quartermaster.cli.client import (
     hour_names,
     hour_text,
     out,
-    plain,
 )
 from quartermaster.errors import invalid_utf8
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_BYTES, sign_event
@@ -41,7 +42,6 @@ from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_B
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
-SHOWN_REJECTIONS = 20
 # Batches `qm events send` keeps in flight: the server validates in one process and stores in
 # another, and one request at a time left both waiting on the round trip (docs/events.md).
 SEND_CONNECTIONS = 4
@@ -52,6 +52,16 @@ app = typer.Typer(help="Send events and watch the event log.", no_args_is_help=T
 class DeliveryError(RuntimeError):
     """A batch could not be delivered; the message says why. Batches after it in the file
     were not sent, except those already in flight beside it."""
+
+
+class SendStopped(DeliveryError):
+    """The send stopped at a batch that could not be delivered (the message says why), with
+    the summary of what the server acknowledged before: the batches answered until then,
+    those in flight beside it included."""
+
+    def __init__(self, message: str, summary: SendSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -241,13 +251,21 @@ def send_batches(
     prepare: Callable[[object], object] = lambda event: event,
     sleep: Callable[[float], None] = time.sleep,
     on_batch: Callable[[int], None] = lambda _lines: None,
+    on_retry: Callable[[str], None] = lambda _problem: None,
 ) -> SendSummary:
     """POST the batches, up to `connections` at a time (each event through `prepare`, e.g.
     signing), and add up the answers; rejections, the unreadable lines' included, come back
     in line order. At most twice `connections` batches are read ahead, so memory stays that
-    of a few batches whatever the file's size."""
+    of a few batches whatever the file's size. Each retry's problem goes to `on_retry` (from
+    the sending threads). A batch that cannot be delivered ends the send with SendStopped,
+    which holds the summary of the batches acknowledged until then."""
     summary = SendSummary()
     retry_reasons: list[str] = []  # appended from the sending threads (atomic)
+
+    def retrying(problem: str) -> None:
+        retry_reasons.append(problem)
+        on_retry(problem)
+
     # The server's byte limit, once a 413 has said it: a batch known to be over it is split,
     # and an event over it alone rejected, without sending it (appended from the threads).
     limits: list[int] = []
@@ -279,7 +297,7 @@ def send_batches(
             body,
             max_attempts=max_attempts,
             sleep=sleep,
-            on_retry=retry_reasons.append,
+            on_retry=retrying,
             on_unknown=lambda: unknown.append(True),
         )
         del body
@@ -315,6 +333,7 @@ def send_batches(
         on_batch(batch.lines)
 
     in_flight: deque[tuple[FileBatch, Future[SendSummary]]] = deque()
+    stopped: DeliveryError | None = None
     with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send") as pool:
         try:
             for batch in batches:
@@ -325,19 +344,37 @@ def send_batches(
             while in_flight:
                 done, future = in_flight.popleft()
                 add(done, future.result())
-        except BaseException:
+        except BaseException as exc:
             # A batch that could not be delivered ends the send: the batches not yet started
             # are dropped, the ones being sent finish (sending the file again is safe).
             for _batch, future in in_flight:
                 future.cancel()
-            raise
+            if not isinstance(exc, DeliveryError):
+                raise
+            stopped = exc
+    if stopped is not None:
+        # What the server acknowledged is said even so: the batches in flight beside the one
+        # that failed and answered count too. Without it a send that gave up after minutes
+        # of retries ended with its error alone, and nothing said what had been stored.
+        for batch, future in in_flight:
+            if not future.cancelled() and future.exception() is None:
+                add(batch, future.result())
     summary.retries = len(retry_reasons)
     summary.rejected.sort(key=lambda rejection: rejection["line"])
+    if stopped is not None:
+        raise SendStopped(str(stopped), summary) from stopped
     return summary
 
 
-def print_summary(summary: SendSummary, path: Path) -> None:
-    table = Table(title=f"{escape(path.name)}: {summary.sent:,} events sent")
+def print_summary(summary: SendSummary, path: Path, *, stopped: bool = False) -> None:
+    """The counts, then the rejections by reason. `stopped`: the send ended at a batch it
+    could not deliver, and the counts are of what the server acknowledged before."""
+    title = (
+        f"{escape(path.name)}: {summary.sent:,} events acknowledged before the send stopped"
+        if stopped
+        else f"{escape(path.name)}: {summary.sent:,} events sent"
+    )
+    table = Table(title=title)
     for column in ("accepted", "duplicate", "rejected", "retries"):
         table.add_column(column, justify="right")
     table.add_row(
@@ -356,15 +393,81 @@ def print_summary(summary: SendSummary, path: Path) -> None:
             f"send: up to {summary.accepted + summary.retried_duplicates:,} (accepted + those)"
         )
     if summary.rejected:
-        shown = summary.rejected[:SHOWN_REJECTIONS]
-        rejections = Table(title=f"first {len(shown)} of {len(summary.rejected):,} rejections")
-        for column in ("line", "id", "reason", "field", "message"):
-            rejections.add_column(column)
-        for r in shown:
-            rejections.add_row(
-                *(plain(r[key]) for key in ("line", "id", "reason", "field", "message"))
-            )
-        out().print(rejections)
+        print_rejections(summary.rejected)
+
+
+# Of the rejections `qm events send` lists: the reasons, the messages of each reason, and
+# the line numbers (as runs: 3-1000) of each.
+SHOWN_REASONS = 20
+SHOWN_MESSAGES = 3
+SHOWN_LINE_RUNS = 5
+
+
+@dataclass
+class RejectionGroup:
+    """The rejections of one reason and field: how many, their lines, and their distinct
+    messages in the order first met, each with the line and event id it was first met on."""
+
+    reason: str
+    field_name: str | None
+    lines: list[int] = field(default_factory=list)
+    messages: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+
+
+def group_rejections(rejected: Iterable[dict[str, Any]]) -> list[RejectionGroup]:
+    """The rejections by reason and field, the most frequent first (ties in line order)."""
+    groups: dict[tuple[str, str | None], RejectionGroup] = {}
+    for rejection in rejected:
+        key = (str(rejection["reason"]), rejection.get("field"))
+        group = groups.setdefault(key, RejectionGroup(*key))
+        group.lines.append(rejection["line"])
+        group.messages.setdefault(str(rejection["message"]), (rejection["line"], rejection["id"]))
+    return sorted(groups.values(), key=lambda group: -len(group.lines))
+
+
+def line_runs(lines: list[int], *, most: int = SHOWN_LINE_RUNS) -> str:
+    """'3-7, 9, 12-1000' for sorted line numbers: the first `most` runs, then '…'."""
+    runs: list[list[int]] = []
+    for line in sorted(lines):
+        if runs and line == runs[-1][1] + 1:
+            runs[-1][1] = line
+        else:
+            runs.append([line, line])
+    shown = [f"{a:,}" if a == b else f"{a:,}-{b:,}" for a, b in runs[:most]]
+    return ", ".join(shown) + (", …" if len(runs) > most else "")
+
+
+def print_rejections(rejected: list[dict[str, Any]]) -> None:
+    """Each reason once, with its count and lines, and its messages (the first few distinct
+    ones, each with the line and id it came from). Every rejection listed with its message
+    made a throttled file's 1,000 rejections 20 copies of the same 11-line message."""
+    groups = group_rejections(rejected)
+    console = out()
+    reasons = counted(len(groups), "reason")
+    console.print(
+        f"rejected {counted(len(rejected), 'event')} ({reasons}):", style="bold", markup=False
+    )
+    for group in groups[:SHOWN_REASONS]:
+        on = f" on {group.field_name}" if group.field_name else ""
+        lines = "line" if len(group.lines) == 1 else "lines"
+        console.print(
+            f"- {group.reason}{on}: {counted(len(group.lines), 'event')}, {lines} "
+            f"{line_runs(group.lines)}",
+            markup=False,
+        )
+        for message, (line, event_id) in list(group.messages.items())[:SHOWN_MESSAGES]:
+            where = f"line {line:,}" + (f", id {event_id}" if event_id is not None else "")
+            # Indented as a block, so a long message's folded lines stay under its reason.
+            console.print(Padding(Text(f"{where}: {message}", style="dim"), (0, 0, 0, 4)))
+        if len(group.messages) > SHOWN_MESSAGES:
+            others = len(group.messages) - SHOWN_MESSAGES
+            console.print(f"    and {counted(others, 'other message')}", markup=False, style="dim")
+    if len(groups) > SHOWN_REASONS:
+        rest = groups[SHOWN_REASONS:]
+        events = sum(len(group.lines) for group in rest)
+        console.print(
+            f"and {counted(len(rest), 'other reason')} ({counted(events, 'event')})", markup=False
+        )
 
 
 @app.command("send")
@@ -402,9 +505,11 @@ def send(
     """Send events in batches (retrying safely); exit 1 if any event was rejected.
 
     A line that is not JSON is listed as rejected (invalid_json) and the others are sent.
-    A 429 or 503 is retried after the server's Retry-After; one longer than 30 s (a budget
-    throttle, until its period ends) stops the send at once with the server's message: the
-    refused batch and those after it were not counted and must be sent again later."""
+    Rejections are listed by reason, each once with its count and lines. A 429 or 503 is
+    retried after the server's Retry-After; one longer than 30 s (a budget throttle, until
+    its period ends) stops the send at once with the server's message: the refused batch
+    and those after it were not counted and must be sent again later. A send that stops
+    prints the summary of what the server acknowledged before it, then exits 1."""
     if (key_id is None) != (secret_hex is None):
         given = "--key-id (QM_SIGNING_KEY_ID)" if secret_hex is None else "--secret-hex"
         raise typer.BadParameter(
@@ -419,18 +524,31 @@ def send(
         return sign_unsigned(event, key_id=key_id, secret=secret)
 
     progress = Progress(
-        TextColumn("sending"),
+        TextColumn("{task.fields[status]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("lines"),
         TimeElapsedColumn(),
         console=out(),
     )
+    retries: list[str] = []  # appended from the sending threads (atomic)
+    stopped: SendStopped | None = None
     with api_client(url=url, api_key=api_key) as client, progress:
         # Retries are for a server that goes away mid-send; one that is not there at all is
         # said at once, not after the last batch's backoff (a minute).
         client.get("/healthz")
-        task = progress.add_task("lines", total=count_lines(file))
+        task = progress.add_task("lines", total=count_lines(file), status="sending")
+
+        def retrying(problem: str) -> None:
+            # A server gone mid-send is retried for a minute or two per batch: said on the
+            # bar (`retrying (3 so far: ConnectError)`), and where no bar is drawn (output to
+            # a file or a pipe) a line per retry on stderr with the whole problem.
+            retries.append(problem)
+            kind = problem.split(":", 1)[0]
+            progress.update(task, status=f"retrying ({len(retries):,} so far: {kind})")
+            if not progress.console.is_terminal:
+                err().print(f"retry {len(retries):,}: {problem}", markup=False)
+
         try:
             summary = send_batches(
                 client,
@@ -438,11 +556,27 @@ def send(
                 max_attempts=max_attempts,
                 connections=connections,
                 prepare=prepare,
-                on_batch=lambda lines: progress.advance(task, lines),
+                on_batch=lambda lines: progress.update(task, advance=lines, status="sending"),
+                on_retry=retrying,
             )
-        except DeliveryError as exc:
-            fail(str(exc))
-    print_summary(summary, file)
+        except SendStopped as exc:
+            stopped, summary = exc, exc.summary
+            progress.update(task, status="stopped")
+    if stopped is not None and not (summary.sent or summary.rejected):
+        # Nothing answered (a wrong API key, a throttle at the first batch): no table of zeros.
+        out().print("no events were acknowledged before the send stopped", markup=False)
+    else:
+        print_summary(summary, file, stopped=stopped is not None)
+    if stopped is not None:
+        # Always after the summary of what was acknowledged, never instead of it.
+        done = int(progress.tasks[0].completed)
+        out().print(
+            f"stopped after {done:,} of {counted(int(progress.tasks[0].total or 0), 'line')} "
+            "were acknowledged: send the file again once the server answers (what it stored "
+            "comes back as duplicate, counted once)",
+            markup=False,
+        )
+        fail(str(stopped))
     if summary.rejected:
         raise typer.Exit(1)
 
