@@ -254,6 +254,25 @@ def test_a_key_no_longer_billed_is_reversed() -> None:
     assert replace(requests, reason=None).cost_type is CostType.ADJUSTMENT
 
 
+def test_a_discounted_line_shows_the_list_unit_price_and_its_discount_apart() -> None:
+    """etl's requests at 0.0005 with the data team's 10% off: 1,523.8095 requests cost
+    0.76190475 before the discount, which the net and the discount each round to 1e-6
+    (0.685714 + 0.076190). The charge's unit price was derived from that rounded sum,
+    0.000499999508 for a list price of 0.0005; it is the list price, the discount on its own
+    line, and the amounts are as before."""
+    odd = UsageRow("analytics", "data", "etl", "requests", Decimal("1523.8095"), at=JANUARY.start)
+    lines = _price([odd], [])
+    charge = _by(lines, CostType.USAGE, "etl", "requests")
+    discount = _by(lines, CostType.DISCOUNT, "etl", "requests")
+    assert charge.unit_price == Decimal("0.0005")
+    assert (charge.amount, discount.amount) == (Decimal("0.761904"), Decimal("-0.076190"))
+    assert discount.unit_price is None
+    assert discount.parent_key == charge.line_key
+    assert total_of(lines) == Decimal("0.685714")  # the engine's net, rounded once
+    # quantity x list price is the undiscounted charge before rounding (within 1e-6 of it)
+    assert abs(charge.quantity * charge.unit_price - charge.amount) <= Decimal("0.000001")
+
+
 def test_a_line_priced_0_under_both_versions_is_no_re_rating() -> None:
     """api's cpu within the free tier under versions 1 and 2, with late usage: the note
     counted it as "re-rated by price book changes" and its unit price was null."""

@@ -225,10 +225,13 @@ def drafts_from_priced(
         unit=units.get(meter),
         quantity=line.quantity,
         # The engine's unit price is net of discounts: the same as gross when undiscounted.
+        # A discounted charge shows the list price (the exact undiscounted charge / quantity),
+        # its discount on the line below: its rounded amount / quantity read 0.010000131247
+        # for a list price of 0.01.
         unit_price=(
             line.unit_price
-            if line.discount_amount == 0
-            else _unit_price(line.gross_amount, line.quantity)
+            if line.discount_amount == 0 or line.list_unit_price is None
+            else line.list_unit_price
         ),
         amount=line.gross_amount,
         pricing_rule=line.pricing_rule,

@@ -209,6 +209,7 @@ def _round_usage(lines: dict[LineKey, _Line], shared: list[list[LineKey]]) -> li
         owner, meter = key
         line = lines[key]
         price = unit_price(line.net, line.quantity) if line.quantity else None
+        list_price = unit_price(line.gross, line.quantity) if line.quantity else None
         priced.append(
             PricedLine(
                 kind=LineKind.USAGE,
@@ -227,6 +228,7 @@ def _round_usage(lines: dict[LineKey, _Line], shared: list[list[LineKey]]) -> li
                 allocation_method=("; ".join(line.methods) or "usage") + notes[key],
                 discounts=", ".join(line.discounts),
                 versions=tuple(sorted(line.versions)),
+                list_unit_price=list_price,
             )
         )
     return priced

@@ -83,8 +83,11 @@ class PricedLine:
     """One priced line, ready for an invoice or a chargeback file.
 
     Amounts are final: rounded once to 1e-6, `amount = gross_amount - discount_amount`.
-    `unit_price` is the effective price per unit after discounts (display only; None when
-    the quantity is 0 or the line is a share of a shared cost). `quantity` is the meter's
+    `unit_price` is the effective price per unit after discounts, `list_unit_price` before
+    them (the exact undiscounted charge / quantity: the rule's price, 0.01 for a per-unit
+    0.01, where `gross_amount / quantity` is off by the rounding of the net and discount
+    amounts); both display only, None when the quantity is 0 or the line is a share of a
+    shared cost. `quantity` is the meter's
     usage for usage lines and the allocation basis (usage of the weighting meter, or 1)
     for shared-cost lines. `team` and `app` are None on lines charged to a team or a cost
     center as a whole (reservation credits, direct platform costs)."""
@@ -105,6 +108,7 @@ class PricedLine:
     allocation_method: str
     discounts: str
     versions: tuple[int, ...]
+    list_unit_price: Decimal | None = None
 
     @property
     def sort_key(self) -> tuple[str, ...]:
