@@ -349,13 +349,24 @@ def policy_enable(
 def policy_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """The latest version of each policy, and the versions in force."""
     rows = request("GET", "/v1/policies", url=url, api_key=api_key)
-    shown = [{**row, "in_force": _in_force_text(row)} for row in rows]
-    print_table(
-        ("name", "version", "package", "mode", "enabled", "in_force", "created_at"),
-        shown,
-        title="policies",
-        whole=("name",),
+    # Three columns of two lines (the name over its package, the latest version over the
+    # versions in force, when over by whom): the API's seven fields as columns folded every
+    # one of them, the package and the moment into three or four pieces, at 80 columns.
+    table = data_table(
+        ("policy", "latest / in force", "created"), title="policies", whole=("created",)
     )
+    for row in rows:
+        state = "draft" if row.get("draft") else "enabled" if row["enabled"] else "disabled"
+        table.add_row(
+            stacked(row["name"], row["package"]),
+            stacked(
+                f"v{row['version']} {row['mode']} ({state})",
+                f"in force: {_in_force_text(row)}",
+                head_style="",
+            ),
+            stacked(row["created_at"], f"by {row['created_by']}", head_style=""),
+        )
+    show_table(table, empty="no policies")
 
 
 @policy_app.command("versions")
