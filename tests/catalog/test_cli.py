@@ -50,9 +50,10 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(
     assert re.search(r"team\s+┃ cost center\s+┃ valid from\s+┃ valid to", shown_etl)
 
     listed = qm("app", "list", "--team", "web").output
-    # Two lines an app: its id, owner, team and lifecycle over its cost center and environment.
-    assert re.search(r"│ shop\s+│ ann@example\.com\s+│ web\s+│ persistent\s+│\n", listed)
-    assert re.search(r"│\s+│\s+│ shop-cc\s+│ production\s+│\n", listed)
+    # An app over its title, its owner over its team and cost center, lifecycle over
+    # environment.
+    assert re.search(r"│ shop\s+│ ann@example\.com\s+│ persistent\s+│\n", listed)
+    assert re.search(r"│\s+│ web\s+│ production\s+│\n│\s+│ shop-cc\s+│\s+│\n", listed)
     assert "etl" not in listed
     assert "etl" in qm("app", "list", "--lifecycle", "ephemeral").output
 

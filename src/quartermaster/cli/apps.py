@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from quartermaster.cli.app_import import import_apps
 from quartermaster.cli.client import (
@@ -35,6 +36,9 @@ app_key_app = typer.Typer(
 app_app.add_typer(app_key_app, name="key")
 resource_app = typer.Typer(help="Resources bound to apps, and leases.", no_args_is_help=True)
 
+# Apps `qm app list` shows unless told otherwise (--limit N, --all): a tenant of 3,000 apps
+# printed them all, screens of them, to find one (--search filters).
+DEFAULT_APP_LIMIT = 50
 APP_COLUMNS = ("app_id", "title", "owner", "team", "cost_center", "lifecycle", "environment")
 TeamOption = Annotated[str | None, typer.Option(help="Team slug.")]
 CostCenterOption = Annotated[str | None, typer.Option(help="Cost center slug.")]
@@ -93,32 +97,49 @@ def app_list(
         typer.Option(help="Only apps whose id, title or owner contains this (any case)."),
     ] = None,
     limit: Annotated[
-        int, typer.Option(help="Show at most N apps (0, the default: all).", min=0)
-    ] = 0,
+        int, typer.Option(help="Show at most N apps (0: all).", min=0)
+    ] = DEFAULT_APP_LIMIT,
+    every: Annotated[bool, typer.Option("--all", help="Show every app (ignores --limit).")] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List apps, optionally filtered, with how many there are."""
+    """List apps, optionally filtered, with how many there are (the first 50 by default)."""
     params = drop_none({"team": team, "cost_center": cost_center, "lifecycle": lifecycle})
     apps = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
     if search:
         apps = [found for found in apps if matches(found, search)]
-    shown = apps[:limit] if limit else apps
-    # Four columns of two lines (an app over its title, team over cost center, lifecycle
-    # over environment): seven, one per field, folded every value at 80 columns.
+    shown = apps if every or not limit else apps[:limit]
+    # Three columns: the app over its title, its owner over its team and cost center, its
+    # lifecycle over its environment. The app column is as wide as the longest id shown (up
+    # to 40), so an id is never split over two lines at 80 columns, where a copy and paste
+    # then broke it; the titles and owners fold around it.
     table = data_table(
-        ("app", "owner", "team / cost center", "lifecycle / environment"), title="apps"
+        ("app", "owner / team / cost center", "lifecycle / environment"), title="apps"
     )
+    table.columns[0].width = _app_column_width(shown, out().width)
+    table.columns[2].max_width = len("environment")  # the owner gets the width left
     for found in shown:
         table.add_row(
             stacked(found["app_id"], found["title"] if found["title"] != found["app_id"] else ""),
-            plain(found["owner"]),
-            stacked(found["team"], found["cost_center"], head_style=""),
+            Text.assemble(
+                cell_text(found["owner"]),
+                "\n",
+                (f"{cell_text(found['team'])}\n{cell_text(found['cost_center'])}", "dim"),
+                overflow="fold",
+            ),
             stacked(found["lifecycle"], found["environment"], head_style=""),
         )
     show_table(table, empty="no apps")
     if apps:
         out().print(app_count(len(shown), len(apps)), style="dim")
+
+
+def _app_column_width(apps: list[dict[str, Any]], terminal: int) -> int:
+    """The app column's width: its longest id shown (up to 40) whole, and as much of the
+    longest title as leaves the owner and lifecycle columns 40 of the terminal's width."""
+    longest_id = min(max((len(a["app_id"]) for a in apps), default=3), 40)
+    longest_title = max((len(a["title"] or "") for a in apps), default=0)
+    return max(longest_id, min(longest_title, terminal - 44))
 
 
 def matches(app: dict[str, Any], text: str) -> bool:
@@ -128,11 +149,11 @@ def matches(app: dict[str, Any], text: str) -> bool:
 
 
 def app_count(shown: int, total: int) -> str:
-    """'3,000 apps', or '50 of 3,000 apps shown (--limit 0 shows all)'."""
+    """'3,000 apps', or '50 of 3,000 apps shown; 2,950 more: --all'."""
     noun = "app" if total == 1 else "apps"
     if shown == total:
         return f"{total:,} {noun}"
-    return f"{shown:,} of {total:,} {noun} shown (--limit 0 shows all)"
+    return f"{shown:,} of {total:,} {noun} shown; {total - shown:,} more: --all"
 
 
 def _print_app(detail: dict[str, Any]) -> None:
