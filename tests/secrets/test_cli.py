@@ -257,3 +257,39 @@ def test_a_team_member_lists_its_apps_leases(qm: CliRunner, world: World, runtim
     assert re.search(rf"│ {lease_id}\s+│ active", listed), listed
     assert re.search(r"│ held by app:billing\s+│", listed), listed
     assert lease_id not in run_ok(qm, "lease", "list", "--api-key", growth)
+
+
+def test_a_value_that_is_not_utf8_is_refused_naming_its_file(qm: CliRunner, tmp_path: Path) -> None:
+    binary = tmp_path / "key.der"
+    binary.write_bytes(b"ok\xff\xfe")
+    refused = qm.invoke(app, ["secret", "put", PATH, "--from-file", str(binary)])
+    assert refused.exit_code == 1
+    assert "Traceback" not in refused.output
+    message = " ".join(refused.output.split())
+    assert f"{binary} is not UTF-8 text (byte 0xff at offset 2)" in message
+    assert "secret values are text (UTF-8)" in message
+    piped = qm.invoke(app, ["secret", "put", PATH], input=b"\x80abc")
+    assert piped.exit_code == 1
+    assert "stdin is not UTF-8 text (byte 0x80 at offset 0)" in " ".join(piped.output.split())
+    rotated = qm.invoke(app, ["secret", "rotate", PATH, "--from-file", str(binary)])
+    assert rotated.exit_code == 1
+    assert "is not UTF-8 text" in rotated.output
+
+
+def test_lease_list_pages_and_revoke_takes_a_prefix(
+    qm: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quartermaster.cli.secrets as cli_secrets
+
+    run_ok(qm, "secret", "put", PATH, "--value", "paged-value")
+    ids = [json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]["id"] for _ in range(3)]
+    monkeypatch.setattr(cli_secrets, "LEASE_PAGE", 2)  # stopped at one answer's 500
+    listed = run_ok(qm, "lease", "list", "--all")
+    assert all(lease_id in listed for lease_id in ids), listed
+    assert f"lease {ids[0]}: revoked" in run_ok(qm, "lease", "revoke", ids[0][:12])
+    unknown = run_ok(qm, "lease", "revoke", "0" * 12)
+    assert "not_found (no lease you may manage has this id or begins with it" in unknown
+    short = qm.invoke(app, ["lease", "revoke", ids[1][:5]])
+    assert short.exit_code == 1
+    assert "too short: give 8 characters or more" in short.output
+    run_ok(qm, "lease", "revoke-prefix", PATH)

@@ -95,6 +95,58 @@ def test_leases_are_listed_by_holder(client: TestClient, world: World, runtime: 
     assert nobody.json()["leases"] == []
 
 
+def test_leases_are_paged_oldest_first(client: TestClient, world: World) -> None:
+    admin = world.headers
+    put = client.put("/v1/secrets/data/apps/web/token", json={"value": "v-1"}, headers=admin)
+    assert put.status_code == 200, put.text
+    issued = [
+        client.get("/v1/secrets/data/apps/web/token", headers=admin).json()["lease"]["id"]
+        for _ in range(5)
+    ]
+    seen: list[str] = []
+    params: dict[str, object] = {"limit": 2}
+    while True:
+        page = client.get("/v1/leases", params=params, headers=admin)
+        assert page.status_code == 200, page.text
+        seen.extend(lease["id"] for lease in page.json()["leases"])
+        cursor = page.headers.get("X-Next-After")
+        if cursor is None:
+            break
+        params = {"limit": 2, "after": cursor}
+    assert seen == issued
+    unknown = client.get("/v1/leases", params={"after": "f" * 32}, headers=admin)
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["field"] == "after"
+
+
+def test_a_lease_is_named_by_a_unique_prefix_of_its_id(
+    client: TestClient, world: World, runtime: Runtime
+) -> None:
+    """`qm lease revoke <prefix>` answered not_found (exit 0) and ended nothing: 8 or more
+    characters name the one lease the caller may manage that begins with them."""
+    admin = world.headers
+    for name in ("web/token", "billing/token"):
+        put = client.put(f"/v1/secrets/data/apps/{name}", json={"value": "v-1"}, headers=admin)
+        assert put.status_code == 200, put.text
+    lease_id = client.get("/v1/secrets/data/apps/web/token", headers=admin).json()["lease"]["id"]
+    got = client.get(f"/v1/leases/{lease_id[:12]}", headers=admin)
+    assert got.json()["id"] == lease_id
+    renewed = client.post(f"/v1/leases/{lease_id[:8]}/renew", json={}, headers=admin)
+    assert renewed.json()["id"] == lease_id
+    short = client.post(f"/v1/leases/{lease_id[:6]}/revoke", headers=admin)
+    assert short.status_code == 422
+    assert "too short" in short.json()["error"]["message"]
+    # Another team's lease is not found by its prefix, as by its id.
+    other = client.get("/v1/secrets/data/apps/billing/token", headers=admin).json()["lease"]
+    growth = api_key(runtime, world.tenant_id, "gm", Role.TEAM_MEMBER, team_id=world.growth_team_id)
+    hidden = client.post(f"/v1/leases/{other['id'][:12]}/revoke", headers=growth)
+    assert hidden.json()["status"] == "not_found"
+    revoked = client.post(f"/v1/leases/{lease_id[:12]}/revoke", headers=growth)
+    assert revoked.json() == {"lease_id": lease_id, "status": "revoked", "cleanup_pending": False}
+    still = client.get(f"/v1/leases/{other['id']}", headers=admin)
+    assert still.json()["state"] == "active"
+
+
 def test_revoke_is_idempotent_and_renewing_a_revoked_lease_is_denied(
     world: World, ctx: SecretsContext, runtime: Runtime
 ) -> None:

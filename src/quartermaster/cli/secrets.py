@@ -19,6 +19,7 @@ from quartermaster.cli.client import (
     UrlOption,
     api_client,
     cell_text,
+    check,
     data_table,
     err,
     error_message,
@@ -31,6 +32,7 @@ from quartermaster.cli.client import (
     segment,
     show_table,
 )
+from quartermaster.errors import invalid_utf8
 
 secret_app = typer.Typer(help="Versioned secrets in the broker.", no_args_is_help=True)
 lease_app = typer.Typer(help="Leases on secret reads and credentials.", no_args_is_help=True)
@@ -39,6 +41,9 @@ root_key_app = typer.Typer(
     help="Root keys of the local data dir: rotate, rewrap, retire, status.", no_args_is_help=True
 )
 secret_app.add_typer(root_key_app, name="root-key")
+
+# Leases per request when `qm lease list` pages through them.
+LEASE_PAGE = 1000
 
 PathArg = Annotated[str, typer.Argument(help="Secret path, e.g. apps/billing/db-password.")]
 VersionsOption = Annotated[
@@ -57,11 +62,25 @@ def _read_value(value: str | None, from_file: Path | None, *, what: str) -> str 
     if value is not None:
         return value
     if from_file is not None:
-        return from_file.read_text().rstrip("\n")
+        return _utf8_text(from_file.read_bytes(), source=str(from_file)).rstrip("\n")
     if not sys.stdin.isatty():
-        piped = sys.stdin.read().rstrip("\n")
-        return piped or None
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        piped = raw if isinstance(raw, str) else _utf8_text(raw, source="stdin")
+        return piped.rstrip("\n") or None
     return str(typer.prompt(what, hide_input=True))
+
+
+def _utf8_text(data: bytes, *, source: str) -> str:
+    """`data` decoded, or the command ends naming `source` and the first byte that is not
+    UTF-8: secret values are text."""
+    bad = invalid_utf8(data)
+    if bad is not None:
+        fail(
+            f"{source} is not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad}): secret "
+            "values are text (UTF-8); store binary data encoded, e.g. `base64 -w0 FILE | "
+            "qm secret put PATH`"
+        )
+    return data.decode()
 
 
 @secret_app.command("put")
@@ -282,12 +301,27 @@ def lease_list(
 
     Yours and, for a team member, every lease on its team's paths (its apps' workload leases
     too); an admin sees every holder."""
-    params = {"prefix": prefix, "holder": holder, "all": all_}
-    found = request("GET", "/v1/leases", params=params, url=url, api_key=api_key)
+    params: dict[str, Any] = {"prefix": prefix, "holder": holder, "all": all_}
     table = data_table(("lease", "state"), title="leases")
-    for lease in found["leases"]:
+    for lease in _every_lease(params, url=url, api_key=api_key):
         table.add_row(_lease_cell(lease), _lease_state(lease))
     show_table(table, empty="no leases")
+
+
+def _every_lease(
+    params: dict[str, Any], *, url: str | None, api_key: str | None
+) -> list[dict[str, Any]]:
+    """Every lease of the list, page by page (X-Next-After): one answer held 500 at most."""
+    found: list[dict[str, Any]] = []
+    params = {**params, "limit": LEASE_PAGE}
+    with api_client(url=url, api_key=api_key) as client:
+        while True:
+            response = client.get("/v1/leases", params=params)
+            found.extend(check(response, console=err())["leases"])
+            cursor = response.headers.get("X-Next-After")
+            if cursor is None:
+                return found
+            params = {**params, "after": cursor}
 
 
 def _lease_cell(lease: dict[str, Any]) -> Text:
@@ -333,14 +367,19 @@ def lease_renew(
 
 @lease_app.command("revoke")
 def lease_revoke(
-    lease_id: Annotated[str, typer.Argument(help="Lease id.")],
+    lease_id: Annotated[
+        str, typer.Argument(help="Lease id, or its first 8+ characters (as `lease list` shows).")
+    ],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """End a lease; one already ended or unknown is not an error."""
+    """End a lease (its id or the first 8+ characters of it); one already ended or unknown is
+    not an error."""
     done = request("POST", f"/v1/leases/{segment(lease_id)}/revoke", url=url, api_key=api_key)
     pending = " (database cleanup pending; the reaper retries)" if done["cleanup_pending"] else ""
-    out().print(f"lease {lease_id}: {done['status']}{pending}")
+    if done["status"] == "not_found":
+        pending = " (no lease you may manage has this id or begins with it: nothing to end)"
+    out().print(f"lease {done['lease_id']}: {done['status']}{pending}")
 
 
 @lease_app.command("revoke-prefix")

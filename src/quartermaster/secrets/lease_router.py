@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from quartermaster.api.deps import SessionDep
-from quartermaster.api.responses import error_responses
+from quartermaster.api.responses import NEXT_AFTER_HEADER, error_responses, set_next_after
 from quartermaster.secrets import leases, revocation, workloads
 from quartermaster.secrets.api_deps import (
     BrokerLister,
@@ -32,14 +32,27 @@ router = APIRouter(tags=["leases"])
 
 @router.get(
     "/v1/leases",
-    summary="Leases you may manage (live only unless all=true)",
+    summary="Leases you may manage (live only unless all=true), oldest first "
+    "(page with after=X-Next-After)",
     description="An admin sees every lease of the tenant; a team member its own and every lease "
     "on its team's paths (its apps' workload leases too), with the holder of each; an app key or "
     "workload token the leases it holds.",
+    responses={
+        200: {
+            "description": "A page of leases, oldest first.",
+            "headers": {
+                NEXT_AFTER_HEADER: {
+                    "description": "Pass as `after` for the next page; absent on the last.",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    },
 )
 def list_leases(
     requester: BrokerLister,
     session: SessionDep,
+    response: Response,
     prefix: Annotated[str, Query(description="Only leases on paths starting with this.")] = "",
     holder: Annotated[
         str,
@@ -49,12 +62,26 @@ def list_leases(
         ),
     ] = "",
     all: Annotated[bool, Query(description="Ended leases too (default: live ones only).")] = False,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Leases after this one (the previous page's X-Next-After header).",
+            max_length=64,
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=5000, description="At most this many leases.")] = 500,
 ) -> LeaseList:
-    found = leases.list_leases(
-        requester, prefix=prefix, holder=holder, live_only=not all, limit=limit, session=session
+    page = leases.page_leases(
+        requester,
+        prefix=prefix,
+        holder=holder,
+        live_only=not all,
+        after=after,
+        limit=limit,
+        session=session,
     )
-    return LeaseList(leases=[LeaseOut.of(info) for info in found])
+    set_next_after(response, page.next_after)
+    return LeaseList(leases=[LeaseOut.of(info) for info in page.rows])
 
 
 @router.get("/v1/leases/{lease_id}", summary="One lease")

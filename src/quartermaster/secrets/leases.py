@@ -37,6 +37,8 @@ from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, S
 from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.secrets.postgres import EngineError, extend_role
 from quartermaster.storage.base import new_id
+from quartermaster.storage.ids import by_id_or_prefix
+from quartermaster.storage.paging import Page, position_of, read_page
 from quartermaster.tenancy.models import Role
 
 LEASES_TABLE = cast(Table, SecretLease.__table__)
@@ -222,11 +224,30 @@ def management_denial(requester: Requester, lease: SecretLease, *, session: Sess
     return f"lease {lease.id} is held by {held_by}, not {asking}"
 
 
+def resolve_lease_id(requester: Requester, given: str, *, session: Session) -> str:
+    """The id of the lease `given` names: itself, or (8 to 31 hex characters, as `qm` prints
+    ids) the one lease it begins among those the requester may manage; `given` unchanged when
+    none does, which the caller answers as an unknown lease. Another holder's leases take no
+    part, so an ambiguity tells nothing of them."""
+    query = select(SecretLease).where(SecretLease.tenant_id == requester.tenant_id)
+    if requester.kind is not RequesterKind.SYSTEM and requester.role is not Role.ADMIN:
+        query = query.where(or_(*_manageable(requester, session=session)))
+    found = by_id_or_prefix(
+        query, SecretLease.id, given, what="lease", field="lease_id", session=session
+    )
+    return given if found is None else found.id
+
+
 def get_lease(requester: Requester, lease_id: str, *, session: Session) -> LeaseInfo:
+    lease_id = resolve_lease_id(requester, lease_id, session=session)
     lease = load_lease(requester.tenant_id, lease_id, session=session)
     if lease is None or management_denial(requester, lease, session=session) is not None:
         raise NotFoundError(f"lease {lease_id!r} not found", field="lease_id")
     return lease_info(lease)
+
+
+# Oldest first; the id breaks ties in time, so pages follow one total order.
+_LEASE_ORDER = ((SecretLease.issued_at, False), (SecretLease.id, False))
 
 
 def list_leases(
@@ -238,11 +259,33 @@ def list_leases(
     limit: int = 500,
     session: Session,
 ) -> list[LeaseInfo]:
-    """`holder` keeps the leases of one holder, named as `holder` or `holder_name` are
-    (`app:<app>`, `principal:<id>`, `principal:<name>`)."""
+    return page_leases(
+        requester,
+        prefix=prefix,
+        holder=holder,
+        live_only=live_only,
+        limit=limit,
+        session=session,
+    ).rows
+
+
+def page_leases(
+    requester: Requester,
+    *,
+    prefix: str = "",
+    holder: str = "",
+    live_only: bool = True,
+    after: str | None = None,
+    limit: int = 500,
+    session: Session,
+) -> Page[LeaseInfo]:
+    """A page of the leases the requester may manage, oldest first, after the lease `after`
+    (the previous page's `next_after`). `holder` keeps the leases of one holder, named as
+    `holder` or `holder_name` are (`app:<app>`, `principal:<id>`, `principal:<name>`)."""
     prefix = normalize_prefix(prefix)
     refuse_listing_without_access(requester, what="leases", prefix=prefix, session=session)
-    query = select(SecretLease).where(SecretLease.tenant_id == requester.tenant_id)
+    tenant = SecretLease.tenant_id == requester.tenant_id
+    query = select(SecretLease).where(tenant)
     if prefix:
         query = query.where(under_prefix_clause(prefix))
     if holder:
@@ -251,8 +294,18 @@ def list_leases(
         query = query.where(*_live(utc_now()))
     if requester.kind is not RequesterKind.SYSTEM and requester.role is not Role.ADMIN:
         query = query.where(or_(*_manageable(requester, session=session)))
-    rows = session.scalars(query.order_by(SecretLease.issued_at).limit(limit))
-    return [lease_info(row) for row in rows]
+    position = position_of(
+        after, _LEASE_ORDER, tenant, SecretLease.id == after, noun="leases", session=session
+    )
+    page = read_page(
+        query,
+        order=_LEASE_ORDER,
+        position=position,
+        limit=limit,
+        cursor=lambda lease: lease.id,
+        session=session,
+    )
+    return Page([lease_info(row) for row in page.rows], page.next_after)
 
 
 def _manageable(requester: Requester, *, session: Session) -> list[ColumnElement[bool]]:
@@ -298,6 +351,7 @@ def renew_lease(
     if increment_seconds is not None and increment_seconds < 1:
         raise InvalidInputError("increment_seconds must be at least 1", field="increment_seconds")
     increment = increment_seconds or ctx.settings.secrets_lease_ttl_seconds
+    lease_id = resolve_lease_id(requester, lease_id, session=session)
     lease = load_lease(requester.tenant_id, lease_id, session=session)
     if (
         lease is not None

@@ -23,7 +23,12 @@ from quartermaster.secrets.access import Requester, RequesterKind
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.engines import drop_roles, role_targets
 from quartermaster.secrets.guard import refuse, scope_team_id
-from quartermaster.secrets.leases import load_lease, management_denial, under_prefix_clause
+from quartermaster.secrets.leases import (
+    load_lease,
+    management_denial,
+    resolve_lease_id,
+    under_prefix_clause,
+)
 from quartermaster.secrets.models import LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import normalize_prefix, parse_path
 from quartermaster.tenancy.models import Role
@@ -98,6 +103,9 @@ def _drop_first(
 def revoke_lease(
     requester: Requester, lease_id: str, *, ctx: SecretsContext, session: Session
 ) -> RevokeResult:
+    """`lease_id` may be a unique prefix of 8 or more characters of a lease the requester may
+    manage (as `qm` prints ids); the result names the whole id."""
+    lease_id = resolve_lease_id(requester, lease_id, session=session)
     lease = load_lease(requester.tenant_id, lease_id, session=session)
     drops: dict[str, str | None] = {}
     if (
