@@ -485,6 +485,27 @@ def test_a_workload_read_is_audited_with_its_app_and_token_id(
         ("denied", "job:build-42", "billing", _claims(job)["jti"]),
         ("ok", "principal:admin", None, None),  # an API key's read names its principal
     ]
+    # The lease the app token read is renewed and revoked by it: those records name it too.
+    lease = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(app_token)).json()["lease"]
+    renewed = client.post(
+        f"/v1/leases/{lease['id']}/renew",
+        json={"increment_seconds": 60},
+        headers=_bearer(app_token),
+    )
+    assert renewed.status_code == 200, renewed.text
+    revoked = client.post(f"/v1/leases/{lease['id']}/revoke", headers=_bearer(app_token))
+    assert revoked.status_code == 200, revoked.text
+    with runtime.session_factory() as session:
+        for action in ("renew", "revoke"):
+            [record] = [
+                s.record
+                for s in list_records(world.tenant_id, action=action, session=session)
+                if s.record.lease_id == lease["id"]
+            ]
+            assert (record.detail.get("app"), record.detail.get("token_id")) == (
+                "billing",
+                _claims(app_token)["jti"],
+            ), action
 
 
 def test_a_token_follows_its_app_to_another_team(

@@ -141,6 +141,7 @@ def issue_postgres_credential(
             "username": role,
             "password_hmac": ctx.data_keys.fingerprint(tenant_id, password, session=session),
             "expires_at": lease.expires_at.isoformat(),
+            **requester.workload_detail,
         },
         session=session,
     )
@@ -169,7 +170,7 @@ def _abandon(lease: LeaseInfo, error: str, *, requester: Requester, session: Ses
         actor=requester.actor,
         path=lease.path,
         lease_id=lease.id,
-        detail={"engine": "postgres", "error": error[:300]},
+        detail={"engine": "postgres", "error": error[:300], **requester.workload_detail},
         session=session,
     )
     session.commit()

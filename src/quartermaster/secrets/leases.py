@@ -400,7 +400,11 @@ def renew_lease(
         path=lease.path,
         lease_id=lease.id,
         version=lease.version,
-        detail={"expires_at": new_expiry.isoformat(), "capped": new_expiry == lease.max_expires_at},
+        detail={
+            "expires_at": new_expiry.isoformat(),
+            "capped": new_expiry == lease.max_expires_at,
+            **requester.workload_detail,
+        },
         session=session,
     )
     session.commit()

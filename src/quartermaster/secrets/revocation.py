@@ -58,10 +58,12 @@ def end_lease(
     drops: Mapping[str, str | None],
     session: Session,
     action: str = "revoke",
+    actor_detail: Mapping[str, str] | None = None,
 ) -> bool:
     """Mark a live lease ended, with its audit record, in the caller's transaction (which
     holds the tenant's lock). `drops` has the outcome of dropping dynamic roles beforehand
-    (lease id -> None when dropped); returns whether the role drop is still pending."""
+    (lease id -> None when dropped); returns whether the role drop is still pending.
+    `actor_detail`: what tells a workload actor apart (`Requester.workload_detail`)."""
     error: str | None = None
     if lease.kind == LeaseKind.POSTGRES.value and lease.role_name is not None:
         error = drops.get(lease.id, NOT_ATTEMPTED)
@@ -71,7 +73,7 @@ def end_lease(
     lease.sealed_value = None  # the password is no longer needed once the lease is over
     lease.cleanup_pending = error is not None
     lease.cleanup_error = error
-    detail: dict[str, object] = {"reason": reason}
+    detail: dict[str, object] = {"reason": reason, **(actor_detail or {})}
     if lease.role_name is not None:
         detail["role"] = lease.role_name
         detail["role_dropped"] = error is None
@@ -123,7 +125,7 @@ def revoke_lease(
             outcome="ok",
             actor=requester.actor,
             lease_id=lease_id,
-            detail={"status": "not_found"},
+            detail={"status": "not_found", **requester.workload_detail},
             session=session,
         )
         session.commit()
@@ -140,7 +142,7 @@ def revoke_lease(
             actor=requester.actor,
             path=lease.path,
             lease_id=lease_id,
-            detail={"reason": f"may not revoke: {denial}"},
+            detail={"reason": f"may not revoke: {denial}", **requester.workload_detail},
             session=session,
         )
         session.commit()
@@ -153,13 +155,18 @@ def revoke_lease(
             actor=requester.actor,
             path=lease.path,
             lease_id=lease_id,
-            detail={"status": "already_ended"},
+            detail={"status": "already_ended", **requester.workload_detail},
             session=session,
         )
         session.commit()
         return RevokeResult(lease_id, "already_ended", lease.cleanup_pending)
     pending = end_lease(
-        lease, reason="revoked", actor=requester.actor, drops=drops, session=session
+        lease,
+        reason="revoked",
+        actor=requester.actor,
+        drops=drops,
+        session=session,
+        actor_detail=requester.workload_detail,
     )
     session.commit()
     return RevokeResult(lease_id, "revoked", pending)
@@ -188,7 +195,12 @@ def revoke_prefix(
         # Leases issued since the read are ended too; their roles go to the reaper.
         for lease in _live_under(requester.tenant_id, prefix, batch, session=session):
             pending += end_lease(
-                lease, reason=reason, actor=requester.actor, drops=drops, session=session
+                lease,
+                reason=reason,
+                actor=requester.actor,
+                drops=drops,
+                session=session,
+                actor_detail=requester.workload_detail,
             )
             revoked += 1
         session.commit()
