@@ -49,6 +49,8 @@ from quartermaster.storage.base import Base, new_id
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.tenancy.models import Role, Team, Tenant
 from quartermaster.tenancy.service import AuthContext
+from quartermaster.usage.service import refuse_unknown_owners
+from quartermaster.usage.store import UsageFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -737,6 +739,17 @@ def line_page(
     limited to the given owner; a team-member's to its own team's lines whatever it asks."""
     own = caller_team_slug(caller, session=session)
     document = get_document(caller, document_id, session=session)
+    # A slug the tenant lacks is a typo: an empty page read as "no costs" (slugs are never
+    # renamed nor deleted, so a document's lines only carry existing ones).
+    refuse_unknown_owners(
+        caller.tenant_id,
+        UsageFilter(
+            cost_centers=(cost_center,) if cost_center is not None else (),
+            teams=(team,) if team is not None else (),
+            apps=(app,) if app is not None else (),
+        ),
+        session=session,
+    )
     query = select(BillingLine).where(BillingLine.document_id == document.id)
     if after is not None:
         query = query.where(BillingLine.position > after)
