@@ -105,6 +105,14 @@ def get_preview_calculator(runtime: RuntimeDep) -> BillingCalculator:
 
 
 Calculator = Annotated[BillingCalculator, Depends(get_calculator)]
+# The preview's and a period's costs' team filter.
+CostsOfTeam = Annotated[
+    str | None,
+    Query(
+        description="Only this team's costs (slug; unknown: 422); a team-member's are its "
+        "own team's, another team is a 403."
+    ),
+]
 PreviewCalculator = Annotated[BillingCalculator, Depends(get_preview_calculator)]
 
 
@@ -484,13 +492,7 @@ def get_preview(
     price_book: Annotated[
         str | None, Query(description="Price book name; default: the tenant's default.")
     ] = None,
-    team: Annotated[
-        str | None,
-        Query(
-            description="Only this team's costs (slug; unknown: 422); a team-member's are its "
-            "own team's, another team is a 403."
-        ),
-    ] = None,
+    team: CostsOfTeam = None,
 ) -> PreviewOut:
     result = preview.preview(
         caller,
@@ -544,13 +546,7 @@ def get_costs(
     price_book: Annotated[
         str | None, Query(description="Price book name; default: the tenant's default.")
     ] = None,
-    team: Annotated[
-        str | None,
-        Query(
-            description="Only this team's costs (slug; unknown: 422); a team-member's are its "
-            "own team's, another team is a 403."
-        ),
-    ] = None,
+    team: CostsOfTeam = None,
 ) -> PeriodCostsOut:
     period = service.run_period(
         caller, start=period_start, end=period_end, month=month, session=session

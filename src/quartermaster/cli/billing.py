@@ -56,6 +56,10 @@ RunIdArgument = Annotated[
     ),
 ]
 TOP_APPS = 10
+TeamCostsOption = Annotated[
+    str | None,
+    typer.Option(help="Only this team's costs (a team-member's are its own team's)."),
+]
 
 
 def _money(value: str | Decimal | None) -> str:
@@ -499,10 +503,7 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
 @bill_app.command("preview")
 def preview(
     price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
-    team: Annotated[
-        str | None,
-        typer.Option(help="Only this team's costs (a team-member's are its own team's)."),
-    ] = None,
+    team: TeamCostsOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -574,10 +575,7 @@ def period_costs(
     start: Annotated[str | None, typer.Option(help="Period start (RFC 3339).")] = None,
     end: Annotated[str | None, typer.Option(help="Period end, exclusive (RFC 3339).")] = None,
     price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
-    team: Annotated[
-        str | None,
-        typer.Option(help="Only this team's costs (a team-member's are its own team's)."),
-    ] = None,
+    team: TeamCostsOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
