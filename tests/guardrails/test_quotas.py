@@ -141,6 +141,35 @@ def test_a_limit_range_is_deleted_by_an_admin_and_logged(
     assert row["id"] in again.json()["error"]["message"]
 
 
+def test_a_quota_is_deleted_by_an_admin_and_logged(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    h = world.headers
+    _quota(client, world, "cpu", "2")
+    held = _decide(client, world, cpu="1500m")
+    assert held["allowed"] is True
+    assert _decide(client, world, cpu="1")["allowed"] is False
+    (quota,) = ok(client.get("/v1/quotas", headers=h))
+    member = key_for(client, tenant, "team-member", team=world.team)
+    assert client.delete(f"/v1/quotas/{quota['id']}", headers=member).status_code == 403
+    assert client.delete(f"/v1/quotas/{quota['id']}", headers=h).status_code == 204
+    assert ok(client.get("/v1/quotas", headers=h)) == []
+    # Nothing counts against it any more; the work it admitted keeps its reservation.
+    assert _decide(client, world, cpu="1")["allowed"] is True
+    latest = ok(client.get("/v1/guardrail-actions", headers=h))[0]
+    assert latest["action"] == "delete"
+    assert latest["subject"] == f"quota:{quota['id']}"
+    assert (latest["scope_kind"], latest["scope"]) == ("team", world.team)
+    assert latest["reason"] == (
+        f"quota of team {world.team!r} (cpu: hard 2, in use 1500m) deleted by admin"
+    ), latest
+    again = client.delete(f"/v1/quotas/{quota['id']}", headers=h)
+    assert again.status_code == 404
+    assert again.json()["error"]["field"] == "quota_id"
+    assert quota["id"] in again.json()["error"]["message"]
+
+
 def test_bad_quantities_name_the_field(client: TestClient, tenant: TenantHandle) -> None:
     world = build_world(client, tenant)
     body = {"app": world.app, "resources": {"memory": "12Qi"}}

@@ -91,6 +91,42 @@ def test_api_rate_limit_per_app_answers_429(client: TestClient, tenant: TenantHa
     )
 
 
+@pytest.mark.parametrize(
+    ("kind", "scope", "applies_to"),
+    [("tenant", None, "the tenant"), ("app", "*", "every app"), ("app", "APP", "app 'APP'")],
+)
+def test_a_rate_limit_is_deleted_by_an_admin_and_logged(
+    client: TestClient, tenant: TenantHandle, kind: str, scope: str | None, applies_to: str
+) -> None:
+    world = build_world(client, tenant)
+    h = world.headers
+    scope = world.app if scope == "APP" else scope
+    rule = ok(
+        client.put(
+            "/v1/rate-limits",
+            json={"scope_kind": kind, "scope": scope, "rate": "0.033", "burst": 1},
+            headers=h,
+        )
+    )
+    body = {"app": world.app}
+    assert client.post("/v1/decisions", json=body, headers=h).status_code == 200
+    assert client.post("/v1/decisions", json=body, headers=h).status_code == 429
+    assert client.delete(f"/v1/rate-limits/{rule['id']}", headers=h).status_code == 204
+    assert ok(client.get("/v1/rate-limits", headers=h)) == []
+    # The gate forgets the deleted rule at once: no more 429.
+    assert client.post("/v1/decisions", json=body, headers=h).status_code == 200
+    latest = ok(client.get("/v1/guardrail-actions", headers=h))[0]
+    assert latest["action"] == "delete"
+    assert latest["subject"] == f"rate_limit:{rule['id']}"
+    expected = applies_to.replace("APP", world.app)
+    assert latest["reason"] == (f"rate limit of {expected} (0.033/s, burst 1) deleted by admin"), (
+        latest
+    )
+    again = client.delete(f"/v1/rate-limits/{rule['id']}", headers=h)
+    assert again.status_code == 404
+    assert again.json()["error"]["field"] == "rate_limit_id"
+
+
 @pytest.mark.parametrize("burst", [0, 2**31, 10**25])
 def test_a_burst_the_column_cannot_hold_is_a_422_naming_it(
     client: TestClient, tenant: TenantHandle, burst: int

@@ -124,10 +124,26 @@ def list_quotas(tenant_id: str, *, session: Session, view: MemberView | None = N
     return list(session.scalars(query.order_by(Quota.scope_kind, Quota.scope, Quota.resource)))
 
 
-def delete_quota(tenant_id: str, quota_id: str, *, session: Session) -> None:
+def delete_quota(caller: AuthContext, quota_id: str, *, session: Session) -> None:
+    """Delete a quota of the caller's tenant (404 for another tenant's or an unknown one):
+    its namespace's requests are no longer counted against it; work it admitted keeps its
+    reservation. The action log gets a `delete` entry naming it, its hard limit, what was
+    in use and who deleted it."""
     quota = session.get(Quota, quota_id)
-    if quota is None or quota.tenant_id != tenant_id:
+    if quota is None or quota.tenant_id != caller.tenant_id:
         raise NotFoundError(f"no quota {quota_id!r}", field="quota_id")
+    record_action(
+        session,
+        tenant_id=caller.tenant_id,
+        action="delete",
+        scope_kind=quota.scope_kind,
+        scope=quota.scope,
+        subject=f"quota:{quota.id}",
+        reason=f"quota of {_namespace_label(quota.scope_kind, quota.scope)} ({quota.resource}: "
+        f"hard {format_quantity(quota.resource, quota.hard)}, "
+        f"in use {format_quantity(quota.resource, quota.used)}) "
+        f"deleted by {caller.principal_name}",
+    )
     session.delete(quota)
     session.commit()
 

@@ -7,10 +7,11 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.money import plain_text
 from quartermaster.errors import InvalidInputError, NotFoundError
-from quartermaster.guardrails.common import require_scope
+from quartermaster.guardrails.common import record_action, require_scope
 from quartermaster.guardrails.models import RateLimitRule
-from quartermaster.guardrails.visibility import MemberView, scope_filter
+from quartermaster.guardrails.visibility import MemberView, scope_filter, scope_label
 from quartermaster.tenancy.service import AuthContext, validate_slug
 
 RATE_SCOPES = ("tenant", "app", "user")
@@ -74,9 +75,26 @@ def list_rate_limits(
     return list(session.scalars(query.order_by(RateLimitRule.scope_kind, RateLimitRule.scope)))
 
 
-def delete_rate_limit(tenant_id: str, rule_id: str, *, session: Session) -> None:
+def delete_rate_limit(caller: AuthContext, rule_id: str, *, session: Session) -> None:
+    """Delete a rule of the caller's tenant (404 for another tenant's or an unknown one);
+    the action log gets a `delete` entry naming it, its rate and burst and who deleted it."""
     rule = session.get(RateLimitRule, rule_id)
-    if rule is None or rule.tenant_id != tenant_id:
+    if rule is None or rule.tenant_id != caller.tenant_id:
         raise NotFoundError(f"no rate limit {rule_id!r}", field="rate_limit_id")
+    applies_to = (
+        f"every {rule.scope_kind}"
+        if rule.scope == "*"
+        else scope_label(rule.scope_kind, rule.scope)
+    )
+    record_action(
+        session,
+        tenant_id=caller.tenant_id,
+        action="delete",
+        scope_kind=rule.scope_kind,
+        scope=rule.scope,
+        subject=f"rate_limit:{rule.id}",
+        reason=f"rate limit of {applies_to} ({plain_text(rule.rate)}/s, burst {rule.burst}) "
+        f"deleted by {caller.principal_name}",
+    )
     session.delete(rule)
     session.commit()

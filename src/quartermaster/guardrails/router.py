@@ -329,9 +329,17 @@ def get_quotas(caller: Reader, session: ReadSessionDep) -> list[QuotaOut]:
     return [_quota(q) for q in quotas.list_quotas(caller.tenant_id, session=session, view=view)]
 
 
-@router.delete("/v1/quotas/{quota_id}", status_code=204, summary="Delete a quota")
-def delete_quota(quota_id: str, caller: AdminCaller, session: SessionDep) -> Response:
-    quotas.delete_quota(caller.tenant_id, quota_id, session=session)
+QuotaId = Annotated[str, Path(description="The quota's id, as `GET /v1/quotas` lists it.")]
+
+
+@router.delete(
+    "/v1/quotas/{quota_id}",
+    status_code=204,
+    summary="Delete a quota",
+    responses=error_responses(404),
+)
+def delete_quota(quota_id: QuotaId, caller: AdminCaller, session: SessionDep) -> Response:
+    quotas.delete_quota(caller, quota_id, session=session)
     return Response(status_code=204)
 
 
@@ -392,11 +400,21 @@ def get_rate_limits(caller: Reader, session: ReadSessionDep) -> list[RateLimitOu
     return [RateLimitOut.model_validate(r) for r in rows]
 
 
-@router.delete("/v1/rate-limits/{rate_limit_id}", status_code=204, summary="Delete a rate limit")
+RateLimitId = Annotated[
+    str, Path(description="The rate limit's id, as `GET /v1/rate-limits` lists it.")
+]
+
+
+@router.delete(
+    "/v1/rate-limits/{rate_limit_id}",
+    status_code=204,
+    summary="Delete a rate limit",
+    responses=error_responses(404),
+)
 def delete_rate_limit(
-    rate_limit_id: str, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
+    rate_limit_id: RateLimitId, caller: AdminCaller, runtime: RuntimeDep, session: SessionDep
 ) -> Response:
-    rate_rules.delete_rate_limit(caller.tenant_id, rate_limit_id, session=session)
+    rate_rules.delete_rate_limit(caller, rate_limit_id, session=session)
     guardrail_gate(runtime).invalidate(caller.tenant_id)
     return Response(status_code=204)
 
