@@ -7,7 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from quartermaster.billing.costs import by_owner
+from quartermaster.billing.lines import LineDraft
+from quartermaster.billing.models import CostType
 from tests.billing.platform import JANUARY_MONTH, PIPELINE_TOTAL, Platform, jan
 
 
@@ -102,3 +107,57 @@ def test_a_bad_question_is_refused_naming_what(
     if field is not None:
         assert error["field"] == field
     assert words in error["message"]
+
+
+_owners = st.tuples(
+    st.sampled_from(["default", "rnd"]),
+    st.sampled_from([None, "web", "data"]),
+    st.sampled_from([None, "shop", "etl"]),
+)
+_amounts = st.decimals(min_value=Decimal("-50"), max_value=Decimal("500"), places=6)
+
+
+def _line(owner: tuple[str, str | None, str | None], amount: Decimal) -> LineDraft:
+    cost_center, team, app = owner
+    return LineDraft(
+        cost_type=CostType.DISCOUNT if amount < 0 else CostType.USAGE,
+        item="compute",
+        cost_center=cost_center,
+        team=team,
+        app=app,
+        lifecycle=None,
+        meter=None,
+        unit=None,
+        quantity=Decimal(1),
+        unit_price=None,
+        amount=amount,
+        pricing_rule="flat",
+        allocation_method="direct",
+        versions=(1,),
+    )
+
+
+@given(st.lists(st.tuples(_owners, _amounts), max_size=30))
+def test_costs_by_owner_add_up_to_the_lines_and_come_largest_first(
+    drafts: list[tuple[tuple[str, str | None, str | None], Decimal]],
+) -> None:
+    lines = [_line(owner, amount) for owner, amount in drafts]
+    teams, apps = by_owner(lines)
+    assert sum((row.amount for row in teams), Decimal(0)) == sum(
+        (line.amount for line in lines), Decimal(0)
+    )
+    for row in teams:
+        assert row.app is None
+        mine = [
+            line for line in lines if (line.cost_center, line.team) == (row.cost_center, row.team)
+        ]
+        assert row.amount == sum((line.amount for line in mine), Decimal(0))
+        # A team's total is its apps' plus what was charged to the team as a whole.
+        on_apps = [a.amount for a in apps if (a.cost_center, a.team) == (row.cost_center, row.team)]
+        on_team = [line.amount for line in mine if line.app is None]
+        assert row.amount == sum(on_apps, Decimal(0)) + sum(on_team, Decimal(0))
+    assert {(a.cost_center, a.team, a.app) for a in apps} == {
+        (line.cost_center, line.team, line.app) for line in lines if line.app is not None
+    }
+    for rows in (teams, apps):
+        assert [row.amount for row in rows] == sorted((row.amount for row in rows), reverse=True)

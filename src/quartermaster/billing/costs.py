@@ -5,6 +5,7 @@ window, Lago's usage of a date range)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,7 +13,8 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from quartermaster.billing.calculator import BillingCalculator, Computed
-from quartermaster.billing.preview import CostRow, summarize, team_filter
+from quartermaster.billing.lines import LineDraft
+from quartermaster.billing.preview import sum_by_owner, team_filter
 from quartermaster.billing.service import (
     NOTHING_WAITING,
     Waiting,
@@ -25,6 +27,14 @@ from quartermaster.tenancy.service import AuthContext
 
 
 @dataclass(frozen=True, slots=True)
+class CostAmount:
+    cost_center: str
+    team: str | None
+    app: str | None  # None: the team's (or cost center's) whole cost
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class PeriodCosts:
     period: Period
     as_of: datetime  # usage recorded before it is in the figures
@@ -32,8 +42,8 @@ class PeriodCosts:
     price_book: str
     total: Decimal
     team: str | None  # the team the costs are limited to (a team-member's own, or ?team=)
-    teams: list[CostRow]  # month_to_date = forecast = the period's amount
-    apps: list[CostRow]
+    teams: list[CostAmount]  # largest first
+    apps: list[CostAmount]
     waiting: Waiting = NOTHING_WAITING
 
     @property
@@ -67,7 +77,7 @@ def period_costs(
         session=session,
     )
     mine = [line for line in computed.lines if team is None or line.team == team]
-    teams, apps = summarize(mine, mine)
+    teams, apps = by_owner(mine)
     return PeriodCosts(
         period=period,
         as_of=computed.as_of,
@@ -79,3 +89,15 @@ def period_costs(
         apps=apps,
         waiting=waiting(caller.tenant_id, period) if waiting is not None else NOTHING_WAITING,
     )
+
+
+def by_owner(lines: Iterable[LineDraft]) -> tuple[list[CostAmount], list[CostAmount]]:
+    """The lines' cost per team and per app, largest first. Pure."""
+    teams, apps = sum_by_owner(lines)
+    team_rows = [CostAmount(cc, team, None, amount) for (cc, team), (amount,) in teams.items()]
+    app_rows = [CostAmount(cc, team, app, amount) for (cc, team, app), (amount,) in apps.items()]
+    return sorted(team_rows, key=_largest_first), sorted(app_rows, key=_largest_first)
+
+
+def _largest_first(row: CostAmount) -> tuple[Decimal, str, str, str]:
+    return (-row.amount, row.cost_center, row.team or "", row.app or "")

@@ -81,21 +81,34 @@ def _days(span: timedelta) -> Decimal:
     )
 
 
+TeamKey = tuple[str, str | None]  # cost center, team
+AppKey = tuple[str, str | None, str]  # cost center, team, app
+
+
 @money_context()
+def sum_by_owner(
+    *columns: Iterable[LineDraft],
+) -> tuple[dict[TeamKey, list[Decimal]], dict[AppKey, list[Decimal]]]:
+    """Each column's amounts per (cost center, team) and per (cost center, team, app), one
+    figure per column. Lines charged to a team or cost center as a whole count for the team,
+    not an app. Pure."""
+    teams: dict[TeamKey, list[Decimal]] = {}
+    apps: dict[AppKey, list[Decimal]] = {}
+    for column, lines in enumerate(columns):
+        for line in lines:
+            team_key = (line.cost_center, line.team)
+            teams.setdefault(team_key, [ZERO] * len(columns))[column] += line.amount
+            if line.app is not None:
+                app_key = (line.cost_center, line.team, line.app)
+                apps.setdefault(app_key, [ZERO] * len(columns))[column] += line.amount
+    return teams, apps
+
+
 def summarize(
     month_to_date: Iterable[LineDraft], forecast: Iterable[LineDraft]
 ) -> tuple[list[CostRow], list[CostRow]]:
-    """Cost per (cost center, team) and per (cost center, team, app): so far and forecast.
-    Lines charged to a team or cost center as a whole count for the team, not an app."""
-    teams: dict[tuple[str, str | None], list[Decimal]] = {}
-    apps: dict[tuple[str, str | None, str], list[Decimal]] = {}
-    for column, lines in enumerate((month_to_date, forecast)):
-        for line in lines:
-            team_key = (line.cost_center, line.team)
-            teams.setdefault(team_key, [ZERO, ZERO])[column] += line.amount
-            if line.app is not None:
-                app_key = (line.cost_center, line.team, line.app)
-                apps.setdefault(app_key, [ZERO, ZERO])[column] += line.amount
+    """Cost per team and per app: so far and forecast, largest forecast first."""
+    teams, apps = sum_by_owner(month_to_date, forecast)
     team_rows = [CostRow(cc, team, None, mtd, fc) for (cc, team), (mtd, fc) in teams.items()]
     app_rows = [CostRow(cc, team, app, mtd, fc) for (cc, team, app), (mtd, fc) in apps.items()]
     return sorted(team_rows, key=_largest_first), sorted(app_rows, key=_largest_first)

@@ -576,10 +576,8 @@ def get_costs(
     )
 
 
-def _cost_amount(row: preview.CostRow) -> CostAmountOut:
-    return CostAmountOut(
-        cost_center=row.cost_center, team=row.team, app=row.app, amount=row.month_to_date
-    )
+def _cost_amount(row: costs.CostAmount) -> CostAmountOut:
+    return CostAmountOut(cost_center=row.cost_center, team=row.team, app=row.app, amount=row.amount)
 
 
 @router.get(
