@@ -182,6 +182,41 @@ def test_listing_filters_by_team_cost_center_and_lifecycle(
     assert error_of(missing)["message"] == "app 'ghost' not found"
 
 
+def test_listing_pages_by_app_id_with_the_total_on_every_page(
+    client: TestClient, org: TenantHandle
+) -> None:
+    for app_id in ("a1", "a2", "a3", "a4", "a5"):
+        make_app(client, org, app_id, team="web")
+    make_app(client, org, "d1", team="data", cost_center="lab-cc", title="Payroll 100%_sure")
+
+    def page(**params: Any) -> tuple[list[str], str | None, str]:
+        response = client.get("/v1/apps", params=params, headers=org.headers)
+        ids = [a["app_id"] for a in ok(response)]
+        return ids, response.headers.get("X-Next-After"), response.headers["X-Total-Count"]
+
+    assert page() == (["a1", "a2", "a3", "a4", "a5", "d1"], None, "6")
+    assert page(limit=4) == (["a1", "a2", "a3", "a4"], "a4", "6")
+    assert page(limit=4, after="a4") == (["a5", "d1"], None, "6")
+    assert page(limit=2, after="a0") == (["a1", "a2"], "a2", "6")  # any id marks a place
+    assert page(limit=3, team="web") == (["a1", "a2", "a3"], "a3", "5")
+    assert page(limit=5, team="web") == (["a1", "a2", "a3", "a4", "a5"], None, "5")
+    # Search: id, title or owner, any case; % and _ are themselves.
+    assert page(search="PAYROLL") == (["d1"], None, "1")
+    assert page(search="100%_") == (["d1"], None, "1")
+    assert page(search="a%") == ([], None, "0")
+    assert page(search="A", limit=2) == (["a1", "a2"], "a2", "6")  # "a" is in every owner
+    # A team-member counts and pages its own team's apps only.
+    member = headers_for(client, org, role="team-member", team="data")
+    response = client.get("/v1/apps", params={"limit": 1}, headers=member)
+    assert [a["app_id"] for a in ok(response)] == ["d1"]
+    assert response.headers["X-Total-Count"] == "1"
+    assert "X-Next-After" not in response.headers
+    for bad in ({"limit": 0}, {"limit": 5001}):
+        refused = client.get("/v1/apps", params=bad, headers=org.headers)
+        assert refused.status_code == 422, refused.text
+        assert error_of(refused)["field"] == "limit"
+
+
 def test_update_changes_only_what_is_sent(client: TestClient, org: TenantHandle) -> None:
     make_app(client, org, "a1", team="web", title="Old")
     updated = ok(

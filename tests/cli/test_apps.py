@@ -1,5 +1,5 @@
-"""How `qm app list` counts, pages (--limit, --all), lays out at 80 columns and searches
-(--search) the API's apps."""
+"""How `qm app list` counts, pages (--limit, --all) and searches (--search) the apps of a
+live server, and lays out at 80 columns."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from quartermaster.cli import client as cli_client
+from quartermaster.cli import apps as apps_cli
 from quartermaster.cli.apps import app_app
+from tests.conftest import LiveServer, TenantHandle
+from tests.tenancy.cli_support import Qm, make_qm
+from tests.tenancy.support import make_app, make_cost_center, make_team
 
 
 def _app(i: int, **kw: str) -> dict[str, Any]:
@@ -27,48 +30,51 @@ def _app(i: int, **kw: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def apps(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    listed = [_app(i) for i in range(1200)]
-    listed.append(_app(0, app_id="invoice-bot", title="Invoice Bot", owner="Bo@example.com"))
-    monkeypatch.setattr(
-        cli_client,
-        "api_client",
-        lambda **_: httpx.Client(
-            transport=httpx.MockTransport(lambda _r: httpx.Response(200, json=listed)),
-            base_url="http://qm",
-        ),
-    )
-    return listed
+def qm(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    http: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Qm:
+    """120 apps, app-0000 to app-0119, and invoice-bot, on a live server."""
+    make_cost_center(http, tenant, "cc-1")
+    make_team(http, tenant, "web", cost_center="cc-1")
+    for i in range(120):
+        make_app(http, tenant, f"app-{i:04d}", team="web")
+    make_app(http, tenant, "invoice-bot", team="web", title="Invoice Bot", owner="Bo@example.com")
+    # --all reads pages of 40, so three pages and a last short one cross the network.
+    monkeypatch.setattr(apps_cli, "APP_PAGE", 40)
+    return make_qm(live_server, tenant, monkeypatch)
 
 
-def _list(*args: str) -> str:
-    result = CliRunner().invoke(app_app, ["list", *args], env={"COLUMNS": "120"})
-    assert result.exit_code == 0, result.output
-    return result.output
+def _list(qm: Qm, *args: str) -> str:
+    return qm("app", "list", *args).output
 
 
-@pytest.mark.usefixtures("apps")
-def test_app_list_says_how_many_apps_and_pages_by_default() -> None:
-    first = _list()
+def test_app_list_says_how_many_apps_and_pages_by_default(qm: Qm) -> None:
+    first = _list(qm)
     assert "app-0049" in first
     assert "app-0050" not in first
-    assert first.rstrip().endswith("50 of 1,201 apps shown; 1,151 more: --all")
-    every = _list("--all")
-    assert "app-1199" in every
-    assert every.rstrip().endswith("1,201 apps")
-    assert _list("--limit", "0").rstrip().endswith("1,201 apps")
-    cut = _list("--limit", "10")
+    assert first.rstrip().endswith("50 of 121 apps shown; 71 more: --all")
+    every = _list(qm, "--all")
+    assert "app-0119" in every
+    assert "invoice-bot" in every
+    assert every.rstrip().endswith("121 apps")
+    assert _list(qm, "--limit", "0").rstrip().endswith("121 apps")
+    cut = _list(qm, "--limit", "10")
     assert "app-0009" in cut
     assert "app-0010" not in cut
-    assert cut.rstrip().endswith("10 of 1,201 apps shown; 1,191 more: --all")
+    assert cut.rstrip().endswith("10 of 121 apps shown; 111 more: --all")
 
 
-@pytest.mark.usefixtures("apps")
-def test_app_list_searches_id_title_and_owner_in_any_case() -> None:
-    assert _list("--search", "INVOICE").rstrip().endswith("1 app")
-    assert "invoice-bot" in _list("--search", "bo@EXAMPLE")
-    assert _list("--search", "app-00", "--all").rstrip().endswith("100 apps")
-    assert "no apps" in _list("--search", "nothing-like-it")
+def test_app_list_searches_id_title_and_owner_in_any_case(qm: Qm) -> None:
+    assert _list(qm, "--search", "INVOICE").rstrip().endswith("1 app")
+    assert "invoice-bot" in _list(qm, "--search", "bo@EXAMPLE")
+    assert _list(qm, "--search", "app-00", "--all").rstrip().endswith("100 apps")
+    assert _list(qm, "--search", "app-00").rstrip().endswith("50 of 100 apps shown; 50 more: --all")
+    assert "no apps" in _list(qm, "--search", "nothing-like-it")
+    # A % or _ is itself, not a wildcard.
+    assert "no apps" in _list(qm, "--search", "app%0")
 
 
 def test_app_list_keeps_each_id_on_one_line_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +89,7 @@ def test_app_list_keeps_each_id_on_one_line_at_80_columns(monkeypatch: pytest.Mo
         _app(1, app_id="where2eat", title="where2eat"),
     ]
     monkeypatch.setattr(
-        cli_client,
+        apps_cli,
         "api_client",
         lambda **_: httpx.Client(
             transport=httpx.MockTransport(lambda _r: httpx.Response(200, json=listed)),

@@ -65,6 +65,10 @@ def paged(what: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# A list's whole size, beside a page of it.
+TOTAL_COUNT_HEADER = "X-Total-Count"
+
+
 def set_next_after(response: Response, next_after: str | None) -> None:
     """The next page's cursor in its header (none on the last page)."""
     if next_after is not None:

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from quartermaster.api.deps import Reader, ReadSessionDep, RuntimeDep, SessionDep, require_roles
-from quartermaster.api.responses import error_responses
-from quartermaster.catalog import resources, service
+from quartermaster.api.responses import (
+    NEXT_AFTER_HEADER,
+    TOTAL_COUNT_HEADER,
+    error_responses,
+    set_next_after,
+)
+from quartermaster.catalog import app_list, resources, service
 from quartermaster.catalog.models import Lifecycle
 from quartermaster.catalog.schemas import (
     AppCreate,
@@ -51,20 +56,62 @@ def register_app(body: AppCreate, caller: CatalogWriter, session: SessionDep) ->
     return AppOut.model_validate(service.register_app(caller, registration, session=session))
 
 
-@router.get("/apps", summary="List apps", responses=error_responses())
+@router.get(
+    "/apps",
+    summary="List apps by app id (page with after=X-Next-After and limit)",
+    responses={
+        **error_responses(),
+        200: {
+            "description": "The apps, by app id: all of them, or a page with `limit`.",
+            "headers": {
+                NEXT_AFTER_HEADER: {
+                    "description": "Pass as `after` for the next page; absent on the last.",
+                    "schema": {"type": "string"},
+                },
+                TOTAL_COUNT_HEADER: {
+                    "description": "How many apps the filters match, on every page.",
+                    "schema": {"type": "integer"},
+                },
+            },
+        },
+    },
+)
 def list_apps(
     caller: Reader,
     session: ReadSessionDep,
+    response: Response,
     team: Annotated[str | None, Query(description="Only apps of this team (its slug).")] = None,
     cost_center: Annotated[
         str | None, Query(description="Only apps of this cost center (its slug).")
     ] = None,
     lifecycle: Annotated[Lifecycle | None, Query(description="Only apps at this stage.")] = None,
+    search: Annotated[
+        str | None,
+        Query(
+            description="Only apps whose id, title or owner contains this, in any case "
+            "(ASCII letters).",
+            max_length=200,
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Apps after this app id (the previous page's X-Next-After header).",
+            max_length=200,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=5000, description="At most this many apps (default: every one)."),
+    ] = None,
 ) -> list[AppOut]:
-    apps = service.list_apps(
-        caller, team=team, cost_center=cost_center, lifecycle=lifecycle, session=session
+    wanted = app_list.AppFilter(
+        team=team, cost_center=cost_center, lifecycle=lifecycle, search=search
     )
-    return [AppOut.model_validate(app) for app in apps]
+    page = app_list.list_apps(caller, wanted, after=after, limit=limit, session=session)
+    set_next_after(response, page.next_after)
+    response.headers[TOTAL_COUNT_HEADER] = str(page.total)
+    return [AppOut.model_validate(app) for app in page.apps]
 
 
 @router.get(

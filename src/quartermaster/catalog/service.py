@@ -23,7 +23,6 @@ from quartermaster.catalog.access import (
     ensure_may_reassign,
     ensure_may_use_cost_center,
     ensure_may_write,
-    visible_team,
 )
 from quartermaster.catalog.models import (
     App,
@@ -189,7 +188,8 @@ def plan_ownership_change(
 # --- queries ---------------------------------------------------------------------------------
 
 
-def _app_query(tenant_id: str) -> Select[App, str, str]:
+def app_query(tenant_id: str) -> Select[App, str, str]:
+    """Each app of the tenant with its team's and cost center's slugs, by app id."""
     return (
         select(App, Team.slug, CostCenter.slug)
         .join(Team, Team.id == App.team_id)
@@ -199,7 +199,7 @@ def _app_query(tenant_id: str) -> Select[App, str, str]:
     )
 
 
-def _view(app: App, team_slug: str, cost_center_slug: str) -> AppView:
+def view_of(app: App, team_slug: str, cost_center_slug: str) -> AppView:
     return AppView(
         app_id=app.app_id,
         title=app.title,
@@ -216,8 +216,8 @@ def _view(app: App, team_slug: str, cost_center_slug: str) -> AppView:
 
 
 def _app_view(tenant_id: str, app_id: str, session: Session) -> AppView:
-    row = session.execute(_app_query(tenant_id).where(App.app_id == app_id)).one()
-    return _view(*row)
+    row = session.execute(app_query(tenant_id).where(App.app_id == app_id)).one()
+    return view_of(*row)
 
 
 def find_app(tenant_id: str, app_id: str, *, session: Session, lock: bool = False) -> App | None:
@@ -231,27 +231,6 @@ def load_app(tenant_id: str, app_id: str, *, session: Session, lock: bool = Fals
     if app is None:
         raise NotFoundError(f"app {app_id!r} not found", field="app_id")
     return app
-
-
-def list_apps(
-    caller: AuthContext,
-    *,
-    team: str | None = None,
-    cost_center: str | None = None,
-    lifecycle: Lifecycle | None = None,
-    session: Session,
-) -> list[AppView]:
-    query = _app_query(caller.tenant_id)
-    scope = visible_team(caller)
-    if scope is not None:
-        query = query.where(App.team_id == scope)
-    if team is not None:
-        query = query.where(Team.slug == team)
-    if cost_center is not None:
-        query = query.where(CostCenter.slug == cost_center)
-    if lifecycle is not None:
-        query = query.where(App.lifecycle == lifecycle.value)
-    return [_view(*row) for row in session.execute(query)]
 
 
 def _ownership(
@@ -437,7 +416,7 @@ def register_app(
     except IntegrityError:  # a concurrent registration of the same app_id won
         session.rollback()
         raise ConflictError(f"app {checked.app_id!r} already exists", field="app_id") from None
-    return _view(app, team.slug, cost_center.slug)
+    return view_of(app, team.slug, cost_center.slug)
 
 
 def update_app(

@@ -11,7 +11,9 @@ from quartermaster.cli.app_import import import_apps
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    api_client,
     cell_text,
+    check,
     data_table,
     drop_none,
     err,
@@ -39,6 +41,8 @@ resource_app = typer.Typer(help="Resources bound to apps, and leases.", no_args_
 # Apps `qm app list` shows unless told otherwise (--limit N, --all): a tenant of 3,000 apps
 # printed them all, screens of them, to find one (--search filters).
 DEFAULT_APP_LIMIT = 50
+# Apps a page of `qm app list --all` asks for.
+APP_PAGE = 1000
 APP_COLUMNS = ("app_id", "title", "owner", "team", "cost_center", "lifecycle", "environment")
 TeamOption = Annotated[str | None, typer.Option(help="Team slug.")]
 CostCenterOption = Annotated[str | None, typer.Option(help="Cost center slug.")]
@@ -104,11 +108,10 @@ def app_list(
     api_key: ApiKeyOption = None,
 ) -> None:
     """List apps, optionally filtered, with how many there are (the first 50 by default)."""
-    params = drop_none({"team": team, "cost_center": cost_center, "lifecycle": lifecycle})
-    apps = request("GET", "/v1/apps", params=params, url=url, api_key=api_key)
-    if search:
-        apps = [found for found in apps if matches(found, search)]
-    shown = apps if every or not limit else apps[:limit]
+    params = drop_none(
+        {"team": team, "cost_center": cost_center, "lifecycle": lifecycle, "search": search}
+    )
+    shown, total = _read_apps(params, limit=0 if every else limit, url=url, api_key=api_key)
     # Three columns: the app over its title, its owner over its team and cost center, its
     # lifecycle over its environment. The app column is as wide as the longest id shown (up
     # to 40), so an id is never split over two lines at 80 columns, where a copy and paste
@@ -130,8 +133,26 @@ def app_list(
             stacked(found["lifecycle"], found["environment"], head_style=""),
         )
     show_table(table, empty="no apps")
-    if apps:
-        out().print(app_count(len(shown), len(apps)), style="dim")
+    if total:
+        out().print(app_count(len(shown), total), style="dim")
+
+
+def _read_apps(
+    params: dict[str, Any], *, limit: int, url: str | None, api_key: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The first `limit` apps (0: every one, a page of `APP_PAGE` at a time) and how many
+    the filters match (the server counts them: only the apps shown cross the network)."""
+    apps: list[dict[str, Any]] = []
+    params = {**params, "limit": limit or APP_PAGE}
+    with api_client(url=url, api_key=api_key) as client:
+        while True:
+            response = client.get("/v1/apps", params=params)
+            apps.extend(check(response, console=err()))
+            total = int(response.headers.get("X-Total-Count", len(apps)))
+            cursor = response.headers.get("X-Next-After")
+            if cursor is None or limit:
+                return apps, total
+            params = {**params, "after": cursor}
 
 
 def _app_column_width(apps: list[dict[str, Any]], terminal: int) -> int:
@@ -140,12 +161,6 @@ def _app_column_width(apps: list[dict[str, Any]], terminal: int) -> int:
     longest_id = min(max((len(a["app_id"]) for a in apps), default=3), 40)
     longest_title = max((len(a["title"] or "") for a in apps), default=0)
     return max(longest_id, min(longest_title, terminal - 44))
-
-
-def matches(app: dict[str, Any], text: str) -> bool:
-    """Whether the app's id, title or owner contains `text`, in any case."""
-    needle = text.casefold()
-    return any(needle in str(app[key] or "").casefold() for key in ("app_id", "title", "owner"))
 
 
 def app_count(shown: int, total: int) -> str:
