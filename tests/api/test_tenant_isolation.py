@@ -460,6 +460,7 @@ CASES: dict[tuple[str, str], Case] = {
         ],
         frozenset({422}),
     ),
+    ("GET", "/v1/billing/late"): reads("/v1/billing/late"),
     ("GET", "/v1/billing/preview"): Case(
         lambda w: [("GET", "/v1/billing/preview", {})], frozenset({200, 404, 422})
     ),

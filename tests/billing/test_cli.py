@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from quartermaster.billing.focus import MANDATORY_COLUMNS
+from quartermaster.billing.sources import pipeline_catch_up
 from quartermaster.cli import billing as billing_cli
 from quartermaster.cli.main import _register_groups, app
 from tests.billing.platform import PIPELINE_TOTAL, Platform, event, jan
@@ -80,10 +81,16 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "already finalized: unchanged" in _ok(qm, "bill", "run", "--month", "2026-01")
 
     assert "no adjustment needed" in _ok(qm, "bill", "adjust", run_id)
+    assert "no late usage" in _ok(qm, "bill", "late")
     platform.send(
         [event("resource.usage", jan(20), {"resource_id": "web-pod-1", "cpu_seconds": 100})]
     )
+    pipeline_catch_up(platform.runtime)()  # as the server's pipeline does in the background
+    late = _ok(qm, "bill", "late")
+    assert re.search(rf"│ {run_id} │ 2026-01 │\s+1 │ \d{{4}}-[^│]+Z │\s+0\.20 │", late), late
+    assert f"bill it: qm bill adjust {run_id}" in late
     adjusted = _ok(qm, "bill", "adjust", run_id)
+    assert "no late usage" in _ok(qm, "bill", "late")
     assert re.search(
         rf"corrects invoice run {run_id}\w{{20}} for the period from 2026-01-01 00:00 UTC "
         r"until 2026-02-01 00:00 UTC: 1 line \(1 with late usage, 0 re-rated",

@@ -16,7 +16,7 @@ def test_every_billing_operation_documents_its_bodies_and_errors(tmp_path: Path)
         for method, op in ops.items()
         if "billing" in op.get("tags", [])
     ]
-    assert len(operations) == 14  # GET /v1/billing/costs included
+    assert len(operations) == 15  # GET /v1/billing/costs and /late included
     for method, path, op in operations:
         where = f"{method.upper()} {path}"
         success = [code for code in op["responses"] if code.startswith("2")]

@@ -20,7 +20,7 @@ from quartermaster.api.deps import (
     SessionDep,
 )
 from quartermaster.api.responses import error_responses
-from quartermaster.billing import adjustments, costs, explain, files, preview, service
+from quartermaster.billing import adjustments, costs, explain, files, late, preview, service
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType, RunKind
 from quartermaster.billing.schemas import (
@@ -34,6 +34,7 @@ from quartermaster.billing.schemas import (
     DocumentOut,
     ExplanationOut,
     FinalizedOut,
+    LateUsageOut,
     LineOut,
     LinePageOut,
     MarkerOut,
@@ -477,6 +478,43 @@ def _cost_row(row: preview.CostRow) -> CostRowOut:
 
 def _daily(days: list[explain.DailyAmount]) -> list[DailyOut]:
     return [DailyOut(start=d.start, end=d.end, value=d.value, events=d.events) for d in days]
+
+
+@router.get(
+    "/late",
+    summary="Finalized runs with late usage: events no document of theirs holds yet",
+    description="Each finalized run whose period has events that became billable after its "
+    "latest document (the run or its latest adjustment) was computed, newest period first, "
+    "with the adjustment `POST /v1/billing/adjustments` would issue now. Admin and finance.",
+    responses=error_responses(),
+)
+def list_late_usage(
+    caller: BillingReader,
+    session: ReadSessionDep,
+    runtime: RuntimeDep,
+    calculator: PreviewCalculator,
+) -> list[LateUsageOut]:
+    found = late.late_usage(
+        caller.tenant_id, store=runtime.usage_store, calculator=calculator, session=session
+    )
+    return [
+        LateUsageOut(
+            run_id=item.run.id,
+            kind=item.run.kind,
+            period_start=item.run.period_start,
+            period_end=item.run.period_end,
+            timezone=item.run.timezone,
+            billed_as_of=item.latest.as_of,
+            latest_document_id=item.latest.id,
+            late_events=item.arrivals.events,
+            first_arrival=item.arrivals.first_at or item.latest.as_of,
+            last_arrival=item.arrivals.last_at or item.latest.as_of,
+            adjustment_due=item.due.total if item.due is not None else None,
+            adjustment_lines=item.due.line_count if item.due is not None else 0,
+            currency=item.due.currency if item.due is not None else item.run.currency,
+        )
+        for item in found
+    ]
 
 
 @router.get(

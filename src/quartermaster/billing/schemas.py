@@ -173,6 +173,28 @@ class AdjustmentOut(BaseModel):
     message: str
 
 
+class LateUsageOut(BaseModel):
+    run_id: str
+    kind: Annotated[str, one_of(RunKind)]
+    period_start: datetime
+    period_end: datetime
+    timezone: str
+    billed_as_of: datetime = Field(
+        description="The `as_of` of the run's latest document (the run or its latest "
+        "adjustment): the late events became billable after it."
+    )
+    latest_document_id: str = Field(description="The run, or its latest adjustment.")
+    late_events: int = Field(description="Events of the period no document of the run holds.")
+    first_arrival: datetime = Field(description="When the first of them became billable.")
+    last_arrival: datetime = Field(description="When the last of them became billable.")
+    adjustment_due: FixedDecimal | None = Field(
+        description="What `POST /v1/billing/adjustments` would issue now (its total, with "
+        "any back-dated price changes too); null: the late events change no line."
+    )
+    adjustment_lines: int = Field(description="The lines that adjustment would have.")
+    currency: str
+
+
 class ReproductionOut(BaseModel):
     document_id: str
     identical: bool

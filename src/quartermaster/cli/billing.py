@@ -500,6 +500,46 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
     print_lines(detail["lines"], limit=None)
 
 
+@bill_app.command("late")
+def late_usage(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Finalized runs whose period received usage after they were billed.
+
+    Each with how many events no document of the run holds yet, when they arrived, and the
+    adjustment `qm bill adjust RUN` would issue now (admin and finance keys)."""
+    found = request("GET", "/v1/billing/late", url=url, api_key=api_key)
+    table = data_table(
+        ("run", "period", "late events", "arrived", "adjustment due"),
+        title="late usage",
+        right=("late events", "adjustment due"),
+        whole=("run", "late events"),
+    )
+    for item in found:
+        due = (
+            stacked(_money(item["adjustment_due"]), item["currency"], head_style="")
+            if item["adjustment_due"] is not None
+            else plain("no change")
+        )
+        table.add_row(
+            stacked(short_id(item["run_id"]), item["kind"], head_style=""),
+            plain(_period_label(item["period_start"], item["period_end"])),
+            plain(f"{item['late_events']:,}"),
+            _arrived(item["first_arrival"], item["last_arrival"]),
+            due,
+        )
+    show_table(table, empty="no late usage: every finalized run holds its period's events")
+    for item in found:
+        if item["adjustment_due"] is not None:
+            out().print(f"bill it: qm bill adjust {short_id(item['run_id'])}", markup=False)
+
+
+def _arrived(first: str, last: str) -> Text:
+    """The first arrival over the last, or the one moment when they are the same."""
+    first_text, last_text = (cell_text(parse_timestamp(moment)) for moment in (first, last))
+    if first_text == last_text:
+        return plain(first_text)
+    return stacked(first_text, last_text, head_style="")
+
+
 @bill_app.command("preview")
 def preview(
     price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,

@@ -542,3 +542,18 @@ TOUCHED_HOURS_SQL = """
     SELECT tenant_id, date_trunc('hour', event_time)::TIMESTAMP, max(processed_at)
     FROM usage_rows WHERE processed_at >= ? AND NOT unattributed GROUP BY ALL
 """
+
+
+def late_arrivals_sql(tenant_id: str, period: Period, since: datetime) -> tuple[str, list[Any]]:
+    """Events (by log position: one event may carry several meters) of the period billable at
+    or after `since`, with the first and last moment one became billable."""
+    bounds = [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(since)]
+    sql = (
+        "SELECT count(*), min(b), max(b) FROM ("
+        "SELECT position, min(billable_at) AS b FROM usage_rows WHERE tenant_id = ? "
+        "AND event_time >= ? AND event_time < ? AND billable_at >= ? GROUP BY position "
+        "UNION ALL SELECT position, billable_at FROM platform_costs WHERE tenant_id = ? "
+        "AND coalesce(period_start, event_time) >= ? AND coalesce(period_start, event_time) < ? "
+        "AND billable_at >= ?)"
+    )
+    return sql, bounds + bounds

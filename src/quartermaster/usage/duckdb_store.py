@@ -46,6 +46,7 @@ from quartermaster.usage.store import (
     HourlyCost,
     HourlyCostSeries,
     HourlyPipelineCounts,
+    LateArrivals,
     LatencySummary,
     LifecycleMarker,
     MeterRate,
@@ -384,6 +385,13 @@ class DuckDBUsageStore:
             .fetchall()
         )
         return {r[0]: (int(r[1]), q.aware(r[2])) for r in rows}
+
+    def late_arrivals(self, tenant_id: str, period: Period, *, since: datetime) -> LateArrivals:
+        sql, params = q.late_arrivals_sql(tenant_id, period, since)
+        row = self._cursor().execute(sql, params).fetchone()
+        if row is None or not row[0]:
+            return LateArrivals(0, None, None)
+        return LateArrivals(int(row[0]), q.aware(row[1]), q.aware(row[2]))
 
     def waiting_events(self, tenant_ids: Collection[str]) -> list[WaitingEvent]:
         if not tenant_ids:

@@ -514,6 +514,16 @@ def series_of_rows(
 
 
 @dataclass(frozen=True, slots=True)
+class LateArrivals:
+    """Events of a period that became billable at or after a moment: usage and platform
+    costs a document computed as of that moment does not hold."""
+
+    events: int
+    first_at: datetime | None  # when the first of them became billable
+    last_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeResult:
     before: datetime
     usage_rows: int
@@ -556,6 +566,11 @@ class UsageStore(Protocol):
 
     def waiting_summary(self) -> dict[str, tuple[int, datetime]]:
         """Tenant -> (events waiting, earliest deadline)."""
+        ...
+
+    def late_arrivals(self, tenant_id: str, period: Period, *, since: datetime) -> LateArrivals:
+        """The period's events (usage rows still kept raw, and platform costs) that became
+        billable at or after `since`: what a document as of `since` misses."""
         ...
 
     def waiting_events(self, tenant_ids: Collection[str]) -> list[WaitingEvent]: ...

@@ -1,0 +1,107 @@
+"""Late usage: events of a finalized run's period that became billable after the last
+document of the run (the run, or its latest adjustment) was computed. No bill holds them until
+an adjustment (`qm bill adjust RUN`) does; this is how finance learns that one is due,
+instead of finding it at the next reproduce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quartermaster.billing.adjustments import plan_adjustment
+from quartermaster.billing.calculator import BillingCalculator
+from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType
+from quartermaster.domain.timeutil import Period
+from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.service import AuthContext
+from quartermaster.usage.store import LateArrivals, UsageStore
+
+
+@dataclass(frozen=True, slots=True)
+class LateUsage:
+    run: BillingDocument
+    latest: BillingDocument  # the run or its latest adjustment: the figures billed so far
+    arrivals: LateArrivals
+    # The adjustment `qm bill adjust` would issue now (not stored; with back-dated price
+    # changes too, if any); None: the late events change no line (a free tier absorbs them).
+    due: BillingDocument | None
+
+
+def latest_documents(
+    tenant_id: str | None, *, session: Session, ended_after: datetime | None = None
+) -> list[tuple[BillingDocument, BillingDocument]]:
+    """(finalized run, its latest document) of the tenant (None: every tenant), newest
+    period first; with `ended_after`, only runs of periods that ended after it."""
+    query = select(BillingDocument).where(
+        BillingDocument.doc_type == DocumentType.RUN.value,
+        BillingDocument.status == DocumentStatus.FINALIZED.value,
+    )
+    if tenant_id is not None:
+        query = query.where(BillingDocument.tenant_id == tenant_id)
+    if ended_after is not None:
+        query = query.where(BillingDocument.period_end > ended_after)
+    runs = list(
+        session.scalars(
+            query.order_by(
+                BillingDocument.period_start.desc(), BillingDocument.kind, BillingDocument.id
+            )
+        )
+    )
+    if not runs:
+        return []
+    adjustments = session.scalars(
+        select(BillingDocument).where(
+            BillingDocument.corrects_id.in_([run.id for run in runs]),
+            BillingDocument.doc_type == DocumentType.ADJUSTMENT.value,
+        )
+    )
+    latest = {run.id: run for run in runs}
+    for adjustment in adjustments:
+        corrected = adjustment.corrects_id or ""
+        if adjustment.as_of > latest[corrected].as_of:
+            latest[corrected] = adjustment
+    return [(run, latest[run.id]) for run in runs]
+
+
+def late_usage(
+    tenant_id: str | None,
+    *,
+    store: UsageStore,
+    calculator: BillingCalculator,
+    session: Session,
+    ended_after: datetime | None = None,
+) -> list[LateUsage]:
+    """Finalized runs whose period has events billable at or after their latest document's
+    `as_of`, with how many, when they arrived and the adjustment due; newest period first.
+    The adjustment is computed (read only) for those runs alone."""
+    found: list[LateUsage] = []
+    for run, latest in latest_documents(tenant_id, session=session, ended_after=ended_after):
+        found.extend(
+            late_usage_of(run, latest, store=store, calculator=calculator, session=session)
+        )
+    return found
+
+
+def late_usage_of(
+    run: BillingDocument,
+    latest: BillingDocument,
+    *,
+    store: UsageStore,
+    calculator: BillingCalculator,
+    session: Session,
+    seen: LateArrivals | None = None,
+) -> list[LateUsage]:
+    """The run's late usage (none, or one) since `latest`; with `seen`, none when nothing
+    arrived since those arrivals were seen (the adjustment due is not computed again)."""
+    period = Period(run.period_start, run.period_end)
+    arrivals = store.late_arrivals(run.tenant_id, period, since=latest.as_of)
+    if not arrivals.events or arrivals == seen:
+        return []
+    reader = AuthContext(run.tenant_id, "billing", "billing", Role.FINANCE, None, None)
+    plan = plan_adjustment(
+        reader, run.id, as_of=calculator.cutoff(), calculator=calculator, session=session
+    )
+    return [LateUsage(run, latest, arrivals, plan.document if plan is not None else None)]

@@ -1,0 +1,94 @@
+"""GET /v1/billing/late: finalized runs whose period received usage after their latest
+document, with the adjustment due; the alert the late-usage watch raises for each."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from quartermaster.billing.sources import pipeline_catch_up
+from tests.billing.platform import JANUARY_MONTH, Platform, event, jan
+
+
+def _late(platform: Platform, headers: dict[str, str] | None = None) -> Any:
+    pipeline_catch_up(platform.runtime)()
+    response = platform.client.get("/v1/billing/late", headers=headers or platform.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _finalized_run(platform: Platform) -> dict[str, Any]:
+    made = platform.post("/v1/billing/runs", {"month": JANUARY_MONTH})["run"]
+    platform.post(f"/v1/billing/runs/{made['id']}/finalize", {})
+    return made
+
+
+def test_late_usage_is_listed_with_the_adjustment_due_until_adjusted(platform: Platform) -> None:
+    run = _finalized_run(platform)
+    assert _late(platform) == []
+    platform.send(
+        [
+            event("resource.usage", jan(31), {"resource_id": "api-pod-1", "cpu_seconds": 1500}),
+            event("request.trace", jan(30), {"app_id": "web", "request_id": "late-1"}),
+        ]
+    )
+    platform.send([event("resource.usage", jan(2), {"resource_id": "web-pod-1", "cpu_seconds": 1})])
+    platform.send(  # February's usage is no run's late usage
+        [
+            event(
+                "resource.usage",
+                jan(3).replace(month=2),
+                {"resource_id": "api-pod-1", "cpu_seconds": 9},
+            )
+        ]
+    )
+    (late,) = _late(platform)
+    assert late["run_id"] == run["id"]
+    assert late["latest_document_id"] == run["id"]
+    assert late["billed_as_of"] == run["as_of"]
+    assert (late["period_start"], late["period_end"]) == (run["period_start"], run["period_end"])
+    assert late["late_events"] == 3
+    assert late["first_arrival"] > run["as_of"]
+    assert late["last_arrival"] >= late["first_arrival"]
+    # api cpu 500 -> 2000 s: 1000 over the free 1000 at 0.002; web 21 requests; web cpu +1 s.
+    assert Decimal(late["adjustment_due"]) == Decimal("2.000000") + Decimal("0.000500") + Decimal(
+        "0.002000"
+    ), late
+    assert late["currency"] == "USD"
+    assert late["adjustment_lines"] == 6  # the three apps' lb shares move with web's requests
+    finance = platform.key_for("finance")
+    assert _late(platform, finance) == [late]
+    for role, team in (("team-member", "web"), ("app", None)):
+        key = platform.key_for(role, team=team, app_id="web" if role == "app" else None)
+        refused = platform.client.get("/v1/billing/late", headers=key)
+        assert refused.status_code == 403, refused.text
+
+    adjusted = platform.post("/v1/billing/adjustments", {"run_id": run["id"]})["adjustment"]
+    assert Decimal(adjusted["document"]["total"]) == Decimal(late["adjustment_due"])
+    assert _late(platform) == []
+    # Usage after the adjustment is late against the adjustment.
+    platform.send([event("resource.usage", jan(9), {"resource_id": "api-pod-1", "cpu_seconds": 5})])
+    (again,) = _late(platform)
+    assert again["latest_document_id"] == adjusted["document"]["id"]
+    assert again["billed_as_of"] == adjusted["document"]["as_of"]
+    assert (again["late_events"], again["adjustment_due"]) == (1, "0.010000")
+
+
+def test_late_usage_within_a_free_tier_is_due_as_a_zero_amount_quantity_line(
+    platform: Platform,
+) -> None:
+    run = _finalized_run(platform)
+    # api cpu 500 -> 600 s, still within the free 1000: the quantity moves, the amount not.
+    platform.send(
+        [event("resource.usage", jan(9), {"resource_id": "api-pod-1", "cpu_seconds": 100})]
+    )
+    (late,) = _late(platform)
+    assert (late["late_events"], late["adjustment_due"], late["adjustment_lines"]) == (
+        1,
+        "0.000000",
+        1,
+    )
+    adjusted = platform.post("/v1/billing/adjustments", {"run_id": run["id"]})["adjustment"]
+    (line,) = adjusted["lines"]
+    assert (line["app"], line["quantity"], line["amount"]) == ("api", "100", "0.000000")
+    assert _late(platform) == []
