@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     anomalies_max_hours_per_pass: int = Field(
         default=48, ge=1, description="Most hours of one tenant a cost-anomaly scan scores."
     )
+    late_usage_enabled: bool = Field(
+        default=True,
+        description="Alert when a finalized run's period receives usage (late_usage alerts).",
+    )
+    late_usage_interval_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="Pause between late-usage checks."
+    )
     rate_limit_backend: Literal["memory", "redis"] = Field(
         default="memory", description="Where rate-limit counters live: this process or Redis."
     )

@@ -168,7 +168,13 @@ CHOICE_FIELDS = {
     ("WebhookIn", "format"): ["json", "slack"],
     ("WebhookIn", "min_severity"): ["info", "warning", "critical"],
     ("DeliveryOut", "status"): ["pending", "delivered", "dead"],
-    ("AlertOut", "kind"): ["budget_threshold", "default_cap", "anomaly", "high_cost_event"],
+    ("AlertOut", "kind"): [
+        "budget_threshold",
+        "default_cap",
+        "anomaly",
+        "high_cost_event",
+        "late_usage",
+    ],
     ("DocumentOut", "status"): ["draft", "finalized"],
     ("DocumentOut", "kind"): ["invoice", "chargeback"],
     ("RunCreate", "kind"): ["invoice", "chargeback"],
@@ -177,7 +183,13 @@ CHOICE_FIELDS = {
     ("RevokeOut", "status"): ["revoked", "already_ended", "not_found"],
 }
 CHOICE_PARAMS = {
-    ("/v1/alerts", "kind"): ["budget_threshold", "default_cap", "anomaly", "high_cost_event"],
+    ("/v1/alerts", "kind"): [
+        "budget_threshold",
+        "default_cap",
+        "anomaly",
+        "high_cost_event",
+        "late_usage",
+    ],
     ("/v1/webhook-deliveries", "status"): ["pending", "delivered", "dead"],
     ("/v1/billing/runs", "status"): ["draft", "finalized"],
     ("/v1/billing/runs", "kind"): ["invoice", "chargeback"],

@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from quartermaster.billing.sources import pipeline_catch_up
+from quartermaster.guardrails.late_usage import LateUsageWatch
+from tests.billing.conftest import preview_calculator
 from tests.billing.platform import JANUARY_MONTH, Platform, event, jan
 
 
@@ -92,3 +94,81 @@ def test_late_usage_within_a_free_tier_is_due_as_a_zero_amount_quantity_line(
     (line,) = adjusted["lines"]
     assert (line["app"], line["quantity"], line["amount"]) == ("api", "100", "0.000000")
     assert _late(platform) == []
+
+
+def _watch(platform: Platform) -> LateUsageWatch:
+    return LateUsageWatch(platform.runtime, calculator=preview_calculator(platform.runtime))
+
+
+def _late_alerts(platform: Platform) -> list[dict[str, Any]]:
+    response = platform.client.get(
+        "/v1/alerts", params={"kind": "late_usage"}, headers=platform.headers
+    )
+    assert response.status_code == 200, response.text
+    alerts: list[dict[str, Any]] = response.json()
+    return alerts
+
+
+def test_the_watch_alerts_once_per_billed_document_naming_the_adjustment_due(
+    platform: Platform,
+) -> None:
+    run = _finalized_run(platform)
+    watch = _watch(platform)
+    watch.run_once()
+    assert _late_alerts(platform) == []
+    platform.send(
+        [event("resource.usage", jan(31), {"resource_id": "api-pod-1", "cpu_seconds": 1500})]
+    )
+    pipeline_catch_up(platform.runtime)()
+    watch.run_once()
+    (alert,) = _late_alerts(platform)
+    assert alert["severity"] == "warning"
+    assert alert["details"]["latest_document_id"] == run["id"]
+    assert alert["title"] == (
+        "Late usage for the finalized invoice run from 2026-01-01 00:00 UTC until "
+        "2026-02-01 00:00 UTC"
+    )
+    assert alert["message"] == (
+        "1 event for the period from 2026-01-01 00:00 UTC until 2026-02-01 00:00 UTC arrived "
+        f"after run {run['id']} was billed: an adjustment of 2 USD (1 line) is due; "
+        f"`qm bill adjust {run['id']}` issues it"
+    )
+    # Once per billed document: more late usage, or another server's watch, adds none.
+    platform.send(
+        [event("resource.usage", jan(30), {"resource_id": "api-pod-1", "cpu_seconds": 5})]
+    )
+    pipeline_catch_up(platform.runtime)()
+    watch.run_once()
+    _watch(platform).run_once()
+    assert len(_late_alerts(platform)) == 1
+    # Once adjusted, new late usage is a new alert against the adjustment.
+    adjusted = platform.post("/v1/billing/adjustments", {"run_id": run["id"]})["adjustment"]
+    watch.run_once()
+    assert len(_late_alerts(platform)) == 1
+    platform.send(
+        [event("resource.usage", jan(29), {"resource_id": "api-pod-1", "cpu_seconds": 5})]
+    )
+    pipeline_catch_up(platform.runtime)()
+    watch.run_once()
+    alerts = _late_alerts(platform)
+    assert len(alerts) == 2
+    newest = alerts[0]
+    assert "an adjustment of 0.01 USD (1 line) is due" in newest["message"]
+    details = newest["details"]
+    assert details["run_id"] == run["id"]
+    assert details["latest_document_id"] == adjusted["document"]["id"]
+    assert (details["late_events"], details["adjustment_due"]) == (1, "0.010000")
+
+
+def test_a_team_member_sees_no_late_usage_alert(platform: Platform) -> None:
+    _finalized_run(platform)
+    platform.send(
+        [event("resource.usage", jan(31), {"resource_id": "api-pod-1", "cpu_seconds": 1500})]
+    )
+    pipeline_catch_up(platform.runtime)()
+    _watch(platform).run_once()
+    assert len(_late_alerts(platform)) == 1
+    member = platform.key_for("team-member", team="web")
+    seen = platform.client.get("/v1/alerts", params={"kind": "late_usage"}, headers=member)
+    assert seen.status_code == 200, seen.text
+    assert seen.json() == []

@@ -359,6 +359,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
     from quartermaster.background import service_starter
     from quartermaster.catalog.search_signals import SearchSignalsJob
     from quartermaster.guardrails.anomaly_service import build_anomaly_detector
+    from quartermaster.guardrails.late_usage import LateUsageWatch
     from quartermaster.guardrails.notifier import build_webhook_notifier
     from quartermaster.guardrails.service import build_guardrail_evaluator
     from quartermaster.metering.offload import start_validation_pool
@@ -375,6 +376,7 @@ def _background_services() -> tuple[BackgroundStarter, ...]:
         service_starter(SearchSignalsJob),
         service_starter(build_guardrail_evaluator),
         service_starter(build_anomaly_detector),
+        service_starter(LateUsageWatch),
         service_starter(build_webhook_notifier),
     )
 

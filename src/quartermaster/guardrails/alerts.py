@@ -22,8 +22,8 @@ from quartermaster.storage.paging import Page, position_of, read_page
 ALERT_ORDER = ((Alert.created_at, True), (Alert.id, False))
 
 # The kinds of alert the guardrails raise (budgets, default caps, the anomaly detector,
-# high-cost previews).
-ALERT_KINDS = ("budget_threshold", "default_cap", "anomaly", "high_cost_event")
+# high-cost previews, usage arriving for a finalized run).
+ALERT_KINDS = ("budget_threshold", "default_cap", "anomaly", "high_cost_event", "late_usage")
 
 
 class Severity(enum.StrEnum):
