@@ -427,7 +427,10 @@ def _more(command: str, params: dict[str, Any], names: tuple[str, ...], cursor: 
 @alerts_app.command("list")
 def alerts_list(
     kind: Annotated[
-        str | None, typer.Option(help="budget_threshold | default_cap | anomaly | high_cost_event")
+        str | None,
+        typer.Option(
+            help="budget_threshold | default_cap | anomaly | high_cost_event | late_usage"
+        ),
     ] = None,
     scope: Annotated[
         str | None,
