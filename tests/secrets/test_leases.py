@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from quartermaster.audit.log import list_records
 from quartermaster.config import Settings
+from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import (
     ConflictError,
     NotFoundError,
@@ -22,7 +25,7 @@ from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.secrets import kv, leases, revocation
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.reaper import LeaseReaper, reap_once
-from quartermaster.tenancy.models import Role
+from quartermaster.tenancy.models import ApiKey, Role
 from tests.conftest import make_settings
 from tests.secrets.conftest import World, add_team_and_app, api_key
 
@@ -425,3 +428,115 @@ def test_concurrent_reads_cannot_exceed_the_quota(
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["ok"] * 3 + ["refused"] * 5
+
+
+def _app_keys(client: TestClient, world: World, count: int) -> list[tuple[str, dict[str, str]]]:
+    """(key id, headers) of `count` keys of one app principal of billing."""
+    made = client.post(
+        "/v1/principals",
+        json={"name": f"billing-svc-{count}", "role": "app", "app_id": "billing"},
+        headers=world.headers,
+    )
+    assert made.status_code == 201, made.text
+    keys = []
+    for _ in range(count):
+        issued = client.post(
+            f"/v1/principals/{made.json()['id']}/keys", json={}, headers=world.headers
+        )
+        assert issued.status_code == 201, issued.text
+        keys.append(
+            (issued.json()["key_id"], {"Authorization": f"Bearer {issued.json()['token']}"})
+        )
+    return keys
+
+
+def _read_lease(client: TestClient, headers: dict[str, str]) -> dict[str, object]:
+    read = client.get(f"/v1/secrets/data/{PATH}", headers=headers)
+    assert read.status_code == 200, read.text
+    lease: dict[str, object] = read.json()["lease"]
+    return lease
+
+
+def test_revoking_a_key_ends_the_leases_obtained_with_it_and_with_its_tokens(
+    client: TestClient, world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    (revoked_key, first), (_, second) = _app_keys(client, world, 2)
+    with_first = _read_lease(client, first)
+    with_second = _read_lease(client, second)
+    minted = client.post("/v1/identity/token", json={"app_id": "billing"}, headers=first)
+    assert minted.status_code == 200, minted.text
+    token = {"Authorization": f"Bearer {minted.json()['token']}"}
+    with_token = _read_lease(client, token)
+    with runtime.session_factory() as session:
+        unbound = kv.read_secret(world.admin(), PATH, ctx=ctx, session=session).lease
+    assert reap_once(ctx).key_ended == 0
+
+    assert client.delete(f"/v1/keys/{revoked_key}", headers=world.headers).status_code == 200
+    report = reap_once(ctx)
+    assert report.key_ended == 2
+    admin = world.admin()
+    with runtime.session_factory() as session:
+        states = {
+            lease_id: (info.state, info.end_reason)
+            for lease_id in (with_first["id"], with_token["id"], with_second["id"], unbound.id)
+            for info in [leases.get_lease(admin, str(lease_id), session=session)]
+        }
+        revocations = [
+            s.record
+            for s in list_records(world.tenant_id, session=session)
+            if s.record.action == "revoke"
+        ]
+    assert states == {
+        with_first["id"]: ("ended", "key_revoked"),
+        with_token["id"]: ("ended", "key_revoked"),
+        with_second["id"]: ("active", None),  # another key of the same app
+        unbound.id: ("active", None),  # obtained in-process, with no key behind it
+    }
+    assert sorted((r.lease_id, r.actor, r.detail["reason"]) for r in revocations) == sorted(
+        (str(lease_id), "system:reaper", "key_revoked")
+        for lease_id in (with_first["id"], with_token["id"])
+    )
+    assert reap_once(ctx).key_ended == 0  # once
+
+
+def test_a_key_that_expires_ends_its_leases(
+    client: TestClient, world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    ((key_id, headers),) = _app_keys(client, world, 1)
+    lease = _read_lease(client, headers)
+    with runtime.session_factory() as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .values(expires_at=utc_now() - timedelta(seconds=1))
+        )
+        session.commit()
+    assert reap_once(ctx).key_ended == 1
+    with runtime.session_factory() as session:
+        info = leases.get_lease(world.admin(), str(lease["id"]), session=session)
+    assert (info.state, info.end_reason) == ("ended", "key_expired")
+
+
+def test_a_lease_obtained_with_an_identity_token_lives_no_longer_than_the_token(
+    client: TestClient, world: World, ctx: SecretsContext, runtime: Runtime
+) -> None:
+    _seed(world, ctx, runtime)
+    ((_, headers),) = _app_keys(client, world, 1)
+    minted = client.post(
+        "/v1/identity/token", json={"app_id": "billing", "ttl_seconds": 60}, headers=headers
+    )
+    assert minted.status_code == 200, minted.text
+    token_expiry = minted.json()["expires_at"]
+    token = {"Authorization": f"Bearer {minted.json()['token']}"}
+    read = client.get(f"/v1/secrets/data/{PATH}?ttl_seconds=900", headers=token)
+    assert read.status_code == 200, read.text
+    lease = read.json()["lease"]
+    assert lease["expires_at"] == lease["max_expires_at"] == token_expiry
+    assert 55 <= lease["ttl"] <= 60
+    renewed = client.post(
+        f"/v1/leases/{lease['id']}/renew", json={"increment_seconds": 3600}, headers=headers
+    )
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["expires_at"] == token_expiry  # the app key renews it, to the cap

@@ -13,6 +13,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from quartermaster.errors import InvalidInputError
 from quartermaster.secrets.paths import SecretPath, pattern_matches
@@ -48,6 +49,8 @@ class Requester:
     principal_id: str | None = None
     token_id: str | None = None
     api_key_id: str | None = None  # the API key a principal called with (it mints tokens)
+    minted_by: str | None = None  # a workload's: the API key that minted its identity token
+    token_expires_at: datetime | None = None  # a workload's: when its identity token expires
 
     @property
     def holder(self) -> str:
@@ -56,6 +59,12 @@ class Requester:
         if self.principal_id is not None:
             return f"principal:{self.principal_id}"
         return self.actor
+
+    @property
+    def key_id(self) -> str | None:
+        """The API key behind the request: the one called with, or the one that minted the
+        identity token called with. A lease obtained with it ends when it is revoked."""
+        return self.minted_by if self.kind is RequesterKind.WORKLOAD else self.api_key_id
 
     @property
     def workload_detail(self) -> dict[str, str]:

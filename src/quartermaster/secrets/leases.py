@@ -166,6 +166,12 @@ def issue_lease(
             detail={"quota": quota, "live_leases": int(live or 0)},
             session=session,
         )
+    expires_at = now + timedelta(seconds=terms.ttl_seconds)
+    max_expires_at = now + timedelta(seconds=terms.max_ttl_seconds)
+    if requester.token_expires_at is not None:
+        # As Vault's: a lease lives no longer than the identity token it was obtained with.
+        expires_at = min(expires_at, requester.token_expires_at)
+        max_expires_at = min(max_expires_at, requester.token_expires_at)
     values = {
         "id": lease_id or new_id(),
         "tenant_id": requester.tenant_id,
@@ -174,10 +180,11 @@ def issue_lease(
         "version": version,
         "holder": requester.holder,
         "actor": requester.actor,
+        "key_id": requester.key_id,
         "state": state.value,
         "issued_at": now,
-        "expires_at": now + timedelta(seconds=terms.ttl_seconds),
-        "max_expires_at": now + timedelta(seconds=terms.max_ttl_seconds),
+        "expires_at": expires_at,
+        "max_expires_at": max_expires_at,
         "engine_id": engine_id,
         "role_name": role_name,
         "sealed_value": sealed_value,
@@ -194,8 +201,8 @@ def issue_lease(
         holder_name=holder_name(requester.holder, requester.actor),
         state=state.value,
         issued_at=now,
-        expires_at=now + timedelta(seconds=terms.ttl_seconds),
-        max_expires_at=now + timedelta(seconds=terms.max_ttl_seconds),
+        expires_at=expires_at,
+        max_expires_at=max_expires_at,
         ended_at=None,
         end_reason=None,
         cleanup_pending=False,
@@ -359,7 +366,7 @@ def renew_lease(
         and _renewable(lease) is None
         and management_denial(requester, lease, session=session) is None
     ):
-        valid_until = renewed_expiry(utc_now(), increment, lease.max_expires_at)
+        valid_until = renewed_expiry(utc_now(), increment, _renewal_cap(requester, lease))
         _extend_dynamic(lease, valid_until, ctx=ctx, session=session)
     lock_tenant_chain(requester.tenant_id, session=session)
     lease = load_lease(requester.tenant_id, lease_id, session=session)
@@ -390,7 +397,8 @@ def renew_lease(
         refuse(
             requester, ended, action="renew", path=lease.path, lease_id=lease_id, session=session
         )
-    new_expiry = renewed_expiry(utc_now(), increment, lease.max_expires_at)
+    cap = _renewal_cap(requester, lease)
+    new_expiry = renewed_expiry(utc_now(), increment, cap)
     lease.expires_at = new_expiry
     append_audit(
         requester.tenant_id,
@@ -402,13 +410,21 @@ def renew_lease(
         version=lease.version,
         detail={
             "expires_at": new_expiry.isoformat(),
-            "capped": new_expiry == lease.max_expires_at,
+            "capped": new_expiry == cap,
             **requester.workload_detail,
         },
         session=session,
     )
     session.commit()
     return lease_info(lease)
+
+
+def _renewal_cap(requester: Requester, lease: SecretLease) -> datetime:
+    """The latest a renewal may move the lease to: its max expiry, and for an identity token
+    no later than the token lives."""
+    if requester.token_expires_at is None:
+        return lease.max_expires_at
+    return min(lease.max_expires_at, requester.token_expires_at)
 
 
 def renewed_expiry(now: datetime, increment_seconds: int, max_expires_at: datetime) -> datetime:

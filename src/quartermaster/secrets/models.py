@@ -90,6 +90,7 @@ class SecretLease(Base):
         Index("ix_secret_leases_holder", "tenant_id", "holder", "state"),
         Index("ix_secret_leases_state_expiry", "state", "expires_at"),
         Index("ix_secret_leases_tenant_path", "tenant_id", "path"),
+        Index("ix_secret_leases_key", "key_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -99,6 +100,9 @@ class SecretLease(Base):
     version: Mapped[int | None] = mapped_column(Integer)
     holder: Mapped[str] = mapped_column(String(200))  # quota key: app:<app> or principal:<id>
     actor: Mapped[str] = mapped_column(String(300))
+    # The API key it was obtained with, or the one that minted the identity token it was
+    # obtained with: revoking or expiring that key ends the lease (NULL: bound to no key).
+    key_id: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default=LeaseState.ACTIVE.value)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

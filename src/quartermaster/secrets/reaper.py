@@ -1,5 +1,6 @@
-"""The lease reaper: ends expired leases (dropping dynamic roles), cleans up dynamic issues a
-crash left half-done, and retries role drops that failed earlier. Runs beside the API."""
+"""The lease reaper: ends expired leases and leases whose API key is revoked or expired
+(dropping dynamic roles), cleans up dynamic issues a crash left half-done, and retries role
+drops that failed earlier. Runs beside the API."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
 from quartermaster.background import BackgroundService
@@ -17,6 +19,7 @@ from quartermaster.secrets.context import SecretsContext, build_secrets_context
 from quartermaster.secrets.engines import drop_roles, role_targets
 from quartermaster.secrets.models import LeaseState, SecretLease
 from quartermaster.secrets.revocation import NOT_ATTEMPTED, end_lease
+from quartermaster.tenancy.models import ApiKey
 
 REAPER_ACTOR = "system:reaper"
 # An issue that has not completed after this long is treated as abandoned (crash, timeout).
@@ -27,12 +30,21 @@ ISSUING_GRACE = timedelta(seconds=60)
 class ReapReport:
     expired: int = 0
     abandoned: int = 0
+    key_ended: int = 0  # ended with the API key behind them (revoked or expired)
     cleaned: int = 0
     still_pending: int = 0
 
     @property
     def work_done(self) -> int:
-        return self.expired + self.abandoned + self.cleaned
+        return self.expired + self.abandoned + self.key_ended + self.cleaned
+
+
+KEY_REASONS = frozenset({"key_revoked", "key_expired"})
+
+
+def _key_gone(moment: datetime) -> ColumnElement[bool]:
+    """The API key is revoked or has expired."""
+    return or_(ApiKey.revoked_at.is_not(None), ApiKey.expires_at <= moment)
 
 
 def _due(moment: datetime) -> ColumnElement[bool]:
@@ -44,8 +56,22 @@ def _due(moment: datetime) -> ColumnElement[bool]:
                 SecretLease.state == LeaseState.ISSUING.value,
                 SecretLease.issued_at <= moment - ISSUING_GRACE,
             ),
+            # As Vault revokes a token's leases with it: a lease ends with the key behind it.
+            SecretLease.key_id.in_(select(ApiKey.id).where(_key_gone(moment))),
         ),
     )
+
+
+def _gone_keys(leases: list[SecretLease], moment: datetime, *, session: Session) -> dict[str, str]:
+    """Key id -> the end reason (`key_revoked`, `key_expired`) of each key behind `leases`
+    that is gone."""
+    ids = {lease.key_id for lease in leases if lease.key_id is not None}
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.id.in_(ids), _key_gone(moment))
+    )
+    return {key_id: "key_revoked" if revoked else "key_expired" for key_id, revoked in rows}
 
 
 def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 200) -> ReapReport:
@@ -69,7 +95,7 @@ def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 
         pending_ids = [(lease.tenant_id, lease.id) for lease in pending]
     drops = drop_roles(targets, ctx=ctx) if targets else {}
 
-    expired = abandoned = 0
+    expired = abandoned = key_ended = 0
     for tenant_id, lease_ids in by_tenant.items():
         with ctx.session_factory() as session:
             lock_tenant_chain(tenant_id, session=session)
@@ -79,10 +105,14 @@ def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 
                 .where(_due(moment))
                 .execution_options(populate_existing=True)
             ).all()
+            gone = _gone_keys(list(leases), moment, session=session)
             for lease in leases:
                 if lease.expires_at <= moment:
                     reason = "expired"
                     expired += 1
+                elif lease.key_id in gone:
+                    reason = gone[lease.key_id]
+                    key_ended += 1
                 else:
                     reason = "abandoned"
                     abandoned += 1
@@ -92,7 +122,8 @@ def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 
                     actor=REAPER_ACTOR,
                     drops=drops,
                     session=session,
-                    action="expire",
+                    # Ended with its key: revoked, as `qm lease revoke` would (audit action).
+                    action="revoke" if reason in KEY_REASONS else "expire",
                 )
             session.commit()
 
@@ -122,7 +153,13 @@ def reap_once(ctx: SecretsContext, *, now: datetime | None = None, batch: int = 
                 held.cleanup_error = error
                 still += 1
             session.commit()
-    return ReapReport(expired=expired, abandoned=abandoned, cleaned=cleaned, still_pending=still)
+    return ReapReport(
+        expired=expired,
+        abandoned=abandoned,
+        key_ended=key_ended,
+        cleaned=cleaned,
+        still_pending=still,
+    )
 
 
 class LeaseReaper(BackgroundService):
@@ -137,7 +174,8 @@ class LeaseReaper(BackgroundService):
     def run_once(self) -> bool:
         self.last_report = reap_once(self._ctx)
         # Full batches mean more may be waiting; pending cleanups alone wait for the interval.
-        return self.last_report.expired + self.last_report.abandoned >= 200
+        report = self.last_report
+        return report.expired + report.abandoned + report.key_ended >= 200
 
     def close(self) -> None:
         if self._owns_context:

@@ -95,6 +95,8 @@ def requester_for_token(
         team_slug=team_slug,
         job=result.job,
         token_id=result.token_id,
+        minted_by=result.minted_by,
+        token_expires_at=result.expires_at,
     )
 
 
