@@ -5,7 +5,9 @@ and again before each delivery (DNS can change), unless private destinations are
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,13 +19,16 @@ from quartermaster.api.app import create_app
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails import notifier
 from quartermaster.guardrails.destinations import (
+    Destination,
     DestinationRefused,
     check_destination,
+    pin_destination,
     why_refused,
 )
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.models import Delivery
 from quartermaster.guardrails.notifier import DeliveryPolicy, deliver_due
+from quartermaster.guardrails.webhook_post import post_within
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.tenancy.service import bootstrap_tenant
 from tests.conftest import TenantHandle, make_settings
@@ -185,7 +190,9 @@ def test_delivery_rechecks_the_destination(
         assert attempts[0]["status_code"] is None
         assert "refused" in attempts[0]["error"]
         # A name that now resolves to a public address is let through to the send.
-        monkeypatch.setattr(notifier, "check_destination", lambda url, allow_private: None)
+        monkeypatch.setattr(
+            notifier, "pin_destination", lambda url, allow_private: Destination(url)
+        )
         delivery_policy = DeliveryPolicy(max_attempts=2, backoff_seconds=0.0, allow_private=False)
         with httpx.Client(timeout=5) as sender:
             again = deliver_due(
@@ -196,3 +203,133 @@ def test_delivery_rechecks_the_destination(
             )
         assert again.delivered == 1
         assert len(receiver.requests) == 1
+
+
+def _resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
+    return lambda host, port: table.get(host, [])
+
+
+def test_a_delivery_connects_to_the_address_it_checked_under_the_name_it_was_given() -> None:
+    resolve = _resolver(
+        {
+            "hooks.example.com": ["93.184.216.34", "2606:2800:220:1::1"],
+            "bücher.example": ["2606:2800:220:1::2"],  # getaddrinfo encodes the name itself
+            "mixed.example.com": ["93.184.216.34", "10.0.0.7"],
+        }
+    )
+    plain = pin_destination("http://hooks.example.com/x?t=1", allow_private=False, resolve=resolve)
+    assert plain == Destination(
+        "http://93.184.216.34/x?t=1",
+        "hooks.example.com",
+        None,
+        ("http://[2606:2800:220:1::1]/x?t=1",),  # tried if the first refuses to connect
+    )
+    tls = pin_destination("https://hooks.example.com:8443/x", allow_private=False, resolve=resolve)
+    assert tls == Destination(
+        "https://93.184.216.34:8443/x",
+        "hooks.example.com:8443",
+        "hooks.example.com",
+        ("https://[2606:2800:220:1::1]:8443/x",),
+    )
+    idn = pin_destination("https://bücher.example/x", allow_private=False, resolve=resolve)
+    assert idn == Destination(
+        "https://[2606:2800:220:1::2]/x", "xn--bcher-kva.example", "xn--bcher-kva.example"
+    )
+    # An address literal is its own destination.
+    assert pin_destination("https://93.184.216.34/x", allow_private=False, resolve=resolve) == (
+        Destination("https://93.184.216.34/x")
+    )
+    # One non-public address among a name's refuses it, whichever the connection would take.
+    with pytest.raises(DestinationRefused, match=r"resolves to 10\.0\.0\.7, a private address"):
+        pin_destination("https://mixed.example.com/x", allow_private=False, resolve=resolve)
+    with pytest.raises(DestinationRefused, match=r"host 'nowhere\.example\.com' does not resolve"):
+        pin_destination("https://nowhere.example.com/x", allow_private=False, resolve=resolve)
+    # Private destinations allowed: still pinned, so check and connection agree.
+    allowed = pin_destination("https://mixed.example.com/x", allow_private=True, resolve=resolve)
+    assert allowed.url == "https://93.184.216.34/x"
+
+
+def test_a_pinned_post_reaches_the_address_with_the_names_host_header() -> None:
+    with webhook_receiver() as receiver:
+        port = httpx.URL(receiver.url).port
+        name = f"hooks.example.com:{port}"
+        with httpx.Client(timeout=5) as client:
+            outcome = post_within(
+                client,
+                f"http://hooks.example.com:{port}/in",
+                body=b"{}",
+                headers={"Content-Type": "application/json"},
+                timeout_seconds=5,
+                destination=lambda: Destination(f"http://127.0.0.1:{port}/in", name, None),
+            )
+        assert outcome.error is None, outcome.error
+        (received,) = receiver.requests
+        assert received.headers["Host"] == name
+        assert received.path == "/in"
+
+
+def test_an_address_that_refuses_the_connection_falls_back_to_the_next_checked_one() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refusing = closed.getsockname()[1]  # bound, never listening: connections are refused
+        with webhook_receiver() as receiver, httpx.Client(timeout=5) as client:
+            outcome = post_within(
+                client,
+                "http://hooks.example.com/in",
+                body=b"{}",
+                headers={},
+                timeout_seconds=5,
+                destination=lambda: Destination(
+                    f"http://127.0.0.1:{refusing}/in",
+                    "hooks.example.com",
+                    None,
+                    (f"{receiver.url.rstrip('/')}/in",),
+                ),
+            )
+            assert outcome.error is None, outcome.error
+            assert len(receiver.requests) == 1
+
+
+def test_a_tls_destination_is_verified_for_its_name_not_its_address() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        outcome = post_within(
+            client,
+            "https://hooks.example.com/in",
+            body=b"{}",
+            headers={},
+            timeout_seconds=5,
+            destination=lambda: Destination(
+                "https://93.184.216.34/in", "hooks.example.com", "hooks.example.com"
+            ),
+        )
+    assert outcome.error is None
+    (request,) = seen
+    assert request.url == "https://93.184.216.34/in"
+    assert request.headers["Host"] == "hooks.example.com"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+
+
+def test_a_resolver_that_hangs_is_cut_off_at_the_attempts_deadline() -> None:
+    started = time.monotonic()
+
+    def hanging() -> Destination:
+        time.sleep(3)
+        raise AssertionError("the attempt should have ended at its deadline")
+
+    with httpx.Client(timeout=5) as client:
+        outcome = post_within(
+            client,
+            "https://slow-dns.example.com/in",
+            body=b"{}",
+            headers={},
+            timeout_seconds=0.5,
+            destination=hanging,
+        )
+    assert outcome.error == "Timeout: no complete answer within 0.5 s"
+    assert time.monotonic() - started < 2

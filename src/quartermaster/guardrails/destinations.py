@@ -11,7 +11,9 @@ operator allows private destinations (`QM_WEBHOOK_ALLOW_PRIVATE`, e.g. for an in
 receiver or tests).
 
 A name that does not resolve at creation is accepted (DNS may not be set up yet): the check
-before each delivery covers it.
+before each delivery covers it. A delivery connects to the very address it checked
+(`pin_destination`), so a name cannot resolve to a public address for the check and to a
+private one for the connection (DNS rebinding).
 
 A webhook URL is itself a credential (Slack's path, a `?token=` query, userinfo), so every
 message that names one shows it redacted (`redact_url`: scheme, host and port), and
@@ -24,7 +26,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
 
 Resolver = Callable[[str, int], list[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -86,12 +91,13 @@ def redact_in(text: str, url: str) -> str:
 
 
 def resolve_host(host: str, port: int) -> list[str]:
-    """Every address the host resolves to; [] when it does not resolve."""
+    """Every address the host resolves to, in the resolver's order of preference (RFC 6724:
+    an IPv6 address first only where IPv6 is reachable); [] when it does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         return []
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
@@ -152,13 +158,23 @@ def check_destination(url: str, *, allow_private: bool, resolve: Resolver = reso
     allowed)."""
     if allow_private:
         return
+    host, addresses = _addresses(url, resolve)
+    _refuse_non_public(url, host, addresses)
+
+
+def _addresses(url: str, resolve: Resolver) -> tuple[str, list[IPAddress]]:
+    """The URL's host and its addresses: itself when it is an address literal, else what it
+    resolves to (none when it does not)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = [ipaddress.ip_address(host)]
+        return host, [ipaddress.ip_address(host)]
     except ValueError:
-        addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolve(host, port)]
+        return host, [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolve(host, port)]
+
+
+def _refuse_non_public(url: str, host: str, addresses: list[IPAddress]) -> None:
     for address in addresses:
         reason = why_refused(address)
         if reason is not None:
@@ -168,3 +184,40 @@ def check_destination(url: str, *, allow_private: bool, resolve: Resolver = reso
                 "reach public addresses (an operator may allow private ones with "
                 "QM_WEBHOOK_ALLOW_PRIVATE)"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a delivery connects: `url` with its host replaced by the address that was
+    checked, and the name it had for the `Host` header and TLS (`host_header`,
+    `sni_hostname`; None when the URL named an address)."""
+
+    url: str
+    host_header: str | None = None
+    sni_hostname: str | None = None
+    # The name's other addresses (all checked), tried in order when one refuses to connect,
+    # as a client connecting by name would.
+    fallbacks: tuple[str, ...] = ()
+
+
+def pin_destination(
+    url: str, *, allow_private: bool, resolve: Resolver = resolve_host
+) -> Destination:
+    """Resolve the URL's host once, check every address (unless private ones are allowed)
+    and connect to the first: the connection goes to an address the check saw, so a name
+    re-pointed at a private address between the check and the connection (DNS rebinding)
+    reaches nothing. TLS still verifies the certificate for the name. A name that does not
+    resolve is refused, naming it."""
+    host, addresses = _addresses(url, resolve)
+    if not allow_private:
+        _refuse_non_public(url, host, addresses)
+    if not addresses:
+        raise DestinationRefused(f"url {redact_url(url)!r}: host {host!r} does not resolve")
+    target = httpx.URL(url)
+    if str(addresses[0]) == host:
+        return Destination(url)
+    first, *others = (str(target.copy_with(host=str(address))) for address in addresses)
+    name = target.raw_host.decode("ascii")
+    port = f":{target.port}" if target.port is not None else ""
+    sni = name if target.scheme == "https" else None
+    return Destination(first, f"{name}{port}", sni, tuple(others))

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from quartermaster.background import BackgroundService
 from quartermaster.domain.timeutil import utc_now
 from quartermaster.guardrails.common import record_action
-from quartermaster.guardrails.destinations import DestinationRefused, check_destination, redact_in
+from quartermaster.guardrails.destinations import pin_destination, redact_in
 from quartermaster.guardrails.models import Alert, Delivery, DeliveryAttempt, Webhook
 from quartermaster.guardrails.webhook_post import PostOutcome, post_within
 from quartermaster.guardrails.webhooks import (
@@ -204,12 +204,9 @@ def _send(
 ) -> PostOutcome:
     """One POST under the attempt's deadline. Never raises for the receiver's faults; the
     error names what went wrong without echoing headers (the signature) or the URL past its
-    host (it may be a credential). The destination is checked again first: its name may
-    resolve elsewhere than at creation."""
-    try:
-        check_destination(job.url, allow_private=policy.allow_private)
-    except DestinationRefused as exc:
-        return PostOutcome(None, redact_in(f"refused: {exc}", job.url)[:ERROR_TEXT_LIMIT], 0)
+    host (it may be a credential). The destination is checked again first, within the
+    attempt's deadline, and the connection goes to the address checked: its name may resolve
+    elsewhere than at creation, or than a moment ago."""
     timestamp = int(clock())
     headers = {
         "Content-Type": "application/json",
@@ -220,7 +217,12 @@ def _send(
         "User-Agent": "Quartermaster-Webhooks/1",
     }
     outcome = post_within(
-        client, job.url, body=job.body, headers=headers, timeout_seconds=policy.timeout_seconds
+        client,
+        job.url,
+        body=job.body,
+        headers=headers,
+        timeout_seconds=policy.timeout_seconds,
+        destination=lambda: pin_destination(job.url, allow_private=policy.allow_private),
     )
     if outcome.error is None:
         return outcome

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from quartermaster.guardrails.destinations import Destination, DestinationRefused
+
 MAX_BODY_BYTES = 64 * 1024  # read at most this much of an answer; a 2xx needs no more
 SNIPPET_CHARS = 200  # of a failed answer's body, in its error
 SHORTEST_WAIT = 0.001  # a wait of 0 would make the socket non-blocking, not time out
@@ -56,6 +58,7 @@ class PostOutcome:
     status_code: int | None
     error: str | None
     duration_ms: int
+    connected: bool = True  # False: the connection itself was refused (nothing was sent)
 
 
 class _OverDeadline(Exception):
@@ -92,27 +95,41 @@ def post_within(
     body: bytes,
     headers: dict[str, str],
     timeout_seconds: float,
+    destination: Callable[[], Destination] | None = None,
 ) -> PostOutcome:
     """POST `body` to `url` and read the answer, all within `timeout_seconds` of wall-clock
     time: an answer not complete by then is a failure (`…Timeout: no complete answer within
-    N s`). Never raises for the receiver's faults; the error names what went wrong without
-    echoing the headers (the signature)."""
+    N s`). `destination` picks (and checks) the address to connect to first, within the same
+    deadline (a resolver that hangs is cut off with the rest); refused, it is the attempt's
+    error (`refused: …`). Never raises for the receiver's faults; the error names what went
+    wrong without echoing the headers (the signature)."""
     started = time.monotonic()
     outcome: list[PostOutcome] = []
     heard: list[int] = []  # the status code, once the answer's headers are in
     sockets = _Sockets()
 
     def attempt() -> None:
+        target = Destination(url)
         try:
-            done = _post(
-                client,
-                url,
-                body=body,
-                headers=headers,
-                timeout=timeout_seconds,
-                trace=sockets.trace,
-                heard=heard,
-            )
+            if destination is not None:
+                target = destination()
+            for address_url in (target.url, *target.fallbacks):
+                done = _post(
+                    client,
+                    address_url,
+                    target,
+                    body=body,
+                    headers=headers,
+                    timeout=timeout_seconds,
+                    deadline=started + timeout_seconds,
+                    trace=sockets.trace,
+                    heard=heard,
+                )
+                if done.connected:
+                    break
+        except DestinationRefused as exc:
+            took = int((time.monotonic() - started) * 1000)
+            done = PostOutcome(None, f"refused: {exc}", took)
         except Exception as exc:  # not the receiver's fault, but still this attempt's end
             took = int((time.monotonic() - started) * 1000)
             done = PostOutcome(None, f"{type(exc).__name__}: {exc}", took)
@@ -178,26 +195,33 @@ def _shut(sock: socket.socket) -> None:
 def _post(
     client: httpx.Client,
     url: str,
+    target: Destination,
     *,
     body: bytes,
     headers: dict[str, str],
     timeout: float,
+    deadline: float,
     trace: Callable[[str, dict[str, Any]], None],
     heard: list[int],
 ) -> PostOutcome:
+    """One address's try, until the attempt's `deadline` (of `timeout` seconds in all)."""
     clock = time.monotonic
     started = clock()
-    timeouts = DeadlineTimeouts(started + timeout, clock)
+    timeouts = DeadlineTimeouts(deadline, clock)
 
     def took() -> int:
         return int((clock() - started) * 1000)
 
+    pinned_headers = {"Host": target.host_header} if target.host_header else {}
+    extensions: dict[str, Any] = {"timeout": timeouts, "trace": trace}
+    if target.sni_hostname is not None:
+        extensions["sni_hostname"] = target.sni_hostname  # TLS verifies the name, not the IP
     request = client.build_request(
         "POST",
         url,
         content=body,
-        headers={**headers, "Connection": "close"},
-        extensions={"timeout": timeouts, "trace": trace},
+        headers={**headers, **pinned_headers, "Connection": "close"},
+        extensions=extensions,
     )
     try:
         response = client.send(request, stream=True)
@@ -210,6 +234,8 @@ def _post(
         return PostOutcome(None, f"Timeout: {_late(timeout, heard)}", took())
     except httpx.TimeoutException as exc:
         return PostOutcome(None, f"{type(exc).__name__}: {_late(timeout, heard)}", took())
+    except httpx.ConnectError as exc:
+        return PostOutcome(None, f"{type(exc).__name__}: {exc}", took(), connected=False)
     except httpx.HTTPError as exc:
         return PostOutcome(None, f"{type(exc).__name__}: {exc}", took())
     status = response.status_code
