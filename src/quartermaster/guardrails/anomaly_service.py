@@ -19,8 +19,8 @@ logger = logging.getLogger("quartermaster.guardrails")
 class AnomalyDetector(BackgroundService):
     """Scores the hours that received usage since the previous pass (by the store's commit
     stamp, so late and backfilled usage is scored too), at most
-    `anomalies_max_hours_per_pass` per tenant per pass: hours not scored yet first, the rest
-    wait for the next pass."""
+    `anomalies_max_hours_per_pass` per tenant per pass: hours not scored yet first, newest
+    first; the rest wait for the next pass."""
 
     name = "anomalies"
     # Rows are stamped processed_at when their batch starts writing and become visible at its
@@ -52,8 +52,11 @@ class AnomalyDetector(BackgroundService):
                     self.pending.setdefault(tenant_id, set()).add(hour)
         more = False
         for tenant_id in sorted(self.pending):
+            # Hours not scored yet first, newest first: a spike happening now is alerted on in
+            # this pass, not after a backlog of older hours (a month loaded at once).
             ordered = sorted(
-                self.pending[tenant_id], key=lambda h: ((tenant_id, h) in self.scored, h)
+                self.pending[tenant_id],
+                key=lambda h: ((tenant_id, h) in self.scored, -h.timestamp()),
             )
             batch, rest = ordered[: self.max_hours], ordered[self.max_hours :]
             with (
