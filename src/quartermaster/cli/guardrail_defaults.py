@@ -3,7 +3,7 @@ non-production apps, and the preview invoices made after high-cost hours."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -13,6 +13,7 @@ from quartermaster.cli.client import (
     UrlOption,
     cell_text,
     data_table,
+    drop_none,
     out,
     plain,
     print_table,
@@ -27,6 +28,18 @@ default_cap_app = typer.Typer(
     help="Hard caps every ephemeral or non-production app without a budget gets by default.",
     no_args_is_help=True,
 )
+CurrencyOption = Annotated[
+    str | None,
+    typer.Option(help="The amount's currency (ISO 4217); default: the default price book's."),
+]
+
+
+def amount_text(row: dict[str, Any]) -> str:
+    """A budget's or cap's amount with its currency ('2000 USD'; the amount alone for one
+    made before they had a currency)."""
+    return f"{row['amount']} {row.get('amount_currency') or ''}".strip()
+
+
 high_cost_app = typer.Typer(
     help="Preview invoices made right after an app's high-cost hour, and their threshold.",
     no_args_is_help=True,
@@ -36,9 +49,10 @@ high_cost_app = typer.Typer(
 @default_cap_app.command("set")
 def cap_set(
     applies_to: Annotated[str, typer.Argument(help="ephemeral | non_production")],
-    amount: Annotated[str, typer.Option(help="Cap per app and period, price book currency.")],
+    amount: Annotated[str, typer.Option(help="Cap per app and period.")],
     period: Annotated[str, typer.Option(help="month | day (tenant time zone).")] = "month",
     action: Annotated[str, typer.Option(help="throttle | halt")] = "halt",
+    currency: CurrencyOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -48,10 +62,18 @@ def cap_set(
 
       qm budget default-cap set ephemeral --amount 25 --period month --action halt
     """
-    body = {"applies_to": applies_to, "amount": amount, "period": period, "action": action}
+    body = drop_none(
+        {
+            "applies_to": applies_to,
+            "amount": amount,
+            "period": period,
+            "action": action,
+            "currency": currency,
+        }
+    )
     row = request("PUT", "/v1/default-caps", json=body, url=url, api_key=api_key)
     out().print(
-        f"default cap for {row['applies_to']} apps: {row['amount']} per {row['period']} "
+        f"default cap for {row['applies_to']} apps: {amount_text(row)} per {row['period']} "
         f"each, then {row['action']} (apps with a budget of their own are not capped)"
     )
 
@@ -63,7 +85,7 @@ def cap_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     rows = [
         {
             "applies to": f"{cap['applies_to']} apps",
-            "cap": f"{cap['amount']} a {cap['period']} each, then {cap['action']}",
+            "cap": f"{amount_text(cap)} a {cap['period']} each, then {cap['action']}",
             "set": stacked(f"by {cap['created_by']}", cap["created_at"], head_style=""),
         }
         for cap in caps

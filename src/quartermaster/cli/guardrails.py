@@ -30,7 +30,12 @@ from quartermaster.cli.client import (
     show_table,
     stacked,
 )
-from quartermaster.cli.guardrail_defaults import default_cap_app, high_cost_app
+from quartermaster.cli.guardrail_defaults import (
+    CurrencyOption,
+    amount_text,
+    default_cap_app,
+    high_cost_app,
+)
 from quartermaster.domain.money import money_text
 from quartermaster.domain.timeutil import parse_timestamp, utc_now
 from quartermaster.guardrails.quantities import format_quantity
@@ -64,7 +69,7 @@ ScopeOption = Annotated[str | None, typer.Option("--scope", help="The scope's sl
 @budget_app.command("create")
 def budget_create(
     name: Annotated[str, typer.Argument(help="Budget name (a slug).")],
-    amount: Annotated[str, typer.Option(help="The period's limit in the price book currency.")],
+    amount: Annotated[str, typer.Option(help="The period's limit.")],
     scope_kind: Annotated[
         str, typer.Option("--scope-kind", help="tenant | cost_center | team | app")
     ] = "tenant",
@@ -78,6 +83,7 @@ def budget_create(
     ] = None,
     hard_percent: Annotated[int, typer.Option(help="Percent where the action applies.")] = 100,
     action: Annotated[str, typer.Option(help="notify | throttle | halt")] = "notify",
+    currency: CurrencyOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -92,12 +98,13 @@ def budget_create(
             "thresholds": threshold or None,
             "hard_percent": hard_percent,
             "action": action,
+            "currency": currency,
         }
     )
     made = request("POST", "/v1/budgets", json=body, url=url, api_key=api_key)
     target = f"{made['scope_kind']} {made['scope']}" if made["scope"] else "the tenant"
     out().print(
-        f"created budget {made['name']}: {made['amount']} per {made['period']} for "
+        f"created budget {made['name']}: {amount_text(made)} per {made['period']} for "
         f"{target}, thresholds {','.join(str(t) for t in made['thresholds'])}%, "
         f"{made['action']} at {made['hard_percent']}%"
     )
@@ -109,12 +116,14 @@ def _scope(row: dict[str, Any]) -> str:
 
 
 def _spent(budget: dict[str, Any]) -> str:
-    """'11.12 USD (111.2 %)': the period's spend so far and its percent of the amount."""
+    """'11.12 USD (111.2 %)': the period's spend so far and its percent of the amount; spend
+    in another currency than the amount's is not compared ('11.12 EUR (not compared)')."""
     if budget.get("spend") is None:
         return "-"
-    return (
-        f"{money_text(Decimal(budget['spend']), budget['currency'] or '')} ({budget['percent']} %)"
-    )
+    spent = money_text(Decimal(budget["spend"]), budget["currency"] or "")
+    if budget["percent"] is None:
+        return f"{spent} (not compared)"
+    return f"{spent} ({budget['percent']} %)"
 
 
 @budget_app.command("list")
@@ -137,7 +146,7 @@ def budget_list(
         {
             "name": budget["name"],
             "applies to": _scope(budget),
-            "limit": f"{budget['amount']} a {budget['period']}",
+            "limit": f"{amount_text(budget)} a {budget['period']}",
             "alerts at": f"{', '.join(str(t) for t in budget['thresholds'])} %"
             if budget["thresholds"]
             else "never",
@@ -153,9 +162,7 @@ def budget_list(
 @budget_app.command("update")
 def budget_update(
     name: Annotated[str, typer.Argument(help="Budget name.")],
-    amount: Annotated[
-        str | None, typer.Option(help="The period's new limit in the price book currency.")
-    ] = None,
+    amount: Annotated[str | None, typer.Option(help="The period's new limit.")] = None,
     threshold: Annotated[
         list[int] | None,
         typer.Option("--threshold", "-t", help="Soft alert percentage (repeat; replaces all)."),
@@ -164,10 +171,15 @@ def budget_update(
         int | None, typer.Option(help="Percent where the action applies.")
     ] = None,
     action: Annotated[str | None, typer.Option(help="notify | throttle | halt")] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option(help="The amount's currency, e.g. EUR after the price book changed."),
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Change a budget's amount, thresholds, hard percent or action, keeping what fired.
+    """Change a budget's amount, currency, thresholds, hard percent or action, keeping what
+    fired.
 
     Thresholds already alerted this period do not alert again; a throttle or halt in force
     stays (raising the amount does not lift it: `qm alerts lift ID`). A new action applies
@@ -179,14 +191,17 @@ def budget_update(
             "thresholds": threshold or None,
             "hard_percent": hard_percent,
             "action": action,
+            "currency": currency,
         }
     )
     if not body:
-        err().print("nothing to change: give --amount, --threshold, --hard-percent or --action")
+        err().print(
+            "nothing to change: give --amount, --currency, --threshold, --hard-percent or --action"
+        )
         raise typer.Exit(2)
     made = request("PATCH", f"/v1/budgets/{segment(name)}", json=body, url=url, api_key=api_key)
     out().print(
-        f"updated budget {made['name']}: {made['amount']} per {made['period']}, thresholds "
+        f"updated budget {made['name']}: {amount_text(made)} per {made['period']}, thresholds "
         f"{','.join(str(t) for t in made['thresholds'])}%, {made['action']} at "
         f"{made['hard_percent']}%"
     )

@@ -22,7 +22,7 @@ PERCENT = Decimal("0.1")
 @dataclass(frozen=True, slots=True)
 class BudgetStatus:
     spend: Decimal
-    percent: Decimal  # of the amount, to 0.1
+    percent: Decimal | None  # of the amount, to 0.1; None: spend in another currency
     currency: str
     period_start: datetime
     period_end: datetime
@@ -55,9 +55,10 @@ def budget_statuses(
             priced[period] = spend.spend(tenant_id, period, session=session)
         spent = priced[period]
         amount = spent.of(budget.scope_kind, budget.scope)
+        compared = budget.amount_currency in (None, spent.currency)
         found[budget.id] = BudgetStatus(
             amount,
-            percent_of(amount, budget.amount),
+            percent_of(amount, budget.amount) if compared else None,
             spent.currency,
             period.start,
             period.end,

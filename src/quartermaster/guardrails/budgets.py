@@ -4,6 +4,7 @@ crossed."""
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,6 +29,7 @@ from quartermaster.guardrails import ending
 from quartermaster.guardrails.common import ScopeKind, check_scope, record_action, require_scope
 from quartermaster.guardrails.models import Budget, Enforcement
 from quartermaster.guardrails.visibility import MemberView, scope_filter
+from quartermaster.pricing.service import default_currency
 from quartermaster.tenancy.service import AuthContext, validate_slug
 
 BUDGET_SCOPES = (ScopeKind.TENANT, ScopeKind.COST_CENTER, ScopeKind.TEAM, ScopeKind.APP)
@@ -63,6 +65,23 @@ class BudgetSpec:
     thresholds: tuple[int, ...] = (50, 80, 100)
     hard_percent: int = 100
     action: str = BudgetAction.NOTIFY
+    currency: str | None = None  # None: the default price book's
+
+
+CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+
+
+def amount_currency(currency: str | None, tenant_id: str, *, session: Session) -> str | None:
+    """The currency a budget's or cap's amount is in: `currency` as given (an ISO 4217 code,
+    else 422 on `currency`), or the default price book's (None while the tenant has none)."""
+    if currency is None:
+        return default_currency(tenant_id, session=session)
+    if not CURRENCY_CODE.match(currency):
+        raise InvalidInputError(
+            f"currency {currency!r} is not a three-letter ISO 4217 code such as USD or EUR",
+            field="currency",
+        )
+    return currency
 
 
 def parse_thresholds(values: tuple[int, ...]) -> str:
@@ -182,6 +201,7 @@ def create_budget(caller: AuthContext, spec: BudgetSpec, *, session: Session) ->
         thresholds=thresholds,
         hard_percent=spec.hard_percent,
         action=spec.action,
+        amount_currency=amount_currency(spec.currency, caller.tenant_id, session=session),
         created_by=caller.principal_name,
     )
     session.add(budget)
@@ -201,6 +221,7 @@ class BudgetChange:
     thresholds: tuple[int, ...] | None = None
     hard_percent: int | None = None
     action: str | None = None
+    currency: str | None = None
 
 
 def _limits_text(amount: Decimal, thresholds: str, hard_percent: int, action: str) -> str:
@@ -230,8 +251,14 @@ def update_budget(
     )
     hard_percent = budget.hard_percent if change.hard_percent is None else change.hard_percent
     action = budget.action if change.action is None else change.action
+    currency = budget.amount_currency
+    if change.currency is not None:
+        currency = amount_currency(change.currency, caller.tenant_id, session=session)
     before = _limits_text(budget.amount, budget.thresholds, budget.hard_percent, budget.action)
     after = _limits_text(amount, thresholds, hard_percent, action)
+    if currency != budget.amount_currency:
+        before += f", currency {budget.amount_currency or 'of the default price book'}"
+        after += f", currency {currency}"
     if before == after:
         return budget
     now = utc_now()
@@ -251,6 +278,7 @@ def update_budget(
     budget.thresholds = thresholds
     budget.hard_percent = hard_percent
     budget.action = action
+    budget.amount_currency = currency
     record_action(
         session,
         tenant_id=caller.tenant_id,

@@ -31,6 +31,7 @@ from quartermaster.guardrails.budgets import (
     ACTION_EFFECT,
     BudgetAction,
     BudgetPeriod,
+    amount_currency,
     budget_period,
     check_limit_amount,
     period_label,
@@ -63,6 +64,7 @@ class CapSpec:
     amount: Decimal
     period: str = BudgetPeriod.MONTH
     action: str = BudgetAction.HALT
+    currency: str | None = None  # None: the default price book's
 
 
 def _check_target(applies_to: str) -> None:
@@ -83,6 +85,7 @@ def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> 
         raise InvalidInputError(
             f"action {spec.action!r} is not throttle or halt (a cap is hard)", field="action"
         )
+    currency = amount_currency(spec.currency, caller.tenant_id, session=session)
     row = session.scalar(
         select(DefaultCap).where(
             DefaultCap.tenant_id == caller.tenant_id, DefaultCap.applies_to == spec.applies_to
@@ -92,6 +95,7 @@ def set_default_cap(caller: AuthContext, spec: CapSpec, *, session: Session) -> 
         row = DefaultCap(tenant_id=caller.tenant_id, applies_to=spec.applies_to)
         session.add(row)
     row.amount = amount
+    row.amount_currency = currency
     row.period = spec.period
     row.action = spec.action
     row.created_by = caller.principal_name
@@ -171,13 +175,46 @@ def cap_crossings(
             continue  # nothing to price
         period = budget_period(cap.period, moment, zone)
         spent = spend_of(period)
+        name = period_label(cap.period, period, zone)
+        if cap.amount_currency not in (None, spent.currency):
+            found.append(_cap_not_compared(cap, period, name, spent.currency))
+            continue
         for app in apps:
             amount = spent.of(ScopeKind.APP, app)
             if amount < cap.amount:
                 continue
-            name = period_label(cap.period, period, zone)
             found += _enforce(cap, app, period, name, amount, spent.currency)
     return found
+
+
+def _cap_not_compared(cap: DefaultCap, period: Period, name: str, currency: str) -> Crossing:
+    """The warning, once per period and currency, that a cap in one currency is not compared
+    with spend priced in another (no conversion is made)."""
+    label = TARGET_LABEL[CapTarget(cap.applies_to)]
+    reason = (
+        f"the default cap for {label} ({_money(cap.amount, cap.amount_currency or '')}) is not "
+        f"compared with this {cap.period}'s spend, priced in {currency} by the default price "
+        f"book: set the cap again in {currency} (qm budget default-cap set)"
+    )
+    return Crossing(
+        cap.tenant_id,
+        alert=AlertDraft(
+            kind="default_cap",
+            severity=Severity.WARNING,
+            dedup_key=f"cap:{cap.id}:{name}:currency:{currency}",
+            title=f"Default cap for {label}: not evaluated (in {cap.amount_currency}, spend "
+            f"in {currency})",
+            message=reason,
+            details={
+                "applies_to": cap.applies_to,
+                "period_start": period.start.isoformat(),
+                "period_end": period.end.isoformat(),
+                "amount": str(cap.amount),
+                "amount_currency": cap.amount_currency,
+                "currency": currency,
+            },
+        ),
+    )
 
 
 def _enforce(

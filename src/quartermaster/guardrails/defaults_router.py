@@ -30,7 +30,7 @@ router = APIRouter(tags=["guardrails"])
     summary="Set the hard cap every ephemeral or non-production app gets by default",
 )
 def put_default_cap(body: DefaultCapIn, caller: AdminCaller, session: SessionDep) -> DefaultCapOut:
-    spec = caps.CapSpec(body.applies_to, body.amount, body.period, body.action)
+    spec = caps.CapSpec(body.applies_to, body.amount, body.period, body.action, body.currency)
     return DefaultCapOut.model_validate(caps.set_default_cap(caller, spec, session=session))
 
 

@@ -21,7 +21,12 @@ class DefaultCapIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     applies_to: CapTargetName = Field(description="ephemeral | non_production")
-    amount: Decimal = Field(description="Hard cap per app and period, price book currency.")
+    amount: Decimal = Field(description="Hard cap per app and period, in `currency`.")
+    currency: str | None = Field(
+        default=None,
+        description="The amount's currency (ISO 4217); default: the default price book's. "
+        "Spend priced in another currency is not compared with it.",
+    )
     period: CapPeriodName = Field(default="month", description="month | day (tenant time zone)")
     action: CapActionName = Field(default="halt", description="throttle | halt")
 
@@ -32,6 +37,10 @@ class DefaultCapOut(BaseModel):
     id: str
     applies_to: CapTargetName
     amount: Decimal
+    amount_currency: str | None = Field(
+        description="The amount's currency; null: set before caps had one (the default price "
+        "book's, whatever it is)."
+    )
     period: CapPeriodName
     action: CapActionName
     created_by: str

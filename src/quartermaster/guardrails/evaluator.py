@@ -124,6 +124,8 @@ def budget_crossings(
     budget's spend calls for in `period`, whose calendar name is `label` (`period_label`;
     None: its UTC start's). Pure."""
     label = label or period_label(budget.period, period, None)
+    if budget.amount_currency not in (None, spent.currency):
+        return [_not_compared(budget, period, spent, label)]
     amount = spent.of(budget.scope_kind, budget.scope)
     whose = _scope_label(budget.scope_kind, budget.scope)
     stamp = period.start.isoformat()
@@ -170,6 +172,45 @@ def budget_crossings(
         return found
     hard = _hard_crossing(budget, period, whose, spent_text, limit_text, base, label)
     return found + hard
+
+
+def _not_compared(budget: Budget, period: Period, spent: ScopeSpend, label: str) -> Crossing:
+    """The warning, once per period and currency, that a budget in one currency is not
+    compared with spend priced in another: no threshold alerts, no enforcement (no
+    conversion is made)."""
+    limit_text = _money(budget.amount, budget.amount_currency or "")
+    reason = (
+        f"budget {budget.name!r} ({limit_text}) is not compared with "
+        f"{_scope_label(budget.scope_kind, budget.scope)}'s spend, priced in {spent.currency} "
+        f"by the default price book: update it in {spent.currency} (qm budget update "
+        f"{budget.name} --amount … --currency {spent.currency})"
+    )
+    alert = AlertDraft(
+        kind="budget_threshold",
+        severity=Severity.WARNING,
+        dedup_key=f"budget:{budget.id}:{label}:currency:{spent.currency}",
+        title=f"Budget {budget.name}: not evaluated (in {budget.amount_currency}, spend in "
+        f"{spent.currency})",
+        message=reason,
+        details={
+            "budget": budget.name,
+            "scope_kind": budget.scope_kind,
+            "scope": budget.scope,
+            "period_start": period.start.isoformat(),
+            "period_end": period.end.isoformat(),
+            "amount": str(budget.amount),
+            "amount_currency": budget.amount_currency,
+            "currency": spent.currency,
+        },
+    )
+    notify = ActionDraft(
+        action=BudgetAction.NOTIFY,
+        scope_kind=budget.scope_kind,
+        scope=budget.scope,
+        subject=f"budget:{budget.name}",
+        reason=reason,
+    )
+    return Crossing(budget.tenant_id, alert=alert, action=notify)
 
 
 def _hard_crossing(

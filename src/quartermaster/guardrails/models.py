@@ -41,6 +41,9 @@ class Budget(Base):
     scope: Mapped[str] = mapped_column(String(64), default="")
     period: Mapped[str] = mapped_column(String(16), default="month")  # month | day
     amount: Mapped[Decimal] = mapped_column(DecimalText())
+    # The amount's currency (the default price book's when made); NULL: made before budgets
+    # had one, read in whatever currency the default price book has.
+    amount_currency: Mapped[str | None] = mapped_column(String(3))
     thresholds: Mapped[str] = mapped_column(String(200), default="50,80,100")
     hard_percent: Mapped[int] = mapped_column(Integer, default=100)
     action: Mapped[str] = mapped_column(String(16), default="notify")
@@ -60,6 +63,7 @@ class DefaultCap(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     applies_to: Mapped[str] = mapped_column(String(16))  # ephemeral | non_production
     amount: Mapped[Decimal] = mapped_column(DecimalText())
+    amount_currency: Mapped[str | None] = mapped_column(String(3))  # as a budget's
     period: Mapped[str] = mapped_column(String(16), default="month")  # month | day
     action: Mapped[str] = mapped_column(String(16), default="halt")  # throttle | halt
     created_by: Mapped[str] = mapped_column(String(200))

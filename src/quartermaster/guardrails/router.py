@@ -91,6 +91,7 @@ def create_budget(body: BudgetIn, caller: AdminCaller, session: SessionDep) -> B
         thresholds=tuple(body.thresholds),
         hard_percent=body.hard_percent,
         action=body.action,
+        currency=body.currency,
     )
     return BudgetOut.model_validate(budgets.create_budget(caller, spec, session=session))
 
@@ -155,6 +156,7 @@ def patch_budget(
         thresholds=None if body.thresholds is None else tuple(body.thresholds),
         hard_percent=body.hard_percent,
         action=body.action,
+        currency=body.currency,
     )
     row = budgets.update_budget(caller, name, change, session=session)
     guardrail_gate(runtime).invalidate(caller.tenant_id)  # a changed action, at once

@@ -46,7 +46,12 @@ class BudgetIn(_In):
         default="tenant", description="tenant (the default) | cost_center | team | app"
     )
     scope: str | None = Field(default=None, description="The slug; none for tenant.")
-    amount: Decimal = Field(description="The period's budget in the price book's currency.")
+    amount: Decimal = Field(description="The period's budget, in `currency`.")
+    currency: str | None = Field(
+        default=None,
+        description="The amount's currency (ISO 4217); default: the default price book's. "
+        "Spend priced in another currency is not compared with it.",
+    )
     period: BudgetPeriodName = Field(default="month", description="month | day (tenant time zone)")
     thresholds: list[int] = Field(default=[50, 80, 100], description="Soft alert percentages.")
     hard_percent: int = Field(default=100, description="Percent of amount where action applies.")
@@ -56,8 +61,11 @@ class BudgetIn(_In):
 class BudgetPatch(_In):
     """What to change of a budget; a field left out keeps its value."""
 
-    amount: Decimal | None = Field(
-        default=None, description="The period's budget in the price book's currency."
+    amount: Decimal | None = Field(default=None, description="The period's budget.")
+    currency: str | None = Field(
+        default=None,
+        description="The amount's currency (ISO 4217): set it with the amount when the "
+        "default price book changes currency.",
     )
     thresholds: list[int] | None = Field(default=None, description="Soft alert percentages.")
     hard_percent: int | None = Field(
@@ -73,6 +81,10 @@ class BudgetOut(_Out):
     scope: str
     period: BudgetPeriodName
     amount: Decimal
+    amount_currency: str | None = Field(
+        description="The amount's currency; null: a budget made before budgets had one, read "
+        "in the default price book's currency."
+    )
     thresholds: list[int] = Field(description="Soft alert percentages, ascending.")
     hard_percent: int
     action: BudgetActionName
@@ -82,7 +94,9 @@ class BudgetOut(_Out):
         default=None, description="The period's spend so far (with spend=true; else null)."
     )
     percent: Decimal | None = Field(
-        default=None, description="spend as a percentage of amount, to 0.1 (spend=true)."
+        default=None,
+        description="spend as a percentage of amount, to 0.1 (spend=true); null when spend "
+        "is priced in another currency than the amount's (not compared).",
     )
     currency: str | None = Field(default=None, description="spend's currency (spend=true).")
     period_start: datetime | None = Field(

@@ -278,6 +278,20 @@ def default_price_book_name(tenant_id: str, *, session: Session) -> str | None:
     return chosen.name if chosen is not None else None
 
 
+def default_currency(tenant_id: str, *, session: Session) -> str | None:
+    """The currency of the tenant's default price book (its latest version's); None without
+    a price book."""
+    name = default_price_book_name(tenant_id, session=session)
+    if name is None:
+        return None
+    return session.scalar(
+        select(PriceBookVersionRow.currency)
+        .where(PriceBookVersionRow.tenant_id == tenant_id, PriceBookVersionRow.name == name)
+        .order_by(PriceBookVersionRow.version.desc())
+        .limit(1)
+    )
+
+
 def set_default_price_book(
     tenant_id: str,
     name: str,
