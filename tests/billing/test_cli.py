@@ -62,6 +62,16 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "analytics" in ran
     assert "top 3 apps" in ran
     listed = _ok(qm, "bill", "list")
+    # --json: the API's answer for scripts, the same fields, nothing else on stdout.
+    as_json = qm.invoke(app, ["bill", "list", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == (
+        platform.client.get("/v1/billing/runs", headers=platform.headers).json()
+    )
+    costs = json.loads(qm.invoke(app, ["bill", "costs", "--month", "2026-01", "--json"]).stdout)
+    assert Decimal(costs["total"]) == PIPELINE_TOTAL
+    preview_json = json.loads(qm.invoke(app, ["bill", "preview", "--json"]).stdout)
+    assert {"month_to_date", "forecast", "teams", "apps"} <= set(preview_json)
     run_id = next(line.split()[1].strip("│ ") for line in listed.splitlines() if "draft" in line)
     assert len(run_id) == 12  # as `qm bill list` prints it; every command takes the prefix
     # A calendar month reads as `qm bill run --month` names it; the status over the kind and
@@ -87,6 +97,11 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     )
     pipeline_catch_up(platform.runtime)()  # as the server's pipeline does in the background
     late = _ok(qm, "bill", "late")
+    late_json = json.loads(qm.invoke(app, ["bill", "late", "--json"]).stdout)
+    assert late_json == platform.client.get("/v1/billing/late", headers=platform.headers).json()
+    assert [(item["late_events"], item["adjustment_due"]) for item in late_json] == [
+        (1, "0.200000")
+    ]
     assert re.search(rf"│ {run_id} │ 2026-01 │\s+1 │ \d{{4}}-[^│]+Z │\s+0\.20 │", late), late
     assert f"bill it: qm bill adjust {run_id}" in late
     adjusted = _ok(qm, "bill", "adjust", run_id)

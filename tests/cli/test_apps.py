@@ -3,6 +3,7 @@ live server, and lays out at 80 columns."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -65,6 +66,14 @@ def test_app_list_says_how_many_apps_and_pages_by_default(qm: Qm) -> None:
     assert "app-0009" in cut
     assert "app-0010" not in cut
     assert cut.rstrip().endswith("10 of 121 apps shown; 111 more: --all")
+
+
+def test_app_list_json_is_the_apis_apps_for_scripts(qm: Qm) -> None:
+    listed = json.loads(qm("app", "list", "--search", "app-011", "--json").stdout)
+    assert [a["app_id"] for a in listed] == [f"app-{i:04d}" for i in range(110, 120)]
+    assert set(listed[0]) >= {"app_id", "title", "owner", "team", "cost_center", "lifecycle"}
+    every = json.loads(qm("app", "list", "--all", "--json").stdout)
+    assert len(every) == 121
 
 
 def test_app_list_searches_id_title_and_owner_in_any_case(qm: Qm) -> None:

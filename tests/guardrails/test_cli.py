@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -96,6 +97,13 @@ def test_budget_quota_decide_and_alerts_commands(
     assert "hard limit reached (halt)" in listed
     assert re.search(r"for the period from \d{4}-\d\d-01 00:00 (UTC|[+-]\d\d:\d\d): new", listed)
     assert '"threshold": 50' in qm("alerts", "list", "--details").output
+    # --json: the API's page on stdout; the next page's command on stderr.
+    paged = qm("alerts", "list", "--limit", "1", "--json")
+    (newest,) = json.loads(paged.stdout)
+    assert newest == ok(client.get("/v1/alerts", params={"limit": 1}, headers=world.headers))[0]
+    assert "more: qm alerts list --after " in paged.stderr
+    as_json = json.loads(qm("budget", "list", "--json").stdout)
+    assert {b["name"] for b in as_json} == {"team-cap", "all"}
     assert "Budget team-cap" in qm("alerts", "list", "--kind", "budget_threshold").output
     bogus = qm("alerts", "list", "--kind", "budget", expect=1).output
     assert "kind 'budget' is not one of: budget_threshold, default_cap, anomaly, " in (

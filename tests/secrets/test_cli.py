@@ -89,6 +89,10 @@ def test_lease_commands(qm: CliRunner) -> None:
     # The holder by name, as errors and audit records say it; the API keeps its id too.
     assert re.search(r"│ held by principal:admin\s+│", listed), listed
     assert lease_id in run_ok(qm, "lease", "list", "--holder", "principal:admin")
+    leases_json = json.loads(run_ok(qm, "lease", "list", "--json"))
+    assert [(each["id"], each["state"], each["path"]) for each in leases_json] == [
+        (lease_id, "active", PATH)
+    ]
     assert "no leases" in run_ok(qm, "lease", "list", "--holder", "app:web")
     lease = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]
     assert lease["holder_name"] == "principal:admin"

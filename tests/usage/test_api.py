@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -310,6 +311,13 @@ def test_cli_over_a_live_server(usage_runtime: Runtime, platform: Platform) -> N
         )
         assert shown.exit_code == 0, shown.output
         assert "no usage in the period" in shown.output
+        as_json = runner.invoke(
+            qm,
+            ["usage", "show", "--start", (now - H).isoformat(), "--end", now.isoformat(), "--json"],
+            env=env,
+        )
+        assert as_json.exit_code == 0, as_json.output
+        assert json.loads(as_json.stdout)["groups"] == []
         # A month in the tenant's zone (UTC here), as `qm bill run --month` takes it.
         monthly = runner.invoke(qm, ["usage", "show", "--month", "2026-11"], env=env)
         assert monthly.exit_code == 0, monthly.output

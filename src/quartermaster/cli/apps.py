@@ -10,6 +10,7 @@ from rich.text import Text
 from quartermaster.cli.app_import import import_apps
 from quartermaster.cli.client import (
     ApiKeyOption,
+    JsonOption,
     UrlOption,
     api_client,
     cell_text,
@@ -21,6 +22,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     print_fields,
+    print_json,
     print_secret,
     print_table,
     request,
@@ -104,6 +106,7 @@ def app_list(
         int, typer.Option(help="Show at most N apps (0: all).", min=0)
     ] = DEFAULT_APP_LIMIT,
     every: Annotated[bool, typer.Option("--all", help="Show every app (ignores --limit).")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -112,6 +115,9 @@ def app_list(
         {"team": team, "cost_center": cost_center, "lifecycle": lifecycle, "search": search}
     )
     shown, total = _read_apps(params, limit=0 if every else limit, url=url, api_key=api_key)
+    if as_json:
+        print_json(shown)
+        return
     # Three columns: the app over its title, its owner over its team and cost center, its
     # lifecycle over its environment. The app column is as wide as the longest id shown (up
     # to 40), so an id is never split over two lines at 80 columns, where a copy and paste

@@ -22,6 +22,7 @@ from rich.text import Text
 from quartermaster.billing.periods import month_period
 from quartermaster.cli.client import (
     ApiKeyOption,
+    JsonOption,
     UrlOption,
     api_client,
     cell_text,
@@ -34,6 +35,7 @@ from quartermaster.cli.client import (
     grouped,
     out,
     plain,
+    print_json,
     request,
     segment,
     short_id,
@@ -312,6 +314,7 @@ def list_runs(
     kind: Annotated[str | None, typer.Option(help="invoice or chargeback.")] = None,
     status: Annotated[str | None, typer.Option(help="draft or finalized.")] = None,
     adjustments: Annotated[bool, typer.Option(help="List adjustment documents.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -319,6 +322,9 @@ def list_runs(
     params = {"document_type": "adjustment" if adjustments else "run"}
     params.update({k: v for k, v in (("kind", kind), ("status", status)) if v is not None})
     documents = request("GET", "/v1/billing/runs", params=params, url=url, api_key=api_key)
+    if as_json:
+        print_json(documents)
+        return
     # Status over kind and the total over its currency: eight columns, one per field, folded
     # `finalize|d` and the ids at 80 columns. An adjustment's id is over the run's it
     # corrects: a total to the last millionth left a column of its own too few characters.
@@ -501,12 +507,17 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
 
 
 @bill_app.command("late")
-def late_usage(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+def late_usage(
+    as_json: JsonOption = False, url: UrlOption = None, api_key: ApiKeyOption = None
+) -> None:
     """Finalized runs whose period received usage after they were billed.
 
     Each with how many events no document of the run holds yet, when they arrived, and the
     adjustment `qm bill adjust RUN` would issue now (admin and finance keys)."""
     found = request("GET", "/v1/billing/late", url=url, api_key=api_key)
+    if as_json:
+        print_json(found)
+        return
     table = data_table(
         ("run", "period", "late events", "arrived", "adjustment due"),
         title="late usage",
@@ -544,12 +555,16 @@ def _arrived(first: str, last: str) -> Text:
 def preview(
     price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
     team: TeamCostsOption = None,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Month-to-date cost and a forecast to the end of the month, per team and app."""
     params = drop_none({"price_book": price_book, "team": team})
     result = request("GET", "/v1/billing/preview", params=params, url=url, api_key=api_key)
+    if as_json:
+        print_json(result)
+        return
     currency = result["currency"]
     out().print(
         f"[bold]month {_period_label(result['period_start'], result['period_end'])}[/] "
@@ -616,6 +631,7 @@ def period_costs(
     end: Annotated[str | None, typer.Option(help="Period end, exclusive (RFC 3339).")] = None,
     price_book: Annotated[str | None, typer.Option(help="Price book name.")] = None,
     team: TeamCostsOption = None,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -637,6 +653,9 @@ def period_costs(
         }
     )
     result = request("GET", "/v1/billing/costs", params=params, url=url, api_key=api_key)
+    if as_json:
+        print_json(result)
+        return
     currency = result["currency"]
     whose = f" (team {escape(result['team'])})" if result["team"] else ""
     out().print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Container, Iterable, Sequence
@@ -274,6 +275,20 @@ def print_table(
     for row in rows:
         table.add_row(*(plain(row.get(c)) for c in columns))
     show_table(table, empty=empty or f"no {title}")
+
+
+# For scripts: a list or report command prints the API's answer instead of its table.
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the API's answer as JSON (its fields as documented) for scripts."
+    ),
+]
+
+
+def print_json(data: Any) -> None:
+    """`data` (an API answer) as JSON on stdout, never wrapped, for jq and scripts."""
+    out().print_json(json.dumps(data))
 
 
 def show_table(table: Table, *, empty: str) -> None:

@@ -7,10 +7,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from quartermaster.cli.client import (
     ApiKeyOption,
+    JsonOption,
     UrlOption,
     api_client,
     cell_text,
@@ -22,6 +24,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     print_fields,
+    print_json,
     print_secret,
     print_table,
     request,
@@ -134,12 +137,16 @@ def budget_list(
             "--spend/--no-spend", help="Price each budget's spend so far (needs a price book)."
         ),
     ] = True,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """The tenant's budgets, each with its spend so far this period and percent of its amount."""
     params = {"spend": "true"} if spend else None
     budgets = request("GET", "/v1/budgets", params=params, url=url, api_key=api_key)
+    if as_json:
+        print_json(budgets)
+        return
     # One column per question a reader asks (whose, how much, when warned, what then), not
     # one per API field: eight field columns folded every row at 80 columns.
     rows = [
@@ -429,14 +436,22 @@ def _read_pages(
             params = {**params, "after": cursor}
 
 
-def _more(command: str, params: dict[str, Any], names: tuple[str, ...], cursor: str | None) -> None:
-    """The footer of a page that has more after it: the command that reads the next."""
+def _more(
+    command: str,
+    params: dict[str, Any],
+    names: tuple[str, ...],
+    cursor: str | None,
+    *,
+    console: Console | None = None,
+) -> None:
+    """The footer of a page that has more after it: the command that reads the next (on
+    `console`; stderr under --json, so that stdout stays JSON)."""
     if cursor is None:
         return
     same = "".join(
         f" --{name.replace('_', '-')} {params[name]}" for name in names if name in params
     )
-    out().print(f"more: {command}{same} --after {cursor} (or --all)", markup=False)
+    (console or out()).print(f"more: {command}{same} --after {cursor} (or --all)", markup=False)
 
 
 @alerts_app.command("list")
@@ -457,12 +472,17 @@ def alerts_list(
     details: Annotated[
         bool, typer.Option("--details", help="Also print each alert's details.")
     ] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Alerts, newest first; the footer says how to read the next page."""
     params = drop_none({"kind": kind, "scope": scope, "after": after, "limit": limit})
     rows, cursor = _read_pages("/v1/alerts", params, every=every, url=url, api_key=api_key)
+    if as_json:
+        print_json(rows)
+        _more("qm alerts list", params, ("kind", "scope"), cursor, console=err())
+        return
     # The title and its message in one column, the title on top: as two columns each got a
     # fifth of an 80-column terminal and folded into a dozen lines.
     table = data_table(("created_at", "severity", "kind", "alert"), title="alerts")

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from quartermaster.cli.client import (
     ApiKeyOption,
+    JsonOption,
     UrlOption,
     api_client,
     cell_text,
@@ -26,6 +27,7 @@ from quartermaster.cli.client import (
     fail,
     out,
     plain,
+    print_json,
     print_table,
     request,
     secret_route,
@@ -129,7 +131,7 @@ def secret_get(
         "GET", f"/v1/secrets/data/{secret_route(path)}", params=params, url=url, api_key=api_key
     )
     if as_json:
-        out().print_json(json.dumps(got))
+        print_json(got)
         return
     lease = got["lease"]
     err().print(
@@ -294,6 +296,7 @@ def lease_list(
         typer.Option(help="Only this holder's: app:APP, principal:NAME or principal:ID."),
     ] = "",
     all_: Annotated[bool, typer.Option("--all", help="Include ended leases.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -302,6 +305,9 @@ def lease_list(
     Yours and, for a team member, every lease on its team's paths (its apps' workload leases
     too); an admin sees every holder."""
     params: dict[str, Any] = {"prefix": prefix, "holder": holder, "all": all_}
+    if as_json:
+        print_json(_every_lease(params, url=url, api_key=api_key))
+        return
     table = data_table(("lease", "state"), title="leases")
     for lease in _every_lease(params, url=url, api_key=api_key):
         table.add_row(_lease_cell(lease), _lease_state(lease))

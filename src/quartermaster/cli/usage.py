@@ -16,6 +16,7 @@ from rich.text import Text
 from quartermaster.billing.periods import parse_month, tenant_zone
 from quartermaster.cli.client import (
     ApiKeyOption,
+    JsonOption,
     UrlOption,
     cell_text,
     data_table,
@@ -26,6 +27,7 @@ from quartermaster.cli.client import (
     hour_text,
     out,
     plain,
+    print_json,
     print_table,
     request,
     segment,
@@ -213,6 +215,7 @@ def usage_show(
     top: Annotated[
         int, typer.Option(help="Show the N largest of each meter; 0 shows all.", min=0)
     ] = DEFAULT_TOP,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -251,6 +254,9 @@ def usage_show(
         }
     )
     usage = request("GET", "/v1/usage", params=params, url=url, api_key=api_key)
+    if as_json:
+        print_json(usage)
+        return
     table = usage_table(usage) if by == "detail" else group_table(usage, by)
     show_table(table, empty="no usage in the period")
     for line in usage_footer(usage, by):
