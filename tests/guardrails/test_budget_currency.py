@@ -18,15 +18,9 @@ from quartermaster.guardrails.models import Enforcement
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 from tests.guardrails.support import FixedSpend, budget, build_world, ok
+from tests.guardrails.test_budget_changes import BOOK
 
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
-BOOK = {
-    "name": "pb",
-    "currency": "USD",
-    "version": 1,
-    "effective_from": "2026-01-01T00:00:00Z",
-    "prices": [{"meter": "tokens", "model": "per_unit", "unit_price": "0.001"}],
-}
 
 
 def _evaluate(runtime: Runtime, tenant_id: str, spend: FixedSpend) -> list[str]:

@@ -158,14 +158,7 @@ def budget_crossings(
             message=reason,
             details={**base, "threshold": threshold},
         )
-        notify = ActionDraft(
-            action=BudgetAction.NOTIFY,
-            scope_kind=budget.scope_kind,
-            scope=budget.scope,
-            subject=f"budget:{budget.name}",
-            reason=reason,
-        )
-        found.append(Crossing(budget.tenant_id, alert=alert, action=notify))
+        found.append(Crossing(budget.tenant_id, alert=alert, action=_notified(budget, reason)))
     with money_context():
         below_hard = amount * 100 < budget.amount * budget.hard_percent
     if below_hard:
@@ -203,14 +196,18 @@ def _not_compared(budget: Budget, period: Period, spent: ScopeSpend, label: str)
             "currency": spent.currency,
         },
     )
-    notify = ActionDraft(
+    return Crossing(budget.tenant_id, alert=alert, action=_notified(budget, reason))
+
+
+def _notified(budget: Budget, reason: str) -> ActionDraft:
+    """The action-log entry of an alert about the budget (`notify`, with why)."""
+    return ActionDraft(
         action=BudgetAction.NOTIFY,
         scope_kind=budget.scope_kind,
         scope=budget.scope,
         subject=f"budget:{budget.name}",
         reason=reason,
     )
-    return Crossing(budget.tenant_id, alert=alert, action=notify)
 
 
 def _hard_crossing(
