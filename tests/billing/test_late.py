@@ -6,7 +6,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from quartermaster.billing.sources import pipeline_catch_up
+from quartermaster.guardrails import late_usage as late_watch
 from quartermaster.guardrails.late_usage import LateUsageWatch
 from tests.billing.conftest import preview_calculator
 from tests.billing.platform import JANUARY_MONTH, Platform, event, jan
@@ -172,3 +175,48 @@ def test_a_team_member_sees_no_late_usage_alert(platform: Platform) -> None:
     seen = platform.client.get("/v1/alerts", params={"kind": "late_usage"}, headers=member)
     assert seen.status_code == 200, seen.text
     assert seen.json() == []
+
+
+def test_between_full_passes_the_watch_checks_only_runs_whose_period_received_usage(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _finalized_run(platform)
+    watch = _watch(platform)
+    checked: list[str] = []
+    real = late_watch.late_usage_of
+
+    def counting(run_row: Any, *args: Any, **kwargs: Any) -> Any:
+        checked.append(run_row.id)
+        return real(run_row, *args, **kwargs)
+
+    monkeypatch.setattr(late_watch, "late_usage_of", counting)
+    watch.run_once()  # the first pass is full
+    assert checked == [run["id"]]
+    watch.run_once()  # nothing arrived since
+    assert checked == [run["id"]]
+    # February's usage is no finalized run's: nothing to check.
+    platform.send(
+        [
+            event(
+                "resource.usage",
+                jan(3).replace(month=2),
+                {"resource_id": "api-pod-1", "cpu_seconds": 9},
+            )
+        ]
+    )
+    pipeline_catch_up(platform.runtime)()
+    watch.run_once()
+    assert checked == [run["id"]]
+    # A platform cost for January, recorded now: late, and found.
+    platform.send([event("platform.cost", jan(15), {"cost_type": "lb", "amount": "3.00"})])
+    pipeline_catch_up(platform.runtime)()
+    watch.run_once()
+    assert checked == [run["id"]] * 2
+    (alert,) = _late_alerts(platform)
+    assert "an adjustment of 3 USD (3 lines) is due" in alert["message"], alert["message"]
+    # A full pass every hour checks every run again (and finds nothing new).
+    assert watch.last_full is not None
+    watch.last_full -= late_watch.FULL_PASS
+    watch.run_once()
+    assert checked == [run["id"]] * 3
+    assert len(_late_alerts(platform)) == 1

@@ -7,15 +7,16 @@ closed period moved when it moves, not at the next reproduce."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from quartermaster.background import BackgroundService
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.late import LateUsage, late_usage_of, latest_documents
+from quartermaster.billing.models import BillingDocument
 from quartermaster.billing.service import period_text
 from quartermaster.billing.sources import StoreCalculator, pipeline_progress
 from quartermaster.domain.money import plain_text
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import HOUR, utc_now
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import ScopeKind
 from quartermaster.runtime import Runtime
@@ -27,6 +28,12 @@ logger = logging.getLogger("quartermaster.guardrails")
 # usage is counted, are long purged, and an adjustment of them is a decision, not routine.
 LOOKBACK = timedelta(days=400)
 LATE_USAGE_KIND = "late_usage"
+# Between full passes a pass checks only the runs whose period received usage since the one
+# before (`arrived_hours`), looking back this far for rows committed late in that pass; a
+# full pass every FULL_PASS catches whatever slipped past (platform costs are found by when
+# they became billable, not when they were written).
+OVERLAP = timedelta(minutes=5)
+FULL_PASS = timedelta(hours=1)
 
 
 def late_usage_alert_key(found: LateUsage) -> str:
@@ -72,18 +79,32 @@ class LateUsageWatch(BackgroundService):
         )
         # (run, latest document) -> the arrivals last looked at.
         self.seen: dict[tuple[str, str], LateArrivals] = {}
+        self.watermark: datetime | None = None  # when the previous pass started
+        self.last_full: datetime | None = None
+
+    def _incremental_since(self, mark: datetime) -> datetime | None:
+        """Where this pass looks for new usage from, or None for a full pass (the first,
+        and one every FULL_PASS)."""
+        if self.watermark is None or self.last_full is None or mark - self.last_full >= FULL_PASS:
+            return None
+        return self.watermark - OVERLAP
 
     def run_once(self) -> bool:
         runtime = self.runtime
         store = runtime.usage_store
         calculator = self.calculator
+        mark = utc_now()
+        since = self._incremental_since(mark)
+        arrived = None if since is None else store.arrived_hours(since=since)
         watched: set[tuple[str, str]] = set()
         found: list[LateUsage] = []
         with runtime.read_session_factory() as reader:
-            runs = latest_documents(None, session=reader, ended_after=utc_now() - LOOKBACK)
+            runs = latest_documents(None, session=reader, ended_after=mark - LOOKBACK)
             for run, latest in runs:
                 key = (run.id, latest.id)
                 watched.add(key)
+                if arrived is not None and not _landed_in(arrived, run, latest):
+                    continue
                 try:
                     late = late_usage_of(
                         run,
@@ -101,6 +122,9 @@ class LateUsageWatch(BackgroundService):
                     if item.due is not None:
                         found.append(item)
         self.seen = {key: value for key, value in self.seen.items() if key in watched}
+        self.watermark = mark
+        if arrived is None:
+            self.last_full = mark
         if found:
             with runtime.session_factory() as session:
                 for item in found:
@@ -117,6 +141,17 @@ class LateUsageWatch(BackgroundService):
                     )
                 session.commit()
         return False
+
+
+def _landed_in(
+    arrived: dict[str, dict[datetime, datetime]], run: BillingDocument, latest: BillingDocument
+) -> bool:
+    """Whether usage that arrived since the previous pass fell in the run's period after its
+    latest document was computed."""
+    return any(
+        hour < run.period_end and hour + HOUR > run.period_start and billable >= latest.as_of
+        for hour, billable in arrived.get(run.tenant_id, {}).items()
+    )
 
 
 def _details(found: LateUsage) -> dict[str, object]:

@@ -538,6 +538,15 @@ def to_hourly_cost(row: Sequence[Any]) -> HourlyCost:
     )
 
 
+ARRIVED_HOURS_SQL = """
+    SELECT tenant_id, date_trunc('hour', event_time)::TIMESTAMP AS hour, max(billable_at)
+    FROM usage_rows WHERE processed_at >= ? GROUP BY ALL
+    UNION ALL
+    SELECT tenant_id, date_trunc('hour', coalesce(period_start, event_time))::TIMESTAMP,
+        max(billable_at)
+    FROM platform_costs WHERE billable_at >= ? GROUP BY ALL
+"""
+
 TOUCHED_HOURS_SQL = """
     SELECT tenant_id, date_trunc('hour', event_time)::TIMESTAMP, max(processed_at)
     FROM usage_rows WHERE processed_at >= ? AND NOT unattributed GROUP BY ALL

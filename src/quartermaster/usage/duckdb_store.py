@@ -721,6 +721,16 @@ class DuckDBUsageStore:
             touched.setdefault(tenant_id, {})[q.aware(hour)] = q.aware(latest)
         return touched
 
+    def arrived_hours(self, *, since: datetime) -> dict[str, dict[datetime, datetime]]:
+        moment = naive_utc(since)
+        rows = self._cursor().execute(q.ARRIVED_HOURS_SQL, [moment, moment])
+        arrived: dict[str, dict[datetime, datetime]] = {}
+        for tenant_id, hour, latest in rows.fetchall():
+            hours = arrived.setdefault(tenant_id, {})
+            when = q.aware(latest)
+            hours[q.aware(hour)] = max(when, hours.get(q.aware(hour), when))
+        return arrived
+
     def pipeline_counts(self, tenant_id: str, hours: Period) -> list[HourlyPipelineCounts]:
         cur = self._cursor()
         bounds = [tenant_id, naive_utc(hours.start), naive_utc(hours.end)]
