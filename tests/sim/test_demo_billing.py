@@ -154,7 +154,13 @@ def test_the_small_demo_bills_and_reports(tmp_path: Path) -> None:
     assert ctx.explanation["daily"]
     assert ctx.alerts
     assert ctx.alerts[0]["kind"] == "budget_threshold"
+    # Late usage of the finalized period: billed by an adjustment that corrects the run.
+    assert ctx.adjustment is not None
+    adjustment = ctx.adjustment["document"]
+    assert adjustment["corrects_run_id"] == document["id"]
+    assert Decimal(adjustment["total"]) > 0
     text = output.getvalue()
+    assert "`qm bill late` lists 24 late events and an adjustment of" in " ".join(text.split())
     assert "reconciled:" in text
     for heading in ("cost per cost center", "cost per team", "top 10 of", "unattributed"):
         assert heading in text

@@ -1,6 +1,7 @@
 """The demo's stages after ingestion: drain the pipeline, close the reconciliation window,
-load the price book, run and finalize the month's billing, explain a line, cross a budget,
-and print the showback. Each talks to the server only through its public HTTP API."""
+load the price book, run and finalize the month's billing, explain a line, bill late usage
+with an adjustment, cross a budget, and print the showback. Each talks to the server only
+through its public HTTP API."""
 
 from __future__ import annotations
 
@@ -249,6 +250,94 @@ def explain_line(ctx: DemoContext) -> None:
             lambda: request(client, "GET", f"/v1/billing/lines/{quote(line['id'])}/explain"),
         ).json()
     showback.print_explanation(ctx.console, ctx.explanation)
+
+
+LATE_EVENTS = 24
+LATE_TIMEOUT_SECONDS = 120.0
+
+
+def late_usage(ctx: DemoContext) -> None:
+    """Usage of the billed period sent after its run was finalized, as a late-reporting app
+    does: `GET /v1/billing/late` (`qm bill late`) names the run, the late events and the
+    adjustment due, and `POST /v1/billing/adjustments` (`qm bill adjust`) bills exactly that,
+    in a document of its own; the finalized run is never edited."""
+    platform = ctx.need_platform()
+    if ctx.run is None or ctx.credentials is None:
+        raise DemoFailure("no finalized run, or the platform's signing keys are missing")
+    run_id = ctx.run["document"]["id"]
+    app = max(
+        (a for a in platform.apps if a.app_id in ctx.credentials.keys), key=lambda a: a.weight
+    )
+    key = ctx.credentials.keys[app.app_id]
+    start, end = platform.config.start, platform.config.end
+    step = (end - start) / (LATE_EVENTS + 1)
+    # One ordinary call at a time, spread over the period: late, not a spike.
+    events = [
+        sign_event(
+            {
+                "specversion": "1.0",
+                "id": f"late-{run_id[:12]}-{i}",
+                "source": f"app://{app.app_id}",
+                "type": "qm.invocation.usage",
+                "time": _iso(start + step * (i + 1)),
+                "data": {"app_id": app.app_id, "environment": app.environment, "tokens": 1200},
+            },
+            key_id=key.key_id,
+            secret=key.secret,
+        )
+        for i in range(LATE_EVENTS)
+    ]
+    with ctx.client() as client:
+        report = post_batch(client, orjson.dumps(events))
+        if report["accepted"] + report.get("duplicates", 0) != LATE_EVENTS:
+            raise DemoFailure(f"the late events were not accepted whole: {report}")
+        # Due means billable before a document computed now (one settle window ago).
+        time.sleep(DEFAULT_SETTLE.total_seconds() + 1)
+        late = _late_item(client, run_id)
+        adjusted = _timed(
+            ctx,
+            "late usage: adjust",
+            lambda: request(
+                client, "POST", "/v1/billing/adjustments", json={"run_id": run_id}, accept=(201,)
+            ),
+        ).json()["adjustment"]
+        after = request(client, "GET", "/v1/billing/late").json()
+    ctx.adjustment = adjusted
+    document = adjusted["document"]
+    currency = late["currency"]
+    ctx.console.print(
+        f"{LATE_EVENTS} invocations of {app.app_id!r} within the billed period, sent after run "
+        f"{run_id[:12]} was finalized: `qm bill late` lists {late['late_events']} late events "
+        f"and an adjustment of {late['adjustment_due']} {currency} due"
+    )
+    ctx.console.print(
+        f"`qm bill adjust {run_id[:12]}`: adjustment {document['id'][:12]} of "
+        f"{document['total']} {currency} in {document['line_count']} lines ({document['note']})"
+    )
+    problems = []
+    if Decimal(document["total"]) != Decimal(late["adjustment_due"]):
+        problems.append(
+            f"the adjustment bills {document['total']}, the late list said "
+            f"{late['adjustment_due']} was due"
+        )
+    if any(item["run_id"] == run_id for item in after):
+        problems.append("the run is still listed as late after its adjustment")
+    if problems:
+        raise DemoFailure("late usage does not add up:\n  " + "\n  ".join(problems))
+
+
+def _late_item(client: httpx.Client, run_id: str) -> dict[str, Any]:
+    """The run's entry in the late list once every late event is in it (the pipeline rates
+    them within moments)."""
+    deadline = time.monotonic() + LATE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for item in request(client, "GET", "/v1/billing/late").json():
+            if item["run_id"] == run_id and item["late_events"] >= LATE_EVENTS:
+                if item["adjustment_due"] is None:
+                    raise DemoFailure(f"{LATE_EVENTS} late events changed no line of the run")
+                return dict(item)
+        time.sleep(POLL_SECONDS)
+    raise DemoFailure(f"the late events were not listed within {LATE_TIMEOUT_SECONDS:g} s")
 
 
 def budget_crossing(ctx: DemoContext) -> None:

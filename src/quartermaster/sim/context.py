@@ -71,6 +71,7 @@ class DemoContext:
     price_book: dict[str, Any] | None = None
     run: dict[str, Any] | None = None  # GET /v1/billing/runs/{id}: the document and its lines
     explanation: dict[str, Any] | None = None
+    adjustment: dict[str, Any] | None = None  # the late usage stage's adjustment document
     alerts: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage title -> seconds
     cleanups: list[Callable[[], None]] = field(default_factory=list)

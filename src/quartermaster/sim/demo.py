@@ -209,6 +209,7 @@ STAGES: list[Stage] = [
     ("close the reconciliation window", billing_stages.close_window),
     ("run and finalize the billing", billing_stages.billing_run),
     ("explain a line", billing_stages.explain_line),
+    ("bill late usage", billing_stages.late_usage),
     ("cross a budget", billing_stages.budget_crossing),
     ("detect an anomaly", anomaly_stage.anomaly_alerts),
     ("showback report", billing_stages.showback_report),
