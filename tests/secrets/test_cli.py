@@ -93,6 +93,10 @@ def test_lease_commands(qm: CliRunner) -> None:
     assert [(each["id"], each["state"], each["path"]) for each in leases_json] == [
         (lease_id, "active", PATH)
     ]
+    admin_key = leases_json[0]["key_id"]  # the key this CLI calls with
+    assert f"ends with key {admin_key}" in listed
+    assert lease_id in run_ok(qm, "lease", "list", "--key", admin_key)
+    assert "no leases" in run_ok(qm, "lease", "list", "--key", "0" * 16)
     assert "no leases" in run_ok(qm, "lease", "list", "--holder", "app:web")
     lease = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]
     assert lease["holder_name"] == "principal:admin"

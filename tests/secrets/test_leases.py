@@ -472,6 +472,13 @@ def test_revoking_a_key_ends_the_leases_obtained_with_it_and_with_its_tokens(
         unbound = kv.read_secret(world.admin(), PATH, ctx=ctx, session=session).lease
     assert reap_once(ctx).key_ended == 0
 
+    bound = client.get("/v1/leases", params={"key_id": revoked_key}, headers=world.headers)
+    assert bound.status_code == 200, bound.text
+    assert sorted(each["id"] for each in bound.json()["leases"]) == sorted(
+        [with_first["id"], with_token["id"]]
+    )
+    assert {each["key_id"] for each in bound.json()["leases"]} == {revoked_key}
+    assert with_first["key_id"] == revoked_key  # as issued
     assert client.delete(f"/v1/keys/{revoked_key}", headers=world.headers).status_code == 200
     report = reap_once(ctx)
     assert report.key_ended == 2

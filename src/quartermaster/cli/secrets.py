@@ -295,6 +295,10 @@ def lease_list(
         str,
         typer.Option(help="Only this holder's: app:APP, principal:NAME or principal:ID."),
     ] = "",
+    key: Annotated[
+        str,
+        typer.Option(help="Only the leases bound to this API key id (qm key list shows them)."),
+    ] = "",
     all_: Annotated[bool, typer.Option("--all", help="Include ended leases.")] = False,
     as_json: JsonOption = False,
     url: UrlOption = None,
@@ -304,7 +308,7 @@ def lease_list(
 
     Yours and, for a team member, every lease on its team's paths (its apps' workload leases
     too); an admin sees every holder."""
-    params: dict[str, Any] = {"prefix": prefix, "holder": holder, "all": all_}
+    params: dict[str, Any] = {"prefix": prefix, "holder": holder, "key_id": key, "all": all_}
     if as_json:
         print_json(_every_lease(params, url=url, api_key=api_key))
         return
@@ -331,11 +335,16 @@ def _every_lease(
 
 
 def _lease_cell(lease: dict[str, Any]) -> Text:
-    """The lease id, over what it leases, over who holds it: seven columns, one per field,
-    folded each into a strip of a few letters at 80 columns."""
+    """The lease id, over what it leases, over who holds it, over the key it ends with: seven
+    columns, one per field, folded each into a strip of a few letters at 80 columns."""
     leased = lease["path"] + (f" v{lease['version']}" if lease["version"] is not None else "")
+    bound = f"\nends with key {lease['key_id']}" if lease.get("key_id") else ""
     return Text.assemble(
-        (lease["id"], "bold"), f"\n{leased}", f"\nheld by {lease['holder_name']}", overflow="fold"
+        (lease["id"], "bold"),
+        f"\n{leased}",
+        f"\nheld by {lease['holder_name']}",
+        bound,
+        overflow="fold",
     )
 
 

@@ -61,6 +61,14 @@ def list_leases(
             "principal:<name> (as holder or holder_name say)."
         ),
     ] = "",
+    key_id: Annotated[
+        str,
+        Query(
+            description="Only the leases bound to this API key (as `key_id` says; `qm key "
+            "list` shows key ids).",
+            max_length=64,
+        ),
+    ] = "",
     all: Annotated[bool, Query(description="Ended leases too (default: live ones only).")] = False,
     after: Annotated[
         str | None,
@@ -75,6 +83,7 @@ def list_leases(
         requester,
         prefix=prefix,
         holder=holder,
+        key_id=key_id,
         live_only=not all,
         after=after,
         limit=limit,

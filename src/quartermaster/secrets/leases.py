@@ -62,6 +62,7 @@ class LeaseInfo:
     # Why the dynamic role is not dropped yet (while cleanup_pending), e.g. that its login
     # was disabled but the drop was refused.
     cleanup_error: str | None = None
+    key_id: str | None = None  # the API key it ends with (None: issued before keys bound)
 
     def ttl_seconds(self, now: datetime | None = None) -> int:
         """Seconds left, rounded up: a lease granted for 900 s reads 900 when handed out (the
@@ -98,6 +99,7 @@ def lease_info(lease: SecretLease) -> LeaseInfo:
         end_reason=lease.end_reason,
         cleanup_pending=lease.cleanup_pending,
         cleanup_error=lease.cleanup_error if lease.cleanup_pending else None,
+        key_id=lease.key_id,
     )
 
 
@@ -206,6 +208,7 @@ def issue_lease(
         ended_at=None,
         end_reason=None,
         cleanup_pending=False,
+        key_id=requester.key_id,
     )
 
 
@@ -281,6 +284,7 @@ def page_leases(
     *,
     prefix: str = "",
     holder: str = "",
+    key_id: str = "",
     live_only: bool = True,
     after: str | None = None,
     limit: int = 500,
@@ -288,7 +292,8 @@ def page_leases(
 ) -> Page[LeaseInfo]:
     """A page of the leases the requester may manage, oldest first, after the lease `after`
     (the previous page's `next_after`). `holder` keeps the leases of one holder, named as
-    `holder` or `holder_name` are (`app:<app>`, `principal:<id>`, `principal:<name>`)."""
+    `holder` or `holder_name` are (`app:<app>`, `principal:<id>`, `principal:<name>`);
+    `key_id` those bound to one API key (obtained with it or with a token it minted)."""
     prefix = normalize_prefix(prefix)
     refuse_listing_without_access(requester, what="leases", prefix=prefix, session=session)
     tenant = SecretLease.tenant_id == requester.tenant_id
@@ -297,6 +302,8 @@ def page_leases(
         query = query.where(under_prefix_clause(prefix))
     if holder:
         query = query.where(held_by_clause(holder))
+    if key_id:
+        query = query.where(SecretLease.key_id == key_id)
     if live_only:
         query = query.where(*_live(utc_now()))
     if requester.kind is not RequesterKind.SYSTEM and requester.role is not Role.ADMIN:

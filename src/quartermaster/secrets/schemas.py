@@ -48,6 +48,12 @@ class LeaseOut(BaseModel):
         description="While cleanup_pending: why the role is not dropped yet, naming the step "
         "that failed (whether its login was disabled).",
     )
+    key_id: str | None = Field(
+        default=None,
+        description="The API key the lease ends with: the one it was obtained with, or the "
+        "one that minted the identity token it was obtained with (revoked or expired, it "
+        "ends the lease). Null: issued before leases were bound to keys.",
+    )
 
     @classmethod
     def of(cls, info: LeaseInfo) -> LeaseOut:
@@ -68,6 +74,7 @@ class LeaseOut(BaseModel):
             end_reason=info.end_reason,
             cleanup_pending=info.cleanup_pending,
             cleanup_error=info.cleanup_error,
+            key_id=info.key_id,
         )
 
 
