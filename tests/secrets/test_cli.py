@@ -80,6 +80,22 @@ def test_secret_commands(qm: CliRunner) -> None:
     assert qm.invoke(app, ["secret", "get", only]).exit_code == 1
 
 
+def test_revoking_a_key_says_how_many_leases_end_with_it(
+    qm: CliRunner, world: World, runtime: Runtime
+) -> None:
+    run_ok(qm, "secret", "put", PATH, "--value", "leased-value")
+    headers = api_key(runtime, world.tenant_id, "billing-svc", Role.APP, app_slug="billing")
+    token = headers["Authorization"].removeprefix("Bearer ")
+    key_id = token.split("_")[1]
+    for _ in range(2):
+        read = qm.invoke(app, ["secret", "get", PATH, "--api-key", token])
+        assert read.exit_code == 0, read.output
+    said = run_ok(qm, "key", "revoke", key_id)
+    assert f"revoked key {key_id} at " in said
+    assert "2 live leases obtained with it end within seconds (the lease reaper): " in said
+    assert f"qm lease list --key {key_id}" in said
+
+
 def test_lease_commands(qm: CliRunner) -> None:
     run_ok(qm, "secret", "put", PATH, "--value", "leased-value")
     lease_id = json.loads(run_ok(qm, "secret", "get", PATH, "--json"))["lease"]["id"]

@@ -10,7 +10,9 @@ from rich.markup import escape
 from quartermaster.cli.client import (
     ApiKeyOption,
     UrlOption,
+    api_client,
     cell_text,
+    counted,
     data_table,
     drop_none,
     err,
@@ -207,6 +209,26 @@ def key_revoke(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Revoke an API key now (a team-member: a key of its team's apps' app principals)."""
+    """Revoke an API key now (a team-member: a key of its team's apps' app principals).
+
+    The secrets leases obtained with it, or with identity tokens it minted, end with it
+    within seconds (the lease reaper); the command says how many."""
     revoked = request("DELETE", f"/v1/keys/{segment(key_id)}", url=url, api_key=api_key)
     out().print(f"revoked key {revoked['key_id']} at {cell_text(revoked['revoked_at'])}")
+    ending = _live_leases_of(revoked["key_id"], url=url, api_key=api_key)
+    if ending:
+        out().print(
+            f"{counted(ending, 'live lease')} obtained with it "
+            f"{'ends' if ending == 1 else 'end'} within seconds (the lease reaper): "
+            f"qm lease list --key {revoked['key_id']}"
+        )
+
+
+def _live_leases_of(key_id: str, *, url: str | None, api_key: str | None) -> int:
+    """How many live leases the key's revocation ends, of those the caller may list (0
+    when its role lists none)."""
+    with api_client(url=url, api_key=api_key) as client:
+        response = client.get("/v1/leases", params={"key_id": key_id, "limit": 5000})
+    if response.status_code != 200:
+        return 0
+    return len(response.json()["leases"])
