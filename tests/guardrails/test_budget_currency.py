@@ -29,6 +29,13 @@ def _evaluate(runtime: Runtime, tenant_id: str, spend: FixedSpend) -> list[str]:
     return alerts
 
 
+def _enforcements(runtime: Runtime, tenant_id: str) -> int:
+    """The tenant's throttles and halts, in force or not."""
+    with runtime.session_factory() as session:
+        rows = session.scalars(select(Enforcement).where(Enforcement.tenant_id == tenant_id))
+        return len(rows.all())
+
+
 def test_a_budget_takes_the_default_price_books_currency_or_the_one_given(
     client: TestClient, tenant: TenantHandle
 ) -> None:
@@ -73,13 +80,7 @@ def test_spend_in_another_currency_is_not_compared_until_the_budget_is_updated(
     assert alert["title"] == f"Budget {made['name']}: not evaluated (in USD, spend in EUR)"
     assert "is not compared with the tenant's spend, priced in EUR" in alert["message"]
     assert "--currency EUR" in alert["message"]
-    with runtime.session_factory() as session:
-        assert (
-            session.scalars(
-                select(Enforcement).where(Enforcement.tenant_id == tenant.tenant_id)
-            ).all()
-            == []
-        )  # no halt on a guess
+    assert _enforcements(runtime, tenant.tenant_id) == 0  # no halt on a guess
     with runtime.session_factory() as session:
         rows = list_budgets(tenant.tenant_id, session=session)
         (status,) = budget_statuses(
@@ -124,13 +125,7 @@ def test_a_default_cap_in_another_currency_enforces_nothing(
     spend.set("app", world.app, "50")
     (warning,) = _evaluate(runtime, tenant.tenant_id, spend)
     assert warning.endswith(":2026-03:currency:EUR")
-    with runtime.session_factory() as session:
-        assert (
-            session.scalars(
-                select(Enforcement).where(Enforcement.tenant_id == tenant.tenant_id)
-            ).all()
-            == []
-        )
+    assert _enforcements(runtime, tenant.tenant_id) == 0
     ok(
         client.put(
             "/v1/default-caps",
@@ -140,15 +135,7 @@ def test_a_default_cap_in_another_currency_enforces_nothing(
     )
     (halted,) = _evaluate(runtime, tenant.tenant_id, spend)
     assert halted.startswith("cap:")
-    with runtime.session_factory() as session:
-        assert (
-            len(
-                session.scalars(
-                    select(Enforcement).where(Enforcement.tenant_id == tenant.tenant_id)
-                ).all()
-            )
-            == 1
-        )
+    assert _enforcements(runtime, tenant.tenant_id) == 1
 
 
 def test_the_cli_shows_the_amounts_currency_and_spend_it_did_not_compare() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,6 +29,18 @@ class LateUsage:
     # The adjustment `qm bill adjust` would issue now (not stored; with back-dated price
     # changes too, if any); None: the late events change no line (a free tier absorbs them).
     due: BillingDocument | None
+
+    @property
+    def adjustment_due(self) -> Decimal | None:
+        return self.due.total if self.due is not None else None
+
+    @property
+    def adjustment_lines(self) -> int:
+        return self.due.line_count if self.due is not None else 0
+
+    @property
+    def currency(self) -> str:
+        return self.due.currency if self.due is not None else self.run.currency
 
 
 def latest_documents(
@@ -77,12 +90,11 @@ def late_usage(
     """Finalized runs whose period has events billable at or after their latest document's
     `as_of`, with how many, when they arrived and the adjustment due; newest period first.
     The adjustment is computed (read only) for those runs alone."""
-    found: list[LateUsage] = []
-    for run, latest in latest_documents(tenant_id, session=session, ended_after=ended_after):
-        found.extend(
-            late_usage_of(run, latest, store=store, calculator=calculator, session=session)
-        )
-    return found
+    found = (
+        late_usage_of(run, latest, store=store, calculator=calculator, session=session)
+        for run, latest in latest_documents(tenant_id, session=session, ended_after=ended_after)
+    )
+    return [item for item in found if item is not None]
 
 
 def late_usage_of(
@@ -93,15 +105,15 @@ def late_usage_of(
     calculator: BillingCalculator,
     session: Session,
     seen: LateArrivals | None = None,
-) -> list[LateUsage]:
-    """The run's late usage (none, or one) since `latest`; with `seen`, none when nothing
+) -> LateUsage | None:
+    """The run's late usage since `latest` (None: none); with `seen`, None when nothing
     arrived since those arrivals were seen (the adjustment due is not computed again)."""
     period = Period(run.period_start, run.period_end)
     arrivals = store.late_arrivals(run.tenant_id, period, since=latest.as_of)
     if not arrivals.events or arrivals == seen:
-        return []
+        return None
     reader = AuthContext(run.tenant_id, "billing", "billing", Role.FINANCE, None, None)
     plan = plan_adjustment(
         reader, run.id, as_of=calculator.cutoff(), calculator=calculator, session=session
     )
-    return [LateUsage(run, latest, arrivals, plan.document if plan is not None else None)]
+    return LateUsage(run, latest, arrivals, plan.document if plan is not None else None)

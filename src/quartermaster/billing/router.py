@@ -509,9 +509,9 @@ def list_late_usage(
             late_events=item.arrivals.events,
             first_arrival=item.arrivals.first_at or item.latest.as_of,
             last_arrival=item.arrivals.last_at or item.latest.as_of,
-            adjustment_due=item.due.total if item.due is not None else None,
-            adjustment_lines=item.due.line_count if item.due is not None else 0,
-            currency=item.due.currency if item.due is not None else item.run.currency,
+            adjustment_due=item.adjustment_due,
+            adjustment_lines=item.adjustment_lines,
+            currency=item.currency,
         )
         for item in found
     ]

@@ -117,10 +117,10 @@ class LateUsageWatch(BackgroundService):
                 except Exception:  # one run's failure, expected or not, skips only it
                     logger.exception("late usage check of run %s failed", run.id)
                     continue
-                for item in late:
-                    self.seen[key] = item.arrivals
-                    if item.due is not None:
-                        found.append(item)
+                if late is not None:
+                    self.seen[key] = late.arrivals
+                    if late.due is not None:
+                        found.append(late)
         self.seen = {key: value for key, value in self.seen.items() if key in watched}
         self.watermark = mark
         if arrived is None:
@@ -155,7 +155,7 @@ def _landed_in(
 
 
 def _details(found: LateUsage) -> dict[str, object]:
-    due = found.due
+    due = found.adjustment_due
     return {
         "scope_kind": ScopeKind.TENANT.value,
         "scope": "",
@@ -168,7 +168,7 @@ def _details(found: LateUsage) -> dict[str, object]:
         "late_events": found.arrivals.events,
         "first_arrival": found.arrivals.first_at,
         "last_arrival": found.arrivals.last_at,
-        "adjustment_due": str(due.total) if due is not None else None,
-        "adjustment_lines": due.line_count if due is not None else 0,
-        "currency": due.currency if due is not None else found.run.currency,
+        "adjustment_due": str(due) if due is not None else None,
+        "adjustment_lines": found.adjustment_lines,
+        "currency": found.currency,
     }

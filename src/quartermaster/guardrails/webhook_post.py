@@ -204,9 +204,10 @@ def _post(
     trace: Callable[[str, dict[str, Any]], None],
     heard: list[int],
 ) -> PostOutcome:
-    """One address's try, until the attempt's `deadline` (of `timeout` seconds in all)."""
+    """One address's try, until the attempt's `deadline` (of `timeout` seconds in all); its
+    duration counts from the attempt's start, earlier addresses' tries included."""
     clock = time.monotonic
-    started = clock()
+    started = deadline - timeout
     timeouts = DeadlineTimeouts(deadline, clock)
 
     def took() -> int:
