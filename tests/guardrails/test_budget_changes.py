@@ -1,5 +1,6 @@
 """Budgets keep their identity when changed (guardrails walkthrough finding 3): PATCH keeps
-what fired this period and the enforcement in force; deleting a budget or a default cap ends
+what fired this period and the enforcement in force, and a lifted enforcement starts again
+only once the budget's hard limit changed; deleting a budget or a default cap ends
 its enforcements as history with an action-log entry; a time-zone change neither re-fires
 thresholds nor starts a second enforcement (finding 4); amounts that cannot be stored are
 422s (finding 10)."""
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from quartermaster.guardrails.evaluator import Evaluation, evaluate_tenant
 from quartermaster.guardrails.gate import guardrail_gate
+from quartermaster.guardrails.models import Enforcement
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 from tests.guardrails.support import (
@@ -91,6 +93,104 @@ def test_patch_keeps_what_fired_and_the_enforcement(
     ok(client.patch("/v1/budgets/app-month", json={"action": "notify"}, headers=world.headers))
     ended = ok(client.get("/v1/enforcements", headers=world.headers))[0]
     assert ended["lifted_by"] is not None
+
+
+def _decide(client: TestClient, world: World) -> int:
+    answer = client.post("/v1/decisions", json={"app": world.app}, headers=world.headers)
+    return int(answer.status_code)
+
+
+def test_a_lift_lasts_until_the_budget_changes_then_the_new_limit_is_enforced(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    made = _app_budget(client, world)
+    spend = FixedSpend()
+    spend.set("app", world.app, "11")
+    assert _evaluate(runtime, world, spend).enforcements == ["app-month"]
+    (first,) = ok(client.get("/v1/enforcements", headers=world.headers))
+    assert first["hard_limit"] == "10"
+    ok(client.post(f"/v1/enforcements/{first['id']}/lift", headers=world.headers))
+    # Lifted at an unchanged limit: it stays lifted however far the spend goes.
+    spend.set("app", world.app, "25")
+    assert _evaluate(runtime, world, spend) == Evaluation()
+    assert _decide(client, world) == 200
+    # Raised to 30 (the hard limit at 100 %): nothing until the spend reaches it...
+    ok(client.patch("/v1/budgets/app-month", json={"amount": "30.00"}, headers=world.headers))
+    assert _evaluate(runtime, world, spend) == Evaluation()
+    # ...then a second throttle, with an alert of its own; the soft thresholds stay fired.
+    spend.set("app", world.app, "31")
+    again = _evaluate(runtime, world, spend)
+    assert again.enforcements == ["app-month"]
+    assert again.alerts == [f"budget:{made['id']}:2026-12:hard:30"]
+    assert _decide(client, world) == 429
+    second, older = ok(client.get("/v1/enforcements", headers=world.headers))
+    assert older["id"] == first["id"]
+    assert (second["hard_limit"], second["lifted_at"]) == ("30", None)
+    assert "again (the budget changed after the last one was lifted)" in second["reason"]
+    alerts = ok(client.get("/v1/alerts", headers=world.headers))
+    rearmed = next(a for a in alerts if a["details"].get("hard_limit") == "30")
+    assert rearmed["severity"] == "critical"
+    assert rearmed["title"] == "Budget app-month: hard limit reached again (throttle)"
+    assert _evaluate(runtime, world, spend) == Evaluation()  # once per limit
+    # Lifted again and put back at a limit already lifted this period: stays lifted.
+    ok(client.post(f"/v1/enforcements/{second['id']}/lift", headers=world.headers))
+    ok(client.patch("/v1/budgets/app-month", json={"amount": "10"}, headers=world.headers))
+    assert _evaluate(runtime, world, spend) == Evaluation()
+    assert _decide(client, world) == 200
+    # A changed hard_percent is a changed limit too (10 at 200 % = 20).
+    ok(client.patch("/v1/budgets/app-month", json={"hard_percent": 200}, headers=world.headers))
+    assert _evaluate(runtime, world, spend).enforcements == ["app-month"]
+    assert ok(client.get("/v1/enforcements", headers=world.headers))[0]["hard_limit"] == "20"
+
+
+def test_a_budget_changed_while_throttled_keeps_one_enforcement_in_force(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    _app_budget(client, world)
+    spend = FixedSpend()
+    spend.set("app", world.app, "40")
+    assert _evaluate(runtime, world, spend).enforcements == ["app-month"]
+    for amount in ("20", "5"):  # both still under the spend: no second throttle in force
+        ok(client.patch("/v1/budgets/app-month", json={"amount": amount}, headers=world.headers))
+        assert _evaluate(runtime, world, spend).enforcements == []
+    assert len(ok(client.get("/v1/enforcements", headers=world.headers))) == 1
+
+
+def test_a_lift_recorded_without_a_limit_lasts_the_period(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """An enforcement started before limits were recorded (hard_limit NULL) keeps the old
+    rule: its lift lasts the period, whatever the budget becomes."""
+    world = build_world(client, tenant)
+    _app_budget(client, world)
+    spend = FixedSpend()
+    spend.set("app", world.app, "11")
+    _evaluate(runtime, world, spend)
+    (throttle,) = ok(client.get("/v1/enforcements", headers=world.headers))
+    ok(client.post(f"/v1/enforcements/{throttle['id']}/lift", headers=world.headers))
+    with runtime.session_factory() as session:
+        row = session.get(Enforcement, throttle["id"])
+        assert row is not None
+        row.hard_limit = None
+        session.commit()
+    ok(client.patch("/v1/budgets/app-month", json={"amount": "20"}, headers=world.headers))
+    spend.set("app", world.app, "50")
+    assert _evaluate(runtime, world, spend).enforcements == []
+
+
+def test_a_notify_budget_does_not_alert_again_at_a_changed_limit(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    _app_budget(client, world, action="notify")
+    spend = FixedSpend()
+    spend.set("app", world.app, "11")
+    assert len(_evaluate(runtime, world, spend).alerts) == 4
+    ok(client.patch("/v1/budgets/app-month", json={"amount": "20"}, headers=world.headers))
+    spend.set("app", world.app, "21")
+    assert _evaluate(runtime, world, spend) == Evaluation()
 
 
 @pytest.mark.parametrize(

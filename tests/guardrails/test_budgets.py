@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import Period
 from quartermaster.guardrails import evaluator
-from quartermaster.guardrails.budgets import crossed
+from quartermaster.guardrails.budgets import crossed, hard_limit_of
 from quartermaster.guardrails.common import record_action
 from quartermaster.guardrails.evaluator import evaluate_tenant
 from quartermaster.guardrails.models import Alert, Enforcement
@@ -281,3 +281,21 @@ def test_a_budget_the_store_cannot_hold_is_refused_naming_the_limit(
     assert response.status_code == 422, response.text
     assert "budget 'too-big'" in response.text
     assert "not below 10^56" in response.text
+
+
+@pytest.mark.parametrize(
+    ("amount", "hard_percent", "limit"),
+    [
+        ("30.00", 100, "30"),
+        ("10", 150, "15"),
+        ("0.333333", 1000, "3.33333"),
+        ("99999999999999999999999999999999999999999999999999999999.999999", 1000, None),
+    ],
+)
+def test_a_hard_limit_is_one_exact_key_however_the_amount_was_written(
+    amount: str, hard_percent: int, limit: str | None
+) -> None:
+    found = hard_limit_of(Decimal(amount), hard_percent)
+    expected = limit or "999999999999999999999999999999999999999999999999999999999.99999"
+    assert format(found, "f") == expected
+    assert len(expected) <= 80  # the column's width

@@ -116,6 +116,13 @@ def thresholds_of(budget: Budget) -> list[int]:
     return split_thresholds(budget.thresholds)
 
 
+def hard_limit_of(amount: Decimal, hard_percent: int) -> Decimal:
+    """The spend at which a budget's action applies, exactly and without trailing zeros, so
+    that one limit is one key of its enforcements however the amount was written. Pure."""
+    with money_context():
+        return Decimal(plain_text(amount * hard_percent / 100))
+
+
 def crossed(spend: Decimal, amount: Decimal, thresholds: list[int]) -> list[int]:
     """The thresholds (percent of `amount`) that `spend` has reached. Pure."""
     with money_context():  # exact products: the default context rounds past 28 digits

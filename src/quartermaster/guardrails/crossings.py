@@ -8,12 +8,13 @@ write lock from its first statement to its commit, and a pass that compared thou
 budgets inside one held every other writer of the server back for seconds.
 
 Each crossing is written with insert-once on its unique key (the alert's dedup key, the
-enforcement's (budget, period) or (cap, app, period)) inside the write transaction, so a
+enforcement's (budget, period, hard limit) or (cap, app, period)) inside the write transaction, so a
 concurrent pass, or another server, that got there first makes it a no-op: an alert still
 fires exactly once per threshold per period. A period is the calendar month or day in the
 tenant's time zone: alert keys name it (`2026-12`), and an enforcement whose period holds
 the middle of the new one counts as its own, so a time-zone change (periods starting at
-other instants) re-fires nothing and re-starts no enforcement a lift ended.
+other instants) re-fires nothing and re-starts no enforcement a lift ended. A budget whose
+enforcement was lifted is enforced again only at another hard limit (`_forestalls`).
 """
 
 from __future__ import annotations
@@ -94,14 +95,21 @@ def _period_midpoint(values: dict[str, Any]) -> Any:
     return start + (end - start) / 2
 
 
-def _same_period(row: dict[str, Any], values: dict[str, Any], unique: tuple[str, ...]) -> bool:
-    """`row` (an enforcement recorded) is the one `values` would start: the same budget (or
-    cap and app) and a period holding the middle of the new one. A time-zone change moves a
-    period's start and end by hours, never its middle out of the same month or day."""
-    owner = [name for name in unique if name != "period_start"]
+def _forestalls(row: dict[str, Any], values: dict[str, Any], unique: tuple[str, ...]) -> bool:
+    """`row` (an enforcement recorded) keeps `values` from starting: the same budget (or cap
+    and app), a period holding the middle of the new one (a time-zone change moves a
+    period's start and end by hours, never its middle out of the same month or day), and
+    either still in force or lifted at the same hard limit. A budget lifted at one limit is
+    enforced again at another (the budget was changed after the lift); a row with no limit
+    (a default cap's, or made before limits were recorded) keeps its lift for the period."""
+    owner = [name for name in unique if name not in ("period_start", "hard_limit")]
     if any(row[name] != values.get(name) for name in owner):
         return False
-    return bool(row["period_start"] <= _period_midpoint(values) < row["ends_at"])
+    if not row["period_start"] <= _period_midpoint(values) < row["ends_at"]:
+        return False
+    limit, wanted = row["hard_limit"], values.get("hard_limit")
+    rearmed = row["lifted_at"] is not None and None not in (limit, wanted) and limit != wanted
+    return not rearmed
 
 
 def _recorded_enforcements(
@@ -126,6 +134,8 @@ def _recorded_enforcements(
                     Enforcement.scope,
                     Enforcement.period_start,
                     Enforcement.ends_at,
+                    Enforcement.hard_limit,
+                    Enforcement.lifted_at,
                 ).where(
                     Enforcement.tenant_id == tenant_id,
                     column.in_(chunk),
@@ -168,7 +178,7 @@ def not_yet_fired(
         ):
             continue
         if crossing.enforcement is not None and any(
-            _same_period(row, crossing.enforcement, crossing.unique) for row in enforced
+            _forestalls(row, crossing.enforcement, crossing.unique) for row in enforced
         ):
             continue
         left.append(crossing)
@@ -194,8 +204,8 @@ def fire(crossing: Crossing, *, session: Session, fired: Fired) -> None:
         fired.alerts.append(draft.dedup_key)
     elif crossing.enforcement is not None:
         recorded = _recorded_enforcements(crossing.tenant_id, [crossing], session=session)
-        if any(_same_period(row, crossing.enforcement, crossing.unique) for row in recorded):
-            return  # its period's enforcement exists (started before a time-zone change)
+        if any(_forestalls(row, crossing.enforcement, crossing.unique) for row in recorded):
+            return  # its period's enforcement exists (e.g. started before a time-zone change)
         if not insert_once(session, Enforcement, crossing.enforcement, crossing.unique):
             return
         fired.enforcements.append(crossing.label)

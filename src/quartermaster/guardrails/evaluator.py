@@ -1,7 +1,9 @@
 """Budget evaluation: spend per scope against every budget; each threshold of a period
 fires once (the alert's unique dedup key), a hard crossing starts the budget's enforcement
-once (the enforcement's unique (budget, period)). Run by `GuardrailEvaluator` every
-`guardrails_interval_seconds`, so a crossing is seen within a pipeline pass plus that interval.
+once (the enforcement's unique (budget, period, hard limit)): a lift lasts the period unless
+the budget's hard limit changes, after which the new limit is enforced. Run by
+`GuardrailEvaluator` every `guardrails_interval_seconds`, so a crossing is seen within a
+pipeline pass plus that interval.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from quartermaster.domain.money import money_context, money_text
+from quartermaster.domain.money import money_context, money_text, plain_text
 from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import QMError
 from quartermaster.guardrails.alerts import Severity
@@ -27,6 +29,7 @@ from quartermaster.guardrails.budgets import (
     BudgetPeriod,
     budget_period,
     crossed,
+    hard_limit_of,
     period_label,
     thresholds_of,
 )
@@ -39,7 +42,7 @@ from quartermaster.guardrails.crossings import (
     fire_all,
     not_yet_fired,
 )
-from quartermaster.guardrails.models import Budget, DefaultCap
+from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
@@ -108,21 +111,55 @@ def plan_tenant(
             by_period[period] = spend.spend(tenant_id, period, session=session)
         return by_period[period]
 
+    lifts = _lifted_limits(tenant_id, moment, session=session)
     found: list[Crossing] = []
     for budget in budgets:
         period = budget_period(budget.period, moment, zone)
         label = period_label(budget.period, period, zone)
-        found += budget_crossings(budget, period, spend_of(period), label=label)
+        middle = period.start + (period.end - period.start) / 2
+        lifted = [limit for start, end, limit in lifts.get(budget.id, ()) if start <= middle < end]
+        found += budget_crossings(budget, period, spend_of(period), label=label, lifted=lifted)
     found += cap_crossings(tenant_id, moment, zone, spend_of=spend_of, session=session)
     return not_yet_fired(tenant_id, found, session=session)
 
 
+def _lifted_limits(
+    tenant_id: str, moment: datetime, *, session: Session
+) -> dict[str, list[tuple[datetime, datetime, Decimal | None]]]:
+    """The tenant's lifted budget enforcements whose period has not ended at `moment`, by
+    budget: each one's period and the hard limit it was lifted at."""
+    rows = session.execute(
+        select(
+            Enforcement.budget_id,
+            Enforcement.period_start,
+            Enforcement.ends_at,
+            Enforcement.hard_limit,
+        ).where(
+            Enforcement.tenant_id == tenant_id,
+            Enforcement.budget_id.is_not(None),
+            Enforcement.lifted_at.is_not(None),
+            Enforcement.ends_at > moment,
+        )
+    )
+    found: dict[str, list[tuple[datetime, datetime, Decimal | None]]] = {}
+    for budget_id, start, end, limit in rows:
+        found.setdefault(str(budget_id), []).append((start, end, limit))
+    return found
+
+
 def budget_crossings(
-    budget: Budget, period: Period, spent: ScopeSpend, *, label: str | None = None
+    budget: Budget,
+    period: Period,
+    spent: ScopeSpend,
+    *,
+    label: str | None = None,
+    lifted: list[Decimal | None] | None = None,
 ) -> list[Crossing]:
     """The alerts (one per threshold reached, and the hard limit's) and the enforcement the
     budget's spend calls for in `period`, whose calendar name is `label` (`period_label`;
-    None: its UTC start's). Pure."""
+    None: its UTC start's). `lifted`: the hard limits of the period's enforcements lifted
+    (None for one made before limits were recorded); at another limit the budget is
+    enforced again, with an alert of its own. Pure."""
     label = label or period_label(budget.period, period, None)
     if budget.amount_currency not in (None, spent.currency):
         return [_not_compared(budget, period, spent, label)]
@@ -163,7 +200,17 @@ def budget_crossings(
         below_hard = amount * 100 < budget.amount * budget.hard_percent
     if below_hard:
         return found
-    hard = _hard_crossing(budget, period, whose, spent_text, limit_text, base, label)
+    limit = hard_limit_of(budget.amount, budget.hard_percent)
+    lifts = lifted or []
+    rearmed = (
+        budget.action != BudgetAction.NOTIFY
+        and bool(lifts)
+        and None not in lifts
+        and limit not in lifts
+    )
+    hard = _hard_crossing(
+        budget, period, whose, spent_text, limit_text, base, label, limit=limit, rearmed=rearmed
+    )
     return found + hard
 
 
@@ -218,22 +265,31 @@ def _hard_crossing(
     limit_text: str,
     base: dict[str, str],
     period_name: str,
+    *,
+    limit: Decimal,
+    rearmed: bool,
 ) -> list[Crossing]:
+    """The hard limit's alert and, unless the budget only notifies, its enforcement. Once a
+    lifted enforcement's limit has changed (`rearmed`), the alert is keyed by the new limit:
+    the period's first hard alert has fired already."""
     stamp = period.start.isoformat()
     verb = ACTION_EFFECT[BudgetAction(budget.action)]
+    again = " again (the budget changed after the last one was lifted)" if rearmed else ""
     reason = (
         f"{label} spent {spent_text}, at or over {budget.hard_percent}% of budget "
         f"{budget.name!r} ({limit_text}) for the period from {moment_text(period.start)}: "
-        f"{verb} until {moment_text(period.end)}"
+        f"{verb} until {moment_text(period.end)}{again}"
     )
+    key = f"budget:{budget.id}:{period_name}:{HARD}"
     alert = AlertDraft(
         kind="budget_threshold",
         severity=Severity.CRITICAL,
-        dedup_key=f"budget:{budget.id}:{period_name}:{HARD}",
-        aliases=(f"budget:{budget.id}:{stamp}:{HARD}",),
-        title=f"Budget {budget.name}: hard limit reached ({budget.action})",
+        dedup_key=f"{key}:{plain_text(limit)}" if rearmed else key,
+        aliases=() if rearmed else (f"budget:{budget.id}:{stamp}:{HARD}",),
+        title=f"Budget {budget.name}: hard limit reached{' again' if rearmed else ''} "
+        f"({budget.action})",
         message=reason,
-        details={**base, "threshold": HARD, "action": budget.action},
+        details={**base, "threshold": HARD, "action": budget.action, "hard_limit": str(limit)},
     )
     found = [Crossing(budget.tenant_id, alert=alert)]
     if budget.action == BudgetAction.NOTIFY:
@@ -247,6 +303,7 @@ def _hard_crossing(
         "action": budget.action,
         "period_start": period.start,
         "ends_at": period.end,
+        "hard_limit": limit,
         "reason": reason,
         "created_at": utc_now(),
     }
@@ -260,7 +317,7 @@ def _hard_crossing(
     enforce = Crossing(
         budget.tenant_id,
         enforcement=enforcement,
-        unique=("budget_id", "period_start"),
+        unique=("budget_id", "period_start", "hard_limit"),
         action=action,
         label=budget.name,
     )

@@ -125,6 +125,11 @@ class EnforcementOut(_Out):
     action: str
     period_start: datetime
     ends_at: datetime
+    hard_limit: FixedDecimal | None = Field(
+        description="A budget's: the spend it started at (amount x hard_percent). After a "
+        "lift the budget is enforced again only at another hard limit. Null for a default "
+        "cap's, and for a budget's started before limits were recorded."
+    )
     reason: str
     created_at: datetime
     lifted_at: datetime | None

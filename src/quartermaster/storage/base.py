@@ -57,8 +57,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 class DecimalText(TypeDecorator[Decimal]):
     """Exact decimals stored as text: SQLite has no exact numeric type."""
 
-    impl = String(64)
+    impl = String
     cache_ok = True
+
+    def __init__(self, length: int = 64) -> None:
+        super().__init__(length)
+        self.length = length  # the cache key (cache_ok) reads the constructor's arguments
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
         if value is None:
