@@ -1,17 +1,33 @@
 """A decision's runtime is at least 1 s, and running work renews its decision before it
-expires (guardrails walkthrough finding 9)."""
+expires (guardrails walkthrough finding 9), asked again by a halt and the admission policies:
+a halt stops non-essential work at its renewal, and work admitted under a policy exception
+cannot renew past it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from quartermaster.guardrails.evaluator import evaluate_tenant
+from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.quotas import expire_reservations
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
-from tests.guardrails.support import build_world, key_for, ok
+from tests.guardrails.support import FixedSpend, World, budget, build_world, key_for, ok
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "policies"
+# Renewals may be told apart: this policy refuses to renew work admitted before a cut-off.
+NO_RENEWALS = """package qm.admission.no_renewals
+
+deny contains msg if {
+\tinput.renewal.decision_id
+\tmsg := sprintf("decision %s may not renew", [input.renewal.decision_id])
+}
+"""
 
 
 def _moment(text: str) -> datetime:
@@ -104,3 +120,81 @@ def test_renew_is_held_to_the_runtime_max_and_refused_after_expiry(
     late = client.post(path, headers=world.headers)
     assert late.status_code == 409, late.text
     assert "expired" in late.json()["error"]["message"]
+
+
+def _decision(client: TestClient, world: World, headers: dict[str, str], **body: Any) -> Any:
+    made = ok(client.post("/v1/decisions", json={"app": world.app, **body}, headers=headers))
+    assert made["allowed"] is True, made
+    return made
+
+
+def _renew(client: TestClient, decision: Any, headers: dict[str, str]) -> Any:
+    return client.post(f"/v1/decisions/{decision['id']}/renew", headers=headers)
+
+
+def test_a_halt_refuses_the_renewal_of_non_essential_work(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    app_key = key_for(client, tenant, "app", app_id=world.app)
+    work = _decision(client, world, app_key, resources={"runtime": "10m"})
+    essential = _decision(client, world, app_key, resources={"runtime": "10m"}, essential=True)
+    budget(client, world, name="team-cap", scope_kind="team", scope=world.team, action="halt")
+    spend = FixedSpend()
+    spend.set("team", world.team, "101")
+    with runtime.session_factory() as session:
+        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
+    guardrail_gate(runtime).invalidate()
+    refused = _renew(client, work, app_key)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == "decision_id"
+    assert error["message"].startswith(f"decision {work['id']} is not renewed (budget: halted:")
+    assert "unless released sooner" in error["message"]
+    # The work keeps its expiry (it was not shortened) and its quota until then.
+    kept = ok(client.get(f"/v1/decisions/{work['id']}", headers=app_key))
+    assert (kept["status"], kept["expires_at"]) == ("active", work["expires_at"])
+    actions = ok(client.get("/v1/guardrail-actions", headers=world.headers))
+    deny = next(a for a in actions if a["subject"] == f"decision:{work['id']}")
+    assert (deny["action"], deny["reason"][:25]) == ("deny", "renewal refused: halted: ")
+    # Essential work renews through the halt when an admin asks, as it is admitted.
+    by_app = _renew(client, essential, app_key)
+    assert by_app.status_code == 409, by_app.text
+    assert "passes a halt only when an admin key asks" in by_app.json()["error"]["message"]
+    assert ok(_renew(client, essential, world.headers))["status"] == "active"
+
+
+def test_work_admitted_under_an_exception_does_not_renew_past_it(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    source = (EXAMPLES / "admission" / "gpu-needs-exception.rego").read_text()
+    policy = {"name": "gpu", "source": source}
+    ok(client.post("/v1/policies", json=policy, headers=world.headers), 201)
+    grant = {"key": "gpu", "team": world.team, "reason": "training run", "days": 2}
+    exception = ok(client.post("/v1/policy-exceptions", json=grant, headers=world.headers), 201)
+    work = _decision(client, world, world.headers, resources={"gpu": "1", "runtime": "1h"})
+    cpu_work = _decision(client, world, world.headers, resources={"cpu": "1", "runtime": "1h"})
+    assert ok(_renew(client, work, world.headers))["status"] == "active"
+    ok(client.delete(f"/v1/policy-exceptions/{exception['id']}", headers=world.headers))
+    refused = _renew(client, work, world.headers)
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["error"]["message"]
+    assert "policy: gpu: team " in message
+    assert "without a 'gpu' exception" in message
+    # Work the policy never objected to renews as before; each renewal is in the policy log
+    # with the decision it was about.
+    assert ok(_renew(client, cpu_work, world.headers))["status"] == "active"
+    log = ok(client.get("/v1/policy-decisions", headers=world.headers))
+    renewals = [d for d in log if d["decision_id"] == work["id"]]
+    assert sorted(d["result"] for d in renewals) == ["allow", "allow", "deny"]
+
+
+def test_a_policy_sees_a_renewal_as_one(client: TestClient, tenant: TenantHandle) -> None:
+    world = build_world(client, tenant)
+    policy = {"name": "no-renewals", "source": NO_RENEWALS}
+    ok(client.post("/v1/policies", json=policy, headers=world.headers), 201)
+    work = _decision(client, world, world.headers, resources={"runtime": "5m"})
+    refused = _renew(client, work, world.headers)
+    assert refused.status_code == 409, refused.text
+    assert f"no-renewals: decision {work['id']} may not renew" in refused.text

@@ -690,7 +690,10 @@ def decide_renew(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """The work still runs: keep its quota, expiring runtime from now (before it expires)."""
+    """The work still runs: keep its quota, expiring runtime from now (before it expires).
+
+    A budget halt in force and the admission policies are asked again: refused, the work
+    keeps its current expiry and the message says why (exit 1)."""
     body = drop_none({"runtime": runtime})
     row = request(
         "POST", f"/v1/decisions/{segment(decision_id)}/renew", json=body, url=url, api_key=api_key

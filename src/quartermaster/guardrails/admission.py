@@ -81,8 +81,10 @@ def admission_input(
     essential: bool,
     at: datetime,
     session: Session,
+    renewal: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The input document a policy sees (documented in docs/policy.md)."""
+    """The input document a policy sees (documented in docs/policy.md); `renewal` (the
+    decision renewed and when it was admitted) only when running work asks to go on."""
     lifecycle = environment = None
     if app is not None:
         row = session.execute(
@@ -107,6 +109,7 @@ def admission_input(
         "exceptions": active_exception_keys(
             caller.tenant_id, team=team or "", app_id=app or "", at=at, session=session
         ),
+        **({"renewal": renewal} if renewal is not None else {}),
     }
 
 

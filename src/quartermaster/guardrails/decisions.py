@@ -4,6 +4,11 @@ Order of checks: budget throttle and rate limits (429, the caller should come ba
 then budget halt (refuses non-essential work), limit ranges (per-request maxima), the
 tenant's admission policies (Rego, admission.py), quotas (reserved at once when everything
 else allows). A denial names every reason found.
+
+Renewing running work (`renew_decision`) asks the halt and the admission policies again, with
+the resources the work holds: a halt stops non-essential work at its next renewal, and work
+admitted under a policy exception cannot renew past the exception. Its quota is held already,
+and a throttle (come back later) does not stop work that runs.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from quartermaster.domain.timeutil import moment_text, utc_now
-from quartermaster.errors import InvalidInputError, PermissionDeniedError
+from quartermaster.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from quartermaster.guardrails.admission import (
     AdmissionVerdict,
     admission_input,
@@ -23,9 +28,9 @@ from quartermaster.guardrails.admission import (
 from quartermaster.guardrails.budgets import BudgetAction
 from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.enforcement import ActiveEnforcement, GuardrailGate, scopes_of
-from quartermaster.guardrails.models import GuardrailAction
+from quartermaster.guardrails.models import GuardrailAction, Reservation
 from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
-from quartermaster.guardrails.quotas import apply_limit_ranges, reserve
+from quartermaster.guardrails.quotas import apply_limit_ranges, renew, renewable, reserve
 from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, member_view, scope_label
 from quartermaster.policy.engine import PolicyCache
 from quartermaster.storage.base import Base
@@ -209,8 +214,10 @@ def _policies(
     *,
     session: Session,
     now: datetime | None,
+    renewal: dict[str, str] | None = None,
 ) -> AdmissionVerdict:
-    """The tenant's admission policies on this request (none: nothing to evaluate)."""
+    """The tenant's admission policies on this request (none: nothing to evaluate);
+    `renewal` when running work asks to go on (the input's `renewal`)."""
     if cache is None:
         return AdmissionVerdict()
     found = gate.admission_policies(caller.tenant_id, session=session)
@@ -228,6 +235,7 @@ def _policies(
         essential=request.essential,
         at=moment,
         session=session,
+        renewal=renewal,
     )
     subject = request.app or named.get(ScopeKind.TEAM) or "tenant"
     return evaluate_admission(
@@ -238,4 +246,63 @@ def _policies(
         cache=cache,
         at=moment,
         caller=caller,
+    )
+
+
+def renew_decision(
+    caller: AuthContext,
+    decision_id: str,
+    runtime: str | int | None,
+    *,
+    gate: GuardrailGate,
+    session: Session,
+    policies: PolicyCache | None = None,
+    now: datetime | None = None,
+) -> Reservation:
+    """Running work goes on for `runtime` more (default: the runtime it was admitted with),
+    keeping its quota, unless a halt in force or an admission policy refuses it now: then a
+    409 names every reason, the work keeps its current expiry, and the refusal is logged
+    (action log `deny`, the policies' decisions)."""
+    found, seconds = renewable(caller, decision_id, runtime, session=session, now=now)
+    scopes = scopes_of(caller.tenant_id, app=found.app, team=found.team, session=session)
+    refused: list[tuple[str, Figures]] = []
+    halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
+    essential = found.essential and caller.role is Role.ADMIN
+    if halt is not None and not essential:
+        refused.append(("budget", _halted(halt, essential_refused=found.essential)))
+    held = {
+        "cpu": found.cpu,
+        "memory": found.memory,
+        "gpu": found.gpu,
+        "concurrency": found.concurrency,
+        "runtime": seconds,
+    }
+    request = WorkRequest(found.app, found.team, {"runtime": seconds}, found.essential)
+    renewal = {"decision_id": found.id, "admitted_at": found.created_at.isoformat()}
+    verdict = _policies(
+        caller, request, scopes, held, gate, policies, session=session, now=now, renewal=renewal
+    )
+    for row in verdict.decisions:
+        row.decision_id = found.id
+    refused.extend(("policy", Figures(None, text)) for text in verdict.deny)
+    if not refused:
+        return renew(caller, found.id, seconds, session=session, now=now, log=verdict.decisions)
+    kind, scope = _log_scope(found.app, found.team)
+    session.add_all(verdict.decisions)
+    record_action(
+        session,
+        tenant_id=caller.tenant_id,
+        action="deny",
+        scope_kind=kind,
+        scope=scope,
+        subject=f"decision:{found.id}",
+        reason="renewal refused: " + "; ".join(f.for_log(kind) for _, f in refused),
+    )
+    session.commit()
+    view = member_view(caller, session=session)
+    said = "; ".join(f"{name}: {figures.for_caller(caller, view)}" for name, figures in refused)
+    raise ConflictError(
+        f"decision {found.id} is not renewed ({said}): it ends at "
+        f"{moment_text(found.expires_at)} unless released sooner",
+        field="decision_id",
     )

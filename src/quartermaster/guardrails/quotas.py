@@ -436,18 +436,18 @@ def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Re
     return get_reservation(caller, found, session=session)
 
 
-def renew(
+def renewable(
     caller: AuthContext,
     reservation_id: str,
     runtime: str | int | None,
     *,
     session: Session,
     now: datetime | None = None,
-) -> Reservation:
-    """Work still running: it expires `runtime` from now (default: the runtime it was
-    admitted with), keeping its quota. Only active work before its expiry (409 after, or once
-    released); `runtime` is at least 1 s and within the runtime max of the tenant's and its
-    team's limit ranges (422 on `runtime`)."""
+) -> tuple[Reservation, int]:
+    """The decision to renew and its new runtime in seconds (default: the runtime it was
+    admitted with). Only active work before its expiry (409 after, or once released);
+    `runtime` is at least 1 s and within the runtime max of the tenant's and its team's limit
+    ranges (422 on `runtime`)."""
     moment = now or utc_now()
     found = get_reservation(caller, reservation_id, session=session)
     if found.status != "active" or found.expires_at <= moment:
@@ -474,12 +474,27 @@ def renew(
                 f"{format_quantity('runtime', row.max)} per request",
                 field="runtime",
             )
-    found_id = found.id
+    return found, seconds
+
+
+def renew(
+    caller: AuthContext,
+    reservation_id: str,
+    seconds: int,
+    *,
+    session: Session,
+    now: datetime | None = None,
+    log: Sequence[Base] = (),
+) -> Reservation:
+    """Work still running (checked by `renewable`): it expires `seconds` from now, keeping
+    its quota; `log` (the renewal's policy decisions) commits with it. 409 when the decision
+    ended meanwhile."""
+    moment = now or utc_now()
     session.rollback()
     result = session.execute(
         update(Reservation)
         .where(
-            Reservation.id == found_id,
+            Reservation.id == reservation_id,
             Reservation.tenant_id == caller.tenant_id,
             Reservation.status == "active",
             Reservation.expires_at > moment,
@@ -490,11 +505,12 @@ def renew(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         raise ConflictError(
-            f"decision {found_id} ended while being renewed; ask for a new decision",
+            f"decision {reservation_id} ended while being renewed; ask for a new decision",
             field="decision_id",
         )
+    session.add_all(log)
     session.commit()
-    return get_reservation(caller, found_id, session=session)
+    return get_reservation(caller, reservation_id, session=session)
 
 
 def expire_reservations(

@@ -480,20 +480,36 @@ def release_decision(decision_id: str, caller: Ingester, session: SessionDep) ->
     "/v1/decisions/{decision_id}/renew",
     response_model=ReservationOut,
     summary="The work still runs: it expires runtime from now, keeping its quota",
-    responses=error_responses(409),  # released or expired already
+    description="A renewal asks a budget halt in force and the admission policies again, with "
+    "the resources the work holds (a throttle does not stop running work); the quota is held "
+    "already. Refused, the work keeps its current `expires_at`.",
+    responses={
+        **error_responses(409),
+        409: {
+            "model": ErrorBody,
+            "description": "Released or expired already, or refused now by a halt or an "
+            "admission policy (the message names each reason).",
+        },
+    },
 )
 def renew_decision(
     decision_id: Annotated[
         str, Path(description="The decision's id (or 8+ of its first characters).")
     ],
     caller: Ingester,
+    runtime: RuntimeDep,
     session: SessionDep,
     body: DecisionRenewIn | None = None,
 ) -> ReservationOut:
-    runtime = body.runtime if body is not None else None
-    return ReservationOut.model_validate(
-        quotas.renew(caller, decision_id, runtime, session=session)
+    renewed = decisions.renew_decision(
+        caller,
+        decision_id,
+        body.runtime if body is not None else None,
+        gate=guardrail_gate(runtime),
+        session=session,
+        policies=policy_cache(runtime),
     )
+    return ReservationOut.model_validate(renewed)
 
 
 @router.post(
