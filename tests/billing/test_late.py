@@ -3,12 +3,14 @@ document, with the adjustment due; the alert the late-usage watch raises for eac
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from quartermaster.billing.sources import pipeline_catch_up
+from quartermaster.errors import QMError
 from quartermaster.guardrails import late_usage as late_watch
 from quartermaster.guardrails.late_usage import LateUsageWatch
 from tests.billing.conftest import preview_calculator
@@ -220,3 +222,41 @@ def test_between_full_passes_the_watch_checks_only_runs_whose_period_received_us
     watch.run_once()
     assert checked == [run["id"]] * 3
     assert len(_late_alerts(platform)) == 1
+
+
+def test_a_run_whose_check_fails_is_logged_once_until_the_reason_changes(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = _finalized_run(platform)
+    watch = _watch(platform)
+    failure: list[Exception] = [QMError("the price book is gone")]
+    real = late_watch.late_usage_of
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if failure:
+            raise failure[0]
+        return real(*args, **kwargs)
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if run["id"] in r.getMessage()]
+
+    monkeypatch.setattr(late_watch, "late_usage_of", failing)
+    caplog.set_level(logging.WARNING, logger="quartermaster.guardrails")
+    for _ in range(3):
+        watch.last_full = None  # a full pass each time: the run is checked every time
+        watch.run_once()
+    assert logged() == [
+        f"late usage of run {run['id']} not checked: the price book is gone "
+        "(logged again when this changes)"
+    ]
+    assert caplog.records[-1].exc_info is None  # a named failure: one line, no traceback
+    failure[0] = RuntimeError("disk on fire")
+    watch.last_full = None
+    watch.run_once()
+    assert logged()[-1].endswith("RuntimeError: disk on fire (logged again when this changes)")
+    assert caplog.records[-1].exc_info is not None  # unexpected: with its traceback
+    failure.clear()
+    watch.last_full = None
+    watch.run_once()
+    assert logged()[-1] == f"late usage of run {run['id']} is checked again"
+    assert len(logged()) == 3
