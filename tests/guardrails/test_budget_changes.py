@@ -144,6 +144,34 @@ def test_a_lift_lasts_until_the_budget_changes_then_the_new_limit_is_enforced(
     assert ok(client.get("/v1/enforcements", headers=world.headers))[0]["hard_limit"] == "20"
 
 
+def test_a_default_cap_lifted_for_an_app_binds_again_at_a_changed_amount(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    staging = "staging-app"
+    app = {"app_id": staging, "owner": "o", "team": world.team, "cost_center": "default"}
+    ok(client.post("/v1/apps", json={**app, "environment": "staging"}, headers=world.headers), 201)
+    cap = {"applies_to": "non_production", "amount": "5", "action": "throttle"}
+    made = ok(client.put("/v1/default-caps", json=cap, headers=world.headers))
+    spend = FixedSpend()
+    spend.set("app", staging, "6")
+    label = f"default-cap:non_production:{staging}"
+    assert _evaluate(runtime, world, spend).enforcements == [label]
+    (first,) = ok(client.get("/v1/enforcements", headers=world.headers))
+    assert first["hard_limit"] == "5"
+    ok(client.post(f"/v1/enforcements/{first['id']}/lift", headers=world.headers))
+    spend.set("app", staging, "20")
+    assert _evaluate(runtime, world, spend) == Evaluation()  # the same cap: stays lifted
+    ok(client.put("/v1/default-caps", json={**cap, "amount": "15"}, headers=world.headers))
+    again = _evaluate(runtime, world, spend)
+    assert again.enforcements == [label]
+    assert again.alerts == [f"cap:{made['id']}:{staging}:2026-12:15"]
+    second = ok(client.get("/v1/enforcements", headers=world.headers))[0]
+    assert (second["hard_limit"], second["lifted_at"]) == ("15", None)
+    assert "again (the cap changed after the last one was lifted)" in second["reason"]
+    assert _evaluate(runtime, world, spend) == Evaluation()
+
+
 def test_a_budget_changed_while_throttled_keeps_one_enforcement_in_force(
     client: TestClient, runtime: Runtime, tenant: TenantHandle
 ) -> None:

@@ -13,7 +13,7 @@ ephemeral preview outside production) is held to each.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -34,10 +34,19 @@ from quartermaster.guardrails.budgets import (
     amount_currency,
     budget_period,
     check_limit_amount,
+    hard_limit_of,
     period_label,
 )
 from quartermaster.guardrails.common import ScopeKind, record_action
-from quartermaster.guardrails.crossings import ActionDraft, AlertDraft, Crossing
+from quartermaster.guardrails.crossings import (
+    ActionDraft,
+    AlertDraft,
+    Crossing,
+    Lift,
+    LiftOwner,
+    lifted_in,
+    rearmed,
+)
 from quartermaster.guardrails.models import Budget, DefaultCap
 from quartermaster.guardrails.spend import ScopeSpend
 from quartermaster.storage.base import new_id
@@ -164,10 +173,12 @@ def cap_crossings(
     *,
     spend_of: Callable[[Period], ScopeSpend],
     session: Session,
+    lifts: Mapping[LiftOwner, Sequence[Lift]] | None = None,
 ) -> list[Crossing]:
     """What the tenant's caps call for now: for every capped app at or over its cap, a
     critical alert and an enforcement (computed only; the evaluator writes what is new).
-    `session` only reads (a read-only one in a pass)."""
+    `lifts`: the lifted enforcements (`crossings.lifted_limits`): an app lifted at another
+    amount is capped again. `session` only reads (a read-only one in a pass)."""
     found: list[Crossing] = []
     for cap in list_default_caps(tenant_id, session=session):
         apps = capped_apps(tenant_id, cap.applies_to, session=session)
@@ -179,11 +190,14 @@ def cap_crossings(
         if cap.amount_currency not in (None, spent.currency):
             found.append(_cap_not_compared(cap, period, name, spent.currency))
             continue
+        limit = hard_limit_of(cap.amount, 100)
         for app in apps:
             amount = spent.of(ScopeKind.APP, app)
             if amount < cap.amount:
                 continue
-            found += _enforce(cap, app, period, name, amount, spent.currency)
+            lifted = lifted_in((lifts or {}).get(("", cap.id, app), []), period)
+            again = rearmed(lifted, limit)
+            found += _enforce(cap, app, period, name, amount, spent.currency, limit, again)
     return found
 
 
@@ -218,22 +232,34 @@ def _cap_not_compared(cap: DefaultCap, period: Period, name: str, currency: str)
 
 
 def _enforce(
-    cap: DefaultCap, app: str, period: Period, name: str, amount: Decimal, currency: str
+    cap: DefaultCap,
+    app: str,
+    period: Period,
+    name: str,
+    amount: Decimal,
+    currency: str,
+    limit: Decimal,
+    rearmed: bool,
 ) -> list[Crossing]:
+    """The app's critical alert and enforcement; once a lifted enforcement's amount has
+    changed (`rearmed`), the alert is keyed by the new amount."""
     stamp = period.start.isoformat()
     label = TARGET_LABEL[CapTarget(cap.applies_to)]
     verb = ACTION_EFFECT[BudgetAction(cap.action)]
+    again = " again (the cap changed after the last one was lifted)" if rearmed else ""
     reason = (
         f"app {app!r} spent {_money(amount, currency)} this {cap.period}, at or over the "
         f"tenant's default hard cap for {label} ({_money(cap.amount, currency)}; the app has "
-        f"no budget of its own): {verb} until {moment_text(period.end)}"
+        f"no budget of its own): {verb} until {moment_text(period.end)}{again}"
     )
+    key = f"cap:{cap.id}:{app}:{name}"
     alert = AlertDraft(
         kind="default_cap",
         severity=Severity.CRITICAL,
-        dedup_key=f"cap:{cap.id}:{app}:{name}",
-        aliases=(f"cap:{cap.id}:{app}:{stamp}",),
-        title=f"App {app}: default cap for {label} reached ({cap.action})",
+        dedup_key=f"{key}:{plain_text(limit)}" if rearmed else key,
+        aliases=() if rearmed else (f"cap:{cap.id}:{app}:{stamp}",),
+        title=f"App {app}: default cap for {label} reached{' again' if rearmed else ''} "
+        f"({cap.action})",
         message=reason,
         details={
             "app": app,
@@ -256,6 +282,7 @@ def _enforce(
         "action": cap.action,
         "period_start": period.start,
         "ends_at": period.end,
+        "hard_limit": limit,
         "reason": reason,
         "created_at": utc_now(),
     }
@@ -271,7 +298,7 @@ def _enforce(
         Crossing(
             cap.tenant_id,
             enforcement=enforcement,
-            unique=("cap_id", "scope", "period_start"),
+            unique=("cap_id", "scope", "period_start", "hard_limit"),
             action=action,
             label=f"default-cap:{cap.applies_to}:{app}",
         ),

@@ -22,11 +22,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.timeutil import Period
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import insert_once, record_action
 from quartermaster.guardrails.models import Alert, Enforcement
@@ -93,6 +96,48 @@ def _enforcement_key(values: dict[str, Any], unique: tuple[str, ...]) -> tuple[A
 def _period_midpoint(values: dict[str, Any]) -> Any:
     start, end = values["period_start"], values["ends_at"]
     return start + (end - start) / 2
+
+
+# A lifted enforcement's owner: (budget id, cap id, scope), "" for the id it does not have.
+LiftOwner = tuple[str, str, str]
+Lift = tuple[datetime, datetime, Decimal | None]  # its period, and the hard limit lifted
+
+
+def lifted_limits(
+    tenant_id: str, moment: datetime, *, session: Session
+) -> dict[LiftOwner, list[Lift]]:
+    """The tenant's lifted enforcements whose period has not ended at `moment`, by owner."""
+    rows = session.execute(
+        select(
+            Enforcement.budget_id,
+            Enforcement.cap_id,
+            Enforcement.scope,
+            Enforcement.period_start,
+            Enforcement.ends_at,
+            Enforcement.hard_limit,
+        ).where(
+            Enforcement.tenant_id == tenant_id,
+            Enforcement.lifted_at.is_not(None),
+            Enforcement.ends_at > moment,
+        )
+    )
+    found: dict[LiftOwner, list[Lift]] = {}
+    for budget_id, cap_id, scope, start, end, limit in rows:
+        owner = (budget_id or "", cap_id or "", scope)
+        found.setdefault(owner, []).append((start, end, limit))
+    return found
+
+
+def lifted_in(lifts: Sequence[Lift], period: Period) -> list[Decimal | None]:
+    """The hard limits lifted in `period` (a lift whose period holds its middle). Pure."""
+    middle = period.start + (period.end - period.start) / 2
+    return [limit for start, end, limit in lifts if start <= middle < end]
+
+
+def rearmed(lifted: Sequence[Decimal | None], limit: Decimal) -> bool:
+    """Whether an owner lifted this period is enforced again at `limit`: only at a limit
+    none of its lifts had (a lift recorded without one lasts the period). Pure."""
+    return bool(lifted) and None not in lifted and limit not in lifted
 
 
 def _forestalls(row: dict[str, Any], values: dict[str, Any], unique: tuple[str, ...]) -> bool:

@@ -40,9 +40,12 @@ from quartermaster.guardrails.crossings import (
     AlertDraft,
     Crossing,
     fire_all,
+    lifted_in,
+    lifted_limits,
     not_yet_fired,
+    rearmed,
 )
-from quartermaster.guardrails.models import Budget, DefaultCap, Enforcement
+from quartermaster.guardrails.models import Budget, DefaultCap
 from quartermaster.guardrails.spend import ScopeSpend, SpendSource
 from quartermaster.storage.base import new_id
 from quartermaster.tenancy.models import Tenant
@@ -111,40 +114,15 @@ def plan_tenant(
             by_period[period] = spend.spend(tenant_id, period, session=session)
         return by_period[period]
 
-    lifts = _lifted_limits(tenant_id, moment, session=session)
+    lifts = lifted_limits(tenant_id, moment, session=session)
     found: list[Crossing] = []
     for budget in budgets:
         period = budget_period(budget.period, moment, zone)
         label = period_label(budget.period, period, zone)
-        middle = period.start + (period.end - period.start) / 2
-        lifted = [limit for start, end, limit in lifts.get(budget.id, ()) if start <= middle < end]
+        lifted = lifted_in(lifts.get((budget.id, "", budget.scope), []), period)
         found += budget_crossings(budget, period, spend_of(period), label=label, lifted=lifted)
-    found += cap_crossings(tenant_id, moment, zone, spend_of=spend_of, session=session)
+    found += cap_crossings(tenant_id, moment, zone, spend_of=spend_of, lifts=lifts, session=session)
     return not_yet_fired(tenant_id, found, session=session)
-
-
-def _lifted_limits(
-    tenant_id: str, moment: datetime, *, session: Session
-) -> dict[str, list[tuple[datetime, datetime, Decimal | None]]]:
-    """The tenant's lifted budget enforcements whose period has not ended at `moment`, by
-    budget: each one's period and the hard limit it was lifted at."""
-    rows = session.execute(
-        select(
-            Enforcement.budget_id,
-            Enforcement.period_start,
-            Enforcement.ends_at,
-            Enforcement.hard_limit,
-        ).where(
-            Enforcement.tenant_id == tenant_id,
-            Enforcement.budget_id.is_not(None),
-            Enforcement.lifted_at.is_not(None),
-            Enforcement.ends_at > moment,
-        )
-    )
-    found: dict[str, list[tuple[datetime, datetime, Decimal | None]]] = {}
-    for budget_id, start, end, limit in rows:
-        found.setdefault(str(budget_id), []).append((start, end, limit))
-    return found
 
 
 def budget_crossings(
@@ -201,15 +179,9 @@ def budget_crossings(
     if below_hard:
         return found
     limit = hard_limit_of(budget.amount, budget.hard_percent)
-    lifts = lifted or []
-    rearmed = (
-        budget.action != BudgetAction.NOTIFY
-        and bool(lifts)
-        and None not in lifts
-        and limit not in lifts
-    )
+    again = budget.action != BudgetAction.NOTIFY and rearmed(lifted or [], limit)
     hard = _hard_crossing(
-        budget, period, whose, spent_text, limit_text, base, label, limit=limit, rearmed=rearmed
+        budget, period, whose, spent_text, limit_text, base, label, limit=limit, rearmed=again
     )
     return found + hard
 

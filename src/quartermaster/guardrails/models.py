@@ -72,16 +72,16 @@ class DefaultCap(Base):
 
 class Enforcement(Base):
     """A throttle or halt in force on a scope until `ends_at` (the period's end) or until
-    lifted. One per budget, period and hard limit, or per default cap, app and period: the
-    hard crossing's unique key (a budget's rows have no cap, a cap's rows no budget). A
-    budget has at most one in force per period; after a lift, another starts only at a hard
-    limit other than the lifted one's (evaluator.py). Deleting the budget or cap ends it
-    (lifted) and keeps the row as history, its id set to NULL."""
+    lifted. One per budget, period and hard limit, or per default cap, app, period and hard
+    limit: the hard crossing's unique key (a budget's rows have no cap, a cap's rows no
+    budget). A budget or capped app has at most one in force per period; after a lift,
+    another starts only at a hard limit other than the lifted one's (crossings.py). Deleting
+    the budget or cap ends it (lifted) and keeps the row as history, its id set to NULL."""
 
     __tablename__ = "guardrail_enforcements"
     __table_args__ = (
         UniqueConstraint("budget_id", "period_start", "hard_limit"),
-        UniqueConstraint("cap_id", "scope", "period_start"),
+        UniqueConstraint("cap_id", "scope", "period_start", "hard_limit"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -98,9 +98,9 @@ class Enforcement(Base):
     period_start: Mapped[datetime] = mapped_column(UTCDateTime())
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(Text)
-    # A budget's: the spend it started at (amount x hard_percent, `budgets.hard_limit_of`),
-    # up to 67 characters (an amount under 10^56 at 1000 %). NULL for a default cap's, and
-    # for a budget's made before migration 0027g.
+    # The spend it started at (a budget's amount x hard_percent, a cap's amount:
+    # `budgets.hard_limit_of`), up to 67 characters (an amount under 10^56 at 1000 %). NULL
+    # for rows made before migration 0027g.
     hard_limit: Mapped[Decimal | None] = mapped_column(DecimalText(80), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

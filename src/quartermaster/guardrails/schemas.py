@@ -126,9 +126,9 @@ class EnforcementOut(_Out):
     period_start: datetime
     ends_at: datetime
     hard_limit: FixedDecimal | None = Field(
-        description="A budget's: the spend it started at (amount x hard_percent). After a "
-        "lift the budget is enforced again only at another hard limit. Null for a default "
-        "cap's, and for a budget's started before limits were recorded."
+        description="The spend it started at (a budget's amount x hard_percent, a default "
+        "cap's amount). After a lift the budget or capped app is enforced again only at "
+        "another hard limit. Null for an enforcement started before limits were recorded."
     )
     reason: str
     created_at: datetime
