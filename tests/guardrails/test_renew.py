@@ -198,3 +198,31 @@ def test_a_policy_sees_a_renewal_as_one(client: TestClient, tenant: TenantHandle
     refused = _renew(client, work, world.headers)
     assert refused.status_code == 409, refused.text
     assert f"no-renewals: decision {work['id']} may not renew" in refused.text
+
+
+def test_a_renewals_input_names_the_decision_and_when_it_was_admitted(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """The renewal's input, as the policy decision log digests it, is the one documented."""
+    world = build_world(client, tenant)
+    echo = (
+        "package qm.admission.echo\n\n"
+        "deny contains msg if {\n\tinput.renewal\n"
+        '\tmsg := sprintf("%s %s %v", [input.renewal.decision_id, input.renewal.admitted_at,'
+        " input.resources.runtime])\n}\n"
+    )
+    ok(
+        client.post("/v1/policies", json={"name": "echo", "source": echo}, headers=world.headers),
+        201,
+    )
+    work = _decision(client, world, world.headers, resources={"runtime": "5m"})
+    refused = client.post(
+        f"/v1/decisions/{work['id']}/renew", json={"runtime": "7m"}, headers=world.headers
+    )
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["error"]["message"]
+    admitted = ok(client.get(f"/v1/decisions/{work['id']}", headers=world.headers))["created_at"]
+    stamp = datetime.fromisoformat(admitted.replace("Z", "+00:00")).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    assert f"echo: {work['id']} {stamp} 420" in message

@@ -33,6 +33,7 @@ from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
 from quartermaster.guardrails.quotas import apply_limit_ranges, renew, renewable, reserve
 from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, member_view, scope_label
 from quartermaster.policy.engine import PolicyCache
+from quartermaster.policy.service import input_time
 from quartermaster.storage.base import Base
 from quartermaster.tenancy.models import Role, Team
 from quartermaster.tenancy.service import AuthContext
@@ -278,7 +279,7 @@ def renew_decision(
         "runtime": seconds,
     }
     request = WorkRequest(found.app, found.team, {"runtime": seconds}, found.essential)
-    renewal = {"decision_id": found.id, "admitted_at": found.created_at.isoformat()}
+    renewal = {"decision_id": found.id, "admitted_at": input_time(found.created_at)["time"]}
     verdict = _policies(
         caller, request, scopes, held, gate, policies, session=session, now=now, renewal=renewal
     )
