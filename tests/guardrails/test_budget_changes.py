@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,6 +50,18 @@ def _app_budget(client: TestClient, world: World, **fields: object) -> dict[str,
     }
     made: dict[str, object] = ok(client.post("/v1/budgets", json=body, headers=world.headers), 201)
     return made
+
+
+def _capped_staging_app(
+    client: TestClient, world: World
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A staging app and a throttling default cap of 5 for non-production apps: the app's
+    id, the cap as sent and as answered."""
+    staging = "staging-app"
+    app = {"app_id": staging, "owner": "o", "team": world.team, "cost_center": "default"}
+    ok(client.post("/v1/apps", json={**app, "environment": "staging"}, headers=world.headers), 201)
+    cap = {"applies_to": "non_production", "amount": "5", "action": "throttle"}
+    return staging, cap, ok(client.put("/v1/default-caps", json=cap, headers=world.headers))
 
 
 def _actions(client: TestClient, world: World, action: str) -> list[dict[str, str]]:
@@ -148,11 +161,7 @@ def test_a_default_cap_lifted_for_an_app_binds_again_at_a_changed_amount(
     client: TestClient, runtime: Runtime, tenant: TenantHandle
 ) -> None:
     world = build_world(client, tenant)
-    staging = "staging-app"
-    app = {"app_id": staging, "owner": "o", "team": world.team, "cost_center": "default"}
-    ok(client.post("/v1/apps", json={**app, "environment": "staging"}, headers=world.headers), 201)
-    cap = {"applies_to": "non_production", "amount": "5", "action": "throttle"}
-    made = ok(client.put("/v1/default-caps", json=cap, headers=world.headers))
+    staging, cap, made = _capped_staging_app(client, world)
     spend = FixedSpend()
     spend.set("app", staging, "6")
     label = f"default-cap:non_production:{staging}"
@@ -267,11 +276,7 @@ def test_deleting_a_default_cap_ends_its_enforcement_as_history_and_logs_it(
     client: TestClient, runtime: Runtime, tenant: TenantHandle
 ) -> None:
     world = build_world(client, tenant)
-    staging = "staging-app"
-    app = {"app_id": staging, "owner": "o", "team": world.team, "cost_center": "default"}
-    ok(client.post("/v1/apps", json={**app, "environment": "staging"}, headers=world.headers), 201)
-    body = {"applies_to": "non_production", "amount": "5", "action": "throttle"}
-    ok(client.put("/v1/default-caps", json=body, headers=world.headers))
+    staging, _, _ = _capped_staging_app(client, world)
     spend = FixedSpend()
     spend.set("app", staging, "6")
     assert _evaluate(runtime, world, spend).enforcements == [

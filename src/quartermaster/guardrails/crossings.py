@@ -101,6 +101,15 @@ def _period_midpoint(values: dict[str, Any]) -> Any:
 # A lifted enforcement's owner: (budget id, cap id, scope), "" for the id it does not have.
 LiftOwner = tuple[str, str, str]
 Lift = tuple[datetime, datetime, Decimal | None]  # its period, and the hard limit lifted
+# What decides whether a recorded enforcement keeps another from starting (`_forestalls`).
+_OWNER_PERIOD_LIMIT = (
+    Enforcement.budget_id,
+    Enforcement.cap_id,
+    Enforcement.scope,
+    Enforcement.period_start,
+    Enforcement.ends_at,
+    Enforcement.hard_limit,
+)
 
 
 def lifted_limits(
@@ -108,14 +117,7 @@ def lifted_limits(
 ) -> dict[LiftOwner, list[Lift]]:
     """The tenant's lifted enforcements whose period has not ended at `moment`, by owner."""
     rows = session.execute(
-        select(
-            Enforcement.budget_id,
-            Enforcement.cap_id,
-            Enforcement.scope,
-            Enforcement.period_start,
-            Enforcement.ends_at,
-            Enforcement.hard_limit,
-        ).where(
+        select(*_OWNER_PERIOD_LIMIT).where(
             Enforcement.tenant_id == tenant_id,
             Enforcement.lifted_at.is_not(None),
             Enforcement.ends_at > moment,
@@ -173,15 +175,7 @@ def _recorded_enforcements(
     for column, ids in ((Enforcement.budget_id, budgets), (Enforcement.cap_id, caps)):
         for chunk in _chunks(ids):
             rows = session.execute(
-                select(
-                    Enforcement.budget_id,
-                    Enforcement.cap_id,
-                    Enforcement.scope,
-                    Enforcement.period_start,
-                    Enforcement.ends_at,
-                    Enforcement.hard_limit,
-                    Enforcement.lifted_at,
-                ).where(
+                select(*_OWNER_PERIOD_LIMIT, Enforcement.lifted_at).where(
                     Enforcement.tenant_id == tenant_id,
                     column.in_(chunk),
                     Enforcement.ends_at > earliest,

@@ -150,6 +150,25 @@ def decide(
                 True, res.id, [], effective, res.expires_at, team, request.app, verdict.audit_only
             )
         found.extend(("quota", figures) for figures in admission.reasons)
+    _log_denial(
+        caller, kind, scope, f"decision:{caller.principal_name}", "", found, verdict, session
+    )
+    reasons = [Reason(name, figures.for_caller(caller, view)) for name, figures in found]
+    return Decision(False, None, reasons, effective, None, team, request.app, verdict.audit_only)
+
+
+def _log_denial(
+    caller: AuthContext,
+    kind: str,
+    scope: str,
+    subject: str,
+    prefix: str,
+    reasons: list[tuple[str, Figures]],
+    verdict: AdmissionVerdict,
+    session: Session,
+) -> None:
+    """Commit a refusal: its action-log entry (`deny`, every reason with its amounts) and
+    the policies' decisions."""
     session.add_all(verdict.decisions)
     record_action(
         session,
@@ -157,12 +176,10 @@ def decide(
         action="deny",
         scope_kind=kind,
         scope=scope,
-        subject=f"decision:{caller.principal_name}",
-        reason="; ".join(figures.for_log(kind) for _, figures in found),
+        subject=subject,
+        reason=prefix + "; ".join(figures.for_log(kind) for _, figures in reasons),
     )
     session.commit()
-    reasons = [Reason(name, figures.for_caller(caller, view)) for name, figures in found]
-    return Decision(False, None, reasons, effective, None, team, request.app, verdict.audit_only)
 
 
 def _log_scope(app: str | None, team: str | None) -> tuple[str, str]:
@@ -289,17 +306,8 @@ def renew_decision(
     if not refused:
         return renew(caller, found.id, seconds, session=session, now=now, log=verdict.decisions)
     kind, scope = _log_scope(found.app, found.team)
-    session.add_all(verdict.decisions)
-    record_action(
-        session,
-        tenant_id=caller.tenant_id,
-        action="deny",
-        scope_kind=kind,
-        scope=scope,
-        subject=f"decision:{found.id}",
-        reason="renewal refused: " + "; ".join(f.for_log(kind) for _, f in refused),
-    )
-    session.commit()
+    subject = f"decision:{found.id}"
+    _log_denial(caller, kind, scope, subject, "renewal refused: ", refused, verdict, session)
     view = member_view(caller, session=session)
     said = "; ".join(f"{name}: {figures.for_caller(caller, view)}" for name, figures in refused)
     raise ConflictError(
