@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,9 @@ class Measurement:
     seconds: float
     latencies: list[float]
     server_cpu_seconds: float = 0.0
+    # Each process's own CPU seconds: the server's ("server") and its children's ("child
+    # <pid>": the validation workers).
+    process_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -71,6 +74,10 @@ class Measurement:
     @property
     def events_per_server_cpu_second(self) -> float:
         return self.events / self.server_cpu_seconds if self.server_cpu_seconds else 0.0
+
+    def busy(self) -> dict[str, float]:
+        """Each process's CPU seconds per wall second: how much of a core it kept busy."""
+        return {name: cpu / self.seconds for name, cpu in self.process_cpu.items()}
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -224,8 +231,13 @@ def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its live child processes (the validation
     workers) from Linux /proc, to report figures that other load on the machine does not
     distort."""
+    return sum(process_tree_cpu(pid).values())
+
+
+def process_tree_cpu(pid: int) -> dict[int, float]:
+    """Each live process's own user + system CPU seconds: `pid` and its descendants."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    found = {pid: (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             children = (task / "children").read_text().split()
@@ -233,10 +245,10 @@ def process_cpu_seconds(pid: int) -> float:
             continue  # the thread ended
         for child in children:
             try:
-                total += process_cpu_seconds(int(child))
+                found.update(process_tree_cpu(int(child)))
             except OSError:
                 continue  # the child ended
-    return total
+    return found
 
 
 def measure(
@@ -248,13 +260,22 @@ def measure(
     expect: int,
     route: str,
 ) -> Measurement:
-    cpu_before = process_cpu_seconds(server.pid)
+    before = process_tree_cpu(server.pid)
     measured = asyncio.run(
         drive(port, requests, connections=connections, expect=expect, route=route)
     )
-    cpu = process_cpu_seconds(server.pid) - cpu_before
+    after = process_tree_cpu(server.pid)
+    # A process that started or ended meanwhile counts what it used while it was seen.
+    used = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
+    names = {pid: "server" if pid == server.pid else f"child {pid}" for pid in used}
     return Measurement(
-        measured.route, measured.batches, measured.events, measured.seconds, measured.latencies, cpu
+        measured.route,
+        measured.batches,
+        measured.events,
+        measured.seconds,
+        measured.latencies,
+        sum(used.values()),
+        {names[pid]: cpu for pid, cpu in sorted(used.items(), key=lambda item: item[0])},
     )
 
 
@@ -359,6 +380,14 @@ def report(
     console.print(
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs "
         "(other work on the machine slows both routes; the CPU columns are the server's own)"
+    )
+    busy = ingest.busy()
+    # (the pool's resource tracker is a child too, idle)
+    shares = ", ".join(f"{name} {share:.2f}" for name, share in busy.items() if share >= 0.01)
+    console.print(
+        f"{ingest.route}: each server process's CPU seconds per wall second: {shares} "
+        f"({sum(busy.values()):.2f} of {os.cpu_count()} CPUs; a child is a "
+        "validation worker). Below 1 each, the pipeline leaves a core idle."
     )
     ratio = ingest.events_per_second / floor.events_per_second
     meets_rate = ingest.events_per_second >= TARGET_EVENTS_PER_SECOND
