@@ -8,7 +8,7 @@ generated and signed before the clock starts, and sent as prebuilt HTTP/1.1 requ
 several keep-alive connections, so the client costs next to nothing; both measurements use the
 same bodies and connections.
 
-    python -m bench.ingest [--batches 150] [--connections 4] [--database-url URL]
+    python -m bench.ingest [--batches 150] [--connections 4] [--rounds 3] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -426,8 +427,84 @@ def report_bound(bound: IrreducibleCost, *, floor_us: float, console: Console) -
     )
 
 
+def measure_rounds(
+    server: subprocess.Popen[bytes],
+    port: int,
+    requests: list[bytes],
+    floor_requests: list[bytes],
+    *,
+    rounds: int,
+    connections: int,
+) -> list[tuple[Measurement, Measurement]]:
+    """The ingest requests and the floor's in `rounds` slices, each ingest slice followed by
+    its floor slice: a machine whose speed drifts during the run (it does, by up to half,
+    docs/performance.md) moves both measurements of a round alike, so each round's ratio
+    is one taken at one speed."""
+    pairs = []
+    for index in range(rounds):
+        ingest = measure(
+            server,
+            port,
+            requests[index::rounds],
+            connections=connections,
+            expect=200,
+            route="POST /v1/events",
+        )
+        floor = measure(
+            server,
+            port,
+            floor_requests[index::rounds],
+            connections=connections,
+            expect=202,
+            route="POST /v1/_bench/parse (floor)",
+        )
+        pairs.append((ingest, floor))
+    return pairs
+
+
+def combined(parts: list[Measurement]) -> Measurement:
+    """One route's rounds as one measurement: their events over their summed seconds."""
+    cpu: dict[str, float] = {}
+    for part in parts:
+        for name, seconds in part.process_cpu.items():
+            cpu[name] = cpu.get(name, 0.0) + seconds
+    return Measurement(
+        parts[0].route,
+        sum(p.batches for p in parts),
+        sum(p.events for p in parts),
+        sum(p.seconds for p in parts),
+        [latency for p in parts for latency in p.latencies],
+        sum(p.server_cpu_seconds for p in parts),
+        cpu,
+    )
+
+
+def report_rounds(pairs: list[tuple[Measurement, Measurement]], *, console: Console) -> None:
+    """Each round's ingest and floor rates and their ratio, and the median ratio."""
+    table = Table(title="Rounds: each ingest slice, then its floor slice")
+    for column in ("round", "ingest events/s", "floor events/s", "ratio"):
+        table.add_column(column, justify="right")
+    ratios = []
+    for number, (ingest, floor) in enumerate(pairs, start=1):
+        ratio = ingest.events_per_second / floor.events_per_second
+        ratios.append(ratio)
+        table.add_row(
+            str(number),
+            f"{ingest.events_per_second:,.0f}",
+            f"{floor.events_per_second:,.0f}",
+            f"{ratio:.3f}",
+        )
+    console.print(table)
+    console.print(f"median ratio of the rounds: {statistics.median(ratios):.3f}")
+
+
 def run(
-    *, batches: int, floor_batches: int, connections: int, database_url: str | None
+    *,
+    batches: int,
+    floor_batches: int,
+    connections: int,
+    database_url: str | None,
+    rounds: int = 3,
 ) -> tuple[Measurement, Measurement]:
     with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), database_url=database_url)
@@ -456,21 +533,13 @@ def run(
                 asyncio.run(
                     drive(port, floor_requests[:warmup], connections=2, expect=202, route="w")
                 )
-                ingest = measure(
+                pairs = measure_rounds(
                     server,
                     port,
                     requests[warmup:],
-                    connections=connections,
-                    expect=200,
-                    route="POST /v1/events",
-                )
-                floor = measure(
-                    server,
-                    port,
                     floor_requests,
+                    rounds=rounds,
                     connections=connections,
-                    expect=202,
-                    route="POST /v1/_bench/parse (floor)",
                 )
             finally:
                 server.terminate()
@@ -486,7 +555,15 @@ def run(
                 secret=apps[0].secret,
                 work_dir=Path(tmp),
             )
-            report(ingest, floor, backend=backend, stored=stored, bound=bound)
+            ingest = combined([i for i, _ in pairs])
+            floor = combined([f for _, f in pairs])
+            wide = Console(width=max(Console().width, 150))
+            report(ingest, floor, backend=backend, stored=stored)
+            if len(pairs) > 1:
+                report_rounds(pairs, console=wide)
+            if floor.server_cpu_seconds:
+                floor_us = 1e6 / floor.events_per_server_cpu_second
+                report_bound(bound, floor_us=floor_us, console=wide)
             return ingest, floor
         finally:
             runtime.close()
@@ -497,6 +574,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=150, help="measured ingest batches")
     parser.add_argument("--floor-batches", type=int, default=600, help="measured floor batches")
     parser.add_argument("--connections", type=int, default=4, help="concurrent connections")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="ingest/floor pairs the batches are split into"
+    )
     parser.add_argument("--database-url", default=os.environ.get("QM_BENCH_DATABASE_URL"))
     args = parser.parse_args(argv)
     run(
@@ -504,6 +584,7 @@ def main(argv: list[str] | None = None) -> None:
         floor_batches=args.floor_batches,
         connections=args.connections,
         database_url=args.database_url,
+        rounds=max(1, args.rounds),
     )
 
 
