@@ -226,3 +226,31 @@ def test_a_renewals_input_names_the_decision_and_when_it_was_admitted(
         "%Y-%m-%dT%H:%M:%S.%fZ"
     )
     assert f"echo: {work['id']} {stamp} 420" in message
+
+
+def test_an_apps_work_renews_under_the_team_the_app_has_now(
+    client: TestClient, runtime: Runtime, tenant: TenantHandle
+) -> None:
+    """An app moved to another team since its work was admitted: the renewal goes on under
+    the new team, whose halt stops it (the old team's does not)."""
+    world = build_world(client, tenant)
+    other = build_world(client, tenant)
+    work = _decision(client, world, world.headers, resources={"runtime": "10m"})
+    moved = {"team": other.team}
+    ok(client.patch(f"/v1/apps/{world.app}", json=moved, headers=world.headers))
+    assert ok(_renew(client, work, world.headers))["status"] == "active"
+    budget(client, world, name="old-team", scope_kind="team", scope=world.team, action="halt")
+    budget(client, world, name="new-team", scope_kind="team", scope=other.team, action="halt")
+    spend = FixedSpend()
+    spend.set("team", world.team, "101")
+    with runtime.session_factory() as session:
+        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
+    guardrail_gate(runtime).invalidate()
+    assert ok(_renew(client, work, world.headers))["status"] == "active"  # not its team now
+    spend.set("team", other.team, "101")
+    with runtime.session_factory() as session:
+        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
+    guardrail_gate(runtime).invalidate()
+    refused = _renew(client, work, world.headers)
+    assert refused.status_code == 409, refused.text
+    assert "new-team" in refused.json()["error"]["message"]

@@ -282,7 +282,9 @@ def renew_decision(
     409 names every reason, the work keeps its current expiry, and the refusal is logged
     (action log `deny`, the policies' decisions)."""
     found, seconds = renewable(caller, decision_id, runtime, session=session, now=now)
-    scopes = scopes_of(caller.tenant_id, app=found.app, team=found.team, session=session)
+    # An app's work belongs to the app's team now: the app may have moved since admission.
+    team = None if found.app is not None else found.team
+    scopes = scopes_of(caller.tenant_id, app=found.app, team=team, session=session)
     refused: list[tuple[str, Figures]] = []
     halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
     essential = found.essential and caller.role is Role.ADMIN
@@ -295,7 +297,7 @@ def renew_decision(
         "concurrency": found.concurrency,
         "runtime": seconds,
     }
-    request = WorkRequest(found.app, found.team, {"runtime": seconds}, found.essential)
+    request = WorkRequest(found.app, team, {"runtime": seconds}, found.essential)
     renewal = {"decision_id": found.id, "admitted_at": input_time(found.created_at)["time"]}
     verdict = _policies(
         caller, request, scopes, held, gate, policies, session=session, now=now, renewal=renewal
