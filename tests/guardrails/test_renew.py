@@ -232,13 +232,20 @@ def test_an_apps_work_renews_under_the_team_the_app_has_now(
     client: TestClient, runtime: Runtime, tenant: TenantHandle
 ) -> None:
     """An app moved to another team since its work was admitted: the renewal goes on under
-    the new team, whose halt stops it (the old team's does not)."""
+    the new team, whose limit ranges and halt hold it (the old team's do not)."""
     world = build_world(client, tenant)
     other = build_world(client, tenant)
     work = _decision(client, world, world.headers, resources={"runtime": "10m"})
     moved = {"team": other.team}
     ok(client.patch(f"/v1/apps/{world.app}", json=moved, headers=world.headers))
     assert ok(_renew(client, work, world.headers))["status"] == "active"
+    # The new team's limit ranges hold its runtime.
+    limit = {"scope_kind": "team", "scope": other.team, "resource": "runtime", "max": "10m"}
+    ok(client.put("/v1/limit-ranges", json=limit, headers=world.headers))
+    path = f"/v1/decisions/{work['id']}/renew"
+    over = client.post(path, json={"runtime": "20m"}, headers=world.headers)
+    assert over.status_code == 422, over.text
+    assert f"limit range of team '{other.team}'" in over.json()["error"]["message"]
     budget(client, world, name="old-team", scope_kind="team", scope=world.team, action="halt")
     budget(client, world, name="new-team", scope_kind="team", scope=other.team, action="halt")
     spend = FixedSpend()

@@ -30,7 +30,13 @@ from quartermaster.guardrails.common import ScopeKind, record_action
 from quartermaster.guardrails.enforcement import ActiveEnforcement, GuardrailGate, scopes_of
 from quartermaster.guardrails.models import GuardrailAction, Reservation
 from quartermaster.guardrails.quantities import LIMIT_RESOURCES, parse_quantity
-from quartermaster.guardrails.quotas import apply_limit_ranges, renew, renewable, reserve
+from quartermaster.guardrails.quotas import (
+    apply_limit_ranges,
+    get_reservation,
+    renew,
+    renewable,
+    reserve,
+)
 from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, member_view, scope_label
 from quartermaster.policy.engine import PolicyCache
 from quartermaster.policy.service import input_time
@@ -281,10 +287,16 @@ def renew_decision(
     keeping its quota, unless a halt in force or an admission policy refuses it now: then a
     409 names every reason, the work keeps its current expiry, and the refusal is logged
     (action log `deny`, the policies' decisions)."""
-    found, seconds = renewable(caller, decision_id, runtime, session=session, now=now)
+    found = get_reservation(caller, decision_id, session=session)
     # An app's work belongs to the app's team now: the app may have moved since admission.
-    team = None if found.app is not None else found.team
-    scopes = scopes_of(caller.tenant_id, app=found.app, team=team, session=session)
+    scopes = scopes_of(
+        caller.tenant_id,
+        app=found.app,
+        team=None if found.app is not None else found.team,
+        session=session,
+    )
+    team = dict(scopes).get(ScopeKind.TEAM)
+    found, seconds = renewable(caller, found.id, runtime, session=session, now=now, team=team)
     refused: list[tuple[str, Figures]] = []
     halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
     essential = found.essential and caller.role is Role.ADMIN

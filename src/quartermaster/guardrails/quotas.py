@@ -443,11 +443,12 @@ def renewable(
     *,
     session: Session,
     now: datetime | None = None,
+    team: str | None = None,
 ) -> tuple[Reservation, int]:
     """The decision to renew and its new runtime in seconds (default: the runtime it was
     admitted with). Only active work before its expiry (409 after, or once released);
-    `runtime` is at least 1 s and within the runtime max of the tenant's and its team's limit
-    ranges (422 on `runtime`)."""
+    `runtime` is at least 1 s and within the runtime max of the tenant's and the team's limit
+    ranges (422 on `runtime`): `team`'s, else the team the work was admitted for."""
     moment = now or utc_now()
     found = get_reservation(caller, reservation_id, session=session)
     if found.status != "active" or found.expires_at <= moment:
@@ -459,7 +460,7 @@ def renewable(
             field="decision_id",
         )
     seconds = found.runtime_seconds if runtime is None else parse_quantity("runtime", runtime)
-    spaces = _namespaces(found.team)
+    spaces = _namespaces(team if team is not None else found.team)
     for row in list_limit_ranges(caller.tenant_id, session=session):
         if (
             row.resource != "runtime"
