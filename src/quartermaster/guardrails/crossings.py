@@ -8,13 +8,14 @@ write lock from its first statement to its commit, and a pass that compared thou
 budgets inside one held every other writer of the server back for seconds.
 
 Each crossing is written with insert-once on its unique key (the alert's dedup key, the
-enforcement's (budget, period, hard limit) or (cap, app, period)) inside the write transaction, so a
-concurrent pass, or another server, that got there first makes it a no-op: an alert still
-fires exactly once per threshold per period. A period is the calendar month or day in the
-tenant's time zone: alert keys name it (`2026-12`), and an enforcement whose period holds
-the middle of the new one counts as its own, so a time-zone change (periods starting at
-other instants) re-fires nothing and re-starts no enforcement a lift ended. A budget whose
-enforcement was lifted is enforced again only at another hard limit (`_forestalls`).
+enforcement's (budget, period, hard limit) or (cap, app, period, hard limit)) inside the
+write transaction, so a concurrent pass, or another server, that got there first makes it
+a no-op: an alert still fires exactly once per threshold per period. A period is the
+calendar month or day in the tenant's time zone: alert keys name it (`2026-12`), and an
+enforcement whose period holds the middle of the new one counts as its own, so a time-zone
+change (periods starting at other instants) re-fires nothing and re-starts no enforcement a
+lift ended. A budget or capped app whose enforcement was lifted is enforced again only at
+another hard limit (`_forestalls`, `rearmed`).
 """
 
 from __future__ import annotations
@@ -146,17 +147,18 @@ def _forestalls(row: dict[str, Any], values: dict[str, Any], unique: tuple[str, 
     """`row` (an enforcement recorded) keeps `values` from starting: the same budget (or cap
     and app), a period holding the middle of the new one (a time-zone change moves a
     period's start and end by hours, never its middle out of the same month or day), and
-    either still in force or lifted at the same hard limit. A budget lifted at one limit is
-    enforced again at another (the budget was changed after the lift); a row with no limit
-    (a default cap's, or made before limits were recorded) keeps its lift for the period."""
+    either still in force or lifted at the same hard limit. A budget or app lifted at one
+    limit is enforced again at another (the budget or cap was changed after the lift); a row
+    made before limits were recorded keeps its lift for the period."""
     owner = [name for name in unique if name not in ("period_start", "hard_limit")]
     if any(row[name] != values.get(name) for name in owner):
         return False
     if not row["period_start"] <= _period_midpoint(values) < row["ends_at"]:
         return False
-    limit, wanted = row["hard_limit"], values.get("hard_limit")
-    rearmed = row["lifted_at"] is not None and None not in (limit, wanted) and limit != wanted
-    return not rearmed
+    if row["lifted_at"] is None or row["hard_limit"] is None:
+        return True
+    wanted = values.get("hard_limit")
+    return wanted is None or wanted == row["hard_limit"]
 
 
 def _recorded_enforcements(
