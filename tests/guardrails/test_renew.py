@@ -128,6 +128,13 @@ def _decision(client: TestClient, world: World, headers: dict[str, str], **body:
     return made
 
 
+def _evaluate(runtime: Runtime, world: World, spend: FixedSpend) -> None:
+    """An evaluation pass on `spend`, its enforcements in the gate at once."""
+    with runtime.session_factory() as session:
+        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
+    guardrail_gate(runtime).invalidate()
+
+
 def _renew(client: TestClient, decision: Any, headers: dict[str, str]) -> Any:
     return client.post(f"/v1/decisions/{decision['id']}/renew", headers=headers)
 
@@ -142,9 +149,7 @@ def test_a_halt_refuses_the_renewal_of_non_essential_work(
     budget(client, world, name="team-cap", scope_kind="team", scope=world.team, action="halt")
     spend = FixedSpend()
     spend.set("team", world.team, "101")
-    with runtime.session_factory() as session:
-        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
-    guardrail_gate(runtime).invalidate()
+    _evaluate(runtime, world, spend)
     refused = _renew(client, work, app_key)
     assert refused.status_code == 409, refused.text
     error = refused.json()["error"]
@@ -250,14 +255,10 @@ def test_an_apps_work_renews_under_the_team_the_app_has_now(
     budget(client, world, name="new-team", scope_kind="team", scope=other.team, action="halt")
     spend = FixedSpend()
     spend.set("team", world.team, "101")
-    with runtime.session_factory() as session:
-        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
-    guardrail_gate(runtime).invalidate()
+    _evaluate(runtime, world, spend)
     assert ok(_renew(client, work, world.headers))["status"] == "active"  # not its team now
     spend.set("team", other.team, "101")
-    with runtime.session_factory() as session:
-        evaluate_tenant(world.tenant.tenant_id, spend=spend, session=session)
-    guardrail_gate(runtime).invalidate()
+    _evaluate(runtime, world, spend)
     refused = _renew(client, work, world.headers)
     assert refused.status_code == 409, refused.text
     assert "new-team" in refused.json()["error"]["message"]
