@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
 
-from quartermaster.background import BackgroundService
+from quartermaster.background import BackgroundService, FailureLog
+from quartermaster.errors import QMError
 
 
 class _Counting(BackgroundService):
@@ -96,3 +98,31 @@ def test_wake_skips_the_interval() -> None:
     service.wake()
     _wait_for(lambda: service.calls >= 2, timeout=2)
     service.stop()
+
+
+def test_a_failure_log_logs_each_reason_once_and_the_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures: FailureLog[str] = FailureLog(
+        logging.getLogger("tests.failure_log"),
+        failing="item {} skipped",
+        recovered="item {} is back",
+    )
+    with caplog.at_level(logging.WARNING, logger="tests.failure_log"):
+        for _ in range(3):
+            failures.failed("a", QMError("no price book"))
+        boom = RuntimeError("boom")
+        failures.failed("a", boom)
+        failures.passed("a")
+        failures.passed("a")  # nothing was failing any more: nothing to say
+        failures.failed("b", QMError("gone"))
+        failures.keep({"a"})
+        failures.failed("b", QMError("gone"))  # forgotten, so logged again
+    said = [(r.getMessage(), bool(r.exc_info) and r.exc_info[1] is boom) for r in caplog.records]
+    assert said == [
+        ("item a skipped: no price book (logged again when this changes)", False),
+        ("item a skipped: RuntimeError: boom (logged again when this changes)", True),
+        ("item a is back", False),
+        ("item b skipped: gone (logged again when this changes)", False),
+        ("item b skipped: gone (logged again when this changes)", False),
+    ]

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Hashable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import QMError
 
 if TYPE_CHECKING:
     from quartermaster.runtime import Runtime
@@ -41,6 +42,43 @@ class ServiceStatus:
     last_error_at: datetime | None
     # The first success after the latest error (None while failing, or if it never failed).
     recovered_at: datetime | None = None
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass
+class FailureLog(Generic[K]):
+    """What a service skips because it fails (a tenant's budgets, a run's late usage), each
+    logged once and again only when the reason changes, then once when it passes again: a
+    service passes every few seconds or minutes, and logging each pass's failure (with a
+    traceback) buried the log. `failing` and `recovered` name the item (`{}`: `name(key)`);
+    a failure the service names (QMError) is one line, any other carries its traceback."""
+
+    logger: logging.Logger
+    failing: str  # e.g. "budgets of tenant {} not evaluated"
+    recovered: str  # e.g. "budgets of tenant {} are evaluated again"
+    name: Callable[[K], str] = str
+    reasons: dict[K, str] = field(default_factory=dict)  # key -> why, as last logged
+
+    def failed(self, key: K, exc: Exception) -> None:
+        why = exc.message if isinstance(exc, QMError) else f"{type(exc).__name__}: {exc}"
+        if self.reasons.get(key) == why:
+            return
+        self.reasons[key] = why
+        what = self.failing.format(self.name(key))
+        if isinstance(exc, QMError):
+            self.logger.warning("%s: %s (logged again when this changes)", what, why)
+        else:
+            self.logger.error("%s: %s (logged again when this changes)", what, why, exc_info=exc)
+
+    def passed(self, key: K) -> None:
+        if self.reasons.pop(key, None) is not None:
+            self.logger.warning(self.recovered.format(self.name(key)))
+
+    def keep(self, keys: Container[K]) -> None:
+        """Forget the items no longer looked at."""
+        self.reasons = {key: why for key, why in self.reasons.items() if key in keys}
 
 
 class BackgroundService(ABC):

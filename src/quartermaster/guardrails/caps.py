@@ -173,7 +173,7 @@ def cap_crossings(
     *,
     spend_of: Callable[[Period], ScopeSpend],
     session: Session,
-    lifts: Mapping[LiftOwner, Sequence[Lift]] | None = None,
+    lifts: Mapping[LiftOwner, Sequence[Lift]],
 ) -> list[Crossing]:
     """What the tenant's caps call for now: for every capped app at or over its cap, a
     critical alert and an enforcement (computed only; the evaluator writes what is new).
@@ -195,7 +195,7 @@ def cap_crossings(
             amount = spent.of(ScopeKind.APP, app)
             if amount < cap.amount:
                 continue
-            lifted = lifted_in((lifts or {}).get(("", cap.id, app), []), period)
+            lifted = lifted_in(lifts.get(("", cap.id, app), []), period)
             again = rearmed(lifted, limit)
             found += _enforce(cap, app, period, name, amount, spent.currency, limit, again)
     return found

@@ -34,7 +34,7 @@ from quartermaster.guardrails.quotas import (
     apply_limit_ranges,
     get_reservation,
     renew,
-    renewable,
+    renewal_seconds,
     reserve,
 )
 from quartermaster.guardrails.visibility import NOT_SHOWN, Figures, member_view, scope_label
@@ -296,7 +296,7 @@ def renew_decision(
         session=session,
     )
     team = dict(scopes).get(ScopeKind.TEAM)
-    found, seconds = renewable(caller, found.id, runtime, session=session, now=now, team=team)
+    seconds = renewal_seconds(caller, found, runtime, session=session, now=now, team=team)
     refused: list[tuple[str, Figures]] = []
     halt = gate.enforcement_on(caller.tenant_id, scopes, BudgetAction.HALT, session=session)
     essential = found.essential and caller.role is Role.ADMIN

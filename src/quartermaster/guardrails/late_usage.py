@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from quartermaster.background import BackgroundService
+from quartermaster.background import BackgroundService, FailureLog
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.late import LateUsage, late_usage_of, latest_documents
 from quartermaster.billing.models import BillingDocument
@@ -17,7 +17,6 @@ from quartermaster.billing.service import period_text
 from quartermaster.billing.sources import StoreCalculator, pipeline_progress
 from quartermaster.domain.money import plain_text
 from quartermaster.domain.timeutil import HOUR, utc_now
-from quartermaster.errors import QMError
 from quartermaster.guardrails.alerts import Severity, raise_alert
 from quartermaster.guardrails.common import ScopeKind
 from quartermaster.runtime import Runtime
@@ -82,8 +81,13 @@ class LateUsageWatch(BackgroundService):
         self.seen: dict[tuple[str, str], LateArrivals] = {}
         self.watermark: datetime | None = None  # when the previous pass started
         self.last_full: datetime | None = None
-        # (run, latest document) -> why its check failed, as last logged
-        self.failing: dict[tuple[str, str], str] = {}
+        # (run, latest document) whose check fails
+        self.failing: FailureLog[tuple[str, str]] = FailureLog(
+            logger,
+            failing="late usage of run {} not checked",
+            recovered="late usage of run {} is checked again",
+            name=lambda key: key[0],
+        )
 
     def _incremental_since(self, mark: datetime) -> datetime | None:
         """Where this pass looks for new usage from, or None for a full pass (the first,
@@ -118,16 +122,15 @@ class LateUsageWatch(BackgroundService):
                         seen=self.seen.get(key),
                     )
                 except Exception as exc:  # one run's failure, expected or not, skips only it
-                    self._note_failure(key, exc)
+                    self.failing.failed(key, exc)
                     continue
-                if self.failing.pop(key, None) is not None:
-                    logger.warning("late usage of run %s is checked again", run.id)
+                self.failing.passed(key)
                 if late is not None:
                     self.seen[key] = late.arrivals
                     if late.due is not None:
                         found.append(late)
         self.seen = {key: value for key, value in self.seen.items() if key in watched}
-        self.failing = {key: why for key, why in self.failing.items() if key in watched}
+        self.failing.keep(watched)
         self.watermark = mark
         if arrived is None:
             self.last_full = mark
@@ -147,20 +150,6 @@ class LateUsageWatch(BackgroundService):
                     )
                 session.commit()
         return False
-
-    def _note_failure(self, key: tuple[str, str], exc: Exception) -> None:
-        """A run whose check fails is logged once, and again only when the reason changes
-        (with its traceback when the failure was not one the service names): the watch
-        passes every few minutes, and it logged a traceback for the run each time."""
-        why = exc.message if isinstance(exc, QMError) else f"{type(exc).__name__}: {exc}"
-        if self.failing.get(key) == why:
-            return
-        self.failing[key] = why
-        message = "late usage of run %s not checked: %s (logged again when this changes)"
-        if isinstance(exc, QMError):
-            logger.warning(message, key[0], why)
-        else:
-            logger.exception(message, key[0], why)
 
 
 def _landed_in(

@@ -436,21 +436,21 @@ def release(caller: AuthContext, reservation_id: str, *, session: Session) -> Re
     return get_reservation(caller, found, session=session)
 
 
-def renewable(
+def renewal_seconds(
     caller: AuthContext,
-    reservation_id: str,
+    found: Reservation,
     runtime: str | int | None,
     *,
     session: Session,
     now: datetime | None = None,
     team: str | None = None,
-) -> tuple[Reservation, int]:
-    """The decision to renew and its new runtime in seconds (default: the runtime it was
-    admitted with). Only active work before its expiry (409 after, or once released);
-    `runtime` is at least 1 s and within the runtime max of the tenant's and the team's limit
-    ranges (422 on `runtime`): `team`'s, else the team the work was admitted for."""
+) -> int:
+    """The runtime in seconds a decision (`get_reservation`) is renewed for (default: the
+    runtime it was admitted with). Only active work before its expiry (409 after, or once
+    released); `runtime` is at least 1 s and within the runtime max of the tenant's and the
+    team's limit ranges (422 on `runtime`): `team`'s, else the team the work was admitted
+    for."""
     moment = now or utc_now()
-    found = get_reservation(caller, reservation_id, session=session)
     if found.status != "active" or found.expires_at <= moment:
         state = found.status if found.status != "active" else "expired"
         raise ConflictError(
@@ -475,7 +475,7 @@ def renewable(
                 f"{format_quantity('runtime', row.max)} per request",
                 field="runtime",
             )
-    return found, seconds
+    return seconds
 
 
 def renew(
@@ -487,7 +487,7 @@ def renew(
     now: datetime | None = None,
     log: Sequence[Base] = (),
 ) -> Reservation:
-    """Work still running (checked by `renewable`): it expires `seconds` from now, keeping
+    """Work still running (checked by `renewal_seconds`): it expires `seconds` from now, keeping
     its quota; `log` (the renewal's policy decisions) commits with it. 409 when the decision
     ended meanwhile."""
     moment = now or utc_now()

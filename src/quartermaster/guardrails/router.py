@@ -484,7 +484,7 @@ def release_decision(decision_id: str, caller: Ingester, session: SessionDep) ->
     "the resources the work holds (a throttle does not stop running work); the quota is held "
     "already. Refused, the work keeps its current `expires_at`.",
     responses={
-        **error_responses(409),
+        **error_responses(),
         409: {
             "model": ErrorBody,
             "description": "Released or expired already, or refused now by a halt or an "

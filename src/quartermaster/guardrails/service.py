@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import logging
 
-from quartermaster.background import BackgroundService
+from quartermaster.background import BackgroundService, FailureLog
 from quartermaster.billing.sources import StoreCalculator, pipeline_progress
-from quartermaster.errors import QMError
 from quartermaster.guardrails.evaluator import evaluate_all
 from quartermaster.guardrails.gate import guardrail_gate
 from quartermaster.guardrails.previews import HighCostScanner, scan_all
@@ -42,7 +41,11 @@ class GuardrailEvaluator(BackgroundService):
             StoreCalculator(runtime.usage_store, progress=pipeline_progress(runtime)),
             runtime.usage_store,
         )
-        self._failing: dict[str, str] = {}  # tenant -> why its budgets were not evaluated
+        self._failing: FailureLog[str] = FailureLog(  # tenants whose budgets fail
+            logger,
+            failing="budgets of tenant {} not evaluated",
+            recovered="budgets of tenant {} are evaluated again",
+        )
 
     def run_once(self) -> bool:
         factory = self.runtime.session_factory
@@ -53,29 +56,17 @@ class GuardrailEvaluator(BackgroundService):
             spend=self.spend,
             session_factory=factory,
             read_session_factory=readers,
-            on_failure=self._note_failure,
+            # e.g. no price book yet: one line, logged again when the reason changes
+            on_failure=self._failing.failed,
         )
         for tenant_id in results:
-            if self._failing.pop(tenant_id, None) is not None:
-                logger.warning("budgets of tenant %s are evaluated again", tenant_id)
+            self._failing.passed(tenant_id)
         if any(r.enforcements for r in results.values()):
             guardrail_gate(self.runtime).invalidate()
         scan_all(self.high_cost, session_factory=factory, read_session_factory=readers)
         with factory() as session, readers() as reader:
             expire_reservations(session=session, reader=reader)
         return False
-
-    def _note_failure(self, tenant_id: str, exc: QMError) -> None:
-        """A tenant whose budgets cannot be evaluated (e.g. it has no price book yet) is
-        logged once, in one line, and again only when the reason changes: this runs every
-        few seconds, and it logged a traceback each time."""
-        if self._failing.get(tenant_id) != exc.message:
-            logger.warning(
-                "budgets of tenant %s not evaluated: %s (logged again when this changes)",
-                tenant_id,
-                exc.message,
-            )
-        self._failing[tenant_id] = exc.message
 
 
 def build_guardrail_evaluator(runtime: Runtime) -> GuardrailEvaluator:
