@@ -91,7 +91,7 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "already finalized: unchanged" in _ok(qm, "bill", "run", "--month", "2026-01")
 
     assert "no adjustment needed" in _ok(qm, "bill", "adjust", run_id)
-    assert "no late usage" in _ok(qm, "bill", "late")
+    assert "nothing late" in _ok(qm, "bill", "late")
     platform.send(
         [event("resource.usage", jan(20), {"resource_id": "web-pod-1", "cpu_seconds": 100})]
     )
@@ -102,10 +102,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert [(item["late_events"], item["adjustment_due"]) for item in late_json] == [
         (1, "0.200000")
     ]
-    assert re.search(rf"│ {run_id} │ 2026-01 │\s+1 │ \d{{4}}-[^│]+Z │\s+0\.20 │", late), late
+    assert re.search(rf"│ {run_id} │ 2026-01 │\s+1 │ \d{{4}}-[^│]+Z │\s+│\s+0\.20 │", late), late
     assert f"bill it: qm bill adjust {run_id}" in late
     adjusted = _ok(qm, "bill", "adjust", run_id)
-    assert "no late usage" in _ok(qm, "bill", "late")
+    assert "nothing late" in _ok(qm, "bill", "late")
     assert re.search(
         rf"corrects invoice run {run_id}\w{{20}} for the period from 2026-01-01 00:00 UTC "
         r"until 2026-02-01 00:00 UTC: 1 line \(1 with late usage, 0 re-rated",

@@ -15,6 +15,7 @@ from quartermaster.guardrails import late_usage as late_watch
 from quartermaster.guardrails.late_usage import LateUsageWatch
 from tests.billing.conftest import preview_calculator
 from tests.billing.platform import JANUARY_MONTH, Platform, event, jan
+from tests.billing.support import PRICES
 
 
 def _late(platform: Platform, headers: dict[str, str] | None = None) -> Any:
@@ -99,6 +100,60 @@ def test_late_usage_within_a_free_tier_is_due_as_a_zero_amount_quantity_line(
     (line,) = adjusted["lines"]
     assert (line["app"], line["quantity"], line["amount"]) == ("api", "100", "0.000000")
     assert _late(platform) == []
+
+
+def _requests_at(price: str) -> list[dict[str, Any]]:
+    return [
+        {**rule, "unit_price": price} if rule["meter"] == "requests" else rule for rule in PRICES
+    ]
+
+
+def test_a_back_dated_price_change_lists_the_run_until_adjusted(platform: Platform) -> None:
+    run = _finalized_run(platform)
+    # Recorded now but in force from February on: not this period's price.
+    platform.upload_price_book(
+        version=2, effective_from="2026-02-01T00:00:00Z", prices=_requests_at("0.0009")
+    )
+    assert _late(platform) == []
+    # In force from the period's start: every requests line of January moves.
+    platform.upload_price_book(version=3, prices=_requests_at("0.0006"))
+    (late,) = _late(platform)
+    assert late["run_id"] == run["id"]
+    assert late["latest_document_id"] == run["id"]
+    assert (late["late_events"], late["first_arrival"], late["last_arrival"]) == (0, None, None)
+    assert late["back_dated_versions"] == [3]
+    assert Decimal(late["adjustment_due"]) > 0
+    adjusted = platform.post("/v1/billing/adjustments", {"run_id": run["id"]})["adjustment"]
+    assert Decimal(adjusted["document"]["total"]) == Decimal(late["adjustment_due"])
+    assert adjusted["document"]["price_book_versions"] == "3"
+    assert _late(platform) == []
+    # Late usage after it: listed for the events, with no version the adjustment holds.
+    platform.send([event("resource.usage", jan(9), {"resource_id": "api-pod-1", "cpu_seconds": 5})])
+    (again,) = _late(platform)
+    assert (again["late_events"], again["back_dated_versions"]) == (1, [])
+    assert again["latest_document_id"] == adjusted["document"]["id"]
+
+
+def test_a_back_dated_version_that_moves_no_line_does_not_list_the_run(
+    platform: Platform,
+) -> None:
+    _finalized_run(platform)
+    platform.upload_price_book(version=2)  # v1's prices again, from the period's start
+    assert _late(platform) == []
+    # With late usage the run is listed, and names the version beside it.
+    platform.send([event("resource.usage", jan(9), {"resource_id": "api-pod-1", "cpu_seconds": 5})])
+    (late,) = _late(platform)
+    assert (late["late_events"], late["back_dated_versions"]) == (1, [2])
+
+
+def test_the_watch_raises_no_alert_for_a_back_dated_price_change(platform: Platform) -> None:
+    """The alert is for usage that arrived late, which nobody chose; a back-dated price was
+    uploaded on purpose and is listed by `qm bill late`."""
+    _finalized_run(platform)
+    platform.upload_price_book(version=2, prices=_requests_at("0.0006"))
+    assert len(_late(platform)) == 1
+    _watch(platform).run_once()
+    assert _late_alerts(platform) == []
 
 
 def _watch(platform: Platform) -> LateUsageWatch:

@@ -1,7 +1,8 @@
 """Late usage: events of a finalized run's period that became billable after the last
-document of the run (the run, or its latest adjustment) was computed. No bill holds them until
-an adjustment (`qm bill adjust RUN`) does; this is how finance learns that one is due,
-instead of finding it at the next reproduce."""
+document of the run (the run, or its latest adjustment) was computed, and back-dated price
+changes: versions of the run's price book recorded since then that take effect before its
+period ends. No bill holds either until an adjustment (`qm bill adjust RUN`) does; this is
+how finance learns that one is due, instead of finding it at the next reproduce."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from quartermaster.billing.adjustments import plan_adjustment
 from quartermaster.billing.calculator import BillingCalculator
 from quartermaster.billing.models import BillingDocument, DocumentStatus, DocumentType
 from quartermaster.domain.timeutil import Period
+from quartermaster.pricing.models import PriceBookVersionRow
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.store import LateArrivals, UsageStore
@@ -29,6 +31,9 @@ class LateUsage:
     # The adjustment `qm bill adjust` would issue now (not stored; with back-dated price
     # changes too, if any); None: the late events change no line (a free tier absorbs them).
     due: BillingDocument | None
+    # Versions of the run's price book recorded after `latest`, in force before the period
+    # ends: back-dated price changes (listed even without late usage when they move a line).
+    price_versions: tuple[int, ...] = ()
 
     @property
     def adjustment_due(self) -> Decimal | None:
@@ -88,13 +93,41 @@ def late_usage(
     ended_after: datetime | None = None,
 ) -> list[LateUsage]:
     """Finalized runs whose period has events billable at or after their latest document's
-    `as_of`, with how many, when they arrived and the adjustment due; newest period first.
+    `as_of`, or back-dated price changes recorded after it that move a line, with how many
+    events, when they arrived, which versions and the adjustment due; newest period first.
     The adjustment is computed (read only) for those runs alone."""
     found = (
-        late_usage_of(run, latest, store=store, calculator=calculator, session=session)
+        late_usage_of(
+            run,
+            latest,
+            store=store,
+            calculator=calculator,
+            session=session,
+            price_versions=back_dated_versions(run, latest, session=session),
+        )
         for run, latest in latest_documents(tenant_id, session=session, ended_after=ended_after)
     )
     return [item for item in found if item is not None]
+
+
+def back_dated_versions(
+    run: BillingDocument, latest: BillingDocument, *, session: Session
+) -> tuple[int, ...]:
+    """Versions of the run's price book recorded after `latest` was computed that take effect
+    before the run's period ends, oldest first. Whether they move a line is the adjustment's
+    to say: one superseded before the period starts moves none."""
+    return tuple(
+        session.scalars(
+            select(PriceBookVersionRow.version)
+            .where(
+                PriceBookVersionRow.tenant_id == run.tenant_id,
+                PriceBookVersionRow.name == run.price_book,
+                PriceBookVersionRow.effective_from < run.period_end,
+                PriceBookVersionRow.recorded_at > latest.as_of,
+            )
+            .order_by(PriceBookVersionRow.version)
+        )
+    )
 
 
 def late_usage_of(
@@ -105,15 +138,21 @@ def late_usage_of(
     calculator: BillingCalculator,
     session: Session,
     seen: LateArrivals | None = None,
+    price_versions: tuple[int, ...] = (),
 ) -> LateUsage | None:
-    """The run's late usage since `latest` (None: none); with `seen`, None when nothing
-    arrived since those arrivals were seen (the adjustment due is not computed again)."""
+    """The run's late usage since `latest`, or its `price_versions` (back-dated price changes)
+    when they move a line (None: neither); with `seen`, None when nothing arrived since those
+    arrivals were seen (the adjustment due is not computed again)."""
     period = Period(run.period_start, run.period_end)
     arrivals = store.late_arrivals(run.tenant_id, period, since=latest.as_of)
-    if not arrivals.events or arrivals == seen:
+    if arrivals == seen or not (arrivals.events or price_versions):
         return None
     reader = AuthContext(run.tenant_id, "billing", "billing", Role.FINANCE, None, None)
     plan = plan_adjustment(
         reader, run.id, as_of=calculator.cutoff(), calculator=calculator, session=session
     )
-    return LateUsage(run, latest, arrivals, plan.document if plan is not None else None)
+    if plan is None and not arrivals.events:
+        return None
+    return LateUsage(
+        run, latest, arrivals, plan.document if plan is not None else None, price_versions
+    )

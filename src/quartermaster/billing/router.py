@@ -482,10 +482,12 @@ def _daily(days: list[explain.DailyAmount]) -> list[DailyOut]:
 
 @router.get(
     "/late",
-    summary="Finalized runs with late usage: events no document of theirs holds yet",
+    summary="Finalized runs with late usage or back-dated prices no document of theirs holds",
     description="Each finalized run whose period has events that became billable after its "
-    "latest document (the run or its latest adjustment) was computed, newest period first, "
-    "with the adjustment `POST /v1/billing/adjustments` would issue now. Admin and finance.",
+    "latest document (the run or its latest adjustment) was computed, or price book versions "
+    "recorded since then that take effect before its period ends and move a line, newest "
+    "period first, with the adjustment `POST /v1/billing/adjustments` would issue now. Admin "
+    "and finance.",
     responses=error_responses(),
 )
 def list_late_usage(
@@ -507,8 +509,9 @@ def list_late_usage(
             billed_as_of=item.latest.as_of,
             latest_document_id=item.latest.id,
             late_events=item.arrivals.events,
-            first_arrival=item.arrivals.first_at or item.latest.as_of,
-            last_arrival=item.arrivals.last_at or item.latest.as_of,
+            first_arrival=item.arrivals.first_at,
+            last_arrival=item.arrivals.last_at,
+            back_dated_versions=list(item.price_versions),
             adjustment_due=item.adjustment_due,
             adjustment_lines=item.adjustment_lines,
             currency=item.currency,

@@ -184,12 +184,23 @@ class LateUsageOut(BaseModel):
         "adjustment): the late events became billable after it."
     )
     latest_document_id: str = Field(description="The run, or its latest adjustment.")
-    late_events: int = Field(description="Events of the period no document of the run holds.")
-    first_arrival: datetime = Field(description="When the first of them became billable.")
-    last_arrival: datetime = Field(description="When the last of them became billable.")
+    late_events: int = Field(
+        description="Events of the period no document of the run holds (0: the run is listed "
+        "for its back-dated price changes alone)."
+    )
+    first_arrival: datetime | None = Field(
+        description="When the first of them became billable; null without late events."
+    )
+    last_arrival: datetime | None = Field(
+        description="When the last of them became billable; null without late events."
+    )
+    back_dated_versions: list[int] = Field(
+        description="Versions of the run's price book recorded after its latest document "
+        "that take effect before its period ends (back-dated price changes), oldest first."
+    )
     adjustment_due: FixedDecimal | None = Field(
-        description="What `POST /v1/billing/adjustments` would issue now (its total, with "
-        "any back-dated price changes too); null: the late events change no line."
+        description="What `POST /v1/billing/adjustments` would issue now (its total, late "
+        "usage and back-dated price changes together); null: the late events change no line."
     )
     adjustment_lines: int = Field(description="The lines that adjustment would have.")
     currency: str

@@ -510,17 +510,18 @@ def adjust(run_id: RunIdArgument, url: UrlOption = None, api_key: ApiKeyOption =
 def late_usage(
     as_json: JsonOption = False, url: UrlOption = None, api_key: ApiKeyOption = None
 ) -> None:
-    """Finalized runs whose period received usage after they were billed.
+    """Finalized runs whose period received usage, or back-dated prices, after they were billed.
 
-    Each with how many events no document of the run holds yet, when they arrived, and the
+    Each with how many events no document of the run holds yet and when they arrived, the
+    versions of its price book recorded since that take effect within its period, and the
     adjustment `qm bill adjust RUN` would issue now (admin and finance keys)."""
     found = request("GET", "/v1/billing/late", url=url, api_key=api_key)
     if as_json:
         print_json(found)
         return
     table = data_table(
-        ("run", "period", "late events", "arrived", "adjustment due"),
-        title="late usage",
+        ("run", "period", "late events", "arrived", "back-dated prices", "adjustment due"),
+        title="late usage and back-dated prices",
         right=("late events", "adjustment due"),
         whole=("run", "late events"),
     )
@@ -535,16 +536,22 @@ def late_usage(
             plain(_period_label(item["period_start"], item["period_end"])),
             plain(f"{item['late_events']:,}"),
             _arrived(item["first_arrival"], item["last_arrival"]),
+            plain(", ".join(f"v{version}" for version in item["back_dated_versions"])),
             due,
         )
-    show_table(table, empty="no late usage: every finalized run holds its period's events")
+    show_table(
+        table,
+        empty="nothing late: every finalized run holds its period's events and prices",
+    )
     for item in found:
         if item["adjustment_due"] is not None:
             out().print(f"bill it: qm bill adjust {short_id(item['run_id'])}", markup=False)
 
 
-def _arrived(first: str, last: str) -> Text:
+def _arrived(first: str | None, last: str | None) -> Text:
     """The first arrival over the last, or the one moment when they are the same."""
+    if first is None or last is None:
+        return plain("")
     first_text, last_text = (cell_text(parse_timestamp(moment)) for moment in (first, last))
     if first_text == last_text:
         return plain(first_text)
