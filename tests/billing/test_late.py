@@ -4,18 +4,23 @@ document, with the adjustment due; the alert the late-usage watch raises for eac
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from quartermaster.billing.sources import pipeline_catch_up
+from quartermaster.billing.late import late_usage
+from quartermaster.billing.sources import StoreCalculator, pipeline_catch_up
+from quartermaster.domain.timeutil import utc_now
 from quartermaster.errors import QMError
 from quartermaster.guardrails import late_usage as late_watch
 from quartermaster.guardrails.late_usage import LateUsageWatch
 from tests.billing.conftest import preview_calculator
 from tests.billing.platform import JANUARY_MONTH, Platform, event, jan
 from tests.billing.support import PRICES
+
+ZERO = timedelta(0)
 
 
 def _late(platform: Platform, headers: dict[str, str] | None = None) -> Any:
@@ -132,6 +137,28 @@ def test_a_back_dated_price_change_lists_the_run_until_adjusted(platform: Platfo
     (again,) = _late(platform)
     assert (again["late_events"], again["back_dated_versions"]) == (1, [])
     assert again["latest_document_id"] == adjusted["document"]["id"]
+
+
+def test_a_version_recorded_after_the_cutoff_is_not_named_yet(platform: Platform) -> None:
+    """The list's adjustment is computed as recorded a settle window ago: a version uploaded
+    since is not in it, and is not named beside the late usage that is."""
+    _finalized_run(platform)
+    platform.send([event("resource.usage", jan(9), {"resource_id": "api-pod-1", "cpu_seconds": 5})])
+    pipeline_catch_up(platform.runtime)()
+    before = utc_now()
+    platform.upload_price_book(version=2, prices=_requests_at("0.0006"))
+    earlier = StoreCalculator(platform.runtime.usage_store, clock=lambda: before, settle=ZERO)
+    store = platform.runtime.usage_store
+    with platform.runtime.read_session_factory() as session:
+        (then,) = late_usage("acme", store=store, calculator=earlier, session=session)
+    assert (then.arrivals.events, then.price_versions, then.adjustment_due) == (
+        1,
+        (),
+        Decimal(0),  # api's cpu stays within its free 1,000 s
+    )
+    (now,) = _late(platform)
+    assert (now["late_events"], now["back_dated_versions"]) == (1, [2])
+    assert Decimal(now["adjustment_due"]) > 0  # every requests line re-rated
 
 
 def test_a_back_dated_version_that_moves_no_line_does_not_list_the_run(

@@ -96,6 +96,9 @@ def late_usage(
     `as_of`, or back-dated price changes recorded after it that move a line, with how many
     events, when they arrived, which versions and the adjustment due; newest period first.
     The adjustment is computed (read only) for those runs alone."""
+    # Versions recorded since then are not in an adjustment computed now (as a run's draft
+    # holds nothing of the last settle window) and are not named until they are.
+    cutoff = calculator.cutoff()
     found = (
         late_usage_of(
             run,
@@ -103,7 +106,8 @@ def late_usage(
             store=store,
             calculator=calculator,
             session=session,
-            price_versions=back_dated_versions(run, latest, session=session),
+            price_versions=back_dated_versions(run, latest, until=cutoff, session=session),
+            as_of=cutoff,
         )
         for run, latest in latest_documents(tenant_id, session=session, ended_after=ended_after)
     )
@@ -111,11 +115,11 @@ def late_usage(
 
 
 def back_dated_versions(
-    run: BillingDocument, latest: BillingDocument, *, session: Session
+    run: BillingDocument, latest: BillingDocument, *, until: datetime, session: Session
 ) -> tuple[int, ...]:
-    """Versions of the run's price book recorded after `latest` was computed that take effect
-    before the run's period ends, oldest first. Whether they move a line is the adjustment's
-    to say: one superseded before the period starts moves none."""
+    """Versions of the run's price book recorded after `latest` was computed (and by `until`)
+    that take effect before the run's period ends, oldest first. Whether they move a line is
+    the adjustment's to say: one superseded before the period starts moves none."""
     return tuple(
         session.scalars(
             select(PriceBookVersionRow.version)
@@ -124,6 +128,7 @@ def back_dated_versions(
                 PriceBookVersionRow.name == run.price_book,
                 PriceBookVersionRow.effective_from < run.period_end,
                 PriceBookVersionRow.recorded_at > latest.as_of,
+                PriceBookVersionRow.recorded_at <= until,
             )
             .order_by(PriceBookVersionRow.version)
         )
@@ -139,17 +144,23 @@ def late_usage_of(
     session: Session,
     seen: LateArrivals | None = None,
     price_versions: tuple[int, ...] = (),
+    as_of: datetime | None = None,
 ) -> LateUsage | None:
     """The run's late usage since `latest`, or its `price_versions` (back-dated price changes)
-    when they move a line (None: neither); with `seen`, None when nothing arrived since those
-    arrivals were seen (the adjustment due is not computed again)."""
+    when they move a line (None: neither), with the adjustment due as of `as_of` (None: the
+    calculator's cutoff now); with `seen`, None when nothing arrived since those arrivals were
+    seen (the adjustment due is not computed again)."""
     period = Period(run.period_start, run.period_end)
     arrivals = store.late_arrivals(run.tenant_id, period, since=latest.as_of)
     if arrivals == seen or not (arrivals.events or price_versions):
         return None
     reader = AuthContext(run.tenant_id, "billing", "billing", Role.FINANCE, None, None)
     plan = plan_adjustment(
-        reader, run.id, as_of=calculator.cutoff(), calculator=calculator, session=session
+        reader,
+        run.id,
+        as_of=as_of if as_of is not None else calculator.cutoff(),
+        calculator=calculator,
+        session=session,
     )
     if plan is None and not arrivals.events:
         return None

@@ -92,7 +92,8 @@ def load(file: FileArgument, url: UrlOption = None, api_key: ApiKeyOption = None
     if stored["back_dated"] and stored["created"]:  # an unchanged re-upload changes no bill
         out().print(
             f"[yellow]back-dated:[/] effective {moment_text(stored['effective_from'])}, recorded "
-            f"{cell_text(stored['recorded_at'])}; periods already billed will get adjustments"
+            f"{cell_text(stored['recorded_at'])}; `qm bill late` lists the finalized runs it "
+            "moves, for `qm bill adjust`"
         )
     for gone in stored.get("superseded_versions", []):
         out().print(
