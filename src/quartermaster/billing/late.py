@@ -96,8 +96,8 @@ def late_usage(
     `as_of`, or back-dated price changes recorded after it that move a line, with how many
     events, when they arrived, which versions and the adjustment due; newest period first.
     The adjustment is computed (read only) for those runs alone."""
-    # Versions recorded since then are not in an adjustment computed now (as a run's draft
-    # holds nothing of the last settle window) and are not named until they are.
+    # The adjustments are computed as of the cutoff (a settle window ago): a version recorded
+    # after it is in none of them, and is not named until it is.
     cutoff = calculator.cutoff()
     found = (
         late_usage_of(
