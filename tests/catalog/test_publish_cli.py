@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from quartermaster.catalog import checks
 from quartermaster.cli.main import _register_groups, app
 from tests.catalog.publish_support import EXAMPLES, POLICIES
 from tests.conftest import LiveServer, TenantHandle
@@ -53,6 +54,19 @@ def test_validate_offline_fails_on_a_secret_and_bad_fields(app_dir: Path) -> Non
     manifest["version"] = "v1"
     (app_dir / "qm-app.json").write_text(json.dumps(manifest))
     assert "version" in qm("app", "validate", str(app_dir), expect=1)
+
+
+def test_validate_offline_fails_on_a_package_the_server_would_refuse(
+    app_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = len([p for p in app_dir.rglob("*") if p.is_file()])
+    monkeypatch.setattr(checks, "MAX_PACKAGE_FILES", files)
+    assert "ok: would publish" in qm("app", "validate", str(app_dir))
+    (app_dir / "one-too-many.txt").write_text("x\n")
+    output = qm("app", "validate", str(app_dir), expect=1)
+    assert re.search(r"FAIL\s+package\s+the server would refuse it", output), output
+    assert f"- package has more than {files} files" in output
+    assert "blocked: would not publish" in output
 
 
 def test_publish_policy_and_approvals_over_http(

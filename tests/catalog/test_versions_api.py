@@ -3,11 +3,20 @@ requests, what publishing a draft needs sent again, and an ill-formed version in
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from quartermaster.catalog import checks, versions
+from quartermaster.catalog.publish_models import AppVersion, VersionState
+from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import InvalidInputError
+from quartermaster.runtime import Runtime
 from tests.catalog.publish_support import add_team, manifest, submit, upload_policy, zip_b64
 from tests.conftest import TenantHandle
 from tests.tenancy.support import headers_for, ok
@@ -141,3 +150,76 @@ def test_an_ill_formed_version_in_the_url_is_a_422(
     assert unknown.status_code == 404
     assert unknown.json()["error"]["field"] == "version"
     assert ok(client.get(f"{base}/1.0.0", headers=tenant.headers))["state"] == "published"
+
+
+def _versions(client: TestClient, tenant: TenantHandle) -> list[tuple[str, str]]:
+    response = client.get("/v1/apps/where2eat/versions", headers=tenant.headers)
+    if response.status_code == 404:  # the app itself was never registered
+        return []
+    rows: list[dict[str, Any]] = ok(response)
+    return [(row["version"], row["state"]) for row in rows]
+
+
+def test_a_package_publishing_would_refuse_is_refused_before_anything_is_stored(
+    client: TestClient, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_team(client, tenant)
+    monkeypatch.setattr(checks, "MAX_PACKAGE_FILES", 3)
+    refused = [
+        (base64.b64encode(b"not a zip").decode(), 422, "package is not a zip archive"),
+        (zip_b64({"../evil.txt": "x"}), 422, "package entry '../evil.txt' leaves the package"),
+        (zip_b64({f"f{i}.txt": "x" for i in range(4)}), 413, "package has more than 3 files"),
+    ]
+    for package, status, message in refused:
+        for publish in (True, False):
+            body = {"manifest": manifest(), "package_zip_b64": package, "publish": publish}
+            answer = client.post("/v1/apps/where2eat/versions", json=body, headers=tenant.headers)
+            assert answer.status_code == status, answer.text
+            assert answer.json()["error"]["message"] == message
+            assert _versions(client, tenant) == []
+    # The good package beside them is stored and published.
+    good = zip_b64({"app.py": "print('hi')\n"})
+    assert submit(client, tenant, manifest(), package=good)["state"] == "published"
+
+
+def test_a_publish_whose_checks_fail_leaves_the_version_a_draft(
+    client: TestClient, tenant: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_team(client, tenant)
+    package = zip_b64({"app.py": "print('hi')\n"})
+    assert submit(client, tenant, manifest(), package=package, publish=False)["state"] == "draft"
+
+    def broken(*_args: object) -> object:
+        raise InvalidInputError("the scanner is missing", field="package")
+
+    monkeypatch.setattr(versions, "checks_for_zip", broken)
+    failed = _publish(client, tenant, {"package_zip_b64": package})
+    assert failed.status_code == 422, failed.text
+    assert _versions(client, tenant) == [("1.0.0", "draft")]
+    monkeypatch.undo()
+    assert ok(_publish(client, tenant, {"package_zip_b64": package}))["state"] == "published"
+
+
+def test_a_version_left_checking_by_a_stopped_server_publishes_again_once_stale(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime
+) -> None:
+    add_team(client, tenant)
+    submit(client, tenant, manifest(), publish=False)
+
+    def left_checking(since: timedelta) -> None:
+        with runtime.session_factory() as session:
+            row = session.scalars(
+                select(AppVersion).where(AppVersion.tenant_id == tenant.tenant_id)
+            ).one()
+            row.state = VersionState.CHECKING.value
+            row.updated_at = utc_now() - since
+            session.commit()
+
+    left_checking(timedelta(minutes=1))  # another publish still checking: not this one's
+    running = _publish(client, tenant, {})
+    assert running.status_code == 409, running.text
+    assert running.json()["error"]["message"] == (
+        "where2eat@1.0.0 is checking; only a draft is published"
+    )
+    left_checking(versions.CHECKING_STALE_AFTER + timedelta(minutes=1))
+    assert ok(_publish(client, tenant, {}))["state"] == "published"

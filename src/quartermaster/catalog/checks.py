@@ -188,21 +188,35 @@ def safe_relative(name: str) -> PurePosixPath:
     return path
 
 
+def check_package(data: bytes) -> None:
+    """Refuse what unpacking would refuse (not a zip, too many files, too large unpacked, an
+    entry leaving the package) from the archive's directory alone, before anything is stored
+    or a version starts its checks."""
+    with _open_package(data) as archive:
+        _package_entries(archive)
+
+
+def _open_package(data: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise InvalidInputError("package is not a zip archive", field="package") from None
+
+
+def _package_entries(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    entries = archive.infolist()
+    if len(entries) > MAX_PACKAGE_FILES:
+        raise PayloadTooLargeError(f"package has more than {MAX_PACKAGE_FILES} files")
+    if sum(e.file_size for e in entries) > MAX_PACKAGE_BYTES:
+        raise PayloadTooLargeError(f"package unpacks to more than {MAX_PACKAGE_BYTES} bytes")
+    return [(entry, safe_relative(entry.filename)) for entry in entries]
+
+
 def extract_zip(data: bytes, into: Path) -> Path:
     """Unpack a zip package into `into`, refusing path traversal, too many files and more
     than MAX_PACKAGE_BYTES unpacked (a zip bomb)."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise InvalidInputError("package is not a zip archive", field="package") from None
-    with archive:
-        entries = archive.infolist()
-        if len(entries) > MAX_PACKAGE_FILES:
-            raise PayloadTooLargeError(f"package has more than {MAX_PACKAGE_FILES} files")
-        if sum(e.file_size for e in entries) > MAX_PACKAGE_BYTES:
-            raise PayloadTooLargeError(f"package unpacks to more than {MAX_PACKAGE_BYTES} bytes")
-        for entry in entries:
-            relative = safe_relative(entry.filename)
+    with _open_package(data) as archive:
+        for entry, relative in _package_entries(archive):
             target = into.joinpath(*relative.parts)
             if entry.is_dir():
                 target.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,12 @@ from sqlalchemy.orm import Session
 
 from quartermaster.catalog import search_index
 from quartermaster.catalog.access import ensure_may_read, ensure_may_write, visible_team
-from quartermaster.catalog.checks import CheckResult, blocking_failures, checks_for_zip
+from quartermaster.catalog.checks import (
+    CheckResult,
+    blocking_failures,
+    check_package,
+    checks_for_zip,
+)
 from quartermaster.catalog.manifest import SEMVER, Manifest, require_manifest, version_key
 from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.catalog.publish_models import AppVersion, VersionState
@@ -49,6 +54,9 @@ from quartermaster.tenancy.models import CostCenter, Role, Team
 from quartermaster.tenancy.service import AuthContext
 
 APPROVAL_TTL = timedelta(days=14)
+# A version left `checking` this long had its publish end without a result (its server
+# stopped mid-check; the checks take a few minutes at most): publishing it again starts over.
+CHECKING_STALE_AFTER = timedelta(minutes=15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +280,8 @@ def submit_version(
             f"manifest app_id {manifest.app_id!r} does not match {app_id!r} in the URL",
             field="app_id",
         )
+    if package_zip is not None:
+        check_package(package_zip)  # refused now, not when a draft of it is published
     app = _ensure_app(caller, manifest, session)
     content = _content(manifest, package_zip)
     row = _same_version(caller.tenant_id, app, manifest, content, session)
@@ -289,7 +299,7 @@ def submit_version(
         )
         session.add(row)
         session.commit()
-    if publish and row.state == VersionState.DRAFT.value:
+    if publish and (row.state == VersionState.DRAFT.value or _stale_check(row)):
         published = publish_version(
             caller, app_id, manifest.version, package_zip=package_zip, cache=cache, session=session
         )
@@ -310,13 +320,25 @@ def publish_version(
     app = load_app(caller.tenant_id, app_id, session=session, lock=True)
     ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
     row = _load_version(caller.tenant_id, app, version, session)
-    if row.state != VersionState.DRAFT.value:
+    if row.state != VersionState.DRAFT.value and not _stale_check(row):
         raise ConflictError(f"{app_id}@{version} is {row.state}; only a draft is published")
     _ensure_same_package(row, package_zip)
-    row.state = VersionState.CHECKING.value
+    if package_zip is not None:
+        check_package(package_zip)
+    # Committed before the checks run (they take seconds to minutes, without the write lock),
+    # so that another publish of the version waits for this one's result.
+    _transition(row, VersionState.CHECKING, None)
     session.commit()
     manifest = Manifest.model_validate(json.loads(row.manifest))
-    results = checks_for_zip(manifest, package_zip)
+    try:
+        results = checks_for_zip(manifest, package_zip)
+    except BaseException:
+        # No result: the version is a draft again, to be published once the cause is gone.
+        session.rollback()
+        row = _load_version(caller.tenant_id, app, version, session)
+        _transition(row, VersionState.DRAFT, None)
+        session.commit()
+        raise
     row = _load_version(caller.tenant_id, app, version, session)
     row.checks = json.dumps([r.as_dict() for r in results])
     row.checked_at = utc_now()
@@ -328,6 +350,13 @@ def publish_version(
     _decide(caller, app, row, manifest, results, approved=False, cache=cache, session=session)
     session.commit()
     return _view(row, app_id)
+
+
+def _stale_check(row: AppVersion) -> bool:
+    return (
+        row.state == VersionState.CHECKING.value
+        and row.updated_at < utc_now() - CHECKING_STALE_AFTER
+    )
 
 
 def _ensure_same_package(row: AppVersion, package_zip: bytes | None) -> None:

@@ -24,7 +24,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from quartermaster.catalog.checks import CheckResult, blocking_failures, run_checks, zip_directory
+from quartermaster.catalog.checks import (
+    CheckResult,
+    blocking_failures,
+    check_package,
+    run_checks,
+    zip_directory,
+)
 from quartermaster.catalog.manifest import parse_manifest, read_manifest_file
 from quartermaster.cli.apps import app_app
 from quartermaster.cli.client import (
@@ -126,7 +132,7 @@ def app_validate(
             )
             _print_checks([schema.as_dict()])
             raise typer.Exit(1)
-        results = run_checks(manifest, directory)
+        results = [*_package_result(directory), *run_checks(manifest, directory)]
         _print_checks([r.as_dict() for r in results])
         ok = not blocking_failures(results)
         out().print(
@@ -136,6 +142,17 @@ def app_validate(
     out().print("[green]ok: would publish[/]" if ok else "[red]blocked: would not publish[/]")
     if not ok:
         raise typer.Exit(1)
+
+
+def _package_result(directory: Path) -> list[CheckResult]:
+    """The package `qm app publish` would upload, refused as the server would refuse it (too
+    many files, too large unpacked): a blocking result, or none."""
+    try:
+        check_package(zip_directory(directory))
+    except QMError as exc:
+        finding = {"field": "package", "message": exc.message}
+        return [CheckResult("package", "fail", True, "the server would refuse it", [finding])]
+    return []
 
 
 @app_app.command("publish")
