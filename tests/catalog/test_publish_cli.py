@@ -159,6 +159,15 @@ def test_policy_test_shows_what_fired_and_exits_1_on_deny(
     refused = qm("policy", "test", policy, "--input", str(broken), expect=1)
     assert f"{broken} is not JSON" in " ".join(refused.split())
 
+    # A stored policy, by its name.
+    qm("policy", "upload", "needs-cc", policy)
+    stored = qm("policy", "test", "needs-cc", "--input", str(without), expect=1)
+    assert re.search(r"needs-cc on without\.json", stored)
+    assert re.search(r"│ deny\s+│ app where2eat has no cost_center in its manifest", stored)
+    assert "not found" in qm("policy", "test", "nope", "--input", str(without), expect=1)
+    missing = qm("policy", "test", "gone.rego", "--input", str(without), expect=1)
+    assert "no policy file gone.rego" in missing
+
 
 def test_policy_disable_and_enable_over_http(
     live_server: LiveServer,

@@ -26,7 +26,7 @@ from pydantic import (
 
 from quartermaster.catalog.text import display_text_problem
 from quartermaster.domain.yaml_documents import StringTimestampLoader
-from quartermaster.errors import InvalidInputError
+from quartermaster.errors import InvalidInputError, invalid_utf8
 
 MANIFEST_FILES = ("qm-app.json", "qm-app.yaml", "qm-app.yml")
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$|^[a-z0-9]$"
@@ -205,7 +205,15 @@ def read_manifest_file(directory: Path) -> Any:
     for name in MANIFEST_FILES:
         path = directory / name
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
+            bad = invalid_utf8(data)
+            if bad is not None:
+                raise InvalidInputError(
+                    f"{path}: not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad}): save it "
+                    "as UTF-8",
+                    field="manifest",
+                )
+            text = data.decode().removeprefix("\ufeff")  # the byte-order mark some editors write
             try:
                 if name.endswith(".json"):
                     return json.loads(text)

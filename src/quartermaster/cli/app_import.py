@@ -10,6 +10,7 @@ imported again after fixing the refused lines.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from quartermaster.cli.client import (
     fail,
     out,
     print_table,
+    read_utf8,
     segment,
 )
 from quartermaster.cli.events import backoff_seconds
@@ -71,10 +73,10 @@ class ImportReport:
 def read_records(path: Path) -> list[AppRecord]:
     """Every record of the file with its line number; a record that cannot be read carries the
     problem instead of a body."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        if path.suffix.lower() == ".csv":
-            return list(_csv_records(handle))
-        return list(_json_records(handle))
+    handle = io.StringIO(read_utf8(path), newline="")
+    if path.suffix.lower() == ".csv":
+        return list(_csv_records(handle))
+    return list(_json_records(handle))
 
 
 def _csv_records(handle: TextIO) -> Iterator[AppRecord]:

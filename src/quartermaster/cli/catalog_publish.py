@@ -46,6 +46,7 @@ from quartermaster.cli.client import (
     out,
     plain,
     print_table,
+    read_utf8,
     request,
     segment,
     short_id,
@@ -318,7 +319,7 @@ def policy_upload(
     answered again. The answer says which versions are in force."""
     body = {
         "name": name,
-        "source": file.read_text(),
+        "source": read_utf8(file),
         "mode": "audit" if audit else "enforce",
         "enabled": not disabled,
     }
@@ -424,9 +425,12 @@ _RULE_STYLES = {
 
 @policy_app.command("test")
 def policy_test(
-    file: Annotated[
-        Path,
-        typer.Argument(exists=True, dir_okay=False, readable=True, help="A .rego file to try."),
+    policy: Annotated[
+        str,
+        typer.Argument(
+            help="A .rego file to try, or the name of a stored policy (its latest version).",
+            metavar="FILE|NAME",
+        ),
     ],
     input_file: Annotated[
         Path,
@@ -437,14 +441,25 @@ def policy_test(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Evaluate a policy file against an input on the server (nothing stored); exit 1 on deny."""
+    """Evaluate a policy file, or a stored policy, against an input on the server (nothing
+    stored); exit 1 on deny.
+
+    A stored policy is checked as upload checks a new one: one stored before a check was
+    added shows what upload would now refuse in it."""
     try:
-        document = json.loads(input_file.read_text())
+        document = json.loads(read_utf8(input_file))
     except json.JSONDecodeError as exc:
         fail(f"{input_file} is not JSON: {exc}")
-    body = {"source": file.read_text(), "input": document}
+    file = Path(policy)
+    if file.is_file():
+        body: dict[str, Any] = {"source": read_utf8(file), "input": document}
+        label = file.name
+    elif file.suffix == ".rego" or "/" in policy:
+        fail(f"no policy file {policy}")
+    else:
+        body, label = {"name": policy, "input": document}, policy
     verdict = request("POST", "/v1/policies/test", json=body, url=url, api_key=api_key)
-    table = data_table(("rule", "message"), title=f"{file.name} on {input_file.name}")
+    table = data_table(("rule", "message"), title=f"{label} on {input_file.name}")
     for rule, style in _RULE_STYLES.items():
         for message in verdict[rule]:
             table.add_row(Text(rule, style=style), message)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Container, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
@@ -17,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+from quartermaster.errors import invalid_utf8
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -83,6 +86,23 @@ def fail(message: str, *, status: int = 1) -> NoReturn:
     SystemExit rather than typer.Exit, so that it also ends `qm` outside a command."""
     err().print(f"[red]error:[/] {escape(message)}")
     raise SystemExit(status)
+
+
+def utf8_text(data: bytes, *, source: str, hint: str = "") -> str:
+    """`data` decoded, or the command ends naming `source` and its first byte that is not
+    UTF-8, then `hint`: a file an editor saved as UTF-16 or Latin-1 is a one-line error, not
+    a traceback."""
+    bad = invalid_utf8(data)
+    if bad is not None:
+        fail(f"{source} is not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad}){hint}")
+    return data.decode()
+
+
+def read_utf8(path: Path) -> str:
+    """A text file the command reads (a policy, an input document, a price book), without
+    the byte-order mark some editors write."""
+    text = utf8_text(path.read_bytes(), source=str(path), hint=": save it as UTF-8")
+    return text.removeprefix("\ufeff")
 
 
 def out() -> Console:

@@ -22,6 +22,7 @@ from quartermaster.cli.client import (
     moment_text,
     out,
     plain,
+    read_utf8,
     request,
     segment,
     stacked,
@@ -60,7 +61,7 @@ MEDIA_TYPES = {"yaml": "application/yaml", "json": "application/json"}
 
 
 def _read(file: Path) -> tuple[str, str]:
-    text = file.read_text(encoding="utf-8")
+    text = read_utf8(file)
     return text, guess_format(file.name, text)
 
 

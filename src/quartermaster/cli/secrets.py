@@ -33,8 +33,8 @@ from quartermaster.cli.client import (
     secret_route,
     segment,
     show_table,
+    utf8_text,
 )
-from quartermaster.errors import invalid_utf8
 
 secret_app = typer.Typer(help="Versioned secrets in the broker.", no_args_is_help=True)
 lease_app = typer.Typer(help="Leases on secret reads and credentials.", no_args_is_help=True)
@@ -73,16 +73,13 @@ def _read_value(value: str | None, from_file: Path | None, *, what: str) -> str 
 
 
 def _utf8_text(data: bytes, *, source: str) -> str:
-    """`data` decoded, or the command ends naming `source` and the first byte that is not
-    UTF-8: secret values are text."""
-    bad = invalid_utf8(data)
-    if bad is not None:
-        fail(
-            f"{source} is not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad}): secret "
-            "values are text (UTF-8); store binary data encoded, e.g. `base64 -w0 FILE | "
-            "qm secret put PATH`"
-        )
-    return data.decode()
+    """Secret values are text: `data` decoded, or the command ends saying so."""
+    return utf8_text(
+        data,
+        source=source,
+        hint=": secret values are text (UTF-8); store binary data encoded, e.g. "
+        "`base64 -w0 FILE | qm secret put PATH`",
+    )
 
 
 @secret_app.command("put")
@@ -435,8 +432,9 @@ def audit_verify(
     reports: dict[str, VerifyReport] = {}
     if file is not None:
         verifiers: dict[str, ChainVerifier] = {}
-        with file.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
+        with file.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                line = utf8_text(raw, source=f"{file} line {number}")
                 if not line.strip():
                     continue
                 try:
