@@ -41,6 +41,26 @@ def test_control_and_bidi_characters_are_refused_in_title_and_owner() -> None:
     assert "owner contains U+0000" in messages["owner"]
 
 
+def test_sample_data_must_be_paths_inside_the_package() -> None:
+    for outside in ("../outside.csv", "/etc/hostname", "samples/../../x.csv", ""):
+        _, errors = parse_manifest(manifest(sample_data=["samples/ok.csv", outside]))
+        assert [(e.field, e.message) for e in errors] == [
+            (
+                "sample_data",
+                f"{outside!r} is not a path inside the package (relative, without '..')",
+            )
+        ]
+    _, errors = parse_manifest(manifest(sample_data=["samples/ok.csv", "data"]))
+    assert errors == []
+
+
+def test_a_bad_tag_is_named_as_written() -> None:
+    _, errors = parse_manifest(manifest(tags=["lunch", "Café Menu"]))
+    assert [(e.field, e.message) for e in errors] == [
+        ("tags", "'Café Menu' must be 1-40 characters of a-z, 0-9 and '-'")
+    ]
+
+
 def test_unknown_fields_and_reserved_ids_are_refused() -> None:
     _, errors = parse_manifest(manifest(colour="blue", app_id="search"))
     assert {e.field for e in errors} == {"colour", "app_id"}

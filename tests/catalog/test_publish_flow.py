@@ -81,6 +81,41 @@ def test_pii_flags_and_bandit_reports_without_blocking(
     assert "B602" in {f["test_id"] for f in bandit["findings"]}
 
 
+def test_a_sample_the_package_lacks_is_flagged_not_scanned_as_clean(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    package = zip_b64({"samples/people.csv": "name\nAnn\n"})
+    body = manifest(sample_data=["samples/people.csv", "samples/missing.csv"])
+    pii = _checks(submit(client, tenant, body, package=package))["pii"]
+    assert (pii["outcome"], pii["blocking"]) == ("flag", False)
+    assert pii["summary"] == "1 sample_data path(s) not in the package"
+    assert pii["findings"] == [
+        {"kind": "not in the package", "where": "samples/missing.csv", "sample": ""}
+    ]
+
+
+def test_a_file_bandit_cannot_parse_is_reported_not_passed(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    package = zip_b64(
+        {"app.py": "import subprocess\nsubprocess.call(x, shell=True)\nprint 'py2'\n"}
+    )
+    version = submit(client, tenant, manifest(), package=package)
+    assert version["state"] == "published"  # bandit reports, it never blocks
+    bandit = _checks(version)["bandit"]
+    assert bandit["outcome"] == "report"
+    assert bandit["summary"] == "0 issue(s), 0 of high severity; 1 file(s) bandit could not parse"
+    assert bandit["findings"] == [
+        {
+            "file": "app.py",
+            "kind": "not checked",
+            "text": "syntax error while parsing AST from file",
+        }
+    ]
+
+
 def test_data_scope_needs_an_owner(client: TestClient, tenant: TenantHandle) -> None:
     add_team(client, tenant)
     version = submit(client, tenant, manifest(data_scopes=["team"]))

@@ -95,22 +95,25 @@ def check_secrets(package: Path | None) -> CheckResult:
     return CheckResult("secrets", "pass", False, "no secrets found")
 
 
-def _sample_files(manifest: Manifest, package: Path | None) -> list[tuple[str, Path]]:
-    if package is None:
-        return []
-    out: list[tuple[str, Path]] = []
+def _sample_files(manifest: Manifest, package: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The sample files to scan (a directory's files), and the `sample_data` entries the
+    package does not have."""
+    found: list[tuple[str, Path]] = []
+    missing: list[str] = []
     root = package.resolve()
     for name in manifest.sample_data:
         path = (package / name).resolve()
-        if not path.is_relative_to(root):
-            continue  # a path leaving the package is refused by safe_relative at upload
-        if path.is_dir():
-            out.extend(
+        if not path.is_relative_to(root):  # a symlink out of it: the schema refuses '..'
+            missing.append(name)
+        elif path.is_dir():
+            found.extend(
                 (str(p.relative_to(root)), p) for p in sorted(path.rglob("*")) if p.is_file()
             )
         elif path.is_file():
-            out.append((name, path))
-    return out
+            found.append((name, path))
+        else:
+            missing.append(name)
+    return found, missing
 
 
 def check_pii(manifest: Manifest, package: Path | None) -> CheckResult:
@@ -119,12 +122,26 @@ def check_pii(manifest: Manifest, package: Path | None) -> CheckResult:
         *find_pii(manifest.short_description, where="short_description"),
         *find_pii(manifest.long_description, where="long_description"),
     ]
-    for name, path in _sample_files(manifest, package):
+    samples, missing = _sample_files(manifest, package) if package is not None else ([], [])
+    for name, path in samples:
         found.extend(find_pii_in_lines(path.read_text(errors="replace"), file=name))
-    if found:
+    listed = [{"kind": f.kind, "where": f.where, "sample": f.sample} for f in found]
+    # A sample the package lacks was not scanned: flagged, so nobody reads the pass as clean.
+    listed += [{"kind": "not in the package", "where": name, "sample": ""} for name in missing]
+    unscanned = package is None and manifest.sample_data
+    if listed:
         kinds = sorted({f.kind for f in found})
-        listed = [{"kind": f.kind, "where": f.where, "sample": f.sample} for f in found]
-        return CheckResult("pii", "flag", False, f"possible PII: {', '.join(kinds)}", listed)
+        parts = [f"possible PII: {', '.join(kinds)}"] if kinds else []
+        if missing:
+            parts.append(f"{len(missing)} sample_data path(s) not in the package")
+        return CheckResult("pii", "flag", False, "; ".join(parts), listed)
+    if unscanned:
+        return CheckResult(
+            "pii",
+            "pass",
+            False,
+            "no PII found in descriptions; sample data not scanned (no package)",
+        )
     return CheckResult("pii", "pass", False, "no PII found in descriptions or sample data")
 
 
@@ -156,12 +173,23 @@ def check_bandit(package: Path | None) -> CheckResult:
         }
         for r in report.get("results", [])
     ]
-    if not listed:
+    # A file bandit cannot parse (a syntax error, Python 2) is a file it did not check: said
+    # so, not passed over as clean.
+    unread = [
+        {
+            "file": str(Path(e["filename"]).resolve().relative_to(package.resolve())),
+            "kind": "not checked",
+            "text": str(e.get("reason", "")),
+        }
+        for e in report.get("errors", [])
+    ]
+    if not listed and not unread:
         return CheckResult("bandit", "pass", False, "no issues")
     high = sum(1 for f in listed if f["severity"] == "high")
-    return CheckResult(
-        "bandit", "report", False, f"{len(listed)} issue(s), {high} of high severity", listed
-    )
+    summary = f"{len(listed)} issue(s), {high} of high severity"
+    if unread:
+        summary += f"; {len(unread)} file(s) bandit could not parse"
+    return CheckResult("bandit", "report", False, summary, [*unread, *listed])
 
 
 def run_checks(manifest: Manifest, package: Path | None) -> list[CheckResult]:

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -142,11 +142,24 @@ class Manifest(_Strict):
     @field_validator("tags", "domain_labels")
     @classmethod
     def _tags(cls, values: list[str]) -> list[str]:
-        cleaned = [v.strip().lower() for v in values]
-        for value in cleaned:
-            if not re.match(TAG, value):
+        cleaned = []
+        for value in values:
+            tag = value.strip().lower()
+            if not re.match(TAG, tag):  # named as written: 'Café' is what the author finds
                 raise ValueError(f"{value!r} must be 1-40 characters of a-z, 0-9 and '-'")
+            cleaned.append(tag)
         return list(dict.fromkeys(cleaned))
+
+    @field_validator("sample_data")
+    @classmethod
+    def _inside_the_package(cls, values: list[str]) -> list[str]:
+        for value in values:
+            path = PurePosixPath(value)
+            if not value or path.is_absolute() or ".." in path.parts:
+                raise ValueError(
+                    f"{value!r} is not a path inside the package (relative, without '..')"
+                )
+        return values
 
     @field_validator("capabilities", "data_scopes")
     @classmethod
