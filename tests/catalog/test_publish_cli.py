@@ -96,6 +96,16 @@ def test_publish_policy_and_approvals_over_http(
     assert re.search(r"│ where2eat@1\.1\.0\s+│ expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", pending)
     approved = qm("approvals", "approve", approval_id, "--comment", "data flows ok")
     assert "approval approved; where2eat@1.1.0 is published" in approved
+    # Decided: who decided it and when, the comment, and where the version ended.
+    decided = qm("approvals", "list", "--status", "approved")
+    assert re.search(rf"│ {approval_id}\s+│ approved\s+│ app where2eat declares", decided)
+    assert re.search(
+        r"│ where2eat@1\.1\.0\s+│ by admin \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s+"
+        r"│ review: data flows ok",
+        decided,
+    ), decided
+    assert re.search(r"│ published\s+│\s+│\s+│", decided)
+    assert "expires" not in decided
     assert "published" in qm("app", "versions", "where2eat")
     explained = qm("app", "search", "recomm", "--explain")
     assert re.search(r"│ where2eat\s+│\s+1\.000 │\s+0\.000 │\s+0\.600 │", explained), explained

@@ -223,3 +223,53 @@ def test_a_version_left_checking_by_a_stopped_server_publishes_again_once_stale(
     )
     left_checking(versions.CHECKING_STALE_AFTER + timedelta(minutes=1))
     assert ok(_publish(client, tenant, {}))["state"] == "published"
+
+
+def test_a_patch_of_an_older_line_does_not_rename_the_app(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    submit(client, tenant, manifest(version="1.10.0", title="Where2Eat"))
+    older = submit(client, tenant, manifest(version="1.9.1", title="Where2Eat classic"))
+    assert older["state"] == "published"  # beside 1.10.0: an older line, maintained
+    app = ok(client.get("/v1/apps/where2eat", headers=tenant.headers))
+    assert app["title"] == "Where2Eat"
+    hits = ok(client.get("/v1/apps/search", params={"q": "where2eat"}, headers=tenant.headers))
+    assert [(h["version"], h["title"]) for h in hits["hits"]] == [("1.10.0", "Where2Eat")]
+    # A newer one names it.
+    submit(client, tenant, manifest(version="1.11.0", title="Where2Eat Next"))
+    assert ok(client.get("/v1/apps/where2eat", headers=tenant.headers))["title"] == (
+        "Where2Eat Next"
+    )
+
+
+def test_quarantining_a_version_pending_approval_closes_its_request(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    upload_policy(client, tenant, "org-scope", "org-scope-approval.rego")
+    assert submit(client, tenant, manifest(**ORG))["state"] == "pending_approval"
+    ok(
+        client.post(
+            "/v1/apps/where2eat/versions/1.0.0/quarantine",
+            json={"reason": "leaks"},
+            headers=tenant.headers,
+        )
+    )
+    assert _approvals(client, tenant.headers, status="pending") == []
+    (closed,) = ok(client.get("/v1/approvals", headers=tenant.headers))
+    assert closed["status"] == "rejected"
+    assert closed["comment"] == "closed: the version was quarantined: leaks"
+    assert closed["version_state"] == "quarantined"
+
+
+def test_a_deprecation_without_a_reason_names_who_deprecated_it(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    add_team(client, tenant)
+    submit(client, tenant, manifest())
+    member = headers_for(client, tenant, role="team-member", team="social")
+    done = ok(client.post("/v1/apps/where2eat/versions/1.0.0/deprecate", json={}, headers=member))
+    assert done["state"] == "deprecated"
+    assert done["state_reason"].startswith("deprecated by ")
+    assert done["state_reason"] != "deprecated by its owner"

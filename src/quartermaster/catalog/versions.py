@@ -474,15 +474,19 @@ def _decide(
 def _publish(app: App, row: AppVersion, session: Session) -> None:
     now = utc_now()
     manifest = json.loads(row.manifest)
-    # The published manifest names the app from now on (a later PATCH may rename it again).
-    app.title, app.owner, app.updated_at = manifest["title"], manifest["owner"], now
-    for other in session.scalars(
+    others = session.scalars(
         select(AppVersion).where(
             AppVersion.app_pk == app.id,
             AppVersion.state == VersionState.PUBLISHED.value,
             AppVersion.id != row.id,
         )
-    ):
+    ).all()
+    newer = [o for o in others if version_key(o.version) > version_key(row.version)]
+    if not newer:
+        # The newest published manifest names the app from now on (a later PATCH may rename
+        # it again); a patch of an older line, published beside it, does not.
+        app.title, app.owner, app.updated_at = manifest["title"], manifest["owner"], now
+    for other in others:
         if version_key(other.version) < version_key(row.version):
             _transition(other, VersionState.DEPRECATED, f"superseded by {row.version}")
     _transition(row, VersionState.PUBLISHED, None)
@@ -524,7 +528,7 @@ def deprecate_version(
     row = _load_version(caller.tenant_id, app, version, session)
     if row.state != VersionState.PUBLISHED.value:
         raise ConflictError(f"{app_id}@{version} is {row.state}; only a published one deprecates")
-    _transition(row, VersionState.DEPRECATED, reason or "deprecated by its owner")
+    _transition(row, VersionState.DEPRECATED, reason or f"deprecated by {caller.principal_name}")
     session.flush()
     search_index.sync_app(caller.tenant_id, app.id, session=session)
     session.commit()
@@ -543,6 +547,15 @@ def quarantine_version(
     app = load_app(caller.tenant_id, app_id, session=session, lock=True)
     row = _load_version(caller.tenant_id, app, version, session)
     _transition(row, VersionState.QUARANTINED, f"quarantined by {caller.principal_name}: {reason}")
+    # Its review is moot: closed, so that it leaves the reviewers' pending list.
+    for request in session.scalars(
+        select(Approval).where(
+            Approval.app_version_id == row.id, Approval.status == ApprovalStatus.PENDING.value
+        )
+    ):
+        request.status = ApprovalStatus.REJECTED.value
+        request.reviewer, request.decided_at = caller.principal_name, utc_now()
+        request.comment = f"closed: the version was quarantined: {reason}"
     session.flush()
     search_index.sync_app(caller.tenant_id, app.id, session=session)
     session.commit()

@@ -747,14 +747,28 @@ def approvals_list(
     """Approval requests."""
     params = {"status": status} if status else {}
     found = request("GET", "/v1/approvals", params=params, url=url, api_key=api_key)
-    # The id (for approve/reject) over the version it is for, the status over when it
-    # expires, and the policies' reasons: six field columns split ids and reasons at 80.
+    # The id (for approve/reject) over the version it is for and where that version stands,
+    # the status over when it expires (pending) or who decided it and when, and the policies'
+    # reasons with the reviewer's comment: six field columns split ids and reasons at 80.
     table = data_table(("approval", "status", "reasons"), title="approvals")
     for one in found:
+        if one["status"] == "pending":
+            when = f"expires {cell_text(one['expires_at'])}"
+        elif one.get("decided_at"):
+            when = f"by {one['reviewer']} {cell_text(one['decided_at'])}"
+        else:  # lapsed undecided
+            when = f"at {cell_text(one['expires_at'])}"
+        reasons = list(one["reasons"])
+        if one.get("comment"):
+            reasons.append(f"review: {one['comment']}")
         table.add_row(
-            stacked(short_id(one["id"]), f"{one['app_id']}@{one['version']}", head_style=""),
-            stacked(one["status"], f"expires {cell_text(one['expires_at'])}", head_style=""),
-            plain("\n".join(one["reasons"])),
+            stacked(
+                short_id(one["id"]),
+                f"{one['app_id']}@{one['version']}\n{one['version_state']}",
+                head_style="",
+            ),
+            stacked(one["status"], when, head_style=""),
+            plain("\n".join(reasons)),
         )
     show_table(table, empty="no approvals")
 
