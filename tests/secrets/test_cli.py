@@ -300,6 +300,18 @@ def test_a_value_that_is_not_utf8_is_refused_naming_its_file(qm: CliRunner, tmp_
     assert "is not UTF-8 text" in rotated.output
 
 
+def test_an_empty_value_is_named_as_empty_not_missing(qm: CliRunner, tmp_path: Path) -> None:
+    empty = qm.invoke(app, ["secret", "put", PATH, "--value", ""])
+    assert empty.exit_code == 2
+    assert "the value from --value is empty" in " ".join(empty.output.split())
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n")
+    wide = {"COLUMNS": "400"}  # the temporary path on one line
+    from_file = qm.invoke(app, ["secret", "put", PATH, "--from-file", str(blank)], env=wide)
+    assert from_file.exit_code == 2
+    assert f"the value from {blank} is empty" in " ".join(from_file.output.split())
+
+
 def test_lease_list_pages_and_revoke_takes_a_prefix(
     qm: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,6 +141,17 @@ def test_app_token_reads_its_own_app_only(
     assert write.status_code == 403
 
 
+def test_a_lease_bounded_by_its_token_reads_a_ttl_within_its_max_ttl(
+    client: TestClient, world: World
+) -> None:
+    _seed(client, world)
+    token = _token(client, world.headers, app_id="billing", ttl_seconds=120)
+    lease = client.get(f"/v1/secrets/data/{PATH}", headers=_bearer(token)).json()["lease"]
+    # The token expires at a whole second; the lease with it, whatever was asked.
+    assert lease["expires_at"] == lease["max_expires_at"]
+    assert 119 <= lease["ttl"] <= lease["max_ttl"] <= 120
+
+
 def test_job_token_and_custom_rules(client: TestClient, world: World) -> None:
     _seed(client, world)
     job = _token(client, world.headers, app_id="web", job_id="build-9")

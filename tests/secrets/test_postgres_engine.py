@@ -18,7 +18,7 @@ from psycopg import sql
 
 from quartermaster.audit.log import list_records
 from quartermaster.config import Settings
-from quartermaster.errors import ConflictError, InvalidInputError
+from quartermaster.errors import ConflictError, InvalidInputError, ServiceUnavailableError
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.secrets import dynamic, engines, leases, revocation
 from quartermaster.secrets.context import SecretsContext, build_secrets_context
@@ -218,6 +218,40 @@ def test_unreachable_database_leaves_cleanup_to_the_reaper(
     report = reap_once(ctx)
     assert report.cleaned >= 1
     assert not _role_exists(cred.username)
+
+
+def test_a_database_that_cannot_be_reached_is_503_and_one_that_refuses_is_409(
+    world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
+) -> None:
+    def issue_through(url: str) -> None:
+        with runtime.session_factory() as session:
+            engines.configure_postgres_engine(
+                world.admin(),
+                ENGINE_PATH,
+                grants=_grants(target_db),
+                connection_url=url,
+                default_ttl_seconds=60,
+                max_ttl_seconds=600,
+                ctx=ctx,
+                session=session,
+            )
+            try:
+                dynamic.issue_postgres_credential(
+                    world.admin(), ENGINE_PATH, ctx=ctx, session=session
+                )
+            finally:
+                live = leases.list_leases(world.admin(), prefix=ENGINE_PATH, session=session)
+                assert [lease for lease in live if lease.state != "ended"] == []
+
+    # Nothing listens on port 1: an outage, worth asking again later.
+    closed = target_db.replace("@127.0.0.1:5432/", "@127.0.0.1:1/", 1)
+    assert closed != target_db
+    with pytest.raises(ServiceUnavailableError, match=r"cannot be reached: .*Connection refused"):
+        issue_through(closed)
+    # The server answers and refuses the login: a refusal, not an outage.
+    refused = target_db.replace("postgres@", "qm_no_such_admin@", 1)
+    with pytest.raises(ConflictError, match=r'refused the credential: .*role "qm_no_such_admin"'):
+        issue_through(refused)
 
 
 def test_a_failing_grant_leaves_no_role_and_no_live_lease(

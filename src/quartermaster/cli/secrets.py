@@ -102,8 +102,11 @@ def secret_put(
 ) -> None:
     """Write a new version (value from --value, --from-file, stdin or a hidden prompt)."""
     secret = _read_value(value, from_file, what="value")
-    if not secret:
+    if secret is None:
         raise typer.BadParameter("no value given (use --value, --from-file or stdin)")
+    if not secret:
+        given = "--value" if value is not None else (str(from_file) if from_file else "stdin")
+        raise typer.BadParameter(f"the value from {given} is empty: a secret holds some text")
     body: dict[str, Any] = {"value": secret}
     if cas is not None:
         body["cas"] = cas

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from quartermaster.audit.log import append_audit, lock_tenant_chain
 from quartermaster.domain.timeutil import utc_now
-from quartermaster.errors import ConflictError, NotFoundError
+from quartermaster.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from quartermaster.secrets.access import Action, Requester
 from quartermaster.secrets.context import SecretsContext
 from quartermaster.secrets.engines import (
@@ -36,6 +36,7 @@ from quartermaster.secrets.models import LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import parse_path
 from quartermaster.secrets.postgres import (
     EngineError,
+    EngineUnreachableError,
     create_role,
     new_password,
     new_role_name,
@@ -109,6 +110,11 @@ def issue_postgres_credential(
                 conn, role=role, password=password, valid_until=valid_until, grants=grants
             ),
         )
+    except EngineUnreachableError as exc:
+        _abandon(lease, str(exc), requester=requester, session=session)
+        raise ServiceUnavailableError(
+            f"the database of engine {target.path!r} cannot be reached: {exc}"
+        ) from None
     except EngineError as exc:
         _abandon(lease, str(exc), requester=requester, session=session)
         raise ConflictError(

@@ -23,6 +23,7 @@ from quartermaster.errors import (
     InvalidInputError,
     NotFoundError,
     RateLimitedError,
+    ServiceUnavailableError,
 )
 from quartermaster.secrets.access import Requester, RequesterKind
 from quartermaster.secrets.context import SecretsContext
@@ -35,7 +36,7 @@ from quartermaster.secrets.guard import (
 )
 from quartermaster.secrets.models import DynamicEngine, LeaseKind, LeaseState, SecretLease
 from quartermaster.secrets.paths import normalize_prefix, parse_path
-from quartermaster.secrets.postgres import EngineError, extend_role
+from quartermaster.secrets.postgres import EngineError, EngineUnreachableError, extend_role
 from quartermaster.storage.base import new_id
 from quartermaster.storage.ids import by_id_or_prefix
 from quartermaster.storage.paging import Page, position_of, read_page
@@ -74,7 +75,9 @@ class LeaseInfo:
 
     @property
     def max_ttl_seconds(self) -> int:
-        return math.floor((self.max_expires_at - self.issued_at).total_seconds())
+        # Rounded up as `ttl_seconds` is: bounded by an identity token's whole-second expiry,
+        # both end at the same moment, and a max_ttl below the ttl would read as a bug.
+        return math.ceil((self.max_expires_at - self.issued_at).total_seconds())
 
 
 def holder_name(holder: str, actor: str) -> str:
@@ -467,6 +470,10 @@ def _extend_dynamic(
         exists = ctx.postgres.run(
             conninfo, lambda c: extend_role(c, role=role, valid_until=valid_until)
         )
+    except EngineUnreachableError as exc:
+        raise ServiceUnavailableError(
+            f"could not extend the role of lease {lease.id}: its database cannot be reached: {exc}"
+        ) from None
     except EngineError as exc:
         raise ConflictError(f"could not extend the role of lease {lease.id}: {exc}") from None
     if not exists:

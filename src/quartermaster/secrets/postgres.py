@@ -169,6 +169,11 @@ class EngineError(Exception):
     """The target database refused or could not be reached; the message is PostgreSQL's."""
 
 
+class EngineUnreachableError(EngineError):
+    """The target database could not be reached (or dropped the connection): an outage,
+    not a refusal, so asking again later may work."""
+
+
 T = TypeVar("T")
 
 
@@ -224,6 +229,10 @@ class PostgresConnections:
                         raise
             except _Retry:
                 continue
+            except psycopg.OperationalError as exc:
+                if _outage(exc):
+                    raise EngineUnreachableError(_describe(exc)) from None
+                raise EngineError(_describe(exc)) from None
             except psycopg.Error as exc:
                 raise EngineError(_describe(exc)) from None
         raise EngineError("no connection to the target database")  # pragma: no cover
@@ -238,6 +247,26 @@ class PostgresConnections:
 
 class _Retry(Exception):
     pass
+
+
+# SQLSTATE classes of an outage: connection exceptions (08), operator intervention such as a
+# shutdown (57), insufficient resources such as too many connections (53). A refused login
+# (28) or a privilege (42) is the database answering: a refusal.
+_OUTAGE_CLASSES = ("08", "53", "57")
+# A failed connect carries no SQLSTATE, only the server's FATAL message when it answered at
+# all; these answers say it cannot serve now, any other (no such role, a wrong password) is
+# a refusal.
+_OUTAGE_ANSWERS = ("the database system is", "too many clients", "remaining connection slots")
+
+
+def _outage(exc: psycopg.OperationalError) -> bool:
+    """No answer from the server (refused, timed out, gone), or one saying it cannot serve."""
+    if exc.sqlstate is not None:
+        return exc.sqlstate[:2] in _OUTAGE_CLASSES
+    message = str(exc)
+    if "FATAL:" not in message:
+        return True
+    return any(answer in message for answer in _OUTAGE_ANSWERS)
 
 
 def _describe(exc: psycopg.Error) -> str:
