@@ -161,6 +161,31 @@ def test_a_version_recorded_after_the_cutoff_is_not_named_yet(platform: Platform
     assert Decimal(now["adjustment_due"]) > 0  # every requests line re-rated
 
 
+def test_usage_of_the_last_settle_window_is_listed_and_alerted_once_it_is_priced(
+    platform: Platform,
+) -> None:
+    """An event that became billable after the cutoff is in no adjustment computed now: not
+    listed as a late event that 'changes no line', and not taken as seen by the watch, which
+    alerts on it at a pass whose cutoff has passed it."""
+    _finalized_run(platform)
+    before = utc_now()
+    platform.send(
+        [event("resource.usage", jan(31), {"resource_id": "api-pod-1", "cpu_seconds": 1500})]
+    )
+    pipeline_catch_up(platform.runtime)()
+    store = platform.runtime.usage_store
+    earlier = StoreCalculator(store, clock=lambda: before, settle=ZERO)
+    with platform.runtime.read_session_factory() as session:
+        assert late_usage("acme", store=store, calculator=earlier, session=session) == []
+    watch = LateUsageWatch(platform.runtime, calculator=earlier)
+    watch.run_once()
+    assert _late_alerts(platform) == []
+    earlier.clock = utc_now  # the next pass: its cutoff is past the event
+    watch.run_once()
+    (alert,) = _late_alerts(platform)
+    assert "an adjustment of 2 USD (1 line) is due" in alert["message"]
+
+
 def test_a_back_dated_version_that_moves_no_line_does_not_list_the_run(
     platform: Platform,
 ) -> None:

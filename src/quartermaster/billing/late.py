@@ -151,17 +151,14 @@ def late_usage_of(
     calculator's cutoff now); with `seen`, None when nothing arrived since those arrivals were
     seen (the adjustment due is not computed again)."""
     period = Period(run.period_start, run.period_end)
-    arrivals = store.late_arrivals(run.tenant_id, period, since=latest.as_of)
+    cutoff = as_of if as_of is not None else calculator.cutoff()
+    # Only what the adjustment computed as of the cutoff holds: an event of the last settle
+    # window counted now would be due "no change", and seen, before it is priced.
+    arrivals = store.late_arrivals(run.tenant_id, period, since=latest.as_of, until=cutoff)
     if arrivals == seen or not (arrivals.events or price_versions):
         return None
     reader = AuthContext(run.tenant_id, "billing", "billing", Role.FINANCE, None, None)
-    plan = plan_adjustment(
-        reader,
-        run.id,
-        as_of=as_of if as_of is not None else calculator.cutoff(),
-        calculator=calculator,
-        session=session,
-    )
+    plan = plan_adjustment(reader, run.id, as_of=cutoff, calculator=calculator, session=session)
     if plan is None and not arrivals.events:
         return None
     return LateUsage(

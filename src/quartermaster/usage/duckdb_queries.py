@@ -553,16 +553,24 @@ TOUCHED_HOURS_SQL = """
 """
 
 
-def late_arrivals_sql(tenant_id: str, period: Period, since: datetime) -> tuple[str, list[Any]]:
+def late_arrivals_sql(
+    tenant_id: str, period: Period, since: datetime, until: datetime | None = None
+) -> tuple[str, list[Any]]:
     """Events (by log position: one event may carry several meters) of the period billable at
-    or after `since`, with the first and last moment one became billable."""
-    bounds = [tenant_id, naive_utc(period.start), naive_utc(period.end), naive_utc(since)]
+    or after `since` (and before `until`), with the first and last moment one became
+    billable."""
+    bounds: list[Any] = [tenant_id, naive_utc(period.start), naive_utc(period.end)]
+    bounds.append(naive_utc(since))
+    upper = ""
+    if until is not None:
+        bounds.append(naive_utc(until))
+        upper = " AND billable_at < ?"
     sql = (
         "SELECT count(*), min(b), max(b) FROM ("
         "SELECT position, min(billable_at) AS b FROM usage_rows WHERE tenant_id = ? "
-        "AND event_time >= ? AND event_time < ? AND billable_at >= ? GROUP BY position "
+        f"AND event_time >= ? AND event_time < ? AND billable_at >= ?{upper} GROUP BY position "
         "UNION ALL SELECT position, billable_at FROM platform_costs WHERE tenant_id = ? "
         "AND coalesce(period_start, event_time) >= ? AND coalesce(period_start, event_time) < ? "
-        "AND billable_at >= ?)"
+        f"AND billable_at >= ?{upper})"
     )
     return sql, bounds + bounds

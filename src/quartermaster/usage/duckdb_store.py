@@ -386,8 +386,10 @@ class DuckDBUsageStore:
         )
         return {r[0]: (int(r[1]), q.aware(r[2])) for r in rows}
 
-    def late_arrivals(self, tenant_id: str, period: Period, *, since: datetime) -> LateArrivals:
-        sql, params = q.late_arrivals_sql(tenant_id, period, since)
+    def late_arrivals(
+        self, tenant_id: str, period: Period, *, since: datetime, until: datetime | None = None
+    ) -> LateArrivals:
+        sql, params = q.late_arrivals_sql(tenant_id, period, since, until)
         row = self._cursor().execute(sql, params).fetchone()
         if row is None or not row[0]:
             return LateArrivals(0, None, None)

@@ -568,9 +568,12 @@ class UsageStore(Protocol):
         """Tenant -> (events waiting, earliest deadline)."""
         ...
 
-    def late_arrivals(self, tenant_id: str, period: Period, *, since: datetime) -> LateArrivals:
+    def late_arrivals(
+        self, tenant_id: str, period: Period, *, since: datetime, until: datetime | None = None
+    ) -> LateArrivals:
         """The period's events (usage rows still kept raw, and platform costs) that became
-        billable at or after `since`: what a document as of `since` misses."""
+        billable at or after `since` (and before `until`): what a document as of `since`
+        misses and one as of `until` holds."""
         ...
 
     def waiting_events(self, tenant_ids: Collection[str]) -> list[WaitingEvent]: ...
