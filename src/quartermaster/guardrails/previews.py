@@ -13,7 +13,7 @@ it (webhooks carry it like any alert). One preview per app and hour.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -427,9 +427,12 @@ def scan_all(
     session_factory: sessionmaker[Session],
     now: datetime | None = None,
     read_session_factory: sessionmaker[Session] | None = None,
+    on_failure: Callable[[str, Exception], None] | None = None,
 ) -> dict[str, list[str]]:
-    """Every tenant with a threshold; one tenant's failure (e.g. no price book) is logged.
-    With `read_session_factory`, reads and pricing use read-only sessions (see scan)."""
+    """Every tenant with a threshold, and the previews made for each that was scanned; one
+    tenant's failure (e.g. no price book) goes to `on_failure` (default: logged with its
+    traceback) and does not stop the others. With `read_session_factory`, reads and pricing
+    use read-only sessions (see scan)."""
     with (read_session_factory or session_factory)() as session:
         tenants = watching_tenants(session=session)
     made: dict[str, list[str]] = {}
@@ -440,9 +443,12 @@ def scan_all(
                 made[tenant_id] = scanner.scan(
                     tenant_id, threshold, session=session, now=now, reader=reader
                 )
-            except Exception:  # one tenant's failure, expected or not, skips only it
+            except Exception as exc:  # one tenant's failure, expected or not, skips only it
                 session.rollback()
-                logger.exception("high-cost scan of tenant %s failed", tenant_id)
+                if on_failure is None:
+                    logger.exception("high-cost scan of tenant %s failed", tenant_id)
+                else:
+                    on_failure(tenant_id, exc)
     return made
 
 

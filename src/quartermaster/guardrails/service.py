@@ -46,6 +46,11 @@ class GuardrailEvaluator(BackgroundService):
             failing="budgets of tenant {} not evaluated",
             recovered="budgets of tenant {} are evaluated again",
         )
+        self._scan_failing: FailureLog[str] = FailureLog(  # tenants whose high-cost scan fails
+            logger,
+            failing="high-cost hours of tenant {} not scanned",
+            recovered="high-cost hours of tenant {} are scanned again",
+        )
 
     def run_once(self) -> bool:
         factory = self.runtime.session_factory
@@ -63,7 +68,14 @@ class GuardrailEvaluator(BackgroundService):
             self._failing.passed(tenant_id)
         if any(r.enforcements for r in results.values()):
             guardrail_gate(self.runtime).invalidate()
-        scan_all(self.high_cost, session_factory=factory, read_session_factory=readers)
+        scanned = scan_all(
+            self.high_cost,
+            session_factory=factory,
+            read_session_factory=readers,
+            on_failure=self._scan_failing.failed,  # e.g. a threshold set before a price book
+        )
+        for tenant_id in scanned:
+            self._scan_failing.passed(tenant_id)
         with factory() as session, readers() as reader:
             expire_reservations(session=session, reader=reader)
         return False
