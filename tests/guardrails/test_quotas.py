@@ -110,6 +110,21 @@ def test_limit_range_defaults_and_maxima(client: TestClient, tenant: TenantHandl
     )
 
 
+def test_a_limit_range_with_only_a_max_lowers_the_built_in_default_to_it(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    world = build_world(client, tenant)
+    body = {"scope_kind": "team", "scope": world.team, "resource": "runtime", "max": "30m"}
+    ok(client.put("/v1/limit-ranges", json=body, headers=world.headers))
+    admitted = _decide(client, world)  # names no runtime: the built-in 1 h is over the max
+    assert admitted["allowed"] is True, admitted
+    assert admitted["resources"]["runtime"] == 1800  # type: ignore[index]
+    # A max above the built-in default leaves it as it is.
+    body = {"scope_kind": "tenant", "resource": "concurrency", "max": "5"}
+    ok(client.put("/v1/limit-ranges", json=body, headers=world.headers))
+    assert _decide(client, world)["resources"]["concurrency"] == 1  # type: ignore[index]
+
+
 def test_a_limit_range_is_deleted_by_an_admin_and_logged(
     client: TestClient, tenant: TenantHandle
 ) -> None:

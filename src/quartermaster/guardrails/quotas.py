@@ -251,7 +251,12 @@ def apply_limit_ranges(
         value = requested.get(resource)
         if value is None:
             defaults = [r.default_request for r in rows if r.resource == resource]
-            value = next((d for d in defaults if d is not None), builtin.get(resource, 0))
+            value = next((d for d in defaults if d is not None), None)
+            if value is None:
+                # As Kubernetes takes a LimitRange's max for its missing default: a built-in
+                # default over a range's max would deny every request that names none.
+                maxes = [r.max for r in rows if r.resource == resource and r.max is not None]
+                value = min([builtin.get(resource, 0), *maxes])
         effective[resource] = value
     reasons = []
     for row in rows:
