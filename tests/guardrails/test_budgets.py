@@ -127,6 +127,28 @@ def test_a_budget_answers_its_thresholds_as_it_was_given_them(
     assert [b["thresholds"] for b in listed if b["id"] == made["id"]] == [[50, 80]]
 
 
+def test_amounts_given_with_an_exponent_are_answered_written_out(
+    client: TestClient, tenant: TenantHandle
+) -> None:
+    """`1e3` is a number a script may send; the answer, at once and later, reads `1000`."""
+    world = build_world(client, tenant)
+    made = budget(client, world, scope_kind="tenant", amount="1e3")
+    assert made["amount"] == "1000"
+    listed = ok(client.get("/v1/budgets", headers=world.headers))
+    assert [b["amount"] for b in listed if b["id"] == made["id"]] == ["1000"]
+    changed = ok(
+        client.patch(f"/v1/budgets/{made['name']}", json={"amount": "2.5E1"}, headers=world.headers)
+    )
+    assert changed["amount"] == "25"
+    cap = {"applies_to": "ephemeral", "amount": "1e1", "period": "day", "action": "halt"}
+    assert ok(client.put("/v1/default-caps", json=cap, headers=world.headers))["amount"] == "10"
+    threshold = {"high_cost_hour_amount": "1.5e2"}
+    answered = ok(client.put("/v1/guardrail-settings", json=threshold, headers=world.headers))
+    assert answered["high_cost_hour_amount"] == "150"
+    rate = {"scope_kind": "tenant", "rate": "1e1", "burst": 5}
+    assert ok(client.put("/v1/rate-limits", json=rate, headers=world.headers))["rate"] == "10"
+
+
 def test_budget_input_errors_name_the_field(client: TestClient, tenant: TenantHandle) -> None:
     world = build_world(client, tenant)
     cases = [

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from typing import Annotated
 
-from pydantic import PlainSerializer
+from pydantic import AfterValidator, PlainSerializer
 
 LINE_QUANTUM = Decimal("0.000001")
 CENT = Decimal("0.01")
@@ -57,6 +57,16 @@ def plain_text(value: Decimal) -> str:
 # A Decimal that an API response writes as fixed-point text, as the exports write it, so
 # that the same value reads the same in both.
 FixedDecimal = Annotated[Decimal, PlainSerializer(fixed_point, return_type=str, when_used="json")]
+
+
+def written_out(value: Decimal) -> Decimal:
+    """`value` without an exponent (`1e3` -> `1000`, `1.5E-2` -> `0.015`), exactly, as the
+    database stores it: an answer then reads the same before and after a round trip."""
+    return Decimal(fixed_point(value))
+
+
+# A Decimal a request gives, held written out (see `written_out`).
+WrittenDecimal = Annotated[Decimal, AfterValidator(written_out)]
 
 
 def to_decimal(value: object, *, field: str = "amount") -> Decimal:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from quartermaster.api.params import one_of
+from quartermaster.domain.money import WrittenDecimal
 from quartermaster.guardrails.budgets import BudgetPeriod
 from quartermaster.guardrails.caps import CAP_ACTIONS, CapTarget
 
@@ -21,7 +22,7 @@ class DefaultCapIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     applies_to: CapTargetName = Field(description="ephemeral | non_production")
-    amount: Decimal = Field(description="Hard cap per app and period, in `currency`.")
+    amount: WrittenDecimal = Field(description="Hard cap per app and period, in `currency`.")
     currency: str | None = Field(
         default=None,
         description="The amount's currency (ISO 4217); default: the default price book's. "
@@ -50,7 +51,7 @@ class DefaultCapOut(BaseModel):
 class GuardrailSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    high_cost_hour_amount: Decimal | None = Field(
+    high_cost_hour_amount: WrittenDecimal | None = Field(
         description="An app's cost in one hour at which a preview invoice is made; null: off."
     )
 

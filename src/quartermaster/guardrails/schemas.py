@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quartermaster.api.params import one_of
-from quartermaster.domain.money import FixedDecimal
+from quartermaster.domain.money import FixedDecimal, WrittenDecimal
 from quartermaster.guardrails.alerts import ALERT_KINDS, Severity
 from quartermaster.guardrails.budgets import (
     BUDGET_SCOPES,
@@ -46,7 +46,7 @@ class BudgetIn(_In):
         default="tenant", description="tenant (the default) | cost_center | team | app"
     )
     scope: str | None = Field(default=None, description="The slug; none for tenant.")
-    amount: Decimal = Field(description="The period's budget, in `currency`.")
+    amount: WrittenDecimal = Field(description="The period's budget, in `currency`.")
     currency: str | None = Field(
         default=None,
         description="The amount's currency (ISO 4217); default: the default price book's. "
@@ -61,7 +61,7 @@ class BudgetIn(_In):
 class BudgetPatch(_In):
     """What to change of a budget; a field left out keeps its value."""
 
-    amount: Decimal | None = Field(default=None, description="The period's budget.")
+    amount: WrittenDecimal | None = Field(default=None, description="The period's budget.")
     currency: str | None = Field(
         default=None,
         description="The amount's currency (ISO 4217): set it with the amount when the "
@@ -198,7 +198,7 @@ class LimitRangeOut(_Out):
 class RateLimitIn(_In):
     scope_kind: RateScopeKind = Field(description="tenant | app | user")
     scope: str | None = Field(default=None, description="app slug, principal id, or *")
-    rate: Decimal = Field(description="Requests per second.")
+    rate: WrittenDecimal = Field(description="Requests per second.")
     burst: int = Field(description="Requests allowed at once from idle.")
 
 
