@@ -255,7 +255,7 @@ def test_cli_errors_name_the_problem(qm: CliRunner) -> None:
         app, ["bill", "run", "--start", "2026-01-02T00:00:00Z", "--end", "2026-01-01T00:00:00Z"]
     )
     assert result.exit_code == 1
-    assert "--end 2026-01-01T00:00:00+00:00 is not after --start 2026-01-02T00:00:00+00:00" in (
+    assert "--end 2026-01-01 00:00 UTC is not after --start 2026-01-02 00:00 UTC" in (
         " ".join(result.output.split())
     ), result.output
     assert "period_" not in result.output

@@ -79,6 +79,14 @@ def test_late_usage_is_listed_with_the_adjustment_due_until_adjusted(platform: P
     adjusted = platform.post("/v1/billing/adjustments", {"run_id": run["id"]})["adjustment"]
     assert Decimal(adjusted["document"]["total"]) == Decimal(late["adjustment_due"])
     assert _late(platform) == []
+    # An adjustment is final: discarding it is refused naming what it is.
+    adjustment_id = adjusted["document"]["id"]
+    kept = platform.client.delete(f"/v1/billing/runs/{adjustment_id}", headers=platform.headers)
+    assert kept.status_code == 409, kept.text
+    assert kept.json()["error"]["message"] == (
+        f"{adjustment_id!r} is adjustment 1 of run {run['id']}: an adjustment is issued final "
+        "and is never discarded; a later adjustment corrects it"
+    )
     # Usage after the adjustment is late against the adjustment.
     platform.send([event("resource.usage", jan(9), {"resource_id": "api-pod-1", "cpu_seconds": 5})])
     (again,) = _late(platform)

@@ -98,7 +98,7 @@ def resolve_period(
             raise InvalidInputError(f"{name} must carry a UTC offset", field=name)
     if end <= start:
         raise InvalidInputError(
-            f"period_end {end.isoformat()} is not after period_start {start.isoformat()}",
+            f"period_end {moment_text(end)} is not after period_start {moment_text(start)}",
             field="period_end",
         )
     # Before converting to UTC: 0001-01-01T00:00+01:00 has no UTC datetime.

@@ -836,7 +836,7 @@ def finalize_run(
     moment = now or utc_now()
     if document.period_end > moment:
         raise ConflictError(
-            f"the period of run {document_id!r} ends {document.period_end.isoformat()}: "
+            f"the period of run {document_id!r} ends {moment_text(document.period_end)}: "
             "finalize it after it has ended",
             field="run_id",
         )
@@ -865,6 +865,13 @@ def discard_draft(caller: AuthContext, document_id: str, *, session: Session) ->
     """Delete a draft run; a finalized run is immutable and cannot be discarded."""
     require_admin(caller, "discard billing runs")
     document = get_document(caller, document_id, session=session)
+    if document.doc_type == DocumentType.ADJUSTMENT.value:
+        raise ConflictError(
+            f"{document_id!r} is adjustment {document.sequence} of run {document.corrects_id}: "
+            "an adjustment is issued final and is never discarded; a later adjustment "
+            "corrects it",
+            field="run_id",
+        )
     if document.status == DocumentStatus.FINALIZED.value:
         raise ConflictError(
             f"run {document_id!r} is finalized and immutable: correct it with an adjustment",

@@ -18,7 +18,7 @@ from quartermaster.catalog.access import ensure_may_read, ensure_may_write, visi
 from quartermaster.catalog.lease_tokens import LeaseClaims, issue_token
 from quartermaster.catalog.models import App, Resource, ResourceLease
 from quartermaster.catalog.service import find_app, validate_environment
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.service import AuthContext
 
@@ -222,7 +222,7 @@ def register_resource(
     start = valid_from or utc_now()
     if valid_to is not None and valid_to <= start:
         raise InvalidInputError(
-            f"valid_to {valid_to.isoformat()} is not after valid_from {start.isoformat()}",
+            f"valid_to {moment_text(valid_to)} is not after valid_from {moment_text(start)}",
             field="valid_to",
         )
     env = validate_environment(environment) if environment is not None else app.environment

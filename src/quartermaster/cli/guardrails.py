@@ -698,7 +698,7 @@ def decide_renew(
     row = request(
         "POST", f"/v1/decisions/{segment(decision_id)}/renew", json=body, url=url, api_key=api_key
     )
-    out().print(f"decision {row['id']} {row['status']} until {row['expires_at']}")
+    out().print(f"decision {row['id']} {row['status']} until {cell_text(row['expires_at'])}")
 
 
 # --- webhooks and deliveries --------------------------------------------------------------

@@ -21,7 +21,7 @@ from quartermaster.api.openapi import OPERATION_SCHEMAS
 from quartermaster.api.params import Int64
 from quartermaster.api.responses import MEANING, RETRY_AFTER, rate_limited
 from quartermaster.domain.events import DATA_MODELS, event_json_schema
-from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.domain.timeutil import Period, floor_hour, moment_text, utc_now
 from quartermaster.errors import (
     InvalidInputError,
     PayloadTooLargeError,
@@ -254,7 +254,7 @@ def get_reconciliation(
     end = _aware(end, "end") or floor_hour(utc_now()) + timedelta(hours=1)
     start = _aware(start, "start") or end - timedelta(hours=24)
     if end <= start:
-        raise InvalidInputError(f"end {end.isoformat()} is not after start", field="end")
+        raise InvalidInputError(f"end {moment_text(end)} is not after start", field="end")
     if end - start > timedelta(days=MAX_RECONCILIATION_DAYS):
         raise InvalidInputError(
             f"at most {MAX_RECONCILIATION_DAYS} days per request", field="start"

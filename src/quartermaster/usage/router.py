@@ -20,7 +20,7 @@ from quartermaster.api.deps import (
 )
 from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
-from quartermaster.domain.timeutil import Period, floor_hour, utc_now
+from quartermaster.domain.timeutil import Period, floor_hour, moment_text, utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.usage import service
 from quartermaster.usage.accounting import pipeline_accounting
@@ -62,7 +62,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 def _period(start: datetime, end: datetime) -> Period:
     start, end = _aware(start, "start") or start, _aware(end, "end") or end
     if end <= start:
-        raise InvalidInputError(f"end {end.isoformat()} is not after start", field="end")
+        raise InvalidInputError(f"end {moment_text(end)} is not after start", field="end")
     if end - start > timedelta(days=MAX_QUERY_DAYS):
         raise InvalidInputError(f"at most {MAX_QUERY_DAYS} days per request", field="start")
     return Period(start, end)
