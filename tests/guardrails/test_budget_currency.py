@@ -46,7 +46,7 @@ def test_a_budget_takes_the_default_price_books_currency_or_the_one_given(
     assert response.status_code in (200, 201), response.text
     assert budget(client, world)["amount_currency"] == "USD"
     assert budget(client, world, currency="EUR")["amount_currency"] == "EUR"
-    for bad in ("eur", "EURO", "€"):
+    for bad in ("eur", "EURO", "€", "XYZ"):
         refused = client.post(
             "/v1/budgets", json={"name": "x", "amount": "1", "currency": bad}, headers=world.headers
         )

@@ -202,6 +202,13 @@ def test_currency_cannot_change(client: TestClient, tenant: TenantHandle) -> Non
             "effective_from",
             "day value is outside expected range",
         ),
+        # Three capitals, no currency: platform costs in it are refused at ingest.
+        (
+            "name: b\ncurrency: XYZ\nversion: 1\neffective_from: 2026-01-01T00:00:00Z\n"
+            "prices:\n  - {meter: tokens, model: per_unit, unit_price: 1}\n",
+            "currency",
+            "'XYZ' is not an active ISO 4217 currency code (e.g. USD, EUR)",
+        ),
     ],
 )
 def test_invalid_upload_names_the_field(
@@ -341,3 +348,38 @@ def test_a_new_version_is_stored_in_plain_digits_as_written(
     assert "0.0000009" in numbers
     assert "0.50" in numbers  # as the document wrote it
     assert not re.search(r"\d[eE][-+]?\d", numbers)
+
+
+def test_a_stored_version_in_an_inactive_currency_is_still_read(
+    client: TestClient, tenant: TenantHandle, runtime: Runtime
+) -> None:
+    """The currency check is an upload's: a version stored before it stays readable."""
+    from quartermaster.pricing.loader import validate_document
+    from quartermaster.pricing.service import store_price_book
+
+    data = {
+        "name": "old",
+        "currency": "XYZ",
+        "version": 1,
+        "effective_from": "2026-01-01T00:00:00Z",
+        "prices": [{"meter": "tokens", "model": "per_unit", "unit_price": "1"}],
+    }
+    with runtime.session_factory() as session:
+        store_price_book(
+            tenant.tenant_id, validate_document(data), created_by="test", session=session
+        )
+    read = client.get("/v1/price-books/old", headers=tenant.headers)
+    assert read.status_code == 200, read.text
+    assert read.json()["currency"] == "XYZ"
+
+
+def test_qm_pricebook_validate_refuses_an_inactive_currency_as_upload_does() -> None:
+    from quartermaster.pricing.loader import PriceBookError, parse_price_book
+
+    text = EXAMPLE.read_text().replace("currency: USD", "currency: XYZ", 1)
+    assert "currency: XYZ" in text
+    with pytest.raises(PriceBookError) as refused:
+        parse_price_book(text, "yaml")
+    assert refused.value.issues == [
+        ("currency", "'XYZ' is not an active ISO 4217 currency code (e.g. USD, EUR)")
+    ]

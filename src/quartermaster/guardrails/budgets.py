@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.billing.periods import month_containing, tenant_zone
+from quartermaster.domain.currencies import ACTIVE_CURRENCY, is_active_currency
 from quartermaster.domain.money import (
     LINE_QUANTUM,
     AmountOutOfRangeError,
@@ -80,6 +81,10 @@ def amount_currency(currency: str | None, tenant_id: str, *, session: Session) -
         raise InvalidInputError(
             f"currency {currency!r} is not a three-letter ISO 4217 code such as USD or EUR",
             field="currency",
+        )
+    if not is_active_currency(currency):  # no price book or platform cost can be in it
+        raise InvalidInputError(
+            f"currency {currency!r} is not {ACTIVE_CURRENCY.what}", field="currency"
         )
     return currency
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from quartermaster.domain.currencies import ACTIVE_CURRENCY, is_active_currency
 from quartermaster.domain.yaml_documents import StringTimestampLoader
 from quartermaster.errors import InvalidInputError, UnsupportedMediaTypeError
 from quartermaster.pricing.document import (
@@ -175,6 +176,8 @@ _POLICY: TypeAdapter[AnyPolicy] = TypeAdapter(PlatformCostPolicy)
 _RESERVATION: TypeAdapter[Reservation] = TypeAdapter(Reservation)
 _FIELD_ORDER = {name: position for position, name in enumerate(PriceBookDocument.model_fields)}
 _INDEX = re.compile(r"\[(\d+)\]")
+# The document's own pattern: a code of another shape is its schema error, not this check's.
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 
 
 def _valid_items(data: dict[str, Any], key: str, adapter: TypeAdapter[_T]) -> list[tuple[int, _T]]:
@@ -242,6 +245,24 @@ def check_document(data: Any) -> tuple[PriceBookDocument | None, list[Issue]]:
     return (None, issues) if issues else (document, [])
 
 
+def check_new_document(data: Any) -> tuple[PriceBookDocument | None, list[Issue]]:
+    """`check_document` for a document to store, which also needs an active ISO 4217
+    currency: platform costs in any other are refused at ingest, so a book in one could never
+    price them. Stored versions are read back without it (one may predate the check)."""
+    document, issues = check_document(data)
+    currency = data.get("currency") if isinstance(data, dict) else None
+    if (
+        isinstance(currency, str)
+        and CURRENCY_PATTERN.match(currency)
+        and not is_active_currency(currency)
+    ):
+        issues = in_document_order(
+            [*issues, ("currency", f"{currency!r} is not {ACTIVE_CURRENCY.what}")]
+        )
+        document = None
+    return document, issues
+
+
 def validate_document(data: Any) -> PriceBookDocument:
     """Plain data to a document, or PriceBookError listing every bad field with its path."""
     document, issues = check_document(data)
@@ -260,7 +281,11 @@ def decode(text: str | bytes) -> str:
 
 
 def parse_price_book(text: str | bytes, fmt: DocumentFormat) -> PriceBookDocument:
-    return validate_document(parse_raw(decode(text), fmt))
+    """A document to store, from its text (PriceBookError listing every issue)."""
+    document, issues = check_new_document(parse_raw(decode(text), fmt))
+    if document is None:
+        raise PriceBookError(issues)
+    return document
 
 
 def document_to_data(

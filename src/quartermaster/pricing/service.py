@@ -22,7 +22,7 @@ from quartermaster.pricing.history import PriceBookHistory, PriceBookVersion
 from quartermaster.pricing.loader import (
     DocumentFormat,
     PriceBookError,
-    check_document,
+    check_new_document,
     content_hash,
     decode,
     document_from_json,
@@ -144,7 +144,7 @@ def upload_price_book(
     team, cost center or app the tenant does not have; else stored as store_price_book
     does. A stored version sent again unchanged is answered without checking the names."""
     data = parse_raw(decode(text), fmt)
-    document, issues = check_document(data)
+    document, issues = check_new_document(data)
     if document is not None:
         same = _same_version(tenant_id, document, content_hash(document), session=session)
         if same is not None:
