@@ -175,7 +175,10 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     # Nothing sent for this month: said in words instead of two empty frames.
     assert "no usage or platform costs this month yet" in previewed
     assert "top apps" not in previewed
-    assert "month to date 0.00" in " ".join(_ok(qm, "bill", "preview", "--team", "web").split())
+    team_preview = " ".join(_ok(qm, "bill", "preview", "--team", "web").split())
+    assert re.search(r"^team web, month \d{4}-\d\d ", team_preview), team_preview
+    assert "month to date 0.00" in team_preview
+    assert not previewed.startswith("team ")
     unknown = qm.invoke(app, ["bill", "preview", "--team", "nope"])
     assert unknown.exit_code == 1
     assert "unknown team 'nope'" in unknown.output

@@ -293,6 +293,15 @@ def test_run_errors_name_the_options_typed() -> None:
     assert billing_cli.option_names(message) == (
         "--end 2026-01-01T00:00:00+00:00 is not after --start 2026-01-02"
     )
+    assert billing_cli.option_names("give either month or period_start/period_end, not both") == (
+        "give either --month or --start/--end, not both"
+    )
+    assert billing_cli.option_names("kind: Input should be 'invoice' or 'chargeback'") == (
+        "--kind: Input should be 'invoice' or 'chargeback'"
+    )
+    # Elsewhere the words are words.
+    unchanged = "the period ends after the month in progress; kind of a run"
+    assert billing_cli.option_names(unchanged) == unchanged
 
 
 def test_a_team_member_sees_no_whole_document_line_counts(

@@ -117,7 +117,9 @@ def test_budget_quota_decide_and_alerts_commands(
     short = enforcement_id[:12]
     assert re.search(rf"│ {short}\s+│\s+│ \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", enforcements)
     assert enforcement_id not in enforcements
-    assert "lifted halt of team" in qm("alerts", "lift", enforcement_id[:8]).output
+    lifted = qm("alerts", "lift", enforcement_id[:8]).output
+    assert re.search(r"halt of team \S+ lifted by \S+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", lifted)
+    assert qm("alerts", "lift", enforcement_id).output == lifted  # the first lift, again
     assert re.search(r"│ lifted by \S+\s+│", qm("alerts", "enforcements").output)
     actions = qm("alerts", "actions").output
     assert "lift" in actions

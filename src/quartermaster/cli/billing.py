@@ -383,12 +383,19 @@ def _day_label(start: str, end: str) -> str:
 
 _FIELD_OPTIONS = {"period_start": "--start", "period_end": "--end", "price_book": "--price-book"}
 _FIELD_NAMES = re.compile(r"\b(" + "|".join(_FIELD_OPTIONS) + r")\b")
+# Words that are a field only where a message names one: at its start (`kind: Input should
+# be …`) or as the field of "give either month or …".
+_LEADING_FIELD = re.compile(r"^(kind|month|timezone): ")
+_EITHER_MONTH = "give either month or"
 
 
 def option_names(message: str) -> str:
     """An API error of `qm bill run` in the options' words: `--end ... is not after
-    --start ...`, where it said period_end and period_start."""
-    return _FIELD_NAMES.sub(lambda match: _FIELD_OPTIONS[match[1]], message)
+    --start ...`, where it said period_end and period_start; `--kind: …` where it said
+    `kind: …`."""
+    message = _FIELD_NAMES.sub(lambda match: _FIELD_OPTIONS[match[1]], message)
+    message = _LEADING_FIELD.sub(lambda match: f"--{match[1]}: ", message)
+    return message.replace(_EITHER_MONTH, "give either --month or")
 
 
 def _day_or_time(moment: str) -> str:
@@ -417,7 +424,7 @@ def _period_label(start: str, end: str) -> str:
 @bill_app.command("show")
 def show(
     run_id: RunIdArgument,
-    lines: Annotated[int, typer.Option(help="How many lines to list (0: none).")] = 30,
+    lines: Annotated[int, typer.Option(min=0, help="How many lines to list (0: none).")] = 30,
     all_lines: Annotated[bool, typer.Option("--all", help="List every line.")] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -573,8 +580,9 @@ def preview(
         print_json(result)
         return
     currency = result["currency"]
+    whose = f"team {escape(str(result['team']))}, " if result.get("team") else ""
     out().print(
-        f"[bold]month {_period_label(result['period_start'], result['period_end'])}[/] "
+        f"[bold]{whose}month {_period_label(result['period_start'], result['period_end'])}[/] "
         f"({result['elapsed_days']} of {result['total_days']} days): month to date "
         f"{_estimate(result['month_to_date'])} {currency}, "
         f"forecast {_estimate(result['forecast'])} {currency}"

@@ -547,8 +547,10 @@ def enforcement_lift(
     row = request(
         "POST", f"/v1/enforcements/{segment(enforcement_id)}/lift", url=url, api_key=api_key
     )
+    # Lifting is idempotent: a second lift answers the first, whose time says so.
     out().print(
-        f"lifted {row['action']} of {row['scope_kind']} {row['scope']} by {row['lifted_by']}"
+        f"{row['action']} of {row['scope_kind']} {row['scope']} lifted by {row['lifted_by']} "
+        f"at {cell_text(row['lifted_at'])}"
     )
 
 
