@@ -52,7 +52,10 @@ def test_an_unquoted_date_stays_the_string_written(tmp_path: Path, written: str)
     ("text", "expected"),
     [
         ("owner: !!int twelve\n", "not a JSON-like document"),
-        ("owner: !!set {a, b}\n", "not a JSON-like document"),
+        (
+            "owner: !!set {a, b}\n",
+            "not a JSON-like document: a set (!!set): write a list, [a, b] is not a JSON value",
+        ),
         ("owner: [unclosed\n", "not valid yaml"),
     ],
 )
@@ -69,3 +72,21 @@ def test_yaml_that_is_no_json_document_names_the_file(
 def test_a_directory_without_a_manifest_names_the_files_looked_for(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"qm-app\.json, qm-app\.yaml, qm-app\.yml"):
         read_manifest_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "written", "got"),
+    [("version", "1.0", "1.0 (a number)"), ("short_description", "no", "false (a boolean)")],
+)
+def test_a_yaml_number_or_boolean_where_text_goes_says_to_quote_it(
+    tmp_path: Path, field: str, written: str, got: str
+) -> None:
+    text = YAML_MANIFEST.format(owner="ann").replace(
+        f"{field}: ", f"{field}: {written}\n_old_{field}: ", 1
+    )
+    document = read_manifest_file(_write(tmp_path, text))
+    document.pop(f"_old_{field}")
+    _, errors = parse_manifest(document)
+    assert [(e.field, e.message) for e in errors] == [
+        (field, f"Input should be a valid string, got {got}: quote it to make it text")
+    ]

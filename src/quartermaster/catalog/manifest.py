@@ -190,6 +190,11 @@ def field_errors(error: ValidationError) -> list[FieldError]:
     for item in error.errors(include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "manifest"
         message = str(item["msg"]).removeprefix("Value error, ")
+        given = item.get("input")
+        if item["type"] == "string_type" and isinstance(given, bool | int | float):
+            # YAML reads `version: 1.0` as a number and `no`, `on` as booleans.
+            kind = "a boolean" if isinstance(given, bool) else "a number"
+            message += f", got {json.dumps(given)} ({kind}): quote it to make it text"
         out.append(FieldError(field=where, message=message))
     return out
 
@@ -237,11 +242,23 @@ def read_manifest_file(directory: Path) -> Any:
             except (json.JSONDecodeError, yaml.YAMLError) as exc:
                 raise InvalidInputError(f"{path}: not valid {path.suffix[1:]}: {exc}") from None
             except (ValueError, TypeError) as exc:  # an explicit tag's refusal, e.g. !!int x
-                raise InvalidInputError(f"{path}: not a JSON-like document: {exc}") from None
+                raise InvalidInputError(
+                    f"{path}: not a JSON-like document: {_json_like_problem(exc)}"
+                ) from None
     raise InvalidInputError(
         f"{directory}: no manifest (expected one of {', '.join(MANIFEST_FILES)})",
         field="manifest",
     )
+
+
+def _json_like_problem(exc: Exception) -> str:
+    """What in a YAML document JSON cannot hold, in YAML's words: `!!set {a, b}` is a set,
+    `!!binary` bytes (Python said `Object of type set is not JSON serializable`)."""
+    found = re.search(r"Object of type (\w+) is not JSON serializable", str(exc))
+    if found is None:
+        return str(exc)
+    kinds = {"set": "a set (!!set): write a list, [a, b]", "bytes": "binary data (!!binary)"}
+    return kinds.get(found[1], f"a value of type {found[1]}") + " is not a JSON value"
 
 
 def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
