@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from quartermaster.billing.costs import by_owner
 from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.models import CostType
-from tests.billing.platform import JANUARY_MONTH, PIPELINE_TOTAL, Platform, jan
+from quartermaster.billing.sources import pipeline_catch_up
+from tests.billing.platform import JANUARY_MONTH, PIPELINE_TOTAL, Platform, event, jan
 
 
 def _costs(platform: Platform, headers: dict[str, str] | None = None, **params: Any) -> Any:
@@ -77,6 +78,34 @@ def test_a_team_reads_its_own_costs_and_roles_are_kept(platform: Platform) -> No
     assert refused.status_code == 403, refused.text
     app_key = platform.key_for("app", app_id="web")
     assert _costs(platform, app_key, month=JANUARY_MONTH).status_code == 403
+
+
+def test_costs_say_what_they_leave_out_as_a_run_does(platform: Platform) -> None:
+    platform.send(
+        [
+            # memory_gb_hours has no price rule; a EUR cost cannot be priced in a USD book.
+            event("resource.usage", jan(9), {"resource_id": "etl-vol", "memory_gb_hours": 5}),
+            event(
+                "platform.cost",
+                jan(2, 0),
+                {"cost_type": "cdn", "amount": "4.00", "currency": "EUR"},
+            ),
+        ]
+    )
+    pipeline_catch_up(platform.runtime)()
+    costs = _ok(platform, month=JANUARY_MONTH)
+    run = platform.client.post(
+        "/v1/billing/runs", json={"month": JANUARY_MONTH}, headers=platform.headers
+    ).json()["run"]
+    assert costs["note"] == run["note"]
+    assert "usage with no price rule (billed at 0): memory_gb_hours" in costs["note"]
+    assert "platform costs not in the price book's currency USD" in costs["note"]
+    # A team's: its own unpriced usage, not the tenant's platform costs.
+    member = platform.key_for("team-member", team="data")
+    own = _ok(platform, member, month=JANUARY_MONTH)
+    assert own["note"] == "usage with no price rule (billed at 0): memory_gb_hours"
+    web = _ok(platform, month=JANUARY_MONTH, team="web")
+    assert web["note"] is None
 
 
 @pytest.mark.parametrize(

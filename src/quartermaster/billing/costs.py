@@ -20,6 +20,7 @@ from quartermaster.billing.service import (
     Waiting,
     WaitingCounter,
     compute_period,
+    document_note,
 )
 from quartermaster.domain.money import money_sum
 from quartermaster.domain.timeutil import Period
@@ -45,6 +46,7 @@ class PeriodCosts:
     teams: list[CostAmount]  # largest first
     apps: list[CostAmount]
     waiting: Waiting = NOTHING_WAITING
+    note: str | None = None  # what the figures leave out, as a run's document says it
 
     @property
     def complete(self) -> bool:
@@ -88,6 +90,7 @@ def period_costs(
         teams=teams,
         apps=apps,
         waiting=waiting(caller.tenant_id, period) if waiting is not None else NOTHING_WAITING,
+        note=document_note(computed, team=team),
     )
 
 

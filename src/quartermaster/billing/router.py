@@ -614,6 +614,7 @@ def get_costs(
         apps=[_cost_amount(row) for row in result.apps],
         events_waiting=result.waiting.events,
         waiting_until=result.waiting.until,
+        note=result.note,
     )
 
 

@@ -282,6 +282,12 @@ class PeriodCostsOut(BaseModel):
         "these figures."
     )
     waiting_until: datetime | None
+    note: str | None = Field(
+        default=None,
+        description="What the figures leave out, as a run's note says it: usage of meters "
+        "with no price rule (at 0) and, tenant-wide, platform costs in another currency than "
+        "the price book's (not priced); null: nothing.",
+    )
 
 
 class DailyOut(BaseModel):

@@ -350,15 +350,16 @@ def _apply_computed(document: BillingDocument, computed: Computed) -> None:
     document.note = document_note(computed)
 
 
-def document_note(computed: Computed) -> str | None:
+def document_note(computed: Computed, *, team: str | None = None) -> str | None:
     """What a run leaves out of its money, said on the document: usage of meters with no
     price rule (billed at 0), and platform costs in another currency than the price book's
-    (not priced: there is no conversion; they are in no line)."""
+    (not priced: there is no conversion; they are in no line). With `team`, that team's
+    unpriced usage alone (the tenant's platform costs are not its to read)."""
     notes: list[str] = []
-    unpriced = sorted({u.meter for u in computed.unpriced})
+    unpriced = sorted({u.meter for u in computed.unpriced if team in (None, u.owner.team)})
     if unpriced:
         notes.append(f"usage with no price rule (billed at 0): {', '.join(unpriced)}")
-    if computed.unpriced_costs:
+    if computed.unpriced_costs and team is None:
         costs = ", ".join(cost.describe() for cost in computed.unpriced_costs)
         notes.append(
             f"platform costs not in the price book's currency {computed.currency}, not billed "

@@ -686,6 +686,8 @@ def period_costs(
             else "the period has not ended"
         )
         out().print(f"[yellow]note:[/] not complete: {why}; usage recorded later is not in it")
+    if result.get("note"):
+        out().print(f"[yellow]note:[/] {escape(str(result['note']))}")
     columns = ("cost center", "team", "amount")
     rows = [(t["cost_center"], t["team"] or "-", _money(t["amount"])) for t in result["teams"]]
     show_table(_table("per team", columns, rows), empty="no usage or platform costs in the period")
