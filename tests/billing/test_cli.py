@@ -103,7 +103,7 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
         (1, "0.200000")
     ]
     assert re.search(rf"│ {run_id} │ 2026-01 │\s+1 │ \d{{4}}-[^│]+Z │\s+│\s+0\.20 │", late), late
-    assert f"bill it: qm bill adjust {run_id}" in late
+    assert f"bill it (admin keys): qm bill adjust {run_id}" in late
     adjusted = _ok(qm, "bill", "adjust", run_id)
     assert "nothing late" in _ok(qm, "bill", "late")
     assert re.search(

@@ -552,7 +552,9 @@ def late_usage(
     )
     for item in found:
         if item["adjustment_due"] is not None:
-            out().print(f"bill it: qm bill adjust {short_id(item['run_id'])}", markup=False)
+            out().print(
+                f"bill it (admin keys): qm bill adjust {short_id(item['run_id'])}", markup=False
+            )
 
 
 def _arrived(first: str | None, last: str | None) -> Text:
