@@ -224,17 +224,8 @@ def test_a_database_that_cannot_be_reached_is_503_and_one_that_refuses_is_409(
     world: World, ctx: SecretsContext, runtime: Runtime, target_db: str
 ) -> None:
     def issue_through(url: str) -> None:
+        _mount_as(world, ctx, runtime, target_db, url)
         with runtime.session_factory() as session:
-            engines.configure_postgres_engine(
-                world.admin(),
-                ENGINE_PATH,
-                grants=_grants(target_db),
-                connection_url=url,
-                default_ttl_seconds=60,
-                max_ttl_seconds=600,
-                ctx=ctx,
-                session=session,
-            )
             try:
                 dynamic.issue_postgres_credential(
                     world.admin(), ENGINE_PATH, ctx=ctx, session=session
