@@ -3,6 +3,7 @@ for admin, finance and a team-member's own team."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from quartermaster.billing.costs import by_owner
 from quartermaster.billing.lines import LineDraft
 from quartermaster.billing.models import CostType
 from quartermaster.billing.sources import pipeline_catch_up
+from quartermaster.domain.timeutil import utc_now
 from tests.billing.platform import JANUARY_MONTH, PIPELINE_TOTAL, Platform, event, jan
 
 
@@ -105,6 +107,26 @@ def test_costs_say_what_they_leave_out_as_a_run_does(platform: Platform) -> None
     own = _ok(platform, member, month=JANUARY_MONTH)
     assert own["note"] == "usage with no price rule (billed at 0): memory_gb_hours"
     web = _ok(platform, month=JANUARY_MONTH, team="web")
+    assert web["note"] is None
+
+
+def test_a_preview_says_what_it_leaves_out_as_costs_do(platform: Platform) -> None:
+    now = utc_now()
+    platform.send(
+        [
+            event(
+                "resource.usage",
+                now - timedelta(minutes=5),
+                {"resource_id": "etl-vol", "memory_gb_hours": 5},
+            )
+        ]
+    )
+    pipeline_catch_up(platform.runtime)()
+    preview = platform.client.get("/v1/billing/preview", headers=platform.headers).json()
+    assert preview["note"] == "usage with no price rule (billed at 0): memory_gb_hours"
+    web = platform.client.get(
+        "/v1/billing/preview", params={"team": "web"}, headers=platform.headers
+    ).json()
     assert web["note"] is None
 
 

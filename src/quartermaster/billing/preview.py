@@ -30,6 +30,7 @@ from quartermaster.billing.service import (
     Waiting,
     WaitingCounter,
     caller_team_slug,
+    document_note,
     load_tenant,
 )
 from quartermaster.domain.money import money_context, money_sum
@@ -73,6 +74,7 @@ class Preview:
     # The month's events still waiting in the reconciliation window (owner not known yet):
     # not in these figures, as not in a run of the month.
     waiting: Waiting = NOTHING_WAITING
+    note: str | None = None  # what the month so far leaves out, as a run's document says it
 
 
 def _days(span: timedelta) -> Decimal:
@@ -185,4 +187,5 @@ def preview(
         apps=apps,
         team=team,
         waiting=waiting(caller.tenant_id, so_far) if waiting is not None else NOTHING_WAITING,
+        note=document_note(current, team=team),
     )

@@ -559,6 +559,7 @@ def get_preview(
         apps=[_cost_row(r) for r in result.apps],
         events_waiting=result.waiting.events,
         waiting_until=result.waiting.until,
+        note=result.note,
     )
 
 

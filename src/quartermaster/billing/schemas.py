@@ -249,6 +249,12 @@ class PreviewOut(BaseModel):
         description="The latest reconciliation deadline of those events: by then each is "
         "attributed, or charged to the default cost center (null when none wait).",
     )
+    note: str | None = Field(
+        default=None,
+        description="What the month so far leaves out, as a run's note says it: usage of "
+        "meters with no price rule (at 0) and, tenant-wide, platform costs in another "
+        "currency than the price book's (not priced); null: nothing.",
+    )
 
 
 class CostAmountOut(BaseModel):

@@ -590,6 +590,8 @@ def preview(
         f"forecast {_estimate(result['forecast'])} {currency}"
     )
     out().print(f"forecast method: {result['method']}")
+    if result.get("note"):
+        out().print(f"[yellow]note:[/] {escape(str(result['note']))}")
     if result.get("as_of"):  # the point the usage in it is complete up to (docs/billing.md)
         out().print(f"as of {cell_text(result['as_of'])}: usage recorded before then")
     waiting = result.get("events_waiting") or 0
