@@ -607,3 +607,18 @@ def test_reproduce_first_lets_this_servers_pipeline_catch_up(platform: Platform)
     )
     assert reproduced.status_code == 200, reproduced.text
     assert reproduced.json()["identical"], reproduced.json()["differences"]
+
+
+def test_an_empty_runs_total_is_written_as_every_total_is(platform: Platform) -> None:
+    """A month nothing was sent for: its total reads 0.000000, in the answer and the JSON
+    export, as a total of lines does (it read 0)."""
+    run = platform.client.post(
+        "/v1/billing/runs", json={"month": "2026-03"}, headers=platform.headers
+    ).json()["run"]
+    assert (run["line_count"], run["total"]) == (0, "0.000000")
+    exported = platform.client.get(
+        f"/v1/billing/runs/{run['id']}/export", params={"format": "json"}, headers=platform.headers
+    )
+    assert exported.status_code == 200, exported.text
+    (summary,) = exported.json()["documents"]
+    assert (summary["total"], summary["visible_total"]) == ("0.000000", "0.000000")

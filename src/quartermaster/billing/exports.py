@@ -15,6 +15,7 @@ from typing import Any
 
 from quartermaster.billing.focus import COLUMNS as FOCUS_COLUMNS
 from quartermaster.billing.focus import FocusContext, focus_rows
+from quartermaster.billing.lines import ZERO_LINE
 from quartermaster.billing.models import BillingDocument, BillingLine
 from quartermaster.domain.money import fixed_point, money_sum
 from quartermaster.domain.timeutil import ensure_utc
@@ -107,7 +108,7 @@ def document_summary(
     """The document's header as the API gives it to the caller: a team-member's (`team`,
     whose lines `lines` are) has `total` null, since the document's total is every team's,
     and `visible_total` the sum of its team's lines; `line_count` is the document's."""
-    visible_total = money_sum(line.amount for line in lines)
+    visible_total = money_sum([ZERO_LINE, *(line.amount for line in lines)])
     return {
         "id": document.id,
         "document_type": document.doc_type,

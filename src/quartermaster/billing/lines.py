@@ -28,6 +28,7 @@ from quartermaster.pricing.lines import LineKind, PricedLine, PricingError, Pric
 from quartermaster.pricing.rating import fmt, unit_price
 
 ZERO = Decimal(0)
+ZERO_LINE = Decimal("0.000000")  # 0 at LINE_QUANTUM
 RESERVED_CAPACITY_ITEM = "reserved_capacity"
 # How an adjustment line's reason starts when neither its usage nor its price book moved.
 REALLOCATED = "reallocated"
@@ -312,7 +313,10 @@ def build_lines(
 def total_of(lines: Iterable[LineDraft]) -> Decimal:
     """The exact sum of the lines, refused (PricingError) if the ledger cannot hold it."""
     try:
-        return check_amount(money_sum(line.amount for line in lines), what="document total")
+        # Lines are rounded to LINE_QUANTUM and so is their sum; starting from a 0 of that
+        # quantum writes an empty document's total 0.000000, as every other total is written.
+        total = money_sum([ZERO_LINE, *(line.amount for line in lines)])
+        return check_amount(total, what="document total")
     except AmountOutOfRangeError as error:
         raise PricingError(str(error), field="total") from None
 
