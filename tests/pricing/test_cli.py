@@ -34,6 +34,9 @@ def test_load_list_show_and_versions(
     qm: CliRunner, http: httpx.Client, tenant: TenantHandle, tmp_path: Path
 ) -> None:
     create_example_owners(http, tenant.headers)
+    none = qm.invoke(app, ["pricebook", "list"])
+    assert none.exit_code == 0, none.output
+    assert "no price books yet: qm pricebook load FILE stores one" in " ".join(none.output.split())
     loaded = qm.invoke(app, ["pricebook", "load", str(EXAMPLE)])
     assert loaded.exit_code == 0, loaded.output
     assert "stored price book internal-platform v1, effective from 2026-01-01 00:00:00Z" in (

@@ -25,6 +25,7 @@ from quartermaster.cli.client import (
     read_utf8,
     request,
     segment,
+    show_table,
     stacked,
 )
 from quartermaster.pricing.document import (
@@ -162,7 +163,10 @@ def list_books(
     ]
     columns = ("name", "currency", "in force", "latest", "versions", "last recorded")
     console = out()
-    console.print(_table("price books", columns, rows))
+    show_table(
+        _table("price books", columns, rows),
+        empty="no price books yet: qm pricebook load FILE stores one (docs/pricing.md)",
+    )
     default = next((b["name"] for b in books if b["default"]), None)
     if default is not None:
         console.print(
