@@ -219,6 +219,34 @@ def test_ingest_to_usage_status_replay_and_accounting(
     assert totals["accepted"] == totals["rated"] + totals["waiting"] == 5
     assert (totals["attributed"], totals["waiting"]) == (4, 1)
 
+    # A window inside an hour counts that whole hour (the counters are hourly), in both.
+    busy = next(h for h in accounting["hours"] if h["accepted"])
+    hour = datetime.fromisoformat(busy["hour"].replace("Z", "+00:00"))
+    inside = {
+        "start": (hour + timedelta(minutes=1)).isoformat(),
+        "end": (hour + timedelta(minutes=30)).isoformat(),
+    }
+    narrow = client.get("/v1/pipeline/accounting", params=inside, headers=platform.headers)
+    assert narrow.status_code == 200, narrow.text
+    assert (narrow.json()["start"], narrow.json()["end"]) == (
+        busy["hour"],
+        (hour + timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+    )
+    assert narrow.json()["hours"] == [busy]
+    assert narrow.json()["balanced"] is True
+    counted = client.get("/v1/reconciliation", params=inside, headers=platform.headers).json()
+    assert [h["stages"]["accepted"] for h in counted["hours"]] == [busy["accepted"]]
+    # A moment outside the calendar once in UTC is a 422 naming it, not a 500.
+    for path in ("/v1/reconciliation", "/v1/pipeline/accounting"):
+        for params, field in (
+            ({"end": "0001-01-01T00:00:00Z"}, "start"),
+            ({"start": "0001-01-01T00:00:00+01:00"}, "start"),
+            ({"end": "9999-12-31T23:59:59-10:00"}, "end"),
+        ):
+            refused = client.get(path, params=params, headers=platform.headers)
+            assert refused.status_code == 422, (path, params, refused.text)
+            assert refused.json()["error"]["field"] == field, refused.text
+
     replayed = client.post("/v1/pipeline/replay", params={"wait": True}, headers=platform.headers)
     assert replayed.status_code == 200, replayed.text
     assert replayed.json()["drained"] is True

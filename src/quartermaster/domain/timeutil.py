@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from quartermaster.errors import InvalidInputError
+
 HOUR = timedelta(hours=1)
 
 
@@ -21,6 +23,34 @@ def ensure_utc(value: datetime) -> datetime:
 
 def floor_hour(value: datetime) -> datetime:
     return ensure_utc(value).replace(minute=0, second=0, microsecond=0)
+
+
+def whole_hours(
+    start: datetime | None, end: datetime | None, *, now: datetime, default: timedelta
+) -> tuple[datetime, datetime]:
+    """The window of hourly counters a question covers: `start` rounded down and `end` up to
+    whole hours (a counter is of a whole hour: a window inside one is that hour, not none of
+    it), `end` by default the end of `now`'s hour and `start` `default` before `end`. A
+    moment without a UTC offset, or one whose hour falls outside the calendar, is a 422
+    naming it."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInputError(
+                f"{name} {value.isoformat()} needs a UTC offset, e.g. 2026-11-01T00:00:00Z",
+                field=name,
+            )
+    try:
+        last = floor_hour(end) if end is not None else floor_hour(now)
+        if end is None or last != ensure_utc(end):
+            last += HOUR
+    except OverflowError:
+        raise InvalidInputError(f"end {end} is outside the calendar in UTC", field="end") from None
+    try:
+        first = floor_hour(start) if start is not None else last - default
+    except OverflowError:
+        what = f"start {start}" if start is not None else f"start (end minus {default})"
+        raise InvalidInputError(f"{what} is outside the calendar in UTC", field="start") from None
+    return first, last
 
 
 def parse_timestamp(text: str) -> datetime:

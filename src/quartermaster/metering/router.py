@@ -21,7 +21,7 @@ from quartermaster.api.openapi import OPERATION_SCHEMAS
 from quartermaster.api.params import Int64
 from quartermaster.api.responses import MEANING, RETRY_AFTER, rate_limited
 from quartermaster.domain.events import DATA_MODELS, event_json_schema
-from quartermaster.domain.timeutil import Period, floor_hour, moment_text, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now, whole_hours
 from quartermaster.errors import (
     InvalidInputError,
     PayloadTooLargeError,
@@ -245,14 +245,20 @@ def get_reconciliation(
     runtime: RuntimeDep,
     session: ReadSessionDep,
     start: Annotated[
-        datetime | None, Query(description="First hour (default: 24 hours before `end`).")
+        datetime | None,
+        Query(
+            description="First hour, rounded down to a whole hour (default: 24 hours before `end`)."
+        ),
     ] = None,
     end: Annotated[
-        datetime | None, Query(description="End, exclusive (default: the end of this hour).")
+        datetime | None,
+        Query(
+            description="End, exclusive, rounded up to a whole hour (default: the end of this "
+            "hour). The answer's `start` and `end` are the hours counted."
+        ),
     ] = None,
 ) -> dict[str, object]:
-    end = _aware(end, "end") or floor_hour(utc_now()) + timedelta(hours=1)
-    start = _aware(start, "start") or end - timedelta(hours=24)
+    start, end = whole_hours(start, end, now=utc_now(), default=timedelta(hours=24))
     if end <= start:
         raise InvalidInputError(f"end {moment_text(end)} is not after start", field="end")
     if end - start > timedelta(days=MAX_RECONCILIATION_DAYS):

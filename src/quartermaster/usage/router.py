@@ -20,7 +20,7 @@ from quartermaster.api.deps import (
 )
 from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
-from quartermaster.domain.timeutil import Period, floor_hour, moment_text, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now, whole_hours
 from quartermaster.errors import InvalidInputError
 from quartermaster.usage import service
 from quartermaster.usage.accounting import pipeline_accounting
@@ -350,12 +350,20 @@ def accounting(
     caller: BillingReader,
     runtime: RuntimeDep,
     session: ReadSessionDep,
-    start: Annotated[datetime | None, Query(description="Default: 24 h before `end`.")] = None,
-    end: Annotated[datetime | None, Query(description="Default: the end of this hour.")] = None,
+    start: Annotated[
+        datetime | None,
+        Query(description="Rounded down to a whole hour (default: 24 h before `end`)."),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        Query(
+            description="Rounded up to a whole hour (default: the end of this hour); the "
+            "answer's `start` and `end` are the hours counted."
+        ),
+    ] = None,
 ) -> AccountingOut:
-    end = _aware(end, "end") or floor_hour(utc_now()) + timedelta(hours=1)
-    start = _aware(start, "start") or end - timedelta(hours=24)
-    hours = _period(start, end)
+    first, last = whole_hours(start, end, now=utc_now(), default=timedelta(hours=24))
+    hours = _period(first, last)
     rows = pipeline_accounting(caller.tenant_id, hours, store=runtime.usage_store, session=session)
     return AccountingOut(
         start=hours.start,
