@@ -55,6 +55,49 @@ def test_an_unexpected_exception_is_a_500_in_the_error_body(app: FastAPI) -> Non
     assert "RuntimeError" not in response.text
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/apps", {"app_id": "ov4", "owner": "x", "team": "{team}", "owned_since": "{early}"}),
+        ("/v1/resources", {"resource_id": "ov1", "app_id": "{app}", "valid_from": "{early}"}),
+        ("/v1/resources", {"resource_id": "ov2", "app_id": "{app}", "valid_to": "{late}"}),
+    ],
+)
+def test_a_moment_outside_the_calendar_in_utc_is_a_422_not_a_500(
+    app: FastAPI, tenant: TenantHandle, path: str, body: dict[str, str]
+) -> None:
+    """0001-01-01T00:00:00+01:00 is a valid RFC 3339 moment whose UTC instant is before year
+    1: it failed where it was converted, in the database layer, as a 500."""
+    values = {
+        "team": "t-ov",
+        "app": "a-ov",
+        "early": "0001-01-01T00:00:00+01:00",
+        "late": "9999-12-31T23:59:59-10:00",
+    }
+    with TestClient(app, raise_server_exceptions=False) as client:
+        team = {"slug": "t-ov", "cost_center": "default"}
+        client.post("/v1/teams", json=team, headers=tenant.headers)
+        made = {"app_id": "a-ov", "owner": "o", "team": "t-ov"}
+        client.post("/v1/apps", json=made, headers=tenant.headers)
+        sent = {key: value.format(**values) for key, value in body.items()}
+        response = client.post(path, json=sent, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert "outside the calendar once converted to UTC" in response.json()["error"]["message"]
+
+
+def test_another_database_error_is_still_a_500(app: FastAPI) -> None:
+    from sqlalchemy.exc import StatementError
+
+    @app.get("/db-boom")
+    def db_boom() -> None:
+        raise StatementError("boom", "SELECT 1", {}, OverflowError("int too large"))
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/db-boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+
+
 def _post_cost_center(
     client: TestClient, tenant: TenantHandle, body: bytes, content_type: str | None
 ) -> dict[str, object]:

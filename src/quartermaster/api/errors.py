@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quartermaster.errors import (
@@ -124,6 +125,12 @@ def _respond(exc: QMError) -> JSONResponse:
     return error_response(status_for(exc), exc.code, exc.message, exc.field, headers)
 
 
+OUT_OF_CALENDAR = InvalidInputError(
+    "a date or time in the request is outside the calendar once converted to UTC (years 1 to "
+    "9999): give one within it"
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QMError)
     async def _qm_error(_request: Request, exc: QMError) -> JSONResponse:
@@ -148,6 +155,17 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         # A 405 carries Allow (RFC 9110 section 15.5.6): pass the exception's headers on.
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(StatementError)
+    async def _overflow(_request: Request, exc: Exception) -> JSONResponse:
+        # A moment the request gave that falls outside the calendar once converted to UTC
+        # (0001-01-01T00:00:00+01:00) fails where it is converted, often in the database
+        # layer: the request's fault, said so, not a 500. Anything else is the server's.
+        cause = exc.orig if isinstance(exc, StatementError) else exc
+        if isinstance(cause, OverflowError) and "date value out of range" in str(cause):
+            return _respond(OUT_OF_CALENDAR)
+        raise exc  # to the 500 below, which the server logs with its traceback
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
