@@ -142,7 +142,11 @@ def test_send_with_a_wrong_api_key_says_so_once(
     wrong = {"QM_URL": live_server.url, "QM_API_KEY": "qm_nope_nope", "COLUMNS": "200"}
     result = runner.invoke(cli.app, ["send", str(file), "--batch-size", "1"], env=wrong)
     assert result.exit_code == 1
-    assert result.output.count("error 401") == 1, result.output
+    said = " ".join(result.output.split())
+    assert said.count("the server answered 401") == 1, result.output
+    assert "error: error" not in said
+    assert "the server refused it (401): fix what it names, then send the file again" in said
+    assert "once the server answers" not in said
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,12 @@ app = typer.Typer(help="Send events and watch the event log.", no_args_is_help=T
 
 class DeliveryError(RuntimeError):
     """A batch could not be delivered; the message says why. Batches after it in the file
-    were not sent, except those already in flight beside it."""
+    were not sent, except those already in flight beside it. `status`: the HTTP status the
+    server refused the batch with (a wrong key, a wrong URL), None when it did not answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SendStopped(DeliveryError):
@@ -59,8 +64,8 @@ class SendStopped(DeliveryError):
     the summary of what the server acknowledged before: the batches answered until then,
     those in flight beside it included."""
 
-    def __init__(self, message: str, summary: SendSummary) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, summary: SendSummary, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
         self.summary = summary
 
 
@@ -316,7 +321,10 @@ def send_batches(
         if response.status_code not in (200, 422) or "accepted" not in response.json():
             # Raised, not printed here: every batch in flight gets the same answer (a wrong
             # API key, say), and the send ends with it said once.
-            raise DeliveryError(f"error {response.status_code}: {error_message(response)}")
+            raise DeliveryError(
+                f"error {response.status_code}: {error_message(response)}",
+                status=response.status_code,
+            )
         report = response.json()
         delivered.sent = len(events)
         delivered.accepted = report["accepted"]
@@ -362,7 +370,8 @@ def send_batches(
     summary.retries = len(retry_reasons)
     summary.rejected.sort(key=lambda rejection: rejection["line"])
     if stopped is not None:
-        raise SendStopped(str(stopped), summary) from stopped
+        status = stopped.status if isinstance(stopped, DeliveryError) else None
+        raise SendStopped(str(stopped), summary, status=status) from stopped
     return summary
 
 
@@ -572,13 +581,29 @@ def send(
         done = int(progress.tasks[0].completed)
         out().print(
             f"stopped after {done:,} of {counted(int(progress.tasks[0].total or 0), 'line')} "
-            "were acknowledged: send the file again once the server answers (what it stored "
-            "comes back as duplicate, counted once)",
+            f"were acknowledged: {_resend_advice(stopped.status, str(client.base_url))} (what it "
+            "stored comes back as duplicate, counted once)",
             markup=False,
         )
-        fail(str(stopped))
+        said = str(stopped)
+        if stopped.status is not None:  # not `error: error 401: …`
+            said = f"the server answered {said.removeprefix('error ')}"
+        fail(said)
     if summary.rejected:
         raise typer.Exit(1)
+
+
+def _resend_advice(status: int | None, url: str) -> str:
+    """When to send the file again: once the server answers, or, when it answered with a
+    refusal (a wrong key, a wrong URL), once what it named is fixed. Pure."""
+    if status is None or status >= 500 or status == 429:
+        return "send the file again once the server answers"
+    if status == 404 and url.rstrip("/").endswith("/v1"):
+        return (
+            f"QM_URL ({url}) is the server's root, without /v1 (e.g. http://127.0.0.1:8080); "
+            "fix it and send the file again"
+        )
+    return f"the server refused it ({status}): fix what it names, then send the file again"
 
 
 def _signing_secret(secret_hex: str) -> bytes:
