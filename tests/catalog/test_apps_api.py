@@ -177,6 +177,12 @@ def test_listing_filters_by_team_cost_center_and_lifecycle(
     assert listed(cost_center="lab-cc") == ["d1", "w2"]
     assert listed(lifecycle="ephemeral") == ["w2"]
     assert listed(team="data", lifecycle="ephemeral") == []
+    # A typo is not an empty team: the filter names what the tenant lacks.
+    for field, value in (("team", "wbe"), ("cost_center", "lab-c")):
+        typo = client.get("/v1/apps", params={field: value}, headers=org.headers)
+        assert typo.status_code == 422, typo.text
+        assert error_of(typo)["field"] == field
+        assert value in error_of(typo)["message"]
     missing = client.get("/v1/apps/ghost", headers=org.headers)
     assert missing.status_code == 404
     assert error_of(missing)["message"] == "app 'ghost' not found"

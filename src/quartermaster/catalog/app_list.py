@@ -12,7 +12,7 @@ from quartermaster.catalog.access import visible_team
 from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.catalog.service import AppView, app_query, view_of
 from quartermaster.tenancy.models import CostCenter, Team
-from quartermaster.tenancy.service import AuthContext
+from quartermaster.tenancy.service import AuthContext, require_cost_center, require_team
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,14 @@ def list_apps(
 ) -> AppPage:
     """The apps the caller sees that `wanted` matches, by app id: those after the app id
     `after` (an app deleted since still marks the place), at most `limit` (None: all). A
-    team-member sees its own team's only."""
+    team-member sees its own team's only. A team or cost center the tenant lacks is a 422
+    naming it: a typo must not read as an empty team."""
+    if wanted.team is not None:
+        require_team(caller.tenant_id, wanted.team, field="team", session=session)
+    if wanted.cost_center is not None:
+        require_cost_center(
+            caller.tenant_id, wanted.cost_center, field="cost_center", session=session
+        )
     conditions = _conditions(caller, wanted)
     query = app_query(caller.tenant_id).where(*conditions)
     if after is not None:
