@@ -154,7 +154,7 @@ def test_app_import_registers_a_file_of_apps_and_lists_what_it_refused(
     assert "refused │ 2" in table
     assert "2 signing key(s) written to" in table
     assert re.search(r"│ 4\s+│ nobody\s+│ owner: Field required", first.output)
-    assert re.search(r"│ 5\s+│\s+│ require_signatures must be true or false", first.output)
+    assert re.search(r"│ 5\s+│ odd\s+│ require_signatures must be true or false", first.output)
 
     apps = {a["app_id"]: a for a in http.get("/v1/apps", headers=tenant.headers).json()}
     assert set(apps) == {"shop", "etl"}
@@ -178,7 +178,7 @@ def test_app_import_registers_a_file_of_apps_and_lists_what_it_refused(
         '{"app_id": "api", "owner": "di", "team": "web"}\n{"app_id": "x", "colour": 1}\n'
     )
     mixed = qm("app", "import", str(lines), expect=1)
-    assert re.search(r"│ 2\s+│\s+│ unknown field\(s\) colour", mixed.output)
+    assert re.search(r"│ 2\s+│ x\s+│ unknown field\(s\) colour", mixed.output)
     bad_header = tmp_path / "bad.csv"
     bad_header.write_text("app_id,colour\nx,red\n")
     assert "unknown column(s) colour" in qm("app", "import", str(bad_header), expect=2).output

@@ -60,6 +60,7 @@ class AppRecord:
     line: int
     body: dict[str, Any] | None
     problem: str | None = None
+    app_id: str = ""  # of a refused record too, when it names one (the report shows it)
 
 
 @dataclass
@@ -91,7 +92,12 @@ def _csv_records(handle: TextIO) -> Iterator[AppRecord]:
         if "require_signatures" in body:
             flag = body["require_signatures"].lower()
             if flag not in ("true", "false"):
-                yield AppRecord(reader.line_num, None, "require_signatures must be true or false")
+                yield AppRecord(
+                    reader.line_num,
+                    None,
+                    "require_signatures must be true or false",
+                    _named_app(body),
+                )
                 continue
             body["require_signatures"] = flag == "true"
         yield _checked(reader.line_num, body)
@@ -111,9 +117,16 @@ def _json_records(handle: TextIO) -> Iterator[AppRecord]:
             continue
         unknown = [name for name in body if name not in FIELDS]
         if unknown:
-            yield AppRecord(number, None, f"unknown field(s) {', '.join(unknown)}")
+            yield AppRecord(
+                number, None, f"unknown field(s) {', '.join(unknown)}", _named_app(body)
+            )
             continue
         yield _checked(number, body)
+
+
+def _named_app(body: dict[str, Any]) -> str:
+    app_id = body.get("app_id")
+    return app_id if isinstance(app_id, str) else ""
 
 
 def _checked(line: int, body: dict[str, Any]) -> AppRecord:
@@ -202,7 +215,7 @@ def _import_one(
     client: httpx.Client, record: AppRecord, report: ImportReport, keys_out: TextIO | None
 ) -> None:
     if record.body is None:
-        report.refused.append((record.line, "", record.problem or "unreadable"))
+        report.refused.append((record.line, record.app_id, record.problem or "unreadable"))
         return
     app_id = str(record.body["app_id"])
     response = _post(client, "/v1/apps", record.body)
