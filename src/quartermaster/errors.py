@@ -67,6 +67,15 @@ def malformed_json(exc: json.JSONDecodeError, body: bytes) -> MalformedBodyError
     )
 
 
+def utf8_problem(data: bytes) -> str | None:
+    """`not UTF-8 text (byte 0xff at offset 0)` for data that is not UTF-8, else None: how
+    every file or value refused for it is described."""
+    bad = invalid_utf8(data)
+    if bad is None:
+        return None
+    return f"not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad})"
+
+
 def invalid_utf8(data: bytes) -> int | None:
     """The offset of the first byte of `data` that is not UTF-8, or None when all of it is."""
     try:

@@ -52,6 +52,13 @@ def _app_budget(client: TestClient, world: World, **fields: object) -> dict[str,
     return made
 
 
+def _over_budget(world: World) -> FixedSpend:
+    """The app's spend this period: 11, over `_app_budget`'s 10."""
+    spend = FixedSpend()
+    spend.set("app", world.app, "11")
+    return spend
+
+
 def _capped_staging_app(
     client: TestClient, world: World
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -74,8 +81,7 @@ def test_patch_keeps_what_fired_and_the_enforcement(
 ) -> None:
     world = build_world(client, tenant)
     made = _app_budget(client, world)
-    spend = FixedSpend()
-    spend.set("app", world.app, "11")
+    spend = _over_budget(world)
     first = _evaluate(runtime, world, spend)
     assert len(first.alerts) == 4  # 50, 80, 100 and the hard limit
     assert first.enforcements == ["app-month"]
@@ -118,8 +124,7 @@ def test_a_lift_lasts_until_the_budget_changes_then_the_new_limit_is_enforced(
 ) -> None:
     world = build_world(client, tenant)
     made = _app_budget(client, world)
-    spend = FixedSpend()
-    spend.set("app", world.app, "11")
+    spend = _over_budget(world)
     assert _evaluate(runtime, world, spend).enforcements == ["app-month"]
     (first,) = ok(client.get("/v1/enforcements", headers=world.headers))
     assert first["hard_limit"] == "10"
@@ -202,8 +207,7 @@ def test_a_lift_recorded_without_a_limit_lasts_the_period(
     rule: its lift lasts the period, whatever the budget becomes."""
     world = build_world(client, tenant)
     _app_budget(client, world)
-    spend = FixedSpend()
-    spend.set("app", world.app, "11")
+    spend = _over_budget(world)
     _evaluate(runtime, world, spend)
     (throttle,) = ok(client.get("/v1/enforcements", headers=world.headers))
     ok(client.post(f"/v1/enforcements/{throttle['id']}/lift", headers=world.headers))
@@ -222,8 +226,7 @@ def test_a_notify_budget_does_not_alert_again_at_a_changed_limit(
 ) -> None:
     world = build_world(client, tenant)
     _app_budget(client, world, action="notify")
-    spend = FixedSpend()
-    spend.set("app", world.app, "11")
+    spend = _over_budget(world)
     assert len(_evaluate(runtime, world, spend).alerts) == 4
     ok(client.patch("/v1/budgets/app-month", json={"amount": "20"}, headers=world.headers))
     spend.set("app", world.app, "21")
@@ -257,8 +260,7 @@ def test_deleting_a_budget_ends_its_enforcement_as_history_and_logs_it(
 ) -> None:
     world = build_world(client, tenant)
     _app_budget(client, world)
-    spend = FixedSpend()
-    spend.set("app", world.app, "11")
+    spend = _over_budget(world)
     _evaluate(runtime, world, spend)
     (throttle,) = ok(client.get("/v1/enforcements", headers=world.headers))
     ok(client.delete("/v1/budgets/app-month", headers=world.headers), 204)
@@ -297,8 +299,7 @@ def test_a_time_zone_change_refires_nothing_and_keeps_a_lift(
     _app_budget(client, world)
     day = {"name": "app-day", "scope_kind": "app", "scope": world.app, "amount": "5"}
     ok(client.post("/v1/budgets", json={**day, "period": "day"}, headers=world.headers), 201)
-    spend = FixedSpend()
-    spend.set("app", world.app, "11")
+    spend = _over_budget(world)
     first = _evaluate(runtime, world, spend)
     assert len(first.alerts) == 8
     (throttle,) = ok(client.get("/v1/enforcements", headers=world.headers))

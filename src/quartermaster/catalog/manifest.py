@@ -26,7 +26,7 @@ from pydantic import (
 
 from quartermaster.catalog.text import display_text_problem
 from quartermaster.domain.yaml_documents import StringTimestampLoader
-from quartermaster.errors import InvalidInputError, invalid_utf8
+from quartermaster.errors import InvalidInputError, utf8_problem
 
 MANIFEST_FILES = ("qm-app.json", "qm-app.yaml", "qm-app.yml")
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$|^[a-z0-9]$"
@@ -224,13 +224,9 @@ def read_manifest_file(directory: Path) -> Any:
         path = directory / name
         if path.is_file():
             data = path.read_bytes()
-            bad = invalid_utf8(data)
-            if bad is not None:
-                raise InvalidInputError(
-                    f"{path}: not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad}): save it "
-                    "as UTF-8",
-                    field="manifest",
-                )
+            problem = utf8_problem(data)
+            if problem is not None:
+                raise InvalidInputError(f"{path}: {problem}: save it as UTF-8", field="manifest")
             text = data.decode().removeprefix("\ufeff")  # the byte-order mark some editors write
             try:
                 if name.endswith(".json"):

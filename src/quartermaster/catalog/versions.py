@@ -322,9 +322,7 @@ def publish_version(
     row = _load_version(caller.tenant_id, app, version, session)
     if row.state != VersionState.DRAFT.value and not _stale_check(row):
         raise ConflictError(f"{app_id}@{version} is {row.state}; only a draft is published")
-    _ensure_same_package(row, package_zip)
-    if package_zip is not None:
-        check_package(package_zip)
+    _ensure_same_package(row, package_zip)  # the package checked when it was submitted
     # Committed before the checks run (they take seconds to minutes, without the write lock),
     # so that another publish of the version waits for this one's result.
     _transition(row, VersionState.CHECKING, None)

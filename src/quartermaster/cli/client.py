@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from quartermaster.errors import invalid_utf8
+from quartermaster.errors import utf8_problem
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -92,9 +92,9 @@ def utf8_text(data: bytes, *, source: str, hint: str = "") -> str:
     """`data` decoded, or the command ends naming `source` and its first byte that is not
     UTF-8, then `hint`: a file an editor saved as UTF-16 or Latin-1 is a one-line error, not
     a traceback."""
-    bad = invalid_utf8(data)
-    if bad is not None:
-        fail(f"{source} is not UTF-8 text (byte 0x{data[bad]:02x} at offset {bad}){hint}")
+    problem = utf8_problem(data)
+    if problem is not None:
+        fail(f"{source} is {problem}{hint}")
     return data.decode()
 
 

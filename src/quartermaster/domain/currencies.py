@@ -8,6 +8,7 @@ field. Frozen here on purpose, no dependency: an amendment to the standard is a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,10 @@ ACTIVE_CURRENCIES: frozenset[str] = frozenset(
         "ZWG",
     ]
 )
+
+
+# The shape of an ISO 4217 code; whether it is one is `is_active_currency`'s.
+CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
 
 
 def is_active_currency(code: str) -> bool:

@@ -25,6 +25,17 @@ def floor_hour(value: datetime) -> datetime:
     return ensure_utc(value).replace(minute=0, second=0, microsecond=0)
 
 
+def require_offset(value: datetime | None, name: str) -> datetime | None:
+    """`value` as given, or a 422 naming `name` when it has no UTC offset (a query's moment
+    must say which instant it is)."""
+    if value is not None and value.tzinfo is None:
+        raise InvalidInputError(
+            f"{name} {value.isoformat()} needs a UTC offset, e.g. 2026-11-01T00:00:00Z",
+            field=name,
+        )
+    return value
+
+
 def whole_hours(
     start: datetime | None, end: datetime | None, *, now: datetime, default: timedelta
 ) -> tuple[datetime, datetime]:
@@ -33,12 +44,8 @@ def whole_hours(
     it), `end` by default the end of `now`'s hour and `start` `default` before `end`. A
     moment without a UTC offset, or one whose hour falls outside the calendar, is a 422
     naming it."""
-    for name, value in (("start", start), ("end", end)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidInputError(
-                f"{name} {value.isoformat()} needs a UTC offset, e.g. 2026-11-01T00:00:00Z",
-                field=name,
-            )
+    require_offset(start, "start")
+    require_offset(end, "end")
     try:
         last = floor_hour(end) if end is not None else floor_hour(now)
         if end is None or last != ensure_utc(end):

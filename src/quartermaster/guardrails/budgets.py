@@ -4,7 +4,6 @@ crossed."""
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quartermaster.billing.periods import month_containing, tenant_zone
-from quartermaster.domain.currencies import ACTIVE_CURRENCY, is_active_currency
+from quartermaster.domain.currencies import ACTIVE_CURRENCY, CURRENCY_CODE, is_active_currency
 from quartermaster.domain.money import (
     LINE_QUANTUM,
     AmountOutOfRangeError,
@@ -67,9 +66,6 @@ class BudgetSpec:
     hard_percent: int = 100
     action: str = BudgetAction.NOTIFY
     currency: str | None = None  # None: the default price book's
-
-
-CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
 
 
 def amount_currency(currency: str | None, tenant_id: str, *, session: Session) -> str | None:

@@ -226,15 +226,6 @@ async def post_events(request: Request, caller: Ingester) -> Response:
     return await run_in_threadpool(_ingest_body, body, media_type, caller, runtime, state)
 
 
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidInputError(
-            f"{name} {value.isoformat()} needs a UTC offset, e.g. 2026-11-01T00:00:00Z",
-            field=name,
-        )
-    return value
-
-
 @router.get(
     "/v1/reconciliation",
     summary="Hourly reconciliation counters of the caller's tenant, with pipeline stages",

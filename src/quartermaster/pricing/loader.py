@@ -18,7 +18,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from quartermaster.domain.currencies import ACTIVE_CURRENCY, is_active_currency
+from quartermaster.domain.currencies import ACTIVE_CURRENCY, CURRENCY_CODE, is_active_currency
 from quartermaster.domain.yaml_documents import StringTimestampLoader
 from quartermaster.errors import InvalidInputError, UnsupportedMediaTypeError
 from quartermaster.pricing.document import (
@@ -176,8 +176,6 @@ _POLICY: TypeAdapter[AnyPolicy] = TypeAdapter(PlatformCostPolicy)
 _RESERVATION: TypeAdapter[Reservation] = TypeAdapter(Reservation)
 _FIELD_ORDER = {name: position for position, name in enumerate(PriceBookDocument.model_fields)}
 _INDEX = re.compile(r"\[(\d+)\]")
-# The document's own pattern: a code of another shape is its schema error, not this check's.
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 
 
 def _valid_items(data: dict[str, Any], key: str, adapter: TypeAdapter[_T]) -> list[tuple[int, _T]]:
@@ -253,7 +251,7 @@ def check_new_document(data: Any) -> tuple[PriceBookDocument | None, list[Issue]
     currency = data.get("currency") if isinstance(data, dict) else None
     if (
         isinstance(currency, str)
-        and CURRENCY_PATTERN.match(currency)
+        and CURRENCY_CODE.match(currency)  # another shape is the schema's error
         and not is_active_currency(currency)
     ):
         issues = in_document_order(

@@ -20,7 +20,7 @@ from quartermaster.api.deps import (
 )
 from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
-from quartermaster.domain.timeutil import Period, moment_text, utc_now, whole_hours
+from quartermaster.domain.timeutil import Period, moment_text, require_offset, utc_now, whole_hours
 from quartermaster.errors import InvalidInputError
 from quartermaster.usage import service
 from quartermaster.usage.accounting import pipeline_accounting
@@ -50,17 +50,8 @@ MAX_QUERY_DAYS = 400
 FAILED_SHOWN = 10  # set-aside events the pipeline status lists
 
 
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidInputError(
-            f"{name} {value.isoformat()} needs a UTC offset, e.g. 2026-11-01T00:00:00Z",
-            field=name,
-        )
-    return value
-
-
 def _period(start: datetime, end: datetime) -> Period:
-    start, end = _aware(start, "start") or start, _aware(end, "end") or end
+    start, end = require_offset(start, "start") or start, require_offset(end, "end") or end
     if end <= start:
         raise InvalidInputError(f"end {moment_text(end)} is not after start", field="end")
     if end - start > timedelta(days=MAX_QUERY_DAYS):
@@ -216,7 +207,7 @@ def get_usage(
         by=by,
         filters=filters,
         top=top,
-        as_of=_aware(as_of, "as_of"),
+        as_of=require_offset(as_of, "as_of"),
         session=session,
     )
     meters = [UsageMeterOut.model_validate(m, from_attributes=True) for m in view.meters]
@@ -257,7 +248,7 @@ def pipeline_status(
     main = next((s for s in streams if s.name == MAIN_STREAM), None)
     waiting, earliest = store.waiting_summary().get(caller.tenant_id, (0, None))
     failed = store.failed_summary(caller.tenant_id, latest=FAILED_SHOWN)
-    since = _aware(since, "since") or utc_now() - timedelta(hours=1)
+    since = require_offset(since, "since") or utc_now() - timedelta(hours=1)
     latency = store.latency(caller.tenant_id, since=since)
     state = worker.status()
     return PipelineStatusOut(
