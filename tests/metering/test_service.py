@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -136,6 +137,34 @@ def test_a_resend_signed_with_a_rotated_key_is_a_duplicate(
     resent = sign_event(raw, key_id=new.key_id, secret=bytes.fromhex(new.secret_hex))
     report = ingest_events([resent], caller=caller, runtime=runtime)
     assert (report.accepted, report.duplicates) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("first", "resent"),
+    [("2.0", "2"), ("1e16", "10000000000000000"), ("-0.0", "0"), ("1E+3", "1000.000")],
+)
+def test_a_resend_spelling_a_whole_number_otherwise_is_a_duplicate(
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+    first: str,
+    resent: str,
+) -> None:
+    bot = make_app()
+    caller = caller_of(runtime, tenant)
+    template = json.dumps(usage_event(bot.app_id, compute_units=0))
+
+    def spelled(number: str) -> dict[str, Any]:
+        parsed: dict[str, Any] = orjson.loads(
+            template.replace('"compute_units": 0', f'"compute_units": {number}')
+        )
+        return parsed
+
+    assert ingest_events([spelled(first)], caller=caller, runtime=runtime).accepted == 1
+    report = ingest_events([spelled(resent)], caller=caller, runtime=runtime)
+    assert (report.accepted, report.duplicates, report.rejected) == (0, 1, [])
+    other = ingest_events([spelled("2.5")], caller=caller, runtime=runtime)
+    assert [r.reason.value for r in other.rejected] == ["conflict"]
 
 
 def test_counters_balance_received_against_every_outcome(

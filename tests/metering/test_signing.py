@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from quartermaster.metering.signing import (
     HmacSha256,
     canonical_bytes,
+    content_bytes,
     content_hash,
     ecmascript_number,
     float_spellings,
     has_float,
+    numbers_as_integers,
     sign_event,
     signature_for,
     verify_signature,
@@ -94,6 +96,29 @@ def test_content_hash_ignores_key_id_and_signature_but_not_content() -> None:
     # key order in the JSON text does not matter
     reordered = dict(reversed(list(EVENT.items())))
     assert content_hash(reordered) == content_hash(EVENT)
+
+
+def test_content_hash_is_over_numbers_not_their_spelling() -> None:
+    def with_units(units: object) -> dict[str, Any]:
+        return {**EVENT, "data": {**EVENT["data"], "units": units, "list": [units]}}
+
+    for whole, integer in [(2.0, 2), (1e16, 10**16), (-0.0, 0), (1.5e18, 15 * 10**17)]:
+        assert content_hash(with_units(whole)) == content_hash(with_units(integer))
+    # a fraction, a string and a number beyond the integers stay what they are
+    assert content_hash(with_units(2.5)) != content_hash(with_units(2))
+    assert content_hash(with_units("2.0")) != content_hash(with_units(2))
+    assert numbers_as_integers({"a": [2**64 * 1.0, 1e300, True]}) == {
+        "a": [2**64 * 1.0, 1e300, True]
+    }
+    assert type(numbers_as_integers(1.8446744073709552e19)) is float
+    # a string holding ".0" or "e+" with no float is not rewritten
+    text = {"id": "v1.0", "note": "e+"}
+    assert content_bytes(text) == canonical_bytes(text)
+
+
+@given(st.integers(min_value=-(2**53), max_value=2**53))
+def test_a_whole_float_hashes_as_its_integer(number: int) -> None:
+    assert content_hash({"n": float(number)}) == content_hash({"n": number})
 
 
 def test_sign_event_asks_for_the_secret_as_bytes_when_given_its_hex() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import subprocess
 import sys
+from typing import Any
 
+import orjson
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -14,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from quartermaster.bus.embedded import dedup_key
+from quartermaster.metering.signing import content_hash, numbers_as_integers
 from quartermaster.storage.base import Base
 from quartermaster.storage.engine import create_db_engine
 from quartermaster.storage.migrate import MIGRATIONS_DIR, alembic_config, upgrade_database
@@ -82,14 +86,77 @@ def test_dedup_key_migration_fills_existing_rows_and_drops_the_unique_index(
 
 
 def test_the_migration_computes_the_applications_dedup_key() -> None:
-    path = MIGRATIONS_DIR / "versions" / "0011_event_log_dedup_key.py"
-    spec = importlib.util.spec_from_file_location("migration_0011", path)
+    migration = _migration("0011_event_log_dedup_key.py", "migration_0011")
+    for key in [("t", "s", "e"), ("tenant-x", "//apps/é", "id with spaces"), ("", "", "")]:
+        assert migration._dedup_key(*key) == dedup_key(*key)
+
+
+def _migration(path_name: str, module_name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(
+        module_name, MIGRATIONS_DIR / "versions" / path_name
+    )
     assert spec is not None
     assert spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
-    for key in [("t", "s", "e"), ("tenant-x", "//apps/é", "id with spaces"), ("", "", "")]:
-        assert migration._dedup_key(*key) == dedup_key(*key)
+    return migration
+
+
+def test_the_content_hash_migration_numbers_as_the_application_does() -> None:
+    migration = _migration("0028_event_content_hash_numbers.py", "migration_0028")
+    for value in [{"a": [2.0, 2.5, -0.0, 1e16, 1e300, "1.0", True, None]}, 3.0, []]:
+        assert migration._numbers_as_integers(value) == numbers_as_integers(value)
+        assert [type(v) for v in migration._numbers_as_integers([value])] == [
+            type(v) for v in numbers_as_integers([value])
+        ]
+
+
+def test_content_hash_migration_rehashes_stored_whole_floats_and_reverts(
+    empty_engine: Engine,
+) -> None:
+    command.upgrade(alembic_config(empty_engine), "0018")
+    spelled = {  # event id -> stored payload, as the canonical form wrote it
+        "whole": {"data": {"compute_units": 2.0, "n": "v1.0"}, "id": "whole", "qmkeyid": "k1"},
+        "integer": {"data": {"compute_units": 2}, "id": "integer"},
+        "fraction": {"data": {"compute_units": 2.5, "big": 1e16}, "id": "fraction"},
+    }
+    old_hashes = {
+        event_id: hashlib.sha256(
+            orjson.dumps(
+                {k: v for k, v in event.items() if k != "qmkeyid"}, option=orjson.OPT_SORT_KEYS
+            )
+        ).hexdigest()
+        for event_id, event in spelled.items()
+    }
+    with empty_engine.begin() as connection:
+        for event_id, event in spelled.items():
+            connection.execute(
+                text(
+                    "INSERT INTO event_log (tenant_id, source, event_id, type, event_time,"
+                    " recorded_at, content_hash, late, payload, dedup_key) VALUES ('t', 's', :e,"
+                    " 'x', '2026-11-01 00:00:00.000000', '2026-11-01 00:00:00.000000', :h, false,"
+                    " :p, 0)"
+                ),
+                {
+                    "e": event_id,
+                    "h": old_hashes[event_id],
+                    "p": orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode(),
+                },
+            )
+
+    def stored_hashes() -> dict[str, str]:
+        with empty_engine.connect() as connection:
+            rows = connection.execute(text("SELECT event_id, content_hash FROM event_log"))
+            return {str(row.event_id): str(row.content_hash) for row in rows}
+
+    upgrade_database(empty_engine)
+    assert stored_hashes() == {event_id: content_hash(e) for event_id, e in spelled.items()}
+    assert stored_hashes()["whole"] != old_hashes["whole"]
+    assert stored_hashes()["whole"] == content_hash(
+        {"data": {"compute_units": 2, "n": "v1.0"}, "id": "whole"}
+    )
+    command.downgrade(alembic_config(empty_engine), "0018")
+    assert stored_hashes() == old_hashes
 
 
 _MIGRATE = (

@@ -9,7 +9,8 @@ covers those); docs/events.md has a runnable example.
 The signature is the lowercase hex HMAC-SHA256 of those bytes under the app key's secret; the key
 id travels in `qmkeyid` (and so is itself signed). The content hash leaves out both `qmkeyid`
 and `qmsignature`: an event re-sent after a key rotation is the same event (a duplicate), not a
-conflict.
+conflict. It also writes whole numbers as integers (`spelling_free`), so that `2.0` and `2`
+are one content.
 """
 
 from __future__ import annotations
@@ -39,15 +40,48 @@ def canonical_bytes(event: Mapping[str, Any]) -> bytes:
 
 
 def content_bytes(event: Mapping[str, Any]) -> bytes:
-    """The canonical form without `qmsignature` and `qmkeyid`: what dedup compares."""
+    """The canonical form without `qmsignature` and `qmkeyid`, its whole numbers written as
+    integers (`numbers_as_integers`): what dedup compares."""
     if SIGNATURE_ATTRIBUTE in event or KEY_ID_ATTRIBUTE in event:
         event = {k: v for k, v in event.items() if k not in (SIGNATURE_ATTRIBUTE, KEY_ID_ATTRIBUTE)}
-    return orjson.dumps(event, option=_SORTED)
+    return spelling_free(event, orjson.dumps(event, option=_SORTED))
 
 
 def content_hash(event: Mapping[str, Any]) -> str:
     """Hex SHA-256 of `content_bytes(event)`."""
     return hashlib.sha256(content_bytes(event)).hexdigest()
+
+
+# The canonical form writes a whole float as `2.0` or `1e+16`; neither appears in it otherwise
+# but inside strings, so a form without them holds no whole float (checked in C, per event).
+_WHOLE_FLOAT_MARKS = (b".0", b"e+")
+# The integers the canonical form writes as integers (orjson's): a number beyond them is
+# parsed as a float whatever its spelling, so it stays one.
+_INTEGER_RANGE = range(-(2**63), 2**64)
+
+
+def spelling_free(content: Mapping[str, Any], serialized: bytes) -> bytes:
+    """`serialized` (the canonical form of `content`) with each whole number written as an
+    integer: `2`, `2.0` and `2e0`, or `10000000000000000` and `1e16`, are one number in JSON,
+    and an event re-sent by another JSON library is the same event (a duplicate, not a
+    conflict). Other floats already serialize alike whatever their spelling."""
+    if not any(mark in serialized for mark in _WHOLE_FLOAT_MARKS) or not has_float(content):
+        return serialized
+    return orjson.dumps(numbers_as_integers(content), option=_SORTED)
+
+
+def numbers_as_integers(value: Any) -> Any:
+    """A copy of a parsed JSON value with each whole float in the integer range an int
+    (`-0.0` becomes 0)."""
+    if type(value) is float:
+        if value.is_integer() and int(value) in _INTEGER_RANGE:
+            return int(value)
+        return value
+    if type(value) is dict:
+        return {k: numbers_as_integers(v) for k, v in value.items()}
+    if type(value) is list:
+        return [numbers_as_integers(v) for v in value]
+    return value
 
 
 def has_float(value: object) -> bool:

@@ -32,7 +32,7 @@ from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, v
 from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
 from quartermaster.domain.timeutil import duration_text
 from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
-from quartermaster.metering.signing import HmacSha256, float_spellings, has_float
+from quartermaster.metering.signing import HmacSha256, float_spellings, has_float, spelling_free
 from quartermaster.tenancy.models import Role
 
 _SORTED = orjson.OPT_SORT_KEYS
@@ -425,7 +425,7 @@ def validate_event(
             event.get("subject"),
             event_time,
             ctx.received_at,
-            hashlib.sha256(content).hexdigest(),
+            hashlib.sha256(spelling_free(unsigned, content)).hexdigest(),
             app_id,
             resource_id,
             age > ctx.late_after,
