@@ -361,7 +361,7 @@ def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_pat
         connection.execute("DROP TABLE key_checks")
         connection.execute("DROP TABLE event_log_identity")
         connection.execute(
-            "UPDATE alembic_version SET version_num = '0013' WHERE version_num = '0018'"
+            "UPDATE alembic_version SET version_num = '0013' WHERE version_num = '0028'"
         )
     upgraded = init()
     assert "kept as they were; migrated the sqlite database to the latest schema" in upgraded

@@ -57,7 +57,10 @@ def test_every_number_is_at_most_ten_to_the_eighteenth(
 ) -> None:
     model = DATA_MODELS[event_type]
     model.model_validate({**rest, field: MAX_QUANTITY})
-    model.model_validate({**rest, field: str(MAX_QUANTITY)})
+    model.model_validate({**rest, field: float(MAX_QUANTITY)})
+    if field not in INTEGERS:
+        model.model_validate({**rest, field: str(MAX_QUANTITY)})
+        model.model_validate({**rest, field: "1e18"})
     over: list[object] = [MAX_QUANTITY + 1]
     if field not in INTEGERS:
         over += [1e20, "1000000000000000000.000000000001", "1e26"]
@@ -74,3 +77,36 @@ def test_the_schema_shows_the_limit() -> None:
     data = variants["qm.invocation.usage"]["properties"]["data"]["properties"]
     assert data["duration_ms"]["anyOf"][0]["maximum"] == MAX_QUANTITY
     assert data["tokens"]["anyOf"][0]["maximum"] == MAX_QUANTITY
+
+
+@pytest.mark.parametrize(("event_type", "field", "rest"), NUMBERS)
+def test_a_number_is_not_a_boolean_nor_a_string_spelled_otherwise(
+    event_type: str, field: str, rest: dict[str, Any]
+) -> None:
+    model = DATA_MODELS[event_type]
+    refused: list[object] = [True, "1_000", " 1", "+1", "01", "\uff11", "1.", "NaN"]
+    if field in INTEGERS:
+        refused += ["1", "1.0"]
+    for value in refused:
+        with pytest.raises(ValidationError) as raised:
+            model.model_validate({**rest, field: value})
+        [error] = raised.value.errors()
+        assert error["loc"] == (field,), value
+
+
+def test_a_platform_cost_period_ends_after_it_starts() -> None:
+    model = DATA_MODELS["qm.platform.cost"]
+    start, end = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00+01:00"
+    model.model_validate({"cost_type": "lb", "amount": 1, "billing_period_start": start})
+    model.model_validate(
+        {"cost_type": "lb", "amount": 1, "billing_period_start": start, "billing_period_end": end}
+    )
+    for wrong in (
+        {"billing_period_start": end, "billing_period_end": start},
+        {"billing_period_start": start, "billing_period_end": start},
+    ):
+        with pytest.raises(ValidationError, match="is not after billing_period_start"):
+            model.model_validate({"cost_type": "lb", "amount": 1, **wrong})
+    for spelled in ("2026-11-01T00:00:00", "2026-11-01", "2026-11-01T00:00+01:00"):
+        with pytest.raises(ValidationError, match="is not an RFC 3339 timestamp"):
+            model.model_validate({"cost_type": "lb", "amount": 1, "billing_period_start": spelled})

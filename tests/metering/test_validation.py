@@ -199,9 +199,33 @@ def test_numbers_at_the_limit_are_accepted() -> None:
     )
 
 
-def test_lax_but_valid_values_are_accepted_through_pydantic() -> None:
-    ok = accepted(event(data={"app_id": "bot", "tokens": "12", "duration_ms": 5.0})).record
+def test_whole_numbers_in_any_json_spelling_are_accepted_through_pydantic() -> None:
+    ok = accepted(event(data={"app_id": "bot", "tokens": 12.0, "duration_ms": 5.0})).record
     assert ok.app_id == "bot"
+    assert accepted(event(data={"app_id": "bot", "bytes": 1e3, "compute_units": "2.5e-3"}))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("tokens", True, "expected a JSON integer, got a boolean"),
+        ("tokens", "5", "expected a JSON integer, got a string"),
+        ("bytes", 2.5, "got a number with a fractional part"),
+        ("compute_units", False, "expected a JSON number or a decimal string, got a boolean"),
+        ("compute_units", "1_000", "'1_000' is not a number written as JSON writes one"),
+        ("compute_units", " 5", "' 5' is not a number written as JSON writes one"),
+        ("compute_units", "+5", "'+5' is not a number written as JSON writes one"),
+        ("compute_units", "007", "'007' is not a number written as JSON writes one"),
+        ("compute_units", "\uff15", "is not a number written as JSON writes one"),
+        ("duration_ms", ".5", "'.5' is not a number written as JSON writes one"),
+    ],
+)
+def test_a_number_is_a_json_number_or_a_decimal_string(
+    field: str, value: object, problem: str
+) -> None:
+    raw = event(data={"app_id": "bot", "tokens": 1, field: value})
+    rejection = rejected(raw, RejectReason.INVALID_DATA, f"data.{field}")
+    assert problem in rejection.message
 
 
 def test_future_timestamps_beyond_the_skew_are_rejected() -> None:
@@ -216,8 +240,8 @@ def test_future_timestamps_beyond_the_skew_are_rejected() -> None:
 @pytest.mark.parametrize(
     "time",
     [
-        "0001-01-01T00:00:00+01:00",  # the fast path's spelling: no UTC instant (OverflowError)
-        "0001-01-01 00:00:00+01:00",  # pydantic's (slow path) spelling of the same
+        "0001-01-01T00:00:00+01:00",  # no UTC instant (OverflowError)
+        "0001-01-01T00:00:00.1234567+01:00",  # the same through pydantic (slow path)
         "0001-01-01T00:00:00Z",
         "1969-12-31T23:59:59.999999Z",
         "1970-01-01T00:59:59+01:00",
@@ -234,7 +258,7 @@ def test_the_first_instant_of_1970_is_accepted() -> None:
     assert accepted(event(time="1970-01-01T01:00:00+01:00")).record.late
 
 
-@pytest.mark.parametrize("time", ["9999-12-31T23:59:59-01:00", "9999-12-31 23:59:59-01:00"])
+@pytest.mark.parametrize("time", ["9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.1234567-01:00"])
 def test_a_time_past_the_last_representable_instant_is_rejected_alone(time: str) -> None:
     raw = [event(id="before"), event(id="bad", time=time), event(id="after")]
     ok, refused = validate_batch(raw, context(raw))
@@ -256,6 +280,13 @@ def test_a_time_past_the_last_representable_instant_is_rejected_alone(time: str)
         "2016-12-31T24:00:00Z",
         "2016-12-31T10:00:00+2400",
         "2016-12-31T10:00:00+05:45:30",
+        "2016-12-31T10:00:00+0100",
+        "2016-12-31T10:00Z",
+        "2016-12-31T10:00:00,5Z",
+        "2016-12-31 10:00:00Z",
+        "2016-12-31",
+        "1700000000",
+        "2016-12-31T10:00:00",
     ],
 )
 def test_an_unparsable_time_is_told_what_is_expected(time: str) -> None:
@@ -266,6 +297,16 @@ def test_an_unparsable_time_is_told_what_is_expected(time: str) -> None:
         "no leap second), e.g. 2026-11-01T12:00:00Z"
     )
     assert "unexpected extra characters" not in rejection.message
+
+
+def test_unix_seconds_are_not_a_time() -> None:
+    rejection = rejected(event(time=1_700_000_000), RejectReason.INVALID_ENVELOPE, "time")
+    assert rejection.message.startswith("time: 1700000000 is not an RFC 3339 timestamp")
+
+
+def test_a_time_may_have_more_digits_of_a_second_and_lower_case_letters() -> None:
+    record = accepted(event(time="2026-11-01t11:30:00.123456789z")).record
+    assert record.event_time == datetime(2026, 11, 1, 11, 30, 0, 123456, tzinfo=UTC)
 
 
 def test_an_unparsable_time_keeps_the_reason_naming_the_wrong_part() -> None:

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import copy
 import enum
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from quartermaster.domain.currencies import ACTIVE_CURRENCY
 
@@ -29,8 +39,82 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 # pipeline stopped at that batch for every tenant. A quantity keeps 12 decimal places
 # (half to even beyond them, docs/events.md), so 10^18 needs 31 digits.
 MAX_QUANTITY = 10**18
-Quantity = Annotated[Decimal, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
-Count = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+# A number as JSON writes one, in a string: what a decimal string may be (docs/events.md).
+DECIMAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# RFC 3339's date-time: seconds required, a fraction of any length, `Z` or `+HH:MM`/`-HH:MM`
+# (the ranges of each part are pydantic's to check, with its messages).
+RFC3339_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_JSON_KINDS = {bool: "a boolean", str: "a string", dict: "an object", list: "an array"}
+
+
+@dataclass(frozen=True, slots=True)
+class JsonNumber:
+    """Annotated metadata: the value must be a JSON number or, with `text`, a string writing
+    a number as JSON does (`"0.25"`, `"1e-6"`). pydantic's lax mode took `true` as 1 and
+    `"5"`, `" 5 "`, `"1_000"` or `"+5"` as numbers, none of which docs/events.md allows.
+    The ingest fast path (metering.fastpath) knows it: what it accepts is a subset."""
+
+    text: bool
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+    def check(self, value: object) -> object:
+        kind = type(value)
+        if kind is int or kind is float or kind is Decimal:
+            return value
+        if isinstance(value, str) and self.text:
+            if DECIMAL_TEXT.fullmatch(value) is not None:
+                return value
+            raise PydanticCustomError(
+                "decimal_text",
+                '{shown} is not a number written as JSON writes one (e.g. "0.25", "1e-6";'
+                " no spaces, underscores, leading + or zeros)",
+                {"shown": repr(value)},
+            )
+        expected = "a JSON number or a decimal string" if self.text else "a JSON integer"
+        raise PydanticCustomError(
+            "number_type",
+            "expected {expected}, got {kind}",
+            {"expected": expected, "kind": _JSON_KINDS.get(kind, kind.__name__)},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rfc3339:
+    """Annotated metadata: a time must be a string in RFC 3339's form (`RFC3339_TEXT`):
+    pydantic also took `12:00+0100`, `12:00Z` without seconds, a date alone and Unix seconds,
+    and a time without an offset. The ingest fast path knows it."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+    def check(self, value: object) -> object:
+        if type(value) is str and RFC3339_TEXT.fullmatch(value) is not None:
+            return value
+        raise PydanticCustomError(
+            "rfc3339_text",
+            "{shown} is not {expected}",
+            {"shown": repr(value), "expected": TIME_EXPECTED},
+        )
+
+
+TIME_EXPECTED = (
+    "an RFC 3339 timestamp with a UTC offset, YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or "
+    "+HH:MM/-HH:MM (hours 00-23, seconds 00-59: no leap second), e.g. 2026-11-01T12:00:00Z"
+)
+Quantity = Annotated[
+    Decimal, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False), JsonNumber(text=True)
+]
+Count = Annotated[int, Field(ge=0, le=MAX_QUANTITY), JsonNumber(text=False)]
+Timestamp = Annotated[datetime, Rfc3339()]
 
 
 class EventType(enum.StrEnum):
@@ -114,7 +198,7 @@ class RequestTrace(_Data):
     bytes_in: Count = 0
     bytes_out: Count = 0
     duration_ms: Quantity = Decimal(0)
-    status: Annotated[int, Field(ge=100, le=599)] | None = None
+    status: Annotated[int, Field(ge=100, le=599), JsonNumber(text=False)] | None = None
 
 
 class PlatformCost(_Data):
@@ -123,8 +207,18 @@ class PlatformCost(_Data):
     cost_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     amount: Quantity
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), ACTIVE_CURRENCY] = "USD"
-    billing_period_start: datetime | None = None
-    billing_period_end: datetime | None = None
+    billing_period_start: Timestamp | None = None
+    billing_period_end: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _period_in_order(self) -> PlatformCost:
+        start, end = self.billing_period_start, self.billing_period_end
+        if start is not None and end is not None and end <= start:
+            raise ValueError(
+                f"billing_period_end {end.isoformat()} is not after billing_period_start "
+                f"{start.isoformat()}"
+            )
+        return self
 
 
 DATA_MODELS: dict[str, type[_Data]] = {
@@ -147,7 +241,7 @@ class CloudEvent(BaseModel):
     id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     source: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    time: datetime
+    time: Timestamp
     subject: Annotated[str, StringConstraints(max_length=500)] | None = None
     datacontenttype: Literal["application/json"] | None = None
     data: dict[str, Any]

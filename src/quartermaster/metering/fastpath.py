@@ -17,6 +17,7 @@ import math
 import re
 import types
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -27,6 +28,7 @@ from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from quartermaster.domain.currencies import OneOfCodes
+from quartermaster.domain.events import JsonNumber, Rfc3339
 
 Check = Callable[[object], bool]
 ModelCheck = Callable[[Mapping[str, object]], bool]
@@ -35,9 +37,11 @@ UNDECIDED = "False"
 # RFC 3339 with an explicit offset, as CloudEvents requires; other spellings pydantic accepts
 # take the slow path.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
 )
-_PLAIN_DECIMAL = re.compile(r"-?\d{1,40}(?:\.\d{1,40})?")
+# A subset of `domain.events.DECIMAL_TEXT`, the spellings that need no exponent.
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9]\d{0,39})(?:\.\d{1,40})?", re.ASCII)
 
 
 def fast_timestamp(value: object) -> datetime | None:
@@ -99,8 +103,8 @@ def check_expression(annotation: Any, metadata: list[Any], consts: _Constants) -
         return _string_expression(metadata, consts)
     if annotation is int or annotation is Decimal:
         return _number_expression(metadata, consts, allow_decimal=annotation is Decimal)
-    if annotation is datetime and not metadata:
-        return "(_fast_timestamp(v) is not None)"
+    if annotation is datetime and all(isinstance(m, Rfc3339) for m in metadata):
+        return "(_fast_timestamp(v) is not None)"  # its pattern is a subset of Rfc3339's
     if isinstance(annotation, type) and issubclass(annotation, Enum) and not metadata:
         values = frozenset(m.value for m in annotation)
         if all(type(v) is str for v in values):
@@ -153,8 +157,12 @@ def _number_expression(metadata: list[Any], consts: _Constants, *, allow_decimal
     lower: Any = None
     upper: Any = None
     finite_only = False
+    text_allowed = True
     for item in metadata:
-        if isinstance(item, annotated_types.Ge):
+        if isinstance(item, JsonNumber):
+            # `type(v) is int`, a float or a `_PLAIN_DECIMAL` string: each passes it
+            text_allowed = item.text
+        elif isinstance(item, annotated_types.Ge):
             lower = item.ge
         elif isinstance(item, annotated_types.Le):
             upper = item.le
@@ -181,7 +189,7 @@ def _number_expression(metadata: list[Any], consts: _Constants, *, allow_decimal
     def other_number(v: object) -> bool:
         if type(v) is float:
             return math.isfinite(v) and in_bounds(v)
-        if isinstance(v, str) and _PLAIN_DECIMAL.fullmatch(v) is not None:
+        if text_allowed and type(v) is str and _PLAIN_DECIMAL.fullmatch(v) is not None:
             if non_negative_suffices and v[0] != "-":
                 return True  # a plain unsigned decimal is >= 0: no need to build a Decimal
             try:
@@ -198,10 +206,21 @@ def _number_expression(metadata: list[Any], consts: _Constants, *, allow_decimal
 AtLeastOne = tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class TimesInOrder:
+    """A known model validator: when both times are given, `later` is after `earlier`."""
+
+    earlier: str
+    later: str
+
+
+KnownValidator = AtLeastOne | TimesInOrder
+
+
 def compile_model(
     model: type[BaseModel],
     *,
-    known_validators: Mapping[str, AtLeastOne] | None = None,
+    known_validators: Mapping[str, KnownValidator] | None = None,
     overrides: Mapping[str, str] | None = None,
 ) -> ModelCheck | None:
     """A generated function telling whether a dict is certainly valid for `model`, or None
@@ -233,8 +252,16 @@ def compile_model(
         else:
             lines.append(f"    if v is not {missing} and not {expression}: return False")
     for validator in decorators.model_validators:
-        absent = " and ".join(f"data.get({n!r}) is None" for n in known[validator])
-        lines.append(f"    if {absent}: return False")
+        rule = known[validator]
+        if isinstance(rule, TimesInOrder):  # both fields passed their timestamp checks
+            first, second = f"data.get({rule.earlier!r})", f"data.get({rule.later!r})"
+            lines.append(
+                f"    if {first} is not None and {second} is not None and not"
+                f" _fast_timestamp({first}) < _fast_timestamp({second}): return False"
+            )
+        else:
+            absent = " and ".join(f"data.get({n!r}) is None" for n in rule)
+            lines.append(f"    if {absent}: return False")
     lines.append("    return True")
     namespace: dict[str, Any] = dict(consts.values)
     exec(compile("\n".join(lines), f"<fast check of {model.__name__}>", "exec"), namespace)

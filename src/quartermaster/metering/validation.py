@@ -29,9 +29,22 @@ from pydantic_core import ErrorDetails
 
 from quartermaster.bus.protocol import LogRecord, new_log_record
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
-from quartermaster.domain.events import DATA_MODELS, CloudEvent, InvocationUsage, ResourceUsage
+from quartermaster.domain.events import (
+    DATA_MODELS,
+    TIME_EXPECTED,
+    CloudEvent,
+    InvocationUsage,
+    PlatformCost,
+    ResourceUsage,
+)
 from quartermaster.domain.timeutil import duration_text
-from quartermaster.metering.fastpath import AtLeastOne, ModelCheck, compile_model, fast_timestamp
+from quartermaster.metering.fastpath import (
+    KnownValidator,
+    ModelCheck,
+    TimesInOrder,
+    compile_model,
+    fast_timestamp,
+)
 from quartermaster.metering.signing import HmacSha256, float_spellings, has_float, spelling_free
 from quartermaster.tenancy.models import Role
 
@@ -44,10 +57,6 @@ MAX_RESOURCE_ID_LENGTH = 200
 # and an event from year 1 has no earlier hour to be placed after, nor a period to be billed in.
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 # What a `time` must look like, for the messages of a time that is not.
-TIME_EXPECTED = (
-    "an RFC 3339 timestamp with a UTC offset, YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or "
-    "+HH:MM/-HH:MM (hours 00-23, seconds 00-59: no leap second), e.g. 2026-11-01T12:00:00Z"
-)
 
 
 class RejectReason(enum.StrEnum):
@@ -169,10 +178,13 @@ class EventChecks:
 
 
 # Model validators the fast path may reproduce: "at least one of these fields is set".
-_KNOWN_VALIDATORS: dict[type[BaseModel], dict[str, AtLeastOne]] = {
+_KNOWN_VALIDATORS: dict[type[BaseModel], dict[str, KnownValidator]] = {
     InvocationUsage: {"_has_a_measure": ("tokens", "compute_units", "duration_ms", "bytes")},
     ResourceUsage: {
         "_has_a_measure": ("cpu_seconds", "memory_gb_hours", "network_bytes", "storage_gb_days")
+    },
+    PlatformCost: {
+        "_period_in_order": TimesInOrder("billing_period_start", "billing_period_end"),
     },
 }
 
@@ -290,12 +302,6 @@ def validate_event(
             model = CloudEvent.model_validate(event)
         except ValidationError as exc:
             return reject(RejectReason.INVALID_ENVELOPE, *_field_and_problems(exc, ""))
-        if type(event.get("time")) is not str or model.time.tzinfo is None:
-            return reject(
-                RejectReason.INVALID_ENVELOPE,
-                "time",
-                f"time {event.get('time')!r} is not {TIME_EXPECTED}",
-            )
         event_time = model.time
     try:
         event_time = event_time.astimezone(UTC)
