@@ -567,3 +567,46 @@ def test_other_storage_errors_stay_500s(
     monkeypatch.setattr(runtime.event_log, "append", broken)
     response = post(http, tenant.admin_token, [usage_event(bot.app_id)])
     assert response.status_code == 500
+
+
+def test_a_number_beyond_a_double_rejects_its_event_alone(
+    http: httpx.Client, tenant: TenantHandle
+) -> None:
+    good = orjson.dumps(usage_event("bot", event_id="good"))
+    huge = orjson.dumps(usage_event("bot", event_id="huge")).replace(
+        b'"tokens":10', b'"tokens":1e400'
+    )
+    deep = orjson.dumps(usage_event("bot", event_id="deep")).replace(
+        b'"specversion"', b'"qmextra":{"sizes":[1,-1e999]},"specversion"'
+    )
+    long_integer = orjson.dumps(usage_event("bot", event_id="long")).replace(
+        b'"tokens":10', b'"tokens":' + b"9" * 5000
+    )
+    body = b"[" + b",".join([good, huge, deep, long_integer]) + b"]"
+    response = http.post(
+        "/v1/events",
+        content=body,
+        headers={**bearer(tenant.admin_token), "Content-Type": BATCH},
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["accepted"] == 1
+    assert [(r["index"], r["id"], r["reason"], r["field"]) for r in report["rejected"]] == [
+        (1, "huge", "invalid_data", "data.tokens"),
+        (2, "deep", "invalid_envelope", "qmextra.sizes.1"),
+        (3, "long", "invalid_data", "data.tokens"),
+    ]
+    assert "beyond the largest a JSON number may be" in report["rejected"][0]["message"]
+    alone = http.post(
+        "/v1/events", content=huge, headers={**bearer(tenant.admin_token), "Content-Type": SINGLE}
+    )
+    assert alone.status_code == 422, alone.text
+    # still the body's error when it is not JSON besides, or holds a lone surrogate
+    for broken in (body[:-1], body.replace(b'"good"', b'"good\\ud800"')):
+        refused = http.post(
+            "/v1/events",
+            content=broken,
+            headers={**bearer(tenant.admin_token), "Content-Type": BATCH},
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "malformed_body"

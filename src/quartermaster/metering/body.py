@@ -4,10 +4,15 @@ workers (metering/offload.py), which parse in their own process."""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
 import orjson
 
 from quartermaster.errors import MalformedBodyError, PayloadTooLargeError, malformed_json
-from quartermaster.metering.validation import json_kind
+from quartermaster.metering.validation import RejectReason, UnreadableEvent, json_kind
 
 __all__ = ["BATCH", "JSON", "SINGLE", "MalformedBodyError", "parse_events"]
 
@@ -21,7 +26,14 @@ def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[objec
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise malformed_json(exc, body) from None
+        return [
+            _readable(event) if type(event) is dict else event
+            for event in _events(_with_overflowing_numbers(body, exc), media_type, max_events)
+        ]
+    return _events(parsed, media_type, max_events)
+
+
+def _events(parsed: object, media_type: str, max_events: int) -> list[object]:
     if type(parsed) is dict and media_type != BATCH:
         return [parsed]
     if type(parsed) is list and media_type != SINGLE:
@@ -39,3 +51,82 @@ def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[objec
     raise MalformedBodyError(
         f"{media_type} body must be {expected}, got a JSON {json_kind(parsed)}"
     )
+
+
+def _with_overflowing_numbers(body: bytes, exc: orjson.JSONDecodeError) -> object:
+    """A body orjson refused only for a number beyond a double (`1e400`), parsed again (the
+    number infinite), for `parse_events` to replace each event holding one by an
+    `UnreadableEvent`: the number is one event's problem, and the valid events beside it are
+    kept. Any other error is the body's."""
+    if "infinity" not in exc.msg:
+        raise malformed_json(exc, body) from None
+    try:
+        parsed = json.loads(body, parse_int=_integer_as_orjson_reads, parse_constant=_refuse)
+    except ValueError:
+        raise malformed_json(exc, body) from None
+    if not _storable_text(parsed):  # a lone surrogate (\ud800): orjson refuses the body
+        raise MalformedBodyError(
+            "request body is not valid JSON: a string holds a lone surrogate escape"
+        )
+    return parsed
+
+
+def _integer_as_orjson_reads(text: str) -> int | float:
+    """orjson reads an integer beyond 64 bits as a float (infinite when too long)."""
+    if len(text) <= 21:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(text)
+
+
+def _refuse(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _readable(event: dict[str, Any]) -> object:
+    path = _overflowing_number(event)
+    if path is None:
+        return event
+    name = ".".join(str(part) for part in path)
+    identifier = event.get("id")
+    return UnreadableEvent(
+        identifier if type(identifier) is str else None,
+        name,
+        RejectReason.INVALID_DATA if path[0] == "data" else RejectReason.INVALID_ENVELOPE,
+        f"{name}: the number is beyond the largest a JSON number may be here (about "
+        "1.8e308); a quantity, count or amount is at most 10^18 (docs/events.md)",
+    )
+
+
+def _overflowing_number(value: object) -> list[str | int] | None:
+    """The path to the first infinite float in a parsed value, or None."""
+    if type(value) is float:
+        return [] if math.isinf(value) else None
+    items: Iterable[tuple[str | int, object]]
+    if type(value) is dict:
+        items = value.items()
+    elif type(value) is list:
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        inner = _overflowing_number(item)
+        if inner is not None:
+            return [key, *inner]
+    return None
+
+
+def _storable_text(value: object) -> bool:
+    """Whether every string and key of a parsed value encodes as UTF-8 (no lone surrogate)."""
+    if type(value) is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if type(value) is dict:
+        return all(_storable_text(k) and _storable_text(v) for k, v in value.items())
+    if type(value) is list:
+        return all(_storable_text(item) for item in value)
+    return True

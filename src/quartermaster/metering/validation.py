@@ -77,6 +77,17 @@ class RejectReason(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableEvent:
+    """In place of an event of a request body that JSON parsing could read only in part (a
+    number beyond a double): the rejection it gets (metering.body)."""
+
+    id: str | None
+    field: str
+    reason: RejectReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     index: int
     id: str | None
@@ -289,6 +300,8 @@ def validate_event(
         return Rejection(index, _readable_id(raw), field_name, reason, message)
 
     if type(raw) is not dict:
+        if type(raw) is UnreadableEvent:
+            return Rejection(index, raw.id, raw.field, raw.reason, raw.message)
         return reject(
             RejectReason.INVALID_ENVELOPE,
             None,
