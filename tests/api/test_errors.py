@@ -3,6 +3,7 @@ or not sent as JSON, 405's Allow, and the last-resort 500 — all in the one err
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 
 import pytest
@@ -206,6 +207,24 @@ def test_a_body_over_the_limit_is_refused_on_every_route_before_it_is_read(
         fits = b'{"slug": "cc-small", "name": "Small"}'
         accepted = client.post("/v1/cost-centers", content=chunks(fits), headers=headers)
         assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize("path", ["/v1/cost-centers", "/v1/events"])
+def test_a_compressed_body_is_refused_naming_the_encoding(
+    client: TestClient, tenant: TenantHandle, path: str
+) -> None:
+    body = gzip.compress(b'{"slug": "cc-zip", "name": "Zip"}')
+    headers = {**tenant.headers, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == {
+        "code": "unsupported_media_type",
+        "message": "Content-Encoding 'gzip' is not accepted: send the body uncompressed",
+        "field": None,
+    }
+    plain = {**headers, "Content-Encoding": "identity"}
+    sent = client.post("/v1/cost-centers", content=gzip.decompress(body), headers=plain)
+    assert sent.status_code == 201, sent.text
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,10 @@
 """The request-body limit of every route that does not read its body with a limit of its own
 (ingestion does: `POST /v1/events`). Without it a JSON route read any body whole before it
-checked anything, the caller's key included."""
+checked anything, the caller's key included.
+
+Every route, ingestion included, reads its body as sent: a compressed body
+(`Content-Encoding: gzip`) is refused with 415 naming the encoding, where it had reached the
+JSON parser as bytes and was answered "not valid JSON"."""
 
 from __future__ import annotations
 
@@ -17,10 +21,24 @@ class BodyLimit:
         self.own_limits = own_limits  # paths whose route enforces the limit itself
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.own_limits:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        encoding = headers.get(b"content-encoding", b"").strip().lower()
+        if encoding not in (b"", b"identity"):
+            shown = encoding.decode("latin-1")
+            response = error_response(
+                415,
+                "unsupported_media_type",
+                f"Content-Encoding {shown!r} is not accepted: send the body uncompressed",
+            )
+            await response(scope, receive, send)
+            return
+        if scope["path"] in self.own_limits:
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             await self._refuse(int(declared), scope, receive, send)
             return
