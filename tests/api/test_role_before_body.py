@@ -30,6 +30,7 @@ CATALOG_WRITE = {
     ("POST", "/v1/apps/{app_id}/versions/{version}/deprecate"),
     ("POST", "/v1/apps/{app_id}/versions/{version}/publish"),
     ("POST", "/v1/resources"),
+    ("POST", "/v1/resources/end"),
     ("POST", "/v1/resource-leases"),
     ("POST", "/v1/principals"),  # a team member: its team's apps' app principals
     ("POST", "/v1/principals/{principal_id}/keys"),

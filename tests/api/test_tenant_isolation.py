@@ -109,6 +109,11 @@ def _is_a_tenant(w: World, body: dict[str, Any]) -> None:
     assert body["tenant_id"] == w.a.tenant_id, body
 
 
+def _ends_only_a_binding_of_a(w: World, responses: Responses) -> None:
+    if responses[0].status_code == 200:
+        assert responses[0].json()["app_id"] == w.a_ids["app"], responses[0].text
+
+
 def _events(w: World) -> list[Call]:
     a_app, b_ids = w.a_ids["app"], w.b_ids
     batch = [
@@ -351,6 +356,14 @@ CASES: dict[tuple[str, str], Case] = {
             "/v1/resources",
             {"json": {"resource_id": w.b_ids["resource"], "app_id": w.a_ids["app"]}},
         ),
+    ),
+    # B's resource id in A's tenant names A's own binding (made by the case above) or none.
+    ("POST", "/v1/resources/end"): sends(
+        "POST",
+        "/v1/resources/end",
+        lambda w: {"resource_id": w.b_ids["resource"]},
+        {200, 404},
+        _ends_only_a_binding_of_a,
     ),
     ("POST", "/v1/resource-leases"): sends(
         "POST",

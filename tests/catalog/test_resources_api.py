@@ -229,3 +229,71 @@ def test_team_members_bind_and_lease_only_for_their_own_team(
         "/v1/resources", json={"resource_id": "x", "app_id": "shop"}, headers=finance
     )
     assert refused.status_code == 403
+
+
+def end(client: TestClient, headers: dict[str, str], **body: Any) -> Any:
+    return client.post("/v1/resources/end", json=body, headers=headers)
+
+
+def test_an_open_binding_is_ended_and_the_resource_moves_to_another_app(
+    client: TestClient, org: TenantHandle, runtime: Runtime
+) -> None:
+    ok(bind(client, org, resource_id="vm-9", app_id="shop", valid_from=iso(JAN)), 201)
+    move_at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    ended = ok(end(client, org.headers, resource_id="vm-9", at=iso(move_at)))
+    assert ended == {
+        "resource_id": "vm-9",
+        "app_id": "shop",
+        "environment": "staging",
+        "valid_from": iso(JAN),
+        "valid_to": iso(move_at),
+        "lease_id": None,
+    }
+    ok(bind(client, org, resource_id="vm-9", app_id="etl", valid_from=iso(move_at)), 201)
+    with runtime.session_factory() as session:
+        before = resource_owner_at(
+            org.tenant_id, "vm-9", move_at - timedelta(seconds=1), session=session
+        )
+        after = resource_owner_at(org.tenant_id, "vm-9", move_at, session=session)
+    assert (before, after) == ("shop", "etl")
+    # now is the default; etl's binding ends before it begins: none is in force then
+    now_ended = ok(
+        end(client, org.headers, resource_id="vm-9", at=iso(move_at + timedelta(days=1)))
+    )
+    assert now_ended["app_id"] == "etl"
+    missing = end(client, org.headers, resource_id="vm-9", at=iso(move_at + timedelta(days=2)))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["field"] == "resource_id"
+    assert "has no binding in force at" in missing.json()["error"]["message"]
+    ok(bind(client, org, resource_id="vm-10", app_id="shop"), 201)
+    ended_now = ok(end(client, org.headers, resource_id="vm-10"))
+    assert ended_now["valid_to"] is not None
+
+
+def test_ending_a_binding_refuses_the_past_a_lease_and_another_team(
+    client: TestClient, org: TenantHandle
+) -> None:
+    ok(bind(client, org, resource_id="vm-p", app_id="shop", valid_from=iso(JAN)), 201)
+    past = end(client, org.headers, resource_id="vm-p", at=iso(FEB))
+    assert past.status_code == 422
+    assert past.json()["error"]["field"] == "at"
+    assert "is in the past: a binding ends now or later" in past.json()["error"]["message"]
+    leased = ok(lease(client, org, resource_id="job-1", app_id="shop", ttl_seconds=600), 201)
+    refused = end(client, org.headers, resource_id="job-1")
+    assert refused.status_code == 409
+    assert (
+        f"end the lease instead (qm resource end-lease {leased['lease_id']})"
+        in (refused.json()["error"]["message"])
+    )
+    member = headers_for(client, org, role="team-member", team="data")
+    other_team = end(client, member, resource_id="vm-p")
+    assert other_team.status_code == 403
+    assert "role 'team-member' may only" in other_team.json()["error"]["message"]
+    finance = headers_for(client, org, role="finance")
+    assert end(client, finance, resource_id="vm-p").status_code == 403
+    assert (
+        ok(client.get("/v1/resources", params={"resource_id": "vm-p"}, headers=org.headers))[0][
+            "valid_to"
+        ]
+        is None
+    )

@@ -242,6 +242,54 @@ def register_resource(
     return _span(resource, app.app_id)
 
 
+# How far before the server's now a binding may be ended: the caller's clock, and the time its
+# request took. Further back would take usage already rated for the app away from it (the
+# pipeline does not rate an event twice) while late events of the same hours went elsewhere.
+END_SKEW = timedelta(minutes=1)
+
+
+def end_binding(
+    caller: AuthContext, resource_id: str, *, at: datetime | None = None, session: Session
+) -> ResourceSpan:
+    """End the binding of `resource_id` in force at `at` (default now) at `at`: the resource
+    can then be bound to another app from `at` (`register_resource`), or stay unbound. A
+    lease's binding is ended with its lease (`end_lease`)."""
+    resource_id = _clean_resource_id(resource_id)
+    now = utc_now()
+    end = at or now
+    if end < now - END_SKEW:
+        raise InvalidInputError(
+            f"at {moment_text(end)} is in the past: a binding ends now or later (usage up to "
+            "now is attributed by it, and rated usage is not rated again)",
+            field="at",
+        )
+    _serialize_on_resource(session, caller.tenant_id, resource_id)
+    query = (
+        _span_query(caller.tenant_id)
+        .where(Resource.resource_id == resource_id, Resource.valid_from < end)
+        .where((Resource.valid_to.is_(None)) | (Resource.valid_to > end))
+    )
+    found = session.execute(query).first()
+    if found is None:
+        raise NotFoundError(
+            f"resource {resource_id!r} has no binding in force at {moment_text(end)}",
+            field="resource_id",
+        )
+    resource, app_id = found
+    app = session.get(App, resource.app_pk)
+    if app is not None:
+        ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
+    if resource.lease_id is not None:
+        raise ConflictError(
+            f"resource {resource_id!r} is bound to app {app_id!r} by lease {resource.lease_id}"
+            f": end the lease instead (qm resource end-lease {resource.lease_id})",
+            field="resource_id",
+        )
+    resource.valid_to = end
+    session.commit()
+    return _span(resource, app_id)
+
+
 def open_lease(
     caller: AuthContext,
     resource_id: str,

@@ -28,6 +28,7 @@ from quartermaster.catalog.schemas import (
     LeaseIssuedOut,
     OwnershipOut,
     ResourceCreate,
+    ResourceEnd,
     ResourceLeaseOut,
     ResourceOut,
     SigningKeyCreatedOut,
@@ -191,6 +192,18 @@ def register_resource(
         environment=body.environment,
         session=session,
     )
+    return ResourceOut.model_validate(span)
+
+
+@router.post(
+    "/resources/end",
+    summary="End a resource's binding to its app (to bind it to another, or to none)",
+    responses=error_responses(404, 409, 422),
+)
+def end_resource_binding(
+    body: ResourceEnd, caller: CatalogWriter, session: SessionDep
+) -> ResourceOut:
+    span = resources.end_binding(caller, body.resource_id, at=body.at, session=session)
     return ResourceOut.model_validate(span)
 
 

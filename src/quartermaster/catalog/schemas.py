@@ -135,6 +135,15 @@ class ResourceCreate(_In):
     environment: str | None = Field(default=None, description="Default: the app's.")
 
 
+class ResourceEnd(_In):
+    resource_id: str = Field(description="The resource whose binding ends.")
+    at: AwareDatetime | None = Field(
+        default=None,
+        description="When the binding in force then ends (exclusive). Default: now; not in the"
+        " past.",
+    )
+
+
 class ResourceOut(_Out):
     resource_id: str
     app_id: str

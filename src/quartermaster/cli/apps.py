@@ -301,9 +301,26 @@ def resource_create(
         }
     )
     span = request("POST", "/v1/resources", json=body, url=url, api_key=api_key)
-    until = span["valid_to"] or "open"
+    until = cell_text(span["valid_to"]) if span["valid_to"] else "open"
     out().print(
-        f"bound {span['resource_id']} to {span['app_id']} over [{span['valid_from']}, {until})"
+        f"bound {span['resource_id']} to {span['app_id']} over "
+        f"[{cell_text(span['valid_from'])}, {until})"
+    )
+
+
+@resource_app.command("end")
+def resource_end(
+    resource_id: Annotated[str, typer.Argument(help="The resource whose binding ends.")],
+    at: Annotated[str | None, typer.Option(help="RFC 3339, now or later; default now.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """End a resource's binding to its app (then `qm resource create` binds it to another)."""
+    body = drop_none({"resource_id": resource_id, "at": at})
+    span = request("POST", "/v1/resources/end", json=body, url=url, api_key=api_key)
+    out().print(
+        f"{span['resource_id']} is bound to {span['app_id']} until {cell_text(span['valid_to'])}"
+        f" (from {cell_text(span['valid_from'])})"
     )
 
 
