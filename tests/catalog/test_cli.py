@@ -101,7 +101,10 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(
     keys = qm("app", "key", "list", "shop").output
     assert re.search(rf"{key_id}\s+.*active", keys)
     assert secret not in keys
-    assert f"retired signing key {key_id}" in qm("app", "key", "retire", "shop", key_id).output
+    retired = qm("app", "key", "retire", "shop", key_id).output.strip()
+    assert re.fullmatch(
+        rf"retired signing key {key_id} at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ", retired
+    )
     assert re.search(rf"{key_id}\s+.*retired", qm("app", "key", "list", "shop").output)
     assert "error 404: app 'ghost' not found" in qm("app", "show", "ghost", expect=1).output
 
@@ -111,9 +114,16 @@ def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
     bound = qm(
         "resource", "create", "vm-1", "--app", "shop", "--valid-from", "2025-01-01T00:00:00Z"
     )
-    assert "bound vm-1 to shop over [2025-01-01T00:00:00Z, open)" in bound.output
+    assert "bound vm-1 to shop over [2025-01-01 00:00:00Z, open)" in bound.output
     clash = qm("resource", "create", "vm-1", "--app", "shop", expect=1)
     assert "error 409: resource 'vm-1' is already bound to app 'shop'" in clash.output
+    qm("resource", "create", "vm-2", "--app", "shop", "--valid-from", "2025-01-01T00:00:00Z")
+    ended_binding = qm("resource", "end", "vm-2", "--at", "2999-01-01T00:00:00Z").output
+    assert "vm-2 is bound to shop until 2999-01-01 00:00:00Z (from 2025-01-01 00:00:00Z)" in (
+        ended_binding
+    )
+    past = qm("resource", "end", "vm-2", "--at", "2025-02-01T00:00:00Z", expect=1).output
+    assert "is in the past: a binding ends now or later" in " ".join(past.split())
 
     leased = qm("resource", "lease", "job-1", "--app", "shop", "--ttl", "600")
     assert leased.stdout.strip().startswith("rl1.")

@@ -277,7 +277,7 @@ def app_key_retire(
     """Retire a signing key: events signed with it are refused from now on."""
     path = f"/v1/apps/{segment(app_id)}/signing-keys/{segment(key_id)}"
     retired = request("DELETE", path, url=url, api_key=api_key)
-    out().print(f"retired signing key {retired['key_id']} at {retired['retired_at']}")
+    out().print(f"retired signing key {retired['key_id']} at {cell_text(retired['retired_at'])}")
 
 
 @resource_app.command("create")
