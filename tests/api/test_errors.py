@@ -57,15 +57,33 @@ def test_an_unexpected_exception_is_a_500_in_the_error_body(app: FastAPI) -> Non
 
 
 @pytest.mark.parametrize(
-    ("path", "body"),
+    ("path", "body", "field"),
     [
-        ("/v1/apps", {"app_id": "ov4", "owner": "x", "team": "{team}", "owned_since": "{early}"}),
-        ("/v1/resources", {"resource_id": "ov1", "app_id": "{app}", "valid_from": "{early}"}),
-        ("/v1/resources", {"resource_id": "ov2", "app_id": "{app}", "valid_to": "{late}"}),
+        (
+            "/v1/apps",
+            {"app_id": "ov4", "owner": "x", "team": "{team}", "owned_since": "{early}"},
+            "owned_since",
+        ),
+        (
+            "/v1/resources",
+            {"resource_id": "ov1", "app_id": "{app}", "valid_from": "{early}"},
+            "valid_from",
+        ),
+        (
+            "/v1/resources",
+            {"resource_id": "ov2", "app_id": "{app}", "valid_to": "{late}"},
+            "valid_to",
+        ),
+        ("/v1/resources/end", {"resource_id": "ov2", "at": "{late}"}, "at"),
+        (
+            "/v1/resource-leases",
+            {"resource_id": "ov3", "app_id": "{app}", "ttl_seconds": 60, "issued_at": "{early}"},
+            "issued_at",
+        ),
     ],
 )
-def test_a_moment_outside_the_calendar_in_utc_is_a_422_not_a_500(
-    app: FastAPI, tenant: TenantHandle, path: str, body: dict[str, str]
+def test_a_moment_outside_the_calendar_in_utc_is_a_422_naming_it(
+    app: FastAPI, tenant: TenantHandle, path: str, body: dict[str, object], field: str
 ) -> None:
     """0001-01-01T00:00:00+01:00 is a valid RFC 3339 moment whose UTC instant is before year
     1: it failed where it was converted, in the database layer, as a 500."""
@@ -80,10 +98,12 @@ def test_a_moment_outside_the_calendar_in_utc_is_a_422_not_a_500(
         client.post("/v1/teams", json=team, headers=tenant.headers)
         made = {"app_id": "a-ov", "owner": "o", "team": "t-ov"}
         client.post("/v1/apps", json=made, headers=tenant.headers)
-        sent = {key: value.format(**values) for key, value in body.items()}
+        sent = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
         response = client.post(path, json=sent, headers=tenant.headers)
     assert response.status_code == 422, response.text
-    assert "outside the calendar once converted to UTC" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert "outside the calendar once converted to UTC (years 1 to 9999)" in error["message"]
 
 
 def test_another_database_error_is_still_a_500(app: FastAPI) -> None:

@@ -7,11 +7,12 @@ import enum
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from quartermaster.api.params import one_of
 from quartermaster.billing.models import DocumentStatus, DocumentType, RunKind
 from quartermaster.domain.money import FixedDecimal
+from quartermaster.domain.timeutil import RequestMoment
 
 
 class _In(BaseModel):
@@ -26,8 +27,8 @@ class RunCreate(_In):
     """A period as [period_start, period_end), or a month (YYYY-MM, in the tenant's time
     zone); neither: the last complete calendar month in the tenant's time zone."""
 
-    period_start: AwareDatetime | None = None
-    period_end: AwareDatetime | None = None
+    period_start: RequestMoment | None = None
+    period_end: RequestMoment | None = None
     month: str | None = Field(default=None, description="YYYY-MM, e.g. 2026-01.")
     kind: RunKind = RunKind.INVOICE
     price_book: str | None = Field(

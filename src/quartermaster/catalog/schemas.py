@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,6 +15,7 @@ from pydantic import (
 
 from quartermaster.catalog.models import Lifecycle, SigningKeyStatus
 from quartermaster.catalog.resources import MAX_LEASE_TTL_SECONDS
+from quartermaster.domain.timeutil import RequestMoment
 from quartermaster.tenancy.schemas import SECRET_WARNING
 
 
@@ -42,7 +42,7 @@ class AppCreate(_In):
     require_signatures: bool = Field(
         default=False, description="Refuse this app's events unless HMAC-signed."
     )
-    owned_since: AwareDatetime | None = Field(
+    owned_since: RequestMoment | None = Field(
         default=None,
         description="When the team began to own the app (default now; not in the future). "
         "Back-date it for an app that ran before it was registered, so its earlier usage "
@@ -61,7 +61,7 @@ class AppUpdate(_In):
     require_signatures: bool | None = None
     team: str | None = None
     cost_center: str | None = None
-    effective_at: AwareDatetime | None = Field(
+    effective_at: RequestMoment | None = Field(
         default=None,
         description="When a change of team or cost center takes effect: not before the "
         "current ownership began, not in the future.",
@@ -130,14 +130,14 @@ class SigningKeyOut(_Out):
 class ResourceCreate(_In):
     resource_id: str = Field(description="The resource's id as its events name it.")
     app_id: str
-    valid_from: AwareDatetime | None = Field(default=None, description="Default: now.")
-    valid_to: AwareDatetime | None = Field(default=None, description="Exclusive; null: open.")
+    valid_from: RequestMoment | None = Field(default=None, description="Default: now.")
+    valid_to: RequestMoment | None = Field(default=None, description="Exclusive; null: open.")
     environment: str | None = Field(default=None, description="Default: the app's.")
 
 
 class ResourceEnd(_In):
     resource_id: str = Field(description="The resource whose binding ends.")
-    at: AwareDatetime | None = Field(
+    at: RequestMoment | None = Field(
         default=None,
         description="When the binding in force then ends (exclusive). Default: now; not in the"
         " past.",
@@ -158,7 +158,7 @@ class LeaseCreate(_In):
     app_id: str
     ttl_seconds: int = Field(ge=1, le=MAX_LEASE_TTL_SECONDS, description="At most 7 days.")
     environment: str | None = Field(default=None, description="Default: the app's.")
-    issued_at: AwareDatetime | None = Field(
+    issued_at: RequestMoment | None = Field(
         default=None,
         description="Start of the lease (default now; not in the future). Back-date it to "
         "record a resource that ran while its events were buffered.",

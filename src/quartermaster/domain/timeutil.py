@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime
+from pydantic_core import PydanticCustomError
 
 from quartermaster.errors import InvalidInputError
 
@@ -19,6 +23,24 @@ def ensure_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def within_calendar(value: datetime) -> datetime:
+    """`value` as given, when it has a UTC instant: `0001-01-01T00:00:00+01:00` has none, and
+    failed where it was first converted (a 422 naming no field, or a 500)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_calendar",
+            "{shown} is outside the calendar once converted to UTC (years 1 to 9999)",
+            {"shown": value.isoformat()},
+        ) from None
+    return value
+
+
+# A moment a request gives: with a UTC offset, and one that has a UTC instant.
+RequestMoment = Annotated[AwareDatetime, AfterValidator(within_calendar)]
 
 
 def floor_hour(value: datetime) -> datetime:

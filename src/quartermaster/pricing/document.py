@@ -15,7 +15,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from quartermaster.domain.timeutil import ensure_utc
+from quartermaster.domain.timeutil import RequestMoment, ensure_utc
 
 MeterName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Ref = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
@@ -80,7 +79,7 @@ Units = Annotated[_Number, Field(ge=0, allow_inf_nan=False)]
 PositiveUnits = Annotated[_Number, Field(gt=0, allow_inf_nan=False)]
 Percent = Annotated[_Number, Field(gt=0, le=100, allow_inf_nan=False)]
 Fraction01 = Annotated[_Number, Field(ge=0, le=1, allow_inf_nan=False)]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(ensure_utc)]
+UtcDatetime = Annotated[RequestMoment, AfterValidator(ensure_utc)]
 
 # Discriminator values: they appear in pydantic error locations and are stripped from paths.
 MODEL_TAGS = ("per_unit", "graduated", "volume", "package", "subscription")

@@ -7,13 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from quartermaster.api.deps import AdminCaller, BillingReader, ReadSessionDep, SessionDep
 from quartermaster.api.params import Int64
 from quartermaster.api.responses import error_responses
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import RequestMoment, utc_now
 from quartermaster.errors import PayloadTooLargeError
 from quartermaster.pricing import service
 from quartermaster.pricing.loader import format_for_content_type, stored_document_data
@@ -32,11 +31,11 @@ router = APIRouter(prefix="/v1/price-books", tags=["pricing"])
 
 NamePath = Annotated[str, Path(description="The price book's name.", max_length=64)]
 AtQuery = Annotated[
-    AwareDatetime | None,
+    RequestMoment | None,
     Query(description="The moment to look at (RFC 3339 with offset); default now."),
 ]
 AsOfQuery = Annotated[
-    AwareDatetime | None,
+    RequestMoment | None,
     Query(description="Ignore versions recorded after this moment (reproduce a past view)."),
 ]
 
