@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from quartermaster.catalog.text import display_text_problem
+from quartermaster.domain.display_text import display_text_problem
 from quartermaster.domain.yaml_documents import StringTimestampLoader
 from quartermaster.errors import InvalidInputError, utf8_problem
 

@@ -36,7 +36,7 @@ from quartermaster.catalog.signing_keys import (
     create_signing_key,
     retire_signing_key,
 )
-from quartermaster.catalog.text import display_text_problem
+from quartermaster.domain.display_text import display_text_problem
 from quartermaster.domain.events import SLUG_PATTERN
 from quartermaster.domain.timeutil import Period, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError

@@ -426,8 +426,8 @@ def tenant_admin_key(
 
     Break glass: it needs the database (QM_DATABASE_URL or the data dir), not a key. The
     key goes to the admin principal NAME, which is created if the tenant has none of that
-    name, and the tenant's audit chain records it (`issue-key` by `cli`). Revoke the lost
-    keys afterwards with `qm key revoke`.
+    name, and the tenant's audit chain records it (`issue-key` by `system:cli`). Revoke the
+    lost keys afterwards with `qm key revoke`.
     """
     from quartermaster.errors import QMError
     from quartermaster.runtime import build_runtime

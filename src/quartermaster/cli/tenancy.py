@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -97,7 +98,12 @@ def cost_center_list(url: UrlOption = None, api_key: ApiKeyOption = None) -> Non
 
 @principal_app.command("create")
 def principal_create(
-    name: Annotated[str, typer.Argument(help="Unique name, e.g. an email or ci-bot.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Unique name, e.g. an email or ci-bot (not 32 hex digits, an id's shape)."
+        ),
+    ],
     role: Annotated[str, typer.Option(help="admin | finance | team-member | app.")],
     kind: Annotated[str, typer.Option(help="user | service-account.")] = "user",
     team: Annotated[str | None, typer.Option(help="Team slug (role team-member).")] = None,
@@ -170,7 +176,10 @@ def key_create(
     issued = request(
         "POST", f"/v1/principals/{segment(principal_id)}/keys", json=body, url=url, api_key=api_key
     )
-    expiry = cell_text(issued["expires_at"]) or "never"
+    # In UTC, as `qm key list` shows it: an older server answers with the offset it was sent
+    # (`2030-01-01T00:00:00+01:00`), which cell_text would show as it is.
+    expires = issued["expires_at"]
+    expiry = cell_text(datetime.fromisoformat(expires).astimezone(UTC)) if expires else "never"
     err().print(f"created key {issued['key_id']} (expires: {expiry})")
     print_secret("The API key", issued["token"])
 

@@ -153,11 +153,13 @@ def list_principals(caller: Reader, session: ReadSessionDep) -> list[PrincipalOu
     "/principals/{principal_id}/keys",
     status_code=201,
     summary="Issue an API key (the token is shown once)",
-    description="`principal_id`: the principal's id, or its name. A team-member issues keys "
-    "only of its own team's apps' app principals, expiring within "
+    description="`principal_id`: the principal's id, or its name (a name equal to another "
+    "principal's id, stored before such names were refused, is a 409: give the id of the one "
+    "you mean). A team-member issues keys only of its own team's apps' app principals, "
+    "expiring within "
     f"{management.TEAM_MEMBER_KEY_MAX_LIFETIME.days} days: without `expires_at` that long, "
     "a later one is a 403 (admins: no limit, and no expiry by default).",
-    responses=error_responses(404, 422),
+    responses=error_responses(404, 409, 422),  # 409: an old name equal to another's id
 )
 def issue_key(
     principal_id: str, body: ApiKeyCreate, caller: KeyManager, session: SessionDep

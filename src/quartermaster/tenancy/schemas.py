@@ -65,7 +65,11 @@ class TeamOut(_Out):
 
 
 class PrincipalCreate(_In):
-    name: str = Field(description="Unique in the tenant, e.g. an email or `ci-bot`.")
+    name: str = Field(
+        description="Unique in the tenant, e.g. an email or `ci-bot`; 1-200 characters, not "
+        "32 lowercase hex digits (a principal id's shape: keys are issued by id or name), "
+        "without control characters or bidirectional overrides or isolates."
+    )
     kind: PrincipalKind = PrincipalKind.USER
     role: Role
     team: str | None = Field(default=None, description="Team slug; required for team-member.")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from quartermaster.domain.display_text import display_text_problem
 from quartermaster.domain.events import DIRECTORY_SLUG_PATTERN
 from quartermaster.domain.timeutil import moment_text, utc_now
 from quartermaster.errors import (
@@ -32,6 +33,10 @@ from quartermaster.tenancy.models import (
 )
 
 SLUG_PATTERN = re.compile(DIRECTORY_SLUG_PATTERN)
+# What a principal's id looks like (storage.base.new_id: a UUID4's 32 lowercase hex digits).
+# Keys are issued to a principal named by its id or its name, so no name may have this shape:
+# a name equal to another principal's id would get that principal the key.
+PRINCIPAL_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
 DEFAULT_COST_CENTER_SLUG = "default"
 # The audit records' actor for what the command line does on the server's host, without an
 # API key (`qm tenant create`'s first admin); other actors are principal:<name>, app:<app>,
@@ -71,6 +76,30 @@ def validate_slug(value: str, *, field: str) -> str:
     return value
 
 
+def check_display_name(value: str, *, field: str, what: str) -> None:
+    """422 on `field` when `value` (`what`, e.g. "a team's name") holds a character that
+    changes how a `qm` table shows the text around it: a control character (a newline starts
+    what reads as a second row, e.g. one named `admin`) or a bidirectional override or isolate
+    (U+202E reverses what follows it, so one name reads as another), as an app's title."""
+    problem = display_text_problem(value, field=field, what=what)
+    if problem is not None:
+        raise InvalidInputError(problem, field=field)
+
+
+def validate_principal_name(name: str) -> str:
+    """A principal's name as it may be stored: shown in tables (check_display_name) and never
+    shaped like a principal's id, which would make `qm key create NAME` ambiguous."""
+    check_display_name(name, field="name", what="a principal's name")
+    if PRINCIPAL_ID_SHAPE.fullmatch(name):
+        raise InvalidInputError(
+            f"name {name!r} has the shape of a principal id (32 lowercase hex digits): keys are "
+            "issued to a principal by id or name, so such a name could stand for another "
+            "principal's id; choose a name that is not 32 hex digits",
+            field="name",
+        )
+    return name
+
+
 def validate_timezone(name: str) -> str:
     """An IANA zone name, or 422 naming it (the check billing applies when it uses the zone)."""
     from quartermaster.billing.periods import tenant_zone  # billing builds on tenancy
@@ -93,7 +122,12 @@ def _add_tenant(tenant_id: str, *, name: str | None, timezone: str, session: Ses
     validate_timezone(timezone)
     if session.get(Tenant, tenant_id) is not None:
         raise ConflictError(f"tenant {tenant_id!r} already exists", field="tenant_id")
-    tenant = Tenant(id=tenant_id, name=name or tenant_id, timezone=timezone, created_at=utc_now())
+    tenant = Tenant(
+        id=tenant_id,
+        name=_clean_name(name or None, fallback=tenant_id, field="name", what="a tenant's name"),
+        timezone=timezone,
+        created_at=utc_now(),
+    )
     session.add(tenant)
     session.flush()
     session.add(
@@ -154,6 +188,9 @@ def _add_principal(
         raise InvalidInputError("a team-member principal needs a team", field="team")
     if role is Role.APP and app_slug is None:
         raise InvalidInputError("an app principal needs an app", field="app_id")
+    # Here, not only in the API's register_principal: `qm tenant create` and `qm tenant
+    # admin-key --name` create admins by name too.
+    validate_principal_name(name)
     exists = session.scalar(
         select(Principal.id).where(Principal.tenant_id == tenant_id, Principal.name == name)
     )
@@ -217,6 +254,10 @@ def _add_api_key(
 ) -> IssuedKey:
     if expires_at is not None and expires_at <= utc_now():
         raise InvalidInputError("expires_at is in the past", field="expires_at")
+    if expires_at is not None:
+        # In UTC, as the key is stored and listed: the answer echoed the caller's offset
+        # (`+01:00`), so `qm key create` printed another form than `qm key list`.
+        expires_at = expires_at.astimezone(UTC)
     new = generate_key()
     session.add(
         ApiKey(
@@ -411,10 +452,13 @@ class TeamView:
     created_at: datetime
 
 
-def _clean_name(value: str | None, *, fallback: str, field: str) -> str:
+def _clean_name(value: str | None, *, fallback: str, field: str, what: str) -> str:
+    """A display name (`what`, e.g. "a team's name"): stripped, 1-200 characters, and free of
+    characters that spoof a table (check_display_name)."""
     name = (value if value is not None else fallback).strip()
     if not name or len(name) > 200:
         raise InvalidInputError(f"{field} must be 1-200 characters", field=field)
+    check_display_name(name, field=field, what=what)
     return name
 
 
@@ -499,7 +543,7 @@ def create_cost_center(
     cost_center = CostCenter(
         tenant_id=tenant_id,
         slug=slug,
-        name=_clean_name(name, fallback=slug, field="name"),
+        name=_clean_name(name, fallback=slug, field="name", what="a cost center's name"),
         is_default=False,
         created_at=utc_now(),
     )
@@ -558,7 +602,7 @@ def create_team(
     team = Team(
         tenant_id=tenant_id,
         slug=slug,
-        name=_clean_name(name, fallback=slug, field="name"),
+        name=_clean_name(name, fallback=slug, field="name", what="a team's name"),
         cost_center_id=cc.id if cc is not None else None,
         created_at=utc_now(),
     )
@@ -679,7 +723,7 @@ def register_principal(
     only applies to its role, so a stray one is refused rather than silently ignored."""
     from quartermaster.catalog.models import App  # catalog builds on tenancy, not the reverse
 
-    name = _clean_name(name, fallback="", field="name")
+    name = _clean_name(name, fallback="", field="name", what="a principal's name")
     if team is not None and role is not Role.TEAM_MEMBER:
         raise InvalidInputError(
             f"team applies only to role 'team-member', not {role.value!r}", field="team"
@@ -721,15 +765,32 @@ def list_principals(
 
 
 def find_principal(tenant_id: str, principal_id: str, *, session: Session) -> Principal:
-    """The principal with this id or, failing that, this name (names are unique within a
-    tenant, and the one people remember); 404 naming it when neither."""
-    in_tenant = select(Principal).where(Principal.tenant_id == tenant_id)
-    principal = session.scalar(in_tenant.where(Principal.id == principal_id)) or session.scalar(
-        in_tenant.where(Principal.name == principal_id)
+    """The principal with this id or this name (names are unique within a tenant, and the one
+    people remember); 404 naming it when neither. No name may be shaped like an id
+    (validate_principal_name), but one stored before that rule can equal another principal's
+    id: then the value is refused (409) rather than resolved to either, since a key issued to
+    the wrong one hands its rights (an admin's, never expiring) to whoever asked for the other."""
+    found = list(
+        session.scalars(
+            select(Principal).where(
+                Principal.tenant_id == tenant_id,
+                (Principal.id == principal_id) | (Principal.name == principal_id),
+            )
+        )
     )
-    if principal is None:
+    if not found:
         raise NotFoundError(f"principal {principal_id!r} not found", field="principal_id")
-    return principal
+    if len(found) > 1:
+        by_id = next(p for p in found if p.id == principal_id)
+        by_name = next(p for p in found if p.id != principal_id)
+        raise ConflictError(
+            f"principal {principal_id!r} is ambiguous: it is the id of principal "
+            f"{by_id.name!r} and the name of principal {by_name.id} (a name given before names "
+            "shaped like an id were refused); name the one you mean unambiguously: "
+            f"{by_id.name!r} by its name, the other by its id {by_name.id}",
+            field="principal_id",
+        )
+    return found[0]
 
 
 def issue_key_for(

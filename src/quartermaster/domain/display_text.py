@@ -1,6 +1,7 @@
-"""Display text of the catalog (pure): what an app's title and owner may contain.
+"""Display text (pure): what a name shown to others may contain - an app's title and owner,
+a tenant's, team's, cost center's or principal's name.
 
-A title or owner is shown in `qm` tables and the web of whoever reads the catalog, so it may
+Such text is shown in `qm` tables and the audit trail of whoever reads them, so it may
 not carry characters that change how the text around it is shown: control characters (C0,
 DEL and C1: a NUL, a newline, an escape sequence) and the bidirectional overrides and
 isolates (U+202A-U+202E, U+2066-U+2069), with which `Invoice bot` can be made to read as
@@ -14,8 +15,11 @@ import unicodedata
 _HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def display_text_problem(value: str, *, field: str) -> str | None:
-    """Why `value` may not be shown as the `field` of an app, or None when it may."""
+def display_text_problem(
+    value: str, *, field: str, what: str = "an app's title or owner"
+) -> str | None:
+    """Why `value` may not be shown as `field` (`what` it is, for the message), or None when
+    it may."""
     found = _HIDDEN.search(value)
     if found is None:
         return None
@@ -24,5 +28,5 @@ def display_text_problem(value: str, *, field: str) -> str | None:
     return (
         f"{field} contains U+{ord(char):04X} ({name}) at position {found.start() + 1}: "
         "control characters and bidirectional overrides or isolates (U+202A-U+202E, "
-        "U+2066-U+2069) are not allowed in an app's title or owner"
+        f"U+2066-U+2069) are not allowed in {what}"
     )
