@@ -75,6 +75,7 @@ def test_an_unexpected_exception_is_a_500_in_the_error_body(app: FastAPI) -> Non
             "valid_to",
         ),
         ("/v1/resources/end", {"resource_id": "ov2", "at": "{late}"}, "at"),
+        ("/v1/principals/admin/keys", {"expires_at": "{late}"}, "expires_at"),
         (
             "/v1/resource-leases",
             {"resource_id": "ov3", "app_id": "{app}", "ttl_seconds": 60, "issued_at": "{early}"},

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from quartermaster.domain.timeutil import RequestMoment
 from quartermaster.tenancy.management import TEAM_MEMBER_KEY_MAX_LIFETIME
 from quartermaster.tenancy.models import PrincipalKind, Role
 from quartermaster.tenancy.service import KeyStatus
@@ -87,7 +88,7 @@ class PrincipalOut(_Out):
 
 
 class ApiKeyCreate(_In):
-    expires_at: AwareDatetime | None = Field(
+    expires_at: RequestMoment | None = Field(
         default=None,
         description="After this instant the key is refused (401). Admins: optional (none: "
         "the key never expires). A team-member's key (of its team's apps' app principals) "
