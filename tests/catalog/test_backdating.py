@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from quartermaster.catalog.lease_tokens import verify_token
-from quartermaster.domain.timeutil import parse_timestamp, utc_now
+from quartermaster.domain.timeutil import moment_text, parse_timestamp, utc_now
 from quartermaster.runtime import Runtime
 from tests.conftest import TenantHandle
 from tests.tenancy.support import make_app, make_cost_center, make_team, ok
@@ -62,7 +62,7 @@ def test_a_back_dated_move_says_rated_usage_stays_until_a_replay(
     body = {"team": "lab", "effective_at": moved_at.isoformat()}
     moved = ok(client.patch("/v1/apps/legacy-bot", json=body, headers=org.headers))
     assert moved["rated_usage_note"] == (
-        f"usage of app 'legacy-bot' since {moved_at.isoformat()} that was already rated stays "
+        f"usage of app 'legacy-bot' since {moment_text(moved_at)} that was already rated stays "
         "with team 'ops' (cost center 'ops-cc') until `qm pipeline replay` "
         "(POST /v1/pipeline/replay) rates it again; usage rated from now on goes to the new "
         "owner (docs/usage.md, Determinism). A replay over finalized billing documents needs "

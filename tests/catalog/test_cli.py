@@ -74,7 +74,7 @@ def test_apps_ownership_and_signing_keys_from_the_command_line(
         "app", "update", "shop", "--team", "data", "--effective-at", "2000-01-01T00:00:00Z",
         expect=1,
     )  # fmt: skip
-    assert "effective_at 2000-01-01T00:00:00+00:00 is earlier than the current ownership" in (
+    assert "effective_at 2000-01-01 00:00 UTC is earlier than the current ownership" in (
         backdated.output
     )
     assert "nothing to change" in qm("app", "update", "shop", expect=1).output

@@ -149,8 +149,8 @@ def test_effective_at_is_refused_before_the_current_span_in_the_future_or_withou
     assert earlier.status_code == 422
     assert earlier.json()["error"] == {
         "code": "invalid_input",
-        "message": "effective_at 2025-01-15T00:00:00+00:00 is earlier than the current "
-        "ownership, which began at 2025-02-01T00:00:00+00:00",
+        "message": "effective_at 2025-01-15 00:00 UTC is earlier than the current "
+        "ownership, which began at 2025-02-01 00:00 UTC",
         "field": "effective_at",
     }
     future = move(

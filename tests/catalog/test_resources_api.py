@@ -70,12 +70,12 @@ def test_bindings_are_dated_and_never_overlap(
     assert clash.status_code == 409
     assert clash.json()["error"]["message"] == (
         "resource 'vm-1' is already bound to app 'shop' over "
-        "[2025-01-01T00:00:00+00:00, 2025-02-01T00:00:00+00:00), which overlaps "
-        "[2025-01-20T00:00:00+00:00, 2025-01-25T00:00:00+00:00)"
+        "[2025-01-01 00:00 UTC, 2025-02-01 00:00 UTC), which overlaps "
+        "[2025-01-20 00:00 UTC, 2025-01-25 00:00 UTC)"
     )
     open_clash = bind(client, org, resource_id="vm-1", app_id="shop", valid_from=iso(MAR))
     assert open_clash.status_code == 409
-    assert "over [2025-02-01T00:00:00+00:00, open)" in open_clash.json()["error"]["message"]
+    assert "over [2025-02-01 00:00 UTC, open)" in open_clash.json()["error"]["message"]
 
     with runtime.session_factory() as session:
 

@@ -80,7 +80,7 @@ def first_overlap(
 
 
 def format_interval(start: datetime, end: datetime | None) -> str:
-    return f"[{start.isoformat()}, {end.isoformat() if end is not None else 'open'})"
+    return f"[{moment_text(start)}, {moment_text(end) if end is not None else 'open'})"
 
 
 # --- queries ---------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def open_lease(
     now = utc_now().replace(microsecond=0)
     if issued_at is not None and issued_at > now:
         raise InvalidInputError(
-            f"issued_at {issued_at.isoformat()} is in the future: a lease starts now or earlier",
+            f"issued_at {moment_text(issued_at)} is in the future: a lease starts now or earlier",
             field="issued_at",
         )
     issued_at = now if issued_at is None else issued_at.astimezone(UTC).replace(microsecond=0)

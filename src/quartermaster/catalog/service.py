@@ -38,7 +38,7 @@ from quartermaster.catalog.signing_keys import (
 )
 from quartermaster.domain.display_text import display_text_problem
 from quartermaster.domain.events import SLUG_PATTERN
-from quartermaster.domain.timeutil import Period, utc_now
+from quartermaster.domain.timeutil import Period, moment_text, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import (
@@ -172,13 +172,13 @@ def plan_ownership_change(
     history already closed, and a future date would make the current owner wrong today."""
     if effective_at < current_from:
         raise InvalidInputError(
-            f"effective_at {effective_at.isoformat()} is earlier than the current ownership, "
-            f"which began at {current_from.isoformat()}",
+            f"effective_at {moment_text(effective_at)} is earlier than the current ownership, "
+            f"which began at {moment_text(current_from)}",
             field="effective_at",
         )
     if effective_at > now:
         raise InvalidInputError(
-            f"effective_at {effective_at.isoformat()} is in the future; ownership changes "
+            f"effective_at {moment_text(effective_at)} is in the future; ownership changes "
             "take effect now or at a past instant",
             field="effective_at",
         )
@@ -368,7 +368,7 @@ def check_registration(
     owned_since = registration.owned_since or now
     if owned_since > now:
         raise InvalidInputError(
-            f"owned_since {owned_since.isoformat()} is in the future: ownership is recorded "
+            f"owned_since {moment_text(owned_since)} is in the future: ownership is recorded "
             "from now or an earlier moment",
             field="owned_since",
         )
@@ -449,7 +449,7 @@ def rated_usage_note(app_id: str, since: datetime, team: str, cost_center: str) 
     """What a back-dated move leaves as it was (pure): the pipeline attributed the usage it
     already rated with the owner it knew then."""
     return (
-        f"usage of app {app_id!r} since {since.isoformat()} that was already rated stays with "
+        f"usage of app {app_id!r} since {moment_text(since)} that was already rated stays with "
         f"team {team!r} (cost center {cost_center!r}) until `qm pipeline replay` "
         "(POST /v1/pipeline/replay) rates it again; usage rated from now on goes to the new "
         "owner (docs/usage.md, Determinism). A replay over finalized billing documents needs "
