@@ -5,12 +5,17 @@ Nothing here is created at import time: call `load_settings()` where settings ar
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import types
+from datetime import date, time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +32,139 @@ class ConfigurationError(RuntimeError):
 
 # The severities `qm serve` may be asked to log from (serve_logging.py).
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+AUDIT_SINK_FORMS = "file:///path/audit.jsonl or an http(s):// webhook"
+
+
+def audit_sink_problem(url: str) -> str | None:
+    """What is wrong with `url` as audit_sink_url, naming the forms it takes; None when it
+    can be shipped to. Checked with the other settings, so that every command refuses it in
+    one line: checked only when the audit shipper was built, it stopped `qm serve` after its
+    background services had started, with a page of tracebacks, and the other commands took
+    it silently."""
+    use = f"use {AUDIT_SINK_FORMS}"
+    if not url.strip():
+        # Not "unset": it shipped to audit.jsonl in the data dir before it was checked.
+        return f"is empty: unset it for no shipping, or {use}"
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}): {use}"
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return f"names the host {parsed.netloc!r} (a file URL has three slashes): {use}"
+        if not parsed.path.startswith("/"):
+            # A relative file would move with the directory `qm serve` is started in.
+            return f"names no absolute path: {use}"
+        return None
+    if parsed.scheme in ("http", "https"):
+        return None if parsed.hostname else f"names no host: {use}"
+    if not parsed.scheme:
+        return f"is not a URL{f' (file://{url}?)' if url.startswith('/') else ''}: {use}"
+    return f"has the scheme {parsed.scheme!r}, which the audit log is not shipped to: {use}"
+
+
+# What each kind of setting must be in qm.toml (TomlSettingsSource).
+_TOML_EXPECTED = {
+    "integer": "an integer",
+    "number": "a number (an integer or a float)",
+    "boolean": "a boolean (true or false)",
+    "string": "a string (in quotes)",
+}
+
+
+def _toml_kind(annotation: Any) -> str | None:
+    """The TOML type a setting of this annotation takes: integer, number, boolean or string;
+    None for an annotation this does not know (left to pydantic)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(kinds) != 1:
+            return None
+        annotation = kinds[0]
+    if get_origin(annotation) is Literal:
+        return "string" if all(isinstance(v, str) for v in get_args(annotation)) else None
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    if annotation is float:
+        return "number"
+    if annotation in (str, Path, SecretStr):
+        return "string"
+    return None
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, date | time):
+        return "a date or time"
+    return type(value).__name__
+
+
+def _toml_text(value: object) -> str:
+    """`value` as qm.toml writes it (an array or a table elided: it may be long, or a secret)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[…]"
+    if isinstance(value, dict):
+        return "{…}"
+    return str(value)
+
+
+def _has_toml_kind(value: object, kind: str) -> bool:
+    if isinstance(value, bool):  # a bool is an int to Python, never to TOML
+        return kind == "boolean"
+    if kind == "integer":
+        return isinstance(value, int)
+    if kind == "number":
+        return isinstance(value, int | float)
+    if kind == "string":
+        return isinstance(value, str)
+    return False
+
+
+class TomlSettingsSource(TomlConfigSettingsSource):
+    """qm.toml, whose values must have their setting's type. TOML is typed, but pydantic
+    validates every source leniently, as it must the environment's strings: `port = true`
+    became port 1, `auth_cache_seconds = false` 0 and `access_log = 1` true, silently. So an
+    integer setting takes a TOML integer (not a boolean, a float or a string), a seconds
+    setting that takes fractions an integer or a float, a boolean setting true or false (not
+    1 or "true"), and every other setting a string. Each value in the file is checked, also
+    one an environment variable overrides: the file is wrong either way."""
+
+    def __call__(self) -> dict[str, Any]:
+        fields = {
+            name.lower(): (name, info) for name, info in self.settings_cls.model_fields.items()
+        }
+        problems = []
+        for key, value in self.toml_data.items():
+            name, info = fields.get(key.lower(), (key, None))
+            kind = None if info is None else _toml_kind(info.annotation)
+            if kind is not None and not _has_toml_kind(value, kind):
+                problems.append(
+                    f"{name} = {_toml_text(value)}: expected {_TOML_EXPECTED[kind]}, "
+                    f"not {_toml_type(value)}"
+                )
+        if problems:
+            raise ConfigurationError(f"invalid setting in qm.toml: {'; '.join(problems)}")
+        return super().__call__()
 
 
 class Settings(BaseSettings):
@@ -198,6 +336,16 @@ class Settings(BaseSettings):
         description="Let webhooks reach loopback, private and link-local addresses.",
     )
 
+    # With the other settings, not when the shipper is built: see audit_sink_problem.
+    @field_validator("audit_sink_url")
+    @classmethod
+    def _audit_sink_url_is_usable(cls, url: str | None) -> str | None:
+        problem = None if url is None else audit_sink_problem(url)
+        if problem is not None:
+            # The problem as context, not as the template: a brace in the URL is not a field.
+            raise PydanticCustomError("audit_sink_url", "{problem}", {"problem": problem})
+        return url
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -207,7 +355,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, TomlSettingsSource(settings_cls))
 
     @property
     def resolved_database_url(self) -> str:

@@ -128,6 +128,15 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
             "(for PostgreSQL write postgresql+psycopg://…)",
         ),
         (
+            {"QM_DATABASE_URL": "postgresql+psycopg2://qm@127.0.0.1/qm"},
+            "error: cannot use QM_DATABASE_URL: its driver 'psycopg2' is not installed; for "
+            "PostgreSQL write postgresql+psycopg://… (psycopg 3, installed with Quartermaster)",
+        ),
+        (
+            {"QM_DATABASE_URL": "mysql://qm@127.0.0.1/qm"},
+            "error: cannot use QM_DATABASE_URL: its driver 'MySQLdb' is not installed",
+        ),
+        (
             {"QM_DATABASE_URL": "postgresql+psycopg://qm:s3cret@127.0.0.1:notaport/qm"},
             "error: QM_DATABASE_URL is not a usable database URL: invalid literal for int() "
             "with base 10: 'notaport'",
@@ -136,6 +145,13 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
             {"QM_DATABASE_URL": "postgresql+psycopg://qm:s3cret@127.0.0.1:{port}/qm?sslmod=x"},
             'error: cannot use QM_DATABASE_URL: invalid connection option "sslmod"',
         ),
+        (
+            # taken silently: only `qm serve` built the sink, and stopped in tracebacks
+            {"QM_AUDIT_SINK_URL": "gopher://x"},
+            "error: invalid setting (environment or qm.toml): QM_AUDIT_SINK_URL='gopher://x': "
+            "has the scheme 'gopher', which the audit log is not shipped to: use "
+            "file:///path/audit.jsonl or an http(s):// webhook",
+        ),
     ],
     ids=[
         "not initialized",
@@ -143,8 +159,11 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
         "unknown database",
         "database unreachable",
         "postgres scheme",
+        "psycopg2 not installed",
+        "mysql driver not installed",
         "port not a number",
         "misspelt option",
+        "audit sink scheme",
     ],
 )
 def test_a_setup_that_cannot_work_is_named_in_one_line(
@@ -182,8 +201,9 @@ def test_a_setup_that_cannot_work_is_named_in_one_line(
         (
             "CREATE TABLE tenants (x INTEGER)",
             "error: the database (QM_DATABASE_URL, by default qm.db in the data dir) already "
-            "holds tables Quartermaster did not "
-            "create (table tenants already exists): point QM_DATABASE_URL at an empty database",
+            "holds a table of the name of one of Quartermaster's, which Quartermaster did not "
+            "create (table tenants already exists): point QM_DATABASE_URL at a database without "
+            "such tables (an empty one)",
         ),
     ],
     ids=["newer schema", "another application's tables"],
@@ -214,6 +234,95 @@ def test_a_qm_toml_that_is_not_toml_is_named_in_one_line(tmp_path: Path) -> None
         " ".join(result.stderr.split())
     ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_qm_toml_value_of_another_type_is_named_in_one_line(tmp_path: Path) -> None:
+    """TOML is typed: `port = true` made `qm serve` bind port 1 (pydantic's lax mode)."""
+    (tmp_path / "qm.toml").write_text('port = true\nauth_cache_seconds = "5"\n')
+    env = _env(QM_DATA_DIR=str(tmp_path / "qm"))
+    for command in (["serve"], ["tenant", "list"]):
+        result = subprocess.run(
+            [*QM, *command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 1
+        assert " ".join(result.stderr.split()) == (
+            "error: invalid setting in qm.toml: port = true: expected an integer, not a "
+            'boolean; auth_cache_seconds = "5": expected a number (an integer or a float), '
+            "not a string"
+        ), result.stderr
+
+
+def test_serve_refuses_an_audit_sink_url_in_one_line_before_starting(tmp_path: Path) -> None:
+    """It was ~150 lines: the sink's error in uvicorn's startup, then the background
+    services' tracebacks, exit status 3."""
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir))
+    subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
+    result = subprocess.run(
+        [*QM, "serve", "--port", str(free_port())],
+        env={**env, "QM_AUDIT_SINK_URL": "/tmp/audit.jsonl"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert " ".join(result.stderr.split()) == (
+        "error: invalid setting (environment or qm.toml): QM_AUDIT_SINK_URL='/tmp/audit.jsonl': "
+        "is not a URL (file:///tmp/audit.jsonl?): use file:///path/audit.jsonl or an http(s):// "
+        "webhook"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            {"QM_URL": "127.0.0.1:abc"},
+            "error: QM_URL='127.0.0.1:abc' is not a valid URL (Invalid port: 'abc'): write it "
+            "as http://HOST:PORT",
+        ),
+        (
+            {"--url": "http://[::1"},
+            "error: --url='http://[::1' is not a valid URL (Invalid port: ':1'): write it as "
+            "http://HOST:PORT (an IPv6 address in brackets: http://[::1]:8080)",
+        ),
+        (
+            {"QM_URL": "ftp://qm.example"},
+            "error: QM_URL='ftp://qm.example' has the scheme 'ftp'; the server speaks http or "
+            "https: write it as http://HOST:PORT",
+        ),
+        (
+            {"QM_URL": "http://"},
+            "error: QM_URL='http://' names no host: write it as http://HOST:PORT",
+        ),
+        (
+            {"QM_URL": "127.0.0.1:99999"},
+            "error: QM_URL='127.0.0.1:99999' names the port 99999, above 65535: write it as "
+            "http://HOST:PORT",
+        ),
+        (
+            {"QM_URL": "http://127.0.0.1:8000?x=1"},
+            "error: QM_URL='http://127.0.0.1:8000?x=1' has a query or a fragment, which a "
+            "server URL cannot have: write it as http://HOST:PORT",
+        ),
+    ],
+    ids=["port not a number", "unclosed bracket", "scheme", "no host", "port", "query"],
+)
+def test_a_server_url_that_cannot_be_used_is_named_in_one_line(
+    given: dict[str, str], expected: str
+) -> None:
+    """httpx's InvalidURL was a traceback from every command that talks to a server."""
+    url = given.get("--url")
+    env = _env(QM_API_KEY="qm_x_y", **{k: v for k, v in given.items() if k.startswith("QM_")})
+    result = subprocess.run(
+        [*QM, "team", "list", *(["--url", url] if url else [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert " ".join(result.stderr.split()) == expected, result.stderr
 
 
 def test_a_server_url_without_a_scheme_means_http(live_server: LiveServer) -> None:
@@ -318,6 +427,86 @@ def test_serve_at_warning_without_access_log_writes_only_where_it_listens(tmp_pa
     assert lines[1].startswith("qm serve: http://127.0.0.1:")
     assert " access " not in stderr
     assert " INFO " not in stderr
+
+
+def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path: Path) -> None:
+    """It said `http://127.0.0.1:0`, which no client can use."""
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir), QM_INGEST_WORKERS="0")
+    subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
+    with subprocess.Popen(
+        [*QM, "serve", "--port", "0", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        assert server.stderr is not None
+        assert server.stderr.readline().startswith("qm serve: starting")
+        ready = server.stderr.readline()
+        found = re.match(r"qm serve: http://127\.0\.0\.1:(\d+) \(data dir ", ready)
+        assert found, ready
+        port = int(found[1])
+        assert port != 0
+        # Said once it listens: the first request after the line is answered.
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).is_success
+        server.terminate()
+        _, rest = server.communicate(timeout=60)
+    assert server.returncode == 0, rest
+
+
+@pytest.mark.parametrize("cause", ["port in use", "host that does not resolve"])
+def test_serve_that_cannot_listen_says_so_alone_before_starting(cause: str) -> None:
+    """The ready line came first, then uvicorn's error, once the services had started."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        host = "127.0.0.1" if cause == "port in use" else "qm-test.invalid"
+        result = subprocess.run(
+            [*QM, "serve", "--host", host, "--port", str(port)],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    said = " ".join(result.stderr.split())
+    where = f"error: cannot listen on {host}:{port} (--host/--port, QM_HOST/QM_PORT): "
+    assert result.returncode == 1
+    if cause == "port in use":
+        assert said == where + "address already in use"
+    else:
+        assert said.startswith(where + "the host 'qm-test.invalid' does not resolve ("), said
+
+
+def test_serve_whose_port_another_server_listened_on_first_says_so(tmp_path: Path) -> None:
+    """Two servers may bind one port (SO_REUSEADDR); the first to listen has it. Under uvloop
+    the second's listening failed without a word, and it said it was ready."""
+    data_dir = tmp_path / "qm"
+    env = _env(QM_DATA_DIR=str(data_dir), QM_INGEST_WORKERS="0")
+    subprocess.run([*QM, "init"], env=env, check=True, capture_output=True, timeout=120)
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
+        with subprocess.Popen(
+            [*QM, "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as server:
+            assert server.stderr is not None
+            # bound by then: it binds before it says it starts
+            assert server.stderr.readline().startswith("qm serve: starting")
+            other.listen()
+            _, rest = server.communicate(timeout=120)
+    assert server.returncode == 1
+    assert "qm serve: http://" not in rest
+    assert " ".join(rest.split()) == (
+        f"error: cannot listen on 127.0.0.1:{port} (--host/--port, QM_HOST/QM_PORT): address "
+        "already in use qm serve: stopped"
+    )
 
 
 def test_init_says_which_keys_it_created_and_that_a_second_run_kept_them(tmp_path: Path) -> None:

@@ -54,13 +54,44 @@ def api_client(
 ) -> httpx.Client:
     """Reads QM_URL, QM_API_KEY and QM_TIMEOUT unless given; refuses to run without a key."""
     timeout = request_timeout() if timeout is None else timeout
-    base = url or os.environ.get("QM_URL", DEFAULT_URL)
-    if "://" not in base:  # `127.0.0.1:8080`, as the help writes the default
-        base = f"http://{base}"
+    base = server_url(url)
     key = api_key or os.environ.get("QM_API_KEY")
     if not key:
         raise typer.BadParameter("no API key: set QM_API_KEY or pass --api-key")
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+
+def server_url(url: str | None = None) -> httpx.URL:
+    """The server's base URL: `url` (--url), else QM_URL, else the default; `http://` when
+    it names no scheme. One the CLI cannot send to ends the command naming where it came
+    from and what is wrong: httpx's InvalidURL was a traceback from every client command,
+    and a scheme, host or query it cannot use sent the request elsewhere or nowhere."""
+    source = "--url" if url else "QM_URL"
+    given = url or os.environ.get("QM_URL", DEFAULT_URL)
+    # `127.0.0.1:8080`, as the help writes the default
+    text = given if "://" in given else f"http://{given}"
+    problem = _server_url_problem(text)
+    if problem is None:
+        return httpx.URL(text)
+    ipv6 = " (an IPv6 address in brackets: http://[::1]:8080)" if "[" in given else ""
+    fail(f"{source}={given!r} {problem}: write it as http://HOST:PORT{ipv6}")
+
+
+def _server_url_problem(text: str) -> str | None:
+    try:
+        parsed = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        return f"is not a valid URL ({exc})"
+    if parsed.scheme not in ("http", "https"):
+        return f"has the scheme {parsed.scheme!r}; the server speaks http or https"
+    if not parsed.host:
+        return "names no host"
+    if parsed.port is not None and parsed.port > 65535:
+        return f"names the port {parsed.port}, above 65535"
+    if parsed.query or parsed.fragment:
+        # the routes would be added after them, and sent to another path
+        return "has a query or a fragment, which a server URL cannot have"
+    return None
 
 
 def check(response: httpx.Response, *, console: Console | None = None) -> Any:
