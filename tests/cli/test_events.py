@@ -159,13 +159,9 @@ def test_the_batches_answered_beside_the_one_that_failed_are_counted(tmp_path: P
 
 def test_the_advice_after_a_stopped_send_fits_why_it_stopped() -> None:
     _resend_advice = cli._resend_advice
-    root = "http://127.0.0.1:8080"
     for status in (None, 500, 503, 429):
-        assert _resend_advice(status, root) == "send the file again once the server answers"
-    assert _resend_advice(401, root) == (
+        assert _resend_advice(status) == "send the file again once the server answers"
+    assert _resend_advice(401) == (
         "the server refused it (401): fix what it names, then send the file again"
     )
-    assert _resend_advice(404, f"{root}/v1/").startswith(
-        f"QM_URL ({root}/v1/) is the server's root, without /v1"
-    )
-    assert _resend_advice(404, root).startswith("the server refused it (404)")
+    assert _resend_advice(404).startswith("the server refused it (404)")

@@ -305,8 +305,13 @@ def test_serve_refuses_an_audit_sink_url_in_one_line_before_starting(tmp_path: P
             "error: QM_URL='http://127.0.0.1:8000?x=1' has a query or a fragment, which a "
             "server URL cannot have: write it as http://HOST:PORT",
         ),
+        (
+            {"--url": "http://127.0.0.1:8000/v1/"},
+            "error: --url='http://127.0.0.1:8000/v1/' ends with /v1, which the CLI adds to each "
+            "route itself: write it as http://HOST:PORT",
+        ),
     ],
-    ids=["port not a number", "unclosed bracket", "scheme", "no host", "port", "query"],
+    ids=["port not a number", "unclosed bracket", "scheme", "no host", "port", "query", "/v1"],
 )
 def test_a_server_url_that_cannot_be_used_is_named_in_one_line(
     given: dict[str, str], expected: str

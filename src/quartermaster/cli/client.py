@@ -91,6 +91,9 @@ def _server_url_problem(text: str) -> str | None:
     if parsed.query or parsed.fragment:
         # the routes would be added after them, and sent to another path
         return "has a query or a fragment, which a server URL cannot have"
+    if parsed.path.rstrip("/").endswith("/v1"):
+        # every route would be /v1/v1/…: a bare "error 404: Not Found" from every command
+        return "ends with /v1, which the CLI adds to each route itself"
     return None
 
 

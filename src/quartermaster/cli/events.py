@@ -581,7 +581,7 @@ def send(
         done = int(progress.tasks[0].completed)
         out().print(
             f"stopped after {done:,} of {counted(int(progress.tasks[0].total or 0), 'line')} "
-            f"were acknowledged: {_resend_advice(stopped.status, str(client.base_url))} (what it "
+            f"were acknowledged: {_resend_advice(stopped.status)} (what it "
             "stored comes back as duplicate, counted once)",
             markup=False,
         )
@@ -593,16 +593,12 @@ def send(
         raise typer.Exit(1)
 
 
-def _resend_advice(status: int | None, url: str) -> str:
+def _resend_advice(status: int | None) -> str:
     """When to send the file again: once the server answers, or, when it answered with a
-    refusal (a wrong key, a wrong URL), once what it named is fixed. Pure."""
+    refusal (a wrong key), once what it named is fixed (a QM_URL ending in /v1 is refused
+    before sending, `client.server_url`). Pure."""
     if status is None or status >= 500 or status == 429:
         return "send the file again once the server answers"
-    if status == 404 and url.rstrip("/").endswith("/v1"):
-        return (
-            f"QM_URL ({url}) is the server's root, without /v1 (e.g. http://127.0.0.1:8080); "
-            "fix it and send the file again"
-        )
     return f"the server refused it ({status}): fix what it names, then send the file again"
 
 
