@@ -292,6 +292,25 @@ def test_tail_prints_recent_events_then_follows(
         assert f"app={bot.app_id}" in line
 
 
+def test_a_tail_line_shows_the_time_in_utc_and_the_senders_text_as_written() -> None:
+    item = {
+        "position": 7,
+        "late": False,
+        "app_id": "bot",
+        "event": {
+            "id": "[/]odd[red]",
+            "type": "qm.invocation.usage",
+            "time": "2026-11-11T10:00:00.123456+05:00",
+            "data": {"app_id": "bot", "tokens": 5, "environment": "[bold]x"},
+        },
+    }
+    console = Console(width=200, record=True)
+    console.print(cli.format_event(item), highlight=False, soft_wrap=True)
+    printed = console.export_text()
+    assert "2026-11-11 05:00:00.123456Z qm.invocation.usage app=bot id=[/]odd[red]" in printed
+    assert "environment=[bold]x" in printed
+
+
 def test_tail_command(live_server: LiveServer, tenant: TenantHandle) -> None:
     with httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=60) as client:
         client.post("/v1/events", json=[usage_event("tail-app", tokens=77)])

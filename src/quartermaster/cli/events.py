@@ -34,8 +34,10 @@ from quartermaster.cli.client import (
     grouped,
     hour_names,
     hour_text,
+    moment_text,
     out,
 )
+from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.errors import invalid_utf8
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_BYTES, sign_event
 
@@ -618,14 +620,27 @@ def _signing_secret(secret_hex: str) -> bytes:
 
 
 def format_event(item: dict[str, Any]) -> str:
+    """One log entry as a line of console markup: the sender's text (ids, data) escaped, so an
+    id such as `[/]` prints as written instead of failing the tail as a markup error, and the
+    event's time in UTC as the tables write moments (it came with the sender's offset)."""
     event = item["event"]
     data = event.get("data", {})
     measures = " ".join(f"{k}={v}" for k, v in data.items() if k not in ("app_id",))
     late = " [yellow]late[/]" if item["late"] else ""
     return (
-        f"[dim]{item['position']:>8}[/] {event.get('time', '')} [cyan]{event.get('type', '')}[/] "
-        f"app={item['app_id'] or '-'} id={event.get('id', '')}{late} {measures}"
+        f"[dim]{item['position']:>8}[/] {escape(_utc_text(event.get('time')))} "
+        f"[cyan]{escape(str(event.get('type', '')))}[/] app={escape(item['app_id'] or '-')} "
+        f"id={escape(str(event.get('id', '')))}{late} {escape(measures)}"
     )
+
+
+def _utc_text(time_text: object) -> str:
+    if not isinstance(time_text, str):
+        return ""
+    try:
+        return moment_text(parse_timestamp(time_text))
+    except ValueError:
+        return time_text
 
 
 def tail_events(
