@@ -193,7 +193,7 @@ def test_listing_pages_by_app_id_with_the_total_on_every_page(
 ) -> None:
     for app_id in ("a1", "a2", "a3", "a4", "a5"):
         make_app(client, org, app_id, team="web")
-    make_app(client, org, "d1", team="data", cost_center="lab-cc", title="Payroll 100%_sure")
+    make_app(client, org, "d1", team="data", cost_center="lab-cc", title="Payroll 100%_sure Éclair")
 
     def page(**params: Any) -> tuple[list[str], str | None, str]:
         response = client.get("/v1/apps", params=params, headers=org.headers)
@@ -210,6 +210,8 @@ def test_listing_pages_by_app_id_with_the_total_on_every_page(
     assert page(search="PAYROLL") == (["d1"], None, "1")
     assert page(search="100%_") == (["d1"], None, "1")
     assert page(search="a%") == ([], None, "0")
+    # any letter, on SQLite as on PostgreSQL (SQLite's lower() folds ASCII only)
+    assert page(search="éCLAIR") == (["d1"], None, "1")
     assert page(search="A", limit=2) == (["a1", "a2"], "a2", "6")  # "a" is in every owner
     # A team-member counts and pages its own team's apps only.
     member = headers_for(client, org, role="team-member", team="data")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from quartermaster.catalog.access import visible_team
 from quartermaster.catalog.models import App, Lifecycle
 from quartermaster.catalog.service import AppView, app_query, view_of
+from quartermaster.storage.engine import unicode_lower
 from quartermaster.tenancy.models import CostCenter, Team
 from quartermaster.tenancy.service import AuthContext, require_cost_center, require_team
 
@@ -30,7 +31,9 @@ class AppPage:
     total: int  # every app the filter matches, on every page
 
 
-def _conditions(caller: AuthContext, wanted: AppFilter) -> list[ColumnElement[bool]]:
+def _conditions(
+    caller: AuthContext, wanted: AppFilter, *, dialect: str
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [App.tenant_id == caller.tenant_id]
     scope = visible_team(caller)
     if scope is not None:
@@ -43,10 +46,11 @@ def _conditions(caller: AuthContext, wanted: AppFilter) -> list[ColumnElement[bo
         conditions.append(App.lifecycle == wanted.lifecycle.value)
     if wanted.search:
         # autoescape: a `%` or `_` in the text is itself, not a wildcard.
+        wanted_text = wanted.search.lower()
         conditions.append(
             or_(
                 *(
-                    column.icontains(wanted.search, autoescape=True)
+                    unicode_lower(column, dialect=dialect).contains(wanted_text, autoescape=True)
                     for column in (App.app_id, App.title, App.owner)
                 )
             )
@@ -72,7 +76,7 @@ def list_apps(
         require_cost_center(
             caller.tenant_id, wanted.cost_center, field="cost_center", session=session
         )
-    conditions = _conditions(caller, wanted)
+    conditions = _conditions(caller, wanted, dialect=session.get_bind().dialect.name)
     query = app_query(caller.tenant_id).where(*conditions)
     if after is not None:
         query = query.where(App.app_id > after)

@@ -90,7 +90,7 @@ def list_apps(
         str | None,
         Query(
             description="Only apps whose id, title or owner contains this, in any case "
-            "(ASCII letters).",
+            "(any letter: é finds É).",
             max_length=200,
         ),
     ] = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import ColumnElement, Engine, create_engine, event, func, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from quartermaster.config import ConfigurationError
@@ -36,6 +36,22 @@ def _configure_postgresql(engine: Engine) -> None:
             connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
+# A SQL function on SQLite connections: lower() as PostgreSQL's, for every letter.
+UNICODE_LOWER = "qm_lower"
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def unicode_lower(expression: Any, *, dialect: str) -> ColumnElement[str]:
+    """`lower(expression)` folding every letter on each database (SQLite's own lower() folds
+    ASCII only)."""
+    if dialect == "sqlite":
+        return getattr(func, UNICODE_LOWER)(expression)  # type: ignore[no-any-return]
+    return func.lower(expression)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -53,6 +69,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA cache_size=-32768")
         cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.close()
+        # SQLite's lower() folds ASCII letters only, PostgreSQL's every letter: a search
+        # for `éclair` found `Éclair` on PostgreSQL alone (`unicode_lower`).
+        dbapi_connection.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
