@@ -548,7 +548,10 @@ def late_usage(
         )
     show_table(
         table,
-        empty="nothing late: every finalized run holds its period's events and prices",
+        # The list is as of a few seconds ago (the preview's cutoff): a price book loaded a
+        # moment ago, whose load pointed here, shows on the next look.
+        empty="nothing late: every finalized run holds its period's events and prices, as of "
+        "a few seconds ago (usage and price versions recorded since show on the next look)",
     )
     for item in found:
         if item["adjustment_due"] is not None:
