@@ -222,3 +222,26 @@ def test_the_env_provider_has_no_keyring_file_and_its_variable_is_checked(
     ]
     monkeypatch.setenv(env_settings.secrets_root_key_env, "rk_1:" + "00" * 32)
     assert _problems(env_settings) == []
+
+
+def test_an_init_that_lost_the_race_for_a_new_database_leaves_no_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `qm init`s of new data dirs on one new database: the one whose keys were recorded
+    second is refused, and the keys it had just made (no one's) are not left behind."""
+    from typer.testing import CliRunner
+
+    import quartermaster.storage.key_checks as key_checks
+    from quartermaster.cli.main import app
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = _init(_env(QM_DATA_DIR=str(tmp_path / "a"), QM_DATABASE_URL=url))
+    assert first.returncode == 0, first.stderr
+    # the second read the database before the first recorded its keys
+    monkeypatch.setattr(key_checks, "recorded_key", lambda *_args, **_kwargs: None)
+    late = tmp_path / "b"
+    env = {"QM_DATA_DIR": str(late), "QM_DATABASE_URL": url, "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["init"], env=env)
+    # `qm`'s main turns the refusal into one line (tests above); here it is the exception
+    assert "is not the one this database's first server recorded" in str(result.exception)
+    assert not any((late / name).exists() for name in KEY_FILES)

@@ -194,9 +194,17 @@ def init(
         generate_identity_key(settings)
         # A data dir whose keys are not the ones the database's secrets are sealed with (a
         # second server's fresh `qm init` on a shared database) is said now, not as 500s.
-        _check_keys_match_database(
-            settings, session_factory, replace_identity_key=replace_identity_key
-        )
+        try:
+            _check_keys_match_database(
+                settings, session_factory, replace_identity_key=replace_identity_key
+            )
+        except BaseException:
+            # Another `qm init` on the same new database recorded its keys first: the ones
+            # made here are no one's, and left behind they are refused at every start.
+            for key in files:
+                if key.name not in kept:
+                    key.path.unlink(missing_ok=True)
+            raise
     finally:
         engine.dispose()
     schema = (
