@@ -68,6 +68,7 @@ CHECKPOINT_THRESHOLD = "1GB"
 PURGED_BEFORE_KEY = "purged_before"
 LOG_ID_KEY = "event_log_id"
 STORE_ID_KEY = "store_id"
+REPLAY_REQUEST_KEY = "replay_requests_applied"
 
 
 class UsageStoreInUseError(ConflictError):
@@ -238,10 +239,25 @@ class DuckDBUsageStore:
 
         self._transaction(work)
 
-    def start_replay(self, tenant_id: str | None, *, main_stream: str) -> StreamState:
+    def replay_requests_applied(self) -> int | None:
+        row = (
+            self._cursor()
+            .execute("SELECT value FROM store_meta WHERE key = ?", [REPLAY_REQUEST_KEY])
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def mark_replay_requests_applied(self, request_id: int) -> None:
+        self._transaction(lambda cur: _record_replay_request(cur, request_id))
+
+    def start_replay(
+        self, tenant_id: str | None, *, main_stream: str, request_id: int | None = None
+    ) -> StreamState:
         replay_id = uuid.uuid4().hex[:12]
 
         def work(cur: duckdb.DuckDBPyConnection) -> StreamState:
+            if request_id is not None:
+                _record_replay_request(cur, request_id)
             main = cur.execute(
                 "SELECT position FROM pipeline_streams WHERE name = ?", [main_stream]
             ).fetchone()
@@ -791,3 +807,10 @@ def _second(moment: datetime) -> str:
 
 def _key(row: Sequence[Any]) -> q.Key:
     return (row[0], row[1], row[2], row[3], bool(row[4]))
+
+
+def _record_replay_request(cur: duckdb.DuckDBPyConnection, request_id: int) -> None:
+    cur.execute(
+        "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+        [REPLAY_REQUEST_KEY, str(request_id)],
+    )

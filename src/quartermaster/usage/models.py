@@ -1,4 +1,5 @@
-"""Control-plane tables of the usage feature: meters and environment overrides."""
+"""Control-plane tables of the usage feature: meters, environment overrides and replay
+requests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quartermaster.domain.timeutil import utc_now
-from quartermaster.storage.base import Base, UTCDateTime, new_id
+from quartermaster.storage.base import Base, BigIntPK, UTCDateTime, new_id
 
 
 class Meter(Base):
@@ -46,3 +47,17 @@ class EnvironmentOverride(Base):
     cost_center_id: Mapped[str] = mapped_column(ForeignKey("cost_centers.id"))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ReplayRequest(Base):
+    """A `qm pipeline replay` asked of one server, for every server of the database: each
+    server's pipeline replays the requests after the last one its usage store applied
+    (`usage.pipeline.PipelineWorker`), so that servers sharing the database rebuild the same
+    usage. Ids only grow; a store records the highest it applied."""
+
+    __tablename__ = "usage_replay_requests"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64))  # None: every tenant
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -28,11 +28,17 @@ from quartermaster.background import BackgroundService
 from quartermaster.bus.protocol import EventLog, LoggedEvent, LogRecord
 from quartermaster.config import ConfigurationError
 from quartermaster.domain.timeutil import utc_now
+from quartermaster.errors import ConflictError
 from quartermaster.runtime import Runtime
 from quartermaster.usage.attribution import MetadataSnapshot, Outcome
 from quartermaster.usage.meters import MeterSet, QuantityOutOfRangeError
 from quartermaster.usage.rating import BatchRater, from_waiting, parse_logged, waiting_record
-from quartermaster.usage.service import any_finalized_documents
+from quartermaster.usage.service import (
+    any_finalized_documents,
+    last_replay_request,
+    record_replay_request,
+    replay_requests_after,
+)
 from quartermaster.usage.snapshot import (
     Fingerprint,
     load_meter_set,
@@ -222,6 +228,7 @@ class PipelineWorker(BackgroundService):
     def run_pass_locked(self, *, settle_all: bool = False) -> PassResult:
         with self.lock:
             self._check_streams()
+            self._apply_replay_requests()
             read = rated = waiting = resolved = failed = 0
             more = False
             for stream in self.store.streams():
@@ -282,7 +289,35 @@ class PipelineWorker(BackgroundService):
                     )
                 )
             self.store.add_streams(streams)
+        if self.store.replay_requests_applied() is None:
+            # A new store rates every event with the metadata in force now, as a replay
+            # would: the requests made before it are done for it. (A store from before
+            # requests were recorded has none to catch up on either.)
+            with self.runtime.read_session_factory() as session:
+                self.store.mark_replay_requests_applied(last_replay_request(session=session))
         self._streams_checked = True
+
+    def _apply_replay_requests(self, *, started: int | None = None) -> None:
+        """Replay what another server (or this one) was asked to since the store's last
+        applied request, oldest first; `started` was replayed already (by `replay`)."""
+        applied = self.store.replay_requests_applied() or 0
+        with self.runtime.read_session_factory() as session:
+            pending = replay_requests_after(applied, session=session)
+        for request_id, tenant_id in pending:
+            if request_id == started:
+                self.store.mark_replay_requests_applied(request_id)
+                continue
+            try:
+                self.store.start_replay(tenant_id, main_stream=MAIN_STREAM, request_id=request_id)
+            except ConflictError:
+                # A rebuild of the whole store is under way here: it rebuilds this tenant too.
+                self.store.mark_replay_requests_applied(request_id)
+            logger.info(
+                "replaying usage of %s: replay request %d, made through another server or "
+                "before a restart",
+                f"tenant {tenant_id}" if tenant_id else "every tenant",
+                request_id,
+            )
 
     def _advance(self, stream: StreamState) -> PassResult:
         """Read the stream's next events in chunks of `READ_CHUNK` (each rated with the
@@ -425,12 +460,19 @@ class PipelineWorker(BackgroundService):
 
     # --- operations --------------------------------------------------------------------------
 
-    def replay(self, tenant_id: str | None) -> StreamState:
+    def replay(self, tenant_id: str | None, *, requested_by: str = "system") -> StreamState:
         """Drop the tenant's usage (None: all tenants) and rebuild it from the log; the
-        rebuild runs in the following passes."""
+        rebuild runs in the following passes. The request is recorded for the other servers
+        of the database, whose pipelines replay it too (`_apply_replay_requests`)."""
         with self.lock:
             self._check_streams()
+            self._apply_replay_requests()
             state = self.store.start_replay(tenant_id, main_stream=MAIN_STREAM)
+            with self.runtime.session_factory() as session:
+                request_id = record_replay_request(tenant_id, requested_by, session=session)
+            # Requests another server recorded meanwhile are older than this one: applied
+            # first, then this one's id marked (its replay has started above).
+            self._apply_replay_requests(started=request_id)
         self.wake()
         return state
 

@@ -4,6 +4,7 @@ tenant's events accounted for, billing data as /v1/reconciliation is)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -324,7 +325,9 @@ async def replay(
             service.check_replay_keeps_finalized, caller.tenant_id, session=session
         )
     worker = pipeline_worker(runtime)
-    state = await run_in_threadpool(worker.replay, caller.tenant_id)
+    state = await run_in_threadpool(
+        functools.partial(worker.replay, caller.tenant_id, requested_by=caller.principal_name)
+    )
     if wait:
         await run_in_threadpool(run_pipeline_until_drained, runtime)
     return ReplayOut(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,7 @@ from quartermaster.usage.meters import (
     MeterDefinition,
     validate_meter,
 )
-from quartermaster.usage.models import EnvironmentOverride, Meter
+from quartermaster.usage.models import EnvironmentOverride, Meter, ReplayRequest
 from quartermaster.usage.snapshot import meter_definition, tenant_meters
 from quartermaster.usage.store import UsageFilter, UsageStore, UsageTotal
 
@@ -594,3 +594,26 @@ def check_replay_keeps_finalized(tenant_id: str, *, session: Session) -> None:
         "force=true (qm pipeline replay --force)",
         field="force",
     )
+
+
+def record_replay_request(tenant_id: str | None, requested_by: str, *, session: Session) -> int:
+    """Record a replay for every server of the database to apply (committed); its id."""
+    request = ReplayRequest(tenant_id=tenant_id, requested_by=requested_by, requested_at=utc_now())
+    session.add(request)
+    session.commit()
+    return request.id
+
+
+def replay_requests_after(after: int, *, session: Session) -> list[tuple[int, str | None]]:
+    """(id, tenant_id) of the replay requests after `after`, oldest first."""
+    rows = session.execute(
+        select(ReplayRequest.id, ReplayRequest.tenant_id)
+        .where(ReplayRequest.id > after)
+        .order_by(ReplayRequest.id)
+    )
+    return [(int(request_id), tenant_id) for request_id, tenant_id in rows]
+
+
+def last_replay_request(*, session: Session) -> int:
+    """The id of the newest replay request, 0 when there is none."""
+    return int(session.scalar(select(func.max(ReplayRequest.id))) or 0)

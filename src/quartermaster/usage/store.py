@@ -554,10 +554,21 @@ class UsageStore(Protocol):
         """Record the id of the event log this store rates."""
         ...
 
-    def start_replay(self, tenant_id: str | None, *, main_stream: str) -> StreamState:
+    def start_replay(
+        self, tenant_id: str | None, *, main_stream: str, request_id: int | None = None
+    ) -> StreamState:
         """Atomically drop the tenant's (or every tenant's) usage and add a stream that
-        rebuilds it from the log up to the main stream's current position. The latency ledger
+        rebuilds it from the log up to the main stream's current position, recording
+        `request_id` (a `usage.models.ReplayRequest`) as the last applied. The latency ledger
         is kept: it records each event's first rating, which a replay does not repeat."""
+        ...
+
+    def replay_requests_applied(self) -> int | None:
+        """The id of the last replay request the store applied (None: none recorded yet)."""
+        ...
+
+    def mark_replay_requests_applied(self, request_id: int) -> None:
+        """Record `request_id` as the last replay request applied, without replaying."""
         ...
 
     def write(self, batch: RatedBatch) -> None:
