@@ -48,6 +48,7 @@ def test_a_second_data_dir_needs_the_first_ones_keys(
     assert f"error: the server key {second / 'server.key'} is not the one this database's" in said
     assert "copy them from the data dir of the server that created the database" in said
     assert "Traceback" not in fresh.stderr
+    assert not (second / "server.key").exists()  # the refused init's own keys are gone
 
     shutil.copy(settings.data_dir / "server.key", second / "server.key")
     root_keys = _init(second, url)
@@ -59,7 +60,9 @@ def test_a_second_data_dir_needs_the_first_ones_keys(
     shutil.copy(settings.data_dir / "root-keys.json", second / "root-keys.json")
     matching = _init(second, url)
     assert matching.returncode == 0, matching.stderr
-    assert "already initialized" in matching.stdout
+    # the refused inits left no key of their own behind: the copied keys are kept
+    assert "created the identity key" in " ".join(matching.stdout.split())
+    assert (second / "server.key").read_bytes() == (settings.data_dir / "server.key").read_bytes()
 
 
 def _said(result: subprocess.CompletedProcess[str]) -> str:
