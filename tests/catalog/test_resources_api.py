@@ -265,6 +265,9 @@ def test_an_open_binding_is_ended_and_the_resource_moves_to_another_app(
     assert missing.status_code == 404
     assert missing.json()["error"]["field"] == "resource_id"
     assert "has no binding in force at" in missing.json()["error"]["message"]
+    at_start = end(client, org.headers, resource_id="vm-9", at=iso(move_at))
+    assert at_start.status_code == 422  # etl's binding starts then: none is in force before
+    assert "starts at" in at_start.json()["error"]["message"]
     ok(bind(client, org, resource_id="vm-10", app_id="shop"), 201)
     ended_now = ok(end(client, org.headers, resource_id="vm-10"))
     assert ended_now["valid_to"] is not None
@@ -274,10 +277,12 @@ def test_ending_a_binding_refuses_the_past_a_lease_and_another_team(
     client: TestClient, org: TenantHandle
 ) -> None:
     ok(bind(client, org, resource_id="vm-p", app_id="shop", valid_from=iso(JAN)), 201)
-    past = end(client, org.headers, resource_id="vm-p", at=iso(FEB))
+    past = end(client, org.headers, resource_id="vm-p", at="2025-02-01T01:00:00+01:00")
     assert past.status_code == 422
     assert past.json()["error"]["field"] == "at"
-    assert "is in the past: a binding ends now or later" in past.json()["error"]["message"]
+    assert past.json()["error"]["message"].startswith(
+        "at 2025-02-01 00:00 UTC is in the past: a binding ends now or later"
+    )
     leased = ok(lease(client, org, resource_id="job-1", app_id="shop", ttl_seconds=600), 201)
     refused = end(client, org.headers, resource_id="job-1")
     assert refused.status_code == 409

@@ -107,6 +107,25 @@ def test_a_platform_cost_period_ends_after_it_starts() -> None:
     ):
         with pytest.raises(ValidationError, match="is not after billing_period_start"):
             model.model_validate({"cost_type": "lb", "amount": 1, **wrong})
+    for far in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1969-12-31T23:59:59Z"):
+        with pytest.raises(ValidationError, match="is not an instant from 1970-01-01"):
+            model.model_validate({"cost_type": "lb", "amount": 1, "billing_period_end": far})
     for spelled in ("2026-11-01T00:00:00", "2026-11-01", "2026-11-01T00:00+01:00"):
         with pytest.raises(ValidationError, match="is not an RFC 3339 timestamp"):
             model.model_validate({"cost_type": "lb", "amount": 1, "billing_period_start": spelled})
+
+
+@pytest.mark.parametrize("count", [1e19, 1e300, 18446744073709551616.0])
+def test_a_whole_float_count_over_the_limit_names_the_limit(count: float) -> None:
+    with pytest.raises(ValidationError) as raised:
+        DATA_MODELS["qm.invocation.usage"].model_validate({"app_id": "bot", "tokens": count})
+    [error] = raised.value.errors()
+    assert "less than or equal to 1000000000000000000" in error["msg"]
+
+
+def test_rule_messages_carry_no_value_error_prefix() -> None:
+    with pytest.raises(ValidationError) as raised:
+        DATA_MODELS["qm.invocation.usage"].model_validate({"app_id": "bot"})
+    assert raised.value.errors()[0]["msg"] == (
+        "needs at least one of tokens, compute_units, duration_ms, bytes"
+    )

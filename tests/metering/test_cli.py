@@ -87,7 +87,8 @@ def test_send_keeps_the_valid_lines_beside_a_malformed_one(
     bot = make_app()
     good = [usage_event(bot.app_id) for _ in range(3)]
     not_utf8 = b'{"id": "\xff\xfe"}'
-    lines = [good[0], b'{"id": ', good[1], b"not json", not_utf8, good[2]]
+    huge = orjson.dumps(usage_event(bot.app_id)).replace(b'"tokens":10', b'"tokens":1e400')
+    lines = [good[0], b'{"id": ', good[1], b"not json", not_utf8, good[2], huge]
     file = write_jsonl(tmp_path / "bad.jsonl", lines)
     result = runner.invoke(
         cli.app, ["send", str(file)], env=env(live_server, tenant) | {"COLUMNS": "300"}
@@ -95,8 +96,10 @@ def test_send_keeps_the_valid_lines_beside_a_malformed_one(
     assert result.exit_code == 1, result.output  # three lines were rejected
     assert "3 events sent" in result.output
     summary_row = next(line for line in result.output.splitlines() if "│" in line)
-    assert [cell.strip() for cell in summary_row.split("│")[1:4]] == ["3", "0", "3"]
+    assert [cell.strip() for cell in summary_row.split("│")[1:4]] == ["3", "0", "4"]
     assert "- invalid_json: 3 events, lines 2, 4-5" in result.output  # the file's lines
+    assert "- invalid_data: 1 event, line 7" in result.output
+    assert "line 7: the number at column" in result.output
     assert re.search(r"^ +line 2: not valid JSON", result.output, re.MULTILINE)
     assert re.search(r"^ +line 4: not valid JSON", result.output, re.MULTILINE)
     # orjson said "surrogates not allowed (column 1)" of a line whose bad byte is its 9th

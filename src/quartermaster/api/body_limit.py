@@ -25,9 +25,16 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        encoding = headers.get(b"content-encoding", b"").strip().lower()
-        if encoding not in (b"", b"identity"):
-            shown = encoding.decode("latin-1")
+        # Every Content-Encoding header and every coding in each: a second header or a list
+        # (`gzip, identity`) is as compressed as one `gzip`.
+        codings = [
+            coding.strip().lower()
+            for name, value in scope["headers"]
+            if name == b"content-encoding"
+            for coding in value.split(b",")
+        ]
+        if any(coding not in (b"", b"identity") for coding in codings):
+            shown = ", ".join(c.decode("latin-1") for c in codings if c)
             response = error_response(
                 415,
                 "unsupported_media_type",

@@ -256,7 +256,7 @@ def end_binding(
     lease's binding is ended with its lease (`end_lease`)."""
     resource_id = _clean_resource_id(resource_id)
     now = utc_now()
-    end = at or now
+    end = (at or now).astimezone(UTC)  # said in UTC, as every moment of the CLI
     if end < now - END_SKEW:
         raise InvalidInputError(
             f"at {moment_text(end)} is in the past: a binding ends now or later (usage up to "
@@ -270,6 +270,17 @@ def end_binding(
         .where((Resource.valid_to.is_(None)) | (Resource.valid_to > end))
     )
     found = session.execute(query).first()
+    starting = session.execute(
+        _span_query(caller.tenant_id).where(
+            Resource.resource_id == resource_id, Resource.valid_from == end
+        )
+    ).first()
+    if found is None and starting is not None:
+        raise InvalidInputError(
+            f"resource {resource_id!r}'s binding to app {starting[1]!r} starts at "
+            f"{moment_text(end)}: ending it then would leave it no time; end it after its start",
+            field="at",
+        )
     if found is None:
         raise NotFoundError(
             f"resource {resource_id!r} has no binding in force at {moment_text(end)}",

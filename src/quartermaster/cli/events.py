@@ -123,7 +123,10 @@ def read_batches(path: Path, size: int) -> Iterator[FileBatch]:
             try:
                 batch.events.append((number, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
-                batch.unreadable.append(_rejection(number, "invalid_json", _unreadable(exc, line)))
+                # A number beyond a double is JSON, but no double holds it, so the event
+                # cannot be sent as written: refused here as the server refuses it.
+                reason = "invalid_data" if "infinity" in exc.msg else "invalid_json"
+                batch.unreadable.append(_rejection(number, reason, _unreadable(exc, line)))
             if len(batch.events) == size:
                 yield batch
                 batch = FileBatch()
@@ -134,6 +137,11 @@ def read_batches(path: Path, size: int) -> Iterator[FileBatch]:
 def _unreadable(exc: orjson.JSONDecodeError, line: bytes) -> str:
     """Why a line is not sent. orjson says a line that is not UTF-8 has "surrogates" at
     column 1 wherever its bad bytes are: the first one is found, once orjson has failed."""
+    if "infinity" in exc.msg:
+        return (
+            f"the number at column {exc.colno} is beyond the largest a JSON number may be "
+            "(about 1.8e308; a quantity, count or amount is at most 10^18); not sent"
+        )
     bad = invalid_utf8(line) if "UTF-8" in exc.msg else None
     if bad is None:
         return f"not valid JSON: {exc.msg} (column {exc.colno}); not sent"

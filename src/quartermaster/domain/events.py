@@ -9,7 +9,7 @@ import copy
 import enum
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -65,6 +65,9 @@ class JsonNumber:
         return core_schema.no_info_before_validator_function(self.check, handler(source))
 
     def check(self, value: object) -> object:
+        if type(value) is float and not self.text and value.is_integer():
+            # 1e19 as a count: pydantic's int parsing refused it without naming the limit.
+            return int(value)
         kind = type(value)
         if kind is int or kind is float or kind is Decimal:
             return value
@@ -89,12 +92,19 @@ class JsonNumber:
 class Rfc3339:
     """Annotated metadata: a time must be a string in RFC 3339's form (`RFC3339_TEXT`):
     pydantic also took `12:00+0100`, `12:00Z` without seconds, a date alone and Unix seconds,
-    and a time without an offset. The ingest fast path knows it."""
+    and a time without an offset. With `bounded`, it must also name an instant from
+    `EARLIEST_TIME` on (`9999-12-31T23:59:59-01:00` has none): the envelope's `time` gets
+    its own messages for those (metering.validation). The ingest fast path knows it."""
+
+    bounded: bool = False
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_before_validator_function(self.check, handler(source))
+        schema = core_schema.no_info_before_validator_function(self.check, handler(source))
+        if self.bounded:
+            return core_schema.no_info_after_validator_function(_bounded_instant, schema)
+        return schema
 
     def check(self, value: object) -> object:
         if type(value) is str and RFC3339_TEXT.fullmatch(value) is not None:
@@ -106,6 +116,24 @@ class Rfc3339:
         )
 
 
+# No time is earlier (docs/events.md): usage is placed in hours, days and months from 1970 on.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _bounded_instant(value: datetime) -> datetime:
+    try:
+        instant = value.astimezone(UTC)
+    except OverflowError:
+        instant = None
+    if instant is None or instant < EARLIEST_TIME:
+        raise PydanticCustomError(
+            "time_out_of_range",
+            "{shown} is not an instant from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+            {"shown": value.isoformat()},
+        )
+    return value
+
+
 TIME_EXPECTED = (
     "an RFC 3339 timestamp with a UTC offset, YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or "
     "+HH:MM/-HH:MM (hours 00-23, seconds 00-59: no leap second), e.g. 2026-11-01T12:00:00Z"
@@ -115,6 +143,7 @@ Quantity = Annotated[
 ]
 Count = Annotated[int, Field(ge=0, le=MAX_QUANTITY), JsonNumber(text=False)]
 Timestamp = Annotated[datetime, Rfc3339()]
+PeriodBound = Annotated[datetime, Rfc3339(bounded=True)]
 
 
 class EventType(enum.StrEnum):
@@ -143,7 +172,9 @@ class InvocationUsage(_Data):
     @model_validator(mode="after")
     def _has_a_measure(self) -> InvocationUsage:
         if all(v is None for v in (self.tokens, self.compute_units, self.duration_ms, self.bytes)):
-            raise ValueError("needs at least one of tokens, compute_units, duration_ms, bytes")
+            raise PydanticCustomError(
+                "no_measure", "needs at least one of tokens, compute_units, duration_ms, bytes"
+            )
         return self
 
 
@@ -162,8 +193,10 @@ class ResourceUsage(_Data):
     def _has_a_measure(self) -> ResourceUsage:
         values = (self.cpu_seconds, self.memory_gb_hours, self.network_bytes, self.storage_gb_days)
         if all(v is None for v in values):
-            raise ValueError(
-                "needs at least one of cpu_seconds, memory_gb_hours, network_bytes, storage_gb_days"
+            raise PydanticCustomError(
+                "no_measure",
+                "needs at least one of cpu_seconds, memory_gb_hours, network_bytes, "
+                "storage_gb_days",
             )
         return self
 
@@ -207,16 +240,17 @@ class PlatformCost(_Data):
     cost_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     amount: Quantity
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), ACTIVE_CURRENCY] = "USD"
-    billing_period_start: Timestamp | None = None
-    billing_period_end: Timestamp | None = None
+    billing_period_start: PeriodBound | None = None
+    billing_period_end: PeriodBound | None = None
 
     @model_validator(mode="after")
     def _period_in_order(self) -> PlatformCost:
         start, end = self.billing_period_start, self.billing_period_end
         if start is not None and end is not None and end <= start:
-            raise ValueError(
-                f"billing_period_end {end.isoformat()} is not after billing_period_start "
-                f"{start.isoformat()}"
+            raise PydanticCustomError(
+                "period_order",
+                "billing_period_end {end} is not after billing_period_start {start}",
+                {"end": end.isoformat(), "start": start.isoformat()},
             )
         return self
 

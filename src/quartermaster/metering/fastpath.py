@@ -18,7 +18,7 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -28,7 +28,7 @@ from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from quartermaster.domain.currencies import OneOfCodes
-from quartermaster.domain.events import JsonNumber, Rfc3339
+from quartermaster.domain.events import EARLIEST_TIME, JsonNumber, Rfc3339
 
 Check = Callable[[object], bool]
 ModelCheck = Callable[[Mapping[str, object]], bool]
@@ -54,11 +54,27 @@ def fast_timestamp(value: object) -> datetime | None:
         return None
 
 
+def fast_instant(value: object) -> datetime | None:
+    """`fast_timestamp`'s datetime when it names an instant from `EARLIEST_TIME` on (what
+    `Rfc3339(bounded=True)` requires), else None (undecided)."""
+    moment = fast_timestamp(value)
+    if moment is None:
+        return None
+    try:
+        instant = moment.astimezone(UTC)
+    except OverflowError:
+        return None
+    return moment if instant >= EARLIEST_TIME else None
+
+
 class _Constants:
     """Values the generated code refers to by name."""
 
     def __init__(self) -> None:
-        self.values: dict[str, object] = {"_fast_timestamp": fast_timestamp}
+        self.values: dict[str, object] = {
+            "_fast_timestamp": fast_timestamp,
+            "_fast_instant": fast_instant,
+        }
 
     def add(self, value: object) -> str:
         name = f"_k{len(self.values)}"
@@ -104,7 +120,10 @@ def check_expression(annotation: Any, metadata: list[Any], consts: _Constants) -
     if annotation is int or annotation is Decimal:
         return _number_expression(metadata, consts, allow_decimal=annotation is Decimal)
     if annotation is datetime and all(isinstance(m, Rfc3339) for m in metadata):
-        return "(_fast_timestamp(v) is not None)"  # its pattern is a subset of Rfc3339's
+        # its pattern is a subset of Rfc3339's
+        if any(m.bounded for m in metadata):
+            return "(_fast_instant(v) is not None)"
+        return "(_fast_timestamp(v) is not None)"
     if isinstance(annotation, type) and issubclass(annotation, Enum) and not metadata:
         values = frozenset(m.value for m in annotation)
         if all(type(v) is str for v in values):

@@ -31,6 +31,7 @@ from quartermaster.bus.protocol import LogRecord, new_log_record
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
 from quartermaster.domain.events import (
     DATA_MODELS,
+    EARLIEST_TIME,
     TIME_EXPECTED,
     CloudEvent,
     InvocationUsage,
@@ -55,7 +56,7 @@ MAX_RESOURCE_ID_LENGTH = 200
 
 # No event is older than this (docs/events.md): usage is placed in hours, days and months,
 # and an event from year 1 has no earlier hour to be placed after, nor a period to be billed in.
-EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST_EVENT_TIME = EARLIEST_TIME
 # What a `time` must look like, for the messages of a time that is not.
 
 

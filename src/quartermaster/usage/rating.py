@@ -387,5 +387,5 @@ def _time(value: Any) -> datetime | None:
         return None
     try:
         return parse_timestamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # no UTC instant: stored before ingestion refused it
         return None
