@@ -296,3 +296,24 @@ def test_ingest_rejects_a_number_over_the_limit_alone_and_the_rest_is_rated(
     assert mine[("bot", "tokens")].quantity_sum == 5
     status = client.get("/v1/pipeline/status", headers=sender.headers).json()
     assert (status["lag"], status["failed"]) == (0, 0)
+
+
+def test_a_stored_platform_cost_period_with_no_utc_instant_is_rated_without_it(
+    usage_runtime: Runtime,
+) -> None:
+    """Logged before ingestion refused it: rating it raised after its event row was added,
+    and the event counted rated and set aside at once (accounting: more rated than
+    accepted)."""
+    platform = new_platform(usage_runtime)
+    now = utc_now()
+    data = {"cost_type": "lb", "amount": "5", "billing_period_start": "9999-12-31T23:59:59-01:00"}
+    platform.append([platform.event("qm.platform.cost", data, event_time=now)])
+    run_pipeline_until_drained(usage_runtime)
+    store = usage_runtime.usage_store
+    assert store.failed_summary(platform.tenant_id).count == 0
+    hours = Period(floor_hour(now) - H, floor_hour(now) + H)
+    with usage_runtime.session_factory() as session:
+        rows = pipeline_accounting(platform.tenant_id, hours, store=store, session=session)
+    assert [(h.accepted, h.rated, h.failed, h.balanced) for h in rows] == [(1, 1, 0, True)]
+    costs = store.platform_costs(platform.tenant_id, Period(now - H, now + H))
+    assert [c.amount for c in costs] == [Decimal(5)]  # placed by its event time

@@ -320,6 +320,10 @@ class BatchRater:
             amount = None
         if amount is not None:  # before any row: an amount out of range raises
             amount = quantize_quantity(amount, field="amount")
+        # Also before any row: an event that raises after its event row was appended was
+        # counted rated and set aside at once (accepted < rated + failed).
+        period_start = _time(data.get("billing_period_start"))
+        period_end = _time(data.get("billing_period_end"))
         self._events.append(
             event.position,
             record.tenant_id,
@@ -353,8 +357,8 @@ class BatchRater:
             _text(data.get("cost_type")) or "unspecified",
             amount,
             _text(data.get("currency")) or "USD",
-            _time(data.get("billing_period_start")),
-            _time(data.get("billing_period_end")),
+            period_start,
+            period_end,
         )
         return Outcome.ATTRIBUTED
 
