@@ -65,3 +65,26 @@ def test_the_explained_line_s_audit_key_stays_whole_at_80_columns() -> None:
     explanation = {"line": line, "daily": [], "top_events": [], "markers": [], "notes": []}
     print_explanation(Console(file=output, width=80), explanation)
     assert f"audit key {key}\n" in output.getvalue()
+
+
+def test_the_explained_line_says_how_it_was_allocated() -> None:
+    """A team pool's tiers are over the pool's quantity: without the allocation, the demo's
+    line read as tiers that do not add up to its quantity."""
+    line = {
+        "cost_center": "cc",
+        "team": "t",
+        "app": "a",
+        "item": "tokens",
+        "quantity": "380195391",
+        "unit": "token",
+        "unit_price": "0.0000010036",
+        "pricing_rule": "graduated: 1000000 @ 0.0000015 + 1508992612 @ 0.000001",
+        "amount": "381.57",
+        "currency": "USD",
+        "audit_key": "k",
+        "allocation_method": "pooled by team 't': 380195391 of 1518992612 units",
+    }
+    output = io.StringIO()
+    explanation = {"line": line, "daily": [], "top_events": [], "markers": [], "notes": []}
+    print_explanation(Console(file=output, width=200), explanation)
+    assert "allocation: pooled by team 't': 380195391 of 1518992612 units" in output.getvalue()

@@ -192,10 +192,14 @@ def print_run(console: Console, detail: Mapping[str, Any], timings: Mapping[str,
 
 def print_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
     line = explanation["line"]
+    # The allocation as `qm explain` says it: a team pool's tiers are over the pool's
+    # quantity, not the line's, and read as a wrong sum without it.
+    allocation = line.get("allocation_method")
     console.print(
         f"[bold]line explained[/]: {line['cost_center']} / {line['team']} / {line['app']} / "
         f"{line['item']}: {line['quantity']} {line['unit'] or ''} x {line['unit_price']} "
         f"({line['pricing_rule']}) = {money(line['amount'], line['currency'])}"
+        + (f"; allocation: {allocation}" if allocation else "")
     )
     # Unwrapped, as `qm explain` prints it: the key is pasted back as an argument.
     console.print(f"audit key {line['audit_key']}", soft_wrap=True, markup=False, highlight=False)
