@@ -597,6 +597,17 @@ def test_a_number_beyond_a_double_rejects_its_event_alone(
         (3, "long", "invalid_data", "data.tokens"),
     ]
     assert "beyond the largest a JSON number may be" in report["rejected"][0]["message"]
+    # its other problems are named beside it, in the order of the checks
+    no_version = orjson.loads(good)
+    del no_version["specversion"]
+    both = orjson.dumps(no_version).replace(b'"tokens":10', b'"tokens":1e400')
+    answer = http.post(
+        "/v1/events",
+        content=b"[" + both + b"]",
+        headers={**bearer(tenant.admin_token), "Content-Type": BATCH},
+    ).json()
+    [refused] = answer["rejected"]
+    assert (refused["reason"], refused["field"]) == ("invalid_envelope", "specversion")
     alone = http.post(
         "/v1/events", content=huge, headers={**bearer(tenant.admin_token), "Content-Type": SINGLE}
     )

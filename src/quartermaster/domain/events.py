@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +66,12 @@ class JsonNumber:
         return core_schema.no_info_before_validator_function(self.check, handler(source))
 
     def check(self, value: object) -> object:
+        if type(value) is float and math.isinf(value):  # `1e400`, read as infinite
+            raise PydanticCustomError(
+                "number_too_large",
+                "the number is beyond the largest a JSON number may be (about 1.8e308); a "
+                "quantity, count or amount is at most 10^18",
+            )
         if type(value) is float and not self.text and value.is_integer():
             # 1e19 as a count: pydantic's int parsing refused it without naming the limit.
             return int(value)

@@ -91,6 +91,7 @@ def _readable(event: dict[str, Any]) -> object:
     name = ".".join(str(part) for part in path)
     identifier = event.get("id")
     return UnreadableEvent(
+        event,
         identifier if type(identifier) is str else None,
         name,
         RejectReason.INVALID_DATA if path[0] == "data" else RejectReason.INVALID_ENVELOPE,

@@ -79,9 +79,12 @@ class RejectReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UnreadableEvent:
-    """In place of an event of a request body that JSON parsing could read only in part (a
-    number beyond a double): the rejection it gets (metering.body)."""
+    """In place of an event of a request body holding a number beyond a double (`1e400`,
+    read as infinite: metering.body): `event` as read, and the rejection it gets when the
+    checks find nothing else wrong with it (the number may sit where nothing checks it, an
+    extension attribute, and no JSON writes it back)."""
 
+    event: dict[str, Any]
     id: str | None
     field: str
     reason: RejectReason
@@ -302,6 +305,11 @@ def validate_event(
 
     if type(raw) is not dict:
         if type(raw) is UnreadableEvent:
+            # Every problem of the event, as for any other, the infinite number among them
+            # where a check reads it (a count, a quantity, an id).
+            checked = validate_event(index, raw.event, ctx, checks)
+            if type(checked) is Rejection:
+                return checked
             return Rejection(index, raw.id, raw.field, raw.reason, raw.message)
         return reject(
             RejectReason.INVALID_ENVELOPE,
