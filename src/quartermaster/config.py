@@ -96,7 +96,7 @@ def _toml_kind(annotation: Any) -> str | None:
 
 
 def _toml_type(value: object) -> str:
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # a bool is an int to Python, never to TOML
         return "a boolean"
     if isinstance(value, int):
         return "an integer"
@@ -128,16 +128,13 @@ def _toml_text(value: object) -> str:
     return str(value)
 
 
-def _has_toml_kind(value: object, kind: str) -> bool:
-    if isinstance(value, bool):  # a bool is an int to Python, never to TOML
-        return kind == "boolean"
-    if kind == "integer":
-        return isinstance(value, int)
-    if kind == "number":
-        return isinstance(value, int | float)
-    if kind == "string":
-        return isinstance(value, str)
-    return False
+# The TOML types (`_toml_type`) each kind of setting takes.
+_TOML_ACCEPTS = {
+    "integer": {"an integer"},
+    "number": {"an integer", "a float"},
+    "boolean": {"a boolean"},
+    "string": {"a string"},
+}
 
 
 class TomlSettingsSource(TomlConfigSettingsSource):
@@ -157,7 +154,7 @@ class TomlSettingsSource(TomlConfigSettingsSource):
         for key, value in self.toml_data.items():
             name, info = fields.get(key.lower(), (key, None))
             kind = None if info is None else _toml_kind(info.annotation)
-            if kind is not None and not _has_toml_kind(value, kind):
+            if kind is not None and _toml_type(value) not in _TOML_ACCEPTS[kind]:
                 problems.append(
                     f"{name} = {_toml_text(value)}: expected {_TOML_EXPECTED[kind]}, "
                     f"not {_toml_type(value)}"

@@ -37,6 +37,7 @@ from quartermaster.cli.client import (
     moment_text,
     out,
 )
+from quartermaster.domain.events import BEYOND_A_DOUBLE
 from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.errors import invalid_utf8
 from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_BYTES, sign_event
@@ -138,10 +139,7 @@ def _unreadable(exc: orjson.JSONDecodeError, line: bytes) -> str:
     """Why a line is not sent. orjson says a line that is not UTF-8 has "surrogates" at
     column 1 wherever its bad bytes are: the first one is found, once orjson has failed."""
     if "infinity" in exc.msg:
-        return (
-            f"the number at column {exc.colno} is beyond the largest a JSON number may be "
-            "(about 1.8e308; a quantity, count or amount is at most 10^18); not sent"
-        )
+        return f"the number at column {exc.colno} {BEYOND_A_DOUBLE}; not sent"
     bad = invalid_utf8(line) if "UTF-8" in exc.msg else None
     if bad is None:
         return f"not valid JSON: {exc.msg} (column {exc.colno}); not sent"

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import importlib
-import os
 import signal
-import socket
 import tomllib
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -31,6 +26,7 @@ from quartermaster.cli.client import (
     request_timeout,
 )
 from quartermaster.cli.help_text import reflow_command_help
+from quartermaster.cli.listen import bind_address, close_all, listen, run_server, url_host
 from quartermaster.config import (
     SERVER_KEY_FILE,
     LogLevel,
@@ -42,7 +38,6 @@ from quartermaster.config import (
 from quartermaster.errors import QMError
 
 if TYPE_CHECKING:
-    import uvicorn
     from sqlalchemy.orm import Session, sessionmaker
 
     from quartermaster.api.app import BackgroundStarter
@@ -306,7 +301,7 @@ def serve(
     # Bound before anything starts: a port in use or a host that does not resolve is one
     # line, not the ready line followed by uvicorn's error once the services had started;
     # and port 0's real port is known for the ready line.
-    listeners = _listen(bind_host, port if port is not None else settings.port)
+    listeners = listen(bind_host, port if port is not None else settings.port)
     bound_port = listeners[0].getsockname()[1]
     # Starting takes seconds (migrations, the usage store's recovery, the validation worker):
     # said at once, so a restart does not look hung until the ready line.
@@ -316,12 +311,12 @@ def serve(
     try:
         runtime = build_runtime(settings)
     except BaseException:
-        _close_all(listeners)
+        close_all(listeners)
         raise
 
     def ready() -> None:
         Console(stderr=True, highlight=False).print(
-            f"qm serve: http://{_url_host(bind_host)}:{bound_port} (data dir "
+            f"qm serve: http://{url_host(bind_host)}:{bound_port} (data dir "
             f"{escape(str(settings.data_dir))}, database {runtime.engine.dialect.name}); "
             "Ctrl-C stops",
             soft_wrap=True,
@@ -355,7 +350,7 @@ def serve(
         # never ran, and SQLite's WAL and DuckDB's were left unmerged, so a backup of the
         # database file alone (docs/operations.md) lost the last writes.
         signal.signal(signal.SIGTERM, _exit_after_shutdown)
-        _run_server(
+        run_server(
             # log_level=None: the levels are log_config's, which uvicorn would otherwise
             # override.
             uvicorn.Config(
@@ -363,114 +358,12 @@ def serve(
             ),
             listeners,
             on_listening=ready,
-            where=_where(bind_host, bound_port),
+            where=bind_address(bind_host, bound_port),
         )
     finally:
-        _close_all(listeners)
+        close_all(listeners)
         runtime.close()
         Console(stderr=True, highlight=False).print("qm serve: stopped")
-
-
-# uvicorn's exit status for an application that did not start (uvicorn.run's).
-STARTUP_FAILURE = 3
-
-
-def _run_server(
-    config: uvicorn.Config,
-    listeners: list[socket.socket],
-    *,
-    on_listening: Callable[[], None],
-    where: str,
-) -> None:
-    """uvicorn.run on sockets bound already, calling `on_listening` once they accept
-    connections: after the application's startup (the background services), so that the
-    ready line is never followed by a refusal or a bind error."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        listen_error: OSError | None = None
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            try:
-                await super().startup(sockets=sockets)
-                if not all(_listening(sock) for sock in sockets or ()):
-                    # uvloop's server closes a socket that cannot listen without a word
-                    # (asyncio's raises); listen() fails only for a port another listens on.
-                    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
-            except OSError as exc:
-                # Listening, not binding, failed: SO_REUSEADDR lets two servers starting at
-                # once bind one port, and the first to listen has it.
-                self.listen_error = exc
-                self.should_exit = True
-                if not self.started:  # else uvicorn's shutdown stops the application
-                    await self.lifespan.shutdown()
-                return
-            on_listening()
-
-    server = Server(config)
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is how it stops
-        server.run(sockets=listeners)
-    if server.listen_error is not None:
-        fail(f"cannot listen on {where}: {_reason(server.listen_error)}")
-    if not server.started:  # as uvicorn.run: the application did not start
-        raise SystemExit(STARTUP_FAILURE)
-
-
-def _listening(sock: socket.socket) -> bool:
-    if sock.fileno() == -1:
-        return False
-    accepting = getattr(socket, "SO_ACCEPTCONN", None)  # not on every platform
-    return accepting is None or bool(sock.getsockopt(socket.SOL_SOCKET, accepting))
-
-
-def _listen(host: str, port: int) -> list[socket.socket]:
-    """Sockets bound to every address of `host`, as uvicorn's own binding (asyncio's
-    create_server) made them (IPv6 ones IPv6 only), all on one port: port 0's is the one the
-    first was given. A host that does not resolve or an address that cannot be bound ends
-    the command in one line naming the settings."""
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        fail(
-            f"cannot listen on {_where(host, port)}: the host {host!r} does not resolve "
-            f"({exc.strerror})"
-        )
-    listeners: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            listeners.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if len(listeners) > 1:  # port 0: the others on the first one's port
-                address = (address[0], listeners[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-    except OSError as exc:
-        _close_all(listeners)
-        fail(f"cannot listen on {_where(host, port)}: {_reason(exc)}")
-    return listeners
-
-
-def _where(host: str, port: int) -> str:
-    return f"{_url_host(host)}:{port} (--host/--port, QM_HOST/QM_PORT)"
-
-
-def _reason(exc: OSError) -> str:
-    """`address already in use`, as an OSError says it without its number."""
-    return (exc.strerror or str(exc)).lower()
-
-
-def _close_all(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        sock.close()
-
-
-def _url_host(host: str) -> str:
-    """`host` as a URL writes it: an IPv6 address in brackets."""
-    return f"[{host}]" if ":" in host else host
 
 
 def _exit_after_shutdown(signum: int, frame: object) -> None:

@@ -49,6 +49,11 @@ RFC3339_TEXT = re.compile(
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _JSON_KINDS = {bool: "a boolean", str: "a string", dict: "an object", list: "an array"}
+# What is said of a number no double holds (`1e400`, read as infinite), after "the number".
+BEYOND_A_DOUBLE = (
+    "is beyond the largest a JSON number may be (about 1.8e308); a quantity, count or amount "
+    "is at most 10^18"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +72,7 @@ class JsonNumber:
 
     def check(self, value: object) -> object:
         if type(value) is float and math.isinf(value):  # `1e400`, read as infinite
-            raise PydanticCustomError(
-                "number_too_large",
-                "the number is beyond the largest a JSON number may be (about 1.8e308); a "
-                "quantity, count or amount is at most 10^18",
-            )
+            raise PydanticCustomError("number_too_large", f"the number {BEYOND_A_DOUBLE}")
         if type(value) is float and not self.text and value.is_integer():
             # 1e19 as a count: pydantic's int parsing refused it without naming the limit.
             return int(value)
@@ -127,12 +128,17 @@ class Rfc3339:
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _bounded_instant(value: datetime) -> datetime:
+def is_bounded_instant(value: datetime) -> bool:
+    """Whether an aware `value` names an instant from `EARLIEST_TIME` on (one east of UTC in
+    year 1 or west of it in year 9999 names none)."""
     try:
-        instant = value.astimezone(UTC)
+        return value.astimezone(UTC) >= EARLIEST_TIME
     except OverflowError:
-        instant = None
-    if instant is None or instant < EARLIEST_TIME:
+        return False
+
+
+def _bounded_instant(value: datetime) -> datetime:
+    if not is_bounded_instant(value):
         raise PydanticCustomError(
             "time_out_of_range",
             "{shown} is not an instant from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z",

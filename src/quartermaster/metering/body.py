@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from quartermaster.errors import MalformedBodyError, PayloadTooLargeError, malformed_json
-from quartermaster.metering.validation import RejectReason, UnreadableEvent, json_kind
+from quartermaster.metering.validation import UnreadableEvent, json_kind
 
 __all__ = ["BATCH", "JSON", "SINGLE", "MalformedBodyError", "parse_events"]
 
@@ -88,16 +88,7 @@ def _readable(event: dict[str, Any]) -> object:
     path = _overflowing_number(event)
     if path is None:
         return event
-    name = ".".join(str(part) for part in path)
-    identifier = event.get("id")
-    return UnreadableEvent(
-        event,
-        identifier if type(identifier) is str else None,
-        name,
-        RejectReason.INVALID_DATA if path[0] == "data" else RejectReason.INVALID_ENVELOPE,
-        f"{name}: the number is beyond the largest a JSON number may be here (about "
-        "1.8e308); a quantity, count or amount is at most 10^18 (docs/events.md)",
-    )
+    return UnreadableEvent(event, ".".join(str(part) for part in path))
 
 
 def _overflowing_number(value: object) -> list[str | int] | None:

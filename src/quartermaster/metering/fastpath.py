@@ -18,7 +18,7 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -28,7 +28,7 @@ from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from quartermaster.domain.currencies import OneOfCodes
-from quartermaster.domain.events import EARLIEST_TIME, JsonNumber, Rfc3339
+from quartermaster.domain.events import JsonNumber, Rfc3339, is_bounded_instant
 
 Check = Callable[[object], bool]
 ModelCheck = Callable[[Mapping[str, object]], bool]
@@ -55,16 +55,10 @@ def fast_timestamp(value: object) -> datetime | None:
 
 
 def fast_instant(value: object) -> datetime | None:
-    """`fast_timestamp`'s datetime when it names an instant from `EARLIEST_TIME` on (what
+    """`fast_timestamp`'s datetime when it names an instant from 1970 on (what
     `Rfc3339(bounded=True)` requires), else None (undecided)."""
     moment = fast_timestamp(value)
-    if moment is None:
-        return None
-    try:
-        instant = moment.astimezone(UTC)
-    except OverflowError:
-        return None
-    return moment if instant >= EARLIEST_TIME else None
+    return moment if moment is not None and is_bounded_instant(moment) else None
 
 
 class _Constants:

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 from quartermaster.bus.protocol import LogRecord, new_log_record
 from quartermaster.catalog.lease_tokens import InvalidLeaseToken, LeaseClaims, verify_token
 from quartermaster.domain.events import (
+    BEYOND_A_DOUBLE,
     DATA_MODELS,
     EARLIEST_TIME,
     TIME_EXPECTED,
@@ -54,12 +55,6 @@ _SORTED = orjson.OPT_SORT_KEYS
 MAX_RESOURCE_ID_LENGTH = 200
 
 
-# No event is older than this (docs/events.md): usage is placed in hours, days and months,
-# and an event from year 1 has no earlier hour to be placed after, nor a period to be billed in.
-EARLIEST_EVENT_TIME = EARLIEST_TIME
-# What a `time` must look like, for the messages of a time that is not.
-
-
 class RejectReason(enum.StrEnum):
     INVALID_ENVELOPE = "invalid_envelope"
     UNKNOWN_TYPE = "unknown_type"
@@ -80,15 +75,12 @@ class RejectReason(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class UnreadableEvent:
     """In place of an event of a request body holding a number beyond a double (`1e400`,
-    read as infinite: metering.body): `event` as read, and the rejection it gets when the
-    checks find nothing else wrong with it (the number may sit where nothing checks it, an
-    extension attribute, and no JSON writes it back)."""
+    read as infinite: metering.body): `event` as read, and `field`, where the first such
+    number is, named when the checks find nothing else wrong with the event (the number may
+    sit where nothing checks it, an extension attribute, and no JSON writes it back)."""
 
     event: dict[str, Any]
-    id: str | None
     field: str
-    reason: RejectReason
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +184,8 @@ class EventChecks:
     data: Mapping[str, ModelCheck | None]
 
 
-# Model validators the fast path may reproduce: "at least one of these fields is set".
+# Model validators the fast path may reproduce: "at least one of these fields is set", and
+# "one time is after the other".
 _KNOWN_VALIDATORS: dict[type[BaseModel], dict[str, KnownValidator]] = {
     InvocationUsage: {"_has_a_measure": ("tokens", "compute_units", "duration_ms", "bytes")},
     ResourceUsage: {
@@ -310,7 +303,14 @@ def validate_event(
             checked = validate_event(index, raw.event, ctx, checks)
             if type(checked) is Rejection:
                 return checked
-            return Rejection(index, raw.id, raw.field, raw.reason, raw.message)
+            in_data = raw.field.split(".")[0] == "data"
+            return Rejection(
+                index,
+                _readable_id(raw.event),
+                raw.field,
+                RejectReason.INVALID_DATA if in_data else RejectReason.INVALID_ENVELOPE,
+                f"{raw.field}: the number {BEYOND_A_DOUBLE} (docs/events.md)",
+            )
         return reject(
             RejectReason.INVALID_ENVELOPE,
             None,
@@ -328,9 +328,9 @@ def validate_event(
     try:
         event_time = event_time.astimezone(UTC)
     except OverflowError:  # year 1 east of UTC or year 9999 west of it: no UTC instant
-        early = event_time.year < EARLIEST_EVENT_TIME.year
+        early = event_time.year < EARLIEST_TIME.year
         return reject(RejectReason.INVALID_ENVELOPE, "time", _out_of_range(event, early=early))
-    if event_time < EARLIEST_EVENT_TIME:
+    if event_time < EARLIEST_TIME:
         return reject(RejectReason.INVALID_ENVELOPE, "time", _out_of_range(event, early=True))
     event_type: str = event["type"]
     if event_type not in checks.data:

@@ -312,6 +312,7 @@ class PipelineWorker(BackgroundService):
             except ConflictError:
                 # A rebuild of the whole store is under way here: it rebuilds this tenant too.
                 self.store.mark_replay_requests_applied(request_id)
+                continue
             logger.info(
                 "replaying usage of %s: replay request %d, made through another server or "
                 "before a restart",
@@ -466,12 +467,11 @@ class PipelineWorker(BackgroundService):
         of the database, whose pipelines replay it too (`_apply_replay_requests`)."""
         with self.lock:
             self._check_streams()
-            self._apply_replay_requests()
             state = self.store.start_replay(tenant_id, main_stream=MAIN_STREAM)
             with self.runtime.session_factory() as session:
                 request_id = record_replay_request(tenant_id, requested_by, session=session)
-            # Requests another server recorded meanwhile are older than this one: applied
-            # first, then this one's id marked (its replay has started above).
+            # The requests before this one the store has not applied (another server's) are
+            # replayed too, in order, and this one's id is marked: its replay started above.
             self._apply_replay_requests(started=request_id)
         self.wake()
         return state
