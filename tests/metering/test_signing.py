@@ -5,6 +5,7 @@ import hmac
 import json
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -119,6 +120,24 @@ def test_content_hash_is_over_numbers_not_their_spelling() -> None:
 @given(st.integers(min_value=-(2**53), max_value=2**53))
 def test_a_whole_float_hashes_as_its_integer(number: int) -> None:
     assert content_hash({"n": float(number)}) == content_hash({"n": number})
+
+
+json_leaf_with_floats = json_leaf | st.floats(allow_nan=False, allow_infinity=False)
+json_values_with_floats = st.recursive(
+    json_leaf_with_floats,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values_with_floats, max_size=6))
+def test_the_quick_byte_check_misses_no_whole_float(event: dict[str, Any]) -> None:
+    # content_bytes skips the rewrite when its byte search finds no whole-float spelling: that
+    # shortcut must give what rewriting every whole float gives, wherever the floats sit
+    expected = orjson.dumps(numbers_as_integers(event), option=orjson.OPT_SORT_KEYS)
+    assert content_bytes(event) == expected
 
 
 def test_sign_event_asks_for_the_secret_as_bytes_when_given_its_hex() -> None:

@@ -52,9 +52,24 @@ def content_hash(event: Mapping[str, Any]) -> str:
     return hashlib.sha256(content_bytes(event)).hexdigest()
 
 
-# The canonical form writes a whole float as `2.0` or `1e+16`; neither appears in it otherwise
-# but inside strings, so a form without them holds no whole float (checked in C, per event).
-_WHOLE_FLOAT_MARKS = (b".0", b"e+")
+# The canonical form writes a whole float as `2.0` or `1e+16`: `.0` closed by the `,`, `}` or
+# `]` that ends a value, or a positive exponent. Those bytes appear in it otherwise only inside
+# strings (a version's "1.0" is closed by a quote), so a form without them holds no whole float.
+# A match inside a string takes the exact path, which changes nothing.
+_VALUE_ENDS = b",}]"
+
+
+def _may_hold_a_whole_float(serialized: bytes) -> bool:
+    # a find loop: most events hold ".0" once, in "specversion":"1.0"; cheaper than a regex
+    # or a search per closing byte
+    at = serialized.find(b".0")
+    while at >= 0:
+        if serialized[at + 2 : at + 3] in _VALUE_ENDS:  # (at the very end: b"" is in it)
+            return True
+        at = serialized.find(b".0", at + 2)
+    return b"e+" in serialized
+
+
 # The integers the canonical form writes as integers (orjson's): a number beyond them is
 # parsed as a float whatever its spelling, so it stays one.
 _INTEGER_RANGE = range(-(2**63), 2**64)
@@ -65,7 +80,7 @@ def spelling_free(content: Mapping[str, Any], serialized: bytes) -> bytes:
     integer: `2`, `2.0` and `2e0`, or `10000000000000000` and `1e16`, are one number in JSON,
     and an event re-sent by another JSON library is the same event (a duplicate, not a
     conflict). Other floats already serialize alike whatever their spelling."""
-    if not any(mark in serialized for mark in _WHOLE_FLOAT_MARKS) or not has_float(content):
+    if not _may_hold_a_whole_float(serialized):
         return serialized
     return orjson.dumps(numbers_as_integers(content), option=_SORTED)
 
