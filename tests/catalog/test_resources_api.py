@@ -302,3 +302,54 @@ def test_ending_a_binding_refuses_the_past_a_lease_and_another_team(
         ]
         is None
     )
+
+
+def test_a_team_member_is_not_told_another_teams_binding(
+    client: TestClient, org: TenantHandle
+) -> None:
+    """A clash with another team's binding is refused without naming its app or its times (a
+    team-member may not read them); the team's own clashes and an admin's keep the detail."""
+    ok(bind(client, org, resource_id="res-b", app_id="etl", valid_from=iso(JAN)), 201)
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    ok(bind(client, org, resource_id="res-f", app_id="etl", valid_from=iso(later)), 201)
+    leased = ok(lease(client, org, resource_id="job-b", app_id="etl", ttl_seconds=600), 201)
+    member = headers_for(client, org, role="team-member", team="web")
+    for path, body in (
+        ("/v1/resources", {"resource_id": "res-b", "app_id": "shop"}),
+        ("/v1/resource-leases", {"resource_id": "res-b", "app_id": "shop", "ttl_seconds": 60}),
+        ("/v1/resource-leases", {"resource_id": "job-b", "app_id": "shop", "ttl_seconds": 60}),
+    ):
+        refused = client.post(path, json=body, headers=member)
+        assert refused.status_code == 409, (path, refused.text)
+        message = refused.json()["error"]["message"]
+        resource = body["resource_id"]
+        assert message == (
+            f"resource {resource!r} is bound to an app of another team over an overlapping interval"
+        )
+    # ending another team's binding or lease, or reading the lease: refused, naming neither
+    for method, path, end_body in (
+        ("POST", "/v1/resources/end", {"resource_id": "res-b"}),
+        ("POST", "/v1/resources/end", {"resource_id": "res-f", "at": iso(later)}),
+        ("DELETE", f"/v1/resource-leases/{leased['lease_id']}", None),
+        ("GET", f"/v1/resource-leases/{leased['lease_id']}", None),
+    ):
+        response = client.request(method, path, json=end_body, headers=member)
+        assert response.status_code == 403, (method, path, response.text)
+        message = response.json()["error"]["message"]
+        assert message.startswith("role 'team-member' may only"), message
+        assert "etl" not in message, message
+        assert "UTC" not in message, message
+    # The team's own clash, and an admin's, name the app and its interval.
+    ok(bind(client, org, resource_id="res-w", app_id="shop", valid_from=iso(JAN)), 201)
+    own = client.post(
+        "/v1/resources", json={"resource_id": "res-w", "app_id": "shop"}, headers=member
+    )
+    assert own.status_code == 409
+    assert own.json()["error"]["message"].startswith(
+        "resource 'res-w' is already bound to app 'shop' over [2025-01-01 00:00 UTC, open)"
+    )
+    admin = bind(client, org, resource_id="res-b", app_id="shop")
+    assert admin.status_code == 409
+    assert admin.json()["error"]["message"].startswith(
+        "resource 'res-b' is already bound to app 'etl' over [2025-01-01 00:00 UTC, open)"
+    )

@@ -184,26 +184,41 @@ def _serialize_on_resource(session: Session, tenant_id: str, resource_id: str) -
 
 def _refuse_overlap(
     session: Session,
-    tenant_id: str,
+    caller: AuthContext,
     resource_id: str,
     valid_from: datetime,
     valid_to: datetime | None,
 ) -> None:
-    _serialize_on_resource(session, tenant_id, resource_id)
-    existing = [
-        _span(*row)
-        for row in session.execute(
-            _span_query(tenant_id).where(Resource.resource_id == resource_id)
-        )
-    ]
-    clash = first_overlap(valid_from, valid_to, existing)
-    if clash is not None:
+    _serialize_on_resource(session, caller.tenant_id, resource_id)
+    query = (
+        select(Resource, App.app_id, App.team_id)
+        .join(App, App.id == Resource.app_pk)
+        .where(Resource.tenant_id == caller.tenant_id, Resource.resource_id == resource_id)
+        .order_by(Resource.valid_from)
+    )
+    for resource, app_id, team_id in session.execute(query):
+        if not overlaps(valid_from, valid_to, resource.valid_from, resource.valid_to):
+            continue
+        if not _may_see_team(caller, team_id):
+            # Still refused (a resource is bound to one app at a time), but a team-member may
+            # not read another team's bindings (list_resources hides them): no app, no times.
+            raise ConflictError(
+                f"resource {resource_id!r} is bound to an app of another team over an "
+                "overlapping interval",
+                field="valid_from",
+            )
         raise ConflictError(
-            f"resource {resource_id!r} is already bound to app {clash.app_id!r} over "
-            f"{format_interval(clash.valid_from, clash.valid_to)}, which overlaps "
+            f"resource {resource_id!r} is already bound to app {app_id!r} over "
+            f"{format_interval(resource.valid_from, resource.valid_to)}, which overlaps "
             f"{format_interval(valid_from, valid_to)}",
             field="valid_from",
         )
+
+
+def _may_see_team(caller: AuthContext, team_id: str) -> bool:
+    """Whether the caller may read the apps (and bindings, leases) of team `team_id`."""
+    scope = visible_team(caller)
+    return scope is None or scope == team_id
 
 
 def register_resource(
@@ -226,7 +241,7 @@ def register_resource(
             field="valid_to",
         )
     env = validate_environment(environment) if environment is not None else app.environment
-    _refuse_overlap(session, caller.tenant_id, resource_id, start, valid_to)
+    _refuse_overlap(session, caller, resource_id, start, valid_to)
     resource = Resource(
         tenant_id=caller.tenant_id,
         resource_id=resource_id,
@@ -276,6 +291,11 @@ def end_binding(
         )
     ).first()
     if found is None and starting is not None:
+        # Another team's binding is refused as one in force would be (403), before the 422
+        # would name its app and start to a team-member who may not read them.
+        starting_app = session.get(App, starting[0].app_pk)
+        if starting_app is not None:
+            ensure_may_write(caller, team_id=starting_app.team_id, what=f"resource {resource_id!r}")
         raise InvalidInputError(
             f"resource {resource_id!r}'s binding to app {starting[1]!r} starts at "
             f"{moment_text(end)}: ending it then would leave it no time; end it after its start",
@@ -289,7 +309,9 @@ def end_binding(
     resource, app_id = found
     app = session.get(App, resource.app_pk)
     if app is not None:
-        ensure_may_write(caller, team_id=app.team_id, what=f"app {app_id!r}")
+        # Names the resource the caller gave, not the app: a team-member refused here may not
+        # read which app of another team holds it.
+        ensure_may_write(caller, team_id=app.team_id, what=f"resource {resource_id!r}")
     if resource.lease_id is not None:
         raise ConflictError(
             f"resource {resource_id!r} is bound to app {app_id!r} by lease {resource.lease_id}"
@@ -334,7 +356,7 @@ def open_lease(
         )
     issued_at = now if issued_at is None else issued_at.astimezone(UTC).replace(microsecond=0)
     expires_at = issued_at + timedelta(seconds=ttl_seconds)
-    _refuse_overlap(session, caller.tenant_id, resource_id, issued_at, expires_at)
+    _refuse_overlap(session, caller, resource_id, issued_at, expires_at)
     lease = ResourceLease(
         tenant_id=caller.tenant_id,
         resource_id=resource_id,
@@ -401,7 +423,8 @@ def end_lease(caller: AuthContext, lease_id: str, *, session: Session) -> LeaseV
     if row is None:
         raise NotFoundError(f"resource lease {lease_id!r} not found", field="lease_id")
     lease, app = row
-    ensure_may_write(caller, team_id=app.team_id, what=f"app {app.app_id!r}")
+    # The lease, not its app: a team-member refused here may not read another team's apps.
+    ensure_may_write(caller, team_id=app.team_id, what=f"resource lease {lease_id!r}")
     now = utc_now()
     if lease.revoked_at is None and now < lease.expires_at:
         lease.revoked_at = now
@@ -424,5 +447,5 @@ def get_lease(caller: AuthContext, lease_id: str, *, session: Session) -> LeaseV
     if row is None:
         raise NotFoundError(f"resource lease {lease_id!r} not found", field="lease_id")
     lease, app = row
-    ensure_may_read(caller, team_id=app.team_id, what=f"app {app.app_id!r}")
+    ensure_may_read(caller, team_id=app.team_id, what=f"resource lease {lease_id!r}")
     return _lease_view(lease, app)

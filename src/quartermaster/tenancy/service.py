@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -852,6 +853,9 @@ def find_api_key(tenant_id: str, key_id: str, *, session: Session) -> tuple[ApiK
         select(ApiKey, Principal)
         .join(Principal, Principal.id == ApiKey.principal_id)
         .where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+        # As stored now, not as an earlier read of this session left it: revoke_api_key reads
+        # the key again once it holds the tenant's admin-key lock (a revocation meanwhile).
+        .execution_options(populate_existing=True)
     ).first()
     if row is None:
         raise NotFoundError(f"API key {key_id!r} not found", field="key_id")
@@ -863,6 +867,10 @@ def revoke_api_key(
 ) -> ApiKeyView:
     """Revoke now; revoking an already revoked key keeps its first revocation time. With
     `actor`, a revocation is recorded in the tenant's audit chain (`revoke-key`)."""
+    # Before the key is read, not only before the last-admin-key check: the check and the
+    # revocation must see every revocation committed before them, or two admins revoking each
+    # other's key at once both pass the check and lock the tenant out.
+    lock_tenant_admin_keys(tenant_id, session=session)
     key, principal = find_api_key(tenant_id, key_id, session=session)
     if key.revoked_at is None:
         now = utc_now()
@@ -889,6 +897,19 @@ def revoke_api_key(
             )
     session.commit()
     return _key_views(tenant_id, session, key_id=key_id)[0]
+
+
+def lock_tenant_admin_keys(tenant_id: str, *, session: Session) -> None:
+    """Serialize what can leave a tenant without a usable admin key (a revocation checked by
+    `_is_last_admin_key`) until the transaction ends, so that each such check sees the ones
+    committed before it. PostgreSQL: a transaction-level advisory lock per tenant (a lock on
+    the tenant's row would also hold back every insert referencing the tenant). SQLite: every
+    writing transaction already starts with BEGIN IMMEDIATE (storage/engine.py), which takes
+    the database's write lock before the first read."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(f"qm-admin-keys:{tenant_id}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def _is_last_admin_key(key: ApiKey, now: datetime, *, session: Session) -> bool:
