@@ -194,6 +194,7 @@ def test_every_rejection_reason_over_http(
         {**bot.sign(usage_event(bot.app_id)), "qmsignature": "ab" * 32},  # bad_signature
         other.sign(usage_event(bot.app_id)),  # key_app_mismatch
         {**usage_event(bot.app_id), "qmlease": "rl1.x.y"},  # invalid_lease
+        other.sign(usage_event(other.app_id, source=f"app://{bot.app_id}")),  # source_app_mismatch
         bot.sign({**stored, "data": {**stored["data"], "tokens": 1}}),  # conflict
     ]
     report = post(http, tenant.admin_token, body).json()
@@ -208,11 +209,67 @@ def test_every_rejection_reason_over_http(
         "bad_signature",
         "key_app_mismatch",
         "invalid_lease",
+        "source_app_mismatch",
         "conflict",
     ]
     app_token = principal_token(runtime, tenant.tenant_id, role=Role.APP, app_slug=other.app_id)
     forbidden = post(http, app_token, [usage_event(bot.app_id)])
     assert forbidden.json()["rejected"][0]["reason"] == "forbidden_app"
+
+
+def test_another_apps_key_cannot_take_an_apps_source_and_id_first(
+    http: httpx.Client,
+    runtime: Runtime,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    victim, squatter = make_app(require_signatures=True), make_app()
+    squatter_token = principal_token(
+        runtime, tenant.tenant_id, role=Role.APP, app_slug=squatter.app_id
+    )
+    taken = usage_event(squatter.app_id, event_id="inv-001", source=f"app://{victim.app_id}")
+    refused = post(http, squatter_token, [squatter.sign(taken)]).json()["rejected"][0]
+    assert (refused["reason"], refused["field"]) == ("source_app_mismatch", "source")
+    assert f"reserved to app {victim.app_id!r}" in refused["message"]
+    # the victim's own event under its source and id is then stored, not a conflict
+    own = victim.sign(
+        usage_event(victim.app_id, event_id="inv-001", source=f"app://{victim.app_id}")
+    )
+    assert post(http, tenant.admin_token, [own]).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+    }
+
+
+def test_a_sample_naming_only_its_resource_is_checked_against_its_binding(
+    http: httpx.Client,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+) -> None:
+    owner, other = make_app(require_signatures=True), make_app()
+    bound = http.post(
+        "/v1/resources",
+        json={
+            "resource_id": "vm-bound",
+            "app_id": owner.app_id,
+            "valid_from": (utc_now() - timedelta(hours=1)).isoformat(),
+        },
+        headers=bearer(tenant.admin_token),
+    )
+    assert bound.status_code == 201, bound.text
+    sample = {
+        **usage_event(owner.app_id),
+        "type": "qm.resource.usage",
+        "data": {"resource_id": "vm-bound", "cpu_seconds": "5"},
+    }
+    foreign = post(http, tenant.admin_token, [other.sign(sample)]).json()["rejected"][0]
+    assert (foreign["reason"], foreign["field"]) == ("key_app_mismatch", "qmkeyid")
+    assert "resource 'vm-bound' is bound to it" in foreign["message"]
+    # the owner's key, or none (the platform's report), is taken
+    assert post(http, tenant.admin_token, [owner.sign(sample)]).json()["accepted"] == 1
+    unsigned = {**sample, "id": "platform-sample-1"}
+    assert post(http, tenant.admin_token, [unsigned]).json()["accepted"] == 1
 
 
 def test_team_member_sends_only_its_own_teams_apps_events(

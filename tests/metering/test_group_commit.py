@@ -33,7 +33,7 @@ def ingest_concurrently(
     refs = collect_references([event for batch in batches for event in batch])
     with service._LookupSession(runtime) as lookup:
         state.signing_keys(tenant.tenant_id, refs.key_ids, lookups=runtime, session=lookup)
-        state.apps_requiring_signatures(tenant.tenant_id, refs.app_ids, session=lookup)
+        state.signature_policies(tenant.tenant_id, refs.app_ids, session=lookup)
     outcomes: list[IngestReport | BaseException | None] = [None] * len(batches)
     groups: list[int] = []
     real_write = service._write_batches

@@ -13,6 +13,7 @@ from quartermaster.metering.validation import (
     AcceptedEvent,
     Rejection,
     RejectReason,
+    ResourceBinding,
     ValidationContext,
     VerifyingKey,
     collect_references,
@@ -63,6 +64,8 @@ def context(
     caller_app: str | None = None,
     requiring: frozenset[str] = frozenset(),
     revoked: dict[str, datetime] | None = None,
+    bindings: dict[str, list[ResourceBinding]] | None = None,
+    registered: frozenset[str] = frozenset(),
 ) -> ValidationContext:
     refs = collect_references(raw)
     return ValidationContext(
@@ -79,6 +82,8 @@ def context(
         apps_requiring_signatures=requiring,
         leases=verify_leases(refs.lease_tokens, server_key=SERVER_KEY, tenant_id="acme"),
         revoked_leases=revoked or {},
+        resource_bindings=bindings or {},
+        registered_source_apps=refs.source_apps & registered,
     )
 
 
@@ -417,6 +422,77 @@ def test_a_signature_covers_the_lease_and_the_key_must_match_the_lease_app() -> 
     )
     foreign = sign_event(usage_with_lease(lease()), key_id="sk_other", secret=OTHER_SECRET)
     rejected(foreign, RejectReason.KEY_APP_MISMATCH, "qmkeyid")
+
+
+APPS = frozenset({"bot", "other"})
+
+
+def test_a_registered_apps_source_is_reserved_to_it() -> None:
+    # another app's key cannot take bot's (source, id) first: its source names bot
+    squat = sign_event(
+        event(source="app://bot/jobs", data={"app_id": "other", "tokens": 1}),
+        key_id="sk_other",
+        secret=OTHER_SECRET,
+    )
+    rejection = rejected(
+        squat,
+        RejectReason.SOURCE_APP_MISMATCH,
+        "source",
+        role=Role.APP,
+        caller_app="other",
+        registered=APPS,
+    )
+    assert "reserved to app 'bot'" in rejection.message
+    assert "this event is of app 'other'" in rejection.message
+    # admin keys too; a source naming no registered app, or another scheme, is shared
+    mine = {"app_id": "other", "tokens": 1}
+    rejected(
+        event(source="app://bot", data=mine),
+        RejectReason.SOURCE_APP_MISMATCH,
+        "source",
+        registered=APPS,
+    )
+    accepted(event(source="app://shared-exporter", data=mine), registered=APPS)
+    accepted(event(source="/apps/bot", data=mine), registered=APPS)
+    accepted(event(source="app://other?run=1", data=mine), registered=APPS)
+    # a source naming an app not registered (yet) is not reserved
+    accepted(event(source="app://bot", data=mine))
+    accepted(event(source="app://bot/x"), registered=APPS)  # bot's own event
+
+
+BOUND = {"vm-9": [ResourceBinding(NOW - timedelta(days=1), None, "bot")]}
+
+
+def resource_sample(**envelope: Any) -> dict[str, Any]:
+    return event(
+        type="qm.resource.usage", data={"resource_id": "vm-9", "cpu_seconds": 2}, **envelope
+    )
+
+
+def test_an_event_naming_only_its_resource_is_of_the_app_it_is_bound_to() -> None:
+    # signed with another app's key: refused as for an event naming that app
+    foreign = sign_event(resource_sample(), key_id="sk_other", secret=OTHER_SECRET)
+    rejection = rejected(foreign, RejectReason.KEY_APP_MISMATCH, "qmkeyid", bindings=BOUND)
+    assert "not 'bot' (resource 'vm-9' is bound to it at the event's time)" in rejection.message
+    accepted(sign_event(resource_sample(), key_id="sk_bot", secret=BOT_SECRET), bindings=BOUND)
+    # its source may not name another registered app
+    rejected(
+        resource_sample(source="app://other"),
+        RejectReason.SOURCE_APP_MISMATCH,
+        "source",
+        bindings=BOUND,
+        registered=APPS,
+    )
+    # a platform's unsigned sample of it is taken although bot requires signatures: it is the
+    # platform's report, not bot's own event; the pipeline attributes it by the binding
+    assert (
+        accepted(resource_sample(), bindings=BOUND, requiring=frozenset({"bot"})).record.app_id
+        is None
+    )
+    # outside the binding, or unbound: nobody's yet
+    before = {**foreign, "time": (NOW - timedelta(days=2)).isoformat()}
+    accepted(sign_event(before, key_id="sk_other", secret=OTHER_SECRET), bindings=BOUND)
+    accepted(foreign)
 
 
 @pytest.mark.parametrize(

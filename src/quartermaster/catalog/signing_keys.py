@@ -138,11 +138,17 @@ def signing_keys_by_id(
     }
 
 
-def apps_requiring_signatures_among(
+def signature_policies_among(
     tenant_id: str, app_ids: Collection[str], *, session: Session
-) -> set[str]:
-    """The apps among `app_ids` (slugs) that require signed events."""
-    return _apps_among(tenant_id, app_ids, App.require_signatures.is_(True), session=session)
+) -> dict[str, bool]:
+    """The registered apps among `app_ids` (slugs), each with whether it requires signed
+    events."""
+    if not app_ids:
+        return {}
+    query = select(App.app_id, App.require_signatures).where(
+        App.tenant_id == tenant_id, App.app_id.in_(sorted(app_ids))
+    )
+    return {app_id: bool(required) for app_id, required in session.execute(query)}
 
 
 def team_apps_among(

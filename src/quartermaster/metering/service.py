@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from quartermaster.bus.models import EventLogEntry
 from quartermaster.bus.protocol import AppendResult, LogRecord, PreparedAppend
 from quartermaster.catalog.lease_tokens import LeaseClaims
-from quartermaster.catalog.models import App, ResourceLease
+from quartermaster.catalog.models import App, Resource, ResourceLease
 from quartermaster.catalog.signing_keys import (
-    apps_requiring_signatures_among,
+    signature_policies_among,
     signing_keys_by_id,
     team_apps_among,
 )
@@ -38,6 +38,7 @@ from quartermaster.metering.validation import (
     AcceptedEvent,
     Rejection,
     RejectReason,
+    ResourceBinding,
     ValidationContext,
     VerifyingKey,
     collect_references,
@@ -98,7 +99,7 @@ class IngestState:
         self.pending: list[_WriteJob] = []
         self._lock = threading.Lock()
         self._keys = _TtlCache(ttl_seconds, clock)
-        self._requires_signatures = _TtlCache(ttl_seconds, clock)
+        self._signature_policies = _TtlCache(ttl_seconds, clock)
 
     def signing_keys(
         self,
@@ -131,25 +132,28 @@ class IngestState:
             found.update(fresh)
         return found
 
-    def apps_requiring_signatures(
+    def signature_policies(
         self, tenant_id: str, app_ids: Collection[str], *, session: _LookupSession
-    ) -> set[str]:
-        requiring: set[str] = set()
+    ) -> dict[str, bool]:
+        """The registered apps among `app_ids`, each with whether it requires signed events
+        (an unregistered app is cached as such too: registering it takes effect within the
+        cache's lifetime)."""
+        policies: dict[str, bool] = {}
         missing: list[str] = []
         with self._lock:
             for app_id in app_ids:
-                hit, required = self._requires_signatures.get((tenant_id, app_id))
+                hit, required = self._signature_policies.get((tenant_id, app_id))
                 if not hit:
                     missing.append(app_id)
-                elif required:
-                    requiring.add(app_id)
+                elif required is not None:
+                    policies[app_id] = required
         if missing:
-            fresh = apps_requiring_signatures_among(tenant_id, missing, session=session.open())
+            fresh = signature_policies_among(tenant_id, missing, session=session.open())
             with self._lock:
                 for app_id in missing:
-                    self._requires_signatures.put((tenant_id, app_id), app_id in fresh)
-            requiring |= fresh
-        return requiring
+                    self._signature_policies.put((tenant_id, app_id), fresh.get(app_id))
+            policies.update(fresh)
+        return policies
 
 
 class _LookupSession:
@@ -283,8 +287,11 @@ def validate_ingest(
     claims = [c for c in leases.values() if isinstance(c, LeaseClaims)]
     with _LookupSession(lookups) as lookup:
         keys = state.signing_keys(tenant_id, refs.key_ids, lookups=lookups, session=lookup)
-        requiring = state.apps_requiring_signatures(
-            tenant_id, refs.app_ids | {c.app_id for c in claims}, session=lookup
+        bindings = _resource_bindings(tenant_id, refs.resources_without_app, session=lookup)
+        policies = state.signature_policies(
+            tenant_id,
+            refs.app_ids | refs.source_apps | {c.app_id for c in claims},
+            session=lookup,
         )
         revoked = _revoked_leases(tenant_id, {c.lease_id for c in claims}, session=lookup)
         team_apps = None
@@ -302,9 +309,11 @@ def validate_ingest(
         caller_app=caller.app_slug if caller.role is Role.APP else None,
         caller_team_apps=team_apps,
         signing_keys=keys,
-        apps_requiring_signatures=requiring,
+        apps_requiring_signatures={app for app, required in policies.items() if required},
+        registered_source_apps=refs.source_apps & policies.keys(),
         leases=leases,
         revoked_leases=revoked,
+        resource_bindings=bindings,
     )
     accepted, rejected = validate_batch(raw_events, ctx)
     return ValidatedBatch(tenant_id, received_at, len(raw_events), accepted, rejected)
@@ -496,6 +505,22 @@ def _revoked_leases(
         )
     )
     return {lease_id: revoked_at for lease_id, revoked_at in rows if revoked_at is not None}
+
+
+def _resource_bindings(
+    tenant_id: str, resource_ids: Collection[str], *, session: _LookupSession
+) -> dict[str, list[ResourceBinding]]:
+    if not resource_ids:
+        return {}
+    rows = session.open().execute(
+        select(Resource.resource_id, Resource.valid_from, Resource.valid_to, App.app_id)
+        .join(App, App.id == Resource.app_pk)
+        .where(Resource.tenant_id == tenant_id, Resource.resource_id.in_(sorted(resource_ids)))
+    )
+    bindings: dict[str, list[ResourceBinding]] = {}
+    for resource_id, valid_from, valid_to, app_id in rows:
+        bindings.setdefault(resource_id, []).append(ResourceBinding(valid_from, valid_to, app_id))
+    return bindings
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
     KEY_APP_MISMATCH = "key_app_mismatch"
+    SOURCE_APP_MISMATCH = "source_app_mismatch"
     INVALID_LEASE = "invalid_lease"
     FORBIDDEN_APP = "forbidden_app"
     CONFLICT = "conflict"
@@ -133,6 +134,44 @@ class ValidationContext:
     # lease token -> its verified claims, or the reason it is invalid (see `verify_leases`)
     leases: Mapping[str, LeaseClaims | str] = field(default_factory=dict)
     revoked_leases: Mapping[str, datetime] = field(default_factory=dict)
+    # The bindings of the resources named by events that name no app (nor lease): whose
+    # signing policy and keys apply to them (the pipeline attributes them the same way).
+    resource_bindings: Mapping[str, Sequence[ResourceBinding]] = field(default_factory=dict)
+    # The registered apps among those the batch's `app://<app_id>` sources name.
+    registered_source_apps: Set[str] = frozenset()
+
+
+class ResourceBinding(NamedTuple):
+    """A resource belonged to `app_id` over [valid_from, valid_to) (None: open)."""
+
+    valid_from: datetime
+    valid_to: datetime | None
+    app_id: str
+
+
+def bound_app(bindings: Sequence[ResourceBinding] | None, at: datetime) -> str | None:
+    """The app a resource was bound to at `at`, from its bindings, or None."""
+    for binding in bindings or ():
+        if binding.valid_from <= at and (binding.valid_to is None or at < binding.valid_to):
+            return binding.app_id
+    return None
+
+
+# Sources in the `app://<app_id>` form, of a registered app, are reserved to that app: another
+# app's key cannot take an app's (source, id) first and have the app's own event refused as a
+# conflict.
+APP_SOURCE_SCHEME = "app://"
+
+
+def source_app(source: object) -> str | None:
+    """The app a source of the form `app://<app_id>[/…]` names, else None."""
+    if type(source) is not str or not source.startswith(APP_SOURCE_SCHEME):
+        return None
+    rest = source[len(APP_SOURCE_SCHEME) :]
+    for end, char in enumerate(rest):
+        if char in "/?#":
+            return rest[:end]
+    return rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +181,24 @@ class BatchReferences:
     key_ids: frozenset[str]
     app_ids: frozenset[str]
     lease_tokens: frozenset[str]
+    # resources named by events naming neither an app nor a lease
+    resources_without_app: frozenset[str] = frozenset()
+    # apps named by `app://<app_id>` sources
+    source_apps: frozenset[str] = frozenset()
 
 
 def collect_references(raw_events: Sequence[object]) -> BatchReferences:
     key_ids: set[str] = set()
     app_ids: set[str] = set()
     tokens: set[str] = set()
+    resources: set[str] = set()
+    source_apps: set[str] = set()
     for raw in raw_events:
         if type(raw) is not dict:
             continue
+        named = source_app(raw.get("source"))
+        if named is not None:
+            source_apps.add(named)
         key_id = raw.get("qmkeyid")
         if type(key_id) is str:
             key_ids.add(key_id)
@@ -162,7 +210,17 @@ def collect_references(raw_events: Sequence[object]) -> BatchReferences:
             app_id = data.get("app_id")
             if type(app_id) is str:
                 app_ids.add(app_id)
-    return BatchReferences(frozenset(key_ids), frozenset(app_ids), frozenset(tokens))
+            elif token is None:
+                resource_id = data.get("resource_id")
+                if type(resource_id) is str:
+                    resources.add(resource_id)
+    return BatchReferences(
+        frozenset(key_ids),
+        frozenset(app_ids),
+        frozenset(tokens),
+        frozenset(resources),
+        frozenset(source_apps),
+    )
 
 
 def verify_leases(
@@ -390,6 +448,25 @@ def validate_event(
             "role 'team-member' may only send events of its own team's apps; the event "
             f"names {named}",
         )
+    # whose event it is for the source and signature rules: the app it names, else its lease's,
+    # else the app its resource is bound to at its time (as far as known on receipt)
+    owner = app_id
+    if owner is None and resource_id is not None:
+        owner = bound_app(ctx.resource_bindings.get(resource_id), event_time)
+    named_app = source_app(event["source"])
+    if (
+        named_app is not None
+        and owner is not None
+        and named_app != owner
+        and named_app in ctx.registered_source_apps
+    ):
+        return reject(
+            RejectReason.SOURCE_APP_MISMATCH,
+            "source",
+            f"source {event['source']!r} is reserved to app {named_app!r} (a source "
+            f"{APP_SOURCE_SCHEME}<app_id> of a registered app belongs to that app); this event "
+            f"is of app {owner!r}" + _bound_by(app_id, resource_id),
+        )
     # --- signature ------------------------------------------------------------------------
     signature = event.get("qmsignature")
     key_id = event.get("qmkeyid")
@@ -427,15 +504,18 @@ def validate_event(
                     f"qmsignature does not match the event's canonical form under key {key_id!r}"
                     + (_FLOAT_HINT if floats else ""),
                 )
-        if app_id is not None and key.app_id != app_id:
+        if owner is not None and key.app_id != owner:
             return reject(
                 RejectReason.KEY_APP_MISMATCH,
                 "qmkeyid",
-                f"signing key {key_id!r} belongs to app {key.app_id!r}, not {app_id!r}",
+                f"signing key {key_id!r} belongs to app {key.app_id!r}, not {owner!r}"
+                + _bound_by(app_id, resource_id),
             )
         del unsigned["qmkeyid"]  # the copy made above: a signature is present here
         content = orjson.dumps(unsigned, option=_SORTED)
     else:
+        # Only the events naming their app (or lease): a sample naming only its resource is
+        # the platform's report about the app (a cluster's exporter), not the app's own.
         if app_id is not None and app_id in ctx.apps_requiring_signatures:
             return reject(
                 RejectReason.MISSING_SIGNATURE,
@@ -467,6 +547,13 @@ _FLOAT_HINT = (
     " JSON.stringify write them; numbers sent as decimal strings avoid the question,"
     " docs/events.md)"
 )
+
+
+def _bound_by(app_id: str | None, resource_id: str | None) -> str:
+    """Why the event is of its app, when it does not name it."""
+    if app_id is not None or resource_id is None:
+        return ""
+    return f" (resource {resource_id!r} is bound to it at the event's time)"
 
 
 def _signs_a_float_spelling(hmac: HmacSha256, unsigned: dict[str, Any], signature: str) -> bool:
