@@ -9,10 +9,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from quartermaster.bus.models import EventLogEntry
+from quartermaster.catalog.models import Resource
 from quartermaster.domain.events import (
     DATA_MODELS,
     MAX_QUANTITY,
     LifecycleAction,
+    ResourceLifecycle,
+    ResourceUsage,
     event_json_schema,
 )
 
@@ -129,3 +133,14 @@ def test_rule_messages_carry_no_value_error_prefix() -> None:
     assert raised.value.errors()[0]["msg"] == (
         "needs at least one of tokens, compute_units, duration_ms, bytes"
     )
+
+
+def test_the_schema_gives_resource_ids_the_length_the_columns_hold() -> None:
+    # a client generated from /openapi.json must not send ids the log and catalog cannot store
+    columns = {
+        EventLogEntry.__table__.c.resource_id.type.length,
+        Resource.__table__.c.resource_id.type.length,
+    }
+    for model in (ResourceUsage, ResourceLifecycle):
+        schema = model.model_json_schema()["properties"]["resource_id"]
+        assert {schema["maxLength"]} == columns == {200}

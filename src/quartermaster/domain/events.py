@@ -33,6 +33,9 @@ Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 DIRECTORY_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 DirectorySlug = Annotated[str, StringConstraints(pattern=DIRECTORY_SLUG_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+# The event log's and the catalog's resource_id columns hold 200 characters: the schema says so,
+# so that a client generated from /openapi.json does not send ids the log cannot store.
+ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 # The largest number a quantity, count or amount may be (docs/events.md). The usage store keeps
 # them as DECIMAL(38, 12) (below 10^26, 12 decimal places) and sums them per hour and day in
 # that type: at 10^18 apiece a sum still fits for 10^8 events of one app and meter, where a
@@ -194,7 +197,7 @@ class InvocationUsage(_Data):
 class ResourceUsage(_Data):
     """A usage sample of a resource."""
 
-    resource_id: NonEmpty
+    resource_id: ResourceId
     app_id: DirectorySlug | None = None
     environment: Slug | None = None
     cpu_seconds: Quantity | None = None
@@ -225,7 +228,7 @@ class LifecycleAction(enum.StrEnum):
 class ResourceLifecycle(_Data):
     """A resource starting, stopping, scaling, being deployed or deleted (explain markers)."""
 
-    resource_id: NonEmpty
+    resource_id: ResourceId
     action: LifecycleAction
     app_id: DirectorySlug | None = None
     team_id: DirectorySlug | None = None

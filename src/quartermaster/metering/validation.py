@@ -51,8 +51,6 @@ from quartermaster.metering.signing import HmacSha256, float_spellings, has_floa
 from quartermaster.tenancy.models import Role
 
 _SORTED = orjson.OPT_SORT_KEYS
-# The event log's and the catalog's resource_id columns hold 200 characters.
-MAX_RESOURCE_ID_LENGTH = 200
 
 
 class RejectReason(enum.StrEnum):
@@ -566,26 +564,18 @@ def _storage_problem(
     event: dict[str, Any], data: dict[str, Any]
 ) -> tuple[RejectReason, str, str] | None:
     """What the event log cannot hold although the models allow it: the NUL character
-    (PostgreSQL text cannot contain it) and resource ids longer than its column."""
+    (PostgreSQL text cannot contain it)."""
     for name in ("id", "source", "subject"):
         value = event.get(name)
         if value is not None and "\x00" in value:
             return RejectReason.INVALID_ENVELOPE, name, f"{name} contains the NUL character"
     resource_id = data.get("resource_id")
-    if isinstance(resource_id, str):
-        if "\x00" in resource_id:
-            return (
-                RejectReason.INVALID_DATA,
-                "data.resource_id",
-                "data.resource_id contains the NUL character",
-            )
-        if len(resource_id) > MAX_RESOURCE_ID_LENGTH:
-            return (
-                RejectReason.INVALID_DATA,
-                "data.resource_id",
-                f"data.resource_id has {len(resource_id)} characters; at most "
-                f"{MAX_RESOURCE_ID_LENGTH} are accepted",
-            )
+    if isinstance(resource_id, str) and "\x00" in resource_id:
+        return (
+            RejectReason.INVALID_DATA,
+            "data.resource_id",
+            "data.resource_id contains the NUL character",
+        )
     return None
 
 
