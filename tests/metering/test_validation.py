@@ -529,3 +529,22 @@ def test_an_app_id_the_directory_could_never_register_is_invalid(app_id: str) ->
 
 def test_the_longest_app_id_the_directory_registers_is_valid() -> None:
     accepted(event(data={"app_id": "a" * 63, "tokens": 5}))
+
+
+def test_an_envelope_rejection_also_names_the_datas_problems() -> None:
+    # one round trip shows everything to fix, the data's problems after the envelope's
+    raw = event(id="", data={"app_id": "bot", "tokens": -1, "colour": "red"})
+    rejection = rejected(raw, RejectReason.INVALID_ENVELOPE, "id")
+    parts = rejection.message.split("; ")
+    assert parts[0].startswith("id: String should have at least 1 character")
+    assert parts[1].startswith("data.tokens: Input should be greater than or equal to 0")
+    assert parts[2].startswith("data.colour: Extra inputs are not permitted")
+    # an unknown type, or data that is no object, has no data problems to add
+    assert (
+        "data."
+        not in rejected(
+            event(id="", type="qm.unknown"), RejectReason.INVALID_ENVELOPE, "id"
+        ).message
+    )
+    many = event(id="", data={f"x{i}": i for i in range(12)})
+    assert rejected(many, RejectReason.INVALID_ENVELOPE, "id").message.endswith("(and 4 more)")

@@ -303,22 +303,41 @@ def _readable_id(raw: object) -> str | None:
 SHOWN_ERRORS = 10
 
 
-def _field_and_problems(exc: ValidationError, prefix: str) -> tuple[str, str]:
-    """The first problem's field, and a message naming every problem (up to SHOWN_ERRORS)."""
-    errors = exc.errors(include_url=False)
+def _field_and_problems(
+    exc: ValidationError, prefix: str, *, also: ValidationError | None = None
+) -> tuple[str, str]:
+    """The first problem's field, and a message naming every problem (up to SHOWN_ERRORS);
+    `also`: the problems of the event's `data`, listed after the envelope's."""
+    named = [(prefix, e) for e in exc.errors(include_url=False)]
+    if also is not None:
+        named += [("data", e) for e in also.errors(include_url=False)]
 
-    def field_of(error: ErrorDetails) -> str:
+    def field_of(prefix: str, error: ErrorDetails) -> str:
         loc = ".".join(str(part) for part in error["loc"])
         return f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
 
-    def message_of(error: ErrorDetails) -> str:
+    def message_of(prefix: str, error: ErrorDetails) -> str:
         if not prefix and error["loc"] == ("time",) and error["type"] in _TIME_PARSING_ERRORS:
             return _time_message(error)
         return error["msg"]
 
-    parts = [f"{field_of(e) or 'event'}: {message_of(e)}" for e in errors[:SHOWN_ERRORS]]
-    more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
-    return field_of(errors[0]), "; ".join(parts) + more
+    parts = [f"{field_of(*n) or 'event'}: {message_of(*n)}" for n in named[:SHOWN_ERRORS]]
+    more = f" (and {len(named) - SHOWN_ERRORS} more)" if len(named) > SHOWN_ERRORS else ""
+    return field_of(*named[0]), "; ".join(parts) + more
+
+
+def _data_problems(event: dict[str, Any]) -> ValidationError | None:
+    """The problems of an event's `data` when its type is known (listed with an envelope's
+    problems, so that one round trip shows everything to fix)."""
+    event_type, data = event.get("type"), event.get("data")
+    model = DATA_MODELS.get(event_type) if type(event_type) is str else None
+    if model is None or type(data) is not dict:
+        return None
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return exc
+    return None
 
 
 _TIME_PARSING_ERRORS = frozenset(
@@ -379,7 +398,8 @@ def validate_event(
         try:
             model = CloudEvent.model_validate(event)
         except ValidationError as exc:
-            return reject(RejectReason.INVALID_ENVELOPE, *_field_and_problems(exc, ""))
+            problems = _field_and_problems(exc, "", also=_data_problems(event))
+            return reject(RejectReason.INVALID_ENVELOPE, *problems)
         event_time = model.time
     try:
         event_time = event_time.astimezone(UTC)
