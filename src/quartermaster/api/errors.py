@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import duckdb
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quartermaster.errors import (
@@ -27,6 +31,7 @@ from quartermaster.errors import (
     UnsupportedMediaTypeError,
     malformed_json,
 )
+from quartermaster.metering.disk_full import unavailable_error
 from quartermaster.metering.validation import json_kind
 
 STATUS_BY_ERROR: dict[type[QMError], int] = {
@@ -157,20 +162,35 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(OverflowError)
-    @app.exception_handler(StatementError)
-    async def _overflow(_request: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(StatementError)  # SQLAlchemy's DBAPIError and its subclasses too
+    @app.exception_handler(PoolTimeoutError)
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(duckdb.Error)
+    @app.exception_handler(OSError)
+    async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
         # A moment the request gave that falls outside the calendar once converted to UTC
         # (0001-01-01T00:00:00+01:00) fails where it is converted, often in the database
-        # layer: the request's fault, said so, not a 500. Anything else is the server's.
+        # layer: the request's fault, said so, not a 500.
         cause = exc.orig if isinstance(exc, StatementError) else exc
         if isinstance(cause, OverflowError) and "date value out of range" in str(cause):
             return _respond(OUT_OF_CALENDAR)
+        # Storage that cannot serve now (a full disk, a locked or unreachable database) is a
+        # 503 naming it, on every route. Answered here, not by the 500 below: the server keeps
+        # the connection open (the 500's exception reaches the server, which closes it).
+        unavailable = unavailable_error(exc)
+        if unavailable is not None:
+            return _respond(unavailable)
         raise exc  # to the 500 below, which the server logs with its traceback
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         # Starlette re-raises after this answers, so the server still logs the traceback; the
-        # exception's text may hold internals and stays out of the body.
+        # exception's text may hold internals and stays out of the body. A storage failure
+        # wrapped in another exception is still told as the 503 it is.
+        unavailable = unavailable_error(exc)
+        if unavailable is not None:
+            return _respond(unavailable)
         return error_response(
             500, "internal_error", "internal server error: the server's log has the details"
         )
