@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from quartermaster.config import ConfigurationError, Settings, load_settings
+from quartermaster.config import ConfigurationError, Settings, load_settings, settings_problem
 
 
 @pytest.fixture
@@ -152,3 +152,64 @@ def test_an_audit_sink_url_that_cannot_be_shipped_to_is_refused_with_the_setting
 )
 def test_an_audit_sink_url_of_the_accepted_forms_is_kept(workdir: Path, url: str) -> None:
     assert load_settings(audit_sink_url=url).audit_sink_url == url
+
+
+EMPTY_DATA_DIR = (
+    "is empty: unset it for the default (.qm), or name a directory (. for the current one)"
+)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_data_dir_is_refused_not_read_as_the_current_directory(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """`QM_DATA_DIR= qm init` put the keys and qm.db in the directory it was run in."""
+    monkeypatch.setenv("QM_DATA_DIR", value)
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+    assert settings_problem(refused.value) == (
+        f"invalid setting in the environment: QM_DATA_DIR={value!r}: {EMPTY_DATA_DIR}"
+    )
+    monkeypatch.delenv("QM_DATA_DIR")
+    with pytest.raises(ValidationError) as refused:
+        _load(workdir, f'data_dir = "{value}"')
+    assert settings_problem(refused.value) == (
+        f'invalid setting in qm.toml: data_dir = "{value}": {EMPTY_DATA_DIR}'
+    )
+
+
+def test_a_data_dir_named_is_kept(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QM_DATA_DIR", ".")
+    assert load_settings().data_dir == Path(".")
+    assert load_settings(data_dir=Path("/srv/qm")).data_dir == Path("/srv/qm")
+
+
+def test_a_setting_out_of_range_is_named_where_it_was_set(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range error of qm.toml named QM_PORT, which nobody had set."""
+    above = "Input should be less than or equal to 65535"
+    with pytest.raises(ValidationError) as refused:
+        _load(workdir, "PORT = 70000\n")
+    assert settings_problem(refused.value) == f"invalid setting in qm.toml: PORT = 70000: {above}"
+    # The environment overrides the file: its value is the one refused.
+    monkeypatch.setenv("QM_PORT", "70001")
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+    assert settings_problem(refused.value) == (
+        f"invalid setting in the environment: QM_PORT='70001': {above}"
+    )
+    # Each source with its own.
+    (workdir / "qm.toml").write_text('port = 70000\nlog_level = "loud"\n')
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+    assert settings_problem(refused.value) == (
+        f"invalid setting in the environment: QM_PORT='70001': {above}; invalid setting in "
+        "qm.toml: log_level = \"loud\": Input should be 'debug', 'info', 'warning' or 'error'"
+    )
+    # A value given in code, over both.
+    with pytest.raises(ValidationError) as refused:
+        load_settings(port=-1)
+    assert settings_problem(refused.value).startswith(
+        "invalid setting as given: port=-1: Input should be greater than or equal to 0; "
+    )

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tomllib
 import types
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -333,6 +334,19 @@ class Settings(BaseSettings):
         description="Let webhooks reach loopback, private and link-local addresses.",
     )
 
+    # An empty QM_DATA_DIR= (or data_dir = "") was Path(""), the current directory: `qm init`
+    # put the keys and qm.db wherever it was run.
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_is_named(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError(
+                "data_dir",
+                "is empty: unset it for the default (.qm), or name a directory (. for the "
+                "current one)",
+            )
+        return value
+
     # With the other settings, not when the shipper is built: see audit_sink_problem.
     @field_validator("audit_sink_url")
     @classmethod
@@ -373,6 +387,42 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line for settings that do not validate (the ValidationError of `Settings`), each
+    named where its value came from: the environment variable (`QM_PORT='abc'`), the qm.toml
+    key as the file writes it (`port = 70000`), or the name, for a value given in code (an
+    option). A range error of qm.toml named QM_PORT, a variable nobody had set."""
+    environment = {name.upper(): name for name in os.environ}
+    toml = {key.lower(): (key, value) for key, value in _toml_values().items()}
+    where: dict[str, list[str]] = {}
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        value, problem = error["input"], error["msg"]
+        variable = environment.get(f"QM_{name.upper()}")
+        key, written = toml.get(name.lower(), (None, None))
+        # Each source by its value, too: one given in code overrides both.
+        if variable is not None and os.environ[variable] == value:
+            source, said = "in the environment", f"{variable}={value!r}"
+        elif key is not None and written == value:
+            source, said = "in qm.toml", f"{key} = {_toml_text(value)}"
+        else:
+            source, said = "as given", f"{name}={value!r}"
+        where.setdefault(source, []).append(f"{said}: {problem}")
+    return "; ".join(
+        f"invalid setting {source}: {'; '.join(problems)}" for source, problems in where.items()
+    )
+
+
+def _toml_values() -> dict[str, Any]:
+    """qm.toml in the working directory, as read (empty when there is no such file; one that
+    does not parse was refused before any value was validated)."""
+    try:
+        with Path("qm.toml").open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
 
 
 def generate_server_key(settings: Settings) -> Path:

@@ -54,7 +54,7 @@ def test_bill_run_show_finalize_adjust_export_and_explain(
     assert "computed a draft" in ran
     # The period as the month it is, the moment to the second in the tables' form.
     assert re.search(
-        r"invoice \w{32} draft, period 2026-01: total 59\.5168 USD \(13 lines, as of "
+        r"invoice \w{12} draft, period 2026-01: total 59\.5168 USD \(13 lines, as of "
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ, price book ",
         ran,
     )

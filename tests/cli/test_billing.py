@@ -6,6 +6,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from quartermaster.billing.service import Share, summarize
@@ -339,3 +340,42 @@ def test_a_team_member_sees_no_whole_document_line_counts(
     shown = " ".join(capsys.readouterr().out.split())
     assert "(40 lines, as of" in shown
     assert "40 with late usage" in shown
+
+
+def test_a_run_names_itself_by_the_short_id_and_its_cut_off_as_times_are_shown(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header had the whole 32-character id, where every table shows 12 (which every
+    command takes back), and the empty run's time was the API's `…T02:54:24.920306Z`."""
+    monkeypatch.setenv("COLUMNS", "200")
+    document = {
+        "id": "71ce5a2547ec4cc5a691a2375598077d",
+        "document_type": "run",
+        "kind": "invoice",
+        "status": "draft",
+        "period_start": "2026-11-01T00:00:00Z",
+        "period_end": "2026-12-01T00:00:00Z",
+        "total": "0.000000",
+        "currency": "USD",
+        "line_count": 0,
+        "as_of": "2026-12-05T02:54:24.920306Z",
+        "price_book": "internal",
+        "price_book_versions": "1",
+        "note": None,
+    }
+    answer = {"run": document, "outcome": "created"}
+
+    def client(**_: Any) -> httpx.Client:
+        transport = httpx.MockTransport(lambda _request: httpx.Response(201, json=answer))
+        return httpx.Client(transport=transport, base_url="http://qm")
+
+    monkeypatch.setattr(billing_cli, "api_client", client)
+    billing_cli.run(month="2026-11", url=None, api_key=None)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "invoice 71ce5a2547ec draft, period 2026-11: total 0.00 USD" in shown
+    assert document["id"] not in shown
+    assert "no usage in the period as recorded by 2026-12-05 02:54:24Z: events sent" in shown
+    # finalize and show print the same header
+    monkeypatch.setattr(billing_cli, "request", lambda *_a, **_kw: document)
+    billing_cli.finalize("71ce5a2547ec", url=None, api_key=None)
+    assert "invoice 71ce5a2547ec draft" in capsys.readouterr().out

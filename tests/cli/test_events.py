@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from typer.testing import CliRunner
 
 from quartermaster.cli import events as cli
 
+QM = [sys.executable, "-c", "from quartermaster.cli.main import main; main()"]
 THROTTLED = (
     "ingest: app 'bot' is throttled by a budget of team 'builders' until 2027-01-01 00:00 UTC "
     "(its amounts are shown to admin and finance keys): its events in this request are not "
@@ -165,3 +170,70 @@ def test_the_advice_after_a_stopped_send_fits_why_it_stopped() -> None:
         "the server refused it (401): fix what it names, then send the file again"
     )
     assert _resend_advice(404).startswith("the server refused it (404)")
+
+
+def _accepting(request: httpx.Request) -> httpx.Response:
+    count = len(orjson.loads(request.content))
+    return httpx.Response(200, json={"accepted": count, "duplicates": 0, "rejected": []})
+
+
+def test_the_summary_counts_one_event_in_the_singular(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve(monkeypatch, _accepting)
+    result = _send(_file(tmp_path, 1))
+    assert result.exit_code == 0, result.output
+    assert "events.jsonl: 1 event sent" in result.output
+
+
+def test_an_event_too_large_for_any_request_is_not_counted_as_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`half.jsonl: 8 events sent`, of which one was refused whole (payload_too_large)."""
+    path = tmp_path / "half.jsonl"
+    events = [{"id": f"e{i}", "pad": "x" * (5000 if i == 3 else 10)} for i in range(8)]
+    path.write_bytes(b"\n".join(orjson.dumps(event) for event in events) + b"\n")
+
+    def limited(request: httpx.Request) -> httpx.Response:
+        if len(request.content) > 4000:
+            error = {
+                "code": "payload_too_large",
+                "message": "the limit is 4,000 bytes (QM_MAX_BODY_BYTES): split the batch",
+            }
+            return httpx.Response(413, json={"error": error})
+        return _accepting(request)
+
+    _serve(monkeypatch, limited)
+    result = _send(path, "--connections", "1")
+    assert result.exit_code == 1, result.output  # the event too large is rejected
+    words = " ".join(result.output.split())
+    assert "half.jsonl: 7 events sent, 1 too large to send" in words
+    assert "- payload_too_large: 1 event, line 4" in words
+
+
+def test_a_signing_secret_without_its_key_id_names_its_variable(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli.app,
+        ["send", str(_file(tmp_path, 1))],
+        env={"COLUMNS": "200", "QM_SIGNING_SECRET": "00" * 32, "QM_SIGNING_KEY_ID": None},
+    )
+    assert result.exit_code == 2
+    assert "--secret-hex (QM_SIGNING_SECRET) is set without the other" in result.output
+
+
+def test_a_server_that_cannot_be_reached_leaves_stdout_empty(tmp_path: Path) -> None:
+    """A blank line (the progress bar's, stopped by the error) went to stdout first."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]  # bound, not listening: connections are refused
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QM_")}
+        result = subprocess.run(
+            [*QM, "events", "send", str(_file(tmp_path, 1))],
+            env={**env, "QM_URL": f"http://127.0.0.1:{port}", "QM_API_KEY": "qm_x_y"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"error: cannot reach the server at http://127.0.0.1:{port}" in result.stderr

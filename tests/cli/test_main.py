@@ -108,7 +108,7 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
         ),
         (
             {"QM_PORT": "abc", "QM_LOG_LEVEL": "loud"},
-            "error: invalid setting (environment or qm.toml): QM_PORT='abc': Input should be a "
+            "error: invalid setting in the environment: QM_PORT='abc': Input should be a "
             "valid integer, unable to parse string as an integer; QM_LOG_LEVEL='loud': Input "
             "should be 'debug', 'info', 'warning' or 'error'",
         ),
@@ -148,7 +148,7 @@ def test_a_path_that_cannot_be_used_is_named_in_one_line(tmp_path: Path) -> None
         (
             # taken silently: only `qm serve` built the sink, and stopped in tracebacks
             {"QM_AUDIT_SINK_URL": "gopher://x"},
-            "error: invalid setting (environment or qm.toml): QM_AUDIT_SINK_URL='gopher://x': "
+            "error: invalid setting in the environment: QM_AUDIT_SINK_URL='gopher://x': "
             "has the scheme 'gopher', which the audit log is not shipped to: use "
             "file:///path/audit.jsonl or an http(s):// webhook",
         ),
@@ -267,7 +267,7 @@ def test_serve_refuses_an_audit_sink_url_in_one_line_before_starting(tmp_path: P
     )
     assert result.returncode == 1
     assert " ".join(result.stderr.split()) == (
-        "error: invalid setting (environment or qm.toml): QM_AUDIT_SINK_URL='/tmp/audit.jsonl': "
+        "error: invalid setting in the environment: QM_AUDIT_SINK_URL='/tmp/audit.jsonl': "
         "is not a URL (file:///tmp/audit.jsonl?): use file:///path/audit.jsonl or an http(s):// "
         "webhook"
     )
@@ -623,3 +623,66 @@ def test_serve_with_unusable_secrets_keys_stops_in_one_line(
     assert expected in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr
     assert "background service" not in result.stderr  # refused before anything started
+
+
+def test_serve_without_qm_init_says_so_alone_before_starting(tmp_path: Path) -> None:
+    """It printed `qm serve: starting (…) ...`, then the missing key."""
+    data_dir = tmp_path / "qm"
+    result = subprocess.run(
+        [*QM, "serve", "--port", str(free_port())],
+        env=_env(QM_DATA_DIR=str(data_dir)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())
+    assert said.startswith(f"error: no server key at {data_dir}/server.key: run `qm init`"), said
+    assert "starting" not in said
+    assert "stopped" not in said
+
+
+@pytest.mark.parametrize(
+    ("toml", "settings", "expected"),
+    [
+        (
+            "",
+            {"QM_DATA_DIR": ""},
+            "error: invalid setting in the environment: QM_DATA_DIR='': is empty: unset it for "
+            "the default (.qm), or name a directory (. for the current one)",
+        ),
+        (
+            'data_dir = ""\n',
+            {},
+            'error: invalid setting in qm.toml: data_dir = "": is empty: unset it for the '
+            "default (.qm), or name a directory (. for the current one)",
+        ),
+        (
+            "port = 70000\n",
+            {},
+            "error: invalid setting in qm.toml: port = 70000: Input should be less than or "
+            "equal to 65535",
+        ),
+    ],
+    ids=["empty QM_DATA_DIR", "empty data_dir", "qm.toml port out of range"],
+)
+def test_a_setting_is_refused_naming_where_it_was_set(
+    tmp_path: Path, toml: str, settings: dict[str, str], expected: str
+) -> None:
+    """`QM_DATA_DIR= qm init` put the keys and qm.db in the working directory; a range error
+    of qm.toml named QM_PORT, which nobody had set."""
+    if toml:
+        (tmp_path / "qm.toml").write_text(toml)
+    result = subprocess.run(
+        [*QM, "init"], env=_env(**settings), cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert " ".join(result.stderr.split()) == expected, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == (["qm.toml"] if toml else [])
+
+
+def test_serve_help_names_where_host_and_port_come_from() -> None:
+    shown = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    words = " ".join(shown.replace("│", " ").split())
+    assert "Bind address (default: QM_HOST or 127.0.0.1)." in words
+    assert "(default: QM_PORT or 8080)." in words

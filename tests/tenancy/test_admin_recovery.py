@@ -90,7 +90,7 @@ def test_admin_key_gives_a_working_key_and_is_audited(
     ).raise_for_status()
     code, output = _qm(cli_env, "tenant", "admin-key", tenant_id, "--name", "reader")
     assert code == 1
-    assert "'reader' is a finance, not an admin" in output
+    assert "'reader' has role finance, not admin" in output
 
 
 def test_admin_key_for_an_unknown_tenant_names_it(cli_env: Settings) -> None:

@@ -129,7 +129,9 @@ def _print_document(document: dict[str, Any], *, detail: dict[str, Any] | None =
     else:
         total, lines = "total hidden", ""
     out().print(
-        f"[bold]{label} {document['id']}[/] {document['status']}, period "
+        # The id as the tables show it, which every command takes back (`--json` of
+        # `qm bill list` gives the whole one).
+        f"[bold]{label} {short_id(document['id'])}[/] {document['status']}, period "
         f"{_period_label(document['period_start'], document['period_end'])}: {total} "
         f"({escape(lines)}as of {cell_text(document['as_of'])}, price book "
         f"{escape(document['price_book'])} v{document['price_book_versions']})"
@@ -301,9 +303,9 @@ def run(
         # Most often the events were sent moments ago: a run counts what was recorded a few
         # seconds before it started (docs/billing.md, "as_of").
         out().print(
-            f"[yellow]no usage in the period as recorded by {document['as_of']}[/]: events "
-            "sent in the last few seconds are not in it yet; run it again to recompute "
-            "the draft"
+            f"[yellow]no usage in the period as recorded by {cell_text(document['as_of'])}[/]: "
+            "events sent in the last few seconds are not in it yet; run it again to "
+            "recompute the draft"
         )
         return
     print_summary(_summary(document["id"], url=url, api_key=api_key), document["currency"])

@@ -77,6 +77,9 @@ class SendSummary:
     """What the server answered for the events sent (a whole file's, or part of a batch's)."""
 
     sent: int = 0
+    # Of `sent`, the events over the server's request limit on their own, rejected whole
+    # (payload_too_large): never stored, so not said to be sent.
+    too_large: int = 0
     accepted: int = 0
     duplicates: int = 0
     # Of `duplicates`, those of batches sent again after an attempt that may have stored them
@@ -87,6 +90,7 @@ class SendSummary:
 
     def add(self, other: SendSummary) -> None:
         self.sent += other.sent
+        self.too_large += other.too_large
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.retried_duplicates += other.retried_duplicates
@@ -301,7 +305,7 @@ def send_batches(
             del body
             if len(events) > 1:
                 return halves(events)
-            delivered.sent = 1
+            delivered.sent = delivered.too_large = 1
             delivered.rejected.append(_too_large(events[0], size, limits[-1]))
             return delivered
         unknown: list[bool] = []
@@ -323,7 +327,7 @@ def send_batches(
             del response
             if len(events) > 1:
                 return halves(events)
-            delivered.sent = 1
+            delivered.sent = delivered.too_large = 1
             delivered.rejected.append(_too_large(events[0], size, limit))
             return delivered
         if response.status_code not in (200, 422) or "accepted" not in response.json():
@@ -386,11 +390,13 @@ def send_batches(
 def print_summary(summary: SendSummary, path: Path, *, stopped: bool = False) -> None:
     """The counts, then the rejections by reason. `stopped`: the send ended at a batch it
     could not deliver, and the counts are of what the server acknowledged before."""
-    title = (
-        f"{escape(path.name)}: {summary.sent:,} events acknowledged before the send stopped"
-        if stopped
-        else f"{escape(path.name)}: {summary.sent:,} events sent"
+    events = counted(summary.sent - summary.too_large, "event")
+    title = f"{escape(path.name)}: {events} " + (
+        "acknowledged before the send stopped" if stopped else "sent"
     )
+    if summary.too_large:
+        # Listed with the rejections: the server's limit is per request, so no send stores them.
+        title += f", {summary.too_large:,} too large to send"
     table = Table(title=title)
     for column in ("accepted", "duplicate", "rejected", "retries"):
         table.add_column(column, justify="right")
@@ -528,7 +534,11 @@ def send(
     and those after it were not counted and must be sent again later. A send that stops
     prints the summary of what the server acknowledged before it, then exits 1."""
     if (key_id is None) != (secret_hex is None):
-        given = "--key-id (QM_SIGNING_KEY_ID)" if secret_hex is None else "--secret-hex"
+        given = (
+            "--key-id (QM_SIGNING_KEY_ID)"
+            if secret_hex is None
+            else "--secret-hex (QM_SIGNING_SECRET)"
+        )
         raise typer.BadParameter(
             f"{given} is set without the other: --key-id (QM_SIGNING_KEY_ID) and --secret-hex "
             "(QM_SIGNING_SECRET) go together"
@@ -550,35 +560,37 @@ def send(
     )
     retries: list[str] = []  # appended from the sending threads (atomic)
     stopped: SendStopped | None = None
-    with api_client(url=url, api_key=api_key) as client, progress:
+    with api_client(url=url, api_key=api_key) as client:
         # Retries are for a server that goes away mid-send; one that is not there at all is
-        # said at once, not after the last batch's backoff (a minute).
+        # said at once, not after the last batch's backoff (a minute). Before the bar starts:
+        # a bar stopped by the error left a blank line on stdout above it.
         client.get("/healthz")
-        task = progress.add_task("lines", total=count_lines(file), status="sending")
+        with progress:
+            task = progress.add_task("lines", total=count_lines(file), status="sending")
 
-        def retrying(problem: str) -> None:
-            # A server gone mid-send is retried for a minute or two per batch: said on the
-            # bar (`retrying (3 so far: ConnectError)`), and where no bar is drawn (output to
-            # a file or a pipe) a line per retry on stderr with the whole problem.
-            retries.append(problem)
-            kind = problem.split(":", 1)[0]
-            progress.update(task, status=f"retrying ({len(retries):,} so far: {kind})")
-            if not progress.console.is_terminal:
-                err().print(f"retry {len(retries):,}: {problem}", markup=False)
+            def retrying(problem: str) -> None:
+                # A server gone mid-send is retried for a minute or two per batch: said on the
+                # bar (`retrying (3 so far: ConnectError)`), and where no bar is drawn (output to
+                # a file or a pipe) a line per retry on stderr with the whole problem.
+                retries.append(problem)
+                kind = problem.split(":", 1)[0]
+                progress.update(task, status=f"retrying ({len(retries):,} so far: {kind})")
+                if not progress.console.is_terminal:
+                    err().print(f"retry {len(retries):,}: {problem}", markup=False)
 
-        try:
-            summary = send_batches(
-                client,
-                read_batches(file, batch_size),
-                max_attempts=max_attempts,
-                connections=connections,
-                prepare=prepare,
-                on_batch=lambda lines: progress.update(task, advance=lines, status="sending"),
-                on_retry=retrying,
-            )
-        except SendStopped as exc:
-            stopped, summary = exc, exc.summary
-            progress.update(task, status="stopped")
+            try:
+                summary = send_batches(
+                    client,
+                    read_batches(file, batch_size),
+                    max_attempts=max_attempts,
+                    connections=connections,
+                    prepare=prepare,
+                    on_batch=lambda lines: progress.update(task, advance=lines, status="sending"),
+                    on_retry=retrying,
+                )
+            except SendStopped as exc:
+                stopped, summary = exc, exc.summary
+                progress.update(task, status="stopped")
     if stopped is not None and not (summary.sent or summary.rejected):
         # Nothing answered (a wrong API key, a throttle at the first batch): no table of zeros.
         out().print("no events were acknowledged before the send stopped", markup=False)

@@ -261,8 +261,13 @@ def _the_list(names: list[str]) -> str:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default: QM_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port, 0 for a free one (default: QM_PORT or 8080)."),
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
@@ -303,6 +308,15 @@ def serve(
     # and port 0's real port is known for the ready line.
     listeners = listen(bind_host, port if port is not None else settings.port)
     bound_port = listeners[0].getsockname()[1]
+    try:
+        # Cheap and certain, so checked before the starting line: a data dir without `qm init`
+        # was that line, then its error. The secrets broker's keys too: a missing or open
+        # keyring was a background service's startup traceback, after the pipeline had started.
+        load_server_key(settings)
+        check_secrets_keys(settings)
+    except BaseException:
+        close_all(listeners)
+        raise
     # Starting takes seconds (migrations, the usage store's recovery, the validation worker):
     # said at once, so a restart does not look hung until the ready line.
     Console(stderr=True, highlight=False).print(
@@ -330,9 +344,6 @@ def serve(
         check_log_binding(
             runtime.usage_store, runtime.event_log, store_name=str(settings.usage_store_path)
         )
-        # The secrets broker's keys too: a missing or open keyring was a background service's
-        # startup traceback, after the pipeline had started.
-        check_secrets_keys(settings)
         check_rate_limit_backend(settings)
         _check_keys_match_database(settings, runtime.session_factory)
         application = create_app(
@@ -570,19 +581,14 @@ def _setup_failure(exc: Exception) -> str | None:
     from pydantic import ValidationError
     from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
-    from quartermaster.config import ConfigurationError
+    from quartermaster.config import ConfigurationError, settings_problem
 
     if isinstance(exc, ConfigurationError):
         return str(exc)
     if isinstance(exc, tomllib.TOMLDecodeError):
         return f"qm.toml is not valid TOML: {exc}"
     if isinstance(exc, ValidationError) and exc.title == "Settings":
-        problems = "; ".join(
-            f"QM_{'_'.join(str(part) for part in error['loc']).upper()}="
-            f"{error['input']!r}: {error['msg']}"
-            for error in exc.errors()
-        )
-        return f"invalid setting (environment or qm.toml): {problems}"
+        return settings_problem(exc)
     if isinstance(exc, ModuleNotFoundError) and exc.name in _DATABASE_DRIVERS:
         return (
             f"cannot use QM_DATABASE_URL: its driver {exc.name!r} is not installed; for "

@@ -426,7 +426,7 @@ def issue_recovery_admin_key(
         )
     elif admin.role != Role.ADMIN.value:
         raise ConflictError(
-            f"principal {admin_name!r} is a {admin.role}, not an admin: name another (--name)",
+            f"principal {admin_name!r} has role {admin.role}, not admin: name another (--name)",
             field="name",
         )
     issued = _add_api_key(admin, expires_at=None, actor=actor, session=session)
