@@ -678,3 +678,34 @@ def test_a_number_beyond_a_double_rejects_its_event_alone(
         )
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["code"] == "malformed_body"
+
+
+def test_an_event_nested_too_deep_is_rejected_and_the_batch_kept(
+    http: httpx.Client, tenant: TenantHandle
+) -> None:
+    good = [orjson.dumps(usage_event("bot")) for _ in range(3)]
+    levels = 300  # orjson reads up to 1,024 levels but writes 254: the event alone is refused
+    deep = orjson.dumps(usage_event("bot", event_id="deep")).replace(
+        b'"specversion"', b'"xdeep":' + b"[" * levels + b"1" + b"]" * levels + b',"specversion"'
+    )
+    body = b"[" + b",".join([*good, deep]) + b"]"
+    headers = {**bearer(tenant.admin_token), "Content-Type": BATCH}
+    response = http.post("/v1/events", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["accepted"] == 3
+    [refused] = report["rejected"]
+    assert (refused["id"], refused["reason"], refused["field"]) == (
+        "deep",
+        "invalid_envelope",
+        "xdeep",
+    )
+    # with a number beyond a double, the body is read again by a parser taking fewer levels:
+    # past them, the body's error, not a 500
+    deeper = deep.replace(b"[" * levels, b"[" * 1000).replace(b"]" * levels, b"]" * 1000)
+    huge = orjson.dumps(usage_event("bot")).replace(b'"tokens":10', b'"tokens":1e400')
+    refused_body = http.post(
+        "/v1/events", content=b"[" + huge + b"," + deeper + b"]", headers=headers
+    )
+    assert refused_body.status_code == 400, refused_body.text
+    assert "nested too deep" in refused_body.json()["error"]["message"]

@@ -10,6 +10,9 @@ import pytest
 from quartermaster.catalog.lease_tokens import LeaseClaims, issue_token
 from quartermaster.metering.signing import HmacSha256, content_hash, sign_event
 from quartermaster.metering.validation import (
+    MAX_NESTING,
+    MAX_RESPELLED_BYTES,
+    MESSAGE_LIMIT,
     AcceptedEvent,
     Rejection,
     RejectReason,
@@ -548,3 +551,47 @@ def test_an_envelope_rejection_also_names_the_datas_problems() -> None:
     )
     many = event(id="", data={f"x{i}": i for i in range(12)})
     assert rejected(many, RejectReason.INVALID_ENVELOPE, "id").message.endswith("(and 4 more)")
+
+
+def nested(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_an_event_nested_too_deep_to_store_is_rejected_alone() -> None:
+    # the event is the first level: an extension of 253 more levels is the most it can hold
+    accepted(event(xdeep=nested(MAX_NESTING - 1)))
+    too_deep = rejected(event(xdeep=nested(MAX_NESTING)), RejectReason.INVALID_ENVELOPE, "xdeep")
+    assert f"at most {MAX_NESTING} levels" in too_deep.message
+    lifecycle = event(
+        type="qm.resource.lifecycle",
+        data={"resource_id": "vm-1", "action": "stop", "metadata": {"x": nested(MAX_NESTING)}},
+    )
+    rejected(lifecycle, RejectReason.INVALID_DATA, "data.metadata")
+
+
+def test_a_rejection_echoes_what_the_sender_wrote_cut_short() -> None:
+    huge = "k" * 4_000_000
+    rejection = rejected(
+        event(id=huge, data={"app_id": "bot", "tokens": 1, huge: 1}),
+        RejectReason.INVALID_ENVELOPE,
+        "id",
+    )
+    shown = rejection.as_dict()
+    assert len(str(shown["id"])) < 250
+    assert "(4,000,000 characters)" in str(shown["id"])
+    assert len(str(shown["message"])) < MESSAGE_LIMIT + 50
+    assert "data.kkkk" in str(shown["message"])  # the data's problem is still named
+
+
+def test_a_large_events_floats_are_not_tried_in_other_spellings() -> None:
+    floats = [0.1 * i for i in range(MAX_RESPELLED_BYTES // 8)]
+    raw = sign_event(event(xfloats=floats), key_id="sk_bot", secret=BOT_SECRET)
+    raw["qmsignature"] = "ab" * 32
+    rejection = rejected(raw, RejectReason.BAD_SIGNATURE, "qmsignature")
+    assert "not tried in other spellings" in rejection.message
+    small = sign_event(event(xfloats=[0.1]), key_id="sk_bot", secret=BOT_SECRET)
+    small["qmsignature"] = "ab" * 32
+    assert "also tried" in rejected(small, RejectReason.BAD_SIGNATURE, "qmsignature").message

@@ -26,10 +26,19 @@ def parse_events(body: bytes, media_type: str, *, max_events: int) -> list[objec
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return [
-            _readable(event) if type(event) is dict else event
-            for event in _events(_with_overflowing_numbers(body, exc), media_type, max_events)
-        ]
+        try:
+            return [
+                _readable(event) if type(event) is dict else event
+                for event in _events(_with_overflowing_numbers(body, exc), media_type, max_events)
+            ]
+        except RecursionError:
+            # Python's parser and the walks over its result recurse: a body nested this deep
+            # is refused whole, as orjson refuses one nested beyond its limit.
+            raise MalformedBodyError(
+                "request body is not valid JSON: arrays and objects are nested too deep (a body"
+                " holding a number beyond a double is read a second time, by a parser that"
+                " takes fewer levels)"
+            ) from None
     return _events(parsed, media_type, max_events)
 
 

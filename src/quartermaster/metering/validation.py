@@ -91,13 +91,28 @@ class Rejection:
     message: str
 
     def as_dict(self) -> dict[str, object]:
+        # What the sender wrote is echoed cut short (a 4 MB id or key comes back as 200
+        # characters), so that a report stays about the size of its request.
         return {
             "index": self.index,
-            "id": self.id,
-            "field": self.field,
+            "id": None if self.id is None else cut_text(self.id, ECHO_LIMIT),
+            "field": None if self.field is None else cut_text(self.field, ECHO_LIMIT),
             "reason": self.reason.value,
-            "message": self.message,
+            "message": cut_text(self.message, MESSAGE_LIMIT),
         }
+
+
+ECHO_LIMIT = 200
+# one problem's text (the expected form of a time is long)
+PROBLEM_LIMIT = 400
+MESSAGE_LIMIT = 4_000
+
+
+def cut_text(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
 
 
 class AcceptedEvent(NamedTuple):
@@ -321,7 +336,11 @@ def _field_and_problems(
             return _time_message(error)
         return error["msg"]
 
-    parts = [f"{field_of(*n) or 'event'}: {message_of(*n)}" for n in named[:SHOWN_ERRORS]]
+    def part(prefix: str, error: ErrorDetails) -> str:
+        where = cut_text(field_of(prefix, error) or "event", ECHO_LIMIT)
+        return f"{where}: {cut_text(message_of(prefix, error), PROBLEM_LIMIT)}"
+
+    parts = [part(*n) for n in named[:SHOWN_ERRORS]]
     more = f" (and {len(named) - SHOWN_ERRORS} more)" if len(named) > SHOWN_ERRORS else ""
     return field_of(*named[0]), "; ".join(parts) + more
 
@@ -498,7 +517,10 @@ def validate_event(
     if signature is not None:
         unsigned = event.copy()
         del unsigned["qmsignature"]
-    canonical = orjson.dumps(unsigned, option=_SORTED)
+    try:
+        canonical = orjson.dumps(unsigned, option=_SORTED)
+    except TypeError:  # orjson's "Recursion limit reached": nested too deep to write
+        return reject(*_nesting_problem(event))
     if key_id is not None:
         key = ctx.signing_keys.get(key_id)
         if signature is None:
@@ -514,13 +536,17 @@ def validate_event(
                 f"signing key {key_id!r} is not an active key of this tenant",
             )
         if not key.hmac.matches(canonical, signature):
+            # Other spellings are written in Python, value by value: tried for events of a
+            # usual size only, so that one large event cannot hold the validator for seconds.
             floats = has_float(unsigned)
-            if not (floats and _signs_a_float_spelling(key.hmac, unsigned, signature)):
+            respell = floats and len(canonical) <= MAX_RESPELLED_BYTES
+            if not (respell and _signs_a_float_spelling(key.hmac, unsigned, signature)):
+                hint = _FLOAT_HINT if respell else _TOO_LARGE_TO_RESPELL if floats else ""
                 return reject(
                     RejectReason.BAD_SIGNATURE,
                     "qmsignature",
                     f"qmsignature does not match the event's canonical form under key {key_id!r}"
-                    + (_FLOAT_HINT if floats else ""),
+                    + hint,
                 )
         if owner is not None and key.app_id != owner:
             return reject(
@@ -572,6 +598,53 @@ def _bound_by(app_id: str | None, resource_id: str | None) -> str:
     if app_id is not None or resource_id is None:
         return ""
     return f" (resource {resource_id!r} is bound to it at the event's time)"
+
+
+# The largest canonical form whose floats are tried in other spellings (`float_spellings`).
+MAX_RESPELLED_BYTES = 64 * 1024
+_TOO_LARGE_TO_RESPELL = (
+    f" (its floats were not tried in other spellings: the event is over {MAX_RESPELLED_BYTES:,}"
+    " bytes; send fractional numbers as decimal strings, docs/events.md)"
+)
+
+
+def _nesting_problem(event: dict[str, Any]) -> tuple[RejectReason, str, str]:
+    """For an event nested too deep to be written (orjson writes 254 levels): the attribute,
+    or `data`'s field, holding the deepest value."""
+    field_name = "event"
+    for name, value in event.items():
+        if _writable(value, levels_above=1):
+            continue
+        field_name = name
+        if name == "data" and type(value) is dict:
+            inner = next((k for k, v in value.items() if not _writable(v, levels_above=2)), None)
+            field_name = f"data.{inner}" if inner is not None else name
+        break
+    reason = (
+        RejectReason.INVALID_DATA
+        if field_name.startswith("data")
+        else (RejectReason.INVALID_ENVELOPE)
+    )
+    return (
+        reason,
+        field_name,
+        f"{field_name}: arrays and objects are nested too deep to be stored (at most"
+        f" {MAX_NESTING} levels in an event, the event itself the first)",
+    )
+
+
+# orjson writes at most this many levels of arrays and objects inside each other.
+MAX_NESTING = 254
+
+
+def _writable(value: object, *, levels_above: int) -> bool:
+    for _ in range(levels_above):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _signs_a_float_spelling(hmac: HmacSha256, unsigned: dict[str, Any], signature: str) -> bool:
