@@ -18,6 +18,7 @@ from quartermaster.api.app import create_app
 from quartermaster.cli.events import body_limit
 from quartermaster.domain.events import event_json_schema
 from quartermaster.domain.timeutil import utc_now
+from quartermaster.metering import service as metering_service
 from quartermaster.runtime import Runtime, build_runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import bootstrap_tenant
@@ -406,6 +407,36 @@ def test_tail_pages_after_a_position(
         "/v1/events", params={"after": rest["next_after"]}, headers=tenant.headers
     ).json()
     assert empty == {"events": [], "next_after": rest["next_after"]}
+
+
+def test_a_page_of_the_log_ends_past_its_byte_budget(
+    http: httpx.Client,
+    tenant: TenantHandle,
+    make_app: Callable[..., AppHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a reader of large events gets them a few at a time, never a response of gigabytes
+    monkeypatch.setattr(metering_service, "EVENTS_PAGE_BYTES", 10_000)
+    bot = make_app()
+    events = [{**usage_event(bot.app_id), "xpad": "x" * 4_000} for _ in range(5)]
+    post(http, tenant.admin_token, events)
+    seen: list[str] = []
+    after = 0
+    while True:
+        page = http.get("/v1/events", params={"after": after}, headers=tenant.headers).json()
+        if not page["events"]:
+            break
+        assert len(page["events"]) <= 2
+        seen += [e["event"]["id"] for e in page["events"]]
+        after = page["next_after"]
+    assert seen == [e["id"] for e in events]
+    # one event larger than the budget still comes, alone
+    huge = {**usage_event(bot.app_id), "xpad": "x" * 20_000}
+    post(http, tenant.admin_token, [huge])
+    alone = http.get("/v1/events", params={"after": after}, headers=tenant.headers).json()
+    assert [e["event"]["id"] for e in alone["events"]] == [huge["id"]]
+    newest = http.get("/v1/events", headers=tenant.headers).json()["events"]
+    assert [e["event"]["id"] for e in newest] == [huge["id"]]
 
 
 def test_reconciliation_parameters_are_checked(http: httpx.Client, tenant: TenantHandle) -> None:

@@ -597,5 +597,23 @@ def recent_events(
         query = query.order_by(entry.position.desc()).limit(limit)
     else:
         query = query.where(entry.position > after).order_by(entry.position).limit(limit)
-    events = [StoredEvent(*row) for row in session.execute(query)]
+    # Rows are streamed (a server-side cursor on PostgreSQL) and the page ends once its
+    # payloads pass EVENTS_PAGE_BYTES, after at least one event: a thousand events of 5 MB
+    # each would otherwise be read, parsed and answered as one response of gigabytes.
+    events: list[StoredEvent] = []
+    size = 0
+    rows = session.execute(query.execution_options(yield_per=_PAGE_ROWS_PER_FETCH))
+    try:
+        for row in rows:
+            if events and size + len(row.payload) > EVENTS_PAGE_BYTES:
+                break
+            events.append(StoredEvent(*row))
+            size += len(row.payload)
+    finally:
+        rows.close()  # the cursor of the rows not read
     return sorted(events, key=lambda e: e.position)
+
+
+# The payload characters of one page of the log (`recent_events`) past which it ends.
+EVENTS_PAGE_BYTES = 4 * 1024 * 1024
+_PAGE_ROWS_PER_FETCH = 64
