@@ -151,6 +151,11 @@ def test_the_scan_route_backfills_and_checks_its_period(
     response = client.post("/v1/alerts/scan", json=too_long, headers=tenant.headers)
     assert response.status_code == 422
     assert "until" in response.text
+    # a moment without an offset is refused, as every request's moment (it was read as UTC)
+    naive = {"since": "2026-01-01T00:00:00"}
+    response = client.post("/v1/alerts/scan", json=naive, headers=tenant.headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "since"
 
 
 def test_hourly_costs_price_each_app_and_meter(runtime: Runtime) -> None:

@@ -186,7 +186,7 @@ def test_currency_cannot_change(client: TestClient, tenant: TenantHandle) -> Non
             "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-01-01 00:00:00\nprices:\n"
             "  - {meter: tokens, model: per_unit, unit_price: 1}\n",
             "effective_from",
-            "timezone",
+            "'2026-01-01 00:00:00' is not an RFC 3339 timestamp with a UTC offset",
         ),
         ("name: b\n  bad: [", "(document)", "not valid YAML: line"),
         # Unquoted dates that do not exist: PyYAML's timestamp resolver raised (a 500).
@@ -197,10 +197,17 @@ def test_currency_cannot_change(client: TestClient, tenant: TenantHandle) -> Non
             "month value is outside expected range of 1-12",
         ),
         (
+            "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-02-30T00:00:00Z\n"
+            "prices:\n  - {meter: tokens, model: per_unit, unit_price: 1}\n",
+            "effective_from",
+            "day value is outside expected range",
+        ),
+        # A date alone (existing or not) is not a moment: said so, not a 500.
+        (
             "name: b\ncurrency: USD\nversion: 1\neffective_from: 2026-02-30\nprices:\n"
             "  - {meter: tokens, model: per_unit, unit_price: 1}\n",
             "effective_from",
-            "day value is outside expected range",
+            "'2026-02-30' is not an RFC 3339 timestamp with a UTC offset",
         ),
         # Three capitals, no currency: platform costs in it are refused at ingest.
         (

@@ -147,8 +147,16 @@ def test_tier_order_error_names_the_tier() -> None:
         ),
         (base(currency="usd"), "currency", "should match pattern"),
         (base(version=0), "version", "greater than or equal to 1"),
-        (base(effective_from="2026-01-01T00:00:00"), "effective_from", "timezone"),
-        (base(effective_from="yesterday"), "effective_from", "datetime"),
+        (
+            base(effective_from="2026-01-01T00:00:00"),
+            "effective_from",
+            "'2026-01-01T00:00:00' is not an RFC 3339 timestamp with a UTC offset",
+        ),
+        (
+            base(effective_from="yesterday"),
+            "effective_from",
+            "'yesterday' is not an RFC 3339 timestamp with a UTC offset",
+        ),
         (base(prices=[]), "prices", "at least 1 item"),
         (base(surprise=1), "surprise", "unknown field"),
         (
@@ -342,9 +350,13 @@ def test_unparseable_documents(text: str, fmt: str, message: str) -> None:
     ("written", "message"),
     [
         ("2026-13-01T00:00:00Z", "month value is outside expected range of 1-12"),
-        ("2026-02-30", "day value is outside expected range"),
-        ("'2026-02-30'", "day value is outside expected range"),
-        ("2026-11-01", "input should have timezone info"),
+        ("2026-02-30T00:00:00Z", "day value is outside expected range"),
+        ("'2026-02-30T00:00:00Z'", "day value is outside expected range"),
+        ("2026-02-30 00:00:00Z", "day value is outside expected range"),
+        # A date alone is not a request moment (docs/api.md, Times), existing or not.
+        ("2026-02-30", "'2026-02-30' is not an RFC 3339 timestamp with a UTC offset"),
+        ("'2026-02-30'", "'2026-02-30' is not an RFC 3339 timestamp with a UTC offset"),
+        ("2026-11-01", "'2026-11-01' is not an RFC 3339 timestamp with a UTC offset"),
     ],
 )
 def test_an_unquoted_date_is_validated_as_a_quoted_one(written: str, message: str) -> None:

@@ -5,7 +5,6 @@ only its own team's lines (totals shown are its team's). The app role gets 403."
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -55,6 +54,7 @@ from quartermaster.billing.sources import (
     plain,
     waiting_counter,
 )
+from quartermaster.domain.timeutil import RequestMoment
 from quartermaster.errors import InvalidInputError
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
@@ -575,11 +575,11 @@ def get_costs(
     runtime: RuntimeDep,
     calculator: Calculator,
     period_start: Annotated[
-        datetime | None,
+        RequestMoment | None,
         Query(description="Period start (inclusive), with a UTC offset; with period_end."),
     ] = None,
     period_end: Annotated[
-        datetime | None, Query(description="Period end (exclusive), with a UTC offset.")
+        RequestMoment | None, Query(description="Period end (exclusive), with a UTC offset.")
     ] = None,
     month: Annotated[
         str | None,

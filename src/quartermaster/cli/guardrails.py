@@ -498,7 +498,12 @@ def alerts_list(
 
 @alerts_app.command("scan")
 def alerts_scan(
-    since: Annotated[str, typer.Option(help="First hour to score (RFC 3339, UTC).")],
+    since: Annotated[
+        str,
+        typer.Option(
+            help="First hour to score (RFC 3339 with an offset, e.g. 2026-11-01T00:00:00Z)."
+        ),
+    ],
     until: Annotated[str | None, typer.Option(help="End of the scan (default: now).")] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,

@@ -45,12 +45,23 @@ ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 MAX_QUANTITY = 10**18
 # A number as JSON writes one, in a string: what a decimal string may be (docs/events.md).
 DECIMAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-# RFC 3339's date-time: seconds required, a fraction of any length, `Z` or `+HH:MM`/`-HH:MM`
-# (the ranges of each part are pydantic's to check, with its messages).
-RFC3339_TEXT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
+
+
+def _rfc3339_text(separators: str) -> re.Pattern[str]:
+    """RFC 3339's date-time: seconds required, a fraction of any length, `Z` or
+    `+HH:MM`/`-HH:MM` (the ranges of each part are pydantic's to check, with its messages),
+    the date and time apart by one of `separators`."""
+    return re.compile(
+        rf"[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[{separators}][0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}"
+        r"(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    )
+
+
+# An event's `time`: `T` (or `t`) between the date and the time.
+RFC3339_TEXT = _rfc3339_text("Tt")
+# A moment a request gives (domain.timeutil.RequestMoment) may also have a space there, as
+# RFC 3339 allows (section 5.6, NOTE) and as `qm`'s tables print moments.
+RFC3339_SPACED_TEXT = _rfc3339_text("Tt ")
 _JSON_KINDS = {bool: "a boolean", str: "a string", dict: "an object", list: "an array"}
 # What is said of a number no double holds (`1e400`, read as infinite), after "the number".
 BEYOND_A_DOUBLE = (
@@ -108,6 +119,9 @@ class Rfc3339:
     its own messages for those (metering.validation). The ingest fast path knows it."""
 
     bounded: bool = False
+    # With `space`, a space may stand for `T` (`RFC3339_SPACED_TEXT`, `SPACED_TIME_EXPECTED`):
+    # a request's moment, never an event's (the ingest fast path only knows the `T` form).
+    space: bool = False
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -117,13 +131,19 @@ class Rfc3339:
             return core_schema.no_info_after_validator_function(_bounded_instant, schema)
         return schema
 
+    @property
+    def expected(self) -> str:
+        """What the message says a time must be."""
+        return SPACED_TIME_EXPECTED if self.space else TIME_EXPECTED
+
     def check(self, value: object) -> object:
-        if type(value) is str and RFC3339_TEXT.fullmatch(value) is not None:
+        pattern = RFC3339_SPACED_TEXT if self.space else RFC3339_TEXT
+        if type(value) is str and pattern.fullmatch(value) is not None:
             return value
         raise PydanticCustomError(
             "rfc3339_text",
             "{shown} is not {expected}",
-            {"shown": repr(value), "expected": TIME_EXPECTED},
+            {"shown": repr(value), "expected": self.expected},
         )
 
 
@@ -153,6 +173,10 @@ def _bounded_instant(value: datetime) -> datetime:
 TIME_EXPECTED = (
     "an RFC 3339 timestamp with a UTC offset, YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or "
     "+HH:MM/-HH:MM (hours 00-23, seconds 00-59: no leap second), e.g. 2026-11-01T12:00:00Z"
+)
+SPACED_TIME_EXPECTED = (
+    "an RFC 3339 timestamp with a UTC offset, YYYY-MM-DDTHH:MM:SS[.ffffff] (T or a space) then "
+    "Z or +HH:MM/-HH:MM (hours 00-23, seconds 00-59: no leap second), e.g. 2026-11-01T12:00:00Z"
 )
 Quantity = Annotated[
     Decimal, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False), JsonNumber(text=True)

@@ -6,9 +6,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
+from quartermaster.domain.events import Rfc3339
 from quartermaster.errors import InvalidInputError
 
 HOUR = timedelta(hours=1)
@@ -39,8 +46,52 @@ def within_calendar(value: datetime) -> datetime:
     return value
 
 
-# A moment a request gives: with a UTC offset, and one that has a UTC instant.
-RequestMoment = Annotated[AwareDatetime, AfterValidator(within_calendar)]
+_RFC3339 = Rfc3339(space=True)
+# pydantic's errors for a well-formed time that names no moment (a month of 13, February 30)
+TIME_PARSING_ERRORS = frozenset({"datetime_parsing", "datetime_from_date_parsing"})
+# pydantic's reason when the time parses up to a place it cannot go on from: a leap second
+# (23:59:60), 24:00:00, an offset +2400 or +05:45:30. Saying what is expected helps more.
+_UNHELPFUL_REASON = "unexpected extra characters at the end of the input"
+
+
+def parsing_reason(error: ErrorDetails) -> str:
+    """` (pydantic's reason)` for a time it could not parse, when the reason names the part
+    that is wrong (`month value is outside expected range of 1-12`), else nothing: said after
+    what a time must be, for a request's moment and an event's `time` alike."""
+    reason = str((error.get("ctx") or {}).get("error", ""))
+    return f" ({reason})" if reason and reason != _UNHELPFUL_REASON else ""
+
+
+def rfc3339_moment(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """A moment a request gives, parsed: a datetime as it is (one a caller or loader already
+    built), anything else text in RFC 3339's form (`Rfc3339(space=True)`: as an event's `time`
+    takes it, or with a space for `T` as RFC 3339 allows). pydantic's own parsing also took
+    Unix seconds (`1893456000`, as a number or a string), `+0100` and a time without seconds,
+    none of which docs/api.md describes. A well-formed one that names no moment
+    (`2026-02-30T00:00:00Z`, `T24:00:00Z`) is refused saying what is expected, with pydantic's
+    reason when it names the part that is wrong."""
+    if isinstance(value, datetime):
+        return handler(value)
+    text = _RFC3339.check(value)
+    try:
+        return handler(text)
+    except ValidationError as exc:
+        [error] = exc.errors(include_url=False)
+        if error["type"] not in TIME_PARSING_ERRORS:
+            raise
+        raise PydanticCustomError(
+            "rfc3339_value",
+            "{shown} is not {expected}{why}",
+            {"shown": repr(text), "expected": _RFC3339.expected, "why": parsing_reason(error)},
+        ) from None
+
+
+# A moment a request gives (a body field, a query parameter, a price book's date): RFC 3339
+# with seconds and a UTC offset, `T` or a space between date and time (a fraction kept to
+# microseconds, as an event's `time`), and one that has a UTC instant.
+RequestMoment = Annotated[
+    AwareDatetime, WrapValidator(rfc3339_moment), AfterValidator(within_calendar)
+]
 
 
 def floor_hour(value: datetime) -> datetime:

@@ -3,14 +3,14 @@ usage as it lands; this re-scores a period, e.g. a month loaded before the detec
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from quartermaster.api.deps import AdminCaller, RuntimeDep, SessionDep
 from quartermaster.billing.sources import pipeline_catch_up
-from quartermaster.domain.timeutil import Period, ensure_utc, utc_now
+from quartermaster.domain.timeutil import Period, RequestMoment, ensure_utc, utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.guardrails.anomaly_scan import scan_period
 
@@ -20,8 +20,8 @@ router = APIRouter(tags=["guardrails"])
 
 
 class ScanIn(BaseModel):
-    since: datetime = Field(description="First hour to score (UTC).")
-    until: datetime | None = Field(default=None, description="End of the scan; default now.")
+    since: RequestMoment = Field(description="First hour to score.")
+    until: RequestMoment | None = Field(default=None, description="End of the scan; default now.")
 
 
 class ScanOut(BaseModel):

@@ -8,7 +8,7 @@ none was; 400 malformed JSON or a body that does not fit its content type; 413 o
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -21,7 +21,13 @@ from quartermaster.api.openapi import OPERATION_SCHEMAS
 from quartermaster.api.params import Int64
 from quartermaster.api.responses import MEANING, RETRY_AFTER, rate_limited
 from quartermaster.domain.events import DATA_MODELS, event_json_schema
-from quartermaster.domain.timeutil import Period, moment_text, utc_now, whole_hours
+from quartermaster.domain.timeutil import (
+    Period,
+    RequestMoment,
+    moment_text,
+    utc_now,
+    whole_hours,
+)
 from quartermaster.errors import (
     InvalidInputError,
     PayloadTooLargeError,
@@ -236,13 +242,13 @@ def get_reconciliation(
     runtime: RuntimeDep,
     session: ReadSessionDep,
     start: Annotated[
-        datetime | None,
+        RequestMoment | None,
         Query(
             description="First hour, rounded down to a whole hour (default: 24 hours before `end`)."
         ),
     ] = None,
     end: Annotated[
-        datetime | None,
+        RequestMoment | None,
         Query(
             description="End, exclusive, rounded up to a whole hour (default: the end of this "
             "hour). The answer's `start` and `end` are the hours counted."

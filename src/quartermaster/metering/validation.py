@@ -39,7 +39,7 @@ from quartermaster.domain.events import (
     PlatformCost,
     ResourceUsage,
 )
-from quartermaster.domain.timeutil import duration_text
+from quartermaster.domain.timeutil import TIME_PARSING_ERRORS, duration_text, parsing_reason
 from quartermaster.metering.fastpath import (
     KnownValidator,
     ModelCheck,
@@ -359,20 +359,13 @@ def _data_problems(event: dict[str, Any]) -> ValidationError | None:
     return None
 
 
-_TIME_PARSING_ERRORS = frozenset(
-    {"datetime_parsing", "datetime_from_date_parsing", "datetime_type"}
-)
-# pydantic's reason when the time parses up to a place it cannot go on from: a leap second
-# (23:59:60), 24:00:00, an offset +2400 or +05:45:30. Saying what is expected helps more.
-_UNHELPFUL_REASON = "unexpected extra characters at the end of the input"
+_TIME_PARSING_ERRORS = TIME_PARSING_ERRORS | {"datetime_type"}
 
 
 def _time_message(error: ErrorDetails) -> str:
     """An envelope `time` pydantic cannot parse: what is expected, and pydantic's reason
     when it names the part that is wrong (a month of 13)."""
-    reason = error["msg"].split(", ", 1)[1] if ", " in error["msg"] else ""
-    why = f" ({reason})" if reason and reason != _UNHELPFUL_REASON else ""
-    return f"{error['input']!r} is not {TIME_EXPECTED}{why}"
+    return f"{error['input']!r} is not {TIME_EXPECTED}{parsing_reason(error)}"
 
 
 def _out_of_range(event: dict[str, Any], *, early: bool) -> str:

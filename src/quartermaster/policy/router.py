@@ -20,7 +20,7 @@ from quartermaster.api.deps import (
 from quartermaster.api.params import Int64, one_of
 from quartermaster.api.responses import error_responses, paged, set_next_after
 from quartermaster.catalog.service import find_app
-from quartermaster.domain.timeutil import utc_now
+from quartermaster.domain.timeutil import RequestMoment, utc_now
 from quartermaster.errors import InvalidInputError
 from quartermaster.policy import audit, service
 from quartermaster.policy.dependencies import PolicyCacheDep
@@ -147,7 +147,7 @@ class ExceptionGrant(BaseModel):
     team: str | None = None
     app_id: str | None = None
     reason: str
-    expires_at: datetime | None = None
+    expires_at: RequestMoment | None = None
     days: int | None = Field(default=None, ge=1, le=service.MAX_EXCEPTION_DAYS)
 
 

@@ -21,7 +21,14 @@ from quartermaster.api.deps import (
 )
 from quartermaster.api.params import one_of
 from quartermaster.api.responses import error_responses
-from quartermaster.domain.timeutil import Period, moment_text, require_offset, utc_now, whole_hours
+from quartermaster.domain.timeutil import (
+    Period,
+    RequestMoment,
+    moment_text,
+    require_offset,
+    utc_now,
+    whole_hours,
+)
 from quartermaster.errors import InvalidInputError
 from quartermaster.usage import service
 from quartermaster.usage.accounting import pipeline_accounting
@@ -156,10 +163,12 @@ def get_usage(
     caller: BillingReader,
     runtime: RuntimeDep,
     session: ReadSessionDep,
-    start: Annotated[datetime, Query(description="Period start (inclusive), with a UTC offset.")],
-    end: Annotated[datetime, Query(description="Period end (exclusive), with a UTC offset.")],
+    start: Annotated[
+        RequestMoment, Query(description="Period start (inclusive), with a UTC offset.")
+    ],
+    end: Annotated[RequestMoment, Query(description="Period end (exclusive), with a UTC offset.")],
     as_of: Annotated[
-        datetime | None, Query(description="Answer as the store stood at this time.")
+        RequestMoment | None, Query(description="Answer as the store stood at this time.")
     ] = None,
     by: Annotated[
         str | None,
@@ -239,7 +248,8 @@ def pipeline_status(
     caller: AdminCaller,
     runtime: RuntimeDep,
     since: Annotated[
-        datetime | None, Query(description="Latency over events rated since (default 1 h ago).")
+        RequestMoment | None,
+        Query(description="Latency over events rated since (default 1 h ago)."),
     ] = None,
 ) -> PipelineStatusOut:
     worker = pipeline_worker(runtime)
@@ -345,11 +355,11 @@ def accounting(
     runtime: RuntimeDep,
     session: ReadSessionDep,
     start: Annotated[
-        datetime | None,
+        RequestMoment | None,
         Query(description="Rounded down to a whole hour (default: 24 h before `end`)."),
     ] = None,
     end: Annotated[
-        datetime | None,
+        RequestMoment | None,
         Query(
             description="Rounded up to a whole hour (default: the end of this hour); the "
             "answer's `start` and `end` are the hours counted."
