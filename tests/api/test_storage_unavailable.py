@@ -23,8 +23,8 @@ from quartermaster.api.app import create_app
 from quartermaster.catalog import service as catalog_service
 from quartermaster.config import Settings
 from quartermaster.errors import ServiceUnavailableError
-from quartermaster.metering.disk_full import unavailable_error
 from quartermaster.runtime import Runtime, build_runtime
+from quartermaster.storage.unavailable import unavailable_error
 from tests.conftest import (
     PG_ADMIN_DSN,
     LiveServer,

@@ -31,8 +31,8 @@ from quartermaster.errors import (
     UnsupportedMediaTypeError,
     malformed_json,
 )
-from quartermaster.metering.disk_full import unavailable_error
 from quartermaster.metering.validation import json_kind
+from quartermaster.storage.unavailable import unavailable_error
 
 STATUS_BY_ERROR: dict[type[QMError], int] = {
     MalformedBodyError: 400,

@@ -36,7 +36,6 @@ from quartermaster.errors import (
 )
 from quartermaster.guardrails.gate import check_ingest
 from quartermaster.metering.body import BATCH, JSON, SINGLE, parse_events
-from quartermaster.metering.disk_full import raise_if_disk_full
 from quartermaster.metering.offload import validation_pool
 from quartermaster.metering.schemas import EventsPage, IngestResponse, ReconciliationResponse
 from quartermaster.metering.service import (
@@ -50,6 +49,7 @@ from quartermaster.metering.service import (
     store_validated,
 )
 from quartermaster.runtime import Runtime
+from quartermaster.storage.unavailable import raise_if_disk_full
 from quartermaster.tenancy.service import AuthContext
 from quartermaster.usage.accounting import pipeline_stage_counts
 

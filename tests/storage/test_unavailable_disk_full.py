@@ -1,4 +1,4 @@
-"""Which errors are a full disk, and what the 503 says of each (metering/disk_full.py)."""
+"""Which errors are a full disk, and what the 503 says of each (storage/unavailable.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from psycopg import errors
 from sqlalchemy.exc import OperationalError
 
 from quartermaster.errors import ServiceUnavailableError
-from quartermaster.metering.disk_full import disk_full_reason, raise_if_disk_full
+from quartermaster.storage.unavailable import disk_full_reason, raise_if_disk_full
 
 
 def test_each_store_and_the_os_are_named() -> None:
