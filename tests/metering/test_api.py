@@ -418,7 +418,8 @@ def test_a_page_of_the_log_ends_past_its_byte_budget(
     # a reader of large events gets them a few at a time, never a response of gigabytes
     monkeypatch.setattr(metering_service, "EVENTS_PAGE_BYTES", 10_000)
     bot = make_app()
-    events = [{**usage_event(bot.app_id), "xpad": "x" * 4_000} for _ in range(5)]
+    # 4,000 bytes each: the budget counts bytes, not characters
+    events = [{**usage_event(bot.app_id), "xpad": "€" * 1_333} for _ in range(5)]
     post(http, tenant.admin_token, events)
     seen: list[str] = []
     after = 0
@@ -733,8 +734,18 @@ def test_an_event_nested_too_deep_is_rejected_and_the_batch_kept(
     )
     # with a number beyond a double, the body is read again by a parser taking fewer levels:
     # past them, the body's error, not a 500
-    deeper = deep.replace(b"[" * levels, b"[" * 1000).replace(b"]" * levels, b"]" * 1000)
     huge = orjson.dumps(usage_event("bot")).replace(b'"tokens":10', b'"tokens":1e400')
+    # up to about 900 levels each such event is still rejected alone
+    deep_800 = deep.replace(b"[" * levels, b"[" * 800).replace(b"]" * levels, b"]" * 800)
+    kept = http.post(
+        "/v1/events", content=b"[" + huge + b"," + deep_800 + b"," + good[0] + b"]", headers=headers
+    )
+    assert kept.status_code == 200, kept.text
+    assert [(r["index"], r["field"]) for r in kept.json()["rejected"]] == [
+        (0, "data.tokens"),
+        (1, "xdeep"),
+    ]
+    deeper = deep.replace(b"[" * levels, b"[" * 1000).replace(b"]" * levels, b"]" * 1000)
     refused_body = http.post(
         "/v1/events", content=b"[" + huge + b"," + deeper + b"]", headers=headers
     )

@@ -101,33 +101,41 @@ def _readable(event: dict[str, Any]) -> object:
 
 
 def _overflowing_number(value: object) -> list[str | int] | None:
-    """The path to the first infinite float in a parsed value, or None."""
-    if type(value) is float:
-        return [] if math.isinf(value) else None
-    items: Iterable[tuple[str | int, object]]
-    if type(value) is dict:
-        items = value.items()
-    elif type(value) is list:
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        inner = _overflowing_number(item)
-        if inner is not None:
-            return [key, *inner]
+    """The path to the first infinite float in a parsed value, or None. A walk with its own
+    stack: the value may be nested as deep as the parser read it."""
+    stack: list[tuple[list[str | int], object]] = [([], value)]
+    while stack:
+        path, item = stack.pop()
+        if type(item) is float:
+            if math.isinf(item):
+                return path
+            continue
+        children: Iterable[tuple[str | int, object]]
+        if type(item) is dict:
+            children = item.items()
+        elif type(item) is list:
+            children = enumerate(item)
+        else:
+            continue
+        # reversed, so that the first child is walked first (the first such number is named)
+        stack.extend(([*path, key], child) for key, child in reversed(list(children)))
     return None
 
 
 def _storable_text(value: object) -> bool:
-    """Whether every string and key of a parsed value encodes as UTF-8 (no lone surrogate)."""
-    if type(value) is str:
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-        return True
-    if type(value) is dict:
-        return all(_storable_text(k) and _storable_text(v) for k, v in value.items())
-    if type(value) is list:
-        return all(_storable_text(item) for item in value)
+    """Whether every string and key of a parsed value encodes as UTF-8 (no lone surrogate);
+    a walk with its own stack, as `_overflowing_number`."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+        elif type(item) is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
     return True

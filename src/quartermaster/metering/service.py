@@ -605,15 +605,16 @@ def recent_events(
     rows = session.execute(query.execution_options(yield_per=_PAGE_ROWS_PER_FETCH))
     try:
         for row in rows:
-            if events and size + len(row.payload) > EVENTS_PAGE_BYTES:
+            stored = len(row.payload.encode())  # bytes, as answered: an emoji is four
+            if events and size + stored > EVENTS_PAGE_BYTES:
                 break
             events.append(StoredEvent(*row))
-            size += len(row.payload)
+            size += stored
     finally:
         rows.close()  # the cursor of the rows not read
     return sorted(events, key=lambda e: e.position)
 
 
-# The payload characters of one page of the log (`recent_events`) past which it ends.
+# The payload bytes (UTF-8) of one page of the log (`recent_events`) past which it ends.
 EVENTS_PAGE_BYTES = 4 * 1024 * 1024
 _PAGE_ROWS_PER_FETCH = 64
