@@ -111,3 +111,24 @@ def test_app_list_keeps_each_id_on_one_line_at_80_columns(monkeypatch: pytest.Mo
     assert all(len(line) <= 80 for line in lines), result.output
     assert re.search(rf"│ {long_id}\s+│ dana\.smith@example\.com\s+│", result.output)
     assert any("│ where2eat " in line for line in lines)
+
+
+def test_resource_create_and_end_say_the_interval_in_utc(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    http: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server answers a binding with the offset it was sent with: `over
+    [2026-11-01T00:00:00+01:00, open)` was said where `qm resource list` says UTC."""
+    make_cost_center(http, tenant, "cc-1")
+    make_team(http, tenant, "web", cost_center="cc-1")
+    make_app(http, tenant, "bot", team="web")
+    qm = make_qm(live_server, tenant, monkeypatch)
+    bound = qm(
+        "resource", "create", "r2", "--app", "bot", "--valid-from", "2026-11-01T00:00:00+01:00"
+    )
+    assert bound.output == "bound r2 to bot over [2026-10-31 23:00:00Z, open)\n"
+    ended = qm("resource", "end", "r2", "--at", "2999-01-01T00:00:00-05:00").output
+    assert ended == "r2 is bound to bot until 2999-01-01 05:00:00Z (from 2026-10-31 23:00:00Z)\n"
+    assert "from 2026-10-31 23:00:00Z" in qm("resource", "list").output

@@ -11,6 +11,7 @@ import pytest
 
 from quartermaster.billing.service import Share, summarize
 from quartermaster.cli import billing as billing_cli
+from quartermaster.cli.client import LineConsole
 
 
 @pytest.mark.parametrize(
@@ -211,6 +212,13 @@ def test_the_run_list_and_the_preview_read_at_80_columns(
         },
     }
     monkeypatch.setattr(billing_cli, "request", lambda _method, path, **_kw: answers[path])
+    # An 80-column terminal, without colour: the preview's lines of prose are wrapped only
+    # there (into a file or a pipe they stay whole, for grep).
+    monkeypatch.setattr(
+        billing_cli,
+        "out",
+        lambda: LineConsole(force_terminal=True, color_system=None, highlight=False),
+    )
     billing_cli.list_runs(kind=None, status=None, adjustments=True, url=None, api_key=None)
     listed = capsys.readouterr().out
     _at_80(listed, "d780dcccdd7c", "e4a0378f130d", "chargeback", "finalized", "1,942,078.549")

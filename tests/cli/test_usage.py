@@ -22,6 +22,8 @@ from quartermaster.cli.usage import (
     usage_app,
     usage_table,
 )
+from tests.conftest import LiveServer, TenantHandle
+from tests.tenancy.cli_support import make_qm
 
 
 def _row(cost_center: str, team: str | None, app: str | None, meter: str, **kw: Any) -> Any:
@@ -122,10 +124,10 @@ def test_pipeline_accounting_fits_80_columns_with_its_counts_grouped_and_whole()
         _hour(1, accepted=3, rated=2),
     ]
     assert _accounting_cells(hours) == [
-        ["", "", "", "", "", "in"],
-        ["hour (UTC)", "accepted", "rated", "unattributed", "waiting", "pipeline"],
-        ["2026-11-01 00:00", "1,234,567", "1,234,000", "10", "567", "0"],
-        ["2026-11-01 01:00", "3", "2", "10", "0", "1"],
+        ["", "", "", "unattri-", "", "in"],
+        ["hour (UTC)", "accepted", "rated", "buted", "waiting", "pipeline"],
+        ["2026-11-01 00:00:00Z", "1,234,567", "1,234,000", "10", "567", "0"],
+        ["2026-11-01 01:00:00Z", "3", "2", "10", "0", "1"],
     ]
 
 
@@ -153,8 +155,8 @@ def test_set_aside_events_get_a_column_and_a_note_and_balance() -> None:
     assert _accounting_cells(hours) == [  # failed in the place of unattributed
         ["", "", "", "", "", "in"],
         ["hour (UTC)", "accepted", "rated", "failed", "waiting", "pipeline"],
-        ["2026-11-01 00:00", "1,234,567", "1,234,000", "2", "565", "0"],
-        ["2026-11-01 01:00", "3", "3", "0", "0", "0"],
+        ["2026-11-01 00:00:00Z", "1,234,567", "1,234,000", "2", "565", "0"],
+        ["2026-11-01 01:00:00Z", "3", "3", "0", "0", "0"],
     ]
     verdict = accounting_verdict(hours)
     assert verdict.startswith("accepted = rated + waiting + failed: [green]balanced[/]")
@@ -468,3 +470,17 @@ def test_usage_show_sums_per_cost_center_by_default_with_a_footer_of_what_is_lef
     bad = runner.invoke(usage_app, [*window, "--by", "owner"])
     assert bad.exit_code == 1
     assert "--by 'owner' is not a grouping level; expected one of cost-center" in bad.output
+
+
+def test_an_accounting_hour_pasted_back_as_start_is_taken(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`qm pipeline accounting --start "2026-11-01 00:00"`, pasted from the table, was a 422:
+    a request's moment needs its seconds and an offset."""
+    hour = _accounting_cells([_hour(0, accepted=3, rated=3)])[-1][0]
+    qm = make_qm(live_server, tenant, monkeypatch)
+    pasted = qm("pipeline", "accounting", "--start", hour)
+    assert "no events accepted in the window" in pasted.output
+    qm("pipeline", "accounting", "--start", hour.removesuffix(":00Z"), expect=1)

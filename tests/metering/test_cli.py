@@ -333,7 +333,7 @@ def test_reconciliation_command_shows_balanced_hours(
     assert "yes" in result.output
     assert "invalid_envelope" in result.output
     # The hour whole, as "2026-10-11 10:00", not cut at an ellipsis.
-    assert re.search(r"^│ \d{4}-\d\d-\d\d \d\d:00 ", result.output, re.MULTILINE)
+    assert re.search(r"^│ \d{4}-\d\d-\d\d \d\d:00:00Z ", result.output, re.MULTILINE)
     # The window in the same form.
     assert re.search(
         r"reconciliation \d{4}-\d\d-\d\d \d\d:00 \.\. \d{4}-\d\d-\d\d \d\d:00 UTC", result.output
@@ -574,10 +574,10 @@ def test_reconciliation_table_keeps_a_month_of_totals_whole_at_80_columns() -> N
         if line.startswith(("│", "┃"))
     ]
     assert rows == [
-        ["hour (UTC)", "received", "accepted", "duplicate", "rejected", "balanced"],
-        ["2026-11-01 00:00", "3,012", "3,000", "10", "2", "yes"],
+        ["hour (UTC)", "received", "accepted", "duplicate", "rejected", "ok"],
+        ["2026-11-01 00:00:00Z", "3,012", "3,000", "10", "2", "yes"],
         # 3,013 received against 3,012 accounted for: said, not hidden.
-        ["2026-11-01 01:00", "3,013", "3,000", "10", "2", "NO"],
+        ["2026-11-01 01:00:00Z", "3,013", "3,000", "10", "2", "NO"],
         ["total", "1,970,987", "1,960,000", "10,000", "0", ""],
         ["stage", "reason", "events"],
         ["rejected", "invalid_data", "4"],

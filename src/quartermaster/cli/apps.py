@@ -29,6 +29,7 @@ from quartermaster.cli.client import (
     segment,
     show_table,
     stacked,
+    utc_moment,
 )
 
 app_app = typer.Typer(
@@ -301,10 +302,13 @@ def resource_create(
         }
     )
     span = request("POST", "/v1/resources", json=body, url=url, api_key=api_key)
-    until = cell_text(span["valid_to"]) if span["valid_to"] else "open"
+    # The interval in UTC as `qm resource list` shows it: the server answers it with the
+    # offset it was sent with (`2026-11-01T00:00:00+01:00`), which cell_text keeps.
+    until = utc_moment(span["valid_to"]) if span["valid_to"] else "open"
     out().print(
         f"bound {span['resource_id']} to {span['app_id']} over "
-        f"[{cell_text(span['valid_from'])}, {until})"
+        f"[{utc_moment(span['valid_from'])}, {until})",
+        markup=False,
     )
 
 
@@ -319,8 +323,9 @@ def resource_end(
     body = drop_none({"resource_id": resource_id, "at": at})
     span = request("POST", "/v1/resources/end", json=body, url=url, api_key=api_key)
     out().print(
-        f"{span['resource_id']} is bound to {span['app_id']} until {cell_text(span['valid_to'])}"
-        f" (from {cell_text(span['valid_from'])})"
+        f"{span['resource_id']} is bound to {span['app_id']} until {utc_moment(span['valid_to'])}"
+        f" (from {utc_moment(span['valid_from'])})",
+        markup=False,
     )
 
 
@@ -376,7 +381,8 @@ def resource_lease(
     lease = request("POST", "/v1/resource-leases", json=body, url=url, api_key=api_key)
     err().print(
         f"leased {lease['resource_id']} to {lease['app_id']} as {lease['lease_id']} "
-        f"until {cell_text(lease['expires_at'])}"
+        f"until {utc_moment(lease['expires_at'])}",
+        markup=False,
     )
     out().print(lease["token"], soft_wrap=True, markup=False)
 

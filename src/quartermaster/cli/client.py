@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.errors import utf8_problem
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -101,7 +102,7 @@ def check(response: httpx.Response, *, console: Console | None = None) -> Any:
     """Return the JSON body of a 2xx; otherwise print the API's error message and exit 1."""
     if response.is_success:
         return response.json() if response.content else None
-    (console or Console(stderr=True)).print(
+    (console or err()).print(
         f"[red]error {response.status_code}:[/] {escape(error_message(response))}"
     )
     raise typer.Exit(1)
@@ -139,12 +140,24 @@ def read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+class LineConsole(Console):
+    """A Console whose lines of text (a message, an error, a retry) are not wrapped when it
+    writes to a file or a pipe: Rich wrapped them at 80 columns there, so `grep retry` in a
+    log found half of each message. On a terminal they wrap at its width, as before. Other
+    renderables (tables) keep the console's width either way."""
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **options: Any) -> None:
+        if soft_wrap is None and not self.is_terminal:
+            soft_wrap = all(isinstance(item, str | Text) for item in objects) or None
+        super().print(*objects, soft_wrap=soft_wrap, **options)
+
+
 def out() -> Console:
-    return Console(highlight=False)
+    return LineConsole(highlight=False)
 
 
 def err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return LineConsole(stderr=True, highlight=False)
 
 
 def request(method: str, path: str, *, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
@@ -239,6 +252,27 @@ def moment_text(value: object) -> str:
         if fraction:
             return f"{stamp[1]} {stamp[2]}.{fraction}Z"
     return cell_text(value)
+
+
+def utc_moment(value: object) -> str:
+    """A moment the API answered with the sender's offset (`2026-11-01T00:00:00+01:00`, as a
+    request gave it) in UTC as the tables write moments (`2026-10-31 23:00:00Z`); anything
+    that is not an RFC 3339 moment as cell_text shows it."""
+    if isinstance(value, str):
+        try:
+            return moment_text(parse_timestamp(value))
+        except ValueError:
+            return cell_text(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return moment_text(value.astimezone(UTC))
+    return cell_text(value)
+
+
+def hour_cell(hour: str) -> str:
+    """An hour of an hourly table (`2026-12-05 03:00:00Z`) as the tables write moments, so
+    that it can be pasted back as `--start`: hour_text's `2026-12-05 03:00` has no seconds
+    and no offset, which the API refuses (422)."""
+    return utc_moment(hour)
 
 
 def counted(count: int, noun: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,7 @@ from quartermaster.cli.client import (
     error_message,
     fail,
     grouped,
+    hour_cell,
     hour_names,
     hour_text,
     moment_text,
@@ -40,7 +42,13 @@ from quartermaster.cli.client import (
 from quartermaster.domain.events import BEYOND_A_DOUBLE
 from quartermaster.domain.timeutil import parse_timestamp
 from quartermaster.errors import invalid_utf8
-from quartermaster.metering.signing import SIGNATURE_ATTRIBUTE, SIGNING_SECRET_BYTES, sign_event
+from quartermaster.metering.signing import (
+    KEY_ID_ATTRIBUTE,
+    SIGNATURE_ATTRIBUTE,
+    SIGNING_SECRET_BYTES,
+    sign_event,
+)
+from quartermaster.metering.validation import MAX_NESTING
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -60,6 +68,32 @@ class DeliveryError(RuntimeError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SendInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a send, with the summary of what the server acknowledged before it: the
+    batches answered until then, those in flight then included. A KeyboardInterrupt still, so
+    a caller that only knows Ctrl-C ends as it did."""
+
+    def __init__(self, summary: SendSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class _Abandoned(Exception):
+    """Raised in a sending thread once the send is interrupted: its batch is not tried again
+    (the wait before the next try ends at once) and is not counted."""
+
+
+class Unsendable(ValueError):
+    """An event the CLI refuses before sending (`sign_unsigned`), with the rejection's reason,
+    field and message as the server words its own."""
+
+    def __init__(self, reason: str, field_name: str | None, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field_name = field_name
+        self.message = message
 
 
 class SendStopped(DeliveryError):
@@ -98,9 +132,20 @@ class SendSummary:
         self.retries += other.retries
 
 
-def _rejection(line: int, reason: str, message: str, event_id: str | None = None) -> dict[str, Any]:
+def _rejection(
+    line: int,
+    reason: str,
+    message: str,
+    event_id: str | None = None,
+    field_name: str | None = None,
+) -> dict[str, Any]:
     """A rejection the CLI makes itself, worded as the server's are."""
-    return {"line": line, "id": event_id, "reason": reason, "field": None, "message": message}
+    return {"line": line, "id": event_id, "reason": reason, "field": field_name, "message": message}
+
+
+def _event_id(event: object) -> str | None:
+    raw_id = event.get("id") if isinstance(event, dict) else None
+    return raw_id if isinstance(raw_id, str) else None
 
 
 @dataclass
@@ -123,6 +168,10 @@ def read_batches(path: Path, size: int) -> Iterator[FileBatch]:
     with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
             batch.lines += 1
+            if number == 1:
+                # Editors on Windows save UTF-8 with a byte order mark; JSON forbids it, and
+                # the file's first event was refused for an invisible character.
+                line = line.removeprefix(UTF8_BOM)
             if not line.strip():
                 continue
             try:
@@ -137,6 +186,9 @@ def read_batches(path: Path, size: int) -> Iterator[FileBatch]:
                 batch = FileBatch()
     if batch.lines:
         yield batch
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _unreadable(exc: orjson.JSONDecodeError, line: bytes) -> str:
@@ -163,9 +215,52 @@ def count_lines(path: Path) -> int:
 
 
 def sign_unsigned(event: object, *, key_id: str, secret: bytes) -> object:
-    if isinstance(event, dict) and SIGNATURE_ATTRIBUTE not in event:
-        return sign_event(event, key_id=key_id, secret=secret)
-    return event
+    """`event` signed with the key, unless it carries a signature already. An unsigned event
+    that names another key in `qmkeyid` is refused (Unsendable): signing it with this key
+    would replace the key its sender chose, and sent as it is the server refuses it anyway
+    (missing_signature); one that names this key is signed."""
+    if not isinstance(event, dict) or SIGNATURE_ATTRIBUTE in event:
+        return event
+    named = event.get(KEY_ID_ATTRIBUTE)
+    if named is not None and named != key_id:
+        raise Unsendable(
+            "missing_signature",
+            KEY_ID_ATTRIBUTE,
+            f"qmkeyid: the event names the key {named!r} but carries no qmsignature; "
+            f"--key-id {key_id!r} signs only events that name no key or that key: sign it "
+            "with its own key, or remove its qmkeyid; not sent",
+        )
+    return sign_event(event, key_id=key_id, secret=secret)
+
+
+def _too_deep(line: int, event: object) -> dict[str, Any]:
+    """An event orjson cannot write (nested beyond its 254 levels, docs/events.md), as a
+    rejection naming the attribute, or `data`'s field, that holds the deepest value, as the
+    server names it: each part is written at the depth it has in the event."""
+    field_name = "event"
+    if isinstance(event, dict):
+        for name, value in event.items():
+            if _writable({name: value}):
+                continue
+            field_name = name
+            if name == "data" and isinstance(value, dict):
+                inner = next((k for k, v in value.items() if not _writable({name: {k: v}})), None)
+                field_name = f"data.{inner}" if inner is not None else name
+            break
+    reason = "invalid_data" if field_name.startswith("data") else "invalid_envelope"
+    message = (
+        f"{field_name}: arrays and objects are nested too deep to be sent (at most "
+        f"{MAX_NESTING} levels in an event, the event itself the first); not sent"
+    )
+    return _rejection(line, reason, message, _event_id(event), field_name)
+
+
+def _writable(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def backoff_seconds(attempt: int, retry_after: str | None = None) -> float:
@@ -245,12 +340,22 @@ def body_limit(message: str) -> int | None:
     return int(match.group(1).replace(",", "")) if match else None
 
 
+# How the server's 413 names its limit of events per request (metering/body.py): `batch has
+# 60 events; the limit is 50 per request (QM_MAX_BATCH_EVENTS): split the batch`.
+_EVENT_LIMIT = re.compile(r"the limit is ([\d,]+) per request \(QM_MAX_BATCH_EVENTS\)")
+
+
+def event_limit(message: str) -> int | None:
+    """The server's QM_MAX_BATCH_EVENTS as its 413 says it, or None when it does not."""
+    match = _EVENT_LIMIT.search(message)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
 def _too_large(event: tuple[int, object], size: int, limit: int | None) -> dict[str, Any]:
     """One event over the server's request limit on its own, as a rejection of its line: the
     server's 413 says to split the batch, which cannot help a batch of one."""
     line, body = event
-    raw_id = body.get("id") if isinstance(body, dict) else None
-    event_id = raw_id if isinstance(raw_id, str) else None
+    event_id = _event_id(body)
     over = f"the server's limit of {limit:,} bytes" if limit is not None else "the server's limit"
     message = (
         f"the event alone is {size:,} bytes as sent, over {over} for a request "
@@ -266,26 +371,41 @@ def send_batches(
     max_attempts: int,
     connections: int = 1,
     prepare: Callable[[object], object] = lambda event: event,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     on_batch: Callable[[int], None] = lambda _lines: None,
     on_retry: Callable[[str], None] = lambda _problem: None,
 ) -> SendSummary:
     """POST the batches, up to `connections` at a time (each event through `prepare`, e.g.
-    signing), and add up the answers; rejections, the unreadable lines' included, come back
-    in line order. At most twice `connections` batches are read ahead, so memory stays that
-    of a few batches whatever the file's size. Each retry's problem goes to `on_retry` (from
-    the sending threads). A batch that cannot be delivered ends the send with SendStopped,
-    which holds the summary of the batches acknowledged until then."""
+    signing, which may refuse it with Unsendable), and add up the answers; rejections, the
+    unreadable lines' included, come back in line order. At most twice `connections` batches
+    are read ahead, so memory stays that of a few batches whatever the file's size. Each
+    retry's problem goes to `on_retry` (from the sending threads). A batch that cannot be
+    delivered ends the send with SendStopped, Ctrl-C with SendInterrupted: both hold the
+    summary of the batches acknowledged until then. `sleep`: the wait between two tries of a
+    batch (by default one that Ctrl-C ends at once)."""
     summary = SendSummary()
     retry_reasons: list[str] = []  # appended from the sending threads (atomic)
+    # Set on Ctrl-C: the sending threads stop waiting to retry and start no other try. A
+    # thread asleep in a backoff had kept the send alive until its last attempt (48 s).
+    stopping = threading.Event()
+
+    def pause(seconds: float) -> None:
+        if sleep is None:
+            stopping.wait(seconds)
+        else:
+            sleep(seconds)
+        if stopping.is_set():
+            raise _Abandoned
 
     def retrying(problem: str) -> None:
         retry_reasons.append(problem)
         on_retry(problem)
 
-    # The server's byte limit, once a 413 has said it: a batch known to be over it is split,
-    # and an event over it alone rejected, without sending it (appended from the threads).
+    # The server's byte limit and event limit, once a 413 has said them: a batch known to be
+    # over either is split, and an event over the byte limit alone rejected, without sending
+    # it (appended from the threads).
     limits: list[int] = []
+    event_limits: list[int] = []
 
     def halves(events: list[tuple[int, object]]) -> SendSummary:
         # Over the server's byte limit (large events at the default batch size): each half
@@ -295,40 +415,81 @@ def send_batches(
         delivered.add(deliver(events[half:]))
         return delivered
 
+    def pieces(events: list[tuple[int, object]], most: int) -> SendSummary:
+        # Over the server's event limit: requests of that many events, not halves, which
+        # took five refused requests to get from 1,000 events down to a limit of 50.
+        delivered = SendSummary()
+        for start in range(0, len(events), most):
+            delivered.add(deliver(events[start : start + most]))
+        return delivered
+
     def deliver(events: list[tuple[int, object]]) -> SendSummary:
+        if stopping.is_set():
+            raise _Abandoned
         delivered = SendSummary()
         if not events:
             return delivered
-        body = orjson.dumps([prepare(event) for _line, event in events])
+        if event_limits and len(events) > max(1, event_limits[-1]):
+            return pieces(events, max(1, event_limits[-1]))
+        # Each event written on its own, the array around them by hand: an event nested 254
+        # levels deep (which the server takes) is one level too deep for orjson inside a
+        # list, and one orjson cannot write at all is refused alone, not the whole send.
+        parts: list[bytes] = []
+        sending: list[tuple[int, object]] = []
+        for line, event in events:
+            try:
+                parts.append(orjson.dumps(prepare(event)))
+            except Unsendable as exc:
+                refusal = _rejection(
+                    line, exc.reason, exc.message, _event_id(event), exc.field_name
+                )
+                delivered.rejected.append(refusal)
+                continue
+            except orjson.JSONEncodeError:
+                delivered.rejected.append(_too_deep(line, event))
+                continue
+            sending.append((line, event))
+        if not sending:
+            return delivered
+        body = b"[" + b",".join(parts) + b"]"
+        del parts
         size = len(body)
         if limits and size > limits[-1]:
             del body
-            if len(events) > 1:
-                return halves(events)
+            if len(sending) > 1:
+                delivered.add(halves(sending))
+                return delivered
             delivered.sent = delivered.too_large = 1
-            delivered.rejected.append(_too_large(events[0], size, limits[-1]))
+            delivered.rejected.append(_too_large(sending[0], size, limits[-1]))
             return delivered
         unknown: list[bool] = []
         response = post_batch(
             client,
             body,
             max_attempts=max_attempts,
-            sleep=sleep,
+            sleep=pause,
             on_retry=retrying,
             on_unknown=lambda: unknown.append(True),
         )
         del body
         if response.status_code == 413:
-            limit = body_limit(error_message(response))
+            message = error_message(response)
+            limit = body_limit(message)
             if limit is not None:
                 limits.append(limit)
+            most = event_limit(message)
             # The response holds its request, the whole body: kept while the halves are sent
             # it was one more copy per level (1.5 GB for a 100 MB event in a batch of 1,000).
             del response
-            if len(events) > 1:
-                return halves(events)
+            if most is not None and len(sending) > 1:
+                event_limits.append(most)
+                delivered.add(pieces(sending, max(1, most)))
+                return delivered
+            if len(sending) > 1:
+                delivered.add(halves(sending))
+                return delivered
             delivered.sent = delivered.too_large = 1
-            delivered.rejected.append(_too_large(events[0], size, limit))
+            delivered.rejected.append(_too_large(sending[0], size, limit))
             return delivered
         if response.status_code not in (200, 422) or "accepted" not in response.json():
             # Raised, not printed here: every batch in flight gets the same answer (a wrong
@@ -338,13 +499,13 @@ def send_batches(
                 status=response.status_code,
             )
         report = response.json()
-        delivered.sent = len(events)
-        delivered.accepted = report["accepted"]
-        delivered.duplicates = report["duplicates"]
+        delivered.sent += len(sending)
+        delivered.accepted += report["accepted"]
+        delivered.duplicates += report["duplicates"]
         if unknown:
-            delivered.retried_duplicates = report["duplicates"]
+            delivered.retried_duplicates += report["duplicates"]
         for rejection in report["rejected"]:
-            delivered.rejected.append({**rejection, "line": events[rejection["index"]][0]})
+            delivered.rejected.append({**rejection, "line": sending[rejection["index"]][0]})
         return delivered
 
     def add(batch: FileBatch, delivered: SendSummary) -> None:
@@ -352,47 +513,73 @@ def send_batches(
         summary.add(delivered)
         on_batch(batch.lines)
 
-    in_flight: deque[tuple[FileBatch, Future[SendSummary]]] = deque()
-    stopped: DeliveryError | None = None
-    with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send") as pool:
-        try:
-            for batch in batches:
-                in_flight.append((batch, pool.submit(deliver, batch.events)))
-                if len(in_flight) >= 2 * connections:
-                    done, future = in_flight.popleft()
-                    add(done, future.result())
-            while in_flight:
-                done, future = in_flight.popleft()
-                add(done, future.result())
-        except BaseException as exc:
-            # A batch that could not be delivered ends the send: the batches not yet started
-            # are dropped, the ones being sent finish (sending the file again is safe).
-            for _batch, future in in_flight:
-                future.cancel()
-            if not isinstance(exc, DeliveryError):
-                raise
-            stopped = exc
-    if stopped is not None:
+    def add_answered() -> None:
         # What the server acknowledged is said even so: the batches in flight beside the one
-        # that failed and answered count too. Without it a send that gave up after minutes
-        # of retries ended with its error alone, and nothing said what had been stored.
-        for batch, future in in_flight:
+        # that failed (or at Ctrl-C) and answered count too. Without it a send that gave up
+        # after minutes of retries ended with its error alone, and nothing said what had been
+        # stored; at Ctrl-C the summary said 60,000 lines where the server had 64,000.
+        while in_flight:
+            batch, future = in_flight.popleft()
             if not future.cancelled() and future.exception() is None:
                 add(batch, future.result())
+
+    in_flight: deque[tuple[FileBatch, Future[SendSummary]]] = deque()
+    stopped: DeliveryError | None = None
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="qm-send")
+    try:
+        for batch in batches:
+            in_flight.append((batch, pool.submit(deliver, batch.events)))
+            if len(in_flight) >= 2 * connections:
+                done, future = in_flight.popleft()
+                add(done, future.result())
+        while in_flight:
+            done, future = in_flight.popleft()
+            add(done, future.result())
+    except DeliveryError as exc:
+        # A batch that could not be delivered ends the send: the batches not yet started
+        # are dropped, the ones being sent finish (sending the file again is safe).
+        for _batch, future in in_flight:
+            future.cancel()
+        stopped = exc
+    except KeyboardInterrupt:
+        # Ctrl-C: the batches not started are dropped, those waiting to retry stop waiting,
+        # and those whose request is out are awaited for their answer (stored, they count).
+        stopping.set()
+        for _batch, future in in_flight:
+            future.cancel()
+        interrupted = True
+    except BaseException:
+        # Anything else (an answer that is not JSON): raised as it is, and the sending threads
+        # told to stop rather than left retrying behind it.
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    try:
+        if stopped is not None or interrupted:
+            add_answered()
+    except KeyboardInterrupt:
+        # Ctrl-C again while a request in flight is awaited: the summary as it stands.
+        stopping.set()
+        interrupted = True
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
     summary.retries = len(retry_reasons)
     summary.rejected.sort(key=lambda rejection: rejection["line"])
+    if interrupted:
+        raise SendInterrupted(summary)
     if stopped is not None:
-        status = stopped.status if isinstance(stopped, DeliveryError) else None
-        raise SendStopped(str(stopped), summary, status=status) from stopped
+        raise SendStopped(str(stopped), summary, status=stopped.status) from stopped
     return summary
 
 
-def print_summary(summary: SendSummary, path: Path, *, stopped: bool = False) -> None:
-    """The counts, then the rejections by reason. `stopped`: the send ended at a batch it
-    could not deliver, and the counts are of what the server acknowledged before."""
+def print_summary(summary: SendSummary, path: Path, *, ended: str | None = None) -> None:
+    """The counts, then the rejections by reason. `ended`: how the send ended before the end
+    of the file ("the send stopped", "the send was interrupted"), and the counts are of what
+    the server acknowledged before."""
     events = counted(summary.sent - summary.too_large, "event")
     title = f"{escape(path.name)}: {events} " + (
-        "acknowledged before the send stopped" if stopped else "sent"
+        f"acknowledged before {ended}" if ended is not None else "sent"
     )
     if summary.too_large:
         # Listed with the rejections: the server's limit is per request, so no send stores them.
@@ -532,7 +719,8 @@ def send(
     retried after the server's Retry-After; one longer than 30 s (a budget throttle, until
     its period ends) stops the send at once with the server's message: the refused batch
     and those after it were not counted and must be sent again later. A send that stops
-    prints the summary of what the server acknowledged before it, then exits 1."""
+    prints the summary of what the server acknowledged before it, then exits 1; Ctrl-C
+    stops it at once, retries included, with that summary too, and exits 130."""
     if (key_id is None) != (secret_hex is None):
         given = (
             "--key-id (QM_SIGNING_KEY_ID)"
@@ -558,8 +746,12 @@ def send(
         TimeElapsedColumn(),
         console=out(),
     )
-    retries: list[str] = []  # appended from the sending threads (atomic)
+    retries = 0
+    # `retrying` runs in the sending threads: the count taken and said under one lock, or two
+    # threads said `retry 3` and none `retry 2`.
+    retry_lock = threading.Lock()
     stopped: SendStopped | None = None
+    interrupted = False
     with api_client(url=url, api_key=api_key) as client:
         # Retries are for a server that goes away mid-send; one that is not there at all is
         # said at once, not after the last batch's backoff (a minute). Before the bar starts:
@@ -572,11 +764,13 @@ def send(
                 # A server gone mid-send is retried for a minute or two per batch: said on the
                 # bar (`retrying (3 so far: ConnectError)`), and where no bar is drawn (output to
                 # a file or a pipe) a line per retry on stderr with the whole problem.
-                retries.append(problem)
-                kind = problem.split(":", 1)[0]
-                progress.update(task, status=f"retrying ({len(retries):,} so far: {kind})")
-                if not progress.console.is_terminal:
-                    err().print(f"retry {len(retries):,}: {problem}", markup=False)
+                nonlocal retries
+                with retry_lock:
+                    retries += 1
+                    kind = problem.split(":", 1)[0]
+                    progress.update(task, status=f"retrying ({retries:,} so far: {kind})")
+                    if not progress.console.is_terminal:
+                        err().print(f"retry {retries:,}: {problem}", markup=False)
 
             try:
                 summary = send_batches(
@@ -591,18 +785,32 @@ def send(
             except SendStopped as exc:
                 stopped, summary = exc, exc.summary
                 progress.update(task, status="stopped")
-    if stopped is not None and not (summary.sent or summary.rejected):
+            except SendInterrupted as exc:
+                interrupted, summary = True, exc.summary
+                progress.update(task, status="interrupted")
+    ended = "the send was interrupted" if interrupted else "the send stopped"
+    if (stopped is not None or interrupted) and not (summary.sent or summary.rejected):
         # Nothing answered (a wrong API key, a throttle at the first batch): no table of zeros.
-        out().print("no events were acknowledged before the send stopped", markup=False)
+        out().print(f"no events were acknowledged before {ended}", markup=False)
     else:
-        print_summary(summary, file, stopped=stopped is not None)
+        print_summary(summary, file, ended=ended if stopped is not None or interrupted else None)
+    acknowledged = summary.accepted + summary.duplicates > 0
+    done = int(progress.tasks[0].completed)
+    lines = counted(int(progress.tasks[0].total or 0), "line")
+    if interrupted:
+        # As after a batch that could not be delivered: what was stored is said, with how to
+        # finish, rather than a bare ^C and a bar that counted only the batches answered.
+        out().print(
+            f"interrupted after {done:,} of {lines} were acknowledged: send the file again to "
+            "send the rest (what this send stored comes back as duplicate, counted once)",
+            markup=False,
+        )
+        raise SystemExit(130)  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
     if stopped is not None:
         # Always after the summary of what was acknowledged, never instead of it.
-        done = int(progress.tasks[0].completed)
         out().print(
-            f"stopped after {done:,} of {counted(int(progress.tasks[0].total or 0), 'line')} "
-            f"were acknowledged: {_resend_advice(stopped.status)} (what it "
-            "stored comes back as duplicate, counted once)",
+            f"stopped after {done:,} of {lines} were acknowledged: "
+            f"{_resend_advice(stopped.status, acknowledged=acknowledged)}",
             markup=False,
         )
         said = str(stopped)
@@ -613,13 +821,24 @@ def send(
         raise typer.Exit(1)
 
 
-def _resend_advice(status: int | None) -> str:
+def _resend_advice(status: int | None, *, acknowledged: bool) -> str:
     """When to send the file again: once the server answers, or, when it answered with a
     refusal (a wrong key), once what it named is fixed (a QM_URL ending in /v1 is refused
-    before sending, `client.server_url`). Pure."""
-    if status is None or status >= 500 or status == 429:
-        return "send the file again once the server answers"
-    return f"the server refused it ({status}): fix what it names, then send the file again"
+    before sending, `client.server_url`). Duplicates are promised only where something may
+    have been stored: a batch whose answer was lost may have been (no answer, 5xx), a refused
+    one was not (401, 403, 429), so there only the batches acknowledged before come back as
+    duplicates. `acknowledged`: the server accepted or had some of the events. Pure."""
+    before = " (the events acknowledged before come back as duplicates, counted once)"
+    if status is None or status >= 500:
+        return (
+            "send the file again once the server answers (what this send stored comes back "
+            "as duplicate, counted once)"
+        )
+    if status == 429:
+        return "send the file again once the server answers" + (before if acknowledged else "")
+    return f"the server refused it ({status}): fix what it names, then send the file again" + (
+        before if acknowledged else ""
+    )
 
 
 def _signing_secret(secret_hex: str) -> bytes:
@@ -670,23 +889,63 @@ def tail_events(
     emit: Callable[[str], None],
     keep_going: Callable[[], bool] = lambda: True,
     sleep: Callable[[float], None] = time.sleep,
+    warn: Callable[[str], None] | None = None,
 ) -> int | None:
     """Print the newest `limit` events, then (with `follow`) each new one as it arrives.
-    Returns the last position seen."""
+    Returns the last position seen.
+
+    While following, a poll that fails (the server restarting: no connection, a 5xx or 429)
+    is said once on `warn` (stderr by default) and polled again after the server's
+    Retry-After or `interval`, from the same position, until it answers: a follow is left
+    running, and ended on the first restart. The first page still fails at once: a server
+    that is not there at all is said, not waited for."""
+    say = warn or (lambda text: err().print(text, markup=False, highlight=False))
     page = check(client.get("/v1/events", params={"limit": limit}), console=err())
     for item in page["events"]:
         emit(format_event(item))
-    after: int | None = page["next_after"]
+    # An empty log has no position yet: continue from its start (0). With None each poll
+    # asked for the newest page, and of 2,500 events sent at once only the last 1,000 came.
+    after: int = page["next_after"] if page["next_after"] is not None else 0
+    pause = interval
+    trouble: str | None = None  # the failure said last, not said again at every poll
     while follow and keep_going():
-        sleep(interval)
-        params: dict[str, int] = {"limit": 1000}
-        if after is not None:
-            params["after"] = after
-        page = check(client.get("/v1/events", params=params), console=err())
+        if pause:
+            sleep(pause)
+        problem, retry_after, page = _poll(client, after)
+        if problem is not None:
+            if problem != trouble:
+                say(f"{problem}; reconnecting… (Ctrl-C stops)")
+                trouble = problem
+            pause = interval
+            if retry_after is not None and retry_after.isdigit():
+                pause = min(float(retry_after), MAX_BACKOFF_SECONDS)
+            continue
+        if trouble is not None:
+            say(f"reconnected; continuing after position {after:,}")
+            trouble = None
         for item in page["events"]:
             emit(format_event(item))
         after = page["next_after"] if page["next_after"] is not None else after
+        # A page with events may have more behind it (a page ends at 1,000 events or 4 MiB):
+        # read on at once, and wait only once a page comes back empty.
+        pause = 0.0 if page["events"] else interval
     return after
+
+
+def _poll(client: httpx.Client, after: int) -> tuple[str | None, str | None, dict[str, Any]]:
+    """One page of the log after `after`; or, when the server cannot answer now (no
+    connection, a 5xx or 429), the problem and its Retry-After. Any other refusal (a wrong
+    key) ends the tail, as it would not change by polling again."""
+    try:
+        response = client.get("/v1/events", params={"after": after, "limit": 1000})
+    except httpx.TransportError as exc:
+        return f"cannot reach the server at {client.base_url}: {exc}", None, {}
+    if response.status_code in RETRY_STATUSES:
+        message = error_message(response).strip()
+        problem = f"error {response.status_code}" + (f": {message}" if message else "")
+        return problem, response.headers.get("Retry-After"), {}
+    page: dict[str, Any] = check(response, console=err())
+    return None, None, page
 
 
 @app.command("tail")
@@ -699,7 +958,10 @@ def tail(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Show the newest events of your tenant's event log (Ctrl-C stops --follow)."""
+    """Show the newest events of your tenant's event log (Ctrl-C stops --follow).
+
+    With --follow, a server that restarts is polled again until it answers (said once on
+    stderr), and the events come from where the tail was."""
     console = out()
     with api_client(url=url, api_key=api_key) as client:
         try:
@@ -732,9 +994,11 @@ def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
     rejections by reason. The pipeline's stages of the same hours (attributed, rated) are
     `qm pipeline accounting`'s: with them the table needed 90 columns and cut its totals at
     an ellipsis (`1,970…`) on an 80-column terminal."""
+    # The hour as the tables write moments, so that it pastes back as --start; "ok" (not
+    # "balanced") keeps the table within 80 columns with a month's totals in the millions.
     hour_column = "hour (UTC)"
     table = data_table(
-        [hour_column, *INGEST_STAGES, "balanced"],
+        [hour_column, *INGEST_STAGES, "ok"],
         title=f"reconciliation {hour_text(report['start'])} .. {hour_text(report['end'])} UTC",
         right=INGEST_STAGES,
         whole=[hour_column],
@@ -744,7 +1008,7 @@ def reconciliation_tables(report: dict[str, Any]) -> list[Table]:
         counts = hour["stages"]
         balanced = _balanced(counts)
         table.add_row(
-            hour_text(hour["hour"]),
+            hour_cell(hour["hour"]),
             *(grouped(counts.get(s, 0)) for s in INGEST_STAGES),
             Text("yes", style="green") if balanced else Text("NO", style="bold red"),
         )

@@ -23,8 +23,8 @@ from quartermaster.cli.client import (
     drop_none,
     fail,
     grouped,
+    hour_cell,
     hour_names,
-    hour_text,
     out,
     plain,
     print_json,
@@ -509,9 +509,14 @@ def accounting_table(hours: list[dict[str, Any]]) -> Table:
     # Over two lines from the start: left to Rich, a table of seven-digit counts narrowed
     # `unattributed` as much as this one and broke it mid-word.
     table.columns[-1].header = "in\npipeline"
+    if "unattributed" in counts:
+        # The hour as the tables write moments (20 characters, so that it can be pasted back
+        # as --start) leaves it 8 columns with counts in the millions: broken where a reader
+        # expects it rather than where Rich runs out (`unattrib|uted`).
+        table.columns[1 + counts.index("unattributed")].header = "unattri-\nbuted"
     for hour in hours:
         table.add_row(
-            hour_text(hour["hour"]),
+            hour_cell(hour["hour"]),
             *(grouped(hour[name]) for name in counts),
             style=None if hour["balanced"] else "yellow",
         )
