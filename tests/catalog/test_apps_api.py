@@ -379,3 +379,26 @@ def test_control_and_bidi_characters_are_refused_in_titles_and_owners(
     changed = client.patch("/v1/apps/a1", json={field: value}, headers=org.headers)
     assert (changed.status_code, error_of(changed)["field"]) == (422, field)
     assert ok(client.get("/v1/apps/a1", headers=org.headers))[field] != value
+
+
+@pytest.mark.parametrize("field", ["owner", "title"])
+@pytest.mark.parametrize("value", ["\u200b", " \u200c\u200d ", "\u2060", "\ufeff", "\u200b\t"])
+def test_a_name_of_only_invisible_format_characters_is_missing(
+    client: TestClient, org: TenantHandle, field: str, value: str
+) -> None:
+    """`str.strip()` keeps U+200B ZERO WIDTH SPACE and the other format characters (Cf): a
+    name of only them and whitespace passed the blank check and showed as an empty cell."""
+    body = {"app_id": "a1", "owner": "ann", "team": "web", field: value}
+    refused = register(client, org, **body)
+    assert refused.status_code == 422, refused.text
+    assert error_of(refused)["field"] == field
+    assert error_of(refused)["message"].startswith(
+        f"{field} is missing: it holds only whitespace and invisible format characters (U+"
+    )
+    ok(register(client, org, app_id="a1", owner="ann", team="web"), 201)
+    changed = client.patch("/v1/apps/a1", json={field: value}, headers=org.headers)
+    assert (changed.status_code, error_of(changed)["field"]) == (422, field)
+    assert error_of(changed)["message"].startswith(f"{field} is missing: ")
+    # A visible name with a format character in it is a name.
+    joined = ok(client.patch("/v1/apps/a1", json={field: "ann\u200bmarie"}, headers=org.headers))
+    assert joined[field] == "ann\u200bmarie"

@@ -123,7 +123,8 @@ def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
         ended_binding
     )
     past = qm("resource", "end", "vm-2", "--at", "2025-02-01T00:00:00Z", expect=1).output
-    assert "is in the past: a binding ends now or later" in " ".join(past.split())
+    assert "is before" in past
+    assert "already accepted and rated under the binding" in " ".join(past.split())
 
     leased = qm("resource", "lease", "job-1", "--app", "shop", "--ttl", "600")
     assert leased.stdout.strip().startswith("rl1.")
@@ -136,7 +137,16 @@ def test_resources_and_leases_from_the_command_line(qm: Qm) -> None:
     assert re.search(rf"│ job-1\s+│ from [^│]+│ {lease_id} │\n│ shop, production ", listed)
     ended = qm("resource", "end-lease", lease_id).output
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
-    assert re.fullmatch(rf"lease {lease_id} ended at {stamp}", ended.strip()), ended
+    assert re.fullmatch(
+        rf"lease {lease_id} ended at {stamp}\njob-1 stays bound to shop until {stamp} for events "
+        "already accepted; it may be bound to another app from then",
+        ended.strip(),
+    ), ended
+    soonest = qm("resource", "end", "vm-1")
+    assert re.search(rf"vm-1 is bound to shop until {stamp} \(from 2025-01-01", soonest.output)
+    assert "the soonest end: now plus the time ahead the server accepts" in " ".join(
+        soonest.output.split()
+    )
     earlier = qm("resource", "lease", "job-0", "--app", "shop", "--ttl", "60",
                  "--issued-at", "2025-03-01T00:00:00Z")  # fmt: skip
     assert "until 2025-03-01 00:01:00Z" in earlier.stderr

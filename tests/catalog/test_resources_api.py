@@ -16,6 +16,7 @@ from tests.tenancy.support import headers_for, make_app, make_team, ok
 JAN = datetime(2025, 1, 1, tzinfo=UTC)
 FEB = datetime(2025, 2, 1, tzinfo=UTC)
 MAR = datetime(2025, 3, 1, tzinfo=UTC)
+SKEW = timedelta(seconds=300)  # QM_MAX_FUTURE_SKEW_SECONDS' default
 
 
 def iso(moment: datetime) -> str:
@@ -170,14 +171,49 @@ def test_a_lease_binds_a_short_lived_resource_for_its_lifetime(
     again = ok(client.delete(f"/v1/resource-leases/{issued['lease_id']}", headers=org.headers))
     assert again["ended_at"] == ended["ended_at"]
 
+    # The lease is revoked now, but its binding ends at now + the future skew (300 s), in
+    # whole seconds: events stamped up to then may already be accepted and rated under it.
+    [after] = ok(client.get("/v1/resources", params={"resource_id": "job-7"}, headers=org.headers))
+    bound_until = datetime.fromisoformat(after["valid_to"])
+    assert bound_until.microsecond == 0
+    assert ended_at + SKEW <= bound_until < ended_at + SKEW + timedelta(seconds=1)
     with runtime.session_factory() as session:
         # Events from while it ran stay attributable after it is gone; later ones are not.
         assert resource_owner_at(org.tenant_id, "job-7", issued_at, session=session) == "etl"
-        assert resource_owner_at(org.tenant_id, "job-7", ended_at, session=session) is None
-    [after] = ok(client.get("/v1/resources", params={"resource_id": "job-7"}, headers=org.headers))
-    assert after["valid_to"] == ended["ended_at"]
-    # From the end on, the resource id may be bound again.
-    ok(bind(client, org, resource_id="job-7", app_id="shop", valid_from=ended["ended_at"]), 201)
+        ahead = ended_at + timedelta(seconds=200)
+        assert resource_owner_at(org.tenant_id, "job-7", ahead, session=session) == "etl"
+        assert resource_owner_at(org.tenant_id, "job-7", bound_until, session=session) is None
+    # Before the binding's end the resource id is still taken; from it on, it may be bound.
+    early = bind(client, org, resource_id="job-7", app_id="shop", valid_from=ended["ended_at"])
+    assert early.status_code == 409
+    ok(bind(client, org, resource_id="job-7", app_id="shop", valid_from=after["valid_to"]), 201)
+
+
+def test_ending_a_lease_that_expires_within_the_skew_ends_its_binding_at_expiry(
+    client: TestClient, org: TenantHandle
+) -> None:
+    issued = ok(lease(client, org, resource_id="job-s", app_id="etl", ttl_seconds=60), 201)
+    ok(client.delete(f"/v1/resource-leases/{issued['lease_id']}", headers=org.headers))
+    [after] = ok(client.get("/v1/resources", params={"resource_id": "job-s"}, headers=org.headers))
+    assert after["valid_to"] == issued["expires_at"]
+
+
+def test_a_lease_issued_a_few_milliseconds_ago_is_not_in_the_future(
+    client: TestClient, org: TenantHandle
+) -> None:
+    just_now = datetime.now(UTC) - timedelta(milliseconds=3)
+    issued = ok(
+        lease(
+            client,
+            org,
+            resource_id="job-ms",
+            app_id="etl",
+            ttl_seconds=60,
+            issued_at=just_now.isoformat(),
+        ),
+        201,
+    )
+    assert datetime.fromisoformat(issued["issued_at"]) == just_now.replace(microsecond=0)
 
 
 def test_lease_input_and_unknown_leases(client: TestClient, org: TenantHandle) -> None:
@@ -268,9 +304,44 @@ def test_an_open_binding_is_ended_and_the_resource_moves_to_another_app(
     at_start = end(client, org.headers, resource_id="vm-9", at=iso(move_at))
     assert at_start.status_code == 422  # etl's binding starts then: none is in force before
     assert "starts at" in at_start.json()["error"]["message"]
-    ok(bind(client, org, resource_id="vm-10", app_id="shop"), 201)
+
+
+def test_a_binding_ends_no_sooner_than_now_plus_the_future_skew(
+    client: TestClient, org: TenantHandle, runtime: Runtime
+) -> None:
+    """Ingest accepts events stamped up to 300 s ahead and rates them under the binding in
+    force then: ending it sooner made a replay attribute them to the next binding."""
+    before = datetime.now(UTC)
+    bound = ok(bind(client, org, resource_id="vm-10", app_id="shop"), 201)
+    assert datetime.fromisoformat(bound["valid_from"]).microsecond == 0
     ended_now = ok(end(client, org.headers, resource_id="vm-10"))
-    assert ended_now["valid_to"] is not None
+    until = datetime.fromisoformat(ended_now["valid_to"])
+    assert until.microsecond == 0
+    assert before + SKEW <= until <= datetime.now(UTC) + SKEW + timedelta(seconds=1)
+    with runtime.session_factory() as session:
+        ahead = before + timedelta(seconds=200)
+        assert resource_owner_at(org.tenant_id, "vm-10", ahead, session=session) == "shop"
+    # The listed end is where the next binding may start, and a clash names it as listed.
+    [listed] = ok(client.get("/v1/resources", params={"resource_id": "vm-10"}, headers=org.headers))
+    assert listed["valid_to"] == ended_now["valid_to"]
+    ok(bind(client, org, resource_id="vm-10", app_id="etl", valid_from=listed["valid_to"]), 201)
+
+    ok(bind(client, org, resource_id="vm-11", app_id="shop", valid_from=iso(JAN)), 201)
+    too_soon = datetime.now(UTC) + timedelta(seconds=60)
+    refused = end(client, org.headers, resource_id="vm-11", at=iso(too_soon))
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["field"] == "at"
+    assert "is before" in error["message"]
+    assert (
+        "the server's now plus 300 s: events stamped up to that far ahead are already "
+        in (error["message"])
+    )
+    assert "accepted and rated under the binding" in error["message"]
+    later = datetime.now(UTC).replace(microsecond=0) + SKEW + timedelta(seconds=30)
+    assert ok(end(client, org.headers, resource_id="vm-11", at=iso(later)))["valid_to"] == iso(
+        later
+    )
 
 
 def test_ending_a_binding_refuses_the_past_a_lease_and_another_team(
@@ -280,9 +351,7 @@ def test_ending_a_binding_refuses_the_past_a_lease_and_another_team(
     past = end(client, org.headers, resource_id="vm-p", at="2025-02-01T01:00:00+01:00")
     assert past.status_code == 422
     assert past.json()["error"]["field"] == "at"
-    assert past.json()["error"]["message"].startswith(
-        "at 2025-02-01 00:00 UTC is in the past: a binding ends now or later"
-    )
+    assert past.json()["error"]["message"].startswith("at 2025-02-01 00:00 UTC is before ")
     leased = ok(lease(client, org, resource_id="job-1", app_id="shop", ttl_seconds=600), 201)
     refused = end(client, org.headers, resource_id="job-1")
     assert refused.status_code == 409

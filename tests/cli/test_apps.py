@@ -132,3 +132,35 @@ def test_resource_create_and_end_say_the_interval_in_utc(
     ended = qm("resource", "end", "r2", "--at", "2999-01-01T00:00:00-05:00").output
     assert ended == "r2 is bound to bot until 2999-01-01 05:00:00Z (from 2026-10-31 23:00:00Z)\n"
     assert "from 2026-10-31 23:00:00Z" in qm("resource", "list").output
+
+
+def test_a_binding_ended_now_is_listed_and_rebound_at_the_same_whole_second(
+    live_server: LiveServer,
+    tenant: TenantHandle,
+    http: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`qm resource end` without --at stored microseconds: the list said `until 04:28:03Z`,
+    and binding from that instant was a 409 naming an interval that contradicted it."""
+    make_cost_center(http, tenant, "cc-1")
+    make_team(http, tenant, "web", cost_center="cc-1")
+    make_app(http, tenant, "bot", team="web")
+    make_app(http, tenant, "other", team="web")
+    qm = make_qm(live_server, tenant, monkeypatch)
+    qm("resource", "create", "r3", "--app", "bot", "--valid-from", "2026-01-01T00:00:00Z")
+    ended = qm("resource", "end", "r3").output
+    match = re.search(r"until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ)", ended)
+    assert match is not None, ended
+    assert "the soonest end: now plus the time ahead the server accepts" in " ".join(ended.split())
+    listed = qm("resource", "list", "--resource-id", "r3").output
+    assert f"until {match.group(1)}" in listed
+    rebound = qm(
+        "resource",
+        "create",
+        "r3",
+        "--app",
+        "other",
+        "--valid-from",
+        match.group(1).replace(" ", "T"),
+    )
+    assert f"bound r3 to other over [{match.group(1)}, open)" in rebound.output

@@ -18,7 +18,7 @@ from quartermaster.catalog.access import ensure_may_read, ensure_may_write, visi
 from quartermaster.catalog.lease_tokens import LeaseClaims, issue_token
 from quartermaster.catalog.models import App, Resource, ResourceLease
 from quartermaster.catalog.service import find_app, validate_environment
-from quartermaster.domain.timeutil import Period, moment_text, utc_now
+from quartermaster.domain.timeutil import Period, duration_text, moment_text, utc_now
 from quartermaster.errors import ConflictError, InvalidInputError, NotFoundError
 from quartermaster.tenancy.service import AuthContext
 
@@ -234,7 +234,7 @@ def register_resource(
     """Bind `resource_id` to an app over [valid_from (default now), valid_to (default open))."""
     resource_id = _clean_resource_id(resource_id)
     app = _app_for_write(caller, app_id, session)
-    start = valid_from or utc_now()
+    start = valid_from or utc_now().replace(microsecond=0)  # whole seconds, as leases
     if valid_to is not None and valid_to <= start:
         raise InvalidInputError(
             f"valid_to {moment_text(valid_to)} is not after valid_from {moment_text(start)}",
@@ -257,25 +257,40 @@ def register_resource(
     return _span(resource, app.app_id)
 
 
-# How far before the server's now a binding may be ended: the caller's clock, and the time its
-# request took. Further back would take usage already rated for the app away from it (the
-# pipeline does not rate an event twice) while late events of the same hours went elsewhere.
-END_SKEW = timedelta(minutes=1)
+def whole_second_up(moment: datetime) -> datetime:
+    """`moment` rounded up to a whole second (never before it): an end computed from the
+    server's clock, said as the API, `qm resource list` and messages all say moments."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
+
+
+def earliest_end(now: datetime, max_future_skew: timedelta) -> datetime:
+    """The soonest a binding may end: ingest accepts events stamped up to `max_future_skew`
+    ahead of now and rates them at once under the binding in force then, so an earlier end
+    would make a replay attribute them elsewhere (or to nothing)."""
+    return whole_second_up(now + max_future_skew)
 
 
 def end_binding(
-    caller: AuthContext, resource_id: str, *, at: datetime | None = None, session: Session
+    caller: AuthContext,
+    resource_id: str,
+    *,
+    at: datetime | None = None,
+    max_future_skew: timedelta,
+    session: Session,
 ) -> ResourceSpan:
-    """End the binding of `resource_id` in force at `at` (default now) at `at`: the resource
-    can then be bound to another app from `at` (`register_resource`), or stay unbound. A
-    lease's binding is ended with its lease (`end_lease`)."""
+    """End the binding of `resource_id` in force at `at` at `at` (default: now +
+    `max_future_skew`, rounded up to a whole second; an earlier `at` is refused): the
+    resource can then be bound to another app from `at` (`register_resource`), or stay
+    unbound. A lease's binding is ended with its lease (`end_lease`)."""
     resource_id = _clean_resource_id(resource_id)
-    now = utc_now()
-    end = (at or now).astimezone(UTC)  # said in UTC, as every moment of the CLI
-    if end < now - END_SKEW:
+    soonest = earliest_end(utc_now(), max_future_skew)
+    end = soonest if at is None else at.astimezone(UTC)  # said in UTC, as the CLI says moments
+    if end < soonest:
         raise InvalidInputError(
-            f"at {moment_text(end)} is in the past: a binding ends now or later (usage up to "
-            "now is attributed by it, and rated usage is not rated again)",
+            f"at {moment_text(end)} is before {moment_text(soonest)}, the server's now plus "
+            f"{duration_text(max_future_skew)}: events stamped up to that far ahead are already "
+            "accepted and rated under the binding, so it ends no sooner (omit at to end it then)",
             field="at",
         )
     _serialize_on_resource(session, caller.tenant_id, resource_id)
@@ -348,13 +363,15 @@ def open_lease(
     resource_id = _clean_resource_id(resource_id)
     app = _app_for_write(caller, app_id, session)
     env = validate_environment(environment) if environment is not None else app.environment
-    now = utc_now().replace(microsecond=0)
+    now = utc_now()
+    # Compared before either is cut to whole seconds: a moment a few milliseconds ago is not
+    # in the future because now's fraction was cut.
     if issued_at is not None and issued_at > now:
         raise InvalidInputError(
             f"issued_at {moment_text(issued_at)} is in the future: a lease starts now or earlier",
             field="issued_at",
         )
-    issued_at = now if issued_at is None else issued_at.astimezone(UTC).replace(microsecond=0)
+    issued_at = (now if issued_at is None else issued_at.astimezone(UTC)).replace(microsecond=0)
     expires_at = issued_at + timedelta(seconds=ttl_seconds)
     _refuse_overlap(session, caller, resource_id, issued_at, expires_at)
     lease = ResourceLease(
@@ -411,9 +428,14 @@ def _lease_view(lease: ResourceLease, app: App) -> LeaseView:
     )
 
 
-def end_lease(caller: AuthContext, lease_id: str, *, session: Session) -> LeaseView:
-    """End a lease now: its binding's valid_to becomes now. Ending an ended or expired lease
-    changes nothing (idempotent)."""
+def end_lease(
+    caller: AuthContext, lease_id: str, *, max_future_skew: timedelta, session: Session
+) -> LeaseView:
+    """Revoke a lease now (events stamped from now on are refused), and end its binding at
+    now + `max_future_skew` rounded up to a whole second (or at its expiry, if sooner):
+    events stamped up to that far ahead may already be accepted and rated under it. Another
+    app may bind the resource from then. Ending an ended or expired lease changes nothing
+    (idempotent)."""
     row = session.execute(
         select(ResourceLease, App)
         .join(App, App.id == ResourceLease.app_pk)
@@ -433,7 +455,7 @@ def end_lease(caller: AuthContext, lease_id: str, *, session: Session) -> LeaseV
                 Resource.tenant_id == caller.tenant_id, Resource.lease_id == lease.id
             )
         ).one()
-        binding.valid_to = now
+        binding.valid_to = min(earliest_end(now, max_future_skew), lease.expires_at)
     session.commit()
     return _lease_view(lease, app)
 

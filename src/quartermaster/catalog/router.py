@@ -5,6 +5,7 @@ team's), finance reads everything, the ingest-only app role gets 403."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -34,12 +35,18 @@ from quartermaster.catalog.schemas import (
     SigningKeyCreatedOut,
     SigningKeyOut,
 )
+from quartermaster.runtime import Runtime
 from quartermaster.tenancy.models import Role
 from quartermaster.tenancy.service import AuthContext
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 CatalogWriter = Annotated[AuthContext, Depends(require_roles(Role.ADMIN, Role.TEAM_MEMBER))]
+
+
+def _max_future_skew(runtime: Runtime) -> timedelta:
+    """How far ahead of now ingest accepts event times: a binding ends no sooner."""
+    return timedelta(seconds=runtime.settings.max_future_skew_seconds)
 
 
 def _detail(detail: service.AppDetail) -> AppDetailOut:
@@ -201,9 +208,15 @@ def register_resource(
     responses=error_responses(404, 409, 422),
 )
 def end_resource_binding(
-    body: ResourceEnd, caller: CatalogWriter, session: SessionDep
+    body: ResourceEnd, caller: CatalogWriter, session: SessionDep, runtime: RuntimeDep
 ) -> ResourceOut:
-    span = resources.end_binding(caller, body.resource_id, at=body.at, session=session)
+    span = resources.end_binding(
+        caller,
+        body.resource_id,
+        at=body.at,
+        max_future_skew=_max_future_skew(runtime),
+        session=session,
+    )
     return ResourceOut.model_validate(span)
 
 
@@ -254,5 +267,10 @@ def get_resource_lease(lease_id: str, caller: Reader, session: ReadSessionDep) -
     summary="End a resource lease now",
     responses=error_responses(404),
 )
-def end_lease(lease_id: str, caller: CatalogWriter, session: SessionDep) -> ResourceLeaseOut:
-    return ResourceLeaseOut.model_validate(resources.end_lease(caller, lease_id, session=session))
+def end_lease(
+    lease_id: str, caller: CatalogWriter, session: SessionDep, runtime: RuntimeDep
+) -> ResourceLeaseOut:
+    ended = resources.end_lease(
+        caller, lease_id, max_future_skew=_max_future_skew(runtime), session=session
+    )
+    return ResourceLeaseOut.model_validate(ended)

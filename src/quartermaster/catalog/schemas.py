@@ -139,8 +139,9 @@ class ResourceEnd(_In):
     resource_id: str = Field(description="The resource whose binding ends.")
     at: RequestMoment | None = Field(
         default=None,
-        description="When the binding in force then ends (exclusive). Default: now; not in the"
-        " past.",
+        description="When the binding in force then ends (exclusive). Default and earliest: now"
+        " plus QM_MAX_FUTURE_SKEW_SECONDS, whole seconds (events stamped up to that far ahead"
+        " are already rated under the binding).",
     )
 
 
@@ -181,6 +182,7 @@ class ResourceLeaseOut(_Out):
     issued_at: datetime
     expires_at: datetime
     ended_at: datetime = Field(
-        description="When the binding ends: the revocation if ended early, else the expiry "
-        "(a moment still to come while the lease runs)."
+        description="When the lease ends: its revocation if ended early, else its expiry (a moment"
+        " still to come while the lease runs). Ended early, its resource stays bound to the app"
+        " up to QM_MAX_FUTURE_SKEW_SECONDS longer (GET /v1/resources shows until when)."
     )

@@ -315,7 +315,13 @@ def resource_create(
 @resource_app.command("end")
 def resource_end(
     resource_id: Annotated[str, typer.Argument(help="The resource whose binding ends.")],
-    at: Annotated[str | None, typer.Option(help="RFC 3339, now or later; default now.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="RFC 3339, no sooner than now plus the server's accepted future skew of event "
+            "times (QM_MAX_FUTURE_SKEW_SECONDS, default 300 s); default that soonest moment."
+        ),
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -327,6 +333,12 @@ def resource_end(
         f" (from {utc_moment(span['valid_from'])})",
         markup=False,
     )
+    if at is None:
+        err().print(
+            "(the soonest end: now plus the time ahead the server accepts event times, as "
+            "events stamped up to then are already rated under this binding)",
+            markup=False,
+        )
 
 
 @resource_app.command("list")
@@ -393,9 +405,26 @@ def resource_end_lease(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """End a lease now (its resource stays attributable for the time it ran)."""
+    """End a lease now: events stamped from now on are refused, but its resource stays bound
+    to the app for the time ahead the server accepts event times (then it may be bound to
+    another app)."""
     lease = request("DELETE", f"/v1/resource-leases/{segment(lease_id)}", url=url, api_key=api_key)
     out().print(f"lease {lease['lease_id']} ended at {cell_text(lease['ended_at'])}")
+    bindings = request(
+        "GET",
+        "/v1/resources",
+        params={"resource_id": lease["resource_id"]},
+        url=url,
+        api_key=api_key,
+    )
+    for binding in bindings:
+        if binding["lease_id"] == lease["lease_id"] and binding["valid_to"]:
+            out().print(
+                f"{lease['resource_id']} stays bound to {lease['app_id']} until "
+                f"{utc_moment(binding['valid_to'])} for events already accepted; it may be "
+                "bound to another app from then",
+                markup=False,
+            )
 
 
 app_app.command("import")(import_apps)
