@@ -141,6 +141,15 @@ def resource_owner_at(
     return session.scalars(query).first()
 
 
+def bindings_of_resources(
+    tenant_id: str, resource_ids: Iterable[str], *, session: Session
+) -> list[ResourceSpan]:
+    """Every binding, past and future, of the given resource ids (ingestion's lookup for the
+    events naming only their resource)."""
+    query = _span_query(tenant_id).where(Resource.resource_id.in_(sorted(resource_ids)))
+    return [_span(*row) for row in session.execute(query)]
+
+
 def resource_bindings_for_tenant(
     tenant_id: str, *, period: Period | None = None, session: Session
 ) -> list[ResourceSpan]:
@@ -196,23 +205,25 @@ def _refuse_overlap(
         .where(Resource.tenant_id == caller.tenant_id, Resource.resource_id == resource_id)
         .order_by(Resource.valid_from)
     )
-    for resource, app_id, team_id in session.execute(query):
-        if not overlaps(valid_from, valid_to, resource.valid_from, resource.valid_to):
-            continue
-        if not _may_see_team(caller, team_id):
-            # Still refused (a resource is bound to one app at a time), but a team-member may
-            # not read another team's bindings (list_resources hides them): no app, no times.
-            raise ConflictError(
-                f"resource {resource_id!r} is bound to an app of another team over an "
-                "overlapping interval",
-                field="valid_from",
-            )
+    rows = session.execute(query).all()
+    clash = first_overlap(valid_from, valid_to, [_span(r, app_id) for r, app_id, _ in rows])
+    if clash is None:
+        return
+    team_of = {app_id: team_id for _, app_id, team_id in rows}
+    if not _may_see_team(caller, team_of[clash.app_id]):
+        # Still refused (a resource is bound to one app at a time), but a team-member may
+        # not read another team's bindings (list_resources hides them): no app, no times.
         raise ConflictError(
-            f"resource {resource_id!r} is already bound to app {app_id!r} over "
-            f"{format_interval(resource.valid_from, resource.valid_to)}, which overlaps "
-            f"{format_interval(valid_from, valid_to)}",
+            f"resource {resource_id!r} is bound to an app of another team over an "
+            "overlapping interval",
             field="valid_from",
         )
+    raise ConflictError(
+        f"resource {resource_id!r} is already bound to app {clash.app_id!r} over "
+        f"{format_interval(clash.valid_from, clash.valid_to)}, which overlaps "
+        f"{format_interval(valid_from, valid_to)}",
+        field="valid_from",
+    )
 
 
 def _may_see_team(caller: AuthContext, team_id: str) -> bool:

@@ -48,7 +48,7 @@ from quartermaster.metering.signing import (
     SIGNING_SECRET_BYTES,
     sign_event,
 )
-from quartermaster.metering.validation import MAX_NESTING
+from quartermaster.metering.validation import MAX_NESTING, too_deep_field
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -236,31 +236,14 @@ def sign_unsigned(event: object, *, key_id: str, secret: bytes) -> object:
 def _too_deep(line: int, event: object) -> dict[str, Any]:
     """An event orjson cannot write (nested beyond its 254 levels, docs/events.md), as a
     rejection naming the attribute, or `data`'s field, that holds the deepest value, as the
-    server names it: each part is written at the depth it has in the event."""
-    field_name = "event"
-    if isinstance(event, dict):
-        for name, value in event.items():
-            if _writable({name: value}):
-                continue
-            field_name = name
-            if name == "data" and isinstance(value, dict):
-                inner = next((k for k, v in value.items() if not _writable({name: {k: v}})), None)
-                field_name = f"data.{inner}" if inner is not None else name
-            break
+    server names it."""
+    field_name = too_deep_field(event) if isinstance(event, dict) else "event"
     reason = "invalid_data" if field_name.startswith("data") else "invalid_envelope"
     message = (
         f"{field_name}: arrays and objects are nested too deep to be sent (at most "
         f"{MAX_NESTING} levels in an event, the event itself the first); not sent"
     )
     return _rejection(line, reason, message, _event_id(event), field_name)
-
-
-def _writable(value: object) -> bool:
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return False
-    return True
 
 
 def backoff_seconds(attempt: int, retry_after: str | None = None) -> float:

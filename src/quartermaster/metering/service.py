@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from quartermaster.bus.models import EventLogEntry
 from quartermaster.bus.protocol import AppendResult, LogRecord, PreparedAppend
 from quartermaster.catalog.lease_tokens import LeaseClaims
-from quartermaster.catalog.models import App, Resource, ResourceLease
+from quartermaster.catalog.models import App, ResourceLease
+from quartermaster.catalog.resources import bindings_of_resources
 from quartermaster.catalog.signing_keys import (
     signature_policies_among,
     signing_keys_by_id,
@@ -512,14 +513,10 @@ def _resource_bindings(
 ) -> dict[str, list[ResourceBinding]]:
     if not resource_ids:
         return {}
-    rows = session.open().execute(
-        select(Resource.resource_id, Resource.valid_from, Resource.valid_to, App.app_id)
-        .join(App, App.id == Resource.app_pk)
-        .where(Resource.tenant_id == tenant_id, Resource.resource_id.in_(sorted(resource_ids)))
-    )
     bindings: dict[str, list[ResourceBinding]] = {}
-    for resource_id, valid_from, valid_to, app_id in rows:
-        bindings.setdefault(resource_id, []).append(ResourceBinding(valid_from, valid_to, app_id))
+    for span in bindings_of_resources(tenant_id, resource_ids, session=session.open()):
+        binding = ResourceBinding(span.valid_from, span.valid_to, span.app_id)
+        bindings.setdefault(span.resource_id, []).append(binding)
     return bindings
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import re
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -176,15 +177,15 @@ def bound_app(bindings: Sequence[ResourceBinding] | None, at: datetime) -> str |
 APP_SOURCE_SCHEME = "app://"
 
 
+_APP_SOURCE = re.compile(r"app://([^/?#]*)")
+
+
 def source_app(source: object) -> str | None:
     """The app a source of the form `app://<app_id>[/…]` names, else None."""
-    if type(source) is not str or not source.startswith(APP_SOURCE_SCHEME):
+    if type(source) is not str:
         return None
-    rest = source[len(APP_SOURCE_SCHEME) :]
-    for end, char in enumerate(rest):
-        if char in "/?#":
-            return rest[:end]
-    return rest
+    match = _APP_SOURCE.match(source)
+    return match.group(1) if match is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +484,8 @@ def validate_event(
     owner = app_id
     if owner is None and resource_id is not None:
         owner = bound_app(ctx.resource_bindings.get(resource_id), event_time)
-    named_app = source_app(event["source"])
+    # (the source read again only when the batch's sources name a registered app at all)
+    named_app = source_app(event["source"]) if ctx.registered_source_apps else None
     if (
         named_app is not None
         and owner is not None
@@ -593,6 +595,8 @@ def _bound_by(app_id: str | None, resource_id: str | None) -> str:
     return f" (resource {resource_id!r} is bound to it at the event's time)"
 
 
+# orjson writes at most this many levels of arrays and objects inside each other.
+MAX_NESTING = 254
 # The largest canonical form whose floats are tried in other spellings (`float_spellings`).
 MAX_RESPELLED_BYTES = 64 * 1024
 _TOO_LARGE_TO_RESPELL = (
@@ -602,32 +606,28 @@ _TOO_LARGE_TO_RESPELL = (
 
 
 def _nesting_problem(event: dict[str, Any]) -> tuple[RejectReason, str, str]:
-    """For an event nested too deep to be written (orjson writes 254 levels): the attribute,
-    or `data`'s field, holding the deepest value."""
-    field_name = "event"
-    for name, value in event.items():
-        if _writable(value, levels_above=1):
-            continue
-        field_name = name
-        if name == "data" and type(value) is dict:
-            inner = next((k for k, v in value.items() if not _writable(v, levels_above=2)), None)
-            field_name = f"data.{inner}" if inner is not None else name
-        break
-    reason = (
-        RejectReason.INVALID_DATA
-        if field_name.startswith("data")
-        else (RejectReason.INVALID_ENVELOPE)
-    )
+    field_name = too_deep_field(event)
+    in_data = field_name.startswith("data")
     return (
-        reason,
+        RejectReason.INVALID_DATA if in_data else RejectReason.INVALID_ENVELOPE,
         field_name,
         f"{field_name}: arrays and objects are nested too deep to be stored (at most"
         f" {MAX_NESTING} levels in an event, the event itself the first)",
     )
 
 
-# orjson writes at most this many levels of arrays and objects inside each other.
-MAX_NESTING = 254
+def too_deep_field(event: Mapping[str, Any]) -> str:
+    """For an event nested too deep to be written (orjson writes MAX_NESTING levels): the
+    attribute, or `data`'s field, holding the deepest value, each tried at the depth it has
+    in the event ("event" when none is alone to blame). `qm events send` names it alike."""
+    for name, value in event.items():
+        if _writable(value, levels_above=1):
+            continue
+        if name == "data" and type(value) is dict:
+            inner = next((k for k, v in value.items() if not _writable(v, levels_above=2)), None)
+            return f"data.{inner}" if inner is not None else name
+        return name
+    return "event"
 
 
 def _writable(value: object, *, levels_above: int) -> bool:
@@ -635,7 +635,7 @@ def _writable(value: object, *, levels_above: int) -> bool:
         value = [value]
     try:
         orjson.dumps(value)
-    except TypeError:
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
         return False
     return True
 
